@@ -1,0 +1,61 @@
+//! Opening one lane connection: TCP connect, `TCP_NODELAY`, and the AUTH handshake.
+
+use std::io;
+
+use bytes::BytesMut;
+use redshard_config::NodeAddr;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::lane::LaneError;
+use super::LaneConfig;
+use crate::resp::{encode, reply, ReplyScanner};
+
+/// Connects to `addr` and authenticates, all within `config.connect_timeout`.
+///
+/// # Errors
+/// Connection refused or timed out, or the node rejected the credentials.
+pub(super) async fn connect(addr: &NodeAddr, config: &LaneConfig) -> Result<TcpStream, LaneError> {
+    match tokio::time::timeout(config.connect_timeout, connect_inner(addr, config)).await {
+        Ok(result) => result,
+        Err(_) => Err(LaneError::ConnectTimeout(config.connect_timeout)),
+    }
+}
+
+async fn connect_inner(addr: &NodeAddr, config: &LaneConfig) -> Result<TcpStream, LaneError> {
+    let mut stream = TcpStream::connect(addr.to_string())
+        .await
+        .map_err(LaneError::Connect)?;
+    stream.set_nodelay(true).map_err(LaneError::Connect)?;
+    if let Some(password) = &config.password {
+        let mut request = BytesMut::new();
+        match &config.username {
+            Some(user) => encode::request(
+                &mut request,
+                &[b"AUTH", user.as_bytes(), password.as_bytes()],
+            ),
+            None => encode::request(&mut request, &[b"AUTH", password.as_bytes()]),
+        }
+        stream.write_all(&request).await.map_err(LaneError::Connect)?;
+        let answer = read_one_reply(&mut stream, config.max_reply_depth).await?;
+        if !reply::is_ok(&answer) {
+            let text = String::from_utf8_lossy(&answer);
+            return Err(LaneError::Auth(text.trim_end().trim_start_matches('-').to_owned()));
+        }
+    }
+    Ok(stream)
+}
+
+/// Reads exactly one reply (used only during the handshake, before pipelining starts).
+async fn read_one_reply(stream: &mut TcpStream, max_depth: usize) -> Result<BytesMut, LaneError> {
+    let mut buf = BytesMut::with_capacity(256);
+    let mut scanner = ReplyScanner::new(max_depth);
+    loop {
+        if stream.read_buf(&mut buf).await.map_err(LaneError::Connect)? == 0 {
+            return Err(LaneError::Connect(io::ErrorKind::UnexpectedEof.into()));
+        }
+        if let Some(len) = scanner.scan(&buf).map_err(LaneError::Protocol)? {
+            return Ok(buf.split_to(len));
+        }
+    }
+}

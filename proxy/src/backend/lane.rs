@@ -1,0 +1,245 @@
+//! One lane: a long-lived, pipelined connection to a node that many clients share.
+//!
+//! The lane task owns the connection. Its writer takes every queued request at once, records
+//! each one's reply destination in the in-flight FIFO, and sends them in one vectored write.
+//! Its reader cuts the reply stream at reply boundaries (no decoding) and hands each reply, as
+//! bytes, to the oldest in-flight request. A timer fails the connection when the oldest
+//! request has waited longer than the response timeout.
+//!
+//! When the connection fails, every in-flight request gets an error reply (its outcome is
+//! unknown), and the lane reconnects at once. When a connect fails, queued and newly arriving
+//! requests are answered with an error until the backoff has passed, so no client waits on a
+//! dead node. The lane ends when every sender is gone and nothing is in flight.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use redshard_config::NodeAddr;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use super::{connect::connect, LaneConfig, LaneRequest};
+use crate::outbuf::OutBuf;
+use crate::replies::ReplyTo;
+use crate::resp::{ProtocolError, ReplyScanner};
+
+/// Requests taken from the queue per write.
+const BATCH: usize = 512;
+/// Spare room kept in the read buffer before each read.
+const READ_RESERVE: usize = 16 * 1024;
+
+/// Why a lane connection failed. Its display follows `backend ADDR ` in the client's error.
+#[derive(Debug, thiserror::Error)]
+pub enum LaneError {
+    /// TCP connect or the handshake's I/O failed.
+    #[error("unavailable: {0}")]
+    Connect(#[source] std::io::Error),
+    /// Connect plus handshake took too long.
+    #[error("unavailable: connect timed out after {} ms", .0.as_millis())]
+    ConnectTimeout(Duration),
+    /// The node refused our credentials.
+    #[error("refused the proxy's credentials: {0}")]
+    Auth(String),
+    /// Reading or writing an established connection failed.
+    #[error("connection failed: {0}")]
+    Io(#[source] std::io::Error),
+    /// The node closed the connection.
+    #[error("closed the connection")]
+    Closed,
+    /// The oldest request waited longer than the response timeout.
+    #[error("timed out after {} ms", .0.as_millis())]
+    Timeout(Duration),
+    /// The node sent bytes that are not RESP.
+    #[error("sent an invalid reply ({0})")]
+    Protocol(ProtocolError),
+    /// The node sent a reply nobody asked for.
+    #[error("sent a reply with no request in flight")]
+    Unsolicited,
+}
+
+/// A request written to the node and not yet answered.
+#[derive(Debug)]
+struct InFlight {
+    /// Where its reply goes.
+    reply: ReplyTo,
+    /// When it was written, for the response timeout.
+    sent: Instant,
+}
+
+/// How a served connection ended.
+enum Ended {
+    /// Every sender is gone and nothing is in flight: the lane is no longer used.
+    Unused,
+    /// The connection failed; reconnect.
+    Failed(LaneError),
+}
+
+/// The lane task: connect, serve, reconnect, until the lane is no longer used.
+pub async fn run(
+    addr: NodeAddr,
+    index: usize,
+    config: Arc<LaneConfig>,
+    mut rx: mpsc::UnboundedReceiver<LaneRequest>,
+) {
+    let mut backoff = config.backoff_min;
+    loop {
+        match connect(&addr, &config).await {
+            Ok(stream) => {
+                debug!(node = %addr, lane = index, "lane connected");
+                backoff = config.backoff_min;
+                match serve(stream, &mut rx, &addr, &config).await {
+                    Ended::Unused => return,
+                    Ended::Failed(error) => {
+                        warn!(node = %addr, lane = index, %error, "lane connection lost");
+                    }
+                }
+            }
+            Err(error) => {
+                warn!(node = %addr, lane = index, %error, retry_ms = backoff.as_millis() as u64, "lane cannot connect");
+                let reply = error_reply(&addr, &error);
+                if !refuse_until(&mut rx, Instant::now() + backoff, &reply).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(config.backoff_max);
+            }
+        }
+    }
+}
+
+/// The error reply a client gets for a request this lane could not complete.
+fn error_reply(addr: &NodeAddr, error: &LaneError) -> Bytes {
+    let mut text = String::with_capacity(64);
+    let _ = write!(text, "-ERR backend {addr} {error}");
+    // A reply line must not contain CR or LF.
+    let mut line: String = text.chars().map(|c| if c == '\r' || c == '\n' { ' ' } else { c }).collect();
+    line.push_str("\r\n");
+    Bytes::from(line)
+}
+
+/// Answers every request that arrives before `deadline` with `reply`. Returns `false` when
+/// every sender is gone (the lane is no longer used).
+async fn refuse_until(
+    rx: &mut mpsc::UnboundedReceiver<LaneRequest>,
+    deadline: Instant,
+    reply: &Bytes,
+) -> bool {
+    let sleep = tokio::time::sleep_until(deadline);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            () = &mut sleep => return true,
+            request = rx.recv() => match request {
+                Some(request) => request.reply.deliver(reply.clone()),
+                None => return false,
+            },
+        }
+    }
+}
+
+/// Serves one established connection until it fails or the lane is no longer used.
+async fn serve(
+    mut stream: TcpStream,
+    rx: &mut mpsc::UnboundedReceiver<LaneRequest>,
+    addr: &NodeAddr,
+    config: &LaneConfig,
+) -> Ended {
+    let (mut reader, mut writer) = stream.split();
+    let in_flight: RefCell<VecDeque<InFlight>> = RefCell::new(VecDeque::new());
+    let write_loop = async {
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut out = OutBuf::new();
+        loop {
+            if rx.recv_many(&mut batch, BATCH).await == 0 {
+                // Every sender is gone: let the reader finish what is in flight, then end.
+                // This happens once per lane, when its node leaves the topology or at exit.
+                while !in_flight.borrow().is_empty() {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                return Ok(());
+            }
+            let now = Instant::now();
+            {
+                let mut queue = in_flight.borrow_mut();
+                for request in batch.drain(..) {
+                    out.push(request.bytes);
+                    queue.push_back(InFlight {
+                        reply: request.reply,
+                        sent: now,
+                    });
+                }
+            }
+            out.write_all(&mut writer).await.map_err(LaneError::Io)?;
+        }
+    };
+
+    let read_loop = async {
+        let mut buf = BytesMut::with_capacity(READ_RESERVE);
+        let mut scanner = ReplyScanner::new(config.max_reply_depth);
+        loop {
+            if buf.capacity() - buf.len() < READ_RESERVE / 4 {
+                buf.reserve(READ_RESERVE);
+            }
+            if reader.read_buf(&mut buf).await.map_err(LaneError::Io)? == 0 {
+                return Err(LaneError::Closed);
+            }
+            while let Some(len) = scanner.scan(&buf).map_err(LaneError::Protocol)? {
+                let reply = buf.split_to(len).freeze();
+                let Some(request) = in_flight.borrow_mut().pop_front() else {
+                    return Err(LaneError::Unsolicited);
+                };
+                request.reply.deliver(reply);
+            }
+        }
+    };
+
+    let timer = async {
+        loop {
+            let oldest = in_flight.borrow().front().map(|r| r.sent);
+            match oldest {
+                Some(sent) if sent.elapsed() >= config.response_timeout => {
+                    return Err(LaneError::Timeout(config.response_timeout));
+                }
+                Some(sent) => tokio::time::sleep_until(sent + config.response_timeout).await,
+                None => tokio::time::sleep(config.response_timeout).await,
+            }
+        }
+    };
+
+    let result: Result<(), LaneError> = tokio::select! {
+        r = write_loop => r,
+        r = read_loop => r,
+        r = timer => r,
+    };
+    match result {
+        Ok(()) => Ended::Unused,
+        Err(error) => {
+            let reply = error_reply(addr, &error);
+            for request in in_flight.into_inner() {
+                request.reply.deliver(reply.clone());
+            }
+            Ended::Failed(error)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_replies_are_one_line() {
+        let addr: NodeAddr = "127.0.0.1:6390".parse().unwrap();
+        let reply = error_reply(&addr, &LaneError::Auth("WRONGPASS bad\r\nx".into()));
+        assert_eq!(
+            &reply[..],
+            b"-ERR backend 127.0.0.1:6390 refused the proxy's credentials: WRONGPASS bad  x\r\n"
+        );
+    }
+}

@@ -1,0 +1,167 @@
+//! Backend nodes and their lanes.
+//!
+//! Each Redis node gets a few **lanes**: long-lived connections that multiplex the requests of
+//! every client, pipelined, with a FIFO of in-flight requests (see [`lane`]). The slot of a key
+//! picks the lane (`slot % lanes`), so every command on one key flows through one ordered
+//! connection, and the requests of many clients leave in one write.
+//!
+//! Nodes are shared by address in a [`NodePool`], so a new routing table (failover, resharding)
+//! reuses the connections it already has.
+
+mod connect;
+pub mod lane;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use redshard_config::{BackendConfig, NodeAddr};
+use tokio::sync::mpsc;
+
+use crate::replies::ReplyTo;
+
+/// How lanes connect and when they give up; taken from `[backend]` and `[limits]`.
+#[derive(Clone, Debug)]
+pub struct LaneConfig {
+    /// ACL user for `AUTH` on connect, if any.
+    pub username: Option<String>,
+    /// Password for `AUTH` on connect, if any.
+    pub password: Option<String>,
+    /// Connections per node.
+    pub lanes: usize,
+    /// Bound on TCP connect plus the AUTH handshake.
+    pub connect_timeout: Duration,
+    /// Bound on the wait for the oldest in-flight reply before the connection is declared dead.
+    pub response_timeout: Duration,
+    /// First wait before reconnecting after a failed connect.
+    pub backoff_min: Duration,
+    /// Longest wait between reconnect attempts.
+    pub backoff_max: Duration,
+    /// Nesting bound for replies (a safety limit against a broken backend).
+    pub max_reply_depth: usize,
+}
+
+impl LaneConfig {
+    /// Lane settings from the validated configuration.
+    #[must_use]
+    pub fn from_config(backend: &BackendConfig, max_reply_depth: usize) -> Self {
+        Self {
+            username: backend.username.clone(),
+            password: backend.password.clone(),
+            lanes: backend.lanes,
+            connect_timeout: backend.connect_timeout,
+            response_timeout: backend.response_timeout,
+            backoff_min: backend.reconnect_backoff_min,
+            backoff_max: backend.reconnect_backoff_max,
+            max_reply_depth,
+        }
+    }
+}
+
+/// One request for a lane: the bytes to send and where its reply goes.
+#[derive(Debug)]
+pub struct LaneRequest {
+    /// A complete RESP request, usually the client's original bytes.
+    pub bytes: Bytes,
+    /// The reply's destination.
+    pub reply: ReplyTo,
+}
+
+/// The sending side of one lane.
+#[derive(Clone, Debug)]
+pub struct LaneHandle {
+    /// Requests in submission order; the lane task owns the receiver.
+    tx: mpsc::UnboundedSender<LaneRequest>,
+}
+
+impl LaneHandle {
+    /// Queues a request. If the lane task is gone (only while the proxy shuts down), the
+    /// request is answered with an error at once so its client never hangs.
+    pub fn send(&self, bytes: Bytes, reply: ReplyTo) {
+        if let Err(mpsc::error::SendError(req)) = self.tx.send(LaneRequest { bytes, reply }) {
+            req.reply
+                .deliver(Bytes::from_static(b"-ERR backend lane closed\r\n"));
+        }
+    }
+}
+
+/// One Redis node and its lanes.
+#[derive(Debug)]
+pub struct Node {
+    /// Where the node listens.
+    addr: NodeAddr,
+    /// Its lanes; `lanes[slot % lanes.len()]` carries the slot's commands.
+    lanes: Box<[LaneHandle]>,
+}
+
+impl Node {
+    /// Starts `config.lanes` lane tasks for `addr` on the current tokio runtime.
+    #[must_use]
+    pub fn spawn(addr: NodeAddr, config: &Arc<LaneConfig>) -> Arc<Self> {
+        let lanes = (0..config.lanes.max(1))
+            .map(|index| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(lane::run(addr.clone(), index, Arc::clone(config), rx));
+                LaneHandle { tx }
+            })
+            .collect();
+        Arc::new(Self { addr, lanes })
+    }
+
+    /// The node's address.
+    #[must_use]
+    pub fn addr(&self) -> &NodeAddr {
+        &self.addr
+    }
+
+    /// The lane that carries `slot`'s commands.
+    #[must_use]
+    pub fn lane(&self, slot: u16) -> &LaneHandle {
+        &self.lanes[usize::from(slot) % self.lanes.len()]
+    }
+
+    /// How many lanes this node has.
+    #[must_use]
+    pub fn lane_count(&self) -> usize {
+        self.lanes.len()
+    }
+}
+
+/// Every node the proxy talks to, by address, so routing tables share connections.
+#[derive(Debug)]
+pub struct NodePool {
+    /// Lane settings for new nodes.
+    config: Arc<LaneConfig>,
+    /// Nodes by address. A node dropped from every routing table stays here until
+    /// [`NodePool::retain`] removes it.
+    nodes: Mutex<HashMap<NodeAddr, Arc<Node>>>,
+}
+
+impl NodePool {
+    /// An empty pool whose nodes use `config`.
+    #[must_use]
+    pub fn new(config: LaneConfig) -> Self {
+        Self {
+            config: Arc::new(config),
+            nodes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The node at `addr`, started on first use.
+    #[must_use]
+    pub fn node(&self, addr: &NodeAddr) -> Arc<Node> {
+        let mut nodes = self.nodes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(
+            nodes
+                .entry(addr.clone())
+                .or_insert_with(|| Node::spawn(addr.clone(), &self.config)),
+        )
+    }
+
+    /// Forgets nodes not in `keep`; their lanes close once the last request using them is done.
+    pub fn retain(&self, keep: &[&NodeAddr]) {
+        let mut nodes = self.nodes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        nodes.retain(|addr, _| keep.contains(&addr));
+    }
+}

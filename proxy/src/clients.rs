@@ -1,0 +1,114 @@
+//! The proxy's own client list (CLIENT ID / LIST / INFO) and its connection counters.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+/// What CLIENT LIST shows about one connection.
+#[derive(Debug)]
+pub struct ClientInfo {
+    /// Unique, increasing id (CLIENT ID).
+    pub id: u64,
+    /// The client's address.
+    pub addr: SocketAddr,
+    /// The proxy address it connected to.
+    pub laddr: SocketAddr,
+    /// When it connected (age).
+    pub since: Instant,
+    /// Name, library name and version, and the last command: changed by the session.
+    pub fields: Mutex<ClientFields>,
+}
+
+/// The mutable part of [`ClientInfo`].
+#[derive(Debug, Default)]
+pub struct ClientFields {
+    /// CLIENT SETNAME.
+    pub name: String,
+    /// CLIENT SETINFO LIB-NAME.
+    pub lib_name: String,
+    /// CLIENT SETINFO LIB-VER.
+    pub lib_ver: String,
+}
+
+impl ClientInfo {
+    /// The mutable fields, locked.
+    pub fn fields(&self) -> MutexGuard<'_, ClientFields> {
+        self.fields.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// One CLIENT LIST line (without the trailing newline), in Redis's field order.
+    #[must_use]
+    pub fn line(&self) -> String {
+        let f = self.fields();
+        format!(
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle=0 flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|list user=default redir=-1 resp=2 lib-name={} lib-ver={}",
+            self.id,
+            self.addr,
+            self.laddr,
+            f.name,
+            self.since.elapsed().as_secs(),
+            f.lib_name,
+            f.lib_ver
+        )
+    }
+}
+
+/// Every connected client, plus connection counters for INFO.
+#[derive(Debug, Default)]
+pub struct Clients {
+    /// Next CLIENT ID.
+    next_id: AtomicU64,
+    /// Connected clients by id.
+    live: Mutex<BTreeMap<u64, Arc<ClientInfo>>>,
+    /// Connections accepted since start (INFO total_connections_received).
+    pub total_connections: AtomicU64,
+    /// Connections refused at max clients (INFO rejected_connections).
+    pub rejected_connections: AtomicU64,
+    /// Requests processed since start (INFO total_commands_processed).
+    pub total_commands: AtomicU64,
+}
+
+impl Clients {
+    fn live(&self) -> MutexGuard<'_, BTreeMap<u64, Arc<ClientInfo>>> {
+        self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Registers a new connection; it stays listed until [`Clients::remove`].
+    pub fn add(&self, addr: SocketAddr, laddr: SocketAddr) -> Arc<ClientInfo> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let info = Arc::new(ClientInfo {
+            id,
+            addr,
+            laddr,
+            since: Instant::now(),
+            fields: Mutex::new(ClientFields::default()),
+        });
+        self.total_connections.fetch_add(1, Ordering::Relaxed);
+        self.live().insert(id, Arc::clone(&info));
+        info
+    }
+
+    /// Forgets a closed connection.
+    pub fn remove(&self, id: u64) {
+        self.live().remove(&id);
+    }
+
+    /// Connected clients now.
+    #[must_use]
+    pub fn connected(&self) -> usize {
+        self.live().len()
+    }
+
+    /// CLIENT LIST: one line per connection, each ending in a newline.
+    #[must_use]
+    pub fn list(&self) -> String {
+        let mut out = String::new();
+        for info in self.live().values() {
+            out.push_str(&info.line());
+            out.push('\n');
+        }
+        out
+    }
+}

@@ -1,0 +1,254 @@
+//! The per-client queue of replies, kept in the client's request order.
+//!
+//! The session reserves one entry per request when it dispatches it; backend lanes fill entries
+//! in whatever order the shards answer; the session writes entries out from the front as soon as
+//! the front one is complete. A request split across shards (MGET, fan-outs) reserves one entry
+//! with several parts, merged by the session once every part has arrived.
+//!
+//! A [`ReplyTo`] handle (queue, sequence number, part) is all a lane keeps per in-flight request:
+//! delivering a reply costs one uncontended lock and no allocation.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use crate::session::merge::MergePlan;
+
+/// One client's replies in order.
+#[derive(Debug, Default)]
+pub struct ReplyQueue {
+    /// Entries and bookkeeping; locked briefly by the session and by lanes delivering replies.
+    inner: Mutex<Inner>,
+    /// Wakes the session when the front entry may have become complete.
+    ready: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Sequence number of `entries[0]`; sequence numbers only grow.
+    head: u64,
+    /// Reserved entries, oldest first.
+    entries: VecDeque<Entry>,
+}
+
+#[derive(Debug)]
+enum Entry {
+    /// Sent to a backend; no reply yet.
+    Waiting,
+    /// Complete.
+    Ready(Bytes),
+    /// Split across several backend requests; merged when all parts are in.
+    Gather(Box<Gather>),
+}
+
+#[derive(Debug)]
+struct Gather {
+    /// One slot per part, in part order.
+    parts: Vec<Option<Bytes>>,
+    /// Parts still missing.
+    missing: usize,
+    /// How the session turns the parts into one reply.
+    plan: MergePlan,
+}
+
+/// A reply that can be written to the client, taken from the front of the queue.
+#[derive(Debug)]
+pub enum Completed {
+    /// Bytes to write as they are.
+    Reply(Bytes),
+    /// All parts of a split request, in part order, to be merged by `plan`.
+    Gathered {
+        /// The parts' replies.
+        parts: Vec<Bytes>,
+        /// The merge to apply.
+        plan: MergePlan,
+    },
+}
+
+/// Where a lane delivers one reply.
+#[derive(Debug)]
+pub struct ReplyTo {
+    /// The client's queue (kept alive until the reply is delivered, even if the client left).
+    queue: Arc<ReplyQueue>,
+    /// The entry's sequence number.
+    seq: u64,
+    /// The part within a gathered entry (0 for a plain entry).
+    part: u32,
+}
+
+impl ReplyQueue {
+    /// A new empty queue.
+    #[must_use]
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding this lock would be a bug in this module; the data stays usable.
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Entries reserved and not yet taken.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// Whether no entry is outstanding.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends a complete reply (answered by the proxy itself).
+    pub fn push_ready(&self, reply: Bytes) {
+        let mut inner = self.lock();
+        inner.entries.push_back(Entry::Ready(reply));
+        if inner.entries.len() == 1 {
+            drop(inner);
+            self.ready.notify_one();
+        }
+    }
+
+    /// Reserves an entry for one backend reply.
+    pub fn reserve(self: &Arc<Self>) -> ReplyTo {
+        let mut inner = self.lock();
+        let seq = inner.head + inner.entries.len() as u64;
+        inner.entries.push_back(Entry::Waiting);
+        ReplyTo {
+            queue: Arc::clone(self),
+            seq,
+            part: 0,
+        }
+    }
+
+    /// Reserves an entry of `parts` parts merged by `plan`; returns the sequence number to pass
+    /// to [`ReplyQueue::part`].
+    pub fn reserve_gather(&self, parts: usize, plan: MergePlan) -> u64 {
+        let mut inner = self.lock();
+        let seq = inner.head + inner.entries.len() as u64;
+        inner.entries.push_back(Entry::Gather(Box::new(Gather {
+            parts: vec![None; parts],
+            missing: parts,
+            plan,
+        })));
+        seq
+    }
+
+    /// The delivery handle of one part of a gathered entry.
+    #[must_use]
+    pub fn part(self: &Arc<Self>, seq: u64, part: u32) -> ReplyTo {
+        ReplyTo {
+            queue: Arc::clone(self),
+            seq,
+            part,
+        }
+    }
+
+    /// Takes every complete entry from the front, in order.
+    pub fn take_ready(&self, mut f: impl FnMut(Completed)) {
+        let mut inner = self.lock();
+        loop {
+            let done = match inner.entries.front() {
+                Some(Entry::Ready(_)) => true,
+                Some(Entry::Gather(g)) => g.missing == 0,
+                _ => false,
+            };
+            if !done {
+                return;
+            }
+            inner.head += 1;
+            match inner.entries.pop_front() {
+                Some(Entry::Ready(reply)) => f(Completed::Reply(reply)),
+                Some(Entry::Gather(g)) => {
+                    let Gather { parts, plan, .. } = *g;
+                    f(Completed::Gathered {
+                        parts: parts.into_iter().flatten().collect(),
+                        plan,
+                    });
+                }
+                _ => unreachable!("front entry was checked to be complete"),
+            }
+        }
+    }
+
+    /// Completes when the front entry may have become complete since the last call.
+    pub async fn notified(&self) {
+        self.ready.notified().await;
+    }
+
+    fn deliver(&self, seq: u64, part: u32, reply: Bytes) {
+        let mut inner = self.lock();
+        let Some(index) = seq.checked_sub(inner.head) else {
+            return; // Already taken: cannot happen, as entries leave only when complete.
+        };
+        let Some(entry) = inner.entries.get_mut(index as usize) else {
+            return;
+        };
+        let complete = match entry {
+            Entry::Waiting => {
+                *entry = Entry::Ready(reply);
+                true
+            }
+            Entry::Gather(g) => {
+                let slot = &mut g.parts[part as usize];
+                if slot.is_none() {
+                    *slot = Some(reply);
+                    g.missing -= 1;
+                }
+                g.missing == 0
+            }
+            Entry::Ready(_) => false,
+        };
+        if complete && index == 0 {
+            drop(inner);
+            self.ready.notify_one();
+        }
+    }
+}
+
+impl ReplyTo {
+    /// Delivers the reply to its entry and wakes the session if it can now write.
+    pub fn deliver(self, reply: Bytes) {
+        self.queue.deliver(self.seq, self.part, reply);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn take_all(q: &ReplyQueue) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        q.take_ready(|c| match c {
+            Completed::Reply(b) => out.push(b),
+            Completed::Gathered { parts, .. } => out.push(Bytes::from(parts.concat())),
+        });
+        out
+    }
+
+    #[test]
+    fn replies_leave_in_request_order() {
+        let q = ReplyQueue::new();
+        let a = q.reserve();
+        q.push_ready(Bytes::from_static(b"b"));
+        let c = q.reserve();
+        c.deliver(Bytes::from_static(b"c"));
+        assert!(take_all(&q).is_empty(), "front entry is not complete yet");
+        a.deliver(Bytes::from_static(b"a"));
+        assert_eq!(take_all(&q), vec!["a", "b", "c"]);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn gathered_entry_waits_for_every_part() {
+        let q = ReplyQueue::new();
+        let seq = q.reserve_gather(2, MergePlan::AllOk);
+        q.part(seq, 1).deliver(Bytes::from_static(b"2"));
+        assert!(take_all(&q).is_empty());
+        q.part(seq, 0).deliver(Bytes::from_static(b"1"));
+        assert_eq!(take_all(&q), vec!["12"]);
+    }
+}

@@ -1,0 +1,151 @@
+//! Deciding what happens to one request: forward, split, fan out, answer locally, or refuse.
+//!
+//! [`dispatch`] runs while the request's arguments are still borrowed from the read buffer and
+//! returns an [`Action`]; [`finish`] then sends the request's original bytes where the action
+//! says. Every request reserves exactly one entry in the reply queue, in request order.
+
+use bytes::Bytes;
+use redshard_config::Slot;
+
+use super::merge::MergePlan;
+use super::{local, split, Ctx};
+use crate::command::{self, ArgList, CommandSpec, Flags, Route};
+use crate::resp::{encode, Args};
+use crate::router::RoutingTable;
+
+/// What to do with a request's bytes once its arguments are no longer borrowed.
+#[derive(Debug)]
+pub(crate) enum Action {
+    /// Its reply entry is already reserved (a local answer, an error, or split parts sent).
+    Done,
+    /// Send the original bytes to the master of shard `shard`, on the lane of `slot`.
+    Forward {
+        /// Index into the routing table's shards.
+        shard: usize,
+        /// Picks the lane.
+        slot: u16,
+    },
+    /// Send the original bytes to every master and merge the replies.
+    FanOut(MergePlan),
+}
+
+impl Action {
+    /// Queues the error reply `text` (without '-' and CRLF) and returns `Done`.
+    pub(crate) fn error(ctx: &Ctx, text: &str) -> Self {
+        ctx.queue.push_ready(encode::error_bytes(text));
+        Self::Done
+    }
+
+    /// Queues `reply` and returns `Done`.
+    pub(crate) fn reply(ctx: &Ctx, reply: Bytes) -> Self {
+        ctx.queue.push_ready(reply);
+        Self::Done
+    }
+}
+
+impl ArgList for Args<'_> {
+    fn len(&self) -> usize {
+        Args::len(self)
+    }
+
+    fn arg(&self, i: usize) -> &[u8] {
+        self.get(i)
+    }
+}
+
+/// `CONFIG SET` → `CONFIG SET`, `get` → `GET`: how a command is named in refusals.
+pub(crate) fn display_name(spec: &CommandSpec) -> String {
+    spec.name.replace('|', " ").to_ascii_uppercase()
+}
+
+/// Classifies one request and does everything that needs its arguments.
+pub(crate) fn dispatch(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>) -> Action {
+    let spec = match command::resolve(&args) {
+        Ok(spec) => spec,
+        Err(e) => return Action::error(ctx, &e.to_string()),
+    };
+    if !ctx.authenticated && !spec.flags.contains(Flags::NO_AUTH) {
+        return Action::error(ctx, "NOAUTH Authentication required.");
+    }
+    match spec.route {
+        Route::Keyed => keyed(ctx, table, spec, args),
+        Route::Split(kind) => split::split(ctx, table, spec, kind, args),
+        Route::Local => local::handle(ctx, table, spec, args),
+        Route::FanOut(merge) => Action::FanOut(merge.into()),
+        Route::Flush if ctx.state.config.allow_flush => Action::FanOut(MergePlan::AllOk),
+        Route::Flush => Action::error(
+            ctx,
+            &format!(
+                "ERR {} is disabled in redshard; set allow_flush = true in the proxy's config to allow it",
+                display_name(spec)
+            ),
+        ),
+        Route::Forbidden => Action::error(
+            ctx,
+            &format!("ERR {} is not allowed through redshard", display_name(spec)),
+        ),
+        Route::Dedicated => unsupported(ctx, spec),
+    }
+}
+
+fn unsupported(ctx: &Ctx, spec: &CommandSpec) -> Action {
+    Action::error(
+        ctx,
+        &format!("ERR {} is not supported by redshard yet", display_name(spec)),
+    )
+}
+
+/// A command routed by its keys, which must all hash to one slot.
+fn keyed(ctx: &mut Ctx, table: &RoutingTable, spec: &'static CommandSpec, args: Args<'_>) -> Action {
+    if let Err(e) = spec.key_indices(&args, &mut ctx.keys) {
+        return Action::error(ctx, &e.to_string());
+    }
+    let Some((&first, rest)) = ctx.keys.split_first() else {
+        // No key: any master can run it (TIME, LASTSAVE, COMMAND DOCS ...).
+        return Action::Forward { shard: 0, slot: 0 };
+    };
+    let slot = Slot::for_key(args.get(first));
+    if rest.iter().any(|&k| Slot::for_key(args.get(k)) != slot) {
+        return Action::error(ctx, "CROSSSLOT Keys in request don't hash to the same slot");
+    }
+    if spec.flags.contains(Flags::BLOCKING) || is_blocking_read(spec, args) {
+        return unsupported(ctx, spec);
+    }
+    Action::Forward {
+        shard: table.shard_of(slot),
+        slot: slot.get(),
+    }
+}
+
+/// XREAD / XREADGROUP with a BLOCK option block like BLPOP and need a dedicated connection.
+fn is_blocking_read(spec: &CommandSpec, args: Args<'_>) -> bool {
+    matches!(spec.name, "xread" | "xreadgroup")
+        && args
+            .iter()
+            .take_while(|a| !a.eq_ignore_ascii_case(b"STREAMS"))
+            .any(|a| a.eq_ignore_ascii_case(b"BLOCK"))
+}
+
+/// Sends the request's bytes where `action` says.
+pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes: Bytes) {
+    match action {
+        Action::Done => {}
+        Action::Forward { shard, slot } => {
+            let reply = ctx.queue.reserve();
+            table.shards()[shard].master.lane(slot).send(bytes, reply);
+        }
+        Action::FanOut(plan) => fan_out(ctx, table, plan, &bytes),
+    }
+}
+
+/// Sends `request` to every master's first lane, merged by `plan`.
+pub(crate) fn fan_out(ctx: &Ctx, table: &RoutingTable, plan: MergePlan, request: &Bytes) {
+    let shards = table.shards();
+    let seq = ctx.queue.reserve_gather(shards.len(), plan);
+    for (index, shard) in shards.iter().enumerate() {
+        shard
+            .master
+            .lane(0)
+            .send(request.clone(), ctx.queue.part(seq, index as u32));
+    }
+}

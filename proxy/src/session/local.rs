@@ -1,0 +1,358 @@
+//! Commands the proxy answers itself: the connection's own state (PING, ECHO, QUIT, SELECT,
+//! AUTH, HELLO, RESET, CLIENT ...), and what describes the proxy rather than one node (INFO,
+//! COMMAND COUNT / GETKEYS, CONFIG GET).
+
+use bytes::{Bytes, BytesMut};
+
+use super::dispatch::{display_name, Action};
+use super::{info, Closing, Ctx};
+use crate::command::{self, CommandSpec};
+use crate::resp::{encode, Args};
+use crate::router::RoutingTable;
+
+/// The Redis version whose command surface redshard implements (its command table is generated
+/// from this version's `COMMAND`); reported by HELLO and INFO.
+pub(crate) const REDIS_VERSION: &str = "7.0.15";
+
+/// Answers a `Route::Local` command.
+pub(super) fn handle(ctx: &mut Ctx, table: &RoutingTable, spec: &'static CommandSpec, args: Args<'_>) -> Action {
+    match spec.name {
+        "ping" => match args.len() {
+            1 => Action::reply(ctx, Bytes::from_static(encode::PONG)),
+            _ => bulk(ctx, args.get(1)),
+        },
+        "echo" => bulk(ctx, args.get(1)),
+        "quit" => {
+            ctx.closing = Closing::AfterReplies;
+            Action::reply(ctx, Bytes::from_static(encode::OK))
+        }
+        "select" => select(ctx, args.get(1)),
+        "auth" => auth(ctx, args),
+        "hello" => hello(ctx, args),
+        "reset" => {
+            ctx.authenticated = ctx.state.config.password.is_none();
+            ctx.client.fields().name.clear();
+            Action::reply(ctx, Bytes::from_static(b"+RESET\r\n"))
+        }
+        "info" => info::info(ctx, table, args),
+        "command|count" => {
+            let mut out = BytesMut::new();
+            encode::integer(&mut out, command::commands().count() as i64);
+            Action::reply(ctx, out.freeze())
+        }
+        "command|getkeys" => getkeys(ctx, args),
+        // The full command documentation is the backends' own (same version as our table).
+        "command" | "command|info" | "command|docs" | "command|list" | "command|help"
+        | "command|getkeysandflags" => Action::Forward { shard: 0, slot: 0 },
+        "config|get" => config_get(ctx, args),
+        "client|id" => {
+            let mut out = BytesMut::new();
+            encode::integer(&mut out, ctx.client.id as i64);
+            Action::reply(ctx, out.freeze())
+        }
+        "client|setname" => match set_name(ctx, args.get(2)) {
+            Ok(()) => Action::reply(ctx, Bytes::from_static(encode::OK)),
+            Err(e) => Action::error(ctx, e),
+        },
+        "client|getname" => {
+            let name = ctx.client.fields().name.clone();
+            if name.is_empty() {
+                Action::reply(ctx, Bytes::from_static(encode::NULL_BULK))
+            } else {
+                bulk(ctx, name.as_bytes())
+            }
+        }
+        "client|setinfo" => client_setinfo(ctx, args),
+        "client|info" => {
+            let line = ctx.client.line() + "\n";
+            bulk(ctx, line.as_bytes())
+        }
+        "client|list" => {
+            let list = ctx.state.clients.list();
+            bulk(ctx, list.as_bytes())
+        }
+        "client|no-evict" | "client|no-touch" => Action::reply(ctx, Bytes::from_static(encode::OK)),
+        "client|help" => Action::Forward { shard: 0, slot: 0 },
+        _ => Action::error(ctx, &format!("ERR {} is not supported by redshard yet", display_name(spec))),
+    }
+}
+
+fn bulk(ctx: &Ctx, value: &[u8]) -> Action {
+    let mut out = BytesMut::with_capacity(value.len() + 16);
+    encode::bulk(&mut out, value);
+    Action::reply(ctx, out.freeze())
+}
+
+fn parse_i64(arg: &[u8]) -> Option<i64> {
+    std::str::from_utf8(arg).ok()?.parse().ok()
+}
+
+fn select(ctx: &Ctx, db: &[u8]) -> Action {
+    match parse_i64(db) {
+        Some(0) => Action::reply(ctx, Bytes::from_static(encode::OK)),
+        Some(_) => Action::error(ctx, "ERR redshard serves DB 0 only; SELECT of another database is not allowed"),
+        None => Action::error(ctx, "ERR value is not an integer or out of range"),
+    }
+}
+
+/// Checks credentials against the proxy's `password` (user `default`, as Redis without ACLs).
+fn check_credentials(ctx: &Ctx, user: Option<&[u8]>, password: &[u8]) -> Result<(), &'static str> {
+    let Some(expected) = &ctx.state.config.password else {
+        return Err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
+    };
+    let user_ok = user.is_none_or(|u| u == b"default");
+    if user_ok && constant_time_eq(password, expected.as_bytes()) {
+        Ok(())
+    } else {
+        Err("WRONGPASS invalid username-password pair or user is disabled.")
+    }
+}
+
+/// Compares without an early exit, so timing does not tell how much of a guess was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn auth(ctx: &mut Ctx, args: Args<'_>) -> Action {
+    let result = match args.len() {
+        2 => check_credentials(ctx, None, args.get(1)),
+        3 => check_credentials(ctx, Some(args.get(1)), args.get(2)),
+        _ => Err("ERR syntax error"),
+    };
+    match result {
+        Ok(()) => {
+            ctx.authenticated = true;
+            Action::reply(ctx, Bytes::from_static(encode::OK))
+        }
+        Err(e) => Action::error(ctx, e),
+    }
+}
+
+/// CLIENT SETNAME's rule: printable ASCII without spaces.
+fn set_name(ctx: &Ctx, name: &[u8]) -> Result<(), &'static str> {
+    if name.iter().any(|&c| !(b'!'..=b'~').contains(&c)) {
+        return Err("ERR Client names cannot contain spaces, newlines or special characters.");
+    }
+    ctx.client.fields().name = String::from_utf8_lossy(name).into_owned();
+    Ok(())
+}
+
+/// `CLIENT SETINFO LIB-NAME|LIB-VER value` (Redis 7.2; clients send it on connect).
+fn client_setinfo(ctx: &Ctx, args: Args<'_>) -> Action {
+    if args.len() != 4 {
+        return Action::error(ctx, "ERR wrong number of arguments for 'client|setinfo' command");
+    }
+    let value = args.get(3);
+    if value.iter().any(|&c| !(b'!'..=b'~').contains(&c)) {
+        return Action::error(ctx, "ERR lib-name and lib-ver cannot contain spaces, newlines or special characters.");
+    }
+    let value = String::from_utf8_lossy(value).into_owned();
+    let attr = args.get(2);
+    if attr.eq_ignore_ascii_case(b"lib-name") {
+        ctx.client.fields().lib_name = value;
+    } else if attr.eq_ignore_ascii_case(b"lib-ver") {
+        ctx.client.fields().lib_ver = value;
+    } else {
+        return Action::error(
+            ctx,
+            &format!("ERR Unrecognized option '{}'", String::from_utf8_lossy(attr)),
+        );
+    }
+    Action::reply(ctx, Bytes::from_static(encode::OK))
+}
+
+/// `HELLO [protover [AUTH user pass] [SETNAME name]]`. Only RESP2 so far.
+fn hello(ctx: &mut Ctx, args: Args<'_>) -> Action {
+    if args.len() >= 2 {
+        match parse_i64(args.get(1)) {
+            Some(2) => {}
+            Some(_) => return Action::error(ctx, "NOPROTO unsupported protocol version"),
+            None => {
+                return Action::error(ctx, "ERR Protocol version is not an integer or out of range")
+            }
+        }
+    }
+    let mut i = 2;
+    let mut name = None;
+    while i < args.len() {
+        let option = args.get(i);
+        let more = args.len() - i - 1;
+        if option.eq_ignore_ascii_case(b"AUTH") && more >= 2 {
+            if let Err(e) = check_credentials(ctx, Some(args.get(i + 1)), args.get(i + 2)) {
+                return Action::error(ctx, e);
+            }
+            ctx.authenticated = true;
+            i += 3;
+        } else if option.eq_ignore_ascii_case(b"SETNAME") && more >= 1 {
+            name = Some(args.get(i + 1));
+            i += 2;
+        } else {
+            return Action::error(
+                ctx,
+                &format!("ERR Syntax error in HELLO option '{}'", String::from_utf8_lossy(option)),
+            );
+        }
+    }
+    if !ctx.authenticated {
+        return Action::error(ctx, "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+    }
+    if let Some(name) = name {
+        if let Err(e) = set_name(ctx, name) {
+            return Action::error(ctx, e);
+        }
+    }
+    let mut out = BytesMut::new();
+    encode::array_header(&mut out, 14);
+    for (key, value) in [("server", "redis"), ("version", REDIS_VERSION)] {
+        encode::bulk(&mut out, key.as_bytes());
+        encode::bulk(&mut out, value.as_bytes());
+    }
+    encode::bulk(&mut out, b"proto");
+    encode::integer(&mut out, 2);
+    encode::bulk(&mut out, b"id");
+    encode::integer(&mut out, ctx.client.id as i64);
+    for (key, value) in [("mode", "standalone"), ("role", "master")] {
+        encode::bulk(&mut out, key.as_bytes());
+        encode::bulk(&mut out, value.as_bytes());
+    }
+    encode::bulk(&mut out, b"modules");
+    encode::array_header(&mut out, 0);
+    Action::reply(ctx, out.freeze())
+}
+
+/// COMMAND GETKEYS from redshard's own table: what the proxy routes by.
+fn getkeys(ctx: &mut Ctx, args: Args<'_>) -> Action {
+    let inner: Vec<&[u8]> = args.iter().skip(2).collect();
+    let Ok(spec) = command::resolve(inner.as_slice()) else {
+        return Action::error(ctx, "ERR Invalid command specified");
+    };
+    if let Err(e) = spec.key_indices(inner.as_slice(), &mut ctx.keys) {
+        return Action::error(ctx, &e.to_string());
+    }
+    if ctx.keys.is_empty() {
+        return Action::error(ctx, "ERR The command has no key arguments");
+    }
+    let mut out = BytesMut::new();
+    encode::array_header(&mut out, ctx.keys.len());
+    for &k in &ctx.keys {
+        encode::bulk(&mut out, inner[k]);
+    }
+    Action::reply(ctx, out.freeze())
+}
+
+/// CONFIG GET answered from the proxy's own view: clients read these to adapt themselves.
+fn config_get(ctx: &Ctx, args: Args<'_>) -> Action {
+    let limits = &ctx.state.config.limits;
+    let values: [(&str, String); 9] = [
+        ("databases", "1".into()),
+        ("maxclients", limits.max_clients.to_string()),
+        ("proto-max-bulk-len", limits.max_bulk_bytes.to_string()),
+        ("client-query-buffer-limit", limits.max_query_buffer_bytes.to_string()),
+        ("timeout", "0".into()),
+        ("cluster-enabled", "no".into()),
+        ("port", ctx.state.port.to_string()),
+        ("save", String::new()),
+        ("appendonly", "no".into()),
+    ];
+    let mut matched: Vec<&(&str, String)> = Vec::new();
+    for pattern in args.iter().skip(2) {
+        for entry in &values {
+            if glob_match(pattern, entry.0.as_bytes()) && !matched.iter().any(|m| m.0 == entry.0) {
+                matched.push(entry);
+            }
+        }
+    }
+    let mut out = BytesMut::new();
+    encode::array_header(&mut out, matched.len() * 2);
+    for (name, value) in matched {
+        encode::bulk(&mut out, name.as_bytes());
+        encode::bulk(&mut out, value.as_bytes());
+    }
+    Action::reply(ctx, out.freeze())
+}
+
+/// Redis's glob (`*`, `?`, `[...]`, `[^...]`, `\\`), case-insensitive as CONFIG GET uses it.
+/// Iterative with one backtrack point, so hostile patterns (`*a*a*a*...`) stay O(len²).
+pub(crate) fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    // Where to resume after the last `*`: (pattern index after it, text index it matched up to).
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if pattern.get(p) == Some(&b'*') {
+            p += 1;
+            star = Some((p, t));
+            continue;
+        }
+        if let Some(next) = match_one(pattern, p, text[t]) {
+            p = next;
+            t += 1;
+            continue;
+        }
+        match star {
+            Some((after, matched)) => {
+                p = after;
+                t = matched + 1;
+                star = Some((after, matched + 1));
+            }
+            None => return false,
+        }
+    }
+    pattern[p.min(pattern.len())..].iter().all(|&c| c == b'*')
+}
+
+/// If the pattern element at `p` (not `*`) matches `c`, the index of the next element.
+fn match_one(pattern: &[u8], p: usize, c: u8) -> Option<usize> {
+    let c = c.to_ascii_lowercase();
+    match *pattern.get(p)? {
+        b'?' => Some(p + 1),
+        b'\\' if p + 1 < pattern.len() => (pattern[p + 1].to_ascii_lowercase() == c).then_some(p + 2),
+        b'[' => {
+            let mut i = p + 1;
+            let negate = pattern.get(i) == Some(&b'^');
+            if negate {
+                i += 1;
+            }
+            let mut hit = false;
+            while i < pattern.len() && pattern[i] != b']' {
+                if pattern[i] == b'\\' && i + 1 < pattern.len() {
+                    hit |= pattern[i + 1].to_ascii_lowercase() == c;
+                    i += 2;
+                } else if i + 2 < pattern.len() && pattern[i + 1] == b'-' && pattern[i + 2] != b']' {
+                    let (a, b) = (pattern[i].to_ascii_lowercase(), pattern[i + 2].to_ascii_lowercase());
+                    hit |= (a.min(b)..=a.max(b)).contains(&c);
+                    i += 3;
+                } else {
+                    hit |= pattern[i].to_ascii_lowercase() == c;
+                    i += 1;
+                }
+            }
+            // An unterminated class runs to the end of the pattern, as in Redis.
+            (hit != negate).then_some((i + 1).min(pattern.len()))
+        }
+        lit => (lit.to_ascii_lowercase() == c).then_some(p + 1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn glob() {
+        assert!(glob_match(b"*", b"maxclients"));
+        assert!(glob_match(b"max*", b"maxclients"));
+        assert!(glob_match(b"MAXCLIENTS", b"maxclients"));
+        assert!(glob_match(b"d?tabases", b"databases"));
+        assert!(glob_match(b"[a-d]atabases", b"databases"));
+        assert!(!glob_match(b"[^d]atabases", b"databases"));
+        assert!(!glob_match(b"max", b"maxclients"));
+        assert!(glob_match(b"*s*s", b"databases"));
+        assert!(glob_match(b"", b""));
+        assert!(!glob_match(b"", b"a"));
+        let hostile = b"*a".repeat(200);
+        assert!(!glob_match(&hostile, &b"a".repeat(100)));
+    }
+}

@@ -1,0 +1,213 @@
+//! Merging the replies of a request that was split across shards or fanned out to every master.
+//!
+//! The parts arrive as raw reply bytes; only here are they decoded (just enough) and a new reply
+//! encoded. An error from any part becomes the reply (the first one, in part order), the same
+//! choice Redis Cluster clients make when one node of a multi-node command fails.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::command::Merge;
+use crate::outbuf::OutBuf;
+use crate::resp::{encode, reply};
+
+/// How the parts of one split or fanned-out request become one reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MergePlan {
+    /// MGET: `order[i]` is the part that holds the i-th key's value; within a part, values are
+    /// in key order.
+    Mget {
+        /// The part of each key, in the client's key order.
+        order: Vec<u32>,
+    },
+    /// `+OK` when every part said `+OK` (MSET, SCRIPT FLUSH, FLUSHALL).
+    AllOk,
+    /// The sum of integer replies (DEL, EXISTS, UNLINK, TOUCH, DBSIZE).
+    SumIntegers,
+    /// One array holding every part's elements (KEYS).
+    ConcatArrays,
+    /// The first part's reply; every part is expected to say the same (SCRIPT LOAD).
+    First,
+    /// Element-wise AND of integer arrays (SCRIPT EXISTS: a script exists only if every master has it).
+    AndArrays,
+    /// INFO: the proxy's own sections, followed by the masters' keyspaces summed.
+    Info {
+        /// The sections the proxy wrote, already formatted.
+        text: String,
+    },
+}
+
+impl From<Merge> for MergePlan {
+    fn from(merge: Merge) -> Self {
+        match merge {
+            Merge::SumIntegers => Self::SumIntegers,
+            Merge::ConcatArrays => Self::ConcatArrays,
+            Merge::AllOk => Self::AllOk,
+            Merge::First => Self::First,
+            Merge::AndArrays => Self::AndArrays,
+        }
+    }
+}
+
+const UNEXPECTED: &str = "ERR redshard: a backend sent an unexpected reply to a split command";
+
+/// Writes the merged reply of `parts` to `out`.
+pub fn merge(parts: &[Bytes], plan: MergePlan, out: &mut OutBuf) {
+    if let MergePlan::Info { text } = plan {
+        out.push(super::info::with_keyspace(text, parts));
+        return;
+    }
+    if let Some(error) = parts.iter().find(|p| reply::is_error(p)) {
+        out.push(error.clone());
+        return;
+    }
+    let mut buf = BytesMut::new();
+    match plan {
+        MergePlan::Mget { order } => mget(parts, &order, &mut buf),
+        MergePlan::AllOk => match parts.iter().find(|p| !reply::is_ok(p)) {
+            Some(other) => {
+                out.push(other.clone());
+                return;
+            }
+            None => buf.extend_from_slice(encode::OK),
+        },
+        MergePlan::SumIntegers => {
+            let mut sum = 0i64;
+            for part in parts {
+                match reply::integer(part) {
+                    Some(n) => sum = sum.saturating_add(n),
+                    None => {
+                        encode::error(&mut buf, UNEXPECTED);
+                        out.push(buf.freeze());
+                        return;
+                    }
+                }
+            }
+            encode::integer(&mut buf, sum);
+        }
+        MergePlan::ConcatArrays => {
+            let mut bodies = Vec::with_capacity(parts.len());
+            let mut count = 0;
+            for part in parts {
+                let Some(elements) = reply::aggregate_elements(part) else {
+                    encode::error(&mut buf, UNEXPECTED);
+                    out.push(buf.freeze());
+                    return;
+                };
+                count += elements.len();
+                if let (Some(first), Some(last)) = (elements.first(), elements.last()) {
+                    bodies.push(&part[first.start..last.end]);
+                }
+            }
+            encode::array_header(&mut buf, count);
+            for body in bodies {
+                buf.extend_from_slice(body);
+            }
+        }
+        MergePlan::First => {
+            if let Some(first) = parts.first() {
+                out.push(first.clone());
+            }
+            return;
+        }
+        MergePlan::AndArrays => and_arrays(parts, &mut buf),
+        MergePlan::Info { .. } => unreachable!("handled above"),
+    }
+    out.push(buf.freeze());
+}
+
+fn mget(parts: &[Bytes], order: &[u32], buf: &mut BytesMut) {
+    let mut elements = Vec::with_capacity(parts.len());
+    for part in parts {
+        match reply::aggregate_elements(part) {
+            Some(e) => elements.push(e.into_iter()),
+            None => return encode::error(buf, UNEXPECTED),
+        }
+    }
+    encode::array_header(buf, order.len());
+    for &part in order {
+        let index = part as usize;
+        match elements.get_mut(index).and_then(Iterator::next) {
+            Some(range) => buf.extend_from_slice(&parts[index][range]),
+            None => {
+                buf.clear();
+                return encode::error(buf, UNEXPECTED);
+            }
+        }
+    }
+}
+
+fn and_arrays(parts: &[Bytes], buf: &mut BytesMut) {
+    let mut result: Option<Vec<i64>> = None;
+    for part in parts {
+        let Some(elements) = reply::aggregate_elements(part) else {
+            return encode::error(buf, UNEXPECTED);
+        };
+        let values: Option<Vec<i64>> = elements
+            .into_iter()
+            .map(|r| reply::integer(&part[r]))
+            .collect();
+        let Some(values) = values else {
+            return encode::error(buf, UNEXPECTED);
+        };
+        result = Some(match result {
+            None => values,
+            Some(acc) if acc.len() == values.len() => acc
+                .iter()
+                .zip(&values)
+                .map(|(a, b)| i64::from(*a != 0 && *b != 0))
+                .collect(),
+            Some(_) => return encode::error(buf, UNEXPECTED),
+        });
+    }
+    let result = result.unwrap_or_default();
+    encode::array_header(buf, result.len());
+    for v in result {
+        encode::integer(buf, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn merged(parts: &[&'static [u8]], plan: MergePlan) -> Vec<u8> {
+        let parts: Vec<Bytes> = parts.iter().map(|p| Bytes::from_static(p)).collect();
+        let mut out = OutBuf::new();
+        merge(&parts, plan, &mut out);
+        let mut sink = Vec::new();
+        out.write_all(&mut sink).await.unwrap();
+        sink
+    }
+
+    #[tokio::test]
+    async fn mget_restores_key_order() {
+        let got = merged(
+            &[b"*2\r\n$1\r\na\r\n$-1\r\n", b"*1\r\n$1\r\nb\r\n"],
+            MergePlan::Mget { order: vec![0, 1, 0] },
+        )
+        .await;
+        assert_eq!(got, b"*3\r\n$1\r\na\r\n$1\r\nb\r\n$-1\r\n");
+    }
+
+    #[tokio::test]
+    async fn sums_and_errors() {
+        assert_eq!(merged(&[b":2\r\n", b":3\r\n"], MergePlan::SumIntegers).await, b":5\r\n");
+        assert_eq!(
+            merged(&[b":2\r\n", b"-ERR down\r\n"], MergePlan::SumIntegers).await,
+            b"-ERR down\r\n"
+        );
+        assert_eq!(merged(&[b"+OK\r\n", b"+OK\r\n"], MergePlan::AllOk).await, b"+OK\r\n");
+    }
+
+    #[tokio::test]
+    async fn concat_and_and() {
+        assert_eq!(
+            merged(&[b"*1\r\n$1\r\na\r\n", b"*0\r\n", b"*1\r\n$1\r\nb\r\n"], MergePlan::ConcatArrays).await,
+            b"*2\r\n$1\r\na\r\n$1\r\nb\r\n"
+        );
+        assert_eq!(
+            merged(&[b"*2\r\n:1\r\n:1\r\n", b"*2\r\n:0\r\n:1\r\n"], MergePlan::AndArrays).await,
+            b"*2\r\n:0\r\n:1\r\n"
+        );
+    }
+}

@@ -1,0 +1,210 @@
+//! One client connection.
+//!
+//! The session reads requests into one buffer, scans them without copying, and dispatches each
+//! (see [`dispatch`]): forwarded as its original bytes to the lane of its key's slot, split
+//! across shards and merged, or answered by the proxy. Every request reserves its place in the
+//! [`ReplyQueue`] when it is dispatched, so replies leave in request order whatever order the
+//! shards answer in. Reading, dispatching and writing all run in one task: a client that does
+//! not read its replies stops being read from once `max_pipeline` replies are outstanding.
+//!
+//! See `LIFECYCLE.md` beside this file for the session's states.
+
+pub(crate) mod dispatch;
+mod info;
+mod local;
+pub mod merge;
+mod split;
+
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tracing::debug;
+
+use crate::clients::ClientInfo;
+use crate::outbuf::OutBuf;
+use crate::replies::{Completed, ReplyQueue};
+use crate::resp::{encode, FrameKind, RequestScanner};
+use crate::shutdown::Shutdown;
+use crate::state::ProxyState;
+
+/// Spare room kept in the read buffer before each read.
+const READ_RESERVE: usize = 16 * 1024;
+
+/// Why a session stops reading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Closing {
+    /// Still serving.
+    Open,
+    /// No more requests will be read (QUIT, protocol error, EOF, shutdown); close once the
+    /// outstanding replies are written.
+    AfterReplies,
+}
+
+/// The per-request state that dispatch needs, separate from the read buffer and the scanner
+/// so that a request's arguments can be borrowed while it is dispatched.
+#[derive(Debug)]
+pub(crate) struct Ctx {
+    /// The proxy's shared state.
+    pub state: Arc<ProxyState>,
+    /// This client's replies, in order.
+    pub queue: Arc<ReplyQueue>,
+    /// This client in the proxy's client list.
+    pub client: Arc<ClientInfo>,
+    /// Whether AUTH succeeded (always true when no proxy password is set).
+    pub authenticated: bool,
+    /// Set by QUIT and protocol errors.
+    pub closing: Closing,
+    /// Scratch space for key positions, reused by every request.
+    pub keys: smallvec::SmallVec<[usize; 8]>,
+}
+
+/// One client connection being served.
+#[derive(Debug)]
+pub struct Session {
+    /// The client's socket.
+    stream: TcpStream,
+    /// Bytes read and not yet dispatched; the request being scanned starts at index 0.
+    rbuf: BytesMut,
+    /// Resumable scanner of the request at the front of `rbuf`.
+    scanner: RequestScanner,
+    /// Replies waiting for the socket.
+    out: OutBuf,
+    /// Dispatch state.
+    ctx: Ctx,
+    /// The proxy's drain signal.
+    shutdown: Shutdown,
+}
+
+impl Session {
+    /// A session for an accepted client.
+    ///
+    /// # Errors
+    /// The socket's addresses cannot be read (the client already left).
+    pub fn new(stream: TcpStream, state: Arc<ProxyState>, shutdown: Shutdown) -> io::Result<Self> {
+        let client = state.clients.add(stream.peer_addr()?, stream.local_addr()?);
+        let scanner = RequestScanner::new(state.scan_limits());
+        let authenticated = state.config.password.is_none();
+        Ok(Self {
+            stream,
+            rbuf: BytesMut::new(),
+            scanner,
+            out: OutBuf::new(),
+            ctx: Ctx {
+                state,
+                queue: ReplyQueue::new(),
+                client,
+                authenticated,
+                closing: Closing::Open,
+                keys: smallvec::SmallVec::new(),
+            },
+            shutdown,
+        })
+    }
+
+    /// Serves the client until it leaves, QUITs, breaks the protocol, or the proxy shuts down.
+    pub async fn run(mut self) {
+        if let Err(e) = self.serve().await {
+            debug!(error = %e, "client connection ended");
+        }
+        self.ctx.state.clients.remove(self.ctx.client.id);
+    }
+
+    async fn serve(&mut self) -> io::Result<()> {
+        let max_pipeline = self.ctx.state.config.limits.max_pipeline;
+        let max_query = self.ctx.state.config.limits.max_query_buffer_bytes;
+        loop {
+            let backlog = self.ctx.queue.len();
+            if self.ctx.closing == Closing::AfterReplies && backlog == 0 && self.out.is_empty() {
+                return Ok(());
+            }
+            let reading = self.ctx.closing == Closing::Open && backlog < max_pipeline;
+            if reading && self.rbuf.capacity() - self.rbuf.len() < READ_RESERVE / 4 {
+                self.rbuf.reserve(READ_RESERVE);
+            }
+            let (mut rd, mut wr) = self.stream.split();
+            tokio::select! {
+                biased;
+                written = self.out.write_some(&mut wr), if !self.out.is_empty() => {
+                    written?;
+                }
+                () = self.ctx.queue.notified() => {
+                    self.take_replies();
+                    // Requests held back by max_pipeline may now go.
+                    if self.ctx.closing == Closing::Open && !self.rbuf.is_empty() {
+                        self.dispatch_buffered();
+                    }
+                }
+                read = rd.read_buf(&mut self.rbuf), if reading => {
+                    if read? == 0 {
+                        // The client closed its side: answer what it sent, then close.
+                        self.ctx.closing = Closing::AfterReplies;
+                    } else {
+                        self.dispatch_buffered();
+                        if self.rbuf.len() > max_query {
+                            self.ctx.queue.push_ready(encode::error_bytes(
+                                "ERR Protocol error: query buffer limit exceeded",
+                            ));
+                            self.ctx.closing = Closing::AfterReplies;
+                        }
+                    }
+                }
+                () = self.shutdown.wait(), if self.ctx.closing == Closing::Open => {
+                    self.ctx.closing = Closing::AfterReplies;
+                }
+            }
+            self.take_replies();
+        }
+    }
+
+    /// Moves every complete reply from the front of the queue to the output buffer.
+    fn take_replies(&mut self) {
+        let out = &mut self.out;
+        self.ctx.queue.take_ready(|completed| match completed {
+            Completed::Reply(bytes) => out.push(bytes),
+            Completed::Gathered { parts, plan } => merge::merge(&parts, plan, out),
+        });
+    }
+
+    /// Dispatches every complete request in the read buffer.
+    fn dispatch_buffered(&mut self) {
+        let max_pipeline = self.ctx.state.config.limits.max_pipeline;
+        let table = self.ctx.state.router.load();
+        let mut count = 0u64;
+        while self.ctx.closing == Closing::Open && self.ctx.queue.len() < max_pipeline {
+            let frame = match self.scanner.scan(&self.rbuf) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(e) => {
+                    self.ctx.queue.push_ready(encode::error_bytes(&e.to_string()));
+                    self.ctx.closing = Closing::AfterReplies;
+                    break;
+                }
+            };
+            if frame.kind == FrameKind::Empty {
+                self.rbuf.advance(frame.len);
+                self.scanner.reset();
+                continue;
+            }
+            count += 1;
+            let action = dispatch::dispatch(&mut self.ctx, &table, self.scanner.args(&self.rbuf));
+            let bytes = if frame.kind == FrameKind::Inline {
+                let bytes = bytes::Bytes::copy_from_slice(self.scanner.inline_resp());
+                self.rbuf.advance(frame.len);
+                bytes
+            } else {
+                self.rbuf.split_to(frame.len).freeze()
+            };
+            self.scanner.reset();
+            dispatch::finish(&mut self.ctx, &table, action, bytes);
+        }
+        self.ctx
+            .state
+            .clients
+            .total_commands
+            .fetch_add(count, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The tutorial's cluster behind one address: 3 masters on 127.0.0.1:6381-6383, their replicas
+# on 6384-6386 (plain redis-server processes), and redshard on 127.0.0.1:6379.
+# Ctrl-C stops everything this script started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/ensure-redis.sh
+
+for port in 6379 6381 6382 6383 6384 6385 6386; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "port $port on 127.0.0.1 is already in use; stop what listens there and run again" >&2
+    exit 1
+  fi
+done
+
+echo "building redshard (release) ..." >&2
+cargo build --release --locked -q -p redshard-proxy
+
+state=.local-cluster
+mkdir -p "$state"
+pids=()
+cleanup() {
+  trap - EXIT INT TERM
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  echo "stopped redshard and the redis nodes" >&2
+}
+trap cleanup EXIT INT TERM
+
+for port in 6381 6382 6383 6384 6385 6386; do
+  mkdir -p "$state/$port"
+  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
+    --maxmemory-policy noeviction --dir "$state/$port" --logfile "$PWD/$state/$port/redis.log" &
+  pids+=($!)
+done
+for port in 6381 6382 6383 6384 6385 6386; do
+  for _ in $(seq 50); do
+    redis-cli -p "$port" ping >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+done
+
+./target/release/redshard --config config/examples/local-cluster.toml &
+pids+=($!)
+for _ in $(seq 50); do
+  redis-cli -p 6379 ping >/dev/null 2>&1 && break
+  sleep 0.1
+done
+cat >&2 <<'TXT'
+
+redshard is serving on 127.0.0.1:6379 (masters 6381-6383, replicas 6384-6386). Try:
+  redis-cli -p 6379 set k v
+  redis-cli -p 6379 get k
+  redis-cli -p 6379 info keyspace
+Press Ctrl-C to stop everything.
+TXT
+wait -n "${pids[@]}"

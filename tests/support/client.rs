@@ -1,0 +1,158 @@
+//! A minimal async RESP2 client for tests, decoding with `redis-protocol`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use redis_protocol::resp2::decode::decode;
+use redis_protocol::resp2::types::OwnedFrame;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A decoded reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// `+...`
+    Status(String),
+    /// `-...`
+    Error(String),
+    /// `:n`
+    Int(i64),
+    /// `$...` (`None` is the null bulk)
+    Bulk(Option<Vec<u8>>),
+    /// `*...`
+    Array(Vec<Reply>),
+}
+
+impl Reply {
+    fn from_frame(frame: OwnedFrame) -> Self {
+        match frame {
+            OwnedFrame::SimpleString(s) => Self::Status(String::from_utf8_lossy(&s).into_owned()),
+            OwnedFrame::Error(e) => Self::Error(e),
+            OwnedFrame::Integer(i) => Self::Int(i),
+            OwnedFrame::BulkString(b) => Self::Bulk(Some(b)),
+            OwnedFrame::Array(items) => Self::Array(items.into_iter().map(Self::from_frame).collect()),
+            OwnedFrame::Null => Self::Bulk(None),
+        }
+    }
+
+    /// A bulk reply's text.
+    ///
+    /// # Panics
+    /// When the reply is not a non-null bulk.
+    #[must_use]
+    pub fn text(&self) -> String {
+        match self {
+            Self::Bulk(Some(b)) => String::from_utf8_lossy(b).into_owned(),
+            other => panic!("expected a bulk string, got {other:?}"),
+        }
+    }
+
+    /// Shorthand for a bulk reply holding `s`.
+    #[must_use]
+    pub fn bulk(s: &str) -> Self {
+        Self::Bulk(Some(s.as_bytes().to_vec()))
+    }
+
+    /// Whether this is `+OK`.
+    #[must_use]
+    pub fn is_ok(&self) -> bool {
+        matches!(self, Self::Status(s) if s == "OK")
+    }
+}
+
+/// One connection.
+#[derive(Debug)]
+pub struct Client {
+    /// The socket.
+    stream: TcpStream,
+    /// Bytes read and not yet decoded.
+    buf: BytesMut,
+}
+
+/// How long a test waits for one reply before failing.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Encodes a command as a RESP array of bulk strings.
+#[must_use]
+pub fn encode_command<A: AsRef<[u8]>>(args: &[A]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        let a = a.as_ref();
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+impl Client {
+    /// Connects to `addr`.
+    ///
+    /// # Panics
+    /// When the connection is refused.
+    pub async fn connect(addr: impl Into<String>) -> Self {
+        let addr = addr.into();
+        let stream = TcpStream::connect(&addr).await.unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        stream.set_nodelay(true).expect("nodelay");
+        Self { stream, buf: BytesMut::new() }
+    }
+
+    /// Connects to a socket address.
+    pub async fn connect_addr(addr: SocketAddr) -> Self {
+        Self::connect(addr.to_string()).await
+    }
+
+    /// Sends raw bytes.
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("write");
+    }
+
+    /// Reads one reply; `None` when the server closed the connection.
+    ///
+    /// # Panics
+    /// On a timeout or undecodable bytes.
+    pub async fn try_read(&mut self) -> Option<Reply> {
+        loop {
+            if let Some((frame, len)) = decode(&self.buf).expect("server sent invalid RESP") {
+                let _ = self.buf.split_to(len);
+                return Some(Reply::from_frame(frame));
+            }
+            let n = tokio::time::timeout(REPLY_TIMEOUT, self.stream.read_buf(&mut self.buf))
+                .await
+                .expect("timed out waiting for a reply")
+                .expect("read");
+            if n == 0 {
+                return None;
+            }
+        }
+    }
+
+    /// Reads one reply.
+    ///
+    /// # Panics
+    /// When the connection closed first.
+    pub async fn read(&mut self) -> Reply {
+        self.try_read().await.expect("connection closed before a reply")
+    }
+
+    /// Sends one command and reads its reply.
+    pub async fn cmd<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Reply {
+        self.send_raw(&encode_command(args)).await;
+        self.read().await
+    }
+
+    /// Sends all commands in one write, then reads every reply in order.
+    pub async fn pipeline<A: AsRef<[u8]>>(&mut self, commands: &[Vec<A>]) -> Vec<Reply> {
+        let mut bytes = Vec::new();
+        for c in commands {
+            bytes.extend(encode_command(c));
+        }
+        self.send_raw(&bytes).await;
+        let mut replies = Vec::with_capacity(commands.len());
+        for _ in commands {
+            replies.push(self.read().await);
+        }
+        replies
+    }
+}

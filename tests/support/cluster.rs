@@ -1,0 +1,105 @@
+//! The tutorial's cluster in miniature: masters (and replicas) on free ports behind an
+//! in-process proxy.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use redshard_config::{Config, Topology};
+use redshard_proxy::Proxy;
+use tokio::net::TcpListener;
+
+use crate::server::RedisServer;
+use crate::Client;
+
+/// Running nodes and the proxy in front of them.
+#[derive(Debug)]
+pub struct TestCluster {
+    /// One master per shard, shard `i` named `s{i+1}`.
+    pub masters: Vec<RedisServer>,
+    /// One replica per shard when started with replicas.
+    pub replicas: Vec<RedisServer>,
+    /// The proxy; `None` after [`TestCluster::stop_proxy`].
+    pub proxy: Option<Proxy>,
+    /// Where clients connect.
+    pub addr: SocketAddr,
+}
+
+/// The slot ranges of `n` shards splitting 16384 slots like redis-cli --cluster create.
+#[must_use]
+pub fn even_slots(n: usize) -> Vec<String> {
+    let per = 16384 / n;
+    (0..n)
+        .map(|i| {
+            let start = i * per;
+            let end = if i + 1 == n { 16383 } else { start + per - 1 };
+            format!("{start}-{end}")
+        })
+        .collect()
+}
+
+/// A config file's text for these nodes, with `extra` top-level and table text spliced in
+/// before the shards.
+#[must_use]
+pub fn config_text(masters: &[String], replicas: &[String], extra: &str) -> String {
+    let mut text = String::from("listen = \"127.0.0.1:0\"\n");
+    text.push_str(extra);
+    text.push('\n');
+    for (i, (master, slots)) in masters.iter().zip(even_slots(masters.len())).enumerate() {
+        let replicas = replicas.get(i).map(|r| format!("\"{r}\"")).unwrap_or_default();
+        text.push_str(&format!(
+            "[[shard]]\nname = \"s{}\"\nmaster = \"{master}\"\nreplicas = [{replicas}]\nslots = [\"{slots}\"]\n",
+            i + 1
+        ));
+    }
+    text
+}
+
+impl TestCluster {
+    /// `shards` masters, no replicas, default settings.
+    pub async fn start(shards: usize) -> Self {
+        Self::start_with(shards, false, "", &[]).await
+    }
+
+    /// `shards` masters (each started with `server_args`), optionally one replica each, and
+    /// `extra` config text.
+    pub async fn start_with(shards: usize, with_replicas: bool, extra: &str, server_args: &[&str]) -> Self {
+        let masters: Vec<RedisServer> = (0..shards).map(|_| RedisServer::start_with(server_args)).collect();
+        let replicas: Vec<RedisServer> = if with_replicas {
+            (0..shards).map(|_| RedisServer::start_with(server_args)).collect()
+        } else {
+            Vec::new()
+        };
+        let master_addrs: Vec<String> = masters.iter().map(RedisServer::addr).collect();
+        let replica_addrs: Vec<String> = replicas.iter().map(RedisServer::addr).collect();
+        let text = config_text(&master_addrs, &replica_addrs, extra);
+        let config = Config::from_toml_str(&text, "test.toml").unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let proxy = start_proxy(config).await;
+        let addr = proxy.local_addr();
+        Self { masters, replicas, proxy: Some(proxy), addr }
+    }
+
+    /// A new client of the proxy.
+    pub async fn client(&self) -> Client {
+        Client::connect_addr(self.addr).await
+    }
+
+    /// A client connected straight to master `i`.
+    pub async fn master(&self, i: usize) -> Client {
+        Client::connect(self.masters[i].addr()).await
+    }
+
+    /// Drains the proxy; returns whether it finished within `grace`.
+    pub async fn stop_proxy(&mut self, grace: Duration) -> bool {
+        match self.proxy.take() {
+            Some(proxy) => proxy.shutdown(grace).await,
+            None => true,
+        }
+    }
+}
+
+/// Starts a proxy for `config` on a fresh 127.0.0.1 port.
+pub async fn start_proxy(config: Config) -> Proxy {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let topology = Topology::from_config(&config);
+    Proxy::start_on(listener, config, topology).expect("proxy starts")
+}

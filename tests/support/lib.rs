@@ -1,0 +1,11 @@
+//! Test support: real `redis-server` processes on free loopback ports, the real proxy started
+//! in-process, and a small RESP client decoding with `redis-protocol` (an implementation
+//! independent of the proxy's own scanner).
+
+pub mod client;
+pub mod cluster;
+pub mod server;
+
+pub use client::{Client, Reply};
+pub use cluster::TestCluster;
+pub use server::RedisServer;
