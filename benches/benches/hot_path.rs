@@ -1,0 +1,80 @@
+//! Micro-benchmarks of the per-request work outside the scanner: slot hashing, routing a key,
+//! and merging a split MGET.
+
+use std::hint::black_box;
+
+use bytes::{Bytes, BytesMut};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use redshard_config::{Config, Slot, Topology};
+use redshard_proxy::backend::{LaneConfig, NodePool};
+use redshard_proxy::outbuf::OutBuf;
+use redshard_proxy::router::RoutingTable;
+use redshard_proxy::session::merge::{merge, MergePlan};
+
+fn slot_hashing(c: &mut Criterion) {
+    let mut group = c.benchmark_group("slot_for_key");
+    for key in ["k", "user:1000:profile", "{user1000}.following", "a-rather-long-key-name-of-sixty-four-bytes-used-by-some-apps-xx"] {
+        group.throughput(Throughput::Bytes(key.len() as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(key.len()), key.as_bytes(), |b, key| {
+            b.iter(|| Slot::for_key(black_box(key)));
+        });
+    }
+    group.finish();
+}
+
+fn routing(c: &mut Criterion) {
+    let text = "listen = \"127.0.0.1:0\"\n\
+        [[shard]]\nname = \"a\"\nmaster = \"127.0.0.1:7001\"\nslots = [\"0-5460\"]\n\
+        [[shard]]\nname = \"b\"\nmaster = \"127.0.0.1:7002\"\nslots = [\"5461-10922\"]\n\
+        [[shard]]\nname = \"c\"\nmaster = \"127.0.0.1:7003\"\nslots = [\"10923-16383\"]\n";
+    let config = Config::from_toml_str(text, "bench.toml").expect("valid");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    // Lanes are spawned (they fail to connect in the background; routing does not touch them).
+    let table = runtime.block_on(async {
+        let pool = NodePool::new(LaneConfig::from_config(&config.backend, 128));
+        RoutingTable::build(std::sync::Arc::new(Topology::from_config(&config)), &pool)
+    });
+    let keys: Vec<String> = (0..1024).map(|i| format!("key:{i:06}")).collect();
+    c.bench_function("route_key", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) & 1023;
+            let slot = Slot::for_key(keys[i].as_bytes());
+            let node = table.master_of(slot);
+            black_box(node.lane(slot.get()));
+        });
+    });
+}
+
+fn mget_merge(c: &mut Criterion) {
+    let mut group = c.benchmark_group("mget_merge");
+    for keys in [10usize, 100] {
+        // Three parts, keys dealt round-robin, 100-byte values.
+        let order: Vec<u32> = (0..keys).map(|i| (i % 3) as u32).collect();
+        let parts: Vec<Bytes> = (0..3)
+            .map(|p| {
+                let n = order.iter().filter(|&&o| o == p).count();
+                let mut b = BytesMut::new();
+                b.extend_from_slice(format!("*{n}\r\n").as_bytes());
+                for _ in 0..n {
+                    b.extend_from_slice(b"$100\r\n");
+                    b.extend_from_slice(&[b'v'; 100]);
+                    b.extend_from_slice(b"\r\n");
+                }
+                b.freeze()
+            })
+            .collect();
+        group.throughput(Throughput::Elements(keys as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(keys), &keys, |b, _| {
+            b.iter(|| {
+                let mut out = OutBuf::new();
+                merge(&parts, MergePlan::Mget { order: order.clone() }, &mut out);
+                black_box(out.len())
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, slot_hashing, routing, mget_merge);
+criterion_main!(benches);

@@ -1,0 +1,98 @@
+//! AUTH to the proxy (clients) and to the backends (the proxy's own credentials).
+
+use redshard_tests::{Reply, TestCluster};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_must_authenticate_when_the_proxy_has_a_password() {
+    let cluster = TestCluster::start_with(2, false, "password = \"s3cret\"\n", &[]).await;
+    let mut c = cluster.client().await;
+    let noauth = Reply::Error("NOAUTH Authentication required.".into());
+    assert_eq!(c.cmd(&["GET", "k"]).await, noauth);
+    assert_eq!(c.cmd(&["PING"]).await, noauth);
+    assert_eq!(c.cmd(&["MGET", "a", "b"]).await, noauth);
+    assert_eq!(c.cmd(&["INFO"]).await, noauth);
+    assert_eq!(
+        c.cmd(&["AUTH", "wrong"]).await,
+        Reply::Error("WRONGPASS invalid username-password pair or user is disabled.".into())
+    );
+    assert_eq!(
+        c.cmd(&["AUTH", "someone", "s3cret"]).await,
+        Reply::Error("WRONGPASS invalid username-password pair or user is disabled.".into())
+    );
+    assert!(c.cmd(&["AUTH", "s3cret"]).await.is_ok());
+    assert!(c.cmd(&["SET", "k", "v"]).await.is_ok());
+    assert_eq!(c.cmd(&["GET", "k"]).await, Reply::bulk("v"));
+    // RESET logs the connection out again.
+    assert_eq!(c.cmd(&["RESET"]).await, Reply::Status("RESET".into()));
+    assert_eq!(c.cmd(&["GET", "k"]).await, noauth);
+    // HELLO with AUTH, and AUTH default <pass>.
+    let Reply::Array(_) = c.cmd(&["HELLO", "2", "AUTH", "default", "s3cret", "SETNAME", "me"]).await else {
+        panic!("HELLO AUTH must succeed")
+    };
+    assert_eq!(c.cmd(&["CLIENT", "GETNAME"]).await, Reply::bulk("me"));
+    let mut d = cluster.client().await;
+    assert!(d.cmd(&["AUTH", "default", "s3cret"]).await.is_ok());
+    assert_eq!(d.cmd(&["GET", "k"]).await, Reply::bulk("v"));
+    // Nothing an unauthenticated client sent reached the backends: only the one SET ran.
+    let mut calls = 0;
+    for i in 0..2 {
+        let stats = cluster.master(i).await.cmd(&["INFO", "commandstats"]).await.text();
+        assert!(!stats.contains("cmdstat_mget:") && !stats.contains("cmdstat_info:calls=2"), "{stats}");
+        calls += stats.lines().filter(|l| l.starts_with("cmdstat_set:calls=1,")).count();
+    }
+    assert_eq!(calls, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_without_a_proxy_password_is_an_error_like_redis() {
+    let cluster = TestCluster::start(1).await;
+    let mut c = cluster.client().await;
+    let Reply::Error(e) = c.cmd(&["AUTH", "x"]).await else { panic!() };
+    assert!(e.starts_with("ERR AUTH <password> called without any password configured"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_authenticates_to_password_protected_backends() {
+    let cluster = TestCluster::start_with(
+        2,
+        false,
+        "[backend]\npassword = \"backend-pw\"\n",
+        &["--requirepass", "backend-pw"],
+    )
+    .await;
+    let mut c = cluster.client().await;
+    for i in 0..50 {
+        assert!(c.cmd(&["SET", &format!("a:{i}"), "1"]).await.is_ok());
+    }
+    assert_eq!(c.cmd(&["DBSIZE"]).await, Reply::Int(50));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_authenticates_as_an_acl_user() {
+    let cluster = TestCluster::start_with(
+        2,
+        false,
+        "[backend]\nusername = \"proxy\"\npassword = \"proxy-pw\"\n",
+        &["--user", "proxy", "on", ">proxy-pw", "~*", "&*", "+@all"],
+    )
+    .await;
+    let mut c = cluster.client().await;
+    assert!(c.cmd(&["SET", "acl", "1"]).await.is_ok());
+    assert_eq!(c.cmd(&["GET", "acl"]).await, Reply::bulk("1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_backend_credentials_give_a_clear_error_not_a_hang() {
+    let cluster = TestCluster::start_with(
+        1,
+        false,
+        "[backend]\npassword = \"wrong\"\n",
+        &["--requirepass", "right"],
+    )
+    .await;
+    let mut c = cluster.client().await;
+    let reply = c.cmd(&["GET", "k"]).await;
+    let Reply::Error(e) = reply else { panic!("expected an error, got {reply:?}") };
+    assert!(e.starts_with("ERR backend 127.0.0.1:"), "{e}");
+    assert!(e.contains("credentials") || e.contains("unavailable"), "{e}");
+}

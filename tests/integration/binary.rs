@@ -1,0 +1,111 @@
+//! The `redshard` binary: --help, --version, --check-config, bad configs, and SIGTERM.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use redshard_tests::cluster::config_text;
+use redshard_tests::server::free_port;
+use redshard_tests::{Client, RedisServer, Reply};
+
+fn redshard() -> Command {
+    // The test binary lives in target/<profile>/deps; the proxy binary in target/<profile>.
+    let mut path = std::env::current_exe().unwrap();
+    path.pop();
+    if path.ends_with("deps") {
+        path.pop();
+    }
+    path.push("redshard");
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (cargo build -p redshard-proxy); cargo test --workspace does",
+        path.display()
+    );
+    Command::new(path)
+}
+
+fn write_config(text: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    file.write_all(text.as_bytes()).unwrap();
+    file
+}
+
+#[test]
+fn help_and_version() {
+    let out = redshard().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("redshard "));
+    let out = redshard().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("--config") && help.contains("--check-config") && help.contains("--log-format"));
+}
+
+#[test]
+fn check_config_accepts_valid_and_names_the_problem_in_invalid_files() {
+    let good = write_config(&config_text(&["127.0.0.1:7001".into(), "127.0.0.1:7002".into()], &[], ""));
+    let out = redshard().arg("--check-config").arg(good.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK (2 shards"));
+
+    let unknown = write_config("listen = \"127.0.0.1:0\"\nlisten_typo = 1\n");
+    let out = redshard().arg("--check-config").arg(unknown.path()).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("listen_typo") && err.contains("line 2"), "{err}");
+
+    let missing = write_config(
+        "listen = \"127.0.0.1:0\"\n[[shard]]\nname = \"a\"\nmaster = \"127.0.0.1:7001\"\nslots = [\"0-100\"]\n",
+    );
+    let out = redshard().arg("--check-config").arg(missing.path()).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("101-16383"), "{err}");
+}
+
+#[test]
+fn sigterm_drains_and_exits() {
+    let server = RedisServer::start();
+    let port = free_port();
+    let text = config_text(&[server.addr()], &[], "").replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    let file = write_config(&text);
+    let mut child = redshard()
+        .arg("--config")
+        .arg(file.path())
+        .arg("--log-format")
+        .arg("json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut c = loop {
+            if let Ok(s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                drop(s);
+                break Client::connect(format!("127.0.0.1:{port}")).await;
+            }
+            assert!(Instant::now() < deadline, "redshard did not start listening");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(c.cmd(&["SET", "k", "v"]).await.is_ok());
+        assert_eq!(c.cmd(&["GET", "k"]).await, Reply::bulk("v"));
+    });
+    let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "redshard did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success());
+    let mut logs = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut logs).unwrap();
+    assert!(logs.contains("SIGTERM received") && logs.contains("drained gracefully"), "{logs}");
+    assert!(logs.lines().all(|l| l.starts_with('{')), "JSON logs: {logs}");
+    assert!(!logs.contains("\"v\""), "values never logged");
+}

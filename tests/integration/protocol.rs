@@ -1,0 +1,87 @@
+//! Malformed input gets Redis's errors and a closed connection; limits hold; inline commands.
+
+use redshard_config::Config;
+use redshard_tests::cluster::{config_text, start_proxy};
+use redshard_tests::{Client, RedisServer, Reply, TestCluster};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_errors_are_reported_then_the_connection_closes() {
+    let cluster = TestCluster::start(1).await;
+    for (input, error) in [
+        (&b"*1\r\n+PING\r\n"[..], "ERR Protocol error: expected '$', got '+'"),
+        (b"*abc\r\n", "ERR Protocol error: invalid multibulk length"),
+        (b"*1\r\n$-5\r\n", "ERR Protocol error: invalid bulk length"),
+        (b"*2000000\r\n", "ERR Protocol error: invalid multibulk length"),
+        (b"*1\r\n$600000000\r\n", "ERR Protocol error: invalid bulk length"),
+        (b"SET \"unbalanced\r\n", "ERR Protocol error: unbalanced quotes in request"),
+    ] {
+        let mut c = cluster.client().await;
+        // A good request first: its reply must still arrive, in order.
+        c.send_raw(b"PING\r\n").await;
+        c.send_raw(input).await;
+        assert_eq!(c.read().await, Reply::Status("PONG".into()));
+        assert_eq!(c.read().await, Reply::Error(error.into()), "for {input:?}");
+        assert_eq!(c.try_read().await, None, "connection closes after {input:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_come_from_the_config() {
+    let server = RedisServer::start();
+    let text = config_text(
+        &[server.addr()],
+        &[],
+        "[limits]\nmax_bulk_bytes = 1024\nmax_multibulk_len = 8\nmax_inline_bytes = 64\n",
+    );
+    let proxy = start_proxy(Config::from_toml_str(&text, "t.toml").unwrap()).await;
+    let addr = proxy.local_addr();
+
+    let mut c = Client::connect_addr(addr).await;
+    let value = "x".repeat(1024);
+    assert!(c.cmd(&["SET", "k", &value]).await.is_ok(), "a bulk at the limit is fine");
+    c.send_raw(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1025\r\n").await;
+    assert_eq!(c.read().await, Reply::Error("ERR Protocol error: invalid bulk length".into()));
+
+    let mut c = Client::connect_addr(addr).await;
+    c.send_raw(b"*9\r\n").await;
+    assert_eq!(c.read().await, Reply::Error("ERR Protocol error: invalid multibulk length".into()));
+
+    let mut c = Client::connect_addr(addr).await;
+    c.send_raw(&[b'A'; 100]).await;
+    assert_eq!(c.read().await, Reply::Error("ERR Protocol error: too big inline request".into()));
+    assert_eq!(c.try_read().await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_commands_work_like_redis() {
+    let cluster = TestCluster::start(2).await;
+    let mut c = cluster.client().await;
+    c.send_raw(b"SET inline \"hello world\"\r\nGET inline\r\n\r\nPING\nEXISTS inline nope\r\n").await;
+    assert_eq!(c.read().await, Reply::Status("OK".into()));
+    assert_eq!(c.read().await, Reply::bulk("hello world"));
+    assert_eq!(c.read().await, Reply::Status("PONG".into()));
+    assert_eq!(c.read().await, Reply::Int(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_split_at_every_byte_are_reassembled() {
+    let cluster = TestCluster::start(2).await;
+    let mut c = cluster.client().await;
+    let value = "v".repeat(5000);
+    let request = redshard_tests::client::encode_command(&["SET", "slow", value.as_str()]);
+    for chunk in request.chunks(7) {
+        c.send_raw(chunk).await;
+        tokio::task::yield_now().await;
+    }
+    assert!(c.read().await.is_ok());
+    assert_eq!(c.cmd(&["STRLEN", "slow"]).await, Reply::Int(5000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_values_round_trip() {
+    let cluster = TestCluster::start(2).await;
+    let mut c = cluster.client().await;
+    let big: String = (0..4 * 1024 * 1024).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    assert!(c.cmd(&["SET", "big", &big]).await.is_ok());
+    assert_eq!(c.cmd(&["GET", "big"]).await, Reply::bulk(&big));
+}
