@@ -1,6 +1,10 @@
 //! The crate's error types. Each one's `Display` is the message an operator reads: it names the
 //! file, line, key, shard or slot concerned and, where there is one, the way out.
 
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
 /// A slot range that is not `N` or `N-M` with `N <= M <= 16383`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SlotRangeError {
@@ -47,4 +51,74 @@ pub enum NodeAddrError {
         /// What is wrong with the host.
         reason: &'static str,
     },
+}
+
+/// The configuration file cannot be used; the proxy refuses to start.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("{}: cannot read the configuration file: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why it cannot be read.
+        source: io::Error,
+    },
+    /// The file is not valid TOML, or has an unknown key or a value of the wrong type.
+    #[error("{origin}: {message}")]
+    Parse {
+        /// Where the text came from (a path or a name such as `<inline>`).
+        origin: String,
+        /// What is wrong, starting with `line N, column C:`.
+        message: String,
+    },
+    /// A value is well-formed but not acceptable (range, uniqueness, slot coverage).
+    #[error("{origin}: {}{key}: {message}", LinePrefix(*line))]
+    Invalid {
+        /// Where the text came from (a path or a name such as `<inline>`).
+        origin: String,
+        /// The 1-based line of the offending value, when it is in the file.
+        line: Option<usize>,
+        /// The key concerned, as a path: `backend.lanes`, `shard[1].slots`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+struct LinePrefix(Option<usize>);
+
+impl fmt::Display for LinePrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(line) => write!(f, "line {line}: "),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_display_names_origin_line_and_key() {
+        let err = ConfigError::Invalid {
+            origin: "config.toml".into(),
+            line: Some(12),
+            key: "shard[1].slots".into(),
+            message: "slot 5000 is assigned to both \"s1\" and \"s2\"".into(),
+        };
+        assert_eq!(
+            err.to_string(),
+            "config.toml: line 12: shard[1].slots: slot 5000 is assigned to both \"s1\" and \"s2\""
+        );
+        let err = ConfigError::Invalid {
+            origin: "config.toml".into(),
+            line: None,
+            key: "shard".into(),
+            message: "no shards".into(),
+        };
+        assert_eq!(err.to_string(), "config.toml: shard: no shards");
+    }
 }

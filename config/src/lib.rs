@@ -5,14 +5,22 @@
 //! - [`slot`]: hash slots, [`Slot::for_key`] (Redis Cluster's CRC16 and hash-tag rules) and
 //!   [`SlotRange`].
 //! - [`addr`]: [`NodeAddr`], a validated `host:port` of a backend redis-server.
+//! - [`file`](mod@file): the configuration file as written (TOML), every key with its `DEFAULT_*`.
+//! - [`config`]: [`Config`], the validated, typed configuration, from
+//!   [`Config::load`] / [`Config::from_toml_str`]; `validate` holds the checks, each error
+//!   naming the file, line and key.
 //! - [`error`]: the error types; their `Display` is what an operator reads.
 
 #![forbid(unsafe_code)]
 
 pub mod addr;
+pub mod config;
 pub mod error;
+pub mod file;
 pub mod slot;
+mod validate;
 
 pub use addr::NodeAddr;
-pub use error::{NodeAddrError, SlotRangeError};
+pub use config::{BackendConfig, Config, Limits, LogConfig, LogFormat, ShardConfig};
+pub use error::{ConfigError, NodeAddrError, SlotRangeError};
 pub use slot::{Slot, SlotRange, SLOT_COUNT};
