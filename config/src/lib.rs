@@ -9,6 +9,8 @@
 //! - [`config`]: [`Config`], the validated, typed configuration, from
 //!   [`Config::load`] / [`Config::from_toml_str`]; `validate` holds the checks, each error
 //!   naming the file, line and key.
+//! - [`topology`]: the live cluster model, [`Topology`] (shards, the state of every slot, an
+//!   epoch), changed only through [`Topology::apply`] of a [`TopologyChange`].
 //! - [`error`]: the error types; their `Display` is what an operator reads.
 
 #![forbid(unsafe_code)]
@@ -18,9 +20,13 @@ pub mod config;
 pub mod error;
 pub mod file;
 pub mod slot;
+pub mod topology;
 mod validate;
 
 pub use addr::NodeAddr;
 pub use config::{BackendConfig, Config, Limits, LogConfig, LogFormat, ShardConfig};
-pub use error::{ConfigError, NodeAddrError, SlotRangeError};
+pub use error::{ConfigError, NodeAddrError, SlotRangeError, TopologyError};
 pub use slot::{Slot, SlotRange, SLOT_COUNT};
+pub use topology::{
+    Migration, NodeRole, Replica, ReplicaState, Shard, ShardId, SlotState, Topology, TopologyChange,
+};
