@@ -217,6 +217,32 @@ pub enum TopologyError {
     Inconsistent(String),
 }
 
+/// The persisted topology cannot be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A file-system operation failed.
+    #[error("{}: cannot {action}: {source}", path.display())]
+    Io {
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// What was being done, such as `"rename the temporary file over"`.
+        action: &'static str,
+        /// Why it failed.
+        source: io::Error,
+    },
+    /// The file exists but does not hold a valid topology.
+    #[error("{}: the persisted topology is unreadable: {message}", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The topology could not be encoded (a bug, reported rather than panicking).
+    #[error("cannot encode the topology: {0}")]
+    Encode(String),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,8 @@
 //!   naming the file, line and key.
 //! - [`topology`]: the live cluster model, [`Topology`] (shards, the state of every slot, an
 //!   epoch), changed only through [`Topology::apply`] of a [`TopologyChange`].
+//! - [`store`]: persistence of the topology ([`FileTopologyStore`]: temp file, fsync,
+//!   rename) and [`choose_initial`] between the configured and the persisted topology.
 //! - [`error`]: the error types; their `Display` is what an operator reads.
 
 #![forbid(unsafe_code)]
@@ -20,13 +22,17 @@ pub mod config;
 pub mod error;
 pub mod file;
 pub mod slot;
+pub mod store;
 pub mod topology;
 mod validate;
 
 pub use addr::NodeAddr;
 pub use config::{BackendConfig, Config, Limits, LogConfig, LogFormat, ShardConfig};
-pub use error::{ConfigError, NodeAddrError, SlotRangeError, TopologyError};
+pub use error::{ConfigError, NodeAddrError, SlotRangeError, StoreError, TopologyError};
 pub use slot::{Slot, SlotRange, SLOT_COUNT};
+pub use store::{
+    choose_initial, FileTopologyStore, InitialSource, MemoryTopologyStore, TopologyStore,
+};
 pub use topology::{
     Migration, NodeRole, Replica, ReplicaState, Shard, ShardId, SlotState, Topology, TopologyChange,
 };
