@@ -1,0 +1,412 @@
+//! The validated, typed configuration the proxy runs with.
+//!
+//! [`Config::from_toml_str`] parses the [file model](crate::file) and checks it; whatever it
+//! returns is safe to start with. Errors name the origin, the line and the key.
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::addr::NodeAddr;
+use crate::error::ConfigError;
+use crate::file::{
+    BackendFile, ConfigFile, LimitsFile, LogFile, DEFAULT_ALLOW_FLUSH, DEFAULT_CONNECT_TIMEOUT_MS,
+    DEFAULT_LANES, DEFAULT_LOG_FORMAT, DEFAULT_LOG_LEVEL, DEFAULT_MAX_BULK_BYTES,
+    DEFAULT_MAX_CLIENTS, DEFAULT_MAX_INLINE_BYTES, DEFAULT_MAX_MULTIBULK_LEN, DEFAULT_MAX_PIPELINE,
+    DEFAULT_MAX_QUERY_BUFFER_BYTES, DEFAULT_MAX_REPLY_DEPTH, DEFAULT_RECONNECT_BACKOFF_MAX_MS,
+    DEFAULT_RECONNECT_BACKOFF_MIN_MS, DEFAULT_RESPONSE_TIMEOUT_MS, DEFAULT_SHUTDOWN_GRACE_MS,
+    MAX_LANES, MAX_REPLY_DEPTH_LIMIT,
+};
+use crate::slot::SlotRange;
+use crate::validate::{self, Source};
+
+/// Everything the proxy needs to start. See [`crate::file`] for each key and its default.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Where clients connect.
+    pub listen: SocketAddr,
+    /// The password clients must `AUTH` with; `None` lets any client in.
+    pub password: Option<String>,
+    /// Whether FLUSHALL/FLUSHDB may be fanned out to every shard.
+    pub allow_flush: bool,
+    /// How long clients may drain on SIGTERM/SIGINT.
+    pub shutdown_grace: Duration,
+    /// Where the live topology is persisted; `None` keeps it in memory only.
+    pub topology_file: Option<PathBuf>,
+    /// How the proxy connects to backends.
+    pub backend: BackendConfig,
+    /// Bounds on client requests and backend replies.
+    pub limits: Limits,
+    /// Logging.
+    pub log: LogConfig,
+    /// The initial cluster. In a validated config every slot is assigned exactly once.
+    pub shards: Vec<ShardConfig>,
+}
+
+/// `[backend]`: connections from the proxy to redis-servers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendConfig {
+    /// ACL user to `AUTH` as; `None` uses `AUTH password` (the `default` user).
+    pub username: Option<String>,
+    /// Password to `AUTH` with; `None` sends no AUTH.
+    pub password: Option<String>,
+    /// Pipelined connections per node (`1..=64`); a key uses lane `slot % lanes`.
+    pub lanes: usize,
+    /// Time allowed to open a connection.
+    pub connect_timeout: Duration,
+    /// Time a backend may take to answer before its connection is considered broken.
+    pub response_timeout: Duration,
+    /// First wait before reconnecting.
+    pub reconnect_backoff_min: Duration,
+    /// Longest wait between reconnection attempts.
+    pub reconnect_backoff_max: Duration,
+}
+
+/// `[limits]`: every size is bounded before anything is allocated for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Connected clients at most.
+    pub max_clients: usize,
+    /// Largest bulk string in a request.
+    pub max_bulk_bytes: usize,
+    /// Most elements in a request's multibulk.
+    pub max_multibulk_len: usize,
+    /// Longest inline request.
+    pub max_inline_bytes: usize,
+    /// Most unparsed bytes buffered from one client.
+    pub max_query_buffer_bytes: usize,
+    /// Replies a client may have outstanding before the proxy stops reading from it.
+    pub max_pipeline: usize,
+    /// Nesting depth accepted in backend replies.
+    pub max_reply_depth: usize,
+}
+
+/// `[log]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogConfig {
+    /// A tracing filter directive, such as `info,redshard=debug`.
+    pub level: String,
+    /// Human text or JSON lines.
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        })
+    }
+}
+
+/// One `[[shard]]` of the initial cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardConfig {
+    /// Unique name operators use for the shard.
+    pub name: String,
+    /// The node that takes the shard's reads and writes.
+    pub master: NodeAddr,
+    /// Nodes the proxy keeps equal to the master.
+    pub replicas: Vec<NodeAddr>,
+    /// The slots the shard serves at first.
+    pub slots: Vec<SlotRange>,
+}
+
+impl Default for Config {
+    /// The defaults of every key, and no shards (which validation refuses: a real config must
+    /// list its shards).
+    fn default() -> Config {
+        Config {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 6379)),
+            password: None,
+            allow_flush: DEFAULT_ALLOW_FLUSH,
+            shutdown_grace: Duration::from_millis(DEFAULT_SHUTDOWN_GRACE_MS),
+            topology_file: None,
+            backend: BackendConfig::default(),
+            limits: Limits::default(),
+            log: LogConfig::default(),
+            shards: Vec::new(),
+        }
+    }
+}
+
+impl Default for BackendConfig {
+    fn default() -> BackendConfig {
+        BackendConfig {
+            username: None,
+            password: None,
+            lanes: DEFAULT_LANES,
+            connect_timeout: Duration::from_millis(DEFAULT_CONNECT_TIMEOUT_MS),
+            response_timeout: Duration::from_millis(DEFAULT_RESPONSE_TIMEOUT_MS),
+            reconnect_backoff_min: Duration::from_millis(DEFAULT_RECONNECT_BACKOFF_MIN_MS),
+            reconnect_backoff_max: Duration::from_millis(DEFAULT_RECONNECT_BACKOFF_MAX_MS),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_clients: DEFAULT_MAX_CLIENTS,
+            max_bulk_bytes: DEFAULT_MAX_BULK_BYTES,
+            max_multibulk_len: DEFAULT_MAX_MULTIBULK_LEN,
+            max_inline_bytes: DEFAULT_MAX_INLINE_BYTES,
+            max_query_buffer_bytes: DEFAULT_MAX_QUERY_BUFFER_BYTES,
+            max_pipeline: DEFAULT_MAX_PIPELINE,
+            max_reply_depth: DEFAULT_MAX_REPLY_DEPTH,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> LogConfig {
+        LogConfig {
+            level: DEFAULT_LOG_LEVEL.to_owned(),
+            format: DEFAULT_LOG_FORMAT,
+        }
+    }
+}
+
+impl Config {
+    /// Parses and validates a configuration. `origin` names the text in error messages
+    /// (usually the file's path).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Parse`] for TOML syntax errors, unknown keys and values of the wrong
+    /// type; [`ConfigError::Invalid`] for unacceptable values (see [`crate::file`]). Both
+    /// name `origin` and, when known, the line.
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let src = Source { text, origin };
+        let file: ConfigFile = toml::from_str(text).map_err(|e| src.parse_error(&e))?;
+        Config::from_file(file, &src)
+    }
+
+    /// Reads, parses and validates the configuration file at `path`. A relative
+    /// `topology_file` is made relative to the file's directory, so the proxy's working
+    /// directory does not matter.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Io`] when the file cannot be read (or is not UTF-8), otherwise as
+    /// [`Config::from_toml_str`].
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config = Config::from_toml_str(&text, &path.display().to_string())?;
+        if let Some(file) = &config.topology_file {
+            if file.is_relative() {
+                if let Some(dir) = path.parent() {
+                    config.topology_file = Some(dir.join(file));
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    fn from_file(file: ConfigFile, src: &Source<'_>) -> Result<Config, ConfigError> {
+        let listen = match &file.listen {
+            Some(listen) => listen.get_ref().parse::<SocketAddr>().map_err(|_| {
+                src.invalid(
+                    Some(listen),
+                    "listen",
+                    format!(
+                        "{:?} is not an IP:port address (hostnames are not accepted here)",
+                        listen.get_ref()
+                    ),
+                )
+            })?,
+            None => Config::default().listen,
+        };
+        let topology_file = match file.topology_file {
+            Some(path) if path.get_ref().is_empty() => {
+                return Err(src.invalid(Some(&path), "topology_file", "must not be empty"));
+            }
+            other => other.map(|path| PathBuf::from(path.into_inner())),
+        };
+        let config = Config {
+            listen,
+            password: src.secret(file.password, "password")?,
+            allow_flush: file.allow_flush.unwrap_or(DEFAULT_ALLOW_FLUSH),
+            shutdown_grace: Duration::from_millis(
+                file.shutdown_grace_ms
+                    .map_or(DEFAULT_SHUTDOWN_GRACE_MS, |ms| *ms.get_ref()),
+            ),
+            topology_file,
+            backend: backend(file.backend, src)?,
+            limits: limits(file.limits, src)?,
+            log: log(file.log, src)?,
+            shards: validate::shards(&file.shard, listen, src)?,
+        };
+        Ok(config)
+    }
+}
+
+fn backend(file: BackendFile, src: &Source<'_>) -> Result<BackendConfig, ConfigError> {
+    let username_span = file.username.as_ref().map(toml::Spanned::span);
+    let username = src.secret(file.username, "backend.username")?;
+    let password = src.secret(file.password, "backend.password")?;
+    if username.is_some() && password.is_none() {
+        return Err(src.invalid_at(
+            username_span,
+            "backend.username",
+            "is set but backend.password is not; AUTH needs both",
+        ));
+    }
+    let lanes = src.bounded(
+        file.lanes,
+        "backend.lanes",
+        DEFAULT_LANES,
+        1,
+        Some(MAX_LANES),
+    )?;
+    let ms = |value, key, default| src.bounded(value, key, default, 1, None);
+    let connect = ms(
+        file.connect_timeout_ms,
+        "backend.connect_timeout_ms",
+        DEFAULT_CONNECT_TIMEOUT_MS,
+    )?;
+    let response = ms(
+        file.response_timeout_ms,
+        "backend.response_timeout_ms",
+        DEFAULT_RESPONSE_TIMEOUT_MS,
+    )?;
+    let min_span = file
+        .reconnect_backoff_min_ms
+        .as_ref()
+        .map(toml::Spanned::span);
+    let min = ms(
+        file.reconnect_backoff_min_ms,
+        "backend.reconnect_backoff_min_ms",
+        DEFAULT_RECONNECT_BACKOFF_MIN_MS,
+    )?;
+    let max_span = file
+        .reconnect_backoff_max_ms
+        .as_ref()
+        .map(toml::Spanned::span);
+    let max = ms(
+        file.reconnect_backoff_max_ms,
+        "backend.reconnect_backoff_max_ms",
+        DEFAULT_RECONNECT_BACKOFF_MAX_MS,
+    )?;
+    if min > max {
+        let (span, key) = match (min_span, max_span) {
+            (_, Some(span)) => (Some(span), "backend.reconnect_backoff_max_ms"),
+            (span, None) => (span, "backend.reconnect_backoff_min_ms"),
+        };
+        return Err(src.invalid_at(
+            span,
+            key,
+            format!(
+                "reconnect_backoff_min_ms ({min}) is larger than reconnect_backoff_max_ms ({max})"
+            ),
+        ));
+    }
+    Ok(BackendConfig {
+        username,
+        password,
+        lanes,
+        connect_timeout: Duration::from_millis(connect),
+        response_timeout: Duration::from_millis(response),
+        reconnect_backoff_min: Duration::from_millis(min),
+        reconnect_backoff_max: Duration::from_millis(max),
+    })
+}
+
+fn limits(file: LimitsFile, src: &Source<'_>) -> Result<Limits, ConfigError> {
+    let at_least_one = |value, key, default| src.bounded(value, key, default, 1, None);
+    let bulk_span = file.max_bulk_bytes.as_ref().map(toml::Spanned::span);
+    let inline_span = file.max_inline_bytes.as_ref().map(toml::Spanned::span);
+    let query_span = file
+        .max_query_buffer_bytes
+        .as_ref()
+        .map(toml::Spanned::span);
+    let limits = Limits {
+        max_clients: at_least_one(file.max_clients, "limits.max_clients", DEFAULT_MAX_CLIENTS)?,
+        max_bulk_bytes: at_least_one(
+            file.max_bulk_bytes,
+            "limits.max_bulk_bytes",
+            DEFAULT_MAX_BULK_BYTES,
+        )?,
+        max_multibulk_len: at_least_one(
+            file.max_multibulk_len,
+            "limits.max_multibulk_len",
+            DEFAULT_MAX_MULTIBULK_LEN,
+        )?,
+        max_inline_bytes: at_least_one(
+            file.max_inline_bytes,
+            "limits.max_inline_bytes",
+            DEFAULT_MAX_INLINE_BYTES,
+        )?,
+        max_query_buffer_bytes: at_least_one(
+            file.max_query_buffer_bytes,
+            "limits.max_query_buffer_bytes",
+            DEFAULT_MAX_QUERY_BUFFER_BYTES,
+        )?,
+        max_pipeline: at_least_one(
+            file.max_pipeline,
+            "limits.max_pipeline",
+            DEFAULT_MAX_PIPELINE,
+        )?,
+        max_reply_depth: src.bounded(
+            file.max_reply_depth,
+            "limits.max_reply_depth",
+            DEFAULT_MAX_REPLY_DEPTH,
+            1,
+            Some(MAX_REPLY_DEPTH_LIMIT),
+        )?,
+    };
+    // A request that cannot fit in the query buffer could never be accepted.
+    for (value, key, span) in [
+        (limits.max_bulk_bytes, "limits.max_bulk_bytes", bulk_span),
+        (
+            limits.max_inline_bytes,
+            "limits.max_inline_bytes",
+            inline_span,
+        ),
+    ] {
+        if value > limits.max_query_buffer_bytes {
+            return Err(src.invalid_at(
+                span.or_else(|| query_span.clone()),
+                key,
+                format!(
+                    "{value} is larger than limits.max_query_buffer_bytes ({})",
+                    limits.max_query_buffer_bytes
+                ),
+            ));
+        }
+    }
+    Ok(limits)
+}
+
+fn log(file: LogFile, src: &Source<'_>) -> Result<LogConfig, ConfigError> {
+    let level = match file.level {
+        Some(level) if level.get_ref().trim().is_empty() => {
+            return Err(src.invalid(Some(&level), "log.level", "must not be empty"));
+        }
+        Some(level) => level.into_inner(),
+        None => DEFAULT_LOG_LEVEL.to_owned(),
+    };
+    Ok(LogConfig {
+        level,
+        format: file.format.unwrap_or(DEFAULT_LOG_FORMAT),
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,525 @@
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+use crate::error::ConfigError;
+
+/// Three shards covering every slot, as the usual example.
+const SHARDS: &str = r#"
+[[shard]]
+name = "s1"
+master = "127.0.0.1:6381"
+replicas = ["127.0.0.1:6384"]
+slots = ["0-5460"]
+
+[[shard]]
+name = "s2"
+master = "127.0.0.1:6382"
+slots = ["5461-10922"]
+
+[[shard]]
+name = "s3"
+master = "redis-3:6379"
+replicas = ["redis-3b:6379", "[::1]:6390"]
+slots = ["10923-16383"]
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml_str(text, "test.toml")
+}
+
+fn error(text: &str) -> String {
+    match parse(text) {
+        Ok(config) => panic!("accepted:\n{text}\nas {config:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// The 1-based line of the first line of `text` containing `needle`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("{needle:?} not in text"))
+        + 1
+}
+
+/// Asserts the error for `text` names the origin, the line holding `at`, and each of `words`.
+fn assert_error(text: &str, at: &str, words: &[&str]) {
+    let message = error(text);
+    assert!(message.starts_with("test.toml: "), "{message}");
+    let line = format!("line {}", line_of(text, at));
+    assert!(message.contains(&line), "expected {line:?} in: {message}");
+    for word in words {
+        assert!(message.contains(word), "expected {word:?} in: {message}");
+    }
+}
+
+#[test]
+fn minimal_file_takes_every_default() {
+    let config = parse(SHARDS).unwrap();
+    let defaults = Config::default();
+    assert_eq!(config.listen, defaults.listen);
+    assert_eq!(
+        config.listen,
+        "127.0.0.1:6379".parse::<SocketAddr>().unwrap()
+    );
+    assert_eq!(config.password, None);
+    assert!(!config.allow_flush);
+    assert_eq!(config.shutdown_grace, Duration::from_secs(5));
+    assert_eq!(config.topology_file, None);
+    assert_eq!(config.backend, BackendConfig::default());
+    assert_eq!(config.backend.lanes, 2);
+    assert_eq!(config.backend.connect_timeout, Duration::from_millis(1000));
+    assert_eq!(config.backend.response_timeout, Duration::from_millis(5000));
+    assert_eq!(
+        config.backend.reconnect_backoff_min,
+        Duration::from_millis(50)
+    );
+    assert_eq!(
+        config.backend.reconnect_backoff_max,
+        Duration::from_millis(2000)
+    );
+    assert_eq!(config.limits, Limits::default());
+    assert_eq!(config.limits.max_clients, 10_000);
+    assert_eq!(config.limits.max_bulk_bytes, 536_870_912);
+    assert_eq!(config.limits.max_multibulk_len, 1_048_576);
+    assert_eq!(config.limits.max_inline_bytes, 65_536);
+    assert_eq!(config.limits.max_query_buffer_bytes, 1_073_741_824);
+    assert_eq!(config.limits.max_pipeline, 100_000);
+    assert_eq!(config.limits.max_reply_depth, 128);
+    assert_eq!(config.log, LogConfig::default());
+    assert_eq!(config.log.level, "info");
+    assert_eq!(config.log.format, LogFormat::Text);
+    assert_eq!(
+        Config {
+            shards: Vec::new(),
+            ..config.clone()
+        },
+        defaults
+    );
+
+    assert_eq!(config.shards.len(), 3);
+    let s3 = &config.shards[2];
+    assert_eq!(s3.name, "s3");
+    assert_eq!(s3.master.as_str(), "redis-3:6379");
+    let replicas: Vec<&str> = s3.replicas.iter().map(NodeAddr::as_str).collect();
+    assert_eq!(replicas, ["redis-3b:6379", "[::1]:6390"]);
+    assert_eq!(
+        s3.slots,
+        [SlotRange {
+            start: 10923,
+            end: 16383
+        }]
+    );
+}
+
+#[test]
+fn full_file_sets_every_key() {
+    let text = format!(
+        r#"
+listen = "0.0.0.0:7000"
+password = "secret"
+allow_flush = true
+shutdown_grace_ms = 0
+topology_file = "/var/lib/redshard/topology.toml"
+
+[backend]
+username = "proxyuser"
+password = "pw"
+lanes = 64
+connect_timeout_ms = 10
+response_timeout_ms = 20
+reconnect_backoff_min_ms = 30
+reconnect_backoff_max_ms = 30
+
+[limits]
+max_clients = 1
+max_bulk_bytes = 100
+max_multibulk_len = 3
+max_inline_bytes = 100
+max_query_buffer_bytes = 100
+max_pipeline = 5
+max_reply_depth = 1024
+
+[log]
+level = "info,redshard=debug"
+format = "json"
+{SHARDS}"#
+    );
+    let config = parse(&text).unwrap();
+    assert_eq!(config.listen, "0.0.0.0:7000".parse::<SocketAddr>().unwrap());
+    assert_eq!(config.password.as_deref(), Some("secret"));
+    assert!(config.allow_flush);
+    assert_eq!(config.shutdown_grace, Duration::ZERO);
+    assert_eq!(
+        config.topology_file.as_deref(),
+        Some(Path::new("/var/lib/redshard/topology.toml"))
+    );
+    assert_eq!(
+        config.backend,
+        BackendConfig {
+            username: Some("proxyuser".into()),
+            password: Some("pw".into()),
+            lanes: 64,
+            connect_timeout: Duration::from_millis(10),
+            response_timeout: Duration::from_millis(20),
+            reconnect_backoff_min: Duration::from_millis(30),
+            reconnect_backoff_max: Duration::from_millis(30),
+        }
+    );
+    assert_eq!(
+        config.limits,
+        Limits {
+            max_clients: 1,
+            max_bulk_bytes: 100,
+            max_multibulk_len: 3,
+            max_inline_bytes: 100,
+            max_query_buffer_bytes: 100,
+            max_pipeline: 5,
+            max_reply_depth: 1024,
+        }
+    );
+    assert_eq!(config.log.level, "info,redshard=debug");
+    assert_eq!(config.log.format, LogFormat::Json);
+}
+
+#[test]
+fn slots_may_be_single_and_spread() {
+    let text = r#"
+[[shard]]
+name = "a"
+master = "10.0.0.1:6379"
+slots = ["0", "2-16383"]
+[[shard]]
+name = "b"
+master = "10.0.0.2:6379"
+slots = ["1"]
+[[shard]]
+name = "empty"
+master = "10.0.0.3:6379"
+"#;
+    let config = parse(text).unwrap();
+    assert_eq!(config.shards[0].slots.len(), 2);
+    assert!(config.shards[2].slots.is_empty());
+}
+
+#[test]
+fn unknown_keys_are_refused_with_line() {
+    let text = format!("lsten = \"127.0.0.1:1\"\n{SHARDS}");
+    assert_error(&text, "lsten", &["lsten", "unknown field"]);
+    let text = format!("[backend]\nlanes = 2\nlans = 2\n{SHARDS}");
+    assert_error(&text, "lans =", &["backend: unknown field `lans`"]);
+    let text = format!("[limits]\nmax_client = 2\n{SHARDS}");
+    assert_error(&text, "max_client", &["max_client"]);
+    let text = format!("[log]\nlevl = \"x\"\n{SHARDS}");
+    assert_error(&text, "levl", &["levl"]);
+    let text = SHARDS.replace("slots = [\"5461-10922\"]", "slot = [\"5461-10922\"]");
+    assert_error(&text, "slot =", &["`slot`"]);
+    let text = format!("[cluster]\nx = 1\n{SHARDS}");
+    assert_error(&text, "[cluster]", &["cluster"]);
+}
+
+#[test]
+fn syntax_and_type_errors_name_the_line() {
+    let text = format!("{SHARDS}\nlanes = = 2\n");
+    assert_error(&text, "lanes = =", &[]);
+    let text = format!("[backend]\nlanes = \"two\"\n{SHARDS}");
+    assert_error(&text, "lanes", &["string"]);
+    let text = format!("[limits]\nmax_clients = -1\n{SHARDS}");
+    assert_error(&text, "max_clients", &["limits.max_clients: ", "-1"]);
+    let text = format!("[log]\nformat = \"xml\"\n{SHARDS}");
+    assert_error(&text, "format", &["log.format: ", "xml", "text", "json"]);
+    let text = format!("allow_flush = \"yes\"\n{SHARDS}");
+    assert_error(&text, "allow_flush", &["string"]);
+    let text = SHARDS.replace("name = \"s2\"\n", "");
+    let message = error(&text);
+    assert!(
+        message.contains("name") && message.contains("line"),
+        "{message}"
+    );
+}
+
+#[test]
+fn no_shards_is_refused() {
+    let message = error("listen = \"127.0.0.1:7000\"\n");
+    assert!(
+        message.contains("test.toml: shard: no [[shard]]"),
+        "{message}"
+    );
+}
+
+#[test]
+fn shard_names_must_be_valid_and_unique() {
+    let text = SHARDS.replace("name = \"s2\"", "name = \"\"");
+    assert_error(
+        &text,
+        "name = \"\"",
+        &["shard[1].name", "must not be empty"],
+    );
+    let text = SHARDS.replace("name = \"s2\"", "name = \"has space\"");
+    assert_error(&text, "has space", &["shard[1].name", "letters"]);
+    let long = "x".repeat(65);
+    let text = SHARDS.replace("name = \"s2\"", &format!("name = \"{long}\""));
+    assert_error(&text, &long, &["shard[1].name", "at most 64"]);
+    let text = SHARDS.replace("name = \"s3\"", "name = \"s1\"");
+    let at = "name = \"s1\"\nmaster = \"redis-3";
+    let message = error(&text);
+    let line = text[..text.find(at).unwrap()].lines().count() + 1;
+    assert!(
+        message.contains(&format!("line {line}: shard[2].name")),
+        "{message}"
+    );
+    assert!(
+        message.contains("\"s1\" is already the name of shard[0]"),
+        "{message}"
+    );
+}
+
+#[test]
+fn node_addresses_must_be_valid_and_unique() {
+    let text = SHARDS.replace("127.0.0.1:6382", "127.0.0.1");
+    assert_error(
+        &text,
+        "master = \"127.0.0.1\"",
+        &["shard[1].master", "host:port"],
+    );
+    let text = SHARDS.replace("127.0.0.1:6382", "127.0.0.1:0");
+    assert_error(&text, ":0\"", &["shard[1].master", "port"]);
+    let text = SHARDS.replace("redis-3b:6379", "bad_host!:6379");
+    assert_error(&text, "bad_host!", &["shard[2].replicas[0]"]);
+    // Master of s2 is the replica of s1.
+    let text = SHARDS.replace("127.0.0.1:6382", "127.0.0.1:6384");
+    assert_error(
+        &text,
+        "master = \"127.0.0.1:6384\"",
+        &[
+            "shard[1].master",
+            "127.0.0.1:6384 is already the replica of shard \"s1\"",
+        ],
+    );
+    // Replica of s3 is the master of s2.
+    let text = SHARDS.replace("[::1]:6390", "127.0.0.1:6382");
+    assert_error(
+        &text,
+        "replicas = [\"redis-3b",
+        &["shard[2].replicas[1]", "already the master of shard \"s2\""],
+    );
+    // The same node twice in one shard, written differently.
+    let text = SHARDS.replace("[::1]:6390", "REDIS-3B:6379");
+    assert_error(
+        &text,
+        "REDIS-3B",
+        &["shard[2].replicas[1]", "redis-3b:6379"],
+    );
+    // A shard's master as its own replica.
+    let text = SHARDS.replace("127.0.0.1:6384", "127.0.0.1:6381");
+    assert_error(
+        &text,
+        "replicas = [\"127.0.0.1:6381",
+        &["shard[0].replicas[0]"],
+    );
+}
+
+#[test]
+fn the_proxy_must_not_be_its_own_backend() {
+    let text = format!("listen = \"127.0.0.1:6382\"\n{SHARDS}");
+    assert_error(
+        &text,
+        "master = \"127.0.0.1:6382\"",
+        &["shard[1].master", "itself"],
+    );
+    let text = format!("listen = \"0.0.0.0:6382\"\n{SHARDS}");
+    assert_error(&text, "master = \"127.0.0.1:6382\"", &["itself"]);
+    let text = format!("listen = \"127.0.0.2:6382\"\n{SHARDS}");
+    assert!(parse(&text).is_ok());
+}
+
+#[test]
+fn bad_slot_ranges_are_refused() {
+    for (bad, word) in [
+        ("5-3", "starts after it ends"),
+        ("16384", "0-16383"),
+        ("abc", "abc"),
+    ] {
+        let text = SHARDS.replace("\"5461-10922\"", &format!("\"{bad}\""));
+        assert_error(&text, &format!("\"{bad}\""), &["shard[1].slots", word]);
+    }
+    let text = SHARDS.replace("\"5461-10922\"", "5461");
+    assert_error(&text, "slots = [5461]", &["string"]);
+}
+
+#[test]
+fn overlapping_slots_name_the_slot_and_both_shards() {
+    let text = SHARDS.replace("\"5461-10922\"", "\"5000-10922\"");
+    let message = error(&text);
+    let line = line_of(&text, "5000-10922");
+    assert_eq!(
+        message,
+        format!("test.toml: line {line}: shard[1].slots: slot 5000 is assigned to both \"s1\" and \"s2\"")
+    );
+    let text = SHARDS.replace("\"5461-10922\"", "\"5461-10922\", \"6000\"");
+    assert_error(
+        &text,
+        "\"6000\"",
+        &["shard[1].slots", "slot 6000 is assigned twice to \"s2\""],
+    );
+}
+
+#[test]
+fn unassigned_slots_are_named() {
+    let text = SHARDS.replace("slots = [\"5461-10922\"]", "");
+    let message = error(&text);
+    assert_eq!(
+        message,
+        "test.toml: shard[*].slots: slots 5461-10922 are not assigned to any shard"
+    );
+    let text = SHARDS
+        .replace("\"0-5460\"", "\"1-5460\"")
+        .replace("\"5461-10922\"", "\"5461-7000\", \"7002-10922\"")
+        .replace("\"10923-16383\"", "\"10923-16382\"");
+    assert!(error(&text).ends_with("slots 0, 7001, 16383 are not assigned to any shard"));
+    let text = SHARDS.replace("\"0-5460\"", "\"1-5460\"");
+    assert!(error(&text).ends_with("slot 0 is not assigned to any shard"));
+    let many: Vec<String> = (0..16384)
+        .step_by(2)
+        .map(|n: u32| format!("\"{n}\""))
+        .collect();
+    let text = format!(
+        "[[shard]]\nname = \"a\"\nmaster = \"h:1\"\nslots = [{}]\n",
+        many.join(", ")
+    );
+    assert!(error(&text).contains("1, 3, 5, 7, 9, and 8187 more ranges are not"));
+}
+
+#[test]
+fn backend_values_are_bounded() {
+    for (line, key, word) in [
+        ("lanes = 0", "backend.lanes", "between 1 and 64, not 0"),
+        ("lanes = 65", "backend.lanes", "between 1 and 64, not 65"),
+        (
+            "connect_timeout_ms = 0",
+            "backend.connect_timeout_ms",
+            "at least 1",
+        ),
+        (
+            "response_timeout_ms = 0",
+            "backend.response_timeout_ms",
+            "at least 1",
+        ),
+        (
+            "reconnect_backoff_min_ms = 0",
+            "backend.reconnect_backoff_min_ms",
+            "at least 1",
+        ),
+        (
+            "reconnect_backoff_max_ms = 0",
+            "backend.reconnect_backoff_max_ms",
+            "at least 1",
+        ),
+        (
+            "reconnect_backoff_min_ms = 3000",
+            "backend.reconnect_backoff_min_ms",
+            "2000",
+        ),
+        (
+            "reconnect_backoff_max_ms = 10",
+            "backend.reconnect_backoff_max_ms",
+            "(50)",
+        ),
+        ("password = \"\"", "backend.password", "must not be empty"),
+        ("username = \"\"", "backend.username", "must not be empty"),
+        (
+            "username = \"u\"",
+            "backend.username",
+            "backend.password is not",
+        ),
+    ] {
+        let text = format!("[backend]\n{line}\n{SHARDS}");
+        assert_error(&text, line, &[key, word]);
+    }
+    let text = format!("[backend]\npassword = \"pw\"\n{SHARDS}");
+    assert_eq!(
+        parse(&text).unwrap().backend.password.as_deref(),
+        Some("pw")
+    );
+}
+
+#[test]
+fn limits_are_bounded() {
+    for key in [
+        "max_clients",
+        "max_bulk_bytes",
+        "max_multibulk_len",
+        "max_inline_bytes",
+        "max_query_buffer_bytes",
+        "max_pipeline",
+        "max_reply_depth",
+    ] {
+        let text = format!("[limits]\n{key} = 0\n{SHARDS}");
+        assert_error(&text, key, &[&format!("limits.{key}"), "1", ", not 0"]);
+    }
+    let text = format!("[limits]\nmax_reply_depth = 1025\n{SHARDS}");
+    assert_error(&text, "max_reply_depth", &["between 1 and 1024"]);
+    let text = format!("[limits]\nmax_query_buffer_bytes = 1000\nmax_bulk_bytes = 1001\n{SHARDS}");
+    assert_error(
+        &text,
+        "max_bulk_bytes",
+        &["limits.max_bulk_bytes", "1001 is larger"],
+    );
+    let text = format!("[limits]\nmax_query_buffer_bytes = 1000\n{SHARDS}");
+    assert_error(&text, "max_query_buffer_bytes", &["limits.max_bulk_bytes"]);
+}
+
+#[test]
+fn top_level_values_are_checked() {
+    let text = format!("listen = \"localhost:6379\"\n{SHARDS}");
+    assert_error(&text, "listen", &["listen", "IP:port"]);
+    let text = format!("password = \"\"\n{SHARDS}");
+    assert_error(&text, "password", &["password: must not be empty"]);
+    let text = format!("topology_file = \"\"\n{SHARDS}");
+    assert_error(
+        &text,
+        "topology_file",
+        &["topology_file: must not be empty"],
+    );
+    let text = format!("[log]\nlevel = \" \"\n{SHARDS}");
+    assert_error(&text, "level", &["log.level"]);
+    let text = format!("listen = \"127.0.0.1:0\"\n{SHARDS}");
+    assert_eq!(parse(&text).unwrap().listen.port(), 0);
+}
+
+#[test]
+fn load_reads_the_file_and_resolves_the_topology_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("redshard.toml");
+    std::fs::write(
+        &path,
+        format!("topology_file = \"state/topology.toml\"\n{SHARDS}"),
+    )
+    .unwrap();
+    let config = Config::load(&path).unwrap();
+    assert_eq!(
+        config.topology_file,
+        Some(dir.path().join("state/topology.toml"))
+    );
+
+    std::fs::write(&path, format!("topology_file = \"/abs/t.toml\"\n{SHARDS}")).unwrap();
+    let config = Config::load(&path).unwrap();
+    assert_eq!(
+        config.topology_file.as_deref(),
+        Some(Path::new("/abs/t.toml"))
+    );
+
+    std::fs::write(&path, "[backend]\nlanes = 0\n").unwrap();
+    let message = Config::load(&path).unwrap_err().to_string();
+    assert!(
+        message.starts_with(&format!("{}: line 2: backend.lanes", path.display())),
+        "{message}"
+    );
+
+    let missing = dir.path().join("missing.toml");
+    let err = Config::load(&missing).unwrap_err();
+    assert!(matches!(err, ConfigError::Io { .. }));
+    assert!(err.to_string().contains("missing.toml"), "{err}");
+}

@@ -1,0 +1,205 @@
+//! The configuration file, key by key, as written (TOML). [`crate::Config`] is its validated
+//! form; every default below is a `DEFAULT_*` constant.
+//!
+//! ```toml
+//! listen = "127.0.0.1:6379"
+//! password = "secret"
+//! allow_flush = false
+//! shutdown_grace_ms = 5000
+//! topology_file = "/var/lib/redshard/topology.toml"
+//!
+//! [backend]
+//! username = "proxyuser"
+//! password = "pw"
+//! lanes = 2
+//! connect_timeout_ms = 1000
+//! response_timeout_ms = 5000
+//! reconnect_backoff_min_ms = 50
+//! reconnect_backoff_max_ms = 2000
+//!
+//! [limits]
+//! max_clients = 10000
+//! max_bulk_bytes = 536870912
+//! max_multibulk_len = 1048576
+//! max_inline_bytes = 65536
+//! max_query_buffer_bytes = 1073741824
+//! max_pipeline = 100000
+//! max_reply_depth = 128
+//!
+//! [log]
+//! level = "info"
+//! format = "text"
+//!
+//! [[shard]]
+//! name = "s1"
+//! master = "127.0.0.1:6381"
+//! replicas = ["127.0.0.1:6384"]
+//! slots = ["0-5460"]
+//! ```
+//!
+//! Unknown keys are refused (a misspelt key must not silently keep its default). Values whose
+//! acceptability is checked after parsing are kept [`Spanned`] so the error names their line.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::config::LogFormat;
+
+/// Default of `listen`: the Redis port, on loopback only (like Redis's `protected-mode`).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:6379";
+/// Default of `allow_flush`: FLUSHALL/FLUSHDB through the proxy are refused.
+pub const DEFAULT_ALLOW_FLUSH: bool = false;
+/// Default of `shutdown_grace_ms`: 5 s to drain clients on SIGTERM/SIGINT.
+pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 5000;
+/// Default of `backend.lanes`: connections per backend node.
+pub const DEFAULT_LANES: usize = 2;
+/// Largest accepted `backend.lanes`.
+pub const MAX_LANES: usize = 64;
+/// Default of `backend.connect_timeout_ms`.
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 1000;
+/// Default of `backend.response_timeout_ms`.
+pub const DEFAULT_RESPONSE_TIMEOUT_MS: u64 = 5000;
+/// Default of `backend.reconnect_backoff_min_ms`.
+pub const DEFAULT_RECONNECT_BACKOFF_MIN_MS: u64 = 50;
+/// Default of `backend.reconnect_backoff_max_ms`.
+pub const DEFAULT_RECONNECT_BACKOFF_MAX_MS: u64 = 2000;
+/// Default of `limits.max_clients`.
+pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
+/// Default of `limits.max_bulk_bytes`: 512 MiB, Redis's `proto-max-bulk-len`.
+pub const DEFAULT_MAX_BULK_BYTES: usize = 512 * 1024 * 1024;
+/// Default of `limits.max_multibulk_len`: 1024*1024 elements, as Redis.
+pub const DEFAULT_MAX_MULTIBULK_LEN: usize = 1024 * 1024;
+/// Default of `limits.max_inline_bytes`: 64 KiB, Redis's `PROTO_INLINE_MAX_SIZE`.
+pub const DEFAULT_MAX_INLINE_BYTES: usize = 64 * 1024;
+/// Default of `limits.max_query_buffer_bytes`: 1 GiB, Redis's `client-query-buffer-limit`.
+pub const DEFAULT_MAX_QUERY_BUFFER_BYTES: usize = 1024 * 1024 * 1024;
+/// Default of `limits.max_pipeline`.
+pub const DEFAULT_MAX_PIPELINE: usize = 100_000;
+/// Default of `limits.max_reply_depth`.
+pub const DEFAULT_MAX_REPLY_DEPTH: usize = 128;
+/// Largest accepted `limits.max_reply_depth`: deeper bounds would not protect anything.
+pub const MAX_REPLY_DEPTH_LIMIT: usize = 1024;
+/// Longest shard name, in bytes.
+pub const MAX_SHARD_NAME_LEN: usize = 64;
+/// Default of `log.level`.
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// Default of `log.format`.
+pub const DEFAULT_LOG_FORMAT: LogFormat = LogFormat::Text;
+
+/// The top level of the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// `listen`: the client listener, an `IP:port` (no hostname). Default
+    /// [`DEFAULT_LISTEN`]. Port 0 picks a free port (for tests).
+    pub listen: Option<Spanned<String>>,
+    /// `password`: when set, clients must `AUTH` with it before any other command. Default:
+    /// unset (no AUTH). Must not be empty.
+    pub password: Option<Spanned<String>>,
+    /// `allow_flush`: whether FLUSHALL/FLUSHDB are fanned out to every shard. Default
+    /// [`DEFAULT_ALLOW_FLUSH`] (refused), because one typo would empty the whole cluster.
+    pub allow_flush: Option<bool>,
+    /// `shutdown_grace_ms`: how long clients may drain on SIGTERM/SIGINT before the proxy
+    /// exits. Default [`DEFAULT_SHUTDOWN_GRACE_MS`]; 0 exits at once.
+    pub shutdown_grace_ms: Option<Spanned<u64>>,
+    /// `topology_file`: where the live topology (after failovers and slot moves) is
+    /// persisted and read back on start. Default: unset (changes are lost on restart). A
+    /// relative path is relative to the configuration file's directory.
+    pub topology_file: Option<Spanned<String>>,
+    /// `[backend]`: how the proxy connects to redis-servers.
+    #[serde(default)]
+    pub backend: BackendFile,
+    /// `[limits]`: bounds on what clients and backends may send.
+    #[serde(default)]
+    pub limits: LimitsFile,
+    /// `[log]`: logging.
+    #[serde(default)]
+    pub log: LogFile,
+    /// `[[shard]]`: the initial cluster, one table per shard. Required: together the shards
+    /// must assign each of the 16384 slots exactly once.
+    #[serde(default)]
+    pub shard: Vec<Spanned<ShardFile>>,
+}
+
+/// `[backend]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendFile {
+    /// `username`: the ACL user the proxy `AUTH`s as on each backend connection. Default: unset
+    /// (the `default` user). Needs `password`.
+    pub username: Option<Spanned<String>>,
+    /// `password`: the password of that user (or of `requirepass`). Default: unset (no AUTH).
+    pub password: Option<Spanned<String>>,
+    /// `lanes`: long-lived pipelined connections per node; a key always uses lane
+    /// `slot % lanes`. Default [`DEFAULT_LANES`], `1..=`[`MAX_LANES`].
+    pub lanes: Option<Spanned<usize>>,
+    /// `connect_timeout_ms`: time allowed to open a connection (and AUTH). Default
+    /// [`DEFAULT_CONNECT_TIMEOUT_MS`]; not 0.
+    pub connect_timeout_ms: Option<Spanned<u64>>,
+    /// `response_timeout_ms`: time a backend may take to answer a request before the
+    /// connection is considered broken. Default [`DEFAULT_RESPONSE_TIMEOUT_MS`]; not 0.
+    pub response_timeout_ms: Option<Spanned<u64>>,
+    /// `reconnect_backoff_min_ms`: first wait before reconnecting to a node. Default
+    /// [`DEFAULT_RECONNECT_BACKOFF_MIN_MS`]; not 0.
+    pub reconnect_backoff_min_ms: Option<Spanned<u64>>,
+    /// `reconnect_backoff_max_ms`: the wait doubles up to this. Default
+    /// [`DEFAULT_RECONNECT_BACKOFF_MAX_MS`]; at least `reconnect_backoff_min_ms`.
+    pub reconnect_backoff_max_ms: Option<Spanned<u64>>,
+}
+
+/// `[limits]`. Every limit is at least 1.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    /// `max_clients`: connected clients; further connections wait to be accepted. Default
+    /// [`DEFAULT_MAX_CLIENTS`].
+    pub max_clients: Option<Spanned<usize>>,
+    /// `max_bulk_bytes`: largest bulk string in a request. Default [`DEFAULT_MAX_BULK_BYTES`];
+    /// at most `max_query_buffer_bytes`.
+    pub max_bulk_bytes: Option<Spanned<usize>>,
+    /// `max_multibulk_len`: most arguments in one request. Default
+    /// [`DEFAULT_MAX_MULTIBULK_LEN`].
+    pub max_multibulk_len: Option<Spanned<usize>>,
+    /// `max_inline_bytes`: longest inline (telnet-style) request line. Default
+    /// [`DEFAULT_MAX_INLINE_BYTES`]; at most `max_query_buffer_bytes`.
+    pub max_inline_bytes: Option<Spanned<usize>>,
+    /// `max_query_buffer_bytes`: most unparsed bytes buffered from one client. Default
+    /// [`DEFAULT_MAX_QUERY_BUFFER_BYTES`].
+    pub max_query_buffer_bytes: Option<Spanned<usize>>,
+    /// `max_pipeline`: replies a client may have outstanding before the proxy stops reading
+    /// from it. Default [`DEFAULT_MAX_PIPELINE`].
+    pub max_pipeline: Option<Spanned<usize>>,
+    /// `max_reply_depth`: nesting depth accepted in backend replies (an internal safety bound).
+    /// Default [`DEFAULT_MAX_REPLY_DEPTH`], at most [`MAX_REPLY_DEPTH_LIMIT`].
+    pub max_reply_depth: Option<Spanned<usize>>,
+}
+
+/// `[log]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogFile {
+    /// `level`: a tracing filter directive such as `"info"` or `"info,redshard=debug"`.
+    /// Default [`DEFAULT_LOG_LEVEL`]; `RUST_LOG`, when set, is for the proxy to weigh.
+    pub level: Option<Spanned<String>>,
+    /// `format`: `"text"` (human) or `"json"` (one object per line). Default
+    /// [`DEFAULT_LOG_FORMAT`].
+    pub format: Option<LogFormat>,
+}
+
+/// One `[[shard]]`: a master, its replicas and the slots it serves at first.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardFile {
+    /// `name`: unique, 1-64 characters of `A-Za-z0-9._-`; how operators and admin commands
+    /// name the shard. Required.
+    pub name: Spanned<String>,
+    /// `master`: the node that takes the shard's reads and writes, `host:port`. Required.
+    pub master: Spanned<String>,
+    /// `replicas`: nodes kept equal to the master by the proxy's mirroring. Default: none.
+    #[serde(default)]
+    pub replicas: Vec<Spanned<String>>,
+    /// `slots`: slot ranges (`"0-5460"`) or single slots (`"7000"`). Default: none (a shard
+    /// that only receives slots by migration).
+    #[serde(default)]
+    pub slots: Vec<Spanned<String>>,
+}

@@ -1,0 +1,38 @@
+//! # redshard-config
+//!
+//! Everything redshard knows before it opens a socket, pure and synchronous:
+//!
+//! - [`slot`]: hash slots, [`Slot::for_key`] (Redis Cluster's CRC16 and hash-tag rules) and
+//!   [`SlotRange`].
+//! - [`addr`]: [`NodeAddr`], a validated `host:port` of a backend redis-server.
+//! - [`file`](mod@file): the configuration file as written (TOML), every key with its `DEFAULT_*`.
+//! - [`config`]: [`Config`], the validated, typed configuration, from
+//!   [`Config::load`] / [`Config::from_toml_str`]; `validate` holds the checks, each error
+//!   naming the file, line and key.
+//! - [`topology`]: the live cluster model, [`Topology`] (shards, the state of every slot, an
+//!   epoch), changed only through [`Topology::apply`] of a [`TopologyChange`].
+//! - [`store`]: persistence of the topology ([`FileTopologyStore`]: temp file, fsync,
+//!   rename) and [`choose_initial`] between the configured and the persisted topology.
+//! - [`error`]: the error types; their `Display` is what an operator reads.
+
+#![forbid(unsafe_code)]
+
+pub mod addr;
+pub mod config;
+pub mod error;
+pub mod file;
+pub mod slot;
+pub mod store;
+pub mod topology;
+mod validate;
+
+pub use addr::NodeAddr;
+pub use config::{BackendConfig, Config, Limits, LogConfig, LogFormat, ShardConfig};
+pub use error::{ConfigError, NodeAddrError, SlotRangeError, StoreError, TopologyError};
+pub use slot::{Slot, SlotRange, SLOT_COUNT};
+pub use store::{
+    choose_initial, FileTopologyStore, InitialSource, MemoryTopologyStore, TopologyStore,
+};
+pub use topology::{
+    Migration, NodeRole, Replica, ReplicaState, Shard, ShardId, SlotState, Topology, TopologyChange,
+};

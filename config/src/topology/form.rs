@@ -1,0 +1,169 @@
+//! The persisted, human-readable form of a [`Topology`]: slots as ranges, not 16384 entries.
+//!
+//! ```toml
+//! epoch = 7
+//!
+//! [[shard]]
+//! id = 0
+//! name = "s1"
+//! master = "127.0.0.1:6381"
+//! slots = ["0-5460"]
+//!
+//! [[shard.replicas]]
+//! addr = "127.0.0.1:6384"
+//! state = "in-sync"
+//!
+//! [[migration]]
+//! from = 0
+//! to = 1
+//! slots = ["100-199"]
+//! ```
+//!
+//! Reading it back checks every invariant of [`Topology`] (each slot assigned exactly once,
+//! unique ids, names and addresses), so a hand-edited file cannot install a broken table.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::{Replica, ReplicaState, Shard, ShardId, SlotState, Topology};
+use crate::addr::NodeAddr;
+use crate::error::TopologyError;
+use crate::slot::{SlotRange, SLOT_COUNT};
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TopologyForm {
+    epoch: u64,
+    #[serde(default, rename = "shard")]
+    shards: Vec<ShardForm>,
+    #[serde(default, rename = "migration", skip_serializing_if = "Vec::is_empty")]
+    migrations: Vec<MigrationForm>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShardForm {
+    id: ShardId,
+    name: String,
+    master: NodeAddr,
+    /// Owned slots only; migrating ones are under `[[migration]]`.
+    #[serde(default)]
+    slots: Vec<SlotRange>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    replicas: Vec<ReplicaForm>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplicaForm {
+    addr: NodeAddr,
+    state: ReplicaState,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MigrationForm {
+    from: ShardId,
+    to: ShardId,
+    slots: Vec<SlotRange>,
+}
+
+impl From<&Topology> for TopologyForm {
+    fn from(topology: &Topology) -> TopologyForm {
+        TopologyForm {
+            epoch: topology.epoch,
+            shards: topology
+                .shards
+                .iter()
+                .map(|shard| ShardForm {
+                    id: shard.id,
+                    name: shard.name.clone(),
+                    master: shard.master.clone(),
+                    slots: topology.slots_of(shard.id),
+                    replicas: shard
+                        .replicas
+                        .iter()
+                        .map(|r| ReplicaForm {
+                            addr: r.addr.clone(),
+                            state: r.state,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            migrations: topology
+                .migrations()
+                .into_iter()
+                .map(|m| MigrationForm {
+                    from: m.from,
+                    to: m.to,
+                    slots: m.slots,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl TryFrom<TopologyForm> for Topology {
+    type Error = TopologyError;
+
+    fn try_from(form: TopologyForm) -> Result<Topology, TopologyError> {
+        let mut slots: Vec<Option<SlotState>> = vec![None; SLOT_COUNT];
+        let mut assign = |ranges: &[SlotRange], state: SlotState| {
+            for range in ranges {
+                range
+                    .check()
+                    .map_err(|_| TopologyError::InvalidSlotRange(*range))?;
+                for slot in range.slots() {
+                    if slots[slot.index()].replace(state).is_some() {
+                        return Err(TopologyError::Inconsistent(format!(
+                            "slot {slot} is listed twice"
+                        )));
+                    }
+                }
+            }
+            Ok(())
+        };
+        let mut shards: Vec<Shard> = Vec::with_capacity(form.shards.len());
+        for shard in form.shards {
+            assign(&shard.slots, SlotState::Owned(shard.id))?;
+            shards.push(Shard {
+                id: shard.id,
+                name: shard.name,
+                master: shard.master,
+                replicas: shard
+                    .replicas
+                    .into_iter()
+                    .map(|r| Replica {
+                        addr: r.addr,
+                        state: r.state,
+                    })
+                    .collect(),
+            });
+        }
+        for m in &form.migrations {
+            assign(
+                &m.slots,
+                SlotState::Migrating {
+                    from: m.from,
+                    to: m.to,
+                },
+            )?;
+        }
+        // Written sorted; sorting here also accepts hand-edited files, and `check` below
+        // still refuses duplicate ids.
+        shards.sort_by_key(|s| s.id);
+        Topology::assemble(form.epoch, shards, slots)
+    }
+}
+
+impl Serialize for Topology {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        TopologyForm::from(self).serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Topology {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Topology, D::Error> {
+        let form = TopologyForm::deserialize(deserializer)?;
+        Topology::try_from(form).map_err(serde::de::Error::custom)
+    }
+}
