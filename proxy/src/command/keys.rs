@@ -33,6 +33,11 @@ pub(super) fn arg<A: ArgList + ?Sized>(args: &A, i: usize) -> &[u8] {
     }
 }
 
+/// [`arg`] at an index computed in signed arithmetic, as Redis computes them.
+fn arg_at<A: ArgList + ?Sized>(args: &A, i: i64) -> &[u8] {
+    usize::try_from(i).map_or(&[][..], |i| arg(args, i))
+}
+
 /// C `strcasecmp(arg, word) == 0`: `arg` ends at its first NUL byte.
 pub(super) fn c_eq(arg: &[u8], word: &str) -> bool {
     let end = arg.iter().position(|&b| b == 0).unwrap_or(arg.len());
@@ -100,8 +105,7 @@ fn keys_from_specs<A: ArgList + ?Sized>(
                     if i >= argc || i < 1 {
                         break;
                     }
-                    // In range: 1 <= i < argc.
-                    if c_eq(args.arg(i as usize), keyword) {
+                    if c_eq(arg_at(args, i), keyword) {
                         found = i + 1;
                         break;
                     }
@@ -139,7 +143,7 @@ fn keys_from_specs<A: ArgList + ?Sized>(
                 if keynumidx >= argc || first + keynumidx >= argc || first + keynumidx < 0 {
                     return invalid(out);
                 }
-                let numkeys = match string2ll(args.arg((first + keynumidx) as usize)) {
+                let numkeys = match string2ll(arg_at(args, first + keynumidx)) {
                     Some(n) if n >= 0 => n,
                     _ => return invalid(out),
                 };
@@ -157,8 +161,8 @@ fn keys_from_specs<A: ArgList + ?Sized>(
         let mut i = first;
         while i <= last {
             // Redis skips positions out of range for commands of variable arity.
-            if i < argc {
-                out.push(i as usize);
+            if let Some(i) = usize::try_from(i).ok().filter(|&i| i < args.len()) {
+                out.push(i);
             }
             i += step;
         }

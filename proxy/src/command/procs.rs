@@ -173,8 +173,12 @@ impl GetKeys {
                 })
             }
             GetKeys::ZsetStore | GetKeys::Zset => {
-                let idx: i64 = if self == GetKeys::ZsetStore { 2 } else { 1 };
-                match at(idx as usize) {
+                let (idx, at_idx) = if self == GetKeys::ZsetStore {
+                    (2, at(2))
+                } else {
+                    (1, at(1))
+                };
+                match at_idx {
                     None => bad("ERR value is not an integer or out of range"),
                     Some(n) if n < 1 => Err(CommandError::bad_key_arguments(&format!(
                         "ERR at least 1 input key is needed for '{}' command",
@@ -195,8 +199,12 @@ impl GetKeys {
                 _ => bad("ERR numkeys should be greater than 0"),
             },
             GetKeys::Mpop | GetKeys::BlockingMpop => {
-                let idx: i64 = if self == GetKeys::Mpop { 1 } else { 2 };
-                match at(idx as usize) {
+                let (idx, at_idx) = if self == GetKeys::Mpop {
+                    (1, at(1))
+                } else {
+                    (2, at(2))
+                };
+                match at_idx {
                     // where_idx = numkeys_idx + numkeys + 1 must be an argument.
                     Some(n) if n >= 1 => {
                         if n >= argc - idx - 1 {
@@ -215,6 +223,10 @@ impl GetKeys {
     /// Redis's `getkeys_proc`, the fallback when the key specs fail.
     pub(super) fn run<A: ArgList + ?Sized>(self, args: &A, out: &mut SmallVec<[usize; 8]>) {
         let argc = args.len();
+        if argc < 2 {
+            // Every proc's keys start at index 1; a shorter request has none.
+            return;
+        }
         match self {
             GetKeys::None => {}
             GetKeys::FirstArg | GetKeys::SortRo => out.push(1),

@@ -1,6 +1,7 @@
 //! Unit tests of the command module (the live comparison with redis-server is in
 //! `proxy/tests/command_table_live.rs`).
 
+use proptest::strategy::Strategy;
 use smallvec::SmallVec;
 
 use super::keys::string2ll;
@@ -351,7 +352,7 @@ fn keys_of_movable_commands() {
 }
 
 #[test]
-fn key_indices_never_panics_on_short_requests() {
+fn key_indices_stay_in_bounds_on_short_requests() {
     let mut out = SmallVec::new();
     for spec in all_specs() {
         let mut args = vec![spec.container_name().to_owned()];
@@ -359,7 +360,9 @@ fn key_indices_never_panics_on_short_requests() {
             args.push(spec.name.split('|').nth(1).unwrap_or("").to_owned());
         }
         for extra in 0..4 {
-            let _ = spec.key_indices(&args, &mut out);
+            if spec.key_indices(&args, &mut out).is_ok() {
+                assert!(out.iter().all(|&i| i > 0 && i < args.len()), "{args:?}");
+            }
             args.push(if extra % 2 == 0 {
                 "1".into()
             } else {
@@ -468,5 +471,36 @@ fn flags_and_getkeys_are_wired() {
     // Every command whose keys move has a getkeys proc or complete specs.
     for spec in all_specs().filter(|s| s.flags.contains(Flags::MOVABLEKEYS)) {
         assert_ne!(spec.getkeys, GetKeys::None, "{}", spec.name);
+    }
+}
+
+proptest::proptest! {
+    /// Any request, resolved or not: no panic, and every index points into the request.
+    #[test]
+    fn key_indices_are_in_bounds(
+        pick in 0usize..366,
+        words in proptest::collection::vec(
+            proptest::prop_oneof![
+                proptest::sample::select(vec![
+                    "0", "1", "2", "-1", "STORE", "STREAMS", "KEYS", "GET", "BY", "LIMIT",
+                    "COUNT", "BLOCK", "GROUP", "AUTH", "AUTH2", "STOREDIST", "",
+                ])
+                .prop_map(|w| w.as_bytes().to_vec()),
+                proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4),
+            ],
+            0..10,
+        ),
+    ) {
+        let spec = all_specs().nth(pick).expect("366 specs");
+        let mut args = vec![spec.container_name().as_bytes().to_vec()];
+        if let Some((_, sub)) = spec.name.split_once('|') {
+            args.push(sub.as_bytes().to_vec());
+        }
+        args.extend(words);
+        let mut out = SmallVec::new();
+        if spec.key_indices(&args, &mut out).is_ok() {
+            proptest::prop_assert!(out.iter().all(|&i| i > 0 && i < args.len()));
+        }
+        let _ = resolve(&args);
     }
 }
