@@ -1,0 +1,302 @@
+//! How redshard treats each command: the hand-maintained [`Route`] of every command.
+//!
+//! The generated table calls [`route_of`] for every entry (at compile time). A name not in
+//! any list below is [`Route::Keyed`]: routed by its keys, which must all hash to one slot,
+//! or to any master when it has none (TIME, LASTSAVE, ROLE, OBJECT HELP...). Names are
+//! Redis's lowercase `fullname`s (`config|get`); a unit test checks that every name here
+//! exists in the table, so a typo cannot silently fall back to `Keyed`.
+//!
+//! Container commands (CONFIG, CLIENT, ...) are routed by subcommand: [`resolve`] never
+//! returns a container alone except `COMMAND`, because a container without a subcommand
+//! fails Redis's arity check.
+//!
+//! [`resolve`]: super::resolve
+
+use super::{const_eq, Merge, Route, Split};
+
+/// Answered by the proxy itself: they describe or change the client's own connection, or
+/// the proxy (INFO, COMMAND), and a backend's answer would describe the proxy's pooled
+/// backend connection instead.
+/// - CONFIG GET: clients read settings such as `maxmemory-policy`; the proxy answers from
+///   its own view rather than from one arbitrary backend.
+/// - CLIENT NO-EVICT: the client-eviction flag belongs to the client's connection, which is
+///   the proxy's; it is accepted and recorded by the session.
+pub(crate) const LOCAL: &[&str] = &[
+    "ping",
+    "echo",
+    "quit",
+    "select",
+    "auth",
+    "hello",
+    "reset",
+    "info",
+    "command",
+    "command|count",
+    "command|docs",
+    "command|getkeys",
+    "command|getkeysandflags",
+    "command|help",
+    "command|info",
+    "command|list",
+    "config|get",
+    "client|setname",
+    "client|getname",
+    "client|id",
+    "client|info",
+    "client|list",
+    "client|no-evict",
+    "client|help",
+];
+
+/// Keys may span slots; Redis Cluster clients split these the same way, and each part is
+/// itself a valid command.
+pub(crate) const SPLIT: &[(&str, Split)] = &[
+    ("mget", Split::Mget),
+    ("mset", Split::Mset),
+    ("del", Split::SumIntegers),
+    ("unlink", Split::SumIntegers),
+    ("exists", Split::SumIntegers),
+    ("touch", Split::SumIntegers),
+];
+
+/// Whole-keyspace or whole-server-state commands: every master must see them.
+/// - DBSIZE, KEYS: each master holds a part of the keyspace.
+/// - SCRIPT LOAD / FUNCTION LOAD: every master must know the script or library, since a
+///   later EVALSHA/FCALL may go to any of them; the SHA (or library name) is the same
+///   everywhere, so the first reply is the reply.
+/// - SCRIPT FLUSH, FUNCTION DELETE / FLUSH / RESTORE: keep the masters' script and function
+///   state identical; success only when every master succeeded.
+/// - SCRIPT EXISTS: a script exists for the client only if every master has it.
+pub(crate) const FAN_OUT: &[(&str, Merge)] = &[
+    ("dbsize", Merge::SumIntegers),
+    ("keys", Merge::ConcatArrays),
+    ("script|load", Merge::First),
+    ("script|flush", Merge::AllOk),
+    ("script|exists", Merge::AndArrays),
+    ("function|load", Merge::First),
+    ("function|delete", Merge::AllOk),
+    ("function|flush", Merge::AllOk),
+    ("function|restore", Merge::AllOk),
+];
+
+/// Destructive on every shard: fanned out only when the operator enabled it.
+pub(crate) const FLUSH: &[&str] = &["flushall", "flushdb"];
+
+/// Never sent to a backend from a client connection.
+/// - Server life, persistence and replication belong to the operator and to redshard's own
+///   failover and resync (SHUTDOWN, SAVE, BGSAVE, BGREWRITEAOF, REPLICAOF, SLAVEOF,
+///   FAILOVER, SYNC, PSYNC, REPLCONF, DEBUG, CONFIG SET/REWRITE/RESETSTAT, MODULE).
+/// - Cluster protocol: the backends are not a Redis Cluster (CLUSTER, RESTORE-ASKING).
+/// - Databases other than 0 and cross-node key moves would escape the slot table (SWAPDB,
+///   MOVE, MIGRATE).
+/// - MONITOR streams one backend's traffic, other clients' included.
+/// - CLIENT KILL/PAUSE/UNPAUSE/UNBLOCK would act on the proxy's pooled backend connections
+///   shared by every client; REPLY/TRACKING/CACHING/GETREDIR/TRACKINGINFO change how a
+///   backend connection answers, which would desynchronise a shared lane.
+/// - SCRIPT KILL / FUNCTION KILL would kill whichever script runs on one backend, not the
+///   client's; SCRIPT DEBUG needs a private forked server.
+/// - ACL (all subcommands): backends authenticate the proxy, not the client, so even
+///   ACL WHOAMI / CAT / LOG would answer about the proxy's backend user and config; clients
+///   authenticate to the proxy (AUTH/HELLO are local).
+/// - LATENCY RESET / SLOWLOG RESET would reset one arbitrary backend's statistics.
+/// - PFSELFTEST / PFDEBUG are internal testing commands.
+/// - SCAN: each master holds a part of the keyspace, so a scan must visit every master with
+///   a cursor that carries the shard; until the session implements that, refusing is better
+///   than silently scanning one arbitrary master.
+/// - Container names alone (ACL, CLIENT, ...): always an arity error in Redis; they are
+///   listed so that the container's own entry does not look routable.
+pub(crate) const FORBIDDEN: &[&str] = &[
+    "shutdown",
+    "debug",
+    "config|set",
+    "config|rewrite",
+    "config|resetstat",
+    "replicaof",
+    "slaveof",
+    "failover",
+    "sync",
+    "psync",
+    "replconf",
+    "save",
+    "bgsave",
+    "bgrewriteaof",
+    "migrate",
+    "monitor",
+    "swapdb",
+    "move",
+    "restore-asking",
+    "cluster",
+    "cluster|addslots",
+    "cluster|addslotsrange",
+    "cluster|bumpepoch",
+    "cluster|count-failure-reports",
+    "cluster|countkeysinslot",
+    "cluster|delslots",
+    "cluster|delslotsrange",
+    "cluster|failover",
+    "cluster|flushslots",
+    "cluster|forget",
+    "cluster|getkeysinslot",
+    "cluster|help",
+    "cluster|info",
+    "cluster|keyslot",
+    "cluster|links",
+    "cluster|meet",
+    "cluster|myid",
+    "cluster|nodes",
+    "cluster|replicas",
+    "cluster|replicate",
+    "cluster|reset",
+    "cluster|saveconfig",
+    "cluster|set-config-epoch",
+    "cluster|setslot",
+    "cluster|shards",
+    "cluster|slaves",
+    "cluster|slots",
+    "acl",
+    "acl|cat",
+    "acl|deluser",
+    "acl|dryrun",
+    "acl|genpass",
+    "acl|getuser",
+    "acl|help",
+    "acl|list",
+    "acl|load",
+    "acl|log",
+    "acl|save",
+    "acl|setuser",
+    "acl|users",
+    "acl|whoami",
+    "module",
+    "module|help",
+    "module|list",
+    "module|load",
+    "module|loadex",
+    "module|unload",
+    "client|kill",
+    "client|pause",
+    "client|unpause",
+    "client|reply",
+    "client|tracking",
+    "client|caching",
+    "client|getredir",
+    "client|trackinginfo",
+    "client|unblock",
+    "latency|reset",
+    "slowlog|reset",
+    "script|kill",
+    "script|debug",
+    "function|kill",
+    "pfselftest",
+    "pfdebug",
+    "scan",
+    "client",
+    "config",
+    "function",
+    "latency",
+    "memory",
+    "object",
+    "pubsub",
+    "script",
+    "slowlog",
+    "xgroup",
+    "xinfo",
+];
+
+/// Need a backend connection of their own for a while, which the plain pipelined lanes
+/// cannot give.
+/// - Transactions and optimistic locking: MULTI, EXEC, DISCARD, WATCH, UNWATCH.
+/// - Every command with Redis's `blocking` flag (a unit test checks it), except XREAD and
+///   XREADGROUP, which block only with `BLOCK`: they stay `Keyed` and the session checks
+///   for `BLOCK` itself. WAIT is not flagged blocking in Redis 7.0 but blocks the
+///   connection until replicas acknowledge.
+/// - Pub/sub, all of it for now: subscriptions hold the connection, and publishing must
+///   reach the node the subscribers are on, which the pub/sub design will decide
+///   (SPUBLISH's channel is a `NOT_KEY` key spec, so `key_indices` does not report it
+///   and routing it as `Keyed` would send it to an arbitrary master).
+pub(crate) const DEDICATED: &[&str] = &[
+    "multi",
+    "exec",
+    "discard",
+    "watch",
+    "unwatch",
+    "blpop",
+    "brpop",
+    "brpoplpush",
+    "blmove",
+    "blmpop",
+    "bzpopmin",
+    "bzpopmax",
+    "bzmpop",
+    "wait",
+    "subscribe",
+    "psubscribe",
+    "ssubscribe",
+    "unsubscribe",
+    "punsubscribe",
+    "sunsubscribe",
+    "publish",
+    "spublish",
+    "pubsub|channels",
+    "pubsub|help",
+    "pubsub|numpat",
+    "pubsub|numsub",
+    "pubsub|shardchannels",
+    "pubsub|shardnumsub",
+];
+
+/// Whether `name` is in `list`, at compile time.
+const fn listed(list: &[&str], name: &str) -> bool {
+    let mut i = 0;
+    while i < list.len() {
+        if const_eq(list[i], name) {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// The [`Route`] of the command or subcommand called `name` (lowercase `fullname`).
+pub(crate) const fn route_of(name: &str) -> Route {
+    if listed(LOCAL, name) {
+        return Route::Local;
+    }
+    let mut i = 0;
+    while i < SPLIT.len() {
+        if const_eq(SPLIT[i].0, name) {
+            return Route::Split(SPLIT[i].1);
+        }
+        i += 1;
+    }
+    let mut i = 0;
+    while i < FAN_OUT.len() {
+        if const_eq(FAN_OUT[i].0, name) {
+            return Route::FanOut(FAN_OUT[i].1);
+        }
+        i += 1;
+    }
+    if listed(FLUSH, name) {
+        return Route::Flush;
+    }
+    if listed(FORBIDDEN, name) {
+        return Route::Forbidden;
+    }
+    if listed(DEDICATED, name) {
+        return Route::Dedicated;
+    }
+    Route::Keyed
+}
+
+/// Every name listed above, for the tests.
+#[cfg(test)]
+pub(crate) fn listed_names() -> impl Iterator<Item = &'static str> {
+    LOCAL
+        .iter()
+        .chain(FLUSH)
+        .chain(FORBIDDEN)
+        .chain(DEDICATED)
+        .copied()
+        .chain(SPLIT.iter().map(|(n, _)| *n))
+        .chain(FAN_OUT.iter().map(|(n, _)| *n))
+}
