@@ -14,18 +14,16 @@ fn run(cmd: &mut Command) -> String {
 async fn redis_cli_set_and_get() {
     let cluster = TestCluster::start(3).await;
     let port = cluster.addr.port().to_string();
-    let cli = |args: &[&str]| {
-        let mut c = Command::new("redis-cli");
-        c.args(["-h", "127.0.0.1", "-p", &port]).args(args);
-        c
+    let cli = move |args: &'static [&'static str]| {
+        let port = port.clone();
+        tokio::task::spawn_blocking(move || {
+            run(Command::new("redis-cli").args(["-h", "127.0.0.1", "-p", &port]).args(args))
+        })
     };
-    let set = tokio::task::spawn_blocking(move || run(&mut cli(&["set", "k", "v"])));
-    assert_eq!(set.await.unwrap().trim(), "OK");
-    let port = cluster.addr.port().to_string();
-    let get = tokio::task::spawn_blocking(move || {
-        run(Command::new("redis-cli").args(["-h", "127.0.0.1", "-p", &port, "get", "k"]))
-    });
-    assert_eq!(get.await.unwrap().trim(), "v");
+    assert_eq!(cli(&["set", "k", "v"]).await.unwrap().trim(), "OK");
+    assert_eq!(cli(&["get", "k"]).await.unwrap().trim(), "v");
+    assert_eq!(cli(&["mget", "k", "nope"]).await.unwrap(), "v\n\n");
+    assert_eq!(cli(&["ping"]).await.unwrap().trim(), "PONG");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,6 @@
 //! requests are answered with an error until the backoff has passed, so no client waits on a
 //! dead node. The lane ends when every sender is gone and nothing is in flight.
 
-use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -144,6 +143,9 @@ async fn refuse_until(
 }
 
 /// Serves one established connection until it fails or the lane is no longer used.
+///
+/// One loop owns everything: the in-flight FIFO is plain local state, and each `select!`
+/// branch borrows only its own half (queue, socket writer, socket reader, timer).
 async fn serve(
     mut stream: TcpStream,
     rx: &mut mpsc::UnboundedReceiver<LaneRequest>,
@@ -151,82 +153,90 @@ async fn serve(
     config: &LaneConfig,
 ) -> Ended {
     let (mut reader, mut writer) = stream.split();
-    let in_flight: RefCell<VecDeque<InFlight>> = RefCell::new(VecDeque::new());
-    let write_loop = async {
-        let mut batch = Vec::with_capacity(BATCH);
-        let mut out = OutBuf::new();
-        loop {
-            if rx.recv_many(&mut batch, BATCH).await == 0 {
-                // Every sender is gone: let the reader finish what is in flight, then end.
-                // This happens once per lane, when its node leaves the topology or at exit.
-                while !in_flight.borrow().is_empty() {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut out = OutBuf::new();
+    let mut buf = BytesMut::with_capacity(READ_RESERVE);
+    let mut scanner = ReplyScanner::new(config.max_reply_depth);
+    // Armed for the oldest in-flight request; when it fires early (that request was answered)
+    // it is re-armed for the new oldest one. Sent times only grow along the FIFO.
+    let timer = tokio::time::sleep(config.response_timeout);
+    tokio::pin!(timer);
+    let mut open = true;
+
+    let result: Result<(), LaneError> = loop {
+        if !open && in_flight.is_empty() && out.is_empty() {
+            break Ok(());
+        }
+        if buf.capacity() - buf.len() < READ_RESERVE / 4 {
+            buf.reserve(READ_RESERVE);
+        }
+        tokio::select! {
+            received = rx.recv_many(&mut batch, BATCH), if open => {
+                if received == 0 {
+                    // Every sender is gone: finish what is in flight, then end.
+                    open = false;
+                    continue;
                 }
-                return Ok(());
-            }
-            let now = Instant::now();
-            {
-                let mut queue = in_flight.borrow_mut();
+                let now = Instant::now();
+                if in_flight.is_empty() {
+                    timer.as_mut().reset(now + config.response_timeout);
+                }
                 for request in batch.drain(..) {
                     out.push(request.bytes);
-                    queue.push_back(InFlight {
-                        reply: request.reply,
-                        sent: now,
-                    });
+                    in_flight.push_back(InFlight { reply: request.reply, sent: now });
                 }
             }
-            out.write_all(&mut writer).await.map_err(LaneError::Io)?;
-        }
-    };
-
-    let read_loop = async {
-        let mut buf = BytesMut::with_capacity(READ_RESERVE);
-        let mut scanner = ReplyScanner::new(config.max_reply_depth);
-        loop {
-            if buf.capacity() - buf.len() < READ_RESERVE / 4 {
-                buf.reserve(READ_RESERVE);
-            }
-            if reader.read_buf(&mut buf).await.map_err(LaneError::Io)? == 0 {
-                return Err(LaneError::Closed);
-            }
-            while let Some(len) = scanner.scan(&buf).map_err(LaneError::Protocol)? {
-                let reply = buf.split_to(len).freeze();
-                let Some(request) = in_flight.borrow_mut().pop_front() else {
-                    return Err(LaneError::Unsolicited);
-                };
-                request.reply.deliver(reply);
-            }
-        }
-    };
-
-    let timer = async {
-        loop {
-            let oldest = in_flight.borrow().front().map(|r| r.sent);
-            match oldest {
-                Some(sent) if sent.elapsed() >= config.response_timeout => {
-                    return Err(LaneError::Timeout(config.response_timeout));
+            written = out.write_some(&mut writer), if !out.is_empty() => {
+                if let Err(e) = written {
+                    break Err(LaneError::Io(e));
                 }
-                Some(sent) => tokio::time::sleep_until(sent + config.response_timeout).await,
-                None => tokio::time::sleep(config.response_timeout).await,
+            }
+            read = reader.read_buf(&mut buf) => {
+                match read {
+                    Ok(0) => break Err(LaneError::Closed),
+                    Err(e) => break Err(LaneError::Io(e)),
+                    Ok(_) => {}
+                }
+                if let Err(e) = deliver_replies(&mut buf, &mut scanner, &mut in_flight) {
+                    break Err(e);
+                }
+            }
+            () = &mut timer, if !in_flight.is_empty() => {
+                let oldest = in_flight.front().map_or_else(Instant::now, |r| r.sent);
+                if oldest.elapsed() >= config.response_timeout {
+                    break Err(LaneError::Timeout(config.response_timeout));
+                }
+                timer.as_mut().reset(oldest + config.response_timeout);
             }
         }
-    };
-
-    let result: Result<(), LaneError> = tokio::select! {
-        r = write_loop => r,
-        r = read_loop => r,
-        r = timer => r,
     };
     match result {
         Ok(()) => Ended::Unused,
         Err(error) => {
             let reply = error_reply(addr, &error);
-            for request in in_flight.into_inner() {
+            for request in in_flight {
                 request.reply.deliver(reply.clone());
             }
             Ended::Failed(error)
         }
     }
+}
+
+/// Cuts every complete reply off the front of `buf` and hands it to the oldest request.
+fn deliver_replies(
+    buf: &mut BytesMut,
+    scanner: &mut ReplyScanner,
+    in_flight: &mut VecDeque<InFlight>,
+) -> Result<(), LaneError> {
+    while let Some(len) = scanner.scan(buf).map_err(LaneError::Protocol)? {
+        let reply = buf.split_to(len).freeze();
+        let Some(request) = in_flight.pop_front() else {
+            return Err(LaneError::Unsolicited);
+        };
+        request.reply.deliver(reply);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@
 //! `key_indices` with a live server.
 
 mod error;
+mod extra;
 mod flags;
 mod keys;
 mod procs;
@@ -271,6 +272,7 @@ pub fn resolve<A: ArgList + ?Sized>(args: &A) -> Result<&'static CommandSpec, Co
     let spec = if base.has_subcommands() && args.len() >= 2 {
         let sub = args.arg(1);
         base.subcommand(sub)
+            .or_else(|| extra_subcommand(base, sub))
             .ok_or_else(|| CommandError::unknown_subcommand(base, sub))?
     } else {
         base
@@ -279,6 +281,14 @@ pub fn resolve<A: ArgList + ?Sized>(args: &A) -> Result<&'static CommandSpec, Co
         return Err(CommandError::wrong_arity(spec));
     }
     Ok(spec)
+}
+
+/// A subcommand the proxy knows beyond the table (see `extra.rs`).
+fn extra_subcommand(base: &CommandSpec, sub: &[u8]) -> Option<&'static CommandSpec> {
+    if base.name != "client" {
+        return None;
+    }
+    extra::CLIENT_EXTRAS.iter().find(|s| s.name.as_bytes()[7..].eq_ignore_ascii_case(sub))
 }
 
 /// Every top-level spec, sorted by name (for COMMAND COUNT, COMMAND LIST and tests).

@@ -4,7 +4,7 @@
 //! returns an [`Action`]; [`finish`] then sends the request's original bytes where the action
 //! says. Every request reserves exactly one entry in the reply queue, in request order.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use redshard_config::Slot;
 
 use super::merge::MergePlan;
@@ -32,7 +32,17 @@ pub(crate) enum Action {
 impl Action {
     /// Queues the error reply `text` (without '-' and CRLF) and returns `Done`.
     pub(crate) fn error(ctx: &Ctx, text: &str) -> Self {
-        ctx.queue.push_ready(encode::error_bytes(text));
+        ctx.queue.push_ready(error_reply(text));
+        Self::Done
+    }
+
+    /// Queues the error reply `text` given as bytes (it may echo a client's non-UTF-8 input).
+    pub(crate) fn error_raw(ctx: &Ctx, text: &[u8]) -> Self {
+        let mut reply = Vec::with_capacity(text.len() + 3);
+        reply.push(b'-');
+        reply.extend_from_slice(text);
+        reply.extend_from_slice(b"\r\n");
+        ctx.queue.push_ready(Bytes::from(reply));
         Self::Done
     }
 
@@ -41,6 +51,13 @@ impl Action {
         ctx.queue.push_ready(reply);
         Self::Done
     }
+}
+
+/// An error reply for `text` (given without the leading '-' and the CRLF).
+pub(crate) fn error_reply(text: &str) -> Bytes {
+    let mut out = BytesMut::with_capacity(text.len() + 3);
+    encode::error(&mut out, text);
+    out.freeze()
 }
 
 impl ArgList for Args<'_> {
@@ -62,7 +79,7 @@ pub(crate) fn display_name(spec: &CommandSpec) -> String {
 pub(crate) fn dispatch(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>) -> Action {
     let spec = match command::resolve(&args) {
         Ok(spec) => spec,
-        Err(e) => return Action::error(ctx, &e.to_string()),
+        Err(e) => return Action::error_raw(ctx, e.as_bytes()),
     };
     if !ctx.authenticated && !spec.flags.contains(Flags::NO_AUTH) {
         return Action::error(ctx, "NOAUTH Authentication required.");
@@ -98,7 +115,7 @@ fn unsupported(ctx: &Ctx, spec: &CommandSpec) -> Action {
 /// A command routed by its keys, which must all hash to one slot.
 fn keyed(ctx: &mut Ctx, table: &RoutingTable, spec: &'static CommandSpec, args: Args<'_>) -> Action {
     if let Err(e) = spec.key_indices(&args, &mut ctx.keys) {
-        return Action::error(ctx, &e.to_string());
+        return Action::error_raw(ctx, e.as_bytes());
     }
     let Some((&first, rest)) = ctx.keys.split_first() else {
         // No key: any master can run it (TIME, LASTSAVE, COMMAND DOCS ...).

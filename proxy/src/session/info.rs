@@ -10,9 +10,9 @@ use std::sync::atomic::Ordering;
 use bytes::{Bytes, BytesMut};
 
 use super::dispatch::{fan_out, Action};
-use super::local::REDIS_VERSION;
 use super::merge::MergePlan;
 use super::Ctx;
+use crate::command::REDIS_VERSION;
 use crate::resp::{encode, reply, Args};
 use crate::router::RoutingTable;
 

@@ -6,13 +6,9 @@ use bytes::{Bytes, BytesMut};
 
 use super::dispatch::{display_name, Action};
 use super::{info, Closing, Ctx};
-use crate::command::{self, CommandSpec};
+use crate::command::{self, CommandSpec, REDIS_VERSION};
 use crate::resp::{encode, Args};
 use crate::router::RoutingTable;
-
-/// The Redis version whose command surface redshard implements (its command table is generated
-/// from this version's `COMMAND`); reported by HELLO and INFO.
-pub(crate) const REDIS_VERSION: &str = "7.0.15";
 
 /// Answers a `Route::Local` command.
 pub(super) fn handle(ctx: &mut Ctx, table: &RoutingTable, spec: &'static CommandSpec, args: Args<'_>) -> Action {
@@ -230,7 +226,7 @@ fn getkeys(ctx: &mut Ctx, args: Args<'_>) -> Action {
         return Action::error(ctx, "ERR Invalid command specified");
     };
     if let Err(e) = spec.key_indices(inner.as_slice(), &mut ctx.keys) {
-        return Action::error(ctx, &e.to_string());
+        return Action::error_raw(ctx, e.as_bytes());
     }
     if ctx.keys.is_empty() {
         return Action::error(ctx, "ERR The command has no key arguments");

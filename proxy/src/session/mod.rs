@@ -27,7 +27,7 @@ use tracing::debug;
 use crate::clients::ClientInfo;
 use crate::outbuf::OutBuf;
 use crate::replies::{Completed, ReplyQueue};
-use crate::resp::{encode, FrameKind, RequestScanner};
+use crate::resp::{FrameKind, RequestScanner};
 use crate::shutdown::Shutdown;
 use crate::state::ProxyState;
 
@@ -36,7 +36,7 @@ const READ_RESERVE: usize = 16 * 1024;
 
 /// Why a session stops reading.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Closing {
+pub(crate) enum Closing {
     /// Still serving.
     Open,
     /// No more requests will be read (QUIT, protocol error, EOF, shutdown); close once the
@@ -145,7 +145,7 @@ impl Session {
                     } else {
                         self.dispatch_buffered();
                         if self.rbuf.len() > max_query {
-                            self.ctx.queue.push_ready(encode::error_bytes(
+                            self.ctx.queue.push_ready(dispatch::error_reply(
                                 "ERR Protocol error: query buffer limit exceeded",
                             ));
                             self.ctx.closing = Closing::AfterReplies;
@@ -179,7 +179,7 @@ impl Session {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(e) => {
-                    self.ctx.queue.push_ready(encode::error_bytes(&e.to_string()));
+                    self.ctx.queue.push_ready(dispatch::error_reply(&format!("ERR {e}")));
                     self.ctx.closing = Closing::AfterReplies;
                     break;
                 }

@@ -43,7 +43,7 @@ pub(super) fn split(
         return Action::error(ctx, &format!("ERR wrong number of arguments for '{}' command", spec.name));
     }
     if let Err(e) = spec.key_indices(&args, &mut ctx.keys) {
-        return Action::error(ctx, &e.to_string());
+        return Action::error_raw(ctx, e.as_bytes());
     }
     let mut groups: SmallVec<[Group; 8]> = SmallVec::new();
     let mut order = Vec::with_capacity(if kind == Split::Mget { ctx.keys.len() } else { 0 });
