@@ -91,6 +91,8 @@ fn init_tracing(config: &Config) {
 
 async fn serve(config: Config) -> ExitCode {
     let grace = config.shutdown_grace;
+    // Handlers first: a SIGTERM that arrives as soon as clients can connect must drain too.
+    let signals = Signals::install();
     let proxy = match redshard_proxy::Proxy::start(config).await {
         Ok(proxy) => proxy,
         Err(e) => {
@@ -99,7 +101,7 @@ async fn serve(config: Config) -> ExitCode {
         }
     };
     info!(listen = %proxy.local_addr(), epoch = proxy.epoch(), "redshard is serving");
-    wait_for_signal().await;
+    signals.wait().await;
     info!(grace_ms = grace.as_millis() as u64, "shutting down: draining clients");
     if proxy.shutdown(grace).await {
         info!("drained gracefully");
@@ -109,20 +111,45 @@ async fn serve(config: Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-#[cfg(unix)]
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        // Without signal handlers the process can still be killed; serve until then.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM received"),
-        _ = int.recv() => info!("SIGINT received"),
-    }
+/// SIGTERM and SIGINT, both of which start a graceful drain.
+struct Signals {
+    #[cfg(unix)]
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
 }
 
-#[cfg(not(unix))]
-async fn wait_for_signal() {
-    let _ = tokio::signal::ctrl_c().await;
+impl Signals {
+    #[cfg(unix)]
+    fn install() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        let streams = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(term), Ok(int)) => Some((term, int)),
+            (Err(e), _) | (_, Err(e)) => {
+                warn!(error = %e, "cannot install signal handlers; stop redshard with SIGKILL");
+                None
+            }
+        };
+        Self { streams }
+    }
+
+    #[cfg(unix)]
+    async fn wait(self) {
+        let Some((mut term, mut int)) = self.streams else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM received"),
+            _ = int.recv() => info!("SIGINT received"),
+        }
+    }
+
+    #[cfg(not(unix))]
+    fn install() -> Self {
+        Self {}
+    }
+
+    #[cfg(not(unix))]
+    async fn wait(self) {
+        let _ = tokio::signal::ctrl_c().await;
+        info!("Ctrl-C received");
+    }
 }
