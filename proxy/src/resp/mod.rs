@@ -20,8 +20,10 @@
 
 mod inline;
 mod lex;
+pub mod reply;
 pub mod request;
 
+pub use reply::ReplyScanner;
 pub use request::{Args, Frame, FrameKind, RequestScanner, ScanLimits};
 
 /// A violation of the protocol by the peer.
