@@ -18,6 +18,7 @@
 //! input. Every size announced by the peer is checked against a bound before anything is
 //! sized by it. Neither scanner panics, whatever the input.
 
+pub mod encode;
 mod inline;
 mod lex;
 pub mod reply;
