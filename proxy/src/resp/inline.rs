@@ -30,7 +30,8 @@ fn hex_value(b: u8) -> Option<u8> {
 ///
 /// The bytes of the arguments are appended to `out` and their ranges in `out` pushed on
 /// `spans`. Redis splits a C string, so a NUL byte ends the line there (an open quote before
-/// it is then unbalanced).
+/// it is then unbalanced); the request scanner never passes one, since like Redis it never
+/// finds the end of a line holding a NUL.
 ///
 /// # Errors
 /// [`ProtocolError::UnbalancedQuotes`], as Redis.

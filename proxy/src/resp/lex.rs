@@ -31,6 +31,35 @@ pub(crate) fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
         .map(|i| base + i)
 }
 
+/// Index of the first `a` or `b` in `hay`, eight bytes at a time like [`find_byte`].
+#[inline]
+pub(crate) fn find_either(hay: &[u8], a: u8, b: u8) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let (pattern_a, pattern_b) = (LO * u64::from(a), LO * u64::from(b));
+    let mut chunks = hay.chunks_exact(8);
+    let mut base = 0;
+    for chunk in &mut chunks {
+        let Ok(word) = <[u8; 8]>::try_from(chunk) else {
+            break;
+        };
+        let word = u64::from_le_bytes(word);
+        let (x, y) = (word ^ pattern_a, word ^ pattern_b);
+        // As in `find_byte`; a false flag only ever sits above a real match of its own
+        // pattern, so the lowest flag of the union is still the first match.
+        let found = (x.wrapping_sub(LO) & !x & HI) | (y.wrapping_sub(LO) & !y & HI);
+        if found != 0 {
+            return Some(base + (found.trailing_zeros() / 8) as usize);
+        }
+        base += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&c| c == a || c == b)
+        .map(|i| base + i)
+}
+
 /// Redis's `string2ll` (util.c): a strict signed decimal.
 ///
 /// No sign but a leading `-`, no leading zeros (only `0` itself), no spaces, no `-0`, fewer than
@@ -69,6 +98,33 @@ pub(crate) fn parse_i64(s: &[u8]) -> Option<i64> {
         }
     } else {
         i64::try_from(v).ok()
+    }
+}
+
+/// The common header `<type><digits>\r<one more byte>` at the front of `line`, parsed in one
+/// pass: returns the number and the header's length (type byte to the byte after the CR).
+///
+/// Only for 1 to 18 digits without a leading zero, where the result is exactly what finding
+/// the first CR and [`parse_i64`] give; `None` sends the caller to that general path (sign,
+/// leading zeros, huge numbers, garbage, or the header not complete yet).
+#[inline(always)]
+pub(crate) fn quick_header(line: &[u8]) -> Option<(u64, usize)> {
+    let mut n: u64 = 0;
+    let mut i = 1;
+    loop {
+        let b = *line.get(i)?;
+        if b.is_ascii_digit() {
+            if i == 19 || (i == 2 && n == 0) {
+                return None;
+            }
+            n = n * 10 + u64::from(b - b'0');
+            i += 1;
+        } else if b == b'\r' && i > 1 {
+            line.get(i + 1)?;
+            return Some((n, i + 2));
+        } else {
+            return None;
+        }
     }
 }
 
@@ -119,6 +175,23 @@ mod tests {
     }
 
     #[test]
+    fn find_either_matches_naive_search() {
+        let hay: Vec<u8> = (0..200u8).map(|i| i.wrapping_mul(37)).collect();
+        for start in 0..40 {
+            for (a, b) in [(0u8, 13u8), (10, 0), (37, 74), (0xff, 1), (5, 5)] {
+                let h = &hay[start..];
+                assert_eq!(
+                    find_either(h, a, b),
+                    h.iter().position(|&c| c == a || c == b),
+                    "start {start} {a} {b}"
+                );
+            }
+        }
+        assert_eq!(find_either(b"ab\x01\x00\rxxxx", b'\r', 0), Some(3));
+        assert_eq!(find_either(b"abc", b'\r', 0), None);
+    }
+
+    #[test]
     fn parse_i64_is_redis_string2ll() {
         assert_eq!(parse_i64(b"0"), Some(0));
         assert_eq!(parse_i64(b"3"), Some(3));
@@ -142,6 +215,58 @@ mod tests {
         ] {
             assert_eq!(parse_i64(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn quick_header_agrees_with_the_general_path() {
+        let general = |line: &[u8]| {
+            let cr = find_byte(line, b'\r')?;
+            line.get(cr + 1)?;
+            let n = u64::try_from(parse_i64(&line[1..cr])?).ok()?;
+            Some((n, cr + 2))
+        };
+        let mut cases: Vec<Vec<u8>> = [
+            &b"$0\r\n"[..],
+            b"$7\r\n",
+            b"*10\r\n",
+            b"$00\r\n",
+            b"$01\r\n",
+            b"$-1\r\n",
+            b"$\r\n",
+            b"$1\r",
+            b"$1",
+            b"$1x\r\n",
+            b"$999999999999999999\r\n",
+            b"$1000000000000000000\r\n",
+            b"$99999999999999999999\r\n",
+        ]
+        .iter()
+        .map(|c| c.to_vec())
+        .collect();
+        for n in [
+            0u64,
+            1,
+            9,
+            10,
+            100,
+            123_456_789,
+            10u64.pow(17),
+            10u64.pow(18) - 1,
+        ] {
+            cases.push(format!("${n}\r\n").into_bytes());
+        }
+        for case in &cases {
+            if let Some(quick) = quick_header(case) {
+                assert_eq!(
+                    Some(quick),
+                    general(case),
+                    "{:?}",
+                    String::from_utf8_lossy(case)
+                );
+            }
+        }
+        assert_eq!(quick_header(b"$1234\r\n"), Some((1234, 7)));
+        assert_eq!(quick_header(b"$1234\r"), None);
     }
 
     #[test]

@@ -29,33 +29,35 @@ pub use request::{Args, Frame, FrameKind, RequestScanner, ScanLimits};
 
 /// A violation of the protocol by the peer.
 ///
-/// `Display` is Redis's exact error text without the leading `-` and the trailing CRLF, so the
-/// session replies `-{error}\r\n` and closes the connection, as Redis does.
+/// `Display` is Redis's exact error reply without the leading `-` and the trailing CRLF, error
+/// code included (`ERR Protocol error: invalid bulk length`: Redis's `addReplyError` prefixes
+/// `ERR `), so the session writes it with [`encode::error`] and closes the connection, as Redis
+/// does.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ProtocolError {
     /// An inline command line longer than [`ScanLimits::max_inline_len`].
-    #[error("Protocol error: too big inline request")]
+    #[error("ERR Protocol error: too big inline request")]
     InlineTooBig,
     /// An inline command with an unterminated quote, or a closing quote not followed by a space.
-    #[error("Protocol error: unbalanced quotes in request")]
+    #[error("ERR Protocol error: unbalanced quotes in request")]
     UnbalancedQuotes,
     /// A `*<count>` line with no CR within [`ScanLimits::max_inline_len`] bytes.
-    #[error("Protocol error: too big mbulk count string")]
+    #[error("ERR Protocol error: too big mbulk count string")]
     MultibulkCountTooBig,
     /// A `*<count>` that is not a number, or is above [`ScanLimits::max_multibulk_len`].
-    #[error("Protocol error: invalid multibulk length")]
+    #[error("ERR Protocol error: invalid multibulk length")]
     InvalidMultibulkLength,
     /// A `$<len>` line with no CR within [`ScanLimits::max_inline_len`] bytes.
-    #[error("Protocol error: too big bulk count string")]
+    #[error("ERR Protocol error: too big bulk count string")]
     BulkCountTooBig,
     /// An argument header that does not start with `$`; holds the byte found instead.
-    #[error("Protocol error: expected '$', got '{}'", shown_byte(*.0))]
+    #[error("ERR Protocol error: expected '$', got '{}'", shown_byte(*.0))]
     ExpectedDollar(u8),
     /// A `$<len>` that is not a number, is negative, or is above [`ScanLimits::max_bulk_len`].
-    #[error("Protocol error: invalid bulk length")]
+    #[error("ERR Protocol error: invalid bulk length")]
     InvalidBulkLength,
     /// A malformed reply from a backend: the stream can no longer be framed.
-    #[error("Protocol error: invalid reply: {0}")]
+    #[error("ERR Protocol error: invalid reply: {0}")]
     InvalidReply(&'static str),
 }
 

@@ -11,7 +11,7 @@
 
 use std::ops::Range;
 
-use super::lex::{find_byte, parse_i64};
+use super::lex::{find_byte, parse_i64, quick_header};
 use super::ProtocolError;
 
 /// The largest blob (`$`, `!`, `=`) a reply may announce: 4 GiB, far above Redis's own 512 MiB
@@ -105,9 +105,20 @@ impl ReplyScanner {
                 continue;
             }
             let start = self.pos;
-            let Some(cr) = self.line_end(buf, start)? else {
-                return Ok(None);
+            // The common canonical header or integer in one pass; the general path otherwise,
+            // and whenever an earlier call already searched part of this line.
+            let quick = match buf.get(start..) {
+                Some(line) if self.scanned == start => quick_header(line),
+                _ => None,
             };
+            let (cr, quick) = match quick {
+                Some((n, header)) => (start + header - 2, i64::try_from(n).ok()),
+                None => match self.line_end(buf, start)? {
+                    Some(cr) => (cr, None),
+                    None => return Ok(None),
+                },
+            };
+            let number = |body: &[u8]| quick.or_else(|| parse_i64(body));
             // `line_end` found the CR at or after `start` with one more byte after it.
             let (Some(&kind), Some(body), Some(&lf)) =
                 (buf.get(start), buf.get(start + 1..cr), buf.get(cr + 1))
@@ -120,14 +131,14 @@ impl ReplyScanner {
             let complete = match kind {
                 b'+' | b'-' | b',' | b'(' => true,
                 b':' => {
-                    parse_i64(body).ok_or(invalid("malformed integer"))?;
+                    number(body).ok_or(invalid("malformed integer"))?;
                     true
                 }
                 b'_' if body.is_empty() => true,
                 b'_' => return Err(invalid("malformed null")),
                 b'#' if body == b"t" || body == b"f" => true,
                 b'#' => return Err(invalid("malformed boolean")),
-                b'$' | b'!' | b'=' => match parse_i64(body) {
+                b'$' | b'!' | b'=' => match number(body) {
                     Some(-1) if kind == b'$' => true,
                     Some(n) => {
                         let len = usize::try_from(n)
@@ -140,7 +151,7 @@ impl ReplyScanner {
                     None if body == b"?" => return Err(invalid("streamed string")),
                     None => return Err(invalid("malformed blob length")),
                 },
-                b'*' | b'~' | b'>' | b'%' | b'|' => match parse_i64(body) {
+                b'*' | b'~' | b'>' | b'%' | b'|' => match number(body) {
                     Some(-1) if kind == b'*' => true,
                     Some(n) => {
                         let n = u64::try_from(n)

@@ -11,7 +11,9 @@
 //! - anything else is an inline command, one line ending in `\n` or `\r\n`, split like
 //!   `sdssplitargs`, and re-encoded as a multibulk since backends must get RESP.
 //!
-//! Numbers are parsed with Redis's `string2ll` rules. Every size is checked against
+//! Like Redis's `strchr`, the search for a line end stops at a NUL byte: a NUL in a header or
+//! inline line hides its end, and the line can then only end as too long. Numbers are parsed
+//! with Redis's `string2ll` rules. Every size is checked against
 //! [`ScanLimits`] before anything is sized by it; a line longer than
 //! [`ScanLimits::max_inline_len`] is refused as soon as that many bytes have arrived, whether
 //! or not its end has arrived too, so the outcome never depends on how the bytes were split
@@ -20,7 +22,7 @@
 use std::ops::Range;
 
 use super::inline::{encode_multibulk, split_args};
-use super::lex::{find_byte, parse_i64};
+use super::lex::{find_either, parse_i64, quick_header};
 use super::ProtocolError;
 
 /// The largest multibulk count accepted by default: Redis 6's hard limit (Redis 7 accepts up to
@@ -204,17 +206,26 @@ impl RequestScanner {
                     };
                 }
                 Phase::Count => {
-                    let cr = match self.line_end(buf, 0, b'\r', 1) {
-                        Line::Found(cr) => cr,
-                        Line::Partial => return Ok(None),
-                        Line::TooLong => return Err(ProtocolError::MultibulkCountTooBig),
+                    let count = if let Some((n, header)) = self.quick_header(buf, 0, b'*') {
+                        self.pos = header;
+                        n
+                    } else {
+                        let cr = match self.line_end(buf, 0, b'\r', 1) {
+                            Line::Found(cr) => cr,
+                            Line::Partial => return Ok(None),
+                            Line::TooLong => return Err(ProtocolError::MultibulkCountTooBig),
+                        };
+                        let count = buf
+                            .get(1..cr)
+                            .and_then(parse_i64)
+                            .ok_or(ProtocolError::InvalidMultibulkLength)?;
+                        self.pos = cr + 2;
+                        if count <= 0 {
+                            return Ok(Some(self.finish(FrameKind::Empty)));
+                        }
+                        count.unsigned_abs()
                     };
-                    let count = buf
-                        .get(1..cr)
-                        .and_then(parse_i64)
-                        .ok_or(ProtocolError::InvalidMultibulkLength)?;
-                    self.pos = cr + 2;
-                    if count <= 0 {
+                    if count == 0 {
                         return Ok(Some(self.finish(FrameKind::Empty)));
                     }
                     let count = usize::try_from(count)
@@ -224,45 +235,10 @@ impl RequestScanner {
                     self.args_left = count;
                     self.spans.reserve(count.min(SPANS_RESERVE));
                     self.scanned = self.pos;
-                    self.phase = Phase::BulkHeader;
+                    return self.scan_args(buf, None);
                 }
-                Phase::BulkHeader => {
-                    if self.args_left == 0 {
-                        return Ok(Some(self.finish(FrameKind::Multibulk)));
-                    }
-                    let start = self.pos;
-                    let cr = match self.line_end(buf, start, b'\r', 1) {
-                        Line::Found(cr) => cr,
-                        Line::Partial => return Ok(None),
-                        Line::TooLong => return Err(ProtocolError::BulkCountTooBig),
-                    };
-                    match buf.get(start) {
-                        Some(b'$') => {}
-                        Some(&other) => return Err(ProtocolError::ExpectedDollar(other)),
-                        None => return Ok(None),
-                    }
-                    let len = buf
-                        .get(start + 1..cr)
-                        .and_then(parse_i64)
-                        .and_then(|n| usize::try_from(n).ok())
-                        .filter(|&n| n <= self.limits.max_bulk_len)
-                        .ok_or(ProtocolError::InvalidBulkLength)?;
-                    self.pos = cr + 2;
-                    self.phase = Phase::BulkData { len };
-                }
-                Phase::BulkData { len } => {
-                    let start = self.pos;
-                    // Like Redis, the two bytes after the data are taken as the CRLF unchecked.
-                    let end = start.saturating_add(len).saturating_add(2);
-                    if buf.len() < end {
-                        return Ok(None);
-                    }
-                    self.spans.push(start..start + len);
-                    self.pos = end;
-                    self.scanned = end;
-                    self.args_left -= 1;
-                    self.phase = Phase::BulkHeader;
-                }
+                Phase::BulkHeader => return self.scan_args(buf, None),
+                Phase::BulkData { len } => return self.scan_args(buf, Some(len)),
                 Phase::Inline => {
                     let newline = match self.line_end(buf, 0, b'\n', 0) {
                         Line::Found(newline) => newline,
@@ -284,6 +260,72 @@ impl RequestScanner {
                 Phase::Done(frame) => return Ok(Some(frame)),
             }
         }
+    }
+
+    /// Scans the arguments of a multibulk, in one loop rather than one trip through the phase
+    /// `match` per line (which costs an unpredictable jump each time). `pending` is the length
+    /// of the argument whose `$<len>` header was already consumed.
+    fn scan_args(
+        &mut self,
+        buf: &[u8],
+        mut pending: Option<usize>,
+    ) -> Result<Option<Frame>, ProtocolError> {
+        loop {
+            if let Some(len) = pending {
+                let start = self.pos;
+                // Like Redis, the two bytes after the data are taken as the CRLF unchecked.
+                let end = start.saturating_add(len).saturating_add(2);
+                if buf.len() < end {
+                    self.phase = Phase::BulkData { len };
+                    return Ok(None);
+                }
+                self.spans.push(start..start + len);
+                self.pos = end;
+                self.scanned = end;
+                self.args_left -= 1;
+            }
+            if self.args_left == 0 {
+                return Ok(Some(self.finish(FrameKind::Multibulk)));
+            }
+            pending = self.bulk_header(buf)?;
+            if pending.is_none() {
+                self.phase = Phase::BulkHeader;
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Consumes the `$<len>` header at `pos`; `None` until it has arrived whole.
+    #[inline]
+    fn bulk_header(&mut self, buf: &[u8]) -> Result<Option<usize>, ProtocolError> {
+        let start = self.pos;
+        let len = if let Some((n, header)) = self.quick_header(buf, start, b'$') {
+            self.pos = start + header;
+            n
+        } else {
+            let cr = match self.line_end(buf, start, b'\r', 1) {
+                Line::Found(cr) => cr,
+                Line::Partial => return Ok(None),
+                Line::TooLong => return Err(ProtocolError::BulkCountTooBig),
+            };
+            match buf.get(start) {
+                Some(b'$') => {}
+                Some(&other) => return Err(ProtocolError::ExpectedDollar(other)),
+                None => return Ok(None),
+            }
+            let len = buf
+                .get(start + 1..cr)
+                .and_then(parse_i64)
+                .and_then(|n| u64::try_from(n).ok())
+                .ok_or(ProtocolError::InvalidBulkLength)?;
+            self.pos = cr + 2;
+            len
+        };
+        usize::try_from(len)
+            .ok()
+            .filter(|&n| n <= self.limits.max_bulk_len)
+            .map(Some)
+            .ok_or(ProtocolError::InvalidBulkLength)
     }
 
     /// The arguments of the frame just scanned; empty unless [`scan`](Self::scan) has returned
@@ -351,12 +393,33 @@ impl RequestScanner {
         frame
     }
 
+    /// The header `<kind><count>\r?` at `start` in one pass, when it is the common canonical
+    /// kind and this line has not been partly searched by an earlier call already (then the
+    /// general path resumes where it stopped, so no byte is searched twice).
+    #[inline]
+    fn quick_header(&self, buf: &[u8], start: usize, kind: u8) -> Option<(u64, usize)> {
+        if self.scanned != start {
+            return None;
+        }
+        let line = buf.get(start..)?;
+        if line.first() != Some(&kind) {
+            return None;
+        }
+        let (n, header) = quick_header(line)?;
+        // The line limit holds on this path too (a header is at most 20 bytes here).
+        (header - 2 <= self.limits.max_inline_len).then_some((n, header))
+    }
+
     /// Looks for `terminator` in the line starting at `start`, resuming where the last call
     /// stopped. `after` is how many bytes must have arrived after the terminator (Redis wants
     /// the byte after a header's CR before it parses the header).
     ///
     /// The line, without its terminator, may be at most `max_inline_len` bytes: once that many
     /// bytes have arrived without a terminator, the line is too long.
+    ///
+    /// Redis looks for the terminator with `strchr`, which stops at a NUL byte: a NUL before
+    /// the terminator hides it for good, and Redis waits until the line is too long. So does
+    /// this scanner.
     fn line_end(&mut self, buf: &[u8], start: usize, terminator: u8, after: usize) -> Line {
         let limit = start
             .saturating_add(self.limits.max_inline_len)
@@ -364,12 +427,12 @@ impl RequestScanner {
         let window_end = buf.len().min(limit);
         let from = self.scanned.max(start);
         if from < window_end {
-            let found = find_byte(&buf[from..window_end], terminator);
+            let found = find_either(&buf[from..window_end], terminator, 0);
             #[cfg(test)]
             {
                 self.examined += found.map_or(window_end - from, |i| i + 1);
             }
-            if let Some(i) = found {
+            if let Some(i) = found.filter(|&i| buf[from + i] != 0) {
                 let at = from + i;
                 self.scanned = at;
                 return if at + after < buf.len() {
@@ -378,7 +441,9 @@ impl RequestScanner {
                     Line::Partial
                 };
             }
-            self.scanned = window_end;
+            // Nothing more to search in this line: either the window is searched, or a NUL
+            // hid the terminator and nothing but the limit can end the line.
+            self.scanned = if found.is_some() { limit } else { window_end };
         }
         if window_end == limit {
             Line::TooLong

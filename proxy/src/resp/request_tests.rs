@@ -189,39 +189,39 @@ fn error_texts_are_redis_texts() {
     let cases: [(ProtocolError, &str); 9] = [
         (
             ProtocolError::InlineTooBig,
-            "Protocol error: too big inline request",
+            "ERR Protocol error: too big inline request",
         ),
         (
             ProtocolError::UnbalancedQuotes,
-            "Protocol error: unbalanced quotes in request",
+            "ERR Protocol error: unbalanced quotes in request",
         ),
         (
             ProtocolError::MultibulkCountTooBig,
-            "Protocol error: too big mbulk count string",
+            "ERR Protocol error: too big mbulk count string",
         ),
         (
             ProtocolError::InvalidMultibulkLength,
-            "Protocol error: invalid multibulk length",
+            "ERR Protocol error: invalid multibulk length",
         ),
         (
             ProtocolError::BulkCountTooBig,
-            "Protocol error: too big bulk count string",
+            "ERR Protocol error: too big bulk count string",
         ),
         (
             ProtocolError::ExpectedDollar(b'x'),
-            "Protocol error: expected '$', got 'x'",
+            "ERR Protocol error: expected '$', got 'x'",
         ),
         (
             ProtocolError::ExpectedDollar(b'\r'),
-            "Protocol error: expected '$', got ' '",
+            "ERR Protocol error: expected '$', got ' '",
         ),
         (
             ProtocolError::InvalidBulkLength,
-            "Protocol error: invalid bulk length",
+            "ERR Protocol error: invalid bulk length",
         ),
         (
             ProtocolError::InvalidReply("x"),
-            "Protocol error: invalid reply: x",
+            "ERR Protocol error: invalid reply: x",
         ),
     ];
     for (error, text) in cases {
@@ -448,4 +448,45 @@ fn spans_memory_is_given_back_after_a_huge_request() {
     assert_eq!(s.args(&input).len(), n);
     s.reset();
     assert!(s.spans.capacity() <= SPANS_KEEP);
+}
+
+#[test]
+fn nul_hides_the_line_end_like_redis_strchr() {
+    let limits = ScanLimits {
+        max_inline_len: 16,
+        ..ScanLimits::default()
+    };
+    let scan = |input: &[u8]| RequestScanner::new(limits).scan(input);
+    // Redis finds line ends with strchr, which stops at a NUL: it waits, then the line is too
+    // long. Never an earlier error, never a command.
+    assert_eq!(scan(b"ECHO a\0b\r\n"), Ok(None));
+    let padded = |head: &[u8]| [head, &[b'x'; 17][..]].concat();
+    assert_eq!(
+        scan(&padded(b"ECHO a\0b\r\n")),
+        Err(ProtocolError::InlineTooBig)
+    );
+    assert_eq!(scan(b"*1\0\r\n"), Ok(None));
+    assert_eq!(
+        scan(&padded(b"*1\0\r\n")),
+        Err(ProtocolError::MultibulkCountTooBig)
+    );
+    assert_eq!(scan(b"*1\r\n$4\0\r\n"), Ok(None));
+    assert_eq!(scan(b"*1\r\nx\0\r\n"), Ok(None));
+    assert_eq!(
+        scan(&padded(b"*1\r\n$4\0\r\n")),
+        Err(ProtocolError::BulkCountTooBig)
+    );
+    assert_eq!(
+        scan(&padded(b"*1\r\nx\0\r\n")),
+        Err(ProtocolError::BulkCountTooBig)
+    );
+    // A NUL in a bulk's data is just data.
+    let (_, args, _) = scan_one(b"*1\r\n$3\r\n\0\0\0\r\n").unwrap().unwrap();
+    assert_eq!(args, vec![vec![0, 0, 0]]);
+    // Chunked the same.
+    let input = padded(b"*1\r\n$4\0\r\n");
+    let mut s = RequestScanner::new(limits);
+    let (frames, error) = scan_chunked(&mut s, &input, 1);
+    assert!(frames.is_empty());
+    assert_eq!(error, Some(ProtocolError::BulkCountTooBig));
 }
