@@ -41,9 +41,13 @@ for port in 6381 6382 6383 6384 6385 6386; do
 done
 
 ./target/release/redshard --config config/examples/local-cluster.toml &
-pids+=($!)
-for _ in $(seq 50); do
-  redis-cli -p 6379 ping >/dev/null 2>&1 && break
+proxy=$!
+pids+=("$proxy")
+until redis-cli -p 6379 ping >/dev/null 2>&1; do
+  if ! kill -0 "$proxy" 2>/dev/null; then
+    echo "redshard did not start; see its log above" >&2
+    exit 1
+  fi
   sleep 0.1
 done
 cat >&2 <<'TXT'

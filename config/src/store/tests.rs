@@ -90,13 +90,22 @@ fn corrupt_file_is_an_error_naming_the_path_and_line() {
 }
 
 #[test]
-fn save_into_a_missing_directory_fails_cleanly() {
+fn save_creates_a_missing_directory() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("absent").join("topology.toml");
     let store = FileTopologyStore::new(&path);
-    let err = store.save(&config_topology()).unwrap_err();
+    store.save(&config_topology()).unwrap();
+    assert_eq!(store.load().unwrap(), Some(config_topology()));
+}
+
+#[test]
+fn save_under_a_file_fails_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("plain"), "x").unwrap();
+    let path = dir.path().join("plain").join("topology.toml");
+    let err = FileTopologyStore::new(&path).save(&config_topology()).unwrap_err();
     assert!(matches!(err, StoreError::Io { .. }));
-    assert!(err.to_string().contains("absent"), "{err}");
+    assert!(err.to_string().contains("plain"), "{err}");
 }
 
 #[test]

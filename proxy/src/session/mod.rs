@@ -179,7 +179,7 @@ impl Session {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(e) => {
-                    self.ctx.queue.push_ready(dispatch::error_reply(&format!("ERR {e}")));
+                    self.ctx.queue.push_ready(dispatch::error_reply(&e.to_string()));
                     self.ctx.closing = Closing::AfterReplies;
                     break;
                 }
