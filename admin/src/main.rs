@@ -62,8 +62,13 @@ fn main() -> ExitCode {
             Ok(config) => {
                 let topology = Topology::from_config(&config);
                 for shard in &topology.shards {
-                    let slots: Vec<String> = topology.slots_of(shard.id).iter().map(ToString::to_string).collect();
-                    let replicas: Vec<String> = shard.replicas.iter().map(|r| r.addr.to_string()).collect();
+                    let slots: Vec<String> = topology
+                        .slots_of(shard.id)
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect();
+                    let replicas: Vec<String> =
+                        shard.replicas.iter().map(|r| r.addr.to_string()).collect();
                     println!(
                         "{}\tmaster {}\treplicas [{}]\tslots {}",
                         shard.name,

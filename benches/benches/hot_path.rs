@@ -13,11 +13,20 @@ use redshard_proxy::session::merge::{merge, MergePlan};
 
 fn slot_hashing(c: &mut Criterion) {
     let mut group = c.benchmark_group("slot_for_key");
-    for key in ["k", "user:1000:profile", "{user1000}.following", "a-rather-long-key-name-of-sixty-four-bytes-used-by-some-apps-xx"] {
+    for key in [
+        "k",
+        "user:1000:profile",
+        "{user1000}.following",
+        "a-rather-long-key-name-of-sixty-four-bytes-used-by-some-apps-xx",
+    ] {
         group.throughput(Throughput::Bytes(key.len() as u64));
-        group.bench_with_input(BenchmarkId::from_parameter(key.len()), key.as_bytes(), |b, key| {
-            b.iter(|| Slot::for_key(black_box(key)));
-        });
+        group.bench_with_input(
+            BenchmarkId::from_parameter(key.len()),
+            key.as_bytes(),
+            |b, key| {
+                b.iter(|| Slot::for_key(black_box(key)));
+            },
+        );
     }
     group.finish();
 }
@@ -28,7 +37,10 @@ fn routing(c: &mut Criterion) {
         [[shard]]\nname = \"b\"\nmaster = \"127.0.0.1:7002\"\nslots = [\"5461-10922\"]\n\
         [[shard]]\nname = \"c\"\nmaster = \"127.0.0.1:7003\"\nslots = [\"10923-16383\"]\n";
     let config = Config::from_toml_str(text, "bench.toml").expect("valid");
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     // Lanes are spawned (they fail to connect in the background; routing does not touch them).
     let table = runtime.block_on(async {
         let pool = NodePool::new(LaneConfig::from_config(&config.backend, 128));
@@ -68,7 +80,13 @@ fn mget_merge(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::from_parameter(keys), &keys, |b, _| {
             b.iter(|| {
                 let mut out = OutBuf::new();
-                merge(&parts, MergePlan::Mget { order: order.clone() }, &mut out);
+                merge(
+                    &parts,
+                    MergePlan::Mget {
+                        order: order.clone(),
+                    },
+                    &mut out,
+                );
                 black_box(out.len())
             });
         });

@@ -117,7 +117,8 @@ impl TopologyStore for FileTopologyStore {
             .file_name()
             .map_or_else(|| "topology".into(), |n| n.to_string_lossy());
         // The operator named the file; its folder may not exist yet on a first start.
-        fs::create_dir_all(dir).map_err(FileTopologyStore::io_error(dir, "create the directory"))?;
+        fs::create_dir_all(dir)
+            .map_err(FileTopologyStore::io_error(dir, "create the directory"))?;
         let temp = dir.join(format!(
             ".{name}.tmp.{}.{}",
             std::process::id(),

@@ -35,7 +35,9 @@ pub struct ClientFields {
 impl ClientInfo {
     /// The mutable fields, locked.
     pub fn fields(&self) -> MutexGuard<'_, ClientFields> {
-        self.fields.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.fields
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// One CLIENT LIST line (without the trailing newline), in Redis's field order.
@@ -72,7 +74,9 @@ pub struct Clients {
 
 impl Clients {
     fn live(&self) -> MutexGuard<'_, BTreeMap<u64, Arc<ClientInfo>>> {
-        self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Registers a new connection; it stays listed until [`Clients::remove`].

@@ -23,15 +23,15 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod clients;
 pub mod command;
 pub mod listener;
+pub mod outbuf;
+pub mod replies;
 pub mod resp;
 pub mod router;
 pub mod session;
 pub mod shutdown;
-pub mod clients;
-pub mod outbuf;
-pub mod replies;
 pub mod state;
 
 use std::io;
@@ -39,7 +39,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redshard_config::{choose_initial, Config, FileTopologyStore, InitialSource, Topology, TopologyStore};
+use redshard_config::{
+    choose_initial, Config, FileTopologyStore, InitialSource, Topology, TopologyStore,
+};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -83,9 +85,13 @@ impl Proxy {
     /// The listen address cannot be bound, or the topology file is unreadable or unwritable.
     pub async fn start(config: Config) -> Result<Self, StartError> {
         let topology = initial_topology(&config)?;
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
         Self::start_on(listener, config, topology)
     }
 
@@ -93,14 +99,24 @@ impl Proxy {
     ///
     /// # Errors
     /// The listener's address cannot be read.
-    pub fn start_on(listener: TcpListener, config: Config, topology: Topology) -> Result<Self, StartError> {
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| StartError::Bind { addr: config.listen, source })?;
+    pub fn start_on(
+        listener: TcpListener,
+        config: Config,
+        topology: Topology,
+    ) -> Result<Self, StartError> {
+        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
         let state = ProxyState::new(config, topology, local_addr.port());
         let (trigger, watch) = shutdown::channel();
         let accept = tokio::spawn(listener::run(listener, Arc::clone(&state), watch));
-        Ok(Self { local_addr, state, trigger, accept })
+        Ok(Self {
+            local_addr,
+            state,
+            trigger,
+            accept,
+        })
     }
 
     /// Where clients connect.

@@ -43,7 +43,10 @@ pub async fn run(listener: TcpListener, state: Arc<ProxyState>, mut shutdown: Sh
             }
         };
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            state.clients.rejected_connections.fetch_add(1, Ordering::Relaxed);
+            state
+                .clients
+                .rejected_connections
+                .fetch_add(1, Ordering::Relaxed);
             tokio::spawn(async move {
                 let _ = socket
                     .write_all(b"-ERR max number of clients reached\r\n")

@@ -13,7 +13,12 @@ use tracing::{error, info, warn};
 #[command(name = "redshard", version, about)]
 struct Cli {
     /// The configuration file (TOML).
-    #[arg(long, short = 'c', value_name = "FILE", required_unless_present = "check_config")]
+    #[arg(
+        long,
+        short = 'c',
+        value_name = "FILE",
+        required_unless_present = "check_config"
+    )]
     config: Option<PathBuf>,
     /// Validate FILE and exit: 0 when valid, 1 with the reason otherwise.
     #[arg(long, value_name = "FILE", conflicts_with = "config")]
@@ -67,7 +72,10 @@ fn main() -> ExitCode {
         };
     }
     init_tracing(&config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             error!(error = %e, "cannot start the runtime");
@@ -82,7 +90,9 @@ fn main() -> ExitCode {
 fn init_tracing(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -102,7 +112,10 @@ async fn serve(config: Config) -> ExitCode {
     };
     info!(listen = %proxy.local_addr(), epoch = proxy.epoch(), "redshard is serving");
     signals.wait().await;
-    info!(grace_ms = grace.as_millis() as u64, "shutting down: draining clients");
+    info!(
+        grace_ms = grace.as_millis() as u64,
+        "shutting down: draining clients"
+    );
     if proxy.shutdown(grace).await {
         info!("drained gracefully");
     } else {
@@ -121,7 +134,10 @@ impl Signals {
     #[cfg(unix)]
     fn install() -> Self {
         use tokio::signal::unix::{signal, SignalKind};
-        let streams = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        let streams = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(term), Ok(int)) => Some((term, int)),
             (Err(e), _) | (_, Err(e)) => {
                 warn!(error = %e, "cannot install signal handlers; stop redshard with SIGKILL");

@@ -56,7 +56,10 @@ impl RoutingTable {
             .map(|slot| {
                 let slot = Slot::new(slot as u16).unwrap_or(Slot::for_key(b""));
                 // Validation guarantees every slot is served by a known shard.
-                index_of.get(&topology.serving_shard(slot)).copied().unwrap_or(0)
+                index_of
+                    .get(&topology.serving_shard(slot))
+                    .copied()
+                    .unwrap_or(0)
             })
             .collect();
         Self {

@@ -26,7 +26,10 @@ async fn clients_must_authenticate_when_the_proxy_has_a_password() {
     assert_eq!(c.cmd(&["RESET"]).await, Reply::Status("RESET".into()));
     assert_eq!(c.cmd(&["GET", "k"]).await, noauth);
     // HELLO with AUTH, and AUTH default <pass>.
-    let Reply::Array(_) = c.cmd(&["HELLO", "2", "AUTH", "default", "s3cret", "SETNAME", "me"]).await else {
+    let Reply::Array(_) = c
+        .cmd(&["HELLO", "2", "AUTH", "default", "s3cret", "SETNAME", "me"])
+        .await
+    else {
         panic!("HELLO AUTH must succeed")
     };
     assert_eq!(c.cmd(&["CLIENT", "GETNAME"]).await, Reply::bulk("me"));
@@ -36,9 +39,20 @@ async fn clients_must_authenticate_when_the_proxy_has_a_password() {
     // Nothing an unauthenticated client sent reached the backends: only the one SET ran.
     let mut calls = 0;
     for i in 0..2 {
-        let stats = cluster.master(i).await.cmd(&["INFO", "commandstats"]).await.text();
-        assert!(!stats.contains("cmdstat_mget:") && !stats.contains("cmdstat_info:calls=2"), "{stats}");
-        calls += stats.lines().filter(|l| l.starts_with("cmdstat_set:calls=1,")).count();
+        let stats = cluster
+            .master(i)
+            .await
+            .cmd(&["INFO", "commandstats"])
+            .await
+            .text();
+        assert!(
+            !stats.contains("cmdstat_mget:") && !stats.contains("cmdstat_info:calls=2"),
+            "{stats}"
+        );
+        calls += stats
+            .lines()
+            .filter(|l| l.starts_with("cmdstat_set:calls=1,"))
+            .count();
     }
     assert_eq!(calls, 1);
 }
@@ -47,8 +61,13 @@ async fn clients_must_authenticate_when_the_proxy_has_a_password() {
 async fn auth_without_a_proxy_password_is_an_error_like_redis() {
     let cluster = TestCluster::start(1).await;
     let mut c = cluster.client().await;
-    let Reply::Error(e) = c.cmd(&["AUTH", "x"]).await else { panic!() };
-    assert!(e.starts_with("ERR AUTH <password> called without any password configured"), "{e}");
+    let Reply::Error(e) = c.cmd(&["AUTH", "x"]).await else {
+        panic!()
+    };
+    assert!(
+        e.starts_with("ERR AUTH <password> called without any password configured"),
+        "{e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,7 +111,12 @@ async fn wrong_backend_credentials_give_a_clear_error_not_a_hang() {
     .await;
     let mut c = cluster.client().await;
     let reply = c.cmd(&["GET", "k"]).await;
-    let Reply::Error(e) = reply else { panic!("expected an error, got {reply:?}") };
+    let Reply::Error(e) = reply else {
+        panic!("expected an error, got {reply:?}")
+    };
     assert!(e.starts_with("ERR backend 127.0.0.1:"), "{e}");
-    assert!(e.contains("credentials") || e.contains("unavailable"), "{e}");
+    assert!(
+        e.contains("credentials") || e.contains("unavailable"),
+        "{e}"
+    );
 }

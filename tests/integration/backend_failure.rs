@@ -14,19 +14,25 @@ fn key_on(cluster_shards: usize, shard: usize, tag: &str) -> String {
     let ranges = redshard_tests::cluster::even_slots(cluster_shards);
     let (a, b) = ranges[shard].split_once('-').unwrap();
     let range = a.parse::<u16>().unwrap()..=b.parse::<u16>().unwrap();
-    (0..).map(|i| format!("{tag}:{i}")).find(|k| range.contains(&redshard_config::Slot::for_key(k.as_bytes()).get())).unwrap()
+    (0..)
+        .map(|i| format!("{tag}:{i}"))
+        .find(|k| range.contains(&redshard_config::Slot::for_key(k.as_bytes()).get()))
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_master_fails_only_its_requests_and_comes_back() {
-    let mut cluster = TestCluster::start_with(3, false, "[backend]\nreconnect_backoff_max_ms = 200\n", &[]).await;
+    let mut cluster =
+        TestCluster::start_with(3, false, "[backend]\nreconnect_backoff_max_ms = 200\n", &[]).await;
     let mut c = cluster.client().await;
     let keys: Vec<String> = (0..3).map(|s| key_on(3, s, "kill")).collect();
     for k in &keys {
         assert!(c.cmd(&["SET", k, "before"]).await.is_ok());
     }
     // Pipeline a lot, kill master 1 in the middle.
-    let commands: Vec<Vec<String>> = (0..3000).map(|i| vec!["GET".to_string(), keys[i % 3].clone()]).collect();
+    let commands: Vec<Vec<String>> = (0..3000)
+        .map(|i| vec!["GET".to_string(), keys[i % 3].clone()])
+        .collect();
     let mut bytes = Vec::new();
     for cmd in &commands {
         bytes.extend(redshard_tests::client::encode_command(cmd));
@@ -48,7 +54,11 @@ async fn a_killed_master_fails_only_its_requests_and_comes_back() {
         }
     }
     assert!(errors > 0, "requests after the kill must fail");
-    assert!(started.elapsed() < Duration::from_secs(5), "no hang: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "no hang: {:?}",
+        started.elapsed()
+    );
     // Other shards keep working meanwhile.
     assert_eq!(c.cmd(&["GET", &keys[0]]).await, Reply::bulk("before"));
     // The master returns (empty: no persistence); the proxy reconnects by itself.
@@ -71,7 +81,9 @@ async fn fake_backend(script: &'static str) -> String {
     let addr = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move {
         loop {
-            let Ok((mut socket, _)) = listener.accept().await else { return };
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];
                 loop {
@@ -110,22 +122,38 @@ async fn a_stalled_backend_times_out_instead_of_hanging() {
     let proxy = proxy_in_front_of(addr.clone(), "[backend]\nresponse_timeout_ms = 300\n").await;
     let mut c = Client::connect_addr(proxy.local_addr()).await;
     let started = Instant::now();
-    let replies = c.pipeline(&[vec!["GET", "a"], vec!["GET", "b"], vec!["PING"]]).await;
+    let replies = c
+        .pipeline(&[vec!["GET", "a"], vec!["GET", "b"], vec!["PING"]])
+        .await;
     let elapsed = started.elapsed();
-    assert_eq!(replies[0], Reply::Error(format!("ERR backend {addr} timed out after 300 ms")));
+    assert_eq!(
+        replies[0],
+        Reply::Error(format!("ERR backend {addr} timed out after 300 ms"))
+    );
     assert_eq!(replies[1], replies[0]);
     assert_eq!(replies[2], Reply::Status("PONG".into()));
-    assert!(elapsed >= Duration::from_millis(250) && elapsed < Duration::from_secs(3), "{elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(250) && elapsed < Duration::from_secs(3),
+        "{elapsed:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_closing_mid_reply_or_sending_garbage_costs_an_error() {
-    for (script, want) in [("half", "closed the connection"), ("garbage", "sent an invalid reply")] {
+    for (script, want) in [
+        ("half", "closed the connection"),
+        ("garbage", "sent an invalid reply"),
+    ] {
         let addr = fake_backend(script).await;
         let proxy = proxy_in_front_of(addr.clone(), "").await;
         let mut c = Client::connect_addr(proxy.local_addr()).await;
-        let Reply::Error(e) = c.cmd(&["GET", "a"]).await else { panic!("{script}: expected an error") };
-        assert!(e.starts_with(&format!("ERR backend {addr} ")) && e.contains(want), "{script}: {e}");
+        let Reply::Error(e) = c.cmd(&["GET", "a"]).await else {
+            panic!("{script}: expected an error")
+        };
+        assert!(
+            e.starts_with(&format!("ERR backend {addr} ")) && e.contains(want),
+            "{script}: {e}"
+        );
         // The client connection itself stays usable.
         assert_eq!(c.cmd(&["PING"]).await, Reply::Status("PONG".into()));
     }
@@ -137,8 +165,13 @@ async fn a_backend_that_never_existed_fails_fast() {
     let proxy = proxy_in_front_of(format!("127.0.0.1:{port}"), "").await;
     let mut c = Client::connect_addr(proxy.local_addr()).await;
     let started = Instant::now();
-    let Reply::Error(e) = c.cmd(&["SET", "a", "1"]).await else { panic!() };
-    assert!(e.starts_with(&format!("ERR backend 127.0.0.1:{port} unavailable")), "{e}");
+    let Reply::Error(e) = c.cmd(&["SET", "a", "1"]).await else {
+        panic!()
+    };
+    assert!(
+        e.starts_with(&format!("ERR backend 127.0.0.1:{port} unavailable")),
+        "{e}"
+    );
     assert!(started.elapsed() < Duration::from_secs(2));
 }
 
@@ -146,7 +179,9 @@ async fn a_backend_that_never_existed_fails_fast() {
 async fn graceful_shutdown_finishes_in_flight_replies() {
     let mut cluster = TestCluster::start(2).await;
     let mut c = cluster.client().await;
-    let commands: Vec<Vec<String>> = (0..2000).map(|i| vec!["SET".to_string(), format!("g:{i}"), "v".into()]).collect();
+    let commands: Vec<Vec<String>> = (0..2000)
+        .map(|i| vec!["SET".to_string(), format!("g:{i}"), "v".into()])
+        .collect();
     let mut bytes = Vec::new();
     for cmd in &commands {
         bytes.extend(redshard_tests::client::encode_command(cmd));
@@ -155,7 +190,10 @@ async fn graceful_shutdown_finishes_in_flight_replies() {
     // Give the proxy a moment to read the pipeline, then drain.
     assert_eq!(c.read().await, Reply::Status("OK".into()));
     let addr = cluster.addr;
-    assert!(cluster.stop_proxy(Duration::from_secs(5)).await, "drained within the grace period");
+    assert!(
+        cluster.stop_proxy(Duration::from_secs(5)).await,
+        "drained within the grace period"
+    );
     let mut ok = 1;
     while let Some(reply) = c.try_read().await {
         assert!(reply.is_ok(), "{reply:?}");
@@ -164,7 +202,9 @@ async fn graceful_shutdown_finishes_in_flight_replies() {
     // Every request that reached a backend had its reply delivered before the close.
     let mut applied = 0;
     for i in 0..2 {
-        let Reply::Int(n) = cluster.master(i).await.cmd(&["DBSIZE"]).await else { panic!() };
+        let Reply::Int(n) = cluster.master(i).await.cmd(&["DBSIZE"]).await else {
+            panic!()
+        };
         applied += n;
     }
     assert_eq!(ok, applied, "replies delivered = writes applied");

@@ -38,26 +38,53 @@ fn help_and_version() {
     let out = redshard().arg("--help").output().unwrap();
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    assert!(help.contains("--config") && help.contains("--check-config") && help.contains("--log-format"));
+    assert!(
+        help.contains("--config")
+            && help.contains("--check-config")
+            && help.contains("--log-format")
+    );
 }
 
 #[test]
 fn check_config_accepts_valid_and_names_the_problem_in_invalid_files() {
-    let good = write_config(&config_text(&["127.0.0.1:7001".into(), "127.0.0.1:7002".into()], &[], ""));
-    let out = redshard().arg("--check-config").arg(good.path()).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let good = write_config(&config_text(
+        &["127.0.0.1:7001".into(), "127.0.0.1:7002".into()],
+        &[],
+        "",
+    ));
+    let out = redshard()
+        .arg("--check-config")
+        .arg(good.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("OK (2 shards"));
 
     let unknown = write_config("listen = \"127.0.0.1:0\"\nlisten_typo = 1\n");
-    let out = redshard().arg("--check-config").arg(unknown.path()).output().unwrap();
+    let out = redshard()
+        .arg("--check-config")
+        .arg(unknown.path())
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("listen_typo") && err.contains("line 2"), "{err}");
+    assert!(
+        err.contains("listen_typo") && err.contains("line 2"),
+        "{err}"
+    );
 
     let missing = write_config(
         "listen = \"127.0.0.1:0\"\n[[shard]]\nname = \"a\"\nmaster = \"127.0.0.1:7001\"\nslots = [\"0-100\"]\n",
     );
-    let out = redshard().arg("--check-config").arg(missing.path()).output().unwrap();
+    let out = redshard()
+        .arg("--check-config")
+        .arg(missing.path())
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("101-16383"), "{err}");
@@ -67,7 +94,8 @@ fn check_config_accepts_valid_and_names_the_problem_in_invalid_files() {
 fn sigterm_drains_and_exits() {
     let server = RedisServer::start();
     let port = free_port();
-    let text = config_text(&[server.addr()], &[], "").replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    let text =
+        config_text(&[server.addr()], &[], "").replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
     let file = write_config(&text);
     let mut child = redshard()
         .arg("--config")
@@ -78,7 +106,10 @@ fn sigterm_drains_and_exits() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut c = loop {
@@ -86,26 +117,42 @@ fn sigterm_drains_and_exits() {
                 drop(s);
                 break Client::connect(format!("127.0.0.1:{port}")).await;
             }
-            assert!(Instant::now() < deadline, "redshard did not start listening");
+            assert!(
+                Instant::now() < deadline,
+                "redshard did not start listening"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         assert!(c.cmd(&["SET", "k", "v"]).await.is_ok());
         assert_eq!(c.cmd(&["GET", "k"]).await, Reply::bulk("v"));
     });
-    let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(10);
     let exit = loop {
         if let Some(exit) = child.try_wait().unwrap() {
             break exit;
         }
-        assert!(Instant::now() < deadline, "redshard did not exit after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "redshard did not exit after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(exit.success());
     let mut logs = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut logs).unwrap();
-    assert!(logs.contains("SIGTERM received") && logs.contains("drained gracefully"), "{logs}");
-    assert!(logs.lines().all(|l| l.starts_with('{')), "JSON logs: {logs}");
+    assert!(
+        logs.contains("SIGTERM received") && logs.contains("drained gracefully"),
+        "{logs}"
+    );
+    assert!(
+        logs.lines().all(|l| l.starts_with('{')),
+        "JSON logs: {logs}"
+    );
     assert!(!logs.contains("\"v\""), "values never logged");
 }

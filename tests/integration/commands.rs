@@ -15,7 +15,10 @@ async fn connection_commands_are_answered_by_the_proxy() {
     assert_eq!(c.cmd(&["ECHO", "x y"]).await, Reply::bulk("x y"));
     assert!(c.cmd(&["SELECT", "0"]).await.is_ok());
     assert!(matches!(c.cmd(&["SELECT", "1"]).await, Reply::Error(e) if e.starts_with("ERR ")));
-    assert_eq!(c.cmd(&["SELECT", "x"]).await, err("ERR value is not an integer or out of range"));
+    assert_eq!(
+        c.cmd(&["SELECT", "x"]).await,
+        err("ERR value is not an integer or out of range")
+    );
     assert_eq!(c.cmd(&["CLIENT", "GETNAME"]).await, Reply::Bulk(None));
     assert!(c.cmd(&["CLIENT", "SETNAME", "worker-1"]).await.is_ok());
     assert_eq!(c.cmd(&["CLIENT", "GETNAME"]).await, Reply::bulk("worker-1"));
@@ -23,22 +26,41 @@ async fn connection_commands_are_answered_by_the_proxy() {
         c.cmd(&["CLIENT", "SETNAME", "bad name"]).await,
         err("ERR Client names cannot contain spaces, newlines or special characters.")
     );
-    assert!(c.cmd(&["CLIENT", "SETINFO", "LIB-NAME", "redis-py"]).await.is_ok());
-    assert!(c.cmd(&["CLIENT", "SETINFO", "lib-ver", "5.0.1"]).await.is_ok());
-    let Reply::Int(id) = c.cmd(&["CLIENT", "ID"]).await else { panic!("CLIENT ID is an integer") };
-    let Reply::Bulk(Some(info)) = c.cmd(&["CLIENT", "INFO"]).await else { panic!() };
+    assert!(c
+        .cmd(&["CLIENT", "SETINFO", "LIB-NAME", "redis-py"])
+        .await
+        .is_ok());
+    assert!(c
+        .cmd(&["CLIENT", "SETINFO", "lib-ver", "5.0.1"])
+        .await
+        .is_ok());
+    let Reply::Int(id) = c.cmd(&["CLIENT", "ID"]).await else {
+        panic!("CLIENT ID is an integer")
+    };
+    let Reply::Bulk(Some(info)) = c.cmd(&["CLIENT", "INFO"]).await else {
+        panic!()
+    };
     let info = String::from_utf8(info).unwrap();
     assert!(info.starts_with(&format!("id={id} ")), "{info}");
-    assert!(info.contains("name=worker-1") && info.contains("lib-name=redis-py") && info.contains("lib-ver=5.0.1"));
+    assert!(
+        info.contains("name=worker-1")
+            && info.contains("lib-name=redis-py")
+            && info.contains("lib-ver=5.0.1")
+    );
     let mut other = cluster.client().await;
     assert!(other.cmd(&["PING"]).await == Reply::Status("PONG".into()));
     let list = c.cmd(&["CLIENT", "LIST"]).await.text();
     assert_eq!(list.lines().count(), 2, "{list}");
-    let Reply::Array(hello) = c.cmd(&["HELLO", "2"]).await else { panic!("HELLO replies an array in RESP2") };
+    let Reply::Array(hello) = c.cmd(&["HELLO", "2"]).await else {
+        panic!("HELLO replies an array in RESP2")
+    };
     assert_eq!(hello[0], Reply::bulk("server"));
     assert_eq!(hello[4], Reply::bulk("proto"));
     assert_eq!(hello[5], Reply::Int(2));
-    assert_eq!(c.cmd(&["HELLO", "4"]).await, err("NOPROTO unsupported protocol version"));
+    assert_eq!(
+        c.cmd(&["HELLO", "4"]).await,
+        err("NOPROTO unsupported protocol version")
+    );
     assert_eq!(c.cmd(&["RESET"]).await, Reply::Status("RESET".into()));
     assert_eq!(c.cmd(&["CLIENT", "GETNAME"]).await, Reply::Bulk(None));
     assert_eq!(c.cmd(&["QUIT"]).await, Reply::Status("OK".into()));
@@ -53,8 +75,13 @@ async fn unknown_wrong_arity_forbidden_and_unsupported_commands() {
         c.cmd(&["NOSUCH", "a", "b"]).await,
         err("ERR unknown command 'NOSUCH', with args beginning with: 'a' 'b' ")
     );
-    assert_eq!(c.cmd(&["GET"]).await, err("ERR wrong number of arguments for 'get' command"));
-    assert!(matches!(c.cmd(&["CONFIG", "NOPE"]).await, Reply::Error(e) if e.starts_with("ERR unknown subcommand 'NOPE'")));
+    assert_eq!(
+        c.cmd(&["GET"]).await,
+        err("ERR wrong number of arguments for 'get' command")
+    );
+    assert!(
+        matches!(c.cmd(&["CONFIG", "NOPE"]).await, Reply::Error(e) if e.starts_with("ERR unknown subcommand 'NOPE'"))
+    );
     for forbidden in [
         vec!["SHUTDOWN"],
         vec!["DEBUG", "SLEEP", "0"],
@@ -70,18 +97,50 @@ async fn unknown_wrong_arity_forbidden_and_unsupported_commands() {
         vec!["MIGRATE", "127.0.0.1", "1", "k", "0", "10"],
     ] {
         let reply = c.cmd(&forbidden).await;
-        assert!(matches!(&reply, Reply::Error(e) if e.starts_with("ERR ")), "{forbidden:?} → {reply:?}");
+        assert!(
+            matches!(&reply, Reply::Error(e) if e.starts_with("ERR ")),
+            "{forbidden:?} → {reply:?}"
+        );
     }
     // None of them reached a backend.
     for i in 0..2 {
-        let stats = cluster.master(i).await.cmd(&["INFO", "commandstats"]).await.text();
-        for name in ["shutdown", "debug", "config|set", "replicaof", "slaveof", "monitor", "cluster", "swapdb", "move", "flushall", "flushdb", "migrate"] {
-            assert!(!stats.contains(&format!("cmdstat_{name}:")), "{name} reached master {i}: {stats}");
+        let stats = cluster
+            .master(i)
+            .await
+            .cmd(&["INFO", "commandstats"])
+            .await
+            .text();
+        for name in [
+            "shutdown",
+            "debug",
+            "config|set",
+            "replicaof",
+            "slaveof",
+            "monitor",
+            "cluster",
+            "swapdb",
+            "move",
+            "flushall",
+            "flushdb",
+            "migrate",
+        ] {
+            assert!(
+                !stats.contains(&format!("cmdstat_{name}:")),
+                "{name} reached master {i}: {stats}"
+            );
         }
     }
-    for unsupported in [vec!["MULTI"], vec!["BLPOP", "l", "0"], vec!["SUBSCRIBE", "ch"], vec!["XREAD", "BLOCK", "0", "STREAMS", "s", "$"]] {
+    for unsupported in [
+        vec!["MULTI"],
+        vec!["BLPOP", "l", "0"],
+        vec!["SUBSCRIBE", "ch"],
+        vec!["XREAD", "BLOCK", "0", "STREAMS", "s", "$"],
+    ] {
         let reply = c.cmd(&unsupported).await;
-        assert!(matches!(&reply, Reply::Error(e) if e.contains("not supported")), "{unsupported:?} → {reply:?}");
+        assert!(
+            matches!(&reply, Reply::Error(e) if e.contains("not supported")),
+            "{unsupported:?} → {reply:?}"
+        );
     }
     // The connection is still usable after all of that.
     assert_eq!(c.cmd(&["PING"]).await, Reply::Status("PONG".into()));
@@ -96,24 +155,45 @@ async fn info_dbsize_keys_and_flush_fan_out() {
     }
     assert!(c.cmd(&["SET", "ttl", "1", "EX", "1000"]).await.is_ok());
     assert_eq!(c.cmd(&["DBSIZE"]).await, Reply::Int(91));
-    let Reply::Array(keys) = c.cmd(&["KEYS", "f:*"]).await else { panic!() };
+    let Reply::Array(keys) = c.cmd(&["KEYS", "f:*"]).await else {
+        panic!()
+    };
     assert_eq!(keys.len(), 90);
     let info = c.cmd(&["INFO"]).await.text();
-    for field in ["redis_version:", "connected_clients:", "role:master", "# Keyspace", "db0:keys=91,expires=1,"] {
+    for field in [
+        "redis_version:",
+        "connected_clients:",
+        "role:master",
+        "# Keyspace",
+        "db0:keys=91,expires=1,",
+    ] {
         assert!(info.contains(field), "INFO lacks {field}: {info}");
     }
     let server = c.cmd(&["INFO", "server"]).await.text();
     assert!(server.contains("redis_mode:standalone") && !server.contains("# Keyspace"));
     let keyspace = c.cmd(&["INFO", "keyspace"]).await.text();
-    assert!(keyspace.starts_with("# Keyspace\r\ndb0:keys=91,"), "{keyspace}");
+    assert!(
+        keyspace.starts_with("# Keyspace\r\ndb0:keys=91,"),
+        "{keyspace}"
+    );
     assert!(c.cmd(&["FLUSHALL"]).await.is_ok());
     assert_eq!(c.cmd(&["DBSIZE"]).await, Reply::Int(0));
-    let Reply::Array(cfg) = c.cmd(&["CONFIG", "GET", "databases"]).await else { panic!() };
+    let Reply::Array(cfg) = c.cmd(&["CONFIG", "GET", "databases"]).await else {
+        panic!()
+    };
     assert_eq!(cfg, vec![Reply::bulk("databases"), Reply::bulk("1")]);
-    assert_eq!(c.cmd(&["COMMAND", "GETKEYS", "MSET", "a", "1", "b", "2"]).await, Reply::Array(vec![Reply::bulk("a"), Reply::bulk("b")]));
-    let Reply::Int(count) = c.cmd(&["COMMAND", "COUNT"]).await else { panic!() };
+    assert_eq!(
+        c.cmd(&["COMMAND", "GETKEYS", "MSET", "a", "1", "b", "2"])
+            .await,
+        Reply::Array(vec![Reply::bulk("a"), Reply::bulk("b")])
+    );
+    let Reply::Int(count) = c.cmd(&["COMMAND", "COUNT"]).await else {
+        panic!()
+    };
     assert!(count > 200);
-    let Reply::Int(backend_count) = cluster.master(0).await.cmd(&["COMMAND", "COUNT"]).await else { panic!() };
+    let Reply::Int(backend_count) = cluster.master(0).await.cmd(&["COMMAND", "COUNT"]).await else {
+        panic!()
+    };
     assert_eq!(count, backend_count);
 }
 
@@ -121,9 +201,13 @@ async fn info_dbsize_keys_and_flush_fan_out() {
 async fn keyless_commands_go_to_a_master() {
     let cluster = TestCluster::start(2).await;
     let mut c = cluster.client().await;
-    let Reply::Array(time) = c.cmd(&["TIME"]).await else { panic!("TIME is an array") };
+    let Reply::Array(time) = c.cmd(&["TIME"]).await else {
+        panic!("TIME is an array")
+    };
     assert_eq!(time.len(), 2);
     assert!(matches!(c.cmd(&["LASTSAVE"]).await, Reply::Int(_)));
-    let Reply::Array(docs) = c.cmd(&["COMMAND", "INFO", "get"]).await else { panic!() };
+    let Reply::Array(docs) = c.cmd(&["COMMAND", "INFO", "get"]).await else {
+        panic!()
+    };
     assert_eq!(docs.len(), 1);
 }

@@ -8,12 +8,24 @@ use redshard_tests::{Client, RedisServer, Reply, TestCluster};
 async fn protocol_errors_are_reported_then_the_connection_closes() {
     let cluster = TestCluster::start(1).await;
     for (input, error) in [
-        (&b"*1\r\n+PING\r\n"[..], "ERR Protocol error: expected '$', got '+'"),
+        (
+            &b"*1\r\n+PING\r\n"[..],
+            "ERR Protocol error: expected '$', got '+'",
+        ),
         (b"*abc\r\n", "ERR Protocol error: invalid multibulk length"),
         (b"*1\r\n$-5\r\n", "ERR Protocol error: invalid bulk length"),
-        (b"*2000000\r\n", "ERR Protocol error: invalid multibulk length"),
-        (b"*1\r\n$600000000\r\n", "ERR Protocol error: invalid bulk length"),
-        (b"SET \"unbalanced\r\n", "ERR Protocol error: unbalanced quotes in request"),
+        (
+            b"*2000000\r\n",
+            "ERR Protocol error: invalid multibulk length",
+        ),
+        (
+            b"*1\r\n$600000000\r\n",
+            "ERR Protocol error: invalid bulk length",
+        ),
+        (
+            b"SET \"unbalanced\r\n",
+            "ERR Protocol error: unbalanced quotes in request",
+        ),
     ] {
         let mut c = cluster.client().await;
         // A good request first: its reply must still arrive, in order.
@@ -21,7 +33,11 @@ async fn protocol_errors_are_reported_then_the_connection_closes() {
         c.send_raw(input).await;
         assert_eq!(c.read().await, Reply::Status("PONG".into()));
         assert_eq!(c.read().await, Reply::Error(error.into()), "for {input:?}");
-        assert_eq!(c.try_read().await, None, "connection closes after {input:?}");
+        assert_eq!(
+            c.try_read().await,
+            None,
+            "connection closes after {input:?}"
+        );
     }
 }
 
@@ -38,17 +54,29 @@ async fn limits_come_from_the_config() {
 
     let mut c = Client::connect_addr(addr).await;
     let value = "x".repeat(1024);
-    assert!(c.cmd(&["SET", "k", &value]).await.is_ok(), "a bulk at the limit is fine");
+    assert!(
+        c.cmd(&["SET", "k", &value]).await.is_ok(),
+        "a bulk at the limit is fine"
+    );
     c.send_raw(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1025\r\n").await;
-    assert_eq!(c.read().await, Reply::Error("ERR Protocol error: invalid bulk length".into()));
+    assert_eq!(
+        c.read().await,
+        Reply::Error("ERR Protocol error: invalid bulk length".into())
+    );
 
     let mut c = Client::connect_addr(addr).await;
     c.send_raw(b"*9\r\n").await;
-    assert_eq!(c.read().await, Reply::Error("ERR Protocol error: invalid multibulk length".into()));
+    assert_eq!(
+        c.read().await,
+        Reply::Error("ERR Protocol error: invalid multibulk length".into())
+    );
 
     let mut c = Client::connect_addr(addr).await;
     c.send_raw(&[b'A'; 100]).await;
-    assert_eq!(c.read().await, Reply::Error("ERR Protocol error: too big inline request".into()));
+    assert_eq!(
+        c.read().await,
+        Reply::Error("ERR Protocol error: too big inline request".into())
+    );
     assert_eq!(c.try_read().await, None);
 }
 
@@ -56,7 +84,8 @@ async fn limits_come_from_the_config() {
 async fn inline_commands_work_like_redis() {
     let cluster = TestCluster::start(2).await;
     let mut c = cluster.client().await;
-    c.send_raw(b"SET inline \"hello world\"\r\nGET inline\r\n\r\nPING\nEXISTS inline nope\r\n").await;
+    c.send_raw(b"SET inline \"hello world\"\r\nGET inline\r\n\r\nPING\nEXISTS inline nope\r\n")
+        .await;
     assert_eq!(c.read().await, Reply::Status("OK".into()));
     assert_eq!(c.read().await, Reply::bulk("hello world"));
     assert_eq!(c.read().await, Reply::Status("PONG".into()));
@@ -81,7 +110,48 @@ async fn requests_split_at_every_byte_are_reassembled() {
 async fn large_values_round_trip() {
     let cluster = TestCluster::start(2).await;
     let mut c = cluster.client().await;
-    let big: String = (0..4 * 1024 * 1024).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    let big: String = (0..4 * 1024 * 1024)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
     assert!(c.cmd(&["SET", "big", &big]).await.is_ok());
     assert_eq!(c.cmd(&["GET", "big"]).await, Reply::bulk(&big));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_over_max_clients_are_refused_like_redis() {
+    let server = RedisServer::start();
+    let text = config_text(&[server.addr()], &[], "[limits]\nmax_clients = 2\n");
+    let proxy = start_proxy(Config::from_toml_str(&text, "t.toml").unwrap()).await;
+    let mut a = Client::connect_addr(proxy.local_addr()).await;
+    let mut b = Client::connect_addr(proxy.local_addr()).await;
+    assert_eq!(a.cmd(&["PING"]).await, Reply::Status("PONG".into()));
+    assert_eq!(b.cmd(&["PING"]).await, Reply::Status("PONG".into()));
+    let mut c = Client::connect_addr(proxy.local_addr()).await;
+    assert_eq!(
+        c.read().await,
+        Reply::Error("ERR max number of clients reached".into())
+    );
+    assert_eq!(c.try_read().await, None);
+    // A slot frees up when a client leaves.
+    drop(a);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let mut d = Client::connect_addr(proxy.local_addr()).await;
+        d.send_raw(b"PING\r\n").await;
+        match d.read().await {
+            Reply::Status(s) if s == "PONG" => break,
+            other => assert!(
+                std::time::Instant::now() < deadline,
+                "still refused: {other:?}"
+            ),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let info = b.cmd(&["INFO", "stats"]).await.text();
+    let rejected: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("rejected_connections:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no rejected_connections in {info}"));
+    assert!(rejected >= 1, "{info}");
 }

@@ -35,14 +35,24 @@ async fn every_key_lands_on_its_slots_master_only() {
         for (i, node) in direct.iter_mut().enumerate() {
             let got = node.cmd(&["GET", key]).await;
             if i == home {
-                assert_eq!(got, Reply::bulk(&format!("v-{key}")), "{key} missing on its master {i}");
+                assert_eq!(
+                    got,
+                    Reply::bulk(&format!("v-{key}")),
+                    "{key} missing on its master {i}"
+                );
             } else {
                 assert_eq!(got, Reply::Bulk(None), "{key} leaked to master {i}");
             }
         }
-        assert_eq!(client.cmd(&["GET", key]).await, Reply::bulk(&format!("v-{key}")));
+        assert_eq!(
+            client.cmd(&["GET", key]).await,
+            Reply::bulk(&format!("v-{key}"))
+        );
     }
-    assert!(per_shard.iter().all(|&n| n > 50), "keys spread over every shard: {per_shard:?}");
+    assert!(
+        per_shard.iter().all(|&n| n > 50),
+        "keys spread over every shard: {per_shard:?}"
+    );
     for (i, node) in direct.iter_mut().enumerate() {
         assert_eq!(node.cmd(&["DBSIZE"]).await, Reply::Int(per_shard[i] as i64));
     }
@@ -56,15 +66,29 @@ async fn hash_tags_keep_keys_together_and_crossslot_refuses_the_rest() {
     assert_eq!(c.cmd(&["SADD", "{user1}:a", "x", "y"]).await, Reply::Int(2));
     assert_eq!(c.cmd(&["SADD", "{user1}:b", "y", "z"]).await, Reply::Int(2));
     assert_eq!(
-        c.cmd(&["SINTERSTORE", "{user1}:c", "{user1}:a", "{user1}:b"]).await,
+        c.cmd(&["SINTERSTORE", "{user1}:c", "{user1}:a", "{user1}:b"])
+            .await,
         Reply::Int(1)
     );
-    assert_eq!(c.cmd(&["RENAME", "{user1}:c", "{user1}:d"]).await, Reply::Status("OK".into()));
-    assert_eq!(c.cmd(&["SMEMBERS", "{user1}:d"]).await, Reply::Array(vec![Reply::bulk("y")]));
+    assert_eq!(
+        c.cmd(&["RENAME", "{user1}:c", "{user1}:d"]).await,
+        Reply::Status("OK".into())
+    );
+    assert_eq!(
+        c.cmd(&["SMEMBERS", "{user1}:d"]).await,
+        Reply::Array(vec![Reply::bulk("y")])
+    );
     // Keys in different slots (even when a shard might hold both): CROSSSLOT, nothing sent.
     let crossslot = Reply::Error("CROSSSLOT Keys in request don't hash to the same slot".into());
-    assert_eq!(c.cmd(&["SINTERSTORE", "dst", "{user1}:a", "{user1}:b"]).await, crossslot);
-    assert_eq!(c.cmd(&["RENAME", "{user1}:d", "elsewhere"]).await, crossslot);
+    assert_eq!(
+        c.cmd(&["SINTERSTORE", "dst", "{user1}:a", "{user1}:b"])
+            .await,
+        crossslot
+    );
+    assert_eq!(
+        c.cmd(&["RENAME", "{user1}:d", "elsewhere"]).await,
+        crossslot
+    );
     assert_eq!(c.cmd(&["MSETNX", "a", "1", "b", "2"]).await, crossslot);
     assert_eq!(c.cmd(&["EVAL", "return 1", "2", "a", "b"]).await, crossslot);
     assert_eq!(c.cmd(&["EXISTS", "dst", "elsewhere"]).await, Reply::Int(0));
@@ -103,7 +127,12 @@ async fn thousands_of_pipelined_mixed_commands_are_answered_in_order() {
                 expected.push(Reply::Status("PONG".into()));
             }
             _ => {
-                commands.push(vec!["MGET".into(), format!("p:{}", i - 5), "missing".into(), format!("p:{}", i - 5)]);
+                commands.push(vec![
+                    "MGET".into(),
+                    format!("p:{}", i - 5),
+                    "missing".into(),
+                    format!("p:{}", i - 5),
+                ]);
                 let v = Reply::bulk(&(i - 4).to_string());
                 expected.push(Reply::Array(vec![v.clone(), Reply::Bulk(None), v]));
             }
@@ -124,12 +153,21 @@ async fn many_clients_interleave_without_mixing_replies() {
         tasks.push(tokio::spawn(async move {
             for round in 0..20 {
                 let commands: Vec<Vec<String>> = (0..50)
-                    .map(|i| vec!["SET".into(), format!("c{client_id}:{i}"), format!("{client_id}-{round}-{i}")])
+                    .map(|i| {
+                        vec![
+                            "SET".into(),
+                            format!("c{client_id}:{i}"),
+                            format!("{client_id}-{round}-{i}"),
+                        ]
+                    })
                     .chain((0..50).map(|i| vec!["GET".into(), format!("c{client_id}:{i}")]))
                     .collect();
                 let replies = c.pipeline(&commands).await;
                 for i in 0..50 {
-                    assert_eq!(replies[50 + i], Reply::bulk(&format!("{client_id}-{round}-{i}")));
+                    assert_eq!(
+                        replies[50 + i],
+                        Reply::bulk(&format!("{client_id}-{round}-{i}"))
+                    );
                 }
             }
         }));

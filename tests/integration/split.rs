@@ -15,7 +15,9 @@ async fn multi_key_commands_span_all_shards() {
     assert!(c.cmd(&mset).await.is_ok());
     // Every master got some of the keys.
     for i in 0..3 {
-        let Reply::Int(n) = cluster.master(i).await.cmd(&["DBSIZE"]).await else { panic!() };
+        let Reply::Int(n) = cluster.master(i).await.cmd(&["DBSIZE"]).await else {
+            panic!()
+        };
         assert!(n > 5, "master {i} holds {n} keys");
     }
     // MGET in the client's order, with missing keys and duplicates.
@@ -23,13 +25,18 @@ async fn multi_key_commands_span_all_shards() {
     mget.extend(keys.iter().rev().cloned());
     mget.push("nope".into());
     mget.push(keys[0].clone());
-    let Reply::Array(values) = c.cmd(&mget).await else { panic!("MGET must return an array") };
+    let Reply::Array(values) = c.cmd(&mget).await else {
+        panic!("MGET must return an array")
+    };
     assert_eq!(values.len(), keys.len() + 2);
     for (value, key) in values.iter().zip(keys.iter().rev()) {
         assert_eq!(value, &Reply::bulk(&format!("val-{key}")));
     }
     assert_eq!(values[keys.len()], Reply::Bulk(None));
-    assert_eq!(values[keys.len() + 1], Reply::bulk(&format!("val-{}", keys[0])));
+    assert_eq!(
+        values[keys.len() + 1],
+        Reply::bulk(&format!("val-{}", keys[0]))
+    );
 
     let mut exists = vec!["EXISTS".to_string()];
     exists.extend(keys.iter().cloned());
@@ -49,7 +56,10 @@ async fn multi_key_commands_span_all_shards() {
     unlink.extend(keys.iter().cloned());
     assert_eq!(c.cmd(&unlink).await, Reply::Int(40));
     for i in 0..3 {
-        assert_eq!(cluster.master(i).await.cmd(&["DBSIZE"]).await, Reply::Int(0));
+        assert_eq!(
+            cluster.master(i).await.cmd(&["DBSIZE"]).await,
+            Reply::Int(0)
+        );
     }
 }
 
@@ -60,7 +70,12 @@ async fn split_commands_keep_read_your_writes_in_a_pipeline() {
     let mut commands = Vec::new();
     for i in 0..200 {
         commands.push(vec!["SET".to_string(), format!("ryw:{i}"), i.to_string()]);
-        commands.push(vec!["MGET".to_string(), format!("ryw:{i}"), format!("ryw:{}", i / 2), "x".into()]);
+        commands.push(vec![
+            "MGET".to_string(),
+            format!("ryw:{i}"),
+            format!("ryw:{}", i / 2),
+            "x".into(),
+        ]);
     }
     let replies = c.pipeline(&commands).await;
     for i in 0..200 {

@@ -31,7 +31,9 @@ impl Reply {
             OwnedFrame::Error(e) => Self::Error(e),
             OwnedFrame::Integer(i) => Self::Int(i),
             OwnedFrame::BulkString(b) => Self::Bulk(Some(b)),
-            OwnedFrame::Array(items) => Self::Array(items.into_iter().map(Self::from_frame).collect()),
+            OwnedFrame::Array(items) => {
+                Self::Array(items.into_iter().map(Self::from_frame).collect())
+            }
             OwnedFrame::Null => Self::Bulk(None),
         }
     }
@@ -93,9 +95,14 @@ impl Client {
     /// When the connection is refused.
     pub async fn connect(addr: impl Into<String>) -> Self {
         let addr = addr.into();
-        let stream = TcpStream::connect(&addr).await.unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        let stream = TcpStream::connect(&addr)
+            .await
+            .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
         stream.set_nodelay(true).expect("nodelay");
-        Self { stream, buf: BytesMut::new() }
+        Self {
+            stream,
+            buf: BytesMut::new(),
+        }
     }
 
     /// Connects to a socket address.
@@ -133,7 +140,9 @@ impl Client {
     /// # Panics
     /// When the connection closed first.
     pub async fn read(&mut self) -> Reply {
-        self.try_read().await.expect("connection closed before a reply")
+        self.try_read()
+            .await
+            .expect("connection closed before a reply")
     }
 
     /// Sends one command and reads its reply.

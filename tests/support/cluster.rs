@@ -45,7 +45,10 @@ pub fn config_text(masters: &[String], replicas: &[String], extra: &str) -> Stri
     text.push_str(extra);
     text.push('\n');
     for (i, (master, slots)) in masters.iter().zip(even_slots(masters.len())).enumerate() {
-        let replicas = replicas.get(i).map(|r| format!("\"{r}\"")).unwrap_or_default();
+        let replicas = replicas
+            .get(i)
+            .map(|r| format!("\"{r}\""))
+            .unwrap_or_default();
         text.push_str(&format!(
             "[[shard]]\nname = \"s{}\"\nmaster = \"{master}\"\nreplicas = [{replicas}]\nslots = [\"{slots}\"]\n",
             i + 1
@@ -62,20 +65,35 @@ impl TestCluster {
 
     /// `shards` masters (each started with `server_args`), optionally one replica each, and
     /// `extra` config text.
-    pub async fn start_with(shards: usize, with_replicas: bool, extra: &str, server_args: &[&str]) -> Self {
-        let masters: Vec<RedisServer> = (0..shards).map(|_| RedisServer::start_with(server_args)).collect();
+    pub async fn start_with(
+        shards: usize,
+        with_replicas: bool,
+        extra: &str,
+        server_args: &[&str],
+    ) -> Self {
+        let masters: Vec<RedisServer> = (0..shards)
+            .map(|_| RedisServer::start_with(server_args))
+            .collect();
         let replicas: Vec<RedisServer> = if with_replicas {
-            (0..shards).map(|_| RedisServer::start_with(server_args)).collect()
+            (0..shards)
+                .map(|_| RedisServer::start_with(server_args))
+                .collect()
         } else {
             Vec::new()
         };
         let master_addrs: Vec<String> = masters.iter().map(RedisServer::addr).collect();
         let replica_addrs: Vec<String> = replicas.iter().map(RedisServer::addr).collect();
         let text = config_text(&master_addrs, &replica_addrs, extra);
-        let config = Config::from_toml_str(&text, "test.toml").unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let config =
+            Config::from_toml_str(&text, "test.toml").unwrap_or_else(|e| panic!("{e}\n{text}"));
         let proxy = start_proxy(config).await;
         let addr = proxy.local_addr();
-        Self { masters, replicas, proxy: Some(proxy), addr }
+        Self {
+            masters,
+            replicas,
+            proxy: Some(proxy),
+            addr,
+        }
     }
 
     /// A new client of the proxy.

@@ -103,7 +103,9 @@ fn save_under_a_file_fails_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("plain"), "x").unwrap();
     let path = dir.path().join("plain").join("topology.toml");
-    let err = FileTopologyStore::new(&path).save(&config_topology()).unwrap_err();
+    let err = FileTopologyStore::new(&path)
+        .save(&config_topology())
+        .unwrap_err();
     assert!(matches!(err, StoreError::Io { .. }));
     assert!(err.to_string().contains("plain"), "{err}");
 }

@@ -36,11 +36,16 @@ async fn connect_inner(addr: &NodeAddr, config: &LaneConfig) -> Result<TcpStream
             ),
             None => encode::request(&mut request, &[b"AUTH", password.as_bytes()]),
         }
-        stream.write_all(&request).await.map_err(LaneError::Connect)?;
+        stream
+            .write_all(&request)
+            .await
+            .map_err(LaneError::Connect)?;
         let answer = read_one_reply(&mut stream, config.max_reply_depth).await?;
         if !reply::is_ok(&answer) {
             let text = String::from_utf8_lossy(&answer);
-            return Err(LaneError::Auth(text.trim_end().trim_start_matches('-').to_owned()));
+            return Err(LaneError::Auth(
+                text.trim_end().trim_start_matches('-').to_owned(),
+            ));
         }
     }
     Ok(stream)
@@ -51,7 +56,12 @@ async fn read_one_reply(stream: &mut TcpStream, max_depth: usize) -> Result<Byte
     let mut buf = BytesMut::with_capacity(256);
     let mut scanner = ReplyScanner::new(max_depth);
     loop {
-        if stream.read_buf(&mut buf).await.map_err(LaneError::Connect)? == 0 {
+        if stream
+            .read_buf(&mut buf)
+            .await
+            .map_err(LaneError::Connect)?
+            == 0
+        {
             return Err(LaneError::Connect(io::ErrorKind::UnexpectedEof.into()));
         }
         if let Some(len) = scanner.scan(&buf).map_err(LaneError::Protocol)? {

@@ -117,7 +117,10 @@ fn error_reply(addr: &NodeAddr, error: &LaneError) -> Bytes {
     let mut text = String::with_capacity(64);
     let _ = write!(text, "-ERR backend {addr} {error}");
     // A reply line must not contain CR or LF.
-    let mut line: String = text.chars().map(|c| if c == '\r' || c == '\n' { ' ' } else { c }).collect();
+    let mut line: String = text
+        .chars()
+        .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
+        .collect();
     line.push_str("\r\n");
     Bytes::from(line)
 }

@@ -151,7 +151,10 @@ impl NodePool {
     /// The node at `addr`, started on first use.
     #[must_use]
     pub fn node(&self, addr: &NodeAddr) -> Arc<Node> {
-        let mut nodes = self.nodes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut nodes = self
+            .nodes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         Arc::clone(
             nodes
                 .entry(addr.clone())
@@ -161,7 +164,10 @@ impl NodePool {
 
     /// Forgets nodes not in `keep`; their lanes close once the last request using them is done.
     pub fn retain(&self, keep: &[&NodeAddr]) {
-        let mut nodes = self.nodes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut nodes = self
+            .nodes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         nodes.retain(|addr, _| keep.contains(&addr));
     }
 }

@@ -288,7 +288,9 @@ fn extra_subcommand(base: &CommandSpec, sub: &[u8]) -> Option<&'static CommandSp
     if base.name != "client" {
         return None;
     }
-    extra::CLIENT_EXTRAS.iter().find(|s| s.name.as_bytes()[7..].eq_ignore_ascii_case(sub))
+    extra::CLIENT_EXTRAS
+        .iter()
+        .find(|s| s.name.as_bytes()[7..].eq_ignore_ascii_case(sub))
 }
 
 /// Every top-level spec, sorted by name (for COMMAND COUNT, COMMAND LIST and tests).

@@ -108,12 +108,20 @@ pub(crate) fn dispatch(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>) -> A
 fn unsupported(ctx: &Ctx, spec: &CommandSpec) -> Action {
     Action::error(
         ctx,
-        &format!("ERR {} is not supported by redshard yet", display_name(spec)),
+        &format!(
+            "ERR {} is not supported by redshard yet",
+            display_name(spec)
+        ),
     )
 }
 
 /// A command routed by its keys, which must all hash to one slot.
-fn keyed(ctx: &mut Ctx, table: &RoutingTable, spec: &'static CommandSpec, args: Args<'_>) -> Action {
+fn keyed(
+    ctx: &mut Ctx,
+    table: &RoutingTable,
+    spec: &'static CommandSpec,
+    args: Args<'_>,
+) -> Action {
     if let Err(e) = spec.key_indices(&args, &mut ctx.keys) {
         return Action::error_raw(ctx, e.as_bytes());
     }

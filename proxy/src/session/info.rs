@@ -29,7 +29,9 @@ pub(super) fn info(ctx: &Ctx, table: &RoutingTable, args: Args<'_>) -> Action {
     if wanted.is_empty() {
         wanted.push("default".into());
     }
-    let all = wanted.iter().any(|w| matches!(w.as_str(), "all" | "everything" | "default"));
+    let all = wanted
+        .iter()
+        .any(|w| matches!(w.as_str(), "all" | "everything" | "default"));
     let wants = |section: &str| all || wanted.iter().any(|w| w == section);
 
     let mut text = String::with_capacity(1024);
@@ -45,7 +47,12 @@ pub(super) fn info(ctx: &Ctx, table: &RoutingTable, args: Args<'_>) -> Action {
         if !text.is_empty() {
             text.push_str("\r\n");
         }
-        fan_out(ctx, table, MergePlan::Info { text }, &Bytes::from_static(b"*2\r\n$4\r\nINFO\r\n$8\r\nkeyspace\r\n"));
+        fan_out(
+            ctx,
+            table,
+            MergePlan::Info { text },
+            &Bytes::from_static(b"*2\r\n$4\r\nINFO\r\n$8\r\nkeyspace\r\n"),
+        );
         return Action::Done;
     }
     let mut out = BytesMut::with_capacity(text.len() + 16);
@@ -143,13 +150,22 @@ pub(super) fn with_keyspace(mut text: String, parts: &[Bytes]) -> Bytes {
                     d.2 += expires;
                     d.3 += u128::from(avg_ttl) * u128::from(expires);
                 }
-                None => dbs.push((db.to_owned(), keys, expires, u128::from(avg_ttl) * u128::from(expires))),
+                None => dbs.push((
+                    db.to_owned(),
+                    keys,
+                    expires,
+                    u128::from(avg_ttl) * u128::from(expires),
+                )),
             }
         }
     }
     text.push_str("# Keyspace\r\n");
     for (db, keys, expires, ttl_sum) in dbs {
-        let avg = if expires == 0 { 0 } else { ttl_sum / u128::from(expires) };
+        let avg = if expires == 0 {
+            0
+        } else {
+            ttl_sum / u128::from(expires)
+        };
         let _ = write!(text, "{db}:keys={keys},expires={expires},avg_ttl={avg}\r\n");
     }
     if unavailable > 0 {
@@ -173,7 +189,10 @@ mod tests {
         ];
         let out = with_keyspace(String::new(), &parts);
         let text = String::from_utf8_lossy(&out);
-        assert!(text.contains("db0:keys=5,expires=2,avg_ttl=200\r\n"), "{text}");
+        assert!(
+            text.contains("db0:keys=5,expires=2,avg_ttl=200\r\n"),
+            "{text}"
+        );
         assert!(text.contains("keyspace_unavailable_shards:1"), "{text}");
     }
 }

@@ -11,7 +11,12 @@ use crate::resp::{encode, Args};
 use crate::router::RoutingTable;
 
 /// Answers a `Route::Local` command.
-pub(super) fn handle(ctx: &mut Ctx, table: &RoutingTable, spec: &'static CommandSpec, args: Args<'_>) -> Action {
+pub(super) fn handle(
+    ctx: &mut Ctx,
+    table: &RoutingTable,
+    spec: &'static CommandSpec,
+    args: Args<'_>,
+) -> Action {
     match spec.name {
         "ping" => match args.len() {
             1 => Action::reply(ctx, Bytes::from_static(encode::PONG)),
@@ -38,7 +43,11 @@ pub(super) fn handle(ctx: &mut Ctx, table: &RoutingTable, spec: &'static Command
         }
         "command|getkeys" => getkeys(ctx, args),
         // The full command documentation is the backends' own (same version as our table).
-        "command" | "command|info" | "command|docs" | "command|list" | "command|help"
+        "command"
+        | "command|info"
+        | "command|docs"
+        | "command|list"
+        | "command|help"
         | "command|getkeysandflags" => Action::Forward { shard: 0, slot: 0 },
         "config|get" => config_get(ctx, args),
         "client|id" => {
@@ -69,7 +78,13 @@ pub(super) fn handle(ctx: &mut Ctx, table: &RoutingTable, spec: &'static Command
         }
         "client|no-evict" | "client|no-touch" => Action::reply(ctx, Bytes::from_static(encode::OK)),
         "client|help" => Action::Forward { shard: 0, slot: 0 },
-        _ => Action::error(ctx, &format!("ERR {} is not supported by redshard yet", display_name(spec))),
+        _ => Action::error(
+            ctx,
+            &format!(
+                "ERR {} is not supported by redshard yet",
+                display_name(spec)
+            ),
+        ),
     }
 }
 
@@ -86,7 +101,10 @@ fn parse_i64(arg: &[u8]) -> Option<i64> {
 fn select(ctx: &Ctx, db: &[u8]) -> Action {
     match parse_i64(db) {
         Some(0) => Action::reply(ctx, Bytes::from_static(encode::OK)),
-        Some(_) => Action::error(ctx, "ERR redshard serves DB 0 only; SELECT of another database is not allowed"),
+        Some(_) => Action::error(
+            ctx,
+            "ERR redshard serves DB 0 only; SELECT of another database is not allowed",
+        ),
         None => Action::error(ctx, "ERR value is not an integer or out of range"),
     }
 }
@@ -139,11 +157,17 @@ fn set_name(ctx: &Ctx, name: &[u8]) -> Result<(), &'static str> {
 /// `CLIENT SETINFO LIB-NAME|LIB-VER value` (Redis 7.2; clients send it on connect).
 fn client_setinfo(ctx: &Ctx, args: Args<'_>) -> Action {
     if args.len() != 4 {
-        return Action::error(ctx, "ERR wrong number of arguments for 'client|setinfo' command");
+        return Action::error(
+            ctx,
+            "ERR wrong number of arguments for 'client|setinfo' command",
+        );
     }
     let value = args.get(3);
     if value.iter().any(|&c| !(b'!'..=b'~').contains(&c)) {
-        return Action::error(ctx, "ERR lib-name and lib-ver cannot contain spaces, newlines or special characters.");
+        return Action::error(
+            ctx,
+            "ERR lib-name and lib-ver cannot contain spaces, newlines or special characters.",
+        );
     }
     let value = String::from_utf8_lossy(value).into_owned();
     let attr = args.get(2);
@@ -154,7 +178,10 @@ fn client_setinfo(ctx: &Ctx, args: Args<'_>) -> Action {
     } else {
         return Action::error(
             ctx,
-            &format!("ERR Unrecognized option '{}'", String::from_utf8_lossy(attr)),
+            &format!(
+                "ERR Unrecognized option '{}'",
+                String::from_utf8_lossy(attr)
+            ),
         );
     }
     Action::reply(ctx, Bytes::from_static(encode::OK))
@@ -167,7 +194,10 @@ fn hello(ctx: &mut Ctx, args: Args<'_>) -> Action {
             Some(2) => {}
             Some(_) => return Action::error(ctx, "NOPROTO unsupported protocol version"),
             None => {
-                return Action::error(ctx, "ERR Protocol version is not an integer or out of range")
+                return Action::error(
+                    ctx,
+                    "ERR Protocol version is not an integer or out of range",
+                )
             }
         }
     }
@@ -188,7 +218,10 @@ fn hello(ctx: &mut Ctx, args: Args<'_>) -> Action {
         } else {
             return Action::error(
                 ctx,
-                &format!("ERR Syntax error in HELLO option '{}'", String::from_utf8_lossy(option)),
+                &format!(
+                    "ERR Syntax error in HELLO option '{}'",
+                    String::from_utf8_lossy(option)
+                ),
             );
         }
     }
@@ -246,7 +279,10 @@ fn config_get(ctx: &Ctx, args: Args<'_>) -> Action {
         ("databases", "1".into()),
         ("maxclients", limits.max_clients.to_string()),
         ("proto-max-bulk-len", limits.max_bulk_bytes.to_string()),
-        ("client-query-buffer-limit", limits.max_query_buffer_bytes.to_string()),
+        (
+            "client-query-buffer-limit",
+            limits.max_query_buffer_bytes.to_string(),
+        ),
         ("timeout", "0".into()),
         ("cluster-enabled", "no".into()),
         ("port", ctx.state.port.to_string()),
@@ -304,7 +340,9 @@ fn match_one(pattern: &[u8], p: usize, c: u8) -> Option<usize> {
     let c = c.to_ascii_lowercase();
     match *pattern.get(p)? {
         b'?' => Some(p + 1),
-        b'\\' if p + 1 < pattern.len() => (pattern[p + 1].to_ascii_lowercase() == c).then_some(p + 2),
+        b'\\' if p + 1 < pattern.len() => {
+            (pattern[p + 1].to_ascii_lowercase() == c).then_some(p + 2)
+        }
         b'[' => {
             let mut i = p + 1;
             let negate = pattern.get(i) == Some(&b'^');
@@ -316,8 +354,12 @@ fn match_one(pattern: &[u8], p: usize, c: u8) -> Option<usize> {
                 if pattern[i] == b'\\' && i + 1 < pattern.len() {
                     hit |= pattern[i + 1].to_ascii_lowercase() == c;
                     i += 2;
-                } else if i + 2 < pattern.len() && pattern[i + 1] == b'-' && pattern[i + 2] != b']' {
-                    let (a, b) = (pattern[i].to_ascii_lowercase(), pattern[i + 2].to_ascii_lowercase());
+                } else if i + 2 < pattern.len() && pattern[i + 1] == b'-' && pattern[i + 2] != b']'
+                {
+                    let (a, b) = (
+                        pattern[i].to_ascii_lowercase(),
+                        pattern[i + 2].to_ascii_lowercase(),
+                    );
                     hit |= (a.min(b)..=a.max(b)).contains(&c);
                     i += 3;
                 } else {

@@ -183,7 +183,9 @@ mod tests {
     async fn mget_restores_key_order() {
         let got = merged(
             &[b"*2\r\n$1\r\na\r\n$-1\r\n", b"*1\r\n$1\r\nb\r\n"],
-            MergePlan::Mget { order: vec![0, 1, 0] },
+            MergePlan::Mget {
+                order: vec![0, 1, 0],
+            },
         )
         .await;
         assert_eq!(got, b"*3\r\n$1\r\na\r\n$1\r\nb\r\n$-1\r\n");
@@ -191,22 +193,36 @@ mod tests {
 
     #[tokio::test]
     async fn sums_and_errors() {
-        assert_eq!(merged(&[b":2\r\n", b":3\r\n"], MergePlan::SumIntegers).await, b":5\r\n");
+        assert_eq!(
+            merged(&[b":2\r\n", b":3\r\n"], MergePlan::SumIntegers).await,
+            b":5\r\n"
+        );
         assert_eq!(
             merged(&[b":2\r\n", b"-ERR down\r\n"], MergePlan::SumIntegers).await,
             b"-ERR down\r\n"
         );
-        assert_eq!(merged(&[b"+OK\r\n", b"+OK\r\n"], MergePlan::AllOk).await, b"+OK\r\n");
+        assert_eq!(
+            merged(&[b"+OK\r\n", b"+OK\r\n"], MergePlan::AllOk).await,
+            b"+OK\r\n"
+        );
     }
 
     #[tokio::test]
     async fn concat_and_and() {
         assert_eq!(
-            merged(&[b"*1\r\n$1\r\na\r\n", b"*0\r\n", b"*1\r\n$1\r\nb\r\n"], MergePlan::ConcatArrays).await,
+            merged(
+                &[b"*1\r\n$1\r\na\r\n", b"*0\r\n", b"*1\r\n$1\r\nb\r\n"],
+                MergePlan::ConcatArrays
+            )
+            .await,
             b"*2\r\n$1\r\na\r\n$1\r\nb\r\n"
         );
         assert_eq!(
-            merged(&[b"*2\r\n:1\r\n:1\r\n", b"*2\r\n:0\r\n:1\r\n"], MergePlan::AndArrays).await,
+            merged(
+                &[b"*2\r\n:1\r\n:1\r\n", b"*2\r\n:0\r\n:1\r\n"],
+                MergePlan::AndArrays
+            )
+            .await,
             b"*2\r\n:0\r\n:1\r\n"
         );
     }

@@ -179,7 +179,9 @@ impl Session {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(e) => {
-                    self.ctx.queue.push_ready(dispatch::error_reply(&e.to_string()));
+                    self.ctx
+                        .queue
+                        .push_ready(dispatch::error_reply(&e.to_string()));
                     self.ctx.closing = Closing::AfterReplies;
                     break;
                 }

@@ -40,18 +40,28 @@ pub(super) fn split(
 ) -> Action {
     if kind == Split::Mset && args.len() % 2 == 0 {
         // MSET takes key-value pairs; Redis checks this in the command itself.
-        return Action::error(ctx, &format!("ERR wrong number of arguments for '{}' command", spec.name));
+        return Action::error(
+            ctx,
+            &format!("ERR wrong number of arguments for '{}' command", spec.name),
+        );
     }
     if let Err(e) = spec.key_indices(&args, &mut ctx.keys) {
         return Action::error_raw(ctx, e.as_bytes());
     }
     let mut groups: SmallVec<[Group; 8]> = SmallVec::new();
-    let mut order = Vec::with_capacity(if kind == Split::Mget { ctx.keys.len() } else { 0 });
+    let mut order = Vec::with_capacity(if kind == Split::Mget {
+        ctx.keys.len()
+    } else {
+        0
+    });
     for &key in &ctx.keys {
         let slot = Slot::for_key(args.get(key));
         let shard = table.shard_of(slot);
         let lane = usize::from(slot.get()) % table.shards()[shard].master.lane_count();
-        let index = match groups.iter().position(|g| g.shard == shard && g.lane == lane) {
+        let index = match groups
+            .iter()
+            .position(|g| g.shard == shard && g.lane == lane)
+        {
             Some(index) => index,
             None => {
                 groups.push(Group {
