@@ -211,3 +211,63 @@ async fn keyless_commands_go_to_a_master() {
     };
     assert_eq!(docs.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_visits_every_master_and_randomkey_finds_any_key() {
+    let cluster = TestCluster::start(3).await;
+    let mut c = cluster.client().await;
+    assert_eq!(
+        c.cmd(&["RANDOMKEY"]).await,
+        Reply::Bulk(None),
+        "empty keyspace"
+    );
+    let mut written = std::collections::BTreeSet::new();
+    for i in 0..500 {
+        let key = format!("scan:{i}");
+        assert!(c.cmd(&["SET", &key, "1"]).await.is_ok());
+        written.insert(key);
+    }
+    assert_eq!(c.cmd(&["RPUSH", "scan:list", "x"]).await, Reply::Int(1));
+    // A full iteration with a small COUNT returns every key; cursor 0 only at the end.
+    let mut seen = std::collections::BTreeSet::new();
+    let mut cursor = "0".to_string();
+    let mut rounds = 0;
+    loop {
+        let Reply::Array(reply) = c
+            .cmd(&["SCAN", &cursor, "MATCH", "scan:*", "COUNT", "20"])
+            .await
+        else {
+            panic!("SCAN replies an array")
+        };
+        let [Reply::Bulk(Some(next)), Reply::Array(keys)] = &reply[..] else {
+            panic!("{reply:?}")
+        };
+        for k in keys {
+            seen.insert(k.text());
+        }
+        cursor = String::from_utf8(next.clone()).unwrap();
+        rounds += 1;
+        if cursor == "0" {
+            break;
+        }
+        assert!(rounds < 1000, "SCAN never ended");
+    }
+    let mut expected = written.clone();
+    expected.insert("scan:list".into());
+    assert_eq!(seen, expected);
+    // TYPE filters per master like Redis.
+    let Reply::Array(reply) = c.cmd(&["SCAN", "0", "TYPE", "list", "COUNT", "1000"]).await else {
+        panic!()
+    };
+    assert_eq!(reply.len(), 2);
+    assert_eq!(
+        c.cmd(&["SCAN", "nope"]).await,
+        Reply::Error("ERR invalid cursor".into())
+    );
+    assert_eq!(
+        c.cmd(&["SCAN", "1023"]).await,
+        Reply::Error("ERR invalid cursor".into())
+    );
+    let key = c.cmd(&["RANDOMKEY"]).await.text();
+    assert!(expected.contains(&key), "{key}");
+}

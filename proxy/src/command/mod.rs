@@ -61,6 +61,8 @@ pub enum Route {
     Forbidden,
     /// Needs a dedicated backend connection (transactions, blocking commands, pub/sub, WATCH). Not supported by the plain data path.
     Dedicated,
+    /// SCAN: visits the masters one after another; the proxy's cursor carries the shard.
+    Scan,
 }
 
 /// How a [`Route::Split`] command is split into per-shard parts and merged back.
@@ -87,6 +89,8 @@ pub enum Merge {
     First,
     /// Element-wise AND of integer arrays (SCRIPT EXISTS).
     AndArrays,
+    /// The first non-null reply, starting from a random master (RANDOMKEY).
+    AnyNonNull,
 }
 
 /// Where the search for a key spec's keys begins (Redis 7.0 `begin_search`).

@@ -67,8 +67,11 @@ pub(crate) const SPLIT: &[(&str, Split)] = &[
 /// - SCRIPT FLUSH, FUNCTION DELETE / FLUSH / RESTORE: keep the masters' script and function
 ///   state identical; success only when every master succeeded.
 /// - SCRIPT EXISTS: a script exists for the client only if every master has it.
+/// - RANDOMKEY: any master's random key, starting from a random master and skipping empty ones,
+///   so that nil means the whole keyspace is empty.
 pub(crate) const FAN_OUT: &[(&str, Merge)] = &[
     ("dbsize", Merge::SumIntegers),
+    ("randomkey", Merge::AnyNonNull),
     ("keys", Merge::ConcatArrays),
     ("script|load", Merge::First),
     ("script|flush", Merge::AllOk),
@@ -100,9 +103,6 @@ pub(crate) const FLUSH: &[&str] = &["flushall", "flushdb"];
 ///   authenticate to the proxy (AUTH/HELLO are local).
 /// - LATENCY RESET / SLOWLOG RESET would reset one arbitrary backend's statistics.
 /// - PFSELFTEST / PFDEBUG are internal testing commands.
-/// - SCAN: each master holds a part of the keyspace, so a scan must visit every master with
-///   a cursor that carries the shard; until the session implements that, refusing is better
-///   than silently scanning one arbitrary master.
 /// - Container names alone (ACL, CLIENT, ...): always an arity error in Redis; they are
 ///   listed so that the container's own entry does not look routable.
 pub(crate) const FORBIDDEN: &[&str] = &[
@@ -189,7 +189,6 @@ pub(crate) const FORBIDDEN: &[&str] = &[
     "function|kill",
     "pfselftest",
     "pfdebug",
-    "scan",
     "client",
     "config",
     "function",
@@ -259,6 +258,10 @@ const fn listed(list: &[&str], name: &str) -> bool {
 
 /// The [`Route`] of the command or subcommand called `name` (lowercase `fullname`).
 pub(crate) const fn route_of(name: &str) -> Route {
+    // Each master holds a part of the keyspace: the session visits them in turn.
+    if const_eq(name, "scan") {
+        return Route::Scan;
+    }
     if listed(LOCAL, name) {
         return Route::Local;
     }

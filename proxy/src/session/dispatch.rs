@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use redshard_config::Slot;
 
 use super::merge::MergePlan;
-use super::{local, split, Ctx};
+use super::{local, scan, split, Ctx};
 use crate::command::{self, ArgList, CommandSpec, Flags, Route};
 use crate::resp::{encode, Args};
 use crate::router::RoutingTable;
@@ -102,6 +102,7 @@ pub(crate) fn dispatch(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>) -> A
             &format!("ERR {} is not allowed through redshard", display_name(spec)),
         ),
         Route::Dedicated => unsupported(ctx, spec),
+        Route::Scan => scan::scan(ctx, table, args),
     }
 }
 

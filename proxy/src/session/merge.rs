@@ -29,6 +29,18 @@ pub enum MergePlan {
     First,
     /// Element-wise AND of integer arrays (SCRIPT EXISTS: a script exists only if every master has it).
     AndArrays,
+    /// The first non-null reply, looking at the parts from `start` on (RANDOMKEY).
+    AnyNonNull {
+        /// The part to look at first (chosen at random so no master is favoured).
+        start: usize,
+    },
+    /// SCAN: one master's reply, its cursor rewritten to carry the shard.
+    Scan {
+        /// The shard that was scanned.
+        shard: usize,
+        /// How many shards there are.
+        shards: usize,
+    },
     /// INFO: the proxy's own sections, followed by the masters' keyspaces summed.
     Info {
         /// The sections the proxy wrote, already formatted.
@@ -44,8 +56,23 @@ impl From<Merge> for MergePlan {
             Merge::AllOk => Self::AllOk,
             Merge::First => Self::First,
             Merge::AndArrays => Self::AndArrays,
+            Merge::AnyNonNull => Self::AnyNonNull {
+                start: random_start(),
+            },
         }
     }
+}
+
+/// A cheap, non-cryptographic pick of where RANDOMKEY starts looking.
+fn random_start() -> usize {
+    use std::hash::{BuildHasher, RandomState};
+    thread_local! {
+        static STATE: RandomState = RandomState::new();
+    }
+    let counter = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    STATE.with(|s| s.hash_one(counter)) as usize
 }
 
 const UNEXPECTED: &str = "ERR redshard: a backend sent an unexpected reply to a split command";
@@ -110,6 +137,21 @@ pub fn merge(parts: &[Bytes], plan: MergePlan, out: &mut OutBuf) {
             return;
         }
         MergePlan::AndArrays => and_arrays(parts, &mut buf),
+        MergePlan::AnyNonNull { start } => {
+            let n = parts.len().max(1);
+            let found = (0..parts.len())
+                .map(|i| &parts[(start + i) % n])
+                .find(|p| !p.starts_with(b"$-1") && !p.starts_with(b"_"));
+            match found {
+                Some(part) => out.push(part.clone()),
+                None => out.push(Bytes::from_static(encode::NULL_BULK)),
+            }
+            return;
+        }
+        MergePlan::Scan { shard, shards } => match parts.first() {
+            Some(part) => super::scan::rewrite(part, shard, shards, &mut buf),
+            None => encode::error(&mut buf, UNEXPECTED),
+        },
         MergePlan::Info { .. } => unreachable!("handled above"),
     }
     out.push(buf.freeze());

@@ -13,6 +13,7 @@ pub(crate) mod dispatch;
 mod info;
 mod local;
 pub mod merge;
+mod scan;
 mod split;
 
 use std::io;

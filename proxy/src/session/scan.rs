@@ -1,0 +1,135 @@
+//! SCAN across every master.
+//!
+//! The client's cursor carries both the shard being visited and that master's own cursor:
+//! `client = master_cursor << SHARD_BITS | shard`. A scan starts at shard 0 with cursor 0,
+//! walks that master to its end, then continues with the next shard; cursor 0 comes back only
+//! after the last shard is done. So a full iteration returns every key that was present for
+//! its whole duration, as Redis promises for one server (and, like Redis, may return a key
+//! more than once).
+
+use bytes::{Bytes, BytesMut};
+
+use super::dispatch::Action;
+use super::merge::MergePlan;
+use super::Ctx;
+use crate::resp::{encode, reply, Args};
+use crate::router::RoutingTable;
+
+/// Low bits of the client's cursor that hold the shard index.
+const SHARD_BITS: u32 = 10;
+
+/// Dispatches `SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]` to the master whose turn
+/// it is, with that master's own cursor.
+pub(super) fn scan(ctx: &Ctx, table: &RoutingTable, args: Args<'_>) -> Action {
+    let Some(cursor) = std::str::from_utf8(args.get(1))
+        .ok()
+        .and_then(|c| c.parse::<u64>().ok())
+    else {
+        return Action::error(ctx, "ERR invalid cursor");
+    };
+    let shard = (cursor & ((1 << SHARD_BITS) - 1)) as usize;
+    let master_cursor = cursor >> SHARD_BITS;
+    let shards = table.shards().len();
+    if shard >= shards {
+        return Action::error(ctx, "ERR invalid cursor");
+    }
+    let master_cursor = master_cursor.to_string();
+    let mut parts: Vec<&[u8]> = args.iter().collect();
+    parts[1] = master_cursor.as_bytes();
+    let mut request = BytesMut::new();
+    encode::request(&mut request, &parts);
+    let seq = ctx
+        .queue
+        .reserve_gather(1, MergePlan::Scan { shard, shards });
+    table.shards()[shard]
+        .master
+        .lane(0)
+        .send(request.freeze(), ctx.queue.part(seq, 0));
+    Action::Done
+}
+
+/// Rewrites one master's `[cursor, [keys...]]` reply into the client's cursor.
+pub(super) fn rewrite(part: &Bytes, shard: usize, shards: usize, out: &mut BytesMut) {
+    let elements = reply::aggregate_elements(part);
+    let Some([cursor, keys]) = elements.as_deref() else {
+        return encode::error(
+            out,
+            "ERR redshard: a backend sent an unexpected reply to SCAN",
+        );
+    };
+    let master_next = reply::aggregate_elements(&part[cursor.clone()])
+        .is_none()
+        .then(|| bulk_u64(&part[cursor.clone()]))
+        .flatten();
+    let Some(master_next) = master_next else {
+        return encode::error(
+            out,
+            "ERR redshard: a backend sent an unexpected reply to SCAN",
+        );
+    };
+    let next = if master_next != 0 {
+        match master_next
+            .checked_shl(SHARD_BITS)
+            .filter(|c| c >> SHARD_BITS == master_next)
+        {
+            Some(high) => high | shard as u64,
+            None => {
+                return encode::error(
+                    out,
+                    "ERR redshard: a backend's SCAN cursor is too large to carry",
+                )
+            }
+        }
+    } else if shard + 1 < shards {
+        (shard + 1) as u64
+    } else {
+        0
+    };
+    encode::array_header(out, 2);
+    encode::bulk(out, next.to_string().as_bytes());
+    out.extend_from_slice(&part[keys.clone()]);
+}
+
+/// The number in a bulk reply such as `$3\r\n128\r\n`.
+fn bulk_u64(reply: &[u8]) -> Option<u64> {
+    let rest = reply.strip_prefix(b"$")?;
+    let header_end = rest.iter().position(|&b| b == b'\r')?;
+    let body = rest.get(header_end + 2..)?.strip_suffix(b"\r\n")?;
+    std::str::from_utf8(body).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewritten(reply: &'static [u8], shard: usize, shards: usize) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        rewrite(&Bytes::from_static(reply), shard, shards, &mut out);
+        out.to_vec()
+    }
+
+    #[test]
+    fn cursor_moves_through_the_master_then_to_the_next_shard() {
+        let keys = b"*2\r\n$1\r\na\r\n$1\r\nb\r\n";
+        let mut reply = b"*2\r\n$2\r\n12\r\n".to_vec();
+        reply.extend_from_slice(keys);
+        let reply: &'static [u8] = Box::leak(reply.into_boxed_slice());
+        let got = rewritten(reply, 1, 3);
+        let want = format!("*2\r\n$5\r\n{}\r\n", (12 << SHARD_BITS) | 1);
+        assert!(
+            got.starts_with(want.as_bytes()),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+        assert!(got.ends_with(keys));
+        // The master is done: next shard, then 0 after the last one.
+        assert!(rewritten(b"*2\r\n$1\r\n0\r\n*0\r\n", 1, 3).starts_with(b"*2\r\n$1\r\n2\r\n"));
+        assert!(rewritten(b"*2\r\n$1\r\n0\r\n*0\r\n", 2, 3).starts_with(b"*2\r\n$1\r\n0\r\n"));
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(rewritten(b"+OK\r\n", 0, 1).starts_with(b"-ERR"));
+        assert!(rewritten(b"*2\r\n$1\r\nx\r\n*0\r\n", 0, 1).starts_with(b"-ERR"));
+    }
+}
