@@ -22,7 +22,7 @@ pub struct ClientInfo {
 }
 
 /// The mutable part of [`ClientInfo`].
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ClientFields {
     /// CLIENT SETNAME.
     pub name: String,
@@ -30,6 +30,19 @@ pub struct ClientFields {
     pub lib_name: String,
     /// CLIENT SETINFO LIB-VER.
     pub lib_ver: String,
+    /// The protocol version the client chose with HELLO (2 until then).
+    pub resp: u8,
+}
+
+impl Default for ClientFields {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            lib_name: String::new(),
+            lib_ver: String::new(),
+            resp: 2,
+        }
+    }
 }
 
 impl ClientInfo {
@@ -45,12 +58,13 @@ impl ClientInfo {
     pub fn line(&self) -> String {
         let f = self.fields();
         format!(
-            "id={} addr={} laddr={} fd=-1 name={} age={} idle=0 flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|list user=default redir=-1 resp=2 lib-name={} lib-ver={}",
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle=0 flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|list user=default redir=-1 resp={} lib-name={} lib-ver={}",
             self.id,
             self.addr,
             self.laddr,
             f.name,
             self.since.elapsed().as_secs(),
+            f.resp,
             f.lib_name,
             f.lib_ver
         )

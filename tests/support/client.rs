@@ -88,6 +88,51 @@ pub fn encode_command<A: AsRef<[u8]>>(args: &[A]) -> Vec<u8> {
     out
 }
 
+/// The length of the complete RESP3 value at the start of `buf`, or `None` when more bytes are
+/// needed. (redis-protocol 6's RESP3 decoder rejects `*0` nested in a map, which Redis sends.)
+///
+/// # Panics
+/// On bytes that are not RESP3.
+#[must_use]
+pub fn resp3_len(buf: &[u8]) -> Option<usize> {
+    let line_end = buf.windows(2).position(|w| w == b"\r\n")?;
+    let line = std::str::from_utf8(&buf[1..line_end]).expect("RESP3 header is text");
+    let after = line_end + 2;
+    let count = |line: &str| -> i64 {
+        line.parse()
+            .unwrap_or_else(|_| panic!("bad RESP3 length {line:?}"))
+    };
+    match buf[0] {
+        b'+' | b'-' | b':' | b'_' | b'#' | b',' | b'(' => Some(after),
+        b'$' | b'!' | b'=' => {
+            let n = count(line);
+            if n < 0 {
+                return Some(after);
+            }
+            let end = after + n as usize + 2;
+            (buf.len() >= end).then_some(end)
+        }
+        b'*' | b'~' | b'>' | b'%' | b'|' => {
+            let n = count(line);
+            let items = if matches!(buf[0], b'%' | b'|') {
+                n * 2
+            } else {
+                n.max(0)
+            };
+            let mut at = after;
+            for _ in 0..items {
+                at += resp3_len(&buf[at..])?;
+            }
+            if buf[0] == b'|' {
+                // An attribute is followed by the value it describes.
+                at += resp3_len(&buf[at..])?;
+            }
+            Some(at)
+        }
+        other => panic!("not RESP3: type byte {other:?}"),
+    }
+}
+
 impl Client {
     /// Connects to `addr`.
     ///
@@ -133,6 +178,30 @@ impl Client {
                 return None;
             }
         }
+    }
+
+    /// Reads one RESP3 reply and returns its exact bytes (framed by [`resp3_len`], a small
+    /// parser independent of the proxy's scanner).
+    ///
+    /// # Panics
+    /// On a timeout, a closed connection or undecodable bytes.
+    pub async fn read_resp3_raw(&mut self) -> Vec<u8> {
+        loop {
+            if let Some(len) = resp3_len(&self.buf) {
+                return self.buf.split_to(len).to_vec();
+            }
+            let n = tokio::time::timeout(REPLY_TIMEOUT, self.stream.read_buf(&mut self.buf))
+                .await
+                .expect("timed out waiting for a reply")
+                .expect("read");
+            assert!(n > 0, "connection closed before a reply");
+        }
+    }
+
+    /// Sends one command and returns its RESP3 reply's bytes.
+    pub async fn cmd_resp3<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Vec<u8> {
+        self.send_raw(&encode_command(args)).await;
+        self.read_resp3_raw().await
     }
 
     /// Reads one reply.

@@ -9,24 +9,76 @@ use tokio::net::TcpStream;
 
 use super::lane::LaneError;
 use super::LaneConfig;
-use crate::resp::{encode, reply, ReplyScanner};
+use crate::resp::{encode, reply, Protocol, ReplyScanner};
 
 /// Connects to `addr` and authenticates, all within `config.connect_timeout`.
 ///
 /// # Errors
 /// Connection refused or timed out, or the node rejected the credentials.
-pub(super) async fn connect(addr: &NodeAddr, config: &LaneConfig) -> Result<TcpStream, LaneError> {
-    match tokio::time::timeout(config.connect_timeout, connect_inner(addr, config)).await {
+pub(super) async fn connect(
+    addr: &NodeAddr,
+    protocol: Protocol,
+    config: &LaneConfig,
+) -> Result<TcpStream, LaneError> {
+    match tokio::time::timeout(
+        config.connect_timeout,
+        connect_inner(addr, protocol, config),
+    )
+    .await
+    {
         Ok(result) => result,
         Err(_) => Err(LaneError::ConnectTimeout(config.connect_timeout)),
     }
 }
 
-async fn connect_inner(addr: &NodeAddr, config: &LaneConfig) -> Result<TcpStream, LaneError> {
+async fn connect_inner(
+    addr: &NodeAddr,
+    protocol: Protocol,
+    config: &LaneConfig,
+) -> Result<TcpStream, LaneError> {
     let mut stream = TcpStream::connect(addr.to_string())
         .await
         .map_err(LaneError::Connect)?;
     stream.set_nodelay(true).map_err(LaneError::Connect)?;
+    if protocol == Protocol::Resp3 {
+        // HELLO 3 authenticates too; its AUTH form always names a user.
+        let mut request = BytesMut::new();
+        match &config.password {
+            Some(password) => {
+                let user = config.username.as_deref().unwrap_or("default");
+                encode::request(
+                    &mut request,
+                    &[
+                        b"HELLO",
+                        b"3",
+                        b"AUTH",
+                        user.as_bytes(),
+                        password.as_bytes(),
+                    ],
+                );
+            }
+            None => encode::request(&mut request, &[b"HELLO", b"3"]),
+        }
+        stream
+            .write_all(&request)
+            .await
+            .map_err(LaneError::Connect)?;
+        let answer = read_one_reply(&mut stream, config.max_reply_depth).await?;
+        if reply::is_error(&answer) {
+            let text = String::from_utf8_lossy(&answer)
+                .trim_end()
+                .trim_start_matches('-')
+                .to_owned();
+            return Err(
+                if text.starts_with("WRONGPASS") || text.starts_with("NOAUTH") {
+                    LaneError::Auth(text)
+                } else {
+                    LaneError::NoResp3(text)
+                },
+            );
+        }
+        return Ok(stream);
+    }
     if let Some(password) = &config.password {
         let mut request = BytesMut::new();
         match &config.username {

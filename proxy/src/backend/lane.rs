@@ -27,7 +27,7 @@ use tracing::{debug, warn};
 use super::{connect::connect, LaneConfig, LaneRequest};
 use crate::outbuf::OutBuf;
 use crate::replies::ReplyTo;
-use crate::resp::{ProtocolError, ReplyScanner};
+use crate::resp::{Protocol, ProtocolError, ReplyScanner};
 
 /// Requests taken from the queue per write.
 const BATCH: usize = 512;
@@ -46,6 +46,9 @@ pub enum LaneError {
     /// The node refused our credentials.
     #[error("refused the proxy's credentials: {0}")]
     Auth(String),
+    /// The node refused `HELLO 3` (Redis before 6 has no RESP3).
+    #[error("does not speak RESP3: {0}")]
+    NoResp3(String),
     /// Reading or writing an established connection failed.
     #[error("connection failed: {0}")]
     Io(#[source] std::io::Error),
@@ -84,12 +87,13 @@ enum Ended {
 pub async fn run(
     addr: NodeAddr,
     index: usize,
+    protocol: Protocol,
     config: Arc<LaneConfig>,
     mut rx: mpsc::UnboundedReceiver<LaneRequest>,
 ) {
     let mut backoff = config.backoff_min;
     loop {
-        match connect(&addr, &config).await {
+        match connect(&addr, protocol, &config).await {
             Ok(stream) => {
                 debug!(node = %addr, lane = index, "lane connected");
                 backoff = config.backoff_min;

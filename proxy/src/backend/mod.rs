@@ -12,7 +12,7 @@ mod connect;
 pub mod lane;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,6 +20,7 @@ use redshard_config::{BackendConfig, NodeAddr};
 use tokio::sync::mpsc;
 
 use crate::replies::ReplyTo;
+use crate::resp::Protocol;
 
 /// How lanes connect and when they give up; taken from `[backend]` and `[limits]`.
 #[derive(Clone, Debug)]
@@ -91,22 +92,42 @@ impl LaneHandle {
 pub struct Node {
     /// Where the node listens.
     addr: NodeAddr,
-    /// Its lanes; `lanes[slot % lanes.len()]` carries the slot's commands.
+    /// RESP2 lanes; `lanes[slot % lanes.len()]` carries the slot's commands.
     lanes: Box<[LaneHandle]>,
+    /// RESP3 lanes (connected with `HELLO 3`), started when the first RESP3 client needs one.
+    lanes3: OnceLock<Box<[LaneHandle]>>,
+    /// Settings for starting `lanes3` later.
+    config: Arc<LaneConfig>,
+}
+
+/// Starts `config.lanes` lane tasks speaking `protocol` to `addr`.
+fn spawn_lanes(addr: &NodeAddr, config: &Arc<LaneConfig>, protocol: Protocol) -> Box<[LaneHandle]> {
+    (0..config.lanes.max(1))
+        .map(|index| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(lane::run(
+                addr.clone(),
+                index,
+                protocol,
+                Arc::clone(config),
+                rx,
+            ));
+            LaneHandle { tx }
+        })
+        .collect()
 }
 
 impl Node {
-    /// Starts `config.lanes` lane tasks for `addr` on the current tokio runtime.
+    /// Starts `config.lanes` RESP2 lane tasks for `addr` on the current tokio runtime.
     #[must_use]
     pub fn spawn(addr: NodeAddr, config: &Arc<LaneConfig>) -> Arc<Self> {
-        let lanes = (0..config.lanes.max(1))
-            .map(|index| {
-                let (tx, rx) = mpsc::unbounded_channel();
-                tokio::spawn(lane::run(addr.clone(), index, Arc::clone(config), rx));
-                LaneHandle { tx }
-            })
-            .collect();
-        Arc::new(Self { addr, lanes })
+        let lanes = spawn_lanes(&addr, config, Protocol::Resp2);
+        Arc::new(Self {
+            addr,
+            lanes,
+            lanes3: OnceLock::new(),
+            config: Arc::clone(config),
+        })
     }
 
     /// The node's address.
@@ -115,10 +136,16 @@ impl Node {
         &self.addr
     }
 
-    /// The lane that carries `slot`'s commands.
+    /// The lane that carries `slot`'s commands for clients speaking `protocol`.
     #[must_use]
-    pub fn lane(&self, slot: u16) -> &LaneHandle {
-        &self.lanes[usize::from(slot) % self.lanes.len()]
+    pub fn lane(&self, slot: u16, protocol: Protocol) -> &LaneHandle {
+        let lanes = match protocol {
+            Protocol::Resp2 => &self.lanes,
+            Protocol::Resp3 => self
+                .lanes3
+                .get_or_init(|| spawn_lanes(&self.addr, &self.config, Protocol::Resp3)),
+        };
+        &lanes[usize::from(slot) % lanes.len()]
     }
 
     /// How many lanes this node has.

@@ -25,6 +25,18 @@ pub mod reply;
 pub mod request;
 
 pub use reply::ReplyScanner;
+
+/// The protocol a client speaks, chosen with `HELLO 2` / `HELLO 3`. Backend lanes come in both
+/// kinds, so a RESP3 client's replies arrive in RESP3 straight from Redis and are forwarded
+/// as bytes like any other.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// RESP2, every connection's protocol until HELLO 3.
+    #[default]
+    Resp2,
+    /// RESP3 (maps, sets, doubles, `_` nulls, pushes).
+    Resp3,
+}
 pub use request::{Args, Frame, FrameKind, RequestScanner, ScanLimits};
 
 /// A violation of the protocol by the peer.

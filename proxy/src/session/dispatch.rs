@@ -158,7 +158,10 @@ pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes:
         Action::Done => {}
         Action::Forward { shard, slot } => {
             let reply = ctx.queue.reserve();
-            table.shards()[shard].master.lane(slot).send(bytes, reply);
+            table.shards()[shard]
+                .master
+                .lane(slot, ctx.protocol)
+                .send(bytes, reply);
         }
         Action::FanOut(plan) => fan_out(ctx, table, plan, &bytes),
     }
@@ -171,7 +174,7 @@ pub(crate) fn fan_out(ctx: &Ctx, table: &RoutingTable, plan: MergePlan, request:
     for (index, shard) in shards.iter().enumerate() {
         shard
             .master
-            .lane(0)
+            .lane(0, ctx.protocol)
             .send(request.clone(), ctx.queue.part(seq, index as u32));
     }
 }

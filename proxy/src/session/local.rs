@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 use super::dispatch::{display_name, Action};
 use super::{info, Closing, Ctx};
 use crate::command::{self, CommandSpec, REDIS_VERSION};
-use crate::resp::{encode, Args};
+use crate::resp::{encode, Args, Protocol};
 use crate::router::RoutingTable;
 
 /// Answers a `Route::Local` command.
@@ -33,6 +33,11 @@ pub(super) fn handle(
         "reset" => {
             ctx.authenticated = ctx.state.config.password.is_none();
             ctx.client.fields().name.clear();
+            if ctx.protocol != Protocol::Resp2 {
+                ctx.protocol = Protocol::Resp2;
+                ctx.client.fields().resp = 2;
+                ctx.barrier = true;
+            }
             Action::reply(ctx, Bytes::from_static(b"+RESET\r\n"))
         }
         "info" => info::info(ctx, table, args),
@@ -62,7 +67,7 @@ pub(super) fn handle(
         "client|getname" => {
             let name = ctx.client.fields().name.clone();
             if name.is_empty() {
-                Action::reply(ctx, Bytes::from_static(encode::NULL_BULK))
+                Action::reply(ctx, null(ctx.protocol))
             } else {
                 bulk(ctx, name.as_bytes())
             }
@@ -187,11 +192,14 @@ fn client_setinfo(ctx: &Ctx, args: Args<'_>) -> Action {
     Action::reply(ctx, Bytes::from_static(encode::OK))
 }
 
-/// `HELLO [protover [AUTH user pass] [SETNAME name]]`. Only RESP2 so far.
+/// `HELLO [protover [AUTH user pass] [SETNAME name]]`: switches the protocol, authenticates,
+/// names the connection, and describes the server (a map in RESP3, a flat array in RESP2).
 fn hello(ctx: &mut Ctx, args: Args<'_>) -> Action {
+    let mut protocol = ctx.protocol;
     if args.len() >= 2 {
-        match parse_i64(args.get(1)) {
-            Some(2) => {}
+        protocol = match parse_i64(args.get(1)) {
+            Some(2) => Protocol::Resp2,
+            Some(3) => Protocol::Resp3,
             Some(_) => return Action::error(ctx, "NOPROTO unsupported protocol version"),
             None => {
                 return Action::error(
@@ -199,7 +207,7 @@ fn hello(ctx: &mut Ctx, args: Args<'_>) -> Action {
                     "ERR Protocol version is not an integer or out of range",
                 )
             }
-        }
+        };
     }
     let mut i = 2;
     let mut name = None;
@@ -233,14 +241,20 @@ fn hello(ctx: &mut Ctx, args: Args<'_>) -> Action {
             return Action::error(ctx, e);
         }
     }
+    if protocol != ctx.protocol {
+        ctx.protocol = protocol;
+        ctx.client.fields().resp = if protocol == Protocol::Resp3 { 3 } else { 2 };
+        // Earlier requests travel on the other protocol's lanes: let them finish first.
+        ctx.barrier = true;
+    }
     let mut out = BytesMut::new();
-    encode::array_header(&mut out, 14);
+    map_header(&mut out, protocol, 7);
     for (key, value) in [("server", "redis"), ("version", REDIS_VERSION)] {
         encode::bulk(&mut out, key.as_bytes());
         encode::bulk(&mut out, value.as_bytes());
     }
     encode::bulk(&mut out, b"proto");
-    encode::integer(&mut out, 2);
+    encode::integer(&mut out, if protocol == Protocol::Resp3 { 3 } else { 2 });
     encode::bulk(&mut out, b"id");
     encode::integer(&mut out, ctx.client.id as i64);
     for (key, value) in [("mode", "standalone"), ("role", "master")] {
@@ -250,6 +264,26 @@ fn hello(ctx: &mut Ctx, args: Args<'_>) -> Action {
     encode::bulk(&mut out, b"modules");
     encode::array_header(&mut out, 0);
     Action::reply(ctx, out.freeze())
+}
+
+/// A map of `pairs` entries: `%n` in RESP3, an array of `2n` elements in RESP2.
+fn map_header(out: &mut BytesMut, protocol: Protocol, pairs: usize) {
+    match protocol {
+        Protocol::Resp3 => {
+            out.extend_from_slice(b"%");
+            out.extend_from_slice(pairs.to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        Protocol::Resp2 => encode::array_header(out, pairs * 2),
+    }
+}
+
+/// The null reply of the client's protocol: `$-1` in RESP2, `_` in RESP3.
+pub(crate) fn null(protocol: Protocol) -> Bytes {
+    Bytes::from_static(match protocol {
+        Protocol::Resp2 => encode::NULL_BULK,
+        Protocol::Resp3 => b"_\r\n",
+    })
 }
 
 /// COMMAND GETKEYS from redshard's own table: what the proxy routes by.
@@ -298,7 +332,7 @@ fn config_get(ctx: &Ctx, args: Args<'_>) -> Action {
         }
     }
     let mut out = BytesMut::new();
-    encode::array_header(&mut out, matched.len() * 2);
+    map_header(&mut out, ctx.protocol, matched.len());
     for (name, value) in matched {
         encode::bulk(&mut out, name.as_bytes());
         encode::bulk(&mut out, value.as_bytes());

@@ -142,7 +142,8 @@ pub fn merge(parts: &[Bytes], plan: MergePlan, out: &mut OutBuf) {
             let found = (0..parts.len())
                 .map(|i| &parts[(start + i) % n])
                 .find(|p| !p.starts_with(b"$-1") && !p.starts_with(b"_"));
-            match found {
+            // All empty: any part's null is the null of the client's protocol.
+            match found.or(parts.first()) {
                 Some(part) => out.push(part.clone()),
                 None => out.push(Bytes::from_static(encode::NULL_BULK)),
             }

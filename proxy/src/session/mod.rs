@@ -28,7 +28,7 @@ use tracing::debug;
 use crate::clients::ClientInfo;
 use crate::outbuf::OutBuf;
 use crate::replies::{Completed, ReplyQueue};
-use crate::resp::{FrameKind, RequestScanner};
+use crate::resp::{FrameKind, Protocol, RequestScanner};
 use crate::shutdown::Shutdown;
 use crate::state::ProxyState;
 
@@ -61,6 +61,12 @@ pub(crate) struct Ctx {
     pub closing: Closing,
     /// Scratch space for key positions, reused by every request.
     pub keys: smallvec::SmallVec<[usize; 8]>,
+    /// The client's protocol (HELLO); picks the backend lanes that answer in it.
+    pub protocol: Protocol,
+    /// Set when the protocol changed: nothing more is dispatched until every earlier reply
+    /// is out, so requests sent before and after the switch (on different lanes) cannot
+    /// overtake each other.
+    pub barrier: bool,
 }
 
 /// One client connection being served.
@@ -78,6 +84,9 @@ pub struct Session {
     ctx: Ctx,
     /// The proxy's drain signal.
     shutdown: Shutdown,
+    /// Complete requests wait in `rbuf` because `max_pipeline` or a protocol barrier stopped
+    /// dispatching; retried whenever replies leave the queue.
+    held_back: bool,
 }
 
 impl Session {
@@ -101,8 +110,11 @@ impl Session {
                 authenticated,
                 closing: Closing::Open,
                 keys: smallvec::SmallVec::new(),
+                protocol: Protocol::Resp2,
+                barrier: false,
             },
             shutdown,
+            held_back: false,
         })
     }
 
@@ -132,13 +144,7 @@ impl Session {
                 written = self.out.write_some(&mut wr), if !self.out.is_empty() => {
                     written?;
                 }
-                () = self.ctx.queue.notified() => {
-                    self.take_replies();
-                    // Requests held back by max_pipeline may now go.
-                    if self.ctx.closing == Closing::Open && !self.rbuf.is_empty() {
-                        self.dispatch_buffered();
-                    }
-                }
+                () = self.ctx.queue.notified() => {}
                 read = rd.read_buf(&mut self.rbuf), if reading => {
                     if read? == 0 {
                         // The client closed its side: answer what it sent, then close.
@@ -158,6 +164,12 @@ impl Session {
                 }
             }
             self.take_replies();
+            if self.held_back {
+                // Replies left the queue: requests held back by max_pipeline or a barrier
+                // may go now.
+                self.dispatch_buffered();
+                self.take_replies();
+            }
         }
     }
 
@@ -175,7 +187,15 @@ impl Session {
         let max_pipeline = self.ctx.state.config.limits.max_pipeline;
         let table = self.ctx.state.router.load();
         let mut count = 0u64;
-        while self.ctx.closing == Closing::Open && self.ctx.queue.len() < max_pipeline {
+        self.held_back = false;
+        while self.ctx.closing == Closing::Open {
+            if self.ctx.queue.len() >= max_pipeline
+                || (self.ctx.barrier && !self.ctx.queue.is_empty())
+            {
+                self.held_back = true;
+                break;
+            }
+            self.ctx.barrier = false;
             let frame = match self.scanner.scan(&self.rbuf) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,

@@ -43,7 +43,7 @@ pub(super) fn scan(ctx: &Ctx, table: &RoutingTable, args: Args<'_>) -> Action {
         .reserve_gather(1, MergePlan::Scan { shard, shards });
     table.shards()[shard]
         .master
-        .lane(0)
+        .lane(0, ctx.protocol)
         .send(request.freeze(), ctx.queue.part(seq, 0));
     Action::Done
 }

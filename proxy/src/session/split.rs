@@ -108,7 +108,7 @@ pub(super) fn split(
         encode::request(&mut request, &parts);
         table.shards()[group.shard]
             .master
-            .lane(group.slot)
+            .lane(group.slot, ctx.protocol)
             .send(request.freeze(), ctx.queue.part(seq, index as u32));
     }
     Action::Done
