@@ -53,7 +53,7 @@ fn routing(c: &mut Criterion) {
             i = (i + 1) & 1023;
             let slot = Slot::for_key(keys[i].as_bytes());
             let node = table.master_of(slot);
-            black_box(node.lane(slot.get()));
+            black_box(node.lane(slot.get(), redshard_proxy::resp::Protocol::Resp2));
         });
     });
 }
