@@ -131,10 +131,9 @@ async fn unknown_wrong_arity_forbidden_and_unsupported_commands() {
         }
     }
     for unsupported in [
-        vec!["MULTI"],
-        vec!["BLPOP", "l", "0"],
         vec!["SUBSCRIBE", "ch"],
-        vec!["XREAD", "BLOCK", "0", "STREAMS", "s", "$"],
+        vec!["PUBLISH", "ch", "m"],
+        vec!["WAIT", "0", "0"],
     ] {
         let reply = c.cmd(&unsupported).await;
         assert!(

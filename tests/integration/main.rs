@@ -10,3 +10,4 @@ mod resp3;
 mod routing;
 mod split;
 mod tools;
+mod transactions;

@@ -99,10 +99,29 @@ pub async fn run(
                 backoff = config.backoff_min;
                 match serve(stream, &mut rx, &addr, &config).await {
                     Ended::Unused => return,
+                    Ended::Failed(error) if !config.reconnect => {
+                        // A private lane's connection state (WATCH) must not be silently
+                        // replaced: what is queued fails, and the owner opens a new lane.
+                        debug!(node = %addr, %error, "private lane connection lost");
+                        rx.close();
+                        let reply = error_reply(&addr, &error);
+                        while let Ok(request) = rx.try_recv() {
+                            request.reply.deliver(reply.clone());
+                        }
+                        return;
+                    }
                     Ended::Failed(error) => {
                         warn!(node = %addr, lane = index, %error, "lane connection lost");
                     }
                 }
+            }
+            Err(error) if !config.reconnect => {
+                let reply = error_reply(&addr, &error);
+                rx.close();
+                while let Ok(request) = rx.try_recv() {
+                    request.reply.deliver(reply.clone());
+                }
+                return;
             }
             Err(error) => {
                 warn!(node = %addr, lane = index, %error, retry_ms = backoff.as_millis() as u64, "lane cannot connect");
@@ -167,7 +186,9 @@ async fn serve(
     let mut scanner = ReplyScanner::new(config.max_reply_depth);
     // Armed for the oldest in-flight request; when it fires early (that request was answered)
     // it is re-armed for the new oldest one. Sent times only grow along the FIFO.
-    let timer = tokio::time::sleep(config.response_timeout);
+    // Without a response timeout (private lanes) the timer is never armed.
+    let timeout = config.response_timeout;
+    let timer = tokio::time::sleep(timeout.unwrap_or(Duration::from_secs(3600)));
     tokio::pin!(timer);
     let mut open = true;
 
@@ -186,8 +207,8 @@ async fn serve(
                     continue;
                 }
                 let now = Instant::now();
-                if in_flight.is_empty() {
-                    timer.as_mut().reset(now + config.response_timeout);
+                if let (true, Some(timeout)) = (in_flight.is_empty(), timeout) {
+                    timer.as_mut().reset(now + timeout);
                 }
                 for request in batch.drain(..) {
                     out.push(request.bytes);
@@ -209,12 +230,13 @@ async fn serve(
                     break Err(e);
                 }
             }
-            () = &mut timer, if !in_flight.is_empty() => {
+            () = &mut timer, if timeout.is_some() && !in_flight.is_empty() => {
+                let timeout = timeout.unwrap_or_default();
                 let oldest = in_flight.front().map_or_else(Instant::now, |r| r.sent);
-                if oldest.elapsed() >= config.response_timeout {
-                    break Err(LaneError::Timeout(config.response_timeout));
+                if oldest.elapsed() >= timeout {
+                    break Err(LaneError::Timeout(timeout));
                 }
-                timer.as_mut().reset(oldest + config.response_timeout);
+                timer.as_mut().reset(oldest + timeout);
             }
         }
     };

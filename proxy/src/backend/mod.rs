@@ -33,14 +33,17 @@ pub struct LaneConfig {
     pub lanes: usize,
     /// Bound on TCP connect plus the AUTH handshake.
     pub connect_timeout: Duration,
-    /// Bound on the wait for the oldest in-flight reply before the connection is declared dead.
-    pub response_timeout: Duration,
+    /// Bound on the wait for the oldest in-flight reply before the connection is declared dead;
+    /// `None` on private lanes, where a blocking command may legitimately wait forever.
+    pub response_timeout: Option<Duration>,
     /// First wait before reconnecting after a failed connect.
     pub backoff_min: Duration,
     /// Longest wait between reconnect attempts.
     pub backoff_max: Duration,
     /// Nesting bound for replies (a safety limit against a broken backend).
     pub max_reply_depth: usize,
+    /// Whether a failed connection is replaced (shared lanes) or ends the lane (private lanes).
+    pub reconnect: bool,
 }
 
 impl LaneConfig {
@@ -52,10 +55,11 @@ impl LaneConfig {
             password: backend.password.clone(),
             lanes: backend.lanes,
             connect_timeout: backend.connect_timeout,
-            response_timeout: backend.response_timeout,
+            response_timeout: Some(backend.response_timeout),
             backoff_min: backend.reconnect_backoff_min,
             backoff_max: backend.reconnect_backoff_max,
             max_reply_depth,
+            reconnect: true,
         }
     }
 }
@@ -98,6 +102,48 @@ pub struct Node {
     lanes3: OnceLock<Box<[LaneHandle]>>,
     /// Settings for starting `lanes3` later.
     config: Arc<LaneConfig>,
+}
+
+/// A connection of one client's own, for what cannot share a lane: transactions (WATCH,
+/// MULTI ... EXEC) and blocking commands. It is a lane with no response timeout whose task
+/// is aborted, closing the connection, when the client's session drops it, so a client that
+/// leaves while blocked frees its backend connection at once.
+#[derive(Debug)]
+pub struct PrivateLane {
+    /// Where the connection goes.
+    addr: NodeAddr,
+    /// The protocol it speaks.
+    protocol: Protocol,
+    /// The sending side.
+    handle: LaneHandle,
+    /// The lane task, aborted on drop.
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PrivateLane {
+    /// Whether this lane goes to `addr` in `protocol`.
+    #[must_use]
+    pub fn serves(&self, addr: &NodeAddr, protocol: Protocol) -> bool {
+        &self.addr == addr && self.protocol == protocol
+    }
+
+    /// The sending side.
+    #[must_use]
+    pub fn handle(&self) -> &LaneHandle {
+        &self.handle
+    }
+
+    /// Whether the lane has ended (its connection failed); a new one is needed.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.handle.tx.is_closed()
+    }
+}
+
+impl Drop for PrivateLane {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// Starts `config.lanes` lane tasks speaking `protocol` to `addr`.
@@ -146,6 +192,28 @@ impl Node {
                 .get_or_init(|| spawn_lanes(&self.addr, &self.config, Protocol::Resp3)),
         };
         &lanes[usize::from(slot) % lanes.len()]
+    }
+
+    /// A new private lane to this node for one client.
+    #[must_use]
+    pub fn private_lane(&self, protocol: Protocol) -> PrivateLane {
+        let mut config = (*self.config).clone();
+        config.response_timeout = None;
+        config.reconnect = false;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(lane::run(
+            self.addr.clone(),
+            0,
+            protocol,
+            Arc::new(config),
+            rx,
+        ));
+        PrivateLane {
+            addr: self.addr.clone(),
+            protocol,
+            handle: LaneHandle { tx },
+            task,
+        }
     }
 
     /// How many lanes this node has.

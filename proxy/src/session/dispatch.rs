@@ -8,7 +8,8 @@ use bytes::{Bytes, BytesMut};
 use redshard_config::Slot;
 
 use super::merge::MergePlan;
-use super::{local, scan, split, Ctx};
+use super::{local, scan, split, txn, Ctx};
+use crate::backend::{LaneHandle, Node};
 use crate::command::{self, ArgList, CommandSpec, Flags, Route};
 use crate::resp::{encode, Args};
 use crate::router::RoutingTable;
@@ -27,6 +28,26 @@ pub(crate) enum Action {
     },
     /// Send the original bytes to every master and merge the replies.
     FanOut(MergePlan),
+    /// Not now: dispatch it again once every earlier reply is in (it goes to the private lane,
+    /// which must not overtake the shared lanes). The request stays in the read buffer.
+    HoldBack,
+    /// Inside MULTI: keep the bytes for EXEC and answer `+QUEUED`.
+    Queue,
+    /// Send the original bytes on the client's private lane to shard `shard`'s master.
+    Private {
+        /// Index into the routing table's shards.
+        shard: usize,
+    },
+    /// EXEC: send MULTI, the queued requests and the client's EXEC on the private lane to
+    /// shard `shard`'s master; the client gets EXEC's reply.
+    Exec {
+        /// Index into the routing table's shards.
+        shard: usize,
+        /// The transaction's requests.
+        queued: Vec<Bytes>,
+        /// A WATCH ran on the private lane: it must still be the same connection.
+        watched: bool,
+    },
 }
 
 impl Action {
@@ -79,10 +100,19 @@ pub(crate) fn display_name(spec: &CommandSpec) -> String {
 pub(crate) fn dispatch(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>) -> Action {
     let spec = match command::resolve(&args) {
         Ok(spec) => spec,
-        Err(e) => return Action::error_raw(ctx, e.as_bytes()),
+        Err(e) => {
+            txn::abort_with(ctx);
+            return Action::error_raw(ctx, e.as_bytes());
+        }
     };
     if !ctx.authenticated && !spec.flags.contains(Flags::NO_AUTH) {
         return Action::error(ctx, "NOAUTH Authentication required.");
+    }
+    if ctx.tx.is_some() {
+        return txn::inside_multi(ctx, table, spec, args);
+    }
+    if let Some(action) = txn::outside_multi(ctx, table, spec, args) {
+        return action;
     }
     match spec.route {
         Route::Keyed => keyed(ctx, table, spec, args),
@@ -134,9 +164,6 @@ fn keyed(
     if rest.iter().any(|&k| Slot::for_key(args.get(k)) != slot) {
         return Action::error(ctx, "CROSSSLOT Keys in request don't hash to the same slot");
     }
-    if spec.flags.contains(Flags::BLOCKING) || is_blocking_read(spec, args) {
-        return unsupported(ctx, spec);
-    }
     Action::Forward {
         shard: table.shard_of(slot),
         slot: slot.get(),
@@ -144,7 +171,7 @@ fn keyed(
 }
 
 /// XREAD / XREADGROUP with a BLOCK option block like BLPOP and need a dedicated connection.
-fn is_blocking_read(spec: &CommandSpec, args: Args<'_>) -> bool {
+pub(crate) fn is_blocking_read(spec: &CommandSpec, args: Args<'_>) -> bool {
     matches!(spec.name, "xread" | "xreadgroup")
         && args
             .iter()
@@ -164,6 +191,64 @@ pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes:
                 .send(bytes, reply);
         }
         Action::FanOut(plan) => fan_out(ctx, table, plan, &bytes),
+        Action::HoldBack => unreachable!("held-back requests are not consumed"),
+        Action::Queue => {
+            if let Some(tx) = ctx.tx.as_mut() {
+                tx.queued.push(bytes);
+            }
+            ctx.queue.push_ready(Bytes::from_static(b"+QUEUED\r\n"));
+        }
+        Action::Private { shard } => {
+            let reply = ctx.queue.reserve();
+            private_lane(ctx, &table.shards()[shard].master).send(bytes, reply);
+            ctx.barrier = true;
+        }
+        Action::Exec {
+            shard,
+            queued,
+            watched,
+        } => {
+            let node = &table.shards()[shard].master;
+            if watched
+                && !ctx
+                    .private
+                    .as_ref()
+                    .is_some_and(|p| p.serves(node.addr(), ctx.protocol) && !p.is_closed())
+            {
+                ctx.private = None;
+                ctx.queue.push_ready(error_reply(
+                    "ERR redshard: the backend connection that ran WATCH was lost; the transaction was not executed",
+                ));
+                return;
+            }
+            let seq = ctx.queue.reserve_gather(queued.len() + 2, MergePlan::Last);
+            let lane = private_lane(ctx, node).clone();
+            lane.send(
+                Bytes::from_static(b"*1\r\n$5\r\nMULTI\r\n"),
+                ctx.queue.part(seq, 0),
+            );
+            let count = queued.len();
+            for (i, request) in queued.into_iter().enumerate() {
+                lane.send(request, ctx.queue.part(seq, i as u32 + 1));
+            }
+            lane.send(bytes, ctx.queue.part(seq, count as u32 + 1));
+            ctx.barrier = true;
+        }
+    }
+}
+
+/// The client's private lane to `node`, opened (or replaced) when needed.
+fn private_lane<'a>(ctx: &'a mut Ctx, node: &Node) -> &'a LaneHandle {
+    let reusable = ctx
+        .private
+        .as_ref()
+        .is_some_and(|p| p.serves(node.addr(), ctx.protocol) && !p.is_closed());
+    if !reusable {
+        ctx.private = Some(node.private_lane(ctx.protocol));
+    }
+    match &ctx.private {
+        Some(private) => private.handle(),
+        None => unreachable!("set just above"),
     }
 }
 

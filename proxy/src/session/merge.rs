@@ -41,6 +41,8 @@ pub enum MergePlan {
         /// How many shards there are.
         shards: usize,
     },
+    /// The last part's reply (EXEC after MULTI and the queued commands), errors included.
+    Last,
     /// INFO: the proxy's own sections, followed by the masters' keyspaces summed.
     Info {
         /// The sections the proxy wrote, already formatted.
@@ -81,6 +83,12 @@ const UNEXPECTED: &str = "ERR redshard: a backend sent an unexpected reply to a 
 pub fn merge(parts: &[Bytes], plan: MergePlan, out: &mut OutBuf) {
     if let MergePlan::Info { text } = plan {
         out.push(super::info::with_keyspace(text, parts));
+        return;
+    }
+    if plan == MergePlan::Last {
+        if let Some(last) = parts.last() {
+            out.push(last.clone());
+        }
         return;
     }
     if let Some(error) = parts.iter().find(|p| reply::is_error(p)) {
@@ -153,7 +161,7 @@ pub fn merge(parts: &[Bytes], plan: MergePlan, out: &mut OutBuf) {
             Some(part) => super::scan::rewrite(part, shard, shards, &mut buf),
             None => encode::error(&mut buf, UNEXPECTED),
         },
-        MergePlan::Info { .. } => unreachable!("handled above"),
+        MergePlan::Info { .. } | MergePlan::Last => unreachable!("handled above"),
     }
     out.push(buf.freeze());
 }

@@ -15,6 +15,7 @@ mod local;
 pub mod merge;
 mod scan;
 mod split;
+mod txn;
 
 use std::io;
 use std::sync::atomic::Ordering;
@@ -25,6 +26,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tracing::debug;
 
+use crate::backend::PrivateLane;
 use crate::clients::ClientInfo;
 use crate::outbuf::OutBuf;
 use crate::replies::{Completed, ReplyQueue};
@@ -67,6 +69,12 @@ pub(crate) struct Ctx {
     /// is out, so requests sent before and after the switch (on different lanes) cannot
     /// overtake each other.
     pub barrier: bool,
+    /// The client's own backend connection (transactions, blocking commands), if it has one.
+    pub private: Option<PrivateLane>,
+    /// The transaction being queued, between MULTI and EXEC.
+    pub tx: Option<txn::Transaction>,
+    /// The slot of the keys WATCHed on the private lane, until EXEC, DISCARD or UNWATCH.
+    pub watch: Option<redshard_config::Slot>,
 }
 
 /// One client connection being served.
@@ -112,6 +120,9 @@ impl Session {
                 keys: smallvec::SmallVec::new(),
                 protocol: Protocol::Resp2,
                 barrier: false,
+                private: None,
+                tx: None,
+                watch: None,
             },
             shutdown,
             held_back: false,
@@ -147,6 +158,11 @@ impl Session {
                 () = self.ctx.queue.notified() => {}
                 read = rd.read_buf(&mut self.rbuf), if reading => {
                     if read? == 0 {
+                        if self.ctx.private.is_some() {
+                            // It may be blocked (BLPOP 0) on its private connection, which
+                            // only closing frees: the client is gone, so end now.
+                            return Ok(());
+                        }
                         // The client closed its side: answer what it sent, then close.
                         self.ctx.closing = Closing::AfterReplies;
                     } else {
@@ -160,6 +176,10 @@ impl Session {
                     }
                 }
                 () = self.shutdown.wait(), if self.ctx.closing == Closing::Open => {
+                    if self.ctx.private.is_some() && !self.ctx.queue.is_empty() {
+                        // Blocked on its private connection: it could wait forever.
+                        return Ok(());
+                    }
                     self.ctx.closing = Closing::AfterReplies;
                 }
             }
@@ -212,8 +232,14 @@ impl Session {
                 self.scanner.reset();
                 continue;
             }
-            count += 1;
             let action = dispatch::dispatch(&mut self.ctx, &table, self.scanner.args(&self.rbuf));
+            if matches!(action, dispatch::Action::HoldBack) {
+                // The frame stays scanned; it is dispatched again once the queue is empty.
+                self.ctx.barrier = true;
+                self.held_back = true;
+                break;
+            }
+            count += 1;
             let bytes = if frame.kind == FrameKind::Inline {
                 let bytes = bytes::Bytes::copy_from_slice(self.scanner.inline_resp());
                 self.rbuf.advance(frame.len);

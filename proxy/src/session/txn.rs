@@ -1,0 +1,227 @@
+//! Transactions (WATCH, MULTI ... EXEC, DISCARD, UNWATCH) and blocking commands, on the
+//! client's private lane.
+//!
+//! Such state lives on one backend connection, so it cannot share a lane. The rules:
+//! - MULTI is answered `+OK` by the proxy and every command after it `+QUEUED` (after Redis's
+//!   own checks and the slot check); EXEC sends `MULTI`, the queued commands and `EXEC` in one
+//!   batch to the master of the transaction's slot, and the client gets the reply to EXEC.
+//! - Every key of the transaction, and of the WATCH before it, must be in one slot, as in
+//!   Redis Cluster: a key in another slot gets `-CROSSSLOT ...` and EXEC then answers
+//!   `-EXECABORT ...`, like any command refused while queueing.
+//! - WATCH goes at once to the master of its slot on the private lane, since it watches from
+//!   the moment it runs.
+//! - A transaction that ends without EXEC (DISCARD, EXECABORT) drops the private lane: closing
+//!   the connection clears whatever it watched.
+//! - Blocking commands (BLPOP, XREAD BLOCK, ...) run on the private lane and may block forever;
+//!   a client that leaves closes that connection and so frees it.
+//! - The private lane and the shared lanes are different connections, so before sending on the
+//!   private lane the session waits until every earlier reply is in (they have run), and
+//!   nothing after it is dispatched until its reply is in.
+
+use bytes::Bytes;
+use redshard_config::Slot;
+
+use super::dispatch::{display_name, Action};
+use super::Ctx;
+use crate::command::{ArgList, CommandSpec, Flags, Route};
+use crate::resp::Args;
+use crate::router::RoutingTable;
+
+/// A transaction being queued (between MULTI and EXEC).
+#[derive(Debug, Default)]
+pub(crate) struct Transaction {
+    /// The slot every key must hash to, once the first key (or the WATCH) fixed it.
+    slot: Option<Slot>,
+    /// The queued requests' bytes, in order.
+    pub(super) queued: Vec<Bytes>,
+    /// A queued command was refused: EXEC answers EXECABORT.
+    pub(super) dirty: bool,
+}
+
+const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
+
+/// The one slot of a request's keys: `Ok(None)` without keys, `Err` with the error to reply.
+fn slot_of(ctx: &mut Ctx, spec: &CommandSpec, args: Args<'_>) -> Result<Option<Slot>, Vec<u8>> {
+    spec.key_indices(&args, &mut ctx.keys)
+        .map_err(|e| e.as_bytes().to_vec())?;
+    let mut slot = None;
+    for &k in &ctx.keys {
+        let s = Slot::for_key(args.arg(k));
+        match slot {
+            None => slot = Some(s),
+            Some(first) if first != s => return Err(CROSSSLOT.as_bytes().to_vec()),
+            Some(_) => {}
+        }
+    }
+    Ok(slot)
+}
+
+/// Handles MULTI, EXEC, DISCARD, WATCH and UNWATCH outside a transaction, and blocking
+/// commands. Returns `None` for every other command.
+pub(super) fn outside_multi(
+    ctx: &mut Ctx,
+    table: &RoutingTable,
+    spec: &CommandSpec,
+    args: Args<'_>,
+) -> Option<Action> {
+    let action = match spec.name {
+        "multi" => {
+            if !ctx.queue.is_empty() {
+                return Some(Action::HoldBack);
+            }
+            ctx.tx = Some(Transaction {
+                slot: ctx.watch,
+                ..Transaction::default()
+            });
+            Action::reply(ctx, Bytes::from_static(b"+OK\r\n"))
+        }
+        "exec" => Action::error(ctx, "ERR EXEC without MULTI"),
+        "discard" => Action::error(ctx, "ERR DISCARD without MULTI"),
+        "watch" => {
+            let slot = match slot_of(ctx, spec, args) {
+                Ok(Some(slot)) => slot,
+                Ok(None) => {
+                    return Some(Action::error(
+                        ctx,
+                        "ERR wrong number of arguments for 'watch' command",
+                    ))
+                }
+                Err(e) => return Some(Action::error_raw(ctx, &e)),
+            };
+            if ctx.watch.is_some_and(|w| w != slot) {
+                return Some(Action::error(ctx, CROSSSLOT));
+            }
+            if !ctx.queue.is_empty() {
+                return Some(Action::HoldBack);
+            }
+            ctx.watch = Some(slot);
+            Action::Private {
+                shard: table.shard_of(slot),
+            }
+        }
+        "unwatch" => match ctx.watch.take() {
+            Some(slot) => {
+                if !ctx.queue.is_empty() {
+                    ctx.watch = Some(slot);
+                    return Some(Action::HoldBack);
+                }
+                Action::Private {
+                    shard: table.shard_of(slot),
+                }
+            }
+            None => Action::reply(ctx, Bytes::from_static(b"+OK\r\n")),
+        },
+        _ if spec.flags.contains(Flags::BLOCKING)
+            || super::dispatch::is_blocking_read(spec, args) =>
+        {
+            let slot = match slot_of(ctx, spec, args) {
+                Ok(slot) => slot.unwrap_or(Slot::for_key(b"")),
+                Err(e) => return Some(Action::error_raw(ctx, &e)),
+            };
+            if ctx
+                .watch
+                .is_some_and(|w| table.shard_of(w) != table.shard_of(slot))
+            {
+                return Some(Action::error(
+                    ctx,
+                    "ERR redshard: a blocking command on another shard than the WATCHed keys is not supported",
+                ));
+            }
+            if !ctx.queue.is_empty() {
+                return Some(Action::HoldBack);
+            }
+            Action::Private {
+                shard: table.shard_of(slot),
+            }
+        }
+        _ => return None,
+    };
+    Some(action)
+}
+
+/// Handles a command between MULTI and EXEC.
+pub(super) fn inside_multi(
+    ctx: &mut Ctx,
+    table: &RoutingTable,
+    spec: &CommandSpec,
+    args: Args<'_>,
+) -> Action {
+    match spec.name {
+        "multi" => return Action::error(ctx, "ERR MULTI calls can not be nested"),
+        "watch" => return Action::error(ctx, "ERR WATCH inside MULTI is not allowed"),
+        "discard" => {
+            ctx.tx = None;
+            if ctx.watch.take().is_some() {
+                // Closing the private connection forgets what it watched.
+                ctx.private = None;
+            }
+            return Action::reply(ctx, Bytes::from_static(b"+OK\r\n"));
+        }
+        "exec" => return exec(ctx, table),
+        _ => {}
+    }
+    let queueable = match spec.route {
+        Route::Keyed | Route::Split(_) | Route::Dedicated => {
+            !spec.flags.contains(Flags::PUBSUB) && !matches!(spec.name, "wait" | "unwatch")
+        }
+        Route::Local => matches!(spec.name, "ping" | "echo"),
+        _ => false,
+    };
+    if !queueable {
+        return refuse(
+            ctx,
+            &format!(
+                "ERR {} is not supported inside MULTI by redshard",
+                display_name(spec)
+            ),
+        );
+    }
+    let slot = match slot_of(ctx, spec, args) {
+        Ok(slot) => slot,
+        Err(e) => {
+            abort_with(ctx);
+            return Action::error_raw(ctx, &e);
+        }
+    };
+    if let (Some(tx), Some(slot)) = (ctx.tx.as_mut(), slot) {
+        match tx.slot {
+            Some(first) if first != slot => return refuse(ctx, CROSSSLOT),
+            _ => tx.slot = Some(slot),
+        }
+    }
+    Action::Queue
+}
+
+/// Marks the transaction so that EXEC answers EXECABORT.
+pub(super) fn abort_with(ctx: &mut Ctx) {
+    if let Some(tx) = ctx.tx.as_mut() {
+        tx.dirty = true;
+    }
+}
+
+fn refuse(ctx: &mut Ctx, text: &str) -> Action {
+    abort_with(ctx);
+    Action::error(ctx, text)
+}
+
+fn exec(ctx: &mut Ctx, table: &RoutingTable) -> Action {
+    let Some(tx) = ctx.tx.take() else {
+        return Action::error(ctx, "ERR EXEC without MULTI");
+    };
+    let watched = ctx.watch.take();
+    if tx.dirty {
+        if watched.is_some() {
+            ctx.private = None;
+        }
+        return Action::error(
+            ctx,
+            "EXECABORT Transaction discarded because of previous errors.",
+        );
+    }
+    let shard = tx.slot.or(watched).map_or(0, |slot| table.shard_of(slot));
+    Action::Exec {
+        shard,
+        queued: tx.queued,
+        watched: watched.is_some(),
+    }
+}

@@ -1,0 +1,210 @@
+//! MULTI/EXEC/WATCH and blocking commands on the client's private backend connection.
+
+use std::time::{Duration, Instant};
+
+use redshard_tests::{Reply, TestCluster};
+
+fn err(text: &str) -> Reply {
+    Reply::Error(text.into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_exec_runs_atomically_on_the_slots_master() {
+    let cluster = TestCluster::start(3).await;
+    let mut c = cluster.client().await;
+    assert!(c.cmd(&["SET", "{u}a", "1"]).await.is_ok());
+    let replies = c
+        .pipeline(&[
+            vec!["MULTI"],
+            vec!["INCR", "{u}a"],
+            vec!["SET", "{u}b", "x"],
+            vec!["PING"],
+            vec!["MGET", "{u}a", "{u}b"],
+            vec!["EXEC"],
+            vec!["GET", "{u}a"],
+        ])
+        .await;
+    assert!(replies[0].is_ok());
+    for r in &replies[1..5] {
+        assert_eq!(r, &Reply::Status("QUEUED".into()));
+    }
+    assert_eq!(
+        replies[5],
+        Reply::Array(vec![
+            Reply::Int(2),
+            Reply::Status("OK".into()),
+            Reply::Status("PONG".into()),
+            Reply::Array(vec![Reply::bulk("2"), Reply::bulk("x")]),
+        ])
+    );
+    assert_eq!(replies[6], Reply::bulk("2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_commands_abort_the_transaction_like_redis_cluster() {
+    let cluster = TestCluster::start(3).await;
+    let mut c = cluster.client().await;
+    let crossslot = err("CROSSSLOT Keys in request don't hash to the same slot");
+    assert!(c.cmd(&["MULTI"]).await.is_ok());
+    assert_eq!(
+        c.cmd(&["SET", "a", "1"]).await,
+        Reply::Status("QUEUED".into())
+    );
+    assert_eq!(c.cmd(&["SET", "b", "1"]).await, crossslot);
+    assert_eq!(
+        c.cmd(&["EXEC"]).await,
+        err("EXECABORT Transaction discarded because of previous errors.")
+    );
+    assert_eq!(c.cmd(&["GET", "a"]).await, Reply::Bulk(None), "nothing ran");
+
+    assert!(c.cmd(&["MULTI"]).await.is_ok());
+    assert_eq!(
+        c.cmd(&["MULTI"]).await,
+        err("ERR MULTI calls can not be nested")
+    );
+    assert_eq!(
+        c.cmd(&["WATCH", "a"]).await,
+        err("ERR WATCH inside MULTI is not allowed")
+    );
+    assert!(
+        matches!(c.cmd(&["NOSUCH"]).await, Reply::Error(e) if e.starts_with("ERR unknown command"))
+    );
+    assert_eq!(
+        c.cmd(&["EXEC"]).await,
+        err("EXECABORT Transaction discarded because of previous errors.")
+    );
+
+    assert!(c.cmd(&["MULTI"]).await.is_ok());
+    assert_eq!(
+        c.cmd(&["SET", "a", "1"]).await,
+        Reply::Status("QUEUED".into())
+    );
+    assert!(c.cmd(&["DISCARD"]).await.is_ok());
+    assert_eq!(c.cmd(&["EXEC"]).await, err("ERR EXEC without MULTI"));
+    assert_eq!(c.cmd(&["DISCARD"]).await, err("ERR DISCARD without MULTI"));
+    assert_eq!(c.cmd(&["GET", "a"]).await, Reply::Bulk(None));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_detects_a_concurrent_change() {
+    let cluster = TestCluster::start(3).await;
+    let mut c = cluster.client().await;
+    let mut other = cluster.client().await;
+    assert!(c.cmd(&["SET", "{acct}balance", "10"]).await.is_ok());
+    // Untouched: EXEC runs.
+    assert!(c.cmd(&["WATCH", "{acct}balance"]).await.is_ok());
+    assert_eq!(c.cmd(&["GET", "{acct}balance"]).await, Reply::bulk("10"));
+    assert!(c.cmd(&["MULTI"]).await.is_ok());
+    assert_eq!(
+        c.cmd(&["DECRBY", "{acct}balance", "3"]).await,
+        Reply::Status("QUEUED".into())
+    );
+    assert_eq!(c.cmd(&["EXEC"]).await, Reply::Array(vec![Reply::Int(7)]));
+    // Changed by another client between WATCH and EXEC: EXEC returns nil, nothing ran.
+    assert!(c.cmd(&["WATCH", "{acct}balance"]).await.is_ok());
+    assert!(other.cmd(&["SET", "{acct}balance", "100"]).await.is_ok());
+    assert!(c.cmd(&["MULTI"]).await.is_ok());
+    assert_eq!(
+        c.cmd(&["DECRBY", "{acct}balance", "3"]).await,
+        Reply::Status("QUEUED".into())
+    );
+    assert_eq!(c.cmd(&["EXEC"]).await, Reply::Bulk(None));
+    assert_eq!(c.cmd(&["GET", "{acct}balance"]).await, Reply::bulk("100"));
+    // WATCH keys must share the transaction's slot.
+    assert!(c.cmd(&["WATCH", "{acct}balance"]).await.is_ok());
+    assert!(c.cmd(&["MULTI"]).await.is_ok());
+    assert_eq!(
+        c.cmd(&["SET", "elsewhere", "1"]).await,
+        err("CROSSSLOT Keys in request don't hash to the same slot")
+    );
+    assert!(matches!(c.cmd(&["EXEC"]).await, Reply::Error(e) if e.starts_with("EXECABORT")));
+    assert!(c.cmd(&["UNWATCH"]).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_pops_wait_for_a_push_and_keep_pipeline_order() {
+    let cluster = TestCluster::start(3).await;
+    let mut waiter = cluster.client().await;
+    let mut pusher = cluster.client().await;
+    waiter
+        .send_raw(&redshard_tests::client::encode_command(&[
+            "BLPOP", "jobs", "0",
+        ]))
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(pusher.cmd(&["RPUSH", "jobs", "j1"]).await, Reply::Int(1));
+    assert_eq!(
+        waiter.read().await,
+        Reply::Array(vec![Reply::bulk("jobs"), Reply::bulk("j1")])
+    );
+    // Timeout expires: nil, after about the timeout.
+    let started = Instant::now();
+    assert_eq!(
+        waiter.cmd(&["BRPOP", "nothing", "0.3"]).await,
+        Reply::Bulk(None)
+    );
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    // In a pipeline, the blocking command sees earlier writes and later commands see its effect.
+    let replies = waiter
+        .pipeline(&[
+            vec!["DEL", "{q}src"],
+            vec!["RPUSH", "{q}src", "a", "b"],
+            vec!["BLMOVE", "{q}src", "{q}dst", "LEFT", "RIGHT", "0"],
+            vec!["LRANGE", "{q}src", "0", "-1"],
+        ])
+        .await;
+    assert_eq!(replies[2], Reply::bulk("a"));
+    assert_eq!(replies[3], Reply::Array(vec![Reply::bulk("b")]));
+    // XREAD BLOCK waits for XADD.
+    waiter
+        .send_raw(&redshard_tests::client::encode_command(&[
+            "XREAD", "BLOCK", "0", "STREAMS", "s", "$",
+        ]))
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(matches!(
+        pusher.cmd(&["XADD", "s", "*", "f", "v"]).await,
+        Reply::Bulk(Some(_))
+    ));
+    let Reply::Array(streams) = waiter.read().await else {
+        panic!("XREAD returns streams")
+    };
+    assert_eq!(streams.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_while_blocked_frees_the_backend_connection() {
+    let cluster = TestCluster::start(1).await;
+    let mut master = cluster.master(0).await;
+    let blocked = |info: &str| -> i64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix("blocked_clients:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(-1)
+    };
+    let mut waiter = cluster.client().await;
+    waiter
+        .send_raw(&redshard_tests::client::encode_command(&[
+            "BLPOP", "never", "0",
+        ]))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while blocked(&master.cmd(&["INFO", "clients"]).await.text()) != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the BLPOP never reached the master"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(waiter);
+    while blocked(&master.cmd(&["INFO", "clients"]).await.text()) != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the blocked backend connection was not freed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The shared lanes are unaffected.
+    let mut c = cluster.client().await;
+    assert!(c.cmd(&["SET", "k", "v"]).await.is_ok());
+}
