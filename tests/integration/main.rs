@@ -6,6 +6,7 @@ mod backend_failure;
 mod binary;
 mod commands;
 mod protocol;
+mod pubsub;
 mod resp3;
 mod routing;
 mod split;

@@ -10,6 +10,7 @@
 
 mod connect;
 pub mod lane;
+pub mod subscriber;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -214,6 +215,16 @@ impl Node {
             handle: LaneHandle { tx },
             task,
         }
+    }
+
+    /// A new subscription connection to this node for a client whose queue is `sink`.
+    #[must_use]
+    pub fn subscriber(
+        &self,
+        protocol: Protocol,
+        sink: Arc<crate::replies::ReplyQueue>,
+    ) -> subscriber::Subscriber {
+        subscriber::Subscriber::spawn(self.addr.clone(), protocol, Arc::clone(&self.config), sink)
     }
 
     /// How many lanes this node has.

@@ -63,6 +63,8 @@ pub enum Route {
     Dedicated,
     /// SCAN: visits the masters one after another; the proxy's cursor carries the shard.
     Scan,
+    /// Pub/sub: channels live on the master of their slot, patterns on every master.
+    PubSub,
 }
 
 /// How a [`Route::Split`] command is split into per-shard parts and merged back.

@@ -209,10 +209,6 @@ pub(crate) const FORBIDDEN: &[&str] = &[
 ///   XREADGROUP, which block only with `BLOCK`: they stay `Keyed` and the session checks
 ///   for `BLOCK` itself. WAIT is not flagged blocking in Redis 7.0 but blocks the
 ///   connection until replicas acknowledge.
-/// - Pub/sub, all of it for now: subscriptions hold the connection, and publishing must
-///   reach the node the subscribers are on, which the pub/sub design will decide
-///   (SPUBLISH's channel is a `NOT_KEY` key spec, so `key_indices` does not report it
-///   and routing it as `Keyed` would send it to an arbitrary master).
 pub(crate) const DEDICATED: &[&str] = &[
     "multi",
     "exec",
@@ -228,6 +224,13 @@ pub(crate) const DEDICATED: &[&str] = &[
     "bzpopmax",
     "bzmpop",
     "wait",
+];
+
+/// Pub/sub: a channel lives on the master of its slot (PUBLISH and SUBSCRIBE of a channel
+/// meet there; SPUBLISH's channel is a `NOT_KEY` key spec, so `key_indices` does not report
+/// it), patterns on every master; subscriptions hold connections of their own. See the
+/// session's `pubsub.rs`.
+pub(crate) const PUBSUB: &[&str] = &[
     "subscribe",
     "psubscribe",
     "ssubscribe",
@@ -265,6 +268,9 @@ pub(crate) const fn route_of(name: &str) -> Route {
     if listed(LOCAL, name) {
         return Route::Local;
     }
+    if listed(PUBSUB, name) {
+        return Route::PubSub;
+    }
     let mut i = 0;
     while i < SPLIT.len() {
         if const_eq(SPLIT[i].0, name) {
@@ -299,6 +305,7 @@ pub(crate) fn listed_names() -> impl Iterator<Item = &'static str> {
         .chain(FLUSH)
         .chain(FORBIDDEN)
         .chain(DEDICATED)
+        .chain(PUBSUB)
         .copied()
         .chain(SPLIT.iter().map(|(n, _)| *n))
         .chain(FAN_OUT.iter().map(|(n, _)| *n))

@@ -419,7 +419,10 @@ fn routes_follow_the_rules() {
     assert_eq!(route("acl|whoami"), Route::Forbidden);
     assert_eq!(route("multi"), Route::Dedicated);
     assert_eq!(route("wait"), Route::Dedicated);
-    assert_eq!(route("spublish"), Route::Dedicated);
+    assert_eq!(route("spublish"), Route::PubSub);
+    assert_eq!(route("psubscribe"), Route::PubSub);
+    assert_eq!(route("scan"), Route::Scan);
+    assert_eq!(route("randomkey"), Route::FanOut(Merge::AnyNonNull));
     assert_eq!(route("command"), Route::Local);
 }
 

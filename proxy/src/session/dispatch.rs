@@ -8,10 +8,10 @@ use bytes::{Bytes, BytesMut};
 use redshard_config::Slot;
 
 use super::merge::MergePlan;
-use super::{local, scan, split, txn, Ctx};
+use super::{local, pubsub, scan, split, txn, Ctx};
 use crate::backend::{LaneHandle, Node};
 use crate::command::{self, ArgList, CommandSpec, Flags, Route};
-use crate::resp::{encode, Args};
+use crate::resp::{encode, Args, Protocol};
 use crate::router::RoutingTable;
 
 /// What to do with a request's bytes once its arguments are no longer borrowed.
@@ -108,6 +108,21 @@ pub(crate) fn dispatch(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>) -> A
     if !ctx.authenticated && !spec.flags.contains(Flags::NO_AUTH) {
         return Action::error(ctx, "NOAUTH Authentication required.");
     }
+    if ctx.protocol == Protocol::Resp2 && ctx.pubsub.as_ref().is_some_and(pubsub::PubSub::is_active)
+    {
+        if spec.name == "ping" {
+            return pubsub::subscribed_ping(ctx, args);
+        }
+        if !pubsub::allowed_while_subscribed(spec.name) {
+            return Action::error(
+                ctx,
+                &format!(
+                    "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
+                    spec.name
+                ),
+            );
+        }
+    }
     if ctx.tx.is_some() {
         return txn::inside_multi(ctx, table, spec, args);
     }
@@ -133,6 +148,7 @@ pub(crate) fn dispatch(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>) -> A
         ),
         Route::Dedicated => unsupported(ctx, spec),
         Route::Scan => scan::scan(ctx, table, args),
+        Route::PubSub => pubsub::handle(ctx, table, spec, args),
     }
 }
 

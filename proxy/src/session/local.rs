@@ -33,6 +33,7 @@ pub(super) fn handle(
         "reset" => {
             ctx.authenticated = ctx.state.config.password.is_none();
             ctx.client.fields().name.clear();
+            ctx.pubsub = None;
             if ctx.protocol != Protocol::Resp2 {
                 ctx.protocol = Protocol::Resp2;
                 ctx.client.fields().resp = 2;

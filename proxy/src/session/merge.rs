@@ -41,6 +41,14 @@ pub enum MergePlan {
         /// How many shards there are.
         shards: usize,
     },
+    /// PUBSUB NUMSUB / SHARDNUMSUB: `[name, count, ...]` from every master, counts summed by
+    /// position.
+    SumPairs,
+    /// (Un)subscribe confirmations written by the proxy, released once every node confirmed.
+    Confirm {
+        /// The confirmation frames.
+        text: Bytes,
+    },
     /// The last part's reply (EXEC after MULTI and the queued commands), errors included.
     Last,
     /// INFO: the proxy's own sections, followed by the masters' keyspaces summed.
@@ -161,6 +169,11 @@ pub fn merge(parts: &[Bytes], plan: MergePlan, out: &mut OutBuf) {
             Some(part) => super::scan::rewrite(part, shard, shards, &mut buf),
             None => encode::error(&mut buf, UNEXPECTED),
         },
+        MergePlan::SumPairs => sum_pairs(parts, &mut buf),
+        MergePlan::Confirm { text } => {
+            out.push(text);
+            return;
+        }
         MergePlan::Info { .. } | MergePlan::Last => unreachable!("handled above"),
     }
     out.push(buf.freeze());
@@ -183,6 +196,33 @@ fn mget(parts: &[Bytes], order: &[u32], buf: &mut BytesMut) {
                 buf.clear();
                 return encode::error(buf, UNEXPECTED);
             }
+        }
+    }
+}
+
+fn sum_pairs(parts: &[Bytes], buf: &mut BytesMut) {
+    let Some(first) = parts.first() else {
+        return encode::array_header(buf, 0);
+    };
+    let Some(layout) = reply::aggregate_elements(first) else {
+        return encode::error(buf, UNEXPECTED);
+    };
+    let mut sums = vec![0i64; layout.len()];
+    for part in parts {
+        let Some(elements) = reply::aggregate_elements(part).filter(|e| e.len() == layout.len())
+        else {
+            return encode::error(buf, UNEXPECTED);
+        };
+        for (i, range) in elements.into_iter().enumerate().skip(1).step_by(2) {
+            sums[i] += reply::integer(&part[range]).unwrap_or(0);
+        }
+    }
+    encode::array_header(buf, layout.len());
+    for (i, range) in layout.into_iter().enumerate() {
+        if i % 2 == 0 {
+            buf.extend_from_slice(&first[range]);
+        } else {
+            encode::integer(buf, sums[i]);
         }
     }
 }

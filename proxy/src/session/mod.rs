@@ -13,6 +13,7 @@ pub(crate) mod dispatch;
 mod info;
 mod local;
 pub mod merge;
+mod pubsub;
 mod scan;
 mod split;
 mod txn;
@@ -75,6 +76,8 @@ pub(crate) struct Ctx {
     pub tx: Option<txn::Transaction>,
     /// The slot of the keys WATCHed on the private lane, until EXEC, DISCARD or UNWATCH.
     pub watch: Option<redshard_config::Slot>,
+    /// Subscriptions and their connections, while the client has any.
+    pub pubsub: Option<pubsub::PubSub>,
 }
 
 /// One client connection being served.
@@ -123,6 +126,7 @@ impl Session {
                 private: None,
                 tx: None,
                 watch: None,
+                pubsub: None,
             },
             shutdown,
             held_back: false,

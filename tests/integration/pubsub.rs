@@ -1,0 +1,139 @@
+//! Pub/sub through the proxy: channels on their slot's master, patterns on every master,
+//! confirmations with single-server counts, messages from any proxy connection.
+
+use redshard_config::Slot;
+use redshard_tests::{Reply, TestCluster};
+
+fn msg(kind: &str, parts: &[&str], count: Option<i64>) -> Reply {
+    let mut items = vec![Reply::bulk(kind)];
+    items.extend(parts.iter().map(|p| Reply::bulk(p)));
+    if let Some(n) = count {
+        items.push(Reply::Int(n));
+    }
+    Reply::Array(items)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_get_messages_published_through_any_connection() {
+    let cluster = TestCluster::start(3).await;
+    // Two channels on different shards.
+    let (a, b) = ("news", "sport");
+    assert_ne!(
+        Slot::for_key(a.as_bytes()).get() / 5462,
+        Slot::for_key(b.as_bytes()).get() / 5462
+    );
+    let mut sub = cluster.client().await;
+    let mut publisher = cluster.client().await;
+    sub.send_raw(&redshard_tests::client::encode_command(&[
+        "SUBSCRIBE",
+        a,
+        b,
+    ]))
+    .await;
+    assert_eq!(sub.read().await, msg("subscribe", &[a], Some(1)));
+    assert_eq!(sub.read().await, msg("subscribe", &[b], Some(2)));
+    assert_eq!(publisher.cmd(&["PUBLISH", a, "hello"]).await, Reply::Int(1));
+    assert_eq!(sub.read().await, msg("message", &[a, "hello"], None));
+    assert_eq!(publisher.cmd(&["PUBLISH", b, "goal"]).await, Reply::Int(1));
+    assert_eq!(sub.read().await, msg("message", &[b, "goal"], None));
+    assert_eq!(
+        publisher.cmd(&["PUBLISH", "nobody", "x"]).await,
+        Reply::Int(0)
+    );
+    // Patterns match channels on every shard.
+    sub.send_raw(&redshard_tests::client::encode_command(&[
+        "PSUBSCRIBE",
+        "ch.*",
+    ]))
+    .await;
+    assert_eq!(sub.read().await, msg("psubscribe", &["ch.*"], Some(3)));
+    for i in 0..6 {
+        let channel = format!("ch.{i}");
+        assert_eq!(
+            publisher.cmd(&["PUBLISH", &channel, "p"]).await,
+            Reply::Int(1)
+        );
+        assert_eq!(
+            sub.read().await,
+            msg("pmessage", &["ch.*", &channel, "p"], None)
+        );
+    }
+    // Subscribed mode (RESP2) allows only a few commands; PING answers like Redis.
+    let Reply::Error(e) = sub.cmd(&["GET", "k"]).await else {
+        panic!("GET must be refused")
+    };
+    assert!(e.starts_with("ERR Can't execute 'get'"), "{e}");
+    assert_eq!(sub.cmd(&["PING"]).await, msg("pong", &[""], None));
+    // PUBSUB introspection merged over the masters.
+    let Reply::Array(numsub) = publisher.cmd(&["PUBSUB", "NUMSUB", a, b, "nobody"]).await else {
+        panic!()
+    };
+    assert_eq!(
+        numsub,
+        vec![
+            Reply::bulk(a),
+            Reply::Int(1),
+            Reply::bulk(b),
+            Reply::Int(1),
+            Reply::bulk("nobody"),
+            Reply::Int(0)
+        ]
+    );
+    assert_eq!(publisher.cmd(&["PUBSUB", "NUMPAT"]).await, Reply::Int(1));
+    let Reply::Array(mut channels) = publisher.cmd(&["PUBSUB", "CHANNELS"]).await else {
+        panic!()
+    };
+    channels.sort_by_key(|c| c.text());
+    assert_eq!(channels, vec![Reply::bulk(a), Reply::bulk(b)]);
+    // Unsubscribing everything leaves subscribed mode.
+    sub.send_raw(&redshard_tests::client::encode_command(&["UNSUBSCRIBE"]))
+        .await;
+    assert_eq!(sub.read().await, msg("unsubscribe", &[a], Some(2)));
+    assert_eq!(sub.read().await, msg("unsubscribe", &[b], Some(1)));
+    assert_eq!(
+        sub.cmd(&["PUNSUBSCRIBE", "ch.*"]).await,
+        msg("punsubscribe", &["ch.*"], Some(0))
+    );
+    assert_eq!(publisher.cmd(&["PUBLISH", a, "gone"]).await, Reply::Int(0));
+    assert_eq!(
+        sub.cmd(&["SET", "k", "v"]).await,
+        Reply::Status("OK".into())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_pubsub_and_resp3_pushes() {
+    let cluster = TestCluster::start(3).await;
+    let mut sub = cluster.client().await;
+    let mut publisher = cluster.client().await;
+    let hello = sub.cmd_resp3(&["HELLO", "3"]).await;
+    assert!(hello.starts_with(b"%7"));
+    sub.send_raw(&redshard_tests::client::encode_command(&[
+        "SSUBSCRIBE",
+        "{room}1",
+        "{room}2",
+    ]))
+    .await;
+    assert_eq!(
+        sub.read_resp3_raw().await,
+        b">3\r\n$10\r\nssubscribe\r\n$7\r\n{room}1\r\n:1\r\n"
+    );
+    assert_eq!(
+        sub.read_resp3_raw().await,
+        b">3\r\n$10\r\nssubscribe\r\n$7\r\n{room}2\r\n:2\r\n"
+    );
+    assert_eq!(
+        publisher.cmd(&["SPUBLISH", "{room}2", "hi"]).await,
+        Reply::Int(1)
+    );
+    assert_eq!(
+        sub.read_resp3_raw().await,
+        b">3\r\n$8\r\nsmessage\r\n$7\r\n{room}2\r\n$2\r\nhi\r\n"
+    );
+    // RESP3 clients may run ordinary commands while subscribed.
+    assert_eq!(sub.cmd_resp3(&["SET", "k", "v"]).await, b"+OK\r\n");
+    assert_eq!(
+        publisher.cmd(&["SSUBSCRIBE", "a", "b"]).await,
+        Reply::Error("CROSSSLOT Keys in request don't hash to the same slot".into())
+    );
+}
