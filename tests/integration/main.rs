@@ -4,6 +4,7 @@
 mod auth;
 mod backend_failure;
 mod binary;
+mod clients;
 mod commands;
 mod protocol;
 mod pubsub;
