@@ -270,3 +270,85 @@ async fn scan_visits_every_master_and_randomkey_finds_any_key() {
     let key = c.cmd(&["RANDOMKEY"]).await.text();
     assert!(expected.contains(&key), "{key}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_and_functions_are_loaded_on_every_master() {
+    let cluster = TestCluster::start(3).await;
+    let mut c = cluster.client().await;
+    let sha = c
+        .cmd(&[
+            "SCRIPT",
+            "LOAD",
+            "return redis.call('INCRBY', KEYS[1], ARGV[1])",
+        ])
+        .await
+        .text();
+    assert_eq!(sha.len(), 40);
+    // EVALSHA works whichever master the key lands on.
+    for i in 0..30 {
+        assert_eq!(
+            c.cmd(&["EVALSHA", &sha, "1", &format!("ev:{i}"), "2"])
+                .await,
+            Reply::Int(2)
+        );
+    }
+    assert_eq!(
+        c.cmd(&[
+            "SCRIPT",
+            "EXISTS",
+            &sha,
+            "0000000000000000000000000000000000000000"
+        ])
+        .await,
+        Reply::Array(vec![Reply::Int(1), Reply::Int(0)])
+    );
+    assert_eq!(c.cmd(&["EVAL", "return 7", "0"]).await, Reply::Int(7));
+    let lib = "#!lua name=redshardlib\nredis.register_function('getset2', function(keys, args) return redis.call('SET', keys[1], args[1], 'GET') end)";
+    assert_eq!(
+        c.cmd(&["FUNCTION", "LOAD", lib]).await,
+        Reply::bulk("redshardlib")
+    );
+    for i in 0..30 {
+        assert_eq!(
+            c.cmd(&["FCALL", "getset2", "1", &format!("fn:{i}"), "v"])
+                .await,
+            Reply::Bulk(None)
+        );
+    }
+    assert!(c.cmd(&["FUNCTION", "DELETE", "redshardlib"]).await.is_ok());
+    for i in 0..3 {
+        let Reply::Array(libs) = cluster.master(i).await.cmd(&["FUNCTION", "LIST"]).await else {
+            panic!()
+        };
+        assert!(libs.is_empty(), "master {i} still has the library");
+    }
+    assert!(c.cmd(&["SCRIPT", "FLUSH"]).await.is_ok());
+    assert_eq!(
+        c.cmd(&["SCRIPT", "EXISTS", &sha]).await,
+        Reply::Array(vec![Reply::Int(0)])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_answers_like_a_server_without_replicas() {
+    let cluster = TestCluster::start(2).await;
+    let mut c = cluster.client().await;
+    assert!(c.cmd(&["SET", "k", "v"]).await.is_ok());
+    assert_eq!(c.cmd(&["WAIT", "0", "0"]).await, Reply::Int(0));
+    let started = std::time::Instant::now();
+    assert_eq!(c.cmd(&["WAIT", "1", "150"]).await, Reply::Int(0));
+    assert!(started.elapsed() >= std::time::Duration::from_millis(140));
+    assert_eq!(
+        c.cmd(&["WAIT", "x", "0"]).await,
+        Reply::Error("ERR value is not an integer or out of range".into())
+    );
+    assert_eq!(
+        c.cmd(&["WAIT", "1", "-1"]).await,
+        Reply::Error("ERR timeout is negative".into())
+    );
+    // The next command waits behind WAIT, in order.
+    let replies = c
+        .pipeline(&[vec!["WAIT", "1", "100"], vec!["GET", "k"]])
+        .await;
+    assert_eq!(replies, vec![Reply::Int(0), Reply::bulk("v")]);
+}

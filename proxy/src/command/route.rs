@@ -22,6 +22,8 @@ use super::{const_eq, Merge, Route, Split};
 /// - CLIENT NO-EVICT: the client-eviction flag belongs to the client's connection, which is
 ///   the proxy's; it is accepted and recorded by the session.
 pub(crate) const LOCAL: &[&str] = &[
+    // WAIT counts the replicas that applied the client's writes, which the proxy tracks.
+    "wait",
     "ping",
     "echo",
     "quit",
@@ -207,8 +209,7 @@ pub(crate) const FORBIDDEN: &[&str] = &[
 /// - Transactions and optimistic locking: MULTI, EXEC, DISCARD, WATCH, UNWATCH.
 /// - Every command with Redis's `blocking` flag (a unit test checks it), except XREAD and
 ///   XREADGROUP, which block only with `BLOCK`: they stay `Keyed` and the session checks
-///   for `BLOCK` itself. WAIT is not flagged blocking in Redis 7.0 but blocks the
-///   connection until replicas acknowledge.
+///   for `BLOCK` itself.
 pub(crate) const DEDICATED: &[&str] = &[
     "multi",
     "exec",
@@ -223,7 +224,6 @@ pub(crate) const DEDICATED: &[&str] = &[
     "bzpopmin",
     "bzpopmax",
     "bzmpop",
-    "wait",
 ];
 
 /// Pub/sub: a channel lives on the master of its slot (PUBLISH and SUBSCRIBE of a channel

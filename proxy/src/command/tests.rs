@@ -418,7 +418,7 @@ fn routes_follow_the_rules() {
     assert_eq!(route("cluster|info"), Route::Forbidden);
     assert_eq!(route("acl|whoami"), Route::Forbidden);
     assert_eq!(route("multi"), Route::Dedicated);
-    assert_eq!(route("wait"), Route::Dedicated);
+    assert_eq!(route("wait"), Route::Local);
     assert_eq!(route("spublish"), Route::PubSub);
     assert_eq!(route("psubscribe"), Route::PubSub);
     assert_eq!(route("scan"), Route::Scan);

@@ -28,6 +28,7 @@ pub(super) fn handle(
             Action::reply(ctx, Bytes::from_static(encode::OK))
         }
         "select" => select(ctx, args.get(1)),
+        "wait" => wait(ctx, args),
         "auth" => auth(ctx, args),
         "hello" => hello(ctx, args),
         "reset" => {
@@ -102,6 +103,38 @@ fn bulk(ctx: &Ctx, value: &[u8]) -> Action {
 
 fn parse_i64(arg: &[u8]) -> Option<i64> {
     std::str::from_utf8(arg).ok()?.parse().ok()
+}
+
+/// `WAIT numreplicas timeout`: the number of replicas that applied this client's writes.
+///
+/// The proxy is the replication channel, and until writes are mirrored no replica has applied
+/// any, so the answer is 0: at once when 0 replicas were asked for, else when the timeout
+/// ends, and never for timeout 0 — exactly what one Redis server without replicas does.
+fn wait(ctx: &mut Ctx, args: Args<'_>) -> Action {
+    let (Some(replicas), Some(timeout_ms)) = (parse_i64(args.get(1)), parse_i64(args.get(2)))
+    else {
+        return Action::error(ctx, "ERR value is not an integer or out of range");
+    };
+    if timeout_ms < 0 {
+        return Action::error(ctx, "ERR timeout is negative");
+    }
+    if replicas <= 0 {
+        return Action::reply(ctx, Bytes::from_static(b":0\r\n"));
+    }
+    let reply = ctx.queue.reserve();
+    ctx.waiting = true;
+    ctx.barrier = true;
+    if timeout_ms > 0 {
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(timeout_ms.unsigned_abs())).await;
+            reply.deliver(Bytes::from_static(b":0\r\n"));
+        });
+    } else {
+        // Blocks forever, like Redis: the entry is never filled, and the session ends as soon
+        // as the client leaves.
+        drop(reply);
+    }
+    Action::Done
 }
 
 fn select(ctx: &Ctx, db: &[u8]) -> Action {

@@ -78,6 +78,9 @@ pub(crate) struct Ctx {
     pub watch: Option<redshard_config::Slot>,
     /// Subscriptions and their connections, while the client has any.
     pub pubsub: Option<pubsub::PubSub>,
+    /// A WAIT may be outstanding, which (with timeout 0) never completes: when the client
+    /// leaves, the session ends at once instead of waiting for its replies.
+    pub waiting: bool,
 }
 
 /// One client connection being served.
@@ -127,6 +130,7 @@ impl Session {
                 tx: None,
                 watch: None,
                 pubsub: None,
+                waiting: false,
             },
             shutdown,
             held_back: false,
@@ -162,7 +166,7 @@ impl Session {
                 () = self.ctx.queue.notified() => {}
                 read = rd.read_buf(&mut self.rbuf), if reading => {
                     if read? == 0 {
-                        if self.ctx.private.is_some() {
+                        if self.ctx.private.is_some() || self.ctx.waiting {
                             // It may be blocked (BLPOP 0) on its private connection, which
                             // only closing frees: the client is gone, so end now.
                             return Ok(());
@@ -180,7 +184,7 @@ impl Session {
                     }
                 }
                 () = self.shutdown.wait(), if self.ctx.closing == Closing::Open => {
-                    if self.ctx.private.is_some() && !self.ctx.queue.is_empty() {
+                    if (self.ctx.private.is_some() || self.ctx.waiting) && !self.ctx.queue.is_empty() {
                         // Blocked on its private connection: it could wait forever.
                         return Ok(());
                     }
