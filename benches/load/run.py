@@ -363,9 +363,10 @@ def prefill(rb, port, timeout):
 # Idle connections
 
 
-def idle_memory(name, port, pid, count, settle_s):
+def idle_burst(port, pid, count):
+    """Open `count` connections, PING each, measure RSS while they sit idle, close them.
+    Returns (RSS with the clients connected, PINGs not answered with +PONG)."""
     socks, bad = [], 0
-    before = proc_rss_bytes(pid)
     try:
         for _ in range(count):
             s = socket.create_connection(("127.0.0.1", port), timeout=10)
@@ -381,22 +382,36 @@ def idle_memory(name, port, pid, count, settle_s):
             if reply != b"+PONG\r\n":
                 bad += 1
         time.sleep(0.5)
-        during = proc_rss_bytes(pid)
+        return proc_rss_bytes(pid), bad
     finally:
         for s in socks:
             s.close()
-    time.sleep(settle_s)
-    after = proc_rss_bytes(pid)
-    grown = during - before
-    returned = (after - before) <= max(0.2 * grown, 256 * 1024)
+
+
+def idle_memory(name, port, pid, count, bursts, settle_s):
+    """RSS per idle client from the first burst; RSS `settle_s` after each burst closed tells
+    whether memory goes back to the OS, and whether it keeps growing from burst to burst (a
+    leak) or is only kept and reused by the allocator."""
+    before = proc_rss_bytes(pid)
+    during, bad, after = [], 0, []
+    for _ in range(bursts):
+        rss, failed = idle_burst(port, pid, count)
+        during.append(rss)
+        bad += failed
+        time.sleep(settle_s)
+        after.append(proc_rss_bytes(pid))
+    grown = during[0] - before
     return {
         "target": name,
         "clients": count,
+        "bursts": bursts,
         "rss_before_bytes": before,
-        "rss_during_bytes": during,
-        "rss_after_bytes": after,
+        "rss_during_bytes": during[0],
+        "rss_after_bytes": after[0],
+        "rss_during_each_burst_bytes": during,
+        "rss_after_each_burst_bytes": after,
         "bytes_per_idle_client": grown / count,
-        "memory_returned": returned,
+        "memory_returned": (after[0] - before) <= max(0.2 * grown, 256 * 1024),
         "ping_failures": bad,
     }
 
@@ -539,12 +554,16 @@ def parse_args():
     p.add_argument("--no-twemproxy", action="store_true", help="skip twemproxy even when installed")
     p.add_argument("--idle-clients", type=int, default=IDLE_CLIENTS,
                    help=f"idle connections for the memory test (default {IDLE_CLIENTS})")
+    p.add_argument("--bursts", type=int, default=3,
+                   help="bursts of idle clients per process, to tell a leak from memory the "
+                        "allocator keeps for reuse (default 3)")
     p.add_argument("--case-timeout", type=float, default=120.0,
                    help="seconds one redis-benchmark run may take before it counts as stalled")
     p.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
     args = p.parse_args()
-    if args.rounds < 1 or args.nodes < 1 or args.requests < 1000 or args.idle_clients < 1:
-        p.error("--rounds and --nodes must be ≥ 1, --requests ≥ 1000, --idle-clients ≥ 1")
+    if args.rounds < 1 or args.nodes < 1 or args.requests < 1000 or args.idle_clients < 1 \
+            or args.bursts < 1:
+        p.error("--rounds and --nodes must be ≥ 1, --requests ≥ 1000, --idle-clients and --bursts ≥ 1")
     return args
 
 
@@ -756,7 +775,7 @@ def run(args, workdir, procs):
             port, pid = endpoints[t]
             print(f"idle memory: {args.idle_clients} connections to {t} ...", file=sys.stderr)
             try:
-                idle.append(idle_memory(t, port, pid, args.idle_clients, settle_s=2.0))
+                idle.append(idle_memory(t, port, pid, args.idle_clients, args.bursts, settle_s=2.0))
             except OSError as e:
                 problems.append(f"idle-client test against {t}: {e}")
             procs.check_alive()
@@ -799,13 +818,15 @@ def emit(args, summary, results, case_names, idle, checks, mirror, notes, proble
         out.append(f"\nset_p16 with sync mirroring: {fmt_rps(s.get('rps'))} rps, "
                    f"{fmt_ratio(mirror.get('ratio'))} of redshard without mirroring")
     out.append("\nIdle connections (RSS from /proc/PID/status):\n")
-    out.append("| process | clients | RSS before | RSS with clients | RSS 2 s after close | bytes per idle client | memory returned |")
-    out.append("|---|---|---|---|---|---|---|")
+    out.append("| process | clients | RSS before | RSS with clients | RSS 2 s after close | bytes per idle client "
+               "| memory returned | RSS after each burst |")
+    out.append("|---|---|---|---|---|---|---|---|")
     for m in idle:
         out.append(
             f"| {TARGET_LABEL[m['target']]} | {m['clients']} | {m['rss_before_bytes'] / 1024:.0f} KiB "
             f"| {m['rss_during_bytes'] / 1024:.0f} KiB | {m['rss_after_bytes'] / 1024:.0f} KiB "
-            f"| {m['bytes_per_idle_client']:.0f} | {'yes' if m['memory_returned'] else 'no'} |"
+            f"| {m['bytes_per_idle_client']:.0f} | {'yes' if m['memory_returned'] else 'no'} "
+            f"| {', '.join(f'{r / 1024:.0f}' for r in m['rss_after_each_burst_bytes'])} KiB |"
             + (f" ({m['ping_failures']} PINGs unanswered)" if m["ping_failures"] else "")
         )
     out.append("\nTargets (issue 8; informational):\n")
