@@ -189,6 +189,12 @@ def proc_cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of stat(5)
 
 
+def loadavg():
+    """The 1-minute load average: how busy the machine was besides this benchmark."""
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
 def proc_rss_bytes(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -585,6 +591,7 @@ def main():
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
+    signal.signal(signal.SIGINT, on_signal)  # also when started in the background
 
     workdir = tempfile.mkdtemp(prefix="redshard-load-")
     procs = Procs(workdir)
@@ -599,7 +606,7 @@ def main():
         crashed = True
     finally:
         procs.stop_all()
-        if args.keep or crashed:
+        if args.keep or (crashed and os.listdir(workdir)):
             print(f"work directory (configs, logs): {workdir}", file=sys.stderr)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -724,6 +731,7 @@ def run(args, workdir, procs):
             raise BenchError(f"prefill through {t} failed: {e}")
         procs.check_alive()
 
+    load_before = loadavg()
     cases = case_list()
     case_names = [c[0] for c in cases]
     base_targets = [t for t in (DIRECT, TWEM, RS) if t in endpoints]
@@ -767,6 +775,7 @@ def run(args, workdir, procs):
                       f"p99 {res['p99_ms']:.3f} ms  cpu {res['cpu_us_per_req']:.2f} µs/req  "
                       f"({elapsed:.1f} s)", file=sys.stderr)
     bench_seconds = time.monotonic() - started
+    versions["loadavg_1m_before_after"] = [load_before, loadavg()]
 
     # Idle-connection memory.
     idle = []
@@ -804,9 +813,12 @@ def run(args, workdir, procs):
 def emit(args, summary, results, case_names, idle, checks, mirror, notes, problems, sanity,
          versions, masters, bench_seconds):
     now = datetime.datetime.now(datetime.timezone.utc)
+    load = versions.pop("loadavg_1m_before_after")
     out = []
     out.append(f"## Load benchmark results ({now:%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, "
-               f"{args.rounds} round(s), medians)\n")
+               f"{args.rounds} round(s), medians; load average "
+               f"{load[0]:.1f} before the cases, "
+               f"{load[1]:.1f} after)\n")
     out.append(f"direct = redis-benchmark against one redis-server (127.0.0.1:{masters[0]}); the proxies "
                f"front {len(masters)} redis-servers. redis-benchmark -c {CLIENTS} -d {VALUE_SIZE} "
                f"-r {KEYSPACE}; MSET/MGET carry {MULTI_KEYS} random keys. rps in thousands of "
@@ -847,7 +859,8 @@ def emit(args, summary, results, case_names, idle, checks, mirror, notes, proble
     os.makedirs(os.path.dirname(json_path), exist_ok=True)
     doc = {
         "date_utc": now.isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "loadavg_1m_before_after": load},
         "versions": versions,
         "parameters": {
             "rounds": args.rounds, "requests_p1": args.requests, "nodes": len(masters),
