@@ -1,0 +1,888 @@
+#!/usr/bin/env python3
+"""Load benchmark: direct Redis vs twemproxy vs redshard, with redis-benchmark.
+
+In one run on one machine this starts N plain redis-server masters on free 127.0.0.1 ports,
+redshard (slots split evenly over them) and twemproxy (nutcracker; ketama over the same
+servers) in front of them, and measures with redis-benchmark:
+
+  set_p1, get_p1, set_p16, get_p16   -c 50 -d 100 -r 100000, -P 1 / -P 16
+  mset_p1, mget_p1                   10 random keys per command (100-byte values)
+
+"direct" is redis-benchmark against ONE of the redis nodes (the usual "proxy vs talking to
+Redis directly" comparison). Each round runs every case against every target, rotating the
+order of the targets from round to round; the report shows medians over the rounds:
+requests/s, the ratios redshard/direct and redshard/twemproxy, p50/p99 latency, and the CPU
+time per request of each proxy process (utime+stime from /proc/PID/stat; for "direct", that
+of the redis-server, for reference). Then it opens 1,000 idle connections to each proxy and
+reports the RSS per idle client (VmRSS from /proc/PID/status) and whether the memory comes
+back after they close.
+
+twemproxy cannot place keys by Redis Cluster hash slot, so it shards with the standard
+`distribution: ketama`, `hash: fnv1a_64`: keys land on other nodes than through redshard,
+which does not matter for throughput. When nutcracker is not installed its column is skipped.
+
+The targets of issue 8 are printed with PASS/FAIL; they are informational, the exit status
+is 0 unless something crashed or could not start. Only 127.0.0.1 is ever contacted.
+Python 3 standard library only.
+"""
+
+import argparse
+import csv
+import datetime
+import io
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+TOTAL_SLOTS = 16384
+KEYSPACE = 100_000
+VALUE_SIZE = 100
+CLIENTS = 50
+MULTI_KEYS = 10
+IDLE_CLIENTS = 1000
+
+DIRECT, TWEM, RS, RS_MIRROR = "direct", "twemproxy", "redshard", "redshard+mirror"
+TARGET_LABEL = {
+    DIRECT: "direct (1 redis node)",
+    TWEM: "twemproxy",
+    RS: "redshard",
+    RS_MIRROR: "redshard + sync mirror",
+}
+
+
+class BenchError(Exception):
+    """Something the benchmark cannot go on without (a missing binary, a server that died)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes
+
+
+class Procs:
+    """Every child process this script starts, stopped on exit whatever happens."""
+
+    def __init__(self, workdir):
+        self.workdir = workdir
+        self.children = []  # (name, Popen, log path)
+
+    def start(self, name, argv, cwd=None):
+        log_path = os.path.join(self.workdir, name + ".log")
+        log = open(log_path, "wb")
+        try:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=cwd
+            )
+        finally:
+            log.close()
+        self.children.append((name, proc, log_path))
+        return proc
+
+    def check_alive(self):
+        """Raise when a server we started has exited: every number after that is meaningless."""
+        for name, proc, log_path in self.children:
+            if proc.poll() is not None:
+                raise BenchError(
+                    f"{name} (pid {proc.pid}) exited with status {proc.returncode}; "
+                    f"last log lines:\n{tail(log_path)}"
+                )
+
+    def stop_all(self):
+        for _, proc, _ in self.children:
+            if proc.poll() is None:
+                try:
+                    proc.terminate()
+                except OSError:
+                    pass
+        deadline = time.monotonic() + 5
+        for _, proc, _ in self.children:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        self.children = []
+
+
+def tail(path, lines=15):
+    try:
+        with open(path, "rb") as f:
+            data = f.read()[-8192:].decode("utf-8", "replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join("    " + l for l in data.splitlines()[-lines:])
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def resp_command(*args):
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(out)
+
+
+def read_reply(sock_file):
+    """Read one RESP2 reply from a buffered socket file; errors come back as BenchError-free
+    ('-ERR ...') strings so callers can print them."""
+    line = sock_file.readline()
+    if not line:
+        raise ConnectionError("connection closed")
+    kind, rest = line[:1], line[1:-2]
+    if kind in (b"+", b"-", b":"):
+        return (kind + rest).decode("utf-8", "replace")
+    if kind == b"$":
+        n = int(rest)
+        if n < 0:
+            return None
+        data = sock_file.read(n + 2)
+        return data[:-2].decode("utf-8", "replace")
+    if kind == b"*":
+        n = int(rest)
+        return None if n < 0 else [read_reply(sock_file) for _ in range(n)]
+    raise ConnectionError(f"unexpected reply line {line!r}")
+
+
+def call(port, *args, timeout=5.0):
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(resp_command(*args))
+        return read_reply(s.makefile("rb"))
+
+
+def wait_for_ping(name, port, proc, procs, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            procs.check_alive()
+        try:
+            if call(port, "PING", timeout=1.0) == "+PONG":
+                return
+            last = "unexpected reply"
+        except (OSError, ConnectionError) as e:
+            last = e
+        time.sleep(0.1)
+    raise BenchError(f"{name} on 127.0.0.1:{port} did not answer PING within {timeout:.0f} s ({last})")
+
+
+def proc_cpu_seconds(pid):
+    """utime+stime of the whole process (all threads), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        data = f.read()
+    fields = data[data.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of stat(5)
+
+
+def loadavg():
+    """The 1-minute load average: how busy the machine was besides this benchmark."""
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
+def proc_rss_bytes(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise BenchError(f"no VmRSS for pid {pid}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Setup
+
+
+def find_binary(name, explicit=None, extra_dirs=()):
+    if explicit:
+        if os.access(explicit, os.X_OK):
+            return explicit
+        raise BenchError(f"{name}: {explicit} is not an executable file")
+    found = shutil.which(name)
+    if found:
+        return found
+    for d in extra_dirs:
+        p = os.path.join(d, name)
+        if os.access(p, os.X_OK):
+            return p
+    return None
+
+
+def cargo_target_dir():
+    return os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target")
+
+
+def build_redshard():
+    print("building redshard (cargo build --release -p redshard-proxy) ...", file=sys.stderr)
+    try:
+        subprocess.run(
+            ["cargo", "build", "--release", "-p", "redshard-proxy"], cwd=REPO, check=True, timeout=1800
+        )
+    except FileNotFoundError:
+        raise BenchError("cargo not found; build redshard yourself and pass --no-build --redshard PATH")
+    except subprocess.CalledProcessError as e:
+        raise BenchError(f"cargo build failed with status {e.returncode}")
+    except subprocess.TimeoutExpired:
+        raise BenchError("cargo build took more than 30 minutes")
+
+
+def slot_ranges(n):
+    bounds = [TOTAL_SLOTS * i // n for i in range(n + 1)]
+    return [f"{bounds[i]}-{bounds[i + 1] - 1}" for i in range(n)]
+
+
+def redshard_config(listen_port, masters, replicas=None, mirror_section=None):
+    lines = [
+        "# Generated by benches/load/run.py.",
+        f'listen = "127.0.0.1:{listen_port}"',
+        "shutdown_grace_ms = 0",
+        "",
+        "[log]",
+        'level = "warn"',
+        'format = "text"',
+        "",
+    ]
+    if mirror_section is not None:
+        lines += [mirror_section, ""]
+    for i, (port, slots) in enumerate(zip(masters, slot_ranges(len(masters)))):
+        reps = f'"127.0.0.1:{replicas[i]}"' if replicas else ""
+        lines += [
+            "[[shard]]",
+            f'name = "s{i + 1}"',
+            f'master = "127.0.0.1:{port}"',
+            f"replicas = [{reps}]",
+            f'slots = ["{slots}"]',
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def twemproxy_config(listen_port, masters):
+    servers = "\n".join(f"   - 127.0.0.1:{p}:1 s{i + 1}" for i, p in enumerate(masters))
+    return (
+        "# Generated by benches/load/run.py: the standard twemproxy setup for Redis.\n"
+        "bench:\n"
+        f"  listen: 127.0.0.1:{listen_port}\n"
+        "  hash: fnv1a_64\n"
+        "  distribution: ketama\n"
+        "  redis: true\n"
+        "  auto_eject_hosts: false\n"
+        "  preconnect: true\n"
+        "  server_connections: 1\n"
+        "  servers:\n"
+        f"{servers}\n"
+    )
+
+
+# Candidate `[mirror]` sections, from the most to the least specific. Mirroring is detected by
+# `redshard --check-config` accepting one of them (the file format rejects unknown sections).
+MIRROR_SECTIONS = ['[mirror]\nmode = "sync"', "[mirror]\nsync = true", "[mirror]"]
+
+
+def detect_mirror(redshard, workdir, masters):
+    """The first `[mirror]` section that --check-config accepts, or None (not implemented)."""
+    fake_replicas = [free_port() for _ in masters]
+    for section in MIRROR_SECTIONS:
+        path = os.path.join(workdir, "mirror-check.toml")
+        with open(path, "w") as f:
+            f.write(redshard_config(free_port(), masters, fake_replicas, section))
+        try:
+            r = subprocess.run(
+                [redshard, "--check-config", path], capture_output=True, timeout=30, text=True
+            )
+        except subprocess.TimeoutExpired:
+            raise BenchError("redshard --check-config took more than 30 s")
+        if r.returncode == 0:
+            return section
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Cases
+
+
+def case_list():
+    value = "v" * VALUE_SIZE
+    mset = ["mset"] + [a for _ in range(MULTI_KEYS) for a in ("key:__rand_int__", value)]
+    mget = ["mget"] + ["key:__rand_int__"] * MULTI_KEYS
+    # (name, pipeline, redis-benchmark arguments after the common ones, requests factor)
+    return [
+        ("set_p1", 1, ["-t", "set"], 1.0),
+        ("get_p1", 1, ["-t", "get"], 1.0),
+        ("set_p16", 16, ["-t", "set"], 5.0),
+        ("get_p16", 16, ["-t", "get"], 5.0),
+        ("mset_p1", 1, mset, 0.4),
+        ("mget_p1", 1, mget, 0.4),
+    ]
+
+
+def run_benchmark(rb, port, pipeline, extra, requests, timeout):
+    argv = [
+        rb, "-h", "127.0.0.1", "-p", str(port), "-c", str(CLIENTS), "-n", str(requests),
+        "-d", str(VALUE_SIZE), "-r", str(KEYSPACE), "-P", str(pipeline), "--csv",
+    ] + extra
+    try:
+        r = subprocess.run(argv, capture_output=True, timeout=timeout, text=True, errors="replace")
+    except subprocess.TimeoutExpired:
+        return None, f"redis-benchmark did not finish within {timeout:.0f} s (stalled?)"
+    rows = [row for row in csv.reader(io.StringIO(r.stdout)) if row and row[0] != "test"]
+    problems = [l for l in (r.stderr + "\n" + r.stdout).splitlines() if "rror" in l]
+    if r.returncode != 0 or not rows or len(rows[-1]) < 8:
+        msg = (r.stderr.strip() or r.stdout.strip())[-500:]
+        return None, f"redis-benchmark failed (status {r.returncode}): {msg}"
+    row = rows[-1]
+    result = {
+        "rps": float(row[1]),
+        "avg_ms": float(row[2]),
+        "p50_ms": float(row[4]),
+        "p99_ms": float(row[6]),
+        "max_ms": float(row[7]),
+    }
+    return result, ("; ".join(sorted(set(problems)))[:500] if problems else None)
+
+
+def prefill(rb, port, timeout):
+    """Write the keyspace through a target so GET and MGET read existing 100-byte values
+    (4x the keyspace of random writes covers ~98% of the keys)."""
+    argv = [
+        rb, "-h", "127.0.0.1", "-p", str(port), "-c", str(CLIENTS), "-n", str(4 * KEYSPACE),
+        "-r", str(KEYSPACE), "-P", "16", "-q", "set", "key:__rand_int__", "v" * VALUE_SIZE,
+    ]
+    subprocess.run(argv, capture_output=True, timeout=timeout, check=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Idle connections
+
+
+def idle_burst(port, pid, count):
+    """Open `count` connections, PING each, measure RSS while they sit idle, close them.
+    Returns (RSS with the clients connected, PINGs not answered with +PONG)."""
+    socks, bad = [], 0
+    try:
+        for _ in range(count):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s.sendall(resp_command("PING"))
+            socks.append(s)
+        for s in socks:
+            reply = b""
+            while not reply.endswith(b"\r\n"):
+                chunk = s.recv(64)
+                if not chunk:
+                    break
+                reply += chunk
+            if reply != b"+PONG\r\n":
+                bad += 1
+        time.sleep(0.5)
+        return proc_rss_bytes(pid), bad
+    finally:
+        for s in socks:
+            s.close()
+
+
+def idle_memory(name, port, pid, count, bursts, settle_s):
+    """RSS per idle client from the first burst; RSS `settle_s` after each burst closed tells
+    whether memory goes back to the OS, and whether it keeps growing from burst to burst (a
+    leak) or is only kept and reused by the allocator."""
+    before = proc_rss_bytes(pid)
+    during, bad, after = [], 0, []
+    for _ in range(bursts):
+        rss, failed = idle_burst(port, pid, count)
+        during.append(rss)
+        bad += failed
+        time.sleep(settle_s)
+        after.append(proc_rss_bytes(pid))
+    grown = during[0] - before
+    return {
+        "target": name,
+        "clients": count,
+        "bursts": bursts,
+        "rss_before_bytes": before,
+        "rss_during_bytes": during[0],
+        "rss_after_bytes": after[0],
+        "rss_during_each_burst_bytes": during,
+        "rss_after_each_burst_bytes": after,
+        "bytes_per_idle_client": grown / count,
+        "memory_returned": (after[0] - before) <= max(0.2 * grown, 256 * 1024),
+        "ping_failures": bad,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def fmt_rps(v):
+    return "—" if v is None else f"{v / 1000:.1f}k"
+
+
+def fmt_ratio(v):
+    return "—" if v is None else f"{v:.2f}×"
+
+
+def fmt_lat(p50, p99):
+    return "—" if p50 is None else f"{p50:.3f}/{p99:.3f}"
+
+
+def fmt_cpu(v):
+    return "—" if v is None else f"{v:.2f}"
+
+
+def median_of(samples, key):
+    vals = [s[key] for s in samples if s.get(key) is not None]
+    return statistics.median(vals) if vals else None
+
+
+def summarize(results, targets, cases):
+    summary = {}
+    for case in cases:
+        row = {}
+        for t in targets:
+            samples = results.get(case, {}).get(t, [])
+            row[t] = {
+                k: median_of(samples, k)
+                for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "backend_cpu_us_per_req")
+            }
+            row[t]["rounds"] = len(samples)
+        summary[case] = row
+        # Ratios are medians of the per-round ratios: pairs measured in the same round share
+        # the machine's noise of that moment.
+        for other, key in ((DIRECT, "ratio_direct"), (TWEM, "ratio_twemproxy")):
+            by_round = {s["round"]: s["rps"] for s in results.get(case, {}).get(other, [])}
+            pairs = [s["rps"] / by_round[s["round"]]
+                     for s in results.get(case, {}).get(RS, []) if by_round.get(s["round"])]
+            row[key] = statistics.median(pairs) if pairs else None
+    return summary
+
+
+def markdown_table(summary, cases):
+    cols = [DIRECT, TWEM, RS]
+    head = (
+        "| case | direct rps | twemproxy rps | redshard rps | redshard/direct | redshard/twemproxy "
+        "| p50/p99 ms direct | p50/p99 ms twemproxy | p50/p99 ms redshard "
+        "| CPU µs/req redis (direct) | CPU µs/req twemproxy | CPU µs/req redshard |"
+    )
+    lines = [head, "|" + "---|" * 12]
+    for case in cases:
+        row = summary[case]
+        g = lambda t, k: row.get(t, {}).get(k)  # noqa: E731
+        cells = [case]
+        cells += [fmt_rps(g(t, "rps")) for t in cols]
+        cells += [fmt_ratio(row["ratio_direct"]), fmt_ratio(row["ratio_twemproxy"])]
+        cells += [fmt_lat(g(t, "p50_ms"), g(t, "p99_ms")) for t in cols]
+        cells += [fmt_cpu(g(t, "cpu_us_per_req")) for t in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def evaluate_targets(summary, idle, mirror):
+    checks = []
+
+    def add(name, value, op, threshold, unit="×"):
+        if value is None:
+            checks.append({"target": name, "value": None, "threshold": f"{op} {threshold}", "result": "n/a"})
+            return
+        ok = value >= threshold if op == "≥" else value <= threshold
+        checks.append({
+            "target": name,
+            "value": round(value, 3),
+            "threshold": f"{op} {threshold}{unit}",
+            "result": "PASS" if ok else "FAIL",
+        })
+
+    def cpu_ratio(case):
+        rs = summary[case].get(RS, {}).get("cpu_us_per_req")
+        tw = summary[case].get(TWEM, {}).get("cpu_us_per_req")
+        return rs / tw if rs is not None and tw else None
+
+    for case in ("set_p1", "get_p1"):
+        add(f"{case}: redshard/direct", summary[case]["ratio_direct"], "≥", 0.78)
+        add(f"{case}: redshard/twemproxy", summary[case]["ratio_twemproxy"], "≥", 1.1)
+    for case in ("set_p16", "get_p16"):
+        add(f"{case}: redshard/direct", summary[case]["ratio_direct"], "≥", 0.55)
+    for case in ("mset_p1", "mget_p1"):
+        add(f"{case}: redshard/twemproxy", summary[case]["ratio_twemproxy"], "≥", 1.1)
+    for case in ("set_p1", "get_p1"):
+        add(f"{case}: CPU/req redshard/twemproxy", cpu_ratio(case), "≤", 0.8)
+    for case in ("set_p16", "get_p16"):
+        add(f"{case}: CPU/req redshard/twemproxy", cpu_ratio(case), "≤", 0.6)
+    if mirror.get("supported"):
+        add("set_p16 with sync mirroring / without", mirror.get("ratio"), "≥", 0.9)
+    else:
+        checks.append({"target": "set_p16 sync mirroring cost ≤ 10%", "value": None,
+                       "threshold": "≥ 0.9×", "result": "skipped: mirroring not implemented yet"})
+    rs_idle = next((m for m in idle if m["target"] == RS), None)
+    if rs_idle:
+        add("redshard bytes per idle client", rs_idle["bytes_per_idle_client"], "≤", 1024, " B")
+        checks.append({
+            "target": "redshard memory returned after 1,000 clients close",
+            "value": rs_idle["rss_after_bytes"] - rs_idle["rss_before_bytes"],
+            "threshold": "RSS after ≤ before + max(20% of growth, 256 KiB)",
+            "result": "PASS" if rs_idle["memory_returned"] else "FAIL",
+        })
+    return checks
+
+
+# ---------------------------------------------------------------------------------------------
+# Main
+
+
+def parse_args():
+    p = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Example: benches/load/run.py --rounds 3 --json target/load-bench.json",
+    )
+    p.add_argument("--rounds", type=int, default=3, help="rounds, rotating the target order (default 3)")
+    p.add_argument("--requests", type=int, default=100_000,
+                   help="requests per -P 1 SET/GET case; -P 16 cases run 5x, MSET/MGET 0.4x "
+                        "(default 100000: ~2-4 s per case on 2 cores)")
+    p.add_argument("--nodes", type=int, default=3, help="redis-server masters (default 3)")
+    p.add_argument("--json", default=os.path.join("target", "load-bench.json"),
+                   help="machine-readable output (default target/load-bench.json, relative to the repo)")
+    p.add_argument("--no-build", action="store_true", help="do not run cargo build --release")
+    p.add_argument("--redshard", help="redshard binary (default $CARGO_TARGET_DIR/release/redshard)")
+    p.add_argument("--nutcracker", help="twemproxy binary (default: nutcracker on PATH or /usr/sbin)")
+    p.add_argument("--no-twemproxy", action="store_true", help="skip twemproxy even when installed")
+    p.add_argument("--idle-clients", type=int, default=IDLE_CLIENTS,
+                   help=f"idle connections for the memory test (default {IDLE_CLIENTS})")
+    p.add_argument("--bursts", type=int, default=3,
+                   help="bursts of idle clients per process, to tell a leak from memory the "
+                        "allocator keeps for reuse (default 3)")
+    p.add_argument("--case-timeout", type=float, default=120.0,
+                   help="seconds one redis-benchmark run may take before it counts as stalled")
+    p.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
+    args = p.parse_args()
+    if args.rounds < 1 or args.nodes < 1 or args.requests < 1000 or args.idle_clients < 1 \
+            or args.bursts < 1:
+        p.error("--rounds and --nodes must be ≥ 1, --requests ≥ 1000, --idle-clients and --bursts ≥ 1")
+    return args
+
+
+def raise_nofile(need):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = max(soft, min(hard if hard != resource.RLIM_INFINITY else 1 << 20, max(need, 65536)))
+    if want > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft < need:
+        raise BenchError(f"open-files limit {soft} is below the {need} the idle-client test needs")
+
+
+def main():
+    args = parse_args()
+
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    signal.signal(signal.SIGINT, on_signal)  # also when started in the background
+
+    workdir = tempfile.mkdtemp(prefix="redshard-load-")
+    procs = Procs(workdir)
+    crashed = False
+    try:
+        run(args, workdir, procs)
+    except BenchError as e:
+        print(f"\nerror: {e}", file=sys.stderr)
+        crashed = True
+    except KeyboardInterrupt:
+        print("\ninterrupted; stopping the servers", file=sys.stderr)
+        crashed = True
+    finally:
+        procs.stop_all()
+        if args.keep or (crashed and os.listdir(workdir)):
+            print(f"work directory (configs, logs): {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 1 if crashed else 0
+
+
+def run(args, workdir, procs):
+    redis_server = find_binary("redis-server")
+    rb = find_binary("redis-benchmark")
+    if not redis_server or not rb:
+        raise BenchError("redis-server and redis-benchmark are needed (Debian: apt-get install redis-server redis-tools)")
+    notes = []
+    nutcracker = None
+    if not args.no_twemproxy:
+        nutcracker = find_binary("nutcracker", args.nutcracker, ("/usr/sbin", "/usr/local/sbin"))
+        if not nutcracker:
+            notes.append("twemproxy skipped: nutcracker not found (Debian: apt-get install nutcracker)")
+    else:
+        notes.append("twemproxy skipped: --no-twemproxy")
+    if not args.no_build and not args.redshard:
+        build_redshard()
+    redshard = args.redshard or os.path.join(cargo_target_dir(), "release", "redshard")
+    if not os.access(redshard, os.X_OK):
+        raise BenchError(f"redshard binary not found at {redshard} (build it, or pass --redshard PATH)")
+    raise_nofile(3 * args.idle_clients + 1024)
+
+    versions = {
+        "redis-server": subprocess.run([redis_server, "--version"], capture_output=True, text=True, timeout=10).stdout.strip(),
+        "redshard": subprocess.run([redshard, "--version"], capture_output=True, text=True, timeout=10).stdout.strip(),
+    }
+    if nutcracker:
+        v = subprocess.run([nutcracker, "--version"], capture_output=True, text=True, timeout=10)
+        versions["nutcracker"] = (v.stdout + v.stderr).strip().splitlines()[0]
+
+    # Backends.
+    masters = [free_port() for _ in range(args.nodes)]
+    redis_procs = []
+    for i, port in enumerate(masters):
+        d = os.path.join(workdir, f"redis-{port}")
+        os.mkdir(d)
+        redis_procs.append(procs.start(f"redis-{port}", [
+            redis_server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", d, "--maxclients", str(args.idle_clients + 1000),
+        ]))
+    for port, proc in zip(masters, redis_procs):
+        wait_for_ping(f"redis-server :{port}", port, proc, procs)
+
+    # Proxies.
+    endpoints = {DIRECT: (masters[0], redis_procs[0].pid)}
+    rs_port = free_port()
+    rs_conf = os.path.join(workdir, "redshard.toml")
+    with open(rs_conf, "w") as f:
+        f.write(redshard_config(rs_port, masters))
+    rs_proc = procs.start("redshard", [redshard, "--config", rs_conf])
+    wait_for_ping("redshard", rs_port, rs_proc, procs)
+    endpoints[RS] = (rs_port, rs_proc.pid)
+    if nutcracker:
+        tw_port, stats_port = free_port(), free_port()
+        tw_conf = os.path.join(workdir, "twemproxy.yml")
+        with open(tw_conf, "w") as f:
+            f.write(twemproxy_config(tw_port, masters))
+        tw_proc = procs.start("twemproxy", [
+            nutcracker, "-c", tw_conf, "-s", str(stats_port), "-a", "127.0.0.1",
+            "-o", os.path.join(workdir, "nutcracker.out"), "-p", os.path.join(workdir, "nutcracker.pid"),
+        ])
+        wait_for_ping("twemproxy", tw_port, tw_proc, procs)
+        endpoints[TWEM] = (tw_port, tw_proc.pid)
+        notes.append("twemproxy shards with distribution ketama + hash fnv1a_64 (it has no Redis "
+                     "Cluster slots), so keys land on other nodes than through redshard; "
+                     "that does not matter for throughput")
+
+    # Mirroring (only when the proxy accepts a [mirror] section).
+    mirror = {"supported": False}
+    section = detect_mirror(redshard, workdir, masters)
+    if section is None:
+        notes.append("skipped: mirroring not implemented yet (redshard --check-config rejects a [mirror] section)")
+    else:
+        replicas = [free_port() for _ in masters]
+        for port in replicas:
+            d = os.path.join(workdir, f"redis-{port}")
+            os.mkdir(d)
+            p = procs.start(f"redis-replica-{port}", [
+                redis_server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", d])
+            wait_for_ping(f"redis-server (replica) :{port}", port, p, procs)
+        rsm_port = free_port()
+        rsm_conf = os.path.join(workdir, "redshard-mirror.toml")
+        with open(rsm_conf, "w") as f:
+            f.write(redshard_config(rsm_port, masters, replicas, section))
+        rsm_proc = procs.start("redshard-mirror", [redshard, "--config", rsm_conf])
+        wait_for_ping("redshard (mirroring)", rsm_port, rsm_proc, procs)
+        endpoints[RS_MIRROR] = (rsm_port, rsm_proc.pid)
+        mirror = {"supported": True, "section": section, "replicas": len(replicas)}
+        notes.append(f"mirroring: set_p16 also through a redshard with one replica per shard and {section!r}")
+
+    print(f"work directory: {workdir}", file=sys.stderr)
+    print(f"redis masters on 127.0.0.1:{','.join(map(str, masters))}; direct = 127.0.0.1:{masters[0]}", file=sys.stderr)
+
+    # Functional sanity check of the multi-key path through each proxy before timing it.
+    sanity = {}
+    for t in (RS, TWEM):
+        if t not in endpoints:
+            continue
+        port = endpoints[t][0]
+        keys = [f"sanity:{t}:{i}" for i in range(MULTI_KEYS)]
+        try:
+            r1 = call(port, "MSET", *[a for k in keys for a in (k, "val-" + k)])
+            r2 = call(port, "MGET", *keys)
+            ok = r1 == "+OK" and r2 == ["val-" + k for k in keys]
+            sanity[t] = "ok" if ok else f"unexpected replies: {r1!r} {r2!r}"
+        except (OSError, ConnectionError) as e:
+            sanity[t] = f"failed: {e}"
+        if sanity[t] != "ok":
+            notes.append(f"{t}: MSET/MGET sanity check {sanity[t]}")
+
+    # Prefill the keyspace through each target so GET/MGET read 100-byte values everywhere.
+    for t, (port, _) in endpoints.items():
+        print(f"prefilling {KEYSPACE} keys through {t} ...", file=sys.stderr)
+        try:
+            prefill(rb, port, args.case_timeout)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
+            raise BenchError(f"prefill through {t} failed: {e}")
+        procs.check_alive()
+
+    load_before = loadavg()
+    cases = case_list()
+    case_names = [c[0] for c in cases]
+    base_targets = [t for t in (DIRECT, TWEM, RS) if t in endpoints]
+    backend_pids = [p.pid for p in redis_procs]
+    results = {c: {} for c in case_names}
+    problems = []
+    started = time.monotonic()
+    for rnd in range(args.rounds):
+        order = base_targets[rnd % len(base_targets):] + base_targets[: rnd % len(base_targets)]
+        print(f"round {rnd + 1}/{args.rounds}: target order {', '.join(order)}", file=sys.stderr)
+        for name, pipeline, extra, factor in cases:
+            targets = list(order)
+            if name == "set_p16" and RS_MIRROR in endpoints:
+                targets.append(RS_MIRROR)
+            requests = max(1000, int(args.requests * factor))
+            for t in targets:
+                port, pid = endpoints[t]
+                cpu0 = proc_cpu_seconds(pid)
+                bcpu0 = sum(proc_cpu_seconds(p) for p in backend_pids)
+                t0 = time.monotonic()
+                res, problem = run_benchmark(rb, port, pipeline, extra, requests, args.case_timeout)
+                elapsed = time.monotonic() - t0
+                procs.check_alive()
+                if problem:
+                    problems.append(f"round {rnd + 1} {name} {t}: {problem}")
+                if res is None:
+                    print(f"  {name:8} {t:16} FAILED: {problem}", file=sys.stderr)
+                    continue
+                cpu = proc_cpu_seconds(pid) - cpu0
+                bcpu = sum(proc_cpu_seconds(p) for p in backend_pids) - bcpu0
+                res.update({
+                    "round": rnd + 1,
+                    "requests": requests,
+                    "seconds": round(elapsed, 3),
+                    "cpu_us_per_req": cpu * 1e6 / requests,
+                    # For direct the measured process is itself a backend.
+                    "backend_cpu_us_per_req": bcpu * 1e6 / requests,
+                })
+                results[name].setdefault(t, []).append(res)
+                print(f"  {name:8} {t:16} {res['rps']:>10.0f} rps  p50 {res['p50_ms']:.3f} "
+                      f"p99 {res['p99_ms']:.3f} ms  cpu {res['cpu_us_per_req']:.2f} µs/req  "
+                      f"({elapsed:.1f} s)", file=sys.stderr)
+    bench_seconds = time.monotonic() - started
+    versions["loadavg_1m_before_after"] = [load_before, loadavg()]
+
+    # Idle-connection memory.
+    idle = []
+    for t in (RS, TWEM, DIRECT):
+        if t in endpoints:
+            port, pid = endpoints[t]
+            print(f"idle memory: {args.idle_clients} connections to {t} ...", file=sys.stderr)
+            try:
+                idle.append(idle_memory(t, port, pid, args.idle_clients, args.bursts, settle_s=2.0))
+            except OSError as e:
+                problems.append(f"idle-client test against {t}: {e}")
+            procs.check_alive()
+
+    # Mirroring cost (medians of per-round ratios).
+    if mirror.get("supported"):
+        without = {s["round"]: s["rps"] for s in results["set_p16"].get(RS, [])}
+        ratios = [s["rps"] / without[s["round"]]
+                  for s in results["set_p16"].get(RS_MIRROR, []) if without.get(s["round"])]
+        mirror["ratio"] = statistics.median(ratios) if ratios else None
+
+    # Warnings and errors the proxy logged (its log level is warn).
+    for name, _, log_path in procs.children:
+        if name.startswith("redshard"):
+            with open(log_path, "rb") as f:
+                lines = [l for l in f.read().decode("utf-8", "replace").splitlines() if l.strip()]
+            if lines:
+                problems.append(f"{name} logged {len(lines)} warning/error lines; first: {lines[0][:300]}")
+
+    summary = summarize(results, [t for t in (DIRECT, TWEM, RS, RS_MIRROR) if t in endpoints], case_names)
+    checks = evaluate_targets(summary, idle, mirror)
+    emit(args, summary, results, case_names, idle, checks, mirror, notes, problems, sanity,
+         versions, masters, bench_seconds)
+
+
+def emit(args, summary, results, case_names, idle, checks, mirror, notes, problems, sanity,
+         versions, masters, bench_seconds):
+    now = datetime.datetime.now(datetime.timezone.utc)
+    load = versions.pop("loadavg_1m_before_after")
+    out = []
+    out.append(f"## Load benchmark results ({now:%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, "
+               f"{args.rounds} round(s), medians; load average "
+               f"{load[0]:.1f} before the cases, "
+               f"{load[1]:.1f} after)\n")
+    out.append(f"direct = redis-benchmark against one redis-server (127.0.0.1:{masters[0]}); the proxies "
+               f"front {len(masters)} redis-servers. redis-benchmark -c {CLIENTS} -d {VALUE_SIZE} "
+               f"-r {KEYSPACE}; MSET/MGET carry {MULTI_KEYS} random keys. rps in thousands of "
+               "requests/s (an MSET/MGET counts as one request); CPU = utime+stime of the process "
+               "per request.\n")
+    out.append(markdown_table(summary, case_names))
+    if mirror.get("supported"):
+        s = summary["set_p16"].get(RS_MIRROR, {})
+        out.append(f"\nset_p16 with sync mirroring: {fmt_rps(s.get('rps'))} rps, "
+                   f"{fmt_ratio(mirror.get('ratio'))} of redshard without mirroring")
+    out.append("\nIdle connections (RSS from /proc/PID/status):\n")
+    out.append("| process | clients | RSS before | RSS with clients | RSS 2 s after close | bytes per idle client "
+               "| memory returned | RSS after each burst |")
+    out.append("|---|---|---|---|---|---|---|---|")
+    for m in idle:
+        out.append(
+            f"| {TARGET_LABEL[m['target']]} | {m['clients']} | {m['rss_before_bytes'] / 1024:.0f} KiB "
+            f"| {m['rss_during_bytes'] / 1024:.0f} KiB | {m['rss_after_bytes'] / 1024:.0f} KiB "
+            f"| {m['bytes_per_idle_client']:.0f} | {'yes' if m['memory_returned'] else 'no'} "
+            f"| {', '.join(f'{r / 1024:.0f}' for r in m['rss_after_each_burst_bytes'])} KiB |"
+            + (f" ({m['ping_failures']} PINGs unanswered)" if m["ping_failures"] else "")
+        )
+    out.append("\nTargets (issue 8; informational):\n")
+    out.append("| target | value | wanted | result |")
+    out.append("|---|---|---|---|")
+    for c in checks:
+        v = "—" if c["value"] is None else c["value"]
+        out.append(f"| {c['target']} | {v} | {c['threshold']} | {c['result']} |")
+    if notes:
+        out.append("\nNotes:")
+        out += [f"- {n}" for n in notes]
+    if problems:
+        out.append("\nProblems seen during the run:")
+        out += [f"- {p}" for p in problems]
+    print("\n".join(out))
+
+    json_path = args.json if os.path.isabs(args.json) else os.path.join(REPO, args.json)
+    os.makedirs(os.path.dirname(json_path), exist_ok=True)
+    doc = {
+        "date_utc": now.isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "loadavg_1m_before_after": load},
+        "versions": versions,
+        "parameters": {
+            "rounds": args.rounds, "requests_p1": args.requests, "nodes": len(masters),
+            "clients": CLIENTS, "value_bytes": VALUE_SIZE, "keyspace": KEYSPACE,
+            "multi_keys": MULTI_KEYS, "idle_clients": args.idle_clients,
+            "direct": f"127.0.0.1:{masters[0]} (one of the redis-servers)",
+        },
+        "benchmark_seconds": round(bench_seconds, 1),
+        "cases": summary,
+        "samples": results,
+        "idle_memory": idle,
+        "mirroring": mirror,
+        "targets": checks,
+        "sanity": sanity,
+        "notes": notes,
+        "problems": problems,
+    }
+    with open(json_path, "w") as f:
+        json.dump(doc, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+    print(f"\nJSON: {json_path}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
