@@ -95,6 +95,37 @@ impl OutBuf {
         Ok(n)
     }
 
+    /// Writes what the socket accepts now without waiting (`WouldBlock` ends it early).
+    ///
+    /// # Errors
+    /// The socket's write error (not `WouldBlock`); `WriteZero` when the peer accepts no bytes.
+    pub fn try_write_to(&mut self, socket: &tokio::net::TcpStream) -> io::Result<()> {
+        while !self.is_empty() {
+            self.seal();
+            let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut count = 0;
+            for (slot, chunk) in iov.iter_mut().zip(self.chunks.iter()) {
+                *slot = IoSlice::new(chunk);
+                count += 1;
+            }
+            match socket.try_write_vectored(&iov[..count]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.consume(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Frees the staging buffer once everything is written, so an idle connection holds no
+    /// output memory.
+    pub fn release_if_empty(&mut self) {
+        if self.is_empty() && self.staging.capacity() > 0 {
+            self.staging = BytesMut::new();
+        }
+    }
+
     /// Writes everything that is queued.
     ///
     /// # Errors

@@ -383,6 +383,15 @@ impl RequestScanner {
         self.scratch.clear();
     }
 
+    /// Frees the argument and inline storage, for a connection that has gone idle (between
+    /// requests only: the next `scan` starts a new request).
+    pub fn release(&mut self) {
+        self.reset();
+        self.spans = Vec::new();
+        self.scratch = Vec::new();
+        self.inline = Vec::new();
+    }
+
     /// Completes the current request.
     fn finish(&mut self, kind: FrameKind) -> Frame {
         let frame = Frame {

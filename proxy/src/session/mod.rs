@@ -23,7 +23,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tracing::debug;
 
@@ -35,7 +34,8 @@ use crate::resp::{FrameKind, Protocol, RequestScanner};
 use crate::shutdown::Shutdown;
 use crate::state::ProxyState;
 
-/// Spare room kept in the read buffer before each read.
+/// Room made in the read buffer before a read. The buffer is freed whenever it is empty, so
+/// an idle client holds no read memory.
 const READ_RESERVE: usize = 16 * 1024;
 
 /// Why a session stops reading.
@@ -154,33 +154,40 @@ impl Session {
                 return Ok(());
             }
             let reading = self.ctx.closing == Closing::Open && backlog < max_pipeline;
-            if reading && self.rbuf.capacity() - self.rbuf.len() < READ_RESERVE / 4 {
-                self.rbuf.reserve(READ_RESERVE);
-            }
-            let (mut rd, mut wr) = self.stream.split();
+            // Readiness first, buffers only once there is something to read or write.
             tokio::select! {
                 biased;
-                written = self.out.write_some(&mut wr), if !self.out.is_empty() => {
-                    written?;
+                ready = self.stream.writable(), if !self.out.is_empty() => {
+                    ready?;
+                    self.out.try_write_to(&self.stream)?;
                 }
                 () = self.ctx.queue.notified() => {}
-                read = rd.read_buf(&mut self.rbuf), if reading => {
-                    if read? == 0 {
-                        if self.ctx.private.is_some() || self.ctx.waiting {
-                            // It may be blocked (BLPOP 0) on its private connection, which
-                            // only closing frees: the client is gone, so end now.
-                            return Ok(());
-                        }
-                        // The client closed its side: answer what it sent, then close.
-                        self.ctx.closing = Closing::AfterReplies;
-                    } else {
-                        self.dispatch_buffered();
-                        if self.rbuf.len() > max_query {
-                            self.ctx.queue.push_ready(dispatch::error_reply(
-                                "ERR Protocol error: query buffer limit exceeded",
-                            ));
+                ready = self.stream.readable(), if reading => {
+                    ready?;
+                    if self.rbuf.capacity() - self.rbuf.len() < READ_RESERVE / 4 {
+                        self.rbuf.reserve(READ_RESERVE);
+                    }
+                    match self.stream.try_read_buf(&mut self.rbuf) {
+                        Ok(0) => {
+                            if self.ctx.private.is_some() || self.ctx.waiting {
+                                // It may be blocked (BLPOP 0, WAIT 1 0) on something only
+                                // closing frees: the client is gone, so end now.
+                                return Ok(());
+                            }
+                            // The client closed its side: answer what it sent, then close.
                             self.ctx.closing = Closing::AfterReplies;
                         }
+                        Ok(_) => {
+                            self.dispatch_buffered();
+                            if self.rbuf.len() > max_query {
+                                self.ctx.queue.push_ready(dispatch::error_reply(
+                                    "ERR Protocol error: query buffer limit exceeded",
+                                ));
+                                self.ctx.closing = Closing::AfterReplies;
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(e),
                     }
                 }
                 () = self.shutdown.wait(), if self.ctx.closing == Closing::Open => {
@@ -198,6 +205,15 @@ impl Session {
                 self.dispatch_buffered();
                 self.take_replies();
             }
+            // Write at once; the writable branch above only handles a full socket.
+            self.out.try_write_to(&self.stream)?;
+            if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
+                self.rbuf = BytesMut::new();
+                if self.ctx.queue.is_empty() {
+                    self.scanner.release();
+                }
+            }
+            self.out.release_if_empty();
         }
     }
 
