@@ -5,6 +5,7 @@ mod auth;
 mod backend_failure;
 mod binary;
 mod commands;
+mod metrics;
 mod protocol;
 mod routing;
 mod split;
