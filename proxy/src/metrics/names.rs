@@ -293,6 +293,41 @@ mod tests {
         }
     }
 
+    /// Every metric the Grafana dashboard queries is defined here (with a histogram's
+    /// `_bucket`, `_sum` and `_count` series).
+    #[test]
+    fn the_dashboard_uses_only_defined_names() {
+        let dashboard = include_str!("../../../deploy/grafana/redshard-dashboard.json");
+        let known: Vec<String> = EVENTS
+            .iter()
+            .chain(STATE)
+            .flat_map(|m| match m.kind {
+                Kind::Histogram => ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .map(|s| format!("{}{s}", m.name))
+                    .collect(),
+                _ => vec![m.name.to_owned()],
+            })
+            .collect();
+        let used: Vec<&str> = dashboard
+            .split("${ns}_")
+            .skip(1)
+            .map(|rest| {
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len());
+                &rest[..end]
+            })
+            .collect();
+        assert!(used.len() > 10, "{used:?}");
+        for name in used {
+            assert!(
+                known.iter().any(|k| k == name),
+                "the dashboard uses unknown {name}"
+            );
+        }
+    }
+
     #[test]
     fn buckets_increase() {
         assert!(COMMAND_DURATION_BUCKETS.windows(2).all(|w| w[0] < w[1]));
