@@ -178,41 +178,53 @@ pub fn spawn_probe(state: Arc<ProxyState>, mut shutdown: Shutdown) -> JoinHandle
                 () = shutdown.wait() => break,
                 _ = tick.tick() => {}
             }
-            let table = state.router.load();
-            let nodes: Vec<&NodeAddr> = table.topology().nodes().collect();
-            state.health.retain(&nodes);
-            let mut masters: Vec<NodeAddr> = table
-                .shards()
-                .iter()
-                .map(|s| s.master.addr().clone())
-                .collect();
-            masters.sort_unstable();
-            masters.dedup();
-            probes.retain(|node, _| masters.contains(node));
-            let mut round = JoinSet::new();
-            for node in masters {
-                let conn = probes.entry(node.clone()).or_default().conn.take();
-                round.spawn(probe(node, conn, auth.clone()));
-            }
-            while let Some(done) = round.join_next().await {
-                let Ok((node, result)) = done else { continue };
-                let entry = probes.entry(node.clone()).or_default();
-                match result {
-                    Ok(conn) => {
-                        entry.conn = Some(conn);
-                        entry.failures = 0;
-                        state.health.set(&node, true);
-                    }
-                    Err(reason) => {
-                        entry.failures = entry.failures.saturating_add(1);
-                        if entry.failures >= PROBE_FALL {
-                            state.health.set_down(&node, reason);
-                        }
-                    }
-                }
+            tokio::select! {
+                () = shutdown.wait() => break,
+                () = probe_round(&state, &mut probes, auth.as_ref()) => {}
             }
         }
     })
+}
+
+/// Probes every master of the current table once, at the same time, and records the results.
+async fn probe_round(
+    state: &ProxyState,
+    probes: &mut HashMap<NodeAddr, Probe>,
+    auth: Option<&Bytes>,
+) {
+    let table = state.router.load();
+    let nodes: Vec<&NodeAddr> = table.topology().nodes().collect();
+    state.health.retain(&nodes);
+    let mut masters: Vec<NodeAddr> = table
+        .shards()
+        .iter()
+        .map(|s| s.master.addr().clone())
+        .collect();
+    masters.sort_unstable();
+    masters.dedup();
+    probes.retain(|node, _| masters.contains(node));
+    let mut round = JoinSet::new();
+    for node in masters {
+        let conn = probes.entry(node.clone()).or_default().conn.take();
+        round.spawn(probe(node, conn, auth.cloned()));
+    }
+    while let Some(done) = round.join_next().await {
+        let Ok((node, result)) = done else { continue };
+        let entry = probes.entry(node.clone()).or_default();
+        match result {
+            Ok(conn) => {
+                entry.conn = Some(conn);
+                entry.failures = 0;
+                state.health.set(&node, true);
+            }
+            Err(reason) => {
+                entry.failures = entry.failures.saturating_add(1);
+                if entry.failures >= PROBE_FALL {
+                    state.health.set_down(&node, reason);
+                }
+            }
+        }
+    }
 }
 
 /// The `AUTH` request the lanes send, when `[backend]` has a password.
