@@ -83,10 +83,12 @@ impl ProxyState {
         })
     }
 
-    /// The request scanner's bounds from `[limits]`.
+    /// The request scanner's bounds from the live `[limits]`: a reload applies to the
+    /// connections opened after it.
     #[must_use]
     pub fn scan_limits(&self) -> ScanLimits {
-        let limits = &self.config.limits;
+        let live = self.live.load();
+        let limits = &live.limits;
         ScanLimits {
             max_multibulk_len: limits.max_multibulk_len,
             max_bulk_len: limits.max_bulk_bytes,

@@ -258,13 +258,16 @@ async fn reload_applies_limits_and_keeps_the_running_config_on_errors() {
     );
 
     // A new limit applies; a new flag and log level need a restart (no log hook in tests).
-    cluster.rewrite("allow_flush = true\n[limits]\nmax_clients = 1\n[log]\nlevel = \"debug\"\n");
+    cluster.rewrite(
+        "allow_flush = true\n[limits]\nmax_clients = 1\nmax_bulk_bytes = 1000\n[log]\nlevel = \"debug\"\n",
+    );
     let answer = http(cluster.http, "POST", "/-/reload").await;
     assert_eq!(
         (answer.status, answer.body.as_str()),
         (
             200,
-            "reloaded\napplied: limits.max_clients\nneeds a restart: allow_flush, log.level\n"
+            "reloaded\napplied: limits.max_clients, limits.max_bulk_bytes\n\
+             needs a restart: allow_flush, log.level\n"
         )
     );
     let live = cluster.proxy.live_config();
@@ -282,6 +285,12 @@ async fn reload_applies_limits_and_keeps_the_running_config_on_errors() {
     assert_eq!(
         second.read().await,
         Reply::Error("ERR max number of clients reached".into())
+    );
+    // The request limits apply to connections opened after the reload.
+    let big = "x".repeat(2000);
+    assert_eq!(
+        first.cmd(&["SET", "k", big.as_str()]).await,
+        Reply::Error("ERR Protocol error: invalid bulk length".into())
     );
     let after = cluster.get("/metrics").await;
     assert!(reloads(&after) >= reloads(&before) + 2, "{}", after.body);
