@@ -20,6 +20,7 @@ use crate::file::{
     DEFAULT_RECONNECT_BACKOFF_MIN_MS, DEFAULT_RESPONSE_TIMEOUT_MS, DEFAULT_SHUTDOWN_GRACE_MS,
     MAX_LANES, MAX_REPLY_DEPTH_LIMIT,
 };
+use crate::file::{DEFAULT_METRICS_NAMESPACE, METRICS_LISTEN_OFF};
 use crate::slot::SlotRange;
 use crate::validate::{self, Source};
 
@@ -36,6 +37,10 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Where the live topology is persisted; `None` keeps it in memory only.
     pub topology_file: Option<PathBuf>,
+    /// Where the HTTP endpoint (metrics, health, reload) listens; `None` when it is off.
+    pub metrics_listen: Option<SocketAddr>,
+    /// The prefix of every metric name, such as `redshard` in `redshard_connected_clients`.
+    pub metrics_namespace: String,
     /// How the proxy connects to backends.
     pub backend: BackendConfig,
     /// Bounds on client requests and backend replies.
@@ -135,6 +140,8 @@ impl Default for Config {
             allow_flush: DEFAULT_ALLOW_FLUSH,
             shutdown_grace: Duration::from_millis(DEFAULT_SHUTDOWN_GRACE_MS),
             topology_file: None,
+            metrics_listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 9121))),
+            metrics_namespace: DEFAULT_METRICS_NAMESPACE.to_owned(),
             backend: BackendConfig::default(),
             limits: Limits::default(),
             log: LogConfig::default(),
@@ -239,6 +246,15 @@ impl Config {
             }
             other => other.map(|path| PathBuf::from(path.into_inner())),
         };
+        let metrics_listen = metrics_listen(file.metrics_listen.as_ref(), listen, src)?;
+        let metrics_namespace = match file.metrics_namespace {
+            Some(ns) => {
+                validate::check_metrics_namespace(ns.get_ref())
+                    .map_err(|reason| src.invalid(Some(&ns), "metrics_namespace", reason))?;
+                ns.into_inner()
+            }
+            None => DEFAULT_METRICS_NAMESPACE.to_owned(),
+        };
         let config = Config {
             listen,
             password: src.secret(file.password, "password")?,
@@ -248,6 +264,8 @@ impl Config {
                     .map_or(DEFAULT_SHUTDOWN_GRACE_MS, |ms| *ms.get_ref()),
             ),
             topology_file,
+            metrics_listen,
+            metrics_namespace,
             backend: backend(file.backend, src)?,
             limits: limits(file.limits, src)?,
             log: log(file.log, src)?,
@@ -255,6 +273,48 @@ impl Config {
         };
         Ok(config)
     }
+}
+
+/// `metrics_listen`: an `IP:port` other than the client port, or `"off"`.
+fn metrics_listen(
+    value: Option<&toml::Spanned<String>>,
+    listen: SocketAddr,
+    src: &Source<'_>,
+) -> Result<Option<SocketAddr>, ConfigError> {
+    let addr = match value {
+        // The default is DEFAULT_METRICS_LISTEN (a unit test checks they agree).
+        None => match Config::default().metrics_listen {
+            Some(addr) => addr,
+            None => return Ok(None),
+        },
+        Some(value) if value.get_ref() == METRICS_LISTEN_OFF => return Ok(None),
+        Some(value) => value.get_ref().parse::<SocketAddr>().map_err(|_| {
+            src.invalid(
+                Some(value),
+                "metrics_listen",
+                format!(
+                    "{:?} is not an IP:port address (hostnames are not accepted here) nor \
+                     \"{METRICS_LISTEN_OFF}\"",
+                    value.get_ref()
+                ),
+            )
+        })?,
+    };
+    let same_ip =
+        addr.ip() == listen.ip() || addr.ip().is_unspecified() || listen.ip().is_unspecified();
+    if addr.port() != 0 && addr.port() == listen.port() && same_ip {
+        let default = if value.is_none() {
+            " (the default)"
+        } else {
+            ""
+        };
+        return Err(src.invalid(
+            value,
+            "metrics_listen",
+            format!("{addr}{default} is also the client address `listen`; choose another port"),
+        ));
+    }
+    Ok(Some(addr))
 }
 
 fn backend(file: BackendFile, src: &Source<'_>) -> Result<BackendConfig, ConfigError> {

@@ -7,6 +7,8 @@
 //! allow_flush = false
 //! shutdown_grace_ms = 5000
 //! topology_file = "/var/lib/redshard/topology.toml"
+//! metrics_listen = "127.0.0.1:9121"
+//! metrics_namespace = "redshard"
 //!
 //! [backend]
 //! username = "proxyuser"
@@ -51,6 +53,15 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:6379";
 pub const DEFAULT_ALLOW_FLUSH: bool = false;
 /// Default of `shutdown_grace_ms`: 5 s to drain clients on SIGTERM/SIGINT.
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 5000;
+/// Default of `metrics_listen`: the HTTP endpoint (`/metrics`, `/livez`, `/readyz`,
+/// `/-/reload`) on loopback, on redis_exporter's port.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9121";
+/// The value of `metrics_listen` that turns the HTTP endpoint off.
+pub const METRICS_LISTEN_OFF: &str = "off";
+/// Default of `metrics_namespace`: the prefix of every metric name.
+pub const DEFAULT_METRICS_NAMESPACE: &str = "redshard";
+/// Longest `metrics_namespace`, in bytes.
+pub const MAX_METRICS_NAMESPACE_LEN: usize = 64;
 /// Default of `backend.lanes`: connections per backend node.
 pub const DEFAULT_LANES: usize = 2;
 /// Largest accepted `backend.lanes`.
@@ -106,6 +117,15 @@ pub struct ConfigFile {
     /// persisted and read back on start. Default: unset (changes are lost on restart). A
     /// relative path is relative to the configuration file's directory.
     pub topology_file: Option<Spanned<String>>,
+    /// `metrics_listen`: the HTTP endpoint serving `/metrics` (Prometheus), `/livez`, `/readyz`
+    /// and `POST /-/reload`, an `IP:port` (no hostname), or [`METRICS_LISTEN_OFF`] (`"off"`)
+    /// for none. Default [`DEFAULT_METRICS_LISTEN`]. It must differ from `listen`.
+    pub metrics_listen: Option<Spanned<String>>,
+    /// `metrics_namespace`: the prefix of every metric name (`<namespace>_connected_clients`):
+    /// 1-64 characters of `A-Za-z0-9_`, not starting with a digit. Default
+    /// [`DEFAULT_METRICS_NAMESPACE`]; `"redis"` makes the names redshard shares with
+    /// redis_exporter match its dashboards.
+    pub metrics_namespace: Option<Spanned<String>>,
     /// `[backend]`: how the proxy connects to redis-servers.
     #[serde(default)]
     pub backend: BackendFile,

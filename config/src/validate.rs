@@ -11,7 +11,7 @@ use toml::Spanned;
 use crate::addr::NodeAddr;
 use crate::config::ShardConfig;
 use crate::error::ConfigError;
-use crate::file::{ShardFile, MAX_SHARD_NAME_LEN};
+use crate::file::{ShardFile, MAX_METRICS_NAMESPACE_LEN, MAX_SHARD_NAME_LEN};
 use crate::slot::{compact, Slot, SlotRange, SLOT_COUNT};
 
 /// The text being validated and its name, to turn byte offsets into operator-facing lines.
@@ -278,6 +278,27 @@ pub(crate) fn check_shard_name(name: &str) -> Result<(), &'static str> {
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
     {
         return Err("may hold only letters, digits, '.', '_' and '-'");
+    }
+    Ok(())
+}
+
+/// Checks a metric namespace: 1-64 bytes of `A-Za-z0-9_`, not starting with a digit, so
+/// every metric name built from it is a valid Prometheus name.
+pub(crate) fn check_metrics_namespace(namespace: &str) -> Result<(), &'static str> {
+    if namespace.is_empty() {
+        return Err("must not be empty");
+    }
+    if namespace.len() > MAX_METRICS_NAMESPACE_LEN {
+        return Err("must be at most 64 characters");
+    }
+    if namespace.as_bytes()[0].is_ascii_digit() {
+        return Err("must not start with a digit");
+    }
+    if !namespace
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        return Err("may hold only letters, digits and '_'");
     }
     Ok(())
 }

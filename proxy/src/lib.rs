@@ -20,13 +20,20 @@
 //! - [`router`]: the slot table in an `ArcSwap`, and the routing of one request.
 //! - [`backend`]: per-node lanes: long-lived, multiplexed, pipelined connections.
 //! - [`shutdown`]: the drain signal shared by every task.
+//! - [`metrics`]: metric names, the recording API, and the HTTP endpoint (`/metrics`,
+//!   `/livez`, `/readyz`, `POST /-/reload`) on `metrics_listen`.
+//! - [`health`]: what is known of each backend node (probe and lane reports), readiness.
+//! - [`reload`]: re-reading the configuration file (SIGHUP, `POST /-/reload`).
 #![forbid(unsafe_code)]
 
 pub mod backend;
 pub mod clients;
 pub mod command;
+pub mod health;
 pub mod listener;
+pub mod metrics;
 pub mod outbuf;
+pub mod reload;
 pub mod replies;
 pub mod resp;
 pub mod router;
@@ -45,7 +52,8 @@ use redshard_config::{
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-pub use state::ProxyState;
+pub use reload::{LogLevelHook, ReloadError, ReloadReport};
+pub use state::{ProxyState, StateOptions};
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +61,15 @@ pub enum StartError {
     /// The client port could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// The configured address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The HTTP endpoint's port (`metrics_listen`) could not be bound.
+    #[error("cannot listen on {addr} (metrics_listen): {source}")]
+    BindMetrics {
         /// The configured address.
         addr: SocketAddr,
         /// The OS error.
@@ -75,15 +92,28 @@ pub struct Proxy {
     trigger: shutdown::ShutdownTrigger,
     /// The accept loop; completes when every session has finished after shutdown.
     accept: JoinHandle<()>,
+    /// Where the HTTP endpoint listens, when it runs.
+    http_addr: Option<SocketAddr>,
+    /// The HTTP endpoint and the health probe; they end promptly on shutdown.
+    background: Vec<JoinHandle<()>>,
 }
 
 impl Proxy {
     /// Restores the topology (persisted one if newer than the config's), binds `config.listen`
-    /// and starts serving on the current tokio runtime.
+    /// and `config.metrics_listen`, and starts serving on the current tokio runtime.
     ///
     /// # Errors
-    /// The listen address cannot be bound, or the topology file is unreadable or unwritable.
+    /// A listen address cannot be bound, or the topology file is unreadable or unwritable.
     pub async fn start(config: Config) -> Result<Self, StartError> {
+        Self::start_with(config, StateOptions::default()).await
+    }
+
+    /// [`Proxy::start`], with the configuration file to re-read on reload and the hook that
+    /// applies a new log level (what `main` passes).
+    ///
+    /// # Errors
+    /// As [`Proxy::start`].
+    pub async fn start_with(config: Config, options: StateOptions) -> Result<Self, StartError> {
         let topology = initial_topology(&config)?;
         let listener =
             TcpListener::bind(config.listen)
@@ -92,10 +122,19 @@ impl Proxy {
                     addr: config.listen,
                     source,
                 })?;
-        Self::start_on(listener, config, topology)
+        let http = match config.metrics_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::BindMetrics { addr, source })?,
+            ),
+            None => None,
+        };
+        Self::serve(listener, http, config, topology, options)
     }
 
-    /// Serves `topology` on an already-bound listener (tests bind `127.0.0.1:0`).
+    /// Serves `topology` on an already-bound listener (tests bind `127.0.0.1:0`), without
+    /// the HTTP endpoint.
     ///
     /// # Errors
     /// The listener's address cannot be read.
@@ -104,18 +143,58 @@ impl Proxy {
         config: Config,
         topology: Topology,
     ) -> Result<Self, StartError> {
+        Self::serve(listener, None, config, topology, StateOptions::default())
+    }
+
+    /// Serves `topology` to clients on `listener` and, when `http` is given, the HTTP
+    /// endpoint on it with the backend probe that feeds `/readyz` (`config.metrics_listen`
+    /// is not bound here). Installs the process's metrics recorder if it is not yet.
+    ///
+    /// # Errors
+    /// A listener's address cannot be read.
+    pub fn serve(
+        listener: TcpListener,
+        http: Option<TcpListener>,
+        config: Config,
+        topology: Topology,
+        options: StateOptions,
+    ) -> Result<Self, StartError> {
         let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
             addr: config.listen,
             source,
         })?;
-        let state = ProxyState::new(config, topology, local_addr.port());
+        let http_addr = match &http {
+            Some(http) => Some(
+                http.local_addr()
+                    .map_err(|source| StartError::BindMetrics {
+                        addr: config.metrics_listen.unwrap_or(local_addr),
+                        source,
+                    })?,
+            ),
+            None => None,
+        };
+        if let Err(e) = metrics::install(&config.metrics_namespace) {
+            tracing::warn!(error = %e, "metrics are disabled");
+        }
+        let state = ProxyState::with_options(config, topology, local_addr.port(), options);
         let (trigger, watch) = shutdown::channel();
+        let mut background = Vec::new();
+        if let Some(http) = http {
+            background.push(tokio::spawn(metrics::http::run(
+                http,
+                endpoints(&state),
+                trigger.subscribe(),
+            )));
+            background.push(health::spawn_probe(Arc::clone(&state), trigger.subscribe()));
+        }
         let accept = tokio::spawn(listener::run(listener, Arc::clone(&state), watch));
         Ok(Self {
             local_addr,
             state,
             trigger,
             accept,
+            http_addr,
+            background,
         })
     }
 
@@ -137,11 +216,53 @@ impl Proxy {
         &self.state
     }
 
+    /// Where the HTTP endpoint listens, when it runs.
+    #[must_use]
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// The configuration in effect now (the file's after the last successful reload, for
+    /// what can change live).
+    #[must_use]
+    pub fn live_config(&self) -> Arc<Config> {
+        self.state.live.load_full()
+    }
+
+    /// Re-reads the configuration file and applies what can change live, as SIGHUP does.
+    ///
+    /// # Errors
+    /// See [`reload::reload`]: the running configuration is kept.
+    pub fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        reload::reload(&self.state)
+    }
+
     /// Stops accepting, lets sessions finish their in-flight replies, and waits up to `grace`.
     /// Returns whether every session finished in time.
     pub async fn shutdown(self, grace: Duration) -> bool {
         self.trigger.trigger();
-        tokio::time::timeout(grace, self.accept).await.is_ok()
+        let drained = tokio::time::timeout(grace, self.accept).await.is_ok();
+        for task in self.background {
+            // Both watch the trigger and end at once; the bound only guards against a bug.
+            let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
+        }
+        drained
+    }
+}
+
+/// The HTTP routes of the proxy `state`.
+fn endpoints(state: &Arc<ProxyState>) -> metrics::http::Endpoints {
+    let for_metrics = Arc::clone(state);
+    let for_ready = Arc::clone(state);
+    let for_reload = Arc::clone(state);
+    metrics::http::Endpoints {
+        metrics: Arc::new(move || metrics::render(&for_metrics)),
+        ready: Arc::new(move || for_ready.health.readiness(&for_ready.router.load())),
+        reload: Arc::new(move || {
+            reload::reload(&for_reload)
+                .map(|report| report.to_string())
+                .map_err(|e| e.to_string())
+        }),
     }
 }
 

@@ -1,16 +1,29 @@
 //! The `redshard` binary: load and validate the configuration, restore the persisted topology,
-//! serve clients until SIGTERM or SIGINT, then drain within the grace period.
+//! serve clients until SIGTERM or SIGINT (reloading the configuration on SIGHUP), then drain
+//! within the grace period. `redshard healthcheck` asks a running proxy whether it is ready.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use redshard_config::{Config, LogFormat};
+use redshard_proxy::metrics::healthcheck;
+use redshard_proxy::{LogLevelHook, StateOptions};
 use tracing::{error, info, warn};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{fmt, reload, EnvFilter};
 
 /// A sharding proxy for the Redis protocol in front of plain Redis nodes.
 #[derive(Debug, Parser)]
-#[command(name = "redshard", version, about)]
+#[command(
+    name = "redshard",
+    version,
+    about,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 struct Cli {
     /// The configuration file (TOML).
     #[arg(
@@ -26,6 +39,22 @@ struct Cli {
     /// Log format; overrides `[log] format` from the file.
     #[arg(long, value_enum)]
     log_format: Option<CliLogFormat>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Ask a running proxy whether it is ready: exit 0 when its /readyz answers 200, 1
+    /// otherwise (for Docker's HEALTHCHECK).
+    Healthcheck {
+        /// The readiness URL (plain http).
+        #[arg(long, default_value = healthcheck::DEFAULT_URL)]
+        url: String,
+        /// How long to wait for the answer, in milliseconds.
+        #[arg(long, default_value_t = 3000)]
+        timeout_ms: u64,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -36,6 +65,18 @@ enum CliLogFormat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Healthcheck { url, timeout_ms }) = &cli.command {
+        return match healthcheck::healthcheck(url, Duration::from_millis(*timeout_ms)) {
+            Ok(body) => {
+                print!("{body}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(path) = &cli.check_config {
         return match Config::load(path) {
             Ok(config) => {
@@ -71,7 +112,11 @@ fn main() -> ExitCode {
             CliLogFormat::Json => LogFormat::Json,
         };
     }
-    init_tracing(&config);
+    let log_level = init_tracing(&config);
+    let options = StateOptions {
+        config_path: Some(path.clone()),
+        log_level: Some(log_level),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -82,36 +127,58 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(serve(config));
+    let code = runtime.block_on(serve(config, options));
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     code
 }
 
-fn init_tracing(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+/// Starts logging, and returns the hook that changes the level on reload. `RUST_LOG`, when
+/// set, wins over `[log] level`, at start and on reload.
+fn init_tracing(config: &Config) -> LogLevelHook {
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let env_wins = from_env.is_some();
+    let filter = from_env.unwrap_or_else(|| EnvFilter::new(&config.log.level));
+    let (filter, handle) = reload::Layer::new(filter);
+    let json = config.log.format == LogFormat::Json;
+    tracing_subscriber::registry()
+        .with(filter)
+        .with((!json).then(|| fmt::layer().with_writer(std::io::stderr)))
+        .with(json.then(|| fmt::layer().json().with_writer(std::io::stderr)))
+        .init();
+    LogLevelHook::new(move |level| {
+        if env_wins {
+            return Ok(false);
+        }
+        let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())?;
+        Ok(true)
+    })
 }
 
-async fn serve(config: Config) -> ExitCode {
+async fn serve(config: Config, options: StateOptions) -> ExitCode {
     let grace = config.shutdown_grace;
     // Handlers first: a SIGTERM that arrives as soon as clients can connect must drain too.
-    let signals = Signals::install();
-    let proxy = match redshard_proxy::Proxy::start(config).await {
+    let mut signals = Signals::install();
+    let proxy = match redshard_proxy::Proxy::start_with(config, options).await {
         Ok(proxy) => proxy,
         Err(e) => {
             error!(error = %e, "cannot start");
             return ExitCode::FAILURE;
         }
     };
-    info!(listen = %proxy.local_addr(), epoch = proxy.epoch(), "redshard is serving");
-    signals.wait().await;
+    match proxy.metrics_addr() {
+        Some(http) => info!(
+            listen = %proxy.local_addr(),
+            metrics = %http,
+            epoch = proxy.epoch(),
+            "redshard is serving"
+        ),
+        None => info!(listen = %proxy.local_addr(), epoch = proxy.epoch(), "redshard is serving"),
+    }
+    while signals.next().await == Signal::Reload {
+        // Logged (applied, refused, or needing a restart) by the reload itself.
+        let _ = proxy.reload();
+    }
     info!(
         grace_ms = grace.as_millis() as u64,
         "shutting down: draining clients"
@@ -124,10 +191,26 @@ async fn serve(config: Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// SIGTERM and SIGINT, both of which start a graceful drain.
+/// What a signal asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Signal {
+    /// SIGTERM or SIGINT: drain and exit.
+    Stop,
+    /// SIGHUP: reload the configuration file.
+    Reload,
+}
+
+/// SIGTERM and SIGINT, both of which start a graceful drain, and SIGHUP, which reloads.
 struct Signals {
     #[cfg(unix)]
-    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+    streams: Option<UnixSignals>,
+}
+
+#[cfg(unix)]
+struct UnixSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -137,9 +220,10 @@ impl Signals {
         let streams = match (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
         ) {
-            (Ok(term), Ok(int)) => Some((term, int)),
-            (Err(e), _) | (_, Err(e)) => {
+            (Ok(term), Ok(int), Ok(hup)) => Some(UnixSignals { term, int, hup }),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                 warn!(error = %e, "cannot install signal handlers; stop redshard with SIGKILL");
                 None
             }
@@ -148,13 +232,14 @@ impl Signals {
     }
 
     #[cfg(unix)]
-    async fn wait(self) {
-        let Some((mut term, mut int)) = self.streams else {
+    async fn next(&mut self) -> Signal {
+        let Some(s) = &mut self.streams else {
             return std::future::pending().await;
         };
         tokio::select! {
-            _ = term.recv() => info!("SIGTERM received"),
-            _ = int.recv() => info!("SIGINT received"),
+            _ = s.term.recv() => { info!("SIGTERM received"); Signal::Stop }
+            _ = s.int.recv() => { info!("SIGINT received"); Signal::Stop }
+            _ = s.hup.recv() => { info!("SIGHUP received: reloading the configuration"); Signal::Reload }
         }
     }
 
@@ -164,8 +249,9 @@ impl Signals {
     }
 
     #[cfg(not(unix))]
-    async fn wait(self) {
+    async fn next(&mut self) -> Signal {
         let _ = tokio::signal::ctrl_c().await;
         info!("Ctrl-C received");
+        Signal::Stop
     }
 }

@@ -1,12 +1,16 @@
 //! What every session shares: configuration, routing, the client list.
 
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use redshard_config::{Config, Topology};
 
 use crate::backend::{LaneConfig, NodePool};
 use crate::clients::Clients;
+use crate::health::BackendHealth;
+use crate::reload::LogLevelHook;
 use crate::resp::ScanLimits;
 use crate::router::Router;
 
@@ -23,6 +27,27 @@ pub struct ProxyState {
     pub started: Instant,
     /// The port clients connect to, for INFO.
     pub port: u16,
+    /// The configuration in effect now: `config` with the `[limits]` and `[log] level` of
+    /// the last successful reload (see [`crate::reload`]). Read it per use, not once.
+    pub live: ArcSwap<Config>,
+    /// What is known of each backend node, for `/readyz` and `backend_up`.
+    pub health: Arc<BackendHealth>,
+    /// The file the configuration came from, re-read on reload; `None` when it was not
+    /// loaded from a file (tests), which makes reloads fail.
+    pub config_path: Option<PathBuf>,
+    /// Applies a reloaded `[log] level`; `None` when logging cannot change live.
+    pub log_level: Option<LogLevelHook>,
+    /// Held during a reload, so SIGHUP and `POST /-/reload` do not interleave.
+    pub reload_lock: Mutex<()>,
+}
+
+/// What a proxy started by `main` has beyond its configuration.
+#[derive(Clone, Debug, Default)]
+pub struct StateOptions {
+    /// The configuration file, for reloads.
+    pub config_path: Option<PathBuf>,
+    /// Applies a reloaded `[log] level`.
+    pub log_level: Option<LogLevelHook>,
 }
 
 impl ProxyState {
@@ -30,21 +55,40 @@ impl ProxyState {
     /// starts the backend lanes.
     #[must_use]
     pub fn new(config: Config, topology: Topology, port: u16) -> Arc<Self> {
+        Self::with_options(config, topology, port, StateOptions::default())
+    }
+
+    /// As [`ProxyState::new`], with a configuration file to reload and a log level hook.
+    #[must_use]
+    pub fn with_options(
+        config: Config,
+        topology: Topology,
+        port: u16,
+        options: StateOptions,
+    ) -> Arc<Self> {
         let lanes = LaneConfig::from_config(&config.backend, config.limits.max_reply_depth);
         let router = Router::new(topology, NodePool::new(lanes));
+        let config = Arc::new(config);
         Arc::new(Self {
-            config: Arc::new(config),
+            live: ArcSwap::new(Arc::clone(&config)),
+            config,
             router,
             clients: Clients::default(),
             started: Instant::now(),
             port,
+            health: Arc::new(BackendHealth::default()),
+            config_path: options.config_path,
+            log_level: options.log_level,
+            reload_lock: Mutex::new(()),
         })
     }
 
-    /// The request scanner's bounds from `[limits]`.
+    /// The request scanner's bounds from the live `[limits]`: a reload applies to the
+    /// connections opened after it.
     #[must_use]
     pub fn scan_limits(&self) -> ScanLimits {
-        let limits = &self.config.limits;
+        let live = self.live.load();
+        let limits = &live.limits;
         ScanLimits {
             max_multibulk_len: limits.max_multibulk_len,
             max_bulk_len: limits.max_bulk_bytes,

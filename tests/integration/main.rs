@@ -6,6 +6,7 @@ mod backend_failure;
 mod binary;
 mod clients;
 mod commands;
+mod metrics;
 mod protocol;
 mod pubsub;
 mod resp3;

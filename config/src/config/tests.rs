@@ -68,6 +68,15 @@ fn minimal_file_takes_every_default() {
     assert!(!config.allow_flush);
     assert_eq!(config.shutdown_grace, Duration::from_secs(5));
     assert_eq!(config.topology_file, None);
+    assert_eq!(
+        config.metrics_listen,
+        Some("127.0.0.1:9121".parse::<SocketAddr>().unwrap())
+    );
+    assert_eq!(
+        config.metrics_listen,
+        Some(crate::file::DEFAULT_METRICS_LISTEN.parse().unwrap())
+    );
+    assert_eq!(config.metrics_namespace, "redshard");
     assert_eq!(config.backend, BackendConfig::default());
     assert_eq!(config.backend.lanes, 2);
     assert_eq!(config.backend.connect_timeout, Duration::from_millis(1000));
@@ -123,6 +132,8 @@ password = "secret"
 allow_flush = true
 shutdown_grace_ms = 0
 topology_file = "/var/lib/redshard/topology.toml"
+metrics_listen = "0.0.0.0:9200"
+metrics_namespace = "redis"
 
 [backend]
 username = "proxyuser"
@@ -156,6 +167,11 @@ format = "json"
         config.topology_file.as_deref(),
         Some(Path::new("/var/lib/redshard/topology.toml"))
     );
+    assert_eq!(
+        config.metrics_listen,
+        Some("0.0.0.0:9200".parse::<SocketAddr>().unwrap())
+    );
+    assert_eq!(config.metrics_namespace, "redis");
     assert_eq!(
         config.backend,
         BackendConfig {
@@ -522,4 +538,69 @@ fn load_reads_the_file_and_resolves_the_topology_path() {
     let err = Config::load(&missing).unwrap_err();
     assert!(matches!(err, ConfigError::Io { .. }));
     assert!(err.to_string().contains("missing.toml"), "{err}");
+}
+
+#[test]
+fn metrics_listen_is_an_address_or_off() {
+    let text = format!("metrics_listen = \"off\"\n{SHARDS}");
+    assert_eq!(parse(&text).unwrap().metrics_listen, None);
+    let text = format!("metrics_listen = \"127.0.0.1:0\"\n{SHARDS}");
+    assert_eq!(parse(&text).unwrap().metrics_listen.unwrap().port(), 0);
+    let text = format!("metrics_listen = \"[::1]:9121\"\n{SHARDS}");
+    assert!(parse(&text).unwrap().metrics_listen.unwrap().is_ipv6());
+    for bad in ["localhost:9121", "", "Off", "9121"] {
+        let text = format!("metrics_listen = \"{bad}\"\n{SHARDS}");
+        assert_error(
+            &text,
+            "metrics_listen",
+            &["metrics_listen: ", "IP:port", "\"off\""],
+        );
+    }
+    let text = format!("metrics_listen = 9121\n{SHARDS}");
+    assert_error(&text, "metrics_listen", &["metrics_listen", "string"]);
+}
+
+#[test]
+fn metrics_listen_must_not_be_the_client_port() {
+    let text =
+        format!("listen = \"127.0.0.1:7000\"\nmetrics_listen = \"127.0.0.1:7000\"\n{SHARDS}");
+    assert_error(
+        &text,
+        "metrics_listen",
+        &["metrics_listen: 127.0.0.1:7000 is also the client address"],
+    );
+    let text = format!("listen = \"0.0.0.0:7000\"\nmetrics_listen = \"127.0.0.1:7000\"\n{SHARDS}");
+    assert_error(&text, "metrics_listen", &["also the client address"]);
+    // The default collides too, without a line to point at.
+    let text = format!("listen = \"127.0.0.1:9121\"\n{SHARDS}");
+    assert_eq!(
+        error(&text),
+        "test.toml: metrics_listen: 127.0.0.1:9121 (the default) is also the client address \
+         `listen`; choose another port"
+    );
+    // Other addresses, and port 0 on both (tests), are fine.
+    let text =
+        format!("listen = \"127.0.0.1:7000\"\nmetrics_listen = \"127.0.0.2:7000\"\n{SHARDS}");
+    assert!(parse(&text).is_ok());
+    let text = format!("listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\n{SHARDS}");
+    assert!(parse(&text).is_ok());
+}
+
+#[test]
+fn metrics_namespace_must_be_a_prometheus_name_prefix() {
+    for good in ["redis", "redshard_eu1", "_x", "A9"] {
+        let text = format!("metrics_namespace = \"{good}\"\n{SHARDS}");
+        assert_eq!(parse(&text).unwrap().metrics_namespace, good);
+    }
+    let long = "n".repeat(65);
+    for (bad, word) in [
+        ("", "must not be empty"),
+        ("9lives", "must not start with a digit"),
+        ("red-shard", "letters, digits and '_'"),
+        ("a.b", "letters, digits and '_'"),
+        (long.as_str(), "at most 64"),
+    ] {
+        let text = format!("metrics_namespace = \"{bad}\"\n{SHARDS}");
+        assert_error(&text, "metrics_namespace", &["metrics_namespace: ", word]);
+    }
 }

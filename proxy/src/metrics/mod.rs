@@ -1,0 +1,461 @@
+//! Metrics: the names ([`names`]), the process-wide recorder and the recording API the data
+//! path calls, and the HTTP endpoint that serves them with the health checks ([`http`]).
+//!
+//! # Two sources
+//!
+//! **Events** (commands, bytes, backend errors) are recorded by the functions of this module
+//! into one [`metrics-exporter-prometheus`](metrics_exporter_prometheus) recorder per
+//! process, installed by [`install`] and also set as the global `metrics` recorder. Every
+//! function is a no-op until then, and cheap after: static metric names, `&'static str`
+//! command labels, and the handles of each command registered once and kept, so recording a
+//! command costs a hash look-up of its name and a few atomic operations.
+//!
+//! **State** (clients, topology, backend health) is read from the proxy at each scrape by
+//! [`render`]: always exact for the proxy being scraped and never stale, with nothing to wire.
+//!
+//! # One recorder per process
+//!
+//! A process has one global recorder, and tests run many proxies in one process, so
+//! [`install`] is idempotent: the first call builds the recorder, later calls return it. The
+//! namespace (`metrics_namespace`) is therefore fixed by the first proxy started in the
+//! process; a later proxy asking for another one is told so in the log and gets the first.
+//! The event metrics of every proxy of the process add up; state metrics are per proxy.
+
+pub mod healthcheck;
+pub mod http;
+pub mod names;
+mod scrape;
+mod text;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder};
+use metrics_exporter_prometheus::{
+    BuildError, Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+use redshard_config::NodeAddr;
+
+use crate::state::ProxyState;
+use names::{Kind, Metric, LABEL_CMD, LABEL_KIND, LABEL_NODE, LABEL_RESULT};
+use text::Text;
+
+/// How often histogram samples are folded into their buckets between scrapes, which bounds
+/// the memory they hold.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The registration metadata of every metric (the Prometheus recorder ignores it).
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+/// The process's recorder, once installed.
+static REGISTRY: OnceLock<Registry> = OnceLock::new();
+/// Serializes [`install`], so that exactly one recorder is ever built.
+static INSTALL: Mutex<()> = Mutex::new(());
+
+/// The recorder could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    /// The exporter refused its settings (empty histogram buckets).
+    #[error("cannot configure the Prometheus recorder: {0}")]
+    Build(#[from] BuildError),
+}
+
+/// The installed recorder: renders the event metrics. Cheap to copy.
+#[derive(Clone, Copy, Debug)]
+pub struct Exporter {
+    /// The process-wide registry it renders.
+    registry: &'static Registry,
+}
+
+/// Everything [`install`] sets up, for the life of the process.
+#[derive(Debug)]
+struct Registry {
+    /// The namespace of every name, from the first [`install`].
+    namespace: &'static str,
+    /// The recorder; also the global one unless another was installed first.
+    recorder: Arc<PrometheusRecorder>,
+    /// Renders the recorder's metrics.
+    handle: PrometheusHandle,
+    /// `<ns>_backend_errors_total`, for per-call registration with a node label.
+    backend_errors: &'static str,
+    /// `<ns>_backend_connections`.
+    backend_connections: &'static str,
+    /// Per-command metrics.
+    commands: CommandTable,
+    /// `<ns>_net_input_bytes_total`.
+    net_in: Counter,
+    /// `<ns>_net_output_bytes_total`.
+    net_out: Counter,
+    /// `<ns>_protocol_errors_total`.
+    protocol_errors: Counter,
+    /// `<ns>_config_reloads_total{result="ok"}`.
+    reloads_ok: Counter,
+    /// `<ns>_config_reloads_total{result="error"}`.
+    reloads_error: Counter,
+}
+
+/// Installs the process's recorder with `namespace`, or returns the one already installed
+/// (whose namespace then wins; see the [module docs](self)). Starts a thread that folds
+/// histogram samples into buckets every second.
+///
+/// # Errors
+/// The exporter refuses the histogram buckets (it cannot with the built-in ones).
+pub fn install(namespace: &str) -> Result<Exporter, InstallError> {
+    let _guard = INSTALL.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(registry) = REGISTRY.get() {
+        if registry.namespace != namespace {
+            tracing::warn!(
+                installed = registry.namespace,
+                requested = namespace,
+                "metrics are already installed in this process with another namespace; keeping it"
+            );
+        }
+        return Ok(Exporter { registry });
+    }
+    let recorder = build_recorder(namespace)?;
+    // Under INSTALL and checked empty above: this closure runs.
+    let registry = REGISTRY.get_or_init(|| Registry::build(namespace, recorder));
+    Ok(Exporter { registry })
+}
+
+fn build_recorder(namespace: &str) -> Result<PrometheusRecorder, InstallError> {
+    let histogram = format!("{namespace}_{}", names::COMMAND_DURATION_SECONDS.name);
+    Ok(PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(histogram), names::COMMAND_DURATION_BUCKETS)?
+        .build_recorder())
+}
+
+/// `<namespace>_<name>`, allocated once per process and kept for its life, so that metric
+/// keys can borrow it without allocating.
+fn leak_name(namespace: &str, metric: &Metric) -> &'static str {
+    Box::leak(format!("{namespace}_{}", metric.name).into_boxed_str())
+}
+
+impl Registry {
+    fn build(namespace: &str, recorder: PrometheusRecorder) -> Self {
+        let recorder = Arc::new(recorder);
+        let handle = recorder.handle();
+        for metric in names::EVENTS {
+            let name = KeyName::from(leak_name(namespace, metric));
+            let help = metric.help.into();
+            match metric.kind {
+                Kind::Counter => recorder.describe_counter(name, None, help),
+                Kind::Gauge => recorder.describe_gauge(name, None, help),
+                Kind::Histogram => recorder.describe_histogram(name, None, help),
+            }
+        }
+        if metrics::set_global_recorder(Arc::clone(&recorder)).is_err() {
+            tracing::warn!(
+                "another metrics recorder is already installed: redshard's own metrics are still \
+                 served, metrics of other libraries are not"
+            );
+        }
+        let counter = |metric: &Metric, labels: Vec<Label>| {
+            let key = Key::from_parts(leak_name(namespace, metric), labels);
+            recorder.register_counter(&key, &METADATA)
+        };
+        let reloads = |result: &'static str| {
+            counter(
+                &names::CONFIG_RELOADS_TOTAL,
+                vec![Label::new(LABEL_RESULT, result)],
+            )
+        };
+        let registry = Self {
+            namespace: Box::leak(namespace.to_owned().into_boxed_str()),
+            backend_errors: leak_name(namespace, &names::BACKEND_ERRORS_TOTAL),
+            backend_connections: leak_name(namespace, &names::BACKEND_CONNECTIONS),
+            commands: CommandTable::new(namespace),
+            net_in: counter(&names::NET_INPUT_BYTES_TOTAL, Vec::new()),
+            net_out: counter(&names::NET_OUTPUT_BYTES_TOTAL, Vec::new()),
+            protocol_errors: counter(&names::PROTOCOL_ERRORS_TOTAL, Vec::new()),
+            reloads_ok: reloads("ok"),
+            reloads_error: reloads("error"),
+            handle: handle.clone(),
+            recorder,
+        };
+        let upkeep = std::thread::Builder::new()
+            .name("redshard-metrics".into())
+            .spawn(move || loop {
+                std::thread::sleep(UPKEEP_INTERVAL);
+                handle.run_upkeep();
+            });
+        if let Err(e) = upkeep {
+            tracing::warn!(error = %e, "cannot start the metrics upkeep thread; histograms are folded at each scrape only");
+        }
+        registry
+    }
+
+    fn counter(&self, name: &'static str, labels: Vec<Label>) -> Counter {
+        self.recorder
+            .register_counter(&Key::from_parts(name, labels), &METADATA)
+    }
+
+    fn gauge(&self, name: &'static str, labels: Vec<Label>) -> Gauge {
+        self.recorder
+            .register_gauge(&Key::from_parts(name, labels), &METADATA)
+    }
+}
+
+impl Exporter {
+    /// The namespace every name starts with.
+    #[must_use]
+    pub fn namespace(&self) -> &'static str {
+        self.registry.namespace
+    }
+
+    /// Appends the event metrics, in the Prometheus text format, to `out`.
+    pub fn render_into(&self, out: &mut String) {
+        out.push_str(&self.registry.handle.render());
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        self.registry
+            .commands
+            .render_durations(self.namespace(), out);
+    }
+}
+
+/// The installed registry, if any.
+fn registry() -> Option<&'static Registry> {
+    REGISTRY.get()
+}
+
+// ---- The recording API ---------------------------------------------------------------------
+
+/// Records one command served: `cmd` is its name in the command table (`CommandSpec::name`,
+/// such as `get` or `config|get`), `elapsed` the time from its arrival to its reply being
+/// ready, `failed` whether that reply is an error. Counts `commands_total`,
+/// `commands_failed_calls_total`, `commands_duration_seconds_total` and the
+/// `command_duration_seconds` histogram.
+pub fn command(cmd: &'static str, elapsed: Duration, failed: bool) {
+    let Some(registry) = registry() else {
+        return;
+    };
+    registry.commands.with(registry, cmd, |m| {
+        m.calls.increment(1);
+        if failed {
+            m.failed.increment(1);
+        }
+        m.latency.record(elapsed.as_secs_f64());
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        m.nanos.fetch_add(nanos, Ordering::Relaxed);
+    });
+}
+
+/// Records `n` bytes read from a client (`net_input_bytes_total`).
+pub fn bytes_in(n: u64) {
+    if let Some(registry) = registry() {
+        registry.net_in.increment(n);
+    }
+}
+
+/// Records `n` bytes written to a client (`net_output_bytes_total`).
+pub fn bytes_out(n: u64) {
+    if let Some(registry) = registry() {
+        registry.net_out.increment(n);
+    }
+}
+
+/// Records a client request that was not valid RESP (`protocol_errors_total`).
+pub fn protocol_error() {
+    if let Some(registry) = registry() {
+        registry.protocol_errors.increment(1);
+    }
+}
+
+/// Records a failure of a connection to `node` (`backend_errors_total`); `kind` is one of
+/// [`names::error_kind`]. Meant for connection-level events (a failed connect, a timeout, a
+/// close), not for each request they fail.
+pub fn backend_error(node: &NodeAddr, kind: &'static str) {
+    if let Some(registry) = registry() {
+        let labels = vec![
+            Label::new(LABEL_NODE, node.as_str().to_owned()),
+            Label::new(LABEL_KIND, kind),
+        ];
+        registry
+            .counter(registry.backend_errors, labels)
+            .increment(1);
+    }
+}
+
+/// Records that a connection (lane) to `node` opened (`backend_connections`).
+pub fn backend_connected(node: &NodeAddr) {
+    if let Some(registry) = registry() {
+        let labels = vec![Label::new(LABEL_NODE, node.as_str().to_owned())];
+        registry
+            .gauge(registry.backend_connections, labels)
+            .increment(1.0);
+    }
+}
+
+/// Records that a connection (lane) to `node` closed (`backend_connections`).
+pub fn backend_disconnected(node: &NodeAddr) {
+    if let Some(registry) = registry() {
+        let labels = vec![Label::new(LABEL_NODE, node.as_str().to_owned())];
+        registry
+            .gauge(registry.backend_connections, labels)
+            .decrement(1.0);
+    }
+}
+
+/// Records a configuration reload and whether it was applied (`config_reloads_total`).
+pub fn config_reload(ok: bool) {
+    if let Some(registry) = registry() {
+        if ok {
+            registry.reloads_ok.increment(1);
+        } else {
+            registry.reloads_error.increment(1);
+        }
+    }
+}
+
+/// The whole `/metrics` page for the proxy `state`: the process's event metrics, then the
+/// proxy's state. Uses the installed namespace, or the configured one when nothing is
+/// installed.
+#[must_use]
+pub fn render(state: &ProxyState) -> String {
+    let mut out = String::with_capacity(16 * 1024);
+    let namespace = match registry() {
+        Some(registry) => {
+            let exporter = Exporter { registry };
+            exporter.render_into(&mut out);
+            exporter.namespace().to_owned()
+        }
+        None => state.config.metrics_namespace.clone(),
+    };
+    scrape::render_state(&mut Text::new(&mut out, &namespace), state);
+    out
+}
+
+// ---- Per-command metrics ---------------------------------------------------------------------
+
+/// The metrics of one command, registered on its first use.
+#[derive(Debug)]
+struct CommandMetrics {
+    /// `commands_total{cmd}`.
+    calls: Counter,
+    /// `commands_failed_calls_total{cmd}`.
+    failed: Counter,
+    /// `command_duration_seconds{cmd}`.
+    latency: Histogram,
+    /// `commands_duration_seconds_total{cmd}`, in nanoseconds (rendered in seconds).
+    nanos: AtomicU64,
+}
+
+/// Every command's metrics: a slot per command-table name, filled on first use so that only
+/// commands that were served appear in a scrape.
+#[derive(Debug)]
+struct CommandTable {
+    /// `<ns>_commands_total`.
+    calls: &'static str,
+    /// `<ns>_commands_failed_calls_total`.
+    failed: &'static str,
+    /// `<ns>_command_duration_seconds`.
+    latency: &'static str,
+    /// Every name of the command table (subcommands included), in table order.
+    names: Vec<&'static str>,
+    /// Position of each name in `names` and `slots`.
+    index: HashMap<&'static str, usize>,
+    /// The metrics of `names[i]`, once used.
+    slots: Box<[OnceLock<CommandMetrics>]>,
+    /// Names the data path passed that are not in the table (the proxy's own CLIENT
+    /// subcommands); few, so a locked list.
+    others: Mutex<Vec<(&'static str, Arc<CommandMetrics>)>>,
+}
+
+impl CommandTable {
+    fn new(namespace: &str) -> Self {
+        let names: Vec<&'static str> = crate::command::commands()
+            .flat_map(|spec| std::iter::once(spec).chain(spec.subcommands))
+            .map(|spec| spec.name)
+            .collect();
+        let index = names.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+        Self {
+            calls: leak_name(namespace, &names::COMMANDS_TOTAL),
+            failed: leak_name(namespace, &names::COMMANDS_FAILED_CALLS_TOTAL),
+            latency: leak_name(namespace, &names::COMMAND_DURATION_SECONDS),
+            slots: names.iter().map(|_| OnceLock::new()).collect(),
+            names,
+            index,
+            others: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn register(&self, registry: &Registry, cmd: &'static str) -> CommandMetrics {
+        let key = |name: &'static str| Key::from_parts(name, vec![Label::new(LABEL_CMD, cmd)]);
+        let recorder = &registry.recorder;
+        CommandMetrics {
+            calls: recorder.register_counter(&key(self.calls), &METADATA),
+            failed: recorder.register_counter(&key(self.failed), &METADATA),
+            latency: recorder.register_histogram(&key(self.latency), &METADATA),
+            nanos: AtomicU64::new(0),
+        }
+    }
+
+    /// Runs `f` on `cmd`'s metrics, registering them on first use.
+    fn with(&self, registry: &Registry, cmd: &'static str, f: impl FnOnce(&CommandMetrics)) {
+        if let Some(&i) = self.index.get(cmd) {
+            f(self.slots[i].get_or_init(|| self.register(registry, cmd)));
+            return;
+        }
+        let metrics = {
+            let mut others = self.others.lock().unwrap_or_else(PoisonError::into_inner);
+            match others.iter().find(|(name, _)| *name == cmd) {
+                Some((_, metrics)) => Arc::clone(metrics),
+                None => {
+                    let metrics = Arc::new(self.register(registry, cmd));
+                    others.push((cmd, Arc::clone(&metrics)));
+                    metrics
+                }
+            }
+        };
+        f(&metrics);
+    }
+
+    /// Writes `commands_duration_seconds_total` for every command used so far.
+    fn render_durations(&self, namespace: &str, out: &mut String) {
+        let metric = &names::COMMANDS_DURATION_SECONDS_TOTAL;
+        let others = self.others.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut used: Vec<(&str, u64)> = self
+            .names
+            .iter()
+            .zip(self.slots.iter())
+            .filter_map(|(name, slot)| Some((*name, slot.get()?.nanos.load(Ordering::Relaxed))))
+            .chain(
+                others
+                    .iter()
+                    .map(|(name, m)| (*name, m.nanos.load(Ordering::Relaxed))),
+            )
+            .collect();
+        drop(others);
+        if used.is_empty() {
+            return;
+        }
+        used.sort_unstable();
+        let mut text = Text::new(out, namespace);
+        text.header(metric);
+        for (name, nanos) in used {
+            text.sample(metric, &[name], Seconds(nanos));
+        }
+    }
+}
+
+/// Nanoseconds written as seconds with full precision.
+struct Seconds(u64);
+
+impl std::fmt::Display for Seconds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}.{:09}",
+            self.0 / 1_000_000_000,
+            self.0 % 1_000_000_000
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,136 @@
+use std::time::Duration;
+
+use super::names::error_kind;
+use super::*;
+
+/// The value of the sample line starting with `series ` in `text`.
+fn sample<'a>(text: &'a str, series: &str) -> Option<&'a str> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+}
+
+#[test]
+fn install_is_idempotent_and_keeps_the_first_namespace() {
+    let first = install("redshard").unwrap();
+    let again = install("other").unwrap();
+    assert_eq!(first.namespace(), "redshard");
+    assert_eq!(again.namespace(), "redshard");
+}
+
+#[test]
+fn commands_are_counted_timed_and_bucketed() {
+    let exporter = install("redshard").unwrap();
+    command("hgetall", Duration::from_micros(120), false);
+    command("hgetall", Duration::from_millis(3), true);
+    command("config|get", Duration::from_micros(40), false);
+    // A name outside the command table still works (the proxy's own CLIENT subcommands).
+    command("client|not-in-table", Duration::from_micros(10), false);
+    let mut text = String::new();
+    exporter.render_into(&mut text);
+
+    assert_eq!(
+        sample(&text, "redshard_commands_total{cmd=\"hgetall\"}"),
+        Some("2")
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "redshard_commands_failed_calls_total{cmd=\"hgetall\"}"
+        ),
+        Some("1")
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "redshard_commands_failed_calls_total{cmd=\"config|get\"}"
+        ),
+        Some("0")
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "redshard_commands_total{cmd=\"client|not-in-table\"}"
+        ),
+        Some("1")
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "redshard_commands_duration_seconds_total{cmd=\"hgetall\"}"
+        ),
+        Some("0.003120000")
+    );
+    assert!(text.contains("# TYPE redshard_commands_duration_seconds_total counter\n"));
+    assert!(text.contains("# TYPE redshard_command_duration_seconds histogram\n"));
+    assert!(text.contains("# HELP redshard_commands_total Commands served"));
+    let bucket = |le: &str| {
+        sample(
+            &text,
+            &format!("redshard_command_duration_seconds_bucket{{cmd=\"hgetall\",le=\"{le}\"}}"),
+        )
+    };
+    assert_eq!(bucket("0.0001"), Some("0"), "{text}");
+    assert_eq!(bucket("0.00025"), Some("1"));
+    assert_eq!(bucket("0.0025"), Some("1"));
+    assert_eq!(bucket("0.005"), Some("2"));
+    assert_eq!(bucket("+Inf"), Some("2"));
+    assert_eq!(
+        sample(
+            &text,
+            "redshard_command_duration_seconds_count{cmd=\"hgetall\"}"
+        ),
+        Some("2")
+    );
+    // Commands never served do not appear.
+    assert!(!text.contains("cmd=\"lpush\""));
+}
+
+#[test]
+fn bytes_errors_and_backend_connections_are_counted() {
+    let exporter = install("redshard").unwrap();
+    let counter = |text: &str, series: &str| -> u64 {
+        sample(text, series).map_or(0, |v| v.parse().unwrap())
+    };
+    let mut before = String::new();
+    exporter.render_into(&mut before);
+    bytes_in(10);
+    bytes_out(25);
+    protocol_error();
+    let node = NodeAddr::parse("10.1.2.3:6379").unwrap();
+    backend_error(&node, error_kind::TIMEOUT);
+    backend_connected(&node);
+    backend_connected(&node);
+    backend_disconnected(&node);
+    config_reload(false);
+    let mut after = String::new();
+    exporter.render_into(&mut after);
+    for (series, delta) in [
+        ("redshard_net_input_bytes_total", 10),
+        ("redshard_net_output_bytes_total", 25),
+        ("redshard_protocol_errors_total", 1),
+        (
+            "redshard_backend_errors_total{node=\"10.1.2.3:6379\",kind=\"timeout\"}",
+            1,
+        ),
+        ("redshard_config_reloads_total{result=\"error\"}", 1),
+    ] {
+        assert_eq!(
+            counter(&after, series) - counter(&before, series),
+            delta,
+            "{series}\n{after}"
+        );
+    }
+    assert_eq!(
+        sample(
+            &after,
+            "redshard_backend_connections{node=\"10.1.2.3:6379\"}"
+        ),
+        Some("1")
+    );
+}
+
+#[test]
+fn seconds_keep_nanosecond_precision() {
+    assert_eq!(Seconds(0).to_string(), "0.000000000");
+    assert_eq!(Seconds(1_500_000_001).to_string(), "1.500000001");
+}

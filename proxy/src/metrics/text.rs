@@ -1,0 +1,107 @@
+//! Writing the Prometheus text exposition format (version 0.0.4) for the metrics this module
+//! renders itself.
+
+use std::fmt::{Display, Write};
+
+use super::names::Metric;
+
+/// Writes metrics of one namespace into a string.
+pub(crate) struct Text<'a> {
+    /// Where the text goes.
+    out: &'a mut String,
+    /// The prefix of every name.
+    namespace: &'a str,
+}
+
+impl<'a> Text<'a> {
+    /// A writer appending to `out`, naming metrics `<namespace>_<name>`.
+    pub(crate) fn new(out: &'a mut String, namespace: &'a str) -> Self {
+        Self { out, namespace }
+    }
+
+    /// The `# HELP` and `# TYPE` lines of `metric`; once, before its samples.
+    pub(crate) fn header(&mut self, metric: &Metric) {
+        let _ = write!(self.out, "# HELP {}_{} ", self.namespace, metric.name);
+        escape_into(self.out, metric.help, false);
+        let _ = writeln!(
+            self.out,
+            "\n# TYPE {}_{} {}",
+            self.namespace,
+            metric.name,
+            metric.kind.as_str()
+        );
+    }
+
+    /// One sample of `metric` with `values` for its labels, in the order of `metric.labels`.
+    pub(crate) fn sample(&mut self, metric: &Metric, values: &[&str], value: impl Display) {
+        let _ = write!(self.out, "{}_{}", self.namespace, metric.name);
+        if !metric.labels.is_empty() {
+            self.out.push('{');
+            for (i, (name, label)) in metric.labels.iter().zip(values).enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{name}=\"");
+                escape_into(self.out, label, true);
+                self.out.push('"');
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+
+    /// A metric without labels: header and its one sample.
+    pub(crate) fn single(&mut self, metric: &Metric, value: impl Display) {
+        self.header(metric);
+        self.sample(metric, &[], value);
+    }
+}
+
+/// Escapes `\` and newlines (and `"` in label values), as the format requires.
+fn escape_into(out: &mut String, text: &str, quote: bool) {
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '"' if quote => out.push_str("\\\""),
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::names::{Kind, Metric};
+
+    const M: Metric = Metric {
+        name: "things_total",
+        kind: Kind::Counter,
+        labels: &["node", "kind"],
+        help: "Things \\ with\nnewline.",
+    };
+
+    #[test]
+    fn writes_the_text_format_with_escapes() {
+        let mut out = String::new();
+        let mut text = Text::new(&mut out, "ns");
+        text.header(&M);
+        text.sample(&M, &["a\"b\\c\nd", "x"], 3);
+        text.single(
+            &Metric {
+                name: "up",
+                kind: Kind::Gauge,
+                labels: &[],
+                help: "h",
+            },
+            1.5,
+        );
+        assert_eq!(
+            out,
+            "# HELP ns_things_total Things \\\\ with\\nnewline.\n\
+             # TYPE ns_things_total counter\n\
+             ns_things_total{node=\"a\\\"b\\\\c\\nd\",kind=\"x\"} 3\n\
+             # HELP ns_up h\n# TYPE ns_up gauge\nns_up 1.5\n"
+        );
+    }
+}

@@ -1,0 +1,247 @@
+//! Reloading the configuration file (SIGHUP, `POST /-/reload`).
+//!
+//! The file is read and validated again. An invalid file is refused and the running
+//! configuration kept. Otherwise `[limits]` (except `max_reply_depth`, fixed in the backend
+//! connections when they open) and `[log] level` apply at once: the new values are published
+//! in [`ProxyState::live`]. Every other key that changed is reported as needing a restart,
+//! and keeps its running value in `live`, so `live` is always what is in effect.
+
+use std::fmt;
+use std::sync::{Arc, PoisonError};
+
+use redshard_config::{Config, ConfigError};
+
+use crate::state::ProxyState;
+
+/// Applies a new `[log] level` filter. `Ok(true)` when applied, `Ok(false)` when something
+/// overrides the file (such as `RUST_LOG`); `Err` with the reason when the filter is invalid.
+#[derive(Clone)]
+pub struct LogLevelHook(Arc<LogLevelFn>);
+
+/// The function inside a [`LogLevelHook`].
+type LogLevelFn = dyn Fn(&str) -> Result<bool, String> + Send + Sync;
+
+impl LogLevelHook {
+    /// A hook calling `apply` with the new filter.
+    pub fn new(apply: impl Fn(&str) -> Result<bool, String> + Send + Sync + 'static) -> Self {
+        Self(Arc::new(apply))
+    }
+
+    /// Applies `level`.
+    ///
+    /// # Errors
+    /// The filter is invalid; the level in effect is unchanged.
+    pub fn apply(&self, level: &str) -> Result<bool, String> {
+        (self.0)(level)
+    }
+}
+
+impl fmt::Debug for LogLevelHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LogLevelHook")
+    }
+}
+
+/// What a successful reload did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Keys whose new value is in effect (`limits.max_clients`, `log.level`).
+    pub applied: Vec<String>,
+    /// Keys that changed in the file but keep their running value until a restart.
+    pub needs_restart: Vec<String>,
+}
+
+impl fmt::Display for ReloadReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "reloaded")?;
+        if self.applied.is_empty() {
+            writeln!(f, "applied: nothing changed")?;
+        } else {
+            writeln!(f, "applied: {}", self.applied.join(", "))?;
+        }
+        if !self.needs_restart.is_empty() {
+            writeln!(f, "needs a restart: {}", self.needs_restart.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a reload was refused; the running configuration is unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The proxy was not started from a file.
+    #[error("the proxy was not started from a configuration file; nothing to reload")]
+    NoFile,
+    /// The file cannot be read or is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The new `[log] level` is not a valid filter.
+    #[error("log.level: {0}")]
+    LogLevel(String),
+}
+
+/// Re-reads the configuration file and applies what can change live (see the
+/// [module docs](self)). Logs the outcome either way.
+///
+/// # Errors
+/// No file to read, an unreadable or invalid file, or an invalid log filter; nothing is
+/// applied then.
+pub fn reload(state: &ProxyState) -> Result<ReloadReport, ReloadError> {
+    let result = reload_inner(state);
+    crate::metrics::config_reload(result.is_ok());
+    match &result {
+        Ok(report) => {
+            let applied = if report.applied.is_empty() {
+                "nothing changed".to_owned()
+            } else {
+                report.applied.join(",")
+            };
+            tracing::info!(applied = %applied, "configuration reloaded");
+            if !report.needs_restart.is_empty() {
+                tracing::warn!(
+                    keys = %report.needs_restart.join(","),
+                    "changed in the configuration file but needs a restart to apply"
+                );
+            }
+        }
+        Err(e) => tracing::error!(
+            error = %e,
+            "configuration reload refused; the running configuration is kept"
+        ),
+    }
+    result
+}
+
+fn reload_inner(state: &ProxyState) -> Result<ReloadReport, ReloadError> {
+    // One reload at a time: SIGHUP and HTTP may race.
+    let _one = state
+        .reload_lock
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let path = state.config_path.as_deref().ok_or(ReloadError::NoFile)?;
+    let file = Config::load(path)?;
+    let running = state.live.load_full();
+    let mut report = ReloadReport {
+        applied: Vec::new(),
+        needs_restart: restart_keys(&running, &file),
+    };
+    let mut next = (*running).clone();
+
+    if file.log.level != running.log.level {
+        match &state.log_level {
+            Some(hook) => {
+                if hook.apply(&file.log.level).map_err(ReloadError::LogLevel)? {
+                    report.applied.push("log.level".into());
+                    next.log.level.clone_from(&file.log.level);
+                } else {
+                    report
+                        .needs_restart
+                        .push("log.level (RUST_LOG is set and wins)".into());
+                }
+            }
+            None => report.needs_restart.push("log.level".into()),
+        }
+    }
+
+    let (old, new) = (&running.limits, &file.limits);
+    for (key, changed) in [
+        ("limits.max_clients", old.max_clients != new.max_clients),
+        (
+            "limits.max_bulk_bytes",
+            old.max_bulk_bytes != new.max_bulk_bytes,
+        ),
+        (
+            "limits.max_multibulk_len",
+            old.max_multibulk_len != new.max_multibulk_len,
+        ),
+        (
+            "limits.max_inline_bytes",
+            old.max_inline_bytes != new.max_inline_bytes,
+        ),
+        (
+            "limits.max_query_buffer_bytes",
+            old.max_query_buffer_bytes != new.max_query_buffer_bytes,
+        ),
+        ("limits.max_pipeline", old.max_pipeline != new.max_pipeline),
+    ] {
+        if changed {
+            report.applied.push(key.into());
+        }
+    }
+    if old.max_reply_depth != new.max_reply_depth {
+        report.needs_restart.push("limits.max_reply_depth".into());
+    }
+    next.limits = redshard_config::Limits {
+        max_reply_depth: old.max_reply_depth,
+        ..new.clone()
+    };
+    state.live.store(Arc::new(next));
+    Ok(report)
+}
+
+/// The keys other than `[limits]` and `[log] level` that differ between `running` and `file`.
+fn restart_keys(running: &Config, file: &Config) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut check = |key: &str, changed: bool| {
+        if changed {
+            keys.push(key.to_owned());
+        }
+    };
+    check("listen", running.listen != file.listen);
+    check("password", running.password != file.password);
+    check("allow_flush", running.allow_flush != file.allow_flush);
+    check(
+        "shutdown_grace_ms",
+        running.shutdown_grace != file.shutdown_grace,
+    );
+    check("topology_file", running.topology_file != file.topology_file);
+    check(
+        "metrics_listen",
+        running.metrics_listen != file.metrics_listen,
+    );
+    check(
+        "metrics_namespace",
+        running.metrics_namespace != file.metrics_namespace,
+    );
+    check("backend", running.backend != file.backend);
+    check("log.format", running.log.format != file.log.format);
+    check("shard", running.shards != file.shards);
+    keys
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_keys_name_what_changed() {
+        let a = Config::default();
+        let mut b = a.clone();
+        assert!(restart_keys(&a, &b).is_empty());
+        b.listen = "127.0.0.1:1".parse().unwrap();
+        b.backend.lanes = 3;
+        b.metrics_listen = None;
+        b.limits.max_clients = 1;
+        b.log.level = "debug".into();
+        assert_eq!(
+            restart_keys(&a, &b),
+            ["listen", "metrics_listen", "backend"]
+        );
+    }
+
+    #[test]
+    fn report_text() {
+        let report = ReloadReport {
+            applied: vec!["limits.max_clients".into()],
+            needs_restart: vec!["listen".into(), "shard".into()],
+        };
+        assert_eq!(
+            report.to_string(),
+            "reloaded\napplied: limits.max_clients\nneeds a restart: listen, shard\n"
+        );
+        assert_eq!(
+            ReloadReport::default().to_string(),
+            "reloaded\napplied: nothing changed\n"
+        );
+    }
+}
