@@ -95,7 +95,8 @@ impl OutBuf {
         Ok(n)
     }
 
-    /// Writes what the socket accepts now without waiting (`WouldBlock` ends it early).
+    /// Writes what a client socket accepts now without waiting (`WouldBlock` ends it early);
+    /// counted as client output in the metrics.
     ///
     /// # Errors
     /// The socket's write error (not `WouldBlock`); `WriteZero` when the peer accepts no bytes.
@@ -110,7 +111,10 @@ impl OutBuf {
             }
             match socket.try_write_vectored(&iov[..count]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.consume(n),
+                Ok(n) => {
+                    crate::metrics::bytes_out(n as u64);
+                    self.consume(n);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => return Err(e),
             }

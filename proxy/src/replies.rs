@@ -29,8 +29,20 @@ pub struct ReplyQueue {
 struct Inner {
     /// Sequence number of `entries[0]`; sequence numbers only grow.
     head: u64,
-    /// Reserved entries, oldest first.
-    entries: VecDeque<Entry>,
+    /// Reserved entries, oldest first, each with the request it answers (for metrics).
+    entries: VecDeque<(Entry, Option<Meta>)>,
+    /// The request being dispatched: given to the next entry reserved, then cleared, so
+    /// out-of-band pushes (pub/sub messages) carry none.
+    current: Option<Meta>,
+}
+
+/// Which command an entry answers and when it arrived, for the command metrics.
+#[derive(Clone, Copy, Debug)]
+pub struct Meta {
+    /// The command's name in the command table.
+    pub cmd: &'static str,
+    /// When the request was dispatched.
+    pub start: std::time::Instant,
 }
 
 #[derive(Debug)]
@@ -104,10 +116,16 @@ impl ReplyQueue {
         self.len() == 0
     }
 
-    /// Appends a complete reply (answered by the proxy itself).
+    /// Labels the entry the next request reserves with its command and arrival time.
+    pub fn set_meta(&self, meta: Meta) {
+        self.lock().current = Some(meta);
+    }
+
+    /// Appends a complete reply (answered by the proxy itself, or a pub/sub message).
     pub fn push_ready(&self, reply: Bytes) {
         let mut inner = self.lock();
-        inner.entries.push_back(Entry::Ready(reply));
+        let meta = inner.current.take();
+        inner.entries.push_back((Entry::Ready(reply), meta));
         if inner.entries.len() == 1 {
             drop(inner);
             self.ready.notify_one();
@@ -118,7 +136,8 @@ impl ReplyQueue {
     pub fn reserve(self: &Arc<Self>) -> ReplyTo {
         let mut inner = self.lock();
         let seq = inner.head + inner.entries.len() as u64;
-        inner.entries.push_back(Entry::Waiting);
+        let meta = inner.current.take();
+        inner.entries.push_back((Entry::Waiting, meta));
         ReplyTo {
             queue: Arc::clone(self),
             seq,
@@ -131,11 +150,15 @@ impl ReplyQueue {
     pub fn reserve_gather(&self, parts: usize, plan: MergePlan) -> u64 {
         let mut inner = self.lock();
         let seq = inner.head + inner.entries.len() as u64;
-        inner.entries.push_back(Entry::Gather(Box::new(Gather {
-            parts: vec![None; parts],
-            missing: parts,
-            plan,
-        })));
+        let meta = inner.current.take();
+        inner.entries.push_back((
+            Entry::Gather(Box::new(Gather {
+                parts: vec![None; parts],
+                missing: parts,
+                plan,
+            })),
+            meta,
+        ));
         seq
     }
 
@@ -149,13 +172,13 @@ impl ReplyQueue {
         }
     }
 
-    /// Takes every complete entry from the front, in order.
-    pub fn take_ready(&self, mut f: impl FnMut(Completed)) {
+    /// Takes every complete entry from the front, in order, with its request's label.
+    pub fn take_ready(&self, mut f: impl FnMut(Completed, Option<Meta>)) {
         let mut inner = self.lock();
         loop {
             let done = match inner.entries.front() {
-                Some(Entry::Ready(_)) => true,
-                Some(Entry::Gather(g)) => g.missing == 0,
+                Some((Entry::Ready(_), _)) => true,
+                Some((Entry::Gather(g), _)) => g.missing == 0,
                 _ => false,
             };
             if !done {
@@ -163,13 +186,16 @@ impl ReplyQueue {
             }
             inner.head += 1;
             match inner.entries.pop_front() {
-                Some(Entry::Ready(reply)) => f(Completed::Reply(reply)),
-                Some(Entry::Gather(g)) => {
+                Some((Entry::Ready(reply), meta)) => f(Completed::Reply(reply), meta),
+                Some((Entry::Gather(g), meta)) => {
                     let Gather { parts, plan, .. } = *g;
-                    f(Completed::Gathered {
-                        parts: parts.into_iter().flatten().collect(),
-                        plan,
-                    });
+                    f(
+                        Completed::Gathered {
+                            parts: parts.into_iter().flatten().collect(),
+                            plan,
+                        },
+                        meta,
+                    );
                 }
                 _ => unreachable!("front entry was checked to be complete"),
             }
@@ -186,7 +212,7 @@ impl ReplyQueue {
         let Some(index) = seq.checked_sub(inner.head) else {
             return; // Already taken: cannot happen, as entries leave only when complete.
         };
-        let Some(entry) = inner.entries.get_mut(index as usize) else {
+        let Some((entry, _)) = inner.entries.get_mut(index as usize) else {
             return;
         };
         let complete = match entry {
@@ -224,7 +250,7 @@ mod tests {
 
     fn take_all(q: &ReplyQueue) -> Vec<Bytes> {
         let mut out = Vec::new();
-        q.take_ready(|c| match c {
+        q.take_ready(|c, _| match c {
             Completed::Reply(b) => out.push(b),
             Completed::Gathered { parts, .. } => out.push(Bytes::from(parts.concat())),
         });

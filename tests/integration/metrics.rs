@@ -349,3 +349,56 @@ async fn start_binds_metrics_listen_unless_off() {
     assert_eq!(proxy.metrics_addr(), None);
     proxy.shutdown(Duration::from_secs(2)).await;
 }
+
+/// The value of `series` in a scrape, 0 when absent (counters start at 0).
+fn value(answer: &Answer, series: &str) -> f64 {
+    answer.sample(series).map_or(0.0, |v| v.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_and_traffic_series_move_with_traffic() {
+    let cluster = HttpCluster::start(2, "").await;
+    let before = cluster.get("/metrics").await;
+    let mut c = Client::connect_addr(cluster.proxy.local_addr()).await;
+    for i in 0..10 {
+        assert!(c.cmd(&["SET", &format!("m:{i}"), "v"]).await.is_ok());
+    }
+    assert!(matches!(c.cmd(&["INCR", "m:0"]).await, Reply::Error(_)));
+    assert!(matches!(
+        c.cmd(&["MGET", "m:1", "m:2", "m:3"]).await,
+        Reply::Array(_)
+    ));
+    let mut bad = Client::connect_addr(cluster.proxy.local_addr()).await;
+    bad.send_raw(b"*1\r\n+PING\r\n").await;
+    assert!(matches!(bad.read().await, Reply::Error(_)));
+    let after = cluster.get("/metrics").await;
+    let delta = |series: &str| value(&after, series) - value(&before, series);
+    assert!(
+        delta("redshard_commands_total{cmd=\"set\"}") >= 10.0,
+        "{}",
+        after.body
+    );
+    assert!(delta("redshard_commands_total{cmd=\"incr\"}") >= 1.0);
+    assert!(delta("redshard_commands_failed_calls_total{cmd=\"incr\"}") >= 1.0);
+    assert!(delta("redshard_commands_total{cmd=\"mget\"}") >= 1.0);
+    assert!(delta("redshard_commands_duration_seconds_total{cmd=\"set\"}") > 0.0);
+    assert!(
+        delta("redshard_command_duration_seconds_count{cmd=\"set\"}") >= 10.0,
+        "{}",
+        after.body
+    );
+    assert!(delta("redshard_command_duration_seconds_bucket{cmd=\"set\",le=\"+Inf\"}") >= 10.0);
+    assert!(delta("redshard_net_input_bytes_total") > 300.0);
+    assert!(delta("redshard_net_output_bytes_total") > 50.0);
+    assert!(delta("redshard_protocol_errors_total") >= 1.0);
+    let lanes = after
+        .body
+        .lines()
+        .filter(|l| l.starts_with("redshard_backend_connections{"))
+        .count();
+    assert!(
+        lanes >= 2,
+        "backend connection gauges per node: {}",
+        after.body
+    );
+}

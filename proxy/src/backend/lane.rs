@@ -25,6 +25,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::{connect::connect, LaneConfig, LaneRequest};
+use crate::metrics;
 use crate::outbuf::OutBuf;
 use crate::replies::ReplyTo;
 use crate::resp::{Protocol, ProtocolError, ReplyScanner};
@@ -66,6 +67,21 @@ pub enum LaneError {
     Unsolicited,
 }
 
+impl LaneError {
+    /// The `kind` label of `backend_errors_total` for this failure.
+    #[must_use]
+    pub fn metric_kind(&self) -> &'static str {
+        use crate::metrics::names::error_kind;
+        match self {
+            Self::Connect(_) | Self::ConnectTimeout(_) | Self::NoResp3(_) => error_kind::CONNECT,
+            Self::Auth(_) => error_kind::AUTH,
+            Self::Io(_) | Self::Closed => error_kind::CLOSED,
+            Self::Timeout(_) => error_kind::TIMEOUT,
+            Self::Protocol(_) | Self::Unsolicited => error_kind::PROTOCOL,
+        }
+    }
+}
+
 /// A request written to the node and not yet answered.
 #[derive(Debug)]
 struct InFlight {
@@ -97,7 +113,13 @@ pub async fn run(
             Ok(stream) => {
                 debug!(node = %addr, lane = index, "lane connected");
                 backoff = config.backoff_min;
-                match serve(stream, &mut rx, &addr, &config).await {
+                metrics::backend_connected(&addr);
+                let ended = serve(stream, &mut rx, &addr, &config).await;
+                metrics::backend_disconnected(&addr);
+                if let Ended::Failed(error) = &ended {
+                    metrics::backend_error(&addr, error.metric_kind());
+                }
+                match ended {
                     Ended::Unused => return,
                     Ended::Failed(error) if !config.reconnect => {
                         // A private lane's connection state (WATCH) must not be silently
@@ -116,6 +138,7 @@ pub async fn run(
                 }
             }
             Err(error) if !config.reconnect => {
+                metrics::backend_error(&addr, error.metric_kind());
                 let reply = error_reply(&addr, &error);
                 rx.close();
                 while let Ok(request) = rx.try_recv() {
@@ -124,6 +147,7 @@ pub async fn run(
                 return;
             }
             Err(error) => {
+                metrics::backend_error(&addr, error.metric_kind());
                 warn!(node = %addr, lane = index, %error, retry_ms = backoff.as_millis() as u64, "lane cannot connect");
                 let reply = error_reply(&addr, &error);
                 if !refuse_until(&mut rx, Instant::now() + backoff, &reply).await {

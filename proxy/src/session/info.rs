@@ -80,7 +80,7 @@ fn write_section(ctx: &Ctx, table: &RoutingTable, section: &str, text: &mut Stri
             text,
             "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\n",
             state.clients.connected(),
-            state.config.limits.max_clients,
+            state.live.load().limits.max_clients,
         ),
         "stats" => write!(
             text,

@@ -342,7 +342,8 @@ fn getkeys(ctx: &mut Ctx, args: Args<'_>) -> Action {
 
 /// CONFIG GET answered from the proxy's own view: clients read these to adapt themselves.
 fn config_get(ctx: &Ctx, args: Args<'_>) -> Action {
-    let limits = &ctx.state.config.limits;
+    let live = ctx.state.live.load();
+    let limits = &live.limits;
     let values: [(&str, String); 9] = [
         ("databases", "1".into()),
         ("maxclients", limits.max_clients.to_string()),

@@ -28,9 +28,10 @@ use tracing::debug;
 
 use crate::backend::PrivateLane;
 use crate::clients::ClientInfo;
+use crate::metrics;
 use crate::outbuf::OutBuf;
 use crate::replies::{Completed, ReplyQueue};
-use crate::resp::{FrameKind, Protocol, RequestScanner};
+use crate::resp::{reply, FrameKind, Protocol, RequestScanner};
 use crate::shutdown::Shutdown;
 use crate::state::ProxyState;
 
@@ -146,9 +147,12 @@ impl Session {
     }
 
     async fn serve(&mut self) -> io::Result<()> {
-        let max_pipeline = self.ctx.state.config.limits.max_pipeline;
-        let max_query = self.ctx.state.config.limits.max_query_buffer_bytes;
         loop {
+            // `[limits]` can change with a reload: read them each round.
+            let (max_pipeline, max_query) = {
+                let live = self.ctx.state.live.load();
+                (live.limits.max_pipeline, live.limits.max_query_buffer_bytes)
+            };
             let backlog = self.ctx.queue.len();
             if self.ctx.closing == Closing::AfterReplies && backlog == 0 && self.out.is_empty() {
                 return Ok(());
@@ -177,7 +181,8 @@ impl Session {
                             // The client closed its side: answer what it sent, then close.
                             self.ctx.closing = Closing::AfterReplies;
                         }
-                        Ok(_) => {
+                        Ok(n) => {
+                            metrics::bytes_in(n as u64);
                             self.dispatch_buffered();
                             if self.rbuf.len() > max_query {
                                 self.ctx.queue.push_ready(dispatch::error_reply(
@@ -220,15 +225,28 @@ impl Session {
     /// Moves every complete reply from the front of the queue to the output buffer.
     fn take_replies(&mut self) {
         let out = &mut self.out;
-        self.ctx.queue.take_ready(|completed| match completed {
-            Completed::Reply(bytes) => out.push(bytes),
-            Completed::Gathered { parts, plan } => merge::merge(&parts, plan, out),
+        self.ctx.queue.take_ready(|completed, meta| {
+            let failed = match completed {
+                Completed::Reply(bytes) => {
+                    let failed = reply::is_error(&bytes);
+                    out.push(bytes);
+                    failed
+                }
+                Completed::Gathered { parts, plan } => {
+                    let failed = parts.iter().any(|p| reply::is_error(p));
+                    merge::merge(&parts, plan, out);
+                    failed
+                }
+            };
+            if let Some(meta) = meta {
+                metrics::command(meta.cmd, meta.start.elapsed(), failed);
+            }
         });
     }
 
     /// Dispatches every complete request in the read buffer.
     fn dispatch_buffered(&mut self) {
-        let max_pipeline = self.ctx.state.config.limits.max_pipeline;
+        let max_pipeline = self.ctx.state.live.load().limits.max_pipeline;
         let table = self.ctx.state.router.load();
         let mut count = 0u64;
         self.held_back = false;
@@ -244,6 +262,7 @@ impl Session {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(e) => {
+                    metrics::protocol_error();
                     self.ctx
                         .queue
                         .push_ready(dispatch::error_reply(&e.to_string()));
