@@ -20,7 +20,10 @@ use crate::file::{
     DEFAULT_RECONNECT_BACKOFF_MIN_MS, DEFAULT_RESPONSE_TIMEOUT_MS, DEFAULT_SHUTDOWN_GRACE_MS,
     MAX_LANES, MAX_REPLY_DEPTH_LIMIT,
 };
-use crate::file::{DEFAULT_METRICS_NAMESPACE, METRICS_LISTEN_OFF};
+use crate::file::{
+    DEFAULT_METRICS_NAMESPACE, DEFAULT_SLOWLOG_MAX_LEN, DEFAULT_SLOWLOG_SLOWER_THAN_US,
+    DEFAULT_THREADS, MAX_THREADS, METRICS_LISTEN_OFF,
+};
 use crate::slot::SlotRange;
 use crate::validate::{self, Source};
 
@@ -47,8 +50,30 @@ pub struct Config {
     pub limits: Limits,
     /// Logging.
     pub log: LogConfig,
+    /// Worker threads; 0 means half the cores, at least 1.
+    pub threads: usize,
+    /// Which commands SLOWLOG keeps.
+    pub slowlog: SlowlogConfig,
     /// The initial cluster. In a validated config every slot is assigned exactly once.
     pub shards: Vec<ShardConfig>,
+}
+
+/// `[slowlog]`: the proxy's own SLOWLOG, measured from a request's arrival to its reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlowlogConfig {
+    /// Commands at least this slow (µs) are logged; 0 logs all, negative none.
+    pub log_slower_than_us: i64,
+    /// Entries kept.
+    pub max_len: usize,
+}
+
+impl Default for SlowlogConfig {
+    fn default() -> SlowlogConfig {
+        SlowlogConfig {
+            log_slower_than_us: DEFAULT_SLOWLOG_SLOWER_THAN_US,
+            max_len: DEFAULT_SLOWLOG_MAX_LEN,
+        }
+    }
 }
 
 /// `[backend]`: connections from the proxy to redis-servers.
@@ -145,6 +170,8 @@ impl Default for Config {
             backend: BackendConfig::default(),
             limits: Limits::default(),
             log: LogConfig::default(),
+            threads: DEFAULT_THREADS,
+            slowlog: SlowlogConfig::default(),
             shards: Vec::new(),
         }
     }
@@ -269,6 +296,27 @@ impl Config {
             backend: backend(file.backend, src)?,
             limits: limits(file.limits, src)?,
             log: log(file.log, src)?,
+            threads: match file.threads {
+                Some(t) if *t.get_ref() > MAX_THREADS => {
+                    return Err(src.invalid(
+                        Some(&t),
+                        "threads",
+                        format!("must be at most {MAX_THREADS}"),
+                    ));
+                }
+                Some(t) => t.into_inner(),
+                None => DEFAULT_THREADS,
+            },
+            slowlog: SlowlogConfig {
+                log_slower_than_us: file
+                    .slowlog
+                    .log_slower_than_us
+                    .unwrap_or(DEFAULT_SLOWLOG_SLOWER_THAN_US),
+                max_len: file
+                    .slowlog
+                    .max_len
+                    .map_or(DEFAULT_SLOWLOG_MAX_LEN, toml::Spanned::into_inner),
+            },
             shards: validate::shards(&file.shard, listen, src)?,
         };
         Ok(config)

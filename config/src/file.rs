@@ -49,6 +49,16 @@ use crate::config::LogFormat;
 
 /// Default of `listen`: the Redis port, on loopback only (like Redis's `protected-mode`).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:6379";
+/// Default of `threads`: 0, meaning half the machine's cores (at least 1), leaving the rest
+/// to the kernel's network work and to Redis when it runs on the same machine.
+pub const DEFAULT_THREADS: usize = 0;
+/// Most worker threads `threads` accepts.
+pub const MAX_THREADS: usize = 256;
+/// Default of `[slowlog] log_slower_than_us`: Redis's `slowlog-log-slower-than`.
+pub const DEFAULT_SLOWLOG_SLOWER_THAN_US: i64 = 10_000;
+/// Default of `[slowlog] max_len`: Redis's `slowlog-max-len`.
+pub const DEFAULT_SLOWLOG_MAX_LEN: usize = 128;
+
 /// Default of `allow_flush`: FLUSHALL/FLUSHDB through the proxy are refused.
 pub const DEFAULT_ALLOW_FLUSH: bool = false;
 /// Default of `shutdown_grace_ms`: 5 s to drain clients on SIGTERM/SIGINT.
@@ -110,6 +120,9 @@ pub struct ConfigFile {
     /// `allow_flush`: whether FLUSHALL/FLUSHDB are fanned out to every shard. Default
     /// [`DEFAULT_ALLOW_FLUSH`] (refused), because one typo would empty the whole cluster.
     pub allow_flush: Option<bool>,
+    /// `threads`: worker threads serving clients. Default [`DEFAULT_THREADS`] (0: half the
+    /// cores, at least 1). Read at start only.
+    pub threads: Option<Spanned<usize>>,
     /// `shutdown_grace_ms`: how long clients may drain on SIGTERM/SIGINT before the proxy
     /// exits. Default [`DEFAULT_SHUTDOWN_GRACE_MS`]; 0 exits at once.
     pub shutdown_grace_ms: Option<Spanned<u64>>,
@@ -135,6 +148,9 @@ pub struct ConfigFile {
     /// `[log]`: logging.
     #[serde(default)]
     pub log: LogFile,
+    /// `[slowlog]`: which commands SLOWLOG keeps.
+    #[serde(default)]
+    pub slowlog: SlowlogFile,
     /// `[[shard]]`: the initial cluster, one table per shard. Required: together the shards
     /// must assign each of the 16384 slots exactly once.
     #[serde(default)]
@@ -192,6 +208,18 @@ pub struct LimitsFile {
     /// `max_reply_depth`: nesting depth accepted in backend replies (an internal safety bound).
     /// Default [`DEFAULT_MAX_REPLY_DEPTH`], at most [`MAX_REPLY_DEPTH_LIMIT`].
     pub max_reply_depth: Option<Spanned<usize>>,
+}
+
+/// `[slowlog]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlowlogFile {
+    /// `log_slower_than_us`: commands whose reply took at least this long (from arrival at
+    /// the proxy to the reply being ready) enter SLOWLOG; 0 logs every command, a negative
+    /// value none. Default [`DEFAULT_SLOWLOG_SLOWER_THAN_US`].
+    pub log_slower_than_us: Option<i64>,
+    /// `max_len`: entries kept (the oldest leave first). Default [`DEFAULT_SLOWLOG_MAX_LEN`].
+    pub max_len: Option<Spanned<usize>>,
 }
 
 /// `[log]`.

@@ -27,7 +27,7 @@ pub mod topology;
 mod validate;
 
 pub use addr::NodeAddr;
-pub use config::{BackendConfig, Config, Limits, LogConfig, LogFormat, ShardConfig};
+pub use config::{BackendConfig, Config, Limits, LogConfig, LogFormat, ShardConfig, SlowlogConfig};
 pub use error::{ConfigError, NodeAddrError, SlotRangeError, StoreError, TopologyError};
 pub use slot::{Slot, SlotRange, SLOT_COUNT};
 pub use store::{

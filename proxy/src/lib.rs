@@ -39,6 +39,7 @@ pub mod resp;
 pub mod router;
 pub mod session;
 pub mod shutdown;
+pub mod slowlog;
 pub mod state;
 
 use std::io;

@@ -168,6 +168,10 @@ fn reload_inner(state: &ProxyState) -> Result<ReloadReport, ReloadError> {
             report.applied.push(key.into());
         }
     }
+    if running.slowlog != file.slowlog {
+        report.applied.push("slowlog".into());
+        next.slowlog = file.slowlog;
+    }
     if old.max_reply_depth != new.max_reply_depth {
         report.needs_restart.push("limits.max_reply_depth".into());
     }
@@ -205,6 +209,7 @@ fn restart_keys(running: &Config, file: &Config) -> Vec<String> {
     );
     check("backend", running.backend != file.backend);
     check("log.format", running.log.format != file.log.format);
+    check("threads", running.threads != file.threads);
     check("shard", running.shards != file.shards);
     keys
 }

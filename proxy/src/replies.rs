@@ -29,20 +29,20 @@ pub struct ReplyQueue {
 struct Inner {
     /// Sequence number of `entries[0]`; sequence numbers only grow.
     head: u64,
-    /// Reserved entries, oldest first, each with the request it answers (for metrics).
+    /// Reserved entries, oldest first, each with the request it answers (for metrics and
+    /// SLOWLOG; out-of-band pushes such as pub/sub messages have none).
     entries: VecDeque<(Entry, Option<Meta>)>,
-    /// The request being dispatched: given to the next entry reserved, then cleared, so
-    /// out-of-band pushes (pub/sub messages) carry none.
-    current: Option<Meta>,
 }
 
-/// Which command an entry answers and when it arrived, for the command metrics.
-#[derive(Clone, Copy, Debug)]
+/// Which request an entry answers: for the command metrics and SLOWLOG.
+#[derive(Clone, Debug)]
 pub struct Meta {
     /// The command's name in the command table.
     pub cmd: &'static str,
     /// When the request was dispatched.
     pub start: std::time::Instant,
+    /// The request's bytes (a reference to what was forwarded), decoded only for SLOWLOG.
+    pub request: Bytes,
 }
 
 #[derive(Debug)]
@@ -116,16 +116,17 @@ impl ReplyQueue {
         self.len() == 0
     }
 
-    /// Labels the entry the next request reserves with its command and arrival time.
-    pub fn set_meta(&self, meta: Meta) {
-        self.lock().current = Some(meta);
+    /// Labels the newest entry (the one the request just dispatched reserved).
+    pub fn label_last(&self, meta: Meta) {
+        if let Some(last) = self.lock().entries.back_mut() {
+            last.1 = Some(meta);
+        }
     }
 
     /// Appends a complete reply (answered by the proxy itself, or a pub/sub message).
     pub fn push_ready(&self, reply: Bytes) {
         let mut inner = self.lock();
-        let meta = inner.current.take();
-        inner.entries.push_back((Entry::Ready(reply), meta));
+        inner.entries.push_back((Entry::Ready(reply), None));
         if inner.entries.len() == 1 {
             drop(inner);
             self.ready.notify_one();
@@ -136,8 +137,7 @@ impl ReplyQueue {
     pub fn reserve(self: &Arc<Self>) -> ReplyTo {
         let mut inner = self.lock();
         let seq = inner.head + inner.entries.len() as u64;
-        let meta = inner.current.take();
-        inner.entries.push_back((Entry::Waiting, meta));
+        inner.entries.push_back((Entry::Waiting, None));
         ReplyTo {
             queue: Arc::clone(self),
             seq,
@@ -150,14 +150,13 @@ impl ReplyQueue {
     pub fn reserve_gather(&self, parts: usize, plan: MergePlan) -> u64 {
         let mut inner = self.lock();
         let seq = inner.head + inner.entries.len() as u64;
-        let meta = inner.current.take();
         inner.entries.push_back((
             Entry::Gather(Box::new(Gather {
                 parts: vec![None; parts],
                 missing: parts,
                 plan,
             })),
-            meta,
+            None,
         ));
         seq
     }

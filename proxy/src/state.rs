@@ -23,6 +23,8 @@ pub struct ProxyState {
     pub router: Router,
     /// Connected clients and connection counters.
     pub clients: Clients,
+    /// SLOWLOG, shared by every client like Redis's.
+    pub slowlog: crate::slowlog::SlowLog,
     /// Start time, for INFO uptime.
     pub started: Instant,
     /// The port clients connect to, for INFO.
@@ -74,6 +76,7 @@ impl ProxyState {
             config,
             router,
             clients: Clients::default(),
+            slowlog: crate::slowlog::SlowLog::default(),
             started: Instant::now(),
             port,
             health: Arc::new(BackendHealth::default()),

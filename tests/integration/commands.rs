@@ -341,3 +341,52 @@ async fn wait_answers_like_a_server_without_replicas() {
         .await;
     assert_eq!(replies, vec![Reply::Int(0), Reply::bulk("v")]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowlog_records_slow_commands_as_the_client_saw_them() {
+    let cluster = TestCluster::start_with(
+        2,
+        false,
+        "[slowlog]\nlog_slower_than_us = 15000\nmax_len = 4\n",
+        &[],
+    )
+    .await;
+    let mut c = cluster.client().await;
+    assert!(c.cmd(&["CLIENT", "SETNAME", "slowpoke"]).await.is_ok());
+    assert!(c.cmd(&["SLOWLOG", "RESET"]).await.is_ok());
+    assert!(c.cmd(&["SET", "fast", "1"]).await.is_ok());
+    // A script that busy-waits 30 ms on the backend.
+    let spin = "local t = redis.call('TIME') while true do local n = redis.call('TIME') \
+                if (n[1] - t[1]) * 1000000 + (n[2] - t[2]) > 30000 then break end end return 1";
+    assert_eq!(c.cmd(&["EVAL", spin, "1", "slowkey"]).await, Reply::Int(1));
+    assert_eq!(c.cmd(&["SLOWLOG", "LEN"]).await, Reply::Int(1));
+    let Reply::Array(entries) = c.cmd(&["SLOWLOG", "GET"]).await else {
+        panic!("SLOWLOG GET is an array")
+    };
+    let Reply::Array(entry) = &entries[0] else {
+        panic!()
+    };
+    assert_eq!(entry.len(), 6);
+    let Reply::Int(micros) = entry[2] else {
+        panic!()
+    };
+    assert!(micros >= 30_000, "{micros}");
+    // Arguments are shortened to 128 bytes, as Redis does.
+    let shortened = format!("{}... ({} more bytes)", &spin[..128], spin.len() - 128);
+    assert_eq!(
+        entry[3],
+        Reply::Array(vec![
+            Reply::bulk("EVAL"),
+            Reply::bulk(&shortened),
+            Reply::bulk("1"),
+            Reply::bulk("slowkey")
+        ])
+    );
+    assert_eq!(entry[5], Reply::bulk("slowpoke"));
+    assert!(c.cmd(&["SLOWLOG", "RESET"]).await.is_ok());
+    assert_eq!(c.cmd(&["SLOWLOG", "LEN"]).await, Reply::Int(0));
+    assert_eq!(
+        c.cmd(&["SLOWLOG", "GET", "-2"]).await,
+        Reply::Error("ERR count should be greater than or equal to -1".into())
+    );
+}

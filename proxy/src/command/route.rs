@@ -22,6 +22,10 @@ use super::{const_eq, Merge, Route, Split};
 /// - CLIENT NO-EVICT: the client-eviction flag belongs to the client's connection, which is
 ///   the proxy's; it is accepted and recorded by the session.
 pub(crate) const LOCAL: &[&str] = &[
+    // The proxy keeps its own SLOWLOG (client-seen latency, all shards).
+    "slowlog|get",
+    "slowlog|len",
+    "slowlog|reset",
     // WAIT counts the replicas that applied the client's writes, which the proxy tracks.
     "wait",
     "ping",
@@ -103,7 +107,7 @@ pub(crate) const FLUSH: &[&str] = &["flushall", "flushdb"];
 /// - ACL (all subcommands): backends authenticate the proxy, not the client, so even
 ///   ACL WHOAMI / CAT / LOG would answer about the proxy's backend user and config; clients
 ///   authenticate to the proxy (AUTH/HELLO are local).
-/// - LATENCY RESET / SLOWLOG RESET would reset one arbitrary backend's statistics.
+/// - LATENCY RESET would reset one arbitrary backend's statistics.
 /// - PFSELFTEST / PFDEBUG are internal testing commands.
 /// - Container names alone (ACL, CLIENT, ...): always an arity error in Redis; they are
 ///   listed so that the container's own entry does not look routable.
@@ -185,7 +189,6 @@ pub(crate) const FORBIDDEN: &[&str] = &[
     "client|trackinginfo",
     "client|unblock",
     "latency|reset",
-    "slowlog|reset",
     "script|kill",
     "script|debug",
     "function|kill",

@@ -9,11 +9,9 @@ use redshard_config::Slot;
 
 use super::merge::MergePlan;
 use super::{local, pubsub, scan, split, txn, Ctx};
-use std::time::Instant;
 
 use crate::backend::{LaneHandle, Node};
 use crate::command::{self, ArgList, CommandSpec, Flags, Route};
-use crate::replies::Meta;
 use crate::resp::{encode, Args, Protocol};
 use crate::router::RoutingTable;
 
@@ -108,10 +106,7 @@ pub(crate) fn dispatch(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>) -> A
             return Action::error_raw(ctx, e.as_bytes());
         }
     };
-    ctx.queue.set_meta(Meta {
-        cmd: spec.name,
-        start: Instant::now(),
-    });
+    ctx.current_cmd = Some(spec.name);
     if !ctx.authenticated && !spec.flags.contains(Flags::NO_AUTH) {
         return Action::error(ctx, "NOAUTH Authentication required.");
     }

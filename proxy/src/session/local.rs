@@ -57,6 +57,31 @@ pub(super) fn handle(
         | "command|help"
         | "command|getkeysandflags" => Action::Forward { shard: 0, slot: 0 },
         "config|get" => config_get(ctx, args),
+        "slowlog|get" => {
+            let count = if args.len() > 2 {
+                match parse_i64(args.get(2)) {
+                    Some(n) if n >= -1 => n,
+                    _ => {
+                        return Action::error(
+                            ctx,
+                            "ERR count should be greater than or equal to -1",
+                        )
+                    }
+                }
+            } else {
+                10
+            };
+            Action::reply(ctx, ctx.state.slowlog.get(count))
+        }
+        "slowlog|len" => {
+            let mut out = BytesMut::new();
+            encode::integer(&mut out, ctx.state.slowlog.len() as i64);
+            Action::reply(ctx, out.freeze())
+        }
+        "slowlog|reset" => {
+            ctx.state.slowlog.reset();
+            Action::reply(ctx, Bytes::from_static(encode::OK))
+        }
         "client|id" => {
             let mut out = BytesMut::new();
             encode::integer(&mut out, ctx.client.id as i64);

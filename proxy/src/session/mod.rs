@@ -21,6 +21,7 @@ mod txn;
 use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use tokio::net::TcpStream;
@@ -30,7 +31,7 @@ use crate::backend::PrivateLane;
 use crate::clients::ClientInfo;
 use crate::metrics;
 use crate::outbuf::OutBuf;
-use crate::replies::{Completed, ReplyQueue};
+use crate::replies::{Completed, Meta, ReplyQueue};
 use crate::resp::{reply, FrameKind, Protocol, RequestScanner};
 use crate::shutdown::Shutdown;
 use crate::state::ProxyState;
@@ -79,6 +80,8 @@ pub(crate) struct Ctx {
     pub watch: Option<redshard_config::Slot>,
     /// Subscriptions and their connections, while the client has any.
     pub pubsub: Option<pubsub::PubSub>,
+    /// The command of the request being dispatched, once resolved (labels its reply entry).
+    pub current_cmd: Option<&'static str>,
     /// A WAIT may be outstanding, which (with timeout 0) never completes: when the client
     /// leaves, the session ends at once instead of waiting for its replies.
     pub waiting: bool,
@@ -132,6 +135,7 @@ impl Session {
                 watch: None,
                 pubsub: None,
                 waiting: false,
+                current_cmd: None,
             },
             shutdown,
             held_back: false,
@@ -225,6 +229,9 @@ impl Session {
     /// Moves every complete reply from the front of the queue to the output buffer.
     fn take_replies(&mut self) {
         let out = &mut self.out;
+        let state = &self.ctx.state;
+        let client = &self.ctx.client;
+        let slowlog = state.live.load().slowlog;
         self.ctx.queue.take_ready(|completed, meta| {
             let failed = match completed {
                 Completed::Reply(bytes) => {
@@ -239,7 +246,21 @@ impl Session {
                 }
             };
             if let Some(meta) = meta {
-                metrics::command(meta.cmd, meta.start.elapsed(), failed);
+                let took = meta.start.elapsed();
+                metrics::command(meta.cmd, took, failed);
+                if slowlog.log_slower_than_us >= 0
+                    && took.as_micros() >= u128::from(slowlog.log_slower_than_us.unsigned_abs())
+                {
+                    let name = client.fields().name.clone();
+                    state.slowlog.record(
+                        &meta.request,
+                        took,
+                        slowlog.log_slower_than_us,
+                        slowlog.max_len,
+                        &client.addr.to_string(),
+                        &name,
+                    );
+                }
             }
         });
     }
@@ -275,6 +296,8 @@ impl Session {
                 self.scanner.reset();
                 continue;
             }
+            let start = Instant::now();
+            self.ctx.current_cmd = None;
             let action = dispatch::dispatch(&mut self.ctx, &table, self.scanner.args(&self.rbuf));
             if matches!(action, dispatch::Action::HoldBack) {
                 // The frame stays scanned; it is dispatched again once the queue is empty.
@@ -291,7 +314,15 @@ impl Session {
                 self.rbuf.split_to(frame.len).freeze()
             };
             self.scanner.reset();
+            let request = bytes.clone();
             dispatch::finish(&mut self.ctx, &table, action, bytes);
+            if let Some(cmd) = self.ctx.current_cmd.take() {
+                self.ctx.queue.label_last(Meta {
+                    cmd,
+                    start,
+                    request,
+                });
+            }
         }
         self.ctx
             .state
