@@ -34,6 +34,7 @@ mod flags;
 mod keys;
 mod procs;
 mod route;
+pub mod support;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -43,6 +44,7 @@ pub use flags::{Flags, KeySpecFlags};
 pub use table::REDIS_VERSION;
 
 use procs::GetKeys;
+pub(crate) use route::LOCAL_FROM_BACKEND;
 
 /// How redshard treats a command from a client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

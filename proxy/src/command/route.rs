@@ -21,6 +21,18 @@ use super::{const_eq, Merge, Route, Split};
 ///   its own view rather than from one arbitrary backend.
 /// - CLIENT NO-EVICT: the client-eviction flag belongs to the client's connection, which is
 ///   the proxy's; it is accepted and recorded by the session.
+/// Local commands whose answer is a backend's own (documentation and help texts, identical on
+/// every master since they run the table's Redis version): the proxy sends them to any master.
+pub(crate) const LOCAL_FROM_BACKEND: &[&str] = &[
+    "command",
+    "command|info",
+    "command|docs",
+    "command|list",
+    "command|help",
+    "command|getkeysandflags",
+    "client|help",
+];
+
 pub(crate) const LOCAL: &[&str] = &[
     // The proxy keeps its own SLOWLOG (client-seen latency, all shards).
     "slowlog|get",

@@ -109,7 +109,6 @@ pub(super) fn handle(
             bulk(ctx, list.as_bytes())
         }
         "client|no-evict" | "client|no-touch" => Action::reply(ctx, Bytes::from_static(encode::OK)),
-        "client|help" => Action::Forward { shard: 0, slot: 0 },
         _ => Action::error(
             ctx,
             &format!(
