@@ -14,13 +14,6 @@
 
 use super::{const_eq, Merge, Route, Split};
 
-/// Answered by the proxy itself: they describe or change the client's own connection, or
-/// the proxy (INFO, COMMAND), and a backend's answer would describe the proxy's pooled
-/// backend connection instead.
-/// - CONFIG GET: clients read settings such as `maxmemory-policy`; the proxy answers from
-///   its own view rather than from one arbitrary backend.
-/// - CLIENT NO-EVICT: the client-eviction flag belongs to the client's connection, which is
-///   the proxy's; it is accepted and recorded by the session.
 /// Local commands whose answer is a backend's own (documentation and help texts, identical on
 /// every master since they run the table's Redis version): the proxy sends them to any master.
 pub(crate) const LOCAL_FROM_BACKEND: &[&str] = &[
@@ -33,6 +26,13 @@ pub(crate) const LOCAL_FROM_BACKEND: &[&str] = &[
     "client|help",
 ];
 
+/// Answered by the proxy itself: they describe or change the client's own connection, or
+/// the proxy (INFO, COMMAND), and a backend's answer would describe the proxy's pooled
+/// backend connection instead.
+/// - CONFIG GET: clients read settings such as `maxmemory-policy`; the proxy answers from
+///   its own view rather than from one arbitrary backend.
+/// - CLIENT NO-EVICT: the client-eviction flag belongs to the client's connection, which is
+///   the proxy's; it is accepted and recorded by the session.
 pub(crate) const LOCAL: &[&str] = &[
     // The proxy keeps its own SLOWLOG (client-seen latency, all shards).
     "slowlog|get",
