@@ -105,6 +105,16 @@ impl ReplyScanner {
                 continue;
             }
             let start = self.pos;
+            // Check the type byte before searching the line, so the verdict on a bad stream
+            // does not depend on how it was split into reads (found by fuzzing: `\r1\r\n`).
+            match buf.get(start) {
+                None => return Ok(None),
+                Some(
+                    b'+' | b'-' | b',' | b'(' | b':' | b'_' | b'#' | b'$' | b'!' | b'=' | b'*'
+                    | b'~' | b'>' | b'%' | b'|',
+                ) => {}
+                Some(_) => return Err(invalid("unknown type byte")),
+            }
             // The common canonical header or integer in one pass; the general path otherwise,
             // and whenever an earlier call already searched part of this line.
             let quick = match buf.get(start..) {

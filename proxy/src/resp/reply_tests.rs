@@ -138,7 +138,7 @@ fn absurd_sizes_are_refused_without_allocating() {
 #[test]
 fn malformed_replies() {
     for (input, what) in [
-        (&b"\r\n"[..], "empty line"),
+        (&b"\r\n"[..], "unknown type byte"),
         (b"?x\r\n", "unknown type byte"),
         (b"+OK\rX", "CR not followed by LF"),
         (b":12a\r\n", "malformed integer"),
