@@ -13,12 +13,14 @@ use serde::{Deserialize, Serialize};
 use crate::addr::NodeAddr;
 use crate::error::ConfigError;
 use crate::file::{
-    BackendFile, ConfigFile, LimitsFile, LogFile, DEFAULT_ALLOW_FLUSH, DEFAULT_CONNECT_TIMEOUT_MS,
+    BackendFile, ConfigFile, LimitsFile, LogFile, DEFAULT_ALLOW_FLUSH,
+    DEFAULT_AUTH_FAILURE_DELAY_MS, DEFAULT_AUTH_TIMEOUT_MS, DEFAULT_CONNECT_TIMEOUT_MS,
     DEFAULT_LANES, DEFAULT_LOG_FORMAT, DEFAULT_LOG_LEVEL, DEFAULT_MAX_BULK_BYTES,
     DEFAULT_MAX_CLIENTS, DEFAULT_MAX_INLINE_BYTES, DEFAULT_MAX_MULTIBULK_LEN, DEFAULT_MAX_PIPELINE,
-    DEFAULT_MAX_QUERY_BUFFER_BYTES, DEFAULT_MAX_REPLY_DEPTH, DEFAULT_RECONNECT_BACKOFF_MAX_MS,
-    DEFAULT_RECONNECT_BACKOFF_MIN_MS, DEFAULT_RESPONSE_TIMEOUT_MS, DEFAULT_SHUTDOWN_GRACE_MS,
-    MAX_LANES, MAX_REPLY_DEPTH_LIMIT,
+    DEFAULT_MAX_QUERY_BUFFER_BYTES, DEFAULT_MAX_REPLY_DEPTH, DEFAULT_OUTPUT_BUFFER_HARD_BYTES,
+    DEFAULT_OUTPUT_BUFFER_SOFT_BYTES, DEFAULT_OUTPUT_BUFFER_SOFT_SECONDS,
+    DEFAULT_RECONNECT_BACKOFF_MAX_MS, DEFAULT_RECONNECT_BACKOFF_MIN_MS,
+    DEFAULT_RESPONSE_TIMEOUT_MS, DEFAULT_SHUTDOWN_GRACE_MS, MAX_LANES, MAX_REPLY_DEPTH_LIMIT,
 };
 use crate::file::{
     DEFAULT_METRICS_NAMESPACE, DEFAULT_SLOWLOG_MAX_LEN, DEFAULT_SLOWLOG_SLOWER_THAN_US,
@@ -112,6 +114,16 @@ pub struct Limits {
     pub max_pipeline: usize,
     /// Nesting depth accepted in backend replies.
     pub max_reply_depth: usize,
+    /// Unsent replies to one client above which it is disconnected at once.
+    pub output_buffer_hard_bytes: usize,
+    /// Unsent replies above which a client is paused (no more replies taken for it).
+    pub output_buffer_soft_bytes: usize,
+    /// How long a client may stay above the soft limit before it is disconnected.
+    pub output_buffer_soft: Duration,
+    /// With a proxy password, how long a connection may stay unauthenticated.
+    pub auth_timeout: Duration,
+    /// Added delay per failed AUTH on one connection.
+    pub auth_failure_delay: Duration,
 }
 
 /// `[log]`.
@@ -201,6 +213,11 @@ impl Default for Limits {
             max_query_buffer_bytes: DEFAULT_MAX_QUERY_BUFFER_BYTES,
             max_pipeline: DEFAULT_MAX_PIPELINE,
             max_reply_depth: DEFAULT_MAX_REPLY_DEPTH,
+            output_buffer_hard_bytes: DEFAULT_OUTPUT_BUFFER_HARD_BYTES,
+            output_buffer_soft_bytes: DEFAULT_OUTPUT_BUFFER_SOFT_BYTES,
+            output_buffer_soft: Duration::from_secs(DEFAULT_OUTPUT_BUFFER_SOFT_SECONDS),
+            auth_timeout: Duration::from_millis(DEFAULT_AUTH_TIMEOUT_MS),
+            auth_failure_delay: Duration::from_millis(DEFAULT_AUTH_FAILURE_DELAY_MS),
         }
     }
 }
@@ -478,7 +495,45 @@ fn limits(file: LimitsFile, src: &Source<'_>) -> Result<Limits, ConfigError> {
             1,
             Some(MAX_REPLY_DEPTH_LIMIT),
         )?,
+        output_buffer_hard_bytes: at_least_one(
+            file.output_buffer_hard_bytes,
+            "limits.output_buffer_hard_bytes",
+            DEFAULT_OUTPUT_BUFFER_HARD_BYTES,
+        )?,
+        output_buffer_soft_bytes: at_least_one(
+            file.output_buffer_soft_bytes,
+            "limits.output_buffer_soft_bytes",
+            DEFAULT_OUTPUT_BUFFER_SOFT_BYTES,
+        )?,
+        output_buffer_soft: Duration::from_secs(src.bounded(
+            file.output_buffer_soft_seconds,
+            "limits.output_buffer_soft_seconds",
+            DEFAULT_OUTPUT_BUFFER_SOFT_SECONDS,
+            1,
+            None,
+        )?),
+        auth_timeout: Duration::from_millis(src.bounded(
+            file.auth_timeout_ms,
+            "limits.auth_timeout_ms",
+            DEFAULT_AUTH_TIMEOUT_MS,
+            1,
+            None,
+        )?),
+        auth_failure_delay: Duration::from_millis(src.bounded(
+            file.auth_failure_delay_ms,
+            "limits.auth_failure_delay_ms",
+            DEFAULT_AUTH_FAILURE_DELAY_MS,
+            0,
+            Some(60_000),
+        )?),
     };
+    if limits.output_buffer_soft_bytes > limits.output_buffer_hard_bytes {
+        return Err(src.invalid(
+            None::<&toml::Spanned<usize>>,
+            "limits.output_buffer_soft_bytes",
+            "must not exceed limits.output_buffer_hard_bytes",
+        ));
+    }
     // A request that cannot fit in the query buffer could never be accepted.
     for (value, key, span) in [
         (limits.max_bulk_bytes, "limits.max_bulk_bytes", bulk_span),

@@ -96,6 +96,21 @@ pub const DEFAULT_MAX_INLINE_BYTES: usize = 64 * 1024;
 pub const DEFAULT_MAX_QUERY_BUFFER_BYTES: usize = 1024 * 1024 * 1024;
 /// Default of `limits.max_pipeline`.
 pub const DEFAULT_MAX_PIPELINE: usize = 100_000;
+/// Default of `limits.output_buffer_hard_bytes`: a client whose unsent replies exceed 1 GiB is
+/// disconnected at once (twice the largest bulk, so one maximal reply still fits).
+pub const DEFAULT_OUTPUT_BUFFER_HARD_BYTES: usize = 1024 * 1024 * 1024;
+/// Default of `limits.output_buffer_soft_bytes`: above 64 MiB of unsent replies the proxy
+/// stops taking more replies for that client (and so, at `max_pipeline`, stops reading it).
+pub const DEFAULT_OUTPUT_BUFFER_SOFT_BYTES: usize = 64 * 1024 * 1024;
+/// Default of `limits.output_buffer_soft_seconds`: how long a client may stay above the soft
+/// limit before it is disconnected (Redis's pubsub class uses 60 s).
+pub const DEFAULT_OUTPUT_BUFFER_SOFT_SECONDS: u64 = 60;
+/// Default of `limits.auth_timeout_ms`: with a `password`, a connection that has not
+/// authenticated within 10 s is closed.
+pub const DEFAULT_AUTH_TIMEOUT_MS: u64 = 10_000;
+/// Default of `limits.auth_failure_delay_ms`: each failed AUTH on a connection delays its
+/// answer by this much more than the previous one (at most 20 times), slowing guessing.
+pub const DEFAULT_AUTH_FAILURE_DELAY_MS: u64 = 100;
 /// Default of `limits.max_reply_depth`.
 pub const DEFAULT_MAX_REPLY_DEPTH: usize = 128;
 /// Largest accepted `limits.max_reply_depth`: deeper bounds would not protect anything.
@@ -208,6 +223,21 @@ pub struct LimitsFile {
     /// `max_reply_depth`: nesting depth accepted in backend replies (an internal safety bound).
     /// Default [`DEFAULT_MAX_REPLY_DEPTH`], at most [`MAX_REPLY_DEPTH_LIMIT`].
     pub max_reply_depth: Option<Spanned<usize>>,
+    /// `output_buffer_hard_bytes`: unsent replies to one client above which it is
+    /// disconnected at once. Default [`DEFAULT_OUTPUT_BUFFER_HARD_BYTES`].
+    pub output_buffer_hard_bytes: Option<Spanned<usize>>,
+    /// `output_buffer_soft_bytes`: unsent replies above which the client is paused. Default
+    /// [`DEFAULT_OUTPUT_BUFFER_SOFT_BYTES`]; at most `output_buffer_hard_bytes`.
+    pub output_buffer_soft_bytes: Option<Spanned<usize>>,
+    /// `output_buffer_soft_seconds`: time above the soft limit before disconnecting. Default
+    /// [`DEFAULT_OUTPUT_BUFFER_SOFT_SECONDS`].
+    pub output_buffer_soft_seconds: Option<Spanned<u64>>,
+    /// `auth_timeout_ms`: with `password` set, how long a connection may stay
+    /// unauthenticated. Default [`DEFAULT_AUTH_TIMEOUT_MS`].
+    pub auth_timeout_ms: Option<Spanned<u64>>,
+    /// `auth_failure_delay_ms`: added delay per failed AUTH on a connection. Default
+    /// [`DEFAULT_AUTH_FAILURE_DELAY_MS`]; 0 answers at once.
+    pub auth_failure_delay_ms: Option<Spanned<u64>>,
 }
 
 /// `[slowlog]`.

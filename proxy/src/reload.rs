@@ -163,6 +163,26 @@ fn reload_inner(state: &ProxyState) -> Result<ReloadReport, ReloadError> {
             old.max_query_buffer_bytes != new.max_query_buffer_bytes,
         ),
         ("limits.max_pipeline", old.max_pipeline != new.max_pipeline),
+        (
+            "limits.output_buffer_hard_bytes",
+            old.output_buffer_hard_bytes != new.output_buffer_hard_bytes,
+        ),
+        (
+            "limits.output_buffer_soft_bytes",
+            old.output_buffer_soft_bytes != new.output_buffer_soft_bytes,
+        ),
+        (
+            "limits.output_buffer_soft_seconds",
+            old.output_buffer_soft != new.output_buffer_soft,
+        ),
+        (
+            "limits.auth_timeout_ms",
+            old.auth_timeout != new.auth_timeout,
+        ),
+        (
+            "limits.auth_failure_delay_ms",
+            old.auth_failure_delay != new.auth_failure_delay,
+        ),
     ] {
         if changed {
             report.applied.push(key.into());

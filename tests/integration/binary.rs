@@ -156,3 +156,86 @@ fn sigterm_drains_and_exits() {
     );
     assert!(!logs.contains("\"v\""), "values never logged");
 }
+
+#[test]
+fn a_client_that_never_reads_is_paused_then_disconnected_with_bounded_memory() {
+    let server = RedisServer::start();
+    let port = free_port();
+    let extra = "metrics_listen = \"off\"\n[limits]\nmax_pipeline = 64\noutput_buffer_soft_bytes = 1048576\noutput_buffer_soft_seconds = 1\n";
+    let text = config_text(&[server.addr()], &[], extra)
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    let file = write_config(&text);
+    let mut child = redshard()
+        .arg("--config")
+        .arg(file.path())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let addr = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut setter = loop {
+        if let Ok(s) = std::net::TcpStream::connect(&addr) {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "redshard did not start listening"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let value = vec![b'v'; 100 * 1024];
+    let mut set = format!("*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n${}\r\n", value.len()).into_bytes();
+    set.extend_from_slice(&value);
+    set.extend_from_slice(b"\r\n");
+    setter.write_all(&set).unwrap();
+    let mut ok = [0u8; 5];
+    std::io::Read::read_exact(&mut setter, &mut ok).unwrap();
+    assert_eq!(&ok, b"+OK\r\n");
+    let before = super::limits::rss_bytes(pid);
+    // 2,000 GETs of 100 KiB (200 MB of replies), never read.
+    let mut greedy = std::net::TcpStream::connect(&addr).unwrap();
+    greedy
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let pipeline = b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n".repeat(2000);
+    let _ = greedy.write_all(&pipeline); // may stop once the proxy stops reading
+    let mut peak = 0;
+    let closed_by = Instant::now() + Duration::from_secs(8);
+    let mut buf = [0u8; 1];
+    greedy
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    // Sample the proxy's memory while the client does not read; then drain to see the close.
+    for _ in 0..10 {
+        peak = peak.max(super::limits::rss_bytes(pid));
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let closed = loop {
+        match std::io::Read::read(&mut greedy, &mut buf) {
+            Ok(0) | Err(_) if Instant::now() > closed_by => break false,
+            Ok(0) => break true,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            _ => {}
+        }
+    };
+    assert!(
+        closed,
+        "the proxy must disconnect a client stuck above the soft limit"
+    );
+    let grown = peak.saturating_sub(before);
+    assert!(
+        grown < 64 * 1024 * 1024,
+        "proxy memory stayed bounded: grew {grown} bytes for 200 MB of replies"
+    );
+    // Other clients are unaffected.
+    setter.write_all(b"PING\r\n").unwrap();
+    let mut pong = [0u8; 7];
+    std::io::Read::read_exact(&mut setter, &mut pong).unwrap();
+    assert_eq!(&pong, b"+PONG\r\n");
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+    let _ = child.wait();
+}

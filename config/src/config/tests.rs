@@ -152,6 +152,11 @@ max_inline_bytes = 100
 max_query_buffer_bytes = 100
 max_pipeline = 5
 max_reply_depth = 1024
+output_buffer_hard_bytes = 4000
+output_buffer_soft_bytes = 3000
+output_buffer_soft_seconds = 7
+auth_timeout_ms = 40
+auth_failure_delay_ms = 0
 
 [log]
 level = "info,redshard=debug"
@@ -194,6 +199,11 @@ format = "json"
             max_query_buffer_bytes: 100,
             max_pipeline: 5,
             max_reply_depth: 1024,
+            output_buffer_hard_bytes: 4000,
+            output_buffer_soft_bytes: 3000,
+            output_buffer_soft: Duration::from_secs(7),
+            auth_timeout: Duration::from_millis(40),
+            auth_failure_delay: Duration::ZERO,
         }
     );
     assert_eq!(config.log.level, "info,redshard=debug");
@@ -603,4 +613,16 @@ fn metrics_namespace_must_be_a_prometheus_name_prefix() {
         let text = format!("metrics_namespace = \"{bad}\"\n{SHARDS}");
         assert_error(&text, "metrics_namespace", &["metrics_namespace: ", word]);
     }
+}
+
+#[test]
+fn output_soft_limit_must_not_exceed_the_hard_one() {
+    let text = format!(
+        "[limits]\noutput_buffer_hard_bytes = 10\noutput_buffer_soft_bytes = 11\n{}",
+        SHARDS
+    );
+    let err = Config::from_toml_str(&text, "t.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("limits.output_buffer_soft_bytes"), "{err}");
 }

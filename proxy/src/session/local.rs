@@ -197,15 +197,38 @@ fn auth(ctx: &mut Ctx, args: Args<'_>) -> Action {
     let result = match args.len() {
         2 => check_credentials(ctx, None, args.get(1)),
         3 => check_credentials(ctx, Some(args.get(1)), args.get(2)),
-        _ => Err("ERR syntax error"),
+        _ => return Action::error(ctx, "ERR syntax error"),
     };
     match result {
         Ok(()) => {
             ctx.authenticated = true;
             Action::reply(ctx, Bytes::from_static(encode::OK))
         }
-        Err(e) => Action::error(ctx, e),
+        Err(e) => auth_failed(ctx, e),
     }
+}
+
+/// A failed AUTH (or HELLO AUTH): logged without the password, and answered after a delay
+/// that grows with each failure on this connection, so guessing is slow.
+fn auth_failed(ctx: &mut Ctx, text: &'static str) -> Action {
+    if ctx.state.config.password.is_none() {
+        // Not a guess: the proxy has no password at all.
+        return Action::error(ctx, text);
+    }
+    ctx.auth_failures = ctx.auth_failures.saturating_add(1);
+    tracing::warn!(client = %ctx.client.addr, failures = ctx.auth_failures, "AUTH failed");
+    let delay = ctx.state.live.load().limits.auth_failure_delay * ctx.auth_failures.min(20);
+    if delay.is_zero() {
+        return Action::error(ctx, text);
+    }
+    let reply = ctx.queue.reserve();
+    // Nothing after it may overtake the delayed answer.
+    ctx.barrier = true;
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        reply.deliver(super::dispatch::error_reply(text));
+    });
+    Action::Done
 }
 
 /// CLIENT SETNAME's rule: printable ASCII without spaces.
@@ -274,7 +297,7 @@ fn hello(ctx: &mut Ctx, args: Args<'_>) -> Action {
         let more = args.len() - i - 1;
         if option.eq_ignore_ascii_case(b"AUTH") && more >= 2 {
             if let Err(e) = check_credentials(ctx, Some(args.get(i + 1)), args.get(i + 2)) {
-                return Action::error(ctx, e);
+                return auth_failed(ctx, e);
             }
             ctx.authenticated = true;
             i += 3;

@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use tokio::net::TcpStream;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::backend::PrivateLane;
 use crate::clients::ClientInfo;
@@ -39,6 +39,14 @@ use crate::state::ProxyState;
 /// Room made in the read buffer before a read. The buffer is freed whenever it is empty, so
 /// an idle client holds no read memory.
 const READ_RESERVE: usize = 16 * 1024;
+
+/// Sleeps until `deadline`; never completes for `None` (the branch is disabled then anyway).
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
 
 /// Why a session stops reading.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,6 +88,8 @@ pub(crate) struct Ctx {
     pub watch: Option<redshard_config::Slot>,
     /// Subscriptions and their connections, while the client has any.
     pub pubsub: Option<pubsub::PubSub>,
+    /// Failed AUTH attempts on this connection (each delays the next answer more).
+    pub auth_failures: u32,
     /// The command of the request being dispatched, once resolved (labels its reply entry).
     pub current_cmd: Option<&'static str>,
     /// A WAIT may be outstanding, which (with timeout 0) never completes: when the client
@@ -105,6 +115,10 @@ pub struct Session {
     /// Complete requests wait in `rbuf` because `max_pipeline` or a protocol barrier stopped
     /// dispatching; retried whenever replies leave the queue.
     held_back: bool,
+    /// Since when the unsent output has been above `output_buffer_soft_bytes`.
+    over_soft_since: Option<Instant>,
+    /// When an unauthenticated connection is closed (with a proxy password).
+    auth_deadline: Option<tokio::time::Instant>,
 }
 
 impl Session {
@@ -136,9 +150,12 @@ impl Session {
                 pubsub: None,
                 waiting: false,
                 current_cmd: None,
+                auth_failures: 0,
             },
             shutdown,
             held_back: false,
+            over_soft_since: None,
+            auth_deadline: None,
         })
     }
 
@@ -151,6 +168,10 @@ impl Session {
     }
 
     async fn serve(&mut self) -> io::Result<()> {
+        if !self.ctx.authenticated {
+            let timeout = self.ctx.state.live.load().limits.auth_timeout;
+            self.auth_deadline = Some(tokio::time::Instant::now() + timeout);
+        }
         loop {
             // `[limits]` can change with a reload: read them each round.
             let (max_pipeline, max_query) = {
@@ -162,6 +183,14 @@ impl Session {
                 return Ok(());
             }
             let reading = self.ctx.closing == Closing::Open && backlog < max_pipeline;
+            if self.ctx.authenticated {
+                self.auth_deadline = None;
+            }
+            let auth_deadline = self.auth_deadline;
+            let soft_deadline = self.over_soft_since.map(|since| {
+                tokio::time::Instant::from_std(since)
+                    + self.ctx.state.live.load().limits.output_buffer_soft
+            });
             // Readiness first, buffers only once there is something to read or write.
             tokio::select! {
                 biased;
@@ -199,6 +228,13 @@ impl Session {
                         Err(e) => return Err(e),
                     }
                 }
+                () = sleep_until_opt(auth_deadline), if auth_deadline.is_some() => {
+                    debug!("closing a connection that did not authenticate in time");
+                    return Ok(());
+                }
+                () = sleep_until_opt(soft_deadline), if soft_deadline.is_some() => {
+                    // Checked below, after the loop's bookkeeping.
+                }
                 () = self.shutdown.wait(), if self.ctx.closing == Closing::Open => {
                     if (self.ctx.private.is_some() || self.ctx.waiting) && !self.ctx.queue.is_empty() {
                         // Blocked on its private connection: it could wait forever.
@@ -216,6 +252,7 @@ impl Session {
             }
             // Write at once; the writable branch above only handles a full socket.
             self.out.try_write_to(&self.stream)?;
+            self.check_output_limits()?;
             if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
                 self.rbuf = BytesMut::new();
                 if self.ctx.queue.is_empty() {
@@ -226,8 +263,38 @@ impl Session {
         }
     }
 
-    /// Moves every complete reply from the front of the queue to the output buffer.
+    /// Disconnects a client whose unsent output passed the hard limit, or stayed above the
+    /// soft limit too long (like Redis's `client-output-buffer-limit`).
+    fn check_output_limits(&mut self) -> io::Result<()> {
+        let limits = &self.ctx.state.live.load().limits;
+        let pending = self.out.len();
+        if pending > limits.output_buffer_hard_bytes {
+            warn!(pending, "closing a client over output_buffer_hard_bytes");
+            return Err(io::Error::other("output buffer hard limit"));
+        }
+        if pending > limits.output_buffer_soft_bytes {
+            let since = *self.over_soft_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= limits.output_buffer_soft {
+                warn!(
+                    pending,
+                    "closing a client over output_buffer_soft_bytes for too long"
+                );
+                return Err(io::Error::other("output buffer soft limit"));
+            }
+        } else {
+            self.over_soft_since = None;
+        }
+        Ok(())
+    }
+
+    /// Moves every complete reply from the front of the queue to the output buffer, until the
+    /// output passes the soft limit: the rest waits in the queue, which pauses reading at
+    /// `max_pipeline`.
     fn take_replies(&mut self) {
+        let soft = self.ctx.state.live.load().limits.output_buffer_soft_bytes;
+        if self.out.len() > soft {
+            return;
+        }
         let out = &mut self.out;
         let state = &self.ctx.state;
         let client = &self.ctx.client;
