@@ -1,0 +1,7 @@
+//! A client's byte stream through the request scanner, fed in input-chosen reads.
+//! The invariants and the input layout are in `redshard_fuzz::checks::request_scanner`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| redshard_fuzz::checks::request_scanner(data));
