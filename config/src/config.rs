@@ -58,6 +58,19 @@ pub struct Config {
     pub slowlog: SlowlogConfig,
     /// The initial cluster. In a validated config every slot is assigned exactly once.
     pub shards: Vec<ShardConfig>,
+    /// Named users (`AUTH name password`), besides the `default` user of `password`.
+    pub users: Vec<UserConfig>,
+}
+
+/// A `[[user]]`: a named client identity with an access level.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserConfig {
+    /// The name given to AUTH.
+    pub name: String,
+    /// The password given to AUTH.
+    pub password: String,
+    /// What the user may run.
+    pub access: crate::file::Access,
 }
 
 /// `[slowlog]`: the proxy's own SLOWLOG, measured from a request's arrival to its reply.
@@ -85,6 +98,11 @@ pub struct BackendConfig {
     pub username: Option<String>,
     /// Password to `AUTH` with; `None` sends no AUTH.
     pub password: Option<String>,
+    /// ACL user of the proxy's own control connections; `None` with `control_password` set
+    /// means the `default` user.
+    pub control_username: Option<String>,
+    /// Password of the control connections; `None` uses the client-traffic credentials.
+    pub control_password: Option<String>,
     /// Pipelined connections per node (`1..=64`); a key uses lane `slot % lanes`.
     pub lanes: usize,
     /// Time allowed to open a connection.
@@ -185,6 +203,7 @@ impl Default for Config {
             threads: DEFAULT_THREADS,
             slowlog: SlowlogConfig::default(),
             shards: Vec::new(),
+            users: Vec::new(),
         }
     }
 }
@@ -194,6 +213,8 @@ impl Default for BackendConfig {
         BackendConfig {
             username: None,
             password: None,
+            control_username: None,
+            control_password: None,
             lanes: DEFAULT_LANES,
             connect_timeout: Duration::from_millis(DEFAULT_CONNECT_TIMEOUT_MS),
             response_timeout: Duration::from_millis(DEFAULT_RESPONSE_TIMEOUT_MS),
@@ -335,6 +356,7 @@ impl Config {
                     .map_or(DEFAULT_SLOWLOG_MAX_LEN, toml::Spanned::into_inner),
             },
             shards: validate::shards(&file.shard, listen, src)?,
+            users: users(file.user, src)?,
         };
         Ok(config)
     }
@@ -393,6 +415,16 @@ fn backend(file: BackendFile, src: &Source<'_>) -> Result<BackendConfig, ConfigE
             "is set but backend.password is not; AUTH needs both",
         ));
     }
+    let control_span = file.control_username.as_ref().map(toml::Spanned::span);
+    let control_username = src.secret(file.control_username, "backend.control_username")?;
+    let control_password = src.secret(file.control_password, "backend.control_password")?;
+    if control_username.is_some() && control_password.is_none() {
+        return Err(src.invalid_at(
+            control_span,
+            "backend.control_username",
+            "is set but backend.control_password is not; AUTH needs both",
+        ));
+    }
     let lanes = src.bounded(
         file.lanes,
         "backend.lanes",
@@ -445,6 +477,8 @@ fn backend(file: BackendFile, src: &Source<'_>) -> Result<BackendConfig, ConfigE
     Ok(BackendConfig {
         username,
         password,
+        control_username,
+        control_password,
         lanes,
         connect_timeout: Duration::from_millis(connect),
         response_timeout: Duration::from_millis(response),
@@ -555,6 +589,45 @@ fn limits(file: LimitsFile, src: &Source<'_>) -> Result<Limits, ConfigError> {
         }
     }
     Ok(limits)
+}
+
+fn users(
+    files: Vec<toml::Spanned<crate::file::UserFile>>,
+    src: &Source<'_>,
+) -> Result<Vec<UserConfig>, ConfigError> {
+    let mut users: Vec<UserConfig> = Vec::with_capacity(files.len());
+    for (i, file) in files.into_iter().enumerate() {
+        let file = file.into_inner();
+        let key = format!("user[{i}]");
+        let name = file.name.get_ref();
+        if name.is_empty() || name.eq_ignore_ascii_case("default") {
+            return Err(src.invalid(
+                Some(&file.name),
+                format!("{key}.name"),
+                "must be a non-empty name other than \"default\" (the default user's password is the top-level `password`)",
+            ));
+        }
+        if users.iter().any(|u| &u.name == name) {
+            return Err(src.invalid(
+                Some(&file.name),
+                format!("{key}.name"),
+                format!("user \"{name}\" is defined twice"),
+            ));
+        }
+        if file.password.get_ref().is_empty() {
+            return Err(src.invalid(
+                Some(&file.password),
+                format!("{key}.password"),
+                "must not be empty",
+            ));
+        }
+        users.push(UserConfig {
+            name: file.name.into_inner(),
+            password: file.password.into_inner(),
+            access: file.access,
+        });
+    }
+    Ok(users)
 }
 
 fn log(file: LogFile, src: &Source<'_>) -> Result<LogConfig, ConfigError> {

@@ -170,6 +170,10 @@ pub struct ConfigFile {
     /// must assign each of the 16384 slots exactly once.
     #[serde(default)]
     pub shard: Vec<Spanned<ShardFile>>,
+    /// `[[user]]`: clients that authenticate with `AUTH name password` (Redis 6 ACL style),
+    /// each with an access level. Default: none (only the `default` user of `password`).
+    #[serde(default)]
+    pub user: Vec<Spanned<UserFile>>,
 }
 
 /// `[backend]`.
@@ -181,6 +185,14 @@ pub struct BackendFile {
     pub username: Option<Spanned<String>>,
     /// `password`: the password of that user (or of `requirepass`). Default: unset (no AUTH).
     pub password: Option<Spanned<String>>,
+    /// `control_username`: the ACL user of the proxy's own control connections (health
+    /// probes; later resync and migration), so that client traffic can run as a restricted
+    /// user. Default: unset (the same credentials as client traffic). Needs
+    /// `control_password`.
+    pub control_username: Option<Spanned<String>>,
+    /// `control_password`: the password of `control_username` (or of the `default` user).
+    /// Default: unset (the client-traffic credentials).
+    pub control_password: Option<Spanned<String>>,
     /// `lanes`: long-lived pipelined connections per node; a key always uses lane
     /// `slot % lanes`. Default [`DEFAULT_LANES`], `1..=`[`MAX_LANES`].
     pub lanes: Option<Spanned<usize>>,
@@ -262,6 +274,33 @@ pub struct LogFile {
     /// `format`: `"text"` (human) or `"json"` (one object per line). Default
     /// [`DEFAULT_LOG_FORMAT`].
     pub format: Option<LogFormat>,
+}
+
+/// One `[[user]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserFile {
+    /// `name`: what clients give to `AUTH name password`; not `default`, unique.
+    pub name: Spanned<String>,
+    /// `password`: the user's password; not empty.
+    pub password: Spanned<String>,
+    /// `access`: `"all"`, `"read-only"` (commands that cannot write) or `"no-dangerous"`
+    /// (everything but Redis's `@dangerous` category). Default `"all"`.
+    #[serde(default)]
+    pub access: Access,
+}
+
+/// What a `[[user]]` may run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Access {
+    /// Every command the proxy allows.
+    #[default]
+    All,
+    /// Only commands that cannot modify data (Redis's `readonly` flag; no scripts or publish).
+    ReadOnly,
+    /// Every command outside Redis's `@dangerous` category (KEYS, INFO, CONFIG, SORT, ...).
+    NoDangerous,
 }
 
 /// One `[[shard]]`: a master, its replicas and the slots it serves at first.

@@ -27,8 +27,11 @@ pub mod topology;
 mod validate;
 
 pub use addr::NodeAddr;
-pub use config::{BackendConfig, Config, Limits, LogConfig, LogFormat, ShardConfig, SlowlogConfig};
+pub use config::{
+    BackendConfig, Config, Limits, LogConfig, LogFormat, ShardConfig, SlowlogConfig, UserConfig,
+};
 pub use error::{ConfigError, NodeAddrError, SlotRangeError, StoreError, TopologyError};
+pub use file::Access;
 pub use slot::{Slot, SlotRange, SLOT_COUNT};
 pub use store::{
     choose_initial, FileTopologyStore, InitialSource, MemoryTopologyStore, TopologyStore,

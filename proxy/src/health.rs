@@ -227,12 +227,16 @@ async fn probe_round(
     }
 }
 
-/// The `AUTH` request the lanes send, when `[backend]` has a password.
+/// The `AUTH` of the proxy's control connections: `[backend] control_*` when set, else the
+/// client-traffic credentials.
 fn auth_request(state: &ProxyState) -> Option<Bytes> {
     let backend = &state.config.backend;
-    let password = backend.password.as_ref()?;
+    let (username, password) = match &backend.control_password {
+        Some(password) => (&backend.control_username, password),
+        None => (&backend.username, backend.password.as_ref()?),
+    };
     let mut out = BytesMut::new();
-    match &backend.username {
+    match username {
         Some(user) => encode::request(&mut out, &[b"AUTH", user.as_bytes(), password.as_bytes()]),
         None => encode::request(&mut out, &[b"AUTH", password.as_bytes()]),
     }

@@ -644,3 +644,25 @@ fn resolve_errors_are_redis_bytes() {
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }
+
+#[test]
+fn dangerous_list_matches_acl_cat_dangerous() {
+    let server = Server::start();
+    let mut conn = server.conn();
+    let mut live: Vec<String> = conn
+        .call(&[&b"ACL"[..], b"CAT", b"dangerous"])
+        .array()
+        .iter()
+        .map(Reply::text)
+        .collect();
+    live.sort();
+    let mut ours: Vec<String> = redshard_proxy::command::DANGEROUS
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    ours.sort();
+    assert_eq!(
+        ours, live,
+        "update DANGEROUS in proxy/src/command/route.rs from `ACL CAT dangerous`"
+    );
+}

@@ -120,3 +120,74 @@ async fn wrong_backend_credentials_give_a_clear_error_not_a_hang() {
         "{e}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_users_get_their_access_level() {
+    let extra = "password = \"admin-pw\"\n\
+        [[user]]\nname = \"reader\"\npassword = \"r-pw\"\naccess = \"read-only\"\n\
+        [[user]]\nname = \"app\"\npassword = \"a-pw\"\naccess = \"no-dangerous\"\n\
+        [[user]]\nname = \"ops\"\npassword = \"o-pw\"\n";
+    let cluster = TestCluster::start_with(2, false, extra, &[]).await;
+    let noperm = |cmd: &str| {
+        Reply::Error(format!(
+            "NOPERM this user has no permissions to run the '{cmd}' command"
+        ))
+    };
+    let mut admin = cluster.client().await;
+    assert!(admin.cmd(&["AUTH", "admin-pw"]).await.is_ok());
+    assert!(admin.cmd(&["SET", "k", "v"]).await.is_ok());
+
+    let mut reader = cluster.client().await;
+    assert!(reader.cmd(&["AUTH", "reader", "r-pw"]).await.is_ok());
+    assert_eq!(reader.cmd(&["GET", "k"]).await, Reply::bulk("v"));
+    assert_eq!(
+        reader.cmd(&["MGET", "k", "x"]).await,
+        Reply::Array(vec![Reply::bulk("v"), Reply::Bulk(None)])
+    );
+    assert_eq!(reader.cmd(&["SET", "k", "w"]).await, noperm("set"));
+    assert_eq!(reader.cmd(&["DEL", "k"]).await, noperm("del"));
+    assert_eq!(reader.cmd(&["EVAL", "return 1", "0"]).await, noperm("eval"));
+    assert_eq!(
+        reader.cmd(&["EVAL_RO", "return 1", "0"]).await,
+        Reply::Int(1)
+    );
+    // Refused inside MULTI too, which then aborts.
+    assert!(reader.cmd(&["MULTI"]).await.is_ok());
+    assert_eq!(reader.cmd(&["INCR", "n"]).await, noperm("incr"));
+    assert!(matches!(reader.cmd(&["EXEC"]).await, Reply::Error(e) if e.starts_with("EXECABORT")));
+
+    let mut app = cluster.client().await;
+    assert!(app.cmd(&["AUTH", "app", "a-pw"]).await.is_ok());
+    assert!(app.cmd(&["SET", "k2", "v"]).await.is_ok());
+    assert_eq!(app.cmd(&["KEYS", "*"]).await, noperm("keys"));
+    assert_eq!(app.cmd(&["INFO"]).await, noperm("info"));
+    assert_eq!(
+        app.cmd(&["CONFIG", "GET", "maxclients"]).await,
+        noperm("config|get")
+    );
+
+    let mut ops = cluster.client().await;
+    assert!(ops.cmd(&["AUTH", "ops", "o-pw"]).await.is_ok());
+    assert!(
+        matches!(ops.cmd(&["KEYS", "*"]).await, Reply::Array(_)),
+        "access defaults to all"
+    );
+
+    let mut stranger = cluster.client().await;
+    assert_eq!(
+        stranger.cmd(&["AUTH", "reader", "wrong"]).await,
+        Reply::Error("WRONGPASS invalid username-password pair or user is disabled.".into())
+    );
+    // Refused commands never reached a backend.
+    for i in 0..2 {
+        let stats = cluster
+            .master(i)
+            .await
+            .cmd(&["INFO", "commandstats"])
+            .await
+            .text();
+        for refused in ["cmdstat_del:", "cmdstat_eval:", "cmdstat_incr:"] {
+            assert!(!stats.contains(refused), "{refused} reached master {i}");
+        }
+    }
+}

@@ -28,7 +28,14 @@ struct HttpCluster {
 impl HttpCluster {
     /// `shards` masters and a proxy whose config file holds `extra` before the shards.
     async fn start(shards: usize, extra: &str) -> Self {
-        let masters: Vec<RedisServer> = (0..shards).map(|_| RedisServer::start()).collect();
+        Self::start_with(shards, extra, &[]).await
+    }
+
+    /// Like [`HttpCluster::start`], with extra `redis-server` arguments.
+    async fn start_with(shards: usize, extra: &str, server_args: &[&str]) -> Self {
+        let masters: Vec<RedisServer> = (0..shards)
+            .map(|_| RedisServer::start_with(server_args))
+            .collect();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("redshard.toml");
         let addrs: Vec<String> = masters.iter().map(RedisServer::addr).collect();
@@ -401,4 +408,43 @@ async fn command_and_traffic_series_move_with_traffic() {
         "backend connection gauges per node: {}",
         after.body
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_connections_use_their_own_backend_user() {
+    // Client traffic runs as a restricted ACL user (which may not even PING); the proxy's
+    // probes PING as another one, so /readyz turning 200 shows the control user is used.
+    let server_args = [
+        "--user",
+        "default",
+        "off",
+        "--user",
+        "traffic",
+        "on",
+        ">t-pw",
+        "~*",
+        "&*",
+        "+@all",
+        "-@dangerous",
+        "-ping",
+        "--user",
+        "control",
+        "on",
+        ">c-pw",
+        "+ping",
+        "+auth",
+    ];
+    let extra = "[backend]\nusername = \"traffic\"\npassword = \"t-pw\"\n\
+                 control_username = \"control\"\ncontrol_password = \"c-pw\"\n";
+    let cluster = HttpCluster::start_with(2, extra, &server_args).await;
+    // Let the probe run a few rounds (every 500 ms; down after 2 failures) before asking.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cluster.wait_for("/readyz", 200).await;
+    let mut c = Client::connect_addr(cluster.proxy.local_addr()).await;
+    assert!(c.cmd(&["SET", "k", "v"]).await.is_ok());
+    // The backend's own ACL refuses what the client user may not run, whatever the proxy allows.
+    let Reply::Error(e) = c.cmd(&["KEYS", "*"]).await else {
+        panic!("KEYS must be refused by the backend ACL")
+    };
+    assert!(e.starts_with("NOPERM"), "{e}");
 }

@@ -182,6 +182,8 @@ format = "json"
         BackendConfig {
             username: Some("proxyuser".into()),
             password: Some("pw".into()),
+            control_username: None,
+            control_password: None,
             lanes: 64,
             connect_timeout: Duration::from_millis(10),
             response_timeout: Duration::from_millis(20),

@@ -44,6 +44,7 @@ pub use flags::{Flags, KeySpecFlags};
 pub use table::REDIS_VERSION;
 
 use procs::GetKeys;
+pub use route::DANGEROUS;
 pub(crate) use route::LOCAL_FROM_BACKEND;
 
 /// How redshard treats a command from a client.
@@ -317,6 +318,12 @@ impl CommandSpec {
     #[must_use]
     pub fn is_readonly(&self) -> bool {
         self.flags.contains(Flags::READONLY)
+    }
+
+    /// Whether the command is in Redis's `@dangerous` ACL category.
+    #[must_use]
+    pub fn is_dangerous(&self) -> bool {
+        DANGEROUS.contains(&self.name)
     }
 
     /// Whether the command may block (`blocking`).

@@ -10,6 +10,8 @@ use redshard_config::Slot;
 use super::merge::MergePlan;
 use super::{local, pubsub, scan, split, txn, Ctx};
 
+use redshard_config::Access;
+
 use crate::backend::{LaneHandle, Node};
 use crate::command::{self, ArgList, CommandSpec, Flags, Route};
 use crate::resp::{encode, Args, Protocol};
@@ -110,6 +112,16 @@ pub(crate) fn dispatch(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>) -> A
     if !ctx.authenticated && !spec.flags.contains(Flags::NO_AUTH) {
         return Action::error(ctx, "NOAUTH Authentication required.");
     }
+    if !permitted(ctx.access, spec) {
+        txn::abort_with(ctx);
+        return Action::error(
+            ctx,
+            &format!(
+                "NOPERM this user has no permissions to run the '{}' command",
+                spec.name
+            ),
+        );
+    }
     if ctx.protocol == Protocol::Resp2 && ctx.pubsub.as_ref().is_some_and(pubsub::PubSub::is_active)
     {
         if spec.name == "ping" {
@@ -151,6 +163,21 @@ pub(crate) fn dispatch(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>) -> A
         Route::Dedicated => unsupported(ctx, spec),
         Route::Scan => scan::scan(ctx, table, args),
         Route::PubSub => pubsub::handle(ctx, table, spec, args),
+    }
+}
+
+/// Whether a user of `access` may run `spec`.
+fn permitted(access: Access, spec: &CommandSpec) -> bool {
+    match access {
+        Access::All => true,
+        // Scripts, functions and publishing may write or replicate: refused too.
+        Access::ReadOnly => {
+            !spec
+                .flags
+                .intersects(Flags::WRITE.union(Flags::MAY_REPLICATE))
+                && spec.route != Route::Flush
+        }
+        Access::NoDangerous => !spec.is_dangerous(),
     }
 }
 

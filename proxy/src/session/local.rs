@@ -6,6 +6,8 @@ use bytes::{Bytes, BytesMut};
 
 use super::dispatch::{display_name, Action};
 use super::{info, Closing, Ctx};
+use redshard_config::Access;
+
 use crate::command::{self, CommandSpec, REDIS_VERSION};
 use crate::resp::{encode, Args, Protocol};
 use crate::router::RoutingTable;
@@ -33,6 +35,7 @@ pub(super) fn handle(
         "hello" => hello(ctx, args),
         "reset" => {
             ctx.authenticated = ctx.state.config.password.is_none();
+            ctx.access = Access::All;
             ctx.client.fields().name.clear();
             ctx.pubsub = None;
             if ctx.protocol != Protocol::Resp2 {
@@ -173,15 +176,37 @@ fn select(ctx: &Ctx, db: &[u8]) -> Action {
 }
 
 /// Checks credentials against the proxy's `password` (user `default`, as Redis without ACLs).
-fn check_credentials(ctx: &Ctx, user: Option<&[u8]>, password: &[u8]) -> Result<(), &'static str> {
-    let Some(expected) = &ctx.state.config.password else {
-        return Err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
-    };
-    let user_ok = user.is_none_or(|u| u == b"default");
-    if user_ok && constant_time_eq(password, expected.as_bytes()) {
-        Ok(())
-    } else {
-        Err("WRONGPASS invalid username-password pair or user is disabled.")
+/// Checks credentials: the `default` user against the proxy's `password` (full access), or a
+/// `[[user]]` against its own password. Returns the user's access level.
+fn check_credentials(
+    ctx: &Ctx,
+    user: Option<&[u8]>,
+    password: &[u8],
+) -> Result<Access, &'static str> {
+    const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+    let config = &ctx.state.config;
+    match user {
+        None | Some(b"default") => {
+            let Some(expected) = &config.password else {
+                if user.is_none() {
+                    return Err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
+                }
+                return Err(WRONGPASS);
+            };
+            if constant_time_eq(password, expected.as_bytes()) {
+                Ok(Access::All)
+            } else {
+                Err(WRONGPASS)
+            }
+        }
+        Some(name) => config
+            .users
+            .iter()
+            .find(|u| {
+                u.name.as_bytes() == name && constant_time_eq(password, u.password.as_bytes())
+            })
+            .map(|u| u.access)
+            .ok_or(WRONGPASS),
     }
 }
 
@@ -200,8 +225,9 @@ fn auth(ctx: &mut Ctx, args: Args<'_>) -> Action {
         _ => return Action::error(ctx, "ERR syntax error"),
     };
     match result {
-        Ok(()) => {
+        Ok(access) => {
             ctx.authenticated = true;
+            ctx.access = access;
             Action::reply(ctx, Bytes::from_static(encode::OK))
         }
         Err(e) => auth_failed(ctx, e),
@@ -211,7 +237,7 @@ fn auth(ctx: &mut Ctx, args: Args<'_>) -> Action {
 /// A failed AUTH (or HELLO AUTH): logged without the password, and answered after a delay
 /// that grows with each failure on this connection, so guessing is slow.
 fn auth_failed(ctx: &mut Ctx, text: &'static str) -> Action {
-    if ctx.state.config.password.is_none() {
+    if ctx.state.config.password.is_none() && ctx.state.config.users.is_empty() {
         // Not a guess: the proxy has no password at all.
         return Action::error(ctx, text);
     }
@@ -296,8 +322,9 @@ fn hello(ctx: &mut Ctx, args: Args<'_>) -> Action {
         let option = args.get(i);
         let more = args.len() - i - 1;
         if option.eq_ignore_ascii_case(b"AUTH") && more >= 2 {
-            if let Err(e) = check_credentials(ctx, Some(args.get(i + 1)), args.get(i + 2)) {
-                return auth_failed(ctx, e);
+            match check_credentials(ctx, Some(args.get(i + 1)), args.get(i + 2)) {
+                Ok(access) => ctx.access = access,
+                Err(e) => return auth_failed(ctx, e),
             }
             ctx.authenticated = true;
             i += 3;

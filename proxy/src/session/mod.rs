@@ -88,6 +88,8 @@ pub(crate) struct Ctx {
     pub watch: Option<redshard_config::Slot>,
     /// Subscriptions and their connections, while the client has any.
     pub pubsub: Option<pubsub::PubSub>,
+    /// What the authenticated user may run (`[[user]] access`; the default user: all).
+    pub access: redshard_config::Access,
     /// Failed AUTH attempts on this connection (each delays the next answer more).
     pub auth_failures: u32,
     /// The command of the request being dispatched, once resolved (labels its reply entry).
@@ -151,6 +153,7 @@ impl Session {
                 waiting: false,
                 current_cmd: None,
                 auth_failures: 0,
+                access: redshard_config::Access::All,
             },
             shutdown,
             held_back: false,
