@@ -194,6 +194,11 @@ impl Session {
                 tokio::time::Instant::from_std(since)
                     + self.ctx.state.live.load().limits.output_buffer_soft
             });
+            // One timer for both deadlines keeps the per-connection future small.
+            let deadline = match (auth_deadline, soft_deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             // Readiness first, buffers only once there is something to read or write.
             tokio::select! {
                 biased;
@@ -231,12 +236,12 @@ impl Session {
                         Err(e) => return Err(e),
                     }
                 }
-                () = sleep_until_opt(auth_deadline), if auth_deadline.is_some() => {
-                    debug!("closing a connection that did not authenticate in time");
-                    return Ok(());
-                }
-                () = sleep_until_opt(soft_deadline), if soft_deadline.is_some() => {
-                    // Checked below, after the loop's bookkeeping.
+                () = sleep_until_opt(deadline), if deadline.is_some() => {
+                    if auth_deadline.is_some_and(|d| d <= tokio::time::Instant::now()) {
+                        debug!("closing a connection that did not authenticate in time");
+                        return Ok(());
+                    }
+                    // Otherwise the output soft limit: checked below, after the bookkeeping.
                 }
                 () = self.shutdown.wait(), if self.ctx.closing == Closing::Open => {
                     if (self.ctx.private.is_some() || self.ctx.waiting) && !self.ctx.queue.is_empty() {
