@@ -125,12 +125,7 @@ pub async fn run(
                         // A private lane's connection state (WATCH) must not be silently
                         // replaced: what is queued fails, and the owner opens a new lane.
                         debug!(node = %addr, %error, "private lane connection lost");
-                        rx.close();
-                        let reply = error_reply(&addr, &error);
-                        while let Ok(request) = rx.try_recv() {
-                            request.reply.deliver(reply.clone());
-                        }
-                        return;
+                        return close_and_fail(&mut rx, &error_reply(&addr, &error));
                     }
                     Ended::Failed(error) => {
                         warn!(node = %addr, lane = index, %error, "lane connection lost");
@@ -139,12 +134,7 @@ pub async fn run(
             }
             Err(error) if !config.reconnect => {
                 metrics::backend_error(&addr, error.metric_kind());
-                let reply = error_reply(&addr, &error);
-                rx.close();
-                while let Ok(request) = rx.try_recv() {
-                    request.reply.deliver(reply.clone());
-                }
-                return;
+                return close_and_fail(&mut rx, &error_reply(&addr, &error));
             }
             Err(error) => {
                 metrics::backend_error(&addr, error.metric_kind());
@@ -156,6 +146,14 @@ pub async fn run(
                 backoff = (backoff * 2).min(config.backoff_max);
             }
         }
+    }
+}
+
+/// Ends a lane: no more requests are accepted, and every queued one is answered with `reply`.
+fn close_and_fail(rx: &mut mpsc::UnboundedReceiver<LaneRequest>, reply: &Bytes) {
+    rx.close();
+    while let Ok(request) = rx.try_recv() {
+        request.reply.deliver(reply.clone());
     }
 }
 
