@@ -22,8 +22,14 @@
 //! - [`shutdown`]: the drain signal shared by every task.
 //! - [`metrics`]: metric names, the recording API, and the HTTP endpoint (`/metrics`,
 //!   `/livez`, `/readyz`, `POST /-/reload`) on `metrics_listen`.
-//! - [`health`]: what is known of each backend node (probe and lane reports), readiness.
+//! - [`health`]: what is known of each backend node (the PING probe), readiness.
 //! - [`reload`]: re-reading the configuration file (SIGHUP, `POST /-/reload`).
+//! - [`replies`]: each client's reply queue, filled by lanes in any order, emptied in order.
+//! - [`outbuf`]: output queues written with vectored writes (small chunks copied, large ones
+//!   referenced).
+//! - [`clients`]: the proxy's own client list (CLIENT LIST/INFO/ID) and connection counters.
+//! - [`slowlog`]: SLOWLOG at the proxy, timed as the client saw each command.
+//! - [`state`]: what every session shares (configuration, live limits, router, client list).
 #![forbid(unsafe_code)]
 
 pub mod backend;
