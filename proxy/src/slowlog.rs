@@ -132,7 +132,7 @@ impl SlowLog {
             .clear();
     }
 
-    /// SLOWLOG GET [count]: the newest `count` entries (all for a negative count), each
+    /// `SLOWLOG GET [count]`: the newest `count` entries (all for a negative count), each
     /// `[id, timestamp, microseconds, [args...], client address, client name]`.
     #[must_use]
     pub fn get(&self, count: i64) -> Bytes {

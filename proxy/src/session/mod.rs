@@ -1,7 +1,7 @@
 //! One client connection.
 //!
 //! The session reads requests into one buffer, scans them without copying, and dispatches each
-//! (see [`dispatch`]): forwarded as its original bytes to the lane of its key's slot, split
+//! (see `dispatch.rs`): forwarded as its original bytes to the lane of its key's slot, split
 //! across shards and merged, or answered by the proxy. Every request reserves its place in the
 //! [`ReplyQueue`] when it is dispatched, so replies leave in request order whatever order the
 //! shards answer in. Reading, dispatching and writing all run in one task: a client that does
