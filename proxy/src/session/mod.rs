@@ -18,12 +18,15 @@ mod scan;
 mod split;
 mod txn;
 
+use std::future::Future;
 use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
@@ -212,7 +215,17 @@ impl Session {
                     if self.rbuf.capacity() - self.rbuf.len() < READ_RESERVE / 4 {
                         self.rbuf.reserve(READ_RESERVE);
                     }
-                    match self.stream.try_read_buf(&mut self.rbuf) {
+                    // One poll of AsyncRead (not `try_read_buf`): a read that does not fill
+                    // the buffer tells tokio the socket is drained, which saves the extra
+                    // read that would only return EAGAIN.
+                    let read = {
+                        let mut read = std::pin::pin!(self.stream.read_buf(&mut self.rbuf));
+                        std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await
+                    };
+                    let Poll::Ready(read) = read else {
+                        continue; // spurious readiness: wait again
+                    };
+                    match read {
                         Ok(0) => {
                             if self.ctx.private.is_some() || self.ctx.waiting {
                                 // It may be blocked (BLPOP 0, WAIT 1 0) on something only
