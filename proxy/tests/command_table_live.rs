@@ -63,7 +63,19 @@ struct Server {
 }
 
 impl Server {
+    /// A server of our own: tests run in parallel, so a port picked as free may be taken by
+    /// another test's server before ours binds it; the answering server's `process_id` must
+    /// be our child's, otherwise try another port.
     fn start() -> Server {
+        for _attempt in 0..5 {
+            if let Some(server) = Server::try_start() {
+                return server;
+            }
+        }
+        panic!("redis-server did not start on a free port after 5 attempts");
+    }
+
+    fn try_start() -> Option<Server> {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("bind 127.0.0.1:0 to pick a free port")
@@ -79,20 +91,22 @@ impl Server {
             .unwrap_or_else(|e| {
                 panic!("cannot start `redis-server` ({e}): it must be on PATH for this test")
             });
-        let server = Server { child, port };
+        let mut server = Server { child, port };
+        let pid = format!("process_id:{}\r\n", server.child.id());
         let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = server.child.try_wait() {
+                return None; // exited: the port was taken
+            }
             if let Ok(mut conn) = Conn::connect(port) {
                 if conn.call(&[b"PING"]) == Reply::Status("PONG".into()) {
-                    return server;
+                    let info = conn.call(&[&b"INFO"[..], b"server"]).text();
+                    return info.contains(&pid).then_some(server);
                 }
             }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not answer PING"
-            );
             std::thread::sleep(Duration::from_millis(20));
         }
+        panic!("redis-server did not answer PING");
     }
 
     fn conn(&self) -> Conn {

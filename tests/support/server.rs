@@ -93,7 +93,9 @@ impl RedisServer {
                 }
             }
             if self.answers_ping() {
-                return true;
+                // Tests run in parallel: the answer must come from our own child, not from
+                // another test's server that took the port first.
+                return self.is_ours();
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -112,6 +114,43 @@ impl RedisServer {
         let mut buf = [0u8; 64];
         // With requirepass the answer is -NOAUTH, which still means the server is up.
         matches!(s.read(&mut buf), Ok(n) if n > 0)
+    }
+
+    /// Whether the server on our port is our child (its INFO `process_id`). A server that
+    /// requires a password answers NOAUTH; then the child still running is the evidence.
+    fn is_ours(&mut self) -> bool {
+        let Some(pid) = self.child.as_ref().map(Child::id) else {
+            return false;
+        };
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+        if s.write_all(b"INFO server\r\n").is_err() {
+            return false;
+        }
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut text = Vec::new();
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            text.extend_from_slice(&buf[..n]);
+            if text.starts_with(b"-") || text.windows(2).filter(|w| w == b"\r\n").count() > 20 {
+                break;
+            }
+        }
+        let text = String::from_utf8_lossy(&text);
+        if text.starts_with("-NOAUTH") || text.starts_with("-NOPERM") {
+            // Give a failed bind time to make our child exit, then trust a live child.
+            std::thread::sleep(Duration::from_millis(50));
+            return matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)));
+        }
+        if text.contains(&format!("process_id:{pid}\r\n")) {
+            return true;
+        }
+        self.kill();
+        false
     }
 
     /// `127.0.0.1:PORT`.
