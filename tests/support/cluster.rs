@@ -106,6 +106,28 @@ impl TestCluster {
         Client::connect(self.masters[i].addr()).await
     }
 
+    /// Master `i`'s `INFO commandstats`.
+    pub async fn commandstats(&self, i: usize) -> String {
+        match self.master(i).await.cmd(&["INFO", "commandstats"]).await {
+            crate::Reply::Bulk(Some(text)) => String::from_utf8_lossy(&text).into_owned(),
+            other => panic!("INFO commandstats: {other:?}"),
+        }
+    }
+
+    /// Asserts that no master ever executed any of `commands` (names as in commandstats,
+    /// such as `config|set`): what the proxy refuses must never reach a backend.
+    pub async fn assert_never_ran(&self, commands: &[&str]) {
+        for i in 0..self.masters.len() {
+            let stats = self.commandstats(i).await;
+            for name in commands {
+                assert!(
+                    !stats.contains(&format!("cmdstat_{name}:")),
+                    "{name} reached master {i}: {stats}"
+                );
+            }
+        }
+    }
+
     /// Drains the proxy; returns whether it finished within `grace`.
     pub async fn stop_proxy(&mut self, grace: Duration) -> bool {
         match self.proxy.take() {
