@@ -38,6 +38,15 @@ pub(crate) struct PubSub {
 }
 
 impl PubSub {
+    /// The subscription set a command of `kind` works on.
+    fn set_mut(&mut self, kind: Kind) -> &mut BTreeSet<Vec<u8>> {
+        match kind {
+            Kind::Channel => &mut self.channels,
+            Kind::Pattern => &mut self.patterns,
+            Kind::Shard => &mut self.shard_channels,
+        }
+    }
+
     /// Whether the client has any subscription (RESP2 clients are then in subscribed mode).
     pub(crate) fn is_active(&self) -> bool {
         !(self.channels.is_empty() && self.patterns.is_empty() && self.shard_channels.is_empty())
@@ -207,12 +216,7 @@ fn subscribe(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>, kind: Kind) ->
     let mut text = BytesMut::new();
     let mut to_send = Vec::new();
     for name in names_given {
-        let set = match kind {
-            Kind::Channel => &mut ps.channels,
-            Kind::Pattern => &mut ps.patterns,
-            Kind::Shard => &mut ps.shard_channels,
-        };
-        if set.insert(name.to_vec()) {
+        if ps.set_mut(kind).insert(name.to_vec()) {
             for shard in nodes_for(table, kind, name) {
                 to_send.push((shard, name.to_vec()));
             }
@@ -235,15 +239,10 @@ fn unsubscribe(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>, kind: Kind) 
     };
     let protocol = ctx.protocol;
     let ps = ctx.pubsub.get_or_insert_with(PubSub::default);
-    let set = match kind {
-        Kind::Channel => &ps.channels,
-        Kind::Pattern => &ps.patterns,
-        Kind::Shard => &ps.shard_channels,
-    };
     let targets: Vec<Vec<u8>> = if args.len() > 1 {
         args.iter().skip(1).map(<[u8]>::to_vec).collect()
     } else {
-        set.iter().cloned().collect()
+        ps.set_mut(kind).iter().cloned().collect()
     };
     let mut text = BytesMut::new();
     let mut to_send = Vec::new();
@@ -251,12 +250,7 @@ fn unsubscribe(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>, kind: Kind) 
         confirmation(&mut text, protocol, reply_kind, None, count(ps, kind));
     }
     for name in targets {
-        let set = match kind {
-            Kind::Channel => &mut ps.channels,
-            Kind::Pattern => &mut ps.patterns,
-            Kind::Shard => &mut ps.shard_channels,
-        };
-        if set.remove(&name) {
+        if ps.set_mut(kind).remove(&name) {
             for shard in nodes_for(table, kind, &name) {
                 to_send.push((shard, name.clone()));
             }
