@@ -23,6 +23,10 @@ pub struct ReplyQueue {
     inner: Mutex<Inner>,
     /// Wakes the session when the front entry may have become complete.
     ready: Notify,
+    /// Set by a connection the client depends on for out-of-band messages (a subscription
+    /// connection) when it fails: the session then closes the client's connection, as losing
+    /// a node would, so the client reconnects and resubscribes instead of waiting forever.
+    broken: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -199,6 +203,19 @@ impl ReplyQueue {
                 _ => unreachable!("front entry was checked to be complete"),
             }
         }
+    }
+
+    /// Marks the client's connection as no longer serviceable and wakes its session.
+    pub fn mark_broken(&self) {
+        self.broken
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.ready.notify_one();
+    }
+
+    /// Whether [`ReplyQueue::mark_broken`] was called.
+    #[must_use]
+    pub fn is_broken(&self) -> bool {
+        self.broken.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Completes when the front entry may have become complete since the last call.

@@ -137,3 +137,24 @@ async fn sharded_pubsub_and_resp3_pushes() {
         Reply::Error("CROSSSLOT Keys in request don't hash to the same slot".into())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_a_subscribed_node_closes_the_client_so_it_resubscribes() {
+    let mut cluster = TestCluster::start(2).await;
+    // A channel served by master 1.
+    let channel = (0..)
+        .map(|i| format!("ch{i}"))
+        .find(|c| Slot::for_key(c.as_bytes()).get() >= 8192)
+        .unwrap();
+    let mut sub = cluster.client().await;
+    sub.send_raw(&redshard_tests::client::encode_command(&[
+        "SUBSCRIBE",
+        &channel,
+    ]))
+    .await;
+    assert_eq!(sub.read().await, msg("subscribe", &[&channel], Some(1)));
+    cluster.masters[1].kill();
+    // Messages from that node can no longer arrive: the proxy closes the connection, as
+    // losing the node would, instead of leaving the client waiting forever.
+    assert_eq!(sub.try_read().await, None);
+}

@@ -110,7 +110,11 @@ async fn run(
         };
     let mut stream = match connect(&addr, protocol, &config).await {
         Ok(stream) => stream,
-        Err(e) => return fail(&mut rx, VecDeque::new(), e.to_string()),
+        Err(e) => {
+            fail(&mut rx, VecDeque::new(), e.to_string());
+            sink.mark_broken();
+            return;
+        }
     };
     let (mut reader, mut writer) = stream.split();
     let mut pending: VecDeque<Pending> = VecDeque::new();
@@ -138,7 +142,9 @@ async fn run(
                         Ok(None) => break,
                         Err(e) => {
                             debug!(node = %addr, error = %e, "invalid reply on a subscription connection");
-                            return fail(&mut rx, pending, format!("sent an invalid reply ({e})"));
+                            fail(&mut rx, pending, format!("sent an invalid reply ({e})"));
+                            sink.mark_broken();
+                            return;
                         }
                     };
                     let frame = buf.split_to(len).freeze();
@@ -161,4 +167,6 @@ async fn run(
         }
     };
     fail(&mut rx, pending, why);
+    // Messages on this node would be lost from now on: have the client reconnect.
+    sink.mark_broken();
 }

@@ -265,6 +265,13 @@ impl Session {
                 }
             }
             self.take_replies();
+            if self.ctx.queue.is_broken() && self.ctx.closing == Closing::Open {
+                // A subscription connection failed: finish what is ready, then close.
+                debug!("closing a client whose subscription connection failed");
+                self.ctx.closing = Closing::AfterReplies;
+                self.out.try_write_to(&self.stream)?;
+                return Ok(());
+            }
             if self.held_back {
                 // Replies left the queue: requests held back by max_pipeline or a barrier
                 // may go now.
