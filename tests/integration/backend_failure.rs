@@ -4,21 +4,10 @@
 use std::time::{Duration, Instant};
 
 use redshard_config::Config;
-use redshard_tests::cluster::{config_text, start_proxy};
+use redshard_tests::cluster::{config_text, key_on, start_proxy};
 use redshard_tests::{Client, Reply, TestCluster};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-
-/// A key served by shard `shard` of a `shards`-shard test cluster.
-fn key_on(cluster_shards: usize, shard: usize, tag: &str) -> String {
-    let ranges = redshard_tests::cluster::even_slots(cluster_shards);
-    let (a, b) = ranges[shard].split_once('-').unwrap();
-    let range = a.parse::<u16>().unwrap()..=b.parse::<u16>().unwrap();
-    (0..)
-        .map(|i| format!("{tag}:{i}"))
-        .find(|k| range.contains(&redshard_config::Slot::for_key(k.as_bytes()).get()))
-        .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_master_fails_only_its_requests_and_comes_back() {

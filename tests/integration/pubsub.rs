@@ -1,7 +1,7 @@
 //! Pub/sub through the proxy: channels on their slot's master, patterns on every master,
 //! confirmations with single-server counts, messages from any proxy connection.
 
-use redshard_config::Slot;
+use redshard_tests::cluster::shard_of;
 use redshard_tests::{Reply, TestCluster};
 
 fn msg(kind: &str, parts: &[&str], count: Option<i64>) -> Reply {
@@ -18,10 +18,7 @@ async fn subscribers_get_messages_published_through_any_connection() {
     let cluster = TestCluster::start(3).await;
     // Two channels on different shards.
     let (a, b) = ("news", "sport");
-    assert_ne!(
-        Slot::for_key(a.as_bytes()).get() / 5462,
-        Slot::for_key(b.as_bytes()).get() / 5462
-    );
+    assert_ne!(shard_of(a, 3), shard_of(b, 3));
     let mut sub = cluster.client().await;
     let mut publisher = cluster.client().await;
     sub.send_raw(&redshard_tests::client::encode_command(&[
@@ -142,10 +139,7 @@ async fn sharded_pubsub_and_resp3_pushes() {
 async fn losing_a_subscribed_node_closes_the_client_so_it_resubscribes() {
     let mut cluster = TestCluster::start(2).await;
     // A channel served by master 1.
-    let channel = (0..)
-        .map(|i| format!("ch{i}"))
-        .find(|c| Slot::for_key(c.as_bytes()).get() >= 8192)
-        .unwrap();
+    let channel = redshard_tests::cluster::key_on(2, 1, "ch");
     let mut sub = cluster.client().await;
     sub.send_raw(&redshard_tests::client::encode_command(&[
         "SUBSCRIBE",

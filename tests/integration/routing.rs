@@ -1,20 +1,8 @@
 //! Keys land on the master that owns their slot; hash tags; CROSSSLOT; pipelines in order.
 
 use redshard_config::Slot;
-use redshard_tests::cluster::even_slots;
+use redshard_tests::cluster::shard_of;
 use redshard_tests::{Reply, TestCluster};
-
-/// The shard index owning `key` under `even_slots(shards)`.
-fn owner(key: &str, shards: usize) -> usize {
-    let slot = Slot::for_key(key.as_bytes()).get() as usize;
-    even_slots(shards)
-        .iter()
-        .position(|range| {
-            let (a, b) = range.split_once('-').unwrap();
-            (a.parse::<usize>().unwrap()..=b.parse::<usize>().unwrap()).contains(&slot)
-        })
-        .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_key_lands_on_its_slots_master_only() {
@@ -30,7 +18,7 @@ async fn every_key_lands_on_its_slots_master_only() {
     }
     let mut per_shard = [0usize; 3];
     for key in &keys {
-        let home = owner(key, 3);
+        let home = shard_of(key, 3);
         per_shard[home] += 1;
         for (i, node) in direct.iter_mut().enumerate() {
             let got = node.cmd(&["GET", key]).await;

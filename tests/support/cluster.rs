@@ -37,6 +37,29 @@ pub fn even_slots(n: usize) -> Vec<String> {
         .collect()
 }
 
+/// The index of the shard owning `key` when `shards` shards split the slots with
+/// [`even_slots`].
+#[must_use]
+pub fn shard_of(key: &str, shards: usize) -> usize {
+    let slot = usize::from(redshard_config::Slot::for_key(key.as_bytes()).get());
+    even_slots(shards)
+        .iter()
+        .position(|range| {
+            let (a, b) = range.split_once('-').expect("a range");
+            (a.parse::<usize>().expect("start")..=b.parse::<usize>().expect("end")).contains(&slot)
+        })
+        .expect("every slot has a shard")
+}
+
+/// The first of `tag:0`, `tag:1`, ... owned by shard `shard` of `shards`.
+#[must_use]
+pub fn key_on(shards: usize, shard: usize, tag: &str) -> String {
+    (0..)
+        .map(|i| format!("{tag}:{i}"))
+        .find(|k| shard_of(k, shards) == shard)
+        .expect("some key lands on every shard")
+}
+
 /// A config file's text for these nodes, with `extra` top-level and table text spliced in
 /// before the shards.
 #[must_use]
