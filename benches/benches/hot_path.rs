@@ -44,7 +44,15 @@ fn routing(c: &mut Criterion) {
     // Lanes are spawned (they fail to connect in the background; routing does not touch them).
     let table = runtime.block_on(async {
         let pool = NodePool::new(LaneConfig::from_config(&config.backend, 128));
-        RoutingTable::build(std::sync::Arc::new(Topology::from_config(&config)), &pool)
+        let (events, _control) = tokio::sync::mpsc::unbounded_channel();
+        let mirror = redshard_proxy::mirror::Mirror::new(config.mirror.clone(), events);
+        let gates = redshard_proxy::router::Gates::default();
+        RoutingTable::build(
+            std::sync::Arc::new(Topology::from_config(&config)),
+            &pool,
+            &mirror,
+            &gates,
+        )
     });
     let keys: Vec<String> = (0..1024).map(|i| format!("key:{i:06}")).collect();
     c.bench_function("route_key", |b| {
@@ -53,7 +61,7 @@ fn routing(c: &mut Criterion) {
             i = (i + 1) & 1023;
             let slot = Slot::for_key(keys[i].as_bytes());
             let node = table.master_of(slot);
-            black_box(node.lane(slot.get(), redshard_proxy::resp::Protocol::Resp2));
+            black_box(node.lane(slot.get()));
         });
     });
 }

@@ -46,8 +46,16 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// The prefix of every metric name, such as `redshard` in `redshard_connected_clients`.
     pub metrics_namespace: String,
+    /// Where the admin port listens; `None` when it is off.
+    pub admin_listen: Option<SocketAddr>,
+    /// The admin port's password; `None` lets any admin client in (loopback only by default).
+    pub admin_password: Option<String>,
     /// How the proxy connects to backends.
     pub backend: BackendConfig,
+    /// How writes reach the replicas.
+    pub mirror: crate::ha::MirrorConfig,
+    /// Probes and failover.
+    pub health: crate::ha::HealthConfig,
     /// Bounds on client requests and backend replies.
     pub limits: Limits,
     /// Logging.
@@ -197,7 +205,11 @@ impl Default for Config {
             topology_file: None,
             metrics_listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 9121))),
             metrics_namespace: DEFAULT_METRICS_NAMESPACE.to_owned(),
+            admin_listen: crate::ha::DEFAULT_ADMIN_LISTEN.parse().ok(),
+            admin_password: None,
             backend: BackendConfig::default(),
+            mirror: crate::ha::MirrorConfig::default(),
+            health: crate::ha::HealthConfig::default(),
             limits: Limits::default(),
             log: LogConfig::default(),
             threads: DEFAULT_THREADS,
@@ -331,7 +343,11 @@ impl Config {
             topology_file,
             metrics_listen,
             metrics_namespace,
+            admin_listen: crate::ha::admin_listen(file.admin_listen.as_ref(), src)?,
+            admin_password: src.secret(file.admin_password, "admin_password")?,
             backend: backend(file.backend, src)?,
+            mirror: crate::ha::mirror(file.mirror, src)?,
+            health: crate::ha::health(file.health, src)?,
             limits: limits(file.limits, src)?,
             log: log(file.log, src)?,
             threads: match file.threads {

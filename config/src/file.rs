@@ -154,9 +154,20 @@ pub struct ConfigFile {
     /// [`DEFAULT_METRICS_NAMESPACE`]; `"redis"` makes the names redshard shares with
     /// redis_exporter match its dashboards.
     pub metrics_namespace: Option<Spanned<String>>,
+    /// `admin_listen`: where the admin port (RESP) listens, `"IP:port"` or `"off"`. Default
+    /// [`crate::ha::DEFAULT_ADMIN_LISTEN`].
+    pub admin_listen: Option<Spanned<String>>,
+    /// `admin_password`: the password admin clients must `AUTH` with. Default none.
+    pub admin_password: Option<Spanned<String>>,
     /// `[backend]`: how the proxy connects to redis-servers.
     #[serde(default)]
     pub backend: BackendFile,
+    /// `[mirror]`: how writes reach the replicas.
+    #[serde(default)]
+    pub mirror: crate::ha::MirrorFile,
+    /// `[health]`: probes and failover.
+    #[serde(default)]
+    pub health: crate::ha::HealthFile,
     /// `[limits]`: bounds on what clients and backends may send.
     #[serde(default)]
     pub limits: LimitsFile,

@@ -21,6 +21,7 @@ pub mod addr;
 pub mod config;
 pub mod error;
 pub mod file;
+pub mod ha;
 pub mod slot;
 pub mod store;
 pub mod topology;
@@ -32,6 +33,7 @@ pub use config::{
 };
 pub use error::{ConfigError, NodeAddrError, SlotRangeError, StoreError, TopologyError};
 pub use file::Access;
+pub use ha::{HealthConfig, MirrorConfig, MirrorMode, ReadFrom};
 pub use slot::{Slot, SlotRange, SLOT_COUNT};
 pub use store::{
     choose_initial, FileTopologyStore, InitialSource, MemoryTopologyStore, TopologyStore,

@@ -38,6 +38,7 @@ pub mod command;
 pub mod health;
 pub mod listener;
 pub mod metrics;
+pub mod mirror;
 pub mod outbuf;
 pub mod reload;
 pub mod replies;

@@ -5,12 +5,72 @@
 //! the table once per batch of requests, so every request sees exactly one epoch.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
-use redshard_config::{ShardId, Slot, Topology, SLOT_COUNT};
+use redshard_config::{ReplicaState, ShardId, Slot, Topology, SLOT_COUNT};
+use tokio::sync::watch;
 
 use crate::backend::{Node, NodePool};
+use crate::mirror::{Mirror, ShardMirror};
+
+/// Whether a shard takes requests now. Shared by every epoch's table (by shard id), so a
+/// session waiting on it sees the change without reloading the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GateState {
+    /// Requests flow.
+    Open,
+    /// Requests wait (a failover or a resync cut-over is under way), at most
+    /// `[health] failover_wait_ms`, then get `-CLUSTERDOWN`.
+    Paused,
+    /// The master is down with no in-sync replica to promote: `-CLUSTERDOWN` at once.
+    Down,
+}
+
+/// The gate of one shard.
+#[derive(Debug)]
+pub struct ShardGate {
+    /// The state; sessions waiting on a paused shard hold receivers.
+    state: watch::Sender<GateState>,
+    /// Gates not open, over all shards: while 0, requests skip the per-shard check.
+    closed: Arc<AtomicUsize>,
+}
+
+impl ShardGate {
+    fn new(closed: Arc<AtomicUsize>) -> Self {
+        Self {
+            state: watch::Sender::new(GateState::Open),
+            closed,
+        }
+    }
+
+    /// The state now.
+    #[must_use]
+    pub fn state(&self) -> GateState {
+        *self.state.borrow()
+    }
+
+    /// Sets the state, waking waiting sessions.
+    pub fn set(&self, state: GateState) {
+        let old = self.state.send_replace(state);
+        match (old == GateState::Open, state == GateState::Open) {
+            (true, false) => {
+                self.closed.fetch_add(1, Ordering::AcqRel);
+            }
+            (false, true) => {
+                self.closed.fetch_sub(1, Ordering::AcqRel);
+            }
+            _ => {}
+        }
+    }
+
+    /// A receiver to wait on.
+    #[must_use]
+    pub fn subscribe(&self) -> watch::Receiver<GateState> {
+        self.state.subscribe()
+    }
+}
 
 /// A shard as the data path sees it: where its writes go.
 #[derive(Debug)]
@@ -21,6 +81,10 @@ pub struct ShardRoute {
     pub name: String,
     /// The shard's master and its lanes.
     pub master: Arc<Node>,
+    /// Where its writes are mirrored.
+    pub mirror: Arc<ShardMirror>,
+    /// Whether it takes requests now.
+    pub gate: Arc<ShardGate>,
 }
 
 /// One epoch's routing: immutable once built.
@@ -30,21 +94,34 @@ pub struct RoutingTable {
     topology: Arc<Topology>,
     /// The serving shard of each slot, as an index into `shards`.
     slot_to_shard: Box<[u16]>,
+    /// Gates not open, over all shards (shared with [`Gates`]).
+    closed: Arc<AtomicUsize>,
     /// Every shard, in topology order.
     shards: Vec<ShardRoute>,
 }
 
 impl RoutingTable {
-    /// Builds the table for `topology`, taking the nodes' lanes from `pool`.
+    /// Builds the table for `topology`, taking the nodes' lanes from `pool`, the replica links
+    /// from `mirror` and the shards' gates from `gates`.
     #[must_use]
-    pub fn build(topology: Arc<Topology>, pool: &NodePool) -> Self {
+    pub fn build(topology: Arc<Topology>, pool: &NodePool, mirror: &Mirror, gates: &Gates) -> Self {
         let shards: Vec<ShardRoute> = topology
             .shards
             .iter()
-            .map(|shard| ShardRoute {
-                id: shard.id,
-                name: shard.name.clone(),
-                master: pool.node(&shard.master),
+            .map(|shard| {
+                let in_sync: Vec<_> = shard
+                    .replicas
+                    .iter()
+                    .filter(|r| r.state == ReplicaState::InSync)
+                    .map(|r| &r.addr)
+                    .collect();
+                ShardRoute {
+                    id: shard.id,
+                    name: shard.name.clone(),
+                    master: pool.node(&shard.master),
+                    mirror: mirror.shard(shard.id, &shard.master, &in_sync, pool),
+                    gate: gates.of(shard.id),
+                }
             })
             .collect();
         let index_of: HashMap<ShardId, u16> = shards
@@ -66,7 +143,15 @@ impl RoutingTable {
             topology,
             slot_to_shard,
             shards,
+            closed: Arc::clone(&gates.closed),
         }
+    }
+
+    /// Whether some shard's gate is paused or down.
+    #[must_use]
+    #[inline]
+    pub fn any_gate_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire) != 0
     }
 
     /// The topology epoch this table was built from.
@@ -100,6 +185,28 @@ impl RoutingTable {
     }
 }
 
+/// Every shard's gate, by shard id.
+#[derive(Debug, Default)]
+pub struct Gates {
+    /// Created on first use; a shard id is never reused for another shard.
+    gates: Mutex<HashMap<ShardId, Arc<ShardGate>>>,
+    /// Gates not open now.
+    closed: Arc<AtomicUsize>,
+}
+
+impl Gates {
+    /// The gate of `shard`.
+    #[must_use]
+    pub fn of(&self, shard: ShardId) -> Arc<ShardGate> {
+        let mut gates = self.gates.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(
+            gates
+                .entry(shard)
+                .or_insert_with(|| Arc::new(ShardGate::new(Arc::clone(&self.closed)))),
+        )
+    }
+}
+
 /// The live routing table and the nodes behind it.
 #[derive(Debug)]
 pub struct Router {
@@ -107,17 +214,42 @@ pub struct Router {
     table: ArcSwap<RoutingTable>,
     /// Every node's lanes, shared across epochs.
     pool: NodePool,
+    /// Replica links and mirroring settings.
+    mirror: Mirror,
+    /// Shard gates.
+    gates: Gates,
 }
 
 impl Router {
     /// A router serving `topology`.
     #[must_use]
-    pub fn new(topology: Topology, pool: NodePool) -> Self {
-        let table = RoutingTable::build(Arc::new(topology), &pool);
+    pub fn new(topology: Topology, pool: NodePool, mirror: Mirror) -> Self {
+        let gates = Gates::default();
+        let table = RoutingTable::build(Arc::new(topology), &pool, &mirror, &gates);
         Self {
             table: ArcSwap::from_pointee(table),
             pool,
+            mirror,
+            gates,
         }
+    }
+
+    /// Replica links and mirroring settings.
+    #[must_use]
+    pub fn mirror(&self) -> &Mirror {
+        &self.mirror
+    }
+
+    /// The node pool.
+    #[must_use]
+    pub fn pool(&self) -> &NodePool {
+        &self.pool
+    }
+
+    /// The gate of `shard`.
+    #[must_use]
+    pub fn gate(&self, shard: ShardId) -> Arc<ShardGate> {
+        self.gates.of(shard)
     }
 
     /// The current table.
@@ -129,7 +261,7 @@ impl Router {
     /// Publishes the table for a new topology epoch; connections to nodes that left close once
     /// their last request is answered.
     pub fn install(&self, topology: Topology) {
-        let table = RoutingTable::build(Arc::new(topology), &self.pool);
+        let table = RoutingTable::build(Arc::new(topology), &self.pool, &self.mirror, &self.gates);
         let keep: Vec<_> = table.topology.nodes().collect();
         self.pool.retain(&keep);
         self.table.store(Arc::new(table));

@@ -41,6 +41,9 @@ pub struct ProxyState {
     pub log_level: Option<LogLevelHook>,
     /// Held during a reload, so SIGHUP and `POST /-/reload` do not interleave.
     pub reload_lock: Mutex<()>,
+    /// The data path's reports to the controller, taken once by the controller task.
+    pub control_rx:
+        Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<crate::mirror::ControlEvent>>>,
 }
 
 /// What a proxy started by `main` has beyond its configuration.
@@ -69,7 +72,9 @@ impl ProxyState {
         options: StateOptions,
     ) -> Arc<Self> {
         let lanes = LaneConfig::from_config(&config.backend, config.limits.max_reply_depth);
-        let router = Router::new(topology, NodePool::new(lanes));
+        let (events, control_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mirror = crate::mirror::Mirror::new(config.mirror.clone(), events);
+        let router = Router::new(topology, NodePool::new(lanes), mirror);
         let config = Arc::new(config);
         Arc::new(Self {
             live: ArcSwap::new(Arc::clone(&config)),
@@ -83,6 +88,7 @@ impl ProxyState {
             config_path: options.config_path,
             log_level: options.log_level,
             reload_lock: Mutex::new(()),
+            control_rx: Mutex::new(Some(control_rx)),
         })
     }
 

@@ -24,11 +24,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::{connect::connect, LaneConfig, LaneRequest};
+use super::{connect::connect, Dest, LaneConfig, LaneRequest};
 use crate::metrics;
+use crate::mirror::Job;
 use crate::outbuf::OutBuf;
-use crate::replies::ReplyTo;
-use crate::resp::{Protocol, ProtocolError, ReplyScanner};
+use crate::resp::{reply, Protocol, ProtocolError, ReplyScanner};
 
 /// Requests taken from the queue per write.
 const BATCH: usize = 512;
@@ -86,9 +86,25 @@ impl LaneError {
 #[derive(Debug)]
 struct InFlight {
     /// Where its reply goes.
-    reply: ReplyTo,
+    dest: Dest,
     /// When it was written, for the response timeout.
     sent: Instant,
+    /// Replies it produces; all but the last are dropped (client) or kept (mirror ack).
+    replies: u32,
+    /// What the replicas get once the master answered.
+    mirror: Option<Box<Job>>,
+    /// Whether this is the lane's own `HELLO` switching the connection's protocol.
+    hello: bool,
+}
+
+impl InFlight {
+    /// Answers with the lane's error: the request's outcome is unknown.
+    fn fail(self, reply: &Bytes) {
+        if let Some(job) = self.mirror {
+            (*job).master_lost();
+        }
+        self.dest.fail(reply.clone());
+    }
 }
 
 /// How a served connection ended.
@@ -114,7 +130,7 @@ pub async fn run(
                 debug!(node = %addr, lane = index, "lane connected");
                 backoff = config.backoff_min;
                 metrics::backend_connected(&addr);
-                let ended = serve(stream, &mut rx, &addr, &config).await;
+                let ended = serve(stream, &mut rx, &addr, protocol, &config).await;
                 metrics::backend_disconnected(&addr);
                 if let Ended::Failed(error) = &ended {
                     metrics::backend_error(&addr, error.metric_kind());
@@ -153,8 +169,18 @@ pub async fn run(
 fn close_and_fail(rx: &mut mpsc::UnboundedReceiver<LaneRequest>, reply: &Bytes) {
     rx.close();
     while let Ok(request) = rx.try_recv() {
-        request.reply.deliver(reply.clone());
+        fail_request(request, reply);
     }
+}
+
+/// Answers a request that was never written with the lane's error.
+fn fail_request(request: LaneRequest, reply: &Bytes) {
+    if let Some(job) = request.mirror {
+        // Never sent: the master did not run it, but its client is told it failed, so the
+        // write is simply not acknowledged; the replicas need nothing.
+        (*job).never_sent();
+    }
+    request.dest.fail(reply.clone());
 }
 
 /// The error reply a client gets for a request this lane could not complete.
@@ -183,7 +209,7 @@ async fn refuse_until(
         tokio::select! {
             () = &mut sleep => return true,
             request = rx.recv() => match request {
-                Some(request) => request.reply.deliver(reply.clone()),
+                Some(request) => fail_request(request, reply),
                 None => return false,
             },
         }
@@ -198,6 +224,7 @@ async fn serve(
     mut stream: TcpStream,
     rx: &mut mpsc::UnboundedReceiver<LaneRequest>,
     addr: &NodeAddr,
+    connected: Protocol,
     config: &LaneConfig,
 ) -> Ended {
     let (mut reader, mut writer) = stream.split();
@@ -213,6 +240,11 @@ async fn serve(
     let timer = tokio::time::sleep(timeout.unwrap_or(Duration::from_secs(3600)));
     tokio::pin!(timer);
     let mut open = true;
+    // The protocol the connection speaks now; a request for the other one is preceded by a
+    // `HELLO` whose reply the lane checks and drops.
+    let mut speaking = connected;
+    // Replies of the front request's group seen so far (length in `buf`).
+    let mut pending = Group::default();
 
     let result: Result<(), LaneError> = loop {
         if !open && in_flight.is_empty() && out.is_empty() {
@@ -233,8 +265,28 @@ async fn serve(
                     timer.as_mut().reset(now + timeout);
                 }
                 for request in batch.drain(..) {
+                    if request.protocol != speaking {
+                        speaking = request.protocol;
+                        out.push(Bytes::from_static(match speaking {
+                            Protocol::Resp2 => b"*2\r\n$5\r\nHELLO\r\n$1\r\n2\r\n",
+                            Protocol::Resp3 => b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n",
+                        }));
+                        in_flight.push_back(InFlight {
+                            dest: Dest::Discard,
+                            sent: now,
+                            replies: 1,
+                            mirror: None,
+                            hello: true,
+                        });
+                    }
                     out.push(request.bytes);
-                    in_flight.push_back(InFlight { reply: request.reply, sent: now });
+                    in_flight.push_back(InFlight {
+                        dest: request.dest,
+                        sent: now,
+                        replies: request.replies.max(1),
+                        mirror: request.mirror,
+                        hello: false,
+                    });
                 }
             }
             written = out.write_some(&mut writer), if !out.is_empty() => {
@@ -248,7 +300,7 @@ async fn serve(
                     Err(e) => break Err(LaneError::Io(e)),
                     Ok(_) => {}
                 }
-                if let Err(e) = deliver_replies(&mut buf, &mut scanner, &mut in_flight) {
+                if let Err(e) = deliver_replies(&mut buf, &mut scanner, &mut in_flight, &mut pending) {
                     break Err(e);
                 }
             }
@@ -267,25 +319,65 @@ async fn serve(
         Err(error) => {
             let reply = error_reply(addr, &error);
             for request in in_flight {
-                request.reply.deliver(reply.clone());
+                request.fail(&reply);
             }
             Ended::Failed(error)
         }
     }
 }
 
-/// Cuts every complete reply off the front of `buf` and hands it to the oldest request.
+/// How far the reader is into the front request's group of replies.
+#[derive(Debug, Default)]
+struct Group {
+    /// Replies of the group already complete in `buf`.
+    seen: u32,
+    /// Their total length, from the start of `buf`.
+    len: usize,
+    /// Where the last complete one starts.
+    last: usize,
+}
+
+/// Cuts every complete reply (or group of replies) off the front of `buf` and hands it to the
+/// oldest request.
 fn deliver_replies(
     buf: &mut BytesMut,
     scanner: &mut ReplyScanner,
     in_flight: &mut VecDeque<InFlight>,
+    group: &mut Group,
 ) -> Result<(), LaneError> {
-    while let Some(len) = scanner.scan(buf).map_err(LaneError::Protocol)? {
-        let reply = buf.split_to(len).freeze();
+    while let Some(len) = scanner
+        .scan(&buf[group.len..])
+        .map_err(LaneError::Protocol)?
+    {
+        let Some(front) = in_flight.front() else {
+            return Err(LaneError::Unsolicited);
+        };
+        group.last = group.len;
+        group.len += len;
+        group.seen += 1;
+        if group.seen < front.replies {
+            continue;
+        }
+        let whole = buf.split_to(group.len).freeze();
+        let last = whole.slice(group.last..);
+        *group = Group::default();
         let Some(request) = in_flight.pop_front() else {
             return Err(LaneError::Unsolicited);
         };
-        request.reply.deliver(reply);
+        if request.hello {
+            if reply::is_error(&whole) {
+                let text = String::from_utf8_lossy(&whole).trim_end().to_owned();
+                return Err(LaneError::NoResp3(text));
+            }
+            continue;
+        }
+        match request.mirror {
+            Some(job) => (*job).master_answered(last, request.dest),
+            None => match request.dest {
+                dest @ Dest::Mirror(_) => dest.deliver(whole),
+                dest => dest.deliver(last),
+            },
+        }
     }
     Ok(())
 }

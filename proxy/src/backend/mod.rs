@@ -13,7 +13,7 @@ pub mod lane;
 pub mod subscriber;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -65,13 +65,77 @@ impl LaneConfig {
     }
 }
 
+/// Where a lane hands one reply (or one group of replies).
+#[derive(Debug)]
+pub enum Dest {
+    /// A client's reply queue entry.
+    Client(ReplyTo),
+    /// A replica's answer to a mirrored write, checked against the master's.
+    Mirror(Box<crate::mirror::Ack>),
+    /// A waiter inside the proxy (barriers, control work).
+    Signal(tokio::sync::oneshot::Sender<Bytes>),
+    /// Nobody: the reply is dropped.
+    Discard,
+}
+
+impl Dest {
+    /// Hands `reply` over.
+    pub fn deliver(self, reply: Bytes) {
+        match self {
+            Dest::Client(to) => to.deliver(reply),
+            Dest::Mirror(ack) => (*ack).answered(reply),
+            Dest::Signal(tx) => {
+                let _ = tx.send(reply);
+            }
+            Dest::Discard => {}
+        }
+    }
+
+    /// Hands over the error a lane synthesized because the request's outcome is unknown (the
+    /// connection failed or the lane is closed).
+    pub fn fail(self, reply: Bytes) {
+        match self {
+            Dest::Mirror(ack) => (*ack).failed(reply),
+            other => other.deliver(reply),
+        }
+    }
+}
+
+impl From<ReplyTo> for Dest {
+    fn from(to: ReplyTo) -> Self {
+        Dest::Client(to)
+    }
+}
+
 /// One request for a lane: the bytes to send and where its reply goes.
 #[derive(Debug)]
 pub struct LaneRequest {
-    /// A complete RESP request, usually the client's original bytes.
+    /// One complete RESP request (usually the client's original bytes), or several that must
+    /// leave together (a transaction's `MULTI` ... `EXEC`).
     pub bytes: Bytes,
     /// The reply's destination.
-    pub reply: ReplyTo,
+    pub dest: Dest,
+    /// The protocol the reply must be in; the lane switches its connection with `HELLO` when
+    /// this differs from the previous request's.
+    pub protocol: Protocol,
+    /// How many replies `bytes` produce (1, or `n + 2` for `MULTI`, n requests, `EXEC`).
+    pub replies: u32,
+    /// The mirroring of a write to the shard's replicas once the master has answered.
+    pub mirror: Option<Box<crate::mirror::Job>>,
+}
+
+impl LaneRequest {
+    /// A plain request with one reply and no mirroring.
+    #[must_use]
+    pub fn new(bytes: Bytes, dest: impl Into<Dest>, protocol: Protocol) -> Self {
+        Self {
+            bytes,
+            dest: dest.into(),
+            protocol,
+            replies: 1,
+            mirror: None,
+        }
+    }
 }
 
 /// The sending side of one lane.
@@ -82,13 +146,27 @@ pub struct LaneHandle {
 }
 
 impl LaneHandle {
-    /// Queues a request. If the lane task is gone (only while the proxy shuts down), the
+    /// Queues a plain request (one reply, no mirroring).
+    pub fn send(&self, bytes: Bytes, reply: ReplyTo, protocol: Protocol) {
+        self.submit(LaneRequest::new(bytes, reply, protocol));
+    }
+
+    /// Queues `request`. If the lane task is gone (only while the proxy shuts down), the
     /// request is answered with an error at once so its client never hangs.
-    pub fn send(&self, bytes: Bytes, reply: ReplyTo) {
-        if let Err(mpsc::error::SendError(req)) = self.tx.send(LaneRequest { bytes, reply }) {
-            req.reply
-                .deliver(Bytes::from_static(b"-ERR backend lane closed\r\n"));
+    pub fn submit(&self, request: LaneRequest) {
+        if let Err(mpsc::error::SendError(req)) = self.tx.send(request) {
+            if let Some(job) = req.mirror {
+                (*job).master_lost();
+            }
+            req.dest
+                .fail(Bytes::from_static(b"-ERR backend lane closed\r\n"));
         }
+    }
+
+    /// Whether the lane task has ended.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
     }
 }
 
@@ -97,11 +175,10 @@ impl LaneHandle {
 pub struct Node {
     /// Where the node listens.
     addr: NodeAddr,
-    /// RESP2 lanes; `lanes[slot % lanes.len()]` carries the slot's commands.
+    /// `lanes[slot % lanes.len()]` carries the slot's commands, for clients of both protocols:
+    /// one ordered connection per slot is what lets mirroring replay the master's order.
     lanes: Box<[LaneHandle]>,
-    /// RESP3 lanes (connected with `HELLO 3`), started when the first RESP3 client needs one.
-    lanes3: OnceLock<Box<[LaneHandle]>>,
-    /// Settings for starting `lanes3` later.
+    /// Settings for private lanes and subscriber connections.
     config: Arc<LaneConfig>,
 }
 
@@ -147,15 +224,15 @@ impl Drop for PrivateLane {
     }
 }
 
-/// Starts `config.lanes` lane tasks speaking `protocol` to `addr`.
-fn spawn_lanes(addr: &NodeAddr, config: &Arc<LaneConfig>, protocol: Protocol) -> Box<[LaneHandle]> {
+/// Starts `config.lanes` lane tasks to `addr` (connected in RESP2; each switches per request).
+fn spawn_lanes(addr: &NodeAddr, config: &Arc<LaneConfig>) -> Box<[LaneHandle]> {
     (0..config.lanes.max(1))
         .map(|index| {
             let (tx, rx) = mpsc::unbounded_channel();
             tokio::spawn(lane::run(
                 addr.clone(),
                 index,
-                protocol,
+                Protocol::Resp2,
                 Arc::clone(config),
                 rx,
             ));
@@ -165,14 +242,13 @@ fn spawn_lanes(addr: &NodeAddr, config: &Arc<LaneConfig>, protocol: Protocol) ->
 }
 
 impl Node {
-    /// Starts `config.lanes` RESP2 lane tasks for `addr` on the current tokio runtime.
+    /// Starts `config.lanes` lane tasks for `addr` on the current tokio runtime.
     #[must_use]
     pub fn spawn(addr: NodeAddr, config: &Arc<LaneConfig>) -> Arc<Self> {
-        let lanes = spawn_lanes(&addr, config, Protocol::Resp2);
+        let lanes = spawn_lanes(&addr, config);
         Arc::new(Self {
             addr,
             lanes,
-            lanes3: OnceLock::new(),
             config: Arc::clone(config),
         })
     }
@@ -183,16 +259,16 @@ impl Node {
         &self.addr
     }
 
-    /// The lane that carries `slot`'s commands for clients speaking `protocol`.
+    /// The lane that carries `slot`'s commands.
     #[must_use]
-    pub fn lane(&self, slot: u16, protocol: Protocol) -> &LaneHandle {
-        let lanes = match protocol {
-            Protocol::Resp2 => &self.lanes,
-            Protocol::Resp3 => self
-                .lanes3
-                .get_or_init(|| spawn_lanes(&self.addr, &self.config, Protocol::Resp3)),
-        };
-        &lanes[usize::from(slot) % lanes.len()]
+    pub fn lane(&self, slot: u16) -> &LaneHandle {
+        &self.lanes[usize::from(slot) % self.lanes.len()]
+    }
+
+    /// Lane number `index` (mirrored writes use the replica's lane of the master's number).
+    #[must_use]
+    pub fn lane_at(&self, index: usize) -> &LaneHandle {
+        &self.lanes[index % self.lanes.len()]
     }
 
     /// A new private lane to this node for one client.

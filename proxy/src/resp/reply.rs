@@ -25,7 +25,7 @@ pub const MAX_REPLY_LINE_LEN: usize = 512 * 1024 * 1024;
 
 /// Nesting allowed when the helpers below walk a reply (it was already bounded by the scanner
 /// that delimited it; this only bounds the helpers on arbitrary input).
-const HELPER_MAX_DEPTH: usize = 512;
+pub(crate) const HELPER_MAX_DEPTH: usize = 512;
 
 /// A resumable, bounded scanner of one backend connection's replies.
 ///

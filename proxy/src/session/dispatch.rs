@@ -12,10 +12,12 @@ use super::{local, pubsub, scan, split, txn, Ctx};
 
 use redshard_config::Access;
 
-use crate::backend::{LaneHandle, Node};
+use crate::backend::{Dest, LaneHandle, LaneRequest, Node};
 use crate::command::{self, ArgList, CommandSpec, Flags, Route};
+use crate::mirror::effect::{self, Effect, Prepared};
+use crate::mirror::Job;
 use crate::resp::{encode, Args, Protocol};
-use crate::router::RoutingTable;
+use crate::router::{GateState, RoutingTable, ShardRoute};
 
 /// What to do with a request's bytes once its arguments are no longer borrowed.
 #[derive(Debug)]
@@ -28,26 +30,38 @@ pub(crate) enum Action {
         shard: usize,
         /// Picks the lane.
         slot: u16,
+        /// How the write is sent and mirrored, when the shard has in-sync replicas.
+        mirror: Option<Prepared>,
     },
-    /// Send the original bytes to every master and merge the replies.
-    FanOut(MergePlan),
+    /// Send the original bytes to every master and merge the replies; `write` mirrors them.
+    FanOut(MergePlan, bool),
+    /// Not now: a shard it needs is paused (failover, cut-over). The request stays in the
+    /// read buffer until the gate opens or the wait times out.
+    Pause(tokio::sync::watch::Receiver<GateState>),
     /// Not now: dispatch it again once every earlier reply is in (it goes to the private lane,
     /// which must not overtake the shared lanes). The request stays in the read buffer.
     HoldBack,
-    /// Inside MULTI: keep the bytes for EXEC and answer `+QUEUED`.
-    Queue,
+    /// Inside MULTI: keep the bytes (or their rewrite) for EXEC and answer `+QUEUED`.
+    Queue(Option<Prepared>),
     /// Send the original bytes on the client's private lane to shard `shard`'s master.
     Private {
         /// Index into the routing table's shards.
         shard: usize,
+        /// The slot of its keys: the replicas get its effect on that slot's lane.
+        slot: u16,
+        /// How it is mirrored, for a write (blocking pops).
+        mirror: Option<Prepared>,
     },
-    /// EXEC: send MULTI, the queued requests and the client's EXEC on the private lane to
-    /// shard `shard`'s master; the client gets EXEC's reply.
+    /// EXEC: send MULTI, the queued requests and the client's EXEC, as one request, to
+    /// shard `shard`'s master: on the shared lane of `slot` (so it is ordered with every other
+    /// write of the slot), or on the private lane after a WATCH; the client gets EXEC's reply.
     Exec {
         /// Index into the routing table's shards.
         shard: usize,
-        /// The transaction's requests.
-        queued: Vec<Bytes>,
+        /// The transaction's slot.
+        slot: u16,
+        /// The transaction's requests and their effects.
+        queued: Vec<(Bytes, Effect)>,
         /// A WATCH ran on the private lane: it must still be the same connection.
         watched: bool,
     },
@@ -137,6 +151,9 @@ pub(crate) fn dispatch(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>) -> A
             );
         }
     }
+    if let Some(action) = gate_check(ctx, table, spec, args) {
+        return action;
+    }
     if ctx.tx.is_some() {
         return txn::inside_multi(ctx, table, spec, args);
     }
@@ -147,8 +164,8 @@ pub(crate) fn dispatch(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>) -> A
         Route::Keyed => keyed(ctx, table, spec, args),
         Route::Split(kind) => split::split(ctx, table, spec, kind, args),
         Route::Local => local::handle(ctx, table, spec, args),
-        Route::FanOut(merge) => Action::FanOut(merge.into()),
-        Route::Flush if ctx.state.config.allow_flush => Action::FanOut(MergePlan::AllOk),
+        Route::FanOut(merge) => Action::FanOut(merge.into(), is_mirrored(spec)),
+        Route::Flush if ctx.state.config.allow_flush => Action::FanOut(MergePlan::AllOk, true),
         Route::Flush => Action::error(
             ctx,
             &format!(
@@ -203,16 +220,146 @@ fn keyed(
     }
     let Some((&first, rest)) = ctx.keys.split_first() else {
         // No key: any master can run it (TIME, LASTSAVE, COMMAND DOCS ...).
-        return Action::Forward { shard: 0, slot: 0 };
+        return Action::Forward {
+            shard: 0,
+            slot: 0,
+            mirror: plan(table, 0, spec, &args),
+        };
     };
     let slot = Slot::for_key(args.get(first));
     if rest.iter().any(|&k| Slot::for_key(args.get(k)) != slot) {
         return Action::error(ctx, "CROSSSLOT Keys in request don't hash to the same slot");
     }
+    let shard = table.shard_of(slot);
     Action::Forward {
-        shard: table.shard_of(slot),
+        shard,
         slot: slot.get(),
+        mirror: plan(table, shard, spec, &args),
     }
+}
+
+/// Whether `spec` changes data, so its effect must reach the replicas: writes, scripts and
+/// functions, and the script cache (so `EVALSHA` finds its script on a replica).
+pub(crate) fn is_mirrored(spec: &CommandSpec) -> bool {
+    spec.flags.contains(Flags::WRITE)
+        || (spec.flags.contains(Flags::MAY_REPLICATE) && !spec.flags.contains(Flags::PUBSUB))
+        || matches!(spec.name, "script|load" | "script|flush")
+}
+
+/// How a request for shard `shard` is sent and mirrored: `None` when it is not a write or
+/// the shard has no in-sync replica.
+pub(crate) fn plan(
+    table: &RoutingTable,
+    shard: usize,
+    spec: &CommandSpec,
+    args: &Args<'_>,
+) -> Option<Prepared> {
+    if !is_mirrored(spec) || table.shards()[shard].mirror.is_empty() {
+        return None;
+    }
+    Some(effect::prepare(spec.name, args, now_ms()))
+}
+
+/// The proxy's wall clock in Unix milliseconds, for absolute expiry times.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Sends `bytes` to `route`'s master on the lane of `slot`; with `effect`, the replicas get
+/// the write once the master answered.
+pub(crate) fn send_master(
+    route: &ShardRoute,
+    slot: u16,
+    bytes: Bytes,
+    dest: Dest,
+    protocol: Protocol,
+    effect: Option<Effect>,
+    replies: u32,
+) {
+    let lane = usize::from(slot) % route.master.lane_count();
+    let mirror = match effect {
+        Some(effect) if !route.mirror.is_empty() && effect != Effect::Skip => Some(Job::new(
+            std::sync::Arc::clone(&route.mirror),
+            effect,
+            bytes.clone(),
+            protocol,
+            lane,
+        )),
+        _ => None,
+    };
+    route.master.lane_at(lane).submit(LaneRequest {
+        bytes,
+        dest,
+        protocol,
+        replies,
+        mirror,
+    });
+}
+
+/// When a shard the request needs is paused or down: `Pause` (wait for it) or the error.
+/// Costs one atomic load while every gate is open.
+fn gate_check(
+    ctx: &mut Ctx,
+    table: &RoutingTable,
+    spec: &CommandSpec,
+    args: Args<'_>,
+) -> Option<Action> {
+    if !table.any_gate_closed() {
+        return None;
+    }
+    let shards: Vec<usize> = match spec.route {
+        Route::Local | Route::PubSub => return None,
+        Route::FanOut(_) | Route::Flush | Route::Scan => (0..table.shards().len()).collect(),
+        _ if ctx.tx.is_some() && spec.name != "exec" => return None,
+        _ => {
+            let mut keys = smallvec::SmallVec::<[usize; 8]>::new();
+            let _ = spec.key_indices(&args, &mut keys);
+            let mut shards: Vec<usize> = keys
+                .iter()
+                .map(|&k| table.shard_of(Slot::for_key(args.get(k))))
+                .collect();
+            if spec.name == "exec" {
+                let slot = ctx
+                    .tx
+                    .as_ref()
+                    .and_then(txn::Transaction::slot)
+                    .or(ctx.watch);
+                shards.push(slot.map_or(0, |s| table.shard_of(s)));
+            }
+            if shards.is_empty() {
+                shards.push(0);
+            }
+            shards
+        }
+    };
+    for shard in shards {
+        let route = &table.shards()[shard];
+        match route.gate.state() {
+            GateState::Open => {}
+            GateState::Down => {
+                return Some(Action::error(
+                    ctx,
+                    &format!(
+                        "CLUSTERDOWN The cluster is down: shard {} has no reachable master",
+                        route.name
+                    ),
+                ))
+            }
+            GateState::Paused if ctx.pause_expired => {
+                return Some(Action::error(
+                    ctx,
+                    &format!(
+                        "CLUSTERDOWN The cluster is down: shard {} is failing over",
+                        route.name
+                    ),
+                ))
+            }
+            GateState::Paused => return Some(Action::Pause(route.gate.subscribe())),
+        }
+    }
+    None
 }
 
 /// XREAD / XREADGROUP with a BLOCK option block like BLPOP and need a dedicated connection.
@@ -228,57 +375,163 @@ pub(crate) fn is_blocking_read(spec: &CommandSpec, args: Args<'_>) -> bool {
 pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes: Bytes) {
     match action {
         Action::Done => {}
-        Action::Forward { shard, slot } => {
+        Action::Forward {
+            shard,
+            slot,
+            mirror,
+        } => {
             let reply = ctx.queue.reserve();
-            table.shards()[shard]
-                .master
-                .lane(slot, ctx.protocol)
-                .send(bytes, reply);
+            let (bytes, effect) = match mirror {
+                Some(p) => (p.request.unwrap_or(bytes), Some(p.effect)),
+                None => (bytes, None),
+            };
+            send_master(
+                &table.shards()[shard],
+                slot,
+                bytes,
+                reply.into(),
+                ctx.protocol,
+                effect,
+                1,
+            );
         }
-        Action::FanOut(plan) => fan_out(ctx, table, plan, &bytes),
-        Action::HoldBack => unreachable!("held-back requests are not consumed"),
-        Action::Queue => {
+        Action::FanOut(plan, write) => fan_out(ctx, table, plan, &bytes, write),
+        Action::HoldBack | Action::Pause(_) => {
+            unreachable!("held-back requests are not consumed")
+        }
+        Action::Queue(prepared) => {
             if let Some(tx) = ctx.tx.as_mut() {
-                tx.queued.push(bytes);
+                tx.queued.push(match prepared {
+                    Some(p) => (p.request.unwrap_or(bytes), p.effect),
+                    None => (bytes, Effect::Skip),
+                });
             }
             ctx.queue.push_ready(Bytes::from_static(b"+QUEUED\r\n"));
         }
-        Action::Private { shard } => {
+        Action::Private {
+            shard,
+            slot,
+            mirror,
+        } => {
             let reply = ctx.queue.reserve();
-            private_lane(ctx, &table.shards()[shard].master).send(bytes, reply);
+            let route = &table.shards()[shard];
+            let protocol = ctx.protocol;
+            let (bytes, job) = private_job(route, slot, protocol, bytes, mirror);
+            private_lane(ctx, &route.master).submit(LaneRequest {
+                bytes,
+                dest: reply.into(),
+                protocol,
+                replies: 1,
+                mirror: job,
+            });
             ctx.barrier = true;
         }
         Action::Exec {
             shard,
+            slot,
             queued,
             watched,
-        } => {
-            let node = &table.shards()[shard].master;
-            if watched
-                && !ctx
-                    .private
-                    .as_ref()
-                    .is_some_and(|p| p.serves(node.addr(), ctx.protocol) && !p.is_closed())
-            {
-                ctx.private = None;
-                ctx.queue.push_ready(error_reply(
-                    "ERR redshard: the backend connection that ran WATCH was lost; the transaction was not executed",
-                ));
-                return;
-            }
-            let seq = ctx.queue.reserve_gather(queued.len() + 2, MergePlan::Last);
-            let lane = private_lane(ctx, node).clone();
-            lane.send(
-                Bytes::from_static(b"*1\r\n$5\r\nMULTI\r\n"),
-                ctx.queue.part(seq, 0),
+        } => exec(ctx, table, shard, slot, queued, watched, &bytes),
+    }
+}
+
+/// The request and mirroring job of a request on the private lane.
+fn private_job(
+    route: &ShardRoute,
+    slot: u16,
+    protocol: Protocol,
+    bytes: Bytes,
+    mirror: Option<Prepared>,
+) -> (Bytes, Option<Box<Job>>) {
+    match mirror {
+        Some(p) if !route.mirror.is_empty() && p.effect != Effect::Skip => {
+            let bytes = p.request.unwrap_or(bytes);
+            let lane = usize::from(slot) % route.master.lane_count();
+            let job = Job::new(
+                std::sync::Arc::clone(&route.mirror),
+                p.effect,
+                bytes.clone(),
+                protocol,
+                lane,
             );
-            let count = queued.len();
-            for (i, request) in queued.into_iter().enumerate() {
-                lane.send(request, ctx.queue.part(seq, i as u32 + 1));
-            }
-            lane.send(bytes, ctx.queue.part(seq, count as u32 + 1));
-            ctx.barrier = true;
+            (bytes, Some(job))
         }
+        Some(p) => (p.request.unwrap_or(bytes), None),
+        None => (bytes, None),
+    }
+}
+
+/// Sends a transaction as one request: `MULTI`, the queued requests, `EXEC`.
+fn exec(
+    ctx: &mut Ctx,
+    table: &RoutingTable,
+    shard: usize,
+    slot: u16,
+    queued: Vec<(Bytes, Effect)>,
+    watched: bool,
+    exec: &Bytes,
+) {
+    let route = &table.shards()[shard];
+    if watched
+        && !ctx
+            .private
+            .as_ref()
+            .is_some_and(|p| p.serves(route.master.addr(), ctx.protocol) && !p.is_closed())
+    {
+        ctx.private = None;
+        ctx.queue.push_ready(error_reply(
+            "ERR redshard: the backend connection that ran WATCH was lost; the transaction was not executed",
+        ));
+        return;
+    }
+    let replies = u32::try_from(queued.len() + 2).unwrap_or(u32::MAX);
+    let mut whole = BytesMut::with_capacity(
+        15 + exec.len() + queued.iter().map(|(b, _)| b.len()).sum::<usize>(),
+    );
+    whole.extend_from_slice(b"*1\r\n$5\r\nMULTI\r\n");
+    let mut effects = Vec::with_capacity(queued.len());
+    for (request, effect) in queued {
+        whole.extend_from_slice(&request);
+        effects.push(effect);
+    }
+    whole.extend_from_slice(exec);
+    let whole = whole.freeze();
+    let effect = if effects.iter().all(|e| *e == Effect::Skip) {
+        None
+    } else {
+        Some(effect::prepare_exec(effects))
+    };
+    let reply = ctx.queue.reserve();
+    if watched {
+        let (bytes, job) = private_job(
+            route,
+            slot,
+            ctx.protocol,
+            whole,
+            effect.map(|effect| Prepared {
+                request: None,
+                effect,
+            }),
+        );
+        let protocol = ctx.protocol;
+        private_lane(ctx, &route.master).submit(LaneRequest {
+            bytes,
+            dest: reply.into(),
+            protocol,
+            replies,
+            mirror: job,
+        });
+        ctx.barrier = true;
+    } else {
+        send_master(
+            route,
+            slot,
+            whole,
+            reply.into(),
+            ctx.protocol,
+            effect,
+            replies,
+        );
     }
 }
 
@@ -297,14 +550,26 @@ fn private_lane<'a>(ctx: &'a mut Ctx, node: &Node) -> &'a LaneHandle {
     }
 }
 
-/// Sends `request` to every master's first lane, merged by `plan`.
-pub(crate) fn fan_out(ctx: &Ctx, table: &RoutingTable, plan: MergePlan, request: &Bytes) {
+/// Sends `request` to every master's first lane, merged by `plan`; a `write` is mirrored
+/// to each shard's replicas as it is.
+pub(crate) fn fan_out(
+    ctx: &Ctx,
+    table: &RoutingTable,
+    plan: MergePlan,
+    request: &Bytes,
+    write: bool,
+) {
     let shards = table.shards();
     let seq = ctx.queue.reserve_gather(shards.len(), plan);
     for (index, shard) in shards.iter().enumerate() {
-        shard
-            .master
-            .lane(0, ctx.protocol)
-            .send(request.clone(), ctx.queue.part(seq, index as u32));
+        send_master(
+            shard,
+            0,
+            request.clone(),
+            ctx.queue.part(seq, index as u32).into(),
+            ctx.protocol,
+            write.then_some(Effect::Same),
+            1,
+        );
     }
 }

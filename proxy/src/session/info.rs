@@ -52,6 +52,7 @@ pub(super) fn info(ctx: &Ctx, table: &RoutingTable, args: Args<'_>) -> Action {
             table,
             MergePlan::Info { text },
             &Bytes::from_static(b"*2\r\n$4\r\nINFO\r\n$8\r\nkeyspace\r\n"),
+            false,
         );
         return Action::Done;
     }

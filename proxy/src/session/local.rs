@@ -58,7 +58,11 @@ pub(super) fn handle(
         | "command|docs"
         | "command|list"
         | "command|help"
-        | "command|getkeysandflags" => Action::Forward { shard: 0, slot: 0 },
+        | "command|getkeysandflags" => Action::Forward {
+            shard: 0,
+            slot: 0,
+            mirror: None,
+        },
         "config|get" => config_get(ctx, args),
         "slowlog|get" => {
             let count = if args.len() > 2 {

@@ -28,6 +28,9 @@ use std::time::Instant;
 use bytes::{Buf, BytesMut};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::router::GateState;
 use tracing::{debug, warn};
 
 use crate::backend::PrivateLane;
@@ -100,6 +103,9 @@ pub(crate) struct Ctx {
     /// A WAIT may be outstanding, which (with timeout 0) never completes: when the client
     /// leaves, the session ends at once instead of waiting for its replies.
     pub waiting: bool,
+    /// The wait for a paused shard passed `[health] failover_wait_ms`: the held request gets
+    /// `-CLUSTERDOWN` instead of waiting again.
+    pub pause_expired: bool,
 }
 
 /// One client connection being served.
@@ -124,6 +130,8 @@ pub struct Session {
     over_soft_since: Option<Instant>,
     /// When an unauthenticated connection is closed (with a proxy password).
     auth_deadline: Option<tokio::time::Instant>,
+    /// The gate of a paused shard the next request waits for, and until when.
+    paused: Option<(watch::Receiver<GateState>, tokio::time::Instant)>,
 }
 
 impl Session {
@@ -154,6 +162,7 @@ impl Session {
                 watch: None,
                 pubsub: None,
                 waiting: false,
+                pause_expired: false,
                 current_cmd: None,
                 auth_failures: 0,
                 access: redshard_config::Access::All,
@@ -162,6 +171,7 @@ impl Session {
             held_back: false,
             over_soft_since: None,
             auth_deadline: None,
+            paused: None,
         })
     }
 
@@ -189,6 +199,7 @@ impl Session {
                 return Ok(());
             }
             let reading = self.ctx.closing == Closing::Open && backlog < max_pipeline;
+            let pausing = self.paused.is_some();
             if self.ctx.authenticated {
                 self.auth_deadline = None;
             }
@@ -248,6 +259,11 @@ impl Session {
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                         Err(e) => return Err(e),
                     }
+                }
+                expired = wait_gate(&mut self.paused), if pausing => {
+                    self.paused = None;
+                    self.ctx.pause_expired = expired;
+                    self.held_back = true;
                 }
                 () = sleep_until_opt(deadline), if deadline.is_some() => {
                     if auth_deadline.is_some_and(|d| d <= tokio::time::Instant::now()) {
@@ -362,6 +378,10 @@ impl Session {
 
     /// Dispatches every complete request in the read buffer.
     fn dispatch_buffered(&mut self) {
+        if self.paused.is_some() {
+            // The front request waits for a shard's gate.
+            return;
+        }
         let max_pipeline = self.ctx.state.live.load().limits.max_pipeline;
         let table = self.ctx.state.router.load();
         let mut count = 0u64;
@@ -400,6 +420,13 @@ impl Session {
                 self.held_back = true;
                 break;
             }
+            if let dispatch::Action::Pause(gate) = action {
+                // The frame stays scanned; it is dispatched again when the gate opens.
+                let wait = self.ctx.state.live.load().health.failover_wait;
+                self.paused = Some((gate, tokio::time::Instant::now() + wait));
+                break;
+            }
+            self.ctx.pause_expired = false;
             count += 1;
             let bytes = if frame.kind == FrameKind::Inline {
                 let bytes = bytes::Bytes::copy_from_slice(self.scanner.inline_resp());
@@ -424,5 +451,19 @@ impl Session {
             .clients
             .total_commands
             .fetch_add(count, Ordering::Relaxed);
+    }
+}
+
+/// Waits until the paused gate opens (returns `false`) or the wait times out (`true`).
+async fn wait_gate(
+    paused: &mut Option<(watch::Receiver<GateState>, tokio::time::Instant)>,
+) -> bool {
+    let Some((gate, deadline)) = paused.as_mut() else {
+        return std::future::pending().await;
+    };
+    let deadline = *deadline;
+    tokio::select! {
+        _ = gate.wait_for(|s| *s != GateState::Paused) => false,
+        () = tokio::time::sleep_until(deadline) => true,
     }
 }

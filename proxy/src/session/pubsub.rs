@@ -99,6 +99,7 @@ pub(super) fn handle(
             Action::Forward {
                 shard: table.shard_of(slot),
                 slot: slot.get(),
+                mirror: None,
             }
         }
         "subscribe" => subscribe(ctx, table, args, Kind::Channel),
@@ -107,11 +108,17 @@ pub(super) fn handle(
         "unsubscribe" => unsubscribe(ctx, table, args, Kind::Channel),
         "punsubscribe" => unsubscribe(ctx, table, args, Kind::Pattern),
         "sunsubscribe" => unsubscribe(ctx, table, args, Kind::Shard),
-        "pubsub|channels" | "pubsub|shardchannels" => Action::FanOut(MergePlan::ConcatArrays),
-        "pubsub|numsub" | "pubsub|shardnumsub" => Action::FanOut(MergePlan::SumPairs),
+        "pubsub|channels" | "pubsub|shardchannels" => {
+            Action::FanOut(MergePlan::ConcatArrays, false)
+        }
+        "pubsub|numsub" | "pubsub|shardnumsub" => Action::FanOut(MergePlan::SumPairs, false),
         // Every master has every pattern: any one of them knows the count.
-        "pubsub|numpat" => Action::FanOut(MergePlan::First),
-        _ => Action::Forward { shard: 0, slot: 0 },
+        "pubsub|numpat" => Action::FanOut(MergePlan::First, false),
+        _ => Action::Forward {
+            shard: 0,
+            slot: 0,
+            mirror: None,
+        },
     }
 }
 

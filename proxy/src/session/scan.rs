@@ -41,10 +41,11 @@ pub(super) fn scan(ctx: &Ctx, table: &RoutingTable, args: Args<'_>) -> Action {
     let seq = ctx
         .queue
         .reserve_gather(1, MergePlan::Scan { shard, shards });
-    table.shards()[shard]
-        .master
-        .lane(0, ctx.protocol)
-        .send(request.freeze(), ctx.queue.part(seq, 0));
+    table.shards()[shard].master.lane(0).send(
+        request.freeze(),
+        ctx.queue.part(seq, 0),
+        ctx.protocol,
+    );
     Action::Done
 }
 

@@ -78,12 +78,20 @@ pub(super) fn split(
             order.push(index as u32);
         }
     }
+    let write = super::dispatch::is_mirrored(spec);
     match groups.len() {
-        0 => return Action::Forward { shard: 0, slot: 0 },
+        0 => {
+            return Action::Forward {
+                shard: 0,
+                slot: 0,
+                mirror: None,
+            }
+        }
         1 => {
             return Action::Forward {
                 shard: groups[0].shard,
                 slot: groups[0].slot,
+                mirror: super::dispatch::plan(table, groups[0].shard, spec, &args),
             }
         }
         _ => {}
@@ -106,10 +114,16 @@ pub(super) fn split(
         }
         let mut request = BytesMut::new();
         encode::request(&mut request, &parts);
-        table.shards()[group.shard]
-            .master
-            .lane(group.slot, ctx.protocol)
-            .send(request.freeze(), ctx.queue.part(seq, index as u32));
+        // MSET, DEL and UNLINK are deterministic: their parts are mirrored as they are.
+        super::dispatch::send_master(
+            &table.shards()[group.shard],
+            group.slot,
+            request.freeze(),
+            ctx.queue.part(seq, index as u32).into(),
+            ctx.protocol,
+            write.then_some(crate::mirror::effect::Effect::Same),
+            1,
+        );
     }
     Action::Done
 }

@@ -32,13 +32,21 @@ use crate::router::RoutingTable;
 pub(crate) struct Transaction {
     /// The slot every key must hash to, once the first key (or the WATCH) fixed it.
     slot: Option<Slot>,
-    /// The queued requests' bytes, in order.
-    pub(super) queued: Vec<Bytes>,
+    /// The queued requests' bytes (rewritten for mirroring where needed) and effects, in
+    /// order.
+    pub(super) queued: Vec<(Bytes, crate::mirror::effect::Effect)>,
     /// A queued command was refused: EXEC answers EXECABORT.
     pub(super) dirty: bool,
 }
 
 const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
+
+impl Transaction {
+    /// The slot the transaction's keys hash to, once known.
+    pub(super) fn slot(&self) -> Option<Slot> {
+        self.slot
+    }
+}
 
 /// The one slot of a request's keys: `Ok(None)` without keys, `Err` with the error to reply.
 fn slot_of(ctx: &mut Ctx, spec: &CommandSpec, args: Args<'_>) -> Result<Option<Slot>, Vec<u8>> {
@@ -97,6 +105,8 @@ pub(super) fn outside_multi(
             ctx.watch = Some(slot);
             Action::Private {
                 shard: table.shard_of(slot),
+                slot: slot.get(),
+                mirror: None,
             }
         }
         "unwatch" => match ctx.watch.take() {
@@ -107,6 +117,8 @@ pub(super) fn outside_multi(
                 }
                 Action::Private {
                     shard: table.shard_of(slot),
+                    slot: slot.get(),
+                    mirror: None,
                 }
             }
             None => Action::reply(ctx, Bytes::from_static(b"+OK\r\n")),
@@ -130,8 +142,11 @@ pub(super) fn outside_multi(
             if !ctx.queue.is_empty() {
                 return Some(Action::HoldBack);
             }
+            let shard = table.shard_of(slot);
             Action::Private {
-                shard: table.shard_of(slot),
+                shard,
+                slot: slot.get(),
+                mirror: super::dispatch::plan(table, shard, spec, &args),
             }
         }
         _ => return None,
@@ -189,7 +204,12 @@ pub(super) fn inside_multi(
             _ => tx.slot = Some(slot),
         }
     }
-    Action::Queue
+    // Queued writes are prepared for mirroring now, while the arguments are at hand (the
+    // shard is known only at EXEC, which mirrors only if it has in-sync replicas).
+    Action::Queue(
+        super::dispatch::is_mirrored(spec)
+            .then(|| crate::mirror::effect::prepare(spec.name, &args, super::dispatch::now_ms())),
+    )
 }
 
 /// Marks the transaction so that EXEC answers EXECABORT.
@@ -218,9 +238,10 @@ fn exec(ctx: &mut Ctx, table: &RoutingTable) -> Action {
             "EXECABORT Transaction discarded because of previous errors.",
         );
     }
-    let shard = tx.slot.or(watched).map_or(0, |slot| table.shard_of(slot));
+    let slot = tx.slot.or(watched).unwrap_or(Slot::for_key(b""));
     Action::Exec {
-        shard,
+        shard: table.shard_of(slot),
+        slot: slot.get(),
         queued: tx.queued,
         watched: watched.is_some(),
     }

@@ -1,0 +1,237 @@
+//! The keys of mirroring (`[mirror]`), health checks and failover (`[health]`) and the admin
+//! port (`admin_listen`, `admin_password`): how the proxy keeps replicas equal and replaces a
+//! dead master.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::error::ConfigError;
+use crate::validate::Source;
+
+/// Default of `[mirror] max_lag_writes`.
+pub const DEFAULT_MIRROR_MAX_LAG_WRITES: usize = 100_000;
+/// Default of `[mirror] resync_timeout_ms`: ten minutes for a full sync.
+pub const DEFAULT_RESYNC_TIMEOUT_MS: u64 = 600_000;
+/// Default of `[mirror] cutover_timeout_ms`: the longest write pause of a resync cut-over.
+pub const DEFAULT_CUTOVER_TIMEOUT_MS: u64 = 5_000;
+/// Default of `[health] interval_ms`.
+pub const DEFAULT_HEALTH_INTERVAL_MS: u64 = 100;
+/// Default of `[health] timeout_ms`.
+pub const DEFAULT_HEALTH_TIMEOUT_MS: u64 = 500;
+/// Default of `[health] down_after_ms`.
+pub const DEFAULT_DOWN_AFTER_MS: u64 = 1_500;
+/// Default of `[health] failover_wait_ms`.
+pub const DEFAULT_FAILOVER_WAIT_MS: u64 = 5_000;
+/// Default of `admin_listen`.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:6390";
+
+/// When a client's write is acknowledged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MirrorMode {
+    /// After the master and every in-sync replica applied it.
+    #[default]
+    Sync,
+    /// After the master applied it; the replicas follow through a bounded queue.
+    Async,
+}
+
+impl fmt::Display for MirrorMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MirrorMode::Sync => "sync",
+            MirrorMode::Async => "async",
+        })
+    }
+}
+
+/// Where read-only commands go.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReadFrom {
+    /// Always the master.
+    #[default]
+    Master,
+    /// An in-sync replica; the master when the shard has none.
+    Replica,
+    /// An in-sync replica that is up; the master otherwise.
+    PreferReplica,
+}
+
+/// `[mirror]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorFile {
+    /// `mode`: `"sync"` or `"async"`. Default sync.
+    pub mode: Option<MirrorMode>,
+    /// `max_lag_writes`: mirrored writes a replica may have outstanding (sent, not answered)
+    /// before it is declared stale. Default [`DEFAULT_MIRROR_MAX_LAG_WRITES`].
+    pub max_lag_writes: Option<Spanned<usize>>,
+    /// `read_from`: `"master"`, `"replica"` or `"prefer-replica"`. Default master.
+    pub read_from: Option<ReadFrom>,
+    /// `resync_timeout_ms`: how long a full sync of a replica may take before it is retried.
+    pub resync_timeout_ms: Option<Spanned<u64>>,
+    /// `cutover_timeout_ms`: the longest write pause while a resynced replica catches up.
+    pub cutover_timeout_ms: Option<Spanned<u64>>,
+}
+
+/// `[health]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthFile {
+    /// `interval_ms`: time between two PINGs of a node. Default [`DEFAULT_HEALTH_INTERVAL_MS`].
+    pub interval_ms: Option<Spanned<u64>>,
+    /// `timeout_ms`: how long a PING may take. Default [`DEFAULT_HEALTH_TIMEOUT_MS`].
+    pub timeout_ms: Option<Spanned<u64>>,
+    /// `down_after_ms`: failing this long makes a node down (and a master failed over).
+    /// Default [`DEFAULT_DOWN_AFTER_MS`].
+    pub down_after_ms: Option<Spanned<u64>>,
+    /// `failover_wait_ms`: how long requests for a shard whose master is down wait for the
+    /// failover before they get `-CLUSTERDOWN`. Default [`DEFAULT_FAILOVER_WAIT_MS`].
+    pub failover_wait_ms: Option<Spanned<u64>>,
+    /// `auto_failover`: whether a down master is replaced automatically. Default true.
+    pub auto_failover: Option<bool>,
+}
+
+/// The validated `[mirror]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MirrorConfig {
+    /// When writes are acknowledged.
+    pub mode: MirrorMode,
+    /// Outstanding mirrored writes that make a replica stale.
+    pub max_lag_writes: usize,
+    /// Where reads go.
+    pub read_from: ReadFrom,
+    /// Bound on one full sync.
+    pub resync_timeout: Duration,
+    /// Bound on the write pause of a cut-over.
+    pub cutover_timeout: Duration,
+}
+
+impl Default for MirrorConfig {
+    fn default() -> Self {
+        Self {
+            mode: MirrorMode::Sync,
+            max_lag_writes: DEFAULT_MIRROR_MAX_LAG_WRITES,
+            read_from: ReadFrom::Master,
+            resync_timeout: Duration::from_millis(DEFAULT_RESYNC_TIMEOUT_MS),
+            cutover_timeout: Duration::from_millis(DEFAULT_CUTOVER_TIMEOUT_MS),
+        }
+    }
+}
+
+/// The validated `[health]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// Time between probes of one node.
+    pub interval: Duration,
+    /// Bound on one probe.
+    pub timeout: Duration,
+    /// Failing this long makes a node down.
+    pub down_after: Duration,
+    /// How long unsent requests wait for a failover.
+    pub failover_wait: Duration,
+    /// Whether down masters are failed over automatically.
+    pub auto_failover: bool,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_millis(DEFAULT_HEALTH_INTERVAL_MS),
+            timeout: Duration::from_millis(DEFAULT_HEALTH_TIMEOUT_MS),
+            down_after: Duration::from_millis(DEFAULT_DOWN_AFTER_MS),
+            failover_wait: Duration::from_millis(DEFAULT_FAILOVER_WAIT_MS),
+            auto_failover: true,
+        }
+    }
+}
+
+/// Validates `[mirror]`.
+pub(crate) fn mirror(file: MirrorFile, src: &Source<'_>) -> Result<MirrorConfig, ConfigError> {
+    let ms = |value, key, default| src.bounded(value, key, default, 1, None);
+    Ok(MirrorConfig {
+        mode: file.mode.unwrap_or_default(),
+        max_lag_writes: src.bounded(
+            file.max_lag_writes,
+            "mirror.max_lag_writes",
+            DEFAULT_MIRROR_MAX_LAG_WRITES,
+            1,
+            None,
+        )?,
+        read_from: file.read_from.unwrap_or_default(),
+        resync_timeout: Duration::from_millis(ms(
+            file.resync_timeout_ms,
+            "mirror.resync_timeout_ms",
+            DEFAULT_RESYNC_TIMEOUT_MS,
+        )?),
+        cutover_timeout: Duration::from_millis(ms(
+            file.cutover_timeout_ms,
+            "mirror.cutover_timeout_ms",
+            DEFAULT_CUTOVER_TIMEOUT_MS,
+        )?),
+    })
+}
+
+/// Validates `[health]`: the probe must fit several times into the down-time.
+pub(crate) fn health(file: HealthFile, src: &Source<'_>) -> Result<HealthConfig, ConfigError> {
+    let ms = |value, key, default| src.bounded(value, key, default, 1, None);
+    let down_span = file.down_after_ms.as_ref().map(Spanned::span);
+    let interval = ms(
+        file.interval_ms,
+        "health.interval_ms",
+        DEFAULT_HEALTH_INTERVAL_MS,
+    )?;
+    let timeout = ms(
+        file.timeout_ms,
+        "health.timeout_ms",
+        DEFAULT_HEALTH_TIMEOUT_MS,
+    )?;
+    let down_after = ms(
+        file.down_after_ms,
+        "health.down_after_ms",
+        DEFAULT_DOWN_AFTER_MS,
+    )?;
+    if down_after < interval.saturating_mul(2) {
+        return Err(src.invalid_at(
+            down_span,
+            "health.down_after_ms",
+            format!("must be at least twice health.interval_ms ({interval})"),
+        ));
+    }
+    Ok(HealthConfig {
+        interval: Duration::from_millis(interval),
+        timeout: Duration::from_millis(timeout),
+        down_after: Duration::from_millis(down_after),
+        failover_wait: Duration::from_millis(ms(
+            file.failover_wait_ms,
+            "health.failover_wait_ms",
+            DEFAULT_FAILOVER_WAIT_MS,
+        )?),
+        auto_failover: file.auto_failover.unwrap_or(true),
+    })
+}
+
+/// `admin_listen`: an `IP:port`, or `"off"`.
+pub(crate) fn admin_listen(
+    value: Option<&Spanned<String>>,
+    src: &Source<'_>,
+) -> Result<Option<SocketAddr>, ConfigError> {
+    let Some(value) = value else {
+        return Ok(DEFAULT_ADMIN_LISTEN.parse().ok());
+    };
+    if value.get_ref() == "off" {
+        return Ok(None);
+    }
+    value.get_ref().parse().map(Some).map_err(|_| {
+        src.invalid(
+            Some(value),
+            "admin_listen",
+            "must be an IP:port such as \"127.0.0.1:6390\", or \"off\"",
+        )
+    })
+}

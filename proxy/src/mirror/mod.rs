@@ -1,0 +1,506 @@
+//! Mirroring: the proxy is the replication channel between a shard's master and its replicas.
+//!
+//! A write goes to the master on the lane of its slot. When the master's reply arrives, that
+//! lane (and only it, so in the order the master executed the lane's requests) hands the
+//! write's [`effect`] to lane number *i* of every in-sync replica of the shard. Each replica
+//! must answer exactly what [`effect::replica_request`] expects; anything else (an error, a
+//! timeout, a different reply, a backlog past `[mirror] max_lag_writes`) makes the replica
+//! **stale**: it gets no more writes, is never promoted or read from, and the controller
+//! records the new state in the topology and resynchronises it (see [`crate::control`]).
+//!
+//! In `sync` mode the client's reply is released only when the master and every in-sync
+//! replica applied the write. When a replica fails a write, the reply is held until the
+//! replica's stale state is persisted, so a proxy that crashes right after cannot restart
+//! believing that replica holds every acknowledged write. In `async` mode the reply is
+//! released as soon as the master answered; a replica's outstanding mirrored writes are
+//! bounded by `max_lag_writes`.
+//!
+//! A master connection that fails with mirrored writes in flight leaves their outcome on the
+//! master unknown; the controller is told ([`ControlEvent::MasterWriteLost`]) so it either
+//! fails the master over or, if it stays up, resynchronises the replicas.
+
+pub mod effect;
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use redshard_config::{MirrorConfig, MirrorMode, NodeAddr, ShardId};
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use crate::backend::{Dest, LaneRequest, Node, NodePool};
+use crate::resp::Protocol;
+use effect::Effect;
+
+/// What the data path tells the controller.
+#[derive(Debug)]
+pub enum ControlEvent {
+    /// A replica failed a mirrored write: it must be recorded stale and resynchronised.
+    ReplicaFailed {
+        /// Its shard.
+        shard: ShardId,
+        /// The replica.
+        addr: NodeAddr,
+        /// Why, for the log.
+        reason: String,
+    },
+    /// A master connection failed with mirrored writes in flight: whether the master applied
+    /// them is unknown.
+    MasterWriteLost {
+        /// The shard.
+        shard: ShardId,
+        /// Its master at the time.
+        master: NodeAddr,
+    },
+}
+
+/// The mirror stream to one replica: shared by every routing table in which the replica is in
+/// sync, replaced by a fresh one when a resync makes it in sync again.
+#[derive(Debug)]
+pub struct ReplicaLink {
+    /// The replica.
+    addr: NodeAddr,
+    /// Its shard.
+    shard: ShardId,
+    /// Its lanes.
+    node: Arc<Node>,
+    /// Set by the first failed write; from then on nothing more is sent.
+    failed: AtomicBool,
+    /// Client replies held until the stale state is persisted (see the module docs).
+    held: Mutex<Held>,
+    /// Mirrored writes sent and not yet answered.
+    backlog: AtomicUsize,
+    /// Mirrored writes the replica applied as expected, for INFO and metrics.
+    applied: AtomicU64,
+    /// Where failures are reported.
+    events: mpsc::UnboundedSender<ControlEvent>,
+}
+
+/// Replies waiting for a failed replica's stale state to be persisted.
+#[derive(Debug, Default)]
+struct Held {
+    /// The stale state is persisted (or could not be, and the controller gave up waiting).
+    recorded: bool,
+    /// Releases to run once it is.
+    waiting: Vec<Release>,
+}
+
+impl ReplicaLink {
+    /// The replica's address.
+    #[must_use]
+    pub fn addr(&self) -> &NodeAddr {
+        &self.addr
+    }
+
+    /// Whether writes still go to it.
+    #[must_use]
+    pub fn is_active(&self) -> bool {
+        !self.failed.load(Ordering::Acquire)
+    }
+
+    /// Mirrored writes sent and not yet answered.
+    #[must_use]
+    pub fn backlog(&self) -> usize {
+        self.backlog.load(Ordering::Relaxed)
+    }
+
+    /// Mirrored writes applied as expected.
+    #[must_use]
+    pub fn applied(&self) -> u64 {
+        self.applied.load(Ordering::Relaxed)
+    }
+
+    /// Stops mirroring to the replica; the first failure is logged and reported.
+    pub fn fail(&self, reason: String) {
+        if self.failed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        warn!(shard = %self.shard, replica = %self.addr, %reason, "replica is stale: it stops receiving writes until resynchronised");
+        let _ = self.events.send(ControlEvent::ReplicaFailed {
+            shard: self.shard,
+            addr: self.addr.clone(),
+            reason,
+        });
+    }
+
+    /// Runs `release` once the stale state is recorded (at once if it already is).
+    fn release_after_failure(&self, release: Release) {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if held.recorded {
+            drop(held);
+            release.done();
+        } else {
+            held.waiting.push(release);
+        }
+    }
+
+    /// Called by the controller once the replica's stale state is persisted: releases the
+    /// replies held for it.
+    pub fn stale_recorded(&self) {
+        let waiting = {
+            let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+            held.recorded = true;
+            std::mem::take(&mut held.waiting)
+        };
+        for release in waiting {
+            release.done();
+        }
+    }
+}
+
+/// A client reply that waits for replicas.
+#[derive(Debug)]
+enum Release {
+    /// Nothing waits (async mode).
+    Nothing,
+    /// The only replica's answer releases it.
+    One(Dest, Bytes),
+    /// The last of several replicas' answers releases it.
+    Join(Arc<Join>),
+}
+
+/// A reply waiting for several replicas.
+#[derive(Debug)]
+struct Join {
+    /// Answers still missing.
+    remaining: AtomicUsize,
+    /// The reply and where it goes, taken by the last answer.
+    reply: Mutex<Option<(Dest, Bytes)>>,
+}
+
+impl Release {
+    fn done(self) {
+        match self {
+            Release::Nothing => {}
+            Release::One(dest, reply) => dest.deliver(reply),
+            Release::Join(join) => {
+                if join.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    let taken = join
+                        .reply
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .take();
+                    if let Some((dest, reply)) = taken {
+                        dest.deliver(reply);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A replica's pending answer to one mirrored write.
+#[derive(Debug)]
+pub struct Ack {
+    /// The replica.
+    link: Arc<ReplicaLink>,
+    /// The exact reply (or replies, concatenated) it must give.
+    expect: Bytes,
+    /// What its answer releases.
+    release: Release,
+}
+
+impl Ack {
+    /// The replica answered.
+    pub fn answered(self, reply: Bytes) {
+        self.link.backlog.fetch_sub(1, Ordering::Relaxed);
+        if reply == self.expect {
+            self.link.applied.fetch_add(1, Ordering::Relaxed);
+            self.release.done();
+            return;
+        }
+        self.link.fail(format!(
+            "answered {} where the master's effect expects {}",
+            excerpt(&reply),
+            excerpt(&self.expect)
+        ));
+        self.link.release_after_failure(self.release);
+    }
+
+    /// The replica's lane failed the write (connection lost, timeout, lane closed).
+    pub fn failed(self, error: Bytes) {
+        self.link.backlog.fetch_sub(1, Ordering::Relaxed);
+        self.link.fail(format!("write failed: {}", excerpt(&error)));
+        self.link.release_after_failure(self.release);
+    }
+}
+
+/// A reply shortened for a log line.
+fn excerpt(bytes: &[u8]) -> String {
+    let mut text = String::new();
+    for &b in bytes.iter().take(80) {
+        if b.is_ascii_graphic() || b == b' ' {
+            text.push(char::from(b));
+        } else {
+            let _ = write!(text, "\\x{b:02x}");
+        }
+    }
+    if bytes.len() > 80 {
+        text.push_str("...");
+    }
+    text
+}
+
+/// Where one shard's writes are mirrored, for one routing-table epoch.
+#[derive(Debug)]
+pub struct ShardMirror {
+    /// The shard.
+    shard: ShardId,
+    /// Its master, for [`ControlEvent::MasterWriteLost`].
+    master: NodeAddr,
+    /// Its in-sync replicas at this epoch (a link may have failed since).
+    replicas: Vec<Arc<ReplicaLink>>,
+    /// `[mirror]` settings.
+    settings: Arc<MirrorConfig>,
+    /// Where lost master writes are reported.
+    events: mpsc::UnboundedSender<ControlEvent>,
+}
+
+impl ShardMirror {
+    /// Whether the shard has no in-sync replica (then writes are not mirrored at all).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.replicas.is_empty()
+    }
+
+    /// The in-sync replicas' links.
+    #[must_use]
+    pub fn replicas(&self) -> &[Arc<ReplicaLink>] {
+        &self.replicas
+    }
+
+    /// In-sync replicas that still receive writes.
+    #[must_use]
+    pub fn active(&self) -> usize {
+        self.replicas.iter().filter(|l| l.is_active()).count()
+    }
+}
+
+/// The mirroring of one write, carried by the master's lane request.
+#[derive(Debug)]
+pub struct Job {
+    /// Where it goes.
+    shard: Arc<ShardMirror>,
+    /// How the replica request is derived.
+    effect: Effect,
+    /// The request as sent to the master.
+    request: Bytes,
+    /// The protocol of the master's reply (and of the replica request).
+    protocol: Protocol,
+    /// The lane number, also used on the replicas.
+    lane: usize,
+    /// Wait for the replicas even in async mode (barriers).
+    wait: bool,
+}
+
+impl Job {
+    /// The mirroring of `request` (sent on lane `lane` in `protocol`) to `shard`'s replicas.
+    #[must_use]
+    pub fn new(
+        shard: Arc<ShardMirror>,
+        effect: Effect,
+        request: Bytes,
+        protocol: Protocol,
+        lane: usize,
+    ) -> Box<Self> {
+        Box::new(Self {
+            shard,
+            effect,
+            request,
+            protocol,
+            lane,
+            wait: false,
+        })
+    }
+
+    /// Makes the client's reply wait for the replicas whatever the mode.
+    #[must_use]
+    pub fn waiting(mut self: Box<Self>) -> Box<Self> {
+        self.wait = true;
+        self
+    }
+
+    /// The master answered `reply`: mirror the effect, then (or meanwhile, in async mode)
+    /// hand `reply` to `dest`.
+    pub fn master_answered(self, reply: Bytes, dest: Dest) {
+        let Some(mirrored) =
+            effect::replica_request(&self.effect, &self.request, &reply, self.protocol)
+        else {
+            dest.deliver(reply);
+            return;
+        };
+        let active: Vec<&Arc<ReplicaLink>> = self
+            .shard
+            .replicas
+            .iter()
+            .filter(|l| l.is_active())
+            .collect();
+        if active.is_empty() {
+            dest.deliver(reply);
+            return;
+        }
+        let settings = &self.shard.settings;
+        let sync = self.wait || settings.mode == MirrorMode::Sync;
+        let replies = if matches!(self.effect, Effect::Same) {
+            1
+        } else {
+            count_replies(&mirrored.expect)
+        };
+        let mut releases: Vec<Release> = if !sync {
+            dest.deliver(reply);
+            active.iter().map(|_| Release::Nothing).collect()
+        } else if active.len() == 1 {
+            vec![Release::One(dest, reply)]
+        } else {
+            let join = Arc::new(Join {
+                remaining: AtomicUsize::new(active.len()),
+                reply: Mutex::new(Some((dest, reply))),
+            });
+            active
+                .iter()
+                .map(|_| Release::Join(Arc::clone(&join)))
+                .collect()
+        };
+        for (link, release) in active.into_iter().zip(releases.drain(..)) {
+            let backlog = link.backlog.fetch_add(1, Ordering::Relaxed);
+            if backlog >= settings.max_lag_writes {
+                link.backlog.fetch_sub(1, Ordering::Relaxed);
+                link.fail(format!(
+                    "fell behind by {backlog} writes ([mirror] max_lag_writes)"
+                ));
+                link.release_after_failure(release);
+                continue;
+            }
+            link.node.lane_at(self.lane).submit(LaneRequest {
+                bytes: mirrored.request.clone(),
+                dest: Dest::Mirror(Box::new(Ack {
+                    link: Arc::clone(link),
+                    expect: mirrored.expect.clone(),
+                    release,
+                })),
+                protocol: self.protocol,
+                replies,
+                mirror: None,
+            });
+        }
+    }
+
+    /// The master connection failed after the write was sent: its outcome is unknown.
+    pub fn master_lost(self) {
+        if matches!(self.effect, Effect::Skip) || self.shard.active() == 0 {
+            return;
+        }
+        let _ = self.shard.events.send(ControlEvent::MasterWriteLost {
+            shard: self.shard.shard,
+            master: self.shard.master.clone(),
+        });
+    }
+
+    /// The write was never sent to the master: nothing to mirror.
+    pub fn never_sent(self) {}
+}
+
+/// How many complete replies `bytes` holds (mirrored transactions expect several).
+fn count_replies(bytes: &[u8]) -> u32 {
+    let mut scanner = crate::resp::ReplyScanner::new(crate::resp::reply::HELPER_MAX_DEPTH);
+    let mut at = 0;
+    let mut count = 0;
+    while at < bytes.len() {
+        match scanner.scan(&bytes[at..]) {
+            Ok(Some(len)) => {
+                at += len;
+                count += 1;
+            }
+            _ => break,
+        }
+    }
+    count.max(1)
+}
+
+/// Every replica link, by address, and what new routing tables need to mirror.
+#[derive(Debug)]
+pub struct Mirror {
+    /// `[mirror]` settings.
+    settings: Arc<MirrorConfig>,
+    /// Links by replica address; a link survives table changes until the replica leaves or
+    /// is resynchronised.
+    links: Mutex<HashMap<NodeAddr, Arc<ReplicaLink>>>,
+    /// Where failures are reported (the controller).
+    events: mpsc::UnboundedSender<ControlEvent>,
+}
+
+impl Mirror {
+    /// Mirroring with `settings`, reporting to `events`.
+    #[must_use]
+    pub fn new(settings: MirrorConfig, events: mpsc::UnboundedSender<ControlEvent>) -> Self {
+        Self {
+            settings: Arc::new(settings),
+            links: Mutex::new(HashMap::new()),
+            events,
+        }
+    }
+
+    /// The `[mirror]` settings.
+    #[must_use]
+    pub fn settings(&self) -> &MirrorConfig {
+        &self.settings
+    }
+
+    /// The mirror of `shard` (master `master`) to the in-sync replicas `replicas`.
+    #[must_use]
+    pub fn shard(
+        &self,
+        shard: ShardId,
+        master: &NodeAddr,
+        replicas: &[&NodeAddr],
+        pool: &NodePool,
+    ) -> Arc<ShardMirror> {
+        let mut links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
+        let replicas = replicas
+            .iter()
+            .map(|&addr| {
+                Arc::clone(links.entry(addr.clone()).or_insert_with(|| {
+                    Arc::new(ReplicaLink {
+                        addr: addr.clone(),
+                        shard,
+                        node: pool.node(addr),
+                        failed: AtomicBool::new(false),
+                        held: Mutex::new(Held::default()),
+                        backlog: AtomicUsize::new(0),
+                        applied: AtomicU64::new(0),
+                        events: self.events.clone(),
+                    })
+                }))
+            })
+            .collect();
+        Arc::new(ShardMirror {
+            shard,
+            master: master.clone(),
+            replicas,
+            settings: Arc::clone(&self.settings),
+            events: self.events.clone(),
+        })
+    }
+
+    /// The link of `addr`, if it is (or was) an in-sync replica.
+    #[must_use]
+    pub fn link(&self, addr: &NodeAddr) -> Option<Arc<ReplicaLink>> {
+        self.links
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(addr)
+            .cloned()
+    }
+
+    /// Forgets `addr`'s link: the next table that lists it in sync starts a fresh one (after
+    /// a resync, or when it left the topology).
+    pub fn forget(&self, addr: &NodeAddr) {
+        self.links
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(addr);
+    }
+}
