@@ -1,41 +1,20 @@
 //! Backend health: which nodes answer, for `/readyz` and the `backend_up` metric.
 //!
 //! [`BackendHealth`] holds one status per node: unknown until someone reports, then up or
-//! down. Two reporters feed it:
-//! - the **probe** ([`spawn_probe`]), running beside the HTTP endpoint: every
-//!   [`PROBE_INTERVAL`] it sends `PING` to every master on one kept connection (reconnecting
-//!   and re-authenticating as needed), each exchange bounded by [`PROBE_TIMEOUT`]. A master
-//!   is marked up by one good answer and down after [`PROBE_FALL`] failed rounds in a row,
-//!   so one lost packet does not flap readiness;
-//! - the **lanes**, through [`BackendHealth::set`] and [`BackendHealth::set_down`], which
-//!   know first when a connection breaks or comes back.
-//!
-//! The last report wins. The proxy is ready when every shard that serves slots has a master
+//! down. The controller's probes ([`crate::control::probe`]) feed it after every probe of
+//! every node of the topology (masters and replicas), every `[health] interval_ms`.
+//! The proxy is ready when every shard that serves slots has a master
 //! known to be up ([`BackendHealth::readiness`]).
 
 use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Duration;
+use std::sync::{PoisonError, RwLock};
 
 use bytes::{Bytes, BytesMut};
 use redshard_config::{NodeAddr, Slot, SLOT_COUNT};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::task::{JoinHandle, JoinSet};
 
-use crate::resp::{encode, reply, ReplyScanner};
+use crate::resp::encode;
 use crate::router::RoutingTable;
-use crate::shutdown::Shutdown;
 use crate::state::ProxyState;
-
-/// Time between two probe rounds.
-pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
-/// Bound on one probe: connect, AUTH and PING, or PING alone on a kept connection.
-pub const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
-/// Failed probe rounds in a row before a master is marked down.
-pub const PROBE_FALL: u32 = 2;
-/// Largest reply the probe reads before giving up on a node.
-const MAX_PROBE_REPLY: usize = 64 * 1024;
 
 /// What is known of one node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -157,79 +136,9 @@ pub fn slots_per_shard(table: &RoutingTable) -> Vec<usize> {
 }
 
 /// The probe's memory of one master.
-#[derive(Debug, Default)]
-struct Probe {
-    /// The kept connection, when the last probe succeeded.
-    conn: Option<TcpStream>,
-    /// Failed rounds in a row.
-    failures: u32,
-}
-
-/// Starts the probe of every master of the current topology (see the [module docs](self));
-/// it stops when `shutdown` fires.
-pub fn spawn_probe(state: Arc<ProxyState>, mut shutdown: Shutdown) -> JoinHandle<()> {
-    let auth = auth_request(&state);
-    tokio::spawn(async move {
-        let mut probes: HashMap<NodeAddr, Probe> = HashMap::new();
-        let mut tick = tokio::time::interval(PROBE_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = shutdown.wait() => break,
-                _ = tick.tick() => {}
-            }
-            tokio::select! {
-                () = shutdown.wait() => break,
-                () = probe_round(&state, &mut probes, auth.as_ref()) => {}
-            }
-        }
-    })
-}
-
-/// Probes every master of the current table once, at the same time, and records the results.
-async fn probe_round(
-    state: &ProxyState,
-    probes: &mut HashMap<NodeAddr, Probe>,
-    auth: Option<&Bytes>,
-) {
-    let table = state.router.load();
-    let nodes: Vec<&NodeAddr> = table.topology().nodes().collect();
-    state.health.retain(&nodes);
-    let mut masters: Vec<NodeAddr> = table
-        .shards()
-        .iter()
-        .map(|s| s.master.addr().clone())
-        .collect();
-    masters.sort_unstable();
-    masters.dedup();
-    probes.retain(|node, _| masters.contains(node));
-    let mut round = JoinSet::new();
-    for node in masters {
-        let conn = probes.entry(node.clone()).or_default().conn.take();
-        round.spawn(probe(node, conn, auth.cloned()));
-    }
-    while let Some(done) = round.join_next().await {
-        let Ok((node, result)) = done else { continue };
-        let entry = probes.entry(node.clone()).or_default();
-        match result {
-            Ok(conn) => {
-                entry.conn = Some(conn);
-                entry.failures = 0;
-                state.health.set(&node, true);
-            }
-            Err(reason) => {
-                entry.failures = entry.failures.saturating_add(1);
-                if entry.failures >= PROBE_FALL {
-                    state.health.set_down(&node, reason);
-                }
-            }
-        }
-    }
-}
-
 /// The `AUTH` of the proxy's control connections: `[backend] control_*` when set, else the
 /// client-traffic credentials.
-fn auth_request(state: &ProxyState) -> Option<Bytes> {
+pub(crate) fn auth_request(state: &ProxyState) -> Option<Bytes> {
     let backend = &state.config.backend;
     let (username, password) = match &backend.control_password {
         Some(password) => (&backend.control_username, password),
@@ -241,76 +150,6 @@ fn auth_request(state: &ProxyState) -> Option<Bytes> {
         None => encode::request(&mut out, &[b"AUTH", password.as_bytes()]),
     }
     Some(out.freeze())
-}
-
-/// One probe of `node`: PING on the kept connection, or on a new one if there is none or it
-/// failed (a connection the node closed while idle is not a failure of the node).
-async fn probe(
-    node: NodeAddr,
-    conn: Option<TcpStream>,
-    auth: Option<Bytes>,
-) -> (NodeAddr, Result<TcpStream, String>) {
-    if let Some(conn) = conn {
-        if let Ok(Ok(conn)) = tokio::time::timeout(PROBE_TIMEOUT, ping(conn)).await {
-            return (node, Ok(conn));
-        }
-    }
-    let fresh = async {
-        let mut conn = TcpStream::connect(node.as_str())
-            .await
-            .map_err(|e| format!("cannot connect: {e}"))?;
-        let _ = conn.set_nodelay(true);
-        if let Some(auth) = &auth {
-            let answer = exchange(&mut conn, auth).await?;
-            if !reply::is_ok(&answer) {
-                return Err(format!(
-                    "refused the proxy's credentials: {}",
-                    String::from_utf8_lossy(&answer).trim_end()
-                ));
-            }
-        }
-        ping(conn).await
-    };
-    let result = match tokio::time::timeout(PROBE_TIMEOUT, fresh).await {
-        Ok(result) => result,
-        Err(_) => Err(format!("no answer within {} ms", PROBE_TIMEOUT.as_millis())),
-    };
-    (node, result)
-}
-
-/// Sends `PING` and expects `+PONG`.
-async fn ping(mut conn: TcpStream) -> Result<TcpStream, String> {
-    let answer = exchange(&mut conn, b"*1\r\n$4\r\nPING\r\n").await?;
-    if answer.as_ref() == b"+PONG\r\n" {
-        Ok(conn)
-    } else {
-        Err(format!(
-            "answered PING with {}",
-            String::from_utf8_lossy(&answer).trim_end()
-        ))
-    }
-}
-
-/// Writes `request` and reads one reply.
-async fn exchange(conn: &mut TcpStream, request: &[u8]) -> Result<BytesMut, String> {
-    conn.write_all(request)
-        .await
-        .map_err(|e| format!("write failed: {e}"))?;
-    let mut buf = BytesMut::with_capacity(64);
-    let mut scanner = ReplyScanner::new(8);
-    loop {
-        match conn.read_buf(&mut buf).await {
-            Ok(0) => return Err("closed the connection".into()),
-            Ok(_) => {}
-            Err(e) => return Err(format!("read failed: {e}")),
-        }
-        match scanner.scan(&buf) {
-            Ok(Some(len)) => return Ok(buf.split_to(len)),
-            Ok(None) if buf.len() < MAX_PROBE_REPLY => {}
-            Ok(None) => return Err("sent an oversized reply".into()),
-            Err(e) => return Err(format!("sent an invalid reply ({e})")),
-        }
-    }
 }
 
 #[cfg(test)]

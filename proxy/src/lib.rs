@@ -35,6 +35,7 @@
 pub mod backend;
 pub mod clients;
 pub mod command;
+pub mod control;
 pub mod health;
 pub mod listener;
 pub mod metrics;
@@ -96,6 +97,8 @@ pub struct Proxy {
     local_addr: SocketAddr,
     /// Shared state (routing table, client list), for inspection.
     state: Arc<ProxyState>,
+    /// The controller: topology changes, health, failover, resync.
+    controller: Arc<control::Controller>,
     /// Starts the drain.
     trigger: shutdown::ShutdownTrigger,
     /// The accept loop; completes when every session has finished after shutdown.
@@ -193,11 +196,12 @@ impl Proxy {
                 endpoints(&state),
                 trigger.subscribe(),
             )));
-            background.push(health::spawn_probe(Arc::clone(&state), trigger.subscribe()));
         }
+        let controller = control::Controller::start(Arc::clone(&state), trigger.subscribe());
         let accept = tokio::spawn(listener::run(listener, Arc::clone(&state), watch));
         Ok(Self {
             local_addr,
+            controller,
             state,
             trigger,
             accept,
@@ -222,6 +226,12 @@ impl Proxy {
     #[must_use]
     pub fn state(&self) -> &Arc<ProxyState> {
         &self.state
+    }
+
+    /// The controller.
+    #[must_use]
+    pub fn controller(&self) -> &Arc<control::Controller> {
+        &self.controller
     }
 
     /// Where the HTTP endpoint listens, when it runs.

@@ -73,8 +73,8 @@ impl ProxyState {
     ) -> Arc<Self> {
         let lanes = LaneConfig::from_config(&config.backend, config.limits.max_reply_depth);
         let (events, control_rx) = tokio::sync::mpsc::unbounded_channel();
-        let mirror = crate::mirror::Mirror::new(config.mirror.clone(), events);
-        let router = Router::new(topology, NodePool::new(lanes), mirror);
+        let mirror = crate::mirror::Mirror::new(config.mirror.clone(), events.clone());
+        let router = Router::new(topology, NodePool::new(lanes).reporting(events), mirror);
         let config = Arc::new(config);
         Arc::new(Self {
             live: ArcSwap::new(Arc::clone(&config)),

@@ -8,6 +8,7 @@ mod clients;
 mod commands;
 mod limits;
 mod metrics;
+mod mirror;
 mod protocol;
 mod pubsub;
 mod resp3;

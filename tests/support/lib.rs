@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod cluster;
+pub mod replication;
 pub mod server;
 
 pub use client::{Client, Reply};

@@ -40,6 +40,14 @@ async fn connect_inner(
         .await
         .map_err(LaneError::Connect)?;
     stream.set_nodelay(true).map_err(LaneError::Connect)?;
+    // A connection the proxy gives up on (timeout, fencing) is reset, not closed: the node
+    // then discards requests it has not read yet instead of running them later (a master
+    // that wakes up from a hang after its failover must receive nothing).
+    // A zero linger never blocks the dropping thread (the deprecation is about non-zero ones).
+    #[allow(deprecated)]
+    stream
+        .set_linger(Some(std::time::Duration::ZERO))
+        .map_err(LaneError::Connect)?;
     if protocol == Protocol::Resp3 {
         // HELLO 3 authenticates too; its AUTH form always names a user.
         let mut request = BytesMut::new();

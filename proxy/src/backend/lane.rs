@@ -20,13 +20,13 @@ use bytes::{Bytes, BytesMut};
 use redshard_config::NodeAddr;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::{connect::connect, Dest, LaneConfig, LaneRequest};
 use crate::metrics;
-use crate::mirror::Job;
+use crate::mirror::{ControlEvent, Job};
 use crate::outbuf::OutBuf;
 use crate::resp::{reply, Protocol, ProtocolError, ReplyScanner};
 
@@ -65,6 +65,9 @@ pub enum LaneError {
     /// The node sent a reply nobody asked for.
     #[error("sent a reply with no request in flight")]
     Unsolicited,
+    /// The node was failed over: the proxy no longer talks to it.
+    #[error("is fenced after a failover")]
+    Fenced,
 }
 
 impl LaneError {
@@ -78,6 +81,7 @@ impl LaneError {
             Self::Io(_) | Self::Closed => error_kind::CLOSED,
             Self::Timeout(_) => error_kind::TIMEOUT,
             Self::Protocol(_) | Self::Unsolicited => error_kind::PROTOCOL,
+            Self::Fenced => error_kind::CLOSED,
         }
     }
 }
@@ -115,28 +119,66 @@ enum Ended {
     Failed(LaneError),
 }
 
+/// What a lane task needs besides its queue.
+#[derive(Debug)]
+pub struct LaneSetup {
+    /// The node.
+    pub addr: NodeAddr,
+    /// The lane's number on the node, for logs.
+    pub index: usize,
+    /// The protocol the connection starts in.
+    pub protocol: Protocol,
+    /// Timeouts, credentials, reconnection.
+    pub config: Arc<LaneConfig>,
+    /// The node's fence (see [`super::Node::fence`]); `None` never fences.
+    pub fenced: Option<watch::Receiver<bool>>,
+    /// Where failed connections are reported.
+    pub events: Option<mpsc::UnboundedSender<ControlEvent>>,
+}
+
 /// The lane task: connect, serve, reconnect, until the lane is no longer used.
-pub async fn run(
-    addr: NodeAddr,
-    index: usize,
-    protocol: Protocol,
-    config: Arc<LaneConfig>,
-    mut rx: mpsc::UnboundedReceiver<LaneRequest>,
-) {
+pub async fn run(setup: LaneSetup, mut rx: mpsc::UnboundedReceiver<LaneRequest>) {
+    let LaneSetup {
+        addr,
+        index,
+        protocol,
+        config,
+        mut fenced,
+        events,
+    } = setup;
+    let report = |events: &Option<mpsc::UnboundedSender<ControlEvent>>| {
+        if let Some(events) = events {
+            let _ = events.send(ControlEvent::ConnectionLost { addr: addr.clone() });
+        }
+    };
     let mut backoff = config.backoff_min;
     loop {
+        if let Some(fence) = fenced.as_mut() {
+            let is_fenced = *fence.borrow_and_update();
+            if is_fenced {
+                let reply = error_reply(&addr, &LaneError::Fenced);
+                if !refuse_while_fenced(&mut rx, fence, &reply).await {
+                    return;
+                }
+                continue;
+            }
+        }
         match connect(&addr, protocol, &config).await {
             Ok(stream) => {
                 debug!(node = %addr, lane = index, "lane connected");
                 backoff = config.backoff_min;
                 metrics::backend_connected(&addr);
-                let ended = serve(stream, &mut rx, &addr, protocol, &config).await;
+                let ended = serve(stream, &mut rx, &addr, protocol, &config, fenced.as_mut()).await;
                 metrics::backend_disconnected(&addr);
                 if let Ended::Failed(error) = &ended {
                     metrics::backend_error(&addr, error.metric_kind());
+                    if !matches!(error, LaneError::Fenced) {
+                        report(&events);
+                    }
                 }
                 match ended {
                     Ended::Unused => return,
+                    Ended::Failed(LaneError::Fenced) => {}
                     Ended::Failed(error) if !config.reconnect => {
                         // A private lane's connection state (WATCH) must not be silently
                         // replaced: what is queued fails, and the owner opens a new lane.
@@ -154,6 +196,7 @@ pub async fn run(
             }
             Err(error) => {
                 metrics::backend_error(&addr, error.metric_kind());
+                report(&events);
                 warn!(node = %addr, lane = index, %error, retry_ms = backoff.as_millis() as u64, "lane cannot connect");
                 let reply = error_reply(&addr, &error);
                 if !refuse_until(&mut rx, Instant::now() + backoff, &reply).await {
@@ -161,6 +204,29 @@ pub async fn run(
                 }
                 backoff = (backoff * 2).min(config.backoff_max);
             }
+        }
+    }
+}
+
+/// Answers every request with `reply` while the node is fenced. Returns `false` when every
+/// sender is gone.
+async fn refuse_while_fenced(
+    rx: &mut mpsc::UnboundedReceiver<LaneRequest>,
+    fence: &mut watch::Receiver<bool>,
+    reply: &Bytes,
+) -> bool {
+    loop {
+        tokio::select! {
+            changed = fence.changed() => {
+                let lifted = changed.is_err() || !*fence.borrow_and_update();
+                if lifted {
+                    return true;
+                }
+            }
+            request = rx.recv() => match request {
+                Some(request) => fail_request(request, reply),
+                None => return false,
+            },
         }
     }
 }
@@ -226,6 +292,7 @@ async fn serve(
     addr: &NodeAddr,
     connected: Protocol,
     config: &LaneConfig,
+    mut fenced: Option<&mut watch::Receiver<bool>>,
 ) -> Ended {
     let (mut reader, mut writer) = stream.split();
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
@@ -304,6 +371,11 @@ async fn serve(
                     break Err(e);
                 }
             }
+            changed = wait_fenced(fenced.as_deref_mut()) => {
+                if changed {
+                    break Err(LaneError::Fenced);
+                }
+            }
             () = &mut timer, if timeout.is_some() && !in_flight.is_empty() => {
                 let timeout = timeout.unwrap_or_default();
                 let oldest = in_flight.front().map_or_else(Instant::now, |r| r.sent);
@@ -324,6 +396,19 @@ async fn serve(
             Ended::Failed(error)
         }
     }
+}
+
+/// Completes with `true` when the node becomes fenced (`false` if the fence is gone); never
+/// without a fence.
+async fn wait_fenced(fenced: Option<&mut watch::Receiver<bool>>) -> bool {
+    let Some(fence) = fenced else {
+        return std::future::pending().await;
+    };
+    let fenced = fence.wait_for(|f| *f).await.is_ok();
+    if !fenced {
+        std::future::pending::<()>().await;
+    }
+    true
 }
 
 /// How far the reader is into the front request's group of replies.

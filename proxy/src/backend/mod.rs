@@ -180,6 +180,11 @@ pub struct Node {
     lanes: Box<[LaneHandle]>,
     /// Settings for private lanes and subscriber connections.
     config: Arc<LaneConfig>,
+    /// Set while the node is fenced (a master that was failed over): its lanes drop their
+    /// connections and refuse every request until the controller lifts it.
+    fenced: tokio::sync::watch::Sender<bool>,
+    /// Reports of failed connections to the controller.
+    events: Option<mpsc::UnboundedSender<crate::mirror::ControlEvent>>,
 }
 
 /// A connection of one client's own, for what cannot share a lane: transactions (WATCH,
@@ -225,15 +230,24 @@ impl Drop for PrivateLane {
 }
 
 /// Starts `config.lanes` lane tasks to `addr` (connected in RESP2; each switches per request).
-fn spawn_lanes(addr: &NodeAddr, config: &Arc<LaneConfig>) -> Box<[LaneHandle]> {
+fn spawn_lanes(
+    addr: &NodeAddr,
+    config: &Arc<LaneConfig>,
+    fenced: &tokio::sync::watch::Sender<bool>,
+    events: Option<&mpsc::UnboundedSender<crate::mirror::ControlEvent>>,
+) -> Box<[LaneHandle]> {
     (0..config.lanes.max(1))
         .map(|index| {
             let (tx, rx) = mpsc::unbounded_channel();
             tokio::spawn(lane::run(
-                addr.clone(),
-                index,
-                Protocol::Resp2,
-                Arc::clone(config),
+                lane::LaneSetup {
+                    addr: addr.clone(),
+                    index,
+                    protocol: Protocol::Resp2,
+                    config: Arc::clone(config),
+                    fenced: Some(fenced.subscribe()),
+                    events: events.cloned(),
+                },
                 rx,
             ));
             LaneHandle { tx }
@@ -242,15 +256,40 @@ fn spawn_lanes(addr: &NodeAddr, config: &Arc<LaneConfig>) -> Box<[LaneHandle]> {
 }
 
 impl Node {
-    /// Starts `config.lanes` lane tasks for `addr` on the current tokio runtime.
+    /// Starts `config.lanes` lane tasks for `addr` on the current tokio runtime; failed
+    /// connections are reported to `events`.
     #[must_use]
-    pub fn spawn(addr: NodeAddr, config: &Arc<LaneConfig>) -> Arc<Self> {
-        let lanes = spawn_lanes(&addr, config);
+    pub fn spawn(
+        addr: NodeAddr,
+        config: &Arc<LaneConfig>,
+        events: Option<mpsc::UnboundedSender<crate::mirror::ControlEvent>>,
+    ) -> Arc<Self> {
+        let fenced = tokio::sync::watch::Sender::new(false);
+        let lanes = spawn_lanes(&addr, config, &fenced, events.as_ref());
         Arc::new(Self {
             addr,
             lanes,
             config: Arc::clone(config),
+            fenced,
+            events,
         })
+    }
+
+    /// Fences the node: its lanes reset their connections (the node discards what it has not
+    /// read), fail what is in flight or queued, and refuse requests until [`Node::unfence`].
+    pub fn fence(&self) {
+        self.fenced.send_replace(true);
+    }
+
+    /// Lifts the fence: the lanes connect again.
+    pub fn unfence(&self) {
+        self.fenced.send_replace(false);
+    }
+
+    /// Whether the node is fenced.
+    #[must_use]
+    pub fn is_fenced(&self) -> bool {
+        *self.fenced.borrow()
     }
 
     /// The node's address.
@@ -279,10 +318,14 @@ impl Node {
         config.reconnect = false;
         let (tx, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(lane::run(
-            self.addr.clone(),
-            0,
-            protocol,
-            Arc::new(config),
+            lane::LaneSetup {
+                addr: self.addr.clone(),
+                index: 0,
+                protocol,
+                config: Arc::new(config),
+                fenced: Some(self.fenced.subscribe()),
+                events: self.events.clone(),
+            },
             rx,
         ));
         PrivateLane {
@@ -315,6 +358,8 @@ impl Node {
 pub struct NodePool {
     /// Lane settings for new nodes.
     config: Arc<LaneConfig>,
+    /// Where lanes report failed connections (the controller).
+    events: Option<mpsc::UnboundedSender<crate::mirror::ControlEvent>>,
     /// Nodes by address. A node dropped from every routing table stays here until
     /// [`NodePool::retain`] removes it.
     nodes: Mutex<HashMap<NodeAddr, Arc<Node>>>,
@@ -326,8 +371,16 @@ impl NodePool {
     pub fn new(config: LaneConfig) -> Self {
         Self {
             config: Arc::new(config),
+            events: None,
             nodes: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The same pool, reporting failed connections to `events`.
+    #[must_use]
+    pub fn reporting(mut self, events: mpsc::UnboundedSender<crate::mirror::ControlEvent>) -> Self {
+        self.events = Some(events);
+        self
     }
 
     /// The node at `addr`, started on first use.
@@ -340,7 +393,7 @@ impl NodePool {
         Arc::clone(
             nodes
                 .entry(addr.clone())
-                .or_insert_with(|| Node::spawn(addr.clone(), &self.config)),
+                .or_insert_with(|| Node::spawn(addr.clone(), &self.config, self.events.clone())),
         )
     }
 

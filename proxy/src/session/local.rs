@@ -155,16 +155,35 @@ fn wait(ctx: &mut Ctx, args: Args<'_>) -> Action {
     let reply = ctx.queue.reserve();
     ctx.waiting = true;
     ctx.barrier = true;
-    if timeout_ms > 0 {
-        tokio::spawn(async move {
-            tokio::time::sleep(std::time::Duration::from_millis(timeout_ms.unsigned_abs())).await;
-            reply.deliver(Bytes::from_static(b":0\r\n"));
+    let table = ctx.state.router.load();
+    let wanted = usize::try_from(replicas).unwrap_or(usize::MAX);
+    let deadline = (timeout_ms > 0).then(|| {
+        tokio::time::Instant::now() + std::time::Duration::from_millis(timeout_ms.unsigned_abs())
+    });
+    tokio::spawn(async move {
+        // Every write this client was answered before WAIT went through its slot's lane; a
+        // mirrored PING behind it on every lane of every shard has been applied by a replica
+        // only after all of them. The answer is the fewest replicas that did, over the shards.
+        let bound = deadline.map_or(std::time::Duration::from_secs(3600), |d| {
+            d.saturating_duration_since(tokio::time::Instant::now())
         });
-    } else {
-        // Blocks forever, like Redis: the entry is never filled, and the session ends as soon
-        // as the client leaves.
-        drop(reply);
-    }
+        let mut applied = usize::MAX;
+        for route in table.shards() {
+            let done = crate::mirror::barrier(route, true, bound).await;
+            let count = if done { route.mirror.active() } else { 0 };
+            applied = applied.min(count);
+        }
+        let applied = if applied == usize::MAX { 0 } else { applied };
+        if applied < wanted {
+            match deadline {
+                // Redis waits for the timeout before answering with fewer replicas.
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                // Blocks forever, like Redis: the session ends as soon as the client leaves.
+                None => return drop(reply),
+            }
+        }
+        reply.deliver(Bytes::from(format!(":{applied}\r\n")));
+    });
     Action::Done
 }
 

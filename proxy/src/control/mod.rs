@@ -1,0 +1,380 @@
+//! The controller: the one place that changes the live topology.
+//!
+//! Every change (a replica gone stale, a failover, a resync finished, an admin command, a
+//! migration step) goes through [`Controller::change`]: [`Topology::apply`] checks it, the new
+//! epoch is persisted (temp file, fsync, rename) and only then published to the data path with
+//! one `ArcSwap` store. Changes are serialised by one lock.
+//!
+//! A task ([`Controller::start`]) reacts to what the data path reports (see
+//! [`ControlEvent`]) and to the [`probe`]s, at least every `[health] interval_ms`:
+//! - a replica that failed a mirrored write is recorded `stale`, then the replies held for it
+//!   are released (see [`crate::mirror`]);
+//! - a master that is failing pauses its shard's gate when a replica could take over (requests
+//!   wait instead of failing); a master that is down is [failed over](failover) to an in-sync
+//!   replica, or its shard answers `-CLUSTERDOWN` when it has none;
+//! - a stale or new replica that answers is [resynchronised](resync) from its master;
+//! - a master connection lost with mirrored writes in flight, on a master that stays up, makes
+//!   its replicas stale (the master may have applied writes they never got).
+
+pub mod conn;
+mod failover;
+pub mod probe;
+mod resync;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use redshard_config::{
+    FileTopologyStore, NodeAddr, ReplicaState, ShardId, StoreError, Topology, TopologyChange,
+    TopologyError, TopologyStore,
+};
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use crate::mirror::ControlEvent;
+use crate::router::GateState;
+use crate::shutdown::Shutdown;
+use crate::state::ProxyState;
+use probe::Probes;
+
+/// Why a topology change was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// The change does not fit the topology (unknown shard, replica not in sync, ...).
+    #[error("{0}")]
+    Refused(#[from] TopologyError),
+    /// The new topology could not be persisted; nothing changed.
+    #[error("the topology could not be saved: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// What the controller keeps between rounds.
+#[derive(Debug, Default)]
+struct Book {
+    /// Shards whose gate a cut-over or graceful failover holds paused.
+    held: HashSet<ShardId>,
+    /// Replicas being resynchronised.
+    resyncing: HashSet<NodeAddr>,
+    /// When a replica whose resync failed may be tried again.
+    retry_at: HashMap<NodeAddr, Instant>,
+    /// Shards whose master lost a connection with mirrored writes in flight: the master then
+    /// and when.
+    lost: HashMap<ShardId, (NodeAddr, Instant)>,
+    /// Failovers done, for INFO and metrics.
+    failovers: u64,
+    /// The last failover, for INFO: shard name, old and new master, detection and total time.
+    last_failover: Option<String>,
+}
+
+/// The controller of one proxy.
+#[derive(Debug)]
+pub struct Controller {
+    /// The proxy's shared state (router, mirror links, config).
+    state: Arc<ProxyState>,
+    /// Where topologies are persisted; `None` keeps them in memory.
+    store: Option<FileTopologyStore>,
+    /// Serialises changes.
+    change_lock: tokio::sync::Mutex<()>,
+    /// Node health.
+    probes: Probes,
+    /// Woken by probes with news.
+    changed: Arc<Notify>,
+    /// Bookkeeping.
+    book: Mutex<Book>,
+}
+
+impl Controller {
+    /// The controller of `state`, persisting to `state.config.topology_file` when set. Starts
+    /// its task on the current runtime; it ends with `shutdown`.
+    #[must_use]
+    pub fn start(state: Arc<ProxyState>, shutdown: Shutdown) -> Arc<Self> {
+        let changed = Arc::new(Notify::new());
+        let probes = Probes::new(
+            state.config.health.clone(),
+            crate::health::auth_request(&state),
+            Arc::clone(&state.health),
+            Arc::clone(&changed),
+        );
+        let store = state
+            .config
+            .topology_file
+            .as_ref()
+            .map(|p| FileTopologyStore::new(p.clone()));
+        let controller = Arc::new(Self {
+            state,
+            store,
+            change_lock: tokio::sync::Mutex::new(()),
+            probes,
+            changed,
+            book: Mutex::new(Book::default()),
+        });
+        controller
+            .probes
+            .track(controller.state.router.load().topology().nodes());
+        let events = controller
+            .state
+            .control_rx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        tokio::spawn(Arc::clone(&controller).run(events, shutdown));
+        controller
+    }
+
+    fn book(&self) -> std::sync::MutexGuard<'_, Book> {
+        self.book.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The proxy's state.
+    #[must_use]
+    pub fn state(&self) -> &Arc<ProxyState> {
+        &self.state
+    }
+
+    /// What the probes know of `addr`.
+    #[must_use]
+    pub fn probe(&self, addr: &NodeAddr) -> probe::ProbeStatus {
+        self.probes.status(addr)
+    }
+
+    /// Failovers done since start, and a line on the last one.
+    #[must_use]
+    pub fn failovers(&self) -> (u64, Option<String>) {
+        let book = self.book();
+        (book.failovers, book.last_failover.clone())
+    }
+
+    /// Applies `change`, persists the result and publishes it. Returns the new topology.
+    ///
+    /// # Errors
+    /// The change does not fit the current topology, or it could not be persisted; in both
+    /// cases nothing changed.
+    pub async fn change(&self, change: TopologyChange) -> Result<Arc<Topology>, ChangeError> {
+        let _guard = self.change_lock.lock().await;
+        let current = Arc::clone(self.state.router.load().topology());
+        let next = current.apply(&change)?;
+        if let Some(store) = &self.store {
+            store.save(&next)?;
+        }
+        info!(epoch = next.epoch, change = %change, "topology changed");
+        self.state.router.install(next);
+        let table = self.state.router.load();
+        self.probes.track(table.topology().nodes());
+        Ok(Arc::clone(table.topology()))
+    }
+
+    /// The controller's task.
+    async fn run(
+        self: Arc<Self>,
+        events: Option<tokio::sync::mpsc::UnboundedReceiver<ControlEvent>>,
+        mut shutdown: Shutdown,
+    ) {
+        let Some(mut events) = events else {
+            warn!("a controller already runs for this proxy");
+            return;
+        };
+        let mut tick = tokio::time::interval(self.state.config.health.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.wait() => break,
+                event = events.recv() => match event {
+                    Some(event) => self.handle(event).await,
+                    None => break,
+                },
+                () = self.changed.notified() => self.round().await,
+                _ = tick.tick() => self.round().await,
+            }
+        }
+        self.probes.stop();
+    }
+
+    /// Handles one report of the data path.
+    async fn handle(self: &Arc<Self>, event: ControlEvent) {
+        match event {
+            ControlEvent::ReplicaFailed {
+                shard,
+                addr,
+                reason,
+            } => {
+                let change = TopologyChange::SetReplicaState {
+                    shard,
+                    addr: addr.clone(),
+                    state: ReplicaState::Stale,
+                };
+                if let Err(e) = self.change(change).await {
+                    // Already stale or gone: nothing to persist.
+                    info!(replica = %addr, error = %e, %reason, "replica failure not recorded");
+                }
+                if let Some(link) = self.state.router.mirror().link(&addr) {
+                    link.stale_recorded();
+                }
+            }
+            ControlEvent::ConnectionLost { addr } => self.probes.kick(&addr),
+            ControlEvent::MasterWriteLost { shard, master } => {
+                self.book()
+                    .lost
+                    .entry(shard)
+                    .or_insert((master, Instant::now()));
+            }
+        }
+    }
+
+    /// One round over every shard: gates, failovers, lost writes, resyncs.
+    async fn round(self: &Arc<Self>) {
+        let health = self.state.config.health.clone();
+        let table = self.state.router.load();
+        let topology = Arc::clone(table.topology());
+        for shard in &topology.shards {
+            let master = self.probes.status(&shard.master);
+            let candidate = self.candidate(shard);
+            if master.is_down(&health) {
+                if let (true, Some(replica)) = (health.auto_failover, candidate.as_ref()) {
+                    let since = master.failing_since.unwrap_or_else(Instant::now);
+                    if let Err(e) = self.failover(shard.id, replica, false, since).await {
+                        warn!(shard = %shard.name, error = %e, "failover failed");
+                    }
+                    continue;
+                }
+            }
+            self.settle_gate(shard.id, &master, candidate.is_some());
+            self.check_lost_writes(shard, &master, &health);
+            self.start_resyncs(shard, &master);
+        }
+    }
+
+    /// The replica to promote if `shard`'s master is down: in sync, still mirrored to, and
+    /// answering probes.
+    fn candidate(&self, shard: &redshard_config::Shard) -> Option<NodeAddr> {
+        let mirror = self.state.router.mirror();
+        shard
+            .replicas
+            .iter()
+            .filter(|r| r.state == ReplicaState::InSync)
+            .filter(|r| mirror.link(&r.addr).is_none_or(|l| l.is_active()))
+            .find(|r| self.probes.status(&r.addr).is_up())
+            .map(|r| r.addr.clone())
+    }
+
+    /// Sets `shard`'s gate from its master's health and what holds it.
+    fn settle_gate(&self, shard: ShardId, master: &probe::ProbeStatus, can_fail_over: bool) {
+        let held = self.book().held.contains(&shard);
+        let health = &self.state.config.health;
+        let wanted = if held {
+            GateState::Paused
+        } else if master.is_down(health) && !can_fail_over {
+            GateState::Down
+        } else if master.is_failing() && can_fail_over && health.auto_failover {
+            // It may be failed over soon: new requests wait for the outcome.
+            GateState::Paused
+        } else {
+            GateState::Open
+        };
+        let gate = self.state.router.gate(shard);
+        if gate.state() != wanted {
+            gate.set(wanted);
+        }
+    }
+
+    /// Pauses or reopens `shard`'s gate for a cut-over (see [`resync`], [`failover`]).
+    fn hold(&self, shard: ShardId, held: bool) {
+        {
+            let mut book = self.book();
+            if held {
+                book.held.insert(shard);
+            } else {
+                book.held.remove(&shard);
+            }
+        }
+        let gate = self.state.router.gate(shard);
+        if held {
+            gate.set(GateState::Paused);
+        } else if gate.state() == GateState::Paused {
+            gate.set(GateState::Open);
+            // The next round corrects it if the master's health says otherwise.
+            self.changed.notify_one();
+        }
+    }
+
+    /// Makes the replicas of a shard stale when its master lost mirrored writes in flight and
+    /// stayed up (it may hold writes they never got).
+    fn check_lost_writes(
+        &self,
+        shard: &redshard_config::Shard,
+        master: &probe::ProbeStatus,
+        health: &redshard_config::HealthConfig,
+    ) {
+        let lost = self.book().lost.get(&shard.id).cloned();
+        let Some((lost_master, when)) = lost else {
+            return;
+        };
+        if lost_master != shard.master {
+            // Failed over since: the old master's writes are gone with it.
+            self.book().lost.remove(&shard.id);
+            return;
+        }
+        if !(master.is_up() && when.elapsed() >= health.down_after) {
+            return;
+        }
+        self.book().lost.remove(&shard.id);
+        for replica in shard
+            .replicas
+            .iter()
+            .filter(|r| r.state == ReplicaState::InSync)
+        {
+            if let Some(link) = self.state.router.mirror().link(&replica.addr) {
+                link.fail(format!(
+                    "the master {} stayed up after a connection with mirrored writes in flight failed; their outcome is unknown",
+                    shard.master
+                ));
+            }
+        }
+    }
+
+    /// Starts the resync of the shard's replicas that need one and answer, one at a time.
+    fn start_resyncs(
+        self: &Arc<Self>,
+        shard: &redshard_config::Shard,
+        master: &probe::ProbeStatus,
+    ) {
+        if !master.is_up() {
+            return;
+        }
+        let mut book = self.book();
+        if shard
+            .replicas
+            .iter()
+            .any(|r| book.resyncing.contains(&r.addr))
+        {
+            return;
+        }
+        let now = Instant::now();
+        let next = shard.replicas.iter().find(|r| {
+            r.state != ReplicaState::InSync
+                && book.retry_at.get(&r.addr).is_none_or(|t| *t <= now)
+                && self.probes.status(&r.addr).is_up()
+        });
+        if let Some(replica) = next {
+            book.resyncing.insert(replica.addr.clone());
+            let controller = Arc::clone(self);
+            let (shard, addr) = (shard.id, replica.addr.clone());
+            tokio::spawn(async move {
+                let result = controller.resync(shard, &addr).await;
+                let mut book = controller.book();
+                book.resyncing.remove(&addr);
+                match result {
+                    Ok(took) => {
+                        book.retry_at.remove(&addr);
+                        info!(replica = %addr, took_ms = took.as_millis() as u64, "replica resynchronised and in sync");
+                    }
+                    Err(e) => {
+                        book.retry_at
+                            .insert(addr.clone(), Instant::now() + Duration::from_secs(2));
+                        warn!(replica = %addr, error = %e, "resync failed; retrying in 2 s");
+                    }
+                }
+            });
+        }
+    }
+}

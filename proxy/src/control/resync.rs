@@ -1,0 +1,197 @@
+//! Resync: a replica that is new, stale, or a returning old master is refilled with Redis's own
+//! full sync, then cut over to mirroring.
+//!
+//! 1. Record it `syncing` (it gets no traffic), give it the credentials to reach the master
+//!    (`masteruser`/`masterauth`: the proxy's control credentials, or its client credentials),
+//!    and send `REPLICAOF <master>`.
+//! 2. Wait (at most `[mirror] resync_timeout_ms`) until its link is up and the sync is done.
+//! 3. Cut over within `[mirror] cutover_timeout_ms`: pause the shard's gate (requests wait,
+//!    nothing fails), drain every master lane, wait until the replica's replication offset
+//!    reaches the master's, `REPLICAOF NO ONE`, record it `in-sync` (new epoch: from now on
+//!    it gets every write through the mirror), open the gate.
+
+use std::time::{Duration, Instant};
+
+use redshard_config::{NodeAddr, ReplicaState, ShardId, TopologyChange};
+use tracing::info;
+
+use super::conn::{ConnError, ControlConn};
+use super::{ChangeError, Controller};
+
+/// Why a resync stopped; it is retried.
+#[derive(Debug, thiserror::Error)]
+pub enum ResyncError {
+    /// A control exchange failed.
+    #[error("{0}")]
+    Conn(#[from] ConnError),
+    /// The topology could not record a step.
+    #[error("{0}")]
+    Change(#[from] ChangeError),
+    /// The shard, master or replica changed meanwhile.
+    #[error("the shard changed during the resync")]
+    Moved,
+    /// A wait passed its bound.
+    #[error("{0}")]
+    Timeout(String),
+}
+
+/// How often replication progress is polled.
+const POLL: Duration = Duration::from_millis(50);
+
+impl Controller {
+    /// Resynchronises `addr`, a replica of `shard`. Returns how long it took.
+    pub(super) async fn resync(
+        &self,
+        shard: ShardId,
+        addr: &NodeAddr,
+    ) -> Result<Duration, ResyncError> {
+        let started = Instant::now();
+        let settings = self.state.config.mirror.clone();
+        let master = {
+            let table = self.state.router.load();
+            let found = table.topology().shard(shard).ok_or(ResyncError::Moved)?;
+            match found.replica(addr) {
+                Some(r) if r.state == ReplicaState::InSync => return Ok(started.elapsed()),
+                Some(r) if r.state == ReplicaState::Stale => {
+                    drop(table);
+                    self.change(TopologyChange::SetReplicaState {
+                        shard,
+                        addr: addr.clone(),
+                        state: ReplicaState::Syncing,
+                    })
+                    .await?;
+                    self.master_of(shard)?
+                }
+                Some(_) => found.master.clone(),
+                None => return Err(ResyncError::Moved),
+            }
+        };
+        info!(replica = %addr, master = %master, "resync: full sync from the master");
+        let auth = crate::health::auth_request(&self.state);
+        let timeout = Duration::from_secs(5);
+        let mut replica = ControlConn::open(addr, auth.as_ref(), timeout).await?;
+        self.give_master_credentials(&mut replica).await?;
+        replica
+            .call_ok(&[
+                b"REPLICAOF",
+                master.host().as_bytes(),
+                master.port().to_string().as_bytes(),
+            ])
+            .await?;
+        let deadline = Instant::now() + settings.resync_timeout;
+        loop {
+            let info = replica.info("replication").await?;
+            if info.get("master_link_status").map(String::as_str) == Some("up")
+                && info.get("master_sync_in_progress").map(String::as_str) == Some("0")
+            {
+                break;
+            }
+            pace(deadline, "the full sync").await?;
+        }
+        if self.master_of(shard)? != master {
+            return Err(ResyncError::Moved);
+        }
+        self.hold(shard, true);
+        let cut = self
+            .cut_over(shard, addr, &master, &mut replica, settings.cutover_timeout)
+            .await;
+        self.hold(shard, false);
+        cut?;
+        Ok(started.elapsed())
+    }
+
+    /// The master of `shard` now.
+    fn master_of(&self, shard: ShardId) -> Result<NodeAddr, ResyncError> {
+        let table = self.state.router.load();
+        table
+            .topology()
+            .shard(shard)
+            .map(|s| s.master.clone())
+            .ok_or(ResyncError::Moved)
+    }
+
+    /// Sets `masteruser`/`masterauth` on a replica when the proxy uses credentials.
+    async fn give_master_credentials(&self, replica: &mut ControlConn) -> Result<(), ResyncError> {
+        let backend = &self.state.config.backend;
+        let (user, password) = match &backend.control_password {
+            Some(p) => (backend.control_username.as_ref(), Some(p)),
+            None => (backend.username.as_ref(), backend.password.as_ref()),
+        };
+        if let Some(password) = password {
+            if let Some(user) = user {
+                replica
+                    .call_ok(&[b"CONFIG", b"SET", b"masteruser", user.as_bytes()])
+                    .await?;
+            }
+            replica
+                .call_ok(&[b"CONFIG", b"SET", b"masterauth", password.as_bytes()])
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The write pause of a resync (the gate is held by the caller).
+    async fn cut_over(
+        &self,
+        shard: ShardId,
+        addr: &NodeAddr,
+        master: &NodeAddr,
+        replica: &mut ControlConn,
+        bound: Duration,
+    ) -> Result<(), ResyncError> {
+        let paused = Instant::now();
+        let table = self.state.router.load();
+        let route = table
+            .shards()
+            .iter()
+            .find(|s| s.id == shard)
+            .ok_or(ResyncError::Moved)?;
+        if !crate::mirror::barrier(route, false, bound).await {
+            return Err(ResyncError::Timeout(format!(
+                "the master's lanes did not drain within {} ms",
+                bound.as_millis()
+            )));
+        }
+        let auth = crate::health::auth_request(&self.state);
+        let mut master_conn = ControlConn::open(master, auth.as_ref(), bound).await?;
+        let info = master_conn.info("replication").await?;
+        let target: u64 = info
+            .get("master_repl_offset")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let deadline = paused + bound;
+        loop {
+            let info = replica.info("replication").await?;
+            let offset: u64 = info
+                .get("slave_repl_offset")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if offset >= target {
+                break;
+            }
+            pace(deadline, "the replica to reach the master's offset").await?;
+        }
+        replica.call_ok(&[b"REPLICAOF", b"NO", b"ONE"]).await?;
+        self.state.router.mirror().forget(addr);
+        self.state.router.pool().node(addr).unfence();
+        self.change(TopologyChange::SetReplicaState {
+            shard,
+            addr: addr.clone(),
+            state: ReplicaState::InSync,
+        })
+        .await?;
+        info!(replica = %addr, pause_ms = paused.elapsed().as_millis() as u64, "resync: cut over to mirroring");
+        Ok(())
+    }
+}
+
+/// Sleeps one [`POLL`] before the next check, or fails once `deadline` has passed.
+async fn pace(deadline: Instant, what: &str) -> Result<(), ResyncError> {
+    if Instant::now() >= deadline {
+        return Err(ResyncError::Timeout(format!(
+            "timed out waiting for {what}"
+        )));
+    }
+    tokio::time::sleep(POLL).await;
+    Ok(())
+}

@@ -1,0 +1,364 @@
+//! Mirroring: every write reaches the replicas in the master's order, deterministically.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redshard_config::ReplicaState;
+use redshard_tests::replication::{digest, expiry_times, wait_until};
+use redshard_tests::{Client, Reply, TestCluster};
+use tokio::task::JoinSet;
+
+/// Nodes that answer DEBUG DIGEST.
+pub(crate) const DEBUG: &[&str] = &["--enable-debug-command", "yes"];
+
+/// Asserts every replica holds exactly its master's data and expiry times.
+pub(crate) async fn assert_replicas_equal(cluster: &TestCluster) {
+    let topology = Arc::clone(
+        cluster
+            .proxy
+            .as_ref()
+            .expect("proxy")
+            .state()
+            .router
+            .load()
+            .topology(),
+    );
+    for shard in &topology.shards {
+        for replica in &shard.replicas {
+            assert_eq!(
+                replica.state,
+                ReplicaState::InSync,
+                "{} of {}",
+                replica.addr,
+                shard.name
+            );
+            let (m, r) = (shard.master.to_string(), replica.addr.to_string());
+            assert_eq!(
+                digest(&m).await,
+                digest(&r).await,
+                "digest of {r} differs from its master {m}"
+            );
+            assert_eq!(
+                expiry_times(&m).await,
+                expiry_times(&r).await,
+                "expiry times of {r} differ from {m}"
+            );
+        }
+    }
+}
+
+fn ok_or_panic(what: &str, reply: &Reply) {
+    assert!(!matches!(reply, Reply::Error(_)), "{what}: {reply:?}");
+}
+
+/// One client's share of the mixed workload: every kind of write the issue lists.
+async fn mixed_writes(mut client: Client, worker: usize, rounds: usize) {
+    for i in 0..rounds {
+        let t = format!("{{w{worker}k{}}}", i % 16);
+        let cmds: Vec<Vec<String>> = vec![
+            vec!["SET".into(), format!("{t}s"), format!("v{i}")],
+            vec![
+                "SET".into(),
+                format!("{t}ex"),
+                "v".into(),
+                "EX".into(),
+                "1000".into(),
+            ],
+            vec![
+                "SET".into(),
+                format!("{t}px"),
+                "v".into(),
+                "PX".into(),
+                "900000".into(),
+                "GET".into(),
+            ],
+            vec![
+                "SETEX".into(),
+                format!("{t}setex"),
+                "500".into(),
+                "v".into(),
+            ],
+            vec![
+                "PSETEX".into(),
+                format!("{t}psetex"),
+                "500000".into(),
+                "v".into(),
+            ],
+            vec!["EXPIRE".into(), format!("{t}s"), "700".into()],
+            vec![
+                "PEXPIRE".into(),
+                format!("{t}s"),
+                "800000".into(),
+                "GT".into(),
+            ],
+            vec!["GETEX".into(), format!("{t}ex"), "EX".into(), "600".into()],
+            vec![
+                "HSET".into(),
+                format!("{t}h"),
+                "f".into(),
+                i.to_string(),
+                "g".into(),
+                "x".into(),
+            ],
+            vec!["HINCRBY".into(), format!("{t}h"), "n".into(), "3".into()],
+            vec![
+                "HINCRBYFLOAT".into(),
+                format!("{t}h"),
+                "fl".into(),
+                "0.1".into(),
+            ],
+            vec![
+                "LPUSH".into(),
+                format!("{t}l"),
+                format!("a{i}"),
+                format!("b{i}"),
+            ],
+            vec!["RPOP".into(), format!("{t}l")],
+            vec![
+                "SADD".into(),
+                format!("{t}set"),
+                format!("m{i}"),
+                format!("n{i}"),
+                format!("o{i}"),
+            ],
+            vec!["SPOP".into(), format!("{t}set")],
+            vec!["SPOP".into(), format!("{t}set"), "2".into()],
+            vec![
+                "ZADD".into(),
+                format!("{t}z"),
+                i.to_string(),
+                format!("m{i}"),
+            ],
+            vec!["ZINCRBY".into(), format!("{t}z"), "1.5".into(), "m0".into()],
+            vec![
+                "XADD".into(),
+                format!("{t}x"),
+                "*".into(),
+                "f".into(),
+                i.to_string(),
+            ],
+            vec![
+                "XADD".into(),
+                format!("{t}x"),
+                "MAXLEN".into(),
+                "~".into(),
+                "20".into(),
+                "*".into(),
+                "g".into(),
+                "v".into(),
+            ],
+            vec!["INCRBYFLOAT".into(), format!("{t}f"), "0.1".into()],
+            vec![
+                "EVAL".into(),
+                "redis.call('SET', KEYS[1], ARGV[1]); return redis.call('INCR', KEYS[2])".into(),
+                "2".into(),
+                format!("{t}ea"),
+                format!("{t}eb"),
+                i.to_string(),
+            ],
+            vec!["MULTI".into()],
+            vec!["INCR".into(), format!("{t}c")],
+            vec!["LPUSH".into(), format!("{t}l2"), "x".into()],
+            vec!["SPOP".into(), format!("{t}set")],
+            vec!["EXEC".into()],
+        ];
+        for reply in client.pipeline(&cmds).await {
+            ok_or_panic("mixed workload", &reply);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mixed_workload_leaves_every_replica_equal_to_its_master() {
+    let cluster = TestCluster::start_with(3, true, "", DEBUG).await;
+    let mut workers = JoinSet::new();
+    for worker in 0..8 {
+        workers.spawn(mixed_writes(cluster.client().await, worker, 40));
+    }
+    while let Some(done) = workers.join_next().await {
+        done.expect("worker");
+    }
+    assert_replicas_equal(&cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_async_mode_also_leaves_replicas_equal_after_wait() {
+    let cluster = TestCluster::start_with(2, true, "[mirror]\nmode = \"async\"\n", DEBUG).await;
+    let mut client = cluster.client().await;
+    for i in 0..200 {
+        ok_or_panic("set", &client.cmd(&["SET", &format!("k{i}"), "v"]).await);
+        ok_or_panic("incr", &client.cmd(&["INCR", &format!("n{}", i % 7)]).await);
+    }
+    // WAIT counts the replicas that applied everything this client wrote.
+    assert_eq!(client.cmd(&["WAIT", "1", "1000"]).await, Reply::Int(1));
+    assert_replicas_equal(&cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_counts_in_sync_replicas() {
+    let with = TestCluster::start_with(2, true, "", &[]).await;
+    let mut client = with.client().await;
+    client.cmd(&["SET", "a", "1"]).await;
+    assert_eq!(client.cmd(&["WAIT", "1", "0"]).await, Reply::Int(1));
+    assert_eq!(client.cmd(&["WAIT", "0", "0"]).await, Reply::Int(0));
+    let without = TestCluster::start(2).await;
+    let mut client = without.client().await;
+    assert_eq!(client.cmd(&["WAIT", "1", "100"]).await, Reply::Int(0));
+}
+
+/// Writers that count errors until told to stop.
+struct Load {
+    stop: Arc<AtomicBool>,
+    errors: Arc<AtomicU64>,
+    writes: Arc<AtomicU64>,
+    tasks: JoinSet<Vec<(String, String)>>,
+}
+
+impl Load {
+    /// `clients` writers SETting unique keys (and INCRs) through the proxy; each returns the
+    /// keys whose SET was acknowledged, with their values.
+    async fn start(cluster: &TestCluster, clients: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let errors = Arc::new(AtomicU64::new(0));
+        let writes = Arc::new(AtomicU64::new(0));
+        let mut tasks = JoinSet::new();
+        for c in 0..clients {
+            let (stop, errors, writes) = (stop.clone(), errors.clone(), writes.clone());
+            let mut client = cluster.client().await;
+            tasks.spawn(async move {
+                let mut acked = Vec::new();
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = format!("load:{c}:{i}");
+                    let value = format!("v{i}");
+                    match client.cmd(&["SET", &key, &value]).await {
+                        Reply::Status(s) if s == "OK" => acked.push((key, value)),
+                        other => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                            eprintln!("load error: {other:?}");
+                        }
+                    }
+                    if let Reply::Error(e) =
+                        client.cmd(&["INCR", &format!("load:n{}", i % 5)]).await
+                    {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("load error: {e}");
+                    }
+                    writes.fetch_add(2, Ordering::Relaxed);
+                    i += 1;
+                }
+                acked
+            });
+        }
+        Self {
+            stop,
+            errors,
+            writes,
+            tasks,
+        }
+    }
+
+    /// Stops the writers; returns every acknowledged (key, value) and the error count.
+    async fn finish(mut self) -> (Vec<(String, String)>, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut acked = Vec::new();
+        while let Some(done) = self.tasks.join_next().await {
+            acked.extend(done.expect("writer"));
+        }
+        (acked, self.errors.load(Ordering::Relaxed))
+    }
+}
+
+fn replica_state(cluster: &TestCluster, addr: &str) -> Option<ReplicaState> {
+    let table = cluster.proxy.as_ref()?.state().router.load();
+    table
+        .topology()
+        .shards
+        .iter()
+        .flat_map(|s| &s.replicas)
+        .find(|r| r.addr.as_str() == addr)
+        .map(|r| r.state)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_replica_goes_stale_without_client_errors_and_resyncs_when_back() {
+    let mut cluster = TestCluster::start_with(2, true, "", DEBUG).await;
+    let load = Load::start(&cluster, 4).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let replica = cluster.replicas[0].addr();
+    cluster.replicas[0].kill();
+    wait_until(
+        Duration::from_secs(5),
+        "the replica to be recorded stale",
+        || async { replica_state(&cluster, &replica) == Some(ReplicaState::Stale) },
+    )
+    .await;
+    let before = load.writes.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        load.writes.load(Ordering::Relaxed) > before,
+        "writes go on without the replica"
+    );
+    cluster.replicas[0].restart();
+    wait_until(
+        Duration::from_secs(20),
+        "the replica to be resynchronised",
+        || async { replica_state(&cluster, &replica) == Some(ReplicaState::InSync) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (acked, errors) = load.finish().await;
+    assert_eq!(errors, 0, "clients saw errors");
+    assert!(acked.len() > 100, "the load ran: {} writes", acked.len());
+    assert_replicas_equal(&cluster).await;
+    // Nothing acknowledged is missing from the resynchronised replica's shard.
+    let mut client = cluster.client().await;
+    for (key, value) in acked.iter().step_by(7) {
+        assert_eq!(client.cmd(&["GET", key]).await, Reply::bulk(value));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_mode_keeps_every_acknowledged_write_through_a_master_kill() {
+    let mut cluster = TestCluster::start_with(2, true, "", &[]).await;
+    let load = Load::start(&cluster, 4).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.masters[0].kill();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (acked, _errors) = load.finish().await;
+    assert!(acked.len() > 100, "the load ran: {} writes", acked.len());
+    let mut client = cluster.client().await;
+    for (key, value) in &acked {
+        assert_eq!(
+            &client.cmd(&["GET", key]).await,
+            &Reply::bulk(value),
+            "acknowledged {key} lost"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_answers_differently_goes_stale() {
+    let cluster = TestCluster::start_with(1, true, "", &[]).await;
+    let mut client = cluster.client().await;
+    // Make the replica diverge behind the proxy's back.
+    let mut replica = Client::connect(cluster.replicas[0].addr()).await;
+    replica.cmd(&["SET", "counter", "100"]).await;
+    assert_eq!(client.cmd(&["INCR", "counter"]).await, Reply::Int(1));
+    let addr = cluster.replicas[0].addr();
+    wait_until(
+        Duration::from_secs(5),
+        "the replica to be recorded stale",
+        || async { replica_state(&cluster, &addr) != Some(ReplicaState::InSync) },
+    )
+    .await;
+    // The resync brings it back, equal.
+    wait_until(
+        Duration::from_secs(20),
+        "the replica to be resynchronised",
+        || async { replica_state(&cluster, &addr) == Some(ReplicaState::InSync) },
+    )
+    .await;
+    assert_eq!(replica.cmd(&["GET", "counter"]).await, Reply::bulk("1"));
+}

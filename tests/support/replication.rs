@@ -1,0 +1,90 @@
+//! Helpers for mirroring and failover tests: digests, key expiry times, waiting for a state.
+
+use std::time::{Duration, Instant};
+
+use crate::{Client, Reply};
+
+/// `DEBUG DIGEST` of the node at `addr` (nodes must run with `--enable-debug-command yes`).
+pub async fn digest(addr: &str) -> String {
+    match Client::connect(addr.to_owned())
+        .await
+        .cmd(&["DEBUG", "DIGEST"])
+        .await
+    {
+        Reply::Status(s) => s,
+        other => panic!("DEBUG DIGEST on {addr}: {other:?}"),
+    }
+}
+
+/// Every key of the node at `addr` with its `PEXPIRETIME`, sorted.
+pub async fn expiry_times(addr: &str) -> Vec<(Vec<u8>, i64)> {
+    let mut client = Client::connect(addr.to_owned()).await;
+    let mut keys = Vec::new();
+    let mut cursor = String::from("0");
+    loop {
+        let Reply::Array(parts) = client.cmd(&["SCAN", &cursor, "COUNT", "1000"]).await else {
+            panic!("SCAN failed on {addr}");
+        };
+        cursor = parts[0].text();
+        if let Reply::Array(batch) = &parts[1] {
+            for key in batch {
+                if let Reply::Bulk(Some(key)) = key {
+                    keys.push(key.clone());
+                }
+            }
+        }
+        if cursor == "0" {
+            break;
+        }
+    }
+    keys.sort();
+    let mut out = Vec::with_capacity(keys.len());
+    for key in keys {
+        let at = match client.cmd(&[b"PEXPIRETIME".as_slice(), &key]).await {
+            Reply::Int(at) => at,
+            other => panic!("PEXPIRETIME on {addr}: {other:?}"),
+        };
+        out.push((key, at));
+    }
+    out
+}
+
+/// `INFO` field `field` of section `section` on the node at `addr`.
+pub async fn info_field(addr: &str, section: &str, field: &str) -> Option<String> {
+    let reply = Client::connect(addr.to_owned())
+        .await
+        .cmd(&["INFO", section])
+        .await;
+    let Reply::Bulk(Some(text)) = reply else {
+        return None;
+    };
+    String::from_utf8_lossy(&text).lines().find_map(|l| {
+        l.strip_prefix(&format!("{field}:"))
+            .map(|v| v.trim().to_owned())
+    })
+}
+
+/// Polls `check` every 50 ms until it returns true; panics with `what` after `timeout`.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sends SIGSTOP or SIGCONT to `pid`.
+pub fn signal(pid: u32, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{sig} {pid}");
+}
