@@ -41,6 +41,8 @@ pub struct ProxyState {
     pub log_level: Option<LogLevelHook>,
     /// Held during a reload, so SIGHUP and `POST /-/reload` do not interleave.
     pub reload_lock: Mutex<()>,
+    /// Slot migrations: the queue, and the per-key locks the data path shares with the mover.
+    pub migrations: crate::control::migrate::Migrations,
     /// The data path's reports to the controller, taken once by the controller task.
     pub control_rx:
         Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<crate::mirror::ControlEvent>>>,
@@ -89,6 +91,7 @@ impl ProxyState {
             log_level: options.log_level,
             reload_lock: Mutex::new(()),
             control_rx: Mutex::new(Some(control_rx)),
+            migrations: crate::control::migrate::Migrations::default(),
         })
     }
 

@@ -11,6 +11,7 @@ mod metrics;
 mod mirror;
 mod protocol;
 mod pubsub;
+mod resharding;
 mod resp3;
 mod routing;
 mod split;

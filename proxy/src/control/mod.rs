@@ -18,6 +18,7 @@
 
 pub mod conn;
 mod failover;
+pub mod migrate;
 pub mod probe;
 mod resync;
 
@@ -118,7 +119,10 @@ impl Controller {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
+        let mover_shutdown = shutdown.clone();
         tokio::spawn(Arc::clone(&controller).run(events, shutdown));
+        controller.resume_migrations();
+        tokio::spawn(Arc::clone(&controller).run_migrations(mover_shutdown));
         controller
     }
 

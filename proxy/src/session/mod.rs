@@ -106,6 +106,10 @@ pub(crate) struct Ctx {
     /// The wait for a paused shard passed `[health] failover_wait_ms`: the held request gets
     /// `-CLUSTERDOWN` instead of waiting again.
     pub pause_expired: bool,
+    /// The keys of the held request have been moved by the running migration: send it.
+    pub migrated: bool,
+    /// Moving the keys of the held request failed: answer it with this error.
+    pub migration_failed: Option<String>,
 }
 
 /// One client connection being served.
@@ -130,8 +134,9 @@ pub struct Session {
     over_soft_since: Option<Instant>,
     /// When an unauthenticated connection is closed (with a proxy password).
     auth_deadline: Option<tokio::time::Instant>,
-    /// The gate of a paused shard the next request waits for, and until when.
-    paused: Option<(watch::Receiver<GateState>, tokio::time::Instant)>,
+    /// What the request at the front of the read buffer waits for before it is dispatched
+    /// again.
+    paused: Option<Hold>,
 }
 
 impl Session {
@@ -163,6 +168,8 @@ impl Session {
                 pubsub: None,
                 waiting: false,
                 pause_expired: false,
+                migrated: false,
+                migration_failed: None,
                 current_cmd: None,
                 auth_failures: 0,
                 access: redshard_config::Access::All,
@@ -260,9 +267,13 @@ impl Session {
                         Err(e) => return Err(e),
                     }
                 }
-                expired = wait_gate(&mut self.paused), if pausing => {
+                outcome = wait_hold(&mut self.paused), if pausing => {
                     self.paused = None;
-                    self.ctx.pause_expired = expired;
+                    match outcome {
+                        Released::Gate { expired } => self.ctx.pause_expired = expired,
+                        Released::Migrated(Ok(())) => self.ctx.migrated = true,
+                        Released::Migrated(Err(e)) => self.ctx.migration_failed = Some(e),
+                    }
                     self.held_back = true;
                 }
                 () = sleep_until_opt(deadline), if deadline.is_some() => {
@@ -423,10 +434,22 @@ impl Session {
             if let dispatch::Action::Pause(gate) = action {
                 // The frame stays scanned; it is dispatched again when the gate opens.
                 let wait = self.ctx.state.live.load().health.failover_wait;
-                self.paused = Some((gate, tokio::time::Instant::now() + wait));
+                self.paused = Some(Hold::Gate(gate, tokio::time::Instant::now() + wait));
+                break;
+            }
+            if let dispatch::Action::Migrate(keys) = action {
+                // The frame stays scanned; it is dispatched again once its keys have moved.
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let state = Arc::clone(&self.ctx.state);
+                tokio::spawn(async move {
+                    let moved = state.migrations.ensure_moved(&state, &keys).await;
+                    let _ = tx.send(moved.map(|_| ()));
+                });
+                self.paused = Some(Hold::Migration(rx));
                 break;
             }
             self.ctx.pause_expired = false;
+            self.ctx.migrated = false;
             count += 1;
             let bytes = if frame.kind == FrameKind::Inline {
                 let bytes = bytes::Bytes::copy_from_slice(self.scanner.inline_resp());
@@ -454,16 +477,40 @@ impl Session {
     }
 }
 
-/// Waits until the paused gate opens (returns `false`) or the wait times out (`true`).
-async fn wait_gate(
-    paused: &mut Option<(watch::Receiver<GateState>, tokio::time::Instant)>,
-) -> bool {
-    let Some((gate, deadline)) = paused.as_mut() else {
-        return std::future::pending().await;
-    };
-    let deadline = *deadline;
-    tokio::select! {
-        _ = gate.wait_for(|s| *s != GateState::Paused) => false,
-        () = tokio::time::sleep_until(deadline) => true,
+/// What a held request waits for.
+#[derive(Debug)]
+enum Hold {
+    /// A paused shard's gate, until a deadline.
+    Gate(watch::Receiver<GateState>, tokio::time::Instant),
+    /// The move of its keys by the running migration.
+    Migration(tokio::sync::oneshot::Receiver<Result<(), String>>),
+}
+
+/// How a hold ended.
+enum Released {
+    /// The gate opened, or the wait `expired`.
+    Gate {
+        /// The wait passed `[health] failover_wait_ms`.
+        expired: bool,
+    },
+    /// The keys moved, or could not be.
+    Migrated(Result<(), String>),
+}
+
+/// Waits until the hold ends.
+async fn wait_hold(hold: &mut Option<Hold>) -> Released {
+    match hold.as_mut() {
+        None => std::future::pending().await,
+        Some(Hold::Gate(gate, deadline)) => {
+            let deadline = *deadline;
+            tokio::select! {
+                _ = gate.wait_for(|s| *s != GateState::Paused) => Released::Gate { expired: false },
+                () = tokio::time::sleep_until(deadline) => Released::Gate { expired: true },
+            }
+        }
+        Some(Hold::Migration(rx)) => Released::Migrated(
+            rx.await
+                .unwrap_or_else(|_| Err("the move was abandoned".into())),
+        ),
     }
 }
