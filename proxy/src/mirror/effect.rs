@@ -267,7 +267,7 @@ pub fn replica_request(
 // ---------------------------------------------------------------------------------------
 // prepare
 
-/// [`prepare`] on any argument list (the tests and [`replica_request`] use plain slices).
+/// [`prepare`] on any argument list (the session has `Args`, the tests plain slices).
 fn prepare_args<A: ArgList + ?Sized>(name: &str, args: &A, now_ms: i64) -> Prepared {
     let effect = match name {
         "set" => return rewrite_set(args, now_ms),
