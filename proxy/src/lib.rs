@@ -19,6 +19,7 @@
 //!   treats each command.
 //! - [`router`]: the slot table in an `ArcSwap`, and the routing of one request.
 //! - [`backend`]: per-node lanes: long-lived, multiplexed, pipelined connections.
+//! - [`mirror`]: the replicas get each write's effect, made deterministic.
 //! - [`shutdown`]: the drain signal shared by every task.
 //! - [`metrics`]: metric names, the recording API, and the HTTP endpoint (`/metrics`,
 //!   `/livez`, `/readyz`, `POST /-/reload`) on `metrics_listen`.

@@ -25,10 +25,21 @@ async fn load_keys(client: &mut Client, n: usize) {
         for &i in chunk {
             cmds.push(match i % 5 {
                 0 => vec!["SET".into(), format!("key:{i}"), format!("v{i}")],
-                1 => vec!["HSET".into(), format!("key:{i}"), "f".into(), format!("v{i}")],
+                1 => vec![
+                    "HSET".into(),
+                    format!("key:{i}"),
+                    "f".into(),
+                    format!("v{i}"),
+                ],
                 2 => vec!["RPUSH".into(), format!("key:{i}"), format!("v{i}")],
                 3 => vec!["SADD".into(), format!("key:{i}"), format!("v{i}")],
-                _ => vec!["SET".into(), format!("key:{i}"), format!("v{i}"), "EX".into(), "100000".into()],
+                _ => vec![
+                    "SET".into(),
+                    format!("key:{i}"),
+                    format!("v{i}"),
+                    "EX".into(),
+                    "100000".into(),
+                ],
             });
         }
         for reply in client.pipeline(&cmds).await {
@@ -91,7 +102,11 @@ impl Traffic {
                 last.into_iter().collect()
             });
         }
-        Self { stop, errors, tasks }
+        Self {
+            stop,
+            errors,
+            tasks,
+        }
     }
 
     async fn finish(mut self) -> (Vec<(String, String)>, u64) {
@@ -107,7 +122,10 @@ impl Traffic {
 async fn wait_migrations_done(controller: &Controller, timeout: Duration) {
     wait_until(timeout, "the migrations to finish", || async {
         let all = controller.migrations();
-        if let Some(failed) = all.iter().find(|m| matches!(m.state, MigrationState::Failed(_))) {
+        if let Some(failed) = all
+            .iter()
+            .find(|m| matches!(m.state, MigrationState::Failed(_)))
+        {
             panic!("migration failed: {failed:?}");
         }
         all.iter()
@@ -125,7 +143,9 @@ async fn assert_keys_where_they_belong(cluster: &TestCluster, controller: &Contr
             panic!("KEYS");
         };
         for key in keys {
-            let Reply::Bulk(Some(key)) = key else { continue };
+            let Reply::Bulk(Some(key)) = key else {
+                continue;
+            };
             let slot = Slot::for_key(&key);
             assert_eq!(
                 topology.slot_state(slot),
@@ -141,10 +161,7 @@ async fn assert_keys_where_they_belong(cluster: &TestCluster, controller: &Contr
 }
 
 /// Adds a shard named `name` with a master and an in-sync replica (new redis-servers).
-async fn add_shard(
-    controller: &Arc<Controller>,
-    name: &str,
-) -> (RedisServer, RedisServer) {
+async fn add_shard(controller: &Arc<Controller>, name: &str) -> (RedisServer, RedisServer) {
     let master = RedisServer::start_with(DEBUG);
     let replica = RedisServer::start_with(DEBUG);
     let topology = controller
@@ -164,11 +181,23 @@ async fn add_shard(
         .await
         .expect("add replica");
     let addr = replica.addr();
-    wait_until(Duration::from_secs(20), "the new replica to be in sync", || async {
-        controller.state().router.load().topology().shard(id).unwrap().replicas[0].state
-            == ReplicaState::InSync
-            && addr.len() > 0
-    })
+    wait_until(
+        Duration::from_secs(20),
+        "the new replica to be in sync",
+        || async {
+            controller
+                .state()
+                .router
+                .load()
+                .topology()
+                .shard(id)
+                .unwrap()
+                .replicas[0]
+                .state
+                == ReplicaState::InSync
+                && addr.len() > 0
+        },
+    )
     .await;
     (master, replica)
 }
@@ -183,18 +212,33 @@ async fn scale_out_and_back_in_under_load_loses_nothing() {
 
     // Scale out: a third shard, then a third of the slots to it.
     let (_m3, _r3) = add_shard(&controller, "s3").await;
-    controller.migrate_count("s1", "s3", 2730).expect("queue s1 -> s3");
-    controller.migrate_count("s2", "s3", 2731).expect("queue s2 -> s3");
+    controller
+        .migrate_count("s1", "s3", 2730)
+        .expect("queue s1 -> s3");
+    controller
+        .migrate_count("s2", "s3", 2731)
+        .expect("queue s2 -> s3");
     wait_migrations_done(&controller, Duration::from_secs(120)).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_keys_where_they_belong(&cluster, &controller).await;
 
     // Scale in: hand the slots back, remove the replica, then the master.
-    let s3 = controller.state().router.load().topology().shard_by_name("s3").unwrap().id;
+    let s3 = controller
+        .state()
+        .router
+        .load()
+        .topology()
+        .shard_by_name("s3")
+        .unwrap()
+        .id;
     let owned = controller.state().router.load().topology().slots_of(s3);
     let (first, second) = owned.split_at(owned.len() / 2);
-    controller.migrate("s3", "s1", first.to_vec()).expect("queue back to s1");
-    controller.migrate("s3", "s2", second.to_vec()).expect("queue back to s2");
+    controller
+        .migrate("s3", "s1", first.to_vec())
+        .expect("queue back to s1");
+    controller
+        .migrate("s3", "s2", second.to_vec())
+        .expect("queue back to s2");
     wait_migrations_done(&controller, Duration::from_secs(120)).await;
     let (last, errors) = traffic.finish().await;
     assert_eq!(errors, 0, "clients saw errors");
@@ -202,7 +246,10 @@ async fn scale_out_and_back_in_under_load_loses_nothing() {
     let topology = controller.state().router.load().topology().clone();
     let replica = topology.shard(s3).unwrap().replicas[0].addr.clone();
     controller
-        .change(TopologyChange::RemoveReplica { shard: s3, addr: replica })
+        .change(TopologyChange::RemoveReplica {
+            shard: s3,
+            addr: replica,
+        })
         .await
         .expect("remove the replica");
     controller
@@ -219,7 +266,11 @@ async fn scale_out_and_back_in_under_load_loses_nothing() {
         assert_eq!(read_key(&mut client, i).await, expected, "key:{i}");
     }
     for (key, value) in last {
-        assert_eq!(client.cmd(&["GET", &key]).await, Reply::bulk(&value), "{key}");
+        assert_eq!(
+            client.cmd(&["GET", &key]).await,
+            Reply::bulk(&value),
+            "{key}"
+        );
     }
     assert_keys_where_they_belong(&cluster, &controller).await;
     assert_replicas_equal(&cluster).await;

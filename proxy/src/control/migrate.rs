@@ -21,9 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use redshard_config::{
-    NodeAddr, ShardId, Slot, SlotRange, SlotState, Topology, TopologyChange,
-};
+use redshard_config::{NodeAddr, ShardId, Slot, SlotRange, SlotState, Topology, TopologyChange};
 use tokio::sync::{oneshot, Notify};
 use tracing::{info, warn};
 
@@ -301,7 +299,14 @@ async fn move_key(state: &ProxyState, key: &Bytes) -> Result<Option<u64>, String
         let at = expires_at.to_string();
         encode::request(
             &mut restore,
-            &[b"RESTORE", key, at.as_bytes(), &payload, b"REPLACE", b"ABSTTL"],
+            &[
+                b"RESTORE",
+                key,
+                at.as_bytes(),
+                &payload,
+                b"REPLACE",
+                b"ABSTTL",
+            ],
         );
     } else {
         encode::request(&mut restore, &[b"RESTORE", key, b"0", &payload, b"REPLACE"]);
@@ -443,7 +448,10 @@ impl Controller {
     pub async fn cancel_migrations(&self) -> Result<(), MigrateError> {
         let migrations = &self.state.migrations;
         let dropped: Vec<Job> = {
-            let mut queue = migrations.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut queue = migrations
+                .queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             if queue.is_empty() {
                 return Err(MigrateError::NoneRunning);
             }
@@ -508,7 +516,13 @@ impl Controller {
         let topology = Arc::clone(table.topology());
         for migration in topology.migrations() {
             info!(from = %migration.from, to = %migration.to, "resuming a migration");
-            self.enqueue(&topology, migration.from, migration.to, migration.slots, true);
+            self.enqueue(
+                &topology,
+                migration.from,
+                migration.to,
+                migration.slots,
+                true,
+            );
         }
     }
 
@@ -517,11 +531,20 @@ impl Controller {
         let migrations = &self.state.migrations;
         loop {
             let next = {
-                let mut queue = migrations.queue.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut queue = migrations
+                    .queue
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
                 queue.front_mut().map(|job| {
                     job.started = Some(Instant::now());
                     job.update(|p| p.state = MigrationState::Running);
-                    (job.from, job.to, job.slots.clone(), job.begun, Arc::clone(&job.progress))
+                    (
+                        job.from,
+                        job.to,
+                        job.slots.clone(),
+                        job.begun,
+                        Arc::clone(&job.progress),
+                    )
                 })
             };
             let Some((from, to, slots, begun, progress)) = next else {
@@ -547,8 +570,15 @@ impl Controller {
                     job.update(|p| p.state = MigrationState::Cancelled);
                     // Bring back what moved: the reversed migration runs next.
                     let topology = Arc::clone(self.state.router.load().topology());
-                    let mut queue = migrations.queue.lock().unwrap_or_else(PoisonError::into_inner);
-                    let name = |id| topology.shard(id).map_or_else(|| id.to_string(), |s| s.name.clone());
+                    let mut queue = migrations
+                        .queue
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    let name = |id| {
+                        topology
+                            .shard(id)
+                            .map_or_else(|| id.to_string(), |s| s.name.clone())
+                    };
                     queue.push_front(Job {
                         from: to,
                         to: from,
@@ -664,7 +694,8 @@ impl Controller {
             .sum::<usize>()
             + moving;
         let auth = crate::health::auth_request(&self.state);
-        let Ok(mut conn) = ControlConn::open(source.master.addr(), auth.as_ref(), Duration::from_secs(5)).await
+        let Ok(mut conn) =
+            ControlConn::open(source.master.addr(), auth.as_ref(), Duration::from_secs(5)).await
         else {
             return 0;
         };
@@ -750,7 +781,10 @@ enum Outcome {
 
 /// Keeps `progress` in the history.
 fn remember(migrations: &Migrations, progress: MigrationProgress) {
-    let mut history = migrations.history.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut history = migrations
+        .history
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
     history.push_back(progress);
     while history.len() > HISTORY {
         history.pop_front();
