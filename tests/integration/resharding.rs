@@ -135,7 +135,7 @@ async fn wait_migrations_done(controller: &Controller, timeout: Duration) {
 }
 
 /// Every key on every master belongs to a slot that master's shard owns.
-async fn assert_keys_where_they_belong(cluster: &TestCluster, controller: &Controller) {
+async fn assert_keys_where_they_belong(controller: &Controller) {
     let topology = Arc::clone(controller.state().router.load().topology());
     for shard in &topology.shards {
         let mut client = Client::connect(shard.master.to_string()).await;
@@ -220,7 +220,7 @@ async fn scale_out_and_back_in_under_load_loses_nothing() {
         .expect("queue s2 -> s3");
     wait_migrations_done(&controller, Duration::from_secs(120)).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_keys_where_they_belong(&cluster, &controller).await;
+    assert_keys_where_they_belong(&controller).await;
 
     // Scale in: hand the slots back, remove the replica, then the master.
     let s3 = controller
@@ -258,11 +258,7 @@ async fn scale_out_and_back_in_under_load_loses_nothing() {
         .expect("remove the master");
 
     for i in 0..5000 {
-        let expected = if i % 5 == 1 || i % 5 == 2 || i % 5 == 3 {
-            Reply::bulk(&format!("v{i}"))
-        } else {
-            Reply::bulk(&format!("v{i}"))
-        };
+        let expected = Reply::bulk(&format!("v{i}"));
         assert_eq!(read_key(&mut client, i).await, expected, "key:{i}");
     }
     for (key, value) in last {
@@ -272,6 +268,6 @@ async fn scale_out_and_back_in_under_load_loses_nothing() {
             "{key}"
         );
     }
-    assert_keys_where_they_belong(&cluster, &controller).await;
+    assert_keys_where_they_belong(&controller).await;
     assert_replicas_equal(&cluster).await;
 }

@@ -459,7 +459,8 @@ fn deliver_replies(
         match request.mirror {
             Some(job) => (*job).master_answered(last, request.dest),
             None => match request.dest {
-                dest @ Dest::Mirror(_) => dest.deliver(whole),
+                // The proxy's own waiters and replica checks read every reply of a group.
+                dest @ (Dest::Mirror(_) | Dest::Signal(_)) => dest.deliver(whole),
                 dest => dest.deliver(last),
             },
         }

@@ -72,7 +72,7 @@ pub enum Dest {
     Client(ReplyTo),
     /// A replica's answer to a mirrored write, checked against the master's.
     Mirror(Box<crate::mirror::Ack>),
-    /// A waiter inside the proxy (barriers, control work).
+    /// A waiter inside the proxy (barriers, control work); it gets every reply of a group.
     Signal(tokio::sync::oneshot::Sender<Bytes>),
     /// Nobody: the reply is dropped.
     Discard,
