@@ -43,7 +43,7 @@ fn routing(c: &mut Criterion) {
         .expect("runtime");
     // Lanes are spawned (they fail to connect in the background; routing does not touch them).
     let table = runtime.block_on(async {
-        let pool = NodePool::new(LaneConfig::from_config(&config.backend, 128));
+        let pool = NodePool::new(LaneConfig::from_config(&config.backend, 128, None));
         RoutingTable::build(std::sync::Arc::new(Topology::from_config(&config)), &pool)
     });
     let keys: Vec<String> = (0..1024).map(|i| format!("key:{i:06}")).collect();

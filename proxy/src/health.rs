@@ -3,8 +3,9 @@
 //! [`BackendHealth`] holds one status per node: unknown until someone reports, then up or
 //! down. Two reporters feed it:
 //! - the **probe** ([`spawn_probe`]), running beside the HTTP endpoint: every
-//!   [`PROBE_INTERVAL`] it sends `PING` to every master on one kept connection (reconnecting
-//!   and re-authenticating as needed), each exchange bounded by [`PROBE_TIMEOUT`]. A master
+//!   [`PROBE_INTERVAL`] it sends `PING` to every master on one kept connection (reconnecting,
+//!   with TLS when `[backend] tls` is on, and re-authenticating as needed), each exchange
+//!   bounded by [`PROBE_TIMEOUT`]. A master
 //!   is marked up by one good answer and down after [`PROBE_FALL`] failed rounds in a row,
 //!   so one lost packet does not flap readiness;
 //! - the **lanes**, through [`BackendHealth::set`] and [`BackendHealth::set_down`], which
@@ -20,8 +21,10 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use redshard_config::{NodeAddr, Slot, SLOT_COUNT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::task::{JoinHandle, JoinSet};
+
+use crate::backend::stream::BackendStream;
+use crate::tls::BackendTls;
 
 use crate::resp::{encode, reply, ReplyScanner};
 use crate::router::RoutingTable;
@@ -30,7 +33,8 @@ use crate::state::ProxyState;
 
 /// Time between two probe rounds.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
-/// Bound on one probe: connect, AUTH and PING, or PING alone on a kept connection.
+/// Bound on one probe: connect (and the TLS handshake), AUTH and PING, or PING alone on a
+/// kept connection.
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Failed probe rounds in a row before a master is marked down.
 pub const PROBE_FALL: u32 = 2;
@@ -160,7 +164,7 @@ pub fn slots_per_shard(table: &RoutingTable) -> Vec<usize> {
 #[derive(Debug, Default)]
 struct Probe {
     /// The kept connection, when the last probe succeeded.
-    conn: Option<TcpStream>,
+    conn: Option<BackendStream>,
     /// Failed rounds in a row.
     failures: u32,
 }
@@ -169,6 +173,7 @@ struct Probe {
 /// it stops when `shutdown` fires.
 pub fn spawn_probe(state: Arc<ProxyState>, mut shutdown: Shutdown) -> JoinHandle<()> {
     let auth = auth_request(&state);
+    let tls = state.tls.backend.clone();
     tokio::spawn(async move {
         let mut probes: HashMap<NodeAddr, Probe> = HashMap::new();
         let mut tick = tokio::time::interval(PROBE_INTERVAL);
@@ -180,7 +185,7 @@ pub fn spawn_probe(state: Arc<ProxyState>, mut shutdown: Shutdown) -> JoinHandle
             }
             tokio::select! {
                 () = shutdown.wait() => break,
-                () = probe_round(&state, &mut probes, auth.as_ref()) => {}
+                () = probe_round(&state, &mut probes, auth.as_ref(), tls.as_ref()) => {}
             }
         }
     })
@@ -191,6 +196,7 @@ async fn probe_round(
     state: &ProxyState,
     probes: &mut HashMap<NodeAddr, Probe>,
     auth: Option<&Bytes>,
+    tls: Option<&Arc<BackendTls>>,
 ) {
     let table = state.router.load();
     let nodes: Vec<&NodeAddr> = table.topology().nodes().collect();
@@ -206,7 +212,7 @@ async fn probe_round(
     let mut round = JoinSet::new();
     for node in masters {
         let conn = probes.entry(node.clone()).or_default().conn.take();
-        round.spawn(probe(node, conn, auth.cloned()));
+        round.spawn(probe(node, conn, auth.cloned(), tls.cloned()));
     }
     while let Some(done) = round.join_next().await {
         let Ok((node, result)) = done else { continue };
@@ -247,19 +253,19 @@ fn auth_request(state: &ProxyState) -> Option<Bytes> {
 /// failed (a connection the node closed while idle is not a failure of the node).
 async fn probe(
     node: NodeAddr,
-    conn: Option<TcpStream>,
+    conn: Option<BackendStream>,
     auth: Option<Bytes>,
-) -> (NodeAddr, Result<TcpStream, String>) {
+    tls: Option<Arc<BackendTls>>,
+) -> (NodeAddr, Result<BackendStream, String>) {
     if let Some(conn) = conn {
         if let Ok(Ok(conn)) = tokio::time::timeout(PROBE_TIMEOUT, ping(conn)).await {
             return (node, Ok(conn));
         }
     }
     let fresh = async {
-        let mut conn = TcpStream::connect(node.as_str())
+        let mut conn = BackendStream::connect(&node, tls.as_deref())
             .await
             .map_err(|e| format!("cannot connect: {e}"))?;
-        let _ = conn.set_nodelay(true);
         if let Some(auth) = &auth {
             let answer = exchange(&mut conn, auth).await?;
             if !reply::is_ok(&answer) {
@@ -279,7 +285,7 @@ async fn probe(
 }
 
 /// Sends `PING` and expects `+PONG`.
-async fn ping(mut conn: TcpStream) -> Result<TcpStream, String> {
+async fn ping(mut conn: BackendStream) -> Result<BackendStream, String> {
     let answer = exchange(&mut conn, b"*1\r\n$4\r\nPING\r\n").await?;
     if answer.as_ref() == b"+PONG\r\n" {
         Ok(conn)
@@ -292,7 +298,7 @@ async fn ping(mut conn: TcpStream) -> Result<TcpStream, String> {
 }
 
 /// Writes `request` and reads one reply.
-async fn exchange(conn: &mut TcpStream, request: &[u8]) -> Result<BytesMut, String> {
+async fn exchange(conn: &mut BackendStream, request: &[u8]) -> Result<BytesMut, String> {
     conn.write_all(request)
         .await
         .map_err(|e| format!("write failed: {e}"))?;
