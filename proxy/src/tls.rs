@@ -401,4 +401,6 @@ fn roots(
 }
 
 #[cfg(test)]
+pub(crate) mod test_pki;
+#[cfg(test)]
 mod tests;

@@ -13,5 +13,6 @@ mod pubsub;
 mod resp3;
 mod routing;
 mod split;
+mod tls;
 mod tools;
 mod transactions;

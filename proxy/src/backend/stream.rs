@@ -220,3 +220,83 @@ impl AsyncWrite for BackendWriter<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::{Bytes, BytesMut};
+    use redshard_config::{BackendTlsConfig, TlsConfig};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpSocket;
+
+    use super::*;
+    use crate::outbuf::OutBuf;
+    use crate::tls::test_pki::Ca;
+    use crate::tls::ServerTls;
+
+    /// A lane writes until its output is empty, then only reads. When the socket is full at
+    /// the last write, rustls keeps that write's last records: the read must push them out,
+    /// or the node never gets them and both sides wait forever.
+    #[tokio::test]
+    async fn records_left_by_the_last_write_leave_through_the_read() {
+        const TOTAL: usize = 1024 * 1024;
+        // More than small socket buffers hold, less than rustls buffers (64 KiB).
+        const TAIL: usize = 48 * 1024;
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::new();
+        let ca_file = ca.write(dir.path(), "ca.crt");
+        let files = ca.issue(dir.path(), "server", &["127.0.0.1"]);
+        let server = ServerTls::load(&TlsConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            cert_file: files.cert_file,
+            key_file: files.key_file,
+            client_ca_file: None,
+        })
+        .unwrap();
+        let client = BackendTls::load(&BackendTlsConfig {
+            ca_file,
+            server_name: None,
+            client_cert: None,
+        })
+        .unwrap();
+        let listen = TcpSocket::new_v4().unwrap();
+        listen.set_recv_buffer_size(4096).unwrap();
+        listen.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = listen.listen(16).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = server.acceptor();
+        let (written_tx, written_rx) = tokio::sync::oneshot::channel::<()>();
+        let node = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut tls = acceptor.accept(tcp).await.unwrap();
+            let mut body = vec![0u8; TOTAL - TAIL];
+            tls.read_exact(&mut body).await.unwrap();
+            // Stop reading until the proxy's side has handed over everything.
+            written_rx.await.unwrap();
+            let mut tail = vec![0u8; TAIL];
+            tls.read_exact(&mut tail).await.unwrap();
+            tls.write_all(b"+OK\r\n").await.unwrap();
+            tls.flush().await.unwrap();
+        });
+
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_send_buffer_size(4096).unwrap();
+        let tcp = socket.connect(addr).await.unwrap();
+        let node_addr = NodeAddr::parse(&addr.to_string()).unwrap();
+        let mut stream =
+            BackendStream::Tls(Box::new(client.connect(&node_addr, tcp).await.unwrap()));
+        let (mut reader, mut writer) = stream.split();
+        let mut out = OutBuf::new();
+        out.push(Bytes::from(vec![b'x'; TOTAL]));
+        out.write_all(&mut writer).await.unwrap();
+        written_tx.send(()).unwrap();
+        let mut answer = BytesMut::new();
+        tokio::time::timeout(Duration::from_secs(10), reader.read_buf(&mut answer))
+            .await
+            .expect("the node got every byte and answered")
+            .unwrap();
+        assert_eq!(&answer[..], b"+OK\r\n");
+        node.await.unwrap();
+    }
+}

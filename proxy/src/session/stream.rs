@@ -129,3 +129,71 @@ impl ClientStream for TlsStream<TcpStream> {
         let _ = std::pin::Pin::new(self).poll_flush(&mut cx);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use redshard_config::{BackendTlsConfig, NodeAddr, TlsConfig};
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpSocket;
+
+    use super::*;
+    use crate::tls::test_pki::Ca;
+    use crate::tls::{BackendTls, ServerTls};
+
+    /// The session's write discipline: wait for writability while there is output or the
+    /// stream holds some, write without waiting, and stop only when both are empty. With a
+    /// small socket buffer the last records stay inside rustls after the output empties;
+    /// `has_pending_output` keeps them from being forgotten.
+    #[tokio::test]
+    async fn output_left_inside_tls_leaves_once_the_socket_takes_it() {
+        const TOTAL: usize = 256 * 1024;
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::new();
+        let ca_file = ca.write(dir.path(), "ca.crt");
+        let files = ca.issue(dir.path(), "proxy", &["127.0.0.1"]);
+        let server = ServerTls::load(&TlsConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            cert_file: files.cert_file,
+            key_file: files.key_file,
+            client_ca_file: None,
+        })
+        .unwrap();
+        let client = BackendTls::load(&BackendTlsConfig {
+            ca_file,
+            server_name: None,
+            client_cert: None,
+        })
+        .unwrap();
+        let listen = TcpSocket::new_v4().unwrap();
+        listen.set_send_buffer_size(4096).unwrap();
+        listen.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = listen.listen(16).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let reader = tokio::spawn(async move {
+            let node = NodeAddr::parse(&addr.to_string()).unwrap();
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let mut tls = client.connect(&node, tcp).await.unwrap();
+            // A client that reads late, in small pieces.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut got = vec![0u8; TOTAL];
+            tokio::time::timeout(Duration::from_secs(10), tls.read_exact(&mut got))
+                .await
+                .expect("every byte arrives")
+                .unwrap();
+            assert!(got.iter().all(|&b| b == b'r'));
+        });
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut stream = server.acceptor().accept(tcp).await.unwrap();
+        let mut out = OutBuf::new();
+        out.push(Bytes::from(vec![b'r'; TOTAL]));
+        stream.try_write(&mut out).unwrap();
+        while !out.is_empty() || stream.has_pending_output() {
+            stream.writable().await.unwrap();
+            stream.try_write(&mut out).unwrap();
+        }
+        reader.await.unwrap();
+    }
+}

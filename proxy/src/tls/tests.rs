@@ -1,47 +1,9 @@
-use std::path::Path;
-
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use redshard_config::CertFiles;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use super::test_pki::Ca;
 use super::*;
-
-/// A certificate authority made for one test.
-struct Ca(CertifiedIssuer<'static, KeyPair>);
-
-impl Ca {
-    fn new() -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        Self(CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap())
-    }
-
-    /// Writes the CA's certificate to `dir/name`.
-    fn write(&self, dir: &Path, name: &str) -> PathBuf {
-        let path = dir.join(name);
-        std::fs::write(&path, self.0.pem()).unwrap();
-        path
-    }
-
-    /// Writes a certificate for `names` signed by this CA, and its key, to `dir/name.crt`
-    /// and `dir/name.key`.
-    fn issue(&self, dir: &Path, name: &str, names: &[&str]) -> CertFiles {
-        let key = KeyPair::generate().unwrap();
-        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-        let cert = CertificateParams::new(names)
-            .unwrap()
-            .signed_by(&key, &self.0)
-            .unwrap();
-        let files = CertFiles {
-            cert_file: dir.join(format!("{name}.crt")),
-            key_file: dir.join(format!("{name}.key")),
-        };
-        std::fs::write(&files.cert_file, cert.pem()).unwrap();
-        std::fs::write(&files.key_file, key.serialize_pem()).unwrap();
-        files
-    }
-}
 
 fn server(files: &CertFiles, client_ca: Option<PathBuf>) -> TlsConfig {
     TlsConfig {
