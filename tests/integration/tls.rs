@@ -319,52 +319,45 @@ impl TlsRedis {
         for _attempt in 0..5 {
             let port = free_port();
             let dir = tempfile::tempdir().unwrap();
-            let mut child = Command::new("redis-server")
-                .args([
-                    "--port",
-                    "0",
-                    "--tls-port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                ])
-                .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            let child = Command::new("redis-server")
+                .args(["--port", "0", "--tls-port", &port.to_string()])
+                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args(["--protected-mode", "no", "--tls-auth-clients", "yes"])
                 .arg("--tls-cert-file")
                 .arg(&server.cert)
                 .arg("--tls-key-file")
                 .arg(&server.key)
                 .arg("--tls-ca-cert-file")
                 .arg(ca)
-                .args(["--tls-auth-clients", "yes"])
                 .arg("--dir")
                 .arg(dir.path())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("redis-server runs (apt-get install redis-server)");
+            // Owned at once, so that a failing check below kills it.
+            let mut redis = Self {
+                port,
+                child,
+                _dir: dir,
+            };
             let config = client_config(ca, Some(client));
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
+                if let Ok(Some(_)) = redis.child.try_wait() {
                     break; // the port was taken meanwhile
                 }
                 if let Ok(stream) = connect_tls(addr, Arc::clone(&config)).await {
                     // Another test's server could hold the port: it must be our child.
                     let info = Client::over(stream).cmd(&["INFO", "server"]).await.text();
-                    if info.contains(&format!("process_id:{}\r\n", child.id())) {
-                        return Self {
-                            port,
-                            child,
-                            _dir: dir,
-                        };
+                    if info.contains(&format!("process_id:{}\r\n", redis.child.id())) {
+                        return redis;
                     }
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            let _ = child.kill();
-            let _ = child.wait();
         }
         panic!("a TLS redis-server did not start after 5 attempts");
     }
