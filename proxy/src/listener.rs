@@ -134,7 +134,7 @@ async fn accept_loop(
     let _ = done_rx.recv().await;
 }
 
-/// Serves a plaintext client.
+/// Serves a client over `stream`: a plaintext socket, or a TLS stream after its handshake.
 async fn serve<S: crate::session::ClientStream>(
     stream: S,
     state: Arc<ProxyState>,
