@@ -15,5 +15,6 @@ mod resharding;
 mod resp3;
 mod routing;
 mod split;
+mod tls;
 mod tools;
 mod transactions;

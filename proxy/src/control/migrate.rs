@@ -25,7 +25,6 @@ use redshard_config::{NodeAddr, ShardId, Slot, SlotRange, SlotState, Topology, T
 use tokio::sync::{oneshot, Notify};
 use tracing::{info, warn};
 
-use super::conn::ControlConn;
 use super::Controller;
 use crate::backend::Dest;
 use crate::mirror::effect::Effect;
@@ -693,9 +692,9 @@ impl Controller {
             .map(SlotRange::len)
             .sum::<usize>()
             + moving;
-        let auth = crate::health::auth_request(&self.state);
-        let Ok(mut conn) =
-            ControlConn::open(source.master.addr(), auth.as_ref(), Duration::from_secs(5)).await
+        let Ok(mut conn) = self
+            .connect(source.master.addr(), Duration::from_secs(5))
+            .await
         else {
             return 0;
         };
@@ -716,7 +715,6 @@ impl Controller {
         to: ShardId,
         progress: &Arc<Mutex<MigrationProgress>>,
     ) -> Result<u64, String> {
-        let auth = crate::health::auth_request(&self.state);
         let migrations = &self.state.migrations;
         let mut found = 0;
         'restart: loop {
@@ -724,7 +722,8 @@ impl Controller {
             let source = route(&table, from).ok_or("the source shard is gone")?;
             let master = source.master.addr().clone();
             drop(table);
-            let mut conn = ControlConn::open(&master, auth.as_ref(), Duration::from_secs(5))
+            let mut conn = self
+                .connect(&master, Duration::from_secs(5))
                 .await
                 .map_err(|e| e.to_string())?;
             let mut cursor = Bytes::from_static(b"0");

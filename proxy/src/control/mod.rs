@@ -94,6 +94,7 @@ impl Controller {
         let probes = Probes::new(
             state.config.health.clone(),
             crate::health::auth_request(&state),
+            state.tls.backend.clone(),
             Arc::clone(&state.health),
             Arc::clone(&changed),
         );
@@ -134,6 +135,23 @@ impl Controller {
     #[must_use]
     pub fn state(&self) -> &Arc<ProxyState> {
         &self.state
+    }
+
+    /// A control connection to `addr` with the proxy's control credentials (and TLS when
+    /// `[backend] tls` is on).
+    pub(crate) async fn connect(
+        &self,
+        addr: &NodeAddr,
+        timeout: Duration,
+    ) -> Result<conn::ControlConn, conn::ConnError> {
+        let auth = crate::health::auth_request(&self.state);
+        conn::ControlConn::open(
+            addr,
+            auth.as_ref(),
+            self.state.tls.backend.as_deref(),
+            timeout,
+        )
+        .await
     }
 
     /// What the probes know of `addr`.

@@ -70,7 +70,8 @@ pub const LABEL_RESULT: &str = "result";
 
 /// The values of the `kind` label of [`BACKEND_ERRORS_TOTAL`].
 pub mod error_kind {
-    /// The TCP connection could not be opened (refused, unreachable, timed out).
+    /// The connection could not be opened (refused, unreachable, timed out, or its TLS
+    /// handshake failed).
     pub const CONNECT: &str = "connect";
     /// The node refused the proxy's `AUTH`.
     pub const AUTH: &str = "auth";
@@ -192,6 +193,13 @@ pub const PROTOCOL_ERRORS_TOTAL: Metric = Metric {
     labels: &[],
     help: "Client requests that were not valid RESP (the connection is closed, like Redis).",
 };
+/// Client TLS handshakes that failed.
+pub const TLS_HANDSHAKE_ERRORS_TOTAL: Metric = Metric {
+    name: "tls_handshake_errors_total",
+    kind: Kind::Counter,
+    labels: &[],
+    help: "Client connections to tls_listen closed because the TLS handshake failed or timed out (plaintext on the TLS port, a missing or untrusted client certificate).",
+};
 /// Failures of backend connections, by node and [`error_kind`].
 pub const BACKEND_ERRORS_TOTAL: Metric = Metric {
     name: "backend_errors_total",
@@ -231,6 +239,7 @@ pub const EVENTS: &[Metric] = &[
     NET_INPUT_BYTES_TOTAL,
     NET_OUTPUT_BYTES_TOTAL,
     PROTOCOL_ERRORS_TOTAL,
+    TLS_HANDSHAKE_ERRORS_TOTAL,
     BACKEND_ERRORS_TOTAL,
     BACKEND_CONNECTIONS,
     CONFIG_RELOADS_TOTAL,

@@ -7,6 +7,9 @@
 //! shards answer in. Reading, dispatching and writing all run in one task: a client that does
 //! not read its replies stops being read from once `max_pipeline` replies are outstanding.
 //!
+//! A session runs over plain TCP or over TLS ([`ClientStream`]); it is generic over the
+//! stream, so the TCP session is the readiness-driven code it always was.
+//!
 //! See `LIFECYCLE.md` beside this file for the session's states.
 
 pub(crate) mod dispatch;
@@ -16,7 +19,10 @@ pub mod merge;
 mod pubsub;
 mod scan;
 mod split;
+mod stream;
 mod txn;
+
+pub use stream::ClientStream;
 
 use std::future::Future;
 use std::io;
@@ -112,11 +118,11 @@ pub(crate) struct Ctx {
     pub migration_failed: Option<String>,
 }
 
-/// One client connection being served.
+/// One client connection being served, over `S` (plain TCP unless said otherwise).
 #[derive(Debug)]
-pub struct Session {
-    /// The client's socket.
-    stream: TcpStream,
+pub struct Session<S = TcpStream> {
+    /// The client's connection.
+    stream: S,
     /// Bytes read and not yet dispatched; the request being scanned starts at index 0.
     rbuf: BytesMut,
     /// Resumable scanner of the request at the front of `rbuf`.
@@ -139,12 +145,12 @@ pub struct Session {
     paused: Option<Hold>,
 }
 
-impl Session {
+impl<S: ClientStream> Session<S> {
     /// A session for an accepted client.
     ///
     /// # Errors
     /// The socket's addresses cannot be read (the client already left).
-    pub fn new(stream: TcpStream, state: Arc<ProxyState>, shutdown: Shutdown) -> io::Result<Self> {
+    pub fn new(stream: S, state: Arc<ProxyState>, shutdown: Shutdown) -> io::Result<Self> {
         let client = state.clients.add(stream.peer_addr()?, stream.local_addr()?);
         let scanner = RequestScanner::new(state.scan_limits());
         let authenticated = state.config.password.is_none();
@@ -187,6 +193,7 @@ impl Session {
         if let Err(e) = self.serve().await {
             debug!(error = %e, "client connection ended");
         }
+        self.stream.close();
         self.ctx.state.clients.remove(self.ctx.client.id);
     }
 
@@ -223,9 +230,9 @@ impl Session {
             // Readiness first, buffers only once there is something to read or write.
             tokio::select! {
                 biased;
-                ready = self.stream.writable(), if !self.out.is_empty() => {
+                ready = self.stream.writable(), if !self.out.is_empty() || self.stream.has_pending_output() => {
                     ready?;
-                    self.out.try_write_to(&self.stream)?;
+                    self.stream.try_write(&mut self.out)?;
                 }
                 () = self.ctx.queue.notified() => {}
                 ready = self.stream.readable(), if reading => {
@@ -242,6 +249,11 @@ impl Session {
                     };
                     let Poll::Ready(read) = read else {
                         continue; // spurious readiness: wait again
+                    };
+                    // A TLS client that closes without close_notify has still closed.
+                    let read = match read {
+                        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+                        read => read,
                     };
                     match read {
                         Ok(0) => {
@@ -296,7 +308,7 @@ impl Session {
                 // A subscription connection failed: finish what is ready, then close.
                 debug!("closing a client whose subscription connection failed");
                 self.ctx.closing = Closing::AfterReplies;
-                self.out.try_write_to(&self.stream)?;
+                self.stream.try_write(&mut self.out)?;
                 return Ok(());
             }
             if self.held_back {
@@ -306,7 +318,7 @@ impl Session {
                 self.take_replies();
             }
             // Write at once; the writable branch above only handles a full socket.
-            self.out.try_write_to(&self.stream)?;
+            self.stream.try_write(&mut self.out)?;
             self.check_output_limits()?;
             if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
                 self.rbuf = BytesMut::new();
