@@ -6,6 +6,7 @@ mod backend_failure;
 mod binary;
 mod clients;
 mod commands;
+mod failover;
 mod limits;
 mod metrics;
 mod mirror;
