@@ -192,7 +192,7 @@ async fn a_manual_failover_under_load_has_no_client_errors() {
         (replica.addr.to_string(), replica.state),
         (old.clone(), ReplicaState::InSync)
     );
-    assert_eq!(digest(&old).await, digest(&promoted.to_string()).await);
+    assert_eq!(digest(&old).await, digest(promoted.as_ref()).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
