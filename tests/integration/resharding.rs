@@ -269,3 +269,113 @@ async fn scale_out_and_back_in_under_load_loses_nothing() {
     assert_keys_where_they_belong(&controller).await;
     assert_replicas_equal(&cluster).await;
 }
+
+/// The value of `key:i` as `load_keys` wrote it.
+fn loaded(i: usize) -> Reply {
+    Reply::bulk(&format!("v{i}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_resumes_after_a_proxy_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "topology_file = \"{}\"\nmetrics_listen = \"off\"\nadmin_listen = \"off\"\n",
+        dir.path().join("topology.toml").display()
+    );
+    let mut cluster = TestCluster::start_with(2, true, &extra, DEBUG).await;
+    let controller = controller(&cluster);
+    let mut client = cluster.client().await;
+    load_keys(&mut client, 20_000).await;
+    controller.migrate_count("s1", "s2", 4096).expect("queue");
+    wait_until(Duration::from_secs(30), "some keys to move", || async {
+        controller.migrations().iter().any(|m| m.keys_moved > 500)
+    })
+    .await;
+    let config_text = redshard_tests::cluster::config_text(
+        &cluster
+            .masters
+            .iter()
+            .map(RedisServer::addr)
+            .collect::<Vec<_>>(),
+        &cluster
+            .replicas
+            .iter()
+            .map(RedisServer::addr)
+            .collect::<Vec<_>>(),
+        &extra,
+    );
+    drop(controller);
+    assert!(cluster.stop_proxy(Duration::from_secs(2)).await);
+
+    let config = redshard_config::Config::from_toml_str(&config_text, "test.toml").unwrap();
+    let proxy = redshard_proxy::Proxy::start(config).await.expect("restart");
+    assert!(
+        proxy.state().router.load().has_migrations(),
+        "the restarted proxy knows the migration"
+    );
+    let mut client = Client::connect_addr(proxy.local_addr()).await;
+    // Served while it resumes.
+    for i in (0..20_000).step_by(97) {
+        assert_eq!(read_key(&mut client, i).await, loaded(i), "key:{i}");
+    }
+    let controller = Arc::clone(proxy.controller());
+    wait_migrations_done(&controller, Duration::from_secs(120)).await;
+    for i in 0..20_000 {
+        assert_eq!(read_key(&mut client, i).await, loaded(i), "key:{i}");
+    }
+    assert_keys_where_they_belong(&controller).await;
+    cluster.proxy = Some(proxy);
+    assert_replicas_equal(&cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_goes_on_when_its_source_master_fails_over() {
+    let mut cluster = TestCluster::start_with(2, true, "", DEBUG).await;
+    let controller = controller(&cluster);
+    let mut client = cluster.client().await;
+    load_keys(&mut client, 20_000).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    controller.migrate_count("s1", "s2", 4096).expect("queue");
+    wait_until(Duration::from_secs(30), "some keys to move", || async {
+        controller.migrations().iter().any(|m| m.keys_moved > 500)
+    })
+    .await;
+    cluster.masters[0].kill();
+    wait_migrations_done(&controller, Duration::from_secs(120)).await;
+    let table = controller.state().router.load();
+    assert_eq!(
+        table.topology().shards[0].master.to_string(),
+        cluster.replicas[0].addr(),
+        "the source failed over"
+    );
+    drop(table);
+    for i in 0..20_000 {
+        assert_eq!(read_key(&mut client, i).await, loaded(i), "key:{i}");
+    }
+    assert_keys_where_they_belong(&controller).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_migration_brings_its_keys_back() {
+    let cluster = TestCluster::start_with(2, false, "", &[]).await;
+    let controller = controller(&cluster);
+    let mut client = cluster.client().await;
+    load_keys(&mut client, 20_000).await;
+    let before = controller.state().router.load().topology().slots.clone();
+    controller.migrate_count("s1", "s2", 4096).expect("queue");
+    wait_until(Duration::from_secs(30), "some keys to move", || async {
+        controller.migrations().iter().any(|m| m.keys_moved > 500)
+    })
+    .await;
+    controller.cancel_migrations().await.expect("cancel");
+    wait_migrations_done(&controller, Duration::from_secs(60)).await;
+    assert_eq!(
+        controller.state().router.load().topology().slots,
+        before,
+        "slots went back"
+    );
+    for i in 0..20_000 {
+        assert_eq!(read_key(&mut client, i).await, loaded(i), "key:{i}");
+    }
+    assert_keys_where_they_belong(&controller).await;
+}
