@@ -362,3 +362,26 @@ async fn a_replica_that_answers_differently_goes_stale() {
     .await;
     assert_eq!(replica.cmd(&["GET", "counter"]).await, Reply::bulk("1"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_go_to_in_sync_replicas_when_asked() {
+    let cluster =
+        TestCluster::start_with(1, true, "[mirror]\nread_from = \"replica\"\n", &[]).await;
+    let mut client = cluster.client().await;
+    assert!(client.cmd(&["SET", "r", "1"]).await.is_ok());
+    for _ in 0..10 {
+        // Sync mirroring: the replica has every acknowledged write.
+        assert_eq!(client.cmd(&["GET", "r"]).await, Reply::bulk("1"));
+    }
+    let gets = |addr: String| async move {
+        redshard_tests::replication::info_field(&addr, "commandstats", "cmdstat_get").await
+    };
+    assert!(gets(cluster.replicas[0].addr())
+        .await
+        .is_some_and(|s| s.starts_with("calls=10,")));
+    assert_eq!(
+        gets(cluster.masters[0].addr()).await,
+        None,
+        "reads reached the master"
+    );
+}

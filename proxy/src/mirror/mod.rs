@@ -100,6 +100,12 @@ impl ReplicaLink {
         &self.addr
     }
 
+    /// Its lanes (replica reads use them too).
+    #[must_use]
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
     /// Whether writes still go to it.
     #[must_use]
     pub fn is_active(&self) -> bool {
