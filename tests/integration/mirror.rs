@@ -385,3 +385,42 @@ async fn reads_go_to_in_sync_replicas_when_asked() {
         "reads reached the master"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watched_transactions_racing_plain_writes_keep_replicas_equal() {
+    let cluster = TestCluster::start_with(1, true, "", DEBUG).await;
+    let mut workers = JoinSet::new();
+    for w in 0..6 {
+        let mut client = cluster.client().await;
+        workers.spawn(async move {
+            for i in 0..150 {
+                if w % 2 == 0 {
+                    // Optimistic read-modify-write of a key others write too.
+                    client.cmd(&["WATCH", "{c}n"]).await;
+                    let n = match client.cmd(&["GET", "{c}n"]).await {
+                        Reply::Bulk(Some(v)) => String::from_utf8(v).unwrap(),
+                        _ => "0".into(),
+                    };
+                    let next = format!("{n}-{w}");
+                    let replies = client
+                        .pipeline(&[
+                            vec!["MULTI"],
+                            vec!["SET", "{c}n", next.as_str()],
+                            vec!["RPUSH", "{c}log", next.as_str()],
+                            vec!["EXEC"],
+                        ])
+                        .await;
+                    ok_or_panic("watched transaction", &replies[3]);
+                } else {
+                    let v = format!("p{w}:{i}");
+                    ok_or_panic("set", &client.cmd(&["SET", "{c}n", &v]).await);
+                    ok_or_panic("rpush", &client.cmd(&["RPUSH", "{c}log", &v]).await);
+                }
+            }
+        });
+    }
+    while let Some(done) = workers.join_next().await {
+        done.expect("worker");
+    }
+    assert_replicas_equal(&cluster).await;
+}

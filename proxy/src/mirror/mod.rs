@@ -412,6 +412,7 @@ impl Job {
                 protocol: self.protocol,
                 replies,
                 mirror: None,
+                via: None,
             });
         }
     }
@@ -567,6 +568,7 @@ pub async fn barrier(
             protocol: Protocol::Resp2,
             replies: 1,
             mirror,
+            via: None,
         });
         waits.push(rx);
     }

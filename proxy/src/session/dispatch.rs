@@ -341,6 +341,7 @@ pub(crate) fn send_master(
         protocol,
         replies,
         mirror,
+        via: None,
     });
 }
 
@@ -508,6 +509,7 @@ pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes:
                 protocol,
                 replies: 1,
                 mirror: job,
+                via: None,
             });
             ctx.barrier = true;
         }
@@ -599,13 +601,25 @@ fn exec(
             }),
         );
         let protocol = ctx.protocol;
-        private_lane(ctx, &route.master).submit(LaneRequest {
+        let private = private_lane(ctx, &route.master).clone();
+        let request = LaneRequest {
             bytes,
             dest: reply.into(),
             protocol,
             replies,
-            mirror: job,
-        });
+            via: None,
+            mirror: None,
+        };
+        match job {
+            // Mirrored: the slot's shared lane fences it, so the master runs it at a known
+            // place among the slot's other writes, the place the mirror replays it in.
+            Some(job) => route.master.lane(slot).submit(LaneRequest {
+                mirror: Some(job),
+                via: Some(private),
+                ..request
+            }),
+            None => private.submit(request),
+        }
         ctx.barrier = true;
     } else {
         send_master(
