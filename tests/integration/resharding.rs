@@ -248,6 +248,12 @@ async fn scale_out_and_back_in_under_load_loses_nothing() {
             .unwrap_or_else(|e| panic!("queue {from} -> s4: {e}"));
     }
     wait_migrations_done(&controller, Duration::from_secs(180)).await;
+    for m in controller.migrations() {
+        eprintln!(
+            "{} -> {}: {} keys, {} bytes in {:.1} s ({:.0} keys/s)",
+            m.from, m.to, m.keys_moved, m.bytes_moved, m.elapsed_secs, m.rate_keys_per_sec
+        );
+    }
     assert_keys_where_they_belong(&controller).await;
 
     // Scale in: remove the replica first, hand the slots back, then remove the master.
