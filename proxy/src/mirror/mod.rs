@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use redshard_config::{MirrorConfig, MirrorMode, NodeAddr, ShardId};
+use smallvec::SmallVec;
 use tokio::sync::mpsc;
 use tracing::warn;
 
@@ -360,7 +361,7 @@ impl Job {
                     return;
                 }
             };
-        let active: Vec<&Arc<ReplicaLink>> = self
+        let active: SmallVec<[&Arc<ReplicaLink>; 4]> = self
             .shard
             .replicas
             .iter()
@@ -377,11 +378,11 @@ impl Job {
         } else {
             count_replies(&mirrored.expect)
         };
-        let mut releases: Vec<Release> = if !sync {
+        let mut releases: SmallVec<[Release; 4]> = if !sync {
             dest.deliver(reply);
             active.iter().map(|_| Release::Nothing).collect()
         } else if active.len() == 1 {
-            vec![Release::One(dest, reply)]
+            smallvec::smallvec![Release::One(dest, reply)]
         } else {
             let join = Arc::new(Join {
                 remaining: AtomicUsize::new(active.len()),
