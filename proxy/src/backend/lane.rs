@@ -474,7 +474,7 @@ async fn wait_fence(fence: &mut Option<tokio::sync::oneshot::Receiver<()>>) {
 
 /// Completes with `true` when the node becomes fenced (`false` if the fence is gone); never
 /// without a fence.
-async fn wait_fenced(fenced: Option<&mut watch::Receiver<bool>>) -> bool {
+pub(super) async fn wait_fenced(fenced: Option<&mut watch::Receiver<bool>>) -> bool {
     let Some(fence) = fenced else {
         return std::future::pending().await;
     };

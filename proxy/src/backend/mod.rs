@@ -371,7 +371,13 @@ impl Node {
         protocol: Protocol,
         sink: Arc<crate::replies::ReplyQueue>,
     ) -> subscriber::Subscriber {
-        subscriber::Subscriber::spawn(self.addr.clone(), protocol, Arc::clone(&self.config), sink)
+        subscriber::Subscriber::spawn(
+            self.addr.clone(),
+            protocol,
+            Arc::clone(&self.config),
+            sink,
+            self.fenced.subscribe(),
+        )
     }
 
     /// How many lanes this node has.
