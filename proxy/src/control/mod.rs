@@ -62,6 +62,10 @@ struct Book {
     /// Shards whose master lost a connection with mirrored writes in flight: the master then
     /// and when.
     lost: HashMap<ShardId, (NodeAddr, Instant)>,
+    /// Masters whose lanes lost their connection, and when: treated as failing (their shard
+    /// paused) until a probe after that answers, so requests wait instead of failing in the
+    /// moment before the probe confirms.
+    suspects: HashMap<NodeAddr, Instant>,
     /// Failovers done, for INFO and metrics.
     failovers: u64,
     /// The last failover, for INFO: shard name, old and new master, detection and total time.
@@ -256,7 +260,21 @@ impl Controller {
                     link.stale_recorded();
                 }
             }
-            ControlEvent::ConnectionLost { addr } => self.probes.kick(&addr),
+            ControlEvent::ConnectionLost { addr } => {
+                self.probes.kick(&addr);
+                let table = self.state.router.load();
+                let topology = table.topology();
+                if let Some(shard) = topology.shards.iter().find(|s| s.master == addr) {
+                    self.book().suspects.insert(addr.clone(), Instant::now());
+                    let master = self.probes.status(&addr);
+                    self.settle_gate(
+                        shard.id,
+                        &shard.master,
+                        &master,
+                        self.candidate(shard).is_some(),
+                    );
+                }
+            }
             ControlEvent::MasterWriteLost { shard, master } => {
                 self.book()
                     .lost
@@ -283,7 +301,7 @@ impl Controller {
                     continue;
                 }
             }
-            self.settle_gate(shard.id, &master, candidate.is_some());
+            self.settle_gate(shard.id, &shard.master, &master, candidate.is_some());
             self.check_lost_writes(shard, &master, &health);
             self.start_resyncs(shard, &master);
         }
@@ -303,14 +321,31 @@ impl Controller {
     }
 
     /// Sets `shard`'s gate from its master's health and what holds it.
-    fn settle_gate(&self, shard: ShardId, master: &probe::ProbeStatus, can_fail_over: bool) {
-        let held = self.book().held.contains(&shard);
+    fn settle_gate(
+        &self,
+        shard: ShardId,
+        addr: &NodeAddr,
+        master: &probe::ProbeStatus,
+        can_fail_over: bool,
+    ) {
         let health = &self.state.config.health;
+        let (held, suspect) = {
+            let mut book = self.book();
+            // A suspicion ends with the first probe answered after it, or after a few rounds.
+            let ends = |since: &Instant| {
+                master.last_ok.is_some_and(|ok| ok > *since)
+                    || since.elapsed() > health.timeout + health.interval * 2
+            };
+            if book.suspects.get(addr).is_some_and(ends) {
+                book.suspects.remove(addr);
+            }
+            (book.held.contains(&shard), book.suspects.contains_key(addr))
+        };
         let wanted = if held {
             GateState::Paused
         } else if master.is_down(health) && !can_fail_over {
             GateState::Down
-        } else if master.is_failing() && can_fail_over && health.auto_failover {
+        } else if (master.is_failing() || suspect) && can_fail_over && health.auto_failover {
             // It may be failed over soon: new requests wait for the outcome.
             GateState::Paused
         } else {
