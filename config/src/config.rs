@@ -332,6 +332,14 @@ impl Config {
             }
             None => DEFAULT_METRICS_NAMESPACE.to_owned(),
         };
+        let admin_listen = crate::ha::admin_listen(file.admin_listen.as_ref(), src)?;
+        check_admin_listen(
+            file.admin_listen.as_ref(),
+            admin_listen,
+            listen,
+            metrics_listen,
+            src,
+        )?;
         let config = Config {
             listen,
             password: src.secret(file.password, "password")?,
@@ -343,7 +351,7 @@ impl Config {
             topology_file,
             metrics_listen,
             metrics_namespace,
-            admin_listen: crate::ha::admin_listen(file.admin_listen.as_ref(), src)?,
+            admin_listen,
             admin_password: src.secret(file.admin_password, "admin_password")?,
             backend: backend(file.backend, src)?,
             mirror: crate::ha::mirror(file.mirror, src)?,
@@ -378,6 +386,43 @@ impl Config {
     }
 }
 
+/// Whether two listen addresses would take the same port: same port (not 0, which picks a
+/// free one) on the same IP or where either is the unspecified address.
+fn collides(a: SocketAddr, b: SocketAddr) -> bool {
+    let same_ip = a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified();
+    a.port() != 0 && a.port() == b.port() && same_ip
+}
+
+/// `admin_listen` must not take the port of `listen` or `metrics_listen`.
+fn check_admin_listen(
+    value: Option<&toml::Spanned<String>>,
+    admin: Option<SocketAddr>,
+    listen: SocketAddr,
+    metrics: Option<SocketAddr>,
+    src: &Source<'_>,
+) -> Result<(), ConfigError> {
+    let Some(admin) = admin else {
+        return Ok(());
+    };
+    let default = if value.is_none() {
+        " (the default)"
+    } else {
+        ""
+    };
+    let other = if collides(admin, listen) {
+        "the client address `listen`"
+    } else if metrics.is_some_and(|m| collides(admin, m)) {
+        "the HTTP endpoint's address `metrics_listen`"
+    } else {
+        return Ok(());
+    };
+    Err(src.invalid(
+        value,
+        "admin_listen",
+        format!("{admin}{default} is also {other}; choose another port"),
+    ))
+}
+
 /// `metrics_listen`: an `IP:port` other than the client port, or `"off"`.
 fn metrics_listen(
     value: Option<&toml::Spanned<String>>,
@@ -403,9 +448,7 @@ fn metrics_listen(
             )
         })?,
     };
-    let same_ip =
-        addr.ip() == listen.ip() || addr.ip().is_unspecified() || listen.ip().is_unspecified();
-    if addr.port() != 0 && addr.port() == listen.port() && same_ip {
+    if collides(addr, listen) {
         let default = if value.is_none() {
             " (the default)"
         } else {

@@ -628,3 +628,34 @@ fn output_soft_limit_must_not_exceed_the_hard_one() {
         .to_string();
     assert!(err.contains("limits.output_buffer_soft_bytes"), "{err}");
 }
+
+#[test]
+fn admin_listen_must_not_take_another_port() {
+    let text = format!("listen = \"127.0.0.1:7000\"\nadmin_listen = \"127.0.0.1:7000\"\n{SHARDS}");
+    assert_error(
+        &text,
+        "admin_listen",
+        &["admin_listen: 127.0.0.1:7000 is also the client address `listen`"],
+    );
+    let text =
+        format!("metrics_listen = \"0.0.0.0:7001\"\nadmin_listen = \"127.0.0.1:7001\"\n{SHARDS}");
+    assert_error(
+        &text,
+        "admin_listen",
+        &["also the HTTP endpoint's address `metrics_listen`"],
+    );
+    // The default collides too, without a line to point at.
+    let text = format!("listen = \"127.0.0.1:6390\"\n{SHARDS}");
+    assert_eq!(
+        error(&text),
+        "test.toml: admin_listen: 127.0.0.1:6390 (the default) is also the client address \
+         `listen`; choose another port"
+    );
+    // Off, other ports, and port 0 everywhere (tests) are fine.
+    let text = format!("listen = \"127.0.0.1:6390\"\nadmin_listen = \"off\"\n{SHARDS}");
+    assert_eq!(parse(&text).unwrap().admin_listen, None);
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{SHARDS}"
+    );
+    assert_eq!(parse(&text).unwrap().admin_listen.unwrap().port(), 0);
+}
