@@ -18,6 +18,8 @@
 
 pub mod conn;
 mod failover;
+pub mod migrate;
+mod nodes;
 pub mod probe;
 mod resync;
 
