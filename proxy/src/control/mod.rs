@@ -40,6 +40,8 @@ use crate::shutdown::Shutdown;
 use crate::state::ProxyState;
 use probe::Probes;
 
+pub use nodes::{find_shard, NodeError};
+
 /// Why a topology change was not made.
 #[derive(Debug, thiserror::Error)]
 pub enum ChangeError {
