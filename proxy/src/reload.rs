@@ -227,6 +227,11 @@ fn restart_keys(running: &Config, file: &Config) -> Vec<String> {
         "metrics_namespace",
         running.metrics_namespace != file.metrics_namespace,
     );
+    check("admin_listen", running.admin_listen != file.admin_listen);
+    check(
+        "admin_password",
+        running.admin_password != file.admin_password,
+    );
     check("backend", running.backend != file.backend);
     check("log.format", running.log.format != file.log.format);
     check("threads", running.threads != file.threads);

@@ -18,6 +18,8 @@ mod scan;
 mod split;
 mod txn;
 
+pub(crate) use local::constant_time_eq;
+
 use std::future::Future;
 use std::io;
 use std::sync::atomic::Ordering;
