@@ -19,7 +19,7 @@ pub const HELP: &[&str] = &[
     "QUIT",
     "HELP",
     "TOPOLOGY",
-    "    Epoch, slots served, each shard (master, health, gate, slots, replicas with state, lag and applied writes, migrating slots), failovers.",
+    "    Epoch, slots served, each shard (master, health, gate, slots, keys, replicas with state, lag and applied writes, migrating slots), failovers.",
     "ADDSHARD <name> <master-addr>",
     "    Add a shard whose master (empty, standalone) owns no slots yet; give it slots with MIGRATE or REBALANCE USE-EMPTY-MASTERS.",
     "ADDREPLICA <shard-or-master-addr> <addr>",
@@ -397,11 +397,11 @@ pub async fn failover(controller: &Arc<Controller>, args: &Args<'_>) -> Reply {
 }
 
 /// `TOPOLOGY`.
-pub fn topology(controller: &Arc<Controller>, args: &Args<'_>) -> Reply {
+pub async fn topology(controller: &Arc<Controller>, args: &Args<'_>) -> Reply {
     if !args.rest.is_empty() {
         return args.usage("TOPOLOGY");
     }
-    status::topology(controller)
+    status::topology(controller).await
 }
 
 /// `MIGRATIONS`.

@@ -137,7 +137,7 @@ impl AdminConn {
         let controller = &self.controller;
         let reply = match name.as_str() {
             "HELP" => Reply::Array(HELP.iter().map(|l| Reply::Status((*l).into())).collect()),
-            "TOPOLOGY" => commands::topology(controller, &args),
+            "TOPOLOGY" => commands::topology(controller, &args).await,
             "ADDSHARD" => commands::add_shard(controller, &args).await,
             "ADDREPLICA" => commands::add_replica(controller, &args).await,
             "DELREPLICA" => commands::del_replica(controller, &args).await,

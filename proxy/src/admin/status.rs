@@ -1,8 +1,14 @@
 //! TOPOLOGY and MIGRATIONS: what the proxy knows of the cluster, as structured replies.
 
-use redshard_config::{HealthConfig, Shard, SlotRange, Topology, SLOT_COUNT};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redshard_config::{HealthConfig, NodeAddr, Shard, SlotRange, Topology, SLOT_COUNT};
+use tokio::task::JoinSet;
 
 use super::reply::Reply;
+use crate::control::conn::ControlConn;
 use crate::control::migrate::{MigrationProgress, MigrationState};
 use crate::control::probe::ProbeStatus;
 use crate::control::Controller;
@@ -43,22 +49,58 @@ fn ranges(slots: &[SlotRange]) -> String {
         .join(",")
 }
 
-/// `TOPOLOGY`: the epoch, each shard with its nodes' health and its slots, the slots served
-/// now, and the failovers.
+/// How long TOPOLOGY waits for a master's DBSIZE.
+const KEYS_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// `DBSIZE` of each master that is not down, asked in parallel on control connections;
+/// masters that do not answer in [`KEYS_TIMEOUT`] are left out.
+async fn master_keys(controller: &Controller, masters: Vec<NodeAddr>) -> HashMap<NodeAddr, u64> {
+    let auth = crate::health::auth_request(controller.state());
+    let mut asks = JoinSet::new();
+    for addr in masters {
+        let auth = auth.clone();
+        asks.spawn(async move {
+            let mut conn = ControlConn::open(&addr, auth.as_ref(), KEYS_TIMEOUT)
+                .await
+                .ok()?;
+            let answer = conn.call_ok(&[b"DBSIZE"]).await.ok()?;
+            let keys = u64::try_from(crate::resp::reply::integer(&answer)?).ok()?;
+            Some((addr, keys))
+        });
+    }
+    let mut keys = HashMap::new();
+    while let Some(done) = asks.join_next().await {
+        if let Ok(Some((addr, n))) = done {
+            keys.insert(addr, n);
+        }
+    }
+    keys
+}
+
+/// `TOPOLOGY`: the epoch, each shard with its nodes' health, its slots and its master's key
+/// count, the slots served now, and the failovers.
 ///
 /// `slots-served` counts the slots whose serving shard takes requests: its master is not
 /// down and its gate is not down.
-pub fn topology(controller: &Controller) -> Reply {
+pub async fn topology(controller: &Controller) -> Reply {
     let state = controller.state();
     let table = state.router.load();
-    let topology = table.topology();
+    let topology = Arc::clone(table.topology());
+    drop(table);
     let health = &state.config.health;
+    let masters = topology
+        .shards
+        .iter()
+        .filter(|s| !controller.probe(&s.master).is_down(health))
+        .map(|s| s.master.clone())
+        .collect();
+    let keys = master_keys(controller, masters).await;
     let mut served = 0;
     let shards: Vec<Reply> = topology
         .shards
         .iter()
         .map(|shard| {
-            let (reply, serving) = shard_entry(controller, topology, shard, health);
+            let (reply, serving) = shard_entry(controller, &topology, shard, &keys);
             served += serving;
             reply
         })
@@ -79,9 +121,10 @@ fn shard_entry(
     controller: &Controller,
     topology: &Topology,
     shard: &Shard,
-    health: &HealthConfig,
+    keys: &HashMap<NodeAddr, u64>,
 ) -> (Reply, usize) {
     let state = controller.state();
+    let health = &state.config.health;
     let master_health = health_word(&controller.probe(&shard.master), health);
     let gate = state.router.gate(shard.id).state();
     let owned = topology.slots_of(shard.id);
@@ -140,6 +183,7 @@ fn shard_entry(
         ("gate", gate_word(gate).into()),
         ("slots", ranges(&owned).into()),
         ("slot-count", count.into()),
+        ("keys", keys.get(&shard.master).copied().into()),
         ("replicas", Reply::Array(replicas)),
         ("migrating", Reply::Array(migrating)),
         ("importing", Reply::Array(importing)),
