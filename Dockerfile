@@ -3,9 +3,9 @@
 #   docker build -t redshard .
 #   docker run -v $PWD/my.toml:/etc/redshard/redshard.toml:ro -p 127.0.0.1:6379:6379 redshard
 #
-# Ports: 6379 clients (`listen`), 9121 metrics and health (`metrics_listen`); 6380 is reserved
-# for the admin port, which is not served yet. Inside a container the configuration must
-# listen on 0.0.0.0 (see deploy/redshard.compose.toml); publish the ports on 127.0.0.1 or a
+# Ports: 6379 clients (`listen`), 6390 the admin port for redshard-admin (`admin_listen`),
+# 9121 metrics and health (`metrics_listen`). Inside a container the configuration must
+# listen on 0.0.0.0 (see deploy/redshard.docker.toml); publish the ports on 127.0.0.1 or a
 # private network only.
 
 FROM rust:1-bookworm AS build
@@ -20,8 +20,8 @@ RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin
  && chown redshard:redshard /var/lib/redshard
 COPY --from=build /usr/local/bin/redshard /usr/local/bin/redshard-admin /usr/local/bin/
 USER redshard
-# Clients, metrics and health; 6380: reserved for the admin port.
-EXPOSE 6379 9121
+# Clients, admin port, metrics and health.
+EXPOSE 6379 6390 9121
 # Asks http://127.0.0.1:9121/readyz: healthy when every slot has a reachable master. With
 # another metrics_listen port, override with `redshard healthcheck --url ...`.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 CMD ["redshard", "healthcheck"]

@@ -43,7 +43,7 @@ fn routing(c: &mut Criterion) {
         .expect("runtime");
     // Lanes are spawned (they fail to connect in the background; routing does not touch them).
     let table = runtime.block_on(async {
-        let pool = NodePool::new(LaneConfig::from_config(&config.backend, 128));
+        let pool = NodePool::new(LaneConfig::from_config(&config.backend, 128, None));
         let (events, _control) = tokio::sync::mpsc::unbounded_channel();
         let mirror = redshard_proxy::mirror::Mirror::new(config.mirror.clone(), events);
         let gates = redshard_proxy::router::Gates::default();

@@ -98,7 +98,7 @@ fn parse_port(text: &str) -> Option<u16> {
 }
 
 /// RFC 1123 hostname rules, plus `_` (docker-compose project and service names use it).
-fn check_hostname(host: &str) -> Result<(), &'static str> {
+pub(crate) fn check_hostname(host: &str) -> Result<(), &'static str> {
     if host.is_empty() {
         return Err("the host is empty");
     }

@@ -9,11 +9,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use toml::Spanned;
 
 use crate::addr::NodeAddr;
 use crate::error::ConfigError;
 use crate::file::{
-    BackendFile, ConfigFile, LimitsFile, LogFile, DEFAULT_ALLOW_FLUSH,
+    BackendFile, ConfigFile, LimitsFile, LogFile, TlsFile, DEFAULT_ALLOW_FLUSH,
     DEFAULT_AUTH_FAILURE_DELAY_MS, DEFAULT_AUTH_TIMEOUT_MS, DEFAULT_CONNECT_TIMEOUT_MS,
     DEFAULT_LANES, DEFAULT_LOG_FORMAT, DEFAULT_LOG_LEVEL, DEFAULT_MAX_BULK_BYTES,
     DEFAULT_MAX_CLIENTS, DEFAULT_MAX_INLINE_BYTES, DEFAULT_MAX_MULTIBULK_LEN, DEFAULT_MAX_PIPELINE,
@@ -50,6 +51,8 @@ pub struct Config {
     pub admin_listen: Option<SocketAddr>,
     /// The admin port's password; `None` lets any admin client in (loopback only by default).
     pub admin_password: Option<String>,
+    /// The TLS client listener (`tls_listen` and `[tls]`); `None` when there is none.
+    pub tls: Option<TlsConfig>,
     /// How the proxy connects to backends.
     pub backend: BackendConfig,
     /// How writes reach the replicas.
@@ -79,6 +82,41 @@ pub struct UserConfig {
     pub password: String,
     /// What the user may run.
     pub access: crate::file::Access,
+}
+
+/// `tls_listen` with `[tls]`: a client listener speaking TLS beside the plaintext `listen`.
+/// Paths are absolute once the file was read by [`Config::load`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// Where TLS clients connect.
+    pub listen: SocketAddr,
+    /// PEM certificate chain the listener presents.
+    pub cert_file: PathBuf,
+    /// PEM private key of `cert_file`.
+    pub key_file: PathBuf,
+    /// PEM certificate authorities clients must present a certificate of (mutual TLS);
+    /// `None` accepts clients without certificates.
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// `[backend] tls = true` and its `tls_*` keys: every backend connection speaks TLS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendTlsConfig {
+    /// PEM certificate authorities that sign the backends' certificates.
+    pub ca_file: PathBuf,
+    /// The name backend certificates must carry; `None` checks each node's own host.
+    pub server_name: Option<String>,
+    /// The certificate the proxy presents to backends, when they verify clients.
+    pub client_cert: Option<CertFiles>,
+}
+
+/// A PEM certificate chain and its private key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertFiles {
+    /// The certificate chain, own certificate first.
+    pub cert_file: PathBuf,
+    /// Its private key.
+    pub key_file: PathBuf,
 }
 
 /// `[slowlog]`: the proxy's own SLOWLOG, measured from a request's arrival to its reply.
@@ -121,6 +159,8 @@ pub struct BackendConfig {
     pub reconnect_backoff_min: Duration,
     /// Longest wait between reconnection attempts.
     pub reconnect_backoff_max: Duration,
+    /// TLS to every backend; `None` for plaintext.
+    pub tls: Option<BackendTlsConfig>,
 }
 
 /// `[limits]`: every size is bounded before anything is allocated for it.
@@ -207,6 +247,7 @@ impl Default for Config {
             metrics_namespace: DEFAULT_METRICS_NAMESPACE.to_owned(),
             admin_listen: crate::ha::DEFAULT_ADMIN_LISTEN.parse().ok(),
             admin_password: None,
+            tls: None,
             backend: BackendConfig::default(),
             mirror: crate::ha::MirrorConfig::default(),
             health: crate::ha::HealthConfig::default(),
@@ -232,6 +273,7 @@ impl Default for BackendConfig {
             response_timeout: Duration::from_millis(DEFAULT_RESPONSE_TIMEOUT_MS),
             reconnect_backoff_min: Duration::from_millis(DEFAULT_RECONNECT_BACKOFF_MIN_MS),
             reconnect_backoff_max: Duration::from_millis(DEFAULT_RECONNECT_BACKOFF_MAX_MS),
+            tls: None,
         }
     }
 }
@@ -279,9 +321,9 @@ impl Config {
         Config::from_file(file, &src)
     }
 
-    /// Reads, parses and validates the configuration file at `path`. A relative
-    /// `topology_file` is made relative to the file's directory, so the proxy's working
-    /// directory does not matter.
+    /// Reads, parses and validates the configuration file at `path`. Relative paths
+    /// (`topology_file`, the TLS files) are made relative to the file's directory, so the
+    /// proxy's working directory does not matter.
     ///
     /// # Errors
     ///
@@ -293,14 +335,36 @@ impl Config {
             source,
         })?;
         let mut config = Config::from_toml_str(&text, &path.display().to_string())?;
-        if let Some(file) = &config.topology_file {
-            if file.is_relative() {
-                if let Some(dir) = path.parent() {
-                    config.topology_file = Some(dir.join(file));
-                }
-            }
+        if let Some(dir) = path.parent() {
+            config.resolve_paths(dir);
         }
         Ok(config)
+    }
+
+    /// Makes every relative path of the configuration relative to `dir`.
+    fn resolve_paths(&mut self, dir: &Path) {
+        let resolve = |file: &mut PathBuf| {
+            if file.is_relative() {
+                *file = dir.join(&*file);
+            }
+        };
+        if let Some(file) = &mut self.topology_file {
+            resolve(file);
+        }
+        if let Some(tls) = &mut self.tls {
+            resolve(&mut tls.cert_file);
+            resolve(&mut tls.key_file);
+            if let Some(ca) = &mut tls.client_ca_file {
+                resolve(ca);
+            }
+        }
+        if let Some(tls) = &mut self.backend.tls {
+            resolve(&mut tls.ca_file);
+            if let Some(cert) = &mut tls.client_cert {
+                resolve(&mut cert.cert_file);
+                resolve(&mut cert.key_file);
+            }
+        }
     }
 
     fn from_file(file: ConfigFile, src: &Source<'_>) -> Result<Config, ConfigError> {
@@ -324,6 +388,8 @@ impl Config {
             other => other.map(|path| PathBuf::from(path.into_inner())),
         };
         let metrics_listen = metrics_listen(file.metrics_listen.as_ref(), listen, src)?;
+        let tls = tls(file.tls_listen, file.tls, listen, metrics_listen, src)?;
+        let listens = [Some(listen), tls.as_ref().map(|t| t.listen)];
         let metrics_namespace = match file.metrics_namespace {
             Some(ns) => {
                 validate::check_metrics_namespace(ns.get_ref())
@@ -338,6 +404,7 @@ impl Config {
             admin_listen,
             listen,
             metrics_listen,
+            tls.as_ref().map(|t| t.listen),
             src,
         )?;
         let config = Config {
@@ -353,6 +420,7 @@ impl Config {
             metrics_namespace,
             admin_listen,
             admin_password: src.secret(file.admin_password, "admin_password")?,
+            tls,
             backend: backend(file.backend, src)?,
             mirror: crate::ha::mirror(file.mirror, src)?,
             health: crate::ha::health(file.health, src)?,
@@ -379,26 +447,27 @@ impl Config {
                     .max_len
                     .map_or(DEFAULT_SLOWLOG_MAX_LEN, toml::Spanned::into_inner),
             },
-            shards: validate::shards(&file.shard, listen, src)?,
+            shards: validate::shards(&file.shard, &listens, src)?,
             users: users(file.user, src)?,
         };
         Ok(config)
     }
 }
 
-/// Whether two listen addresses would take the same port: same port (not 0, which picks a
-/// free one) on the same IP or where either is the unspecified address.
-fn collides(a: SocketAddr, b: SocketAddr) -> bool {
+/// Whether binding `a` and `b` would clash: the same port (not 0, which picks a free one) on
+/// the same or an unspecified IP.
+fn same_socket(a: SocketAddr, b: SocketAddr) -> bool {
     let same_ip = a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified();
     a.port() != 0 && a.port() == b.port() && same_ip
 }
 
-/// `admin_listen` must not take the port of `listen` or `metrics_listen`.
+/// `admin_listen` must not take the port of `listen`, `metrics_listen` or `tls_listen`.
 fn check_admin_listen(
     value: Option<&toml::Spanned<String>>,
     admin: Option<SocketAddr>,
     listen: SocketAddr,
     metrics: Option<SocketAddr>,
+    tls: Option<SocketAddr>,
     src: &Source<'_>,
 ) -> Result<(), ConfigError> {
     let Some(admin) = admin else {
@@ -409,10 +478,12 @@ fn check_admin_listen(
     } else {
         ""
     };
-    let other = if collides(admin, listen) {
+    let other = if same_socket(admin, listen) {
         "the client address `listen`"
-    } else if metrics.is_some_and(|m| collides(admin, m)) {
+    } else if metrics.is_some_and(|m| same_socket(admin, m)) {
         "the HTTP endpoint's address `metrics_listen`"
+    } else if tls.is_some_and(|t| same_socket(admin, t)) {
+        "the TLS client address `tls_listen`"
     } else {
         return Ok(());
     };
@@ -421,6 +492,144 @@ fn check_admin_listen(
         "admin_listen",
         format!("{admin}{default} is also {other}; choose another port"),
     ))
+}
+
+/// A file path: not empty. Made absolute by [`Config::load`].
+fn path(value: Spanned<String>, key: &str, src: &Source<'_>) -> Result<PathBuf, ConfigError> {
+    if value.get_ref().is_empty() {
+        return Err(src.invalid(Some(&value), key, "must not be empty"));
+    }
+    Ok(PathBuf::from(value.into_inner()))
+}
+
+/// `tls_listen` and `[tls]`: both or neither, on an address of their own.
+fn tls(
+    listen_value: Option<Spanned<String>>,
+    table: Option<Spanned<TlsFile>>,
+    listen: SocketAddr,
+    metrics: Option<SocketAddr>,
+    src: &Source<'_>,
+) -> Result<Option<TlsConfig>, ConfigError> {
+    let (listen_value, table) = match (listen_value, table) {
+        (None, None) => return Ok(None),
+        (Some(value), None) => {
+            return Err(src.invalid(
+                Some(&value),
+                "tls_listen",
+                "needs a [tls] table with cert_file and key_file",
+            ));
+        }
+        (None, Some(table)) => {
+            return Err(src.invalid(
+                Some(&table),
+                "tls",
+                "[tls] is set but tls_listen is not; set tls_listen to serve TLS, or remove [tls]",
+            ));
+        }
+        (Some(value), Some(table)) => (value, table.into_inner()),
+    };
+    let addr = listen_value.get_ref().parse::<SocketAddr>().map_err(|_| {
+        src.invalid(
+            Some(&listen_value),
+            "tls_listen",
+            format!(
+                "{:?} is not an IP:port address (hostnames are not accepted here)",
+                listen_value.get_ref()
+            ),
+        )
+    })?;
+    for (other, key) in [(Some(listen), "listen"), (metrics, "metrics_listen")] {
+        if other.is_some_and(|other| same_socket(addr, other)) {
+            return Err(src.invalid(
+                Some(&listen_value),
+                "tls_listen",
+                format!("{addr} is also `{key}`; choose another port"),
+            ));
+        }
+    }
+    Ok(Some(TlsConfig {
+        listen: addr,
+        cert_file: path(table.cert_file, "tls.cert_file", src)?,
+        key_file: path(table.key_file, "tls.key_file", src)?,
+        client_ca_file: table
+            .client_ca_file
+            .map(|ca| path(ca, "tls.client_ca_file", src))
+            .transpose()?,
+    }))
+}
+
+/// `[backend] tls` and its `tls_*` keys.
+fn backend_tls(
+    file: &mut BackendFile,
+    src: &Source<'_>,
+) -> Result<Option<BackendTlsConfig>, ConfigError> {
+    let enabled = file.tls.as_ref().is_some_and(|tls| *tls.get_ref());
+    let keys = [
+        (file.tls_ca_file.take(), "backend.tls_ca_file"),
+        (file.tls_server_name.take(), "backend.tls_server_name"),
+        (file.tls_cert_file.take(), "backend.tls_cert_file"),
+        (file.tls_key_file.take(), "backend.tls_key_file"),
+    ];
+    if !enabled {
+        if let Some((value, key)) = keys.iter().find_map(|(v, k)| Some((v.as_ref()?, *k))) {
+            return Err(src.invalid(
+                Some(value),
+                key,
+                "is set but backend.tls is not true; set `tls = true` in [backend] or remove it",
+            ));
+        }
+        return Ok(None);
+    }
+    let [(ca, _), (server_name, _), (cert, _), (key, _)] = keys;
+    let Some(ca) = ca else {
+        return Err(src.invalid(
+            file.tls.as_ref(),
+            "backend.tls",
+            "needs backend.tls_ca_file, the certificate authorities that sign the backends' certificates",
+        ));
+    };
+    let server_name = match server_name {
+        Some(name) => {
+            let text = name.get_ref();
+            let valid = text.parse::<std::net::IpAddr>().is_ok()
+                || crate::addr::check_hostname(text).is_ok();
+            if !valid {
+                return Err(src.invalid(
+                    Some(&name),
+                    "backend.tls_server_name",
+                    format!("{text:?} is not a hostname or an IP address"),
+                ));
+            }
+            Some(name.into_inner())
+        }
+        None => None,
+    };
+    let client_cert = match (cert, key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some(CertFiles {
+            cert_file: path(cert, "backend.tls_cert_file", src)?,
+            key_file: path(key, "backend.tls_key_file", src)?,
+        }),
+        (Some(cert), None) => {
+            return Err(src.invalid(
+                Some(&cert),
+                "backend.tls_cert_file",
+                "is set but backend.tls_key_file is not; a client certificate needs its key",
+            ));
+        }
+        (None, Some(key)) => {
+            return Err(src.invalid(
+                Some(&key),
+                "backend.tls_key_file",
+                "is set but backend.tls_cert_file is not; a key needs its certificate",
+            ));
+        }
+    };
+    Ok(Some(BackendTlsConfig {
+        ca_file: path(ca, "backend.tls_ca_file", src)?,
+        server_name,
+        client_cert,
+    }))
 }
 
 /// `metrics_listen`: an `IP:port` other than the client port, or `"off"`.
@@ -448,7 +657,7 @@ fn metrics_listen(
             )
         })?,
     };
-    if collides(addr, listen) {
+    if same_socket(addr, listen) {
         let default = if value.is_none() {
             " (the default)"
         } else {
@@ -463,7 +672,8 @@ fn metrics_listen(
     Ok(Some(addr))
 }
 
-fn backend(file: BackendFile, src: &Source<'_>) -> Result<BackendConfig, ConfigError> {
+fn backend(mut file: BackendFile, src: &Source<'_>) -> Result<BackendConfig, ConfigError> {
+    let tls = backend_tls(&mut file, src)?;
     let username_span = file.username.as_ref().map(toml::Spanned::span);
     let username = src.secret(file.username, "backend.username")?;
     let password = src.secret(file.password, "backend.password")?;
@@ -543,6 +753,7 @@ fn backend(file: BackendFile, src: &Source<'_>) -> Result<BackendConfig, ConfigE
         response_timeout: Duration::from_millis(response),
         reconnect_backoff_min: Duration::from_millis(min),
         reconnect_backoff_max: Duration::from_millis(max),
+        tls,
     })
 }
 

@@ -9,6 +9,12 @@
 //! topology_file = "/var/lib/redshard/topology.toml"
 //! metrics_listen = "127.0.0.1:9121"
 //! metrics_namespace = "redshard"
+//! tls_listen = "127.0.0.1:6380"
+//!
+//! [tls]
+//! cert_file = "tls/redshard.crt"
+//! key_file = "tls/redshard.key"
+//! client_ca_file = "tls/clients-ca.crt"
 //!
 //! [backend]
 //! username = "proxyuser"
@@ -18,6 +24,11 @@
 //! response_timeout_ms = 5000
 //! reconnect_backoff_min_ms = 50
 //! reconnect_backoff_max_ms = 2000
+//! tls = true
+//! tls_ca_file = "tls/redis-ca.crt"
+//! tls_server_name = "redis.internal"
+//! tls_cert_file = "tls/redshard-client.crt"
+//! tls_key_file = "tls/redshard-client.key"
 //!
 //! [limits]
 //! max_clients = 10000
@@ -159,6 +170,12 @@ pub struct ConfigFile {
     pub admin_listen: Option<Spanned<String>>,
     /// `admin_password`: the password admin clients must `AUTH` with. Default none.
     pub admin_password: Option<Spanned<String>>,
+    /// `tls_listen`: a second client listener, speaking TLS, an `IP:port` (no hostname).
+    /// Default: unset (no TLS listener; `listen` serves plaintext either way). Needs `[tls]`;
+    /// must differ from `listen` and `metrics_listen`.
+    pub tls_listen: Option<Spanned<String>>,
+    /// `[tls]`: the certificate of `tls_listen`. Only with `tls_listen`.
+    pub tls: Option<Spanned<TlsFile>>,
     /// `[backend]`: how the proxy connects to redis-servers.
     #[serde(default)]
     pub backend: BackendFile,
@@ -219,6 +236,35 @@ pub struct BackendFile {
     /// `reconnect_backoff_max_ms`: the wait doubles up to this. Default
     /// [`DEFAULT_RECONNECT_BACKOFF_MAX_MS`]; at least `reconnect_backoff_min_ms`.
     pub reconnect_backoff_max_ms: Option<Spanned<u64>>,
+    /// `tls`: whether every backend connection (lanes, subscriptions, probes) speaks TLS.
+    /// Default `false`. Needs `tls_ca_file`.
+    pub tls: Option<Spanned<bool>>,
+    /// `tls_ca_file`: PEM file of the certificate authorities that sign the backends'
+    /// certificates (like redis-cli's `--cacert`). Required with `tls = true`.
+    pub tls_ca_file: Option<Spanned<String>>,
+    /// `tls_server_name`: the name every backend certificate must carry. Default: unset (each
+    /// node's own host, an IP address or a hostname, as written in the topology).
+    pub tls_server_name: Option<Spanned<String>>,
+    /// `tls_cert_file`: PEM certificate chain the proxy presents to backends that verify
+    /// clients (Redis's `tls-auth-clients yes`). Default: unset (none). Needs `tls_key_file`.
+    pub tls_cert_file: Option<Spanned<String>>,
+    /// `tls_key_file`: PEM private key of `tls_cert_file`. Needs `tls_cert_file`.
+    pub tls_key_file: Option<Spanned<String>>,
+}
+
+/// `[tls]`: what the TLS client listener (`tls_listen`) presents and whom it accepts. The
+/// files are read at start and again on every reload.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    /// `cert_file`: PEM certificate chain, the server's own certificate first. Required.
+    pub cert_file: Spanned<String>,
+    /// `key_file`: PEM private key of that certificate (PKCS#8, PKCS#1 or SEC1). Required.
+    pub key_file: Spanned<String>,
+    /// `client_ca_file`: PEM certificate authorities; when set, every client must present a
+    /// certificate signed by one of them (mutual TLS). Default: unset (any client may
+    /// connect, and authenticates with AUTH as on `listen`).
+    pub client_ca_file: Option<Spanned<String>>,
 }
 
 /// `[limits]`. Every limit is at least 1.

@@ -29,7 +29,8 @@ mod validate;
 
 pub use addr::NodeAddr;
 pub use config::{
-    BackendConfig, Config, Limits, LogConfig, LogFormat, ShardConfig, SlowlogConfig, UserConfig,
+    BackendConfig, BackendTlsConfig, CertFiles, Config, Limits, LogConfig, LogFormat, ShardConfig,
+    SlowlogConfig, TlsConfig, UserConfig,
 };
 pub use error::{ConfigError, NodeAddrError, SlotRangeError, StoreError, TopologyError};
 pub use file::Access;

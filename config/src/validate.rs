@@ -123,11 +123,11 @@ impl Source<'_> {
     }
 }
 
-/// Validates the `[[shard]]` tables: names, addresses (unique across the cluster, not the
-/// proxy itself) and slots (each assigned exactly once).
+/// Validates the `[[shard]]` tables: names, addresses (unique across the cluster, not one of
+/// the proxy's own `listens`) and slots (each assigned exactly once).
 pub(crate) fn shards(
     files: &[Spanned<ShardFile>],
-    listen: SocketAddr,
+    listens: &[Option<SocketAddr>],
     src: &Source<'_>,
 ) -> Result<Vec<ShardConfig>, ConfigError> {
     if files.is_empty() {
@@ -158,7 +158,11 @@ pub(crate) fn shards(
         let mut node = |spanned: &Spanned<String>, key: String, role: &'static str| {
             let addr = NodeAddr::parse(spanned.get_ref())
                 .map_err(|e| src.invalid(Some(spanned), &key, e.to_string()))?;
-            if is_listen_addr(&addr, listen) {
+            if listens
+                .iter()
+                .flatten()
+                .any(|&listen| is_listen_addr(&addr, listen))
+            {
                 return Err(src.invalid(
                     Some(spanned),
                     &key,

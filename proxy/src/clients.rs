@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -84,6 +84,19 @@ pub struct Clients {
     pub rejected_connections: AtomicU64,
     /// Requests processed since start (INFO total_commands_processed).
     pub total_commands: AtomicU64,
+    /// Connections holding a place under `max_clients`: sessions of both listeners and TLS
+    /// handshakes in progress.
+    admitted: Arc<AtomicUsize>,
+}
+
+/// A connection's place under `max_clients`, given back when dropped.
+#[derive(Debug)]
+pub struct Admitted(Arc<AtomicUsize>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Clients {
@@ -91,6 +104,22 @@ impl Clients {
         self.live
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A place for one more connection, unless `max_clients` hold one already. Several
+    /// listeners may ask at once: the count never passes `max_clients`.
+    pub fn admit(&self, max_clients: usize) -> Option<Admitted> {
+        self.admitted
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max_clients).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Admitted(Arc::clone(&self.admitted)))
+    }
+
+    /// Counts a connection refused at `max_clients` (INFO rejected_connections).
+    pub fn refused(&self) {
+        self.rejected_connections.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Registers a new connection; it stays listed until [`Clients::remove`].

@@ -12,20 +12,24 @@
 //!
 //! - [`admin`]: the admin port (RESP): topology, nodes, migrations, rebalance, failover.
 //! - [`control`]: the controller, the one place that changes the live topology.
-//! - [`listener`]: the accept loop, max-clients permits, one task per client.
-//! - [`session`]: one client connection: reads requests, dispatches them, writes the replies
-//!   back in order; answers connection-local commands itself.
+//! - [`listener`]: the accept loops (plaintext and TLS), max-clients permits, one task per
+//!   client.
+//! - [`session`]: one client connection (plain TCP or TLS): reads requests, dispatches them,
+//!   writes the replies back in order; answers connection-local commands itself.
 //! - [`resp`]: the hand-written, resumable, bounded request and reply scanners, and the
 //!   encoders of synthesized replies.
 //! - [`command`]: the Redis 7.0 command table (arity, key positions, flags) and how redshard
 //!   treats each command.
 //! - [`router`]: the slot table in an `ArcSwap`, and the routing of one request.
 //! - [`backend`]: per-node lanes: long-lived, multiplexed, pipelined connections.
+//! - [`mirror`]: the replicas get each write's effect, made deterministic.
 //! - [`shutdown`]: the drain signal shared by every task.
 //! - [`metrics`]: metric names, the recording API, and the HTTP endpoint (`/metrics`,
 //!   `/livez`, `/readyz`, `POST /-/reload`) on `metrics_listen`.
 //! - [`health`]: what is known of each backend node (the PING probe), readiness.
 //! - [`reload`]: re-reading the configuration file (SIGHUP, `POST /-/reload`).
+//! - [`tls`]: the certificates of the TLS listener and of backend connections (rustls),
+//!   reloadable.
 //! - [`replies`]: each client's reply queue, filled by lanes in any order, emptied in order.
 //! - [`outbuf`]: output queues written with vectored writes (small chunks copied, large ones
 //!   referenced).
@@ -52,6 +56,7 @@ pub mod session;
 pub mod shutdown;
 pub mod slowlog;
 pub mod state;
+pub mod tls;
 
 use std::io;
 use std::net::SocketAddr;
@@ -61,7 +66,7 @@ use std::time::Duration;
 use redshard_config::{
     choose_initial, Config, FileTopologyStore, InitialSource, Topology, TopologyStore,
 };
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinHandle;
 
 pub use reload::{LogLevelHook, ReloadError, ReloadReport};
@@ -97,6 +102,18 @@ pub enum StartError {
         #[source]
         source: io::Error,
     },
+    /// The TLS port (`tls_listen`) could not be bound.
+    #[error("cannot listen on {addr} (tls_listen): {source}")]
+    BindTls {
+        /// The configured address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// A TLS certificate or key file cannot be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
     /// The persisted topology could not be read or written.
     #[error("topology store: {0}")]
     Store(#[from] redshard_config::StoreError),
@@ -107,13 +124,15 @@ pub enum StartError {
 pub struct Proxy {
     /// Where clients connect (the bound address, useful when the config said port 0).
     local_addr: SocketAddr,
+    /// Where TLS clients connect, when `tls_listen` is set (the bound address).
+    tls_addr: Option<SocketAddr>,
     /// Shared state (routing table, client list), for inspection.
     state: Arc<ProxyState>,
     /// The controller: topology changes, health, failover, resync.
     controller: Arc<control::Controller>,
     /// Starts the drain.
     trigger: shutdown::ShutdownTrigger,
-    /// The accept loop; completes when every session has finished after shutdown.
+    /// The accept loops; complete when every session has finished after shutdown.
     accept: JoinHandle<()>,
     /// Where the HTTP endpoint listens, when it runs.
     http_addr: Option<SocketAddr>,
@@ -172,7 +191,8 @@ impl Proxy {
     }
 
     /// Serves `topology` on an already-bound listener (tests bind `127.0.0.1:0`), without
-    /// the HTTP endpoint and the admin port (see [`Proxy::start_admin`]).
+    /// the HTTP endpoint and the admin port (see [`Proxy::start_admin`]); the TLS listener of
+    /// `config.tls` is bound here.
     ///
     /// # Errors
     /// The listener's address cannot be read.
@@ -186,11 +206,13 @@ impl Proxy {
 
     /// Serves `topology` to clients on `listener` and, when `http` is given, the HTTP
     /// endpoint on it with the backend probe that feeds `/readyz` (`config.metrics_listen`
-    /// is not bound here, nor `config.admin_listen`: see [`Proxy::start_admin`]). Installs the
-    /// process's metrics recorder if it is not yet.
+    /// is not bound here, nor `config.admin_listen`: see [`Proxy::start_admin`]). With
+    /// `tls_listen`, loads the certificates and binds that port too. Installs the process's
+    /// metrics recorder if it is not yet.
     ///
     /// # Errors
-    /// A listener's address cannot be read.
+    /// A listener's address cannot be read, the TLS port cannot be bound, or a TLS file
+    /// cannot be used.
     pub fn serve(
         listener: TcpListener,
         http: Option<TcpListener>,
@@ -212,10 +234,23 @@ impl Proxy {
             ),
             None => None,
         };
+        let (tls_listener, tls_addr) = match &config.tls {
+            Some(tls) => {
+                let listener = bind_tls(tls.listen)?;
+                let addr = listener
+                    .local_addr()
+                    .map_err(|source| StartError::BindTls {
+                        addr: tls.listen,
+                        source,
+                    })?;
+                (Some(listener), Some(addr))
+            }
+            None => (None, None),
+        };
         if let Err(e) = metrics::install(&config.metrics_namespace) {
             tracing::warn!(error = %e, "metrics are disabled");
         }
-        let state = ProxyState::with_options(config, topology, local_addr.port(), options);
+        let state = ProxyState::with_options(config, topology, local_addr.port(), options)?;
         let (trigger, watch) = shutdown::channel();
         let mut background = Vec::new();
         if let Some(http) = http {
@@ -226,10 +261,21 @@ impl Proxy {
             )));
         }
         let controller = control::Controller::start(Arc::clone(&state), trigger.subscribe());
-        let accept = tokio::spawn(listener::run(listener, Arc::clone(&state), watch));
+        let plain = listener::run(listener, Arc::clone(&state), watch.clone());
+        let accept = match (tls_listener, &state.tls.server) {
+            (Some(tls_listener), Some(tls)) => {
+                let tls =
+                    listener::run_tls(tls_listener, Arc::clone(&state), watch, Arc::clone(tls));
+                tokio::spawn(async move {
+                    tokio::join!(plain, tls);
+                })
+            }
+            _ => tokio::spawn(plain),
+        };
         Ok(Self {
             local_addr,
             controller,
+            tls_addr,
             state,
             trigger,
             accept,
@@ -270,6 +316,12 @@ impl Proxy {
     #[must_use]
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where TLS clients connect, when `tls_listen` is set.
+    #[must_use]
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     /// The current topology epoch.
@@ -338,6 +390,22 @@ fn endpoints(state: &Arc<ProxyState>) -> metrics::http::Endpoints {
                 .map_err(|e| e.to_string())
         }),
     }
+}
+
+/// Binds the TLS port like `TcpListener::bind` does (address reuse on Unix), without
+/// waiting, so [`Proxy::serve`] stays synchronous.
+fn bind_tls(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    let error = |source| StartError::BindTls { addr, source };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(error)?;
+    #[cfg(unix)]
+    socket.set_reuseaddr(true).map_err(error)?;
+    socket.bind(addr).map_err(error)?;
+    socket.listen(1024).map_err(error)
 }
 
 /// The topology to start with: the persisted one when it is newer than the config file's.

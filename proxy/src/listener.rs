@@ -1,30 +1,62 @@
-//! The accept loop.
+//! The accept loops: plaintext clients on `listen`, TLS clients on `tls_listen`.
 //!
 //! Like Redis, a client over `max_clients` is accepted, told
 //! `-ERR max number of clients reached` and closed. `max_clients` is read from the live
 //! configuration at each accept, so a reload applies to the next client (clients already
-//! connected stay, as with Redis's `CONFIG SET maxclients`). Accept errors (for example running out of
+//! connected stay, as with Redis's `CONFIG SET maxclients`); it counts the clients of both
+//! listeners, TLS handshakes in progress included. Accept errors (for example running out of
 //! file descriptors) back off instead of spinning. Each connection runs in its own task with a
 //! tracing span carrying the peer address.
+//!
+//! On the TLS listener the task first completes the TLS handshake, within
+//! [`HANDSHAKE_TIMEOUT`], with the certificates in effect at that moment (a reload changes
+//! them for the next handshake). A handshake that fails (plaintext sent to the TLS port, an
+//! untrusted or missing client certificate) closes the connection, is logged at debug level
+//! and counted in `tls_handshake_errors_total`: the client never reaches a session.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tracing::{error, info, Instrument};
+use tracing::{debug, error, info, Instrument};
 
+use crate::metrics;
 use crate::session::Session;
 use crate::shutdown::Shutdown;
 use crate::state::ProxyState;
+use crate::tls::ServerTls;
 
-/// Accepts clients on `listener` until `shutdown` fires, then waits for every session to
-/// finish its in-flight replies (the caller bounds that wait with the grace period).
-pub async fn run(listener: TcpListener, state: Arc<ProxyState>, mut shutdown: Shutdown) {
-    // Sessions running; only this loop increments it, so it never overshoots `max_clients`.
-    let active = Arc::new(AtomicUsize::new(0));
+/// Longest time a TLS client may take to complete its handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a client over `max_clients` is told before it is closed.
+const REFUSAL: &[u8] = b"-ERR max number of clients reached\r\n";
+
+/// Accepts plaintext clients on `listener` until `shutdown` fires, then waits for every
+/// session to finish its in-flight replies (the caller bounds that wait with the grace
+/// period).
+pub async fn run(listener: TcpListener, state: Arc<ProxyState>, shutdown: Shutdown) {
+    accept_loop(listener, state, shutdown, None).await;
+}
+
+/// As [`run`], for TLS clients: each connection completes a handshake with `tls` first.
+pub async fn run_tls(
+    listener: TcpListener,
+    state: Arc<ProxyState>,
+    shutdown: Shutdown,
+    tls: Arc<ServerTls>,
+) {
+    accept_loop(listener, state, shutdown, Some(tls)).await;
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<ProxyState>,
+    mut shutdown: Shutdown,
+    tls: Option<Arc<ServerTls>>,
+) {
     // Each session holds a clone of `done_tx`; `done_rx` completes when the last one is gone.
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let mut backoff = Duration::from_millis(5);
@@ -45,34 +77,56 @@ pub async fn run(listener: TcpListener, state: Arc<ProxyState>, mut shutdown: Sh
                 continue;
             }
         };
-        if active.load(Ordering::Acquire) >= state.live.load().limits.max_clients {
-            state
-                .clients
-                .rejected_connections
-                .fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(async move {
-                let _ = socket
-                    .write_all(b"-ERR max number of clients reached\r\n")
-                    .await;
-            });
+        let max_clients = state.live.load().limits.max_clients;
+        let Some(permit) = state.clients.admit(max_clients) else {
+            state.clients.refused();
+            match &tls {
+                None => {
+                    tokio::spawn(async move {
+                        let _ = socket.write_all(REFUSAL).await;
+                    });
+                }
+                Some(tls) => {
+                    let acceptor = tls.acceptor();
+                    tokio::spawn(async move {
+                        let refuse = async {
+                            let mut stream = acceptor.accept(socket).await?;
+                            stream.write_all(REFUSAL).await?;
+                            stream.shutdown().await
+                        };
+                        let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, refuse).await;
+                    });
+                }
+            }
             continue;
-        }
-        let permit = Active::enter(&active);
+        };
         let _ = socket.set_nodelay(true);
         let state = Arc::clone(&state);
         let shutdown = shutdown.clone();
         let done = done_tx.clone();
         let span = tracing::info_span!("client", peer = %peer);
-        tokio::spawn(
-            async move {
-                if let Ok(session) = Session::new(socket, state, shutdown) {
-                    session.run().await;
+        // Two task types, so a plaintext session's task does not carry a TLS stream's size.
+        match &tls {
+            None => tokio::spawn(
+                async move {
+                    serve(socket, state, shutdown).await;
+                    drop(permit);
+                    drop(done);
                 }
-                drop(permit);
-                drop(done);
+                .instrument(span),
+            ),
+            Some(tls) => {
+                let tls = Arc::clone(tls);
+                tokio::spawn(
+                    async move {
+                        serve_tls(socket, &tls, state, shutdown).await;
+                        drop(permit);
+                        drop(done);
+                    }
+                    .instrument(span),
+                )
             }
-            .instrument(span),
-        );
+        };
     }
     drop(listener);
     drop(done_tx);
@@ -80,18 +134,41 @@ pub async fn run(listener: TcpListener, state: Arc<ProxyState>, mut shutdown: Sh
     let _ = done_rx.recv().await;
 }
 
-/// One running session in the count of active sessions; leaves it when dropped.
-struct Active(Arc<AtomicUsize>);
-
-impl Active {
-    fn enter(count: &Arc<AtomicUsize>) -> Self {
-        count.fetch_add(1, Ordering::AcqRel);
-        Self(Arc::clone(count))
+/// Serves a client over `stream`: a plaintext socket, or a TLS stream after its handshake.
+async fn serve<S: crate::session::ClientStream>(
+    stream: S,
+    state: Arc<ProxyState>,
+    shutdown: Shutdown,
+) {
+    if let Ok(session) = Session::new(stream, state, shutdown) {
+        session.run().await;
     }
 }
 
-impl Drop for Active {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
+/// Completes a TLS client's handshake, then serves it. A failed or slow handshake, or a
+/// shutdown meanwhile, closes the connection.
+async fn serve_tls(
+    socket: TcpStream,
+    tls: &ServerTls,
+    state: Arc<ProxyState>,
+    mut shutdown: Shutdown,
+) {
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(socket));
+    let stream = tokio::select! {
+        () = shutdown.wait() => return,
+        done = handshake => match done {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                metrics::tls_handshake_error();
+                debug!(error = %e, "TLS handshake failed; closing the connection");
+                return;
+            }
+            Err(_) => {
+                metrics::tls_handshake_error();
+                debug!(timeout_ms = HANDSHAKE_TIMEOUT.as_millis() as u64, "TLS handshake timed out; closing the connection");
+                return;
+            }
+        },
+    };
+    serve(stream, state, shutdown).await;
 }

@@ -80,6 +80,11 @@ fn main() -> ExitCode {
     if let Some(path) = &cli.check_config {
         return match Config::load(path) {
             Ok(config) => {
+                // The certificate files too: a proxy that would not start is not valid.
+                if let Err(e) = redshard_proxy::tls::Tls::load(&config) {
+                    eprintln!("{}: TLS: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
                 let nodes: usize = config.shards.iter().map(|s| 1 + s.replicas.len()).sum();
                 println!(
                     "{}: OK ({} shards, {} nodes, all 16384 slots assigned)",
@@ -180,15 +185,15 @@ async fn serve(config: Config, options: StateOptions) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match proxy.metrics_addr() {
-        Some(http) => info!(
-            listen = %proxy.local_addr(),
-            metrics = %http,
-            epoch = proxy.epoch(),
-            "redshard is serving"
-        ),
-        None => info!(listen = %proxy.local_addr(), epoch = proxy.epoch(), "redshard is serving"),
-    }
+    let optional =
+        |addr: Option<std::net::SocketAddr>| addr.map_or("off".into(), |a| a.to_string());
+    info!(
+        listen = %proxy.local_addr(),
+        tls_listen = %optional(proxy.tls_addr()),
+        metrics = %optional(proxy.metrics_addr()),
+        epoch = proxy.epoch(),
+        "redshard is serving"
+    );
     while signals.next().await == Signal::Reload {
         // Logged (applied, refused, or needing a restart) by the reload itself.
         let _ = proxy.reload();

@@ -6,6 +6,8 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -120,6 +122,40 @@ impl OutBuf {
             }
         }
         Ok(())
+    }
+
+    /// [`OutBuf::try_write_to`] for a stream without readiness-based writes (a TLS stream):
+    /// writes what `w` takes now, then flushes what it buffered, without waiting; counted as
+    /// client output. It polls with a waker that does nothing: the caller waits for the
+    /// socket's writability itself and calls again.
+    ///
+    /// # Errors
+    /// The stream's write error; `WriteZero` when the peer accepts no bytes.
+    pub fn try_write_async<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> io::Result<()> {
+        let mut cx = Context::from_waker(Waker::noop());
+        while !self.is_empty() {
+            self.seal();
+            let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut count = 0;
+            for (slot, chunk) in iov.iter_mut().zip(self.chunks.iter()) {
+                *slot = IoSlice::new(chunk);
+                count += 1;
+            }
+            match Pin::new(&mut *w).poll_write_vectored(&mut cx, &iov[..count]) {
+                Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(n)) => {
+                    crate::metrics::bytes_out(n as u64);
+                    self.consume(n);
+                }
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => break,
+            }
+        }
+        match Pin::new(w).poll_flush(&mut cx) {
+            Poll::Ready(Err(e)) if e.kind() != io::ErrorKind::WouldBlock => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// Frees the staging buffer once everything is written, so an idle connection holds no

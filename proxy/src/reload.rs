@@ -1,17 +1,22 @@
 //! Reloading the configuration file (SIGHUP, `POST /-/reload`).
 //!
-//! The file is read and validated again. An invalid file is refused and the running
-//! configuration kept. Otherwise `[limits]` (except `max_reply_depth`, fixed in the backend
-//! connections when they open) and `[log] level` apply at once: the new values are published
-//! in [`ProxyState::live`]. Every other key that changed is reported as needing a restart,
-//! and keeps its running value in `live`, so `live` is always what is in effect.
+//! The file is read and validated again, and the TLS certificate files it names are read
+//! again. An invalid file, or a TLS file that cannot be used, is refused and the running
+//! configuration (certificates included) kept. Otherwise `[limits]` (except
+//! `max_reply_depth`, fixed in the backend connections when they open), `[log] level`,
+//! `[slowlog]` and the TLS files (`[tls]`, `[backend] tls_*`) apply at once: the new values
+//! are published in [`ProxyState::live`], and the new certificates serve the connections
+//! opened from then on (see [`crate::tls`]). Every other key that changed is reported as
+//! needing a restart, and keeps its running value in `live`, so `live` is always what is in
+//! effect.
 
 use std::fmt;
 use std::sync::{Arc, PoisonError};
 
-use redshard_config::{Config, ConfigError};
+use redshard_config::{BackendConfig, Config, ConfigError, TlsConfig};
 
 use crate::state::ProxyState;
+use crate::tls::TlsError;
 
 /// Applies a new `[log] level` filter. `Ok(true)` when applied, `Ok(false)` when something
 /// overrides the file (such as `RUST_LOG`); `Err` with the reason when the filter is invalid.
@@ -78,6 +83,9 @@ pub enum ReloadError {
     /// The new `[log] level` is not a valid filter.
     #[error("log.level: {0}")]
     LogLevel(String),
+    /// A TLS certificate or key file cannot be used; the running certificates stay.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// Re-reads the configuration file and applies what can change live (see the
@@ -121,6 +129,8 @@ fn reload_inner(state: &ProxyState) -> Result<ReloadReport, ReloadError> {
     let path = state.config_path.as_deref().ok_or(ReloadError::NoFile)?;
     let file = Config::load(path)?;
     let running = state.live.load_full();
+    // Read and check every certificate before anything applies.
+    let tls = state.tls.prepare_reload(&file)?;
     let mut report = ReloadReport {
         applied: Vec::new(),
         needs_restart: restart_keys(&running, &file),
@@ -199,11 +209,25 @@ fn reload_inner(state: &ProxyState) -> Result<ReloadReport, ReloadError> {
         max_reply_depth: old.max_reply_depth,
         ..new.clone()
     };
+    // TLS that keeps running takes the files the new configuration names.
+    if let (Some(next), Some(file)) = (&mut next.tls, &file.tls) {
+        *next = TlsConfig {
+            listen: next.listen,
+            ..file.clone()
+        };
+    }
+    if let (Some(next), Some(file)) = (&mut next.backend.tls, &file.backend.tls) {
+        next.clone_from(file);
+    }
+    report
+        .applied
+        .extend(tls.apply().into_iter().map(str::to_owned));
     state.live.store(Arc::new(next));
     Ok(report)
 }
 
-/// The keys other than `[limits]` and `[log] level` that differ between `running` and `file`.
+/// The keys other than `[limits]`, `[log] level` and the TLS files that differ between
+/// `running` and `file`.
 fn restart_keys(running: &Config, file: &Config) -> Vec<String> {
     let mut keys = Vec::new();
     let mut check = |key: &str, changed: bool| {
@@ -232,7 +256,22 @@ fn restart_keys(running: &Config, file: &Config) -> Vec<String> {
         "admin_password",
         running.admin_password != file.admin_password,
     );
-    check("backend", running.backend != file.backend);
+    check(
+        "tls_listen",
+        running.tls.as_ref().map(|t| t.listen) != file.tls.as_ref().map(|t| t.listen),
+    );
+    let without_tls = |backend: &BackendConfig| BackendConfig {
+        tls: None,
+        ..backend.clone()
+    };
+    check(
+        "backend",
+        without_tls(&running.backend) != without_tls(&file.backend),
+    );
+    check(
+        "backend.tls",
+        running.backend.tls.is_some() != file.backend.tls.is_some(),
+    );
     check("log.format", running.log.format != file.log.format);
     check("threads", running.threads != file.threads);
     check("shard", running.shards != file.shards);

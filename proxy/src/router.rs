@@ -96,6 +96,8 @@ pub struct RoutingTable {
     slot_to_shard: Box<[u16]>,
     /// Gates not open, over all shards (shared with [`Gates`]).
     closed: Arc<AtomicUsize>,
+    /// Whether some slot is migrating (requests then check their keys).
+    migrating: bool,
     /// Every shard, in topology order.
     shards: Vec<ShardRoute>,
 }
@@ -139,12 +141,33 @@ impl RoutingTable {
                     .unwrap_or(0)
             })
             .collect();
+        let migrating = topology
+            .slots
+            .iter()
+            .any(|s| matches!(s, redshard_config::SlotState::Migrating { .. }));
         Self {
             topology,
             slot_to_shard,
             shards,
             closed: Arc::clone(&gates.closed),
+            migrating,
         }
+    }
+
+    /// Whether some slot is migrating.
+    #[must_use]
+    #[inline]
+    pub fn has_migrations(&self) -> bool {
+        self.migrating
+    }
+
+    /// Whether `slot` is migrating.
+    #[must_use]
+    pub fn is_migrating(&self, slot: Slot) -> bool {
+        matches!(
+            self.topology.slot_state(slot),
+            redshard_config::SlotState::Migrating { .. }
+        )
     }
 
     /// Whether some shard's gate is paused or down.

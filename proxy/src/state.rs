@@ -13,6 +13,7 @@ use crate::health::BackendHealth;
 use crate::reload::LogLevelHook;
 use crate::resp::ScanLimits;
 use crate::router::Router;
+use crate::tls::{Tls, TlsError};
 
 /// The proxy's shared state, one per running proxy.
 #[derive(Debug)]
@@ -41,9 +42,14 @@ pub struct ProxyState {
     pub log_level: Option<LogLevelHook>,
     /// Held during a reload, so SIGHUP and `POST /-/reload` do not interleave.
     pub reload_lock: Mutex<()>,
+    /// Slot migrations: the queue, and the per-key locks the data path shares with the mover.
+    pub migrations: crate::control::migrate::Migrations,
     /// The data path's reports to the controller, taken once by the controller task.
     pub control_rx:
         Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<crate::mirror::ControlEvent>>>,
+    /// The certificates of the TLS listener and of backend connections, replaced in place
+    /// by a reload.
+    pub tls: Tls,
 }
 
 /// What a proxy started by `main` has beyond its configuration.
@@ -58,25 +64,34 @@ pub struct StateOptions {
 impl ProxyState {
     /// State for a proxy serving `topology` with `config`. Must run inside a tokio runtime: it
     /// starts the backend lanes.
-    #[must_use]
-    pub fn new(config: Config, topology: Topology, port: u16) -> Arc<Self> {
+    ///
+    /// # Errors
+    /// A TLS file of `config` cannot be read or used.
+    pub fn new(config: Config, topology: Topology, port: u16) -> Result<Arc<Self>, TlsError> {
         Self::with_options(config, topology, port, StateOptions::default())
     }
 
     /// As [`ProxyState::new`], with a configuration file to reload and a log level hook.
-    #[must_use]
+    ///
+    /// # Errors
+    /// A TLS file of `config` cannot be read or used.
     pub fn with_options(
         config: Config,
         topology: Topology,
         port: u16,
         options: StateOptions,
-    ) -> Arc<Self> {
-        let lanes = LaneConfig::from_config(&config.backend, config.limits.max_reply_depth);
+    ) -> Result<Arc<Self>, TlsError> {
+        let tls = Tls::load(&config)?;
+        let lanes = LaneConfig::from_config(
+            &config.backend,
+            config.limits.max_reply_depth,
+            tls.backend.clone(),
+        );
         let (events, control_rx) = tokio::sync::mpsc::unbounded_channel();
         let mirror = crate::mirror::Mirror::new(config.mirror.clone(), events.clone());
         let router = Router::new(topology, NodePool::new(lanes).reporting(events), mirror);
         let config = Arc::new(config);
-        Arc::new(Self {
+        Ok(Arc::new(Self {
             live: ArcSwap::new(Arc::clone(&config)),
             config,
             router,
@@ -89,7 +104,9 @@ impl ProxyState {
             log_level: options.log_level,
             reload_lock: Mutex::new(()),
             control_rx: Mutex::new(Some(control_rx)),
-        })
+            migrations: crate::control::migrate::Migrations::default(),
+            tls,
+        }))
     }
 
     /// The request scanner's bounds from the live `[limits]`: a reload applies to the

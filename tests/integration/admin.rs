@@ -159,7 +159,12 @@ async fn topology_shows_shards_slots_nodes_and_health() {
         })
         .sum();
     assert!(applied >= 1, "{t:?}");
-    let keys: i64 = t.field("shards").items().iter().map(|s| s.field("keys").int()).sum();
+    let keys: i64 = t
+        .field("shards")
+        .items()
+        .iter()
+        .map(|s| s.field("keys").int())
+        .sum();
     assert_eq!(keys, 1, "each master's DBSIZE: {t:?}");
 
     // A master that dies shows as down, and its slots as not served (no failover without

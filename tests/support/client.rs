@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use redis_protocol::resp2::decode::decode;
 use redis_protocol::resp2::types::OwnedFrame;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// A decoded reply.
@@ -102,11 +102,16 @@ impl Reply {
     }
 }
 
+/// What a [`Client`] talks over: a TCP socket, or a TLS stream the test opened.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug> Stream for T {}
+
 /// One connection.
 #[derive(Debug)]
 pub struct Client {
-    /// The socket.
-    stream: TcpStream,
+    /// The socket (or TLS stream).
+    stream: Box<dyn Stream>,
     /// Bytes read and not yet decoded.
     buf: BytesMut,
 }
@@ -183,8 +188,13 @@ impl Client {
             .await
             .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
         stream.set_nodelay(true).expect("nodelay");
+        Self::over(stream)
+    }
+
+    /// A client over an already open connection (such as a TLS stream).
+    pub fn over(stream: impl Stream + 'static) -> Self {
         Self {
-            stream,
+            stream: Box::new(stream),
             buf: BytesMut::new(),
         }
     }
@@ -197,6 +207,8 @@ impl Client {
     /// Sends raw bytes.
     pub async fn send_raw(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.expect("write");
+        // A TLS stream may still hold records the socket had no room for.
+        self.stream.flush().await.expect("flush");
     }
 
     /// Reads one reply; `None` when the server closed the connection.

@@ -175,6 +175,7 @@ impl TestCluster {
 
 /// Starts a proxy for `config` on a fresh 127.0.0.1 port.
 pub async fn start_proxy(config: Config) -> Proxy {
+    crate::server::init_logs();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let topology = Topology::from_config(&config);
     Proxy::start_on(listener, config, topology).expect("proxy starts")

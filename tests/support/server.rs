@@ -74,7 +74,7 @@ impl RedisServer {
             .arg("--dir")
             .arg(self.dir.path())
             .args(&self.args)
-            .stdout(Stdio::null())
+            .stdout(log_file(&port))
             .stderr(Stdio::null())
             .spawn();
         let child = match child {
@@ -190,5 +190,29 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Where a server's log goes: `$REDSHARD_TEST_LOG_DIR/redis-PORT.log` when that variable is
+/// set (to debug a failing test), nowhere otherwise.
+fn log_file(port: &str) -> Stdio {
+    let Some(dir) = std::env::var_os("REDSHARD_TEST_LOG_DIR") else {
+        return Stdio::null();
+    };
+    let path = std::path::Path::new(&dir).join(format!("redis-{port}.log"));
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_or_else(|_| Stdio::null(), Stdio::from)
+}
+
+/// Sends the proxy's logs to stderr when `RUST_LOG` is set (to debug a failing test).
+pub fn init_logs() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
     }
 }

@@ -134,6 +134,12 @@ shutdown_grace_ms = 0
 topology_file = "/var/lib/redshard/topology.toml"
 metrics_listen = "0.0.0.0:9200"
 metrics_namespace = "redis"
+tls_listen = "0.0.0.0:7001"
+
+[tls]
+cert_file = "/etc/redshard/server.crt"
+key_file = "/etc/redshard/server.key"
+client_ca_file = "/etc/redshard/clients.crt"
 
 [backend]
 username = "proxyuser"
@@ -143,6 +149,11 @@ connect_timeout_ms = 10
 response_timeout_ms = 20
 reconnect_backoff_min_ms = 30
 reconnect_backoff_max_ms = 30
+tls = true
+tls_ca_file = "/etc/redshard/redis-ca.crt"
+tls_server_name = "redis.internal"
+tls_cert_file = "/etc/redshard/client.crt"
+tls_key_file = "/etc/redshard/client.key"
 
 [limits]
 max_clients = 1
@@ -178,6 +189,15 @@ format = "json"
     );
     assert_eq!(config.metrics_namespace, "redis");
     assert_eq!(
+        config.tls,
+        Some(TlsConfig {
+            listen: "0.0.0.0:7001".parse().unwrap(),
+            cert_file: "/etc/redshard/server.crt".into(),
+            key_file: "/etc/redshard/server.key".into(),
+            client_ca_file: Some("/etc/redshard/clients.crt".into()),
+        })
+    );
+    assert_eq!(
         config.backend,
         BackendConfig {
             username: Some("proxyuser".into()),
@@ -189,6 +209,14 @@ format = "json"
             response_timeout: Duration::from_millis(20),
             reconnect_backoff_min: Duration::from_millis(30),
             reconnect_backoff_max: Duration::from_millis(30),
+            tls: Some(BackendTlsConfig {
+                ca_file: "/etc/redshard/redis-ca.crt".into(),
+                server_name: Some("redis.internal".into()),
+                client_cert: Some(CertFiles {
+                    cert_file: "/etc/redshard/client.crt".into(),
+                    key_file: "/etc/redshard/client.key".into(),
+                }),
+            }),
         }
     );
     assert_eq!(
@@ -546,6 +574,26 @@ fn load_reads_the_file_and_resolves_the_topology_path() {
         "{message}"
     );
 
+    std::fs::write(
+        &path,
+        format!(
+            "tls_listen = \"127.0.0.1:0\"\n[tls]\ncert_file = \"tls/s.crt\"\nkey_file = \"/abs/s.key\"\n\
+             client_ca_file = \"ca.crt\"\n[backend]\ntls = true\ntls_ca_file = \"r/ca.crt\"\n\
+             tls_cert_file = \"c.crt\"\ntls_key_file = \"c.key\"\n{SHARDS}"
+        ),
+    )
+    .unwrap();
+    let config = Config::load(&path).unwrap();
+    let tls = config.tls.unwrap();
+    assert_eq!(tls.cert_file, dir.path().join("tls/s.crt"));
+    assert_eq!(tls.key_file, Path::new("/abs/s.key"));
+    assert_eq!(tls.client_ca_file, Some(dir.path().join("ca.crt")));
+    let backend = config.backend.tls.unwrap();
+    assert_eq!(backend.ca_file, dir.path().join("r/ca.crt"));
+    let client = backend.client_cert.unwrap();
+    assert_eq!(client.cert_file, dir.path().join("c.crt"));
+    assert_eq!(client.key_file, dir.path().join("c.key"));
+
     let missing = dir.path().join("missing.toml");
     let err = Config::load(&missing).unwrap_err();
     assert!(matches!(err, ConfigError::Io { .. }));
@@ -658,4 +706,102 @@ fn admin_listen_must_not_take_another_port() {
         "listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{SHARDS}"
     );
     assert_eq!(parse(&text).unwrap().admin_listen.unwrap().port(), 0);
+    let text = format!(
+        "tls_listen = \"127.0.0.1:6380\"\nadmin_listen = \"127.0.0.1:6380\"\n[tls]\ncert_file = \"s.crt\"\nkey_file = \"s.key\"\n{SHARDS}"
+    );
+    assert_error(
+        &text,
+        "admin_listen",
+        &["also the TLS client address `tls_listen`"],
+    );
+}
+
+#[test]
+fn tls_listen_needs_its_table_and_a_port_of_its_own() {
+    let table = "[tls]\ncert_file = \"s.crt\"\nkey_file = \"s.key\"\n";
+    let text = format!("tls_listen = \"127.0.0.1:6380\"\n{table}{SHARDS}");
+    let tls = parse(&text).unwrap().tls.unwrap();
+    assert_eq!(tls.listen, "127.0.0.1:6380".parse::<SocketAddr>().unwrap());
+    assert_eq!(tls.client_ca_file, None);
+
+    let text = format!("tls_listen = \"127.0.0.1:6380\"\n{SHARDS}");
+    assert_error(&text, "tls_listen", &["tls_listen", "[tls]", "cert_file"]);
+    let text = format!("{table}{SHARDS}");
+    assert_error(&text, "[tls]", &["tls: [tls] is set but tls_listen is not"]);
+    let text = format!("tls_listen = \"localhost:6380\"\n{table}{SHARDS}");
+    assert_error(&text, "tls_listen", &["tls_listen", "not an IP:port"]);
+    let text = format!("tls_listen = \"0.0.0.0:6379\"\n{table}{SHARDS}");
+    assert_error(&text, "tls_listen", &["tls_listen", "also `listen`"]);
+    let text = format!("tls_listen = \"127.0.0.1:9121\"\n{table}{SHARDS}");
+    assert_error(&text, "tls_listen", &["also `metrics_listen`"]);
+    let text = format!("tls_listen = \"127.0.0.1:6380\"\n[tls]\ncert_file = \"s.crt\"\n{SHARDS}");
+    assert_error(&text, "[tls]", &["key_file"]);
+    let text = format!(
+        "tls_listen = \"127.0.0.1:6380\"\n[tls]\ncert_file = \"\"\nkey_file = \"k\"\n{SHARDS}"
+    );
+    assert_error(&text, "cert_file", &["tls.cert_file", "empty"]);
+    let text = format!("tls_listen = \"127.0.0.1:6380\"\n{table}ca_file = \"x\"\n{SHARDS}");
+    assert_error(&text, "ca_file", &["unknown field"]);
+    // A backend on the TLS port would be the proxy itself.
+    let text = format!(
+        "tls_listen = \"127.0.0.1:6380\"\n{table}\
+         [[shard]]\nname = \"a\"\nmaster = \"127.0.0.1:6380\"\nslots = [\"0-16383\"]\n"
+    );
+    assert_error(&text, "master", &["proxy's own listen address"]);
+}
+
+#[test]
+fn backend_tls_keys_need_tls_and_a_ca() {
+    let text = format!("[backend]\ntls = true\ntls_ca_file = \"ca.crt\"\n{SHARDS}");
+    let tls = parse(&text).unwrap().backend.tls.unwrap();
+    assert_eq!(tls.ca_file, Path::new("ca.crt"));
+    assert_eq!(tls.server_name, None);
+    assert_eq!(tls.client_cert, None);
+    let text = format!("[backend]\ntls = false\n{SHARDS}");
+    assert_eq!(parse(&text).unwrap().backend.tls, None);
+
+    let text = format!("[backend]\ntls = true\n{SHARDS}");
+    assert_error(&text, "tls = true", &["backend.tls", "tls_ca_file"]);
+    let text = format!("[backend]\ntls_ca_file = \"ca.crt\"\n{SHARDS}");
+    assert_error(
+        &text,
+        "tls_ca_file",
+        &["backend.tls_ca_file", "backend.tls is not true"],
+    );
+    let text = format!("[backend]\ntls = false\ntls_server_name = \"r\"\n{SHARDS}");
+    assert_error(&text, "tls_server_name", &["backend.tls_server_name"]);
+    let on = "[backend]\ntls = true\ntls_ca_file = \"ca.crt\"\n";
+    let text = format!("{on}tls_cert_file = \"c.crt\"\n{SHARDS}");
+    assert_error(
+        &text,
+        "tls_cert_file",
+        &["backend.tls_cert_file", "tls_key_file"],
+    );
+    let text = format!("{on}tls_key_file = \"c.key\"\n{SHARDS}");
+    assert_error(
+        &text,
+        "tls_key_file",
+        &["backend.tls_key_file", "tls_cert_file"],
+    );
+    let text = format!("{on}tls_server_name = \"not a name\"\n{SHARDS}");
+    assert_error(
+        &text,
+        "tls_server_name",
+        &["not a hostname or an IP address"],
+    );
+    for name in ["redis.internal", "10.0.0.7", "::1", "redis_1"] {
+        let text = format!("{on}tls_server_name = \"{name}\"\n{SHARDS}");
+        assert_eq!(
+            parse(&text)
+                .unwrap()
+                .backend
+                .tls
+                .unwrap()
+                .server_name
+                .as_deref(),
+            Some(name)
+        );
+    }
+    let text = format!("{on}tls = 1\n{SHARDS}");
+    assert!(error(&text).contains("line"), "{}", error(&text));
 }

@@ -71,7 +71,14 @@ pub enum TopologyChange {
         slots: Vec<SlotRange>,
     },
     /// Abandons the migration of slots: `Migrating { from, .. }` becomes `Owned(from)`.
+    /// Only for slots none of whose keys moved yet: otherwise reverse them.
     CancelMigration {
+        /// The slots, all migrating.
+        slots: Vec<SlotRange>,
+    },
+    /// Turns the migration of slots around: `Migrating { from, to }` becomes
+    /// `Migrating { from: to, to: from }`, so the keys already moved go back (a cancel).
+    ReverseMigration {
         /// The slots, all migrating.
         slots: Vec<SlotRange>,
     },
@@ -106,6 +113,9 @@ impl fmt::Display for TopologyChange {
             }
             TopologyChange::CancelMigration { slots } => {
                 write!(f, "cancel migrating slots {}", ranges(slots))
+            }
+            TopologyChange::ReverseMigration { slots } => {
+                write!(f, "reverse the migration of slots {}", ranges(slots))
             }
         }
     }
@@ -181,6 +191,7 @@ impl Topology {
             }
             TopologyChange::FinishMigration { slots } => next.end_migration(slots, true)?,
             TopologyChange::CancelMigration { slots } => next.end_migration(slots, false)?,
+            TopologyChange::ReverseMigration { slots } => next.reverse_migration(slots)?,
         }
         Ok(next)
     }
@@ -286,6 +297,23 @@ impl Topology {
             self.slots[slot.index()] = match state {
                 SlotState::Migrating { to, .. } if finish => SlotState::Owned(to),
                 SlotState::Migrating { from, .. } => SlotState::Owned(from),
+                SlotState::Owned(owner) => {
+                    return Err(TopologyError::SlotNotMigrating {
+                        slot: slot.get(),
+                        owner: self.name_of(owner),
+                    });
+                }
+            };
+        }
+        Ok(())
+    }
+}
+
+impl Topology {
+    fn reverse_migration(&mut self, ranges: &[SlotRange]) -> Result<(), TopologyError> {
+        for slot in slot_list(ranges)? {
+            self.slots[slot.index()] = match self.slots[slot.index()] {
+                SlotState::Migrating { from, to } => SlotState::Migrating { from: to, to: from },
                 SlotState::Owned(owner) => {
                     return Err(TopologyError::SlotNotMigrating {
                         slot: slot.get(),

@@ -527,3 +527,35 @@ fn check_refuses_a_short_slot_table() {
         .to_string()
         .contains("100 slot states"));
 }
+
+#[test]
+fn a_reversed_migration_moves_the_slots_back() {
+    let t = base();
+    let (from, to) = (t.shards[0].id, t.shards[2].id);
+    let slots = vec![range("10-20")];
+    let t = apply(
+        &t,
+        TopologyChange::BeginMigration {
+            slots: slots.clone(),
+            to,
+        },
+    );
+    let t = apply(
+        &t,
+        TopologyChange::ReverseMigration {
+            slots: slots.clone(),
+        },
+    );
+    assert_eq!(
+        t.slot_state(slot(15)),
+        SlotState::Migrating { from: to, to: from }
+    );
+    let t = apply(&t, TopologyChange::FinishMigration { slots });
+    assert_eq!(t.slot_state(slot(15)), SlotState::Owned(from));
+    refused(
+        &t,
+        TopologyChange::ReverseMigration {
+            slots: vec![range("10-20")],
+        },
+    );
+}

@@ -8,7 +8,6 @@ use redshard_config::{HealthConfig, NodeAddr, Shard, SlotRange, Topology, SLOT_C
 use tokio::task::JoinSet;
 
 use super::reply::Reply;
-use crate::control::conn::ControlConn;
 use crate::control::migrate::{MigrationProgress, MigrationState};
 use crate::control::probe::ProbeStatus;
 use crate::control::Controller;
@@ -54,15 +53,15 @@ const KEYS_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// `DBSIZE` of each master that is not down, asked in parallel on control connections;
 /// masters that do not answer in [`KEYS_TIMEOUT`] are left out.
-async fn master_keys(controller: &Controller, masters: Vec<NodeAddr>) -> HashMap<NodeAddr, u64> {
-    let auth = crate::health::auth_request(controller.state());
+async fn master_keys(
+    controller: &Arc<Controller>,
+    masters: Vec<NodeAddr>,
+) -> HashMap<NodeAddr, u64> {
     let mut asks = JoinSet::new();
     for addr in masters {
-        let auth = auth.clone();
+        let controller = Arc::clone(controller);
         asks.spawn(async move {
-            let mut conn = ControlConn::open(&addr, auth.as_ref(), KEYS_TIMEOUT)
-                .await
-                .ok()?;
+            let mut conn = controller.connect(&addr, KEYS_TIMEOUT).await.ok()?;
             let answer = conn.call_ok(&[b"DBSIZE"]).await.ok()?;
             let keys = u64::try_from(crate::resp::reply::integer(&answer)?).ok()?;
             Some((addr, keys))
@@ -82,7 +81,7 @@ async fn master_keys(controller: &Controller, masters: Vec<NodeAddr>) -> HashMap
 ///
 /// `slots-served` counts the slots whose serving shard takes requests: its master is not
 /// down and its gate is not down.
-pub async fn topology(controller: &Controller) -> Reply {
+pub async fn topology(controller: &Arc<Controller>) -> Reply {
     let state = controller.state();
     let table = state.router.load();
     let topology = Arc::clone(table.topology());

@@ -1,17 +1,19 @@
-//! Opening one lane connection: TCP connect, `TCP_NODELAY`, and the AUTH handshake.
+//! Opening one lane connection: TCP connect, `TCP_NODELAY`, the TLS handshake with
+//! `[backend] tls`, and the AUTH handshake.
 
 use std::io;
 
 use bytes::BytesMut;
 use redshard_config::NodeAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::lane::LaneError;
+use super::stream::BackendStream;
 use super::LaneConfig;
 use crate::resp::{encode, reply, Protocol, ReplyScanner};
 
-/// Connects to `addr` and authenticates, all within `config.connect_timeout`.
+/// Connects to `addr` (with TLS when configured) and authenticates, all within
+/// `config.connect_timeout`.
 ///
 /// # Errors
 /// Connection refused or timed out, or the node rejected the credentials.
@@ -19,7 +21,7 @@ pub(super) async fn connect(
     addr: &NodeAddr,
     protocol: Protocol,
     config: &LaneConfig,
-) -> Result<TcpStream, LaneError> {
+) -> Result<BackendStream, LaneError> {
     match tokio::time::timeout(
         config.connect_timeout,
         connect_inner(addr, protocol, config),
@@ -35,18 +37,9 @@ async fn connect_inner(
     addr: &NodeAddr,
     protocol: Protocol,
     config: &LaneConfig,
-) -> Result<TcpStream, LaneError> {
-    let mut stream = TcpStream::connect(addr.to_string())
+) -> Result<BackendStream, LaneError> {
+    let mut stream = BackendStream::connect(addr, config.tls.as_deref())
         .await
-        .map_err(LaneError::Connect)?;
-    stream.set_nodelay(true).map_err(LaneError::Connect)?;
-    // A connection the proxy gives up on (timeout, fencing) is reset, not closed: the node
-    // then discards requests it has not read yet instead of running them later (a master
-    // that wakes up from a hang after its failover must receive nothing).
-    // A zero linger never blocks the dropping thread (the deprecation is about non-zero ones).
-    #[allow(deprecated)]
-    stream
-        .set_linger(Some(std::time::Duration::ZERO))
         .map_err(LaneError::Connect)?;
     if protocol == Protocol::Resp3 {
         // HELLO 3 authenticates too; its AUTH form always names a user.
@@ -112,7 +105,10 @@ async fn connect_inner(
 }
 
 /// Reads exactly one reply (used only during the handshake, before pipelining starts).
-async fn read_one_reply(stream: &mut TcpStream, max_depth: usize) -> Result<BytesMut, LaneError> {
+async fn read_one_reply(
+    stream: &mut BackendStream,
+    max_depth: usize,
+) -> Result<BytesMut, LaneError> {
     let mut buf = BytesMut::with_capacity(256);
     let mut scanner = ReplyScanner::new(max_depth);
     loop {

@@ -19,11 +19,11 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use redshard_config::NodeAddr;
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use super::stream::BackendStream;
 use super::{connect::connect, Dest, LaneConfig, LaneRequest};
 use crate::metrics;
 use crate::mirror::{ControlEvent, Job};
@@ -287,7 +287,7 @@ async fn refuse_until(
 /// One loop owns everything: the in-flight FIFO is plain local state, and each `select!`
 /// branch borrows only its own half (queue, socket writer, socket reader, timer).
 async fn serve(
-    mut stream: TcpStream,
+    mut stream: BackendStream,
     rx: &mut mpsc::UnboundedReceiver<LaneRequest>,
     addr: &NodeAddr,
     connected: Protocol,
@@ -459,7 +459,8 @@ fn deliver_replies(
         match request.mirror {
             Some(job) => (*job).master_answered(last, request.dest),
             None => match request.dest {
-                dest @ Dest::Mirror(_) => dest.deliver(whole),
+                // The proxy's own waiters and replica checks read every reply of a group.
+                dest @ (Dest::Mirror(_) | Dest::Signal(_)) => dest.deliver(whole),
                 dest => dest.deliver(last),
             },
         }

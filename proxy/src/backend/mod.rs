@@ -10,6 +10,7 @@
 
 mod connect;
 pub mod lane;
+pub mod stream;
 pub mod subscriber;
 
 use std::collections::HashMap;
@@ -32,7 +33,7 @@ pub struct LaneConfig {
     pub password: Option<String>,
     /// Connections per node.
     pub lanes: usize,
-    /// Bound on TCP connect plus the AUTH handshake.
+    /// Bound on TCP connect plus the TLS and AUTH handshakes.
     pub connect_timeout: Duration,
     /// Bound on the wait for the oldest in-flight reply before the connection is declared dead;
     /// `None` on private lanes, where a blocking command may legitimately wait forever.
@@ -45,12 +46,19 @@ pub struct LaneConfig {
     pub max_reply_depth: usize,
     /// Whether a failed connection is replaced (shared lanes) or ends the lane (private lanes).
     pub reconnect: bool,
+    /// TLS for every connection (`[backend] tls`); `None` for plain TCP. Shared with the
+    /// health probe, and reloaded in place, so new connections use the current certificates.
+    pub tls: Option<Arc<crate::tls::BackendTls>>,
 }
 
 impl LaneConfig {
-    /// Lane settings from the validated configuration.
+    /// Lane settings from the validated configuration, with its loaded backend `tls`.
     #[must_use]
-    pub fn from_config(backend: &BackendConfig, max_reply_depth: usize) -> Self {
+    pub fn from_config(
+        backend: &BackendConfig,
+        max_reply_depth: usize,
+        tls: Option<Arc<crate::tls::BackendTls>>,
+    ) -> Self {
         Self {
             username: backend.username.clone(),
             password: backend.password.clone(),
@@ -61,6 +69,7 @@ impl LaneConfig {
             backoff_max: backend.reconnect_backoff_max,
             max_reply_depth,
             reconnect: true,
+            tls,
         }
     }
 }
@@ -72,7 +81,7 @@ pub enum Dest {
     Client(ReplyTo),
     /// A replica's answer to a mirrored write, checked against the master's.
     Mirror(Box<crate::mirror::Ack>),
-    /// A waiter inside the proxy (barriers, control work).
+    /// A waiter inside the proxy (barriers, control work); it gets every reply of a group.
     Signal(tokio::sync::oneshot::Sender<Bytes>),
     /// Nobody: the reply is dropped.
     Discard,

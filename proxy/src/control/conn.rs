@@ -4,12 +4,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::backend::stream::BackendStream;
+use crate::resp::{encode, reply, ReplyScanner};
+use crate::tls::BackendTls;
 use bytes::{Bytes, BytesMut};
 use redshard_config::NodeAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-use crate::resp::{encode, reply, ReplyScanner};
 
 /// Largest reply read on a control connection (a `DUMP` of a big key fits).
 const MAX_REPLY: usize = 512 * 1024 * 1024;
@@ -44,8 +44,8 @@ impl ConnError {
 pub struct ControlConn {
     /// The node.
     addr: NodeAddr,
-    /// The socket.
-    stream: TcpStream,
+    /// The socket (TLS when `[backend] tls` is on).
+    stream: BackendStream,
     /// Bytes read and not yet consumed.
     buf: BytesMut,
     /// Bound on each exchange.
@@ -53,17 +53,18 @@ pub struct ControlConn {
 }
 
 impl ControlConn {
-    /// Connects to `addr` and sends `auth` (a complete `AUTH` request) if given, all within
-    /// `timeout`.
+    /// Connects to `addr` (with `tls` when given) and sends `auth` (a complete `AUTH`
+    /// request) if given, all within `timeout`.
     ///
     /// # Errors
     /// The node is unreachable, slow, or refuses the credentials.
     pub async fn open(
         addr: &NodeAddr,
         auth: Option<&Bytes>,
+        tls: Option<&BackendTls>,
         timeout: Duration,
     ) -> Result<Self, ConnError> {
-        let connect = tokio::time::timeout(timeout, TcpStream::connect(addr.as_str())).await;
+        let connect = tokio::time::timeout(timeout, BackendStream::connect(addr, tls)).await;
         let stream = match connect {
             Err(_) => return Err(ConnError::failed(addr, "connect timed out")),
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
@@ -72,7 +73,6 @@ impl ControlConn {
             Ok(Err(e)) => return Err(ConnError::failed(addr, format!("cannot connect: {e}"))),
             Ok(Ok(stream)) => stream,
         };
-        let _ = stream.set_nodelay(true);
         let mut conn = Self {
             addr: addr.clone(),
             stream,

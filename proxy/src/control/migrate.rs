@@ -1,11 +1,37 @@
-//! TEMPORARY SHIM (branch wt-admin only): the public API of the migration engine being
-//! written on main, so the admin port compiles against it. Replaced by main's module on merge.
+//! Online slot migration between shards of plain Redis nodes (no cluster mode).
+//!
+//! A migration moves a set of slots from one shard to another:
+//! 1. **Begin**: the slots become `Migrating { from, to }` in a new epoch. From then on every
+//!    request for a key of those slots is served by `to`, after the proxy made sure the key has
+//!    moved ([`Migrations::ensure_moved`]). The proxy waits until no session still routes by
+//!    the old epoch and drains the source's lanes, so no request can reach the source anymore.
+//! 2. **Move**: a background mover SCANs the source master, picks the keys of migrating slots,
+//!    and moves each under a per-key lock shared with the data path: `PEXPIRETIME` and `DUMP`
+//!    on the source, `RESTORE ... REPLACE [ABSTTL]` on the target and `DEL` on the source, the
+//!    last two as mirrored writes, so both shards' replicas follow in lane order.
+//! 3. **Finish**: after one full SCAN pass moved every key it found, a second pass verifies
+//!    that none is left; the slots become `Owned(to)` in a new epoch.
+//!
+//! Migrations run one after another from a queue (a rebalance queues several). A restart
+//! resumes the slots the persisted topology shows migrating.
 
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
-use redshard_config::SlotRange;
+use bytes::{Bytes, BytesMut};
+use redshard_config::{NodeAddr, ShardId, Slot, SlotRange, SlotState, Topology, TopologyChange};
+use tokio::sync::{oneshot, Notify};
+use tracing::{info, warn};
 
 use super::Controller;
+use crate::backend::Dest;
+use crate::mirror::effect::Effect;
+use crate::resp::{encode, reply, Protocol};
+use crate::router::{RoutingTable, ShardRoute};
+use crate::session::dispatch::send_master;
+use crate::state::ProxyState;
 
 /// Where a migration stands.
 #[derive(Clone, Debug, PartialEq)]
@@ -16,9 +42,9 @@ pub enum MigrationState {
     Running,
     /// Every slot now belongs to the target.
     Done,
-    /// Stopped by an error.
+    /// Stopped by an error; the slots stay migrating until it is retried or cancelled.
     Failed(String),
-    /// Cancelled.
+    /// Cancelled: the slots that had not finished went back to the source.
     Cancelled,
 }
 
@@ -35,15 +61,15 @@ pub struct MigrationProgress {
     pub state: MigrationState,
     /// Keys moved so far.
     pub keys_moved: u64,
-    /// Bytes moved so far.
+    /// Bytes moved so far (DUMP payloads).
     pub bytes_moved: u64,
-    /// Estimated keys to move in all.
+    /// Estimated keys to move in all (from the source's size at the start).
     pub keys_estimate: u64,
     /// Seconds since it started running.
     pub elapsed_secs: f64,
     /// Keys per second so far.
     pub rate_keys_per_sec: f64,
-    /// Seconds left at the current rate.
+    /// Seconds left at the current rate, when it can be estimated.
     pub eta_secs: Option<f64>,
 }
 
@@ -64,48 +90,714 @@ pub enum MigrateError {
     NoneRunning,
 }
 
-impl Controller {
-    /// Shim: always refused.
+/// One queued or running migration.
+#[derive(Debug)]
+struct Job {
+    /// Source shard.
+    from: ShardId,
+    /// Target shard.
+    to: ShardId,
+    /// The slots.
+    slots: Vec<SlotRange>,
+    /// Whether its slots are already migrating (a resumed or reversed migration).
+    begun: bool,
+    /// Its progress, shared with admin status.
+    progress: Arc<Mutex<MigrationProgress>>,
+    /// When it started running.
+    started: Option<Instant>,
+}
+
+/// The migration queue and the per-key locks shared with the data path.
+#[derive(Debug, Default)]
+pub struct Migrations {
+    /// Queued and running migrations, oldest first; finished ones move to `history`.
+    queue: Mutex<VecDeque<Job>>,
+    /// The last finished migrations, newest last (at most [`HISTORY`]).
+    history: Mutex<VecDeque<MigrationProgress>>,
+    /// Keys being moved now, each with the waiters of its move.
+    moving: Mutex<HashMap<Bytes, Arc<Notify>>>,
+    /// Set to stop the running mover (a cancel).
+    cancel: AtomicBool,
+    /// Wakes the mover task when a job is queued.
+    wake: Notify,
+}
+
+/// Finished migrations kept for status.
+const HISTORY: usize = 16;
+/// Keys per SCAN call of the mover.
+const SCAN_COUNT: &str = "500";
+/// Keys moved at the same time by the mover.
+const PARALLEL_MOVES: usize = 16;
+
+/// The lock of one key being moved; released (and its waiters woken) on drop.
+struct KeyLock<'a> {
+    /// The lock table.
+    migrations: &'a Migrations,
+    /// The key.
+    key: Bytes,
+}
+
+impl Drop for KeyLock<'_> {
+    fn drop(&mut self) {
+        let mut moving = self
+            .migrations
+            .moving
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(notify) = moving.remove(&self.key) {
+            notify.notify_waiters();
+        }
+    }
+}
+
+impl Migrations {
+    /// The progress of every queued, running and recently finished migration, oldest first.
+    #[must_use]
+    pub fn progress(&self) -> Vec<MigrationProgress> {
+        let history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
+        let queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        history
+            .iter()
+            .cloned()
+            .chain(queue.iter().map(Job::snapshot))
+            .collect()
+    }
+
+    /// Takes the lock of `key`, waiting while another move of it runs.
+    async fn lock(&self, key: &Bytes) -> KeyLock<'_> {
+        loop {
+            let wait = {
+                let mut moving = self.moving.lock().unwrap_or_else(PoisonError::into_inner);
+                match moving.get(key) {
+                    // Created under the table's lock: it sees the holder's notify_waiters.
+                    Some(notify) => Arc::clone(notify),
+                    None => {
+                        moving.insert(key.clone(), Arc::new(Notify::new()));
+                        return KeyLock {
+                            migrations: self,
+                            key: key.clone(),
+                        };
+                    }
+                }
+            };
+            let notified = wait.notified();
+            let still_held = self
+                .moving
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(key)
+                .is_some_and(|n| Arc::ptr_eq(n, &wait));
+            if still_held {
+                notified.await;
+            }
+        }
+    }
+
+    /// Makes sure each of `keys` that lies in a migrating slot has left its source: moves it
+    /// now if it is still there. The data path calls it before sending a request for such
+    /// keys to the target. Returns the bytes moved.
     ///
     /// # Errors
-    /// Always.
+    /// A move failed (a node is unreachable); the key may still be on the source.
+    pub async fn ensure_moved(&self, state: &ProxyState, keys: &[Bytes]) -> Result<u64, String> {
+        let mut bytes = 0;
+        for key in keys {
+            let _lock = self.lock(key).await;
+            if let Some(n) = move_key(state, key).await? {
+                bytes += n;
+            }
+        }
+        Ok(bytes)
+    }
+}
+
+impl Job {
+    fn snapshot(&self) -> MigrationProgress {
+        let mut p = self
+            .progress
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(started) = self.started {
+            p.elapsed_secs = started.elapsed().as_secs_f64();
+            if p.elapsed_secs > 0.0 {
+                p.rate_keys_per_sec = p.keys_moved as f64 / p.elapsed_secs;
+            }
+            if p.rate_keys_per_sec > 0.0 {
+                let left = p.keys_estimate.saturating_sub(p.keys_moved) as f64;
+                p.eta_secs = Some(left / p.rate_keys_per_sec);
+            }
+        }
+        p
+    }
+
+    fn update(&self, f: impl FnOnce(&mut MigrationProgress)) {
+        f(&mut self.progress.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+}
+
+/// The route of shard `id` in `table`.
+fn route(table: &RoutingTable, id: ShardId) -> Option<&ShardRoute> {
+    table.shards().iter().find(|s| s.id == id)
+}
+
+/// Sends `bytes` (producing `replies` replies) on the lane of `slot` of `route`'s master and
+/// waits for the answer (the replies concatenated); `mirrored` writes reach the replicas first.
+async fn exchange(
+    route: &ShardRoute,
+    slot: u16,
+    bytes: Bytes,
+    replies: u32,
+    mirrored: bool,
+) -> Result<Bytes, String> {
+    let (tx, rx) = oneshot::channel();
+    send_master(
+        route,
+        slot,
+        bytes,
+        Dest::Signal(tx),
+        Protocol::Resp2,
+        mirrored.then_some(Effect::Same),
+        replies,
+    );
+    rx.await
+        .map_err(|_| format!("no answer from {}", route.master.addr()))
+}
+
+/// Moves `key` from its slot's source to its target if its slot is migrating and the key is
+/// still on the source. Returns the bytes moved, or `None` when there was nothing to move.
+async fn move_key(state: &ProxyState, key: &Bytes) -> Result<Option<u64>, String> {
+    let slot = Slot::for_key(key);
+    let table = state.router.load();
+    let SlotState::Migrating { from, to } = table.topology().slot_state(slot) else {
+        return Ok(None);
+    };
+    let (Some(source), Some(target)) = (route(&table, from), route(&table, to)) else {
+        return Err("a migrating slot names an unknown shard".into());
+    };
+    let mut read = BytesMut::new();
+    encode::request(&mut read, &[b"PEXPIRETIME", key]);
+    encode::request(&mut read, &[b"DUMP", key]);
+    let answer = exchange(source, slot.get(), read.freeze(), 2, false).await?;
+    let first = reply::element_len(&answer).unwrap_or(answer.len());
+    let (expiry, dump) = (answer.slice(..first), answer.slice(first..));
+    if reply::is_error(&expiry) || reply::is_error(&dump) {
+        return Err(format!(
+            "reading {} from {}: {}",
+            String::from_utf8_lossy(key),
+            source.master.addr(),
+            String::from_utf8_lossy(&answer).trim_end()
+        ));
+    }
+    let Some(payload) = bulk(&dump) else {
+        return Ok(None); // not (or no longer) on the source
+    };
+    let expires_at = reply::integer(&expiry).unwrap_or(-1);
+    let mut restore = BytesMut::new();
+    if expires_at > 0 {
+        let at = expires_at.to_string();
+        encode::request(
+            &mut restore,
+            &[
+                b"RESTORE",
+                key,
+                at.as_bytes(),
+                &payload,
+                b"REPLACE",
+                b"ABSTTL",
+            ],
+        );
+    } else {
+        encode::request(&mut restore, &[b"RESTORE", key, b"0", &payload, b"REPLACE"]);
+    }
+    let restored = exchange(target, slot.get(), restore.freeze(), 1, true).await?;
+    if !reply::is_ok(&restored) {
+        return Err(format!(
+            "RESTORE of {} on {}: {}",
+            String::from_utf8_lossy(key),
+            target.master.addr(),
+            String::from_utf8_lossy(&restored).trim_end()
+        ));
+    }
+    let mut del = BytesMut::new();
+    encode::request(&mut del, &[b"DEL", key]);
+    let deleted = exchange(source, slot.get(), del.freeze(), 1, true).await?;
+    if reply::is_error(&deleted) {
+        return Err(format!(
+            "DEL of {} on {}: {}",
+            String::from_utf8_lossy(key),
+            source.master.addr(),
+            String::from_utf8_lossy(&deleted).trim_end()
+        ));
+    }
+    Ok(Some(payload.len() as u64))
+}
+
+/// The payload of a bulk reply; `None` for the null bulk or any other reply.
+fn bulk(reply: &Bytes) -> Option<Bytes> {
+    let rest = reply.strip_prefix(b"$")?;
+    let cr = rest.iter().position(|&b| b == b'\r')?;
+    let len: usize = std::str::from_utf8(&rest[..cr]).ok()?.parse().ok()?;
+    let start = 1 + cr + 2;
+    (reply.len() >= start + len + 2).then(|| reply.slice(start..start + len))
+}
+
+/// The shard named `name`, or whose master is `name`.
+fn find_shard(topology: &Topology, name: &str) -> Result<ShardId, MigrateError> {
+    topology
+        .shard_by_name(name)
+        .or_else(|| {
+            NodeAddr::parse(name)
+                .ok()
+                .and_then(|a| topology.shards.iter().find(|s| s.master == a))
+        })
+        .map(|s| s.id)
+        .ok_or_else(|| MigrateError::NoShard(name.to_owned()))
+}
+
+impl Controller {
+    /// Queues moving `slots` from shard `from` to shard `to` (each a shard name or its
+    /// master's address); runs after those queued before.
+    ///
+    /// # Errors
+    /// Unknown shards, the same shard twice, or slots the source does not own.
     pub fn migrate(
         self: &Arc<Self>,
-        _from: &str,
-        _to: &str,
-        _slots: Vec<SlotRange>,
+        from: &str,
+        to: &str,
+        slots: Vec<SlotRange>,
     ) -> Result<(), MigrateError> {
-        Err(MigrateError::Slots(
-            "the migration engine is not in this build".into(),
-        ))
+        let table = self.state.router.load();
+        let topology = table.topology();
+        let (from, to) = (find_shard(topology, from)?, find_shard(topology, to)?);
+        if from == to {
+            return Err(MigrateError::SameShard);
+        }
+        if slots.is_empty() {
+            return Err(MigrateError::Slots("no slots given".into()));
+        }
+        for range in &slots {
+            for slot in range.slots() {
+                if topology.slot_state(slot) != SlotState::Owned(from) {
+                    return Err(MigrateError::Slots(format!(
+                        "slot {} is not owned by the source shard (or already migrating)",
+                        slot.get()
+                    )));
+                }
+            }
+        }
+        self.enqueue(topology, from, to, slots, false);
+        Ok(())
     }
 
-    /// Shim: always refused.
+    /// Queues moving `count` slots owned by `from` (its highest-numbered ones) to `to`;
+    /// returns the ranges chosen.
     ///
     /// # Errors
-    /// Always.
+    /// As [`Controller::migrate`], or the source owns fewer than `count` slots.
     pub fn migrate_count(
         self: &Arc<Self>,
-        _from: &str,
-        _to: &str,
-        _count: usize,
+        from: &str,
+        to: &str,
+        count: usize,
     ) -> Result<Vec<SlotRange>, MigrateError> {
-        Err(MigrateError::Slots(
-            "the migration engine is not in this build".into(),
-        ))
+        let table = self.state.router.load();
+        let topology = table.topology();
+        let source = find_shard(topology, from)?;
+        let queued: Vec<Slot> = {
+            let queue = self
+                .state
+                .migrations
+                .queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            queue
+                .iter()
+                .flat_map(|j| j.slots.iter().flat_map(SlotRange::slots))
+                .collect()
+        };
+        let owned: Vec<Slot> = topology
+            .slots_of(source)
+            .iter()
+            .flat_map(SlotRange::slots)
+            .filter(|s| !queued.contains(s))
+            .collect();
+        if count == 0 || owned.len() < count {
+            return Err(MigrateError::Slots(format!(
+                "shard {from} owns {} slots that are not queued to move; cannot move {count}",
+                owned.len()
+            )));
+        }
+        let chosen = redshard_config::slot::compact(owned[owned.len() - count..].iter().copied());
+        self.migrate(from, to, chosen.clone())?;
+        Ok(chosen)
     }
 
-    /// Shim: none.
+    /// Queued, running and recently finished migrations, oldest first.
     #[must_use]
     pub fn migrations(&self) -> Vec<MigrationProgress> {
-        Vec::new()
+        self.state.migrations.progress()
     }
 
-    /// Shim: nothing to cancel.
+    /// Cancels the running and queued migrations: queued ones are dropped, the running one
+    /// is turned around, so its keys already moved go back to the source.
     ///
     /// # Errors
-    /// Always.
+    /// Nothing is queued or running.
     pub async fn cancel_migrations(&self) -> Result<(), MigrateError> {
-        Err(MigrateError::NoneRunning)
+        let migrations = &self.state.migrations;
+        let dropped: Vec<Job> = {
+            let mut queue = migrations
+                .queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if queue.is_empty() {
+                return Err(MigrateError::NoneRunning);
+            }
+            let running = queue.pop_front();
+            let rest: Vec<Job> = queue.drain(..).collect();
+            queue.extend(running);
+            rest
+        };
+        for job in dropped {
+            job.update(|p| p.state = MigrationState::Cancelled);
+            remember(migrations, job.snapshot());
+        }
+        migrations.cancel.store(true, Ordering::Release);
+        Ok(())
     }
+
+    fn enqueue(
+        self: &Arc<Self>,
+        topology: &Topology,
+        from: ShardId,
+        to: ShardId,
+        slots: Vec<SlotRange>,
+        begun: bool,
+    ) {
+        let name = |id| {
+            topology
+                .shard(id)
+                .map_or_else(|| id.to_string(), |s| s.name.clone())
+        };
+        let progress = MigrationProgress {
+            from: name(from),
+            to: name(to),
+            slots: slots.clone(),
+            state: MigrationState::Queued,
+            keys_moved: 0,
+            bytes_moved: 0,
+            keys_estimate: 0,
+            elapsed_secs: 0.0,
+            rate_keys_per_sec: 0.0,
+            eta_secs: None,
+        };
+        let job = Job {
+            from,
+            to,
+            slots,
+            begun,
+            progress: Arc::new(Mutex::new(progress)),
+            started: None,
+        };
+        self.state
+            .migrations
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_back(job);
+        self.state.migrations.wake.notify_one();
+    }
+
+    /// Queues the migrations the topology shows in progress (a restart resumes them).
+    pub(super) fn resume_migrations(self: &Arc<Self>) {
+        let table = self.state.router.load();
+        let topology = Arc::clone(table.topology());
+        for migration in topology.migrations() {
+            info!(from = %migration.from, to = %migration.to, "resuming a migration");
+            self.enqueue(
+                &topology,
+                migration.from,
+                migration.to,
+                migration.slots,
+                true,
+            );
+        }
+    }
+
+    /// The mover: runs queued migrations one after another, forever.
+    pub(super) async fn run_migrations(self: Arc<Self>, mut shutdown: crate::shutdown::Shutdown) {
+        let migrations = &self.state.migrations;
+        loop {
+            let next = {
+                let mut queue = migrations
+                    .queue
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                queue.front_mut().map(|job| {
+                    job.started = Some(Instant::now());
+                    job.update(|p| p.state = MigrationState::Running);
+                    (
+                        job.from,
+                        job.to,
+                        job.slots.clone(),
+                        job.begun,
+                        Arc::clone(&job.progress),
+                    )
+                })
+            };
+            let Some((from, to, slots, begun, progress)) = next else {
+                tokio::select! {
+                    () = migrations.wake.notified() => continue,
+                    () = shutdown.wait() => return,
+                }
+            };
+            migrations.cancel.store(false, Ordering::Release);
+            let outcome = self.run_one(from, to, &slots, begun, &progress).await;
+            let job = migrations
+                .queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop_front();
+            let Some(job) = job else { continue };
+            match outcome {
+                Ok(Outcome::Done) => {
+                    job.update(|p| p.state = MigrationState::Done);
+                    info!(from = %from, to = %to, "migration done");
+                }
+                Ok(Outcome::Cancelled) => {
+                    job.update(|p| p.state = MigrationState::Cancelled);
+                    // Bring back what moved: the reversed migration runs next.
+                    let topology = Arc::clone(self.state.router.load().topology());
+                    let mut queue = migrations
+                        .queue
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    let name = |id| {
+                        topology
+                            .shard(id)
+                            .map_or_else(|| id.to_string(), |s| s.name.clone())
+                    };
+                    queue.push_front(Job {
+                        from: to,
+                        to: from,
+                        slots: slots.clone(),
+                        begun: true,
+                        progress: Arc::new(Mutex::new(MigrationProgress {
+                            from: name(to),
+                            to: name(from),
+                            slots: slots.clone(),
+                            state: MigrationState::Queued,
+                            keys_moved: 0,
+                            bytes_moved: 0,
+                            keys_estimate: 0,
+                            elapsed_secs: 0.0,
+                            rate_keys_per_sec: 0.0,
+                            eta_secs: None,
+                        })),
+                        started: None,
+                    });
+                }
+                Err(e) => {
+                    warn!(from = %from, to = %to, error = %e, "migration failed; its slots stay migrating (requests are still served); retry with a new migration or cancel");
+                    job.update(|p| p.state = MigrationState::Failed(e));
+                }
+            }
+            remember(migrations, job.snapshot());
+        }
+    }
+
+    /// Runs one migration to its end.
+    async fn run_one(
+        &self,
+        from: ShardId,
+        to: ShardId,
+        slots: &[SlotRange],
+        begun: bool,
+        progress: &Arc<Mutex<MigrationProgress>>,
+    ) -> Result<Outcome, String> {
+        let migrations = &self.state.migrations;
+        if begun {
+            // A reversed migration turns the slots around first.
+            let reversed = {
+                let table = self.state.router.load();
+                slots.iter().flat_map(SlotRange::slots).any(|s| {
+                    table.topology().slot_state(s) == SlotState::Migrating { from: to, to: from }
+                })
+            };
+            if reversed {
+                self.change(TopologyChange::ReverseMigration {
+                    slots: slots.to_vec(),
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+                self.drain_old_epochs(from).await;
+            }
+        } else {
+            self.change(TopologyChange::BeginMigration {
+                slots: slots.to_vec(),
+                to,
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            self.drain_old_epochs(from).await;
+        }
+        let estimate = self.estimate_keys(from, slots).await;
+        progress
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys_estimate = estimate;
+        loop {
+            let found = self.one_pass(from, to, progress).await?;
+            if migrations.cancel.load(Ordering::Acquire) {
+                return Ok(Outcome::Cancelled);
+            }
+            if found == 0 {
+                break;
+            }
+        }
+        self.change(TopologyChange::FinishMigration {
+            slots: slots.to_vec(),
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        Ok(Outcome::Done)
+    }
+
+    /// Waits until no session routes by an epoch older than the current one (bounded), then
+    /// drains the source master's lanes: no request sent before the slots began migrating
+    /// can run on the source after this.
+    async fn drain_old_epochs(&self, from: ShardId) {
+        // Sessions hold a table only while they dispatch one batch of requests.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let table = self.state.router.load();
+        if let Some(source) = route(&table, from) {
+            if !crate::mirror::barrier(source, false, Duration::from_secs(5)).await {
+                warn!(shard = %from, "the source's lanes did not drain within 5 s");
+            }
+        }
+    }
+
+    /// Keys of the source expected in `slots`: its size times their share of its slots.
+    async fn estimate_keys(&self, from: ShardId, slots: &[SlotRange]) -> u64 {
+        let table = self.state.router.load();
+        let Some(source) = route(&table, from) else {
+            return 0;
+        };
+        let moving: usize = slots.iter().map(SlotRange::len).sum();
+        let owned: usize = table
+            .topology()
+            .slots_of(from)
+            .iter()
+            .map(SlotRange::len)
+            .sum::<usize>()
+            + moving;
+        let Ok(mut conn) = self
+            .connect(source.master.addr(), Duration::from_secs(5))
+            .await
+        else {
+            return 0;
+        };
+        let size = conn
+            .call(&[b"DBSIZE"])
+            .await
+            .ok()
+            .and_then(|r| reply::integer(&r))
+            .unwrap_or(0);
+        (u64::try_from(size).unwrap_or(0) * moving as u64) / owned.max(1) as u64
+    }
+
+    /// One full SCAN of the source master, moving every key of a slot migrating from `from`
+    /// to `to`. Returns how many such keys it found. Restarts if the source master changes.
+    async fn one_pass(
+        &self,
+        from: ShardId,
+        to: ShardId,
+        progress: &Arc<Mutex<MigrationProgress>>,
+    ) -> Result<u64, String> {
+        let migrations = &self.state.migrations;
+        let mut found = 0;
+        'restart: loop {
+            let table = self.state.router.load();
+            let source = route(&table, from).ok_or("the source shard is gone")?;
+            let master = source.master.addr().clone();
+            drop(table);
+            let mut conn = self
+                .connect(&master, Duration::from_secs(5))
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut cursor = Bytes::from_static(b"0");
+            loop {
+                if migrations.cancel.load(Ordering::Acquire) {
+                    return Ok(found);
+                }
+                let table = self.state.router.load();
+                if route(&table, from).map(|r| r.master.addr()) != Some(&master) {
+                    // Failed over: scan the new master from the start.
+                    continue 'restart;
+                }
+                let answer = conn
+                    .call_ok(&[b"SCAN", &cursor, b"COUNT", SCAN_COUNT.as_bytes()])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let (next, keys) = scan_reply(&answer).ok_or("SCAN sent an unexpected reply")?;
+                let mine: Vec<Bytes> = keys
+                    .into_iter()
+                    .filter(|k| {
+                        table.topology().slot_state(Slot::for_key(k))
+                            == SlotState::Migrating { from, to }
+                    })
+                    .collect();
+                drop(table);
+                found += mine.len() as u64;
+                for chunk in mine.chunks(PARALLEL_MOVES) {
+                    let moves = chunk
+                        .iter()
+                        .map(|key| migrations.ensure_moved(&self.state, std::slice::from_ref(key)));
+                    for result in futures_util::future::join_all(moves).await {
+                        let bytes = result?;
+                        let mut p = progress.lock().unwrap_or_else(PoisonError::into_inner);
+                        p.keys_moved += 1;
+                        p.bytes_moved += bytes;
+                    }
+                }
+                cursor = next;
+                if cursor.as_ref() == b"0" {
+                    return Ok(found);
+                }
+            }
+        }
+    }
+}
+
+/// How a migration ended without error.
+enum Outcome {
+    /// Every slot moved.
+    Done,
+    /// Stopped by a cancel; its slots must be turned around.
+    Cancelled,
+}
+
+/// Keeps `progress` in the history.
+fn remember(migrations: &Migrations, progress: MigrationProgress) {
+    let mut history = migrations
+        .history
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    history.push_back(progress);
+    while history.len() > HISTORY {
+        history.pop_front();
+    }
+}
+
+/// The next cursor and the keys of a SCAN reply.
+fn scan_reply(answer: &Bytes) -> Option<(Bytes, Vec<Bytes>)> {
+    let parts = reply::aggregate_elements(answer)?;
+    let cursor = bulk(&answer.slice(parts.first()?.clone()))?;
+    let keys_reply = answer.slice(parts.get(1)?.clone());
+    let keys = reply::aggregate_elements(&keys_reply)?
+        .into_iter()
+        .filter_map(|r| bulk(&keys_reply.slice(r)))
+        .collect();
+    Some((cursor, keys))
 }

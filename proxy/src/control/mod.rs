@@ -97,6 +97,7 @@ impl Controller {
         let probes = Probes::new(
             state.config.health.clone(),
             crate::health::auth_request(&state),
+            state.tls.backend.clone(),
             Arc::clone(&state.health),
             Arc::clone(&changed),
         );
@@ -122,7 +123,10 @@ impl Controller {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
+        let mover_shutdown = shutdown.clone();
         tokio::spawn(Arc::clone(&controller).run(events, shutdown));
+        controller.resume_migrations();
+        tokio::spawn(Arc::clone(&controller).run_migrations(mover_shutdown));
         controller
     }
 
@@ -134,6 +138,23 @@ impl Controller {
     #[must_use]
     pub fn state(&self) -> &Arc<ProxyState> {
         &self.state
+    }
+
+    /// A control connection to `addr` with the proxy's control credentials (and TLS when
+    /// `[backend] tls` is on).
+    pub(crate) async fn connect(
+        &self,
+        addr: &NodeAddr,
+        timeout: Duration,
+    ) -> Result<conn::ControlConn, conn::ConnError> {
+        let auth = crate::health::auth_request(&self.state);
+        conn::ControlConn::open(
+            addr,
+            auth.as_ref(),
+            self.state.tls.backend.as_deref(),
+            timeout,
+        )
+        .await
     }
 
     /// What the probes know of `addr`.

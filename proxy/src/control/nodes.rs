@@ -118,8 +118,7 @@ fn join<T: ToString>(items: impl IntoIterator<Item = T>) -> String {
 impl Controller {
     /// Opens a control connection to a node being added.
     async fn reach(&self, addr: &NodeAddr) -> Result<ControlConn, NodeError> {
-        let auth = crate::health::auth_request(&self.state);
-        ControlConn::open(addr, auth.as_ref(), CHECK_TIMEOUT)
+        self.connect(addr, CHECK_TIMEOUT)
             .await
             .map_err(|e| NodeError::Unreachable {
                 addr: addr.clone(),
@@ -250,9 +249,8 @@ impl Controller {
         self.state.router.mirror().forget(addr);
         if state != Some(ReplicaState::InSync) {
             // It may be following the master after a resync's REPLICAOF: leave it standalone.
-            let auth = crate::health::auth_request(&self.state);
             let stopped = async {
-                let mut conn = ControlConn::open(addr, auth.as_ref(), CHECK_TIMEOUT).await?;
+                let mut conn = self.connect(addr, CHECK_TIMEOUT).await?;
                 conn.call_ok(&[b"REPLICAOF", b"NO", b"ONE"]).await
             };
             if let Err(e) = stopped.await {

@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use super::conn::{ConnError, ControlConn};
 use crate::health::BackendHealth;
+use crate::tls::BackendTls;
 
 /// What the probe knows of one node.
 #[derive(Clone, Debug, Default)]
@@ -68,19 +69,28 @@ struct Entry {
     task: JoinHandle<()>,
 }
 
+/// What every probe task shares.
+#[derive(Debug)]
+struct Shared {
+    /// `[health]`.
+    health: HealthConfig,
+    /// The control connections' `AUTH`.
+    auth: Option<Bytes>,
+    /// TLS to backends, when on.
+    tls: Option<Arc<BackendTls>>,
+    /// Where results are published for `/readyz` and `backend_up`.
+    backend: Arc<BackendHealth>,
+    /// Woken after each failed probe and each recovery, so the controller reacts at once.
+    changed: Arc<Notify>,
+}
+
 /// Every node's probe.
 #[derive(Debug)]
 pub struct Probes {
     /// Probes by node.
     nodes: Mutex<HashMap<NodeAddr, Entry>>,
-    /// `[health]`.
-    health: HealthConfig,
-    /// The control connections' `AUTH`.
-    auth: Option<Bytes>,
-    /// Where results are published for `/readyz` and `backend_up`.
-    backend: Arc<BackendHealth>,
-    /// Woken after each failed probe and each recovery, so the controller reacts at once.
-    changed: Arc<Notify>,
+    /// Settings and sinks of every probe task.
+    shared: Arc<Shared>,
 }
 
 impl Probes {
@@ -90,15 +100,19 @@ impl Probes {
     pub fn new(
         health: HealthConfig,
         auth: Option<Bytes>,
+        tls: Option<Arc<BackendTls>>,
         backend: Arc<BackendHealth>,
         changed: Arc<Notify>,
     ) -> Self {
         Self {
             nodes: Mutex::new(HashMap::new()),
-            health,
-            auth,
-            backend,
-            changed,
+            shared: Arc::new(Shared {
+                health,
+                auth,
+                tls,
+                backend,
+                changed,
+            }),
         }
     }
 
@@ -123,10 +137,7 @@ impl Probes {
                 addr.clone(),
                 Arc::clone(&status),
                 Arc::clone(&kick),
-                self.health.clone(),
-                self.auth.clone(),
-                Arc::clone(&self.backend),
-                Arc::clone(&self.changed),
+                Arc::clone(&self.shared),
             ));
             map.insert(addr.clone(), Entry { status, kick, task });
         }
@@ -174,11 +185,15 @@ async fn run(
     addr: NodeAddr,
     status: Arc<Mutex<ProbeStatus>>,
     kick: Arc<Notify>,
-    health: HealthConfig,
-    auth: Option<Bytes>,
-    backend: Arc<BackendHealth>,
-    changed: Arc<Notify>,
+    shared: Arc<Shared>,
 ) {
+    let Shared {
+        health,
+        auth,
+        tls,
+        backend,
+        changed,
+    } = &*shared;
     let mut conn: Option<ControlConn> = None;
     let mut tick = tokio::time::interval(health.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -187,7 +202,14 @@ async fn run(
             _ = tick.tick() => {}
             () = kick.notified() => {}
         }
-        let result = probe_once(&addr, &mut conn, auth.as_ref(), health.timeout).await;
+        let result = probe_once(
+            &addr,
+            &mut conn,
+            auth.as_ref(),
+            tls.as_deref(),
+            health.timeout,
+        )
+        .await;
         let now = Instant::now();
         let news = {
             let mut s = status.lock().unwrap_or_else(PoisonError::into_inner);
@@ -227,6 +249,7 @@ async fn probe_once(
     addr: &NodeAddr,
     conn: &mut Option<ControlConn>,
     auth: Option<&Bytes>,
+    tls: Option<&BackendTls>,
     timeout: Duration,
 ) -> Result<(), ConnError> {
     if let Some(c) = conn.as_mut() {
@@ -235,7 +258,7 @@ async fn probe_once(
             _ => *conn = None,
         }
     }
-    let mut fresh = ControlConn::open(addr, auth, timeout).await?;
+    let mut fresh = ControlConn::open(addr, auth, tls, timeout).await?;
     let answer = fresh.call(&[b"PING"]).await?;
     if answer.as_ref() != b"+PONG\r\n" {
         return Err(ConnError::Failed {

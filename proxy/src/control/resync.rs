@@ -67,9 +67,7 @@ impl Controller {
             }
         };
         info!(replica = %addr, master = %master, "resync: full sync from the master");
-        let auth = crate::health::auth_request(&self.state);
-        let timeout = Duration::from_secs(5);
-        let mut replica = ControlConn::open(addr, auth.as_ref(), timeout).await?;
+        let mut replica = self.connect(addr, Duration::from_secs(5)).await?;
         self.give_master_credentials(&mut replica).await?;
         replica
             .call_ok(&[
@@ -152,8 +150,7 @@ impl Controller {
                 bound.as_millis()
             )));
         }
-        let auth = crate::health::auth_request(&self.state);
-        let mut master_conn = ControlConn::open(master, auth.as_ref(), bound).await?;
+        let mut master_conn = self.connect(master, bound).await?;
         let info = master_conn.info("replication").await?;
         let target: u64 = info
             .get("master_repl_offset")

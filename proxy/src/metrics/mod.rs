@@ -91,6 +91,8 @@ struct Registry {
     net_out: Counter,
     /// `<ns>_protocol_errors_total`.
     protocol_errors: Counter,
+    /// `<ns>_tls_handshake_errors_total`.
+    tls_handshake_errors: Counter,
     /// `<ns>_config_reloads_total{result="ok"}`.
     reloads_ok: Counter,
     /// `<ns>_config_reloads_total{result="error"}`.
@@ -171,6 +173,7 @@ impl Registry {
             net_in: counter(&names::NET_INPUT_BYTES_TOTAL, Vec::new()),
             net_out: counter(&names::NET_OUTPUT_BYTES_TOTAL, Vec::new()),
             protocol_errors: counter(&names::PROTOCOL_ERRORS_TOTAL, Vec::new()),
+            tls_handshake_errors: counter(&names::TLS_HANDSHAKE_ERRORS_TOTAL, Vec::new()),
             reloads_ok: reloads("ok"),
             reloads_error: reloads("error"),
             handle: handle.clone(),
@@ -263,6 +266,13 @@ pub fn bytes_out(n: u64) {
 pub fn protocol_error() {
     if let Some(registry) = registry() {
         registry.protocol_errors.increment(1);
+    }
+}
+
+/// Records a client TLS handshake that failed or timed out (`tls_handshake_errors_total`).
+pub fn tls_handshake_error() {
+    if let Some(registry) = registry() {
+        registry.tls_handshake_errors.increment(1);
     }
 }
 

@@ -331,12 +331,29 @@ impl Job {
     /// The master answered `reply`: mirror the effect, then (or meanwhile, in async mode)
     /// hand `reply` to `dest`.
     pub fn master_answered(self, reply: Bytes, dest: Dest) {
-        let Some(mirrored) =
-            effect::replica_request(&self.effect, &self.request, &reply, self.protocol)
-        else {
-            dest.deliver(reply);
-            return;
-        };
+        let mirrored =
+            match effect::replica_request(&self.effect, &self.request, &reply, self.protocol) {
+                Ok(Some(mirrored)) => mirrored,
+                Ok(None) => {
+                    dest.deliver(reply);
+                    return;
+                }
+                Err(e) => {
+                    // The master did something the proxy cannot replay: no replica can be
+                    // trusted to hold it.
+                    let mut release = Some((dest, reply));
+                    for link in self.shard.replicas.iter().filter(|l| l.is_active()) {
+                        link.fail(format!("the master's effect cannot be mirrored: {e}"));
+                        if let Some((dest, reply)) = release.take() {
+                            link.release_after_failure(Release::One(dest, reply));
+                        }
+                    }
+                    if let Some((dest, reply)) = release {
+                        dest.deliver(reply);
+                    }
+                    return;
+                }
+            };
         let active: Vec<&Arc<ReplicaLink>> = self
             .shard
             .replicas
@@ -349,7 +366,7 @@ impl Job {
         }
         let settings = &self.shard.settings;
         let sync = self.wait || settings.mode == MirrorMode::Sync;
-        let replies = if matches!(self.effect, Effect::Same) {
+        let replies = if matches!(self.effect, Effect::Same) && !self.request.starts_with(MULTI) {
             1
         } else {
             count_replies(&mirrored.expect)
@@ -395,7 +412,7 @@ impl Job {
 
     /// The master connection failed after the write was sent: its outcome is unknown.
     pub fn master_lost(self) {
-        if matches!(self.effect, Effect::Skip) || self.shard.active() == 0 {
+        if matches!(self.effect, Effect::Skip | Effect::Refused) || self.shard.active() == 0 {
             return;
         }
         let _ = self.shard.events.send(ControlEvent::MasterWriteLost {
@@ -407,6 +424,9 @@ impl Job {
     /// The write was never sent to the master: nothing to mirror.
     pub fn never_sent(self) {}
 }
+
+/// The start of a transaction sent as one request.
+const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
 
 /// How many complete replies `bytes` holds (mirrored transactions expect several).
 fn count_replies(bytes: &[u8]) -> u32 {

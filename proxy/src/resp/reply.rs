@@ -249,7 +249,7 @@ fn invalid(what: &'static str) -> ProtocolError {
 }
 
 /// Length of the one reply at the front of `buf`, if it is complete and well formed.
-fn element_len(buf: &[u8]) -> Option<usize> {
+pub(crate) fn element_len(buf: &[u8]) -> Option<usize> {
     ReplyScanner::new(HELPER_MAX_DEPTH).scan(buf).ok().flatten()
 }
 

@@ -38,6 +38,9 @@ pub(crate) enum Action {
     /// Not now: a shard it needs is paused (failover, cut-over). The request stays in the
     /// read buffer until the gate opens or the wait times out.
     Pause(tokio::sync::watch::Receiver<GateState>),
+    /// Not now: these keys of migrating slots must first leave their source. The request
+    /// stays in the read buffer until they have.
+    Migrate(Vec<Bytes>),
     /// Not now: dispatch it again once every earlier reply is in (it goes to the private lane,
     /// which must not overtake the shared lanes). The request stays in the read buffer.
     HoldBack,
@@ -152,6 +155,9 @@ pub(crate) fn dispatch(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>) -> A
         }
     }
     if let Some(action) = gate_check(ctx, table, spec, args) {
+        return action;
+    }
+    if let Some(action) = migration_check(ctx, table, spec, args) {
         return action;
     }
     if ctx.tx.is_some() {
@@ -298,6 +304,39 @@ pub(crate) fn send_master(
     });
 }
 
+/// The keys of the request in migrating slots, which must leave their source before it is
+/// sent (see [`crate::control::migrate`]). Costs one load while nothing migrates.
+fn migration_check(
+    ctx: &mut Ctx,
+    table: &RoutingTable,
+    spec: &CommandSpec,
+    args: Args<'_>,
+) -> Option<Action> {
+    if !table.has_migrations() {
+        return None;
+    }
+    if let Some(error) = ctx.migration_failed.take() {
+        return Some(Action::error(
+            ctx,
+            &format!("TRYAGAIN a key of this request could not be moved by the running slot migration: {error}"),
+        ));
+    }
+    if ctx.migrated || matches!(spec.route, Route::Local | Route::PubSub) {
+        return None;
+    }
+    let mut keys = smallvec::SmallVec::<[usize; 8]>::new();
+    if spec.key_indices(&args, &mut keys).is_err() {
+        return None;
+    }
+    let moving: Vec<Bytes> = keys
+        .iter()
+        .map(|&k| args.get(k))
+        .filter(|k| table.is_migrating(Slot::for_key(k)))
+        .map(Bytes::copy_from_slice)
+        .collect();
+    (!moving.is_empty()).then_some(Action::Migrate(moving))
+}
+
 /// When a shard the request needs is paused or down: `Pause` (wait for it) or the error.
 /// Costs one atomic load while every gate is open.
 fn gate_check(
@@ -396,7 +435,7 @@ pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes:
             );
         }
         Action::FanOut(plan, write) => fan_out(ctx, table, plan, &bytes, write),
-        Action::HoldBack | Action::Pause(_) => {
+        Action::HoldBack | Action::Pause(_) | Action::Migrate(_) => {
             unreachable!("held-back requests are not consumed")
         }
         Action::Queue(prepared) => {

@@ -7,6 +7,9 @@
 //! shards answer in. Reading, dispatching and writing all run in one task: a client that does
 //! not read its replies stops being read from once `max_pipeline` replies are outstanding.
 //!
+//! A session runs over plain TCP or over TLS ([`ClientStream`]); it is generic over the
+//! stream, so the TCP session is the readiness-driven code it always was.
+//!
 //! See `LIFECYCLE.md` beside this file for the session's states.
 
 pub(crate) mod dispatch;
@@ -16,9 +19,11 @@ pub mod merge;
 mod pubsub;
 mod scan;
 mod split;
+mod stream;
 mod txn;
 
 pub(crate) use local::constant_time_eq;
+pub use stream::ClientStream;
 
 use std::future::Future;
 use std::io;
@@ -108,13 +113,17 @@ pub(crate) struct Ctx {
     /// The wait for a paused shard passed `[health] failover_wait_ms`: the held request gets
     /// `-CLUSTERDOWN` instead of waiting again.
     pub pause_expired: bool,
+    /// The keys of the held request have been moved by the running migration: send it.
+    pub migrated: bool,
+    /// Moving the keys of the held request failed: answer it with this error.
+    pub migration_failed: Option<String>,
 }
 
-/// One client connection being served.
+/// One client connection being served, over `S` (plain TCP unless said otherwise).
 #[derive(Debug)]
-pub struct Session {
-    /// The client's socket.
-    stream: TcpStream,
+pub struct Session<S = TcpStream> {
+    /// The client's connection.
+    stream: S,
     /// Bytes read and not yet dispatched; the request being scanned starts at index 0.
     rbuf: BytesMut,
     /// Resumable scanner of the request at the front of `rbuf`.
@@ -132,16 +141,17 @@ pub struct Session {
     over_soft_since: Option<Instant>,
     /// When an unauthenticated connection is closed (with a proxy password).
     auth_deadline: Option<tokio::time::Instant>,
-    /// The gate of a paused shard the next request waits for, and until when.
-    paused: Option<(watch::Receiver<GateState>, tokio::time::Instant)>,
+    /// What the request at the front of the read buffer waits for before it is dispatched
+    /// again.
+    paused: Option<Hold>,
 }
 
-impl Session {
+impl<S: ClientStream> Session<S> {
     /// A session for an accepted client.
     ///
     /// # Errors
     /// The socket's addresses cannot be read (the client already left).
-    pub fn new(stream: TcpStream, state: Arc<ProxyState>, shutdown: Shutdown) -> io::Result<Self> {
+    pub fn new(stream: S, state: Arc<ProxyState>, shutdown: Shutdown) -> io::Result<Self> {
         let client = state.clients.add(stream.peer_addr()?, stream.local_addr()?);
         let scanner = RequestScanner::new(state.scan_limits());
         let authenticated = state.config.password.is_none();
@@ -165,6 +175,8 @@ impl Session {
                 pubsub: None,
                 waiting: false,
                 pause_expired: false,
+                migrated: false,
+                migration_failed: None,
                 current_cmd: None,
                 auth_failures: 0,
                 access: redshard_config::Access::All,
@@ -182,6 +194,7 @@ impl Session {
         if let Err(e) = self.serve().await {
             debug!(error = %e, "client connection ended");
         }
+        self.stream.close();
         self.ctx.state.clients.remove(self.ctx.client.id);
     }
 
@@ -218,9 +231,9 @@ impl Session {
             // Readiness first, buffers only once there is something to read or write.
             tokio::select! {
                 biased;
-                ready = self.stream.writable(), if !self.out.is_empty() => {
+                ready = self.stream.writable(), if !self.out.is_empty() || self.stream.has_pending_output() => {
                     ready?;
-                    self.out.try_write_to(&self.stream)?;
+                    self.stream.try_write(&mut self.out)?;
                 }
                 () = self.ctx.queue.notified() => {}
                 ready = self.stream.readable(), if reading => {
@@ -237,6 +250,11 @@ impl Session {
                     };
                     let Poll::Ready(read) = read else {
                         continue; // spurious readiness: wait again
+                    };
+                    // A TLS client that closes without close_notify has still closed.
+                    let read = match read {
+                        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+                        read => read,
                     };
                     match read {
                         Ok(0) => {
@@ -262,9 +280,13 @@ impl Session {
                         Err(e) => return Err(e),
                     }
                 }
-                expired = wait_gate(&mut self.paused), if pausing => {
+                outcome = wait_hold(&mut self.paused), if pausing => {
                     self.paused = None;
-                    self.ctx.pause_expired = expired;
+                    match outcome {
+                        Released::Gate { expired } => self.ctx.pause_expired = expired,
+                        Released::Migrated(Ok(())) => self.ctx.migrated = true,
+                        Released::Migrated(Err(e)) => self.ctx.migration_failed = Some(e),
+                    }
                     self.held_back = true;
                 }
                 () = sleep_until_opt(deadline), if deadline.is_some() => {
@@ -287,7 +309,7 @@ impl Session {
                 // A subscription connection failed: finish what is ready, then close.
                 debug!("closing a client whose subscription connection failed");
                 self.ctx.closing = Closing::AfterReplies;
-                self.out.try_write_to(&self.stream)?;
+                self.stream.try_write(&mut self.out)?;
                 return Ok(());
             }
             if self.held_back {
@@ -297,7 +319,7 @@ impl Session {
                 self.take_replies();
             }
             // Write at once; the writable branch above only handles a full socket.
-            self.out.try_write_to(&self.stream)?;
+            self.stream.try_write(&mut self.out)?;
             self.check_output_limits()?;
             if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
                 self.rbuf = BytesMut::new();
@@ -425,10 +447,22 @@ impl Session {
             if let dispatch::Action::Pause(gate) = action {
                 // The frame stays scanned; it is dispatched again when the gate opens.
                 let wait = self.ctx.state.live.load().health.failover_wait;
-                self.paused = Some((gate, tokio::time::Instant::now() + wait));
+                self.paused = Some(Hold::Gate(gate, tokio::time::Instant::now() + wait));
+                break;
+            }
+            if let dispatch::Action::Migrate(keys) = action {
+                // The frame stays scanned; it is dispatched again once its keys have moved.
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let state = Arc::clone(&self.ctx.state);
+                tokio::spawn(async move {
+                    let moved = state.migrations.ensure_moved(&state, &keys).await;
+                    let _ = tx.send(moved.map(|_| ()));
+                });
+                self.paused = Some(Hold::Migration(rx));
                 break;
             }
             self.ctx.pause_expired = false;
+            self.ctx.migrated = false;
             count += 1;
             let bytes = if frame.kind == FrameKind::Inline {
                 let bytes = bytes::Bytes::copy_from_slice(self.scanner.inline_resp());
@@ -456,16 +490,40 @@ impl Session {
     }
 }
 
-/// Waits until the paused gate opens (returns `false`) or the wait times out (`true`).
-async fn wait_gate(
-    paused: &mut Option<(watch::Receiver<GateState>, tokio::time::Instant)>,
-) -> bool {
-    let Some((gate, deadline)) = paused.as_mut() else {
-        return std::future::pending().await;
-    };
-    let deadline = *deadline;
-    tokio::select! {
-        _ = gate.wait_for(|s| *s != GateState::Paused) => false,
-        () = tokio::time::sleep_until(deadline) => true,
+/// What a held request waits for.
+#[derive(Debug)]
+enum Hold {
+    /// A paused shard's gate, until a deadline.
+    Gate(watch::Receiver<GateState>, tokio::time::Instant),
+    /// The move of its keys by the running migration.
+    Migration(tokio::sync::oneshot::Receiver<Result<(), String>>),
+}
+
+/// How a hold ended.
+enum Released {
+    /// The gate opened, or the wait `expired`.
+    Gate {
+        /// The wait passed `[health] failover_wait_ms`.
+        expired: bool,
+    },
+    /// The keys moved, or could not be.
+    Migrated(Result<(), String>),
+}
+
+/// Waits until the hold ends.
+async fn wait_hold(hold: &mut Option<Hold>) -> Released {
+    match hold.as_mut() {
+        None => std::future::pending().await,
+        Some(Hold::Gate(gate, deadline)) => {
+            let deadline = *deadline;
+            tokio::select! {
+                _ = gate.wait_for(|s| *s != GateState::Paused) => Released::Gate { expired: false },
+                () = tokio::time::sleep_until(deadline) => Released::Gate { expired: true },
+            }
+        }
+        Some(Hold::Migration(rx)) => Released::Migrated(
+            rx.await
+                .unwrap_or_else(|_| Err("the move was abandoned".into())),
+        ),
     }
 }

@@ -1,0 +1,199 @@
+//! What a session needs of its client connection: plain TCP (`listen`) or TLS (`tls_listen`).
+//!
+//! The session waits for readiness and then reads or writes without waiting (see
+//! `mod.rs`). For TCP these are tokio's own calls, as before TLS existed: the session is
+//! generic over [`ClientStream`], so the TCP session compiles to the same code.
+//!
+//! TLS adds two things a socket's readiness does not show:
+//! - **decrypted bytes already inside rustls**: a read that filled the session's buffer may
+//!   leave plaintext behind, so the stream is readable while rustls holds any, whatever the
+//!   socket says;
+//! - **encrypted records not yet sent**: a write that found the socket full leaves records
+//!   inside rustls, so the session keeps waiting for writability (and flushing) until they
+//!   are gone, even when its own output is empty.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::task::{Context, Waker};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+
+use crate::outbuf::OutBuf;
+
+/// A client connection as the session uses it.
+pub trait ClientStream: AsyncRead + Unpin + Send + 'static {
+    /// The client's address.
+    ///
+    /// # Errors
+    /// The socket is no longer connected.
+    fn peer_addr(&self) -> io::Result<SocketAddr>;
+
+    /// The proxy's address the client connected to.
+    ///
+    /// # Errors
+    /// The socket is no longer connected.
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+
+    /// Completes when a read may find bytes (readiness can be spurious: the read may still
+    /// find none).
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_;
+
+    /// Completes when a write may be accepted.
+    fn writable(&self) -> impl Future<Output = io::Result<()>> + Send + '_;
+
+    /// Writes what the connection takes now from `out` without waiting, counted as client
+    /// output.
+    ///
+    /// # Errors
+    /// The connection's write error (not "would block").
+    fn try_write(&mut self, out: &mut OutBuf) -> io::Result<()>;
+
+    /// Whether bytes taken earlier still wait inside the stream for the socket.
+    fn has_pending_output(&self) -> bool;
+
+    /// Tells the client the connection ends, when the protocol has a way to (TLS
+    /// `close_notify`), without waiting.
+    fn close(&mut self) {}
+}
+
+impl ClientStream for TcpStream {
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        TcpStream::peer_addr(self)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        TcpStream::local_addr(self)
+    }
+
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
+        TcpStream::readable(self)
+    }
+
+    fn writable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
+        TcpStream::writable(self)
+    }
+
+    #[inline]
+    fn try_write(&mut self, out: &mut OutBuf) -> io::Result<()> {
+        out.try_write_to(self)
+    }
+
+    #[inline]
+    fn has_pending_output(&self) -> bool {
+        false
+    }
+}
+
+impl ClientStream for TlsStream<TcpStream> {
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.get_ref().0.peer_addr()
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.get_ref().0.local_addr()
+    }
+
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
+        let (tcp, conn) = self.get_ref();
+        // rustls stops wanting to read while it holds plaintext (or saw close_notify): then a
+        // read returns at once, whatever the socket says.
+        let buffered = !conn.wants_read();
+        async move {
+            if buffered {
+                Ok(())
+            } else {
+                tcp.readable().await
+            }
+        }
+    }
+
+    fn writable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
+        self.get_ref().0.writable()
+    }
+
+    fn try_write(&mut self, out: &mut OutBuf) -> io::Result<()> {
+        out.try_write_async(self)
+    }
+
+    fn has_pending_output(&self) -> bool {
+        self.get_ref().1.wants_write()
+    }
+
+    fn close(&mut self) {
+        self.get_mut().1.send_close_notify();
+        // Best effort: a client that no longer reads does not get it.
+        let mut cx = Context::from_waker(Waker::noop());
+        let _ = std::pin::Pin::new(self).poll_flush(&mut cx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use redshard_config::{BackendTlsConfig, NodeAddr, TlsConfig};
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpSocket;
+
+    use super::*;
+    use crate::tls::test_pki::Ca;
+    use crate::tls::{BackendTls, ServerTls};
+
+    /// The session's write discipline: wait for writability while there is output or the
+    /// stream holds some, write without waiting, and stop only when both are empty. With a
+    /// small socket buffer the last records stay inside rustls after the output empties;
+    /// `has_pending_output` keeps them from being forgotten.
+    #[tokio::test]
+    async fn output_left_inside_tls_leaves_once_the_socket_takes_it() {
+        const TOTAL: usize = 256 * 1024;
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::new();
+        let ca_file = ca.write(dir.path(), "ca.crt");
+        let files = ca.issue(dir.path(), "proxy", &["127.0.0.1"]);
+        let server = ServerTls::load(&TlsConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            cert_file: files.cert_file,
+            key_file: files.key_file,
+            client_ca_file: None,
+        })
+        .unwrap();
+        let client = BackendTls::load(&BackendTlsConfig {
+            ca_file,
+            server_name: None,
+            client_cert: None,
+        })
+        .unwrap();
+        let listen = TcpSocket::new_v4().unwrap();
+        listen.set_send_buffer_size(4096).unwrap();
+        listen.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = listen.listen(16).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let reader = tokio::spawn(async move {
+            let node = NodeAddr::parse(&addr.to_string()).unwrap();
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let mut tls = client.connect(&node, tcp).await.unwrap();
+            // A client that reads late, in small pieces.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut got = vec![0u8; TOTAL];
+            tokio::time::timeout(Duration::from_secs(10), tls.read_exact(&mut got))
+                .await
+                .expect("every byte arrives")
+                .unwrap();
+            assert!(got.iter().all(|&b| b == b'r'));
+        });
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut stream = server.acceptor().accept(tcp).await.unwrap();
+        let mut out = OutBuf::new();
+        out.push(Bytes::from(vec![b'r'; TOTAL]));
+        stream.try_write(&mut out).unwrap();
+        while !out.is_empty() || stream.has_pending_output() {
+            stream.writable().await.unwrap();
+            stream.try_write(&mut out).unwrap();
+        }
+        reader.await.unwrap();
+    }
+}

@@ -1,0 +1,134 @@
+//! The deployment files in `deploy/` and `docker-compose.yml` stay true to the code: the
+//! Grafana dashboard queries only metric names that `redshard_proxy::metrics::names` defines
+//! (or reserves for mechanisms still to come), and the Docker configuration is one the proxy
+//! accepts, naming the nodes compose starts. No Docker engine is needed: they are read as text.
+
+use std::path::{Path, PathBuf};
+
+use redshard_config::Config;
+use redshard_proxy::metrics::names::{planned, Kind, EVENTS, STATE};
+
+fn repo_file(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(repo_file(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The metric names written after each `prefix` in `text`: the longest run of
+/// `[a-z0-9_]` that follows it.
+fn names_after<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
+    text.split(prefix)
+        .skip(1)
+        .map(|rest| {
+            let end = rest
+                .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+                .unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .collect()
+}
+
+/// Every series name a query may use: each metric's name (a histogram's `_bucket`, `_sum` and
+/// `_count` series), and the planned names.
+fn known_series() -> Vec<String> {
+    let defined = EVENTS.iter().chain(STATE).flat_map(|m| match m.kind {
+        Kind::Histogram => ["_bucket", "_sum", "_count"]
+            .iter()
+            .map(|suffix| format!("{}{suffix}", m.name))
+            .collect(),
+        Kind::Counter | Kind::Gauge => vec![m.name.to_owned()],
+    });
+    defined
+        .chain(planned::ALL.iter().map(|&name| name.to_owned()))
+        .collect()
+}
+
+/// Queries write names as `${ns}_<name>` (the `ns` variable is the proxy's
+/// `metrics_namespace`), or with the default namespace spelled out, `redshard_<name>`.
+#[test]
+fn the_dashboard_queries_only_defined_metric_names() {
+    let dashboard = read("deploy/grafana/redshard-dashboard.json");
+    let mut used = names_after(&dashboard, "${ns}_");
+    used.extend(names_after(&dashboard, "redshard_"));
+    let known = known_series();
+    let unknown: Vec<&str> = used
+        .iter()
+        .copied()
+        .filter(|name| !known.iter().any(|k| k == name))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "the dashboard queries metrics that proxy/src/metrics/names.rs does not define: {unknown:?}"
+    );
+    // The extraction found what the dashboard is about: latency quantiles per command, and the
+    // mirroring and migration panels.
+    for expected in [
+        "commands_total",
+        "command_duration_seconds_bucket",
+        "backend_up",
+        "slots",
+        planned::MIRROR_STATE,
+        planned::MIGRATION_SLOTS_REMAINING,
+    ] {
+        assert!(used.contains(&expected), "no query uses {expected}");
+    }
+}
+
+/// `deploy/redshard.docker.toml` is accepted by the proxy, listens where docker-compose.yml
+/// publishes, and names as nodes the compose services on the ports they run redis-server on.
+#[test]
+fn the_docker_config_names_the_compose_services() {
+    let path = repo_file("deploy/redshard.docker.toml");
+    let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let compose = read("docker-compose.yml");
+
+    let metrics = config.metrics_listen.expect("metrics_listen is on");
+    for addr in [config.listen, metrics] {
+        assert!(
+            addr.ip().is_unspecified(),
+            "{addr}: listen on 0.0.0.0 in a container"
+        );
+        let port = addr.port();
+        assert!(
+            compose.contains(&format!("\"127.0.0.1:{port}:{port}\"")),
+            "docker-compose.yml publishes {port} on 127.0.0.1"
+        );
+    }
+
+    let nodes = config
+        .shards
+        .iter()
+        .flat_map(|shard| std::iter::once(&shard.master).chain(&shard.replicas));
+    let mut count = 0;
+    for node in nodes {
+        let service = service_block(&compose, node.host())
+            .unwrap_or_else(|| panic!("docker-compose.yml has no service {}", node.host()));
+        assert!(
+            service.contains(&format!("\"--port\", \"{}\"", node.port())),
+            "service {} runs redis-server on port {}",
+            node.host(),
+            node.port()
+        );
+        count += 1;
+    }
+    assert_eq!(count, 6, "3 masters and 3 replicas");
+}
+
+/// The lines of the compose service `name` (from `  name:` to the next line indented by two
+/// spaces or less).
+fn service_block<'a>(compose: &'a str, name: &str) -> Option<&'a str> {
+    let header = format!("\n  {name}:\n");
+    let start = compose.find(&header)? + header.len();
+    let rest = &compose[start..];
+    let end = rest
+        .match_indices('\n')
+        .map(|(i, _)| i + 1)
+        .find(|&i| {
+            let line = &rest[i..];
+            !line.is_empty() && !line.starts_with("   ") && !line.starts_with('\n')
+        })
+        .unwrap_or(rest.len());
+    Some(&rest[..end])
+}

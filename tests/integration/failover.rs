@@ -1,0 +1,256 @@
+//! Health checks and failover: a dead or hung master is replaced within seconds, fenced, and
+//! brought back as a replica.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redshard_config::{Config, ReplicaState};
+use redshard_tests::cluster::key_on;
+use redshard_tests::replication::{digest, info_field, signal, wait_until};
+use redshard_tests::{Client, Reply, TestCluster};
+use tokio::task::JoinSet;
+
+use crate::mirror::DEBUG;
+
+/// The master of shard `index` in the proxy's current topology.
+fn master_of(cluster: &TestCluster, index: usize) -> String {
+    let table = cluster.proxy.as_ref().expect("proxy").state().router.load();
+    table.topology().shards[index].master.to_string()
+}
+
+fn epoch(cluster: &TestCluster) -> u64 {
+    cluster.proxy.as_ref().expect("proxy").epoch()
+}
+
+/// Writes to shard 0's key until one succeeds; returns how long that took.
+async fn until_write_succeeds(client: &mut Client, key: &str, limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        if client.cmd(&["SET", key, "x"]).await.is_ok() {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "writes did not resume within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_master_is_replaced_within_seconds_and_rejoins_as_a_replica() {
+    let mut cluster = TestCluster::start_with(2, true, "", DEBUG).await;
+    let key = key_on(2, 0, "fo");
+    let mut client = cluster.client().await;
+    assert!(client.cmd(&["SET", &key, "before"]).await.is_ok());
+    // Let the probes see every node up once.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let old = cluster.masters[0].addr();
+    let new = cluster.replicas[0].addr();
+    cluster.masters[0].kill();
+    let took = until_write_succeeds(&mut client, &key, Duration::from_secs(5)).await;
+    eprintln!(
+        "writes accepted again {} ms after kill -9",
+        took.as_millis()
+    );
+    assert_eq!(master_of(&cluster, 0), new);
+    assert_eq!(client.cmd(&["GET", &key]).await, Reply::bulk("x"));
+
+    // The old master comes back empty: it is resynchronised and becomes an in-sync replica.
+    cluster.masters[0].restart();
+    wait_until(
+        Duration::from_secs(20),
+        "the old master to rejoin in sync",
+        || async {
+            let table = cluster.proxy.as_ref().unwrap().state().router.load();
+            table.topology().shards[0]
+                .replicas
+                .iter()
+                .any(|r| r.addr.as_str() == old && r.state == ReplicaState::InSync)
+        },
+    )
+    .await;
+    assert!(client.cmd(&["SET", &key, "after"]).await.is_ok());
+    assert_eq!(digest(&old).await, digest(&new).await);
+    let mut direct = Client::connect(old.clone()).await;
+    assert_eq!(direct.cmd(&["GET", &key]).await, Reply::bulk("after"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_pause_does_not_fail_over_and_a_long_one_does_with_fencing() {
+    let cluster = TestCluster::start_with(2, true, "", &[]).await;
+    let key = key_on(2, 0, "stop");
+    let mut client = cluster.client().await;
+    assert!(client.cmd(&["SET", &key, "0"]).await.is_ok());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let master = cluster.masters[0].addr();
+    let pid = cluster.masters[0].pid().expect("running");
+
+    // Shorter than half the down-time (1.5 s): no failover, the write just waits.
+    let before = epoch(&cluster);
+    signal(pid, "STOP");
+    let writer = {
+        let mut client = cluster.client().await;
+        let key = key.clone();
+        tokio::spawn(async move { client.cmd(&["SET", &key, "1"]).await })
+    };
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    signal(pid, "CONT");
+    assert!(writer.await.unwrap().is_ok());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        epoch(&cluster),
+        before,
+        "a short pause caused a topology change"
+    );
+    assert_eq!(master_of(&cluster, 0), master);
+
+    // Longer than the down-time: failover. Requests written to its socket before the
+    // failover run when it wakes (their clients got errors; the resync discards their
+    // effects), but nothing sent after the failover may reach it: writers INCR only then.
+    signal(pid, "STOP");
+    wait_until(Duration::from_secs(6), "the failover", || async {
+        master_of(&cluster, 0) != master
+    })
+    .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut writers = JoinSet::new();
+    for _ in 0..3 {
+        let mut client = cluster.client().await;
+        let (stop, errors, key) = (Arc::clone(&stop), Arc::clone(&errors), key.clone());
+        writers.spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                if matches!(
+                    client.cmd(&["INCR", &format!("{key}:n")]).await,
+                    Reply::Error(_)
+                ) {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    signal(pid, "CONT");
+    // Read the woken node's counters at once, before its resync streams writes to it.
+    let incr_calls = info_field(&master, "commandstats", "cmdstat_incr").await;
+    stop.store(true, Ordering::Relaxed);
+    while writers.join_next().await.is_some() {}
+    assert_eq!(
+        incr_calls, None,
+        "the fenced master ran commands sent after its failover"
+    );
+    assert_eq!(
+        errors.load(Ordering::Relaxed),
+        0,
+        "writes after the failover failed"
+    );
+    assert!(client.cmd(&["SET", &key, "done"]).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_failover_under_load_has_no_client_errors() {
+    let cluster = TestCluster::start_with(2, true, "", DEBUG).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut tasks = JoinSet::new();
+    for w in 0..4 {
+        let mut client = cluster.client().await;
+        let (stop, errors) = (Arc::clone(&stop), Arc::clone(&errors));
+        tasks.spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("m:{w}:{}", i % 100);
+                let set = client.cmd(&["SET", &key, &i.to_string()]).await;
+                let get = client.cmd(&["GET", &key]).await;
+                if !set.is_ok() || get != Reply::bulk(&i.to_string()) {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("{set:?} {get:?}");
+                }
+                i += 1;
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let controller = Arc::clone(cluster.proxy.as_ref().unwrap().controller());
+    let old = cluster.masters[0].addr();
+    let promoted = controller
+        .manual_failover("s1", None)
+        .await
+        .expect("failover");
+    assert_eq!(promoted.to_string(), cluster.replicas[0].addr());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    while tasks.join_next().await.is_some() {}
+    assert_eq!(errors.load(Ordering::Relaxed), 0, "clients saw errors");
+    assert_eq!(master_of(&cluster, 0), promoted.to_string());
+    let table = cluster.proxy.as_ref().unwrap().state().router.load();
+    let replica = &table.topology().shards[0].replicas[0];
+    assert_eq!(
+        (replica.addr.to_string(), replica.state),
+        (old.clone(), ReplicaState::InSync)
+    );
+    assert_eq!(digest(&old).await, digest(promoted.as_ref()).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_without_replicas_answers_clusterdown_until_its_master_returns() {
+    let mut cluster = TestCluster::start(2).await;
+    let (down, up) = (key_on(2, 0, "cd"), key_on(2, 1, "cd"));
+    let mut client = cluster.client().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.masters[0].kill();
+    let start = Instant::now();
+    loop {
+        let reply = client.cmd(&["GET", &down]).await;
+        if matches!(&reply, Reply::Error(e) if e.starts_with("CLUSTERDOWN")) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no CLUSTERDOWN: {reply:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        client.cmd(&["SET", &up, "1"]).await.is_ok(),
+        "other shards keep working"
+    );
+    cluster.masters[0].restart();
+    until_write_succeeds(&mut client, &down, Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_survives_a_proxy_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "topology_file = \"{}\"\nmetrics_listen = \"off\"\nadmin_listen = \"off\"\n",
+        dir.path().join("topology.toml").display()
+    );
+    let mut cluster = TestCluster::start_with(2, true, &extra, &[]).await;
+    let mut client = cluster.client().await;
+    let key = key_on(2, 0, "persist");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.masters[0].kill();
+    until_write_succeeds(&mut client, &key, Duration::from_secs(5)).await;
+    let promoted = master_of(&cluster, 0);
+    let config_text = redshard_tests::cluster::config_text(
+        &cluster.masters.iter().map(|m| m.addr()).collect::<Vec<_>>(),
+        &cluster
+            .replicas
+            .iter()
+            .map(|m| m.addr())
+            .collect::<Vec<_>>(),
+        &extra,
+    );
+    assert!(cluster.stop_proxy(Duration::from_secs(2)).await);
+    let config = Config::from_toml_str(&config_text, "test.toml").unwrap();
+    let proxy = redshard_proxy::Proxy::start(config).await.expect("restart");
+    let table = proxy.state().router.load();
+    assert_eq!(table.topology().shards[0].master.to_string(), promoted);
+    let mut client = Client::connect_addr(proxy.local_addr()).await;
+    assert_eq!(client.cmd(&["GET", &key]).await, Reply::bulk("x"));
+    proxy.shutdown(Duration::from_secs(2)).await;
+}
