@@ -82,6 +82,18 @@ pub fn reshard(
     yes: bool,
 ) -> Result<bool> {
     let t = TopologyView::fetch(client)?;
+    if let Some(busy) = MigrationView::fetch_all(client)?
+        .iter()
+        .find(|m| !m.finished())
+    {
+        bail!(
+            "slots {} are moving from {} to {} ({}): wait until they are done (`redshard-admin migrations`) or cancel them (`redshard-admin cancel`), then reshard",
+            busy.slots,
+            busy.from,
+            busy.to,
+            busy.state
+        );
+    }
     let no_shard = |name: &str| {
         anyhow!("no shard {name}: name a shard by its name or its master's address (`redshard-admin check` lists them)")
     };

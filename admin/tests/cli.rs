@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use redshard_tests::{RedisServer, TestCluster};
+use redshard_tests::{Client, RedisServer, Reply, TestCluster};
 
 /// What one run of the CLI gave.
 #[derive(Debug)]
@@ -347,4 +347,200 @@ fn offline_verbs_still_work() {
         String::from_utf8_lossy(&out.stdout),
         "foo\t12182\n{user1}.a\t8106\n"
     );
+}
+
+/// Nodes that answer DEBUG DIGEST.
+const DEBUG: &[&str] = &["--enable-debug-command", "yes"];
+
+/// Writers and readers of their own keys until stopped; counts every error.
+struct Traffic {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    errors: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    tasks: tokio::task::JoinSet<Vec<(String, String)>>,
+}
+
+impl Traffic {
+    async fn start(cluster: &TestCluster, clients: usize) -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let errors = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut tasks = tokio::task::JoinSet::new();
+        for c in 0..clients {
+            let (stop, errors) = (stop.clone(), errors.clone());
+            let mut client = cluster.client().await;
+            tasks.spawn(async move {
+                let mut last = std::collections::HashMap::new();
+                let mut round = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    for k in 0..40 {
+                        let (key, value) = (format!("live:{c}:{k}"), round.to_string());
+                        let set = client.cmd(&["SET", &key, &value]).await;
+                        let got = client.cmd(&["GET", &key]).await;
+                        if !set.is_ok() || got != Reply::bulk(&value) {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                            eprintln!("traffic {key}: SET {set:?}, GET {got:?}, wrote {value}");
+                        }
+                        last.insert(key, value);
+                    }
+                    round += 1;
+                }
+                last.into_iter().collect()
+            });
+        }
+        Self {
+            stop,
+            errors,
+            tasks,
+        }
+    }
+
+    async fn finish(mut self) -> (Vec<(String, String)>, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut all = Vec::new();
+        while let Some(done) = self.tasks.join_next().await {
+            all.extend(done.expect("traffic task"));
+        }
+        (all, self.errors.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+/// Every key on every master is in a slot its shard owns, and (with `replicas`, once traffic
+/// has stopped) every replica is in sync and digest-equal to its master.
+async fn assert_placed(cluster: &TestCluster, replicas: bool) {
+    use redshard_config::{ReplicaState, Slot, SlotState};
+    use redshard_tests::replication::digest;
+    let proxy = cluster.proxy.as_ref().expect("proxy");
+    let topology = std::sync::Arc::clone(proxy.state().router.load().topology());
+    for shard in &topology.shards {
+        let mut client = Client::connect(shard.master.to_string()).await;
+        for key in client.cmd(&["KEYS", "*"]).await.items() {
+            let Reply::Bulk(Some(key)) = key else {
+                continue;
+            };
+            assert_eq!(
+                topology.slot_state(Slot::for_key(key)),
+                SlotState::Owned(shard.id),
+                "{} sits on {}",
+                String::from_utf8_lossy(key),
+                shard.name
+            );
+        }
+        for replica in shard.replicas.iter().filter(|_| replicas) {
+            assert_eq!(replica.state, ReplicaState::InSync, "{}", replica.addr);
+            assert_eq!(
+                digest(shard.master.as_str()).await,
+                digest(replica.addr.as_str()).await,
+                "replica {} of {}",
+                replica.addr,
+                shard.name
+            );
+        }
+    }
+}
+
+/// The tutorial's second half with the CLI: 3+3 → 4+4 → 3+3 under continuous traffic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tutorial_scales_out_and_back_in_under_load() {
+    let mut cluster = TestCluster::start_with(3, true, "", DEBUG).await;
+    let admin = cluster.start_admin().await;
+    let mut c = cluster.client().await;
+    let keys = 10_000;
+    for chunk in (0..keys).collect::<Vec<_>>().chunks(500) {
+        let cmds: Vec<Vec<String>> = chunk
+            .iter()
+            .map(|i| match i % 3 {
+                0 => vec!["SET".into(), format!("key:{i}"), format!("v{i}")],
+                1 => vec![
+                    "HSET".into(),
+                    format!("key:{i}"),
+                    "f".into(),
+                    format!("v{i}"),
+                ],
+                _ => vec!["RPUSH".into(), format!("key:{i}"), format!("v{i}")],
+            })
+            .collect();
+        for reply in c.pipeline(&cmds).await {
+            assert!(!matches!(reply, Reply::Error(_)), "{reply:?}");
+        }
+    }
+    cli_until(admin, &["check"], Duration::from_secs(10), |r| r.code == 0).await;
+    let traffic = Traffic::start(&cluster, 4).await;
+
+    // Scale out: a fourth master and its replica, then a quarter of the slots.
+    let m4 = RedisServer::start_with(DEBUG);
+    let r4 = RedisServer::start_with(DEBUG);
+    let run = cli(admin, &["add-node", &m4.addr()], "", &[]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.out.contains("New shard s4"), "{run:?}");
+    let run = cli(
+        admin,
+        &[
+            "add-node",
+            &r4.addr(),
+            "--cluster-slave",
+            "--cluster-master-id",
+            "s4",
+        ],
+        "",
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = cli(
+        admin,
+        &["rebalance", "--cluster-use-empty-masters", "--cluster-yes"],
+        "",
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.out.matches("[OK] Moved ").count(), 3, "{run:?}");
+    let run = cli_until(admin, &["check"], Duration::from_secs(10), |r| r.code == 0).await;
+    assert_eq!(run.out.matches("(4096 slots) master").count(), 4, "{run:?}");
+    assert_placed(&cluster, false).await;
+
+    // Scale in: the replica, the slots back, the master, then even shares again.
+    let run = cli(admin, &["del-node", &r4.addr()], "", &[]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = cli(
+        admin,
+        &[
+            "reshard",
+            "--cluster-from",
+            &m4.addr(),
+            "--cluster-to",
+            "s1",
+            "--cluster-slots",
+            "4096",
+            "--cluster-yes",
+        ],
+        "",
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.out.contains("Ready to move 4096 slots."), "{run:?}");
+    let run = cli(admin, &["del-node", &m4.addr()], "", &[]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = cli(admin, &["rebalance", "--cluster-yes"], "", &[]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.out.contains("[OK] Moved "), "{run:?}");
+    let run = cli_until(admin, &["check"], Duration::from_secs(10), |r| r.code == 0).await;
+    assert!(!run.out.contains("s4"), "{run:?}");
+
+    let (last, errors) = traffic.finish().await;
+    assert_eq!(errors, 0, "clients saw errors");
+    for i in 0..keys {
+        let key = format!("key:{i}");
+        let got = match i % 3 {
+            0 => c.cmd(&["GET", &key]).await,
+            1 => c.cmd(&["HGET", &key, "f"]).await,
+            _ => c.cmd(&["LINDEX", &key, "0"]).await,
+        };
+        assert_eq!(got, Reply::bulk(&format!("v{i}")), "{key}");
+    }
+    for (key, value) in last {
+        assert_eq!(c.cmd(&["GET", &key]).await, Reply::bulk(&value), "{key}");
+    }
+    assert_placed(&cluster, true).await;
 }
