@@ -240,7 +240,7 @@ fn watch(client: &mut AdminClient, moves: &[PlannedMove]) -> Result<bool> {
     let bar = ProgressBar::new(total);
     bar.set_style(
         ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] [{wide_bar}] {pos}/{len} slots  {msg}",
+            "{spinner} [{elapsed_precise}] [{bar:40}] {pos}/{len} slots\n  {msg}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> "),
@@ -283,10 +283,19 @@ fn watch(client: &mut AdminClient, moves: &[PlannedMove]) -> Result<bool> {
             }
         }
         bar.set_position(slots as u64);
+        let waiting = seen
+            .iter()
+            .filter(|m| m.as_ref().is_none_or(|m| m.state == "queued"))
+            .count();
         bar.set_message(format!(
-            "{keys}/{estimate} keys · {} · {rate:.0} keys/s · ETA {}",
+            "keys {keys}/{estimate} · {} moved · {rate:.0} keys/s · ETA {}{}",
             human_bytes(bytes),
-            eta.map_or_else(|| "?".to_owned(), |s| format!("{s:.0} s"))
+            eta.map_or_else(|| "?".to_owned(), |s| format!("{s:.0} s")),
+            if waiting > 0 {
+                format!(" for this move, {waiting} more queued")
+            } else {
+                String::new()
+            }
         ));
         if seen
             .iter()

@@ -231,9 +231,13 @@ pub fn migration_entry(progress: &MigrationProgress) -> Reply {
             "rate-keys-per-sec",
             Reply::float(progress.rate_keys_per_sec),
         ),
+        // Time left means something only while it runs.
         (
             "eta-secs",
-            progress.eta_secs.map_or(Reply::Nil, Reply::float),
+            progress
+                .eta_secs
+                .filter(|_| progress.state == MigrationState::Running)
+                .map_or(Reply::Nil, Reply::float),
         ),
     ])
 }
