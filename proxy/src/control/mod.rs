@@ -367,10 +367,13 @@ impl Controller {
             return;
         }
         let mut book = self.book();
-        if shard
-            .replicas
-            .iter()
-            .any(|r| book.resyncing.contains(&r.addr))
+        // A graceful failover holds the shard while the old master is briefly stale between
+        // the promotion and its return as an in-sync replica: it needs no resync.
+        if book.held.contains(&shard.id)
+            || shard
+                .replicas
+                .iter()
+                .any(|r| book.resyncing.contains(&r.addr))
         {
             return;
         }
