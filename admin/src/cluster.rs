@@ -10,7 +10,7 @@ use crate::model::{show_ranges, MigrationView, ShardView, TopologyView};
 
 /// `M: s1 127.0.0.1:6381` and its slot line, as redis-cli prints a master.
 fn print_master(shard: &ShardView) {
-    println!(
+    say!(
         "M: {} {} ({}{})",
         shard.name,
         shard.master,
@@ -21,23 +21,26 @@ fn print_master(shard: &ShardView) {
             format!(", gate {}", shard.gate)
         }
     );
-    println!(
+    say!(
         "   slots:[{}] ({} slots) master",
         show_ranges(&shard.slots),
         shard.slot_count
     );
     for line in &shard.migrating {
-        println!("   migrating: {line}");
+        say!("   migrating: {line}");
     }
     for line in &shard.importing {
-        println!("   importing: {line}");
+        say!("   importing: {line}");
     }
-    println!("   {} additional replica(s)", shard.replicas.len());
+    say!("   {} additional replica(s)", shard.replicas.len());
     for r in &shard.replicas {
         let lag = r.lag.map_or(String::new(), |l| format!(", lag {l}"));
-        println!(
+        say!(
             "S: {} replicates {} ({}, {}{lag})",
-            r.addr, shard.name, r.state, r.health
+            r.addr,
+            shard.name,
+            r.state,
+            r.health
         );
     }
 }
@@ -52,7 +55,7 @@ pub fn info(client: &mut AdminClient) -> Result<()> {
     for s in &t.shards {
         keys += s.keys.unwrap_or_default();
         let in_sync = s.replicas.iter().filter(|r| r.state == "in-sync").count();
-        println!(
+        say!(
             "{} {} ({}) -> {} keys | {} slots | {} replicas ({in_sync} in-sync).",
             s.name,
             s.master,
@@ -63,26 +66,30 @@ pub fn info(client: &mut AdminClient) -> Result<()> {
         );
     }
     let masters = t.shards.iter().filter(|s| s.slot_count > 0).count();
-    println!(
+    say!(
         "[OK] {keys} keys in {} masters (epoch {}).",
         t.shards.len(),
         t.epoch
     );
-    println!(
+    say!(
         "{:.2} keys per slot on average.",
         keys as f64 / t.slots_total.max(1) as f64
     );
     if masters < t.shards.len() {
-        println!(
+        say!(
             "{} master(s) own no slots: give them some with `redshard-admin rebalance --cluster-use-empty-masters`.",
             t.shards.len() - masters
         );
     }
     let migrations = MigrationView::fetch_all(client)?;
     for m in migrations.iter().filter(|m| !m.finished()) {
-        println!(
+        say!(
             "Migration {} -> {} of {} slots: {} ({} keys moved).",
-            m.from, m.to, m.slot_count, m.state, m.keys_moved
+            m.from,
+            m.to,
+            m.slot_count,
+            m.state,
+            m.keys_moved
         );
     }
     Ok(())
@@ -156,7 +163,7 @@ pub fn problems(t: &TopologyView, migrations: &[MigrationView]) -> Vec<String> {
 pub fn check(client: &mut AdminClient) -> Result<bool> {
     let t = TopologyView::fetch(client)?;
     let migrations = MigrationView::fetch_all(client)?;
-    println!(
+    say!(
         ">>> Performing Cluster Check (using the redshard admin port {}, epoch {})",
         client.addr(),
         t.epoch
@@ -164,35 +171,38 @@ pub fn check(client: &mut AdminClient) -> Result<bool> {
     for s in &t.shards {
         print_master(s);
     }
-    println!(">>> Check for open slots...");
+    say!(">>> Check for open slots...");
     let migrating: Vec<&MigrationView> = migrations.iter().filter(|m| !m.finished()).collect();
     if migrating.is_empty() && t.shards.iter().all(|s| s.migrating.is_empty()) {
-        println!("[OK] No slots are migrating.");
+        say!("[OK] No slots are migrating.");
     } else {
         for m in &migrating {
-            println!(
+            say!(
                 "[WARNING] Slots {} are moving from {} to {} ({}).",
-                m.slots, m.from, m.to, m.state
+                m.slots,
+                m.from,
+                m.to,
+                m.state
             );
         }
         if migrating.is_empty() {
             for s in &t.shards {
                 for line in &s.migrating {
-                    println!("[WARNING] Slots of {} migrating: {line}.", s.name);
+                    say!("[WARNING] Slots of {} migrating: {line}.", s.name);
                 }
             }
         }
     }
-    println!(">>> Check slots coverage...");
+    say!(">>> Check slots coverage...");
     let found = problems(&t, &migrations);
     if t.slots_served == t.slots_total {
-        println!("[OK] All {} slots covered.", t.slots_total);
+        say!("[OK] All {} slots covered.", t.slots_total);
     }
     for problem in &found {
-        println!("[ERR] {problem}");
+        say!("[ERR] {problem}");
     }
     if found.is_empty() {
-        println!("[OK] Every master is up and every replica is in sync.");
+        say!("[OK] Every master is up and every replica is in sync.");
     }
     Ok(found.is_empty())
 }
@@ -222,10 +232,10 @@ pub fn add_node(
     match replica_of {
         None => {
             let name = name.map_or_else(|| next_shard_name(&t), str::to_owned);
-            println!(">>> Adding node {addr} to the cluster as the master of a new shard {name}");
+            say!(">>> Adding node {addr} to the cluster as the master of a new shard {name}");
             client.ok(&["ADDSHARD", &name, addr])?;
-            println!("[OK] New shard {name} with master {addr} added; it owns no slots yet.");
-            println!(
+            say!("[OK] New shard {name} with master {addr} added; it owns no slots yet.");
+            say!(
                 "Give it slots with `redshard-admin rebalance --cluster-use-empty-masters` or `redshard-admin reshard --cluster-from <shard> --cluster-to {name} --cluster-slots <n>`."
             );
             Ok(())
@@ -239,13 +249,11 @@ pub fn add_node(
                     None => bail!("the cluster has no shard to add a replica to"),
                 },
             };
-            println!(">>> Adding replica {addr} to shard {shard}");
+            say!(">>> Adding replica {addr} to shard {shard}");
             client.ok(&["ADDREPLICA", &shard, addr])?;
-            println!(
-                ">>> Waiting for {addr} to be filled by a full sync and cut over to mirroring..."
-            );
+            say!(">>> Waiting for {addr} to be filled by a full sync and cut over to mirroring...");
             wait_in_sync(client, addr, timeout)?;
-            println!("[OK] Replica {addr} of shard {shard} is in sync.");
+            say!("[OK] Replica {addr} of shard {shard} is in sync.");
             Ok(())
         }
     }
@@ -291,12 +299,12 @@ fn wait_in_sync(client: &mut AdminClient, addr: &str, timeout: Duration) -> Resu
 /// # Errors
 /// The proxy refused; the error says what to do first.
 pub fn del_node(client: &mut AdminClient, addr: &str) -> Result<()> {
-    println!(">>> Removing node {addr} from the cluster");
+    say!(">>> Removing node {addr} from the cluster");
     let reply = client.ok(&["DELNODE", addr])?;
     let shard = reply.string("shard")?;
     match reply.string("role")?.as_str() {
-        "master" => println!("[OK] Shard {shard} and its master {addr} removed."),
-        _ => println!("[OK] Replica {addr} of shard {shard} removed."),
+        "master" => say!("[OK] Shard {shard} and its master {addr} removed."),
+        _ => say!("[OK] Replica {addr} of shard {shard} removed."),
     }
     Ok(())
 }
@@ -306,14 +314,12 @@ pub fn del_node(client: &mut AdminClient, addr: &str) -> Result<()> {
 /// # Errors
 /// The proxy refused or the switch did not happen.
 pub fn failover(client: &mut AdminClient, shard: &str, to: Option<&str>) -> Result<()> {
-    println!(
-        ">>> Graceful failover of shard {shard}: writes pause, a replica catches up, roles swap"
-    );
+    say!(">>> Graceful failover of shard {shard}: writes pause, a replica catches up, roles swap");
     let reply = match to {
         Some(to) => client.ok(&["FAILOVER", shard, "TO", to])?,
         None => client.ok(&["FAILOVER", shard])?,
     };
-    println!(
+    say!(
         "[OK] {} is the master of shard {} now; {} stays an in-sync replica.",
         reply.string("new-master")?,
         reply.string("shard")?,
@@ -329,14 +335,14 @@ pub fn failover(client: &mut AdminClient, shard: &str, to: Option<&str>) -> Resu
 pub fn migrations(client: &mut AdminClient) -> Result<()> {
     let all = MigrationView::fetch_all(client)?;
     if all.is_empty() {
-        println!("No migrations.");
+        say!("No migrations.");
         return Ok(());
     }
     for m in &all {
         let eta = m
             .eta_secs
             .map_or(String::new(), |s| format!(", ETA {s:.0} s"));
-        println!(
+        say!(
             "{} -> {}: {} slots [{}] {}: {}/{} keys, {} moved, {:.0} keys/s, {:.1} s{eta}{}",
             m.from,
             m.to,
@@ -362,9 +368,7 @@ pub fn migrations(client: &mut AdminClient) -> Result<()> {
 /// The proxy refused (nothing to cancel, ...).
 pub fn cancel(client: &mut AdminClient) -> Result<()> {
     client.ok(&["MIGRATION", "CANCEL"])?;
-    println!(
-        "[OK] Migrations cancelled; the slots that had not finished are back with their source."
-    );
+    say!("[OK] Migrations cancelled; the slots that had not finished are back with their source.");
     Ok(())
 }
 

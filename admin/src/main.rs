@@ -12,15 +12,25 @@
 //! - `cluster`: info, check, add-node, del-node, failover, migrations, cancel.
 //! - `moves`: reshard and rebalance, with confirmation and a progress bar.
 //! - `offline`: keyslot and check-config.
+//! - `output`: printing that survives a closed stdout.
 //!
 //! Exit status: 0 on success; 1 when the proxy refused, could not be reached, `check` found a
 //! problem, or a move failed.
+
+/// `println!` that ends the program quietly when stdout is closed (`redshard-admin check |
+/// head`), instead of panicking on the broken pipe.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::output::line(format_args!($($arg)*))
+    };
+}
 
 mod client;
 mod cluster;
 mod model;
 mod moves;
 mod offline;
+mod output;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

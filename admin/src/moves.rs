@@ -62,8 +62,10 @@ pub fn highest_slots(owned: &[SlotRange], count: usize) -> Vec<SlotRange> {
 /// Asks `question` on stdout and reads the answer from stdin: only `yes` proceeds, as in
 /// redis-cli.
 fn confirm(question: &str) -> Result<bool> {
-    print!("{question}");
-    std::io::stdout().flush()?;
+    let mut out = std::io::stdout().lock();
+    write!(out, "{question}")?;
+    out.flush()?;
+    drop(out);
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer)?;
     Ok(answer.trim() == "yes")
@@ -114,17 +116,21 @@ pub fn reshard(
         );
     }
     let slots = highest_slots(&source.slots, count);
-    println!("Ready to move {count} slots.");
-    println!(
+    say!("Ready to move {count} slots.");
+    say!(
         "  Source shard: {} ({}) owning {} slots",
-        source.name, source.master, source.slot_count
+        source.name,
+        source.master,
+        source.slot_count
     );
-    println!(
+    say!(
         "  Destination shard: {} ({}) owning {} slots",
-        target.name, target.master, target.slot_count
+        target.name,
+        target.master,
+        target.slot_count
     );
-    println!("  Resharding plan:");
-    println!(
+    say!("  Resharding plan:");
+    say!(
         "    Moving slots {} from {} to {}",
         show_ranges(&slots),
         source.name,
@@ -177,29 +183,32 @@ pub fn rebalance(
     let mut dry = args.clone();
     dry.push("DRY-RUN");
     let plan = RebalanceView::parse(&client.ok(&dry)?)?;
-    println!(
+    say!(
         ">>> Rebalancing across {} shards (threshold {:.2}%)",
         plan.shares.len(),
         plan.threshold_pct
     );
     if plan.moves.is_empty() {
-        println!(
+        say!(
             "*** No rebalancing needed! All shards are within the {:.2}% threshold.",
             plan.threshold_pct
         );
         return Ok(true);
     }
     for (name, now, after) in &plan.shares {
-        println!("    {name}: {now} -> {after} slots");
+        say!("    {name}: {now} -> {after} slots");
     }
     for m in &plan.moves {
-        println!(
+        say!(
             ">>> Moving {} slots from {} to {} ({})",
-            m.slot_count, m.from, m.to, m.slots
+            m.slot_count,
+            m.from,
+            m.to,
+            m.slots
         );
     }
     if simulate {
-        println!("[OK] Simulation only (--cluster-simulate): nothing was moved.");
+        say!("[OK] Simulation only (--cluster-simulate): nothing was moved.");
         return Ok(true);
     }
     if !yes && !confirm("Do you want to proceed with the proposed rebalance plan (yes/no)? ")? {
@@ -207,11 +216,14 @@ pub fn rebalance(
     }
     let queued = RebalanceView::parse(&client.ok(&args)?)?;
     if queued.moves != plan.moves {
-        println!("The cluster changed since the plan was shown; queued instead:");
+        say!("The cluster changed since the plan was shown; queued instead:");
         for m in &queued.moves {
-            println!(
+            say!(
                 ">>> Moving {} slots from {} to {} ({})",
-                m.slot_count, m.from, m.to, m.slots
+                m.slot_count,
+                m.from,
+                m.to,
+                m.slots
             );
         }
     }
@@ -235,7 +247,7 @@ fn same_slots(a: &str, b: &str) -> bool {
 /// Draws the progress of `moves` until each is done, failed or cancelled. Returns whether
 /// all are done.
 fn watch(client: &mut AdminClient, moves: &[PlannedMove]) -> Result<bool> {
-    println!("(Ctrl-C stops watching only: the moves go on; `redshard-admin migrations` shows them, `redshard-admin cancel` stops them.)");
+    say!("(Ctrl-C stops watching only: the moves go on; `redshard-admin migrations` shows them, `redshard-admin cancel` stops them.)");
     let total: u64 = moves.iter().map(|m| m.slot_count).sum();
     let bar = ProgressBar::new(total);
     bar.set_style(
@@ -309,7 +321,7 @@ fn watch(client: &mut AdminClient, moves: &[PlannedMove]) -> Result<bool> {
     let mut all_done = true;
     for m in seen.iter().flatten() {
         match m.state.as_str() {
-            "done" => println!(
+            "done" => say!(
                 "[OK] Moved {} slots ({}) from {} to {}: {} keys, {} in {:.1} s.",
                 m.slot_count,
                 m.slots,
@@ -321,7 +333,7 @@ fn watch(client: &mut AdminClient, moves: &[PlannedMove]) -> Result<bool> {
             ),
             "failed" => {
                 all_done = false;
-                println!(
+                say!(
                     "[ERR] Moving slots {} from {} to {} failed: {}. `redshard-admin cancel` hands the unfinished slots back to {}; then retry.",
                     m.slots,
                     m.from,
@@ -332,9 +344,11 @@ fn watch(client: &mut AdminClient, moves: &[PlannedMove]) -> Result<bool> {
             }
             state => {
                 all_done = false;
-                println!(
+                say!(
                     "[WARNING] Moving slots {} from {} to {}: {state}.",
-                    m.slots, m.from, m.to
+                    m.slots,
+                    m.from,
+                    m.to
                 );
             }
         }

@@ -21,9 +21,9 @@ pub fn keyslot(config: Option<&Path>, keys: &[String]) -> Result<bool> {
             Some(t) => {
                 let shard = t.serving_shard(slot);
                 let name = t.shard(shard).map_or("?", |s| s.name.as_str());
-                println!("{key}\t{}\t{name}", slot.get());
+                say!("{key}\t{}\t{name}", slot.get());
             }
-            None => println!("{key}\t{}", slot.get()),
+            None => say!("{key}\t{}", slot.get()),
         }
     }
     Ok(true)
@@ -43,7 +43,7 @@ pub fn check_config(file: &Path) -> Result<bool> {
             .map(ToString::to_string)
             .collect();
         let replicas: Vec<String> = shard.replicas.iter().map(|r| r.addr.to_string()).collect();
-        println!(
+        say!(
             "{}\tmaster {}\treplicas [{}]\tslots {}",
             shard.name,
             shard.master,

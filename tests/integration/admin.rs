@@ -268,7 +268,7 @@ async fn nodes_are_added_resynced_and_removed_in_order() {
     let e = a.cmd(&["DELSHARD", "s3"]).await;
     assert!(
         error_text(&e).contains(&format!(
-            "remove the replica first (DELREPLICA {}), hand the slots back, then remove the master",
+            "remove the replica first (DELREPLICA {0}; redshard-admin del-node {0}), hand the slots back, then remove the master",
             new_replica.addr()
         )),
         "{e:?}"

@@ -49,7 +49,7 @@ pub enum NodeError {
         shard: String,
     },
     /// DELSHARD of a shard that still has replicas.
-    #[error("shard {shard} still has replicas ({replicas}): remove the replica first (DELREPLICA {first}), hand the slots back, then remove the master")]
+    #[error("shard {shard} still has replicas ({replicas}): remove the replica first (DELREPLICA {first}; redshard-admin del-node {first}), hand the slots back, then remove the master")]
     HasReplicas {
         /// The shard's name.
         shard: String,
@@ -59,7 +59,7 @@ pub enum NodeError {
         first: NodeAddr,
     },
     /// DELSHARD of a shard that owns slots.
-    #[error("shard {shard} still owns {count} slots ({ranges}): hand the slots back first (MIGRATE {shard} <other-shard> {count}, or REBALANCE), then remove the master")]
+    #[error("shard {shard} still owns {count} slots ({ranges}): hand the slots back first (MIGRATE {shard} <other-shard> {count}; redshard-admin reshard --cluster-from {shard} --cluster-to <other-shard> --cluster-slots {count}), then remove the master")]
     HasSlots {
         /// The shard's name.
         shard: String,
@@ -360,7 +360,7 @@ mod tests {
         let t = topology();
         let s0 = find_shard(&t, "s0").unwrap();
         let e = check_removable(&t, s0).unwrap_err().to_string();
-        assert!(e.contains("remove the replica first (DELREPLICA 127.0.0.1:7100), hand the slots back, then remove the master"), "{e}");
+        assert!(e.contains("remove the replica first (DELREPLICA 127.0.0.1:7100; redshard-admin del-node 127.0.0.1:7100), hand the slots back, then remove the master"), "{e}");
 
         let t = t
             .apply(&TopologyChange::RemoveReplica {
