@@ -254,3 +254,31 @@ async fn a_failover_survives_a_proxy_restart() {
     assert_eq!(client.cmd(&["GET", &key]).await, Reply::bulk("x"));
     proxy.shutdown(Duration::from_secs(2)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_of_a_hung_master_are_told_to_reconnect_after_its_failover() {
+    let cluster = TestCluster::start_with(2, true, "", &[]).await;
+    let channel = key_on(2, 0, "chan");
+    let mut subscriber = cluster.client().await;
+    subscriber.cmd(&["SUBSCRIBE", &channel]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let master = cluster.masters[0].addr();
+    let pid = cluster.masters[0].pid().expect("running");
+    signal(pid, "STOP");
+    wait_until(Duration::from_secs(6), "the failover", || async {
+        master_of(&cluster, 0) != master
+    })
+    .await;
+    // Its subscription would hear nothing more: the proxy closes the client's connection.
+    let closed = tokio::time::timeout(Duration::from_secs(3), subscriber.try_read()).await;
+    signal(pid, "CONT");
+    assert_eq!(closed.expect("the connection closes"), None);
+    // A new subscription works on the new master.
+    let mut again = cluster.client().await;
+    again.cmd(&["SUBSCRIBE", &channel]).await;
+    let mut publisher = cluster.client().await;
+    assert_eq!(
+        publisher.cmd(&["PUBLISH", &channel, "hi"]).await,
+        Reply::Int(1)
+    );
+}

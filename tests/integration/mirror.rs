@@ -362,3 +362,65 @@ async fn a_replica_that_answers_differently_goes_stale() {
     .await;
     assert_eq!(replica.cmd(&["GET", "counter"]).await, Reply::bulk("1"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_go_to_in_sync_replicas_when_asked() {
+    let cluster =
+        TestCluster::start_with(1, true, "[mirror]\nread_from = \"replica\"\n", &[]).await;
+    let mut client = cluster.client().await;
+    assert!(client.cmd(&["SET", "r", "1"]).await.is_ok());
+    for _ in 0..10 {
+        // Sync mirroring: the replica has every acknowledged write.
+        assert_eq!(client.cmd(&["GET", "r"]).await, Reply::bulk("1"));
+    }
+    let gets = |addr: String| async move {
+        redshard_tests::replication::info_field(&addr, "commandstats", "cmdstat_get").await
+    };
+    assert!(gets(cluster.replicas[0].addr())
+        .await
+        .is_some_and(|s| s.starts_with("calls=10,")));
+    assert_eq!(
+        gets(cluster.masters[0].addr()).await,
+        None,
+        "reads reached the master"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watched_transactions_racing_plain_writes_keep_replicas_equal() {
+    let cluster = TestCluster::start_with(1, true, "", DEBUG).await;
+    let mut workers = JoinSet::new();
+    for w in 0..6 {
+        let mut client = cluster.client().await;
+        workers.spawn(async move {
+            for i in 0..150 {
+                if w % 2 == 0 {
+                    // Optimistic read-modify-write of a key others write too.
+                    client.cmd(&["WATCH", "{c}n"]).await;
+                    let n = match client.cmd(&["GET", "{c}n"]).await {
+                        Reply::Bulk(Some(v)) => String::from_utf8(v).unwrap(),
+                        _ => "0".into(),
+                    };
+                    let next = format!("{n}-{w}");
+                    let replies = client
+                        .pipeline(&[
+                            vec!["MULTI"],
+                            vec!["SET", "{c}n", next.as_str()],
+                            vec!["RPUSH", "{c}log", next.as_str()],
+                            vec!["EXEC"],
+                        ])
+                        .await;
+                    ok_or_panic("watched transaction", &replies[3]);
+                } else {
+                    let v = format!("p{w}:{i}");
+                    ok_or_panic("set", &client.cmd(&["SET", "{c}n", &v]).await);
+                    ok_or_panic("rpush", &client.cmd(&["RPUSH", "{c}log", &v]).await);
+                }
+            }
+        });
+    }
+    while let Some(done) = workers.join_next().await {
+        done.expect("worker");
+    }
+    assert_replicas_equal(&cluster).await;
+}

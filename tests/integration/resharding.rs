@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use redshard_config::{NodeAddr, ReplicaState, Slot, SlotState, TopologyChange};
+use redshard_config::{NodeAddr, ReplicaState, Slot, SlotRange, SlotState, TopologyChange};
 use redshard_proxy::control::migrate::MigrationState;
 use redshard_proxy::control::Controller;
 use redshard_tests::replication::wait_until;
@@ -200,64 +200,100 @@ async fn add_shard(controller: &Arc<Controller>, name: &str) -> (RedisServer, Re
     (master, replica)
 }
 
+/// Readers checking loaded keys until stopped; returns how many reads were wrong.
+fn start_readers(
+    cluster_addr: std::net::SocketAddr,
+    keys: usize,
+    stop: Arc<AtomicBool>,
+) -> JoinSet<u64> {
+    let mut readers = JoinSet::new();
+    for r in 0..2 {
+        let stop = Arc::clone(&stop);
+        readers.spawn(async move {
+            let mut client = Client::connect_addr(cluster_addr).await;
+            let (mut wrong, mut i) = (0, r * 7919);
+            while !stop.load(Ordering::Relaxed) {
+                i = (i + 104_729) % keys;
+                let got = read_key(&mut client, i).await;
+                if got != Reply::bulk(&format!("v{i}")) {
+                    wrong += 1;
+                    eprintln!("reader: key:{i} read {got:?}");
+                }
+            }
+            wrong
+        });
+    }
+    readers
+}
+
+/// The tutorial, end to end: 3 masters + 3 replicas, 50k keys of mixed types; with writers
+/// and readers running, add a 4th master and its replica, rebalance to 4 shards; then remove
+/// the 4th replica, hand its master's slots back, remove the master.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_out_and_back_in_under_load_loses_nothing() {
-    let cluster = TestCluster::start_with(2, true, "", DEBUG).await;
+    const KEYS: usize = 50_000;
+    let cluster = TestCluster::start_with(3, true, "", DEBUG).await;
     let controller = controller(&cluster);
     let mut client = cluster.client().await;
-    load_keys(&mut client, 5000).await;
+    load_keys(&mut client, KEYS).await;
     let traffic = Traffic::start(&cluster, 4).await;
+    let stop_readers = Arc::new(AtomicBool::new(false));
+    let mut readers = start_readers(cluster.addr, KEYS, Arc::clone(&stop_readers));
 
-    // Scale out: a third shard, then a third of the slots to it.
-    let (_m3, _r3) = add_shard(&controller, "s3").await;
-    controller
-        .migrate_count("s1", "s3", 2730)
-        .expect("queue s1 -> s3");
-    controller
-        .migrate_count("s2", "s3", 2731)
-        .expect("queue s2 -> s3");
-    wait_migrations_done(&controller, Duration::from_secs(120)).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Scale out: a 4th master with its replica, then an equal share of the slots.
+    let (_m4, _r4) = add_shard(&controller, "s4").await;
+    for (from, count) in [("s1", 1365), ("s2", 1366), ("s3", 1365)] {
+        controller
+            .migrate_count(from, "s4", count)
+            .unwrap_or_else(|e| panic!("queue {from} -> s4: {e}"));
+    }
+    wait_migrations_done(&controller, Duration::from_secs(180)).await;
+    for m in controller.migrations() {
+        eprintln!(
+            "{} -> {}: {} keys, {} bytes in {:.1} s ({:.0} keys/s)",
+            m.from, m.to, m.keys_moved, m.bytes_moved, m.elapsed_secs, m.rate_keys_per_sec
+        );
+    }
     assert_keys_where_they_belong(&controller).await;
 
-    // Scale in: hand the slots back, remove the replica, then the master.
-    let s3 = controller
-        .state()
-        .router
-        .load()
-        .topology()
-        .shard_by_name("s3")
-        .unwrap()
-        .id;
-    let owned = controller.state().router.load().topology().slots_of(s3);
-    let (first, second) = owned.split_at(owned.len() / 2);
-    controller
-        .migrate("s3", "s1", first.to_vec())
-        .expect("queue back to s1");
-    controller
-        .migrate("s3", "s2", second.to_vec())
-        .expect("queue back to s2");
-    wait_migrations_done(&controller, Duration::from_secs(120)).await;
-    let (last, errors) = traffic.finish().await;
-    assert_eq!(errors, 0, "clients saw errors");
-
-    let topology = controller.state().router.load().topology().clone();
-    let replica = topology.shard(s3).unwrap().replicas[0].addr.clone();
+    // Scale in: remove the replica first, hand the slots back, then remove the master.
+    let topology = Arc::clone(controller.state().router.load().topology());
+    let s4 = topology.shard_by_name("s4").unwrap();
+    let (s4, replica) = (s4.id, s4.replicas[0].addr.clone());
     controller
         .change(TopologyChange::RemoveReplica {
-            shard: s3,
+            shard: s4,
             addr: replica,
         })
         .await
         .expect("remove the replica");
+    let owned: Vec<SlotRange> = topology.slots_of(s4);
+    let slots: Vec<Slot> = owned.iter().flat_map(SlotRange::slots).collect();
+    for (part, to) in slots
+        .chunks(slots.len().div_ceil(3))
+        .zip(["s1", "s2", "s3"])
+    {
+        let ranges = redshard_config::slot::compact(part.iter().copied());
+        controller
+            .migrate("s4", to, ranges)
+            .unwrap_or_else(|e| panic!("queue s4 -> {to}: {e}"));
+    }
+    wait_migrations_done(&controller, Duration::from_secs(180)).await;
     controller
-        .change(TopologyChange::RemoveShard { shard: s3 })
+        .change(TopologyChange::RemoveShard { shard: s4 })
         .await
         .expect("remove the master");
 
-    for i in 0..5000 {
-        let expected = Reply::bulk(&format!("v{i}"));
-        assert_eq!(read_key(&mut client, i).await, expected, "key:{i}");
+    let (last, errors) = traffic.finish().await;
+    stop_readers.store(true, Ordering::Relaxed);
+    let mut wrong = 0;
+    while let Some(done) = readers.join_next().await {
+        wrong += done.expect("reader");
+    }
+    assert_eq!(errors, 0, "writers saw errors");
+    assert_eq!(wrong, 0, "readers saw wrong values");
+    for i in 0..KEYS {
+        assert_eq!(read_key(&mut client, i).await, loaded(i), "key:{i}");
     }
     for (key, value) in last {
         assert_eq!(
@@ -268,4 +304,114 @@ async fn scale_out_and_back_in_under_load_loses_nothing() {
     }
     assert_keys_where_they_belong(&controller).await;
     assert_replicas_equal(&cluster).await;
+}
+
+/// The value of `key:i` as `load_keys` wrote it.
+fn loaded(i: usize) -> Reply {
+    Reply::bulk(&format!("v{i}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_resumes_after_a_proxy_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "topology_file = \"{}\"\nmetrics_listen = \"off\"\nadmin_listen = \"off\"\n",
+        dir.path().join("topology.toml").display()
+    );
+    let mut cluster = TestCluster::start_with(2, true, &extra, DEBUG).await;
+    let controller = controller(&cluster);
+    let mut client = cluster.client().await;
+    load_keys(&mut client, 20_000).await;
+    controller.migrate_count("s1", "s2", 4096).expect("queue");
+    wait_until(Duration::from_secs(30), "some keys to move", || async {
+        controller.migrations().iter().any(|m| m.keys_moved > 500)
+    })
+    .await;
+    let config_text = redshard_tests::cluster::config_text(
+        &cluster
+            .masters
+            .iter()
+            .map(RedisServer::addr)
+            .collect::<Vec<_>>(),
+        &cluster
+            .replicas
+            .iter()
+            .map(RedisServer::addr)
+            .collect::<Vec<_>>(),
+        &extra,
+    );
+    drop(controller);
+    assert!(cluster.stop_proxy(Duration::from_secs(2)).await);
+
+    let config = redshard_config::Config::from_toml_str(&config_text, "test.toml").unwrap();
+    let proxy = redshard_proxy::Proxy::start(config).await.expect("restart");
+    assert!(
+        proxy.state().router.load().has_migrations(),
+        "the restarted proxy knows the migration"
+    );
+    let mut client = Client::connect_addr(proxy.local_addr()).await;
+    // Served while it resumes.
+    for i in (0..20_000).step_by(97) {
+        assert_eq!(read_key(&mut client, i).await, loaded(i), "key:{i}");
+    }
+    let controller = Arc::clone(proxy.controller());
+    wait_migrations_done(&controller, Duration::from_secs(120)).await;
+    for i in 0..20_000 {
+        assert_eq!(read_key(&mut client, i).await, loaded(i), "key:{i}");
+    }
+    assert_keys_where_they_belong(&controller).await;
+    cluster.proxy = Some(proxy);
+    assert_replicas_equal(&cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_goes_on_when_its_source_master_fails_over() {
+    let mut cluster = TestCluster::start_with(2, true, "", DEBUG).await;
+    let controller = controller(&cluster);
+    let mut client = cluster.client().await;
+    load_keys(&mut client, 20_000).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    controller.migrate_count("s1", "s2", 4096).expect("queue");
+    wait_until(Duration::from_secs(30), "some keys to move", || async {
+        controller.migrations().iter().any(|m| m.keys_moved > 500)
+    })
+    .await;
+    cluster.masters[0].kill();
+    wait_migrations_done(&controller, Duration::from_secs(120)).await;
+    let table = controller.state().router.load();
+    assert_eq!(
+        table.topology().shards[0].master.to_string(),
+        cluster.replicas[0].addr(),
+        "the source failed over"
+    );
+    drop(table);
+    for i in 0..20_000 {
+        assert_eq!(read_key(&mut client, i).await, loaded(i), "key:{i}");
+    }
+    assert_keys_where_they_belong(&controller).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_migration_brings_its_keys_back() {
+    let cluster = TestCluster::start_with(2, false, "", &[]).await;
+    let controller = controller(&cluster);
+    let mut client = cluster.client().await;
+    load_keys(&mut client, 20_000).await;
+    let before = controller.state().router.load().topology().slots.clone();
+    controller.migrate_count("s1", "s2", 4096).expect("queue");
+    wait_until(Duration::from_secs(30), "some keys to move", || async {
+        controller.migrations().iter().any(|m| m.keys_moved > 500)
+    })
+    .await;
+    controller.cancel_migrations().await.expect("cancel");
+    wait_migrations_done(&controller, Duration::from_secs(60)).await;
+    assert_eq!(
+        controller.state().router.load().topology().slots,
+        before,
+        "slots went back"
+    );
+    for i in 0..20_000 {
+        assert_eq!(read_key(&mut client, i).await, loaded(i), "key:{i}");
+    }
+    assert_keys_where_they_belong(&controller).await;
 }

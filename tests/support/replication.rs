@@ -39,12 +39,17 @@ pub async fn expiry_times(addr: &str) -> Vec<(Vec<u8>, i64)> {
     }
     keys.sort();
     let mut out = Vec::with_capacity(keys.len());
-    for key in keys {
-        let at = match client.cmd(&[b"PEXPIRETIME".as_slice(), &key]).await {
-            Reply::Int(at) => at,
-            other => panic!("PEXPIRETIME on {addr}: {other:?}"),
-        };
-        out.push((key, at));
+    for chunk in keys.chunks(1000) {
+        let commands: Vec<Vec<&[u8]>> = chunk
+            .iter()
+            .map(|k| vec![b"PEXPIRETIME".as_slice(), k.as_slice()])
+            .collect();
+        for (key, reply) in chunk.iter().zip(client.pipeline(&commands).await) {
+            match reply {
+                Reply::Int(at) => out.push((key.clone(), at)),
+                other => panic!("PEXPIRETIME on {addr}: {other:?}"),
+            }
+        }
     }
     out
 }

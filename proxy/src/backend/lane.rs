@@ -312,9 +312,13 @@ async fn serve(
     let mut speaking = connected;
     // Replies of the front request's group seen so far (length in `buf`).
     let mut pending = Group::default();
+    // Requests waiting behind a fenced one (see `LaneRequest::via`), in order, and the
+    // signal that the fenced one has been answered.
+    let mut held: VecDeque<LaneRequest> = VecDeque::new();
+    let mut fence: Option<tokio::sync::oneshot::Receiver<()>> = None;
 
     let result: Result<(), LaneError> = loop {
-        if !open && in_flight.is_empty() && out.is_empty() {
+        if !open && in_flight.is_empty() && out.is_empty() && held.is_empty() && fence.is_none() {
             break Ok(());
         }
         if buf.capacity() - buf.len() < READ_RESERVE / 4 {
@@ -327,34 +331,23 @@ async fn serve(
                     open = false;
                     continue;
                 }
-                let now = Instant::now();
                 if let (true, Some(timeout)) = (in_flight.is_empty(), timeout) {
-                    timer.as_mut().reset(now + timeout);
+                    timer.as_mut().reset(Instant::now() + timeout);
                 }
-                for request in batch.drain(..) {
-                    if request.protocol != speaking {
-                        speaking = request.protocol;
-                        out.push(Bytes::from_static(match speaking {
-                            Protocol::Resp2 => b"*2\r\n$5\r\nHELLO\r\n$1\r\n2\r\n",
-                            Protocol::Resp3 => b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n",
-                        }));
-                        in_flight.push_back(InFlight {
-                            dest: Dest::Discard,
-                            sent: now,
-                            replies: 1,
-                            mirror: None,
-                            hello: true,
-                        });
+                if held.is_empty() && fence.is_none() && batch.iter().all(|r| r.via.is_none()) {
+                    // The usual case, without the detour through `held`.
+                    for request in batch.drain(..) {
+                        admit(request, &mut out, &mut in_flight, &mut speaking);
                     }
-                    out.push(request.bytes);
-                    in_flight.push_back(InFlight {
-                        dest: request.dest,
-                        sent: now,
-                        replies: request.replies.max(1),
-                        mirror: request.mirror,
-                        hello: false,
-                    });
+                } else {
+                    held.extend(batch.drain(..));
+                    pump(&mut held, &mut fence, &mut out, &mut in_flight, &mut speaking);
                 }
+            }
+            done = wait_fence(&mut fence), if fence.is_some() => {
+                let () = done;
+                fence = None;
+                pump(&mut held, &mut fence, &mut out, &mut in_flight, &mut speaking);
             }
             written = out.write_some(&mut writer), if !out.is_empty() => {
                 if let Err(e) = written {
@@ -369,6 +362,9 @@ async fn serve(
                 }
                 if let Err(e) = deliver_replies(&mut buf, &mut scanner, &mut in_flight, &mut pending) {
                     break Err(e);
+                }
+                if in_flight.is_empty() && !held.is_empty() {
+                    pump(&mut held, &mut fence, &mut out, &mut in_flight, &mut speaking);
                 }
             }
             changed = wait_fenced(fenced.as_deref_mut()) => {
@@ -393,14 +389,92 @@ async fn serve(
             for request in in_flight {
                 request.fail(&reply);
             }
+            for request in held {
+                fail_request(request, &reply);
+            }
             Ended::Failed(error)
         }
     }
 }
 
+/// Writes `request` to the connection (after a `HELLO` if it changes the protocol).
+fn admit(
+    request: LaneRequest,
+    out: &mut OutBuf,
+    in_flight: &mut VecDeque<InFlight>,
+    speaking: &mut Protocol,
+) {
+    let now = Instant::now();
+    if request.protocol != *speaking {
+        *speaking = request.protocol;
+        out.push(Bytes::from_static(match *speaking {
+            Protocol::Resp2 => b"*2\r\n$5\r\nHELLO\r\n$1\r\n2\r\n",
+            Protocol::Resp3 => b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n",
+        }));
+        in_flight.push_back(InFlight {
+            dest: Dest::Discard,
+            sent: now,
+            replies: 1,
+            mirror: None,
+            hello: true,
+        });
+    }
+    out.push(request.bytes);
+    in_flight.push_back(InFlight {
+        dest: request.dest,
+        sent: now,
+        replies: request.replies.max(1),
+        mirror: request.mirror,
+        hello: false,
+    });
+}
+
+/// Admits held requests in order up to the next fenced one; sends that one on its own lane
+/// once nothing is in flight here, and holds the rest until it is answered.
+fn pump(
+    held: &mut VecDeque<LaneRequest>,
+    fence: &mut Option<tokio::sync::oneshot::Receiver<()>>,
+    out: &mut OutBuf,
+    in_flight: &mut VecDeque<InFlight>,
+    speaking: &mut Protocol,
+) {
+    while fence.is_none() {
+        let Some(front) = held.front() else { return };
+        if front.via.is_some() {
+            if !in_flight.is_empty() {
+                return; // wait until everything before it has run
+            }
+            let Some(mut request) = held.pop_front() else {
+                return;
+            };
+            let Some(via) = request.via.take() else {
+                return;
+            };
+            let (done, wait) = tokio::sync::oneshot::channel();
+            request.dest = Dest::Then(Box::new((request.dest, done)));
+            via.submit(request);
+            *fence = Some(wait);
+            return;
+        }
+        if let Some(request) = held.pop_front() {
+            admit(request, out, in_flight, speaking);
+        }
+    }
+}
+
+/// Completes when the fenced request has been answered (or dropped).
+async fn wait_fence(fence: &mut Option<tokio::sync::oneshot::Receiver<()>>) {
+    match fence.as_mut() {
+        Some(wait) => {
+            let _ = wait.await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// Completes with `true` when the node becomes fenced (`false` if the fence is gone); never
 /// without a fence.
-async fn wait_fenced(fenced: Option<&mut watch::Receiver<bool>>) -> bool {
+pub(super) async fn wait_fenced(fenced: Option<&mut watch::Receiver<bool>>) -> bool {
     let Some(fence) = fenced else {
         return std::future::pending().await;
     };

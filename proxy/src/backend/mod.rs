@@ -83,6 +83,9 @@ pub enum Dest {
     Mirror(Box<crate::mirror::Ack>),
     /// A waiter inside the proxy (barriers, control work); it gets every reply of a group.
     Signal(tokio::sync::oneshot::Sender<Bytes>),
+    /// Another destination, then a signal that the request is complete (a fenced request:
+    /// its shared lane resumes).
+    Then(Box<(Dest, tokio::sync::oneshot::Sender<()>)>),
     /// Nobody: the reply is dropped.
     Discard,
 }
@@ -96,6 +99,11 @@ impl Dest {
             Dest::Signal(tx) => {
                 let _ = tx.send(reply);
             }
+            Dest::Then(then) => {
+                let (dest, done) = *then;
+                dest.deliver(reply);
+                let _ = done.send(());
+            }
             Dest::Discard => {}
         }
     }
@@ -105,6 +113,11 @@ impl Dest {
     pub fn fail(self, reply: Bytes) {
         match self {
             Dest::Mirror(ack) => (*ack).failed(reply),
+            Dest::Then(then) => {
+                let (dest, done) = *then;
+                dest.fail(reply);
+                let _ = done.send(());
+            }
             other => other.deliver(reply),
         }
     }
@@ -131,6 +144,11 @@ pub struct LaneRequest {
     pub replies: u32,
     /// The mirroring of a write to the shard's replicas once the master has answered.
     pub mirror: Option<Box<crate::mirror::Job>>,
+    /// Send it on this other lane (a client's private connection) instead, once everything
+    /// sent before it on this lane has been answered, and send nothing more here until it is
+    /// answered: the master then runs it in a known place of this lane's order, which the
+    /// mirror replays (a transaction after WATCH).
+    pub via: Option<LaneHandle>,
 }
 
 impl LaneRequest {
@@ -143,6 +161,7 @@ impl LaneRequest {
             protocol,
             replies: 1,
             mirror: None,
+            via: None,
         }
     }
 }
@@ -352,7 +371,13 @@ impl Node {
         protocol: Protocol,
         sink: Arc<crate::replies::ReplyQueue>,
     ) -> subscriber::Subscriber {
-        subscriber::Subscriber::spawn(self.addr.clone(), protocol, Arc::clone(&self.config), sink)
+        subscriber::Subscriber::spawn(
+            self.addr.clone(),
+            protocol,
+            Arc::clone(&self.config),
+            sink,
+            self.fenced.subscribe(),
+        )
     }
 
     /// How many lanes this node has.

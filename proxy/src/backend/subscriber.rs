@@ -49,9 +49,10 @@ impl Subscriber {
         protocol: Protocol,
         config: Arc<LaneConfig>,
         sink: Arc<ReplyQueue>,
+        fenced: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(addr, protocol, config, rx, sink));
+        let task = tokio::spawn(run(addr, protocol, config, rx, sink, fenced));
         Self { tx, task }
     }
 
@@ -96,6 +97,7 @@ async fn run(
     config: Arc<LaneConfig>,
     mut rx: mpsc::UnboundedReceiver<Pending>,
     sink: Arc<ReplyQueue>,
+    mut fenced: tokio::sync::watch::Receiver<bool>,
 ) {
     let fail =
         |rx: &mut mpsc::UnboundedReceiver<Pending>, pending: VecDeque<Pending>, why: String| {
@@ -122,6 +124,10 @@ async fn run(
     let mut scanner = ReplyScanner::new(config.max_reply_depth);
     let why = loop {
         tokio::select! {
+            // The node was failed over: its subscribers must resubscribe on the new master.
+            _ = super::lane::wait_fenced(Some(&mut fenced)) => {
+                break "is fenced after a failover".to_owned();
+            }
             request = rx.recv() => {
                 let Some(request) = request else { return };
                 if let Err(e) = writer.write_all(&request.bytes).await {

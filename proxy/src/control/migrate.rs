@@ -126,6 +126,10 @@ pub struct Migrations {
 const HISTORY: usize = 16;
 /// Keys per SCAN call of the mover.
 const SCAN_COUNT: &str = "500";
+/// Failed passes a migration survives (a source or target failing over) before it fails.
+const PASS_RETRIES: u32 = 60;
+/// Pause before a failed pass is retried.
+const PASS_RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// Keys moved at the same time by the mover.
 const PARALLEL_MOVES: usize = 16;
 
@@ -154,8 +158,8 @@ impl Migrations {
     /// The progress of every queued, running and recently finished migration, oldest first.
     #[must_use]
     pub fn progress(&self) -> Vec<MigrationProgress> {
-        let history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
         let queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
         history
             .iter()
             .cloned()
@@ -212,6 +216,41 @@ impl Migrations {
 }
 
 impl Job {
+    /// A queued job moving `slots` from `from` to `to` (`begun`: they already migrate).
+    fn new(
+        topology: &Topology,
+        from: ShardId,
+        to: ShardId,
+        slots: Vec<SlotRange>,
+        begun: bool,
+    ) -> Self {
+        let name = |id| {
+            topology
+                .shard(id)
+                .map_or_else(|| id.to_string(), |s| s.name.clone())
+        };
+        let progress = MigrationProgress {
+            from: name(from),
+            to: name(to),
+            slots: slots.clone(),
+            state: MigrationState::Queued,
+            keys_moved: 0,
+            bytes_moved: 0,
+            keys_estimate: 0,
+            elapsed_secs: 0.0,
+            rate_keys_per_sec: 0.0,
+            eta_secs: None,
+        };
+        Self {
+            from,
+            to,
+            slots,
+            begun,
+            progress: Arc::new(Mutex::new(progress)),
+            started: None,
+        }
+    }
+
     fn snapshot(&self) -> MigrationProgress {
         let mut p = self
             .progress
@@ -475,31 +514,7 @@ impl Controller {
         slots: Vec<SlotRange>,
         begun: bool,
     ) {
-        let name = |id| {
-            topology
-                .shard(id)
-                .map_or_else(|| id.to_string(), |s| s.name.clone())
-        };
-        let progress = MigrationProgress {
-            from: name(from),
-            to: name(to),
-            slots: slots.clone(),
-            state: MigrationState::Queued,
-            keys_moved: 0,
-            bytes_moved: 0,
-            keys_estimate: 0,
-            elapsed_secs: 0.0,
-            rate_keys_per_sec: 0.0,
-            eta_secs: None,
-        };
-        let job = Job {
-            from,
-            to,
-            slots,
-            begun,
-            progress: Arc::new(Mutex::new(progress)),
-            started: None,
-        };
+        let job = Job::new(topology, from, to, slots, begun);
         self.state
             .migrations
             .queue
@@ -553,13 +568,23 @@ impl Controller {
                 }
             };
             migrations.cancel.store(false, Ordering::Release);
-            let outcome = self.run_one(from, to, &slots, begun, &progress).await;
-            let job = migrations
+            // A shutdown stops the move where it is: a key whose copy reached the target but
+            // not yet left the source is moved again (from the same, unchanged copy) by the
+            // first request for it or by the resumed migration.
+            let outcome = tokio::select! {
+                outcome = self.run_one(from, to, &slots, begun, &progress) => outcome,
+                () = shutdown.wait() => return,
+            };
+            let topology = Arc::clone(self.state.router.load().topology());
+            // One critical section (queue, then history): a status read never sees the job in
+            // neither place, nor a cancel without its reversal.
+            let mut queue = migrations
                 .queue
                 .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .pop_front();
-            let Some(job) = job else { continue };
+                .unwrap_or_else(PoisonError::into_inner);
+            let Some(job) = queue.pop_front() else {
+                continue;
+            };
             match outcome {
                 Ok(Outcome::Done) => {
                     job.update(|p| p.state = MigrationState::Done);
@@ -568,35 +593,7 @@ impl Controller {
                 Ok(Outcome::Cancelled) => {
                     job.update(|p| p.state = MigrationState::Cancelled);
                     // Bring back what moved: the reversed migration runs next.
-                    let topology = Arc::clone(self.state.router.load().topology());
-                    let mut queue = migrations
-                        .queue
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner);
-                    let name = |id| {
-                        topology
-                            .shard(id)
-                            .map_or_else(|| id.to_string(), |s| s.name.clone())
-                    };
-                    queue.push_front(Job {
-                        from: to,
-                        to: from,
-                        slots: slots.clone(),
-                        begun: true,
-                        progress: Arc::new(Mutex::new(MigrationProgress {
-                            from: name(to),
-                            to: name(from),
-                            slots: slots.clone(),
-                            state: MigrationState::Queued,
-                            keys_moved: 0,
-                            bytes_moved: 0,
-                            keys_estimate: 0,
-                            elapsed_secs: 0.0,
-                            rate_keys_per_sec: 0.0,
-                            eta_secs: None,
-                        })),
-                        started: None,
-                    });
+                    queue.push_front(Job::new(&topology, to, from, slots.clone(), true));
                 }
                 Err(e) => {
                     warn!(from = %from, to = %to, error = %e, "migration failed; its slots stay migrating (requests are still served); retry with a new migration or cancel");
@@ -604,6 +601,7 @@ impl Controller {
                 }
             }
             remember(migrations, job.snapshot());
+            drop(queue);
         }
     }
 
@@ -647,8 +645,19 @@ impl Controller {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .keys_estimate = estimate;
+        let mut failures = 0;
         loop {
-            let found = self.one_pass(from, to, progress).await?;
+            let found = match self.one_pass(from, to, progress).await {
+                Ok(found) => found,
+                // A node failing (its shard failing over) stops a pass, not the migration.
+                Err(e) if failures < PASS_RETRIES => {
+                    failures += 1;
+                    warn!(from = %from, to = %to, error = %e, attempt = failures, "migration pass failed; retrying");
+                    tokio::time::sleep(PASS_RETRY_PAUSE).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if migrations.cancel.load(Ordering::Acquire) {
                 return Ok(Outcome::Cancelled);
             }

@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use redshard_config::{MirrorConfig, MirrorMode, NodeAddr, ShardId};
+use smallvec::SmallVec;
 use tokio::sync::mpsc;
 use tracing::warn;
 
@@ -98,6 +99,12 @@ impl ReplicaLink {
     #[must_use]
     pub fn addr(&self) -> &NodeAddr {
         &self.addr
+    }
+
+    /// Its lanes (replica reads use them too).
+    #[must_use]
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
     }
 
     /// Whether writes still go to it.
@@ -354,7 +361,7 @@ impl Job {
                     return;
                 }
             };
-        let active: Vec<&Arc<ReplicaLink>> = self
+        let active: SmallVec<[&Arc<ReplicaLink>; 4]> = self
             .shard
             .replicas
             .iter()
@@ -371,11 +378,11 @@ impl Job {
         } else {
             count_replies(&mirrored.expect)
         };
-        let mut releases: Vec<Release> = if !sync {
+        let mut releases: SmallVec<[Release; 4]> = if !sync {
             dest.deliver(reply);
             active.iter().map(|_| Release::Nothing).collect()
         } else if active.len() == 1 {
-            vec![Release::One(dest, reply)]
+            smallvec::smallvec![Release::One(dest, reply)]
         } else {
             let join = Arc::new(Join {
                 remaining: AtomicUsize::new(active.len()),
@@ -406,6 +413,7 @@ impl Job {
                 protocol: self.protocol,
                 replies,
                 mirror: None,
+                via: None,
             });
         }
     }
@@ -561,6 +569,7 @@ pub async fn barrier(
             protocol: Protocol::Resp2,
             replies: 1,
             mirror,
+            via: None,
         });
         waits.push(rx);
     }

@@ -10,7 +10,7 @@ use redshard_config::Slot;
 use super::merge::MergePlan;
 use super::{local, pubsub, scan, split, txn, Ctx};
 
-use redshard_config::Access;
+use redshard_config::{Access, ReadFrom};
 
 use crate::backend::{Dest, LaneHandle, LaneRequest, Node};
 use crate::command::{self, ArgList, CommandSpec, Flags, Route};
@@ -32,6 +32,14 @@ pub(crate) enum Action {
         slot: u16,
         /// How the write is sent and mirrored, when the shard has in-sync replicas.
         mirror: Option<Prepared>,
+    },
+    /// A read under `[mirror] read_from = "replica" | "prefer-replica"`: send the original
+    /// bytes to an in-sync replica of shard `shard` (its master when it has none).
+    Read {
+        /// Index into the routing table's shards.
+        shard: usize,
+        /// Picks the lane.
+        slot: u16,
     },
     /// Send the original bytes to every master and merge the replies; `write` mirrors them.
     FanOut(MergePlan, bool),
@@ -237,11 +245,43 @@ fn keyed(
         return Action::error(ctx, "CROSSSLOT Keys in request don't hash to the same slot");
     }
     let shard = table.shard_of(slot);
+    if ctx.state.config.mirror.read_from != ReadFrom::Master
+        && spec.flags.contains(Flags::READONLY)
+        && !is_mirrored(spec)
+        && !table.is_migrating(slot)
+    {
+        return Action::Read {
+            shard,
+            slot: slot.get(),
+        };
+    }
     Action::Forward {
         shard,
         slot: slot.get(),
         mirror: plan(table, shard, spec, &args),
     }
+}
+
+/// The node that serves a read of shard `route` for client `client` under `read_from`: an
+/// in-sync replica still mirrored to (the same one for a client, so its reads never go back
+/// in time across replicas), with `prefer-replica` only one known to be up; else the master.
+fn read_node<'a>(ctx: &Ctx, route: &'a ShardRoute) -> &'a std::sync::Arc<Node> {
+    let prefer_up = ctx.state.config.mirror.read_from == ReadFrom::PreferReplica;
+    let candidates: smallvec::SmallVec<[&std::sync::Arc<Node>; 4]> = route
+        .mirror
+        .replicas()
+        .iter()
+        .filter(|link| link.is_active())
+        .filter(|link| {
+            !prefer_up || ctx.state.health.status(link.addr()) == crate::health::NodeStatus::Up
+        })
+        .map(|link| link.node())
+        .collect();
+    if candidates.is_empty() {
+        return &route.master;
+    }
+    let pick = usize::try_from(ctx.client.id).unwrap_or(0) % candidates.len();
+    candidates[pick]
 }
 
 /// Whether `spec` changes data, so its effect must reach the replicas: writes, scripts and
@@ -301,6 +341,7 @@ pub(crate) fn send_master(
         protocol,
         replies,
         mirror,
+        via: None,
     });
 }
 
@@ -434,6 +475,12 @@ pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes:
                 1,
             );
         }
+        Action::Read { shard, slot } => {
+            let reply = ctx.queue.reserve();
+            read_node(ctx, &table.shards()[shard])
+                .lane(slot)
+                .send(bytes, reply, ctx.protocol);
+        }
         Action::FanOut(plan, write) => fan_out(ctx, table, plan, &bytes, write),
         Action::HoldBack | Action::Pause(_) | Action::Migrate(_) => {
             unreachable!("held-back requests are not consumed")
@@ -462,6 +509,7 @@ pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes:
                 protocol,
                 replies: 1,
                 mirror: job,
+                via: None,
             });
             ctx.barrier = true;
         }
@@ -553,13 +601,25 @@ fn exec(
             }),
         );
         let protocol = ctx.protocol;
-        private_lane(ctx, &route.master).submit(LaneRequest {
+        let private = private_lane(ctx, &route.master).clone();
+        let request = LaneRequest {
             bytes,
             dest: reply.into(),
             protocol,
             replies,
-            mirror: job,
-        });
+            via: None,
+            mirror: None,
+        };
+        match job {
+            // Mirrored: the slot's shared lane fences it, so the master runs it at a known
+            // place among the slot's other writes, the place the mirror replays it in.
+            Some(job) => route.master.lane(slot).submit(LaneRequest {
+                mirror: Some(job),
+                via: Some(private),
+                ..request
+            }),
+            None => private.submit(request),
+        }
         ctx.barrier = true;
     } else {
         send_master(
