@@ -2,6 +2,7 @@
 //! Every test runs real redis-server processes on free 127.0.0.1 ports behind the real proxy.
 
 mod admin;
+mod admin_moves;
 mod auth;
 mod backend_failure;
 mod binary;
