@@ -14,11 +14,12 @@ use crate::control::Controller;
 use crate::resp::{FrameKind, RequestScanner, ScanLimits};
 use crate::shutdown::Shutdown;
 
-/// Admin requests are short (names, addresses, slot ranges): bounds far below the client
-/// port's, so a connection's memory stays small whatever it sends.
+/// Admin requests are short (names, addresses, passwords, slot ranges): bounds far below the
+/// client port's, so one connection buffers at most about 8 MiB whatever it sends (8192
+/// ranges cover any slot list).
 const LIMITS: ScanLimits = ScanLimits {
-    max_multibulk_len: 16 * 1024,
-    max_bulk_len: 4096,
+    max_multibulk_len: 8192,
+    max_bulk_len: 1024,
     max_inline_len: 64 * 1024,
 };
 
