@@ -14,6 +14,8 @@ use crate::validate::Source;
 
 /// Default of `[mirror] max_lag_writes`.
 pub const DEFAULT_MIRROR_MAX_LAG_WRITES: usize = 100_000;
+/// Default of `[mirror] max_scripts`.
+pub const DEFAULT_MAX_SCRIPTS: usize = 10_000;
 /// Default of `[mirror] resync_timeout_ms`: ten minutes for a full sync.
 pub const DEFAULT_RESYNC_TIMEOUT_MS: u64 = 600_000;
 /// Default of `[mirror] cutover_timeout_ms`: the longest write pause of a resync cut-over.
@@ -75,6 +77,9 @@ pub struct MirrorFile {
     pub read_from: Option<ReadFrom>,
     /// `resync_timeout_ms`: how long a full sync of a replica may take before it is retried.
     pub resync_timeout_ms: Option<Spanned<u64>>,
+    /// `max_scripts`: Lua script bodies the proxy remembers for replicas. Default
+    /// [`DEFAULT_MAX_SCRIPTS`].
+    pub max_scripts: Option<Spanned<usize>>,
     /// `cutover_timeout_ms`: the longest write pause while a resynced replica catches up.
     pub cutover_timeout_ms: Option<Spanned<u64>>,
 }
@@ -108,6 +113,8 @@ pub struct MirrorConfig {
     pub read_from: ReadFrom,
     /// Bound on one full sync.
     pub resync_timeout: Duration,
+    /// Script bodies remembered for replicas.
+    pub max_scripts: usize,
     /// Bound on the write pause of a cut-over.
     pub cutover_timeout: Duration,
 }
@@ -119,6 +126,7 @@ impl Default for MirrorConfig {
             max_lag_writes: DEFAULT_MIRROR_MAX_LAG_WRITES,
             read_from: ReadFrom::Master,
             resync_timeout: Duration::from_millis(DEFAULT_RESYNC_TIMEOUT_MS),
+            max_scripts: DEFAULT_MAX_SCRIPTS,
             cutover_timeout: Duration::from_millis(DEFAULT_CUTOVER_TIMEOUT_MS),
         }
     }
@@ -164,6 +172,13 @@ pub(crate) fn mirror(file: MirrorFile, src: &Source<'_>) -> Result<MirrorConfig,
             None,
         )?,
         read_from: file.read_from.unwrap_or_default(),
+        max_scripts: src.bounded(
+            file.max_scripts,
+            "mirror.max_scripts",
+            DEFAULT_MAX_SCRIPTS,
+            0,
+            None,
+        )?,
         resync_timeout: Duration::from_millis(ms(
             file.resync_timeout_ms,
             "mirror.resync_timeout_ms",

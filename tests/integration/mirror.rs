@@ -424,3 +424,42 @@ async fn watched_transactions_racing_plain_writes_keep_replicas_equal() {
     }
     assert_replicas_equal(&cluster).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evalsha_keeps_working_on_a_resynchronised_replica() {
+    let mut cluster = TestCluster::start_with(1, true, "", DEBUG).await;
+    let mut client = cluster.client().await;
+    let script = "redis.call('SET', KEYS[1], ARGV[1]); return redis.call('INCR', KEYS[2])";
+    let sha = client.cmd(&["SCRIPT", "LOAD", script]).await.text();
+    for i in 0..20 {
+        let reply = client
+            .cmd(&["EVALSHA", &sha, "2", "{s}a", "{s}n", &i.to_string()])
+            .await;
+        ok_or_panic("evalsha", &reply);
+    }
+    // The replica comes back empty and is resynchronised (Redis's full sync drops scripts).
+    let addr = cluster.replicas[0].addr();
+    cluster.replicas[0].kill();
+    ok_or_panic("set", &client.cmd(&["SET", "x", "1"]).await);
+    wait_until(
+        Duration::from_secs(5),
+        "the replica to be recorded stale",
+        || async { replica_state(&cluster, &addr) == Some(ReplicaState::Stale) },
+    )
+    .await;
+    cluster.replicas[0].restart();
+    wait_until(
+        Duration::from_secs(20),
+        "the replica to be resynchronised",
+        || async { replica_state(&cluster, &addr) == Some(ReplicaState::InSync) },
+    )
+    .await;
+    for i in 20..40 {
+        let reply = client
+            .cmd(&["EVALSHA", &sha, "2", "{s}a", "{s}n", &i.to_string()])
+            .await;
+        ok_or_panic("evalsha", &reply);
+    }
+    assert_eq!(replica_state(&cluster, &addr), Some(ReplicaState::InSync));
+    assert_replicas_equal(&cluster).await;
+}

@@ -232,14 +232,11 @@ mod tests {
     use std::time::Duration;
 
     use bytes::{Bytes, BytesMut};
-    use redshard_config::{BackendTlsConfig, TlsConfig};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpSocket;
 
     use super::*;
     use crate::outbuf::OutBuf;
-    use crate::tls::test_pki::Ca;
-    use crate::tls::ServerTls;
 
     /// A lane writes until its output is empty, then only reads. When the socket is full at
     /// the last write, rustls keeps that write's last records: the read must push them out,
@@ -250,22 +247,7 @@ mod tests {
         // More than small socket buffers hold, less than rustls buffers (64 KiB).
         const TAIL: usize = 48 * 1024;
         let dir = tempfile::tempdir().unwrap();
-        let ca = Ca::new();
-        let ca_file = ca.write(dir.path(), "ca.crt");
-        let files = ca.issue(dir.path(), "server", &["127.0.0.1"]);
-        let server = ServerTls::load(&TlsConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            cert_file: files.cert_file,
-            key_file: files.key_file,
-            client_ca_file: None,
-        })
-        .unwrap();
-        let client = BackendTls::load(&BackendTlsConfig {
-            ca_file,
-            server_name: None,
-            client_cert: None,
-        })
-        .unwrap();
+        let (server, client) = crate::tls::test_pki::loopback_pair(dir.path(), "server");
         let listen = TcpSocket::new_v4().unwrap();
         listen.set_recv_buffer_size(4096).unwrap();
         listen.bind("127.0.0.1:0".parse().unwrap()).unwrap();

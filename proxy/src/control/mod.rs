@@ -157,6 +157,24 @@ impl Controller {
         .await
     }
 
+    /// Loads every script the proxy knows into the node at `addr`, logging a failure.
+    async fn load_scripts(&self, addr: &NodeAddr) {
+        let bodies = self.state.router.mirror().scripts().bodies();
+        if bodies.is_empty() {
+            return;
+        }
+        let loaded = async {
+            let mut conn = self.connect(addr, Duration::from_secs(5)).await?;
+            for body in bodies {
+                conn.call_ok(&[b"SCRIPT", b"LOAD", &body]).await?;
+            }
+            Ok::<(), conn::ConnError>(())
+        };
+        if let Err(e) = loaded.await {
+            warn!(node = %addr, error = %e, "could not load the known scripts into a new master");
+        }
+    }
+
     /// What the probes know of `addr`.
     #[must_use]
     pub fn probe(&self, addr: &NodeAddr) -> probe::ProbeStatus {
@@ -176,6 +194,11 @@ impl Controller {
     /// The change does not fit the current topology, or it could not be persisted; in both
     /// cases nothing changed.
     pub async fn change(&self, change: TopologyChange) -> Result<Arc<Topology>, ChangeError> {
+        if let TopologyChange::AddShard { master, .. } = &change {
+            // It never saw the SCRIPT LOADs fanned out before: give it every known script so
+            // EVALSHA works once slots move to it (best effort: clients fall back to EVAL).
+            self.load_scripts(master).await;
+        }
         let _guard = self.change_lock.lock().await;
         let current = Arc::clone(self.state.router.load().topology());
         let next = current.apply(&change)?;

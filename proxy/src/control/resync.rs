@@ -169,6 +169,10 @@ impl Controller {
             pace(deadline, "the replica to reach the master's offset").await?;
         }
         replica.call_ok(&[b"REPLICAOF", b"NO", b"ONE"]).await?;
+        // Redis does not carry its script cache through a full sync.
+        for body in self.state.router.mirror().scripts().bodies() {
+            replica.call_ok(&[b"SCRIPT", b"LOAD", &body]).await?;
+        }
         self.state.router.mirror().forget(addr);
         self.state.router.pool().node(addr).unfence();
         self.change(TopologyChange::SetReplicaState {

@@ -92,7 +92,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::command::{self, ArgList};
 use crate::resp::reply::is_error;
-use crate::resp::{encode, Args, FrameKind, Protocol, ReplyScanner, RequestScanner};
+use crate::resp::{encode, parse_i64, Args, FrameKind, Protocol, ReplyScanner, RequestScanner};
 
 /// Nesting allowed when the master's reply is walked (the lane's scanner bounded it already;
 /// this only bounds the walk on arbitrary input).
@@ -1064,36 +1064,6 @@ fn arg<A: ArgList + ?Sized>(args: &A, i: usize) -> Option<&[u8]> {
 /// its first NUL byte.
 fn c_str(a: &[u8]) -> &[u8] {
     a.iter().position(|&b| b == 0).map_or(a, |nul| &a[..nul])
-}
-
-/// Redis's `string2ll`, as `getLongLongFromObject` applies it to a whole argument: a strict
-/// decimal (no `+`, no leading zero, no `-0`, at most 20 bytes, within `i64`).
-fn parse_i64(s: &[u8]) -> Option<i64> {
-    if s.is_empty() || s.len() > 20 {
-        return None;
-    }
-    if s == b"0" {
-        return Some(0);
-    }
-    let (negative, digits) = match s.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, s),
-    };
-    if !digits.first().is_some_and(|d| (b'1'..=b'9').contains(d)) {
-        return None;
-    }
-    let mut v: i64 = 0;
-    for &d in digits {
-        if !d.is_ascii_digit() {
-            return None;
-        }
-        let d = i64::from(d - b'0');
-        // Accumulate towards the sign so that i64::MIN parses.
-        v = v
-            .checked_mul(10)?
-            .checked_add(if negative { -d } else { d })?;
-    }
-    Some(v)
 }
 
 /// The request `args` as a RESP multibulk.

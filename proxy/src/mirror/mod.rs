@@ -20,6 +20,7 @@
 //! fails the master over or, if it stays up, resynchronises the replicas.
 
 pub mod effect;
+pub mod scripts;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -269,6 +270,8 @@ pub struct ShardMirror {
     settings: Arc<MirrorConfig>,
     /// Where lost master writes are reported.
     events: mpsc::UnboundedSender<ControlEvent>,
+    /// Script bodies, so replicas run `EVALSHA` as `EVAL`.
+    scripts: Arc<scripts::ScriptCache>,
 }
 
 impl ShardMirror {
@@ -337,7 +340,12 @@ impl Job {
 
     /// The master answered `reply`: mirror the effect, then (or meanwhile, in async mode)
     /// hand `reply` to `dest`.
-    pub fn master_answered(self, reply: Bytes, dest: Dest) {
+    pub fn master_answered(mut self, reply: Bytes, dest: Dest) {
+        if matches!(self.effect, Effect::Same) {
+            if let Some(eval) = self.shard.scripts.observe(&self.request, &reply) {
+                self.request = eval;
+            }
+        }
         let mirrored =
             match effect::replica_request(&self.effect, &self.request, &reply, self.protocol) {
                 Ok(Some(mirrored)) => mirrored,
@@ -463,6 +471,8 @@ pub struct Mirror {
     links: Mutex<HashMap<NodeAddr, Arc<ReplicaLink>>>,
     /// Where failures are reported (the controller).
     events: mpsc::UnboundedSender<ControlEvent>,
+    /// Script bodies seen (see [`scripts`]).
+    scripts: Arc<scripts::ScriptCache>,
 }
 
 impl Mirror {
@@ -470,10 +480,17 @@ impl Mirror {
     #[must_use]
     pub fn new(settings: MirrorConfig, events: mpsc::UnboundedSender<ControlEvent>) -> Self {
         Self {
+            scripts: Arc::new(scripts::ScriptCache::new(settings.max_scripts)),
             settings: Arc::new(settings),
             links: Mutex::new(HashMap::new()),
             events,
         }
+    }
+
+    /// The scripts the proxy knows, to load into a resynchronised replica.
+    #[must_use]
+    pub fn scripts(&self) -> &scripts::ScriptCache {
+        &self.scripts
     }
 
     /// The `[mirror]` settings.
@@ -515,6 +532,7 @@ impl Mirror {
             replicas,
             settings: Arc::clone(&self.settings),
             events: self.events.clone(),
+            scripts: Arc::clone(&self.scripts),
         })
     }
 

@@ -135,13 +135,11 @@ mod tests {
     use std::time::Duration;
 
     use bytes::Bytes;
-    use redshard_config::{BackendTlsConfig, NodeAddr, TlsConfig};
+    use redshard_config::NodeAddr;
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpSocket;
 
     use super::*;
-    use crate::tls::test_pki::Ca;
-    use crate::tls::{BackendTls, ServerTls};
 
     /// The session's write discipline: wait for writability while there is output or the
     /// stream holds some, write without waiting, and stop only when both are empty. With a
@@ -151,22 +149,7 @@ mod tests {
     async fn output_left_inside_tls_leaves_once_the_socket_takes_it() {
         const TOTAL: usize = 256 * 1024;
         let dir = tempfile::tempdir().unwrap();
-        let ca = Ca::new();
-        let ca_file = ca.write(dir.path(), "ca.crt");
-        let files = ca.issue(dir.path(), "proxy", &["127.0.0.1"]);
-        let server = ServerTls::load(&TlsConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            cert_file: files.cert_file,
-            key_file: files.key_file,
-            client_ca_file: None,
-        })
-        .unwrap();
-        let client = BackendTls::load(&BackendTlsConfig {
-            ca_file,
-            server_name: None,
-            client_cert: None,
-        })
-        .unwrap();
+        let (server, client) = crate::tls::test_pki::loopback_pair(dir.path(), "proxy");
         let listen = TcpSocket::new_v4().unwrap();
         listen.set_send_buffer_size(4096).unwrap();
         listen.bind("127.0.0.1:0".parse().unwrap()).unwrap();

@@ -43,3 +43,25 @@ impl Ca {
         files
     }
 }
+
+/// A TLS server (certified for 127.0.0.1) and a backend-side client trusting it, with their
+/// files in `dir`.
+pub(crate) fn loopback_pair(dir: &Path, name: &str) -> (super::ServerTls, super::BackendTls) {
+    let ca = Ca::new();
+    let ca_file = ca.write(dir, "ca.crt");
+    let files = ca.issue(dir, name, &["127.0.0.1"]);
+    let server = super::ServerTls::load(&redshard_config::TlsConfig {
+        listen: "127.0.0.1:0".parse().expect("an address"),
+        cert_file: files.cert_file,
+        key_file: files.key_file,
+        client_ca_file: None,
+    })
+    .expect("server certificate loads");
+    let client = super::BackendTls::load(&redshard_config::BackendTlsConfig {
+        ca_file,
+        server_name: None,
+        client_cert: None,
+    })
+    .expect("client trust loads");
+    (server, client)
+}
