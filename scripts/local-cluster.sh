@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
 # The tutorial's cluster behind one address: 3 masters on 127.0.0.1:6381-6383, their replicas
-# on 6384-6386 (plain redis-server processes), and redshard on 127.0.0.1:6379.
-# Ctrl-C stops everything this script started.
+# on 6384-6386 (plain redis-server processes), and redshard on 127.0.0.1:6379 with its admin
+# port on 6390. Two spare empty nodes on 6387 and 6388 (not in the cluster) are there for
+# scaling out with redshard-admin (README: Admin CLI). Ctrl-C stops everything this script
+# started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-redis.sh
 
-for port in 6379 6381 6382 6383 6384 6385 6386; do
+for port in 6379 6390 6381 6382 6383 6384 6385 6386 6387 6388; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "port $port on 127.0.0.1 is already in use; stop what listens there and run again" >&2
     exit 1
   fi
 done
 
-echo "building redshard (release) ..." >&2
-cargo build --release --locked -q -p redshard-proxy
+echo "building redshard and redshard-admin (release) ..." >&2
+cargo build --release --locked -q -p redshard-proxy -p redshard-admin
 
 state=.local-cluster
 mkdir -p "$state"
@@ -27,13 +29,13 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-for port in 6381 6382 6383 6384 6385 6386; do
+for port in 6381 6382 6383 6384 6385 6386 6387 6388; do
   mkdir -p "$state/$port"
   redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
     --maxmemory-policy noeviction --dir "$state/$port" --logfile "$PWD/$state/$port/redis.log" &
   pids+=($!)
 done
-for port in 6381 6382 6383 6384 6385 6386; do
+for port in 6381 6382 6383 6384 6385 6386 6387 6388; do
   for _ in $(seq 50); do
     redis-cli -p "$port" ping >/dev/null 2>&1 && break
     sleep 0.1
@@ -52,10 +54,12 @@ until redis-cli -p 6379 ping >/dev/null 2>&1; do
 done
 cat >&2 <<'TXT'
 
-redshard is serving on 127.0.0.1:6379 (masters 6381-6383, replicas 6384-6386). Try:
+redshard is serving on 127.0.0.1:6379 (masters 6381-6383, replicas 6384-6386), its admin port
+on 127.0.0.1:6390; 6387 and 6388 are spare nodes for scaling out. Try:
   redis-cli -p 6379 set k v
   redis-cli -p 6379 get k
   redis-cli -p 6379 info keyspace
+  ./target/release/redshard-admin check
 Press Ctrl-C to stop everything.
 TXT
 wait -n "${pids[@]}"

@@ -1,24 +1,139 @@
 //! `redshard-admin`: the operator's CLI for redshard.
 //!
-//! For now it answers offline questions (which slot a key lands in, whether a config file is
-//! valid); the cluster verbs of `redis-cli --cluster` arrive with the admin port.
+//! It talks RESP to the proxy's admin port (`admin_listen`), with redis-cli's connection flags
+//! (`-h HOST -p PORT -a PASSWORD`, default `127.0.0.1:6390`), and offers the verbs of
+//! `redis-cli --cluster` where they mean the same: `info`, `check`, `add-node`, `del-node`,
+//! `reshard`, `rebalance`, plus `failover`, `migrations` and `cancel`. Wherever a master id is
+//! asked, a shard may be named by its name or its master's address. Offline helpers:
+//! `keyslot` and `check-config`.
+//!
+//! - `client`: the blocking RESP client.
+//! - `model`: the admin port's replies as types.
+//! - `cluster`: info, check, add-node, del-node, failover, migrations, cancel.
+//! - `moves`: reshard and rebalance, with confirmation and a progress bar.
+//! - `offline`: keyslot and check-config.
+//! - `output`: printing that survives a closed stdout.
+//!
+//! Exit status: 0 on success; 1 when the proxy refused, could not be reached, `check` found a
+//! problem, or a move failed.
+
+/// `println!` that ends the program quietly when stdout is closed (`redshard-admin check |
+/// head`), instead of panicking on the broken pipe.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::output::line(format_args!($($arg)*))
+    };
+}
+
+mod client;
+mod cluster;
+mod model;
+mod moves;
+mod offline;
+mod output;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
-use redshard_config::{Config, Slot, Topology};
+use clap::{ArgAction, Parser, Subcommand};
 
-/// The redshard operator's CLI.
+use client::AdminClient;
+
+/// The redshard operator's CLI: `redis-cli --cluster`'s verbs against the proxy's admin port.
 #[derive(Debug, Parser)]
-#[command(name = "redshard-admin", version, about)]
+#[command(name = "redshard-admin", version, about, disable_help_flag = true)]
 struct Cli {
+    /// The proxy's admin host (like redis-cli -h).
+    #[arg(short = 'h', long = "host", global = true, default_value = "127.0.0.1")]
+    host: String,
+    /// The proxy's admin port (`admin_listen`).
+    #[arg(short = 'p', long = "port", global = true, default_value_t = 6390)]
+    port: u16,
+    /// The admin password (`admin_password`); the REDISCLI_AUTH environment variable is
+    /// used when this is not given, as by redis-cli.
+    #[arg(short = 'a', long = "pass", global = true)]
+    password: Option<String>,
+    /// Print help.
+    #[arg(long, action = ArgAction::Help, global = true)]
+    help: Option<bool>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Shards with their master, keys, slots and replicas, like `redis-cli --cluster info`.
+    Info,
+    /// Check the cluster: every slot served, masters up, replicas in sync, no failed
+    /// migration. Exits 1 naming each problem.
+    Check,
+    /// Add a node: the master of a new shard (with no slots), or with --cluster-slave a
+    /// replica of a shard, then wait until it is in sync.
+    AddNode {
+        /// The new node, host:port.
+        new_addr: String,
+        /// Add it as a replica.
+        #[arg(long = "cluster-slave", alias = "cluster-replica")]
+        cluster_slave: bool,
+        /// The shard it replicates (name or master address); default: the one with the
+        /// fewest replicas.
+        #[arg(long = "cluster-master-id", requires = "cluster_slave")]
+        cluster_master_id: Option<String>,
+        /// The new shard's name; default: the smallest free sN.
+        #[arg(long, conflicts_with = "cluster_slave")]
+        name: Option<String>,
+        /// How long to wait for a new replica to be in sync, in seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
+    /// Remove a node: a replica, or the master of a shard that has no replicas and no slots.
+    DelNode {
+        /// The node, host:port.
+        addr: String,
+    },
+    /// Move N slots (the source's highest-numbered ones) from one shard to another.
+    Reshard {
+        /// The source shard (name or master address).
+        #[arg(long = "cluster-from")]
+        cluster_from: String,
+        /// The target shard (name or master address).
+        #[arg(long = "cluster-to")]
+        cluster_to: String,
+        /// How many slots.
+        #[arg(long = "cluster-slots")]
+        cluster_slots: usize,
+        /// Do not ask for confirmation.
+        #[arg(long = "cluster-yes")]
+        cluster_yes: bool,
+    },
+    /// Give every shard an equal share of the slots.
+    Rebalance {
+        /// Give shards that own no slots a share too.
+        #[arg(long = "cluster-use-empty-masters")]
+        cluster_use_empty_masters: bool,
+        /// Move nothing when every shard is within this many percent of its share (default 2).
+        #[arg(long = "cluster-threshold")]
+        cluster_threshold: Option<f64>,
+        /// Show the plan only.
+        #[arg(long = "cluster-simulate")]
+        cluster_simulate: bool,
+        /// Do not ask for confirmation.
+        #[arg(long = "cluster-yes")]
+        cluster_yes: bool,
+    },
+    /// Graceful failover of a shard to an in-sync replica (no client sees an error).
+    Failover {
+        /// The shard (name or master address).
+        shard: String,
+        /// The replica to promote; default: the first in-sync one that answers.
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Queued, running and recent migrations with their progress.
+    Migrations,
+    /// Cancel the running and queued migrations (unfinished slots go back to their source).
+    Cancel,
     /// Print the hash slot of each KEY (like CLUSTER KEYSLOT), and its shard when --config is given.
     Keyslot {
         /// A configuration file whose shards to name.
@@ -36,53 +151,78 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    match Cli::parse().command {
-        Command::Keyslot { config, keys } => {
-            let topology = match config.as_deref().map(Config::load).transpose() {
-                Ok(config) => config.map(|c| Topology::from_config(&c)),
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            for key in keys {
-                let slot = Slot::for_key(key.as_bytes());
-                match &topology {
-                    Some(t) => {
-                        let shard = t.serving_shard(slot);
-                        let name = t.shard(shard).map_or("?", |s| s.name.as_str());
-                        println!("{key}\t{}\t{name}", slot.get());
-                    }
-                    None => println!("{key}\t{}", slot.get()),
-                }
-            }
-            ExitCode::SUCCESS
+    let cli = Cli::parse();
+    let password = cli
+        .password
+        .clone()
+        .or_else(|| std::env::var("REDISCLI_AUTH").ok());
+    let connect = || AdminClient::connect(&cli.host, cli.port, password.as_deref());
+    let result: anyhow::Result<bool> = match cli.command {
+        Command::Keyslot { config, keys } => offline::keyslot(config.as_deref(), &keys),
+        Command::CheckConfig { file } => offline::check_config(&file),
+        Command::Info => connect().and_then(|mut c| cluster::info(&mut c).map(|()| true)),
+        Command::Check => connect().and_then(|mut c| cluster::check(&mut c)),
+        Command::AddNode {
+            new_addr,
+            cluster_slave,
+            cluster_master_id,
+            name,
+            timeout,
+        } => connect().and_then(|mut c| {
+            let replica_of = cluster_slave.then_some(cluster_master_id.as_deref());
+            cluster::add_node(
+                &mut c,
+                &new_addr,
+                replica_of,
+                name.as_deref(),
+                Duration::from_secs(timeout),
+            )
+            .map(|()| true)
+        }),
+        Command::DelNode { addr } => {
+            connect().and_then(|mut c| cluster::del_node(&mut c, &addr).map(|()| true))
         }
-        Command::CheckConfig { file } => match Config::load(&file) {
-            Ok(config) => {
-                let topology = Topology::from_config(&config);
-                for shard in &topology.shards {
-                    let slots: Vec<String> = topology
-                        .slots_of(shard.id)
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect();
-                    let replicas: Vec<String> =
-                        shard.replicas.iter().map(|r| r.addr.to_string()).collect();
-                    println!(
-                        "{}\tmaster {}\treplicas [{}]\tslots {}",
-                        shard.name,
-                        shard.master,
-                        replicas.join(", "),
-                        slots.join(",")
-                    );
-                }
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Reshard {
+            cluster_from,
+            cluster_to,
+            cluster_slots,
+            cluster_yes,
+        } => connect().and_then(|mut c| {
+            moves::reshard(
+                &mut c,
+                &cluster_from,
+                &cluster_to,
+                cluster_slots,
+                cluster_yes,
+            )
+        }),
+        Command::Rebalance {
+            cluster_use_empty_masters,
+            cluster_threshold,
+            cluster_simulate,
+            cluster_yes,
+        } => connect().and_then(|mut c| {
+            moves::rebalance(
+                &mut c,
+                cluster_use_empty_masters,
+                cluster_threshold,
+                cluster_simulate,
+                cluster_yes,
+            )
+        }),
+        Command::Failover { shard, to } => connect()
+            .and_then(|mut c| cluster::failover(&mut c, &shard, to.as_deref()).map(|()| true)),
+        Command::Migrations => {
+            connect().and_then(|mut c| cluster::migrations(&mut c).map(|()| true))
+        }
+        Command::Cancel => connect().and_then(|mut c| cluster::cancel(&mut c).map(|()| true)),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("[ERR] {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -398,6 +398,15 @@ impl Config {
             }
             None => DEFAULT_METRICS_NAMESPACE.to_owned(),
         };
+        let admin_listen = crate::ha::admin_listen(file.admin_listen.as_ref(), src)?;
+        check_admin_listen(
+            file.admin_listen.as_ref(),
+            admin_listen,
+            listen,
+            metrics_listen,
+            tls.as_ref().map(|t| t.listen),
+            src,
+        )?;
         let config = Config {
             listen,
             password: src.secret(file.password, "password")?,
@@ -409,7 +418,7 @@ impl Config {
             topology_file,
             metrics_listen,
             metrics_namespace,
-            admin_listen: crate::ha::admin_listen(file.admin_listen.as_ref(), src)?,
+            admin_listen,
             admin_password: src.secret(file.admin_password, "admin_password")?,
             tls,
             backend: backend(file.backend, src)?,
@@ -450,6 +459,39 @@ impl Config {
 fn same_socket(a: SocketAddr, b: SocketAddr) -> bool {
     let same_ip = a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified();
     a.port() != 0 && a.port() == b.port() && same_ip
+}
+
+/// `admin_listen` must not take the port of `listen`, `metrics_listen` or `tls_listen`.
+fn check_admin_listen(
+    value: Option<&toml::Spanned<String>>,
+    admin: Option<SocketAddr>,
+    listen: SocketAddr,
+    metrics: Option<SocketAddr>,
+    tls: Option<SocketAddr>,
+    src: &Source<'_>,
+) -> Result<(), ConfigError> {
+    let Some(admin) = admin else {
+        return Ok(());
+    };
+    let default = if value.is_none() {
+        " (the default)"
+    } else {
+        ""
+    };
+    let other = if same_socket(admin, listen) {
+        "the client address `listen`"
+    } else if metrics.is_some_and(|m| same_socket(admin, m)) {
+        "the HTTP endpoint's address `metrics_listen`"
+    } else if tls.is_some_and(|t| same_socket(admin, t)) {
+        "the TLS client address `tls_listen`"
+    } else {
+        return Ok(());
+    };
+    Err(src.invalid(
+        value,
+        "admin_listen",
+        format!("{admin}{default} is also {other}; choose another port"),
+    ))
 }
 
 /// A file path: not empty. Made absolute by [`Config::load`].

@@ -166,7 +166,7 @@ pub struct ConfigFile {
     /// redis_exporter match its dashboards.
     pub metrics_namespace: Option<Spanned<String>>,
     /// `admin_listen`: where the admin port (RESP) listens, `"IP:port"` or `"off"`. Default
-    /// [`crate::ha::DEFAULT_ADMIN_LISTEN`].
+    /// [`crate::ha::DEFAULT_ADMIN_LISTEN`]. It must differ from `listen` and `metrics_listen`.
     pub admin_listen: Option<Spanned<String>>,
     /// `admin_password`: the password admin clients must `AUTH` with. Default none.
     pub admin_password: Option<Spanned<String>>,

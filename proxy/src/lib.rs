@@ -10,6 +10,8 @@
 //!                └────────────── replies, in the client's order ◀─────────┘
 //! ```
 //!
+//! - [`admin`]: the admin port (RESP): topology, nodes, migrations, rebalance, failover.
+//! - [`control`]: the controller, the one place that changes the live topology.
 //! - [`listener`]: the accept loops (plaintext and TLS), max-clients permits, one task per
 //!   client.
 //! - [`session`]: one client connection (plain TCP or TLS): reads requests, dispatches them,
@@ -36,6 +38,7 @@
 //! - [`state`]: what every session shares (configuration, live limits, router, client list).
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod backend;
 pub mod clients;
 pub mod command;
@@ -90,6 +93,15 @@ pub enum StartError {
         #[source]
         source: io::Error,
     },
+    /// The admin port (`admin_listen`) could not be bound.
+    #[error("cannot listen on {addr} (admin_listen): {source}")]
+    BindAdmin {
+        /// The configured address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
     /// The TLS port (`tls_listen`) could not be bound.
     #[error("cannot listen on {addr} (tls_listen): {source}")]
     BindTls {
@@ -124,13 +136,16 @@ pub struct Proxy {
     accept: JoinHandle<()>,
     /// Where the HTTP endpoint listens, when it runs.
     http_addr: Option<SocketAddr>,
-    /// The HTTP endpoint and the health probe; they end promptly on shutdown.
+    /// Where the admin port listens, once started.
+    admin_addr: Option<SocketAddr>,
+    /// The HTTP endpoint and the admin port; they end promptly on shutdown.
     background: Vec<JoinHandle<()>>,
 }
 
 impl Proxy {
-    /// Restores the topology (persisted one if newer than the config's), binds `config.listen`
-    /// and `config.metrics_listen`, and starts serving on the current tokio runtime.
+    /// Restores the topology (persisted one if newer than the config's), binds `config.listen`,
+    /// `config.metrics_listen` and `config.admin_listen`, and starts serving on the current
+    /// tokio runtime.
     ///
     /// # Errors
     /// A listen address cannot be bound, or the topology file is unreadable or unwritable.
@@ -160,11 +175,24 @@ impl Proxy {
             ),
             None => None,
         };
-        Self::serve(listener, http, config, topology, options)
+        let admin = match config.admin_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::BindAdmin { addr, source })?,
+            ),
+            None => None,
+        };
+        let mut proxy = Self::serve(listener, http, config, topology, options)?;
+        if let Some(admin) = admin {
+            proxy.start_admin(admin)?;
+        }
+        Ok(proxy)
     }
 
     /// Serves `topology` on an already-bound listener (tests bind `127.0.0.1:0`), without
-    /// the HTTP endpoint (the TLS listener of `config.tls` is bound here).
+    /// the HTTP endpoint and the admin port (see [`Proxy::start_admin`]); the TLS listener of
+    /// `config.tls` is bound here.
     ///
     /// # Errors
     /// The listener's address cannot be read.
@@ -178,8 +206,9 @@ impl Proxy {
 
     /// Serves `topology` to clients on `listener` and, when `http` is given, the HTTP
     /// endpoint on it with the backend probe that feeds `/readyz` (`config.metrics_listen`
-    /// is not bound here). With `tls_listen`, loads the certificates and binds that port too.
-    /// Installs the process's metrics recorder if it is not yet.
+    /// is not bound here, nor `config.admin_listen`: see [`Proxy::start_admin`]). With
+    /// `tls_listen`, loads the certificates and binds that port too. Installs the process's
+    /// metrics recorder if it is not yet.
     ///
     /// # Errors
     /// A listener's address cannot be read, the TLS port cannot be bound, or a TLS file
@@ -251,8 +280,36 @@ impl Proxy {
             trigger,
             accept,
             http_addr,
+            admin_addr: None,
             background,
         })
+    }
+
+    /// Serves the admin port on an already-bound listener (what [`Proxy::start_with`] does
+    /// for `admin_listen`; tests bind `127.0.0.1:0`). Returns its address.
+    ///
+    /// # Errors
+    /// The listener's address cannot be read.
+    pub fn start_admin(&mut self, listener: TcpListener) -> Result<SocketAddr, StartError> {
+        let addr = listener
+            .local_addr()
+            .map_err(|source| StartError::BindAdmin {
+                addr: self.state.config.admin_listen.unwrap_or(self.local_addr),
+                source,
+            })?;
+        self.background.push(tokio::spawn(admin::run(
+            listener,
+            Arc::clone(&self.controller),
+            self.trigger.subscribe(),
+        )));
+        self.admin_addr = Some(addr);
+        Ok(addr)
+    }
+
+    /// Where the admin port listens, once started.
+    #[must_use]
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// Where clients connect.

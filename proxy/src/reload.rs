@@ -251,6 +251,11 @@ fn restart_keys(running: &Config, file: &Config) -> Vec<String> {
         "metrics_namespace",
         running.metrics_namespace != file.metrics_namespace,
     );
+    check("admin_listen", running.admin_listen != file.admin_listen);
+    check(
+        "admin_password",
+        running.admin_password != file.admin_password,
+    );
     check(
         "tls_listen",
         running.tls.as_ref().map(|t| t.listen) != file.tls.as_ref().map(|t| t.listen),

@@ -85,7 +85,12 @@ fn the_docker_config_names_the_compose_services() {
     let compose = read("docker-compose.yml");
 
     let metrics = config.metrics_listen.expect("metrics_listen is on");
-    for addr in [config.listen, metrics] {
+    let admin = config.admin_listen.expect("admin_listen is on");
+    assert!(
+        config.admin_password.is_some(),
+        "the admin port has a password"
+    );
+    for addr in [config.listen, metrics, admin] {
         assert!(
             addr.ip().is_unspecified(),
             "{addr}: listen on 0.0.0.0 in a container"

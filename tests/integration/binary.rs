@@ -95,7 +95,9 @@ fn sigterm_drains_and_exits() {
     let server = RedisServer::start();
     let port = free_port();
     let text =
-        config_text(&[server.addr()], &[], "").replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+        // The admin port's default (127.0.0.1:6390) may be taken by a local cluster.
+        config_text(&[server.addr()], &[], "admin_listen = \"off\"")
+            .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
     let file = write_config(&text);
     let mut child = redshard()
         .arg("--config")
@@ -161,7 +163,7 @@ fn sigterm_drains_and_exits() {
 fn a_client_that_never_reads_is_paused_then_disconnected_with_bounded_memory() {
     let server = RedisServer::start();
     let port = free_port();
-    let extra = "metrics_listen = \"off\"\n[limits]\nmax_pipeline = 64\noutput_buffer_soft_bytes = 1048576\noutput_buffer_soft_seconds = 1\n";
+    let extra = "metrics_listen = \"off\"\nadmin_listen = \"off\"\n[limits]\nmax_pipeline = 64\noutput_buffer_soft_bytes = 1048576\noutput_buffer_soft_seconds = 1\n";
     let text = config_text(&[server.addr()], &[], extra)
         .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
     let file = write_config(&text);

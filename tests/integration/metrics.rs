@@ -327,10 +327,19 @@ async fn reload_applies_limits_and_keeps_the_running_config_on_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_binds_metrics_listen_unless_off() {
     let master = RedisServer::start();
-    let text = config_text(&[master.addr()], &[], "metrics_listen = \"127.0.0.1:0\"");
+    let text = config_text(
+        &[master.addr()],
+        &[],
+        "metrics_listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"",
+    );
     let config = Config::from_toml_str(&text, "test.toml").unwrap();
     let proxy = Proxy::start(config).await.unwrap();
     let http_addr = proxy.metrics_addr().expect("the endpoint runs");
+    let admin_addr = proxy.admin_addr().expect("the admin port runs");
+    assert_eq!(
+        Client::connect_addr(admin_addr).await.cmd(&["PING"]).await,
+        Reply::Status("PONG".into())
+    );
     assert_ne!(http_addr.port(), 0);
     assert_eq!(http(http_addr, "GET", "/livez").await.status, 200);
     // Without a file, a reload has nothing to read.
@@ -350,10 +359,15 @@ async fn start_binds_metrics_listen_unless_off() {
         "the endpoint stops with the proxy"
     );
 
-    let text = config_text(&[master.addr()], &[], "metrics_listen = \"off\"");
+    let text = config_text(
+        &[master.addr()],
+        &[],
+        "metrics_listen = \"off\"\nadmin_listen = \"off\"",
+    );
     let config = Config::from_toml_str(&text, "test.toml").unwrap();
     let proxy = Proxy::start(config).await.unwrap();
     assert_eq!(proxy.metrics_addr(), None);
+    assert_eq!(proxy.admin_addr(), None);
     proxy.shutdown(Duration::from_secs(2)).await;
 }
 

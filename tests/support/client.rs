@@ -61,6 +61,45 @@ impl Reply {
     pub fn is_ok(&self) -> bool {
         matches!(self, Self::Status(s) if s == "OK")
     }
+
+    /// The elements of an array reply.
+    ///
+    /// # Panics
+    /// When the reply is not an array.
+    #[must_use]
+    pub fn items(&self) -> &[Reply] {
+        match self {
+            Self::Array(items) => items,
+            other => panic!("expected an array, got {other:?}"),
+        }
+    }
+
+    /// In an array of alternating field names and values (the admin port's structured
+    /// replies), the value of `name`.
+    ///
+    /// # Panics
+    /// When the reply is not such an array or has no such field.
+    #[must_use]
+    pub fn field(&self, name: &str) -> &Reply {
+        let items = self.items();
+        items
+            .chunks(2)
+            .find(|pair| pair[0] == Self::bulk(name))
+            .and_then(|pair| pair.get(1))
+            .unwrap_or_else(|| panic!("no field {name:?} in {self:?}"))
+    }
+
+    /// An integer reply's value.
+    ///
+    /// # Panics
+    /// When the reply is not an integer.
+    #[must_use]
+    pub fn int(&self) -> i64 {
+        match self {
+            Self::Int(n) => *n,
+            other => panic!("expected an integer, got {other:?}"),
+        }
+    }
 }
 
 /// What a [`Client`] talks over: a TCP socket, or a TLS stream the test opened.

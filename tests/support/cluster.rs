@@ -119,6 +119,19 @@ impl TestCluster {
         }
     }
 
+    /// Starts the proxy's admin port on a fresh 127.0.0.1 port and returns its address.
+    ///
+    /// # Panics
+    /// When the proxy was stopped.
+    pub async fn start_admin(&mut self) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        self.proxy
+            .as_mut()
+            .expect("the proxy runs")
+            .start_admin(listener)
+            .expect("admin port starts")
+    }
+
     /// A new client of the proxy.
     pub async fn client(&self) -> Client {
         Client::connect_addr(self.addr).await

@@ -678,6 +678,45 @@ fn output_soft_limit_must_not_exceed_the_hard_one() {
 }
 
 #[test]
+fn admin_listen_must_not_take_another_port() {
+    let text = format!("listen = \"127.0.0.1:7000\"\nadmin_listen = \"127.0.0.1:7000\"\n{SHARDS}");
+    assert_error(
+        &text,
+        "admin_listen",
+        &["admin_listen: 127.0.0.1:7000 is also the client address `listen`"],
+    );
+    let text =
+        format!("metrics_listen = \"0.0.0.0:7001\"\nadmin_listen = \"127.0.0.1:7001\"\n{SHARDS}");
+    assert_error(
+        &text,
+        "admin_listen",
+        &["also the HTTP endpoint's address `metrics_listen`"],
+    );
+    // The default collides too, without a line to point at.
+    let text = format!("listen = \"127.0.0.1:6390\"\n{SHARDS}");
+    assert_eq!(
+        error(&text),
+        "test.toml: admin_listen: 127.0.0.1:6390 (the default) is also the client address \
+         `listen`; choose another port"
+    );
+    // Off, other ports, and port 0 everywhere (tests) are fine.
+    let text = format!("listen = \"127.0.0.1:6390\"\nadmin_listen = \"off\"\n{SHARDS}");
+    assert_eq!(parse(&text).unwrap().admin_listen, None);
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{SHARDS}"
+    );
+    assert_eq!(parse(&text).unwrap().admin_listen.unwrap().port(), 0);
+    let text = format!(
+        "tls_listen = \"127.0.0.1:6380\"\nadmin_listen = \"127.0.0.1:6380\"\n[tls]\ncert_file = \"s.crt\"\nkey_file = \"s.key\"\n{SHARDS}"
+    );
+    assert_error(
+        &text,
+        "admin_listen",
+        &["also the TLS client address `tls_listen`"],
+    );
+}
+
+#[test]
 fn tls_listen_needs_its_table_and_a_port_of_its_own() {
     let table = "[tls]\ncert_file = \"s.crt\"\nkey_file = \"s.key\"\n";
     let text = format!("tls_listen = \"127.0.0.1:6380\"\n{table}{SHARDS}");

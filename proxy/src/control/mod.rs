@@ -19,6 +19,7 @@
 pub mod conn;
 mod failover;
 pub mod migrate;
+mod nodes;
 pub mod probe;
 mod resync;
 
@@ -38,6 +39,8 @@ use crate::router::GateState;
 use crate::shutdown::Shutdown;
 use crate::state::ProxyState;
 use probe::Probes;
+
+pub use nodes::{find_shard, NodeError};
 
 /// Why a topology change was not made.
 #[derive(Debug, thiserror::Error)]
@@ -422,10 +425,13 @@ impl Controller {
             return;
         }
         let mut book = self.book();
-        if shard
-            .replicas
-            .iter()
-            .any(|r| book.resyncing.contains(&r.addr))
+        // A graceful failover holds the shard while the old master is briefly stale between
+        // the promotion and its return as an in-sync replica: it needs no resync.
+        if book.held.contains(&shard.id)
+            || shard
+                .replicas
+                .iter()
+                .any(|r| book.resyncing.contains(&r.addr))
         {
             return;
         }

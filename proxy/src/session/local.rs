@@ -234,7 +234,8 @@ fn check_credentials(
 }
 
 /// Compares without an early exit, so timing does not tell how much of a guess was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Also checks the admin port's password.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

@@ -22,6 +22,7 @@ mod split;
 mod stream;
 mod txn;
 
+pub(crate) use local::constant_time_eq;
 pub use stream::ClientStream;
 
 use std::future::Future;

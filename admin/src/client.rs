@@ -1,0 +1,249 @@
+//! A blocking RESP2 client for the proxy's admin port, decoding with `redis-protocol`.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use redis_protocol::resp2::decode::decode;
+use redis_protocol::resp2::types::OwnedFrame;
+
+/// Largest reply accepted (a TOPOLOGY of thousands of shards fits many times over).
+const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
+
+/// How long a command may take: FAILOVER waits for a drain, ADDSHARD checks the node.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A decoded reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Value {
+    /// `+text`
+    Status(String),
+    /// `-text`
+    Error(String),
+    /// `:n`
+    Int(i64),
+    /// `$text`; `None` is the null bulk (a field without a value).
+    Bulk(Option<String>),
+    /// `*n`
+    Array(Vec<Value>),
+}
+
+impl Value {
+    fn from_frame(frame: OwnedFrame) -> Self {
+        match frame {
+            OwnedFrame::SimpleString(s) => Self::Status(String::from_utf8_lossy(&s).into_owned()),
+            OwnedFrame::Error(e) => Self::Error(e),
+            OwnedFrame::Integer(n) => Self::Int(n),
+            OwnedFrame::BulkString(b) => Self::Bulk(Some(String::from_utf8_lossy(&b).into_owned())),
+            OwnedFrame::Array(items) => {
+                Self::Array(items.into_iter().map(Self::from_frame).collect())
+            }
+            OwnedFrame::Null => Self::Bulk(None),
+        }
+    }
+
+    /// The elements of an array.
+    ///
+    /// # Errors
+    /// The value is not an array.
+    pub fn items(&self) -> Result<&[Value]> {
+        match self {
+            Self::Array(items) => Ok(items),
+            other => bail!("the proxy answered {other:?} where a list was expected"),
+        }
+    }
+
+    /// In an array of alternating field names and values, the value of `name`.
+    ///
+    /// # Errors
+    /// Not such an array, or no such field.
+    pub fn field(&self, name: &str) -> Result<&Value> {
+        self.items()?
+            .chunks(2)
+            .find(|pair| matches!(&pair[0], Self::Bulk(Some(n)) if n == name))
+            .and_then(|pair| pair.get(1))
+            .ok_or_else(|| anyhow!("the proxy's reply has no field {name:?}"))
+    }
+
+    /// The text of field `name` (`None` when it is null).
+    ///
+    /// # Errors
+    /// As [`Value::field`], or the field is not text.
+    pub fn text(&self, name: &str) -> Result<Option<String>> {
+        match self.field(name)? {
+            Self::Bulk(text) => Ok(text.clone()),
+            Self::Status(text) => Ok(Some(text.clone())),
+            other => bail!("field {name:?} is {other:?}, not text"),
+        }
+    }
+
+    /// The text of field `name`, which must not be null.
+    ///
+    /// # Errors
+    /// As [`Value::text`], or the field is null.
+    pub fn string(&self, name: &str) -> Result<String> {
+        self.text(name)?
+            .ok_or_else(|| anyhow!("field {name:?} is empty"))
+    }
+
+    /// The integer of field `name` (`None` when it is null).
+    ///
+    /// # Errors
+    /// As [`Value::field`], or the field is not an integer.
+    pub fn int(&self, name: &str) -> Result<Option<i64>> {
+        match self.field(name)? {
+            Self::Int(n) => Ok(Some(*n)),
+            Self::Bulk(None) => Ok(None),
+            other => bail!("field {name:?} is {other:?}, not an integer"),
+        }
+    }
+
+    /// The number in field `name`, whether an integer or a decimal in text (`None` when null).
+    ///
+    /// # Errors
+    /// As [`Value::field`], or the field is not a number.
+    pub fn number(&self, name: &str) -> Result<Option<f64>> {
+        match self.field(name)? {
+            Self::Int(n) => Ok(Some(*n as f64)),
+            Self::Bulk(None) => Ok(None),
+            Self::Bulk(Some(text)) => text
+                .parse()
+                .map(Some)
+                .with_context(|| format!("field {name:?} is {text:?}, not a number")),
+            other => bail!("field {name:?} is {other:?}, not a number"),
+        }
+    }
+}
+
+/// One connection to the admin port.
+#[derive(Debug)]
+pub struct AdminClient {
+    /// The socket.
+    stream: TcpStream,
+    /// Bytes read and not yet decoded.
+    buf: Vec<u8>,
+    /// `host:port`, for messages.
+    addr: String,
+}
+
+impl AdminClient {
+    /// Connects to `host:port` and authenticates with `password` when given.
+    ///
+    /// # Errors
+    /// The port cannot be reached, or AUTH is refused.
+    pub fn connect(host: &str, port: u16, password: Option<&str>) -> Result<Self> {
+        let addr = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        let target = addr
+            .to_socket_addrs()
+            .with_context(|| format!("cannot resolve {addr}"))?
+            .next()
+            .ok_or_else(|| anyhow!("{addr} resolves to no address"))?;
+        let stream = TcpStream::connect_timeout(&target, Duration::from_secs(5)).with_context(|| {
+            format!(
+                "could not connect to the redshard admin port at {addr}; is the proxy running with admin_listen = \"{addr}\"? (-h HOST -p PORT point elsewhere)"
+            )
+        })?;
+        stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
+        stream.set_nodelay(true)?;
+        let mut client = Self {
+            stream,
+            buf: Vec::new(),
+            addr,
+        };
+        if let Some(password) = password {
+            match client.call(&["AUTH", password])? {
+                Value::Status(s) if s == "OK" => {}
+                Value::Error(e) => {
+                    bail!("AUTH failed: {e} (check -a PASSWORD against the proxy's admin_password)")
+                }
+                other => bail!("AUTH answered {other:?}"),
+            }
+        }
+        Ok(client)
+    }
+
+    /// Where it is connected.
+    #[must_use]
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Sends one command and reads its reply (an error reply is a [`Value::Error`]).
+    ///
+    /// # Errors
+    /// The connection failed or the reply is not RESP.
+    pub fn call(&mut self, args: &[&str]) -> Result<Value> {
+        let mut request = format!("*{}\r\n", args.len()).into_bytes();
+        for arg in args {
+            request.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+            request.extend_from_slice(arg.as_bytes());
+            request.extend_from_slice(b"\r\n");
+        }
+        self.stream
+            .write_all(&request)
+            .with_context(|| format!("lost the connection to {}", self.addr))?;
+        loop {
+            if let Some((frame, len)) = decode(&self.buf)
+                .map_err(|e| anyhow!("{} sent an invalid reply: {e:?}", self.addr))?
+            {
+                self.buf.drain(..len);
+                return Ok(Value::from_frame(frame));
+            }
+            if self.buf.len() > MAX_REPLY_BYTES {
+                bail!(
+                    "{} sent a reply larger than {MAX_REPLY_BYTES} bytes",
+                    self.addr
+                );
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let n = self
+                .stream
+                .read(&mut chunk)
+                .with_context(|| format!("no answer from {}", self.addr))?;
+            if n == 0 {
+                bail!("{} closed the connection", self.addr);
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// As [`AdminClient::call`], with an error reply turned into an `Err` carrying its text.
+    ///
+    /// # Errors
+    /// As [`AdminClient::call`], or the proxy refused the command.
+    pub fn ok(&mut self, args: &[&str]) -> Result<Value> {
+        match self.call(args)? {
+            Value::Error(e) => Err(anyhow!("{}", e.strip_prefix("ERR ").unwrap_or(&e))),
+            value => Ok(value),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_read_from_alternating_arrays() {
+        let v = Value::Array(vec![
+            Value::Bulk(Some("epoch".into())),
+            Value::Int(3),
+            Value::Bulk(Some("rate".into())),
+            Value::Bulk(Some("2.50".into())),
+            Value::Bulk(Some("last".into())),
+            Value::Bulk(None),
+        ]);
+        assert_eq!(v.int("epoch").unwrap(), Some(3));
+        assert_eq!(v.number("rate").unwrap(), Some(2.5));
+        assert_eq!(v.number("epoch").unwrap(), Some(3.0));
+        assert_eq!(v.text("last").unwrap(), None);
+        assert!(v.string("last").is_err());
+        assert!(v.field("nope").is_err());
+        assert!(Value::Int(1).items().is_err());
+    }
+}

@@ -1,0 +1,546 @@
+//! `redshard-admin` against a real proxy (started in-process) and real redis-server nodes:
+//! exit codes and output of each verb.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use redshard_tests::{Client, RedisServer, Reply, TestCluster};
+
+/// What one run of the CLI gave.
+#[derive(Debug)]
+struct Run {
+    /// The exit code.
+    code: i32,
+    /// Standard output.
+    out: String,
+    /// Standard error.
+    err: String,
+}
+
+/// Runs `redshard-admin -p PORT args...` with `stdin` as input and `env` set.
+async fn cli(admin: SocketAddr, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_redshard-admin"));
+    command
+        .args(["-h", "127.0.0.1", "-p", &admin.port().to_string()])
+        .args(args)
+        .env_remove("REDISCLI_AUTH")
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let input = stdin.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut child = command.spawn().expect("redshard-admin runs");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("stdin written");
+        let output = child.wait_with_output().expect("redshard-admin ends");
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            out: String::from_utf8_lossy(&output.stdout).into_owned(),
+            err: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    })
+    .await
+    .expect("the CLI task")
+}
+
+/// Runs `args` until `done` accepts the result, or panics after `timeout`.
+async fn cli_until(
+    admin: SocketAddr,
+    args: &[&str],
+    timeout: Duration,
+    done: impl Fn(&Run) -> bool,
+) -> Run {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let run = cli(admin, args, "", &[]).await;
+        if done(&run) {
+            return run;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{args:?} never satisfied: {run:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_and_info_on_a_healthy_cluster() {
+    let mut cluster = TestCluster::start_with(2, true, "", &[]).await;
+    let admin = cluster.start_admin().await;
+    let mut c = cluster.client().await;
+    for i in 0..10 {
+        assert!(c.cmd(&["SET", &format!("k{i}"), "v"]).await.is_ok());
+    }
+    let run = cli_until(admin, &["check"], Duration::from_secs(10), |r| r.code == 0).await;
+    assert!(run.out.contains(">>> Performing Cluster Check"), "{run:?}");
+    assert!(
+        run.out
+            .contains(&format!("M: s1 {} (up)", cluster.masters[0].addr())),
+        "{run:?}"
+    );
+    assert!(
+        run.out.contains("   slots:[0-8191] (8192 slots) master"),
+        "{run:?}"
+    );
+    assert!(
+        run.out.contains(&format!(
+            "S: {} replicates s1 (in-sync, up, lag 0)",
+            cluster.replicas[0].addr()
+        )),
+        "{run:?}"
+    );
+    assert!(run.out.contains("[OK] No slots are migrating."), "{run:?}");
+    assert!(run.out.contains("[OK] All 16384 slots covered."), "{run:?}");
+    assert!(!run.out.contains("[ERR]"), "{run:?}");
+
+    let run = cli(admin, &["info"], "", &[]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let line = format!("s2 {} (up) -> ", cluster.masters[1].addr());
+    assert!(run.out.contains(&line), "{run:?}");
+    assert!(
+        run.out.contains("| 8192 slots | 1 replicas (1 in-sync)."),
+        "{run:?}"
+    );
+    assert!(
+        run.out.contains("[OK] 10 keys in 2 masters (epoch 1)."),
+        "{run:?}"
+    );
+
+    let run = cli(admin, &["migrations"], "", &[]).await;
+    assert_eq!((run.code, run.out.trim()), (0, "No migrations."), "{run:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_exits_non_zero_naming_each_problem() {
+    let mut cluster = TestCluster::start_with(2, true, "", &[]).await;
+    let admin = cluster.start_admin().await;
+    cli_until(admin, &["check"], Duration::from_secs(10), |r| r.code == 0).await;
+    // A replica that dies; then a master without an in-sync replica that answers.
+    let replica = cluster.replicas[1].addr();
+    cluster.replicas[1].kill();
+    let run = cli_until(admin, &["check"], Duration::from_secs(10), |r| r.code == 1).await;
+    assert!(
+        run.out
+            .contains(&format!("[ERR] Replica {replica} of shard s2 is")),
+        "{run:?}"
+    );
+    let master = cluster.masters[1].addr();
+    cluster.masters[1].kill();
+    let run = cli_until(admin, &["check"], Duration::from_secs(10), |r| {
+        r.out.contains("Not all 16384 slots are covered")
+    })
+    .await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.out
+            .contains(&format!("[ERR] Master {master} of shard s2 is down")),
+        "{run:?}"
+    );
+    assert!(
+        !run.out.contains("[OK] All 16384 slots covered."),
+        "{run:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_are_added_and_removed_with_the_cluster_verbs() {
+    let mut cluster = TestCluster::start_with(2, false, "", &[]).await;
+    let admin = cluster.start_admin().await;
+    let master = RedisServer::start();
+    let replica = RedisServer::start();
+
+    let run = cli(admin, &["add-node", &master.addr()], "", &[]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.out.contains(&format!(
+            "[OK] New shard s3 with master {} added",
+            master.addr()
+        )),
+        "{run:?}"
+    );
+    assert!(
+        run.out.contains("rebalance --cluster-use-empty-masters"),
+        "{run:?}"
+    );
+
+    let run = cli(
+        admin,
+        &[
+            "add-node",
+            &replica.addr(),
+            "--cluster-slave",
+            "--cluster-master-id",
+            &master.addr(),
+        ],
+        "",
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.out.contains(&format!(
+            "[OK] Replica {} of shard s3 is in sync.",
+            replica.addr()
+        )),
+        "{run:?}"
+    );
+
+    // The master first: refused with the order to follow.
+    let run = cli(admin, &["del-node", &master.addr()], "", &[]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.err.contains("remove the replica first"), "{run:?}");
+    let run = cli(admin, &["del-node", &replica.addr()], "", &[]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.out.contains(&format!(
+            "[OK] Replica {} of shard s3 removed.",
+            replica.addr()
+        )),
+        "{run:?}"
+    );
+    let run = cli(admin, &["del-node", &master.addr()], "", &[]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.out.contains("[OK] Shard s3 and its master"), "{run:?}");
+
+    // A master that owns slots cannot go.
+    let run = cli(admin, &["del-node", &cluster.masters[0].addr()], "", &[]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.err.contains("hand the slots back first"), "{run:?}");
+    let run = cli(admin, &["add-node", "127.0.0.1:1", "--name", "x"], "", &[]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.err.contains("does not answer"), "{run:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_come_from_a_or_rediscli_auth() {
+    let mut cluster = TestCluster::start_with(1, false, "admin_password = \"pw\"\n", &[]).await;
+    let admin = cluster.start_admin().await;
+    let run = cli(admin, &["migrations"], "", &[]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.err.contains("NOAUTH"), "{run:?}");
+    let run = cli(admin, &["-a", "bad", "migrations"], "", &[]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.err.contains("AUTH failed: WRONGPASS"), "{run:?}");
+    let run = cli(admin, &["-a", "pw", "migrations"], "", &[]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = cli(admin, &["migrations"], "", &[("REDISCLI_AUTH", "pw")]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_rebalance_plan_and_reshard_prompt() {
+    let mut cluster = TestCluster::start_with(1, true, "", &[]).await;
+    let admin = cluster.start_admin().await;
+    cli_until(admin, &["check"], Duration::from_secs(10), |r| r.code == 0).await;
+    let run = cli(admin, &["failover", "s1"], "", &[]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.out.contains(&format!(
+            "[OK] {} is the master of shard s1 now; {} stays an in-sync replica.",
+            cluster.replicas[0].addr(),
+            cluster.masters[0].addr()
+        )),
+        "{run:?}"
+    );
+
+    let empty = RedisServer::start();
+    assert_eq!(
+        cli(
+            admin,
+            &["add-node", &empty.addr(), "--name", "new"],
+            "",
+            &[]
+        )
+        .await
+        .code,
+        0
+    );
+    let run = cli(admin, &["rebalance"], "", &[]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.out
+            .contains("*** No rebalancing needed! All shards are within the 2.00% threshold."),
+        "{run:?}"
+    );
+    let run = cli(
+        admin,
+        &[
+            "rebalance",
+            "--cluster-use-empty-masters",
+            "--cluster-simulate",
+        ],
+        "",
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.out.contains("s1: 16384 -> 8192 slots"), "{run:?}");
+    assert!(
+        run.out
+            .contains(">>> Moving 8192 slots from s1 to new (8192-16383)"),
+        "{run:?}"
+    );
+    assert!(run.out.contains("nothing was moved"), "{run:?}");
+
+    // Without --cluster-yes the plan waits for "yes".
+    let run = cli(
+        admin,
+        &[
+            "reshard",
+            "--cluster-from",
+            "s1",
+            "--cluster-to",
+            "new",
+            "--cluster-slots",
+            "100",
+        ],
+        "no\n",
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.out.contains("Moving slots 16284-16383 from s1 to new"),
+        "{run:?}"
+    );
+    assert!(
+        run.out
+            .contains("Do you want to proceed with the proposed reshard plan (yes/no)?"),
+        "{run:?}"
+    );
+    assert!(run.err.contains("aborted: nothing was moved"), "{run:?}");
+    let run = cli(
+        admin,
+        &[
+            "reshard",
+            "--cluster-from",
+            "new",
+            "--cluster-to",
+            "s1",
+            "--cluster-slots",
+            "1",
+        ],
+        "",
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.err.contains("shard new owns 0 slots"), "{run:?}");
+}
+
+#[test]
+fn offline_verbs_still_work() {
+    let out = Command::new(env!("CARGO_BIN_EXE_redshard-admin"))
+        .args(["keyslot", "foo", "{user1}.a"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "foo\t12182\n{user1}.a\t8106\n"
+    );
+}
+
+/// Nodes that answer DEBUG DIGEST.
+const DEBUG: &[&str] = &["--enable-debug-command", "yes"];
+
+/// Writers and readers of their own keys until stopped; counts every error.
+struct Traffic {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    errors: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    tasks: tokio::task::JoinSet<Vec<(String, String)>>,
+}
+
+impl Traffic {
+    async fn start(cluster: &TestCluster, clients: usize) -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let errors = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut tasks = tokio::task::JoinSet::new();
+        for c in 0..clients {
+            let (stop, errors) = (stop.clone(), errors.clone());
+            let mut client = cluster.client().await;
+            tasks.spawn(async move {
+                let mut last = std::collections::HashMap::new();
+                let mut round = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    for k in 0..40 {
+                        let (key, value) = (format!("live:{c}:{k}"), round.to_string());
+                        let set = client.cmd(&["SET", &key, &value]).await;
+                        let got = client.cmd(&["GET", &key]).await;
+                        if !set.is_ok() || got != Reply::bulk(&value) {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                            eprintln!("traffic {key}: SET {set:?}, GET {got:?}, wrote {value}");
+                        }
+                        last.insert(key, value);
+                    }
+                    round += 1;
+                }
+                last.into_iter().collect()
+            });
+        }
+        Self {
+            stop,
+            errors,
+            tasks,
+        }
+    }
+
+    async fn finish(mut self) -> (Vec<(String, String)>, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut all = Vec::new();
+        while let Some(done) = self.tasks.join_next().await {
+            all.extend(done.expect("traffic task"));
+        }
+        (all, self.errors.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+/// Every key on every master is in a slot its shard owns, and (with `replicas`, once traffic
+/// has stopped) every replica is in sync and digest-equal to its master.
+async fn assert_placed(cluster: &TestCluster, replicas: bool) {
+    use redshard_config::{ReplicaState, Slot, SlotState};
+    use redshard_tests::replication::digest;
+    let proxy = cluster.proxy.as_ref().expect("proxy");
+    let topology = std::sync::Arc::clone(proxy.state().router.load().topology());
+    for shard in &topology.shards {
+        let mut client = Client::connect(shard.master.to_string()).await;
+        for key in client.cmd(&["KEYS", "*"]).await.items() {
+            let Reply::Bulk(Some(key)) = key else {
+                continue;
+            };
+            assert_eq!(
+                topology.slot_state(Slot::for_key(key)),
+                SlotState::Owned(shard.id),
+                "{} sits on {}",
+                String::from_utf8_lossy(key),
+                shard.name
+            );
+        }
+        for replica in shard.replicas.iter().filter(|_| replicas) {
+            assert_eq!(replica.state, ReplicaState::InSync, "{}", replica.addr);
+            assert_eq!(
+                digest(shard.master.as_str()).await,
+                digest(replica.addr.as_str()).await,
+                "replica {} of {}",
+                replica.addr,
+                shard.name
+            );
+        }
+    }
+}
+
+/// The tutorial's second half with the CLI: 3+3 → 4+4 → 3+3 under continuous traffic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tutorial_scales_out_and_back_in_under_load() {
+    let mut cluster = TestCluster::start_with(3, true, "", DEBUG).await;
+    let admin = cluster.start_admin().await;
+    let mut c = cluster.client().await;
+    let keys = 10_000;
+    for chunk in (0..keys).collect::<Vec<_>>().chunks(500) {
+        let cmds: Vec<Vec<String>> = chunk
+            .iter()
+            .map(|i| match i % 3 {
+                0 => vec!["SET".into(), format!("key:{i}"), format!("v{i}")],
+                1 => vec![
+                    "HSET".into(),
+                    format!("key:{i}"),
+                    "f".into(),
+                    format!("v{i}"),
+                ],
+                _ => vec!["RPUSH".into(), format!("key:{i}"), format!("v{i}")],
+            })
+            .collect();
+        for reply in c.pipeline(&cmds).await {
+            assert!(!matches!(reply, Reply::Error(_)), "{reply:?}");
+        }
+    }
+    cli_until(admin, &["check"], Duration::from_secs(10), |r| r.code == 0).await;
+    let traffic = Traffic::start(&cluster, 4).await;
+
+    // Scale out: a fourth master and its replica, then a quarter of the slots.
+    let m4 = RedisServer::start_with(DEBUG);
+    let r4 = RedisServer::start_with(DEBUG);
+    let run = cli(admin, &["add-node", &m4.addr()], "", &[]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.out.contains("New shard s4"), "{run:?}");
+    let run = cli(
+        admin,
+        &[
+            "add-node",
+            &r4.addr(),
+            "--cluster-slave",
+            "--cluster-master-id",
+            "s4",
+        ],
+        "",
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = cli(
+        admin,
+        &["rebalance", "--cluster-use-empty-masters", "--cluster-yes"],
+        "",
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.out.matches("[OK] Moved ").count(), 3, "{run:?}");
+    let run = cli_until(admin, &["check"], Duration::from_secs(10), |r| r.code == 0).await;
+    assert_eq!(run.out.matches("(4096 slots) master").count(), 4, "{run:?}");
+    assert_placed(&cluster, false).await;
+
+    // Scale in: the replica, the slots back, the master, then even shares again.
+    let run = cli(admin, &["del-node", &r4.addr()], "", &[]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = cli(
+        admin,
+        &[
+            "reshard",
+            "--cluster-from",
+            &m4.addr(),
+            "--cluster-to",
+            "s1",
+            "--cluster-slots",
+            "4096",
+            "--cluster-yes",
+        ],
+        "",
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.out.contains("Ready to move 4096 slots."), "{run:?}");
+    let run = cli(admin, &["del-node", &m4.addr()], "", &[]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = cli(admin, &["rebalance", "--cluster-yes"], "", &[]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.out.contains("[OK] Moved "), "{run:?}");
+    let run = cli_until(admin, &["check"], Duration::from_secs(10), |r| r.code == 0).await;
+    assert!(!run.out.contains("s4"), "{run:?}");
+
+    let (last, errors) = traffic.finish().await;
+    assert_eq!(errors, 0, "clients saw errors");
+    for i in 0..keys {
+        let key = format!("key:{i}");
+        let got = match i % 3 {
+            0 => c.cmd(&["GET", &key]).await,
+            1 => c.cmd(&["HGET", &key, "f"]).await,
+            _ => c.cmd(&["LINDEX", &key, "0"]).await,
+        };
+        assert_eq!(got, Reply::bulk(&format!("v{i}")), "{key}");
+    }
+    for (key, value) in last {
+        assert_eq!(c.cmd(&["GET", &key]).await, Reply::bulk(&value), "{key}");
+    }
+    assert_placed(&cluster, true).await;
+}

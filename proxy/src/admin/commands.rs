@@ -1,0 +1,413 @@
+//! The admin commands: parsing their arguments, running them on the controller, and their
+//! replies. Every error names what to do next.
+
+use std::sync::Arc;
+
+use redshard_config::{NodeAddr, NodeRole, ReplicaState, SlotRange};
+
+use super::rebalance::{self, Options};
+use super::reply::Reply;
+use super::status;
+use crate::control::migrate::{MigrateError, MigrationState};
+use crate::control::{find_shard, Controller};
+
+/// The text of HELP: one line per command.
+pub const HELP: &[&str] = &[
+    "redshard admin port. Commands (case-insensitive):",
+    "PING",
+    "AUTH <password>",
+    "QUIT",
+    "HELP",
+    "TOPOLOGY",
+    "    Epoch, slots served, each shard (master, health, gate, slots, keys, replicas with state, lag and applied writes, migrating slots), failovers.",
+    "ADDSHARD <name> <master-addr>",
+    "    Add a shard whose master (empty, standalone) owns no slots yet; give it slots with MIGRATE or REBALANCE USE-EMPTY-MASTERS.",
+    "ADDREPLICA <shard-or-master-addr> <addr>",
+    "    Add a replica; it is filled by a full sync from the master, then mirrored to (state syncing, then in-sync).",
+    "DELREPLICA <addr>",
+    "DELSHARD <shard-or-master-addr>",
+    "    Only once the shard has no replicas and neither owns nor migrates slots.",
+    "DELNODE <addr>",
+    "    DELREPLICA for a replica, DELSHARD for a master.",
+    "MIGRATE <from> <to> <count>",
+    "MIGRATE <from> <to> SLOTS <range> [<range> ...]",
+    "    Queue moving slots (the source's highest-numbered ones, or the listed ranges such as 0-99 or 7000).",
+    "MIGRATIONS",
+    "    Queued, running and recently finished migrations with keys and bytes moved, rate and time left.",
+    "MIGRATION CANCEL",
+    "    Cancel the running and queued migrations; unfinished slots go back to their source.",
+    "REBALANCE [USE-EMPTY-MASTERS] [THRESHOLD <percent>] [DRY-RUN]",
+    "    Give every shard that owns slots (every shard with USE-EMPTY-MASTERS) an equal share; nothing moves when all are within THRESHOLD percent (default 2).",
+    "FAILOVER <shard-or-master-addr> [TO <replica-addr>]",
+    "    Graceful switch to an in-sync replica: writes pause, the replica catches up, no client sees an error.",
+];
+
+/// A command's arguments after the name, as text.
+pub struct Args<'a> {
+    /// The command name as given, for messages.
+    name: &'a str,
+    /// The arguments after the name.
+    rest: &'a [String],
+}
+
+impl<'a> Args<'a> {
+    /// The command name and its arguments.
+    pub fn new(name: &'a str, rest: &'a [String]) -> Self {
+        Self { name, rest }
+    }
+
+    /// `-ERR wrong number of arguments ...; usage: ...`.
+    fn usage(&self, usage: &str) -> Reply {
+        Reply::err(format!(
+            "wrong number of arguments for '{}' command; usage: {usage}",
+            self.name.to_ascii_lowercase()
+        ))
+    }
+}
+
+/// A node address argument.
+fn addr(text: &str) -> Result<NodeAddr, Reply> {
+    NodeAddr::parse(text).map_err(|e| {
+        Reply::err(format!(
+            "{text:?} is not a node address ({e}); write it as host:port, such as 127.0.0.1:6381"
+        ))
+    })
+}
+
+/// `ADDSHARD <name> <master-addr>`.
+pub async fn add_shard(controller: &Arc<Controller>, args: &Args<'_>) -> Reply {
+    let [name, master] = args.rest else {
+        return args.usage("ADDSHARD <name> <master-addr>");
+    };
+    let master = match addr(master) {
+        Ok(a) => a,
+        Err(reply) => return reply,
+    };
+    match controller.add_shard(name, &master).await {
+        Ok(topology) => Reply::fields(vec![
+            ("shard", name.as_str().into()),
+            ("master", master.to_string().into()),
+            ("epoch", topology.epoch.into()),
+        ]),
+        Err(e) => Reply::err(e),
+    }
+}
+
+/// `ADDREPLICA <shard-or-master-addr> <addr>`.
+pub async fn add_replica(controller: &Arc<Controller>, args: &Args<'_>) -> Reply {
+    let [shard, replica] = args.rest else {
+        return args.usage("ADDREPLICA <shard-or-master-addr> <addr>");
+    };
+    let replica = match addr(replica) {
+        Ok(a) => a,
+        Err(reply) => return reply,
+    };
+    match controller.add_replica(shard, &replica).await {
+        Ok(name) => Reply::fields(vec![
+            ("shard", name.into()),
+            ("replica", replica.to_string().into()),
+            ("state", "syncing".into()),
+        ]),
+        Err(e) => Reply::err(e),
+    }
+}
+
+/// `DELREPLICA <addr>`.
+pub async fn del_replica(controller: &Arc<Controller>, args: &Args<'_>) -> Reply {
+    let [replica] = args.rest else {
+        return args.usage("DELREPLICA <addr>");
+    };
+    let replica = match addr(replica) {
+        Ok(a) => a,
+        Err(reply) => return reply,
+    };
+    match controller.remove_replica(&replica).await {
+        Ok(name) => Reply::fields(vec![
+            ("shard", name.into()),
+            ("removed", replica.to_string().into()),
+            ("role", "replica".into()),
+        ]),
+        Err(e) => Reply::err(e),
+    }
+}
+
+/// `DELSHARD <shard-or-master-addr>`.
+pub async fn del_shard(controller: &Arc<Controller>, args: &Args<'_>) -> Reply {
+    let [shard] = args.rest else {
+        return args.usage("DELSHARD <shard-or-master-addr>");
+    };
+    removed_shard(controller, shard).await
+}
+
+async fn removed_shard(controller: &Arc<Controller>, shard: &str) -> Reply {
+    match controller.remove_shard(shard).await {
+        Ok((name, master)) => Reply::fields(vec![
+            ("shard", name.into()),
+            ("removed", master.to_string().into()),
+            ("role", "master".into()),
+        ]),
+        Err(e) => Reply::err(e),
+    }
+}
+
+/// `DELNODE <addr>`: DELREPLICA for a replica, DELSHARD for a master.
+pub async fn del_node(controller: &Arc<Controller>, args: &Args<'_>) -> Reply {
+    let [node] = args.rest else {
+        return args.usage("DELNODE <addr>");
+    };
+    let node = match addr(node) {
+        Ok(a) => a,
+        Err(reply) => return reply,
+    };
+    let role = controller
+        .state()
+        .router
+        .load()
+        .topology()
+        .find_node(&node)
+        .map(|(_, role)| role);
+    match role {
+        None => Reply::err(crate::control::NodeError::NoNode(node)),
+        Some(NodeRole::Master) => removed_shard(controller, node.as_str()).await,
+        Some(NodeRole::Replica) => del_replica(controller, &Args::new("DELNODE", args.rest)).await,
+    }
+}
+
+/// A migration error, with the next step.
+fn migrate_error(e: &MigrateError) -> Reply {
+    match e {
+        MigrateError::NoShard(_) => Reply::err(format!(
+            "{e}: name a shard by its name or its master's address (TOPOLOGY lists them)"
+        )),
+        MigrateError::SameShard => Reply::err(format!("{e}; name two different shards")),
+        MigrateError::NoneRunning => Reply::err(format!("{e}; MIGRATIONS lists them")),
+        _ => Reply::err(format!("{e}; TOPOLOGY shows which shard owns which slots")),
+    }
+}
+
+/// `MIGRATE <from> <to> <count>` or `MIGRATE <from> <to> SLOTS <range> ...`.
+pub fn migrate(controller: &Arc<Controller>, args: &Args<'_>) -> Reply {
+    const USAGE: &str = "MIGRATE <from> <to> <count> | MIGRATE <from> <to> SLOTS <range> ...";
+    let (from, to, what) = match args.rest {
+        [from, to, what @ ..] if !what.is_empty() => (from, to, what),
+        _ => return args.usage(USAGE),
+    };
+    let slots = if what[0].eq_ignore_ascii_case("SLOTS") {
+        if what.len() < 2 {
+            return args.usage(USAGE);
+        }
+        let mut slots = Vec::with_capacity(what.len() - 1);
+        for text in &what[1..] {
+            match text.parse::<SlotRange>() {
+                Ok(range) => slots.push(range),
+                Err(e) => {
+                    return Reply::err(format!(
+                        "{e}; write slots as 0-99 or 7000, each within 0-16383"
+                    ))
+                }
+            }
+        }
+        match controller.migrate(from, to, slots.clone()) {
+            Ok(()) => slots,
+            Err(e) => return migrate_error(&e),
+        }
+    } else {
+        let [count] = what else {
+            return args.usage(USAGE);
+        };
+        let count = match count.parse::<usize>() {
+            Ok(n) if (1..=redshard_config::SLOT_COUNT).contains(&n) => n,
+            _ => {
+                return Reply::err(format!(
+                    "{count:?} is not a slot count; give a number of slots from 1 to 16384, or SLOTS <range> ..."
+                ))
+            }
+        };
+        match controller.migrate_count(from, to, count) {
+            Ok(slots) => slots,
+            Err(e) => return migrate_error(&e),
+        }
+    };
+    let count: usize = slots.iter().map(SlotRange::len).sum();
+    let text: Vec<String> = slots.iter().map(ToString::to_string).collect();
+    Reply::fields(vec![
+        ("from", from.as_str().into()),
+        ("to", to.as_str().into()),
+        ("slots", text.join(",").into()),
+        ("slot-count", count.into()),
+        ("state", "queued".into()),
+    ])
+}
+
+/// `MIGRATION CANCEL`.
+pub async fn migration(controller: &Arc<Controller>, args: &Args<'_>) -> Reply {
+    match args.rest {
+        [sub] if sub.eq_ignore_ascii_case("CANCEL") => match controller.cancel_migrations().await {
+            Ok(()) => Reply::ok(),
+            Err(e) => migrate_error(&e),
+        },
+        _ => args.usage("MIGRATION CANCEL"),
+    }
+}
+
+/// `REBALANCE [USE-EMPTY-MASTERS] [THRESHOLD <percent>] [DRY-RUN]`.
+pub fn rebalance(controller: &Arc<Controller>, args: &Args<'_>) -> Reply {
+    let mut options = Options::default();
+    let mut dry_run = false;
+    let mut rest = args.rest.iter();
+    while let Some(word) = rest.next() {
+        match word.to_ascii_uppercase().as_str() {
+            "USE-EMPTY-MASTERS" => options.use_empty_masters = true,
+            "DRY-RUN" => dry_run = true,
+            "THRESHOLD" => {
+                match rest.next().map(|t| t.parse::<f64>()) {
+                    Some(Ok(pct)) if pct.is_finite() && pct >= 0.0 => options.threshold_pct = pct,
+                    _ => return Reply::err("THRESHOLD needs a percentage such as 2 or 0.5"),
+                }
+            }
+            _ => {
+                return Reply::err(format!(
+                    "unknown REBALANCE option {word:?}; usage: REBALANCE [USE-EMPTY-MASTERS] [THRESHOLD <percent>] [DRY-RUN]"
+                ))
+            }
+        }
+    }
+    let busy = controller
+        .migrations()
+        .iter()
+        .any(|m| matches!(m.state, MigrationState::Queued | MigrationState::Running));
+    if busy && !dry_run {
+        return Reply::err("a migration is queued or running; wait until it is done (MIGRATIONS) or cancel it (MIGRATION CANCEL), then rebalance");
+    }
+    let table = controller.state().router.load();
+    let topology = Arc::clone(table.topology());
+    drop(table);
+    let plan = match rebalance::plan(&topology, options) {
+        Ok(plan) => plan,
+        Err(e) => return Reply::err(e),
+    };
+    let name = |id| topology.shard(id).map_or("?", |s| s.name.as_str());
+    let moves: Vec<Reply> = plan
+        .moves
+        .iter()
+        .map(|m| {
+            let slots: Vec<String> = m.slots.iter().map(ToString::to_string).collect();
+            Reply::fields(vec![
+                ("from", name(m.from).into()),
+                ("to", name(m.to).into()),
+                ("slot-count", m.count().into()),
+                ("slots", slots.join(",").into()),
+            ])
+        })
+        .collect();
+    let shares: Vec<Reply> = plan
+        .shares
+        .iter()
+        .map(|(id, share)| {
+            Reply::fields(vec![
+                ("shard", name(*id).into()),
+                (
+                    "slots-now",
+                    topology
+                        .slots_of(*id)
+                        .iter()
+                        .map(SlotRange::len)
+                        .sum::<usize>()
+                        .into(),
+                ),
+                ("slots-after", (*share).into()),
+            ])
+        })
+        .collect();
+    let status = if plan.moves.is_empty() {
+        "balanced"
+    } else if dry_run {
+        "planned"
+    } else {
+        for (i, m) in plan.moves.iter().enumerate() {
+            if let Err(e) = controller.migrate(name(m.from), name(m.to), m.slots.clone()) {
+                return Reply::err(format!(
+                    "queued {i} of {} moves; the move of {} slots from {} to {} was refused: {e}. MIGRATIONS shows what runs; MIGRATION CANCEL stops it",
+                    plan.moves.len(),
+                    m.count(),
+                    name(m.from),
+                    name(m.to)
+                ));
+            }
+        }
+        "queued"
+    };
+    Reply::fields(vec![
+        ("status", status.into()),
+        ("threshold-pct", Reply::float(options.threshold_pct)),
+        ("shards", Reply::Array(shares)),
+        ("moves", Reply::Array(moves)),
+    ])
+}
+
+/// `FAILOVER <shard-or-master-addr> [TO <replica-addr>]`.
+pub async fn failover(controller: &Arc<Controller>, args: &Args<'_>) -> Reply {
+    const USAGE: &str = "FAILOVER <shard-or-master-addr> [TO <replica-addr>]";
+    let (shard, to) = match args.rest {
+        [shard] => (shard, None),
+        [shard, kw, to] if kw.eq_ignore_ascii_case("TO") => match addr(to) {
+            Ok(a) => (shard, Some(a)),
+            Err(reply) => return reply,
+        },
+        _ => return args.usage(USAGE),
+    };
+    let (name, old) = {
+        let table = controller.state().router.load();
+        match find_shard(table.topology(), shard) {
+            Some(s) => (s.name.clone(), s.master.clone()),
+            None => {
+                return Reply::err(format!(
+                    "no shard {shard}: name a shard by its name or its master's address (TOPOLOGY lists them)"
+                ))
+            }
+        }
+    };
+    if let Some(to) = &to {
+        let table = controller.state().router.load();
+        let state = find_shard(table.topology(), shard)
+            .and_then(|s| s.replica(to))
+            .map(|r| r.state);
+        match state {
+            None => {
+                return Reply::err(format!(
+                    "{to} is not a replica of shard {name}; TOPOLOGY lists its replicas"
+                ))
+            }
+            Some(ReplicaState::InSync) => {}
+            Some(other) => {
+                return Reply::err(format!(
+                    "replica {to} is {other}, not in-sync; wait until TOPOLOGY shows it in-sync, or fail over to another replica"
+                ))
+            }
+        }
+    }
+    match controller.manual_failover(shard, to.as_ref()).await {
+        Ok(new) => Reply::fields(vec![
+            ("shard", name.into()),
+            ("old-master", old.to_string().into()),
+            ("new-master", new.to_string().into()),
+        ]),
+        Err(e) => Reply::err(e),
+    }
+}
+
+/// `TOPOLOGY`.
+pub async fn topology(controller: &Arc<Controller>, args: &Args<'_>) -> Reply {
+    if !args.rest.is_empty() {
+        return args.usage("TOPOLOGY");
+    }
+    status::topology(controller).await
+}
+
+/// `MIGRATIONS`.
+pub fn migrations(controller: &Arc<Controller>, args: &Args<'_>) -> Reply {
+    if !args.rest.is_empty() {
+        return args.usage("MIGRATIONS");
+    }
+    status::migrations(controller)
+}

@@ -1,0 +1,262 @@
+//! One admin connection: reads requests with the proxy's own [`RequestScanner`], runs them
+//! one at a time in order, writes each reply.
+
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracing::{debug, warn};
+
+use super::commands::{self, Args, HELP};
+use super::reply::Reply;
+use crate::control::Controller;
+use crate::resp::{FrameKind, RequestScanner, ScanLimits};
+use crate::shutdown::Shutdown;
+
+/// Admin requests are short (names, addresses, passwords, slot ranges): bounds far below the
+/// client port's, so one connection buffers at most about 8 MiB whatever it sends (8192
+/// ranges cover any slot list).
+const LIMITS: ScanLimits = ScanLimits {
+    max_multibulk_len: 8192,
+    max_bulk_len: 1024,
+    max_inline_len: 64 * 1024,
+};
+
+/// What the connection does after a reply.
+#[derive(Debug, PartialEq, Eq)]
+enum After {
+    /// Reads the next request.
+    Continue,
+    /// Closes the connection once the reply is written (QUIT, protocol errors).
+    Close,
+}
+
+/// One admin client.
+#[derive(Debug)]
+pub struct AdminConn {
+    /// Runs the commands.
+    controller: Arc<Controller>,
+    /// Whether AUTH succeeded (or no `admin_password` is set).
+    authenticated: bool,
+    /// Failed AUTH attempts, each answered later than the previous one.
+    auth_failures: u32,
+    /// The peer, for logs.
+    peer: std::net::SocketAddr,
+}
+
+impl AdminConn {
+    /// A connection from `peer`.
+    #[must_use]
+    pub fn new(controller: Arc<Controller>, peer: std::net::SocketAddr) -> Self {
+        let authenticated = controller.state().config.admin_password.is_none();
+        Self {
+            controller,
+            authenticated,
+            auth_failures: 0,
+            peer,
+        }
+    }
+
+    /// Serves the connection until the client leaves, QUITs, breaks the protocol, or the
+    /// proxy shuts down (between commands: a command under way finishes and is answered).
+    pub async fn serve(mut self, mut socket: TcpStream, mut shutdown: Shutdown) {
+        let mut buf = BytesMut::with_capacity(4096);
+        let mut out = BytesMut::with_capacity(4096);
+        let mut scanner = RequestScanner::new(LIMITS);
+        loop {
+            let mut after = After::Continue;
+            while after == After::Continue {
+                let frame = match scanner.scan(&buf) {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => break,
+                    Err(e) => {
+                        Reply::Error(e.to_string()).encode(&mut out);
+                        after = After::Close;
+                        break;
+                    }
+                };
+                let args: Vec<Vec<u8>> = scanner.args(&buf).iter().map(<[u8]>::to_vec).collect();
+                buf.advance(frame.len);
+                scanner.reset();
+                if frame.kind == FrameKind::Empty || args.is_empty() {
+                    continue;
+                }
+                let (reply, next) = self.execute(&args).await;
+                reply.encode(&mut out);
+                after = next;
+            }
+            if !out.is_empty() {
+                if let Err(e) = socket.write_all(&out).await {
+                    debug!(peer = %self.peer, error = %e, "admin client gone");
+                    return;
+                }
+                out.clear();
+            }
+            if after == After::Close {
+                return;
+            }
+            let read = tokio::select! {
+                () = shutdown.wait() => return,
+                read = socket.read_buf(&mut buf) => read,
+            };
+            match read {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Runs one request.
+    async fn execute(&mut self, raw: &[Vec<u8>]) -> (Reply, After) {
+        let name = String::from_utf8_lossy(&raw[0]).to_ascii_uppercase();
+        match name.as_str() {
+            "PING" => return (ping(raw), After::Continue),
+            "QUIT" => return (Reply::ok(), After::Close),
+            "AUTH" => return (self.auth(raw).await, After::Continue),
+            "HELLO" => return (self.hello(raw).await, After::Continue),
+            _ if !self.authenticated => {
+                return (
+                    Reply::Error("NOAUTH Authentication required.".into()),
+                    After::Continue,
+                )
+            }
+            _ => {}
+        }
+        let Ok(rest) = raw[1..]
+            .iter()
+            .map(|a| String::from_utf8(a.clone()))
+            .collect::<Result<Vec<String>, _>>()
+        else {
+            return (
+                Reply::err("admin arguments must be UTF-8 text"),
+                After::Continue,
+            );
+        };
+        let given = String::from_utf8_lossy(&raw[0]);
+        let args = Args::new(&given, &rest);
+        let controller = &self.controller;
+        let reply = match name.as_str() {
+            "HELP" => Reply::Array(HELP.iter().map(|l| Reply::Status((*l).into())).collect()),
+            "TOPOLOGY" => commands::topology(controller, &args).await,
+            "ADDSHARD" => commands::add_shard(controller, &args).await,
+            "ADDREPLICA" => commands::add_replica(controller, &args).await,
+            "DELREPLICA" => commands::del_replica(controller, &args).await,
+            "DELSHARD" => commands::del_shard(controller, &args).await,
+            "DELNODE" => commands::del_node(controller, &args).await,
+            "MIGRATE" => commands::migrate(controller, &args),
+            "MIGRATIONS" => commands::migrations(controller, &args),
+            "MIGRATION" => commands::migration(controller, &args).await,
+            "REBALANCE" => commands::rebalance(controller, &args),
+            "FAILOVER" => commands::failover(controller, &args).await,
+            _ => unknown(&given, &rest),
+        };
+        if let Reply::Error(text) = &reply {
+            debug!(peer = %self.peer, command = %name, error = %text, "admin command refused");
+        } else if !matches!(name.as_str(), "HELP" | "TOPOLOGY" | "MIGRATIONS") {
+            tracing::info!(peer = %self.peer, command = %name, "admin command");
+        }
+        (reply, After::Continue)
+    }
+
+    /// `AUTH <password>` or `AUTH default <password>`.
+    async fn auth(&mut self, raw: &[Vec<u8>]) -> Reply {
+        let (user, password) = match raw {
+            [_, password] => (None, password),
+            [_, user, password] => (Some(user.as_slice()), password),
+            _ => return Reply::err("wrong number of arguments for 'auth' command"),
+        };
+        self.check_password(user, password).await
+    }
+
+    /// Checks credentials; a failure is answered later each time, so guessing is slow.
+    async fn check_password(&mut self, user: Option<&[u8]>, password: &[u8]) -> Reply {
+        let Some(expected) = &self.controller.state().config.admin_password else {
+            return Reply::err("AUTH <password> called without any password configured for the admin port (admin_password). Are you sure your configuration is correct?");
+        };
+        let user_ok = user.is_none_or(|u| u == b"default");
+        if user_ok && crate::session::constant_time_eq(password, expected.as_bytes()) {
+            self.authenticated = true;
+            return Reply::ok();
+        }
+        self.auth_failures = self.auth_failures.saturating_add(1);
+        warn!(peer = %self.peer, failures = self.auth_failures, "admin AUTH failed");
+        let delay = self
+            .controller
+            .state()
+            .live
+            .load()
+            .limits
+            .auth_failure_delay
+            * self.auth_failures.min(20);
+        tokio::time::sleep(delay).await;
+        Reply::Error("WRONGPASS invalid username-password pair or user is disabled.".into())
+    }
+
+    /// `HELLO [2 [AUTH <user> <password>] [SETNAME <name>]]`: the admin port speaks RESP2 only.
+    async fn hello(&mut self, raw: &[Vec<u8>]) -> Reply {
+        let mut rest = raw[1..].iter();
+        if let Some(version) = rest.next() {
+            if version.as_slice() != b"2" {
+                return Reply::Error("NOPROTO the admin port speaks RESP2 only (HELLO 2)".into());
+            }
+        }
+        while let Some(option) = rest.next() {
+            match option.to_ascii_uppercase().as_slice() {
+                b"AUTH" => {
+                    let (Some(user), Some(password)) = (rest.next(), rest.next()) else {
+                        return Reply::err("syntax error in HELLO option 'auth'");
+                    };
+                    let answer = self.check_password(Some(user), password).await;
+                    if matches!(answer, Reply::Error(_)) {
+                        return answer;
+                    }
+                }
+                b"SETNAME" => {
+                    if rest.next().is_none() {
+                        return Reply::err("syntax error in HELLO option 'setname'");
+                    }
+                }
+                _ => {
+                    return Reply::err(format!(
+                        "syntax error in HELLO option '{}'",
+                        String::from_utf8_lossy(option)
+                    ))
+                }
+            }
+        }
+        if !self.authenticated {
+            return Reply::Error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time".into());
+        }
+        Reply::fields(vec![
+            ("server", "redshard-admin".into()),
+            ("version", env!("CARGO_PKG_VERSION").into()),
+            ("proto", 2u64.into()),
+            ("mode", "admin".into()),
+            ("role", "master".into()),
+            ("modules", Reply::Array(Vec::new())),
+        ])
+    }
+}
+
+/// `PING [message]`.
+fn ping(raw: &[Vec<u8>]) -> Reply {
+    match raw {
+        [_] => Reply::Status("PONG".into()),
+        [_, message] => Reply::Bulk(String::from_utf8_lossy(message).into_owned()),
+        _ => Reply::err("wrong number of arguments for 'ping' command"),
+    }
+}
+
+/// Redis's unknown-command error, plus where to look.
+fn unknown(name: &str, rest: &[String]) -> Reply {
+    let shown: String = rest
+        .iter()
+        .take(3)
+        .map(|a| format!("'{}' ", a.chars().take(64).collect::<String>()))
+        .collect();
+    Reply::err(format!(
+        "unknown command '{}', with args beginning with: {shown}(the admin port's commands are listed by HELP)",
+        name.chars().take(64).collect::<String>()
+    ))
+}
