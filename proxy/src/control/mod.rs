@@ -21,6 +21,7 @@ mod failover;
 pub mod migrate;
 pub mod probe;
 mod resync;
+pub mod stats;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -62,10 +63,6 @@ struct Book {
     /// Shards whose master lost a connection with mirrored writes in flight: the master then
     /// and when.
     lost: HashMap<ShardId, (NodeAddr, Instant)>,
-    /// Failovers done, for INFO and metrics.
-    failovers: u64,
-    /// The last failover, for INFO: shard name, old and new master, detection and total time.
-    last_failover: Option<String>,
 }
 
 /// The controller of one proxy.
@@ -160,11 +157,12 @@ impl Controller {
         self.probes.status(addr)
     }
 
-    /// Failovers done since start, and a line on the last one.
+    /// Failovers done since start, and a line on the last one (kept in
+    /// [`ProxyState::ha`](crate::state::ProxyState::ha), with the other counts INFO and
+    /// metrics show).
     #[must_use]
     pub fn failovers(&self) -> (u64, Option<String>) {
-        let book = self.book();
-        (book.failovers, book.last_failover.clone())
+        self.state.ha.failovers()
     }
 
     /// Applies `change`, persists the result and publishes it. Returns the new topology.
@@ -225,9 +223,12 @@ impl Controller {
                     addr: addr.clone(),
                     state: ReplicaState::Stale,
                 };
-                if let Err(e) = self.change(change).await {
+                match self.change(change).await {
+                    Ok(_) => self.state.ha.record_stale(),
                     // Already stale or gone: nothing to persist.
-                    info!(replica = %addr, error = %e, %reason, "replica failure not recorded");
+                    Err(e) => {
+                        info!(replica = %addr, error = %e, %reason, "replica failure not recorded");
+                    }
                 }
                 if let Some(link) = self.state.router.mirror().link(&addr) {
                     link.stale_recorded();
