@@ -44,6 +44,9 @@ pub struct ProxyState {
     pub reload_lock: Mutex<()>,
     /// Slot migrations: the queue, and the per-key locks the data path shares with the mover.
     pub migrations: crate::control::migrate::Migrations,
+    /// Failovers, resyncs and stale replicas counted by the controller; here rather than in
+    /// the controller because INFO and `/metrics` read only this state.
+    pub ha: crate::control::stats::HaStats,
     /// The data path's reports to the controller, taken once by the controller task.
     pub control_rx:
         Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<crate::mirror::ControlEvent>>>,
@@ -105,6 +108,7 @@ impl ProxyState {
             reload_lock: Mutex::new(()),
             control_rx: Mutex::new(Some(control_rx)),
             migrations: crate::control::migrate::Migrations::default(),
+            ha: crate::control::stats::HaStats::default(),
             tls,
         }))
     }

@@ -1,12 +1,13 @@
 //! The deployment files in `deploy/` and `docker-compose.yml` stay true to the code: the
-//! Grafana dashboard queries only metric names that `redshard_proxy::metrics::names` defines
-//! (or reserves for mechanisms still to come), and the Docker configuration is one the proxy
-//! accepts, naming the nodes compose starts. No Docker engine is needed: they are read as text.
+//! Grafana dashboard queries only metric names that `redshard_proxy::metrics::names` defines,
+//! the README's metrics table lists every one of them, and the Docker configuration is one the
+//! proxy accepts, naming the nodes compose starts. No Docker engine is needed: they are read
+//! as text.
 
 use std::path::{Path, PathBuf};
 
 use redshard_config::Config;
-use redshard_proxy::metrics::names::{planned, Kind, EVENTS, STATE};
+use redshard_proxy::metrics::names::{self, Kind, EVENTS, STATE};
 
 fn repo_file(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
@@ -31,17 +32,18 @@ fn names_after<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
 }
 
 /// Every series name a query may use: each metric's name (a histogram's `_bucket`, `_sum` and
-/// `_count` series), and the planned names.
+/// `_count` series).
 fn known_series() -> Vec<String> {
-    let defined = EVENTS.iter().chain(STATE).flat_map(|m| match m.kind {
-        Kind::Histogram => ["_bucket", "_sum", "_count"]
-            .iter()
-            .map(|suffix| format!("{}{suffix}", m.name))
-            .collect(),
-        Kind::Counter | Kind::Gauge => vec![m.name.to_owned()],
-    });
-    defined
-        .chain(planned::ALL.iter().map(|&name| name.to_owned()))
+    EVENTS
+        .iter()
+        .chain(STATE)
+        .flat_map(|m| match m.kind {
+            Kind::Histogram => ["_bucket", "_sum", "_count"]
+                .iter()
+                .map(|suffix| format!("{}{suffix}", m.name))
+                .collect(),
+            Kind::Counter | Kind::Gauge => vec![m.name.to_owned()],
+        })
         .collect()
 }
 
@@ -69,10 +71,38 @@ fn the_dashboard_queries_only_defined_metric_names() {
         "command_duration_seconds_bucket",
         "backend_up",
         "slots",
-        planned::MIRROR_STATE,
-        planned::MIGRATION_SLOTS_REMAINING,
+        names::MIRROR_STATE.name,
+        names::MIRROR_LAG_WRITES.name,
+        names::FAILOVERS_TOTAL.name,
+        names::MIGRATION_SLOTS_REMAINING.name,
+        names::MIGRATION_KEYS_MOVED_TOTAL.name,
     ] {
         assert!(used.contains(&expected), "no query uses {expected}");
+    }
+    // The mirroring panels filter on the state label values the proxy writes.
+    let filter = format!("state!=\\\"{}\\\"", names::mirror_state::IN_SYNC);
+    assert!(dashboard.contains(&filter), "no query filters on {filter}");
+}
+
+/// The README's metrics table has one row per metric, with its type and labels as defined.
+#[test]
+fn the_readme_lists_every_metric() {
+    let readme = read("README.md");
+    for metric in EVENTS.iter().chain(STATE) {
+        let prefix = format!("| `<ns>_{}` | {} |", metric.name, metric.kind.as_str());
+        let row = readme
+            .lines()
+            .find(|line| line.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("README.md's metrics table has no row {prefix}"));
+        let labels: Vec<String> = metric.labels.iter().map(|l| format!("`{l}`")).collect();
+        // `| name | type | labels | ...`: the labels are the fourth piece between pipes.
+        let cells: Vec<&str> = row.split('|').collect();
+        assert_eq!(
+            cells.get(3).map(|c| c.trim()),
+            Some(labels.join(", ").as_str()),
+            "README.md lists other labels for {}: {row}",
+            metric.name
+        );
     }
 }
 

@@ -7,16 +7,21 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use redshard_config::{Config, Topology};
+use redshard_proxy::control::migrate::MigrationState;
 use redshard_proxy::metrics::healthcheck::{healthcheck, HealthcheckError};
 use redshard_proxy::{Proxy, StateOptions};
-use redshard_tests::cluster::{config_text, even_slots};
+use redshard_tests::cluster::{config_text, even_slots, key_on};
+use redshard_tests::replication::wait_until;
 use redshard_tests::{Client, RedisServer, Reply};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// Masters behind a proxy that serves the HTTP endpoint, started from a config file.
+/// Masters (and replicas) behind a proxy that serves the HTTP endpoint, started from a
+/// config file.
 struct HttpCluster {
     masters: Vec<RedisServer>,
+    /// One per shard when started with replicas.
+    replicas: Vec<RedisServer>,
     proxy: Proxy,
     /// Where the HTTP endpoint listens.
     http: SocketAddr,
@@ -33,13 +38,34 @@ impl HttpCluster {
 
     /// Like [`HttpCluster::start`], with extra `redis-server` arguments.
     async fn start_with(shards: usize, extra: &str, server_args: &[&str]) -> Self {
-        let masters: Vec<RedisServer> = (0..shards)
-            .map(|_| RedisServer::start_with(server_args))
-            .collect();
+        Self::start_nodes(shards, false, extra, server_args).await
+    }
+
+    /// `shards` masters, each with one replica, and a proxy with default settings.
+    async fn start_replicated(shards: usize) -> Self {
+        Self::start_nodes(shards, true, "", &[]).await
+    }
+
+    /// `shards` masters (and one replica each `with_replicas`) started with `server_args`,
+    /// and a proxy whose config file holds `extra` before the shards.
+    async fn start_nodes(
+        shards: usize,
+        with_replicas: bool,
+        extra: &str,
+        server_args: &[&str],
+    ) -> Self {
+        let start = |n: usize| -> Vec<RedisServer> {
+            (0..n)
+                .map(|_| RedisServer::start_with(server_args))
+                .collect()
+        };
+        let masters = start(shards);
+        let replicas = start(if with_replicas { shards } else { 0 });
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("redshard.toml");
         let addrs: Vec<String> = masters.iter().map(RedisServer::addr).collect();
-        std::fs::write(&path, config_text(&addrs, &[], extra)).unwrap();
+        let replica_addrs: Vec<String> = replicas.iter().map(RedisServer::addr).collect();
+        std::fs::write(&path, config_text(&addrs, &replica_addrs, extra)).unwrap();
         let config = Config::load(&path).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -52,6 +78,7 @@ impl HttpCluster {
         let http = proxy.metrics_addr().unwrap();
         Self {
             masters,
+            replicas,
             proxy,
             http,
             path,
@@ -67,6 +94,40 @@ impl HttpCluster {
 
     async fn get(&self, path: &str) -> Answer {
         http(self.http, "GET", path).await
+    }
+
+    /// `INFO sections...` through the proxy, as text.
+    async fn info(&self, sections: &[&str]) -> String {
+        let mut args = vec!["INFO"];
+        args.extend(sections);
+        let mut client = Client::connect_addr(self.proxy.local_addr()).await;
+        match client.cmd(&args).await {
+            Reply::Bulk(Some(text)) => String::from_utf8(text).unwrap(),
+            other => panic!("INFO {sections:?}: {other:?}"),
+        }
+    }
+
+    /// Scrapes `/metrics` until `check` holds for the page, for at most `timeout`; returns
+    /// that page.
+    async fn scrape_until(
+        &self,
+        timeout: Duration,
+        what: &str,
+        check: impl Fn(&Answer) -> bool,
+    ) -> Answer {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let page = self.get("/metrics").await;
+            if check(&page) {
+                return page;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}:\n{}",
+                page.body
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Polls `path` until its status is `status`, for at most 5 s.
@@ -461,4 +522,303 @@ async fn control_connections_use_their_own_backend_user() {
         panic!("KEYS must be refused by the backend ACL")
     };
     assert!(e.starts_with("NOPERM"), "{e}");
+}
+
+/// The line of `text` (an INFO reply) that starts with `prefix`.
+fn info_line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    text.lines().find(|line| line.starts_with(prefix))
+}
+
+/// The `field=value` of an INFO line such as `replica0:shard=s1,addr=...`.
+fn info_field<'a>(line: &'a str, field: &str) -> Option<&'a str> {
+    let (_, fields) = line.split_once(':')?;
+    fields
+        .split(',')
+        .find_map(|f| f.strip_prefix(field)?.strip_prefix('='))
+}
+
+/// `mirror_state` of replica `node` of `shard` for each state, in_sync/syncing/stale.
+fn mirror_states(page: &Answer, shard: &str, node: &str) -> [Option<String>; 3] {
+    ["in_sync", "syncing", "stale"].map(|state| {
+        page.sample(&format!(
+            "redshard_mirror_state{{shard=\"{shard}\",node=\"{node}\",state=\"{state}\"}}"
+        ))
+        .map(str::to_owned)
+    })
+}
+
+fn states(values: [&str; 3]) -> [Option<String>; 3] {
+    values.map(|v| Some(v.to_owned()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_series_and_info_show_each_replica_and_a_stale_one() {
+    let mut cluster = HttpCluster::start_replicated(2).await;
+    let mut client = Client::connect_addr(cluster.proxy.local_addr()).await;
+    let keys = [key_on(2, 0, "mirror"), key_on(2, 1, "mirror")];
+    for round in 0..5 {
+        for key in &keys {
+            assert!(client.cmd(&["SET", key, &round.to_string()]).await.is_ok());
+        }
+    }
+    let replicas: Vec<String> = cluster.replicas.iter().map(RedisServer::addr).collect();
+
+    // Every replica in sync, with its lag and the writes it applied (sync mode: every
+    // acknowledged write was applied, so at least the 5 SETs of its shard).
+    let page = cluster.get("/metrics").await;
+    for (i, replica) in replicas.iter().enumerate() {
+        let shard = format!("s{}", i + 1);
+        assert_eq!(
+            mirror_states(&page, &shard, replica),
+            states(["1", "0", "0"]),
+            "{}",
+            page.body
+        );
+        assert_eq!(
+            page.sample(&format!("redshard_mirror_lag_writes{{node=\"{replica}\"}}")),
+            Some("0")
+        );
+        let applied = value(
+            &page,
+            &format!("redshard_mirror_applied_writes_total{{node=\"{replica}\"}}"),
+        );
+        assert!(applied >= 5.0, "{}", page.body);
+        assert_eq!(
+            page.sample(&format!(
+                "redshard_gate_state{{shard=\"{shard}\",state=\"open\"}}"
+            )),
+            Some("1")
+        );
+        assert_eq!(
+            page.sample(&format!("redshard_failovers_total{{shard=\"{shard}\"}}")),
+            Some("0")
+        );
+    }
+    assert!(page.body.contains("# TYPE redshard_mirror_state gauge\n"));
+    assert!(page
+        .body
+        .contains("# TYPE redshard_mirror_applied_writes_total counter\n"));
+    assert_eq!(
+        page.sample("redshard_replicas_marked_stale_total"),
+        Some("0")
+    );
+
+    // INFO: not in the default set, shown by name and by `all`.
+    assert!(!cluster.info(&[]).await.contains("# Mirror\r\n"));
+    assert!(cluster.info(&["all"]).await.contains("# Mirror\r\n"));
+    let info = cluster.info(&["mirror"]).await;
+    assert!(
+        info.starts_with("# Mirror\r\nmirror_mode:sync\r\n"),
+        "{info}"
+    );
+    let line = info_line(&info, "replica0:").expect("a line per replica");
+    assert_eq!(info_field(line, "shard"), Some("s1"), "{line}");
+    assert_eq!(info_field(line, "addr"), Some(replicas[0].as_str()));
+    assert_eq!(info_field(line, "state"), Some("in_sync"));
+    assert_eq!(info_field(line, "lag"), Some("0"));
+    assert!(info_field(line, "applied").unwrap().parse::<u64>().unwrap() >= 5);
+    let replication = cluster.info(&["replication"]).await;
+    assert!(
+        replication.starts_with("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n"),
+        "{replication}"
+    );
+    let shard1 = info_line(&replication, "shard1:").expect("a line per shard");
+    assert_eq!(info_field(shard1, "name"), Some("s2"));
+    assert_eq!(info_field(shard1, "in_sync"), Some("1"));
+    assert_eq!(info_field(shard1, "stale"), Some("0"));
+
+    // s2's replica dies: the next write to s2 makes it stale.
+    cluster.replicas[1].kill();
+    assert!(client.cmd(&["SET", &keys[1], "after"]).await.is_ok());
+    let page = cluster
+        .scrape_until(Duration::from_secs(10), "the replica to be stale", |page| {
+            mirror_states(page, "s2", &replicas[1]) == states(["0", "0", "1"])
+        })
+        .await;
+    assert_eq!(
+        mirror_states(&page, "s1", &replicas[0]),
+        states(["1", "0", "0"]),
+        "the other shard's replica stays in sync"
+    );
+    assert_eq!(
+        page.sample("redshard_replicas_marked_stale_total"),
+        Some("1")
+    );
+    let info = cluster.info(&["mirror", "replication"]).await;
+    let line = info_line(&info, "replica1:").expect("the stale replica");
+    assert_eq!(info_field(line, "state"), Some("stale"), "{info}");
+    assert!(info.contains("replicas_marked_stale:1\r\n"), "{info}");
+    let shard1 = info_line(&info, "shard1:").expect("a line per shard");
+    assert_eq!(info_field(shard1, "stale"), Some("1"), "{info}");
+    cluster.proxy.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_is_counted_in_metrics_info_and_the_controller() {
+    let mut cluster = HttpCluster::start_replicated(2).await;
+    let mut client = Client::connect_addr(cluster.proxy.local_addr()).await;
+    let key = key_on(2, 0, "failover");
+    assert!(client.cmd(&["SET", &key, "v"]).await.is_ok());
+    let old = cluster.masters[0].addr();
+    let new = cluster.replicas[0].addr();
+    // Let the probes see every node up once.
+    cluster.wait_for("/readyz", 200).await;
+    let info = cluster.info(&["failover"]).await;
+    assert!(
+        info.starts_with("# Failover\r\nauto_failover:yes\r\nfailovers:0\r\nlast_failover:\r\n"),
+        "{info}"
+    );
+    let shard0 = info_line(&info, "shard0:").expect("a line per shard");
+    assert_eq!(info_field(shard0, "master"), Some(old.as_str()));
+    assert_eq!(info_field(shard0, "master_health"), Some("up"), "{info}");
+    assert_eq!(info_field(shard0, "gate"), Some("open"));
+
+    cluster.masters[0].kill();
+    let page = cluster
+        .scrape_until(Duration::from_secs(10), "the failover", |page| {
+            page.sample("redshard_failovers_total{shard=\"s1\"}") == Some("1")
+        })
+        .await;
+    assert_eq!(
+        page.sample("redshard_failovers_total{shard=\"s2\"}"),
+        Some("0")
+    );
+    // The fenced old master is listed as a stale replica of s1.
+    assert_eq!(
+        mirror_states(&page, "s1", &old),
+        states(["0", "0", "1"]),
+        "{}",
+        page.body
+    );
+    let (count, line) = cluster.proxy.controller().failovers();
+    assert_eq!(count, 1);
+    let line = line.expect("a line on the last failover");
+    assert!(
+        line.starts_with(&format!(
+            "shard s1: {new} promoted, old master {old} fenced"
+        )),
+        "{line}"
+    );
+
+    let info = cluster.info(&["failover"]).await;
+    assert!(info.contains("\r\nfailovers:1\r\n"), "{info}");
+    assert!(
+        info.contains(&format!("\r\nlast_failover:{line}\r\n")),
+        "{info}"
+    );
+    let shard0 = info_line(&info, "shard0:").expect("a line per shard");
+    assert_eq!(info_field(shard0, "master"), Some(new.as_str()), "{info}");
+    assert_eq!(info_field(shard0, "failovers"), Some("1"));
+    assert_eq!(
+        info_field(info_line(&info, "shard1:").unwrap(), "failovers"),
+        Some("0")
+    );
+    assert!(client.cmd(&["SET", &key, "after"]).await.is_ok());
+    cluster.proxy.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_shows_its_keys_bytes_and_slots_in_metrics_and_info() {
+    let cluster = HttpCluster::start(2, "").await;
+    let mut client = Client::connect_addr(cluster.proxy.local_addr()).await;
+    let commands: Vec<Vec<String>> = (0..2000)
+        .map(|i| vec!["SET".into(), format!("mig:{i}"), format!("value-{i}")])
+        .collect();
+    for reply in client.pipeline(&commands).await {
+        assert!(reply.is_ok(), "{reply:?}");
+    }
+    // No migration yet: no migration series.
+    let page = cluster.get("/metrics").await;
+    assert!(!page.body.contains("redshard_migration_"), "{}", page.body);
+    let info = cluster.info(&["migration"]).await;
+    assert_eq!(
+        info,
+        "# Migration\r\nmigrations_running:0\r\nmigrations_queued:0\r\n"
+    );
+
+    let controller = std::sync::Arc::clone(cluster.proxy.controller());
+    let ranges = controller.migrate_count("s1", "s2", 1024).expect("queued");
+    wait_until(
+        Duration::from_secs(60),
+        "the migration to finish",
+        || async {
+            let all = controller.migrations();
+            assert!(
+                !all.iter()
+                    .any(|m| matches!(m.state, MigrationState::Failed(_))),
+                "{all:?}"
+            );
+            all.iter().all(|m| m.state == MigrationState::Done)
+        },
+    )
+    .await;
+    let progress = controller.migrations();
+    let keys_moved = progress[0].keys_moved;
+    assert!(keys_moved > 0, "{progress:?}");
+
+    let page = cluster.get("/metrics").await;
+    let pair = "{from=\"s1\",to=\"s2\"}";
+    let moved = value(&page, &format!("redshard_migration_keys_moved_total{pair}"));
+    assert_eq!(moved, keys_moved as f64, "{}", page.body);
+    assert!(
+        value(
+            &page,
+            &format!("redshard_migration_bytes_moved_total{pair}")
+        ) >= 7.0 * moved
+    );
+    assert_eq!(
+        page.sample(&format!("redshard_migration_slots_remaining{pair}")),
+        Some("0")
+    );
+    assert_eq!(page.sample("redshard_slots{shard=\"s1\"}"), Some("7168"));
+    assert!(
+        !page.body.contains("redshard_migration_eta_seconds{"),
+        "no migration runs: {}",
+        page.body
+    );
+
+    let info = cluster.info(&["migration"]).await;
+    let line = info_line(&info, "migration0:").expect("the finished migration");
+    assert_eq!(info_field(line, "from"), Some("s1"), "{info}");
+    assert_eq!(info_field(line, "to"), Some("s2"));
+    assert_eq!(info_field(line, "slots"), Some("1024"));
+    assert_eq!(
+        info_field(line, "ranges"),
+        Some(ranges[0].to_string().as_str())
+    );
+    assert_eq!(info_field(line, "state"), Some("done"));
+    assert_eq!(
+        info_field(line, "keys_moved"),
+        Some(keys_moved.to_string().as_str())
+    );
+    assert!(info_field(line, "rate_keys_per_sec").is_some());
+    assert_eq!(info_field(line, "eta_seconds"), Some("0.0"));
+    let totals = info_line(&info, "moved0:").expect("the totals per pair");
+    assert_eq!(
+        info_field(totals, "keys"),
+        Some(keys_moved.to_string().as_str())
+    );
+    // A second migration between the same shards adds to the counters: they never go back.
+    controller.migrate_count("s1", "s2", 1024).expect("queued");
+    wait_until(Duration::from_secs(60), "the second migration", || async {
+        let all = controller.migrations();
+        all.len() == 2 && all.iter().all(|m| m.state == MigrationState::Done)
+    })
+    .await;
+    let both: u64 = controller.migrations().iter().map(|m| m.keys_moved).sum();
+    assert!(both > keys_moved);
+    let page = cluster.get("/metrics").await;
+    assert_eq!(
+        value(&page, &format!("redshard_migration_keys_moved_total{pair}")),
+        both as f64
+    );
+    assert_eq!(page.sample("redshard_slots{shard=\"s1\"}"), Some("6144"));
+    // Every key is still readable through the proxy.
+    for i in (0..2000).step_by(97) {
+        assert_eq!(
+            client.cmd(&["GET", &format!("mig:{i}")]).await,
+            Reply::bulk(&format!("value-{i}"))
+        );
+    }
+    cluster.proxy.shutdown(Duration::from_secs(2)).await;
 }

@@ -101,10 +101,7 @@ impl Controller {
             started.elapsed().as_millis(),
         );
         info!("failover: {line}");
-        let mut book = self.book();
-        book.failovers += 1;
-        book.last_failover = Some(line);
-        drop(book);
+        self.state.ha.record_failover(&name, line);
         self.changed.notify_one();
         Ok(())
     }

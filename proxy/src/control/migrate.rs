@@ -120,6 +120,23 @@ pub struct Migrations {
     cancel: AtomicBool,
     /// Wakes the mover task when a job is queued.
     wake: Notify,
+    /// Keys and bytes moved per (source, target) pair over every migration since start, for
+    /// the `migration_*_moved_total` counters: unlike a job's progress they never go back
+    /// to 0 when a new migration starts or the history forgets an old one.
+    moved: Mutex<Vec<MovedTotals>>,
+}
+
+/// What the background mover moved from one shard to another since the proxy started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MovedTotals {
+    /// The source shard's name.
+    pub from: String,
+    /// The target shard's name.
+    pub to: String,
+    /// Keys moved.
+    pub keys: u64,
+    /// Bytes moved (DUMP payloads).
+    pub bytes: u64,
 }
 
 /// Finished migrations kept for status.
@@ -165,6 +182,36 @@ impl Migrations {
             .cloned()
             .chain(queue.iter().map(Job::snapshot))
             .collect()
+    }
+
+    /// Keys and bytes the mover moved per (source, target) pair since start, sorted by pair.
+    #[must_use]
+    pub fn moved_totals(&self) -> Vec<MovedTotals> {
+        let mut all = self
+            .moved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        all.sort_unstable_by(|a, b| (&a.from, &a.to).cmp(&(&b.from, &b.to)));
+        all
+    }
+
+    /// Adds one key of `bytes` bytes moved from `from` to `to` to the totals.
+    fn count_moved(&self, from: &str, to: &str, bytes: u64) {
+        let mut moved = self.moved.lock().unwrap_or_else(PoisonError::into_inner);
+        // A handful of pairs at most: a scan beats allocating a map key per moved key.
+        match moved.iter_mut().find(|t| t.from == from && t.to == to) {
+            Some(totals) => {
+                totals.keys += 1;
+                totals.bytes += bytes;
+            }
+            None => moved.push(MovedTotals {
+                from: from.to_owned(),
+                to: to.to_owned(),
+                keys: 1,
+                bytes,
+            }),
+        }
     }
 
     /// Takes the lock of `key`, waiting while another move of it runs.
@@ -768,6 +815,7 @@ impl Controller {
                         let mut p = progress.lock().unwrap_or_else(PoisonError::into_inner);
                         p.keys_moved += 1;
                         p.bytes_moved += bytes;
+                        migrations.count_moved(&p.from, &p.to, bytes);
                     }
                 }
                 cursor = next;

@@ -17,11 +17,12 @@
 //!   its replicas stale (the master may have applied writes they never got).
 
 pub mod conn;
-mod failover;
+pub mod failover;
 pub mod migrate;
 mod nodes;
 pub mod probe;
-mod resync;
+pub mod resync;
+pub mod stats;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -69,10 +70,6 @@ struct Book {
     /// paused) until a probe after that answers, so requests wait instead of failing in the
     /// moment before the probe confirms.
     suspects: HashMap<NodeAddr, Instant>,
-    /// Failovers done, for INFO and metrics.
-    failovers: u64,
-    /// The last failover, for INFO: shard name, old and new master, detection and total time.
-    last_failover: Option<String>,
 }
 
 /// The controller of one proxy.
@@ -185,11 +182,12 @@ impl Controller {
         self.probes.status(addr)
     }
 
-    /// Failovers done since start, and a line on the last one.
+    /// Failovers done since start, and a line on the last one (kept in
+    /// [`ProxyState::ha`](crate::state::ProxyState::ha), with the other counts INFO and
+    /// metrics show).
     #[must_use]
     pub fn failovers(&self) -> (u64, Option<String>) {
-        let book = self.book();
-        (book.failovers, book.last_failover.clone())
+        self.state.ha.failovers()
     }
 
     /// Applies `change`, persists the result and publishes it. Returns the new topology.
@@ -255,9 +253,12 @@ impl Controller {
                     addr: addr.clone(),
                     state: ReplicaState::Stale,
                 };
-                if let Err(e) = self.change(change).await {
+                match self.change(change).await {
+                    Ok(_) => self.state.ha.record_stale(),
                     // Already stale or gone: nothing to persist.
-                    info!(replica = %addr, error = %e, %reason, "replica failure not recorded");
+                    Err(e) => {
+                        info!(replica = %addr, error = %e, %reason, "replica failure not recorded");
+                    }
                 }
                 if let Some(link) = self.state.router.mirror().link(&addr) {
                     link.stale_recorded();

@@ -181,6 +181,7 @@ impl Controller {
             state: ReplicaState::InSync,
         })
         .await?;
+        self.state.ha.record_resync();
         info!(replica = %addr, pause_ms = paused.elapsed().as_millis() as u64, "resync: cut over to mirroring");
         Ok(())
     }

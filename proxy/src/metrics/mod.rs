@@ -10,8 +10,9 @@
 //! command labels, and the handles of each command registered once and kept, so recording a
 //! command costs a hash look-up of its name and a few atomic operations.
 //!
-//! **State** (clients, topology, backend health) is read from the proxy at each scrape by
-//! [`render`]: always exact for the proxy being scraped and never stale, with nothing to wire.
+//! **State** (clients, topology, backend health, mirroring, failovers, migrations) is read
+//! from the proxy at each scrape by [`render`]: always exact for the proxy being scraped and
+//! never stale, with nothing to wire.
 //!
 //! # One recorder per process
 //!

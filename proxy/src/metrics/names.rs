@@ -11,13 +11,14 @@
 //!   (commands, bytes, errors), process-wide, into the `metrics-exporter-prometheus` recorder
 //!   (except [`COMMANDS_DURATION_SECONDS_TOTAL`], a fractional counter that recorder cannot
 //!   hold, which [`crate::metrics`] keeps and renders itself);
-//! - **state**, read from the proxy at each scrape (clients, topology, backend health), so it
-//!   is exact for this proxy, never stale, and needs no wiring.
+//! - **state**, read from the proxy at each scrape (clients, topology, backend health, the
+//!   mirror links, the controller's [counts](crate::control::stats), the migration queue),
+//!   so it is exact for this proxy, never stale, and needs no wiring.
 //!
 //! A name belongs to exactly one source: the two parts of a scrape never repeat a series.
 //! Label values come from closed sets only: command names from the command table, node
-//! addresses and shard names from the topology, error kinds from [`error_kind`]. Never keys,
-//! values or client addresses.
+//! addresses and shard names from the topology, error kinds from [`error_kind`], states from
+//! [`mirror_state`] and [`gate_state`]. Never keys, values or client addresses.
 
 /// What Prometheus type a metric has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,6 +68,12 @@ pub const LABEL_SHARD: &str = "shard";
 pub const LABEL_VERSION: &str = "version";
 /// Label: the outcome of a configuration reload, `ok` or `error`.
 pub const LABEL_RESULT: &str = "result";
+/// Label: a replica's [`mirror_state`] or a shard's [`gate_state`].
+pub const LABEL_STATE: &str = "state";
+/// Label: the source shard's name of a migration.
+pub const LABEL_FROM: &str = "from";
+/// Label: the target shard's name of a migration.
+pub const LABEL_TO: &str = "to";
 
 /// The values of the `kind` label of [`BACKEND_ERRORS_TOTAL`].
 pub mod error_kind {
@@ -81,6 +88,55 @@ pub mod error_kind {
     pub const CLOSED: &str = "closed";
     /// The node sent bytes that are not a valid reply.
     pub const PROTOCOL: &str = "protocol";
+}
+
+/// The values of the `state` label of [`MIRROR_STATE`]: the topology's replica states, in
+/// the label-value spelling (INFO `# Mirror` uses the same words).
+pub mod mirror_state {
+    use redshard_config::ReplicaState;
+
+    /// Receives every write; may be promoted and read from.
+    pub const IN_SYNC: &str = "in_sync";
+    /// Being refilled by a full sync; no traffic.
+    pub const SYNCING: &str = "syncing";
+    /// Missed or diverged on a write, or a fenced old master; no traffic until resynchronised.
+    pub const STALE: &str = "stale";
+    /// Every value, in the order the series are written.
+    pub const ALL: [&str; 3] = [IN_SYNC, SYNCING, STALE];
+
+    /// The label value of `state`.
+    #[must_use]
+    pub fn of(state: ReplicaState) -> &'static str {
+        match state {
+            ReplicaState::InSync => IN_SYNC,
+            ReplicaState::Syncing => SYNCING,
+            ReplicaState::Stale => STALE,
+        }
+    }
+}
+
+/// The values of the `state` label of [`GATE_STATE`]: whether a shard takes requests.
+pub mod gate_state {
+    use crate::router::GateState;
+
+    /// Requests flow.
+    pub const OPEN: &str = "open";
+    /// Requests wait (a failover or a resync cut-over is under way).
+    pub const PAUSED: &str = "paused";
+    /// The master is down with no replica to promote: `-CLUSTERDOWN`.
+    pub const DOWN: &str = "down";
+    /// Every value, in the order the series are written.
+    pub const ALL: [&str; 3] = [OPEN, PAUSED, DOWN];
+
+    /// The label value of `state`.
+    #[must_use]
+    pub fn of(state: GateState) -> &'static str {
+        match state {
+            GateState::Open => OPEN,
+            GateState::Paused => PAUSED,
+            GateState::Down => DOWN,
+        }
+    }
 }
 
 // ---- State, read at each scrape ------------------------------------------------------------
@@ -141,6 +197,88 @@ pub const BACKEND_UP: Metric = Metric {
     labels: &[LABEL_NODE],
     help: "1 when the node is known to answer, 0 when it is down or not checked yet.",
 };
+/// Each replica's mirroring state: one series per state, 1 for the current one and 0 for
+/// the others, so a dashboard can count replicas per state and a state that ends shows 0
+/// instead of vanishing.
+pub const MIRROR_STATE: Metric = Metric {
+    name: "mirror_state",
+    kind: Kind::Gauge,
+    labels: &[LABEL_SHARD, LABEL_NODE, LABEL_STATE],
+    help: "1 for each replica's current mirroring state (in_sync, syncing, stale), 0 for the other two.",
+};
+/// Writes mirrored to a replica and not yet answered by it.
+pub const MIRROR_LAG_WRITES: Metric = Metric {
+    name: "mirror_lag_writes",
+    kind: Kind::Gauge,
+    labels: &[LABEL_NODE],
+    help: "Mirrored writes sent to each replica and not yet acknowledged (0 when nothing is mirrored to it).",
+};
+/// Writes each replica applied as the master's effect expected. Read from the replica's
+/// mirror link, which a resync replaces with a fresh one: the counter then restarts at 0,
+/// which `rate()` and `increase()` handle as a counter reset.
+pub const MIRROR_APPLIED_WRITES_TOTAL: Metric = Metric {
+    name: "mirror_applied_writes_total",
+    kind: Kind::Counter,
+    labels: &[LABEL_NODE],
+    help: "Mirrored writes each replica applied as expected; restarts at 0 when a resync gives the replica a new mirror stream.",
+};
+/// Resyncs that ended with the replica in sync.
+pub const RESYNCS_TOTAL: Metric = Metric {
+    name: "resyncs_total",
+    kind: Kind::Counter,
+    labels: &[],
+    help: "Replicas brought back in sync by a full sync and cut-over.",
+};
+/// Replicas recorded stale after a failed or diverging mirrored write.
+pub const REPLICAS_MARKED_STALE_TOTAL: Metric = Metric {
+    name: "replicas_marked_stale_total",
+    kind: Kind::Counter,
+    labels: &[],
+    help: "Times a replica was recorded stale after a mirrored write failed, timed out, fell behind or diverged.",
+};
+/// Failovers per shard.
+pub const FAILOVERS_TOTAL: Metric = Metric {
+    name: "failovers_total",
+    kind: Kind::Counter,
+    labels: &[LABEL_SHARD],
+    help: "Replicas promoted to master, by shard (automatic failovers and admin failovers).",
+};
+/// Whether each shard takes requests: one series per state, 1 for the current one.
+pub const GATE_STATE: Metric = Metric {
+    name: "gate_state",
+    kind: Kind::Gauge,
+    labels: &[LABEL_SHARD, LABEL_STATE],
+    help: "1 for each shard's current gate state (open; paused: requests wait for a failover or cut-over; down: CLUSTERDOWN), 0 for the others.",
+};
+/// Slots of queued and running migrations that have not moved yet.
+pub const MIGRATION_SLOTS_REMAINING: Metric = Metric {
+    name: "migration_slots_remaining",
+    kind: Kind::Gauge,
+    labels: &[LABEL_FROM, LABEL_TO],
+    help: "Slots of queued and running migrations still to move, by source and target shard.",
+};
+/// Keys moved by migrations, cumulative over every migration since start.
+pub const MIGRATION_KEYS_MOVED_TOTAL: Metric = Metric {
+    name: "migration_keys_moved_total",
+    kind: Kind::Counter,
+    labels: &[LABEL_FROM, LABEL_TO],
+    help: "Keys the background mover moved, by source and target shard, over every migration since start.",
+};
+/// Bytes moved by migrations, cumulative over every migration since start.
+pub const MIGRATION_BYTES_MOVED_TOTAL: Metric = Metric {
+    name: "migration_bytes_moved_total",
+    kind: Kind::Counter,
+    labels: &[LABEL_FROM, LABEL_TO],
+    help: "Bytes (DUMP payloads) the background mover moved, by source and target shard, over every migration since start.",
+};
+/// Time left of the running migration.
+pub const MIGRATION_ETA_SECONDS: Metric = Metric {
+    name: "migration_eta_seconds",
+    kind: Kind::Gauge,
+    labels: &[LABEL_FROM, LABEL_TO],
+    help: "Seconds the running migration needs at its rate so far (keys left of the estimate over keys per second); absent until it can be estimated.",
+};
+
 // ---- Events, recorded by the data path --------------------------------------------------------
 
 /// Commands served, by command (redis_exporter's name).
@@ -255,34 +393,18 @@ pub const STATE: &[Metric] = &[
     TOPOLOGY_EPOCH,
     SLOTS,
     BACKEND_UP,
+    MIRROR_STATE,
+    MIRROR_LAG_WRITES,
+    MIRROR_APPLIED_WRITES_TOTAL,
+    RESYNCS_TOTAL,
+    REPLICAS_MARKED_STALE_TOTAL,
+    FAILOVERS_TOTAL,
+    GATE_STATE,
+    MIGRATION_SLOTS_REMAINING,
+    MIGRATION_KEYS_MOVED_TOTAL,
+    MIGRATION_BYTES_MOVED_TOTAL,
+    MIGRATION_ETA_SECONDS,
 ];
-
-/// Names reserved for the mechanisms still to come. Not exported: a metric appears once
-/// something updates it.
-pub mod planned {
-    /// Gauge `{shard, node, state}`: 1 for a replica's mirroring state (`in_sync`, `syncing`,
-    /// `broken`).
-    pub const MIRROR_STATE: &str = "mirror_state";
-    /// Gauge `{node}`: writes sent to the master and not yet acknowledged by the replica.
-    pub const MIRROR_LAG_WRITES: &str = "mirror_lag_writes";
-    /// Counter `{shard}`: failovers (a replica promoted to master).
-    pub const FAILOVERS_TOTAL: &str = "failovers_total";
-    /// Gauge `{from, to}`: slots still to move in the running migration.
-    pub const MIGRATION_SLOTS_REMAINING: &str = "migration_slots_remaining";
-    /// Counter `{from, to}`: keys moved by migrations.
-    pub const MIGRATION_KEYS_MOVED_TOTAL: &str = "migration_keys_moved_total";
-
-    /// Every name above, for what may already refer to them (the Grafana dashboard). A name
-    /// moves from here to a [`Metric`](super::Metric) in [`EVENTS`](super::EVENTS) or
-    /// [`STATE`](super::STATE) when something records it.
-    pub const ALL: &[&str] = &[
-        MIRROR_STATE,
-        MIRROR_LAG_WRITES,
-        FAILOVERS_TOTAL,
-        MIGRATION_SLOTS_REMAINING,
-        MIGRATION_KEYS_MOVED_TOTAL,
-    ];
-}
 
 #[cfg(test)]
 mod tests {
@@ -292,14 +414,9 @@ mod tests {
     fn names_follow_prometheus_conventions_and_are_unique() {
         let all: Vec<&Metric> = EVENTS.iter().chain(STATE).collect();
         let mut names: Vec<&str> = all.iter().map(|m| m.name).collect();
-        names.extend(planned::ALL);
         names.sort_unstable();
         names.dedup();
-        assert_eq!(
-            names.len(),
-            all.len() + planned::ALL.len(),
-            "a name is defined twice (or still planned once defined)"
-        );
+        assert_eq!(names.len(), all.len(), "a name is defined twice");
         for m in all {
             assert!(
                 m.name
@@ -315,7 +432,27 @@ mod tests {
                 m.name
             );
             assert!(!m.help.is_empty() && !m.help.contains('\n'));
+            assert!(
+                m.labels.iter().all(|l| !l.is_empty()),
+                "{}: empty label name",
+                m.name
+            );
         }
+    }
+
+    #[test]
+    fn state_label_values_cover_every_state() {
+        use crate::router::GateState;
+        use redshard_config::ReplicaState;
+        let replica = [
+            ReplicaState::InSync,
+            ReplicaState::Syncing,
+            ReplicaState::Stale,
+        ]
+        .map(mirror_state::of);
+        assert_eq!(replica, mirror_state::ALL);
+        let gate = [GateState::Open, GateState::Paused, GateState::Down].map(gate_state::of);
+        assert_eq!(gate, gate_state::ALL);
     }
 
     #[test]

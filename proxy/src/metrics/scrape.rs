@@ -2,9 +2,11 @@
 
 use std::sync::atomic::Ordering;
 
-use super::names;
+use super::names::{self, gate_state, mirror_state};
 use super::text::Text;
+use crate::control::migrate::{MigrationProgress, MigrationState};
 use crate::health::{slots_per_shard, NodeStatus};
+use crate::router::RoutingTable;
 use crate::state::ProxyState;
 
 /// Writes the state metrics of `state`.
@@ -35,6 +37,139 @@ pub(crate) fn render_state(text: &mut Text<'_>, state: &ProxyState) {
         for (node, status) in nodes {
             let up = u8::from(matches!(status, NodeStatus::Up));
             text.sample(&names::BACKEND_UP, &[node.as_str()], up);
+        }
+    }
+
+    render_mirror(text, state, &table);
+    render_failover(text, state, &table);
+    render_migrations(text, state);
+}
+
+/// Every replica's state, lag and writes applied, and the resync and stale counts.
+fn render_mirror(text: &mut Text<'_>, state: &ProxyState, table: &RoutingTable) {
+    let shards = &table.topology().shards;
+    let replicas = || {
+        shards
+            .iter()
+            .flat_map(|shard| shard.replicas.iter().map(move |r| (shard, r)))
+    };
+    if replicas().next().is_some() {
+        text.header(&names::MIRROR_STATE);
+        for (shard, replica) in replicas() {
+            let current = mirror_state::of(replica.state);
+            for value in mirror_state::ALL {
+                let labels = [shard.name.as_str(), replica.addr.as_str(), value];
+                text.sample(&names::MIRROR_STATE, &labels, u8::from(value == current));
+            }
+        }
+        // A replica without a link (syncing, or stale after a failover) has nothing in
+        // flight and a fresh count.
+        let mirror = state.router.mirror();
+        let links: Vec<_> = replicas()
+            .map(|(_, r)| (r.addr.as_str(), mirror.link(&r.addr)))
+            .collect();
+        text.header(&names::MIRROR_LAG_WRITES);
+        for (addr, link) in &links {
+            let lag = link.as_ref().map_or(0, |l| l.backlog());
+            text.sample(&names::MIRROR_LAG_WRITES, &[addr], lag);
+        }
+        text.header(&names::MIRROR_APPLIED_WRITES_TOTAL);
+        for (addr, link) in &links {
+            let applied = link.as_ref().map_or(0, |l| l.applied());
+            text.sample(&names::MIRROR_APPLIED_WRITES_TOTAL, &[addr], applied);
+        }
+    }
+    let ha = state.ha.snapshot();
+    text.single(&names::RESYNCS_TOTAL, ha.resyncs_completed);
+    text.single(
+        &names::REPLICAS_MARKED_STALE_TOTAL,
+        ha.replicas_marked_stale,
+    );
+}
+
+/// Failovers per shard (every shard of the topology, 0 when it never failed over, so that
+/// `increase()` sees the first one) and each shard's gate.
+fn render_failover(text: &mut Text<'_>, state: &ProxyState, table: &RoutingTable) {
+    let ha = state.ha.snapshot();
+    let shards = &table.topology().shards;
+    text.header(&names::FAILOVERS_TOTAL);
+    for shard in shards {
+        let count = ha.failovers.get(&shard.name).copied().unwrap_or(0);
+        text.sample(&names::FAILOVERS_TOTAL, &[&shard.name], count);
+    }
+    // Shards removed since they failed over keep their count (a counter never goes down).
+    for (name, count) in &ha.failovers {
+        if !shards.iter().any(|s| &s.name == name) {
+            text.sample(&names::FAILOVERS_TOTAL, &[name], count);
+        }
+    }
+    text.header(&names::GATE_STATE);
+    for shard in shards {
+        let current = gate_state::of(state.router.gate(shard.id).state());
+        for value in gate_state::ALL {
+            let labels = [shard.name.as_str(), value];
+            text.sample(&names::GATE_STATE, &labels, u8::from(value == current));
+        }
+    }
+}
+
+/// Slots left, keys and bytes moved, and time left, per (source, target) pair.
+fn render_migrations(text: &mut Text<'_>, state: &ProxyState) {
+    let progress = state.migrations.progress();
+    let totals = state.migrations.moved_totals();
+    // Every pair that moved something or has work queued, sorted; a finished pair stays at
+    // 0 slots remaining instead of vanishing.
+    let mut pairs: Vec<(&str, &str)> = totals
+        .iter()
+        .map(|t| (t.from.as_str(), t.to.as_str()))
+        .chain(progress.iter().map(|p| (p.from.as_str(), p.to.as_str())))
+        .collect();
+    pairs.sort_unstable();
+    pairs.dedup();
+    if pairs.is_empty() {
+        return;
+    }
+    let unfinished = |p: &&MigrationProgress| {
+        matches!(p.state, MigrationState::Queued | MigrationState::Running)
+    };
+    // A migration's slots change owner together at its end: all of them remain until then.
+    text.header(&names::MIGRATION_SLOTS_REMAINING);
+    for &(from, to) in &pairs {
+        let slots: usize = progress
+            .iter()
+            .filter(unfinished)
+            .filter(|p| p.from == from && p.to == to)
+            .flat_map(|p| &p.slots)
+            .map(redshard_config::SlotRange::len)
+            .sum();
+        text.sample(&names::MIGRATION_SLOTS_REMAINING, &[from, to], slots);
+    }
+    // A pair queued but not moving yet starts its counters at 0.
+    let moved = |from: &str, to: &str| {
+        totals
+            .iter()
+            .find(|t| t.from == from && t.to == to)
+            .map_or((0, 0), |t| (t.keys, t.bytes))
+    };
+    text.header(&names::MIGRATION_KEYS_MOVED_TOTAL);
+    for &(from, to) in &pairs {
+        let keys = moved(from, to).0;
+        text.sample(&names::MIGRATION_KEYS_MOVED_TOTAL, &[from, to], keys);
+    }
+    text.header(&names::MIGRATION_BYTES_MOVED_TOTAL);
+    for &(from, to) in &pairs {
+        let bytes = moved(from, to).1;
+        text.sample(&names::MIGRATION_BYTES_MOVED_TOTAL, &[from, to], bytes);
+    }
+    let running: Vec<(&MigrationProgress, f64)> = progress
+        .iter()
+        .filter(|p| p.state == MigrationState::Running)
+        .filter_map(|p| Some((p, p.eta_secs?)))
+        .collect();
+    if !running.is_empty() {
+        text.header(&names::MIGRATION_ETA_SECONDS);
+        for (p, eta) in running {
+            text.sample(&names::MIGRATION_ETA_SECONDS, &[&p.from, &p.to], eta);
         }
     }
 }

@@ -2,22 +2,41 @@
 //!
 //! Clients and tools parse INFO as `key:value` lines under `# Section` headers, so the proxy
 //! keeps Redis's section and field names (`redis_version`, `connected_clients`,
-//! `role:master`, `db0:keys=...`) and adds a `# Redshard` section of its own.
+//! `role:master`, `db0:keys=...`) and adds sections of its own: `# Mirror`, `# Failover` and
+//! `# Migration` (by name or with `INFO all`), and `# Redshard` (in the default set). Its own
+//! multi-field lines use Redis's `name:field=value,...` form (like `slave0:` or `db0:`).
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
+use redshard_config::{ReplicaState, SlotRange};
 
 use super::dispatch::{fan_out, Action};
 use super::merge::MergePlan;
 use super::Ctx;
 use crate::command::REDIS_VERSION;
+use crate::control::migrate::MigrationState;
+use crate::health::NodeStatus;
+use crate::metrics::names::{gate_state, mirror_state};
 use crate::resp::{encode, reply, Args};
 use crate::router::RoutingTable;
+use crate::state::ProxyState;
 
-/// Sections shown by plain `INFO` / `INFO default`, in Redis's order.
-const DEFAULT_SECTIONS: [&str; 5] = ["server", "clients", "stats", "replication", "redshard"];
+/// The proxy's own sections in the order they are written (Redis's order, the proxy's
+/// sections after replication), each with whether plain `INFO` / `INFO default` shows it.
+/// Like Redis's, the default set stays small: the mirror, failover and migration details are
+/// asked by name or with `INFO all` / `INFO everything`.
+const SECTIONS: [(&str, bool); 8] = [
+    ("server", true),
+    ("clients", true),
+    ("stats", true),
+    ("replication", true),
+    ("mirror", false),
+    ("failover", false),
+    ("migration", false),
+    ("redshard", true),
+];
 
 /// Builds the reply to `INFO [section ...]`; fans out to the masters when the keyspace is asked.
 pub(super) fn info(ctx: &Ctx, table: &RoutingTable, args: Args<'_>) -> Action {
@@ -31,19 +50,22 @@ pub(super) fn info(ctx: &Ctx, table: &RoutingTable, args: Args<'_>) -> Action {
     }
     let all = wanted
         .iter()
-        .any(|w| matches!(w.as_str(), "all" | "everything" | "default"));
-    let wants = |section: &str| all || wanted.iter().any(|w| w == section);
+        .any(|w| matches!(w.as_str(), "all" | "everything"));
+    let default = all || wanted.iter().any(|w| w == "default");
+    let wants = |section: &str, in_default: bool| {
+        (in_default && default) || all || wanted.iter().any(|w| w == section)
+    };
 
     let mut text = String::with_capacity(1024);
-    for section in DEFAULT_SECTIONS {
-        if wants(section) {
+    for (section, in_default) in SECTIONS {
+        if wants(section, in_default) {
             if !text.is_empty() {
                 text.push_str("\r\n");
             }
             write_section(ctx, table, section, &mut text);
         }
     }
-    if wants("keyspace") {
+    if wants("keyspace", true) {
         if !text.is_empty() {
             text.push_str("\r\n");
         }
@@ -90,7 +112,22 @@ fn write_section(ctx: &Ctx, table: &RoutingTable, section: &str, text: &mut Stri
             state.clients.total_commands.load(Ordering::Relaxed),
             state.clients.rejected_connections.load(Ordering::Relaxed),
         ),
-        "replication" => write!(text, "# Replication\r\nrole:master\r\nconnected_slaves:0\r\n"),
+        "replication" => {
+            write_replication(table, text);
+            Ok(())
+        }
+        "mirror" => {
+            write_mirror(state, table, text);
+            Ok(())
+        }
+        "failover" => {
+            write_failover(state, table, text);
+            Ok(())
+        }
+        "migration" => {
+            write_migration(state, text);
+            Ok(())
+        }
         "redshard" => {
             let _ = write!(
                 text,
@@ -111,6 +148,135 @@ fn write_section(ctx: &Ctx, table: &RoutingTable, section: &str, text: &mut Stri
         }
         _ => Ok(()),
     };
+}
+
+/// `# Replication`: the proxy is a master no node replicates from (`connected_slaves:0`, so
+/// tools that follow `slaveN` lines find none); the shards' replicas, which the proxy feeds
+/// itself, are counted per shard by state.
+fn write_replication(table: &RoutingTable, text: &mut String) {
+    let shards = &table.topology().shards;
+    let _ = write!(
+        text,
+        "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nshard_replicas:{}\r\n",
+        shards.iter().map(|s| s.replicas.len()).sum::<usize>()
+    );
+    for (i, shard) in shards.iter().enumerate() {
+        let count = |state| shard.replicas.iter().filter(|r| r.state == state).count();
+        let _ = write!(
+            text,
+            "shard{i}:name={},master={},replicas={},in_sync={},syncing={},stale={}\r\n",
+            shard.name,
+            shard.master,
+            shard.replicas.len(),
+            count(ReplicaState::InSync),
+            count(ReplicaState::Syncing),
+            count(ReplicaState::Stale),
+        );
+    }
+}
+
+/// `# Mirror`: the mode, and each replica's state (the words of the `mirror_state` metric),
+/// writes in flight to it and writes it applied since its mirror stream started.
+fn write_mirror(state: &ProxyState, table: &RoutingTable, text: &mut String) {
+    let mirror = state.router.mirror();
+    let settings = mirror.settings();
+    let ha = state.ha.snapshot();
+    let _ = write!(
+        text,
+        "# Mirror\r\nmirror_mode:{}\r\nmirror_max_lag_writes:{}\r\nresyncs_completed:{}\r\nreplicas_marked_stale:{}\r\n",
+        settings.mode, settings.max_lag_writes, ha.resyncs_completed, ha.replicas_marked_stale,
+    );
+    let replicas = table
+        .topology()
+        .shards
+        .iter()
+        .flat_map(|shard| shard.replicas.iter().map(move |r| (shard, r)));
+    for (i, (shard, replica)) in replicas.enumerate() {
+        let link = mirror.link(&replica.addr);
+        let _ = write!(
+            text,
+            "replica{i}:shard={},addr={},state={},lag={},applied={}\r\n",
+            shard.name,
+            replica.addr,
+            mirror_state::of(replica.state),
+            link.as_ref().map_or(0, |l| l.backlog()),
+            link.as_ref().map_or(0, |l| l.applied()),
+        );
+    }
+}
+
+/// `# Failover`: counts, the last failover's line, and per shard its master's health (as
+/// the probes last reported it) and whether its gate lets requests through.
+fn write_failover(state: &ProxyState, table: &RoutingTable, text: &mut String) {
+    let ha = state.ha.snapshot();
+    let _ = write!(
+        text,
+        "# Failover\r\nauto_failover:{}\r\nfailovers:{}\r\nlast_failover:{}\r\n",
+        if state.config.health.auto_failover {
+            "yes"
+        } else {
+            "no"
+        },
+        ha.failovers_total(),
+        ha.last_failover.as_deref().unwrap_or(""),
+    );
+    for (i, shard) in table.topology().shards.iter().enumerate() {
+        let health = match state.health.status(&shard.master) {
+            NodeStatus::Up => "up",
+            NodeStatus::Down(_) => "down",
+            NodeStatus::Unknown => "unknown",
+        };
+        let _ = write!(
+            text,
+            "shard{i}:name={},master={},master_health={health},gate={},failovers={}\r\n",
+            shard.name,
+            shard.master,
+            gate_state::of(state.router.gate(shard.id).state()),
+            ha.failovers.get(&shard.name).copied().unwrap_or(0),
+        );
+    }
+}
+
+/// `# Migration`: each queued, running and recently finished migration, oldest first, then
+/// the keys and bytes moved per (source, target) pair since start.
+fn write_migration(state: &ProxyState, text: &mut String) {
+    let progress = state.migrations.progress();
+    let count = |wanted: &MigrationState| progress.iter().filter(|p| &p.state == wanted).count();
+    let _ = write!(
+        text,
+        "# Migration\r\nmigrations_running:{}\r\nmigrations_queued:{}\r\n",
+        count(&MigrationState::Running),
+        count(&MigrationState::Queued),
+    );
+    for (i, p) in progress.iter().enumerate() {
+        let ranges: Vec<String> = p.slots.iter().map(ToString::to_string).collect();
+        let (state, eta) = match &p.state {
+            MigrationState::Queued => ("queued", -1.0),
+            MigrationState::Running => ("running", p.eta_secs.unwrap_or(-1.0)),
+            MigrationState::Done => ("done", 0.0),
+            MigrationState::Failed(_) => ("failed", -1.0),
+            MigrationState::Cancelled => ("cancelled", -1.0),
+        };
+        let _ = write!(
+            text,
+            "migration{i}:from={},to={},slots={},ranges={},state={state},keys_moved={},bytes_moved={},keys_estimate={},rate_keys_per_sec={:.1},eta_seconds={eta:.1}\r\n",
+            p.from,
+            p.to,
+            p.slots.iter().map(SlotRange::len).sum::<usize>(),
+            ranges.join(" "),
+            p.keys_moved,
+            p.bytes_moved,
+            p.keys_estimate,
+            p.rate_keys_per_sec,
+        );
+    }
+    for (i, t) in state.migrations.moved_totals().iter().enumerate() {
+        let _ = write!(
+            text,
+            "moved{i}:from={},to={},keys={},bytes={}\r\n",
+            t.from, t.to, t.keys, t.bytes
+        );
+    }
 }
 
 /// Appends `# Keyspace` with every database's counts summed over the masters' INFO replies.
