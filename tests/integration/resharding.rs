@@ -415,3 +415,67 @@ async fn a_cancelled_migration_brings_its_keys_back() {
     }
     assert_keys_where_they_belong(&controller).await;
 }
+
+/// A big key moves intact; prints how long other requests to the source shard waited
+/// meanwhile (the numbers in the README come from this test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_key_moves_intact_and_other_traffic_keeps_flowing() {
+    let cluster = TestCluster::start_with(2, false, "", &[]).await;
+    let controller = controller(&cluster);
+    let big = redshard_tests::cluster::key_on(2, 0, "big");
+    let mut client = cluster.client().await;
+    const ELEMENTS: usize = 500_000;
+    for chunk in (0..ELEMENTS).collect::<Vec<_>>().chunks(10_000) {
+        let mut cmd = vec!["RPUSH".to_owned(), big.clone()];
+        cmd.extend(chunk.iter().map(|i| format!("element-{i:08}")));
+        assert!(matches!(client.cmd(&cmd).await, Reply::Int(_)));
+    }
+    // Another key of the same source shard, read in a loop while the big key moves.
+    let other = redshard_tests::cluster::key_on(2, 0, "small");
+    client.cmd(&["SET", &other, "x"]).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let stop = Arc::clone(&stop);
+        let mut client = cluster.client().await;
+        let other = other.clone();
+        tokio::spawn(async move {
+            let mut worst = Duration::ZERO;
+            while !stop.load(Ordering::Relaxed) {
+                let start = std::time::Instant::now();
+                assert_eq!(client.cmd(&["GET", &other]).await, Reply::bulk("x"));
+                worst = worst.max(start.elapsed());
+            }
+            worst
+        })
+    };
+    let slot = Slot::for_key(big.as_bytes());
+    let started = std::time::Instant::now();
+    controller
+        .migrate("s1", "s2", vec![SlotRange::single(slot)])
+        .expect("queue");
+    wait_migrations_done(&controller, Duration::from_secs(60)).await;
+    let took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let worst = reader.await.expect("reader");
+    let moved = controller
+        .migrations()
+        .last()
+        .map(|m| m.bytes_moved)
+        .unwrap_or(0);
+    eprintln!(
+        "moved a {ELEMENTS}-element list ({moved} bytes of DUMP) in {took:?}; slowest GET of another key on the source: {worst:?}"
+    );
+    assert_eq!(
+        client.cmd(&["LLEN", &big]).await,
+        Reply::Int(ELEMENTS as i64)
+    );
+    assert_eq!(
+        client.cmd(&["LINDEX", &big, "-1"]).await,
+        Reply::bulk(&format!("element-{:08}", ELEMENTS - 1))
+    );
+    let mut target = cluster.master(1).await;
+    assert_eq!(
+        target.cmd(&["LLEN", &big]).await,
+        Reply::Int(ELEMENTS as i64)
+    );
+}
