@@ -21,7 +21,8 @@ use crate::file::{
     DEFAULT_MAX_QUERY_BUFFER_BYTES, DEFAULT_MAX_REPLY_DEPTH, DEFAULT_OUTPUT_BUFFER_HARD_BYTES,
     DEFAULT_OUTPUT_BUFFER_SOFT_BYTES, DEFAULT_OUTPUT_BUFFER_SOFT_SECONDS,
     DEFAULT_RECONNECT_BACKOFF_MAX_MS, DEFAULT_RECONNECT_BACKOFF_MIN_MS,
-    DEFAULT_RESPONSE_TIMEOUT_MS, DEFAULT_SHUTDOWN_GRACE_MS, MAX_LANES, MAX_REPLY_DEPTH_LIMIT,
+    DEFAULT_RESPONSE_TIMEOUT_MS, DEFAULT_SHUTDOWN_GRACE_MS, DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS,
+    MAX_LANES, MAX_REPLY_DEPTH_LIMIT,
 };
 use crate::file::{
     DEFAULT_METRICS_NAMESPACE, DEFAULT_SLOWLOG_MAX_LEN, DEFAULT_SLOWLOG_SLOWER_THAN_US,
@@ -188,6 +189,8 @@ pub struct Limits {
     pub output_buffer_soft: Duration,
     /// With a proxy password, how long a connection may stay unauthenticated.
     pub auth_timeout: Duration,
+    /// How long a TLS client may take to finish its handshake.
+    pub tls_handshake_timeout: Duration,
     /// Added delay per failed AUTH on one connection.
     pub auth_failure_delay: Duration,
 }
@@ -292,6 +295,7 @@ impl Default for Limits {
             output_buffer_soft_bytes: DEFAULT_OUTPUT_BUFFER_SOFT_BYTES,
             output_buffer_soft: Duration::from_secs(DEFAULT_OUTPUT_BUFFER_SOFT_SECONDS),
             auth_timeout: Duration::from_millis(DEFAULT_AUTH_TIMEOUT_MS),
+            tls_handshake_timeout: Duration::from_millis(DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS),
             auth_failure_delay: Duration::from_millis(DEFAULT_AUTH_FAILURE_DELAY_MS),
         }
     }
@@ -820,6 +824,13 @@ fn limits(file: LimitsFile, src: &Source<'_>) -> Result<Limits, ConfigError> {
             file.auth_timeout_ms,
             "limits.auth_timeout_ms",
             DEFAULT_AUTH_TIMEOUT_MS,
+            1,
+            None,
+        )?),
+        tls_handshake_timeout: Duration::from_millis(src.bounded(
+            file.tls_handshake_timeout_ms,
+            "limits.tls_handshake_timeout_ms",
+            DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS,
             1,
             None,
         )?),

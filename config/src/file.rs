@@ -119,6 +119,9 @@ pub const DEFAULT_OUTPUT_BUFFER_SOFT_SECONDS: u64 = 60;
 /// Default of `limits.auth_timeout_ms`: with a `password`, a connection that has not
 /// authenticated within 10 s is closed.
 pub const DEFAULT_AUTH_TIMEOUT_MS: u64 = 10_000;
+/// Default of `limits.tls_handshake_timeout_ms`: a TLS client must finish its handshake
+/// within 10 s.
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
 /// Default of `limits.auth_failure_delay_ms`: each failed AUTH on a connection delays its
 /// answer by this much more than the previous one (at most 20 times), slowing guessing.
 pub const DEFAULT_AUTH_FAILURE_DELAY_MS: u64 = 100;
@@ -304,6 +307,9 @@ pub struct LimitsFile {
     /// `auth_timeout_ms`: with `password` set, how long a connection may stay
     /// unauthenticated. Default [`DEFAULT_AUTH_TIMEOUT_MS`].
     pub auth_timeout_ms: Option<Spanned<u64>>,
+    /// `tls_handshake_timeout_ms`: how long a client on `tls_listen` may take to finish its
+    /// TLS handshake. Default [`DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS`].
+    pub tls_handshake_timeout_ms: Option<Spanned<u64>>,
     /// `auth_failure_delay_ms`: added delay per failed AUTH on a connection. Default
     /// [`DEFAULT_AUTH_FAILURE_DELAY_MS`]; 0 answers at once.
     pub auth_failure_delay_ms: Option<Spanned<u64>>,

@@ -9,7 +9,7 @@
 //! tracing span carrying the peer address.
 //!
 //! On the TLS listener the task first completes the TLS handshake, within
-//! [`HANDSHAKE_TIMEOUT`], with the certificates in effect at that moment (a reload changes
+//! `[limits] tls_handshake_timeout_ms`, with the certificates in effect at that moment (a reload changes
 //! them for the next handshake). A handshake that fails (plaintext sent to the TLS port, an
 //! untrusted or missing client certificate) closes the connection, is logged at debug level
 //! and counted in `tls_handshake_errors_total`: the client never reaches a session.
@@ -29,7 +29,6 @@ use crate::state::ProxyState;
 use crate::tls::ServerTls;
 
 /// Longest time a TLS client may take to complete its handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a client over `max_clients` is told before it is closed.
 const REFUSAL: &[u8] = b"-ERR max number of clients reached\r\n";
@@ -88,13 +87,14 @@ async fn accept_loop(
                 }
                 Some(tls) => {
                     let acceptor = tls.acceptor();
+                    let timeout = state.live.load().limits.tls_handshake_timeout;
                     tokio::spawn(async move {
                         let refuse = async {
                             let mut stream = acceptor.accept(socket).await?;
                             stream.write_all(REFUSAL).await?;
                             stream.shutdown().await
                         };
-                        let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, refuse).await;
+                        let _ = tokio::time::timeout(timeout, refuse).await;
                     });
                 }
             }
@@ -153,7 +153,8 @@ async fn serve_tls(
     state: Arc<ProxyState>,
     mut shutdown: Shutdown,
 ) {
-    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(socket));
+    let timeout = state.live.load().limits.tls_handshake_timeout;
+    let handshake = tokio::time::timeout(timeout, tls.acceptor().accept(socket));
     let stream = tokio::select! {
         () = shutdown.wait() => return,
         done = handshake => match done {
@@ -165,7 +166,7 @@ async fn serve_tls(
             }
             Err(_) => {
                 metrics::tls_handshake_error();
-                debug!(timeout_ms = HANDSHAKE_TIMEOUT.as_millis() as u64, "TLS handshake timed out; closing the connection");
+                debug!(timeout_ms = timeout.as_millis() as u64, "TLS handshake timed out; closing the connection");
                 return;
             }
         },

@@ -193,6 +193,10 @@ fn reload_inner(state: &ProxyState) -> Result<ReloadReport, ReloadError> {
             "limits.auth_failure_delay_ms",
             old.auth_failure_delay != new.auth_failure_delay,
         ),
+        (
+            "limits.tls_handshake_timeout_ms",
+            old.tls_handshake_timeout != new.tls_handshake_timeout,
+        ),
     ] {
         if changed {
             report.applied.push(key.into());

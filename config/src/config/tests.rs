@@ -167,6 +167,7 @@ output_buffer_hard_bytes = 4000
 output_buffer_soft_bytes = 3000
 output_buffer_soft_seconds = 7
 auth_timeout_ms = 40
+tls_handshake_timeout_ms = 50
 auth_failure_delay_ms = 0
 
 [log]
@@ -233,6 +234,7 @@ format = "json"
             output_buffer_soft_bytes: 3000,
             output_buffer_soft: Duration::from_secs(7),
             auth_timeout: Duration::from_millis(40),
+            tls_handshake_timeout: Duration::from_millis(50),
             auth_failure_delay: Duration::ZERO,
         }
     );
