@@ -28,8 +28,6 @@ use crate::shutdown::Shutdown;
 use crate::state::ProxyState;
 use crate::tls::ServerTls;
 
-/// Longest time a TLS client may take to complete its handshake.
-
 /// What a client over `max_clients` is told before it is closed.
 const REFUSAL: &[u8] = b"-ERR max number of clients reached\r\n";
 
