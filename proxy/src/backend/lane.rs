@@ -307,6 +307,9 @@ async fn serve(
     let timer = tokio::time::sleep(timeout.unwrap_or(Duration::from_secs(3600)));
     tokio::pin!(timer);
     let mut open = true;
+    // One future for the whole connection (not one per loop turn: this loop is the hot path).
+    let fence_set = wait_fenced(fenced.as_deref_mut());
+    tokio::pin!(fence_set);
     // The protocol the connection speaks now; a request for the other one is preceded by a
     // `HELLO` whose reply the lane checks and drops.
     let mut speaking = connected;
@@ -367,11 +370,8 @@ async fn serve(
                     pump(&mut held, &mut fence, &mut out, &mut in_flight, &mut speaking);
                 }
             }
-            changed = wait_fenced(fenced.as_deref_mut()) => {
-                if changed {
-                    break Err(LaneError::Fenced);
-                }
-            }
+            // It completes only when the node is fenced (never again after that).
+            _ = &mut fence_set => break Err(LaneError::Fenced),
             () = &mut timer, if timeout.is_some() && !in_flight.is_empty() => {
                 let timeout = timeout.unwrap_or_default();
                 let oldest = in_flight.front().map_or_else(Instant::now, |r| r.sent);
