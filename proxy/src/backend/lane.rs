@@ -292,7 +292,7 @@ async fn serve(
     addr: &NodeAddr,
     connected: Protocol,
     config: &LaneConfig,
-    mut fenced: Option<&mut watch::Receiver<bool>>,
+    fenced: Option<&mut watch::Receiver<bool>>,
 ) -> Ended {
     let (mut reader, mut writer) = stream.split();
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
@@ -308,7 +308,7 @@ async fn serve(
     tokio::pin!(timer);
     let mut open = true;
     // One future for the whole connection (not one per loop turn: this loop is the hot path).
-    let fence_set = wait_fenced(fenced.as_deref_mut());
+    let fence_set = wait_fenced(fenced);
     tokio::pin!(fence_set);
     // The protocol the connection speaks now; a request for the other one is preceded by a
     // `HELLO` whose reply the lane checks and drops.
