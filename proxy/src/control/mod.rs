@@ -256,8 +256,13 @@ impl Controller {
                 match self.change(change).await {
                     Ok(_) => self.state.ha.record_stale(),
                     // Already stale or gone: nothing to persist.
-                    Err(e) => {
+                    Err(ChangeError::Refused(e)) => {
                         info!(replica = %addr, error = %e, %reason, "replica failure not recorded");
+                    }
+                    // The replica gets no more writes and is never promoted by this process,
+                    // but a restart would trust it: the operator must know.
+                    Err(e @ ChangeError::Store(_)) => {
+                        tracing::error!(replica = %addr, error = %e, %reason, "a stale replica could not be recorded in the topology file; do not restart the proxy before fixing the file's storage");
                     }
                 }
                 if let Some(link) = self.state.router.mirror().link(&addr) {
