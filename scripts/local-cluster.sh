@@ -60,6 +60,8 @@ on 127.0.0.1:6390; 6387 and 6388 are spare nodes for scaling out. Try:
   redis-cli -p 6379 get k
   redis-cli -p 6379 info keyspace
   ./target/release/redshard-admin check
-Press Ctrl-C to stop everything.
+A node may be killed (kill -9 of a master fails it over; restart it with the same command
+line and it rejoins as a replica). Press Ctrl-C to stop everything.
 TXT
-wait -n "${pids[@]}"
+# Only the proxy ending stops the demo: nodes are killed and restarted as part of it.
+wait "$proxy" || true
