@@ -195,6 +195,12 @@ impl RoutingTable {
         &self.shards
     }
 
+    /// The route of the shard with id `id`.
+    #[must_use]
+    pub fn route(&self, id: ShardId) -> Option<&ShardRoute> {
+        self.shards.iter().find(|s| s.id == id)
+    }
+
     /// The index (into [`RoutingTable::shards`]) of the shard serving `slot`.
     #[must_use]
     pub fn shard_of(&self, slot: Slot) -> usize {

@@ -48,10 +48,9 @@ impl Controller {
     ) -> Result<(), FailoverError> {
         let started = Instant::now();
         let table = self.state.router.load();
-        let Some(index) = table.shards().iter().position(|s| s.id == shard) else {
+        let Some(route) = table.route(shard) else {
             return Err(FailoverError::NoShard(shard.to_string()));
         };
-        let route = &table.shards()[index];
         let old = route.master.addr().clone();
         let name = route.name.clone();
         if graceful {
@@ -118,13 +117,7 @@ impl Controller {
     ) -> Result<NodeAddr, FailoverError> {
         let table = self.state.router.load();
         let topology = table.topology();
-        let found = topology
-            .shard_by_name(shard)
-            .or_else(|| {
-                NodeAddr::parse(shard)
-                    .ok()
-                    .and_then(|a| topology.shards.iter().find(|s| s.master == a))
-            })
+        let found = super::find_shard(topology, shard)
             .ok_or_else(|| FailoverError::NoShard(shard.to_owned()))?;
         let candidate = match to {
             Some(addr) => found

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use redshard_config::{NodeAddr, ShardId, Slot, SlotRange, SlotState, Topology, TopologyChange};
+use redshard_config::{ShardId, Slot, SlotRange, SlotState, Topology, TopologyChange};
 use tokio::sync::{oneshot, Notify};
 use tracing::{info, warn};
 
@@ -29,7 +29,7 @@ use super::Controller;
 use crate::backend::Dest;
 use crate::mirror::effect::Effect;
 use crate::resp::{encode, reply, Protocol};
-use crate::router::{RoutingTable, ShardRoute};
+use crate::router::ShardRoute;
 use crate::session::dispatch::send_master;
 use crate::state::ProxyState;
 
@@ -322,11 +322,6 @@ impl Job {
     }
 }
 
-/// The route of shard `id` in `table`.
-fn route(table: &RoutingTable, id: ShardId) -> Option<&ShardRoute> {
-    table.shards().iter().find(|s| s.id == id)
-}
-
 /// Sends `bytes` (producing `replies` replies) on the lane of `slot` of `route`'s master and
 /// waits for the answer (the replies concatenated); `mirrored` writes reach the replicas first.
 async fn exchange(
@@ -358,7 +353,7 @@ async fn move_key(state: &ProxyState, key: &Bytes) -> Result<Option<u64>, String
     let SlotState::Migrating { from, to } = table.topology().slot_state(slot) else {
         return Ok(None);
     };
-    let (Some(source), Some(target)) = (route(&table, from), route(&table, to)) else {
+    let (Some(source), Some(target)) = (table.route(from), table.route(to)) else {
         return Err("a migrating slot names an unknown shard".into());
     };
     let mut read = BytesMut::new();
@@ -428,15 +423,9 @@ fn bulk(reply: &Bytes) -> Option<Bytes> {
     (reply.len() >= start + len + 2).then(|| reply.slice(start..start + len))
 }
 
-/// The shard named `name`, or whose master is `name`.
+/// The id of the shard named `name`, or whose master is `name`.
 fn find_shard(topology: &Topology, name: &str) -> Result<ShardId, MigrateError> {
-    topology
-        .shard_by_name(name)
-        .or_else(|| {
-            NodeAddr::parse(name)
-                .ok()
-                .and_then(|a| topology.shards.iter().find(|s| s.master == a))
-        })
+    super::find_shard(topology, name)
         .map(|s| s.id)
         .ok_or_else(|| MigrateError::NoShard(name.to_owned()))
 }
@@ -727,7 +716,7 @@ impl Controller {
         // Sessions hold a table only while they dispatch one batch of requests.
         tokio::time::sleep(Duration::from_millis(20)).await;
         let table = self.state.router.load();
-        if let Some(source) = route(&table, from) {
+        if let Some(source) = table.route(from) {
             if !crate::mirror::barrier(source, false, Duration::from_secs(5)).await {
                 warn!(shard = %from, "the source's lanes did not drain within 5 s");
             }
@@ -737,7 +726,7 @@ impl Controller {
     /// Keys of the source expected in `slots`: its size times their share of its slots.
     async fn estimate_keys(&self, from: ShardId, slots: &[SlotRange]) -> u64 {
         let table = self.state.router.load();
-        let Some(source) = route(&table, from) else {
+        let Some(source) = table.route(from) else {
             return 0;
         };
         let moving: usize = slots.iter().map(SlotRange::len).sum();
@@ -775,7 +764,7 @@ impl Controller {
         let mut found = 0;
         'restart: loop {
             let table = self.state.router.load();
-            let source = route(&table, from).ok_or("the source shard is gone")?;
+            let source = table.route(from).ok_or("the source shard is gone")?;
             let master = source.master.addr().clone();
             drop(table);
             let mut conn = self
@@ -788,7 +777,7 @@ impl Controller {
                     return Ok(found);
                 }
                 let table = self.state.router.load();
-                if route(&table, from).map(|r| r.master.addr()) != Some(&master) {
+                if table.route(from).map(|r| r.master.addr()) != Some(&master) {
                     // Failed over: scan the new master from the start.
                     continue 'restart;
                 }

@@ -139,11 +139,7 @@ impl Controller {
     ) -> Result<(), ResyncError> {
         let paused = Instant::now();
         let table = self.state.router.load();
-        let route = table
-            .shards()
-            .iter()
-            .find(|s| s.id == shard)
-            .ok_or(ResyncError::Moved)?;
+        let route = table.route(shard).ok_or(ResyncError::Moved)?;
         if !crate::mirror::barrier(route, false, bound).await {
             return Err(ResyncError::Timeout(format!(
                 "the master's lanes did not drain within {} ms",
