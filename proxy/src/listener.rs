@@ -28,6 +28,37 @@ use crate::shutdown::Shutdown;
 use crate::state::ProxyState;
 use crate::tls::ServerTls;
 
+/// First wait after a failed accept (out of file descriptors, ...); it doubles up to a second.
+pub(crate) const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+
+/// The next connection on `listener`, or `None` once `shutdown` fires. A failed accept is
+/// logged (`what` names the port) and retried after `backoff`, which doubles up to one
+/// second and starts over after a success.
+pub(crate) async fn accept(
+    listener: &TcpListener,
+    backoff: &mut Duration,
+    shutdown: &mut Shutdown,
+    what: &str,
+) -> Option<(TcpStream, std::net::SocketAddr)> {
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.wait() => return None,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok(pair) => {
+                *backoff = ACCEPT_BACKOFF_MIN;
+                return Some(pair);
+            }
+            Err(e) => {
+                error!(error = %e, retry_ms = backoff.as_millis() as u64, "{what}accept failed");
+                tokio::time::sleep(*backoff).await;
+                *backoff = (*backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
 /// What a client over `max_clients` is told before it is closed.
 const REFUSAL: &[u8] = b"-ERR max number of clients reached\r\n";
 
@@ -56,24 +87,8 @@ async fn accept_loop(
 ) {
     // Each session holds a clone of `done_tx`; `done_rx` completes when the last one is gone.
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-    let mut backoff = Duration::from_millis(5);
-    loop {
-        let accepted = tokio::select! {
-            () = shutdown.wait() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (mut socket, peer) = match accepted {
-            Ok(pair) => {
-                backoff = Duration::from_millis(5);
-                pair
-            }
-            Err(e) => {
-                error!(error = %e, retry_ms = backoff.as_millis() as u64, "accept failed");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
-        };
+    let mut backoff = ACCEPT_BACKOFF_MIN;
+    while let Some((mut socket, peer)) = accept(&listener, &mut backoff, &mut shutdown, "").await {
         let max_clients = state.live.load().limits.max_clients;
         let Some(permit) = state.clients.admit(max_clients) else {
             state.clients.refused();

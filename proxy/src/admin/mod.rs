@@ -38,11 +38,10 @@ mod status;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
-use tracing::{error, info, Instrument};
+use tracing::{info, Instrument};
 
 pub use conn::AdminConn;
 pub use reply::Reply;
@@ -59,27 +58,13 @@ pub const MAX_ADMIN_CLIENTS: usize = 64;
 /// request boundary after shutdown.
 pub async fn run(listener: TcpListener, controller: Arc<Controller>, mut shutdown: Shutdown) {
     let active = Arc::new(AtomicUsize::new(0));
-    let mut backoff = Duration::from_millis(5);
+    let mut backoff = crate::listener::ACCEPT_BACKOFF_MIN;
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "admin port listening");
     }
-    loop {
-        let accepted = tokio::select! {
-            () = shutdown.wait() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (mut socket, peer) = match accepted {
-            Ok(pair) => {
-                backoff = Duration::from_millis(5);
-                pair
-            }
-            Err(e) => {
-                error!(error = %e, retry_ms = backoff.as_millis() as u64, "admin accept failed");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
-        };
+    while let Some((mut socket, peer)) =
+        crate::listener::accept(&listener, &mut backoff, &mut shutdown, "admin ").await
+    {
         if active.load(Ordering::Acquire) >= MAX_ADMIN_CLIENTS {
             tokio::spawn(async move {
                 let _ = socket
