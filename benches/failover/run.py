@@ -48,6 +48,9 @@ import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchlib import BenchError, Procs, call, loadavg, read_reply, resp_command  # noqa: E402
+
 REPO = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 TOTAL_SLOTS = 16384
 SHARD_SLOTS = [(0, 8191), (8192, 16383)]
@@ -55,65 +58,8 @@ TARGET_P50_S = 1.0
 TARGET_MAX_S = 2.0
 
 
-class BenchError(Exception):
-    """Something the benchmark cannot go on without (a missing binary, a server that died)."""
-
-
 # ---------------------------------------------------------------------------------------------
 # Processes and the wire
-
-
-class Procs:
-    """Every child process of one trial, stopped whatever happens."""
-
-    def __init__(self, workdir):
-        self.workdir = workdir
-        self.children = []  # (name, Popen, log path)
-
-    def start(self, name, argv):
-        log_path = os.path.join(self.workdir, name + ".log")
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        self.children.append((name, proc, log_path))
-        return proc
-
-    def log_of(self, name):
-        for n, _, path in self.children:
-            if n == name:
-                with open(path, "rb") as f:
-                    return f.read().decode("utf-8", "replace")
-        return ""
-
-    def check_alive(self, *names):
-        for name, proc, log_path in self.children:
-            if (not names or name in names) and proc.poll() is not None:
-                raise BenchError(f"{name} (pid {proc.pid}) exited with status {proc.returncode}; "
-                                 f"last log lines:\n{tail(log_path)}")
-
-    def stop_all(self):
-        for _, proc, _ in self.children:
-            if proc.poll() is None:
-                try:
-                    proc.terminate()
-                except OSError:
-                    pass
-        deadline = time.monotonic() + 5
-        for _, proc, _ in self.children:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-        self.children = []
-
-
-def tail(path, lines=15):
-    try:
-        with open(path, "rb") as f:
-            data = f.read()[-8192:].decode("utf-8", "replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join("    " + l for l in data.splitlines()[-lines:])
 
 
 def free_ports(n):
@@ -128,43 +74,6 @@ def free_ports(n):
     finally:
         for s in socks:
             s.close()
-
-
-def resp_command(*args):
-    out = [b"*%d\r\n" % len(args)]
-    for a in args:
-        a = a if isinstance(a, bytes) else str(a).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
-    return b"".join(out)
-
-
-def read_reply(f):
-    """One RESP2 reply from a buffered socket file; status, error and integer replies come back
-    as their line ('+OK', '-ERR ...', ':1')."""
-    line = f.readline()
-    if not line:
-        raise ConnectionError("connection closed by the proxy")
-    if not line.endswith(b"\r\n"):
-        raise ConnectionError(f"truncated reply line {line!r}")
-    kind, rest = line[:1], line[1:-2]
-    if kind in (b"+", b"-", b":"):
-        return (kind + rest).decode("utf-8", "replace")
-    if kind == b"$":
-        n = int(rest)
-        if n < 0:
-            return None
-        data = f.read(n + 2)
-        return data[:-2].decode("utf-8", "replace")
-    if kind == b"*":
-        n = int(rest)
-        return None if n < 0 else [read_reply(f) for _ in range(n)]
-    raise ConnectionError(f"unexpected reply line {line!r}")
-
-
-def call(port, *args, timeout=5.0):
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(resp_command(*args))
-        return read_reply(s.makefile("rb"))
 
 
 def http_status(port, path, timeout=1.0):
@@ -191,11 +100,6 @@ def wait_for(what, check, procs, timeout):
             last = e
         time.sleep(0.02)
     raise BenchError(f"{what} not ready within {timeout:.0f} s ({last})")
-
-
-def loadavg():
-    with open("/proc/loadavg") as f:
-        return float(f.read().split()[0])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -52,6 +52,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchlib import BenchError, Procs, call, loadavg, resp_command  # noqa: E402
+
 REPO = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -70,107 +73,14 @@ TARGET_LABEL = {
 }
 
 
-class BenchError(Exception):
-    """Something the benchmark cannot go on without (a missing binary, a server that died)."""
-
-
 # ---------------------------------------------------------------------------------------------
 # Processes
-
-
-class Procs:
-    """Every child process this script starts, stopped on exit whatever happens."""
-
-    def __init__(self, workdir):
-        self.workdir = workdir
-        self.children = []  # (name, Popen, log path)
-
-    def start(self, name, argv, cwd=None):
-        log_path = os.path.join(self.workdir, name + ".log")
-        log = open(log_path, "wb")
-        try:
-            proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=cwd
-            )
-        finally:
-            log.close()
-        self.children.append((name, proc, log_path))
-        return proc
-
-    def check_alive(self):
-        """Raise when a server we started has exited: every number after that is meaningless."""
-        for name, proc, log_path in self.children:
-            if proc.poll() is not None:
-                raise BenchError(
-                    f"{name} (pid {proc.pid}) exited with status {proc.returncode}; "
-                    f"last log lines:\n{tail(log_path)}"
-                )
-
-    def stop_all(self):
-        for _, proc, _ in self.children:
-            if proc.poll() is None:
-                try:
-                    proc.terminate()
-                except OSError:
-                    pass
-        deadline = time.monotonic() + 5
-        for _, proc, _ in self.children:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-        self.children = []
-
-
-def tail(path, lines=15):
-    try:
-        with open(path, "rb") as f:
-            data = f.read()[-8192:].decode("utf-8", "replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join("    " + l for l in data.splitlines()[-lines:])
 
 
 def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def resp_command(*args):
-    out = [b"*%d\r\n" % len(args)]
-    for a in args:
-        a = a if isinstance(a, bytes) else str(a).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
-    return b"".join(out)
-
-
-def read_reply(sock_file):
-    """Read one RESP2 reply from a buffered socket file; errors come back as BenchError-free
-    ('-ERR ...') strings so callers can print them."""
-    line = sock_file.readline()
-    if not line:
-        raise ConnectionError("connection closed")
-    kind, rest = line[:1], line[1:-2]
-    if kind in (b"+", b"-", b":"):
-        return (kind + rest).decode("utf-8", "replace")
-    if kind == b"$":
-        n = int(rest)
-        if n < 0:
-            return None
-        data = sock_file.read(n + 2)
-        return data[:-2].decode("utf-8", "replace")
-    if kind == b"*":
-        n = int(rest)
-        return None if n < 0 else [read_reply(sock_file) for _ in range(n)]
-    raise ConnectionError(f"unexpected reply line {line!r}")
-
-
-def call(port, *args, timeout=5.0):
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(resp_command(*args))
-        return read_reply(s.makefile("rb"))
 
 
 def wait_for_ping(name, port, proc, procs, timeout=15.0):
@@ -195,12 +105,6 @@ def proc_cpu_seconds(pid):
         data = f.read()
     fields = data[data.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of stat(5)
-
-
-def loadavg():
-    """The 1-minute load average: how busy the machine was besides this benchmark."""
-    with open("/proc/loadavg") as f:
-        return float(f.read().split()[0])
 
 
 def proc_rss_bytes(pid):

@@ -1,0 +1,116 @@
+"""What the benchmark scripts share: child processes that are always stopped, a minimal RESP2
+client, the machine's load. Imported by benches/load/run.py and benches/failover/run.py."""
+
+import os
+import socket
+import subprocess
+import time
+
+
+class BenchError(Exception):
+    """Something the benchmark cannot go on without (a missing binary, a server that died)."""
+
+
+class Procs:
+    """Every child process a benchmark starts, stopped whatever happens."""
+
+    def __init__(self, workdir):
+        self.workdir = workdir
+        self.children = []  # (name, Popen, log path)
+
+    def start(self, name, argv, cwd=None):
+        log_path = os.path.join(self.workdir, name + ".log")
+        log = open(log_path, "wb")
+        try:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=cwd
+            )
+        finally:
+            log.close()
+        self.children.append((name, proc, log_path))
+        return proc
+
+    def log_of(self, name):
+        for n, _, path in self.children:
+            if n == name:
+                with open(path, "rb") as f:
+                    return f.read().decode("utf-8", "replace")
+        return ""
+
+    def check_alive(self, *names):
+        """Raise when a server we started (of `names`, or any) has exited: every number after
+        that is meaningless."""
+        for name, proc, log_path in self.children:
+            if (not names or name in names) and proc.poll() is not None:
+                raise BenchError(
+                    f"{name} (pid {proc.pid}) exited with status {proc.returncode}; "
+                    f"last log lines:\n{tail(log_path)}"
+                )
+
+    def stop_all(self):
+        for _, proc, _ in self.children:
+            if proc.poll() is None:
+                try:
+                    proc.terminate()
+                except OSError:
+                    pass
+        deadline = time.monotonic() + 5
+        for _, proc, _ in self.children:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        self.children = []
+
+
+def tail(path, lines=15):
+    try:
+        with open(path, "rb") as f:
+            data = f.read()[-8192:].decode("utf-8", "replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join("    " + l for l in data.splitlines()[-lines:])
+
+
+def resp_command(*args):
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(out)
+
+
+def read_reply(f):
+    """One RESP2 reply from a buffered socket file; status, error and integer replies come back
+    as their line ('+OK', '-ERR ...', ':1')."""
+    line = f.readline()
+    if not line:
+        raise ConnectionError("connection closed by the proxy")
+    if not line.endswith(b"\r\n"):
+        raise ConnectionError(f"truncated reply line {line!r}")
+    kind, rest = line[:1], line[1:-2]
+    if kind in (b"+", b"-", b":"):
+        return (kind + rest).decode("utf-8", "replace")
+    if kind == b"$":
+        n = int(rest)
+        if n < 0:
+            return None
+        data = f.read(n + 2)
+        return data[:-2].decode("utf-8", "replace")
+    if kind == b"*":
+        n = int(rest)
+        return None if n < 0 else [read_reply(f) for _ in range(n)]
+    raise ConnectionError(f"unexpected reply line {line!r}")
+
+
+def call(port, *args, timeout=5.0):
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(resp_command(*args))
+        return read_reply(s.makefile("rb"))
+
+
+def loadavg():
+    """The 1-minute load average: how busy the machine was besides this benchmark."""
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
