@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use redshard_tests::{Client, RedisServer, Reply, TestCluster};
+use redshard_tests::workload::{assert_keys_where_they_belong, assert_replicas_equal, Traffic};
+use redshard_tests::{RedisServer, Reply, TestCluster};
 
 /// What one run of the CLI gave.
 #[derive(Debug)]
@@ -352,92 +353,6 @@ fn offline_verbs_still_work() {
 /// Nodes that answer DEBUG DIGEST.
 const DEBUG: &[&str] = &["--enable-debug-command", "yes"];
 
-/// Writers and readers of their own keys until stopped; counts every error.
-struct Traffic {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    errors: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    tasks: tokio::task::JoinSet<Vec<(String, String)>>,
-}
-
-impl Traffic {
-    async fn start(cluster: &TestCluster, clients: usize) -> Self {
-        use std::sync::atomic::Ordering;
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let errors = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let mut tasks = tokio::task::JoinSet::new();
-        for c in 0..clients {
-            let (stop, errors) = (stop.clone(), errors.clone());
-            let mut client = cluster.client().await;
-            tasks.spawn(async move {
-                let mut last = std::collections::HashMap::new();
-                let mut round = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    for k in 0..40 {
-                        let (key, value) = (format!("live:{c}:{k}"), round.to_string());
-                        let set = client.cmd(&["SET", &key, &value]).await;
-                        let got = client.cmd(&["GET", &key]).await;
-                        if !set.is_ok() || got != Reply::bulk(&value) {
-                            errors.fetch_add(1, Ordering::Relaxed);
-                            eprintln!("traffic {key}: SET {set:?}, GET {got:?}, wrote {value}");
-                        }
-                        last.insert(key, value);
-                    }
-                    round += 1;
-                }
-                last.into_iter().collect()
-            });
-        }
-        Self {
-            stop,
-            errors,
-            tasks,
-        }
-    }
-
-    async fn finish(mut self) -> (Vec<(String, String)>, u64) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let mut all = Vec::new();
-        while let Some(done) = self.tasks.join_next().await {
-            all.extend(done.expect("traffic task"));
-        }
-        (all, self.errors.load(std::sync::atomic::Ordering::Relaxed))
-    }
-}
-
-/// Every key on every master is in a slot its shard owns, and (with `replicas`, once traffic
-/// has stopped) every replica is in sync and digest-equal to its master.
-async fn assert_placed(cluster: &TestCluster, replicas: bool) {
-    use redshard_config::{ReplicaState, Slot, SlotState};
-    use redshard_tests::replication::digest;
-    let proxy = cluster.proxy.as_ref().expect("proxy");
-    let topology = std::sync::Arc::clone(proxy.state().router.load().topology());
-    for shard in &topology.shards {
-        let mut client = Client::connect(shard.master.to_string()).await;
-        for key in client.cmd(&["KEYS", "*"]).await.items() {
-            let Reply::Bulk(Some(key)) = key else {
-                continue;
-            };
-            assert_eq!(
-                topology.slot_state(Slot::for_key(key)),
-                SlotState::Owned(shard.id),
-                "{} sits on {}",
-                String::from_utf8_lossy(key),
-                shard.name
-            );
-        }
-        for replica in shard.replicas.iter().filter(|_| replicas) {
-            assert_eq!(replica.state, ReplicaState::InSync, "{}", replica.addr);
-            assert_eq!(
-                digest(shard.master.as_str()).await,
-                digest(replica.addr.as_str()).await,
-                "replica {} of {}",
-                replica.addr,
-                shard.name
-            );
-        }
-    }
-}
-
 /// The tutorial's second half with the CLI: 3+3 → 4+4 → 3+3 under continuous traffic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tutorial_scales_out_and_back_in_under_load() {
@@ -497,7 +412,17 @@ async fn the_tutorial_scales_out_and_back_in_under_load() {
     assert_eq!(run.out.matches("[OK] Moved ").count(), 3, "{run:?}");
     let run = cli_until(admin, &["check"], Duration::from_secs(10), |r| r.code == 0).await;
     assert_eq!(run.out.matches("(4096 slots) master").count(), 4, "{run:?}");
-    assert_placed(&cluster, false).await;
+    assert_keys_where_they_belong(
+        cluster
+            .proxy
+            .as_ref()
+            .expect("proxy")
+            .state()
+            .router
+            .load()
+            .topology(),
+    )
+    .await;
 
     // Scale in: the replica, the slots back, the master, then even shares again.
     let run = cli(admin, &["del-node", &r4.addr()], "", &[]).await;
@@ -542,5 +467,16 @@ async fn the_tutorial_scales_out_and_back_in_under_load() {
     for (key, value) in last {
         assert_eq!(c.cmd(&["GET", &key]).await, Reply::bulk(&value), "{key}");
     }
-    assert_placed(&cluster, true).await;
+    assert_keys_where_they_belong(
+        cluster
+            .proxy
+            .as_ref()
+            .expect("proxy")
+            .state()
+            .router
+            .load()
+            .topology(),
+    )
+    .await;
+    assert_replicas_equal(&cluster).await;
 }

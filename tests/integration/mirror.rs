@@ -5,48 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redshard_config::ReplicaState;
-use redshard_tests::replication::{digest, expiry_times, wait_until};
+use redshard_tests::replication::wait_until;
+pub(crate) use redshard_tests::workload::assert_replicas_equal;
 use redshard_tests::{Client, Reply, TestCluster};
 use tokio::task::JoinSet;
 
 /// Nodes that answer DEBUG DIGEST.
 pub(crate) const DEBUG: &[&str] = &["--enable-debug-command", "yes"];
-
-/// Asserts every replica holds exactly its master's data and expiry times.
-pub(crate) async fn assert_replicas_equal(cluster: &TestCluster) {
-    let topology = Arc::clone(
-        cluster
-            .proxy
-            .as_ref()
-            .expect("proxy")
-            .state()
-            .router
-            .load()
-            .topology(),
-    );
-    for shard in &topology.shards {
-        for replica in &shard.replicas {
-            assert_eq!(
-                replica.state,
-                ReplicaState::InSync,
-                "{} of {}",
-                replica.addr,
-                shard.name
-            );
-            let (m, r) = (shard.master.to_string(), replica.addr.to_string());
-            assert_eq!(
-                digest(&m).await,
-                digest(&r).await,
-                "digest of {r} differs from its master {m}"
-            );
-            assert_eq!(
-                expiry_times(&m).await,
-                expiry_times(&r).await,
-                "expiry times of {r} differ from {m}"
-            );
-        }
-    }
-}
 
 fn ok_or_panic(what: &str, reply: &Reply) {
     assert!(!matches!(reply, Reply::Error(_)), "{what}: {reply:?}");

@@ -1,18 +1,19 @@
 //! Online resharding: slots move between shards under live traffic, with no client errors,
 //! no lost keys, and replicas equal to their masters throughout.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use redshard_config::{NodeAddr, ReplicaState, Slot, SlotRange, SlotState, TopologyChange};
+use redshard_config::{NodeAddr, ReplicaState, Slot, SlotRange, TopologyChange};
 use redshard_proxy::control::migrate::MigrationState;
 use redshard_proxy::control::Controller;
 use redshard_tests::replication::wait_until;
 use redshard_tests::{Client, RedisServer, Reply, TestCluster};
 use tokio::task::JoinSet;
 
-use crate::mirror::{assert_replicas_equal, DEBUG};
+use crate::mirror::DEBUG;
+use redshard_tests::workload::{assert_keys_where_they_belong, assert_replicas_equal, Traffic};
 
 fn controller(cluster: &TestCluster) -> Arc<Controller> {
     Arc::clone(cluster.proxy.as_ref().expect("proxy").controller())
@@ -59,66 +60,6 @@ async fn read_key(client: &mut Client, i: usize) -> Reply {
     }
 }
 
-/// Clients overwriting and reading `counters:*` keys (each writer its own keys, so the last
-/// value written is known) until stopped; errors are counted.
-struct Traffic {
-    stop: Arc<AtomicBool>,
-    errors: Arc<AtomicU64>,
-    tasks: JoinSet<Vec<(String, String)>>,
-}
-
-impl Traffic {
-    async fn start(cluster: &TestCluster, clients: usize) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let errors = Arc::new(AtomicU64::new(0));
-        let mut tasks = JoinSet::new();
-        for c in 0..clients {
-            let (stop, errors) = (Arc::clone(&stop), Arc::clone(&errors));
-            let mut client = cluster.client().await;
-            tasks.spawn(async move {
-                let mut last = std::collections::HashMap::new();
-                let mut round = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    for k in 0..50 {
-                        let key = format!("live:{c}:{k}");
-                        let value = format!("{round}");
-                        match client.cmd(&["SET", &key, &value]).await {
-                            Reply::Status(s) if s == "OK" => {
-                                last.insert(key.clone(), value.clone());
-                            }
-                            other => {
-                                errors.fetch_add(1, Ordering::Relaxed);
-                                eprintln!("traffic error on SET {key}: {other:?}");
-                            }
-                        }
-                        let got = client.cmd(&["GET", &key]).await;
-                        if got != Reply::bulk(&value) {
-                            errors.fetch_add(1, Ordering::Relaxed);
-                            eprintln!("traffic read {key}: {got:?}, wrote {value}");
-                        }
-                    }
-                    round += 1;
-                }
-                last.into_iter().collect()
-            });
-        }
-        Self {
-            stop,
-            errors,
-            tasks,
-        }
-    }
-
-    async fn finish(mut self) -> (Vec<(String, String)>, u64) {
-        self.stop.store(true, Ordering::Relaxed);
-        let mut all = Vec::new();
-        while let Some(done) = self.tasks.join_next().await {
-            all.extend(done.expect("traffic task"));
-        }
-        (all, self.errors.load(Ordering::Relaxed))
-    }
-}
-
 async fn wait_migrations_done(controller: &Controller, timeout: Duration) {
     wait_until(timeout, "the migrations to finish", || async {
         let all = controller.migrations();
@@ -132,32 +73,6 @@ async fn wait_migrations_done(controller: &Controller, timeout: Duration) {
             .all(|m| matches!(m.state, MigrationState::Done | MigrationState::Cancelled))
     })
     .await;
-}
-
-/// Every key on every master belongs to a slot that master's shard owns.
-async fn assert_keys_where_they_belong(controller: &Controller) {
-    let topology = Arc::clone(controller.state().router.load().topology());
-    for shard in &topology.shards {
-        let mut client = Client::connect(shard.master.to_string()).await;
-        let Reply::Array(keys) = client.cmd(&["KEYS", "*"]).await else {
-            panic!("KEYS");
-        };
-        for key in keys {
-            let Reply::Bulk(Some(key)) = key else {
-                continue;
-            };
-            let slot = Slot::for_key(&key);
-            assert_eq!(
-                topology.slot_state(slot),
-                SlotState::Owned(shard.id),
-                "{} sits on {} ({}), which does not own slot {}",
-                String::from_utf8_lossy(&key),
-                shard.master,
-                shard.name,
-                slot.get()
-            );
-        }
-    }
 }
 
 /// Adds a shard named `name` with a master and an in-sync replica (new redis-servers).
@@ -254,7 +169,7 @@ async fn scale_out_and_back_in_under_load_loses_nothing() {
             m.from, m.to, m.keys_moved, m.bytes_moved, m.elapsed_secs, m.rate_keys_per_sec
         );
     }
-    assert_keys_where_they_belong(&controller).await;
+    assert_keys_where_they_belong(controller.state().router.load().topology()).await;
 
     // Scale in: remove the replica first, hand the slots back, then remove the master.
     let topology = Arc::clone(controller.state().router.load().topology());
@@ -302,7 +217,7 @@ async fn scale_out_and_back_in_under_load_loses_nothing() {
             "{key}"
         );
     }
-    assert_keys_where_they_belong(&controller).await;
+    assert_keys_where_they_belong(controller.state().router.load().topology()).await;
     assert_replicas_equal(&cluster).await;
 }
 
@@ -359,7 +274,7 @@ async fn a_migration_resumes_after_a_proxy_restart() {
     for i in 0..20_000 {
         assert_eq!(read_key(&mut client, i).await, loaded(i), "key:{i}");
     }
-    assert_keys_where_they_belong(&controller).await;
+    assert_keys_where_they_belong(controller.state().router.load().topology()).await;
     cluster.proxy = Some(proxy);
     assert_replicas_equal(&cluster).await;
 }
@@ -388,7 +303,7 @@ async fn a_migration_goes_on_when_its_source_master_fails_over() {
     for i in 0..20_000 {
         assert_eq!(read_key(&mut client, i).await, loaded(i), "key:{i}");
     }
-    assert_keys_where_they_belong(&controller).await;
+    assert_keys_where_they_belong(controller.state().router.load().topology()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -413,7 +328,7 @@ async fn a_cancelled_migration_brings_its_keys_back() {
     for i in 0..20_000 {
         assert_eq!(read_key(&mut client, i).await, loaded(i), "key:{i}");
     }
-    assert_keys_where_they_belong(&controller).await;
+    assert_keys_where_they_belong(controller.state().router.load().topology()).await;
 }
 
 /// A big key moves intact; prints how long other requests to the source shard waited

@@ -6,6 +6,7 @@ pub mod client;
 pub mod cluster;
 pub mod replication;
 pub mod server;
+pub mod workload;
 
 pub use client::{Client, Reply};
 pub use cluster::TestCluster;
