@@ -124,11 +124,16 @@ fn main() -> ExitCode {
     };
     let threads = worker_threads(config.threads);
     info!(threads, "starting worker threads");
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()
-    {
+    // One worker: the single-threaded scheduler (no work-stealing queues, no cross-thread
+    // wake-ups); it runs every task on this thread.
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             error!(error = %e, "cannot start the runtime");
