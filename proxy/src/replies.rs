@@ -11,8 +11,11 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 
 use crate::session::merge::MergePlan;
 
@@ -21,12 +24,16 @@ use crate::session::merge::MergePlan;
 pub struct ReplyQueue {
     /// Entries and bookkeeping; locked briefly by the session and by lanes delivering replies.
     inner: Mutex<Inner>,
-    /// Wakes the session when the front entry may have become complete.
-    ready: Notify,
+    /// Set when the front entry may have become complete; the session clears it when it looks.
+    /// A flag and one waker instead of a `Notify`: the session waits on it in every turn of
+    /// its loop, and registering in a `Notify` costs a lock and a list insert each time.
+    ready: AtomicBool,
+    /// The session's waker, woken when `ready` is set.
+    waker: AtomicWaker,
     /// Set by a connection the client depends on for out-of-band messages (a subscription
     /// connection) when it fails: the session then closes the client's connection, as losing
     /// a node would, so the client reconnects and resubscribes instead of waiting forever.
-    broken: std::sync::atomic::AtomicBool,
+    broken: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -133,7 +140,7 @@ impl ReplyQueue {
         inner.entries.push_back((Entry::Ready(reply), None));
         if inner.entries.len() == 1 {
             drop(inner);
-            self.ready.notify_one();
+            self.wake();
         }
     }
 
@@ -207,20 +214,38 @@ impl ReplyQueue {
 
     /// Marks the client's connection as no longer serviceable and wakes its session.
     pub fn mark_broken(&self) {
-        self.broken
-            .store(true, std::sync::atomic::Ordering::Release);
-        self.ready.notify_one();
+        self.broken.store(true, Ordering::Release);
+        self.wake();
     }
 
     /// Whether [`ReplyQueue::mark_broken`] was called.
     #[must_use]
     pub fn is_broken(&self) -> bool {
-        self.broken.load(std::sync::atomic::Ordering::Acquire)
+        self.broken.load(Ordering::Acquire)
     }
 
     /// Completes when the front entry may have become complete since the last call.
     pub async fn notified(&self) {
-        self.ready.notified().await;
+        std::future::poll_fn(|cx| self.poll_notified(cx)).await;
+    }
+
+    /// Ready when the front entry may have become complete since the last time it was.
+    fn poll_notified(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.ready.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        // A wake between the check and the registration would otherwise be missed.
+        if self.ready.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+
+    /// Tells the session to look at the queue again.
+    fn wake(&self) {
+        self.ready.store(true, Ordering::Release);
+        self.waker.wake();
     }
 
     fn deliver(&self, seq: u64, part: u32, reply: Bytes) {
@@ -248,7 +273,7 @@ impl ReplyQueue {
         };
         if complete && index == 0 {
             drop(inner);
-            self.ready.notify_one();
+            self.wake();
         }
     }
 }
@@ -284,6 +309,28 @@ mod tests {
         a.deliver(Bytes::from_static(b"a"));
         assert_eq!(take_all(&q), vec!["a", "b", "c"]);
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn the_session_is_told_once_per_completed_front_entry() {
+        use futures_util::FutureExt;
+        let q = ReplyQueue::new();
+        let a = q.reserve();
+        let b = q.reserve();
+        assert!(
+            q.notified().now_or_never().is_none(),
+            "nothing completed yet"
+        );
+        b.deliver(Bytes::from_static(b"b"));
+        assert!(
+            q.notified().now_or_never().is_none(),
+            "the front entry is still waiting"
+        );
+        a.deliver(Bytes::from_static(b"a"));
+        assert!(q.notified().now_or_never().is_some());
+        assert!(q.notified().now_or_never().is_none(), "told once");
+        q.mark_broken();
+        assert!(q.notified().now_or_never().is_some());
     }
 
     #[test]

@@ -78,7 +78,7 @@ fn minimal_file_takes_every_default() {
     );
     assert_eq!(config.metrics_namespace, "redshard");
     assert_eq!(config.backend, BackendConfig::default());
-    assert_eq!(config.backend.lanes, 2);
+    assert_eq!(config.backend.lanes, 1);
     assert_eq!(config.backend.connect_timeout, Duration::from_millis(1000));
     assert_eq!(config.backend.response_timeout, Duration::from_millis(5000));
     assert_eq!(

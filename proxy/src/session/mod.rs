@@ -203,6 +203,12 @@ impl<S: ClientStream> Session<S> {
             let timeout = self.ctx.state.live.load().limits.auth_timeout;
             self.auth_deadline = Some(tokio::time::Instant::now() + timeout);
         }
+        // One drain future for the whole connection, not one per turn of the loop (each would
+        // register with the shared watch channel and unregister again).
+        let mut shutdown = self.shutdown.clone();
+        let drain = shutdown.wait();
+        tokio::pin!(drain);
+        let mut draining = false;
         loop {
             // `[limits]` can change with a reload: read them each round.
             let (max_pipeline, max_query) = {
@@ -296,7 +302,8 @@ impl<S: ClientStream> Session<S> {
                     }
                     // Otherwise the output soft limit: checked below, after the bookkeeping.
                 }
-                () = self.shutdown.wait(), if self.ctx.closing == Closing::Open => {
+                () = &mut drain, if !draining && self.ctx.closing == Closing::Open => {
+                    draining = true;
                     if (self.ctx.private.is_some() || self.ctx.waiting) && !self.ctx.queue.is_empty() {
                         // Blocked on its private connection: it could wait forever.
                         return Ok(());
