@@ -417,9 +417,11 @@ fn take(
     in_flight: &mut VecDeque<InFlight>,
     speaking: &mut Protocol,
 ) {
+    // One clock read for the whole batch: they are written together.
+    let now = Instant::now();
     if held.is_empty() && fence.is_none() && batch.iter().all(|r| r.via.is_none()) {
         for request in batch.drain(..) {
-            admit(request, out, in_flight, speaking);
+            admit(request, out, in_flight, speaking, now);
         }
     } else {
         held.extend(batch.drain(..));
@@ -433,8 +435,8 @@ fn admit(
     out: &mut OutBuf,
     in_flight: &mut VecDeque<InFlight>,
     speaking: &mut Protocol,
+    now: Instant,
 ) {
-    let now = Instant::now();
     if request.protocol != *speaking {
         *speaking = request.protocol;
         out.push(Bytes::from_static(match *speaking {
@@ -468,6 +470,7 @@ fn pump(
     in_flight: &mut VecDeque<InFlight>,
     speaking: &mut Protocol,
 ) {
+    let now = Instant::now();
     while fence.is_none() {
         let Some(front) = held.front() else { return };
         if front.via.is_some() {
@@ -487,7 +490,7 @@ fn pump(
             return;
         }
         if let Some(request) = held.pop_front() {
-            admit(request, out, in_flight, speaking);
+            admit(request, out, in_flight, speaking, now);
         }
     }
 }

@@ -29,6 +29,7 @@ mod scrape;
 mod text;
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
@@ -370,11 +371,41 @@ struct CommandTable {
     names: Vec<&'static str>,
     /// Position of each name in `names` and `slots`.
     index: HashMap<&'static str, usize>,
+    /// The same, by the address of the name's text: the data path passes the command
+    /// table's own `&'static str`, so this finds it without hashing the name (once per
+    /// request); `index` answers for an equal name at another address.
+    by_addr: HashMap<usize, usize, BuildHasherDefault<AddrHasher>>,
     /// The metrics of `names[i]`, once used.
     slots: Box<[OnceLock<CommandMetrics>]>,
     /// Names the data path passed that are not in the table (the proxy's own CLIENT
     /// subcommands); few, so a locked list.
     others: Mutex<Vec<(&'static str, Arc<CommandMetrics>)>>,
+}
+
+/// Hashes a name's address (one multiply, folded), for [`CommandTable::by_addr`].
+#[derive(Debug, Default)]
+struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(self.0.rotate_left(8) ^ u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        let product = u128::from(n) * 0x9E37_79B9_7F4A_7C15;
+        // Both halves, so the low bits (the bucket) depend on every bit of the address.
+        self.0 = (product as u64) ^ ((product >> 64) as u64);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
 }
 
 impl CommandTable {
@@ -384,6 +415,11 @@ impl CommandTable {
             .map(|spec| spec.name)
             .collect();
         let index = names.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+        let by_addr = names
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (n.as_ptr() as usize, i))
+            .collect();
         Self {
             calls: leak_name(namespace, &names::COMMANDS_TOTAL),
             failed: leak_name(namespace, &names::COMMANDS_FAILED_CALLS_TOTAL),
@@ -391,6 +427,7 @@ impl CommandTable {
             slots: names.iter().map(|_| OnceLock::new()).collect(),
             names,
             index,
+            by_addr,
             others: Mutex::new(Vec::new()),
         }
     }
@@ -408,7 +445,12 @@ impl CommandTable {
 
     /// Runs `f` on `cmd`'s metrics, registering them on first use.
     fn with(&self, registry: &Registry, cmd: &'static str, f: impl FnOnce(&CommandMetrics)) {
-        if let Some(&i) = self.index.get(cmd) {
+        let found = self
+            .by_addr
+            .get(&(cmd.as_ptr() as usize))
+            .filter(|&&i| self.names[i].len() == cmd.len())
+            .or_else(|| self.index.get(cmd));
+        if let Some(&i) = found {
             f(self.slots[i].get_or_init(|| self.register(registry, cmd)));
             return;
         }

@@ -374,6 +374,8 @@ impl<S: ClientStream> Session<S> {
         let state = &self.ctx.state;
         let client = &self.ctx.client;
         let slowlog = state.live.load().slowlog;
+        // One clock read for every reply taken now: they leave together.
+        let now = Instant::now();
         self.ctx.queue.take_ready(|completed, meta| {
             let failed = match completed {
                 Completed::Reply(bytes) => {
@@ -388,7 +390,7 @@ impl<S: ClientStream> Session<S> {
                 }
             };
             if let Some(meta) = meta {
-                let took = meta.start.elapsed();
+                let took = now.saturating_duration_since(meta.start);
                 metrics::command(meta.cmd, took, failed);
                 if slowlog.log_slower_than_us >= 0
                     && took.as_micros() >= u128::from(slowlog.log_slower_than_us.unsigned_abs())
@@ -417,6 +419,8 @@ impl<S: ClientStream> Session<S> {
         let table = self.ctx.state.router.load();
         let mut count = 0u64;
         self.held_back = false;
+        // One clock read for the requests dispatched now: they arrived in the same read.
+        let start = Instant::now();
         while self.ctx.closing == Closing::Open {
             if self.ctx.queue.len() >= max_pipeline
                 || (self.ctx.barrier && !self.ctx.queue.is_empty())
@@ -442,7 +446,6 @@ impl<S: ClientStream> Session<S> {
                 self.scanner.reset();
                 continue;
             }
-            let start = Instant::now();
             self.ctx.current_cmd = None;
             let action = dispatch::dispatch(&mut self.ctx, &table, self.scanner.args(&self.rbuf));
             if matches!(action, dispatch::Action::HoldBack) {
