@@ -49,9 +49,14 @@ use crate::resp::{reply, FrameKind, Protocol, RequestScanner};
 use crate::shutdown::Shutdown;
 use crate::state::ProxyState;
 
-/// Room made in the read buffer before a read. The buffer is freed whenever it is empty, so
-/// an idle client holds no read memory.
-const READ_RESERVE: usize = 16 * 1024;
+/// Least room made in the read buffer before a read. The buffer is freed whenever it is empty
+/// (so an idle client holds no read memory) and made again for the next read: for a client
+/// that sends one request at a time that is once per request, and a buffer this small comes
+/// from the allocator's per-thread cache instead of its slower general path.
+const READ_MIN: usize = 1000;
+/// Most room made before a read; the room doubles after each read that filled it and halves
+/// after reads that used little of it.
+const READ_MAX: usize = 64 * 1024;
 
 /// Sleeps until `deadline`; never completes for `None` (the branch is disabled then anyway).
 async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
@@ -126,6 +131,9 @@ pub struct Session<S = TcpStream> {
     stream: S,
     /// Bytes read and not yet dispatched; the request being scanned starts at index 0.
     rbuf: BytesMut,
+    /// Room to make in `rbuf` before the next read, between [`READ_MIN`] and [`READ_MAX`]:
+    /// follows how much the client sends at a time.
+    read_room: usize,
     /// Resumable scanner of the request at the front of `rbuf`.
     scanner: RequestScanner,
     /// Replies waiting for the socket.
@@ -158,6 +166,7 @@ impl<S: ClientStream> Session<S> {
         Ok(Self {
             stream,
             rbuf: BytesMut::new(),
+            read_room: READ_MIN,
             scanner,
             out: OutBuf::new(),
             ctx: Ctx {
@@ -244,9 +253,10 @@ impl<S: ClientStream> Session<S> {
                 () = self.ctx.queue.notified() => {}
                 ready = self.stream.readable(), if reading => {
                     ready?;
-                    if self.rbuf.capacity() - self.rbuf.len() < READ_RESERVE / 4 {
-                        self.rbuf.reserve(READ_RESERVE);
+                    if self.rbuf.capacity() - self.rbuf.len() < self.read_room / 4 {
+                        self.rbuf.reserve(self.read_room);
                     }
+                    let spare = self.rbuf.capacity() - self.rbuf.len();
                     // One poll of AsyncRead (not `try_read_buf`): a read that does not fill
                     // the buffer tells tokio the socket is drained, which saves the extra
                     // read that would only return EAGAIN.
@@ -274,6 +284,11 @@ impl<S: ClientStream> Session<S> {
                         }
                         Ok(n) => {
                             metrics::bytes_in(n as u64);
+                            if n >= spare {
+                                self.read_room = (self.read_room * 2).min(READ_MAX);
+                            } else if n < self.read_room / 8 {
+                                self.read_room = (self.read_room / 2).max(READ_MIN);
+                            }
                             self.dispatch_buffered();
                             if self.rbuf.len() > max_query {
                                 self.ctx.queue.push_ready(dispatch::error_reply(
