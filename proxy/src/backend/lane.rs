@@ -295,9 +295,8 @@ async fn serve(
     fenced: Option<&mut watch::Receiver<bool>>,
 ) -> Ended {
     let (mut reader, mut writer) = stream.split();
-    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+    let mut send = Sending::new(connected);
     let mut batch = Vec::with_capacity(BATCH);
-    let mut out = OutBuf::new();
     let mut buf = BytesMut::with_capacity(READ_RESERVE);
     let mut scanner = ReplyScanner::new(config.max_reply_depth);
     // Armed for the oldest in-flight request; when it fires early (that request was answered)
@@ -310,18 +309,11 @@ async fn serve(
     // One future for the whole connection (not one per loop turn: this loop is the hot path).
     let fence_set = wait_fenced(fenced);
     tokio::pin!(fence_set);
-    // The protocol the connection speaks now; a request for the other one is preceded by a
-    // `HELLO` whose reply the lane checks and drops.
-    let mut speaking = connected;
     // Replies of the front request's group seen so far (length in `buf`).
     let mut pending = Group::default();
-    // Requests waiting behind a fenced one (see `LaneRequest::via`), in order, and the
-    // signal that the fenced one has been answered.
-    let mut held: VecDeque<LaneRequest> = VecDeque::new();
-    let mut fence: Option<tokio::sync::oneshot::Receiver<()>> = None;
 
     let result: Result<(), LaneError> = loop {
-        if !open && in_flight.is_empty() && out.is_empty() && held.is_empty() && fence.is_none() {
+        if !open && send.is_idle() {
             break Ok(());
         }
         if buf.capacity() - buf.len() < READ_RESERVE / 4 {
@@ -334,11 +326,11 @@ async fn serve(
                     open = false;
                     continue;
                 }
-                if let (true, Some(timeout)) = (in_flight.is_empty(), timeout) {
+                if let (true, Some(timeout)) = (send.in_flight.is_empty(), timeout) {
                     timer.as_mut().reset(Instant::now() + timeout);
                 }
-                take(&mut batch, &mut held, &mut fence, &mut out, &mut in_flight, &mut speaking);
-                if out.is_empty() {
+                send.take(&mut batch);
+                if send.out.is_empty() {
                     continue;
                 }
                 // Coalesce: let every other task that is ready now (the sessions of clients
@@ -355,14 +347,14 @@ async fn serve(
                         Err(_) => break,
                     }
                 }
-                take(&mut batch, &mut held, &mut fence, &mut out, &mut in_flight, &mut speaking);
+                send.take(&mut batch);
             }
-            done = wait_fence(&mut fence), if fence.is_some() => {
+            done = wait_fence(&mut send.fence), if send.fence.is_some() => {
                 let () = done;
-                fence = None;
-                pump(&mut held, &mut fence, &mut out, &mut in_flight, &mut speaking);
+                send.fence = None;
+                send.pump();
             }
-            written = out.write_some(&mut writer), if !out.is_empty() => {
+            written = send.out.write_some(&mut writer), if !send.out.is_empty() => {
                 if let Err(e) = written {
                     break Err(LaneError::Io(e));
                 }
@@ -373,18 +365,18 @@ async fn serve(
                     Err(e) => break Err(LaneError::Io(e)),
                     Ok(_) => {}
                 }
-                if let Err(e) = deliver_replies(&mut buf, &mut scanner, &mut in_flight, &mut pending) {
+                if let Err(e) = deliver_replies(&mut buf, &mut scanner, &mut send.in_flight, &mut pending) {
                     break Err(e);
                 }
-                if in_flight.is_empty() && !held.is_empty() {
-                    pump(&mut held, &mut fence, &mut out, &mut in_flight, &mut speaking);
+                if send.in_flight.is_empty() && !send.held.is_empty() {
+                    send.pump();
                 }
             }
             // It completes only when the node is fenced (never again after that).
             _ = &mut fence_set => break Err(LaneError::Fenced),
-            () = &mut timer, if timeout.is_some() && !in_flight.is_empty() => {
+            () = &mut timer, if timeout.is_some() && !send.in_flight.is_empty() => {
                 let timeout = timeout.unwrap_or_default();
-                let oldest = in_flight.front().map_or_else(Instant::now, |r| r.sent);
+                let oldest = send.in_flight.front().map_or_else(Instant::now, |r| r.sent);
                 if oldest.elapsed() >= timeout {
                     break Err(LaneError::Timeout(timeout));
                 }
@@ -396,10 +388,10 @@ async fn serve(
         Ok(()) => Ended::Unused,
         Err(error) => {
             let reply = error_reply(addr, &error);
-            for request in in_flight {
+            for request in send.in_flight {
                 request.fail(&reply);
             }
-            for request in held {
+            for request in send.held {
                 fail_request(request, &reply);
             }
             Ended::Failed(error)
@@ -407,90 +399,109 @@ async fn serve(
     }
 }
 
-/// Admits every request of `batch`, in order: at once in the usual case, through `held` when
-/// one of them (or one held earlier) must be fenced.
-fn take(
-    batch: &mut Vec<LaneRequest>,
-    held: &mut VecDeque<LaneRequest>,
-    fence: &mut Option<tokio::sync::oneshot::Receiver<()>>,
-    out: &mut OutBuf,
-    in_flight: &mut VecDeque<InFlight>,
-    speaking: &mut Protocol,
-) {
-    // One clock read for the whole batch: they are written together.
-    let now = Instant::now();
-    if held.is_empty() && fence.is_none() && batch.iter().all(|r| r.via.is_none()) {
-        for request in batch.drain(..) {
-            admit(request, out, in_flight, speaking, now);
-        }
-    } else {
-        held.extend(batch.drain(..));
-        pump(held, fence, out, in_flight, speaking);
-    }
+/// The sending half of a connection's state: what is written, what waits, what is in flight.
+#[derive(Debug)]
+struct Sending {
+    /// Bytes admitted and not yet written.
+    out: OutBuf,
+    /// Requests written (or about to be), oldest first, each with where its reply goes.
+    in_flight: VecDeque<InFlight>,
+    /// The protocol the connection speaks now; a request for the other one is preceded by a
+    /// `HELLO` whose reply the lane checks and drops.
+    speaking: Protocol,
+    /// Requests waiting behind a fenced one (see [`LaneRequest::via`]), in order.
+    held: VecDeque<LaneRequest>,
+    /// The signal that the fenced request has been answered, while one is out.
+    fence: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
-/// Writes `request` to the connection (after a `HELLO` if it changes the protocol).
-fn admit(
-    request: LaneRequest,
-    out: &mut OutBuf,
-    in_flight: &mut VecDeque<InFlight>,
-    speaking: &mut Protocol,
-    now: Instant,
-) {
-    if request.protocol != *speaking {
-        *speaking = request.protocol;
-        out.push(Bytes::from_static(match *speaking {
-            Protocol::Resp2 => b"*2\r\n$5\r\nHELLO\r\n$1\r\n2\r\n",
-            Protocol::Resp3 => b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n",
-        }));
-        in_flight.push_back(InFlight {
-            dest: Dest::Discard,
+impl Sending {
+    fn new(speaking: Protocol) -> Self {
+        Self {
+            out: OutBuf::new(),
+            in_flight: VecDeque::new(),
+            speaking,
+            held: VecDeque::new(),
+            fence: None,
+        }
+    }
+
+    /// Whether nothing is waiting, unwritten or unanswered.
+    fn is_idle(&self) -> bool {
+        self.in_flight.is_empty()
+            && self.out.is_empty()
+            && self.held.is_empty()
+            && self.fence.is_none()
+    }
+
+    /// Admits every request of `batch`, in order: at once in the usual case, through `held`
+    /// when one of them (or one held earlier) must be fenced.
+    fn take(&mut self, batch: &mut Vec<LaneRequest>) {
+        if self.held.is_empty() && self.fence.is_none() && batch.iter().all(|r| r.via.is_none()) {
+            // One clock read for the whole batch: they are written together.
+            let now = Instant::now();
+            for request in batch.drain(..) {
+                self.admit(request, now);
+            }
+        } else {
+            self.held.extend(batch.drain(..));
+            self.pump();
+        }
+    }
+
+    /// Writes `request` to the connection (after a `HELLO` if it changes the protocol).
+    fn admit(&mut self, request: LaneRequest, now: Instant) {
+        if request.protocol != self.speaking {
+            self.speaking = request.protocol;
+            self.out.push(Bytes::from_static(match self.speaking {
+                Protocol::Resp2 => b"*2\r\n$5\r\nHELLO\r\n$1\r\n2\r\n",
+                Protocol::Resp3 => b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n",
+            }));
+            self.in_flight.push_back(InFlight {
+                dest: Dest::Discard,
+                sent: now,
+                replies: 1,
+                mirror: None,
+                hello: true,
+            });
+        }
+        self.out.push(request.bytes);
+        self.in_flight.push_back(InFlight {
+            dest: request.dest,
             sent: now,
-            replies: 1,
-            mirror: None,
-            hello: true,
+            replies: request.replies.max(1),
+            mirror: request.mirror,
+            hello: false,
         });
     }
-    out.push(request.bytes);
-    in_flight.push_back(InFlight {
-        dest: request.dest,
-        sent: now,
-        replies: request.replies.max(1),
-        mirror: request.mirror,
-        hello: false,
-    });
-}
 
-/// Admits held requests in order up to the next fenced one; sends that one on its own lane
-/// once nothing is in flight here, and holds the rest until it is answered.
-fn pump(
-    held: &mut VecDeque<LaneRequest>,
-    fence: &mut Option<tokio::sync::oneshot::Receiver<()>>,
-    out: &mut OutBuf,
-    in_flight: &mut VecDeque<InFlight>,
-    speaking: &mut Protocol,
-) {
-    let now = Instant::now();
-    while fence.is_none() {
-        let Some(front) = held.front() else { return };
-        if front.via.is_some() {
-            if !in_flight.is_empty() {
-                return; // wait until everything before it has run
+    /// Admits held requests in order up to the next fenced one; sends that one on its own
+    /// lane once nothing is in flight here, and holds the rest until it is answered.
+    fn pump(&mut self) {
+        let now = Instant::now();
+        while self.fence.is_none() {
+            let Some(front) = self.held.front() else {
+                return;
+            };
+            if front.via.is_some() {
+                if !self.in_flight.is_empty() {
+                    return; // wait until everything before it has run
+                }
+                let Some(mut request) = self.held.pop_front() else {
+                    return;
+                };
+                let Some(via) = request.via.take() else {
+                    return;
+                };
+                let (done, wait) = tokio::sync::oneshot::channel();
+                request.dest = Dest::Then(Box::new((request.dest, done)));
+                via.submit(request);
+                self.fence = Some(wait);
+                return;
             }
-            let Some(mut request) = held.pop_front() else {
-                return;
-            };
-            let Some(via) = request.via.take() else {
-                return;
-            };
-            let (done, wait) = tokio::sync::oneshot::channel();
-            request.dest = Dest::Then(Box::new((request.dest, done)));
-            via.submit(request);
-            *fence = Some(wait);
-            return;
-        }
-        if let Some(request) = held.pop_front() {
-            admit(request, out, in_flight, speaking, now);
+            if let Some(request) = self.held.pop_front() {
+                self.admit(request, now);
+            }
         }
     }
 }
