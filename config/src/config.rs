@@ -150,7 +150,8 @@ pub struct BackendConfig {
     pub control_username: Option<String>,
     /// Password of the control connections; `None` uses the client-traffic credentials.
     pub control_password: Option<String>,
-    /// Pipelined connections per node (`1..=64`); a key uses lane `slot % lanes`.
+    /// Pipelined connections per node (`0..=64`); a key uses lane `slot % lanes`. 0 means one
+    /// per worker thread (the proxy resolves it when it starts).
     pub lanes: usize,
     /// Time allowed to open a connection.
     pub connect_timeout: Duration,
@@ -702,7 +703,7 @@ fn backend(mut file: BackendFile, src: &Source<'_>) -> Result<BackendConfig, Con
         file.lanes,
         "backend.lanes",
         DEFAULT_LANES,
-        1,
+        0,
         Some(MAX_LANES),
     )?;
     let ms = |value, key, default| src.bounded(value, key, default, 1, None);

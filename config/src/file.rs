@@ -19,7 +19,7 @@
 //! [backend]
 //! username = "proxyuser"
 //! password = "pw"
-//! lanes = 1
+//! lanes = 2
 //! connect_timeout_ms = 1000
 //! response_timeout_ms = 5000
 //! reconnect_backoff_min_ms = 50
@@ -83,11 +83,11 @@ pub const METRICS_LISTEN_OFF: &str = "off";
 pub const DEFAULT_METRICS_NAMESPACE: &str = "redshard";
 /// Longest `metrics_namespace`, in bytes.
 pub const MAX_METRICS_NAMESPACE_LEN: usize = 64;
-/// Default of `backend.lanes`: connections per backend node. One lane per node batches the
-/// most requests per write (measured on 2 cores with one worker: 2 lanes cost about 10% more
-/// CPU per request at `-P 1`); with several worker threads, one lane per thread lets them
-/// share a node's traffic.
-pub const DEFAULT_LANES: usize = 1;
+/// Default of `backend.lanes`: connections per backend node; 0 means one per worker thread.
+/// One lane per node batches the most requests per write (measured on 2 cores with one
+/// worker: 2 lanes cost about 10% more CPU per request at `-P 1`); with several worker
+/// threads, one lane per thread lets them share a node's traffic.
+pub const DEFAULT_LANES: usize = 0;
 /// Largest accepted `backend.lanes`.
 pub const MAX_LANES: usize = 64;
 /// Default of `backend.connect_timeout_ms`.
@@ -228,7 +228,8 @@ pub struct BackendFile {
     /// Default: unset (the client-traffic credentials).
     pub control_password: Option<Spanned<String>>,
     /// `lanes`: long-lived pipelined connections per node; a key always uses lane
-    /// `slot % lanes`. Default [`DEFAULT_LANES`], `1..=`[`MAX_LANES`].
+    /// `slot % lanes`; 0 = one per worker thread. Default [`DEFAULT_LANES`],
+    /// `0..=`[`MAX_LANES`].
     pub lanes: Option<Spanned<usize>>,
     /// `connect_timeout_ms`: time allowed to open a connection (and AUTH). Default
     /// [`DEFAULT_CONNECT_TIMEOUT_MS`]; not 0.

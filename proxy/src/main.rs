@@ -122,7 +122,7 @@ fn main() -> ExitCode {
         config_path: Some(path.clone()),
         log_level: Some(log_level),
     };
-    let threads = worker_threads(config.threads);
+    let threads = redshard_proxy::state::worker_threads(config.threads);
     info!(threads, "starting worker threads");
     // One worker: the single-threaded scheduler (no work-stealing queues, no cross-thread
     // wake-ups); it runs every task on this thread.
@@ -147,17 +147,6 @@ fn main() -> ExitCode {
 
 /// Starts logging, and returns the hook that changes the level on reload. `RUST_LOG`, when
 /// set, wins over `[log] level`, at start and on reload.
-/// `threads = 0` means half the cores (at least 1): on a machine shared with Redis, measured
-/// on 2 cores, one worker served 1.2-1.4x the requests of two at the same CPU per request,
-/// because the kernel's network work and Redis need the other core.
-fn worker_threads(configured: usize) -> usize {
-    if configured > 0 {
-        return configured;
-    }
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    (cores / 2).max(1)
-}
-
 fn init_tracing(config: &Config) -> LogLevelHook {
     let from_env = EnvFilter::try_from_default_env().ok();
     let env_wins = from_env.is_some();

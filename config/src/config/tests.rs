@@ -78,7 +78,7 @@ fn minimal_file_takes_every_default() {
     );
     assert_eq!(config.metrics_namespace, "redshard");
     assert_eq!(config.backend, BackendConfig::default());
-    assert_eq!(config.backend.lanes, 1);
+    assert_eq!(config.backend.lanes, 0, "one lane per worker thread");
     assert_eq!(config.backend.connect_timeout, Duration::from_millis(1000));
     assert_eq!(config.backend.response_timeout, Duration::from_millis(5000));
     assert_eq!(
@@ -453,8 +453,7 @@ fn unassigned_slots_are_named() {
 #[test]
 fn backend_values_are_bounded() {
     for (line, key, word) in [
-        ("lanes = 0", "backend.lanes", "between 1 and 64, not 0"),
-        ("lanes = 65", "backend.lanes", "between 1 and 64, not 65"),
+        ("lanes = 65", "backend.lanes", "between 0 and 64, not 65"),
         (
             "connect_timeout_ms = 0",
             "backend.connect_timeout_ms",
@@ -569,7 +568,7 @@ fn load_reads_the_file_and_resolves_the_topology_path() {
         Some(Path::new("/abs/t.toml"))
     );
 
-    std::fs::write(&path, "[backend]\nlanes = 0\n").unwrap();
+    std::fs::write(&path, "[backend]\nlanes = 65\n").unwrap();
     let message = Config::load(&path).unwrap_err().to_string();
     assert!(
         message.starts_with(&format!("{}: line 2: backend.lanes", path.display())),
