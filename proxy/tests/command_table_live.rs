@@ -4,10 +4,13 @@
 //! talks RESP2 to it over a `TcpStream`. `redis-server` must be on `PATH`: without it the
 //! tests fail, they do not skip.
 
+mod common;
+
+use common::Server;
+
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::TcpStream;
+use std::time::Duration;
 
 use redshard_proxy::command::{
     self, commands, resolve, BeginSearch, CommandSpec, FindKeys, KeySpec, KeySpecFlags,
@@ -56,68 +59,14 @@ impl Reply {
     }
 }
 
-/// A redis-server child process on a free port, killed on drop.
-struct Server {
-    child: Child,
-    port: u16,
+/// Connections to a test server, in this file's [`Conn`].
+trait ServerExt {
+    fn conn(&self) -> Conn;
 }
 
-impl Server {
-    /// A server of our own: tests run in parallel, so a port picked as free may be taken by
-    /// another test's server before ours binds it; the answering server's `process_id` must
-    /// be our child's, otherwise try another port.
-    fn start() -> Server {
-        for _attempt in 0..5 {
-            if let Some(server) = Server::try_start() {
-                return server;
-            }
-        }
-        panic!("redis-server did not start on a free port after 5 attempts");
-    }
-
-    fn try_start() -> Option<Server> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("bind 127.0.0.1:0 to pick a free port")
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(std::env::temp_dir())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start `redis-server` ({e}): it must be on PATH for this test")
-            });
-        let mut server = Server { child, port };
-        let pid = format!("process_id:{}\r\n", server.child.id());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = server.child.try_wait() {
-                return None; // exited: the port was taken
-            }
-            if let Ok(mut conn) = Conn::connect(port) {
-                if conn.call(&[b"PING"]) == Reply::Status("PONG".into()) {
-                    let info = conn.call(&[&b"INFO"[..], b"server"]).text();
-                    return info.contains(&pid).then_some(server);
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("redis-server did not answer PING");
-    }
-
+impl ServerExt for Server {
     fn conn(&self) -> Conn {
         Conn::connect(self.port).expect("connect to redis-server")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -296,7 +245,7 @@ fn check_entry(entry: &Reply, mismatches: &mut Vec<String>) -> String {
 
 #[test]
 fn table_matches_command_reply() {
-    let server = Server::start();
+    let server = Server::start(&[]);
     let mut conn = server.conn();
     let reply = conn.call(&[b"COMMAND"]);
     let mut mismatches = Vec::new();
@@ -518,7 +467,7 @@ fn compare(conn: &mut Conn, args: &[Vec<u8>], mismatches: &mut Vec<String>) {
 #[test]
 fn key_indices_match_command_getkeys() {
     assert!(REQUESTS.len() >= 60);
-    let server = Server::start();
+    let server = Server::start(&[]);
     let mut conn = server.conn();
     let mut mismatches = Vec::new();
     for req in REQUESTS {
@@ -605,7 +554,7 @@ fn key_indices_match_getkeys_on_generated_requests() {
         "k2",
         "k3",
     ];
-    let server = Server::start();
+    let server = Server::start(&[]);
     let mut conn = server.conn();
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut mismatches = Vec::new();
@@ -629,7 +578,7 @@ fn key_indices_match_getkeys_on_generated_requests() {
 
 #[test]
 fn resolve_errors_are_redis_bytes() {
-    let server = Server::start();
+    let server = Server::start(&[]);
     let mut conn = server.conn();
     let long = vec![b'x'; 300];
     let requests: Vec<Vec<&[u8]>> = vec![
@@ -661,7 +610,7 @@ fn resolve_errors_are_redis_bytes() {
 
 #[test]
 fn dangerous_list_matches_acl_cat_dangerous() {
-    let server = Server::start();
+    let server = Server::start(&[]);
     let mut conn = server.conn();
     let mut live: Vec<String> = conn
         .call(&[&b"ACL"[..], b"CAT", b"dangerous"])

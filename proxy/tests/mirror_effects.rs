@@ -8,9 +8,12 @@
 //!
 //! `redis-server` must be on `PATH`: without it the test fails, it does not skip.
 
+mod common;
+
+use common::Server;
+
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
@@ -22,59 +25,12 @@ use redshard_proxy::resp::{Protocol, ReplyScanner, RequestScanner};
 /// How much later than the master the replica gets each write.
 const MIRROR_DELAY: Duration = Duration::from_millis(2);
 
-/// A redis-server child process on a free 127.0.0.1 port, killed on drop.
-struct Server {
-    child: Child,
-    port: u16,
+/// Connections to a test server, in this file's [`Conn`].
+trait ServerExt {
+    fn conn(&self, protocol: Protocol) -> Conn;
 }
 
-impl Server {
-    /// A server of our own: a port picked as free may be taken by another test's server
-    /// before ours binds it, so the answering server's `process_id` must be our child's.
-    fn start() -> Server {
-        for _attempt in 0..5 {
-            if let Some(server) = Server::try_start() {
-                return server;
-            }
-        }
-        panic!("redis-server did not start on a free port after 5 attempts");
-    }
-
-    fn try_start() -> Option<Server> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("bind 127.0.0.1:0 to pick a free port")
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .args(["--enable-debug-command", "yes"])
-            .arg("--dir")
-            .arg(std::env::temp_dir())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start `redis-server` ({e}): it must be on PATH for this test")
-            });
-        let mut server = Server { child, port };
-        let pid = format!("process_id:{}\r\n", server.child.id());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = server.child.try_wait() {
-                return None; // exited: the port was taken
-            }
-            if let Ok(mut conn) = Conn::connect(port) {
-                if conn.call(&["PING"]) == "+PONG\r\n" {
-                    let info = conn.call(&["INFO", "server"]);
-                    return contains(&info, pid.as_bytes()).then_some(server);
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("redis-server did not answer PING");
-    }
-
+impl ServerExt for Server {
     fn conn(&self, protocol: Protocol) -> Conn {
         let mut conn = Conn::connect(self.port).expect("connect to redis-server");
         if protocol == Protocol::Resp3 {
@@ -82,13 +38,6 @@ impl Server {
             assert!(hello.starts_with(b"%"), "{}", show(&hello));
         }
         conn
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -797,8 +746,8 @@ fn keys(conn: &mut Conn) -> Vec<Vec<u8>> {
 
 #[test]
 fn replicas_end_with_the_masters_data() {
-    let master = Server::start();
-    let replica = Server::start();
+    let master = Server::start(&["--enable-debug-command", "yes"]);
+    let replica = Server::start(&["--enable-debug-command", "yes"]);
     for protocol in [Protocol::Resp2, Protocol::Resp3] {
         let mut pair = Pair {
             master: master.conn(protocol),
