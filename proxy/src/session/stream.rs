@@ -68,12 +68,16 @@ impl ClientStream for TcpStream {
         TcpStream::local_addr(self)
     }
 
+    // `poll_*_ready` keep the session's waker in the socket's own reader/writer slot: no
+    // entry to insert into (and remove from) the socket's waiter list on every turn of the
+    // session's loop, as `readable()`/`writable()` would. One task per socket, so the
+    // "last waker wins" rule of these functions costs nothing.
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
-        TcpStream::readable(self)
+        std::future::poll_fn(move |cx| self.poll_read_ready(cx))
     }
 
     fn writable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
-        TcpStream::writable(self)
+        std::future::poll_fn(move |cx| self.poll_write_ready(cx))
     }
 
     #[inline]
