@@ -9,9 +9,8 @@
 //! delivering a reply costs one uncontended lock and no allocation.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
-
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
