@@ -1,14 +1,68 @@
-"""What the benchmark scripts share: child processes that are always stopped, a minimal RESP2
-client, the machine's load. Imported by benches/load/run.py and benches/failover/run.py."""
+"""What the benchmark scripts share: building redshard, a work directory and signal handling
+around the whole run, child processes that are always stopped, a minimal RESP2 client, the
+machine's load. Imported by benches/load/run.py and benches/failover/run.py."""
 
 import os
+import shutil
+import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 
 class BenchError(Exception):
     """Something the benchmark cannot go on without (a missing binary, a server that died)."""
+
+
+def cargo_target_dir():
+    return os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target")
+
+
+def build_release(packages):
+    """`cargo build --release` of `packages` in the repository."""
+    argv = ["cargo", "build", "--release"] + [a for p in packages for a in ("-p", p)]
+    print(f"building redshard ({' '.join(argv)}) ...", file=sys.stderr)
+    try:
+        subprocess.run(argv, cwd=REPO, check=True, timeout=1800)
+    except FileNotFoundError:
+        raise BenchError("cargo not found; build redshard yourself and pass --no-build --redshard PATH")
+    except subprocess.CalledProcessError as e:
+        raise BenchError(f"cargo build failed with status {e.returncode}")
+    except subprocess.TimeoutExpired:
+        raise BenchError("cargo build took more than 30 minutes")
+
+
+def run_in_workdir(prefix, keep, body):
+    """Runs `body(workdir)` in a new temporary directory, with SIGTERM, SIGHUP and SIGINT (also
+    when started in the background) turned into KeyboardInterrupt so every `finally` runs.
+    The directory is kept with `keep` or when the run failed (then its path is printed), else
+    removed. Returns the exit status: 1 when the run failed or was interrupted, else 0."""
+
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    workdir = tempfile.mkdtemp(prefix=prefix)
+    crashed = False
+    try:
+        body(workdir)
+    except BenchError as e:
+        print(f"\nerror: {e}", file=sys.stderr)
+        crashed = True
+    except KeyboardInterrupt:
+        print("\ninterrupted; stopping the servers", file=sys.stderr)
+        crashed = True
+    finally:
+        if keep or (crashed and os.listdir(workdir)):
+            print(f"work directory (configs, logs): {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 1 if crashed else 0
 
 
 class Procs:

@@ -49,9 +49,11 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchlib import BenchError, Procs, call, loadavg, read_reply, resp_command  # noqa: E402
+from benchlib import (  # noqa: E402
+    REPO, BenchError, Procs, build_release, call, cargo_target_dir, loadavg, read_reply, resp_command,
+    run_in_workdir,
+)
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 TOTAL_SLOTS = 16384
 SHARD_SLOTS = [(0, 8191), (8192, 16383)]
 TARGET_P50_S = 1.0
@@ -334,7 +336,7 @@ def run_trial(number, args, tools, tags, workdir, procs):
         if lines:
             print("key slots (redshard-admin keyslot --config): " + "; ".join(lines), file=sys.stderr)
     started = time.monotonic()
-    proxy = procs.start("redshard", [tools["redshard"], "--config", conf])
+    procs.start("redshard", [tools["redshard"], "--config", conf])
 
     def ready():
         status, body = http_status(metrics, "/readyz")
@@ -530,23 +532,6 @@ def find_binary(name):
     return shutil.which(name)
 
 
-def cargo_target_dir():
-    return os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target")
-
-
-def build():
-    print("building redshard (cargo build --release -p redshard-proxy -p redshard-admin) ...", file=sys.stderr)
-    try:
-        subprocess.run(["cargo", "build", "--release", "-p", "redshard-proxy", "-p", "redshard-admin"],
-                       cwd=REPO, check=True, timeout=1800)
-    except FileNotFoundError:
-        raise BenchError("cargo not found; build redshard yourself and pass --no-build --redshard PATH")
-    except subprocess.CalledProcessError as e:
-        raise BenchError(f"cargo build failed with status {e.returncode}")
-    except subprocess.TimeoutExpired:
-        raise BenchError("cargo build took more than 30 minutes")
-
-
 def parse_args():
     p = argparse.ArgumentParser(
         description=__doc__,
@@ -579,30 +564,7 @@ def parse_args():
 
 def main():
     args = parse_args()
-
-    def on_signal(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
-    workdir = tempfile.mkdtemp(prefix="redshard-failover-")
-    crashed = False
-    try:
-        run(args, workdir)
-    except BenchError as e:
-        print(f"\nerror: {e}", file=sys.stderr)
-        crashed = True
-    except KeyboardInterrupt:
-        print("\ninterrupted; stopping the servers", file=sys.stderr)
-        crashed = True
-    finally:
-        if args.keep or (crashed and os.listdir(workdir)):
-            print(f"work directory (configs, logs): {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    return 1 if crashed else 0
+    return run_in_workdir("redshard-failover-", args.keep, lambda workdir: run(args, workdir))
 
 
 def run(args, workdir):
@@ -610,7 +572,7 @@ def run(args, workdir):
     if not redis_server:
         raise BenchError("redis-server is needed (Debian: apt-get install redis-server)")
     if not args.no_build and not args.redshard:
-        build()
+        build_release(["redshard-proxy", "redshard-admin"])
     redshard = args.redshard or os.path.join(cargo_target_dir(), "release", "redshard")
     if not os.access(redshard, os.X_OK):
         raise BenchError(f"redshard binary not found at {redshard} (build it, or pass --redshard PATH)")

@@ -44,18 +44,17 @@ import os
 import platform
 import resource
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchlib import BenchError, Procs, call, loadavg, resp_command  # noqa: E402
+from benchlib import (  # noqa: E402
+    REPO, BenchError, Procs, build_release, call, cargo_target_dir, loadavg, resp_command, run_in_workdir,
+)
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 TOTAL_SLOTS = 16384
@@ -132,24 +131,6 @@ def find_binary(name, explicit=None, extra_dirs=()):
         if os.access(p, os.X_OK):
             return p
     return None
-
-
-def cargo_target_dir():
-    return os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target")
-
-
-def build_redshard():
-    print("building redshard (cargo build --release -p redshard-proxy) ...", file=sys.stderr)
-    try:
-        subprocess.run(
-            ["cargo", "build", "--release", "-p", "redshard-proxy"], cwd=REPO, check=True, timeout=1800
-        )
-    except FileNotFoundError:
-        raise BenchError("cargo not found; build redshard yourself and pass --no-build --redshard PATH")
-    except subprocess.CalledProcessError as e:
-        raise BenchError(f"cargo build failed with status {e.returncode}")
-    except subprocess.TimeoutExpired:
-        raise BenchError("cargo build took more than 30 minutes")
 
 
 def slot_ranges(n):
@@ -776,31 +757,14 @@ def raise_nofile(need):
 def main():
     args = parse_args()
 
-    def on_signal(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
+    def body(workdir):
+        procs = Procs(workdir)
+        try:
+            run(args, workdir, procs)
+        finally:
+            procs.stop_all()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
-    signal.signal(signal.SIGINT, on_signal)  # also when started in the background
-
-    workdir = tempfile.mkdtemp(prefix="redshard-load-")
-    procs = Procs(workdir)
-    crashed = False
-    try:
-        run(args, workdir, procs)
-    except BenchError as e:
-        print(f"\nerror: {e}", file=sys.stderr)
-        crashed = True
-    except KeyboardInterrupt:
-        print("\ninterrupted; stopping the servers", file=sys.stderr)
-        crashed = True
-    finally:
-        procs.stop_all()
-        if args.keep or (crashed and os.listdir(workdir)):
-            print(f"work directory (configs, logs): {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    return 1 if crashed else 0
+    return run_in_workdir("redshard-load-", args.keep, body)
 
 
 def run(args, workdir, procs):
@@ -820,7 +784,7 @@ def run(args, workdir, procs):
     else:
         notes.append("twemproxy skipped: --no-twemproxy")
     if not args.no_build and not args.redshard:
-        build_redshard()
+        build_release(["redshard-proxy"])
     redshard = args.redshard or os.path.join(cargo_target_dir(), "release", "redshard")
     if not os.access(redshard, os.X_OK):
         raise BenchError(f"redshard binary not found at {redshard} (build it, or pass --redshard PATH)")
