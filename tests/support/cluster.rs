@@ -2,6 +2,7 @@
 //! in-process proxy.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use redshard_config::{Config, Topology};
@@ -130,6 +131,13 @@ impl TestCluster {
             .expect("the proxy runs")
             .start_admin(listener)
             .expect("admin port starts")
+    }
+
+    /// The running proxy's current topology (panics without a proxy).
+    #[must_use]
+    pub fn topology(&self) -> Arc<Topology> {
+        let proxy = self.proxy.as_ref().expect("the cluster has a proxy");
+        Arc::clone(proxy.state().router.load().topology())
     }
 
     /// A new client of the proxy.

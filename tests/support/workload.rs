@@ -103,16 +103,7 @@ pub async fn assert_keys_where_they_belong(topology: &Topology) {
 
 /// Asserts every replica holds exactly its master's data and expiry times.
 pub async fn assert_replicas_equal(cluster: &TestCluster) {
-    let topology = Arc::clone(
-        cluster
-            .proxy
-            .as_ref()
-            .expect("proxy")
-            .state()
-            .router
-            .load()
-            .topology(),
-    );
+    let topology = cluster.topology();
     for shard in &topology.shards {
         for replica in &shard.replicas {
             assert_eq!(
