@@ -1118,30 +1118,6 @@ fn requests_that_are_not_one_request_are_refused() {
 // Helpers and robustness
 
 #[test]
-fn string2ll() {
-    assert_eq!(parse_i64(b"0"), Some(0));
-    assert_eq!(parse_i64(b"-1"), Some(-1));
-    assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
-    assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
-    for bad in [
-        &b""[..],
-        b"-",
-        b"-0",
-        b"00",
-        b"01",
-        b"+1",
-        b" 1",
-        b"1 ",
-        b"1a",
-        b"9223372036854775808",
-        b"-9223372036854775809",
-        b"100000000000000000000",
-    ] {
-        assert_eq!(parse_i64(bad), None, "{}", show(bad));
-    }
-}
-
-#[test]
 fn reply_helpers() {
     assert_eq!(bulk(b"$0\r\n\r\n"), Some(&b""[..]));
     assert_eq!(bulk(b"$2\r\na\r\n\r\n"), None);
