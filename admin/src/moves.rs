@@ -198,15 +198,7 @@ pub fn rebalance(
     for (name, now, after) in &plan.shares {
         say!("    {name}: {now} -> {after} slots");
     }
-    for m in &plan.moves {
-        say!(
-            ">>> Moving {} slots from {} to {} ({})",
-            m.slot_count,
-            m.from,
-            m.to,
-            m.slots
-        );
-    }
+    say_moves(&plan.moves);
     if simulate {
         say!("[OK] Simulation only (--cluster-simulate): nothing was moved.");
         return Ok(true);
@@ -217,15 +209,7 @@ pub fn rebalance(
     let queued = RebalanceView::parse(&client.ok(&args)?)?;
     if queued.moves != plan.moves {
         say!("The cluster changed since the plan was shown; queued instead:");
-        for m in &queued.moves {
-            say!(
-                ">>> Moving {} slots from {} to {} ({})",
-                m.slot_count,
-                m.from,
-                m.to,
-                m.slots
-            );
-        }
+        say_moves(&queued.moves);
     }
     watch(client, &queued.moves)
 }
@@ -354,6 +338,19 @@ fn watch(client: &mut AdminClient, moves: &[PlannedMove]) -> Result<bool> {
         }
     }
     Ok(all_done)
+}
+
+/// Prints one `>>> Moving ...` line per planned move, as `redis-cli --cluster rebalance` does.
+fn say_moves(moves: &[PlannedMove]) {
+    for m in moves {
+        say!(
+            ">>> Moving {} slots from {} to {} ({})",
+            m.slot_count,
+            m.from,
+            m.to,
+            m.slots
+        );
+    }
 }
 
 #[cfg(test)]
