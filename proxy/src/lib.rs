@@ -247,9 +247,7 @@ impl Proxy {
             }
             None => (None, None),
         };
-        if let Err(e) = metrics::install(&config.metrics_namespace) {
-            tracing::warn!(error = %e, "metrics are disabled");
-        }
+        metrics::install(&config.metrics_namespace);
         let state = ProxyState::with_options(config, topology, local_addr.port(), options)?;
         let (trigger, watch) = shutdown::channel();
         let mut background = Vec::new();

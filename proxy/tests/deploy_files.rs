@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use redshard_config::Config;
-use redshard_proxy::metrics::names::{self, Kind, EVENTS, STATE};
+use redshard_proxy::metrics::names::{self, Kind, EVENTS, PER_COMMAND, STATE};
 
 fn repo_file(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
@@ -34,8 +34,9 @@ fn names_after<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
 /// Every series name a query may use: each metric's name (a histogram's `_bucket`, `_sum` and
 /// `_count` series).
 fn known_series() -> Vec<String> {
-    EVENTS
+    PER_COMMAND
         .iter()
+        .chain(EVENTS)
         .chain(STATE)
         .flat_map(|m| match m.kind {
             Kind::Histogram => ["_bucket", "_sum", "_count"]

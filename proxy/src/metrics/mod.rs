@@ -6,9 +6,13 @@
 //! **Events** (commands, bytes, backend errors) are recorded by the functions of this module
 //! into one [`metrics-exporter-prometheus`](metrics_exporter_prometheus) recorder per
 //! process, installed by [`install`] and also set as the global `metrics` recorder. Every
-//! function is a no-op until then, and cheap after: static metric names, `&'static str`
-//! command labels, and the handles of each command registered once and kept, so recording a
-//! command costs a hash look-up of its name and a few atomic operations.
+//! function is a no-op until then, and cheap after: static metric names and handles
+//! registered once. The per-command metrics (counts, failures, total time and the latency
+//! histogram) are the exception: recorded for every request, they are plain atomics of this
+//! module ([`CommandTable`]), found by the address of the command's name, and rendered by it
+//! next to the recorder's text. The exporter's histogram keeps every sample until its upkeep
+//! folds them into buckets (a lock-free list of blocks, pinned per sample); fixed buckets
+//! cost one increment, hold no samples and need no upkeep.
 //!
 //! **State** (clients, topology, backend health, mirroring, failovers, migrations) is read
 //! from the proxy at each scrape by [`render`]: always exact for the proxy being scraped and
@@ -34,19 +38,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder};
-use metrics_exporter_prometheus::{
-    BuildError, Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
-};
+use metrics::{Counter, Gauge, Key, KeyName, Label, Level, Metadata, Recorder};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use redshard_config::NodeAddr;
 
 use crate::state::ProxyState;
-use names::{Kind, Metric, LABEL_CMD, LABEL_KIND, LABEL_NODE, LABEL_RESULT};
+use names::{Kind, Metric, LABEL_KIND, LABEL_NODE, LABEL_RESULT};
 use text::Text;
-
-/// How often histogram samples are folded into their buckets between scrapes, which bounds
-/// the memory they hold.
-const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The registration metadata of every metric (the Prometheus recorder ignores it).
 static METADATA: Metadata<'static> =
@@ -56,14 +54,6 @@ static METADATA: Metadata<'static> =
 static REGISTRY: OnceLock<Registry> = OnceLock::new();
 /// Serializes [`install`], so that exactly one recorder is ever built.
 static INSTALL: Mutex<()> = Mutex::new(());
-
-/// The recorder could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum InstallError {
-    /// The exporter refused its settings (empty histogram buckets).
-    #[error("cannot configure the Prometheus recorder: {0}")]
-    Build(#[from] BuildError),
-}
 
 /// The installed recorder: renders the event metrics. Cheap to copy.
 #[derive(Clone, Copy, Debug)]
@@ -102,12 +92,8 @@ struct Registry {
 }
 
 /// Installs the process's recorder with `namespace`, or returns the one already installed
-/// (whose namespace then wins; see the [module docs](self)). Starts a thread that folds
-/// histogram samples into buckets every second.
-///
-/// # Errors
-/// The exporter refuses the histogram buckets (it cannot with the built-in ones).
-pub fn install(namespace: &str) -> Result<Exporter, InstallError> {
+/// (whose namespace then wins; see the [module docs](self)).
+pub fn install(namespace: &str) -> Exporter {
     let _guard = INSTALL.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(registry) = REGISTRY.get() {
         if registry.namespace != namespace {
@@ -117,19 +103,12 @@ pub fn install(namespace: &str) -> Result<Exporter, InstallError> {
                 "metrics are already installed in this process with another namespace; keeping it"
             );
         }
-        return Ok(Exporter { registry });
+        return Exporter { registry };
     }
-    let recorder = build_recorder(namespace)?;
+    let recorder = PrometheusBuilder::new().build_recorder();
     // Under INSTALL and checked empty above: this closure runs.
     let registry = REGISTRY.get_or_init(|| Registry::build(namespace, recorder));
-    Ok(Exporter { registry })
-}
-
-fn build_recorder(namespace: &str) -> Result<PrometheusRecorder, InstallError> {
-    let histogram = format!("{namespace}_{}", names::COMMAND_DURATION_SECONDS.name);
-    Ok(PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Full(histogram), names::COMMAND_DURATION_BUCKETS)?
-        .build_recorder())
+    Exporter { registry }
 }
 
 /// `<namespace>_<name>`, allocated once per process and kept for its life, so that metric
@@ -171,25 +150,16 @@ impl Registry {
             namespace: Box::leak(namespace.to_owned().into_boxed_str()),
             backend_errors: leak_name(namespace, &names::BACKEND_ERRORS_TOTAL),
             backend_connections: leak_name(namespace, &names::BACKEND_CONNECTIONS),
-            commands: CommandTable::new(namespace),
+            commands: CommandTable::new(),
             net_in: counter(&names::NET_INPUT_BYTES_TOTAL, Vec::new()),
             net_out: counter(&names::NET_OUTPUT_BYTES_TOTAL, Vec::new()),
             protocol_errors: counter(&names::PROTOCOL_ERRORS_TOTAL, Vec::new()),
             tls_handshake_errors: counter(&names::TLS_HANDSHAKE_ERRORS_TOTAL, Vec::new()),
             reloads_ok: reloads("ok"),
             reloads_error: reloads("error"),
-            handle: handle.clone(),
+            handle,
             recorder,
         };
-        let upkeep = std::thread::Builder::new()
-            .name("redshard-metrics".into())
-            .spawn(move || loop {
-                std::thread::sleep(UPKEEP_INTERVAL);
-                handle.run_upkeep();
-            });
-        if let Err(e) = upkeep {
-            tracing::warn!(error = %e, "cannot start the metrics upkeep thread; histograms are folded at each scrape only");
-        }
         registry
     }
 
@@ -217,9 +187,7 @@ impl Exporter {
         if !out.is_empty() && !out.ends_with('\n') {
             out.push('\n');
         }
-        self.registry
-            .commands
-            .render_durations(self.namespace(), out);
+        self.registry.commands.render(self.namespace(), out);
     }
 }
 
@@ -239,15 +207,8 @@ pub fn command(cmd: &'static str, elapsed: Duration, failed: bool) {
     let Some(registry) = registry() else {
         return;
     };
-    registry.commands.with(registry, cmd, |m| {
-        m.calls.increment(1);
-        if failed {
-            m.failed.increment(1);
-        }
-        m.latency.record(elapsed.as_secs_f64());
-        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        m.nanos.fetch_add(nanos, Ordering::Relaxed);
-    });
+    let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+    registry.commands.with(cmd, |m| m.record(nanos, failed));
 }
 
 /// Records `n` bytes read from a client (`net_input_bytes_total`).
@@ -344,29 +305,60 @@ pub fn render(state: &ProxyState) -> String {
 
 // ---- Per-command metrics ---------------------------------------------------------------------
 
-/// The metrics of one command, registered on its first use.
+/// Buckets of the latency histogram: one per bound of [`names::COMMAND_DURATION_BUCKETS`],
+/// and the last for everything above.
+const BUCKETS: usize = names::COMMAND_DURATION_BUCKETS.len() + 1;
+
+/// The metrics of one command, created on its first use.
 #[derive(Debug)]
 struct CommandMetrics {
     /// `commands_total{cmd}`.
-    calls: Counter,
+    calls: AtomicU64,
     /// `commands_failed_calls_total{cmd}`.
-    failed: Counter,
-    /// `command_duration_seconds{cmd}`.
-    latency: Histogram,
-    /// `commands_duration_seconds_total{cmd}`, in nanoseconds (rendered in seconds).
+    failed: AtomicU64,
+    /// `commands_duration_seconds_total{cmd}` and the histogram's `_sum`, in nanoseconds
+    /// (rendered in seconds).
     nanos: AtomicU64,
+    /// `command_duration_seconds{cmd}`: how many calls fell in each bucket (not cumulative;
+    /// rendering adds them up).
+    buckets: [AtomicU64; BUCKETS],
 }
+
+impl CommandMetrics {
+    fn new() -> Self {
+        Self {
+            calls: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            nanos: AtomicU64::new(0),
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    /// One call that took `nanos`.
+    fn record(&self, nanos: u64, failed: bool) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        self.nanos.fetch_add(nanos, Ordering::Relaxed);
+        // `le` bounds: a call of exactly a bound's duration counts in that bucket.
+        let bucket = BUCKET_NANOS.partition_point(|&bound| bound < nanos);
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// [`names::COMMAND_DURATION_BUCKETS`] in nanoseconds.
+static BUCKET_NANOS: std::sync::LazyLock<[u64; BUCKETS - 1]> = std::sync::LazyLock::new(|| {
+    std::array::from_fn(|i| {
+        // Whole nanoseconds: every bound is a multiple of 10 µs.
+        (names::COMMAND_DURATION_BUCKETS[i] * 1e9).round() as u64
+    })
+});
 
 /// Every command's metrics: a slot per command-table name, filled on first use so that only
 /// commands that were served appear in a scrape.
 #[derive(Debug)]
 struct CommandTable {
-    /// `<ns>_commands_total`.
-    calls: &'static str,
-    /// `<ns>_commands_failed_calls_total`.
-    failed: &'static str,
-    /// `<ns>_command_duration_seconds`.
-    latency: &'static str,
     /// Every name of the command table (subcommands included), in table order.
     names: Vec<&'static str>,
     /// Position of each name in `names` and `slots`.
@@ -409,7 +401,7 @@ impl Hasher for AddrHasher {
 }
 
 impl CommandTable {
-    fn new(namespace: &str) -> Self {
+    fn new() -> Self {
         let names: Vec<&'static str> = crate::command::commands()
             .flat_map(|spec| std::iter::once(spec).chain(spec.subcommands))
             .map(|spec| spec.name)
@@ -421,9 +413,6 @@ impl CommandTable {
             .map(|(i, &n)| (n.as_ptr() as usize, i))
             .collect();
         Self {
-            calls: leak_name(namespace, &names::COMMANDS_TOTAL),
-            failed: leak_name(namespace, &names::COMMANDS_FAILED_CALLS_TOTAL),
-            latency: leak_name(namespace, &names::COMMAND_DURATION_SECONDS),
             slots: names.iter().map(|_| OnceLock::new()).collect(),
             names,
             index,
@@ -432,26 +421,15 @@ impl CommandTable {
         }
     }
 
-    fn register(&self, registry: &Registry, cmd: &'static str) -> CommandMetrics {
-        let key = |name: &'static str| Key::from_parts(name, vec![Label::new(LABEL_CMD, cmd)]);
-        let recorder = &registry.recorder;
-        CommandMetrics {
-            calls: recorder.register_counter(&key(self.calls), &METADATA),
-            failed: recorder.register_counter(&key(self.failed), &METADATA),
-            latency: recorder.register_histogram(&key(self.latency), &METADATA),
-            nanos: AtomicU64::new(0),
-        }
-    }
-
-    /// Runs `f` on `cmd`'s metrics, registering them on first use.
-    fn with(&self, registry: &Registry, cmd: &'static str, f: impl FnOnce(&CommandMetrics)) {
+    /// Runs `f` on `cmd`'s metrics, creating them on first use.
+    fn with(&self, cmd: &'static str, f: impl FnOnce(&CommandMetrics)) {
         let found = self
             .by_addr
             .get(&(cmd.as_ptr() as usize))
             .filter(|&&i| self.names[i].len() == cmd.len())
             .or_else(|| self.index.get(cmd));
         if let Some(&i) = found {
-            f(self.slots[i].get_or_init(|| self.register(registry, cmd)));
+            f(self.slots[i].get_or_init(CommandMetrics::new));
             return;
         }
         let metrics = {
@@ -459,7 +437,7 @@ impl CommandTable {
             match others.iter().find(|(name, _)| *name == cmd) {
                 Some((_, metrics)) => Arc::clone(metrics),
                 None => {
-                    let metrics = Arc::new(self.register(registry, cmd));
+                    let metrics = Arc::new(CommandMetrics::new());
                     others.push((cmd, Arc::clone(&metrics)));
                     metrics
                 }
@@ -468,30 +446,54 @@ impl CommandTable {
         f(&metrics);
     }
 
-    /// Writes `commands_duration_seconds_total` for every command used so far.
-    fn render_durations(&self, namespace: &str, out: &mut String) {
-        let metric = &names::COMMANDS_DURATION_SECONDS_TOTAL;
+    /// Writes the per-command metrics of every command used so far, sorted by name.
+    fn render(&self, namespace: &str, out: &mut String) {
         let others = self.others.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut used: Vec<(&str, u64)> = self
+        let mut used: Vec<(&str, &CommandMetrics)> = self
             .names
             .iter()
             .zip(self.slots.iter())
-            .filter_map(|(name, slot)| Some((*name, slot.get()?.nanos.load(Ordering::Relaxed))))
-            .chain(
-                others
-                    .iter()
-                    .map(|(name, m)| (*name, m.nanos.load(Ordering::Relaxed))),
-            )
+            .filter_map(|(name, slot)| Some((*name, slot.get()?)))
+            .chain(others.iter().map(|(name, m)| (*name, &**m)))
             .collect();
-        drop(others);
         if used.is_empty() {
             return;
         }
-        used.sort_unstable();
+        used.sort_unstable_by_key(|&(name, _)| name);
         let mut text = Text::new(out, namespace);
-        text.header(metric);
-        for (name, nanos) in used {
-            text.sample(metric, &[name], Seconds(nanos));
+        let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        text.header(&names::COMMANDS_TOTAL);
+        for &(name, m) in &used {
+            text.sample(&names::COMMANDS_TOTAL, &[name], load(&m.calls));
+        }
+        text.header(&names::COMMANDS_FAILED_CALLS_TOTAL);
+        for &(name, m) in &used {
+            text.sample(
+                &names::COMMANDS_FAILED_CALLS_TOTAL,
+                &[name],
+                load(&m.failed),
+            );
+        }
+        text.header(&names::COMMANDS_DURATION_SECONDS_TOTAL);
+        for &(name, m) in &used {
+            let total = Seconds(load(&m.nanos));
+            text.sample(&names::COMMANDS_DURATION_SECONDS_TOTAL, &[name], total);
+        }
+        let histogram = &names::COMMAND_DURATION_SECONDS;
+        text.header(histogram);
+        for &(name, m) in &used {
+            // The count is the +Inf bucket as summed here, so the series agree with each
+            // other even while calls are being recorded.
+            let mut cumulative = 0;
+            for (i, bucket) in m.buckets.iter().enumerate() {
+                cumulative += load(bucket);
+                match names::COMMAND_DURATION_BUCKETS.get(i) {
+                    Some(le) => text.bucket(histogram, &[name], &le.to_string(), cumulative),
+                    None => text.bucket(histogram, &[name], "+Inf", cumulative),
+                }
+            }
+            text.suffixed(histogram, "_sum", &[name], Seconds(load(&m.nanos)));
+            text.suffixed(histogram, "_count", &[name], cumulative);
         }
     }
 }

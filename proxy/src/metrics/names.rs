@@ -8,9 +8,9 @@
 //!
 //! Two sources feed them:
 //! - **events**, recorded by the data path through the functions of [`crate::metrics`]
-//!   (commands, bytes, errors), process-wide, into the `metrics-exporter-prometheus` recorder
-//!   (except [`COMMANDS_DURATION_SECONDS_TOTAL`], a fractional counter that recorder cannot
-//!   hold, which [`crate::metrics`] keeps and renders itself);
+//!   (commands, bytes, errors), process-wide: the [`PER_COMMAND`] metrics, recorded for
+//!   every request, in atomics that [`crate::metrics`] keeps and renders itself, the other
+//!   [`EVENTS`] in the `metrics-exporter-prometheus` recorder;
 //! - **state**, read from the proxy at each scrape (clients, topology, backend health, the
 //!   mirror links, the controller's [counts](crate::control::stats), the migration queue),
 //!   so it is exact for this proxy, never stale, and needs no wiring.
@@ -368,12 +368,17 @@ pub const COMMAND_DURATION_BUCKETS: &[f64] = &[
     1.0, 2.5, 5.0,
 ];
 
-/// Every metric recorded from events, process-wide.
-pub const EVENTS: &[Metric] = &[
+/// The metrics recorded for every command, process-wide (kept and rendered by the metrics
+/// module itself).
+pub const PER_COMMAND: &[Metric] = &[
     COMMANDS_TOTAL,
-    COMMANDS_DURATION_SECONDS_TOTAL,
     COMMANDS_FAILED_CALLS_TOTAL,
+    COMMANDS_DURATION_SECONDS_TOTAL,
     COMMAND_DURATION_SECONDS,
+];
+
+/// The other metrics recorded from events, process-wide (kept by the Prometheus recorder).
+pub const EVENTS: &[Metric] = &[
     NET_INPUT_BYTES_TOTAL,
     NET_OUTPUT_BYTES_TOTAL,
     PROTOCOL_ERRORS_TOTAL,
@@ -412,7 +417,7 @@ mod tests {
 
     #[test]
     fn names_follow_prometheus_conventions_and_are_unique() {
-        let all: Vec<&Metric> = EVENTS.iter().chain(STATE).collect();
+        let all: Vec<&Metric> = PER_COMMAND.iter().chain(EVENTS).chain(STATE).collect();
         let mut names: Vec<&str> = all.iter().map(|m| m.name).collect();
         names.sort_unstable();
         names.dedup();

@@ -11,15 +11,15 @@ fn sample<'a>(text: &'a str, series: &str) -> Option<&'a str> {
 
 #[test]
 fn install_is_idempotent_and_keeps_the_first_namespace() {
-    let first = install("redshard").unwrap();
-    let again = install("other").unwrap();
+    let first = install("redshard");
+    let again = install("other");
     assert_eq!(first.namespace(), "redshard");
     assert_eq!(again.namespace(), "redshard");
 }
 
 #[test]
 fn commands_are_counted_timed_and_bucketed() {
-    let exporter = install("redshard").unwrap();
+    let exporter = install("redshard");
     command("hgetall", Duration::from_micros(120), false);
     command("hgetall", Duration::from_millis(3), true);
     command("config|get", Duration::from_micros(40), false);
@@ -86,8 +86,33 @@ fn commands_are_counted_timed_and_bucketed() {
 }
 
 #[test]
+fn a_bucket_holds_calls_up_to_its_bound_and_inf_holds_the_rest() {
+    let exporter = install("redshard");
+    command("zadd", Duration::from_micros(250), false);
+    command("zadd", Duration::from_nanos(250_001), false);
+    command("zadd", Duration::from_secs(6), false);
+    let mut text = String::new();
+    exporter.render_into(&mut text);
+    let bucket = |le: &str| {
+        sample(
+            &text,
+            &format!("redshard_command_duration_seconds_bucket{{cmd=\"zadd\",le=\"{le}\"}}"),
+        )
+    };
+    assert_eq!(bucket("0.0001"), Some("0"), "{text}");
+    assert_eq!(bucket("0.00025"), Some("1"));
+    assert_eq!(bucket("0.0005"), Some("2"));
+    assert_eq!(bucket("5"), Some("2"));
+    assert_eq!(bucket("+Inf"), Some("3"));
+    assert_eq!(
+        sample(&text, "redshard_command_duration_seconds_sum{cmd=\"zadd\"}"),
+        Some("6.000500001")
+    );
+}
+
+#[test]
 fn bytes_errors_and_backend_connections_are_counted() {
-    let exporter = install("redshard").unwrap();
+    let exporter = install("redshard");
     let counter = |text: &str, series: &str| -> u64 {
         sample(text, series).map_or(0, |v| v.parse().unwrap())
     };

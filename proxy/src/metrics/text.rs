@@ -34,10 +34,39 @@ impl<'a> Text<'a> {
 
     /// One sample of `metric` with `values` for its labels, in the order of `metric.labels`.
     pub(crate) fn sample(&mut self, metric: &Metric, values: &[&str], value: impl Display) {
-        let _ = write!(self.out, "{}_{}", self.namespace, metric.name);
-        if !metric.labels.is_empty() {
+        self.series(metric, "", values, None, value);
+    }
+
+    /// One `_bucket` sample of the histogram `metric`: its labels, then `le`.
+    pub(crate) fn bucket(&mut self, metric: &Metric, values: &[&str], le: &str, value: u64) {
+        self.series(metric, "_bucket", values, Some(("le", le)), value);
+    }
+
+    /// One sample of the series `<metric>_<suffix>` (a histogram's `_sum` or `_count`).
+    pub(crate) fn suffixed(
+        &mut self,
+        metric: &Metric,
+        suffix: &str,
+        values: &[&str],
+        value: impl Display,
+    ) {
+        self.series(metric, suffix, values, None, value);
+    }
+
+    fn series(
+        &mut self,
+        metric: &Metric,
+        suffix: &str,
+        values: &[&str],
+        extra: Option<(&str, &str)>,
+        value: impl Display,
+    ) {
+        let _ = write!(self.out, "{}_{}{suffix}", self.namespace, metric.name);
+        let labels = metric.labels.iter().copied().zip(values.iter().copied());
+        let mut labels = labels.chain(extra).peekable();
+        if labels.peek().is_some() {
             self.out.push('{');
-            for (i, (name, label)) in metric.labels.iter().zip(values).enumerate() {
+            for (i, (name, label)) in labels.enumerate() {
                 if i > 0 {
                     self.out.push(',');
                 }
@@ -87,6 +116,14 @@ mod tests {
         let mut text = Text::new(&mut out, "ns");
         text.header(&M);
         text.sample(&M, &["a\"b\\c\nd", "x"], 3);
+        let h = Metric {
+            name: "wait_seconds",
+            kind: Kind::Histogram,
+            labels: &["cmd"],
+            help: "h",
+        };
+        text.bucket(&h, &["get"], "0.5", 2);
+        text.suffixed(&h, "_count", &["get"], 2);
         text.single(
             &Metric {
                 name: "up",
@@ -101,6 +138,8 @@ mod tests {
             "# HELP ns_things_total Things \\\\ with\\nnewline.\n\
              # TYPE ns_things_total counter\n\
              ns_things_total{node=\"a\\\"b\\\\c\\nd\",kind=\"x\"} 3\n\
+             ns_wait_seconds_bucket{cmd=\"get\",le=\"0.5\"} 2\n\
+             ns_wait_seconds_count{cmd=\"get\"} 2\n\
              # HELP ns_up h\n# TYPE ns_up gauge\nns_up 1.5\n"
         );
     }
