@@ -379,3 +379,48 @@ async fn slowlog_records_slow_commands_as_the_client_saw_them() {
         Reply::Error("ERR count should be greater than or equal to -1".into())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbers_the_proxy_reads_itself_are_refused_like_redis_refuses_them() {
+    // Redis reads integers strictly (string2ll): no sign "+", no leading zeros or spaces, no
+    // "-0". Each request is sent to the proxy and to one of its redis-servers directly; the
+    // replies must be the same (the ones that succeed here succeed alike on both).
+    let cluster = TestCluster::start(1).await;
+    let mut proxy = cluster.client().await;
+    let mut redis = cluster.master(0).await;
+    let cases: &[&[&str]] = &[
+        &["WAIT", "+1", "0"],
+        &["WAIT", " 1", "0"],
+        &["WAIT", "01", "0"],
+        &["WAIT", "x", "0"],
+        &["WAIT", "0", "+0"],
+        &["WAIT", "0", "abc"],
+        &["WAIT", "0", "-1"],
+        &["WAIT", "0", "0"],
+        &["WAIT", "0", "9223372036854775807"],
+        &["WAIT", "0", "9223372036854775808"],
+        &["SELECT", "01"],
+        &["SELECT", "+0"],
+        &["SELECT", "-0"],
+        &["SELECT", " 0"],
+        &["SELECT", "4294967296"],
+        &["SELECT", "0"],
+        &["HELLO", "03"],
+        &["HELLO", "+3"],
+        &["HELLO", "x"],
+        &["HELLO", "4"],
+        &["SLOWLOG", "GET", "+1"],
+        &["SLOWLOG", "GET", "01"],
+        &["SLOWLOG", "GET", "-2"],
+        &["SLOWLOG", "GET", "x"],
+    ];
+    for &args in cases {
+        let expected = redis.cmd(args).await;
+        assert_eq!(proxy.cmd(args).await, expected, "{args:?}");
+    }
+    // Both refused the malformed ones: the table above does test refusals.
+    assert!(matches!(
+        redis.cmd(&["SELECT", "01"]).await,
+        Reply::Error(_)
+    ));
+}

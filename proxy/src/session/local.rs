@@ -9,7 +9,7 @@ use super::{info, Closing, Ctx};
 use redshard_config::Access;
 
 use crate::command::{self, CommandSpec, REDIS_VERSION};
-use crate::resp::{encode, Args, Protocol};
+use crate::resp::{encode, parse_i64, Args, Protocol};
 use crate::router::RoutingTable;
 
 /// Answers a `Route::Local` command.
@@ -132,19 +132,18 @@ fn bulk(ctx: &Ctx, value: &[u8]) -> Action {
     Action::reply(ctx, out.freeze())
 }
 
-fn parse_i64(arg: &[u8]) -> Option<i64> {
-    std::str::from_utf8(arg).ok()?.parse().ok()
-}
-
 /// `WAIT numreplicas timeout`: the number of replicas that applied this client's writes.
 ///
 /// The proxy is the replication channel, and until writes are mirrored no replica has applied
 /// any, so the answer is 0: at once when 0 replicas were asked for, else when the timeout
 /// ends, and never for timeout 0 — exactly what one Redis server without replicas does.
 fn wait(ctx: &mut Ctx, args: Args<'_>) -> Action {
-    let (Some(replicas), Some(timeout_ms)) = (parse_i64(args.get(1)), parse_i64(args.get(2)))
-    else {
+    // Redis reads (and refuses) the count before the timeout, each with its own error.
+    let Some(replicas) = parse_i64(args.get(1)) else {
         return Action::error(ctx, "ERR value is not an integer or out of range");
+    };
+    let Some(timeout_ms) = parse_i64(args.get(2)) else {
+        return Action::error(ctx, "ERR timeout is not an integer or out of range");
     };
     if timeout_ms < 0 {
         return Action::error(ctx, "ERR timeout is negative");
@@ -190,6 +189,11 @@ fn wait(ctx: &mut Ctx, args: Args<'_>) -> Action {
 fn select(ctx: &Ctx, db: &[u8]) -> Action {
     match parse_i64(db) {
         Some(0) => Action::reply(ctx, Bytes::from_static(encode::OK)),
+        // Redis reads the index as a C int first.
+        Some(n) if i32::try_from(n).is_err() => Action::error(
+            ctx,
+            "ERR value is out of range, value must between -2147483648 and 2147483647",
+        ),
         Some(_) => Action::error(
             ctx,
             "ERR redshard serves DB 0 only; SELECT of another database is not allowed",
