@@ -106,6 +106,19 @@ def proc_cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of stat(5)
 
 
+def children_cpu_seconds():
+    """utime+stime of every child process this script has waited for (redis-benchmark runs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def machine_cpu_ticks():
+    """(busy, total) jiffies of all CPUs from /proc/stat (idle and iowait are not busy)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:9]]
+    return sum(fields) - fields[3] - fields[4], sum(fields)
+
+
 def proc_rss_bytes(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -255,10 +268,13 @@ def prefill(rb, port, timeout):
 
 
 def measure(rb, port, pid, backend_pids, pipeline, extra, requests, timeout, procs):
-    """One redis-benchmark run against `port`, with the CPU time the process `pid` and the
-    redis-servers `backend_pids` spent meanwhile. Returns (result or None, problem or None)."""
+    """One redis-benchmark run against `port`, with the CPU time the process `pid`, the
+    redis-servers `backend_pids` and redis-benchmark itself spent meanwhile, and how busy the
+    machine's CPUs were. Returns (result or None, problem or None)."""
     cpu0 = proc_cpu_seconds(pid)
     bcpu0 = sum(proc_cpu_seconds(p) for p in backend_pids)
+    ccpu0 = children_cpu_seconds()
+    busy0, total0 = machine_cpu_ticks()
     t0 = time.monotonic()
     res, problem = run_benchmark(rb, port, pipeline, extra, requests, timeout)
     elapsed = time.monotonic() - t0
@@ -267,12 +283,16 @@ def measure(rb, port, pid, backend_pids, pipeline, extra, requests, timeout, pro
         return None, problem
     cpu = proc_cpu_seconds(pid) - cpu0
     bcpu = sum(proc_cpu_seconds(p) for p in backend_pids) - bcpu0
+    ccpu = children_cpu_seconds() - ccpu0
+    busy1, total1 = machine_cpu_ticks()
     res.update({
         "requests": requests,
         "seconds": round(elapsed, 3),
         "cpu_us_per_req": cpu * 1e6 / requests,
         # For direct the measured process is itself a backend.
         "backend_cpu_us_per_req": bcpu * 1e6 / requests,
+        "client_cpu_us_per_req": ccpu * 1e6 / requests,
+        "machine_busy": (busy1 - busy0) / max(1, total1 - total0),
     })
     return res, problem
 
@@ -354,6 +374,10 @@ def fmt_cpu(v):
     return "—" if v is None else f"{v:.2f}"
 
 
+def fmt_busy(v):
+    return "—" if v is None else f"{v:.0%}"
+
+
 def median_of(samples, key):
     vals = [s[key] for s in samples if s.get(key) is not None]
     return statistics.median(vals) if vals else None
@@ -402,6 +426,7 @@ def markdown_table(summary, cases):
 
 
 def evaluate_targets(summary, idle, mirror):
+    summary = summary or {}  # --only mirror: no peer cases
     checks = []
 
     def add(name, value, op, threshold, unit="×"):
@@ -434,6 +459,8 @@ def evaluate_targets(summary, idle, mirror):
         add(f"{case}: CPU/req redshard/twemproxy", cpu_ratio(case), "≤", 0.6)
     if mirror.get("supported"):
         add("set_p16 with sync mirroring / without replicas", mirror.get("ratio"), "≥", 0.9)
+        if mirror.get("ceiling"):
+            checks[-1]["ceiling_on_this_machine"] = mirror["ceiling"]["ratio"]
         checks.append({
             "target": "every replica equal to its master after the run (keys, SET calls, DEBUG DIGEST)",
             "value": None,
@@ -623,7 +650,8 @@ def run_mirror(args, workdir, procs, tools, notes, problems):
         per_round = [round(s["rps"] / base[s["round"]], 3) for s in samples[v] if base.get(s["round"])]
         rows[v] = {
             k: median_of(samples[v], k)
-            for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "backend_cpu_us_per_req")
+            for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "backend_cpu_us_per_req",
+                      "client_cpu_us_per_req", "machine_busy")
         }
         rows[v]["rounds"] = len(samples[v])
         rows[v]["ratio_unmirrored"] = statistics.median(per_round) if per_round else None
@@ -646,6 +674,7 @@ def run_mirror(args, workdir, procs, tools, notes, problems):
 
     return {
         "supported": True,
+        "ceiling": mirror_ceiling(rows[M_PLAIN], rows[M_SYNC]),
         "command": f"redis-benchmark -t set -P 16 -c {CLIENTS} -d {VALUE_SIZE} -r {KEYSPACE} -n {requests}",
         "rounds": args.rounds,
         "requests_per_run": requests,
@@ -661,6 +690,26 @@ def run_mirror(args, workdir, procs, tools, notes, problems):
     }
 
 
+def mirror_ceiling(plain, mirrored):
+    """The most the mirrored group could do relative to the unmirrored one on this machine if
+    the proxy's mirroring cost no CPU at all: the CPU per request of the unmirrored run
+    (redis-benchmark + redshard + masters) against the same plus what the replicas added
+    (the redis CPU difference). Meaningful while the machine's CPUs are the bottleneck
+    (`machine_busy` near 1), as on a small machine where everything shares the cores."""
+    keys = ("client_cpu_us_per_req", "cpu_us_per_req", "backend_cpu_us_per_req")
+    if any(plain.get(k) is None for k in keys) or mirrored.get("backend_cpu_us_per_req") is None:
+        return None
+    base = sum(plain[k] for k in keys)
+    replicas = max(0.0, mirrored["backend_cpu_us_per_req"] - plain["backend_cpu_us_per_req"])
+    return {
+        "ratio": round(base / (base + replicas), 3),
+        "unmirrored_cpu_us_per_req": round(base, 2),
+        "replicas_cpu_us_per_req": round(replicas, 2),
+        "machine_busy_unmirrored": plain.get("machine_busy"),
+        "machine_busy_mirrored": mirrored.get("machine_busy"),
+    }
+
+
 def mirror_markdown(mirror):
     out = []
     load = mirror["loadavg_1m_before_after"]
@@ -668,15 +717,28 @@ def mirror_markdown(mirror):
                f"round(s) rotating the order, medians; `{mirror['command']}` per run; {mirror['nodes']} "
                f"shards; load average {load[0]:.1f} before, {load[1]:.1f} after):\n")
     out.append("| redshard in front of | rps | ÷ unmirrored (median) | per-round ratios | p50/p99 ms "
-               "| CPU µs/req redshard | CPU µs/req redis (masters + replicas) |")
-    out.append("|---|---|---|---|---|---|---|")
+               "| CPU µs/req redshard | CPU µs/req redis (masters + replicas) "
+               "| CPU µs/req redis-benchmark | CPUs busy |")
+    out.append("|---|---|---|---|---|---|---|---|---|")
     for v in MIRROR_VARIANTS:
         r = mirror["rows"][v]
         out.append(
             f"| {MIRROR_LABEL[v]} | {fmt_rps(r['rps'])} | {fmt_ratio(r['ratio_unmirrored'])} "
             f"| {', '.join(f'{x:.2f}' for x in r['ratio_unmirrored_per_round']) or '—'} "
             f"| {fmt_lat(r['p50_ms'], r['p99_ms'])} | {fmt_cpu(r['cpu_us_per_req'])} "
-            f"| {fmt_cpu(r['backend_cpu_us_per_req'])} |"
+            f"| {fmt_cpu(r['backend_cpu_us_per_req'])} | {fmt_cpu(r.get('client_cpu_us_per_req'))} "
+            f"| {fmt_busy(r.get('machine_busy'))} |"
+        )
+    ceiling = mirror.get("ceiling")
+    if ceiling:
+        out.append(
+            f"\nCeiling on this machine: the replicas run on the same CPUs, and their SETs added "
+            f"{ceiling['replicas_cpu_us_per_req']:.2f} µs of CPU per request to the "
+            f"{ceiling['unmirrored_cpu_us_per_req']:.2f} µs the unmirrored run used in all "
+            f"(redis-benchmark + redshard + masters). Even if mirroring cost the proxy nothing, "
+            f"sync mirroring could reach at most **{ceiling['ratio']:.2f}×** the unmirrored "
+            f"rate here (CPUs {fmt_busy(ceiling['machine_busy_unmirrored'])} busy unmirrored, "
+            f"{fmt_busy(ceiling['machine_busy_mirrored'])} mirrored)."
         )
     out.append("\nReplica check after the run (asked directly on the redis-servers):\n")
     out.append("| mode | shard | keys master / replica | SET calls master / replica | DEBUG DIGEST | result |")
@@ -972,7 +1034,10 @@ def emit(args, versions, peers, mirror, checks, notes, problems):
     out.append("|---|---|---|---|")
     for c in checks:
         v = "—" if c["value"] is None else c["value"]
-        out.append(f"| {c['target']} | {v} | {c['threshold']} | {c['result']} |")
+        result = c["result"]
+        if "ceiling_on_this_machine" in c:
+            result += f" (ceiling here {c['ceiling_on_this_machine']:.2f}×)"
+        out.append(f"| {c['target']} | {v} | {c['threshold']} | {result} |")
     if notes:
         out.append("\nNotes:")
         out += [f"- {n}" for n in notes]
