@@ -391,7 +391,8 @@ def summarize(results, targets, cases):
             samples = results.get(case, {}).get(t, [])
             row[t] = {
                 k: median_of(samples, k)
-                for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "backend_cpu_us_per_req")
+                for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "backend_cpu_us_per_req",
+                          "client_cpu_us_per_req", "machine_busy")
             }
             row[t]["rounds"] = len(samples)
         summary[case] = row
@@ -421,6 +422,38 @@ def markdown_table(summary, cases):
         cells += [fmt_ratio(row["ratio_direct"]), fmt_ratio(row["ratio_twemproxy"])]
         cells += [fmt_lat(g(t, "p50_ms"), g(t, "p99_ms")) for t in cols]
         cells += [fmt_cpu(g(t, "cpu_us_per_req")) for t in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def cpu_table(summary, cases):
+    """Where the machine's CPU went per request, for each target: the whole picture behind the
+    throughput ratios when every process shares the same few cores."""
+    cols = [DIRECT, TWEM, RS]
+    head = (
+        "| case | CPUs busy direct / twemproxy / redshard "
+        "| CPU µs/req redis-benchmark direct / twemproxy / redshard "
+        "| CPU µs/req redis behind twemproxy / redshard "
+        "| CPU µs/req all processes direct / twemproxy / redshard |"
+    )
+    lines = [head, "|" + "---|" * 5]
+    for case in cases:
+        row = summary[case]
+        g = lambda t, k: row.get(t, {}).get(k)  # noqa: E731
+
+        def total(t):
+            parts = [g(t, "client_cpu_us_per_req"), g(t, "backend_cpu_us_per_req")]
+            if t != DIRECT:  # for direct the measured process is the redis-server itself
+                parts.append(g(t, "cpu_us_per_req"))
+            return None if None in parts else sum(parts)
+
+        cells = [
+            case,
+            " / ".join(fmt_busy(g(t, "machine_busy")) for t in cols),
+            " / ".join(fmt_cpu(g(t, "client_cpu_us_per_req")) for t in cols),
+            " / ".join(fmt_cpu(g(t, "backend_cpu_us_per_req")) for t in (TWEM, RS)),
+            " / ".join(fmt_cpu(total(t)) for t in cols),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -1012,6 +1045,10 @@ def emit(args, versions, peers, mirror, checks, notes, problems):
                    "requests/s (an MSET/MGET counts as one request); CPU = utime+stime of the process "
                    "per request.\n")
         out.append(markdown_table(peers["summary"], peers["case_names"]))
+        out.append("\nWhere the CPU went (every process shares the machine's CPUs, so a proxy's "
+                   "throughput follows the CPU all processes spend per request while they are busy; "
+                   "redis-benchmark's from its rusage, redis = all redis-servers):\n")
+        out.append(cpu_table(peers["summary"], peers["case_names"]))
         out.append("\nIdle connections (RSS from /proc/PID/status):\n")
         out.append("| process | clients | RSS before | RSS with clients | RSS 2 s after close | bytes per idle client "
                    "| memory returned | RSS after each burst |")
