@@ -120,14 +120,21 @@ async fn accept_loop(
         let span = tracing::info_span!("client", peer = %peer);
         // Two task types, so a plaintext session's task does not carry a TLS stream's size.
         match &tls {
-            None => tokio::spawn(
-                async move {
-                    serve(socket, state, shutdown).await;
+            None => {
+                // Made here, outside the task's future: moved into an async fn, a session
+                // would take its room twice in every connection's future (once as the
+                // argument, once inside the running future).
+                let mut session = Session::new(socket, state, shutdown);
+                let fut = async move {
+                    if let Ok(session) = session.as_mut() {
+                        session.run().await;
+                    }
                     drop(permit);
                     drop(done);
                 }
-                .instrument(span),
-            ),
+                .instrument(span);
+                tokio::spawn(fut)
+            }
             Some(tls) => {
                 let tls = Arc::clone(tls);
                 tokio::spawn(
@@ -145,17 +152,6 @@ async fn accept_loop(
     drop(done_tx);
     info!("stopped accepting; waiting for sessions to finish");
     let _ = done_rx.recv().await;
-}
-
-/// Serves a client over `stream`: a plaintext socket, or a TLS stream after its handshake.
-async fn serve<S: crate::session::ClientStream>(
-    stream: S,
-    state: Arc<ProxyState>,
-    shutdown: Shutdown,
-) {
-    if let Ok(session) = Session::new(stream, state, shutdown) {
-        session.run().await;
-    }
 }
 
 /// Completes a TLS client's handshake, then serves it. A failed or slow handshake, or a
@@ -184,5 +180,7 @@ async fn serve_tls(
             }
         },
     };
-    serve(stream, state, shutdown).await;
+    if let Ok(mut session) = Session::new(stream, state, shutdown) {
+        session.run().await;
+    }
 }

@@ -61,7 +61,9 @@ const READ_MAX: usize = 64 * 1024;
 /// Sleeps until `deadline`; never completes for `None` (the branch is disabled then anyway).
 async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
     match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        // Boxed: a timer is 100+ bytes that every idle session would carry, and deadlines
+        // are rare (an unauthenticated client, an output buffer over its soft limit).
+        Some(deadline) => Box::pin(tokio::time::sleep_until(deadline)).await,
         None => std::future::pending().await,
     }
 }
@@ -199,7 +201,7 @@ impl<S: ClientStream> Session<S> {
     }
 
     /// Serves the client until it leaves, QUITs, breaks the protocol, or the proxy shuts down.
-    pub async fn run(mut self) {
+    pub async fn run(&mut self) {
         if let Err(e) = self.serve().await {
             debug!(error = %e, "client connection ended");
         }
@@ -290,6 +292,11 @@ impl<S: ClientStream> Session<S> {
                                 self.read_room = (self.read_room / 2).max(READ_MIN);
                             }
                             self.dispatch_buffered();
+                            if self.rbuf.is_empty() {
+                                // Every request read has left (its bytes live on in the
+                                // lanes until sent): an idle client holds no buffer.
+                                self.rbuf = BytesMut::new();
+                            }
                             if self.rbuf.len() > max_query {
                                 self.ctx.queue.push_ready(dispatch::error_reply(
                                     "ERR Protocol error: query buffer limit exceeded",
@@ -541,10 +548,14 @@ async fn wait_hold(hold: &mut Option<Hold>) -> Released {
         None => std::future::pending().await,
         Some(Hold::Gate(gate, deadline)) => {
             let deadline = *deadline;
-            tokio::select! {
-                _ = gate.wait_for(|s| *s != GateState::Paused) => Released::Gate { expired: false },
-                () = tokio::time::sleep_until(deadline) => Released::Gate { expired: true },
-            }
+            // Boxed: every session's future holds room for this wait, used by few.
+            Box::pin(async move {
+                tokio::select! {
+                    _ = gate.wait_for(|s| *s != GateState::Paused) => Released::Gate { expired: false },
+                    () = tokio::time::sleep_until(deadline) => Released::Gate { expired: true },
+                }
+            })
+            .await
         }
         Some(Hold::Migration(rx)) => Released::Migrated(
             rx.await
