@@ -267,12 +267,14 @@ def prefill(rb, port, timeout):
     subprocess.run(argv, capture_output=True, timeout=timeout, check=True)
 
 
-def measure(rb, port, pid, backend_pids, pipeline, extra, requests, timeout, procs):
+def measure(rb, port, pid, backend_pids, pipeline, extra, requests, timeout, procs, replica_pids=()):
     """One redis-benchmark run against `port`, with the CPU time the process `pid`, the
     redis-servers `backend_pids` and redis-benchmark itself spent meanwhile, and how busy the
-    machine's CPUs were. Returns (result or None, problem or None)."""
+    machine's CPUs were; `replica_pids` (some of `backend_pids`) are also counted apart.
+    Returns (result or None, problem or None)."""
     cpu0 = proc_cpu_seconds(pid)
     bcpu0 = sum(proc_cpu_seconds(p) for p in backend_pids)
+    rcpu0 = sum(proc_cpu_seconds(p) for p in replica_pids)
     ccpu0 = children_cpu_seconds()
     busy0, total0 = machine_cpu_ticks()
     t0 = time.monotonic()
@@ -283,6 +285,7 @@ def measure(rb, port, pid, backend_pids, pipeline, extra, requests, timeout, pro
         return None, problem
     cpu = proc_cpu_seconds(pid) - cpu0
     bcpu = sum(proc_cpu_seconds(p) for p in backend_pids) - bcpu0
+    rcpu = sum(proc_cpu_seconds(p) for p in replica_pids) - rcpu0
     ccpu = children_cpu_seconds() - ccpu0
     busy1, total1 = machine_cpu_ticks()
     res.update({
@@ -294,6 +297,8 @@ def measure(rb, port, pid, backend_pids, pipeline, extra, requests, timeout, pro
         "client_cpu_us_per_req": ccpu * 1e6 / requests,
         "machine_busy": (busy1 - busy0) / max(1, total1 - total0),
     })
+    if replica_pids:
+        res["replica_cpu_us_per_req"] = rcpu * 1e6 / requests
     return res, problem
 
 
@@ -406,56 +411,66 @@ def summarize(results, targets, cases):
     return summary
 
 
+PEERS = [DIRECT, TWEM, RS]
+
+
+def case_table(summary, cases, head, cells):
+    """A Markdown table of one row per case: `head` is its header line, `cells(row, g)` the
+    row's cells after the case name, where `g(target, key)` reads the row's medians."""
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for case in cases:
+        row = summary[case]
+
+        def g(t, k, row=row):
+            return row.get(t, {}).get(k)
+
+        lines.append("| " + " | ".join([case] + cells(row, g)) + " |")
+    return "\n".join(lines)
+
+
 def markdown_table(summary, cases):
-    cols = [DIRECT, TWEM, RS]
     head = (
         "| case | direct rps | twemproxy rps | redshard rps | redshard/direct | redshard/twemproxy "
         "| p50/p99 ms direct | p50/p99 ms twemproxy | p50/p99 ms redshard "
         "| CPU µs/req redis (direct) | CPU µs/req twemproxy | CPU µs/req redshard |"
     )
-    lines = [head, "|" + "---|" * 12]
-    for case in cases:
-        row = summary[case]
-        g = lambda t, k: row.get(t, {}).get(k)  # noqa: E731
-        cells = [case]
-        cells += [fmt_rps(g(t, "rps")) for t in cols]
-        cells += [fmt_ratio(row["ratio_direct"]), fmt_ratio(row["ratio_twemproxy"])]
-        cells += [fmt_lat(g(t, "p50_ms"), g(t, "p99_ms")) for t in cols]
-        cells += [fmt_cpu(g(t, "cpu_us_per_req")) for t in cols]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+
+    def cells(row, g):
+        return (
+            [fmt_rps(g(t, "rps")) for t in PEERS]
+            + [fmt_ratio(row["ratio_direct"]), fmt_ratio(row["ratio_twemproxy"])]
+            + [fmt_lat(g(t, "p50_ms"), g(t, "p99_ms")) for t in PEERS]
+            + [fmt_cpu(g(t, "cpu_us_per_req")) for t in PEERS]
+        )
+
+    return case_table(summary, cases, head, cells)
 
 
 def cpu_table(summary, cases):
     """Where the machine's CPU went per request, for each target: the whole picture behind the
     throughput ratios when every process shares the same few cores."""
-    cols = [DIRECT, TWEM, RS]
     head = (
         "| case | CPUs busy direct / twemproxy / redshard "
         "| CPU µs/req redis-benchmark direct / twemproxy / redshard "
         "| CPU µs/req redis behind twemproxy / redshard "
         "| CPU µs/req all processes direct / twemproxy / redshard |"
     )
-    lines = [head, "|" + "---|" * 5]
-    for case in cases:
-        row = summary[case]
-        g = lambda t, k: row.get(t, {}).get(k)  # noqa: E731
 
+    def cells(row, g):
         def total(t):
             parts = [g(t, "client_cpu_us_per_req"), g(t, "backend_cpu_us_per_req")]
             if t != DIRECT:  # for direct the measured process is the redis-server itself
                 parts.append(g(t, "cpu_us_per_req"))
             return None if None in parts else sum(parts)
 
-        cells = [
-            case,
-            " / ".join(fmt_busy(g(t, "machine_busy")) for t in cols),
-            " / ".join(fmt_cpu(g(t, "client_cpu_us_per_req")) for t in cols),
+        return [
+            " / ".join(fmt_busy(g(t, "machine_busy")) for t in PEERS),
+            " / ".join(fmt_cpu(g(t, "client_cpu_us_per_req")) for t in PEERS),
             " / ".join(fmt_cpu(g(t, "backend_cpu_us_per_req")) for t in (TWEM, RS)),
-            " / ".join(fmt_cpu(total(t)) for t in cols),
+            " / ".join(fmt_cpu(total(t)) for t in PEERS),
         ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+
+    return case_table(summary, cases, head, cells)
 
 
 def evaluate_targets(summary, idle, mirror):
@@ -639,6 +654,7 @@ def run_mirror(args, workdir, procs, tools, notes, problems):
         groups[v] = {
             "port": port, "pid": proc.pid, "masters": masters, "replicas": replicas,
             "backend_pids": [p.pid for p in master_procs + replica_procs],
+            "replica_pids": [p.pid for p in replica_procs],
         }
         print(f"mirror case {v}: redshard 127.0.0.1:{port}, masters {masters}, replicas {replicas}",
               file=sys.stderr)
@@ -662,7 +678,7 @@ def run_mirror(args, workdir, procs, tools, notes, problems):
         for v in order:
             g = groups[v]
             res, problem = measure(rb, g["port"], g["pid"], g["backend_pids"], 16, ["-t", "set"],
-                                   requests, args.case_timeout, procs)
+                                   requests, args.case_timeout, procs, g["replica_pids"])
             if problem:
                 problems.append(f"mirror round {rnd + 1} {v}: {problem}")
             if res is None:
@@ -684,7 +700,7 @@ def run_mirror(args, workdir, procs, tools, notes, problems):
         rows[v] = {
             k: median_of(samples[v], k)
             for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "backend_cpu_us_per_req",
-                      "client_cpu_us_per_req", "machine_busy")
+                      "client_cpu_us_per_req", "machine_busy", "replica_cpu_us_per_req")
         }
         rows[v]["rounds"] = len(samples[v])
         rows[v]["ratio_unmirrored"] = statistics.median(per_round) if per_round else None
@@ -725,15 +741,16 @@ def run_mirror(args, workdir, procs, tools, notes, problems):
 
 def mirror_ceiling(plain, mirrored):
     """The most the mirrored group could do relative to the unmirrored one on this machine if
-    the proxy's mirroring cost no CPU at all: the CPU per request of the unmirrored run
-    (redis-benchmark + redshard + masters) against the same plus what the replicas added
-    (the redis CPU difference). Meaningful while the machine's CPUs are the bottleneck
-    (`machine_busy` near 1), as on a small machine where everything shares the cores."""
+    mirroring cost the proxy nothing: the CPU per request of the unmirrored run
+    (redis-benchmark + redshard + masters) against the same plus what the replicas' own
+    redis-servers used in the mirrored run. Meaningful while the machine's CPUs are the
+    bottleneck (`machine_busy` near 1), as on a small machine where everything shares the
+    cores."""
     keys = ("client_cpu_us_per_req", "cpu_us_per_req", "backend_cpu_us_per_req")
-    if any(plain.get(k) is None for k in keys) or mirrored.get("backend_cpu_us_per_req") is None:
+    replicas = mirrored.get("replica_cpu_us_per_req")
+    if any(plain.get(k) is None for k in keys) or replicas is None:
         return None
     base = sum(plain[k] for k in keys)
-    replicas = max(0.0, mirrored["backend_cpu_us_per_req"] - plain["backend_cpu_us_per_req"])
     return {
         "ratio": round(base / (base + replicas), 3),
         "unmirrored_cpu_us_per_req": round(base, 2),
@@ -765,8 +782,9 @@ def mirror_markdown(mirror):
     ceiling = mirror.get("ceiling")
     if ceiling:
         out.append(
-            f"\nCeiling on this machine: the replicas run on the same CPUs, and their SETs added "
-            f"{ceiling['replicas_cpu_us_per_req']:.2f} µs of CPU per request to the "
+            f"\nCeiling on this machine: the replicas run on the same CPUs, and their "
+            f"redis-servers used {ceiling['replicas_cpu_us_per_req']:.2f} µs of CPU per request, "
+            f"against the "
             f"{ceiling['unmirrored_cpu_us_per_req']:.2f} µs the unmirrored run used in all "
             f"(redis-benchmark + redshard + masters). Even if mirroring cost the proxy nothing, "
             f"sync mirroring could reach at most **{ceiling['ratio']:.2f}×** the unmirrored "

@@ -9,6 +9,12 @@ fn sample<'a>(text: &'a str, series: &str) -> Option<&'a str> {
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
 }
 
+/// The `_bucket` sample of `cmd`'s latency histogram with bound `le`.
+fn bucket<'a>(text: &'a str, cmd: &str, le: &str) -> Option<&'a str> {
+    let series = format!("redshard_command_duration_seconds_bucket{{cmd=\"{cmd}\",le=\"{le}\"}}");
+    sample(text, &series)
+}
+
 #[test]
 fn install_is_idempotent_and_keeps_the_first_namespace() {
     let first = install("redshard");
@@ -63,12 +69,7 @@ fn commands_are_counted_timed_and_bucketed() {
     assert!(text.contains("# TYPE redshard_commands_duration_seconds_total counter\n"));
     assert!(text.contains("# TYPE redshard_command_duration_seconds histogram\n"));
     assert!(text.contains("# HELP redshard_commands_total Commands served"));
-    let bucket = |le: &str| {
-        sample(
-            &text,
-            &format!("redshard_command_duration_seconds_bucket{{cmd=\"hgetall\",le=\"{le}\"}}"),
-        )
-    };
+    let bucket = |le: &str| bucket(&text, "hgetall", le);
     assert_eq!(bucket("0.0001"), Some("0"), "{text}");
     assert_eq!(bucket("0.00025"), Some("1"));
     assert_eq!(bucket("0.0025"), Some("1"));
@@ -93,12 +94,7 @@ fn a_bucket_holds_calls_up_to_its_bound_and_inf_holds_the_rest() {
     command("zadd", Duration::from_secs(6), false);
     let mut text = String::new();
     exporter.render_into(&mut text);
-    let bucket = |le: &str| {
-        sample(
-            &text,
-            &format!("redshard_command_duration_seconds_bucket{{cmd=\"zadd\",le=\"{le}\"}}"),
-        )
-    };
+    let bucket = |le: &str| bucket(&text, "zadd", le);
     assert_eq!(bucket("0.0001"), Some("0"), "{text}");
     assert_eq!(bucket("0.00025"), Some("1"));
     assert_eq!(bucket("0.0005"), Some("2"));
