@@ -106,8 +106,9 @@ pub(crate) struct Ctx {
     pub tx: Option<txn::Transaction>,
     /// The slot of the keys WATCHed on the private lane, until EXEC, DISCARD or UNWATCH.
     pub watch: Option<redshard_config::Slot>,
-    /// Subscriptions and their connections, while the client has any.
-    pub pubsub: Option<pubsub::PubSub>,
+    /// Subscriptions and their connections, while the client has any (boxed: most clients
+    /// never subscribe, and every session would carry its room).
+    pub pubsub: Option<Box<pubsub::PubSub>>,
     /// What the authenticated user may run (`[[user]] access`; the default user: all).
     pub access: redshard_config::Access,
     /// Failed AUTH attempts on this connection (each delays the next answer more).

@@ -180,7 +180,7 @@ fn send_grouped(
         .reserve_gather(per_shard.len(), MergePlan::Confirm { text });
     for (part, (shard, names)) in per_shard.into_iter().enumerate() {
         let node = &table.shards()[shard].master;
-        let ps = ctx.pubsub.get_or_insert_with(PubSub::default);
+        let ps = ctx.pubsub.get_or_insert_with(Box::default);
         let conn = ps
             .conns
             .entry(node.addr().clone())
@@ -219,7 +219,7 @@ fn subscribe(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>, kind: Kind) ->
     }
     let (command, reply_kind, _) = names(kind);
     let protocol = ctx.protocol;
-    let ps = ctx.pubsub.get_or_insert_with(PubSub::default);
+    let ps = ctx.pubsub.get_or_insert_with(Box::default);
     let mut text = BytesMut::new();
     let mut to_send = Vec::new();
     for name in names_given {
@@ -245,7 +245,7 @@ fn unsubscribe(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>, kind: Kind) 
         Kind::Shard => b"SUNSUBSCRIBE",
     };
     let protocol = ctx.protocol;
-    let ps = ctx.pubsub.get_or_insert_with(PubSub::default);
+    let ps = ctx.pubsub.get_or_insert_with(Box::default);
     let targets: Vec<Vec<u8>> = if args.len() > 1 {
         args.iter().skip(1).map(<[u8]>::to_vec).collect()
     } else {
