@@ -147,7 +147,8 @@ pub(crate) fn dispatch(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>) -> A
             ),
         );
     }
-    if ctx.protocol == Protocol::Resp2 && ctx.pubsub.as_deref().is_some_and(pubsub::PubSub::is_active)
+    if ctx.protocol == Protocol::Resp2
+        && ctx.pubsub.as_deref().is_some_and(pubsub::PubSub::is_active)
     {
         if spec.name == "ping" {
             return pubsub::subscribed_ping(ctx, args);
