@@ -64,11 +64,12 @@ CLIENTS = 50
 MULTI_KEYS = 10
 IDLE_CLIENTS = 1000
 
-DIRECT, TWEM, RS = "direct", "twemproxy", "redshard"
+DIRECT, TWEM, RS, BASE = "direct", "twemproxy", "redshard", "baseline"
 TARGET_LABEL = {
     DIRECT: "direct (1 redis node)",
     TWEM: "twemproxy",
     RS: "redshard",
+    BASE: "redshard baseline (--baseline)",
 }
 
 
@@ -403,11 +404,17 @@ def summarize(results, targets, cases):
         summary[case] = row
         # Ratios are medians of the per-round ratios: pairs measured in the same round share
         # the machine's noise of that moment.
-        for other, key in ((DIRECT, "ratio_direct"), (TWEM, "ratio_twemproxy")):
+        for other, key in ((DIRECT, "ratio_direct"), (TWEM, "ratio_twemproxy"),
+                           (BASE, "ratio_baseline")):
             by_round = {s["round"]: s["rps"] for s in results.get(case, {}).get(other, [])}
             pairs = [s["rps"] / by_round[s["round"]]
                      for s in results.get(case, {}).get(RS, []) if by_round.get(s["round"])]
             row[key] = statistics.median(pairs) if pairs else None
+        # redshard against a baseline build: CPU per request too, paired by round.
+        by_round = {s["round"]: s["cpu_us_per_req"] for s in results.get(case, {}).get(BASE, [])}
+        pairs = [s["cpu_us_per_req"] / by_round[s["round"]]
+                 for s in results.get(case, {}).get(RS, []) if by_round.get(s["round"])]
+        row["cpu_ratio_baseline"] = statistics.median(pairs) if pairs else None
     return summary
 
 
@@ -468,6 +475,29 @@ def cpu_table(summary, cases):
             " / ".join(fmt_cpu(g(t, "client_cpu_us_per_req")) for t in PEERS),
             " / ".join(fmt_cpu(g(t, "backend_cpu_us_per_req")) for t in (TWEM, RS)),
             " / ".join(fmt_cpu(total(t)) for t in PEERS),
+        ]
+
+    return case_table(summary, cases, head, cells)
+
+
+def baseline_table(summary, cases):
+    """redshard against the `--baseline` build, paired round by round."""
+    head = (
+        "| case | redshard rps | baseline rps | redshard/baseline | p50/p99 ms redshard "
+        "| p50/p99 ms baseline | CPU µs/req redshard | CPU µs/req baseline "
+        "| CPU/req redshard/baseline |"
+    )
+
+    def cells(row, g):
+        return [
+            fmt_rps(g(RS, "rps")),
+            fmt_rps(g(BASE, "rps")),
+            fmt_ratio(row["ratio_baseline"]),
+            fmt_lat(g(RS, "p50_ms"), g(RS, "p99_ms")),
+            fmt_lat(g(BASE, "p50_ms"), g(BASE, "p99_ms")),
+            fmt_cpu(g(RS, "cpu_us_per_req")),
+            fmt_cpu(g(BASE, "cpu_us_per_req")),
+            fmt_ratio(row["cpu_ratio_baseline"]),
         ]
 
     return case_table(summary, cases, head, cells)
@@ -833,6 +863,11 @@ def parse_args():
                         "target/load-bench.json; with --only mirror target/load-bench-mirror.json)")
     p.add_argument("--no-build", action="store_true", help="do not run cargo build --release")
     p.add_argument("--redshard", help="redshard binary (default $CARGO_TARGET_DIR/release/redshard)")
+    p.add_argument("--baseline",
+                   help="another redshard binary (say, a build of the previous commit) run as one "
+                        "more target in the same rounds, for A/B checks of a change: its own "
+                        "table gives redshard/baseline throughput and CPU per request, paired by "
+                        "round")
     p.add_argument("--nutcracker", help="twemproxy binary (default: nutcracker on PATH or /usr/sbin)")
     p.add_argument("--no-twemproxy", action="store_true", help="skip twemproxy even when installed")
     p.add_argument("--idle-clients", type=int, default=IDLE_CLIENTS,
@@ -854,6 +889,8 @@ def parse_args():
         if unknown or not wanted:
             p.error(f"--cases: unknown {', '.join(unknown) or '(empty)'}; known: {', '.join(known)}")
         args.cases = wanted
+    if args.baseline and not os.access(args.baseline, os.X_OK):
+        p.error(f"--baseline: {args.baseline} is not an executable file")
     return args
 
 
@@ -954,6 +991,14 @@ def run_peers(args, workdir, procs, tools, notes, problems):
     rs_proc = procs.start("redshard", [redshard, "--config", rs_conf])
     wait_for_ping("redshard", rs_port, rs_proc, procs)
     endpoints[RS] = (rs_port, rs_proc.pid)
+    if args.baseline:
+        base_port = free_port()
+        base_conf = os.path.join(workdir, "redshard-baseline.toml")
+        with open(base_conf, "w") as f:
+            f.write(redshard_config(base_port, masters))
+        base_proc = procs.start("redshard-baseline", [args.baseline, "--config", base_conf])
+        wait_for_ping("redshard baseline", base_port, base_proc, procs)
+        endpoints[BASE] = (base_port, base_proc.pid)
     if nutcracker:
         tw_port, stats_port = free_port(), free_port()
         tw_conf = os.path.join(workdir, "twemproxy.yml")
@@ -977,7 +1022,7 @@ def run_peers(args, workdir, procs, tools, notes, problems):
     # cost nothing visible, so the measure would say more about the load before than about
     # the clients.
     idle = []
-    for t in (RS, TWEM, DIRECT):
+    for t in (RS, BASE, TWEM, DIRECT):
         if t in endpoints:
             port, pid = endpoints[t]
             print(f"idle memory: {args.idle_clients} connections to {t} ...", file=sys.stderr)
@@ -1016,7 +1061,7 @@ def run_peers(args, workdir, procs, tools, notes, problems):
     load_before = loadavg()
     cases = [c for c in case_list() if not args.cases or c[0] in args.cases]
     case_names = [c[0] for c in cases]
-    base_targets = [t for t in (DIRECT, TWEM, RS) if t in endpoints]
+    base_targets = [t for t in (DIRECT, TWEM, RS, BASE) if t in endpoints]
     backend_pids = [p.pid for p in redis_procs]
     results = {c: {} for c in case_names}
     started = time.monotonic()
@@ -1042,7 +1087,7 @@ def run_peers(args, workdir, procs, tools, notes, problems):
     bench_seconds = time.monotonic() - started
     load_after = loadavg()
 
-    summary = summarize(results, [t for t in (DIRECT, TWEM, RS) if t in endpoints], case_names)
+    summary = summarize(results, [t for t in (DIRECT, TWEM, RS, BASE) if t in endpoints], case_names)
     return {
         "summary": summary, "results": results, "case_names": case_names, "idle": idle,
         "sanity": sanity, "masters": masters, "bench_seconds": bench_seconds,
@@ -1070,6 +1115,10 @@ def emit(args, versions, peers, mirror, checks, notes, problems):
                    "throughput follows the CPU all processes spend per request while they are busy; "
                    "redis-benchmark's from its rusage, redis = all redis-servers):\n")
         out.append(cpu_table(peers["summary"], peers["case_names"]))
+        if any(BASE in row for row in peers["summary"].values()):
+            out.append(f"\nredshard against the baseline build `{args.baseline}` (same rounds, "
+                       "medians of the per-round ratios):\n")
+            out.append(baseline_table(peers["summary"], peers["case_names"]))
         out.append("\nIdle connections (RSS from /proc/PID/status):\n")
         out.append("| process | clients | RSS before | RSS with clients | RSS 2 s after close | bytes per idle client "
                    "| memory returned | RSS after each burst |")

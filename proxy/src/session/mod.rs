@@ -293,11 +293,6 @@ impl<S: ClientStream> Session<S> {
                                 self.read_room = (self.read_room / 2).max(READ_MIN);
                             }
                             self.dispatch_buffered();
-                            if self.rbuf.is_empty() {
-                                // Every request read has left (its bytes live on in the
-                                // lanes until sent): an idle client holds no buffer.
-                                self.rbuf = BytesMut::new();
-                            }
                             if self.rbuf.len() > max_query {
                                 self.ctx.queue.push_ready(dispatch::error_reply(
                                     "ERR Protocol error: query buffer limit exceeded",
