@@ -241,6 +241,11 @@ impl ReplyQueue {
         Poll::Pending
     }
 
+    /// Wakes the session without a reply (it has something else to look at: shutdown).
+    pub fn wake_session(&self) {
+        self.wake();
+    }
+
     /// Tells the session to look at the queue again.
     fn wake(&self) {
         self.ready.store(true, Ordering::Release);

@@ -166,6 +166,8 @@ impl<S: ClientStream> Session<S> {
         let client = state.clients.add(stream.peer_addr()?, stream.local_addr()?);
         let scanner = RequestScanner::new(state.scan_limits());
         let authenticated = state.config.password.is_none();
+        let queue = ReplyQueue::new();
+        shutdown.register(client.id, &queue);
         Ok(Self {
             stream,
             rbuf: BytesMut::new(),
@@ -174,7 +176,7 @@ impl<S: ClientStream> Session<S> {
             out: OutBuf::new(),
             ctx: Ctx {
                 state,
-                queue: ReplyQueue::new(),
+                queue,
                 client,
                 authenticated,
                 closing: Closing::Open,
@@ -207,6 +209,7 @@ impl<S: ClientStream> Session<S> {
             debug!(error = %e, "client connection ended");
         }
         self.stream.close();
+        self.shutdown.unregister(self.ctx.client.id);
         self.ctx.state.clients.remove(self.ctx.client.id);
     }
 
@@ -215,13 +218,17 @@ impl<S: ClientStream> Session<S> {
             let timeout = self.ctx.state.live.load().limits.auth_timeout;
             self.auth_deadline = Some(tokio::time::Instant::now() + timeout);
         }
-        // One drain future for the whole connection, not one per turn of the loop (each would
-        // register with the shared watch channel and unregister again).
-        let mut shutdown = self.shutdown.clone();
-        let drain = shutdown.wait();
-        tokio::pin!(drain);
         let mut draining = false;
         loop {
+            // Shutdown wakes the session through its reply queue (see `crate::shutdown`).
+            if !draining && self.ctx.closing == Closing::Open && self.shutdown.is_draining() {
+                draining = true;
+                if (self.ctx.private.is_some() || self.ctx.waiting) && !self.ctx.queue.is_empty() {
+                    // Blocked on its private connection: it could wait forever.
+                    return Ok(());
+                }
+                self.ctx.closing = Closing::AfterReplies;
+            }
             // `[limits]` can change with a reload: read them each round.
             let (max_pipeline, max_query) = {
                 let live = self.ctx.state.live.load();
@@ -319,14 +326,6 @@ impl<S: ClientStream> Session<S> {
                         return Ok(());
                     }
                     // Otherwise the output soft limit: checked below, after the bookkeeping.
-                }
-                () = &mut drain, if !draining && self.ctx.closing == Closing::Open => {
-                    draining = true;
-                    if (self.ctx.private.is_some() || self.ctx.waiting) && !self.ctx.queue.is_empty() {
-                        // Blocked on its private connection: it could wait forever.
-                        return Ok(());
-                    }
-                    self.ctx.closing = Closing::AfterReplies;
                 }
             }
             self.take_replies();
