@@ -29,10 +29,15 @@ pub struct OutBuf {
 }
 
 impl OutBuf {
-    /// An empty queue.
+    /// An empty queue, with room for one sealed chunk: a client with one request at a time
+    /// never needs more, where a first push into an empty deque makes room for four, which
+    /// every idle client would then keep.
     #[must_use]
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            chunks: VecDeque::with_capacity(1),
+            ..Self::default()
+        }
     }
 
     /// Bytes not yet written.
