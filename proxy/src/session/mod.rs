@@ -220,15 +220,6 @@ impl<S: ClientStream> Session<S> {
         }
         let mut draining = false;
         loop {
-            // Shutdown wakes the session through its reply queue (see `crate::shutdown`).
-            if !draining && self.ctx.closing == Closing::Open && self.shutdown.is_draining() {
-                draining = true;
-                if (self.ctx.private.is_some() || self.ctx.waiting) && !self.ctx.queue.is_empty() {
-                    // Blocked on its private connection: it could wait forever.
-                    return Ok(());
-                }
-                self.ctx.closing = Closing::AfterReplies;
-            }
             // `[limits]` can change with a reload: read them each round.
             let (max_pipeline, max_query) = {
                 let live = self.ctx.state.live.load();
@@ -326,6 +317,22 @@ impl<S: ClientStream> Session<S> {
                         return Ok(());
                     }
                     // Otherwise the output soft limit: checked below, after the bookkeeping.
+                }
+                // Shutdown wakes the session through its reply queue (see `crate::shutdown`).
+                // Last of the biased branches: the session drains only when nothing else is
+                // ready, so what the client already sent is read first (closing a socket with
+                // unread input would reset the connection, losing replies in flight to it).
+                () = std::future::ready(()), if !draining
+                    && self.ctx.closing == Closing::Open
+                    && self.shutdown.is_draining() =>
+                {
+                    draining = true;
+                    if (self.ctx.private.is_some() || self.ctx.waiting) && !self.ctx.queue.is_empty()
+                    {
+                        // Blocked on its private connection: it could wait forever.
+                        return Ok(());
+                    }
+                    self.ctx.closing = Closing::AfterReplies;
                 }
             }
             self.take_replies();
