@@ -182,6 +182,18 @@ def redshard_config(listen_port, masters, replicas=None, mirror_section=None):
     return "\n".join(lines)
 
 
+
+def start_redshard(procs, workdir, binary, name, masters, replicas=None, mirror_section=None):
+    """Writes `name`.toml for a redshard in front of `masters` (and `replicas`), starts
+    `binary` with it and waits for its PING. Returns (port, process)."""
+    port = free_port()
+    conf = os.path.join(workdir, f"{name}.toml")
+    with open(conf, "w") as f:
+        f.write(redshard_config(port, masters, replicas, mirror_section))
+    proc = procs.start(name, [binary, "--config", conf])
+    wait_for_ping(name, port, proc, procs)
+    return port, proc
+
 def twemproxy_config(listen_port, masters):
     servers = "\n".join(f"   - 127.0.0.1:{p}:1 s{i + 1}" for i, p in enumerate(masters))
     return (
@@ -273,33 +285,37 @@ def measure(rb, port, pid, backend_pids, pipeline, extra, requests, timeout, pro
     redis-servers `backend_pids` and redis-benchmark itself spent meanwhile, and how busy the
     machine's CPUs were; `replica_pids` (some of `backend_pids`) are also counted apart.
     Returns (result or None, problem or None)."""
-    cpu0 = proc_cpu_seconds(pid)
-    bcpu0 = sum(proc_cpu_seconds(p) for p in backend_pids)
-    rcpu0 = sum(proc_cpu_seconds(p) for p in replica_pids)
-    ccpu0 = children_cpu_seconds()
-    busy0, total0 = machine_cpu_ticks()
+    def counters():
+        busy, total = machine_cpu_ticks()
+        return {
+            "cpu": proc_cpu_seconds(pid),
+            "backend": sum(proc_cpu_seconds(p) for p in backend_pids),
+            "replica": sum(proc_cpu_seconds(p) for p in replica_pids),
+            "client": children_cpu_seconds(),
+            "busy": busy,
+            "total": total,
+        }
+
+    before = counters()
     t0 = time.monotonic()
     res, problem = run_benchmark(rb, port, pipeline, extra, requests, timeout)
     elapsed = time.monotonic() - t0
     procs.check_alive()
     if res is None:
         return None, problem
-    cpu = proc_cpu_seconds(pid) - cpu0
-    bcpu = sum(proc_cpu_seconds(p) for p in backend_pids) - bcpu0
-    rcpu = sum(proc_cpu_seconds(p) for p in replica_pids) - rcpu0
-    ccpu = children_cpu_seconds() - ccpu0
-    busy1, total1 = machine_cpu_ticks()
+    after = counters()
+    d = {k: after[k] - before[k] for k in before}
     res.update({
         "requests": requests,
         "seconds": round(elapsed, 3),
-        "cpu_us_per_req": cpu * 1e6 / requests,
+        "cpu_us_per_req": d["cpu"] * 1e6 / requests,
         # For direct the measured process is itself a backend.
-        "backend_cpu_us_per_req": bcpu * 1e6 / requests,
-        "client_cpu_us_per_req": ccpu * 1e6 / requests,
-        "machine_busy": (busy1 - busy0) / max(1, total1 - total0),
+        "backend_cpu_us_per_req": d["backend"] * 1e6 / requests,
+        "client_cpu_us_per_req": d["client"] * 1e6 / requests,
+        "machine_busy": d["busy"] / max(1, d["total"]),
     })
     if replica_pids:
-        res["replica_cpu_us_per_req"] = rcpu * 1e6 / requests
+        res["replica_cpu_us_per_req"] = d["replica"] * 1e6 / requests
     return res, problem
 
 
@@ -675,12 +691,8 @@ def run_mirror(args, workdir, procs, tools, notes, problems):
         debug = ("--enable-debug-command", "local")
         master_procs = start_redis(procs, workdir, redis_server, masters, f"{v}-master", 2000, debug)
         replica_procs = start_redis(procs, workdir, redis_server, replicas, f"{v}-replica", 2000, debug)
-        port = free_port()
-        conf = os.path.join(workdir, f"redshard-{v}.toml")
-        with open(conf, "w") as f:
-            f.write(redshard_config(port, masters, replicas or None, MIRROR_SECTION[v]))
-        proc = procs.start(f"redshard-{v}", [redshard, "--config", conf])
-        wait_for_ping(f"redshard ({v})", port, proc, procs)
+        port, proc = start_redshard(procs, workdir, redshard, f"redshard-{v}", masters,
+                                    replicas or None, MIRROR_SECTION[v])
         groups[v] = {
             "port": port, "pid": proc.pid, "masters": masters, "replicas": replicas,
             "backend_pids": [p.pid for p in master_procs + replica_procs],
@@ -984,20 +996,11 @@ def run_peers(args, workdir, procs, tools, notes, problems):
 
     # Proxies.
     endpoints = {DIRECT: (masters[0], redis_procs[0].pid)}
-    rs_port = free_port()
-    rs_conf = os.path.join(workdir, "redshard.toml")
-    with open(rs_conf, "w") as f:
-        f.write(redshard_config(rs_port, masters))
-    rs_proc = procs.start("redshard", [redshard, "--config", rs_conf])
-    wait_for_ping("redshard", rs_port, rs_proc, procs)
+    rs_port, rs_proc = start_redshard(procs, workdir, redshard, "redshard", masters)
     endpoints[RS] = (rs_port, rs_proc.pid)
     if args.baseline:
-        base_port = free_port()
-        base_conf = os.path.join(workdir, "redshard-baseline.toml")
-        with open(base_conf, "w") as f:
-            f.write(redshard_config(base_port, masters))
-        base_proc = procs.start("redshard-baseline", [args.baseline, "--config", base_conf])
-        wait_for_ping("redshard baseline", base_port, base_proc, procs)
+        base_port, base_proc = start_redshard(procs, workdir, args.baseline, "redshard-baseline",
+                                              masters)
         endpoints[BASE] = (base_port, base_proc.pid)
     if nutcracker:
         tw_port, stats_port = free_port(), free_port()

@@ -251,13 +251,9 @@ impl ReplyQueue {
         Poll::Pending
     }
 
-    /// Wakes the session without a reply (it has something else to look at: shutdown).
-    pub fn wake_session(&self) {
-        self.wake();
-    }
-
-    /// Tells the session to look at the queue again.
-    fn wake(&self) {
+    /// Tells the session to look at the queue again (also used without a reply, when it has
+    /// something else to look at: shutdown).
+    pub fn wake(&self) {
         self.ready.store(true, Ordering::Release);
         self.waker.wake();
     }

@@ -59,7 +59,7 @@ impl Sessions {
             .cloned()
             .collect();
         for queue in queues.iter().filter_map(Weak::upgrade) {
-            queue.wake_session();
+            queue.wake();
         }
     }
 }
