@@ -103,12 +103,6 @@ impl Drop for ShutdownTrigger {
 }
 
 impl Shutdown {
-    /// Whether shutdown has begun.
-    #[must_use]
-    pub fn is_triggered(&self) -> bool {
-        *self.rx.borrow()
-    }
-
     /// Completes once shutdown has begun (at once if it already has). Also completes when the
     /// trigger was dropped, which only happens when the whole proxy is going away.
     pub async fn wait(&mut self) {
