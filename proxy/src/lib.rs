@@ -36,9 +36,11 @@
 //! - [`clients`]: the proxy's own client list (CLIENT LIST/INFO/ID) and connection counters.
 //! - [`slowlog`]: SLOWLOG at the proxy, timed as the client saw each command.
 //! - [`state`]: what every session shares (configuration, live limits, router, client list).
+//! - [`allocator`]: jemalloc as the global allocator, set to return freed memory to the OS.
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod allocator;
 pub mod backend;
 pub mod clients;
 pub mod command;

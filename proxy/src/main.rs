@@ -118,6 +118,9 @@ fn main() -> ExitCode {
         };
     }
     let log_level = init_tracing(&config);
+    if let Err(e) = redshard_proxy::allocator::configure() {
+        warn!(error = %e, "allocator settings not applied: freed memory returns to the OS later");
+    }
     let options = StateOptions {
         config_path: Some(path.clone()),
         log_level: Some(log_level),

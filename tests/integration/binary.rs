@@ -30,6 +30,22 @@ fn write_config(text: &str) -> tempfile::NamedTempFile {
     file
 }
 
+/// A client of the proxy on `port`, once the proxy listens (within 10 s).
+async fn connect_when_listening(port: u16) -> Client {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            drop(s);
+            return Client::connect(format!("127.0.0.1:{port}")).await;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "redshard did not start listening"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[test]
 fn help_and_version() {
     let out = redshard().arg("--version").output().unwrap();
@@ -113,18 +129,7 @@ fn sigterm_drains_and_exits() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut c = loop {
-            if let Ok(s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
-                drop(s);
-                break Client::connect(format!("127.0.0.1:{port}")).await;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redshard did not start listening"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let mut c = connect_when_listening(port).await;
         assert!(c.cmd(&["SET", "k", "v"]).await.is_ok());
         assert_eq!(c.cmd(&["GET", "k"]).await, Reply::bulk("v"));
     });
@@ -240,4 +245,60 @@ fn a_client_that_never_reads_is_paused_then_disconnected_with_bounded_memory() {
         .arg(pid.to_string())
         .status();
     let _ = child.wait();
+}
+
+/// The binary runs on jemalloc, set to return freed memory within a second or so, and says so
+/// in `INFO memory` (Redis's `mem_allocator`, `used_memory_rss`); jemalloc's own options in
+/// `_RJEM_MALLOC_CONF` win over the proxy's settings.
+#[test]
+fn info_memory_shows_the_allocator_and_the_operator_can_tune_it() {
+    let server = RedisServer::start();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for (env, decay, purge) in [
+        (None, "1000", "yes"),
+        (Some("dirty_decay_ms:5000"), "5000", "no"),
+    ] {
+        let port = free_port();
+        let text = config_text(
+            &[server.addr()],
+            &[],
+            "metrics_listen = \"off\"\nadmin_listen = \"off\"",
+        )
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+        let file = write_config(&text);
+        let mut command = redshard();
+        command
+            .arg("--config")
+            .arg(file.path())
+            .stderr(Stdio::null())
+            .env_remove("_RJEM_MALLOC_CONF");
+        if let Some(conf) = env {
+            command.env("_RJEM_MALLOC_CONF", conf);
+        }
+        let mut child = command.spawn().unwrap();
+        let info = runtime.block_on(async {
+            let mut c = connect_when_listening(port).await;
+            match c.cmd(&["INFO", "memory"]).await {
+                Reply::Bulk(Some(text)) => String::from_utf8(text).unwrap(),
+                other => panic!("INFO memory: {other:?}"),
+            }
+        });
+        let _ = child.kill();
+        let _ = child.wait();
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .unwrap_or_else(|| panic!("no {name} in {info}"))
+                .to_owned()
+        };
+        assert!(info.starts_with("# Memory\r\n"), "{info}");
+        assert!(field("mem_allocator").starts_with("jemalloc-5."), "{info}");
+        assert_eq!(field("allocator_dirty_decay_ms"), decay, "{info}");
+        assert_eq!(field("allocator_background_purge"), purge, "{info}");
+        let rss: u64 = field("used_memory_rss").parse().unwrap();
+        assert!(rss > 1024 * 1024, "{info}");
+    }
 }

@@ -15,6 +15,7 @@ use redshard_config::{ReplicaState, SlotRange};
 use super::dispatch::{fan_out, Action};
 use super::merge::MergePlan;
 use super::Ctx;
+use crate::allocator;
 use crate::command::REDIS_VERSION;
 use crate::control::migrate::MigrationState;
 use crate::health::NodeStatus;
@@ -27,9 +28,10 @@ use crate::state::ProxyState;
 /// sections after replication), each with whether plain `INFO` / `INFO default` shows it.
 /// Like Redis's, the default set stays small: the mirror, failover and migration details are
 /// asked by name or with `INFO all` / `INFO everything`.
-const SECTIONS: [(&str, bool); 8] = [
+const SECTIONS: [(&str, bool); 9] = [
     ("server", true),
     ("clients", true),
+    ("memory", true),
     ("stats", true),
     ("replication", true),
     ("mirror", false),
@@ -105,6 +107,10 @@ fn write_section(ctx: &Ctx, table: &RoutingTable, section: &str, text: &mut Stri
             state.clients.connected(),
             state.live.load().limits.max_clients,
         ),
+        "memory" => {
+            write_memory(text);
+            Ok(())
+        }
         "stats" => write!(
             text,
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\n",
@@ -148,6 +154,46 @@ fn write_section(ctx: &Ctx, table: &RoutingTable, section: &str, text: &mut Stri
         }
         _ => Ok(()),
     };
+}
+
+/// `# Memory`: the proxy process's resident size and its allocator, under Redis's names, and
+/// when jemalloc is the allocator how it returns freed memory (see [`crate::allocator`]).
+fn write_memory(text: &mut String) {
+    text.push_str("# Memory\r\n");
+    if let Some(rss) = allocator::resident_bytes() {
+        let _ = write!(
+            text,
+            "used_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\n",
+            human_bytes(rss)
+        );
+    }
+    let _ = write!(text, "mem_allocator:{}\r\n", allocator::name());
+    if let Some(decay) = allocator::dirty_decay_ms() {
+        let _ = write!(
+            text,
+            "allocator_dirty_decay_ms:{decay}\r\nallocator_background_purge:{}\r\n",
+            if allocator::background_purge() {
+                "yes"
+            } else {
+                "no"
+            }
+        );
+    }
+}
+
+/// `n` bytes the way Redis's INFO writes its `_human` fields: `512B`, `1.50K`, `9.31M`, ...
+fn human_bytes(n: u64) -> String {
+    const UNITS: [char; 5] = ['K', 'M', 'G', 'T', 'P'];
+    if n < 1024 {
+        return format!("{n}B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.2}{}", UNITS[unit])
 }
 
 /// `# Replication`: the proxy is a master no node replicates from (`connected_slaves:0`, so
@@ -346,6 +392,15 @@ pub(super) fn with_keyspace(mut text: String, parts: &[Bytes]) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_are_written_like_redis_writes_them() {
+        assert_eq!(human_bytes(0), "0B");
+        assert_eq!(human_bytes(1023), "1023B");
+        assert_eq!(human_bytes(1536), "1.50K");
+        assert_eq!(human_bytes(9_765_888), "9.31M");
+        assert_eq!(human_bytes(3 << 30), "3.00G");
+    }
 
     #[test]
     fn keyspace_is_summed() {
