@@ -15,14 +15,14 @@ use crate::addr::NodeAddr;
 use crate::error::ConfigError;
 use crate::file::{
     BackendFile, ConfigFile, LimitsFile, LogFile, TlsFile, DEFAULT_ALLOW_FLUSH,
-    DEFAULT_AUTH_FAILURE_DELAY_MS, DEFAULT_AUTH_TIMEOUT_MS, DEFAULT_CONNECT_TIMEOUT_MS,
-    DEFAULT_LANES, DEFAULT_LOG_FORMAT, DEFAULT_LOG_LEVEL, DEFAULT_MAX_BULK_BYTES,
-    DEFAULT_MAX_CLIENTS, DEFAULT_MAX_INLINE_BYTES, DEFAULT_MAX_MULTIBULK_LEN, DEFAULT_MAX_PIPELINE,
-    DEFAULT_MAX_QUERY_BUFFER_BYTES, DEFAULT_MAX_REPLY_DEPTH, DEFAULT_OUTPUT_BUFFER_HARD_BYTES,
-    DEFAULT_OUTPUT_BUFFER_SOFT_BYTES, DEFAULT_OUTPUT_BUFFER_SOFT_SECONDS,
-    DEFAULT_RECONNECT_BACKOFF_MAX_MS, DEFAULT_RECONNECT_BACKOFF_MIN_MS,
-    DEFAULT_RESPONSE_TIMEOUT_MS, DEFAULT_SHUTDOWN_GRACE_MS, DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS,
-    MAX_LANES, MAX_REPLY_DEPTH_LIMIT,
+    DEFAULT_AUTH_FAILURE_DELAY_MS, DEFAULT_AUTH_TIMEOUT_MS, DEFAULT_CLOSE_LINGER_MS,
+    DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_LANES, DEFAULT_LOG_FORMAT, DEFAULT_LOG_LEVEL,
+    DEFAULT_MAX_BULK_BYTES, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_INLINE_BYTES,
+    DEFAULT_MAX_MULTIBULK_LEN, DEFAULT_MAX_PIPELINE, DEFAULT_MAX_QUERY_BUFFER_BYTES,
+    DEFAULT_MAX_REPLY_DEPTH, DEFAULT_OUTPUT_BUFFER_HARD_BYTES, DEFAULT_OUTPUT_BUFFER_SOFT_BYTES,
+    DEFAULT_OUTPUT_BUFFER_SOFT_SECONDS, DEFAULT_RECONNECT_BACKOFF_MAX_MS,
+    DEFAULT_RECONNECT_BACKOFF_MIN_MS, DEFAULT_RESPONSE_TIMEOUT_MS, DEFAULT_SHUTDOWN_GRACE_MS,
+    DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS, MAX_LANES, MAX_REPLY_DEPTH_LIMIT,
 };
 use crate::file::{
     DEFAULT_METRICS_NAMESPACE, DEFAULT_SLOWLOG_MAX_LEN, DEFAULT_SLOWLOG_SLOWER_THAN_US,
@@ -194,6 +194,11 @@ pub struct Limits {
     pub tls_handshake_timeout: Duration,
     /// Added delay per failed AUTH on one connection.
     pub auth_failure_delay: Duration,
+    /// After the last reply of an orderly close, how long the proxy waits for the client to
+    /// close its side, reading and dropping what it still sends: closing a socket with unread
+    /// input makes the kernel reset the connection, and the client can lose replies still
+    /// on their way to it.
+    pub close_linger: Duration,
 }
 
 /// `[log]`.
@@ -298,6 +303,7 @@ impl Default for Limits {
             auth_timeout: Duration::from_millis(DEFAULT_AUTH_TIMEOUT_MS),
             tls_handshake_timeout: Duration::from_millis(DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS),
             auth_failure_delay: Duration::from_millis(DEFAULT_AUTH_FAILURE_DELAY_MS),
+            close_linger: Duration::from_millis(DEFAULT_CLOSE_LINGER_MS),
         }
     }
 }
@@ -839,6 +845,13 @@ fn limits(file: LimitsFile, src: &Source<'_>) -> Result<Limits, ConfigError> {
             file.auth_failure_delay_ms,
             "limits.auth_failure_delay_ms",
             DEFAULT_AUTH_FAILURE_DELAY_MS,
+            0,
+            Some(60_000),
+        )?),
+        close_linger: Duration::from_millis(src.bounded(
+            file.close_linger_ms,
+            "limits.close_linger_ms",
+            DEFAULT_CLOSE_LINGER_MS,
             0,
             Some(60_000),
         )?),

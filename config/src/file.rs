@@ -125,6 +125,10 @@ pub const DEFAULT_AUTH_TIMEOUT_MS: u64 = 10_000;
 /// Default of `limits.tls_handshake_timeout_ms`: a TLS client must finish its handshake
 /// within 10 s.
 pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+/// Default of `limits.close_linger_ms`: after the last reply of an orderly close (shutdown
+/// drain, QUIT, ...), how long the proxy keeps reading and dropping what the client still
+/// sends, waiting for it to close its side too.
+pub const DEFAULT_CLOSE_LINGER_MS: u64 = 500;
 /// Default of `limits.auth_failure_delay_ms`: each failed AUTH on a connection delays its
 /// answer by this much more than the previous one (at most 20 times), slowing guessing.
 pub const DEFAULT_AUTH_FAILURE_DELAY_MS: u64 = 100;
@@ -314,6 +318,9 @@ pub struct LimitsFile {
     /// `tls_handshake_timeout_ms`: how long a client on `tls_listen` may take to finish its
     /// TLS handshake. Default [`DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS`].
     pub tls_handshake_timeout_ms: Option<Spanned<u64>>,
+    /// `close_linger_ms`: how long an orderly close waits for the client to close its side,
+    /// dropping what it still sends. Default [`DEFAULT_CLOSE_LINGER_MS`]; 0 closes at once.
+    pub close_linger_ms: Option<Spanned<u64>>,
     /// `auth_failure_delay_ms`: added delay per failed AUTH on a connection. Default
     /// [`DEFAULT_AUTH_FAILURE_DELAY_MS`]; 0 answers at once.
     pub auth_failure_delay_ms: Option<Spanned<u64>>,

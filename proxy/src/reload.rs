@@ -194,6 +194,10 @@ fn reload_inner(state: &ProxyState) -> Result<ReloadReport, ReloadError> {
             old.auth_failure_delay != new.auth_failure_delay,
         ),
         (
+            "limits.close_linger_ms",
+            old.close_linger != new.close_linger,
+        ),
+        (
             "limits.tls_handshake_timeout_ms",
             old.tls_handshake_timeout != new.tls_handshake_timeout,
         ),

@@ -9,6 +9,79 @@ use redshard_tests::{Client, Reply, TestCluster};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+/// A client that keeps sending while the proxy drains gets the reply of every command the
+/// proxy ran, then a clean end of stream: the proxy closes its side after the last reply and
+/// drops what the client still sends, instead of closing with unread input, which makes the
+/// kernel reset the connection and the client lose replies still on their way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_a_client_that_keeps_sending_loses_no_replies() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    for round in 0..5 {
+        let mut cluster = TestCluster::start(1).await;
+        let stream = tokio::net::TcpStream::connect(cluster.addr).await.unwrap();
+        let (mut rd, mut wr) = stream.into_split();
+        let ended = Arc::new(AtomicBool::new(false));
+        let received = Arc::new(AtomicUsize::new(0));
+        let writer = tokio::spawn({
+            let ended = Arc::clone(&ended);
+            async move {
+                let batch = b"*2\r\n$4\r\nINCR\r\n$1\r\nn\r\n".repeat(20);
+                // Like a client library: sends until it sees the connection end.
+                while !ended.load(Ordering::Acquire) && wr.write_all(&batch).await.is_ok() {
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                }
+            }
+        });
+        let reader = tokio::spawn({
+            let ended = Arc::clone(&ended);
+            let received = Arc::clone(&received);
+            async move {
+                let mut all = Vec::new();
+                let mut buf = vec![0u8; 64 * 1024];
+                let end = loop {
+                    match rd.read(&mut buf).await {
+                        Ok(0) => break Ok(()),
+                        Ok(n) => {
+                            all.extend_from_slice(&buf[..n]);
+                            let lines = all.iter().filter(|&&b| b == b'\n').count();
+                            received.store(lines, Ordering::Release);
+                        }
+                        Err(e) => break Err(e),
+                    }
+                };
+                ended.store(true, Ordering::Release);
+                (all, end)
+            }
+        });
+        while received.load(Ordering::Acquire) < 300 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(
+            cluster.stop_proxy(Duration::from_secs(5)).await,
+            "drained within the grace period"
+        );
+        let (all, end) = reader.await.unwrap();
+        writer.await.unwrap();
+        assert!(
+            end.is_ok(),
+            "round {round}: the connection must end cleanly, not {end:?}"
+        );
+        let text = String::from_utf8(all).unwrap();
+        let replies: Vec<&str> = text.split_terminator("\r\n").collect();
+        for (i, reply) in replies.iter().enumerate() {
+            assert_eq!(*reply, format!(":{}", i + 1), "round {round}: reply {i}");
+        }
+        let applied = cluster.master(0).await.cmd(&["GET", "n"]).await;
+        assert_eq!(
+            applied,
+            Reply::bulk(&replies.len().to_string()),
+            "round {round}: replies delivered = increments applied"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_master_fails_only_its_requests_and_comes_back() {
     let mut cluster =

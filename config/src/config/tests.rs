@@ -169,6 +169,7 @@ output_buffer_soft_seconds = 7
 auth_timeout_ms = 40
 tls_handshake_timeout_ms = 50
 auth_failure_delay_ms = 0
+close_linger_ms = 60
 
 [log]
 level = "info,redshard=debug"
@@ -236,6 +237,7 @@ format = "json"
             auth_timeout: Duration::from_millis(40),
             tls_handshake_timeout: Duration::from_millis(50),
             auth_failure_delay: Duration::ZERO,
+            close_linger: Duration::from_millis(60),
         }
     );
     assert_eq!(config.log.level, "info,redshard=debug");

@@ -205,12 +205,47 @@ impl<S: ClientStream> Session<S> {
 
     /// Serves the client until it leaves, QUITs, breaks the protocol, or the proxy shuts down.
     pub async fn run(&mut self) {
-        if let Err(e) = self.serve().await {
-            debug!(error = %e, "client connection ended");
-        }
+        let orderly = match self.serve().await {
+            Ok(()) => true,
+            Err(e) => {
+                debug!(error = %e, "client connection ended");
+                false
+            }
+        };
         self.stream.close();
+        if orderly {
+            self.linger().await;
+        }
         self.shutdown.unregister(self.ctx.client.id);
         self.ctx.state.clients.remove(self.ctx.client.id);
+    }
+
+    /// Ends an orderly close without resetting the connection: the proxy closes its side
+    /// after the last reply, then reads and drops what the client still sends until the
+    /// client closes its side too, for at most `[limits] close_linger_ms`. Closing a socket
+    /// with unread input makes the kernel answer with a reset and throw away what it had not
+    /// sent yet, so a client still sending (a pipeline during a shutdown drain, requests after
+    /// QUIT) could lose replies already written for it.
+    async fn linger(&mut self) {
+        let linger = self.ctx.state.live.load().limits.close_linger;
+        if linger.is_zero() {
+            return;
+        }
+        self.stream.half_close();
+        // Boxed, like the session's other timers: only closing connections carry one.
+        let mut timer = Box::pin(tokio::time::sleep(linger));
+        loop {
+            self.rbuf.clear();
+            self.rbuf.reserve(READ_MIN);
+            tokio::select! {
+                read = self.stream.read_buf(&mut self.rbuf) => match read {
+                    Ok(n) if n > 0 => {}
+                    // The client closed too (or the connection failed): done.
+                    _ => return,
+                },
+                () = &mut timer => return,
+            }
+        }
     }
 
     async fn serve(&mut self) -> io::Result<()> {

@@ -57,6 +57,10 @@ pub trait ClientStream: AsyncRead + Unpin + Send + 'static {
     /// Tells the client the connection ends, when the protocol has a way to (TLS
     /// `close_notify`), without waiting.
     fn close(&mut self) {}
+
+    /// Closes the proxy's sending side after what was written so far (TCP FIN), without
+    /// waiting; the client can still send, and the session can still read.
+    fn half_close(&mut self);
 }
 
 impl ClientStream for TcpStream {
@@ -88,6 +92,12 @@ impl ClientStream for TcpStream {
     #[inline]
     fn has_pending_output(&self) -> bool {
         false
+    }
+
+    fn half_close(&mut self) {
+        // A plain socket's shutdown completes at once (shutdown(2) with SHUT_WR).
+        let mut cx = Context::from_waker(Waker::noop());
+        let _ = std::pin::Pin::new(self).poll_shutdown(&mut cx);
     }
 }
 
@@ -131,6 +141,14 @@ impl ClientStream for TlsStream<TcpStream> {
         // Best effort: a client that no longer reads does not get it.
         let mut cx = Context::from_waker(Waker::noop());
         let _ = std::pin::Pin::new(self).poll_flush(&mut cx);
+    }
+
+    fn half_close(&mut self) {
+        // After `close`: the FIN must follow close_notify, so only once rustls holds no
+        // records; a client that no longer reads gets neither.
+        if !self.get_ref().1.wants_write() {
+            self.get_mut().0.half_close();
+        }
     }
 }
 
