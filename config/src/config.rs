@@ -16,8 +16,8 @@ use crate::error::ConfigError;
 use crate::file::{
     BackendFile, ConfigFile, LimitsFile, LogFile, TlsFile, DEFAULT_ALLOW_FLUSH,
     DEFAULT_AUTH_FAILURE_DELAY_MS, DEFAULT_AUTH_TIMEOUT_MS, DEFAULT_CLOSE_LINGER_MS,
-    DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_LANES, DEFAULT_LOG_FORMAT, DEFAULT_LOG_LEVEL,
-    DEFAULT_MAX_BULK_BYTES, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_INLINE_BYTES,
+    DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_IDLE_PARK_MS, DEFAULT_LANES, DEFAULT_LOG_FORMAT,
+    DEFAULT_LOG_LEVEL, DEFAULT_MAX_BULK_BYTES, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_INLINE_BYTES,
     DEFAULT_MAX_MULTIBULK_LEN, DEFAULT_MAX_PIPELINE, DEFAULT_MAX_QUERY_BUFFER_BYTES,
     DEFAULT_MAX_REPLY_DEPTH, DEFAULT_OUTPUT_BUFFER_HARD_BYTES, DEFAULT_OUTPUT_BUFFER_SOFT_BYTES,
     DEFAULT_OUTPUT_BUFFER_SOFT_SECONDS, DEFAULT_RECONNECT_BACKOFF_MAX_MS,
@@ -199,6 +199,10 @@ pub struct Limits {
     /// input makes the kernel reset the connection, and the client can lose replies still
     /// on their way to it.
     pub close_linger: Duration,
+    /// The idle sweep's interval: a plaintext client that sent nothing for a whole interval
+    /// is parked (its connection kept by a small task, its session's memory freed) until it
+    /// sends again; zero never parks.
+    pub idle_park: Duration,
 }
 
 /// `[log]`.
@@ -304,6 +308,7 @@ impl Default for Limits {
             tls_handshake_timeout: Duration::from_millis(DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS),
             auth_failure_delay: Duration::from_millis(DEFAULT_AUTH_FAILURE_DELAY_MS),
             close_linger: Duration::from_millis(DEFAULT_CLOSE_LINGER_MS),
+            idle_park: Duration::from_millis(DEFAULT_IDLE_PARK_MS),
         }
     }
 }
@@ -854,6 +859,13 @@ fn limits(file: LimitsFile, src: &Source<'_>) -> Result<Limits, ConfigError> {
             DEFAULT_CLOSE_LINGER_MS,
             0,
             Some(60_000),
+        )?),
+        idle_park: Duration::from_millis(src.bounded(
+            file.idle_park_ms,
+            "limits.idle_park_ms",
+            DEFAULT_IDLE_PARK_MS,
+            0,
+            Some(3_600_000),
         )?),
     };
     if limits.output_buffer_soft_bytes > limits.output_buffer_hard_bytes {

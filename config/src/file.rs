@@ -129,6 +129,10 @@ pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
 /// drain, QUIT, ...), how long the proxy keeps reading and dropping what the client still
 /// sends, waiting for it to close its side too.
 pub const DEFAULT_CLOSE_LINGER_MS: u64 = 500;
+/// Default of `limits.idle_park_ms`: a plaintext client that sent nothing for between one
+/// and two of these intervals is parked (its connection kept by a small task, its session's
+/// memory freed) until it sends again.
+pub const DEFAULT_IDLE_PARK_MS: u64 = 1000;
 /// Default of `limits.auth_failure_delay_ms`: each failed AUTH on a connection delays its
 /// answer by this much more than the previous one (at most 20 times), slowing guessing.
 pub const DEFAULT_AUTH_FAILURE_DELAY_MS: u64 = 100;
@@ -318,6 +322,9 @@ pub struct LimitsFile {
     /// `tls_handshake_timeout_ms`: how long a client on `tls_listen` may take to finish its
     /// TLS handshake. Default [`DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS`].
     pub tls_handshake_timeout_ms: Option<Spanned<u64>>,
+    /// `idle_park_ms`: the idle sweep's interval; a client idle for a whole interval is
+    /// parked. Default [`DEFAULT_IDLE_PARK_MS`]; 0 never parks.
+    pub idle_park_ms: Option<Spanned<u64>>,
     /// `close_linger_ms`: how long an orderly close waits for the client to close its side,
     /// dropping what it still sends. Default [`DEFAULT_CLOSE_LINGER_MS`]; 0 closes at once.
     pub close_linger_ms: Option<Spanned<u64>>,

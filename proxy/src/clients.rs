@@ -84,6 +84,8 @@ pub struct Clients {
     pub rejected_connections: AtomicU64,
     /// Requests processed since start (INFO total_commands_processed).
     pub total_commands: AtomicU64,
+    /// Idle clients whose connection is parked (INFO parked_clients; see `session::park`).
+    pub parked: AtomicUsize,
     /// Connections holding a place under `max_clients`: sessions of both listeners and TLS
     /// handshakes in progress.
     admitted: Arc<AtomicUsize>,

@@ -260,6 +260,10 @@ impl Proxy {
                 trigger.subscribe(),
             )));
         }
+        background.push(tokio::spawn(session::park::sweep(
+            Arc::clone(&state),
+            trigger.subscribe(),
+        )));
         let controller = control::Controller::start(Arc::clone(&state), trigger.subscribe());
         let plain = listener::run(listener, Arc::clone(&state), watch.clone());
         let accept = match (tls_listener, &state.tls.server) {

@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, Instrument};
 
 use crate::metrics;
+use crate::session::park::{self, Place};
 use crate::session::Session;
 use crate::shutdown::Shutdown;
 use crate::state::ProxyState;
@@ -117,26 +118,19 @@ async fn accept_loop(
         let state = Arc::clone(&state);
         let shutdown = shutdown.clone();
         let done = done_tx.clone();
-        let span = tracing::info_span!("client", peer = %peer);
         // Two task types, so a plaintext session's task does not carry a TLS stream's size.
         match &tls {
             None => {
                 // Made here, outside the task's future: moved into an async fn, a session
                 // would take its room twice in every connection's future (once as the
-                // argument, once inside the running future).
-                let mut session = Session::new(socket, state, shutdown);
-                let fut = async move {
-                    if let Ok(session) = session.as_mut() {
-                        session.run().await;
-                    }
-                    drop(permit);
-                    drop(done);
+                // argument, once inside the running future). The task can park it.
+                if let Ok(session) = Session::new(socket, state, shutdown) {
+                    park::spawn_session(session, Place { permit, done });
                 }
-                .instrument(span);
-                tokio::spawn(fut)
             }
             Some(tls) => {
                 let tls = Arc::clone(tls);
+                let span = tracing::info_span!("client", peer = %peer);
                 tokio::spawn(
                     async move {
                         serve_tls(socket, &tls, state, shutdown).await;
@@ -144,9 +138,9 @@ async fn accept_loop(
                         drop(done);
                     }
                     .instrument(span),
-                )
+                );
             }
-        };
+        }
     }
     drop(listener);
     drop(done_tx);

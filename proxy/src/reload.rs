@@ -197,6 +197,7 @@ fn reload_inner(state: &ProxyState) -> Result<ReloadReport, ReloadError> {
             "limits.close_linger_ms",
             old.close_linger != new.close_linger,
         ),
+        ("limits.idle_park_ms", old.idle_park != new.idle_park),
         (
             "limits.tls_handshake_timeout_ms",
             old.tls_handshake_timeout != new.tls_handshake_timeout,

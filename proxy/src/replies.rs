@@ -9,7 +9,7 @@
 //! delivering a reply costs one uncontended lock and no allocation.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
@@ -33,7 +33,14 @@ pub struct ReplyQueue {
     /// connection) when it fails: the session then closes the client's connection, as losing
     /// a node would, so the client reconnects and resubscribes instead of waiting forever.
     broken: AtomicBool,
+    /// Idle-sweep ticks since the session last read from its client (see
+    /// [`ReplyQueue::idle_tick`]): what tells a parkable session it has been idle long enough.
+    idle_ticks: AtomicU8,
 }
+
+/// The idle-sweep tick at which a session is asked to park: it read nothing for at least one
+/// whole sweep interval.
+const PARK_AT_TICK: u8 = 2;
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -239,7 +246,7 @@ impl ReplyQueue {
     }
 
     /// Ready when the front entry may have become complete since the last time it was.
-    fn poll_notified(&self, cx: &mut Context<'_>) -> Poll<()> {
+    pub fn poll_notified(&self, cx: &mut Context<'_>) -> Poll<()> {
         if self.ready.swap(false, Ordering::AcqRel) {
             return Poll::Ready(());
         }
@@ -251,8 +258,44 @@ impl ReplyQueue {
         Poll::Pending
     }
 
+    /// The session read from its client: its idle time starts again.
+    #[inline]
+    pub fn touch(&self) {
+        self.idle_ticks.store(0, Ordering::Relaxed);
+    }
+
+    /// One tick of the idle sweep. The tick that makes the session idle for a whole sweep
+    /// interval wakes it (once: later ticks leave it alone until it reads again), and from
+    /// then on [`ReplyQueue::idle_long`] is true.
+    pub fn idle_tick(&self) {
+        let before = self
+            .idle_ticks
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                Some(t.saturating_add(1))
+            })
+            .unwrap_or(u8::MAX);
+        if before.saturating_add(1) == PARK_AT_TICK {
+            self.wake();
+        }
+    }
+
+    /// Whether the session read nothing for at least one whole idle-sweep interval.
+    #[inline]
+    #[must_use]
+    pub fn idle_long(&self) -> bool {
+        self.idle_ticks.load(Ordering::Relaxed) >= PARK_AT_TICK
+    }
+
+    /// Gives back the entries' memory when there are none (a parked session's queue).
+    pub fn release_if_empty(&self) {
+        let mut inner = self.lock();
+        if inner.entries.is_empty() {
+            inner.entries = VecDeque::new();
+        }
+    }
+
     /// Tells the session to look at the queue again (also used without a reply, when it has
-    /// something else to look at: shutdown).
+    /// something else to look at: shutdown, the idle sweep).
     pub fn wake(&self) {
         self.ready.store(true, Ordering::Release);
         self.waker.wake();
@@ -298,6 +341,27 @@ impl ReplyTo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_idle_sweep_wakes_a_session_once_after_a_whole_interval_without_reads() {
+        let q = ReplyQueue::new();
+        q.idle_tick();
+        assert!(
+            !q.idle_long(),
+            "one tick can be a moment after the last read"
+        );
+        assert!(!q.ready.load(Ordering::Acquire));
+        q.idle_tick();
+        assert!(q.idle_long());
+        assert!(q.ready.swap(false, Ordering::AcqRel), "woken to park");
+        q.idle_tick();
+        assert!(!q.ready.load(Ordering::Acquire), "not woken again");
+        q.touch();
+        assert!(!q.idle_long(), "a read starts the idle time again");
+        q.idle_tick();
+        q.idle_tick();
+        assert!(q.idle_long() && q.ready.load(Ordering::Acquire));
+    }
 
     fn take_all(q: &ReplyQueue) -> Vec<Bytes> {
         let mut out = Vec::new();

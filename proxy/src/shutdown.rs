@@ -129,6 +129,22 @@ impl Shutdown {
             .remove(&client);
     }
 
+    /// One tick of the idle sweep on every registered session's reply queue (see
+    /// `crate::session::park`).
+    pub fn tick_idle_sessions(&self) {
+        let queues: Vec<Weak<ReplyQueue>> = self
+            .sessions
+            .queues
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        for queue in queues.iter().filter_map(Weak::upgrade) {
+            queue.idle_tick();
+        }
+    }
+
     /// Whether shutdown has begun (or the trigger was dropped), for registered sessions: one
     /// atomic load.
     #[must_use]

@@ -12,6 +12,7 @@ mod failover;
 mod limits;
 mod metrics;
 mod mirror;
+mod parking;
 mod protocol;
 mod pubsub;
 mod resharding;

@@ -170,6 +170,7 @@ auth_timeout_ms = 40
 tls_handshake_timeout_ms = 50
 auth_failure_delay_ms = 0
 close_linger_ms = 60
+idle_park_ms = 70
 
 [log]
 level = "info,redshard=debug"
@@ -238,6 +239,7 @@ format = "json"
             tls_handshake_timeout: Duration::from_millis(50),
             auth_failure_delay: Duration::ZERO,
             close_linger: Duration::from_millis(60),
+            idle_park: Duration::from_millis(70),
         }
     );
     assert_eq!(config.log.level, "info,redshard=debug");

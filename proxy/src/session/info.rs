@@ -103,9 +103,10 @@ fn write_section(ctx: &Ctx, table: &RoutingTable, section: &str, text: &mut Stri
         ),
         "clients" => write!(
             text,
-            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\n",
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nparked_clients:{}\r\n",
             state.clients.connected(),
             state.live.load().limits.max_clients,
+            state.clients.parked.load(Ordering::Relaxed),
         ),
         "memory" => {
             write_memory(text);

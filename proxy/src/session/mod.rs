@@ -16,6 +16,7 @@ pub(crate) mod dispatch;
 mod info;
 mod local;
 pub mod merge;
+pub(crate) mod park;
 mod pubsub;
 mod scan;
 mod split;
@@ -127,6 +128,15 @@ pub(crate) struct Ctx {
     pub migration_failed: Option<String>,
 }
 
+/// How [`Session::run`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// The connection is closed and the client gone from the client list.
+    Closed,
+    /// Idle: the session is to be parked ([`park`]); the connection is still open.
+    Park,
+}
+
 /// One client connection being served, over `S` (plain TCP unless said otherwise).
 #[derive(Debug)]
 pub struct Session<S = TcpStream> {
@@ -164,11 +174,23 @@ impl<S: ClientStream> Session<S> {
     /// The socket's addresses cannot be read (the client already left).
     pub fn new(stream: S, state: Arc<ProxyState>, shutdown: Shutdown) -> io::Result<Self> {
         let client = state.clients.add(stream.peer_addr()?, stream.local_addr()?);
-        let scanner = RequestScanner::new(state.scan_limits());
-        let authenticated = state.config.password.is_none();
         let queue = ReplyQueue::new();
         shutdown.register(client.id, &queue);
-        Ok(Self {
+        Ok(Self::with_client(stream, state, shutdown, client, queue))
+    }
+
+    /// A session for `client`, already in the client list, whose replies go through `queue`,
+    /// already registered with `shutdown`; with every per-connection setting at its start.
+    fn with_client(
+        stream: S,
+        state: Arc<ProxyState>,
+        shutdown: Shutdown,
+        client: Arc<ClientInfo>,
+        queue: Arc<ReplyQueue>,
+    ) -> Self {
+        let scanner = RequestScanner::new(state.scan_limits());
+        let authenticated = state.config.password.is_none();
+        Self {
             stream,
             rbuf: BytesMut::new(),
             read_room: READ_MIN,
@@ -200,13 +222,16 @@ impl<S: ClientStream> Session<S> {
             over_soft_since: None,
             auth_deadline: None,
             paused: None,
-        })
+        }
     }
 
-    /// Serves the client until it leaves, QUITs, breaks the protocol, or the proxy shuts down.
-    pub async fn run(&mut self) {
+    /// Serves the client until it leaves, QUITs, breaks the protocol, or the proxy shuts down
+    /// ([`Exit::Closed`], everything released), or until it has been idle long enough to park
+    /// ([`Exit::Park`]: the connection and the client's place stay; see [`park`]).
+    pub async fn run(&mut self) -> Exit {
         let orderly = match self.serve().await {
-            Ok(()) => true,
+            Ok(Exit::Park) => return Exit::Park,
+            Ok(Exit::Closed) => true,
             Err(e) => {
                 debug!(error = %e, "client connection ended");
                 false
@@ -218,6 +243,35 @@ impl<S: ClientStream> Session<S> {
         }
         self.shutdown.unregister(self.ctx.client.id);
         self.ctx.state.clients.remove(self.ctx.client.id);
+        Exit::Closed
+    }
+
+    /// Whether the session holds nothing but the connection and its settings: no request,
+    /// reply or output in flight, no transaction, subscription, private connection or held
+    /// request, authenticated, and parking enabled (`[limits] idle_park_ms`).
+    fn parkable(&self) -> bool {
+        let ctx = &self.ctx;
+        S::PARKABLE
+            && ctx.authenticated
+            && ctx.closing == Closing::Open
+            && !ctx.barrier
+            && !ctx.waiting
+            && ctx.private.is_none()
+            && ctx.tx.is_none()
+            && ctx.watch.is_none()
+            && ctx.pubsub.is_none()
+            && !ctx.pause_expired
+            && !ctx.migrated
+            && ctx.migration_failed.is_none()
+            && self.paused.is_none()
+            && !self.held_back
+            && self.auth_deadline.is_none()
+            && self.over_soft_since.is_none()
+            && self.rbuf.is_empty()
+            && self.out.is_empty()
+            && !self.stream.has_pending_output()
+            && ctx.queue.is_empty()
+            && !ctx.state.live.load().limits.idle_park.is_zero()
     }
 
     /// Ends an orderly close without resetting the connection: the proxy closes its side
@@ -248,7 +302,7 @@ impl<S: ClientStream> Session<S> {
         }
     }
 
-    async fn serve(&mut self) -> io::Result<()> {
+    async fn serve(&mut self) -> io::Result<Exit> {
         if !self.ctx.authenticated {
             let timeout = self.ctx.state.live.load().limits.auth_timeout;
             self.auth_deadline = Some(tokio::time::Instant::now() + timeout);
@@ -262,7 +316,7 @@ impl<S: ClientStream> Session<S> {
             };
             let backlog = self.ctx.queue.len();
             if self.ctx.closing == Closing::AfterReplies && backlog == 0 && self.out.is_empty() {
-                return Ok(());
+                return Ok(Exit::Closed);
             }
             let reading = self.ctx.closing == Closing::Open && backlog < max_pipeline;
             let pausing = self.paused.is_some();
@@ -313,12 +367,13 @@ impl<S: ClientStream> Session<S> {
                             if self.ctx.private.is_some() || self.ctx.waiting {
                                 // It may be blocked (BLPOP 0, WAIT 1 0) on something only
                                 // closing frees: the client is gone, so end now.
-                                return Ok(());
+                                return Ok(Exit::Closed);
                             }
                             // The client closed its side: answer what it sent, then close.
                             self.ctx.closing = Closing::AfterReplies;
                         }
                         Ok(n) => {
+                            self.ctx.queue.touch();
                             metrics::bytes_in(n as u64);
                             if n >= spare {
                                 self.read_room = (self.read_room * 2).min(READ_MAX);
@@ -349,14 +404,14 @@ impl<S: ClientStream> Session<S> {
                 () = sleep_until_opt(deadline), if deadline.is_some() => {
                     if auth_deadline.is_some_and(|d| d <= tokio::time::Instant::now()) {
                         debug!("closing a connection that did not authenticate in time");
-                        return Ok(());
+                        return Ok(Exit::Closed);
                     }
                     // Otherwise the output soft limit: checked below, after the bookkeeping.
                 }
                 // Shutdown wakes the session through its reply queue (see `crate::shutdown`).
-                // Last of the biased branches: the session drains only when nothing else is
-                // ready, so what the client already sent is read first (closing a socket with
-                // unread input would reset the connection, losing replies in flight to it).
+                // After the I/O branches: the session drains only when nothing else is ready,
+                // so what the client already sent is read first (closing a socket with unread
+                // input would reset the connection, losing replies in flight to it).
                 () = std::future::ready(()), if !draining
                     && self.ctx.closing == Closing::Open
                     && self.shutdown.is_draining() =>
@@ -365,9 +420,15 @@ impl<S: ClientStream> Session<S> {
                     if (self.ctx.private.is_some() || self.ctx.waiting) && !self.ctx.queue.is_empty()
                     {
                         // Blocked on its private connection: it could wait forever.
-                        return Ok(());
+                        return Ok(Exit::Closed);
                     }
                     self.ctx.closing = Closing::AfterReplies;
+                }
+                // The idle sweep woke it after a whole interval without input: hand the
+                // connection to a small parked task, which frees this one (see `park`). Last,
+                // for the same reason as draining, which wins when both are ready.
+                () = std::future::ready(()), if self.ctx.queue.idle_long() && self.parkable() => {
+                    return Ok(Exit::Park);
                 }
             }
             self.take_replies();
@@ -376,7 +437,7 @@ impl<S: ClientStream> Session<S> {
                 debug!("closing a client whose subscription connection failed");
                 self.ctx.closing = Closing::AfterReplies;
                 self.stream.try_write(&mut self.out)?;
-                return Ok(());
+                return Ok(Exit::Closed);
             }
             if self.held_back {
                 // Replies left the queue: requests held back by max_pipeline or a barrier

@@ -25,6 +25,10 @@ use crate::outbuf::OutBuf;
 
 /// A client connection as the session uses it.
 pub trait ClientStream: AsyncRead + Unpin + Send + 'static {
+    /// Whether an idle session over this stream may park (see `super::park`): plain TCP,
+    /// not TLS (whose connection state is most of its memory anyway).
+    const PARKABLE: bool = false;
+
     /// The client's address.
     ///
     /// # Errors
@@ -64,6 +68,8 @@ pub trait ClientStream: AsyncRead + Unpin + Send + 'static {
 }
 
 impl ClientStream for TcpStream {
+    const PARKABLE: bool = true;
+
     fn peer_addr(&self) -> io::Result<SocketAddr> {
         TcpStream::peer_addr(self)
     }

@@ -1,0 +1,159 @@
+//! Idle connections, parked: an idle plaintext client costs a small task instead of a session.
+//!
+//! A session task is sized for the busiest connection (its state, the select over its
+//! socket, replies and timers: a 1 KB task), and an idle client keeps it whole. After
+//! `[limits] idle_park_ms` without input, the session hands its connection to a [`Parked`]
+//! task that keeps only what must outlive it (the socket, the client's place in the client
+//! list and under `max_clients`, its reply queue and its per-connection settings), and ends,
+//! freeing the rest. The parked task waits for input (or the client leaving, or shutdown) and
+//! then starts a session again from what it kept, as if nothing had happened: same client id,
+//! protocol, user and CLIENT LIST entry.
+//!
+//! Who parks when: [`sweep`] ticks every registered session's reply queue each interval
+//! ([`crate::shutdown::Shutdown::tick_idle_sessions`]); a session that read nothing for a
+//! whole interval is woken once ([`crate::replies::ReplyQueue::idle_tick`]) and parks if it
+//! holds nothing else: no request or reply in flight, no transaction, subscription, private
+//! connection or held request (`Session::parkable`). A read costs the session one relaxed
+//! store ([`crate::replies::ReplyQueue::touch`]) and no timer.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use redshard_config::Access;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use super::{Exit, Session};
+use crate::clients::{Admitted, ClientInfo};
+use crate::replies::ReplyQueue;
+use crate::resp::Protocol;
+use crate::shutdown::Shutdown;
+use crate::state::ProxyState;
+
+/// What a client's task holds besides its session, handed from task to task while it lives.
+#[derive(Debug)]
+pub(crate) struct Place {
+    /// The client's place under `max_clients`.
+    #[expect(dead_code, reason = "held for its Drop: gives the place back")]
+    pub permit: Admitted,
+    /// The listener's count of live sessions: it waits for every clone to be gone at
+    /// shutdown.
+    #[expect(
+        dead_code,
+        reason = "held for its Drop: the listener counts the senders"
+    )]
+    pub done: mpsc::Sender<()>,
+}
+
+/// A parked connection: what a session keeps while its client is idle.
+#[derive(Debug)]
+pub(crate) struct Parked {
+    /// The client's connection.
+    stream: TcpStream,
+    /// The proxy's shared state.
+    state: Arc<ProxyState>,
+    /// The drain signal; the reply queue stays registered with it, so shutdown wakes the
+    /// parked task.
+    shutdown: Shutdown,
+    /// The client's CLIENT LIST entry (id, name, library).
+    client: Arc<ClientInfo>,
+    /// The client's reply queue (empty; its entries' memory given back).
+    queue: Arc<ReplyQueue>,
+    /// The protocol the client chose (HELLO).
+    protocol: Protocol,
+    /// What the authenticated user may run.
+    access: Access,
+    /// Failed AUTH attempts on this connection (each delays the next answer more).
+    auth_failures: u32,
+}
+
+/// Serves `session` in a task of its own, parking it when it idles, until the client is gone.
+pub(crate) fn spawn_session(mut session: Session<TcpStream>, place: Place) {
+    let span = tracing::info_span!("client", peer = %session.ctx.client.addr);
+    // Built here and moved into the task once: an async fn would keep its arguments twice
+    // (as arguments and as the running body's locals), and these are every client's memory.
+    let serve = async move {
+        if session.run().await == Exit::Park {
+            spawn_parked(session.into_parked(), place);
+        }
+    };
+    tokio::spawn(serve.instrument(span));
+}
+
+/// The parked task: waits for input, the client leaving or shutdown, then serves again.
+fn spawn_parked(parked: Parked, place: Place) {
+    let wait = async move {
+        std::future::poll_fn(|cx| {
+            // The queue first: it registers the waker that shutdown wakes.
+            if parked.queue.poll_notified(cx).is_ready() || parked.shutdown.is_draining() {
+                return Poll::Ready(());
+            }
+            parked.stream.poll_read_ready(cx).map(|_| ())
+        })
+        .await;
+        spawn_session(Session::resume(parked), place);
+    };
+    tokio::spawn(wait);
+}
+
+impl Session<TcpStream> {
+    /// Keeps what outlives the session while it is parked; frees the rest.
+    fn into_parked(self) -> Parked {
+        let ctx = self.ctx;
+        ctx.queue.release_if_empty();
+        ctx.state.clients.parked.fetch_add(1, Ordering::Relaxed);
+        Parked {
+            stream: self.stream,
+            state: ctx.state,
+            shutdown: self.shutdown,
+            client: ctx.client,
+            queue: ctx.queue,
+            protocol: ctx.protocol,
+            access: ctx.access,
+            auth_failures: ctx.auth_failures,
+        }
+    }
+
+    /// A session again for a parked connection, as it was when it parked.
+    fn resume(parked: Parked) -> Self {
+        parked.state.clients.parked.fetch_sub(1, Ordering::Relaxed);
+        // Idle time starts again: a wake that found no input must not park it at once.
+        parked.queue.touch();
+        let mut session = Session::with_client(
+            parked.stream,
+            parked.state,
+            parked.shutdown,
+            parked.client,
+            parked.queue,
+        );
+        // Only authenticated sessions park.
+        session.ctx.authenticated = true;
+        session.ctx.protocol = parked.protocol;
+        session.ctx.access = parked.access;
+        session.ctx.auth_failures = parked.auth_failures;
+        session
+    }
+}
+
+/// The idle sweep: every `[limits] idle_park_ms`, one tick on every session's reply queue,
+/// until shutdown. Read each round, so a reload applies; 0 pauses the sweep.
+pub(crate) async fn sweep(state: Arc<ProxyState>, mut shutdown: Shutdown) {
+    loop {
+        let every = state.live.load().limits.idle_park;
+        let wait = if every.is_zero() {
+            Duration::from_secs(1)
+        } else {
+            every
+        };
+        tokio::select! {
+            () = shutdown.wait() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        if !state.live.load().limits.idle_park.is_zero() {
+            shutdown.tick_idle_sessions();
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Idle plaintext clients park (`[limits] idle_park_ms`): their session's memory is freed
+//! while the connection, the client's CLIENT LIST entry, its place under `max_clients` and its
+//! settings stay; the next request finds everything as it was.
+
+use std::time::{Duration, Instant};
+
+use redshard_tests::{Client, Reply, TestCluster};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Sends `request` and reads until the reply ends with `end` (or fails after 5 s).
+async fn exchange(stream: &mut TcpStream, request: &[u8], end: &[u8]) -> Vec<u8> {
+    stream.write_all(request).await.unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(end) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let n = tokio::time::timeout(left, stream.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no reply ending in {:?}: {:?}",
+                    String::from_utf8_lossy(end),
+                    String::from_utf8_lossy(&got)
+                )
+            })
+            .unwrap();
+        assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
+}
+
+/// A field of INFO clients, asked through `observer`.
+async fn clients_field(observer: &mut Client, name: &str) -> u64 {
+    let Reply::Bulk(Some(text)) = observer.cmd(&["INFO", "clients"]).await else {
+        panic!("INFO clients")
+    };
+    let text = String::from_utf8(text).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+        .parse()
+        .unwrap()
+}
+
+/// Polls INFO clients until `name` is `want` (within 5 s).
+async fn wait_for_field(observer: &mut Client, name: &str, want: u64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let value = clients_field(observer, name).await;
+        if value == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} stayed {value}, not {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_client_parks_and_comes_back_as_it_was() {
+    let cluster = TestCluster::start_with(
+        2,
+        false,
+        "password = \"pw\"\n[limits]\nidle_park_ms = 50\n",
+        &[],
+    )
+    .await;
+    let mut observer = cluster.client().await;
+    assert!(observer.cmd(&["AUTH", "pw"]).await.is_ok());
+    let mut idler = TcpStream::connect(cluster.addr).await.unwrap();
+    exchange(&mut idler, b"AUTH pw\r\n", b"+OK\r\n").await;
+    // HELLO 3's map, then PING's reply marks the end.
+    exchange(&mut idler, b"HELLO 3\r\nPING\r\n", b"+PONG\r\n").await;
+    exchange(&mut idler, b"CLIENT SETNAME idler\r\n", b"+OK\r\n").await;
+    let id = exchange(&mut idler, b"CLIENT ID\r\n", b"\r\n").await;
+
+    wait_for_field(&mut observer, "parked_clients", 1).await;
+    assert_eq!(clients_field(&mut observer, "connected_clients").await, 2);
+
+    // Same connection, same client, same protocol (RESP3's null), still authenticated.
+    assert_eq!(
+        exchange(&mut idler, b"GET nokey\r\n", b"\r\n").await,
+        b"_\r\n"
+    );
+    assert_eq!(exchange(&mut idler, b"CLIENT ID\r\n", b"\r\n").await, id);
+    assert_eq!(
+        exchange(&mut idler, b"CLIENT GETNAME\r\n", b"idler\r\n").await,
+        b"$5\r\nidler\r\n"
+    );
+    assert_eq!(
+        exchange(&mut idler, b"SET parked v\r\n", b"\r\n").await,
+        b"+OK\r\n"
+    );
+    // And it parks again once idle: no single use.
+    wait_for_field(&mut observer, "parked_clients", 1).await;
+    assert_eq!(
+        exchange(&mut idler, b"GET parked\r\n", b"v\r\n").await,
+        b"$1\r\nv\r\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_client_that_leaves_frees_its_place_and_shutdown_closes_parked_clients() {
+    let mut cluster = TestCluster::start_with(
+        1,
+        false,
+        "[limits]\nidle_park_ms = 50\nmax_clients = 3\n",
+        &[],
+    )
+    .await;
+    let mut observer = cluster.client().await;
+    let mut leaving = TcpStream::connect(cluster.addr).await.unwrap();
+    let mut staying = TcpStream::connect(cluster.addr).await.unwrap();
+    exchange(&mut leaving, b"PING\r\n", b"+PONG\r\n").await;
+    exchange(&mut staying, b"PING\r\n", b"+PONG\r\n").await;
+    wait_for_field(&mut observer, "parked_clients", 2).await;
+
+    // Leaving while parked: gone from the list, its place under max_clients free again.
+    drop(leaving);
+    wait_for_field(&mut observer, "connected_clients", 2).await;
+    assert_eq!(clients_field(&mut observer, "parked_clients").await, 1);
+    let mut third = TcpStream::connect(cluster.addr).await.unwrap();
+    exchange(&mut third, b"PING\r\n", b"+PONG\r\n").await;
+    drop(third);
+
+    // Shutdown wakes the parked client's task: the connection ends cleanly, promptly.
+    let started = Instant::now();
+    assert!(
+        cluster.stop_proxy(Duration::from_secs(5)).await,
+        "drained within the grace period"
+    );
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(2), staying.read(&mut buf))
+        .await
+        .expect("the parked client's connection ends");
+    assert_eq!(read.unwrap(), 0, "a clean end of stream");
+    assert!(started.elapsed() < Duration::from_secs(4));
+}
