@@ -9,7 +9,9 @@
 //! waiting future (160 bytes) for its whole life and poll it whenever it goes to sleep, once
 //! or twice per request. A session [registers](Shutdown::register) its reply queue instead;
 //! the trigger sets a flag and wakes every registered queue, and the session looks at the
-//! flag ([`Shutdown::is_draining`], one atomic load) each time it wakes up.
+//! flag ([`Shutdown::is_draining`], one atomic load) each time it wakes up. The idle sweep
+//! that parks idle clients goes through the same registry ([`Shutdown::tick_idle_sessions`],
+//! see `crate::session::park`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,16 +53,19 @@ impl Sessions {
     /// queues were taken sees the flag at its first look.
     fn drain(&self) {
         self.draining.store(true, Ordering::SeqCst);
-        let queues: Vec<Weak<ReplyQueue>> = self
-            .queues
+        for queue in self.live_queues() {
+            queue.wake();
+        }
+    }
+
+    /// The queues of the sessions still alive, taken out of the lock before they are used.
+    fn live_queues(&self) -> Vec<Arc<ReplyQueue>> {
+        self.queues
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .values()
-            .cloned()
-            .collect();
-        for queue in queues.iter().filter_map(Weak::upgrade) {
-            queue.wake();
-        }
+            .filter_map(Weak::upgrade)
+            .collect()
     }
 }
 
@@ -132,15 +137,7 @@ impl Shutdown {
     /// One tick of the idle sweep on every registered session's reply queue (see
     /// `crate::session::park`).
     pub fn tick_idle_sessions(&self) {
-        let queues: Vec<Weak<ReplyQueue>> = self
-            .sessions
-            .queues
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect();
-        for queue in queues.iter().filter_map(Weak::upgrade) {
+        for queue in self.sessions.live_queues() {
             queue.idle_tick();
         }
     }
@@ -180,6 +177,25 @@ mod tests {
         let later = ReplyQueue::new();
         trigger.subscribe().register(8, &later);
         assert!(trigger.subscribe().is_draining());
+    }
+
+    #[tokio::test]
+    async fn the_idle_sweep_wakes_sessions_idle_for_a_whole_tick() {
+        let (_trigger, watch) = channel();
+        let idle = ReplyQueue::new();
+        let busy = ReplyQueue::new();
+        watch.register(1, &idle);
+        watch.register(2, &busy);
+        watch.tick_idle_sessions();
+        assert!(!woken(&idle).await, "one tick may come right after a read");
+        busy.touch();
+        watch.tick_idle_sessions();
+        assert!(woken(&idle).await && idle.idle_long());
+        assert!(
+            !woken(&busy).await && !busy.idle_long(),
+            "it read in between"
+        );
+        assert!(!watch.is_draining());
     }
 
     #[tokio::test]
