@@ -24,7 +24,7 @@ use tracing::{debug, error, info, Instrument};
 
 use crate::metrics;
 use crate::session::park::{self, Place};
-use crate::session::Session;
+use crate::session::{Exit, Session};
 use crate::shutdown::Shutdown;
 use crate::state::ProxyState;
 use crate::tls::ServerTls;
@@ -175,6 +175,7 @@ async fn serve_tls(
         },
     };
     if let Ok(mut session) = Session::new(stream, state, shutdown) {
-        session.run().await;
+        let exit = session.run().await;
+        debug_assert_eq!(exit, Exit::Closed, "TLS sessions never park");
     }
 }

@@ -130,6 +130,7 @@ pub(crate) struct Ctx {
 
 /// How [`Session::run`] ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use = "a parked session still holds an open connection and a client-list entry"]
 pub enum Exit {
     /// The connection is closed and the client gone from the client list.
     Closed,
@@ -227,7 +228,8 @@ impl<S: ClientStream> Session<S> {
 
     /// Serves the client until it leaves, QUITs, breaks the protocol, or the proxy shuts down
     /// ([`Exit::Closed`], everything released), or until it has been idle long enough to park
-    /// ([`Exit::Park`]: the connection and the client's place stay; see [`park`]).
+    /// ([`Exit::Park`], only over plain TCP: the connection and the client's entry stay open,
+    /// and the caller hands them to a parked task, see [`park`]).
     pub async fn run(&mut self) -> Exit {
         let orderly = match self.serve().await {
             Ok(Exit::Park) => return Exit::Park,
