@@ -13,7 +13,7 @@
 //! - [`admin`]: the admin port (RESP): topology, nodes, migrations, rebalance, failover.
 //! - [`control`]: the controller, the one place that changes the live topology.
 //! - [`listener`]: the accept loops (plaintext and TLS), max-clients permits, one task per
-//!   client.
+//!   client (a small parked one while a plaintext client idles: `session::park`).
 //! - [`session`]: one client connection (plain TCP or TLS): reads requests, dispatches them,
 //!   writes the replies back in order; answers connection-local commands itself.
 //! - [`resp`]: the hand-written, resumable, bounded request and reply scanners, and the

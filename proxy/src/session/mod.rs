@@ -134,7 +134,7 @@ pub(crate) struct Ctx {
 pub enum Exit {
     /// The connection is closed and the client gone from the client list.
     Closed,
-    /// Idle: the session is to be parked ([`park`]); the connection is still open.
+    /// Idle: the session is to be parked (`session::park`); the connection is still open.
     Park,
 }
 
@@ -229,7 +229,7 @@ impl<S: ClientStream> Session<S> {
     /// Serves the client until it leaves, QUITs, breaks the protocol, or the proxy shuts down
     /// ([`Exit::Closed`], everything released), or until it has been idle long enough to park
     /// ([`Exit::Park`], only over plain TCP: the connection and the client's entry stay open,
-    /// and the caller hands them to a parked task, see [`park`]).
+    /// and the caller hands them to a parked task, see `session::park`).
     pub async fn run(&mut self) -> Exit {
         let orderly = match self.serve().await {
             Ok(Exit::Park) => return Exit::Park,
