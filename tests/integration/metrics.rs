@@ -223,6 +223,7 @@ async fn metrics_show_build_info_topology_slots_and_clients() {
     assert_eq!(total, 16384);
     // State metrics are this proxy's own, exact.
     assert_eq!(page.sample("redshard_connected_clients"), Some("1"));
+    assert_eq!(page.sample("redshard_parked_clients"), Some("0"));
     assert_eq!(
         page.sample("redshard_connections_received_total"),
         Some("1")

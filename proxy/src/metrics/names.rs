@@ -162,6 +162,13 @@ pub const CONNECTED_CLIENTS: Metric = Metric {
     labels: &[],
     help: "Client connections open now.",
 };
+/// Idle clients whose connection is parked (see `crate::session::park`).
+pub const PARKED_CLIENTS: Metric = Metric {
+    name: "parked_clients",
+    kind: Kind::Gauge,
+    labels: &[],
+    help: "Idle client connections parked now (counted in connected_clients too).",
+};
 /// Client connections accepted since start (redis_exporter's name).
 pub const CONNECTIONS_RECEIVED_TOTAL: Metric = Metric {
     name: "connections_received_total",
@@ -393,6 +400,7 @@ pub const STATE: &[Metric] = &[
     BUILD_INFO,
     UPTIME_IN_SECONDS,
     CONNECTED_CLIENTS,
+    PARKED_CLIENTS,
     CONNECTIONS_RECEIVED_TOTAL,
     REJECTED_CONNECTIONS_TOTAL,
     TOPOLOGY_EPOCH,

@@ -16,6 +16,10 @@ pub(crate) fn render_state(text: &mut Text<'_>, state: &ProxyState) {
     text.single(&names::UPTIME_IN_SECONDS, state.started.elapsed().as_secs());
     text.single(&names::CONNECTED_CLIENTS, state.clients.connected());
     text.single(
+        &names::PARKED_CLIENTS,
+        state.clients.parked.load(Ordering::Relaxed),
+    );
+    text.single(
         &names::CONNECTIONS_RECEIVED_TOTAL,
         state.clients.total_connections.load(Ordering::Relaxed),
     );
