@@ -249,8 +249,10 @@ impl<S: ClientStream> Session<S> {
     }
 
     /// Whether the session holds nothing but the connection and its settings: no request,
-    /// reply or output in flight, no transaction, subscription, private connection or held
-    /// request, authenticated, and parking enabled (`[limits] idle_park_ms`).
+    /// reply or output in flight, no transaction, WATCH, subscription or held request,
+    /// authenticated, and parking enabled (`[limits] idle_park_ms`). A private backend
+    /// connection without a WATCH holds nothing either (it is opened on demand): parking
+    /// closes it.
     fn parkable(&self) -> bool {
         let ctx = &self.ctx;
         S::PARKABLE
@@ -258,7 +260,6 @@ impl<S: ClientStream> Session<S> {
             && ctx.closing == Closing::Open
             && !ctx.barrier
             && !ctx.waiting
-            && ctx.private.is_none()
             && ctx.tx.is_none()
             && ctx.watch.is_none()
             && ctx.pubsub.is_none()
