@@ -140,7 +140,7 @@ pub struct Proxy {
     http_addr: Option<SocketAddr>,
     /// Where the admin port listens, once started.
     admin_addr: Option<SocketAddr>,
-    /// The HTTP endpoint and the admin port; they end promptly on shutdown.
+    /// The HTTP endpoint, the admin port and the idle sweep; they end promptly on shutdown.
     background: Vec<JoinHandle<()>>,
 }
 
