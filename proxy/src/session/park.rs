@@ -13,10 +13,10 @@
 //! ([`crate::shutdown::Shutdown::tick_idle_sessions`]); a session that read nothing for a
 //! whole interval is woken once ([`crate::replies::ReplyQueue::idle_tick`]) and parks if it
 //! holds nothing else: no request or reply in flight, no transaction, WATCH, subscription or
-//! held request (`Session::parkable`). A private backend connection (kept after
-//! WATCH or a blocking command) is closed when the client parks, which frees a
-//! connection on the Redis side too, and opened again at its next use. A read costs the session one relaxed
-//! store ([`crate::replies::ReplyQueue::touch`]) and no timer.
+//! held request (`Session::parkable`). A private backend connection (kept after WATCH or a
+//! blocking command) is closed when the client parks, which frees a connection on the Redis
+//! side too, and opened again at its next use. A read costs the session one relaxed store
+//! ([`crate::replies::ReplyQueue::touch`]) and no timer.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -103,8 +103,8 @@ fn spawn_parked(parked: Parked, place: Place) {
 
 impl Session<TcpStream> {
     /// Keeps what outlives the session while it is parked; frees the rest, including a
-    /// private backend connection (no WATCH on it, nothing in flight: the next WATCH or blocking
-    /// command opens one again).
+    /// private backend connection (no WATCH on it, nothing in flight: the next WATCH or
+    /// blocking command opens one again).
     fn into_parked(self) -> Parked {
         let ctx = self.ctx;
         ctx.queue.release_if_empty();
