@@ -294,6 +294,15 @@ impl ReplyQueue {
         }
     }
 
+    /// Room for one entry again after [`ReplyQueue::release_if_empty`], as a new queue has
+    /// (a first push into an empty deque would make room for four).
+    pub fn restore_room(&self) {
+        let mut inner = self.lock();
+        if inner.entries.capacity() == 0 {
+            inner.entries.reserve_exact(1);
+        }
+    }
+
     /// Tells the session to look at the queue again (also used without a reply, when it has
     /// something else to look at: shutdown, the idle sweep).
     pub fn wake(&self) {
@@ -361,6 +370,23 @@ mod tests {
         q.idle_tick();
         q.idle_tick();
         assert!(q.idle_long() && q.ready.load(Ordering::Acquire));
+    }
+
+    #[test]
+    fn a_released_queue_gets_room_for_one_entry_back() {
+        let q = ReplyQueue::new();
+        q.release_if_empty();
+        assert_eq!(q.lock().entries.capacity(), 0);
+        q.restore_room();
+        assert!(q.lock().entries.capacity() >= 1);
+        q.push_ready(Bytes::from_static(b"+OK\r\n"));
+        assert_eq!(take_all(&q), vec![Bytes::from_static(b"+OK\r\n")]);
+        // Not released while entries are outstanding.
+        let reply = q.reserve();
+        q.release_if_empty();
+        assert!(q.lock().entries.capacity() >= 1);
+        reply.deliver(Bytes::from_static(b":1\r\n"));
+        assert_eq!(take_all(&q), vec![Bytes::from_static(b":1\r\n")]);
     }
 
     fn take_all(q: &ReplyQueue) -> Vec<Bytes> {

@@ -126,6 +126,7 @@ impl Session<TcpStream> {
         parked.state.clients.parked.fetch_sub(1, Ordering::Relaxed);
         // Idle time starts again: a wake that found no input must not park it at once.
         parked.queue.touch();
+        parked.queue.restore_room();
         let mut session = Session::with_client(
             parked.stream,
             parked.state,
