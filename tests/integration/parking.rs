@@ -32,15 +32,12 @@ async fn exchange(stream: &mut TcpStream, request: &[u8], end: &[u8]) -> Vec<u8>
     got
 }
 
-/// A field of INFO clients, asked through `observer`.
-async fn clients_field(observer: &mut Client, name: &str) -> u64 {
-    let Reply::Bulk(Some(text)) = observer.cmd(&["INFO", "clients"]).await else {
-        panic!("INFO clients")
-    };
-    let text = String::from_utf8(text).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-        .unwrap_or_else(|| panic!("no {name} in {text}"))
+/// A number of INFO clients, asked through `client` (of the proxy or of a node).
+async fn clients_field(client: &mut Client, name: &str) -> u64 {
+    client
+        .info_field("clients", name)
+        .await
+        .unwrap_or_else(|| panic!("no {name} in INFO clients"))
         .parse()
         .unwrap()
 }
@@ -142,27 +139,13 @@ async fn a_parked_client_that_leaves_frees_its_place_and_shutdown_closes_parked_
     assert!(started.elapsed() < Duration::from_secs(4));
 }
 
-/// The Redis-side `connected_clients` of `master`.
-async fn master_clients(master: &mut Client) -> u64 {
-    let Reply::Bulk(Some(text)) = master.cmd(&["INFO", "clients"]).await else {
-        panic!("INFO clients")
-    };
-    let text = String::from_utf8(text).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("connected_clients:"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parking_closes_the_private_backend_connection_and_the_next_transaction_opens_one() {
     let cluster = TestCluster::start_with(1, false, "[limits]\nidle_park_ms = 50\n", &[]).await;
     let mut observer = cluster.client().await;
     let mut master = cluster.master(0).await;
     let mut c = cluster.client().await;
-    let before = master_clients(&mut master).await;
+    let before = clients_field(&mut master, "connected_clients").await;
     // WATCH runs on a connection of the client's own (a transaction without one goes over
     // the shared lanes in one batch).
     assert_eq!(c.cmd(&["WATCH", "tx"]).await, Reply::Status("OK".into()));
@@ -170,11 +153,14 @@ async fn parking_closes_the_private_backend_connection_and_the_next_transaction_
     assert_eq!(c.cmd(&["INCR", "tx"]).await, Reply::Status("QUEUED".into()));
     assert_eq!(c.cmd(&["EXEC"]).await, Reply::Array(vec![Reply::Int(1)]));
     // The client keeps that connection after EXEC...
-    assert_eq!(master_clients(&mut master).await, before + 1);
+    assert_eq!(
+        clients_field(&mut master, "connected_clients").await,
+        before + 1
+    );
     // ...until it parks.
     wait_for_field(&mut observer, "parked_clients", 1).await;
     let deadline = Instant::now() + Duration::from_secs(5);
-    while master_clients(&mut master).await != before {
+    while clients_field(&mut master, "connected_clients").await != before {
         assert!(
             Instant::now() < deadline,
             "the private connection stayed open"

@@ -271,6 +271,18 @@ impl Client {
         self.read().await
     }
 
+    /// `INFO` field `field` of section `section`, asked on this connection.
+    pub async fn info_field(&mut self, section: &str, field: &str) -> Option<String> {
+        let Reply::Bulk(Some(text)) = self.cmd(&["INFO", section]).await else {
+            return None;
+        };
+        String::from_utf8_lossy(&text).lines().find_map(|l| {
+            l.strip_prefix(field)?
+                .strip_prefix(':')
+                .map(|v| v.trim().to_owned())
+        })
+    }
+
     /// Sends all commands in one write, then reads every reply in order.
     pub async fn pipeline<A: AsRef<[u8]>>(&mut self, commands: &[Vec<A>]) -> Vec<Reply> {
         let mut bytes = Vec::new();

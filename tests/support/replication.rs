@@ -56,17 +56,10 @@ pub async fn expiry_times(addr: &str) -> Vec<(Vec<u8>, i64)> {
 
 /// `INFO` field `field` of section `section` on the node at `addr`.
 pub async fn info_field(addr: &str, section: &str, field: &str) -> Option<String> {
-    let reply = Client::connect(addr.to_owned())
+    Client::connect(addr.to_owned())
         .await
-        .cmd(&["INFO", section])
-        .await;
-    let Reply::Bulk(Some(text)) = reply else {
-        return None;
-    };
-    String::from_utf8_lossy(&text).lines().find_map(|l| {
-        l.strip_prefix(&format!("{field}:"))
-            .map(|v| v.trim().to_owned())
-    })
+        .info_field(section, field)
+        .await
 }
 
 /// Polls `check` every 50 ms until it returns true; panics with `what` after `timeout`.
