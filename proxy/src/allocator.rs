@@ -104,6 +104,39 @@ pub fn background_purge() -> bool {
     }
 }
 
+/// What the allocator holds, in bytes, as Redis's `INFO memory` reports jemalloc's: the
+/// objects the proxy allocated, the pages of the size classes they live in (`active` minus
+/// `allocated` is fragmentation: freed slots in pages still in use), and the pages jemalloc
+/// holds resident (`resident` minus `active`: freed pages not yet returned to the OS).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Usage {
+    /// Bytes in allocated objects.
+    pub allocated: usize,
+    /// Bytes in pages with allocated objects.
+    pub active: usize,
+    /// Bytes in pages jemalloc holds resident (its metadata included).
+    pub resident: usize,
+}
+
+/// The allocator's current [`Usage`], or `None` without jemalloc.
+pub fn usage() -> Option<Usage> {
+    #[cfg(feature = "jemalloc")]
+    {
+        use tikv_jemalloc_ctl::{epoch, stats};
+        // The statistics are a snapshot taken when the epoch advances.
+        epoch::advance().ok()?;
+        Some(Usage {
+            allocated: stats::allocated::read().ok()?,
+            active: stats::active::read().ok()?,
+            resident: stats::resident::read().ok()?,
+        })
+    }
+    #[cfg(not(feature = "jemalloc"))]
+    {
+        None
+    }
+}
+
 /// The process's resident set size in bytes (`VmRSS` of `/proc/self/status`), where the OS
 /// tells it.
 pub fn resident_bytes() -> Option<u64> {

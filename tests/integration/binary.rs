@@ -248,8 +248,8 @@ fn a_client_that_never_reads_is_paused_then_disconnected_with_bounded_memory() {
 }
 
 /// The binary runs on jemalloc, set to return freed memory within a second or so, and says so
-/// in `INFO memory` (Redis's `mem_allocator`, `used_memory_rss`); jemalloc's own options in
-/// `_RJEM_MALLOC_CONF` win over the proxy's settings.
+/// in `INFO memory` (Redis's `mem_allocator`, `used_memory_rss`, `allocator_*`); jemalloc's
+/// own options in `_RJEM_MALLOC_CONF` win over the proxy's settings.
 #[test]
 fn info_memory_shows_the_allocator_and_the_operator_can_tune_it() {
     let server = RedisServer::start();
@@ -300,5 +300,21 @@ fn info_memory_shows_the_allocator_and_the_operator_can_tune_it() {
         assert_eq!(field("allocator_background_purge"), purge, "{info}");
         let rss: u64 = field("used_memory_rss").parse().unwrap();
         assert!(rss > 1024 * 1024, "{info}");
+        // jemalloc's own accounting, under Redis's names: objects <= their pages <= resident.
+        let bytes = |name: &str| -> u64 { field(name).parse().unwrap() };
+        let (allocated, active, resident) = (
+            bytes("allocator_allocated"),
+            bytes("allocator_active"),
+            bytes("allocator_resident"),
+        );
+        assert!(allocated > 100 * 1024, "{info}");
+        assert!(allocated <= active && active <= resident, "{info}");
+        assert!(resident <= rss, "{info}");
+        assert_eq!(bytes("allocator_frag_bytes"), active - allocated, "{info}");
+        let ratio: f64 = field("allocator_frag_ratio").parse().unwrap();
+        assert!(
+            (ratio - active as f64 / allocated as f64).abs() < 0.01,
+            "{info}"
+        );
     }
 }

@@ -169,6 +169,18 @@ fn write_memory(text: &mut String) {
         );
     }
     let _ = write!(text, "mem_allocator:{}\r\n", allocator::name());
+    if let Some(usage) = allocator::usage() {
+        let _ = write!(
+            text,
+            "allocator_allocated:{}\r\nallocator_active:{}\r\nallocator_resident:{}\r\n\
+             allocator_frag_ratio:{:.2}\r\nallocator_frag_bytes:{}\r\n",
+            usage.allocated,
+            usage.active,
+            usage.resident,
+            usage.active as f64 / usage.allocated.max(1) as f64,
+            usage.active.saturating_sub(usage.allocated),
+        );
+    }
     if let Some(decay) = allocator::dirty_decay_ms() {
         let _ = write!(
             text,
