@@ -2,7 +2,9 @@
 //!
 //! Small chunks (requests to a backend, short replies to a client) are copied into one staging
 //! buffer so that many of them leave in one `write`; large chunks are queued as they are
-//! (zero-copy) and written with `writev` next to the staged bytes.
+//! (zero-copy) and written with `writev` next to the staged bytes. When only staged bytes are
+//! waiting (the common case) they are written straight from the staging buffer, which keeps
+//! its memory for the next ones: no allocation per write.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -40,6 +42,12 @@ impl OutBuf {
         }
     }
 
+    /// Room in the staging buffer: the memory an empty queue holds.
+    #[cfg(test)]
+    pub(crate) fn staging_room(&self) -> usize {
+        self.staging.capacity()
+    }
+
     /// Bytes not yet written.
     #[must_use]
     pub fn len(&self) -> usize {
@@ -69,11 +77,25 @@ impl OutBuf {
         self.staging.extend_from_slice(bytes);
     }
 
-    /// Moves the staged bytes into the chunk queue so they can be written.
+    /// Moves the staged bytes into the chunk queue, behind the large chunks queued before
+    /// them, so they can be written with those.
     fn seal(&mut self) {
         if !self.staging.is_empty() {
-            self.chunks.push_back(self.staging.split().freeze());
+            // The whole buffer goes (no shared split): the next staged bytes start a new one,
+            // so `staging`'s capacity is always its own allocation's.
+            self.chunks
+                .push_back(std::mem::take(&mut self.staging).freeze());
         }
+    }
+
+    /// Points `iov` at the first queued chunks; returns how many.
+    fn gather<'a>(&'a self, iov: &mut [IoSlice<'a>; MAX_IOVECS]) -> usize {
+        let mut count = 0;
+        for (slot, chunk) in iov.iter_mut().zip(self.chunks.iter()) {
+            *slot = IoSlice::new(chunk);
+            count += 1;
+        }
+        count
     }
 
     /// Writes as much as one vectored write accepts. Cancel-safe: when the future is dropped
@@ -82,17 +104,15 @@ impl OutBuf {
     /// # Errors
     /// The socket's write error; `WriteZero` when the peer accepts no bytes.
     pub async fn write_some<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> io::Result<usize> {
-        self.seal();
-        let n = {
+        if self.is_empty() {
+            return Ok(0);
+        }
+        let n = if self.chunks.is_empty() {
+            w.write(&self.staging).await?
+        } else {
+            self.seal();
             let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
-            let mut count = 0;
-            for (slot, chunk) in iov.iter_mut().zip(self.chunks.iter()) {
-                *slot = IoSlice::new(chunk);
-                count += 1;
-            }
-            if count == 0 {
-                return Ok(0);
-            }
+            let count = self.gather(&mut iov);
             w.write_vectored(&iov[..count]).await?
         };
         if n == 0 {
@@ -109,14 +129,15 @@ impl OutBuf {
     /// The socket's write error (not `WouldBlock`); `WriteZero` when the peer accepts no bytes.
     pub fn try_write_to(&mut self, socket: &tokio::net::TcpStream) -> io::Result<()> {
         while !self.is_empty() {
-            self.seal();
-            let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
-            let mut count = 0;
-            for (slot, chunk) in iov.iter_mut().zip(self.chunks.iter()) {
-                *slot = IoSlice::new(chunk);
-                count += 1;
-            }
-            match socket.try_write_vectored(&iov[..count]) {
+            let written = if self.chunks.is_empty() {
+                socket.try_write(&self.staging)
+            } else {
+                self.seal();
+                let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
+                let count = self.gather(&mut iov);
+                socket.try_write_vectored(&iov[..count])
+            };
+            match written {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     crate::metrics::bytes_out(n as u64);
@@ -139,14 +160,15 @@ impl OutBuf {
     pub fn try_write_async<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> io::Result<()> {
         let mut cx = Context::from_waker(Waker::noop());
         while !self.is_empty() {
-            self.seal();
-            let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
-            let mut count = 0;
-            for (slot, chunk) in iov.iter_mut().zip(self.chunks.iter()) {
-                *slot = IoSlice::new(chunk);
-                count += 1;
-            }
-            match Pin::new(&mut *w).poll_write_vectored(&mut cx, &iov[..count]) {
+            let written = if self.chunks.is_empty() {
+                Pin::new(&mut *w).poll_write(&mut cx, &self.staging)
+            } else {
+                self.seal();
+                let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
+                let count = self.gather(&mut iov);
+                Pin::new(&mut *w).poll_write_vectored(&mut cx, &iov[..count])
+            };
+            match written {
                 Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
                 Poll::Ready(Ok(n)) => {
                     crate::metrics::bytes_out(n as u64);
@@ -163,10 +185,10 @@ impl OutBuf {
         }
     }
 
-    /// Frees the staging buffer once everything is written, so an idle connection holds no
-    /// output memory.
-    pub fn release_if_empty(&mut self) {
-        if self.is_empty() && self.staging.capacity() > 0 {
+    /// Frees the staging buffer once everything is written, if it has more than `keep` bytes
+    /// of room: 0 for an idle connection, which then holds no output memory.
+    pub fn release_if_empty(&mut self, keep: usize) {
+        if self.is_empty() && self.staging.capacity() > keep {
             self.staging = BytesMut::new();
         }
     }
@@ -182,11 +204,18 @@ impl OutBuf {
         Ok(())
     }
 
-    /// Drops `n` written bytes from the front.
+    /// Drops `n` written bytes from the front: the queued chunks first, then staged bytes.
     fn consume(&mut self, mut n: usize) {
         self.len -= n;
         while n > 0 {
             let Some(front) = self.chunks.front_mut() else {
+                // Written straight from the staging buffer, whose memory stays for the next
+                // bytes. Once all of it is written, its whole allocation is made room again
+                // (no copy, no allocation): `capacity` is then what it holds.
+                self.staging.advance(n);
+                if self.staging.is_empty() {
+                    let _ = self.staging.try_reclaim(self.staging.capacity() + 1);
+                }
                 return;
             };
             if front.len() <= n {
@@ -218,6 +247,83 @@ mod tests {
         want.extend_from_slice(b"cd");
         assert_eq!(sink, want);
         assert!(out.is_empty());
+    }
+
+    /// A socket pair on loopback: (the proxy's side, the peer's side).
+    async fn socket_pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (ours, _) = listener.accept().await.unwrap();
+        (ours, peer)
+    }
+
+    async fn read_exactly(peer: &mut tokio::net::TcpStream, n: usize) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let mut got = vec![0; n];
+        peer.read_exact(&mut got).await.unwrap();
+        got
+    }
+
+    #[tokio::test]
+    async fn staged_bytes_are_written_in_place_and_the_buffer_is_reused() {
+        let (ours, mut peer) = socket_pair().await;
+        let mut out = OutBuf::new();
+        out.push(Bytes::from_static(b"+OK\r\n"));
+        out.push_slice(b":1\r\n");
+        out.try_write_to(&ours).unwrap();
+        assert!(out.is_empty());
+        assert_eq!(read_exactly(&mut peer, 9).await, b"+OK\r\n:1\r\n");
+        let room = out.staging.capacity();
+        assert!(room >= 9, "the staging buffer keeps its memory: {room}");
+        for i in 0..100u8 {
+            out.push_slice(&[b'a' + i % 26]);
+            out.try_write_to(&ours).unwrap();
+        }
+        let got = read_exactly(&mut peer, 100).await;
+        assert!(got
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| b == b'a' + (i % 26) as u8));
+        assert_eq!(
+            out.staging.capacity(),
+            room,
+            "written bytes are reclaimed, not reallocated"
+        );
+        assert!(out.chunks.is_empty(), "nothing was sealed");
+    }
+
+    #[tokio::test]
+    async fn a_large_chunk_after_partly_written_staged_bytes_keeps_the_order() {
+        let mut out = OutBuf::new();
+        out.push_slice(b"hello ");
+        out.consume(2); // as if a write took "he"
+        out.push(Bytes::from(vec![b'x'; COPY_MAX + 1]));
+        out.push_slice(b" end");
+        let mut sink = Vec::new();
+        out.write_all(&mut sink).await.unwrap();
+        let mut want = b"llo ".to_vec();
+        want.extend(std::iter::repeat_n(b'x', COPY_MAX + 1));
+        want.extend_from_slice(b" end");
+        assert_eq!(sink, want);
+    }
+
+    #[test]
+    fn an_empty_buffer_keeps_up_to_keep_bytes_of_room() {
+        let mut out = OutBuf::new();
+        out.push_slice(&[b'a'; 100]);
+        out.consume(100);
+        out.release_if_empty(16 * 1024);
+        assert!(out.staging.capacity() > 0, "small room is kept");
+        out.release_if_empty(0);
+        assert_eq!(out.staging.capacity(), 0, "an idle connection keeps none");
+        out.push_slice(&[b'a'; 20_000]);
+        out.release_if_empty(16 * 1024);
+        assert!(out.staging.capacity() > 0, "never while bytes wait");
+        out.consume(20_000);
+        out.release_if_empty(16 * 1024);
+        assert_eq!(out.staging.capacity(), 0, "large room is freed");
     }
 
     #[tokio::test]

@@ -50,11 +50,13 @@ use crate::resp::{reply, FrameKind, Protocol, RequestScanner};
 use crate::shutdown::Shutdown;
 use crate::state::ProxyState;
 
-/// Least room made in the read buffer before a read. The buffer is freed whenever it is empty
-/// (so an idle client holds no read memory) and made again for the next read: for a client
-/// that sends one request at a time that is once per request, and a buffer this small comes
-/// from the allocator's per-thread cache instead of its slower general path.
+/// Least room made in the read buffer before a read.
 const READ_MIN: usize = 1000;
+/// A client that keeps sending keeps read and output buffers up to this size between
+/// requests (no allocation per request); a larger one (a big request or reply) is freed as
+/// soon as it is empty, and every buffer once the client has been idle for a whole idle-sweep
+/// interval (see [`ReplyQueue::idle_long`]), so an idle client holds no buffer memory.
+const BUF_KEEP: usize = 16 * 1024;
 /// Most room made before a read; the room doubles after each read that filled it and halves
 /// after reads that used little of it.
 const READ_MAX: usize = 64 * 1024;
@@ -66,6 +68,40 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
         // are rare (an unauthenticated client, an output buffer over its soft limit).
         Some(deadline) => Box::pin(tokio::time::sleep_until(deadline)).await,
         None => std::future::pending().await,
+    }
+}
+
+/// The settings one round of the session loop works with, read from the live configuration
+/// once per round (a reload applies from the next round): one read of the shared
+/// configuration instead of one per use.
+#[derive(Clone, Copy, Debug)]
+struct RoundConfig {
+    /// `[limits] max_pipeline`.
+    max_pipeline: usize,
+    /// `[limits] max_query_buffer_bytes`.
+    max_query: usize,
+    /// `[limits] output_buffer_soft_bytes`.
+    soft_bytes: usize,
+    /// `[limits] output_buffer_hard_bytes`.
+    hard_bytes: usize,
+    /// `[limits] output_buffer_soft_seconds`.
+    soft_for: std::time::Duration,
+    /// `[slowlog]`.
+    slowlog: redshard_config::SlowlogConfig,
+}
+
+impl RoundConfig {
+    fn read(state: &ProxyState) -> Self {
+        let live = state.live.load();
+        let limits = &live.limits;
+        Self {
+            max_pipeline: limits.max_pipeline,
+            max_query: limits.max_query_buffer_bytes,
+            soft_bytes: limits.output_buffer_soft_bytes,
+            hard_bytes: limits.output_buffer_hard_bytes,
+            soft_for: limits.output_buffer_soft,
+            slowlog: live.slowlog,
+        }
     }
 }
 
@@ -148,6 +184,10 @@ pub struct Session<S = TcpStream> {
     /// Room to make in `rbuf` before the next read, between [`READ_MIN`] and [`READ_MAX`]:
     /// follows how much the client sends at a time.
     read_room: usize,
+    /// `rbuf` grew past [`BUF_KEEP`]: it is freed once empty instead of kept for the next
+    /// read. (Once requests are split off, `rbuf`'s capacity only shows the room left at
+    /// the end of its allocation, not the allocation's size.)
+    rbuf_large: bool,
     /// Resumable scanner of the request at the front of `rbuf`.
     scanner: RequestScanner,
     /// Replies waiting for the socket.
@@ -195,6 +235,7 @@ impl<S: ClientStream> Session<S> {
             stream,
             rbuf: BytesMut::new(),
             read_room: READ_MIN,
+            rbuf_large: false,
             scanner,
             out: OutBuf::new(),
             ctx: Ctx {
@@ -312,30 +353,30 @@ impl<S: ClientStream> Session<S> {
         }
         let mut draining = false;
         loop {
-            // `[limits]` can change with a reload: read them each round.
-            let (max_pipeline, max_query) = {
-                let live = self.ctx.state.live.load();
-                (live.limits.max_pipeline, live.limits.max_query_buffer_bytes)
-            };
             let backlog = self.ctx.queue.len();
             if self.ctx.closing == Closing::AfterReplies && backlog == 0 && self.out.is_empty() {
                 return Ok(Exit::Closed);
             }
-            let reading = self.ctx.closing == Closing::Open && backlog < max_pipeline;
-            let pausing = self.paused.is_some();
             if self.ctx.authenticated {
                 self.auth_deadline = None;
             }
-            let auth_deadline = self.auth_deadline;
-            let soft_deadline = self.over_soft_since.map(|since| {
-                tokio::time::Instant::from_std(since)
-                    + self.ctx.state.live.load().limits.output_buffer_soft
-            });
-            // One timer for both deadlines keeps the per-connection future small.
-            let deadline = match (auth_deadline, soft_deadline) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
+            // `[limits]` can change with a reload: read them each round, and keep only what
+            // the wait needs across it (this future is every connection's memory).
+            let (reading, deadline) = {
+                let round = RoundConfig::read(&self.ctx.state);
+                let reading = self.ctx.closing == Closing::Open && backlog < round.max_pipeline;
+                let soft_deadline = self
+                    .over_soft_since
+                    .map(|since| tokio::time::Instant::from_std(since) + round.soft_for);
+                // One timer for both deadlines keeps the per-connection future small.
+                let deadline = match (self.auth_deadline, soft_deadline) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                (reading, deadline)
             };
+            let pausing = self.paused.is_some();
+            let mut received = false;
             // Readiness first, buffers only once there is something to read or write.
             tokio::select! {
                 biased;
@@ -348,6 +389,7 @@ impl<S: ClientStream> Session<S> {
                     ready?;
                     if self.rbuf.capacity() - self.rbuf.len() < self.read_room / 4 {
                         self.rbuf.reserve(self.read_room);
+                        self.rbuf_large |= self.rbuf.capacity() > BUF_KEEP;
                     }
                     let spare = self.rbuf.capacity() - self.rbuf.len();
                     // One poll of AsyncRead (not `try_read_buf`): a read that does not fill
@@ -383,13 +425,7 @@ impl<S: ClientStream> Session<S> {
                             } else if n < self.read_room / 8 {
                                 self.read_room = (self.read_room / 2).max(READ_MIN);
                             }
-                            self.dispatch_buffered();
-                            if self.rbuf.len() > max_query {
-                                self.ctx.queue.push_ready(dispatch::error_reply(
-                                    "ERR Protocol error: query buffer limit exceeded",
-                                ));
-                                self.ctx.closing = Closing::AfterReplies;
-                            }
+                            received = true; // dispatched below
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                         Err(e) => return Err(e),
@@ -405,7 +441,7 @@ impl<S: ClientStream> Session<S> {
                     self.held_back = true;
                 }
                 () = sleep_until_opt(deadline), if deadline.is_some() => {
-                    if auth_deadline.is_some_and(|d| d <= tokio::time::Instant::now()) {
+                    if self.auth_deadline.is_some_and(|d| d <= tokio::time::Instant::now()) {
                         debug!("closing a connection that did not authenticate in time");
                         return Ok(Exit::Closed);
                     }
@@ -434,7 +470,17 @@ impl<S: ClientStream> Session<S> {
                     return Ok(Exit::Park);
                 }
             }
-            self.take_replies();
+            let round = RoundConfig::read(&self.ctx.state);
+            if received {
+                self.dispatch_buffered(&round);
+                if self.rbuf.len() > round.max_query {
+                    self.ctx.queue.push_ready(dispatch::error_reply(
+                        "ERR Protocol error: query buffer limit exceeded",
+                    ));
+                    self.ctx.closing = Closing::AfterReplies;
+                }
+            }
+            self.take_replies(&round);
             if self.ctx.queue.is_broken() && self.ctx.closing == Closing::Open {
                 // A subscription connection failed: finish what is ready, then close.
                 debug!("closing a client whose subscription connection failed");
@@ -445,34 +491,43 @@ impl<S: ClientStream> Session<S> {
             if self.held_back {
                 // Replies left the queue: requests held back by max_pipeline or a barrier
                 // may go now.
-                self.dispatch_buffered();
-                self.take_replies();
+                self.dispatch_buffered(&round);
+                self.take_replies(&round);
             }
             // Write at once; the writable branch above only handles a full socket.
             self.stream.try_write(&mut self.out)?;
-            self.check_output_limits()?;
-            if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
-                self.rbuf = BytesMut::new();
-                if self.ctx.queue.is_empty() {
-                    self.scanner.release();
-                }
-            }
-            self.out.release_if_empty();
+            self.check_output_limits(&round)?;
+            self.release_buffers();
         }
+    }
+
+    /// Frees the empty read and output buffers of an idle client, and large ones of any
+    /// client (see [`BUF_KEEP`]).
+    fn release_buffers(&mut self) {
+        let idle = self.ctx.queue.idle_long();
+        // Not by `capacity`: an empty buffer whose requests were split off may have no room
+        // left and still hold their allocation.
+        if self.rbuf.is_empty() && (idle || self.rbuf_large) {
+            self.rbuf = BytesMut::new();
+            self.rbuf_large = false;
+        }
+        if self.rbuf.is_empty() && self.ctx.queue.is_empty() {
+            self.scanner.release();
+        }
+        self.out.release_if_empty(if idle { 0 } else { BUF_KEEP });
     }
 
     /// Disconnects a client whose unsent output passed the hard limit, or stayed above the
     /// soft limit too long (like Redis's `client-output-buffer-limit`).
-    fn check_output_limits(&mut self) -> io::Result<()> {
-        let limits = &self.ctx.state.live.load().limits;
+    fn check_output_limits(&mut self, round: &RoundConfig) -> io::Result<()> {
         let pending = self.out.len();
-        if pending > limits.output_buffer_hard_bytes {
+        if pending > round.hard_bytes {
             warn!(pending, "closing a client over output_buffer_hard_bytes");
             return Err(io::Error::other("output buffer hard limit"));
         }
-        if pending > limits.output_buffer_soft_bytes {
+        if pending > round.soft_bytes {
             let since = *self.over_soft_since.get_or_insert_with(Instant::now);
-            if since.elapsed() >= limits.output_buffer_soft {
+            if since.elapsed() >= round.soft_for {
                 warn!(
                     pending,
                     "closing a client over output_buffer_soft_bytes for too long"
@@ -488,15 +543,14 @@ impl<S: ClientStream> Session<S> {
     /// Moves every complete reply from the front of the queue to the output buffer, until the
     /// output passes the soft limit: the rest waits in the queue, which pauses reading at
     /// `max_pipeline`.
-    fn take_replies(&mut self) {
-        let soft = self.ctx.state.live.load().limits.output_buffer_soft_bytes;
-        if self.out.len() > soft {
+    fn take_replies(&mut self, round: &RoundConfig) {
+        if self.out.len() > round.soft_bytes {
             return;
         }
         let out = &mut self.out;
         let state = &self.ctx.state;
         let client = &self.ctx.client;
-        let slowlog = state.live.load().slowlog;
+        let slowlog = round.slowlog;
         // One clock read for every reply taken now: they leave together.
         let now = Instant::now();
         self.ctx.queue.take_ready(|completed, meta| {
@@ -533,12 +587,12 @@ impl<S: ClientStream> Session<S> {
     }
 
     /// Dispatches every complete request in the read buffer.
-    fn dispatch_buffered(&mut self) {
+    fn dispatch_buffered(&mut self, round: &RoundConfig) {
         if self.paused.is_some() {
             // The front request waits for a shard's gate.
             return;
         }
-        let max_pipeline = self.ctx.state.live.load().limits.max_pipeline;
+        let max_pipeline = round.max_pipeline;
         let table = self.ctx.state.router.load();
         let mut count = 0u64;
         self.held_back = false;
@@ -662,5 +716,81 @@ async fn wait_hold(hold: &mut Option<Hold>) -> Released {
             rx.await
                 .unwrap_or_else(|_| Err("the move was abandoned".into())),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A session for a client connected over loopback, with one shard that is never
+    /// contacted; and the client's end.
+    pub(super) async fn session() -> (Session, TcpStream) {
+        let config = redshard_config::Config::from_toml_str(
+            "[[shard]]\nname = \"s1\"\nmaster = \"127.0.0.1:1\"\nslots = [\"0-16383\"]\n",
+            "test",
+        )
+        .unwrap();
+        let topology = redshard_config::Topology::from_config(&config);
+        let state = ProxyState::new(config, topology, 0).unwrap();
+        let (_trigger, shutdown) = crate::shutdown::channel();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (socket, _) = listener.accept().await.unwrap();
+        (Session::new(socket, state, shutdown).unwrap(), client)
+    }
+
+    /// Makes the session's buffers hold memory as serving one request leaves them: a read
+    /// buffer whose request was split off, and a written reply.
+    fn serve_one(s: &mut Session) {
+        s.rbuf.reserve(READ_MIN);
+        s.rbuf.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
+        let request = s.rbuf.split_to(s.rbuf.len()).freeze();
+        drop(request);
+        s.out.push_slice(b"+PONG\r\n");
+        s.out.try_write_to(&s.stream).unwrap();
+        assert!(s.out.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_busy_client_keeps_its_small_buffers_and_an_idle_one_frees_them() {
+        let (mut s, _client) = session().await;
+        serve_one(&mut s);
+        let read_room = s.rbuf.capacity();
+        s.release_buffers();
+        assert_eq!(s.rbuf.capacity(), read_room, "kept for the next request");
+        assert!(s.out.staging_room() > 0, "kept for the next reply");
+
+        // One sweep tick can come right after a read; the second means a whole interval.
+        s.ctx.queue.idle_tick();
+        s.release_buffers();
+        assert_eq!(s.rbuf.capacity(), read_room, "not idle yet");
+        s.ctx.queue.idle_tick();
+        s.release_buffers();
+        assert_eq!(s.rbuf.capacity(), 0, "idle: read buffer freed");
+        assert_eq!(s.out.staging_room(), 0, "idle: output buffer freed");
+
+        s.ctx.queue.touch();
+        serve_one(&mut s);
+        s.release_buffers();
+        assert!(s.rbuf.capacity() > 0, "busy again: kept");
+    }
+
+    #[tokio::test]
+    async fn a_large_buffer_is_freed_as_soon_as_it_is_empty() {
+        let (mut s, _client) = session().await;
+        serve_one(&mut s);
+        s.rbuf.reserve(BUF_KEEP * 2);
+        s.rbuf_large = true;
+        s.out.push_slice(&vec![b'x'; BUF_KEEP * 2]);
+        s.release_buffers();
+        assert!(s.out.staging_room() > 0, "not while bytes wait");
+        s.out.write_all(&mut tokio::io::sink()).await.unwrap();
+        s.release_buffers();
+        assert_eq!(s.rbuf.capacity(), 0);
+        assert!(!s.rbuf_large);
+        assert_eq!(s.out.staging_room(), 0);
     }
 }
