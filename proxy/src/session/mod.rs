@@ -511,7 +511,8 @@ impl<S: ClientStream> Session<S> {
             self.rbuf = BytesMut::new();
             self.rbuf_large = false;
         }
-        if self.rbuf.is_empty() && self.ctx.queue.is_empty() {
+        // The scanner keeps a little for the next request itself (see `RequestScanner::reset`).
+        if idle && self.rbuf.is_empty() && self.ctx.queue.is_empty() {
             self.scanner.release();
         }
         self.out.release_if_empty(if idle { 0 } else { BUF_KEEP });
