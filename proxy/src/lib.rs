@@ -13,7 +13,7 @@
 //! - [`admin`]: the admin port (RESP): topology, nodes, migrations, rebalance, failover.
 //! - [`control`]: the controller, the one place that changes the live topology.
 //! - [`listener`]: the accept loops (plaintext and TLS), max-clients permits, one task per
-//!   client (a small parked one while a plaintext client idles: `session::park`).
+//!   client (none while a plaintext client idles: it waits in `session::park`'s room).
 //! - [`session`]: one client connection (plain TCP or TLS): reads requests, dispatches them,
 //!   writes the replies back in order; answers connection-local commands itself.
 //! - [`resp`]: the hand-written, resumable, bounded request and reply scanners, and the
@@ -264,6 +264,19 @@ impl Proxy {
             Arc::clone(&state),
             trigger.subscribe(),
         )));
+        match session::park::room::Room::open() {
+            Ok((room, departures)) => {
+                let _ = state.park_room.set(Arc::clone(&room));
+                // Not in `background`: it resumes parked clients until the last session is
+                // gone, so it ends with the runtime, not with the trigger.
+                tokio::spawn(session::park::serve_room(
+                    room,
+                    departures,
+                    trigger.subscribe(),
+                ));
+            }
+            Err(e) => tracing::warn!(error = %e, "idle clients will not be parked"),
+        }
         let controller = control::Controller::start(Arc::clone(&state), trigger.subscribe());
         let plain = listener::run(listener, Arc::clone(&state), watch.clone());
         let accept = match (tls_listener, &state.tls.server) {

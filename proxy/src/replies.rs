@@ -246,7 +246,7 @@ impl ReplyQueue {
     }
 
     /// Ready when the front entry may have become complete since the last time it was.
-    pub fn poll_notified(&self, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll_notified(&self, cx: &mut Context<'_>) -> Poll<()> {
         if self.ready.swap(false, Ordering::AcqRel) {
             return Poll::Ready(());
         }
@@ -292,6 +292,13 @@ impl ReplyQueue {
         if inner.entries.is_empty() {
             inner.entries = VecDeque::new();
         }
+    }
+
+    /// Drops the waker of the session that waited on the queue. A parked connection has no
+    /// task waiting (the park room watches its socket), and a kept waker would keep the ended
+    /// session task's memory alive (1 KB per parked client).
+    pub fn forget_waker(&self) {
+        drop(self.waker.take());
     }
 
     /// Room for one entry again after [`ReplyQueue::release_if_empty`], as a new queue has

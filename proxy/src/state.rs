@@ -53,6 +53,9 @@ pub struct ProxyState {
     /// The certificates of the TLS listener and of backend connections, replaced in place
     /// by a reload.
     pub tls: Tls,
+    /// Where idle clients are parked (see `session::park`), once the proxy started it;
+    /// without one, clients are not parked.
+    pub(crate) park_room: std::sync::OnceLock<Arc<crate::session::park::room::Room>>,
 }
 
 /// What a proxy started by `main` has beyond its configuration.
@@ -114,6 +117,7 @@ impl ProxyState {
             migrations: crate::control::migrate::Migrations::default(),
             ha: crate::control::stats::HaStats::default(),
             tls,
+            park_room: std::sync::OnceLock::new(),
         }))
     }
 

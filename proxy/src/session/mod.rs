@@ -270,7 +270,7 @@ impl<S: ClientStream> Session<S> {
     /// Serves the client until it leaves, QUITs, breaks the protocol, or the proxy shuts down
     /// ([`Exit::Closed`], everything released), or until it has been idle long enough to park
     /// ([`Exit::Park`], only over plain TCP: the connection and the client's entry stay open,
-    /// and the caller hands them to a parked task, see `session::park`).
+    /// and the caller hands them to the park room, see `session::park`).
     pub async fn run(&mut self) -> Exit {
         let orderly = match self.serve().await {
             Ok(Exit::Park) => return Exit::Park,
@@ -316,6 +316,7 @@ impl<S: ClientStream> Session<S> {
             && !self.stream.has_pending_output()
             && ctx.queue.is_empty()
             && !ctx.state.live.load().limits.idle_park.is_zero()
+            && ctx.state.park_room.get().is_some()
     }
 
     /// Ends an orderly close without resetting the connection: the proxy closes its side
@@ -464,7 +465,7 @@ impl<S: ClientStream> Session<S> {
                     self.ctx.closing = Closing::AfterReplies;
                 }
                 // The idle sweep woke it after a whole interval without input: hand the
-                // connection to a small parked task, which frees this one (see `park`). Last,
+                // connection to the park room, which frees this task (see `park`). Last,
                 // for the same reason as draining, which wins when both are ready.
                 () = std::future::ready(()), if self.ctx.queue.idle_long() && self.parkable() => {
                     return Ok(Exit::Park);

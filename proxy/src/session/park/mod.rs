@@ -1,13 +1,14 @@
-//! Idle connections, parked: an idle plaintext client costs a small task instead of a session.
+//! Idle connections, parked: an idle plaintext client costs a map entry instead of a session.
 //!
 //! A session task is sized for the busiest connection (its state, the select over its
 //! socket, replies and timers: a 1 KB task), and an idle client keeps it whole. After
-//! `[limits] idle_park_ms` without input, the session hands its connection to a [`Parked`]
-//! task that keeps only what must outlive it (the socket, the client's place in the client
-//! list and under `max_clients`, its reply queue and its per-connection settings), and ends,
-//! freeing the rest. The parked task waits for input (or the client leaving, or shutdown) and
-//! then starts a session again from what it kept, as if nothing had happened: same client id,
-//! protocol, user and CLIENT LIST entry.
+//! `[limits] idle_park_ms` without input, the session keeps only what must outlive it in a
+//! [`Parked`] (the socket, the client's place in the client list and under `max_clients`, its
+//! reply queue and its per-connection settings), hands that to the park [`room`] and ends,
+//! freeing the rest. The room watches the socket outside tokio (no task, no reactor
+//! registration); on input (or the client leaving, or shutdown) a session starts again from
+//! what was kept, as if nothing had happened: same client id, protocol, user and CLIENT LIST
+//! entry.
 //!
 //! Who parks when: [`sweep`] ticks every registered session's reply queue each interval
 //! ([`crate::shutdown::Shutdown::tick_idle_sessions`]); a session that read nothing for a
@@ -18,16 +19,18 @@
 //! side too, and opened again at its next use. A read costs the session one relaxed store
 //! ([`crate::replies::ReplyQueue::touch`]) and no timer.
 
+pub(crate) mod room;
+
 use std::future::Future;
+use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use redshard_config::Access;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tracing::Instrument;
+use tracing::{debug, Instrument};
 
 use super::{Exit, Session};
 use crate::clients::{Admitted, ClientInfo};
@@ -54,12 +57,12 @@ pub(crate) struct Place {
 /// A parked connection: what a session keeps while its client is idle.
 #[derive(Debug)]
 pub(crate) struct Parked {
-    /// The client's connection.
-    stream: TcpStream,
+    /// The client's connection, out of tokio's reactor while parked.
+    stream: std::net::TcpStream,
     /// The proxy's shared state.
     state: Arc<ProxyState>,
-    /// The drain signal; the reply queue stays registered with it, so shutdown wakes the
-    /// parked task.
+    /// The drain signal, for the session that resumes; the reply queue stays registered
+    /// with it (the park room itself hands every parked connection back at shutdown).
     shutdown: Shutdown,
     /// The client's CLIENT LIST entry (id, name, library).
     client: Arc<ClientInfo>,
@@ -88,38 +91,71 @@ fn session_task(mut session: Session<TcpStream>, place: Place) -> impl Future<Ou
     // (as arguments and as the running body's locals), and these are every client's memory.
     let serve = async move {
         if session.run().await == Exit::Park {
-            spawn_parked(session.into_parked(), place);
+            park(session, place);
         }
     };
     serve.instrument(span)
 }
 
-/// The parked task: waits for input, the client leaving or shutdown, then serves again.
-fn spawn_parked(parked: Parked, place: Place) {
-    let wait = async move {
-        std::future::poll_fn(|cx| {
-            // The queue first: it registers the waker that shutdown wakes.
-            if parked.queue.poll_notified(cx).is_ready() || parked.shutdown.is_draining() {
-                return Poll::Ready(());
-            }
-            parked.stream.poll_read_ready(cx).map(|_| ())
-        })
-        .await;
-        spawn_session(Session::resume(parked), place);
+/// Hands an idle session's connection to the park room (`parkable` made sure there is one).
+fn park(session: Session<TcpStream>, place: Place) {
+    let Some(room) = session.ctx.state.park_room.get().map(Arc::clone) else {
+        return spawn_session(session, place);
     };
-    tokio::spawn(wait);
+    match session.into_parked() {
+        Ok(parked) => room.enter(parked, place),
+        Err(e) => debug!(error = %e, "a connection failed while parking"),
+    }
+}
+
+/// The runtime's side of the park room: resumes the connections the room hands back, and
+/// starts the room's drain at shutdown. Runs until the runtime stops.
+pub(crate) async fn serve_room(
+    room: Arc<room::Room>,
+    mut departures: room::Departures,
+    mut shutdown: Shutdown,
+) {
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            () = shutdown.wait(), if !draining => {
+                draining = true;
+                room.drain();
+            }
+            guest = departures.guests.recv() => {
+                let Some(guest) = guest else { return };
+                match Session::resume(guest.parked) {
+                    Ok(session) => spawn_session(session, guest.place),
+                    Err(e) => debug!(error = %e, "a parked connection failed"),
+                }
+            }
+        }
+    }
 }
 
 impl Session<TcpStream> {
     /// Keeps what outlives the session while it is parked; frees the rest, including a
     /// private backend connection (no WATCH on it, nothing in flight: the next WATCH or
     /// blocking command opens one again).
-    fn into_parked(self) -> Parked {
+    ///
+    /// # Errors
+    /// The socket could not leave tokio's reactor; the client is gone from the client list
+    /// and the connection closed.
+    fn into_parked(self) -> io::Result<Parked> {
         let ctx = self.ctx;
+        let stream = match self.stream.into_std() {
+            Ok(stream) => stream,
+            Err(e) => {
+                self.shutdown.unregister(ctx.client.id);
+                ctx.state.clients.remove(ctx.client.id);
+                return Err(e);
+            }
+        };
         ctx.queue.release_if_empty();
+        ctx.queue.forget_waker();
         ctx.state.clients.parked.fetch_add(1, Ordering::Relaxed);
-        Parked {
-            stream: self.stream,
+        Ok(Parked {
+            stream,
             state: ctx.state,
             shutdown: self.shutdown,
             client: ctx.client,
@@ -127,17 +163,29 @@ impl Session<TcpStream> {
             protocol: ctx.protocol,
             access: ctx.access,
             auth_failures: ctx.auth_failures,
-        }
+        })
     }
 
     /// A session again for a parked connection, as it was when it parked.
-    fn resume(parked: Parked) -> Self {
+    ///
+    /// # Errors
+    /// The socket could not join tokio's reactor again; the client is gone from the client
+    /// list and the connection closed.
+    fn resume(parked: Parked) -> io::Result<Self> {
         parked.state.clients.parked.fetch_sub(1, Ordering::Relaxed);
+        let stream = match TcpStream::from_std(parked.stream) {
+            Ok(stream) => stream,
+            Err(e) => {
+                parked.shutdown.unregister(parked.client.id);
+                parked.state.clients.remove(parked.client.id);
+                return Err(e);
+            }
+        };
         // Idle time starts again: a wake that found no input must not park it at once.
         parked.queue.touch();
         parked.queue.restore_room();
         let mut session = Session::with_client(
-            parked.stream,
+            stream,
             parked.state,
             parked.shutdown,
             parked.client,
@@ -148,7 +196,7 @@ impl Session<TcpStream> {
         session.ctx.protocol = parked.protocol;
         session.ctx.access = parked.access;
         session.ctx.auth_failures = parked.auth_failures;
-        session
+        Ok(session)
     }
 }
 
