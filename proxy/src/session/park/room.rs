@@ -27,6 +27,10 @@ use super::{Parked, Place};
 /// The token of the room's waker (parked sockets get the others).
 const WAKE: Token = Token(usize::MAX);
 
+/// Room for this many guests is kept when fewer are parked; more is given back once the
+/// crowd left (a burst of pooled clients closing must not leave its map behind).
+const ROOM_KEEP: usize = 64;
+
 /// A parked connection in the room.
 #[derive(Debug)]
 pub(crate) struct Guest {
@@ -177,6 +181,11 @@ impl Room {
                         }
                     }
                 }
+                // A map never shrinks by itself: after a crowd left, give its room back.
+                let (len, capacity) = (guests.by_token.len(), guests.by_token.capacity());
+                if capacity > ROOM_KEEP && len < capacity / 4 {
+                    guests.by_token.shrink_to(len * 2);
+                }
             }
             for guest in leaving.drain(..) {
                 let fd = guest.parked.stream.as_raw_fd();
@@ -184,6 +193,7 @@ impl Room {
                 // Fails only when the runtime is gone: the connection closes with the guest.
                 let _ = self.leaving.send(guest);
             }
+            leaving.shrink_to(ROOM_KEEP);
             if self.leaving.is_closed() {
                 debug!("the park room closes");
                 // Whoever is still here leaves with the room (the runtime is gone).
