@@ -105,6 +105,12 @@ impl RoundConfig {
     }
 }
 
+/// The client `id` is gone: out of the shutdown registry and the client list.
+fn leave(shutdown: &Shutdown, state: &ProxyState, id: u64) {
+    shutdown.unregister(id);
+    state.clients.remove(id);
+}
+
 /// Why a session stops reading.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Closing {
@@ -284,16 +290,15 @@ impl<S: ClientStream> Session<S> {
         if orderly {
             self.linger().await;
         }
-        self.shutdown.unregister(self.ctx.client.id);
-        self.ctx.state.clients.remove(self.ctx.client.id);
+        leave(&self.shutdown, &self.ctx.state, self.ctx.client.id);
         Exit::Closed
     }
 
     /// Whether the session holds nothing but the connection and its settings: no request,
     /// reply or output in flight, no transaction, WATCH, subscription or held request,
-    /// authenticated, and parking enabled (`[limits] idle_park_ms`). A private backend
-    /// connection without a WATCH holds nothing either (it is opened on demand): parking
-    /// closes it.
+    /// authenticated, and parking enabled (`[limits] idle_park_ms`, and a park room that
+    /// takes guests). A private backend connection without a WATCH holds nothing either (it
+    /// is opened on demand): parking closes it.
     fn parkable(&self) -> bool {
         let ctx = &self.ctx;
         S::PARKABLE
@@ -316,7 +321,7 @@ impl<S: ClientStream> Session<S> {
             && !self.stream.has_pending_output()
             && ctx.queue.is_empty()
             && !ctx.state.live.load().limits.idle_park.is_zero()
-            && ctx.state.park_room.get().is_some()
+            && ctx.state.park_room.get().is_some_and(|room| room.accepts())
     }
 
     /// Ends an orderly close without resetting the connection: the proxy closes its side

@@ -146,8 +146,7 @@ impl Session<TcpStream> {
         let stream = match self.stream.into_std() {
             Ok(stream) => stream,
             Err(e) => {
-                self.shutdown.unregister(ctx.client.id);
-                ctx.state.clients.remove(ctx.client.id);
+                super::leave(&self.shutdown, &ctx.state, ctx.client.id);
                 return Err(e);
             }
         };
@@ -176,8 +175,7 @@ impl Session<TcpStream> {
         let stream = match TcpStream::from_std(parked.stream) {
             Ok(stream) => stream,
             Err(e) => {
-                parked.shutdown.unregister(parked.client.id);
-                parked.state.clients.remove(parked.client.id);
+                super::leave(&parked.shutdown, &parked.state, parked.client.id);
                 return Err(e);
             }
         };

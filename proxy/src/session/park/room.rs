@@ -135,9 +135,19 @@ impl Room {
             return;
         }
         if self.draining.load(Ordering::Acquire) {
-            // Shutdown began while it was coming in: the thread sends everyone out again.
-            let _ = self.waker.wake();
+            // The drain began while it was coming in (the thread may have drained the map
+            // before it was there, or be gone after a failure): it leaves again at once.
+            // Whoever takes it out of the map hands it back, so it leaves exactly once.
+            if let Some(guest) = self.lock().by_token.remove(&token) {
+                let _ = self.registry.deregister(&mut SourceFd(&fd));
+                let _ = self.leaving.send(guest);
+            }
         }
+    }
+
+    /// Whether connections may park (not after the drain started or the epoll set failed).
+    pub(crate) fn accepts(&self) -> bool {
+        !self.draining.load(Ordering::Acquire)
     }
 
     /// Starts the drain: every guest is handed back, and so is everyone who enters later.
@@ -163,13 +173,16 @@ impl Room {
         let mut events = Events::with_capacity(256);
         let mut leaving = Vec::new();
         loop {
-            if let Err(e) = poll.poll(&mut events, None) {
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
+            let failed = match poll.poll(&mut events, None) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // Everyone leaves, and nobody stays from now on (see `enter`).
+                    warn!(error = %e, "the park room's epoll failed; no more clients are parked");
+                    self.draining.store(true, Ordering::Release);
+                    true
                 }
-                warn!(error = %e, "the park room's epoll failed; parked clients are resumed");
-                self.draining.store(true, Ordering::Release);
-            }
+                Ok(()) => false,
+            };
             {
                 let mut guests = self.lock();
                 if self.draining.load(Ordering::Acquire) {
@@ -194,6 +207,9 @@ impl Room {
                 let _ = self.leaving.send(guest);
             }
             leaving.shrink_to(ROOM_KEEP);
+            if failed {
+                return;
+            }
             if self.leaving.is_closed() {
                 debug!("the park room closes");
                 // Whoever is still here leaves with the room (the runtime is gone).
