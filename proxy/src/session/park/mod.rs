@@ -39,7 +39,8 @@ use crate::resp::Protocol;
 use crate::shutdown::Shutdown;
 use crate::state::ProxyState;
 
-/// What a client's task holds besides its session, handed from task to task while it lives.
+/// What a client's task holds besides its session, handed from task to task (and to the park
+/// room while it is parked) for as long as the client is connected.
 #[derive(Debug)]
 pub(crate) struct Place {
     /// The client's place under `max_clients`.
