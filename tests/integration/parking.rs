@@ -173,3 +173,52 @@ async fn parking_closes_the_private_backend_connection_and_the_next_transaction_
     assert_eq!(c.cmd(&["INCR", "tx"]).await, Reply::Status("QUEUED".into()));
     assert_eq!(c.cmd(&["EXEC"]).await, Reply::Array(vec![Reply::Int(2)]));
 }
+
+/// A crowd in the park room: 200 clients park; 100 of them send at once, each with a request
+/// already waiting when it is handed back, and all get their own answer; the others stay
+/// parked, and shutdown ends every one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crowd_of_parked_clients_comes_back_at_once_and_shutdown_closes_the_rest() {
+    const CLIENTS: usize = 200;
+    let mut cluster = TestCluster::start_with(1, false, "[limits]\nidle_park_ms = 50\n", &[]).await;
+    let mut observer = cluster.client().await;
+    let mut crowd = Vec::new();
+    for i in 0..CLIENTS {
+        let mut stream = TcpStream::connect(cluster.addr).await.unwrap();
+        let set = format!("SET crowd:{i} v{i}\r\n");
+        exchange(&mut stream, set.as_bytes(), b"+OK\r\n").await;
+        crowd.push(stream);
+    }
+    wait_for_field(&mut observer, "parked_clients", CLIENTS as u64).await;
+
+    // Every other client sends at the same moment; the answers are checked afterwards.
+    for (i, stream) in crowd.iter_mut().enumerate().step_by(2) {
+        stream
+            .write_all(format!("GET crowd:{i}\r\n").as_bytes())
+            .await
+            .unwrap();
+    }
+    for (i, stream) in crowd.iter_mut().enumerate().step_by(2) {
+        let want = format!("v{i}");
+        let reply = exchange(stream, b"", format!("{want}\r\n").as_bytes()).await;
+        assert_eq!(reply, format!("${}\r\n{want}\r\n", want.len()).into_bytes());
+    }
+    // They park again; nobody was lost on the way.
+    wait_for_field(&mut observer, "parked_clients", CLIENTS as u64).await;
+    assert_eq!(
+        clients_field(&mut observer, "connected_clients").await,
+        CLIENTS as u64 + 1
+    );
+
+    assert!(
+        cluster.stop_proxy(Duration::from_secs(5)).await,
+        "every parked client drained within the grace period"
+    );
+    for stream in &mut crowd {
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf))
+            .await
+            .expect("a parked client's connection ends at shutdown");
+        assert_eq!(read.unwrap(), 0, "a clean end of stream");
+    }
+}
