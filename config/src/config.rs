@@ -200,7 +200,7 @@ pub struct Limits {
     /// on their way to it.
     pub close_linger: Duration,
     /// The idle sweep's interval: a plaintext client that sent nothing for a whole interval
-    /// is parked (its connection kept by a small task, its session's memory freed) until it
+    /// is parked (its connection kept in the park room, its session's memory freed) until it
     /// sends again; zero never parks.
     pub idle_park: Duration,
 }

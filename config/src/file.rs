@@ -130,7 +130,7 @@ pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
 /// sends, waiting for it to close its side too.
 pub const DEFAULT_CLOSE_LINGER_MS: u64 = 500;
 /// Default of `limits.idle_park_ms`: a plaintext client that sent nothing for between one
-/// and two of these intervals is parked (its connection kept by a small task, its session's
+/// and two of these intervals is parked (its connection kept in the park room, its session's
 /// memory freed) until it sends again.
 pub const DEFAULT_IDLE_PARK_MS: u64 = 1000;
 /// Default of `limits.auth_failure_delay_ms`: each failed AUTH on a connection delays its

@@ -72,8 +72,9 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
 }
 
 /// The settings one round of the session loop works with, read from the live configuration
-/// once per round (a reload applies from the next round): one read of the shared
-/// configuration instead of one per use.
+/// (a reload applies from the next round): once before the round's wait, for what the wait
+/// needs, and once after it, for the bookkeeping; not once per use. Not kept across the
+/// wait, which would grow every connection's future (see `park::session_task`).
 #[derive(Clone, Copy, Debug)]
 struct RoundConfig {
     /// `[limits] max_pipeline`.
