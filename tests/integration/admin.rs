@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use redshard_tests::replication::{digest, wait_until};
+use redshard_tests::replication::{digest, info_field, wait_until};
 use redshard_tests::server::free_port;
 use redshard_tests::{Client, RedisServer, Reply, TestCluster};
 use tokio::task::JoinSet;
@@ -307,6 +307,58 @@ async fn nodes_are_added_resynced_and_removed_in_order() {
         );
     }
     assert!(c.cmd(&["SET", "after", "1"]).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_removed_during_its_full_sync_is_let_go_and_can_be_added_again() {
+    let mut cluster = TestCluster::start_with(1, false, "", DEBUG).await;
+    let admin = cluster.start_admin().await;
+    let mut a = Client::connect_addr(admin).await;
+    let mut c = cluster.client().await;
+    for i in 0..100 {
+        assert!(c.cmd(&["SET", &format!("k{i}"), "v"]).await.is_ok());
+    }
+    let node = RedisServer::start_with(DEBUG);
+    let node_addr = node.addr();
+    let role = || async { info_field(&node_addr, "replication", "role").await };
+
+    // The resync has sent REPLICAOF; the master's full sync waits out its
+    // repl-diskless-sync-delay (5 s by default) before it starts.
+    let added = a.cmd(&["ADDREPLICA", "s1", &node_addr]).await;
+    assert_eq!(*added.field("state"), Reply::bulk("syncing"));
+    wait_until(Duration::from_secs(5), "the resync's REPLICAOF", || async {
+        role().await.as_deref() == Some("slave")
+    })
+    .await;
+    let removed = a.cmd(&["DELREPLICA", &node_addr]).await;
+    assert_eq!(*removed.field("role"), Reply::bulk("replica"));
+    assert_eq!(role().await.as_deref(), Some("master"));
+    assert!(c.cmd(&["SET", "during", "1"]).await.is_ok());
+
+    // Added again at once: the first resync has let go of the node (it does not wait for a
+    // sync that will never come, for `resync_timeout_ms`, ten minutes), so the second one
+    // starts and brings it in sync.
+    let added = a.cmd(&["ADDREPLICA", "s1", &node_addr]).await;
+    assert_eq!(*added.field("state"), Reply::bulk("syncing"));
+    wait_until(
+        Duration::from_secs(20),
+        "the re-added replica in sync",
+        || {
+            let node_addr = node_addr.clone();
+            async move {
+                let t = topology(admin).await;
+                replica(shard(&t, "s1").unwrap(), &node_addr).map(|r| r.field("state").clone())
+                    == Some(Reply::bulk("in-sync"))
+            }
+        },
+    )
+    .await;
+    assert_eq!(role().await.as_deref(), Some("master"));
+    assert!(c.cmd(&["SET", "after", "1"]).await.is_ok());
+    assert_eq!(
+        digest(&cluster.masters[0].addr()).await,
+        digest(&node_addr).await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

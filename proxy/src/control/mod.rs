@@ -25,6 +25,7 @@ pub mod resync;
 pub mod stats;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -59,8 +60,9 @@ pub enum ChangeError {
 struct Book {
     /// Shards whose gate a cut-over or graceful failover holds paused.
     held: HashSet<ShardId>,
-    /// Replicas being resynchronised.
-    resyncing: HashSet<NodeAddr>,
+    /// Replicas being resynchronised, each with the flag that tells its resync to stop (the
+    /// replica was removed: its full sync must not go on, nor its cut-over pause the shard).
+    resyncing: HashMap<NodeAddr, Arc<AtomicBool>>,
     /// When a replica whose resync failed may be tried again.
     retry_at: HashMap<NodeAddr, Instant>,
     /// Shards whose master lost a connection with mirrored writes in flight: the master then
@@ -421,6 +423,13 @@ impl Controller {
         }
     }
 
+    /// Tells the resync of `addr`, if one runs, to stop: the replica was removed.
+    fn stop_resync(&self, addr: &NodeAddr) {
+        if let Some(stop) = self.book().resyncing.get(addr) {
+            stop.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// Starts the resync of the shard's replicas that need one and answer, one at a time.
     fn start_resyncs(
         self: &Arc<Self>,
@@ -437,7 +446,7 @@ impl Controller {
             || shard
                 .replicas
                 .iter()
-                .any(|r| book.resyncing.contains(&r.addr))
+                .any(|r| book.resyncing.contains_key(&r.addr))
         {
             return;
         }
@@ -448,17 +457,23 @@ impl Controller {
                 && self.probes.status(&r.addr).is_up()
         });
         if let Some(replica) = next {
-            book.resyncing.insert(replica.addr.clone());
+            let stop = Arc::new(AtomicBool::new(false));
+            book.resyncing
+                .insert(replica.addr.clone(), Arc::clone(&stop));
             let controller = Arc::clone(self);
             let (shard, addr) = (shard.id, replica.addr.clone());
             tokio::spawn(async move {
-                let result = controller.resync(shard, &addr).await;
+                let result = controller.resync(shard, &addr, &stop).await;
                 let mut book = controller.book();
                 book.resyncing.remove(&addr);
                 match result {
                     Ok(took) => {
                         book.retry_at.remove(&addr);
                         info!(replica = %addr, took_ms = took.as_millis() as u64, "replica resynchronised and in sync");
+                    }
+                    Err(resync::ResyncError::Removed) => {
+                        book.retry_at.remove(&addr);
+                        info!(replica = %addr, "resync stopped: the replica was removed");
                     }
                     Err(e) => {
                         book.retry_at

@@ -10,7 +10,8 @@
 //!   to `in-sync`;
 //! - a removed replica's mirror link is forgotten (re-adding it starts a fresh one), and a
 //!   replica removed before it was in sync is told `REPLICAOF NO ONE` so it does not keep
-//!   following the master on its own;
+//!   following the master on its own, and its resync, if one runs, stops (it tells the node
+//!   the same once more, and never pauses the shard for a cut-over);
 //! - a master is removed only once its shard has no replicas and neither owns nor migrates
 //!   slots, and the refusal says what to do first: remove the replica, hand the slots back,
 //!   then remove the master.
@@ -247,6 +248,7 @@ impl Controller {
         })
         .await?;
         self.state.router.mirror().forget(addr);
+        self.stop_resync(addr);
         if state != Some(ReplicaState::InSync) {
             // It may be following the master after a resync's REPLICAOF: leave it standalone.
             let stopped = async {

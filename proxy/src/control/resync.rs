@@ -5,15 +5,19 @@
 //!    (`masteruser`/`masterauth`: the proxy's control credentials, or its client credentials),
 //!    and send `REPLICAOF <master>`.
 //! 2. Wait (at most `[mirror] resync_timeout_ms`) until its link is up and the sync is done.
+//!    A replica removed meanwhile (DELREPLICA) stops it: the resync tells the node
+//!    `REPLICAOF NO ONE` (again: its own `REPLICAOF` may have reached the node after the
+//!    removal's) and ends without a cut-over.
 //! 3. Cut over within `[mirror] cutover_timeout_ms`: pause the shard's gate (requests wait,
 //!    nothing fails), drain every master lane, wait until the replica's replication offset
 //!    reaches the master's, `REPLICAOF NO ONE`, record it `in-sync` (new epoch: from now on
 //!    it gets every write through the mirror), open the gate.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use redshard_config::{NodeAddr, ReplicaState, ShardId, TopologyChange};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::conn::{ConnError, ControlConn};
 use super::{ChangeError, Controller};
@@ -33,17 +37,22 @@ pub enum ResyncError {
     /// A wait passed its bound.
     #[error("{0}")]
     Timeout(String),
+    /// The replica was removed from its shard; not retried.
+    #[error("the replica was removed")]
+    Removed,
 }
 
 /// How often replication progress is polled.
 const POLL: Duration = Duration::from_millis(50);
 
 impl Controller {
-    /// Resynchronises `addr`, a replica of `shard`. Returns how long it took.
+    /// Resynchronises `addr`, a replica of `shard`, unless `stop` is set before the cut-over
+    /// (the replica was removed). Returns how long it took.
     pub(super) async fn resync(
         &self,
         shard: ShardId,
         addr: &NodeAddr,
+        stop: &AtomicBool,
     ) -> Result<Duration, ResyncError> {
         let started = Instant::now();
         let settings = self.state.config.mirror.clone();
@@ -68,6 +77,9 @@ impl Controller {
         };
         info!(replica = %addr, master = %master, "resync: full sync from the master");
         let mut replica = self.connect(addr, Duration::from_secs(5)).await?;
+        if stop.load(Ordering::Relaxed) {
+            return Err(ResyncError::Removed);
+        }
         self.give_master_credentials(&mut replica).await?;
         replica
             .call_ok(&[
@@ -78,6 +90,9 @@ impl Controller {
             .await?;
         let deadline = Instant::now() + settings.resync_timeout;
         loop {
+            if stop.load(Ordering::Relaxed) {
+                return Err(stopped(&mut replica, addr).await);
+            }
             let info = replica.info("replication").await?;
             if info.get("master_link_status").map(String::as_str) == Some("up")
                 && info.get("master_sync_in_progress").map(String::as_str) == Some("0")
@@ -85,6 +100,9 @@ impl Controller {
                 break;
             }
             pace(deadline, "the full sync").await?;
+        }
+        if stop.load(Ordering::Relaxed) {
+            return Err(stopped(&mut replica, addr).await);
         }
         if self.master_of(shard)? != master {
             return Err(ResyncError::Moved);
@@ -181,6 +199,15 @@ impl Controller {
         info!(replica = %addr, pause_ms = paused.elapsed().as_millis() as u64, "resync: cut over to mirroring");
         Ok(())
     }
+}
+
+/// Ends the resync of a removed replica: the node stops following the master (the resync's
+/// own `REPLICAOF` may have reached it after the removal's `REPLICAOF NO ONE`).
+async fn stopped(replica: &mut ControlConn, addr: &NodeAddr) -> ResyncError {
+    if let Err(e) = replica.call_ok(&[b"REPLICAOF", b"NO", b"ONE"]).await {
+        warn!(replica = %addr, error = %e, "removed replica not told REPLICAOF NO ONE");
+    }
+    ResyncError::Removed
 }
 
 /// Sleeps one [`POLL`] before the next check, or fails once `deadline` has passed.
