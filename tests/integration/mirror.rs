@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redshard_config::ReplicaState;
-use redshard_tests::replication::wait_until;
+use redshard_tests::client::encode_command;
+use redshard_tests::replication::{digest, info_field, wait_until};
 pub(crate) use redshard_tests::workload::assert_replicas_equal;
-use redshard_tests::{Client, Reply, TestCluster};
+use redshard_tests::{Client, RedisServer, Reply, TestCluster};
 use tokio::task::JoinSet;
 
 /// Nodes that answer DEBUG DIGEST.
@@ -427,4 +428,123 @@ async fn evalsha_keeps_working_on_a_resynchronised_replica() {
     }
     assert_eq!(replica_state(&cluster, &addr), Some(ReplicaState::InSync));
     assert_replicas_equal(&cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_pop_served_after_a_replica_joined_reaches_that_replica() {
+    // BLPOP waits on a shard without replicas; a replica is added, fully synced and cut over
+    // (it holds the list as it is then); the pop is served after that. The new replica must
+    // pop the same element: otherwise it keeps one its master handed out, and a failover
+    // to it would hand that element out again.
+    let mut cluster = TestCluster::start_with(1, false, "", DEBUG).await;
+    let admin = cluster.start_admin().await;
+    let master = cluster.masters[0].addr();
+    let mut c = cluster.client().await;
+    assert_eq!(c.cmd(&["RPUSH", "jobs", "old"]).await, Reply::Int(1));
+    assert_eq!(c.cmd(&["LPOP", "jobs"]).await, Reply::bulk("old"));
+    let mut waiter = cluster.client().await;
+    waiter
+        .send_raw(&encode_command(&["BLPOP", "jobs", "0"]))
+        .await;
+    wait_until(
+        Duration::from_secs(5),
+        "the BLPOP blocked on the master",
+        || {
+            let master = master.clone();
+            async move {
+                info_field(&master, "clients", "blocked_clients")
+                    .await
+                    .as_deref()
+                    == Some("1")
+            }
+        },
+    )
+    .await;
+
+    let node = RedisServer::start_with(DEBUG);
+    let node_addr = node.addr();
+    let added = Client::connect_addr(admin)
+        .await
+        .cmd(&["ADDREPLICA", "s1", &node_addr])
+        .await;
+    assert_eq!(*added.field("state"), Reply::bulk("syncing"), "{added:?}");
+    wait_until(Duration::from_secs(20), "the new replica in sync", || {
+        let in_sync = replica_state(&cluster, &node_addr) == Some(ReplicaState::InSync);
+        async move { in_sync }
+    })
+    .await;
+
+    assert_eq!(c.cmd(&["RPUSH", "jobs", "j1", "j2"]).await, Reply::Int(2));
+    assert_eq!(
+        waiter.read().await,
+        Reply::Array(vec![Reply::bulk("jobs"), Reply::bulk("j1")])
+    );
+    // Sync mode: both replies came after the replica applied the writes.
+    let mut direct = Client::connect(node_addr.clone()).await;
+    assert_eq!(
+        direct.cmd(&["LRANGE", "jobs", "0", "-1"]).await,
+        Reply::Array(vec![Reply::bulk("j2")])
+    );
+    assert_eq!(digest(&master).await, digest(&node_addr).await);
+    assert_eq!(
+        replica_state(&cluster, &node_addr),
+        Some(ReplicaState::InSync)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocked_pops_served_by_later_writes_keep_the_replica_in_sync() {
+    // A job queue: a consumer blocks, a producer's write lets it go. The master serves the
+    // pop right after that write, but the two replies come back on different connections
+    // (the consumer's private one, the producer's shared lane), in either order; the pop's
+    // effect must still reach the replica after the write, or the replica's pop finds
+    // nothing and the replica goes stale.
+    let cluster = TestCluster::start_with(1, true, "", DEBUG).await;
+    let master = cluster.masters[0].addr();
+    let replica = cluster.replicas[0].addr();
+    let mut producer = cluster.client().await;
+    let mut consumer = cluster.client().await;
+    for i in 0..30 {
+        let item = format!("j{i}");
+        let (block, serve, served): (Vec<&str>, Vec<&str>, Reply) = match i % 3 {
+            0 => (
+                vec!["BLPOP", "{q}jobs", "0"],
+                vec!["RPUSH", "{q}jobs", &item],
+                Reply::Array(vec![Reply::bulk("{q}jobs"), Reply::bulk(&item)]),
+            ),
+            1 => (
+                vec!["BLMOVE", "{q}jobs", "{q}taken", "LEFT", "RIGHT", "0"],
+                vec!["LPUSH", "{q}jobs", &item],
+                Reply::bulk(&item),
+            ),
+            _ => (
+                vec!["BZPOPMIN", "{q}ranked", "0"],
+                vec!["ZADD", "{q}ranked", "1", &item],
+                Reply::Array(vec![
+                    Reply::bulk("{q}ranked"),
+                    Reply::bulk(&item),
+                    Reply::bulk("1"),
+                ]),
+            ),
+        };
+        consumer.send_raw(&encode_command(&block)).await;
+        wait_until(Duration::from_secs(5), "the consumer blocked", || {
+            let master = master.clone();
+            async move {
+                info_field(&master, "clients", "blocked_clients")
+                    .await
+                    .as_deref()
+                    == Some("1")
+            }
+        })
+        .await;
+        assert_eq!(producer.cmd(&serve).await, Reply::Int(1), "{serve:?}");
+        assert_eq!(consumer.read().await, served, "{block:?}");
+        assert_eq!(
+            replica_state(&cluster, &replica),
+            Some(ReplicaState::InSync),
+            "after {block:?}"
+        );
+    }
+    assert_eq!(digest(&master).await, digest(&replica).await);
 }

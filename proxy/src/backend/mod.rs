@@ -86,6 +86,9 @@ pub enum Dest {
     /// Another destination, then a signal that the request is complete (a fenced request:
     /// its shared lane resumes).
     Then(Box<(Dest, tokio::sync::oneshot::Sender<()>)>),
+    /// A blocking command's reply and mirroring, waiting for this `PING`'s answer on the
+    /// shared lane of its slot (see [`crate::mirror::Job::following`]).
+    Sequenced(Box<crate::mirror::Sequenced>),
     /// Nobody: the reply is dropped.
     Discard,
 }
@@ -104,6 +107,7 @@ impl Dest {
                 dest.deliver(reply);
                 let _ = done.send(());
             }
+            Dest::Sequenced(waiting) => waiting.resume(),
             Dest::Discard => {}
         }
     }

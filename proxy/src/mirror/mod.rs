@@ -33,7 +33,7 @@ use smallvec::SmallVec;
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use crate::backend::{Dest, LaneRequest, Node, NodePool};
+use crate::backend::{Dest, LaneHandle, LaneRequest, Node, NodePool};
 use crate::resp::Protocol;
 use effect::Effect;
 
@@ -294,11 +294,21 @@ impl ShardMirror {
     }
 }
 
+/// Finds a shard's replicas as they are now (see [`Job::following`]); `None` when the shard
+/// or its master changed since.
+pub type Follow = Box<dyn Fn() -> Option<Arc<ShardMirror>> + Send + Sync>;
+
 /// The mirroring of one write, carried by the master's lane request.
-#[derive(Debug)]
 pub struct Job {
-    /// Where it goes.
+    /// Where it goes (for a [`following`](Job::following) job: where it went when sent).
     shard: Arc<ShardMirror>,
+    /// For a write the master may answer epochs after it was sent (a blocking pop): where it
+    /// goes is looked up when the master answers.
+    follow: Option<Follow>,
+    /// For a blocking command: the master's shared lane of its slot. The master served the
+    /// command right after the write that let it go, which went through that lane; the effect
+    /// waits until the lane has answered (and so mirrored) everything it sent before.
+    after: Option<LaneHandle>,
     /// How the replica request is derived.
     effect: Effect,
     /// The request as sent to the master.
@@ -323,12 +333,44 @@ impl Job {
     ) -> Box<Self> {
         Box::new(Self {
             shard,
+            follow: None,
+            after: None,
             effect,
             request,
             protocol,
             lane,
             wait: false,
         })
+    }
+
+    /// Makes a blocking command's job mirror in the master's order and to the replicas in
+    /// sync when the master serves the command.
+    ///
+    /// The master serves a blocked pop right after the write that let it go (an `RPUSH` on the
+    /// slot's shared lane, `after`), but the pop's reply comes back on the client's private
+    /// connection, so the proxy may see it first; mirrored then, the replica's pop would find
+    /// nothing and the replica would go stale. So the effect waits until `after` has answered
+    /// a `PING` sent when the pop's reply arrived: by then the write has been mirrored.
+    ///
+    /// And a blocked command may wait through a resync's cut-over: the replica that joined
+    /// then has every write the master made before (Redis's full sync), but not the pop, made
+    /// after. `follow` finds the replicas in sync when the master answers, so that replica
+    /// gets the pop too instead of silently keeping the element its master handed out.
+    #[must_use]
+    pub fn following(mut self: Box<Self>, follow: Follow, after: LaneHandle) -> Box<Self> {
+        self.follow = Some(follow);
+        self.after = Some(after);
+        self
+    }
+
+    /// Where the write goes now: looked up again for a following job (the shard's master
+    /// must be the one that answered), else as sent.
+    fn refresh(&mut self) {
+        if let Some(now) = self.follow.as_ref().and_then(|follow| follow()) {
+            if now.shard == self.shard.shard && now.master == self.shard.master {
+                self.shard = now;
+            }
+        }
     }
 
     /// Makes the client's reply wait for the replicas whatever the mode.
@@ -341,6 +383,23 @@ impl Job {
     /// The master answered `reply`: mirror the effect, then (or meanwhile, in async mode)
     /// hand `reply` to `dest`.
     pub fn master_answered(mut self, reply: Bytes, dest: Dest) {
+        if let Some(lane) = self.after.take() {
+            let protocol = self.protocol;
+            lane.submit(LaneRequest {
+                bytes: Bytes::from_static(PING),
+                dest: Dest::Sequenced(Box::new(Sequenced {
+                    job: self,
+                    reply,
+                    dest,
+                })),
+                protocol,
+                replies: 1,
+                mirror: None,
+                via: None,
+            });
+            return;
+        }
+        self.refresh();
         if matches!(self.effect, Effect::Same) {
             if let Some(eval) = self.shard.scripts.observe(&self.request, &reply) {
                 self.request = eval;
@@ -427,7 +486,8 @@ impl Job {
     }
 
     /// The master connection failed after the write was sent: its outcome is unknown.
-    pub fn master_lost(self) {
+    pub fn master_lost(mut self) {
+        self.refresh();
         if matches!(self.effect, Effect::Skip | Effect::Refused) || self.shard.active() == 0 {
             return;
         }
@@ -440,6 +500,44 @@ impl Job {
     /// The write was never sent to the master: nothing to mirror.
     pub fn never_sent(self) {}
 }
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("shard", &self.shard)
+            .field("following", &self.follow.is_some())
+            .field("after", &self.after)
+            .field("effect", &self.effect)
+            .field("request", &self.request)
+            .field("protocol", &self.protocol)
+            .field("lane", &self.lane)
+            .field("wait", &self.wait)
+            .finish()
+    }
+}
+
+/// A blocking command the master answered, waiting for the shared lane of its slot (see
+/// [`Job::following`]).
+#[derive(Debug)]
+pub struct Sequenced {
+    /// Its mirroring, now without the lane to wait for.
+    job: Job,
+    /// The master's reply.
+    reply: Bytes,
+    /// Where the reply goes.
+    dest: Dest,
+}
+
+impl Sequenced {
+    /// The lane answered its `PING`, or failed: mirror the command's effect now. (A failed
+    /// lane lost its own writes' outcome, which the controller hears of; the pop happened.)
+    pub fn resume(self) {
+        self.job.master_answered(self.reply, self.dest);
+    }
+}
+
+/// `PING`, which lanes send to learn that everything before it was answered.
+const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
 
 /// The start of a transaction sent as one request.
 const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
@@ -566,7 +664,6 @@ pub async fn barrier(
     mirrored: bool,
     timeout: std::time::Duration,
 ) -> bool {
-    const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
     let mut waits = Vec::with_capacity(route.master.lane_count());
     for lane in 0..route.master.lane_count() {
         let (tx, rx) = tokio::sync::oneshot::channel();

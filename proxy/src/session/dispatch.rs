@@ -4,6 +4,8 @@
 //! returns an [`Action`]; [`finish`] then sends the request's original bytes where the action
 //! says. Every request reserves exactly one entry in the reply queue, in request order.
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 use redshard_config::Slot;
 
@@ -15,9 +17,10 @@ use redshard_config::{Access, ReadFrom};
 use crate::backend::{Dest, LaneHandle, LaneRequest, Node};
 use crate::command::{self, ArgList, CommandSpec, Flags, Route};
 use crate::mirror::effect::{self, Effect, Prepared};
-use crate::mirror::Job;
+use crate::mirror::{Follow, Job};
 use crate::resp::{encode, Args, Protocol};
 use crate::router::{GateState, RoutingTable, ShardRoute};
+use crate::state::ProxyState;
 
 /// What to do with a request's bytes once its arguments are no longer borrowed.
 #[derive(Debug)]
@@ -307,6 +310,12 @@ pub(crate) fn plan(
     Some(effect::prepare(spec.name, args, now_ms()))
 }
 
+/// How a blocking command is mirrored: like [`plan`], but prepared even while the shard has
+/// no in-sync replica, since one may be in sync by the time the master serves the command.
+pub(crate) fn plan_blocking(spec: &CommandSpec, args: &Args<'_>) -> Option<Prepared> {
+    is_mirrored(spec).then(|| effect::prepare(spec.name, args, now_ms()))
+}
+
 /// The proxy's wall clock in Unix milliseconds, for absolute expiry times.
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -503,7 +512,9 @@ pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes:
             let reply = ctx.queue.reserve();
             let route = &table.shards()[shard];
             let protocol = ctx.protocol;
-            let (bytes, job) = private_job(route, slot, protocol, bytes, mirror);
+            // Only blocking commands are mirrored from here.
+            let blocking = Some(&ctx.state);
+            let (bytes, job) = private_job(route, slot, protocol, bytes, mirror, blocking);
             private_lane(ctx, &route.master).submit(LaneRequest {
                 bytes,
                 dest: reply.into(),
@@ -524,29 +535,53 @@ pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes:
 }
 
 /// The request and mirroring job of a request on the private lane.
+///
+/// A `blocking` command (given the proxy's state) may be served by the master long after it
+/// was sent, right after the write that let it go: its job is made even while the shard has
+/// no in-sync replica, and mirrors after that write, to the replicas in sync then
+/// ([`Job::following`]).
 fn private_job(
     route: &ShardRoute,
     slot: u16,
     protocol: Protocol,
     bytes: Bytes,
     mirror: Option<Prepared>,
+    blocking: Option<&Arc<ProxyState>>,
 ) -> (Bytes, Option<Box<Job>>) {
     match mirror {
-        Some(p) if !route.mirror.is_empty() && p.effect != Effect::Skip => {
+        Some(p) if (blocking.is_some() || !route.mirror.is_empty()) && p.effect != Effect::Skip => {
             let bytes = p.request.unwrap_or(bytes);
             let lane = usize::from(slot) % route.master.lane_count();
             let job = Job::new(
-                std::sync::Arc::clone(&route.mirror),
+                Arc::clone(&route.mirror),
                 p.effect,
                 bytes.clone(),
                 protocol,
                 lane,
             );
+            let job = match blocking {
+                Some(state) => {
+                    job.following(follow_shard(state, route), route.master.lane(slot).clone())
+                }
+                None => job,
+            };
             (bytes, Some(job))
         }
         Some(p) => (p.request.unwrap_or(bytes), None),
         None => (bytes, None),
     }
+}
+
+/// Finds `route`'s shard's replicas in the routing table current when called.
+fn follow_shard(state: &Arc<ProxyState>, route: &ShardRoute) -> Follow {
+    // Weak: the job waits in a lane's queue, and the state owns the lanes.
+    let state = Arc::downgrade(state);
+    let shard = route.id;
+    Box::new(move || {
+        let table = state.upgrade()?.router.load();
+        let now = table.shards().iter().find(|r| r.id == shard)?;
+        Some(Arc::clone(&now.mirror))
+    })
 }
 
 /// Sends a transaction as one request: `MULTI`, the queued requests, `EXEC`.
@@ -600,6 +635,7 @@ fn exec(
                 request: None,
                 effect,
             }),
+            None,
         );
         let protocol = ctx.protocol;
         let private = private_lane(ctx, &route.master).clone();

@@ -146,7 +146,7 @@ pub(super) fn outside_multi(
             Action::Private {
                 shard,
                 slot: slot.get(),
-                mirror: super::dispatch::plan(table, shard, spec, &args),
+                mirror: super::dispatch::plan_blocking(spec, &args),
             }
         }
         _ => return None,
