@@ -1,7 +1,10 @@
 //! Pub/sub through the proxy: channels on their slot's master, patterns on every master,
 //! confirmations with single-server counts, messages from any proxy connection.
 
+use std::time::Duration;
+
 use redshard_tests::cluster::shard_of;
+use redshard_tests::replication::wait_until;
 use redshard_tests::{Reply, TestCluster};
 
 fn msg(kind: &str, parts: &[&str], count: Option<i64>) -> Reply {
@@ -151,4 +154,73 @@ async fn losing_a_subscribed_node_closes_the_client_so_it_resubscribes() {
     // Messages from that node can no longer arrive: the proxy closes the connection, as
     // losing the node would, instead of leaving the client waiting forever.
     assert_eq!(sub.try_read().await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsubscribing_before_the_nodes_confirmed_answers_both_and_goes_on() {
+    // SUBSCRIBE then, in the same write (before the node confirmed), UNSUBSCRIBE, RESET or
+    // PUNSUBSCRIBE: Redis answers every confirmation and the connection goes on.
+    let cluster = TestCluster::start(2).await;
+    let encode = redshard_tests::client::encode_command::<&str>;
+    let reset = Reply::Status("RESET".into());
+    let cases: [(Vec<u8>, Vec<Reply>); 4] = [
+        (
+            [encode(&["SUBSCRIBE", "ch"]), encode(&["UNSUBSCRIBE"])].concat(),
+            vec![
+                msg("subscribe", &["ch"], Some(1)),
+                msg("unsubscribe", &["ch"], Some(0)),
+            ],
+        ),
+        (
+            [
+                encode(&["SUBSCRIBE", "a", "b"]),
+                encode(&["UNSUBSCRIBE", "b", "a"]),
+            ]
+            .concat(),
+            vec![
+                msg("subscribe", &["a"], Some(1)),
+                msg("subscribe", &["b"], Some(2)),
+                msg("unsubscribe", &["b"], Some(1)),
+                msg("unsubscribe", &["a"], Some(0)),
+            ],
+        ),
+        (
+            [encode(&["PSUBSCRIBE", "p*"]), encode(&["PUNSUBSCRIBE"])].concat(),
+            vec![
+                msg("psubscribe", &["p*"], Some(1)),
+                msg("punsubscribe", &["p*"], Some(0)),
+            ],
+        ),
+        (
+            [encode(&["SUBSCRIBE", "ch"]), encode(&["RESET"])].concat(),
+            vec![msg("subscribe", &["ch"], Some(1)), reset],
+        ),
+    ];
+    for (request, expected) in cases {
+        let mut c = cluster.client().await;
+        c.send_raw(&request).await;
+        for want in &expected {
+            assert_eq!(&c.read().await, want);
+        }
+        assert_eq!(c.cmd(&["PING"]).await, Reply::Status("PONG".into()));
+    }
+    // Nobody is left subscribed on the nodes (the connections close as the sessions let go).
+    for master in &cluster.masters {
+        let addr = master.addr();
+        wait_until(
+            Duration::from_secs(5),
+            "no subscriber left on the node",
+            || {
+                let addr = addr.clone();
+                async move {
+                    let mut direct = redshard_tests::Client::connect(addr).await;
+                    let channels = direct.cmd(&["PUBSUB", "NUMSUB", "ch", "a", "b"]).await;
+                    let zero = |name: &str| [Reply::bulk(name), Reply::Int(0)];
+                    channels == Reply::Array([zero("ch"), zero("a"), zero("b")].concat())
+                        && direct.cmd(&["PUBSUB", "NUMPAT"]).await == Reply::Int(0)
+                }
+            },
+        )
+        .await;
+    }
 }

@@ -5,7 +5,10 @@
 //! subscribed on every master. Each subscribed client has one such connection per node it
 //! needs. The connection's task turns the node's confirmations into the completion of the
 //! client's (un)subscribe requests, in order, and appends every message to the client's reply
-//! queue. Dropping the [`Subscriber`] closes the connection.
+//! queue. Dropping the [`Subscriber`] closes the connection: the client unsubscribed from
+//! everything there, so requests still waiting for the node's confirmations are completed as
+//! confirmed (their confirmation texts, written by the session, stand: Redis too answers
+//! `SUBSCRIBE ch` then `UNSUBSCRIBE` with both confirmations).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -35,10 +38,9 @@ struct Pending {
 /// A client's subscription connection to one node.
 #[derive(Debug)]
 pub struct Subscriber {
-    /// Requests for the connection task.
+    /// Requests for the connection task; dropped, it tells the task to complete what waits
+    /// and close the connection.
     tx: mpsc::UnboundedSender<Pending>,
-    /// The connection task, aborted on drop.
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl Subscriber {
@@ -52,8 +54,8 @@ impl Subscriber {
         fenced: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(addr, protocol, config, rx, sink, fenced));
-        Self { tx, task }
+        tokio::spawn(run(addr, protocol, config, rx, sink, fenced));
+        Self { tx }
     }
 
     /// Sends a (un)subscribe request naming `confirmations` channels or patterns; `reply` is
@@ -68,12 +70,6 @@ impl Subscriber {
                 b"-ERR subscription connection closed\r\n",
             ));
         }
-    }
-}
-
-impl Drop for Subscriber {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 
@@ -129,7 +125,13 @@ async fn run(
                 break "is fenced after a failover".to_owned();
             }
             request = rx.recv() => {
-                let Some(request) = request else { return };
+                let Some(request) = request else {
+                    // The client left these subscriptions: done, as confirmed.
+                    for p in pending {
+                        p.reply.deliver(Bytes::new());
+                    }
+                    return;
+                };
                 if let Err(e) = writer.write_all(&request.bytes).await {
                     pending.push_back(request);
                     break format!("connection failed: {e}");
