@@ -208,3 +208,56 @@ async fn a_client_leaving_while_blocked_frees_the_backend_connection() {
     let mut c = cluster.client().await;
     assert!(c.cmd(&["SET", "k", "v"]).await.is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_and_quit_leave_a_transaction_and_a_watch_as_in_redis() {
+    // Each sequence goes to the proxy and to a redis-server directly: same replies.
+    let cluster = TestCluster::start(1).await;
+    let master = cluster.masters[0].addr();
+    let mut proxy = cluster.client().await;
+    let mut direct = redshard_tests::Client::connect(master.clone()).await;
+    for c in [&mut proxy, &mut direct] {
+        let replies = c
+            .pipeline(&[
+                vec!["MULTI"],
+                vec!["SET", "r", "1"],
+                vec!["RESET"],
+                vec!["GET", "r"],
+                vec!["EXEC"],
+                vec!["PING", "a", "b"],
+            ])
+            .await;
+        assert_eq!(
+            replies,
+            vec![
+                Reply::Status("OK".into()),
+                Reply::Status("QUEUED".into()),
+                Reply::Status("RESET".into()),
+                Reply::Bulk(None),
+                err("ERR EXEC without MULTI"),
+                err("ERR wrong number of arguments for 'ping' command"),
+            ]
+        );
+    }
+
+    // RESET forgets WATCH: a change by someone else no longer aborts the next EXEC.
+    let mut other = cluster.client().await;
+    assert!(proxy.cmd(&["SET", "w", "1"]).await.is_ok());
+    assert!(proxy.cmd(&["WATCH", "w"]).await.is_ok());
+    assert_eq!(proxy.cmd(&["RESET"]).await, Reply::Status("RESET".into()));
+    assert!(other.cmd(&["SET", "w", "2"]).await.is_ok());
+    let replies = proxy
+        .pipeline(&[vec!["MULTI"], vec!["SET", "w", "3"], vec!["EXEC"]])
+        .await;
+    assert_eq!(replies[2], Reply::Array(vec![Reply::Status("OK".into())]));
+    assert_eq!(other.cmd(&["GET", "w"]).await, Reply::bulk("3"));
+
+    // QUIT inside MULTI: +OK and the connection closes.
+    let mut quitter = cluster.client().await;
+    let replies = quitter
+        .pipeline(&[vec!["MULTI"], vec!["SET", "q", "1"], vec!["QUIT"]])
+        .await;
+    assert_eq!(replies[2], Reply::Status("OK".into()));
+    assert_eq!(quitter.try_read().await, None);
+    assert_eq!(other.cmd(&["EXISTS", "q"]).await, Reply::Int(0));
+}

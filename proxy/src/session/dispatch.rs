@@ -172,7 +172,8 @@ pub(crate) fn dispatch(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>) -> A
     if let Some(action) = migration_check(ctx, table, spec, args) {
         return action;
     }
-    if ctx.tx.is_some() {
+    // QUIT and RESET run at once inside MULTI too, as in Redis.
+    if ctx.tx.is_some() && !matches!(spec.name, "quit" | "reset") {
         return txn::inside_multi(ctx, table, spec, args);
     }
     if let Some(action) = txn::outside_multi(ctx, table, spec, args) {

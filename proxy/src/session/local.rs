@@ -22,7 +22,8 @@ pub(super) fn handle(
     match spec.name {
         "ping" => match args.len() {
             1 => Action::reply(ctx, Bytes::from_static(encode::PONG)),
-            _ => bulk(ctx, args.get(1)),
+            2 => bulk(ctx, args.get(1)),
+            _ => Action::error(ctx, "ERR wrong number of arguments for 'ping' command"),
         },
         "echo" => bulk(ctx, args.get(1)),
         "quit" => {
@@ -34,6 +35,12 @@ pub(super) fn handle(
         "auth" => auth(ctx, args),
         "hello" => hello(ctx, args),
         "reset" => {
+            // Like Redis: out of MULTI, UNWATCH (closing the private connection forgets what
+            // it watched), unsubscribed, logged out, back to RESP2 and no name.
+            ctx.tx = None;
+            if ctx.watch.take().is_some() {
+                ctx.private = None;
+            }
             ctx.authenticated = ctx.state.config.password.is_none();
             ctx.access = Access::All;
             ctx.client.fields().name.clear();
