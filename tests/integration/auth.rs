@@ -53,9 +53,22 @@ async fn clients_must_authenticate_when_the_proxy_has_a_password() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn auth_without_a_proxy_password_is_an_error_like_redis() {
+async fn auth_without_a_proxy_password_answers_like_redis() {
+    // Without a password the default user is `nopass`: AUTH with its name and any password
+    // logs in (as against Redis); AUTH with a password alone is an error; another user is not.
     let cluster = TestCluster::start(1).await;
     let mut c = cluster.client().await;
+    let mut direct = redshard_tests::Client::connect(cluster.masters[0].addr()).await;
+    let cases: &[&[&str]] = &[
+        &["AUTH", "x"],
+        &["AUTH", "default", "x"],
+        &["AUTH", "default", ""],
+        &["AUTH", "nobody", "x"],
+        &["AUTH", "a", "b", "c"],
+    ];
+    for &args in cases {
+        assert_eq!(c.cmd(args).await, direct.cmd(args).await, "{args:?}");
+    }
     let Reply::Error(e) = c.cmd(&["AUTH", "x"]).await else {
         panic!()
     };
@@ -63,6 +76,12 @@ async fn auth_without_a_proxy_password_is_an_error_like_redis() {
         e.starts_with("ERR AUTH <password> called without any password configured"),
         "{e}"
     );
+    assert!(c.cmd(&["AUTH", "default", "pw"]).await.is_ok());
+    let hello = c
+        .cmd(&["HELLO", "2", "AUTH", "default", "pw", "SETNAME", "n"])
+        .await;
+    assert_eq!(*hello.field("proto"), Reply::Int(2), "{hello:?}");
+    assert_eq!(c.cmd(&["CLIENT", "GETNAME"]).await, Reply::bulk("n"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -424,3 +424,18 @@ async fn numbers_the_proxy_reads_itself_are_refused_like_redis_refuses_them() {
         Reply::Error(_)
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn help_texts_are_the_nodes_own() {
+    let cluster = TestCluster::start(1).await;
+    let mut proxy = cluster.client().await;
+    let mut redis = cluster.master(0).await;
+    for args in [["CLIENT", "HELP"], ["COMMAND", "HELP"]] {
+        let expected = redis.cmd(&args).await;
+        assert!(
+            matches!(&expected, Reply::Array(lines) if lines.len() > 10),
+            "{expected:?}"
+        );
+        assert_eq!(proxy.cmd(&args).await, expected, "{args:?}");
+    }
+}

@@ -37,7 +37,25 @@ async fn hello_3_switches_every_reply_to_resp3() {
         b"%1\r\n$9\r\ndatabases\r\n$1\r\n1\r\n"
     );
     // Split across shards: RESP3 nulls from each master, merged in key order.
+    // Text replies are verbatim strings of format txt, as Redis 7 sends them in RESP3, the
+    // INFO with the masters' keyspaces merged in included.
     assert_eq!(c.cmd_resp3(&["SET", "a", "1"]).await, b"+OK\r\n");
+    for args in [
+        &["INFO"][..],
+        &["INFO", "keyspace"],
+        &["INFO", "server"],
+        &["CLIENT", "INFO"],
+        &["CLIENT", "LIST"],
+    ] {
+        let reply = c.cmd_resp3(args).await;
+        let header_end = reply.iter().position(|&b| b == b'\n').unwrap() + 1;
+        let len: usize = text(&reply[1..header_end - 2]).parse().unwrap();
+        assert!(reply.starts_with(b"="), "{args:?}: {}", text(&reply));
+        assert_eq!(&reply[header_end..header_end + 4], b"txt:", "{args:?}");
+        assert_eq!(reply.len(), header_end + len + 2, "{args:?}");
+    }
+    let keyspace = text(&c.cmd_resp3(&["INFO", "keyspace"]).await);
+    assert!(keyspace.contains("db0:keys="), "{keyspace}");
     let mget = c
         .cmd_resp3(&["MGET", "a", "missing", "h-missing", "a"])
         .await;

@@ -58,6 +58,20 @@ pub fn bulk(out: &mut BytesMut, data: &[u8]) {
     put(out, &BorrowedFrame::BulkString(data));
 }
 
+/// Appends a text reply as Redis sends `INFO`, `CLIENT INFO` and `CLIENT LIST`: a bulk string
+/// in RESP2, a verbatim string of format `txt` in RESP3.
+pub fn text(out: &mut BytesMut, protocol: super::Protocol, data: &[u8]) {
+    match protocol {
+        super::Protocol::Resp2 => bulk(out, data),
+        super::Protocol::Resp3 => {
+            put_header(out, b'=', data.len() + 4);
+            out.put_slice(b"txt:");
+            out.put_slice(data);
+            out.put_slice(b"\r\n");
+        }
+    }
+}
+
 /// Appends the null bulk string `$-1\r\n`.
 pub fn null_bulk(out: &mut BytesMut) {
     out.put_slice(NULL_BULK);

@@ -20,7 +20,7 @@ use crate::command::REDIS_VERSION;
 use crate::control::migrate::MigrationState;
 use crate::health::NodeStatus;
 use crate::metrics::names::{gate_state, mirror_state};
-use crate::resp::{encode, reply, Args};
+use crate::resp::{encode, reply, Args, Protocol};
 use crate::router::RoutingTable;
 use crate::state::ProxyState;
 
@@ -74,14 +74,17 @@ pub(super) fn info(ctx: &Ctx, table: &RoutingTable, args: Args<'_>) -> Action {
         fan_out(
             ctx,
             table,
-            MergePlan::Info { text },
+            MergePlan::Info {
+                text,
+                protocol: ctx.protocol,
+            },
             &Bytes::from_static(b"*2\r\n$4\r\nINFO\r\n$8\r\nkeyspace\r\n"),
             false,
         );
         return Action::Done;
     }
-    let mut out = BytesMut::with_capacity(text.len() + 16);
-    encode::bulk(&mut out, text.as_bytes());
+    let mut out = BytesMut::with_capacity(text.len() + 20);
+    encode::text(&mut out, ctx.protocol, text.as_bytes());
     Action::reply(ctx, out.freeze())
 }
 
@@ -340,7 +343,7 @@ fn write_migration(state: &ProxyState, text: &mut String) {
 
 /// Appends `# Keyspace` with every database's counts summed over the masters' INFO replies.
 /// Masters that failed to answer are counted in `keyspace_unavailable_shards`.
-pub(super) fn with_keyspace(mut text: String, parts: &[Bytes]) -> Bytes {
+pub(super) fn with_keyspace(mut text: String, parts: &[Bytes], protocol: Protocol) -> Bytes {
     // (db, keys, expires, avg_ttl weighted by expires)
     let mut dbs: Vec<(String, u64, u64, u128)> = Vec::new();
     let mut unavailable = 0;
@@ -397,8 +400,8 @@ pub(super) fn with_keyspace(mut text: String, parts: &[Bytes]) -> Bytes {
     if unavailable > 0 {
         let _ = write!(text, "keyspace_unavailable_shards:{unavailable}\r\n");
     }
-    let mut out = BytesMut::with_capacity(text.len() + 16);
-    encode::bulk(&mut out, text.as_bytes());
+    let mut out = BytesMut::with_capacity(text.len() + 20);
+    encode::text(&mut out, protocol, text.as_bytes());
     out.freeze()
 }
 
@@ -422,7 +425,7 @@ mod tests {
             Bytes::from_static(b"$45\r\n# Keyspace\r\ndb0:keys=2,expires=1,avg_ttl=300\r\n\r\n"),
             Bytes::from_static(b"-ERR backend down\r\n"),
         ];
-        let out = with_keyspace(String::new(), &parts);
+        let out = with_keyspace(String::new(), &parts, Protocol::Resp2);
         let text = String::from_utf8_lossy(&out);
         assert!(
             text.contains("db0:keys=5,expires=2,avg_ttl=200\r\n"),

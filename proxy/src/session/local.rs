@@ -65,7 +65,8 @@ pub(super) fn handle(
         | "command|docs"
         | "command|list"
         | "command|help"
-        | "command|getkeysandflags" => Action::Forward {
+        | "command|getkeysandflags"
+        | "client|help" => Action::Forward {
             shard: 0,
             slot: 0,
             mirror: None,
@@ -116,11 +117,11 @@ pub(super) fn handle(
         "client|setinfo" => client_setinfo(ctx, args),
         "client|info" => {
             let line = ctx.client.line() + "\n";
-            bulk(ctx, line.as_bytes())
+            text(ctx, line.as_bytes())
         }
         "client|list" => {
             let list = ctx.state.clients.list();
-            bulk(ctx, list.as_bytes())
+            text(ctx, list.as_bytes())
         }
         "client|no-evict" | "client|no-touch" => Action::reply(ctx, Bytes::from_static(encode::OK)),
         _ => Action::error(
@@ -131,6 +132,13 @@ pub(super) fn handle(
             ),
         ),
     }
+}
+
+/// A text reply (verbatim in RESP3), as Redis answers CLIENT INFO and CLIENT LIST.
+fn text(ctx: &Ctx, value: &[u8]) -> Action {
+    let mut out = BytesMut::with_capacity(value.len() + 20);
+    encode::text(&mut out, ctx.protocol, value);
+    Action::reply(ctx, out.freeze())
 }
 
 fn bulk(ctx: &Ctx, value: &[u8]) -> Action {
@@ -225,7 +233,9 @@ fn check_credentials(
                 if user.is_none() {
                     return Err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
                 }
-                return Err(WRONGPASS);
+                // Without a password the default user is Redis's `nopass` user: any password
+                // logs in as it (clients given `redis://default:pw@...` URLs send one).
+                return Ok(Access::All);
             };
             if constant_time_eq(password, expected.as_bytes()) {
                 Ok(Access::All)

@@ -55,6 +55,8 @@ pub enum MergePlan {
     Info {
         /// The sections the proxy wrote, already formatted.
         text: String,
+        /// The client's protocol (RESP3 gets a verbatim string, as from Redis).
+        protocol: crate::resp::Protocol,
     },
 }
 
@@ -89,8 +91,8 @@ const UNEXPECTED: &str = "ERR redshard: a backend sent an unexpected reply to a 
 
 /// Writes the merged reply of `parts` to `out`.
 pub fn merge(parts: &[Bytes], plan: MergePlan, out: &mut OutBuf) {
-    if let MergePlan::Info { text } = plan {
-        out.push(super::info::with_keyspace(text, parts));
+    if let MergePlan::Info { text, protocol } = plan {
+        out.push(super::info::with_keyspace(text, parts, protocol));
         return;
     }
     if plan == MergePlan::Last {
