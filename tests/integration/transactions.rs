@@ -261,3 +261,43 @@ async fn reset_and_quit_leave_a_transaction_and_a_watch_as_in_redis() {
     assert_eq!(quitter.try_read().await, None);
     assert_eq!(other.cmd(&["EXISTS", "q"]).await, Reply::Int(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_survives_a_protocol_switch() {
+    // HELLO does not forget WATCH in Redis: the private connection switches protocol for the
+    // EXEC and still watches.
+    let cluster = TestCluster::start(1).await;
+    let mut c = cluster.client().await;
+    let mut other = cluster.client().await;
+    assert!(c.cmd(&["SET", "w", "1"]).await.is_ok());
+    assert!(c.cmd(&["WATCH", "w"]).await.is_ok());
+    let hello = c.cmd_resp3(&["HELLO", "3"]).await;
+    assert!(
+        hello.starts_with(b"%"),
+        "{}",
+        String::from_utf8_lossy(&hello)
+    );
+    assert_eq!(c.cmd_resp3(&["MULTI"]).await, b"+OK\r\n");
+    assert_eq!(c.cmd_resp3(&["SET", "w", "2"]).await, b"+QUEUED\r\n");
+    assert_eq!(c.cmd_resp3(&["EXEC"]).await, b"*1\r\n+OK\r\n");
+    assert_eq!(other.cmd(&["GET", "w"]).await, Reply::bulk("2"));
+
+    // Watching across the switch back still sees another client's change.
+    assert_eq!(c.cmd_resp3(&["WATCH", "w"]).await, b"+OK\r\n");
+    let hello = c.cmd_resp3(&["HELLO", "2"]).await;
+    assert!(
+        hello.starts_with(b"*"),
+        "{}",
+        String::from_utf8_lossy(&hello)
+    );
+    assert!(other.cmd(&["SET", "w", "3"]).await.is_ok());
+    let replies = c
+        .pipeline(&[vec!["MULTI"], vec!["SET", "w", "4"], vec!["EXEC"]])
+        .await;
+    assert_eq!(
+        replies[2],
+        Reply::Bulk(None),
+        "the watched key changed: EXEC aborts"
+    );
+    assert_eq!(other.cmd(&["GET", "w"]).await, Reply::bulk("3"));
+}

@@ -225,10 +225,10 @@ pub struct Node {
 /// leaves while blocked frees its backend connection at once.
 #[derive(Debug)]
 pub struct PrivateLane {
-    /// Where the connection goes.
+    /// Where the connection goes. (It serves both protocols: like every lane, it switches
+    /// with `HELLO` when a request needs the other one, which keeps what the connection
+    /// WATCHes.)
     addr: NodeAddr,
-    /// The protocol it speaks.
-    protocol: Protocol,
     /// The sending side.
     handle: LaneHandle,
     /// The lane task, aborted on drop.
@@ -236,10 +236,10 @@ pub struct PrivateLane {
 }
 
 impl PrivateLane {
-    /// Whether this lane goes to `addr` in `protocol`.
+    /// Whether this lane goes to `addr`.
     #[must_use]
-    pub fn serves(&self, addr: &NodeAddr, protocol: Protocol) -> bool {
-        &self.addr == addr && self.protocol == protocol
+    pub fn serves(&self, addr: &NodeAddr) -> bool {
+        &self.addr == addr
     }
 
     /// The sending side.
@@ -362,7 +362,6 @@ impl Node {
         ));
         PrivateLane {
             addr: self.addr.clone(),
-            protocol,
             handle: LaneHandle { tx },
             task,
         }

@@ -600,7 +600,7 @@ fn exec(
         && !ctx
             .private
             .as_ref()
-            .is_some_and(|p| p.serves(route.master.addr(), ctx.protocol) && !p.is_closed())
+            .is_some_and(|p| p.serves(route.master.addr()) && !p.is_closed())
     {
         ctx.private = None;
         ctx.queue.push_ready(error_reply(
@@ -677,7 +677,7 @@ fn private_lane<'a>(ctx: &'a mut Ctx, node: &Node) -> &'a LaneHandle {
     let reusable = ctx
         .private
         .as_ref()
-        .is_some_and(|p| p.serves(node.addr(), ctx.protocol) && !p.is_closed());
+        .is_some_and(|p| p.serves(node.addr()) && !p.is_closed());
     if !reusable {
         ctx.private = Some(node.private_lane(ctx.protocol));
     }
