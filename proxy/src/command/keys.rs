@@ -22,6 +22,7 @@ use smallvec::SmallVec;
 
 use super::procs::NumkeysCheck;
 use super::{ArgList, BeginSearch, CommandError, CommandSpec, FindKeys, KeySpecFlags};
+use crate::resp::parse_i64;
 
 /// The argument `i`, or an empty slice past the end (requests reaching here passed the arity
 /// check, but this module must never panic on a short one).
@@ -42,40 +43,6 @@ fn arg_at<A: ArgList + ?Sized>(args: &A, i: i64) -> &[u8] {
 pub(super) fn c_eq(arg: &[u8], word: &str) -> bool {
     let end = arg.iter().position(|&b| b == 0).unwrap_or(arg.len());
     arg[..end].eq_ignore_ascii_case(word.as_bytes())
-}
-
-/// Redis's `string2ll` (src/util.c): strict decimal, no sign but `-`, no leading zero, no
-/// spaces, at most 20 bytes, within `i64`.
-pub(super) fn string2ll(s: &[u8]) -> Option<i64> {
-    if s.is_empty() || s.len() >= 21 {
-        return None;
-    }
-    if s == b"0" {
-        return Some(0);
-    }
-    let (negative, digits) = match s.split_first() {
-        Some((b'-', rest)) if !rest.is_empty() => (true, rest),
-        Some((b'-', _)) => return None,
-        _ => (false, s),
-    };
-    if !matches!(digits.first(), Some(b'1'..=b'9')) {
-        return None;
-    }
-    let mut v: u64 = 0;
-    for &d in digits {
-        if !d.is_ascii_digit() {
-            return None;
-        }
-        v = v.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
-    }
-    if negative {
-        if v > i64::MAX.unsigned_abs() + 1 {
-            return None;
-        }
-        Some(0i64.wrapping_sub_unsigned(v))
-    } else {
-        i64::try_from(v).ok()
-    }
 }
 
 /// `getKeysUsingKeySpecs` with the default search flags. Returns false (and leaves `out`
@@ -143,7 +110,7 @@ fn keys_from_specs<A: ArgList + ?Sized>(
                 if keynumidx >= argc || first + keynumidx >= argc || first + keynumidx < 0 {
                     return invalid(out);
                 }
-                let numkeys = match string2ll(arg_at(args, first + keynumidx)) {
+                let numkeys = match parse_i64(arg_at(args, first + keynumidx)) {
                     Some(n) if n >= 0 => n,
                     _ => return invalid(out),
                 };

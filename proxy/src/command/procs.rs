@@ -3,8 +3,9 @@
 
 use smallvec::SmallVec;
 
-use super::keys::{arg, c_eq, string2ll};
+use super::keys::{arg, c_eq};
 use super::{const_eq, ArgList, CommandError, CommandSpec};
+use crate::resp::parse_i64;
 
 /// Redis's `getkeys_proc` of a command (`get_keys_function` in its `src/commands/*.json`),
 /// plus the `numkeys` checks of the commands that have one.
@@ -144,7 +145,7 @@ impl GetKeys {
     ) -> Result<NumkeysCheck, CommandError> {
         let argc = i64::try_from(args.len()).unwrap_or(i64::MAX);
         let bad = |text: &str| Err(CommandError::bad_key_arguments(text));
-        let at = |idx: usize| string2ll(arg(args, idx));
+        let at = |idx: usize| parse_i64(arg(args, idx));
         match self {
             GetKeys::Eval | GetKeys::EvalSha => {
                 let numkeys = at(2);

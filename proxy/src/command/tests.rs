@@ -4,7 +4,6 @@
 use proptest::strategy::Strategy;
 use smallvec::SmallVec;
 
-use super::keys::string2ll;
 use super::procs::{getkeys_of, procs, GetKeys};
 use super::route::listed_names;
 use super::*;
@@ -372,28 +371,6 @@ fn key_indices_stay_in_bounds_on_short_requests() {
     }
     let empty: [&[u8]; 0] = [];
     assert!(find("get").key_indices(&empty, &mut out).is_ok() && out.is_empty());
-}
-
-#[test]
-fn string2ll_is_strict() {
-    assert_eq!(string2ll(b"0"), Some(0));
-    assert_eq!(string2ll(b"12"), Some(12));
-    assert_eq!(string2ll(b"-7"), Some(-7));
-    assert_eq!(string2ll(b"9223372036854775807"), Some(i64::MAX));
-    assert_eq!(string2ll(b"-9223372036854775808"), Some(i64::MIN));
-    for bad in [
-        &b""[..],
-        b"-",
-        b"-0",
-        b"+1",
-        b"01",
-        b" 1",
-        b"1 ",
-        b"1a",
-        b"9223372036854775808",
-    ] {
-        assert_eq!(string2ll(bad), None, "{:?}", String::from_utf8_lossy(bad));
-    }
 }
 
 #[test]
