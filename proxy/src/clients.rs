@@ -32,6 +32,9 @@ pub struct ClientFields {
     pub lib_ver: String,
     /// The protocol version the client chose with HELLO (2 until then).
     pub resp: u8,
+    /// Its SUBSCRIBE channels, PSUBSCRIBE patterns and SSUBSCRIBE channels (CLIENT LIST's
+    /// `sub`, `psub`, `ssub`; a client with any is of type `pubsub`).
+    pub subscriptions: [usize; 3],
 }
 
 impl Default for ClientFields {
@@ -41,6 +44,7 @@ impl Default for ClientFields {
             lib_name: String::new(),
             lib_ver: String::new(),
             resp: 2,
+            subscriptions: [0; 3],
         }
     }
 }
@@ -57,18 +61,41 @@ impl ClientInfo {
     #[must_use]
     pub fn line(&self) -> String {
         let f = self.fields();
+        let [sub, psub, ssub] = f.subscriptions;
         format!(
-            "id={} addr={} laddr={} fd=-1 name={} age={} idle=0 flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|list user=default redir=-1 resp={} lib-name={} lib-ver={}",
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle=0 flags={} db=0 sub={sub} psub={psub} ssub={ssub} multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|list user=default redir=-1 resp={} lib-name={} lib-ver={}",
             self.id,
             self.addr,
             self.laddr,
             f.name,
             self.since.elapsed().as_secs(),
+            if f.subscribed() { "P" } else { "N" },
             f.resp,
             f.lib_name,
             f.lib_ver
         )
     }
+}
+
+impl ClientFields {
+    /// Whether the client has any subscription (Redis's client type `pubsub`).
+    #[must_use]
+    pub fn subscribed(&self) -> bool {
+        self.subscriptions.iter().any(|&n| n > 0)
+    }
+}
+
+/// Which clients CLIENT LIST shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListFilter {
+    /// Every client (`CLIENT LIST`).
+    All,
+    /// `TYPE normal` (`pubsub: false`) or `TYPE pubsub` (`true`).
+    Subscribed(bool),
+    /// `TYPE master|replica|slave`: no such clients connect to the proxy.
+    Nobody,
+    /// `ID id...`: those clients, in the order given (repeats repeated, as Redis does).
+    Ids(Vec<i64>),
 }
 
 /// Every connected client, plus connection counters for INFO.
@@ -150,13 +177,26 @@ impl Clients {
         self.live().len()
     }
 
-    /// CLIENT LIST: one line per connection, each ending in a newline.
+    /// CLIENT LIST: one line per connection `filter` selects, each ending in a newline.
     #[must_use]
-    pub fn list(&self) -> String {
+    pub fn list(&self, filter: &ListFilter) -> String {
         let mut out = String::new();
-        for info in self.live().values() {
+        let mut add = |info: &ClientInfo| {
             out.push_str(&info.line());
             out.push('\n');
+        };
+        let live = self.live();
+        match filter {
+            ListFilter::All => live.values().for_each(|info| add(info)),
+            ListFilter::Subscribed(subscribed) => live
+                .values()
+                .filter(|info| info.fields().subscribed() == *subscribed)
+                .for_each(|info| add(info)),
+            ListFilter::Nobody => {}
+            ListFilter::Ids(ids) => ids
+                .iter()
+                .filter_map(|&id| u64::try_from(id).ok().and_then(|id| live.get(&id)))
+                .for_each(|info| add(info)),
         }
         out
     }

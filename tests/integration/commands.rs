@@ -439,3 +439,90 @@ async fn help_texts_are_the_nodes_own() {
         assert_eq!(proxy.cmd(&args).await, expected, "{args:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_list_filters_by_type_and_id_like_redis() {
+    let cluster = TestCluster::start(2).await;
+    let mut c = cluster.client().await;
+    let mut redis = cluster.master(0).await;
+    // The argument rules and errors are Redis's.
+    let cases: &[&[&str]] = &[
+        &["CLIENT", "LIST", "x"],
+        &["CLIENT", "LIST", "ID"],
+        &["CLIENT", "LIST", "ID", "abc"],
+        &["CLIENT", "LIST", "ID", "01"],
+        &["CLIENT", "LIST", "TYPE"],
+        &["CLIENT", "LIST", "TYPE", "foo"],
+        &["CLIENT", "LIST", "TYPE", "normal", "x"],
+        &["CLIENT", "LIST", "TYPE", "master"],
+        &["CLIENT", "LIST", "type", "REPLICA"],
+        &["CLIENT", "LIST", "ID", "-5", "999999"],
+    ];
+    for &args in cases {
+        assert_eq!(c.cmd(args).await, redis.cmd(args).await, "{args:?}");
+    }
+
+    // A subscriber is of type pubsub, with its counts; the others are normal.
+    let mut sub = cluster.client().await;
+    let sub_id = sub.cmd(&["CLIENT", "ID"]).await.int();
+    let my_id = c.cmd(&["CLIENT", "ID"]).await.int();
+    sub.send_raw(&redshard_tests::client::encode_command(&[
+        "SUBSCRIBE",
+        "a",
+        "b",
+    ]))
+    .await;
+    sub.read().await;
+    sub.read().await;
+    sub.send_raw(&redshard_tests::client::encode_command(&[
+        "PSUBSCRIBE",
+        "p*",
+    ]))
+    .await;
+    sub.read().await;
+    let pubsub = c.cmd(&["CLIENT", "LIST", "TYPE", "pubsub"]).await.text();
+    let lines: Vec<&str> = pubsub.lines().collect();
+    assert_eq!(lines.len(), 1, "{pubsub}");
+    assert!(lines[0].starts_with(&format!("id={sub_id} ")), "{pubsub}");
+    assert!(lines[0].contains(" flags=P "), "{pubsub}");
+    assert!(lines[0].contains(" sub=2 psub=1 ssub=0 "), "{pubsub}");
+    let normal = c.cmd(&["CLIENT", "LIST", "TYPE", "normal"]).await.text();
+    assert!(normal.contains(&format!("id={my_id} ")), "{normal}");
+    assert!(!normal.contains(&format!("id={sub_id} ")), "{normal}");
+
+    // IDs in the order given, repeats repeated, unknown ones skipped.
+    let by_id = c
+        .cmd(&[
+            "CLIENT",
+            "LIST",
+            "ID",
+            &sub_id.to_string(),
+            "424242",
+            &my_id.to_string(),
+            &sub_id.to_string(),
+        ])
+        .await
+        .text();
+    let ids: Vec<&str> = by_id
+        .lines()
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            format!("id={sub_id}"),
+            format!("id={my_id}"),
+            format!("id={sub_id}")
+        ]
+    );
+
+    // Unsubscribed: normal again.
+    sub.send_raw(&redshard_tests::client::encode_command(&["RESET"]))
+        .await;
+    let mut reset = sub.read().await;
+    while reset != redshard_tests::Reply::Status("RESET".into()) {
+        reset = sub.read().await;
+    }
+    let pubsub = c.cmd(&["CLIENT", "LIST", "TYPE", "pubsub"]).await.text();
+    assert_eq!(pubsub, "");
+}

@@ -8,6 +8,7 @@ use super::dispatch::{display_name, Action};
 use super::{info, Closing, Ctx};
 use redshard_config::Access;
 
+use crate::clients::ListFilter;
 use crate::command::{self, CommandSpec, REDIS_VERSION};
 use crate::resp::{encode, parse_i64, Args, Protocol};
 use crate::router::RoutingTable;
@@ -45,6 +46,7 @@ pub(super) fn handle(
             ctx.access = Access::All;
             ctx.client.fields().name.clear();
             ctx.pubsub = None;
+            super::pubsub::show_counts(ctx);
             if ctx.protocol != Protocol::Resp2 {
                 ctx.protocol = Protocol::Resp2;
                 ctx.client.fields().resp = 2;
@@ -119,10 +121,13 @@ pub(super) fn handle(
             let line = ctx.client.line() + "\n";
             text(ctx, line.as_bytes())
         }
-        "client|list" => {
-            let list = ctx.state.clients.list();
-            text(ctx, list.as_bytes())
-        }
+        "client|list" => match list_filter(args) {
+            Ok(filter) => {
+                let list = ctx.state.clients.list(&filter);
+                text(ctx, list.as_bytes())
+            }
+            Err(e) => Action::error(ctx, &e),
+        },
         "client|no-evict" | "client|no-touch" => Action::reply(ctx, Bytes::from_static(encode::OK)),
         _ => Action::error(
             ctx,
@@ -131,6 +136,34 @@ pub(super) fn handle(
                 display_name(spec)
             ),
         ),
+    }
+}
+
+/// `CLIENT LIST [TYPE type | ID id...]`, with Redis 7.0's argument rules and errors.
+fn list_filter(args: Args<'_>) -> Result<ListFilter, String> {
+    let option = (args.len() > 2).then(|| args.get(2));
+    match (args.len(), option) {
+        (2, _) => Ok(ListFilter::All),
+        (4, Some(o)) if o.eq_ignore_ascii_case(b"type") => {
+            let kind = args.get(3);
+            let lower = kind.to_ascii_lowercase();
+            match lower.as_slice() {
+                b"normal" => Ok(ListFilter::Subscribed(false)),
+                b"pubsub" => Ok(ListFilter::Subscribed(true)),
+                b"master" | b"replica" | b"slave" => Ok(ListFilter::Nobody),
+                _ => Err(format!(
+                    "ERR Unknown client type '{}'",
+                    String::from_utf8_lossy(kind)
+                )),
+            }
+        }
+        (n, Some(o)) if n > 3 && o.eq_ignore_ascii_case(b"id") => args
+            .iter()
+            .skip(3)
+            .map(|id| parse_i64(id).ok_or_else(|| "ERR Invalid client ID".to_owned()))
+            .collect::<Result<_, _>>()
+            .map(ListFilter::Ids),
+        _ => Err("ERR syntax error".to_owned()),
     }
 }
 

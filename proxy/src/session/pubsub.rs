@@ -102,12 +102,19 @@ pub(super) fn handle(
                 mirror: None,
             }
         }
-        "subscribe" => subscribe(ctx, table, args, Kind::Channel),
-        "psubscribe" => subscribe(ctx, table, args, Kind::Pattern),
-        "ssubscribe" => subscribe(ctx, table, args, Kind::Shard),
-        "unsubscribe" => unsubscribe(ctx, table, args, Kind::Channel),
-        "punsubscribe" => unsubscribe(ctx, table, args, Kind::Pattern),
-        "sunsubscribe" => unsubscribe(ctx, table, args, Kind::Shard),
+        "subscribe" | "psubscribe" | "ssubscribe" | "unsubscribe" | "punsubscribe"
+        | "sunsubscribe" => {
+            let action = match spec.name {
+                "subscribe" => subscribe(ctx, table, args, Kind::Channel),
+                "psubscribe" => subscribe(ctx, table, args, Kind::Pattern),
+                "ssubscribe" => subscribe(ctx, table, args, Kind::Shard),
+                "unsubscribe" => unsubscribe(ctx, table, args, Kind::Channel),
+                "punsubscribe" => unsubscribe(ctx, table, args, Kind::Pattern),
+                _ => unsubscribe(ctx, table, args, Kind::Shard),
+            };
+            show_counts(ctx);
+            action
+        }
         "pubsub|channels" | "pubsub|shardchannels" => {
             Action::FanOut(MergePlan::ConcatArrays, false)
         }
@@ -120,6 +127,18 @@ pub(super) fn handle(
             mirror: None,
         },
     }
+}
+
+/// Puts the client's subscription counts in its CLIENT LIST entry.
+pub(super) fn show_counts(ctx: &Ctx) {
+    let counts = ctx.pubsub.as_deref().map_or([0; 3], |ps| {
+        [
+            ps.channels.len(),
+            ps.patterns.len(),
+            ps.shard_channels.len(),
+        ]
+    });
+    ctx.client.fields().subscriptions = counts;
 }
 
 fn names(kind: Kind) -> (&'static [u8], &'static [u8], &'static [u8]) {
