@@ -224,3 +224,62 @@ async fn unsubscribing_before_the_nodes_confirmed_answers_both_and_goes_on() {
         .await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_message_follows_the_last_unsubscribe_confirmation() {
+    // A busy channel: after the confirmation that leaves the last subscription, a RESP2
+    // client must only get replies to its commands, never a late message it would take for
+    // one.
+    let cluster = TestCluster::start(1).await;
+    let mut publisher = cluster.client().await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publishing = {
+        let stop = std::sync::Arc::clone(&stop);
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                publisher.cmd(&["PUBLISH", "busy", "m"]).await;
+            }
+        })
+    };
+    let encode = redshard_tests::client::encode_command::<&str>;
+    for _ in 0..20 {
+        let mut sub = cluster.client().await;
+        sub.send_raw(&encode(&["SUBSCRIBE", "busy"])).await;
+        assert_eq!(sub.read().await, msg("subscribe", &["busy"], Some(1)));
+        // Let some messages flow, then leave and ask for something else at once.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let mut request = encode(&["UNSUBSCRIBE"]);
+        for _ in 0..20 {
+            request.extend(encode(&["GET", "nothing"]));
+        }
+        sub.send_raw(&request).await;
+        loop {
+            let reply = sub.read().await;
+            if reply == msg("unsubscribe", &["busy"], Some(0)) {
+                break;
+            }
+            assert_eq!(reply, msg("message", &["busy", "m"], None));
+        }
+        for _ in 0..20 {
+            assert_eq!(sub.read().await, Reply::Bulk(None));
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    publishing.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaving_a_subscription_its_node_never_confirmed_keeps_the_client() {
+    // The channel's node is down: the subscription connection cannot be made. A client that
+    // subscribed and, before that failed, left (RESET) is not closed for it.
+    let mut cluster = TestCluster::start(1).await;
+    cluster.masters[0].kill();
+    let encode = redshard_tests::client::encode_command::<&str>;
+    let mut c = cluster.client().await;
+    c.send_raw(&[encode(&["SUBSCRIBE", "ch"]), encode(&["RESET"])].concat())
+        .await;
+    assert_eq!(c.read().await, msg("subscribe", &["ch"], Some(1)));
+    assert_eq!(c.read().await, Reply::Status("RESET".into()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(c.cmd(&["PING"]).await, Reply::Status("PONG".into()));
+}

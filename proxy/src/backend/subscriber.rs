@@ -5,13 +5,15 @@
 //! subscribed on every master. Each subscribed client has one such connection per node it
 //! needs. The connection's task turns the node's confirmations into the completion of the
 //! client's (un)subscribe requests, in order, and appends every message to the client's reply
-//! queue. Dropping the [`Subscriber`] closes the connection: the client unsubscribed from
-//! everything there, so requests still waiting for the node's confirmations are completed as
-//! confirmed (their confirmation texts, written by the session, stand: Redis too answers
-//! `SUBSCRIBE ch` then `UNSUBSCRIBE` with both confirmations).
+//! queue. Dropping the [`Subscriber`] closes the connection at once: the client unsubscribed
+//! from everything there, so requests still waiting for the node's confirmations are completed
+//! as confirmed (their confirmation texts, written by the session, stand: Redis too answers
+//! `SUBSCRIBE ch` then `UNSUBSCRIBE` with both confirmations), and no message is forwarded
+//! after that.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::{Bytes, BytesMut};
 use redshard_config::NodeAddr;
@@ -24,23 +26,41 @@ use super::LaneConfig;
 use crate::replies::{ReplyQueue, ReplyTo};
 use crate::resp::{reply, Protocol, ReplyScanner};
 
-/// One (un)subscribe request for the node, and how many confirmations complete it.
+/// One (un)subscribe request sent (or about to be), and how many confirmations complete it.
 #[derive(Debug)]
 struct Pending {
-    /// The request's bytes.
-    bytes: Bytes,
     /// One confirmation per channel or pattern named.
     confirmations: usize,
     /// Completed (with an empty reply) once they all arrived.
     reply: ReplyTo,
 }
 
+/// What the session's [`Subscriber`] and its connection task share.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Requests waiting for confirmations, oldest first. Queued by [`Subscriber::send`] before
+    /// the bytes go to the task, so that dropping the Subscriber finds every one of them, the
+    /// ones the task has not written yet included.
+    pending: Mutex<VecDeque<Pending>>,
+    /// Set when the session dropped the Subscriber: nothing more reaches the client.
+    left: AtomicBool,
+}
+
+impl Shared {
+    fn pending(&self) -> MutexGuard<'_, VecDeque<Pending>> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// A client's subscription connection to one node.
 #[derive(Debug)]
 pub struct Subscriber {
-    /// Requests for the connection task; dropped, it tells the task to complete what waits
-    /// and close the connection.
-    tx: mpsc::UnboundedSender<Pending>,
+    /// Request bytes for the connection task.
+    tx: mpsc::UnboundedSender<Bytes>,
+    /// The requests waiting for the node, and whether the client left.
+    shared: Arc<Shared>,
+    /// The connection task, aborted on drop.
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Subscriber {
@@ -54,22 +74,45 @@ impl Subscriber {
         fenced: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(addr, protocol, config, rx, sink, fenced));
-        Self { tx }
+        let shared = Arc::new(Shared::default());
+        let task = tokio::spawn(run(
+            addr,
+            protocol,
+            config,
+            rx,
+            Arc::clone(&shared),
+            sink,
+            fenced,
+        ));
+        Self { tx, shared, task }
     }
 
     /// Sends a (un)subscribe request naming `confirmations` channels or patterns; `reply` is
     /// completed once the node confirmed them all (or with an error if the connection fails).
     pub fn send(&self, bytes: Bytes, confirmations: usize, reply: ReplyTo) {
-        if let Err(mpsc::error::SendError(p)) = self.tx.send(Pending {
-            bytes,
-            confirmations,
-            reply,
-        }) {
-            p.reply.deliver(Bytes::from_static(
+        let mut pending = self.shared.pending();
+        if self.tx.send(bytes).is_err() {
+            // The connection failed, and its task answered everything already queued.
+            drop(pending);
+            reply.deliver(Bytes::from_static(
                 b"-ERR subscription connection closed\r\n",
             ));
+            return;
         }
+        pending.push_back(Pending {
+            confirmations,
+            reply,
+        });
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.shared.left.store(true, Ordering::Release);
+        for p in self.shared.pending().drain(..) {
+            p.reply.deliver(Bytes::new());
+        }
+        self.task.abort();
     }
 }
 
@@ -91,31 +134,32 @@ async fn run(
     addr: NodeAddr,
     protocol: Protocol,
     config: Arc<LaneConfig>,
-    mut rx: mpsc::UnboundedReceiver<Pending>,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    shared: Arc<Shared>,
     sink: Arc<ReplyQueue>,
     mut fenced: tokio::sync::watch::Receiver<bool>,
 ) {
-    let fail =
-        |rx: &mut mpsc::UnboundedReceiver<Pending>, pending: VecDeque<Pending>, why: String| {
-            let reply = Bytes::from(format!("-ERR backend {addr} {why}\r\n").into_bytes());
-            for p in pending {
-                p.reply.deliver(reply.clone());
-            }
-            rx.close();
-            while let Ok(p) = rx.try_recv() {
-                p.reply.deliver(reply.clone());
-            }
-        };
+    // The connection is gone: what waits gets the error (unless the client left), no more
+    // requests are taken, and the client is closed, since its messages would be lost.
+    let fail = |rx: &mut mpsc::UnboundedReceiver<Bytes>, why: String| {
+        rx.close();
+        if shared.left.load(Ordering::Acquire) {
+            return;
+        }
+        let reply = Bytes::from(format!("-ERR backend {addr} {why}\r\n").into_bytes());
+        for p in shared.pending().drain(..) {
+            p.reply.deliver(reply.clone());
+        }
+        sink.mark_broken();
+    };
     let mut stream = match connect(&addr, protocol, &config).await {
         Ok(stream) => stream,
         Err(e) => {
-            fail(&mut rx, VecDeque::new(), e.to_string());
-            sink.mark_broken();
+            fail(&mut rx, e.to_string());
             return;
         }
     };
     let (mut reader, mut writer) = stream.split();
-    let mut pending: VecDeque<Pending> = VecDeque::new();
     let mut buf = BytesMut::with_capacity(4096);
     let mut scanner = ReplyScanner::new(config.max_reply_depth);
     let why = loop {
@@ -125,18 +169,11 @@ async fn run(
                 break "is fenced after a failover".to_owned();
             }
             request = rx.recv() => {
-                let Some(request) = request else {
-                    // The client left these subscriptions: done, as confirmed.
-                    for p in pending {
-                        p.reply.deliver(Bytes::new());
-                    }
-                    return;
-                };
-                if let Err(e) = writer.write_all(&request.bytes).await {
-                    pending.push_back(request);
+                // Closed only by the Subscriber's drop, which also aborts this task.
+                let Some(request) = request else { return };
+                if let Err(e) = writer.write_all(&request).await {
                     break format!("connection failed: {e}");
                 }
-                pending.push_back(request);
             }
             read = reader.read_buf(&mut buf) => {
                 match read {
@@ -150,17 +187,20 @@ async fn run(
                         Ok(None) => break,
                         Err(e) => {
                             debug!(node = %addr, error = %e, "invalid reply on a subscription connection");
-                            fail(&mut rx, pending, format!("sent an invalid reply ({e})"));
-                            sink.mark_broken();
+                            fail(&mut rx, format!("sent an invalid reply ({e})"));
                             return;
                         }
                     };
                     let frame = buf.split_to(len).freeze();
+                    if shared.left.load(Ordering::Acquire) {
+                        return;
+                    }
                     if is_message(&frame) {
                         sink.push_ready(frame);
                         continue;
                     }
                     // A confirmation (or an error) for the oldest request.
+                    let mut pending = shared.pending();
                     if let Some(front) = pending.front_mut() {
                         front.confirmations = front.confirmations.saturating_sub(1);
                         if front.confirmations == 0 || reply::is_error(&frame) {
@@ -174,7 +214,5 @@ async fn run(
             }
         }
     };
-    fail(&mut rx, pending, why);
-    // Messages on this node would be lost from now on: have the client reconnect.
-    sink.mark_broken();
+    fail(&mut rx, why);
 }
