@@ -64,6 +64,11 @@ async fn subscribers_get_messages_published_through_any_connection() {
     };
     assert!(e.starts_with("ERR Can't execute 'get'"), "{e}");
     assert_eq!(sub.cmd(&["PING"]).await, msg("pong", &[""], None));
+    assert_eq!(sub.cmd(&["PING", "hi"]).await, msg("pong", &["hi"], None));
+    assert_eq!(
+        sub.cmd(&["PING", "a", "b"]).await,
+        Reply::Error("ERR wrong number of arguments for 'ping' command".into())
+    );
     // PUBSUB introspection merged over the masters.
     let Reply::Array(numsub) = publisher.cmd(&["PUBSUB", "NUMSUB", a, b, "nobody"]).await else {
         panic!()

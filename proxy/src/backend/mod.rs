@@ -122,6 +122,7 @@ impl Dest {
                 dest.fail(reply);
                 let _ = done.send(());
             }
+            Dest::Sequenced(waiting) => waiting.lost(),
             other => other.deliver(reply),
         }
     }

@@ -10,8 +10,9 @@
 //!   to `in-sync`;
 //! - a removed replica's mirror link is forgotten (re-adding it starts a fresh one), and a
 //!   replica removed before it was in sync is told `REPLICAOF NO ONE` so it does not keep
-//!   following the master on its own, and its resync, if one runs, stops (it tells the node
-//!   the same once more, and never pauses the shard for a cut-over);
+//!   following the master on its own, and its resync, if one runs, stops at its next step
+//!   (it tells the node the same once more; removed during the full sync, it never pauses
+//!   the shard for a cut-over);
 //! - a master is removed only once its shard has no replicas and neither owns nor migrates
 //!   slots, and the refusal says what to do first: remove the replica, hand the slots back,
 //!   then remove the master.

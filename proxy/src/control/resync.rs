@@ -109,7 +109,14 @@ impl Controller {
         }
         self.hold(shard, true);
         let cut = self
-            .cut_over(shard, addr, &master, &mut replica, settings.cutover_timeout)
+            .cut_over(
+                shard,
+                addr,
+                &master,
+                &mut replica,
+                settings.cutover_timeout,
+                stop,
+            )
             .await;
         self.hold(shard, false);
         cut?;
@@ -154,6 +161,7 @@ impl Controller {
         master: &NodeAddr,
         replica: &mut ControlConn,
         bound: Duration,
+        stop: &AtomicBool,
     ) -> Result<(), ResyncError> {
         let paused = Instant::now();
         let table = self.state.router.load();
@@ -181,6 +189,10 @@ impl Controller {
                 break;
             }
             pace(deadline, "the replica to reach the master's offset").await?;
+        }
+        // Removed during the pause: it ends here, before it is made a mirror target.
+        if stop.load(Ordering::Relaxed) {
+            return Err(stopped(replica, addr).await);
         }
         replica.call_ok(&[b"REPLICAOF", b"NO", b"ONE"]).await?;
         // Redis does not carry its script cache through a full sync.

@@ -18,6 +18,11 @@
 //! A master connection that fails with mirrored writes in flight leaves their outcome on the
 //! master unknown; the controller is told ([`ControlEvent::MasterWriteLost`]) so it either
 //! fails the master over or, if it stays up, resynchronises the replicas.
+//!
+//! Blocking commands are the exception to "when the reply arrives": they are served on the
+//! client's private connection, right after the write that let them go, whose reply comes
+//! back on the slot's shared lane in either order with theirs. Their effect waits for a
+//! `PING` on that lane ([`Job::following`]), so the replicas get the write first.
 
 pub mod effect;
 pub mod scripts;
@@ -363,14 +368,17 @@ impl Job {
         self
     }
 
-    /// Where the write goes now: looked up again for a following job (the shard's master
-    /// must be the one that answered), else as sent.
-    fn refresh(&mut self) {
-        if let Some(now) = self.follow.as_ref().and_then(|follow| follow()) {
-            if now.shard == self.shard.shard && now.master == self.shard.master {
-                self.shard = now;
-            }
+    /// Where the write goes now: looked up again for a following job, else as sent. False
+    /// when the shard's master is no longer the one the command was sent to (a failover).
+    fn refresh(&mut self) -> bool {
+        let Some(now) = self.follow.as_ref().and_then(|follow| follow()) else {
+            return true;
+        };
+        if now.shard != self.shard.shard || now.master != self.shard.master {
+            return false;
         }
+        self.shard = now;
+        true
     }
 
     /// Makes the client's reply wait for the replicas whatever the mode.
@@ -384,6 +392,23 @@ impl Job {
     /// hand `reply` to `dest`.
     pub fn master_answered(mut self, reply: Bytes, dest: Dest) {
         if let Some(lane) = self.after.take() {
+            // A blocking command served: the replicas in sync now get it (one cut over later
+            // has it through its full sync).
+            if !self.refresh() {
+                // Served by a master that has been replaced: like a write on a failed master.
+                self.master_lost();
+                dest.deliver(reply);
+                return;
+            }
+            let nothing = matches!(
+                effect::replica_request(&self.effect, &self.request, &reply, self.protocol),
+                Ok(None)
+            );
+            if nothing || self.shard.active() == 0 {
+                // A timeout or nothing popped, or no replica: no effect to order.
+                dest.deliver(reply);
+                return;
+            }
             let protocol = self.protocol;
             lane.submit(LaneRequest {
                 bytes: Bytes::from_static(PING),
@@ -399,7 +424,12 @@ impl Job {
             });
             return;
         }
-        self.refresh();
+        self.mirror(reply, dest);
+    }
+
+    /// Mirrors the effect of the master's `reply` to the replicas of `self.shard`, then (or
+    /// meanwhile, in async mode) hands `reply` to `dest`.
+    fn mirror(mut self, reply: Bytes, dest: Dest) {
         if matches!(self.effect, Effect::Same) {
             if let Some(eval) = self.shard.scripts.observe(&self.request, &reply) {
                 self.request = eval;
@@ -487,7 +517,9 @@ impl Job {
 
     /// The master connection failed after the write was sent: its outcome is unknown.
     pub fn master_lost(mut self) {
-        self.refresh();
+        // The replicas to tell about: those in sync now (for a following job; whichever
+        // master is the shard's now, the controller decides).
+        let _ = self.refresh();
         if matches!(self.effect, Effect::Skip | Effect::Refused) || self.shard.active() == 0 {
             return;
         }
@@ -529,10 +561,20 @@ pub struct Sequenced {
 }
 
 impl Sequenced {
-    /// The lane answered its `PING`, or failed: mirror the command's effect now. (A failed
-    /// lane lost its own writes' outcome, which the controller hears of; the pop happened.)
+    /// The lane answered its `PING`: the write that let the command go has been mirrored;
+    /// mirror the command's effect now.
     pub fn resume(self) {
-        self.job.master_answered(self.reply, self.dest);
+        self.job.mirror(self.reply, self.dest);
+    }
+
+    /// The lane failed before answering: the write that let the command go may be lost with
+    /// it, so the command's effect cannot be ordered after it. The master did serve the
+    /// command: the client gets its reply, unmirrored, and the controller hears of a lost
+    /// write as for any request in flight on a failed master connection (if the master is
+    /// then replaced, a popped element may be served again: at least once, never lost).
+    pub fn lost(self) {
+        self.job.master_lost();
+        self.dest.deliver(self.reply);
     }
 }
 

@@ -4,7 +4,7 @@
 //! built for the sub-requests of split commands (MGET, MSET, DEL, ...) are on a warm path and
 //! are written by hand.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use redis_protocol::resp2::encode::extend_encode_borrowed;
 use redis_protocol::resp2::types::BorrowedFrame;
 
@@ -58,18 +58,21 @@ pub fn bulk(out: &mut BytesMut, data: &[u8]) {
     put(out, &BorrowedFrame::BulkString(data));
 }
 
-/// Appends a text reply as Redis sends `INFO`, `CLIENT INFO` and `CLIENT LIST`: a bulk string
-/// in RESP2, a verbatim string of format `txt` in RESP3.
-pub fn text(out: &mut BytesMut, protocol: super::Protocol, data: &[u8]) {
+/// A text reply as Redis sends `INFO`, `CLIENT INFO` and `CLIENT LIST`: a bulk string in
+/// RESP2, a verbatim string of format `txt` in RESP3.
+#[must_use]
+pub fn text(protocol: super::Protocol, data: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(data.len() + 32);
     match protocol {
-        super::Protocol::Resp2 => bulk(out, data),
+        super::Protocol::Resp2 => bulk(&mut out, data),
         super::Protocol::Resp3 => {
-            put_header(out, b'=', data.len() + 4);
+            put_header(&mut out, b'=', data.len() + 4);
             out.put_slice(b"txt:");
             out.put_slice(data);
             out.put_slice(b"\r\n");
         }
     }
+    out.freeze()
 }
 
 /// Appends the null bulk string `$-1\r\n`.
@@ -120,6 +123,17 @@ mod tests {
         let mut out = BytesMut::from(&b"prefix|"[..]);
         f(&mut out);
         out.split_off(7).to_vec()
+    }
+
+    #[test]
+    fn text_is_bulk_in_resp2_and_verbatim_txt_in_resp3() {
+        use crate::resp::Protocol;
+        assert_eq!(&text(Protocol::Resp2, b"a:1\r\n")[..], b"$5\r\na:1\r\n\r\n");
+        assert_eq!(
+            &text(Protocol::Resp3, b"a:1\r\n")[..],
+            b"=9\r\ntxt:a:1\r\n\r\n"
+        );
+        assert_eq!(&text(Protocol::Resp3, b"")[..], b"=4\r\ntxt:\r\n");
     }
 
     #[test]

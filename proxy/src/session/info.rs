@@ -9,7 +9,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use redshard_config::{ReplicaState, SlotRange};
 
 use super::dispatch::{fan_out, Action};
@@ -83,9 +83,7 @@ pub(super) fn info(ctx: &Ctx, table: &RoutingTable, args: Args<'_>) -> Action {
         );
         return Action::Done;
     }
-    let mut out = BytesMut::with_capacity(text.len() + 20);
-    encode::text(&mut out, ctx.protocol, text.as_bytes());
-    Action::reply(ctx, out.freeze())
+    Action::reply(ctx, encode::text(ctx.protocol, text.as_bytes()))
 }
 
 fn write_section(ctx: &Ctx, table: &RoutingTable, section: &str, text: &mut String) {
@@ -400,9 +398,7 @@ pub(super) fn with_keyspace(mut text: String, parts: &[Bytes], protocol: Protoco
     if unavailable > 0 {
         let _ = write!(text, "keyspace_unavailable_shards:{unavailable}\r\n");
     }
-    let mut out = BytesMut::with_capacity(text.len() + 20);
-    encode::text(&mut out, protocol, text.as_bytes());
-    out.freeze()
+    encode::text(protocol, text.as_bytes())
 }
 
 #[cfg(test)]

@@ -169,9 +169,7 @@ fn list_filter(args: Args<'_>) -> Result<ListFilter, String> {
 
 /// A text reply (verbatim in RESP3), as Redis answers CLIENT INFO and CLIENT LIST.
 fn text(ctx: &Ctx, value: &[u8]) -> Action {
-    let mut out = BytesMut::with_capacity(value.len() + 20);
-    encode::text(&mut out, ctx.protocol, value);
-    Action::reply(ctx, out.freeze())
+    Action::reply(ctx, encode::text(ctx.protocol, value))
 }
 
 fn bulk(ctx: &Ctx, value: &[u8]) -> Action {

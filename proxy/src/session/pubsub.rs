@@ -71,6 +71,9 @@ pub(super) fn allowed_while_subscribed(name: &str) -> bool {
 
 /// PING in RESP2 subscribed mode: `["pong", message]`.
 pub(super) fn subscribed_ping(ctx: &Ctx, args: Args<'_>) -> Action {
+    if args.len() > 2 {
+        return Action::error(ctx, "ERR wrong number of arguments for 'ping' command");
+    }
     let mut out = BytesMut::new();
     encode::array_header(&mut out, 2);
     encode::bulk(&mut out, b"pong");
