@@ -288,3 +288,47 @@ async fn leaving_a_subscription_its_node_never_confirmed_keeps_the_client() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(c.cmd(&["PING"]).await, Reply::Status("PONG".into()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_pipelined_behind_a_subscribe_reaches_the_subscriber() {
+    // RESP3: SUBSCRIBE and a PUBLISH to that channel in one write. Redis runs them in order,
+    // so the message arrives; the proxy must not let the PUBLISH overtake the subscription.
+    let cluster = TestCluster::start(3).await;
+    for i in 0..20 {
+        let mut c = cluster.client().await;
+        assert!(c.cmd_resp3(&["HELLO", "3"]).await.starts_with(b"%"));
+        let (command, kind, publish) = match i % 3 {
+            0 => ("SUBSCRIBE", "subscribe", "PUBLISH"),
+            1 => ("SSUBSCRIBE", "ssubscribe", "SPUBLISH"),
+            _ => ("PSUBSCRIBE", "psubscribe", "PUBLISH"),
+        };
+        let channel = format!("ch{i}");
+        let subject = if kind == "psubscribe" {
+            format!("ch{i}*")
+        } else {
+            channel.clone()
+        };
+        c.send_raw(
+            &[
+                redshard_tests::client::encode_command(&[command, subject.as_str()]),
+                redshard_tests::client::encode_command(&[publish, channel.as_str(), "m"]),
+            ]
+            .concat(),
+        )
+        .await;
+        let confirmation = c.read_resp3_raw().await;
+        let expected = format!(
+            ">3\r\n${}\r\n{kind}\r\n${}\r\n{subject}\r\n:1\r\n",
+            kind.len(),
+            subject.len()
+        );
+        assert_eq!(String::from_utf8_lossy(&confirmation), expected);
+        // The message push and PUBLISH's count, in either order.
+        let mut rest = vec![c.read_resp3_raw().await, c.read_resp3_raw().await];
+        rest.sort();
+        assert_eq!(String::from_utf8_lossy(&rest[0]), ":1\r\n", "{command}");
+        let message = String::from_utf8_lossy(&rest[1]).into_owned();
+        assert!(message.starts_with(">"), "{message}");
+        assert!(message.ends_with("$1\r\nm\r\n"), "{message}");
+    }
+}

@@ -189,7 +189,9 @@ fn nodes_for(table: &RoutingTable, kind: Kind, name: &[u8]) -> Vec<usize> {
 }
 
 /// Sends `command name...` per node, reserving one part per node, and queues `text` (the
-/// confirmations) to be released when every node confirmed.
+/// confirmations) to be released when every node confirmed. Nothing after it is dispatched
+/// until then: a PUBLISH pipelined right behind a SUBSCRIBE (on the shared lane, another
+/// connection) would otherwise reach the node first and its message miss the subscriber.
 fn send_grouped(
     ctx: &mut Ctx,
     table: &RoutingTable,
@@ -217,6 +219,7 @@ fn send_grouped(
             ctx.queue.part(seq, part as u32),
         );
     }
+    ctx.barrier = true;
 }
 
 /// Groups `(shard, name)` pairs by shard.
