@@ -274,22 +274,6 @@ async fn no_message_follows_the_last_unsubscribe_confirmation() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leaving_a_subscription_its_node_never_confirmed_keeps_the_client() {
-    // The channel's node is down: the subscription connection cannot be made. A client that
-    // subscribed and, before that failed, left (RESET) is not closed for it.
-    let mut cluster = TestCluster::start(1).await;
-    cluster.masters[0].kill();
-    let encode = redshard_tests::client::encode_command::<&str>;
-    let mut c = cluster.client().await;
-    c.send_raw(&[encode(&["SUBSCRIBE", "ch"]), encode(&["RESET"])].concat())
-        .await;
-    assert_eq!(c.read().await, msg("subscribe", &["ch"], Some(1)));
-    assert_eq!(c.read().await, Reply::Status("RESET".into()));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(c.cmd(&["PING"]).await, Reply::Status("PONG".into()));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_pipelined_behind_a_subscribe_reaches_the_subscriber() {
     // RESP3: SUBSCRIBE and a PUBLISH to that channel in one write. Redis runs them in order,
     // so the message arrives; the proxy must not let the PUBLISH overtake the subscription.
