@@ -526,3 +526,68 @@ async fn client_list_filters_by_type_and_id_like_redis() {
     let pubsub = c.cmd(&["CLIENT", "LIST", "TYPE", "pubsub"]).await.text();
     assert_eq!(pubsub, "");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sort_patterns_work_within_the_slot_and_are_refused_across_slots() {
+    // A pattern names other keys: with the sorted key's hash tag before its '*' they are in
+    // its slot and SORT answers as Redis does; without, they could be anywhere, and SORT
+    // would read them on the wrong master, so it is refused like a cross-slot request.
+    let cluster = TestCluster::start(3).await;
+    let mut c = cluster.client().await;
+    let oracle = redshard_tests::RedisServer::start();
+    let mut redis = redshard_tests::Client::connect(oracle.addr()).await;
+    let setup: &[&[&str]] = &[
+        &["RPUSH", "{q}list", "3", "1", "2"],
+        &["MSET", "{q}w_1", "30", "{q}w_2", "10", "{q}w_3", "20"],
+        &["MSET", "{q}o_1", "one", "{q}o_2", "two", "{q}o_3", "three"],
+        &["HSET", "{q}h_1", "f", "x"],
+    ];
+    for &args in setup {
+        assert_eq!(c.cmd(args).await, redis.cmd(args).await, "{args:?}");
+    }
+    let same: &[&[&str]] = &[
+        &["SORT", "{q}list", "BY", "{q}w_*"],
+        &[
+            "SORT", "{q}list", "BY", "{q}w_*", "GET", "{q}o_*", "GET", "#",
+        ],
+        &["SORT", "{q}list", "BY", "nosort", "GET", "{q}h_*->f"],
+        &[
+            "SORT_RO", "{q}list", "BY", "{q}w_*", "DESC", "GET", "{q}o_*",
+        ],
+        &["SORT", "{q}list", "LIMIT", "0", "2", "ALPHA"],
+    ];
+    for &args in same {
+        let expected = redis.cmd(args).await;
+        assert!(
+            matches!(&expected, Reply::Array(items) if !items.is_empty()),
+            "{args:?}"
+        );
+        assert_eq!(c.cmd(args).await, expected, "{args:?}");
+    }
+    for args in [
+        &["SORT", "{q}list", "BY", "w_*"][..],
+        &["SORT", "{q}list", "GET", "o_*"],
+        &["SORT_RO", "{q}list", "BY", "{r}w_*"],
+    ] {
+        let Reply::Error(e) = c.cmd(args).await else {
+            panic!("{args:?} must be refused")
+        };
+        assert!(e.starts_with("CROSSSLOT "), "{e}");
+    }
+    // Inside MULTI the refusal aborts the transaction, as CROSSSLOT does.
+    let replies = c
+        .pipeline(&[
+            vec!["MULTI"],
+            vec!["SORT", "{q}list", "BY", "w_*"],
+            vec!["EXEC"],
+        ])
+        .await;
+    assert!(
+        matches!(&replies[1], Reply::Error(e) if e.starts_with("CROSSSLOT ")),
+        "{replies:?}"
+    );
+    assert!(
+        matches!(&replies[2], Reply::Error(e) if e.starts_with("EXECABORT")),
+        "{replies:?}"
+    );
+}

@@ -18,9 +18,10 @@
 //! itself does (`GetKeys::check_numkeys`), so an invalid count gets the reply Redis would
 //! give instead of a wrong (or empty) key list.
 
+use redshard_config::Slot;
 use smallvec::SmallVec;
 
-use super::procs::NumkeysCheck;
+use super::procs::{GetKeys, NumkeysCheck};
 use super::{ArgList, BeginSearch, CommandError, CommandSpec, FindKeys, KeySpecFlags};
 use crate::resp::parse_i64;
 
@@ -147,6 +148,14 @@ fn invalid(out: &mut SmallVec<[usize; 8]>) -> bool {
 }
 
 impl CommandSpec {
+    /// Whether every key the command reads besides its key arguments is in `slot`: false
+    /// only for SORT and SORT_RO with a `BY` or `GET` pattern that can name keys in other
+    /// slots (see `sort_patterns_in_slot`).
+    pub fn extra_keys_in_slot<A: ArgList + ?Sized>(&self, args: &A, slot: Slot) -> bool {
+        !matches!(self.getkeys, GetKeys::Sort | GetKeys::SortRo)
+            || super::procs::sort_patterns_in_slot(args, slot)
+    }
+
     /// Indices (into args) of every key of this request, following the key specs exactly as
     /// Redis 7's `getKeysFromCommandWithSpecs` does, with the command's `getkeys_proc` as
     /// the fallback: the result equals what `COMMAND GETKEYS` returns on a live server, in

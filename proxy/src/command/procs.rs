@@ -1,6 +1,7 @@
 //! Redis 7.0.15's `getkeys_proc`s (src/db.c), the fallback of the key specs, and the
 //! `numkeys` checks of the commands that take one, ported for [`CommandSpec::key_indices`].
 
+use redshard_config::Slot;
 use smallvec::SmallVec;
 
 use super::keys::{arg, c_eq};
@@ -304,6 +305,49 @@ fn sort_keys<A: ArgList + ?Sized>(args: &A, out: &mut SmallVec<[usize; 8]>) {
         i += 1;
     }
     out.extend(store);
+}
+
+/// Whether every key SORT's `BY` and `GET` patterns can read is in slot `slot` (the sorted
+/// key's). Redis Cluster denies these options outright, since a pattern names other keys; a
+/// pattern can only be honoured when the part before its `*` carries a hash tag of that slot
+/// (`{user}w_*`): then every key it makes has that tag. Patterns without `*` (`BY nosort`, a
+/// constant `BY`, `GET #`, a constant `GET`) read no key.
+pub(super) fn sort_patterns_in_slot<A: ArgList + ?Sized>(args: &A, slot: Slot) -> bool {
+    let argc = args.len();
+    let mut i = 2;
+    while i < argc {
+        let a = args.arg(i);
+        if c_eq(a, "limit") {
+            i += 3;
+            continue;
+        }
+        if (c_eq(a, "by") || c_eq(a, "get") || c_eq(a, "store")) && i + 1 < argc {
+            let pattern = args.arg(i + 1);
+            if !c_eq(a, "store") && !pattern_in_slot(pattern, slot) {
+                return false;
+            }
+            i += 2;
+            continue;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Whether the keys `pattern` makes (its `*` replaced by any element) are all in `slot`.
+fn pattern_in_slot(pattern: &[u8], slot: Slot) -> bool {
+    let Some(star) = pattern.iter().position(|&b| b == b'*') else {
+        return true;
+    };
+    let prefix = &pattern[..star];
+    // Redis's hash tag: the first '{', then the first '}' after it, with something between.
+    let Some(open) = prefix.iter().position(|&b| b == b'{') else {
+        return false;
+    };
+    match prefix[open + 1..].iter().position(|&b| b == b'}') {
+        Some(0) | None => false,
+        Some(_) => Slot::for_key(prefix) == slot,
+    }
 }
 
 /// `migrateGetKeys`: argument 3, or with `KEYS` (when argument 3 is empty) every argument

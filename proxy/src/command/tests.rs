@@ -484,3 +484,41 @@ proptest::proptest! {
         let _ = resolve(&args);
     }
 }
+
+#[test]
+fn sort_patterns_must_stay_in_the_sorted_keys_slot() {
+    let in_slot = |req: &str| {
+        let args: Vec<&str> = req.split(' ').collect();
+        let spec = resolve(&args).unwrap();
+        spec.extra_keys_in_slot(&args, redshard_config::Slot::for_key(args[1].as_bytes()))
+    };
+    for ok in [
+        "SORT l",
+        "SORT l DESC ALPHA LIMIT 0 10",
+        "SORT l BY nosort",
+        "SORT l BY constant GET #",
+        "SORT {l}x BY {l}w_* GET {l}o_* GET # GET {l}h_*->f",
+        "SORT_RO {l}x BY {l}w_*",
+        "SORT l BY {l}w_* STORE l2",
+        "SORT l LIMIT 0 1 BY {l}by_*",
+    ] {
+        assert!(in_slot(ok), "{ok}");
+    }
+    for refused in [
+        "SORT l BY w_*",
+        "SORT l GET o_*",
+        "SORT l GET # GET o_*",
+        "SORT_RO l BY w_*->f",
+        "SORT {l}x BY {other}w_*",
+        "SORT {l}x BY {}w_*",
+        "SORT {l}x BY w_{*}",
+        "SORT {l}x BY {l*}",
+    ] {
+        assert!(!in_slot(refused), "{refused}");
+    }
+    // Other commands read no key besides their key arguments.
+    let args = ["GET", "k"];
+    assert!(resolve(&args)
+        .unwrap()
+        .extra_keys_in_slot(&args, redshard_config::Slot::for_key(b"other")));
+}

@@ -227,6 +227,9 @@ fn unsupported(ctx: &Ctx, spec: &CommandSpec) -> Action {
     )
 }
 
+/// SORT's refusal of a `BY`/`GET` pattern that can name keys in other slots.
+pub(super) const SORT_PATTERN_CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot (a SORT BY or GET pattern must carry the sorted key's hash tag before its '*', as in {tag}weight_*)";
+
 /// A command routed by its keys, which must all hash to one slot.
 fn keyed(
     ctx: &mut Ctx,
@@ -248,6 +251,9 @@ fn keyed(
     let slot = Slot::for_key(args.get(first));
     if rest.iter().any(|&k| Slot::for_key(args.get(k)) != slot) {
         return Action::error(ctx, "CROSSSLOT Keys in request don't hash to the same slot");
+    }
+    if !spec.extra_keys_in_slot(&args, slot) {
+        return Action::error(ctx, SORT_PATTERN_CROSSSLOT);
     }
     let shard = table.shard_of(slot);
     if ctx.state.config.mirror.read_from != ReadFrom::Master

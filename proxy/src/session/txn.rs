@@ -61,6 +61,9 @@ fn slot_of(ctx: &mut Ctx, spec: &CommandSpec, args: Args<'_>) -> Result<Option<S
             Some(_) => {}
         }
     }
+    if slot.is_some_and(|slot| !spec.extra_keys_in_slot(&args, slot)) {
+        return Err(super::dispatch::SORT_PATTERN_CROSSSLOT.as_bytes().to_vec());
+    }
     Ok(slot)
 }
 
