@@ -308,7 +308,7 @@ async fn a_publish_pipelined_behind_a_subscribe_reaches_the_subscriber() {
         );
         assert_eq!(String::from_utf8_lossy(&confirmation), expected);
         // The message push and PUBLISH's count, in either order.
-        let mut rest = vec![c.read_resp3_raw().await, c.read_resp3_raw().await];
+        let mut rest = [c.read_resp3_raw().await, c.read_resp3_raw().await];
         rest.sort();
         assert_eq!(String::from_utf8_lossy(&rest[0]), ":1\r\n", "{command}");
         let message = String::from_utf8_lossy(&rest[1]).into_owned();
