@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use redshard_tests::replication::{digest, info_field, wait_until};
+use redshard_tests::replication::{digest, info_field, wait_for_info, wait_until};
 use redshard_tests::server::free_port;
 use redshard_tests::{Client, RedisServer, Reply, TestCluster};
 use tokio::task::JoinSet;
@@ -43,6 +43,19 @@ pub(crate) fn error_text(reply: &Reply) -> &str {
         Reply::Error(e) => e,
         other => panic!("expected an error, got {other:?}"),
     }
+}
+
+/// Waits (at most 20 s: a full sync waits out the master's 5 s diskless-sync delay) until
+/// the replica at `addr` of shard `name` is in sync.
+async fn wait_in_sync(admin: SocketAddr, name: &str, addr: &str) {
+    let what = format!("{addr} in sync in {name}");
+    wait_until(Duration::from_secs(20), &what, || async move {
+        let t = topology(admin).await;
+        shard(&t, name)
+            .and_then(|s| replica(s, addr))
+            .is_some_and(|r| *r.field("state") == Reply::bulk("in-sync"))
+    })
+    .await;
 }
 
 /// Waits until every node of the cluster is probed `up`.
@@ -227,32 +240,13 @@ async fn nodes_are_added_resynced_and_removed_in_order() {
         .await;
     assert_eq!(*added.field("shard"), Reply::bulk("s3"));
     assert_eq!(*added.field("state"), Reply::bulk("syncing"));
-    let replica_addr = new_replica.addr();
-    wait_until(Duration::from_secs(20), "the new replica in sync", || {
-        let replica_addr = replica_addr.clone();
-        async move {
-            let t = topology(admin).await;
-            let s3 = shard(&t, "s3").unwrap();
-            replica(s3, &replica_addr).map(|r| r.field("state").clone())
-                == Some(Reply::bulk("in-sync"))
-        }
-    })
-    .await;
+    wait_in_sync(admin, "s3", &new_replica.addr()).await;
 
     // A second replica for a shard holding data: filled by the full sync, equal to its master.
     let extra = RedisServer::start_with(DEBUG);
     let added = a.cmd(&["ADDREPLICA", "s1", &extra.addr()]).await;
     assert_eq!(*added.field("shard"), Reply::bulk("s1"));
-    let extra_addr = extra.addr();
-    wait_until(Duration::from_secs(20), "the data replica in sync", || {
-        let extra_addr = extra_addr.clone();
-        async move {
-            let t = topology(admin).await;
-            replica(shard(&t, "s1").unwrap(), &extra_addr).map(|r| r.field("state").clone())
-                == Some(Reply::bulk("in-sync"))
-        }
-    })
-    .await;
+    wait_in_sync(admin, "s1", &extra.addr()).await;
     for i in 300..400 {
         assert!(c
             .cmd(&["SET", &format!("k{i}"), &format!("v{i}")])
@@ -326,10 +320,7 @@ async fn a_replica_removed_during_its_full_sync_is_let_go_and_can_be_added_again
     // repl-diskless-sync-delay (5 s by default) before it starts.
     let added = a.cmd(&["ADDREPLICA", "s1", &node_addr]).await;
     assert_eq!(*added.field("state"), Reply::bulk("syncing"));
-    wait_until(Duration::from_secs(5), "the resync's REPLICAOF", || async {
-        role().await.as_deref() == Some("slave")
-    })
-    .await;
+    wait_for_info(&node_addr, "replication", "role", "slave").await;
     let removed = a.cmd(&["DELREPLICA", &node_addr]).await;
     assert_eq!(*removed.field("role"), Reply::bulk("replica"));
     assert_eq!(role().await.as_deref(), Some("master"));
@@ -340,19 +331,7 @@ async fn a_replica_removed_during_its_full_sync_is_let_go_and_can_be_added_again
     // starts and brings it in sync.
     let added = a.cmd(&["ADDREPLICA", "s1", &node_addr]).await;
     assert_eq!(*added.field("state"), Reply::bulk("syncing"));
-    wait_until(
-        Duration::from_secs(20),
-        "the re-added replica in sync",
-        || {
-            let node_addr = node_addr.clone();
-            async move {
-                let t = topology(admin).await;
-                replica(shard(&t, "s1").unwrap(), &node_addr).map(|r| r.field("state").clone())
-                    == Some(Reply::bulk("in-sync"))
-            }
-        },
-    )
-    .await;
+    wait_in_sync(admin, "s1", &node_addr).await;
     assert_eq!(role().await.as_deref(), Some("master"));
     assert!(c.cmd(&["SET", "after", "1"]).await.is_ok());
     assert_eq!(

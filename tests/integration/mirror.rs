@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use redshard_config::ReplicaState;
 use redshard_tests::client::encode_command;
-use redshard_tests::replication::{digest, info_field, wait_until};
+use redshard_tests::replication::{digest, wait_for_info, wait_until};
 pub(crate) use redshard_tests::workload::assert_replicas_equal;
 use redshard_tests::{Client, RedisServer, Reply, TestCluster};
 use tokio::task::JoinSet;
@@ -446,20 +446,8 @@ async fn a_blocking_pop_served_after_a_replica_joined_reaches_that_replica() {
     waiter
         .send_raw(&encode_command(&["BLPOP", "jobs", "0"]))
         .await;
-    wait_until(
-        Duration::from_secs(5),
-        "the BLPOP blocked on the master",
-        || {
-            let master = master.clone();
-            async move {
-                info_field(&master, "clients", "blocked_clients")
-                    .await
-                    .as_deref()
-                    == Some("1")
-            }
-        },
-    )
-    .await;
+    // The BLPOP is blocked on the master.
+    wait_for_info(&master, "clients", "blocked_clients", "1").await;
 
     let node = RedisServer::start_with(DEBUG);
     let node_addr = node.addr();
@@ -528,16 +516,7 @@ async fn blocked_pops_served_by_later_writes_keep_the_replica_in_sync() {
             ),
         };
         consumer.send_raw(&encode_command(&block)).await;
-        wait_until(Duration::from_secs(5), "the consumer blocked", || {
-            let master = master.clone();
-            async move {
-                info_field(&master, "clients", "blocked_clients")
-                    .await
-                    .as_deref()
-                    == Some("1")
-            }
-        })
-        .await;
+        wait_for_info(&master, "clients", "blocked_clients", "1").await;
         assert_eq!(producer.cmd(&serve).await, Reply::Int(1), "{serve:?}");
         assert_eq!(consumer.read().await, served, "{block:?}");
         assert_eq!(

@@ -62,6 +62,16 @@ pub async fn info_field(addr: &str, section: &str, field: &str) -> Option<String
         .await
 }
 
+/// Waits (at most 5 s) until field `field` of `INFO section` on the node at `addr` reads
+/// `want` (a client blocked, a replica linked, ...).
+pub async fn wait_for_info(addr: &str, section: &str, field: &str, want: &str) {
+    let what = format!("{field}:{want} on {addr}");
+    wait_until(Duration::from_secs(5), &what, || async move {
+        info_field(addr, section, field).await.as_deref() == Some(want)
+    })
+    .await;
+}
+
 /// Polls `check` every 50 ms until it returns true; panics with `what` after `timeout`.
 pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut check: F)
 where
