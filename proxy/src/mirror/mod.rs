@@ -303,17 +303,24 @@ impl ShardMirror {
 /// or its master changed since.
 pub type Follow = Box<dyn Fn() -> Option<Arc<ShardMirror>> + Send + Sync>;
 
+/// What a blocking command's job needs besides a plain write's (see [`Job::following`]).
+struct Blocking {
+    /// The master may answer epochs after the command was sent: where its effect goes is
+    /// looked up when it answers.
+    follow: Follow,
+    /// The master's shared lane of the command's slot. The master served the command right
+    /// after the write that let it go, which went through that lane; the effect waits until
+    /// the lane has answered (and so mirrored) everything it sent before.
+    after: LaneHandle,
+}
+
 /// The mirroring of one write, carried by the master's lane request.
 pub struct Job {
     /// Where it goes (for a [`following`](Job::following) job: where it went when sent).
     shard: Arc<ShardMirror>,
-    /// For a write the master may answer epochs after it was sent (a blocking pop): where it
-    /// goes is looked up when the master answers.
-    follow: Option<Follow>,
-    /// For a blocking command: the master's shared lane of its slot. The master served the
-    /// command right after the write that let it go, which went through that lane; the effect
-    /// waits until the lane has answered (and so mirrored) everything it sent before.
-    after: Option<LaneHandle>,
+    /// For a blocking command, how it is ordered and where it goes (boxed: the other
+    /// mirrored writes, all of them on the hot path, carry only the pointer).
+    blocking: Option<Box<Blocking>>,
     /// How the replica request is derived.
     effect: Effect,
     /// The request as sent to the master.
@@ -338,8 +345,7 @@ impl Job {
     ) -> Box<Self> {
         Box::new(Self {
             shard,
-            follow: None,
-            after: None,
+            blocking: None,
             effect,
             request,
             protocol,
@@ -363,15 +369,14 @@ impl Job {
     /// gets the pop too instead of silently keeping the element its master handed out.
     #[must_use]
     pub fn following(mut self: Box<Self>, follow: Follow, after: LaneHandle) -> Box<Self> {
-        self.follow = Some(follow);
-        self.after = Some(after);
+        self.blocking = Some(Box::new(Blocking { follow, after }));
         self
     }
 
-    /// Where the write goes now: looked up again for a following job, else as sent. False
-    /// when the shard's master is no longer the one the command was sent to (a failover).
-    fn refresh(&mut self) -> bool {
-        let Some(now) = self.follow.as_ref().and_then(|follow| follow()) else {
+    /// Points the job at the shard's replicas as `follow` finds them now. False when the
+    /// shard's master is no longer the one the command was sent to (a failover).
+    fn follow_now(&mut self, follow: &Follow) -> bool {
+        let Some(now) = follow() else {
             return true;
         };
         if now.shard != self.shard.shard || now.master != self.shard.master {
@@ -391,10 +396,11 @@ impl Job {
     /// The master answered `reply`: mirror the effect, then (or meanwhile, in async mode)
     /// hand `reply` to `dest`.
     pub fn master_answered(mut self, reply: Bytes, dest: Dest) {
-        if let Some(lane) = self.after.take() {
+        if let Some(blocking) = self.blocking.take() {
             // A blocking command served: the replicas in sync now get it (one cut over later
             // has it through its full sync).
-            if !self.refresh() {
+            let Blocking { follow, after: lane } = *blocking;
+            if !self.follow_now(&follow) {
                 // Served by a master that has been replaced: like a write on a failed master.
                 self.master_lost();
                 dest.deliver(reply);
@@ -517,9 +523,11 @@ impl Job {
 
     /// The master connection failed after the write was sent: its outcome is unknown.
     pub fn master_lost(mut self) {
-        // The replicas to tell about: those in sync now (for a following job; whichever
+        // The replicas to tell about: those in sync now (for a blocking command; whichever
         // master is the shard's now, the controller decides).
-        let _ = self.refresh();
+        if let Some(blocking) = self.blocking.take() {
+            let _ = self.follow_now(&blocking.follow);
+        }
         if matches!(self.effect, Effect::Skip | Effect::Refused) || self.shard.active() == 0 {
             return;
         }
@@ -537,8 +545,7 @@ impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Job")
             .field("shard", &self.shard)
-            .field("following", &self.follow.is_some())
-            .field("after", &self.after)
+            .field("blocking", &self.blocking.as_ref().map(|b| &b.after))
             .field("effect", &self.effect)
             .field("request", &self.request)
             .field("protocol", &self.protocol)
