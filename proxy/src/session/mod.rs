@@ -140,9 +140,9 @@ pub(crate) struct Ctx {
     pub keys: smallvec::SmallVec<[usize; 8]>,
     /// The client's protocol (HELLO); picks the backend lanes that answer in it.
     pub protocol: Protocol,
-    /// Set when the protocol changed: nothing more is dispatched until every earlier reply
-    /// is out, so requests sent before and after the switch (on different lanes) cannot
-    /// overtake each other.
+    /// Set when a request went where later ones do not follow it (another protocol's lanes,
+    /// the private connection, subscription connections): nothing more is dispatched until
+    /// every earlier reply is out, so requests before and after cannot overtake each other.
     pub barrier: bool,
     /// The client's own backend connection (transactions, blocking commands), if it has one.
     pub private: Option<PrivateLane>,
