@@ -116,6 +116,9 @@ pub struct Clients {
     /// Connections holding a place under `max_clients`: sessions of both listeners and TLS
     /// handshakes in progress.
     admitted: Arc<AtomicUsize>,
+    /// Clients waiting for a blocking command's answer (INFO blocked_clients), each counted
+    /// by the [`Blocked`] its request carries.
+    blocked: Arc<AtomicUsize>,
 }
 
 /// A connection's place under `max_clients`, given back when dropped.
@@ -128,7 +131,31 @@ impl Drop for Admitted {
     }
 }
 
+/// A client waiting for a blocking command's answer: counted in INFO `blocked_clients` until
+/// the answer is handed over (or the request dropped).
+#[derive(Debug)]
+pub struct Blocked(Arc<AtomicUsize>);
+
+impl Drop for Blocked {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl Clients {
+    /// Counts one more client waiting for a blocking command until the guard drops.
+    #[must_use]
+    pub fn blocked(&self) -> Blocked {
+        self.blocked.fetch_add(1, Ordering::AcqRel);
+        Blocked(Arc::clone(&self.blocked))
+    }
+
+    /// Clients waiting for a blocking command's answer now.
+    #[must_use]
+    pub fn blocked_now(&self) -> usize {
+        self.blocked.load(Ordering::Acquire)
+    }
+
     fn live(&self) -> MutexGuard<'_, BTreeMap<u64, Arc<ClientInfo>>> {
         self.live
             .lock()

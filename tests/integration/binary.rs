@@ -308,6 +308,8 @@ fn info_memory_shows_the_allocator_and_the_operator_can_tune_it() {
             bytes("allocator_resident"),
         );
         assert!(allocated > 100 * 1024, "{info}");
+        // Redis's used_memory (redis-cli --stat's "mem") is what the allocator handed out.
+        assert_eq!(bytes("used_memory"), allocated, "{info}");
         assert!(allocated <= active && active <= resident, "{info}");
         assert!(resident <= rss, "{info}");
         assert_eq!(bytes("allocator_frag_bytes"), active - allocated, "{info}");

@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use redshard_tests::replication::wait_for_info;
 use redshard_tests::{Reply, TestCluster};
 
 fn err(text: &str) -> Reply {
@@ -131,12 +132,15 @@ async fn blocking_pops_wait_for_a_push_and_keep_pipeline_order() {
             "BLPOP", "jobs", "0",
         ]))
         .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The proxy counts the client as blocked (INFO blocked_clients, as redis-cli --stat shows).
+    let proxy = cluster.addr.to_string();
+    wait_for_info(&proxy, "clients", "blocked_clients", "1").await;
     assert_eq!(pusher.cmd(&["RPUSH", "jobs", "j1"]).await, Reply::Int(1));
     assert_eq!(
         waiter.read().await,
         Reply::Array(vec![Reply::bulk("jobs"), Reply::bulk("j1")])
     );
+    wait_for_info(&proxy, "clients", "blocked_clients", "0").await;
     // Timeout expires: nil, after about the timeout.
     let started = Instant::now();
     assert_eq!(
@@ -161,7 +165,7 @@ async fn blocking_pops_wait_for_a_push_and_keep_pipeline_order() {
             "XREAD", "BLOCK", "0", "STREAMS", "s", "$",
         ]))
         .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_for_info(&proxy, "clients", "blocked_clients", "1").await;
     assert!(matches!(
         pusher.cmd(&["XADD", "s", "*", "f", "v"]).await,
         Reply::Bulk(Some(_))

@@ -89,6 +89,8 @@ pub enum Dest {
     /// A blocking command's reply and mirroring, waiting for this `PING`'s answer on the
     /// shared lane of its slot (see [`crate::mirror::Job::following`]).
     Sequenced(Box<crate::mirror::Sequenced>),
+    /// A blocking command's reply: its client counts as blocked until it is handed over.
+    Blocked(Box<(Dest, crate::clients::Blocked)>),
     /// Nobody: the reply is dropped.
     Discard,
 }
@@ -108,6 +110,7 @@ impl Dest {
                 let _ = done.send(());
             }
             Dest::Sequenced(waiting) => waiting.resume(),
+            Dest::Blocked(blocked) => blocked.0.deliver(reply),
             Dest::Discard => {}
         }
     }
@@ -123,6 +126,7 @@ impl Dest {
                 let _ = done.send(());
             }
             Dest::Sequenced(waiting) => waiting.lost(),
+            Dest::Blocked(blocked) => blocked.0.fail(reply),
             other => other.deliver(reply),
         }
     }

@@ -399,7 +399,10 @@ impl Job {
         if let Some(blocking) = self.blocking.take() {
             // A blocking command served: the replicas in sync now get it (one cut over later
             // has it through its full sync).
-            let Blocking { follow, after: lane } = *blocking;
+            let Blocking {
+                follow,
+                after: lane,
+            } = *blocking;
             if !self.follow_now(&follow) {
                 // Served by a master that has been replaced: like a write on a failed master.
                 self.master_lost();

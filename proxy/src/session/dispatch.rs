@@ -65,6 +65,8 @@ pub(crate) enum Action {
         slot: u16,
         /// How it is mirrored, for a write (blocking pops).
         mirror: Option<Prepared>,
+        /// Whether it is a blocking command (its client counts as blocked until answered).
+        blocking: bool,
     },
     /// EXEC: send MULTI, the queued requests and the client's EXEC, as one request, to
     /// shard `shard`'s master: on the shared lane of `slot` (so it is ordered with every other
@@ -515,16 +517,21 @@ pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes:
             shard,
             slot,
             mirror,
+            blocking,
         } => {
-            let reply = ctx.queue.reserve();
+            let reply: Dest = ctx.queue.reserve().into();
+            let reply = if blocking {
+                Dest::Blocked(Box::new((reply, ctx.state.clients.blocked())))
+            } else {
+                reply
+            };
             let route = &table.shards()[shard];
             let protocol = ctx.protocol;
             // Only blocking commands are mirrored from here.
-            let blocking = Some(&ctx.state);
-            let (bytes, job) = private_job(route, slot, protocol, bytes, mirror, blocking);
+            let (bytes, job) = private_job(route, slot, protocol, bytes, mirror, Some(&ctx.state));
             private_lane(ctx, &route.master).submit(LaneRequest {
                 bytes,
-                dest: reply.into(),
+                dest: reply,
                 protocol,
                 replies: 1,
                 mirror: job,

@@ -104,9 +104,10 @@ fn write_section(ctx: &Ctx, table: &RoutingTable, section: &str, text: &mut Stri
         ),
         "clients" => write!(
             text,
-            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nparked_clients:{}\r\n",
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:{}\r\nparked_clients:{}\r\n",
             state.clients.connected(),
             state.live.load().limits.max_clients,
+            state.clients.blocked_now(),
             state.clients.parked.load(Ordering::Relaxed),
         ),
         "memory" => {
@@ -162,6 +163,19 @@ fn write_section(ctx: &Ctx, table: &RoutingTable, section: &str, text: &mut Stri
 /// when jemalloc is the allocator how it returns freed memory (see [`crate::allocator`]).
 fn write_memory(text: &mut String) {
     text.push_str("# Memory\r\n");
+    let usage = allocator::usage();
+    // Redis's used_memory is what its allocator handed out; without jemalloc's statistics
+    // the resident size is the nearest the proxy knows.
+    let used = usage
+        .map(|u| u.allocated as u64)
+        .or_else(allocator::resident_bytes);
+    if let Some(used) = used {
+        let _ = write!(
+            text,
+            "used_memory:{used}\r\nused_memory_human:{}\r\n",
+            human_bytes(used)
+        );
+    }
     if let Some(rss) = allocator::resident_bytes() {
         let _ = write!(
             text,
@@ -170,7 +184,7 @@ fn write_memory(text: &mut String) {
         );
     }
     let _ = write!(text, "mem_allocator:{}\r\n", allocator::name());
-    if let Some(usage) = allocator::usage() {
+    if let Some(usage) = usage {
         let _ = write!(
             text,
             "allocator_allocated:{}\r\nallocator_active:{}\r\nallocator_resident:{}\r\n\

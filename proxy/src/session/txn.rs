@@ -110,6 +110,7 @@ pub(super) fn outside_multi(
                 shard: table.shard_of(slot),
                 slot: slot.get(),
                 mirror: None,
+                blocking: false,
             }
         }
         "unwatch" => match ctx.watch.take() {
@@ -122,6 +123,7 @@ pub(super) fn outside_multi(
                     shard: table.shard_of(slot),
                     slot: slot.get(),
                     mirror: None,
+                    blocking: false,
                 }
             }
             None => Action::reply(ctx, Bytes::from_static(b"+OK\r\n")),
@@ -150,6 +152,7 @@ pub(super) fn outside_multi(
                 shard,
                 slot: slot.get(),
                 mirror: super::dispatch::plan_blocking(spec, &args),
+                blocking: true,
             }
         }
         _ => return None,
