@@ -316,3 +316,27 @@ async fn a_publish_pipelined_behind_a_subscribe_reaches_the_subscriber() {
         assert!(message.ends_with("$1\r\nm\r\n"), "{message}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_never_confirms_a_subscribe_times_out_like_a_lane() {
+    // The channel's node hangs (SIGSTOP): the SUBSCRIBE is not confirmed, and after
+    // `response_timeout_ms` the client gets the lane's timeout error and is closed (its
+    // messages could be lost), instead of waiting forever.
+    let cluster =
+        TestCluster::start_with(1, false, "[backend]\nresponse_timeout_ms = 300\n", &[]).await;
+    let mut c = cluster.client().await;
+    let pid = cluster.masters[0].pid().expect("the node runs");
+    redshard_tests::replication::signal(pid, "STOP");
+    c.send_raw(&redshard_tests::client::encode_command(&[
+        "SUBSCRIBE",
+        "ch",
+    ]))
+    .await;
+    let reply = c.read().await;
+    redshard_tests::replication::signal(pid, "CONT");
+    let Reply::Error(e) = reply else {
+        panic!("expected the timeout, got {reply:?}")
+    };
+    assert!(e.ends_with("timed out after 300 ms"), "{e}");
+    assert_eq!(c.try_read().await, None, "the client is closed");
+}

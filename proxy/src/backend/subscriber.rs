@@ -29,6 +29,8 @@ use crate::resp::{reply, Protocol, ReplyScanner};
 /// One (un)subscribe request sent (or about to be), and how many confirmations complete it.
 #[derive(Debug)]
 struct Pending {
+    /// When it was queued, for `[backend] response_timeout_ms`.
+    sent: tokio::time::Instant,
     /// One confirmation per channel or pattern named.
     confirmations: usize,
     /// Completed (with an empty reply) once they all arrived.
@@ -100,6 +102,7 @@ impl Subscriber {
             return;
         }
         pending.push_back(Pending {
+            sent: tokio::time::Instant::now(),
             confirmations,
             reply,
         });
@@ -162,8 +165,19 @@ async fn run(
     let (mut reader, mut writer) = stream.split();
     let mut buf = BytesMut::with_capacity(4096);
     let mut scanner = ReplyScanner::new(config.max_reply_depth);
+    // A node that stops confirming is as dead as one that stops answering a lane.
+    let timeout = config.response_timeout;
     let why = loop {
+        let oldest = shared.pending().front().map(|p| p.sent);
+        let deadline = match (oldest, timeout) {
+            (Some(sent), Some(timeout)) => Some(sent + timeout),
+            _ => None,
+        };
         tokio::select! {
+            () = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                let ms = timeout.unwrap_or_default().as_millis();
+                break format!("timed out after {ms} ms");
+            }
             // The node was failed over: its subscribers must resubscribe on the new master.
             _ = super::lane::wait_fenced(Some(&mut fenced)) => {
                 break "is fenced after a failover".to_owned();
