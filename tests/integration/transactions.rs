@@ -305,3 +305,34 @@ async fn watch_survives_a_protocol_switch() {
     );
     assert_eq!(other.cmd(&["GET", "w"]).await, Reply::bulk("3"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_exec_discards_the_transaction_as_in_redis() {
+    let cluster = TestCluster::start(1).await;
+    let mut proxy = cluster.client().await;
+    let mut direct = redshard_tests::Client::connect(cluster.masters[0].addr()).await;
+    for c in [&mut proxy, &mut direct] {
+        let replies = c
+            .pipeline(&[
+                vec!["EXEC", "x"],
+                vec!["MULTI"],
+                vec!["SET", "t", "1"],
+                vec!["EXEC", "now"],
+                vec!["EXEC"],
+                vec!["GET", "t"],
+            ])
+            .await;
+        let abort = err("EXECABORT Transaction discarded because of: wrong number of arguments for 'exec' command");
+        assert_eq!(
+            replies,
+            vec![
+                abort.clone(),
+                Reply::Status("OK".into()),
+                Reply::Status("QUEUED".into()),
+                abort,
+                err("ERR EXEC without MULTI"),
+                Reply::Bulk(None),
+            ]
+        );
+    }
+}

@@ -133,6 +133,14 @@ pub(crate) fn display_name(spec: &CommandSpec) -> String {
 pub(crate) fn dispatch(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>) -> Action {
     let spec = match command::resolve(&args) {
         Ok(spec) => spec,
+        Err(e)
+            if e.kind() == command::CommandErrorKind::WrongArity
+                && args.get(0).eq_ignore_ascii_case(b"exec") =>
+        {
+            // Redis answers a malformed EXEC by discarding the transaction (and the WATCH),
+            // in MULTI or not.
+            return txn::exec_abort(ctx, e.as_bytes());
+        }
         Err(e) => {
             txn::abort_with(ctx);
             return Action::error_raw(ctx, e.as_bytes());

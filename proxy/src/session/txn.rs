@@ -218,6 +218,20 @@ pub(super) fn inside_multi(
     )
 }
 
+/// A malformed EXEC (`error`, Redis's text without `ERR `): the transaction and the WATCH are
+/// discarded and the reply is `EXECABORT Transaction discarded because of: <error>`.
+pub(super) fn exec_abort(ctx: &mut Ctx, error: &[u8]) -> Action {
+    ctx.tx = None;
+    if ctx.watch.take().is_some() {
+        // Closing the private connection forgets what it watched.
+        ctx.private = None;
+    }
+    let error = error.strip_prefix(b"ERR ").unwrap_or(error);
+    let mut text = b"EXECABORT Transaction discarded because of: ".to_vec();
+    text.extend_from_slice(error);
+    Action::error_raw(ctx, &text)
+}
+
 /// Marks the transaction so that EXEC answers EXECABORT.
 pub(super) fn abort_with(ctx: &mut Ctx) {
     if let Some(tx) = ctx.tx.as_mut() {
