@@ -413,6 +413,9 @@ async fn numbers_the_proxy_reads_itself_are_refused_like_redis_refuses_them() {
         &["SLOWLOG", "GET", "01"],
         &["SLOWLOG", "GET", "-2"],
         &["SLOWLOG", "GET", "x"],
+        &["SLOWLOG", "GET", "1", "2"],
+        &["SLOWLOG", "get", "1", "2"],
+        &["SLOWLOG", "LEN", "2"],
     ];
     for &args in cases {
         let expected = redis.cmd(args).await;

@@ -74,6 +74,14 @@ pub(super) fn handle(
             mirror: None,
         },
         "config|get" => config_get(ctx, args),
+        // Its arity (-2) lets any count of arguments through; SLOWLOG itself takes one.
+        "slowlog|get" if args.len() > 3 => Action::error(
+            ctx,
+            &format!(
+                "ERR unknown subcommand or wrong number of arguments for '{}'. Try SLOWLOG HELP.",
+                String::from_utf8_lossy(args.get(1))
+            ),
+        ),
         "slowlog|get" => {
             let count = if args.len() > 2 {
                 match parse_i64(args.get(2)) {
