@@ -18,13 +18,36 @@ use crate::router::RoutingTable;
 /// Low bits of the client's cursor that hold the shard index.
 const SHARD_BITS: u32 = 10;
 
+/// A cursor as Redis 7.0 reads it (`parseScanCursorOrReply`: C's `strtoul`, base 10): an
+/// optional sign (`-1` wraps to `u64::MAX`), digits, nothing after; no leading space; the text
+/// ends at a NUL byte, so an empty cursor is 0; an overflow is refused.
+fn parse_cursor(text: &[u8]) -> Option<u64> {
+    let text = text.split(|&b| b == 0).next().unwrap_or_default();
+    if text.is_empty() {
+        return Some(0);
+    }
+    let (negative, digits) = match text[0] {
+        b'-' => (true, &text[1..]),
+        b'+' => (false, &text[1..]),
+        _ => (false, text),
+    };
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let value = digits.iter().try_fold(0u64, |v, &d| {
+        v.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })?;
+    Some(if negative {
+        value.wrapping_neg()
+    } else {
+        value
+    })
+}
+
 /// Dispatches `SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]` to the master whose turn
 /// it is, with that master's own cursor.
 pub(super) fn scan(ctx: &Ctx, table: &RoutingTable, args: Args<'_>) -> Action {
-    let Some(cursor) = std::str::from_utf8(args.get(1))
-        .ok()
-        .and_then(|c| c.parse::<u64>().ok())
-    else {
+    let Some(cursor) = parse_cursor(args.get(1)) else {
         return Action::error(ctx, "ERR invalid cursor");
     };
     let shard = (cursor & ((1 << SHARD_BITS) - 1)) as usize;
@@ -107,6 +130,45 @@ mod tests {
         let mut out = BytesMut::new();
         rewrite(&Bytes::from_static(reply), shard, shards, &mut out);
         out.to_vec()
+    }
+
+    #[test]
+    fn cursors_are_read_like_strtoul() {
+        for (text, want) in [
+            (&b"0"[..], 0),
+            (b"", 0),
+            (b"\0", 0),
+            (b"1\0junk", 1),
+            (b"+1", 1),
+            (b"01", 1),
+            (b"-0", 0),
+            (b"-1", u64::MAX),
+            (b"18446744073709551615", u64::MAX),
+            (b"1024", 1024),
+        ] {
+            assert_eq!(
+                parse_cursor(text),
+                Some(want),
+                "{:?}",
+                String::from_utf8_lossy(text)
+            );
+        }
+        for bad in [
+            &b" 1"[..],
+            b"1 ",
+            b"+",
+            b"-",
+            b"x",
+            b"1x",
+            b"18446744073709551616",
+        ] {
+            assert_eq!(
+                parse_cursor(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]
