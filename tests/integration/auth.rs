@@ -40,10 +40,8 @@ async fn clients_must_authenticate_when_the_proxy_has_a_password() {
     let mut calls = 0;
     for i in 0..2 {
         let stats = cluster.commandstats(i).await;
-        assert!(
-            !stats.contains("cmdstat_mget:") && !stats.contains("cmdstat_info:calls=2"),
-            "{stats}"
-        );
+        // (INFO cannot be counted here: every lane connection asks `INFO server` itself.)
+        assert!(!stats.contains("cmdstat_mget:"), "{stats}");
         calls += stats
             .lines()
             .filter(|l| l.starts_with("cmdstat_set:calls=1,"))

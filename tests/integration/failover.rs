@@ -282,3 +282,89 @@ async fn subscribers_of_a_hung_master_are_told_to_reconnect_after_its_failover()
         Reply::Int(1)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_restarted_before_failover_started_is_still_failed_over() {
+    // kill -9 and an immediate restart (empty, as a supervisor would do it) come back faster
+    // than the probes call the master down. The lanes see its new run_id: the in-sync
+    // replica, which holds every acknowledged write, is promoted instead of being resynced
+    // from the empty master.
+    let mut cluster = TestCluster::start_with(1, true, "", DEBUG).await;
+    let mut client = cluster.client().await;
+    for i in 0..200 {
+        assert!(client.cmd(&["SET", &format!("k{i}"), "v"]).await.is_ok());
+    }
+    let old = cluster.masters[0].addr();
+    let new = cluster.replicas[0].addr();
+    cluster.masters[0].kill();
+    cluster.masters[0].restart();
+    let took = until_write_succeeds(&mut client, "after", Duration::from_secs(5)).await;
+    eprintln!(
+        "writes accepted again {} ms after the restart",
+        took.as_millis()
+    );
+    assert_eq!(master_of(&cluster, 0), new);
+    for i in 0..200 {
+        assert_eq!(
+            client.cmd(&["GET", &format!("k{i}")]).await,
+            Reply::bulk("v"),
+            "k{i}"
+        );
+    }
+    // The restarted node comes back as a replica through a full resync.
+    wait_until(
+        Duration::from_secs(20),
+        "the restarted node in sync",
+        || async {
+            let table = cluster.proxy.as_ref().unwrap().state().router.load();
+            table.topology().shards[0]
+                .replicas
+                .iter()
+                .any(|r| r.addr.as_str() == old && r.state == ReplicaState::InSync)
+        },
+    )
+    .await;
+    assert!(client.cmd(&["SET", "later", "1"]).await.is_ok());
+    assert_eq!(digest(&old).await, digest(&new).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_restarted_empty_is_resynchronised_not_trusted() {
+    // A replica that restarts (empty) while no write is mirrored would take the next mirrored
+    // SETs as if nothing happened and pass for in sync while missing everything before. Its
+    // new run_id makes it stale; the resync refills it.
+    let mut cluster = TestCluster::start_with(1, true, "", DEBUG).await;
+    let mut client = cluster.client().await;
+    for i in 0..200 {
+        assert!(client.cmd(&["SET", &format!("k{i}"), "v"]).await.is_ok());
+    }
+    let master = cluster.masters[0].addr();
+    let replica = cluster.replicas[0].addr();
+    cluster.replicas[0].kill();
+    cluster.replicas[0].restart();
+    // No write while it was away: nothing mirrored failed, so only its run_id tells. Give
+    // the lanes time to reconnect to the new process first.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut i = 0;
+    loop {
+        // Writes go on (each is mirrored only while the replica is in sync).
+        assert!(client.cmd(&["SET", &format!("n{i}"), "v"]).await.is_ok());
+        i += 1;
+        let in_sync = {
+            let table = cluster.proxy.as_ref().unwrap().state().router.load();
+            table.topology().shards[0].replicas[0].state == ReplicaState::InSync
+        };
+        if in_sync && digest(&master).await == digest(&replica).await {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica never matched its master again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut direct = Client::connect(replica).await;
+    assert_eq!(direct.cmd(&["GET", "k0"]).await, Reply::bulk("v"));
+    assert_eq!(direct.cmd(&["DBSIZE"]).await, Reply::Int(200 + i));
+}

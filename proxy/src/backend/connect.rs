@@ -104,6 +104,39 @@ async fn connect_inner(
     Ok(stream)
 }
 
+/// The node's `run_id` (`INFO server`), asked on a fresh connection before it serves; `None`
+/// when the node refuses INFO to the proxy's backend user (an ACL without `+info`): then
+/// restarts are not watched on that node.
+///
+/// # Errors
+/// The exchange failed, or the node's answer holds no `run_id`.
+pub(super) async fn run_id(
+    stream: &mut BackendStream,
+    config: &LaneConfig,
+) -> Result<Option<String>, LaneError> {
+    let mut request = BytesMut::new();
+    encode::request(&mut request, &[b"INFO", b"server"]);
+    let exchange = async {
+        stream
+            .write_all(&request)
+            .await
+            .map_err(LaneError::Connect)?;
+        read_one_reply(stream, config.max_reply_depth).await
+    };
+    let answer = tokio::time::timeout(config.connect_timeout, exchange)
+        .await
+        .map_err(|_| LaneError::ConnectTimeout(config.connect_timeout))??;
+    if reply::is_error(&answer) {
+        return Ok(None);
+    }
+    // A bulk string in RESP2, a verbatim one in RESP3: the line is found the same way.
+    let text = String::from_utf8_lossy(&answer);
+    text.lines()
+        .find_map(|l| l.strip_prefix("run_id:"))
+        .map(|id| Some(id.trim().to_owned()))
+        .ok_or(LaneError::NoRunId)
+}
+
 /// Reads exactly one reply (used only during the handshake, before pipelining starts).
 async fn read_one_reply(
     stream: &mut BackendStream,

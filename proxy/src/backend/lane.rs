@@ -68,6 +68,13 @@ pub enum LaneError {
     /// The node was failed over: the proxy no longer talks to it.
     #[error("is fenced after a failover")]
     Fenced,
+    /// The node's `INFO server` has no `run_id`: it is not a Redis the proxy can watch.
+    #[error("answered INFO server without a run_id")]
+    NoRunId,
+    /// The node restarted (another `run_id`): it lost what it held in memory, and nothing
+    /// is sent to it until the controller has dealt with that (see [`super::Incarnation`]).
+    #[error("restarted and lost its data in memory; waiting for the proxy to fail it over or resynchronise")]
+    Restarted,
 }
 
 impl LaneError {
@@ -76,12 +83,14 @@ impl LaneError {
     pub fn metric_kind(&self) -> &'static str {
         use crate::metrics::names::error_kind;
         match self {
-            Self::Connect(_) | Self::ConnectTimeout(_) | Self::NoResp3(_) => error_kind::CONNECT,
+            Self::Connect(_) | Self::ConnectTimeout(_) | Self::NoResp3(_) | Self::NoRunId => {
+                error_kind::CONNECT
+            }
             Self::Auth(_) => error_kind::AUTH,
             Self::Io(_) | Self::Closed => error_kind::CLOSED,
             Self::Timeout(_) => error_kind::TIMEOUT,
             Self::Protocol(_) | Self::Unsolicited => error_kind::PROTOCOL,
-            Self::Fenced => error_kind::CLOSED,
+            Self::Fenced | Self::Restarted => error_kind::CLOSED,
         }
     }
 }
@@ -134,6 +143,9 @@ pub struct LaneSetup {
     pub fenced: Option<watch::Receiver<bool>>,
     /// Where failed connections are reported.
     pub events: Option<mpsc::UnboundedSender<ControlEvent>>,
+    /// The node's process as the proxy serves it: checked on every connection (a shared
+    /// lane's); `None` does not check.
+    pub incarnation: Option<Arc<super::Incarnation>>,
 }
 
 /// The lane task: connect, serve, reconnect, until the lane is no longer used.
@@ -145,6 +157,7 @@ pub async fn run(setup: LaneSetup, mut rx: mpsc::UnboundedReceiver<LaneRequest>)
         config,
         mut fenced,
         events,
+        incarnation,
     } = setup;
     let report = |events: &Option<mpsc::UnboundedSender<ControlEvent>>| {
         if let Some(events) = events {
@@ -163,7 +176,30 @@ pub async fn run(setup: LaneSetup, mut rx: mpsc::UnboundedReceiver<LaneRequest>)
                 continue;
             }
         }
-        match connect(&addr, protocol, &config).await {
+        let connected = match connect(&addr, protocol, &config).await {
+            Ok(mut stream) => match &incarnation {
+                Some(incarnation) => match super::connect::run_id(&mut stream, &config).await {
+                    Ok(None) => {
+                        debug!(node = %addr, "INFO refused to the proxy's backend user: restarts of this node are not watched");
+                        Ok(stream)
+                    }
+                    Ok(Some(run_id)) if incarnation.admits(&run_id) => Ok(stream),
+                    Ok(Some(run_id)) => {
+                        if let Some(events) = &events {
+                            let _ = events.send(ControlEvent::NodeRestarted {
+                                addr: addr.clone(),
+                                run_id,
+                            });
+                        }
+                        Err(LaneError::Restarted)
+                    }
+                    Err(e) => Err(e),
+                },
+                None => Ok(stream),
+            },
+            Err(e) => Err(e),
+        };
+        match connected {
             Ok(stream) => {
                 debug!(node = %addr, lane = index, "lane connected");
                 backoff = config.backoff_min;

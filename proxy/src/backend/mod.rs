@@ -14,7 +14,7 @@ pub mod stream;
 pub mod subscriber;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -222,6 +222,49 @@ pub struct Node {
     fenced: tokio::sync::watch::Sender<bool>,
     /// Reports of failed connections to the controller.
     events: Option<mpsc::UnboundedSender<crate::mirror::ControlEvent>>,
+    /// The node's process as the lanes know it (see [`Incarnation`]).
+    incarnation: Arc<Incarnation>,
+}
+
+/// Which process of a node the proxy serves: its `run_id`, as the first lane connection found
+/// it. A lane that reconnects to a node with another `run_id` knows the node restarted and lost
+/// what it held in memory (all of it, or what it wrote since its last save): a master that
+/// comes back that way within the failover delay must not be served as if nothing happened,
+/// and a replica that does is no longer in sync. The lane reports it and serves nothing until
+/// the controller has decided and [accepted](Incarnation::accept) the new process.
+#[derive(Debug, Default)]
+pub struct Incarnation {
+    /// The `run_id` the proxy serves; `None` until a lane first connected.
+    run_id: Mutex<Option<String>>,
+}
+
+impl Incarnation {
+    /// Whether `run_id` is the process the proxy serves (the first one seen is).
+    fn admits(&self, run_id: &str) -> bool {
+        let mut known = self.run_id.lock().unwrap_or_else(PoisonError::into_inner);
+        match known.as_deref() {
+            Some(known) => known == run_id,
+            None => {
+                *known = Some(run_id.to_owned());
+                true
+            }
+        }
+    }
+
+    /// Whether `run_id` is the process the proxy serves now.
+    #[must_use]
+    pub fn is(&self, run_id: &str) -> bool {
+        self.run_id
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_deref()
+            == Some(run_id)
+    }
+
+    /// The controller has dealt with the restart: `run_id` is the process to serve now.
+    pub fn accept(&self, run_id: &str) {
+        *self.run_id.lock().unwrap_or_else(PoisonError::into_inner) = Some(run_id.to_owned());
+    }
 }
 
 /// A connection of one client's own, for what cannot share a lane: transactions (WATCH,
@@ -272,6 +315,7 @@ fn spawn_lanes(
     config: &Arc<LaneConfig>,
     fenced: &tokio::sync::watch::Sender<bool>,
     events: Option<&mpsc::UnboundedSender<crate::mirror::ControlEvent>>,
+    incarnation: &Arc<Incarnation>,
 ) -> Box<[LaneHandle]> {
     (0..config.lanes.max(1))
         .map(|index| {
@@ -284,6 +328,8 @@ fn spawn_lanes(
                     config: Arc::clone(config),
                     fenced: Some(fenced.subscribe()),
                     events: events.cloned(),
+                    // Only a controller (it hears `events`) can decide about a restart.
+                    incarnation: events.is_some().then(|| Arc::clone(incarnation)),
                 },
                 rx,
             ));
@@ -302,14 +348,22 @@ impl Node {
         events: Option<mpsc::UnboundedSender<crate::mirror::ControlEvent>>,
     ) -> Arc<Self> {
         let fenced = tokio::sync::watch::Sender::new(false);
-        let lanes = spawn_lanes(&addr, config, &fenced, events.as_ref());
+        let incarnation = Arc::new(Incarnation::default());
+        let lanes = spawn_lanes(&addr, config, &fenced, events.as_ref(), &incarnation);
         Arc::new(Self {
             addr,
             lanes,
             config: Arc::clone(config),
             fenced,
             events,
+            incarnation,
         })
+    }
+
+    /// The node's process as the lanes know it.
+    #[must_use]
+    pub fn incarnation(&self) -> &Incarnation {
+        &self.incarnation
     }
 
     /// Fences the node: its lanes reset their connections (the node discards what it has not
@@ -362,6 +416,8 @@ impl Node {
                 config: Arc::new(config),
                 fenced: Some(self.fenced.subscribe()),
                 events: self.events.clone(),
+                // Private lanes do not reconnect; the node's shared lanes watch its process.
+                incarnation: None,
             },
             rx,
         ));

@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redshard_config::{NodeAddr, ReplicaState, ShardId, TopologyChange};
+use redshard_config::{NodeAddr, NodeRole, ReplicaState, ShardId, TopologyChange};
 use tracing::{info, warn};
 
 use super::{ChangeError, Controller};
@@ -103,6 +103,67 @@ impl Controller {
         self.state.ha.record_failover(&name, line);
         self.changed.notify_one();
         Ok(())
+    }
+
+    /// A lane found `addr` running a new process (`run_id`): the node restarted and lost what
+    /// it held in memory (everything, or what it wrote since its last save), possibly faster
+    /// than the probes' down-time, so no failover started. Its lanes serve nothing until this
+    /// has decided:
+    /// - the shard's master, with an in-sync replica and `auto_failover`: that replica holds
+    ///   every acknowledged write, so it is promoted; the restarted node is fenced and comes
+    ///   back as a replica through a full resync, like a master that died;
+    /// - a master with no replica to promote: it is served as it is now (what it lost is lost:
+    ///   nothing else holds it), and its in-sync replicas, which hold more, are resynchronised
+    ///   from it so that they match what is served;
+    /// - a replica: it is no longer in sync: stale, then resynchronised.
+    pub(super) async fn node_restarted(&self, addr: &NodeAddr, run_id: &str) {
+        let node = self.state.router.pool().node(addr);
+        if node.incarnation().is(run_id) {
+            // Another lane's report of the same restart, dealt with already.
+            return;
+        }
+        let topology = Arc::clone(self.state.router.load().topology());
+        let mirror = self.state.router.mirror();
+        match topology.find_node(addr) {
+            Some((shard, NodeRole::Master)) => {
+                let health = &self.state.config.health;
+                if let (true, Some(replica)) = (health.auto_failover, self.candidate(shard)) {
+                    warn!(shard = %shard.name, master = %addr, promoted = %replica, "the master restarted and lost its data in memory: failing over to its in-sync replica");
+                    match self
+                        .failover(shard.id, &replica, false, Instant::now())
+                        .await
+                    {
+                        Ok(()) => {
+                            node.incarnation().accept(run_id);
+                            return;
+                        }
+                        Err(e) => {
+                            warn!(shard = %shard.name, error = %e, "failover after a master restart failed; serving the restarted master");
+                        }
+                    }
+                } else {
+                    warn!(shard = %shard.name, master = %addr, "the master restarted and lost its data in memory, with no in-sync replica to promote: it is served as it is now");
+                }
+                for replica in shard
+                    .replicas
+                    .iter()
+                    .filter(|r| r.state == ReplicaState::InSync)
+                {
+                    if let Some(link) = mirror.link(&replica.addr) {
+                        link.fail(format!(
+                            "its master {addr} restarted and is served with what it reloaded"
+                        ));
+                    }
+                }
+            }
+            Some((_, NodeRole::Replica)) => {
+                if let Some(link) = mirror.link(addr) {
+                    link.fail("it restarted and lost its data in memory".to_owned());
+                }
+            }
+            None => {}
+        }
+        node.incarnation().accept(run_id);
     }
 
     /// A graceful failover of the shard named `shard` (or whose master is `shard`) to its

@@ -286,6 +286,9 @@ impl Controller {
                     );
                 }
             }
+            ControlEvent::NodeRestarted { addr, run_id } => {
+                self.node_restarted(&addr, &run_id).await;
+            }
             ControlEvent::MasterWriteLost { shard, master } => {
                 self.book()
                     .lost

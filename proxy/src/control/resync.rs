@@ -200,7 +200,14 @@ impl Controller {
             replica.call_ok(&[b"SCRIPT", b"LOAD", &body]).await?;
         }
         self.state.router.mirror().forget(addr);
-        self.state.router.pool().node(addr).unfence();
+        // Whatever process it runs now holds exactly the master's data: the one to serve (a
+        // replica that restarted before its resync would otherwise be refused as restarted).
+        let info = replica.info("server").await?;
+        let node = self.state.router.pool().node(addr);
+        if let Some(run_id) = info.get("run_id") {
+            node.incarnation().accept(run_id);
+        }
+        node.unfence();
         self.change(TopologyChange::SetReplicaState {
             shard,
             addr: addr.clone(),

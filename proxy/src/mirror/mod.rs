@@ -59,6 +59,15 @@ pub enum ControlEvent {
         /// The node.
         addr: NodeAddr,
     },
+    /// A lane found a node running another process than before (its `run_id` changed): it
+    /// restarted and lost what it held in memory. Its lanes serve nothing until the
+    /// controller accepts the new process (see [`crate::backend::Incarnation`]).
+    NodeRestarted {
+        /// The node.
+        addr: NodeAddr,
+        /// Its new `run_id`.
+        run_id: String,
+    },
     /// A master connection failed with mirrored writes in flight: whether the master applied
     /// them is unknown.
     MasterWriteLost {
