@@ -93,12 +93,18 @@ impl Controller {
         } else {
             old_node.fence();
         }
-        let line = format!(
-            "shard {name}: {replica} promoted, old master {old} {}; master failing for {} ms, promotion took {} ms",
-            if graceful { "kept as an in-sync replica" } else { "fenced" },
-            since.elapsed().as_millis(),
-            started.elapsed().as_millis(),
-        );
+        let line = if graceful {
+            format!(
+                "shard {name}: {replica} promoted, old master {old} kept as an in-sync replica; drain and swap took {} ms",
+                started.elapsed().as_millis(),
+            )
+        } else {
+            format!(
+                "shard {name}: {replica} promoted, old master {old} fenced; master failing for {} ms, promotion took {} ms",
+                since.elapsed().as_millis(),
+                started.elapsed().as_millis(),
+            )
+        };
         info!("failover: {line}");
         self.state.ha.record_failover(&name, line);
         self.changed.notify_one();
