@@ -147,7 +147,7 @@ fn write_section(ctx: &Ctx, table: &RoutingTable, section: &str, text: &mut Stri
             for (i, shard) in table.shards().iter().enumerate() {
                 let _ = write!(
                     text,
-                    "shard{i}:name={},master={},lanes={}\r\n",
+                    "route{i}:name={},master={},lanes={}\r\n",
                     shard.name,
                     shard.master.addr(),
                     shard.master.lane_count()
@@ -302,7 +302,7 @@ fn write_failover(state: &ProxyState, table: &RoutingTable, text: &mut String) {
         };
         let _ = write!(
             text,
-            "shard{i}:name={},master={},master_health={health},gate={},failovers={}\r\n",
+            "health{i}:name={},master={},master_health={health},gate={},failovers={}\r\n",
             shard.name,
             shard.master,
             gate_state::of(state.router.gate(shard.id).state()),
