@@ -342,9 +342,21 @@ async fn a_replica_restarted_empty_is_resynchronised_not_trusted() {
     let replica = cluster.replicas[0].addr();
     cluster.replicas[0].kill();
     cluster.replicas[0].restart();
-    // No write while it was away: nothing mirrored failed, so only its run_id tells. Give
-    // the lanes time to reconnect to the new process first.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // No write while it was away: nothing mirrored failed, so only its run_id tells. The
+    // lanes reconnect to the new process first (a lane's first command is INFO server).
+    wait_until(
+        Duration::from_secs(5),
+        "a lane to reconnect to the replica",
+        || async {
+            let mut direct = Client::connect(replica.clone()).await;
+            direct
+                .cmd(&["CLIENT", "LIST"])
+                .await
+                .text()
+                .contains("cmd=info")
+        },
+    )
+    .await;
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut i = 0;
     loop {

@@ -145,6 +145,8 @@ async fn parking_closes_the_private_backend_connection_and_the_next_transaction_
     let mut observer = cluster.client().await;
     let mut master = cluster.master(0).await;
     let mut c = cluster.client().await;
+    // The shared lane is connected (a request went through it) before counting.
+    assert_eq!(c.cmd(&["GET", "warm"]).await, Reply::Bulk(None));
     let before = clients_field(&mut master, "connected_clients").await;
     // WATCH runs on a connection of the client's own (a transaction without one goes over
     // the shared lanes in one batch).

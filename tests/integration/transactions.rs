@@ -135,6 +135,9 @@ async fn blocking_pops_wait_for_a_push_and_keep_pipeline_order() {
     // The proxy counts the client as blocked (INFO blocked_clients, as redis-cli --stat shows).
     let proxy = cluster.addr.to_string();
     wait_for_info(&proxy, "clients", "blocked_clients", "1").await;
+    // ... and the node has it blocked (so the push below serves it, not the other way round).
+    let jobs_node = cluster.masters[redshard_tests::cluster::shard_of("jobs", 3)].addr();
+    wait_for_info(&jobs_node, "clients", "blocked_clients", "1").await;
     assert_eq!(pusher.cmd(&["RPUSH", "jobs", "j1"]).await, Reply::Int(1));
     assert_eq!(
         waiter.read().await,
@@ -165,7 +168,9 @@ async fn blocking_pops_wait_for_a_push_and_keep_pipeline_order() {
             "XREAD", "BLOCK", "0", "STREAMS", "s", "$",
         ]))
         .await;
-    wait_for_info(&proxy, "clients", "blocked_clients", "1").await;
+    // XREAD ... $ must be blocked on the node before the XADD, or it would wait forever.
+    let s_node = cluster.masters[redshard_tests::cluster::shard_of("s", 3)].addr();
+    wait_for_info(&s_node, "clients", "blocked_clients", "1").await;
     assert!(matches!(
         pusher.cmd(&["XADD", "s", "*", "f", "v"]).await,
         Reply::Bulk(Some(_))

@@ -105,11 +105,11 @@ async fn connect_inner(
 }
 
 /// The node's `run_id` (`INFO server`), asked on a fresh connection before it serves; `None`
-/// when the node refuses INFO to the proxy's backend user (an ACL without `+info`): then
-/// restarts are not watched on that node.
+/// when the node refuses INFO to the proxy's backend user (an ACL without `+info`) or its
+/// answer has no `run_id` (a Redis-compatible server): then its restarts are not watched.
 ///
 /// # Errors
-/// The exchange failed, or the node's answer holds no `run_id`.
+/// The exchange failed.
 pub(super) async fn run_id(
     stream: &mut BackendStream,
     config: &LaneConfig,
@@ -131,10 +131,11 @@ pub(super) async fn run_id(
     }
     // A bulk string in RESP2, a verbatim one in RESP3: the line is found the same way.
     let text = String::from_utf8_lossy(&answer);
-    text.lines()
+    let run_id = text
+        .lines()
         .find_map(|l| l.strip_prefix("run_id:"))
-        .map(|id| Some(id.trim().to_owned()))
-        .ok_or(LaneError::NoRunId)
+        .map(|id| id.trim().to_owned());
+    Ok(run_id)
 }
 
 /// Reads exactly one reply (used only during the handshake, before pipelining starts).

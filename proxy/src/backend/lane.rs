@@ -68,9 +68,6 @@ pub enum LaneError {
     /// The node was failed over: the proxy no longer talks to it.
     #[error("is fenced after a failover")]
     Fenced,
-    /// The node's `INFO server` has no `run_id`: it is not a Redis the proxy can watch.
-    #[error("answered INFO server without a run_id")]
-    NoRunId,
     /// The node restarted (another `run_id`): it lost what it held in memory, and nothing
     /// is sent to it until the controller has dealt with that (see [`super::Incarnation`]).
     #[error("restarted and lost its data in memory; waiting for the proxy to fail it over or resynchronise")]
@@ -83,9 +80,7 @@ impl LaneError {
     pub fn metric_kind(&self) -> &'static str {
         use crate::metrics::names::error_kind;
         match self {
-            Self::Connect(_) | Self::ConnectTimeout(_) | Self::NoResp3(_) | Self::NoRunId => {
-                error_kind::CONNECT
-            }
+            Self::Connect(_) | Self::ConnectTimeout(_) | Self::NoResp3(_) => error_kind::CONNECT,
             Self::Auth(_) => error_kind::AUTH,
             Self::Io(_) | Self::Closed => error_kind::CLOSED,
             Self::Timeout(_) => error_kind::TIMEOUT,
@@ -180,7 +175,9 @@ pub async fn run(setup: LaneSetup, mut rx: mpsc::UnboundedReceiver<LaneRequest>)
             Ok(mut stream) => match &incarnation {
                 Some(incarnation) => match super::connect::run_id(&mut stream, &config).await {
                     Ok(None) => {
-                        debug!(node = %addr, "INFO refused to the proxy's backend user: restarts of this node are not watched");
+                        if incarnation.first_unwatched() {
+                            warn!(node = %addr, "the node does not tell its run_id (INFO refused to the proxy's backend user, or not Redis): its restarts are not watched; grant +info");
+                        }
                         Ok(stream)
                     }
                     Ok(Some(run_id)) if incarnation.admits(&run_id) => Ok(stream),

@@ -236,6 +236,8 @@ pub struct Node {
 pub struct Incarnation {
     /// The `run_id` the proxy serves; `None` until a lane first connected.
     run_id: Mutex<Option<String>>,
+    /// Whether the log said already that this node's run_id cannot be read (said once).
+    unwatched: std::sync::atomic::AtomicBool,
 }
 
 impl Incarnation {
@@ -249,6 +251,23 @@ impl Incarnation {
                 true
             }
         }
+    }
+
+    /// True the first time a lane finds the node's run_id unreadable, false after.
+    pub fn first_unwatched(&self) -> bool {
+        !self
+            .unwatched
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether the proxy knows the node's process and `run_id` is another one.
+    #[must_use]
+    pub fn differs(&self, run_id: &str) -> bool {
+        self.run_id
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_deref()
+            .is_some_and(|known| known != run_id)
     }
 
     /// Whether `run_id` is the process the proxy serves now.

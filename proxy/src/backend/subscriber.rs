@@ -111,10 +111,13 @@ impl Subscriber {
 
 impl Drop for Subscriber {
     fn drop(&mut self) {
+        // Under the lock the task takes to forward anything: nothing is forwarded after this.
+        let mut pending = self.shared.pending();
         self.shared.left.store(true, Ordering::Release);
-        for p in self.shared.pending().drain(..) {
+        for p in pending.drain(..) {
             p.reply.deliver(Bytes::new());
         }
+        drop(pending);
         self.task.abort();
     }
 }
@@ -146,11 +149,12 @@ async fn run(
     // requests are taken, and the client is closed, since its messages would be lost.
     let fail = |rx: &mut mpsc::UnboundedReceiver<Bytes>, why: String| {
         rx.close();
+        let mut pending = shared.pending();
         if shared.left.load(Ordering::Acquire) {
             return;
         }
         let reply = Bytes::from(format!("-ERR backend {addr} {why}\r\n").into_bytes());
-        for p in shared.pending().drain(..) {
+        for p in pending.drain(..) {
             p.reply.deliver(reply.clone());
         }
         sink.mark_broken();
@@ -206,6 +210,8 @@ async fn run(
                         }
                     };
                     let frame = buf.split_to(len).freeze();
+                    // Forwarded under the lock the Subscriber's drop takes to set `left`.
+                    let mut pending = shared.pending();
                     if shared.left.load(Ordering::Acquire) {
                         return;
                     }
@@ -214,7 +220,6 @@ async fn run(
                         continue;
                     }
                     // A confirmation (or an error) for the oldest request.
-                    let mut pending = shared.pending();
                     if let Some(front) = pending.front_mut() {
                         front.confirmations = front.confirmations.saturating_sub(1);
                         if front.confirmations == 0 || reply::is_error(&frame) {

@@ -144,11 +144,16 @@ impl Controller {
                             return;
                         }
                         Err(e) => {
-                            warn!(shard = %shard.name, error = %e, "failover after a master restart failed; serving the restarted master");
+                            // Not accepted: the lanes keep refusing and report again, and
+                            // the failover is tried again; the replica keeps what it holds.
+                            warn!(shard = %shard.name, error = %e, "failover after a master restart failed; retrying");
+                            return;
                         }
                     }
-                } else {
+                } else if health.auto_failover {
                     warn!(shard = %shard.name, master = %addr, "the master restarted and lost its data in memory, with no in-sync replica to promote: it is served as it is now");
+                } else {
+                    warn!(shard = %shard.name, master = %addr, "the master restarted and lost its data in memory; auto_failover is off, so it is served as it is now and its replicas are resynchronised from it");
                 }
                 for replica in shard
                     .replicas

@@ -316,7 +316,7 @@ impl Controller {
                 }
             }
             self.settle_gate(shard.id, &shard.master, &master, candidate.is_some());
-            self.check_lost_writes(shard, &master, &health);
+            self.check_lost_writes(shard, &master, &health).await;
             self.start_resyncs(shard, &master);
         }
     }
@@ -393,7 +393,7 @@ impl Controller {
 
     /// Makes the replicas of a shard stale when its master lost mirrored writes in flight and
     /// stayed up (it may hold writes they never got).
-    fn check_lost_writes(
+    async fn check_lost_writes(
         &self,
         shard: &redshard_config::Shard,
         master: &probe::ProbeStatus,
@@ -412,6 +412,12 @@ impl Controller {
             return;
         }
         self.book().lost.remove(&shard.id);
+        // "Stayed up" or came back as another process faster than its lanes noticed (they
+        // reconnect with a backoff)? Then the replicas hold what it lost: fail over instead.
+        if let Some(run_id) = self.restarted(&shard.master).await {
+            self.node_restarted(&shard.master, &run_id).await;
+            return;
+        }
         for replica in shard
             .replicas
             .iter()
@@ -424,6 +430,16 @@ impl Controller {
                 ));
             }
         }
+    }
+
+    /// The node's `run_id` when it is another process than the one the lanes serve (asked
+    /// over a control connection; `None` if it is the same, unknown, or cannot be asked).
+    async fn restarted(&self, addr: &NodeAddr) -> Option<String> {
+        let timeout = self.state.config.health.timeout;
+        let mut conn = self.connect(addr, timeout).await.ok()?;
+        let run_id = conn.info("server").await.ok()?.get("run_id")?.clone();
+        let node = self.state.router.pool().node(addr);
+        node.incarnation().differs(&run_id).then_some(run_id)
     }
 
     /// Tells the resync of `addr`, if one runs, to stop: the replica was removed.
