@@ -11,7 +11,7 @@ use redshard_tests::replication::{digest, info_field, signal, wait_until};
 use redshard_tests::{Client, Reply, TestCluster};
 use tokio::task::JoinSet;
 
-use crate::mirror::DEBUG;
+use crate::mirror::{replica_state, DEBUG};
 
 /// The master of shard `index` in the proxy's current topology.
 fn master_of(cluster: &TestCluster, index: usize) -> String {
@@ -38,6 +38,15 @@ async fn until_write_succeeds(client: &mut Client, key: &str, limit: Duration) -
     }
 }
 
+/// Waits (at most 20 s: a full sync waits out the master's 5 s diskless-sync delay) until
+/// the node at `addr` is an in-sync replica.
+async fn wait_in_sync(cluster: &TestCluster, addr: &str, what: &str) {
+    wait_until(Duration::from_secs(20), what, || async {
+        replica_state(cluster, addr) == Some(ReplicaState::InSync)
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_master_is_replaced_within_seconds_and_rejoins_as_a_replica() {
     let mut cluster = TestCluster::start_with(2, true, "", DEBUG).await;
@@ -59,18 +68,7 @@ async fn a_killed_master_is_replaced_within_seconds_and_rejoins_as_a_replica() {
 
     // The old master comes back empty: it is resynchronised and becomes an in-sync replica.
     cluster.masters[0].restart();
-    wait_until(
-        Duration::from_secs(20),
-        "the old master to rejoin in sync",
-        || async {
-            let table = cluster.proxy.as_ref().unwrap().state().router.load();
-            table.topology().shards[0]
-                .replicas
-                .iter()
-                .any(|r| r.addr.as_str() == old && r.state == ReplicaState::InSync)
-        },
-    )
-    .await;
+    wait_in_sync(&cluster, &old, "the old master to rejoin in sync").await;
     assert!(client.cmd(&["SET", &key, "after"]).await.is_ok());
     assert_eq!(digest(&old).await, digest(&new).await);
     let mut direct = Client::connect(old.clone()).await;
@@ -312,18 +310,7 @@ async fn a_master_restarted_before_failover_started_is_still_failed_over() {
         );
     }
     // The restarted node comes back as a replica through a full resync.
-    wait_until(
-        Duration::from_secs(20),
-        "the restarted node in sync",
-        || async {
-            let table = cluster.proxy.as_ref().unwrap().state().router.load();
-            table.topology().shards[0]
-                .replicas
-                .iter()
-                .any(|r| r.addr.as_str() == old && r.state == ReplicaState::InSync)
-        },
-    )
-    .await;
+    wait_in_sync(&cluster, &old, "the restarted node in sync").await;
     assert!(client.cmd(&["SET", "later", "1"]).await.is_ok());
     assert_eq!(digest(&old).await, digest(&new).await);
 }
@@ -363,10 +350,7 @@ async fn a_replica_restarted_empty_is_resynchronised_not_trusted() {
         // Writes go on (each is mirrored only while the replica is in sync).
         assert!(client.cmd(&["SET", &format!("n{i}"), "v"]).await.is_ok());
         i += 1;
-        let in_sync = {
-            let table = cluster.proxy.as_ref().unwrap().state().router.load();
-            table.topology().shards[0].replicas[0].state == ReplicaState::InSync
-        };
+        let in_sync = replica_state(&cluster, &replica) == Some(ReplicaState::InSync);
         if in_sync && digest(&master).await == digest(&replica).await {
             break;
         }

@@ -236,7 +236,8 @@ impl Load {
     }
 }
 
-fn replica_state(cluster: &TestCluster, addr: &str) -> Option<ReplicaState> {
+/// The state of the replica at `addr` in the running proxy's topology.
+pub(crate) fn replica_state(cluster: &TestCluster, addr: &str) -> Option<ReplicaState> {
     let table = cluster.proxy.as_ref()?.state().router.load();
     table
         .topology()
