@@ -418,11 +418,9 @@ impl Job {
                 dest.deliver(reply);
                 return;
             }
-            let nothing = matches!(
-                effect::replica_request(&self.effect, &self.request, &reply, self.protocol),
-                Ok(None)
-            );
-            if nothing || self.shard.active() == 0 {
+            let effect =
+                effect::replica_request(&self.effect, &self.request, &reply, self.protocol);
+            if matches!(effect, Ok(None)) || self.shard.active() == 0 {
                 // A timeout or nothing popped, or no replica: no effect to order.
                 dest.deliver(reply);
                 return;
@@ -432,6 +430,7 @@ impl Job {
                 bytes: Bytes::from_static(PING),
                 dest: Dest::Sequenced(Box::new(Sequenced {
                     job: self,
+                    effect,
                     reply,
                     dest,
                 })),
@@ -453,29 +452,40 @@ impl Job {
                 self.request = eval;
             }
         }
-        let mirrored =
-            match effect::replica_request(&self.effect, &self.request, &reply, self.protocol) {
-                Ok(Some(mirrored)) => mirrored,
-                Ok(None) => {
+        let effect = effect::replica_request(&self.effect, &self.request, &reply, self.protocol);
+        self.send(effect, reply, dest);
+    }
+
+    /// Sends `effect` (the replica request derived from the master's `reply`) to the replicas
+    /// of `self.shard`, then (or meanwhile, in async mode) hands `reply` to `dest`.
+    fn send(
+        self,
+        effect: Result<Option<effect::Mirrored>, effect::MirrorError>,
+        reply: Bytes,
+        dest: Dest,
+    ) {
+        let mirrored = match effect {
+            Ok(Some(mirrored)) => mirrored,
+            Ok(None) => {
+                dest.deliver(reply);
+                return;
+            }
+            Err(e) => {
+                // The master did something the proxy cannot replay: no replica can be
+                // trusted to hold it.
+                let mut release = Some((dest, reply));
+                for link in self.shard.replicas.iter().filter(|l| l.is_active()) {
+                    link.fail(format!("the master's effect cannot be mirrored: {e}"));
+                    if let Some((dest, reply)) = release.take() {
+                        link.release_after_failure(Release::One(dest, reply));
+                    }
+                }
+                if let Some((dest, reply)) = release {
                     dest.deliver(reply);
-                    return;
                 }
-                Err(e) => {
-                    // The master did something the proxy cannot replay: no replica can be
-                    // trusted to hold it.
-                    let mut release = Some((dest, reply));
-                    for link in self.shard.replicas.iter().filter(|l| l.is_active()) {
-                        link.fail(format!("the master's effect cannot be mirrored: {e}"));
-                        if let Some((dest, reply)) = release.take() {
-                            link.release_after_failure(Release::One(dest, reply));
-                        }
-                    }
-                    if let Some((dest, reply)) = release {
-                        dest.deliver(reply);
-                    }
-                    return;
-                }
-            };
+                return;
+            }
+        };
         let active: SmallVec<[&Arc<ReplicaLink>; 4]> = self
             .shard
             .replicas
@@ -573,6 +583,8 @@ impl std::fmt::Debug for Job {
 pub struct Sequenced {
     /// Its mirroring, now without the lane to wait for.
     job: Job,
+    /// The replica request derived from the reply when it arrived.
+    effect: Result<Option<effect::Mirrored>, effect::MirrorError>,
     /// The master's reply.
     reply: Bytes,
     /// Where the reply goes.
@@ -583,7 +595,7 @@ impl Sequenced {
     /// The lane answered its `PING`: the write that let the command go has been mirrored;
     /// mirror the command's effect now.
     pub fn resume(self) {
-        self.job.mirror(self.reply, self.dest);
+        self.job.send(self.effect, self.reply, self.dest);
     }
 
     /// The lane failed before answering: the write that let the command go may be lost with
