@@ -111,8 +111,9 @@ fn sigterm_drains_and_exits() {
     let server = RedisServer::start();
     let port = free_port();
     let text =
-        // The admin port's default (127.0.0.1:6390) may be taken by a local cluster.
-        config_text(&[server.addr()], &[], "admin_listen = \"off\"")
+        // The admin and metrics ports' defaults (127.0.0.1:6390, :9121) may be taken by a
+        // local cluster: a test never uses a fixed port.
+        config_text(&[server.addr()], &[], "metrics_listen = \"off\"\nadmin_listen = \"off\"")
             .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
     let file = write_config(&text);
     let mut child = redshard()
