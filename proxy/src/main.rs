@@ -156,9 +156,13 @@ fn init_tracing(config: &Config) -> LogLevelHook {
     let filter = from_env.unwrap_or_else(|| EnvFilter::new(&config.log.level));
     let (filter, handle) = reload::Layer::new(filter);
     let json = config.log.format == LogFormat::Json;
+    // Colours only for a person at a terminal: a pipe or a log file gets plain text, and
+    // NO_COLOR (https://no-color.org) turns them off everywhere.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::registry()
         .with(filter)
-        .with((!json).then(|| fmt::layer().with_writer(std::io::stderr)))
+        .with((!json).then(|| fmt::layer().with_ansi(ansi).with_writer(std::io::stderr)))
         .with(json.then(|| fmt::layer().json().with_writer(std::io::stderr)))
         .init();
     LogLevelHook::new(move |level| {

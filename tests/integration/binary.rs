@@ -321,3 +321,42 @@ fn info_memory_shows_the_allocator_and_the_operator_can_tune_it() {
         );
     }
 }
+
+#[test]
+fn text_logs_written_to_a_pipe_carry_no_colour_codes() {
+    let server = RedisServer::start();
+    let port = free_port();
+    let text = config_text(
+        &[server.addr()],
+        &[],
+        "metrics_listen = \"off\"\nadmin_listen = \"off\"\n[log]\nformat = \"text\"\nlevel = \"info\"",
+    )
+    .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    let file = write_config(&text);
+    let mut child = redshard()
+        .arg("--config")
+        .arg(file.path())
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut c = connect_when_listening(port).await;
+        assert_eq!(c.cmd(&["PING"]).await, Reply::Status("PONG".into()));
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut logs = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut logs).unwrap();
+    assert!(logs.contains("INFO"), "the start is logged: {logs}");
+    assert!(
+        !logs.contains('\u{1b}'),
+        "no ANSI escapes in a pipe: {logs:?}"
+    );
+}
