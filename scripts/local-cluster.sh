@@ -3,9 +3,21 @@
 # on 6384-6386 (plain redis-server processes), and redshard on 127.0.0.1:6379 with its admin
 # port on 6390. Two spare empty nodes on 6387 and 6388 (not in the cluster) are there for
 # scaling out with redshard-admin (README: Admin CLI). Ctrl-C stops everything this script
-# started.
+# started, and any node restarted by hand on those ports during the tutorial.
+#
+# Each run starts fresh: the last run's nodes' data and the proxy's persisted topology in
+# .local-cluster/ are removed first. `--keep` keeps them (the proxy then starts from the
+# topology the last run left, which may differ from the banner below: failovers, new shards).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+keep=0
+for arg in "$@"; do
+  case "$arg" in
+    --keep) keep=1 ;;
+    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown option $arg (known: --keep)" >&2; exit 2 ;;
+  esac
+done
 scripts/ensure-redis.sh
 
 for port in 6379 6390 6381 6382 6383 6384 6385 6386 6387 6388; do
@@ -15,27 +27,41 @@ for port in 6379 6390 6381 6382 6383 6384 6385 6386 6387 6388; do
   fi
 done
 
-echo "building redshard and redshard-admin (release) ..." >&2
-cargo build --release --locked -q -p redshard-proxy -p redshard-admin
+if [ ! -x target/release/redshard ]; then
+  echo "building redshard and redshard-admin (release; the first build takes several minutes) ..." >&2
+fi
+cargo build --release --locked -p redshard-proxy -p redshard-admin
 
 state=.local-cluster
+node_ports=(6381 6382 6383 6384 6385 6386 6387 6388)
+if [ "$keep" = 1 ] && [ -f "$state/topology.toml" ]; then
+  echo "--keep: reusing the last run's data and topology in $state/ (failovers and added shards of" >&2
+  echo "that run still apply; run without --keep to start from config/examples/local-cluster.toml)" >&2
+else
+  rm -rf "$state"
+fi
 mkdir -p "$state"
 pids=()
 cleanup() {
   trap - EXIT INT TERM
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  # A node the tutorial restarted by hand (e.g. with --daemonize yes) is not our child: stop
+  # whatever serves the tutorial's ports (they were free when this script started).
+  for port in "${node_ports[@]}"; do
+    redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
+  done
   wait 2>/dev/null || true
   echo "stopped redshard and the redis nodes" >&2
 }
 trap cleanup EXIT INT TERM
 
-for port in 6381 6382 6383 6384 6385 6386 6387 6388; do
+for port in "${node_ports[@]}"; do
   mkdir -p "$state/$port"
   redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
     --maxmemory-policy noeviction --dir "$state/$port" --logfile "$PWD/$state/$port/redis.log" &
   pids+=($!)
 done
-for port in 6381 6382 6383 6384 6385 6386 6387 6388; do
+for port in "${node_ports[@]}"; do
   for _ in $(seq 50); do
     redis-cli -p "$port" ping >/dev/null 2>&1 && break
     sleep 0.1
