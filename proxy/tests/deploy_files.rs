@@ -1,8 +1,8 @@
 //! The deployment files in `deploy/` and `docker-compose.yml` stay true to the code: the
 //! Grafana dashboard queries only metric names that `redshard_proxy::metrics::names` defines,
-//! the README's metrics table lists every one of them, and the Docker configuration is one the
-//! proxy accepts, naming the nodes compose starts. No Docker engine is needed: they are read
-//! as text.
+//! the metrics table in `docs/operations.md` lists every one of them, and the Docker
+//! configuration is one the proxy accepts, naming the nodes compose starts. No Docker engine is
+//! needed: they are read as text.
 
 use std::path::{Path, PathBuf};
 
@@ -85,23 +85,24 @@ fn the_dashboard_queries_only_defined_metric_names() {
     assert!(dashboard.contains(&filter), "no query filters on {filter}");
 }
 
-/// The README's metrics table has one row per metric, with its type and labels as defined.
+/// The metrics table in `docs/operations.md` has one row per metric, with its type and labels
+/// as defined.
 #[test]
-fn the_readme_lists_every_metric() {
-    let readme = read("README.md");
+fn the_operations_doc_lists_every_metric() {
+    let doc = read("docs/operations.md");
     for metric in EVENTS.iter().chain(STATE) {
         let prefix = format!("| `<ns>_{}` | {} |", metric.name, metric.kind.as_str());
-        let row = readme
+        let row = doc
             .lines()
             .find(|line| line.starts_with(&prefix))
-            .unwrap_or_else(|| panic!("README.md's metrics table has no row {prefix}"));
+            .unwrap_or_else(|| panic!("docs/operations.md's metrics table has no row {prefix}"));
         let labels: Vec<String> = metric.labels.iter().map(|l| format!("`{l}`")).collect();
         // `| name | type | labels | ...`: the labels are the fourth piece between pipes.
         let cells: Vec<&str> = row.split('|').collect();
         assert_eq!(
             cells.get(3).map(|c| c.trim()),
             Some(labels.join(", ").as_str()),
-            "README.md lists other labels for {}: {row}",
+            "docs/operations.md lists other labels for {}: {row}",
             metric.name
         );
     }

@@ -1,6 +1,6 @@
-//! The README's command-support table is generated from the command table: this test fails
-//! when they differ, and `REDSHARD_UPDATE_README=1 cargo test -p redshard-proxy --test
-//! readme_commands` rewrites it.
+//! The command-support table in `docs/commands.md` ("Every command") is generated from the
+//! command table: this test fails when they differ, and `REDSHARD_UPDATE_README=1 cargo test
+//! -p redshard-proxy --test readme_commands` rewrites it.
 
 use redshard_proxy::command::support::markdown_table;
 
@@ -8,30 +8,30 @@ const BEGIN: &str = "<!-- command-support:begin (generated from the command tabl
 const END: &str = "<!-- command-support:end -->";
 
 #[test]
-fn readme_command_table_matches_the_command_table() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
-    let readme = std::fs::read_to_string(path).expect("README.md");
-    let start = readme
+fn the_docs_command_table_matches_the_command_table() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/commands.md");
+    let doc = std::fs::read_to_string(path).expect("docs/commands.md");
+    let start = doc
         .find(BEGIN)
-        .expect("README has the command-support markers")
+        .expect("docs/commands.md has the command-support markers")
         + BEGIN.len();
-    let end = readme[start..]
+    let end = doc[start..]
         .find(END)
-        .expect("README has the end marker")
+        .expect("docs/commands.md has the end marker")
         + start;
     let table = markdown_table();
     assert!(
         table.lines().count() > 300,
         "every command and subcommand has a row"
     );
-    if readme[start..end] != table {
+    if doc[start..end] != table {
         if std::env::var_os("REDSHARD_UPDATE_README").is_some() {
-            let updated = format!("{}{}{}", &readme[..start], table, &readme[end..]);
-            std::fs::write(path, updated).expect("write README.md");
+            let updated = format!("{}{}{}", &doc[..start], table, &doc[end..]);
+            std::fs::write(path, updated).expect("write docs/commands.md");
             return;
         }
         panic!(
-            "README.md's command-support table is stale: run \
+            "docs/commands.md's command-support table is stale: run \
              REDSHARD_UPDATE_README=1 cargo test -p redshard-proxy --test readme_commands"
         );
     }

@@ -1,6 +1,6 @@
-//! The README's command-support table, rendered from the command table itself so that it
-//! cannot drift from what the proxy does (`proxy/tests/readme_commands.rs` checks the README
-//! holds exactly this text).
+//! The command-support table of `docs/commands.md`, rendered from the command table itself so
+//! that it cannot drift from what the proxy does (`proxy/tests/readme_commands.rs` checks the
+//! document holds exactly this text).
 
 use std::fmt::Write as _;
 
