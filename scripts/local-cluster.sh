@@ -2,7 +2,7 @@
 # The tutorial's cluster behind one address: 3 masters on 127.0.0.1:6381-6383, their replicas
 # on 6384-6386 (plain redis-server processes), and redshard on 127.0.0.1:6379 with its admin
 # port on 6390. Two spare empty nodes on 6387 and 6388 (not in the cluster) are there for
-# scaling out with redshard-admin (README: Admin CLI). Ctrl-C stops everything this script
+# scaling out with redshard-admin (docs/admin.md). Ctrl-C stops everything this script
 # started, and any node restarted by hand on those ports during the tutorial.
 #
 # Each run starts fresh: the last run's nodes' data and the proxy's persisted topology in
@@ -87,7 +87,8 @@ on 127.0.0.1:6390; 6387 and 6388 are spare nodes for scaling out. Try:
   redis-cli -p 6379 info keyspace
   ./target/release/redshard-admin check
 A node may be killed (kill -9 of a master fails it over; restart it with the same command
-line and it rejoins as a replica). Press Ctrl-C to stop everything.
+line and it rejoins as a replica). The tour in README.md and the tutorials in
+docs/replication.md go further. Press Ctrl-C to stop everything.
 TXT
 # Only the proxy ending stops the demo: nodes are killed and restarted as part of it.
 wait "$proxy" || true

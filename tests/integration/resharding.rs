@@ -332,7 +332,7 @@ async fn a_cancelled_migration_brings_its_keys_back() {
 }
 
 /// A big key moves intact; prints how long other requests to the source shard waited
-/// meanwhile (the numbers in the README come from this test).
+/// meanwhile (the numbers in docs/replication.md, "Online slot migration", come from this test).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_big_key_moves_intact_and_other_traffic_keeps_flowing() {
     let cluster = TestCluster::start_with(2, false, "", &[]).await;
