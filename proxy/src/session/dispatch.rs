@@ -14,6 +14,7 @@ use super::{local, pubsub, scan, split, txn, Ctx};
 
 use redshard_config::{Access, ReadFrom};
 
+use crate::backend::acl::BackendUser;
 use crate::backend::{Dest, LaneHandle, LaneRequest, Node};
 use crate::command::{self, ArgList, CommandSpec, Flags, Route};
 use crate::mirror::effect::{self, Effect, Prepared};
@@ -152,10 +153,15 @@ pub(crate) fn dispatch(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>) -> A
     }
     if !permitted(ctx.access, spec) {
         txn::abort_with(ctx);
+        let user = if ctx.user.is_empty() {
+            "default"
+        } else {
+            &ctx.user
+        };
         return Action::error(
             ctx,
             &format!(
-                "NOPERM this user has no permissions to run the '{}' command",
+                "NOPERM User {user} has no permissions to run the '{}' command",
                 spec.name
             ),
         );
@@ -212,18 +218,30 @@ pub(crate) fn dispatch(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>) -> A
     }
 }
 
-/// Whether a user of `access` may run `spec`.
+/// Whether a user of `access` may run `spec`. (What its scripts call is checked by the
+/// node, with the proxy's ACL users: see [`crate::backend::acl`].)
 fn permitted(access: Access, spec: &CommandSpec) -> bool {
     match access {
         Access::All => true,
-        // Scripts, functions and publishing may write or replicate: refused too.
+        // Scripts, functions and publishing may write or replicate: refused too (the
+        // read-only variants EVAL_RO, EVALSHA_RO, FCALL_RO are not). So is what changes the
+        // server's state without writing keys: administration (SLOWLOG RESET, CLIENT
+        // NO-EVICT, CONFIG ...), SCRIPT FLUSH and MEMORY PURGE.
         Access::ReadOnly => {
             !spec
                 .flags
-                .intersects(Flags::WRITE.union(Flags::MAY_REPLICATE))
+                .intersects(Flags::WRITE.union(Flags::MAY_REPLICATE).union(Flags::ADMIN))
                 && spec.route != Route::Flush
+                && !matches!(spec.name, "script|flush" | "memory|purge")
         }
-        Access::NoDangerous => !spec.is_dangerous(),
+        // Redis's @dangerous, and emptying every master's scripts or functions.
+        Access::NoDangerous => {
+            !spec.is_dangerous()
+                && !matches!(
+                    spec.name,
+                    "script|flush" | "function|flush" | "function|restore"
+                )
+        }
     }
 }
 
@@ -351,15 +369,42 @@ pub(crate) fn send_master(
     effect: Option<Effect>,
     replies: u32,
 ) {
+    send_master_as(
+        route,
+        slot,
+        bytes,
+        dest,
+        protocol,
+        effect,
+        replies,
+        BackendUser::Client,
+    );
+}
+
+/// [`send_master`] run as the backend `user` (on the master and, mirrored, on the replicas).
+#[allow(clippy::too_many_arguments)]
+fn send_master_as(
+    route: &ShardRoute,
+    slot: u16,
+    bytes: Bytes,
+    dest: Dest,
+    protocol: Protocol,
+    effect: Option<Effect>,
+    replies: u32,
+    user: BackendUser,
+) {
     let lane = usize::from(slot) % route.master.lane_count();
     let mirror = match effect {
-        Some(effect) if !route.mirror.is_empty() && effect != Effect::Skip => Some(Job::new(
-            std::sync::Arc::clone(&route.mirror),
-            effect,
-            bytes.clone(),
-            protocol,
-            lane,
-        )),
+        Some(effect) if !route.mirror.is_empty() && effect != Effect::Skip => Some(
+            Job::new(
+                std::sync::Arc::clone(&route.mirror),
+                effect,
+                bytes.clone(),
+                protocol,
+                lane,
+            )
+            .as_user(user),
+        ),
         _ => None,
     };
     route.master.lane_at(lane).submit(LaneRequest {
@@ -369,7 +414,23 @@ pub(crate) fn send_master(
         replies,
         mirror,
         via: None,
+        user,
     });
+}
+
+/// The backend user a request runs as: a script (EVAL, FCALL and their variants) of a
+/// `read-only` or `no-dangerous` client runs as its level's user, so that its `redis.call()`s
+/// meet the node's ACL; everything else the proxy checked itself.
+fn script_user(ctx: &Ctx) -> BackendUser {
+    if ctx.access == Access::All {
+        return BackendUser::Client;
+    }
+    match ctx.current_cmd {
+        Some("eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro" | "exec") => {
+            BackendUser::of(ctx.access)
+        }
+        _ => BackendUser::Client,
+    }
 }
 
 /// The keys of the request in migrating slots, which must leave their source before it is
@@ -492,7 +553,7 @@ pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes:
                 Some(p) => (p.request.unwrap_or(bytes), Some(p.effect)),
                 None => (bytes, None),
             };
-            send_master(
+            send_master_as(
                 &table.shards()[shard],
                 slot,
                 bytes,
@@ -500,13 +561,16 @@ pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes:
                 ctx.protocol,
                 effect,
                 1,
+                script_user(ctx),
             );
         }
         Action::Read { shard, slot } => {
             let reply = ctx.queue.reserve();
+            let mut request = LaneRequest::new(bytes, reply, ctx.protocol);
+            request.user = script_user(ctx);
             read_node(ctx, &table.shards()[shard])
                 .lane(slot)
-                .send(bytes, reply, ctx.protocol);
+                .submit(request);
         }
         Action::FanOut(plan, write) => fan_out(ctx, table, plan, &bytes, write),
         Action::HoldBack | Action::Pause(_) | Action::Migrate(_) => {
@@ -544,6 +608,7 @@ pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes:
                 replies: 1,
                 mirror: job,
                 via: None,
+                user: BackendUser::Client,
             });
             ctx.barrier = true;
         }
@@ -668,6 +733,7 @@ fn exec(
             replies,
             via: None,
             mirror: None,
+            user: script_user(ctx),
         };
         match job {
             // Mirrored: the slot's shared lane fences it, so the master runs it at a known
@@ -681,7 +747,9 @@ fn exec(
         }
         ctx.barrier = true;
     } else {
-        send_master(
+        let user = script_user(ctx);
+        let route = &table.shards()[shard];
+        send_master_as(
             route,
             slot,
             whole,
@@ -689,6 +757,7 @@ fn exec(
             ctx.protocol,
             effect,
             replies,
+            user,
         );
     }
 }
