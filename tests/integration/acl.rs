@@ -193,6 +193,28 @@ async fn read_only_users_cannot_change_server_state_directly_or_in_scripts() {
             .await,
         Reply::bulk("v")
     );
+    // In a transaction too.
+    assert!(r.cmd(&["MULTI"]).await.is_ok());
+    for command in [
+        vec!["GET", "k"],
+        vec!["PING"],
+        vec!["EVAL_RO", "return redis.call('get', KEYS[1])", "1", "k"],
+        vec!["EVAL_RO", "return redis.call('memory', 'purge')", "0"],
+    ] {
+        assert_eq!(r.cmd(&command).await, Reply::Status("QUEUED".into()));
+    }
+    let Reply::Array(results) = r.cmd(&["EXEC"]).await else {
+        panic!("EXEC runs")
+    };
+    assert_eq!(
+        results[..3],
+        [
+            Reply::bulk("v"),
+            Reply::Status("PONG".into()),
+            Reply::bulk("v")
+        ]
+    );
+    assert_script_refused(&results[3], "MEMORY PURGE in a transaction");
     // The scripts are still there, and an `all` client's scripts run with its rights.
     let Reply::Bulk(Some(sha)) = loaded else {
         panic!("SCRIPT LOAD: {loaded:?}")
@@ -225,6 +247,17 @@ async fn no_dangerous_users_scripts_cannot_run_dangerous_commands() {
         noperm("app", "function|flush")
     );
     let key = key_on(2, 0, "nd");
+    // A transaction holding a script runs as the level's user too.
+    assert!(app.cmd(&["MULTI"]).await.is_ok());
+    assert_eq!(
+        app.cmd(&["EVAL", "return redis.call('keys', '*')", "0"])
+            .await,
+        Reply::Status("QUEUED".into())
+    );
+    let Reply::Array(results) = app.cmd(&["EXEC"]).await else {
+        panic!("EXEC runs")
+    };
+    assert_script_refused(&results[0], "KEYS in a transaction");
     for (script, keys) in [
         ("return redis.call('keys', '*')", vec!["0"]),
         ("return redis.call('flushall')", vec!["0"]),
@@ -312,6 +345,52 @@ async fn nodes_added_or_restarted_later_get_the_proxys_users() {
         .cmd(&["ACL", "DRYRUN", "redshard-client", "get", "k"])
         .await
         .is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_that_comes_back_after_a_failover_gets_the_proxys_users() {
+    let mut cluster = TestCluster::start_with(1, true, "", &[]).await;
+    let mut c = cluster.client().await;
+    assert!(c.cmd(&["SET", "k", "v"]).await.is_ok());
+    let old = cluster.masters[0].addr();
+    let new = cluster.replicas[0].addr();
+    // The probes must have seen every node up once.
+    wait_until(Duration::from_secs(10), "every node probed up", || async {
+        let proxy = cluster.proxy.as_ref().expect("proxy");
+        [&old, &new].iter().all(|addr| {
+            proxy
+                .controller()
+                .probe(&addr.parse().expect("a node address"))
+                .is_up()
+        })
+    })
+    .await;
+    cluster.masters[0].kill();
+    wait_until(Duration::from_secs(10), "the replica promoted", || async {
+        let table = cluster.proxy.as_ref().expect("proxy").state().router.load();
+        table.topology().shards[0].master.to_string() == new
+    })
+    .await;
+    cluster.masters[0].restart();
+    wait_until(
+        Duration::from_secs(20),
+        "the old master back in sync",
+        || async { replica_state(&cluster, &old) == Some(ReplicaState::InSync) },
+    )
+    .await;
+    assert!(has_user(&old, "redshard-client").await);
+    // A script's FLUSHALL is refused on the new master and never reaches the old one.
+    assert_script_refused(
+        &c.cmd(&["EVAL", "return redis.call('flushall')", "0"]).await,
+        "FLUSHALL after the failover",
+    );
+    assert!(c.cmd(&["SET", "k2", "v"]).await.is_ok());
+    let addr = old.clone();
+    wait_until(Duration::from_secs(10), "the old master mirrored", || {
+        let addr = addr.clone();
+        async move { dbsize(&addr).await == 2 }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -103,6 +103,8 @@ pub fn rules(user: BackendUser, allow_flush: bool) -> Vec<String> {
                 "+fcall_ro",
                 "+multi",
                 "+exec",
+                "+ping",
+                "+echo",
             ]
             .map(String::from),
         ),

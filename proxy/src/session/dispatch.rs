@@ -81,6 +81,8 @@ pub(crate) enum Action {
         queued: Vec<(Bytes, Effect)>,
         /// A WATCH ran on the private lane: it must still be the same connection.
         watched: bool,
+        /// A script is queued (a restricted client's transaction runs as its level's user).
+        scripts: bool,
     },
 }
 
@@ -422,15 +424,18 @@ fn send_master_as(
 /// `read-only` or `no-dangerous` client runs as its level's user, so that its `redis.call()`s
 /// meet the node's ACL; everything else the proxy checked itself.
 fn script_user(ctx: &Ctx) -> BackendUser {
-    if ctx.access == Access::All {
+    if ctx.access == Access::All || !ctx.current_cmd.is_some_and(is_script) {
         return BackendUser::Client;
     }
-    match ctx.current_cmd {
-        Some("eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro" | "exec") => {
-            BackendUser::of(ctx.access)
-        }
-        _ => BackendUser::Client,
-    }
+    BackendUser::of(ctx.access)
+}
+
+/// Whether the command `name` runs a Lua script or function.
+pub(super) fn is_script(name: &str) -> bool {
+    matches!(
+        name,
+        "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro"
+    )
 }
 
 /// The keys of the request in migrating slots, which must leave their source before it is
@@ -577,7 +582,9 @@ pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes:
             unreachable!("held-back requests are not consumed")
         }
         Action::Queue(prepared) => {
+            let script = ctx.current_cmd.is_some_and(is_script);
             if let Some(tx) = ctx.tx.as_mut() {
+                tx.scripts |= script;
                 tx.queued.push(match prepared {
                     Some(p) => (p.request.unwrap_or(bytes), p.effect),
                     None => (bytes, Effect::Skip),
@@ -617,7 +624,15 @@ pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes:
             slot,
             queued,
             watched,
-        } => exec(ctx, table, shard, slot, queued, watched, &bytes),
+            scripts,
+        } => {
+            let user = if scripts {
+                BackendUser::of(ctx.access)
+            } else {
+                BackendUser::Client
+            };
+            exec(ctx, table, shard, slot, queued, watched, &bytes, user);
+        }
     }
 }
 
@@ -671,7 +686,9 @@ fn follow_shard(state: &Arc<ProxyState>, route: &ShardRoute) -> Follow {
     })
 }
 
-/// Sends a transaction as one request: `MULTI`, the queued requests, `EXEC`.
+/// Sends a transaction as one request: `MULTI`, the queued requests, `EXEC`, run as the
+/// backend `user`.
+#[allow(clippy::too_many_arguments)]
 fn exec(
     ctx: &mut Ctx,
     table: &RoutingTable,
@@ -680,6 +697,7 @@ fn exec(
     queued: Vec<(Bytes, Effect)>,
     watched: bool,
     exec: &Bytes,
+    user: BackendUser,
 ) {
     let route = &table.shards()[shard];
     if watched
@@ -733,7 +751,7 @@ fn exec(
             replies,
             via: None,
             mirror: None,
-            user: script_user(ctx),
+            user,
         };
         match job {
             // Mirrored: the slot's shared lane fences it, so the master runs it at a known
@@ -747,8 +765,6 @@ fn exec(
         }
         ctx.barrier = true;
     } else {
-        let user = script_user(ctx);
-        let route = &table.shards()[shard];
         send_master_as(
             route,
             slot,
