@@ -416,3 +416,47 @@ async fn a_backend_user_without_acl_rights_gets_a_clear_error() {
     };
     assert!(e.contains("ACL") && e.contains("manage_acl = false"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_deleted_on_the_node_is_created_again() {
+    let extra = "[[user]]\nname = \"app\"\npassword = \"a-pw\"\naccess = \"no-dangerous\"\n";
+    let cluster = TestCluster::start_with(1, false, extra, &[]).await;
+    let mut app = cluster.client().await;
+    assert!(app.cmd(&["AUTH", "app", "a-pw"]).await.is_ok());
+    let incr = ["EVAL", "return redis.call('incr', KEYS[1])", "1", "n"];
+    assert_eq!(app.cmd(&incr).await, Reply::Int(1));
+    // An operator removes the proxy's users (Redis also drops their connections).
+    let mut node = cluster.master(0).await;
+    assert_eq!(
+        node.cmd(&["ACL", "DELUSER", "redshard-nodanger", "redshard-client"])
+            .await,
+        Reply::Int(2)
+    );
+    // The lanes' new connections create them again; a script in flight on a connection that
+    // still switches to the deleted user fails with the reason, never runs unconfined.
+    let addr = cluster.masters[0].addr();
+    wait_until(Duration::from_secs(10), "scripts served again", || {
+        let app = Client::connect_addr(cluster.addr);
+        async move {
+            let mut app = app.await;
+            assert!(app.cmd(&["AUTH", "app", "a-pw"]).await.is_ok());
+            match app
+                .cmd(&["EVAL", "return redis.call('keys', '*')", "0"])
+                .await
+            {
+                Reply::Error(e) if e.contains(SCRIPT_ACL) => true,
+                Reply::Error(e) => {
+                    assert!(
+                        e.contains("proxy's ACL users") || e.contains("closed"),
+                        "{e}"
+                    );
+                    false
+                }
+                other => panic!("KEYS ran unconfined: {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert!(has_user(&addr, "redshard-nodanger").await);
+    assert!(has_user(&addr, "redshard-client").await);
+}

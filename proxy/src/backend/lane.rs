@@ -627,8 +627,10 @@ fn deliver_replies(
         if request.hello {
             if reply::is_error(&whole) {
                 let text = String::from_utf8_lossy(&whole).trim_end().to_owned();
-                return Err(if text.starts_with("-WRONGPASS") {
-                    LaneError::Acl(text)
+                return Err(if let Some(text) = text.strip_prefix("-WRONGPASS") {
+                    // The switch to one of the proxy's users (deleted since the connection
+                    // opened): the new connection creates it again.
+                    LaneError::Acl(format!("WRONGPASS{text}"))
                 } else {
                     LaneError::NoResp3(text)
                 });
