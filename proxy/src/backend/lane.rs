@@ -234,7 +234,12 @@ pub async fn run(setup: LaneSetup, mut rx: mpsc::UnboundedReceiver<LaneRequest>)
             Err(error) => {
                 metrics::backend_error(&addr, error.metric_kind());
                 report(&events);
-                warn!(node = %addr, lane = index, %error, retry_ms = backoff.as_millis() as u64, "lane cannot connect");
+                if matches!(error, LaneError::Acl(_)) {
+                    // A configuration problem, not a passing failure: said as an error.
+                    tracing::error!(node = %addr, lane = index, %error, retry_ms = backoff.as_millis() as u64, "lane cannot connect");
+                } else {
+                    warn!(node = %addr, lane = index, %error, retry_ms = backoff.as_millis() as u64, "lane cannot connect");
+                }
                 let reply = error_reply(&addr, &error);
                 if !refuse_until(&mut rx, Instant::now() + backoff, &reply).await {
                     return;
