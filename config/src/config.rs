@@ -17,12 +17,13 @@ use crate::file::{
     BackendFile, ConfigFile, LimitsFile, LogFile, TlsFile, DEFAULT_ALLOW_FLUSH,
     DEFAULT_AUTH_FAILURE_DELAY_MS, DEFAULT_AUTH_TIMEOUT_MS, DEFAULT_CLOSE_LINGER_MS,
     DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_IDLE_PARK_MS, DEFAULT_LANES, DEFAULT_LOG_FORMAT,
-    DEFAULT_LOG_LEVEL, DEFAULT_MAX_BULK_BYTES, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_INLINE_BYTES,
-    DEFAULT_MAX_MULTIBULK_LEN, DEFAULT_MAX_PIPELINE, DEFAULT_MAX_QUERY_BUFFER_BYTES,
-    DEFAULT_MAX_REPLY_DEPTH, DEFAULT_OUTPUT_BUFFER_HARD_BYTES, DEFAULT_OUTPUT_BUFFER_SOFT_BYTES,
-    DEFAULT_OUTPUT_BUFFER_SOFT_SECONDS, DEFAULT_RECONNECT_BACKOFF_MAX_MS,
-    DEFAULT_RECONNECT_BACKOFF_MIN_MS, DEFAULT_RESPONSE_TIMEOUT_MS, DEFAULT_SHUTDOWN_GRACE_MS,
-    DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS, MAX_LANES, MAX_REPLY_DEPTH_LIMIT,
+    DEFAULT_LOG_LEVEL, DEFAULT_MANAGE_ACL, DEFAULT_MAX_BULK_BYTES, DEFAULT_MAX_CLIENTS,
+    DEFAULT_MAX_INLINE_BYTES, DEFAULT_MAX_MULTIBULK_LEN, DEFAULT_MAX_PIPELINE,
+    DEFAULT_MAX_QUERY_BUFFER_BYTES, DEFAULT_MAX_REPLY_DEPTH, DEFAULT_OUTPUT_BUFFER_HARD_BYTES,
+    DEFAULT_OUTPUT_BUFFER_SOFT_BYTES, DEFAULT_OUTPUT_BUFFER_SOFT_SECONDS,
+    DEFAULT_RECONNECT_BACKOFF_MAX_MS, DEFAULT_RECONNECT_BACKOFF_MIN_MS,
+    DEFAULT_RESPONSE_TIMEOUT_MS, DEFAULT_SHUTDOWN_GRACE_MS, DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS,
+    MAX_LANES, MAX_REPLY_DEPTH_LIMIT,
 };
 use crate::file::{
     DEFAULT_METRICS_NAMESPACE, DEFAULT_SLOWLOG_MAX_LEN, DEFAULT_SLOWLOG_SLOWER_THAN_US,
@@ -150,6 +151,9 @@ pub struct BackendConfig {
     pub control_username: Option<String>,
     /// Password of the control connections; `None` uses the client-traffic credentials.
     pub control_password: Option<String>,
+    /// Whether client traffic runs as ACL users the proxy creates on every node (see
+    /// `docs/access-control.md`), so that a script cannot do what its client may not.
+    pub manage_acl: bool,
     /// Pipelined connections per node (`0..=64`); a key uses lane `slot % lanes`. 0 means one
     /// per worker thread (the proxy resolves it when it starts).
     pub lanes: usize,
@@ -281,6 +285,7 @@ impl Default for BackendConfig {
             password: None,
             control_username: None,
             control_password: None,
+            manage_acl: DEFAULT_MANAGE_ACL,
             lanes: DEFAULT_LANES,
             connect_timeout: Duration::from_millis(DEFAULT_CONNECT_TIMEOUT_MS),
             response_timeout: Duration::from_millis(DEFAULT_RESPONSE_TIMEOUT_MS),
@@ -764,6 +769,9 @@ fn backend(mut file: BackendFile, src: &Source<'_>) -> Result<BackendConfig, Con
         password,
         control_username,
         control_password,
+        manage_acl: file
+            .manage_acl
+            .map_or(DEFAULT_MANAGE_ACL, toml::Spanned::into_inner),
         lanes,
         connect_timeout: Duration::from_millis(connect),
         response_timeout: Duration::from_millis(response),

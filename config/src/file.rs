@@ -88,6 +88,10 @@ pub const MAX_METRICS_NAMESPACE_LEN: usize = 64;
 /// worker: 2 lanes cost about 10% more CPU per request at `-P 1`); with several worker
 /// threads, one lane per thread lets them share a node's traffic.
 pub const DEFAULT_LANES: usize = 0;
+/// Default of `backend.manage_acl`: the proxy confines client traffic (scripts included) with
+/// ACL users of its own on every node. On nodes without a password the proxy is Redis's
+/// `default` user, which may create them, so the default needs nothing from the operator.
+pub const DEFAULT_MANAGE_ACL: bool = true;
 /// Largest accepted `backend.lanes`.
 pub const MAX_LANES: usize = 64;
 /// Default of `backend.connect_timeout_ms`.
@@ -235,6 +239,11 @@ pub struct BackendFile {
     /// `control_password`: the password of `control_username` (or of the `default` user).
     /// Default: unset (the client-traffic credentials).
     pub control_password: Option<Spanned<String>>,
+    /// `manage_acl`: whether the proxy creates its own ACL users on every node (with the
+    /// `username`/`password` connection, which needs `ACL SETUSER`) and runs client traffic
+    /// as them, so that scripts obey `allow_flush` and the `[[user]]` access levels. `false`
+    /// runs client traffic as `username` itself. Default [`DEFAULT_MANAGE_ACL`].
+    pub manage_acl: Option<Spanned<bool>>,
     /// `lanes`: long-lived pipelined connections per node; a key always uses lane
     /// `slot % lanes`; 0 = one per worker thread. Default [`DEFAULT_LANES`],
     /// `0..=`[`MAX_LANES`].

@@ -92,7 +92,17 @@ impl ProxyState {
             &config.backend,
             config.limits.max_reply_depth,
             tls.backend.clone(),
-        );
+        )
+        .managing(crate::backend::acl::ManagedUsers::new(&config));
+        if !config.backend.manage_acl
+            && (!config.allow_flush
+                || config
+                    .users
+                    .iter()
+                    .any(|u| u.access != redshard_config::Access::All))
+        {
+            tracing::warn!("[backend] manage_acl = false: client traffic runs as the backend user, so a Lua script or function can run what allow_flush and the [[user]] access levels refuse (see docs/access-control.md)");
+        }
         if lanes.lanes == 0 {
             // `lanes = 0`: one per worker thread, so the workers share each node's traffic.
             lanes.lanes = worker_threads(config.threads);

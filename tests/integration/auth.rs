@@ -140,9 +140,9 @@ async fn acl_users_get_their_access_level() {
         [[user]]\nname = \"app\"\npassword = \"a-pw\"\naccess = \"no-dangerous\"\n\
         [[user]]\nname = \"ops\"\npassword = \"o-pw\"\n";
     let cluster = TestCluster::start_with(2, false, extra, &[]).await;
-    let noperm = |cmd: &str| {
+    let noperm = |user: &str, cmd: &str| {
         Reply::Error(format!(
-            "NOPERM this user has no permissions to run the '{cmd}' command"
+            "NOPERM User {user} has no permissions to run the '{cmd}' command"
         ))
     };
     let mut admin = cluster.client().await;
@@ -156,26 +156,32 @@ async fn acl_users_get_their_access_level() {
         reader.cmd(&["MGET", "k", "x"]).await,
         Reply::Array(vec![Reply::bulk("v"), Reply::Bulk(None)])
     );
-    assert_eq!(reader.cmd(&["SET", "k", "w"]).await, noperm("set"));
-    assert_eq!(reader.cmd(&["DEL", "k"]).await, noperm("del"));
-    assert_eq!(reader.cmd(&["EVAL", "return 1", "0"]).await, noperm("eval"));
+    assert_eq!(
+        reader.cmd(&["SET", "k", "w"]).await,
+        noperm("reader", "set")
+    );
+    assert_eq!(reader.cmd(&["DEL", "k"]).await, noperm("reader", "del"));
+    assert_eq!(
+        reader.cmd(&["EVAL", "return 1", "0"]).await,
+        noperm("reader", "eval")
+    );
     assert_eq!(
         reader.cmd(&["EVAL_RO", "return 1", "0"]).await,
         Reply::Int(1)
     );
     // Refused inside MULTI too, which then aborts.
     assert!(reader.cmd(&["MULTI"]).await.is_ok());
-    assert_eq!(reader.cmd(&["INCR", "n"]).await, noperm("incr"));
+    assert_eq!(reader.cmd(&["INCR", "n"]).await, noperm("reader", "incr"));
     assert!(matches!(reader.cmd(&["EXEC"]).await, Reply::Error(e) if e.starts_with("EXECABORT")));
 
     let mut app = cluster.client().await;
     assert!(app.cmd(&["AUTH", "app", "a-pw"]).await.is_ok());
     assert!(app.cmd(&["SET", "k2", "v"]).await.is_ok());
-    assert_eq!(app.cmd(&["KEYS", "*"]).await, noperm("keys"));
-    assert_eq!(app.cmd(&["INFO"]).await, noperm("info"));
+    assert_eq!(app.cmd(&["KEYS", "*"]).await, noperm("app", "keys"));
+    assert_eq!(app.cmd(&["INFO"]).await, noperm("app", "info"));
     assert_eq!(
         app.cmd(&["CONFIG", "GET", "maxclients"]).await,
-        noperm("config|get")
+        noperm("app", "config|get")
     );
 
     let mut ops = cluster.client().await;

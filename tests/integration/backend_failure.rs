@@ -137,8 +137,9 @@ async fn a_killed_master_fails_only_its_requests_and_comes_back() {
     assert_eq!(c.cmd(&["GET", &keys[1]]).await, Reply::bulk("after"));
 }
 
-/// A fake backend that answers the lane's handshake (`INFO server`: a `run_id`) like Redis,
-/// then misbehaves on every request as `script` says.
+/// A fake backend that answers the lane's handshake (`ACL SETUSER` and `AUTH` of the proxy's
+/// users: `+OK`; `INFO server`: a `run_id`) like Redis, then misbehaves on every request as
+/// `script` says.
 async fn fake_backend(script: &'static str) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
@@ -149,13 +150,23 @@ async fn fake_backend(script: &'static str) -> String {
             };
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];
+                let mut handshake = true;
                 loop {
                     let n = match socket.read(&mut buf).await {
                         Ok(0) | Err(_) => return,
                         Ok(n) => n,
                     };
                     if buf[..n].starts_with(b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n") {
+                        handshake = false;
                         let _ = socket.write_all(b"$13\r\nrun_id:fake\r\n\r\n").await;
+                        continue;
+                    }
+                    if handshake {
+                        // One `+OK` per ACL SETUSER / AUTH (a long SETUSER may arrive in
+                        // several reads: only its first part starts a request).
+                        if buf[..n].starts_with(b"*") {
+                            let _ = socket.write_all(b"+OK\r\n").await;
+                        }
                         continue;
                     }
                     match script {

@@ -1,6 +1,7 @@
 //! One integration-test binary for the whole workspace (short link times on a small machine).
 //! Every test runs real redis-server processes on free 127.0.0.1 ports behind the real proxy.
 
+mod acl;
 mod admin;
 mod admin_moves;
 mod auth;

@@ -510,7 +510,7 @@ async fn control_connections_use_their_own_backend_user() {
         "+ping",
         "+auth",
     ];
-    let extra = "[backend]\nusername = \"traffic\"\npassword = \"t-pw\"\n\
+    let extra = "[backend]\nusername = \"traffic\"\npassword = \"t-pw\"\nmanage_acl = false\n\
                  control_username = \"control\"\ncontrol_password = \"c-pw\"\n";
     let cluster = HttpCluster::start_with(2, extra, &server_args).await;
     // Let the probe run a few rounds (every 500 ms; down after 2 failures) before asking.

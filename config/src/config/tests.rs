@@ -66,6 +66,10 @@ fn minimal_file_takes_every_default() {
     );
     assert_eq!(config.password, None);
     assert!(!config.allow_flush);
+    assert!(
+        config.backend.manage_acl,
+        "the proxy manages its ACL users by default"
+    );
     assert_eq!(config.shutdown_grace, Duration::from_secs(5));
     assert_eq!(config.topology_file, None);
     assert_eq!(
@@ -144,6 +148,7 @@ client_ca_file = "/etc/redshard/clients.crt"
 [backend]
 username = "proxyuser"
 password = "pw"
+manage_acl = false
 lanes = 64
 connect_timeout_ms = 10
 response_timeout_ms = 20
@@ -207,6 +212,7 @@ format = "json"
             password: Some("pw".into()),
             control_username: None,
             control_password: None,
+            manage_acl: false,
             lanes: 64,
             connect_timeout: Duration::from_millis(10),
             response_timeout: Duration::from_millis(20),

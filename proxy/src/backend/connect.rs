@@ -41,6 +41,51 @@ async fn connect_inner(
     let mut stream = BackendStream::connect(addr, config.tls.as_deref())
         .await
         .map_err(LaneError::Connect)?;
+    authenticate(&mut stream, protocol, config).await?;
+    if let Some(acl) = &config.acl {
+        // Create (or reset) the proxy's users, then carry client traffic as one of them.
+        for setup in acl.setup() {
+            let answer = exchange(&mut stream, setup, config).await?;
+            if !reply::is_ok(&answer) {
+                return Err(LaneError::Acl(error_text(&answer)));
+            }
+        }
+        let auth = acl.auth(super::acl::BackendUser::Client);
+        let answer = exchange(&mut stream, auth, config).await?;
+        if !reply::is_ok(&answer) {
+            return Err(LaneError::Acl(error_text(&answer)));
+        }
+    }
+    Ok(stream)
+}
+
+/// Sends one request and reads its reply (during the handshake only).
+async fn exchange(
+    stream: &mut BackendStream,
+    request: &[u8],
+    config: &LaneConfig,
+) -> Result<BytesMut, LaneError> {
+    stream
+        .write_all(request)
+        .await
+        .map_err(LaneError::Connect)?;
+    read_one_reply(stream, config.max_reply_depth).await
+}
+
+/// An error reply as one line of text, without its `-`.
+fn error_text(answer: &[u8]) -> String {
+    String::from_utf8_lossy(answer)
+        .trim_end()
+        .trim_start_matches('-')
+        .to_owned()
+}
+
+/// The protocol switch and the `AUTH` with the configured backend credentials.
+async fn authenticate(
+    stream: &mut BackendStream,
+    protocol: Protocol,
+    config: &LaneConfig,
+) -> Result<(), LaneError> {
     if protocol == Protocol::Resp3 {
         // HELLO 3 authenticates too; its AUTH form always names a user.
         let mut request = BytesMut::new();
@@ -64,7 +109,7 @@ async fn connect_inner(
             .write_all(&request)
             .await
             .map_err(LaneError::Connect)?;
-        let answer = read_one_reply(&mut stream, config.max_reply_depth).await?;
+        let answer = read_one_reply(stream, config.max_reply_depth).await?;
         if reply::is_error(&answer) {
             let text = String::from_utf8_lossy(&answer)
                 .trim_end()
@@ -78,7 +123,7 @@ async fn connect_inner(
                 },
             );
         }
-        return Ok(stream);
+        return Ok(());
     }
     if let Some(password) = &config.password {
         let mut request = BytesMut::new();
@@ -93,7 +138,7 @@ async fn connect_inner(
             .write_all(&request)
             .await
             .map_err(LaneError::Connect)?;
-        let answer = read_one_reply(&mut stream, config.max_reply_depth).await?;
+        let answer = read_one_reply(stream, config.max_reply_depth).await?;
         if !reply::is_ok(&answer) {
             let text = String::from_utf8_lossy(&answer);
             return Err(LaneError::Auth(
@@ -101,7 +146,7 @@ async fn connect_inner(
             ));
         }
     }
-    Ok(stream)
+    Ok(())
 }
 
 /// The node's `run_id` (`INFO server`), asked on a fresh connection before it serves; `None`

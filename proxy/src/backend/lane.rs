@@ -47,6 +47,9 @@ pub enum LaneError {
     /// The node refused our credentials.
     #[error("refused the proxy's credentials: {0}")]
     Auth(String),
+    /// The node refused to create the proxy's ACL users, or the switch to one of them.
+    #[error("cannot run client traffic as the proxy's ACL users ({0}); grant the backend user ACL SETUSER, or set [backend] manage_acl = false (scripts then run with the backend user's rights)")]
+    Acl(String),
     /// The node refused `HELLO 3` (Redis before 6 has no RESP3).
     #[error("does not speak RESP3: {0}")]
     NoResp3(String),
@@ -81,7 +84,7 @@ impl LaneError {
         use crate::metrics::names::error_kind;
         match self {
             Self::Connect(_) | Self::ConnectTimeout(_) | Self::NoResp3(_) => error_kind::CONNECT,
-            Self::Auth(_) => error_kind::AUTH,
+            Self::Auth(_) | Self::Acl(_) => error_kind::AUTH,
             Self::Io(_) | Self::Closed => error_kind::CLOSED,
             Self::Timeout(_) => error_kind::TIMEOUT,
             Self::Protocol(_) | Self::Unsolicited => error_kind::PROTOCOL,
@@ -101,7 +104,8 @@ struct InFlight {
     replies: u32,
     /// What the replicas get once the master answered.
     mirror: Option<Box<Job>>,
-    /// Whether this is the lane's own `HELLO` switching the connection's protocol.
+    /// Whether this is the lane's own `HELLO` switching the connection's protocol, or its
+    /// `AUTH` switching the backend user.
     hello: bool,
 }
 
@@ -230,7 +234,12 @@ pub async fn run(setup: LaneSetup, mut rx: mpsc::UnboundedReceiver<LaneRequest>)
             Err(error) => {
                 metrics::backend_error(&addr, error.metric_kind());
                 report(&events);
-                warn!(node = %addr, lane = index, %error, retry_ms = backoff.as_millis() as u64, "lane cannot connect");
+                if matches!(error, LaneError::Acl(_)) {
+                    // A configuration problem, not a passing failure: said as an error.
+                    tracing::error!(node = %addr, lane = index, %error, retry_ms = backoff.as_millis() as u64, "lane cannot connect");
+                } else {
+                    warn!(node = %addr, lane = index, %error, retry_ms = backoff.as_millis() as u64, "lane cannot connect");
+                }
                 let reply = error_reply(&addr, &error);
                 if !refuse_until(&mut rx, Instant::now() + backoff, &reply).await {
                     return;
@@ -328,7 +337,7 @@ async fn serve(
     fenced: Option<&mut watch::Receiver<bool>>,
 ) -> Ended {
     let (mut reader, mut writer) = stream.split();
-    let mut send = Sending::new(connected);
+    let mut send = Sending::new(connected, config.acl.clone());
     let mut batch = Vec::with_capacity(BATCH);
     let mut buf = BytesMut::with_capacity(READ_RESERVE);
     let mut scanner = ReplyScanner::new(config.max_reply_depth);
@@ -442,6 +451,11 @@ struct Sending {
     /// The protocol the connection speaks now; a request for the other one is preceded by a
     /// `HELLO` whose reply the lane checks and drops.
     speaking: Protocol,
+    /// The proxy's ACL users, when it manages them: a request of another user than the
+    /// connection runs as now is preceded by an `AUTH` the lane checks and drops.
+    acl: Option<Arc<super::acl::ManagedUsers>>,
+    /// The backend user the connection runs as now (`redshard-client` after connecting).
+    acting: super::acl::BackendUser,
     /// Requests waiting behind a fenced one (see [`LaneRequest::via`]), in order.
     held: VecDeque<LaneRequest>,
     /// The signal that the fenced request has been answered, while one is out.
@@ -449,11 +463,13 @@ struct Sending {
 }
 
 impl Sending {
-    fn new(speaking: Protocol) -> Self {
+    fn new(speaking: Protocol, acl: Option<Arc<super::acl::ManagedUsers>>) -> Self {
         Self {
             out: OutBuf::new(),
             in_flight: VecDeque::new(),
             speaking,
+            acl,
+            acting: super::acl::BackendUser::Client,
             held: VecDeque::new(),
             fence: None,
         }
@@ -484,6 +500,19 @@ impl Sending {
 
     /// Writes `request` to the connection (after a `HELLO` if it changes the protocol).
     fn admit(&mut self, request: LaneRequest, now: Instant) {
+        if request.user != self.acting {
+            if let Some(acl) = &self.acl {
+                self.acting = request.user;
+                self.out.push(acl.auth(request.user).clone());
+                self.in_flight.push_back(InFlight {
+                    dest: Dest::Discard,
+                    sent: now,
+                    replies: 1,
+                    mirror: None,
+                    hello: true,
+                });
+            }
+        }
         if request.protocol != self.speaking {
             self.speaking = request.protocol;
             self.out.push(Bytes::from_static(match self.speaking {
@@ -603,7 +632,13 @@ fn deliver_replies(
         if request.hello {
             if reply::is_error(&whole) {
                 let text = String::from_utf8_lossy(&whole).trim_end().to_owned();
-                return Err(LaneError::NoResp3(text));
+                return Err(if let Some(text) = text.strip_prefix("-WRONGPASS") {
+                    // The switch to one of the proxy's users (deleted since the connection
+                    // opened): the new connection creates it again.
+                    LaneError::Acl(format!("WRONGPASS{text}"))
+                } else {
+                    LaneError::NoResp3(text)
+                });
             }
             continue;
         }

@@ -8,6 +8,7 @@
 //! Nodes are shared by address in a [`NodePool`], so a new routing table (failover, resharding)
 //! reuses the connections it already has.
 
+pub mod acl;
 mod connect;
 pub mod lane;
 pub mod stream;
@@ -49,6 +50,9 @@ pub struct LaneConfig {
     /// TLS for every connection (`[backend] tls`); `None` for plain TCP. Shared with the
     /// health probe, and reloaded in place, so new connections use the current certificates.
     pub tls: Option<Arc<crate::tls::BackendTls>>,
+    /// The proxy's own ACL users (`[backend] manage_acl`): every connection creates them and
+    /// carries client traffic as one of them; `None` carries it as `username`.
+    pub acl: Option<Arc<acl::ManagedUsers>>,
 }
 
 impl LaneConfig {
@@ -70,7 +74,15 @@ impl LaneConfig {
             max_reply_depth,
             reconnect: true,
             tls,
+            acl: None,
         }
+    }
+
+    /// The same settings, carrying client traffic as the proxy's ACL users `acl`.
+    #[must_use]
+    pub fn managing(mut self, acl: Option<acl::ManagedUsers>) -> Self {
+        self.acl = acl.map(Arc::new);
+        self
     }
 }
 
@@ -158,6 +170,10 @@ pub struct LaneRequest {
     /// answered: the master then runs it in a known place of this lane's order, which the
     /// mirror replays (a transaction after WATCH).
     pub via: Option<LaneHandle>,
+    /// The backend user it runs as (with managed ACL users): a script of a restricted client
+    /// runs as its level's user; the lane switches with `AUTH` when this differs from the
+    /// previous request's.
+    pub user: acl::BackendUser,
 }
 
 impl LaneRequest {
@@ -171,6 +187,7 @@ impl LaneRequest {
             replies: 1,
             mirror: None,
             via: None,
+            user: acl::BackendUser::Client,
         }
     }
 }

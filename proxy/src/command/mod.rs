@@ -45,7 +45,7 @@ pub use table::REDIS_VERSION;
 
 use procs::GetKeys;
 pub use route::DANGEROUS;
-pub(crate) use route::LOCAL_FROM_BACKEND;
+pub(crate) use route::{FORBIDDEN, LOCAL_FROM_BACKEND};
 
 /// How redshard treats a command from a client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

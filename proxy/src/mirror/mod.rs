@@ -38,6 +38,7 @@ use smallvec::SmallVec;
 use tokio::sync::mpsc;
 use tracing::warn;
 
+use crate::backend::acl::BackendUser;
 use crate::backend::{Dest, LaneHandle, LaneRequest, Node, NodePool};
 use crate::resp::Protocol;
 use effect::Effect;
@@ -340,6 +341,9 @@ pub struct Job {
     lane: usize,
     /// Wait for the replicas even in async mode (barriers).
     wait: bool,
+    /// The backend user the replicas run it as: a restricted client's script runs there as
+    /// on the master, so a call its user may not make fails the same way on both.
+    user: BackendUser,
 }
 
 impl Job {
@@ -360,7 +364,15 @@ impl Job {
             protocol,
             lane,
             wait: false,
+            user: BackendUser::Client,
         })
+    }
+
+    /// Makes the replicas run the request as `user` (a restricted client's script).
+    #[must_use]
+    pub fn as_user(mut self: Box<Self>, user: BackendUser) -> Box<Self> {
+        self.user = user;
+        self
     }
 
     /// Makes a blocking command's job mirror in the master's order and to the replicas in
@@ -438,6 +450,7 @@ impl Job {
                 replies: 1,
                 mirror: None,
                 via: None,
+                user: BackendUser::Client,
             });
             return;
         }
@@ -539,6 +552,7 @@ impl Job {
                 replies,
                 mirror: None,
                 via: None,
+                user: self.user,
             });
         }
     }
@@ -758,6 +772,7 @@ pub async fn barrier(
             replies: 1,
             mirror,
             via: None,
+            user: BackendUser::Client,
         });
         waits.push(rx);
     }

@@ -14,6 +14,7 @@ use super::{local, pubsub, scan, split, txn, Ctx};
 
 use redshard_config::{Access, ReadFrom};
 
+use crate::backend::acl::BackendUser;
 use crate::backend::{Dest, LaneHandle, LaneRequest, Node};
 use crate::command::{self, ArgList, CommandSpec, Flags, Route};
 use crate::mirror::effect::{self, Effect, Prepared};
@@ -80,6 +81,8 @@ pub(crate) enum Action {
         queued: Vec<(Bytes, Effect)>,
         /// A WATCH ran on the private lane: it must still be the same connection.
         watched: bool,
+        /// A script is queued (a restricted client's transaction runs as its level's user).
+        scripts: bool,
     },
 }
 
@@ -152,10 +155,15 @@ pub(crate) fn dispatch(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>) -> A
     }
     if !permitted(ctx.access, spec) {
         txn::abort_with(ctx);
+        let user = if ctx.user.is_empty() {
+            "default"
+        } else {
+            &ctx.user
+        };
         return Action::error(
             ctx,
             &format!(
-                "NOPERM this user has no permissions to run the '{}' command",
+                "NOPERM User {user} has no permissions to run the '{}' command",
                 spec.name
             ),
         );
@@ -212,18 +220,30 @@ pub(crate) fn dispatch(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>) -> A
     }
 }
 
-/// Whether a user of `access` may run `spec`.
+/// Whether a user of `access` may run `spec`. (What its scripts call is checked by the
+/// node, with the proxy's ACL users: see [`crate::backend::acl`].)
 fn permitted(access: Access, spec: &CommandSpec) -> bool {
     match access {
         Access::All => true,
-        // Scripts, functions and publishing may write or replicate: refused too.
+        // Scripts, functions and publishing may write or replicate: refused too (the
+        // read-only variants EVAL_RO, EVALSHA_RO, FCALL_RO are not). So is what changes the
+        // server's state without writing keys: administration (SLOWLOG RESET, CLIENT
+        // NO-EVICT, CONFIG ...), SCRIPT FLUSH and MEMORY PURGE.
         Access::ReadOnly => {
             !spec
                 .flags
-                .intersects(Flags::WRITE.union(Flags::MAY_REPLICATE))
+                .intersects(Flags::WRITE.union(Flags::MAY_REPLICATE).union(Flags::ADMIN))
                 && spec.route != Route::Flush
+                && !matches!(spec.name, "script|flush" | "memory|purge")
         }
-        Access::NoDangerous => !spec.is_dangerous(),
+        // Redis's @dangerous, and emptying every master's scripts or functions.
+        Access::NoDangerous => {
+            !spec.is_dangerous()
+                && !matches!(
+                    spec.name,
+                    "script|flush" | "function|flush" | "function|restore"
+                )
+        }
     }
 }
 
@@ -351,15 +371,42 @@ pub(crate) fn send_master(
     effect: Option<Effect>,
     replies: u32,
 ) {
+    send_master_as(
+        route,
+        slot,
+        bytes,
+        dest,
+        protocol,
+        effect,
+        replies,
+        BackendUser::Client,
+    );
+}
+
+/// [`send_master`] run as the backend `user` (on the master and, mirrored, on the replicas).
+#[allow(clippy::too_many_arguments)]
+fn send_master_as(
+    route: &ShardRoute,
+    slot: u16,
+    bytes: Bytes,
+    dest: Dest,
+    protocol: Protocol,
+    effect: Option<Effect>,
+    replies: u32,
+    user: BackendUser,
+) {
     let lane = usize::from(slot) % route.master.lane_count();
     let mirror = match effect {
-        Some(effect) if !route.mirror.is_empty() && effect != Effect::Skip => Some(Job::new(
-            std::sync::Arc::clone(&route.mirror),
-            effect,
-            bytes.clone(),
-            protocol,
-            lane,
-        )),
+        Some(effect) if !route.mirror.is_empty() && effect != Effect::Skip => Some(
+            Job::new(
+                std::sync::Arc::clone(&route.mirror),
+                effect,
+                bytes.clone(),
+                protocol,
+                lane,
+            )
+            .as_user(user),
+        ),
         _ => None,
     };
     route.master.lane_at(lane).submit(LaneRequest {
@@ -369,7 +416,26 @@ pub(crate) fn send_master(
         replies,
         mirror,
         via: None,
+        user,
     });
+}
+
+/// The backend user a request runs as: a script (EVAL, FCALL and their variants) of a
+/// `read-only` or `no-dangerous` client runs as its level's user, so that its `redis.call()`s
+/// meet the node's ACL; everything else the proxy checked itself.
+fn script_user(ctx: &Ctx) -> BackendUser {
+    if ctx.access == Access::All || !ctx.current_cmd.is_some_and(is_script) {
+        return BackendUser::Client;
+    }
+    BackendUser::of(ctx.access)
+}
+
+/// Whether the command `name` runs a Lua script or function.
+pub(super) fn is_script(name: &str) -> bool {
+    matches!(
+        name,
+        "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro"
+    )
 }
 
 /// The keys of the request in migrating slots, which must leave their source before it is
@@ -492,7 +558,7 @@ pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes:
                 Some(p) => (p.request.unwrap_or(bytes), Some(p.effect)),
                 None => (bytes, None),
             };
-            send_master(
+            send_master_as(
                 &table.shards()[shard],
                 slot,
                 bytes,
@@ -500,20 +566,25 @@ pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes:
                 ctx.protocol,
                 effect,
                 1,
+                script_user(ctx),
             );
         }
         Action::Read { shard, slot } => {
             let reply = ctx.queue.reserve();
+            let mut request = LaneRequest::new(bytes, reply, ctx.protocol);
+            request.user = script_user(ctx);
             read_node(ctx, &table.shards()[shard])
                 .lane(slot)
-                .send(bytes, reply, ctx.protocol);
+                .submit(request);
         }
         Action::FanOut(plan, write) => fan_out(ctx, table, plan, &bytes, write),
         Action::HoldBack | Action::Pause(_) | Action::Migrate(_) => {
             unreachable!("held-back requests are not consumed")
         }
         Action::Queue(prepared) => {
+            let script = ctx.current_cmd.is_some_and(is_script);
             if let Some(tx) = ctx.tx.as_mut() {
+                tx.scripts |= script;
                 tx.queued.push(match prepared {
                     Some(p) => (p.request.unwrap_or(bytes), p.effect),
                     None => (bytes, Effect::Skip),
@@ -544,6 +615,7 @@ pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes:
                 replies: 1,
                 mirror: job,
                 via: None,
+                user: BackendUser::Client,
             });
             ctx.barrier = true;
         }
@@ -552,7 +624,15 @@ pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes:
             slot,
             queued,
             watched,
-        } => exec(ctx, table, shard, slot, queued, watched, &bytes),
+            scripts,
+        } => {
+            let user = if scripts {
+                BackendUser::of(ctx.access)
+            } else {
+                BackendUser::Client
+            };
+            exec(ctx, table, shard, slot, queued, watched, &bytes, user);
+        }
     }
 }
 
@@ -606,7 +686,9 @@ fn follow_shard(state: &Arc<ProxyState>, route: &ShardRoute) -> Follow {
     })
 }
 
-/// Sends a transaction as one request: `MULTI`, the queued requests, `EXEC`.
+/// Sends a transaction as one request: `MULTI`, the queued requests, `EXEC`, run as the
+/// backend `user`.
+#[allow(clippy::too_many_arguments)]
 fn exec(
     ctx: &mut Ctx,
     table: &RoutingTable,
@@ -615,6 +697,7 @@ fn exec(
     queued: Vec<(Bytes, Effect)>,
     watched: bool,
     exec: &Bytes,
+    user: BackendUser,
 ) {
     let route = &table.shards()[shard];
     if watched
@@ -668,6 +751,7 @@ fn exec(
             replies,
             via: None,
             mirror: None,
+            user,
         };
         match job {
             // Mirrored: the slot's shared lane fences it, so the master runs it at a known
@@ -681,7 +765,7 @@ fn exec(
         }
         ctx.barrier = true;
     } else {
-        send_master(
+        send_master_as(
             route,
             slot,
             whole,
@@ -689,6 +773,7 @@ fn exec(
             ctx.protocol,
             effect,
             replies,
+            user,
         );
     }
 }

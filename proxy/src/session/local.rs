@@ -44,6 +44,7 @@ pub(super) fn handle(
             }
             ctx.authenticated = ctx.state.config.password.is_none();
             ctx.access = Access::All;
+            ctx.user.clear();
             ctx.client.fields().name.clear();
             ctx.pubsub = None;
             super::pubsub::show_counts(ctx);
@@ -293,6 +294,14 @@ fn check_credentials(
     }
 }
 
+/// Records the name the client authenticated as (`None`: the default user).
+fn set_user(ctx: &mut Ctx, name: Option<&[u8]>) {
+    ctx.user.clear();
+    if let Some(name) = name.filter(|n| *n != b"default") {
+        ctx.user.push_str(&String::from_utf8_lossy(name));
+    }
+}
+
 /// Compares without an early exit, so timing does not tell how much of a guess was right.
 /// Also checks the admin port's password.
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -312,6 +321,7 @@ fn auth(ctx: &mut Ctx, args: Args<'_>) -> Action {
         Ok(access) => {
             ctx.authenticated = true;
             ctx.access = access;
+            set_user(ctx, (args.len() == 3).then(|| args.get(1)));
             Action::reply(ctx, Bytes::from_static(encode::OK))
         }
         Err(e) => auth_failed(ctx, e),
@@ -407,7 +417,10 @@ fn hello(ctx: &mut Ctx, args: Args<'_>) -> Action {
         let more = args.len() - i - 1;
         if option.eq_ignore_ascii_case(b"AUTH") && more >= 2 {
             match check_credentials(ctx, Some(args.get(i + 1)), args.get(i + 2)) {
-                Ok(access) => ctx.access = access,
+                Ok(access) => {
+                    ctx.access = access;
+                    set_user(ctx, Some(args.get(i + 1)));
+                }
                 Err(e) => return auth_failed(ctx, e),
             }
             ctx.authenticated = true;

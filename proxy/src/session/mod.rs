@@ -155,6 +155,8 @@ pub(crate) struct Ctx {
     pub pubsub: Option<Box<pubsub::PubSub>>,
     /// What the authenticated user may run (`[[user]] access`; the default user: all).
     pub access: redshard_config::Access,
+    /// The `[[user]]` name the client authenticated as, for refusals (empty: `default`).
+    pub user: String,
     /// Failed AUTH attempts on this connection (each delays the next answer more).
     pub auth_failures: u32,
     /// The command of the request being dispatched, once resolved (labels its reply entry).
@@ -265,6 +267,7 @@ impl<S: ClientStream> Session<S> {
                 current_cmd: None,
                 auth_failures: 0,
                 access: redshard_config::Access::All,
+                user: String::new(),
             },
             shutdown,
             held_back: false,

@@ -37,6 +37,9 @@ pub(crate) struct Transaction {
     pub(super) queued: Vec<(Bytes, crate::mirror::effect::Effect)>,
     /// A queued command was refused: EXEC answers EXECABORT.
     pub(super) dirty: bool,
+    /// A script is queued: a restricted client's transaction then runs as its level's
+    /// backend user (see [`super::dispatch::is_script`]).
+    pub(super) scripts: bool,
 }
 
 const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
@@ -264,5 +267,6 @@ fn exec(ctx: &mut Ctx, table: &RoutingTable) -> Action {
         slot: slot.get(),
         queued: tx.queued,
         watched: watched.is_some(),
+        scripts: tx.scripts,
     }
 }
