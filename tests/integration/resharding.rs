@@ -5,12 +5,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use redshard_config::TopologyStore as _;
 use redshard_config::{NodeAddr, ReplicaState, Slot, SlotRange, TopologyChange};
 use redshard_proxy::control::migrate::MigrationState;
 use redshard_proxy::control::Controller;
-use redshard_tests::replication::wait_until;
-use redshard_config::TopologyStore as _;
 use redshard_tests::cluster::CrashableProxy;
+use redshard_tests::replication::wait_until;
 use redshard_tests::{Client, RedisServer, Reply, TestCluster};
 use tokio::task::JoinSet;
 
@@ -358,9 +358,7 @@ async fn a_rebalance_resumes_every_queued_move_after_a_proxy_crash() {
         .expect("queued");
     wait_until(Duration::from_secs(30), "the first move to run", || async {
         let all = controller.migrations();
-        all.len() == 3
-            && all[0].state == MigrationState::Running
-            && all[0].keys_moved > 100
+        all.len() == 3 && all[0].state == MigrationState::Running && all[0].keys_moved > 100
     })
     .await;
     drop(controller);
@@ -401,8 +399,14 @@ async fn a_rebalance_resumes_every_queued_move_after_a_proxy_crash() {
             ("s4".to_owned(), 4096)
         ]
     );
-    assert_eq!(after.slots, expected.slots, "the slots are where the plan put them");
-    assert!(after.queued.is_empty() && after.migrations().is_empty(), "{after:?}");
+    assert_eq!(
+        after.slots, expected.slots,
+        "the slots are where the plan put them"
+    );
+    assert!(
+        after.queued.is_empty() && after.migrations().is_empty(),
+        "{after:?}"
+    );
     let mut client = Client::connect_addr(second.proxy().local_addr()).await;
     for i in 0..KEYS {
         assert_eq!(read_key(&mut client, i).await, loaded(i), "key:{i}");
@@ -417,6 +421,77 @@ async fn a_rebalance_resumes_every_queued_move_after_a_proxy_crash() {
     assert_eq!(total, i64::try_from(KEYS).unwrap());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_move_that_no_longer_fits_is_reported_at_restart_not_dropped_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    let topology_file = dir.path().join("topology.toml");
+    let extra = format!(
+        "topology_file = \"{}\"\nmetrics_listen = \"off\"\nadmin_listen = \"off\"\n",
+        topology_file.display()
+    );
+    let masters: Vec<RedisServer> = (0..2).map(|_| RedisServer::start()).collect();
+    let text = redshard_tests::cluster::config_text(
+        &masters.iter().map(RedisServer::addr).collect::<Vec<_>>(),
+        &[],
+        &extra,
+    );
+    let config = || redshard_config::Config::from_toml_str(&text, "test.toml").unwrap();
+    let mut first = CrashableProxy::start(config()).await;
+    let mut client = Client::connect_addr(first.proxy().local_addr()).await;
+    load_keys(&mut client, 2_000).await;
+    drop(client);
+    first.crash().await;
+    // Edited while stopped: two moves queued, the first naming a slot s1 does not own.
+    let saved = std::fs::read_to_string(&topology_file).unwrap();
+    let edited = saved.replacen("epoch = 1", "epoch = 2", 1)
+        + "\n[[queued]]\nfrom = 0\nto = 1\nslots = [\"10000\"]\n\n[[queued]]\nfrom = 0\nto = 1\nslots = [\"0-99\"]\n";
+    std::fs::write(&topology_file, edited).unwrap();
+
+    let second = CrashableProxy::start(config()).await;
+    let controller = Arc::clone(second.proxy().controller());
+    wait_until(
+        Duration::from_secs(60),
+        "the fitting move to finish",
+        || async {
+            controller
+                .migrations()
+                .iter()
+                .any(|m| m.state == MigrationState::Done)
+        },
+    )
+    .await;
+    let all = controller.migrations();
+    assert_eq!(all.len(), 2, "{all:?}");
+    let MigrationState::Failed(why) = &all[0].state else {
+        panic!("the move that does not fit is reported as failed: {all:?}");
+    };
+    assert_eq!(
+        all[0].slots,
+        vec![SlotRange::single(Slot::new(10000).unwrap())]
+    );
+    assert!(
+        why.contains("no longer fits the topology and was dropped")
+            && why.contains("slot 10000 is not owned by shard \"s1\" (it is owned by \"s2\")"),
+        "{why}"
+    );
+    assert_eq!(all[1].slots, vec![SlotRange::new(0, 99).unwrap()]);
+    let after = Arc::clone(controller.state().router.load().topology());
+    assert!(
+        after.queued.is_empty(),
+        "dropped from the persisted queue: {after:?}"
+    );
+    let persisted = redshard_config::FileTopologyStore::new(&topology_file)
+        .load()
+        .unwrap()
+        .unwrap();
+    assert!(persisted.queued.is_empty(), "{persisted:?}");
+    let mut client = Client::connect_addr(second.proxy().local_addr()).await;
+    for i in 0..2_000 {
+        assert_eq!(read_key(&mut client, i).await, loaded(i), "key:{i}");
+    }
+    assert_keys_where_they_belong(&after).await;
+}
+
 /// How many moves of `plan` `topology` shows done (their slots owned by the target).
 fn controller_done(
     topology: &redshard_config::Topology,
@@ -425,9 +500,10 @@ fn controller_done(
     plan.moves
         .iter()
         .filter(|m| {
-            m.slots.iter().flat_map(SlotRange::slots).all(|slot| {
-                topology.slot_state(slot) == redshard_config::SlotState::Owned(m.to)
-            })
+            m.slots
+                .iter()
+                .flat_map(SlotRange::slots)
+                .all(|slot| topology.slot_state(slot) == redshard_config::SlotState::Owned(m.to))
         })
         .count()
 }
