@@ -356,15 +356,19 @@ async fn a_rebalance_resumes_every_queued_move_after_a_proxy_crash() {
                 .collect(),
         )
         .expect("queued");
-    wait_until(Duration::from_secs(30), "the first move to run", || async {
-        let all = controller.migrations();
-        all.len() == 3 && all[0].state == MigrationState::Running && all[0].keys_moved > 100
+    // The first move normally is the one running (the file read below shows where the crash
+    // landed); were it already done on a fast machine, the assertions hold as well.
+    wait_until(Duration::from_secs(30), "a move to run", || async {
+        controller
+            .migrations()
+            .iter()
+            .any(|m| m.state == MigrationState::Running && m.keys_moved > 100)
     })
     .await;
     drop(controller);
     first.crash().await;
 
-    // What the crash left on disk: the first move's slots migrating, the others queued.
+    // What the crash left on disk: the running move's slots migrating, the others queued.
     let persisted = redshard_config::FileTopologyStore::new(&topology_file)
         .load()
         .expect("readable")
