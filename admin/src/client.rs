@@ -14,6 +14,41 @@ const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
 /// How long a command may take: FAILOVER waits for a drain, ADDSHARD checks the node.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The proxy closed the connection or reset it: it went away (a restart, a stop, a crash).
+/// Callers that know what the proxy was doing find it with `downcast_ref` and say what
+/// happens to that work.
+#[derive(Debug)]
+pub struct ConnectionLost {
+    /// `host:port` of the proxy.
+    pub addr: String,
+    /// What the socket said.
+    pub detail: String,
+}
+
+impl std::fmt::Display for ConnectionLost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.addr, self.detail)
+    }
+}
+
+impl std::error::Error for ConnectionLost {}
+
+impl ConnectionLost {
+    /// `ConnectionLost` for a failed read or write, or `None` when `e` does not mean the
+    /// peer went away (a timeout, for one).
+    fn from_io(addr: &str, e: &std::io::Error) -> Option<Self> {
+        use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+        matches!(
+            e.kind(),
+            BrokenPipe | ConnectionAborted | ConnectionReset | UnexpectedEof
+        )
+        .then(|| Self {
+            addr: addr.to_owned(),
+            detail: format!("closed the connection ({e})"),
+        })
+    }
+}
+
 /// A decoded reply.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Value {
@@ -184,9 +219,12 @@ impl AdminClient {
             request.extend_from_slice(arg.as_bytes());
             request.extend_from_slice(b"\r\n");
         }
-        self.stream
-            .write_all(&request)
-            .with_context(|| format!("lost the connection to {}", self.addr))?;
+        if let Err(e) = self.stream.write_all(&request) {
+            if let Some(lost) = ConnectionLost::from_io(&self.addr, &e) {
+                return Err(lost.into());
+            }
+            return Err(e).with_context(|| format!("lost the connection to {}", self.addr));
+        }
         loop {
             if let Some((frame, len)) = decode(&self.buf)
                 .map_err(|e| anyhow!("{} sent an invalid reply: {e:?}", self.addr))?
@@ -201,12 +239,21 @@ impl AdminClient {
                 );
             }
             let mut chunk = [0u8; 16 * 1024];
-            let n = self
-                .stream
-                .read(&mut chunk)
-                .with_context(|| format!("no answer from {}", self.addr))?;
+            let n = match self.stream.read(&mut chunk) {
+                Ok(n) => n,
+                Err(e) => {
+                    if let Some(lost) = ConnectionLost::from_io(&self.addr, &e) {
+                        return Err(lost.into());
+                    }
+                    return Err(e).with_context(|| format!("no answer from {}", self.addr));
+                }
+            };
             if n == 0 {
-                bail!("{} closed the connection", self.addr);
+                return Err(ConnectionLost {
+                    addr: self.addr.clone(),
+                    detail: "closed the connection".into(),
+                }
+                .into());
             }
             self.buf.extend_from_slice(&chunk[..n]);
         }

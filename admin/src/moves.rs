@@ -9,7 +9,7 @@ use anyhow::{anyhow, bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use redshard_config::SlotRange;
 
-use crate::client::AdminClient;
+use crate::client::{AdminClient, ConnectionLost};
 use crate::model::{
     parse_ranges, show_ranges, MigrationView, PlannedMove, RebalanceView, TopologyView,
 };
@@ -142,14 +142,24 @@ pub fn reshard(
     let texts: Vec<String> = slots.iter().map(ToString::to_string).collect();
     let mut args = vec!["MIGRATE", &source.name, &target.name, "SLOTS"];
     args.extend(texts.iter().map(String::as_str));
-    client.ok(&args)?;
+    let queued = client.ok(&args)?;
     let planned = PlannedMove {
         from: source.name.clone(),
         to: target.name.clone(),
         slot_count: count as u64,
         slots: show_ranges(&slots),
     };
-    watch(client, &[planned])
+    watch(client, &[planned], persisted(&queued))
+}
+
+/// The `persisted` field of a MIGRATE or REBALANCE reply: whether the proxy saved the queued
+/// moves with its topology; `None` from a proxy that does not say.
+fn persisted(reply: &crate::client::Value) -> Option<bool> {
+    reply
+        .text("persisted")
+        .ok()
+        .flatten()
+        .map(|text| text == "yes")
 }
 
 /// `rebalance [--cluster-use-empty-masters] [--cluster-threshold P] [--cluster-simulate]
@@ -206,12 +216,13 @@ pub fn rebalance(
     if !yes && !confirm("Do you want to proceed with the proposed rebalance plan (yes/no)? ")? {
         bail!("aborted: nothing was moved");
     }
-    let queued = RebalanceView::parse(&client.ok(&args)?)?;
+    let reply = client.ok(&args)?;
+    let queued = RebalanceView::parse(&reply)?;
     if queued.moves != plan.moves {
         say!("The cluster changed since the plan was shown; queued instead:");
         say_moves(&queued.moves);
     }
-    watch(client, &queued.moves)
+    watch(client, &queued.moves, persisted(&reply))
 }
 
 /// Whether two range lists name the same slots.
@@ -228,9 +239,34 @@ fn same_slots(a: &str, b: &str) -> bool {
     matches!((expand(a), expand(b)), (Some(x), Some(y)) if x == y)
 }
 
+/// What to tell the operator when the proxy goes away while `moves` run; `persisted` is
+/// what the proxy said when they were queued.
+fn went_away(
+    lost: &ConnectionLost,
+    moves: &[PlannedMove],
+    seen: &[Option<MigrationView>],
+    persisted: Option<bool>,
+) -> anyhow::Error {
+    let left: Vec<String> = moves
+        .iter()
+        .zip(seen)
+        .filter(|(_, m)| !m.as_ref().is_some_and(MigrationView::finished))
+        .map(|(p, _)| format!("{} slots {} -> {}", p.slot_count, p.from, p.to))
+        .collect();
+    let fate = match persisted {
+        Some(false) => "the proxy runs without topology_file, so they are not saved and will not resume: once it is back, check the slots with `redshard-admin check` and plan again",
+        _ => "they are saved with the proxy's topology (topology_file) and resume, in order, when it starts again (a move that no longer fits is reported as failed, never dropped silently); watch them with `redshard-admin migrations`, stop them with `redshard-admin cancel`",
+    };
+    anyhow!(
+        "the proxy went away while the moves ran ({lost}); {} move(s) not finished ({}): {fate}",
+        left.len(),
+        left.join(", ")
+    )
+}
+
 /// Draws the progress of `moves` until each is done, failed or cancelled. Returns whether
-/// all are done.
-fn watch(client: &mut AdminClient, moves: &[PlannedMove]) -> Result<bool> {
+/// all are done. `persisted`: whether the proxy saved them with its topology.
+fn watch(client: &mut AdminClient, moves: &[PlannedMove], persisted: Option<bool>) -> Result<bool> {
     say!("(Ctrl-C stops watching only: the moves go on; `redshard-admin migrations` shows them, `redshard-admin cancel` stops them.)");
     let total: u64 = moves.iter().map(|m| m.slot_count).sum();
     let bar = ProgressBar::new(total);
@@ -244,7 +280,16 @@ fn watch(client: &mut AdminClient, moves: &[PlannedMove]) -> Result<bool> {
     let started = Instant::now();
     let mut seen: Vec<Option<MigrationView>> = vec![None; moves.len()];
     loop {
-        let all = MigrationView::fetch_all(client)?;
+        let all = match MigrationView::fetch_all(client) {
+            Ok(all) => all,
+            Err(e) => {
+                bar.abandon();
+                return Err(match e.downcast_ref::<ConnectionLost>() {
+                    Some(lost) => went_away(lost, moves, &seen, persisted),
+                    None => e,
+                });
+            }
+        };
         for (i, planned) in moves.iter().enumerate() {
             let found = all.iter().rev().find(|m| {
                 m.from == planned.from && m.to == planned.to && same_slots(&m.slots, &planned.slots)

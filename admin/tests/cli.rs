@@ -6,6 +6,9 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use redshard_proxy::control::migrate::MigrationState;
+use redshard_tests::cluster::CrashableProxy;
+use redshard_tests::replication::wait_until;
 use redshard_tests::workload::{assert_keys_where_they_belong, assert_replicas_equal, Traffic};
 use redshard_tests::{RedisServer, Reply, TestCluster};
 
@@ -335,6 +338,84 @@ async fn failover_rebalance_plan_and_reshard_prompt() {
     .await;
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.err.contains("shard new owns 0 slots"), "{run:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_watch_says_the_moves_resume_when_the_proxy_goes_away() {
+    let dir = std::env::temp_dir().join(format!("redshard-cli-{}-rebalance", std::process::id()));
+    let extra = format!(
+        "topology_file = \"{}\"\nmetrics_listen = \"off\"\nadmin_listen = \"127.0.0.1:0\"\n",
+        dir.join("topology.toml").display()
+    );
+    let masters: Vec<RedisServer> = (0..2).map(|_| RedisServer::start()).collect();
+    let empty = RedisServer::start();
+    let text = redshard_tests::cluster::config_text(
+        &masters.iter().map(RedisServer::addr).collect::<Vec<_>>(),
+        &[],
+        &extra,
+    );
+    let config = || redshard_config::Config::from_toml_str(&text, "test.toml").unwrap();
+    let mut proxy = CrashableProxy::start(config()).await;
+    let admin = proxy.proxy().admin_addr().expect("the admin port");
+    let mut client = redshard_tests::Client::connect_addr(proxy.proxy().local_addr()).await;
+    let sets: Vec<Vec<String>> = (0..30_000)
+        .map(|i| vec!["SET".into(), format!("k{i}"), format!("v{i}")])
+        .collect();
+    for chunk in sets.chunks(1000) {
+        for reply in client.pipeline(chunk).await {
+            assert!(reply.is_ok(), "{reply:?}");
+        }
+    }
+    assert_eq!(
+        cli(admin, &["add-node", &empty.addr(), "--name", "s3"], "", &[])
+            .await
+            .code,
+        0
+    );
+    let controller = std::sync::Arc::clone(proxy.proxy().controller());
+    let watching = tokio::spawn(async move {
+        cli(
+            admin,
+            &["rebalance", "--cluster-use-empty-masters", "--cluster-yes"],
+            "",
+            &[],
+        )
+        .await
+    });
+    wait_until(Duration::from_secs(30), "the first move to run", || async {
+        let all = controller.migrations();
+        all.len() == 2 && all[0].state == MigrationState::Running && all[0].keys_moved > 0
+    })
+    .await;
+    drop(controller);
+    proxy.crash().await;
+    let run = watching.await.expect("the CLI ran");
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.err.contains("the proxy went away while the moves ran")
+            && run.err.contains("2 move(s) not finished")
+            && run.err.contains("resume, in order, when it starts again")
+            && run.err.contains("`redshard-admin migrations`"),
+        "{run:?}"
+    );
+    assert!(!run.err.contains("[ERR] 127.0.0.1"), "{run:?}");
+
+    // Started again, it lists both moves and finishes them.
+    let proxy = CrashableProxy::start(config()).await;
+    let admin = proxy.proxy().admin_addr().expect("the admin port");
+    let run = cli(admin, &["migrations"], "", &[]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.out.lines().count(), 2, "{run:?}");
+    let run = cli_until(admin, &["migrations"], Duration::from_secs(120), |r| {
+        r.out.lines().count() == 2 && r.out.lines().all(|l| l.contains(" done: "))
+    })
+    .await;
+    assert!(
+        run.out.contains("s1 -> s3") && run.out.contains("s2 -> s3"),
+        "{run:?}"
+    );
+    drop(proxy);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -25,6 +25,7 @@ use crate::file::{
     DEFAULT_RESPONSE_TIMEOUT_MS, DEFAULT_SHUTDOWN_GRACE_MS, DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS,
     MAX_LANES, MAX_REPLY_DEPTH_LIMIT,
 };
+use crate::file::{DEFAULT_AUTH_THROTTLE_SOURCES, MAX_AUTH_THROTTLE_SOURCES};
 use crate::file::{
     DEFAULT_METRICS_NAMESPACE, DEFAULT_SLOWLOG_MAX_LEN, DEFAULT_SLOWLOG_SLOWER_THAN_US,
     DEFAULT_THREADS, MAX_THREADS, METRICS_LISTEN_OFF,
@@ -198,6 +199,10 @@ pub struct Limits {
     pub tls_handshake_timeout: Duration,
     /// Added delay per failed AUTH on one connection.
     pub auth_failure_delay: Duration,
+    /// How many source addresses (IPv4 addresses, IPv6 /64 prefixes) with failed AUTH
+    /// attempts are remembered, so that their attempts on every connection are spaced out;
+    /// 0 turns the per-address throttle off.
+    pub auth_throttle_sources: usize,
     /// After the last reply of an orderly close, how long the proxy waits for the client to
     /// close its side, reading and dropping what it still sends: closing a socket with unread
     /// input makes the kernel reset the connection, and the client can lose replies still
@@ -312,6 +317,7 @@ impl Default for Limits {
             auth_timeout: Duration::from_millis(DEFAULT_AUTH_TIMEOUT_MS),
             tls_handshake_timeout: Duration::from_millis(DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS),
             auth_failure_delay: Duration::from_millis(DEFAULT_AUTH_FAILURE_DELAY_MS),
+            auth_throttle_sources: DEFAULT_AUTH_THROTTLE_SOURCES,
             close_linger: Duration::from_millis(DEFAULT_CLOSE_LINGER_MS),
             idle_park: Duration::from_millis(DEFAULT_IDLE_PARK_MS),
         }
@@ -861,6 +867,13 @@ fn limits(file: LimitsFile, src: &Source<'_>) -> Result<Limits, ConfigError> {
             0,
             Some(60_000),
         )?),
+        auth_throttle_sources: src.bounded(
+            file.auth_throttle_sources,
+            "limits.auth_throttle_sources",
+            DEFAULT_AUTH_THROTTLE_SOURCES,
+            0,
+            Some(MAX_AUTH_THROTTLE_SOURCES),
+        )?,
         close_linger: Duration::from_millis(src.bounded(
             file.close_linger_ms,
             "limits.close_linger_ms",

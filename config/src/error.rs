@@ -209,6 +209,31 @@ pub enum TopologyError {
         /// Name of its owner.
         owner: String,
     },
+    /// A queued migration whose slot is now owned by another shard than its source.
+    #[error("slot {slot} is not owned by shard {shard:?} (it is owned by {owner:?})")]
+    SlotNotOwnedBy {
+        /// The slot.
+        slot: u16,
+        /// Name of the shard that should own it.
+        shard: String,
+        /// Name of the shard that owns it.
+        owner: String,
+    },
+    /// Queuing a migration of a slot that another queued migration already moves.
+    #[error("slot {0} is already queued to move")]
+    SlotQueued(u16),
+    /// A migration from a shard to itself.
+    #[error("a migration from shard {0:?} to itself")]
+    MigrationToItself(String),
+    /// Dropping a queued migration that is not queued.
+    #[error("no queued migration of {0}")]
+    NotQueued(String),
+    /// Removing a shard that a queued migration names.
+    #[error(
+        "shard {0:?} is named by queued migrations: wait until they ran (MIGRATIONS) or \
+         cancel them (MIGRATION CANCEL)"
+    )]
+    ShardHasQueuedMigrations(String),
     /// The epoch counter is exhausted.
     #[error("the topology epoch cannot grow past {0}")]
     EpochExhausted(u64),

@@ -140,6 +140,12 @@ pub const DEFAULT_IDLE_PARK_MS: u64 = 1000;
 /// Default of `limits.auth_failure_delay_ms`: each failed AUTH on a connection delays its
 /// answer by this much more than the previous one (at most 20 times), slowing guessing.
 pub const DEFAULT_AUTH_FAILURE_DELAY_MS: u64 = 100;
+/// Default of `limits.auth_throttle_sources`: source addresses with failed AUTH attempts
+/// remembered at once (about 100 bytes each); when full, the one whose last failure is oldest
+/// is forgotten first.
+pub const DEFAULT_AUTH_THROTTLE_SOURCES: usize = 4096;
+/// Largest accepted `limits.auth_throttle_sources`: the table is scanned when full.
+pub const MAX_AUTH_THROTTLE_SOURCES: usize = 65_536;
 /// Default of `limits.max_reply_depth`.
 pub const DEFAULT_MAX_REPLY_DEPTH: usize = 128;
 /// Largest accepted `limits.max_reply_depth`: deeper bounds would not protect anything.
@@ -340,6 +346,10 @@ pub struct LimitsFile {
     /// `auth_failure_delay_ms`: added delay per failed AUTH on a connection. Default
     /// [`DEFAULT_AUTH_FAILURE_DELAY_MS`]; 0 answers at once.
     pub auth_failure_delay_ms: Option<Spanned<u64>>,
+    /// `auth_throttle_sources`: source addresses with failed AUTH attempts remembered, whose
+    /// AUTH attempts on every connection are spaced out. Default
+    /// [`DEFAULT_AUTH_THROTTLE_SOURCES`]; 0 turns the per-address throttle off.
+    pub auth_throttle_sources: Option<Spanned<usize>>,
 }
 
 /// `[slowlog]`.

@@ -37,10 +37,12 @@
 //! - [`slowlog`]: SLOWLOG at the proxy, timed as the client saw each command.
 //! - [`state`]: what every session shares (configuration, live limits, router, client list).
 //! - [`allocator`]: jemalloc as the global allocator, set to return freed memory to the OS.
+//! - [`auth_throttle`]: failed AUTH attempts per source address, slowing parallel guessing.
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod allocator;
+pub mod auth_throttle;
 pub mod backend;
 pub mod clients;
 pub mod command;

@@ -12,7 +12,10 @@
 //! `[limits] tls_handshake_timeout_ms`, with the certificates in effect at that moment (a reload changes
 //! them for the next handshake). A handshake that fails (plaintext sent to the TLS port, an
 //! untrusted or missing client certificate) closes the connection, is logged at debug level
-//! and counted in `tls_handshake_errors_total`: the client never reaches a session.
+//! and counted in `tls_handshake_errors_total`: the client never reaches a session. A client
+//! whose first byte does not start a TLS handshake record (plaintext RESP, an HTTP request)
+//! is closed without any byte sent, as Redis's TLS port does (OpenSSL sends no alert to a
+//! peer that does not speak TLS); rustls would answer it with a TLS alert record.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,6 +63,28 @@ pub(crate) async fn accept(
     }
 }
 
+/// The first byte of every TLS client: the content type of a handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 22;
+
+/// Completes the TLS handshake of `socket` with `acceptor`, after checking (without reading
+/// it) that its first byte starts a handshake record: a client that does not speak TLS is
+/// refused before rustls would send it an alert, so it is closed without any byte, as
+/// Redis does.
+async fn handshake(
+    acceptor: tokio_rustls::TlsAcceptor,
+    socket: TcpStream,
+) -> std::io::Result<tokio_rustls::server::TlsStream<TcpStream>> {
+    let mut first = [0u8; 1];
+    let n = socket.peek(&mut first).await?;
+    if n == 0 || first[0] != TLS_HANDSHAKE_RECORD {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the client does not speak TLS (plaintext on the TLS port?); closed without a reply",
+        ));
+    }
+    acceptor.accept(socket).await
+}
+
 /// What a client over `max_clients` is told before it is closed.
 const REFUSAL: &[u8] = b"-ERR max number of clients reached\r\n";
 
@@ -104,7 +129,7 @@ async fn accept_loop(
                     let timeout = state.live.load().limits.tls_handshake_timeout;
                     tokio::spawn(async move {
                         let refuse = async {
-                            let mut stream = acceptor.accept(socket).await?;
+                            let mut stream = handshake(acceptor, socket).await?;
                             stream.write_all(REFUSAL).await?;
                             stream.shutdown().await
                         };
@@ -157,7 +182,7 @@ async fn serve_tls(
     mut shutdown: Shutdown,
 ) {
     let timeout = state.live.load().limits.tls_handshake_timeout;
-    let handshake = tokio::time::timeout(timeout, tls.acceptor().accept(socket));
+    let handshake = tokio::time::timeout(timeout, handshake(tls.acceptor(), socket));
     let stream = tokio::select! {
         () = shutdown.wait() => return,
         done = handshake => match done {

@@ -194,6 +194,10 @@ fn reload_inner(state: &ProxyState) -> Result<ReloadReport, ReloadError> {
             old.auth_failure_delay != new.auth_failure_delay,
         ),
         (
+            "limits.auth_throttle_sources",
+            old.auth_throttle_sources != new.auth_throttle_sources,
+        ),
+        (
             "limits.close_linger_ms",
             old.close_linger != new.close_linger,
         ),

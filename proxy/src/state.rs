@@ -53,6 +53,9 @@ pub struct ProxyState {
     /// The certificates of the TLS listener and of backend connections, replaced in place
     /// by a reload.
     pub tls: Tls,
+    /// Failed AUTH attempts per source address on the client ports (plaintext and TLS), so
+    /// that parallel guessing over many connections is slowed too.
+    pub auth_throttle: crate::auth_throttle::AuthThrottle,
     /// Where idle clients are parked (see `session::park`), once the proxy started it;
     /// without one, clients are not parked.
     pub(crate) park_room: std::sync::OnceLock<Arc<crate::session::park::room::Room>>,
@@ -127,6 +130,7 @@ impl ProxyState {
             migrations: crate::control::migrate::Migrations::default(),
             ha: crate::control::stats::HaStats::default(),
             tls,
+            auth_throttle: crate::auth_throttle::AuthThrottle::new(),
             park_room: std::sync::OnceLock::new(),
         }))
     }

@@ -199,3 +199,92 @@ async fn acl_users_get_their_access_level() {
     // Refused commands never reached a backend.
     cluster.assert_never_ran(&["del", "eval", "incr"]).await;
 }
+
+/// A client of `cluster` whose connection comes from `source` (any 127.0.0.0/8 address: the
+/// whole block is loopback on Linux).
+async fn client_from(cluster: &TestCluster, source: &str) -> redshard_tests::Client {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    let stream = socket.connect(cluster.addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    redshard_tests::Client::over(stream)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_auth_slows_every_connection_of_its_address_and_no_other_address() {
+    const STEP_MS: u64 = 50;
+    let cluster = TestCluster::start_with(
+        1,
+        false,
+        &format!("password = \"s3cret\"\n[limits]\nauth_failure_delay_ms = {STEP_MS}\n"),
+        &[],
+    )
+    .await;
+    let proxy = cluster.proxy.as_ref().unwrap();
+    let throttled = || proxy.state().auth_throttle.throttled();
+    let wrongpass =
+        Reply::Error("WRONGPASS invalid username-password pair or user is disabled.".into());
+
+    // One failure from 127.0.0.1 ...
+    let mut first = client_from(&cluster, "127.0.0.1").await;
+    assert_eq!(first.cmd(&["AUTH", "guess-0"]).await, wrongpass);
+    assert_eq!(throttled(), 0, "nothing failed before it");
+
+    // ... then ten guesses at once, each on a new connection (the per-connection delay
+    // would answer them all after one step): answered one turn after another, at least
+    // a step apart.
+    let mut guessers = Vec::new();
+    for _ in 0..10 {
+        guessers.push(client_from(&cluster, "127.0.0.1").await);
+    }
+    let started = std::time::Instant::now();
+    for (i, c) in guessers.iter_mut().enumerate() {
+        let guess = format!("guess-{}", i + 1);
+        if i % 5 == 4 {
+            c.send_raw(&redshard_tests::client::encode_command(&[
+                "HELLO", "2", "AUTH", "default", &guess,
+            ]))
+            .await;
+        } else {
+            c.send_raw(&redshard_tests::client::encode_command(&["AUTH", &guess]))
+                .await;
+        }
+    }
+    for c in &mut guessers {
+        assert_eq!(c.read().await, wrongpass);
+    }
+    let span = started.elapsed();
+    assert!(
+        span >= std::time::Duration::from_millis(9 * STEP_MS),
+        "ten parallel guesses took only {span:?}"
+    );
+    let after_guesses = throttled();
+    assert!(
+        (1..=10).contains(&after_guesses),
+        "{after_guesses} attempts waited for their turn"
+    );
+    let metrics = redshard_proxy::metrics::render(proxy.state());
+    assert!(
+        metrics.contains(&format!("redshard_auth_throttled_total {after_guesses}\n")),
+        "{metrics}"
+    );
+
+    // Another address is not slowed: its AUTH is answered without waiting for a turn.
+    let mut other = client_from(&cluster, "127.0.0.2").await;
+    assert_eq!(
+        other.cmd(&["AUTH", "s3cret"]).await,
+        Reply::Status("OK".into())
+    );
+    assert_eq!(other.cmd(&["PING"]).await, Reply::Status("PONG".into()));
+    assert_eq!(throttled(), after_guesses, "127.0.0.2 waited for no turn");
+
+    // The right password from the guessing address waits for its turn too (answering it at
+    // once would tell which of many parallel guesses was right), then logs in.
+    let mut right = client_from(&cluster, "127.0.0.1").await;
+    assert_eq!(
+        right.cmd(&["AUTH", "s3cret"]).await,
+        Reply::Status("OK".into())
+    );
+    assert_eq!(throttled(), after_guesses + 1);
+    assert_eq!(right.cmd(&["PING"]).await, Reply::Status("PONG".into()));
+}

@@ -5,9 +5,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use redshard_config::TopologyStore as _;
 use redshard_config::{NodeAddr, ReplicaState, Slot, SlotRange, TopologyChange};
 use redshard_proxy::control::migrate::MigrationState;
 use redshard_proxy::control::Controller;
+use redshard_tests::cluster::CrashableProxy;
 use redshard_tests::replication::wait_until;
 use redshard_tests::{Client, RedisServer, Reply, TestCluster};
 use tokio::task::JoinSet;
@@ -277,6 +279,237 @@ async fn a_migration_resumes_after_a_proxy_restart() {
     assert_keys_where_they_belong(controller.state().router.load().topology()).await;
     cluster.proxy = Some(proxy);
     assert_replicas_equal(&cluster).await;
+}
+
+/// Each shard's slot count, by name.
+fn slot_counts(topology: &redshard_config::Topology) -> Vec<(String, usize)> {
+    topology
+        .shards
+        .iter()
+        .map(|s| {
+            let count = topology
+                .slots
+                .iter()
+                .filter(|&&st| st == redshard_config::SlotState::Owned(s.id))
+                .count();
+            (s.name.clone(), count)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_resumes_every_queued_move_after_a_proxy_crash() {
+    const KEYS: usize = 40_000;
+    let dir = tempfile::tempdir().unwrap();
+    let topology_file = dir.path().join("topology.toml");
+    let extra = format!(
+        "topology_file = \"{}\"\nmetrics_listen = \"off\"\nadmin_listen = \"off\"\n",
+        topology_file.display()
+    );
+    let masters: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
+    let fourth = RedisServer::start();
+    let config_text = redshard_tests::cluster::config_text(
+        &masters.iter().map(RedisServer::addr).collect::<Vec<_>>(),
+        &[],
+        &extra,
+    );
+    let config = || redshard_config::Config::from_toml_str(&config_text, "test.toml").unwrap();
+    let mut first = CrashableProxy::start(config()).await;
+    let controller = Arc::clone(first.proxy().controller());
+    let mut client = Client::connect_addr(first.proxy().local_addr()).await;
+    load_keys(&mut client, KEYS).await;
+    drop(client);
+    controller
+        .change(TopologyChange::AddShard {
+            name: "s4".into(),
+            master: NodeAddr::parse(&fourth.addr()).unwrap(),
+        })
+        .await
+        .expect("add s4");
+
+    // The plan REBALANCE USE-EMPTY-MASTERS queues: three moves into s4.
+    let before = Arc::clone(controller.state().router.load().topology());
+    let plan = redshard_proxy::admin::rebalance::plan(
+        &before,
+        redshard_proxy::admin::rebalance::Options {
+            use_empty_masters: true,
+            ..Default::default()
+        },
+    )
+    .expect("a plan");
+    assert_eq!(plan.moves.len(), 3, "{plan:?}");
+    let mut expected = (*before).clone();
+    for m in &plan.moves {
+        for slot in m.slots.iter().flat_map(SlotRange::slots) {
+            expected.slots[slot.index()] = redshard_config::SlotState::Owned(m.to);
+        }
+    }
+    controller
+        .queue(
+            plan.moves
+                .iter()
+                .map(|m| redshard_config::Migration {
+                    from: m.from,
+                    to: m.to,
+                    slots: m.slots.clone(),
+                })
+                .collect(),
+        )
+        .expect("queued");
+    // The first move normally is the one running (the file read below shows where the crash
+    // landed); were it already done on a fast machine, the assertions hold as well.
+    wait_until(Duration::from_secs(30), "a move to run", || async {
+        controller
+            .migrations()
+            .iter()
+            .any(|m| m.state == MigrationState::Running && m.keys_moved > 100)
+    })
+    .await;
+    drop(controller);
+    first.crash().await;
+
+    // What the crash left on disk: the running move's slots migrating, the others queued.
+    let persisted = redshard_config::FileTopologyStore::new(&topology_file)
+        .load()
+        .expect("readable")
+        .expect("saved");
+    eprintln!(
+        "at the crash: {} migrating, {} queued",
+        persisted.migrations().len(),
+        persisted.queued.len()
+    );
+    assert_eq!(
+        persisted.migrations().len() + persisted.queued.len(),
+        3 - controller_done(&persisted, &plan),
+        "every move not done is persisted: {persisted:?}"
+    );
+
+    let second = CrashableProxy::start(config()).await;
+    let controller = Arc::clone(second.proxy().controller());
+    let resumed = controller.migrations();
+    assert_eq!(
+        resumed.len(),
+        persisted.migrations().len() + persisted.queued.len(),
+        "the restarted proxy lists every move left: {resumed:?}"
+    );
+    wait_migrations_done(&controller, Duration::from_secs(120)).await;
+    let after = Arc::clone(controller.state().router.load().topology());
+    assert_eq!(
+        slot_counts(&after),
+        vec![
+            ("s1".to_owned(), 4096),
+            ("s2".to_owned(), 4096),
+            ("s3".to_owned(), 4096),
+            ("s4".to_owned(), 4096)
+        ]
+    );
+    assert_eq!(
+        after.slots, expected.slots,
+        "the slots are where the plan put them"
+    );
+    assert!(
+        after.queued.is_empty() && after.migrations().is_empty(),
+        "{after:?}"
+    );
+    let mut client = Client::connect_addr(second.proxy().local_addr()).await;
+    for i in 0..KEYS {
+        assert_eq!(read_key(&mut client, i).await, loaded(i), "key:{i}");
+    }
+    // Each key on exactly one master: the one owning its slot.
+    assert_keys_where_they_belong(&after).await;
+    let mut total = 0;
+    for shard in &after.shards {
+        let mut node = Client::connect(shard.master.to_string()).await;
+        total += node.cmd(&["DBSIZE"]).await.int();
+    }
+    assert_eq!(total, i64::try_from(KEYS).unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_move_that_no_longer_fits_is_reported_at_restart_not_dropped_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    let topology_file = dir.path().join("topology.toml");
+    let extra = format!(
+        "topology_file = \"{}\"\nmetrics_listen = \"off\"\nadmin_listen = \"off\"\n",
+        topology_file.display()
+    );
+    let masters: Vec<RedisServer> = (0..2).map(|_| RedisServer::start()).collect();
+    let text = redshard_tests::cluster::config_text(
+        &masters.iter().map(RedisServer::addr).collect::<Vec<_>>(),
+        &[],
+        &extra,
+    );
+    let config = || redshard_config::Config::from_toml_str(&text, "test.toml").unwrap();
+    let mut first = CrashableProxy::start(config()).await;
+    let mut client = Client::connect_addr(first.proxy().local_addr()).await;
+    load_keys(&mut client, 2_000).await;
+    drop(client);
+    first.crash().await;
+    // Edited while stopped: two moves queued, the first naming a slot s1 does not own.
+    let saved = std::fs::read_to_string(&topology_file).unwrap();
+    let edited = saved.replacen("epoch = 1", "epoch = 2", 1)
+        + "\n[[queued]]\nfrom = 0\nto = 1\nslots = [\"10000\"]\n\n[[queued]]\nfrom = 0\nto = 1\nslots = [\"0-99\"]\n";
+    std::fs::write(&topology_file, edited).unwrap();
+
+    let second = CrashableProxy::start(config()).await;
+    let controller = Arc::clone(second.proxy().controller());
+    wait_until(
+        Duration::from_secs(60),
+        "the fitting move to finish",
+        || async {
+            controller
+                .migrations()
+                .iter()
+                .any(|m| m.state == MigrationState::Done)
+        },
+    )
+    .await;
+    let all = controller.migrations();
+    assert_eq!(all.len(), 2, "{all:?}");
+    let MigrationState::Failed(why) = &all[0].state else {
+        panic!("the move that does not fit is reported as failed: {all:?}");
+    };
+    assert_eq!(
+        all[0].slots,
+        vec![SlotRange::single(Slot::new(10000).unwrap())]
+    );
+    assert!(
+        why.contains("no longer fits the topology and was dropped")
+            && why.contains("slot 10000 is not owned by shard \"s1\" (it is owned by \"s2\")"),
+        "{why}"
+    );
+    assert_eq!(all[1].slots, vec![SlotRange::new(0, 99).unwrap()]);
+    let after = Arc::clone(controller.state().router.load().topology());
+    assert!(
+        after.queued.is_empty(),
+        "dropped from the persisted queue: {after:?}"
+    );
+    let persisted = redshard_config::FileTopologyStore::new(&topology_file)
+        .load()
+        .unwrap()
+        .unwrap();
+    assert!(persisted.queued.is_empty(), "{persisted:?}");
+    let mut client = Client::connect_addr(second.proxy().local_addr()).await;
+    for i in 0..2_000 {
+        assert_eq!(read_key(&mut client, i).await, loaded(i), "key:{i}");
+    }
+    assert_keys_where_they_belong(&after).await;
+}
+
+/// How many moves of `plan` `topology` shows done (their slots owned by the target).
+fn controller_done(
+    topology: &redshard_config::Topology,
+    plan: &redshard_proxy::admin::rebalance::Plan,
+) -> usize {
+    plan.moves
+        .iter()
+        .filter(|m| {
+            m.slots
+                .iter()
+                .flat_map(SlotRange::slots)
+                .all(|slot| topology.slot_state(slot) == redshard_config::SlotState::Owned(m.to))
+        })
+        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

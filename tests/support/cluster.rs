@@ -188,3 +188,70 @@ pub async fn start_proxy(config: Config) -> Proxy {
     let topology = Topology::from_config(&config);
     Proxy::start_on(listener, config, topology).expect("proxy starts")
 }
+
+/// A proxy on a runtime of its own, so a test can stop it the way a crash does: every task
+/// dropped where it waits, no drain, no shutdown step of any kind (what `kill -9` leaves,
+/// short of a write half done: the topology file is replaced by rename, never half written).
+#[derive(Debug)]
+pub struct CrashableProxy {
+    /// The proxy's runtime; `None` once crashed.
+    runtime: Option<tokio::runtime::Runtime>,
+    /// The proxy.
+    proxy: Option<Proxy>,
+}
+
+impl CrashableProxy {
+    /// Starts a proxy for `config` like `main` does ([`Proxy::start`]: the persisted topology
+    /// when it is newer), on its own two-thread runtime.
+    ///
+    /// # Panics
+    /// When the proxy does not start.
+    pub async fn start(config: Config) -> Self {
+        crate::server::init_logs();
+        let started = tokio::task::spawn_blocking(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            let proxy = runtime
+                .block_on(Proxy::start(config))
+                .expect("proxy starts");
+            (runtime, proxy)
+        })
+        .await
+        .expect("the starting thread");
+        Self {
+            runtime: Some(started.0),
+            proxy: Some(started.1),
+        }
+    }
+
+    /// The running proxy.
+    ///
+    /// # Panics
+    /// After [`CrashableProxy::crash`].
+    #[must_use]
+    pub fn proxy(&self) -> &Proxy {
+        self.proxy.as_ref().expect("the proxy runs")
+    }
+
+    /// Stops the proxy at once: its runtime is shut down, dropping every task where it
+    /// waits; returns once its threads are gone.
+    pub async fn crash(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            tokio::task::spawn_blocking(move || runtime.shutdown_timeout(Duration::from_secs(10)))
+                .await
+                .expect("the runtime stops");
+        }
+        self.proxy = None;
+    }
+}
+
+impl Drop for CrashableProxy {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}

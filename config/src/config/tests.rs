@@ -174,6 +174,7 @@ output_buffer_soft_seconds = 7
 auth_timeout_ms = 40
 tls_handshake_timeout_ms = 50
 auth_failure_delay_ms = 0
+auth_throttle_sources = 9
 close_linger_ms = 60
 idle_park_ms = 70
 
@@ -244,6 +245,7 @@ format = "json"
             auth_timeout: Duration::from_millis(40),
             tls_handshake_timeout: Duration::from_millis(50),
             auth_failure_delay: Duration::ZERO,
+            auth_throttle_sources: 9,
             close_linger: Duration::from_millis(60),
             idle_park: Duration::from_millis(70),
         }
@@ -528,6 +530,18 @@ fn limits_are_bounded() {
     }
     let text = format!("[limits]\nmax_reply_depth = 1025\n{SHARDS}");
     assert_error(&text, "max_reply_depth", &["between 1 and 1024"]);
+    let text = format!("[limits]\nauth_throttle_sources = 65537\n{SHARDS}");
+    assert_error(
+        &text,
+        "auth_throttle_sources",
+        &["limits.auth_throttle_sources", "between 0 and 65536"],
+    );
+    assert_eq!(
+        parse(SHARDS).unwrap().limits.auth_throttle_sources,
+        crate::file::DEFAULT_AUTH_THROTTLE_SOURCES
+    );
+    let text = format!("[limits]\nauth_throttle_sources = 0\n{SHARDS}");
+    assert_eq!(parse(&text).unwrap().limits.auth_throttle_sources, 0);
     let text = format!("[limits]\nmax_query_buffer_bytes = 1000\nmax_bulk_bytes = 1001\n{SHARDS}");
     assert_error(
         &text,

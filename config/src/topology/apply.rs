@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::{Replica, ReplicaState, Shard, ShardId, SlotState, Topology};
+use super::{Migration, Replica, ReplicaState, Shard, ShardId, SlotState, Topology};
 use crate::addr::NodeAddr;
 use crate::error::TopologyError;
 use crate::slot::{compact, Slot, SlotRange, SLOT_COUNT};
@@ -82,6 +82,27 @@ pub enum TopologyChange {
         /// The slots, all migrating.
         slots: Vec<SlotRange>,
     },
+    /// Appends migrations to [`Topology::queued`], in order. Each moves slots that its
+    /// `from` owns now, none already migrating or queued, to another shard.
+    QueueMigrations {
+        /// The migrations, in the order they are to run.
+        moves: Vec<Migration>,
+    },
+    /// Begins `migration`: each of its slots must still be owned by `migration.from`, and
+    /// becomes `Migrating { from, to }`. The first equal entry of [`Topology::queued`], if
+    /// any, leaves the queue in the same change, so a crash never loses or repeats it.
+    StartMigration {
+        /// The migration.
+        migration: Migration,
+    },
+    /// Removes the first entry of [`Topology::queued`] equal to `migration` (one that can no
+    /// longer run and was reported).
+    DropQueuedMigration {
+        /// The migration.
+        migration: Migration,
+    },
+    /// Empties [`Topology::queued`] (a cancel).
+    ClearQueuedMigrations,
 }
 
 impl fmt::Display for TopologyChange {
@@ -117,8 +138,46 @@ impl fmt::Display for TopologyChange {
             TopologyChange::ReverseMigration { slots } => {
                 write!(f, "reverse the migration of slots {}", ranges(slots))
             }
+            TopologyChange::QueueMigrations { moves } => {
+                write!(f, "queue {} migration(s):", moves.len())?;
+                for m in moves {
+                    write!(
+                        f,
+                        " [{} from shard {} to shard {}]",
+                        ranges(&m.slots),
+                        m.from,
+                        m.to
+                    )?;
+                }
+                Ok(())
+            }
+            TopologyChange::StartMigration { migration: m } => write!(
+                f,
+                "begin migrating slots {} from shard {} to shard {}",
+                ranges(&m.slots),
+                m.from,
+                m.to
+            ),
+            TopologyChange::DropQueuedMigration { migration: m } => write!(
+                f,
+                "drop the queued migration of slots {} from shard {} to shard {}",
+                ranges(&m.slots),
+                m.from,
+                m.to
+            ),
+            TopologyChange::ClearQueuedMigrations => f.write_str("drop every queued migration"),
         }
     }
+}
+
+/// `slots 0-99 from shard "s1" to shard "s2"`, for messages.
+fn describe(topology: &Topology, m: &Migration) -> String {
+    format!(
+        "slots {} from shard {:?} to shard {:?}",
+        join_ranges(&m.slots),
+        topology.name_of(m.from),
+        topology.name_of(m.to)
+    )
 }
 
 fn join_ranges(ranges: &[SlotRange]) -> String {
@@ -192,6 +251,17 @@ impl Topology {
             TopologyChange::FinishMigration { slots } => next.end_migration(slots, true)?,
             TopologyChange::CancelMigration { slots } => next.end_migration(slots, false)?,
             TopologyChange::ReverseMigration { slots } => next.reverse_migration(slots)?,
+            TopologyChange::QueueMigrations { moves } => next.queue_migrations(moves)?,
+            TopologyChange::StartMigration { migration } => next.start_migration(migration)?,
+            TopologyChange::DropQueuedMigration { migration } => {
+                let i = next
+                    .queued
+                    .iter()
+                    .position(|q| q == migration)
+                    .ok_or_else(|| TopologyError::NotQueued(describe(self, migration)))?;
+                next.queued.remove(i);
+            }
+            TopologyChange::ClearQueuedMigrations => next.queued.clear(),
         }
         Ok(next)
     }
@@ -267,6 +337,9 @@ impl Topology {
                 ranges: join_ranges(&involved),
             });
         }
+        if self.queued.iter().any(|m| m.from == id || m.to == id) {
+            return Err(TopologyError::ShardHasQueuedMigrations(shard.name.clone()));
+        }
         self.shards.retain(|s| s.id != id);
         Ok(())
     }
@@ -310,6 +383,76 @@ impl Topology {
 }
 
 impl Topology {
+    /// `QueueMigrations`: see [`TopologyChange::QueueMigrations`].
+    fn queue_migrations(&mut self, moves: &[Migration]) -> Result<(), TopologyError> {
+        if moves.is_empty() {
+            return Err(TopologyError::NoSlots);
+        }
+        let mut queued = vec![false; SLOT_COUNT];
+        for slot in self
+            .queued
+            .iter()
+            .flat_map(|m| m.slots.iter().flat_map(SlotRange::slots))
+        {
+            queued[slot.index()] = true;
+        }
+        for m in moves {
+            self.check_move(m)?;
+            for slot in slot_list(&m.slots)? {
+                if std::mem::replace(&mut queued[slot.index()], true) {
+                    return Err(TopologyError::SlotQueued(slot.get()));
+                }
+                self.check_owner(slot, m.from)?;
+            }
+            self.queued.push(m.clone());
+        }
+        Ok(())
+    }
+
+    /// `StartMigration`: see [`TopologyChange::StartMigration`].
+    fn start_migration(&mut self, m: &Migration) -> Result<(), TopologyError> {
+        self.check_move(m)?;
+        for slot in slot_list(&m.slots)? {
+            self.check_owner(slot, m.from)?;
+            self.slots[slot.index()] = SlotState::Migrating {
+                from: m.from,
+                to: m.to,
+            };
+        }
+        if let Some(i) = self.queued.iter().position(|q| q == m) {
+            self.queued.remove(i);
+        }
+        Ok(())
+    }
+
+    /// Refuses a migration between unknown shards or from a shard to itself.
+    fn check_move(&self, m: &Migration) -> Result<(), TopologyError> {
+        self.shard(m.from)
+            .ok_or(TopologyError::UnknownShard(m.from))?;
+        self.shard(m.to).ok_or(TopologyError::UnknownShard(m.to))?;
+        if m.from == m.to {
+            return Err(TopologyError::MigrationToItself(self.name_of(m.from)));
+        }
+        Ok(())
+    }
+
+    /// Refuses `slot` unless `from` owns it (and it is not migrating).
+    fn check_owner(&self, slot: Slot, from: ShardId) -> Result<(), TopologyError> {
+        match self.slots[slot.index()] {
+            SlotState::Owned(owner) if owner == from => Ok(()),
+            SlotState::Owned(owner) => Err(TopologyError::SlotNotOwnedBy {
+                slot: slot.get(),
+                shard: self.name_of(from),
+                owner: self.name_of(owner),
+            }),
+            SlotState::Migrating { from, to } => Err(TopologyError::SlotMigrating {
+                slot: slot.get(),
+                from: self.name_of(from),
+                to: self.name_of(to),
+            }),
+        }
+    }
+
     fn reverse_migration(&mut self, ranges: &[SlotRange]) -> Result<(), TopologyError> {
         for slot in slot_list(ranges)? {
             self.slots[slot.index()] = match self.slots[slot.index()] {

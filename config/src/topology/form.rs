@@ -17,14 +17,21 @@
 //! from = 0
 //! to = 1
 //! slots = ["100-199"]
+//!
+//! [[queued]]
+//! from = 0
+//! to = 1
+//! slots = ["200-299"]
 //! ```
+//!
+//! `[[queued]]` lists the migrations waiting to begin, in the order they run.
 //!
 //! Reading it back checks every invariant of [`Topology`] (each slot assigned exactly once,
 //! unique ids, names and addresses), so a hand-edited file cannot install a broken table.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{Replica, ReplicaState, Shard, ShardId, SlotState, Topology};
+use super::{Migration, Replica, ReplicaState, Shard, ShardId, SlotState, Topology};
 use crate::addr::NodeAddr;
 use crate::error::TopologyError;
 use crate::slot::{SlotRange, SLOT_COUNT};
@@ -37,6 +44,9 @@ struct TopologyForm {
     shards: Vec<ShardForm>,
     #[serde(default, rename = "migration", skip_serializing_if = "Vec::is_empty")]
     migrations: Vec<MigrationForm>,
+    /// Migrations waiting to begin, in order (`Topology::queued`).
+    #[serde(default, rename = "queued", skip_serializing_if = "Vec::is_empty")]
+    queued: Vec<MigrationForm>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -98,6 +108,15 @@ impl From<&Topology> for TopologyForm {
                     slots: m.slots,
                 })
                 .collect(),
+            queued: topology
+                .queued
+                .iter()
+                .map(|m| MigrationForm {
+                    from: m.from,
+                    to: m.to,
+                    slots: m.slots.clone(),
+                })
+                .collect(),
         }
     }
 }
@@ -151,7 +170,16 @@ impl TryFrom<TopologyForm> for Topology {
         // Written sorted; sorting here also accepts hand-edited files, and `check` below
         // still refuses duplicate ids.
         shards.sort_by_key(|s| s.id);
-        Topology::assemble(form.epoch, shards, slots)
+        let queued = form
+            .queued
+            .into_iter()
+            .map(|m| Migration {
+                from: m.from,
+                to: m.to,
+                slots: m.slots,
+            })
+            .collect();
+        Topology::assemble(form.epoch, shards, slots, queued)
     }
 }
 

@@ -45,6 +45,40 @@ fn toml_form_is_compact_and_round_trips() {
 }
 
 #[test]
+fn queued_migrations_are_written_in_order_and_read_back() {
+    let moves = vec![
+        Migration {
+            from: ShardId(0),
+            to: ShardId(1),
+            slots: vec![range("5000-5460")],
+        },
+        Migration {
+            from: ShardId(2),
+            to: ShardId(1),
+            slots: vec![range("16000-16383"), range("10923")],
+        },
+    ];
+    let t = apply(
+        &base(),
+        TopologyChange::QueueMigrations {
+            moves: moves.clone(),
+        },
+    );
+    let text = toml::to_string(&t).unwrap();
+    assert!(
+        text.contains("[[queued]]\nfrom = 0\nto = 1\nslots = [\"5000-5460\"]\n\n[[queued]]\nfrom = 2\nto = 1\nslots = [\"16000-16383\", \"10923\"]"),
+        "{text}"
+    );
+    let back: Topology = toml::from_str(&text).unwrap();
+    assert_eq!(back.queued, moves);
+    assert_eq!(back, t);
+    // A hand-edited queue naming a shard that does not exist is refused at load.
+    let bad = text.replace("from = 2", "from = 7");
+    let e = toml::from_str::<Topology>(&bad).unwrap_err().to_string();
+    assert!(e.contains("a queued migration refers to shard 7"), "{e}");
+}
+
+#[test]
 fn toml_form_refuses_inconsistent_topologies() {
     let good = toml::to_string(&base()).unwrap();
     let cases = [
@@ -130,12 +164,30 @@ fn any_change() -> impl Strategy<Value = TopologyChange> {
         }),
         (shard.clone(), node)
             .prop_map(|(shard, replica)| TopologyChange::Promote { shard, replica }),
-        (ranges.clone(), shard)
+        (ranges.clone(), shard.clone())
             .prop_map(|(slots, to)| TopologyChange::BeginMigration { slots, to }),
         ranges
             .clone()
             .prop_map(|slots| TopologyChange::FinishMigration { slots }),
-        ranges.prop_map(|slots| TopologyChange::CancelMigration { slots }),
+        ranges
+            .clone()
+            .prop_map(|slots| TopologyChange::CancelMigration { slots }),
+        (shard.clone(), shard.clone(), ranges.clone()).prop_map(|(from, to, slots)| {
+            TopologyChange::QueueMigrations {
+                moves: vec![Migration { from, to, slots }],
+            }
+        }),
+        (shard.clone(), shard.clone(), ranges.clone()).prop_map(|(from, to, slots)| {
+            TopologyChange::StartMigration {
+                migration: Migration { from, to, slots },
+            }
+        }),
+        (shard.clone(), shard, ranges).prop_map(|(from, to, slots)| {
+            TopologyChange::DropQueuedMigration {
+                migration: Migration { from, to, slots },
+            }
+        }),
+        Just(TopologyChange::ClearQueuedMigrations),
     ]
 }
 

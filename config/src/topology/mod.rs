@@ -181,6 +181,10 @@ pub struct Topology {
     pub shards: Vec<Shard>,
     /// The state of every slot, indexed by slot number.
     pub slots: Box<[SlotState]>,
+    /// Migrations waiting to begin, in the order they run (a rebalance queues several). They
+    /// are part of the topology so that the whole plan is persisted with it and a restart
+    /// resumes every queued move, not only the one whose slots were migrating.
+    pub queued: Vec<Migration>,
 }
 
 impl Topology {
@@ -239,7 +243,7 @@ impl Topology {
                     .collect(),
             });
         }
-        Topology::assemble(1, shards, slots)
+        Topology::assemble(1, shards, slots, Vec::new())
     }
 
     /// Builds and checks a topology from parts; `None` slots are unassigned (an error).
@@ -247,6 +251,7 @@ impl Topology {
         epoch: u64,
         shards: Vec<Shard>,
         slots: Vec<Option<SlotState>>,
+        queued: Vec<Migration>,
     ) -> Result<Topology, TopologyError> {
         let mut table = Vec::with_capacity(SLOT_COUNT);
         for (n, state) in slots.into_iter().enumerate() {
@@ -259,6 +264,7 @@ impl Topology {
             epoch,
             shards,
             slots: table.into_boxed_slice(),
+            queued,
         };
         topology.check()?;
         Ok(topology)
@@ -314,6 +320,28 @@ impl Topology {
                 return bad(format!(
                     "slot {n} refers to shard {id}, which does not exist"
                 ));
+            }
+        }
+        for m in &self.queued {
+            if m.from == m.to {
+                return bad(format!(
+                    "a queued migration moves slots from shard {} to itself",
+                    m.from
+                ));
+            }
+            if let Some(id) = [m.from, m.to]
+                .into_iter()
+                .find(|&id| self.shard(id).is_none())
+            {
+                return bad(format!(
+                    "a queued migration refers to shard {id}, which does not exist"
+                ));
+            }
+            if m.slots.is_empty() {
+                return bad("a queued migration names no slots".into());
+            }
+            if let Some(range) = m.slots.iter().find(|r| r.check().is_err()) {
+                return Err(TopologyError::InvalidSlotRange(*range));
             }
         }
         Ok(())
@@ -441,11 +469,17 @@ impl fmt::Debug for Topology {
             .iter()
             .map(|m| format!("{} -> {}: {}", m.from, m.to, ranges(&m.slots)))
             .collect();
+        let queued: Vec<String> = self
+            .queued
+            .iter()
+            .map(|m| format!("{} -> {}: {}", m.from, m.to, ranges(&m.slots)))
+            .collect();
         f.debug_struct("Topology")
             .field("epoch", &self.epoch)
             .field("shards", &self.shards)
             .field("owned", &owned)
             .field("migrating", &migrating)
+            .field("queued", &queued)
             .finish()
     }
 }

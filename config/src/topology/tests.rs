@@ -559,3 +559,123 @@ fn a_reversed_migration_moves_the_slots_back() {
         },
     );
 }
+
+fn mv(from: u16, to: u16, slots: &str) -> Migration {
+    Migration {
+        from: ShardId(from),
+        to: ShardId(to),
+        slots: vec![range(slots)],
+    }
+}
+
+#[test]
+fn queued_migrations_begin_in_one_change_and_are_checked() {
+    let t = apply(
+        &base(),
+        TopologyChange::QueueMigrations {
+            moves: vec![mv(0, 1, "5000-5460"), mv(2, 1, "16000-16383")],
+        },
+    );
+    assert_eq!(t.queued.len(), 2);
+    // Slots already queued, not owned by the source, or a move to itself are refused.
+    let e = refused(
+        &t,
+        TopologyChange::QueueMigrations {
+            moves: vec![mv(0, 2, "5400-5500")],
+        },
+    );
+    assert_eq!(e, TopologyError::SlotQueued(5400));
+    let e = refused(
+        &t,
+        TopologyChange::QueueMigrations {
+            moves: vec![mv(0, 2, "6000")],
+        },
+    );
+    assert_eq!(
+        e.to_string(),
+        "slot 6000 is not owned by shard \"s1\" (it is owned by \"s2\")"
+    );
+    let e = refused(
+        &t,
+        TopologyChange::QueueMigrations {
+            moves: vec![mv(0, 0, "0")],
+        },
+    );
+    assert_eq!(e, TopologyError::MigrationToItself("s1".into()));
+    // A shard named by a queued move stays, even while it owns nothing yet.
+    let with_new = apply(
+        &t,
+        TopologyChange::AddShard {
+            name: "s4".into(),
+            master: addr("127.0.0.1:6390"),
+        },
+    );
+    let with_new = apply(
+        &with_new,
+        TopologyChange::QueueMigrations {
+            moves: vec![mv(0, 3, "0-9")],
+        },
+    );
+    assert_eq!(
+        refused(&with_new, TopologyChange::RemoveShard { shard: ShardId(3) }),
+        TopologyError::ShardHasQueuedMigrations("s4".into())
+    );
+
+    // Beginning one takes it off the queue and makes its slots migrate, in one epoch.
+    let begun = apply(
+        &t,
+        TopologyChange::StartMigration {
+            migration: mv(2, 1, "16000-16383"),
+        },
+    );
+    assert_eq!(begun.queued, vec![mv(0, 1, "5000-5460")]);
+    assert_eq!(
+        begun.slot_state(slot(16000)),
+        SlotState::Migrating {
+            from: ShardId(2),
+            to: ShardId(1)
+        }
+    );
+    // A move whose slots changed owner meanwhile does not begin.
+    let moved = apply(
+        &t,
+        TopologyChange::BeginMigration {
+            slots: vec![range("5000-5460")],
+            to: ShardId(2),
+        },
+    );
+    let moved = apply(
+        &moved,
+        TopologyChange::FinishMigration {
+            slots: vec![range("5000-5460")],
+        },
+    );
+    let e = refused(
+        &moved,
+        TopologyChange::StartMigration {
+            migration: mv(0, 1, "5000-5460"),
+        },
+    );
+    assert_eq!(
+        e.to_string(),
+        "slot 5000 is not owned by shard \"s1\" (it is owned by \"s3\")"
+    );
+    let dropped = apply(
+        &moved,
+        TopologyChange::DropQueuedMigration {
+            migration: mv(0, 1, "5000-5460"),
+        },
+    );
+    assert_eq!(dropped.queued, vec![mv(2, 1, "16000-16383")]);
+    assert!(matches!(
+        refused(
+            &dropped,
+            TopologyChange::DropQueuedMigration {
+                migration: mv(0, 1, "5000-5460"),
+            }
+        ),
+        TopologyError::NotQueued(_)
+    ));
+    let cleared = apply(&dropped, TopologyChange::ClearQueuedMigrations);
+    assert!(cleared.queued.is_empty());
+}

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use redshard_config::{NodeAddr, NodeRole, ReplicaState, SlotRange};
+use redshard_config::{Migration, NodeAddr, NodeRole, ReplicaState, SlotRange};
 
 use super::rebalance::{self, Options};
 use super::reply::Reply;
@@ -236,6 +236,7 @@ pub fn migrate(controller: &Arc<Controller>, args: &Args<'_>) -> Reply {
         ("slots", text.join(",").into()),
         ("slot-count", count.into()),
         ("state", "queued".into()),
+        ("persisted", persisted(controller, true)),
     ])
 }
 
@@ -324,16 +325,21 @@ pub fn rebalance(controller: &Arc<Controller>, args: &Args<'_>) -> Reply {
     } else if dry_run {
         "planned"
     } else {
-        for (i, m) in plan.moves.iter().enumerate() {
-            if let Err(e) = controller.migrate(name(m.from), name(m.to), m.slots.clone()) {
-                return Reply::err(format!(
-                    "queued {i} of {} moves; the move of {} slots from {} to {} was refused: {e}. MIGRATIONS shows what runs; MIGRATION CANCEL stops it",
-                    plan.moves.len(),
-                    m.count(),
-                    name(m.from),
-                    name(m.to)
-                ));
-            }
+        // One change: the whole plan is persisted with the topology, or nothing is queued.
+        let moves = plan
+            .moves
+            .iter()
+            .map(|m| Migration {
+                from: m.from,
+                to: m.to,
+                slots: m.slots.clone(),
+            })
+            .collect();
+        if let Err(e) = controller.queue(moves) {
+            return Reply::err(format!(
+                "the plan of {} moves was not queued: {e}. TOPOLOGY shows the slots; MIGRATIONS what runs",
+                plan.moves.len()
+            ));
         }
         "queued"
     };
@@ -342,7 +348,17 @@ pub fn rebalance(controller: &Arc<Controller>, args: &Args<'_>) -> Reply {
         ("threshold-pct", Reply::float(options.threshold_pct)),
         ("shards", Reply::Array(shares)),
         ("moves", Reply::Array(moves)),
+        ("persisted", persisted(controller, status == "queued")),
     ])
+}
+
+/// Whether what was queued is saved with the topology (`topology_file`), so a restart
+/// resumes it: `yes`, `no`, or nil when nothing was queued.
+fn persisted(controller: &Controller, queued: bool) -> Reply {
+    if !queued {
+        return Reply::Nil;
+    }
+    (if controller.persists() { "yes" } else { "no" }).into()
 }
 
 /// `FAILOVER <shard-or-master-addr> [TO <replica-addr>]`.

@@ -22,10 +22,10 @@
 //! | `ADDSHARD <name> <master>` | `shard`, `master`, `epoch` |
 //! | `ADDREPLICA <shard> <addr>` | `shard`, `replica`, `state` (`syncing`) |
 //! | `DELREPLICA <addr>`, `DELSHARD <shard>`, `DELNODE <addr>` | `shard`, `removed`, `role` |
-//! | `MIGRATE <from> <to> <count>` / `... SLOTS <range>...` | `from`, `to`, `slots`, `slot-count`, `state` (`queued`) |
+//! | `MIGRATE <from> <to> <count>` / `... SLOTS <range>...` | `from`, `to`, `slots`, `slot-count`, `state` (`queued`), `persisted` (yes/no: saved with the topology, resumed after a restart) |
 //! | `MIGRATIONS` | a list; each: `from`, `to`, `slots`, `slot-count`, `state`, `error`, `keys-moved`, `bytes-moved`, `keys-estimate`, `elapsed-secs`, `rate-keys-per-sec`, `eta-secs` |
 //! | `MIGRATION CANCEL` | `+OK` |
-//! | `REBALANCE [USE-EMPTY-MASTERS] [THRESHOLD <pct>] [DRY-RUN]` | `status` (balanced/planned/queued), `threshold-pct`, `shards` (each: `shard`, `slots-now`, `slots-after`), `moves` (each: `from`, `to`, `slot-count`, `slots`) |
+//! | `REBALANCE [USE-EMPTY-MASTERS] [THRESHOLD <pct>] [DRY-RUN]` | `status` (balanced/planned/queued), `threshold-pct`, `shards` (each: `shard`, `slots-now`, `slots-after`), `moves` (each: `from`, `to`, `slot-count`, `slots`), `persisted` (yes/no when queued, else nil) |
 //! | `FAILOVER <shard> [TO <replica>]` | `shard`, `old-master`, `new-master` |
 //!
 //! A shard is named by its name or by its master's address wherever one is asked.

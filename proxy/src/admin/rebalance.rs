@@ -213,6 +213,7 @@ mod tests {
             epoch: 1,
             shards,
             slots: slots.into_boxed_slice(),
+            queued: Vec::new(),
         };
         topology.check().unwrap();
         topology

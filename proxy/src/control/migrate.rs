@@ -12,8 +12,11 @@
 //! 3. **Finish**: after one full SCAN pass moved every key it found, a second pass verifies
 //!    that none is left; the slots become `Owned(to)` in a new epoch.
 //!
-//! Migrations run one after another from a queue (a rebalance queues several). A restart
-//! resumes the slots the persisted topology shows migrating.
+//! Migrations run one after another from a queue (a rebalance queues several). The queue is
+//! part of the topology ([`Topology::queued`]), persisted with it: a move leaves it in the
+//! same change that begins it. A restart resumes the slots the persisted topology shows
+//! migrating, then every queued move in order; a queued move that no longer fits the
+//! topology is reported (log, `MIGRATIONS`) as failed and dropped, never silently.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +24,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use redshard_config::{ShardId, Slot, SlotRange, SlotState, Topology, TopologyChange};
+use redshard_config::{
+    Migration, ShardId, Slot, SlotRange, SlotState, Topology, TopologyChange, TopologyError,
+};
 use tokio::sync::{oneshot, Notify};
 use tracing::{info, warn};
 
@@ -88,6 +93,18 @@ pub enum MigrateError {
     /// Nothing to cancel.
     #[error("no migration is running")]
     NoneRunning,
+    /// The topology with the new queue could not be saved; nothing was queued or cancelled.
+    #[error("{0}")]
+    Persist(String),
+}
+
+impl From<super::ChangeError> for MigrateError {
+    fn from(e: super::ChangeError) -> Self {
+        match e {
+            super::ChangeError::Refused(e) => MigrateError::Slots(e.to_string()),
+            super::ChangeError::Store(_) => MigrateError::Persist(e.to_string()),
+        }
+    }
 }
 
 /// One queued or running migration.
@@ -461,7 +478,30 @@ impl Controller {
                 }
             }
         }
-        self.enqueue(topology, from, to, slots, false);
+        self.queue(vec![Migration { from, to, slots }])
+    }
+
+    /// Queues `moves` to run in order after those queued before, persisting them with the
+    /// topology first (one change), so a restart resumes them.
+    ///
+    /// # Errors
+    /// A move does not fit the topology (see [`TopologyChange::QueueMigrations`]), or the
+    /// topology could not be saved; nothing is queued then.
+    pub fn queue(self: &Arc<Self>, moves: Vec<Migration>) -> Result<(), MigrateError> {
+        let migrations = &self.state.migrations;
+        // Held across the change: the queue in memory keeps the persisted order.
+        let mut queue = migrations
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let topology = self.change_now(&TopologyChange::QueueMigrations {
+            moves: moves.clone(),
+        })?;
+        for m in moves {
+            queue.push_back(Job::new(&topology, m.from, m.to, m.slots, false));
+        }
+        drop(queue);
+        migrations.wake.notify_one();
         Ok(())
     }
 
@@ -514,11 +554,12 @@ impl Controller {
         self.state.migrations.progress()
     }
 
-    /// Cancels the running and queued migrations: queued ones are dropped, the running one
-    /// is turned around, so its keys already moved go back to the source.
+    /// Cancels the running and queued migrations: queued ones are dropped (from the
+    /// persisted topology too), the running one is turned around, so its keys already moved
+    /// go back to the source.
     ///
     /// # Errors
-    /// Nothing is queued or running.
+    /// Nothing is queued or running, or the topology without the queue could not be saved.
     pub async fn cancel_migrations(&self) -> Result<(), MigrateError> {
         let migrations = &self.state.migrations;
         let dropped: Vec<Job> = {
@@ -528,6 +569,9 @@ impl Controller {
                 .unwrap_or_else(PoisonError::into_inner);
             if queue.is_empty() {
                 return Err(MigrateError::NoneRunning);
+            }
+            if !self.state.router.load().topology().queued.is_empty() {
+                self.change_now(&TopologyChange::ClearQueuedMigrations)?;
             }
             let running = queue.pop_front();
             let rest: Vec<Job> = queue.drain(..).collect();
@@ -542,37 +586,75 @@ impl Controller {
         Ok(())
     }
 
-    fn enqueue(
-        self: &Arc<Self>,
-        topology: &Topology,
-        from: ShardId,
-        to: ShardId,
-        slots: Vec<SlotRange>,
-        begun: bool,
-    ) {
-        let job = Job::new(topology, from, to, slots, begun);
-        self.state
-            .migrations
-            .queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push_back(job);
-        self.state.migrations.wake.notify_one();
-    }
-
-    /// Queues the migrations the topology shows in progress (a restart resumes them).
+    /// Queues, at start, the migrations the topology shows in progress, then the queued
+    /// ones in order (a restart resumes the whole plan). A queued move that can no longer run
+    /// after those before it is reported as failed and dropped from the persisted queue.
     pub(super) fn resume_migrations(self: &Arc<Self>) {
-        let table = self.state.router.load();
-        let topology = Arc::clone(table.topology());
+        let topology = Arc::clone(self.state.router.load().topology());
+        let migrations = &self.state.migrations;
+        let mut jobs = Vec::new();
+        // The topology as it will be once each resumed move is done, to check the next.
+        let mut after = (*topology).clone();
         for migration in topology.migrations() {
-            info!(from = %migration.from, to = %migration.to, "resuming a migration");
-            self.enqueue(
+            info!(from = %migration.from, to = %migration.to, slots = %show(&migration.slots), "resuming a migration");
+            if let Ok(next) = after.apply(&TopologyChange::FinishMigration {
+                slots: migration.slots.clone(),
+            }) {
+                after = next;
+            }
+            jobs.push(Job::new(
                 &topology,
                 migration.from,
                 migration.to,
                 migration.slots,
                 true,
-            );
+            ));
+        }
+        let total = topology.queued.len();
+        for (i, m) in topology.queued.iter().enumerate() {
+            let fits = after
+                .apply(&TopologyChange::StartMigration {
+                    migration: m.clone(),
+                })
+                .and_then(|t| {
+                    t.apply(&TopologyChange::FinishMigration {
+                        slots: m.slots.clone(),
+                    })
+                });
+            match fits {
+                Ok(next) => {
+                    info!(from = %m.from, to = %m.to, slots = %show(&m.slots), position = i + 1, queued = total, "resuming a queued migration");
+                    after = next;
+                    jobs.push(Job::new(&topology, m.from, m.to, m.slots.clone(), false));
+                }
+                Err(e) => {
+                    let job = Job::new(&topology, m.from, m.to, m.slots.clone(), false);
+                    self.refuse_queued(&job, m, &e);
+                }
+            }
+        }
+        let mut queue = migrations
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        queue.extend(jobs);
+        drop(queue);
+        migrations.wake.notify_one();
+    }
+
+    /// Reports a queued move that no longer fits the topology (log and `MIGRATIONS`, as
+    /// failed) and drops it from the persisted queue.
+    fn refuse_queued(&self, job: &Job, m: &Migration, e: &TopologyError) {
+        let why = format!(
+            "this queued move no longer fits the topology and was dropped: {e}; plan it again (REBALANCE or MIGRATE) once TOPOLOGY shows the slots where they should be"
+        );
+        warn!(from = %job.snapshot().from, to = %job.snapshot().to, slots = %show(&m.slots), error = %e, "a queued migration no longer fits the topology; dropped from the queue, not run");
+        job.update(|p| p.state = MigrationState::Failed(why));
+        remember(&self.state.migrations, job.snapshot());
+        if let Err(e) = self.change_now(&TopologyChange::DropQueuedMigration {
+            migration: m.clone(),
+        }) {
+            warn!(error = %e, "could not drop the queued migration from the persisted topology; the next start reports it again");
         }
     }
 
@@ -668,12 +750,31 @@ impl Controller {
                 self.drain_old_epochs(from).await;
             }
         } else {
-            self.change(TopologyChange::BeginMigration {
-                slots: slots.to_vec(),
+            let migration = Migration {
+                from,
                 to,
-            })
-            .await
-            .map_err(|e| e.to_string())?;
+                slots: slots.to_vec(),
+            };
+            match self.change_now(&TopologyChange::StartMigration {
+                migration: migration.clone(),
+            }) {
+                Ok(_) => {}
+                Err(super::ChangeError::Refused(e)) => {
+                    // The topology changed since it was queued: the move cannot run, and
+                    // must not stay queued to be tried again at every start.
+                    match self.change_now(&TopologyChange::DropQueuedMigration { migration }) {
+                        // Not queued: a cancel emptied the queue meanwhile.
+                        Ok(_) | Err(super::ChangeError::Refused(TopologyError::NotQueued(_))) => {}
+                        Err(e) => {
+                            warn!(error = %e, "could not drop a queued migration that no longer fits");
+                        }
+                    }
+                    return Err(format!(
+                        "this queued move no longer fits the topology and was dropped: {e}"
+                    ));
+                }
+                Err(e) => return Err(e.to_string()),
+            }
             self.drain_old_epochs(from).await;
         }
         let estimate = self.estimate_keys(from, slots).await;
@@ -822,6 +923,15 @@ enum Outcome {
     Done,
     /// Stopped by a cancel; its slots must be turned around.
     Cancelled,
+}
+
+/// Slot ranges as `0-99,200`, for logs.
+fn show(slots: &[SlotRange]) -> String {
+    slots
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Keeps `progress` in the history.

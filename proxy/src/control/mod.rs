@@ -81,8 +81,9 @@ pub struct Controller {
     state: Arc<ProxyState>,
     /// Where topologies are persisted; `None` keeps them in memory.
     store: Option<FileTopologyStore>,
-    /// Serialises changes.
-    change_lock: tokio::sync::Mutex<()>,
+    /// Serialises changes. A std mutex: nothing awaits while it is held (apply, save and
+    /// publish are synchronous), so the admin port can queue migrations without awaiting.
+    change_lock: Mutex<()>,
     /// Node health.
     probes: Probes,
     /// Woken by probes with news.
@@ -112,7 +113,7 @@ impl Controller {
         let controller = Arc::new(Self {
             state,
             store,
-            change_lock: tokio::sync::Mutex::new(()),
+            change_lock: Mutex::new(()),
             probes,
             changed,
             book: Mutex::new(Book::default()),
@@ -192,6 +193,13 @@ impl Controller {
         self.state.ha.failovers()
     }
 
+    /// Whether topology changes (and queued migrations) are saved to `topology_file`, so a
+    /// restart resumes them.
+    #[must_use]
+    pub fn persists(&self) -> bool {
+        self.store.is_some()
+    }
+
     /// Applies `change`, persists the result and publishes it. Returns the new topology.
     ///
     /// # Errors
@@ -203,9 +211,22 @@ impl Controller {
             // EVALSHA works once slots move to it (best effort: clients fall back to EVAL).
             self.load_scripts(master).await;
         }
-        let _guard = self.change_lock.lock().await;
+        self.change_now(&change)
+    }
+
+    /// [`Controller::change`] without its preparation for `AddShard` (the known scripts are
+    /// not loaded into a new master): applies, persists and publishes `change` at once.
+    ///
+    /// # Errors
+    /// As [`Controller::change`].
+    pub(crate) fn change_now(&self, change: &TopologyChange) -> Result<Arc<Topology>, ChangeError> {
+        // A poisoned lock guards nothing broken: the topology is replaced in one store.
+        let _guard = self
+            .change_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let current = Arc::clone(self.state.router.load().topology());
-        let next = current.apply(&change)?;
+        let next = current.apply(change)?;
         if let Some(store) = &self.store {
             store.save(&next)?;
         }

@@ -183,6 +183,13 @@ pub const REJECTED_CONNECTIONS_TOTAL: Metric = Metric {
     labels: &[],
     help: "Client connections refused because max_clients were connected.",
 };
+/// AUTH attempts answered late because their source address failed AUTH recently.
+pub const AUTH_THROTTLED_TOTAL: Metric = Metric {
+    name: "auth_throttled_total",
+    kind: Kind::Counter,
+    labels: &[],
+    help: "AUTH attempts (any connection) whose answer waited for their source address's turn after failed attempts from it.",
+};
 /// The epoch of the topology being served.
 pub const TOPOLOGY_EPOCH: Metric = Metric {
     name: "topology_epoch",
@@ -403,6 +410,7 @@ pub const STATE: &[Metric] = &[
     PARKED_CLIENTS,
     CONNECTIONS_RECEIVED_TOTAL,
     REJECTED_CONNECTIONS_TOTAL,
+    AUTH_THROTTLED_TOTAL,
     TOPOLOGY_EPOCH,
     SLOTS,
     BACKEND_UP,

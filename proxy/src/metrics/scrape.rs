@@ -27,6 +27,10 @@ pub(crate) fn render_state(text: &mut Text<'_>, state: &ProxyState) {
         &names::REJECTED_CONNECTIONS_TOTAL,
         state.clients.rejected_connections.load(Ordering::Relaxed),
     );
+    text.single(
+        &names::AUTH_THROTTLED_TOTAL,
+        state.auth_throttle.throttled(),
+    );
 
     let table = state.router.load();
     text.single(&names::TOPOLOGY_EPOCH, table.epoch());

@@ -312,43 +312,88 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn auth(ctx: &mut Ctx, args: Args<'_>) -> Action {
+    if !(2..=3).contains(&args.len()) {
+        return Action::error(ctx, "ERR syntax error");
+    }
+    let turn = source_turn(ctx);
     let result = match args.len() {
         2 => check_credentials(ctx, None, args.get(1)),
-        3 => check_credentials(ctx, Some(args.get(1)), args.get(2)),
-        _ => return Action::error(ctx, "ERR syntax error"),
+        _ => check_credentials(ctx, Some(args.get(1)), args.get(2)),
     };
     match result {
         Ok(access) => {
             ctx.authenticated = true;
             ctx.access = access;
             set_user(ctx, (args.len() == 3).then(|| args.get(1)));
-            Action::reply(ctx, Bytes::from_static(encode::OK))
+            let ok = Bytes::from_static(encode::OK);
+            match turn {
+                Some(wait) => answer_later(ctx, wait, ok),
+                None => Action::reply(ctx, ok),
+            }
         }
-        Err(e) => auth_failed(ctx, e),
+        Err(e) => auth_failed(ctx, e, turn),
     }
 }
 
-/// A failed AUTH (or HELLO AUTH): logged without the password, and answered after a delay
-/// that grows with each failure on this connection, so guessing is slow.
-fn auth_failed(ctx: &mut Ctx, text: &'static str) -> Action {
+/// When the client's address failed AUTH recently (on any connection), how long this
+/// attempt's answer waits for the address's next turn (see [`crate::auth_throttle`]); `None`
+/// to answer at once, and always without any password configured (nothing to guess).
+fn source_turn(ctx: &Ctx) -> Option<std::time::Duration> {
+    let config = &ctx.state.config;
+    if config.password.is_none() && config.users.is_empty() {
+        return None;
+    }
+    let step = ctx.state.live.load().limits.auth_failure_delay;
+    ctx.state
+        .auth_throttle
+        .turn(ctx.client.addr.ip(), step, std::time::Instant::now())
+}
+
+/// Answers `reply` after `delay`; nothing after it may overtake it (later requests wait).
+fn answer_later(ctx: &mut Ctx, delay: std::time::Duration, reply: Bytes) -> Action {
+    let slot = ctx.queue.reserve();
+    ctx.barrier = true;
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        slot.deliver(reply);
+    });
+    Action::Done
+}
+
+/// The error `text`, answered at the address's turn when HELLO's AUTH took one: any answer
+/// after an AUTH attempt waits for it, or it would tell whether the password was right.
+fn error_at_turn(ctx: &mut Ctx, turn: Option<std::time::Duration>, text: &str) -> Action {
+    match turn {
+        Some(wait) => answer_later(ctx, wait, super::dispatch::error_reply(text)),
+        None => Action::error(ctx, text),
+    }
+}
+
+/// A failed AUTH (or HELLO AUTH): logged without the password, counted against the client's
+/// address, and answered after a delay that grows with each failure on this connection and
+/// is at least the wait for the address's turn (`turn`), so guessing is slow over one
+/// connection and over many.
+fn auth_failed(ctx: &mut Ctx, text: &'static str, turn: Option<std::time::Duration>) -> Action {
     if ctx.state.config.password.is_none() && ctx.state.config.users.is_empty() {
         // Not a guess: the proxy has no password at all.
         return Action::error(ctx, text);
     }
     ctx.auth_failures = ctx.auth_failures.saturating_add(1);
-    tracing::warn!(client = %ctx.client.addr, failures = ctx.auth_failures, "AUTH failed");
-    let delay = ctx.state.live.load().limits.auth_failure_delay * ctx.auth_failures.min(20);
+    tracing::warn!(client = %ctx.client.addr, failures = ctx.auth_failures, throttled = turn.is_some(), "AUTH failed");
+    let live = ctx.state.live.load();
+    let step = live.limits.auth_failure_delay;
+    ctx.state.auth_throttle.failed(
+        ctx.client.addr.ip(),
+        step,
+        live.limits.auth_throttle_sources,
+        std::time::Instant::now(),
+    );
+    let delay = (step * ctx.auth_failures.min(20)).max(turn.unwrap_or_default());
+    drop(live);
     if delay.is_zero() {
         return Action::error(ctx, text);
     }
-    let reply = ctx.queue.reserve();
-    // Nothing after it may overtake the delayed answer.
-    ctx.barrier = true;
-    tokio::spawn(async move {
-        tokio::time::sleep(delay).await;
-        reply.deliver(super::dispatch::error_reply(text));
-    });
-    Action::Done
+    answer_later(ctx, delay, super::dispatch::error_reply(text))
 }
 
 /// CLIENT SETNAME's rule: printable ASCII without spaces.
@@ -412,16 +457,19 @@ fn hello(ctx: &mut Ctx, args: Args<'_>) -> Action {
     }
     let mut i = 2;
     let mut name = None;
+    // The wait for the address's turn, when HELLO carries AUTH (see `auth`).
+    let mut turn = None;
     while i < args.len() {
         let option = args.get(i);
         let more = args.len() - i - 1;
         if option.eq_ignore_ascii_case(b"AUTH") && more >= 2 {
+            turn = source_turn(ctx);
             match check_credentials(ctx, Some(args.get(i + 1)), args.get(i + 2)) {
                 Ok(access) => {
                     ctx.access = access;
                     set_user(ctx, Some(args.get(i + 1)));
                 }
-                Err(e) => return auth_failed(ctx, e),
+                Err(e) => return auth_failed(ctx, e, turn),
             }
             ctx.authenticated = true;
             i += 3;
@@ -429,13 +477,11 @@ fn hello(ctx: &mut Ctx, args: Args<'_>) -> Action {
             name = Some(args.get(i + 1));
             i += 2;
         } else {
-            return Action::error(
-                ctx,
-                &format!(
-                    "ERR Syntax error in HELLO option '{}'",
-                    String::from_utf8_lossy(option)
-                ),
+            let text = format!(
+                "ERR Syntax error in HELLO option '{}'",
+                String::from_utf8_lossy(option)
             );
+            return error_at_turn(ctx, turn, &text);
         }
     }
     if !ctx.authenticated {
@@ -443,7 +489,7 @@ fn hello(ctx: &mut Ctx, args: Args<'_>) -> Action {
     }
     if let Some(name) = name {
         if let Err(e) = set_name(ctx, name) {
-            return Action::error(ctx, e);
+            return error_at_turn(ctx, turn, e);
         }
     }
     if protocol != ctx.protocol {
@@ -468,7 +514,10 @@ fn hello(ctx: &mut Ctx, args: Args<'_>) -> Action {
     }
     encode::bulk(&mut out, b"modules");
     encode::array_header(&mut out, 0);
-    Action::reply(ctx, out.freeze())
+    match turn {
+        Some(wait) => answer_later(ctx, wait, out.freeze()),
+        None => Action::reply(ctx, out.freeze()),
+    }
 }
 
 /// A map of `pairs` entries: `%n` in RESP3, an array of `2n` elements in RESP2.
