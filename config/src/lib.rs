@@ -25,6 +25,7 @@ pub mod ha;
 pub mod slot;
 pub mod store;
 pub mod topology;
+pub mod trust;
 mod validate;
 
 pub use addr::NodeAddr;
@@ -35,6 +36,7 @@ pub use config::{
 pub use error::{ConfigError, NodeAddrError, SlotRangeError, StoreError, TopologyError};
 pub use file::Access;
 pub use ha::{HealthConfig, MirrorConfig, MirrorMode, ReadFrom};
+pub use trust::NodePattern;
 pub use slot::{Slot, SlotRange, SLOT_COUNT};
 pub use store::{
     choose_initial, FileTopologyStore, InitialSource, MemoryTopologyStore, TopologyStore,
