@@ -112,7 +112,7 @@ fn sigterm_drains_and_exits() {
     let port = free_port();
     let text =
         // The admin port's default (127.0.0.1:6390) may be taken by a local cluster.
-        config_text(&[server.addr()], &[], "admin_listen = \"off\"")
+        config_text(&[server.addr()], &[], "admin_listen = \"off\"\nadmin_socket = \"off\"")
             .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
     let file = write_config(&text);
     let mut child = redshard()
@@ -168,7 +168,7 @@ fn sigterm_drains_and_exits() {
 fn a_client_that_never_reads_is_paused_then_disconnected_with_bounded_memory() {
     let server = RedisServer::start();
     let port = free_port();
-    let extra = "metrics_listen = \"off\"\nadmin_listen = \"off\"\n[limits]\nmax_pipeline = 64\noutput_buffer_soft_bytes = 1048576\noutput_buffer_soft_seconds = 1\n";
+    let extra = "metrics_listen = \"off\"\nadmin_listen = \"off\"\nadmin_socket = \"off\"\n[limits]\nmax_pipeline = 64\noutput_buffer_soft_bytes = 1048576\noutput_buffer_soft_seconds = 1\n";
     let text = config_text(&[server.addr()], &[], extra)
         .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
     let file = write_config(&text);
@@ -265,7 +265,7 @@ fn info_memory_shows_the_allocator_and_the_operator_can_tune_it() {
         let text = config_text(
             &[server.addr()],
             &[],
-            "metrics_listen = \"off\"\nadmin_listen = \"off\"",
+            "metrics_listen = \"off\"\nadmin_listen = \"off\"\nadmin_socket = \"off\"",
         )
         .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
         let file = write_config(&text);
