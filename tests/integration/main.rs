@@ -3,6 +3,7 @@
 
 mod admin;
 mod admin_moves;
+mod admin_security;
 mod auth;
 mod backend_failure;
 mod binary;

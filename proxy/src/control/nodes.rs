@@ -154,7 +154,15 @@ impl Controller {
         let mut probe = ControlConn::open(addr, None, self.state.tls.backend.as_deref(), CHECK_TIMEOUT)
             .await
             .map_err(unreachable)?;
-        let pong = probe.call(&[b"PING"]).await.map_err(unreachable)?;
+        let pong = match probe.call(&[b"PING"]).await {
+            Ok(pong) => pong,
+            Err(super::conn::ConnError::Failed { reason, .. })
+                if reason.starts_with("sent an invalid reply") || reason == "reply too large" =>
+            {
+                return Err(not_redis(format!("PING: it {reason}")))
+            }
+            Err(e) => return Err(unreachable(e)),
+        };
         drop(probe);
         if pong.as_ref() != b"+PONG\r\n" && !pong.starts_with(b"-NOAUTH") {
             return Err(not_redis(format!(
