@@ -286,9 +286,12 @@ async fn a_full_admin_port_is_reported_as_full() {
     assert!(!run.err.contains("AUTH failed"), "{run:?}");
     operators.pop();
     // The freed place is found again once the proxy has seen the close.
-    cli_until(admin, &["-a", "pw", "info"], Duration::from_secs(10), |run| {
-        run.code == 0
-    })
+    cli_until(
+        admin,
+        &["-a", "pw", "info"],
+        Duration::from_secs(10),
+        |run| run.code == 0,
+    )
     .await;
 }
 

@@ -36,7 +36,6 @@ pub use config::{
 pub use error::{ConfigError, NodeAddrError, SlotRangeError, StoreError, TopologyError};
 pub use file::Access;
 pub use ha::{HealthConfig, MirrorConfig, MirrorMode, ReadFrom};
-pub use trust::NodePattern;
 pub use slot::{Slot, SlotRange, SLOT_COUNT};
 pub use store::{
     choose_initial, FileTopologyStore, InitialSource, MemoryTopologyStore, TopologyStore,
@@ -44,3 +43,4 @@ pub use store::{
 pub use topology::{
     Migration, NodeRole, Replica, ReplicaState, Shard, ShardId, SlotState, Topology, TopologyChange,
 };
+pub use trust::NodePattern;

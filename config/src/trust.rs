@@ -56,9 +56,7 @@ impl NodePattern {
             });
         }
         NodeAddr::parse(text).map(NodePattern::Node).map_err(|_| {
-            format!(
-                "{text:?} is neither a network (\"10.0.0.0/8\", \"127.0.0.1\") nor a host:port"
-            )
+            format!("{text:?} is neither a network (\"10.0.0.0/8\", \"127.0.0.1\") nor a host:port")
         })
     }
 
@@ -69,9 +67,8 @@ impl NodePattern {
             NodePattern::Node(addr) => addr == node,
             NodePattern::Network { ip, prefix } => {
                 let host = node.host().trim_start_matches('[').trim_end_matches(']');
-                host.parse::<IpAddr>().is_ok_and(|host| {
-                    host.is_ipv4() == ip.is_ipv4() && mask(host, *prefix) == *ip
-                })
+                host.parse::<IpAddr>()
+                    .is_ok_and(|host| host.is_ipv4() == ip.is_ipv4() && mask(host, *prefix) == *ip)
             }
         }
     }

@@ -40,8 +40,16 @@ async fn the_admin_socket_is_owner_only_and_needs_no_password() {
     assert_eq!(proxy.admin_addr(), None, "no TCP admin port by default");
     assert_eq!(proxy.admin_socket(), Some(path.as_path()));
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode(&path), 0o600, "only the proxy's user may open the socket");
-    assert_eq!(mode(path.parent().unwrap()), 0o700, "the directory it created");
+    assert_eq!(
+        mode(&path),
+        0o600,
+        "only the proxy's user may open the socket"
+    );
+    assert_eq!(
+        mode(path.parent().unwrap()),
+        0o700,
+        "the directory it created"
+    );
 
     let mut admin = Client::over(UnixStream::connect(&path).await.unwrap());
     let topology = admin.cmd(&["TOPOLOGY"]).await;
@@ -61,7 +69,9 @@ async fn the_admin_socket_is_owner_only_and_needs_no_password() {
     std::fs::create_dir(&shared).unwrap();
     std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
     let refused = redshard_proxy::admin::bind_unix(&shared.join("admin.sock"), true);
-    let message = refused.err().expect("an open directory is refused").to_string();
+    let message = refused
+        .expect_err("an open directory is refused")
+        .to_string();
     assert!(message.contains("has mode 777"), "{message}");
 }
 
@@ -75,7 +85,10 @@ async fn tcp_admin_needs_a_password() {
         "password = \"client-pw\"\nadmin_listen = \"127.0.0.1:0\"",
     );
     let err = Config::from_toml_str(&text, "test.toml").unwrap_err();
-    assert!(err.to_string().contains("admin_password: must be set"), "{err}");
+    assert!(
+        err.to_string().contains("admin_password: must be set"),
+        "{err}"
+    );
     // ... nor a configuration built in code.
     let mut config = config(&master, "admin_socket = \"off\"");
     config.admin_listen = Some("127.0.0.1:0".parse().unwrap());
@@ -138,7 +151,10 @@ async fn an_unauthenticated_flood_is_cut_off() {
             flood.clone(),
             "-ERR Protocol error: unauthenticated multibulk length\r\n",
         ),
-        (vec![b'x'; 8 << 20], "-ERR Protocol error: too big inline request\r\n"),
+        (
+            vec![b'x'; 8 << 20],
+            "-ERR Protocol error: too big inline request\r\n",
+        ),
     ] {
         let stream = TcpStream::connect(admin).await.unwrap();
         let (mut rx, mut tx) = stream.into_split();

@@ -723,10 +723,7 @@ fn the_admin_port_is_a_socket_by_default_and_tcp_needs_a_password() {
     // By default: no TCP port, an owner-only socket at the well-known path.
     let config = parse(SHARDS).unwrap();
     assert_eq!(config.admin_listen, None);
-    assert_eq!(
-        config.admin_socket,
-        Some(crate::ha::default_admin_socket())
-    );
+    assert_eq!(config.admin_socket, Some(crate::ha::default_admin_socket()));
     let uid = crate::ha::effective_uid().unwrap();
     assert_eq!(
         crate::ha::default_admin_socket(),
@@ -750,7 +747,11 @@ fn the_admin_port_is_a_socket_by_default_and_tcp_needs_a_password() {
     assert_error(&text, "admin_socket", &["must be a path"]);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("redshard.toml");
-    std::fs::write(&file, format!("admin_socket = \"run/admin.sock\"\n{SHARDS}")).unwrap();
+    std::fs::write(
+        &file,
+        format!("admin_socket = \"run/admin.sock\"\n{SHARDS}"),
+    )
+    .unwrap();
     assert_eq!(
         Config::load(&file).unwrap().admin_socket,
         Some(dir.path().join("run/admin.sock"))
@@ -768,10 +769,16 @@ fn backend_credentials_go_only_to_nodes_the_file_names() {
         "[backend]\npassword = \"secret\"\nallowed_nodes = [\"10.0.0.0/8\", \"cache-7.internal:6379\"]\n{SHARDS}"
     );
     let config = parse(&text).unwrap();
-    assert!(config.trusts_node(&node("127.0.0.1:6384")), "a configured replica");
+    assert!(
+        config.trusts_node(&node("127.0.0.1:6384")),
+        "a configured replica"
+    );
     assert!(config.trusts_node(&node("10.20.30.40:7000")));
     assert!(config.trusts_node(&node("cache-7.internal:6379")));
-    assert!(!config.trusts_node(&node("127.0.0.1:9999")), "loopback is not implied");
+    assert!(
+        !config.trusts_node(&node("127.0.0.1:9999")),
+        "loopback is not implied"
+    );
     assert!(!config.trusts_node(&node("192.168.1.1:6379")));
     // The control password counts as a credential too.
     let text = format!("[backend]\ncontrol_password = \"c\"\n{SHARDS}");

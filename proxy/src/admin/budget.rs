@@ -150,15 +150,24 @@ mod tests {
         let mut strangers: Vec<Slot> = (1..MAX_UNAUTHENTICATED_ADMIN_CLIENTS)
             .map(|_| budget.admit_pending())
             .collect();
-        assert_eq!(budget.counts().waiting.len(), MAX_UNAUTHENTICATED_ADMIN_CLIENTS);
+        assert_eq!(
+            budget.counts().waiting.len(),
+            MAX_UNAUTHENTICATED_ADMIN_CLIENTS
+        );
         // The operator's connection evicts the oldest stranger and then authenticates.
         let operator = budget.admit_pending();
-        assert_eq!(budget.counts().waiting.len(), MAX_UNAUTHENTICATED_ADMIN_CLIENTS);
+        assert_eq!(
+            budget.counts().waiting.len(),
+            MAX_UNAUTHENTICATED_ADMIN_CLIENTS
+        );
         assert!(futures_util::FutureExt::now_or_never(first_evicted.notified()).is_some());
         let operator = operator.promote().expect("room for an operator");
         assert!(operator.evicted().is_none());
         assert_eq!(budget.counts().authenticated, 1);
-        assert_eq!(budget.counts().waiting.len(), MAX_UNAUTHENTICATED_ADMIN_CLIENTS - 1);
+        assert_eq!(
+            budget.counts().waiting.len(),
+            MAX_UNAUTHENTICATED_ADMIN_CLIENTS - 1
+        );
         drop(first);
         strangers.clear();
         drop(operator);

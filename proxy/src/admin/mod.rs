@@ -57,9 +57,9 @@ pub use conn::{AdminConn, AdminPeer};
 pub use reply::Reply;
 pub use unix::{bind_unix, run_unix, AdminSocketError};
 
-use budget::Budget;
 use crate::control::Controller;
 use crate::shutdown::Shutdown;
+use budget::Budget;
 
 /// What a client over the budget is told before it is closed, like Redis.
 const REFUSAL: &[u8] = b"-ERR max number of clients reached\r\n";

@@ -151,9 +151,10 @@ impl Controller {
         };
         // No credentials on this first connection: a node that does not answer like Redis
         // never sees them.
-        let mut probe = ControlConn::open(addr, None, self.state.tls.backend.as_deref(), CHECK_TIMEOUT)
-            .await
-            .map_err(unreachable)?;
+        let mut probe =
+            ControlConn::open(addr, None, self.state.tls.backend.as_deref(), CHECK_TIMEOUT)
+                .await
+                .map_err(unreachable)?;
         let pong = match probe.call(&[b"PING"]).await {
             Ok(pong) => pong,
             Err(super::conn::ConnError::Failed { reason, .. })
