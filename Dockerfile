@@ -3,8 +3,9 @@
 #   docker build -t redshard .
 #   docker run -v $PWD/my.toml:/etc/redshard/redshard.toml:ro -p 127.0.0.1:6379:6379 redshard
 #
-# Ports: 6379 clients (`listen`), 6390 the admin port for redshard-admin (`admin_listen`),
-# 9121 metrics and health (`metrics_listen`). Inside a container the configuration must
+# Ports: 6379 clients (`listen`), 6390 the admin port for redshard-admin on TCP
+# (`admin_listen`, which needs `admin_password`; inside the container `docker exec ...
+# redshard-admin check` uses the proxy's admin socket instead, no password), 9121 metrics and health (`metrics_listen`). Inside a container the configuration must
 # listen on 0.0.0.0 (see deploy/redshard.docker.toml); publish the ports on 127.0.0.1 or a
 # private network only.
 

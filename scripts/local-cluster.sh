@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The tutorial's cluster behind one address: 3 masters on 127.0.0.1:6381-6383, their replicas
 # on 6384-6386 (plain redis-server processes), and redshard on 127.0.0.1:6379 with its admin
-# port on 6390. Two spare empty nodes on 6387 and 6388 (not in the cluster) are there for
-# scaling out with redshard-admin (docs/admin.md). Ctrl-C stops everything this script
-# started, and any node restarted by hand on those ports during the tutorial.
+# socket at the default path (redshard-admin finds it). Two spare empty nodes on 6387 and 6388
+# (not in the cluster) are there for scaling out with redshard-admin (docs/admin.md). Ctrl-C
+# stops everything this script started, and any node restarted by hand on those ports during
+# the tutorial.
 #
 # Each run starts fresh: the last run's nodes' data and the proxy's persisted topology in
 # .local-cluster/ are removed first. `--keep` keeps them (the proxy then starts from the
@@ -14,13 +15,13 @@ keep=0
 for arg in "$@"; do
   case "$arg" in
     --keep) keep=1 ;;
-    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown option $arg (known: --keep)" >&2; exit 2 ;;
   esac
 done
 scripts/ensure-redis.sh
 
-for port in 6379 6390 6381 6382 6383 6384 6385 6386 6387 6388; do
+for port in 6379 6381 6382 6383 6384 6385 6386 6387 6388; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "port $port on 127.0.0.1 is already in use; stop what listens there and run again" >&2
     exit 1
@@ -80,8 +81,8 @@ until redis-cli -p 6379 ping >/dev/null 2>&1; do
 done
 cat >&2 <<'TXT'
 
-redshard is serving on 127.0.0.1:6379 (masters 6381-6383, replicas 6384-6386), its admin port
-on 127.0.0.1:6390; 6387 and 6388 are spare nodes for scaling out. Try:
+redshard is serving on 127.0.0.1:6379 (masters 6381-6383, replicas 6384-6386), its admin
+socket (/tmp/redshard-<uid>/admin.sock); 6387 and 6388 are spare nodes for scaling out. Try:
   redis-cli -p 6379 set k v
   redis-cli -p 6379 get k
   redis-cli -p 6379 info keyspace

@@ -2,6 +2,8 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -151,11 +153,48 @@ impl Value {
     }
 }
 
+/// What the proxy answers, like Redis, to a client over its connection budget.
+const FULL: &str = "max number of clients reached";
+
+/// The admin port's connection: TCP (`admin_listen`) or the Unix socket (`admin_socket`).
+#[derive(Debug)]
+enum Stream {
+    /// `-h`/`-p`.
+    Tcp(TcpStream),
+    /// `-s`, or the default socket.
+    Unix(UnixStream),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.flush(),
+            Stream::Unix(s) => s.flush(),
+        }
+    }
+}
+
 /// One connection to the admin port.
 #[derive(Debug)]
 pub struct AdminClient {
     /// The socket.
-    stream: TcpStream,
+    stream: Stream,
     /// Bytes read and not yet decoded.
     buf: Vec<u8>,
     /// `host:port`, for messages.
@@ -186,13 +225,17 @@ impl AdminClient {
         stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
         stream.set_nodelay(true)?;
         let mut client = Self {
-            stream,
+            stream: Stream::Tcp(stream),
             buf: Vec::new(),
             addr,
         };
         if let Some(password) = password {
             match client.call(&["AUTH", password])? {
                 Value::Status(s) if s == "OK" => {}
+                Value::Error(e) if e.contains(FULL) => bail!(
+                    "the admin port at {} is full ({FULL}): close idle admin connections, or use the admin socket (-s), and try again",
+                    client.addr
+                ),
                 Value::Error(e) => {
                     bail!("AUTH failed: {e} (check -a PASSWORD against the proxy's admin_password)")
                 }
@@ -200,6 +243,30 @@ impl AdminClient {
             }
         }
         Ok(client)
+    }
+
+    /// Connects to the admin socket at `path` (no AUTH: the kernel vouches for the user).
+    /// At the default path (`private`), refuses a directory another user owns or can enter,
+    /// which could hold someone else's socket.
+    ///
+    /// # Errors
+    /// The socket cannot be opened, or its directory is not private.
+    pub fn connect_unix(path: &Path, private: bool) -> Result<Self> {
+        if private {
+            check_private_dir(path)?;
+        }
+        let stream = UnixStream::connect(path).with_context(|| {
+            format!(
+                "could not connect to the redshard admin socket {}; is the proxy running as this user (admin_socket)? (-s PATH or REDSHARD_ADMIN_SOCKET name another socket, -h HOST -p PORT a TCP admin_listen)",
+                path.display()
+            )
+        })?;
+        stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
+        Ok(Self {
+            stream: Stream::Unix(stream),
+            buf: Vec::new(),
+            addr: path.display().to_string(),
+        })
     }
 
     /// Where it is connected.
@@ -265,10 +332,36 @@ impl AdminClient {
     /// As [`AdminClient::call`], or the proxy refused the command.
     pub fn ok(&mut self, args: &[&str]) -> Result<Value> {
         match self.call(args)? {
+            Value::Error(e) if e.contains(FULL) => Err(anyhow!(
+                "the admin port at {} is full ({FULL}): close idle admin connections and try again",
+                self.addr
+            )),
             Value::Error(e) => Err(anyhow!("{}", e.strip_prefix("ERR ").unwrap_or(&e))),
             value => Ok(value),
         }
     }
+}
+
+/// Refuses the default socket's directory when another user owns it or others may enter it.
+fn check_private_dir(path: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let Some(dir) = path.parent() else {
+        return Ok(());
+    };
+    let Ok(meta) = std::fs::symlink_metadata(dir) else {
+        // Missing: the connect fails with its own message.
+        return Ok(());
+    };
+    let me = redshard_config::ha::effective_uid();
+    if !meta.is_dir() || me.is_some_and(|me| meta.uid() != me) || meta.mode() & 0o077 != 0 {
+        bail!(
+            "{} is not a private directory of this user (owner uid {}, mode {:o}); refusing to talk to a socket someone else may have put there",
+            dir.display(),
+            meta.uid(),
+            meta.mode() & 0o777
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

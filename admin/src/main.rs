@@ -1,7 +1,9 @@
 //! `redshard-admin`: the operator's CLI for redshard.
 //!
-//! It talks RESP to the proxy's admin port (`admin_listen`), with redis-cli's connection flags
-//! (`-h HOST -p PORT -a PASSWORD`, default `127.0.0.1:6390`), and offers the verbs of
+//! It talks RESP to the proxy's admin port: by default its owner-only Unix socket
+//! (`admin_socket`, `/tmp/redshard-<uid>/admin.sock`, or `-s PATH` / `REDSHARD_ADMIN_SOCKET`),
+//! which needs no password; with redis-cli's flags `-h HOST -p PORT -a PASSWORD` its TCP
+//! port (`admin_listen` with `admin_password`). It offers the verbs of
 //! `redis-cli --cluster` where they mean the same: `info`, `check`, `add-node`, `del-node`,
 //! `reshard`, `rebalance`, plus `failover`, `migrations` and `cancel`. Wherever a master id is
 //! asked, a shard may be named by its name or its master's address. Offline helpers:
@@ -44,13 +46,19 @@ use client::AdminClient;
 #[derive(Debug, Parser)]
 #[command(name = "redshard-admin", version, about, disable_help_flag = true)]
 struct Cli {
-    /// The proxy's admin host (like redis-cli -h).
-    #[arg(short = 'h', long = "host", global = true, default_value = "127.0.0.1")]
-    host: String,
-    /// The proxy's admin port (`admin_listen`).
-    #[arg(short = 'p', long = "port", global = true, default_value_t = 6390)]
-    port: u16,
-    /// The admin password (`admin_password`); the REDISCLI_AUTH environment variable is
+    /// The proxy's admin socket (`admin_socket`, like redis-cli -s); default: the
+    /// REDSHARD_ADMIN_SOCKET environment variable, else /tmp/redshard-<uid>/admin.sock, where
+    /// a proxy run by the same user listens by default.
+    #[arg(short = 's', long = "socket", global = true, conflicts_with_all = ["host", "port"])]
+    socket: Option<PathBuf>,
+    /// The proxy's admin host on TCP (`admin_listen`, like redis-cli -h); with -h or -p the
+    /// CLI connects over TCP instead of the socket.
+    #[arg(short = 'h', long = "host", global = true)]
+    host: Option<String>,
+    /// The proxy's admin port on TCP (`admin_listen`); default 6390 when -h is given.
+    #[arg(short = 'p', long = "port", global = true)]
+    port: Option<u16>,
+    /// The admin password for TCP (`admin_password`); the REDISCLI_AUTH environment variable is
     /// used when this is not given, as by redis-cli.
     #[arg(short = 'a', long = "pass", global = true)]
     password: Option<String>,
@@ -156,7 +164,24 @@ fn main() -> ExitCode {
         .password
         .clone()
         .or_else(|| std::env::var("REDISCLI_AUTH").ok());
-    let connect = || AdminClient::connect(&cli.host, cli.port, password.as_deref());
+    let connect = || {
+        if cli.host.is_some() || cli.port.is_some() {
+            return AdminClient::connect(
+                cli.host.as_deref().unwrap_or("127.0.0.1"),
+                cli.port
+                    .unwrap_or(redshard_config::ha::CONVENTIONAL_ADMIN_PORT),
+                password.as_deref(),
+            );
+        }
+        match cli
+            .socket
+            .clone()
+            .or_else(|| std::env::var_os("REDSHARD_ADMIN_SOCKET").map(PathBuf::from))
+        {
+            Some(path) => AdminClient::connect_unix(&path, false),
+            None => AdminClient::connect_unix(&redshard_config::ha::default_admin_socket(), true),
+        }
+    };
     let result: anyhow::Result<bool> = match cli.command {
         Command::Keyslot { config, keys } => offline::keyslot(config.as_deref(), &keys),
         Command::CheckConfig { file } => offline::check_config(&file),

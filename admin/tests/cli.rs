@@ -25,9 +25,16 @@ struct Run {
 
 /// Runs `redshard-admin -p PORT args...` with `stdin` as input and `env` set.
 async fn cli(admin: SocketAddr, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Run {
+    let port = admin.port().to_string();
+    let mut all = vec!["-h", "127.0.0.1", "-p", &port];
+    all.extend_from_slice(args);
+    cli_with(&all, stdin, env).await
+}
+
+/// Runs `redshard-admin args...` (no connection flags) with `stdin` as input and `env` set.
+async fn cli_with(args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Run {
     let mut command = Command::new(env!("CARGO_BIN_EXE_redshard-admin"));
     command
-        .args(["-h", "127.0.0.1", "-p", &admin.port().to_string()])
         .args(args)
         .env_remove("REDISCLI_AUTH")
         .envs(env.iter().copied())
@@ -237,6 +244,58 @@ async fn passwords_come_from_a_or_rediscli_auth() {
     assert_eq!(run.code, 0, "{run:?}");
     let run = cli(admin, &["migrations"], "", &[("REDISCLI_AUTH", "pw")]).await;
     assert_eq!(run.code, 0, "{run:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_socket_is_found_without_a_password() {
+    let master = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("admin.sock");
+    let text = redshard_tests::cluster::config_text(
+        &[master.addr()],
+        &[],
+        &format!(
+            "metrics_listen = \"off\"\nadmin_socket = \"{}\"\n",
+            path.display()
+        ),
+    );
+    let config = redshard_config::Config::from_toml_str(&text, "test.toml").unwrap();
+    let proxy = redshard_proxy::Proxy::start(config).await.unwrap();
+    let socket = path.to_str().unwrap();
+    let run = cli_with(&["check"], "", &[("REDSHARD_ADMIN_SOCKET", socket)]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.out.contains("All 16384 slots covered"), "{run:?}");
+    let run = cli_with(&["-s", socket, "info"], "", &[]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    proxy.shutdown(Duration::from_secs(2)).await;
+    let run = cli_with(&["-s", socket, "info"], "", &[]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.err.contains("admin socket"), "{run:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_admin_port_is_reported_as_full() {
+    let mut cluster = TestCluster::start_with(1, false, "admin_password = \"pw\"\n", &[]).await;
+    let admin = cluster.start_admin().await;
+    let mut operators = Vec::new();
+    for _ in 0..redshard_proxy::admin::MAX_ADMIN_CLIENTS {
+        let mut c = redshard_tests::Client::connect_addr(admin).await;
+        assert!(c.cmd(&["AUTH", "pw"]).await.is_ok());
+        operators.push(c);
+    }
+    let run = cli(admin, &["-a", "pw", "info"], "", &[]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.err.contains("max number of clients reached"), "{run:?}");
+    assert!(!run.err.contains("AUTH failed"), "{run:?}");
+    operators.pop();
+    // The freed place is found again once the proxy has seen the close.
+    cli_until(
+        admin,
+        &["-a", "pw", "info"],
+        Duration::from_secs(10),
+        |run| run.code == 0,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -263,6 +263,7 @@ def proxy_config(listen, metrics, masters, replicas, log_level):
         f'listen = "127.0.0.1:{listen}"',
         f'metrics_listen = "127.0.0.1:{metrics}"',
         'admin_listen = "off"',
+        'admin_socket = "off"',
         "shutdown_grace_ms = 0",
         "",
         "[log]",

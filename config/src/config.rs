@@ -50,9 +50,12 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// The prefix of every metric name, such as `redshard` in `redshard_connected_clients`.
     pub metrics_namespace: String,
-    /// Where the admin port listens; `None` when it is off.
+    /// The admin port's Unix socket (owner-only, no password); `None` when it is off.
+    pub admin_socket: Option<PathBuf>,
+    /// Where the admin port listens on TCP; `None` when it is off. Validation requires
+    /// `admin_password` with it.
     pub admin_listen: Option<SocketAddr>,
-    /// The admin port's password; `None` lets any admin client in (loopback only by default).
+    /// The password TCP admin clients must AUTH with.
     pub admin_password: Option<String>,
     /// The TLS client listener (`tls_listen` and `[tls]`); `None` when there is none.
     pub tls: Option<TlsConfig>,
@@ -168,6 +171,28 @@ pub struct BackendConfig {
     pub reconnect_backoff_max: Duration,
     /// TLS to every backend; `None` for plaintext.
     pub tls: Option<BackendTlsConfig>,
+    /// Nodes the admin commands may add besides those of the `[[shard]]` lists, while
+    /// credentials would be sent to them in plaintext (see [`crate::trust`]).
+    pub allowed_nodes: Vec<crate::trust::NodePattern>,
+}
+
+impl Config {
+    /// Whether the proxy may send its backend credentials to `node`, a node an admin command
+    /// wants to add: always when it has none to send or backend TLS verifies the node's
+    /// certificate first; otherwise only to a node named in the `[[shard]]` lists or matching
+    /// `[backend] allowed_nodes` (live: the reloaded value).
+    #[must_use]
+    pub fn trusts_node(&self, node: &NodeAddr) -> bool {
+        let backend = &self.backend;
+        let sends_credentials = backend.password.is_some() || backend.control_password.is_some();
+        if !sends_credentials || backend.tls.is_some() {
+            return true;
+        }
+        self.shards
+            .iter()
+            .any(|s| &s.master == node || s.replicas.contains(node))
+            || backend.allowed_nodes.iter().any(|p| p.matches(node))
+    }
 }
 
 /// `[limits]`: every size is bounded before anything is allocated for it.
@@ -267,7 +292,8 @@ impl Default for Config {
             topology_file: None,
             metrics_listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 9121))),
             metrics_namespace: DEFAULT_METRICS_NAMESPACE.to_owned(),
-            admin_listen: crate::ha::DEFAULT_ADMIN_LISTEN.parse().ok(),
+            admin_socket: Some(crate::ha::default_admin_socket()),
+            admin_listen: None,
             admin_password: None,
             tls: None,
             backend: BackendConfig::default(),
@@ -297,6 +323,7 @@ impl Default for BackendConfig {
             reconnect_backoff_min: Duration::from_millis(DEFAULT_RECONNECT_BACKOFF_MIN_MS),
             reconnect_backoff_max: Duration::from_millis(DEFAULT_RECONNECT_BACKOFF_MAX_MS),
             tls: None,
+            allowed_nodes: Vec::new(),
         }
     }
 }
@@ -378,6 +405,9 @@ impl Config {
         if let Some(file) = &mut self.topology_file {
             resolve(file);
         }
+        if let Some(file) = &mut self.admin_socket {
+            resolve(file);
+        }
         if let Some(tls) = &mut self.tls {
             resolve(&mut tls.cert_file);
             resolve(&mut tls.key_file);
@@ -434,6 +464,13 @@ impl Config {
             tls.as_ref().map(|t| t.listen),
             src,
         )?;
+        if let (Some(_), None) = (admin_listen, &file.admin_password) {
+            return Err(src.invalid(
+                file.admin_listen.as_ref(),
+                "admin_password",
+                "must be set when admin_listen is (anyone who can reach a TCP port could run admin commands); set admin_password, or use the admin socket (admin_socket), which only the proxy's user can open, and set admin_listen = \"off\"",
+            ));
+        }
         let config = Config {
             listen,
             password: src.secret(file.password, "password")?,
@@ -445,6 +482,7 @@ impl Config {
             topology_file,
             metrics_listen,
             metrics_namespace,
+            admin_socket: crate::ha::admin_socket(file.admin_socket, src)?,
             admin_listen,
             admin_password: src.secret(file.admin_password, "admin_password")?,
             tls,
@@ -701,6 +739,7 @@ fn metrics_listen(
 
 fn backend(mut file: BackendFile, src: &Source<'_>) -> Result<BackendConfig, ConfigError> {
     let tls = backend_tls(&mut file, src)?;
+    let allowed = file.allowed_nodes.take();
     let username_span = file.username.as_ref().map(toml::Spanned::span);
     let username = src.secret(file.username, "backend.username")?;
     let password = src.secret(file.password, "backend.password")?;
@@ -784,6 +823,7 @@ fn backend(mut file: BackendFile, src: &Source<'_>) -> Result<BackendConfig, Con
         reconnect_backoff_min: Duration::from_millis(min),
         reconnect_backoff_max: Duration::from_millis(max),
         tls,
+        allowed_nodes: crate::trust::allowed_nodes(allowed, src)?,
     })
 }
 

@@ -189,10 +189,17 @@ pub struct ConfigFile {
     /// [`DEFAULT_METRICS_NAMESPACE`]; `"redis"` makes the names redshard shares with
     /// redis_exporter match its dashboards.
     pub metrics_namespace: Option<Spanned<String>>,
-    /// `admin_listen`: where the admin port (RESP) listens, `"IP:port"` or `"off"`. Default
-    /// [`crate::ha::DEFAULT_ADMIN_LISTEN`]. It must differ from `listen` and `metrics_listen`.
+    /// `admin_socket`: the Unix socket of the admin port, a path or `"off"`. Only the proxy's
+    /// own user (and root) may connect; no password is asked. Default
+    /// [`crate::ha::default_admin_socket`] (`/tmp/redshard-<uid>/admin.sock`), where
+    /// `redshard-admin` looks by default.
+    pub admin_socket: Option<Spanned<String>>,
+    /// `admin_listen`: the admin port on TCP, `"IP:port"` or `"off"`. Default
+    /// [`crate::ha::DEFAULT_ADMIN_LISTEN`] (off). Needs `admin_password`; it must differ from
+    /// `listen` and `metrics_listen`.
     pub admin_listen: Option<Spanned<String>>,
-    /// `admin_password`: the password admin clients must `AUTH` with. Default none.
+    /// `admin_password`: the password TCP admin clients must `AUTH` with. Default none;
+    /// required with `admin_listen`.
     pub admin_password: Option<Spanned<String>>,
     /// `tls_listen`: a second client listener, speaking TLS, an `IP:port` (no hostname).
     /// Default: unset (no TLS listener; `listen` serves plaintext either way). Needs `[tls]`;
@@ -266,6 +273,10 @@ pub struct BackendFile {
     /// `reconnect_backoff_max_ms`: the wait doubles up to this. Default
     /// [`DEFAULT_RECONNECT_BACKOFF_MAX_MS`]; at least `reconnect_backoff_min_ms`.
     pub reconnect_backoff_max_ms: Option<Spanned<u64>>,
+    /// `allowed_nodes`: the nodes ADDSHARD and ADDREPLICA may add when the proxy has backend
+    /// credentials to send them (and no backend TLS): networks (`"10.0.0.0/8"`, an IP) or
+    /// exact `host:port`s. Default: empty, so only the nodes of the `[[shard]]` lists.
+    pub allowed_nodes: Option<Vec<Spanned<String>>>,
     /// `tls`: whether every backend connection (lanes, subscriptions, probes) speaks TLS.
     /// Default `false`. Needs `tls_ca_file`.
     pub tls: Option<Spanned<bool>>,

@@ -28,8 +28,32 @@ pub const DEFAULT_HEALTH_TIMEOUT_MS: u64 = 500;
 pub const DEFAULT_DOWN_AFTER_MS: u64 = 1_500;
 /// Default of `[health] failover_wait_ms`.
 pub const DEFAULT_FAILOVER_WAIT_MS: u64 = 5_000;
-/// Default of `admin_listen`.
-pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:6390";
+/// Default of `admin_listen`: no admin port on TCP. The admin socket serves the proxy's own
+/// user without a secret; TCP needs `admin_password`, which a default cannot provide.
+pub const DEFAULT_ADMIN_LISTEN: &str = "off";
+/// The port operators conventionally give `admin_listen` (`redshard-admin -p`'s default).
+pub const CONVENTIONAL_ADMIN_PORT: u16 = 6390;
+
+/// Default of `admin_socket`: `/tmp/redshard-<uid>/admin.sock`, `<uid>` the effective user of
+/// the calling process, so the proxy and `redshard-admin` run by the same user agree on it
+/// without configuration (the layout of tmux's sockets). The proxy creates the directory
+/// owner-only and refuses one that another user owns or can enter.
+#[must_use]
+pub fn default_admin_socket() -> std::path::PathBuf {
+    let dir = match effective_uid() {
+        Some(uid) => format!("/tmp/redshard-{uid}"),
+        None => "/tmp/redshard".to_owned(),
+    };
+    std::path::Path::new(&dir).join("admin.sock")
+}
+
+/// The effective user id of this process, read from the owner of `/proc/self` (Linux); `None`
+/// where there is no procfs.
+#[must_use]
+pub fn effective_uid() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+}
 
 /// When a client's write is acknowledged.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -231,13 +255,32 @@ pub(crate) fn health(file: HealthFile, src: &Source<'_>) -> Result<HealthConfig,
     })
 }
 
+/// `admin_socket`: a path, or `"off"`; absent means [`default_admin_socket`].
+pub(crate) fn admin_socket(
+    value: Option<Spanned<String>>,
+    src: &Source<'_>,
+) -> Result<Option<std::path::PathBuf>, ConfigError> {
+    let Some(value) = value else {
+        return Ok(Some(default_admin_socket()));
+    };
+    match value.get_ref().as_str() {
+        "off" => Ok(None),
+        "" => Err(src.invalid(
+            Some(&value),
+            "admin_socket",
+            "must be a path such as \"/run/redshard/admin.sock\", or \"off\"",
+        )),
+        path => Ok(Some(std::path::PathBuf::from(path))),
+    }
+}
+
 /// `admin_listen`: an `IP:port`, or `"off"`.
 pub(crate) fn admin_listen(
     value: Option<&Spanned<String>>,
     src: &Source<'_>,
 ) -> Result<Option<SocketAddr>, ConfigError> {
     let Some(value) = value else {
-        return Ok(DEFAULT_ADMIN_LISTEN.parse().ok());
+        return Ok(None);
     };
     if value.get_ref() == "off" {
         return Ok(None);

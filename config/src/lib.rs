@@ -25,6 +25,7 @@ pub mod ha;
 pub mod slot;
 pub mod store;
 pub mod topology;
+pub mod trust;
 mod validate;
 
 pub use addr::NodeAddr;
@@ -42,3 +43,4 @@ pub use store::{
 pub use topology::{
     Migration, NodeRole, Replica, ReplicaState, Shard, ShardId, SlotState, Topology, TopologyChange,
 };
+pub use trust::NodePattern;

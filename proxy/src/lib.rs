@@ -106,6 +106,16 @@ pub enum StartError {
         #[source]
         source: io::Error,
     },
+    /// `admin_listen` is set without `admin_password` (a configuration built in code;
+    /// validation refuses it in a file).
+    #[error("admin_password must be set when admin_listen is ({addr}): anyone who can reach a TCP port could run admin commands; use the admin socket (admin_socket) instead")]
+    AdminWithoutPassword {
+        /// The configured address.
+        addr: SocketAddr,
+    },
+    /// The admin socket (`admin_socket`) could not be opened.
+    #[error(transparent)]
+    AdminSocket(#[from] admin::AdminSocketError),
     /// The TLS port (`tls_listen`) could not be bound.
     #[error("cannot listen on {addr} (tls_listen): {source}")]
     BindTls {
@@ -142,6 +152,8 @@ pub struct Proxy {
     http_addr: Option<SocketAddr>,
     /// Where the admin port listens, once started.
     admin_addr: Option<SocketAddr>,
+    /// Where the admin socket is, once started.
+    admin_socket: Option<std::path::PathBuf>,
     /// The HTTP endpoint, the admin port and the idle sweep; they end promptly on shutdown.
     background: Vec<JoinHandle<()>>,
 }
@@ -180,6 +192,9 @@ impl Proxy {
             None => None,
         };
         let admin = match config.admin_listen {
+            Some(addr) if config.admin_password.is_none() => {
+                return Err(StartError::AdminWithoutPassword { addr })
+            }
             Some(addr) => Some(
                 TcpListener::bind(addr)
                     .await
@@ -187,9 +202,19 @@ impl Proxy {
             ),
             None => None,
         };
+        let socket = match &config.admin_socket {
+            Some(path) => {
+                let private = *path == redshard_config::ha::default_admin_socket();
+                Some((path.clone(), admin::bind_unix(path, private)?))
+            }
+            None => None,
+        };
         let mut proxy = Self::serve(listener, http, config, topology, options)?;
         if let Some(admin) = admin {
             proxy.start_admin(admin)?;
+        }
+        if let Some((path, (listener, owner))) = socket {
+            proxy.start_admin_socket(listener, path, owner);
         }
         Ok(proxy)
     }
@@ -300,12 +325,16 @@ impl Proxy {
             accept,
             http_addr,
             admin_addr: None,
+            admin_socket: None,
             background,
         })
     }
 
     /// Serves the admin port on an already-bound listener (what [`Proxy::start_with`] does
-    /// for `admin_listen`; tests bind `127.0.0.1:0`). Returns its address.
+    /// for `admin_listen`; tests bind `127.0.0.1:0`). Returns its address. With
+    /// `admin_password`, clients must AUTH; without one, every client of `listener` is
+    /// trusted: only for a listener nobody else can reach (the configuration's
+    /// `admin_listen` is refused without a password).
     ///
     /// # Errors
     /// The listener's address cannot be read.
@@ -329,6 +358,30 @@ impl Proxy {
     #[must_use]
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
+    }
+
+    /// Serves the admin port on the Unix socket `listener` bound at `path` by
+    /// [`admin::bind_unix`], for clients of uid `owner` and root.
+    pub fn start_admin_socket(
+        &mut self,
+        listener: tokio::net::UnixListener,
+        path: std::path::PathBuf,
+        owner: u32,
+    ) {
+        self.background.push(tokio::spawn(admin::run_unix(
+            listener,
+            path.clone(),
+            owner,
+            Arc::clone(&self.controller),
+            self.trigger.subscribe(),
+        )));
+        self.admin_socket = Some(path);
+    }
+
+    /// Where the admin socket is, once started.
+    #[must_use]
+    pub fn admin_socket(&self) -> Option<&std::path::Path> {
+        self.admin_socket.as_deref()
     }
 
     /// Where clients connect.

@@ -4,7 +4,8 @@
 //! again. An invalid file, or a TLS file that cannot be used, is refused and the running
 //! configuration (certificates included) kept. Otherwise `[limits]` (except
 //! `max_reply_depth`, fixed in the backend connections when they open), `[log] level`,
-//! `[slowlog]` and the TLS files (`[tls]`, `[backend] tls_*`) apply at once: the new values
+//! `[slowlog]`, `[backend] allowed_nodes` and the TLS files (`[tls]`, `[backend] tls_*`)
+//! apply at once: the new values
 //! are published in [`ProxyState::live`], and the new certificates serve the connections
 //! opened from then on (see [`crate::tls`]). Every other key that changed is reported as
 //! needing a restart, and keeps its running value in `live`, so `live` is always what is in
@@ -232,6 +233,13 @@ fn reload_inner(state: &ProxyState) -> Result<ReloadReport, ReloadError> {
     if let (Some(next), Some(file)) = (&mut next.backend.tls, &file.backend.tls) {
         next.clone_from(file);
     }
+    // Read by ADDSHARD/ADDREPLICA from `live`: a new node can be allowed without a restart.
+    if next.backend.allowed_nodes != file.backend.allowed_nodes {
+        report.applied.push("backend.allowed_nodes".into());
+        next.backend
+            .allowed_nodes
+            .clone_from(&file.backend.allowed_nodes);
+    }
     report
         .applied
         .extend(tls.apply().into_iter().map(str::to_owned));
@@ -264,6 +272,7 @@ fn restart_keys(running: &Config, file: &Config) -> Vec<String> {
         "metrics_namespace",
         running.metrics_namespace != file.metrics_namespace,
     );
+    check("admin_socket", running.admin_socket != file.admin_socket);
     check("admin_listen", running.admin_listen != file.admin_listen);
     check(
         "admin_password",
@@ -275,6 +284,7 @@ fn restart_keys(running: &Config, file: &Config) -> Vec<String> {
     );
     let without_tls = |backend: &BackendConfig| BackendConfig {
         tls: None,
+        allowed_nodes: Vec::new(),
         ..backend.clone()
     };
     check(

@@ -111,9 +111,9 @@ fn sigterm_drains_and_exits() {
     let server = RedisServer::start();
     let port = free_port();
     let text =
-        // The admin and metrics ports' defaults (127.0.0.1:6390, :9121) may be taken by a
-        // local cluster: a test never uses a fixed port.
-        config_text(&[server.addr()], &[], "metrics_listen = \"off\"\nadmin_listen = \"off\"")
+        // The metrics port's default (127.0.0.1:9121) may be taken by a local cluster, and its
+        // admin socket's default path too: a test never uses a fixed port or path.
+        config_text(&[server.addr()], &[], "metrics_listen = \"off\"\nadmin_listen = \"off\"\nadmin_socket = \"off\"")
             .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
     let file = write_config(&text);
     let mut child = redshard()
@@ -169,7 +169,7 @@ fn sigterm_drains_and_exits() {
 fn a_client_that_never_reads_is_paused_then_disconnected_with_bounded_memory() {
     let server = RedisServer::start();
     let port = free_port();
-    let extra = "metrics_listen = \"off\"\nadmin_listen = \"off\"\n[limits]\nmax_pipeline = 64\noutput_buffer_soft_bytes = 1048576\noutput_buffer_soft_seconds = 1\n";
+    let extra = "metrics_listen = \"off\"\nadmin_listen = \"off\"\nadmin_socket = \"off\"\n[limits]\nmax_pipeline = 64\noutput_buffer_soft_bytes = 1048576\noutput_buffer_soft_seconds = 1\n";
     let text = config_text(&[server.addr()], &[], extra)
         .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
     let file = write_config(&text);
@@ -266,7 +266,7 @@ fn info_memory_shows_the_allocator_and_the_operator_can_tune_it() {
         let text = config_text(
             &[server.addr()],
             &[],
-            "metrics_listen = \"off\"\nadmin_listen = \"off\"",
+            "metrics_listen = \"off\"\nadmin_listen = \"off\"\nadmin_socket = \"off\"",
         )
         .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
         let file = write_config(&text);

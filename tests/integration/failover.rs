@@ -224,7 +224,7 @@ async fn a_shard_without_replicas_answers_clusterdown_until_its_master_returns()
 async fn a_failover_survives_a_proxy_restart() {
     let dir = tempfile::tempdir().unwrap();
     let extra = format!(
-        "topology_file = \"{}\"\nmetrics_listen = \"off\"\nadmin_listen = \"off\"\n",
+        "topology_file = \"{}\"\nmetrics_listen = \"off\"\nadmin_listen = \"off\"\nadmin_socket = \"off\"\n",
         dir.path().join("topology.toml").display()
     );
     let mut cluster = TestCluster::start_with(2, true, &extra, &[]).await;

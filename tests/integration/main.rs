@@ -4,6 +4,7 @@
 mod acl;
 mod admin;
 mod admin_moves;
+mod admin_security;
 mod auth;
 mod backend_failure;
 mod binary;

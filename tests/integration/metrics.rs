@@ -392,7 +392,7 @@ async fn start_binds_metrics_listen_unless_off() {
     let text = config_text(
         &[master.addr()],
         &[],
-        "metrics_listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"",
+        "metrics_listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nadmin_password = \"pw\"\nadmin_socket = \"off\"",
     );
     let config = Config::from_toml_str(&text, "test.toml").unwrap();
     let proxy = Proxy::start(config).await.unwrap();
@@ -424,7 +424,7 @@ async fn start_binds_metrics_listen_unless_off() {
     let text = config_text(
         &[master.addr()],
         &[],
-        "metrics_listen = \"off\"\nadmin_listen = \"off\"",
+        "metrics_listen = \"off\"\nadmin_listen = \"off\"\nadmin_socket = \"off\"",
     );
     let config = Config::from_toml_str(&text, "test.toml").unwrap();
     let proxy = Proxy::start(config).await.unwrap();

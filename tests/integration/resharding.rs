@@ -232,7 +232,7 @@ fn loaded(i: usize) -> Reply {
 async fn a_migration_resumes_after_a_proxy_restart() {
     let dir = tempfile::tempdir().unwrap();
     let extra = format!(
-        "topology_file = \"{}\"\nmetrics_listen = \"off\"\nadmin_listen = \"off\"\n",
+        "topology_file = \"{}\"\nmetrics_listen = \"off\"\nadmin_listen = \"off\"\nadmin_socket = \"off\"\n",
         dir.path().join("topology.toml").display()
     );
     let mut cluster = TestCluster::start_with(2, true, &extra, DEBUG).await;

@@ -227,6 +227,7 @@ format = "json"
                     key_file: "/etc/redshard/client.key".into(),
                 }),
             }),
+            allowed_nodes: Vec::new(),
         }
     );
     assert_eq!(
@@ -704,41 +705,106 @@ fn output_soft_limit_must_not_exceed_the_hard_one() {
 
 #[test]
 fn admin_listen_must_not_take_another_port() {
-    let text = format!("listen = \"127.0.0.1:7000\"\nadmin_listen = \"127.0.0.1:7000\"\n{SHARDS}");
+    let pw = "admin_password = \"pw\"\n";
+    let text =
+        format!("listen = \"127.0.0.1:7000\"\nadmin_listen = \"127.0.0.1:7000\"\n{pw}{SHARDS}");
     assert_error(
         &text,
         "admin_listen",
         &["admin_listen: 127.0.0.1:7000 is also the client address `listen`"],
     );
-    let text =
-        format!("metrics_listen = \"0.0.0.0:7001\"\nadmin_listen = \"127.0.0.1:7001\"\n{SHARDS}");
+    let text = format!(
+        "metrics_listen = \"0.0.0.0:7001\"\nadmin_listen = \"127.0.0.1:7001\"\n{pw}{SHARDS}"
+    );
     assert_error(
         &text,
         "admin_listen",
         &["also the HTTP endpoint's address `metrics_listen`"],
     );
-    // The default collides too, without a line to point at.
-    let text = format!("listen = \"127.0.0.1:6390\"\n{SHARDS}");
-    assert_eq!(
-        error(&text),
-        "test.toml: admin_listen: 127.0.0.1:6390 (the default) is also the client address \
-         `listen`; choose another port"
-    );
     // Off, other ports, and port 0 everywhere (tests) are fine.
     let text = format!("listen = \"127.0.0.1:6390\"\nadmin_listen = \"off\"\n{SHARDS}");
     assert_eq!(parse(&text).unwrap().admin_listen, None);
     let text = format!(
-        "listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{SHARDS}"
+        "listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{pw}{SHARDS}"
     );
     assert_eq!(parse(&text).unwrap().admin_listen.unwrap().port(), 0);
     let text = format!(
-        "tls_listen = \"127.0.0.1:6380\"\nadmin_listen = \"127.0.0.1:6380\"\n[tls]\ncert_file = \"s.crt\"\nkey_file = \"s.key\"\n{SHARDS}"
+        "tls_listen = \"127.0.0.1:6380\"\nadmin_listen = \"127.0.0.1:6380\"\n{pw}[tls]\ncert_file = \"s.crt\"\nkey_file = \"s.key\"\n{SHARDS}"
     );
     assert_error(
         &text,
         "admin_listen",
         &["also the TLS client address `tls_listen`"],
     );
+}
+
+#[test]
+fn the_admin_port_is_a_socket_by_default_and_tcp_needs_a_password() {
+    // By default: no TCP port, an owner-only socket at the well-known path.
+    let config = parse(SHARDS).unwrap();
+    assert_eq!(config.admin_listen, None);
+    assert_eq!(config.admin_socket, Some(crate::ha::default_admin_socket()));
+    let uid = crate::ha::effective_uid().unwrap();
+    assert_eq!(
+        crate::ha::default_admin_socket(),
+        std::path::PathBuf::from(format!("/tmp/redshard-{uid}/admin.sock"))
+    );
+    // TCP without admin_password is refused, naming the key, even with a client password.
+    let text = format!("password = \"client\"\nadmin_listen = \"127.0.0.1:6390\"\n{SHARDS}");
+    assert_error(
+        &text,
+        "admin_listen",
+        &["admin_password: must be set when admin_listen is"],
+    );
+    let text = format!("admin_listen = \"127.0.0.1:6390\"\nadmin_password = \"pw\"\n{SHARDS}");
+    let config = parse(&text).unwrap();
+    assert_eq!(config.admin_listen.unwrap().port(), 6390);
+    assert_eq!(config.admin_password.as_deref(), Some("pw"));
+    // The socket's path is configurable, relative to the file's directory, or off.
+    let text = format!("admin_socket = \"off\"\n{SHARDS}");
+    assert_eq!(parse(&text).unwrap().admin_socket, None);
+    let text = format!("admin_socket = \"\"\n{SHARDS}");
+    assert_error(&text, "admin_socket", &["must be a path"]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("redshard.toml");
+    std::fs::write(
+        &file,
+        format!("admin_socket = \"run/admin.sock\"\n{SHARDS}"),
+    )
+    .unwrap();
+    assert_eq!(
+        Config::load(&file).unwrap().admin_socket,
+        Some(dir.path().join("run/admin.sock"))
+    );
+}
+
+#[test]
+fn backend_credentials_go_only_to_nodes_the_file_names() {
+    let node = |s: &str| NodeAddr::parse(s).unwrap();
+    // Without credentials there is nothing to leak: any node may be added.
+    let config = parse(SHARDS).unwrap();
+    assert!(config.trusts_node(&node("10.9.9.9:6379")));
+    // With a backend password: the [[shard]] nodes, and allowed_nodes.
+    let text = format!(
+        "[backend]\npassword = \"secret\"\nallowed_nodes = [\"10.0.0.0/8\", \"cache-7.internal:6379\"]\n{SHARDS}"
+    );
+    let config = parse(&text).unwrap();
+    assert!(
+        config.trusts_node(&node("127.0.0.1:6384")),
+        "a configured replica"
+    );
+    assert!(config.trusts_node(&node("10.20.30.40:7000")));
+    assert!(config.trusts_node(&node("cache-7.internal:6379")));
+    assert!(
+        !config.trusts_node(&node("127.0.0.1:9999")),
+        "loopback is not implied"
+    );
+    assert!(!config.trusts_node(&node("192.168.1.1:6379")));
+    // The control password counts as a credential too.
+    let text = format!("[backend]\ncontrol_password = \"c\"\n{SHARDS}");
+    assert!(!parse(&text).unwrap().trusts_node(&node("127.0.0.1:9999")));
+    let text = format!("[backend]\nallowed_nodes = [\"10.0.0.0/40\"]\n{SHARDS}");
+    assert_error(&text, "allowed_nodes", &["backend.allowed_nodes", "0..=32"]);
 }
 
 #[test]

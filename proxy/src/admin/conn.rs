@@ -1,17 +1,18 @@
 //! One admin connection: reads requests with the proxy's own [`RequestScanner`], runs them
 //! one at a time in order, writes each reply.
 
+use std::fmt;
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, warn};
 
+use super::budget::Slot;
 use super::commands::{self, Args, HELP};
 use super::reply::Reply;
 use crate::control::Controller;
-use crate::resp::{FrameKind, RequestScanner, ScanLimits};
+use crate::resp::{FrameKind, ProtocolError, RequestScanner, ScanLimits};
 use crate::shutdown::Shutdown;
 
 /// Admin requests are short (names, addresses, passwords, slot ranges): bounds far below the
@@ -23,12 +24,43 @@ const LIMITS: ScanLimits = ScanLimits {
     max_inline_len: 64 * 1024,
 };
 
+/// Bounds before AUTH, as Redis bounds unauthenticated clients (at most 10 arguments; here
+/// 1 KiB each, the admin port's bound anyway, and 16 KiB inline): a connection that has not
+/// proved anything holds at most about 16 KiB of input, however much it sends.
+const UNAUTHENTICATED_LIMITS: ScanLimits = ScanLimits {
+    max_multibulk_len: 10,
+    max_bulk_len: 1024,
+    max_inline_len: 16 * 1024,
+};
+
+/// Who is connected, for logs and for the rules that differ.
+#[derive(Clone, Copy, Debug)]
+pub enum AdminPeer {
+    /// A TCP client (`admin_listen`).
+    Tcp(std::net::SocketAddr),
+    /// A client of the Unix socket (`admin_socket`), with its uid.
+    Unix {
+        /// The peer's user id, as the kernel reports it.
+        uid: u32,
+    },
+}
+
+impl fmt::Display for AdminPeer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AdminPeer::Tcp(addr) => write!(f, "{addr}"),
+            AdminPeer::Unix { uid } => write!(f, "unix socket, uid {uid}"),
+        }
+    }
+}
+
 /// What the connection does after a reply.
 #[derive(Debug, PartialEq, Eq)]
 enum After {
     /// Reads the next request.
     Continue,
-    /// Closes the connection once the reply is written (QUIT, protocol errors).
+    /// Closes the connection once the reply is written (QUIT, protocol errors, no room
+    /// after AUTH).
     Close,
 }
 
@@ -37,41 +69,62 @@ enum After {
 pub struct AdminConn {
     /// Runs the commands.
     controller: Arc<Controller>,
-    /// Whether AUTH succeeded (or no `admin_password` is set).
+    /// Whether the connection may run commands: a socket client, a TCP client after AUTH
+    /// (or any TCP client of a listener started without `admin_password`, see
+    /// [`crate::Proxy::start_admin`]).
     authenticated: bool,
+    /// Its place in the connection budget: waiting to AUTH, or authenticated.
+    slot: Option<Slot>,
+    /// Set when AUTH succeeded but the authenticated budget is full.
+    refused: bool,
     /// Failed AUTH attempts, each answered later than the previous one.
     auth_failures: u32,
     /// The peer, for logs.
-    peer: std::net::SocketAddr,
+    peer: AdminPeer,
 }
 
 impl AdminConn {
-    /// A connection from `peer`.
+    /// A connection from `peer`, holding `slot` in the admin port's budget; it starts
+    /// authenticated when the slot is an authenticated one.
     #[must_use]
-    pub fn new(controller: Arc<Controller>, peer: std::net::SocketAddr) -> Self {
-        let authenticated = controller.state().config.admin_password.is_none();
+    pub(super) fn new(controller: Arc<Controller>, peer: AdminPeer, slot: Slot) -> Self {
         Self {
             controller,
-            authenticated,
+            authenticated: slot.evicted().is_none(),
+            slot: Some(slot),
+            refused: false,
             auth_failures: 0,
             peer,
         }
     }
 
-    /// Serves the connection until the client leaves, QUITs, breaks the protocol, or the
-    /// proxy shuts down (between commands: a command under way finishes and is answered).
-    pub async fn serve(mut self, mut socket: TcpStream, mut shutdown: Shutdown) {
+    /// Serves the connection until the client leaves, QUITs, breaks the protocol, stays
+    /// unauthenticated past `[limits] auth_timeout_ms`, is evicted by a newer unauthenticated
+    /// connection, or the proxy shuts down (between commands: a command under way finishes
+    /// and is answered).
+    pub async fn serve<S>(mut self, mut socket: S, mut shutdown: Shutdown)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         let mut buf = BytesMut::with_capacity(4096);
         let mut out = BytesMut::with_capacity(4096);
-        let mut scanner = RequestScanner::new(LIMITS);
+        let mut scanner = RequestScanner::new(if self.authenticated {
+            LIMITS
+        } else {
+            UNAUTHENTICATED_LIMITS
+        });
+        let auth_timeout = self.controller.state().live.load().limits.auth_timeout;
+        let auth_deadline = tokio::time::Instant::now() + auth_timeout;
+        let evicted = self.slot.as_ref().and_then(Slot::evicted);
         loop {
             let mut after = After::Continue;
             while after == After::Continue {
+                let was_authenticated = self.authenticated;
                 let frame = match scanner.scan(&buf) {
                     Ok(Some(frame)) => frame,
                     Ok(None) => break,
                     Err(e) => {
-                        Reply::Error(e.to_string()).encode(&mut out);
+                        Reply::Error(self.protocol_error(&e)).encode(&mut out);
                         after = After::Close;
                         break;
                     }
@@ -85,6 +138,9 @@ impl AdminConn {
                 let (reply, next) = self.execute(&args).await;
                 reply.encode(&mut out);
                 after = next;
+                if self.authenticated && !was_authenticated {
+                    scanner = RequestScanner::new(LIMITS);
+                }
             }
             if !out.is_empty() {
                 if let Err(e) = socket.write_all(&out).await {
@@ -96,9 +152,25 @@ impl AdminConn {
             if after == After::Close {
                 return;
             }
-            let read = tokio::select! {
-                () = shutdown.wait() => return,
-                read = socket.read_buf(&mut buf) => read,
+            let read = if self.authenticated {
+                tokio::select! {
+                    () = shutdown.wait() => return,
+                    read = socket.read_buf(&mut buf) => read,
+                }
+            } else {
+                let evicted = evicted.as_deref();
+                tokio::select! {
+                    () = shutdown.wait() => return,
+                    read = socket.read_buf(&mut buf) => read,
+                    () = tokio::time::sleep_until(auth_deadline) => {
+                        debug!(peer = %self.peer, "admin client closed: no AUTH in time");
+                        return;
+                    }
+                    () = async { if let Some(n) = evicted { n.notified().await } else { std::future::pending().await } } => {
+                        debug!(peer = %self.peer, "admin client closed: unauthenticated connections over budget");
+                        return;
+                    }
+                }
             };
             match read {
                 Ok(0) | Err(_) => return,
@@ -107,14 +179,41 @@ impl AdminConn {
         }
     }
 
+    /// The reply to a request that cannot be framed; before AUTH, Redis's own texts for an
+    /// unauthenticated client's oversized request.
+    fn protocol_error(&self, e: &ProtocolError) -> String {
+        match e {
+            ProtocolError::InvalidMultibulkLength if !self.authenticated => {
+                "ERR Protocol error: unauthenticated multibulk length".into()
+            }
+            ProtocolError::InvalidBulkLength if !self.authenticated => {
+                "ERR Protocol error: unauthenticated bulk length".into()
+            }
+            e => e.to_string(),
+        }
+    }
+
     /// Runs one request.
     async fn execute(&mut self, raw: &[Vec<u8>]) -> (Reply, After) {
         let name = String::from_utf8_lossy(&raw[0]).to_ascii_uppercase();
+        let after_auth = |conn: &Self| {
+            if conn.refused {
+                After::Close
+            } else {
+                After::Continue
+            }
+        };
         match name.as_str() {
             "PING" => return (ping(raw), After::Continue),
             "QUIT" => return (Reply::ok(), After::Close),
-            "AUTH" => return (self.auth(raw).await, After::Continue),
-            "HELLO" => return (self.hello(raw).await, After::Continue),
+            "AUTH" => {
+                let reply = self.auth(raw).await;
+                return (reply, after_auth(self));
+            }
+            "HELLO" => {
+                let reply = self.hello(raw).await;
+                return (reply, after_auth(self));
+            }
             _ if !self.authenticated => {
                 return (
                     Reply::Error("NOAUTH Authentication required.".into()),
@@ -176,6 +275,16 @@ impl AdminConn {
         };
         let user_ok = user.is_none_or(|u| u == b"default");
         if user_ok && crate::session::constant_time_eq(password, expected.as_bytes()) {
+            if self.authenticated {
+                return Reply::ok();
+            }
+            // From the waiting budget to the operators' one, if there is room.
+            self.slot = self.slot.take().and_then(Slot::promote);
+            if self.slot.is_none() {
+                self.refused = true;
+                warn!(peer = %self.peer, "admin AUTH succeeded but the admin port is full");
+                return Reply::err("max number of clients reached");
+            }
             self.authenticated = true;
             return Reply::ok();
         }

@@ -1,9 +1,17 @@
-//! The admin port: a RESP2 control port (`admin_listen`, loopback by default) for operators and
-//! the `redshard-admin` CLI.
+//! The admin port: a RESP2 control port for operators and the `redshard-admin` CLI, on an
+//! owner-only Unix socket (`admin_socket`, by default) and, with a password, on TCP
+//! (`admin_listen` with `admin_password`).
 //!
-//! - [`run`]: the accept loop, at most [`MAX_ADMIN_CLIENTS`] connections, one task each.
-//! - `conn`: one connection: requests read with the proxy's own scanner, run one at a time
-//!   in order, AUTH against `admin_password` (wrong passwords are answered later each time).
+//! - [`run`] (TCP) and [`run_unix`]: the accept loops, one task per connection. Socket
+//!   clients are trusted by the kernel (only the proxy's user and root may open the socket,
+//!   and the peer's uid is checked again on accept); TCP clients must AUTH.
+//! - `budget`: at most [`MAX_ADMIN_CLIENTS`] authenticated connections, and apart from them
+//!   at most [`MAX_UNAUTHENTICATED_ADMIN_CLIENTS`] waiting to AUTH, the oldest of which is
+//!   closed for a newcomer, so idle strangers cannot lock operators out.
+//! - `conn`: one connection: requests read with the proxy's own scanner (tighter bounds
+//!   before AUTH), run one at a time in order, AUTH against `admin_password` (wrong passwords
+//!   are answered later each time), closed when it stays unauthenticated longer than
+//!   `[limits] auth_timeout_ms`.
 //! - `commands`: each command's arguments, the controller call, the reply.
 //! - `status`: TOPOLOGY and MIGRATIONS.
 //! - [`rebalance`]: the pure planner behind REBALANCE.
@@ -30,76 +38,71 @@
 //!
 //! A shard is named by its name or by its master's address wherever one is asked.
 
+mod budget;
 mod commands;
 mod conn;
 pub mod rebalance;
 mod reply;
 mod status;
+mod unix;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tracing::{info, Instrument};
 
-pub use conn::AdminConn;
+pub use budget::{MAX_ADMIN_CLIENTS, MAX_UNAUTHENTICATED_ADMIN_CLIENTS};
+pub use conn::{AdminConn, AdminPeer};
 pub use reply::Reply;
+pub use unix::{bind_unix, run_unix, AdminSocketError};
 
 use crate::control::Controller;
 use crate::shutdown::Shutdown;
+use budget::Budget;
 
-/// Admin connections served at once; more are told `-ERR max number of clients reached` and
-/// closed, like Redis. Operators and scripts need few; the bound keeps a runaway script from
-/// taking the proxy's memory.
-pub const MAX_ADMIN_CLIENTS: usize = 64;
+/// What a client over the budget is told before it is closed, like Redis.
+const REFUSAL: &[u8] = b"-ERR max number of clients reached\r\n";
 
-/// Accepts admin clients on `listener` until `shutdown` fires. Connections end at their next
-/// request boundary after shutdown.
+/// Accepts TCP admin clients on `listener` until `shutdown` fires. With `admin_password` set,
+/// every connection must AUTH first; without one, every client of `listener` is trusted, which
+/// only an embedder that alone can reach the listener may choose (see
+/// [`crate::Proxy::start_admin`]; the configuration's `admin_listen` requires a password).
+/// Connections end at their next request boundary after shutdown.
 pub async fn run(listener: TcpListener, controller: Arc<Controller>, mut shutdown: Shutdown) {
-    let active = Arc::new(AtomicUsize::new(0));
+    let budget = Budget::new();
     let mut backoff = crate::listener::ACCEPT_BACKOFF_MIN;
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "admin port listening");
     }
-    while let Some((mut socket, peer)) =
+    while let Some((socket, peer)) =
         crate::listener::accept(&listener, &mut backoff, &mut shutdown, "admin ").await
     {
-        if active.load(Ordering::Acquire) >= MAX_ADMIN_CLIENTS {
-            tokio::spawn(async move {
-                let _ = socket
-                    .write_all(b"-ERR max number of clients reached\r\n")
-                    .await;
-            });
-            continue;
-        }
-        let slot = Counted::enter(&active);
         let _ = socket.set_nodelay(true);
-        let conn = AdminConn::new(Arc::clone(&controller), peer);
+        let slot = if controller.state().config.admin_password.is_some() {
+            budget.admit_pending()
+        } else if let Some(slot) = budget.admit_authenticated() {
+            slot
+        } else {
+            refuse(socket);
+            continue;
+        };
+        let conn = AdminConn::new(Arc::clone(&controller), AdminPeer::Tcp(peer), slot);
         let shutdown = shutdown.clone();
         tokio::spawn(
-            async move {
-                conn.serve(socket, shutdown).await;
-                drop(slot);
-            }
-            .instrument(tracing::info_span!("admin", peer = %peer)),
+            conn.serve(socket, shutdown)
+                .instrument(tracing::info_span!("admin", peer = %peer)),
         );
     }
     info!("admin port closed");
 }
 
-/// One connection in the count of active ones; leaves it when dropped (even on a panic).
-struct Counted(Arc<AtomicUsize>);
-
-impl Counted {
-    fn enter(count: &Arc<AtomicUsize>) -> Self {
-        count.fetch_add(1, Ordering::AcqRel);
-        Self(Arc::clone(count))
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
+/// Tells `socket` it is over the budget and closes it, without holding up the accept loop.
+fn refuse<S>(mut socket: S)
+where
+    S: tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let _ = socket.write_all(REFUSAL).await;
+    });
 }

@@ -2,12 +2,17 @@
 //!
 //! Each is one [`TopologyChange`] through [`Controller::change`], preceded by the checks an
 //! operator would want before it and followed by what the data path needs after it:
-//! - a new shard's master must answer the proxy's control credentials, run standalone (not
-//!   cluster mode, not a replica) and be empty: keys already on it would be served by no slot,
-//!   and the migration would overwrite them;
-//! - a new replica must answer; it is added `syncing`, so the controller resynchronises it
-//!   (its data is replaced by its master's through Redis's full sync) and then cuts it over
-//!   to `in-sync`;
+//! - before any credentials are sent to a new node, it must be one the configuration trusts
+//!   with them ([`redshard_config::Config::trusts_node`]: named in a `[[shard]]`, matching
+//!   `[backend] allowed_nodes`, or behind verified backend TLS), and it must answer a `PING`
+//!   without credentials as redis-server does (`+PONG`, or `-NOAUTH` when it wants a
+//!   password): a silent or garbling address is refused without ever seeing the password;
+//! - a new node (master or replica) must then answer the proxy's control credentials and run
+//!   standalone (not cluster mode);
+//! - a new shard's master must also not be a replica and be empty: keys already on it would
+//!   be served by no slot, and the migration would overwrite them;
+//! - a new replica is added `syncing`, so the controller resynchronises it (its data is
+//!   replaced by its master's through Redis's full sync) and then cuts it over to `in-sync`;
 //! - a removed replica's mirror link is forgotten (re-adding it starts a fresh one), and a
 //!   replica removed before it was in sync is told `REPLICAOF NO ONE` so it does not keep
 //!   following the master on its own, and its resync, if one runs, stops at its next step
@@ -86,6 +91,18 @@ pub enum NodeError {
         /// What failed.
         reason: String,
     },
+    /// A node being added that the configuration does not trust with the backend
+    /// credentials; nothing was sent to it.
+    #[error("{0} is not a node the configuration trusts with the backend credentials (nothing was sent to it): add it, or its network, to [backend] allowed_nodes and reload the configuration (SIGHUP), then try again")]
+    Untrusted(NodeAddr),
+    /// A node being added that does not answer like redis-server.
+    #[error("{addr} does not answer like a Redis server: {reason}; check the address")]
+    NotRedis {
+        /// The node.
+        addr: NodeAddr,
+        /// What it answered.
+        reason: String,
+    },
     /// A new master that is not fit to be one.
     #[error("{addr} cannot be a new shard's master: {reason}")]
     Unfit {
@@ -118,14 +135,54 @@ fn join<T: ToString>(items: impl IntoIterator<Item = T>) -> String {
 }
 
 impl Controller {
-    /// Opens a control connection to a node being added.
+    /// Opens a control connection to a node being added, once it has shown it deserves the
+    /// credentials (see the [module docs](self)), and checks it runs standalone.
     async fn reach(&self, addr: &NodeAddr) -> Result<ControlConn, NodeError> {
-        self.connect(addr, CHECK_TIMEOUT)
+        if !self.state.live.load().trusts_node(addr) {
+            return Err(NodeError::Untrusted(addr.clone()));
+        }
+        let unreachable = |e: super::conn::ConnError| NodeError::Unreachable {
+            addr: addr.clone(),
+            reason: e.to_string(),
+        };
+        let not_redis = |reason: String| NodeError::NotRedis {
+            addr: addr.clone(),
+            reason,
+        };
+        // No credentials on this first connection: a node that does not answer like Redis
+        // never sees them.
+        let mut probe =
+            ControlConn::open(addr, None, self.state.tls.backend.as_deref(), CHECK_TIMEOUT)
+                .await
+                .map_err(unreachable)?;
+        let pong = match probe.call(&[b"PING"]).await {
+            Ok(pong) => pong,
+            Err(super::conn::ConnError::Failed { reason, .. })
+                if reason.starts_with("sent an invalid reply") || reason == "reply too large" =>
+            {
+                return Err(not_redis(format!("PING: it {reason}")))
+            }
+            Err(e) => return Err(unreachable(e)),
+        };
+        drop(probe);
+        if pong.as_ref() != b"+PONG\r\n" && !pong.starts_with(b"-NOAUTH") {
+            return Err(not_redis(format!(
+                "PING answered {:?}",
+                String::from_utf8_lossy(&pong[..pong.len().min(64)]).trim_end()
+            )));
+        }
+        let mut conn = self
+            .connect(addr, CHECK_TIMEOUT)
             .await
-            .map_err(|e| NodeError::Unreachable {
+            .map_err(unreachable)?;
+        let server = conn.info("server").await.map_err(unreachable)?;
+        if server.get("redis_mode").is_some_and(|m| m != "standalone") {
+            return Err(NodeError::Unfit {
                 addr: addr.clone(),
-                reason: e.to_string(),
-            })
+                reason: "it runs in cluster mode; redshard needs plain standalone nodes (cluster-enabled no)".into(),
+            });
+        }
+        Ok(conn)
     }
 
     /// Checks `change` against the current topology without making it.
@@ -163,13 +220,6 @@ impl Controller {
             addr: master.clone(),
             reason: e.to_string(),
         };
-        let server = conn.info("server").await.map_err(unreachable)?;
-        if server.get("redis_mode").is_some_and(|m| m != "standalone") {
-            return Err(unfit(
-                "it runs in cluster mode; redshard needs plain standalone nodes (cluster-enabled no)"
-                    .into(),
-            ));
-        }
         let replication = conn.info("replication").await.map_err(unreachable)?;
         if let Some(role) = replication.get("role").filter(|r| *r != "master") {
             return Err(unfit(format!(
