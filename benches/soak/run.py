@@ -135,6 +135,9 @@ def config_text(port, admin_port, masters, replicas):
         f'password = "{PASSWORD}"',
         f'admin_listen = "127.0.0.1:{admin_port}"',
         f'admin_password = "{ADMIN_PASSWORD}"',
+        # The fuzzers need the admin port on TCP; the default socket path may be another
+        # proxy's on this machine.
+        'admin_socket = "off"',
         'metrics_listen = "off"',
         "shutdown_grace_ms = 0",
         "",
