@@ -18,12 +18,12 @@ use crate::file::{
     DEFAULT_AUTH_FAILURE_DELAY_MS, DEFAULT_AUTH_TIMEOUT_MS, DEFAULT_CLOSE_LINGER_MS,
     DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_IDLE_PARK_MS, DEFAULT_LANES, DEFAULT_LOG_FORMAT,
     DEFAULT_LOG_LEVEL, DEFAULT_MANAGE_ACL, DEFAULT_MAX_BULK_BYTES, DEFAULT_MAX_CLIENTS,
-    DEFAULT_MAX_INLINE_BYTES, DEFAULT_MAX_MULTIBULK_LEN, DEFAULT_MAX_PIPELINE,
-    DEFAULT_MAX_QUERY_BUFFER_BYTES, DEFAULT_MAX_REPLY_DEPTH, DEFAULT_OUTPUT_BUFFER_HARD_BYTES,
-    DEFAULT_OUTPUT_BUFFER_SOFT_BYTES, DEFAULT_OUTPUT_BUFFER_SOFT_SECONDS,
-    DEFAULT_RECONNECT_BACKOFF_MAX_MS, DEFAULT_RECONNECT_BACKOFF_MIN_MS,
-    DEFAULT_RESPONSE_TIMEOUT_MS, DEFAULT_SHUTDOWN_GRACE_MS, DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS,
-    MAX_LANES, MAX_REPLY_DEPTH_LIMIT,
+    DEFAULT_MAX_INFLIGHT_REPLY_BYTES, DEFAULT_MAX_INLINE_BYTES, DEFAULT_MAX_MULTIBULK_LEN,
+    DEFAULT_MAX_PIPELINE, DEFAULT_MAX_QUERY_BUFFER_BYTES, DEFAULT_MAX_REPLY_DEPTH,
+    DEFAULT_OUTPUT_BUFFER_HARD_BYTES, DEFAULT_OUTPUT_BUFFER_SOFT_BYTES,
+    DEFAULT_OUTPUT_BUFFER_SOFT_SECONDS, DEFAULT_RECONNECT_BACKOFF_MAX_MS,
+    DEFAULT_RECONNECT_BACKOFF_MIN_MS, DEFAULT_RESPONSE_TIMEOUT_MS, DEFAULT_SHUTDOWN_GRACE_MS,
+    DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS, MAX_LANES, MAX_REPLY_DEPTH_LIMIT,
 };
 use crate::file::{DEFAULT_AUTH_THROTTLE_SOURCES, MAX_AUTH_THROTTLE_SOURCES};
 use crate::file::{
@@ -212,10 +212,16 @@ pub struct Limits {
     pub max_pipeline: usize,
     /// Nesting depth accepted in backend replies.
     pub max_reply_depth: usize,
-    /// Unsent replies to one client above which it is disconnected at once.
+    /// Reply bytes held for one client (received from the nodes, not yet written to it)
+    /// above which it is disconnected at once.
     pub output_buffer_hard_bytes: usize,
-    /// Unsent replies above which a client is paused (no more replies taken for it).
+    /// Reply bytes held for one client at which it is paused: its requests are not forwarded
+    /// and it is not read until it reads, so the kernel's socket buffers push back on it.
     pub output_buffer_soft_bytes: usize,
+    /// Reply bytes one client's forwarded, unanswered requests may be expected to bring back
+    /// (their count times the size of its recent replies); further requests wait, so a node's
+    /// shared connection never carries more than this for one client ahead of the others.
+    pub max_inflight_reply_bytes: usize,
     /// How long a client may stay above the soft limit before it is disconnected.
     pub output_buffer_soft: Duration,
     /// With a proxy password, how long a connection may stay unauthenticated.
@@ -340,6 +346,7 @@ impl Default for Limits {
             max_reply_depth: DEFAULT_MAX_REPLY_DEPTH,
             output_buffer_hard_bytes: DEFAULT_OUTPUT_BUFFER_HARD_BYTES,
             output_buffer_soft_bytes: DEFAULT_OUTPUT_BUFFER_SOFT_BYTES,
+            max_inflight_reply_bytes: DEFAULT_MAX_INFLIGHT_REPLY_BYTES,
             output_buffer_soft: Duration::from_secs(DEFAULT_OUTPUT_BUFFER_SOFT_SECONDS),
             auth_timeout: Duration::from_millis(DEFAULT_AUTH_TIMEOUT_MS),
             tls_handshake_timeout: Duration::from_millis(DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS),
@@ -878,6 +885,11 @@ fn limits(file: LimitsFile, src: &Source<'_>) -> Result<Limits, ConfigError> {
             file.output_buffer_soft_bytes,
             "limits.output_buffer_soft_bytes",
             DEFAULT_OUTPUT_BUFFER_SOFT_BYTES,
+        )?,
+        max_inflight_reply_bytes: at_least_one(
+            file.max_inflight_reply_bytes,
+            "limits.max_inflight_reply_bytes",
+            DEFAULT_MAX_INFLIGHT_REPLY_BYTES,
         )?,
         output_buffer_soft: Duration::from_secs(src.bounded(
             file.output_buffer_soft_seconds,

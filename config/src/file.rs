@@ -117,9 +117,14 @@ pub const DEFAULT_MAX_PIPELINE: usize = 100_000;
 /// Default of `limits.output_buffer_hard_bytes`: a client whose unsent replies exceed 1 GiB is
 /// disconnected at once (twice the largest bulk, so one maximal reply still fits).
 pub const DEFAULT_OUTPUT_BUFFER_HARD_BYTES: usize = 1024 * 1024 * 1024;
-/// Default of `limits.output_buffer_soft_bytes`: above 64 MiB of unsent replies the proxy
-/// stops taking more replies for that client (and so, at `max_pipeline`, stops reading it).
+/// Default of `limits.output_buffer_soft_bytes`: once 64 MiB of replies are held for a client
+/// (received from the nodes and not yet written to it) the proxy stops forwarding its
+/// requests and stops reading from it until it reads.
 pub const DEFAULT_OUTPUT_BUFFER_SOFT_BYTES: usize = 64 * 1024 * 1024;
+/// Default of `limits.max_inflight_reply_bytes`: a client's requests on their way to the nodes
+/// may be expected to bring back at most 16 MiB of replies at once; its further requests wait.
+/// A node's connection carries at most this much for one client before it serves the others.
+pub const DEFAULT_MAX_INFLIGHT_REPLY_BYTES: usize = 16 * 1024 * 1024;
 /// Default of `limits.output_buffer_soft_seconds`: how long a client may stay above the soft
 /// limit before it is disconnected (Redis's pubsub class uses 60 s).
 pub const DEFAULT_OUTPUT_BUFFER_SOFT_SECONDS: u64 = 60;
@@ -333,12 +338,17 @@ pub struct LimitsFile {
     /// `max_reply_depth`: nesting depth accepted in backend replies (an internal safety bound).
     /// Default [`DEFAULT_MAX_REPLY_DEPTH`], at most [`MAX_REPLY_DEPTH_LIMIT`].
     pub max_reply_depth: Option<Spanned<usize>>,
-    /// `output_buffer_hard_bytes`: unsent replies to one client above which it is
+    /// `output_buffer_hard_bytes`: reply bytes held for one client above which it is
     /// disconnected at once. Default [`DEFAULT_OUTPUT_BUFFER_HARD_BYTES`].
     pub output_buffer_hard_bytes: Option<Spanned<usize>>,
-    /// `output_buffer_soft_bytes`: unsent replies above which the client is paused. Default
+    /// `output_buffer_soft_bytes`: reply bytes held for one client at which it is paused
+    /// (its requests are not forwarded, it is not read). Default
     /// [`DEFAULT_OUTPUT_BUFFER_SOFT_BYTES`]; at most `output_buffer_hard_bytes`.
     pub output_buffer_soft_bytes: Option<Spanned<usize>>,
+    /// `max_inflight_reply_bytes`: reply bytes one client's forwarded, unanswered requests
+    /// may be expected to bring back; its further requests wait. Default
+    /// [`DEFAULT_MAX_INFLIGHT_REPLY_BYTES`].
+    pub max_inflight_reply_bytes: Option<Spanned<usize>>,
     /// `output_buffer_soft_seconds`: time above the soft limit before disconnecting. Default
     /// [`DEFAULT_OUTPUT_BUFFER_SOFT_SECONDS`].
     pub output_buffer_soft_seconds: Option<Spanned<u64>>,

@@ -19,6 +19,10 @@ pub struct ClientInfo {
     pub since: Instant,
     /// Name, library name and version, and the last command: changed by the session.
     pub fields: Mutex<ClientFields>,
+    /// Reply bytes held for the client (received from the nodes, not yet written to it), as
+    /// its session last counted them: CLIENT LIST's `omem`, INFO's
+    /// `client_recent_max_output_buffer`.
+    pub output_bytes: AtomicUsize,
 }
 
 /// The mutable part of [`ClientInfo`].
@@ -62,8 +66,9 @@ impl ClientInfo {
     pub fn line(&self) -> String {
         let f = self.fields();
         let [sub, psub, ssub] = f.subscriptions;
+        let omem = self.output_bytes.load(Ordering::Relaxed);
         format!(
-            "id={} addr={} laddr={} fd=-1 name={} age={} idle=0 flags={} db=0 sub={sub} psub={psub} ssub={ssub} multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|list user=default redir=-1 resp={} lib-name={} lib-ver={}",
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle=0 flags={} db=0 sub={sub} psub={psub} ssub={ssub} multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem={omem} tot-mem={omem} events=r cmd=client|list user=default redir=-1 resp={} lib-name={} lib-ver={}",
             self.id,
             self.addr,
             self.laddr,
@@ -187,6 +192,7 @@ impl Clients {
             laddr,
             since: Instant::now(),
             fields: Mutex::new(ClientFields::default()),
+            output_bytes: AtomicUsize::new(0),
         });
         self.total_connections.fetch_add(1, Ordering::Relaxed);
         self.live().insert(id, Arc::clone(&info));
@@ -202,6 +208,17 @@ impl Clients {
     #[must_use]
     pub fn connected(&self) -> usize {
         self.live().len()
+    }
+
+    /// The most reply bytes held for one connected client now (INFO
+    /// `client_recent_max_output_buffer`).
+    #[must_use]
+    pub fn max_output_bytes(&self) -> usize {
+        self.live()
+            .values()
+            .map(|info| info.output_bytes.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0)
     }
 
     /// CLIENT LIST: one line per connection `filter` selects, each ending in a newline.

@@ -183,6 +183,10 @@ fn reload_inner(state: &ProxyState) -> Result<ReloadReport, ReloadError> {
             old.output_buffer_soft_bytes != new.output_buffer_soft_bytes,
         ),
         (
+            "limits.max_inflight_reply_bytes",
+            old.max_inflight_reply_bytes != new.max_inflight_reply_bytes,
+        ),
+        (
             "limits.output_buffer_soft_seconds",
             old.output_buffer_soft != new.output_buffer_soft,
         ),

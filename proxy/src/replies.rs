@@ -42,13 +42,65 @@ pub struct ReplyQueue {
 /// whole sweep interval.
 const PARK_AT_TICK: u8 = 2;
 
-#[derive(Debug, Default)]
+/// What a reply in flight is expected to weigh before the client's first replies have shown
+/// what its requests bring back: large enough that a client's first burst of requests for big
+/// values is not a gigabyte on a node's shared connection (see [`Load::inflight_bytes`]).
+const FIRST_REPLY_ESTIMATE: usize = 256 * 1024;
+
+#[derive(Debug)]
 struct Inner {
     /// Sequence number of `entries[0]`; sequence numbers only grow.
     head: u64,
     /// Reserved entries, oldest first, each with the request it answers (for metrics and
     /// SLOWLOG; out-of-band pushes such as pub/sub messages have none).
     entries: VecDeque<(Entry, Option<Meta>)>,
+    /// Bytes of the replies (and gathered parts) in `entries`: received, not yet taken.
+    held: usize,
+    /// Entries still waiting for a reply (or for a part): requests in flight.
+    waiting: usize,
+    /// What one reply of this client is expected to weigh: the largest recent reply, decaying
+    /// by a sixteenth per reply.
+    estimate: usize,
+    /// The session is woken when `held` passes this, whatever entry was filled: so it can
+    /// enforce its hard limit even while its front entry still waits.
+    wake_over: usize,
+    /// The session ended: replies still arriving are dropped instead of kept.
+    closed: bool,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Self {
+            head: 0,
+            entries: VecDeque::new(),
+            held: 0,
+            waiting: 0,
+            estimate: FIRST_REPLY_ESTIMATE,
+            wake_over: usize::MAX,
+            closed: false,
+        }
+    }
+}
+
+/// What a client's queue holds, for its session's limits (see [`ReplyQueue::load`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Load {
+    /// Entries reserved and not yet taken (`max_pipeline`).
+    pub entries: usize,
+    /// Reply bytes received and not yet taken.
+    pub held: usize,
+    /// Requests in flight.
+    pub waiting: usize,
+    /// Expected size of one reply.
+    pub estimate: usize,
+}
+
+impl Load {
+    /// The reply bytes the requests in flight are expected to bring back.
+    #[must_use]
+    pub fn inflight_bytes(&self) -> usize {
+        self.waiting.saturating_mul(self.estimate)
+    }
 }
 
 /// Which request an entry answers: for the command metrics and SLOWLOG.
@@ -115,8 +167,8 @@ impl ReplyQueue {
         // needs more, where a first push into an empty deque makes room for four, which every
         // idle client would then keep (4 x 104 bytes).
         let inner = Inner {
-            head: 0,
             entries: VecDeque::with_capacity(1),
+            ..Inner::default()
         };
         Arc::new(Self {
             inner: Mutex::new(inner),
@@ -143,6 +195,28 @@ impl ReplyQueue {
         self.len() == 0
     }
 
+    /// What the queue holds; and from now on the session is woken as soon as the bytes held
+    /// pass `wake_over` (its hard limit). One lock, as [`ReplyQueue::len`].
+    pub fn load(&self, wake_over: usize) -> Load {
+        let mut inner = self.lock();
+        inner.wake_over = wake_over;
+        Load {
+            entries: inner.entries.len(),
+            held: inner.held,
+            waiting: inner.waiting,
+            estimate: inner.estimate,
+        }
+    }
+
+    /// The session ended: every entry is dropped, and replies that still arrive are too.
+    pub fn close(&self) {
+        let mut inner = self.lock();
+        inner.closed = true;
+        inner.held = 0;
+        inner.waiting = 0;
+        inner.entries = VecDeque::new();
+    }
+
     /// Labels the newest entry (the one the request just dispatched reserved).
     pub fn label_last(&self, meta: Meta) {
         if let Some(last) = self.lock().entries.back_mut() {
@@ -153,8 +227,12 @@ impl ReplyQueue {
     /// Appends a complete reply (answered by the proxy itself, or a pub/sub message).
     pub fn push_ready(&self, reply: Bytes) {
         let mut inner = self.lock();
+        if inner.closed {
+            return;
+        }
+        inner.held += reply.len();
         inner.entries.push_back((Entry::Ready(reply), None));
-        if inner.entries.len() == 1 {
+        if inner.entries.len() == 1 || inner.held > inner.wake_over {
             drop(inner);
             self.wake();
         }
@@ -164,6 +242,7 @@ impl ReplyQueue {
     pub fn reserve(self: &Arc<Self>) -> ReplyTo {
         let mut inner = self.lock();
         let seq = inner.head + inner.entries.len() as u64;
+        inner.waiting += 1;
         inner.entries.push_back((Entry::Waiting, None));
         ReplyTo {
             queue: Arc::clone(self),
@@ -177,6 +256,7 @@ impl ReplyQueue {
     pub fn reserve_gather(&self, parts: usize, plan: MergePlan) -> u64 {
         let mut inner = self.lock();
         let seq = inner.head + inner.entries.len() as u64;
+        inner.waiting += 1;
         inner.entries.push_back((
             Entry::Gather(Box::new(Gather {
                 parts: vec![None; parts],
@@ -212,9 +292,13 @@ impl ReplyQueue {
             }
             inner.head += 1;
             match inner.entries.pop_front() {
-                Some((Entry::Ready(reply), meta)) => f(Completed::Reply(reply), meta),
+                Some((Entry::Ready(reply), meta)) => {
+                    inner.held -= reply.len();
+                    f(Completed::Reply(reply), meta);
+                }
                 Some((Entry::Gather(g), meta)) => {
                     let Gather { parts, plan, .. } = *g;
+                    inner.held -= parts.iter().flatten().map(Bytes::len).sum::<usize>();
                     f(
                         Completed::Gathered {
                             parts: parts.into_iter().flatten().collect(),
@@ -318,30 +402,40 @@ impl ReplyQueue {
     }
 
     fn deliver(&self, seq: u64, part: u32, reply: Bytes) {
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         let Some(index) = seq.checked_sub(inner.head) else {
-            return; // Already taken: cannot happen, as entries leave only when complete.
+            return; // Already taken (or the session ended): nothing waits for it.
         };
         let Some((entry, _)) = inner.entries.get_mut(index as usize) else {
             return;
         };
-        let complete = match entry {
+        let len = reply.len();
+        let (stored, complete) = match entry {
             Entry::Waiting => {
                 *entry = Entry::Ready(reply);
-                true
+                (true, true)
             }
             Entry::Gather(g) => {
                 let slot = &mut g.parts[part as usize];
-                if slot.is_none() {
+                let stored = slot.is_none();
+                if stored {
                     *slot = Some(reply);
                     g.missing -= 1;
                 }
-                g.missing == 0
+                (stored, stored && g.missing == 0)
             }
-            Entry::Ready(_) => false,
+            Entry::Ready(_) => (false, false),
         };
-        if complete && index == 0 {
-            drop(inner);
+        if stored {
+            inner.held += len;
+            inner.estimate = len.max(inner.estimate - inner.estimate / 16);
+        }
+        if complete {
+            inner.waiting -= 1;
+        }
+        if (complete && index == 0) || inner.held > inner.wake_over {
+            drop(guard);
             self.wake();
         }
     }
@@ -438,6 +532,54 @@ mod tests {
         assert!(q.notified().now_or_never().is_none(), "told once");
         q.mark_broken();
         assert!(q.notified().now_or_never().is_some());
+    }
+
+    #[test]
+    fn the_queue_counts_bytes_held_requests_in_flight_and_their_expected_size() {
+        use futures_util::FutureExt;
+        let q = ReplyQueue::new();
+        let a = q.reserve();
+        let b = q.reserve();
+        let load = q.load(100);
+        assert_eq!((load.entries, load.held, load.waiting), (2, 0, 2));
+        assert_eq!(load.inflight_bytes(), 2 * FIRST_REPLY_ESTIMATE);
+        b.deliver(Bytes::from(vec![b'x'; 60]));
+        assert!(
+            q.notified().now_or_never().is_none(),
+            "under the wake limit, a reply behind the front does not wake"
+        );
+        let load = q.load(100);
+        assert_eq!((load.held, load.waiting), (60, 1));
+        assert_eq!(
+            load.estimate,
+            FIRST_REPLY_ESTIMATE - FIRST_REPLY_ESTIMATE / 16
+        );
+        let c = q.reserve();
+        c.deliver(Bytes::from(vec![b'y'; 50]));
+        assert!(
+            q.notified().now_or_never().is_some(),
+            "over the wake limit (the hard limit), even behind a waiting front"
+        );
+        q.push_ready(Bytes::from_static(b"+OK\r\n"));
+        assert_eq!(q.load(100).held, 115);
+        a.deliver(Bytes::from_static(b":1\r\n"));
+        assert_eq!(take_all(&q).len(), 4);
+        let load = q.load(100);
+        assert_eq!((load.entries, load.held, load.waiting), (0, 0, 0));
+
+        let seq = q.reserve_gather(2, MergePlan::AllOk);
+        q.part(seq, 0).deliver(Bytes::from_static(b"+OK\r\n"));
+        assert_eq!((q.load(100).held, q.load(100).waiting), (5, 1));
+        let late = q.part(seq, 1);
+        q.close();
+        late.deliver(Bytes::from(vec![b'z'; 1000]));
+        q.push_ready(Bytes::from_static(b"+OK\r\n"));
+        let load = q.load(100);
+        assert_eq!(
+            (load.entries, load.held),
+            (0, 0),
+            "a closed queue keeps nothing"
+        );
     }
 
     #[test]

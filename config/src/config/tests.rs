@@ -170,6 +170,7 @@ max_pipeline = 5
 max_reply_depth = 1024
 output_buffer_hard_bytes = 4000
 output_buffer_soft_bytes = 3000
+max_inflight_reply_bytes = 2000
 output_buffer_soft_seconds = 7
 auth_timeout_ms = 40
 tls_handshake_timeout_ms = 50
@@ -242,6 +243,7 @@ format = "json"
             max_reply_depth: 1024,
             output_buffer_hard_bytes: 4000,
             output_buffer_soft_bytes: 3000,
+            max_inflight_reply_bytes: 2000,
             output_buffer_soft: Duration::from_secs(7),
             auth_timeout: Duration::from_millis(40),
             tls_handshake_timeout: Duration::from_millis(50),
@@ -701,6 +703,17 @@ fn output_soft_limit_must_not_exceed_the_hard_one() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("limits.output_buffer_soft_bytes"), "{err}");
+}
+
+#[test]
+fn the_inflight_reply_budget_defaults_to_16_mib_and_cannot_be_zero() {
+    let config = Config::from_toml_str(SHARDS, "t.toml").unwrap();
+    assert_eq!(config.limits.max_inflight_reply_bytes, 16 * 1024 * 1024);
+    let text = format!("[limits]\nmax_inflight_reply_bytes = 0\n{SHARDS}");
+    let err = Config::from_toml_str(&text, "t.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("limits.max_inflight_reply_bytes"), "{err}");
 }
 
 #[test]

@@ -5,7 +5,9 @@
 //! across shards and merged, or answered by the proxy. Every request reserves its place in the
 //! [`ReplyQueue`] when it is dispatched, so replies leave in request order whatever order the
 //! shards answer in. Reading, dispatching and writing all run in one task: a client that does
-//! not read its replies stops being read from once `max_pipeline` replies are outstanding.
+//! not read its replies stops being read from, and its requests stop being forwarded, once
+//! `output_buffer_soft_bytes` of replies are held for it, `max_inflight_reply_bytes` of replies
+//! are expected from its requests in flight, or `max_pipeline` replies are outstanding.
 //!
 //! A session runs over plain TCP or over TLS ([`ClientStream`]); it is generic over the
 //! stream, so the TCP session is the readiness-driven code it always was.
@@ -87,6 +89,8 @@ struct RoundConfig {
     hard_bytes: usize,
     /// `[limits] output_buffer_soft_seconds`.
     soft_for: std::time::Duration,
+    /// `[limits] max_inflight_reply_bytes`.
+    inflight_bytes: usize,
     /// `[slowlog]`.
     slowlog: redshard_config::SlowlogConfig,
 }
@@ -101,6 +105,7 @@ impl RoundConfig {
             soft_bytes: limits.output_buffer_soft_bytes,
             hard_bytes: limits.output_buffer_hard_bytes,
             soft_for: limits.output_buffer_soft,
+            inflight_bytes: limits.max_inflight_reply_bytes,
             slowlog: live.slowlog,
         }
     }
@@ -205,10 +210,15 @@ pub struct Session<S = TcpStream> {
     ctx: Ctx,
     /// The proxy's drain signal.
     shutdown: Shutdown,
-    /// Complete requests wait in `rbuf` because `max_pipeline` or a protocol barrier stopped
-    /// dispatching; retried whenever replies leave the queue.
+    /// Complete requests wait in `rbuf` because `max_pipeline`, the client's memory budget or
+    /// a protocol barrier stopped dispatching; retried whenever replies leave the queue.
     held_back: bool,
-    /// Since when the unsent output has been above `output_buffer_soft_bytes`.
+    /// Dispatching stopped because of the client's memory budget (replies held at
+    /// `output_buffer_soft_bytes`, or expected in flight at `max_inflight_reply_bytes`):
+    /// nothing more is read from the client either, so the kernel's socket buffers fill and
+    /// push back on it.
+    over_budget: bool,
+    /// Since when the reply bytes held have been above `output_buffer_soft_bytes`.
     over_soft_since: Option<Instant>,
     /// When an unauthenticated connection is closed (with a proxy password).
     auth_deadline: Option<tokio::time::Instant>,
@@ -271,6 +281,7 @@ impl<S: ClientStream> Session<S> {
             },
             shutdown,
             held_back: false,
+            over_budget: false,
             over_soft_since: None,
             auth_deadline: None,
             paused: None,
@@ -291,6 +302,9 @@ impl<S: ClientStream> Session<S> {
             }
         };
         self.stream.close();
+        // Replies still on their way are dropped on arrival, and those held are freed now.
+        self.ctx.queue.close();
+        self.ctx.client.output_bytes.store(0, Ordering::Relaxed);
         if orderly {
             self.linger().await;
         }
@@ -374,7 +388,9 @@ impl<S: ClientStream> Session<S> {
             // the wait needs across it (this future is every connection's memory).
             let (reading, deadline) = {
                 let round = RoundConfig::read(&self.ctx.state);
-                let reading = self.ctx.closing == Closing::Open && backlog < round.max_pipeline;
+                let reading = self.ctx.closing == Closing::Open
+                    && backlog < round.max_pipeline
+                    && !self.over_budget;
                 let soft_deadline = self
                     .over_soft_since
                     .map(|since| tokio::time::Instant::from_std(since) + round.soft_for);
@@ -528,10 +544,15 @@ impl<S: ClientStream> Session<S> {
         self.out.release_if_empty(if idle { 0 } else { BUF_KEEP });
     }
 
-    /// Disconnects a client whose unsent output passed the hard limit, or stayed above the
+    /// Disconnects a client whose held reply bytes (received from the nodes and waiting in
+    /// its reply queue, and in its output buffer) passed the hard limit, or stayed above the
     /// soft limit too long (like Redis's `client-output-buffer-limit`).
     fn check_output_limits(&mut self, round: &RoundConfig) -> io::Result<()> {
-        let pending = self.out.len();
+        let pending = self.ctx.queue.load(round.hard_bytes).held + self.out.len();
+        self.ctx
+            .client
+            .output_bytes
+            .store(pending, Ordering::Relaxed);
         if pending > round.hard_bytes {
             warn!(pending, "closing a client over output_buffer_hard_bytes");
             return Err(io::Error::other("output buffer hard limit"));
@@ -552,8 +573,8 @@ impl<S: ClientStream> Session<S> {
     }
 
     /// Moves every complete reply from the front of the queue to the output buffer, until the
-    /// output passes the soft limit: the rest waits in the queue, which pauses reading at
-    /// `max_pipeline`.
+    /// output passes the soft limit: the rest waits in the queue, where it counts towards the
+    /// client's limits all the same.
     fn take_replies(&mut self, round: &RoundConfig) {
         if self.out.len() > round.soft_bytes {
             return;
@@ -607,12 +628,20 @@ impl<S: ClientStream> Session<S> {
         let table = self.ctx.state.router.load();
         let mut count = 0u64;
         self.held_back = false;
+        self.over_budget = false;
         // One clock read for the requests dispatched now: they arrived in the same read.
         let start = Instant::now();
         while self.ctx.closing == Closing::Open {
-            if self.ctx.queue.len() >= max_pipeline
-                || (self.ctx.barrier && !self.ctx.queue.is_empty())
+            // The client's budget: one add and compare per request, on what its queue counts.
+            let load = self.ctx.queue.load(round.hard_bytes);
+            if load.held + self.out.len() >= round.soft_bytes
+                || (load.waiting > 0 && load.inflight_bytes() >= round.inflight_bytes)
             {
+                self.over_budget = true;
+                self.held_back = true;
+                break;
+            }
+            if load.entries >= max_pipeline || (self.ctx.barrier && load.entries > 0) {
                 self.held_back = true;
                 break;
             }
