@@ -401,9 +401,11 @@ async fn failover_rebalance_plan_and_reshard_prompt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebalance_watch_says_the_moves_resume_when_the_proxy_goes_away() {
+    // A TCP admin port needs its password.
+    const AUTH: &[(&str, &str)] = &[("REDISCLI_AUTH", "pw")];
     let dir = std::env::temp_dir().join(format!("redshard-cli-{}-rebalance", std::process::id()));
     let extra = format!(
-        "topology_file = \"{}\"\nmetrics_listen = \"off\"\nadmin_listen = \"127.0.0.1:0\"\n",
+        "topology_file = \"{}\"\nmetrics_listen = \"off\"\nadmin_listen = \"127.0.0.1:0\"\nadmin_password = \"pw\"\nadmin_socket = \"off\"\n",
         dir.join("topology.toml").display()
     );
     let masters: Vec<RedisServer> = (0..2).map(|_| RedisServer::start()).collect();
@@ -426,9 +428,14 @@ async fn a_rebalance_watch_says_the_moves_resume_when_the_proxy_goes_away() {
         }
     }
     assert_eq!(
-        cli(admin, &["add-node", &empty.addr(), "--name", "s3"], "", &[])
-            .await
-            .code,
+        cli(
+            admin,
+            &["add-node", &empty.addr(), "--name", "s3"],
+            "",
+            AUTH
+        )
+        .await
+        .code,
         0
     );
     let controller = std::sync::Arc::clone(proxy.proxy().controller());
@@ -437,7 +444,7 @@ async fn a_rebalance_watch_says_the_moves_resume_when_the_proxy_goes_away() {
             admin,
             &["rebalance", "--cluster-use-empty-masters", "--cluster-yes"],
             "",
-            &[],
+            AUTH,
         )
         .await
     });
@@ -462,12 +469,15 @@ async fn a_rebalance_watch_says_the_moves_resume_when_the_proxy_goes_away() {
     // Started again, it lists both moves and finishes them.
     let proxy = CrashableProxy::start(config()).await;
     let admin = proxy.proxy().admin_addr().expect("the admin port");
-    let run = cli(admin, &["migrations"], "", &[]).await;
+    let run = cli(admin, &["migrations"], "", AUTH).await;
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(run.out.lines().count(), 2, "{run:?}");
-    let run = cli_until(admin, &["migrations"], Duration::from_secs(120), |r| {
-        r.out.lines().count() == 2 && r.out.lines().all(|l| l.contains(" done: "))
-    })
+    let run = cli_until(
+        admin,
+        &["-a", "pw", "migrations"],
+        Duration::from_secs(120),
+        |r| r.out.lines().count() == 2 && r.out.lines().all(|l| l.contains(" done: ")),
+    )
     .await;
     assert!(
         run.out.contains("s1 -> s3") && run.out.contains("s2 -> s3"),
