@@ -69,7 +69,7 @@ pub(super) fn handle(
         | "command|help"
         | "command|getkeysandflags"
         | "client|help" => Action::Forward {
-            shard: 0,
+            shard: super::dispatch::keyless_shard(table),
             slot: 0,
             mirror: None,
         },
