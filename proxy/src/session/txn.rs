@@ -181,7 +181,12 @@ pub(super) fn inside_multi(
         Route::Keyed | Route::Split(_) | Route::Dedicated => {
             !spec.flags.contains(Flags::PUBSUB) && !matches!(spec.name, "wait" | "unwatch")
         }
-        Route::Local => matches!(spec.name, "ping" | "echo"),
+        // The master answers the cluster commands in EXEC's reply, as a standalone Redis
+        // does (see `command::route::NOT_A_CLUSTER`).
+        Route::Local => matches!(
+            spec.name,
+            "ping" | "echo" | "asking" | "readonly" | "readwrite"
+        ),
         _ => false,
     };
     if !queueable {
