@@ -93,6 +93,7 @@ impl ProxyState {
             config.limits.max_reply_depth,
             tls.backend.clone(),
         );
+        lanes.hold_unsent = config.health.failover_wait;
         if lanes.lanes == 0 {
             // `lanes = 0`: one per worker thread, so the workers share each node's traffic.
             lanes.lanes = worker_threads(config.threads);
