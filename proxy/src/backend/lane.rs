@@ -168,6 +168,11 @@ pub async fn run(setup: LaneSetup, mut rx: mpsc::UnboundedReceiver<LaneRequest>)
     let mut backoff = config.backoff_min;
     // Since when every connect failed (`None` while connected).
     let mut unreachable: Option<Instant> = None;
+    // Counted in the node's lanes not connected while the connection is lost.
+    let mut down = LaneDown {
+        incarnation: incarnation.as_deref().filter(|_| config.reconnect),
+        down: false,
+    };
     loop {
         if let Some(fence) = fenced.as_mut() {
             let is_fenced = *fence.borrow_and_update();
@@ -210,13 +215,12 @@ pub async fn run(setup: LaneSetup, mut rx: mpsc::UnboundedReceiver<LaneRequest>)
                 debug!(node = %addr, lane = index, "lane connected");
                 backoff = config.backoff_min;
                 unreachable = None;
-                if let Some(incarnation) = &incarnation {
-                    incarnation.connected();
-                }
+                down.set(false);
                 metrics::backend_connected(&addr);
                 let ended = serve(stream, &mut rx, &addr, protocol, &config, fenced.as_mut()).await;
                 metrics::backend_disconnected(&addr);
                 if let Ended::Failed(error) = &ended {
+                    down.set(true);
                     metrics::backend_error(&addr, error.metric_kind());
                     if !matches!(error, LaneError::Fenced) {
                         report(&events);
@@ -241,6 +245,7 @@ pub async fn run(setup: LaneSetup, mut rx: mpsc::UnboundedReceiver<LaneRequest>)
                 return close_and_fail(&mut rx, &error_reply(&addr, &error));
             }
             Err(error) => {
+                down.set(true);
                 metrics::backend_error(&addr, error.metric_kind());
                 report(&events);
                 warn!(node = %addr, lane = index, %error, retry_ms = backoff.as_millis() as u64, "lane cannot connect");
@@ -269,6 +274,32 @@ pub async fn run(setup: LaneSetup, mut rx: mpsc::UnboundedReceiver<LaneRequest>)
                 backoff = (backoff * 2).min(config.backoff_max);
             }
         }
+    }
+}
+
+/// Whether a shared lane is counted in its node's lanes not connected (see
+/// [`super::Incarnation::lanes_connected`]); uncounted when the lane ends.
+struct LaneDown<'a> {
+    /// The node's; `None` when not counted (private lanes, no controller).
+    incarnation: Option<&'a super::Incarnation>,
+    /// Whether this lane is counted now.
+    down: bool,
+}
+
+impl LaneDown<'_> {
+    fn set(&mut self, down: bool) {
+        if self.down != down {
+            self.down = down;
+            if let Some(incarnation) = self.incarnation {
+                incarnation.lane_down(down);
+            }
+        }
+    }
+}
+
+impl Drop for LaneDown<'_> {
+    fn drop(&mut self) {
+        self.set(false);
     }
 }
 

@@ -247,8 +247,9 @@ pub struct Incarnation {
     /// A lane found another process than the one served, and the controller has not dealt
     /// with it yet: the shard waits at its gate meanwhile.
     restarted: std::sync::atomic::AtomicBool,
-    /// When a shared lane last connected to the process served.
-    connected: Mutex<Option<std::time::Instant>>,
+    /// Shared lanes whose connection failed and that are not connected again to the process
+    /// served.
+    lanes_down: std::sync::atomic::AtomicUsize,
     /// Whether lanes that cannot connect keep what they have not sent (see
     /// [`LaneConfig::hold_unsent`]): set by the controller while the node is a master whose
     /// shard is not down, so that a request waits where a decision is coming (the node
@@ -290,22 +291,23 @@ impl Incarnation {
         self.restarted.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// A shared lane connected to the process served (or to a node whose run_id is not read).
-    fn connected(&self) {
-        *self
-            .connected
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(std::time::Instant::now());
+    /// A shared lane lost its connection (`down`) or connected again to the process served
+    /// (or to a node whose run_id is not read).
+    fn lane_down(&self, down: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if down {
+            self.lanes_down.fetch_add(1, Relaxed);
+        } else {
+            self.lanes_down.fetch_sub(1, Relaxed);
+        }
     }
 
-    /// Whether a shared lane connected to the process served after `since`: the node the
-    /// lanes lost is back as the same process, not only answering a probe.
+    /// Whether every shared lane that lost its connection is connected again to the process
+    /// served: the node is back as the same process, not only answering a probe (a node
+    /// restarted empty answers probes too).
     #[must_use]
-    pub fn connected_since(&self, since: std::time::Instant) -> bool {
-        self.connected
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_some_and(|at| at > since)
+    pub fn lanes_connected(&self) -> bool {
+        self.lanes_down.load(std::sync::atomic::Ordering::Relaxed) == 0
     }
 
     /// Whether the proxy knows the node's process and `run_id` is another one.

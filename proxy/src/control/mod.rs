@@ -348,14 +348,14 @@ impl Controller {
         let (held, suspect) = {
             let mut book = self.book();
             // A suspicion ends with the first probe answered after it, or after a few rounds;
-            // and once a lane connected again to the same process (a probe also answers a
-            // node restarted empty, which must be failed over before it is served), or after
-            // `failover_wait`, as long as a lane holds what it could not send.
+            // and once every lane is connected again to the same process (a probe also
+            // answers a node restarted empty, which must be failed over before it is
+            // served), or after `failover_wait`, as long as a lane holds what it could not
+            // send.
             let ends = |since: &Instant| {
                 (master.last_ok.is_some_and(|ok| ok > *since)
                     || since.elapsed() > health.timeout + health.interval * 2)
-                    && (incarnation.connected_since(*since)
-                        || since.elapsed() > health.failover_wait)
+                    && (incarnation.lanes_connected() || since.elapsed() > health.failover_wait)
             };
             if book.suspects.get(addr).is_some_and(ends) {
                 book.suspects.remove(addr);
