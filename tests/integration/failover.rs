@@ -394,15 +394,17 @@ async fn writes_sent_while_a_fast_restarting_master_is_known_dead_wait_and_succe
     let stop = Arc::new(AtomicBool::new(false));
     let (done, sent_after) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let errors_after = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let errors_before = Arc::new(AtomicU64::new(0));
     let mut writers = JoinSet::new();
     for w in 0..4 {
         let mut client = cluster.client().await;
-        let (known_dead, stop, done, sent_after, errors_after) = (
+        let (known_dead, stop, done, sent_after, errors_after, errors_before) = (
             Arc::clone(&known_dead),
             Arc::clone(&stop),
             Arc::clone(&done),
             Arc::clone(&sent_after),
             Arc::clone(&errors_after),
+            Arc::clone(&errors_before),
         );
         writers.spawn(async move {
             let mut i = 0u64;
@@ -412,8 +414,12 @@ async fn writes_sent_while_a_fast_restarting_master_is_known_dead_wait_and_succe
                     sent_after.fetch_add(1, Ordering::SeqCst);
                 }
                 let reply = client.cmd(&["SET", &format!("r:{w}:{i}"), "v"]).await;
-                if let (true, Reply::Error(e)) = (after, &reply) {
-                    errors_after.lock().unwrap().push(e.clone());
+                match (after, &reply) {
+                    (true, Reply::Error(e)) => errors_after.lock().unwrap().push(e.clone()),
+                    (false, Reply::Error(_)) => {
+                        errors_before.fetch_add(1, Ordering::SeqCst);
+                    }
+                    _ => {}
                 }
                 done.fetch_add(1, Ordering::SeqCst);
                 i += 1;
@@ -460,6 +466,12 @@ async fn writes_sent_while_a_fast_restarting_master_is_known_dead_wait_and_succe
         }
     }
     let errors = errors_after.lock().unwrap().clone();
+    eprintln!(
+        "writes sent after the proxy knew the master dead: {} ({} failed); failed before (in flight at the kill): {}",
+        sent_after.load(Ordering::SeqCst),
+        errors.len(),
+        errors_before.load(Ordering::SeqCst)
+    );
     assert!(
         errors.is_empty(),
         "{} of {} writes sent after the proxy knew the master dead failed: {:?}",
