@@ -97,6 +97,7 @@ impl ProxyState {
             tls.backend.clone(),
         )
         .managing(crate::backend::acl::ManagedUsers::new(&config));
+        lanes.hold_unsent = config.health.failover_wait;
         if !config.backend.manage_acl
             && (!config.allow_flush
                 || config

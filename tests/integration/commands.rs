@@ -594,3 +594,41 @@ async fn sort_patterns_work_within_the_slot_and_are_refused_across_slots() {
         "{replies:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_connection_commands_are_refused_as_by_a_standalone_redis_without_a_node() {
+    // redshard is one standalone server to its clients: ASKING, READONLY and READWRITE get a
+    // standalone Redis's answer, from the proxy itself.
+    let cluster = TestCluster::start(2).await;
+    let mut c = cluster.client().await;
+    let commands = [
+        vec!["ASKING"],
+        vec!["READONLY"],
+        vec!["READWRITE"],
+        vec!["READONLY", "x"],
+    ];
+    let mut answers = Vec::new();
+    for command in &commands {
+        answers.push(c.cmd(command).await);
+    }
+    cluster
+        .assert_never_ran(&["asking", "readonly", "readwrite"])
+        .await;
+    let mut direct = cluster.master(0).await;
+    for (command, answer) in commands.iter().zip(answers) {
+        assert_eq!(answer, direct.cmd(command).await, "{command:?}");
+    }
+    assert_eq!(
+        c.cmd(&["READONLY"]).await,
+        err("ERR This instance has cluster support disabled")
+    );
+    // Inside MULTI they are queued, and EXEC's reply holds the same error, as in Redis.
+    let replies = c
+        .pipeline(&[vec!["MULTI"], vec!["READWRITE"], vec!["EXEC"]])
+        .await;
+    assert_eq!(
+        replies[2],
+        Reply::Array(vec![err("ERR This instance has cluster support disabled")]),
+        "{replies:?}"
+    );
+}

@@ -2,7 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use redshard_tests::replication::wait_for_info;
+use redshard_proxy::router::GateState;
+use redshard_tests::cluster::key_on;
+use redshard_tests::replication::{signal, wait_for_info, wait_until};
 use redshard_tests::{Reply, TestCluster};
 
 fn err(text: &str) -> Reply {
@@ -340,4 +342,139 @@ async fn a_malformed_exec_discards_the_transaction_as_in_redis() {
             ]
         );
     }
+}
+
+/// Shard `index`'s gate in the proxy's current routing table.
+fn gate(cluster: &TestCluster, index: usize) -> GateState {
+    let table = cluster.proxy.as_ref().expect("proxy").state().router.load();
+    table.shards()[index].gate.state()
+}
+
+/// Three keys of one slot on shard `shard` of `shards`, like a bank transfer's.
+fn bank_keys(shards: usize, shard: usize) -> [String; 3] {
+    let tag = key_on(shards, shard, "bank");
+    ["from", "to", "audit"].map(|k| format!("{{{tag}}}{k}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_first_shard_down_transactions_and_keyless_commands_on_others_still_run() {
+    // Shard 0 has no replica: its master's death leaves it down (CLUSTERDOWN for its keys).
+    // MULTI and keyless commands need none of its data and must not fail with it: a MULTI
+    // refused while the commands after it run would run a transaction half outside MULTI.
+    let mut cluster = TestCluster::start(3).await;
+    let [from, to, audit] = bank_keys(3, 2);
+    let mut c = cluster.client().await;
+    assert!(c.cmd(&["SET", &from, "100"]).await.is_ok());
+    cluster.masters[0].kill();
+    wait_until(Duration::from_secs(10), "shard 0's gate down", || async {
+        gate(&cluster, 0) == GateState::Down
+    })
+    .await;
+
+    let replies = c
+        .pipeline(&[
+            vec!["MULTI"],
+            vec!["DECRBY", from.as_str(), "10"],
+            vec!["INCRBY", to.as_str(), "10"],
+            vec!["SET", audit.as_str(), "x"],
+            vec!["EXEC"],
+        ])
+        .await;
+    assert_eq!(
+        replies,
+        vec![
+            Reply::Status("OK".into()),
+            Reply::Status("QUEUED".into()),
+            Reply::Status("QUEUED".into()),
+            Reply::Status("QUEUED".into()),
+            Reply::Array(vec![
+                Reply::Int(90),
+                Reply::Int(10),
+                Reply::Status("OK".into())
+            ]),
+        ]
+    );
+    // A transaction of keyless commands runs on a master that is up.
+    let replies = c
+        .pipeline(&[vec!["MULTI"], vec!["PING"], vec!["EXEC"]])
+        .await;
+    assert_eq!(
+        replies[2],
+        Reply::Array(vec![Reply::Status("PONG".into())]),
+        "{replies:?}"
+    );
+    for command in [
+        vec!["TIME"],
+        vec!["LASTSAVE"],
+        vec!["EVAL", "return 7", "0"],
+        vec!["SCRIPT", "LOAD", "return 8"],
+        vec!["COMMAND", "INFO", "get"],
+    ] {
+        let reply = c.cmd(&command).await;
+        assert!(
+            !matches!(reply, Reply::Error(_)),
+            "{command:?} answered {reply:?}"
+        );
+    }
+    // What needs every master still says which one is missing.
+    let reply = c.cmd(&["DBSIZE"]).await;
+    assert!(
+        matches!(&reply, Reply::Error(e) if e.starts_with("CLUSTERDOWN")),
+        "{reply:?}"
+    );
+    // An EXEC refused for the down shard ends the transaction, as in Redis Cluster.
+    let down = key_on(3, 0, "bank");
+    let replies = c
+        .pipeline(&[
+            vec!["MULTI"],
+            vec!["SET", down.as_str(), "1"],
+            vec!["EXEC"],
+            vec!["SET", audit.as_str(), "after"],
+            vec!["GET", audit.as_str()],
+        ])
+        .await;
+    assert!(
+        matches!(&replies[2], Reply::Error(e) if e.starts_with("CLUSTERDOWN")),
+        "{replies:?}"
+    );
+    assert_eq!(replies[3], Reply::Status("OK".into()), "{replies:?}");
+    assert_eq!(replies[4], Reply::bulk("after"), "{replies:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_on_another_shard_does_not_wait_for_a_failover() {
+    // Shard 0's master hangs: its gate is paused until its replica is promoted. A
+    // transaction on shard 1 has nothing to wait for: its reply comes while shard 0's gate
+    // is still paused.
+    let cluster = TestCluster::start_with(2, true, "", &[]).await;
+    let [from, to, _] = bank_keys(2, 1);
+    let mut c = cluster.client().await;
+    assert!(c.cmd(&["SET", &from, "100"]).await.is_ok());
+    let pid = cluster.masters[0].pid().expect("running");
+    signal(pid, "STOP");
+    wait_until(Duration::from_secs(10), "shard 0's gate paused", || async {
+        gate(&cluster, 0) == GateState::Paused
+    })
+    .await;
+    let replies = c
+        .pipeline(&[
+            vec!["MULTI"],
+            vec!["DECRBY", from.as_str(), "10"],
+            vec!["INCRBY", to.as_str(), "10"],
+            vec!["EXEC"],
+            vec!["TIME"],
+        ])
+        .await;
+    let still_paused = gate(&cluster, 0) == GateState::Paused;
+    signal(pid, "CONT");
+    assert_eq!(
+        replies[3],
+        Reply::Array(vec![Reply::Int(90), Reply::Int(10)]),
+        "{replies:?}"
+    );
+    assert!(!matches!(replies[4], Reply::Error(_)), "{replies:?}");
+    assert!(
+        still_paused,
+        "the transaction waited for shard 0's failover"
+    );
 }

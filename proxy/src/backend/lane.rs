@@ -7,9 +7,15 @@
 //! request has waited longer than the response timeout.
 //!
 //! When the connection fails, every in-flight request gets an error reply (its outcome is
-//! unknown), and the lane reconnects at once. When a connect fails, queued and newly arriving
-//! requests are answered with an error until the backoff has passed, so no client waits on a
-//! dead node. The lane ends when every sender is gone and nothing is in flight.
+//! unknown), and the lane reconnects at once. When a connect fails (the node is gone, or came
+//! back as another process), the requests not sent yet stay queued while the lane retries
+//! with a backoff, for up to [`LaneConfig::hold_unsent`]: a node that a supervisor restarts
+//! at once, or that the controller fails over meanwhile (the lane is then fenced and answers
+//! them with an error: they never ran), costs its clients a wait, not an error they cannot
+//! tell from a lost write. After that time, queued and newly arriving requests are answered
+//! with the connect error until a connect succeeds, so no client waits long on a dead node
+//! (the shard's gate stops new requests before they reach the lane anyway). The lane ends
+//! when every sender is gone and nothing is in flight.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -164,6 +170,13 @@ pub async fn run(setup: LaneSetup, mut rx: mpsc::UnboundedReceiver<LaneRequest>)
         }
     };
     let mut backoff = config.backoff_min;
+    // Since when every connect failed (`None` while connected).
+    let mut unreachable: Option<Instant> = None;
+    // Counted in the node's lanes not connected while the connection is lost.
+    let mut down = LaneDown {
+        incarnation: incarnation.as_deref().filter(|_| config.reconnect),
+        down: false,
+    };
     loop {
         if let Some(fence) = fenced.as_mut() {
             let is_fenced = *fence.borrow_and_update();
@@ -186,6 +199,7 @@ pub async fn run(setup: LaneSetup, mut rx: mpsc::UnboundedReceiver<LaneRequest>)
                     }
                     Ok(Some(run_id)) if incarnation.admits(&run_id) => Ok(stream),
                     Ok(Some(run_id)) => {
+                        incarnation.restart_seen();
                         if let Some(events) = &events {
                             let _ = events.send(ControlEvent::NodeRestarted {
                                 addr: addr.clone(),
@@ -204,10 +218,13 @@ pub async fn run(setup: LaneSetup, mut rx: mpsc::UnboundedReceiver<LaneRequest>)
             Ok(stream) => {
                 debug!(node = %addr, lane = index, "lane connected");
                 backoff = config.backoff_min;
+                unreachable = None;
+                down.set(false);
                 metrics::backend_connected(&addr);
                 let ended = serve(stream, &mut rx, &addr, protocol, &config, fenced.as_mut()).await;
                 metrics::backend_disconnected(&addr);
                 if let Ended::Failed(error) = &ended {
+                    down.set(true);
                     metrics::backend_error(&addr, error.metric_kind());
                     if !matches!(error, LaneError::Fenced) {
                         report(&events);
@@ -232,6 +249,7 @@ pub async fn run(setup: LaneSetup, mut rx: mpsc::UnboundedReceiver<LaneRequest>)
                 return close_and_fail(&mut rx, &error_reply(&addr, &error));
             }
             Err(error) => {
+                down.set(true);
                 metrics::backend_error(&addr, error.metric_kind());
                 report(&events);
                 if matches!(error, LaneError::Acl(_)) {
@@ -240,13 +258,57 @@ pub async fn run(setup: LaneSetup, mut rx: mpsc::UnboundedReceiver<LaneRequest>)
                 } else {
                     warn!(node = %addr, lane = index, %error, retry_ms = backoff.as_millis() as u64, "lane cannot connect");
                 }
-                let reply = error_reply(&addr, &error);
-                if !refuse_until(&mut rx, Instant::now() + backoff, &reply).await {
-                    return;
+                let since = *unreachable.get_or_insert_with(Instant::now);
+                let retry = Instant::now() + backoff;
+                let hold = incarnation
+                    .as_deref()
+                    .filter(|i| i.holds() && since.elapsed() < config.hold_unsent);
+                let held = match hold {
+                    Some(incarnation) => {
+                        hold_unsent(
+                            retry.min(since + config.hold_unsent),
+                            fenced.as_mut(),
+                            incarnation,
+                        )
+                        .await
+                    }
+                    None => false,
+                };
+                if !held {
+                    let reply = error_reply(&addr, &error);
+                    if !refuse_until(&mut rx, retry, &reply).await {
+                        return;
+                    }
                 }
                 backoff = (backoff * 2).min(config.backoff_max);
             }
         }
+    }
+}
+
+/// Whether a shared lane is counted in its node's lanes not connected (see
+/// [`super::Incarnation::lanes_connected`]); uncounted when the lane ends.
+struct LaneDown<'a> {
+    /// The node's; `None` when not counted (private lanes, no controller).
+    incarnation: Option<&'a super::Incarnation>,
+    /// Whether this lane is counted now.
+    down: bool,
+}
+
+impl LaneDown<'_> {
+    fn set(&mut self, down: bool) {
+        if self.down != down {
+            self.down = down;
+            if let Some(incarnation) = self.incarnation {
+                incarnation.lane_down(down);
+            }
+        }
+    }
+}
+
+impl Drop for LaneDown<'_> {
+    fn drop(&mut self) {
+        self.set(false);
     }
 }
 
@@ -302,6 +364,22 @@ fn error_reply(addr: &NodeAddr, error: &LaneError) -> Bytes {
         .collect();
     line.push_str("\r\n");
     Bytes::from(line)
+}
+
+/// Waits until `deadline` or the node is fenced, reading nothing from the queue: what it
+/// holds was never sent, and goes out on the next connection (or gets the fence's error).
+/// Returns `false` as soon as the controller stops the hold (the shard is down: nothing will
+/// come to serve these requests soon).
+async fn hold_unsent(
+    deadline: Instant,
+    fenced: Option<&mut watch::Receiver<bool>>,
+    incarnation: &super::Incarnation,
+) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep_until(deadline) => true,
+        _ = wait_fenced(fenced) => true,
+        () = incarnation.released() => false,
+    }
 }
 
 /// Answers every request that arrives before `deadline` with `reply`. Returns `false` when

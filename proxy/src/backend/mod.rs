@@ -47,6 +47,11 @@ pub struct LaneConfig {
     pub max_reply_depth: usize,
     /// Whether a failed connection is replaced (shared lanes) or ends the lane (private lanes).
     pub reconnect: bool,
+    /// How long a shared lane that cannot connect keeps the requests it has not sent, for the
+    /// node to come back or the controller to fail it over, before it answers them with its
+    /// connect error (`[health] failover_wait_ms`, as long as requests wait at a paused
+    /// shard's gate; zero answers them at once).
+    pub hold_unsent: Duration,
     /// TLS for every connection (`[backend] tls`); `None` for plain TCP. Shared with the
     /// health probe, and reloaded in place, so new connections use the current certificates.
     pub tls: Option<Arc<crate::tls::BackendTls>>,
@@ -73,6 +78,7 @@ impl LaneConfig {
             backoff_max: backend.reconnect_backoff_max,
             max_reply_depth,
             reconnect: true,
+            hold_unsent: Duration::ZERO,
             tls,
             acl: None,
         }
@@ -255,6 +261,17 @@ pub struct Incarnation {
     run_id: Mutex<Option<String>>,
     /// Whether the log said already that this node's run_id cannot be read (said once).
     unwatched: std::sync::atomic::AtomicBool,
+    /// A lane found another process than the one served, and the controller has not dealt
+    /// with it yet: the shard waits at its gate meanwhile.
+    restarted: std::sync::atomic::AtomicBool,
+    /// Shared lanes whose connection failed and that are not connected again to the process
+    /// served.
+    lanes_down: std::sync::atomic::AtomicUsize,
+    /// Whether lanes that cannot connect keep what they have not sent (see
+    /// [`LaneConfig::hold_unsent`]): set by the controller while the node is a master whose
+    /// shard is not down, so that a request waits where a decision is coming (the node
+    /// returns, or is failed over), and is answered at once where none is.
+    hold: tokio::sync::watch::Sender<bool>,
 }
 
 impl Incarnation {
@@ -277,6 +294,39 @@ impl Incarnation {
             .swap(true, std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// A lane found another process: until [`Incarnation::accept`], it is
+    /// [`Incarnation::restart_pending`].
+    fn restart_seen(&self) {
+        self.restarted
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether a lane found the node restarted and the controller has not decided yet what
+    /// to do (fail it over, or serve it as it is).
+    #[must_use]
+    pub fn restart_pending(&self) -> bool {
+        self.restarted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A shared lane lost its connection (`down`) or connected again to the process served
+    /// (or to a node whose run_id is not read).
+    fn lane_down(&self, down: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if down {
+            self.lanes_down.fetch_add(1, Relaxed);
+        } else {
+            self.lanes_down.fetch_sub(1, Relaxed);
+        }
+    }
+
+    /// Whether every shared lane that lost its connection is connected again to the process
+    /// served: the node is back as the same process, not only answering a probe (a node
+    /// restarted empty answers probes too).
+    #[must_use]
+    pub fn lanes_connected(&self) -> bool {
+        self.lanes_down.load(std::sync::atomic::Ordering::Relaxed) == 0
+    }
+
     /// Whether the proxy knows the node's process and `run_id` is another one.
     #[must_use]
     pub fn differs(&self, run_id: &str) -> bool {
@@ -297,9 +347,28 @@ impl Incarnation {
             == Some(run_id)
     }
 
+    /// Sets whether lanes that cannot connect keep the requests they have not sent.
+    pub fn set_hold(&self, hold: bool) {
+        self.hold
+            .send_if_modified(|held| std::mem::replace(held, hold) != hold);
+    }
+
+    /// Whether lanes that cannot connect keep the requests they have not sent.
+    fn holds(&self) -> bool {
+        *self.hold.borrow()
+    }
+
+    /// Completes when lanes may no longer keep unsent requests.
+    async fn released(&self) {
+        let mut hold = self.hold.subscribe();
+        let _ = hold.wait_for(|held| !*held).await;
+    }
+
     /// The controller has dealt with the restart: `run_id` is the process to serve now.
     pub fn accept(&self, run_id: &str) {
         *self.run_id.lock().unwrap_or_else(PoisonError::into_inner) = Some(run_id.to_owned());
+        self.restarted
+            .store(false, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -33,7 +33,7 @@ mod extra;
 mod flags;
 mod keys;
 mod procs;
-mod route;
+pub(crate) mod route;
 pub mod support;
 mod table;
 #[cfg(test)]

@@ -64,7 +64,20 @@ pub(crate) const LOCAL: &[&str] = &[
     "client|list",
     "client|no-evict",
     "client|help",
+    // Redis Cluster's connection commands: see NOT_A_CLUSTER.
+    "asking",
+    "readonly",
+    "readwrite",
 ];
+
+/// Redis Cluster's connection commands, which a standalone Redis refuses with
+/// [`CLUSTER_DISABLED`]: redshard presents itself as one standalone server, so it answers
+/// them the same way, without touching a node. (A cluster-aware client cannot use redshard
+/// as a cluster anyway: CLUSTER SLOTS / SHARDS are refused.)
+pub(crate) const NOT_A_CLUSTER: &[&str] = &["asking", "readonly", "readwrite"];
+
+/// What a standalone Redis 7 answers to [`NOT_A_CLUSTER`] commands.
+pub(crate) const CLUSTER_DISABLED: &str = "ERR This instance has cluster support disabled";
 
 /// Keys may span slots; Redis Cluster clients split these the same way, and each part is
 /// itself a valid command.

@@ -28,6 +28,10 @@ fn describe(spec: &CommandSpec) -> (&'static str, String) {
         Route::Local if super::LOCAL_FROM_BACKEND.contains(&spec.name) => {
             ("works", "any master's answer (same Redis version)".into())
         }
+        Route::Local if super::route::NOT_A_CLUSTER.contains(&spec.name) => (
+            "refused",
+            "answered by the proxy as by a standalone Redis: cluster support disabled".into(),
+        ),
         Route::Local => ("works", "answered by the proxy".into()),
         Route::FanOut(merge) => (
             "works",

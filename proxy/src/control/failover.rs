@@ -77,6 +77,8 @@ impl Controller {
         mirror.forget(replica);
         mirror.forget(&old);
         let old_node = self.state.router.pool().node(&old);
+        // A replica now: its lanes no longer wait for a decision about a master.
+        old_node.incarnation().set_hold(false);
         if graceful {
             // Drained and mirrored: the old master holds exactly what the new one does.
             let rejoined = self

@@ -364,12 +364,19 @@ impl Controller {
         can_fail_over: bool,
     ) {
         let health = &self.state.config.health;
+        let node = self.state.router.pool().node(addr);
+        let incarnation = node.incarnation();
         let (held, suspect) = {
             let mut book = self.book();
-            // A suspicion ends with the first probe answered after it, or after a few rounds.
+            // A suspicion ends with the first probe answered after it, or after a few rounds;
+            // and once every lane is connected again to the same process (a probe also
+            // answers a node restarted empty, which must be failed over before it is
+            // served), or after `failover_wait`, as long as a lane holds what it could not
+            // send.
             let ends = |since: &Instant| {
-                master.last_ok.is_some_and(|ok| ok > *since)
-                    || since.elapsed() > health.timeout + health.interval * 2
+                (master.last_ok.is_some_and(|ok| ok > *since)
+                    || since.elapsed() > health.timeout + health.interval * 2)
+                    && (incarnation.lanes_connected() || since.elapsed() > health.failover_wait)
             };
             if book.suspects.get(addr).is_some_and(ends) {
                 book.suspects.remove(addr);
@@ -380,12 +387,18 @@ impl Controller {
             GateState::Paused
         } else if master.is_down(health) && !can_fail_over {
             GateState::Down
-        } else if (master.is_failing() || suspect) && can_fail_over && health.auto_failover {
+        } else if (master.is_failing() || suspect || incarnation.restart_pending())
+            && can_fail_over
+            && health.auto_failover
+        {
             // It may be failed over soon: new requests wait for the outcome.
             GateState::Paused
         } else {
             GateState::Open
         };
+        // A decision is coming unless the shard is down: until then, the master's lanes
+        // keep what they could not send.
+        incarnation.set_hold(wanted != GateState::Down);
         let gate = self.state.router.gate(shard);
         if gate.state() != wanted {
             gate.set(wanted);

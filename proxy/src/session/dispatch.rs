@@ -271,11 +271,12 @@ fn keyed(
         return Action::error_raw(ctx, e.as_bytes());
     }
     let Some((&first, rest)) = ctx.keys.split_first() else {
-        // No key: any master can run it (TIME, LASTSAVE, COMMAND DOCS ...).
+        // No key: any master can run it (TIME, LASTSAVE, EVAL with no key ...).
+        let shard = keyless_shard(table);
         return Action::Forward {
-            shard: 0,
+            shard,
             slot: 0,
-            mirror: plan(table, 0, spec, &args),
+            mirror: plan(table, shard, spec, &args),
         };
     };
     let slot = Slot::for_key(args.get(first));
@@ -473,6 +474,11 @@ fn migration_check(
 
 /// When a shard the request needs is paused or down: `Pause` (wait for it) or the error.
 /// Costs one atomic load while every gate is open.
+///
+/// A request waits only for the shards that hold its data: one without keys (TIME, `EVAL`
+/// with no key, a transaction of keyless commands) runs on any shard whose gate is open
+/// ([`keyless_shard`]), and what the proxy answers itself (MULTI, DISCARD, EXEC outside a
+/// transaction) waits for none, so that MULTI never fails where Redis would not.
 fn gate_check(
     ctx: &mut Ctx,
     table: &RoutingTable,
@@ -484,8 +490,12 @@ fn gate_check(
     }
     let shards: Vec<usize> = match spec.route {
         Route::Local | Route::PubSub => return None,
-        Route::FanOut(_) | Route::Flush | Route::Scan => (0..table.shards().len()).collect(),
+        // Every master must see it; only SCRIPT LOAD can do without one that is down.
+        Route::FanOut(_) | Route::Flush | Route::Scan => fan_out_shards(table, spec.name),
         _ if ctx.tx.is_some() && spec.name != "exec" => return None,
+        // Answered by the proxy (MULTI, and the errors of EXEC / DISCARD without MULTI).
+        _ if matches!(spec.name, "multi" | "exec" | "discard") && ctx.tx.is_none() => return None,
+        _ if spec.name == "unwatch" && ctx.watch.is_none() => return None,
         _ => {
             let mut keys = smallvec::SmallVec::<[usize; 8]>::new();
             let _ = spec.key_indices(&args, &mut keys);
@@ -493,46 +503,84 @@ fn gate_check(
                 .iter()
                 .map(|&k| table.shard_of(Slot::for_key(args.get(k))))
                 .collect();
-            if spec.name == "exec" {
+            if matches!(spec.name, "exec" | "unwatch") {
                 let slot = ctx
                     .tx
                     .as_ref()
                     .and_then(txn::Transaction::slot)
                     .or(ctx.watch);
-                shards.push(slot.map_or(0, |s| table.shard_of(s)));
+                shards.push(slot.map_or_else(|| keyless_shard(table), |s| table.shard_of(s)));
             }
             if shards.is_empty() {
-                shards.push(0);
+                shards.push(keyless_shard(table));
             }
             shards
         }
     };
     for shard in shards {
         let route = &table.shards()[shard];
-        match route.gate.state() {
-            GateState::Open => {}
-            GateState::Down => {
-                return Some(Action::error(
-                    ctx,
-                    &format!(
-                        "CLUSTERDOWN The cluster is down: shard {} has no reachable master",
-                        route.name
-                    ),
-                ))
-            }
-            GateState::Paused if ctx.pause_expired => {
-                return Some(Action::error(
-                    ctx,
-                    &format!(
-                        "CLUSTERDOWN The cluster is down: shard {} is failing over",
-                        route.name
-                    ),
-                ))
-            }
+        let error = match route.gate.state() {
+            GateState::Open => continue,
+            GateState::Down => format!(
+                "CLUSTERDOWN The cluster is down: shard {} has no reachable master",
+                route.name
+            ),
+            GateState::Paused if ctx.pause_expired => format!(
+                "CLUSTERDOWN The cluster is down: shard {} is failing over",
+                route.name
+            ),
             GateState::Paused => return Some(Action::Pause(route.gate.subscribe())),
+        };
+        if spec.name == "exec" {
+            // As in Redis Cluster, an EXEC refused before it ran discards the transaction:
+            // the client's next commands must not be queued into a transaction it was told
+            // had failed.
+            txn::discard(ctx);
         }
+        return Some(Action::error(ctx, &error));
     }
     None
+}
+
+/// The shard that runs a request without keys (TIME, LASTSAVE, `EVAL` with no key, COMMAND
+/// DOCS, a transaction of keyless commands): the first one whose gate is open, so that it
+/// never waits for, or fails with, a shard that holds none of its data; else the first paused
+/// one (it waits there), else the first. Costs one atomic load while every gate is open.
+pub(crate) fn keyless_shard(table: &RoutingTable) -> usize {
+    if !table.any_gate_closed() {
+        return 0;
+    }
+    let shards = table.shards();
+    let first = |wanted: GateState| shards.iter().position(|r| r.gate.state() == wanted);
+    first(GateState::Open)
+        .or_else(|| first(GateState::Paused))
+        .unwrap_or(0)
+}
+
+/// Whether the fanned-out command `name` is sent only to the shards that have a master, not
+/// refused while one has none: SCRIPT LOAD, whose reply (the SHA) is the same from any
+/// master. A master that comes back has lost its script cache anyway, so clients already
+/// handle `NOSCRIPT` by loading again (every Redis client's EVALSHA helper does).
+fn skips_down_shards(name: &str) -> bool {
+    name == "script|load"
+}
+
+/// The shards a fanned-out command `name` is sent to: all of them, or for SCRIPT LOAD those
+/// whose gate is not down (all of them if every one is).
+fn fan_out_shards(table: &RoutingTable, name: &str) -> Vec<usize> {
+    let all = 0..table.shards().len();
+    if !skips_down_shards(name) || !table.any_gate_closed() {
+        return all.collect();
+    }
+    let up: Vec<usize> = all
+        .clone()
+        .filter(|&i| table.shards()[i].gate.state() != GateState::Down)
+        .collect();
+    if up.is_empty() {
+        all.collect()
+    } else {
+        up
+    }
 }
 
 /// XREAD / XREADGROUP with a BLOCK option block like BLPOP and need a dedicated connection.
@@ -793,8 +841,9 @@ fn private_lane<'a>(ctx: &'a mut Ctx, node: &Node) -> &'a LaneHandle {
     }
 }
 
-/// Sends `request` to every master's first lane, merged by `plan`; a `write` is mirrored
-/// to each shard's replicas as it is.
+/// Sends `request` to every master's first lane (for SCRIPT LOAD, every master there is; see
+/// [`skips_down_shards`]), merged by `plan`; a `write` is mirrored to each shard's replicas
+/// as it is.
 pub(crate) fn fan_out(
     ctx: &Ctx,
     table: &RoutingTable,
@@ -803,6 +852,22 @@ pub(crate) fn fan_out(
     write: bool,
 ) {
     let shards = table.shards();
+    if ctx.current_cmd.is_some_and(skips_down_shards) && table.any_gate_closed() {
+        let targets = fan_out_shards(table, "script|load");
+        let seq = ctx.queue.reserve_gather(targets.len(), plan);
+        for (index, &shard) in targets.iter().enumerate() {
+            send_master(
+                &shards[shard],
+                0,
+                request.clone(),
+                ctx.queue.part(seq, index as u32).into(),
+                ctx.protocol,
+                write.then_some(Effect::Same),
+                1,
+            );
+        }
+        return;
+    }
     let seq = ctx.queue.reserve_gather(shards.len(), plan);
     for (index, shard) in shards.iter().enumerate() {
         send_master(

@@ -33,6 +33,9 @@ pub(super) fn handle(
         }
         "select" => select(ctx, args.get(1)),
         "wait" => wait(ctx, args),
+        name if command::route::NOT_A_CLUSTER.contains(&name) => {
+            Action::error(ctx, command::route::CLUSTER_DISABLED)
+        }
         "auth" => auth(ctx, args),
         "hello" => hello(ctx, args),
         "reset" => {
@@ -70,7 +73,7 @@ pub(super) fn handle(
         | "command|help"
         | "command|getkeysandflags"
         | "client|help" => Action::Forward {
-            shard: 0,
+            shard: super::dispatch::keyless_shard(table),
             slot: 0,
             mirror: None,
         },

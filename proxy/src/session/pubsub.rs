@@ -125,7 +125,7 @@ pub(super) fn handle(
         // Every master has every pattern: any one of them knows the count.
         "pubsub|numpat" => Action::FanOut(MergePlan::First, false),
         _ => Action::Forward {
-            shard: 0,
+            shard: super::dispatch::keyless_shard(table),
             slot: 0,
             mirror: None,
         },

@@ -174,11 +174,7 @@ pub(super) fn inside_multi(
         "multi" => return Action::error(ctx, "ERR MULTI calls can not be nested"),
         "watch" => return Action::error(ctx, "ERR WATCH inside MULTI is not allowed"),
         "discard" => {
-            ctx.tx = None;
-            if ctx.watch.take().is_some() {
-                // Closing the private connection forgets what it watched.
-                ctx.private = None;
-            }
+            discard(ctx);
             return Action::reply(ctx, Bytes::from_static(b"+OK\r\n"));
         }
         "exec" => return exec(ctx, table),
@@ -188,7 +184,12 @@ pub(super) fn inside_multi(
         Route::Keyed | Route::Split(_) | Route::Dedicated => {
             !spec.flags.contains(Flags::PUBSUB) && !matches!(spec.name, "wait" | "unwatch")
         }
-        Route::Local => matches!(spec.name, "ping" | "echo"),
+        // The master answers the cluster commands in EXEC's reply, as a standalone Redis
+        // does (see `command::route::NOT_A_CLUSTER`).
+        Route::Local => matches!(
+            spec.name,
+            "ping" | "echo" | "asking" | "readonly" | "readwrite"
+        ),
         _ => false,
     };
     if !queueable {
@@ -224,15 +225,21 @@ pub(super) fn inside_multi(
 /// A malformed EXEC (`error`, Redis's text without `ERR `): the transaction and the WATCH are
 /// discarded and the reply is `EXECABORT Transaction discarded because of: <error>`.
 pub(super) fn exec_abort(ctx: &mut Ctx, error: &[u8]) -> Action {
+    discard(ctx);
+    let error = error.strip_prefix(b"ERR ").unwrap_or(error);
+    let mut text = b"EXECABORT Transaction discarded because of: ".to_vec();
+    text.extend_from_slice(error);
+    Action::error_raw(ctx, &text)
+}
+
+/// Ends the transaction, if one is queued, and forgets the WATCH (DISCARD, or an EXEC that
+/// was refused).
+pub(super) fn discard(ctx: &mut Ctx) {
     ctx.tx = None;
     if ctx.watch.take().is_some() {
         // Closing the private connection forgets what it watched.
         ctx.private = None;
     }
-    let error = error.strip_prefix(b"ERR ").unwrap_or(error);
-    let mut text = b"EXECABORT Transaction discarded because of: ".to_vec();
-    text.extend_from_slice(error);
-    Action::error_raw(ctx, &text)
 }
 
 /// Marks the transaction so that EXEC answers EXECABORT.
@@ -261,10 +268,14 @@ fn exec(ctx: &mut Ctx, table: &RoutingTable) -> Action {
             "EXECABORT Transaction discarded because of previous errors.",
         );
     }
-    let slot = tx.slot.or(watched).unwrap_or(Slot::for_key(b""));
+    // A transaction without keys runs on any master, like a keyless command.
+    let slot = tx.slot.or(watched);
     Action::Exec {
-        shard: table.shard_of(slot),
-        slot: slot.get(),
+        shard: slot.map_or_else(
+            || super::dispatch::keyless_shard(table),
+            |slot| table.shard_of(slot),
+        ),
+        slot: slot.map_or(0, Slot::get),
         queued: tx.queued,
         watched: watched.is_some(),
         scripts: tx.scripts,
