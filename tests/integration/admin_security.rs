@@ -295,3 +295,45 @@ async fn addreplica_refuses_a_node_that_is_silent_or_not_redis() {
     let topology = cluster.topology();
     assert!(topology.shards[0].replicas.is_empty(), "{topology:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_admin_password_guesses_from_one_address_are_slowed_together() {
+    const STEP_MS: u64 = 50;
+    let extra =
+        format!("admin_password = \"adm1n\"\n[limits]\nauth_failure_delay_ms = {STEP_MS}\n");
+    let mut cluster = TestCluster::start_with(1, false, &extra, &[]).await;
+    let admin = cluster.start_admin().await;
+    let wrongpass =
+        Reply::Error("WRONGPASS invalid username-password pair or user is disabled.".into());
+    let mut first = Client::connect_addr(admin).await;
+    assert_eq!(first.cmd(&["AUTH", "guess-0"]).await, wrongpass);
+    // Ten guesses at once, each on its own connection: one connection's own delay would
+    // answer them all after one step; the address's turns answer them a step apart or more.
+    let mut guessers = Vec::new();
+    for _ in 0..10 {
+        guessers.push(Client::connect_addr(admin).await);
+    }
+    let started = Instant::now();
+    for (i, c) in guessers.iter_mut().enumerate() {
+        c.send_raw(&redshard_tests::client::encode_command(&[
+            "AUTH",
+            &format!("guess-{}", i + 1),
+        ]))
+        .await;
+    }
+    for c in &mut guessers {
+        assert_eq!(c.read().await, wrongpass);
+    }
+    let span = started.elapsed();
+    assert!(
+        span >= Duration::from_millis(9 * STEP_MS),
+        "ten parallel guesses took only {span:?}"
+    );
+    // The right password still logs in (after its turn).
+    let mut operator = Client::connect_addr(admin).await;
+    assert!(operator.cmd(&["AUTH", "adm1n"]).await.is_ok());
+    assert_eq!(
+        *operator.cmd(&["TOPOLOGY"]).await.field("epoch"),
+        Reply::Int(1)
+    );
+}

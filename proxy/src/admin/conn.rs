@@ -11,6 +11,7 @@ use tracing::{debug, warn};
 use super::budget::Slot;
 use super::commands::{self, Args, HELP};
 use super::reply::Reply;
+use crate::auth_throttle::AuthThrottle;
 use crate::control::Controller;
 use crate::resp::{FrameKind, ProtocolError, RequestScanner, ScanLimits};
 use crate::shutdown::Shutdown;
@@ -81,6 +82,9 @@ pub struct AdminConn {
     auth_failures: u32,
     /// The peer, for logs.
     peer: AdminPeer,
+    /// The TCP admin port's failed-AUTH table, shared by its connections, so guessing in
+    /// parallel from one address is slowed like guessing on one connection.
+    throttle: Option<Arc<AuthThrottle>>,
 }
 
 impl AdminConn {
@@ -95,7 +99,15 @@ impl AdminConn {
             refused: false,
             auth_failures: 0,
             peer,
+            throttle: None,
         }
+    }
+
+    /// Failed AUTHs are also counted per source address in `throttle` (the TCP port's).
+    #[must_use]
+    pub(super) fn throttled_by(mut self, throttle: Arc<AuthThrottle>) -> Self {
+        self.throttle = Some(throttle);
+        self
     }
 
     /// Serves the connection until the client leaves, QUITs, breaks the protocol, stays
@@ -273,6 +285,22 @@ impl AdminConn {
         let Some(expected) = &self.controller.state().config.admin_password else {
             return Reply::err("AUTH <password> called without any password configured for the admin port (admin_password). Are you sure your configuration is correct?");
         };
+        let (step, sources) = {
+            let live = self.controller.state().live.load();
+            (
+                live.limits.auth_failure_delay,
+                live.limits.auth_throttle_sources,
+            )
+        };
+        let source = match (&self.throttle, &self.peer) {
+            (Some(throttle), AdminPeer::Tcp(addr)) => Some((throttle, addr.ip())),
+            _ => None,
+        };
+        // After a failure from this address (on any connection), every attempt waits for the
+        // address's turn, right or wrong, so the wait does not tell which guess was right.
+        if let Some(wait) = source.and_then(|(t, ip)| t.turn(ip, step, std::time::Instant::now())) {
+            tokio::time::sleep(wait).await;
+        }
         let user_ok = user.is_none_or(|u| u == b"default");
         if user_ok && crate::session::constant_time_eq(password, expected.as_bytes()) {
             if self.authenticated {
@@ -290,15 +318,10 @@ impl AdminConn {
         }
         self.auth_failures = self.auth_failures.saturating_add(1);
         warn!(peer = %self.peer, failures = self.auth_failures, "admin AUTH failed");
-        let delay = self
-            .controller
-            .state()
-            .live
-            .load()
-            .limits
-            .auth_failure_delay
-            * self.auth_failures.min(20);
-        tokio::time::sleep(delay).await;
+        if let Some((throttle, ip)) = source {
+            throttle.failed(ip, step, sources, std::time::Instant::now());
+        }
+        tokio::time::sleep(step * self.auth_failures.min(20)).await;
         Reply::Error("WRONGPASS invalid username-password pair or user is disabled.".into())
     }
 

@@ -71,6 +71,7 @@ const REFUSAL: &[u8] = b"-ERR max number of clients reached\r\n";
 /// Connections end at their next request boundary after shutdown.
 pub async fn run(listener: TcpListener, controller: Arc<Controller>, mut shutdown: Shutdown) {
     let budget = Budget::new();
+    let throttle = Arc::new(crate::auth_throttle::AuthThrottle::new());
     let mut backoff = crate::listener::ACCEPT_BACKOFF_MIN;
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "admin port listening");
@@ -87,7 +88,8 @@ pub async fn run(listener: TcpListener, controller: Arc<Controller>, mut shutdow
             refuse(socket);
             continue;
         };
-        let conn = AdminConn::new(Arc::clone(&controller), AdminPeer::Tcp(peer), slot);
+        let conn = AdminConn::new(Arc::clone(&controller), AdminPeer::Tcp(peer), slot)
+            .throttled_by(Arc::clone(&throttle));
         let shutdown = shutdown.clone();
         tokio::spawn(
             conn.serve(socket, shutdown)
