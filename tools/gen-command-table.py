@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate proxy/src/command/table.rs from a live redis-server 7.0.
+"""Generate protocol/src/command/table.rs from a live redis-server 7.0.
 
 Usage (from the repository root):
 
@@ -11,7 +11,7 @@ The script talks RESP2 over a plain socket (python3 standard library only), read
 (one-line summaries for the comments), and writes a rustfmt-formatted table of every
 command and every subcommand. It writes facts of the server only: how redshard treats a
 command (`route_of`) and which commands have a Redis `getkeys_proc` (`getkeys_of`) are
-hand-maintained in `proxy/src/command/route.rs` and `proxy/src/command/keys.rs`; the
+hand-maintained in `protocol/src/command/route.rs` and `protocol/src/command/keys.rs`; the
 table calls those `const fn`s, so they are evaluated at compile time.
 
 The one exception is `may_replicate`: Redis 7.0 hides that flag from `COMMAND` on purpose
@@ -72,7 +72,7 @@ KEY_SPEC_FLAGS = {
     "variable_flags": "VARIABLE_FLAGS",
 }
 
-REGENERATE = "python3 tools/gen-command-table.py --out proxy/src/command/table.rs"
+REGENERATE = "python3 tools/gen-command-table.py --out protocol/src/command/table.rs"
 
 
 class RespError(Exception):
@@ -341,7 +341,7 @@ def generate(conn):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, help="port of a running redis-server on 127.0.0.1")
-    parser.add_argument("--out", default="proxy/src/command/table.rs")
+    parser.add_argument("--out", default="protocol/src/command/table.rs")
     parser.add_argument("--no-rustfmt", action="store_true", help="skip running rustfmt")
     args = parser.parse_args()
 

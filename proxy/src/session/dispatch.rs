@@ -16,7 +16,7 @@ use redshard_config::{Access, ReadFrom};
 
 use crate::backend::acl::BackendUser;
 use crate::backend::{Dest, LaneHandle, LaneRequest, Node};
-use crate::command::{self, ArgList, CommandSpec, Flags, Route};
+use crate::command::{self, CommandSpec, Flags, Route};
 use crate::mirror::effect::{self, Effect, Prepared};
 use crate::mirror::{Follow, Job};
 use crate::resp::{encode, Args, Protocol};
@@ -115,16 +115,6 @@ pub(crate) fn error_reply(text: &str) -> Bytes {
     let mut out = BytesMut::with_capacity(text.len() + 3);
     encode::error(&mut out, text);
     out.freeze()
-}
-
-impl ArgList for Args<'_> {
-    fn len(&self) -> usize {
-        Args::len(self)
-    }
-
-    fn arg(&self, i: usize) -> &[u8] {
-        self.get(i)
-    }
 }
 
 /// `CONFIG SET` → `CONFIG SET`, `get` → `GET`: how a command is named in refusals.

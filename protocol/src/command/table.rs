@@ -3,7 +3,7 @@
 // Regenerate (needs python3 and redis-server 7.0 on PATH; the script spawns its own
 // server on a free 127.0.0.1 port, or pass `--port P` to use a running one):
 //
-//     python3 tools/gen-command-table.py --out proxy/src/command/table.rs
+//     python3 tools/gen-command-table.py --out protocol/src/command/table.rs
 //
 // 240 commands, 15 with subcommands, 366 entries in all.
 // `route` and `getkeys` are hand-maintained in route.rs and keys.rs.

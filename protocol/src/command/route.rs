@@ -16,7 +16,7 @@ use super::{const_eq, Merge, Route, Split};
 
 /// Local commands whose answer is a backend's own (documentation and help texts, identical on
 /// every master since they run the table's Redis version): the proxy sends them to any master.
-pub(crate) const LOCAL_FROM_BACKEND: &[&str] = &[
+pub const LOCAL_FROM_BACKEND: &[&str] = &[
     "command",
     "command|info",
     "command|docs",
@@ -33,7 +33,7 @@ pub(crate) const LOCAL_FROM_BACKEND: &[&str] = &[
 ///   its own view rather than from one arbitrary backend.
 /// - CLIENT NO-EVICT: the client-eviction flag belongs to the client's connection, which is
 ///   the proxy's; it is accepted and recorded by the session.
-pub(crate) const LOCAL: &[&str] = &[
+pub const LOCAL: &[&str] = &[
     // The proxy keeps its own SLOWLOG (client-seen latency, all shards).
     "slowlog|get",
     "slowlog|len",
@@ -74,14 +74,14 @@ pub(crate) const LOCAL: &[&str] = &[
 /// [`CLUSTER_DISABLED`]: redshard presents itself as one standalone server, so it answers
 /// them the same way, without touching a node. (A cluster-aware client cannot use redshard
 /// as a cluster anyway: CLUSTER SLOTS / SHARDS are refused.)
-pub(crate) const NOT_A_CLUSTER: &[&str] = &["asking", "readonly", "readwrite"];
+pub const NOT_A_CLUSTER: &[&str] = &["asking", "readonly", "readwrite"];
 
 /// What a standalone Redis 7 answers to [`NOT_A_CLUSTER`] commands.
-pub(crate) const CLUSTER_DISABLED: &str = "ERR This instance has cluster support disabled";
+pub const CLUSTER_DISABLED: &str = "ERR This instance has cluster support disabled";
 
 /// Keys may span slots; Redis Cluster clients split these the same way, and each part is
 /// itself a valid command.
-pub(crate) const SPLIT: &[(&str, Split)] = &[
+pub const SPLIT: &[(&str, Split)] = &[
     ("mget", Split::Mget),
     ("mset", Split::Mset),
     ("del", Split::SumIntegers),
@@ -100,7 +100,7 @@ pub(crate) const SPLIT: &[(&str, Split)] = &[
 /// - SCRIPT EXISTS: a script exists for the client only if every master has it.
 /// - RANDOMKEY: any master's random key, starting from a random master and skipping empty ones,
 ///   so that nil means the whole keyspace is empty.
-pub(crate) const FAN_OUT: &[(&str, Merge)] = &[
+pub const FAN_OUT: &[(&str, Merge)] = &[
     ("dbsize", Merge::SumIntegers),
     ("randomkey", Merge::AnyNonNull),
     ("keys", Merge::ConcatArrays),
@@ -114,7 +114,7 @@ pub(crate) const FAN_OUT: &[(&str, Merge)] = &[
 ];
 
 /// Destructive on every shard: fanned out only when the operator enabled it.
-pub(crate) const FLUSH: &[&str] = &["flushall", "flushdb"];
+pub const FLUSH: &[&str] = &["flushall", "flushdb"];
 
 /// Never sent to a backend from a client connection.
 /// - Server life, persistence and replication belong to the operator and to redshard's own
@@ -136,7 +136,7 @@ pub(crate) const FLUSH: &[&str] = &["flushall", "flushdb"];
 /// - PFSELFTEST / PFDEBUG are internal testing commands.
 /// - Container names alone (ACL, CLIENT, ...): always an arity error in Redis; they are
 ///   listed so that the container's own entry does not look routable.
-pub(crate) const FORBIDDEN: &[&str] = &[
+pub const FORBIDDEN: &[&str] = &[
     "shutdown",
     "debug",
     "config|set",
@@ -238,7 +238,7 @@ pub(crate) const FORBIDDEN: &[&str] = &[
 /// - Every command with Redis's `blocking` flag (a unit test checks it), except XREAD and
 ///   XREADGROUP, which block only with `BLOCK`: they stay `Keyed` and the session checks
 ///   for `BLOCK` itself.
-pub(crate) const DEDICATED: &[&str] = &[
+pub const DEDICATED: &[&str] = &[
     "multi",
     "exec",
     "discard",
@@ -258,7 +258,7 @@ pub(crate) const DEDICATED: &[&str] = &[
 /// meet there; SPUBLISH's channel is a `NOT_KEY` key spec, so `key_indices` does not report
 /// it), patterns on every master; subscriptions hold connections of their own. See the
 /// session's `pubsub.rs`.
-pub(crate) const PUBSUB: &[&str] = &[
+pub const PUBSUB: &[&str] = &[
     "subscribe",
     "psubscribe",
     "ssubscribe",
@@ -368,7 +368,7 @@ const fn listed(list: &[&str], name: &str) -> bool {
 }
 
 /// The [`Route`] of the command or subcommand called `name` (lowercase `fullname`).
-pub(crate) const fn route_of(name: &str) -> Route {
+pub const fn route_of(name: &str) -> Route {
     // Each master holds a part of the keyspace: the session visits them in turn.
     if const_eq(name, "scan") {
         return Route::Scan;
@@ -407,7 +407,7 @@ pub(crate) const fn route_of(name: &str) -> Route {
 
 /// Every name listed above, for the tests.
 #[cfg(test)]
-pub(crate) fn listed_names() -> impl Iterator<Item = &'static str> {
+pub fn listed_names() -> impl Iterator<Item = &'static str> {
     LOCAL
         .iter()
         .chain(FLUSH)
