@@ -45,7 +45,8 @@ pub use table::REDIS_VERSION;
 
 use procs::GetKeys;
 pub use route::DANGEROUS;
-pub use route::{FORBIDDEN, LOCAL_FROM_BACKEND};
+pub use route::{Local, FORBIDDEN};
+pub use table::CommandId;
 
 /// How redshard treats a command from a client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,6 +160,8 @@ pub struct KeySpec {
 pub struct CommandSpec {
     /// Lowercase name; subcommands as Redis's `fullname`, `container|sub` (`config|get`).
     pub name: &'static str,
+    /// The typed name, for `match`es the compiler checks.
+    pub id: CommandId,
     /// Redis arity: exactly `arity` arguments (the name included) when positive, at least
     /// `-arity` when negative.
     pub arity: i32,
