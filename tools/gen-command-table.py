@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate proxy/src/command/table.rs from a live redis-server 7.0.
+"""Generate protocol/src/command/table.rs from a live redis-server 7.0.
 
 Usage (from the repository root):
 
@@ -11,7 +11,7 @@ The script talks RESP2 over a plain socket (python3 standard library only), read
 (one-line summaries for the comments), and writes a rustfmt-formatted table of every
 command and every subcommand. It writes facts of the server only: how redshard treats a
 command (`route_of`) and which commands have a Redis `getkeys_proc` (`getkeys_of`) are
-hand-maintained in `proxy/src/command/route.rs` and `proxy/src/command/keys.rs`; the
+hand-maintained in `protocol/src/command/route.rs` and `protocol/src/command/keys.rs`; the
 table calls those `const fn`s, so they are evaluated at compile time.
 
 The one exception is `may_replicate`: Redis 7.0 hides that flag from `COMMAND` on purpose
@@ -21,6 +21,7 @@ copied from redis 7.0.15 src/commands/*.json ("MAY_REPLICATE").
 
 import argparse
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -72,7 +73,7 @@ KEY_SPEC_FLAGS = {
     "variable_flags": "VARIABLE_FLAGS",
 }
 
-REGENERATE = "python3 tools/gen-command-table.py --out proxy/src/command/table.rs"
+REGENERATE = "python3 tools/gen-command-table.py --out protocol/src/command/table.rs"
 
 
 class RespError(Exception):
@@ -228,6 +229,17 @@ def key_spec(cmd_name, raw):
         flags_expr("KeySpecFlags", flags), begin, find)
 
 
+# Subcommands the proxy answers itself that are newer than the table's Redis version: their
+# entries are hand-written in `protocol/src/command/extra.rs`, but their ids belong here, with
+# every other command's.
+EXTRA_NAMES = ["client|no-touch", "client|setinfo"]
+
+
+def variant_name(name):
+    """`client|setname` -> `ClientSetname`, `georadius_ro` -> `GeoradiusRo`."""
+    return "".join(part.capitalize() for part in re.split(r"[|_-]", name) if part)
+
+
 def sub_static_name(name):
     return "SUB_" + name.upper().replace("-", "_").replace("|", "_")
 
@@ -242,6 +254,7 @@ def emit_entry(out, cmd, docs):
     out.extend(textwrap.wrap(line, 96, initial_indent="    // ", subsequent_indent="    // "))
     out.append("    CommandSpec {")
     out.append("        name: %s," % rust_str(name))
+    out.append("        id: CommandId::%s," % variant_name(name))
     out.append("        arity: %d," % arity)
     out.append("        flags: %s," % flags_expr("Flags", command_flags(name, flags)))
     out.append("        first_key: %d," % first)
@@ -262,7 +275,7 @@ def emit_entry(out, cmd, docs):
         out.append("        subcommands: &%s," % sub_static_name(name))
     else:
         out.append("        subcommands: &[],")
-    out.append("        route: route_of(%s)," % rust_str(name))
+    out.append("        route: route_of(CommandId::%s, %s)," % (variant_name(name), rust_str(name)))
     out.append("        getkeys: getkeys_of(%s)," % rust_str(name))
     out.append("    },")
 
@@ -313,6 +326,19 @@ def generate(conn):
     out.append("/// The `redis_version` of the server this table was generated from.")
     out.append("pub const REDIS_VERSION: &str = %s;" % rust_str(version))
     out.append("")
+    names = sorted([c[0] for c in commands] + [s[0] for c in containers for s in c[9]] + EXTRA_NAMES)
+    variants = [variant_name(n) for n in names]
+    if len(set(variants)) != len(variants):
+        raise SystemExit("two command names give the same CommandId variant")
+    out.append("/// The id of every command and subcommand: a `match` on it is checked by the compiler,")
+    out.append("/// where a `match` on [`CommandSpec::name`] would fall through a typo or a missing arm.")
+    out.append("#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]")
+    out.append("pub enum CommandId {")
+    for n, v in zip(names, variants):
+        out.append("    /// `%s`%s" % (n.replace("|", " ").upper(), " (entry in `extra.rs`)" if n in EXTRA_NAMES else ""))
+        out.append("    %s," % v)
+    out.append("}")
+    out.append("")
     out.append("/// Every top-level command, sorted by name.")
     out.append("pub(super) static COMMANDS: [CommandSpec; %d] = [" % len(commands))
     for c in commands:
@@ -341,7 +367,7 @@ def generate(conn):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, help="port of a running redis-server on 127.0.0.1")
-    parser.add_argument("--out", default="proxy/src/command/table.rs")
+    parser.add_argument("--out", default="protocol/src/command/table.rs")
     parser.add_argument("--no-rustfmt", action="store_true", help="skip running rustfmt")
     args = parser.parse_args()
 

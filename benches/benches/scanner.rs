@@ -1,4 +1,4 @@
-//! Throughput of the request and reply scanners (`redshard_proxy::resp`).
+//! Throughput of the request and reply scanners (`redshard_protocol::resp`).
 //!
 //! Requests: pipelines of N = 1, 16, 128 `SET key:NNN <100-byte value>`, one 1 MiB `SET`
 //! delivered in 16 KiB reads (the scanner resumes on each read), and inline commands.
@@ -9,8 +9,8 @@ use std::hint::black_box;
 
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use redshard_proxy::resp::encode;
-use redshard_proxy::resp::{ReplyScanner, RequestScanner, ScanLimits};
+use redshard_protocol::resp::encode;
+use redshard_protocol::resp::{ReplyScanner, RequestScanner, ScanLimits};
 
 /// `n` pipelined `SET key:NNN <100-byte value>` requests.
 fn set_pipeline(n: usize) -> Vec<u8> {

@@ -1,9 +1,9 @@
 //! The invariants the fuzz targets check, shared with the corpus replay test.
 //!
 //! The fuzz targets (`fuzz/fuzz_targets/*.rs`) call these functions through the `redshard_fuzz`
-//! library; `proxy/tests/fuzz_corpus.rs` compiles this same file with `#[path]` and replays
+//! library; `protocol/tests/fuzz_corpus.rs` compiles this same file with `#[path]` and replays
 //! every seed through it in the normal `cargo test` run. So this file may use only what both
-//! see: `redshard_proxy` and its dependencies `smallvec` and `redis-protocol`.
+//! see: `redshard_protocol` and its dependencies `smallvec` and `redis-protocol`.
 //!
 //! Every check panics when an invariant is broken; "no panic" alone is not the bar.
 //!
@@ -26,8 +26,8 @@
 use redis_protocol::resp2::decode::decode as resp2_decode;
 use redis_protocol::resp2::types::OwnedFrame as Resp2;
 use redis_protocol::resp3::decode::complete::decode as resp3_decode;
-use redshard_proxy::command::{self, CommandErrorKind, CommandSpec};
-use redshard_proxy::resp::{
+use redshard_protocol::command::{self, CommandErrorKind, CommandSpec};
+use redshard_protocol::resp::{
     reply, Frame, FrameKind, ProtocolError, ReplyScanner, RequestScanner, ScanLimits,
 };
 use smallvec::SmallVec;

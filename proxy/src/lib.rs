@@ -16,9 +16,9 @@
 //!   client (none while a plaintext client idles: it waits in `session::park`'s room).
 //! - [`session`]: one client connection (plain TCP or TLS): reads requests, dispatches them,
 //!   writes the replies back in order; answers connection-local commands itself.
-//! - [`resp`]: the hand-written, resumable, bounded request and reply scanners, and the
+//! - [`resp`] (crate `redshard-protocol`): the hand-written, resumable, bounded request and reply scanners, and the
 //!   encoders of synthesized replies.
-//! - [`command`]: the Redis 7.0 command table (arity, key positions, flags) and how redshard
+//! - [`command`] (crate `redshard-protocol`): the Redis 7.0 command table (arity, key positions, flags) and how redshard
 //!   treats each command.
 //! - [`router`]: the slot table in an `ArcSwap`, and the routing of one request.
 //! - [`backend`]: per-node lanes: long-lived, multiplexed, pipelined connections.
@@ -40,12 +40,15 @@
 //! - [`auth_throttle`]: failed AUTH attempts per source address, slowing parallel guessing.
 #![forbid(unsafe_code)]
 
+// The protocol layer lives in its own crate (`redshard-protocol`), which imports nothing of the
+// proxy; re-exported so `crate::resp` and `crate::command` name it here.
+pub use redshard_protocol::{command, resp};
+
 pub mod admin;
 pub mod allocator;
 pub mod auth_throttle;
 pub mod backend;
 pub mod clients;
-pub mod command;
 pub mod control;
 pub mod health;
 pub mod listener;
@@ -54,7 +57,6 @@ pub mod mirror;
 pub mod outbuf;
 pub mod reload;
 pub mod replies;
-pub mod resp;
 pub mod router;
 pub mod session;
 pub mod shutdown;

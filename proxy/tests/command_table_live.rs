@@ -626,6 +626,6 @@ fn dangerous_list_matches_acl_cat_dangerous() {
     ours.sort();
     assert_eq!(
         ours, live,
-        "update DANGEROUS in proxy/src/command/route.rs from `ACL CAT dangerous`"
+        "update DANGEROUS in protocol/src/command/route.rs from `ACL CAT dangerous`"
     );
 }

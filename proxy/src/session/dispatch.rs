@@ -16,7 +16,7 @@ use redshard_config::{Access, ReadFrom};
 
 use crate::backend::acl::BackendUser;
 use crate::backend::{Dest, LaneHandle, LaneRequest, Node};
-use crate::command::{self, ArgList, CommandSpec, Flags, Route};
+use crate::command::{self, CommandId, CommandSpec, Flags, Route};
 use crate::mirror::effect::{self, Effect, Prepared};
 use crate::mirror::{Follow, Job};
 use crate::resp::{encode, Args, Protocol};
@@ -117,16 +117,6 @@ pub(crate) fn error_reply(text: &str) -> Bytes {
     out.freeze()
 }
 
-impl ArgList for Args<'_> {
-    fn len(&self) -> usize {
-        Args::len(self)
-    }
-
-    fn arg(&self, i: usize) -> &[u8] {
-        self.get(i)
-    }
-}
-
 /// `CONFIG SET` → `CONFIG SET`, `get` → `GET`: how a command is named in refusals.
 pub(crate) fn display_name(spec: &CommandSpec) -> String {
     spec.name.replace('|', " ").to_ascii_uppercase()
@@ -171,10 +161,10 @@ pub(crate) fn dispatch(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>) -> A
     if ctx.protocol == Protocol::Resp2
         && ctx.pubsub.as_deref().is_some_and(pubsub::PubSub::is_active)
     {
-        if spec.name == "ping" {
+        if spec.id == CommandId::Ping {
             return pubsub::subscribed_ping(ctx, args);
         }
-        if !pubsub::allowed_while_subscribed(spec.name) {
+        if !pubsub::allowed_while_subscribed(spec.id) {
             return Action::error(
                 ctx,
                 &format!(
@@ -191,7 +181,7 @@ pub(crate) fn dispatch(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>) -> A
         return action;
     }
     // QUIT and RESET run at once inside MULTI too, as in Redis.
-    if ctx.tx.is_some() && !matches!(spec.name, "quit" | "reset") {
+    if ctx.tx.is_some() && !matches!(spec.id, CommandId::Quit | CommandId::Reset) {
         return txn::inside_multi(ctx, table, spec, args);
     }
     if let Some(action) = txn::outside_multi(ctx, table, spec, args) {
@@ -234,14 +224,14 @@ fn permitted(access: Access, spec: &CommandSpec) -> bool {
                 .flags
                 .intersects(Flags::WRITE.union(Flags::MAY_REPLICATE).union(Flags::ADMIN))
                 && spec.route != Route::Flush
-                && !matches!(spec.name, "script|flush" | "memory|purge")
+                && !matches!(spec.id, CommandId::ScriptFlush | CommandId::MemoryPurge)
         }
         // Redis's @dangerous, and emptying every master's scripts or functions.
         Access::NoDangerous => {
             !spec.is_dangerous()
                 && !matches!(
-                    spec.name,
-                    "script|flush" | "function|flush" | "function|restore"
+                    spec.id,
+                    CommandId::ScriptFlush | CommandId::FunctionFlush | CommandId::FunctionRestore
                 )
         }
     }
@@ -331,7 +321,7 @@ fn read_node<'a>(ctx: &Ctx, route: &'a ShardRoute) -> &'a std::sync::Arc<Node> {
 pub(crate) fn is_mirrored(spec: &CommandSpec) -> bool {
     spec.flags.contains(Flags::WRITE)
         || (spec.flags.contains(Flags::MAY_REPLICATE) && !spec.flags.contains(Flags::PUBSUB))
-        || matches!(spec.name, "script|load" | "script|flush")
+        || matches!(spec.id, CommandId::ScriptLoad | CommandId::ScriptFlush)
 }
 
 /// How a request for shard `shard` is sent and mirrored: `None` when it is not a write or
@@ -492,10 +482,16 @@ fn gate_check(
         Route::Local | Route::PubSub => return None,
         // Every master must see it; only SCRIPT LOAD can do without one that is down.
         Route::FanOut(_) | Route::Flush | Route::Scan => fan_out_shards(table, spec.name),
-        _ if ctx.tx.is_some() && spec.name != "exec" => return None,
+        _ if ctx.tx.is_some() && spec.id != CommandId::Exec => return None,
         // Answered by the proxy (MULTI, and the errors of EXEC / DISCARD without MULTI).
-        _ if matches!(spec.name, "multi" | "exec" | "discard") && ctx.tx.is_none() => return None,
-        _ if spec.name == "unwatch" && ctx.watch.is_none() => return None,
+        _ if matches!(
+            spec.id,
+            CommandId::Multi | CommandId::Exec | CommandId::Discard
+        ) && ctx.tx.is_none() =>
+        {
+            return None
+        }
+        _ if spec.id == CommandId::Unwatch && ctx.watch.is_none() => return None,
         _ => {
             let mut keys = smallvec::SmallVec::<[usize; 8]>::new();
             let _ = spec.key_indices(&args, &mut keys);
@@ -503,7 +499,7 @@ fn gate_check(
                 .iter()
                 .map(|&k| table.shard_of(Slot::for_key(args.get(k))))
                 .collect();
-            if matches!(spec.name, "exec" | "unwatch") {
+            if matches!(spec.id, CommandId::Exec | CommandId::Unwatch) {
                 let slot = ctx
                     .tx
                     .as_ref()
@@ -531,7 +527,7 @@ fn gate_check(
             ),
             GateState::Paused => return Some(Action::Pause(route.gate.subscribe())),
         };
-        if spec.name == "exec" {
+        if spec.id == CommandId::Exec {
             // As in Redis Cluster, an EXEC refused before it ran discards the transaction:
             // the client's next commands must not be queued into a transaction it was told
             // had failed.
@@ -585,7 +581,7 @@ fn fan_out_shards(table: &RoutingTable, name: &str) -> Vec<usize> {
 
 /// XREAD / XREADGROUP with a BLOCK option block like BLPOP and need a dedicated connection.
 pub(crate) fn is_blocking_read(spec: &CommandSpec, args: Args<'_>) -> bool {
-    matches!(spec.name, "xread" | "xreadgroup")
+    matches!(spec.id, CommandId::Xread | CommandId::Xreadgroup)
         && args
             .iter()
             .take_while(|a| !a.eq_ignore_ascii_case(b"STREAMS"))

@@ -9,7 +9,7 @@ use super::{info, Closing, Ctx};
 use redshard_config::Access;
 
 use crate::clients::ListFilter;
-use crate::command::{self, CommandSpec, REDIS_VERSION};
+use crate::command::{self, CommandSpec, Local, REDIS_VERSION};
 use crate::resp::{encode, parse_i64, Args, Protocol};
 use crate::router::RoutingTable;
 
@@ -20,25 +20,33 @@ pub(super) fn handle(
     spec: &'static CommandSpec,
     args: Args<'_>,
 ) -> Action {
-    match spec.name {
-        "ping" => match args.len() {
+    // Only `Route::Local` commands come here, and those are exactly the ones `Local::of` knows.
+    let Some(local) = Local::of(spec.id) else {
+        return Action::error(
+            ctx,
+            &format!(
+                "ERR {} is not supported by redshard yet",
+                display_name(spec)
+            ),
+        );
+    };
+    match local {
+        Local::Ping => match args.len() {
             1 => Action::reply(ctx, Bytes::from_static(encode::PONG)),
             2 => bulk(ctx, args.get(1)),
             _ => Action::error(ctx, "ERR wrong number of arguments for 'ping' command"),
         },
-        "echo" => bulk(ctx, args.get(1)),
-        "quit" => {
+        Local::Echo => bulk(ctx, args.get(1)),
+        Local::Quit => {
             ctx.closing = Closing::AfterReplies;
             Action::reply(ctx, Bytes::from_static(encode::OK))
         }
-        "select" => select(ctx, args.get(1)),
-        "wait" => wait(ctx, args),
-        name if command::route::NOT_A_CLUSTER.contains(&name) => {
-            Action::error(ctx, command::route::CLUSTER_DISABLED)
-        }
-        "auth" => auth(ctx, args),
-        "hello" => hello(ctx, args),
-        "reset" => {
+        Local::Select => select(ctx, args.get(1)),
+        Local::Wait => wait(ctx, args),
+        Local::NotACluster => Action::error(ctx, command::route::CLUSTER_DISABLED),
+        Local::Auth => auth(ctx, args),
+        Local::Hello => hello(ctx, args),
+        Local::Reset => {
             // Like Redis: out of MULTI, UNWATCH (closing the private connection forgets what
             // it watched), unsubscribed, logged out, back to RESP2 and no name.
             ctx.tx = None;
@@ -58,35 +66,29 @@ pub(super) fn handle(
             }
             Action::reply(ctx, Bytes::from_static(b"+RESET\r\n"))
         }
-        "info" => info::info(ctx, table, args),
-        "command|count" => {
+        Local::Info => info::info(ctx, table, args),
+        Local::CommandCount => {
             let mut out = BytesMut::new();
             encode::integer(&mut out, command::commands().count() as i64);
             Action::reply(ctx, out.freeze())
         }
-        "command|getkeys" => getkeys(ctx, args),
+        Local::CommandGetkeys => getkeys(ctx, args),
         // The full command documentation is the backends' own (same version as our table).
-        "command"
-        | "command|info"
-        | "command|docs"
-        | "command|list"
-        | "command|help"
-        | "command|getkeysandflags"
-        | "client|help" => Action::Forward {
+        Local::FromBackend => Action::Forward {
             shard: super::dispatch::keyless_shard(table),
             slot: 0,
             mirror: None,
         },
-        "config|get" => config_get(ctx, args),
+        Local::ConfigGet => config_get(ctx, args),
         // Its arity (-2) lets any count of arguments through; SLOWLOG itself takes one.
-        "slowlog|get" if args.len() > 3 => Action::error(
+        Local::SlowlogGet if args.len() > 3 => Action::error(
             ctx,
             &format!(
                 "ERR unknown subcommand or wrong number of arguments for '{}'. Try SLOWLOG HELP.",
                 String::from_utf8_lossy(args.get(1))
             ),
         ),
-        "slowlog|get" => {
+        Local::SlowlogGet => {
             let count = if args.len() > 2 {
                 match parse_i64(args.get(2)) {
                     Some(n) if n >= -1 => n,
@@ -102,25 +104,25 @@ pub(super) fn handle(
             };
             Action::reply(ctx, ctx.state.slowlog.get(count))
         }
-        "slowlog|len" => {
+        Local::SlowlogLen => {
             let mut out = BytesMut::new();
             encode::integer(&mut out, ctx.state.slowlog.len() as i64);
             Action::reply(ctx, out.freeze())
         }
-        "slowlog|reset" => {
+        Local::SlowlogReset => {
             ctx.state.slowlog.reset();
             Action::reply(ctx, Bytes::from_static(encode::OK))
         }
-        "client|id" => {
+        Local::ClientId => {
             let mut out = BytesMut::new();
             encode::integer(&mut out, ctx.client.id as i64);
             Action::reply(ctx, out.freeze())
         }
-        "client|setname" => match set_name(ctx, args.get(2)) {
+        Local::ClientSetname => match set_name(ctx, args.get(2)) {
             Ok(()) => Action::reply(ctx, Bytes::from_static(encode::OK)),
             Err(e) => Action::error(ctx, e),
         },
-        "client|getname" => {
+        Local::ClientGetname => {
             let name = ctx.client.fields().name.clone();
             if name.is_empty() {
                 Action::reply(ctx, null(ctx.protocol))
@@ -128,26 +130,19 @@ pub(super) fn handle(
                 bulk(ctx, name.as_bytes())
             }
         }
-        "client|setinfo" => client_setinfo(ctx, args),
-        "client|info" => {
+        Local::ClientSetinfo => client_setinfo(ctx, args),
+        Local::ClientInfo => {
             let line = ctx.client.line() + "\n";
             text(ctx, line.as_bytes())
         }
-        "client|list" => match list_filter(args) {
+        Local::ClientList => match list_filter(args) {
             Ok(filter) => {
                 let list = ctx.state.clients.list(&filter);
                 text(ctx, list.as_bytes())
             }
             Err(e) => Action::error(ctx, &e),
         },
-        "client|no-evict" | "client|no-touch" => Action::reply(ctx, Bytes::from_static(encode::OK)),
-        _ => Action::error(
-            ctx,
-            &format!(
-                "ERR {} is not supported by redshard yet",
-                display_name(spec)
-            ),
-        ),
+        Local::ClientFlag => Action::reply(ctx, Bytes::from_static(encode::OK)),
     }
 }
 

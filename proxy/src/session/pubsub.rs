@@ -20,7 +20,7 @@ use super::dispatch::Action;
 use super::merge::MergePlan;
 use super::Ctx;
 use crate::backend::subscriber::Subscriber;
-use crate::command::CommandSpec;
+use crate::command::{CommandId, CommandSpec};
 use crate::resp::{encode, Args, Protocol};
 use crate::router::RoutingTable;
 
@@ -54,18 +54,18 @@ impl PubSub {
 }
 
 /// The commands a RESP2 client may send while subscribed.
-pub(super) fn allowed_while_subscribed(name: &str) -> bool {
+pub(super) fn allowed_while_subscribed(id: CommandId) -> bool {
     matches!(
-        name,
-        "subscribe"
-            | "psubscribe"
-            | "ssubscribe"
-            | "unsubscribe"
-            | "punsubscribe"
-            | "sunsubscribe"
-            | "ping"
-            | "quit"
-            | "reset"
+        id,
+        CommandId::Subscribe
+            | CommandId::Psubscribe
+            | CommandId::Ssubscribe
+            | CommandId::Unsubscribe
+            | CommandId::Punsubscribe
+            | CommandId::Sunsubscribe
+            | CommandId::Ping
+            | CommandId::Quit
+            | CommandId::Reset
     )
 }
 
@@ -96,8 +96,8 @@ pub(super) fn handle(
     spec: &CommandSpec,
     args: Args<'_>,
 ) -> Action {
-    match spec.name {
-        "publish" | "spublish" => {
+    match spec.id {
+        CommandId::Publish | CommandId::Spublish => {
             let slot = Slot::for_key(args.get(1));
             Action::Forward {
                 shard: table.shard_of(slot),
@@ -105,25 +105,31 @@ pub(super) fn handle(
                 mirror: None,
             }
         }
-        "subscribe" | "psubscribe" | "ssubscribe" | "unsubscribe" | "punsubscribe"
-        | "sunsubscribe" => {
-            let action = match spec.name {
-                "subscribe" => subscribe(ctx, table, args, Kind::Channel),
-                "psubscribe" => subscribe(ctx, table, args, Kind::Pattern),
-                "ssubscribe" => subscribe(ctx, table, args, Kind::Shard),
-                "unsubscribe" => unsubscribe(ctx, table, args, Kind::Channel),
-                "punsubscribe" => unsubscribe(ctx, table, args, Kind::Pattern),
+        CommandId::Subscribe
+        | CommandId::Psubscribe
+        | CommandId::Ssubscribe
+        | CommandId::Unsubscribe
+        | CommandId::Punsubscribe
+        | CommandId::Sunsubscribe => {
+            let action = match spec.id {
+                CommandId::Subscribe => subscribe(ctx, table, args, Kind::Channel),
+                CommandId::Psubscribe => subscribe(ctx, table, args, Kind::Pattern),
+                CommandId::Ssubscribe => subscribe(ctx, table, args, Kind::Shard),
+                CommandId::Unsubscribe => unsubscribe(ctx, table, args, Kind::Channel),
+                CommandId::Punsubscribe => unsubscribe(ctx, table, args, Kind::Pattern),
                 _ => unsubscribe(ctx, table, args, Kind::Shard),
             };
             show_counts(ctx);
             action
         }
-        "pubsub|channels" | "pubsub|shardchannels" => {
+        CommandId::PubsubChannels | CommandId::PubsubShardchannels => {
             Action::FanOut(MergePlan::ConcatArrays, false)
         }
-        "pubsub|numsub" | "pubsub|shardnumsub" => Action::FanOut(MergePlan::SumPairs, false),
+        CommandId::PubsubNumsub | CommandId::PubsubShardnumsub => {
+            Action::FanOut(MergePlan::SumPairs, false)
+        }
         // Every master has every pattern: any one of them knows the count.
-        "pubsub|numpat" => Action::FanOut(MergePlan::First, false),
+        CommandId::PubsubNumpat => Action::FanOut(MergePlan::First, false),
         _ => Action::Forward {
             shard: super::dispatch::keyless_shard(table),
             slot: 0,

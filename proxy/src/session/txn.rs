@@ -23,7 +23,7 @@ use redshard_config::Slot;
 
 use super::dispatch::{display_name, Action};
 use super::Ctx;
-use crate::command::{ArgList, CommandSpec, Flags, Route};
+use crate::command::{ArgList, CommandId, CommandSpec, Flags, Local, Route};
 use crate::resp::Args;
 use crate::router::RoutingTable;
 
@@ -78,8 +78,8 @@ pub(super) fn outside_multi(
     spec: &CommandSpec,
     args: Args<'_>,
 ) -> Option<Action> {
-    let action = match spec.name {
-        "multi" => {
+    let action = match spec.id {
+        CommandId::Multi => {
             if !ctx.queue.is_empty() {
                 return Some(Action::HoldBack);
             }
@@ -89,9 +89,9 @@ pub(super) fn outside_multi(
             });
             Action::reply(ctx, Bytes::from_static(b"+OK\r\n"))
         }
-        "exec" => Action::error(ctx, "ERR EXEC without MULTI"),
-        "discard" => Action::error(ctx, "ERR DISCARD without MULTI"),
-        "watch" => {
+        CommandId::Exec => Action::error(ctx, "ERR EXEC without MULTI"),
+        CommandId::Discard => Action::error(ctx, "ERR DISCARD without MULTI"),
+        CommandId::Watch => {
             let slot = match slot_of(ctx, spec, args) {
                 Ok(Some(slot)) => slot,
                 Ok(None) => {
@@ -116,7 +116,7 @@ pub(super) fn outside_multi(
                 blocking: false,
             }
         }
-        "unwatch" => match ctx.watch.take() {
+        CommandId::Unwatch => match ctx.watch.take() {
             Some(slot) => {
                 if !ctx.queue.is_empty() {
                     ctx.watch = Some(slot);
@@ -170,25 +170,26 @@ pub(super) fn inside_multi(
     spec: &CommandSpec,
     args: Args<'_>,
 ) -> Action {
-    match spec.name {
-        "multi" => return Action::error(ctx, "ERR MULTI calls can not be nested"),
-        "watch" => return Action::error(ctx, "ERR WATCH inside MULTI is not allowed"),
-        "discard" => {
+    match spec.id {
+        CommandId::Multi => return Action::error(ctx, "ERR MULTI calls can not be nested"),
+        CommandId::Watch => return Action::error(ctx, "ERR WATCH inside MULTI is not allowed"),
+        CommandId::Discard => {
             discard(ctx);
             return Action::reply(ctx, Bytes::from_static(b"+OK\r\n"));
         }
-        "exec" => return exec(ctx, table),
+        CommandId::Exec => return exec(ctx, table),
         _ => {}
     }
     let queueable = match spec.route {
         Route::Keyed | Route::Split(_) | Route::Dedicated => {
-            !spec.flags.contains(Flags::PUBSUB) && !matches!(spec.name, "wait" | "unwatch")
+            !spec.flags.contains(Flags::PUBSUB)
+                && !matches!(spec.id, CommandId::Wait | CommandId::Unwatch)
         }
         // The master answers the cluster commands in EXEC's reply, as a standalone Redis
-        // does (see `command::route::NOT_A_CLUSTER`).
+        // does (see `command::Local::NotACluster`).
         Route::Local => matches!(
-            spec.name,
-            "ping" | "echo" | "asking" | "readonly" | "readwrite"
+            Local::of(spec.id),
+            Some(Local::Ping | Local::Echo | Local::NotACluster)
         ),
         _ => false,
     };

@@ -25,7 +25,7 @@ pub const MAX_REPLY_LINE_LEN: usize = 512 * 1024 * 1024;
 
 /// Nesting allowed when the helpers below walk a reply (it was already bounded by the scanner
 /// that delimited it; this only bounds the helpers on arbitrary input).
-pub(crate) const HELPER_MAX_DEPTH: usize = 512;
+pub const HELPER_MAX_DEPTH: usize = 512;
 
 /// A resumable, bounded scanner of one backend connection's replies.
 ///
@@ -249,7 +249,7 @@ fn invalid(what: &'static str) -> ProtocolError {
 }
 
 /// Length of the one reply at the front of `buf`, if it is complete and well formed.
-pub(crate) fn element_len(buf: &[u8]) -> Option<usize> {
+pub fn element_len(buf: &[u8]) -> Option<usize> {
     ReplyScanner::new(HELPER_MAX_DEPTH).scan(buf).ok().flatten()
 }
 

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::{commands, CommandSpec, Merge, Route, Split};
+use super::{commands, CommandSpec, Local, Merge, Route, Split};
 
 /// What a route means for a user, and a note.
 fn describe(spec: &CommandSpec) -> (&'static str, String) {
@@ -25,10 +25,10 @@ fn describe(spec: &CommandSpec) -> (&'static str, String) {
             "split per shard; OK when every shard said OK".into(),
         ),
         Route::Split(Split::SumIntegers) => ("works", "split per shard, counts summed".into()),
-        Route::Local if super::LOCAL_FROM_BACKEND.contains(&spec.name) => {
+        Route::Local if Local::of(spec.id) == Some(Local::FromBackend) => {
             ("works", "any master's answer (same Redis version)".into())
         }
-        Route::Local if super::route::NOT_A_CLUSTER.contains(&spec.name) => (
+        Route::Local if Local::of(spec.id) == Some(Local::NotACluster) => (
             "refused",
             "answered by the proxy as by a standalone Redis: cluster support disabled".into(),
         ),

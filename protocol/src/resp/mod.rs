@@ -24,7 +24,7 @@ mod lex;
 pub mod reply;
 pub mod request;
 
-pub(crate) use lex::parse_i64;
+pub use lex::parse_i64;
 pub use reply::ReplyScanner;
 
 /// The protocol a client speaks, chosen with `HELLO 2` / `HELLO 3`. Backend lanes come in both

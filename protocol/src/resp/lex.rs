@@ -66,7 +66,7 @@ pub(crate) fn find_either(hay: &[u8], a: u8, b: u8) -> Option<usize> {
 /// 21 bytes, no overflow of `i64`. The scanners accept exactly the numbers Redis accepts, so
 /// the proxy and the backend always agree on where a request ends.
 #[inline]
-pub(crate) fn parse_i64(s: &[u8]) -> Option<i64> {
+pub fn parse_i64(s: &[u8]) -> Option<i64> {
     // LONG_STR_SIZE in Redis.
     if s.is_empty() || s.len() >= 21 {
         return None;

@@ -12,76 +12,119 @@
 //!
 //! [`resolve`]: super::resolve
 
-use super::{const_eq, Merge, Route, Split};
+use super::{const_eq, CommandId, Merge, Route, Split};
 
-/// Local commands whose answer is a backend's own (documentation and help texts, identical on
-/// every master since they run the table's Redis version): the proxy sends them to any master.
-pub(crate) const LOCAL_FROM_BACKEND: &[&str] = &[
-    "command",
-    "command|info",
-    "command|docs",
-    "command|list",
-    "command|help",
-    "command|getkeysandflags",
-    "client|help",
-];
+/// A command the proxy answers itself ([`Route::Local`]): they describe or change the
+/// client's own connection, or the proxy (INFO, COMMAND), and a backend's answer would
+/// describe the proxy's pooled backend connection instead. [`Local::of`] is the one list of
+/// them; the session's handler is an exhaustive `match` on this enum, so a command routed
+/// here without a handler does not compile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Local {
+    /// PING [message].
+    Ping,
+    /// ECHO message.
+    Echo,
+    /// QUIT: OK, then close after the replies.
+    Quit,
+    /// SELECT db: only database 0 exists.
+    Select,
+    /// WAIT counts the replicas that applied the client's writes, which the proxy tracks.
+    Wait,
+    /// Redis Cluster's connection commands (ASKING, READONLY, READWRITE), which a standalone
+    /// Redis refuses with [`CLUSTER_DISABLED`]: redshard presents itself as one standalone
+    /// server, so it answers them the same way, without touching a node. (A cluster-aware
+    /// client cannot use redshard as a cluster anyway: CLUSTER SLOTS / SHARDS are refused.)
+    NotACluster,
+    /// AUTH: clients authenticate to the proxy.
+    Auth,
+    /// HELLO: protocol version, authentication, name.
+    Hello,
+    /// RESET the connection's state.
+    Reset,
+    /// INFO: the proxy's own sections and the backends' merged.
+    Info,
+    /// COMMAND COUNT of the proxy's table.
+    CommandCount,
+    /// COMMAND GETKEYS by the proxy's key extraction.
+    CommandGetkeys,
+    /// Documentation and help texts (COMMAND, COMMAND INFO / DOCS / LIST / HELP /
+    /// GETKEYSANDFLAGS, CLIENT HELP): identical on every master since they run the table's
+    /// Redis version, so the proxy sends them to any master and forwards its answer.
+    FromBackend,
+    /// CONFIG GET: clients read settings such as `maxmemory-policy`; the proxy answers from
+    /// its own view rather than from one arbitrary backend.
+    ConfigGet,
+    /// SLOWLOG GET: the proxy keeps its own SLOWLOG (client-seen latency, all shards).
+    SlowlogGet,
+    /// SLOWLOG LEN.
+    SlowlogLen,
+    /// SLOWLOG RESET.
+    SlowlogReset,
+    /// CLIENT ID.
+    ClientId,
+    /// CLIENT SETNAME.
+    ClientSetname,
+    /// CLIENT GETNAME.
+    ClientGetname,
+    /// CLIENT SETINFO (Redis 7.2, see `extra.rs`).
+    ClientSetinfo,
+    /// CLIENT INFO.
+    ClientInfo,
+    /// CLIENT LIST.
+    ClientList,
+    /// CLIENT NO-EVICT and CLIENT NO-TOUCH: flags of the client's connection, which is the
+    /// proxy's; accepted with OK.
+    ClientFlag,
+}
 
-/// Answered by the proxy itself: they describe or change the client's own connection, or
-/// the proxy (INFO, COMMAND), and a backend's answer would describe the proxy's pooled
-/// backend connection instead.
-/// - CONFIG GET: clients read settings such as `maxmemory-policy`; the proxy answers from
-///   its own view rather than from one arbitrary backend.
-/// - CLIENT NO-EVICT: the client-eviction flag belongs to the client's connection, which is
-///   the proxy's; it is accepted and recorded by the session.
-pub(crate) const LOCAL: &[&str] = &[
-    // The proxy keeps its own SLOWLOG (client-seen latency, all shards).
-    "slowlog|get",
-    "slowlog|len",
-    "slowlog|reset",
-    // WAIT counts the replicas that applied the client's writes, which the proxy tracks.
-    "wait",
-    "ping",
-    "echo",
-    "quit",
-    "select",
-    "auth",
-    "hello",
-    "reset",
-    "info",
-    "command",
-    "command|count",
-    "command|docs",
-    "command|getkeys",
-    "command|getkeysandflags",
-    "command|help",
-    "command|info",
-    "command|list",
-    "config|get",
-    "client|setname",
-    "client|getname",
-    "client|id",
-    "client|info",
-    "client|list",
-    "client|no-evict",
-    "client|help",
-    // Redis Cluster's connection commands: see NOT_A_CLUSTER.
-    "asking",
-    "readonly",
-    "readwrite",
-];
+impl Local {
+    /// How the proxy answers `id`, or `None` when a backend does.
+    #[must_use]
+    pub const fn of(id: CommandId) -> Option<Local> {
+        use CommandId as C;
+        Some(match id {
+            C::Ping => Local::Ping,
+            C::Echo => Local::Echo,
+            C::Quit => Local::Quit,
+            C::Select => Local::Select,
+            C::Wait => Local::Wait,
+            C::Asking | C::Readonly | C::Readwrite => Local::NotACluster,
+            C::Auth => Local::Auth,
+            C::Hello => Local::Hello,
+            C::Reset => Local::Reset,
+            C::Info => Local::Info,
+            C::CommandCount => Local::CommandCount,
+            C::CommandGetkeys => Local::CommandGetkeys,
+            C::Command
+            | C::CommandInfo
+            | C::CommandDocs
+            | C::CommandList
+            | C::CommandHelp
+            | C::CommandGetkeysandflags
+            | C::ClientHelp => Local::FromBackend,
+            C::ConfigGet => Local::ConfigGet,
+            C::SlowlogGet => Local::SlowlogGet,
+            C::SlowlogLen => Local::SlowlogLen,
+            C::SlowlogReset => Local::SlowlogReset,
+            C::ClientId => Local::ClientId,
+            C::ClientSetname => Local::ClientSetname,
+            C::ClientGetname => Local::ClientGetname,
+            C::ClientSetinfo => Local::ClientSetinfo,
+            C::ClientInfo => Local::ClientInfo,
+            C::ClientList => Local::ClientList,
+            C::ClientNoEvict | C::ClientNoTouch => Local::ClientFlag,
+            _ => return None,
+        })
+    }
+}
 
-/// Redis Cluster's connection commands, which a standalone Redis refuses with
-/// [`CLUSTER_DISABLED`]: redshard presents itself as one standalone server, so it answers
-/// them the same way, without touching a node. (A cluster-aware client cannot use redshard
-/// as a cluster anyway: CLUSTER SLOTS / SHARDS are refused.)
-pub(crate) const NOT_A_CLUSTER: &[&str] = &["asking", "readonly", "readwrite"];
-
-/// What a standalone Redis 7 answers to [`NOT_A_CLUSTER`] commands.
-pub(crate) const CLUSTER_DISABLED: &str = "ERR This instance has cluster support disabled";
+/// What a standalone Redis 7 answers to [`Local::NotACluster`] commands.
+pub const CLUSTER_DISABLED: &str = "ERR This instance has cluster support disabled";
 
 /// Keys may span slots; Redis Cluster clients split these the same way, and each part is
 /// itself a valid command.
-pub(crate) const SPLIT: &[(&str, Split)] = &[
+pub const SPLIT: &[(&str, Split)] = &[
     ("mget", Split::Mget),
     ("mset", Split::Mset),
     ("del", Split::SumIntegers),
@@ -100,7 +143,7 @@ pub(crate) const SPLIT: &[(&str, Split)] = &[
 /// - SCRIPT EXISTS: a script exists for the client only if every master has it.
 /// - RANDOMKEY: any master's random key, starting from a random master and skipping empty ones,
 ///   so that nil means the whole keyspace is empty.
-pub(crate) const FAN_OUT: &[(&str, Merge)] = &[
+pub const FAN_OUT: &[(&str, Merge)] = &[
     ("dbsize", Merge::SumIntegers),
     ("randomkey", Merge::AnyNonNull),
     ("keys", Merge::ConcatArrays),
@@ -114,7 +157,7 @@ pub(crate) const FAN_OUT: &[(&str, Merge)] = &[
 ];
 
 /// Destructive on every shard: fanned out only when the operator enabled it.
-pub(crate) const FLUSH: &[&str] = &["flushall", "flushdb"];
+pub const FLUSH: &[&str] = &["flushall", "flushdb"];
 
 /// Never sent to a backend from a client connection.
 /// - Server life, persistence and replication belong to the operator and to redshard's own
@@ -136,7 +179,7 @@ pub(crate) const FLUSH: &[&str] = &["flushall", "flushdb"];
 /// - PFSELFTEST / PFDEBUG are internal testing commands.
 /// - Container names alone (ACL, CLIENT, ...): always an arity error in Redis; they are
 ///   listed so that the container's own entry does not look routable.
-pub(crate) const FORBIDDEN: &[&str] = &[
+pub const FORBIDDEN: &[&str] = &[
     "shutdown",
     "debug",
     "config|set",
@@ -238,7 +281,7 @@ pub(crate) const FORBIDDEN: &[&str] = &[
 /// - Every command with Redis's `blocking` flag (a unit test checks it), except XREAD and
 ///   XREADGROUP, which block only with `BLOCK`: they stay `Keyed` and the session checks
 ///   for `BLOCK` itself.
-pub(crate) const DEDICATED: &[&str] = &[
+pub const DEDICATED: &[&str] = &[
     "multi",
     "exec",
     "discard",
@@ -258,7 +301,7 @@ pub(crate) const DEDICATED: &[&str] = &[
 /// meet there; SPUBLISH's channel is a `NOT_KEY` key spec, so `key_indices` does not report
 /// it), patterns on every master; subscriptions hold connections of their own. See the
 /// session's `pubsub.rs`.
-pub(crate) const PUBSUB: &[&str] = &[
+pub const PUBSUB: &[&str] = &[
     "subscribe",
     "psubscribe",
     "ssubscribe",
@@ -367,13 +410,13 @@ const fn listed(list: &[&str], name: &str) -> bool {
     false
 }
 
-/// The [`Route`] of the command or subcommand called `name` (lowercase `fullname`).
-pub(crate) const fn route_of(name: &str) -> Route {
+/// The [`Route`] of the command or subcommand `id`, called `name` (lowercase `fullname`).
+pub const fn route_of(id: CommandId, name: &str) -> Route {
     // Each master holds a part of the keyspace: the session visits them in turn.
     if const_eq(name, "scan") {
         return Route::Scan;
     }
-    if listed(LOCAL, name) {
+    if Local::of(id).is_some() {
         return Route::Local;
     }
     if listed(PUBSUB, name) {
@@ -407,10 +450,9 @@ pub(crate) const fn route_of(name: &str) -> Route {
 
 /// Every name listed above, for the tests.
 #[cfg(test)]
-pub(crate) fn listed_names() -> impl Iterator<Item = &'static str> {
-    LOCAL
+pub fn listed_names() -> impl Iterator<Item = &'static str> {
+    FLUSH
         .iter()
-        .chain(FLUSH)
         .chain(FORBIDDEN)
         .chain(DEDICATED)
         .chain(PUBSUB)

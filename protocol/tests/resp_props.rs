@@ -13,7 +13,7 @@ use redis_protocol::resp2;
 use redis_protocol::resp2::types::Resp2Frame;
 use redis_protocol::resp3;
 use redis_protocol::resp3::types::{OwnedFrame as Resp3, Resp3Frame, VerbatimStringFormat};
-use redshard_proxy::resp::{FrameKind, ProtocolError, ReplyScanner, RequestScanner, ScanLimits};
+use redshard_protocol::resp::{FrameKind, ProtocolError, ReplyScanner, RequestScanner, ScanLimits};
 
 /// One request as the scanner reported it: its length, kind, and arguments.
 type Scanned = (usize, FrameKind, Vec<Vec<u8>>);

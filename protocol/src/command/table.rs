@@ -3,7 +3,7 @@
 // Regenerate (needs python3 and redis-server 7.0 on PATH; the script spawns its own
 // server on a free 127.0.0.1 port, or pass `--port P` to use a running one):
 //
-//     python3 tools/gen-command-table.py --out proxy/src/command/table.rs
+//     python3 tools/gen-command-table.py --out protocol/src/command/table.rs
 //
 // 240 commands, 15 with subcommands, 366 entries in all.
 // `route` and `getkeys` are hand-maintained in route.rs and keys.rs.
@@ -18,11 +18,754 @@ use super::{BeginSearch, CommandSpec, FindKeys, KeySpec};
 /// The `redis_version` of the server this table was generated from.
 pub const REDIS_VERSION: &str = "7.0.15";
 
+/// The id of every command and subcommand: a `match` on it is checked by the compiler,
+/// where a `match` on [`CommandSpec::name`] would fall through a typo or a missing arm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CommandId {
+    /// `ACL`
+    Acl,
+    /// `ACL CAT`
+    AclCat,
+    /// `ACL DELUSER`
+    AclDeluser,
+    /// `ACL DRYRUN`
+    AclDryrun,
+    /// `ACL GENPASS`
+    AclGenpass,
+    /// `ACL GETUSER`
+    AclGetuser,
+    /// `ACL HELP`
+    AclHelp,
+    /// `ACL LIST`
+    AclList,
+    /// `ACL LOAD`
+    AclLoad,
+    /// `ACL LOG`
+    AclLog,
+    /// `ACL SAVE`
+    AclSave,
+    /// `ACL SETUSER`
+    AclSetuser,
+    /// `ACL USERS`
+    AclUsers,
+    /// `ACL WHOAMI`
+    AclWhoami,
+    /// `APPEND`
+    Append,
+    /// `ASKING`
+    Asking,
+    /// `AUTH`
+    Auth,
+    /// `BGREWRITEAOF`
+    Bgrewriteaof,
+    /// `BGSAVE`
+    Bgsave,
+    /// `BITCOUNT`
+    Bitcount,
+    /// `BITFIELD`
+    Bitfield,
+    /// `BITFIELD_RO`
+    BitfieldRo,
+    /// `BITOP`
+    Bitop,
+    /// `BITPOS`
+    Bitpos,
+    /// `BLMOVE`
+    Blmove,
+    /// `BLMPOP`
+    Blmpop,
+    /// `BLPOP`
+    Blpop,
+    /// `BRPOP`
+    Brpop,
+    /// `BRPOPLPUSH`
+    Brpoplpush,
+    /// `BZMPOP`
+    Bzmpop,
+    /// `BZPOPMAX`
+    Bzpopmax,
+    /// `BZPOPMIN`
+    Bzpopmin,
+    /// `CLIENT`
+    Client,
+    /// `CLIENT CACHING`
+    ClientCaching,
+    /// `CLIENT GETNAME`
+    ClientGetname,
+    /// `CLIENT GETREDIR`
+    ClientGetredir,
+    /// `CLIENT HELP`
+    ClientHelp,
+    /// `CLIENT ID`
+    ClientId,
+    /// `CLIENT INFO`
+    ClientInfo,
+    /// `CLIENT KILL`
+    ClientKill,
+    /// `CLIENT LIST`
+    ClientList,
+    /// `CLIENT NO-EVICT`
+    ClientNoEvict,
+    /// `CLIENT NO-TOUCH` (entry in `extra.rs`)
+    ClientNoTouch,
+    /// `CLIENT PAUSE`
+    ClientPause,
+    /// `CLIENT REPLY`
+    ClientReply,
+    /// `CLIENT SETINFO` (entry in `extra.rs`)
+    ClientSetinfo,
+    /// `CLIENT SETNAME`
+    ClientSetname,
+    /// `CLIENT TRACKING`
+    ClientTracking,
+    /// `CLIENT TRACKINGINFO`
+    ClientTrackinginfo,
+    /// `CLIENT UNBLOCK`
+    ClientUnblock,
+    /// `CLIENT UNPAUSE`
+    ClientUnpause,
+    /// `CLUSTER`
+    Cluster,
+    /// `CLUSTER ADDSLOTS`
+    ClusterAddslots,
+    /// `CLUSTER ADDSLOTSRANGE`
+    ClusterAddslotsrange,
+    /// `CLUSTER BUMPEPOCH`
+    ClusterBumpepoch,
+    /// `CLUSTER COUNT-FAILURE-REPORTS`
+    ClusterCountFailureReports,
+    /// `CLUSTER COUNTKEYSINSLOT`
+    ClusterCountkeysinslot,
+    /// `CLUSTER DELSLOTS`
+    ClusterDelslots,
+    /// `CLUSTER DELSLOTSRANGE`
+    ClusterDelslotsrange,
+    /// `CLUSTER FAILOVER`
+    ClusterFailover,
+    /// `CLUSTER FLUSHSLOTS`
+    ClusterFlushslots,
+    /// `CLUSTER FORGET`
+    ClusterForget,
+    /// `CLUSTER GETKEYSINSLOT`
+    ClusterGetkeysinslot,
+    /// `CLUSTER HELP`
+    ClusterHelp,
+    /// `CLUSTER INFO`
+    ClusterInfo,
+    /// `CLUSTER KEYSLOT`
+    ClusterKeyslot,
+    /// `CLUSTER LINKS`
+    ClusterLinks,
+    /// `CLUSTER MEET`
+    ClusterMeet,
+    /// `CLUSTER MYID`
+    ClusterMyid,
+    /// `CLUSTER NODES`
+    ClusterNodes,
+    /// `CLUSTER REPLICAS`
+    ClusterReplicas,
+    /// `CLUSTER REPLICATE`
+    ClusterReplicate,
+    /// `CLUSTER RESET`
+    ClusterReset,
+    /// `CLUSTER SAVECONFIG`
+    ClusterSaveconfig,
+    /// `CLUSTER SET-CONFIG-EPOCH`
+    ClusterSetConfigEpoch,
+    /// `CLUSTER SETSLOT`
+    ClusterSetslot,
+    /// `CLUSTER SHARDS`
+    ClusterShards,
+    /// `CLUSTER SLAVES`
+    ClusterSlaves,
+    /// `CLUSTER SLOTS`
+    ClusterSlots,
+    /// `COMMAND`
+    Command,
+    /// `COMMAND COUNT`
+    CommandCount,
+    /// `COMMAND DOCS`
+    CommandDocs,
+    /// `COMMAND GETKEYS`
+    CommandGetkeys,
+    /// `COMMAND GETKEYSANDFLAGS`
+    CommandGetkeysandflags,
+    /// `COMMAND HELP`
+    CommandHelp,
+    /// `COMMAND INFO`
+    CommandInfo,
+    /// `COMMAND LIST`
+    CommandList,
+    /// `CONFIG`
+    Config,
+    /// `CONFIG GET`
+    ConfigGet,
+    /// `CONFIG HELP`
+    ConfigHelp,
+    /// `CONFIG RESETSTAT`
+    ConfigResetstat,
+    /// `CONFIG REWRITE`
+    ConfigRewrite,
+    /// `CONFIG SET`
+    ConfigSet,
+    /// `COPY`
+    Copy,
+    /// `DBSIZE`
+    Dbsize,
+    /// `DEBUG`
+    Debug,
+    /// `DECR`
+    Decr,
+    /// `DECRBY`
+    Decrby,
+    /// `DEL`
+    Del,
+    /// `DISCARD`
+    Discard,
+    /// `DUMP`
+    Dump,
+    /// `ECHO`
+    Echo,
+    /// `EVAL`
+    Eval,
+    /// `EVAL_RO`
+    EvalRo,
+    /// `EVALSHA`
+    Evalsha,
+    /// `EVALSHA_RO`
+    EvalshaRo,
+    /// `EXEC`
+    Exec,
+    /// `EXISTS`
+    Exists,
+    /// `EXPIRE`
+    Expire,
+    /// `EXPIREAT`
+    Expireat,
+    /// `EXPIRETIME`
+    Expiretime,
+    /// `FAILOVER`
+    Failover,
+    /// `FCALL`
+    Fcall,
+    /// `FCALL_RO`
+    FcallRo,
+    /// `FLUSHALL`
+    Flushall,
+    /// `FLUSHDB`
+    Flushdb,
+    /// `FUNCTION`
+    Function,
+    /// `FUNCTION DELETE`
+    FunctionDelete,
+    /// `FUNCTION DUMP`
+    FunctionDump,
+    /// `FUNCTION FLUSH`
+    FunctionFlush,
+    /// `FUNCTION HELP`
+    FunctionHelp,
+    /// `FUNCTION KILL`
+    FunctionKill,
+    /// `FUNCTION LIST`
+    FunctionList,
+    /// `FUNCTION LOAD`
+    FunctionLoad,
+    /// `FUNCTION RESTORE`
+    FunctionRestore,
+    /// `FUNCTION STATS`
+    FunctionStats,
+    /// `GEOADD`
+    Geoadd,
+    /// `GEODIST`
+    Geodist,
+    /// `GEOHASH`
+    Geohash,
+    /// `GEOPOS`
+    Geopos,
+    /// `GEORADIUS`
+    Georadius,
+    /// `GEORADIUS_RO`
+    GeoradiusRo,
+    /// `GEORADIUSBYMEMBER`
+    Georadiusbymember,
+    /// `GEORADIUSBYMEMBER_RO`
+    GeoradiusbymemberRo,
+    /// `GEOSEARCH`
+    Geosearch,
+    /// `GEOSEARCHSTORE`
+    Geosearchstore,
+    /// `GET`
+    Get,
+    /// `GETBIT`
+    Getbit,
+    /// `GETDEL`
+    Getdel,
+    /// `GETEX`
+    Getex,
+    /// `GETRANGE`
+    Getrange,
+    /// `GETSET`
+    Getset,
+    /// `HDEL`
+    Hdel,
+    /// `HELLO`
+    Hello,
+    /// `HEXISTS`
+    Hexists,
+    /// `HGET`
+    Hget,
+    /// `HGETALL`
+    Hgetall,
+    /// `HINCRBY`
+    Hincrby,
+    /// `HINCRBYFLOAT`
+    Hincrbyfloat,
+    /// `HKEYS`
+    Hkeys,
+    /// `HLEN`
+    Hlen,
+    /// `HMGET`
+    Hmget,
+    /// `HMSET`
+    Hmset,
+    /// `HRANDFIELD`
+    Hrandfield,
+    /// `HSCAN`
+    Hscan,
+    /// `HSET`
+    Hset,
+    /// `HSETNX`
+    Hsetnx,
+    /// `HSTRLEN`
+    Hstrlen,
+    /// `HVALS`
+    Hvals,
+    /// `INCR`
+    Incr,
+    /// `INCRBY`
+    Incrby,
+    /// `INCRBYFLOAT`
+    Incrbyfloat,
+    /// `INFO`
+    Info,
+    /// `KEYS`
+    Keys,
+    /// `LASTSAVE`
+    Lastsave,
+    /// `LATENCY`
+    Latency,
+    /// `LATENCY DOCTOR`
+    LatencyDoctor,
+    /// `LATENCY GRAPH`
+    LatencyGraph,
+    /// `LATENCY HELP`
+    LatencyHelp,
+    /// `LATENCY HISTOGRAM`
+    LatencyHistogram,
+    /// `LATENCY HISTORY`
+    LatencyHistory,
+    /// `LATENCY LATEST`
+    LatencyLatest,
+    /// `LATENCY RESET`
+    LatencyReset,
+    /// `LCS`
+    Lcs,
+    /// `LINDEX`
+    Lindex,
+    /// `LINSERT`
+    Linsert,
+    /// `LLEN`
+    Llen,
+    /// `LMOVE`
+    Lmove,
+    /// `LMPOP`
+    Lmpop,
+    /// `LOLWUT`
+    Lolwut,
+    /// `LPOP`
+    Lpop,
+    /// `LPOS`
+    Lpos,
+    /// `LPUSH`
+    Lpush,
+    /// `LPUSHX`
+    Lpushx,
+    /// `LRANGE`
+    Lrange,
+    /// `LREM`
+    Lrem,
+    /// `LSET`
+    Lset,
+    /// `LTRIM`
+    Ltrim,
+    /// `MEMORY`
+    Memory,
+    /// `MEMORY DOCTOR`
+    MemoryDoctor,
+    /// `MEMORY HELP`
+    MemoryHelp,
+    /// `MEMORY MALLOC-STATS`
+    MemoryMallocStats,
+    /// `MEMORY PURGE`
+    MemoryPurge,
+    /// `MEMORY STATS`
+    MemoryStats,
+    /// `MEMORY USAGE`
+    MemoryUsage,
+    /// `MGET`
+    Mget,
+    /// `MIGRATE`
+    Migrate,
+    /// `MODULE`
+    Module,
+    /// `MODULE HELP`
+    ModuleHelp,
+    /// `MODULE LIST`
+    ModuleList,
+    /// `MODULE LOAD`
+    ModuleLoad,
+    /// `MODULE LOADEX`
+    ModuleLoadex,
+    /// `MODULE UNLOAD`
+    ModuleUnload,
+    /// `MONITOR`
+    Monitor,
+    /// `MOVE`
+    Move,
+    /// `MSET`
+    Mset,
+    /// `MSETNX`
+    Msetnx,
+    /// `MULTI`
+    Multi,
+    /// `OBJECT`
+    Object,
+    /// `OBJECT ENCODING`
+    ObjectEncoding,
+    /// `OBJECT FREQ`
+    ObjectFreq,
+    /// `OBJECT HELP`
+    ObjectHelp,
+    /// `OBJECT IDLETIME`
+    ObjectIdletime,
+    /// `OBJECT REFCOUNT`
+    ObjectRefcount,
+    /// `PERSIST`
+    Persist,
+    /// `PEXPIRE`
+    Pexpire,
+    /// `PEXPIREAT`
+    Pexpireat,
+    /// `PEXPIRETIME`
+    Pexpiretime,
+    /// `PFADD`
+    Pfadd,
+    /// `PFCOUNT`
+    Pfcount,
+    /// `PFDEBUG`
+    Pfdebug,
+    /// `PFMERGE`
+    Pfmerge,
+    /// `PFSELFTEST`
+    Pfselftest,
+    /// `PING`
+    Ping,
+    /// `PSETEX`
+    Psetex,
+    /// `PSUBSCRIBE`
+    Psubscribe,
+    /// `PSYNC`
+    Psync,
+    /// `PTTL`
+    Pttl,
+    /// `PUBLISH`
+    Publish,
+    /// `PUBSUB`
+    Pubsub,
+    /// `PUBSUB CHANNELS`
+    PubsubChannels,
+    /// `PUBSUB HELP`
+    PubsubHelp,
+    /// `PUBSUB NUMPAT`
+    PubsubNumpat,
+    /// `PUBSUB NUMSUB`
+    PubsubNumsub,
+    /// `PUBSUB SHARDCHANNELS`
+    PubsubShardchannels,
+    /// `PUBSUB SHARDNUMSUB`
+    PubsubShardnumsub,
+    /// `PUNSUBSCRIBE`
+    Punsubscribe,
+    /// `QUIT`
+    Quit,
+    /// `RANDOMKEY`
+    Randomkey,
+    /// `READONLY`
+    Readonly,
+    /// `READWRITE`
+    Readwrite,
+    /// `RENAME`
+    Rename,
+    /// `RENAMENX`
+    Renamenx,
+    /// `REPLCONF`
+    Replconf,
+    /// `REPLICAOF`
+    Replicaof,
+    /// `RESET`
+    Reset,
+    /// `RESTORE`
+    Restore,
+    /// `RESTORE-ASKING`
+    RestoreAsking,
+    /// `ROLE`
+    Role,
+    /// `RPOP`
+    Rpop,
+    /// `RPOPLPUSH`
+    Rpoplpush,
+    /// `RPUSH`
+    Rpush,
+    /// `RPUSHX`
+    Rpushx,
+    /// `SADD`
+    Sadd,
+    /// `SAVE`
+    Save,
+    /// `SCAN`
+    Scan,
+    /// `SCARD`
+    Scard,
+    /// `SCRIPT`
+    Script,
+    /// `SCRIPT DEBUG`
+    ScriptDebug,
+    /// `SCRIPT EXISTS`
+    ScriptExists,
+    /// `SCRIPT FLUSH`
+    ScriptFlush,
+    /// `SCRIPT HELP`
+    ScriptHelp,
+    /// `SCRIPT KILL`
+    ScriptKill,
+    /// `SCRIPT LOAD`
+    ScriptLoad,
+    /// `SDIFF`
+    Sdiff,
+    /// `SDIFFSTORE`
+    Sdiffstore,
+    /// `SELECT`
+    Select,
+    /// `SET`
+    Set,
+    /// `SETBIT`
+    Setbit,
+    /// `SETEX`
+    Setex,
+    /// `SETNX`
+    Setnx,
+    /// `SETRANGE`
+    Setrange,
+    /// `SHUTDOWN`
+    Shutdown,
+    /// `SINTER`
+    Sinter,
+    /// `SINTERCARD`
+    Sintercard,
+    /// `SINTERSTORE`
+    Sinterstore,
+    /// `SISMEMBER`
+    Sismember,
+    /// `SLAVEOF`
+    Slaveof,
+    /// `SLOWLOG`
+    Slowlog,
+    /// `SLOWLOG GET`
+    SlowlogGet,
+    /// `SLOWLOG HELP`
+    SlowlogHelp,
+    /// `SLOWLOG LEN`
+    SlowlogLen,
+    /// `SLOWLOG RESET`
+    SlowlogReset,
+    /// `SMEMBERS`
+    Smembers,
+    /// `SMISMEMBER`
+    Smismember,
+    /// `SMOVE`
+    Smove,
+    /// `SORT`
+    Sort,
+    /// `SORT_RO`
+    SortRo,
+    /// `SPOP`
+    Spop,
+    /// `SPUBLISH`
+    Spublish,
+    /// `SRANDMEMBER`
+    Srandmember,
+    /// `SREM`
+    Srem,
+    /// `SSCAN`
+    Sscan,
+    /// `SSUBSCRIBE`
+    Ssubscribe,
+    /// `STRLEN`
+    Strlen,
+    /// `SUBSCRIBE`
+    Subscribe,
+    /// `SUBSTR`
+    Substr,
+    /// `SUNION`
+    Sunion,
+    /// `SUNIONSTORE`
+    Sunionstore,
+    /// `SUNSUBSCRIBE`
+    Sunsubscribe,
+    /// `SWAPDB`
+    Swapdb,
+    /// `SYNC`
+    Sync,
+    /// `TIME`
+    Time,
+    /// `TOUCH`
+    Touch,
+    /// `TTL`
+    Ttl,
+    /// `TYPE`
+    Type,
+    /// `UNLINK`
+    Unlink,
+    /// `UNSUBSCRIBE`
+    Unsubscribe,
+    /// `UNWATCH`
+    Unwatch,
+    /// `WAIT`
+    Wait,
+    /// `WATCH`
+    Watch,
+    /// `XACK`
+    Xack,
+    /// `XADD`
+    Xadd,
+    /// `XAUTOCLAIM`
+    Xautoclaim,
+    /// `XCLAIM`
+    Xclaim,
+    /// `XDEL`
+    Xdel,
+    /// `XGROUP`
+    Xgroup,
+    /// `XGROUP CREATE`
+    XgroupCreate,
+    /// `XGROUP CREATECONSUMER`
+    XgroupCreateconsumer,
+    /// `XGROUP DELCONSUMER`
+    XgroupDelconsumer,
+    /// `XGROUP DESTROY`
+    XgroupDestroy,
+    /// `XGROUP HELP`
+    XgroupHelp,
+    /// `XGROUP SETID`
+    XgroupSetid,
+    /// `XINFO`
+    Xinfo,
+    /// `XINFO CONSUMERS`
+    XinfoConsumers,
+    /// `XINFO GROUPS`
+    XinfoGroups,
+    /// `XINFO HELP`
+    XinfoHelp,
+    /// `XINFO STREAM`
+    XinfoStream,
+    /// `XLEN`
+    Xlen,
+    /// `XPENDING`
+    Xpending,
+    /// `XRANGE`
+    Xrange,
+    /// `XREAD`
+    Xread,
+    /// `XREADGROUP`
+    Xreadgroup,
+    /// `XREVRANGE`
+    Xrevrange,
+    /// `XSETID`
+    Xsetid,
+    /// `XTRIM`
+    Xtrim,
+    /// `ZADD`
+    Zadd,
+    /// `ZCARD`
+    Zcard,
+    /// `ZCOUNT`
+    Zcount,
+    /// `ZDIFF`
+    Zdiff,
+    /// `ZDIFFSTORE`
+    Zdiffstore,
+    /// `ZINCRBY`
+    Zincrby,
+    /// `ZINTER`
+    Zinter,
+    /// `ZINTERCARD`
+    Zintercard,
+    /// `ZINTERSTORE`
+    Zinterstore,
+    /// `ZLEXCOUNT`
+    Zlexcount,
+    /// `ZMPOP`
+    Zmpop,
+    /// `ZMSCORE`
+    Zmscore,
+    /// `ZPOPMAX`
+    Zpopmax,
+    /// `ZPOPMIN`
+    Zpopmin,
+    /// `ZRANDMEMBER`
+    Zrandmember,
+    /// `ZRANGE`
+    Zrange,
+    /// `ZRANGEBYLEX`
+    Zrangebylex,
+    /// `ZRANGEBYSCORE`
+    Zrangebyscore,
+    /// `ZRANGESTORE`
+    Zrangestore,
+    /// `ZRANK`
+    Zrank,
+    /// `ZREM`
+    Zrem,
+    /// `ZREMRANGEBYLEX`
+    Zremrangebylex,
+    /// `ZREMRANGEBYRANK`
+    Zremrangebyrank,
+    /// `ZREMRANGEBYSCORE`
+    Zremrangebyscore,
+    /// `ZREVRANGE`
+    Zrevrange,
+    /// `ZREVRANGEBYLEX`
+    Zrevrangebylex,
+    /// `ZREVRANGEBYSCORE`
+    Zrevrangebyscore,
+    /// `ZREVRANK`
+    Zrevrank,
+    /// `ZSCAN`
+    Zscan,
+    /// `ZSCORE`
+    Zscore,
+    /// `ZUNION`
+    Zunion,
+    /// `ZUNIONSTORE`
+    Zunionstore,
+}
+
 /// Every top-level command, sorted by name.
 pub(super) static COMMANDS: [CommandSpec; 240] = [
     // ACL: A container for Access List Control commands (since 6.0.0, group server)
     CommandSpec {
         name: "acl",
+        id: CommandId::Acl,
         arity: -2,
         flags: Flags::NONE,
         first_key: 0,
@@ -30,12 +773,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &SUB_ACL,
-        route: route_of("acl"),
+        route: route_of(CommandId::Acl, "acl"),
         getkeys: getkeys_of("acl"),
     },
     // APPEND: Append a value to a key (since 2.0.0, group string)
     CommandSpec {
         name: "append",
+        id: CommandId::Append,
         arity: 3,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
         first_key: 1,
@@ -51,12 +795,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("append"),
+        route: route_of(CommandId::Append, "append"),
         getkeys: getkeys_of("append"),
     },
     // ASKING: Sent by cluster clients after an -ASK redirect (since 3.0.0, group cluster)
     CommandSpec {
         name: "asking",
+        id: CommandId::Asking,
         arity: 1,
         flags: Flags::FAST,
         first_key: 0,
@@ -64,12 +809,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("asking"),
+        route: route_of(CommandId::Asking, "asking"),
         getkeys: getkeys_of("asking"),
     },
     // AUTH: Authenticate to the server (since 1.0.0, group connection)
     CommandSpec {
         name: "auth",
+        id: CommandId::Auth,
         arity: -2,
         flags: Flags::NOSCRIPT
             .union(Flags::LOADING)
@@ -82,12 +828,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("auth"),
+        route: route_of(CommandId::Auth, "auth"),
         getkeys: getkeys_of("auth"),
     },
     // BGREWRITEAOF: Asynchronously rewrite the append-only file (since 1.0.0, group server)
     CommandSpec {
         name: "bgrewriteaof",
+        id: CommandId::Bgrewriteaof,
         arity: 1,
         flags: Flags::ADMIN
             .union(Flags::NOSCRIPT)
@@ -97,12 +844,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("bgrewriteaof"),
+        route: route_of(CommandId::Bgrewriteaof, "bgrewriteaof"),
         getkeys: getkeys_of("bgrewriteaof"),
     },
     // BGSAVE: Asynchronously save the dataset to disk (since 1.0.0, group server)
     CommandSpec {
         name: "bgsave",
+        id: CommandId::Bgsave,
         arity: -1,
         flags: Flags::ADMIN
             .union(Flags::NOSCRIPT)
@@ -112,12 +860,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("bgsave"),
+        route: route_of(CommandId::Bgsave, "bgsave"),
         getkeys: getkeys_of("bgsave"),
     },
     // BITCOUNT: Count set bits in a string (since 2.6.0, group bitmap)
     CommandSpec {
         name: "bitcount",
+        id: CommandId::Bitcount,
         arity: -2,
         flags: Flags::READONLY,
         first_key: 1,
@@ -133,13 +882,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("bitcount"),
+        route: route_of(CommandId::Bitcount, "bitcount"),
         getkeys: getkeys_of("bitcount"),
     },
     // BITFIELD: Perform arbitrary bitfield integer operations on strings (since 3.2.0, group
     // bitmap)
     CommandSpec {
         name: "bitfield",
+        id: CommandId::Bitfield,
         arity: -2,
         flags: Flags::WRITE.union(Flags::DENYOOM),
         first_key: 1,
@@ -161,13 +911,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of("bitfield"),
+        route: route_of(CommandId::Bitfield, "bitfield"),
         getkeys: getkeys_of("bitfield"),
     },
     // BITFIELD_RO: Perform arbitrary bitfield integer operations on strings. Read-only variant
     // of BITFIELD (since 6.0.0, group bitmap)
     CommandSpec {
         name: "bitfield_ro",
+        id: CommandId::BitfieldRo,
         arity: -2,
         flags: Flags::READONLY.union(Flags::FAST),
         first_key: 1,
@@ -183,12 +934,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("bitfield_ro"),
+        route: route_of(CommandId::BitfieldRo, "bitfield_ro"),
         getkeys: getkeys_of("bitfield_ro"),
     },
     // BITOP: Perform bitwise operations between strings (since 2.6.0, group bitmap)
     CommandSpec {
         name: "bitop",
+        id: CommandId::Bitop,
         arity: -4,
         flags: Flags::WRITE.union(Flags::DENYOOM),
         first_key: 2,
@@ -215,12 +967,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of("bitop"),
+        route: route_of(CommandId::Bitop, "bitop"),
         getkeys: getkeys_of("bitop"),
     },
     // BITPOS: Find first bit set or clear in a string (since 2.8.7, group bitmap)
     CommandSpec {
         name: "bitpos",
+        id: CommandId::Bitpos,
         arity: -3,
         flags: Flags::READONLY,
         first_key: 1,
@@ -236,13 +989,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("bitpos"),
+        route: route_of(CommandId::Bitpos, "bitpos"),
         getkeys: getkeys_of("bitpos"),
     },
     // BLMOVE: Pop an element from a list, push it to another list and return it; or block until
     // one is available (since 6.2.0, group list)
     CommandSpec {
         name: "blmove",
+        id: CommandId::Blmove,
         arity: 6,
         flags: Flags::WRITE
             .union(Flags::DENYOOM)
@@ -274,13 +1028,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of("blmove"),
+        route: route_of(CommandId::Blmove, "blmove"),
         getkeys: getkeys_of("blmove"),
     },
     // BLMPOP: Pop elements from a list, or block until one is available (since 7.0.0, group
     // list)
     CommandSpec {
         name: "blmpop",
+        id: CommandId::Blmpop,
         arity: -5,
         flags: Flags::WRITE
             .union(Flags::BLOCKING)
@@ -300,13 +1055,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("blmpop"),
+        route: route_of(CommandId::Blmpop, "blmpop"),
         getkeys: getkeys_of("blmpop"),
     },
     // BLPOP: Remove and get the first element in a list, or block until one is available (since
     // 2.0.0, group list)
     CommandSpec {
         name: "blpop",
+        id: CommandId::Blpop,
         arity: -3,
         flags: Flags::WRITE.union(Flags::NOSCRIPT).union(Flags::BLOCKING),
         first_key: 1,
@@ -324,13 +1080,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("blpop"),
+        route: route_of(CommandId::Blpop, "blpop"),
         getkeys: getkeys_of("blpop"),
     },
     // BRPOP: Remove and get the last element in a list, or block until one is available (since
     // 2.0.0, group list)
     CommandSpec {
         name: "brpop",
+        id: CommandId::Brpop,
         arity: -3,
         flags: Flags::WRITE.union(Flags::NOSCRIPT).union(Flags::BLOCKING),
         first_key: 1,
@@ -348,13 +1105,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("brpop"),
+        route: route_of(CommandId::Brpop, "brpop"),
         getkeys: getkeys_of("brpop"),
     },
     // BRPOPLPUSH: Pop an element from a list, push it to another list and return it; or block
     // until one is available (since 2.2.0, group list)
     CommandSpec {
         name: "brpoplpush",
+        id: CommandId::Brpoplpush,
         arity: 4,
         flags: Flags::WRITE
             .union(Flags::DENYOOM)
@@ -386,13 +1144,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of("brpoplpush"),
+        route: route_of(CommandId::Brpoplpush, "brpoplpush"),
         getkeys: getkeys_of("brpoplpush"),
     },
     // BZMPOP: Remove and return members with scores in a sorted set or block until one is
     // available (since 7.0.0, group sorted-set)
     CommandSpec {
         name: "bzmpop",
+        id: CommandId::Bzmpop,
         arity: -5,
         flags: Flags::WRITE
             .union(Flags::BLOCKING)
@@ -412,13 +1171,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("bzmpop"),
+        route: route_of(CommandId::Bzmpop, "bzmpop"),
         getkeys: getkeys_of("bzmpop"),
     },
     // BZPOPMAX: Remove and return the member with the highest score from one or more sorted
     // sets, or block until one is available (since 5.0.0, group sorted-set)
     CommandSpec {
         name: "bzpopmax",
+        id: CommandId::Bzpopmax,
         arity: -3,
         flags: Flags::WRITE
             .union(Flags::NOSCRIPT)
@@ -439,13 +1199,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("bzpopmax"),
+        route: route_of(CommandId::Bzpopmax, "bzpopmax"),
         getkeys: getkeys_of("bzpopmax"),
     },
     // BZPOPMIN: Remove and return the member with the lowest score from one or more sorted
     // sets, or block until one is available (since 5.0.0, group sorted-set)
     CommandSpec {
         name: "bzpopmin",
+        id: CommandId::Bzpopmin,
         arity: -3,
         flags: Flags::WRITE
             .union(Flags::NOSCRIPT)
@@ -466,12 +1227,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("bzpopmin"),
+        route: route_of(CommandId::Bzpopmin, "bzpopmin"),
         getkeys: getkeys_of("bzpopmin"),
     },
     // CLIENT: A container for client connection commands (since 2.4.0, group connection)
     CommandSpec {
         name: "client",
+        id: CommandId::Client,
         arity: -2,
         flags: Flags::NONE,
         first_key: 0,
@@ -479,12 +1241,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &SUB_CLIENT,
-        route: route_of("client"),
+        route: route_of(CommandId::Client, "client"),
         getkeys: getkeys_of("client"),
     },
     // CLUSTER: A container for cluster commands (since 3.0.0, group cluster)
     CommandSpec {
         name: "cluster",
+        id: CommandId::Cluster,
         arity: -2,
         flags: Flags::NONE,
         first_key: 0,
@@ -492,12 +1255,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &SUB_CLUSTER,
-        route: route_of("cluster"),
+        route: route_of(CommandId::Cluster, "cluster"),
         getkeys: getkeys_of("cluster"),
     },
     // COMMAND: Get array of Redis command details (since 2.8.13, group server)
     CommandSpec {
         name: "command",
+        id: CommandId::Command,
         arity: -1,
         flags: Flags::LOADING.union(Flags::STALE),
         first_key: 0,
@@ -505,12 +1269,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &SUB_COMMAND,
-        route: route_of("command"),
+        route: route_of(CommandId::Command, "command"),
         getkeys: getkeys_of("command"),
     },
     // CONFIG: A container for server configuration commands (since 2.0.0, group server)
     CommandSpec {
         name: "config",
+        id: CommandId::Config,
         arity: -2,
         flags: Flags::NONE,
         first_key: 0,
@@ -518,12 +1283,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &SUB_CONFIG,
-        route: route_of("config"),
+        route: route_of(CommandId::Config, "config"),
         getkeys: getkeys_of("config"),
     },
     // COPY: Copy a key (since 6.2.0, group generic)
     CommandSpec {
         name: "copy",
+        id: CommandId::Copy,
         arity: -3,
         flags: Flags::WRITE.union(Flags::DENYOOM),
         first_key: 1,
@@ -550,12 +1316,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of("copy"),
+        route: route_of(CommandId::Copy, "copy"),
         getkeys: getkeys_of("copy"),
     },
     // DBSIZE: Return the number of keys in the selected database (since 1.0.0, group server)
     CommandSpec {
         name: "dbsize",
+        id: CommandId::Dbsize,
         arity: 1,
         flags: Flags::READONLY.union(Flags::FAST),
         first_key: 0,
@@ -563,12 +1330,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("dbsize"),
+        route: route_of(CommandId::Dbsize, "dbsize"),
         getkeys: getkeys_of("dbsize"),
     },
     // DEBUG: A container for debugging commands (since 1.0.0, group server)
     CommandSpec {
         name: "debug",
+        id: CommandId::Debug,
         arity: -2,
         flags: Flags::ADMIN
             .union(Flags::NOSCRIPT)
@@ -579,12 +1347,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("debug"),
+        route: route_of(CommandId::Debug, "debug"),
         getkeys: getkeys_of("debug"),
     },
     // DECR: Decrement the integer value of a key by one (since 1.0.0, group string)
     CommandSpec {
         name: "decr",
+        id: CommandId::Decr,
         arity: 2,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
         first_key: 1,
@@ -602,13 +1371,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("decr"),
+        route: route_of(CommandId::Decr, "decr"),
         getkeys: getkeys_of("decr"),
     },
     // DECRBY: Decrement the integer value of a key by the given number (since 1.0.0, group
     // string)
     CommandSpec {
         name: "decrby",
+        id: CommandId::Decrby,
         arity: 3,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
         first_key: 1,
@@ -626,12 +1396,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("decrby"),
+        route: route_of(CommandId::Decrby, "decrby"),
         getkeys: getkeys_of("decrby"),
     },
     // DEL: Delete a key (since 1.0.0, group generic)
     CommandSpec {
         name: "del",
+        id: CommandId::Del,
         arity: -2,
         flags: Flags::WRITE,
         first_key: 1,
@@ -647,12 +1418,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("del"),
+        route: route_of(CommandId::Del, "del"),
         getkeys: getkeys_of("del"),
     },
     // DISCARD: Discard all commands issued after MULTI (since 2.0.0, group transactions)
     CommandSpec {
         name: "discard",
+        id: CommandId::Discard,
         arity: 1,
         flags: Flags::NOSCRIPT
             .union(Flags::LOADING)
@@ -664,13 +1436,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("discard"),
+        route: route_of(CommandId::Discard, "discard"),
         getkeys: getkeys_of("discard"),
     },
     // DUMP: Return a serialized version of the value stored at the specified key. (since 2.6.0,
     // group generic)
     CommandSpec {
         name: "dump",
+        id: CommandId::Dump,
         arity: 2,
         flags: Flags::READONLY,
         first_key: 1,
@@ -686,12 +1459,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("dump"),
+        route: route_of(CommandId::Dump, "dump"),
         getkeys: getkeys_of("dump"),
     },
     // ECHO: Echo the given string (since 1.0.0, group connection)
     CommandSpec {
         name: "echo",
+        id: CommandId::Echo,
         arity: 2,
         flags: Flags::LOADING.union(Flags::STALE).union(Flags::FAST),
         first_key: 0,
@@ -699,12 +1473,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("echo"),
+        route: route_of(CommandId::Echo, "echo"),
         getkeys: getkeys_of("echo"),
     },
     // EVAL: Execute a Lua script server side (since 2.6.0, group scripting)
     CommandSpec {
         name: "eval",
+        id: CommandId::Eval,
         arity: -3,
         flags: Flags::NOSCRIPT
             .union(Flags::STALE)
@@ -731,12 +1506,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of("eval"),
+        route: route_of(CommandId::Eval, "eval"),
         getkeys: getkeys_of("eval"),
     },
     // EVAL_RO: Execute a read-only Lua script server side (since 7.0.0, group scripting)
     CommandSpec {
         name: "eval_ro",
+        id: CommandId::EvalRo,
         arity: -3,
         flags: Flags::READONLY
             .union(Flags::NOSCRIPT)
@@ -761,12 +1537,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of("eval_ro"),
+        route: route_of(CommandId::EvalRo, "eval_ro"),
         getkeys: getkeys_of("eval_ro"),
     },
     // EVALSHA: Execute a Lua script server side (since 2.6.0, group scripting)
     CommandSpec {
         name: "evalsha",
+        id: CommandId::Evalsha,
         arity: -3,
         flags: Flags::NOSCRIPT
             .union(Flags::STALE)
@@ -789,12 +1566,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("evalsha"),
+        route: route_of(CommandId::Evalsha, "evalsha"),
         getkeys: getkeys_of("evalsha"),
     },
     // EVALSHA_RO: Execute a read-only Lua script server side (since 7.0.0, group scripting)
     CommandSpec {
         name: "evalsha_ro",
+        id: CommandId::EvalshaRo,
         arity: -3,
         flags: Flags::READONLY
             .union(Flags::NOSCRIPT)
@@ -815,12 +1593,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("evalsha_ro"),
+        route: route_of(CommandId::EvalshaRo, "evalsha_ro"),
         getkeys: getkeys_of("evalsha_ro"),
     },
     // EXEC: Execute all commands issued after MULTI (since 1.2.0, group transactions)
     CommandSpec {
         name: "exec",
+        id: CommandId::Exec,
         arity: 1,
         flags: Flags::NOSCRIPT
             .union(Flags::LOADING)
@@ -831,12 +1610,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("exec"),
+        route: route_of(CommandId::Exec, "exec"),
         getkeys: getkeys_of("exec"),
     },
     // EXISTS: Determine if a key exists (since 1.0.0, group generic)
     CommandSpec {
         name: "exists",
+        id: CommandId::Exists,
         arity: -2,
         flags: Flags::READONLY.union(Flags::FAST),
         first_key: 1,
@@ -852,12 +1632,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("exists"),
+        route: route_of(CommandId::Exists, "exists"),
         getkeys: getkeys_of("exists"),
     },
     // EXPIRE: Set a key's time to live in seconds (since 1.0.0, group generic)
     CommandSpec {
         name: "expire",
+        id: CommandId::Expire,
         arity: -3,
         flags: Flags::WRITE.union(Flags::FAST),
         first_key: 1,
@@ -873,12 +1654,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("expire"),
+        route: route_of(CommandId::Expire, "expire"),
         getkeys: getkeys_of("expire"),
     },
     // EXPIREAT: Set the expiration for a key as a UNIX timestamp (since 1.2.0, group generic)
     CommandSpec {
         name: "expireat",
+        id: CommandId::Expireat,
         arity: -3,
         flags: Flags::WRITE.union(Flags::FAST),
         first_key: 1,
@@ -894,12 +1676,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("expireat"),
+        route: route_of(CommandId::Expireat, "expireat"),
         getkeys: getkeys_of("expireat"),
     },
     // EXPIRETIME: Get the expiration Unix timestamp for a key (since 7.0.0, group generic)
     CommandSpec {
         name: "expiretime",
+        id: CommandId::Expiretime,
         arity: 2,
         flags: Flags::READONLY.union(Flags::FAST),
         first_key: 1,
@@ -915,13 +1698,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("expiretime"),
+        route: route_of(CommandId::Expiretime, "expiretime"),
         getkeys: getkeys_of("expiretime"),
     },
     // FAILOVER: Start a coordinated failover between this server and one of its replicas.
     // (since 6.2.0, group server)
     CommandSpec {
         name: "failover",
+        id: CommandId::Failover,
         arity: -1,
         flags: Flags::ADMIN.union(Flags::NOSCRIPT).union(Flags::STALE),
         first_key: 0,
@@ -929,12 +1713,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("failover"),
+        route: route_of(CommandId::Failover, "failover"),
         getkeys: getkeys_of("failover"),
     },
     // FCALL: Invoke a function (since 7.0.0, group scripting)
     CommandSpec {
         name: "fcall",
+        id: CommandId::Fcall,
         arity: -3,
         flags: Flags::NOSCRIPT
             .union(Flags::STALE)
@@ -961,12 +1746,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of("fcall"),
+        route: route_of(CommandId::Fcall, "fcall"),
         getkeys: getkeys_of("fcall"),
     },
     // FCALL_RO: Invoke a read-only function (since 7.0.0, group scripting)
     CommandSpec {
         name: "fcall_ro",
+        id: CommandId::FcallRo,
         arity: -3,
         flags: Flags::READONLY
             .union(Flags::NOSCRIPT)
@@ -991,12 +1777,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of("fcall_ro"),
+        route: route_of(CommandId::FcallRo, "fcall_ro"),
         getkeys: getkeys_of("fcall_ro"),
     },
     // FLUSHALL: Remove all keys from all databases (since 1.0.0, group server)
     CommandSpec {
         name: "flushall",
+        id: CommandId::Flushall,
         arity: -1,
         flags: Flags::WRITE,
         first_key: 0,
@@ -1004,12 +1791,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("flushall"),
+        route: route_of(CommandId::Flushall, "flushall"),
         getkeys: getkeys_of("flushall"),
     },
     // FLUSHDB: Remove all keys from the current database (since 1.0.0, group server)
     CommandSpec {
         name: "flushdb",
+        id: CommandId::Flushdb,
         arity: -1,
         flags: Flags::WRITE,
         first_key: 0,
@@ -1017,12 +1805,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("flushdb"),
+        route: route_of(CommandId::Flushdb, "flushdb"),
         getkeys: getkeys_of("flushdb"),
     },
     // FUNCTION: A container for function commands (since 7.0.0, group scripting)
     CommandSpec {
         name: "function",
+        id: CommandId::Function,
         arity: -2,
         flags: Flags::NONE,
         first_key: 0,
@@ -1030,13 +1819,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &SUB_FUNCTION,
-        route: route_of("function"),
+        route: route_of(CommandId::Function, "function"),
         getkeys: getkeys_of("function"),
     },
     // GEOADD: Add one or more geospatial items in the geospatial index represented using a
     // sorted set (since 3.2.0, group geo)
     CommandSpec {
         name: "geoadd",
+        id: CommandId::Geoadd,
         arity: -5,
         flags: Flags::WRITE.union(Flags::DENYOOM),
         first_key: 1,
@@ -1052,13 +1842,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("geoadd"),
+        route: route_of(CommandId::Geoadd, "geoadd"),
         getkeys: getkeys_of("geoadd"),
     },
     // GEODIST: Returns the distance between two members of a geospatial index (since 3.2.0,
     // group geo)
     CommandSpec {
         name: "geodist",
+        id: CommandId::Geodist,
         arity: -4,
         flags: Flags::READONLY,
         first_key: 1,
@@ -1074,13 +1865,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("geodist"),
+        route: route_of(CommandId::Geodist, "geodist"),
         getkeys: getkeys_of("geodist"),
     },
     // GEOHASH: Returns members of a geospatial index as standard geohash strings (since 3.2.0,
     // group geo)
     CommandSpec {
         name: "geohash",
+        id: CommandId::Geohash,
         arity: -2,
         flags: Flags::READONLY,
         first_key: 1,
@@ -1096,13 +1888,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("geohash"),
+        route: route_of(CommandId::Geohash, "geohash"),
         getkeys: getkeys_of("geohash"),
     },
     // GEOPOS: Returns longitude and latitude of members of a geospatial index (since 3.2.0,
     // group geo)
     CommandSpec {
         name: "geopos",
+        id: CommandId::Geopos,
         arity: -2,
         flags: Flags::READONLY,
         first_key: 1,
@@ -1118,13 +1911,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("geopos"),
+        route: route_of(CommandId::Geopos, "geopos"),
         getkeys: getkeys_of("geopos"),
     },
     // GEORADIUS: Query a sorted set representing a geospatial index to fetch members matching a
     // given maximum distance from a point (since 3.2.0, group geo)
     CommandSpec {
         name: "georadius",
+        id: CommandId::Georadius,
         arity: -6,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::MOVABLEKEYS),
         first_key: 1,
@@ -1166,12 +1960,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of("georadius"),
+        route: route_of(CommandId::Georadius, "georadius"),
         getkeys: getkeys_of("georadius"),
     },
     // GEORADIUS_RO: A read-only variant for GEORADIUS (since 3.2.10, group geo)
     CommandSpec {
         name: "georadius_ro",
+        id: CommandId::GeoradiusRo,
         arity: -6,
         flags: Flags::READONLY,
         first_key: 1,
@@ -1187,13 +1982,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("georadius_ro"),
+        route: route_of(CommandId::GeoradiusRo, "georadius_ro"),
         getkeys: getkeys_of("georadius_ro"),
     },
     // GEORADIUSBYMEMBER: Query a sorted set representing a geospatial index to fetch members
     // matching a given maximum distance from a member (since 3.2.0, group geo)
     CommandSpec {
         name: "georadiusbymember",
+        id: CommandId::Georadiusbymember,
         arity: -5,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::MOVABLEKEYS),
         first_key: 1,
@@ -1235,12 +2031,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of("georadiusbymember"),
+        route: route_of(CommandId::Georadiusbymember, "georadiusbymember"),
         getkeys: getkeys_of("georadiusbymember"),
     },
     // GEORADIUSBYMEMBER_RO: A read-only variant for GEORADIUSBYMEMBER (since 3.2.10, group geo)
     CommandSpec {
         name: "georadiusbymember_ro",
+        id: CommandId::GeoradiusbymemberRo,
         arity: -5,
         flags: Flags::READONLY,
         first_key: 1,
@@ -1256,13 +2053,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("georadiusbymember_ro"),
+        route: route_of(CommandId::GeoradiusbymemberRo, "georadiusbymember_ro"),
         getkeys: getkeys_of("georadiusbymember_ro"),
     },
     // GEOSEARCH: Query a sorted set representing a geospatial index to fetch members inside an
     // area of a box or a circle. (since 6.2.0, group geo)
     CommandSpec {
         name: "geosearch",
+        id: CommandId::Geosearch,
         arity: -7,
         flags: Flags::READONLY,
         first_key: 1,
@@ -1278,7 +2076,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("geosearch"),
+        route: route_of(CommandId::Geosearch, "geosearch"),
         getkeys: getkeys_of("geosearch"),
     },
     // GEOSEARCHSTORE: Query a sorted set representing a geospatial index to fetch members
@@ -1286,6 +2084,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
     // group geo)
     CommandSpec {
         name: "geosearchstore",
+        id: CommandId::Geosearchstore,
         arity: -8,
         flags: Flags::WRITE.union(Flags::DENYOOM),
         first_key: 1,
@@ -1312,12 +2111,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of("geosearchstore"),
+        route: route_of(CommandId::Geosearchstore, "geosearchstore"),
         getkeys: getkeys_of("geosearchstore"),
     },
     // GET: Get the value of a key (since 1.0.0, group string)
     CommandSpec {
         name: "get",
+        id: CommandId::Get,
         arity: 2,
         flags: Flags::READONLY.union(Flags::FAST),
         first_key: 1,
@@ -1333,13 +2133,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("get"),
+        route: route_of(CommandId::Get, "get"),
         getkeys: getkeys_of("get"),
     },
     // GETBIT: Returns the bit value at offset in the string value stored at key (since 2.2.0,
     // group bitmap)
     CommandSpec {
         name: "getbit",
+        id: CommandId::Getbit,
         arity: 3,
         flags: Flags::READONLY.union(Flags::FAST),
         first_key: 1,
@@ -1355,12 +2156,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("getbit"),
+        route: route_of(CommandId::Getbit, "getbit"),
         getkeys: getkeys_of("getbit"),
     },
     // GETDEL: Get the value of a key and delete the key (since 6.2.0, group string)
     CommandSpec {
         name: "getdel",
+        id: CommandId::Getdel,
         arity: 2,
         flags: Flags::WRITE.union(Flags::FAST),
         first_key: 1,
@@ -1378,13 +2180,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("getdel"),
+        route: route_of(CommandId::Getdel, "getdel"),
         getkeys: getkeys_of("getdel"),
     },
     // GETEX: Get the value of a key and optionally set its expiration (since 6.2.0, group
     // string)
     CommandSpec {
         name: "getex",
+        id: CommandId::Getex,
         arity: -2,
         flags: Flags::WRITE.union(Flags::FAST),
         first_key: 1,
@@ -1405,12 +2208,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of("getex"),
+        route: route_of(CommandId::Getex, "getex"),
         getkeys: getkeys_of("getex"),
     },
     // GETRANGE: Get a substring of the string stored at a key (since 2.4.0, group string)
     CommandSpec {
         name: "getrange",
+        id: CommandId::Getrange,
         arity: 4,
         flags: Flags::READONLY,
         first_key: 1,
@@ -1426,13 +2230,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("getrange"),
+        route: route_of(CommandId::Getrange, "getrange"),
         getkeys: getkeys_of("getrange"),
     },
     // GETSET: Set the string value of a key and return its old value (since 1.0.0, group
     // string)
     CommandSpec {
         name: "getset",
+        id: CommandId::Getset,
         arity: 3,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
         first_key: 1,
@@ -1450,12 +2255,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("getset"),
+        route: route_of(CommandId::Getset, "getset"),
         getkeys: getkeys_of("getset"),
     },
     // HDEL: Delete one or more hash fields (since 2.0.0, group hash)
     CommandSpec {
         name: "hdel",
+        id: CommandId::Hdel,
         arity: -3,
         flags: Flags::WRITE.union(Flags::FAST),
         first_key: 1,
@@ -1471,12 +2277,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("hdel"),
+        route: route_of(CommandId::Hdel, "hdel"),
         getkeys: getkeys_of("hdel"),
     },
     // HELLO: Handshake with Redis (since 6.0.0, group connection)
     CommandSpec {
         name: "hello",
+        id: CommandId::Hello,
         arity: -1,
         flags: Flags::NOSCRIPT
             .union(Flags::LOADING)
@@ -1489,12 +2296,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("hello"),
+        route: route_of(CommandId::Hello, "hello"),
         getkeys: getkeys_of("hello"),
     },
     // HEXISTS: Determine if a hash field exists (since 2.0.0, group hash)
     CommandSpec {
         name: "hexists",
+        id: CommandId::Hexists,
         arity: 3,
         flags: Flags::READONLY.union(Flags::FAST),
         first_key: 1,
@@ -1510,12 +2318,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("hexists"),
+        route: route_of(CommandId::Hexists, "hexists"),
         getkeys: getkeys_of("hexists"),
     },
     // HGET: Get the value of a hash field (since 2.0.0, group hash)
     CommandSpec {
         name: "hget",
+        id: CommandId::Hget,
         arity: 3,
         flags: Flags::READONLY.union(Flags::FAST),
         first_key: 1,
@@ -1531,12 +2340,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("hget"),
+        route: route_of(CommandId::Hget, "hget"),
         getkeys: getkeys_of("hget"),
     },
     // HGETALL: Get all the fields and values in a hash (since 2.0.0, group hash)
     CommandSpec {
         name: "hgetall",
+        id: CommandId::Hgetall,
         arity: 2,
         flags: Flags::READONLY,
         first_key: 1,
@@ -1552,13 +2362,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("hgetall"),
+        route: route_of(CommandId::Hgetall, "hgetall"),
         getkeys: getkeys_of("hgetall"),
     },
     // HINCRBY: Increment the integer value of a hash field by the given number (since 2.0.0,
     // group hash)
     CommandSpec {
         name: "hincrby",
+        id: CommandId::Hincrby,
         arity: 4,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
         first_key: 1,
@@ -1576,13 +2387,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("hincrby"),
+        route: route_of(CommandId::Hincrby, "hincrby"),
         getkeys: getkeys_of("hincrby"),
     },
     // HINCRBYFLOAT: Increment the float value of a hash field by the given amount (since 2.6.0,
     // group hash)
     CommandSpec {
         name: "hincrbyfloat",
+        id: CommandId::Hincrbyfloat,
         arity: 4,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
         first_key: 1,
@@ -1600,12 +2412,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("hincrbyfloat"),
+        route: route_of(CommandId::Hincrbyfloat, "hincrbyfloat"),
         getkeys: getkeys_of("hincrbyfloat"),
     },
     // HKEYS: Get all the fields in a hash (since 2.0.0, group hash)
     CommandSpec {
         name: "hkeys",
+        id: CommandId::Hkeys,
         arity: 2,
         flags: Flags::READONLY,
         first_key: 1,
@@ -1621,12 +2434,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("hkeys"),
+        route: route_of(CommandId::Hkeys, "hkeys"),
         getkeys: getkeys_of("hkeys"),
     },
     // HLEN: Get the number of fields in a hash (since 2.0.0, group hash)
     CommandSpec {
         name: "hlen",
+        id: CommandId::Hlen,
         arity: 2,
         flags: Flags::READONLY.union(Flags::FAST),
         first_key: 1,
@@ -1642,12 +2456,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("hlen"),
+        route: route_of(CommandId::Hlen, "hlen"),
         getkeys: getkeys_of("hlen"),
     },
     // HMGET: Get the values of all the given hash fields (since 2.0.0, group hash)
     CommandSpec {
         name: "hmget",
+        id: CommandId::Hmget,
         arity: -3,
         flags: Flags::READONLY.union(Flags::FAST),
         first_key: 1,
@@ -1663,12 +2478,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("hmget"),
+        route: route_of(CommandId::Hmget, "hmget"),
         getkeys: getkeys_of("hmget"),
     },
     // HMSET: Set multiple hash fields to multiple values (since 2.0.0, group hash)
     CommandSpec {
         name: "hmset",
+        id: CommandId::Hmset,
         arity: -4,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
         first_key: 1,
@@ -1684,12 +2500,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("hmset"),
+        route: route_of(CommandId::Hmset, "hmset"),
         getkeys: getkeys_of("hmset"),
     },
     // HRANDFIELD: Get one or multiple random fields from a hash (since 6.2.0, group hash)
     CommandSpec {
         name: "hrandfield",
+        id: CommandId::Hrandfield,
         arity: -2,
         flags: Flags::READONLY,
         first_key: 1,
@@ -1705,12 +2522,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("hrandfield"),
+        route: route_of(CommandId::Hrandfield, "hrandfield"),
         getkeys: getkeys_of("hrandfield"),
     },
     // HSCAN: Incrementally iterate hash fields and associated values (since 2.8.0, group hash)
     CommandSpec {
         name: "hscan",
+        id: CommandId::Hscan,
         arity: -3,
         flags: Flags::READONLY,
         first_key: 1,
@@ -1726,12 +2544,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("hscan"),
+        route: route_of(CommandId::Hscan, "hscan"),
         getkeys: getkeys_of("hscan"),
     },
     // HSET: Set the string value of a hash field (since 2.0.0, group hash)
     CommandSpec {
         name: "hset",
+        id: CommandId::Hset,
         arity: -4,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
         first_key: 1,
@@ -1747,13 +2566,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("hset"),
+        route: route_of(CommandId::Hset, "hset"),
         getkeys: getkeys_of("hset"),
     },
     // HSETNX: Set the value of a hash field, only if the field does not exist (since 2.0.0,
     // group hash)
     CommandSpec {
         name: "hsetnx",
+        id: CommandId::Hsetnx,
         arity: 4,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
         first_key: 1,
@@ -1769,12 +2589,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("hsetnx"),
+        route: route_of(CommandId::Hsetnx, "hsetnx"),
         getkeys: getkeys_of("hsetnx"),
     },
     // HSTRLEN: Get the length of the value of a hash field (since 3.2.0, group hash)
     CommandSpec {
         name: "hstrlen",
+        id: CommandId::Hstrlen,
         arity: 3,
         flags: Flags::READONLY.union(Flags::FAST),
         first_key: 1,
@@ -1790,12 +2611,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("hstrlen"),
+        route: route_of(CommandId::Hstrlen, "hstrlen"),
         getkeys: getkeys_of("hstrlen"),
     },
     // HVALS: Get all the values in a hash (since 2.0.0, group hash)
     CommandSpec {
         name: "hvals",
+        id: CommandId::Hvals,
         arity: 2,
         flags: Flags::READONLY,
         first_key: 1,
@@ -1811,12 +2633,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("hvals"),
+        route: route_of(CommandId::Hvals, "hvals"),
         getkeys: getkeys_of("hvals"),
     },
     // INCR: Increment the integer value of a key by one (since 1.0.0, group string)
     CommandSpec {
         name: "incr",
+        id: CommandId::Incr,
         arity: 2,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
         first_key: 1,
@@ -1834,13 +2657,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("incr"),
+        route: route_of(CommandId::Incr, "incr"),
         getkeys: getkeys_of("incr"),
     },
     // INCRBY: Increment the integer value of a key by the given amount (since 1.0.0, group
     // string)
     CommandSpec {
         name: "incrby",
+        id: CommandId::Incrby,
         arity: 3,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
         first_key: 1,
@@ -1858,13 +2682,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("incrby"),
+        route: route_of(CommandId::Incrby, "incrby"),
         getkeys: getkeys_of("incrby"),
     },
     // INCRBYFLOAT: Increment the float value of a key by the given amount (since 2.6.0, group
     // string)
     CommandSpec {
         name: "incrbyfloat",
+        id: CommandId::Incrbyfloat,
         arity: 3,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
         first_key: 1,
@@ -1882,12 +2707,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("incrbyfloat"),
+        route: route_of(CommandId::Incrbyfloat, "incrbyfloat"),
         getkeys: getkeys_of("incrbyfloat"),
     },
     // INFO: Get information and statistics about the server (since 1.0.0, group server)
     CommandSpec {
         name: "info",
+        id: CommandId::Info,
         arity: -1,
         flags: Flags::LOADING.union(Flags::STALE),
         first_key: 0,
@@ -1895,12 +2721,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("info"),
+        route: route_of(CommandId::Info, "info"),
         getkeys: getkeys_of("info"),
     },
     // KEYS: Find all keys matching the given pattern (since 1.0.0, group generic)
     CommandSpec {
         name: "keys",
+        id: CommandId::Keys,
         arity: 2,
         flags: Flags::READONLY,
         first_key: 0,
@@ -1908,13 +2735,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("keys"),
+        route: route_of(CommandId::Keys, "keys"),
         getkeys: getkeys_of("keys"),
     },
     // LASTSAVE: Get the UNIX time stamp of the last successful save to disk (since 1.0.0, group
     // server)
     CommandSpec {
         name: "lastsave",
+        id: CommandId::Lastsave,
         arity: 1,
         flags: Flags::LOADING.union(Flags::STALE).union(Flags::FAST),
         first_key: 0,
@@ -1922,12 +2750,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("lastsave"),
+        route: route_of(CommandId::Lastsave, "lastsave"),
         getkeys: getkeys_of("lastsave"),
     },
     // LATENCY: A container for latency diagnostics commands (since 2.8.13, group server)
     CommandSpec {
         name: "latency",
+        id: CommandId::Latency,
         arity: -2,
         flags: Flags::NONE,
         first_key: 0,
@@ -1935,12 +2764,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &SUB_LATENCY,
-        route: route_of("latency"),
+        route: route_of(CommandId::Latency, "latency"),
         getkeys: getkeys_of("latency"),
     },
     // LCS: Find longest common substring (since 7.0.0, group string)
     CommandSpec {
         name: "lcs",
+        id: CommandId::Lcs,
         arity: -3,
         flags: Flags::READONLY,
         first_key: 1,
@@ -1956,12 +2786,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("lcs"),
+        route: route_of(CommandId::Lcs, "lcs"),
         getkeys: getkeys_of("lcs"),
     },
     // LINDEX: Get an element from a list by its index (since 1.0.0, group list)
     CommandSpec {
         name: "lindex",
+        id: CommandId::Lindex,
         arity: 3,
         flags: Flags::READONLY,
         first_key: 1,
@@ -1977,13 +2808,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("lindex"),
+        route: route_of(CommandId::Lindex, "lindex"),
         getkeys: getkeys_of("lindex"),
     },
     // LINSERT: Insert an element before or after another element in a list (since 2.2.0, group
     // list)
     CommandSpec {
         name: "linsert",
+        id: CommandId::Linsert,
         arity: 5,
         flags: Flags::WRITE.union(Flags::DENYOOM),
         first_key: 1,
@@ -1999,12 +2831,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("linsert"),
+        route: route_of(CommandId::Linsert, "linsert"),
         getkeys: getkeys_of("linsert"),
     },
     // LLEN: Get the length of a list (since 1.0.0, group list)
     CommandSpec {
         name: "llen",
+        id: CommandId::Llen,
         arity: 2,
         flags: Flags::READONLY.union(Flags::FAST),
         first_key: 1,
@@ -2020,13 +2853,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("llen"),
+        route: route_of(CommandId::Llen, "llen"),
         getkeys: getkeys_of("llen"),
     },
     // LMOVE: Pop an element from a list, push it to another list and return it (since 6.2.0,
     // group list)
     CommandSpec {
         name: "lmove",
+        id: CommandId::Lmove,
         arity: 5,
         flags: Flags::WRITE.union(Flags::DENYOOM),
         first_key: 1,
@@ -2055,12 +2889,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of("lmove"),
+        route: route_of(CommandId::Lmove, "lmove"),
         getkeys: getkeys_of("lmove"),
     },
     // LMPOP: Pop elements from a list (since 7.0.0, group list)
     CommandSpec {
         name: "lmpop",
+        id: CommandId::Lmpop,
         arity: -4,
         flags: Flags::WRITE.union(Flags::MOVABLEKEYS),
         first_key: 0,
@@ -2078,12 +2913,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("lmpop"),
+        route: route_of(CommandId::Lmpop, "lmpop"),
         getkeys: getkeys_of("lmpop"),
     },
     // LOLWUT: Display some computer art and the Redis version (since 5.0.0, group server)
     CommandSpec {
         name: "lolwut",
+        id: CommandId::Lolwut,
         arity: -1,
         flags: Flags::READONLY.union(Flags::FAST),
         first_key: 0,
@@ -2091,12 +2927,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("lolwut"),
+        route: route_of(CommandId::Lolwut, "lolwut"),
         getkeys: getkeys_of("lolwut"),
     },
     // LPOP: Remove and get the first elements in a list (since 1.0.0, group list)
     CommandSpec {
         name: "lpop",
+        id: CommandId::Lpop,
         arity: -2,
         flags: Flags::WRITE.union(Flags::FAST),
         first_key: 1,
@@ -2114,12 +2951,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("lpop"),
+        route: route_of(CommandId::Lpop, "lpop"),
         getkeys: getkeys_of("lpop"),
     },
     // LPOS: Return the index of matching elements on a list (since 6.0.6, group list)
     CommandSpec {
         name: "lpos",
+        id: CommandId::Lpos,
         arity: -3,
         flags: Flags::READONLY,
         first_key: 1,
@@ -2135,12 +2973,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("lpos"),
+        route: route_of(CommandId::Lpos, "lpos"),
         getkeys: getkeys_of("lpos"),
     },
     // LPUSH: Prepend one or multiple elements to a list (since 1.0.0, group list)
     CommandSpec {
         name: "lpush",
+        id: CommandId::Lpush,
         arity: -3,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
         first_key: 1,
@@ -2156,12 +2995,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("lpush"),
+        route: route_of(CommandId::Lpush, "lpush"),
         getkeys: getkeys_of("lpush"),
     },
     // LPUSHX: Prepend an element to a list, only if the list exists (since 2.2.0, group list)
     CommandSpec {
         name: "lpushx",
+        id: CommandId::Lpushx,
         arity: -3,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
         first_key: 1,
@@ -2177,12 +3017,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("lpushx"),
+        route: route_of(CommandId::Lpushx, "lpushx"),
         getkeys: getkeys_of("lpushx"),
     },
     // LRANGE: Get a range of elements from a list (since 1.0.0, group list)
     CommandSpec {
         name: "lrange",
+        id: CommandId::Lrange,
         arity: 4,
         flags: Flags::READONLY,
         first_key: 1,
@@ -2198,12 +3039,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("lrange"),
+        route: route_of(CommandId::Lrange, "lrange"),
         getkeys: getkeys_of("lrange"),
     },
     // LREM: Remove elements from a list (since 1.0.0, group list)
     CommandSpec {
         name: "lrem",
+        id: CommandId::Lrem,
         arity: 4,
         flags: Flags::WRITE,
         first_key: 1,
@@ -2219,12 +3061,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("lrem"),
+        route: route_of(CommandId::Lrem, "lrem"),
         getkeys: getkeys_of("lrem"),
     },
     // LSET: Set the value of an element in a list by its index (since 1.0.0, group list)
     CommandSpec {
         name: "lset",
+        id: CommandId::Lset,
         arity: 4,
         flags: Flags::WRITE.union(Flags::DENYOOM),
         first_key: 1,
@@ -2240,12 +3083,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("lset"),
+        route: route_of(CommandId::Lset, "lset"),
         getkeys: getkeys_of("lset"),
     },
     // LTRIM: Trim a list to the specified range (since 1.0.0, group list)
     CommandSpec {
         name: "ltrim",
+        id: CommandId::Ltrim,
         arity: 4,
         flags: Flags::WRITE,
         first_key: 1,
@@ -2261,12 +3105,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("ltrim"),
+        route: route_of(CommandId::Ltrim, "ltrim"),
         getkeys: getkeys_of("ltrim"),
     },
     // MEMORY: A container for memory diagnostics commands (since 4.0.0, group server)
     CommandSpec {
         name: "memory",
+        id: CommandId::Memory,
         arity: -2,
         flags: Flags::NONE,
         first_key: 0,
@@ -2274,12 +3119,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &SUB_MEMORY,
-        route: route_of("memory"),
+        route: route_of(CommandId::Memory, "memory"),
         getkeys: getkeys_of("memory"),
     },
     // MGET: Get the values of all the given keys (since 1.0.0, group string)
     CommandSpec {
         name: "mget",
+        id: CommandId::Mget,
         arity: -2,
         flags: Flags::READONLY.union(Flags::FAST),
         first_key: 1,
@@ -2295,13 +3141,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("mget"),
+        route: route_of(CommandId::Mget, "mget"),
         getkeys: getkeys_of("mget"),
     },
     // MIGRATE: Atomically transfer a key from a Redis instance to another one. (since 2.6.0,
     // group generic)
     CommandSpec {
         name: "migrate",
+        id: CommandId::Migrate,
         arity: -6,
         flags: Flags::WRITE.union(Flags::MOVABLEKEYS),
         first_key: 3,
@@ -2336,12 +3183,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of("migrate"),
+        route: route_of(CommandId::Migrate, "migrate"),
         getkeys: getkeys_of("migrate"),
     },
     // MODULE: A container for module commands (since 4.0.0, group server)
     CommandSpec {
         name: "module",
+        id: CommandId::Module,
         arity: -2,
         flags: Flags::NONE,
         first_key: 0,
@@ -2349,13 +3197,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &SUB_MODULE,
-        route: route_of("module"),
+        route: route_of(CommandId::Module, "module"),
         getkeys: getkeys_of("module"),
     },
     // MONITOR: Listen for all requests received by the server in real time (since 1.0.0, group
     // server)
     CommandSpec {
         name: "monitor",
+        id: CommandId::Monitor,
         arity: 1,
         flags: Flags::ADMIN
             .union(Flags::NOSCRIPT)
@@ -2366,12 +3215,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("monitor"),
+        route: route_of(CommandId::Monitor, "monitor"),
         getkeys: getkeys_of("monitor"),
     },
     // MOVE: Move a key to another database (since 1.0.0, group generic)
     CommandSpec {
         name: "move",
+        id: CommandId::Move,
         arity: 3,
         flags: Flags::WRITE.union(Flags::FAST),
         first_key: 1,
@@ -2389,12 +3239,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("move"),
+        route: route_of(CommandId::Move, "move"),
         getkeys: getkeys_of("move"),
     },
     // MSET: Set multiple keys to multiple values (since 1.0.1, group string)
     CommandSpec {
         name: "mset",
+        id: CommandId::Mset,
         arity: -3,
         flags: Flags::WRITE.union(Flags::DENYOOM),
         first_key: 1,
@@ -2410,13 +3261,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("mset"),
+        route: route_of(CommandId::Mset, "mset"),
         getkeys: getkeys_of("mset"),
     },
     // MSETNX: Set multiple keys to multiple values, only if none of the keys exist (since
     // 1.0.1, group string)
     CommandSpec {
         name: "msetnx",
+        id: CommandId::Msetnx,
         arity: -3,
         flags: Flags::WRITE.union(Flags::DENYOOM),
         first_key: 1,
@@ -2432,12 +3284,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("msetnx"),
+        route: route_of(CommandId::Msetnx, "msetnx"),
         getkeys: getkeys_of("msetnx"),
     },
     // MULTI: Mark the start of a transaction block (since 1.2.0, group transactions)
     CommandSpec {
         name: "multi",
+        id: CommandId::Multi,
         arity: 1,
         flags: Flags::NOSCRIPT
             .union(Flags::LOADING)
@@ -2449,12 +3302,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("multi"),
+        route: route_of(CommandId::Multi, "multi"),
         getkeys: getkeys_of("multi"),
     },
     // OBJECT: A container for object introspection commands (since 2.2.3, group generic)
     CommandSpec {
         name: "object",
+        id: CommandId::Object,
         arity: -2,
         flags: Flags::NONE,
         first_key: 0,
@@ -2462,12 +3316,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &SUB_OBJECT,
-        route: route_of("object"),
+        route: route_of(CommandId::Object, "object"),
         getkeys: getkeys_of("object"),
     },
     // PERSIST: Remove the expiration from a key (since 2.2.0, group generic)
     CommandSpec {
         name: "persist",
+        id: CommandId::Persist,
         arity: 2,
         flags: Flags::WRITE.union(Flags::FAST),
         first_key: 1,
@@ -2483,12 +3338,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("persist"),
+        route: route_of(CommandId::Persist, "persist"),
         getkeys: getkeys_of("persist"),
     },
     // PEXPIRE: Set a key's time to live in milliseconds (since 2.6.0, group generic)
     CommandSpec {
         name: "pexpire",
+        id: CommandId::Pexpire,
         arity: -3,
         flags: Flags::WRITE.union(Flags::FAST),
         first_key: 1,
@@ -2504,13 +3360,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("pexpire"),
+        route: route_of(CommandId::Pexpire, "pexpire"),
         getkeys: getkeys_of("pexpire"),
     },
     // PEXPIREAT: Set the expiration for a key as a UNIX timestamp specified in milliseconds
     // (since 2.6.0, group generic)
     CommandSpec {
         name: "pexpireat",
+        id: CommandId::Pexpireat,
         arity: -3,
         flags: Flags::WRITE.union(Flags::FAST),
         first_key: 1,
@@ -2526,13 +3383,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("pexpireat"),
+        route: route_of(CommandId::Pexpireat, "pexpireat"),
         getkeys: getkeys_of("pexpireat"),
     },
     // PEXPIRETIME: Get the expiration Unix timestamp for a key in milliseconds (since 7.0.0,
     // group generic)
     CommandSpec {
         name: "pexpiretime",
+        id: CommandId::Pexpiretime,
         arity: 2,
         flags: Flags::READONLY.union(Flags::FAST),
         first_key: 1,
@@ -2548,13 +3406,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("pexpiretime"),
+        route: route_of(CommandId::Pexpiretime, "pexpiretime"),
         getkeys: getkeys_of("pexpiretime"),
     },
     // PFADD: Adds the specified elements to the specified HyperLogLog. (since 2.8.9, group
     // hyperloglog)
     CommandSpec {
         name: "pfadd",
+        id: CommandId::Pfadd,
         arity: -2,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
         first_key: 1,
@@ -2570,13 +3429,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("pfadd"),
+        route: route_of(CommandId::Pfadd, "pfadd"),
         getkeys: getkeys_of("pfadd"),
     },
     // PFCOUNT: Return the approximated cardinality of the set(s) observed by the HyperLogLog at
     // key(s). (since 2.8.9, group hyperloglog)
     CommandSpec {
         name: "pfcount",
+        id: CommandId::Pfcount,
         arity: -2,
         flags: Flags::READONLY.union(Flags::MAY_REPLICATE),
         first_key: 1,
@@ -2596,13 +3456,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of("pfcount"),
+        route: route_of(CommandId::Pfcount, "pfcount"),
         getkeys: getkeys_of("pfcount"),
     },
     // PFDEBUG: Internal commands for debugging HyperLogLog values (since 2.8.9, group
     // hyperloglog)
     CommandSpec {
         name: "pfdebug",
+        id: CommandId::Pfdebug,
         arity: 3,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::ADMIN),
         first_key: 2,
@@ -2618,13 +3479,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("pfdebug"),
+        route: route_of(CommandId::Pfdebug, "pfdebug"),
         getkeys: getkeys_of("pfdebug"),
     },
     // PFMERGE: Merge N different HyperLogLogs into a single one. (since 2.8.9, group
     // hyperloglog)
     CommandSpec {
         name: "pfmerge",
+        id: CommandId::Pfmerge,
         arity: -2,
         flags: Flags::WRITE.union(Flags::DENYOOM),
         first_key: 1,
@@ -2653,13 +3515,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of("pfmerge"),
+        route: route_of(CommandId::Pfmerge, "pfmerge"),
         getkeys: getkeys_of("pfmerge"),
     },
     // PFSELFTEST: An internal command for testing HyperLogLog values (since 2.8.9, group
     // hyperloglog)
     CommandSpec {
         name: "pfselftest",
+        id: CommandId::Pfselftest,
         arity: 1,
         flags: Flags::ADMIN,
         first_key: 0,
@@ -2667,12 +3530,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("pfselftest"),
+        route: route_of(CommandId::Pfselftest, "pfselftest"),
         getkeys: getkeys_of("pfselftest"),
     },
     // PING: Ping the server (since 1.0.0, group connection)
     CommandSpec {
         name: "ping",
+        id: CommandId::Ping,
         arity: -1,
         flags: Flags::FAST,
         first_key: 0,
@@ -2680,12 +3544,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("ping"),
+        route: route_of(CommandId::Ping, "ping"),
         getkeys: getkeys_of("ping"),
     },
     // PSETEX: Set the value and expiration in milliseconds of a key (since 2.6.0, group string)
     CommandSpec {
         name: "psetex",
+        id: CommandId::Psetex,
         arity: 4,
         flags: Flags::WRITE.union(Flags::DENYOOM),
         first_key: 1,
@@ -2701,13 +3566,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("psetex"),
+        route: route_of(CommandId::Psetex, "psetex"),
         getkeys: getkeys_of("psetex"),
     },
     // PSUBSCRIBE: Listen for messages published to channels matching the given patterns (since
     // 2.0.0, group pubsub)
     CommandSpec {
         name: "psubscribe",
+        id: CommandId::Psubscribe,
         arity: -2,
         flags: Flags::PUBSUB
             .union(Flags::NOSCRIPT)
@@ -2718,12 +3584,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("psubscribe"),
+        route: route_of(CommandId::Psubscribe, "psubscribe"),
         getkeys: getkeys_of("psubscribe"),
     },
     // PSYNC: Internal command used for replication (since 2.8.0, group server)
     CommandSpec {
         name: "psync",
+        id: CommandId::Psync,
         arity: -3,
         flags: Flags::ADMIN
             .union(Flags::NOSCRIPT)
@@ -2734,12 +3601,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("psync"),
+        route: route_of(CommandId::Psync, "psync"),
         getkeys: getkeys_of("psync"),
     },
     // PTTL: Get the time to live for a key in milliseconds (since 2.6.0, group generic)
     CommandSpec {
         name: "pttl",
+        id: CommandId::Pttl,
         arity: 2,
         flags: Flags::READONLY.union(Flags::FAST),
         first_key: 1,
@@ -2755,12 +3623,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("pttl"),
+        route: route_of(CommandId::Pttl, "pttl"),
         getkeys: getkeys_of("pttl"),
     },
     // PUBLISH: Post a message to a channel (since 2.0.0, group pubsub)
     CommandSpec {
         name: "publish",
+        id: CommandId::Publish,
         arity: 3,
         flags: Flags::PUBSUB
             .union(Flags::LOADING)
@@ -2772,12 +3641,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("publish"),
+        route: route_of(CommandId::Publish, "publish"),
         getkeys: getkeys_of("publish"),
     },
     // PUBSUB: A container for Pub/Sub commands (since 2.8.0, group pubsub)
     CommandSpec {
         name: "pubsub",
+        id: CommandId::Pubsub,
         arity: -2,
         flags: Flags::NONE,
         first_key: 0,
@@ -2785,13 +3655,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &SUB_PUBSUB,
-        route: route_of("pubsub"),
+        route: route_of(CommandId::Pubsub, "pubsub"),
         getkeys: getkeys_of("pubsub"),
     },
     // PUNSUBSCRIBE: Stop listening for messages posted to channels matching the given patterns
     // (since 2.0.0, group pubsub)
     CommandSpec {
         name: "punsubscribe",
+        id: CommandId::Punsubscribe,
         arity: -1,
         flags: Flags::PUBSUB
             .union(Flags::NOSCRIPT)
@@ -2802,12 +3673,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("punsubscribe"),
+        route: route_of(CommandId::Punsubscribe, "punsubscribe"),
         getkeys: getkeys_of("punsubscribe"),
     },
     // QUIT: Close the connection (since 1.0.0, group connection)
     CommandSpec {
         name: "quit",
+        id: CommandId::Quit,
         arity: -1,
         flags: Flags::NOSCRIPT
             .union(Flags::LOADING)
@@ -2820,12 +3692,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("quit"),
+        route: route_of(CommandId::Quit, "quit"),
         getkeys: getkeys_of("quit"),
     },
     // RANDOMKEY: Return a random key from the keyspace (since 1.0.0, group generic)
     CommandSpec {
         name: "randomkey",
+        id: CommandId::Randomkey,
         arity: 1,
         flags: Flags::READONLY,
         first_key: 0,
@@ -2833,13 +3706,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("randomkey"),
+        route: route_of(CommandId::Randomkey, "randomkey"),
         getkeys: getkeys_of("randomkey"),
     },
     // READONLY: Enables read queries for a connection to a cluster replica node (since 3.0.0,
     // group cluster)
     CommandSpec {
         name: "readonly",
+        id: CommandId::Readonly,
         arity: 1,
         flags: Flags::LOADING.union(Flags::STALE).union(Flags::FAST),
         first_key: 0,
@@ -2847,13 +3721,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("readonly"),
+        route: route_of(CommandId::Readonly, "readonly"),
         getkeys: getkeys_of("readonly"),
     },
     // READWRITE: Disables read queries for a connection to a cluster replica node (since 3.0.0,
     // group cluster)
     CommandSpec {
         name: "readwrite",
+        id: CommandId::Readwrite,
         arity: 1,
         flags: Flags::LOADING.union(Flags::STALE).union(Flags::FAST),
         first_key: 0,
@@ -2861,12 +3736,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("readwrite"),
+        route: route_of(CommandId::Readwrite, "readwrite"),
         getkeys: getkeys_of("readwrite"),
     },
     // RENAME: Rename a key (since 1.0.0, group generic)
     CommandSpec {
         name: "rename",
+        id: CommandId::Rename,
         arity: 3,
         flags: Flags::WRITE,
         first_key: 1,
@@ -2895,12 +3771,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of("rename"),
+        route: route_of(CommandId::Rename, "rename"),
         getkeys: getkeys_of("rename"),
     },
     // RENAMENX: Rename a key, only if the new key does not exist (since 1.0.0, group generic)
     CommandSpec {
         name: "renamenx",
+        id: CommandId::Renamenx,
         arity: 3,
         flags: Flags::WRITE.union(Flags::FAST),
         first_key: 1,
@@ -2929,13 +3806,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of("renamenx"),
+        route: route_of(CommandId::Renamenx, "renamenx"),
         getkeys: getkeys_of("renamenx"),
     },
     // REPLCONF: An internal command for configuring the replication stream (since 3.0.0, group
     // server)
     CommandSpec {
         name: "replconf",
+        id: CommandId::Replconf,
         arity: -1,
         flags: Flags::ADMIN
             .union(Flags::NOSCRIPT)
@@ -2947,13 +3825,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("replconf"),
+        route: route_of(CommandId::Replconf, "replconf"),
         getkeys: getkeys_of("replconf"),
     },
     // REPLICAOF: Make the server a replica of another instance, or promote it as master. (since
     // 5.0.0, group server)
     CommandSpec {
         name: "replicaof",
+        id: CommandId::Replicaof,
         arity: 3,
         flags: Flags::ADMIN
             .union(Flags::NOSCRIPT)
@@ -2964,12 +3843,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("replicaof"),
+        route: route_of(CommandId::Replicaof, "replicaof"),
         getkeys: getkeys_of("replicaof"),
     },
     // RESET: Reset the connection (since 6.2.0, group connection)
     CommandSpec {
         name: "reset",
+        id: CommandId::Reset,
         arity: 1,
         flags: Flags::NOSCRIPT
             .union(Flags::LOADING)
@@ -2982,13 +3862,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("reset"),
+        route: route_of(CommandId::Reset, "reset"),
         getkeys: getkeys_of("reset"),
     },
     // RESTORE: Create a key using the provided serialized value, previously obtained using
     // DUMP. (since 2.6.0, group generic)
     CommandSpec {
         name: "restore",
+        id: CommandId::Restore,
         arity: -4,
         flags: Flags::WRITE.union(Flags::DENYOOM),
         first_key: 1,
@@ -3004,13 +3885,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("restore"),
+        route: route_of(CommandId::Restore, "restore"),
         getkeys: getkeys_of("restore"),
     },
     // RESTORE-ASKING: An internal command for migrating keys in a cluster (since 3.0.0, group
     // server)
     CommandSpec {
         name: "restore-asking",
+        id: CommandId::RestoreAsking,
         arity: -4,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::ASKING),
         first_key: 1,
@@ -3026,13 +3908,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("restore-asking"),
+        route: route_of(CommandId::RestoreAsking, "restore-asking"),
         getkeys: getkeys_of("restore-asking"),
     },
     // ROLE: Return the role of the instance in the context of replication (since 2.8.12, group
     // server)
     CommandSpec {
         name: "role",
+        id: CommandId::Role,
         arity: 1,
         flags: Flags::NOSCRIPT
             .union(Flags::LOADING)
@@ -3043,12 +3926,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("role"),
+        route: route_of(CommandId::Role, "role"),
         getkeys: getkeys_of("role"),
     },
     // RPOP: Remove and get the last elements in a list (since 1.0.0, group list)
     CommandSpec {
         name: "rpop",
+        id: CommandId::Rpop,
         arity: -2,
         flags: Flags::WRITE.union(Flags::FAST),
         first_key: 1,
@@ -3066,13 +3950,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("rpop"),
+        route: route_of(CommandId::Rpop, "rpop"),
         getkeys: getkeys_of("rpop"),
     },
     // RPOPLPUSH: Remove the last element in a list, prepend it to another list and return it
     // (since 1.2.0, group list)
     CommandSpec {
         name: "rpoplpush",
+        id: CommandId::Rpoplpush,
         arity: 3,
         flags: Flags::WRITE.union(Flags::DENYOOM),
         first_key: 1,
@@ -3101,12 +3986,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of("rpoplpush"),
+        route: route_of(CommandId::Rpoplpush, "rpoplpush"),
         getkeys: getkeys_of("rpoplpush"),
     },
     // RPUSH: Append one or multiple elements to a list (since 1.0.0, group list)
     CommandSpec {
         name: "rpush",
+        id: CommandId::Rpush,
         arity: -3,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
         first_key: 1,
@@ -3122,12 +4008,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("rpush"),
+        route: route_of(CommandId::Rpush, "rpush"),
         getkeys: getkeys_of("rpush"),
     },
     // RPUSHX: Append an element to a list, only if the list exists (since 2.2.0, group list)
     CommandSpec {
         name: "rpushx",
+        id: CommandId::Rpushx,
         arity: -3,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
         first_key: 1,
@@ -3143,12 +4030,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("rpushx"),
+        route: route_of(CommandId::Rpushx, "rpushx"),
         getkeys: getkeys_of("rpushx"),
     },
     // SADD: Add one or more members to a set (since 1.0.0, group set)
     CommandSpec {
         name: "sadd",
+        id: CommandId::Sadd,
         arity: -3,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
         first_key: 1,
@@ -3164,12 +4052,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("sadd"),
+        route: route_of(CommandId::Sadd, "sadd"),
         getkeys: getkeys_of("sadd"),
     },
     // SAVE: Synchronously save the dataset to disk (since 1.0.0, group server)
     CommandSpec {
         name: "save",
+        id: CommandId::Save,
         arity: 1,
         flags: Flags::ADMIN
             .union(Flags::NOSCRIPT)
@@ -3180,12 +4069,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("save"),
+        route: route_of(CommandId::Save, "save"),
         getkeys: getkeys_of("save"),
     },
     // SCAN: Incrementally iterate the keys space (since 2.8.0, group generic)
     CommandSpec {
         name: "scan",
+        id: CommandId::Scan,
         arity: -2,
         flags: Flags::READONLY,
         first_key: 0,
@@ -3193,12 +4083,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("scan"),
+        route: route_of(CommandId::Scan, "scan"),
         getkeys: getkeys_of("scan"),
     },
     // SCARD: Get the number of members in a set (since 1.0.0, group set)
     CommandSpec {
         name: "scard",
+        id: CommandId::Scard,
         arity: 2,
         flags: Flags::READONLY.union(Flags::FAST),
         first_key: 1,
@@ -3214,12 +4105,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("scard"),
+        route: route_of(CommandId::Scard, "scard"),
         getkeys: getkeys_of("scard"),
     },
     // SCRIPT: A container for Lua scripts management commands (since 2.6.0, group scripting)
     CommandSpec {
         name: "script",
+        id: CommandId::Script,
         arity: -2,
         flags: Flags::NONE,
         first_key: 0,
@@ -3227,12 +4119,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &SUB_SCRIPT,
-        route: route_of("script"),
+        route: route_of(CommandId::Script, "script"),
         getkeys: getkeys_of("script"),
     },
     // SDIFF: Subtract multiple sets (since 1.0.0, group set)
     CommandSpec {
         name: "sdiff",
+        id: CommandId::Sdiff,
         arity: -2,
         flags: Flags::READONLY,
         first_key: 1,
@@ -3248,13 +4141,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("sdiff"),
+        route: route_of(CommandId::Sdiff, "sdiff"),
         getkeys: getkeys_of("sdiff"),
     },
     // SDIFFSTORE: Subtract multiple sets and store the resulting set in a key (since 1.0.0,
     // group set)
     CommandSpec {
         name: "sdiffstore",
+        id: CommandId::Sdiffstore,
         arity: -3,
         flags: Flags::WRITE.union(Flags::DENYOOM),
         first_key: 1,
@@ -3281,13 +4175,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of("sdiffstore"),
+        route: route_of(CommandId::Sdiffstore, "sdiffstore"),
         getkeys: getkeys_of("sdiffstore"),
     },
     // SELECT: Change the selected database for the current connection (since 1.0.0, group
     // connection)
     CommandSpec {
         name: "select",
+        id: CommandId::Select,
         arity: 2,
         flags: Flags::LOADING.union(Flags::STALE).union(Flags::FAST),
         first_key: 0,
@@ -3295,12 +4190,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("select"),
+        route: route_of(CommandId::Select, "select"),
         getkeys: getkeys_of("select"),
     },
     // SET: Set the string value of a key (since 1.0.0, group string)
     CommandSpec {
         name: "set",
+        id: CommandId::Set,
         arity: -3,
         flags: Flags::WRITE.union(Flags::DENYOOM),
         first_key: 1,
@@ -3322,13 +4218,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of("set"),
+        route: route_of(CommandId::Set, "set"),
         getkeys: getkeys_of("set"),
     },
     // SETBIT: Sets or clears the bit at offset in the string value stored at key (since 2.2.0,
     // group bitmap)
     CommandSpec {
         name: "setbit",
+        id: CommandId::Setbit,
         arity: 4,
         flags: Flags::WRITE.union(Flags::DENYOOM),
         first_key: 1,
@@ -3346,12 +4243,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("setbit"),
+        route: route_of(CommandId::Setbit, "setbit"),
         getkeys: getkeys_of("setbit"),
     },
     // SETEX: Set the value and expiration of a key (since 2.0.0, group string)
     CommandSpec {
         name: "setex",
+        id: CommandId::Setex,
         arity: 4,
         flags: Flags::WRITE.union(Flags::DENYOOM),
         first_key: 1,
@@ -3367,12 +4265,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("setex"),
+        route: route_of(CommandId::Setex, "setex"),
         getkeys: getkeys_of("setex"),
     },
     // SETNX: Set the value of a key, only if the key does not exist (since 1.0.0, group string)
     CommandSpec {
         name: "setnx",
+        id: CommandId::Setnx,
         arity: 3,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
         first_key: 1,
@@ -3388,13 +4287,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("setnx"),
+        route: route_of(CommandId::Setnx, "setnx"),
         getkeys: getkeys_of("setnx"),
     },
     // SETRANGE: Overwrite part of a string at key starting at the specified offset (since
     // 2.2.0, group string)
     CommandSpec {
         name: "setrange",
+        id: CommandId::Setrange,
         arity: 4,
         flags: Flags::WRITE.union(Flags::DENYOOM),
         first_key: 1,
@@ -3410,13 +4310,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("setrange"),
+        route: route_of(CommandId::Setrange, "setrange"),
         getkeys: getkeys_of("setrange"),
     },
     // SHUTDOWN: Synchronously save the dataset to disk and then shut down the server (since
     // 1.0.0, group server)
     CommandSpec {
         name: "shutdown",
+        id: CommandId::Shutdown,
         arity: -1,
         flags: Flags::ADMIN
             .union(Flags::NOSCRIPT)
@@ -3429,12 +4330,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("shutdown"),
+        route: route_of(CommandId::Shutdown, "shutdown"),
         getkeys: getkeys_of("shutdown"),
     },
     // SINTER: Intersect multiple sets (since 1.0.0, group set)
     CommandSpec {
         name: "sinter",
+        id: CommandId::Sinter,
         arity: -2,
         flags: Flags::READONLY,
         first_key: 1,
@@ -3450,13 +4352,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("sinter"),
+        route: route_of(CommandId::Sinter, "sinter"),
         getkeys: getkeys_of("sinter"),
     },
     // SINTERCARD: Intersect multiple sets and return the cardinality of the result (since
     // 7.0.0, group set)
     CommandSpec {
         name: "sintercard",
+        id: CommandId::Sintercard,
         arity: -3,
         flags: Flags::READONLY.union(Flags::MOVABLEKEYS),
         first_key: 0,
@@ -3472,13 +4375,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("sintercard"),
+        route: route_of(CommandId::Sintercard, "sintercard"),
         getkeys: getkeys_of("sintercard"),
     },
     // SINTERSTORE: Intersect multiple sets and store the resulting set in a key (since 1.0.0,
     // group set)
     CommandSpec {
         name: "sinterstore",
+        id: CommandId::Sinterstore,
         arity: -3,
         flags: Flags::WRITE.union(Flags::DENYOOM),
         first_key: 1,
@@ -3505,12 +4409,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of("sinterstore"),
+        route: route_of(CommandId::Sinterstore, "sinterstore"),
         getkeys: getkeys_of("sinterstore"),
     },
     // SISMEMBER: Determine if a given value is a member of a set (since 1.0.0, group set)
     CommandSpec {
         name: "sismember",
+        id: CommandId::Sismember,
         arity: 3,
         flags: Flags::READONLY.union(Flags::FAST),
         first_key: 1,
@@ -3526,13 +4431,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("sismember"),
+        route: route_of(CommandId::Sismember, "sismember"),
         getkeys: getkeys_of("sismember"),
     },
     // SLAVEOF: Make the server a replica of another instance, or promote it as master. (since
     // 1.0.0, group server)
     CommandSpec {
         name: "slaveof",
+        id: CommandId::Slaveof,
         arity: 3,
         flags: Flags::ADMIN
             .union(Flags::NOSCRIPT)
@@ -3543,12 +4449,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("slaveof"),
+        route: route_of(CommandId::Slaveof, "slaveof"),
         getkeys: getkeys_of("slaveof"),
     },
     // SLOWLOG: A container for slow log commands (since 2.2.12, group server)
     CommandSpec {
         name: "slowlog",
+        id: CommandId::Slowlog,
         arity: -2,
         flags: Flags::NONE,
         first_key: 0,
@@ -3556,12 +4463,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &SUB_SLOWLOG,
-        route: route_of("slowlog"),
+        route: route_of(CommandId::Slowlog, "slowlog"),
         getkeys: getkeys_of("slowlog"),
     },
     // SMEMBERS: Get all the members in a set (since 1.0.0, group set)
     CommandSpec {
         name: "smembers",
+        id: CommandId::Smembers,
         arity: 2,
         flags: Flags::READONLY,
         first_key: 1,
@@ -3577,13 +4485,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("smembers"),
+        route: route_of(CommandId::Smembers, "smembers"),
         getkeys: getkeys_of("smembers"),
     },
     // SMISMEMBER: Returns the membership associated with the given elements for a set (since
     // 6.2.0, group set)
     CommandSpec {
         name: "smismember",
+        id: CommandId::Smismember,
         arity: -3,
         flags: Flags::READONLY.union(Flags::FAST),
         first_key: 1,
@@ -3599,12 +4508,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("smismember"),
+        route: route_of(CommandId::Smismember, "smismember"),
         getkeys: getkeys_of("smismember"),
     },
     // SMOVE: Move a member from one set to another (since 1.0.0, group set)
     CommandSpec {
         name: "smove",
+        id: CommandId::Smove,
         arity: 4,
         flags: Flags::WRITE.union(Flags::FAST),
         first_key: 1,
@@ -3633,12 +4543,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of("smove"),
+        route: route_of(CommandId::Smove, "smove"),
         getkeys: getkeys_of("smove"),
     },
     // SORT: Sort the elements in a list, set or sorted set (since 1.0.0, group generic)
     CommandSpec {
         name: "sort",
+        id: CommandId::Sort,
         arity: -2,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::MOVABLEKEYS),
         first_key: 1,
@@ -3670,13 +4581,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of("sort"),
+        route: route_of(CommandId::Sort, "sort"),
         getkeys: getkeys_of("sort"),
     },
     // SORT_RO: Sort the elements in a list, set or sorted set. Read-only variant of SORT.
     // (since 7.0.0, group generic)
     CommandSpec {
         name: "sort_ro",
+        id: CommandId::SortRo,
         arity: -2,
         flags: Flags::READONLY.union(Flags::MOVABLEKEYS),
         first_key: 1,
@@ -3701,13 +4613,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of("sort_ro"),
+        route: route_of(CommandId::SortRo, "sort_ro"),
         getkeys: getkeys_of("sort_ro"),
     },
     // SPOP: Remove and return one or multiple random members from a set (since 1.0.0, group
     // set)
     CommandSpec {
         name: "spop",
+        id: CommandId::Spop,
         arity: -2,
         flags: Flags::WRITE.union(Flags::FAST),
         first_key: 1,
@@ -3725,12 +4638,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("spop"),
+        route: route_of(CommandId::Spop, "spop"),
         getkeys: getkeys_of("spop"),
     },
     // SPUBLISH: Post a message to a shard channel (since 7.0.0, group pubsub)
     CommandSpec {
         name: "spublish",
+        id: CommandId::Spublish,
         arity: 3,
         flags: Flags::PUBSUB
             .union(Flags::LOADING)
@@ -3750,12 +4664,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("spublish"),
+        route: route_of(CommandId::Spublish, "spublish"),
         getkeys: getkeys_of("spublish"),
     },
     // SRANDMEMBER: Get one or multiple random members from a set (since 1.0.0, group set)
     CommandSpec {
         name: "srandmember",
+        id: CommandId::Srandmember,
         arity: -2,
         flags: Flags::READONLY,
         first_key: 1,
@@ -3771,12 +4686,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("srandmember"),
+        route: route_of(CommandId::Srandmember, "srandmember"),
         getkeys: getkeys_of("srandmember"),
     },
     // SREM: Remove one or more members from a set (since 1.0.0, group set)
     CommandSpec {
         name: "srem",
+        id: CommandId::Srem,
         arity: -3,
         flags: Flags::WRITE.union(Flags::FAST),
         first_key: 1,
@@ -3792,12 +4708,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("srem"),
+        route: route_of(CommandId::Srem, "srem"),
         getkeys: getkeys_of("srem"),
     },
     // SSCAN: Incrementally iterate Set elements (since 2.8.0, group set)
     CommandSpec {
         name: "sscan",
+        id: CommandId::Sscan,
         arity: -3,
         flags: Flags::READONLY,
         first_key: 1,
@@ -3813,13 +4730,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("sscan"),
+        route: route_of(CommandId::Sscan, "sscan"),
         getkeys: getkeys_of("sscan"),
     },
     // SSUBSCRIBE: Listen for messages published to the given shard channels (since 7.0.0, group
     // pubsub)
     CommandSpec {
         name: "ssubscribe",
+        id: CommandId::Ssubscribe,
         arity: -2,
         flags: Flags::PUBSUB
             .union(Flags::NOSCRIPT)
@@ -3838,12 +4756,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("ssubscribe"),
+        route: route_of(CommandId::Ssubscribe, "ssubscribe"),
         getkeys: getkeys_of("ssubscribe"),
     },
     // STRLEN: Get the length of the value stored in a key (since 2.2.0, group string)
     CommandSpec {
         name: "strlen",
+        id: CommandId::Strlen,
         arity: 2,
         flags: Flags::READONLY.union(Flags::FAST),
         first_key: 1,
@@ -3859,13 +4778,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("strlen"),
+        route: route_of(CommandId::Strlen, "strlen"),
         getkeys: getkeys_of("strlen"),
     },
     // SUBSCRIBE: Listen for messages published to the given channels (since 2.0.0, group
     // pubsub)
     CommandSpec {
         name: "subscribe",
+        id: CommandId::Subscribe,
         arity: -2,
         flags: Flags::PUBSUB
             .union(Flags::NOSCRIPT)
@@ -3876,12 +4796,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("subscribe"),
+        route: route_of(CommandId::Subscribe, "subscribe"),
         getkeys: getkeys_of("subscribe"),
     },
     // SUBSTR: Get a substring of the string stored at a key (since 1.0.0, group string)
     CommandSpec {
         name: "substr",
+        id: CommandId::Substr,
         arity: 4,
         flags: Flags::READONLY,
         first_key: 1,
@@ -3897,12 +4818,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("substr"),
+        route: route_of(CommandId::Substr, "substr"),
         getkeys: getkeys_of("substr"),
     },
     // SUNION: Add multiple sets (since 1.0.0, group set)
     CommandSpec {
         name: "sunion",
+        id: CommandId::Sunion,
         arity: -2,
         flags: Flags::READONLY,
         first_key: 1,
@@ -3918,13 +4840,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("sunion"),
+        route: route_of(CommandId::Sunion, "sunion"),
         getkeys: getkeys_of("sunion"),
     },
     // SUNIONSTORE: Add multiple sets and store the resulting set in a key (since 1.0.0, group
     // set)
     CommandSpec {
         name: "sunionstore",
+        id: CommandId::Sunionstore,
         arity: -3,
         flags: Flags::WRITE.union(Flags::DENYOOM),
         first_key: 1,
@@ -3951,13 +4874,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of("sunionstore"),
+        route: route_of(CommandId::Sunionstore, "sunionstore"),
         getkeys: getkeys_of("sunionstore"),
     },
     // SUNSUBSCRIBE: Stop listening for messages posted to the given shard channels (since
     // 7.0.0, group pubsub)
     CommandSpec {
         name: "sunsubscribe",
+        id: CommandId::Sunsubscribe,
         arity: -1,
         flags: Flags::PUBSUB
             .union(Flags::NOSCRIPT)
@@ -3976,12 +4900,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("sunsubscribe"),
+        route: route_of(CommandId::Sunsubscribe, "sunsubscribe"),
         getkeys: getkeys_of("sunsubscribe"),
     },
     // SWAPDB: Swaps two Redis databases (since 4.0.0, group server)
     CommandSpec {
         name: "swapdb",
+        id: CommandId::Swapdb,
         arity: 3,
         flags: Flags::WRITE.union(Flags::FAST),
         first_key: 0,
@@ -3989,12 +4914,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("swapdb"),
+        route: route_of(CommandId::Swapdb, "swapdb"),
         getkeys: getkeys_of("swapdb"),
     },
     // SYNC: Internal command used for replication (since 1.0.0, group server)
     CommandSpec {
         name: "sync",
+        id: CommandId::Sync,
         arity: 1,
         flags: Flags::ADMIN
             .union(Flags::NOSCRIPT)
@@ -4005,12 +4931,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("sync"),
+        route: route_of(CommandId::Sync, "sync"),
         getkeys: getkeys_of("sync"),
     },
     // TIME: Return the current server time (since 2.6.0, group server)
     CommandSpec {
         name: "time",
+        id: CommandId::Time,
         arity: 1,
         flags: Flags::LOADING.union(Flags::STALE).union(Flags::FAST),
         first_key: 0,
@@ -4018,13 +4945,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("time"),
+        route: route_of(CommandId::Time, "time"),
         getkeys: getkeys_of("time"),
     },
     // TOUCH: Alters the last access time of a key(s). Returns the number of existing keys
     // specified. (since 3.2.1, group generic)
     CommandSpec {
         name: "touch",
+        id: CommandId::Touch,
         arity: -2,
         flags: Flags::READONLY.union(Flags::FAST),
         first_key: 1,
@@ -4040,12 +4968,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("touch"),
+        route: route_of(CommandId::Touch, "touch"),
         getkeys: getkeys_of("touch"),
     },
     // TTL: Get the time to live for a key in seconds (since 1.0.0, group generic)
     CommandSpec {
         name: "ttl",
+        id: CommandId::Ttl,
         arity: 2,
         flags: Flags::READONLY.union(Flags::FAST),
         first_key: 1,
@@ -4061,12 +4990,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("ttl"),
+        route: route_of(CommandId::Ttl, "ttl"),
         getkeys: getkeys_of("ttl"),
     },
     // TYPE: Determine the type stored at key (since 1.0.0, group generic)
     CommandSpec {
         name: "type",
+        id: CommandId::Type,
         arity: 2,
         flags: Flags::READONLY.union(Flags::FAST),
         first_key: 1,
@@ -4082,13 +5012,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("type"),
+        route: route_of(CommandId::Type, "type"),
         getkeys: getkeys_of("type"),
     },
     // UNLINK: Delete a key asynchronously in another thread. Otherwise it is just as DEL, but
     // non blocking. (since 4.0.0, group generic)
     CommandSpec {
         name: "unlink",
+        id: CommandId::Unlink,
         arity: -2,
         flags: Flags::WRITE.union(Flags::FAST),
         first_key: 1,
@@ -4104,13 +5035,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("unlink"),
+        route: route_of(CommandId::Unlink, "unlink"),
         getkeys: getkeys_of("unlink"),
     },
     // UNSUBSCRIBE: Stop listening for messages posted to the given channels (since 2.0.0, group
     // pubsub)
     CommandSpec {
         name: "unsubscribe",
+        id: CommandId::Unsubscribe,
         arity: -1,
         flags: Flags::PUBSUB
             .union(Flags::NOSCRIPT)
@@ -4121,12 +5053,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("unsubscribe"),
+        route: route_of(CommandId::Unsubscribe, "unsubscribe"),
         getkeys: getkeys_of("unsubscribe"),
     },
     // UNWATCH: Forget about all watched keys (since 2.2.0, group transactions)
     CommandSpec {
         name: "unwatch",
+        id: CommandId::Unwatch,
         arity: 1,
         flags: Flags::NOSCRIPT
             .union(Flags::LOADING)
@@ -4138,13 +5071,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("unwatch"),
+        route: route_of(CommandId::Unwatch, "unwatch"),
         getkeys: getkeys_of("unwatch"),
     },
     // WAIT: Wait for the synchronous replication of all the write commands sent in the context
     // of the current connection (since 3.0.0, group generic)
     CommandSpec {
         name: "wait",
+        id: CommandId::Wait,
         arity: 3,
         flags: Flags::NOSCRIPT,
         first_key: 0,
@@ -4152,13 +5086,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("wait"),
+        route: route_of(CommandId::Wait, "wait"),
         getkeys: getkeys_of("wait"),
     },
     // WATCH: Watch the given keys to determine execution of the MULTI/EXEC block (since 2.2.0,
     // group transactions)
     CommandSpec {
         name: "watch",
+        id: CommandId::Watch,
         arity: -2,
         flags: Flags::NOSCRIPT
             .union(Flags::LOADING)
@@ -4178,7 +5113,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("watch"),
+        route: route_of(CommandId::Watch, "watch"),
         getkeys: getkeys_of("watch"),
     },
     // XACK: Marks a pending message as correctly processed, effectively removing it from the
@@ -4187,6 +5122,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
     // the PEL. (since 5.0.0, group stream)
     CommandSpec {
         name: "xack",
+        id: CommandId::Xack,
         arity: -4,
         flags: Flags::WRITE.union(Flags::FAST),
         first_key: 1,
@@ -4202,12 +5138,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("xack"),
+        route: route_of(CommandId::Xack, "xack"),
         getkeys: getkeys_of("xack"),
     },
     // XADD: Appends a new entry to a stream (since 5.0.0, group stream)
     CommandSpec {
         name: "xadd",
+        id: CommandId::Xadd,
         arity: -5,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
         first_key: 1,
@@ -4226,13 +5163,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of("xadd"),
+        route: route_of(CommandId::Xadd, "xadd"),
         getkeys: getkeys_of("xadd"),
     },
     // XAUTOCLAIM: Changes (or acquires) ownership of messages in a consumer group, as if the
     // messages were delivered to the specified consumer. (since 6.2.0, group stream)
     CommandSpec {
         name: "xautoclaim",
+        id: CommandId::Xautoclaim,
         arity: -6,
         flags: Flags::WRITE.union(Flags::FAST),
         first_key: 1,
@@ -4248,13 +5186,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("xautoclaim"),
+        route: route_of(CommandId::Xautoclaim, "xautoclaim"),
         getkeys: getkeys_of("xautoclaim"),
     },
     // XCLAIM: Changes (or acquires) ownership of a message in a consumer group, as if the
     // message was delivered to the specified consumer. (since 5.0.0, group stream)
     CommandSpec {
         name: "xclaim",
+        id: CommandId::Xclaim,
         arity: -6,
         flags: Flags::WRITE.union(Flags::FAST),
         first_key: 1,
@@ -4270,7 +5209,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("xclaim"),
+        route: route_of(CommandId::Xclaim, "xclaim"),
         getkeys: getkeys_of("xclaim"),
     },
     // XDEL: Removes the specified entries from the stream. Returns the number of items actually
@@ -4278,6 +5217,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
     // exist. (since 5.0.0, group stream)
     CommandSpec {
         name: "xdel",
+        id: CommandId::Xdel,
         arity: -3,
         flags: Flags::WRITE.union(Flags::FAST),
         first_key: 1,
@@ -4293,12 +5233,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("xdel"),
+        route: route_of(CommandId::Xdel, "xdel"),
         getkeys: getkeys_of("xdel"),
     },
     // XGROUP: A container for consumer groups commands (since 5.0.0, group stream)
     CommandSpec {
         name: "xgroup",
+        id: CommandId::Xgroup,
         arity: -2,
         flags: Flags::NONE,
         first_key: 0,
@@ -4306,12 +5247,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &SUB_XGROUP,
-        route: route_of("xgroup"),
+        route: route_of(CommandId::Xgroup, "xgroup"),
         getkeys: getkeys_of("xgroup"),
     },
     // XINFO: A container for stream introspection commands (since 5.0.0, group stream)
     CommandSpec {
         name: "xinfo",
+        id: CommandId::Xinfo,
         arity: -2,
         flags: Flags::NONE,
         first_key: 0,
@@ -4319,12 +5261,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &SUB_XINFO,
-        route: route_of("xinfo"),
+        route: route_of(CommandId::Xinfo, "xinfo"),
         getkeys: getkeys_of("xinfo"),
     },
     // XLEN: Return the number of entries in a stream (since 5.0.0, group stream)
     CommandSpec {
         name: "xlen",
+        id: CommandId::Xlen,
         arity: 2,
         flags: Flags::READONLY.union(Flags::FAST),
         first_key: 1,
@@ -4340,13 +5283,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("xlen"),
+        route: route_of(CommandId::Xlen, "xlen"),
         getkeys: getkeys_of("xlen"),
     },
     // XPENDING: Return information and entries from a stream consumer group pending entries
     // list, that are messages fetched but never acknowledged. (since 5.0.0, group stream)
     CommandSpec {
         name: "xpending",
+        id: CommandId::Xpending,
         arity: -3,
         flags: Flags::READONLY,
         first_key: 1,
@@ -4362,13 +5306,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("xpending"),
+        route: route_of(CommandId::Xpending, "xpending"),
         getkeys: getkeys_of("xpending"),
     },
     // XRANGE: Return a range of elements in a stream, with IDs matching the specified IDs
     // interval (since 5.0.0, group stream)
     CommandSpec {
         name: "xrange",
+        id: CommandId::Xrange,
         arity: -4,
         flags: Flags::READONLY,
         first_key: 1,
@@ -4384,13 +5329,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("xrange"),
+        route: route_of(CommandId::Xrange, "xrange"),
         getkeys: getkeys_of("xrange"),
     },
     // XREAD: Return never seen elements in multiple streams, with IDs greater than the ones
     // reported by the caller for each stream. Can block. (since 5.0.0, group stream)
     CommandSpec {
         name: "xread",
+        id: CommandId::Xread,
         arity: -4,
         flags: Flags::READONLY
             .union(Flags::BLOCKING)
@@ -4411,7 +5357,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("xread"),
+        route: route_of(CommandId::Xread, "xread"),
         getkeys: getkeys_of("xread"),
     },
     // XREADGROUP: Return new entries from a stream using a consumer group, or access the
@@ -4419,6 +5365,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
     // stream)
     CommandSpec {
         name: "xreadgroup",
+        id: CommandId::Xreadgroup,
         arity: -7,
         flags: Flags::WRITE
             .union(Flags::BLOCKING)
@@ -4439,7 +5386,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("xreadgroup"),
+        route: route_of(CommandId::Xreadgroup, "xreadgroup"),
         getkeys: getkeys_of("xreadgroup"),
     },
     // XREVRANGE: Return a range of elements in a stream, with IDs matching the specified IDs
@@ -4447,6 +5394,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
     // group stream)
     CommandSpec {
         name: "xrevrange",
+        id: CommandId::Xrevrange,
         arity: -4,
         flags: Flags::READONLY,
         first_key: 1,
@@ -4462,12 +5410,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("xrevrange"),
+        route: route_of(CommandId::Xrevrange, "xrevrange"),
         getkeys: getkeys_of("xrevrange"),
     },
     // XSETID: An internal command for replicating stream values (since 5.0.0, group stream)
     CommandSpec {
         name: "xsetid",
+        id: CommandId::Xsetid,
         arity: -3,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
         first_key: 1,
@@ -4483,13 +5432,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("xsetid"),
+        route: route_of(CommandId::Xsetid, "xsetid"),
         getkeys: getkeys_of("xsetid"),
     },
     // XTRIM: Trims the stream to (approximately if '~' is passed) a certain size (since 5.0.0,
     // group stream)
     CommandSpec {
         name: "xtrim",
+        id: CommandId::Xtrim,
         arity: -4,
         flags: Flags::WRITE,
         first_key: 1,
@@ -4505,13 +5455,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("xtrim"),
+        route: route_of(CommandId::Xtrim, "xtrim"),
         getkeys: getkeys_of("xtrim"),
     },
     // ZADD: Add one or more members to a sorted set, or update its score if it already exists
     // (since 1.2.0, group sorted-set)
     CommandSpec {
         name: "zadd",
+        id: CommandId::Zadd,
         arity: -4,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
         first_key: 1,
@@ -4527,12 +5478,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("zadd"),
+        route: route_of(CommandId::Zadd, "zadd"),
         getkeys: getkeys_of("zadd"),
     },
     // ZCARD: Get the number of members in a sorted set (since 1.2.0, group sorted-set)
     CommandSpec {
         name: "zcard",
+        id: CommandId::Zcard,
         arity: 2,
         flags: Flags::READONLY.union(Flags::FAST),
         first_key: 1,
@@ -4548,13 +5500,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("zcard"),
+        route: route_of(CommandId::Zcard, "zcard"),
         getkeys: getkeys_of("zcard"),
     },
     // ZCOUNT: Count the members in a sorted set with scores within the given values (since
     // 2.0.0, group sorted-set)
     CommandSpec {
         name: "zcount",
+        id: CommandId::Zcount,
         arity: 4,
         flags: Flags::READONLY.union(Flags::FAST),
         first_key: 1,
@@ -4570,12 +5523,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("zcount"),
+        route: route_of(CommandId::Zcount, "zcount"),
         getkeys: getkeys_of("zcount"),
     },
     // ZDIFF: Subtract multiple sorted sets (since 6.2.0, group sorted-set)
     CommandSpec {
         name: "zdiff",
+        id: CommandId::Zdiff,
         arity: -3,
         flags: Flags::READONLY.union(Flags::MOVABLEKEYS),
         first_key: 0,
@@ -4591,13 +5545,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("zdiff"),
+        route: route_of(CommandId::Zdiff, "zdiff"),
         getkeys: getkeys_of("zdiff"),
     },
     // ZDIFFSTORE: Subtract multiple sorted sets and store the resulting sorted set in a new key
     // (since 6.2.0, group sorted-set)
     CommandSpec {
         name: "zdiffstore",
+        id: CommandId::Zdiffstore,
         arity: -4,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::MOVABLEKEYS),
         first_key: 1,
@@ -4624,12 +5579,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of("zdiffstore"),
+        route: route_of(CommandId::Zdiffstore, "zdiffstore"),
         getkeys: getkeys_of("zdiffstore"),
     },
     // ZINCRBY: Increment the score of a member in a sorted set (since 1.2.0, group sorted-set)
     CommandSpec {
         name: "zincrby",
+        id: CommandId::Zincrby,
         arity: 4,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
         first_key: 1,
@@ -4647,12 +5603,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("zincrby"),
+        route: route_of(CommandId::Zincrby, "zincrby"),
         getkeys: getkeys_of("zincrby"),
     },
     // ZINTER: Intersect multiple sorted sets (since 6.2.0, group sorted-set)
     CommandSpec {
         name: "zinter",
+        id: CommandId::Zinter,
         arity: -3,
         flags: Flags::READONLY.union(Flags::MOVABLEKEYS),
         first_key: 0,
@@ -4668,13 +5625,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("zinter"),
+        route: route_of(CommandId::Zinter, "zinter"),
         getkeys: getkeys_of("zinter"),
     },
     // ZINTERCARD: Intersect multiple sorted sets and return the cardinality of the result
     // (since 7.0.0, group sorted-set)
     CommandSpec {
         name: "zintercard",
+        id: CommandId::Zintercard,
         arity: -3,
         flags: Flags::READONLY.union(Flags::MOVABLEKEYS),
         first_key: 0,
@@ -4690,13 +5648,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("zintercard"),
+        route: route_of(CommandId::Zintercard, "zintercard"),
         getkeys: getkeys_of("zintercard"),
     },
     // ZINTERSTORE: Intersect multiple sorted sets and store the resulting sorted set in a new
     // key (since 2.0.0, group sorted-set)
     CommandSpec {
         name: "zinterstore",
+        id: CommandId::Zinterstore,
         arity: -4,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::MOVABLEKEYS),
         first_key: 1,
@@ -4723,13 +5682,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of("zinterstore"),
+        route: route_of(CommandId::Zinterstore, "zinterstore"),
         getkeys: getkeys_of("zinterstore"),
     },
     // ZLEXCOUNT: Count the number of members in a sorted set between a given lexicographical
     // range (since 2.8.9, group sorted-set)
     CommandSpec {
         name: "zlexcount",
+        id: CommandId::Zlexcount,
         arity: 4,
         flags: Flags::READONLY.union(Flags::FAST),
         first_key: 1,
@@ -4745,13 +5705,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("zlexcount"),
+        route: route_of(CommandId::Zlexcount, "zlexcount"),
         getkeys: getkeys_of("zlexcount"),
     },
     // ZMPOP: Remove and return members with scores in a sorted set (since 7.0.0, group sorted-
     // set)
     CommandSpec {
         name: "zmpop",
+        id: CommandId::Zmpop,
         arity: -4,
         flags: Flags::WRITE.union(Flags::MOVABLEKEYS),
         first_key: 0,
@@ -4769,13 +5730,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("zmpop"),
+        route: route_of(CommandId::Zmpop, "zmpop"),
         getkeys: getkeys_of("zmpop"),
     },
     // ZMSCORE: Get the score associated with the given members in a sorted set (since 6.2.0,
     // group sorted-set)
     CommandSpec {
         name: "zmscore",
+        id: CommandId::Zmscore,
         arity: -3,
         flags: Flags::READONLY.union(Flags::FAST),
         first_key: 1,
@@ -4791,13 +5753,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("zmscore"),
+        route: route_of(CommandId::Zmscore, "zmscore"),
         getkeys: getkeys_of("zmscore"),
     },
     // ZPOPMAX: Remove and return members with the highest scores in a sorted set (since 5.0.0,
     // group sorted-set)
     CommandSpec {
         name: "zpopmax",
+        id: CommandId::Zpopmax,
         arity: -2,
         flags: Flags::WRITE.union(Flags::FAST),
         first_key: 1,
@@ -4815,13 +5778,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("zpopmax"),
+        route: route_of(CommandId::Zpopmax, "zpopmax"),
         getkeys: getkeys_of("zpopmax"),
     },
     // ZPOPMIN: Remove and return members with the lowest scores in a sorted set (since 5.0.0,
     // group sorted-set)
     CommandSpec {
         name: "zpopmin",
+        id: CommandId::Zpopmin,
         arity: -2,
         flags: Flags::WRITE.union(Flags::FAST),
         first_key: 1,
@@ -4839,13 +5803,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("zpopmin"),
+        route: route_of(CommandId::Zpopmin, "zpopmin"),
         getkeys: getkeys_of("zpopmin"),
     },
     // ZRANDMEMBER: Get one or multiple random elements from a sorted set (since 6.2.0, group
     // sorted-set)
     CommandSpec {
         name: "zrandmember",
+        id: CommandId::Zrandmember,
         arity: -2,
         flags: Flags::READONLY,
         first_key: 1,
@@ -4861,12 +5826,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("zrandmember"),
+        route: route_of(CommandId::Zrandmember, "zrandmember"),
         getkeys: getkeys_of("zrandmember"),
     },
     // ZRANGE: Return a range of members in a sorted set (since 1.2.0, group sorted-set)
     CommandSpec {
         name: "zrange",
+        id: CommandId::Zrange,
         arity: -4,
         flags: Flags::READONLY,
         first_key: 1,
@@ -4882,13 +5848,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("zrange"),
+        route: route_of(CommandId::Zrange, "zrange"),
         getkeys: getkeys_of("zrange"),
     },
     // ZRANGEBYLEX: Return a range of members in a sorted set, by lexicographical range (since
     // 2.8.9, group sorted-set)
     CommandSpec {
         name: "zrangebylex",
+        id: CommandId::Zrangebylex,
         arity: -4,
         flags: Flags::READONLY,
         first_key: 1,
@@ -4904,13 +5871,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("zrangebylex"),
+        route: route_of(CommandId::Zrangebylex, "zrangebylex"),
         getkeys: getkeys_of("zrangebylex"),
     },
     // ZRANGEBYSCORE: Return a range of members in a sorted set, by score (since 1.0.5, group
     // sorted-set)
     CommandSpec {
         name: "zrangebyscore",
+        id: CommandId::Zrangebyscore,
         arity: -4,
         flags: Flags::READONLY,
         first_key: 1,
@@ -4926,13 +5894,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("zrangebyscore"),
+        route: route_of(CommandId::Zrangebyscore, "zrangebyscore"),
         getkeys: getkeys_of("zrangebyscore"),
     },
     // ZRANGESTORE: Store a range of members from sorted set into another key (since 6.2.0,
     // group sorted-set)
     CommandSpec {
         name: "zrangestore",
+        id: CommandId::Zrangestore,
         arity: -5,
         flags: Flags::WRITE.union(Flags::DENYOOM),
         first_key: 1,
@@ -4959,12 +5928,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of("zrangestore"),
+        route: route_of(CommandId::Zrangestore, "zrangestore"),
         getkeys: getkeys_of("zrangestore"),
     },
     // ZRANK: Determine the index of a member in a sorted set (since 2.0.0, group sorted-set)
     CommandSpec {
         name: "zrank",
+        id: CommandId::Zrank,
         arity: 3,
         flags: Flags::READONLY.union(Flags::FAST),
         first_key: 1,
@@ -4980,12 +5950,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("zrank"),
+        route: route_of(CommandId::Zrank, "zrank"),
         getkeys: getkeys_of("zrank"),
     },
     // ZREM: Remove one or more members from a sorted set (since 1.2.0, group sorted-set)
     CommandSpec {
         name: "zrem",
+        id: CommandId::Zrem,
         arity: -3,
         flags: Flags::WRITE.union(Flags::FAST),
         first_key: 1,
@@ -5001,13 +5972,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("zrem"),
+        route: route_of(CommandId::Zrem, "zrem"),
         getkeys: getkeys_of("zrem"),
     },
     // ZREMRANGEBYLEX: Remove all members in a sorted set between the given lexicographical
     // range (since 2.8.9, group sorted-set)
     CommandSpec {
         name: "zremrangebylex",
+        id: CommandId::Zremrangebylex,
         arity: 4,
         flags: Flags::WRITE,
         first_key: 1,
@@ -5023,13 +5995,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("zremrangebylex"),
+        route: route_of(CommandId::Zremrangebylex, "zremrangebylex"),
         getkeys: getkeys_of("zremrangebylex"),
     },
     // ZREMRANGEBYRANK: Remove all members in a sorted set within the given indexes (since
     // 2.0.0, group sorted-set)
     CommandSpec {
         name: "zremrangebyrank",
+        id: CommandId::Zremrangebyrank,
         arity: 4,
         flags: Flags::WRITE,
         first_key: 1,
@@ -5045,13 +6018,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("zremrangebyrank"),
+        route: route_of(CommandId::Zremrangebyrank, "zremrangebyrank"),
         getkeys: getkeys_of("zremrangebyrank"),
     },
     // ZREMRANGEBYSCORE: Remove all members in a sorted set within the given scores (since
     // 1.2.0, group sorted-set)
     CommandSpec {
         name: "zremrangebyscore",
+        id: CommandId::Zremrangebyscore,
         arity: 4,
         flags: Flags::WRITE,
         first_key: 1,
@@ -5067,13 +6041,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("zremrangebyscore"),
+        route: route_of(CommandId::Zremrangebyscore, "zremrangebyscore"),
         getkeys: getkeys_of("zremrangebyscore"),
     },
     // ZREVRANGE: Return a range of members in a sorted set, by index, with scores ordered from
     // high to low (since 1.2.0, group sorted-set)
     CommandSpec {
         name: "zrevrange",
+        id: CommandId::Zrevrange,
         arity: -4,
         flags: Flags::READONLY,
         first_key: 1,
@@ -5089,13 +6064,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("zrevrange"),
+        route: route_of(CommandId::Zrevrange, "zrevrange"),
         getkeys: getkeys_of("zrevrange"),
     },
     // ZREVRANGEBYLEX: Return a range of members in a sorted set, by lexicographical range,
     // ordered from higher to lower strings. (since 2.8.9, group sorted-set)
     CommandSpec {
         name: "zrevrangebylex",
+        id: CommandId::Zrevrangebylex,
         arity: -4,
         flags: Flags::READONLY,
         first_key: 1,
@@ -5111,13 +6087,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("zrevrangebylex"),
+        route: route_of(CommandId::Zrevrangebylex, "zrevrangebylex"),
         getkeys: getkeys_of("zrevrangebylex"),
     },
     // ZREVRANGEBYSCORE: Return a range of members in a sorted set, by score, with scores
     // ordered from high to low (since 2.2.0, group sorted-set)
     CommandSpec {
         name: "zrevrangebyscore",
+        id: CommandId::Zrevrangebyscore,
         arity: -4,
         flags: Flags::READONLY,
         first_key: 1,
@@ -5133,13 +6110,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("zrevrangebyscore"),
+        route: route_of(CommandId::Zrevrangebyscore, "zrevrangebyscore"),
         getkeys: getkeys_of("zrevrangebyscore"),
     },
     // ZREVRANK: Determine the index of a member in a sorted set, with scores ordered from high
     // to low (since 2.0.0, group sorted-set)
     CommandSpec {
         name: "zrevrank",
+        id: CommandId::Zrevrank,
         arity: 3,
         flags: Flags::READONLY.union(Flags::FAST),
         first_key: 1,
@@ -5155,13 +6133,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("zrevrank"),
+        route: route_of(CommandId::Zrevrank, "zrevrank"),
         getkeys: getkeys_of("zrevrank"),
     },
     // ZSCAN: Incrementally iterate sorted sets elements and associated scores (since 2.8.0,
     // group sorted-set)
     CommandSpec {
         name: "zscan",
+        id: CommandId::Zscan,
         arity: -3,
         flags: Flags::READONLY,
         first_key: 1,
@@ -5177,13 +6156,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("zscan"),
+        route: route_of(CommandId::Zscan, "zscan"),
         getkeys: getkeys_of("zscan"),
     },
     // ZSCORE: Get the score associated with the given member in a sorted set (since 1.2.0,
     // group sorted-set)
     CommandSpec {
         name: "zscore",
+        id: CommandId::Zscore,
         arity: 3,
         flags: Flags::READONLY.union(Flags::FAST),
         first_key: 1,
@@ -5199,12 +6179,13 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("zscore"),
+        route: route_of(CommandId::Zscore, "zscore"),
         getkeys: getkeys_of("zscore"),
     },
     // ZUNION: Add multiple sorted sets (since 6.2.0, group sorted-set)
     CommandSpec {
         name: "zunion",
+        id: CommandId::Zunion,
         arity: -3,
         flags: Flags::READONLY.union(Flags::MOVABLEKEYS),
         first_key: 0,
@@ -5220,13 +6201,14 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of("zunion"),
+        route: route_of(CommandId::Zunion, "zunion"),
         getkeys: getkeys_of("zunion"),
     },
     // ZUNIONSTORE: Add multiple sorted sets and store the resulting sorted set in a new key
     // (since 2.0.0, group sorted-set)
     CommandSpec {
         name: "zunionstore",
+        id: CommandId::Zunionstore,
         arity: -4,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::MOVABLEKEYS),
         first_key: 1,
@@ -5253,7 +6235,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of("zunionstore"),
+        route: route_of(CommandId::Zunionstore, "zunionstore"),
         getkeys: getkeys_of("zunionstore"),
     },
 ];
@@ -5264,6 +6246,7 @@ static SUB_ACL: [CommandSpec; 13] = [
     // server)
     CommandSpec {
         name: "acl|cat",
+        id: CommandId::AclCat,
         arity: -2,
         flags: Flags::NOSCRIPT.union(Flags::LOADING).union(Flags::STALE),
         first_key: 0,
@@ -5271,13 +6254,14 @@ static SUB_ACL: [CommandSpec; 13] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("acl|cat"),
+        route: route_of(CommandId::AclCat, "acl|cat"),
         getkeys: getkeys_of("acl|cat"),
     },
     // ACL|DELUSER: Remove the specified ACL users and the associated rules (since 6.0.0, group
     // server)
     CommandSpec {
         name: "acl|deluser",
+        id: CommandId::AclDeluser,
         arity: -3,
         flags: Flags::ADMIN
             .union(Flags::NOSCRIPT)
@@ -5288,13 +6272,14 @@ static SUB_ACL: [CommandSpec; 13] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("acl|deluser"),
+        route: route_of(CommandId::AclDeluser, "acl|deluser"),
         getkeys: getkeys_of("acl|deluser"),
     },
     // ACL|DRYRUN: Returns whether the user can execute the given command without executing the
     // command. (since 7.0.0, group server)
     CommandSpec {
         name: "acl|dryrun",
+        id: CommandId::AclDryrun,
         arity: -4,
         flags: Flags::ADMIN
             .union(Flags::NOSCRIPT)
@@ -5305,13 +6290,14 @@ static SUB_ACL: [CommandSpec; 13] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("acl|dryrun"),
+        route: route_of(CommandId::AclDryrun, "acl|dryrun"),
         getkeys: getkeys_of("acl|dryrun"),
     },
     // ACL|GENPASS: Generate a pseudorandom secure password to use for ACL users (since 6.0.0,
     // group server)
     CommandSpec {
         name: "acl|genpass",
+        id: CommandId::AclGenpass,
         arity: -2,
         flags: Flags::NOSCRIPT.union(Flags::LOADING).union(Flags::STALE),
         first_key: 0,
@@ -5319,12 +6305,13 @@ static SUB_ACL: [CommandSpec; 13] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("acl|genpass"),
+        route: route_of(CommandId::AclGenpass, "acl|genpass"),
         getkeys: getkeys_of("acl|genpass"),
     },
     // ACL|GETUSER: Get the rules for a specific ACL user (since 6.0.0, group server)
     CommandSpec {
         name: "acl|getuser",
+        id: CommandId::AclGetuser,
         arity: 3,
         flags: Flags::ADMIN
             .union(Flags::NOSCRIPT)
@@ -5335,12 +6322,13 @@ static SUB_ACL: [CommandSpec; 13] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("acl|getuser"),
+        route: route_of(CommandId::AclGetuser, "acl|getuser"),
         getkeys: getkeys_of("acl|getuser"),
     },
     // ACL|HELP: Show helpful text about the different subcommands (since 6.0.0, group server)
     CommandSpec {
         name: "acl|help",
+        id: CommandId::AclHelp,
         arity: 2,
         flags: Flags::LOADING.union(Flags::STALE),
         first_key: 0,
@@ -5348,13 +6336,14 @@ static SUB_ACL: [CommandSpec; 13] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("acl|help"),
+        route: route_of(CommandId::AclHelp, "acl|help"),
         getkeys: getkeys_of("acl|help"),
     },
     // ACL|LIST: List the current ACL rules in ACL config file format (since 6.0.0, group
     // server)
     CommandSpec {
         name: "acl|list",
+        id: CommandId::AclList,
         arity: 2,
         flags: Flags::ADMIN
             .union(Flags::NOSCRIPT)
@@ -5365,12 +6354,13 @@ static SUB_ACL: [CommandSpec; 13] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("acl|list"),
+        route: route_of(CommandId::AclList, "acl|list"),
         getkeys: getkeys_of("acl|list"),
     },
     // ACL|LOAD: Reload the ACLs from the configured ACL file (since 6.0.0, group server)
     CommandSpec {
         name: "acl|load",
+        id: CommandId::AclLoad,
         arity: 2,
         flags: Flags::ADMIN
             .union(Flags::NOSCRIPT)
@@ -5381,12 +6371,13 @@ static SUB_ACL: [CommandSpec; 13] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("acl|load"),
+        route: route_of(CommandId::AclLoad, "acl|load"),
         getkeys: getkeys_of("acl|load"),
     },
     // ACL|LOG: List latest events denied because of ACLs in place (since 6.0.0, group server)
     CommandSpec {
         name: "acl|log",
+        id: CommandId::AclLog,
         arity: -2,
         flags: Flags::ADMIN
             .union(Flags::NOSCRIPT)
@@ -5397,13 +6388,14 @@ static SUB_ACL: [CommandSpec; 13] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("acl|log"),
+        route: route_of(CommandId::AclLog, "acl|log"),
         getkeys: getkeys_of("acl|log"),
     },
     // ACL|SAVE: Save the current ACL rules in the configured ACL file (since 6.0.0, group
     // server)
     CommandSpec {
         name: "acl|save",
+        id: CommandId::AclSave,
         arity: 2,
         flags: Flags::ADMIN
             .union(Flags::NOSCRIPT)
@@ -5414,13 +6406,14 @@ static SUB_ACL: [CommandSpec; 13] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("acl|save"),
+        route: route_of(CommandId::AclSave, "acl|save"),
         getkeys: getkeys_of("acl|save"),
     },
     // ACL|SETUSER: Modify or create the rules for a specific ACL user (since 6.0.0, group
     // server)
     CommandSpec {
         name: "acl|setuser",
+        id: CommandId::AclSetuser,
         arity: -3,
         flags: Flags::ADMIN
             .union(Flags::NOSCRIPT)
@@ -5431,12 +6424,13 @@ static SUB_ACL: [CommandSpec; 13] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("acl|setuser"),
+        route: route_of(CommandId::AclSetuser, "acl|setuser"),
         getkeys: getkeys_of("acl|setuser"),
     },
     // ACL|USERS: List the username of all the configured ACL rules (since 6.0.0, group server)
     CommandSpec {
         name: "acl|users",
+        id: CommandId::AclUsers,
         arity: 2,
         flags: Flags::ADMIN
             .union(Flags::NOSCRIPT)
@@ -5447,13 +6441,14 @@ static SUB_ACL: [CommandSpec; 13] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("acl|users"),
+        route: route_of(CommandId::AclUsers, "acl|users"),
         getkeys: getkeys_of("acl|users"),
     },
     // ACL|WHOAMI: Return the name of the user associated to the current connection (since
     // 6.0.0, group server)
     CommandSpec {
         name: "acl|whoami",
+        id: CommandId::AclWhoami,
         arity: 2,
         flags: Flags::NOSCRIPT.union(Flags::LOADING).union(Flags::STALE),
         first_key: 0,
@@ -5461,7 +6456,7 @@ static SUB_ACL: [CommandSpec; 13] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("acl|whoami"),
+        route: route_of(CommandId::AclWhoami, "acl|whoami"),
         getkeys: getkeys_of("acl|whoami"),
     },
 ];
@@ -5472,6 +6467,7 @@ static SUB_CLIENT: [CommandSpec; 16] = [
     // 6.0.0, group connection)
     CommandSpec {
         name: "client|caching",
+        id: CommandId::ClientCaching,
         arity: 3,
         flags: Flags::NOSCRIPT.union(Flags::LOADING).union(Flags::STALE),
         first_key: 0,
@@ -5479,12 +6475,13 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("client|caching"),
+        route: route_of(CommandId::ClientCaching, "client|caching"),
         getkeys: getkeys_of("client|caching"),
     },
     // CLIENT|GETNAME: Get the current connection name (since 2.6.9, group connection)
     CommandSpec {
         name: "client|getname",
+        id: CommandId::ClientGetname,
         arity: 2,
         flags: Flags::NOSCRIPT.union(Flags::LOADING).union(Flags::STALE),
         first_key: 0,
@@ -5492,13 +6489,14 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("client|getname"),
+        route: route_of(CommandId::ClientGetname, "client|getname"),
         getkeys: getkeys_of("client|getname"),
     },
     // CLIENT|GETREDIR: Get tracking notifications redirection client ID if any (since 6.0.0,
     // group connection)
     CommandSpec {
         name: "client|getredir",
+        id: CommandId::ClientGetredir,
         arity: 2,
         flags: Flags::NOSCRIPT.union(Flags::LOADING).union(Flags::STALE),
         first_key: 0,
@@ -5506,13 +6504,14 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("client|getredir"),
+        route: route_of(CommandId::ClientGetredir, "client|getredir"),
         getkeys: getkeys_of("client|getredir"),
     },
     // CLIENT|HELP: Show helpful text about the different subcommands (since 5.0.0, group
     // connection)
     CommandSpec {
         name: "client|help",
+        id: CommandId::ClientHelp,
         arity: 2,
         flags: Flags::LOADING.union(Flags::STALE),
         first_key: 0,
@@ -5520,13 +6519,14 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("client|help"),
+        route: route_of(CommandId::ClientHelp, "client|help"),
         getkeys: getkeys_of("client|help"),
     },
     // CLIENT|ID: Returns the client ID for the current connection (since 5.0.0, group
     // connection)
     CommandSpec {
         name: "client|id",
+        id: CommandId::ClientId,
         arity: 2,
         flags: Flags::NOSCRIPT.union(Flags::LOADING).union(Flags::STALE),
         first_key: 0,
@@ -5534,13 +6534,14 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("client|id"),
+        route: route_of(CommandId::ClientId, "client|id"),
         getkeys: getkeys_of("client|id"),
     },
     // CLIENT|INFO: Returns information about the current client connection. (since 6.2.0, group
     // connection)
     CommandSpec {
         name: "client|info",
+        id: CommandId::ClientInfo,
         arity: 2,
         flags: Flags::NOSCRIPT.union(Flags::LOADING).union(Flags::STALE),
         first_key: 0,
@@ -5548,12 +6549,13 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("client|info"),
+        route: route_of(CommandId::ClientInfo, "client|info"),
         getkeys: getkeys_of("client|info"),
     },
     // CLIENT|KILL: Kill the connection of a client (since 2.4.0, group connection)
     CommandSpec {
         name: "client|kill",
+        id: CommandId::ClientKill,
         arity: -3,
         flags: Flags::ADMIN
             .union(Flags::NOSCRIPT)
@@ -5564,12 +6566,13 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("client|kill"),
+        route: route_of(CommandId::ClientKill, "client|kill"),
         getkeys: getkeys_of("client|kill"),
     },
     // CLIENT|LIST: Get the list of client connections (since 2.4.0, group connection)
     CommandSpec {
         name: "client|list",
+        id: CommandId::ClientList,
         arity: -2,
         flags: Flags::ADMIN
             .union(Flags::NOSCRIPT)
@@ -5580,13 +6583,14 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("client|list"),
+        route: route_of(CommandId::ClientList, "client|list"),
         getkeys: getkeys_of("client|list"),
     },
     // CLIENT|NO-EVICT: Set client eviction mode for the current connection (since 7.0.0, group
     // connection)
     CommandSpec {
         name: "client|no-evict",
+        id: CommandId::ClientNoEvict,
         arity: 3,
         flags: Flags::ADMIN
             .union(Flags::NOSCRIPT)
@@ -5597,13 +6601,14 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("client|no-evict"),
+        route: route_of(CommandId::ClientNoEvict, "client|no-evict"),
         getkeys: getkeys_of("client|no-evict"),
     },
     // CLIENT|PAUSE: Stop processing commands from clients for some time (since 2.9.50, group
     // connection)
     CommandSpec {
         name: "client|pause",
+        id: CommandId::ClientPause,
         arity: -3,
         flags: Flags::ADMIN
             .union(Flags::NOSCRIPT)
@@ -5614,13 +6619,14 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("client|pause"),
+        route: route_of(CommandId::ClientPause, "client|pause"),
         getkeys: getkeys_of("client|pause"),
     },
     // CLIENT|REPLY: Instruct the server whether to reply to commands (since 3.2.0, group
     // connection)
     CommandSpec {
         name: "client|reply",
+        id: CommandId::ClientReply,
         arity: 3,
         flags: Flags::NOSCRIPT.union(Flags::LOADING).union(Flags::STALE),
         first_key: 0,
@@ -5628,12 +6634,13 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("client|reply"),
+        route: route_of(CommandId::ClientReply, "client|reply"),
         getkeys: getkeys_of("client|reply"),
     },
     // CLIENT|SETNAME: Set the current connection name (since 2.6.9, group connection)
     CommandSpec {
         name: "client|setname",
+        id: CommandId::ClientSetname,
         arity: 3,
         flags: Flags::NOSCRIPT.union(Flags::LOADING).union(Flags::STALE),
         first_key: 0,
@@ -5641,13 +6648,14 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("client|setname"),
+        route: route_of(CommandId::ClientSetname, "client|setname"),
         getkeys: getkeys_of("client|setname"),
     },
     // CLIENT|TRACKING: Enable or disable server assisted client side caching support (since
     // 6.0.0, group connection)
     CommandSpec {
         name: "client|tracking",
+        id: CommandId::ClientTracking,
         arity: -3,
         flags: Flags::NOSCRIPT.union(Flags::LOADING).union(Flags::STALE),
         first_key: 0,
@@ -5655,13 +6663,14 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("client|tracking"),
+        route: route_of(CommandId::ClientTracking, "client|tracking"),
         getkeys: getkeys_of("client|tracking"),
     },
     // CLIENT|TRACKINGINFO: Return information about server assisted client side caching for the
     // current connection (since 6.2.0, group connection)
     CommandSpec {
         name: "client|trackinginfo",
+        id: CommandId::ClientTrackinginfo,
         arity: 2,
         flags: Flags::NOSCRIPT.union(Flags::LOADING).union(Flags::STALE),
         first_key: 0,
@@ -5669,13 +6678,14 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("client|trackinginfo"),
+        route: route_of(CommandId::ClientTrackinginfo, "client|trackinginfo"),
         getkeys: getkeys_of("client|trackinginfo"),
     },
     // CLIENT|UNBLOCK: Unblock a client blocked in a blocking command from a different
     // connection (since 5.0.0, group connection)
     CommandSpec {
         name: "client|unblock",
+        id: CommandId::ClientUnblock,
         arity: -3,
         flags: Flags::ADMIN
             .union(Flags::NOSCRIPT)
@@ -5686,13 +6696,14 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("client|unblock"),
+        route: route_of(CommandId::ClientUnblock, "client|unblock"),
         getkeys: getkeys_of("client|unblock"),
     },
     // CLIENT|UNPAUSE: Resume processing of clients that were paused (since 6.2.0, group
     // connection)
     CommandSpec {
         name: "client|unpause",
+        id: CommandId::ClientUnpause,
         arity: 2,
         flags: Flags::ADMIN
             .union(Flags::NOSCRIPT)
@@ -5703,7 +6714,7 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("client|unpause"),
+        route: route_of(CommandId::ClientUnpause, "client|unpause"),
         getkeys: getkeys_of("client|unpause"),
     },
 ];
@@ -5713,6 +6724,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
     // CLUSTER|ADDSLOTS: Assign new hash slots to receiving node (since 3.0.0, group cluster)
     CommandSpec {
         name: "cluster|addslots",
+        id: CommandId::ClusterAddslots,
         arity: -3,
         flags: Flags::ADMIN
             .union(Flags::STALE)
@@ -5722,13 +6734,14 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("cluster|addslots"),
+        route: route_of(CommandId::ClusterAddslots, "cluster|addslots"),
         getkeys: getkeys_of("cluster|addslots"),
     },
     // CLUSTER|ADDSLOTSRANGE: Assign new hash slots to receiving node (since 7.0.0, group
     // cluster)
     CommandSpec {
         name: "cluster|addslotsrange",
+        id: CommandId::ClusterAddslotsrange,
         arity: -4,
         flags: Flags::ADMIN
             .union(Flags::STALE)
@@ -5738,12 +6751,13 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("cluster|addslotsrange"),
+        route: route_of(CommandId::ClusterAddslotsrange, "cluster|addslotsrange"),
         getkeys: getkeys_of("cluster|addslotsrange"),
     },
     // CLUSTER|BUMPEPOCH: Advance the cluster config epoch (since 3.0.0, group cluster)
     CommandSpec {
         name: "cluster|bumpepoch",
+        id: CommandId::ClusterBumpepoch,
         arity: 2,
         flags: Flags::ADMIN
             .union(Flags::STALE)
@@ -5753,13 +6767,14 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("cluster|bumpepoch"),
+        route: route_of(CommandId::ClusterBumpepoch, "cluster|bumpepoch"),
         getkeys: getkeys_of("cluster|bumpepoch"),
     },
     // CLUSTER|COUNT-FAILURE-REPORTS: Return the number of failure reports active for a given
     // node (since 3.0.0, group cluster)
     CommandSpec {
         name: "cluster|count-failure-reports",
+        id: CommandId::ClusterCountFailureReports,
         arity: 3,
         flags: Flags::ADMIN.union(Flags::STALE),
         first_key: 0,
@@ -5767,13 +6782,17 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("cluster|count-failure-reports"),
+        route: route_of(
+            CommandId::ClusterCountFailureReports,
+            "cluster|count-failure-reports",
+        ),
         getkeys: getkeys_of("cluster|count-failure-reports"),
     },
     // CLUSTER|COUNTKEYSINSLOT: Return the number of local keys in the specified hash slot
     // (since 3.0.0, group cluster)
     CommandSpec {
         name: "cluster|countkeysinslot",
+        id: CommandId::ClusterCountkeysinslot,
         arity: 3,
         flags: Flags::STALE,
         first_key: 0,
@@ -5781,13 +6800,14 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("cluster|countkeysinslot"),
+        route: route_of(CommandId::ClusterCountkeysinslot, "cluster|countkeysinslot"),
         getkeys: getkeys_of("cluster|countkeysinslot"),
     },
     // CLUSTER|DELSLOTS: Set hash slots as unbound in receiving node (since 3.0.0, group
     // cluster)
     CommandSpec {
         name: "cluster|delslots",
+        id: CommandId::ClusterDelslots,
         arity: -3,
         flags: Flags::ADMIN
             .union(Flags::STALE)
@@ -5797,13 +6817,14 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("cluster|delslots"),
+        route: route_of(CommandId::ClusterDelslots, "cluster|delslots"),
         getkeys: getkeys_of("cluster|delslots"),
     },
     // CLUSTER|DELSLOTSRANGE: Set hash slots as unbound in receiving node (since 7.0.0, group
     // cluster)
     CommandSpec {
         name: "cluster|delslotsrange",
+        id: CommandId::ClusterDelslotsrange,
         arity: -4,
         flags: Flags::ADMIN
             .union(Flags::STALE)
@@ -5813,13 +6834,14 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("cluster|delslotsrange"),
+        route: route_of(CommandId::ClusterDelslotsrange, "cluster|delslotsrange"),
         getkeys: getkeys_of("cluster|delslotsrange"),
     },
     // CLUSTER|FAILOVER: Forces a replica to perform a manual failover of its master. (since
     // 3.0.0, group cluster)
     CommandSpec {
         name: "cluster|failover",
+        id: CommandId::ClusterFailover,
         arity: -2,
         flags: Flags::ADMIN
             .union(Flags::STALE)
@@ -5829,12 +6851,13 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("cluster|failover"),
+        route: route_of(CommandId::ClusterFailover, "cluster|failover"),
         getkeys: getkeys_of("cluster|failover"),
     },
     // CLUSTER|FLUSHSLOTS: Delete a node's own slots information (since 3.0.0, group cluster)
     CommandSpec {
         name: "cluster|flushslots",
+        id: CommandId::ClusterFlushslots,
         arity: 2,
         flags: Flags::ADMIN
             .union(Flags::STALE)
@@ -5844,12 +6867,13 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("cluster|flushslots"),
+        route: route_of(CommandId::ClusterFlushslots, "cluster|flushslots"),
         getkeys: getkeys_of("cluster|flushslots"),
     },
     // CLUSTER|FORGET: Remove a node from the nodes table (since 3.0.0, group cluster)
     CommandSpec {
         name: "cluster|forget",
+        id: CommandId::ClusterForget,
         arity: 3,
         flags: Flags::ADMIN
             .union(Flags::STALE)
@@ -5859,13 +6883,14 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("cluster|forget"),
+        route: route_of(CommandId::ClusterForget, "cluster|forget"),
         getkeys: getkeys_of("cluster|forget"),
     },
     // CLUSTER|GETKEYSINSLOT: Return local key names in the specified hash slot (since 3.0.0,
     // group cluster)
     CommandSpec {
         name: "cluster|getkeysinslot",
+        id: CommandId::ClusterGetkeysinslot,
         arity: 4,
         flags: Flags::STALE,
         first_key: 0,
@@ -5873,13 +6898,14 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("cluster|getkeysinslot"),
+        route: route_of(CommandId::ClusterGetkeysinslot, "cluster|getkeysinslot"),
         getkeys: getkeys_of("cluster|getkeysinslot"),
     },
     // CLUSTER|HELP: Show helpful text about the different subcommands (since 5.0.0, group
     // cluster)
     CommandSpec {
         name: "cluster|help",
+        id: CommandId::ClusterHelp,
         arity: 2,
         flags: Flags::LOADING.union(Flags::STALE),
         first_key: 0,
@@ -5887,12 +6913,13 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("cluster|help"),
+        route: route_of(CommandId::ClusterHelp, "cluster|help"),
         getkeys: getkeys_of("cluster|help"),
     },
     // CLUSTER|INFO: Provides info about Redis Cluster node state (since 3.0.0, group cluster)
     CommandSpec {
         name: "cluster|info",
+        id: CommandId::ClusterInfo,
         arity: 2,
         flags: Flags::STALE,
         first_key: 0,
@@ -5900,12 +6927,13 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("cluster|info"),
+        route: route_of(CommandId::ClusterInfo, "cluster|info"),
         getkeys: getkeys_of("cluster|info"),
     },
     // CLUSTER|KEYSLOT: Returns the hash slot of the specified key (since 3.0.0, group cluster)
     CommandSpec {
         name: "cluster|keyslot",
+        id: CommandId::ClusterKeyslot,
         arity: 3,
         flags: Flags::STALE,
         first_key: 0,
@@ -5913,13 +6941,14 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("cluster|keyslot"),
+        route: route_of(CommandId::ClusterKeyslot, "cluster|keyslot"),
         getkeys: getkeys_of("cluster|keyslot"),
     },
     // CLUSTER|LINKS: Returns a list of all TCP links to and from peer nodes in cluster (since
     // 7.0.0, group cluster)
     CommandSpec {
         name: "cluster|links",
+        id: CommandId::ClusterLinks,
         arity: 2,
         flags: Flags::STALE,
         first_key: 0,
@@ -5927,13 +6956,14 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("cluster|links"),
+        route: route_of(CommandId::ClusterLinks, "cluster|links"),
         getkeys: getkeys_of("cluster|links"),
     },
     // CLUSTER|MEET: Force a node cluster to handshake with another node (since 3.0.0, group
     // cluster)
     CommandSpec {
         name: "cluster|meet",
+        id: CommandId::ClusterMeet,
         arity: -4,
         flags: Flags::ADMIN
             .union(Flags::STALE)
@@ -5943,12 +6973,13 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("cluster|meet"),
+        route: route_of(CommandId::ClusterMeet, "cluster|meet"),
         getkeys: getkeys_of("cluster|meet"),
     },
     // CLUSTER|MYID: Return the node id (since 3.0.0, group cluster)
     CommandSpec {
         name: "cluster|myid",
+        id: CommandId::ClusterMyid,
         arity: 2,
         flags: Flags::STALE,
         first_key: 0,
@@ -5956,12 +6987,13 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("cluster|myid"),
+        route: route_of(CommandId::ClusterMyid, "cluster|myid"),
         getkeys: getkeys_of("cluster|myid"),
     },
     // CLUSTER|NODES: Get Cluster config for the node (since 3.0.0, group cluster)
     CommandSpec {
         name: "cluster|nodes",
+        id: CommandId::ClusterNodes,
         arity: 2,
         flags: Flags::STALE,
         first_key: 0,
@@ -5969,13 +7001,14 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("cluster|nodes"),
+        route: route_of(CommandId::ClusterNodes, "cluster|nodes"),
         getkeys: getkeys_of("cluster|nodes"),
     },
     // CLUSTER|REPLICAS: List replica nodes of the specified master node (since 5.0.0, group
     // cluster)
     CommandSpec {
         name: "cluster|replicas",
+        id: CommandId::ClusterReplicas,
         arity: 3,
         flags: Flags::ADMIN.union(Flags::STALE),
         first_key: 0,
@@ -5983,13 +7016,14 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("cluster|replicas"),
+        route: route_of(CommandId::ClusterReplicas, "cluster|replicas"),
         getkeys: getkeys_of("cluster|replicas"),
     },
     // CLUSTER|REPLICATE: Reconfigure a node as a replica of the specified master node (since
     // 3.0.0, group cluster)
     CommandSpec {
         name: "cluster|replicate",
+        id: CommandId::ClusterReplicate,
         arity: 3,
         flags: Flags::ADMIN
             .union(Flags::STALE)
@@ -5999,12 +7033,13 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("cluster|replicate"),
+        route: route_of(CommandId::ClusterReplicate, "cluster|replicate"),
         getkeys: getkeys_of("cluster|replicate"),
     },
     // CLUSTER|RESET: Reset a Redis Cluster node (since 3.0.0, group cluster)
     CommandSpec {
         name: "cluster|reset",
+        id: CommandId::ClusterReset,
         arity: -2,
         flags: Flags::ADMIN.union(Flags::NOSCRIPT).union(Flags::STALE),
         first_key: 0,
@@ -6012,13 +7047,14 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("cluster|reset"),
+        route: route_of(CommandId::ClusterReset, "cluster|reset"),
         getkeys: getkeys_of("cluster|reset"),
     },
     // CLUSTER|SAVECONFIG: Forces the node to save cluster state on disk (since 3.0.0, group
     // cluster)
     CommandSpec {
         name: "cluster|saveconfig",
+        id: CommandId::ClusterSaveconfig,
         arity: 2,
         flags: Flags::ADMIN
             .union(Flags::STALE)
@@ -6028,13 +7064,14 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("cluster|saveconfig"),
+        route: route_of(CommandId::ClusterSaveconfig, "cluster|saveconfig"),
         getkeys: getkeys_of("cluster|saveconfig"),
     },
     // CLUSTER|SET-CONFIG-EPOCH: Set the configuration epoch in a new node (since 3.0.0, group
     // cluster)
     CommandSpec {
         name: "cluster|set-config-epoch",
+        id: CommandId::ClusterSetConfigEpoch,
         arity: 3,
         flags: Flags::ADMIN
             .union(Flags::STALE)
@@ -6044,12 +7081,13 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("cluster|set-config-epoch"),
+        route: route_of(CommandId::ClusterSetConfigEpoch, "cluster|set-config-epoch"),
         getkeys: getkeys_of("cluster|set-config-epoch"),
     },
     // CLUSTER|SETSLOT: Bind a hash slot to a specific node (since 3.0.0, group cluster)
     CommandSpec {
         name: "cluster|setslot",
+        id: CommandId::ClusterSetslot,
         arity: -4,
         flags: Flags::ADMIN
             .union(Flags::STALE)
@@ -6059,12 +7097,13 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("cluster|setslot"),
+        route: route_of(CommandId::ClusterSetslot, "cluster|setslot"),
         getkeys: getkeys_of("cluster|setslot"),
     },
     // CLUSTER|SHARDS: Get array of cluster slots to node mappings (since 7.0.0, group cluster)
     CommandSpec {
         name: "cluster|shards",
+        id: CommandId::ClusterShards,
         arity: 2,
         flags: Flags::STALE,
         first_key: 0,
@@ -6072,13 +7111,14 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("cluster|shards"),
+        route: route_of(CommandId::ClusterShards, "cluster|shards"),
         getkeys: getkeys_of("cluster|shards"),
     },
     // CLUSTER|SLAVES: List replica nodes of the specified master node (since 3.0.0, group
     // cluster)
     CommandSpec {
         name: "cluster|slaves",
+        id: CommandId::ClusterSlaves,
         arity: 3,
         flags: Flags::ADMIN.union(Flags::STALE),
         first_key: 0,
@@ -6086,12 +7126,13 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("cluster|slaves"),
+        route: route_of(CommandId::ClusterSlaves, "cluster|slaves"),
         getkeys: getkeys_of("cluster|slaves"),
     },
     // CLUSTER|SLOTS: Get array of Cluster slot to node mappings (since 3.0.0, group cluster)
     CommandSpec {
         name: "cluster|slots",
+        id: CommandId::ClusterSlots,
         arity: 2,
         flags: Flags::STALE,
         first_key: 0,
@@ -6099,7 +7140,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("cluster|slots"),
+        route: route_of(CommandId::ClusterSlots, "cluster|slots"),
         getkeys: getkeys_of("cluster|slots"),
     },
 ];
@@ -6109,6 +7150,7 @@ static SUB_COMMAND: [CommandSpec; 7] = [
     // COMMAND|COUNT: Get total number of Redis commands (since 2.8.13, group server)
     CommandSpec {
         name: "command|count",
+        id: CommandId::CommandCount,
         arity: 2,
         flags: Flags::LOADING.union(Flags::STALE),
         first_key: 0,
@@ -6116,13 +7158,14 @@ static SUB_COMMAND: [CommandSpec; 7] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("command|count"),
+        route: route_of(CommandId::CommandCount, "command|count"),
         getkeys: getkeys_of("command|count"),
     },
     // COMMAND|DOCS: Get array of specific Redis command documentation (since 7.0.0, group
     // server)
     CommandSpec {
         name: "command|docs",
+        id: CommandId::CommandDocs,
         arity: -2,
         flags: Flags::LOADING.union(Flags::STALE),
         first_key: 0,
@@ -6130,12 +7173,13 @@ static SUB_COMMAND: [CommandSpec; 7] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("command|docs"),
+        route: route_of(CommandId::CommandDocs, "command|docs"),
         getkeys: getkeys_of("command|docs"),
     },
     // COMMAND|GETKEYS: Extract keys given a full Redis command (since 2.8.13, group server)
     CommandSpec {
         name: "command|getkeys",
+        id: CommandId::CommandGetkeys,
         arity: -4,
         flags: Flags::LOADING.union(Flags::STALE),
         first_key: 0,
@@ -6143,13 +7187,14 @@ static SUB_COMMAND: [CommandSpec; 7] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("command|getkeys"),
+        route: route_of(CommandId::CommandGetkeys, "command|getkeys"),
         getkeys: getkeys_of("command|getkeys"),
     },
     // COMMAND|GETKEYSANDFLAGS: Extract keys and access flags given a full Redis command (since
     // 7.0.0, group server)
     CommandSpec {
         name: "command|getkeysandflags",
+        id: CommandId::CommandGetkeysandflags,
         arity: -4,
         flags: Flags::LOADING.union(Flags::STALE),
         first_key: 0,
@@ -6157,13 +7202,14 @@ static SUB_COMMAND: [CommandSpec; 7] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("command|getkeysandflags"),
+        route: route_of(CommandId::CommandGetkeysandflags, "command|getkeysandflags"),
         getkeys: getkeys_of("command|getkeysandflags"),
     },
     // COMMAND|HELP: Show helpful text about the different subcommands (since 5.0.0, group
     // server)
     CommandSpec {
         name: "command|help",
+        id: CommandId::CommandHelp,
         arity: 2,
         flags: Flags::LOADING.union(Flags::STALE),
         first_key: 0,
@@ -6171,13 +7217,14 @@ static SUB_COMMAND: [CommandSpec; 7] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("command|help"),
+        route: route_of(CommandId::CommandHelp, "command|help"),
         getkeys: getkeys_of("command|help"),
     },
     // COMMAND|INFO: Get array of specific Redis command details, or all when no argument is
     // given. (since 2.8.13, group server)
     CommandSpec {
         name: "command|info",
+        id: CommandId::CommandInfo,
         arity: -2,
         flags: Flags::LOADING.union(Flags::STALE),
         first_key: 0,
@@ -6185,12 +7232,13 @@ static SUB_COMMAND: [CommandSpec; 7] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("command|info"),
+        route: route_of(CommandId::CommandInfo, "command|info"),
         getkeys: getkeys_of("command|info"),
     },
     // COMMAND|LIST: Get an array of Redis command names (since 7.0.0, group server)
     CommandSpec {
         name: "command|list",
+        id: CommandId::CommandList,
         arity: -2,
         flags: Flags::LOADING.union(Flags::STALE),
         first_key: 0,
@@ -6198,7 +7246,7 @@ static SUB_COMMAND: [CommandSpec; 7] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("command|list"),
+        route: route_of(CommandId::CommandList, "command|list"),
         getkeys: getkeys_of("command|list"),
     },
 ];
@@ -6208,6 +7256,7 @@ static SUB_CONFIG: [CommandSpec; 5] = [
     // CONFIG|GET: Get the values of configuration parameters (since 2.0.0, group server)
     CommandSpec {
         name: "config|get",
+        id: CommandId::ConfigGet,
         arity: -3,
         flags: Flags::ADMIN
             .union(Flags::NOSCRIPT)
@@ -6218,13 +7267,14 @@ static SUB_CONFIG: [CommandSpec; 5] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("config|get"),
+        route: route_of(CommandId::ConfigGet, "config|get"),
         getkeys: getkeys_of("config|get"),
     },
     // CONFIG|HELP: Show helpful text about the different subcommands (since 5.0.0, group
     // server)
     CommandSpec {
         name: "config|help",
+        id: CommandId::ConfigHelp,
         arity: 2,
         flags: Flags::LOADING.union(Flags::STALE),
         first_key: 0,
@@ -6232,12 +7282,13 @@ static SUB_CONFIG: [CommandSpec; 5] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("config|help"),
+        route: route_of(CommandId::ConfigHelp, "config|help"),
         getkeys: getkeys_of("config|help"),
     },
     // CONFIG|RESETSTAT: Reset the stats returned by INFO (since 2.0.0, group server)
     CommandSpec {
         name: "config|resetstat",
+        id: CommandId::ConfigResetstat,
         arity: 2,
         flags: Flags::ADMIN
             .union(Flags::NOSCRIPT)
@@ -6248,13 +7299,14 @@ static SUB_CONFIG: [CommandSpec; 5] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("config|resetstat"),
+        route: route_of(CommandId::ConfigResetstat, "config|resetstat"),
         getkeys: getkeys_of("config|resetstat"),
     },
     // CONFIG|REWRITE: Rewrite the configuration file with the in memory configuration (since
     // 2.8.0, group server)
     CommandSpec {
         name: "config|rewrite",
+        id: CommandId::ConfigRewrite,
         arity: 2,
         flags: Flags::ADMIN
             .union(Flags::NOSCRIPT)
@@ -6265,12 +7317,13 @@ static SUB_CONFIG: [CommandSpec; 5] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("config|rewrite"),
+        route: route_of(CommandId::ConfigRewrite, "config|rewrite"),
         getkeys: getkeys_of("config|rewrite"),
     },
     // CONFIG|SET: Set configuration parameters to the given values (since 2.0.0, group server)
     CommandSpec {
         name: "config|set",
+        id: CommandId::ConfigSet,
         arity: -4,
         flags: Flags::ADMIN
             .union(Flags::NOSCRIPT)
@@ -6281,7 +7334,7 @@ static SUB_CONFIG: [CommandSpec; 5] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("config|set"),
+        route: route_of(CommandId::ConfigSet, "config|set"),
         getkeys: getkeys_of("config|set"),
     },
 ];
@@ -6291,6 +7344,7 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
     // FUNCTION|DELETE: Delete a function by name (since 7.0.0, group scripting)
     CommandSpec {
         name: "function|delete",
+        id: CommandId::FunctionDelete,
         arity: 3,
         flags: Flags::WRITE.union(Flags::NOSCRIPT),
         first_key: 0,
@@ -6298,13 +7352,14 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("function|delete"),
+        route: route_of(CommandId::FunctionDelete, "function|delete"),
         getkeys: getkeys_of("function|delete"),
     },
     // FUNCTION|DUMP: Dump all functions into a serialized binary payload (since 7.0.0, group
     // scripting)
     CommandSpec {
         name: "function|dump",
+        id: CommandId::FunctionDump,
         arity: 2,
         flags: Flags::NOSCRIPT,
         first_key: 0,
@@ -6312,12 +7367,13 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("function|dump"),
+        route: route_of(CommandId::FunctionDump, "function|dump"),
         getkeys: getkeys_of("function|dump"),
     },
     // FUNCTION|FLUSH: Deleting all functions (since 7.0.0, group scripting)
     CommandSpec {
         name: "function|flush",
+        id: CommandId::FunctionFlush,
         arity: -2,
         flags: Flags::WRITE.union(Flags::NOSCRIPT),
         first_key: 0,
@@ -6325,13 +7381,14 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("function|flush"),
+        route: route_of(CommandId::FunctionFlush, "function|flush"),
         getkeys: getkeys_of("function|flush"),
     },
     // FUNCTION|HELP: Show helpful text about the different subcommands (since 7.0.0, group
     // scripting)
     CommandSpec {
         name: "function|help",
+        id: CommandId::FunctionHelp,
         arity: 2,
         flags: Flags::LOADING.union(Flags::STALE),
         first_key: 0,
@@ -6339,12 +7396,13 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("function|help"),
+        route: route_of(CommandId::FunctionHelp, "function|help"),
         getkeys: getkeys_of("function|help"),
     },
     // FUNCTION|KILL: Kill the function currently in execution. (since 7.0.0, group scripting)
     CommandSpec {
         name: "function|kill",
+        id: CommandId::FunctionKill,
         arity: 2,
         flags: Flags::NOSCRIPT.union(Flags::ALLOW_BUSY),
         first_key: 0,
@@ -6352,12 +7410,13 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("function|kill"),
+        route: route_of(CommandId::FunctionKill, "function|kill"),
         getkeys: getkeys_of("function|kill"),
     },
     // FUNCTION|LIST: List information about all the functions (since 7.0.0, group scripting)
     CommandSpec {
         name: "function|list",
+        id: CommandId::FunctionList,
         arity: -2,
         flags: Flags::NOSCRIPT,
         first_key: 0,
@@ -6365,13 +7424,14 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("function|list"),
+        route: route_of(CommandId::FunctionList, "function|list"),
         getkeys: getkeys_of("function|list"),
     },
     // FUNCTION|LOAD: Create a function with the given arguments (name, code, description)
     // (since 7.0.0, group scripting)
     CommandSpec {
         name: "function|load",
+        id: CommandId::FunctionLoad,
         arity: -3,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::NOSCRIPT),
         first_key: 0,
@@ -6379,13 +7439,14 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("function|load"),
+        route: route_of(CommandId::FunctionLoad, "function|load"),
         getkeys: getkeys_of("function|load"),
     },
     // FUNCTION|RESTORE: Restore all the functions on the given payload (since 7.0.0, group
     // scripting)
     CommandSpec {
         name: "function|restore",
+        id: CommandId::FunctionRestore,
         arity: -3,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::NOSCRIPT),
         first_key: 0,
@@ -6393,13 +7454,14 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("function|restore"),
+        route: route_of(CommandId::FunctionRestore, "function|restore"),
         getkeys: getkeys_of("function|restore"),
     },
     // FUNCTION|STATS: Return information about the function currently running (name,
     // description, duration) (since 7.0.0, group scripting)
     CommandSpec {
         name: "function|stats",
+        id: CommandId::FunctionStats,
         arity: 2,
         flags: Flags::NOSCRIPT.union(Flags::ALLOW_BUSY),
         first_key: 0,
@@ -6407,7 +7469,7 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("function|stats"),
+        route: route_of(CommandId::FunctionStats, "function|stats"),
         getkeys: getkeys_of("function|stats"),
     },
 ];
@@ -6418,6 +7480,7 @@ static SUB_LATENCY: [CommandSpec; 7] = [
     // server)
     CommandSpec {
         name: "latency|doctor",
+        id: CommandId::LatencyDoctor,
         arity: 2,
         flags: Flags::ADMIN
             .union(Flags::NOSCRIPT)
@@ -6428,12 +7491,13 @@ static SUB_LATENCY: [CommandSpec; 7] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("latency|doctor"),
+        route: route_of(CommandId::LatencyDoctor, "latency|doctor"),
         getkeys: getkeys_of("latency|doctor"),
     },
     // LATENCY|GRAPH: Return a latency graph for the event. (since 2.8.13, group server)
     CommandSpec {
         name: "latency|graph",
+        id: CommandId::LatencyGraph,
         arity: 3,
         flags: Flags::ADMIN
             .union(Flags::NOSCRIPT)
@@ -6444,13 +7508,14 @@ static SUB_LATENCY: [CommandSpec; 7] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("latency|graph"),
+        route: route_of(CommandId::LatencyGraph, "latency|graph"),
         getkeys: getkeys_of("latency|graph"),
     },
     // LATENCY|HELP: Show helpful text about the different subcommands. (since 2.8.13, group
     // server)
     CommandSpec {
         name: "latency|help",
+        id: CommandId::LatencyHelp,
         arity: 2,
         flags: Flags::LOADING.union(Flags::STALE),
         first_key: 0,
@@ -6458,13 +7523,14 @@ static SUB_LATENCY: [CommandSpec; 7] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("latency|help"),
+        route: route_of(CommandId::LatencyHelp, "latency|help"),
         getkeys: getkeys_of("latency|help"),
     },
     // LATENCY|HISTOGRAM: Return the cumulative distribution of latencies of a subset of
     // commands or all. (since 7.0.0, group server)
     CommandSpec {
         name: "latency|histogram",
+        id: CommandId::LatencyHistogram,
         arity: -2,
         flags: Flags::ADMIN
             .union(Flags::NOSCRIPT)
@@ -6475,13 +7541,14 @@ static SUB_LATENCY: [CommandSpec; 7] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("latency|histogram"),
+        route: route_of(CommandId::LatencyHistogram, "latency|histogram"),
         getkeys: getkeys_of("latency|histogram"),
     },
     // LATENCY|HISTORY: Return timestamp-latency samples for the event. (since 2.8.13, group
     // server)
     CommandSpec {
         name: "latency|history",
+        id: CommandId::LatencyHistory,
         arity: 3,
         flags: Flags::ADMIN
             .union(Flags::NOSCRIPT)
@@ -6492,13 +7559,14 @@ static SUB_LATENCY: [CommandSpec; 7] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("latency|history"),
+        route: route_of(CommandId::LatencyHistory, "latency|history"),
         getkeys: getkeys_of("latency|history"),
     },
     // LATENCY|LATEST: Return the latest latency samples for all events. (since 2.8.13, group
     // server)
     CommandSpec {
         name: "latency|latest",
+        id: CommandId::LatencyLatest,
         arity: 2,
         flags: Flags::ADMIN
             .union(Flags::NOSCRIPT)
@@ -6509,12 +7577,13 @@ static SUB_LATENCY: [CommandSpec; 7] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("latency|latest"),
+        route: route_of(CommandId::LatencyLatest, "latency|latest"),
         getkeys: getkeys_of("latency|latest"),
     },
     // LATENCY|RESET: Reset latency data for one or more events. (since 2.8.13, group server)
     CommandSpec {
         name: "latency|reset",
+        id: CommandId::LatencyReset,
         arity: -2,
         flags: Flags::ADMIN
             .union(Flags::NOSCRIPT)
@@ -6525,7 +7594,7 @@ static SUB_LATENCY: [CommandSpec; 7] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("latency|reset"),
+        route: route_of(CommandId::LatencyReset, "latency|reset"),
         getkeys: getkeys_of("latency|reset"),
     },
 ];
@@ -6535,6 +7604,7 @@ static SUB_MEMORY: [CommandSpec; 6] = [
     // MEMORY|DOCTOR: Outputs memory problems report (since 4.0.0, group server)
     CommandSpec {
         name: "memory|doctor",
+        id: CommandId::MemoryDoctor,
         arity: 2,
         flags: Flags::NONE,
         first_key: 0,
@@ -6542,13 +7612,14 @@ static SUB_MEMORY: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("memory|doctor"),
+        route: route_of(CommandId::MemoryDoctor, "memory|doctor"),
         getkeys: getkeys_of("memory|doctor"),
     },
     // MEMORY|HELP: Show helpful text about the different subcommands (since 4.0.0, group
     // server)
     CommandSpec {
         name: "memory|help",
+        id: CommandId::MemoryHelp,
         arity: 2,
         flags: Flags::LOADING.union(Flags::STALE),
         first_key: 0,
@@ -6556,12 +7627,13 @@ static SUB_MEMORY: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("memory|help"),
+        route: route_of(CommandId::MemoryHelp, "memory|help"),
         getkeys: getkeys_of("memory|help"),
     },
     // MEMORY|MALLOC-STATS: Show allocator internal stats (since 4.0.0, group server)
     CommandSpec {
         name: "memory|malloc-stats",
+        id: CommandId::MemoryMallocStats,
         arity: 2,
         flags: Flags::NONE,
         first_key: 0,
@@ -6569,12 +7641,13 @@ static SUB_MEMORY: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("memory|malloc-stats"),
+        route: route_of(CommandId::MemoryMallocStats, "memory|malloc-stats"),
         getkeys: getkeys_of("memory|malloc-stats"),
     },
     // MEMORY|PURGE: Ask the allocator to release memory (since 4.0.0, group server)
     CommandSpec {
         name: "memory|purge",
+        id: CommandId::MemoryPurge,
         arity: 2,
         flags: Flags::NONE,
         first_key: 0,
@@ -6582,12 +7655,13 @@ static SUB_MEMORY: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("memory|purge"),
+        route: route_of(CommandId::MemoryPurge, "memory|purge"),
         getkeys: getkeys_of("memory|purge"),
     },
     // MEMORY|STATS: Show memory usage details (since 4.0.0, group server)
     CommandSpec {
         name: "memory|stats",
+        id: CommandId::MemoryStats,
         arity: 2,
         flags: Flags::NONE,
         first_key: 0,
@@ -6595,12 +7669,13 @@ static SUB_MEMORY: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("memory|stats"),
+        route: route_of(CommandId::MemoryStats, "memory|stats"),
         getkeys: getkeys_of("memory|stats"),
     },
     // MEMORY|USAGE: Estimate the memory usage of a key (since 4.0.0, group server)
     CommandSpec {
         name: "memory|usage",
+        id: CommandId::MemoryUsage,
         arity: -3,
         flags: Flags::READONLY,
         first_key: 2,
@@ -6616,7 +7691,7 @@ static SUB_MEMORY: [CommandSpec; 6] = [
             },
         }],
         subcommands: &[],
-        route: route_of("memory|usage"),
+        route: route_of(CommandId::MemoryUsage, "memory|usage"),
         getkeys: getkeys_of("memory|usage"),
     },
 ];
@@ -6627,6 +7702,7 @@ static SUB_MODULE: [CommandSpec; 5] = [
     // server)
     CommandSpec {
         name: "module|help",
+        id: CommandId::ModuleHelp,
         arity: 2,
         flags: Flags::LOADING.union(Flags::STALE),
         first_key: 0,
@@ -6634,12 +7710,13 @@ static SUB_MODULE: [CommandSpec; 5] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("module|help"),
+        route: route_of(CommandId::ModuleHelp, "module|help"),
         getkeys: getkeys_of("module|help"),
     },
     // MODULE|LIST: List all modules loaded by the server (since 4.0.0, group server)
     CommandSpec {
         name: "module|list",
+        id: CommandId::ModuleList,
         arity: 2,
         flags: Flags::ADMIN.union(Flags::NOSCRIPT),
         first_key: 0,
@@ -6647,12 +7724,13 @@ static SUB_MODULE: [CommandSpec; 5] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("module|list"),
+        route: route_of(CommandId::ModuleList, "module|list"),
         getkeys: getkeys_of("module|list"),
     },
     // MODULE|LOAD: Load a module (since 4.0.0, group server)
     CommandSpec {
         name: "module|load",
+        id: CommandId::ModuleLoad,
         arity: -3,
         flags: Flags::ADMIN
             .union(Flags::NOSCRIPT)
@@ -6662,12 +7740,13 @@ static SUB_MODULE: [CommandSpec; 5] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("module|load"),
+        route: route_of(CommandId::ModuleLoad, "module|load"),
         getkeys: getkeys_of("module|load"),
     },
     // MODULE|LOADEX: Load a module with extended parameters (since 7.0.0, group server)
     CommandSpec {
         name: "module|loadex",
+        id: CommandId::ModuleLoadex,
         arity: -3,
         flags: Flags::ADMIN
             .union(Flags::NOSCRIPT)
@@ -6677,12 +7756,13 @@ static SUB_MODULE: [CommandSpec; 5] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("module|loadex"),
+        route: route_of(CommandId::ModuleLoadex, "module|loadex"),
         getkeys: getkeys_of("module|loadex"),
     },
     // MODULE|UNLOAD: Unload a module (since 4.0.0, group server)
     CommandSpec {
         name: "module|unload",
+        id: CommandId::ModuleUnload,
         arity: 3,
         flags: Flags::ADMIN
             .union(Flags::NOSCRIPT)
@@ -6692,7 +7772,7 @@ static SUB_MODULE: [CommandSpec; 5] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("module|unload"),
+        route: route_of(CommandId::ModuleUnload, "module|unload"),
         getkeys: getkeys_of("module|unload"),
     },
 ];
@@ -6703,6 +7783,7 @@ static SUB_OBJECT: [CommandSpec; 5] = [
     // generic)
     CommandSpec {
         name: "object|encoding",
+        id: CommandId::ObjectEncoding,
         arity: 3,
         flags: Flags::READONLY,
         first_key: 2,
@@ -6718,13 +7799,14 @@ static SUB_OBJECT: [CommandSpec; 5] = [
             },
         }],
         subcommands: &[],
-        route: route_of("object|encoding"),
+        route: route_of(CommandId::ObjectEncoding, "object|encoding"),
         getkeys: getkeys_of("object|encoding"),
     },
     // OBJECT|FREQ: Get the logarithmic access frequency counter of a Redis object (since 4.0.0,
     // group generic)
     CommandSpec {
         name: "object|freq",
+        id: CommandId::ObjectFreq,
         arity: 3,
         flags: Flags::READONLY,
         first_key: 2,
@@ -6740,13 +7822,14 @@ static SUB_OBJECT: [CommandSpec; 5] = [
             },
         }],
         subcommands: &[],
-        route: route_of("object|freq"),
+        route: route_of(CommandId::ObjectFreq, "object|freq"),
         getkeys: getkeys_of("object|freq"),
     },
     // OBJECT|HELP: Show helpful text about the different subcommands (since 6.2.0, group
     // generic)
     CommandSpec {
         name: "object|help",
+        id: CommandId::ObjectHelp,
         arity: 2,
         flags: Flags::LOADING.union(Flags::STALE),
         first_key: 0,
@@ -6754,13 +7837,14 @@ static SUB_OBJECT: [CommandSpec; 5] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("object|help"),
+        route: route_of(CommandId::ObjectHelp, "object|help"),
         getkeys: getkeys_of("object|help"),
     },
     // OBJECT|IDLETIME: Get the time since a Redis object was last accessed (since 2.2.3, group
     // generic)
     CommandSpec {
         name: "object|idletime",
+        id: CommandId::ObjectIdletime,
         arity: 3,
         flags: Flags::READONLY,
         first_key: 2,
@@ -6776,13 +7860,14 @@ static SUB_OBJECT: [CommandSpec; 5] = [
             },
         }],
         subcommands: &[],
-        route: route_of("object|idletime"),
+        route: route_of(CommandId::ObjectIdletime, "object|idletime"),
         getkeys: getkeys_of("object|idletime"),
     },
     // OBJECT|REFCOUNT: Get the number of references to the value of the key (since 2.2.3, group
     // generic)
     CommandSpec {
         name: "object|refcount",
+        id: CommandId::ObjectRefcount,
         arity: 3,
         flags: Flags::READONLY,
         first_key: 2,
@@ -6798,7 +7883,7 @@ static SUB_OBJECT: [CommandSpec; 5] = [
             },
         }],
         subcommands: &[],
-        route: route_of("object|refcount"),
+        route: route_of(CommandId::ObjectRefcount, "object|refcount"),
         getkeys: getkeys_of("object|refcount"),
     },
 ];
@@ -6808,6 +7893,7 @@ static SUB_PUBSUB: [CommandSpec; 6] = [
     // PUBSUB|CHANNELS: List active channels (since 2.8.0, group pubsub)
     CommandSpec {
         name: "pubsub|channels",
+        id: CommandId::PubsubChannels,
         arity: -2,
         flags: Flags::PUBSUB.union(Flags::LOADING).union(Flags::STALE),
         first_key: 0,
@@ -6815,13 +7901,14 @@ static SUB_PUBSUB: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("pubsub|channels"),
+        route: route_of(CommandId::PubsubChannels, "pubsub|channels"),
         getkeys: getkeys_of("pubsub|channels"),
     },
     // PUBSUB|HELP: Show helpful text about the different subcommands (since 6.2.0, group
     // pubsub)
     CommandSpec {
         name: "pubsub|help",
+        id: CommandId::PubsubHelp,
         arity: 2,
         flags: Flags::LOADING.union(Flags::STALE),
         first_key: 0,
@@ -6829,13 +7916,14 @@ static SUB_PUBSUB: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("pubsub|help"),
+        route: route_of(CommandId::PubsubHelp, "pubsub|help"),
         getkeys: getkeys_of("pubsub|help"),
     },
     // PUBSUB|NUMPAT: Get the count of unique patterns pattern subscriptions (since 2.8.0, group
     // pubsub)
     CommandSpec {
         name: "pubsub|numpat",
+        id: CommandId::PubsubNumpat,
         arity: 2,
         flags: Flags::PUBSUB.union(Flags::LOADING).union(Flags::STALE),
         first_key: 0,
@@ -6843,12 +7931,13 @@ static SUB_PUBSUB: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("pubsub|numpat"),
+        route: route_of(CommandId::PubsubNumpat, "pubsub|numpat"),
         getkeys: getkeys_of("pubsub|numpat"),
     },
     // PUBSUB|NUMSUB: Get the count of subscribers for channels (since 2.8.0, group pubsub)
     CommandSpec {
         name: "pubsub|numsub",
+        id: CommandId::PubsubNumsub,
         arity: -2,
         flags: Flags::PUBSUB.union(Flags::LOADING).union(Flags::STALE),
         first_key: 0,
@@ -6856,12 +7945,13 @@ static SUB_PUBSUB: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("pubsub|numsub"),
+        route: route_of(CommandId::PubsubNumsub, "pubsub|numsub"),
         getkeys: getkeys_of("pubsub|numsub"),
     },
     // PUBSUB|SHARDCHANNELS: List active shard channels (since 7.0.0, group pubsub)
     CommandSpec {
         name: "pubsub|shardchannels",
+        id: CommandId::PubsubShardchannels,
         arity: -2,
         flags: Flags::PUBSUB.union(Flags::LOADING).union(Flags::STALE),
         first_key: 0,
@@ -6869,13 +7959,14 @@ static SUB_PUBSUB: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("pubsub|shardchannels"),
+        route: route_of(CommandId::PubsubShardchannels, "pubsub|shardchannels"),
         getkeys: getkeys_of("pubsub|shardchannels"),
     },
     // PUBSUB|SHARDNUMSUB: Get the count of subscribers for shard channels (since 7.0.0, group
     // pubsub)
     CommandSpec {
         name: "pubsub|shardnumsub",
+        id: CommandId::PubsubShardnumsub,
         arity: -2,
         flags: Flags::PUBSUB.union(Flags::LOADING).union(Flags::STALE),
         first_key: 0,
@@ -6883,7 +7974,7 @@ static SUB_PUBSUB: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("pubsub|shardnumsub"),
+        route: route_of(CommandId::PubsubShardnumsub, "pubsub|shardnumsub"),
         getkeys: getkeys_of("pubsub|shardnumsub"),
     },
 ];
@@ -6893,6 +7984,7 @@ static SUB_SCRIPT: [CommandSpec; 6] = [
     // SCRIPT|DEBUG: Set the debug mode for executed scripts. (since 3.2.0, group scripting)
     CommandSpec {
         name: "script|debug",
+        id: CommandId::ScriptDebug,
         arity: 3,
         flags: Flags::NOSCRIPT,
         first_key: 0,
@@ -6900,13 +7992,14 @@ static SUB_SCRIPT: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("script|debug"),
+        route: route_of(CommandId::ScriptDebug, "script|debug"),
         getkeys: getkeys_of("script|debug"),
     },
     // SCRIPT|EXISTS: Check existence of scripts in the script cache. (since 2.6.0, group
     // scripting)
     CommandSpec {
         name: "script|exists",
+        id: CommandId::ScriptExists,
         arity: -3,
         flags: Flags::NOSCRIPT,
         first_key: 0,
@@ -6914,13 +8007,14 @@ static SUB_SCRIPT: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("script|exists"),
+        route: route_of(CommandId::ScriptExists, "script|exists"),
         getkeys: getkeys_of("script|exists"),
     },
     // SCRIPT|FLUSH: Remove all the scripts from the script cache. (since 2.6.0, group
     // scripting)
     CommandSpec {
         name: "script|flush",
+        id: CommandId::ScriptFlush,
         arity: -2,
         flags: Flags::NOSCRIPT,
         first_key: 0,
@@ -6928,13 +8022,14 @@ static SUB_SCRIPT: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("script|flush"),
+        route: route_of(CommandId::ScriptFlush, "script|flush"),
         getkeys: getkeys_of("script|flush"),
     },
     // SCRIPT|HELP: Show helpful text about the different subcommands (since 5.0.0, group
     // scripting)
     CommandSpec {
         name: "script|help",
+        id: CommandId::ScriptHelp,
         arity: 2,
         flags: Flags::LOADING.union(Flags::STALE),
         first_key: 0,
@@ -6942,12 +8037,13 @@ static SUB_SCRIPT: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("script|help"),
+        route: route_of(CommandId::ScriptHelp, "script|help"),
         getkeys: getkeys_of("script|help"),
     },
     // SCRIPT|KILL: Kill the script currently in execution. (since 2.6.0, group scripting)
     CommandSpec {
         name: "script|kill",
+        id: CommandId::ScriptKill,
         arity: 2,
         flags: Flags::NOSCRIPT.union(Flags::ALLOW_BUSY),
         first_key: 0,
@@ -6955,13 +8051,14 @@ static SUB_SCRIPT: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("script|kill"),
+        route: route_of(CommandId::ScriptKill, "script|kill"),
         getkeys: getkeys_of("script|kill"),
     },
     // SCRIPT|LOAD: Load the specified Lua script into the script cache. (since 2.6.0, group
     // scripting)
     CommandSpec {
         name: "script|load",
+        id: CommandId::ScriptLoad,
         arity: 3,
         flags: Flags::NOSCRIPT.union(Flags::STALE),
         first_key: 0,
@@ -6969,7 +8066,7 @@ static SUB_SCRIPT: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("script|load"),
+        route: route_of(CommandId::ScriptLoad, "script|load"),
         getkeys: getkeys_of("script|load"),
     },
 ];
@@ -6979,6 +8076,7 @@ static SUB_SLOWLOG: [CommandSpec; 4] = [
     // SLOWLOG|GET: Get the slow log's entries (since 2.2.12, group server)
     CommandSpec {
         name: "slowlog|get",
+        id: CommandId::SlowlogGet,
         arity: -2,
         flags: Flags::ADMIN.union(Flags::LOADING).union(Flags::STALE),
         first_key: 0,
@@ -6986,13 +8084,14 @@ static SUB_SLOWLOG: [CommandSpec; 4] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("slowlog|get"),
+        route: route_of(CommandId::SlowlogGet, "slowlog|get"),
         getkeys: getkeys_of("slowlog|get"),
     },
     // SLOWLOG|HELP: Show helpful text about the different subcommands (since 6.2.0, group
     // server)
     CommandSpec {
         name: "slowlog|help",
+        id: CommandId::SlowlogHelp,
         arity: 2,
         flags: Flags::LOADING.union(Flags::STALE),
         first_key: 0,
@@ -7000,12 +8099,13 @@ static SUB_SLOWLOG: [CommandSpec; 4] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("slowlog|help"),
+        route: route_of(CommandId::SlowlogHelp, "slowlog|help"),
         getkeys: getkeys_of("slowlog|help"),
     },
     // SLOWLOG|LEN: Get the slow log's length (since 2.2.12, group server)
     CommandSpec {
         name: "slowlog|len",
+        id: CommandId::SlowlogLen,
         arity: 2,
         flags: Flags::ADMIN.union(Flags::LOADING).union(Flags::STALE),
         first_key: 0,
@@ -7013,12 +8113,13 @@ static SUB_SLOWLOG: [CommandSpec; 4] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("slowlog|len"),
+        route: route_of(CommandId::SlowlogLen, "slowlog|len"),
         getkeys: getkeys_of("slowlog|len"),
     },
     // SLOWLOG|RESET: Clear all entries from the slow log (since 2.2.12, group server)
     CommandSpec {
         name: "slowlog|reset",
+        id: CommandId::SlowlogReset,
         arity: 2,
         flags: Flags::ADMIN.union(Flags::LOADING).union(Flags::STALE),
         first_key: 0,
@@ -7026,7 +8127,7 @@ static SUB_SLOWLOG: [CommandSpec; 4] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("slowlog|reset"),
+        route: route_of(CommandId::SlowlogReset, "slowlog|reset"),
         getkeys: getkeys_of("slowlog|reset"),
     },
 ];
@@ -7036,6 +8137,7 @@ static SUB_XGROUP: [CommandSpec; 6] = [
     // XGROUP|CREATE: Create a consumer group. (since 5.0.0, group stream)
     CommandSpec {
         name: "xgroup|create",
+        id: CommandId::XgroupCreate,
         arity: -5,
         flags: Flags::WRITE.union(Flags::DENYOOM),
         first_key: 2,
@@ -7051,12 +8153,13 @@ static SUB_XGROUP: [CommandSpec; 6] = [
             },
         }],
         subcommands: &[],
-        route: route_of("xgroup|create"),
+        route: route_of(CommandId::XgroupCreate, "xgroup|create"),
         getkeys: getkeys_of("xgroup|create"),
     },
     // XGROUP|CREATECONSUMER: Create a consumer in a consumer group. (since 6.2.0, group stream)
     CommandSpec {
         name: "xgroup|createconsumer",
+        id: CommandId::XgroupCreateconsumer,
         arity: 5,
         flags: Flags::WRITE.union(Flags::DENYOOM),
         first_key: 2,
@@ -7072,12 +8175,13 @@ static SUB_XGROUP: [CommandSpec; 6] = [
             },
         }],
         subcommands: &[],
-        route: route_of("xgroup|createconsumer"),
+        route: route_of(CommandId::XgroupCreateconsumer, "xgroup|createconsumer"),
         getkeys: getkeys_of("xgroup|createconsumer"),
     },
     // XGROUP|DELCONSUMER: Delete a consumer from a consumer group. (since 5.0.0, group stream)
     CommandSpec {
         name: "xgroup|delconsumer",
+        id: CommandId::XgroupDelconsumer,
         arity: 5,
         flags: Flags::WRITE,
         first_key: 2,
@@ -7093,12 +8197,13 @@ static SUB_XGROUP: [CommandSpec; 6] = [
             },
         }],
         subcommands: &[],
-        route: route_of("xgroup|delconsumer"),
+        route: route_of(CommandId::XgroupDelconsumer, "xgroup|delconsumer"),
         getkeys: getkeys_of("xgroup|delconsumer"),
     },
     // XGROUP|DESTROY: Destroy a consumer group. (since 5.0.0, group stream)
     CommandSpec {
         name: "xgroup|destroy",
+        id: CommandId::XgroupDestroy,
         arity: 4,
         flags: Flags::WRITE,
         first_key: 2,
@@ -7114,13 +8219,14 @@ static SUB_XGROUP: [CommandSpec; 6] = [
             },
         }],
         subcommands: &[],
-        route: route_of("xgroup|destroy"),
+        route: route_of(CommandId::XgroupDestroy, "xgroup|destroy"),
         getkeys: getkeys_of("xgroup|destroy"),
     },
     // XGROUP|HELP: Show helpful text about the different subcommands (since 5.0.0, group
     // stream)
     CommandSpec {
         name: "xgroup|help",
+        id: CommandId::XgroupHelp,
         arity: 2,
         flags: Flags::LOADING.union(Flags::STALE),
         first_key: 0,
@@ -7128,13 +8234,14 @@ static SUB_XGROUP: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("xgroup|help"),
+        route: route_of(CommandId::XgroupHelp, "xgroup|help"),
         getkeys: getkeys_of("xgroup|help"),
     },
     // XGROUP|SETID: Set a consumer group to an arbitrary last delivered ID value. (since 5.0.0,
     // group stream)
     CommandSpec {
         name: "xgroup|setid",
+        id: CommandId::XgroupSetid,
         arity: -5,
         flags: Flags::WRITE,
         first_key: 2,
@@ -7150,7 +8257,7 @@ static SUB_XGROUP: [CommandSpec; 6] = [
             },
         }],
         subcommands: &[],
-        route: route_of("xgroup|setid"),
+        route: route_of(CommandId::XgroupSetid, "xgroup|setid"),
         getkeys: getkeys_of("xgroup|setid"),
     },
 ];
@@ -7160,6 +8267,7 @@ static SUB_XINFO: [CommandSpec; 4] = [
     // XINFO|CONSUMERS: List the consumers in a consumer group (since 5.0.0, group stream)
     CommandSpec {
         name: "xinfo|consumers",
+        id: CommandId::XinfoConsumers,
         arity: 4,
         flags: Flags::READONLY,
         first_key: 2,
@@ -7175,12 +8283,13 @@ static SUB_XINFO: [CommandSpec; 4] = [
             },
         }],
         subcommands: &[],
-        route: route_of("xinfo|consumers"),
+        route: route_of(CommandId::XinfoConsumers, "xinfo|consumers"),
         getkeys: getkeys_of("xinfo|consumers"),
     },
     // XINFO|GROUPS: List the consumer groups of a stream (since 5.0.0, group stream)
     CommandSpec {
         name: "xinfo|groups",
+        id: CommandId::XinfoGroups,
         arity: 3,
         flags: Flags::READONLY,
         first_key: 2,
@@ -7196,12 +8305,13 @@ static SUB_XINFO: [CommandSpec; 4] = [
             },
         }],
         subcommands: &[],
-        route: route_of("xinfo|groups"),
+        route: route_of(CommandId::XinfoGroups, "xinfo|groups"),
         getkeys: getkeys_of("xinfo|groups"),
     },
     // XINFO|HELP: Show helpful text about the different subcommands (since 5.0.0, group stream)
     CommandSpec {
         name: "xinfo|help",
+        id: CommandId::XinfoHelp,
         arity: 2,
         flags: Flags::LOADING.union(Flags::STALE),
         first_key: 0,
@@ -7209,12 +8319,13 @@ static SUB_XINFO: [CommandSpec; 4] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of("xinfo|help"),
+        route: route_of(CommandId::XinfoHelp, "xinfo|help"),
         getkeys: getkeys_of("xinfo|help"),
     },
     // XINFO|STREAM: Get information about a stream (since 5.0.0, group stream)
     CommandSpec {
         name: "xinfo|stream",
+        id: CommandId::XinfoStream,
         arity: -3,
         flags: Flags::READONLY,
         first_key: 2,
@@ -7230,7 +8341,7 @@ static SUB_XINFO: [CommandSpec; 4] = [
             },
         }],
         subcommands: &[],
-        route: route_of("xinfo|stream"),
+        route: route_of(CommandId::XinfoStream, "xinfo|stream"),
         getkeys: getkeys_of("xinfo|stream"),
     },
 ];

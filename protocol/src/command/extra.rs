@@ -4,12 +4,14 @@
 //! backends (7.0) do not know them; the live table test therefore does not see them.
 
 use super::procs::getkeys_of;
-use super::{CommandSpec, Flags, Route};
+use super::route::route_of;
+use super::{CommandId, CommandSpec, Flags};
 
 /// `CLIENT SETINFO <LIB-NAME libname | LIB-VER libver>` and `CLIENT NO-TOUCH <ON | OFF>`.
 pub(super) static CLIENT_EXTRAS: [CommandSpec; 2] = [
     CommandSpec {
         name: "client|setinfo",
+        id: CommandId::ClientSetinfo,
         arity: 4,
         flags: Flags::NOSCRIPT.union(Flags::LOADING).union(Flags::STALE),
         first_key: 0,
@@ -17,11 +19,12 @@ pub(super) static CLIENT_EXTRAS: [CommandSpec; 2] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: Route::Local,
+        route: route_of(CommandId::ClientSetinfo, "client|setinfo"),
         getkeys: getkeys_of("client|setinfo"),
     },
     CommandSpec {
         name: "client|no-touch",
+        id: CommandId::ClientNoTouch,
         arity: 3,
         flags: Flags::NOSCRIPT.union(Flags::LOADING).union(Flags::STALE),
         first_key: 0,
@@ -29,7 +32,7 @@ pub(super) static CLIENT_EXTRAS: [CommandSpec; 2] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: Route::Local,
+        route: route_of(CommandId::ClientNoTouch, "client|no-touch"),
         getkeys: getkeys_of("client|no-touch"),
     },
 ];

@@ -522,3 +522,81 @@ fn sort_patterns_must_stay_in_the_sorted_keys_slot() {
         .unwrap()
         .extra_keys_in_slot(&args, redshard_config::Slot::for_key(b"other")));
 }
+
+/// Every spec, subcommands and the hand-written extras included.
+fn every_spec() -> impl Iterator<Item = &'static CommandSpec> {
+    all_specs().chain(&extra::CLIENT_EXTRAS)
+}
+
+#[test]
+fn command_ids_name_their_commands() {
+    let mut seen = std::collections::HashSet::new();
+    for spec in every_spec() {
+        let expected: String = spec
+            .name
+            .split(['|', '_', '-'])
+            .map(|part| part[..1].to_ascii_uppercase() + &part[1..])
+            .collect();
+        assert_eq!(format!("{:?}", spec.id), expected, "id of {}", spec.name);
+        assert!(seen.insert(spec.id), "{} shares its id", spec.name);
+    }
+}
+
+#[test]
+fn local_commands_are_the_ones_local_of_knows() {
+    let mut local: Vec<&str> = every_spec()
+        .filter(|s| s.route == Route::Local)
+        .map(|s| s.name)
+        .collect();
+    local.sort_unstable();
+    let mut expected = vec![
+        "slowlog|get",
+        "slowlog|len",
+        "slowlog|reset",
+        "wait",
+        "ping",
+        "echo",
+        "quit",
+        "select",
+        "auth",
+        "hello",
+        "reset",
+        "info",
+        "command",
+        "command|count",
+        "command|docs",
+        "command|getkeys",
+        "command|getkeysandflags",
+        "command|help",
+        "command|info",
+        "command|list",
+        "config|get",
+        "client|setname",
+        "client|getname",
+        "client|id",
+        "client|info",
+        "client|list",
+        "client|no-evict",
+        "client|help",
+        "client|setinfo",
+        "client|no-touch",
+        "asking",
+        "readonly",
+        "readwrite",
+    ];
+    expected.sort_unstable();
+    assert_eq!(local, expected);
+    for spec in every_spec() {
+        assert_eq!(
+            spec.route == Route::Local,
+            Local::of(spec.id).is_some(),
+            "{}",
+            spec.name
+        );
+    }
+    // `route_of` tries `Local::of` first: a local command listed under another route would
+    // silently lose that route.
+    for name in listed_names() {
+        assert_eq!(Local::of(find(name).id), None, "{name} is local and listed");
+    }
+}

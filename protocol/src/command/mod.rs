@@ -15,7 +15,7 @@
 //! and `redis-server` 7.0 on `PATH`:
 //!
 //! ```text
-//! python3 tools/gen-command-table.py --out proxy/src/command/table.rs
+//! python3 tools/gen-command-table.py --out protocol/src/command/table.rs
 //! ```
 //!
 //! The script spawns its own server on a free 127.0.0.1 port (or use `--port P`) and runs
@@ -33,7 +33,7 @@ mod extra;
 mod flags;
 mod keys;
 mod procs;
-pub(crate) mod route;
+pub mod route;
 pub mod support;
 mod table;
 #[cfg(test)]
@@ -45,7 +45,8 @@ pub use table::REDIS_VERSION;
 
 use procs::GetKeys;
 pub use route::DANGEROUS;
-pub(crate) use route::{FORBIDDEN, LOCAL_FROM_BACKEND};
+pub use route::{Local, FORBIDDEN};
+pub use table::CommandId;
 
 /// How redshard treats a command from a client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,6 +160,8 @@ pub struct KeySpec {
 pub struct CommandSpec {
     /// Lowercase name; subcommands as Redis's `fullname`, `container|sub` (`config|get`).
     pub name: &'static str,
+    /// The typed name, for `match`es the compiler checks.
+    pub id: CommandId,
     /// Redis arity: exactly `arity` arguments (the name included) when positive, at least
     /// `-arity` when negative.
     pub arity: i32,
@@ -192,6 +195,17 @@ pub trait ArgList {
     /// Whether there is no argument at all.
     fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// A scanned request's arguments, read in place from the client's buffer.
+impl ArgList for crate::resp::Args<'_> {
+    fn len(&self) -> usize {
+        crate::resp::Args::len(self)
+    }
+
+    fn arg(&self, i: usize) -> &[u8] {
+        self.get(i)
     }
 }
 
