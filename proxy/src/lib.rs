@@ -47,6 +47,7 @@ pub mod backend;
 pub mod clients;
 pub mod command;
 pub mod control;
+pub mod events;
 pub mod health;
 pub mod listener;
 pub mod metrics;

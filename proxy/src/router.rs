@@ -12,8 +12,13 @@ use arc_swap::ArcSwap;
 use redshard_config::{ReplicaState, ShardId, Slot, Topology, SLOT_COUNT};
 use tokio::sync::watch;
 
-use crate::backend::{Node, NodePool};
-use crate::mirror::{Mirror, ShardMirror};
+use bytes::Bytes;
+
+use crate::backend::acl::BackendUser;
+use crate::backend::{Dest, LaneRequest, Node, NodePool};
+use crate::mirror::effect::Effect;
+use crate::mirror::{Job, Mirror, ShardMirror};
+use crate::resp::Protocol;
 
 /// Whether a shard takes requests now. Shared by every epoch's table (by shard id), so a
 /// session waiting on it sees the change without reloading the table.
@@ -295,4 +300,65 @@ impl Router {
         self.pool.retain(&keep);
         self.table.store(Arc::new(table));
     }
+}
+
+/// Sends `bytes` to `route`'s master on the lane of `slot`; with `effect`, the replicas get
+/// the write once the master answered. Here, below the session and the controller, because
+/// both send through it (client requests, and the migration's key moves).
+pub(crate) fn send_master(
+    route: &ShardRoute,
+    slot: u16,
+    bytes: Bytes,
+    dest: Dest,
+    protocol: Protocol,
+    effect: Option<Effect>,
+    replies: u32,
+) {
+    send_master_as(
+        route,
+        slot,
+        bytes,
+        dest,
+        protocol,
+        effect,
+        replies,
+        BackendUser::Client,
+    );
+}
+
+/// [`send_master`] run as the backend `user` (on the master and, mirrored, on the replicas).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn send_master_as(
+    route: &ShardRoute,
+    slot: u16,
+    bytes: Bytes,
+    dest: Dest,
+    protocol: Protocol,
+    effect: Option<Effect>,
+    replies: u32,
+    user: BackendUser,
+) {
+    let lane = usize::from(slot) % route.master.lane_count();
+    let mirror = match effect {
+        Some(effect) if !route.mirror.is_empty() && effect != Effect::Skip => Some(
+            Job::new(
+                Arc::clone(&route.mirror),
+                effect,
+                bytes.clone(),
+                protocol,
+                lane,
+            )
+            .as_user(user),
+        ),
+        _ => None,
+    };
+    route.master.lane_at(lane).submit(LaneRequest {
+        bytes,
+        dest,
+        protocol,
+        replies,
+        mirror,
+        via: None,
+        user,
+    });
 }

@@ -48,8 +48,7 @@ pub struct ProxyState {
     /// the controller because INFO and `/metrics` read only this state.
     pub ha: crate::control::stats::HaStats,
     /// The data path's reports to the controller, taken once by the controller task.
-    pub control_rx:
-        Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<crate::mirror::ControlEvent>>>,
+    pub control_rx: Mutex<Option<crate::events::EventReceiver>>,
     /// The certificates of the TLS listener and of backend connections, replaced in place
     /// by a reload.
     pub tls: Tls,
@@ -111,7 +110,7 @@ impl ProxyState {
             // `lanes = 0`: one per worker thread, so the workers share each node's traffic.
             lanes.lanes = worker_threads(config.threads);
         }
-        let (events, control_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (events, control_rx) = crate::events::channel();
         let mirror = crate::mirror::Mirror::new(config.mirror.clone(), events.clone());
         let router = Router::new(topology, NodePool::new(lanes).reporting(events), mirror);
         let config = Arc::new(config);

@@ -34,8 +34,7 @@ use super::Controller;
 use crate::backend::Dest;
 use crate::mirror::effect::Effect;
 use crate::resp::{encode, reply, Protocol};
-use crate::router::ShardRoute;
-use crate::session::dispatch::send_master;
+use crate::router::{send_master, ShardRoute};
 use crate::state::ProxyState;
 
 /// Where a migration stands.

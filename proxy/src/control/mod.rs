@@ -36,7 +36,7 @@ use redshard_config::{
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
-use crate::mirror::ControlEvent;
+use crate::events::ControlEvent;
 use crate::router::GateState;
 use crate::shutdown::Shutdown;
 use crate::state::ProxyState;

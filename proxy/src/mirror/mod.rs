@@ -40,44 +40,9 @@ use tracing::warn;
 
 use crate::backend::acl::BackendUser;
 use crate::backend::{Dest, LaneHandle, LaneRequest, Node, NodePool};
+use crate::events::ControlEvent;
 use crate::resp::Protocol;
 use effect::Effect;
-
-/// What the data path tells the controller.
-#[derive(Debug)]
-pub enum ControlEvent {
-    /// A replica failed a mirrored write: it must be recorded stale and resynchronised.
-    ReplicaFailed {
-        /// Its shard.
-        shard: ShardId,
-        /// The replica.
-        addr: NodeAddr,
-        /// Why, for the log.
-        reason: String,
-    },
-    /// A lane's connection to a node failed or could not be made: probe it now.
-    ConnectionLost {
-        /// The node.
-        addr: NodeAddr,
-    },
-    /// A lane found a node running another process than before (its `run_id` changed): it
-    /// restarted and lost what it held in memory. Its lanes serve nothing until the
-    /// controller accepts the new process (see [`crate::backend::Incarnation`]).
-    NodeRestarted {
-        /// The node.
-        addr: NodeAddr,
-        /// Its new `run_id`.
-        run_id: String,
-    },
-    /// A master connection failed with mirrored writes in flight: whether the master applied
-    /// them is unknown.
-    MasterWriteLost {
-        /// The shard.
-        shard: ShardId,
-        /// Its master at the time.
-        master: NodeAddr,
-    },
-}
 
 /// The mirror stream to one replica: shared by every routing table in which the replica is in
 /// sync, replaced by a fresh one when a resync makes it in sync again.
