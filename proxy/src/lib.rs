@@ -455,7 +455,7 @@ fn endpoints(state: &Arc<ProxyState>) -> metrics::http::Endpoints {
     let for_ready = Arc::clone(state);
     let for_reload = Arc::clone(state);
     metrics::http::Endpoints {
-        metrics: Arc::new(move || metrics::render(&for_metrics)),
+        metrics: Arc::new(move || metrics::scrape::render(&for_metrics)),
         ready: Arc::new(move || for_ready.health.readiness(&for_ready.router.load())),
         reload: Arc::new(move || {
             reload::reload(&for_reload)

@@ -33,6 +33,19 @@ pub enum GateState {
     Down,
 }
 
+impl GateState {
+    /// The value of the `state` label of the `gate_state` metric (and of INFO's gate field).
+    #[must_use]
+    pub fn label(self) -> &'static str {
+        use crate::metrics::names::gate_state;
+        match self {
+            Self::Open => gate_state::OPEN,
+            Self::Paused => gate_state::PAUSED,
+            Self::Down => gate_state::DOWN,
+        }
+    }
+}
+
 /// The gate of one shard.
 #[derive(Debug)]
 pub struct ShardGate {
@@ -361,4 +374,16 @@ pub(crate) fn send_master_as(
         via: None,
         user,
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GateState;
+    use crate::metrics::names::gate_state;
+
+    #[test]
+    fn gate_labels_cover_every_state() {
+        let gate = [GateState::Open, GateState::Paused, GateState::Down].map(GateState::label);
+        assert_eq!(gate, gate_state::ALL);
+    }
 }
