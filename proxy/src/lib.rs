@@ -42,24 +42,24 @@
 
 pub mod admin;
 pub mod allocator;
-pub mod auth_throttle;
+pub(crate) mod auth_throttle;
 pub mod backend;
-pub mod clients;
+pub(crate) mod clients;
 pub mod command;
 pub mod control;
-pub mod events;
-pub mod health;
-pub mod listener;
+pub(crate) mod events;
+pub(crate) mod health;
+pub(crate) mod listener;
 pub mod metrics;
 pub mod mirror;
 pub mod outbuf;
-pub mod reload;
-pub mod replies;
+pub(crate) mod reload;
+pub(crate) mod replies;
 pub mod resp;
 pub mod router;
 pub mod session;
-pub mod shutdown;
-pub mod slowlog;
+pub(crate) mod shutdown;
+pub(crate) mod slowlog;
 pub mod state;
 pub mod tls;
 

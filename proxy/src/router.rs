@@ -376,6 +376,52 @@ pub(crate) fn send_master_as(
     });
 }
 
+/// Sends a `PING` through every lane of `route`'s master and waits for the answers: every
+/// request sent to the master before it has then run. With `mirrored`, each PING also goes
+/// through the replicas' lanes and the wait includes them (whatever the mode), so every write
+/// mirrored before it has been applied by each replica still active. Returns whether every
+/// answer came within `timeout`. Here with [`send_master`], below the session and the
+/// controller that both wait on it.
+pub async fn barrier(
+    route: &ShardRoute,
+    mirrored: bool,
+    timeout: std::time::Duration,
+) -> bool {
+    let mut waits = Vec::with_capacity(route.master.lane_count());
+    for lane in 0..route.master.lane_count() {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let bytes = Bytes::from_static(crate::mirror::PING);
+        let mirror = (mirrored && !route.mirror.is_empty()).then(|| {
+            Job::new(
+                Arc::clone(&route.mirror),
+                Effect::Same,
+                bytes.clone(),
+                Protocol::Resp2,
+                lane,
+            )
+            .waiting()
+        });
+        route.master.lane_at(lane).submit(LaneRequest {
+            bytes,
+            dest: Dest::Signal(tx),
+            protocol: Protocol::Resp2,
+            replies: 1,
+            mirror,
+            via: None,
+            user: BackendUser::Client,
+        });
+        waits.push(rx);
+    }
+    let all = async {
+        let mut ok = true;
+        for rx in waits {
+            ok &= matches!(rx.await, Ok(reply) if reply.as_ref() == b"+PONG\r\n");
+        }
+        ok
+    };
+    tokio::time::timeout(timeout, all).await.unwrap_or(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::GateState;

@@ -817,7 +817,7 @@ impl Controller {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let table = self.state.router.load();
         if let Some(source) = table.route(from) {
-            if !crate::mirror::barrier(source, false, Duration::from_secs(5)).await {
+            if !crate::router::barrier(source, false, Duration::from_secs(5)).await {
                 warn!(shard = %from, "the source's lanes did not drain within 5 s");
             }
         }
