@@ -24,7 +24,9 @@
 //! - [`backend`]: per-node lanes: long-lived, multiplexed, pipelined connections.
 //! - [`mirror`]: the replicas get each write's effect, made deterministic.
 //! - [`shutdown`]: the drain signal shared by every task.
-//! - [`metrics`]: metric names, the recording API, and the HTTP endpoint (`/metrics`,
+//! - [`events`]: the one channel from the data plane to the controller (`ControlEvent`).
+//! - [`metrics`]: metric names and the recording API (a leaf everyone calls); the scrape side
+//!   at the top: the `/metrics` page ([`metrics::scrape`]) and the HTTP endpoint (`/metrics`,
 //!   `/livez`, `/readyz`, `POST /-/reload`) on `metrics_listen`.
 //! - [`health`]: what is known of each backend node (the PING probe), readiness.
 //! - [`reload`]: re-reading the configuration file (SIGHUP, `POST /-/reload`).

@@ -20,7 +20,6 @@ pub use crate::state::LogLevelHook;
 use crate::state::ProxyState;
 use crate::tls::TlsError;
 
-
 /// What a successful reload did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReloadReport {

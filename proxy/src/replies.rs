@@ -527,7 +527,6 @@ fn random_start() -> usize {
     STATE.with(|s| s.hash_one(counter)) as usize
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -382,11 +382,7 @@ pub(crate) fn send_master_as(
 /// mirrored before it has been applied by each replica still active. Returns whether every
 /// answer came within `timeout`. Here with [`send_master`], below the session and the
 /// controller that both wait on it.
-pub async fn barrier(
-    route: &ShardRoute,
-    mirrored: bool,
-    timeout: std::time::Duration,
-) -> bool {
+pub async fn barrier(route: &ShardRoute, mirrored: bool, timeout: std::time::Duration) -> bool {
     let mut waits = Vec::with_capacity(route.master.lane_count());
     for lane in 0..route.master.lane_count() {
         let (tx, rx) = tokio::sync::oneshot::channel();

@@ -705,4 +705,3 @@ impl Mirror {
             .remove(addr);
     }
 }
-
