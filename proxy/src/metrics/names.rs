@@ -115,11 +115,10 @@ pub mod mirror_state {
     }
 }
 
-/// The values of the `state` label of [`GATE_STATE`]: whether a shard takes requests.
+/// The values of the `state` label of [`GATE_STATE`]: whether a shard takes requests. Mapped
+/// from `crate::router::GateState` by its `label` (the router names the metric, not the other
+/// way round: metrics are a leaf).
 pub mod gate_state {
-    //! Mapped from `crate::router::GateState` by its `label` (the router names the metric,
-    //! not the other way round: metrics are a leaf).
-
     /// Requests flow.
     pub const OPEN: &str = "open";
     /// Requests wait (a failover or a resync cut-over is under way).
