@@ -10,11 +10,10 @@ use std::collections::HashMap;
 use std::sync::{PoisonError, RwLock};
 
 use bytes::{Bytes, BytesMut};
-use redshard_config::{NodeAddr, Slot, SLOT_COUNT};
+use redshard_config::{BackendConfig, NodeAddr, Slot, SLOT_COUNT};
 
 use crate::resp::encode;
 use crate::router::RoutingTable;
-use crate::state::ProxyState;
 
 /// What is known of one node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -135,11 +134,9 @@ pub fn slots_per_shard(table: &RoutingTable) -> Vec<usize> {
     counts
 }
 
-/// The probe's memory of one master.
 /// The `AUTH` of the proxy's control connections: `[backend] control_*` when set, else the
 /// client-traffic credentials.
-pub(crate) fn auth_request(state: &ProxyState) -> Option<Bytes> {
-    let backend = &state.config.backend;
+pub(crate) fn auth_request(backend: &BackendConfig) -> Option<Bytes> {
     let (username, password) = match &backend.control_password {
         Some(password) => (&backend.control_username, password),
         None => (&backend.username, backend.password.as_ref()?),

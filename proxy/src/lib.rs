@@ -24,7 +24,9 @@
 //! - [`backend`]: per-node lanes: long-lived, multiplexed, pipelined connections.
 //! - [`mirror`]: the replicas get each write's effect, made deterministic.
 //! - [`shutdown`]: the drain signal shared by every task.
-//! - [`metrics`]: metric names, the recording API, and the HTTP endpoint (`/metrics`,
+//! - [`events`]: the one channel from the data plane to the controller (`ControlEvent`).
+//! - [`metrics`]: metric names and the recording API (a leaf everyone calls); the scrape side
+//!   at the top: the `/metrics` page ([`metrics::scrape`]) and the HTTP endpoint (`/metrics`,
 //!   `/livez`, `/readyz`, `POST /-/reload`) on `metrics_listen`.
 //! - [`health`]: what is known of each backend node (the PING probe), readiness.
 //! - [`reload`]: re-reading the configuration file (SIGHUP, `POST /-/reload`).
@@ -46,21 +48,22 @@ pub use redshard_protocol::{command, resp};
 
 pub mod admin;
 pub mod allocator;
-pub mod auth_throttle;
+pub(crate) mod auth_throttle;
 pub mod backend;
-pub mod clients;
+pub(crate) mod clients;
 pub mod control;
-pub mod health;
-pub mod listener;
+pub(crate) mod events;
+pub(crate) mod health;
+pub(crate) mod listener;
 pub mod metrics;
 pub mod mirror;
 pub mod outbuf;
-pub mod reload;
-pub mod replies;
+pub(crate) mod reload;
+pub(crate) mod replies;
 pub mod router;
 pub mod session;
-pub mod shutdown;
-pub mod slowlog;
+pub(crate) mod shutdown;
+pub(crate) mod slowlog;
 pub mod state;
 pub mod tls;
 
@@ -456,7 +459,7 @@ fn endpoints(state: &Arc<ProxyState>) -> metrics::http::Endpoints {
     let for_ready = Arc::clone(state);
     let for_reload = Arc::clone(state);
     metrics::http::Endpoints {
-        metrics: Arc::new(move || metrics::render(&for_metrics)),
+        metrics: Arc::new(move || metrics::scrape::render(&for_metrics)),
         ready: Arc::new(move || for_ready.health.readiness(&for_ready.router.load())),
         reload: Arc::new(move || {
             reload::reload(&for_reload)

@@ -16,37 +16,9 @@ use std::sync::{Arc, PoisonError};
 
 use redshard_config::{BackendConfig, Config, ConfigError, TlsConfig};
 
+pub use crate::state::LogLevelHook;
 use crate::state::ProxyState;
 use crate::tls::TlsError;
-
-/// Applies a new `[log] level` filter. `Ok(true)` when applied, `Ok(false)` when something
-/// overrides the file (such as `RUST_LOG`); `Err` with the reason when the filter is invalid.
-#[derive(Clone)]
-pub struct LogLevelHook(Arc<LogLevelFn>);
-
-/// The function inside a [`LogLevelHook`].
-type LogLevelFn = dyn Fn(&str) -> Result<bool, String> + Send + Sync;
-
-impl LogLevelHook {
-    /// A hook calling `apply` with the new filter.
-    pub fn new(apply: impl Fn(&str) -> Result<bool, String> + Send + Sync + 'static) -> Self {
-        Self(Arc::new(apply))
-    }
-
-    /// Applies `level`.
-    ///
-    /// # Errors
-    /// The filter is invalid; the level in effect is unchanged.
-    pub fn apply(&self, level: &str) -> Result<bool, String> {
-        (self.0)(level)
-    }
-}
-
-impl fmt::Debug for LogLevelHook {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("LogLevelHook")
-    }
-}
 
 /// What a successful reload did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

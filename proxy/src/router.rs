@@ -12,8 +12,13 @@ use arc_swap::ArcSwap;
 use redshard_config::{ReplicaState, ShardId, Slot, Topology, SLOT_COUNT};
 use tokio::sync::watch;
 
-use crate::backend::{Node, NodePool};
-use crate::mirror::{Mirror, ShardMirror};
+use bytes::Bytes;
+
+use crate::backend::acl::BackendUser;
+use crate::backend::{Dest, LaneRequest, Node, NodePool};
+use crate::mirror::effect::Effect;
+use crate::mirror::{Job, Mirror, ShardMirror};
+use crate::resp::Protocol;
 
 /// Whether a shard takes requests now. Shared by every epoch's table (by shard id), so a
 /// session waiting on it sees the change without reloading the table.
@@ -26,6 +31,19 @@ pub enum GateState {
     Paused,
     /// The master is down with no in-sync replica to promote: `-CLUSTERDOWN` at once.
     Down,
+}
+
+impl GateState {
+    /// The value of the `state` label of the `gate_state` metric (and of INFO's gate field).
+    #[must_use]
+    pub fn label(self) -> &'static str {
+        use crate::metrics::names::gate_state;
+        match self {
+            Self::Open => gate_state::OPEN,
+            Self::Paused => gate_state::PAUSED,
+            Self::Down => gate_state::DOWN,
+        }
+    }
 }
 
 /// The gate of one shard.
@@ -294,5 +312,120 @@ impl Router {
         let keep: Vec<_> = table.topology.nodes().collect();
         self.pool.retain(&keep);
         self.table.store(Arc::new(table));
+    }
+}
+
+/// Sends `bytes` to `route`'s master on the lane of `slot`; with `effect`, the replicas get
+/// the write once the master answered. Here, below the session and the controller, because
+/// both send through it (client requests, and the migration's key moves).
+pub(crate) fn send_master(
+    route: &ShardRoute,
+    slot: u16,
+    bytes: Bytes,
+    dest: Dest,
+    protocol: Protocol,
+    effect: Option<Effect>,
+    replies: u32,
+) {
+    send_master_as(
+        route,
+        slot,
+        bytes,
+        dest,
+        protocol,
+        effect,
+        replies,
+        BackendUser::Client,
+    );
+}
+
+/// [`send_master`] run as the backend `user` (on the master and, mirrored, on the replicas).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn send_master_as(
+    route: &ShardRoute,
+    slot: u16,
+    bytes: Bytes,
+    dest: Dest,
+    protocol: Protocol,
+    effect: Option<Effect>,
+    replies: u32,
+    user: BackendUser,
+) {
+    let lane = usize::from(slot) % route.master.lane_count();
+    let mirror = match effect {
+        Some(effect) if !route.mirror.is_empty() && effect != Effect::Skip => Some(
+            Job::new(
+                Arc::clone(&route.mirror),
+                effect,
+                bytes.clone(),
+                protocol,
+                lane,
+            )
+            .as_user(user),
+        ),
+        _ => None,
+    };
+    route.master.lane_at(lane).submit(LaneRequest {
+        bytes,
+        dest,
+        protocol,
+        replies,
+        mirror,
+        via: None,
+        user,
+    });
+}
+
+/// Sends a `PING` through every lane of `route`'s master and waits for the answers: every
+/// request sent to the master before it has then run. With `mirrored`, each PING also goes
+/// through the replicas' lanes and the wait includes them (whatever the mode), so every write
+/// mirrored before it has been applied by each replica still active. Returns whether every
+/// answer came within `timeout`. Here with [`send_master`], below the session and the
+/// controller that both wait on it.
+pub async fn barrier(route: &ShardRoute, mirrored: bool, timeout: std::time::Duration) -> bool {
+    let mut waits = Vec::with_capacity(route.master.lane_count());
+    for lane in 0..route.master.lane_count() {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let bytes = Bytes::from_static(crate::mirror::PING);
+        let mirror = (mirrored && !route.mirror.is_empty()).then(|| {
+            Job::new(
+                Arc::clone(&route.mirror),
+                Effect::Same,
+                bytes.clone(),
+                Protocol::Resp2,
+                lane,
+            )
+            .waiting()
+        });
+        route.master.lane_at(lane).submit(LaneRequest {
+            bytes,
+            dest: Dest::Signal(tx),
+            protocol: Protocol::Resp2,
+            replies: 1,
+            mirror,
+            via: None,
+            user: BackendUser::Client,
+        });
+        waits.push(rx);
+    }
+    let all = async {
+        let mut ok = true;
+        for rx in waits {
+            ok &= matches!(rx.await, Ok(reply) if reply.as_ref() == b"+PONG\r\n");
+        }
+        ok
+    };
+    tokio::time::timeout(timeout, all).await.unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GateState;
+    use crate::metrics::names::gate_state;
+
+    #[test]
+    fn gate_labels_cover_every_state() {
+        let gate = [GateState::Open, GateState::Paused, GateState::Down].map(GateState::label);
+        assert_eq!(gate, gate_state::ALL);
     }
 }

@@ -1,5 +1,6 @@
 //! What every session shares: configuration, routing, the client list.
 
+use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -10,7 +11,6 @@ use redshard_config::{Config, Topology};
 use crate::backend::{LaneConfig, NodePool};
 use crate::clients::Clients;
 use crate::health::BackendHealth;
-use crate::reload::LogLevelHook;
 use crate::resp::ScanLimits;
 use crate::router::Router;
 use crate::tls::{Tls, TlsError};
@@ -48,8 +48,7 @@ pub struct ProxyState {
     /// the controller because INFO and `/metrics` read only this state.
     pub ha: crate::control::stats::HaStats,
     /// The data path's reports to the controller, taken once by the controller task.
-    pub control_rx:
-        Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<crate::mirror::ControlEvent>>>,
+    pub control_rx: Mutex<Option<crate::events::EventReceiver>>,
     /// The certificates of the TLS listener and of backend connections, replaced in place
     /// by a reload.
     pub tls: Tls,
@@ -59,6 +58,36 @@ pub struct ProxyState {
     /// Where idle clients are parked (see `session::park`), once the proxy started it;
     /// without one, clients are not parked.
     pub(crate) park_room: std::sync::OnceLock<Arc<crate::session::park::room::Room>>,
+}
+
+/// Applies a new `[log] level` filter (called by `crate::reload`; kept here, with the state
+/// that holds it, so the state does not import the reload above it). `Ok(true)` when applied, `Ok(false)` when something
+/// overrides the file (such as `RUST_LOG`); `Err` with the reason when the filter is invalid.
+#[derive(Clone)]
+pub struct LogLevelHook(Arc<LogLevelFn>);
+
+/// The function inside a [`LogLevelHook`].
+type LogLevelFn = dyn Fn(&str) -> Result<bool, String> + Send + Sync;
+
+impl LogLevelHook {
+    /// A hook calling `apply` with the new filter.
+    pub fn new(apply: impl Fn(&str) -> Result<bool, String> + Send + Sync + 'static) -> Self {
+        Self(Arc::new(apply))
+    }
+
+    /// Applies `level`.
+    ///
+    /// # Errors
+    /// The filter is invalid; the level in effect is unchanged.
+    pub fn apply(&self, level: &str) -> Result<bool, String> {
+        (self.0)(level)
+    }
+}
+
+impl fmt::Debug for LogLevelHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LogLevelHook")
+    }
 }
 
 /// What a proxy started by `main` has beyond its configuration.
@@ -111,7 +140,7 @@ impl ProxyState {
             // `lanes = 0`: one per worker thread, so the workers share each node's traffic.
             lanes.lanes = worker_threads(config.threads);
         }
-        let (events, control_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (events, control_rx) = crate::events::channel();
         let mirror = crate::mirror::Mirror::new(config.mirror.clone(), events.clone());
         let router = Router::new(topology, NodePool::new(lanes).reporting(events), mirror);
         let config = Arc::new(config);

@@ -263,7 +263,7 @@ async fn failed_auth_slows_every_connection_of_its_address_and_no_other_address(
         (1..=10).contains(&after_guesses),
         "{after_guesses} attempts waited for their turn"
     );
-    let metrics = redshard_proxy::metrics::render(proxy.state());
+    let metrics = redshard_proxy::metrics::scrape::render(proxy.state());
     assert!(
         metrics.contains(&format!("redshard_auth_throttled_total {after_guesses}\n")),
         "{metrics}"

@@ -150,7 +150,7 @@ fn tls_addr(cluster: &TestCluster) -> SocketAddr {
 
 /// The value of the counter `name` on the proxy's metrics page (0 when absent).
 fn counter(proxy: &Proxy, name: &str) -> u64 {
-    redshard_proxy::metrics::render(proxy.state())
+    redshard_proxy::metrics::scrape::render(proxy.state())
         .lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or(0)

@@ -31,8 +31,9 @@ use tracing::{debug, warn};
 
 use super::stream::BackendStream;
 use super::{connect::connect, Dest, LaneConfig, LaneRequest};
+use crate::events::ControlEvent;
 use crate::metrics;
-use crate::mirror::{ControlEvent, Job};
+use crate::mirror::Job;
 use crate::outbuf::OutBuf;
 use crate::resp::{reply, Protocol, ProtocolError, ReplyScanner};
 

@@ -244,7 +244,7 @@ pub struct Node {
     /// connections and refuse every request until the controller lifts it.
     fenced: tokio::sync::watch::Sender<bool>,
     /// Reports of failed connections to the controller.
-    events: Option<mpsc::UnboundedSender<crate::mirror::ControlEvent>>,
+    events: Option<mpsc::UnboundedSender<crate::events::ControlEvent>>,
     /// The node's process as the lanes know it (see [`Incarnation`]).
     incarnation: Arc<Incarnation>,
 }
@@ -419,7 +419,7 @@ fn spawn_lanes(
     addr: &NodeAddr,
     config: &Arc<LaneConfig>,
     fenced: &tokio::sync::watch::Sender<bool>,
-    events: Option<&mpsc::UnboundedSender<crate::mirror::ControlEvent>>,
+    events: Option<&mpsc::UnboundedSender<crate::events::ControlEvent>>,
     incarnation: &Arc<Incarnation>,
 ) -> Box<[LaneHandle]> {
     (0..config.lanes.max(1))
@@ -450,7 +450,7 @@ impl Node {
     pub fn spawn(
         addr: NodeAddr,
         config: &Arc<LaneConfig>,
-        events: Option<mpsc::UnboundedSender<crate::mirror::ControlEvent>>,
+        events: Option<mpsc::UnboundedSender<crate::events::ControlEvent>>,
     ) -> Arc<Self> {
         let fenced = tokio::sync::watch::Sender::new(false);
         let incarnation = Arc::new(Incarnation::default());
@@ -562,7 +562,7 @@ pub struct NodePool {
     /// Lane settings for new nodes.
     config: Arc<LaneConfig>,
     /// Where lanes report failed connections (the controller).
-    events: Option<mpsc::UnboundedSender<crate::mirror::ControlEvent>>,
+    events: Option<mpsc::UnboundedSender<crate::events::ControlEvent>>,
     /// Nodes by address. A node dropped from every routing table stays here until
     /// [`NodePool::retain`] removes it.
     nodes: Mutex<HashMap<NodeAddr, Arc<Node>>>,
@@ -581,7 +581,7 @@ impl NodePool {
 
     /// The same pool, reporting failed connections to `events`.
     #[must_use]
-    pub fn reporting(mut self, events: mpsc::UnboundedSender<crate::mirror::ControlEvent>) -> Self {
+    pub fn reporting(mut self, events: mpsc::UnboundedSender<crate::events::ControlEvent>) -> Self {
         self.events = Some(events);
         self
     }

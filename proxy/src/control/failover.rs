@@ -56,7 +56,7 @@ impl Controller {
         if graceful {
             self.hold(shard, true);
             let timeout = self.state.config.mirror.cutover_timeout;
-            if !crate::mirror::barrier(route, true, timeout).await {
+            if !crate::router::barrier(route, true, timeout).await {
                 self.hold(shard, false);
                 return Err(FailoverError::Drain(timeout));
             }

@@ -34,8 +34,7 @@ use super::Controller;
 use crate::backend::Dest;
 use crate::mirror::effect::Effect;
 use crate::resp::{encode, reply, Protocol};
-use crate::router::ShardRoute;
-use crate::session::dispatch::send_master;
+use crate::router::{send_master, ShardRoute};
 use crate::state::ProxyState;
 
 /// Where a migration stands.
@@ -818,7 +817,7 @@ impl Controller {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let table = self.state.router.load();
         if let Some(source) = table.route(from) {
-            if !crate::mirror::barrier(source, false, Duration::from_secs(5)).await {
+            if !crate::router::barrier(source, false, Duration::from_secs(5)).await {
                 warn!(shard = %from, "the source's lanes did not drain within 5 s");
             }
         }

@@ -36,7 +36,7 @@ use redshard_config::{
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
-use crate::mirror::ControlEvent;
+use crate::events::ControlEvent;
 use crate::router::GateState;
 use crate::shutdown::Shutdown;
 use crate::state::ProxyState;
@@ -100,7 +100,7 @@ impl Controller {
         let changed = Arc::new(Notify::new());
         let probes = Probes::new(
             state.config.health.clone(),
-            crate::health::auth_request(&state),
+            crate::health::auth_request(&state.config.backend),
             state.tls.backend.clone(),
             Arc::clone(&state.health),
             Arc::clone(&changed),
@@ -151,7 +151,7 @@ impl Controller {
         addr: &NodeAddr,
         timeout: Duration,
     ) -> Result<conn::ControlConn, conn::ConnError> {
-        let auth = crate::health::auth_request(&self.state);
+        let auth = crate::health::auth_request(&self.state.config.backend);
         conn::ControlConn::open(
             addr,
             auth.as_ref(),

@@ -166,7 +166,7 @@ impl Controller {
         let paused = Instant::now();
         let table = self.state.router.load();
         let route = table.route(shard).ok_or(ResyncError::Moved)?;
-        if !crate::mirror::barrier(route, false, bound).await {
+        if !crate::router::barrier(route, false, bound).await {
             return Err(ResyncError::Timeout(format!(
                 "the master's lanes did not drain within {} ms",
                 bound.as_millis()

@@ -15,7 +15,7 @@
 //! cost one increment, hold no samples and need no upkeep.
 //!
 //! **State** (clients, topology, backend health, mirroring, failovers, migrations) is read
-//! from the proxy at each scrape by [`render`]: always exact for the proxy being scraped and
+//! from the proxy at each scrape by [`scrape::render`]: always exact for the proxy being scraped and
 //! never stale, with nothing to wire.
 //!
 //! # One recorder per process
@@ -29,7 +29,7 @@
 pub mod healthcheck;
 pub mod http;
 pub mod names;
-mod scrape;
+pub mod scrape;
 mod text;
 
 use std::collections::HashMap;
@@ -42,7 +42,6 @@ use metrics::{Counter, Gauge, Key, KeyName, Label, Level, Metadata, Recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use redshard_config::NodeAddr;
 
-use crate::state::ProxyState;
 use names::{Kind, Metric, LABEL_KIND, LABEL_NODE, LABEL_RESULT};
 use text::Text;
 
@@ -283,24 +282,6 @@ pub fn config_reload(ok: bool) {
             registry.reloads_error.increment(1);
         }
     }
-}
-
-/// The whole `/metrics` page for the proxy `state`: the process's event metrics, then the
-/// proxy's state. Uses the installed namespace, or the configured one when nothing is
-/// installed.
-#[must_use]
-pub fn render(state: &ProxyState) -> String {
-    let mut out = String::with_capacity(16 * 1024);
-    let namespace = match registry() {
-        Some(registry) => {
-            let exporter = Exporter { registry };
-            exporter.render_into(&mut out);
-            exporter.namespace().to_owned()
-        }
-        None => state.config.metrics_namespace.clone(),
-    };
-    scrape::render_state(&mut Text::new(&mut out, &namespace), state);
-    out
 }
 
 // ---- Per-command metrics ---------------------------------------------------------------------

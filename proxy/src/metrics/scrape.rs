@@ -1,13 +1,34 @@
-//! The state metrics of one proxy, read at each scrape (see [`super::names`]).
+//! The `/metrics` page: the process's event metrics, then the state metrics of one proxy,
+//! read at each scrape (see [`super::names`]). The scrape side sits at the top: it reads the
+//! whole proxy state, while the recording API of [`super`] is a leaf everyone may call.
 
 use std::sync::atomic::Ordering;
 
 use super::names::{self, gate_state, mirror_state};
 use super::text::Text;
+use super::{registry, Exporter};
 use crate::control::migrate::{MigrationProgress, MigrationState};
 use crate::health::{slots_per_shard, NodeStatus};
 use crate::router::RoutingTable;
 use crate::state::ProxyState;
+
+/// The whole `/metrics` page for the proxy `state`: the process's event metrics, then the
+/// proxy's state. Uses the installed namespace, or the configured one when nothing is
+/// installed.
+#[must_use]
+pub fn render(state: &ProxyState) -> String {
+    let mut out = String::with_capacity(16 * 1024);
+    let namespace = match registry() {
+        Some(registry) => {
+            let exporter = Exporter { registry };
+            exporter.render_into(&mut out);
+            exporter.namespace().to_owned()
+        }
+        None => state.config.metrics_namespace.clone(),
+    };
+    render_state(&mut Text::new(&mut out, &namespace), state);
+    out
+}
 
 /// Writes the state metrics of `state`.
 pub(crate) fn render_state(text: &mut Text<'_>, state: &ProxyState) {
@@ -113,7 +134,7 @@ fn render_failover(text: &mut Text<'_>, state: &ProxyState, table: &RoutingTable
     }
     text.header(&names::GATE_STATE);
     for shard in shards {
-        let current = gate_state::of(state.router.gate(shard.id).state());
+        let current = state.router.gate(shard.id).state().label();
         for value in gate_state::ALL {
             let labels = [shard.name.as_str(), value];
             text.sample(&names::GATE_STATE, &labels, u8::from(value == current));

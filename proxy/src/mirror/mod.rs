@@ -40,44 +40,9 @@ use tracing::warn;
 
 use crate::backend::acl::BackendUser;
 use crate::backend::{Dest, LaneHandle, LaneRequest, Node, NodePool};
+use crate::events::ControlEvent;
 use crate::resp::Protocol;
 use effect::Effect;
-
-/// What the data path tells the controller.
-#[derive(Debug)]
-pub enum ControlEvent {
-    /// A replica failed a mirrored write: it must be recorded stale and resynchronised.
-    ReplicaFailed {
-        /// Its shard.
-        shard: ShardId,
-        /// The replica.
-        addr: NodeAddr,
-        /// Why, for the log.
-        reason: String,
-    },
-    /// A lane's connection to a node failed or could not be made: probe it now.
-    ConnectionLost {
-        /// The node.
-        addr: NodeAddr,
-    },
-    /// A lane found a node running another process than before (its `run_id` changed): it
-    /// restarted and lost what it held in memory. Its lanes serve nothing until the
-    /// controller accepts the new process (see [`crate::backend::Incarnation`]).
-    NodeRestarted {
-        /// The node.
-        addr: NodeAddr,
-        /// Its new `run_id`.
-        run_id: String,
-    },
-    /// A master connection failed with mirrored writes in flight: whether the master applied
-    /// them is unknown.
-    MasterWriteLost {
-        /// The shard.
-        shard: ShardId,
-        /// Its master at the time.
-        master: NodeAddr,
-    },
-}
 
 /// The mirror stream to one replica: shared by every routing table in which the replica is in
 /// sync, replaced by a fresh one when a resync makes it in sync again.
@@ -624,7 +589,7 @@ impl Sequenced {
 }
 
 /// `PING`, which lanes send to learn that everything before it was answered.
-const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
+pub(crate) const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
 
 /// The start of a transaction sent as one request.
 const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
@@ -739,49 +704,4 @@ impl Mirror {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(addr);
     }
-}
-
-/// Sends a `PING` through every lane of `route`'s master and waits for the answers: every
-/// request sent to the master before it has then run. With `mirrored`, each PING also goes
-/// through the replicas' lanes and the wait includes them (whatever the mode), so every write
-/// mirrored before it has been applied by each replica still active. Returns whether every
-/// answer came within `timeout`.
-pub async fn barrier(
-    route: &crate::router::ShardRoute,
-    mirrored: bool,
-    timeout: std::time::Duration,
-) -> bool {
-    let mut waits = Vec::with_capacity(route.master.lane_count());
-    for lane in 0..route.master.lane_count() {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let bytes = Bytes::from_static(PING);
-        let mirror = (mirrored && !route.mirror.is_empty()).then(|| {
-            Job::new(
-                Arc::clone(&route.mirror),
-                Effect::Same,
-                bytes.clone(),
-                Protocol::Resp2,
-                lane,
-            )
-            .waiting()
-        });
-        route.master.lane_at(lane).submit(LaneRequest {
-            bytes,
-            dest: Dest::Signal(tx),
-            protocol: Protocol::Resp2,
-            replies: 1,
-            mirror,
-            via: None,
-            user: BackendUser::Client,
-        });
-        waits.push(rx);
-    }
-    let all = async {
-        let mut ok = true;
-        for rx in waits {
-            ok &= matches!(rx.await, Ok(reply) if reply.as_ref() == b"+PONG\r\n");
-        }
-        ok
-    };
-    tokio::time::timeout(timeout, all).await.unwrap_or(false)
 }

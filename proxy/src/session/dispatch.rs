@@ -20,7 +20,7 @@ use crate::command::{self, CommandId, CommandSpec, Flags, Route};
 use crate::mirror::effect::{self, Effect, Prepared};
 use crate::mirror::{Follow, Job};
 use crate::resp::{encode, Args, Protocol};
-use crate::router::{GateState, RoutingTable, ShardRoute};
+use crate::router::{send_master, send_master_as, GateState, RoutingTable, ShardRoute};
 use crate::state::ProxyState;
 
 /// What to do with a request's bytes once its arguments are no longer borrowed.
@@ -349,66 +349,6 @@ pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-/// Sends `bytes` to `route`'s master on the lane of `slot`; with `effect`, the replicas get
-/// the write once the master answered.
-pub(crate) fn send_master(
-    route: &ShardRoute,
-    slot: u16,
-    bytes: Bytes,
-    dest: Dest,
-    protocol: Protocol,
-    effect: Option<Effect>,
-    replies: u32,
-) {
-    send_master_as(
-        route,
-        slot,
-        bytes,
-        dest,
-        protocol,
-        effect,
-        replies,
-        BackendUser::Client,
-    );
-}
-
-/// [`send_master`] run as the backend `user` (on the master and, mirrored, on the replicas).
-#[allow(clippy::too_many_arguments)]
-fn send_master_as(
-    route: &ShardRoute,
-    slot: u16,
-    bytes: Bytes,
-    dest: Dest,
-    protocol: Protocol,
-    effect: Option<Effect>,
-    replies: u32,
-    user: BackendUser,
-) {
-    let lane = usize::from(slot) % route.master.lane_count();
-    let mirror = match effect {
-        Some(effect) if !route.mirror.is_empty() && effect != Effect::Skip => Some(
-            Job::new(
-                std::sync::Arc::clone(&route.mirror),
-                effect,
-                bytes.clone(),
-                protocol,
-                lane,
-            )
-            .as_user(user),
-        ),
-        _ => None,
-    };
-    route.master.lane_at(lane).submit(LaneRequest {
-        bytes,
-        dest,
-        protocol,
-        replies,
-        mirror,
-        via: None,
-        user,
-    });
 }
 
 /// The backend user a request runs as: a script (EVAL, FCALL and their variants) of a

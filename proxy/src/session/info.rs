@@ -19,7 +19,7 @@ use crate::allocator;
 use crate::command::REDIS_VERSION;
 use crate::control::migrate::MigrationState;
 use crate::health::NodeStatus;
-use crate::metrics::names::{gate_state, mirror_state};
+use crate::metrics::names::mirror_state;
 use crate::resp::{encode, reply, Args, Protocol};
 use crate::router::RoutingTable;
 use crate::state::ProxyState;
@@ -306,7 +306,7 @@ fn write_failover(state: &ProxyState, table: &RoutingTable, text: &mut String) {
             "health{i}:name={},master={},master_health={health},gate={},failovers={}\r\n",
             shard.name,
             shard.master,
-            gate_state::of(state.router.gate(shard.id).state()),
+            state.router.gate(shard.id).state().label(),
             ha.failovers.get(&shard.name).copied().unwrap_or(0),
         );
     }

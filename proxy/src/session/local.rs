@@ -221,7 +221,7 @@ fn wait(ctx: &mut Ctx, args: Args<'_>) -> Action {
         });
         let mut applied = usize::MAX;
         for route in table.shards() {
-            let done = crate::mirror::barrier(route, true, bound).await;
+            let done = crate::router::barrier(route, true, bound).await;
             let count = if done { route.mirror.active() } else { 0 };
             applied = applied.min(count);
         }

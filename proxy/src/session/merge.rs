@@ -6,86 +6,9 @@
 
 use bytes::{Bytes, BytesMut};
 
-use crate::command::Merge;
 use crate::outbuf::OutBuf;
+pub use crate::replies::MergePlan;
 use crate::resp::{encode, reply};
-
-/// How the parts of one split or fanned-out request become one reply.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum MergePlan {
-    /// MGET: `order[i]` is the part that holds the i-th key's value; within a part, values are
-    /// in key order.
-    Mget {
-        /// The part of each key, in the client's key order.
-        order: Vec<u32>,
-    },
-    /// `+OK` when every part said `+OK` (MSET, SCRIPT FLUSH, FLUSHALL).
-    AllOk,
-    /// The sum of integer replies (DEL, EXISTS, UNLINK, TOUCH, DBSIZE).
-    SumIntegers,
-    /// One array holding every part's elements (KEYS).
-    ConcatArrays,
-    /// The first part's reply; every part is expected to say the same (SCRIPT LOAD).
-    First,
-    /// Element-wise AND of integer arrays (SCRIPT EXISTS: a script exists only if every master has it).
-    AndArrays,
-    /// The first non-null reply, looking at the parts from `start` on (RANDOMKEY).
-    AnyNonNull {
-        /// The part to look at first (chosen at random so no master is favoured).
-        start: usize,
-    },
-    /// SCAN: one master's reply, its cursor rewritten to carry the shard.
-    Scan {
-        /// The shard that was scanned.
-        shard: usize,
-        /// How many shards there are.
-        shards: usize,
-    },
-    /// PUBSUB NUMSUB / SHARDNUMSUB: `[name, count, ...]` from every master, counts summed by
-    /// position.
-    SumPairs,
-    /// (Un)subscribe confirmations written by the proxy, released once every node confirmed.
-    Confirm {
-        /// The confirmation frames.
-        text: Bytes,
-    },
-    /// The last part's reply (EXEC after MULTI and the queued commands), errors included.
-    Last,
-    /// INFO: the proxy's own sections, followed by the masters' keyspaces summed.
-    Info {
-        /// The sections the proxy wrote, already formatted.
-        text: String,
-        /// The client's protocol (RESP3 gets a verbatim string, as from Redis).
-        protocol: crate::resp::Protocol,
-    },
-}
-
-impl From<Merge> for MergePlan {
-    fn from(merge: Merge) -> Self {
-        match merge {
-            Merge::SumIntegers => Self::SumIntegers,
-            Merge::ConcatArrays => Self::ConcatArrays,
-            Merge::AllOk => Self::AllOk,
-            Merge::First => Self::First,
-            Merge::AndArrays => Self::AndArrays,
-            Merge::AnyNonNull => Self::AnyNonNull {
-                start: random_start(),
-            },
-        }
-    }
-}
-
-/// A cheap, non-cryptographic pick of where RANDOMKEY starts looking.
-fn random_start() -> usize {
-    use std::hash::{BuildHasher, RandomState};
-    thread_local! {
-        static STATE: RandomState = RandomState::new();
-    }
-    let counter = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    STATE.with(|s| s.hash_one(counter)) as usize
-}
 
 const UNEXPECTED: &str = "ERR redshard: a backend sent an unexpected reply to a split command";
 

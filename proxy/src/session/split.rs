@@ -115,7 +115,7 @@ pub(super) fn split(
         let mut request = BytesMut::new();
         encode::request(&mut request, &parts);
         // MSET, DEL and UNLINK are deterministic: their parts are mirrored as they are.
-        super::dispatch::send_master(
+        crate::router::send_master(
             &table.shards()[group.shard],
             group.slot,
             request.freeze(),

@@ -1,0 +1,57 @@
+//! The one channel from the data plane to the controller.
+//!
+//! Backend lanes and the mirror report what they see (a lost connection, a restarted node, a
+//! replica that failed a write) as a [`ControlEvent`]; the controller (see `crate::control`) is
+//! the only receiver and decides what to do. This module sits below both, so the data plane
+//! names the controller's inbox without importing the controller.
+
+use redshard_config::{NodeAddr, ShardId};
+use tokio::sync::mpsc;
+
+/// The sending end: cloned into every lane pool and mirror that reports.
+pub type EventSender = mpsc::UnboundedSender<ControlEvent>;
+
+/// The receiving end, taken once by the controller task.
+pub type EventReceiver = mpsc::UnboundedReceiver<ControlEvent>;
+
+/// A new data plane → controller channel (one per proxy).
+#[must_use]
+pub fn channel() -> (EventSender, EventReceiver) {
+    mpsc::unbounded_channel()
+}
+
+/// What the data path tells the controller.
+#[derive(Debug)]
+pub enum ControlEvent {
+    /// A replica failed a mirrored write: it must be recorded stale and resynchronised.
+    ReplicaFailed {
+        /// Its shard.
+        shard: ShardId,
+        /// The replica.
+        addr: NodeAddr,
+        /// Why, for the log.
+        reason: String,
+    },
+    /// A lane's connection to a node failed or could not be made: probe it now.
+    ConnectionLost {
+        /// The node.
+        addr: NodeAddr,
+    },
+    /// A lane found a node running another process than before (its `run_id` changed): it
+    /// restarted and lost what it held in memory. Its lanes serve nothing until the
+    /// controller accepts the new process (see [`crate::backend::Incarnation`]).
+    NodeRestarted {
+        /// The node.
+        addr: NodeAddr,
+        /// Its new `run_id`.
+        run_id: String,
+    },
+    /// A master connection failed with mirrored writes in flight: whether the master applied
+    /// them is unknown.
+    MasterWriteLost {
+        /// The shard.
+        shard: ShardId,
+        /// Its master at the time.
+        master: NodeAddr,
+    },
+}
