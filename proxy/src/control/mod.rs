@@ -15,6 +15,10 @@
 //! - a stale or new replica that answers is [resynchronised](resync) from its master;
 //! - a master connection lost with mirrored writes in flight, on a master that stays up, makes
 //!   its replicas stale (the master may have applied writes they never got).
+//!
+//! Every state the controller moves (the shard gate, per-shard holds, suspicions and write
+//! losses, per-replica resyncs, failovers, migrations), who moves it and what clients see:
+//! `LIFECYCLE.md` next to this file.
 
 mod book;
 pub mod conn;
