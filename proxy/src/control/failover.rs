@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use redshard_config::{NodeAddr, NodeRole, ReplicaState, ShardId, TopologyChange};
 use tracing::{info, warn};
 
+use super::book::HoldReason;
 use super::{ChangeError, Controller};
 
 /// Why a failover did not happen.
@@ -36,17 +37,30 @@ pub enum FailoverError {
     Change(#[from] ChangeError),
 }
 
+/// Which failover runs; the two differ in their phases (see `LIFECYCLE.md`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum FailoverKind {
+    /// Admin `FAILOVER`, the master up: hold → drain → promote → rejoin → release.
+    Graceful,
+    /// The master is down (failing since `since`) or restarted empty: promote → fence.
+    MasterDown {
+        /// When the master began failing (for the log line).
+        since: Instant,
+    },
+}
+
 impl Controller {
-    /// Promotes `replica` in `shard`. `graceful` pauses and drains first (the master is up);
-    /// otherwise the master is down since `since` and is fenced.
+    /// Promotes `replica` in `shard`, as `kind` says: a graceful failover pauses and drains
+    /// first and keeps the old master as an in-sync replica; otherwise the old master is
+    /// fenced.
     pub(super) async fn failover(
         &self,
         shard: ShardId,
         replica: &NodeAddr,
-        graceful: bool,
-        since: Instant,
+        kind: FailoverKind,
     ) -> Result<(), FailoverError> {
         let started = Instant::now();
+        let graceful = kind == FailoverKind::Graceful;
         let table = self.state.router.load();
         let Some(route) = table.route(shard) else {
             return Err(FailoverError::NoShard(shard.to_string()));
@@ -54,10 +68,10 @@ impl Controller {
         let old = route.master.addr().clone();
         let name = route.name.clone();
         if graceful {
-            self.hold(shard, true);
+            self.hold(shard, HoldReason::GracefulFailover);
             let timeout = self.state.config.mirror.cutover_timeout;
             if !crate::router::barrier(route, true, timeout).await {
-                self.hold(shard, false);
+                self.release(shard);
                 return Err(FailoverError::Drain(timeout));
             }
         }
@@ -69,7 +83,7 @@ impl Controller {
             .await;
         if let Err(e) = promoted {
             if graceful {
-                self.hold(shard, false);
+                self.release(shard);
             }
             return Err(e.into());
         }
@@ -91,21 +105,20 @@ impl Controller {
             if let Err(e) = rejoined {
                 warn!(node = %old, error = %e, "the old master stays stale after a graceful failover");
             }
-            self.hold(shard, false);
+            self.release(shard);
         } else {
             old_node.fence();
         }
-        let line = if graceful {
-            format!(
+        let line = match kind {
+            FailoverKind::Graceful => format!(
                 "shard {name}: {replica} promoted, old master {old} kept as an in-sync replica; drain and swap took {} ms",
                 started.elapsed().as_millis(),
-            )
-        } else {
-            format!(
+            ),
+            FailoverKind::MasterDown { since } => format!(
                 "shard {name}: {replica} promoted, old master {old} fenced; master failing for {} ms, promotion took {} ms",
                 since.elapsed().as_millis(),
                 started.elapsed().as_millis(),
-            )
+            ),
         };
         info!("failover: {line}");
         self.state.ha.record_failover(&name, line);
@@ -138,7 +151,13 @@ impl Controller {
                 if let (true, Some(replica)) = (health.auto_failover, self.candidate(shard)) {
                     warn!(shard = %shard.name, master = %addr, promoted = %replica, "the master restarted and lost its data in memory: failing over to its in-sync replica");
                     match self
-                        .failover(shard.id, &replica, false, Instant::now())
+                        .failover(
+                            shard.id,
+                            &replica,
+                            FailoverKind::MasterDown {
+                                since: Instant::now(),
+                            },
+                        )
                         .await
                     {
                         Ok(()) => {
@@ -202,7 +221,7 @@ impl Controller {
             None => self.candidate(found),
         }
         .ok_or_else(|| FailoverError::NoCandidate(found.name.clone()))?;
-        self.failover(found.id, &candidate, true, Instant::now())
+        self.failover(found.id, &candidate, FailoverKind::Graceful)
             .await?;
         Ok(candidate)
     }

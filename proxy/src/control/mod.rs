@@ -15,7 +15,12 @@
 //! - a stale or new replica that answers is [resynchronised](resync) from its master;
 //! - a master connection lost with mirrored writes in flight, on a master that stays up, makes
 //!   its replicas stale (the master may have applied writes they never got).
+//!
+//! Every state the controller moves (the shard gate, per-shard holds, suspicions and write
+//! losses, per-replica resyncs, failovers, migrations), who moves it and what clients see:
+//! `LIFECYCLE.md` next to this file.
 
+mod book;
 pub mod conn;
 pub mod failover;
 pub mod migrate;
@@ -24,8 +29,6 @@ pub mod probe;
 pub mod resync;
 pub mod stats;
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -40,6 +43,7 @@ use crate::events::ControlEvent;
 use crate::router::GateState;
 use crate::shutdown::Shutdown;
 use crate::state::ProxyState;
+use book::{Book, HoldReason, LossVerdict, ResyncEnd};
 use probe::Probes;
 
 pub use nodes::{find_shard, NodeError};
@@ -53,25 +57,6 @@ pub enum ChangeError {
     /// The new topology could not be persisted; nothing changed.
     #[error("the topology could not be saved: {0}")]
     Store(#[from] StoreError),
-}
-
-/// What the controller keeps between rounds.
-#[derive(Debug, Default)]
-struct Book {
-    /// Shards whose gate a cut-over or graceful failover holds paused.
-    held: HashSet<ShardId>,
-    /// Replicas being resynchronised, each with the flag that tells its resync to stop (the
-    /// replica was removed: its full sync must not go on, nor its cut-over pause the shard).
-    resyncing: HashMap<NodeAddr, Arc<AtomicBool>>,
-    /// When a replica whose resync failed may be tried again.
-    retry_at: HashMap<NodeAddr, Instant>,
-    /// Shards whose master lost a connection with mirrored writes in flight: the master then
-    /// and when.
-    lost: HashMap<ShardId, (NodeAddr, Instant)>,
-    /// Masters whose lanes lost their connection, and when: treated as failing (their shard
-    /// paused) until a probe after that answers, so requests wait instead of failing in the
-    /// moment before the probe confirms.
-    suspects: HashMap<NodeAddr, Instant>,
 }
 
 /// The controller of one proxy.
@@ -88,7 +73,8 @@ pub struct Controller {
     probes: Probes,
     /// Woken by probes with news.
     changed: Arc<Notify>,
-    /// Bookkeeping.
+    /// What it remembers between rounds: per-shard holds, suspicions and write losses,
+    /// per-replica resyncs (see `LIFECYCLE.md`).
     book: Mutex<Book>,
 }
 
@@ -297,7 +283,7 @@ impl Controller {
                 let table = self.state.router.load();
                 let topology = table.topology();
                 if let Some(shard) = topology.shards.iter().find(|s| s.master == addr) {
-                    self.book().suspects.insert(addr.clone(), Instant::now());
+                    self.book().suspect(shard.id, addr.clone(), Instant::now());
                     let master = self.probes.status(&addr);
                     self.settle_gate(
                         shard.id,
@@ -311,10 +297,7 @@ impl Controller {
                 self.node_restarted(&addr, &run_id).await;
             }
             ControlEvent::MasterWriteLost { shard, master } => {
-                self.book()
-                    .lost
-                    .entry(shard)
-                    .or_insert((master, Instant::now()));
+                self.book().writes_lost(shard, master, Instant::now());
             }
         }
     }
@@ -330,7 +313,8 @@ impl Controller {
             if master.is_down(&health) {
                 if let (true, Some(replica)) = (health.auto_failover, candidate.as_ref()) {
                     let since = master.failing_since.unwrap_or_else(Instant::now);
-                    if let Err(e) = self.failover(shard.id, replica, false, since).await {
+                    let kind = failover::FailoverKind::MasterDown { since };
+                    if let Err(e) = self.failover(shard.id, replica, kind).await {
                         warn!(shard = %shard.name, error = %e, "failover failed");
                     }
                     continue;
@@ -373,15 +357,13 @@ impl Controller {
             // answers a node restarted empty, which must be failed over before it is
             // served), or after `failover_wait`, as long as a lane holds what it could not
             // send.
-            let ends = |since: &Instant| {
-                (master.last_ok.is_some_and(|ok| ok > *since)
+            let ends = |since: Instant| {
+                (master.last_ok.is_some_and(|ok| ok > since)
                     || since.elapsed() > health.timeout + health.interval * 2)
                     && (incarnation.lanes_connected() || since.elapsed() > health.failover_wait)
             };
-            if book.suspects.get(addr).is_some_and(ends) {
-                book.suspects.remove(addr);
-            }
-            (book.held.contains(&shard), book.suspects.contains_key(addr))
+            let suspect = book.still_suspect(shard, addr, ends);
+            (book.is_held(shard), suspect)
         };
         let wanted = if held {
             GateState::Paused
@@ -405,20 +387,19 @@ impl Controller {
         }
     }
 
-    /// Pauses or reopens `shard`'s gate for a cut-over (see [`resync`], [`failover`]).
-    fn hold(&self, shard: ShardId, held: bool) {
-        {
-            let mut book = self.book();
-            if held {
-                book.held.insert(shard);
-            } else {
-                book.held.remove(&shard);
-            }
-        }
+    /// Pauses `shard`'s gate for a cut-over (see [`resync`], [`failover`]) until
+    /// [`Controller::release`].
+    fn hold(&self, shard: ShardId, reason: HoldReason) {
+        self.book().hold(shard, reason);
+        self.state.router.gate(shard).set(GateState::Paused);
+    }
+
+    /// Ends the cut-over [`Controller::hold`] began: the gate reopens, and the next round sets
+    /// it from the master's health.
+    fn release(&self, shard: ShardId) {
+        self.book().release(shard);
         let gate = self.state.router.gate(shard);
-        if held {
-            gate.set(GateState::Paused);
-        } else if gate.state() == GateState::Paused {
+        if gate.state() == GateState::Paused {
             gate.set(GateState::Open);
             // The next round corrects it if the master's health says otherwise.
             self.changed.notify_one();
@@ -433,19 +414,14 @@ impl Controller {
         master: &probe::ProbeStatus,
         health: &redshard_config::HealthConfig,
     ) {
-        let lost = self.book().lost.get(&shard.id).cloned();
-        let Some((lost_master, when)) = lost else {
-            return;
-        };
-        if lost_master != shard.master {
-            // Failed over since: the old master's writes are gone with it.
-            self.book().lost.remove(&shard.id);
-            return;
-        }
-        if !(master.is_up() && when.elapsed() >= health.down_after) {
+        // A loss recorded for a master failed over since is forgotten: the old master's
+        // writes are gone with it.
+        let verdict = self.book().judge_loss(shard.id, &shard.master, |since| {
+            master.is_up() && since.elapsed() >= health.down_after
+        });
+        if verdict != LossVerdict::Act {
             return;
         }
-        self.book().lost.remove(&shard.id);
         // "Stayed up" or came back as another process faster than its lanes noticed (they
         // reconnect with a backoff)? Then the replicas hold what it lost: fail over instead.
         if let Some(run_id) = self.restarted(&shard.master).await {
@@ -478,9 +454,7 @@ impl Controller {
 
     /// Tells the resync of `addr`, if one runs, to stop: the replica was removed.
     fn stop_resync(&self, addr: &NodeAddr) {
-        if let Some(stop) = self.book().resyncing.get(addr) {
-            stop.store(true, Ordering::Relaxed);
-        }
+        self.book().stop_resync(addr);
     }
 
     /// Starts the resync of the shard's replicas that need one and answer, one at a time.
@@ -495,42 +469,39 @@ impl Controller {
         let mut book = self.book();
         // A graceful failover holds the shard while the old master is briefly stale between
         // the promotion and its return as an in-sync replica: it needs no resync.
-        if book.held.contains(&shard.id)
-            || shard
-                .replicas
-                .iter()
-                .any(|r| book.resyncing.contains_key(&r.addr))
-        {
+        if book.is_held(shard.id) || book.any_resyncing(shard.replicas.iter().map(|r| &r.addr)) {
             return;
         }
         let now = Instant::now();
         let next = shard.replicas.iter().find(|r| {
             r.state != ReplicaState::InSync
-                && book.retry_at.get(&r.addr).is_none_or(|t| *t <= now)
+                && book.resync_due(&r.addr, now)
                 && self.probes.status(&r.addr).is_up()
         });
         if let Some(replica) = next {
-            let stop = Arc::new(AtomicBool::new(false));
-            book.resyncing
-                .insert(replica.addr.clone(), Arc::clone(&stop));
+            // Refused (`None`) only if one runs already, which the check above excludes.
+            let Some(stop) = book.start_resync(&replica.addr, now) else {
+                return;
+            };
             let controller = Arc::clone(self);
             let (shard, addr) = (shard.id, replica.addr.clone());
             tokio::spawn(async move {
                 let result = controller.resync(shard, &addr, &stop).await;
                 let mut book = controller.book();
-                book.resyncing.remove(&addr);
                 match result {
                     Ok(took) => {
-                        book.retry_at.remove(&addr);
+                        book.end_resync(&addr, ResyncEnd::Finished);
                         info!(replica = %addr, took_ms = took.as_millis() as u64, "replica resynchronised and in sync");
                     }
                     Err(resync::ResyncError::Removed) => {
-                        book.retry_at.remove(&addr);
+                        book.end_resync(&addr, ResyncEnd::Finished);
                         info!(replica = %addr, "resync stopped: the replica was removed");
                     }
                     Err(e) => {
-                        book.retry_at
-                            .insert(addr.clone(), Instant::now() + Duration::from_secs(2));
+                        book.end_resync(
+                            &addr,
+                            ResyncEnd::RetryAt(Instant::now() + Duration::from_secs(2)),
+                        );
                         warn!(replica = %addr, error = %e, "resync failed; retrying in 2 s");
                     }
                 }

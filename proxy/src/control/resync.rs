@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use redshard_config::{NodeAddr, ReplicaState, ShardId, TopologyChange};
 use tracing::{info, warn};
 
+use super::book::HoldReason;
 use super::conn::{ConnError, ControlConn};
 use super::{ChangeError, Controller};
 
@@ -107,7 +108,7 @@ impl Controller {
         if self.master_of(shard)? != master {
             return Err(ResyncError::Moved);
         }
-        self.hold(shard, true);
+        self.hold(shard, HoldReason::Resync(addr.clone()));
         let cut = self
             .cut_over(
                 shard,
@@ -118,7 +119,7 @@ impl Controller {
                 stop,
             )
             .await;
-        self.hold(shard, false);
+        self.release(shard);
         cut?;
         Ok(started.elapsed())
     }
