@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use redshard_tests::replication::{digest, info_field, wait_for_info, wait_until};
 use redshard_tests::server::free_port;
-use redshard_tests::{Client, RedisServer, Reply, TestCluster};
+use redshard_tests::{wait_for_progress, Client, RedisServer, Reply, TestCluster};
 use tokio::task::JoinSet;
 
 use crate::mirror::DEBUG;
@@ -371,7 +371,7 @@ async fn failover_under_load_has_no_client_errors() {
             (c, last)
         });
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_progress(&done, 100, "the load before the failovers").await;
     let mut a = Client::connect_addr(admin).await;
     let e = a
         .cmd(&["FAILOVER", "s1", "TO", &cluster.replicas[1].addr()])
@@ -405,7 +405,7 @@ async fn failover_under_load_has_no_client_errors() {
         *back.field("new-master"),
         Reply::bulk(&cluster.masters[0].addr())
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_progress(&done, 100, "the load after the failovers").await;
     stop.store(true, Ordering::Relaxed);
     let mut finals = Vec::new();
     while let Some(result) = workers.join_next().await {

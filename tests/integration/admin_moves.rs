@@ -26,6 +26,7 @@ async fn wait_migrations_finished(admin: SocketAddr) -> Reply {
             std::time::Instant::now() < deadline,
             "migrations still running: {all:?}"
         );
+        // Polling interval of this wait loop, not synchronisation.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

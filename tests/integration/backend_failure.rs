@@ -30,6 +30,7 @@ async fn draining_a_client_that_keeps_sending_loses_no_replies() {
                 let batch = b"*2\r\n$4\r\nINCR\r\n$1\r\nn\r\n".repeat(20);
                 // Like a client library: sends until it sees the connection end.
                 while !ended.load(Ordering::Acquire) && wr.write_all(&batch).await.is_ok() {
+                    // Paces this client's writes (the scenario), not synchronisation.
                     tokio::time::sleep(Duration::from_micros(200)).await;
                 }
             }
@@ -56,6 +57,7 @@ async fn draining_a_client_that_keeps_sending_loses_no_replies() {
             }
         });
         while received.load(Ordering::Acquire) < 300 {
+            // Polling interval of this wait loop, not synchronisation.
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         assert!(
@@ -132,6 +134,7 @@ async fn a_killed_master_fails_only_its_requests_and_comes_back() {
             Reply::Error(e) => assert!(Instant::now() < deadline, "never reconnected: {e}"),
             other => panic!("{other:?}"),
         }
+        // Polling interval of this wait loop, not synchronisation.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(c.cmd(&["GET", &keys[1]]).await, Reply::bulk("after"));

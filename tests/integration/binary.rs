@@ -6,22 +6,10 @@ use std::time::{Duration, Instant};
 
 use redshard_tests::cluster::config_text;
 use redshard_tests::server::free_port;
-use redshard_tests::{Client, RedisServer, Reply};
+use redshard_tests::{binary, Client, RedisServer, Reply};
 
 fn redshard() -> Command {
-    // The test binary lives in target/<profile>/deps; the proxy binary in target/<profile>.
-    let mut path = std::env::current_exe().unwrap();
-    path.pop();
-    if path.ends_with("deps") {
-        path.pop();
-    }
-    path.push("redshard");
-    assert!(
-        path.exists(),
-        "{} is missing: build it first (cargo build -p redshard-proxy); cargo test --workspace does",
-        path.display()
-    );
-    Command::new(path)
+    Command::new(binary("redshard"))
 }
 
 fn write_config(text: &str) -> tempfile::NamedTempFile {
@@ -42,6 +30,7 @@ async fn connect_when_listening(port: u16) -> Client {
             Instant::now() < deadline,
             "redshard did not start listening"
         );
+        // Polling interval of this wait loop, not synchronisation.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -149,6 +138,7 @@ fn sigterm_drains_and_exits() {
             Instant::now() < deadline,
             "redshard did not exit after SIGTERM"
         );
+        // Polling interval of this wait loop, not synchronisation.
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(exit.success());
@@ -190,6 +180,7 @@ fn a_client_that_never_reads_is_paused_then_disconnected_with_bounded_memory() {
             Instant::now() < deadline,
             "redshard did not start listening"
         );
+        // Polling interval of this wait loop, not synchronisation.
         std::thread::sleep(Duration::from_millis(20));
     };
     let value = vec![b'v'; 100 * 1024];
@@ -217,6 +208,7 @@ fn a_client_that_never_reads_is_paused_then_disconnected_with_bounded_memory() {
     // Sample the proxy's memory while the client does not read; then drain to see the close.
     for _ in 0..10 {
         peak = peak.max(super::limits::rss_bytes(pid));
+        // The sampling interval of the memory readings, not synchronisation.
         std::thread::sleep(Duration::from_millis(150));
     }
     let closed = loop {

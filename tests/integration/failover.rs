@@ -10,7 +10,7 @@ use redshard_proxy::router::GateState;
 use redshard_tests::client::encode_command;
 use redshard_tests::cluster::key_on;
 use redshard_tests::replication::{digest, info_field, signal, wait_until};
-use redshard_tests::{Client, Reply, TestCluster};
+use redshard_tests::{wait_for_progress, Client, Reply, TestCluster};
 use tokio::task::JoinSet;
 
 use crate::mirror::{replica_state, DEBUG};
@@ -36,6 +36,7 @@ async fn until_write_succeeds(client: &mut Client, key: &str, limit: Duration) -
             start.elapsed() < limit,
             "writes did not resume within {limit:?}"
         );
+        // Polling interval of this wait loop, not synchronisation.
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -55,8 +56,7 @@ async fn a_killed_master_is_replaced_within_seconds_and_rejoins_as_a_replica() {
     let key = key_on(2, 0, "fo");
     let mut client = cluster.client().await;
     assert!(client.cmd(&["SET", &key, "before"]).await.is_ok());
-    // Let the probes see every node up once.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.wait_probes_up().await;
     let old = cluster.masters[0].addr();
     let new = cluster.replicas[0].addr();
     cluster.masters[0].kill();
@@ -83,11 +83,12 @@ async fn a_short_pause_does_not_fail_over_and_a_long_one_does_with_fencing() {
     let key = key_on(2, 0, "stop");
     let mut client = cluster.client().await;
     assert!(client.cmd(&["SET", &key, "0"]).await.is_ok());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.wait_probes_up().await;
     let master = cluster.masters[0].addr();
     let pid = cluster.masters[0].pid().expect("running");
 
-    // Shorter than half the down-time (1.5 s): no failover, the write just waits.
+    // Shorter than half the down-time (1.5 s): no failover, the write just waits. The pause
+    // and the wait after it are the scenario (no failover may follow), not synchronisation.
     let before = epoch(&cluster);
     signal(pid, "STOP");
     let writer = {
@@ -116,10 +117,16 @@ async fn a_short_pause_does_not_fail_over_and_a_long_one_does_with_fencing() {
     .await;
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
     let mut writers = JoinSet::new();
     for _ in 0..3 {
         let mut client = cluster.client().await;
-        let (stop, errors, key) = (Arc::clone(&stop), Arc::clone(&errors), key.clone());
+        let (stop, errors, done, key) = (
+            Arc::clone(&stop),
+            Arc::clone(&errors),
+            Arc::clone(&done),
+            key.clone(),
+        );
         writers.spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 if matches!(
@@ -128,10 +135,16 @@ async fn a_short_pause_does_not_fail_over_and_a_long_one_does_with_fencing() {
                 ) {
                     errors.fetch_add(1, Ordering::Relaxed);
                 }
+                done.fetch_add(1, Ordering::Relaxed);
             }
         });
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_progress(
+        &done,
+        100,
+        "INCRs on the new master while the old one sleeps",
+    )
+    .await;
     signal(pid, "CONT");
     // Read the woken node's counters at once, before its resync streams writes to it.
     let incr_calls = info_field(&master, "commandstats", "cmdstat_incr").await;
@@ -152,13 +165,14 @@ async fn a_short_pause_does_not_fail_over_and_a_long_one_does_with_fencing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manual_failover_under_load_has_no_client_errors() {
     let cluster = TestCluster::start_with(2, true, "", DEBUG).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.wait_probes_up().await;
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
     let mut tasks = JoinSet::new();
     for w in 0..4 {
         let mut client = cluster.client().await;
-        let (stop, errors) = (Arc::clone(&stop), Arc::clone(&errors));
+        let (stop, errors, done) = (Arc::clone(&stop), Arc::clone(&errors), Arc::clone(&done));
         tasks.spawn(async move {
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
@@ -169,11 +183,12 @@ async fn a_manual_failover_under_load_has_no_client_errors() {
                     errors.fetch_add(1, Ordering::Relaxed);
                     eprintln!("{set:?} {get:?}");
                 }
+                done.fetch_add(1, Ordering::Relaxed);
                 i += 1;
             }
         });
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_progress(&done, 100, "the load before the failover").await;
     let controller = Arc::clone(cluster.proxy.as_ref().unwrap().controller());
     let old = cluster.masters[0].addr();
     let promoted = controller
@@ -181,7 +196,7 @@ async fn a_manual_failover_under_load_has_no_client_errors() {
         .await
         .expect("failover");
     assert_eq!(promoted.to_string(), cluster.replicas[0].addr());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_progress(&done, 100, "the load after the failover").await;
     stop.store(true, Ordering::Relaxed);
     while tasks.join_next().await.is_some() {}
     assert_eq!(errors.load(Ordering::Relaxed), 0, "clients saw errors");
@@ -200,7 +215,7 @@ async fn a_shard_without_replicas_answers_clusterdown_until_its_master_returns()
     let mut cluster = TestCluster::start(2).await;
     let (down, up) = (key_on(2, 0, "cd"), key_on(2, 1, "cd"));
     let mut client = cluster.client().await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.wait_probes_up().await;
     cluster.masters[0].kill();
     let start = Instant::now();
     loop {
@@ -212,6 +227,7 @@ async fn a_shard_without_replicas_answers_clusterdown_until_its_master_returns()
             start.elapsed() < Duration::from_secs(5),
             "no CLUSTERDOWN: {reply:?}"
         );
+        // Polling interval of this wait loop, not synchronisation.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(
@@ -232,7 +248,7 @@ async fn a_failover_survives_a_proxy_restart() {
     let mut cluster = TestCluster::start_with(2, true, &extra, &[]).await;
     let mut client = cluster.client().await;
     let key = key_on(2, 0, "persist");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.wait_probes_up().await;
     cluster.masters[0].kill();
     until_write_succeeds(&mut client, &key, Duration::from_secs(5)).await;
     let promoted = master_of(&cluster, 0);
@@ -261,7 +277,7 @@ async fn subscribers_of_a_hung_master_are_told_to_reconnect_after_its_failover()
     let channel = key_on(2, 0, "chan");
     let mut subscriber = cluster.client().await;
     subscriber.cmd(&["SUBSCRIBE", &channel]).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.wait_probes_up().await;
     let master = cluster.masters[0].addr();
     let pid = cluster.masters[0].pid().expect("running");
     signal(pid, "STOP");
@@ -360,6 +376,7 @@ async fn a_replica_restarted_empty_is_resynchronised_not_trusted() {
             Instant::now() < deadline,
             "the replica never matched its master again"
         );
+        // Polling interval of this wait loop, not synchronisation.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut direct = Client::connect(replica).await;

@@ -50,6 +50,7 @@ async fn unauthenticated_connections_time_out_and_guessing_is_slowed() {
     // A client that authenticates is not timed out.
     let mut good = cluster.client().await;
     assert!(good.cmd(&["AUTH", "pw"]).await.is_ok());
+    // Longer than the auth timeout: the scenario is that it does not fire for this client.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(good.cmd(&["PING"]).await, Reply::Status("PONG".into()));
 }
@@ -143,6 +144,7 @@ async fn a_client_that_reads_nothing_is_held_to_its_budget_and_loses_no_reply() 
             Instant::now() < deadline,
             "the proxy never counted the slow reader's replies as held (omem {omem})"
         );
+        // Polling interval of this wait loop, not synchronisation.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Its requests in flight come back; then nothing more is forwarded until it reads.

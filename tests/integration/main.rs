@@ -1,19 +1,27 @@
-//! One integration-test binary for the whole workspace (short link times on a small machine).
-//! Every test runs real redis-server processes on free 127.0.0.1 ports behind the real proxy.
+//! One integration-test binary for the whole workspace (short link times on a small machine):
+//! every test that starts a redis-server lives here, one module per area, and uses the one
+//! harness in `tests/support`. Tests run real redis-server processes on free 127.0.0.1 ports,
+//! mostly behind the real proxy (`command_table_live` and `mirror_effects` check the proxy's
+//! command table and mirrored writes against a server directly; `admin_cli` and `binary` run
+//! the built binaries). Run one module with
+//! `cargo test -p redshard-tests --test integration -- MODULE::`.
 
 mod acl;
 mod admin;
+mod admin_cli;
 mod admin_moves;
 mod admin_security;
 mod auth;
 mod backend_failure;
 mod binary;
 mod clients;
+mod command_table_live;
 mod commands;
 mod failover;
 mod limits;
 mod metrics;
 mod mirror;
+mod mirror_effects;
 mod parking;
 mod protocol;
 mod pubsub;

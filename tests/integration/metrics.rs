@@ -126,6 +126,7 @@ impl HttpCluster {
                 "timed out waiting for {what}:\n{}",
                 page.body
             );
+            // Polling interval of this wait loop, not synchronisation.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -142,6 +143,7 @@ impl HttpCluster {
                 Instant::now() < deadline,
                 "{path} never answered {status}: {answer:?}"
             );
+            // Polling interval of this wait loop, not synchronisation.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -257,6 +259,7 @@ async fn metrics_show_build_info_topology_slots_and_clients() {
             "backends never up:\n{}",
             page.body
         );
+        // Polling interval of this wait loop, not synchronisation.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     cluster.proxy.shutdown(Duration::from_secs(2)).await;
@@ -513,8 +516,8 @@ async fn control_connections_use_their_own_backend_user() {
     let extra = "[backend]\nusername = \"traffic\"\npassword = \"t-pw\"\nmanage_acl = false\n\
                  control_username = \"control\"\ncontrol_password = \"c-pw\"\n";
     let cluster = HttpCluster::start_with(2, extra, &server_args).await;
-    // Let the probe run a few rounds (every 500 ms; down after 2 failures) before asking.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Ready only once the probes found every master up (never before the first probe), so
+    // this fails if they cannot PING.
     cluster.wait_for("/readyz", 200).await;
     let mut c = Client::connect_addr(cluster.proxy.local_addr()).await;
     assert!(c.cmd(&["SET", "k", "v"]).await.is_ok());

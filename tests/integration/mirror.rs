@@ -8,7 +8,7 @@ use redshard_config::ReplicaState;
 use redshard_tests::client::encode_command;
 use redshard_tests::replication::{digest, wait_for_info, wait_until};
 pub(crate) use redshard_tests::workload::assert_replicas_equal;
-use redshard_tests::{Client, RedisServer, Reply, TestCluster};
+use redshard_tests::{wait_for_progress, Client, RedisServer, Reply, TestCluster};
 use tokio::task::JoinSet;
 
 /// Nodes that answer DEBUG DIGEST.
@@ -251,8 +251,9 @@ pub(crate) fn replica_state(cluster: &TestCluster, addr: &str) -> Option<Replica
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_replica_goes_stale_without_client_errors_and_resyncs_when_back() {
     let mut cluster = TestCluster::start_with(2, true, "", DEBUG).await;
+    cluster.wait_probes_up().await;
     let load = Load::start(&cluster, 4).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_progress(&load.writes, 200, "the load before the kill").await;
     let replica = cluster.replicas[0].addr();
     cluster.replicas[0].kill();
     wait_until(
@@ -261,12 +262,7 @@ async fn a_killed_replica_goes_stale_without_client_errors_and_resyncs_when_back
         || async { replica_state(&cluster, &replica) == Some(ReplicaState::Stale) },
     )
     .await;
-    let before = load.writes.load(Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        load.writes.load(Ordering::Relaxed) > before,
-        "writes go on without the replica"
-    );
+    wait_for_progress(&load.writes, 100, "writes to go on without the replica").await;
     cluster.replicas[0].restart();
     wait_until(
         Duration::from_secs(20),
@@ -274,7 +270,12 @@ async fn a_killed_replica_goes_stale_without_client_errors_and_resyncs_when_back
         || async { replica_state(&cluster, &replica) == Some(ReplicaState::InSync) },
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_progress(
+        &load.writes,
+        200,
+        "writes mirrored to the resynchronised replica",
+    )
+    .await;
     let (acked, errors) = load.finish().await;
     assert_eq!(errors, 0, "clients saw errors");
     assert!(acked.len() > 100, "the load ran: {} writes", acked.len());
@@ -289,10 +290,16 @@ async fn a_killed_replica_goes_stale_without_client_errors_and_resyncs_when_back
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_mode_keeps_every_acknowledged_write_through_a_master_kill() {
     let mut cluster = TestCluster::start_with(2, true, "", &[]).await;
+    cluster.wait_probes_up().await;
     let load = Load::start(&cluster, 4).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for_progress(&load.writes, 200, "the load before the kill").await;
+    let old = cluster.masters[0].addr();
     cluster.masters[0].kill();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_until(Duration::from_secs(10), "the failover", || async {
+        cluster.topology().shards[0].master.as_str() != old
+    })
+    .await;
+    wait_for_progress(&load.writes, 200, "the load after the failover").await;
     let (acked, _errors) = load.finish().await;
     assert!(acked.len() > 100, "the load ran: {} writes", acked.len());
     let mut client = cluster.client().await;

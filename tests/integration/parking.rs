@@ -54,6 +54,7 @@ async fn wait_for_field(observer: &mut Client, name: &str, want: u64) {
             Instant::now() < deadline,
             "{name} stayed {value}, not {want}"
         );
+        // Polling interval of this wait loop, not synchronisation.
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -145,6 +145,7 @@ async fn clients_over_max_clients_are_refused_like_redis() {
                 "still refused: {other:?}"
             ),
         }
+        // Polling interval of this wait loop, not synchronisation.
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let info = b.cmd(&["INFO", "stats"]).await.text();

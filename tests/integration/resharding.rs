@@ -518,7 +518,7 @@ async fn a_migration_goes_on_when_its_source_master_fails_over() {
     let controller = controller(&cluster);
     let mut client = cluster.client().await;
     load_keys(&mut client, 20_000).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.wait_probes_up().await;
     controller.migrate_count("s1", "s2", 4096).expect("queue");
     wait_until(Duration::from_secs(30), "some keys to move", || async {
         controller.migrations().iter().any(|m| m.keys_moved > 500)

@@ -230,6 +230,7 @@ async fn a_client_that_reads_late_gets_the_whole_reply() {
     let mut client = Client::over(tls);
     client.send_raw(b"GET w\r\n").await;
     // The session writes what the socket takes; the rest waits inside rustls.
+    // The client reads late (the scenario): the proxy's writes back up meanwhile.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(client.read().await, Reply::bulk(&value));
 }
@@ -360,6 +361,7 @@ impl TlsRedis {
                     }
                     break;
                 }
+                // Polling interval of this wait loop, not synchronisation.
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
@@ -489,6 +491,7 @@ async fn the_proxy_reaches_tls_only_backends_over_tls() {
             "{:?}",
             state.health.readiness(&state.router.load())
         );
+        // Polling interval of this wait loop, not synchronisation.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     proxy.shutdown(Duration::from_secs(1)).await;

@@ -205,6 +205,7 @@ async fn a_client_leaving_while_blocked_frees_the_backend_connection() {
             Instant::now() < deadline,
             "the BLPOP never reached the master"
         );
+        // Polling interval of this wait loop, not synchronisation.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     drop(waiter);
@@ -213,6 +214,7 @@ async fn a_client_leaving_while_blocked_frees_the_backend_connection() {
             Instant::now() < deadline,
             "the blocked backend connection was not freed"
         );
+        // Polling interval of this wait loop, not synchronisation.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // The shared lanes are unaffected.

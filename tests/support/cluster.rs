@@ -140,6 +140,34 @@ impl TestCluster {
         Arc::clone(proxy.state().router.load().topology())
     }
 
+    /// Waits (at most 10 s) until the controller's probes have seen every node of the current
+    /// topology answer, and every replica is in sync: before that a node that stops
+    /// answering is not yet known to have been up, so a test about failing nodes starts here.
+    ///
+    /// # Panics
+    /// Without a proxy, or when a node is not seen up in time.
+    pub async fn wait_probes_up(&self) {
+        let proxy = self.proxy.as_ref().expect("the cluster has a proxy");
+        let controller = proxy.controller();
+        crate::wait_until(
+            Duration::from_secs(10),
+            "the probes to see every node up",
+            || {
+                let topology = self.topology();
+                async move {
+                    topology.shards.iter().all(|shard| {
+                        controller.probe(&shard.master).is_up()
+                            && shard.replicas.iter().all(|r| {
+                                r.state == redshard_config::ReplicaState::InSync
+                                    && controller.probe(&r.addr).is_up()
+                            })
+                    })
+                }
+            },
+        )
+        .await;
+    }
+
     /// A new client of the proxy.
     pub async fn client(&self) -> Client {
         Client::connect_addr(self.addr).await

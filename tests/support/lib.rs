@@ -6,8 +6,11 @@ pub mod client;
 pub mod cluster;
 pub mod replication;
 pub mod server;
+pub mod wait;
 pub mod workload;
 
 pub use client::{Client, Reply};
 pub use cluster::TestCluster;
+pub use server::binary;
 pub use server::RedisServer;
+pub use wait::{wait_for_progress, wait_until};

@@ -1,6 +1,8 @@
 //! Helpers for mirroring and failover tests: digests, key expiry times, waiting for a state.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+pub use crate::wait::wait_until;
 
 use crate::{Client, Reply};
 
@@ -70,22 +72,6 @@ pub async fn wait_for_info(addr: &str, section: &str, field: &str, want: &str) {
         info_field(addr, section, field).await.as_deref() == Some(want)
     })
     .await;
-}
-
-/// Polls `check` every 50 ms until it returns true; panics with `what` after `timeout`.
-pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Sends SIGSTOP or SIGCONT to `pid`.

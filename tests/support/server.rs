@@ -97,6 +97,7 @@ impl RedisServer {
                 // another test's server that took the port first.
                 return self.is_ours();
             }
+            // Polling interval of this wait loop, not synchronisation.
             std::thread::sleep(Duration::from_millis(20));
         }
         self.kill();
@@ -142,7 +143,9 @@ impl RedisServer {
         }
         let text = String::from_utf8_lossy(&text);
         if text.starts_with("-NOAUTH") || text.starts_with("-NOPERM") {
-            // Give a failed bind time to make our child exit, then trust a live child.
+            // Give a failed bind time to make our child exit, then trust a live child. (A
+            // NOAUTH server shows no process_id; this grace lets the negative show, it is
+            // not a wait for something to happen.)
             std::thread::sleep(Duration::from_millis(50));
             return matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)));
         }
@@ -205,6 +208,29 @@ fn log_file(port: &str) -> Stdio {
         .append(true)
         .open(path)
         .map_or_else(|_| Stdio::null(), Stdio::from)
+}
+
+/// The path of the workspace binary `name` (`redshard`, `redshard-admin`), which cargo puts in
+/// `target/<profile>/`, next to the `deps/` directory holding this test binary. A test can
+/// only name another package's binary this way: `CARGO_BIN_EXE_*` exists only for the
+/// package's own binaries. `cargo test --workspace` builds every binary before it runs a test.
+///
+/// # Panics
+/// When the binary was not built, naming the command that builds it.
+#[must_use]
+pub fn binary(name: &str) -> std::path::PathBuf {
+    let mut path = std::env::current_exe().expect("the test binary's path");
+    path.pop();
+    if path.ends_with("deps") {
+        path.pop();
+    }
+    path.push(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (cargo build --workspace --bins); cargo test --workspace does",
+        path.display()
+    );
+    path
 }
 
 /// Sends the proxy's logs to stderr when `RUST_LOG` is set (to debug a failing test).

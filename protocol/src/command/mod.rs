@@ -25,7 +25,7 @@
 //! - which commands have a Redis `getkeys_proc` (`get_keys_function` in Redis's
 //!   `src/commands/*.json`), in `keys.rs` (`getkeys_of`).
 //!
-//! The integration test `proxy/tests/command_table_live.rs` compares the table and
+//! The integration test the integration module `command_table_live` (`tests/integration/command_table_live.rs`) compares the table and
 //! `key_indices` with a live server.
 
 mod error;

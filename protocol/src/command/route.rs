@@ -319,7 +319,7 @@ pub const PUBSUB: &[&str] = &[
 ];
 
 /// Redis 7.0.15's `@dangerous` ACL category (`ACL CAT dangerous`), which a `no-dangerous`
-/// user may not run; `proxy/tests/command_table_live.rs` compares it with a live server.
+/// user may not run; the integration module `command_table_live` (`tests/integration/command_table_live.rs`) compares it with a live server.
 pub const DANGEROUS: &[&str] = &[
     "acl|deluser",
     "acl|dryrun",

@@ -1,5 +1,5 @@
 //! Unit tests of the command module (the live comparison with redis-server is in
-//! `proxy/tests/command_table_live.rs`).
+//! the integration module `command_table_live` (`tests/integration/command_table_live.rs`)).
 
 use proptest::strategy::Strategy;
 use smallvec::SmallVec;

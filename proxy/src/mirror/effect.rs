@@ -1128,5 +1128,4 @@ fn elements(reply: &[u8], kinds: &[u8]) -> Option<(u8, Vec<Range<usize>>)> {
 }
 
 #[cfg(test)]
-#[path = "effect_tests.rs"]
 mod tests;

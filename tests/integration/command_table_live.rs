@@ -4,10 +4,6 @@
 //! talks RESP2 to it over a `TcpStream`. `redis-server` must be on `PATH`: without it the
 //! tests fail, they do not skip.
 
-mod common;
-
-use common::Server;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
@@ -15,6 +11,7 @@ use std::time::Duration;
 use redshard_proxy::command::{
     self, commands, resolve, BeginSearch, CommandSpec, FindKeys, KeySpec, KeySpecFlags,
 };
+use redshard_tests::RedisServer;
 use smallvec::SmallVec;
 
 /// A RESP2 reply.
@@ -64,7 +61,7 @@ trait ServerExt {
     fn conn(&self) -> Conn;
 }
 
-impl ServerExt for Server {
+impl ServerExt for RedisServer {
     fn conn(&self) -> Conn {
         Conn::connect(self.port).expect("connect to redis-server")
     }
@@ -245,7 +242,7 @@ fn check_entry(entry: &Reply, mismatches: &mut Vec<String>) -> String {
 
 #[test]
 fn table_matches_command_reply() {
-    let server = Server::start(&[]);
+    let server = RedisServer::start();
     let mut conn = server.conn();
     let reply = conn.call(&[b"COMMAND"]);
     let mut mismatches = Vec::new();
@@ -467,7 +464,7 @@ fn compare(conn: &mut Conn, args: &[Vec<u8>], mismatches: &mut Vec<String>) {
 #[test]
 fn key_indices_match_command_getkeys() {
     assert!(REQUESTS.len() >= 60);
-    let server = Server::start(&[]);
+    let server = RedisServer::start();
     let mut conn = server.conn();
     let mut mismatches = Vec::new();
     for req in REQUESTS {
@@ -554,7 +551,7 @@ fn key_indices_match_getkeys_on_generated_requests() {
         "k2",
         "k3",
     ];
-    let server = Server::start(&[]);
+    let server = RedisServer::start();
     let mut conn = server.conn();
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut mismatches = Vec::new();
@@ -578,7 +575,7 @@ fn key_indices_match_getkeys_on_generated_requests() {
 
 #[test]
 fn resolve_errors_are_redis_bytes() {
-    let server = Server::start(&[]);
+    let server = RedisServer::start();
     let mut conn = server.conn();
     let long = vec![b'x'; 300];
     let requests: Vec<Vec<&[u8]>> = vec![
@@ -610,7 +607,7 @@ fn resolve_errors_are_redis_bytes() {
 
 #[test]
 fn dangerous_list_matches_acl_cat_dangerous() {
-    let server = Server::start(&[]);
+    let server = RedisServer::start();
     let mut conn = server.conn();
     let mut live: Vec<String> = conn
         .call(&[&b"ACL"[..], b"CAT", b"dangerous"])

@@ -8,10 +8,6 @@
 //!
 //! `redis-server` must be on `PATH`: without it the test fails, it does not skip.
 
-mod common;
-
-use common::Server;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -21,6 +17,7 @@ use redshard_proxy::command::resolve;
 use redshard_proxy::mirror::effect::{prepare, prepare_exec, replica_request, Effect};
 use redshard_proxy::resp::encode;
 use redshard_proxy::resp::{Protocol, ReplyScanner, RequestScanner};
+use redshard_tests::RedisServer;
 
 /// How much later than the master the replica gets each write.
 const MIRROR_DELAY: Duration = Duration::from_millis(2);
@@ -30,7 +27,7 @@ trait ServerExt {
     fn conn(&self, protocol: Protocol) -> Conn;
 }
 
-impl ServerExt for Server {
+impl ServerExt for RedisServer {
     fn conn(&self, protocol: Protocol) -> Conn {
         let mut conn = Conn::connect(self.port).expect("connect to redis-server");
         if protocol == Protocol::Resp3 {
@@ -189,7 +186,8 @@ impl Pair {
             return false;
         };
         // The replica applies the write later than the master, as through a real lane: a
-        // write whose effect depends on the node's clock then differs.
+        // write whose effect depends on the node's clock then differs. (The delay is the
+        // scenario, not synchronisation.)
         std::thread::sleep(MIRROR_DELAY);
         self.replica.send(&mirrored.request);
         let mut got = Vec::new();
@@ -262,6 +260,7 @@ impl Pair {
             b"blocked_clients:1\r\n",
         ) {
             assert!(Instant::now() < deadline, "the client never blocked");
+            // Polling interval of this wait loop, not synchronisation.
             std::thread::sleep(Duration::from_millis(5));
         }
         write
@@ -746,8 +745,9 @@ fn keys(conn: &mut Conn) -> Vec<Vec<u8>> {
 
 #[test]
 fn replicas_end_with_the_masters_data() {
-    let master = Server::start(&["--enable-debug-command", "yes"]);
-    let replica = Server::start(&["--enable-debug-command", "yes"]);
+    // Both run with DEBUG enabled, as every test server does.
+    let master = RedisServer::start();
+    let replica = RedisServer::start();
     for protocol in [Protocol::Resp2, Protocol::Resp3] {
         let mut pair = Pair {
             master: master.conn(protocol),
