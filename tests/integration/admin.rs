@@ -214,7 +214,7 @@ async fn nodes_are_added_resynced_and_removed_in_order() {
     let mut direct = Client::connect(new_master.addr()).await;
     assert!(direct.cmd(&["SET", "stray", "x"]).await.is_ok());
     let e = a.cmd(&["ADDSHARD", "s3", &new_master.addr()]).await;
-    assert!(error_text(&e).contains("holds 1 keys"), "{e:?}");
+    assert!(error_text(&e).contains("holds 1 key;"), "{e:?}");
     assert!(direct.cmd(&["FLUSHALL"]).await.is_ok());
     let e = a.cmd(&["ADDSHARD", "s1", &new_master.addr()]).await;
     assert!(error_text(&e).contains("s1"), "a duplicate name: {e:?}");
@@ -338,6 +338,45 @@ async fn a_replica_removed_during_its_full_sync_is_let_go_and_can_be_added_again
         digest(&cluster.masters[0].addr()).await,
         digest(&node_addr).await
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_holding_keys_is_not_added_as_a_replica() {
+    let mut cluster = TestCluster::start_with(1, false, "", DEBUG).await;
+    let admin = cluster.start_admin().await;
+    let mut a = Client::connect_addr(admin).await;
+    let mut c = cluster.client().await;
+    assert!(c.cmd(&["SET", "k", "v"]).await.is_ok());
+
+    // Keys in database 0 and in another one: the full sync would replace them all.
+    let node = RedisServer::start_with(DEBUG);
+    let mut direct = Client::connect(node.addr()).await;
+    assert!(direct.cmd(&["SET", "precious", "1"]).await.is_ok());
+    assert!(direct.cmd(&["SELECT", "3"]).await.is_ok());
+    assert!(direct.cmd(&["SET", "other", "1"]).await.is_ok());
+    let e = a.cmd(&["ADDREPLICA", "s1", &node.addr()]).await;
+    assert!(
+        error_text(&e).contains(&format!(
+            "{} holds 2 keys (db0=1, db3=1); as a replica its data would be replaced by its master's: empty it first (FLUSHALL on the node)",
+            node.addr()
+        )),
+        "{e:?}"
+    );
+    assert!(replica(shard(&topology(admin).await, "s1").unwrap(), &node.addr()).is_none());
+    assert_eq!(direct.cmd(&["DBSIZE"]).await, Reply::Int(1));
+    assert!(direct.cmd(&["SELECT", "0"]).await.is_ok());
+    assert_eq!(direct.cmd(&["GET", "precious"]).await, Reply::bulk("1"));
+    assert_eq!(
+        info_field(&node.addr(), "replication", "role").await.as_deref(),
+        Some("master")
+    );
+
+    // Emptied, it is accepted and synced.
+    assert!(direct.cmd(&["FLUSHALL"]).await.is_ok());
+    let added = a.cmd(&["ADDREPLICA", "s1", &node.addr()]).await;
+    assert_eq!(*added.field("state"), Reply::bulk("syncing"));
+    wait_in_sync(admin, "s1", &node.addr()).await;
+    assert_eq!(direct.cmd(&["GET", "k"]).await, Reply::bulk("v"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
