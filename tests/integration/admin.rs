@@ -367,7 +367,9 @@ async fn a_node_holding_keys_is_not_added_as_a_replica() {
     assert!(direct.cmd(&["SELECT", "0"]).await.is_ok());
     assert_eq!(direct.cmd(&["GET", "precious"]).await, Reply::bulk("1"));
     assert_eq!(
-        info_field(&node.addr(), "replication", "role").await.as_deref(),
+        info_field(&node.addr(), "replication", "role")
+            .await
+            .as_deref(),
         Some("master")
     );
 
@@ -534,6 +536,62 @@ async fn rebalance_dry_run_plans_equal_shares_and_changes_nothing() {
     );
     let e = a.cmd(&["REBALANCE", "NOW"]).await;
     assert!(error_text(&e).contains("usage: REBALANCE"), "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_lists_every_command_the_port_answers() {
+    let mut cluster = TestCluster::start(2).await;
+    let admin = cluster.start_admin().await;
+    let mut a = Client::connect_addr(admin).await;
+    // redis-cli answers HELP itself; COMMANDS is the same list under a name it sends on.
+    let listed = a.cmd(&["commands"]).await;
+    assert_eq!(listed, a.cmd(&["HELP"]).await);
+    let lines: Vec<String> = listed
+        .items()
+        .iter()
+        .map(|line| match line {
+            Reply::Status(text) => text.clone(),
+            other => panic!("not a status line: {other:?}"),
+        })
+        .collect();
+    assert!(lines[0].starts_with("redshard admin port."), "{lines:?}");
+    // The first word of each unindented line is a command's name.
+    let mut names: Vec<&str> = lines[1..]
+        .iter()
+        .filter(|l| !l.starts_with(' '))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    names.dedup();
+    for expected in [
+        "PING",
+        "AUTH",
+        "HELLO",
+        "QUIT",
+        "HELP",
+        "COMMANDS",
+        "TOPOLOGY",
+        "ADDSHARD",
+        "ADDREPLICA",
+        "DELREPLICA",
+        "DELSHARD",
+        "DELNODE",
+        "MIGRATE",
+        "MIGRATIONS",
+        "MIGRATION",
+        "REBALANCE",
+        "FAILOVER",
+    ] {
+        assert!(names.contains(&expected), "{expected} not in {names:?}");
+    }
+    // Every listed command is one the port runs (alone, each is harmless: a usage error,
+    // a listing, or REBALANCE of an already balanced cluster); QUIT last, as it closes.
+    for name in names.iter().filter(|n| **n != "QUIT") {
+        let reply = a.cmd(&[name]).await;
+        if let Reply::Error(text) = &reply {
+            assert!(!text.contains("unknown command"), "{name}: {reply:?}");
+        }
+    }
+    assert_eq!(a.cmd(&["QUIT"]).await, Reply::Status("OK".into()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
