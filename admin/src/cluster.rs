@@ -5,8 +5,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
-use crate::client::AdminClient;
+use crate::client::{AdminClient, Value};
 use crate::model::{show_ranges, MigrationView, ShardView, TopologyView};
+use crate::output::plural;
 
 /// `M: s1 127.0.0.1:6381` and its slot line, as redis-cli prints a master.
 fn print_master(shard: &ShardView) {
@@ -22,9 +23,9 @@ fn print_master(shard: &ShardView) {
         }
     );
     say!(
-        "   slots:[{}] ({} slots) master",
+        "   slots:[{}] ({}) master",
         show_ranges(&shard.slots),
-        shard.slot_count
+        plural(shard.slot_count, "slot")
     );
     for line in &shard.migrating {
         say!("   migrating: {line}");
@@ -32,7 +33,7 @@ fn print_master(shard: &ShardView) {
     for line in &shard.importing {
         say!("   importing: {line}");
     }
-    say!("   {} additional replica(s)", shard.replicas.len());
+    say!("   {}", plural(shard.replicas.len(), "additional replica"));
     for r in &shard.replicas {
         let lag = r.lag.map_or(String::new(), |l| format!(", lag {l}"));
         say!(
@@ -56,19 +57,21 @@ pub fn info(client: &mut AdminClient) -> Result<()> {
         keys += s.keys.unwrap_or_default();
         let in_sync = s.replicas.iter().filter(|r| r.state == "in-sync").count();
         say!(
-            "{} {} ({}) -> {} keys | {} slots | {} replicas ({in_sync} in-sync).",
+            "{} {} ({}) -> {} | {} | {} ({in_sync} in-sync).",
             s.name,
             s.master,
             s.master_health,
-            s.keys.map_or_else(|| "?".to_owned(), |k| k.to_string()),
-            s.slot_count,
-            s.replicas.len(),
+            s.keys
+                .map_or_else(|| "? keys".to_owned(), |k| plural(k, "key")),
+            plural(s.slot_count, "slot"),
+            plural(s.replicas.len(), "replica"),
         );
     }
     let masters = t.shards.iter().filter(|s| s.slot_count > 0).count();
     say!(
-        "[OK] {keys} keys in {} masters (epoch {}).",
-        t.shards.len(),
+        "[OK] {} in {} (epoch {}).",
+        plural(keys, "key"),
+        plural(t.shards.len(), "master"),
         t.epoch
     );
     say!(
@@ -77,19 +80,22 @@ pub fn info(client: &mut AdminClient) -> Result<()> {
     );
     if masters < t.shards.len() {
         say!(
-            "{} master(s) own no slots: give them some with `redshard-admin rebalance --cluster-use-empty-masters`.",
-            t.shards.len() - masters
+            "{} no slots: give them some with `redshard-admin rebalance --cluster-use-empty-masters`.",
+            match t.shards.len() - masters {
+                1 => "1 master owns".to_owned(),
+                n => format!("{n} masters own"),
+            }
         );
     }
     let migrations = MigrationView::fetch_all(client)?;
     for m in migrations.iter().filter(|m| !m.finished()) {
         say!(
-            "Migration {} -> {} of {} slots: {} ({} keys moved).",
+            "Migration {} -> {} of {}: {} ({} moved).",
             m.from,
             m.to,
-            m.slot_count,
+            plural(m.slot_count, "slot"),
             m.state,
-            m.keys_moved
+            plural(m.keys_moved, "key")
         );
     }
     Ok(())
@@ -205,6 +211,22 @@ pub fn check(client: &mut AdminClient) -> Result<bool> {
         say!("[OK] Every master is up and every replica is in sync.");
     }
     Ok(found.is_empty())
+}
+
+/// `commands`: the admin port's own list of its commands (its `COMMANDS`, the same as its
+/// `HELP`, which redis-cli answers itself).
+///
+/// # Errors
+/// The proxy could not be asked or did not answer with a list.
+pub fn commands(client: &mut AdminClient) -> Result<()> {
+    let reply = client.ok(&["COMMANDS"])?;
+    for line in reply.items()? {
+        match line {
+            Value::Status(text) | Value::Bulk(Some(text)) => say!("{text}"),
+            other => bail!("COMMANDS answered an unexpected item {other:?}"),
+        }
+    }
+    Ok(())
 }
 
 /// The name a new shard gets when none is given: `sN` with the smallest free N from 1.
@@ -343,10 +365,10 @@ pub fn migrations(client: &mut AdminClient) -> Result<()> {
             .eta_secs
             .map_or(String::new(), |s| format!(", ETA {s:.0} s"));
         say!(
-            "{} -> {}: {} slots [{}] {}: {}/{} keys, {} moved, {:.0} keys/s, {:.1} s{eta}{}",
+            "{} -> {}: {} [{}] {}: {}/{} keys, {} moved, {:.0} keys/s, {:.1} s{eta}{}",
             m.from,
             m.to,
-            m.slot_count,
+            plural(m.slot_count, "slot"),
             m.slots,
             m.state,
             m.keys_moved,

@@ -5,13 +5,14 @@
 //! which needs no password; with redis-cli's flags `-h HOST -p PORT -a PASSWORD` its TCP
 //! port (`admin_listen` with `admin_password`). It offers the verbs of
 //! `redis-cli --cluster` where they mean the same: `info`, `check`, `add-node`, `del-node`,
-//! `reshard`, `rebalance`, plus `failover`, `migrations` and `cancel`. Wherever a master id is
+//! `reshard`, `rebalance`, plus `failover`, `migrations`, `cancel` and `commands` (the admin
+//! port's own command list). Wherever a master id is
 //! asked, a shard may be named by its name or its master's address. Offline helpers:
 //! `keyslot` and `check-config`.
 //!
 //! - `client`: the blocking RESP client.
 //! - `model`: the admin port's replies as types.
-//! - `cluster`: info, check, add-node, del-node, failover, migrations, cancel.
+//! - `cluster`: info, check, add-node, del-node, failover, migrations, cancel, commands.
 //! - `moves`: reshard and rebalance, with confirmation and a progress bar.
 //! - `offline`: keyslot and check-config.
 //! - `output`: printing that survives a closed stdout.
@@ -73,6 +74,9 @@ struct Cli {
 enum Command {
     /// Shards with their master, keys, slots and replicas, like `redis-cli --cluster info`.
     Info,
+    /// The admin port's own commands, with their arguments (what `redis-cli -s SOCKET
+    /// COMMANDS` shows; redis-cli answers HELP itself).
+    Commands,
     /// Check the cluster: every slot served, masters up, replicas in sync, no failed
     /// migration. Exits 1 naming each problem.
     Check,
@@ -186,6 +190,7 @@ fn main() -> ExitCode {
         Command::Keyslot { config, keys } => offline::keyslot(config.as_deref(), &keys),
         Command::CheckConfig { file } => offline::check_config(&file),
         Command::Info => connect().and_then(|mut c| cluster::info(&mut c).map(|()| true)),
+        Command::Commands => connect().and_then(|mut c| cluster::commands(&mut c).map(|()| true)),
         Command::Check => connect().and_then(|mut c| cluster::check(&mut c)),
         Command::AddNode {
             new_addr,

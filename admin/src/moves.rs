@@ -13,6 +13,7 @@ use crate::client::{AdminClient, ConnectionLost};
 use crate::model::{
     parse_ranges, show_ranges, MigrationView, PlannedMove, RebalanceView, TopologyView,
 };
+use crate::output::plural;
 
 /// How often progress is polled.
 const POLL: Duration = Duration::from_millis(250);
@@ -109,25 +110,25 @@ pub fn reshard(
     }
     if count == 0 || count > source.slot_count {
         bail!(
-            "shard {} owns {} slots: ask for 1 to {} with --cluster-slots",
+            "shard {} owns {}: ask for 1 to {} with --cluster-slots",
             source.name,
-            source.slot_count,
+            plural(source.slot_count, "slot"),
             source.slot_count
         );
     }
     let slots = highest_slots(&source.slots, count);
-    say!("Ready to move {count} slots.");
+    say!("Ready to move {}.", plural(count, "slot"));
     say!(
-        "  Source shard: {} ({}) owning {} slots",
+        "  Source shard: {} ({}) owning {}",
         source.name,
         source.master,
-        source.slot_count
+        plural(source.slot_count, "slot")
     );
     say!(
-        "  Destination shard: {} ({}) owning {} slots",
+        "  Destination shard: {} ({}) owning {}",
         target.name,
         target.master,
-        target.slot_count
+        plural(target.slot_count, "slot")
     );
     say!("  Resharding plan:");
     say!(
@@ -206,7 +207,7 @@ pub fn rebalance(
         return Ok(true);
     }
     for (name, now, after) in &plan.shares {
-        say!("    {name}: {now} -> {after} slots");
+        say!("    {name}: {now} -> {}", plural(after, "slot"));
     }
     say_moves(&plan.moves);
     if simulate {
@@ -251,15 +252,15 @@ fn went_away(
         .iter()
         .zip(seen)
         .filter(|(_, m)| !m.as_ref().is_some_and(MigrationView::finished))
-        .map(|(p, _)| format!("{} slots {} -> {}", p.slot_count, p.from, p.to))
+        .map(|(p, _)| format!("{} {} -> {}", plural(p.slot_count, "slot"), p.from, p.to))
         .collect();
     let fate = match persisted {
         Some(false) => "the proxy runs without topology_file, so they are not saved and will not resume: once it is back, check the slots with `redshard-admin check` and plan again",
         _ => "they are saved with the proxy's topology (topology_file) and resume, in order, when it starts again (a move that no longer fits is reported as failed, never dropped silently); watch them with `redshard-admin migrations`, stop them with `redshard-admin cancel`",
     };
     anyhow!(
-        "the proxy went away while the moves ran ({lost}); {} move(s) not finished ({}): {fate}",
-        left.len(),
+        "the proxy went away while the moves ran ({lost}); {} not finished ({}): {fate}",
+        plural(left.len(), "move"),
         left.join(", ")
     )
 }
@@ -351,12 +352,12 @@ fn watch(client: &mut AdminClient, moves: &[PlannedMove], persisted: Option<bool
     for m in seen.iter().flatten() {
         match m.state.as_str() {
             "done" => say!(
-                "[OK] Moved {} slots ({}) from {} to {}: {} keys, {} in {:.1} s.",
-                m.slot_count,
+                "[OK] Moved {} ({}) from {} to {}: {}, {} in {:.1} s.",
+                plural(m.slot_count, "slot"),
                 m.slots,
                 m.from,
                 m.to,
-                m.keys_moved,
+                plural(m.keys_moved, "key"),
                 human_bytes(m.bytes_moved),
                 m.elapsed_secs
             ),
@@ -389,8 +390,8 @@ fn watch(client: &mut AdminClient, moves: &[PlannedMove], persisted: Option<bool
 fn say_moves(moves: &[PlannedMove]) {
     for m in moves {
         say!(
-            ">>> Moving {} slots from {} to {} ({})",
-            m.slot_count,
+            ">>> Moving {} from {} to {} ({})",
+            plural(m.slot_count, "slot"),
             m.from,
             m.to,
             m.slots

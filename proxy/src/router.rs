@@ -139,7 +139,7 @@ impl RoutingTable {
                     id: shard.id,
                     name: shard.name.clone(),
                     master: pool.node(&shard.master),
-                    mirror: mirror.shard(shard.id, &shard.master, &in_sync, pool),
+                    mirror: mirror.shard(shard.id, &shard.name, &shard.master, &in_sync, pool),
                     gate: gates.of(shard.id),
                 }
             })

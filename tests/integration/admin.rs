@@ -214,7 +214,7 @@ async fn nodes_are_added_resynced_and_removed_in_order() {
     let mut direct = Client::connect(new_master.addr()).await;
     assert!(direct.cmd(&["SET", "stray", "x"]).await.is_ok());
     let e = a.cmd(&["ADDSHARD", "s3", &new_master.addr()]).await;
-    assert!(error_text(&e).contains("holds 1 keys"), "{e:?}");
+    assert!(error_text(&e).contains("holds 1 key;"), "{e:?}");
     assert!(direct.cmd(&["FLUSHALL"]).await.is_ok());
     let e = a.cmd(&["ADDSHARD", "s1", &new_master.addr()]).await;
     assert!(error_text(&e).contains("s1"), "a duplicate name: {e:?}");
@@ -338,6 +338,47 @@ async fn a_replica_removed_during_its_full_sync_is_let_go_and_can_be_added_again
         digest(&cluster.masters[0].addr()).await,
         digest(&node_addr).await
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_holding_keys_is_not_added_as_a_replica() {
+    let mut cluster = TestCluster::start_with(1, false, "", DEBUG).await;
+    let admin = cluster.start_admin().await;
+    let mut a = Client::connect_addr(admin).await;
+    let mut c = cluster.client().await;
+    assert!(c.cmd(&["SET", "k", "v"]).await.is_ok());
+
+    // Keys in database 0 and in another one: the full sync would replace them all.
+    let node = RedisServer::start_with(DEBUG);
+    let mut direct = Client::connect(node.addr()).await;
+    assert!(direct.cmd(&["SET", "precious", "1"]).await.is_ok());
+    assert!(direct.cmd(&["SELECT", "3"]).await.is_ok());
+    assert!(direct.cmd(&["SET", "other", "1"]).await.is_ok());
+    let e = a.cmd(&["ADDREPLICA", "s1", &node.addr()]).await;
+    assert!(
+        error_text(&e).contains(&format!(
+            "{} holds 2 keys (db0=1, db3=1); as a replica its data would be replaced by its master's: empty it first (FLUSHALL on the node)",
+            node.addr()
+        )),
+        "{e:?}"
+    );
+    assert!(replica(shard(&topology(admin).await, "s1").unwrap(), &node.addr()).is_none());
+    assert_eq!(direct.cmd(&["DBSIZE"]).await, Reply::Int(1));
+    assert!(direct.cmd(&["SELECT", "0"]).await.is_ok());
+    assert_eq!(direct.cmd(&["GET", "precious"]).await, Reply::bulk("1"));
+    assert_eq!(
+        info_field(&node.addr(), "replication", "role")
+            .await
+            .as_deref(),
+        Some("master")
+    );
+
+    // Emptied, it is accepted and synced.
+    assert!(direct.cmd(&["FLUSHALL"]).await.is_ok());
+    let added = a.cmd(&["ADDREPLICA", "s1", &node.addr()]).await;
+    assert_eq!(*added.field("state"), Reply::bulk("syncing"));
+    wait_in_sync(admin, "s1", &node.addr()).await;
+    assert_eq!(direct.cmd(&["GET", "k"]).await, Reply::bulk("v"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -495,6 +536,62 @@ async fn rebalance_dry_run_plans_equal_shares_and_changes_nothing() {
     );
     let e = a.cmd(&["REBALANCE", "NOW"]).await;
     assert!(error_text(&e).contains("usage: REBALANCE"), "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_lists_every_command_the_port_answers() {
+    let mut cluster = TestCluster::start(2).await;
+    let admin = cluster.start_admin().await;
+    let mut a = Client::connect_addr(admin).await;
+    // redis-cli answers HELP itself; COMMANDS is the same list under a name it sends on.
+    let listed = a.cmd(&["commands"]).await;
+    assert_eq!(listed, a.cmd(&["HELP"]).await);
+    let lines: Vec<String> = listed
+        .items()
+        .iter()
+        .map(|line| match line {
+            Reply::Status(text) => text.clone(),
+            other => panic!("not a status line: {other:?}"),
+        })
+        .collect();
+    assert!(lines[0].starts_with("redshard admin port."), "{lines:?}");
+    // The first word of each unindented line is a command's name.
+    let mut names: Vec<&str> = lines[1..]
+        .iter()
+        .filter(|l| !l.starts_with(' '))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    names.dedup();
+    for expected in [
+        "PING",
+        "AUTH",
+        "HELLO",
+        "QUIT",
+        "HELP",
+        "COMMANDS",
+        "TOPOLOGY",
+        "ADDSHARD",
+        "ADDREPLICA",
+        "DELREPLICA",
+        "DELSHARD",
+        "DELNODE",
+        "MIGRATE",
+        "MIGRATIONS",
+        "MIGRATION",
+        "REBALANCE",
+        "FAILOVER",
+    ] {
+        assert!(names.contains(&expected), "{expected} not in {names:?}");
+    }
+    // Every listed command is one the port runs (alone, each is harmless: a usage error,
+    // a listing, or REBALANCE of an already balanced cluster); QUIT last, as it closes.
+    for name in names.iter().filter(|n| **n != "QUIT") {
+        let reply = a.cmd(&[name]).await;
+        if let Reply::Error(text) = &reply {
+            assert!(!text.contains("unknown command"), "{name}: {reply:?}");
+        }
+    }
+    assert_eq!(a.cmd(&["QUIT"]).await, Reply::Status("OK".into()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -120,7 +120,7 @@ async fn check_and_info_on_a_healthy_cluster() {
     let line = format!("s2 {} (up) -> ", cluster.masters[1].addr());
     assert!(run.out.contains(&line), "{run:?}");
     assert!(
-        run.out.contains("| 8192 slots | 1 replicas (1 in-sync)."),
+        run.out.contains("| 8192 slots | 1 replica (1 in-sync)."),
         "{run:?}"
     );
     assert!(
@@ -130,6 +130,15 @@ async fn check_and_info_on_a_healthy_cluster() {
 
     let run = cli(admin, &["migrations"], "", &[]).await;
     assert_eq!((run.code, run.out.trim()), (0, "No migrations."), "{run:?}");
+
+    let run = cli(admin, &["commands"], "", &[]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.out
+            .contains("\nADDREPLICA <shard-or-master-addr> <addr>\n"),
+        "{run:?}"
+    );
+    assert!(run.out.contains("\nCOMMANDS\n"), "{run:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -462,7 +471,7 @@ async fn a_rebalance_watch_says_the_moves_resume_when_the_proxy_goes_away() {
     assert_eq!(run.code, 1, "{run:?}");
     assert!(
         run.err.contains("the proxy went away while the moves ran")
-            && run.err.contains("2 move(s) not finished")
+            && run.err.contains("2 moves not finished")
             && run.err.contains("resume, in order, when it starts again")
             && run.err.contains("`redshard-admin migrations`"),
         "{run:?}"

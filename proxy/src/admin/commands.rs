@@ -11,36 +11,170 @@ use super::status;
 use crate::control::migrate::{MigrateError, MigrationState};
 use crate::control::{find_shard, Controller};
 
-/// The text of HELP: one line per command.
-pub const HELP: &[&str] = &[
-    "redshard admin port. Commands (case-insensitive):",
-    "PING",
-    "AUTH <password>",
-    "QUIT",
-    "HELP",
-    "TOPOLOGY",
-    "    Epoch, slots served, each shard (master, health, gate, slots, keys, replicas with state, lag and applied writes, migrating slots), failovers.",
-    "ADDSHARD <name> <master-addr>",
-    "    Add a shard whose master (empty, standalone) owns no slots yet; give it slots with MIGRATE or REBALANCE USE-EMPTY-MASTERS.",
-    "ADDREPLICA <shard-or-master-addr> <addr>",
-    "    Add a replica; it is filled by a full sync from the master, then mirrored to (state syncing, then in-sync).",
-    "DELREPLICA <addr>",
-    "DELSHARD <shard-or-master-addr>",
-    "    Only once the shard has no replicas and neither owns nor migrates slots.",
-    "DELNODE <addr>",
-    "    DELREPLICA for a replica, DELSHARD for a master.",
-    "MIGRATE <from> <to> <count>",
-    "MIGRATE <from> <to> SLOTS <range> [<range> ...]",
-    "    Queue moving slots (the source's highest-numbered ones, or the listed ranges such as 0-99 or 7000).",
-    "MIGRATIONS",
-    "    Queued, running and recently finished migrations with keys and bytes moved, rate and time left.",
-    "MIGRATION CANCEL",
-    "    Cancel the running and queued migrations; unfinished slots go back to their source.",
-    "REBALANCE [USE-EMPTY-MASTERS] [THRESHOLD <percent>] [DRY-RUN]",
-    "    Give every shard that owns slots (every shard with USE-EMPTY-MASTERS) an equal share; nothing moves when all are within THRESHOLD percent (default 2).",
-    "FAILOVER <shard-or-master-addr> [TO <replica-addr>]",
-    "    Graceful switch to an in-sync replica: writes pause, the replica catches up, no client sees an error.",
+/// The admin port's commands. The dispatcher matches on this enum (so a command listed here
+/// cannot go unhandled) and HELP and COMMANDS are written from [`COMMANDS`] (so a handled
+/// command cannot go unlisted: a variant missing there is never constructed, which the build
+/// refuses as dead code).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Command {
+    Ping,
+    Auth,
+    Hello,
+    Quit,
+    Help,
+    Commands,
+    Topology,
+    AddShard,
+    AddReplica,
+    DelReplica,
+    DelShard,
+    DelNode,
+    Migrate,
+    Migrations,
+    Migration,
+    Rebalance,
+    Failover,
+}
+
+/// One command of the admin port, as HELP and COMMANDS show it.
+pub(crate) struct Spec {
+    /// What the dispatcher runs.
+    pub command: Command,
+    /// Its name, upper case.
+    pub name: &'static str,
+    /// Its forms, one line each.
+    pub usage: &'static [&'static str],
+    /// What it does, or empty when the usage says enough.
+    pub summary: &'static str,
+}
+
+/// Every command of the admin port, in the order HELP lists them.
+pub(crate) const COMMANDS: &[Spec] = &[
+    spec(Command::Ping, "PING", &["PING [<message>]"], ""),
+    spec(Command::Auth, "AUTH", &["AUTH [default] <password>"], ""),
+    spec(
+        Command::Hello,
+        "HELLO",
+        &["HELLO [2 [AUTH default <password>]]"],
+        "",
+    ),
+    spec(Command::Quit, "QUIT", &["QUIT"], ""),
+    spec(Command::Help, "HELP", &["HELP"], "This list."),
+    spec(
+        Command::Commands,
+        "COMMANDS",
+        &["COMMANDS"],
+        "This list, under a name redis-cli sends on (it answers HELP itself): redis-cli -s <admin socket> COMMANDS.",
+    ),
+    spec(
+        Command::Topology,
+        "TOPOLOGY",
+        &["TOPOLOGY"],
+        "Epoch, slots served, each shard (master, health, gate, slots, keys, replicas with state, lag and applied writes, migrating slots), failovers.",
+    ),
+    spec(
+        Command::AddShard,
+        "ADDSHARD",
+        &["ADDSHARD <name> <master-addr>"],
+        "Add a shard whose master (empty, standalone) owns no slots yet; give it slots with MIGRATE or REBALANCE USE-EMPTY-MASTERS.",
+    ),
+    spec(
+        Command::AddReplica,
+        "ADDREPLICA",
+        &["ADDREPLICA <shard-or-master-addr> <addr>"],
+        "Add a replica; it must hold no keys (the full sync would replace them). It is filled by a full sync from the master, then mirrored to (state syncing, then in-sync).",
+    ),
+    spec(Command::DelReplica, "DELREPLICA", &["DELREPLICA <addr>"], ""),
+    spec(
+        Command::DelShard,
+        "DELSHARD",
+        &["DELSHARD <shard-or-master-addr>"],
+        "Only once the shard has no replicas and neither owns nor migrates slots.",
+    ),
+    spec(
+        Command::DelNode,
+        "DELNODE",
+        &["DELNODE <addr>"],
+        "DELREPLICA for a replica, DELSHARD for a master.",
+    ),
+    spec(
+        Command::Migrate,
+        "MIGRATE",
+        &[
+            "MIGRATE <from> <to> <count>",
+            "MIGRATE <from> <to> SLOTS <range> [<range> ...]",
+        ],
+        "Queue moving slots (the source's highest-numbered ones, or the listed ranges such as 0-99 or 7000).",
+    ),
+    spec(
+        Command::Migrations,
+        "MIGRATIONS",
+        &["MIGRATIONS"],
+        "Queued, running and recently finished migrations with keys and bytes moved, rate and time left.",
+    ),
+    spec(
+        Command::Migration,
+        "MIGRATION",
+        &["MIGRATION CANCEL"],
+        "Cancel the running and queued migrations; unfinished slots go back to their source.",
+    ),
+    spec(
+        Command::Rebalance,
+        "REBALANCE",
+        &["REBALANCE [USE-EMPTY-MASTERS] [THRESHOLD <percent>] [DRY-RUN]"],
+        "Give every shard that owns slots (every shard with USE-EMPTY-MASTERS) an equal share; nothing moves when all are within THRESHOLD percent (default 2).",
+    ),
+    spec(
+        Command::Failover,
+        "FAILOVER",
+        &["FAILOVER <shard-or-master-addr> [TO <replica-addr>]"],
+        "Graceful switch to an in-sync replica: writes pause, the replica catches up, no client sees an error.",
+    ),
 ];
+
+const fn spec(
+    command: Command,
+    name: &'static str,
+    usage: &'static [&'static str],
+    summary: &'static str,
+) -> Spec {
+    Spec {
+        command,
+        name,
+        usage,
+        summary,
+    }
+}
+
+impl Command {
+    /// The command named `name` (any case), if the admin port has one.
+    pub(crate) fn parse(name: &str) -> Option<Self> {
+        COMMANDS
+            .iter()
+            .find(|s| s.name.eq_ignore_ascii_case(name))
+            .map(|s| s.command)
+    }
+
+    /// Whether it is answered before AUTH (the connection commands, as in Redis).
+    pub(crate) fn before_auth(self) -> bool {
+        matches!(self, Self::Ping | Self::Auth | Self::Hello | Self::Quit)
+    }
+}
+
+/// The reply of HELP and COMMANDS: a heading, then each command's forms, each followed by
+/// its summary indented.
+pub(crate) fn help() -> Reply {
+    let mut lines = vec![Reply::Status(
+        "redshard admin port. Commands (case-insensitive):".into(),
+    )];
+    for spec in COMMANDS {
+        lines.extend(spec.usage.iter().map(|u| Reply::Status((*u).into())));
+        if !spec.summary.is_empty() {
+            lines.push(Reply::Status(format!("    {}", spec.summary)));
+        }
+    }
+    Reply::Array(lines)
+}
 
 /// A command's arguments after the name, as text.
 pub struct Args<'a> {

@@ -9,7 +9,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, warn};
 
 use super::budget::Slot;
-use super::commands::{self, Args, HELP};
+use super::commands::{self, Args, Command};
 use super::reply::Reply;
 use crate::auth_throttle::AuthThrottle;
 use crate::control::Controller;
@@ -208,24 +208,9 @@ impl AdminConn {
     /// Runs one request.
     async fn execute(&mut self, raw: &[Vec<u8>]) -> (Reply, After) {
         let name = String::from_utf8_lossy(&raw[0]).to_ascii_uppercase();
-        let after_auth = |conn: &Self| {
-            if conn.refused {
-                After::Close
-            } else {
-                After::Continue
-            }
-        };
-        match name.as_str() {
-            "PING" => return (ping(raw), After::Continue),
-            "QUIT" => return (Reply::ok(), After::Close),
-            "AUTH" => {
-                let reply = self.auth(raw).await;
-                return (reply, after_auth(self));
-            }
-            "HELLO" => {
-                let reply = self.hello(raw).await;
-                return (reply, after_auth(self));
-            }
+        let command = Command::parse(&name);
+        match command {
+            Some(c) if c.before_auth() => return self.connection(c, raw).await,
             _ if !self.authenticated => {
                 return (
                     Reply::Error("NOAUTH Authentication required.".into()),
@@ -247,27 +232,60 @@ impl AdminConn {
         let given = String::from_utf8_lossy(&raw[0]);
         let args = Args::new(&given, &rest);
         let controller = &self.controller;
-        let reply = match name.as_str() {
-            "HELP" => Reply::Array(HELP.iter().map(|l| Reply::Status((*l).into())).collect()),
-            "TOPOLOGY" => commands::topology(controller, &args).await,
-            "ADDSHARD" => commands::add_shard(controller, &args).await,
-            "ADDREPLICA" => commands::add_replica(controller, &args).await,
-            "DELREPLICA" => commands::del_replica(controller, &args).await,
-            "DELSHARD" => commands::del_shard(controller, &args).await,
-            "DELNODE" => commands::del_node(controller, &args).await,
-            "MIGRATE" => commands::migrate(controller, &args),
-            "MIGRATIONS" => commands::migrations(controller, &args),
-            "MIGRATION" => commands::migration(controller, &args).await,
-            "REBALANCE" => commands::rebalance(controller, &args),
-            "FAILOVER" => commands::failover(controller, &args).await,
-            _ => unknown(&given, &rest),
+        let Some(command) = command else {
+            debug!(peer = %self.peer, command = %name, "unknown admin command refused");
+            return (unknown(&given, &rest), After::Continue);
+        };
+        let reply = match command {
+            Command::Ping | Command::Auth | Command::Hello | Command::Quit => {
+                return self.connection(command, raw).await
+            }
+            Command::Help | Command::Commands => commands::help(),
+            Command::Topology => commands::topology(controller, &args).await,
+            Command::AddShard => commands::add_shard(controller, &args).await,
+            Command::AddReplica => commands::add_replica(controller, &args).await,
+            Command::DelReplica => commands::del_replica(controller, &args).await,
+            Command::DelShard => commands::del_shard(controller, &args).await,
+            Command::DelNode => commands::del_node(controller, &args).await,
+            Command::Migrate => commands::migrate(controller, &args),
+            Command::Migrations => commands::migrations(controller, &args),
+            Command::Migration => commands::migration(controller, &args).await,
+            Command::Rebalance => commands::rebalance(controller, &args),
+            Command::Failover => commands::failover(controller, &args).await,
         };
         if let Reply::Error(text) = &reply {
             debug!(peer = %self.peer, command = %name, error = %text, "admin command refused");
-        } else if !matches!(name.as_str(), "HELP" | "TOPOLOGY" | "MIGRATIONS") {
+        } else if !matches!(
+            command,
+            Command::Help | Command::Commands | Command::Topology | Command::Migrations
+        ) {
             tracing::info!(peer = %self.peer, command = %name, "admin command");
         }
         (reply, After::Continue)
+    }
+
+    /// The connection commands, answered before AUTH as in Redis.
+    async fn connection(&mut self, command: Command, raw: &[Vec<u8>]) -> (Reply, After) {
+        let after_auth = |conn: &Self| {
+            if conn.refused {
+                After::Close
+            } else {
+                After::Continue
+            }
+        };
+        match command {
+            Command::Quit => (Reply::ok(), After::Close),
+            Command::Auth => {
+                let reply = self.auth(raw).await;
+                (reply, after_auth(self))
+            }
+            Command::Hello => {
+                let reply = self.hello(raw).await;
+                (reply, after_auth(self))
+            }
+            // PING, the only other connection command.
+            _ => (ping(raw), After::Continue),
+        }
     }
 
     /// `AUTH <password>` or `AUTH default <password>`.
@@ -388,7 +406,7 @@ fn unknown(name: &str, rest: &[String]) -> Reply {
         .map(|a| format!("'{}' ", a.chars().take(64).collect::<String>()))
         .collect();
     Reply::err(format!(
-        "unknown command '{}', with args beginning with: {shown}(the admin port's commands are listed by HELP)",
+        "unknown command '{}', with args beginning with: {shown}(the admin port's commands are listed by HELP, or COMMANDS from redis-cli)",
         name.chars().take(64).collect::<String>()
     ))
 }

@@ -25,7 +25,7 @@
 //! | Command | Reply |
 //! |---|---|
 //! | `PING [msg]`, `AUTH [default] <password>`, `QUIT`, `HELLO [2 [AUTH default <pw>]]` | as Redis |
-//! | `HELP` | one status line per command |
+//! | `HELP`, `COMMANDS` | one status line per command form, each followed by its summary (COMMANDS because redis-cli answers HELP itself) |
 //! | `TOPOLOGY` | `epoch`, `slots-served`, `slots-total`, `shards` (each: `id`, `name`, `master`, `master-health` up/failing/down/unknown, `gate` open/paused/down, `slots` ranges, `slot-count`, `keys` (the master's DBSIZE), `replicas` (each: `addr`, `state`, `health`, `lag`, `applied`), `migrating` / `importing` lines), `failovers`, `last-failover` |
 //! | `ADDSHARD <name> <master>` | `shard`, `master`, `epoch` |
 //! | `ADDREPLICA <shard> <addr>` | `shard`, `replica`, `state` (`syncing`) |

@@ -702,10 +702,11 @@ impl Controller {
             let Some(job) = queue.pop_front() else {
                 continue;
             };
+            let (from_name, to_name) = (name_of(&topology, from), name_of(&topology, to));
             match outcome {
                 Ok(Outcome::Done) => {
                     job.update(|p| p.state = MigrationState::Done);
-                    info!(from = %from, to = %to, "migration done");
+                    info!(from = from_name, to = to_name, "migration done");
                 }
                 Ok(Outcome::Cancelled) => {
                     job.update(|p| p.state = MigrationState::Cancelled);
@@ -713,7 +714,7 @@ impl Controller {
                     queue.push_front(Job::new(&topology, to, from, slots.clone(), true));
                 }
                 Err(e) => {
-                    warn!(from = %from, to = %to, error = %e, "migration failed; its slots stay migrating (requests are still served); retry with a new migration or cancel");
+                    warn!(from = from_name, to = to_name, error = %e, "migration failed; its slots stay migrating (requests are still served); retry with a new migration or cancel");
                     job.update(|p| p.state = MigrationState::Failed(e));
                 }
             }
@@ -788,7 +789,8 @@ impl Controller {
                 // A node failing (its shard failing over) stops a pass, not the migration.
                 Err(e) if failures < PASS_RETRIES => {
                     failures += 1;
-                    warn!(from = %from, to = %to, error = %e, attempt = failures, "migration pass failed; retrying");
+                    let topology = Arc::clone(self.state.router.load().topology());
+                    warn!(from = name_of(&topology, from), to = name_of(&topology, to), error = %e, attempt = failures, "migration pass failed; retrying");
                     tokio::time::sleep(PASS_RETRY_PAUSE).await;
                     continue;
                 }
@@ -818,7 +820,7 @@ impl Controller {
         let table = self.state.router.load();
         if let Some(source) = table.route(from) {
             if !crate::router::barrier(source, false, Duration::from_secs(5)).await {
-                warn!(shard = %from, "the source's lanes did not drain within 5 s");
+                warn!(shard = %source.name, "the source's lanes did not drain within 5 s");
             }
         }
     }
@@ -955,4 +957,11 @@ fn scan_reply(answer: &Bytes) -> Option<(Bytes, Vec<Bytes>)> {
         .filter_map(|r| bulk(&keys_reply.slice(r)))
         .collect();
     Some((cursor, keys))
+}
+
+/// Shard `id`'s name, for logs: operators know shards by name, not by index.
+fn name_of(topology: &Topology, id: ShardId) -> &str {
+    topology
+        .shard(id)
+        .map_or("(removed shard)", |s| s.name.as_str())
 }

@@ -11,6 +11,8 @@
 //!   standalone (not cluster mode);
 //! - a new shard's master must also not be a replica and be empty: keys already on it would
 //!   be served by no slot, and the migration would overwrite them;
+//! - a new replica must hold no keys in any database (`INFO keyspace`): the full sync would
+//!   replace them, so a node that still has data is refused and must be emptied first;
 //! - a new replica is added `syncing`, so the controller resynchronises it (its data is
 //!   replaced by its master's through Redis's full sync) and then cuts it over to `in-sync`;
 //! - a removed replica's mirror link is forgotten (re-adding it starts a fresh one), and a
@@ -111,6 +113,16 @@ pub enum NodeError {
         /// Why, and what to do about it.
         reason: String,
     },
+    /// A node being added as a replica that holds keys: the full sync would replace them.
+    #[error("{addr} holds {keys} ({dbs}); as a replica its data would be replaced by its master's: empty it first (FLUSHALL on the node) if those keys are not needed, or use another node")]
+    HoldsKeys {
+        /// The node.
+        addr: NodeAddr,
+        /// How many keys, as "N key(s)".
+        keys: String,
+        /// Per database, such as "db0=3, db2=1".
+        dbs: String,
+    },
     /// The topology change was refused or could not be persisted.
     #[error("{0}")]
     Change(#[from] ChangeError),
@@ -132,6 +144,40 @@ fn join<T: ToString>(items: impl IntoIterator<Item = T>) -> String {
         .map(|i| i.to_string())
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// `count` and `noun`, with an `s` unless the count is one: "1 key", "2 keys".
+pub(crate) fn plural(count: u64, noun: &str) -> String {
+    if count == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{count} {noun}s")
+    }
+}
+
+/// The keys in every database of an `INFO keyspace` answer (`db0:keys=3,expires=0,...`):
+/// their total and each non-empty database, such as `db0=3, db2=1`, in database order.
+fn keys_held(keyspace: &std::collections::HashMap<String, String>) -> (u64, String) {
+    let mut dbs: Vec<(u64, u64)> = keyspace
+        .iter()
+        .filter_map(|(db, fields)| {
+            let index = db.strip_prefix("db")?.parse().ok()?;
+            let keys = fields
+                .split(',')
+                .find_map(|f| f.strip_prefix("keys="))?
+                .parse()
+                .ok()?;
+            (keys > 0).then_some((index, keys))
+        })
+        .collect();
+    dbs.sort_unstable();
+    let total = dbs.iter().map(|(_, keys)| keys).sum();
+    let listed = dbs
+        .iter()
+        .map(|(db, keys)| format!("db{db}={keys}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    (total, listed)
 }
 
 impl Controller {
@@ -231,7 +277,8 @@ impl Controller {
             Some(0) => {}
             Some(keys) => {
                 return Err(unfit(format!(
-                    "it holds {keys} keys; a new shard must start empty: flush it (FLUSHALL on the node) or use another node"
+                    "it holds {}; a new shard must start empty: flush it (FLUSHALL on the node) or use another node",
+                    plural(keys.unsigned_abs(), "key")
                 )))
             }
             None => {
@@ -264,7 +311,25 @@ impl Controller {
             state: ReplicaState::Syncing,
         };
         self.dry_run(&change)?;
-        drop(self.reach(addr).await?);
+        let mut conn = self.reach(addr).await?;
+        // The resync's full sync replaces every database of the node: refuse one that holds
+        // keys rather than lose them silently.
+        let keyspace = conn
+            .info("keyspace")
+            .await
+            .map_err(|e| NodeError::Unreachable {
+                addr: addr.clone(),
+                reason: e.to_string(),
+            })?;
+        drop(conn);
+        let (keys, dbs) = keys_held(&keyspace);
+        if keys > 0 {
+            return Err(NodeError::HoldsKeys {
+                addr: addr.clone(),
+                keys: plural(keys, "key"),
+                dbs,
+            });
+        }
         // A link left from an earlier life of this address must not be reused.
         self.state.router.mirror().forget(addr);
         self.change(change).await?;
@@ -446,5 +511,24 @@ mod tests {
             })
             .unwrap();
         assert!(check_removable(&t, find_shard(&t, "s1").unwrap()).is_ok());
+    }
+
+    #[test]
+    fn keys_are_counted_in_every_database() {
+        let info = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        assert_eq!(keys_held(&info(&[])), (0, String::new()));
+        let (keys, dbs) = keys_held(&info(&[
+            ("db2", "keys=1,expires=0,avg_ttl=0"),
+            ("db0", "keys=3,expires=1,avg_ttl=5"),
+            ("db1", "keys=0,expires=0,avg_ttl=0"),
+        ]));
+        assert_eq!((keys, dbs.as_str()), (4, "db0=3, db2=1"));
+        assert_eq!(plural(1, "key"), "1 key");
+        assert_eq!(plural(0, "key"), "0 keys");
     }
 }

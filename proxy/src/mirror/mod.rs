@@ -52,6 +52,8 @@ pub struct ReplicaLink {
     addr: NodeAddr,
     /// Its shard.
     shard: ShardId,
+    /// Its shard's name, for logs (operators know shards by name, not by index).
+    shard_name: Arc<str>,
     /// Its lanes.
     node: Arc<Node>,
     /// Set by the first failed write; from then on nothing more is sent.
@@ -111,7 +113,7 @@ impl ReplicaLink {
         if self.failed.swap(true, Ordering::AcqRel) {
             return;
         }
-        warn!(shard = %self.shard, replica = %self.addr, %reason, "replica is stale: it stops receiving writes until resynchronised");
+        warn!(shard = %self.shard_name, replica = %self.addr, %reason, "replica is stale: it stops receiving writes until resynchronised");
         let _ = self.events.send(ControlEvent::ReplicaFailed {
             shard: self.shard,
             addr: self.addr.clone(),
@@ -649,11 +651,13 @@ impl Mirror {
         &self.settings
     }
 
-    /// The mirror of `shard` (master `master`) to the in-sync replicas `replicas`.
+    /// The mirror of `shard` (named `name`, master `master`) to the in-sync replicas
+    /// `replicas`.
     #[must_use]
     pub fn shard(
         &self,
         shard: ShardId,
+        name: &str,
         master: &NodeAddr,
         replicas: &[&NodeAddr],
         pool: &NodePool,
@@ -666,6 +670,7 @@ impl Mirror {
                     Arc::new(ReplicaLink {
                         addr: addr.clone(),
                         shard,
+                        shard_name: name.into(),
                         node: pool.node(addr),
                         failed: AtomicBool::new(false),
                         held: Mutex::new(Held::default()),
