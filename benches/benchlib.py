@@ -168,3 +168,25 @@ def loadavg():
     """The 1-minute load average: how busy the machine was besides this benchmark."""
     with open("/proc/loadavg") as f:
         return float(f.read().split()[0])
+
+
+def crc16_xmodem(data):
+    crc = 0
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
+            crc &= 0xFFFF
+    return crc
+
+
+def key_slot(key):
+    """Redis Cluster's slot of a key: CRC16/XMODEM of the hash tag when there is a non-empty
+    one (between the first '{' and the next '}'), else of the whole key, mod 16384."""
+    b = key.encode()
+    start = b.find(b"{")
+    if start >= 0:
+        end = b.find(b"}", start + 1)
+        if end > start + 1:
+            b = b[start + 1 : end]
+    return crc16_xmodem(b) % 16384

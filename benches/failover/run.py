@@ -50,7 +50,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchlib import (  # noqa: E402
-    REPO, BenchError, Procs, build_release, call, cargo_target_dir, loadavg, read_reply, resp_command,
+    REPO, BenchError, Procs, build_release, call, cargo_target_dir, key_slot, loadavg, read_reply,
+    resp_command,
     run_in_workdir,
 )
 
@@ -106,28 +107,6 @@ def wait_for(what, check, procs, timeout):
 
 # ---------------------------------------------------------------------------------------------
 # Slots
-
-
-def crc16_xmodem(data):
-    crc = 0
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
-            crc &= 0xFFFF
-    return crc
-
-
-def key_slot(key):
-    """Redis Cluster's slot of a key: CRC16/XMODEM of the hash tag when there is a non-empty
-    one (between the first '{' and the next '}'), else of the whole key, mod 16384."""
-    b = key.encode()
-    start = b.find(b"{")
-    if start >= 0:
-        end = b.find(b"}", start + 1)
-        if end > start + 1:
-            b = b[start + 1 : end]
-    return crc16_xmodem(b) % TOTAL_SLOTS
 
 
 def tag_in(lo, hi, prefix):

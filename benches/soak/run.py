@@ -39,7 +39,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchlib import (  # noqa: E402
-    BenchError, Procs, build_release, cargo_target_dir, read_reply, resp_command, run_in_workdir,
+    BenchError, Procs, build_release, cargo_target_dir, key_slot, read_reply, resp_command,
+    run_in_workdir,
 )
 
 TOTAL_SLOTS = 16384
@@ -107,18 +108,8 @@ def wait_for(port, password, proc, procs, what, timeout=20.0):
     raise BenchError(f"{what} on 127.0.0.1:{port} did not answer PING within {timeout:.0f} s ({last})")
 
 
-def crc16(data):
-    crc = 0
-    for b in data:
-        crc ^= b << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
-            crc &= 0xFFFF
-    return crc
-
-
 def shard_of(key, shards):
-    slot = crc16(key.encode()) % TOTAL_SLOTS
+    slot = key_slot(key)
     bounds = [TOTAL_SLOTS * i // shards for i in range(shards + 1)]
     return next(i for i in range(shards) if bounds[i] <= slot < bounds[i + 1])
 

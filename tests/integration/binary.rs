@@ -12,6 +12,20 @@ fn redshard() -> Command {
     Command::new(binary("redshard"))
 }
 
+/// The config text of a proxy on `port` in front of `server`, with `extra`, and none of the
+/// fixed defaults (metrics port 9121, admin socket path) a local cluster may hold: a test never
+/// uses a fixed port or path.
+fn isolated_config(server: &RedisServer, port: u16, extra: &str) -> String {
+    config_text(
+        &[server.addr()],
+        &[],
+        &format!(
+            "metrics_listen = \"off\"\nadmin_listen = \"off\"\nadmin_socket = \"off\"\n{extra}"
+        ),
+    )
+    .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
+}
+
 fn write_config(text: &str) -> tempfile::NamedTempFile {
     let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
     file.write_all(text.as_bytes()).unwrap();
@@ -99,11 +113,7 @@ fn check_config_accepts_valid_and_names_the_problem_in_invalid_files() {
 fn sigterm_drains_and_exits() {
     let server = RedisServer::start();
     let port = free_port();
-    let text =
-        // The metrics port's default (127.0.0.1:9121) may be taken by a local cluster, and its
-        // admin socket's default path too: a test never uses a fixed port or path.
-        config_text(&[server.addr()], &[], "metrics_listen = \"off\"\nadmin_listen = \"off\"\nadmin_socket = \"off\"")
-            .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    let text = isolated_config(&server, port, "");
     let file = write_config(&text);
     let mut child = redshard()
         .arg("--config")
@@ -159,9 +169,8 @@ fn sigterm_drains_and_exits() {
 fn a_client_that_never_reads_is_paused_then_disconnected_with_bounded_memory() {
     let server = RedisServer::start();
     let port = free_port();
-    let extra = "metrics_listen = \"off\"\nadmin_listen = \"off\"\nadmin_socket = \"off\"\n[limits]\nmax_pipeline = 64\noutput_buffer_soft_bytes = 1048576\noutput_buffer_soft_seconds = 1\n";
-    let text = config_text(&[server.addr()], &[], extra)
-        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    let extra = "[limits]\nmax_pipeline = 64\noutput_buffer_soft_bytes = 1048576\noutput_buffer_soft_seconds = 1\n";
+    let text = isolated_config(&server, port, extra);
     let file = write_config(&text);
     let mut child = redshard()
         .arg("--config")
@@ -255,12 +264,7 @@ fn info_memory_shows_the_allocator_and_the_operator_can_tune_it() {
         (Some("dirty_decay_ms:5000"), "5000", "no"),
     ] {
         let port = free_port();
-        let text = config_text(
-            &[server.addr()],
-            &[],
-            "metrics_listen = \"off\"\nadmin_listen = \"off\"\nadmin_socket = \"off\"",
-        )
-        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+        let text = isolated_config(&server, port, "");
         let file = write_config(&text);
         let mut command = redshard();
         command
@@ -318,12 +322,7 @@ fn info_memory_shows_the_allocator_and_the_operator_can_tune_it() {
 fn text_logs_written_to_a_pipe_carry_no_colour_codes() {
     let server = RedisServer::start();
     let port = free_port();
-    let text = config_text(
-        &[server.addr()],
-        &[],
-        "metrics_listen = \"off\"\nadmin_listen = \"off\"\n[log]\nformat = \"text\"\nlevel = \"info\"",
-    )
-    .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    let text = isolated_config(&server, port, "[log]\nformat = \"text\"\nlevel = \"info\"");
     let file = write_config(&text);
     let mut child = redshard()
         .arg("--config")
