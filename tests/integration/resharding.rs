@@ -303,7 +303,7 @@ async fn a_rebalance_resumes_every_queued_move_after_a_proxy_crash() {
     let dir = tempfile::tempdir().unwrap();
     let topology_file = dir.path().join("topology.toml");
     let extra = format!(
-        "topology_file = \"{}\"\nmetrics_listen = \"off\"\nadmin_listen = \"off\"\n",
+        "topology_file = \"{}\"\nmetrics_listen = \"off\"\nadmin_listen = \"off\"\nadmin_socket = \"off\"\n",
         topology_file.display()
     );
     let masters: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
@@ -430,7 +430,7 @@ async fn a_queued_move_that_no_longer_fits_is_reported_at_restart_not_dropped_si
     let dir = tempfile::tempdir().unwrap();
     let topology_file = dir.path().join("topology.toml");
     let extra = format!(
-        "topology_file = \"{}\"\nmetrics_listen = \"off\"\nadmin_listen = \"off\"\n",
+        "topology_file = \"{}\"\nmetrics_listen = \"off\"\nadmin_listen = \"off\"\nadmin_socket = \"off\"\n",
         topology_file.display()
     );
     let masters: Vec<RedisServer> = (0..2).map(|_| RedisServer::start()).collect();
