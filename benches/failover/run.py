@@ -274,7 +274,7 @@ def shard_masters(port):
     for line in text.splitlines():
         if line.startswith("topology_epoch:"):
             epoch = int(line.split(":", 1)[1])
-        elif re.match(r"shard\d+:", line):
+        elif re.match(r"route\d+:", line):  # routeN:name=...,master=...,lanes=N
             fields = dict(kv.split("=", 1) for kv in line.split(":", 1)[1].split(","))
             masters[fields["name"]] = fields["master"]
     return masters, epoch
