@@ -25,14 +25,16 @@ pub(super) enum HoldReason {
     GracefulFailover,
 }
 
-/// Whether a cut-over holds a shard's gate paused.
+/// Whether cut-overs hold a shard's gate paused. Holds nest: a resync's cut-over may begin and
+/// end while a graceful failover drains the same shard, and its end must not reopen the gate
+/// the failover still holds.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(super) enum Hold {
     /// No cut-over: the gate follows the master's health.
     #[default]
     Free,
-    /// A cut-over holds the gate paused until it releases it.
-    Held(HoldReason),
+    /// These cut-overs (never empty) hold the gate paused until each releases its hold.
+    Held(Vec<HoldReason>),
 }
 
 /// Whether a shard's master is suspected to be failing before the probes confirm it.
@@ -147,14 +149,28 @@ impl Book {
 
     // --- Hold ---
 
-    /// `Free`/`Held` → `Held(reason)`: a cut-over pauses the shard.
+    /// `Free` → `Held([reason])`, `Held(rs)` → `Held(rs + reason)`: a cut-over pauses the shard.
     pub(super) fn hold(&mut self, shard: ShardId, reason: HoldReason) {
-        self.with_shard(shard, |s| s.hold = Hold::Held(reason));
+        self.with_shard(shard, |s| match &mut s.hold {
+            Hold::Free => s.hold = Hold::Held(vec![reason]),
+            Hold::Held(reasons) => reasons.push(reason),
+        });
     }
 
-    /// `Held` → `Free`: the cut-over ended (done or given up).
-    pub(super) fn release(&mut self, shard: ShardId) {
-        self.with_shard(shard, |s| s.hold = Hold::Free);
+    /// `Held(rs)` → `Held(rs - reason)`, or `Free` when it was the last: the cut-over ended
+    /// (done or given up). Returns whether the shard is now free.
+    pub(super) fn release(&mut self, shard: ShardId, reason: &HoldReason) -> bool {
+        self.with_shard(shard, |s| {
+            if let Hold::Held(reasons) = &mut s.hold {
+                if let Some(i) = reasons.iter().position(|r| r == reason) {
+                    reasons.swap_remove(i);
+                }
+                if reasons.is_empty() {
+                    s.hold = Hold::Free;
+                }
+            }
+            s.hold == Hold::Free
+        })
     }
 
     /// Whether a cut-over holds `shard`.
@@ -314,9 +330,22 @@ mod tests {
         assert!(!book.is_held(shard));
         book.hold(shard, HoldReason::GracefulFailover);
         assert!(book.is_held(shard));
-        book.release(shard);
+        assert!(book.release(shard, &HoldReason::GracefulFailover));
         assert!(!book.is_held(shard));
         assert!(book.shards.is_empty(), "a shard at rest keeps no entry");
+    }
+
+    #[test]
+    fn holds_nest_a_resync_ending_during_a_graceful_failover_keeps_the_shard_held() {
+        let mut book = Book::default();
+        let shard = ShardId(0);
+        book.hold(shard, HoldReason::GracefulFailover);
+        book.hold(shard, HoldReason::Resync(addr(7003)));
+        assert!(!book.release(shard, &HoldReason::Resync(addr(7003))));
+        assert!(book.is_held(shard), "the failover still drains");
+        assert!(book.release(shard, &HoldReason::GracefulFailover));
+        assert!(!book.is_held(shard));
+        assert!(book.shards.is_empty());
     }
 
     #[test]
@@ -342,7 +371,7 @@ mod tests {
         book.suspect(shard, addr(7001), Instant::now());
         assert!(book.is_held(shard));
         assert!(book.still_suspect(shard, &addr(7001), |_| false));
-        book.release(shard);
+        book.release(shard, &HoldReason::Resync(addr(7003)));
         assert!(book.still_suspect(shard, &addr(7001), |_| false));
     }
 

@@ -71,7 +71,7 @@ impl Controller {
             self.hold(shard, HoldReason::GracefulFailover);
             let timeout = self.state.config.mirror.cutover_timeout;
             if !crate::router::barrier(route, true, timeout).await {
-                self.release(shard);
+                self.release(shard, &HoldReason::GracefulFailover);
                 return Err(FailoverError::Drain(timeout));
             }
         }
@@ -83,7 +83,7 @@ impl Controller {
             .await;
         if let Err(e) = promoted {
             if graceful {
-                self.release(shard);
+                self.release(shard, &HoldReason::GracefulFailover);
             }
             return Err(e.into());
         }
@@ -105,7 +105,7 @@ impl Controller {
             if let Err(e) = rejoined {
                 warn!(node = %old, error = %e, "the old master stays stale after a graceful failover");
             }
-            self.release(shard);
+            self.release(shard, &HoldReason::GracefulFailover);
         } else {
             old_node.fence();
         }

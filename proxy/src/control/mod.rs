@@ -394,10 +394,13 @@ impl Controller {
         self.state.router.gate(shard).set(GateState::Paused);
     }
 
-    /// Ends the cut-over [`Controller::hold`] began: the gate reopens, and the next round sets
-    /// it from the master's health.
-    fn release(&self, shard: ShardId) {
-        self.book().release(shard);
+    /// Ends the cut-over [`Controller::hold`] began for `reason`: once no other cut-over holds
+    /// the shard, the gate reopens, and the next round sets it from the master's health.
+    fn release(&self, shard: ShardId, reason: &HoldReason) {
+        if !self.book().release(shard, reason) {
+            // Another cut-over still holds the shard: it reopens the gate when it ends.
+            return;
+        }
         let gate = self.state.router.gate(shard);
         if gate.state() == GateState::Paused {
             gate.set(GateState::Open);

@@ -119,7 +119,7 @@ impl Controller {
                 stop,
             )
             .await;
-        self.release(shard);
+        self.release(shard, &HoldReason::Resync(addr.clone()));
         cut?;
         Ok(started.elapsed())
     }
