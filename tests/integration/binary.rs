@@ -26,6 +26,21 @@ fn isolated_config(server: &RedisServer, port: u16, extra: &str) -> String {
     .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
 }
 
+/// A single-threaded runtime for the async client of a test that runs the binary.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Everything an exited (or killed and reaped) child wrote to its piped stderr.
+fn stderr_of(child: &mut std::process::Child) -> String {
+    let mut logs = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut logs).unwrap();
+    logs
+}
+
 fn write_config(text: &str) -> tempfile::NamedTempFile {
     let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
     file.write_all(text.as_bytes()).unwrap();
@@ -124,10 +139,7 @@ fn sigterm_drains_and_exits() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     runtime.block_on(async {
         let mut c = connect_when_listening(port).await;
         assert!(c.cmd(&["SET", "k", "v"]).await.is_ok());
@@ -152,8 +164,7 @@ fn sigterm_drains_and_exits() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(exit.success());
-    let mut logs = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut logs).unwrap();
+    let logs = stderr_of(&mut child);
     assert!(
         logs.contains("SIGTERM received") && logs.contains("drained gracefully"),
         "{logs}"
@@ -255,10 +266,7 @@ fn a_client_that_never_reads_is_paused_then_disconnected_with_bounded_memory() {
 #[test]
 fn info_memory_shows_the_allocator_and_the_operator_can_tune_it() {
     let server = RedisServer::start();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     for (env, decay, purge) in [
         (None, "1000", "yes"),
         (Some("dirty_decay_ms:5000"), "5000", "no"),
@@ -333,18 +341,14 @@ fn text_logs_written_to_a_pipe_carry_no_colour_codes() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     runtime.block_on(async {
         let mut c = connect_when_listening(port).await;
         assert_eq!(c.cmd(&["PING"]).await, Reply::Status("PONG".into()));
     });
     let _ = child.kill();
     let _ = child.wait();
-    let mut logs = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut logs).unwrap();
+    let logs = stderr_of(&mut child);
     assert!(logs.contains("INFO"), "the start is logged: {logs}");
     assert!(
         !logs.contains('\u{1b}'),
