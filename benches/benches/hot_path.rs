@@ -45,7 +45,11 @@ fn routing(c: &mut Criterion) {
     let table = runtime.block_on(async {
         let pool = NodePool::new(LaneConfig::from_config(&config.backend, 128, None));
         let (events, _control) = tokio::sync::mpsc::unbounded_channel();
-        let mirror = redshard_proxy::mirror::Mirror::new(config.mirror.clone(), events);
+        let mirror = redshard_proxy::mirror::Mirror::new(
+            config.mirror.clone(),
+            config.replication.ack,
+            events,
+        );
         let gates = redshard_proxy::router::Gates::default();
         RoutingTable::build(
             std::sync::Arc::new(Topology::from_config(&config)),

@@ -61,7 +61,9 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// How the proxy connects to backends.
     pub backend: BackendConfig,
-    /// How writes reach the replicas.
+    /// How replicas follow their master, and when writes are acknowledged.
+    pub replication: crate::ha::ReplicationConfig,
+    /// Proxy-side mirroring and replica reads.
     pub mirror: crate::ha::MirrorConfig,
     /// Probes and failover.
     pub health: crate::ha::HealthConfig,
@@ -303,6 +305,7 @@ impl Default for Config {
             admin_password: None,
             tls: None,
             backend: BackendConfig::default(),
+            replication: crate::ha::ReplicationConfig::default(),
             mirror: crate::ha::MirrorConfig::default(),
             health: crate::ha::HealthConfig::default(),
             limits: Limits::default(),
@@ -494,6 +497,7 @@ impl Config {
             admin_password: src.secret(file.admin_password, "admin_password")?,
             tls,
             backend: backend(file.backend, src)?,
+            replication: crate::ha::replication(file.replication, file.mirror.mode.clone(), src)?,
             mirror: crate::ha::mirror(file.mirror, src)?,
             health: crate::ha::health(file.health, src)?,
             limits: limits(file.limits, src)?,

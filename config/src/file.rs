@@ -215,7 +215,10 @@ pub struct ConfigFile {
     /// `[backend]`: how the proxy connects to redis-servers.
     #[serde(default)]
     pub backend: BackendFile,
-    /// `[mirror]`: how writes reach the replicas.
+    /// `[replication]`: how replicas follow their master and when writes are acknowledged.
+    #[serde(default)]
+    pub replication: crate::ha::ReplicationFile,
+    /// `[mirror]`: proxy-side mirroring (`[replication] mode = "proxy"`) and replica reads.
     #[serde(default)]
     pub mirror: crate::ha::MirrorFile,
     /// `[health]`: probes and failover.

@@ -35,7 +35,7 @@ pub use config::{
 };
 pub use error::{ConfigError, NodeAddrError, SlotRangeError, StoreError, TopologyError};
 pub use file::Access;
-pub use ha::{HealthConfig, MirrorConfig, MirrorMode, ReadFrom};
+pub use ha::{AckMode, HealthConfig, MirrorConfig, ReadFrom, ReplicationConfig, ReplicationMode};
 pub use slot::{Slot, SlotRange, SLOT_COUNT};
 pub use store::{
     choose_initial, FileTopologyStore, InitialSource, MemoryTopologyStore, TopologyStore,

@@ -141,7 +141,11 @@ impl ProxyState {
             lanes.lanes = worker_threads(config.threads);
         }
         let (events, control_rx) = crate::events::channel();
-        let mirror = crate::mirror::Mirror::new(config.mirror.clone(), events.clone());
+        let mirror = crate::mirror::Mirror::new(
+            config.mirror.clone(),
+            config.replication.ack,
+            events.clone(),
+        );
         let router = Router::new(topology, NodePool::new(lanes).reporting(events), mirror);
         let config = Arc::new(config);
         Ok(Arc::new(Self {

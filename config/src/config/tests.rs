@@ -909,3 +909,36 @@ fn backend_tls_keys_need_tls_and_a_ca() {
     let text = format!("{on}tls = 1\n{SHARDS}");
     assert!(error(&text).contains("line"), "{}", error(&text));
 }
+
+#[test]
+fn replication_takes_its_mode_ack_and_timeout_and_the_old_ack_name() {
+    let config = parse(SHARDS).unwrap();
+    assert_eq!(config.replication, crate::ha::ReplicationConfig::default());
+    assert_eq!(config.replication.ack, crate::AckMode::Sync);
+    assert_eq!(config.replication.ack_timeout, Duration::from_millis(1_000));
+
+    let text =
+        format!("[replication]\nmode = \"proxy\"\nack = \"async\"\nack_timeout_ms = 250\n{SHARDS}");
+    let config = parse(&text).unwrap();
+    assert_eq!(config.replication.mode, crate::ReplicationMode::Proxy);
+    assert_eq!(config.replication.ack, crate::AckMode::Async);
+    assert_eq!(config.replication.ack_timeout, Duration::from_millis(250));
+
+    // `[mirror] mode` is the older name of `ack`: alone it still counts.
+    let text = format!("[mirror]\nmode = \"async\"\n{SHARDS}");
+    assert_eq!(parse(&text).unwrap().replication.ack, crate::AckMode::Async);
+    // Beside `ack` it may repeat it, not contradict it.
+    let text = format!("[replication]\nack = \"async\"\n[mirror]\nmode = \"async\"\n{SHARDS}");
+    assert_eq!(parse(&text).unwrap().replication.ack, crate::AckMode::Async);
+    let text = format!("[replication]\nack = \"sync\"\n[mirror]\nmode = \"async\"\n{SHARDS}");
+    assert_error(
+        &text,
+        "mode = \"async\"",
+        &["mirror.mode", "replication.ack"],
+    );
+
+    let text = format!("[replication]\nmode = \"cluster\"\n{SHARDS}");
+    assert_error(&text, "mode = \"cluster\"", &["redis", "proxy"]);
+    let text = format!("[replication]\nack_timeout_ms = 0\n{SHARDS}");
+    assert_error(&text, "ack_timeout_ms", &["replication.ack_timeout_ms"]);
+}

@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
-use redshard_config::{MirrorConfig, MirrorMode, NodeAddr, ShardId};
+use redshard_config::{AckMode, MirrorConfig, NodeAddr, ShardId};
 use smallvec::SmallVec;
 use tokio::sync::mpsc;
 use tracing::warn;
@@ -250,6 +250,8 @@ pub struct ShardMirror {
     replicas: Vec<Arc<ReplicaLink>>,
     /// `[mirror]` settings.
     settings: Arc<MirrorConfig>,
+    /// `[replication] ack`: whether a reply waits for the replicas.
+    ack: AckMode,
     /// Where lost master writes are reported.
     events: mpsc::UnboundedSender<ControlEvent>,
     /// Script bodies, so replicas run `EVALSHA` as `EVAL`.
@@ -477,7 +479,7 @@ impl Job {
             return;
         }
         let settings = &self.shard.settings;
-        let sync = self.wait || settings.mode == MirrorMode::Sync;
+        let sync = self.wait || self.shard.ack == AckMode::Sync;
         let replies = if matches!(self.effect, Effect::Same) && !self.request.starts_with(MULTI) {
             1
         } else {
@@ -618,6 +620,8 @@ fn count_replies(bytes: &[u8]) -> u32 {
 pub struct Mirror {
     /// `[mirror]` settings.
     settings: Arc<MirrorConfig>,
+    /// `[replication] ack`: whether replies wait for the replicas.
+    ack: AckMode,
     /// Links by replica address; a link survives table changes until the replica leaves or
     /// is resynchronised.
     links: Mutex<HashMap<NodeAddr, Arc<ReplicaLink>>>,
@@ -628,10 +632,15 @@ pub struct Mirror {
 }
 
 impl Mirror {
-    /// Mirroring with `settings`, reporting to `events`.
+    /// Mirroring with `settings`, acknowledging writes per `ack`, reporting to `events`.
     #[must_use]
-    pub fn new(settings: MirrorConfig, events: mpsc::UnboundedSender<ControlEvent>) -> Self {
+    pub fn new(
+        settings: MirrorConfig,
+        ack: AckMode,
+        events: mpsc::UnboundedSender<ControlEvent>,
+    ) -> Self {
         Self {
+            ack,
             scripts: Arc::new(scripts::ScriptCache::new(settings.max_scripts)),
             settings: Arc::new(settings),
             links: Mutex::new(HashMap::new()),
@@ -686,6 +695,7 @@ impl Mirror {
             master: master.clone(),
             replicas,
             settings: Arc::clone(&self.settings),
+            ack: self.ack,
             events: self.events.clone(),
             scripts: Arc::clone(&self.scripts),
         })

@@ -258,8 +258,8 @@ fn write_mirror(state: &ProxyState, table: &RoutingTable, text: &mut String) {
     let ha = state.ha.snapshot();
     let _ = write!(
         text,
-        "# Mirror\r\nmirror_mode:{}\r\nmirror_max_lag_writes:{}\r\nresyncs_completed:{}\r\nreplicas_marked_stale:{}\r\n",
-        settings.mode, settings.max_lag_writes, ha.resyncs_completed, ha.replicas_marked_stale,
+        "# Mirror\r\nmirror_mode:{}\r\nreplication_mode:{}\r\nmirror_max_lag_writes:{}\r\nresyncs_completed:{}\r\nreplicas_marked_stale:{}\r\n",
+        state.config.replication.ack, state.config.replication.mode, settings.max_lag_writes, ha.resyncs_completed, ha.replicas_marked_stale,
     );
     let replicas = table
         .topology()
