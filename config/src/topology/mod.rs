@@ -485,6 +485,4 @@ impl fmt::Debug for Topology {
 }
 
 #[cfg(test)]
-mod form_tests;
-#[cfg(test)]
 mod tests;

@@ -1,6 +1,9 @@
 use super::*;
 use crate::error::TopologyError;
 
+/// The persisted TOML form and a property test of `apply` (long enough for a file of its own).
+mod form;
+
 pub(super) fn addr(text: &str) -> NodeAddr {
     NodeAddr::parse(text).unwrap()
 }

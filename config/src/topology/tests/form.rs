@@ -2,8 +2,8 @@
 
 use proptest::prelude::*;
 
-use super::tests::{addr, apply, base, range};
-use super::*;
+use super::{addr, apply, base, range};
+use crate::topology::*;
 
 #[test]
 fn toml_form_is_compact_and_round_trips() {
