@@ -22,6 +22,7 @@ const LAYERS: &[(&str, u8)] = &[
     // Protocol: RESP scanners and encoders, the command table.
     ("resp", 0),
     ("command", 0),
+    ("client_error", 0),
     // Leaves everyone may call: the metrics recording API, the data plane → controller
     // event channel, certificates, the allocator, counters and small shared tables.
     ("metrics", 1),
