@@ -430,8 +430,11 @@ impl ClientError {
             Self::Backend { addr, why, .. } => {
                 t.lit("ERR backend ").data(addr.as_str()).lit(" ").data(why);
             }
+            // The texts without data: their line without `-` and CRLF.
             _ => {
-                if let Some(line) = self.static_line() {
+                let line = self.static_line();
+                debug_assert!(line.is_some(), "{self:?} has no text in write_text");
+                if let Some(line) = line {
                     t.0.put_slice(&line[1..line.len() - 2]);
                 }
             }

@@ -12,6 +12,9 @@
 
 use std::path::{Path, PathBuf};
 
+mod source;
+use source::rust_files;
+
 /// Redis's error codes (and redshard's use of them). A literal starting with one of these,
 /// followed by a space or the end of the literal, is an error text.
 const CODES: &[&str] = &[
@@ -82,17 +85,6 @@ fn root() -> PathBuf {
         .parent()
         .expect("proxy/ is in the workspace")
         .to_path_buf()
-}
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
 }
 
 /// The string literals' openings on `line`: the text right after each `"` that starts one
