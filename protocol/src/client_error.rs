@@ -16,9 +16,9 @@
 //! plane's errors (migration, failover), which reach operators and logs, not clients.
 //!
 //! To add one: a variant (with the data its text needs), its text in [`ClientError::static_line`]
-//! (no data) or [`ClientError::write_text`] (with data), its [`Reached`] in
+//! (no data) or `write_text` (with data), its [`Reached`] in
 //! [`ClientError::reached`], and a row in the table test. `proxy/tests/error_texts.rs` fails on
-//! an error literal written anywhere else in `proxy/src`.
+//! an error literal written anywhere else in `proxy/src` or `protocol/src`.
 
 use std::fmt;
 
