@@ -20,6 +20,8 @@
 //!   encoders of synthesized replies.
 //! - [`command`] (crate `redshard-protocol`): the Redis 7.0 command table (arity, key positions, flags) and how redshard
 //!   treats each command.
+//! - [`client_error`] (crate `redshard-protocol`): every error reply the proxy itself gives a
+//!   client, and whether the request reached a node.
 //! - [`router`]: the slot table in an `ArcSwap`, and the routing of one request.
 //! - [`backend`]: per-node lanes: long-lived, multiplexed, pipelined connections.
 //! - [`mirror`]: the replicas get each write's effect, made deterministic.
@@ -44,7 +46,7 @@
 
 // The protocol layer lives in its own crate (`redshard-protocol`), which imports nothing of the
 // proxy; re-exported so `crate::resp` and `crate::command` name it here.
-pub use redshard_protocol::{command, resp};
+pub use redshard_protocol::{client_error, command, resp};
 
 pub mod admin;
 pub mod allocator;

@@ -25,6 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, Instrument};
 
+use crate::client_error::ClientError;
 use crate::metrics;
 use crate::session::park::{self, Place};
 use crate::session::{Exit, Session};
@@ -86,7 +87,7 @@ async fn handshake(
 }
 
 /// What a client over `max_clients` is told before it is closed.
-const REFUSAL: &[u8] = b"-ERR max number of clients reached\r\n";
+const REFUSAL: ClientError = ClientError::MaxClients;
 
 /// Accepts plaintext clients on `listener` until `shutdown` fires, then waits for every
 /// session to finish its in-flight replies (the caller bounds that wait with the grace
@@ -121,7 +122,7 @@ async fn accept_loop(
             match &tls {
                 None => {
                     tokio::spawn(async move {
-                        let _ = socket.write_all(REFUSAL).await;
+                        let _ = socket.write_all(&REFUSAL.to_reply()).await;
                     });
                 }
                 Some(tls) => {
@@ -130,7 +131,7 @@ async fn accept_loop(
                     tokio::spawn(async move {
                         let refuse = async {
                             let mut stream = handshake(acceptor, socket).await?;
-                            stream.write_all(REFUSAL).await?;
+                            stream.write_all(&REFUSAL.to_reply()).await?;
                             stream.shutdown().await
                         };
                         let _ = tokio::time::timeout(timeout, refuse).await;

@@ -156,3 +156,31 @@ async fn clients_over_max_clients_are_refused_like_redis() {
         .unwrap_or_else(|| panic!("no rejected_connections in {info}"));
     assert!(rejected >= 1, "{info}");
 }
+
+/// Client bytes that an error echoes (CR and LF here) stay on the error line, as Redis maps
+/// them to spaces: the reply is Redis's own, byte for byte, and the stream stays in step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echoed_client_bytes_stay_on_the_error_line() {
+    let cluster = TestCluster::start(1).await;
+    let mut proxy = cluster.client().await;
+    let mut redis = Client::connect(cluster.masters[0].addr()).await;
+    for (args, line) in [
+        (
+            vec!["CLIENT", "LIST", "TYPE", "a\r\nb"],
+            "-ERR Unknown client type 'a  b'\r\n",
+        ),
+        (
+            vec!["HELLO", "2", "SET\nNAME"],
+            "-ERR Syntax error in HELLO option 'SET NAME'\r\n",
+        ),
+    ] {
+        let from_proxy = proxy.cmd_resp3(&args).await;
+        assert_eq!(String::from_utf8_lossy(&from_proxy), line, "{args:?}");
+        let from_redis = redis.cmd_resp3(&args).await;
+        assert_eq!(
+            from_proxy, from_redis,
+            "{args:?}: the proxy answers as Redis"
+        );
+        assert_eq!(proxy.cmd(&["PING"]).await, Reply::Status("PONG".into()));
+    }
+}

@@ -32,7 +32,7 @@ pub enum Local {
     /// WAIT counts the replicas that applied the client's writes, which the proxy tracks.
     Wait,
     /// Redis Cluster's connection commands (ASKING, READONLY, READWRITE), which a standalone
-    /// Redis refuses with [`CLUSTER_DISABLED`]: redshard presents itself as one standalone
+    /// Redis refuses with [`crate::ClientError::ClusterDisabled`]: redshard presents itself as one standalone
     /// server, so it answers them the same way, without touching a node. (A cluster-aware
     /// client cannot use redshard as a cluster anyway: CLUSTER SLOTS / SHARDS are refused.)
     NotACluster,
@@ -118,9 +118,6 @@ impl Local {
         })
     }
 }
-
-/// What a standalone Redis 7 answers to [`Local::NotACluster`] commands.
-pub const CLUSTER_DISABLED: &str = "ERR This instance has cluster support disabled";
 
 /// Keys may span slots; Redis Cluster clients split these the same way, and each part is
 /// itself a valid command.

@@ -21,6 +21,9 @@
 //! ## Replies
 //! Structured replies are arrays of alternating field names and values (like `CONFIG GET` or
 //! `XINFO`), nested where a field holds a list; errors are `-ERR ...` and say what to do next.
+//! Those texts are written here, in the commands that find them, not as
+//! [`crate::client_error::ClientError`]s: they are for operators on this port, not replies of
+//! the data path, and a controller error's text is also what the CLI shows.
 //!
 //! | Command | Reply |
 //! |---|---|

@@ -12,7 +12,8 @@ use crate::resp::encode;
 pub enum Reply {
     /// `+text`
     Status(String),
-    /// `-text`; the text starts with the error code (`ERR`, `NOAUTH`, ...).
+    /// `-text`; the text starts with the error code (`ERR`, `NOAUTH`, ...). The admin port's
+    /// own texts (see the module docs of [`crate::admin`]), not `ClientError`'s.
     Error(String),
     /// `:n`
     Int(i64),

@@ -18,7 +18,6 @@
 //! when every sender is gone and nothing is in flight.
 
 use std::collections::VecDeque;
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +30,7 @@ use tracing::{debug, warn};
 
 use super::stream::BackendStream;
 use super::{connect::connect, Dest, LaneConfig, LaneRequest};
+use crate::client_error::{ClientError, Reached};
 use crate::events::ControlEvent;
 use crate::metrics;
 use crate::mirror::Job;
@@ -182,7 +182,7 @@ pub async fn run(setup: LaneSetup, mut rx: mpsc::UnboundedReceiver<LaneRequest>)
         if let Some(fence) = fenced.as_mut() {
             let is_fenced = *fence.borrow_and_update();
             if is_fenced {
-                let reply = error_reply(&addr, &LaneError::Fenced);
+                let reply = error_reply(&addr, &LaneError::Fenced, Reached::No);
                 if !refuse_while_fenced(&mut rx, fence, &reply).await {
                     return;
                 }
@@ -238,7 +238,7 @@ pub async fn run(setup: LaneSetup, mut rx: mpsc::UnboundedReceiver<LaneRequest>)
                         // A private lane's connection state (WATCH) must not be silently
                         // replaced: what is queued fails, and the owner opens a new lane.
                         debug!(node = %addr, %error, "private lane connection lost");
-                        return close_and_fail(&mut rx, &error_reply(&addr, &error));
+                        return close_and_fail(&mut rx, &error_reply(&addr, &error, Reached::No));
                     }
                     Ended::Failed(error) => {
                         warn!(node = %addr, lane = index, %error, "lane connection lost");
@@ -247,7 +247,7 @@ pub async fn run(setup: LaneSetup, mut rx: mpsc::UnboundedReceiver<LaneRequest>)
             }
             Err(error) if !config.reconnect => {
                 metrics::backend_error(&addr, error.metric_kind());
-                return close_and_fail(&mut rx, &error_reply(&addr, &error));
+                return close_and_fail(&mut rx, &error_reply(&addr, &error, Reached::No));
             }
             Err(error) => {
                 down.set(true);
@@ -276,7 +276,7 @@ pub async fn run(setup: LaneSetup, mut rx: mpsc::UnboundedReceiver<LaneRequest>)
                     None => false,
                 };
                 if !held {
-                    let reply = error_reply(&addr, &error);
+                    let reply = error_reply(&addr, &error, Reached::No);
                     if !refuse_until(&mut rx, retry, &reply).await {
                         return;
                     }
@@ -354,17 +354,15 @@ fn fail_request(request: LaneRequest, reply: &Bytes) {
     request.dest.fail(reply.clone());
 }
 
-/// The error reply a client gets for a request this lane could not complete.
-fn error_reply(addr: &NodeAddr, error: &LaneError) -> Bytes {
-    let mut text = String::with_capacity(64);
-    let _ = write!(text, "-ERR backend {addr} {error}");
-    // A reply line must not contain CR or LF.
-    let mut line: String = text
-        .chars()
-        .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
-        .collect();
-    line.push_str("\r\n");
-    Bytes::from(line)
+/// The error reply a client gets for a request this lane could not complete: `reached` is
+/// `No` for requests never written, `Unknown` for those in flight.
+fn error_reply(addr: &NodeAddr, error: &LaneError, reached: Reached) -> Bytes {
+    ClientError::Backend {
+        addr: addr.clone(),
+        why: error.to_string(),
+        reached,
+    }
+    .to_reply()
 }
 
 /// Waits until `deadline` or the node is fenced, reading nothing from the queue: what it
@@ -508,7 +506,9 @@ async fn serve(
     match result {
         Ok(()) => Ended::Unused,
         Err(error) => {
-            let reply = error_reply(addr, &error);
+            // Held requests were never written (they did not run) but share the in-flight
+            // ones' line, which cannot say which of the two a request was.
+            let reply = error_reply(addr, &error, Reached::Unknown);
             for request in send.in_flight {
                 request.fail(&reply);
             }
@@ -740,7 +740,11 @@ mod tests {
     #[test]
     fn error_replies_are_one_line() {
         let addr: NodeAddr = "127.0.0.1:6390".parse().unwrap();
-        let reply = error_reply(&addr, &LaneError::Auth("WRONGPASS bad\r\nx".into()));
+        let reply = error_reply(
+            &addr,
+            &LaneError::Auth("WRONGPASS bad\r\nx".into()),
+            Reached::No,
+        );
         assert_eq!(
             &reply[..],
             b"-ERR backend 127.0.0.1:6390 refused the proxy's credentials: WRONGPASS bad  x\r\n"

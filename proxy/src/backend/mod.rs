@@ -22,6 +22,7 @@ use bytes::Bytes;
 use redshard_config::{BackendConfig, NodeAddr};
 use tokio::sync::mpsc;
 
+use crate::client_error::ClientError;
 use crate::replies::ReplyTo;
 use crate::resp::Protocol;
 
@@ -218,8 +219,7 @@ impl LaneHandle {
             if let Some(job) = req.mirror {
                 (*job).master_lost();
             }
-            req.dest
-                .fail(Bytes::from_static(b"-ERR backend lane closed\r\n"));
+            req.dest.fail(ClientError::LaneClosed.to_reply());
         }
     }
 

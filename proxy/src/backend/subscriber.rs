@@ -23,6 +23,7 @@ use tracing::debug;
 
 use super::connect::connect;
 use super::LaneConfig;
+use crate::client_error::{ClientError, Reached};
 use crate::replies::{ReplyQueue, ReplyTo};
 use crate::resp::{reply, Protocol, ReplyScanner};
 
@@ -96,9 +97,7 @@ impl Subscriber {
         if self.tx.send(bytes).is_err() {
             // The connection failed, and its task answered everything already queued.
             drop(pending);
-            reply.deliver(Bytes::from_static(
-                b"-ERR subscription connection closed\r\n",
-            ));
+            reply.deliver(ClientError::SubscriptionClosed.to_reply());
             return;
         }
         pending.push_back(Pending {
@@ -153,7 +152,13 @@ async fn run(
         if shared.left.load(Ordering::Acquire) {
             return;
         }
-        let reply = Bytes::from(format!("-ERR backend {addr} {why}\r\n").into_bytes());
+        // Written or not, the client cannot tell: its connection is closed right after.
+        let reply = ClientError::Backend {
+            addr: addr.clone(),
+            why,
+            reached: Reached::Unknown,
+        }
+        .to_reply();
         for p in pending.drain(..) {
             p.reply.deliver(reply.clone());
         }

@@ -16,10 +16,11 @@ use redshard_config::{Access, ReadFrom};
 
 use crate::backend::acl::BackendUser;
 use crate::backend::{Dest, LaneHandle, LaneRequest, Node};
+use crate::client_error::ClientError;
 use crate::command::{self, CommandId, CommandSpec, Flags, Route};
 use crate::mirror::effect::{self, Effect, Prepared};
 use crate::mirror::{Follow, Job};
-use crate::resp::{encode, Args, Protocol};
+use crate::resp::{Args, Protocol};
 use crate::router::{send_master, send_master_as, GateState, RoutingTable, ShardRoute};
 use crate::state::ProxyState;
 
@@ -87,19 +88,9 @@ pub(crate) enum Action {
 }
 
 impl Action {
-    /// Queues the error reply `text` (without '-' and CRLF) and returns `Done`.
-    pub(crate) fn error(ctx: &Ctx, text: &str) -> Self {
-        ctx.queue.push_ready(error_reply(text));
-        Self::Done
-    }
-
-    /// Queues the error reply `text` given as bytes (it may echo a client's non-UTF-8 input).
-    pub(crate) fn error_raw(ctx: &Ctx, text: &[u8]) -> Self {
-        let mut reply = Vec::with_capacity(text.len() + 3);
-        reply.push(b'-');
-        reply.extend_from_slice(text);
-        reply.extend_from_slice(b"\r\n");
-        ctx.queue.push_ready(Bytes::from(reply));
+    /// Queues the reply of `error` and returns `Done`.
+    pub(crate) fn error(ctx: &Ctx, error: ClientError) -> Self {
+        ctx.queue.push_ready(error.to_reply());
         Self::Done
     }
 
@@ -108,18 +99,6 @@ impl Action {
         ctx.queue.push_ready(reply);
         Self::Done
     }
-}
-
-/// An error reply for `text` (given without the leading '-' and the CRLF).
-pub(crate) fn error_reply(text: &str) -> Bytes {
-    let mut out = BytesMut::with_capacity(text.len() + 3);
-    encode::error(&mut out, text);
-    out.freeze()
-}
-
-/// `CONFIG SET` → `CONFIG SET`, `get` → `GET`: how a command is named in refusals.
-pub(crate) fn display_name(spec: &CommandSpec) -> String {
-    spec.name.replace('|', " ").to_ascii_uppercase()
 }
 
 /// Classifies one request and does everything that needs its arguments.
@@ -132,30 +111,30 @@ pub(crate) fn dispatch(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>) -> A
         {
             // Redis answers a malformed EXEC by discarding the transaction (and the WATCH),
             // in MULTI or not.
-            return txn::exec_abort(ctx, e.as_bytes());
+            return txn::exec_abort(ctx, e);
         }
         Err(e) => {
             txn::abort_with(ctx);
-            return Action::error_raw(ctx, e.as_bytes());
+            return Action::error(ctx, ClientError::Command(e));
         }
     };
     ctx.current_cmd = Some(spec.name);
     if !ctx.authenticated && !spec.flags.contains(Flags::NO_AUTH) {
-        return Action::error(ctx, "NOAUTH Authentication required.");
+        return Action::error(ctx, ClientError::NoAuth);
     }
     if !permitted(ctx.access, spec) {
         txn::abort_with(ctx);
         let user = if ctx.user.is_empty() {
-            "default"
+            "default".to_owned()
         } else {
-            &ctx.user
+            ctx.user.clone()
         };
         return Action::error(
             ctx,
-            &format!(
-                "NOPERM User {user} has no permissions to run the '{}' command",
-                spec.name
-            ),
+            ClientError::NoPerm {
+                user,
+                command: spec.name,
+            },
         );
     }
     if ctx.protocol == Protocol::Resp2
@@ -167,10 +146,7 @@ pub(crate) fn dispatch(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>) -> A
         if !pubsub::allowed_while_subscribed(spec.id) {
             return Action::error(
                 ctx,
-                &format!(
-                    "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
-                    spec.name
-                ),
+                ClientError::NotAllowedWhileSubscribed { command: spec.name },
             );
         }
     }
@@ -193,17 +169,8 @@ pub(crate) fn dispatch(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>) -> A
         Route::Local => local::handle(ctx, table, spec, args),
         Route::FanOut(merge) => Action::FanOut(merge.into(), is_mirrored(spec)),
         Route::Flush if ctx.state.config.allow_flush => Action::FanOut(MergePlan::AllOk, true),
-        Route::Flush => Action::error(
-            ctx,
-            &format!(
-                "ERR {} is disabled in redshard; set allow_flush = true in the proxy's config to allow it",
-                display_name(spec)
-            ),
-        ),
-        Route::Forbidden => Action::error(
-            ctx,
-            &format!("ERR {} is not allowed through redshard", display_name(spec)),
-        ),
+        Route::Flush => Action::error(ctx, ClientError::FlushDisabled { command: spec.name }),
+        Route::Forbidden => Action::error(ctx, ClientError::Forbidden { command: spec.name }),
         Route::Dedicated => unsupported(ctx, spec),
         Route::Scan => scan::scan(ctx, table, args),
         Route::PubSub => pubsub::handle(ctx, table, spec, args),
@@ -238,17 +205,8 @@ fn permitted(access: Access, spec: &CommandSpec) -> bool {
 }
 
 fn unsupported(ctx: &Ctx, spec: &CommandSpec) -> Action {
-    Action::error(
-        ctx,
-        &format!(
-            "ERR {} is not supported by redshard yet",
-            display_name(spec)
-        ),
-    )
+    Action::error(ctx, ClientError::Unsupported { command: spec.name })
 }
-
-/// SORT's refusal of a `BY`/`GET` pattern that can name keys in other slots.
-pub(super) const SORT_PATTERN_CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot (a SORT BY or GET pattern must carry the sorted key's hash tag before its '*', as in {tag}weight_*)";
 
 /// A command routed by its keys, which must all hash to one slot.
 fn keyed(
@@ -258,7 +216,7 @@ fn keyed(
     args: Args<'_>,
 ) -> Action {
     if let Err(e) = spec.key_indices(&args, &mut ctx.keys) {
-        return Action::error_raw(ctx, e.as_bytes());
+        return Action::error(ctx, ClientError::Command(e));
     }
     let Some((&first, rest)) = ctx.keys.split_first() else {
         // No key: any master can run it (TIME, LASTSAVE, EVAL with no key ...).
@@ -271,10 +229,10 @@ fn keyed(
     };
     let slot = Slot::for_key(args.get(first));
     if rest.iter().any(|&k| Slot::for_key(args.get(k)) != slot) {
-        return Action::error(ctx, "CROSSSLOT Keys in request don't hash to the same slot");
+        return Action::error(ctx, ClientError::CrossSlot);
     }
     if !spec.extra_keys_in_slot(&args, slot) {
-        return Action::error(ctx, SORT_PATTERN_CROSSSLOT);
+        return Action::error(ctx, ClientError::SortPatternCrossSlot);
     }
     let shard = table.shard_of(slot);
     if ctx.state.config.mirror.read_from != ReadFrom::Master
@@ -381,10 +339,7 @@ fn migration_check(
         return None;
     }
     if let Some(error) = ctx.migration_failed.take() {
-        return Some(Action::error(
-            ctx,
-            &format!("TRYAGAIN a key of this request could not be moved by the running slot migration: {error}"),
-        ));
+        return Some(Action::error(ctx, ClientError::MigrationFailed { error }));
     }
     if ctx.migrated || matches!(spec.route, Route::Local | Route::PubSub) {
         return None;
@@ -457,14 +412,12 @@ fn gate_check(
         let route = &table.shards()[shard];
         let error = match route.gate.state() {
             GateState::Open => continue,
-            GateState::Down => format!(
-                "CLUSTERDOWN The cluster is down: shard {} has no reachable master",
-                route.name
-            ),
-            GateState::Paused if ctx.pause_expired => format!(
-                "CLUSTERDOWN The cluster is down: shard {} is failing over",
-                route.name
-            ),
+            GateState::Down => ClientError::ShardDown {
+                shard: route.name.clone(),
+            },
+            GateState::Paused if ctx.pause_expired => ClientError::ShardFailingOver {
+                shard: route.name.clone(),
+            },
             GateState::Paused => return Some(Action::Pause(route.gate.subscribe())),
         };
         if spec.id == CommandId::Exec {
@@ -473,7 +426,7 @@ fn gate_check(
             // had failed.
             txn::discard(ctx);
         }
-        return Some(Action::error(ctx, &error));
+        return Some(Action::error(ctx, error));
     }
     None
 }
@@ -691,9 +644,7 @@ fn exec(
             .is_some_and(|p| p.serves(route.master.addr()) && !p.is_closed())
     {
         ctx.private = None;
-        ctx.queue.push_ready(error_reply(
-            "ERR redshard: the backend connection that ran WATCH was lost; the transaction was not executed",
-        ));
+        ctx.queue.push_ready(ClientError::WatchLost.to_reply());
         return;
     }
     let replies = u32::try_from(queued.len() + 2).unwrap_or(u32::MAX);

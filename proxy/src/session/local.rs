@@ -4,10 +4,11 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::dispatch::{display_name, Action};
+use super::dispatch::Action;
 use super::{info, Closing, Ctx};
 use redshard_config::Access;
 
+use crate::client_error::ClientError;
 use crate::clients::ListFilter;
 use crate::command::{self, CommandSpec, Local, REDIS_VERSION};
 use crate::resp::{encode, parse_i64, Args, Protocol};
@@ -22,19 +23,13 @@ pub(super) fn handle(
 ) -> Action {
     // Only `Route::Local` commands come here, and those are exactly the ones `Local::of` knows.
     let Some(local) = Local::of(spec.id) else {
-        return Action::error(
-            ctx,
-            &format!(
-                "ERR {} is not supported by redshard yet",
-                display_name(spec)
-            ),
-        );
+        return Action::error(ctx, ClientError::Unsupported { command: spec.name });
     };
     match local {
         Local::Ping => match args.len() {
             1 => Action::reply(ctx, Bytes::from_static(encode::PONG)),
             2 => bulk(ctx, args.get(1)),
-            _ => Action::error(ctx, "ERR wrong number of arguments for 'ping' command"),
+            _ => Action::error(ctx, ClientError::WrongArity { command: "ping" }),
         },
         Local::Echo => bulk(ctx, args.get(1)),
         Local::Quit => {
@@ -43,7 +38,7 @@ pub(super) fn handle(
         }
         Local::Select => select(ctx, args.get(1)),
         Local::Wait => wait(ctx, args),
-        Local::NotACluster => Action::error(ctx, command::route::CLUSTER_DISABLED),
+        Local::NotACluster => Action::error(ctx, ClientError::ClusterDisabled),
         Local::Auth => auth(ctx, args),
         Local::Hello => hello(ctx, args),
         Local::Reset => {
@@ -83,21 +78,15 @@ pub(super) fn handle(
         // Its arity (-2) lets any count of arguments through; SLOWLOG itself takes one.
         Local::SlowlogGet if args.len() > 3 => Action::error(
             ctx,
-            &format!(
-                "ERR unknown subcommand or wrong number of arguments for '{}'. Try SLOWLOG HELP.",
-                String::from_utf8_lossy(args.get(1))
-            ),
+            ClientError::SlowlogSyntax {
+                subcommand: args.get(1).into(),
+            },
         ),
         Local::SlowlogGet => {
             let count = if args.len() > 2 {
                 match parse_i64(args.get(2)) {
                     Some(n) if n >= -1 => n,
-                    _ => {
-                        return Action::error(
-                            ctx,
-                            "ERR count should be greater than or equal to -1",
-                        )
-                    }
+                    _ => return Action::error(ctx, ClientError::SlowlogCount),
                 }
             } else {
                 10
@@ -140,14 +129,14 @@ pub(super) fn handle(
                 let list = ctx.state.clients.list(&filter);
                 text(ctx, list.as_bytes())
             }
-            Err(e) => Action::error(ctx, &e),
+            Err(e) => Action::error(ctx, e),
         },
         Local::ClientFlag => Action::reply(ctx, Bytes::from_static(encode::OK)),
     }
 }
 
 /// `CLIENT LIST [TYPE type | ID id...]`, with Redis 7.0's argument rules and errors.
-fn list_filter(args: Args<'_>) -> Result<ListFilter, String> {
+fn list_filter(args: Args<'_>) -> Result<ListFilter, ClientError> {
     let option = (args.len() > 2).then(|| args.get(2));
     match (args.len(), option) {
         (2, _) => Ok(ListFilter::All),
@@ -158,19 +147,16 @@ fn list_filter(args: Args<'_>) -> Result<ListFilter, String> {
                 b"normal" => Ok(ListFilter::Subscribed(false)),
                 b"pubsub" => Ok(ListFilter::Subscribed(true)),
                 b"master" | b"replica" | b"slave" => Ok(ListFilter::Nobody),
-                _ => Err(format!(
-                    "ERR Unknown client type '{}'",
-                    String::from_utf8_lossy(kind)
-                )),
+                _ => Err(ClientError::UnknownClientType { kind: kind.into() }),
             }
         }
         (n, Some(o)) if n > 3 && o.eq_ignore_ascii_case(b"id") => args
             .iter()
             .skip(3)
-            .map(|id| parse_i64(id).ok_or_else(|| "ERR Invalid client ID".to_owned()))
+            .map(|id| parse_i64(id).ok_or(ClientError::InvalidClientId))
             .collect::<Result<_, _>>()
             .map(ListFilter::Ids),
-        _ => Err("ERR syntax error".to_owned()),
+        _ => Err(ClientError::SyntaxError),
     }
 }
 
@@ -193,13 +179,13 @@ fn bulk(ctx: &Ctx, value: &[u8]) -> Action {
 fn wait(ctx: &mut Ctx, args: Args<'_>) -> Action {
     // Redis reads (and refuses) the count before the timeout, each with its own error.
     let Some(replicas) = parse_i64(args.get(1)) else {
-        return Action::error(ctx, "ERR value is not an integer or out of range");
+        return Action::error(ctx, ClientError::NotAnInteger);
     };
     let Some(timeout_ms) = parse_i64(args.get(2)) else {
-        return Action::error(ctx, "ERR timeout is not an integer or out of range");
+        return Action::error(ctx, ClientError::TimeoutNotAnInteger);
     };
     if timeout_ms < 0 {
-        return Action::error(ctx, "ERR timeout is negative");
+        return Action::error(ctx, ClientError::TimeoutNegative);
     }
     if replicas <= 0 {
         return Action::reply(ctx, Bytes::from_static(b":0\r\n"));
@@ -243,15 +229,9 @@ fn select(ctx: &Ctx, db: &[u8]) -> Action {
     match parse_i64(db) {
         Some(0) => Action::reply(ctx, Bytes::from_static(encode::OK)),
         // Redis reads the index as a C int first.
-        Some(n) if i32::try_from(n).is_err() => Action::error(
-            ctx,
-            "ERR value is out of range, value must between -2147483648 and 2147483647",
-        ),
-        Some(_) => Action::error(
-            ctx,
-            "ERR redshard serves DB 0 only; SELECT of another database is not allowed",
-        ),
-        None => Action::error(ctx, "ERR value is not an integer or out of range"),
+        Some(n) if i32::try_from(n).is_err() => Action::error(ctx, ClientError::DbIndexOutOfRange),
+        Some(_) => Action::error(ctx, ClientError::OnlyDbZero),
+        None => Action::error(ctx, ClientError::NotAnInteger),
     }
 }
 
@@ -262,14 +242,13 @@ fn check_credentials(
     ctx: &Ctx,
     user: Option<&[u8]>,
     password: &[u8],
-) -> Result<Access, &'static str> {
-    const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+) -> Result<Access, ClientError> {
     let config = &ctx.state.config;
     match user {
         None | Some(b"default") => {
             let Some(expected) = &config.password else {
                 if user.is_none() {
-                    return Err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
+                    return Err(ClientError::AuthWithoutPassword);
                 }
                 // Without a password the default user is Redis's `nopass` user: any password
                 // logs in as it (clients given `redis://default:pw@...` URLs send one).
@@ -278,7 +257,7 @@ fn check_credentials(
             if constant_time_eq(password, expected.as_bytes()) {
                 Ok(Access::All)
             } else {
-                Err(WRONGPASS)
+                Err(ClientError::WrongPass)
             }
         }
         Some(name) => config
@@ -288,7 +267,7 @@ fn check_credentials(
                 u.name.as_bytes() == name && constant_time_eq(password, u.password.as_bytes())
             })
             .map(|u| u.access)
-            .ok_or(WRONGPASS),
+            .ok_or(ClientError::WrongPass),
     }
 }
 
@@ -311,7 +290,7 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 fn auth(ctx: &mut Ctx, args: Args<'_>) -> Action {
     if !(2..=3).contains(&args.len()) {
-        return Action::error(ctx, "ERR syntax error");
+        return Action::error(ctx, ClientError::SyntaxError);
     }
     let turn = source_turn(ctx);
     let result = match args.len() {
@@ -358,12 +337,12 @@ fn answer_later(ctx: &mut Ctx, delay: std::time::Duration, reply: Bytes) -> Acti
     Action::Done
 }
 
-/// The error `text`, answered at the address's turn when HELLO's AUTH took one: any answer
-/// after an AUTH attempt waits for it, or it would tell whether the password was right.
-fn error_at_turn(ctx: &mut Ctx, turn: Option<std::time::Duration>, text: &str) -> Action {
+/// The error, answered at the address's turn when HELLO's AUTH took one: any answer after an
+/// AUTH attempt waits for it, or it would tell whether the password was right.
+fn error_at_turn(ctx: &mut Ctx, turn: Option<std::time::Duration>, error: ClientError) -> Action {
     match turn {
-        Some(wait) => answer_later(ctx, wait, super::dispatch::error_reply(text)),
-        None => Action::error(ctx, text),
+        Some(wait) => answer_later(ctx, wait, error.to_reply()),
+        None => Action::error(ctx, error),
     }
 }
 
@@ -371,10 +350,10 @@ fn error_at_turn(ctx: &mut Ctx, turn: Option<std::time::Duration>, text: &str) -
 /// address, and answered after a delay that grows with each failure on this connection and
 /// is at least the wait for the address's turn (`turn`), so guessing is slow over one
 /// connection and over many.
-fn auth_failed(ctx: &mut Ctx, text: &'static str, turn: Option<std::time::Duration>) -> Action {
+fn auth_failed(ctx: &mut Ctx, error: ClientError, turn: Option<std::time::Duration>) -> Action {
     if ctx.state.config.password.is_none() && ctx.state.config.users.is_empty() {
         // Not a guess: the proxy has no password at all.
-        return Action::error(ctx, text);
+        return Action::error(ctx, error);
     }
     ctx.auth_failures = ctx.auth_failures.saturating_add(1);
     tracing::warn!(client = %ctx.client.addr, failures = ctx.auth_failures, throttled = turn.is_some(), "AUTH failed");
@@ -389,15 +368,15 @@ fn auth_failed(ctx: &mut Ctx, text: &'static str, turn: Option<std::time::Durati
     let delay = (step * ctx.auth_failures.min(20)).max(turn.unwrap_or_default());
     drop(live);
     if delay.is_zero() {
-        return Action::error(ctx, text);
+        return Action::error(ctx, error);
     }
-    answer_later(ctx, delay, super::dispatch::error_reply(text))
+    answer_later(ctx, delay, error.to_reply())
 }
 
 /// CLIENT SETNAME's rule: printable ASCII without spaces.
-fn set_name(ctx: &Ctx, name: &[u8]) -> Result<(), &'static str> {
+fn set_name(ctx: &Ctx, name: &[u8]) -> Result<(), ClientError> {
     if name.iter().any(|&c| !(b'!'..=b'~').contains(&c)) {
-        return Err("ERR Client names cannot contain spaces, newlines or special characters.");
+        return Err(ClientError::ClientNameInvalid);
     }
     ctx.client.fields().name = String::from_utf8_lossy(name).into_owned();
     Ok(())
@@ -408,15 +387,14 @@ fn client_setinfo(ctx: &Ctx, args: Args<'_>) -> Action {
     if args.len() != 4 {
         return Action::error(
             ctx,
-            "ERR wrong number of arguments for 'client|setinfo' command",
+            ClientError::WrongArity {
+                command: "client|setinfo",
+            },
         );
     }
     let value = args.get(3);
     if value.iter().any(|&c| !(b'!'..=b'~').contains(&c)) {
-        return Action::error(
-            ctx,
-            "ERR lib-name and lib-ver cannot contain spaces, newlines or special characters.",
-        );
+        return Action::error(ctx, ClientError::LibInfoInvalid);
     }
     let value = String::from_utf8_lossy(value).into_owned();
     let attr = args.get(2);
@@ -427,10 +405,9 @@ fn client_setinfo(ctx: &Ctx, args: Args<'_>) -> Action {
     } else {
         return Action::error(
             ctx,
-            &format!(
-                "ERR Unrecognized option '{}'",
-                String::from_utf8_lossy(attr)
-            ),
+            ClientError::UnrecognizedOption {
+                option: attr.into(),
+            },
         );
     }
     Action::reply(ctx, Bytes::from_static(encode::OK))
@@ -444,13 +421,8 @@ fn hello(ctx: &mut Ctx, args: Args<'_>) -> Action {
         protocol = match parse_i64(args.get(1)) {
             Some(2) => Protocol::Resp2,
             Some(3) => Protocol::Resp3,
-            Some(_) => return Action::error(ctx, "NOPROTO unsupported protocol version"),
-            None => {
-                return Action::error(
-                    ctx,
-                    "ERR Protocol version is not an integer or out of range",
-                )
-            }
+            Some(_) => return Action::error(ctx, ClientError::NoProto),
+            None => return Action::error(ctx, ClientError::ProtocolVersionNotInteger),
         };
     }
     let mut i = 2;
@@ -475,15 +447,14 @@ fn hello(ctx: &mut Ctx, args: Args<'_>) -> Action {
             name = Some(args.get(i + 1));
             i += 2;
         } else {
-            let text = format!(
-                "ERR Syntax error in HELLO option '{}'",
-                String::from_utf8_lossy(option)
-            );
-            return error_at_turn(ctx, turn, &text);
+            let error = ClientError::HelloSyntax {
+                option: option.into(),
+            };
+            return error_at_turn(ctx, turn, error);
         }
     }
     if !ctx.authenticated {
-        return Action::error(ctx, "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+        return Action::error(ctx, ClientError::HelloNoAuth);
     }
     if let Some(name) = name {
         if let Err(e) = set_name(ctx, name) {
@@ -542,13 +513,13 @@ pub(crate) fn null(protocol: Protocol) -> Bytes {
 fn getkeys(ctx: &mut Ctx, args: Args<'_>) -> Action {
     let inner: Vec<&[u8]> = args.iter().skip(2).collect();
     let Ok(spec) = command::resolve(inner.as_slice()) else {
-        return Action::error(ctx, "ERR Invalid command specified");
+        return Action::error(ctx, ClientError::InvalidCommandSpecified);
     };
     if let Err(e) = spec.key_indices(inner.as_slice(), &mut ctx.keys) {
-        return Action::error_raw(ctx, e.as_bytes());
+        return Action::error(ctx, ClientError::Command(e));
     }
     if ctx.keys.is_empty() {
-        return Action::error(ctx, "ERR The command has no key arguments");
+        return Action::error(ctx, ClientError::NoKeyArguments);
     }
     let mut out = BytesMut::new();
     encode::array_header(&mut out, ctx.keys.len());

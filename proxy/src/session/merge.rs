@@ -6,11 +6,13 @@
 
 use bytes::{Bytes, BytesMut};
 
+use crate::client_error::ClientError;
 use crate::outbuf::OutBuf;
 pub use crate::replies::MergePlan;
 use crate::resp::{encode, reply};
 
-const UNEXPECTED: &str = "ERR redshard: a backend sent an unexpected reply to a split command";
+/// What a part of another type than expected becomes.
+const UNEXPECTED: ClientError = ClientError::UnexpectedSplitReply;
 
 /// Writes the merged reply of `parts` to `out`.
 pub fn merge(parts: &[Bytes], plan: MergePlan, out: &mut OutBuf) {
@@ -44,7 +46,7 @@ pub fn merge(parts: &[Bytes], plan: MergePlan, out: &mut OutBuf) {
                 match reply::integer(part) {
                     Some(n) => sum = sum.saturating_add(n),
                     None => {
-                        encode::error(&mut buf, UNEXPECTED);
+                        UNEXPECTED.encode(&mut buf);
                         out.push(buf.freeze());
                         return;
                     }
@@ -57,7 +59,7 @@ pub fn merge(parts: &[Bytes], plan: MergePlan, out: &mut OutBuf) {
             let mut count = 0;
             for part in parts {
                 let Some(elements) = reply::aggregate_elements(part) else {
-                    encode::error(&mut buf, UNEXPECTED);
+                    UNEXPECTED.encode(&mut buf);
                     out.push(buf.freeze());
                     return;
                 };
@@ -92,7 +94,7 @@ pub fn merge(parts: &[Bytes], plan: MergePlan, out: &mut OutBuf) {
         }
         MergePlan::Scan { shard, shards } => match parts.first() {
             Some(part) => super::scan::rewrite(part, shard, shards, &mut buf),
-            None => encode::error(&mut buf, UNEXPECTED),
+            None => UNEXPECTED.encode(&mut buf),
         },
         MergePlan::SumPairs => sum_pairs(parts, &mut buf),
         MergePlan::Confirm { text } => {
@@ -109,7 +111,7 @@ fn mget(parts: &[Bytes], order: &[u32], buf: &mut BytesMut) {
     for part in parts {
         match reply::aggregate_elements(part) {
             Some(e) => elements.push(e.into_iter()),
-            None => return encode::error(buf, UNEXPECTED),
+            None => return UNEXPECTED.encode(buf),
         }
     }
     encode::array_header(buf, order.len());
@@ -119,7 +121,7 @@ fn mget(parts: &[Bytes], order: &[u32], buf: &mut BytesMut) {
             Some(range) => buf.extend_from_slice(&parts[index][range]),
             None => {
                 buf.clear();
-                return encode::error(buf, UNEXPECTED);
+                return UNEXPECTED.encode(buf);
             }
         }
     }
@@ -130,13 +132,13 @@ fn sum_pairs(parts: &[Bytes], buf: &mut BytesMut) {
         return encode::array_header(buf, 0);
     };
     let Some(layout) = reply::aggregate_elements(first) else {
-        return encode::error(buf, UNEXPECTED);
+        return UNEXPECTED.encode(buf);
     };
     let mut sums = vec![0i64; layout.len()];
     for part in parts {
         let Some(elements) = reply::aggregate_elements(part).filter(|e| e.len() == layout.len())
         else {
-            return encode::error(buf, UNEXPECTED);
+            return UNEXPECTED.encode(buf);
         };
         for (i, range) in elements.into_iter().enumerate().skip(1).step_by(2) {
             sums[i] += reply::integer(&part[range]).unwrap_or(0);
@@ -156,14 +158,14 @@ fn and_arrays(parts: &[Bytes], buf: &mut BytesMut) {
     let mut result: Option<Vec<i64>> = None;
     for part in parts {
         let Some(elements) = reply::aggregate_elements(part) else {
-            return encode::error(buf, UNEXPECTED);
+            return UNEXPECTED.encode(buf);
         };
         let values: Option<Vec<i64>> = elements
             .into_iter()
             .map(|r| reply::integer(&part[r]))
             .collect();
         let Some(values) = values else {
-            return encode::error(buf, UNEXPECTED);
+            return UNEXPECTED.encode(buf);
         };
         result = Some(match result {
             None => values,
@@ -172,7 +174,7 @@ fn and_arrays(parts: &[Bytes], buf: &mut BytesMut) {
                 .zip(&values)
                 .map(|(a, b)| i64::from(*a != 0 && *b != 0))
                 .collect(),
-            Some(_) => return encode::error(buf, UNEXPECTED),
+            Some(_) => return UNEXPECTED.encode(buf),
         });
     }
     let result = result.unwrap_or_default();

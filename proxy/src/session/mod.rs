@@ -44,6 +44,7 @@ use crate::router::GateState;
 use tracing::{debug, warn};
 
 use crate::backend::PrivateLane;
+use crate::client_error::ClientError;
 use crate::clients::ClientInfo;
 use crate::metrics;
 use crate::outbuf::OutBuf;
@@ -500,9 +501,9 @@ impl<S: ClientStream> Session<S> {
             if received {
                 self.dispatch_buffered(&round);
                 if self.rbuf.len() > round.max_query {
-                    self.ctx.queue.push_ready(dispatch::error_reply(
-                        "ERR Protocol error: query buffer limit exceeded",
-                    ));
+                    self.ctx
+                        .queue
+                        .push_ready(ClientError::QueryBufferLimit.to_reply());
                     self.ctx.closing = Closing::AfterReplies;
                 }
             }
@@ -653,7 +654,7 @@ impl<S: ClientStream> Session<S> {
                     metrics::protocol_error();
                     self.ctx
                         .queue
-                        .push_ready(dispatch::error_reply(&e.to_string()));
+                        .push_ready(ClientError::Protocol(e).to_reply());
                     self.ctx.closing = Closing::AfterReplies;
                     break;
                 }

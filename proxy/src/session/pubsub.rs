@@ -20,6 +20,7 @@ use super::dispatch::Action;
 use super::merge::MergePlan;
 use super::Ctx;
 use crate::backend::subscriber::Subscriber;
+use crate::client_error::ClientError;
 use crate::command::{CommandId, CommandSpec};
 use crate::resp::{encode, Args, Protocol};
 use crate::router::RoutingTable;
@@ -72,7 +73,7 @@ pub(super) fn allowed_while_subscribed(id: CommandId) -> bool {
 /// PING in RESP2 subscribed mode: `["pong", message]`.
 pub(super) fn subscribed_ping(ctx: &Ctx, args: Args<'_>) -> Action {
     if args.len() > 2 {
-        return Action::error(ctx, "ERR wrong number of arguments for 'ping' command");
+        return Action::error(ctx, ClientError::WrongArity { command: "ping" });
     }
     let mut out = BytesMut::new();
     encode::array_header(&mut out, 2);
@@ -245,7 +246,7 @@ fn subscribe(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>, kind: Kind) ->
     if kind == Kind::Shard {
         let first = Slot::for_key(names_given[0]);
         if names_given.iter().any(|n| Slot::for_key(n) != first) {
-            return Action::error(ctx, "CROSSSLOT Keys in request don't hash to the same slot");
+            return Action::error(ctx, ClientError::CrossSlot);
         }
     }
     let (command, reply_kind, _) = names(kind);

@@ -12,6 +12,7 @@ use bytes::{Bytes, BytesMut};
 use super::dispatch::Action;
 use super::merge::MergePlan;
 use super::Ctx;
+use crate::client_error::ClientError;
 use crate::resp::{encode, reply, Args};
 use crate::router::RoutingTable;
 
@@ -48,13 +49,13 @@ fn parse_cursor(text: &[u8]) -> Option<u64> {
 /// it is, with that master's own cursor.
 pub(super) fn scan(ctx: &Ctx, table: &RoutingTable, args: Args<'_>) -> Action {
     let Some(cursor) = parse_cursor(args.get(1)) else {
-        return Action::error(ctx, "ERR invalid cursor");
+        return Action::error(ctx, ClientError::InvalidCursor);
     };
     let shard = (cursor & ((1 << SHARD_BITS) - 1)) as usize;
     let master_cursor = cursor >> SHARD_BITS;
     let shards = table.shards().len();
     if shard >= shards {
-        return Action::error(ctx, "ERR invalid cursor");
+        return Action::error(ctx, ClientError::InvalidCursor);
     }
     let master_cursor = master_cursor.to_string();
     let mut parts: Vec<&[u8]> = args.iter().collect();
@@ -76,20 +77,14 @@ pub(super) fn scan(ctx: &Ctx, table: &RoutingTable, args: Args<'_>) -> Action {
 pub(super) fn rewrite(part: &Bytes, shard: usize, shards: usize, out: &mut BytesMut) {
     let elements = reply::aggregate_elements(part);
     let Some([cursor, keys]) = elements.as_deref() else {
-        return encode::error(
-            out,
-            "ERR redshard: a backend sent an unexpected reply to SCAN",
-        );
+        return ClientError::UnexpectedScanReply.encode(out);
     };
     let master_next = reply::aggregate_elements(&part[cursor.clone()])
         .is_none()
         .then(|| bulk_u64(&part[cursor.clone()]))
         .flatten();
     let Some(master_next) = master_next else {
-        return encode::error(
-            out,
-            "ERR redshard: a backend sent an unexpected reply to SCAN",
-        );
+        return ClientError::UnexpectedScanReply.encode(out);
     };
     let next = if master_next != 0 {
         match master_next
@@ -97,12 +92,7 @@ pub(super) fn rewrite(part: &Bytes, shard: usize, shards: usize, out: &mut Bytes
             .filter(|c| c >> SHARD_BITS == master_next)
         {
             Some(high) => high | shard as u64,
-            None => {
-                return encode::error(
-                    out,
-                    "ERR redshard: a backend's SCAN cursor is too large to carry",
-                )
-            }
+            None => return ClientError::ScanCursorTooLarge.encode(out),
         }
     } else if shard + 1 < shards {
         (shard + 1) as u64

@@ -13,6 +13,7 @@ use smallvec::SmallVec;
 use super::dispatch::Action;
 use super::merge::MergePlan;
 use super::Ctx;
+use crate::client_error::ClientError;
 use crate::command::{CommandSpec, Split};
 use crate::resp::{encode, Args};
 use crate::router::RoutingTable;
@@ -40,13 +41,10 @@ pub(super) fn split(
 ) -> Action {
     if kind == Split::Mset && args.len() % 2 == 0 {
         // MSET takes key-value pairs; Redis checks this in the command itself.
-        return Action::error(
-            ctx,
-            &format!("ERR wrong number of arguments for '{}' command", spec.name),
-        );
+        return Action::error(ctx, ClientError::WrongArity { command: spec.name });
     }
     if let Err(e) = spec.key_indices(&args, &mut ctx.keys) {
-        return Action::error_raw(ctx, e.as_bytes());
+        return Action::error(ctx, ClientError::Command(e));
     }
     let mut groups: SmallVec<[Group; 8]> = SmallVec::new();
     let mut order = Vec::with_capacity(if kind == Split::Mget {

@@ -21,8 +21,9 @@
 use bytes::Bytes;
 use redshard_config::Slot;
 
-use super::dispatch::{display_name, Action};
+use super::dispatch::Action;
 use super::Ctx;
+use crate::client_error::ClientError;
 use crate::command::{ArgList, CommandId, CommandSpec, Flags, Local, Route};
 use crate::resp::Args;
 use crate::router::RoutingTable;
@@ -42,8 +43,6 @@ pub(crate) struct Transaction {
     pub(super) scripts: bool,
 }
 
-const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
-
 impl Transaction {
     /// The slot the transaction's keys hash to, once known.
     pub(super) fn slot(&self) -> Option<Slot> {
@@ -52,20 +51,19 @@ impl Transaction {
 }
 
 /// The one slot of a request's keys: `Ok(None)` without keys, `Err` with the error to reply.
-fn slot_of(ctx: &mut Ctx, spec: &CommandSpec, args: Args<'_>) -> Result<Option<Slot>, Vec<u8>> {
-    spec.key_indices(&args, &mut ctx.keys)
-        .map_err(|e| e.as_bytes().to_vec())?;
+fn slot_of(ctx: &mut Ctx, spec: &CommandSpec, args: Args<'_>) -> Result<Option<Slot>, ClientError> {
+    spec.key_indices(&args, &mut ctx.keys)?;
     let mut slot = None;
     for &k in &ctx.keys {
         let s = Slot::for_key(args.arg(k));
         match slot {
             None => slot = Some(s),
-            Some(first) if first != s => return Err(CROSSSLOT.as_bytes().to_vec()),
+            Some(first) if first != s => return Err(ClientError::CrossSlot),
             Some(_) => {}
         }
     }
     if slot.is_some_and(|slot| !spec.extra_keys_in_slot(&args, slot)) {
-        return Err(super::dispatch::SORT_PATTERN_CROSSSLOT.as_bytes().to_vec());
+        return Err(ClientError::SortPatternCrossSlot);
     }
     Ok(slot)
 }
@@ -89,21 +87,21 @@ pub(super) fn outside_multi(
             });
             Action::reply(ctx, Bytes::from_static(b"+OK\r\n"))
         }
-        CommandId::Exec => Action::error(ctx, "ERR EXEC without MULTI"),
-        CommandId::Discard => Action::error(ctx, "ERR DISCARD without MULTI"),
+        CommandId::Exec => Action::error(ctx, ClientError::ExecWithoutMulti),
+        CommandId::Discard => Action::error(ctx, ClientError::DiscardWithoutMulti),
         CommandId::Watch => {
             let slot = match slot_of(ctx, spec, args) {
                 Ok(Some(slot)) => slot,
                 Ok(None) => {
                     return Some(Action::error(
                         ctx,
-                        "ERR wrong number of arguments for 'watch' command",
+                        ClientError::WrongArity { command: "watch" },
                     ))
                 }
-                Err(e) => return Some(Action::error_raw(ctx, &e)),
+                Err(e) => return Some(Action::error(ctx, e)),
             };
             if ctx.watch.is_some_and(|w| w != slot) {
-                return Some(Action::error(ctx, CROSSSLOT));
+                return Some(Action::error(ctx, ClientError::CrossSlot));
             }
             if !ctx.queue.is_empty() {
                 return Some(Action::HoldBack);
@@ -136,16 +134,13 @@ pub(super) fn outside_multi(
         {
             let slot = match slot_of(ctx, spec, args) {
                 Ok(slot) => slot.unwrap_or(Slot::for_key(b"")),
-                Err(e) => return Some(Action::error_raw(ctx, &e)),
+                Err(e) => return Some(Action::error(ctx, e)),
             };
             if ctx
                 .watch
                 .is_some_and(|w| table.shard_of(w) != table.shard_of(slot))
             {
-                return Some(Action::error(
-                    ctx,
-                    "ERR redshard: a blocking command on another shard than the WATCHed keys is not supported",
-                ));
+                return Some(Action::error(ctx, ClientError::BlockingOffWatchedShard));
             }
             if !ctx.queue.is_empty() {
                 return Some(Action::HoldBack);
@@ -171,8 +166,8 @@ pub(super) fn inside_multi(
     args: Args<'_>,
 ) -> Action {
     match spec.id {
-        CommandId::Multi => return Action::error(ctx, "ERR MULTI calls can not be nested"),
-        CommandId::Watch => return Action::error(ctx, "ERR WATCH inside MULTI is not allowed"),
+        CommandId::Multi => return Action::error(ctx, ClientError::MultiNested),
+        CommandId::Watch => return Action::error(ctx, ClientError::WatchInsideMulti),
         CommandId::Discard => {
             discard(ctx);
             return Action::reply(ctx, Bytes::from_static(b"+OK\r\n"));
@@ -194,24 +189,18 @@ pub(super) fn inside_multi(
         _ => false,
     };
     if !queueable {
-        return refuse(
-            ctx,
-            &format!(
-                "ERR {} is not supported inside MULTI by redshard",
-                display_name(spec)
-            ),
-        );
+        return refuse(ctx, ClientError::UnsupportedInMulti { command: spec.name });
     }
     let slot = match slot_of(ctx, spec, args) {
         Ok(slot) => slot,
         Err(e) => {
             abort_with(ctx);
-            return Action::error_raw(ctx, &e);
+            return Action::error(ctx, e);
         }
     };
     if let (Some(tx), Some(slot)) = (ctx.tx.as_mut(), slot) {
         match tx.slot {
-            Some(first) if first != slot => return refuse(ctx, CROSSSLOT),
+            Some(first) if first != slot => return refuse(ctx, ClientError::CrossSlot),
             _ => tx.slot = Some(slot),
         }
     }
@@ -223,14 +212,11 @@ pub(super) fn inside_multi(
     )
 }
 
-/// A malformed EXEC (`error`, Redis's text without `ERR `): the transaction and the WATCH are
-/// discarded and the reply is `EXECABORT Transaction discarded because of: <error>`.
-pub(super) fn exec_abort(ctx: &mut Ctx, error: &[u8]) -> Action {
+/// A malformed EXEC (`error`): the transaction and the WATCH are discarded and the reply is
+/// `EXECABORT Transaction discarded because of: <error>`.
+pub(super) fn exec_abort(ctx: &mut Ctx, error: crate::command::CommandError) -> Action {
     discard(ctx);
-    let error = error.strip_prefix(b"ERR ").unwrap_or(error);
-    let mut text = b"EXECABORT Transaction discarded because of: ".to_vec();
-    text.extend_from_slice(error);
-    Action::error_raw(ctx, &text)
+    Action::error(ctx, ClientError::ExecAbortedBy(error))
 }
 
 /// Ends the transaction, if one is queued, and forgets the WATCH (DISCARD, or an EXEC that
@@ -250,24 +236,21 @@ pub(super) fn abort_with(ctx: &mut Ctx) {
     }
 }
 
-fn refuse(ctx: &mut Ctx, text: &str) -> Action {
+fn refuse(ctx: &mut Ctx, error: ClientError) -> Action {
     abort_with(ctx);
-    Action::error(ctx, text)
+    Action::error(ctx, error)
 }
 
 fn exec(ctx: &mut Ctx, table: &RoutingTable) -> Action {
     let Some(tx) = ctx.tx.take() else {
-        return Action::error(ctx, "ERR EXEC without MULTI");
+        return Action::error(ctx, ClientError::ExecWithoutMulti);
     };
     let watched = ctx.watch.take();
     if tx.dirty {
         if watched.is_some() {
             ctx.private = None;
         }
-        return Action::error(
-            ctx,
-            "EXECABORT Transaction discarded because of previous errors.",
-        );
+        return Action::error(ctx, ClientError::ExecAbort);
     }
     // A transaction without keys runs on any master, like a keyless command.
     let slot = tx.slot.or(watched);

@@ -1,0 +1,504 @@
+//! Every error reply the proxy itself gives a client, and whether the request reached a node.
+//!
+//! The data plane (session, router, backend lanes, mirroring, listener) never writes an error
+//! text of its own: it builds a [`ClientError`] and sends [`ClientError::to_reply`] (or writes
+//! [`ClientError::encode`] into a buffer). The texts live in this one file, so a change to
+//! one is a visible change here, and the table test below holds each variant to its exact bytes.
+//! Where Redis has an error for the same condition the text is Redis 7.0's, byte for byte
+//! (clients match on them); the proxy's own refusals start with `ERR redshard` or name redshard.
+//!
+//! It lives in the protocol crate, the lowest layer, so that every layer of the proxy can use
+//! it, and because it wraps the protocol's own errors: [`ProtocolError`] (a request that cannot
+//! be framed) and [`CommandError`] (an unknown command, a wrong arity, invalid key arguments),
+//! whose texts stay with the code that finds them. Errors *forwarded* from a node are the
+//! node's own bytes and never pass through here. Not data path and not here: the admin port's
+//! replies (`proxy/src/admin`, an operator's RESP port with its own texts) and the control
+//! plane's errors (migration, failover), which reach operators and logs, not clients.
+//!
+//! To add one: a variant (with the data its text needs), its text in [`ClientError::static_line`]
+//! (no data) or `write_text` (with data), its [`Reached`] in
+//! [`ClientError::reached`], and a row in the table test. `proxy/tests/error_texts.rs` fails on
+//! an error literal written anywhere else in `proxy/src` or `protocol/src`.
+
+use std::fmt;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use redshard_config::NodeAddr;
+
+use crate::command::CommandError;
+use crate::resp::ProtocolError;
+
+/// Whether the request an error answers reached a node, which says whether it may have run
+/// (and so whether a client may safely send it again).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reached {
+    /// The proxy refused it, or it was never written to a node: it did not run.
+    No,
+    /// It was written, and the connection failed before the reply: it may have run.
+    Unknown,
+    /// A node ran it and answered, and the proxy could not use the answer.
+    Yes,
+}
+
+/// An error reply the proxy gives a client instead of a node's reply. Each variant holds the
+/// data its text needs; [`encode`](Self::encode) writes `-<text>\r\n`, with CR and LF in data
+/// mapped to spaces as Redis's `addReplyErrorFormat` does, so the reply is always one line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientError {
+    // --- The request itself ---
+    /// The request cannot be framed (the connection is then closed).
+    Protocol(ProtocolError),
+    /// Unknown command or subcommand, wrong arity, invalid key arguments (the command table's
+    /// own checks, with Redis's texts).
+    Command(CommandError),
+    /// The client's unread input passed `limits.max_query_buffer_bytes`.
+    QueryBufferLimit,
+    /// A wrong number of arguments that the command table's arity lets through (PING with
+    /// three, MSET with an odd count, WATCH without keys); `command` as Redis's full name.
+    WrongArity {
+        /// The command's name in the table (`ping`, `client|setinfo`).
+        command: &'static str,
+    },
+    /// Redis's generic syntax error.
+    SyntaxError,
+    /// An argument that must be an integer is not.
+    NotAnInteger,
+
+    // --- Authentication and access ---
+    /// A command other than AUTH/HELLO/... before authenticating.
+    NoAuth,
+    /// HELLO without AUTH on a connection that has not authenticated.
+    HelloNoAuth,
+    /// AUTH with a wrong user or password.
+    WrongPass,
+    /// `AUTH <password>` while the default user has no password.
+    AuthWithoutPassword,
+    /// The client's access level does not allow the command.
+    NoPerm {
+        /// The authenticated user (`default` for the default user).
+        user: String,
+        /// The command's name in the table.
+        command: &'static str,
+    },
+
+    // --- What redshard does not do ---
+    /// A command the proxy does not implement.
+    Unsupported {
+        /// The command's name in the table (`client|kill`), shown as `CLIENT KILL`.
+        command: &'static str,
+    },
+    /// A command the proxy cannot queue in a transaction.
+    UnsupportedInMulti {
+        /// The command's name in the table.
+        command: &'static str,
+    },
+    /// A command refused through the proxy (it would act on one node behind the client's
+    /// back: SWAPDB, MOVE, SHUTDOWN ...).
+    Forbidden {
+        /// The command's name in the table.
+        command: &'static str,
+    },
+    /// FLUSHALL/FLUSHDB while `allow_flush` is off.
+    FlushDisabled {
+        /// The command's name in the table.
+        command: &'static str,
+    },
+    /// SELECT of a database other than 0.
+    OnlyDbZero,
+    /// A Redis Cluster command: the proxy presents itself as one standalone server, which
+    /// answers this.
+    ClusterDisabled,
+    /// A command not allowed in RESP2 subscribed mode.
+    NotAllowedWhileSubscribed {
+        /// The command's name in the table.
+        command: &'static str,
+    },
+
+    // --- Slots and shards ---
+    /// The request's keys hash to different slots.
+    CrossSlot,
+    /// SORT's `BY`/`GET` pattern can name keys in other slots than the sorted key's.
+    SortPatternCrossSlot,
+    /// The shard has no reachable master and no replica to promote.
+    ShardDown {
+        /// The shard's name.
+        shard: String,
+    },
+    /// The shard stayed paused (a failover or cut-over) longer than the client may wait.
+    ShardFailingOver {
+        /// The shard's name.
+        shard: String,
+    },
+    /// A key of the request could not be moved by the running slot migration.
+    MigrationFailed {
+        /// Why the move failed.
+        error: String,
+    },
+
+    // --- Transactions ---
+    /// EXEC outside MULTI.
+    ExecWithoutMulti,
+    /// DISCARD outside MULTI.
+    DiscardWithoutMulti,
+    /// MULTI inside MULTI.
+    MultiNested,
+    /// WATCH inside MULTI.
+    WatchInsideMulti,
+    /// EXEC after a command was refused while queueing.
+    ExecAbort,
+    /// A malformed EXEC: the transaction is discarded, with the command error that says why.
+    ExecAbortedBy(CommandError),
+    /// EXEC after WATCH, when the private connection that ran WATCH is gone.
+    WatchLost,
+    /// A blocking command for another shard than the WATCHed keys.
+    BlockingOffWatchedShard,
+
+    // --- Arguments of the commands the proxy answers itself ---
+    /// WAIT's timeout is not an integer.
+    TimeoutNotAnInteger,
+    /// WAIT's timeout is negative.
+    TimeoutNegative,
+    /// SELECT's index does not fit a C int.
+    DbIndexOutOfRange,
+    /// SLOWLOG GET's count is below -1.
+    SlowlogCount,
+    /// SLOWLOG GET with too many arguments.
+    SlowlogSyntax {
+        /// The subcommand as the client wrote it.
+        subcommand: Box<[u8]>,
+    },
+    /// CLIENT LIST TYPE of an unknown type.
+    UnknownClientType {
+        /// The type as the client wrote it.
+        kind: Box<[u8]>,
+    },
+    /// CLIENT LIST ID with an id that is not an integer.
+    InvalidClientId,
+    /// CLIENT SETNAME (or HELLO SETNAME) with a character Redis refuses.
+    ClientNameInvalid,
+    /// CLIENT SETINFO with a character Redis refuses.
+    LibInfoInvalid,
+    /// CLIENT SETINFO of an attribute other than LIB-NAME and LIB-VER.
+    UnrecognizedOption {
+        /// The attribute as the client wrote it.
+        option: Box<[u8]>,
+    },
+    /// HELLO with a protocol version other than 2 or 3.
+    NoProto,
+    /// HELLO with a protocol version that is not an integer.
+    ProtocolVersionNotInteger,
+    /// HELLO with an option it does not know (or without its arguments).
+    HelloSyntax {
+        /// The option as the client wrote it.
+        option: Box<[u8]>,
+    },
+    /// COMMAND GETKEYS of an unknown command.
+    InvalidCommandSpecified,
+    /// COMMAND GETKEYS of a command without keys.
+    NoKeyArguments,
+    /// SCAN with a cursor the proxy did not hand out.
+    InvalidCursor,
+
+    // --- Backends ---
+    /// A backend lane could not complete the request: `why` is the lane's failure, as also
+    /// logged (`unavailable: ...`, `timed out after 1000 ms`, `is fenced after a failover`).
+    Backend {
+        /// The node.
+        addr: NodeAddr,
+        /// What failed.
+        why: String,
+        /// `No` for a request still queued, `Unknown` for one in flight.
+        reached: Reached,
+    },
+    /// The lane's task is gone (only while the proxy shuts down).
+    LaneClosed,
+    /// The client's subscription connection failed before the request was sent.
+    SubscriptionClosed,
+    /// A part of a split or fanned-out command got a reply of another type than expected.
+    UnexpectedSplitReply,
+    /// A master's SCAN reply is not `[cursor, [keys...]]`.
+    UnexpectedScanReply,
+    /// A master's SCAN cursor leaves no room for the shard number in the client's cursor.
+    ScanCursorTooLarge,
+
+    // --- Connections ---
+    /// A client over `max_clients` (it is closed after this line).
+    MaxClients,
+}
+
+/// Writes the text of an error into a buffer: literal parts as they are, client or node data
+/// rendered as `String::from_utf8_lossy` would, with CR and LF as spaces.
+struct Text<'a>(&'a mut BytesMut);
+
+impl Text<'_> {
+    fn lit(&mut self, text: &str) -> &mut Self {
+        self.0.put_slice(text.as_bytes());
+        self
+    }
+
+    fn data(&mut self, text: &str) -> &mut Self {
+        self.0.extend(
+            text.bytes()
+                .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+        );
+        self
+    }
+
+    fn bytes(&mut self, data: &[u8]) -> &mut Self {
+        for chunk in data.utf8_chunks() {
+            self.data(chunk.valid());
+            if !chunk.invalid().is_empty() {
+                self.lit(char::REPLACEMENT_CHARACTER.encode_utf8(&mut [0; 4]));
+            }
+        }
+        self
+    }
+
+    /// A table name as Redis shows it in refusals: `config|set` → `CONFIG SET`.
+    fn command(&mut self, name: &str) -> &mut Self {
+        self.0.extend(name.bytes().map(|b| match b {
+            b'|' => b' ',
+            b => b.to_ascii_uppercase(),
+        }));
+        self
+    }
+}
+
+impl ClientError {
+    /// The whole reply line of an error whose text holds no data, `None` for the others: these
+    /// are sent as static bytes, without allocating.
+    #[must_use]
+    pub fn static_line(&self) -> Option<&'static [u8]> {
+        Some(match self {
+            Self::QueryBufferLimit => b"-ERR Protocol error: query buffer limit exceeded\r\n",
+            Self::SyntaxError => b"-ERR syntax error\r\n",
+            Self::NotAnInteger => b"-ERR value is not an integer or out of range\r\n",
+            Self::NoAuth => b"-NOAUTH Authentication required.\r\n",
+            Self::HelloNoAuth => b"-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time\r\n",
+            Self::WrongPass => {
+                b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+            }
+            Self::AuthWithoutPassword => b"-ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?\r\n",
+            Self::OnlyDbZero => {
+                b"-ERR redshard serves DB 0 only; SELECT of another database is not allowed\r\n"
+            }
+            Self::ClusterDisabled => b"-ERR This instance has cluster support disabled\r\n",
+            Self::CrossSlot => b"-CROSSSLOT Keys in request don't hash to the same slot\r\n",
+            Self::SortPatternCrossSlot => b"-CROSSSLOT Keys in request don't hash to the same slot (a SORT BY or GET pattern must carry the sorted key's hash tag before its '*', as in {tag}weight_*)\r\n",
+            Self::ExecWithoutMulti => b"-ERR EXEC without MULTI\r\n",
+            Self::DiscardWithoutMulti => b"-ERR DISCARD without MULTI\r\n",
+            Self::MultiNested => b"-ERR MULTI calls can not be nested\r\n",
+            Self::WatchInsideMulti => b"-ERR WATCH inside MULTI is not allowed\r\n",
+            Self::ExecAbort => b"-EXECABORT Transaction discarded because of previous errors.\r\n",
+            Self::WatchLost => b"-ERR redshard: the backend connection that ran WATCH was lost; the transaction was not executed\r\n",
+            Self::BlockingOffWatchedShard => b"-ERR redshard: a blocking command on another shard than the WATCHed keys is not supported\r\n",
+            Self::TimeoutNotAnInteger => b"-ERR timeout is not an integer or out of range\r\n",
+            Self::TimeoutNegative => b"-ERR timeout is negative\r\n",
+            Self::DbIndexOutOfRange => {
+                b"-ERR value is out of range, value must between -2147483648 and 2147483647\r\n"
+            }
+            Self::SlowlogCount => b"-ERR count should be greater than or equal to -1\r\n",
+            Self::InvalidClientId => b"-ERR Invalid client ID\r\n",
+            Self::ClientNameInvalid => {
+                b"-ERR Client names cannot contain spaces, newlines or special characters.\r\n"
+            }
+            Self::LibInfoInvalid => b"-ERR lib-name and lib-ver cannot contain spaces, newlines or special characters.\r\n",
+            Self::NoProto => b"-NOPROTO unsupported protocol version\r\n",
+            Self::ProtocolVersionNotInteger => {
+                b"-ERR Protocol version is not an integer or out of range\r\n"
+            }
+            Self::InvalidCommandSpecified => b"-ERR Invalid command specified\r\n",
+            Self::NoKeyArguments => b"-ERR The command has no key arguments\r\n",
+            Self::InvalidCursor => b"-ERR invalid cursor\r\n",
+            Self::LaneClosed => b"-ERR backend lane closed\r\n",
+            Self::SubscriptionClosed => b"-ERR subscription connection closed\r\n",
+            Self::UnexpectedSplitReply => {
+                b"-ERR redshard: a backend sent an unexpected reply to a split command\r\n"
+            }
+            Self::UnexpectedScanReply => {
+                b"-ERR redshard: a backend sent an unexpected reply to SCAN\r\n"
+            }
+            Self::ScanCursorTooLarge => {
+                b"-ERR redshard: a backend's SCAN cursor is too large to carry\r\n"
+            }
+            Self::MaxClients => b"-ERR max number of clients reached\r\n",
+            Self::Protocol(_)
+            | Self::Command(_)
+            | Self::WrongArity { .. }
+            | Self::NoPerm { .. }
+            | Self::Unsupported { .. }
+            | Self::UnsupportedInMulti { .. }
+            | Self::Forbidden { .. }
+            | Self::FlushDisabled { .. }
+            | Self::NotAllowedWhileSubscribed { .. }
+            | Self::ShardDown { .. }
+            | Self::ShardFailingOver { .. }
+            | Self::MigrationFailed { .. }
+            | Self::ExecAbortedBy(_)
+            | Self::SlowlogSyntax { .. }
+            | Self::UnknownClientType { .. }
+            | Self::UnrecognizedOption { .. }
+            | Self::HelloSyntax { .. }
+            | Self::Backend { .. } => return None,
+        })
+    }
+
+    /// Appends the text (no `-`, no CRLF) of an error that holds data.
+    fn write_text(&self, out: &mut BytesMut) {
+        let mut t = Text(out);
+        match self {
+            Self::Protocol(e) => {
+                t.data(&e.to_string());
+            }
+            // Already one line, as Redis writes it.
+            Self::Command(e) => {
+                t.0.put_slice(e.as_bytes());
+            }
+            Self::WrongArity { command } => {
+                t.lit("ERR wrong number of arguments for '")
+                    .lit(command)
+                    .lit("' command");
+            }
+            Self::NoPerm { user, command } => {
+                t.lit("NOPERM User ")
+                    .data(user)
+                    .lit(" has no permissions to run the '")
+                    .lit(command)
+                    .lit("' command");
+            }
+            Self::Unsupported { command } => {
+                t.lit("ERR ")
+                    .command(command)
+                    .lit(" is not supported by redshard yet");
+            }
+            Self::UnsupportedInMulti { command } => {
+                t.lit("ERR ")
+                    .command(command)
+                    .lit(" is not supported inside MULTI by redshard");
+            }
+            Self::Forbidden { command } => {
+                t.lit("ERR ")
+                    .command(command)
+                    .lit(" is not allowed through redshard");
+            }
+            Self::FlushDisabled { command } => {
+                t.lit("ERR ").command(command).lit(
+                    " is disabled in redshard; set allow_flush = true in the proxy's config to allow it",
+                );
+            }
+            Self::NotAllowedWhileSubscribed { command } => {
+                t.lit("ERR Can't execute '").lit(command).lit(
+                    "': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
+                );
+            }
+            Self::ShardDown { shard } => {
+                t.lit("CLUSTERDOWN The cluster is down: shard ")
+                    .data(shard)
+                    .lit(" has no reachable master");
+            }
+            Self::ShardFailingOver { shard } => {
+                t.lit("CLUSTERDOWN The cluster is down: shard ")
+                    .data(shard)
+                    .lit(" is failing over");
+            }
+            Self::MigrationFailed { error } => {
+                t.lit("TRYAGAIN a key of this request could not be moved by the running slot migration: ")
+                    .data(error);
+            }
+            // Redis: "EXECABORT Transaction discarded because of: " + the error without "ERR ".
+            Self::ExecAbortedBy(e) => {
+                t.lit("EXECABORT Transaction discarded because of: ");
+                let text = e.as_bytes();
+                t.0.put_slice(text.strip_prefix(b"ERR ").unwrap_or(text));
+            }
+            Self::SlowlogSyntax { subcommand } => {
+                t.lit("ERR unknown subcommand or wrong number of arguments for '")
+                    .bytes(subcommand)
+                    .lit("'. Try SLOWLOG HELP.");
+            }
+            Self::UnknownClientType { kind } => {
+                t.lit("ERR Unknown client type '").bytes(kind).lit("'");
+            }
+            Self::UnrecognizedOption { option } => {
+                t.lit("ERR Unrecognized option '").bytes(option).lit("'");
+            }
+            Self::HelloSyntax { option } => {
+                t.lit("ERR Syntax error in HELLO option '")
+                    .bytes(option)
+                    .lit("'");
+            }
+            Self::Backend { addr, why, .. } => {
+                t.lit("ERR backend ").data(addr.as_str()).lit(" ").data(why);
+            }
+            // The texts without data: their line without `-` and CRLF.
+            _ => {
+                let line = self.static_line();
+                debug_assert!(line.is_some(), "{self:?} has no text in write_text");
+                if let Some(line) = line {
+                    t.0.put_slice(&line[1..line.len() - 2]);
+                }
+            }
+        }
+    }
+
+    /// Appends the reply line `-<text>\r\n` to `out`.
+    pub fn encode(&self, out: &mut BytesMut) {
+        if let Some(line) = self.static_line() {
+            out.put_slice(line);
+            return;
+        }
+        out.put_u8(b'-');
+        self.write_text(out);
+        out.put_slice(b"\r\n");
+    }
+
+    /// The reply line as `Bytes`: static for an error without data (no allocation).
+    #[must_use]
+    pub fn to_reply(&self) -> Bytes {
+        if let Some(line) = self.static_line() {
+            return Bytes::from_static(line);
+        }
+        let mut out = BytesMut::with_capacity(96);
+        self.encode(&mut out);
+        out.freeze()
+    }
+
+    /// Whether the request this error answers reached a node.
+    #[must_use]
+    pub fn reached(&self) -> Reached {
+        match self {
+            Self::Backend { reached, .. } => *reached,
+            Self::UnexpectedSplitReply | Self::UnexpectedScanReply | Self::ScanCursorTooLarge => {
+                Reached::Yes
+            }
+            _ => Reached::No,
+        }
+    }
+}
+
+/// The text without the leading `-` and the CRLF (client bytes that are not UTF-8 shown
+/// lossily), for logs and tests.
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = BytesMut::new();
+        self.encode(&mut out);
+        f.write_str(&String::from_utf8_lossy(&out[1..out.len() - 2]))
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl From<CommandError> for ClientError {
+    fn from(e: CommandError) -> Self {
+        Self::Command(e)
+    }
+}
+
+impl From<ProtocolError> for ClientError {
+    fn from(e: ProtocolError) -> Self {
+        Self::Protocol(e)
+    }
+}
+
+#[cfg(test)]
+mod tests;
