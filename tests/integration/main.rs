@@ -28,6 +28,7 @@ mod pubsub;
 mod resharding;
 mod resp3;
 mod routing;
+mod rules;
 mod split;
 mod tls;
 mod tools;

@@ -52,12 +52,17 @@ impl Transaction {
 }
 
 /// The one slot of a request's keys: `Ok(None)` without keys, `Err` with the error to reply.
-fn slot_of(ctx: &mut Ctx, spec: &CommandSpec, args: Args<'_>) -> Result<Option<Slot>, Vec<u8>> {
+fn slot_of(
+    ctx: &mut Ctx,
+    table: &RoutingTable,
+    spec: &CommandSpec,
+    args: Args<'_>,
+) -> Result<Option<Slot>, Vec<u8>> {
     spec.key_indices(&args, &mut ctx.keys)
         .map_err(|e| e.as_bytes().to_vec())?;
     let mut slot = None;
     for &k in &ctx.keys {
-        let s = Slot::for_key(args.arg(k));
+        let s = table.slot_of(args.arg(k));
         match slot {
             None => slot = Some(s),
             Some(first) if first != s => return Err(CROSSSLOT.as_bytes().to_vec()),
@@ -92,7 +97,7 @@ pub(super) fn outside_multi(
         CommandId::Exec => Action::error(ctx, "ERR EXEC without MULTI"),
         CommandId::Discard => Action::error(ctx, "ERR DISCARD without MULTI"),
         CommandId::Watch => {
-            let slot = match slot_of(ctx, spec, args) {
+            let slot = match slot_of(ctx, table, spec, args) {
                 Ok(Some(slot)) => slot,
                 Ok(None) => {
                     return Some(Action::error(
@@ -134,7 +139,7 @@ pub(super) fn outside_multi(
         _ if spec.flags.contains(Flags::BLOCKING)
             || super::dispatch::is_blocking_read(spec, args) =>
         {
-            let slot = match slot_of(ctx, spec, args) {
+            let slot = match slot_of(ctx, table, spec, args) {
                 Ok(slot) => slot.unwrap_or(Slot::for_key(b"")),
                 Err(e) => return Some(Action::error_raw(ctx, &e)),
             };
@@ -202,7 +207,7 @@ pub(super) fn inside_multi(
             ),
         );
     }
-    let slot = match slot_of(ctx, spec, args) {
+    let slot = match slot_of(ctx, table, spec, args) {
         Ok(slot) => slot,
         Err(e) => {
             abort_with(ctx);
