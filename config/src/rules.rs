@@ -134,7 +134,7 @@ impl KeyRules {
                 own_tag_wins: r.own_tag == OwnTag::Wins,
             })
             .collect();
-        compiled.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        compiled.sort_by_key(|c| std::cmp::Reverse(c.prefix.len()));
         let mut first_bytes = [0u64; 4];
         for c in &compiled {
             if let Some(&b) = c.prefix.first() {
