@@ -11,6 +11,7 @@ mod admin;
 mod admin_cli;
 mod admin_moves;
 mod admin_security;
+mod apps;
 mod auth;
 mod backend_failure;
 mod binary;

@@ -75,6 +75,19 @@ async fn a_transaction_and_a_script_over_keys_a_rule_groups_run_on_the_rules_sha
     let plain = "job:42";
     client.cmd(&["SET", plain, "1"]).await;
     assert!(on_master(&cluster, shard_of(plain, 3), plain).await);
+    // INFO shows the rule, with the slot it gives.
+    let Reply::Bulk(Some(info)) = client.cmd(&["INFO", "redshard"]).await else {
+        panic!("INFO redshard");
+    };
+    let info = String::from_utf8(info).unwrap();
+    let line = format!(
+        "rule0:prefix \"rq:\" -> {{rq}} (slot {}, own tag wins)\r\n",
+        Slot::for_key(b"{rq}")
+    );
+    assert!(
+        info.contains("routing_rules:1\r\n") && info.contains(&line),
+        "{info}"
+    );
     // Other keys still get CROSSSLOT where Redis Cluster would refuse them.
     let (a, b) = ("job:1", "queue:default");
     assert_ne!(shard_of(a, 3), shard_of(b, 3));

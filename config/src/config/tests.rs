@@ -960,6 +960,8 @@ fn rules_are_read_in_order_and_bad_ones_are_named() {
     assert_error(&empty, "[[rule]]", &["rule[1]", "prefix must not be empty"]);
     let no_tag = format!("{SHARDS}\n[[rule]]\nprefix = \"a:\"\ntag = \"\"\n");
     assert_error(&no_tag, "[[rule]]", &["rule[1]", "tag must not be empty"]);
+    let exception = format!("{SHARDS}\n[[rule]]\nprefix = \"a:\"\n");
+    assert_eq!(parse(&exception).unwrap().rules[0].tag, None);
     let twice = format!(
         "{SHARDS}\n[[rule]]\nprefix = \"a:\"\ntag = \"x\"\n[[rule]]\nprefix = \"a:\"\ntag = \"y\"\n"
     );

@@ -196,6 +196,11 @@ pub(super) fn inside_multi(
             Local::of(spec.id),
             Some(Local::Ping | Local::Echo | Local::NotACluster)
         ),
+        // A PUBLISH runs on the node of its channel's slot, where the proxy subscribes for
+        // its clients: inside a transaction that slot must be the transaction's (Celery's
+        // result backend stores a result and announces it in one MULTI, key and channel of
+        // one name).
+        Route::PubSub => matches!(spec.id, CommandId::Publish | CommandId::Spublish),
         _ => false,
     };
     if !queueable {
@@ -207,7 +212,13 @@ pub(super) fn inside_multi(
             ),
         );
     }
-    let slot = match slot_of(ctx, table, spec, args) {
+    let slot = if spec.route == Route::PubSub {
+        // Arity is checked before: the channel is there.
+        Ok(Some(Slot::for_key(args.get(1))))
+    } else {
+        slot_of(ctx, table, spec, args)
+    };
+    let slot = match slot {
         Ok(slot) => slot,
         Err(e) => {
             abort_with(ctx);

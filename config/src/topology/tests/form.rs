@@ -220,7 +220,8 @@ fn rules_are_persisted_carried_through_changes_and_checked_when_read() {
     let mut t = base();
     t.rules = crate::rules::KeyRules::new(vec![crate::rules::KeyRule {
         prefix: "rq:".into(),
-        tag: "rq".into(),
+        tag: Some("rq".into()),
+        separator: None,
         own_tag: crate::rules::OwnTag::Ignored,
     }]);
     let t = apply(
