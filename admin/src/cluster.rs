@@ -210,6 +210,12 @@ pub fn check(client: &mut AdminClient) -> Result<bool> {
     if found.is_empty() {
         say!("[OK] Every master is up and every replica is in sync.");
     }
+    if !t.rules.is_empty() {
+        say!(">>> Key routing rules (longest prefix first wins):");
+        for rule in &t.rules {
+            say!("    {rule}");
+        }
+    }
     Ok(found.is_empty())
 }
 
@@ -428,6 +434,7 @@ mod tests {
             shards,
             failovers: 0,
             last_failover: None,
+            rules: Vec::new(),
         }
     }
 

@@ -60,6 +60,8 @@ pub struct TopologyView {
     pub failovers: i64,
     /// A line on the last one.
     pub last_failover: Option<String>,
+    /// The key routing rules, one line each (none from a proxy without the field).
+    pub rules: Vec<String>,
 }
 
 /// Ranges as the admin port writes them (`0-5460,10923`, or `-` for none).
@@ -147,6 +149,10 @@ impl TopologyView {
             shards,
             failovers: reply.int("failovers")?.unwrap_or_default(),
             last_failover: reply.text("last-failover")?,
+            rules: match reply.field("rules") {
+                Ok(rules) => strings(rules)?,
+                Err(_) => Vec::new(),
+            },
         })
     }
 

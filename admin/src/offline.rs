@@ -16,14 +16,17 @@ pub fn keyslot(config: Option<&Path>, keys: &[String]) -> Result<bool> {
         .transpose()?
         .map(|c| Topology::from_config(&c));
     for key in keys {
-        let slot = Slot::for_key(key.as_bytes());
         match &topology {
             Some(t) => {
+                let slot = t.slot_of(key.as_bytes());
                 let shard = t.serving_shard(slot);
                 let name = t.shard(shard).map_or("?", |s| s.name.as_str());
-                say!("{key}\t{}\t{name}", slot.get());
+                match t.rules.rule_for(key.as_bytes()) {
+                    Some(rule) => say!("{key}\t{}\t{name}\t{rule}", slot.get()),
+                    None => say!("{key}\t{}\t{name}", slot.get()),
+                }
             }
-            None => say!("{key}\t{}", slot.get()),
+            None => say!("{key}\t{}", Slot::for_key(key.as_bytes()).get()),
         }
     }
     Ok(true)

@@ -77,6 +77,8 @@ pub struct Config {
     pub slowlog: SlowlogConfig,
     /// The initial cluster. In a validated config every slot is assigned exactly once.
     pub shards: Vec<ShardConfig>,
+    /// Key routing rules; part of the initial topology.
+    pub rules: Vec<crate::rules::KeyRule>,
     /// Named users (`AUTH name password`), besides the `default` user of `password`.
     pub users: Vec<UserConfig>,
 }
@@ -313,6 +315,7 @@ impl Default for Config {
             threads: DEFAULT_THREADS,
             slowlog: SlowlogConfig::default(),
             shards: Vec::new(),
+            rules: Vec::new(),
             users: Vec::new(),
         }
     }
@@ -524,6 +527,7 @@ impl Config {
                     .map_or(DEFAULT_SLOWLOG_MAX_LEN, toml::Spanned::into_inner),
             },
             shards: validate::shards(&file.shard, &listens, src)?,
+            rules: validate::rules(file.rule, src)?,
             users: users(file.user, src)?,
         };
         Ok(config)

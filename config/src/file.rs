@@ -237,6 +237,10 @@ pub struct ConfigFile {
     /// must assign each of the 16384 slots exactly once.
     #[serde(default)]
     pub shard: Vec<Spanned<ShardFile>>,
+    /// `[[rule]]`: key routing rules (`prefix`, `tag`, `own_tag`), see [`crate::rules`].
+    /// Default: none (every key hashes by Redis Cluster's rules).
+    #[serde(default)]
+    pub rule: Vec<Spanned<crate::rules::KeyRule>>,
     /// `[[user]]`: clients that authenticate with `AUTH name password` (Redis 6 ACL style),
     /// each with an access level. Default: none (only the `default` user of `password`).
     #[serde(default)]

@@ -4,6 +4,8 @@
 //!
 //! - [`slot`]: hash slots, [`Slot::for_key`] (Redis Cluster's CRC16 and hash-tag rules) and
 //!   [`SlotRange`].
+//! - [`rules`]: key routing rules ([`KeyRules`]): keys with a configured prefix share the slot
+//!   of one tag.
 //! - [`addr`]: [`NodeAddr`], a validated `host:port` of a backend redis-server.
 //! - [`file`](mod@file): the configuration file as written (TOML), every key with its `DEFAULT_*`.
 //! - [`config`]: [`Config`], the validated, typed configuration, from
@@ -22,6 +24,7 @@ pub mod config;
 pub mod error;
 pub mod file;
 pub mod ha;
+pub mod rules;
 pub mod slot;
 pub mod store;
 pub mod topology;
@@ -36,6 +39,7 @@ pub use config::{
 pub use error::{ConfigError, NodeAddrError, SlotRangeError, StoreError, TopologyError};
 pub use file::Access;
 pub use ha::{AckMode, HealthConfig, MirrorConfig, ReadFrom, ReplicationConfig, ReplicationMode};
+pub use rules::{KeyRule, KeyRules, OwnTag};
 pub use slot::{Slot, SlotRange, SLOT_COUNT};
 pub use store::{
     choose_initial, FileTopologyStore, InitialSource, MemoryTopologyStore, TopologyStore,

@@ -63,7 +63,14 @@ impl Slot {
     #[must_use]
     #[inline]
     pub fn for_key(key: &[u8]) -> Slot {
-        let hashed = hash_tag(key).unwrap_or(key);
+        Slot::for_hashed(hash_tag(key).unwrap_or(key))
+    }
+
+    /// The slot of the bytes `hashed` themselves, with no hash-tag extraction: that of a key
+    /// whose hash tag is `hashed` (`Slot::for_hashed(b"rq") == Slot::for_key(b"{rq}")`).
+    #[must_use]
+    #[inline]
+    pub fn for_hashed(hashed: &[u8]) -> Slot {
         Slot(crc16::State::<crc16::XMODEM>::calculate(hashed) & MAX_SLOT)
     }
 }

@@ -123,6 +123,22 @@ impl Source<'_> {
     }
 }
 
+/// Validates the `[[rule]]` tables: a prefix and a tag that are not empty, each prefix once
+/// (two rules for one prefix would leave its keys' slot to the order of the file).
+pub(crate) fn rules(
+    files: Vec<Spanned<crate::rules::KeyRule>>,
+    src: &Source<'_>,
+) -> Result<Vec<crate::rules::KeyRule>, ConfigError> {
+    let spans: Vec<_> = files.iter().map(Spanned::span).collect();
+    let rules: Vec<_> = files.into_iter().map(Spanned::into_inner).collect();
+    for (i, span) in spans.into_iter().enumerate() {
+        if let Some(problem) = crate::rules::problem(&rules, i) {
+            return Err(src.invalid_at(Some(span), format!("rule[{}]", i + 1), problem));
+        }
+    }
+    Ok(rules)
+}
+
 /// Validates the `[[shard]]` tables: names, addresses (unique across the cluster, not one of
 /// the proxy's own `listens`) and slots (each assigned exactly once).
 pub(crate) fn shards(

@@ -86,6 +86,15 @@ pub use state::{ProxyState, StateOptions};
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The configuration's `[[rule]]`s differ from the persisted topology's, which routed the
+    /// keys stored now.
+    #[error("the [[rule]] entries of the configuration differ from those of the persisted topology ({file}: {persisted}); the stored keys were placed by the persisted rules, and other rules would route requests where those keys are not. Write the persisted rules back into the configuration, or start from an empty cluster with a fresh topology_file")]
+    RulesChanged {
+        /// The topology file.
+        file: String,
+        /// Its rules, as one line.
+        persisted: String,
+    },
     /// The client port could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -494,7 +503,28 @@ fn initial_topology(config: &Config) -> Result<Topology, StartError> {
         return Ok(from_config);
     };
     let store = FileTopologyStore::new(path.clone());
-    let (topology, source) = choose_initial(from_config, store.load()?);
+    let persisted = store.load()?;
+    // Whichever topology wins below, the keys stored now were placed by the persisted rules
+    // (even at epoch 1, when the configuration's shards are taken as they are).
+    if let Some(persisted) = persisted
+        .as_ref()
+        .filter(|p| p.rules.rules() != config.rules)
+    {
+        let persisted = persisted.rules.rules();
+        return Err(StartError::RulesChanged {
+            file: path.display().to_string(),
+            persisted: if persisted.is_empty() {
+                "none".to_owned()
+            } else {
+                persisted
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            },
+        });
+    }
+    let (topology, source) = choose_initial(from_config, persisted);
     match source {
         InitialSource::Persisted { epoch } => tracing::info!(
             epoch,

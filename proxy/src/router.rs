@@ -179,6 +179,14 @@ impl RoutingTable {
         self.migrating
     }
 
+    /// The slot of `key` under the topology's routing rules: every key of a request is routed
+    /// by this, never by `Slot::for_key` alone.
+    #[must_use]
+    #[inline]
+    pub fn slot_of(&self, key: &[u8]) -> Slot {
+        self.topology.slot_of(key)
+    }
+
     /// Whether `slot` is migrating.
     #[must_use]
     pub fn is_migrating(&self, slot: Slot) -> bool {

@@ -480,3 +480,62 @@ async fn a_transaction_on_another_shard_does_not_wait_for_a_failover() {
         "the transaction waited for shard 0's failover"
     );
 }
+
+/// A PUBLISH inside MULTI runs with the transaction on the master of its channel's slot, where
+/// subscribers get it (Celery's result backend stores a result and announces it under one
+/// name in one transaction); a channel of another slot is refused like a key would be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_inside_multi_reaches_the_subscribers_of_its_channel() {
+    let cluster = TestCluster::start(3).await;
+    let name = "celery-task-meta-1";
+    let mut sub = cluster.client().await;
+    sub.send_raw(&redshard_tests::client::encode_command(&[
+        "SUBSCRIBE",
+        name,
+    ]))
+    .await;
+    assert!(matches!(sub.read().await, Reply::Array(_)));
+    let mut c = cluster.client().await;
+    let replies = c
+        .pipeline(&[
+            vec!["MULTI"],
+            vec!["SET", name, "done"],
+            vec!["PUBLISH", name, "done"],
+            vec!["EXEC"],
+        ])
+        .await;
+    assert_eq!(
+        replies[3],
+        Reply::Array(vec![Reply::Status("OK".into()), Reply::Int(1)]),
+        "{replies:?}"
+    );
+    assert_eq!(
+        sub.read().await,
+        Reply::Array(vec![
+            Reply::bulk("message"),
+            Reply::bulk(name),
+            Reply::bulk("done")
+        ])
+    );
+    let other = key_on(
+        3,
+        (redshard_tests::cluster::shard_of(name, 3) + 1) % 3,
+        "chan",
+    );
+    let replies = c
+        .pipeline(&[
+            vec!["MULTI"],
+            vec!["SET", name, "again"],
+            vec!["PUBLISH", other.as_str(), "x"],
+            vec!["EXEC"],
+        ])
+        .await;
+    assert_eq!(
+        replies[2],
+        err("CROSSSLOT Keys in request don't hash to the same slot")
+    );
+    assert!(
+        matches!(&replies[3], Reply::Error(e) if e.starts_with("EXECABORT")),
+        "{replies:?}"
+    );
+}

@@ -942,3 +942,34 @@ fn replication_takes_its_mode_ack_and_timeout_and_the_old_ack_name() {
     let text = format!("[replication]\nack_timeout_ms = 0\n{SHARDS}");
     assert_error(&text, "ack_timeout_ms", &["replication.ack_timeout_ms"]);
 }
+
+#[test]
+fn rules_are_read_in_order_and_bad_ones_are_named() {
+    let text = format!(
+        "{SHARDS}\n[[rule]]\nprefix = \"rq:\"\ntag = \"rq\"\n\n[[rule]]\nprefix = \"celery\\u0006\"\ntag = \"celery\"\nown_tag = \"ignored\"\n"
+    );
+    let config = parse(&text).unwrap();
+    assert_eq!(config.rules.len(), 2);
+    assert_eq!(config.rules[0].prefix, "rq:");
+    assert_eq!(config.rules[0].own_tag, crate::OwnTag::Wins);
+    assert_eq!(config.rules[1].prefix, "celery\u{6}");
+    assert_eq!(config.rules[1].own_tag, crate::OwnTag::Ignored);
+    assert!(parse(SHARDS).unwrap().rules.is_empty());
+
+    let empty = format!("{SHARDS}\n[[rule]]\nprefix = \"\"\ntag = \"x\"\n");
+    assert_error(&empty, "[[rule]]", &["rule[1]", "prefix must not be empty"]);
+    let no_tag = format!("{SHARDS}\n[[rule]]\nprefix = \"a:\"\ntag = \"\"\n");
+    assert_error(&no_tag, "[[rule]]", &["rule[1]", "tag must not be empty"]);
+    let exception = format!("{SHARDS}\n[[rule]]\nprefix = \"a:\"\n");
+    assert_eq!(parse(&exception).unwrap().rules[0].tag, None);
+    let twice = format!(
+        "{SHARDS}\n[[rule]]\nprefix = \"a:\"\ntag = \"x\"\n[[rule]]\nprefix = \"a:\"\ntag = \"y\"\n"
+    );
+    let message = error(&twice);
+    assert!(
+        message.contains("rule[2]") && message.contains("rule 1"),
+        "{message}"
+    );
+    let unknown = format!("{SHARDS}\n[[rule]]\nprefix = \"a:\"\ntag = \"x\"\nhash = 1\n");
+    assert!(error(&unknown).contains("hash"), "{}", error(&unknown));
+}

@@ -24,7 +24,8 @@
 //! slots = ["200-299"]
 //! ```
 //!
-//! `[[queued]]` lists the migrations waiting to begin, in the order they run.
+//! `[[queued]]` lists the migrations waiting to begin, in the order they run; `[[rule]]` the
+//! key routing rules (as in the configuration file, see [`crate::rules`]).
 //!
 //! Reading it back checks every invariant of [`Topology`] (each slot assigned exactly once,
 //! unique ids, names and addresses), so a hand-edited file cannot install a broken table.
@@ -47,6 +48,9 @@ struct TopologyForm {
     /// Migrations waiting to begin, in order (`Topology::queued`).
     #[serde(default, rename = "queued", skip_serializing_if = "Vec::is_empty")]
     queued: Vec<MigrationForm>,
+    /// Key routing rules (`Topology::rules`), in the configured order.
+    #[serde(default, rename = "rule", skip_serializing_if = "Vec::is_empty")]
+    rules: Vec<crate::rules::KeyRule>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -117,6 +121,7 @@ impl From<&Topology> for TopologyForm {
                     slots: m.slots.clone(),
                 })
                 .collect(),
+            rules: topology.rules.rules().to_vec(),
         }
     }
 }
@@ -179,7 +184,13 @@ impl TryFrom<TopologyForm> for Topology {
                 slots: m.slots,
             })
             .collect();
-        Topology::assemble(form.epoch, shards, slots, queued)
+        Topology::assemble(
+            form.epoch,
+            shards,
+            slots,
+            queued,
+            crate::rules::KeyRules::new(form.rules),
+        )
     }
 }
 

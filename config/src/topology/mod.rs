@@ -22,6 +22,7 @@ pub use apply::TopologyChange;
 use crate::addr::NodeAddr;
 use crate::config::Config;
 use crate::error::TopologyError;
+use crate::rules::KeyRules;
 use crate::slot::{compact, Slot, SlotRange, SLOT_COUNT};
 use crate::validate::check_shard_name;
 
@@ -185,6 +186,10 @@ pub struct Topology {
     /// are part of the topology so that the whole plan is persisted with it and a restart
     /// resumes every queued move, not only the one whose slots were migrating.
     pub queued: Vec<Migration>,
+    /// The key routing rules every key's slot is computed with ([`Topology::slot_of`]). Part
+    /// of the topology because a key's slot must not change while it is stored: they are
+    /// persisted with it and every epoch carries them on.
+    pub rules: KeyRules,
 }
 
 impl Topology {
@@ -243,7 +248,21 @@ impl Topology {
                     .collect(),
             });
         }
-        Topology::assemble(1, shards, slots, Vec::new())
+        Topology::assemble(
+            1,
+            shards,
+            slots,
+            Vec::new(),
+            KeyRules::new(config.rules.clone()),
+        )
+    }
+
+    /// The slot of `key` under this topology's routing rules (Redis Cluster's for keys no rule
+    /// matches). Every key of every request is routed by it.
+    #[must_use]
+    #[inline]
+    pub fn slot_of(&self, key: &[u8]) -> Slot {
+        self.rules.slot_of(key)
     }
 
     /// Builds and checks a topology from parts; `None` slots are unassigned (an error).
@@ -252,6 +271,7 @@ impl Topology {
         shards: Vec<Shard>,
         slots: Vec<Option<SlotState>>,
         queued: Vec<Migration>,
+        rules: KeyRules,
     ) -> Result<Topology, TopologyError> {
         let mut table = Vec::with_capacity(SLOT_COUNT);
         for (n, state) in slots.into_iter().enumerate() {
@@ -265,6 +285,7 @@ impl Topology {
             shards,
             slots: table.into_boxed_slice(),
             queued,
+            rules,
         };
         topology.check()?;
         Ok(topology)
@@ -284,6 +305,11 @@ impl Topology {
                 "{} slot states instead of {SLOT_COUNT}",
                 self.slots.len()
             ));
+        }
+        for i in 0..self.rules.rules().len() {
+            if let Some(problem) = crate::rules::problem(self.rules.rules(), i) {
+                return bad(format!("rule {}: {problem}", i + 1));
+            }
         }
         let mut names = std::collections::HashSet::new();
         let mut nodes = std::collections::HashSet::new();
@@ -480,6 +506,7 @@ impl fmt::Debug for Topology {
             .field("owned", &owned)
             .field("migrating", &migrating)
             .field("queued", &queued)
+            .field("rules", &self.rules)
             .finish()
     }
 }

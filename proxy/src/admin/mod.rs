@@ -29,7 +29,7 @@
 //! |---|---|
 //! | `PING [msg]`, `AUTH [default] <password>`, `QUIT`, `HELLO [2 [AUTH default <pw>]]` | as Redis |
 //! | `HELP`, `COMMANDS` | one status line per command form, each followed by its summary (COMMANDS because redis-cli answers HELP itself) |
-//! | `TOPOLOGY` | `epoch`, `slots-served`, `slots-total`, `shards` (each: `id`, `name`, `master`, `master-health` up/failing/down/unknown, `gate` open/paused/down, `slots` ranges, `slot-count`, `keys` (the master's DBSIZE), `replicas` (each: `addr`, `state`, `health`, `lag`, `applied`), `migrating` / `importing` lines), `failovers`, `last-failover` |
+//! | `TOPOLOGY` | `epoch`, `slots-served`, `slots-total`, `shards` (each: `id`, `name`, `master`, `master-health` up/failing/down/unknown, `gate` open/paused/down, `slots` ranges, `slot-count`, `keys` (the master's DBSIZE), `replicas` (each: `addr`, `state`, `health`, `lag`, `applied`), `migrating` / `importing` lines), `failovers`, `last-failover`, `rules` (each key routing rule, one line each, in the configured order) |
 //! | `ADDSHARD <name> <master>` | `shard`, `master`, `epoch` |
 //! | `ADDREPLICA <shard> <addr>` | `shard`, `replica`, `state` (`syncing`) |
 //! | `DELREPLICA <addr>`, `DELSHARD <shard>`, `DELNODE <addr>` | `shard`, `removed`, `role` |

@@ -214,6 +214,7 @@ mod tests {
             shards,
             slots: slots.into_boxed_slice(),
             queued: Vec::new(),
+            rules: redshard_config::KeyRules::default(),
         };
         topology.check().unwrap();
         topology

@@ -112,6 +112,17 @@ pub async fn topology(controller: &Arc<Controller>) -> Reply {
         ("shards", Reply::Array(shards)),
         ("failovers", failovers.into()),
         ("last-failover", last.into()),
+        (
+            "rules",
+            Reply::Array(
+                topology
+                    .rules
+                    .rules()
+                    .iter()
+                    .map(|r| Reply::from(r.to_string()))
+                    .collect(),
+            ),
+        ),
     ])
 }
 

@@ -364,8 +364,8 @@ async fn exchange(
 /// Moves `key` from its slot's source to its target if its slot is migrating and the key is
 /// still on the source. Returns the bytes moved, or `None` when there was nothing to move.
 async fn move_key(state: &ProxyState, key: &Bytes) -> Result<Option<u64>, String> {
-    let slot = Slot::for_key(key);
     let table = state.router.load();
+    let slot = table.slot_of(key);
     let SlotState::Migrating { from, to } = table.topology().slot_state(slot) else {
         return Ok(None);
     };
@@ -891,7 +891,7 @@ impl Controller {
                 let mine: Vec<Bytes> = keys
                     .into_iter()
                     .filter(|k| {
-                        table.topology().slot_state(Slot::for_key(k))
+                        table.topology().slot_state(table.slot_of(k))
                             == SlotState::Migrating { from, to }
                     })
                     .collect();

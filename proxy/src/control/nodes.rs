@@ -461,6 +461,7 @@ mod tests {
             slots: vec![SlotState::Owned(ShardId(0)); redshard_config::SLOT_COUNT]
                 .into_boxed_slice(),
             queued: Vec::new(),
+            rules: redshard_config::KeyRules::default(),
         };
         t.apply(&s1).unwrap()
     }

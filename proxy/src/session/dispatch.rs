@@ -7,7 +7,6 @@
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use redshard_config::Slot;
 
 use super::merge::MergePlan;
 use super::{local, pubsub, scan, split, txn, Ctx};
@@ -227,8 +226,8 @@ fn keyed(
             mirror: plan(table, shard, spec, &args),
         };
     };
-    let slot = Slot::for_key(args.get(first));
-    if rest.iter().any(|&k| Slot::for_key(args.get(k)) != slot) {
+    let slot = table.slot_of(args.get(first));
+    if rest.iter().any(|&k| table.slot_of(args.get(k)) != slot) {
         return Action::error(ctx, ClientError::CrossSlot);
     }
     if !spec.extra_keys_in_slot(&args, slot) {
@@ -351,7 +350,7 @@ fn migration_check(
     let moving: Vec<Bytes> = keys
         .iter()
         .map(|&k| args.get(k))
-        .filter(|k| table.is_migrating(Slot::for_key(k)))
+        .filter(|k| table.is_migrating(table.slot_of(k)))
         .map(Bytes::copy_from_slice)
         .collect();
     (!moving.is_empty()).then_some(Action::Migrate(moving))
@@ -392,7 +391,7 @@ fn gate_check(
             let _ = spec.key_indices(&args, &mut keys);
             let mut shards: Vec<usize> = keys
                 .iter()
-                .map(|&k| table.shard_of(Slot::for_key(args.get(k))))
+                .map(|&k| table.shard_of(table.slot_of(args.get(k))))
                 .collect();
             if matches!(spec.id, CommandId::Exec | CommandId::Unwatch) {
                 let slot = ctx

@@ -154,6 +154,11 @@ fn write_section(ctx: &Ctx, table: &RoutingTable, section: &str, text: &mut Stri
                     shard.master.lane_count()
                 );
             }
+            let rules = table.topology().rules.rules();
+            let _ = write!(text, "routing_rules:{}\r\n", rules.len());
+            for (i, rule) in rules.iter().enumerate() {
+                let _ = write!(text, "rule{i}:{rule}\r\n");
+            }
             Ok(())
         }
         _ => Ok(()),

@@ -7,7 +7,6 @@
 //! forwarded unchanged.
 
 use bytes::BytesMut;
-use redshard_config::Slot;
 use smallvec::SmallVec;
 
 use super::dispatch::Action;
@@ -53,7 +52,7 @@ pub(super) fn split(
         0
     });
     for &key in &ctx.keys {
-        let slot = Slot::for_key(args.get(key));
+        let slot = table.slot_of(args.get(key));
         let shard = table.shard_of(slot);
         let lane = usize::from(slot.get()) % table.shards()[shard].master.lane_count();
         let index = match groups

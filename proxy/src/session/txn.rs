@@ -51,11 +51,16 @@ impl Transaction {
 }
 
 /// The one slot of a request's keys: `Ok(None)` without keys, `Err` with the error to reply.
-fn slot_of(ctx: &mut Ctx, spec: &CommandSpec, args: Args<'_>) -> Result<Option<Slot>, ClientError> {
+fn slot_of(
+    ctx: &mut Ctx,
+    table: &RoutingTable,
+    spec: &CommandSpec,
+    args: Args<'_>,
+) -> Result<Option<Slot>, ClientError> {
     spec.key_indices(&args, &mut ctx.keys)?;
     let mut slot = None;
     for &k in &ctx.keys {
-        let s = Slot::for_key(args.arg(k));
+        let s = table.slot_of(args.arg(k));
         match slot {
             None => slot = Some(s),
             Some(first) if first != s => return Err(ClientError::CrossSlot),
@@ -90,7 +95,7 @@ pub(super) fn outside_multi(
         CommandId::Exec => Action::error(ctx, ClientError::ExecWithoutMulti),
         CommandId::Discard => Action::error(ctx, ClientError::DiscardWithoutMulti),
         CommandId::Watch => {
-            let slot = match slot_of(ctx, spec, args) {
+            let slot = match slot_of(ctx, table, spec, args) {
                 Ok(Some(slot)) => slot,
                 Ok(None) => {
                     return Some(Action::error(
@@ -132,7 +137,7 @@ pub(super) fn outside_multi(
         _ if spec.flags.contains(Flags::BLOCKING)
             || super::dispatch::is_blocking_read(spec, args) =>
         {
-            let slot = match slot_of(ctx, spec, args) {
+            let slot = match slot_of(ctx, table, spec, args) {
                 Ok(slot) => slot.unwrap_or(Slot::for_key(b"")),
                 Err(e) => return Some(Action::error(ctx, e)),
             };
@@ -186,12 +191,23 @@ pub(super) fn inside_multi(
             Local::of(spec.id),
             Some(Local::Ping | Local::Echo | Local::NotACluster)
         ),
+        // A PUBLISH runs on the node of its channel's slot, where the proxy subscribes for
+        // its clients: inside a transaction that slot must be the transaction's (Celery's
+        // result backend stores a result and announces it in one MULTI, key and channel of
+        // one name).
+        Route::PubSub => matches!(spec.id, CommandId::Publish | CommandId::Spublish),
         _ => false,
     };
     if !queueable {
         return refuse(ctx, ClientError::UnsupportedInMulti { command: spec.name });
     }
-    let slot = match slot_of(ctx, spec, args) {
+    let slot = if spec.route == Route::PubSub {
+        // Arity is checked before: the channel is there.
+        Ok(Some(Slot::for_key(args.get(1))))
+    } else {
+        slot_of(ctx, table, spec, args)
+    };
+    let slot = match slot {
         Ok(slot) => slot,
         Err(e) => {
             abort_with(ctx);

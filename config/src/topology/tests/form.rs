@@ -214,3 +214,35 @@ proptest! {
         prop_assert_eq!(back, t);
     }
 }
+
+#[test]
+fn rules_are_persisted_carried_through_changes_and_checked_when_read() {
+    let mut t = base();
+    t.rules = crate::rules::KeyRules::new(vec![crate::rules::KeyRule {
+        prefix: "rq:".into(),
+        tag: Some("rq".into()),
+        separator: None,
+        own_tag: crate::rules::OwnTag::Ignored,
+    }]);
+    let t = apply(
+        &t,
+        TopologyChange::AddShard {
+            name: "s4".into(),
+            master: addr("[::1]:7000"),
+        },
+    );
+    assert_eq!(t.rules.rules().len(), 1, "a change keeps the rules");
+    assert_eq!(t.slot_of(b"rq:job:{x}"), crate::Slot::for_key(b"{rq}"));
+    let text = toml::to_string(&t).unwrap();
+    assert!(
+        text.contains("[[rule]]\nprefix = \"rq:\"\ntag = \"rq\"\nown_tag = \"ignored\""),
+        "{text}"
+    );
+    let back: Topology = toml::from_str(&text).unwrap();
+    assert_eq!(back, t);
+    // Without rules nothing is written, and a hand-edited file with a bad rule is refused.
+    assert!(!toml::to_string(&base()).unwrap().contains("rule"));
+    let bad = text.replace("prefix = \"rq:\"", "prefix = \"\"");
+    let err = toml::from_str::<Topology>(&bad).unwrap_err().to_string();
+    assert!(err.contains("rule 1") && err.contains("prefix"), "{err}");
+}
