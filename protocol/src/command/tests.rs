@@ -600,3 +600,142 @@ fn local_commands_are_the_ones_local_of_knows() {
         assert_eq!(Local::of(find(name).id), None, "{name} is local and listed");
     }
 }
+
+/// The name lists `route.rs` held before routes and `@dangerous` were declared by
+/// [`CommandId`], frozen here: the typed declarations must give every command exactly what
+/// these lists gave it.
+mod by_name {
+    use super::super::{Merge, Split};
+
+    pub const SPLIT: &[(&str, Split)] = &[
+        ("mget", Split::Mget),
+        ("mset", Split::Mset),
+        ("del", Split::SumIntegers),
+        ("unlink", Split::SumIntegers),
+        ("exists", Split::SumIntegers),
+        ("touch", Split::SumIntegers),
+    ];
+
+    pub const FAN_OUT: &[(&str, Merge)] = &[
+        ("dbsize", Merge::SumIntegers),
+        ("randomkey", Merge::AnyNonNull),
+        ("keys", Merge::ConcatArrays),
+        ("script|load", Merge::First),
+        ("script|flush", Merge::AllOk),
+        ("script|exists", Merge::AndArrays),
+        ("function|load", Merge::First),
+        ("function|delete", Merge::AllOk),
+        ("function|flush", Merge::AllOk),
+        ("function|restore", Merge::AllOk),
+    ];
+
+    pub const FLUSH: &str = "flushall flushdb";
+
+    pub const FORBIDDEN: &str = "shutdown debug config|set config|rewrite config|resetstat
+        replicaof slaveof failover sync psync replconf save bgsave bgrewriteaof migrate monitor
+        swapdb move restore-asking cluster cluster|addslots cluster|addslotsrange
+        cluster|bumpepoch cluster|count-failure-reports cluster|countkeysinslot cluster|delslots
+        cluster|delslotsrange cluster|failover cluster|flushslots cluster|forget
+        cluster|getkeysinslot cluster|help cluster|info cluster|keyslot cluster|links
+        cluster|meet cluster|myid cluster|nodes cluster|replicas cluster|replicate cluster|reset
+        cluster|saveconfig cluster|set-config-epoch cluster|setslot cluster|shards
+        cluster|slaves cluster|slots acl acl|cat acl|deluser acl|dryrun acl|genpass acl|getuser
+        acl|help acl|list acl|load acl|log acl|save acl|setuser acl|users acl|whoami module
+        module|help module|list module|load module|loadex module|unload client|kill
+        client|pause client|unpause client|reply client|tracking client|caching client|getredir
+        client|trackinginfo client|unblock latency|reset script|kill script|debug function|kill
+        pfselftest pfdebug client config function latency memory object pubsub script slowlog
+        xgroup xinfo";
+
+    pub const DEDICATED: &str = "multi exec discard watch unwatch blpop brpop brpoplpush blmove
+        blmpop bzpopmin bzpopmax bzmpop";
+
+    pub const PUBSUB: &str = "subscribe psubscribe ssubscribe unsubscribe punsubscribe
+        sunsubscribe publish spublish pubsub|channels pubsub|help pubsub|numpat pubsub|numsub
+        pubsub|shardchannels pubsub|shardnumsub";
+
+    pub const DANGEROUS: &str = "acl|deluser acl|dryrun acl|getuser acl|list acl|load acl|log
+        acl|save acl|setuser acl|users bgrewriteaof bgsave client|kill client|list
+        client|no-evict client|pause client|unblock client|unpause cluster|addslots
+        cluster|addslotsrange cluster|bumpepoch cluster|count-failure-reports cluster|delslots
+        cluster|delslotsrange cluster|failover cluster|flushslots cluster|forget cluster|meet
+        cluster|replicas cluster|replicate cluster|reset cluster|saveconfig
+        cluster|set-config-epoch cluster|setslot cluster|slaves config|get config|resetstat
+        config|rewrite config|set debug failover flushall flushdb info keys lastsave
+        latency|doctor latency|graph latency|histogram latency|history latency|latest
+        latency|reset migrate module|list module|load module|loadex module|unload monitor pfdebug
+        pfselftest psync replconf replicaof restore restore-asking role save shutdown slaveof
+        slowlog|get slowlog|len slowlog|reset sort sort_ro swapdb sync";
+
+    fn listed(list: &str, name: &str) -> bool {
+        list.split_whitespace().any(|n| n == name)
+    }
+
+    /// Every name of the lists above.
+    pub fn names() -> impl Iterator<Item = &'static str> {
+        [FLUSH, FORBIDDEN, DEDICATED, PUBSUB, DANGEROUS]
+            .into_iter()
+            .flat_map(str::split_whitespace)
+            .chain(SPLIT.iter().map(|(n, _)| *n))
+            .chain(FAN_OUT.iter().map(|(n, _)| *n))
+    }
+
+    /// The route the lists gave `name` (a local command is `local`: `Local::of` was already
+    /// typed), in the order the old `route_of` tried them.
+    pub fn route(name: &str, local: bool) -> super::Route {
+        use super::Route;
+        if name == "scan" {
+            return Route::Scan;
+        }
+        if local {
+            return Route::Local;
+        }
+        if listed(PUBSUB, name) {
+            return Route::PubSub;
+        }
+        if let Some((_, split)) = SPLIT.iter().find(|(n, _)| *n == name) {
+            return Route::Split(*split);
+        }
+        if let Some((_, merge)) = FAN_OUT.iter().find(|(n, _)| *n == name) {
+            return Route::FanOut(*merge);
+        }
+        if listed(FLUSH, name) {
+            Route::Flush
+        } else if listed(FORBIDDEN, name) {
+            Route::Forbidden
+        } else if listed(DEDICATED, name) {
+            Route::Dedicated
+        } else {
+            Route::Keyed
+        }
+    }
+
+    /// Whether the list gave `name` Redis's `@dangerous` category.
+    pub fn dangerous(name: &str) -> bool {
+        listed(DANGEROUS, name)
+    }
+}
+
+#[test]
+fn routes_and_dangerous_are_what_the_name_lists_gave() {
+    for name in by_name::names() {
+        let _ = every_spec()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("{name} not in the table"));
+    }
+    for spec in every_spec() {
+        let local = Local::of(spec.id).is_some();
+        assert_eq!(
+            spec.route,
+            by_name::route(spec.name, local),
+            "route of {}",
+            spec.name
+        );
+        assert_eq!(
+            spec.is_dangerous(),
+            by_name::dangerous(spec.name),
+            "@dangerous of {}",
+            spec.name
+        );
+    }
+}
