@@ -275,7 +275,7 @@ def emit_entry(out, cmd, docs):
         out.append("        subcommands: &%s," % sub_static_name(name))
     else:
         out.append("        subcommands: &[],")
-    out.append("        route: route_of(CommandId::%s, %s)," % (variant_name(name), rust_str(name)))
+    out.append("        route: route_of(CommandId::%s)," % variant_name(name))
     out.append("        getkeys: getkeys_of(%s)," % rust_str(name))
     out.append("    },")
 

@@ -19,7 +19,7 @@ pub(super) static CLIENT_EXTRAS: [CommandSpec; 2] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClientSetinfo, "client|setinfo"),
+        route: route_of(CommandId::ClientSetinfo),
         getkeys: getkeys_of("client|setinfo"),
     },
     CommandSpec {
@@ -32,7 +32,7 @@ pub(super) static CLIENT_EXTRAS: [CommandSpec; 2] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClientNoTouch, "client|no-touch"),
+        route: route_of(CommandId::ClientNoTouch),
         getkeys: getkeys_of("client|no-touch"),
     },
 ];

@@ -773,7 +773,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &SUB_ACL,
-        route: route_of(CommandId::Acl, "acl"),
+        route: route_of(CommandId::Acl),
         getkeys: getkeys_of("acl"),
     },
     // APPEND: Append a value to a key (since 2.0.0, group string)
@@ -795,7 +795,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Append, "append"),
+        route: route_of(CommandId::Append),
         getkeys: getkeys_of("append"),
     },
     // ASKING: Sent by cluster clients after an -ASK redirect (since 3.0.0, group cluster)
@@ -809,7 +809,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Asking, "asking"),
+        route: route_of(CommandId::Asking),
         getkeys: getkeys_of("asking"),
     },
     // AUTH: Authenticate to the server (since 1.0.0, group connection)
@@ -828,7 +828,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Auth, "auth"),
+        route: route_of(CommandId::Auth),
         getkeys: getkeys_of("auth"),
     },
     // BGREWRITEAOF: Asynchronously rewrite the append-only file (since 1.0.0, group server)
@@ -844,7 +844,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Bgrewriteaof, "bgrewriteaof"),
+        route: route_of(CommandId::Bgrewriteaof),
         getkeys: getkeys_of("bgrewriteaof"),
     },
     // BGSAVE: Asynchronously save the dataset to disk (since 1.0.0, group server)
@@ -860,7 +860,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Bgsave, "bgsave"),
+        route: route_of(CommandId::Bgsave),
         getkeys: getkeys_of("bgsave"),
     },
     // BITCOUNT: Count set bits in a string (since 2.6.0, group bitmap)
@@ -882,7 +882,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Bitcount, "bitcount"),
+        route: route_of(CommandId::Bitcount),
         getkeys: getkeys_of("bitcount"),
     },
     // BITFIELD: Perform arbitrary bitfield integer operations on strings (since 3.2.0, group
@@ -911,7 +911,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Bitfield, "bitfield"),
+        route: route_of(CommandId::Bitfield),
         getkeys: getkeys_of("bitfield"),
     },
     // BITFIELD_RO: Perform arbitrary bitfield integer operations on strings. Read-only variant
@@ -934,7 +934,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::BitfieldRo, "bitfield_ro"),
+        route: route_of(CommandId::BitfieldRo),
         getkeys: getkeys_of("bitfield_ro"),
     },
     // BITOP: Perform bitwise operations between strings (since 2.6.0, group bitmap)
@@ -967,7 +967,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Bitop, "bitop"),
+        route: route_of(CommandId::Bitop),
         getkeys: getkeys_of("bitop"),
     },
     // BITPOS: Find first bit set or clear in a string (since 2.8.7, group bitmap)
@@ -989,7 +989,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Bitpos, "bitpos"),
+        route: route_of(CommandId::Bitpos),
         getkeys: getkeys_of("bitpos"),
     },
     // BLMOVE: Pop an element from a list, push it to another list and return it; or block until
@@ -1028,7 +1028,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Blmove, "blmove"),
+        route: route_of(CommandId::Blmove),
         getkeys: getkeys_of("blmove"),
     },
     // BLMPOP: Pop elements from a list, or block until one is available (since 7.0.0, group
@@ -1055,7 +1055,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Blmpop, "blmpop"),
+        route: route_of(CommandId::Blmpop),
         getkeys: getkeys_of("blmpop"),
     },
     // BLPOP: Remove and get the first element in a list, or block until one is available (since
@@ -1080,7 +1080,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Blpop, "blpop"),
+        route: route_of(CommandId::Blpop),
         getkeys: getkeys_of("blpop"),
     },
     // BRPOP: Remove and get the last element in a list, or block until one is available (since
@@ -1105,7 +1105,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Brpop, "brpop"),
+        route: route_of(CommandId::Brpop),
         getkeys: getkeys_of("brpop"),
     },
     // BRPOPLPUSH: Pop an element from a list, push it to another list and return it; or block
@@ -1144,7 +1144,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Brpoplpush, "brpoplpush"),
+        route: route_of(CommandId::Brpoplpush),
         getkeys: getkeys_of("brpoplpush"),
     },
     // BZMPOP: Remove and return members with scores in a sorted set or block until one is
@@ -1171,7 +1171,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Bzmpop, "bzmpop"),
+        route: route_of(CommandId::Bzmpop),
         getkeys: getkeys_of("bzmpop"),
     },
     // BZPOPMAX: Remove and return the member with the highest score from one or more sorted
@@ -1199,7 +1199,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Bzpopmax, "bzpopmax"),
+        route: route_of(CommandId::Bzpopmax),
         getkeys: getkeys_of("bzpopmax"),
     },
     // BZPOPMIN: Remove and return the member with the lowest score from one or more sorted
@@ -1227,7 +1227,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Bzpopmin, "bzpopmin"),
+        route: route_of(CommandId::Bzpopmin),
         getkeys: getkeys_of("bzpopmin"),
     },
     // CLIENT: A container for client connection commands (since 2.4.0, group connection)
@@ -1241,7 +1241,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &SUB_CLIENT,
-        route: route_of(CommandId::Client, "client"),
+        route: route_of(CommandId::Client),
         getkeys: getkeys_of("client"),
     },
     // CLUSTER: A container for cluster commands (since 3.0.0, group cluster)
@@ -1255,7 +1255,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &SUB_CLUSTER,
-        route: route_of(CommandId::Cluster, "cluster"),
+        route: route_of(CommandId::Cluster),
         getkeys: getkeys_of("cluster"),
     },
     // COMMAND: Get array of Redis command details (since 2.8.13, group server)
@@ -1269,7 +1269,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &SUB_COMMAND,
-        route: route_of(CommandId::Command, "command"),
+        route: route_of(CommandId::Command),
         getkeys: getkeys_of("command"),
     },
     // CONFIG: A container for server configuration commands (since 2.0.0, group server)
@@ -1283,7 +1283,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &SUB_CONFIG,
-        route: route_of(CommandId::Config, "config"),
+        route: route_of(CommandId::Config),
         getkeys: getkeys_of("config"),
     },
     // COPY: Copy a key (since 6.2.0, group generic)
@@ -1316,7 +1316,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Copy, "copy"),
+        route: route_of(CommandId::Copy),
         getkeys: getkeys_of("copy"),
     },
     // DBSIZE: Return the number of keys in the selected database (since 1.0.0, group server)
@@ -1330,7 +1330,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Dbsize, "dbsize"),
+        route: route_of(CommandId::Dbsize),
         getkeys: getkeys_of("dbsize"),
     },
     // DEBUG: A container for debugging commands (since 1.0.0, group server)
@@ -1347,7 +1347,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Debug, "debug"),
+        route: route_of(CommandId::Debug),
         getkeys: getkeys_of("debug"),
     },
     // DECR: Decrement the integer value of a key by one (since 1.0.0, group string)
@@ -1371,7 +1371,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Decr, "decr"),
+        route: route_of(CommandId::Decr),
         getkeys: getkeys_of("decr"),
     },
     // DECRBY: Decrement the integer value of a key by the given number (since 1.0.0, group
@@ -1396,7 +1396,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Decrby, "decrby"),
+        route: route_of(CommandId::Decrby),
         getkeys: getkeys_of("decrby"),
     },
     // DEL: Delete a key (since 1.0.0, group generic)
@@ -1418,7 +1418,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Del, "del"),
+        route: route_of(CommandId::Del),
         getkeys: getkeys_of("del"),
     },
     // DISCARD: Discard all commands issued after MULTI (since 2.0.0, group transactions)
@@ -1436,7 +1436,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Discard, "discard"),
+        route: route_of(CommandId::Discard),
         getkeys: getkeys_of("discard"),
     },
     // DUMP: Return a serialized version of the value stored at the specified key. (since 2.6.0,
@@ -1459,7 +1459,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Dump, "dump"),
+        route: route_of(CommandId::Dump),
         getkeys: getkeys_of("dump"),
     },
     // ECHO: Echo the given string (since 1.0.0, group connection)
@@ -1473,7 +1473,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Echo, "echo"),
+        route: route_of(CommandId::Echo),
         getkeys: getkeys_of("echo"),
     },
     // EVAL: Execute a Lua script server side (since 2.6.0, group scripting)
@@ -1506,7 +1506,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Eval, "eval"),
+        route: route_of(CommandId::Eval),
         getkeys: getkeys_of("eval"),
     },
     // EVAL_RO: Execute a read-only Lua script server side (since 7.0.0, group scripting)
@@ -1537,7 +1537,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::EvalRo, "eval_ro"),
+        route: route_of(CommandId::EvalRo),
         getkeys: getkeys_of("eval_ro"),
     },
     // EVALSHA: Execute a Lua script server side (since 2.6.0, group scripting)
@@ -1566,7 +1566,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Evalsha, "evalsha"),
+        route: route_of(CommandId::Evalsha),
         getkeys: getkeys_of("evalsha"),
     },
     // EVALSHA_RO: Execute a read-only Lua script server side (since 7.0.0, group scripting)
@@ -1593,7 +1593,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::EvalshaRo, "evalsha_ro"),
+        route: route_of(CommandId::EvalshaRo),
         getkeys: getkeys_of("evalsha_ro"),
     },
     // EXEC: Execute all commands issued after MULTI (since 1.2.0, group transactions)
@@ -1610,7 +1610,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Exec, "exec"),
+        route: route_of(CommandId::Exec),
         getkeys: getkeys_of("exec"),
     },
     // EXISTS: Determine if a key exists (since 1.0.0, group generic)
@@ -1632,7 +1632,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Exists, "exists"),
+        route: route_of(CommandId::Exists),
         getkeys: getkeys_of("exists"),
     },
     // EXPIRE: Set a key's time to live in seconds (since 1.0.0, group generic)
@@ -1654,7 +1654,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Expire, "expire"),
+        route: route_of(CommandId::Expire),
         getkeys: getkeys_of("expire"),
     },
     // EXPIREAT: Set the expiration for a key as a UNIX timestamp (since 1.2.0, group generic)
@@ -1676,7 +1676,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Expireat, "expireat"),
+        route: route_of(CommandId::Expireat),
         getkeys: getkeys_of("expireat"),
     },
     // EXPIRETIME: Get the expiration Unix timestamp for a key (since 7.0.0, group generic)
@@ -1698,7 +1698,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Expiretime, "expiretime"),
+        route: route_of(CommandId::Expiretime),
         getkeys: getkeys_of("expiretime"),
     },
     // FAILOVER: Start a coordinated failover between this server and one of its replicas.
@@ -1713,7 +1713,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Failover, "failover"),
+        route: route_of(CommandId::Failover),
         getkeys: getkeys_of("failover"),
     },
     // FCALL: Invoke a function (since 7.0.0, group scripting)
@@ -1746,7 +1746,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Fcall, "fcall"),
+        route: route_of(CommandId::Fcall),
         getkeys: getkeys_of("fcall"),
     },
     // FCALL_RO: Invoke a read-only function (since 7.0.0, group scripting)
@@ -1777,7 +1777,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::FcallRo, "fcall_ro"),
+        route: route_of(CommandId::FcallRo),
         getkeys: getkeys_of("fcall_ro"),
     },
     // FLUSHALL: Remove all keys from all databases (since 1.0.0, group server)
@@ -1791,7 +1791,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Flushall, "flushall"),
+        route: route_of(CommandId::Flushall),
         getkeys: getkeys_of("flushall"),
     },
     // FLUSHDB: Remove all keys from the current database (since 1.0.0, group server)
@@ -1805,7 +1805,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Flushdb, "flushdb"),
+        route: route_of(CommandId::Flushdb),
         getkeys: getkeys_of("flushdb"),
     },
     // FUNCTION: A container for function commands (since 7.0.0, group scripting)
@@ -1819,7 +1819,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &SUB_FUNCTION,
-        route: route_of(CommandId::Function, "function"),
+        route: route_of(CommandId::Function),
         getkeys: getkeys_of("function"),
     },
     // GEOADD: Add one or more geospatial items in the geospatial index represented using a
@@ -1842,7 +1842,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Geoadd, "geoadd"),
+        route: route_of(CommandId::Geoadd),
         getkeys: getkeys_of("geoadd"),
     },
     // GEODIST: Returns the distance between two members of a geospatial index (since 3.2.0,
@@ -1865,7 +1865,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Geodist, "geodist"),
+        route: route_of(CommandId::Geodist),
         getkeys: getkeys_of("geodist"),
     },
     // GEOHASH: Returns members of a geospatial index as standard geohash strings (since 3.2.0,
@@ -1888,7 +1888,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Geohash, "geohash"),
+        route: route_of(CommandId::Geohash),
         getkeys: getkeys_of("geohash"),
     },
     // GEOPOS: Returns longitude and latitude of members of a geospatial index (since 3.2.0,
@@ -1911,7 +1911,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Geopos, "geopos"),
+        route: route_of(CommandId::Geopos),
         getkeys: getkeys_of("geopos"),
     },
     // GEORADIUS: Query a sorted set representing a geospatial index to fetch members matching a
@@ -1960,7 +1960,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Georadius, "georadius"),
+        route: route_of(CommandId::Georadius),
         getkeys: getkeys_of("georadius"),
     },
     // GEORADIUS_RO: A read-only variant for GEORADIUS (since 3.2.10, group geo)
@@ -1982,7 +1982,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::GeoradiusRo, "georadius_ro"),
+        route: route_of(CommandId::GeoradiusRo),
         getkeys: getkeys_of("georadius_ro"),
     },
     // GEORADIUSBYMEMBER: Query a sorted set representing a geospatial index to fetch members
@@ -2031,7 +2031,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Georadiusbymember, "georadiusbymember"),
+        route: route_of(CommandId::Georadiusbymember),
         getkeys: getkeys_of("georadiusbymember"),
     },
     // GEORADIUSBYMEMBER_RO: A read-only variant for GEORADIUSBYMEMBER (since 3.2.10, group geo)
@@ -2053,7 +2053,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::GeoradiusbymemberRo, "georadiusbymember_ro"),
+        route: route_of(CommandId::GeoradiusbymemberRo),
         getkeys: getkeys_of("georadiusbymember_ro"),
     },
     // GEOSEARCH: Query a sorted set representing a geospatial index to fetch members inside an
@@ -2076,7 +2076,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Geosearch, "geosearch"),
+        route: route_of(CommandId::Geosearch),
         getkeys: getkeys_of("geosearch"),
     },
     // GEOSEARCHSTORE: Query a sorted set representing a geospatial index to fetch members
@@ -2111,7 +2111,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Geosearchstore, "geosearchstore"),
+        route: route_of(CommandId::Geosearchstore),
         getkeys: getkeys_of("geosearchstore"),
     },
     // GET: Get the value of a key (since 1.0.0, group string)
@@ -2133,7 +2133,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Get, "get"),
+        route: route_of(CommandId::Get),
         getkeys: getkeys_of("get"),
     },
     // GETBIT: Returns the bit value at offset in the string value stored at key (since 2.2.0,
@@ -2156,7 +2156,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Getbit, "getbit"),
+        route: route_of(CommandId::Getbit),
         getkeys: getkeys_of("getbit"),
     },
     // GETDEL: Get the value of a key and delete the key (since 6.2.0, group string)
@@ -2180,7 +2180,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Getdel, "getdel"),
+        route: route_of(CommandId::Getdel),
         getkeys: getkeys_of("getdel"),
     },
     // GETEX: Get the value of a key and optionally set its expiration (since 6.2.0, group
@@ -2208,7 +2208,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Getex, "getex"),
+        route: route_of(CommandId::Getex),
         getkeys: getkeys_of("getex"),
     },
     // GETRANGE: Get a substring of the string stored at a key (since 2.4.0, group string)
@@ -2230,7 +2230,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Getrange, "getrange"),
+        route: route_of(CommandId::Getrange),
         getkeys: getkeys_of("getrange"),
     },
     // GETSET: Set the string value of a key and return its old value (since 1.0.0, group
@@ -2255,7 +2255,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Getset, "getset"),
+        route: route_of(CommandId::Getset),
         getkeys: getkeys_of("getset"),
     },
     // HDEL: Delete one or more hash fields (since 2.0.0, group hash)
@@ -2277,7 +2277,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Hdel, "hdel"),
+        route: route_of(CommandId::Hdel),
         getkeys: getkeys_of("hdel"),
     },
     // HELLO: Handshake with Redis (since 6.0.0, group connection)
@@ -2296,7 +2296,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Hello, "hello"),
+        route: route_of(CommandId::Hello),
         getkeys: getkeys_of("hello"),
     },
     // HEXISTS: Determine if a hash field exists (since 2.0.0, group hash)
@@ -2318,7 +2318,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Hexists, "hexists"),
+        route: route_of(CommandId::Hexists),
         getkeys: getkeys_of("hexists"),
     },
     // HGET: Get the value of a hash field (since 2.0.0, group hash)
@@ -2340,7 +2340,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Hget, "hget"),
+        route: route_of(CommandId::Hget),
         getkeys: getkeys_of("hget"),
     },
     // HGETALL: Get all the fields and values in a hash (since 2.0.0, group hash)
@@ -2362,7 +2362,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Hgetall, "hgetall"),
+        route: route_of(CommandId::Hgetall),
         getkeys: getkeys_of("hgetall"),
     },
     // HINCRBY: Increment the integer value of a hash field by the given number (since 2.0.0,
@@ -2387,7 +2387,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Hincrby, "hincrby"),
+        route: route_of(CommandId::Hincrby),
         getkeys: getkeys_of("hincrby"),
     },
     // HINCRBYFLOAT: Increment the float value of a hash field by the given amount (since 2.6.0,
@@ -2412,7 +2412,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Hincrbyfloat, "hincrbyfloat"),
+        route: route_of(CommandId::Hincrbyfloat),
         getkeys: getkeys_of("hincrbyfloat"),
     },
     // HKEYS: Get all the fields in a hash (since 2.0.0, group hash)
@@ -2434,7 +2434,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Hkeys, "hkeys"),
+        route: route_of(CommandId::Hkeys),
         getkeys: getkeys_of("hkeys"),
     },
     // HLEN: Get the number of fields in a hash (since 2.0.0, group hash)
@@ -2456,7 +2456,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Hlen, "hlen"),
+        route: route_of(CommandId::Hlen),
         getkeys: getkeys_of("hlen"),
     },
     // HMGET: Get the values of all the given hash fields (since 2.0.0, group hash)
@@ -2478,7 +2478,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Hmget, "hmget"),
+        route: route_of(CommandId::Hmget),
         getkeys: getkeys_of("hmget"),
     },
     // HMSET: Set multiple hash fields to multiple values (since 2.0.0, group hash)
@@ -2500,7 +2500,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Hmset, "hmset"),
+        route: route_of(CommandId::Hmset),
         getkeys: getkeys_of("hmset"),
     },
     // HRANDFIELD: Get one or multiple random fields from a hash (since 6.2.0, group hash)
@@ -2522,7 +2522,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Hrandfield, "hrandfield"),
+        route: route_of(CommandId::Hrandfield),
         getkeys: getkeys_of("hrandfield"),
     },
     // HSCAN: Incrementally iterate hash fields and associated values (since 2.8.0, group hash)
@@ -2544,7 +2544,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Hscan, "hscan"),
+        route: route_of(CommandId::Hscan),
         getkeys: getkeys_of("hscan"),
     },
     // HSET: Set the string value of a hash field (since 2.0.0, group hash)
@@ -2566,7 +2566,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Hset, "hset"),
+        route: route_of(CommandId::Hset),
         getkeys: getkeys_of("hset"),
     },
     // HSETNX: Set the value of a hash field, only if the field does not exist (since 2.0.0,
@@ -2589,7 +2589,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Hsetnx, "hsetnx"),
+        route: route_of(CommandId::Hsetnx),
         getkeys: getkeys_of("hsetnx"),
     },
     // HSTRLEN: Get the length of the value of a hash field (since 3.2.0, group hash)
@@ -2611,7 +2611,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Hstrlen, "hstrlen"),
+        route: route_of(CommandId::Hstrlen),
         getkeys: getkeys_of("hstrlen"),
     },
     // HVALS: Get all the values in a hash (since 2.0.0, group hash)
@@ -2633,7 +2633,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Hvals, "hvals"),
+        route: route_of(CommandId::Hvals),
         getkeys: getkeys_of("hvals"),
     },
     // INCR: Increment the integer value of a key by one (since 1.0.0, group string)
@@ -2657,7 +2657,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Incr, "incr"),
+        route: route_of(CommandId::Incr),
         getkeys: getkeys_of("incr"),
     },
     // INCRBY: Increment the integer value of a key by the given amount (since 1.0.0, group
@@ -2682,7 +2682,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Incrby, "incrby"),
+        route: route_of(CommandId::Incrby),
         getkeys: getkeys_of("incrby"),
     },
     // INCRBYFLOAT: Increment the float value of a key by the given amount (since 2.6.0, group
@@ -2707,7 +2707,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Incrbyfloat, "incrbyfloat"),
+        route: route_of(CommandId::Incrbyfloat),
         getkeys: getkeys_of("incrbyfloat"),
     },
     // INFO: Get information and statistics about the server (since 1.0.0, group server)
@@ -2721,7 +2721,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Info, "info"),
+        route: route_of(CommandId::Info),
         getkeys: getkeys_of("info"),
     },
     // KEYS: Find all keys matching the given pattern (since 1.0.0, group generic)
@@ -2735,7 +2735,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Keys, "keys"),
+        route: route_of(CommandId::Keys),
         getkeys: getkeys_of("keys"),
     },
     // LASTSAVE: Get the UNIX time stamp of the last successful save to disk (since 1.0.0, group
@@ -2750,7 +2750,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Lastsave, "lastsave"),
+        route: route_of(CommandId::Lastsave),
         getkeys: getkeys_of("lastsave"),
     },
     // LATENCY: A container for latency diagnostics commands (since 2.8.13, group server)
@@ -2764,7 +2764,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &SUB_LATENCY,
-        route: route_of(CommandId::Latency, "latency"),
+        route: route_of(CommandId::Latency),
         getkeys: getkeys_of("latency"),
     },
     // LCS: Find longest common substring (since 7.0.0, group string)
@@ -2786,7 +2786,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Lcs, "lcs"),
+        route: route_of(CommandId::Lcs),
         getkeys: getkeys_of("lcs"),
     },
     // LINDEX: Get an element from a list by its index (since 1.0.0, group list)
@@ -2808,7 +2808,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Lindex, "lindex"),
+        route: route_of(CommandId::Lindex),
         getkeys: getkeys_of("lindex"),
     },
     // LINSERT: Insert an element before or after another element in a list (since 2.2.0, group
@@ -2831,7 +2831,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Linsert, "linsert"),
+        route: route_of(CommandId::Linsert),
         getkeys: getkeys_of("linsert"),
     },
     // LLEN: Get the length of a list (since 1.0.0, group list)
@@ -2853,7 +2853,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Llen, "llen"),
+        route: route_of(CommandId::Llen),
         getkeys: getkeys_of("llen"),
     },
     // LMOVE: Pop an element from a list, push it to another list and return it (since 6.2.0,
@@ -2889,7 +2889,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Lmove, "lmove"),
+        route: route_of(CommandId::Lmove),
         getkeys: getkeys_of("lmove"),
     },
     // LMPOP: Pop elements from a list (since 7.0.0, group list)
@@ -2913,7 +2913,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Lmpop, "lmpop"),
+        route: route_of(CommandId::Lmpop),
         getkeys: getkeys_of("lmpop"),
     },
     // LOLWUT: Display some computer art and the Redis version (since 5.0.0, group server)
@@ -2927,7 +2927,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Lolwut, "lolwut"),
+        route: route_of(CommandId::Lolwut),
         getkeys: getkeys_of("lolwut"),
     },
     // LPOP: Remove and get the first elements in a list (since 1.0.0, group list)
@@ -2951,7 +2951,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Lpop, "lpop"),
+        route: route_of(CommandId::Lpop),
         getkeys: getkeys_of("lpop"),
     },
     // LPOS: Return the index of matching elements on a list (since 6.0.6, group list)
@@ -2973,7 +2973,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Lpos, "lpos"),
+        route: route_of(CommandId::Lpos),
         getkeys: getkeys_of("lpos"),
     },
     // LPUSH: Prepend one or multiple elements to a list (since 1.0.0, group list)
@@ -2995,7 +2995,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Lpush, "lpush"),
+        route: route_of(CommandId::Lpush),
         getkeys: getkeys_of("lpush"),
     },
     // LPUSHX: Prepend an element to a list, only if the list exists (since 2.2.0, group list)
@@ -3017,7 +3017,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Lpushx, "lpushx"),
+        route: route_of(CommandId::Lpushx),
         getkeys: getkeys_of("lpushx"),
     },
     // LRANGE: Get a range of elements from a list (since 1.0.0, group list)
@@ -3039,7 +3039,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Lrange, "lrange"),
+        route: route_of(CommandId::Lrange),
         getkeys: getkeys_of("lrange"),
     },
     // LREM: Remove elements from a list (since 1.0.0, group list)
@@ -3061,7 +3061,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Lrem, "lrem"),
+        route: route_of(CommandId::Lrem),
         getkeys: getkeys_of("lrem"),
     },
     // LSET: Set the value of an element in a list by its index (since 1.0.0, group list)
@@ -3083,7 +3083,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Lset, "lset"),
+        route: route_of(CommandId::Lset),
         getkeys: getkeys_of("lset"),
     },
     // LTRIM: Trim a list to the specified range (since 1.0.0, group list)
@@ -3105,7 +3105,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Ltrim, "ltrim"),
+        route: route_of(CommandId::Ltrim),
         getkeys: getkeys_of("ltrim"),
     },
     // MEMORY: A container for memory diagnostics commands (since 4.0.0, group server)
@@ -3119,7 +3119,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &SUB_MEMORY,
-        route: route_of(CommandId::Memory, "memory"),
+        route: route_of(CommandId::Memory),
         getkeys: getkeys_of("memory"),
     },
     // MGET: Get the values of all the given keys (since 1.0.0, group string)
@@ -3141,7 +3141,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Mget, "mget"),
+        route: route_of(CommandId::Mget),
         getkeys: getkeys_of("mget"),
     },
     // MIGRATE: Atomically transfer a key from a Redis instance to another one. (since 2.6.0,
@@ -3183,7 +3183,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Migrate, "migrate"),
+        route: route_of(CommandId::Migrate),
         getkeys: getkeys_of("migrate"),
     },
     // MODULE: A container for module commands (since 4.0.0, group server)
@@ -3197,7 +3197,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &SUB_MODULE,
-        route: route_of(CommandId::Module, "module"),
+        route: route_of(CommandId::Module),
         getkeys: getkeys_of("module"),
     },
     // MONITOR: Listen for all requests received by the server in real time (since 1.0.0, group
@@ -3215,7 +3215,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Monitor, "monitor"),
+        route: route_of(CommandId::Monitor),
         getkeys: getkeys_of("monitor"),
     },
     // MOVE: Move a key to another database (since 1.0.0, group generic)
@@ -3239,7 +3239,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Move, "move"),
+        route: route_of(CommandId::Move),
         getkeys: getkeys_of("move"),
     },
     // MSET: Set multiple keys to multiple values (since 1.0.1, group string)
@@ -3261,7 +3261,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Mset, "mset"),
+        route: route_of(CommandId::Mset),
         getkeys: getkeys_of("mset"),
     },
     // MSETNX: Set multiple keys to multiple values, only if none of the keys exist (since
@@ -3284,7 +3284,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Msetnx, "msetnx"),
+        route: route_of(CommandId::Msetnx),
         getkeys: getkeys_of("msetnx"),
     },
     // MULTI: Mark the start of a transaction block (since 1.2.0, group transactions)
@@ -3302,7 +3302,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Multi, "multi"),
+        route: route_of(CommandId::Multi),
         getkeys: getkeys_of("multi"),
     },
     // OBJECT: A container for object introspection commands (since 2.2.3, group generic)
@@ -3316,7 +3316,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &SUB_OBJECT,
-        route: route_of(CommandId::Object, "object"),
+        route: route_of(CommandId::Object),
         getkeys: getkeys_of("object"),
     },
     // PERSIST: Remove the expiration from a key (since 2.2.0, group generic)
@@ -3338,7 +3338,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Persist, "persist"),
+        route: route_of(CommandId::Persist),
         getkeys: getkeys_of("persist"),
     },
     // PEXPIRE: Set a key's time to live in milliseconds (since 2.6.0, group generic)
@@ -3360,7 +3360,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Pexpire, "pexpire"),
+        route: route_of(CommandId::Pexpire),
         getkeys: getkeys_of("pexpire"),
     },
     // PEXPIREAT: Set the expiration for a key as a UNIX timestamp specified in milliseconds
@@ -3383,7 +3383,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Pexpireat, "pexpireat"),
+        route: route_of(CommandId::Pexpireat),
         getkeys: getkeys_of("pexpireat"),
     },
     // PEXPIRETIME: Get the expiration Unix timestamp for a key in milliseconds (since 7.0.0,
@@ -3406,7 +3406,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Pexpiretime, "pexpiretime"),
+        route: route_of(CommandId::Pexpiretime),
         getkeys: getkeys_of("pexpiretime"),
     },
     // PFADD: Adds the specified elements to the specified HyperLogLog. (since 2.8.9, group
@@ -3429,7 +3429,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Pfadd, "pfadd"),
+        route: route_of(CommandId::Pfadd),
         getkeys: getkeys_of("pfadd"),
     },
     // PFCOUNT: Return the approximated cardinality of the set(s) observed by the HyperLogLog at
@@ -3456,7 +3456,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Pfcount, "pfcount"),
+        route: route_of(CommandId::Pfcount),
         getkeys: getkeys_of("pfcount"),
     },
     // PFDEBUG: Internal commands for debugging HyperLogLog values (since 2.8.9, group
@@ -3479,7 +3479,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Pfdebug, "pfdebug"),
+        route: route_of(CommandId::Pfdebug),
         getkeys: getkeys_of("pfdebug"),
     },
     // PFMERGE: Merge N different HyperLogLogs into a single one. (since 2.8.9, group
@@ -3515,7 +3515,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Pfmerge, "pfmerge"),
+        route: route_of(CommandId::Pfmerge),
         getkeys: getkeys_of("pfmerge"),
     },
     // PFSELFTEST: An internal command for testing HyperLogLog values (since 2.8.9, group
@@ -3530,7 +3530,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Pfselftest, "pfselftest"),
+        route: route_of(CommandId::Pfselftest),
         getkeys: getkeys_of("pfselftest"),
     },
     // PING: Ping the server (since 1.0.0, group connection)
@@ -3544,7 +3544,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Ping, "ping"),
+        route: route_of(CommandId::Ping),
         getkeys: getkeys_of("ping"),
     },
     // PSETEX: Set the value and expiration in milliseconds of a key (since 2.6.0, group string)
@@ -3566,7 +3566,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Psetex, "psetex"),
+        route: route_of(CommandId::Psetex),
         getkeys: getkeys_of("psetex"),
     },
     // PSUBSCRIBE: Listen for messages published to channels matching the given patterns (since
@@ -3584,7 +3584,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Psubscribe, "psubscribe"),
+        route: route_of(CommandId::Psubscribe),
         getkeys: getkeys_of("psubscribe"),
     },
     // PSYNC: Internal command used for replication (since 2.8.0, group server)
@@ -3601,7 +3601,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Psync, "psync"),
+        route: route_of(CommandId::Psync),
         getkeys: getkeys_of("psync"),
     },
     // PTTL: Get the time to live for a key in milliseconds (since 2.6.0, group generic)
@@ -3623,7 +3623,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Pttl, "pttl"),
+        route: route_of(CommandId::Pttl),
         getkeys: getkeys_of("pttl"),
     },
     // PUBLISH: Post a message to a channel (since 2.0.0, group pubsub)
@@ -3641,7 +3641,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Publish, "publish"),
+        route: route_of(CommandId::Publish),
         getkeys: getkeys_of("publish"),
     },
     // PUBSUB: A container for Pub/Sub commands (since 2.8.0, group pubsub)
@@ -3655,7 +3655,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &SUB_PUBSUB,
-        route: route_of(CommandId::Pubsub, "pubsub"),
+        route: route_of(CommandId::Pubsub),
         getkeys: getkeys_of("pubsub"),
     },
     // PUNSUBSCRIBE: Stop listening for messages posted to channels matching the given patterns
@@ -3673,7 +3673,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Punsubscribe, "punsubscribe"),
+        route: route_of(CommandId::Punsubscribe),
         getkeys: getkeys_of("punsubscribe"),
     },
     // QUIT: Close the connection (since 1.0.0, group connection)
@@ -3692,7 +3692,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Quit, "quit"),
+        route: route_of(CommandId::Quit),
         getkeys: getkeys_of("quit"),
     },
     // RANDOMKEY: Return a random key from the keyspace (since 1.0.0, group generic)
@@ -3706,7 +3706,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Randomkey, "randomkey"),
+        route: route_of(CommandId::Randomkey),
         getkeys: getkeys_of("randomkey"),
     },
     // READONLY: Enables read queries for a connection to a cluster replica node (since 3.0.0,
@@ -3721,7 +3721,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Readonly, "readonly"),
+        route: route_of(CommandId::Readonly),
         getkeys: getkeys_of("readonly"),
     },
     // READWRITE: Disables read queries for a connection to a cluster replica node (since 3.0.0,
@@ -3736,7 +3736,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Readwrite, "readwrite"),
+        route: route_of(CommandId::Readwrite),
         getkeys: getkeys_of("readwrite"),
     },
     // RENAME: Rename a key (since 1.0.0, group generic)
@@ -3771,7 +3771,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Rename, "rename"),
+        route: route_of(CommandId::Rename),
         getkeys: getkeys_of("rename"),
     },
     // RENAMENX: Rename a key, only if the new key does not exist (since 1.0.0, group generic)
@@ -3806,7 +3806,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Renamenx, "renamenx"),
+        route: route_of(CommandId::Renamenx),
         getkeys: getkeys_of("renamenx"),
     },
     // REPLCONF: An internal command for configuring the replication stream (since 3.0.0, group
@@ -3825,7 +3825,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Replconf, "replconf"),
+        route: route_of(CommandId::Replconf),
         getkeys: getkeys_of("replconf"),
     },
     // REPLICAOF: Make the server a replica of another instance, or promote it as master. (since
@@ -3843,7 +3843,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Replicaof, "replicaof"),
+        route: route_of(CommandId::Replicaof),
         getkeys: getkeys_of("replicaof"),
     },
     // RESET: Reset the connection (since 6.2.0, group connection)
@@ -3862,7 +3862,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Reset, "reset"),
+        route: route_of(CommandId::Reset),
         getkeys: getkeys_of("reset"),
     },
     // RESTORE: Create a key using the provided serialized value, previously obtained using
@@ -3885,7 +3885,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Restore, "restore"),
+        route: route_of(CommandId::Restore),
         getkeys: getkeys_of("restore"),
     },
     // RESTORE-ASKING: An internal command for migrating keys in a cluster (since 3.0.0, group
@@ -3908,7 +3908,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::RestoreAsking, "restore-asking"),
+        route: route_of(CommandId::RestoreAsking),
         getkeys: getkeys_of("restore-asking"),
     },
     // ROLE: Return the role of the instance in the context of replication (since 2.8.12, group
@@ -3926,7 +3926,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Role, "role"),
+        route: route_of(CommandId::Role),
         getkeys: getkeys_of("role"),
     },
     // RPOP: Remove and get the last elements in a list (since 1.0.0, group list)
@@ -3950,7 +3950,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Rpop, "rpop"),
+        route: route_of(CommandId::Rpop),
         getkeys: getkeys_of("rpop"),
     },
     // RPOPLPUSH: Remove the last element in a list, prepend it to another list and return it
@@ -3986,7 +3986,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Rpoplpush, "rpoplpush"),
+        route: route_of(CommandId::Rpoplpush),
         getkeys: getkeys_of("rpoplpush"),
     },
     // RPUSH: Append one or multiple elements to a list (since 1.0.0, group list)
@@ -4008,7 +4008,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Rpush, "rpush"),
+        route: route_of(CommandId::Rpush),
         getkeys: getkeys_of("rpush"),
     },
     // RPUSHX: Append an element to a list, only if the list exists (since 2.2.0, group list)
@@ -4030,7 +4030,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Rpushx, "rpushx"),
+        route: route_of(CommandId::Rpushx),
         getkeys: getkeys_of("rpushx"),
     },
     // SADD: Add one or more members to a set (since 1.0.0, group set)
@@ -4052,7 +4052,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Sadd, "sadd"),
+        route: route_of(CommandId::Sadd),
         getkeys: getkeys_of("sadd"),
     },
     // SAVE: Synchronously save the dataset to disk (since 1.0.0, group server)
@@ -4069,7 +4069,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Save, "save"),
+        route: route_of(CommandId::Save),
         getkeys: getkeys_of("save"),
     },
     // SCAN: Incrementally iterate the keys space (since 2.8.0, group generic)
@@ -4083,7 +4083,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Scan, "scan"),
+        route: route_of(CommandId::Scan),
         getkeys: getkeys_of("scan"),
     },
     // SCARD: Get the number of members in a set (since 1.0.0, group set)
@@ -4105,7 +4105,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Scard, "scard"),
+        route: route_of(CommandId::Scard),
         getkeys: getkeys_of("scard"),
     },
     // SCRIPT: A container for Lua scripts management commands (since 2.6.0, group scripting)
@@ -4119,7 +4119,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &SUB_SCRIPT,
-        route: route_of(CommandId::Script, "script"),
+        route: route_of(CommandId::Script),
         getkeys: getkeys_of("script"),
     },
     // SDIFF: Subtract multiple sets (since 1.0.0, group set)
@@ -4141,7 +4141,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Sdiff, "sdiff"),
+        route: route_of(CommandId::Sdiff),
         getkeys: getkeys_of("sdiff"),
     },
     // SDIFFSTORE: Subtract multiple sets and store the resulting set in a key (since 1.0.0,
@@ -4175,7 +4175,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Sdiffstore, "sdiffstore"),
+        route: route_of(CommandId::Sdiffstore),
         getkeys: getkeys_of("sdiffstore"),
     },
     // SELECT: Change the selected database for the current connection (since 1.0.0, group
@@ -4190,7 +4190,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Select, "select"),
+        route: route_of(CommandId::Select),
         getkeys: getkeys_of("select"),
     },
     // SET: Set the string value of a key (since 1.0.0, group string)
@@ -4218,7 +4218,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Set, "set"),
+        route: route_of(CommandId::Set),
         getkeys: getkeys_of("set"),
     },
     // SETBIT: Sets or clears the bit at offset in the string value stored at key (since 2.2.0,
@@ -4243,7 +4243,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Setbit, "setbit"),
+        route: route_of(CommandId::Setbit),
         getkeys: getkeys_of("setbit"),
     },
     // SETEX: Set the value and expiration of a key (since 2.0.0, group string)
@@ -4265,7 +4265,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Setex, "setex"),
+        route: route_of(CommandId::Setex),
         getkeys: getkeys_of("setex"),
     },
     // SETNX: Set the value of a key, only if the key does not exist (since 1.0.0, group string)
@@ -4287,7 +4287,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Setnx, "setnx"),
+        route: route_of(CommandId::Setnx),
         getkeys: getkeys_of("setnx"),
     },
     // SETRANGE: Overwrite part of a string at key starting at the specified offset (since
@@ -4310,7 +4310,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Setrange, "setrange"),
+        route: route_of(CommandId::Setrange),
         getkeys: getkeys_of("setrange"),
     },
     // SHUTDOWN: Synchronously save the dataset to disk and then shut down the server (since
@@ -4330,7 +4330,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Shutdown, "shutdown"),
+        route: route_of(CommandId::Shutdown),
         getkeys: getkeys_of("shutdown"),
     },
     // SINTER: Intersect multiple sets (since 1.0.0, group set)
@@ -4352,7 +4352,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Sinter, "sinter"),
+        route: route_of(CommandId::Sinter),
         getkeys: getkeys_of("sinter"),
     },
     // SINTERCARD: Intersect multiple sets and return the cardinality of the result (since
@@ -4375,7 +4375,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Sintercard, "sintercard"),
+        route: route_of(CommandId::Sintercard),
         getkeys: getkeys_of("sintercard"),
     },
     // SINTERSTORE: Intersect multiple sets and store the resulting set in a key (since 1.0.0,
@@ -4409,7 +4409,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Sinterstore, "sinterstore"),
+        route: route_of(CommandId::Sinterstore),
         getkeys: getkeys_of("sinterstore"),
     },
     // SISMEMBER: Determine if a given value is a member of a set (since 1.0.0, group set)
@@ -4431,7 +4431,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Sismember, "sismember"),
+        route: route_of(CommandId::Sismember),
         getkeys: getkeys_of("sismember"),
     },
     // SLAVEOF: Make the server a replica of another instance, or promote it as master. (since
@@ -4449,7 +4449,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Slaveof, "slaveof"),
+        route: route_of(CommandId::Slaveof),
         getkeys: getkeys_of("slaveof"),
     },
     // SLOWLOG: A container for slow log commands (since 2.2.12, group server)
@@ -4463,7 +4463,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &SUB_SLOWLOG,
-        route: route_of(CommandId::Slowlog, "slowlog"),
+        route: route_of(CommandId::Slowlog),
         getkeys: getkeys_of("slowlog"),
     },
     // SMEMBERS: Get all the members in a set (since 1.0.0, group set)
@@ -4485,7 +4485,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Smembers, "smembers"),
+        route: route_of(CommandId::Smembers),
         getkeys: getkeys_of("smembers"),
     },
     // SMISMEMBER: Returns the membership associated with the given elements for a set (since
@@ -4508,7 +4508,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Smismember, "smismember"),
+        route: route_of(CommandId::Smismember),
         getkeys: getkeys_of("smismember"),
     },
     // SMOVE: Move a member from one set to another (since 1.0.0, group set)
@@ -4543,7 +4543,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Smove, "smove"),
+        route: route_of(CommandId::Smove),
         getkeys: getkeys_of("smove"),
     },
     // SORT: Sort the elements in a list, set or sorted set (since 1.0.0, group generic)
@@ -4581,7 +4581,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Sort, "sort"),
+        route: route_of(CommandId::Sort),
         getkeys: getkeys_of("sort"),
     },
     // SORT_RO: Sort the elements in a list, set or sorted set. Read-only variant of SORT.
@@ -4613,7 +4613,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::SortRo, "sort_ro"),
+        route: route_of(CommandId::SortRo),
         getkeys: getkeys_of("sort_ro"),
     },
     // SPOP: Remove and return one or multiple random members from a set (since 1.0.0, group
@@ -4638,7 +4638,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Spop, "spop"),
+        route: route_of(CommandId::Spop),
         getkeys: getkeys_of("spop"),
     },
     // SPUBLISH: Post a message to a shard channel (since 7.0.0, group pubsub)
@@ -4664,7 +4664,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Spublish, "spublish"),
+        route: route_of(CommandId::Spublish),
         getkeys: getkeys_of("spublish"),
     },
     // SRANDMEMBER: Get one or multiple random members from a set (since 1.0.0, group set)
@@ -4686,7 +4686,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Srandmember, "srandmember"),
+        route: route_of(CommandId::Srandmember),
         getkeys: getkeys_of("srandmember"),
     },
     // SREM: Remove one or more members from a set (since 1.0.0, group set)
@@ -4708,7 +4708,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Srem, "srem"),
+        route: route_of(CommandId::Srem),
         getkeys: getkeys_of("srem"),
     },
     // SSCAN: Incrementally iterate Set elements (since 2.8.0, group set)
@@ -4730,7 +4730,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Sscan, "sscan"),
+        route: route_of(CommandId::Sscan),
         getkeys: getkeys_of("sscan"),
     },
     // SSUBSCRIBE: Listen for messages published to the given shard channels (since 7.0.0, group
@@ -4756,7 +4756,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Ssubscribe, "ssubscribe"),
+        route: route_of(CommandId::Ssubscribe),
         getkeys: getkeys_of("ssubscribe"),
     },
     // STRLEN: Get the length of the value stored in a key (since 2.2.0, group string)
@@ -4778,7 +4778,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Strlen, "strlen"),
+        route: route_of(CommandId::Strlen),
         getkeys: getkeys_of("strlen"),
     },
     // SUBSCRIBE: Listen for messages published to the given channels (since 2.0.0, group
@@ -4796,7 +4796,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Subscribe, "subscribe"),
+        route: route_of(CommandId::Subscribe),
         getkeys: getkeys_of("subscribe"),
     },
     // SUBSTR: Get a substring of the string stored at a key (since 1.0.0, group string)
@@ -4818,7 +4818,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Substr, "substr"),
+        route: route_of(CommandId::Substr),
         getkeys: getkeys_of("substr"),
     },
     // SUNION: Add multiple sets (since 1.0.0, group set)
@@ -4840,7 +4840,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Sunion, "sunion"),
+        route: route_of(CommandId::Sunion),
         getkeys: getkeys_of("sunion"),
     },
     // SUNIONSTORE: Add multiple sets and store the resulting set in a key (since 1.0.0, group
@@ -4874,7 +4874,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Sunionstore, "sunionstore"),
+        route: route_of(CommandId::Sunionstore),
         getkeys: getkeys_of("sunionstore"),
     },
     // SUNSUBSCRIBE: Stop listening for messages posted to the given shard channels (since
@@ -4900,7 +4900,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Sunsubscribe, "sunsubscribe"),
+        route: route_of(CommandId::Sunsubscribe),
         getkeys: getkeys_of("sunsubscribe"),
     },
     // SWAPDB: Swaps two Redis databases (since 4.0.0, group server)
@@ -4914,7 +4914,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Swapdb, "swapdb"),
+        route: route_of(CommandId::Swapdb),
         getkeys: getkeys_of("swapdb"),
     },
     // SYNC: Internal command used for replication (since 1.0.0, group server)
@@ -4931,7 +4931,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Sync, "sync"),
+        route: route_of(CommandId::Sync),
         getkeys: getkeys_of("sync"),
     },
     // TIME: Return the current server time (since 2.6.0, group server)
@@ -4945,7 +4945,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Time, "time"),
+        route: route_of(CommandId::Time),
         getkeys: getkeys_of("time"),
     },
     // TOUCH: Alters the last access time of a key(s). Returns the number of existing keys
@@ -4968,7 +4968,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Touch, "touch"),
+        route: route_of(CommandId::Touch),
         getkeys: getkeys_of("touch"),
     },
     // TTL: Get the time to live for a key in seconds (since 1.0.0, group generic)
@@ -4990,7 +4990,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Ttl, "ttl"),
+        route: route_of(CommandId::Ttl),
         getkeys: getkeys_of("ttl"),
     },
     // TYPE: Determine the type stored at key (since 1.0.0, group generic)
@@ -5012,7 +5012,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Type, "type"),
+        route: route_of(CommandId::Type),
         getkeys: getkeys_of("type"),
     },
     // UNLINK: Delete a key asynchronously in another thread. Otherwise it is just as DEL, but
@@ -5035,7 +5035,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Unlink, "unlink"),
+        route: route_of(CommandId::Unlink),
         getkeys: getkeys_of("unlink"),
     },
     // UNSUBSCRIBE: Stop listening for messages posted to the given channels (since 2.0.0, group
@@ -5053,7 +5053,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Unsubscribe, "unsubscribe"),
+        route: route_of(CommandId::Unsubscribe),
         getkeys: getkeys_of("unsubscribe"),
     },
     // UNWATCH: Forget about all watched keys (since 2.2.0, group transactions)
@@ -5071,7 +5071,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Unwatch, "unwatch"),
+        route: route_of(CommandId::Unwatch),
         getkeys: getkeys_of("unwatch"),
     },
     // WAIT: Wait for the synchronous replication of all the write commands sent in the context
@@ -5086,7 +5086,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Wait, "wait"),
+        route: route_of(CommandId::Wait),
         getkeys: getkeys_of("wait"),
     },
     // WATCH: Watch the given keys to determine execution of the MULTI/EXEC block (since 2.2.0,
@@ -5113,7 +5113,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Watch, "watch"),
+        route: route_of(CommandId::Watch),
         getkeys: getkeys_of("watch"),
     },
     // XACK: Marks a pending message as correctly processed, effectively removing it from the
@@ -5138,7 +5138,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Xack, "xack"),
+        route: route_of(CommandId::Xack),
         getkeys: getkeys_of("xack"),
     },
     // XADD: Appends a new entry to a stream (since 5.0.0, group stream)
@@ -5163,7 +5163,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Xadd, "xadd"),
+        route: route_of(CommandId::Xadd),
         getkeys: getkeys_of("xadd"),
     },
     // XAUTOCLAIM: Changes (or acquires) ownership of messages in a consumer group, as if the
@@ -5186,7 +5186,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Xautoclaim, "xautoclaim"),
+        route: route_of(CommandId::Xautoclaim),
         getkeys: getkeys_of("xautoclaim"),
     },
     // XCLAIM: Changes (or acquires) ownership of a message in a consumer group, as if the
@@ -5209,7 +5209,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Xclaim, "xclaim"),
+        route: route_of(CommandId::Xclaim),
         getkeys: getkeys_of("xclaim"),
     },
     // XDEL: Removes the specified entries from the stream. Returns the number of items actually
@@ -5233,7 +5233,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Xdel, "xdel"),
+        route: route_of(CommandId::Xdel),
         getkeys: getkeys_of("xdel"),
     },
     // XGROUP: A container for consumer groups commands (since 5.0.0, group stream)
@@ -5247,7 +5247,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &SUB_XGROUP,
-        route: route_of(CommandId::Xgroup, "xgroup"),
+        route: route_of(CommandId::Xgroup),
         getkeys: getkeys_of("xgroup"),
     },
     // XINFO: A container for stream introspection commands (since 5.0.0, group stream)
@@ -5261,7 +5261,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &SUB_XINFO,
-        route: route_of(CommandId::Xinfo, "xinfo"),
+        route: route_of(CommandId::Xinfo),
         getkeys: getkeys_of("xinfo"),
     },
     // XLEN: Return the number of entries in a stream (since 5.0.0, group stream)
@@ -5283,7 +5283,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Xlen, "xlen"),
+        route: route_of(CommandId::Xlen),
         getkeys: getkeys_of("xlen"),
     },
     // XPENDING: Return information and entries from a stream consumer group pending entries
@@ -5306,7 +5306,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Xpending, "xpending"),
+        route: route_of(CommandId::Xpending),
         getkeys: getkeys_of("xpending"),
     },
     // XRANGE: Return a range of elements in a stream, with IDs matching the specified IDs
@@ -5329,7 +5329,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Xrange, "xrange"),
+        route: route_of(CommandId::Xrange),
         getkeys: getkeys_of("xrange"),
     },
     // XREAD: Return never seen elements in multiple streams, with IDs greater than the ones
@@ -5357,7 +5357,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Xread, "xread"),
+        route: route_of(CommandId::Xread),
         getkeys: getkeys_of("xread"),
     },
     // XREADGROUP: Return new entries from a stream using a consumer group, or access the
@@ -5386,7 +5386,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Xreadgroup, "xreadgroup"),
+        route: route_of(CommandId::Xreadgroup),
         getkeys: getkeys_of("xreadgroup"),
     },
     // XREVRANGE: Return a range of elements in a stream, with IDs matching the specified IDs
@@ -5410,7 +5410,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Xrevrange, "xrevrange"),
+        route: route_of(CommandId::Xrevrange),
         getkeys: getkeys_of("xrevrange"),
     },
     // XSETID: An internal command for replicating stream values (since 5.0.0, group stream)
@@ -5432,7 +5432,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Xsetid, "xsetid"),
+        route: route_of(CommandId::Xsetid),
         getkeys: getkeys_of("xsetid"),
     },
     // XTRIM: Trims the stream to (approximately if '~' is passed) a certain size (since 5.0.0,
@@ -5455,7 +5455,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Xtrim, "xtrim"),
+        route: route_of(CommandId::Xtrim),
         getkeys: getkeys_of("xtrim"),
     },
     // ZADD: Add one or more members to a sorted set, or update its score if it already exists
@@ -5478,7 +5478,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zadd, "zadd"),
+        route: route_of(CommandId::Zadd),
         getkeys: getkeys_of("zadd"),
     },
     // ZCARD: Get the number of members in a sorted set (since 1.2.0, group sorted-set)
@@ -5500,7 +5500,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zcard, "zcard"),
+        route: route_of(CommandId::Zcard),
         getkeys: getkeys_of("zcard"),
     },
     // ZCOUNT: Count the members in a sorted set with scores within the given values (since
@@ -5523,7 +5523,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zcount, "zcount"),
+        route: route_of(CommandId::Zcount),
         getkeys: getkeys_of("zcount"),
     },
     // ZDIFF: Subtract multiple sorted sets (since 6.2.0, group sorted-set)
@@ -5545,7 +5545,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zdiff, "zdiff"),
+        route: route_of(CommandId::Zdiff),
         getkeys: getkeys_of("zdiff"),
     },
     // ZDIFFSTORE: Subtract multiple sorted sets and store the resulting sorted set in a new key
@@ -5579,7 +5579,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Zdiffstore, "zdiffstore"),
+        route: route_of(CommandId::Zdiffstore),
         getkeys: getkeys_of("zdiffstore"),
     },
     // ZINCRBY: Increment the score of a member in a sorted set (since 1.2.0, group sorted-set)
@@ -5603,7 +5603,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zincrby, "zincrby"),
+        route: route_of(CommandId::Zincrby),
         getkeys: getkeys_of("zincrby"),
     },
     // ZINTER: Intersect multiple sorted sets (since 6.2.0, group sorted-set)
@@ -5625,7 +5625,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zinter, "zinter"),
+        route: route_of(CommandId::Zinter),
         getkeys: getkeys_of("zinter"),
     },
     // ZINTERCARD: Intersect multiple sorted sets and return the cardinality of the result
@@ -5648,7 +5648,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zintercard, "zintercard"),
+        route: route_of(CommandId::Zintercard),
         getkeys: getkeys_of("zintercard"),
     },
     // ZINTERSTORE: Intersect multiple sorted sets and store the resulting sorted set in a new
@@ -5682,7 +5682,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Zinterstore, "zinterstore"),
+        route: route_of(CommandId::Zinterstore),
         getkeys: getkeys_of("zinterstore"),
     },
     // ZLEXCOUNT: Count the number of members in a sorted set between a given lexicographical
@@ -5705,7 +5705,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zlexcount, "zlexcount"),
+        route: route_of(CommandId::Zlexcount),
         getkeys: getkeys_of("zlexcount"),
     },
     // ZMPOP: Remove and return members with scores in a sorted set (since 7.0.0, group sorted-
@@ -5730,7 +5730,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zmpop, "zmpop"),
+        route: route_of(CommandId::Zmpop),
         getkeys: getkeys_of("zmpop"),
     },
     // ZMSCORE: Get the score associated with the given members in a sorted set (since 6.2.0,
@@ -5753,7 +5753,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zmscore, "zmscore"),
+        route: route_of(CommandId::Zmscore),
         getkeys: getkeys_of("zmscore"),
     },
     // ZPOPMAX: Remove and return members with the highest scores in a sorted set (since 5.0.0,
@@ -5778,7 +5778,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zpopmax, "zpopmax"),
+        route: route_of(CommandId::Zpopmax),
         getkeys: getkeys_of("zpopmax"),
     },
     // ZPOPMIN: Remove and return members with the lowest scores in a sorted set (since 5.0.0,
@@ -5803,7 +5803,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zpopmin, "zpopmin"),
+        route: route_of(CommandId::Zpopmin),
         getkeys: getkeys_of("zpopmin"),
     },
     // ZRANDMEMBER: Get one or multiple random elements from a sorted set (since 6.2.0, group
@@ -5826,7 +5826,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zrandmember, "zrandmember"),
+        route: route_of(CommandId::Zrandmember),
         getkeys: getkeys_of("zrandmember"),
     },
     // ZRANGE: Return a range of members in a sorted set (since 1.2.0, group sorted-set)
@@ -5848,7 +5848,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zrange, "zrange"),
+        route: route_of(CommandId::Zrange),
         getkeys: getkeys_of("zrange"),
     },
     // ZRANGEBYLEX: Return a range of members in a sorted set, by lexicographical range (since
@@ -5871,7 +5871,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zrangebylex, "zrangebylex"),
+        route: route_of(CommandId::Zrangebylex),
         getkeys: getkeys_of("zrangebylex"),
     },
     // ZRANGEBYSCORE: Return a range of members in a sorted set, by score (since 1.0.5, group
@@ -5894,7 +5894,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zrangebyscore, "zrangebyscore"),
+        route: route_of(CommandId::Zrangebyscore),
         getkeys: getkeys_of("zrangebyscore"),
     },
     // ZRANGESTORE: Store a range of members from sorted set into another key (since 6.2.0,
@@ -5928,7 +5928,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Zrangestore, "zrangestore"),
+        route: route_of(CommandId::Zrangestore),
         getkeys: getkeys_of("zrangestore"),
     },
     // ZRANK: Determine the index of a member in a sorted set (since 2.0.0, group sorted-set)
@@ -5950,7 +5950,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zrank, "zrank"),
+        route: route_of(CommandId::Zrank),
         getkeys: getkeys_of("zrank"),
     },
     // ZREM: Remove one or more members from a sorted set (since 1.2.0, group sorted-set)
@@ -5972,7 +5972,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zrem, "zrem"),
+        route: route_of(CommandId::Zrem),
         getkeys: getkeys_of("zrem"),
     },
     // ZREMRANGEBYLEX: Remove all members in a sorted set between the given lexicographical
@@ -5995,7 +5995,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zremrangebylex, "zremrangebylex"),
+        route: route_of(CommandId::Zremrangebylex),
         getkeys: getkeys_of("zremrangebylex"),
     },
     // ZREMRANGEBYRANK: Remove all members in a sorted set within the given indexes (since
@@ -6018,7 +6018,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zremrangebyrank, "zremrangebyrank"),
+        route: route_of(CommandId::Zremrangebyrank),
         getkeys: getkeys_of("zremrangebyrank"),
     },
     // ZREMRANGEBYSCORE: Remove all members in a sorted set within the given scores (since
@@ -6041,7 +6041,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zremrangebyscore, "zremrangebyscore"),
+        route: route_of(CommandId::Zremrangebyscore),
         getkeys: getkeys_of("zremrangebyscore"),
     },
     // ZREVRANGE: Return a range of members in a sorted set, by index, with scores ordered from
@@ -6064,7 +6064,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zrevrange, "zrevrange"),
+        route: route_of(CommandId::Zrevrange),
         getkeys: getkeys_of("zrevrange"),
     },
     // ZREVRANGEBYLEX: Return a range of members in a sorted set, by lexicographical range,
@@ -6087,7 +6087,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zrevrangebylex, "zrevrangebylex"),
+        route: route_of(CommandId::Zrevrangebylex),
         getkeys: getkeys_of("zrevrangebylex"),
     },
     // ZREVRANGEBYSCORE: Return a range of members in a sorted set, by score, with scores
@@ -6110,7 +6110,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zrevrangebyscore, "zrevrangebyscore"),
+        route: route_of(CommandId::Zrevrangebyscore),
         getkeys: getkeys_of("zrevrangebyscore"),
     },
     // ZREVRANK: Determine the index of a member in a sorted set, with scores ordered from high
@@ -6133,7 +6133,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zrevrank, "zrevrank"),
+        route: route_of(CommandId::Zrevrank),
         getkeys: getkeys_of("zrevrank"),
     },
     // ZSCAN: Incrementally iterate sorted sets elements and associated scores (since 2.8.0,
@@ -6156,7 +6156,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zscan, "zscan"),
+        route: route_of(CommandId::Zscan),
         getkeys: getkeys_of("zscan"),
     },
     // ZSCORE: Get the score associated with the given member in a sorted set (since 1.2.0,
@@ -6179,7 +6179,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zscore, "zscore"),
+        route: route_of(CommandId::Zscore),
         getkeys: getkeys_of("zscore"),
     },
     // ZUNION: Add multiple sorted sets (since 6.2.0, group sorted-set)
@@ -6201,7 +6201,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zunion, "zunion"),
+        route: route_of(CommandId::Zunion),
         getkeys: getkeys_of("zunion"),
     },
     // ZUNIONSTORE: Add multiple sorted sets and store the resulting sorted set in a new key
@@ -6235,7 +6235,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Zunionstore, "zunionstore"),
+        route: route_of(CommandId::Zunionstore),
         getkeys: getkeys_of("zunionstore"),
     },
 ];
@@ -6254,7 +6254,7 @@ static SUB_ACL: [CommandSpec; 13] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::AclCat, "acl|cat"),
+        route: route_of(CommandId::AclCat),
         getkeys: getkeys_of("acl|cat"),
     },
     // ACL|DELUSER: Remove the specified ACL users and the associated rules (since 6.0.0, group
@@ -6272,7 +6272,7 @@ static SUB_ACL: [CommandSpec; 13] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::AclDeluser, "acl|deluser"),
+        route: route_of(CommandId::AclDeluser),
         getkeys: getkeys_of("acl|deluser"),
     },
     // ACL|DRYRUN: Returns whether the user can execute the given command without executing the
@@ -6290,7 +6290,7 @@ static SUB_ACL: [CommandSpec; 13] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::AclDryrun, "acl|dryrun"),
+        route: route_of(CommandId::AclDryrun),
         getkeys: getkeys_of("acl|dryrun"),
     },
     // ACL|GENPASS: Generate a pseudorandom secure password to use for ACL users (since 6.0.0,
@@ -6305,7 +6305,7 @@ static SUB_ACL: [CommandSpec; 13] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::AclGenpass, "acl|genpass"),
+        route: route_of(CommandId::AclGenpass),
         getkeys: getkeys_of("acl|genpass"),
     },
     // ACL|GETUSER: Get the rules for a specific ACL user (since 6.0.0, group server)
@@ -6322,7 +6322,7 @@ static SUB_ACL: [CommandSpec; 13] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::AclGetuser, "acl|getuser"),
+        route: route_of(CommandId::AclGetuser),
         getkeys: getkeys_of("acl|getuser"),
     },
     // ACL|HELP: Show helpful text about the different subcommands (since 6.0.0, group server)
@@ -6336,7 +6336,7 @@ static SUB_ACL: [CommandSpec; 13] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::AclHelp, "acl|help"),
+        route: route_of(CommandId::AclHelp),
         getkeys: getkeys_of("acl|help"),
     },
     // ACL|LIST: List the current ACL rules in ACL config file format (since 6.0.0, group
@@ -6354,7 +6354,7 @@ static SUB_ACL: [CommandSpec; 13] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::AclList, "acl|list"),
+        route: route_of(CommandId::AclList),
         getkeys: getkeys_of("acl|list"),
     },
     // ACL|LOAD: Reload the ACLs from the configured ACL file (since 6.0.0, group server)
@@ -6371,7 +6371,7 @@ static SUB_ACL: [CommandSpec; 13] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::AclLoad, "acl|load"),
+        route: route_of(CommandId::AclLoad),
         getkeys: getkeys_of("acl|load"),
     },
     // ACL|LOG: List latest events denied because of ACLs in place (since 6.0.0, group server)
@@ -6388,7 +6388,7 @@ static SUB_ACL: [CommandSpec; 13] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::AclLog, "acl|log"),
+        route: route_of(CommandId::AclLog),
         getkeys: getkeys_of("acl|log"),
     },
     // ACL|SAVE: Save the current ACL rules in the configured ACL file (since 6.0.0, group
@@ -6406,7 +6406,7 @@ static SUB_ACL: [CommandSpec; 13] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::AclSave, "acl|save"),
+        route: route_of(CommandId::AclSave),
         getkeys: getkeys_of("acl|save"),
     },
     // ACL|SETUSER: Modify or create the rules for a specific ACL user (since 6.0.0, group
@@ -6424,7 +6424,7 @@ static SUB_ACL: [CommandSpec; 13] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::AclSetuser, "acl|setuser"),
+        route: route_of(CommandId::AclSetuser),
         getkeys: getkeys_of("acl|setuser"),
     },
     // ACL|USERS: List the username of all the configured ACL rules (since 6.0.0, group server)
@@ -6441,7 +6441,7 @@ static SUB_ACL: [CommandSpec; 13] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::AclUsers, "acl|users"),
+        route: route_of(CommandId::AclUsers),
         getkeys: getkeys_of("acl|users"),
     },
     // ACL|WHOAMI: Return the name of the user associated to the current connection (since
@@ -6456,7 +6456,7 @@ static SUB_ACL: [CommandSpec; 13] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::AclWhoami, "acl|whoami"),
+        route: route_of(CommandId::AclWhoami),
         getkeys: getkeys_of("acl|whoami"),
     },
 ];
@@ -6475,7 +6475,7 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClientCaching, "client|caching"),
+        route: route_of(CommandId::ClientCaching),
         getkeys: getkeys_of("client|caching"),
     },
     // CLIENT|GETNAME: Get the current connection name (since 2.6.9, group connection)
@@ -6489,7 +6489,7 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClientGetname, "client|getname"),
+        route: route_of(CommandId::ClientGetname),
         getkeys: getkeys_of("client|getname"),
     },
     // CLIENT|GETREDIR: Get tracking notifications redirection client ID if any (since 6.0.0,
@@ -6504,7 +6504,7 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClientGetredir, "client|getredir"),
+        route: route_of(CommandId::ClientGetredir),
         getkeys: getkeys_of("client|getredir"),
     },
     // CLIENT|HELP: Show helpful text about the different subcommands (since 5.0.0, group
@@ -6519,7 +6519,7 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClientHelp, "client|help"),
+        route: route_of(CommandId::ClientHelp),
         getkeys: getkeys_of("client|help"),
     },
     // CLIENT|ID: Returns the client ID for the current connection (since 5.0.0, group
@@ -6534,7 +6534,7 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClientId, "client|id"),
+        route: route_of(CommandId::ClientId),
         getkeys: getkeys_of("client|id"),
     },
     // CLIENT|INFO: Returns information about the current client connection. (since 6.2.0, group
@@ -6549,7 +6549,7 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClientInfo, "client|info"),
+        route: route_of(CommandId::ClientInfo),
         getkeys: getkeys_of("client|info"),
     },
     // CLIENT|KILL: Kill the connection of a client (since 2.4.0, group connection)
@@ -6566,7 +6566,7 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClientKill, "client|kill"),
+        route: route_of(CommandId::ClientKill),
         getkeys: getkeys_of("client|kill"),
     },
     // CLIENT|LIST: Get the list of client connections (since 2.4.0, group connection)
@@ -6583,7 +6583,7 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClientList, "client|list"),
+        route: route_of(CommandId::ClientList),
         getkeys: getkeys_of("client|list"),
     },
     // CLIENT|NO-EVICT: Set client eviction mode for the current connection (since 7.0.0, group
@@ -6601,7 +6601,7 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClientNoEvict, "client|no-evict"),
+        route: route_of(CommandId::ClientNoEvict),
         getkeys: getkeys_of("client|no-evict"),
     },
     // CLIENT|PAUSE: Stop processing commands from clients for some time (since 2.9.50, group
@@ -6619,7 +6619,7 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClientPause, "client|pause"),
+        route: route_of(CommandId::ClientPause),
         getkeys: getkeys_of("client|pause"),
     },
     // CLIENT|REPLY: Instruct the server whether to reply to commands (since 3.2.0, group
@@ -6634,7 +6634,7 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClientReply, "client|reply"),
+        route: route_of(CommandId::ClientReply),
         getkeys: getkeys_of("client|reply"),
     },
     // CLIENT|SETNAME: Set the current connection name (since 2.6.9, group connection)
@@ -6648,7 +6648,7 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClientSetname, "client|setname"),
+        route: route_of(CommandId::ClientSetname),
         getkeys: getkeys_of("client|setname"),
     },
     // CLIENT|TRACKING: Enable or disable server assisted client side caching support (since
@@ -6663,7 +6663,7 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClientTracking, "client|tracking"),
+        route: route_of(CommandId::ClientTracking),
         getkeys: getkeys_of("client|tracking"),
     },
     // CLIENT|TRACKINGINFO: Return information about server assisted client side caching for the
@@ -6678,7 +6678,7 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClientTrackinginfo, "client|trackinginfo"),
+        route: route_of(CommandId::ClientTrackinginfo),
         getkeys: getkeys_of("client|trackinginfo"),
     },
     // CLIENT|UNBLOCK: Unblock a client blocked in a blocking command from a different
@@ -6696,7 +6696,7 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClientUnblock, "client|unblock"),
+        route: route_of(CommandId::ClientUnblock),
         getkeys: getkeys_of("client|unblock"),
     },
     // CLIENT|UNPAUSE: Resume processing of clients that were paused (since 6.2.0, group
@@ -6714,7 +6714,7 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClientUnpause, "client|unpause"),
+        route: route_of(CommandId::ClientUnpause),
         getkeys: getkeys_of("client|unpause"),
     },
 ];
@@ -6734,7 +6734,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterAddslots, "cluster|addslots"),
+        route: route_of(CommandId::ClusterAddslots),
         getkeys: getkeys_of("cluster|addslots"),
     },
     // CLUSTER|ADDSLOTSRANGE: Assign new hash slots to receiving node (since 7.0.0, group
@@ -6751,7 +6751,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterAddslotsrange, "cluster|addslotsrange"),
+        route: route_of(CommandId::ClusterAddslotsrange),
         getkeys: getkeys_of("cluster|addslotsrange"),
     },
     // CLUSTER|BUMPEPOCH: Advance the cluster config epoch (since 3.0.0, group cluster)
@@ -6767,7 +6767,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterBumpepoch, "cluster|bumpepoch"),
+        route: route_of(CommandId::ClusterBumpepoch),
         getkeys: getkeys_of("cluster|bumpepoch"),
     },
     // CLUSTER|COUNT-FAILURE-REPORTS: Return the number of failure reports active for a given
@@ -6782,10 +6782,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(
-            CommandId::ClusterCountFailureReports,
-            "cluster|count-failure-reports",
-        ),
+        route: route_of(CommandId::ClusterCountFailureReports),
         getkeys: getkeys_of("cluster|count-failure-reports"),
     },
     // CLUSTER|COUNTKEYSINSLOT: Return the number of local keys in the specified hash slot
@@ -6800,7 +6797,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterCountkeysinslot, "cluster|countkeysinslot"),
+        route: route_of(CommandId::ClusterCountkeysinslot),
         getkeys: getkeys_of("cluster|countkeysinslot"),
     },
     // CLUSTER|DELSLOTS: Set hash slots as unbound in receiving node (since 3.0.0, group
@@ -6817,7 +6814,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterDelslots, "cluster|delslots"),
+        route: route_of(CommandId::ClusterDelslots),
         getkeys: getkeys_of("cluster|delslots"),
     },
     // CLUSTER|DELSLOTSRANGE: Set hash slots as unbound in receiving node (since 7.0.0, group
@@ -6834,7 +6831,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterDelslotsrange, "cluster|delslotsrange"),
+        route: route_of(CommandId::ClusterDelslotsrange),
         getkeys: getkeys_of("cluster|delslotsrange"),
     },
     // CLUSTER|FAILOVER: Forces a replica to perform a manual failover of its master. (since
@@ -6851,7 +6848,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterFailover, "cluster|failover"),
+        route: route_of(CommandId::ClusterFailover),
         getkeys: getkeys_of("cluster|failover"),
     },
     // CLUSTER|FLUSHSLOTS: Delete a node's own slots information (since 3.0.0, group cluster)
@@ -6867,7 +6864,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterFlushslots, "cluster|flushslots"),
+        route: route_of(CommandId::ClusterFlushslots),
         getkeys: getkeys_of("cluster|flushslots"),
     },
     // CLUSTER|FORGET: Remove a node from the nodes table (since 3.0.0, group cluster)
@@ -6883,7 +6880,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterForget, "cluster|forget"),
+        route: route_of(CommandId::ClusterForget),
         getkeys: getkeys_of("cluster|forget"),
     },
     // CLUSTER|GETKEYSINSLOT: Return local key names in the specified hash slot (since 3.0.0,
@@ -6898,7 +6895,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterGetkeysinslot, "cluster|getkeysinslot"),
+        route: route_of(CommandId::ClusterGetkeysinslot),
         getkeys: getkeys_of("cluster|getkeysinslot"),
     },
     // CLUSTER|HELP: Show helpful text about the different subcommands (since 5.0.0, group
@@ -6913,7 +6910,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterHelp, "cluster|help"),
+        route: route_of(CommandId::ClusterHelp),
         getkeys: getkeys_of("cluster|help"),
     },
     // CLUSTER|INFO: Provides info about Redis Cluster node state (since 3.0.0, group cluster)
@@ -6927,7 +6924,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterInfo, "cluster|info"),
+        route: route_of(CommandId::ClusterInfo),
         getkeys: getkeys_of("cluster|info"),
     },
     // CLUSTER|KEYSLOT: Returns the hash slot of the specified key (since 3.0.0, group cluster)
@@ -6941,7 +6938,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterKeyslot, "cluster|keyslot"),
+        route: route_of(CommandId::ClusterKeyslot),
         getkeys: getkeys_of("cluster|keyslot"),
     },
     // CLUSTER|LINKS: Returns a list of all TCP links to and from peer nodes in cluster (since
@@ -6956,7 +6953,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterLinks, "cluster|links"),
+        route: route_of(CommandId::ClusterLinks),
         getkeys: getkeys_of("cluster|links"),
     },
     // CLUSTER|MEET: Force a node cluster to handshake with another node (since 3.0.0, group
@@ -6973,7 +6970,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterMeet, "cluster|meet"),
+        route: route_of(CommandId::ClusterMeet),
         getkeys: getkeys_of("cluster|meet"),
     },
     // CLUSTER|MYID: Return the node id (since 3.0.0, group cluster)
@@ -6987,7 +6984,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterMyid, "cluster|myid"),
+        route: route_of(CommandId::ClusterMyid),
         getkeys: getkeys_of("cluster|myid"),
     },
     // CLUSTER|NODES: Get Cluster config for the node (since 3.0.0, group cluster)
@@ -7001,7 +6998,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterNodes, "cluster|nodes"),
+        route: route_of(CommandId::ClusterNodes),
         getkeys: getkeys_of("cluster|nodes"),
     },
     // CLUSTER|REPLICAS: List replica nodes of the specified master node (since 5.0.0, group
@@ -7016,7 +7013,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterReplicas, "cluster|replicas"),
+        route: route_of(CommandId::ClusterReplicas),
         getkeys: getkeys_of("cluster|replicas"),
     },
     // CLUSTER|REPLICATE: Reconfigure a node as a replica of the specified master node (since
@@ -7033,7 +7030,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterReplicate, "cluster|replicate"),
+        route: route_of(CommandId::ClusterReplicate),
         getkeys: getkeys_of("cluster|replicate"),
     },
     // CLUSTER|RESET: Reset a Redis Cluster node (since 3.0.0, group cluster)
@@ -7047,7 +7044,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterReset, "cluster|reset"),
+        route: route_of(CommandId::ClusterReset),
         getkeys: getkeys_of("cluster|reset"),
     },
     // CLUSTER|SAVECONFIG: Forces the node to save cluster state on disk (since 3.0.0, group
@@ -7064,7 +7061,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterSaveconfig, "cluster|saveconfig"),
+        route: route_of(CommandId::ClusterSaveconfig),
         getkeys: getkeys_of("cluster|saveconfig"),
     },
     // CLUSTER|SET-CONFIG-EPOCH: Set the configuration epoch in a new node (since 3.0.0, group
@@ -7081,7 +7078,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterSetConfigEpoch, "cluster|set-config-epoch"),
+        route: route_of(CommandId::ClusterSetConfigEpoch),
         getkeys: getkeys_of("cluster|set-config-epoch"),
     },
     // CLUSTER|SETSLOT: Bind a hash slot to a specific node (since 3.0.0, group cluster)
@@ -7097,7 +7094,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterSetslot, "cluster|setslot"),
+        route: route_of(CommandId::ClusterSetslot),
         getkeys: getkeys_of("cluster|setslot"),
     },
     // CLUSTER|SHARDS: Get array of cluster slots to node mappings (since 7.0.0, group cluster)
@@ -7111,7 +7108,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterShards, "cluster|shards"),
+        route: route_of(CommandId::ClusterShards),
         getkeys: getkeys_of("cluster|shards"),
     },
     // CLUSTER|SLAVES: List replica nodes of the specified master node (since 3.0.0, group
@@ -7126,7 +7123,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterSlaves, "cluster|slaves"),
+        route: route_of(CommandId::ClusterSlaves),
         getkeys: getkeys_of("cluster|slaves"),
     },
     // CLUSTER|SLOTS: Get array of Cluster slot to node mappings (since 3.0.0, group cluster)
@@ -7140,7 +7137,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterSlots, "cluster|slots"),
+        route: route_of(CommandId::ClusterSlots),
         getkeys: getkeys_of("cluster|slots"),
     },
 ];
@@ -7158,7 +7155,7 @@ static SUB_COMMAND: [CommandSpec; 7] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::CommandCount, "command|count"),
+        route: route_of(CommandId::CommandCount),
         getkeys: getkeys_of("command|count"),
     },
     // COMMAND|DOCS: Get array of specific Redis command documentation (since 7.0.0, group
@@ -7173,7 +7170,7 @@ static SUB_COMMAND: [CommandSpec; 7] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::CommandDocs, "command|docs"),
+        route: route_of(CommandId::CommandDocs),
         getkeys: getkeys_of("command|docs"),
     },
     // COMMAND|GETKEYS: Extract keys given a full Redis command (since 2.8.13, group server)
@@ -7187,7 +7184,7 @@ static SUB_COMMAND: [CommandSpec; 7] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::CommandGetkeys, "command|getkeys"),
+        route: route_of(CommandId::CommandGetkeys),
         getkeys: getkeys_of("command|getkeys"),
     },
     // COMMAND|GETKEYSANDFLAGS: Extract keys and access flags given a full Redis command (since
@@ -7202,7 +7199,7 @@ static SUB_COMMAND: [CommandSpec; 7] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::CommandGetkeysandflags, "command|getkeysandflags"),
+        route: route_of(CommandId::CommandGetkeysandflags),
         getkeys: getkeys_of("command|getkeysandflags"),
     },
     // COMMAND|HELP: Show helpful text about the different subcommands (since 5.0.0, group
@@ -7217,7 +7214,7 @@ static SUB_COMMAND: [CommandSpec; 7] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::CommandHelp, "command|help"),
+        route: route_of(CommandId::CommandHelp),
         getkeys: getkeys_of("command|help"),
     },
     // COMMAND|INFO: Get array of specific Redis command details, or all when no argument is
@@ -7232,7 +7229,7 @@ static SUB_COMMAND: [CommandSpec; 7] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::CommandInfo, "command|info"),
+        route: route_of(CommandId::CommandInfo),
         getkeys: getkeys_of("command|info"),
     },
     // COMMAND|LIST: Get an array of Redis command names (since 7.0.0, group server)
@@ -7246,7 +7243,7 @@ static SUB_COMMAND: [CommandSpec; 7] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::CommandList, "command|list"),
+        route: route_of(CommandId::CommandList),
         getkeys: getkeys_of("command|list"),
     },
 ];
@@ -7267,7 +7264,7 @@ static SUB_CONFIG: [CommandSpec; 5] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ConfigGet, "config|get"),
+        route: route_of(CommandId::ConfigGet),
         getkeys: getkeys_of("config|get"),
     },
     // CONFIG|HELP: Show helpful text about the different subcommands (since 5.0.0, group
@@ -7282,7 +7279,7 @@ static SUB_CONFIG: [CommandSpec; 5] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ConfigHelp, "config|help"),
+        route: route_of(CommandId::ConfigHelp),
         getkeys: getkeys_of("config|help"),
     },
     // CONFIG|RESETSTAT: Reset the stats returned by INFO (since 2.0.0, group server)
@@ -7299,7 +7296,7 @@ static SUB_CONFIG: [CommandSpec; 5] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ConfigResetstat, "config|resetstat"),
+        route: route_of(CommandId::ConfigResetstat),
         getkeys: getkeys_of("config|resetstat"),
     },
     // CONFIG|REWRITE: Rewrite the configuration file with the in memory configuration (since
@@ -7317,7 +7314,7 @@ static SUB_CONFIG: [CommandSpec; 5] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ConfigRewrite, "config|rewrite"),
+        route: route_of(CommandId::ConfigRewrite),
         getkeys: getkeys_of("config|rewrite"),
     },
     // CONFIG|SET: Set configuration parameters to the given values (since 2.0.0, group server)
@@ -7334,7 +7331,7 @@ static SUB_CONFIG: [CommandSpec; 5] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ConfigSet, "config|set"),
+        route: route_of(CommandId::ConfigSet),
         getkeys: getkeys_of("config|set"),
     },
 ];
@@ -7352,7 +7349,7 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::FunctionDelete, "function|delete"),
+        route: route_of(CommandId::FunctionDelete),
         getkeys: getkeys_of("function|delete"),
     },
     // FUNCTION|DUMP: Dump all functions into a serialized binary payload (since 7.0.0, group
@@ -7367,7 +7364,7 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::FunctionDump, "function|dump"),
+        route: route_of(CommandId::FunctionDump),
         getkeys: getkeys_of("function|dump"),
     },
     // FUNCTION|FLUSH: Deleting all functions (since 7.0.0, group scripting)
@@ -7381,7 +7378,7 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::FunctionFlush, "function|flush"),
+        route: route_of(CommandId::FunctionFlush),
         getkeys: getkeys_of("function|flush"),
     },
     // FUNCTION|HELP: Show helpful text about the different subcommands (since 7.0.0, group
@@ -7396,7 +7393,7 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::FunctionHelp, "function|help"),
+        route: route_of(CommandId::FunctionHelp),
         getkeys: getkeys_of("function|help"),
     },
     // FUNCTION|KILL: Kill the function currently in execution. (since 7.0.0, group scripting)
@@ -7410,7 +7407,7 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::FunctionKill, "function|kill"),
+        route: route_of(CommandId::FunctionKill),
         getkeys: getkeys_of("function|kill"),
     },
     // FUNCTION|LIST: List information about all the functions (since 7.0.0, group scripting)
@@ -7424,7 +7421,7 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::FunctionList, "function|list"),
+        route: route_of(CommandId::FunctionList),
         getkeys: getkeys_of("function|list"),
     },
     // FUNCTION|LOAD: Create a function with the given arguments (name, code, description)
@@ -7439,7 +7436,7 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::FunctionLoad, "function|load"),
+        route: route_of(CommandId::FunctionLoad),
         getkeys: getkeys_of("function|load"),
     },
     // FUNCTION|RESTORE: Restore all the functions on the given payload (since 7.0.0, group
@@ -7454,7 +7451,7 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::FunctionRestore, "function|restore"),
+        route: route_of(CommandId::FunctionRestore),
         getkeys: getkeys_of("function|restore"),
     },
     // FUNCTION|STATS: Return information about the function currently running (name,
@@ -7469,7 +7466,7 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::FunctionStats, "function|stats"),
+        route: route_of(CommandId::FunctionStats),
         getkeys: getkeys_of("function|stats"),
     },
 ];
@@ -7491,7 +7488,7 @@ static SUB_LATENCY: [CommandSpec; 7] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::LatencyDoctor, "latency|doctor"),
+        route: route_of(CommandId::LatencyDoctor),
         getkeys: getkeys_of("latency|doctor"),
     },
     // LATENCY|GRAPH: Return a latency graph for the event. (since 2.8.13, group server)
@@ -7508,7 +7505,7 @@ static SUB_LATENCY: [CommandSpec; 7] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::LatencyGraph, "latency|graph"),
+        route: route_of(CommandId::LatencyGraph),
         getkeys: getkeys_of("latency|graph"),
     },
     // LATENCY|HELP: Show helpful text about the different subcommands. (since 2.8.13, group
@@ -7523,7 +7520,7 @@ static SUB_LATENCY: [CommandSpec; 7] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::LatencyHelp, "latency|help"),
+        route: route_of(CommandId::LatencyHelp),
         getkeys: getkeys_of("latency|help"),
     },
     // LATENCY|HISTOGRAM: Return the cumulative distribution of latencies of a subset of
@@ -7541,7 +7538,7 @@ static SUB_LATENCY: [CommandSpec; 7] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::LatencyHistogram, "latency|histogram"),
+        route: route_of(CommandId::LatencyHistogram),
         getkeys: getkeys_of("latency|histogram"),
     },
     // LATENCY|HISTORY: Return timestamp-latency samples for the event. (since 2.8.13, group
@@ -7559,7 +7556,7 @@ static SUB_LATENCY: [CommandSpec; 7] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::LatencyHistory, "latency|history"),
+        route: route_of(CommandId::LatencyHistory),
         getkeys: getkeys_of("latency|history"),
     },
     // LATENCY|LATEST: Return the latest latency samples for all events. (since 2.8.13, group
@@ -7577,7 +7574,7 @@ static SUB_LATENCY: [CommandSpec; 7] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::LatencyLatest, "latency|latest"),
+        route: route_of(CommandId::LatencyLatest),
         getkeys: getkeys_of("latency|latest"),
     },
     // LATENCY|RESET: Reset latency data for one or more events. (since 2.8.13, group server)
@@ -7594,7 +7591,7 @@ static SUB_LATENCY: [CommandSpec; 7] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::LatencyReset, "latency|reset"),
+        route: route_of(CommandId::LatencyReset),
         getkeys: getkeys_of("latency|reset"),
     },
 ];
@@ -7612,7 +7609,7 @@ static SUB_MEMORY: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::MemoryDoctor, "memory|doctor"),
+        route: route_of(CommandId::MemoryDoctor),
         getkeys: getkeys_of("memory|doctor"),
     },
     // MEMORY|HELP: Show helpful text about the different subcommands (since 4.0.0, group
@@ -7627,7 +7624,7 @@ static SUB_MEMORY: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::MemoryHelp, "memory|help"),
+        route: route_of(CommandId::MemoryHelp),
         getkeys: getkeys_of("memory|help"),
     },
     // MEMORY|MALLOC-STATS: Show allocator internal stats (since 4.0.0, group server)
@@ -7641,7 +7638,7 @@ static SUB_MEMORY: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::MemoryMallocStats, "memory|malloc-stats"),
+        route: route_of(CommandId::MemoryMallocStats),
         getkeys: getkeys_of("memory|malloc-stats"),
     },
     // MEMORY|PURGE: Ask the allocator to release memory (since 4.0.0, group server)
@@ -7655,7 +7652,7 @@ static SUB_MEMORY: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::MemoryPurge, "memory|purge"),
+        route: route_of(CommandId::MemoryPurge),
         getkeys: getkeys_of("memory|purge"),
     },
     // MEMORY|STATS: Show memory usage details (since 4.0.0, group server)
@@ -7669,7 +7666,7 @@ static SUB_MEMORY: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::MemoryStats, "memory|stats"),
+        route: route_of(CommandId::MemoryStats),
         getkeys: getkeys_of("memory|stats"),
     },
     // MEMORY|USAGE: Estimate the memory usage of a key (since 4.0.0, group server)
@@ -7691,7 +7688,7 @@ static SUB_MEMORY: [CommandSpec; 6] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::MemoryUsage, "memory|usage"),
+        route: route_of(CommandId::MemoryUsage),
         getkeys: getkeys_of("memory|usage"),
     },
 ];
@@ -7710,7 +7707,7 @@ static SUB_MODULE: [CommandSpec; 5] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ModuleHelp, "module|help"),
+        route: route_of(CommandId::ModuleHelp),
         getkeys: getkeys_of("module|help"),
     },
     // MODULE|LIST: List all modules loaded by the server (since 4.0.0, group server)
@@ -7724,7 +7721,7 @@ static SUB_MODULE: [CommandSpec; 5] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ModuleList, "module|list"),
+        route: route_of(CommandId::ModuleList),
         getkeys: getkeys_of("module|list"),
     },
     // MODULE|LOAD: Load a module (since 4.0.0, group server)
@@ -7740,7 +7737,7 @@ static SUB_MODULE: [CommandSpec; 5] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ModuleLoad, "module|load"),
+        route: route_of(CommandId::ModuleLoad),
         getkeys: getkeys_of("module|load"),
     },
     // MODULE|LOADEX: Load a module with extended parameters (since 7.0.0, group server)
@@ -7756,7 +7753,7 @@ static SUB_MODULE: [CommandSpec; 5] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ModuleLoadex, "module|loadex"),
+        route: route_of(CommandId::ModuleLoadex),
         getkeys: getkeys_of("module|loadex"),
     },
     // MODULE|UNLOAD: Unload a module (since 4.0.0, group server)
@@ -7772,7 +7769,7 @@ static SUB_MODULE: [CommandSpec; 5] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ModuleUnload, "module|unload"),
+        route: route_of(CommandId::ModuleUnload),
         getkeys: getkeys_of("module|unload"),
     },
 ];
@@ -7799,7 +7796,7 @@ static SUB_OBJECT: [CommandSpec; 5] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::ObjectEncoding, "object|encoding"),
+        route: route_of(CommandId::ObjectEncoding),
         getkeys: getkeys_of("object|encoding"),
     },
     // OBJECT|FREQ: Get the logarithmic access frequency counter of a Redis object (since 4.0.0,
@@ -7822,7 +7819,7 @@ static SUB_OBJECT: [CommandSpec; 5] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::ObjectFreq, "object|freq"),
+        route: route_of(CommandId::ObjectFreq),
         getkeys: getkeys_of("object|freq"),
     },
     // OBJECT|HELP: Show helpful text about the different subcommands (since 6.2.0, group
@@ -7837,7 +7834,7 @@ static SUB_OBJECT: [CommandSpec; 5] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ObjectHelp, "object|help"),
+        route: route_of(CommandId::ObjectHelp),
         getkeys: getkeys_of("object|help"),
     },
     // OBJECT|IDLETIME: Get the time since a Redis object was last accessed (since 2.2.3, group
@@ -7860,7 +7857,7 @@ static SUB_OBJECT: [CommandSpec; 5] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::ObjectIdletime, "object|idletime"),
+        route: route_of(CommandId::ObjectIdletime),
         getkeys: getkeys_of("object|idletime"),
     },
     // OBJECT|REFCOUNT: Get the number of references to the value of the key (since 2.2.3, group
@@ -7883,7 +7880,7 @@ static SUB_OBJECT: [CommandSpec; 5] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::ObjectRefcount, "object|refcount"),
+        route: route_of(CommandId::ObjectRefcount),
         getkeys: getkeys_of("object|refcount"),
     },
 ];
@@ -7901,7 +7898,7 @@ static SUB_PUBSUB: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::PubsubChannels, "pubsub|channels"),
+        route: route_of(CommandId::PubsubChannels),
         getkeys: getkeys_of("pubsub|channels"),
     },
     // PUBSUB|HELP: Show helpful text about the different subcommands (since 6.2.0, group
@@ -7916,7 +7913,7 @@ static SUB_PUBSUB: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::PubsubHelp, "pubsub|help"),
+        route: route_of(CommandId::PubsubHelp),
         getkeys: getkeys_of("pubsub|help"),
     },
     // PUBSUB|NUMPAT: Get the count of unique patterns pattern subscriptions (since 2.8.0, group
@@ -7931,7 +7928,7 @@ static SUB_PUBSUB: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::PubsubNumpat, "pubsub|numpat"),
+        route: route_of(CommandId::PubsubNumpat),
         getkeys: getkeys_of("pubsub|numpat"),
     },
     // PUBSUB|NUMSUB: Get the count of subscribers for channels (since 2.8.0, group pubsub)
@@ -7945,7 +7942,7 @@ static SUB_PUBSUB: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::PubsubNumsub, "pubsub|numsub"),
+        route: route_of(CommandId::PubsubNumsub),
         getkeys: getkeys_of("pubsub|numsub"),
     },
     // PUBSUB|SHARDCHANNELS: List active shard channels (since 7.0.0, group pubsub)
@@ -7959,7 +7956,7 @@ static SUB_PUBSUB: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::PubsubShardchannels, "pubsub|shardchannels"),
+        route: route_of(CommandId::PubsubShardchannels),
         getkeys: getkeys_of("pubsub|shardchannels"),
     },
     // PUBSUB|SHARDNUMSUB: Get the count of subscribers for shard channels (since 7.0.0, group
@@ -7974,7 +7971,7 @@ static SUB_PUBSUB: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::PubsubShardnumsub, "pubsub|shardnumsub"),
+        route: route_of(CommandId::PubsubShardnumsub),
         getkeys: getkeys_of("pubsub|shardnumsub"),
     },
 ];
@@ -7992,7 +7989,7 @@ static SUB_SCRIPT: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ScriptDebug, "script|debug"),
+        route: route_of(CommandId::ScriptDebug),
         getkeys: getkeys_of("script|debug"),
     },
     // SCRIPT|EXISTS: Check existence of scripts in the script cache. (since 2.6.0, group
@@ -8007,7 +8004,7 @@ static SUB_SCRIPT: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ScriptExists, "script|exists"),
+        route: route_of(CommandId::ScriptExists),
         getkeys: getkeys_of("script|exists"),
     },
     // SCRIPT|FLUSH: Remove all the scripts from the script cache. (since 2.6.0, group
@@ -8022,7 +8019,7 @@ static SUB_SCRIPT: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ScriptFlush, "script|flush"),
+        route: route_of(CommandId::ScriptFlush),
         getkeys: getkeys_of("script|flush"),
     },
     // SCRIPT|HELP: Show helpful text about the different subcommands (since 5.0.0, group
@@ -8037,7 +8034,7 @@ static SUB_SCRIPT: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ScriptHelp, "script|help"),
+        route: route_of(CommandId::ScriptHelp),
         getkeys: getkeys_of("script|help"),
     },
     // SCRIPT|KILL: Kill the script currently in execution. (since 2.6.0, group scripting)
@@ -8051,7 +8048,7 @@ static SUB_SCRIPT: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ScriptKill, "script|kill"),
+        route: route_of(CommandId::ScriptKill),
         getkeys: getkeys_of("script|kill"),
     },
     // SCRIPT|LOAD: Load the specified Lua script into the script cache. (since 2.6.0, group
@@ -8066,7 +8063,7 @@ static SUB_SCRIPT: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ScriptLoad, "script|load"),
+        route: route_of(CommandId::ScriptLoad),
         getkeys: getkeys_of("script|load"),
     },
 ];
@@ -8084,7 +8081,7 @@ static SUB_SLOWLOG: [CommandSpec; 4] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::SlowlogGet, "slowlog|get"),
+        route: route_of(CommandId::SlowlogGet),
         getkeys: getkeys_of("slowlog|get"),
     },
     // SLOWLOG|HELP: Show helpful text about the different subcommands (since 6.2.0, group
@@ -8099,7 +8096,7 @@ static SUB_SLOWLOG: [CommandSpec; 4] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::SlowlogHelp, "slowlog|help"),
+        route: route_of(CommandId::SlowlogHelp),
         getkeys: getkeys_of("slowlog|help"),
     },
     // SLOWLOG|LEN: Get the slow log's length (since 2.2.12, group server)
@@ -8113,7 +8110,7 @@ static SUB_SLOWLOG: [CommandSpec; 4] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::SlowlogLen, "slowlog|len"),
+        route: route_of(CommandId::SlowlogLen),
         getkeys: getkeys_of("slowlog|len"),
     },
     // SLOWLOG|RESET: Clear all entries from the slow log (since 2.2.12, group server)
@@ -8127,7 +8124,7 @@ static SUB_SLOWLOG: [CommandSpec; 4] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::SlowlogReset, "slowlog|reset"),
+        route: route_of(CommandId::SlowlogReset),
         getkeys: getkeys_of("slowlog|reset"),
     },
 ];
@@ -8153,7 +8150,7 @@ static SUB_XGROUP: [CommandSpec; 6] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::XgroupCreate, "xgroup|create"),
+        route: route_of(CommandId::XgroupCreate),
         getkeys: getkeys_of("xgroup|create"),
     },
     // XGROUP|CREATECONSUMER: Create a consumer in a consumer group. (since 6.2.0, group stream)
@@ -8175,7 +8172,7 @@ static SUB_XGROUP: [CommandSpec; 6] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::XgroupCreateconsumer, "xgroup|createconsumer"),
+        route: route_of(CommandId::XgroupCreateconsumer),
         getkeys: getkeys_of("xgroup|createconsumer"),
     },
     // XGROUP|DELCONSUMER: Delete a consumer from a consumer group. (since 5.0.0, group stream)
@@ -8197,7 +8194,7 @@ static SUB_XGROUP: [CommandSpec; 6] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::XgroupDelconsumer, "xgroup|delconsumer"),
+        route: route_of(CommandId::XgroupDelconsumer),
         getkeys: getkeys_of("xgroup|delconsumer"),
     },
     // XGROUP|DESTROY: Destroy a consumer group. (since 5.0.0, group stream)
@@ -8219,7 +8216,7 @@ static SUB_XGROUP: [CommandSpec; 6] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::XgroupDestroy, "xgroup|destroy"),
+        route: route_of(CommandId::XgroupDestroy),
         getkeys: getkeys_of("xgroup|destroy"),
     },
     // XGROUP|HELP: Show helpful text about the different subcommands (since 5.0.0, group
@@ -8234,7 +8231,7 @@ static SUB_XGROUP: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::XgroupHelp, "xgroup|help"),
+        route: route_of(CommandId::XgroupHelp),
         getkeys: getkeys_of("xgroup|help"),
     },
     // XGROUP|SETID: Set a consumer group to an arbitrary last delivered ID value. (since 5.0.0,
@@ -8257,7 +8254,7 @@ static SUB_XGROUP: [CommandSpec; 6] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::XgroupSetid, "xgroup|setid"),
+        route: route_of(CommandId::XgroupSetid),
         getkeys: getkeys_of("xgroup|setid"),
     },
 ];
@@ -8283,7 +8280,7 @@ static SUB_XINFO: [CommandSpec; 4] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::XinfoConsumers, "xinfo|consumers"),
+        route: route_of(CommandId::XinfoConsumers),
         getkeys: getkeys_of("xinfo|consumers"),
     },
     // XINFO|GROUPS: List the consumer groups of a stream (since 5.0.0, group stream)
@@ -8305,7 +8302,7 @@ static SUB_XINFO: [CommandSpec; 4] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::XinfoGroups, "xinfo|groups"),
+        route: route_of(CommandId::XinfoGroups),
         getkeys: getkeys_of("xinfo|groups"),
     },
     // XINFO|HELP: Show helpful text about the different subcommands (since 5.0.0, group stream)
@@ -8319,7 +8316,7 @@ static SUB_XINFO: [CommandSpec; 4] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::XinfoHelp, "xinfo|help"),
+        route: route_of(CommandId::XinfoHelp),
         getkeys: getkeys_of("xinfo|help"),
     },
     // XINFO|STREAM: Get information about a stream (since 5.0.0, group stream)
@@ -8341,7 +8338,7 @@ static SUB_XINFO: [CommandSpec; 4] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::XinfoStream, "xinfo|stream"),
+        route: route_of(CommandId::XinfoStream),
         getkeys: getkeys_of("xinfo|stream"),
     },
 ];
