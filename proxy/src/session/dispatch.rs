@@ -335,13 +335,13 @@ pub(crate) fn plan(
     if !is_mirrored(spec) || table.shards()[shard].mirror.is_empty() {
         return None;
     }
-    Some(effect::prepare(spec.name, args, now_ms()))
+    Some(effect::prepare(spec, args, now_ms()))
 }
 
 /// How a blocking command is mirrored: like [`plan`], but prepared even while the shard has
 /// no in-sync replica, since one may be in sync by the time the master serves the command.
 pub(crate) fn plan_blocking(spec: &CommandSpec, args: &Args<'_>) -> Option<Prepared> {
-    is_mirrored(spec).then(|| effect::prepare(spec.name, args, now_ms()))
+    is_mirrored(spec).then(|| effect::prepare(spec, args, now_ms()))
 }
 
 /// The proxy's wall clock in Unix milliseconds, for absolute expiry times.
