@@ -154,6 +154,19 @@ fn arity_errors_name_the_full_command() {
     );
     let e = resolve(&[b"get".as_slice()]).expect_err("arity");
     assert_eq!(e.kind(), CommandErrorKind::WrongArity);
+    // The arity error names its command by id (a malformed EXEC discards the transaction).
+    assert_eq!(e.command(), Some(CommandId::Get));
+    let e = resolve(&["EXEC", "x"]).expect_err("arity");
+    assert_eq!(e.command(), Some(CommandId::Exec));
+    let e = resolve(&["config", "GET"]).expect_err("arity");
+    assert_eq!(e.command(), Some(CommandId::ConfigGet));
+    assert_eq!(resolve(&["nosuch"]).expect_err("unknown").command(), None);
+    assert_eq!(
+        resolve(&["config", "nosuch"])
+            .expect_err("unknown")
+            .command(),
+        None
+    );
     assert!(
         resolve(&["mset", "a", "1", "b"]).is_ok(),
         "mset arity is only -3"
