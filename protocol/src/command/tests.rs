@@ -598,11 +598,12 @@ fn local_commands_are_the_ones_local_of_knows() {
     }
 }
 
-/// The name lists `route.rs` held before routes and `@dangerous` were declared by
-/// [`CommandId`], frozen here: the typed declarations must give every command exactly what
-/// these lists gave it.
+/// The name lists `route.rs` and `procs.rs` held before routes, `@dangerous` and the
+/// `getkeys_proc`s were declared by [`CommandId`], frozen here: the typed declarations must
+/// give every command exactly what these lists gave it.
 mod by_name {
     use super::super::{Merge, Split};
+    use super::GetKeys;
 
     pub const SPLIT: &[(&str, Split)] = &[
         ("mget", Split::Mget),
@@ -664,6 +665,37 @@ mod by_name {
         pfselftest psync replconf replicaof restore restore-asking role save shutdown slaveof
         slowlog|get slowlog|len slowlog|reset sort sort_ro swapdb sync";
 
+    /// The commands with a Redis `getkeys_proc`, as `procs.rs` listed them by name.
+    pub const GETKEYS: &[(&str, GetKeys)] = &[
+        ("set", GetKeys::FirstArg),
+        ("bitfield", GetKeys::FirstArg),
+        ("sort", GetKeys::Sort),
+        ("sort_ro", GetKeys::SortRo),
+        ("migrate", GetKeys::Migrate),
+        ("georadius", GetKeys::Georadius),
+        ("georadiusbymember", GetKeys::Georadius),
+        ("xread", GetKeys::Xread),
+        ("xreadgroup", GetKeys::Xread),
+        ("eval", GetKeys::Eval),
+        ("eval_ro", GetKeys::Eval),
+        ("evalsha", GetKeys::EvalSha),
+        ("evalsha_ro", GetKeys::EvalSha),
+        ("fcall", GetKeys::Fcall),
+        ("fcall_ro", GetKeys::Fcall),
+        ("zunionstore", GetKeys::ZsetStore),
+        ("zinterstore", GetKeys::ZsetStore),
+        ("zdiffstore", GetKeys::ZsetStore),
+        ("zunion", GetKeys::Zset),
+        ("zinter", GetKeys::Zset),
+        ("zdiff", GetKeys::Zset),
+        ("zintercard", GetKeys::Zset),
+        ("sintercard", GetKeys::Sintercard),
+        ("lmpop", GetKeys::Mpop),
+        ("zmpop", GetKeys::Mpop),
+        ("blmpop", GetKeys::BlockingMpop),
+        ("bzmpop", GetKeys::BlockingMpop),
+    ];
+
     fn listed(list: &str, name: &str) -> bool {
         list.split_whitespace().any(|n| n == name)
     }
@@ -675,6 +707,15 @@ mod by_name {
             .flat_map(str::split_whitespace)
             .chain(SPLIT.iter().map(|(n, _)| *n))
             .chain(FAN_OUT.iter().map(|(n, _)| *n))
+            .chain(GETKEYS.iter().map(|(n, _)| *n))
+    }
+
+    /// The `getkeys_proc` the list gave `name`.
+    pub fn getkeys(name: &str) -> GetKeys {
+        GETKEYS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(GetKeys::None, |(_, g)| *g)
     }
 
     /// The route the lists gave `name` (a local command is `local`: `Local::of` was already
@@ -714,7 +755,7 @@ mod by_name {
 }
 
 #[test]
-fn routes_and_dangerous_are_what_the_name_lists_gave() {
+fn routes_dangerous_and_getkeys_are_what_the_name_lists_gave() {
     for name in by_name::names() {
         let _ = every_spec()
             .find(|s| s.name == name)
@@ -732,6 +773,12 @@ fn routes_and_dangerous_are_what_the_name_lists_gave() {
             spec.is_dangerous(),
             by_name::dangerous(spec.name),
             "@dangerous of {}",
+            spec.name
+        );
+        assert_eq!(
+            spec.getkeys,
+            by_name::getkeys(spec.name),
+            "getkeys of {}",
             spec.name
         );
     }
