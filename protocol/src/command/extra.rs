@@ -20,7 +20,7 @@ pub(super) static CLIENT_EXTRAS: [CommandSpec; 2] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ClientSetinfo),
-        getkeys: getkeys_of("client|setinfo"),
+        getkeys: getkeys_of(CommandId::ClientSetinfo),
     },
     CommandSpec {
         name: "client|no-touch",
@@ -33,6 +33,6 @@ pub(super) static CLIENT_EXTRAS: [CommandSpec; 2] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ClientNoTouch),
-        getkeys: getkeys_of("client|no-touch"),
+        getkeys: getkeys_of(CommandId::ClientNoTouch),
     },
 ];

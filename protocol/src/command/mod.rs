@@ -22,9 +22,12 @@
 //! rustfmt on the result. Two things cannot be read from a server and are hand-maintained
 //! in Rust, evaluated at compile time by the table:
 //! - [`Route`]s, in `route.rs` (`route_of`, a `match` on [`CommandId`]), with the reason for
-//!   each group of commands, and Redis's `@dangerous` ACL category (`is_dangerous`);
+//!   each group of commands;
 //! - which commands have a Redis `getkeys_proc` (`get_keys_function` in Redis's
-//!   `src/commands/*.json`), in `keys.rs` (`getkeys_of`).
+//!   `src/commands/*.json`), in `procs.rs` (`getkeys_of`, a `match` on [`CommandId`] too).
+//!
+//! Redis's `@dangerous` ACL category is hand-maintained the same way (`route::is_dangerous`,
+//! a `matches!` on the id, read through [`CommandSpec::is_dangerous`]).
 //!
 //! The integration test the integration module `command_table_live` (`tests/integration/command_table_live.rs`) compares the table and
 //! `key_indices` with a live server.
@@ -234,22 +237,6 @@ impl<T: AsRef<[u8]>, const N: usize> ArgList for [T; N] {
     fn arg(&self, i: usize) -> &[u8] {
         self[i].as_ref()
     }
-}
-
-/// Compile-time equality of two names (used by the generated table through `getkeys_of`).
-const fn const_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut i = 0;
-    while i < a.len() {
-        if a[i] != b[i] {
-            return false;
-        }
-        i += 1;
-    }
-    true
 }
 
 /// Longest top-level command name that [`lookup`] lowercases (Redis 7.0's longest is 20).

@@ -6,7 +6,7 @@
 //     python3 tools/gen-command-table.py --out protocol/src/command/table.rs
 //
 // 240 commands, 15 with subcommands, 366 entries in all.
-// `route` and `getkeys` are hand-maintained in route.rs and keys.rs.
+// `route` and `getkeys` are hand-maintained in route.rs and procs.rs, by CommandId.
 
 //! The generated Redis 7.0.15 command table (see the header comment).
 
@@ -774,7 +774,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &SUB_ACL,
         route: route_of(CommandId::Acl),
-        getkeys: getkeys_of("acl"),
+        getkeys: getkeys_of(CommandId::Acl),
     },
     // APPEND: Append a value to a key (since 2.0.0, group string)
     CommandSpec {
@@ -796,7 +796,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Append),
-        getkeys: getkeys_of("append"),
+        getkeys: getkeys_of(CommandId::Append),
     },
     // ASKING: Sent by cluster clients after an -ASK redirect (since 3.0.0, group cluster)
     CommandSpec {
@@ -810,7 +810,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::Asking),
-        getkeys: getkeys_of("asking"),
+        getkeys: getkeys_of(CommandId::Asking),
     },
     // AUTH: Authenticate to the server (since 1.0.0, group connection)
     CommandSpec {
@@ -829,7 +829,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::Auth),
-        getkeys: getkeys_of("auth"),
+        getkeys: getkeys_of(CommandId::Auth),
     },
     // BGREWRITEAOF: Asynchronously rewrite the append-only file (since 1.0.0, group server)
     CommandSpec {
@@ -845,7 +845,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::Bgrewriteaof),
-        getkeys: getkeys_of("bgrewriteaof"),
+        getkeys: getkeys_of(CommandId::Bgrewriteaof),
     },
     // BGSAVE: Asynchronously save the dataset to disk (since 1.0.0, group server)
     CommandSpec {
@@ -861,7 +861,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::Bgsave),
-        getkeys: getkeys_of("bgsave"),
+        getkeys: getkeys_of(CommandId::Bgsave),
     },
     // BITCOUNT: Count set bits in a string (since 2.6.0, group bitmap)
     CommandSpec {
@@ -883,7 +883,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Bitcount),
-        getkeys: getkeys_of("bitcount"),
+        getkeys: getkeys_of(CommandId::Bitcount),
     },
     // BITFIELD: Perform arbitrary bitfield integer operations on strings (since 3.2.0, group
     // bitmap)
@@ -912,7 +912,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         ],
         subcommands: &[],
         route: route_of(CommandId::Bitfield),
-        getkeys: getkeys_of("bitfield"),
+        getkeys: getkeys_of(CommandId::Bitfield),
     },
     // BITFIELD_RO: Perform arbitrary bitfield integer operations on strings. Read-only variant
     // of BITFIELD (since 6.0.0, group bitmap)
@@ -935,7 +935,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::BitfieldRo),
-        getkeys: getkeys_of("bitfield_ro"),
+        getkeys: getkeys_of(CommandId::BitfieldRo),
     },
     // BITOP: Perform bitwise operations between strings (since 2.6.0, group bitmap)
     CommandSpec {
@@ -968,7 +968,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         ],
         subcommands: &[],
         route: route_of(CommandId::Bitop),
-        getkeys: getkeys_of("bitop"),
+        getkeys: getkeys_of(CommandId::Bitop),
     },
     // BITPOS: Find first bit set or clear in a string (since 2.8.7, group bitmap)
     CommandSpec {
@@ -990,7 +990,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Bitpos),
-        getkeys: getkeys_of("bitpos"),
+        getkeys: getkeys_of(CommandId::Bitpos),
     },
     // BLMOVE: Pop an element from a list, push it to another list and return it; or block until
     // one is available (since 6.2.0, group list)
@@ -1029,7 +1029,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         ],
         subcommands: &[],
         route: route_of(CommandId::Blmove),
-        getkeys: getkeys_of("blmove"),
+        getkeys: getkeys_of(CommandId::Blmove),
     },
     // BLMPOP: Pop elements from a list, or block until one is available (since 7.0.0, group
     // list)
@@ -1056,7 +1056,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Blmpop),
-        getkeys: getkeys_of("blmpop"),
+        getkeys: getkeys_of(CommandId::Blmpop),
     },
     // BLPOP: Remove and get the first element in a list, or block until one is available (since
     // 2.0.0, group list)
@@ -1081,7 +1081,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Blpop),
-        getkeys: getkeys_of("blpop"),
+        getkeys: getkeys_of(CommandId::Blpop),
     },
     // BRPOP: Remove and get the last element in a list, or block until one is available (since
     // 2.0.0, group list)
@@ -1106,7 +1106,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Brpop),
-        getkeys: getkeys_of("brpop"),
+        getkeys: getkeys_of(CommandId::Brpop),
     },
     // BRPOPLPUSH: Pop an element from a list, push it to another list and return it; or block
     // until one is available (since 2.2.0, group list)
@@ -1145,7 +1145,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         ],
         subcommands: &[],
         route: route_of(CommandId::Brpoplpush),
-        getkeys: getkeys_of("brpoplpush"),
+        getkeys: getkeys_of(CommandId::Brpoplpush),
     },
     // BZMPOP: Remove and return members with scores in a sorted set or block until one is
     // available (since 7.0.0, group sorted-set)
@@ -1172,7 +1172,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Bzmpop),
-        getkeys: getkeys_of("bzmpop"),
+        getkeys: getkeys_of(CommandId::Bzmpop),
     },
     // BZPOPMAX: Remove and return the member with the highest score from one or more sorted
     // sets, or block until one is available (since 5.0.0, group sorted-set)
@@ -1200,7 +1200,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Bzpopmax),
-        getkeys: getkeys_of("bzpopmax"),
+        getkeys: getkeys_of(CommandId::Bzpopmax),
     },
     // BZPOPMIN: Remove and return the member with the lowest score from one or more sorted
     // sets, or block until one is available (since 5.0.0, group sorted-set)
@@ -1228,7 +1228,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Bzpopmin),
-        getkeys: getkeys_of("bzpopmin"),
+        getkeys: getkeys_of(CommandId::Bzpopmin),
     },
     // CLIENT: A container for client connection commands (since 2.4.0, group connection)
     CommandSpec {
@@ -1242,7 +1242,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &SUB_CLIENT,
         route: route_of(CommandId::Client),
-        getkeys: getkeys_of("client"),
+        getkeys: getkeys_of(CommandId::Client),
     },
     // CLUSTER: A container for cluster commands (since 3.0.0, group cluster)
     CommandSpec {
@@ -1256,7 +1256,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &SUB_CLUSTER,
         route: route_of(CommandId::Cluster),
-        getkeys: getkeys_of("cluster"),
+        getkeys: getkeys_of(CommandId::Cluster),
     },
     // COMMAND: Get array of Redis command details (since 2.8.13, group server)
     CommandSpec {
@@ -1270,7 +1270,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &SUB_COMMAND,
         route: route_of(CommandId::Command),
-        getkeys: getkeys_of("command"),
+        getkeys: getkeys_of(CommandId::Command),
     },
     // CONFIG: A container for server configuration commands (since 2.0.0, group server)
     CommandSpec {
@@ -1284,7 +1284,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &SUB_CONFIG,
         route: route_of(CommandId::Config),
-        getkeys: getkeys_of("config"),
+        getkeys: getkeys_of(CommandId::Config),
     },
     // COPY: Copy a key (since 6.2.0, group generic)
     CommandSpec {
@@ -1317,7 +1317,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         ],
         subcommands: &[],
         route: route_of(CommandId::Copy),
-        getkeys: getkeys_of("copy"),
+        getkeys: getkeys_of(CommandId::Copy),
     },
     // DBSIZE: Return the number of keys in the selected database (since 1.0.0, group server)
     CommandSpec {
@@ -1331,7 +1331,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::Dbsize),
-        getkeys: getkeys_of("dbsize"),
+        getkeys: getkeys_of(CommandId::Dbsize),
     },
     // DEBUG: A container for debugging commands (since 1.0.0, group server)
     CommandSpec {
@@ -1348,7 +1348,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::Debug),
-        getkeys: getkeys_of("debug"),
+        getkeys: getkeys_of(CommandId::Debug),
     },
     // DECR: Decrement the integer value of a key by one (since 1.0.0, group string)
     CommandSpec {
@@ -1372,7 +1372,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Decr),
-        getkeys: getkeys_of("decr"),
+        getkeys: getkeys_of(CommandId::Decr),
     },
     // DECRBY: Decrement the integer value of a key by the given number (since 1.0.0, group
     // string)
@@ -1397,7 +1397,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Decrby),
-        getkeys: getkeys_of("decrby"),
+        getkeys: getkeys_of(CommandId::Decrby),
     },
     // DEL: Delete a key (since 1.0.0, group generic)
     CommandSpec {
@@ -1419,7 +1419,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Del),
-        getkeys: getkeys_of("del"),
+        getkeys: getkeys_of(CommandId::Del),
     },
     // DISCARD: Discard all commands issued after MULTI (since 2.0.0, group transactions)
     CommandSpec {
@@ -1437,7 +1437,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::Discard),
-        getkeys: getkeys_of("discard"),
+        getkeys: getkeys_of(CommandId::Discard),
     },
     // DUMP: Return a serialized version of the value stored at the specified key. (since 2.6.0,
     // group generic)
@@ -1460,7 +1460,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Dump),
-        getkeys: getkeys_of("dump"),
+        getkeys: getkeys_of(CommandId::Dump),
     },
     // ECHO: Echo the given string (since 1.0.0, group connection)
     CommandSpec {
@@ -1474,7 +1474,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::Echo),
-        getkeys: getkeys_of("echo"),
+        getkeys: getkeys_of(CommandId::Echo),
     },
     // EVAL: Execute a Lua script server side (since 2.6.0, group scripting)
     CommandSpec {
@@ -1507,7 +1507,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         ],
         subcommands: &[],
         route: route_of(CommandId::Eval),
-        getkeys: getkeys_of("eval"),
+        getkeys: getkeys_of(CommandId::Eval),
     },
     // EVAL_RO: Execute a read-only Lua script server side (since 7.0.0, group scripting)
     CommandSpec {
@@ -1538,7 +1538,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         ],
         subcommands: &[],
         route: route_of(CommandId::EvalRo),
-        getkeys: getkeys_of("eval_ro"),
+        getkeys: getkeys_of(CommandId::EvalRo),
     },
     // EVALSHA: Execute a Lua script server side (since 2.6.0, group scripting)
     CommandSpec {
@@ -1567,7 +1567,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Evalsha),
-        getkeys: getkeys_of("evalsha"),
+        getkeys: getkeys_of(CommandId::Evalsha),
     },
     // EVALSHA_RO: Execute a read-only Lua script server side (since 7.0.0, group scripting)
     CommandSpec {
@@ -1594,7 +1594,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::EvalshaRo),
-        getkeys: getkeys_of("evalsha_ro"),
+        getkeys: getkeys_of(CommandId::EvalshaRo),
     },
     // EXEC: Execute all commands issued after MULTI (since 1.2.0, group transactions)
     CommandSpec {
@@ -1611,7 +1611,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::Exec),
-        getkeys: getkeys_of("exec"),
+        getkeys: getkeys_of(CommandId::Exec),
     },
     // EXISTS: Determine if a key exists (since 1.0.0, group generic)
     CommandSpec {
@@ -1633,7 +1633,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Exists),
-        getkeys: getkeys_of("exists"),
+        getkeys: getkeys_of(CommandId::Exists),
     },
     // EXPIRE: Set a key's time to live in seconds (since 1.0.0, group generic)
     CommandSpec {
@@ -1655,7 +1655,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Expire),
-        getkeys: getkeys_of("expire"),
+        getkeys: getkeys_of(CommandId::Expire),
     },
     // EXPIREAT: Set the expiration for a key as a UNIX timestamp (since 1.2.0, group generic)
     CommandSpec {
@@ -1677,7 +1677,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Expireat),
-        getkeys: getkeys_of("expireat"),
+        getkeys: getkeys_of(CommandId::Expireat),
     },
     // EXPIRETIME: Get the expiration Unix timestamp for a key (since 7.0.0, group generic)
     CommandSpec {
@@ -1699,7 +1699,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Expiretime),
-        getkeys: getkeys_of("expiretime"),
+        getkeys: getkeys_of(CommandId::Expiretime),
     },
     // FAILOVER: Start a coordinated failover between this server and one of its replicas.
     // (since 6.2.0, group server)
@@ -1714,7 +1714,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::Failover),
-        getkeys: getkeys_of("failover"),
+        getkeys: getkeys_of(CommandId::Failover),
     },
     // FCALL: Invoke a function (since 7.0.0, group scripting)
     CommandSpec {
@@ -1747,7 +1747,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         ],
         subcommands: &[],
         route: route_of(CommandId::Fcall),
-        getkeys: getkeys_of("fcall"),
+        getkeys: getkeys_of(CommandId::Fcall),
     },
     // FCALL_RO: Invoke a read-only function (since 7.0.0, group scripting)
     CommandSpec {
@@ -1778,7 +1778,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         ],
         subcommands: &[],
         route: route_of(CommandId::FcallRo),
-        getkeys: getkeys_of("fcall_ro"),
+        getkeys: getkeys_of(CommandId::FcallRo),
     },
     // FLUSHALL: Remove all keys from all databases (since 1.0.0, group server)
     CommandSpec {
@@ -1792,7 +1792,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::Flushall),
-        getkeys: getkeys_of("flushall"),
+        getkeys: getkeys_of(CommandId::Flushall),
     },
     // FLUSHDB: Remove all keys from the current database (since 1.0.0, group server)
     CommandSpec {
@@ -1806,7 +1806,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::Flushdb),
-        getkeys: getkeys_of("flushdb"),
+        getkeys: getkeys_of(CommandId::Flushdb),
     },
     // FUNCTION: A container for function commands (since 7.0.0, group scripting)
     CommandSpec {
@@ -1820,7 +1820,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &SUB_FUNCTION,
         route: route_of(CommandId::Function),
-        getkeys: getkeys_of("function"),
+        getkeys: getkeys_of(CommandId::Function),
     },
     // GEOADD: Add one or more geospatial items in the geospatial index represented using a
     // sorted set (since 3.2.0, group geo)
@@ -1843,7 +1843,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Geoadd),
-        getkeys: getkeys_of("geoadd"),
+        getkeys: getkeys_of(CommandId::Geoadd),
     },
     // GEODIST: Returns the distance between two members of a geospatial index (since 3.2.0,
     // group geo)
@@ -1866,7 +1866,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Geodist),
-        getkeys: getkeys_of("geodist"),
+        getkeys: getkeys_of(CommandId::Geodist),
     },
     // GEOHASH: Returns members of a geospatial index as standard geohash strings (since 3.2.0,
     // group geo)
@@ -1889,7 +1889,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Geohash),
-        getkeys: getkeys_of("geohash"),
+        getkeys: getkeys_of(CommandId::Geohash),
     },
     // GEOPOS: Returns longitude and latitude of members of a geospatial index (since 3.2.0,
     // group geo)
@@ -1912,7 +1912,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Geopos),
-        getkeys: getkeys_of("geopos"),
+        getkeys: getkeys_of(CommandId::Geopos),
     },
     // GEORADIUS: Query a sorted set representing a geospatial index to fetch members matching a
     // given maximum distance from a point (since 3.2.0, group geo)
@@ -1961,7 +1961,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         ],
         subcommands: &[],
         route: route_of(CommandId::Georadius),
-        getkeys: getkeys_of("georadius"),
+        getkeys: getkeys_of(CommandId::Georadius),
     },
     // GEORADIUS_RO: A read-only variant for GEORADIUS (since 3.2.10, group geo)
     CommandSpec {
@@ -1983,7 +1983,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::GeoradiusRo),
-        getkeys: getkeys_of("georadius_ro"),
+        getkeys: getkeys_of(CommandId::GeoradiusRo),
     },
     // GEORADIUSBYMEMBER: Query a sorted set representing a geospatial index to fetch members
     // matching a given maximum distance from a member (since 3.2.0, group geo)
@@ -2032,7 +2032,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         ],
         subcommands: &[],
         route: route_of(CommandId::Georadiusbymember),
-        getkeys: getkeys_of("georadiusbymember"),
+        getkeys: getkeys_of(CommandId::Georadiusbymember),
     },
     // GEORADIUSBYMEMBER_RO: A read-only variant for GEORADIUSBYMEMBER (since 3.2.10, group geo)
     CommandSpec {
@@ -2054,7 +2054,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::GeoradiusbymemberRo),
-        getkeys: getkeys_of("georadiusbymember_ro"),
+        getkeys: getkeys_of(CommandId::GeoradiusbymemberRo),
     },
     // GEOSEARCH: Query a sorted set representing a geospatial index to fetch members inside an
     // area of a box or a circle. (since 6.2.0, group geo)
@@ -2077,7 +2077,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Geosearch),
-        getkeys: getkeys_of("geosearch"),
+        getkeys: getkeys_of(CommandId::Geosearch),
     },
     // GEOSEARCHSTORE: Query a sorted set representing a geospatial index to fetch members
     // inside an area of a box or a circle, and store the result in another key. (since 6.2.0,
@@ -2112,7 +2112,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         ],
         subcommands: &[],
         route: route_of(CommandId::Geosearchstore),
-        getkeys: getkeys_of("geosearchstore"),
+        getkeys: getkeys_of(CommandId::Geosearchstore),
     },
     // GET: Get the value of a key (since 1.0.0, group string)
     CommandSpec {
@@ -2134,7 +2134,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Get),
-        getkeys: getkeys_of("get"),
+        getkeys: getkeys_of(CommandId::Get),
     },
     // GETBIT: Returns the bit value at offset in the string value stored at key (since 2.2.0,
     // group bitmap)
@@ -2157,7 +2157,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Getbit),
-        getkeys: getkeys_of("getbit"),
+        getkeys: getkeys_of(CommandId::Getbit),
     },
     // GETDEL: Get the value of a key and delete the key (since 6.2.0, group string)
     CommandSpec {
@@ -2181,7 +2181,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Getdel),
-        getkeys: getkeys_of("getdel"),
+        getkeys: getkeys_of(CommandId::Getdel),
     },
     // GETEX: Get the value of a key and optionally set its expiration (since 6.2.0, group
     // string)
@@ -2209,7 +2209,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         ],
         subcommands: &[],
         route: route_of(CommandId::Getex),
-        getkeys: getkeys_of("getex"),
+        getkeys: getkeys_of(CommandId::Getex),
     },
     // GETRANGE: Get a substring of the string stored at a key (since 2.4.0, group string)
     CommandSpec {
@@ -2231,7 +2231,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Getrange),
-        getkeys: getkeys_of("getrange"),
+        getkeys: getkeys_of(CommandId::Getrange),
     },
     // GETSET: Set the string value of a key and return its old value (since 1.0.0, group
     // string)
@@ -2256,7 +2256,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Getset),
-        getkeys: getkeys_of("getset"),
+        getkeys: getkeys_of(CommandId::Getset),
     },
     // HDEL: Delete one or more hash fields (since 2.0.0, group hash)
     CommandSpec {
@@ -2278,7 +2278,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Hdel),
-        getkeys: getkeys_of("hdel"),
+        getkeys: getkeys_of(CommandId::Hdel),
     },
     // HELLO: Handshake with Redis (since 6.0.0, group connection)
     CommandSpec {
@@ -2297,7 +2297,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::Hello),
-        getkeys: getkeys_of("hello"),
+        getkeys: getkeys_of(CommandId::Hello),
     },
     // HEXISTS: Determine if a hash field exists (since 2.0.0, group hash)
     CommandSpec {
@@ -2319,7 +2319,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Hexists),
-        getkeys: getkeys_of("hexists"),
+        getkeys: getkeys_of(CommandId::Hexists),
     },
     // HGET: Get the value of a hash field (since 2.0.0, group hash)
     CommandSpec {
@@ -2341,7 +2341,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Hget),
-        getkeys: getkeys_of("hget"),
+        getkeys: getkeys_of(CommandId::Hget),
     },
     // HGETALL: Get all the fields and values in a hash (since 2.0.0, group hash)
     CommandSpec {
@@ -2363,7 +2363,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Hgetall),
-        getkeys: getkeys_of("hgetall"),
+        getkeys: getkeys_of(CommandId::Hgetall),
     },
     // HINCRBY: Increment the integer value of a hash field by the given number (since 2.0.0,
     // group hash)
@@ -2388,7 +2388,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Hincrby),
-        getkeys: getkeys_of("hincrby"),
+        getkeys: getkeys_of(CommandId::Hincrby),
     },
     // HINCRBYFLOAT: Increment the float value of a hash field by the given amount (since 2.6.0,
     // group hash)
@@ -2413,7 +2413,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Hincrbyfloat),
-        getkeys: getkeys_of("hincrbyfloat"),
+        getkeys: getkeys_of(CommandId::Hincrbyfloat),
     },
     // HKEYS: Get all the fields in a hash (since 2.0.0, group hash)
     CommandSpec {
@@ -2435,7 +2435,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Hkeys),
-        getkeys: getkeys_of("hkeys"),
+        getkeys: getkeys_of(CommandId::Hkeys),
     },
     // HLEN: Get the number of fields in a hash (since 2.0.0, group hash)
     CommandSpec {
@@ -2457,7 +2457,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Hlen),
-        getkeys: getkeys_of("hlen"),
+        getkeys: getkeys_of(CommandId::Hlen),
     },
     // HMGET: Get the values of all the given hash fields (since 2.0.0, group hash)
     CommandSpec {
@@ -2479,7 +2479,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Hmget),
-        getkeys: getkeys_of("hmget"),
+        getkeys: getkeys_of(CommandId::Hmget),
     },
     // HMSET: Set multiple hash fields to multiple values (since 2.0.0, group hash)
     CommandSpec {
@@ -2501,7 +2501,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Hmset),
-        getkeys: getkeys_of("hmset"),
+        getkeys: getkeys_of(CommandId::Hmset),
     },
     // HRANDFIELD: Get one or multiple random fields from a hash (since 6.2.0, group hash)
     CommandSpec {
@@ -2523,7 +2523,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Hrandfield),
-        getkeys: getkeys_of("hrandfield"),
+        getkeys: getkeys_of(CommandId::Hrandfield),
     },
     // HSCAN: Incrementally iterate hash fields and associated values (since 2.8.0, group hash)
     CommandSpec {
@@ -2545,7 +2545,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Hscan),
-        getkeys: getkeys_of("hscan"),
+        getkeys: getkeys_of(CommandId::Hscan),
     },
     // HSET: Set the string value of a hash field (since 2.0.0, group hash)
     CommandSpec {
@@ -2567,7 +2567,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Hset),
-        getkeys: getkeys_of("hset"),
+        getkeys: getkeys_of(CommandId::Hset),
     },
     // HSETNX: Set the value of a hash field, only if the field does not exist (since 2.0.0,
     // group hash)
@@ -2590,7 +2590,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Hsetnx),
-        getkeys: getkeys_of("hsetnx"),
+        getkeys: getkeys_of(CommandId::Hsetnx),
     },
     // HSTRLEN: Get the length of the value of a hash field (since 3.2.0, group hash)
     CommandSpec {
@@ -2612,7 +2612,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Hstrlen),
-        getkeys: getkeys_of("hstrlen"),
+        getkeys: getkeys_of(CommandId::Hstrlen),
     },
     // HVALS: Get all the values in a hash (since 2.0.0, group hash)
     CommandSpec {
@@ -2634,7 +2634,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Hvals),
-        getkeys: getkeys_of("hvals"),
+        getkeys: getkeys_of(CommandId::Hvals),
     },
     // INCR: Increment the integer value of a key by one (since 1.0.0, group string)
     CommandSpec {
@@ -2658,7 +2658,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Incr),
-        getkeys: getkeys_of("incr"),
+        getkeys: getkeys_of(CommandId::Incr),
     },
     // INCRBY: Increment the integer value of a key by the given amount (since 1.0.0, group
     // string)
@@ -2683,7 +2683,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Incrby),
-        getkeys: getkeys_of("incrby"),
+        getkeys: getkeys_of(CommandId::Incrby),
     },
     // INCRBYFLOAT: Increment the float value of a key by the given amount (since 2.6.0, group
     // string)
@@ -2708,7 +2708,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Incrbyfloat),
-        getkeys: getkeys_of("incrbyfloat"),
+        getkeys: getkeys_of(CommandId::Incrbyfloat),
     },
     // INFO: Get information and statistics about the server (since 1.0.0, group server)
     CommandSpec {
@@ -2722,7 +2722,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::Info),
-        getkeys: getkeys_of("info"),
+        getkeys: getkeys_of(CommandId::Info),
     },
     // KEYS: Find all keys matching the given pattern (since 1.0.0, group generic)
     CommandSpec {
@@ -2736,7 +2736,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::Keys),
-        getkeys: getkeys_of("keys"),
+        getkeys: getkeys_of(CommandId::Keys),
     },
     // LASTSAVE: Get the UNIX time stamp of the last successful save to disk (since 1.0.0, group
     // server)
@@ -2751,7 +2751,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::Lastsave),
-        getkeys: getkeys_of("lastsave"),
+        getkeys: getkeys_of(CommandId::Lastsave),
     },
     // LATENCY: A container for latency diagnostics commands (since 2.8.13, group server)
     CommandSpec {
@@ -2765,7 +2765,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &SUB_LATENCY,
         route: route_of(CommandId::Latency),
-        getkeys: getkeys_of("latency"),
+        getkeys: getkeys_of(CommandId::Latency),
     },
     // LCS: Find longest common substring (since 7.0.0, group string)
     CommandSpec {
@@ -2787,7 +2787,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Lcs),
-        getkeys: getkeys_of("lcs"),
+        getkeys: getkeys_of(CommandId::Lcs),
     },
     // LINDEX: Get an element from a list by its index (since 1.0.0, group list)
     CommandSpec {
@@ -2809,7 +2809,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Lindex),
-        getkeys: getkeys_of("lindex"),
+        getkeys: getkeys_of(CommandId::Lindex),
     },
     // LINSERT: Insert an element before or after another element in a list (since 2.2.0, group
     // list)
@@ -2832,7 +2832,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Linsert),
-        getkeys: getkeys_of("linsert"),
+        getkeys: getkeys_of(CommandId::Linsert),
     },
     // LLEN: Get the length of a list (since 1.0.0, group list)
     CommandSpec {
@@ -2854,7 +2854,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Llen),
-        getkeys: getkeys_of("llen"),
+        getkeys: getkeys_of(CommandId::Llen),
     },
     // LMOVE: Pop an element from a list, push it to another list and return it (since 6.2.0,
     // group list)
@@ -2890,7 +2890,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         ],
         subcommands: &[],
         route: route_of(CommandId::Lmove),
-        getkeys: getkeys_of("lmove"),
+        getkeys: getkeys_of(CommandId::Lmove),
     },
     // LMPOP: Pop elements from a list (since 7.0.0, group list)
     CommandSpec {
@@ -2914,7 +2914,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Lmpop),
-        getkeys: getkeys_of("lmpop"),
+        getkeys: getkeys_of(CommandId::Lmpop),
     },
     // LOLWUT: Display some computer art and the Redis version (since 5.0.0, group server)
     CommandSpec {
@@ -2928,7 +2928,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::Lolwut),
-        getkeys: getkeys_of("lolwut"),
+        getkeys: getkeys_of(CommandId::Lolwut),
     },
     // LPOP: Remove and get the first elements in a list (since 1.0.0, group list)
     CommandSpec {
@@ -2952,7 +2952,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Lpop),
-        getkeys: getkeys_of("lpop"),
+        getkeys: getkeys_of(CommandId::Lpop),
     },
     // LPOS: Return the index of matching elements on a list (since 6.0.6, group list)
     CommandSpec {
@@ -2974,7 +2974,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Lpos),
-        getkeys: getkeys_of("lpos"),
+        getkeys: getkeys_of(CommandId::Lpos),
     },
     // LPUSH: Prepend one or multiple elements to a list (since 1.0.0, group list)
     CommandSpec {
@@ -2996,7 +2996,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Lpush),
-        getkeys: getkeys_of("lpush"),
+        getkeys: getkeys_of(CommandId::Lpush),
     },
     // LPUSHX: Prepend an element to a list, only if the list exists (since 2.2.0, group list)
     CommandSpec {
@@ -3018,7 +3018,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Lpushx),
-        getkeys: getkeys_of("lpushx"),
+        getkeys: getkeys_of(CommandId::Lpushx),
     },
     // LRANGE: Get a range of elements from a list (since 1.0.0, group list)
     CommandSpec {
@@ -3040,7 +3040,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Lrange),
-        getkeys: getkeys_of("lrange"),
+        getkeys: getkeys_of(CommandId::Lrange),
     },
     // LREM: Remove elements from a list (since 1.0.0, group list)
     CommandSpec {
@@ -3062,7 +3062,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Lrem),
-        getkeys: getkeys_of("lrem"),
+        getkeys: getkeys_of(CommandId::Lrem),
     },
     // LSET: Set the value of an element in a list by its index (since 1.0.0, group list)
     CommandSpec {
@@ -3084,7 +3084,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Lset),
-        getkeys: getkeys_of("lset"),
+        getkeys: getkeys_of(CommandId::Lset),
     },
     // LTRIM: Trim a list to the specified range (since 1.0.0, group list)
     CommandSpec {
@@ -3106,7 +3106,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Ltrim),
-        getkeys: getkeys_of("ltrim"),
+        getkeys: getkeys_of(CommandId::Ltrim),
     },
     // MEMORY: A container for memory diagnostics commands (since 4.0.0, group server)
     CommandSpec {
@@ -3120,7 +3120,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &SUB_MEMORY,
         route: route_of(CommandId::Memory),
-        getkeys: getkeys_of("memory"),
+        getkeys: getkeys_of(CommandId::Memory),
     },
     // MGET: Get the values of all the given keys (since 1.0.0, group string)
     CommandSpec {
@@ -3142,7 +3142,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Mget),
-        getkeys: getkeys_of("mget"),
+        getkeys: getkeys_of(CommandId::Mget),
     },
     // MIGRATE: Atomically transfer a key from a Redis instance to another one. (since 2.6.0,
     // group generic)
@@ -3184,7 +3184,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         ],
         subcommands: &[],
         route: route_of(CommandId::Migrate),
-        getkeys: getkeys_of("migrate"),
+        getkeys: getkeys_of(CommandId::Migrate),
     },
     // MODULE: A container for module commands (since 4.0.0, group server)
     CommandSpec {
@@ -3198,7 +3198,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &SUB_MODULE,
         route: route_of(CommandId::Module),
-        getkeys: getkeys_of("module"),
+        getkeys: getkeys_of(CommandId::Module),
     },
     // MONITOR: Listen for all requests received by the server in real time (since 1.0.0, group
     // server)
@@ -3216,7 +3216,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::Monitor),
-        getkeys: getkeys_of("monitor"),
+        getkeys: getkeys_of(CommandId::Monitor),
     },
     // MOVE: Move a key to another database (since 1.0.0, group generic)
     CommandSpec {
@@ -3240,7 +3240,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Move),
-        getkeys: getkeys_of("move"),
+        getkeys: getkeys_of(CommandId::Move),
     },
     // MSET: Set multiple keys to multiple values (since 1.0.1, group string)
     CommandSpec {
@@ -3262,7 +3262,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Mset),
-        getkeys: getkeys_of("mset"),
+        getkeys: getkeys_of(CommandId::Mset),
     },
     // MSETNX: Set multiple keys to multiple values, only if none of the keys exist (since
     // 1.0.1, group string)
@@ -3285,7 +3285,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Msetnx),
-        getkeys: getkeys_of("msetnx"),
+        getkeys: getkeys_of(CommandId::Msetnx),
     },
     // MULTI: Mark the start of a transaction block (since 1.2.0, group transactions)
     CommandSpec {
@@ -3303,7 +3303,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::Multi),
-        getkeys: getkeys_of("multi"),
+        getkeys: getkeys_of(CommandId::Multi),
     },
     // OBJECT: A container for object introspection commands (since 2.2.3, group generic)
     CommandSpec {
@@ -3317,7 +3317,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &SUB_OBJECT,
         route: route_of(CommandId::Object),
-        getkeys: getkeys_of("object"),
+        getkeys: getkeys_of(CommandId::Object),
     },
     // PERSIST: Remove the expiration from a key (since 2.2.0, group generic)
     CommandSpec {
@@ -3339,7 +3339,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Persist),
-        getkeys: getkeys_of("persist"),
+        getkeys: getkeys_of(CommandId::Persist),
     },
     // PEXPIRE: Set a key's time to live in milliseconds (since 2.6.0, group generic)
     CommandSpec {
@@ -3361,7 +3361,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Pexpire),
-        getkeys: getkeys_of("pexpire"),
+        getkeys: getkeys_of(CommandId::Pexpire),
     },
     // PEXPIREAT: Set the expiration for a key as a UNIX timestamp specified in milliseconds
     // (since 2.6.0, group generic)
@@ -3384,7 +3384,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Pexpireat),
-        getkeys: getkeys_of("pexpireat"),
+        getkeys: getkeys_of(CommandId::Pexpireat),
     },
     // PEXPIRETIME: Get the expiration Unix timestamp for a key in milliseconds (since 7.0.0,
     // group generic)
@@ -3407,7 +3407,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Pexpiretime),
-        getkeys: getkeys_of("pexpiretime"),
+        getkeys: getkeys_of(CommandId::Pexpiretime),
     },
     // PFADD: Adds the specified elements to the specified HyperLogLog. (since 2.8.9, group
     // hyperloglog)
@@ -3430,7 +3430,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Pfadd),
-        getkeys: getkeys_of("pfadd"),
+        getkeys: getkeys_of(CommandId::Pfadd),
     },
     // PFCOUNT: Return the approximated cardinality of the set(s) observed by the HyperLogLog at
     // key(s). (since 2.8.9, group hyperloglog)
@@ -3457,7 +3457,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         ],
         subcommands: &[],
         route: route_of(CommandId::Pfcount),
-        getkeys: getkeys_of("pfcount"),
+        getkeys: getkeys_of(CommandId::Pfcount),
     },
     // PFDEBUG: Internal commands for debugging HyperLogLog values (since 2.8.9, group
     // hyperloglog)
@@ -3480,7 +3480,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Pfdebug),
-        getkeys: getkeys_of("pfdebug"),
+        getkeys: getkeys_of(CommandId::Pfdebug),
     },
     // PFMERGE: Merge N different HyperLogLogs into a single one. (since 2.8.9, group
     // hyperloglog)
@@ -3516,7 +3516,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         ],
         subcommands: &[],
         route: route_of(CommandId::Pfmerge),
-        getkeys: getkeys_of("pfmerge"),
+        getkeys: getkeys_of(CommandId::Pfmerge),
     },
     // PFSELFTEST: An internal command for testing HyperLogLog values (since 2.8.9, group
     // hyperloglog)
@@ -3531,7 +3531,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::Pfselftest),
-        getkeys: getkeys_of("pfselftest"),
+        getkeys: getkeys_of(CommandId::Pfselftest),
     },
     // PING: Ping the server (since 1.0.0, group connection)
     CommandSpec {
@@ -3545,7 +3545,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::Ping),
-        getkeys: getkeys_of("ping"),
+        getkeys: getkeys_of(CommandId::Ping),
     },
     // PSETEX: Set the value and expiration in milliseconds of a key (since 2.6.0, group string)
     CommandSpec {
@@ -3567,7 +3567,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Psetex),
-        getkeys: getkeys_of("psetex"),
+        getkeys: getkeys_of(CommandId::Psetex),
     },
     // PSUBSCRIBE: Listen for messages published to channels matching the given patterns (since
     // 2.0.0, group pubsub)
@@ -3585,7 +3585,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::Psubscribe),
-        getkeys: getkeys_of("psubscribe"),
+        getkeys: getkeys_of(CommandId::Psubscribe),
     },
     // PSYNC: Internal command used for replication (since 2.8.0, group server)
     CommandSpec {
@@ -3602,7 +3602,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::Psync),
-        getkeys: getkeys_of("psync"),
+        getkeys: getkeys_of(CommandId::Psync),
     },
     // PTTL: Get the time to live for a key in milliseconds (since 2.6.0, group generic)
     CommandSpec {
@@ -3624,7 +3624,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Pttl),
-        getkeys: getkeys_of("pttl"),
+        getkeys: getkeys_of(CommandId::Pttl),
     },
     // PUBLISH: Post a message to a channel (since 2.0.0, group pubsub)
     CommandSpec {
@@ -3642,7 +3642,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::Publish),
-        getkeys: getkeys_of("publish"),
+        getkeys: getkeys_of(CommandId::Publish),
     },
     // PUBSUB: A container for Pub/Sub commands (since 2.8.0, group pubsub)
     CommandSpec {
@@ -3656,7 +3656,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &SUB_PUBSUB,
         route: route_of(CommandId::Pubsub),
-        getkeys: getkeys_of("pubsub"),
+        getkeys: getkeys_of(CommandId::Pubsub),
     },
     // PUNSUBSCRIBE: Stop listening for messages posted to channels matching the given patterns
     // (since 2.0.0, group pubsub)
@@ -3674,7 +3674,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::Punsubscribe),
-        getkeys: getkeys_of("punsubscribe"),
+        getkeys: getkeys_of(CommandId::Punsubscribe),
     },
     // QUIT: Close the connection (since 1.0.0, group connection)
     CommandSpec {
@@ -3693,7 +3693,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::Quit),
-        getkeys: getkeys_of("quit"),
+        getkeys: getkeys_of(CommandId::Quit),
     },
     // RANDOMKEY: Return a random key from the keyspace (since 1.0.0, group generic)
     CommandSpec {
@@ -3707,7 +3707,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::Randomkey),
-        getkeys: getkeys_of("randomkey"),
+        getkeys: getkeys_of(CommandId::Randomkey),
     },
     // READONLY: Enables read queries for a connection to a cluster replica node (since 3.0.0,
     // group cluster)
@@ -3722,7 +3722,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::Readonly),
-        getkeys: getkeys_of("readonly"),
+        getkeys: getkeys_of(CommandId::Readonly),
     },
     // READWRITE: Disables read queries for a connection to a cluster replica node (since 3.0.0,
     // group cluster)
@@ -3737,7 +3737,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::Readwrite),
-        getkeys: getkeys_of("readwrite"),
+        getkeys: getkeys_of(CommandId::Readwrite),
     },
     // RENAME: Rename a key (since 1.0.0, group generic)
     CommandSpec {
@@ -3772,7 +3772,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         ],
         subcommands: &[],
         route: route_of(CommandId::Rename),
-        getkeys: getkeys_of("rename"),
+        getkeys: getkeys_of(CommandId::Rename),
     },
     // RENAMENX: Rename a key, only if the new key does not exist (since 1.0.0, group generic)
     CommandSpec {
@@ -3807,7 +3807,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         ],
         subcommands: &[],
         route: route_of(CommandId::Renamenx),
-        getkeys: getkeys_of("renamenx"),
+        getkeys: getkeys_of(CommandId::Renamenx),
     },
     // REPLCONF: An internal command for configuring the replication stream (since 3.0.0, group
     // server)
@@ -3826,7 +3826,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::Replconf),
-        getkeys: getkeys_of("replconf"),
+        getkeys: getkeys_of(CommandId::Replconf),
     },
     // REPLICAOF: Make the server a replica of another instance, or promote it as master. (since
     // 5.0.0, group server)
@@ -3844,7 +3844,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::Replicaof),
-        getkeys: getkeys_of("replicaof"),
+        getkeys: getkeys_of(CommandId::Replicaof),
     },
     // RESET: Reset the connection (since 6.2.0, group connection)
     CommandSpec {
@@ -3863,7 +3863,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::Reset),
-        getkeys: getkeys_of("reset"),
+        getkeys: getkeys_of(CommandId::Reset),
     },
     // RESTORE: Create a key using the provided serialized value, previously obtained using
     // DUMP. (since 2.6.0, group generic)
@@ -3886,7 +3886,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Restore),
-        getkeys: getkeys_of("restore"),
+        getkeys: getkeys_of(CommandId::Restore),
     },
     // RESTORE-ASKING: An internal command for migrating keys in a cluster (since 3.0.0, group
     // server)
@@ -3909,7 +3909,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::RestoreAsking),
-        getkeys: getkeys_of("restore-asking"),
+        getkeys: getkeys_of(CommandId::RestoreAsking),
     },
     // ROLE: Return the role of the instance in the context of replication (since 2.8.12, group
     // server)
@@ -3927,7 +3927,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::Role),
-        getkeys: getkeys_of("role"),
+        getkeys: getkeys_of(CommandId::Role),
     },
     // RPOP: Remove and get the last elements in a list (since 1.0.0, group list)
     CommandSpec {
@@ -3951,7 +3951,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Rpop),
-        getkeys: getkeys_of("rpop"),
+        getkeys: getkeys_of(CommandId::Rpop),
     },
     // RPOPLPUSH: Remove the last element in a list, prepend it to another list and return it
     // (since 1.2.0, group list)
@@ -3987,7 +3987,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         ],
         subcommands: &[],
         route: route_of(CommandId::Rpoplpush),
-        getkeys: getkeys_of("rpoplpush"),
+        getkeys: getkeys_of(CommandId::Rpoplpush),
     },
     // RPUSH: Append one or multiple elements to a list (since 1.0.0, group list)
     CommandSpec {
@@ -4009,7 +4009,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Rpush),
-        getkeys: getkeys_of("rpush"),
+        getkeys: getkeys_of(CommandId::Rpush),
     },
     // RPUSHX: Append an element to a list, only if the list exists (since 2.2.0, group list)
     CommandSpec {
@@ -4031,7 +4031,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Rpushx),
-        getkeys: getkeys_of("rpushx"),
+        getkeys: getkeys_of(CommandId::Rpushx),
     },
     // SADD: Add one or more members to a set (since 1.0.0, group set)
     CommandSpec {
@@ -4053,7 +4053,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Sadd),
-        getkeys: getkeys_of("sadd"),
+        getkeys: getkeys_of(CommandId::Sadd),
     },
     // SAVE: Synchronously save the dataset to disk (since 1.0.0, group server)
     CommandSpec {
@@ -4070,7 +4070,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::Save),
-        getkeys: getkeys_of("save"),
+        getkeys: getkeys_of(CommandId::Save),
     },
     // SCAN: Incrementally iterate the keys space (since 2.8.0, group generic)
     CommandSpec {
@@ -4084,7 +4084,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::Scan),
-        getkeys: getkeys_of("scan"),
+        getkeys: getkeys_of(CommandId::Scan),
     },
     // SCARD: Get the number of members in a set (since 1.0.0, group set)
     CommandSpec {
@@ -4106,7 +4106,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Scard),
-        getkeys: getkeys_of("scard"),
+        getkeys: getkeys_of(CommandId::Scard),
     },
     // SCRIPT: A container for Lua scripts management commands (since 2.6.0, group scripting)
     CommandSpec {
@@ -4120,7 +4120,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &SUB_SCRIPT,
         route: route_of(CommandId::Script),
-        getkeys: getkeys_of("script"),
+        getkeys: getkeys_of(CommandId::Script),
     },
     // SDIFF: Subtract multiple sets (since 1.0.0, group set)
     CommandSpec {
@@ -4142,7 +4142,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Sdiff),
-        getkeys: getkeys_of("sdiff"),
+        getkeys: getkeys_of(CommandId::Sdiff),
     },
     // SDIFFSTORE: Subtract multiple sets and store the resulting set in a key (since 1.0.0,
     // group set)
@@ -4176,7 +4176,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         ],
         subcommands: &[],
         route: route_of(CommandId::Sdiffstore),
-        getkeys: getkeys_of("sdiffstore"),
+        getkeys: getkeys_of(CommandId::Sdiffstore),
     },
     // SELECT: Change the selected database for the current connection (since 1.0.0, group
     // connection)
@@ -4191,7 +4191,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::Select),
-        getkeys: getkeys_of("select"),
+        getkeys: getkeys_of(CommandId::Select),
     },
     // SET: Set the string value of a key (since 1.0.0, group string)
     CommandSpec {
@@ -4219,7 +4219,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         ],
         subcommands: &[],
         route: route_of(CommandId::Set),
-        getkeys: getkeys_of("set"),
+        getkeys: getkeys_of(CommandId::Set),
     },
     // SETBIT: Sets or clears the bit at offset in the string value stored at key (since 2.2.0,
     // group bitmap)
@@ -4244,7 +4244,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Setbit),
-        getkeys: getkeys_of("setbit"),
+        getkeys: getkeys_of(CommandId::Setbit),
     },
     // SETEX: Set the value and expiration of a key (since 2.0.0, group string)
     CommandSpec {
@@ -4266,7 +4266,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Setex),
-        getkeys: getkeys_of("setex"),
+        getkeys: getkeys_of(CommandId::Setex),
     },
     // SETNX: Set the value of a key, only if the key does not exist (since 1.0.0, group string)
     CommandSpec {
@@ -4288,7 +4288,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Setnx),
-        getkeys: getkeys_of("setnx"),
+        getkeys: getkeys_of(CommandId::Setnx),
     },
     // SETRANGE: Overwrite part of a string at key starting at the specified offset (since
     // 2.2.0, group string)
@@ -4311,7 +4311,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Setrange),
-        getkeys: getkeys_of("setrange"),
+        getkeys: getkeys_of(CommandId::Setrange),
     },
     // SHUTDOWN: Synchronously save the dataset to disk and then shut down the server (since
     // 1.0.0, group server)
@@ -4331,7 +4331,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::Shutdown),
-        getkeys: getkeys_of("shutdown"),
+        getkeys: getkeys_of(CommandId::Shutdown),
     },
     // SINTER: Intersect multiple sets (since 1.0.0, group set)
     CommandSpec {
@@ -4353,7 +4353,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Sinter),
-        getkeys: getkeys_of("sinter"),
+        getkeys: getkeys_of(CommandId::Sinter),
     },
     // SINTERCARD: Intersect multiple sets and return the cardinality of the result (since
     // 7.0.0, group set)
@@ -4376,7 +4376,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Sintercard),
-        getkeys: getkeys_of("sintercard"),
+        getkeys: getkeys_of(CommandId::Sintercard),
     },
     // SINTERSTORE: Intersect multiple sets and store the resulting set in a key (since 1.0.0,
     // group set)
@@ -4410,7 +4410,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         ],
         subcommands: &[],
         route: route_of(CommandId::Sinterstore),
-        getkeys: getkeys_of("sinterstore"),
+        getkeys: getkeys_of(CommandId::Sinterstore),
     },
     // SISMEMBER: Determine if a given value is a member of a set (since 1.0.0, group set)
     CommandSpec {
@@ -4432,7 +4432,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Sismember),
-        getkeys: getkeys_of("sismember"),
+        getkeys: getkeys_of(CommandId::Sismember),
     },
     // SLAVEOF: Make the server a replica of another instance, or promote it as master. (since
     // 1.0.0, group server)
@@ -4450,7 +4450,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::Slaveof),
-        getkeys: getkeys_of("slaveof"),
+        getkeys: getkeys_of(CommandId::Slaveof),
     },
     // SLOWLOG: A container for slow log commands (since 2.2.12, group server)
     CommandSpec {
@@ -4464,7 +4464,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &SUB_SLOWLOG,
         route: route_of(CommandId::Slowlog),
-        getkeys: getkeys_of("slowlog"),
+        getkeys: getkeys_of(CommandId::Slowlog),
     },
     // SMEMBERS: Get all the members in a set (since 1.0.0, group set)
     CommandSpec {
@@ -4486,7 +4486,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Smembers),
-        getkeys: getkeys_of("smembers"),
+        getkeys: getkeys_of(CommandId::Smembers),
     },
     // SMISMEMBER: Returns the membership associated with the given elements for a set (since
     // 6.2.0, group set)
@@ -4509,7 +4509,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Smismember),
-        getkeys: getkeys_of("smismember"),
+        getkeys: getkeys_of(CommandId::Smismember),
     },
     // SMOVE: Move a member from one set to another (since 1.0.0, group set)
     CommandSpec {
@@ -4544,7 +4544,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         ],
         subcommands: &[],
         route: route_of(CommandId::Smove),
-        getkeys: getkeys_of("smove"),
+        getkeys: getkeys_of(CommandId::Smove),
     },
     // SORT: Sort the elements in a list, set or sorted set (since 1.0.0, group generic)
     CommandSpec {
@@ -4582,7 +4582,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         ],
         subcommands: &[],
         route: route_of(CommandId::Sort),
-        getkeys: getkeys_of("sort"),
+        getkeys: getkeys_of(CommandId::Sort),
     },
     // SORT_RO: Sort the elements in a list, set or sorted set. Read-only variant of SORT.
     // (since 7.0.0, group generic)
@@ -4614,7 +4614,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         ],
         subcommands: &[],
         route: route_of(CommandId::SortRo),
-        getkeys: getkeys_of("sort_ro"),
+        getkeys: getkeys_of(CommandId::SortRo),
     },
     // SPOP: Remove and return one or multiple random members from a set (since 1.0.0, group
     // set)
@@ -4639,7 +4639,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Spop),
-        getkeys: getkeys_of("spop"),
+        getkeys: getkeys_of(CommandId::Spop),
     },
     // SPUBLISH: Post a message to a shard channel (since 7.0.0, group pubsub)
     CommandSpec {
@@ -4665,7 +4665,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Spublish),
-        getkeys: getkeys_of("spublish"),
+        getkeys: getkeys_of(CommandId::Spublish),
     },
     // SRANDMEMBER: Get one or multiple random members from a set (since 1.0.0, group set)
     CommandSpec {
@@ -4687,7 +4687,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Srandmember),
-        getkeys: getkeys_of("srandmember"),
+        getkeys: getkeys_of(CommandId::Srandmember),
     },
     // SREM: Remove one or more members from a set (since 1.0.0, group set)
     CommandSpec {
@@ -4709,7 +4709,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Srem),
-        getkeys: getkeys_of("srem"),
+        getkeys: getkeys_of(CommandId::Srem),
     },
     // SSCAN: Incrementally iterate Set elements (since 2.8.0, group set)
     CommandSpec {
@@ -4731,7 +4731,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Sscan),
-        getkeys: getkeys_of("sscan"),
+        getkeys: getkeys_of(CommandId::Sscan),
     },
     // SSUBSCRIBE: Listen for messages published to the given shard channels (since 7.0.0, group
     // pubsub)
@@ -4757,7 +4757,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Ssubscribe),
-        getkeys: getkeys_of("ssubscribe"),
+        getkeys: getkeys_of(CommandId::Ssubscribe),
     },
     // STRLEN: Get the length of the value stored in a key (since 2.2.0, group string)
     CommandSpec {
@@ -4779,7 +4779,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Strlen),
-        getkeys: getkeys_of("strlen"),
+        getkeys: getkeys_of(CommandId::Strlen),
     },
     // SUBSCRIBE: Listen for messages published to the given channels (since 2.0.0, group
     // pubsub)
@@ -4797,7 +4797,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::Subscribe),
-        getkeys: getkeys_of("subscribe"),
+        getkeys: getkeys_of(CommandId::Subscribe),
     },
     // SUBSTR: Get a substring of the string stored at a key (since 1.0.0, group string)
     CommandSpec {
@@ -4819,7 +4819,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Substr),
-        getkeys: getkeys_of("substr"),
+        getkeys: getkeys_of(CommandId::Substr),
     },
     // SUNION: Add multiple sets (since 1.0.0, group set)
     CommandSpec {
@@ -4841,7 +4841,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Sunion),
-        getkeys: getkeys_of("sunion"),
+        getkeys: getkeys_of(CommandId::Sunion),
     },
     // SUNIONSTORE: Add multiple sets and store the resulting set in a key (since 1.0.0, group
     // set)
@@ -4875,7 +4875,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         ],
         subcommands: &[],
         route: route_of(CommandId::Sunionstore),
-        getkeys: getkeys_of("sunionstore"),
+        getkeys: getkeys_of(CommandId::Sunionstore),
     },
     // SUNSUBSCRIBE: Stop listening for messages posted to the given shard channels (since
     // 7.0.0, group pubsub)
@@ -4901,7 +4901,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Sunsubscribe),
-        getkeys: getkeys_of("sunsubscribe"),
+        getkeys: getkeys_of(CommandId::Sunsubscribe),
     },
     // SWAPDB: Swaps two Redis databases (since 4.0.0, group server)
     CommandSpec {
@@ -4915,7 +4915,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::Swapdb),
-        getkeys: getkeys_of("swapdb"),
+        getkeys: getkeys_of(CommandId::Swapdb),
     },
     // SYNC: Internal command used for replication (since 1.0.0, group server)
     CommandSpec {
@@ -4932,7 +4932,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::Sync),
-        getkeys: getkeys_of("sync"),
+        getkeys: getkeys_of(CommandId::Sync),
     },
     // TIME: Return the current server time (since 2.6.0, group server)
     CommandSpec {
@@ -4946,7 +4946,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::Time),
-        getkeys: getkeys_of("time"),
+        getkeys: getkeys_of(CommandId::Time),
     },
     // TOUCH: Alters the last access time of a key(s). Returns the number of existing keys
     // specified. (since 3.2.1, group generic)
@@ -4969,7 +4969,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Touch),
-        getkeys: getkeys_of("touch"),
+        getkeys: getkeys_of(CommandId::Touch),
     },
     // TTL: Get the time to live for a key in seconds (since 1.0.0, group generic)
     CommandSpec {
@@ -4991,7 +4991,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Ttl),
-        getkeys: getkeys_of("ttl"),
+        getkeys: getkeys_of(CommandId::Ttl),
     },
     // TYPE: Determine the type stored at key (since 1.0.0, group generic)
     CommandSpec {
@@ -5013,7 +5013,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Type),
-        getkeys: getkeys_of("type"),
+        getkeys: getkeys_of(CommandId::Type),
     },
     // UNLINK: Delete a key asynchronously in another thread. Otherwise it is just as DEL, but
     // non blocking. (since 4.0.0, group generic)
@@ -5036,7 +5036,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Unlink),
-        getkeys: getkeys_of("unlink"),
+        getkeys: getkeys_of(CommandId::Unlink),
     },
     // UNSUBSCRIBE: Stop listening for messages posted to the given channels (since 2.0.0, group
     // pubsub)
@@ -5054,7 +5054,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::Unsubscribe),
-        getkeys: getkeys_of("unsubscribe"),
+        getkeys: getkeys_of(CommandId::Unsubscribe),
     },
     // UNWATCH: Forget about all watched keys (since 2.2.0, group transactions)
     CommandSpec {
@@ -5072,7 +5072,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::Unwatch),
-        getkeys: getkeys_of("unwatch"),
+        getkeys: getkeys_of(CommandId::Unwatch),
     },
     // WAIT: Wait for the synchronous replication of all the write commands sent in the context
     // of the current connection (since 3.0.0, group generic)
@@ -5087,7 +5087,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::Wait),
-        getkeys: getkeys_of("wait"),
+        getkeys: getkeys_of(CommandId::Wait),
     },
     // WATCH: Watch the given keys to determine execution of the MULTI/EXEC block (since 2.2.0,
     // group transactions)
@@ -5114,7 +5114,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Watch),
-        getkeys: getkeys_of("watch"),
+        getkeys: getkeys_of(CommandId::Watch),
     },
     // XACK: Marks a pending message as correctly processed, effectively removing it from the
     // pending entries list of the consumer group. Return value of the command is the number of
@@ -5139,7 +5139,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Xack),
-        getkeys: getkeys_of("xack"),
+        getkeys: getkeys_of(CommandId::Xack),
     },
     // XADD: Appends a new entry to a stream (since 5.0.0, group stream)
     CommandSpec {
@@ -5164,7 +5164,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         ],
         subcommands: &[],
         route: route_of(CommandId::Xadd),
-        getkeys: getkeys_of("xadd"),
+        getkeys: getkeys_of(CommandId::Xadd),
     },
     // XAUTOCLAIM: Changes (or acquires) ownership of messages in a consumer group, as if the
     // messages were delivered to the specified consumer. (since 6.2.0, group stream)
@@ -5187,7 +5187,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Xautoclaim),
-        getkeys: getkeys_of("xautoclaim"),
+        getkeys: getkeys_of(CommandId::Xautoclaim),
     },
     // XCLAIM: Changes (or acquires) ownership of a message in a consumer group, as if the
     // message was delivered to the specified consumer. (since 5.0.0, group stream)
@@ -5210,7 +5210,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Xclaim),
-        getkeys: getkeys_of("xclaim"),
+        getkeys: getkeys_of(CommandId::Xclaim),
     },
     // XDEL: Removes the specified entries from the stream. Returns the number of items actually
     // deleted, that may be different from the number of IDs passed in case certain IDs do not
@@ -5234,7 +5234,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Xdel),
-        getkeys: getkeys_of("xdel"),
+        getkeys: getkeys_of(CommandId::Xdel),
     },
     // XGROUP: A container for consumer groups commands (since 5.0.0, group stream)
     CommandSpec {
@@ -5248,7 +5248,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &SUB_XGROUP,
         route: route_of(CommandId::Xgroup),
-        getkeys: getkeys_of("xgroup"),
+        getkeys: getkeys_of(CommandId::Xgroup),
     },
     // XINFO: A container for stream introspection commands (since 5.0.0, group stream)
     CommandSpec {
@@ -5262,7 +5262,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         key_specs: &[],
         subcommands: &SUB_XINFO,
         route: route_of(CommandId::Xinfo),
-        getkeys: getkeys_of("xinfo"),
+        getkeys: getkeys_of(CommandId::Xinfo),
     },
     // XLEN: Return the number of entries in a stream (since 5.0.0, group stream)
     CommandSpec {
@@ -5284,7 +5284,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Xlen),
-        getkeys: getkeys_of("xlen"),
+        getkeys: getkeys_of(CommandId::Xlen),
     },
     // XPENDING: Return information and entries from a stream consumer group pending entries
     // list, that are messages fetched but never acknowledged. (since 5.0.0, group stream)
@@ -5307,7 +5307,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Xpending),
-        getkeys: getkeys_of("xpending"),
+        getkeys: getkeys_of(CommandId::Xpending),
     },
     // XRANGE: Return a range of elements in a stream, with IDs matching the specified IDs
     // interval (since 5.0.0, group stream)
@@ -5330,7 +5330,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Xrange),
-        getkeys: getkeys_of("xrange"),
+        getkeys: getkeys_of(CommandId::Xrange),
     },
     // XREAD: Return never seen elements in multiple streams, with IDs greater than the ones
     // reported by the caller for each stream. Can block. (since 5.0.0, group stream)
@@ -5358,7 +5358,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Xread),
-        getkeys: getkeys_of("xread"),
+        getkeys: getkeys_of(CommandId::Xread),
     },
     // XREADGROUP: Return new entries from a stream using a consumer group, or access the
     // history of the pending entries for a given consumer. Can block. (since 5.0.0, group
@@ -5387,7 +5387,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Xreadgroup),
-        getkeys: getkeys_of("xreadgroup"),
+        getkeys: getkeys_of(CommandId::Xreadgroup),
     },
     // XREVRANGE: Return a range of elements in a stream, with IDs matching the specified IDs
     // interval, in reverse order (from greater to smaller IDs) compared to XRANGE (since 5.0.0,
@@ -5411,7 +5411,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Xrevrange),
-        getkeys: getkeys_of("xrevrange"),
+        getkeys: getkeys_of(CommandId::Xrevrange),
     },
     // XSETID: An internal command for replicating stream values (since 5.0.0, group stream)
     CommandSpec {
@@ -5433,7 +5433,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Xsetid),
-        getkeys: getkeys_of("xsetid"),
+        getkeys: getkeys_of(CommandId::Xsetid),
     },
     // XTRIM: Trims the stream to (approximately if '~' is passed) a certain size (since 5.0.0,
     // group stream)
@@ -5456,7 +5456,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Xtrim),
-        getkeys: getkeys_of("xtrim"),
+        getkeys: getkeys_of(CommandId::Xtrim),
     },
     // ZADD: Add one or more members to a sorted set, or update its score if it already exists
     // (since 1.2.0, group sorted-set)
@@ -5479,7 +5479,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Zadd),
-        getkeys: getkeys_of("zadd"),
+        getkeys: getkeys_of(CommandId::Zadd),
     },
     // ZCARD: Get the number of members in a sorted set (since 1.2.0, group sorted-set)
     CommandSpec {
@@ -5501,7 +5501,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Zcard),
-        getkeys: getkeys_of("zcard"),
+        getkeys: getkeys_of(CommandId::Zcard),
     },
     // ZCOUNT: Count the members in a sorted set with scores within the given values (since
     // 2.0.0, group sorted-set)
@@ -5524,7 +5524,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Zcount),
-        getkeys: getkeys_of("zcount"),
+        getkeys: getkeys_of(CommandId::Zcount),
     },
     // ZDIFF: Subtract multiple sorted sets (since 6.2.0, group sorted-set)
     CommandSpec {
@@ -5546,7 +5546,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Zdiff),
-        getkeys: getkeys_of("zdiff"),
+        getkeys: getkeys_of(CommandId::Zdiff),
     },
     // ZDIFFSTORE: Subtract multiple sorted sets and store the resulting sorted set in a new key
     // (since 6.2.0, group sorted-set)
@@ -5580,7 +5580,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         ],
         subcommands: &[],
         route: route_of(CommandId::Zdiffstore),
-        getkeys: getkeys_of("zdiffstore"),
+        getkeys: getkeys_of(CommandId::Zdiffstore),
     },
     // ZINCRBY: Increment the score of a member in a sorted set (since 1.2.0, group sorted-set)
     CommandSpec {
@@ -5604,7 +5604,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Zincrby),
-        getkeys: getkeys_of("zincrby"),
+        getkeys: getkeys_of(CommandId::Zincrby),
     },
     // ZINTER: Intersect multiple sorted sets (since 6.2.0, group sorted-set)
     CommandSpec {
@@ -5626,7 +5626,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Zinter),
-        getkeys: getkeys_of("zinter"),
+        getkeys: getkeys_of(CommandId::Zinter),
     },
     // ZINTERCARD: Intersect multiple sorted sets and return the cardinality of the result
     // (since 7.0.0, group sorted-set)
@@ -5649,7 +5649,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Zintercard),
-        getkeys: getkeys_of("zintercard"),
+        getkeys: getkeys_of(CommandId::Zintercard),
     },
     // ZINTERSTORE: Intersect multiple sorted sets and store the resulting sorted set in a new
     // key (since 2.0.0, group sorted-set)
@@ -5683,7 +5683,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         ],
         subcommands: &[],
         route: route_of(CommandId::Zinterstore),
-        getkeys: getkeys_of("zinterstore"),
+        getkeys: getkeys_of(CommandId::Zinterstore),
     },
     // ZLEXCOUNT: Count the number of members in a sorted set between a given lexicographical
     // range (since 2.8.9, group sorted-set)
@@ -5706,7 +5706,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Zlexcount),
-        getkeys: getkeys_of("zlexcount"),
+        getkeys: getkeys_of(CommandId::Zlexcount),
     },
     // ZMPOP: Remove and return members with scores in a sorted set (since 7.0.0, group sorted-
     // set)
@@ -5731,7 +5731,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Zmpop),
-        getkeys: getkeys_of("zmpop"),
+        getkeys: getkeys_of(CommandId::Zmpop),
     },
     // ZMSCORE: Get the score associated with the given members in a sorted set (since 6.2.0,
     // group sorted-set)
@@ -5754,7 +5754,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Zmscore),
-        getkeys: getkeys_of("zmscore"),
+        getkeys: getkeys_of(CommandId::Zmscore),
     },
     // ZPOPMAX: Remove and return members with the highest scores in a sorted set (since 5.0.0,
     // group sorted-set)
@@ -5779,7 +5779,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Zpopmax),
-        getkeys: getkeys_of("zpopmax"),
+        getkeys: getkeys_of(CommandId::Zpopmax),
     },
     // ZPOPMIN: Remove and return members with the lowest scores in a sorted set (since 5.0.0,
     // group sorted-set)
@@ -5804,7 +5804,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Zpopmin),
-        getkeys: getkeys_of("zpopmin"),
+        getkeys: getkeys_of(CommandId::Zpopmin),
     },
     // ZRANDMEMBER: Get one or multiple random elements from a sorted set (since 6.2.0, group
     // sorted-set)
@@ -5827,7 +5827,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Zrandmember),
-        getkeys: getkeys_of("zrandmember"),
+        getkeys: getkeys_of(CommandId::Zrandmember),
     },
     // ZRANGE: Return a range of members in a sorted set (since 1.2.0, group sorted-set)
     CommandSpec {
@@ -5849,7 +5849,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Zrange),
-        getkeys: getkeys_of("zrange"),
+        getkeys: getkeys_of(CommandId::Zrange),
     },
     // ZRANGEBYLEX: Return a range of members in a sorted set, by lexicographical range (since
     // 2.8.9, group sorted-set)
@@ -5872,7 +5872,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Zrangebylex),
-        getkeys: getkeys_of("zrangebylex"),
+        getkeys: getkeys_of(CommandId::Zrangebylex),
     },
     // ZRANGEBYSCORE: Return a range of members in a sorted set, by score (since 1.0.5, group
     // sorted-set)
@@ -5895,7 +5895,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Zrangebyscore),
-        getkeys: getkeys_of("zrangebyscore"),
+        getkeys: getkeys_of(CommandId::Zrangebyscore),
     },
     // ZRANGESTORE: Store a range of members from sorted set into another key (since 6.2.0,
     // group sorted-set)
@@ -5929,7 +5929,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         ],
         subcommands: &[],
         route: route_of(CommandId::Zrangestore),
-        getkeys: getkeys_of("zrangestore"),
+        getkeys: getkeys_of(CommandId::Zrangestore),
     },
     // ZRANK: Determine the index of a member in a sorted set (since 2.0.0, group sorted-set)
     CommandSpec {
@@ -5951,7 +5951,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Zrank),
-        getkeys: getkeys_of("zrank"),
+        getkeys: getkeys_of(CommandId::Zrank),
     },
     // ZREM: Remove one or more members from a sorted set (since 1.2.0, group sorted-set)
     CommandSpec {
@@ -5973,7 +5973,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Zrem),
-        getkeys: getkeys_of("zrem"),
+        getkeys: getkeys_of(CommandId::Zrem),
     },
     // ZREMRANGEBYLEX: Remove all members in a sorted set between the given lexicographical
     // range (since 2.8.9, group sorted-set)
@@ -5996,7 +5996,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Zremrangebylex),
-        getkeys: getkeys_of("zremrangebylex"),
+        getkeys: getkeys_of(CommandId::Zremrangebylex),
     },
     // ZREMRANGEBYRANK: Remove all members in a sorted set within the given indexes (since
     // 2.0.0, group sorted-set)
@@ -6019,7 +6019,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Zremrangebyrank),
-        getkeys: getkeys_of("zremrangebyrank"),
+        getkeys: getkeys_of(CommandId::Zremrangebyrank),
     },
     // ZREMRANGEBYSCORE: Remove all members in a sorted set within the given scores (since
     // 1.2.0, group sorted-set)
@@ -6042,7 +6042,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Zremrangebyscore),
-        getkeys: getkeys_of("zremrangebyscore"),
+        getkeys: getkeys_of(CommandId::Zremrangebyscore),
     },
     // ZREVRANGE: Return a range of members in a sorted set, by index, with scores ordered from
     // high to low (since 1.2.0, group sorted-set)
@@ -6065,7 +6065,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Zrevrange),
-        getkeys: getkeys_of("zrevrange"),
+        getkeys: getkeys_of(CommandId::Zrevrange),
     },
     // ZREVRANGEBYLEX: Return a range of members in a sorted set, by lexicographical range,
     // ordered from higher to lower strings. (since 2.8.9, group sorted-set)
@@ -6088,7 +6088,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Zrevrangebylex),
-        getkeys: getkeys_of("zrevrangebylex"),
+        getkeys: getkeys_of(CommandId::Zrevrangebylex),
     },
     // ZREVRANGEBYSCORE: Return a range of members in a sorted set, by score, with scores
     // ordered from high to low (since 2.2.0, group sorted-set)
@@ -6111,7 +6111,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Zrevrangebyscore),
-        getkeys: getkeys_of("zrevrangebyscore"),
+        getkeys: getkeys_of(CommandId::Zrevrangebyscore),
     },
     // ZREVRANK: Determine the index of a member in a sorted set, with scores ordered from high
     // to low (since 2.0.0, group sorted-set)
@@ -6134,7 +6134,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Zrevrank),
-        getkeys: getkeys_of("zrevrank"),
+        getkeys: getkeys_of(CommandId::Zrevrank),
     },
     // ZSCAN: Incrementally iterate sorted sets elements and associated scores (since 2.8.0,
     // group sorted-set)
@@ -6157,7 +6157,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Zscan),
-        getkeys: getkeys_of("zscan"),
+        getkeys: getkeys_of(CommandId::Zscan),
     },
     // ZSCORE: Get the score associated with the given member in a sorted set (since 1.2.0,
     // group sorted-set)
@@ -6180,7 +6180,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Zscore),
-        getkeys: getkeys_of("zscore"),
+        getkeys: getkeys_of(CommandId::Zscore),
     },
     // ZUNION: Add multiple sorted sets (since 6.2.0, group sorted-set)
     CommandSpec {
@@ -6202,7 +6202,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::Zunion),
-        getkeys: getkeys_of("zunion"),
+        getkeys: getkeys_of(CommandId::Zunion),
     },
     // ZUNIONSTORE: Add multiple sorted sets and store the resulting sorted set in a new key
     // (since 2.0.0, group sorted-set)
@@ -6236,7 +6236,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         ],
         subcommands: &[],
         route: route_of(CommandId::Zunionstore),
-        getkeys: getkeys_of("zunionstore"),
+        getkeys: getkeys_of(CommandId::Zunionstore),
     },
 ];
 
@@ -6255,7 +6255,7 @@ static SUB_ACL: [CommandSpec; 13] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::AclCat),
-        getkeys: getkeys_of("acl|cat"),
+        getkeys: getkeys_of(CommandId::AclCat),
     },
     // ACL|DELUSER: Remove the specified ACL users and the associated rules (since 6.0.0, group
     // server)
@@ -6273,7 +6273,7 @@ static SUB_ACL: [CommandSpec; 13] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::AclDeluser),
-        getkeys: getkeys_of("acl|deluser"),
+        getkeys: getkeys_of(CommandId::AclDeluser),
     },
     // ACL|DRYRUN: Returns whether the user can execute the given command without executing the
     // command. (since 7.0.0, group server)
@@ -6291,7 +6291,7 @@ static SUB_ACL: [CommandSpec; 13] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::AclDryrun),
-        getkeys: getkeys_of("acl|dryrun"),
+        getkeys: getkeys_of(CommandId::AclDryrun),
     },
     // ACL|GENPASS: Generate a pseudorandom secure password to use for ACL users (since 6.0.0,
     // group server)
@@ -6306,7 +6306,7 @@ static SUB_ACL: [CommandSpec; 13] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::AclGenpass),
-        getkeys: getkeys_of("acl|genpass"),
+        getkeys: getkeys_of(CommandId::AclGenpass),
     },
     // ACL|GETUSER: Get the rules for a specific ACL user (since 6.0.0, group server)
     CommandSpec {
@@ -6323,7 +6323,7 @@ static SUB_ACL: [CommandSpec; 13] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::AclGetuser),
-        getkeys: getkeys_of("acl|getuser"),
+        getkeys: getkeys_of(CommandId::AclGetuser),
     },
     // ACL|HELP: Show helpful text about the different subcommands (since 6.0.0, group server)
     CommandSpec {
@@ -6337,7 +6337,7 @@ static SUB_ACL: [CommandSpec; 13] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::AclHelp),
-        getkeys: getkeys_of("acl|help"),
+        getkeys: getkeys_of(CommandId::AclHelp),
     },
     // ACL|LIST: List the current ACL rules in ACL config file format (since 6.0.0, group
     // server)
@@ -6355,7 +6355,7 @@ static SUB_ACL: [CommandSpec; 13] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::AclList),
-        getkeys: getkeys_of("acl|list"),
+        getkeys: getkeys_of(CommandId::AclList),
     },
     // ACL|LOAD: Reload the ACLs from the configured ACL file (since 6.0.0, group server)
     CommandSpec {
@@ -6372,7 +6372,7 @@ static SUB_ACL: [CommandSpec; 13] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::AclLoad),
-        getkeys: getkeys_of("acl|load"),
+        getkeys: getkeys_of(CommandId::AclLoad),
     },
     // ACL|LOG: List latest events denied because of ACLs in place (since 6.0.0, group server)
     CommandSpec {
@@ -6389,7 +6389,7 @@ static SUB_ACL: [CommandSpec; 13] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::AclLog),
-        getkeys: getkeys_of("acl|log"),
+        getkeys: getkeys_of(CommandId::AclLog),
     },
     // ACL|SAVE: Save the current ACL rules in the configured ACL file (since 6.0.0, group
     // server)
@@ -6407,7 +6407,7 @@ static SUB_ACL: [CommandSpec; 13] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::AclSave),
-        getkeys: getkeys_of("acl|save"),
+        getkeys: getkeys_of(CommandId::AclSave),
     },
     // ACL|SETUSER: Modify or create the rules for a specific ACL user (since 6.0.0, group
     // server)
@@ -6425,7 +6425,7 @@ static SUB_ACL: [CommandSpec; 13] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::AclSetuser),
-        getkeys: getkeys_of("acl|setuser"),
+        getkeys: getkeys_of(CommandId::AclSetuser),
     },
     // ACL|USERS: List the username of all the configured ACL rules (since 6.0.0, group server)
     CommandSpec {
@@ -6442,7 +6442,7 @@ static SUB_ACL: [CommandSpec; 13] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::AclUsers),
-        getkeys: getkeys_of("acl|users"),
+        getkeys: getkeys_of(CommandId::AclUsers),
     },
     // ACL|WHOAMI: Return the name of the user associated to the current connection (since
     // 6.0.0, group server)
@@ -6457,7 +6457,7 @@ static SUB_ACL: [CommandSpec; 13] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::AclWhoami),
-        getkeys: getkeys_of("acl|whoami"),
+        getkeys: getkeys_of(CommandId::AclWhoami),
     },
 ];
 
@@ -6476,7 +6476,7 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ClientCaching),
-        getkeys: getkeys_of("client|caching"),
+        getkeys: getkeys_of(CommandId::ClientCaching),
     },
     // CLIENT|GETNAME: Get the current connection name (since 2.6.9, group connection)
     CommandSpec {
@@ -6490,7 +6490,7 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ClientGetname),
-        getkeys: getkeys_of("client|getname"),
+        getkeys: getkeys_of(CommandId::ClientGetname),
     },
     // CLIENT|GETREDIR: Get tracking notifications redirection client ID if any (since 6.0.0,
     // group connection)
@@ -6505,7 +6505,7 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ClientGetredir),
-        getkeys: getkeys_of("client|getredir"),
+        getkeys: getkeys_of(CommandId::ClientGetredir),
     },
     // CLIENT|HELP: Show helpful text about the different subcommands (since 5.0.0, group
     // connection)
@@ -6520,7 +6520,7 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ClientHelp),
-        getkeys: getkeys_of("client|help"),
+        getkeys: getkeys_of(CommandId::ClientHelp),
     },
     // CLIENT|ID: Returns the client ID for the current connection (since 5.0.0, group
     // connection)
@@ -6535,7 +6535,7 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ClientId),
-        getkeys: getkeys_of("client|id"),
+        getkeys: getkeys_of(CommandId::ClientId),
     },
     // CLIENT|INFO: Returns information about the current client connection. (since 6.2.0, group
     // connection)
@@ -6550,7 +6550,7 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ClientInfo),
-        getkeys: getkeys_of("client|info"),
+        getkeys: getkeys_of(CommandId::ClientInfo),
     },
     // CLIENT|KILL: Kill the connection of a client (since 2.4.0, group connection)
     CommandSpec {
@@ -6567,7 +6567,7 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ClientKill),
-        getkeys: getkeys_of("client|kill"),
+        getkeys: getkeys_of(CommandId::ClientKill),
     },
     // CLIENT|LIST: Get the list of client connections (since 2.4.0, group connection)
     CommandSpec {
@@ -6584,7 +6584,7 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ClientList),
-        getkeys: getkeys_of("client|list"),
+        getkeys: getkeys_of(CommandId::ClientList),
     },
     // CLIENT|NO-EVICT: Set client eviction mode for the current connection (since 7.0.0, group
     // connection)
@@ -6602,7 +6602,7 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ClientNoEvict),
-        getkeys: getkeys_of("client|no-evict"),
+        getkeys: getkeys_of(CommandId::ClientNoEvict),
     },
     // CLIENT|PAUSE: Stop processing commands from clients for some time (since 2.9.50, group
     // connection)
@@ -6620,7 +6620,7 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ClientPause),
-        getkeys: getkeys_of("client|pause"),
+        getkeys: getkeys_of(CommandId::ClientPause),
     },
     // CLIENT|REPLY: Instruct the server whether to reply to commands (since 3.2.0, group
     // connection)
@@ -6635,7 +6635,7 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ClientReply),
-        getkeys: getkeys_of("client|reply"),
+        getkeys: getkeys_of(CommandId::ClientReply),
     },
     // CLIENT|SETNAME: Set the current connection name (since 2.6.9, group connection)
     CommandSpec {
@@ -6649,7 +6649,7 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ClientSetname),
-        getkeys: getkeys_of("client|setname"),
+        getkeys: getkeys_of(CommandId::ClientSetname),
     },
     // CLIENT|TRACKING: Enable or disable server assisted client side caching support (since
     // 6.0.0, group connection)
@@ -6664,7 +6664,7 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ClientTracking),
-        getkeys: getkeys_of("client|tracking"),
+        getkeys: getkeys_of(CommandId::ClientTracking),
     },
     // CLIENT|TRACKINGINFO: Return information about server assisted client side caching for the
     // current connection (since 6.2.0, group connection)
@@ -6679,7 +6679,7 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ClientTrackinginfo),
-        getkeys: getkeys_of("client|trackinginfo"),
+        getkeys: getkeys_of(CommandId::ClientTrackinginfo),
     },
     // CLIENT|UNBLOCK: Unblock a client blocked in a blocking command from a different
     // connection (since 5.0.0, group connection)
@@ -6697,7 +6697,7 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ClientUnblock),
-        getkeys: getkeys_of("client|unblock"),
+        getkeys: getkeys_of(CommandId::ClientUnblock),
     },
     // CLIENT|UNPAUSE: Resume processing of clients that were paused (since 6.2.0, group
     // connection)
@@ -6715,7 +6715,7 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ClientUnpause),
-        getkeys: getkeys_of("client|unpause"),
+        getkeys: getkeys_of(CommandId::ClientUnpause),
     },
 ];
 
@@ -6735,7 +6735,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ClusterAddslots),
-        getkeys: getkeys_of("cluster|addslots"),
+        getkeys: getkeys_of(CommandId::ClusterAddslots),
     },
     // CLUSTER|ADDSLOTSRANGE: Assign new hash slots to receiving node (since 7.0.0, group
     // cluster)
@@ -6752,7 +6752,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ClusterAddslotsrange),
-        getkeys: getkeys_of("cluster|addslotsrange"),
+        getkeys: getkeys_of(CommandId::ClusterAddslotsrange),
     },
     // CLUSTER|BUMPEPOCH: Advance the cluster config epoch (since 3.0.0, group cluster)
     CommandSpec {
@@ -6768,7 +6768,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ClusterBumpepoch),
-        getkeys: getkeys_of("cluster|bumpepoch"),
+        getkeys: getkeys_of(CommandId::ClusterBumpepoch),
     },
     // CLUSTER|COUNT-FAILURE-REPORTS: Return the number of failure reports active for a given
     // node (since 3.0.0, group cluster)
@@ -6783,7 +6783,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ClusterCountFailureReports),
-        getkeys: getkeys_of("cluster|count-failure-reports"),
+        getkeys: getkeys_of(CommandId::ClusterCountFailureReports),
     },
     // CLUSTER|COUNTKEYSINSLOT: Return the number of local keys in the specified hash slot
     // (since 3.0.0, group cluster)
@@ -6798,7 +6798,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ClusterCountkeysinslot),
-        getkeys: getkeys_of("cluster|countkeysinslot"),
+        getkeys: getkeys_of(CommandId::ClusterCountkeysinslot),
     },
     // CLUSTER|DELSLOTS: Set hash slots as unbound in receiving node (since 3.0.0, group
     // cluster)
@@ -6815,7 +6815,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ClusterDelslots),
-        getkeys: getkeys_of("cluster|delslots"),
+        getkeys: getkeys_of(CommandId::ClusterDelslots),
     },
     // CLUSTER|DELSLOTSRANGE: Set hash slots as unbound in receiving node (since 7.0.0, group
     // cluster)
@@ -6832,7 +6832,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ClusterDelslotsrange),
-        getkeys: getkeys_of("cluster|delslotsrange"),
+        getkeys: getkeys_of(CommandId::ClusterDelslotsrange),
     },
     // CLUSTER|FAILOVER: Forces a replica to perform a manual failover of its master. (since
     // 3.0.0, group cluster)
@@ -6849,7 +6849,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ClusterFailover),
-        getkeys: getkeys_of("cluster|failover"),
+        getkeys: getkeys_of(CommandId::ClusterFailover),
     },
     // CLUSTER|FLUSHSLOTS: Delete a node's own slots information (since 3.0.0, group cluster)
     CommandSpec {
@@ -6865,7 +6865,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ClusterFlushslots),
-        getkeys: getkeys_of("cluster|flushslots"),
+        getkeys: getkeys_of(CommandId::ClusterFlushslots),
     },
     // CLUSTER|FORGET: Remove a node from the nodes table (since 3.0.0, group cluster)
     CommandSpec {
@@ -6881,7 +6881,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ClusterForget),
-        getkeys: getkeys_of("cluster|forget"),
+        getkeys: getkeys_of(CommandId::ClusterForget),
     },
     // CLUSTER|GETKEYSINSLOT: Return local key names in the specified hash slot (since 3.0.0,
     // group cluster)
@@ -6896,7 +6896,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ClusterGetkeysinslot),
-        getkeys: getkeys_of("cluster|getkeysinslot"),
+        getkeys: getkeys_of(CommandId::ClusterGetkeysinslot),
     },
     // CLUSTER|HELP: Show helpful text about the different subcommands (since 5.0.0, group
     // cluster)
@@ -6911,7 +6911,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ClusterHelp),
-        getkeys: getkeys_of("cluster|help"),
+        getkeys: getkeys_of(CommandId::ClusterHelp),
     },
     // CLUSTER|INFO: Provides info about Redis Cluster node state (since 3.0.0, group cluster)
     CommandSpec {
@@ -6925,7 +6925,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ClusterInfo),
-        getkeys: getkeys_of("cluster|info"),
+        getkeys: getkeys_of(CommandId::ClusterInfo),
     },
     // CLUSTER|KEYSLOT: Returns the hash slot of the specified key (since 3.0.0, group cluster)
     CommandSpec {
@@ -6939,7 +6939,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ClusterKeyslot),
-        getkeys: getkeys_of("cluster|keyslot"),
+        getkeys: getkeys_of(CommandId::ClusterKeyslot),
     },
     // CLUSTER|LINKS: Returns a list of all TCP links to and from peer nodes in cluster (since
     // 7.0.0, group cluster)
@@ -6954,7 +6954,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ClusterLinks),
-        getkeys: getkeys_of("cluster|links"),
+        getkeys: getkeys_of(CommandId::ClusterLinks),
     },
     // CLUSTER|MEET: Force a node cluster to handshake with another node (since 3.0.0, group
     // cluster)
@@ -6971,7 +6971,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ClusterMeet),
-        getkeys: getkeys_of("cluster|meet"),
+        getkeys: getkeys_of(CommandId::ClusterMeet),
     },
     // CLUSTER|MYID: Return the node id (since 3.0.0, group cluster)
     CommandSpec {
@@ -6985,7 +6985,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ClusterMyid),
-        getkeys: getkeys_of("cluster|myid"),
+        getkeys: getkeys_of(CommandId::ClusterMyid),
     },
     // CLUSTER|NODES: Get Cluster config for the node (since 3.0.0, group cluster)
     CommandSpec {
@@ -6999,7 +6999,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ClusterNodes),
-        getkeys: getkeys_of("cluster|nodes"),
+        getkeys: getkeys_of(CommandId::ClusterNodes),
     },
     // CLUSTER|REPLICAS: List replica nodes of the specified master node (since 5.0.0, group
     // cluster)
@@ -7014,7 +7014,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ClusterReplicas),
-        getkeys: getkeys_of("cluster|replicas"),
+        getkeys: getkeys_of(CommandId::ClusterReplicas),
     },
     // CLUSTER|REPLICATE: Reconfigure a node as a replica of the specified master node (since
     // 3.0.0, group cluster)
@@ -7031,7 +7031,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ClusterReplicate),
-        getkeys: getkeys_of("cluster|replicate"),
+        getkeys: getkeys_of(CommandId::ClusterReplicate),
     },
     // CLUSTER|RESET: Reset a Redis Cluster node (since 3.0.0, group cluster)
     CommandSpec {
@@ -7045,7 +7045,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ClusterReset),
-        getkeys: getkeys_of("cluster|reset"),
+        getkeys: getkeys_of(CommandId::ClusterReset),
     },
     // CLUSTER|SAVECONFIG: Forces the node to save cluster state on disk (since 3.0.0, group
     // cluster)
@@ -7062,7 +7062,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ClusterSaveconfig),
-        getkeys: getkeys_of("cluster|saveconfig"),
+        getkeys: getkeys_of(CommandId::ClusterSaveconfig),
     },
     // CLUSTER|SET-CONFIG-EPOCH: Set the configuration epoch in a new node (since 3.0.0, group
     // cluster)
@@ -7079,7 +7079,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ClusterSetConfigEpoch),
-        getkeys: getkeys_of("cluster|set-config-epoch"),
+        getkeys: getkeys_of(CommandId::ClusterSetConfigEpoch),
     },
     // CLUSTER|SETSLOT: Bind a hash slot to a specific node (since 3.0.0, group cluster)
     CommandSpec {
@@ -7095,7 +7095,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ClusterSetslot),
-        getkeys: getkeys_of("cluster|setslot"),
+        getkeys: getkeys_of(CommandId::ClusterSetslot),
     },
     // CLUSTER|SHARDS: Get array of cluster slots to node mappings (since 7.0.0, group cluster)
     CommandSpec {
@@ -7109,7 +7109,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ClusterShards),
-        getkeys: getkeys_of("cluster|shards"),
+        getkeys: getkeys_of(CommandId::ClusterShards),
     },
     // CLUSTER|SLAVES: List replica nodes of the specified master node (since 3.0.0, group
     // cluster)
@@ -7124,7 +7124,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ClusterSlaves),
-        getkeys: getkeys_of("cluster|slaves"),
+        getkeys: getkeys_of(CommandId::ClusterSlaves),
     },
     // CLUSTER|SLOTS: Get array of Cluster slot to node mappings (since 3.0.0, group cluster)
     CommandSpec {
@@ -7138,7 +7138,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ClusterSlots),
-        getkeys: getkeys_of("cluster|slots"),
+        getkeys: getkeys_of(CommandId::ClusterSlots),
     },
 ];
 
@@ -7156,7 +7156,7 @@ static SUB_COMMAND: [CommandSpec; 7] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::CommandCount),
-        getkeys: getkeys_of("command|count"),
+        getkeys: getkeys_of(CommandId::CommandCount),
     },
     // COMMAND|DOCS: Get array of specific Redis command documentation (since 7.0.0, group
     // server)
@@ -7171,7 +7171,7 @@ static SUB_COMMAND: [CommandSpec; 7] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::CommandDocs),
-        getkeys: getkeys_of("command|docs"),
+        getkeys: getkeys_of(CommandId::CommandDocs),
     },
     // COMMAND|GETKEYS: Extract keys given a full Redis command (since 2.8.13, group server)
     CommandSpec {
@@ -7185,7 +7185,7 @@ static SUB_COMMAND: [CommandSpec; 7] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::CommandGetkeys),
-        getkeys: getkeys_of("command|getkeys"),
+        getkeys: getkeys_of(CommandId::CommandGetkeys),
     },
     // COMMAND|GETKEYSANDFLAGS: Extract keys and access flags given a full Redis command (since
     // 7.0.0, group server)
@@ -7200,7 +7200,7 @@ static SUB_COMMAND: [CommandSpec; 7] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::CommandGetkeysandflags),
-        getkeys: getkeys_of("command|getkeysandflags"),
+        getkeys: getkeys_of(CommandId::CommandGetkeysandflags),
     },
     // COMMAND|HELP: Show helpful text about the different subcommands (since 5.0.0, group
     // server)
@@ -7215,7 +7215,7 @@ static SUB_COMMAND: [CommandSpec; 7] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::CommandHelp),
-        getkeys: getkeys_of("command|help"),
+        getkeys: getkeys_of(CommandId::CommandHelp),
     },
     // COMMAND|INFO: Get array of specific Redis command details, or all when no argument is
     // given. (since 2.8.13, group server)
@@ -7230,7 +7230,7 @@ static SUB_COMMAND: [CommandSpec; 7] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::CommandInfo),
-        getkeys: getkeys_of("command|info"),
+        getkeys: getkeys_of(CommandId::CommandInfo),
     },
     // COMMAND|LIST: Get an array of Redis command names (since 7.0.0, group server)
     CommandSpec {
@@ -7244,7 +7244,7 @@ static SUB_COMMAND: [CommandSpec; 7] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::CommandList),
-        getkeys: getkeys_of("command|list"),
+        getkeys: getkeys_of(CommandId::CommandList),
     },
 ];
 
@@ -7265,7 +7265,7 @@ static SUB_CONFIG: [CommandSpec; 5] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ConfigGet),
-        getkeys: getkeys_of("config|get"),
+        getkeys: getkeys_of(CommandId::ConfigGet),
     },
     // CONFIG|HELP: Show helpful text about the different subcommands (since 5.0.0, group
     // server)
@@ -7280,7 +7280,7 @@ static SUB_CONFIG: [CommandSpec; 5] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ConfigHelp),
-        getkeys: getkeys_of("config|help"),
+        getkeys: getkeys_of(CommandId::ConfigHelp),
     },
     // CONFIG|RESETSTAT: Reset the stats returned by INFO (since 2.0.0, group server)
     CommandSpec {
@@ -7297,7 +7297,7 @@ static SUB_CONFIG: [CommandSpec; 5] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ConfigResetstat),
-        getkeys: getkeys_of("config|resetstat"),
+        getkeys: getkeys_of(CommandId::ConfigResetstat),
     },
     // CONFIG|REWRITE: Rewrite the configuration file with the in memory configuration (since
     // 2.8.0, group server)
@@ -7315,7 +7315,7 @@ static SUB_CONFIG: [CommandSpec; 5] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ConfigRewrite),
-        getkeys: getkeys_of("config|rewrite"),
+        getkeys: getkeys_of(CommandId::ConfigRewrite),
     },
     // CONFIG|SET: Set configuration parameters to the given values (since 2.0.0, group server)
     CommandSpec {
@@ -7332,7 +7332,7 @@ static SUB_CONFIG: [CommandSpec; 5] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ConfigSet),
-        getkeys: getkeys_of("config|set"),
+        getkeys: getkeys_of(CommandId::ConfigSet),
     },
 ];
 
@@ -7350,7 +7350,7 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::FunctionDelete),
-        getkeys: getkeys_of("function|delete"),
+        getkeys: getkeys_of(CommandId::FunctionDelete),
     },
     // FUNCTION|DUMP: Dump all functions into a serialized binary payload (since 7.0.0, group
     // scripting)
@@ -7365,7 +7365,7 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::FunctionDump),
-        getkeys: getkeys_of("function|dump"),
+        getkeys: getkeys_of(CommandId::FunctionDump),
     },
     // FUNCTION|FLUSH: Deleting all functions (since 7.0.0, group scripting)
     CommandSpec {
@@ -7379,7 +7379,7 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::FunctionFlush),
-        getkeys: getkeys_of("function|flush"),
+        getkeys: getkeys_of(CommandId::FunctionFlush),
     },
     // FUNCTION|HELP: Show helpful text about the different subcommands (since 7.0.0, group
     // scripting)
@@ -7394,7 +7394,7 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::FunctionHelp),
-        getkeys: getkeys_of("function|help"),
+        getkeys: getkeys_of(CommandId::FunctionHelp),
     },
     // FUNCTION|KILL: Kill the function currently in execution. (since 7.0.0, group scripting)
     CommandSpec {
@@ -7408,7 +7408,7 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::FunctionKill),
-        getkeys: getkeys_of("function|kill"),
+        getkeys: getkeys_of(CommandId::FunctionKill),
     },
     // FUNCTION|LIST: List information about all the functions (since 7.0.0, group scripting)
     CommandSpec {
@@ -7422,7 +7422,7 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::FunctionList),
-        getkeys: getkeys_of("function|list"),
+        getkeys: getkeys_of(CommandId::FunctionList),
     },
     // FUNCTION|LOAD: Create a function with the given arguments (name, code, description)
     // (since 7.0.0, group scripting)
@@ -7437,7 +7437,7 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::FunctionLoad),
-        getkeys: getkeys_of("function|load"),
+        getkeys: getkeys_of(CommandId::FunctionLoad),
     },
     // FUNCTION|RESTORE: Restore all the functions on the given payload (since 7.0.0, group
     // scripting)
@@ -7452,7 +7452,7 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::FunctionRestore),
-        getkeys: getkeys_of("function|restore"),
+        getkeys: getkeys_of(CommandId::FunctionRestore),
     },
     // FUNCTION|STATS: Return information about the function currently running (name,
     // description, duration) (since 7.0.0, group scripting)
@@ -7467,7 +7467,7 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::FunctionStats),
-        getkeys: getkeys_of("function|stats"),
+        getkeys: getkeys_of(CommandId::FunctionStats),
     },
 ];
 
@@ -7489,7 +7489,7 @@ static SUB_LATENCY: [CommandSpec; 7] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::LatencyDoctor),
-        getkeys: getkeys_of("latency|doctor"),
+        getkeys: getkeys_of(CommandId::LatencyDoctor),
     },
     // LATENCY|GRAPH: Return a latency graph for the event. (since 2.8.13, group server)
     CommandSpec {
@@ -7506,7 +7506,7 @@ static SUB_LATENCY: [CommandSpec; 7] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::LatencyGraph),
-        getkeys: getkeys_of("latency|graph"),
+        getkeys: getkeys_of(CommandId::LatencyGraph),
     },
     // LATENCY|HELP: Show helpful text about the different subcommands. (since 2.8.13, group
     // server)
@@ -7521,7 +7521,7 @@ static SUB_LATENCY: [CommandSpec; 7] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::LatencyHelp),
-        getkeys: getkeys_of("latency|help"),
+        getkeys: getkeys_of(CommandId::LatencyHelp),
     },
     // LATENCY|HISTOGRAM: Return the cumulative distribution of latencies of a subset of
     // commands or all. (since 7.0.0, group server)
@@ -7539,7 +7539,7 @@ static SUB_LATENCY: [CommandSpec; 7] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::LatencyHistogram),
-        getkeys: getkeys_of("latency|histogram"),
+        getkeys: getkeys_of(CommandId::LatencyHistogram),
     },
     // LATENCY|HISTORY: Return timestamp-latency samples for the event. (since 2.8.13, group
     // server)
@@ -7557,7 +7557,7 @@ static SUB_LATENCY: [CommandSpec; 7] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::LatencyHistory),
-        getkeys: getkeys_of("latency|history"),
+        getkeys: getkeys_of(CommandId::LatencyHistory),
     },
     // LATENCY|LATEST: Return the latest latency samples for all events. (since 2.8.13, group
     // server)
@@ -7575,7 +7575,7 @@ static SUB_LATENCY: [CommandSpec; 7] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::LatencyLatest),
-        getkeys: getkeys_of("latency|latest"),
+        getkeys: getkeys_of(CommandId::LatencyLatest),
     },
     // LATENCY|RESET: Reset latency data for one or more events. (since 2.8.13, group server)
     CommandSpec {
@@ -7592,7 +7592,7 @@ static SUB_LATENCY: [CommandSpec; 7] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::LatencyReset),
-        getkeys: getkeys_of("latency|reset"),
+        getkeys: getkeys_of(CommandId::LatencyReset),
     },
 ];
 
@@ -7610,7 +7610,7 @@ static SUB_MEMORY: [CommandSpec; 6] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::MemoryDoctor),
-        getkeys: getkeys_of("memory|doctor"),
+        getkeys: getkeys_of(CommandId::MemoryDoctor),
     },
     // MEMORY|HELP: Show helpful text about the different subcommands (since 4.0.0, group
     // server)
@@ -7625,7 +7625,7 @@ static SUB_MEMORY: [CommandSpec; 6] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::MemoryHelp),
-        getkeys: getkeys_of("memory|help"),
+        getkeys: getkeys_of(CommandId::MemoryHelp),
     },
     // MEMORY|MALLOC-STATS: Show allocator internal stats (since 4.0.0, group server)
     CommandSpec {
@@ -7639,7 +7639,7 @@ static SUB_MEMORY: [CommandSpec; 6] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::MemoryMallocStats),
-        getkeys: getkeys_of("memory|malloc-stats"),
+        getkeys: getkeys_of(CommandId::MemoryMallocStats),
     },
     // MEMORY|PURGE: Ask the allocator to release memory (since 4.0.0, group server)
     CommandSpec {
@@ -7653,7 +7653,7 @@ static SUB_MEMORY: [CommandSpec; 6] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::MemoryPurge),
-        getkeys: getkeys_of("memory|purge"),
+        getkeys: getkeys_of(CommandId::MemoryPurge),
     },
     // MEMORY|STATS: Show memory usage details (since 4.0.0, group server)
     CommandSpec {
@@ -7667,7 +7667,7 @@ static SUB_MEMORY: [CommandSpec; 6] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::MemoryStats),
-        getkeys: getkeys_of("memory|stats"),
+        getkeys: getkeys_of(CommandId::MemoryStats),
     },
     // MEMORY|USAGE: Estimate the memory usage of a key (since 4.0.0, group server)
     CommandSpec {
@@ -7689,7 +7689,7 @@ static SUB_MEMORY: [CommandSpec; 6] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::MemoryUsage),
-        getkeys: getkeys_of("memory|usage"),
+        getkeys: getkeys_of(CommandId::MemoryUsage),
     },
 ];
 
@@ -7708,7 +7708,7 @@ static SUB_MODULE: [CommandSpec; 5] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ModuleHelp),
-        getkeys: getkeys_of("module|help"),
+        getkeys: getkeys_of(CommandId::ModuleHelp),
     },
     // MODULE|LIST: List all modules loaded by the server (since 4.0.0, group server)
     CommandSpec {
@@ -7722,7 +7722,7 @@ static SUB_MODULE: [CommandSpec; 5] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ModuleList),
-        getkeys: getkeys_of("module|list"),
+        getkeys: getkeys_of(CommandId::ModuleList),
     },
     // MODULE|LOAD: Load a module (since 4.0.0, group server)
     CommandSpec {
@@ -7738,7 +7738,7 @@ static SUB_MODULE: [CommandSpec; 5] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ModuleLoad),
-        getkeys: getkeys_of("module|load"),
+        getkeys: getkeys_of(CommandId::ModuleLoad),
     },
     // MODULE|LOADEX: Load a module with extended parameters (since 7.0.0, group server)
     CommandSpec {
@@ -7754,7 +7754,7 @@ static SUB_MODULE: [CommandSpec; 5] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ModuleLoadex),
-        getkeys: getkeys_of("module|loadex"),
+        getkeys: getkeys_of(CommandId::ModuleLoadex),
     },
     // MODULE|UNLOAD: Unload a module (since 4.0.0, group server)
     CommandSpec {
@@ -7770,7 +7770,7 @@ static SUB_MODULE: [CommandSpec; 5] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ModuleUnload),
-        getkeys: getkeys_of("module|unload"),
+        getkeys: getkeys_of(CommandId::ModuleUnload),
     },
 ];
 
@@ -7797,7 +7797,7 @@ static SUB_OBJECT: [CommandSpec; 5] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::ObjectEncoding),
-        getkeys: getkeys_of("object|encoding"),
+        getkeys: getkeys_of(CommandId::ObjectEncoding),
     },
     // OBJECT|FREQ: Get the logarithmic access frequency counter of a Redis object (since 4.0.0,
     // group generic)
@@ -7820,7 +7820,7 @@ static SUB_OBJECT: [CommandSpec; 5] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::ObjectFreq),
-        getkeys: getkeys_of("object|freq"),
+        getkeys: getkeys_of(CommandId::ObjectFreq),
     },
     // OBJECT|HELP: Show helpful text about the different subcommands (since 6.2.0, group
     // generic)
@@ -7835,7 +7835,7 @@ static SUB_OBJECT: [CommandSpec; 5] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ObjectHelp),
-        getkeys: getkeys_of("object|help"),
+        getkeys: getkeys_of(CommandId::ObjectHelp),
     },
     // OBJECT|IDLETIME: Get the time since a Redis object was last accessed (since 2.2.3, group
     // generic)
@@ -7858,7 +7858,7 @@ static SUB_OBJECT: [CommandSpec; 5] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::ObjectIdletime),
-        getkeys: getkeys_of("object|idletime"),
+        getkeys: getkeys_of(CommandId::ObjectIdletime),
     },
     // OBJECT|REFCOUNT: Get the number of references to the value of the key (since 2.2.3, group
     // generic)
@@ -7881,7 +7881,7 @@ static SUB_OBJECT: [CommandSpec; 5] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::ObjectRefcount),
-        getkeys: getkeys_of("object|refcount"),
+        getkeys: getkeys_of(CommandId::ObjectRefcount),
     },
 ];
 
@@ -7899,7 +7899,7 @@ static SUB_PUBSUB: [CommandSpec; 6] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::PubsubChannels),
-        getkeys: getkeys_of("pubsub|channels"),
+        getkeys: getkeys_of(CommandId::PubsubChannels),
     },
     // PUBSUB|HELP: Show helpful text about the different subcommands (since 6.2.0, group
     // pubsub)
@@ -7914,7 +7914,7 @@ static SUB_PUBSUB: [CommandSpec; 6] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::PubsubHelp),
-        getkeys: getkeys_of("pubsub|help"),
+        getkeys: getkeys_of(CommandId::PubsubHelp),
     },
     // PUBSUB|NUMPAT: Get the count of unique patterns pattern subscriptions (since 2.8.0, group
     // pubsub)
@@ -7929,7 +7929,7 @@ static SUB_PUBSUB: [CommandSpec; 6] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::PubsubNumpat),
-        getkeys: getkeys_of("pubsub|numpat"),
+        getkeys: getkeys_of(CommandId::PubsubNumpat),
     },
     // PUBSUB|NUMSUB: Get the count of subscribers for channels (since 2.8.0, group pubsub)
     CommandSpec {
@@ -7943,7 +7943,7 @@ static SUB_PUBSUB: [CommandSpec; 6] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::PubsubNumsub),
-        getkeys: getkeys_of("pubsub|numsub"),
+        getkeys: getkeys_of(CommandId::PubsubNumsub),
     },
     // PUBSUB|SHARDCHANNELS: List active shard channels (since 7.0.0, group pubsub)
     CommandSpec {
@@ -7957,7 +7957,7 @@ static SUB_PUBSUB: [CommandSpec; 6] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::PubsubShardchannels),
-        getkeys: getkeys_of("pubsub|shardchannels"),
+        getkeys: getkeys_of(CommandId::PubsubShardchannels),
     },
     // PUBSUB|SHARDNUMSUB: Get the count of subscribers for shard channels (since 7.0.0, group
     // pubsub)
@@ -7972,7 +7972,7 @@ static SUB_PUBSUB: [CommandSpec; 6] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::PubsubShardnumsub),
-        getkeys: getkeys_of("pubsub|shardnumsub"),
+        getkeys: getkeys_of(CommandId::PubsubShardnumsub),
     },
 ];
 
@@ -7990,7 +7990,7 @@ static SUB_SCRIPT: [CommandSpec; 6] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ScriptDebug),
-        getkeys: getkeys_of("script|debug"),
+        getkeys: getkeys_of(CommandId::ScriptDebug),
     },
     // SCRIPT|EXISTS: Check existence of scripts in the script cache. (since 2.6.0, group
     // scripting)
@@ -8005,7 +8005,7 @@ static SUB_SCRIPT: [CommandSpec; 6] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ScriptExists),
-        getkeys: getkeys_of("script|exists"),
+        getkeys: getkeys_of(CommandId::ScriptExists),
     },
     // SCRIPT|FLUSH: Remove all the scripts from the script cache. (since 2.6.0, group
     // scripting)
@@ -8020,7 +8020,7 @@ static SUB_SCRIPT: [CommandSpec; 6] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ScriptFlush),
-        getkeys: getkeys_of("script|flush"),
+        getkeys: getkeys_of(CommandId::ScriptFlush),
     },
     // SCRIPT|HELP: Show helpful text about the different subcommands (since 5.0.0, group
     // scripting)
@@ -8035,7 +8035,7 @@ static SUB_SCRIPT: [CommandSpec; 6] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ScriptHelp),
-        getkeys: getkeys_of("script|help"),
+        getkeys: getkeys_of(CommandId::ScriptHelp),
     },
     // SCRIPT|KILL: Kill the script currently in execution. (since 2.6.0, group scripting)
     CommandSpec {
@@ -8049,7 +8049,7 @@ static SUB_SCRIPT: [CommandSpec; 6] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ScriptKill),
-        getkeys: getkeys_of("script|kill"),
+        getkeys: getkeys_of(CommandId::ScriptKill),
     },
     // SCRIPT|LOAD: Load the specified Lua script into the script cache. (since 2.6.0, group
     // scripting)
@@ -8064,7 +8064,7 @@ static SUB_SCRIPT: [CommandSpec; 6] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::ScriptLoad),
-        getkeys: getkeys_of("script|load"),
+        getkeys: getkeys_of(CommandId::ScriptLoad),
     },
 ];
 
@@ -8082,7 +8082,7 @@ static SUB_SLOWLOG: [CommandSpec; 4] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::SlowlogGet),
-        getkeys: getkeys_of("slowlog|get"),
+        getkeys: getkeys_of(CommandId::SlowlogGet),
     },
     // SLOWLOG|HELP: Show helpful text about the different subcommands (since 6.2.0, group
     // server)
@@ -8097,7 +8097,7 @@ static SUB_SLOWLOG: [CommandSpec; 4] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::SlowlogHelp),
-        getkeys: getkeys_of("slowlog|help"),
+        getkeys: getkeys_of(CommandId::SlowlogHelp),
     },
     // SLOWLOG|LEN: Get the slow log's length (since 2.2.12, group server)
     CommandSpec {
@@ -8111,7 +8111,7 @@ static SUB_SLOWLOG: [CommandSpec; 4] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::SlowlogLen),
-        getkeys: getkeys_of("slowlog|len"),
+        getkeys: getkeys_of(CommandId::SlowlogLen),
     },
     // SLOWLOG|RESET: Clear all entries from the slow log (since 2.2.12, group server)
     CommandSpec {
@@ -8125,7 +8125,7 @@ static SUB_SLOWLOG: [CommandSpec; 4] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::SlowlogReset),
-        getkeys: getkeys_of("slowlog|reset"),
+        getkeys: getkeys_of(CommandId::SlowlogReset),
     },
 ];
 
@@ -8151,7 +8151,7 @@ static SUB_XGROUP: [CommandSpec; 6] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::XgroupCreate),
-        getkeys: getkeys_of("xgroup|create"),
+        getkeys: getkeys_of(CommandId::XgroupCreate),
     },
     // XGROUP|CREATECONSUMER: Create a consumer in a consumer group. (since 6.2.0, group stream)
     CommandSpec {
@@ -8173,7 +8173,7 @@ static SUB_XGROUP: [CommandSpec; 6] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::XgroupCreateconsumer),
-        getkeys: getkeys_of("xgroup|createconsumer"),
+        getkeys: getkeys_of(CommandId::XgroupCreateconsumer),
     },
     // XGROUP|DELCONSUMER: Delete a consumer from a consumer group. (since 5.0.0, group stream)
     CommandSpec {
@@ -8195,7 +8195,7 @@ static SUB_XGROUP: [CommandSpec; 6] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::XgroupDelconsumer),
-        getkeys: getkeys_of("xgroup|delconsumer"),
+        getkeys: getkeys_of(CommandId::XgroupDelconsumer),
     },
     // XGROUP|DESTROY: Destroy a consumer group. (since 5.0.0, group stream)
     CommandSpec {
@@ -8217,7 +8217,7 @@ static SUB_XGROUP: [CommandSpec; 6] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::XgroupDestroy),
-        getkeys: getkeys_of("xgroup|destroy"),
+        getkeys: getkeys_of(CommandId::XgroupDestroy),
     },
     // XGROUP|HELP: Show helpful text about the different subcommands (since 5.0.0, group
     // stream)
@@ -8232,7 +8232,7 @@ static SUB_XGROUP: [CommandSpec; 6] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::XgroupHelp),
-        getkeys: getkeys_of("xgroup|help"),
+        getkeys: getkeys_of(CommandId::XgroupHelp),
     },
     // XGROUP|SETID: Set a consumer group to an arbitrary last delivered ID value. (since 5.0.0,
     // group stream)
@@ -8255,7 +8255,7 @@ static SUB_XGROUP: [CommandSpec; 6] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::XgroupSetid),
-        getkeys: getkeys_of("xgroup|setid"),
+        getkeys: getkeys_of(CommandId::XgroupSetid),
     },
 ];
 
@@ -8281,7 +8281,7 @@ static SUB_XINFO: [CommandSpec; 4] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::XinfoConsumers),
-        getkeys: getkeys_of("xinfo|consumers"),
+        getkeys: getkeys_of(CommandId::XinfoConsumers),
     },
     // XINFO|GROUPS: List the consumer groups of a stream (since 5.0.0, group stream)
     CommandSpec {
@@ -8303,7 +8303,7 @@ static SUB_XINFO: [CommandSpec; 4] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::XinfoGroups),
-        getkeys: getkeys_of("xinfo|groups"),
+        getkeys: getkeys_of(CommandId::XinfoGroups),
     },
     // XINFO|HELP: Show helpful text about the different subcommands (since 5.0.0, group stream)
     CommandSpec {
@@ -8317,7 +8317,7 @@ static SUB_XINFO: [CommandSpec; 4] = [
         key_specs: &[],
         subcommands: &[],
         route: route_of(CommandId::XinfoHelp),
-        getkeys: getkeys_of("xinfo|help"),
+        getkeys: getkeys_of(CommandId::XinfoHelp),
     },
     // XINFO|STREAM: Get information about a stream (since 5.0.0, group stream)
     CommandSpec {
@@ -8339,7 +8339,7 @@ static SUB_XINFO: [CommandSpec; 4] = [
         }],
         subcommands: &[],
         route: route_of(CommandId::XinfoStream),
-        getkeys: getkeys_of("xinfo|stream"),
+        getkeys: getkeys_of(CommandId::XinfoStream),
     },
 ];
 
