@@ -413,7 +413,7 @@ fn routes_follow_the_rules() {
 #[test]
 fn blocking_commands_are_dedicated() {
     for spec in all_specs().filter(|s| s.is_blocking()) {
-        let expected = if matches!(spec.name, "xread" | "xreadgroup") {
+        let expected = if matches!(spec.id, CommandId::Xread | CommandId::Xreadgroup) {
             Route::Keyed
         } else {
             Route::Dedicated

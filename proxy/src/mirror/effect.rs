@@ -90,7 +90,7 @@ use std::ops::Range;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::command::{ArgList, CommandId, CommandSpec};
+use crate::command::{self, ArgList, CommandId, CommandSpec};
 use crate::resp::reply::is_error;
 use crate::resp::{encode, parse_i64, Args, FrameKind, Protocol, ReplyScanner, RequestScanner};
 
@@ -924,8 +924,8 @@ fn exec(
         return Err(MirrorError::BadRequest("an empty transaction"));
     };
     if frames.len() != n + 2
-        || !is_command(&request[first.clone()], b"multi")
-        || !is_command(&request[last.clone()], b"exec")
+        || !is_command(&request[first.clone()], CommandId::Multi)
+        || !is_command(&request[last.clone()], CommandId::Exec)
     {
         return Err(MirrorError::BadRequest(
             "not MULTI, the queued requests, EXEC",
@@ -1016,15 +1016,16 @@ fn frames(buf: &[u8]) -> Result<Vec<Range<usize>>, MirrorError> {
     Ok(frames)
 }
 
-/// Whether the request `frame` is the command `name` (lowercase).
-fn is_command(frame: &[u8], name: &[u8]) -> bool {
+/// Whether the request `frame` is the command `id` (its name in any case).
+fn is_command(frame: &[u8], id: CommandId) -> bool {
     let mut scanner = RequestScanner::default();
     matches!(scanner.scan(frame), Ok(Some(_)))
         && scanner
             .args(frame)
             .iter()
             .next()
-            .is_some_and(|n| n.eq_ignore_ascii_case(name))
+            .and_then(command::lookup)
+            .is_some_and(|spec| spec.id == id)
 }
 
 /// Where each reply of `buf` is; `None` unless `buf` is whole, well-formed replies.
