@@ -11,7 +11,7 @@ The script talks RESP2 over a plain socket (python3 standard library only), read
 (one-line summaries for the comments), and writes a rustfmt-formatted table of every
 command and every subcommand. It writes facts of the server only: how redshard treats a
 command (`route_of`) and which commands have a Redis `getkeys_proc` (`getkeys_of`) are
-hand-maintained in `protocol/src/command/route.rs` and `protocol/src/command/keys.rs`; the
+hand-maintained in `protocol/src/command/route.rs` and `protocol/src/command/procs.rs`; the
 table calls those `const fn`s, so they are evaluated at compile time.
 
 The one exception is `may_replicate`: Redis 7.0 hides that flag from `COMMAND` on purpose
@@ -275,8 +275,8 @@ def emit_entry(out, cmd, docs):
         out.append("        subcommands: &%s," % sub_static_name(name))
     else:
         out.append("        subcommands: &[],")
-    out.append("        route: route_of(CommandId::%s, %s)," % (variant_name(name), rust_str(name)))
-    out.append("        getkeys: getkeys_of(%s)," % rust_str(name))
+    out.append("        route: route_of(CommandId::%s)," % variant_name(name))
+    out.append("        getkeys: getkeys_of(CommandId::%s)," % variant_name(name))
     out.append("    },")
 
 
@@ -314,7 +314,7 @@ def generate(conn):
     out.append("//     %s" % REGENERATE)
     out.append("//")
     out.append("// %d commands, %d with subcommands, %d entries in all." % (len(commands), len(containers), total))
-    out.append("// `route` and `getkeys` are hand-maintained in route.rs and keys.rs.")
+    out.append("// `route` and `getkeys` are hand-maintained in route.rs and procs.rs, by CommandId.")
     out.append("")
     out.append("//! The generated Redis %s command table (see the header comment)." % version)
     out.append("")

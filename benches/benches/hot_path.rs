@@ -1,5 +1,5 @@
-//! Micro-benchmarks of the per-request work outside the scanner: slot hashing, routing a key,
-//! and merging a split MGET.
+//! Micro-benchmarks of the per-request work outside the scanner: classifying a command, slot
+//! hashing, routing a key, and merging a split MGET.
 
 use std::hint::black_box;
 
@@ -7,7 +7,10 @@ use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use redshard_config::{Config, Slot, Topology};
 use redshard_proxy::backend::{LaneConfig, NodePool};
+use redshard_proxy::command::resolve;
+use redshard_proxy::mirror::effect::prepare;
 use redshard_proxy::outbuf::OutBuf;
+use redshard_proxy::resp::{encode, RequestScanner};
 use redshard_proxy::router::RoutingTable;
 use redshard_proxy::session::merge::{merge, MergePlan};
 
@@ -106,5 +109,35 @@ fn mget_merge(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, slot_hashing, routing, mget_merge);
+/// What dispatch does with a scanned request's command before any I/O: resolve it in the
+/// table, read its route and whether it is `@dangerous` (a `no-dangerous` user's check), and
+/// prepare a write's mirror effect (an unchanged HSET, a SET whose EX becomes PXAT).
+fn classify(c: &mut Criterion) {
+    let mut group = c.benchmark_group("classify");
+    let requests: [&[&[u8]]; 3] = [
+        &[b"GET", b"k"],
+        &[b"HSET", b"k", b"f", b"v"],
+        &[b"SET", b"k", b"v", b"EX", b"10"],
+    ];
+    for request in requests {
+        let mut buf = BytesMut::new();
+        encode::request(&mut buf, request);
+        let mut scanner = RequestScanner::default();
+        scanner.scan(&buf).expect("valid").expect("whole");
+        let name = String::from_utf8_lossy(request[0]).to_lowercase();
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let args = scanner.args(&buf);
+                let spec = resolve(&args).expect("known");
+                black_box((spec.route, spec.is_dangerous()));
+                if spec.is_write() {
+                    black_box(prepare(spec, &args, 1_700_000_000_000));
+                }
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, classify, slot_hashing, routing, mget_merge);
 criterion_main!(benches);

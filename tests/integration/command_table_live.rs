@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use redshard_proxy::command::{
-    self, commands, resolve, BeginSearch, CommandSpec, FindKeys, KeySpec, KeySpecFlags,
+    self, all_specs, commands, resolve, BeginSearch, CommandSpec, FindKeys, KeySpec, KeySpecFlags,
 };
 use redshard_tests::RedisServer;
 use smallvec::SmallVec;
@@ -129,11 +129,6 @@ impl Conn {
             other => panic!("unexpected RESP type byte {other}"),
         }
     }
-}
-
-/// Every spec of the table, subcommands included.
-fn all_specs() -> impl Iterator<Item = &'static CommandSpec> {
-    commands().flat_map(|c| std::iter::once(c).chain(c.subcommands))
 }
 
 fn find_spec(name: &str) -> Option<&'static CommandSpec> {
@@ -616,13 +611,13 @@ fn dangerous_list_matches_acl_cat_dangerous() {
         .map(Reply::text)
         .collect();
     live.sort();
-    let mut ours: Vec<String> = redshard_proxy::command::DANGEROUS
-        .iter()
-        .map(|s| (*s).to_owned())
+    let mut ours: Vec<String> = all_specs()
+        .filter(|s| s.is_dangerous())
+        .map(|s| s.name.to_owned())
         .collect();
     ours.sort();
     assert_eq!(
         ours, live,
-        "update DANGEROUS in protocol/src/command/route.rs from `ACL CAT dangerous`"
+        "update is_dangerous in protocol/src/command/route.rs from `ACL CAT dangerous`"
     );
 }

@@ -135,7 +135,7 @@ fn prepare_write<A: AsRef<[u8]>>(args: &[A]) -> Prepped {
     let args = scanner.args(&original);
     match resolve(&args) {
         Ok(spec) => {
-            let prepared = prepare(spec.name, &args, now_ms());
+            let prepared = prepare(spec, &args, now_ms());
             Prepped {
                 request: prepared.request.unwrap_or_else(|| original.clone()),
                 effect: prepared.effect,

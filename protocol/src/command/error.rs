@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::{ArgList, CommandSpec};
+use super::{ArgList, CommandId, CommandSpec};
 
 /// What went wrong with a request, for callers that count or log errors by kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -30,6 +30,9 @@ pub enum CommandErrorKind {
 pub struct CommandError {
     /// Why the request was refused.
     kind: CommandErrorKind,
+    /// The command whose arity failed, so that callers can react to a command without
+    /// comparing names (a malformed EXEC discards the transaction).
+    command: Option<CommandId>,
     /// The reply text without `-` and CRLF.
     text: Box<[u8]>,
 }
@@ -38,6 +41,7 @@ impl fmt::Debug for CommandError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CommandError")
             .field("kind", &self.kind)
+            .field("command", &self.command)
             .field("text", &String::from_utf8_lossy(&self.text))
             .finish()
     }
@@ -59,6 +63,13 @@ impl CommandError {
         self.kind
     }
 
+    /// The command a [`CommandErrorKind::WrongArity`] error is about; `None` for the other
+    /// kinds.
+    #[must_use]
+    pub fn command(&self) -> Option<CommandId> {
+        self.command
+    }
+
     /// The exact reply text, without the leading `-` and the trailing CRLF.
     #[must_use]
     pub fn as_bytes(&self) -> &[u8] {
@@ -74,6 +85,7 @@ impl CommandError {
         }
         Self {
             kind,
+            command: None,
             text: text.into_boxed_slice(),
         }
     }
@@ -119,7 +131,10 @@ impl CommandError {
     /// `commandCheckArity`: names the command as Redis's `fullname` (`config|get`).
     pub(crate) fn wrong_arity(spec: &CommandSpec) -> Self {
         let text = format!("ERR wrong number of arguments for '{}' command", spec.name);
-        Self::new(CommandErrorKind::WrongArity, text.into_bytes())
+        Self {
+            command: Some(spec.id),
+            ..Self::new(CommandErrorKind::WrongArity, text.into_bytes())
+        }
     }
 
     /// The command's own reply to an invalid `numkeys` (or to what it checks before that).

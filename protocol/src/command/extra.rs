@@ -19,8 +19,8 @@ pub(super) static CLIENT_EXTRAS: [CommandSpec; 2] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClientSetinfo, "client|setinfo"),
-        getkeys: getkeys_of("client|setinfo"),
+        route: route_of(CommandId::ClientSetinfo),
+        getkeys: getkeys_of(CommandId::ClientSetinfo),
     },
     CommandSpec {
         name: "client|no-touch",
@@ -32,7 +32,7 @@ pub(super) static CLIENT_EXTRAS: [CommandSpec; 2] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClientNoTouch, "client|no-touch"),
-        getkeys: getkeys_of("client|no-touch"),
+        route: route_of(CommandId::ClientNoTouch),
+        getkeys: getkeys_of(CommandId::ClientNoTouch),
     },
 ];

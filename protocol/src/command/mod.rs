@@ -21,9 +21,13 @@
 //! The script spawns its own server on a free 127.0.0.1 port (or use `--port P`) and runs
 //! rustfmt on the result. Two things cannot be read from a server and are hand-maintained
 //! in Rust, evaluated at compile time by the table:
-//! - [`Route`]s, in `route.rs` (`route_of`), with the reason for each group of commands;
+//! - [`Route`]s, in `route.rs` (`route_of`, a `match` on [`CommandId`]), with the reason for
+//!   each group of commands;
 //! - which commands have a Redis `getkeys_proc` (`get_keys_function` in Redis's
-//!   `src/commands/*.json`), in `keys.rs` (`getkeys_of`).
+//!   `src/commands/*.json`), in `procs.rs` (`getkeys_of`, a `match` on [`CommandId`] too).
+//!
+//! Redis's `@dangerous` ACL category is hand-maintained the same way (`route::is_dangerous`,
+//! a `matches!` on the id, read through [`CommandSpec::is_dangerous`]).
 //!
 //! The integration test the integration module `command_table_live` (`tests/integration/command_table_live.rs`) compares the table and
 //! `key_indices` with a live server.
@@ -44,8 +48,7 @@ pub use flags::{Flags, KeySpecFlags};
 pub use table::REDIS_VERSION;
 
 use procs::GetKeys;
-pub use route::DANGEROUS;
-pub use route::{Local, FORBIDDEN};
+pub use route::Local;
 pub use table::CommandId;
 
 /// How redshard treats a command from a client.
@@ -236,22 +239,6 @@ impl<T: AsRef<[u8]>, const N: usize> ArgList for [T; N] {
     }
 }
 
-/// Compile-time equality of two names (used by the generated table through `getkeys_of`).
-const fn const_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut i = 0;
-    while i < a.len() {
-        if a[i] != b[i] {
-            return false;
-        }
-        i += 1;
-    }
-    true
-}
-
 /// Longest top-level command name that [`lookup`] lowercases (Redis 7.0's longest is 20).
 const MAX_NAME: usize = 32;
 
@@ -308,7 +295,7 @@ pub fn resolve<A: ArgList + ?Sized>(args: &A) -> Result<&'static CommandSpec, Co
 
 /// A subcommand the proxy knows beyond the table (see `extra.rs`).
 fn extra_subcommand(base: &CommandSpec, sub: &[u8]) -> Option<&'static CommandSpec> {
-    if base.name != "client" {
+    if base.id != CommandId::Client {
         return None;
     }
     extra::CLIENT_EXTRAS
@@ -319,6 +306,13 @@ fn extra_subcommand(base: &CommandSpec, sub: &[u8]) -> Option<&'static CommandSp
 /// Every top-level spec, sorted by name (for COMMAND COUNT, COMMAND LIST and tests).
 pub fn commands() -> impl Iterator<Item = &'static CommandSpec> {
     table::COMMANDS.iter()
+}
+
+/// Every spec of the table: each top-level command, then its subcommands (not the proxy's
+/// extra CLIENT subcommands, which the backends do not know). For what is derived from the
+/// table as a whole, such as the ACL rules of the forbidden commands.
+pub fn all_specs() -> impl Iterator<Item = &'static CommandSpec> {
+    commands().flat_map(|c| std::iter::once(c).chain(c.subcommands))
 }
 
 impl CommandSpec {
@@ -337,7 +331,7 @@ impl CommandSpec {
     /// Whether the command is in Redis's `@dangerous` ACL category.
     #[must_use]
     pub fn is_dangerous(&self) -> bool {
-        DANGEROUS.contains(&self.name)
+        route::is_dangerous(self.id)
     }
 
     /// Whether the command may block (`blocking`).

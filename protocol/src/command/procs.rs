@@ -5,7 +5,7 @@ use redshard_config::Slot;
 use smallvec::SmallVec;
 
 use super::keys::{arg, c_eq};
-use super::{const_eq, ArgList, CommandError, CommandSpec};
+use super::{ArgList, CommandError, CommandId, CommandSpec};
 use crate::resp::parse_i64;
 
 /// Redis's `getkeys_proc` of a command (`get_keys_function` in its `src/commands/*.json`),
@@ -46,54 +46,28 @@ pub(crate) enum GetKeys {
     BlockingMpop,
 }
 
-/// The commands with a `getkeys_proc` in Redis 7.0.15 (every `get_keys_function` of its
-/// `src/commands/*.json`). `COMMAND` does not report it, so this list is hand-maintained.
-const PROCS: &[(&str, GetKeys)] = &[
-    ("set", GetKeys::FirstArg),
-    ("bitfield", GetKeys::FirstArg),
-    ("sort", GetKeys::Sort),
-    ("sort_ro", GetKeys::SortRo),
-    ("migrate", GetKeys::Migrate),
-    ("georadius", GetKeys::Georadius),
-    ("georadiusbymember", GetKeys::Georadius),
-    ("xread", GetKeys::Xread),
-    ("xreadgroup", GetKeys::Xread),
-    ("eval", GetKeys::Eval),
-    ("eval_ro", GetKeys::Eval),
-    ("evalsha", GetKeys::EvalSha),
-    ("evalsha_ro", GetKeys::EvalSha),
-    ("fcall", GetKeys::Fcall),
-    ("fcall_ro", GetKeys::Fcall),
-    ("zunionstore", GetKeys::ZsetStore),
-    ("zinterstore", GetKeys::ZsetStore),
-    ("zdiffstore", GetKeys::ZsetStore),
-    ("zunion", GetKeys::Zset),
-    ("zinter", GetKeys::Zset),
-    ("zdiff", GetKeys::Zset),
-    ("zintercard", GetKeys::Zset),
-    ("sintercard", GetKeys::Sintercard),
-    ("lmpop", GetKeys::Mpop),
-    ("zmpop", GetKeys::Mpop),
-    ("blmpop", GetKeys::BlockingMpop),
-    ("bzmpop", GetKeys::BlockingMpop),
-];
-
-/// The `getkeys_proc` of the command called `name` (evaluated at compile time by the table).
-pub(crate) const fn getkeys_of(name: &str) -> GetKeys {
-    let mut i = 0;
-    while i < PROCS.len() {
-        if const_eq(PROCS[i].0, name) {
-            return PROCS[i].1;
-        }
-        i += 1;
+/// The `getkeys_proc` of the command `id` (evaluated at compile time by the table): every
+/// `get_keys_function` of Redis 7.0.15's `src/commands/*.json`. `COMMAND` does not report it,
+/// so this is hand-maintained.
+pub(crate) const fn getkeys_of(id: CommandId) -> GetKeys {
+    use CommandId as C;
+    match id {
+        C::Set | C::Bitfield => GetKeys::FirstArg,
+        C::Sort => GetKeys::Sort,
+        C::SortRo => GetKeys::SortRo,
+        C::Migrate => GetKeys::Migrate,
+        C::Georadius | C::Georadiusbymember => GetKeys::Georadius,
+        C::Xread | C::Xreadgroup => GetKeys::Xread,
+        C::Eval | C::EvalRo => GetKeys::Eval,
+        C::Evalsha | C::EvalshaRo => GetKeys::EvalSha,
+        C::Fcall | C::FcallRo => GetKeys::Fcall,
+        C::Zunionstore | C::Zinterstore | C::Zdiffstore => GetKeys::ZsetStore,
+        C::Zunion | C::Zinter | C::Zdiff | C::Zintercard => GetKeys::Zset,
+        C::Sintercard => GetKeys::Sintercard,
+        C::Lmpop | C::Zmpop => GetKeys::Mpop,
+        C::Blmpop | C::Bzmpop => GetKeys::BlockingMpop,
+        _ => GetKeys::None,
     }
-    GetKeys::None
-}
-
-/// Names of every command [`getkeys_of`] knows, for the tests.
-#[cfg(test)]
-pub(crate) fn procs() -> impl Iterator<Item = &'static str> {
-    PROCS.iter().map(|(n, _)| *n)
 }
 
 /// C's `atoi` as glibc has it (`(int)strtol(s, NULL, 10)`), used by Redis's

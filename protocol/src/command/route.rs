@@ -1,10 +1,10 @@
 //! How redshard treats each command: the hand-maintained [`Route`] of every command.
 //!
-//! The generated table calls [`route_of`] for every entry (at compile time). A name not in
-//! any list below is [`Route::Keyed`]: routed by its keys, which must all hash to one slot,
-//! or to any master when it has none (TIME, LASTSAVE, ROLE, OBJECT HELP...). Names are
-//! Redis's lowercase `fullname`s (`config|get`); a unit test checks that every name here
-//! exists in the table, so a typo cannot silently fall back to `Keyed`.
+//! The generated table calls [`route_of`] for every entry, at compile time, so reading a
+//! command's route at run time is reading a field. [`route_of`] is an exhaustive `match` on
+//! [`CommandId`], with the reason for each group of commands: a command added to the table
+//! (a regenerated table, a new extra) does not compile until it is given a route, and a
+//! misspelt command is a compile error rather than a silent fall-back to `Keyed`.
 //!
 //! Container commands (CONFIG, CLIENT, ...) are routed by subcommand: [`resolve`] never
 //! returns a container alone except `COMMAND`, because a container without a subcommand
@@ -12,13 +12,14 @@
 //!
 //! [`resolve`]: super::resolve
 
-use super::{const_eq, CommandId, Merge, Route, Split};
+use super::{CommandId, Merge, Route, Split};
 
 /// A command the proxy answers itself ([`Route::Local`]): they describe or change the
 /// client's own connection, or the proxy (INFO, COMMAND), and a backend's answer would
-/// describe the proxy's pooled backend connection instead. [`Local::of`] is the one list of
-/// them; the session's handler is an exhaustive `match` on this enum, so a command routed
-/// here without a handler does not compile.
+/// describe the proxy's pooled backend connection instead. [`Local::of`] gives each its kind
+/// ([`route_of`] checks, at compile time, that it knows exactly the commands routed here);
+/// the session's handler is an exhaustive `match` on this enum, so a command routed here
+/// without a handler does not compile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Local {
     /// PING [message].
@@ -119,341 +120,512 @@ impl Local {
     }
 }
 
-/// Keys may span slots; Redis Cluster clients split these the same way, and each part is
-/// itself a valid command.
-pub const SPLIT: &[(&str, Split)] = &[
-    ("mget", Split::Mget),
-    ("mset", Split::Mset),
-    ("del", Split::SumIntegers),
-    ("unlink", Split::SumIntegers),
-    ("exists", Split::SumIntegers),
-    ("touch", Split::SumIntegers),
-];
-
-/// Whole-keyspace or whole-server-state commands: every master must see them.
-/// - DBSIZE, KEYS: each master holds a part of the keyspace.
-/// - SCRIPT LOAD / FUNCTION LOAD: every master must know the script or library, since a
-///   later EVALSHA/FCALL may go to any of them; the SHA (or library name) is the same
-///   everywhere, so the first reply is the reply.
-/// - SCRIPT FLUSH, FUNCTION DELETE / FLUSH / RESTORE: keep the masters' script and function
-///   state identical; success only when every master succeeded.
-/// - SCRIPT EXISTS: a script exists for the client only if every master has it.
-/// - RANDOMKEY: any master's random key, starting from a random master and skipping empty ones,
-///   so that nil means the whole keyspace is empty.
-pub const FAN_OUT: &[(&str, Merge)] = &[
-    ("dbsize", Merge::SumIntegers),
-    ("randomkey", Merge::AnyNonNull),
-    ("keys", Merge::ConcatArrays),
-    ("script|load", Merge::First),
-    ("script|flush", Merge::AllOk),
-    ("script|exists", Merge::AndArrays),
-    ("function|load", Merge::First),
-    ("function|delete", Merge::AllOk),
-    ("function|flush", Merge::AllOk),
-    ("function|restore", Merge::AllOk),
-];
-
-/// Destructive on every shard: fanned out only when the operator enabled it.
-pub const FLUSH: &[&str] = &["flushall", "flushdb"];
-
-/// Never sent to a backend from a client connection.
-/// - Server life, persistence and replication belong to the operator and to redshard's own
-///   failover and resync (SHUTDOWN, SAVE, BGSAVE, BGREWRITEAOF, REPLICAOF, SLAVEOF,
-///   FAILOVER, SYNC, PSYNC, REPLCONF, DEBUG, CONFIG SET/REWRITE/RESETSTAT, MODULE).
-/// - Cluster protocol: the backends are not a Redis Cluster (CLUSTER, RESTORE-ASKING).
-/// - Databases other than 0 and cross-node key moves would escape the slot table (SWAPDB,
-///   MOVE, MIGRATE).
-/// - MONITOR streams one backend's traffic, other clients' included.
-/// - CLIENT KILL/PAUSE/UNPAUSE/UNBLOCK would act on the proxy's pooled backend connections
-///   shared by every client; REPLY/TRACKING/CACHING/GETREDIR/TRACKINGINFO change how a
-///   backend connection answers, which would desynchronise a shared lane.
-/// - SCRIPT KILL / FUNCTION KILL would kill whichever script runs on one backend, not the
-///   client's; SCRIPT DEBUG needs a private forked server.
-/// - ACL (all subcommands): backends authenticate the proxy, not the client, so even
-///   ACL WHOAMI / CAT / LOG would answer about the proxy's backend user and config; clients
-///   authenticate to the proxy (AUTH/HELLO are local).
-/// - LATENCY RESET would reset one arbitrary backend's statistics.
-/// - PFSELFTEST / PFDEBUG are internal testing commands.
-/// - Container names alone (ACL, CLIENT, ...): always an arity error in Redis; they are
-///   listed so that the container's own entry does not look routable.
-pub const FORBIDDEN: &[&str] = &[
-    "shutdown",
-    "debug",
-    "config|set",
-    "config|rewrite",
-    "config|resetstat",
-    "replicaof",
-    "slaveof",
-    "failover",
-    "sync",
-    "psync",
-    "replconf",
-    "save",
-    "bgsave",
-    "bgrewriteaof",
-    "migrate",
-    "monitor",
-    "swapdb",
-    "move",
-    "restore-asking",
-    "cluster",
-    "cluster|addslots",
-    "cluster|addslotsrange",
-    "cluster|bumpepoch",
-    "cluster|count-failure-reports",
-    "cluster|countkeysinslot",
-    "cluster|delslots",
-    "cluster|delslotsrange",
-    "cluster|failover",
-    "cluster|flushslots",
-    "cluster|forget",
-    "cluster|getkeysinslot",
-    "cluster|help",
-    "cluster|info",
-    "cluster|keyslot",
-    "cluster|links",
-    "cluster|meet",
-    "cluster|myid",
-    "cluster|nodes",
-    "cluster|replicas",
-    "cluster|replicate",
-    "cluster|reset",
-    "cluster|saveconfig",
-    "cluster|set-config-epoch",
-    "cluster|setslot",
-    "cluster|shards",
-    "cluster|slaves",
-    "cluster|slots",
-    "acl",
-    "acl|cat",
-    "acl|deluser",
-    "acl|dryrun",
-    "acl|genpass",
-    "acl|getuser",
-    "acl|help",
-    "acl|list",
-    "acl|load",
-    "acl|log",
-    "acl|save",
-    "acl|setuser",
-    "acl|users",
-    "acl|whoami",
-    "module",
-    "module|help",
-    "module|list",
-    "module|load",
-    "module|loadex",
-    "module|unload",
-    "client|kill",
-    "client|pause",
-    "client|unpause",
-    "client|reply",
-    "client|tracking",
-    "client|caching",
-    "client|getredir",
-    "client|trackinginfo",
-    "client|unblock",
-    "latency|reset",
-    "script|kill",
-    "script|debug",
-    "function|kill",
-    "pfselftest",
-    "pfdebug",
-    "client",
-    "config",
-    "function",
-    "latency",
-    "memory",
-    "object",
-    "pubsub",
-    "script",
-    "slowlog",
-    "xgroup",
-    "xinfo",
-];
-
-/// Need a backend connection of their own for a while, which the plain pipelined lanes
-/// cannot give.
-/// - Transactions and optimistic locking: MULTI, EXEC, DISCARD, WATCH, UNWATCH.
-/// - Every command with Redis's `blocking` flag (a unit test checks it), except XREAD and
-///   XREADGROUP, which block only with `BLOCK`: they stay `Keyed` and the session checks
-///   for `BLOCK` itself.
-pub const DEDICATED: &[&str] = &[
-    "multi",
-    "exec",
-    "discard",
-    "watch",
-    "unwatch",
-    "blpop",
-    "brpop",
-    "brpoplpush",
-    "blmove",
-    "blmpop",
-    "bzpopmin",
-    "bzpopmax",
-    "bzmpop",
-];
-
-/// Pub/sub: a channel lives on the master of its slot (PUBLISH and SUBSCRIBE of a channel
-/// meet there; SPUBLISH's channel is a `NOT_KEY` key spec, so `key_indices` does not report
-/// it), patterns on every master; subscriptions hold connections of their own. See the
-/// session's `pubsub.rs`.
-pub const PUBSUB: &[&str] = &[
-    "subscribe",
-    "psubscribe",
-    "ssubscribe",
-    "unsubscribe",
-    "punsubscribe",
-    "sunsubscribe",
-    "publish",
-    "spublish",
-    "pubsub|channels",
-    "pubsub|help",
-    "pubsub|numpat",
-    "pubsub|numsub",
-    "pubsub|shardchannels",
-    "pubsub|shardnumsub",
-];
-
-/// Redis 7.0.15's `@dangerous` ACL category (`ACL CAT dangerous`), which a `no-dangerous`
-/// user may not run; the integration module `command_table_live` (`tests/integration/command_table_live.rs`) compares it with a live server.
-pub const DANGEROUS: &[&str] = &[
-    "acl|deluser",
-    "acl|dryrun",
-    "acl|getuser",
-    "acl|list",
-    "acl|load",
-    "acl|log",
-    "acl|save",
-    "acl|setuser",
-    "acl|users",
-    "bgrewriteaof",
-    "bgsave",
-    "client|kill",
-    "client|list",
-    "client|no-evict",
-    "client|pause",
-    "client|unblock",
-    "client|unpause",
-    "cluster|addslots",
-    "cluster|addslotsrange",
-    "cluster|bumpepoch",
-    "cluster|count-failure-reports",
-    "cluster|delslots",
-    "cluster|delslotsrange",
-    "cluster|failover",
-    "cluster|flushslots",
-    "cluster|forget",
-    "cluster|meet",
-    "cluster|replicas",
-    "cluster|replicate",
-    "cluster|reset",
-    "cluster|saveconfig",
-    "cluster|set-config-epoch",
-    "cluster|setslot",
-    "cluster|slaves",
-    "config|get",
-    "config|resetstat",
-    "config|rewrite",
-    "config|set",
-    "debug",
-    "failover",
-    "flushall",
-    "flushdb",
-    "info",
-    "keys",
-    "lastsave",
-    "latency|doctor",
-    "latency|graph",
-    "latency|histogram",
-    "latency|history",
-    "latency|latest",
-    "latency|reset",
-    "migrate",
-    "module|list",
-    "module|load",
-    "module|loadex",
-    "module|unload",
-    "monitor",
-    "pfdebug",
-    "pfselftest",
-    "psync",
-    "replconf",
-    "replicaof",
-    "restore",
-    "restore-asking",
-    "role",
-    "save",
-    "shutdown",
-    "slaveof",
-    "slowlog|get",
-    "slowlog|len",
-    "slowlog|reset",
-    "sort",
-    "sort_ro",
-    "swapdb",
-    "sync",
-];
-
-/// Whether `name` is in `list`, at compile time.
-const fn listed(list: &[&str], name: &str) -> bool {
-    let mut i = 0;
-    while i < list.len() {
-        if const_eq(list[i], name) {
-            return true;
-        }
-        i += 1;
-    }
-    false
+/// The [`Route`] of the command or subcommand `id`.
+///
+/// # Panics
+///
+/// At compile time (the table calls it in a `static`), when the [`Route::Local`] arm and
+/// [`Local::of`] disagree about a command: each local command needs both its route and its
+/// handler.
+#[must_use]
+pub const fn route_of(id: CommandId) -> Route {
+    let route = declared_route(id);
+    assert!(
+        matches!(route, Route::Local) == Local::of(id).is_some(),
+        "a command is routed Local exactly when Local::of knows it"
+    );
+    route
 }
 
-/// The [`Route`] of the command or subcommand `id`, called `name` (lowercase `fullname`).
-pub const fn route_of(id: CommandId, name: &str) -> Route {
-    // Each master holds a part of the keyspace: the session visits them in turn.
-    if const_eq(name, "scan") {
-        return Route::Scan;
-    }
-    if Local::of(id).is_some() {
-        return Route::Local;
-    }
-    if listed(PUBSUB, name) {
-        return Route::PubSub;
-    }
-    let mut i = 0;
-    while i < SPLIT.len() {
-        if const_eq(SPLIT[i].0, name) {
-            return Route::Split(SPLIT[i].1);
+/// The route of every command, by group ([`route_of`] checks the local ones).
+const fn declared_route(id: CommandId) -> Route {
+    use CommandId as C;
+    match id {
+        // Answered by the proxy itself: see [`Local`].
+        C::Asking
+        | C::Auth
+        | C::ClientGetname
+        | C::ClientHelp
+        | C::ClientId
+        | C::ClientInfo
+        | C::ClientList
+        | C::ClientNoEvict
+        | C::ClientNoTouch
+        | C::ClientSetinfo
+        | C::ClientSetname
+        | C::Command
+        | C::CommandCount
+        | C::CommandDocs
+        | C::CommandGetkeys
+        | C::CommandGetkeysandflags
+        | C::CommandHelp
+        | C::CommandInfo
+        | C::CommandList
+        | C::ConfigGet
+        | C::Echo
+        | C::Hello
+        | C::Info
+        | C::Ping
+        | C::Quit
+        | C::Readonly
+        | C::Readwrite
+        | C::Reset
+        | C::Select
+        | C::SlowlogGet
+        | C::SlowlogLen
+        | C::SlowlogReset
+        | C::Wait => Route::Local,
+        // Each master holds a part of the keyspace: the session visits them in turn.
+        C::Scan => Route::Scan,
+        // Pub/sub: a channel lives on the master of its slot (PUBLISH and SUBSCRIBE of a
+        // channel meet there; SPUBLISH's channel is a `NOT_KEY` key spec, so `key_indices`
+        // does not report it), patterns on every master; subscriptions hold connections of
+        // their own. See the session's `pubsub.rs`.
+        C::Subscribe
+        | C::Psubscribe
+        | C::Ssubscribe
+        | C::Unsubscribe
+        | C::Punsubscribe
+        | C::Sunsubscribe
+        | C::Publish
+        | C::Spublish
+        | C::PubsubChannels
+        | C::PubsubHelp
+        | C::PubsubNumpat
+        | C::PubsubNumsub
+        | C::PubsubShardchannels
+        | C::PubsubShardnumsub => Route::PubSub,
+        // Keys may span slots; Redis Cluster clients split these the same way, and each part
+        // is itself a valid command.
+        C::Mget => Route::Split(Split::Mget),
+        C::Mset => Route::Split(Split::Mset),
+        C::Del | C::Unlink | C::Exists | C::Touch => Route::Split(Split::SumIntegers),
+        // Whole-keyspace or whole-server-state commands: every master must see them.
+        // DBSIZE, KEYS: each master holds a part of the keyspace.
+        C::Dbsize => Route::FanOut(Merge::SumIntegers),
+        C::Keys => Route::FanOut(Merge::ConcatArrays),
+        // RANDOMKEY: any master's random key, starting from a random master and skipping
+        // empty ones, so that nil means the whole keyspace is empty.
+        C::Randomkey => Route::FanOut(Merge::AnyNonNull),
+        // SCRIPT LOAD / FUNCTION LOAD: every master must know the script or library, since a
+        // later EVALSHA/FCALL may go to any of them; the SHA (or library name) is the same
+        // everywhere, so the first reply is the reply.
+        C::ScriptLoad | C::FunctionLoad => Route::FanOut(Merge::First),
+        // SCRIPT FLUSH, FUNCTION DELETE / FLUSH / RESTORE: keep the masters' script and
+        // function state identical; success only when every master succeeded.
+        C::ScriptFlush | C::FunctionDelete | C::FunctionFlush | C::FunctionRestore => {
+            Route::FanOut(Merge::AllOk)
         }
-        i += 1;
+        // SCRIPT EXISTS: a script exists for the client only if every master has it.
+        C::ScriptExists => Route::FanOut(Merge::AndArrays),
+        // Destructive on every shard: fanned out only when the operator enabled it.
+        C::Flushall | C::Flushdb => Route::Flush,
+        // Never sent to a backend from a client connection:
+        // Server life, persistence and replication belong to the operator and to redshard's own
+        // failover and resync.
+        C::Shutdown
+        | C::Debug
+        | C::ConfigSet
+        | C::ConfigRewrite
+        | C::ConfigResetstat
+        | C::Replicaof
+        | C::Slaveof
+        | C::Failover
+        | C::Sync
+        | C::Psync
+        | C::Replconf
+        | C::Save
+        | C::Bgsave
+        | C::Bgrewriteaof
+        | C::Module
+        | C::ModuleHelp
+        | C::ModuleList
+        | C::ModuleLoad
+        | C::ModuleLoadex
+        | C::ModuleUnload => Route::Forbidden,
+        // Cluster protocol: the backends are not a Redis Cluster.
+        C::RestoreAsking
+        | C::Cluster
+        | C::ClusterAddslots
+        | C::ClusterAddslotsrange
+        | C::ClusterBumpepoch
+        | C::ClusterCountFailureReports
+        | C::ClusterCountkeysinslot
+        | C::ClusterDelslots
+        | C::ClusterDelslotsrange
+        | C::ClusterFailover
+        | C::ClusterFlushslots
+        | C::ClusterForget
+        | C::ClusterGetkeysinslot
+        | C::ClusterHelp
+        | C::ClusterInfo
+        | C::ClusterKeyslot
+        | C::ClusterLinks
+        | C::ClusterMeet
+        | C::ClusterMyid
+        | C::ClusterNodes
+        | C::ClusterReplicas
+        | C::ClusterReplicate
+        | C::ClusterReset
+        | C::ClusterSaveconfig
+        | C::ClusterSetConfigEpoch
+        | C::ClusterSetslot
+        | C::ClusterShards
+        | C::ClusterSlaves
+        | C::ClusterSlots => Route::Forbidden,
+        // Databases other than 0 and cross-node key moves would escape the slot table.
+        C::Swapdb | C::Move | C::Migrate => Route::Forbidden,
+        // MONITOR streams one backend's traffic, other clients' included.
+        C::Monitor => Route::Forbidden,
+        // CLIENT KILL/PAUSE/UNPAUSE/UNBLOCK would act on the proxy's pooled backend connections
+        // shared by every client; REPLY/TRACKING/CACHING/GETREDIR/TRACKINGINFO change how a
+        // backend connection answers, which would desynchronise a shared lane.
+        C::ClientKill
+        | C::ClientPause
+        | C::ClientUnpause
+        | C::ClientUnblock
+        | C::ClientReply
+        | C::ClientTracking
+        | C::ClientCaching
+        | C::ClientGetredir
+        | C::ClientTrackinginfo => Route::Forbidden,
+        // SCRIPT KILL / FUNCTION KILL would kill whichever script runs on one backend, not the
+        // client's; SCRIPT DEBUG needs a private forked server.
+        C::ScriptKill | C::FunctionKill | C::ScriptDebug => Route::Forbidden,
+        // ACL (all subcommands): backends authenticate the proxy, not the client, so even
+        // ACL WHOAMI / CAT / LOG would answer about the proxy's backend user and config; clients
+        // authenticate to the proxy (AUTH/HELLO are local).
+        C::Acl
+        | C::AclCat
+        | C::AclDeluser
+        | C::AclDryrun
+        | C::AclGenpass
+        | C::AclGetuser
+        | C::AclHelp
+        | C::AclList
+        | C::AclLoad
+        | C::AclLog
+        | C::AclSave
+        | C::AclSetuser
+        | C::AclUsers
+        | C::AclWhoami => Route::Forbidden,
+        // LATENCY RESET would reset one arbitrary backend's statistics.
+        C::LatencyReset => Route::Forbidden,
+        // PFSELFTEST / PFDEBUG are internal testing commands.
+        C::Pfselftest | C::Pfdebug => Route::Forbidden,
+        // Container names alone: always an arity error in Redis (see the module documentation);
+        // routed here so that the container's own entry does not look routable.
+        C::Client
+        | C::Config
+        | C::Function
+        | C::Latency
+        | C::Memory
+        | C::Object
+        | C::Pubsub
+        | C::Script
+        | C::Slowlog
+        | C::Xgroup
+        | C::Xinfo => Route::Forbidden,
+        // Need a backend connection of their own for a while, which the plain pipelined lanes
+        // cannot give: transactions and optimistic locking, and every command with Redis's
+        // `blocking` flag (a unit test checks it) except XREAD and XREADGROUP, which block
+        // only with `BLOCK`: they are `Keyed` and the session checks for `BLOCK` itself.
+        C::Multi
+        | C::Exec
+        | C::Discard
+        | C::Watch
+        | C::Unwatch
+        | C::Blpop
+        | C::Brpop
+        | C::Brpoplpush
+        | C::Blmove
+        | C::Blmpop
+        | C::Bzpopmin
+        | C::Bzpopmax
+        | C::Bzmpop => Route::Dedicated,
+        // Everything else is routed by its keys, which must all hash to one slot, or to any
+        // master when it has none (TIME, LASTSAVE, ROLE, OBJECT HELP, EVAL without keys ...).
+        C::Append
+        | C::Bitcount
+        | C::Bitfield
+        | C::BitfieldRo
+        | C::Bitop
+        | C::Bitpos
+        | C::ConfigHelp
+        | C::Copy
+        | C::Decr
+        | C::Decrby
+        | C::Dump
+        | C::Eval
+        | C::EvalRo
+        | C::Evalsha
+        | C::EvalshaRo
+        | C::Expire
+        | C::Expireat
+        | C::Expiretime
+        | C::Fcall
+        | C::FcallRo
+        | C::FunctionDump
+        | C::FunctionHelp
+        | C::FunctionList
+        | C::FunctionStats
+        | C::Geoadd
+        | C::Geodist
+        | C::Geohash
+        | C::Geopos
+        | C::Georadius
+        | C::GeoradiusRo
+        | C::Georadiusbymember
+        | C::GeoradiusbymemberRo
+        | C::Geosearch
+        | C::Geosearchstore
+        | C::Get
+        | C::Getbit
+        | C::Getdel
+        | C::Getex
+        | C::Getrange
+        | C::Getset
+        | C::Hdel
+        | C::Hexists
+        | C::Hget
+        | C::Hgetall
+        | C::Hincrby
+        | C::Hincrbyfloat
+        | C::Hkeys
+        | C::Hlen
+        | C::Hmget
+        | C::Hmset
+        | C::Hrandfield
+        | C::Hscan
+        | C::Hset
+        | C::Hsetnx
+        | C::Hstrlen
+        | C::Hvals
+        | C::Incr
+        | C::Incrby
+        | C::Incrbyfloat
+        | C::Lastsave
+        | C::LatencyDoctor
+        | C::LatencyGraph
+        | C::LatencyHelp
+        | C::LatencyHistogram
+        | C::LatencyHistory
+        | C::LatencyLatest
+        | C::Lcs
+        | C::Lindex
+        | C::Linsert
+        | C::Llen
+        | C::Lmove
+        | C::Lmpop
+        | C::Lolwut
+        | C::Lpop
+        | C::Lpos
+        | C::Lpush
+        | C::Lpushx
+        | C::Lrange
+        | C::Lrem
+        | C::Lset
+        | C::Ltrim
+        | C::MemoryDoctor
+        | C::MemoryHelp
+        | C::MemoryMallocStats
+        | C::MemoryPurge
+        | C::MemoryStats
+        | C::MemoryUsage
+        | C::Msetnx
+        | C::ObjectEncoding
+        | C::ObjectFreq
+        | C::ObjectHelp
+        | C::ObjectIdletime
+        | C::ObjectRefcount
+        | C::Persist
+        | C::Pexpire
+        | C::Pexpireat
+        | C::Pexpiretime
+        | C::Pfadd
+        | C::Pfcount
+        | C::Pfmerge
+        | C::Psetex
+        | C::Pttl
+        | C::Rename
+        | C::Renamenx
+        | C::Restore
+        | C::Role
+        | C::Rpop
+        | C::Rpoplpush
+        | C::Rpush
+        | C::Rpushx
+        | C::Sadd
+        | C::Scard
+        | C::ScriptHelp
+        | C::Sdiff
+        | C::Sdiffstore
+        | C::Set
+        | C::Setbit
+        | C::Setex
+        | C::Setnx
+        | C::Setrange
+        | C::Sinter
+        | C::Sintercard
+        | C::Sinterstore
+        | C::Sismember
+        | C::SlowlogHelp
+        | C::Smembers
+        | C::Smismember
+        | C::Smove
+        | C::Sort
+        | C::SortRo
+        | C::Spop
+        | C::Srandmember
+        | C::Srem
+        | C::Sscan
+        | C::Strlen
+        | C::Substr
+        | C::Sunion
+        | C::Sunionstore
+        | C::Time
+        | C::Ttl
+        | C::Type
+        | C::Xack
+        | C::Xadd
+        | C::Xautoclaim
+        | C::Xclaim
+        | C::Xdel
+        | C::XgroupCreate
+        | C::XgroupCreateconsumer
+        | C::XgroupDelconsumer
+        | C::XgroupDestroy
+        | C::XgroupHelp
+        | C::XgroupSetid
+        | C::XinfoConsumers
+        | C::XinfoGroups
+        | C::XinfoHelp
+        | C::XinfoStream
+        | C::Xlen
+        | C::Xpending
+        | C::Xrange
+        | C::Xread
+        | C::Xreadgroup
+        | C::Xrevrange
+        | C::Xsetid
+        | C::Xtrim
+        | C::Zadd
+        | C::Zcard
+        | C::Zcount
+        | C::Zdiff
+        | C::Zdiffstore
+        | C::Zincrby
+        | C::Zinter
+        | C::Zintercard
+        | C::Zinterstore
+        | C::Zlexcount
+        | C::Zmpop
+        | C::Zmscore
+        | C::Zpopmax
+        | C::Zpopmin
+        | C::Zrandmember
+        | C::Zrange
+        | C::Zrangebylex
+        | C::Zrangebyscore
+        | C::Zrangestore
+        | C::Zrank
+        | C::Zrem
+        | C::Zremrangebylex
+        | C::Zremrangebyrank
+        | C::Zremrangebyscore
+        | C::Zrevrange
+        | C::Zrevrangebylex
+        | C::Zrevrangebyscore
+        | C::Zrevrank
+        | C::Zscan
+        | C::Zscore
+        | C::Zunion
+        | C::Zunionstore => Route::Keyed,
     }
-    let mut i = 0;
-    while i < FAN_OUT.len() {
-        if const_eq(FAN_OUT[i].0, name) {
-            return Route::FanOut(FAN_OUT[i].1);
-        }
-        i += 1;
-    }
-    if listed(FLUSH, name) {
-        return Route::Flush;
-    }
-    if listed(FORBIDDEN, name) {
-        return Route::Forbidden;
-    }
-    if listed(DEDICATED, name) {
-        return Route::Dedicated;
-    }
-    Route::Keyed
 }
 
-/// Every name listed above, for the tests.
-#[cfg(test)]
-pub fn listed_names() -> impl Iterator<Item = &'static str> {
-    FLUSH
-        .iter()
-        .chain(FORBIDDEN)
-        .chain(DEDICATED)
-        .chain(PUBSUB)
-        .copied()
-        .chain(SPLIT.iter().map(|(n, _)| *n))
-        .chain(FAN_OUT.iter().map(|(n, _)| *n))
+/// Whether `id` is in Redis 7.0.15's `@dangerous` ACL category (`ACL CAT dangerous`), which
+/// a `no-dangerous` user may not run; the integration module `command_table_live`
+/// (`tests/integration/command_table_live.rs`) compares it with a live server.
+#[must_use]
+pub const fn is_dangerous(id: CommandId) -> bool {
+    use CommandId as C;
+    matches!(
+        id,
+        C::AclDeluser
+            | C::AclDryrun
+            | C::AclGetuser
+            | C::AclList
+            | C::AclLoad
+            | C::AclLog
+            | C::AclSave
+            | C::AclSetuser
+            | C::AclUsers
+            | C::Bgrewriteaof
+            | C::Bgsave
+            | C::ClientKill
+            | C::ClientList
+            | C::ClientNoEvict
+            | C::ClientPause
+            | C::ClientUnblock
+            | C::ClientUnpause
+            | C::ClusterAddslots
+            | C::ClusterAddslotsrange
+            | C::ClusterBumpepoch
+            | C::ClusterCountFailureReports
+            | C::ClusterDelslots
+            | C::ClusterDelslotsrange
+            | C::ClusterFailover
+            | C::ClusterFlushslots
+            | C::ClusterForget
+            | C::ClusterMeet
+            | C::ClusterReplicas
+            | C::ClusterReplicate
+            | C::ClusterReset
+            | C::ClusterSaveconfig
+            | C::ClusterSetConfigEpoch
+            | C::ClusterSetslot
+            | C::ClusterSlaves
+            | C::ConfigGet
+            | C::ConfigResetstat
+            | C::ConfigRewrite
+            | C::ConfigSet
+            | C::Debug
+            | C::Failover
+            | C::Flushall
+            | C::Flushdb
+            | C::Info
+            | C::Keys
+            | C::Lastsave
+            | C::LatencyDoctor
+            | C::LatencyGraph
+            | C::LatencyHistogram
+            | C::LatencyHistory
+            | C::LatencyLatest
+            | C::LatencyReset
+            | C::Migrate
+            | C::ModuleList
+            | C::ModuleLoad
+            | C::ModuleLoadex
+            | C::ModuleUnload
+            | C::Monitor
+            | C::Pfdebug
+            | C::Pfselftest
+            | C::Psync
+            | C::Replconf
+            | C::Replicaof
+            | C::Restore
+            | C::RestoreAsking
+            | C::Role
+            | C::Save
+            | C::Shutdown
+            | C::Slaveof
+            | C::SlowlogGet
+            | C::SlowlogLen
+            | C::SlowlogReset
+            | C::Sort
+            | C::SortRo
+            | C::Swapdb
+            | C::Sync
+    )
 }

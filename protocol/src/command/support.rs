@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::{commands, CommandSpec, Local, Merge, Route, Split};
+use super::{commands, CommandId, CommandSpec, Local, Merge, Route, Split};
 
 /// What a route means for a user, and a note.
 fn describe(spec: &CommandSpec) -> (&'static str, String) {
@@ -81,7 +81,7 @@ pub fn markdown_table() -> String {
             for sub in spec.subcommands {
                 row(sub);
             }
-            if spec.name == "client" {
+            if spec.id == CommandId::Client {
                 for sub in &super::extra::CLIENT_EXTRAS {
                     row(sub);
                 }

@@ -6,7 +6,7 @@
 //     python3 tools/gen-command-table.py --out protocol/src/command/table.rs
 //
 // 240 commands, 15 with subcommands, 366 entries in all.
-// `route` and `getkeys` are hand-maintained in route.rs and keys.rs.
+// `route` and `getkeys` are hand-maintained in route.rs and procs.rs, by CommandId.
 
 //! The generated Redis 7.0.15 command table (see the header comment).
 
@@ -773,8 +773,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &SUB_ACL,
-        route: route_of(CommandId::Acl, "acl"),
-        getkeys: getkeys_of("acl"),
+        route: route_of(CommandId::Acl),
+        getkeys: getkeys_of(CommandId::Acl),
     },
     // APPEND: Append a value to a key (since 2.0.0, group string)
     CommandSpec {
@@ -795,8 +795,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Append, "append"),
-        getkeys: getkeys_of("append"),
+        route: route_of(CommandId::Append),
+        getkeys: getkeys_of(CommandId::Append),
     },
     // ASKING: Sent by cluster clients after an -ASK redirect (since 3.0.0, group cluster)
     CommandSpec {
@@ -809,8 +809,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Asking, "asking"),
-        getkeys: getkeys_of("asking"),
+        route: route_of(CommandId::Asking),
+        getkeys: getkeys_of(CommandId::Asking),
     },
     // AUTH: Authenticate to the server (since 1.0.0, group connection)
     CommandSpec {
@@ -828,8 +828,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Auth, "auth"),
-        getkeys: getkeys_of("auth"),
+        route: route_of(CommandId::Auth),
+        getkeys: getkeys_of(CommandId::Auth),
     },
     // BGREWRITEAOF: Asynchronously rewrite the append-only file (since 1.0.0, group server)
     CommandSpec {
@@ -844,8 +844,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Bgrewriteaof, "bgrewriteaof"),
-        getkeys: getkeys_of("bgrewriteaof"),
+        route: route_of(CommandId::Bgrewriteaof),
+        getkeys: getkeys_of(CommandId::Bgrewriteaof),
     },
     // BGSAVE: Asynchronously save the dataset to disk (since 1.0.0, group server)
     CommandSpec {
@@ -860,8 +860,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Bgsave, "bgsave"),
-        getkeys: getkeys_of("bgsave"),
+        route: route_of(CommandId::Bgsave),
+        getkeys: getkeys_of(CommandId::Bgsave),
     },
     // BITCOUNT: Count set bits in a string (since 2.6.0, group bitmap)
     CommandSpec {
@@ -882,8 +882,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Bitcount, "bitcount"),
-        getkeys: getkeys_of("bitcount"),
+        route: route_of(CommandId::Bitcount),
+        getkeys: getkeys_of(CommandId::Bitcount),
     },
     // BITFIELD: Perform arbitrary bitfield integer operations on strings (since 3.2.0, group
     // bitmap)
@@ -911,8 +911,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Bitfield, "bitfield"),
-        getkeys: getkeys_of("bitfield"),
+        route: route_of(CommandId::Bitfield),
+        getkeys: getkeys_of(CommandId::Bitfield),
     },
     // BITFIELD_RO: Perform arbitrary bitfield integer operations on strings. Read-only variant
     // of BITFIELD (since 6.0.0, group bitmap)
@@ -934,8 +934,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::BitfieldRo, "bitfield_ro"),
-        getkeys: getkeys_of("bitfield_ro"),
+        route: route_of(CommandId::BitfieldRo),
+        getkeys: getkeys_of(CommandId::BitfieldRo),
     },
     // BITOP: Perform bitwise operations between strings (since 2.6.0, group bitmap)
     CommandSpec {
@@ -967,8 +967,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Bitop, "bitop"),
-        getkeys: getkeys_of("bitop"),
+        route: route_of(CommandId::Bitop),
+        getkeys: getkeys_of(CommandId::Bitop),
     },
     // BITPOS: Find first bit set or clear in a string (since 2.8.7, group bitmap)
     CommandSpec {
@@ -989,8 +989,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Bitpos, "bitpos"),
-        getkeys: getkeys_of("bitpos"),
+        route: route_of(CommandId::Bitpos),
+        getkeys: getkeys_of(CommandId::Bitpos),
     },
     // BLMOVE: Pop an element from a list, push it to another list and return it; or block until
     // one is available (since 6.2.0, group list)
@@ -1028,8 +1028,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Blmove, "blmove"),
-        getkeys: getkeys_of("blmove"),
+        route: route_of(CommandId::Blmove),
+        getkeys: getkeys_of(CommandId::Blmove),
     },
     // BLMPOP: Pop elements from a list, or block until one is available (since 7.0.0, group
     // list)
@@ -1055,8 +1055,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Blmpop, "blmpop"),
-        getkeys: getkeys_of("blmpop"),
+        route: route_of(CommandId::Blmpop),
+        getkeys: getkeys_of(CommandId::Blmpop),
     },
     // BLPOP: Remove and get the first element in a list, or block until one is available (since
     // 2.0.0, group list)
@@ -1080,8 +1080,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Blpop, "blpop"),
-        getkeys: getkeys_of("blpop"),
+        route: route_of(CommandId::Blpop),
+        getkeys: getkeys_of(CommandId::Blpop),
     },
     // BRPOP: Remove and get the last element in a list, or block until one is available (since
     // 2.0.0, group list)
@@ -1105,8 +1105,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Brpop, "brpop"),
-        getkeys: getkeys_of("brpop"),
+        route: route_of(CommandId::Brpop),
+        getkeys: getkeys_of(CommandId::Brpop),
     },
     // BRPOPLPUSH: Pop an element from a list, push it to another list and return it; or block
     // until one is available (since 2.2.0, group list)
@@ -1144,8 +1144,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Brpoplpush, "brpoplpush"),
-        getkeys: getkeys_of("brpoplpush"),
+        route: route_of(CommandId::Brpoplpush),
+        getkeys: getkeys_of(CommandId::Brpoplpush),
     },
     // BZMPOP: Remove and return members with scores in a sorted set or block until one is
     // available (since 7.0.0, group sorted-set)
@@ -1171,8 +1171,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Bzmpop, "bzmpop"),
-        getkeys: getkeys_of("bzmpop"),
+        route: route_of(CommandId::Bzmpop),
+        getkeys: getkeys_of(CommandId::Bzmpop),
     },
     // BZPOPMAX: Remove and return the member with the highest score from one or more sorted
     // sets, or block until one is available (since 5.0.0, group sorted-set)
@@ -1199,8 +1199,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Bzpopmax, "bzpopmax"),
-        getkeys: getkeys_of("bzpopmax"),
+        route: route_of(CommandId::Bzpopmax),
+        getkeys: getkeys_of(CommandId::Bzpopmax),
     },
     // BZPOPMIN: Remove and return the member with the lowest score from one or more sorted
     // sets, or block until one is available (since 5.0.0, group sorted-set)
@@ -1227,8 +1227,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Bzpopmin, "bzpopmin"),
-        getkeys: getkeys_of("bzpopmin"),
+        route: route_of(CommandId::Bzpopmin),
+        getkeys: getkeys_of(CommandId::Bzpopmin),
     },
     // CLIENT: A container for client connection commands (since 2.4.0, group connection)
     CommandSpec {
@@ -1241,8 +1241,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &SUB_CLIENT,
-        route: route_of(CommandId::Client, "client"),
-        getkeys: getkeys_of("client"),
+        route: route_of(CommandId::Client),
+        getkeys: getkeys_of(CommandId::Client),
     },
     // CLUSTER: A container for cluster commands (since 3.0.0, group cluster)
     CommandSpec {
@@ -1255,8 +1255,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &SUB_CLUSTER,
-        route: route_of(CommandId::Cluster, "cluster"),
-        getkeys: getkeys_of("cluster"),
+        route: route_of(CommandId::Cluster),
+        getkeys: getkeys_of(CommandId::Cluster),
     },
     // COMMAND: Get array of Redis command details (since 2.8.13, group server)
     CommandSpec {
@@ -1269,8 +1269,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &SUB_COMMAND,
-        route: route_of(CommandId::Command, "command"),
-        getkeys: getkeys_of("command"),
+        route: route_of(CommandId::Command),
+        getkeys: getkeys_of(CommandId::Command),
     },
     // CONFIG: A container for server configuration commands (since 2.0.0, group server)
     CommandSpec {
@@ -1283,8 +1283,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &SUB_CONFIG,
-        route: route_of(CommandId::Config, "config"),
-        getkeys: getkeys_of("config"),
+        route: route_of(CommandId::Config),
+        getkeys: getkeys_of(CommandId::Config),
     },
     // COPY: Copy a key (since 6.2.0, group generic)
     CommandSpec {
@@ -1316,8 +1316,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Copy, "copy"),
-        getkeys: getkeys_of("copy"),
+        route: route_of(CommandId::Copy),
+        getkeys: getkeys_of(CommandId::Copy),
     },
     // DBSIZE: Return the number of keys in the selected database (since 1.0.0, group server)
     CommandSpec {
@@ -1330,8 +1330,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Dbsize, "dbsize"),
-        getkeys: getkeys_of("dbsize"),
+        route: route_of(CommandId::Dbsize),
+        getkeys: getkeys_of(CommandId::Dbsize),
     },
     // DEBUG: A container for debugging commands (since 1.0.0, group server)
     CommandSpec {
@@ -1347,8 +1347,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Debug, "debug"),
-        getkeys: getkeys_of("debug"),
+        route: route_of(CommandId::Debug),
+        getkeys: getkeys_of(CommandId::Debug),
     },
     // DECR: Decrement the integer value of a key by one (since 1.0.0, group string)
     CommandSpec {
@@ -1371,8 +1371,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Decr, "decr"),
-        getkeys: getkeys_of("decr"),
+        route: route_of(CommandId::Decr),
+        getkeys: getkeys_of(CommandId::Decr),
     },
     // DECRBY: Decrement the integer value of a key by the given number (since 1.0.0, group
     // string)
@@ -1396,8 +1396,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Decrby, "decrby"),
-        getkeys: getkeys_of("decrby"),
+        route: route_of(CommandId::Decrby),
+        getkeys: getkeys_of(CommandId::Decrby),
     },
     // DEL: Delete a key (since 1.0.0, group generic)
     CommandSpec {
@@ -1418,8 +1418,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Del, "del"),
-        getkeys: getkeys_of("del"),
+        route: route_of(CommandId::Del),
+        getkeys: getkeys_of(CommandId::Del),
     },
     // DISCARD: Discard all commands issued after MULTI (since 2.0.0, group transactions)
     CommandSpec {
@@ -1436,8 +1436,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Discard, "discard"),
-        getkeys: getkeys_of("discard"),
+        route: route_of(CommandId::Discard),
+        getkeys: getkeys_of(CommandId::Discard),
     },
     // DUMP: Return a serialized version of the value stored at the specified key. (since 2.6.0,
     // group generic)
@@ -1459,8 +1459,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Dump, "dump"),
-        getkeys: getkeys_of("dump"),
+        route: route_of(CommandId::Dump),
+        getkeys: getkeys_of(CommandId::Dump),
     },
     // ECHO: Echo the given string (since 1.0.0, group connection)
     CommandSpec {
@@ -1473,8 +1473,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Echo, "echo"),
-        getkeys: getkeys_of("echo"),
+        route: route_of(CommandId::Echo),
+        getkeys: getkeys_of(CommandId::Echo),
     },
     // EVAL: Execute a Lua script server side (since 2.6.0, group scripting)
     CommandSpec {
@@ -1506,8 +1506,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Eval, "eval"),
-        getkeys: getkeys_of("eval"),
+        route: route_of(CommandId::Eval),
+        getkeys: getkeys_of(CommandId::Eval),
     },
     // EVAL_RO: Execute a read-only Lua script server side (since 7.0.0, group scripting)
     CommandSpec {
@@ -1537,8 +1537,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::EvalRo, "eval_ro"),
-        getkeys: getkeys_of("eval_ro"),
+        route: route_of(CommandId::EvalRo),
+        getkeys: getkeys_of(CommandId::EvalRo),
     },
     // EVALSHA: Execute a Lua script server side (since 2.6.0, group scripting)
     CommandSpec {
@@ -1566,8 +1566,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Evalsha, "evalsha"),
-        getkeys: getkeys_of("evalsha"),
+        route: route_of(CommandId::Evalsha),
+        getkeys: getkeys_of(CommandId::Evalsha),
     },
     // EVALSHA_RO: Execute a read-only Lua script server side (since 7.0.0, group scripting)
     CommandSpec {
@@ -1593,8 +1593,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::EvalshaRo, "evalsha_ro"),
-        getkeys: getkeys_of("evalsha_ro"),
+        route: route_of(CommandId::EvalshaRo),
+        getkeys: getkeys_of(CommandId::EvalshaRo),
     },
     // EXEC: Execute all commands issued after MULTI (since 1.2.0, group transactions)
     CommandSpec {
@@ -1610,8 +1610,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Exec, "exec"),
-        getkeys: getkeys_of("exec"),
+        route: route_of(CommandId::Exec),
+        getkeys: getkeys_of(CommandId::Exec),
     },
     // EXISTS: Determine if a key exists (since 1.0.0, group generic)
     CommandSpec {
@@ -1632,8 +1632,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Exists, "exists"),
-        getkeys: getkeys_of("exists"),
+        route: route_of(CommandId::Exists),
+        getkeys: getkeys_of(CommandId::Exists),
     },
     // EXPIRE: Set a key's time to live in seconds (since 1.0.0, group generic)
     CommandSpec {
@@ -1654,8 +1654,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Expire, "expire"),
-        getkeys: getkeys_of("expire"),
+        route: route_of(CommandId::Expire),
+        getkeys: getkeys_of(CommandId::Expire),
     },
     // EXPIREAT: Set the expiration for a key as a UNIX timestamp (since 1.2.0, group generic)
     CommandSpec {
@@ -1676,8 +1676,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Expireat, "expireat"),
-        getkeys: getkeys_of("expireat"),
+        route: route_of(CommandId::Expireat),
+        getkeys: getkeys_of(CommandId::Expireat),
     },
     // EXPIRETIME: Get the expiration Unix timestamp for a key (since 7.0.0, group generic)
     CommandSpec {
@@ -1698,8 +1698,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Expiretime, "expiretime"),
-        getkeys: getkeys_of("expiretime"),
+        route: route_of(CommandId::Expiretime),
+        getkeys: getkeys_of(CommandId::Expiretime),
     },
     // FAILOVER: Start a coordinated failover between this server and one of its replicas.
     // (since 6.2.0, group server)
@@ -1713,8 +1713,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Failover, "failover"),
-        getkeys: getkeys_of("failover"),
+        route: route_of(CommandId::Failover),
+        getkeys: getkeys_of(CommandId::Failover),
     },
     // FCALL: Invoke a function (since 7.0.0, group scripting)
     CommandSpec {
@@ -1746,8 +1746,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Fcall, "fcall"),
-        getkeys: getkeys_of("fcall"),
+        route: route_of(CommandId::Fcall),
+        getkeys: getkeys_of(CommandId::Fcall),
     },
     // FCALL_RO: Invoke a read-only function (since 7.0.0, group scripting)
     CommandSpec {
@@ -1777,8 +1777,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::FcallRo, "fcall_ro"),
-        getkeys: getkeys_of("fcall_ro"),
+        route: route_of(CommandId::FcallRo),
+        getkeys: getkeys_of(CommandId::FcallRo),
     },
     // FLUSHALL: Remove all keys from all databases (since 1.0.0, group server)
     CommandSpec {
@@ -1791,8 +1791,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Flushall, "flushall"),
-        getkeys: getkeys_of("flushall"),
+        route: route_of(CommandId::Flushall),
+        getkeys: getkeys_of(CommandId::Flushall),
     },
     // FLUSHDB: Remove all keys from the current database (since 1.0.0, group server)
     CommandSpec {
@@ -1805,8 +1805,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Flushdb, "flushdb"),
-        getkeys: getkeys_of("flushdb"),
+        route: route_of(CommandId::Flushdb),
+        getkeys: getkeys_of(CommandId::Flushdb),
     },
     // FUNCTION: A container for function commands (since 7.0.0, group scripting)
     CommandSpec {
@@ -1819,8 +1819,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &SUB_FUNCTION,
-        route: route_of(CommandId::Function, "function"),
-        getkeys: getkeys_of("function"),
+        route: route_of(CommandId::Function),
+        getkeys: getkeys_of(CommandId::Function),
     },
     // GEOADD: Add one or more geospatial items in the geospatial index represented using a
     // sorted set (since 3.2.0, group geo)
@@ -1842,8 +1842,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Geoadd, "geoadd"),
-        getkeys: getkeys_of("geoadd"),
+        route: route_of(CommandId::Geoadd),
+        getkeys: getkeys_of(CommandId::Geoadd),
     },
     // GEODIST: Returns the distance between two members of a geospatial index (since 3.2.0,
     // group geo)
@@ -1865,8 +1865,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Geodist, "geodist"),
-        getkeys: getkeys_of("geodist"),
+        route: route_of(CommandId::Geodist),
+        getkeys: getkeys_of(CommandId::Geodist),
     },
     // GEOHASH: Returns members of a geospatial index as standard geohash strings (since 3.2.0,
     // group geo)
@@ -1888,8 +1888,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Geohash, "geohash"),
-        getkeys: getkeys_of("geohash"),
+        route: route_of(CommandId::Geohash),
+        getkeys: getkeys_of(CommandId::Geohash),
     },
     // GEOPOS: Returns longitude and latitude of members of a geospatial index (since 3.2.0,
     // group geo)
@@ -1911,8 +1911,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Geopos, "geopos"),
-        getkeys: getkeys_of("geopos"),
+        route: route_of(CommandId::Geopos),
+        getkeys: getkeys_of(CommandId::Geopos),
     },
     // GEORADIUS: Query a sorted set representing a geospatial index to fetch members matching a
     // given maximum distance from a point (since 3.2.0, group geo)
@@ -1960,8 +1960,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Georadius, "georadius"),
-        getkeys: getkeys_of("georadius"),
+        route: route_of(CommandId::Georadius),
+        getkeys: getkeys_of(CommandId::Georadius),
     },
     // GEORADIUS_RO: A read-only variant for GEORADIUS (since 3.2.10, group geo)
     CommandSpec {
@@ -1982,8 +1982,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::GeoradiusRo, "georadius_ro"),
-        getkeys: getkeys_of("georadius_ro"),
+        route: route_of(CommandId::GeoradiusRo),
+        getkeys: getkeys_of(CommandId::GeoradiusRo),
     },
     // GEORADIUSBYMEMBER: Query a sorted set representing a geospatial index to fetch members
     // matching a given maximum distance from a member (since 3.2.0, group geo)
@@ -2031,8 +2031,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Georadiusbymember, "georadiusbymember"),
-        getkeys: getkeys_of("georadiusbymember"),
+        route: route_of(CommandId::Georadiusbymember),
+        getkeys: getkeys_of(CommandId::Georadiusbymember),
     },
     // GEORADIUSBYMEMBER_RO: A read-only variant for GEORADIUSBYMEMBER (since 3.2.10, group geo)
     CommandSpec {
@@ -2053,8 +2053,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::GeoradiusbymemberRo, "georadiusbymember_ro"),
-        getkeys: getkeys_of("georadiusbymember_ro"),
+        route: route_of(CommandId::GeoradiusbymemberRo),
+        getkeys: getkeys_of(CommandId::GeoradiusbymemberRo),
     },
     // GEOSEARCH: Query a sorted set representing a geospatial index to fetch members inside an
     // area of a box or a circle. (since 6.2.0, group geo)
@@ -2076,8 +2076,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Geosearch, "geosearch"),
-        getkeys: getkeys_of("geosearch"),
+        route: route_of(CommandId::Geosearch),
+        getkeys: getkeys_of(CommandId::Geosearch),
     },
     // GEOSEARCHSTORE: Query a sorted set representing a geospatial index to fetch members
     // inside an area of a box or a circle, and store the result in another key. (since 6.2.0,
@@ -2111,8 +2111,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Geosearchstore, "geosearchstore"),
-        getkeys: getkeys_of("geosearchstore"),
+        route: route_of(CommandId::Geosearchstore),
+        getkeys: getkeys_of(CommandId::Geosearchstore),
     },
     // GET: Get the value of a key (since 1.0.0, group string)
     CommandSpec {
@@ -2133,8 +2133,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Get, "get"),
-        getkeys: getkeys_of("get"),
+        route: route_of(CommandId::Get),
+        getkeys: getkeys_of(CommandId::Get),
     },
     // GETBIT: Returns the bit value at offset in the string value stored at key (since 2.2.0,
     // group bitmap)
@@ -2156,8 +2156,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Getbit, "getbit"),
-        getkeys: getkeys_of("getbit"),
+        route: route_of(CommandId::Getbit),
+        getkeys: getkeys_of(CommandId::Getbit),
     },
     // GETDEL: Get the value of a key and delete the key (since 6.2.0, group string)
     CommandSpec {
@@ -2180,8 +2180,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Getdel, "getdel"),
-        getkeys: getkeys_of("getdel"),
+        route: route_of(CommandId::Getdel),
+        getkeys: getkeys_of(CommandId::Getdel),
     },
     // GETEX: Get the value of a key and optionally set its expiration (since 6.2.0, group
     // string)
@@ -2208,8 +2208,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Getex, "getex"),
-        getkeys: getkeys_of("getex"),
+        route: route_of(CommandId::Getex),
+        getkeys: getkeys_of(CommandId::Getex),
     },
     // GETRANGE: Get a substring of the string stored at a key (since 2.4.0, group string)
     CommandSpec {
@@ -2230,8 +2230,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Getrange, "getrange"),
-        getkeys: getkeys_of("getrange"),
+        route: route_of(CommandId::Getrange),
+        getkeys: getkeys_of(CommandId::Getrange),
     },
     // GETSET: Set the string value of a key and return its old value (since 1.0.0, group
     // string)
@@ -2255,8 +2255,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Getset, "getset"),
-        getkeys: getkeys_of("getset"),
+        route: route_of(CommandId::Getset),
+        getkeys: getkeys_of(CommandId::Getset),
     },
     // HDEL: Delete one or more hash fields (since 2.0.0, group hash)
     CommandSpec {
@@ -2277,8 +2277,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Hdel, "hdel"),
-        getkeys: getkeys_of("hdel"),
+        route: route_of(CommandId::Hdel),
+        getkeys: getkeys_of(CommandId::Hdel),
     },
     // HELLO: Handshake with Redis (since 6.0.0, group connection)
     CommandSpec {
@@ -2296,8 +2296,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Hello, "hello"),
-        getkeys: getkeys_of("hello"),
+        route: route_of(CommandId::Hello),
+        getkeys: getkeys_of(CommandId::Hello),
     },
     // HEXISTS: Determine if a hash field exists (since 2.0.0, group hash)
     CommandSpec {
@@ -2318,8 +2318,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Hexists, "hexists"),
-        getkeys: getkeys_of("hexists"),
+        route: route_of(CommandId::Hexists),
+        getkeys: getkeys_of(CommandId::Hexists),
     },
     // HGET: Get the value of a hash field (since 2.0.0, group hash)
     CommandSpec {
@@ -2340,8 +2340,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Hget, "hget"),
-        getkeys: getkeys_of("hget"),
+        route: route_of(CommandId::Hget),
+        getkeys: getkeys_of(CommandId::Hget),
     },
     // HGETALL: Get all the fields and values in a hash (since 2.0.0, group hash)
     CommandSpec {
@@ -2362,8 +2362,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Hgetall, "hgetall"),
-        getkeys: getkeys_of("hgetall"),
+        route: route_of(CommandId::Hgetall),
+        getkeys: getkeys_of(CommandId::Hgetall),
     },
     // HINCRBY: Increment the integer value of a hash field by the given number (since 2.0.0,
     // group hash)
@@ -2387,8 +2387,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Hincrby, "hincrby"),
-        getkeys: getkeys_of("hincrby"),
+        route: route_of(CommandId::Hincrby),
+        getkeys: getkeys_of(CommandId::Hincrby),
     },
     // HINCRBYFLOAT: Increment the float value of a hash field by the given amount (since 2.6.0,
     // group hash)
@@ -2412,8 +2412,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Hincrbyfloat, "hincrbyfloat"),
-        getkeys: getkeys_of("hincrbyfloat"),
+        route: route_of(CommandId::Hincrbyfloat),
+        getkeys: getkeys_of(CommandId::Hincrbyfloat),
     },
     // HKEYS: Get all the fields in a hash (since 2.0.0, group hash)
     CommandSpec {
@@ -2434,8 +2434,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Hkeys, "hkeys"),
-        getkeys: getkeys_of("hkeys"),
+        route: route_of(CommandId::Hkeys),
+        getkeys: getkeys_of(CommandId::Hkeys),
     },
     // HLEN: Get the number of fields in a hash (since 2.0.0, group hash)
     CommandSpec {
@@ -2456,8 +2456,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Hlen, "hlen"),
-        getkeys: getkeys_of("hlen"),
+        route: route_of(CommandId::Hlen),
+        getkeys: getkeys_of(CommandId::Hlen),
     },
     // HMGET: Get the values of all the given hash fields (since 2.0.0, group hash)
     CommandSpec {
@@ -2478,8 +2478,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Hmget, "hmget"),
-        getkeys: getkeys_of("hmget"),
+        route: route_of(CommandId::Hmget),
+        getkeys: getkeys_of(CommandId::Hmget),
     },
     // HMSET: Set multiple hash fields to multiple values (since 2.0.0, group hash)
     CommandSpec {
@@ -2500,8 +2500,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Hmset, "hmset"),
-        getkeys: getkeys_of("hmset"),
+        route: route_of(CommandId::Hmset),
+        getkeys: getkeys_of(CommandId::Hmset),
     },
     // HRANDFIELD: Get one or multiple random fields from a hash (since 6.2.0, group hash)
     CommandSpec {
@@ -2522,8 +2522,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Hrandfield, "hrandfield"),
-        getkeys: getkeys_of("hrandfield"),
+        route: route_of(CommandId::Hrandfield),
+        getkeys: getkeys_of(CommandId::Hrandfield),
     },
     // HSCAN: Incrementally iterate hash fields and associated values (since 2.8.0, group hash)
     CommandSpec {
@@ -2544,8 +2544,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Hscan, "hscan"),
-        getkeys: getkeys_of("hscan"),
+        route: route_of(CommandId::Hscan),
+        getkeys: getkeys_of(CommandId::Hscan),
     },
     // HSET: Set the string value of a hash field (since 2.0.0, group hash)
     CommandSpec {
@@ -2566,8 +2566,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Hset, "hset"),
-        getkeys: getkeys_of("hset"),
+        route: route_of(CommandId::Hset),
+        getkeys: getkeys_of(CommandId::Hset),
     },
     // HSETNX: Set the value of a hash field, only if the field does not exist (since 2.0.0,
     // group hash)
@@ -2589,8 +2589,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Hsetnx, "hsetnx"),
-        getkeys: getkeys_of("hsetnx"),
+        route: route_of(CommandId::Hsetnx),
+        getkeys: getkeys_of(CommandId::Hsetnx),
     },
     // HSTRLEN: Get the length of the value of a hash field (since 3.2.0, group hash)
     CommandSpec {
@@ -2611,8 +2611,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Hstrlen, "hstrlen"),
-        getkeys: getkeys_of("hstrlen"),
+        route: route_of(CommandId::Hstrlen),
+        getkeys: getkeys_of(CommandId::Hstrlen),
     },
     // HVALS: Get all the values in a hash (since 2.0.0, group hash)
     CommandSpec {
@@ -2633,8 +2633,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Hvals, "hvals"),
-        getkeys: getkeys_of("hvals"),
+        route: route_of(CommandId::Hvals),
+        getkeys: getkeys_of(CommandId::Hvals),
     },
     // INCR: Increment the integer value of a key by one (since 1.0.0, group string)
     CommandSpec {
@@ -2657,8 +2657,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Incr, "incr"),
-        getkeys: getkeys_of("incr"),
+        route: route_of(CommandId::Incr),
+        getkeys: getkeys_of(CommandId::Incr),
     },
     // INCRBY: Increment the integer value of a key by the given amount (since 1.0.0, group
     // string)
@@ -2682,8 +2682,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Incrby, "incrby"),
-        getkeys: getkeys_of("incrby"),
+        route: route_of(CommandId::Incrby),
+        getkeys: getkeys_of(CommandId::Incrby),
     },
     // INCRBYFLOAT: Increment the float value of a key by the given amount (since 2.6.0, group
     // string)
@@ -2707,8 +2707,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Incrbyfloat, "incrbyfloat"),
-        getkeys: getkeys_of("incrbyfloat"),
+        route: route_of(CommandId::Incrbyfloat),
+        getkeys: getkeys_of(CommandId::Incrbyfloat),
     },
     // INFO: Get information and statistics about the server (since 1.0.0, group server)
     CommandSpec {
@@ -2721,8 +2721,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Info, "info"),
-        getkeys: getkeys_of("info"),
+        route: route_of(CommandId::Info),
+        getkeys: getkeys_of(CommandId::Info),
     },
     // KEYS: Find all keys matching the given pattern (since 1.0.0, group generic)
     CommandSpec {
@@ -2735,8 +2735,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Keys, "keys"),
-        getkeys: getkeys_of("keys"),
+        route: route_of(CommandId::Keys),
+        getkeys: getkeys_of(CommandId::Keys),
     },
     // LASTSAVE: Get the UNIX time stamp of the last successful save to disk (since 1.0.0, group
     // server)
@@ -2750,8 +2750,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Lastsave, "lastsave"),
-        getkeys: getkeys_of("lastsave"),
+        route: route_of(CommandId::Lastsave),
+        getkeys: getkeys_of(CommandId::Lastsave),
     },
     // LATENCY: A container for latency diagnostics commands (since 2.8.13, group server)
     CommandSpec {
@@ -2764,8 +2764,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &SUB_LATENCY,
-        route: route_of(CommandId::Latency, "latency"),
-        getkeys: getkeys_of("latency"),
+        route: route_of(CommandId::Latency),
+        getkeys: getkeys_of(CommandId::Latency),
     },
     // LCS: Find longest common substring (since 7.0.0, group string)
     CommandSpec {
@@ -2786,8 +2786,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Lcs, "lcs"),
-        getkeys: getkeys_of("lcs"),
+        route: route_of(CommandId::Lcs),
+        getkeys: getkeys_of(CommandId::Lcs),
     },
     // LINDEX: Get an element from a list by its index (since 1.0.0, group list)
     CommandSpec {
@@ -2808,8 +2808,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Lindex, "lindex"),
-        getkeys: getkeys_of("lindex"),
+        route: route_of(CommandId::Lindex),
+        getkeys: getkeys_of(CommandId::Lindex),
     },
     // LINSERT: Insert an element before or after another element in a list (since 2.2.0, group
     // list)
@@ -2831,8 +2831,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Linsert, "linsert"),
-        getkeys: getkeys_of("linsert"),
+        route: route_of(CommandId::Linsert),
+        getkeys: getkeys_of(CommandId::Linsert),
     },
     // LLEN: Get the length of a list (since 1.0.0, group list)
     CommandSpec {
@@ -2853,8 +2853,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Llen, "llen"),
-        getkeys: getkeys_of("llen"),
+        route: route_of(CommandId::Llen),
+        getkeys: getkeys_of(CommandId::Llen),
     },
     // LMOVE: Pop an element from a list, push it to another list and return it (since 6.2.0,
     // group list)
@@ -2889,8 +2889,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Lmove, "lmove"),
-        getkeys: getkeys_of("lmove"),
+        route: route_of(CommandId::Lmove),
+        getkeys: getkeys_of(CommandId::Lmove),
     },
     // LMPOP: Pop elements from a list (since 7.0.0, group list)
     CommandSpec {
@@ -2913,8 +2913,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Lmpop, "lmpop"),
-        getkeys: getkeys_of("lmpop"),
+        route: route_of(CommandId::Lmpop),
+        getkeys: getkeys_of(CommandId::Lmpop),
     },
     // LOLWUT: Display some computer art and the Redis version (since 5.0.0, group server)
     CommandSpec {
@@ -2927,8 +2927,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Lolwut, "lolwut"),
-        getkeys: getkeys_of("lolwut"),
+        route: route_of(CommandId::Lolwut),
+        getkeys: getkeys_of(CommandId::Lolwut),
     },
     // LPOP: Remove and get the first elements in a list (since 1.0.0, group list)
     CommandSpec {
@@ -2951,8 +2951,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Lpop, "lpop"),
-        getkeys: getkeys_of("lpop"),
+        route: route_of(CommandId::Lpop),
+        getkeys: getkeys_of(CommandId::Lpop),
     },
     // LPOS: Return the index of matching elements on a list (since 6.0.6, group list)
     CommandSpec {
@@ -2973,8 +2973,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Lpos, "lpos"),
-        getkeys: getkeys_of("lpos"),
+        route: route_of(CommandId::Lpos),
+        getkeys: getkeys_of(CommandId::Lpos),
     },
     // LPUSH: Prepend one or multiple elements to a list (since 1.0.0, group list)
     CommandSpec {
@@ -2995,8 +2995,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Lpush, "lpush"),
-        getkeys: getkeys_of("lpush"),
+        route: route_of(CommandId::Lpush),
+        getkeys: getkeys_of(CommandId::Lpush),
     },
     // LPUSHX: Prepend an element to a list, only if the list exists (since 2.2.0, group list)
     CommandSpec {
@@ -3017,8 +3017,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Lpushx, "lpushx"),
-        getkeys: getkeys_of("lpushx"),
+        route: route_of(CommandId::Lpushx),
+        getkeys: getkeys_of(CommandId::Lpushx),
     },
     // LRANGE: Get a range of elements from a list (since 1.0.0, group list)
     CommandSpec {
@@ -3039,8 +3039,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Lrange, "lrange"),
-        getkeys: getkeys_of("lrange"),
+        route: route_of(CommandId::Lrange),
+        getkeys: getkeys_of(CommandId::Lrange),
     },
     // LREM: Remove elements from a list (since 1.0.0, group list)
     CommandSpec {
@@ -3061,8 +3061,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Lrem, "lrem"),
-        getkeys: getkeys_of("lrem"),
+        route: route_of(CommandId::Lrem),
+        getkeys: getkeys_of(CommandId::Lrem),
     },
     // LSET: Set the value of an element in a list by its index (since 1.0.0, group list)
     CommandSpec {
@@ -3083,8 +3083,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Lset, "lset"),
-        getkeys: getkeys_of("lset"),
+        route: route_of(CommandId::Lset),
+        getkeys: getkeys_of(CommandId::Lset),
     },
     // LTRIM: Trim a list to the specified range (since 1.0.0, group list)
     CommandSpec {
@@ -3105,8 +3105,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Ltrim, "ltrim"),
-        getkeys: getkeys_of("ltrim"),
+        route: route_of(CommandId::Ltrim),
+        getkeys: getkeys_of(CommandId::Ltrim),
     },
     // MEMORY: A container for memory diagnostics commands (since 4.0.0, group server)
     CommandSpec {
@@ -3119,8 +3119,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &SUB_MEMORY,
-        route: route_of(CommandId::Memory, "memory"),
-        getkeys: getkeys_of("memory"),
+        route: route_of(CommandId::Memory),
+        getkeys: getkeys_of(CommandId::Memory),
     },
     // MGET: Get the values of all the given keys (since 1.0.0, group string)
     CommandSpec {
@@ -3141,8 +3141,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Mget, "mget"),
-        getkeys: getkeys_of("mget"),
+        route: route_of(CommandId::Mget),
+        getkeys: getkeys_of(CommandId::Mget),
     },
     // MIGRATE: Atomically transfer a key from a Redis instance to another one. (since 2.6.0,
     // group generic)
@@ -3183,8 +3183,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Migrate, "migrate"),
-        getkeys: getkeys_of("migrate"),
+        route: route_of(CommandId::Migrate),
+        getkeys: getkeys_of(CommandId::Migrate),
     },
     // MODULE: A container for module commands (since 4.0.0, group server)
     CommandSpec {
@@ -3197,8 +3197,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &SUB_MODULE,
-        route: route_of(CommandId::Module, "module"),
-        getkeys: getkeys_of("module"),
+        route: route_of(CommandId::Module),
+        getkeys: getkeys_of(CommandId::Module),
     },
     // MONITOR: Listen for all requests received by the server in real time (since 1.0.0, group
     // server)
@@ -3215,8 +3215,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Monitor, "monitor"),
-        getkeys: getkeys_of("monitor"),
+        route: route_of(CommandId::Monitor),
+        getkeys: getkeys_of(CommandId::Monitor),
     },
     // MOVE: Move a key to another database (since 1.0.0, group generic)
     CommandSpec {
@@ -3239,8 +3239,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Move, "move"),
-        getkeys: getkeys_of("move"),
+        route: route_of(CommandId::Move),
+        getkeys: getkeys_of(CommandId::Move),
     },
     // MSET: Set multiple keys to multiple values (since 1.0.1, group string)
     CommandSpec {
@@ -3261,8 +3261,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Mset, "mset"),
-        getkeys: getkeys_of("mset"),
+        route: route_of(CommandId::Mset),
+        getkeys: getkeys_of(CommandId::Mset),
     },
     // MSETNX: Set multiple keys to multiple values, only if none of the keys exist (since
     // 1.0.1, group string)
@@ -3284,8 +3284,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Msetnx, "msetnx"),
-        getkeys: getkeys_of("msetnx"),
+        route: route_of(CommandId::Msetnx),
+        getkeys: getkeys_of(CommandId::Msetnx),
     },
     // MULTI: Mark the start of a transaction block (since 1.2.0, group transactions)
     CommandSpec {
@@ -3302,8 +3302,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Multi, "multi"),
-        getkeys: getkeys_of("multi"),
+        route: route_of(CommandId::Multi),
+        getkeys: getkeys_of(CommandId::Multi),
     },
     // OBJECT: A container for object introspection commands (since 2.2.3, group generic)
     CommandSpec {
@@ -3316,8 +3316,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &SUB_OBJECT,
-        route: route_of(CommandId::Object, "object"),
-        getkeys: getkeys_of("object"),
+        route: route_of(CommandId::Object),
+        getkeys: getkeys_of(CommandId::Object),
     },
     // PERSIST: Remove the expiration from a key (since 2.2.0, group generic)
     CommandSpec {
@@ -3338,8 +3338,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Persist, "persist"),
-        getkeys: getkeys_of("persist"),
+        route: route_of(CommandId::Persist),
+        getkeys: getkeys_of(CommandId::Persist),
     },
     // PEXPIRE: Set a key's time to live in milliseconds (since 2.6.0, group generic)
     CommandSpec {
@@ -3360,8 +3360,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Pexpire, "pexpire"),
-        getkeys: getkeys_of("pexpire"),
+        route: route_of(CommandId::Pexpire),
+        getkeys: getkeys_of(CommandId::Pexpire),
     },
     // PEXPIREAT: Set the expiration for a key as a UNIX timestamp specified in milliseconds
     // (since 2.6.0, group generic)
@@ -3383,8 +3383,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Pexpireat, "pexpireat"),
-        getkeys: getkeys_of("pexpireat"),
+        route: route_of(CommandId::Pexpireat),
+        getkeys: getkeys_of(CommandId::Pexpireat),
     },
     // PEXPIRETIME: Get the expiration Unix timestamp for a key in milliseconds (since 7.0.0,
     // group generic)
@@ -3406,8 +3406,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Pexpiretime, "pexpiretime"),
-        getkeys: getkeys_of("pexpiretime"),
+        route: route_of(CommandId::Pexpiretime),
+        getkeys: getkeys_of(CommandId::Pexpiretime),
     },
     // PFADD: Adds the specified elements to the specified HyperLogLog. (since 2.8.9, group
     // hyperloglog)
@@ -3429,8 +3429,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Pfadd, "pfadd"),
-        getkeys: getkeys_of("pfadd"),
+        route: route_of(CommandId::Pfadd),
+        getkeys: getkeys_of(CommandId::Pfadd),
     },
     // PFCOUNT: Return the approximated cardinality of the set(s) observed by the HyperLogLog at
     // key(s). (since 2.8.9, group hyperloglog)
@@ -3456,8 +3456,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Pfcount, "pfcount"),
-        getkeys: getkeys_of("pfcount"),
+        route: route_of(CommandId::Pfcount),
+        getkeys: getkeys_of(CommandId::Pfcount),
     },
     // PFDEBUG: Internal commands for debugging HyperLogLog values (since 2.8.9, group
     // hyperloglog)
@@ -3479,8 +3479,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Pfdebug, "pfdebug"),
-        getkeys: getkeys_of("pfdebug"),
+        route: route_of(CommandId::Pfdebug),
+        getkeys: getkeys_of(CommandId::Pfdebug),
     },
     // PFMERGE: Merge N different HyperLogLogs into a single one. (since 2.8.9, group
     // hyperloglog)
@@ -3515,8 +3515,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Pfmerge, "pfmerge"),
-        getkeys: getkeys_of("pfmerge"),
+        route: route_of(CommandId::Pfmerge),
+        getkeys: getkeys_of(CommandId::Pfmerge),
     },
     // PFSELFTEST: An internal command for testing HyperLogLog values (since 2.8.9, group
     // hyperloglog)
@@ -3530,8 +3530,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Pfselftest, "pfselftest"),
-        getkeys: getkeys_of("pfselftest"),
+        route: route_of(CommandId::Pfselftest),
+        getkeys: getkeys_of(CommandId::Pfselftest),
     },
     // PING: Ping the server (since 1.0.0, group connection)
     CommandSpec {
@@ -3544,8 +3544,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Ping, "ping"),
-        getkeys: getkeys_of("ping"),
+        route: route_of(CommandId::Ping),
+        getkeys: getkeys_of(CommandId::Ping),
     },
     // PSETEX: Set the value and expiration in milliseconds of a key (since 2.6.0, group string)
     CommandSpec {
@@ -3566,8 +3566,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Psetex, "psetex"),
-        getkeys: getkeys_of("psetex"),
+        route: route_of(CommandId::Psetex),
+        getkeys: getkeys_of(CommandId::Psetex),
     },
     // PSUBSCRIBE: Listen for messages published to channels matching the given patterns (since
     // 2.0.0, group pubsub)
@@ -3584,8 +3584,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Psubscribe, "psubscribe"),
-        getkeys: getkeys_of("psubscribe"),
+        route: route_of(CommandId::Psubscribe),
+        getkeys: getkeys_of(CommandId::Psubscribe),
     },
     // PSYNC: Internal command used for replication (since 2.8.0, group server)
     CommandSpec {
@@ -3601,8 +3601,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Psync, "psync"),
-        getkeys: getkeys_of("psync"),
+        route: route_of(CommandId::Psync),
+        getkeys: getkeys_of(CommandId::Psync),
     },
     // PTTL: Get the time to live for a key in milliseconds (since 2.6.0, group generic)
     CommandSpec {
@@ -3623,8 +3623,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Pttl, "pttl"),
-        getkeys: getkeys_of("pttl"),
+        route: route_of(CommandId::Pttl),
+        getkeys: getkeys_of(CommandId::Pttl),
     },
     // PUBLISH: Post a message to a channel (since 2.0.0, group pubsub)
     CommandSpec {
@@ -3641,8 +3641,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Publish, "publish"),
-        getkeys: getkeys_of("publish"),
+        route: route_of(CommandId::Publish),
+        getkeys: getkeys_of(CommandId::Publish),
     },
     // PUBSUB: A container for Pub/Sub commands (since 2.8.0, group pubsub)
     CommandSpec {
@@ -3655,8 +3655,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &SUB_PUBSUB,
-        route: route_of(CommandId::Pubsub, "pubsub"),
-        getkeys: getkeys_of("pubsub"),
+        route: route_of(CommandId::Pubsub),
+        getkeys: getkeys_of(CommandId::Pubsub),
     },
     // PUNSUBSCRIBE: Stop listening for messages posted to channels matching the given patterns
     // (since 2.0.0, group pubsub)
@@ -3673,8 +3673,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Punsubscribe, "punsubscribe"),
-        getkeys: getkeys_of("punsubscribe"),
+        route: route_of(CommandId::Punsubscribe),
+        getkeys: getkeys_of(CommandId::Punsubscribe),
     },
     // QUIT: Close the connection (since 1.0.0, group connection)
     CommandSpec {
@@ -3692,8 +3692,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Quit, "quit"),
-        getkeys: getkeys_of("quit"),
+        route: route_of(CommandId::Quit),
+        getkeys: getkeys_of(CommandId::Quit),
     },
     // RANDOMKEY: Return a random key from the keyspace (since 1.0.0, group generic)
     CommandSpec {
@@ -3706,8 +3706,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Randomkey, "randomkey"),
-        getkeys: getkeys_of("randomkey"),
+        route: route_of(CommandId::Randomkey),
+        getkeys: getkeys_of(CommandId::Randomkey),
     },
     // READONLY: Enables read queries for a connection to a cluster replica node (since 3.0.0,
     // group cluster)
@@ -3721,8 +3721,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Readonly, "readonly"),
-        getkeys: getkeys_of("readonly"),
+        route: route_of(CommandId::Readonly),
+        getkeys: getkeys_of(CommandId::Readonly),
     },
     // READWRITE: Disables read queries for a connection to a cluster replica node (since 3.0.0,
     // group cluster)
@@ -3736,8 +3736,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Readwrite, "readwrite"),
-        getkeys: getkeys_of("readwrite"),
+        route: route_of(CommandId::Readwrite),
+        getkeys: getkeys_of(CommandId::Readwrite),
     },
     // RENAME: Rename a key (since 1.0.0, group generic)
     CommandSpec {
@@ -3771,8 +3771,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Rename, "rename"),
-        getkeys: getkeys_of("rename"),
+        route: route_of(CommandId::Rename),
+        getkeys: getkeys_of(CommandId::Rename),
     },
     // RENAMENX: Rename a key, only if the new key does not exist (since 1.0.0, group generic)
     CommandSpec {
@@ -3806,8 +3806,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Renamenx, "renamenx"),
-        getkeys: getkeys_of("renamenx"),
+        route: route_of(CommandId::Renamenx),
+        getkeys: getkeys_of(CommandId::Renamenx),
     },
     // REPLCONF: An internal command for configuring the replication stream (since 3.0.0, group
     // server)
@@ -3825,8 +3825,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Replconf, "replconf"),
-        getkeys: getkeys_of("replconf"),
+        route: route_of(CommandId::Replconf),
+        getkeys: getkeys_of(CommandId::Replconf),
     },
     // REPLICAOF: Make the server a replica of another instance, or promote it as master. (since
     // 5.0.0, group server)
@@ -3843,8 +3843,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Replicaof, "replicaof"),
-        getkeys: getkeys_of("replicaof"),
+        route: route_of(CommandId::Replicaof),
+        getkeys: getkeys_of(CommandId::Replicaof),
     },
     // RESET: Reset the connection (since 6.2.0, group connection)
     CommandSpec {
@@ -3862,8 +3862,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Reset, "reset"),
-        getkeys: getkeys_of("reset"),
+        route: route_of(CommandId::Reset),
+        getkeys: getkeys_of(CommandId::Reset),
     },
     // RESTORE: Create a key using the provided serialized value, previously obtained using
     // DUMP. (since 2.6.0, group generic)
@@ -3885,8 +3885,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Restore, "restore"),
-        getkeys: getkeys_of("restore"),
+        route: route_of(CommandId::Restore),
+        getkeys: getkeys_of(CommandId::Restore),
     },
     // RESTORE-ASKING: An internal command for migrating keys in a cluster (since 3.0.0, group
     // server)
@@ -3908,8 +3908,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::RestoreAsking, "restore-asking"),
-        getkeys: getkeys_of("restore-asking"),
+        route: route_of(CommandId::RestoreAsking),
+        getkeys: getkeys_of(CommandId::RestoreAsking),
     },
     // ROLE: Return the role of the instance in the context of replication (since 2.8.12, group
     // server)
@@ -3926,8 +3926,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Role, "role"),
-        getkeys: getkeys_of("role"),
+        route: route_of(CommandId::Role),
+        getkeys: getkeys_of(CommandId::Role),
     },
     // RPOP: Remove and get the last elements in a list (since 1.0.0, group list)
     CommandSpec {
@@ -3950,8 +3950,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Rpop, "rpop"),
-        getkeys: getkeys_of("rpop"),
+        route: route_of(CommandId::Rpop),
+        getkeys: getkeys_of(CommandId::Rpop),
     },
     // RPOPLPUSH: Remove the last element in a list, prepend it to another list and return it
     // (since 1.2.0, group list)
@@ -3986,8 +3986,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Rpoplpush, "rpoplpush"),
-        getkeys: getkeys_of("rpoplpush"),
+        route: route_of(CommandId::Rpoplpush),
+        getkeys: getkeys_of(CommandId::Rpoplpush),
     },
     // RPUSH: Append one or multiple elements to a list (since 1.0.0, group list)
     CommandSpec {
@@ -4008,8 +4008,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Rpush, "rpush"),
-        getkeys: getkeys_of("rpush"),
+        route: route_of(CommandId::Rpush),
+        getkeys: getkeys_of(CommandId::Rpush),
     },
     // RPUSHX: Append an element to a list, only if the list exists (since 2.2.0, group list)
     CommandSpec {
@@ -4030,8 +4030,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Rpushx, "rpushx"),
-        getkeys: getkeys_of("rpushx"),
+        route: route_of(CommandId::Rpushx),
+        getkeys: getkeys_of(CommandId::Rpushx),
     },
     // SADD: Add one or more members to a set (since 1.0.0, group set)
     CommandSpec {
@@ -4052,8 +4052,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Sadd, "sadd"),
-        getkeys: getkeys_of("sadd"),
+        route: route_of(CommandId::Sadd),
+        getkeys: getkeys_of(CommandId::Sadd),
     },
     // SAVE: Synchronously save the dataset to disk (since 1.0.0, group server)
     CommandSpec {
@@ -4069,8 +4069,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Save, "save"),
-        getkeys: getkeys_of("save"),
+        route: route_of(CommandId::Save),
+        getkeys: getkeys_of(CommandId::Save),
     },
     // SCAN: Incrementally iterate the keys space (since 2.8.0, group generic)
     CommandSpec {
@@ -4083,8 +4083,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Scan, "scan"),
-        getkeys: getkeys_of("scan"),
+        route: route_of(CommandId::Scan),
+        getkeys: getkeys_of(CommandId::Scan),
     },
     // SCARD: Get the number of members in a set (since 1.0.0, group set)
     CommandSpec {
@@ -4105,8 +4105,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Scard, "scard"),
-        getkeys: getkeys_of("scard"),
+        route: route_of(CommandId::Scard),
+        getkeys: getkeys_of(CommandId::Scard),
     },
     // SCRIPT: A container for Lua scripts management commands (since 2.6.0, group scripting)
     CommandSpec {
@@ -4119,8 +4119,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &SUB_SCRIPT,
-        route: route_of(CommandId::Script, "script"),
-        getkeys: getkeys_of("script"),
+        route: route_of(CommandId::Script),
+        getkeys: getkeys_of(CommandId::Script),
     },
     // SDIFF: Subtract multiple sets (since 1.0.0, group set)
     CommandSpec {
@@ -4141,8 +4141,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Sdiff, "sdiff"),
-        getkeys: getkeys_of("sdiff"),
+        route: route_of(CommandId::Sdiff),
+        getkeys: getkeys_of(CommandId::Sdiff),
     },
     // SDIFFSTORE: Subtract multiple sets and store the resulting set in a key (since 1.0.0,
     // group set)
@@ -4175,8 +4175,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Sdiffstore, "sdiffstore"),
-        getkeys: getkeys_of("sdiffstore"),
+        route: route_of(CommandId::Sdiffstore),
+        getkeys: getkeys_of(CommandId::Sdiffstore),
     },
     // SELECT: Change the selected database for the current connection (since 1.0.0, group
     // connection)
@@ -4190,8 +4190,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Select, "select"),
-        getkeys: getkeys_of("select"),
+        route: route_of(CommandId::Select),
+        getkeys: getkeys_of(CommandId::Select),
     },
     // SET: Set the string value of a key (since 1.0.0, group string)
     CommandSpec {
@@ -4218,8 +4218,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Set, "set"),
-        getkeys: getkeys_of("set"),
+        route: route_of(CommandId::Set),
+        getkeys: getkeys_of(CommandId::Set),
     },
     // SETBIT: Sets or clears the bit at offset in the string value stored at key (since 2.2.0,
     // group bitmap)
@@ -4243,8 +4243,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Setbit, "setbit"),
-        getkeys: getkeys_of("setbit"),
+        route: route_of(CommandId::Setbit),
+        getkeys: getkeys_of(CommandId::Setbit),
     },
     // SETEX: Set the value and expiration of a key (since 2.0.0, group string)
     CommandSpec {
@@ -4265,8 +4265,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Setex, "setex"),
-        getkeys: getkeys_of("setex"),
+        route: route_of(CommandId::Setex),
+        getkeys: getkeys_of(CommandId::Setex),
     },
     // SETNX: Set the value of a key, only if the key does not exist (since 1.0.0, group string)
     CommandSpec {
@@ -4287,8 +4287,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Setnx, "setnx"),
-        getkeys: getkeys_of("setnx"),
+        route: route_of(CommandId::Setnx),
+        getkeys: getkeys_of(CommandId::Setnx),
     },
     // SETRANGE: Overwrite part of a string at key starting at the specified offset (since
     // 2.2.0, group string)
@@ -4310,8 +4310,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Setrange, "setrange"),
-        getkeys: getkeys_of("setrange"),
+        route: route_of(CommandId::Setrange),
+        getkeys: getkeys_of(CommandId::Setrange),
     },
     // SHUTDOWN: Synchronously save the dataset to disk and then shut down the server (since
     // 1.0.0, group server)
@@ -4330,8 +4330,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Shutdown, "shutdown"),
-        getkeys: getkeys_of("shutdown"),
+        route: route_of(CommandId::Shutdown),
+        getkeys: getkeys_of(CommandId::Shutdown),
     },
     // SINTER: Intersect multiple sets (since 1.0.0, group set)
     CommandSpec {
@@ -4352,8 +4352,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Sinter, "sinter"),
-        getkeys: getkeys_of("sinter"),
+        route: route_of(CommandId::Sinter),
+        getkeys: getkeys_of(CommandId::Sinter),
     },
     // SINTERCARD: Intersect multiple sets and return the cardinality of the result (since
     // 7.0.0, group set)
@@ -4375,8 +4375,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Sintercard, "sintercard"),
-        getkeys: getkeys_of("sintercard"),
+        route: route_of(CommandId::Sintercard),
+        getkeys: getkeys_of(CommandId::Sintercard),
     },
     // SINTERSTORE: Intersect multiple sets and store the resulting set in a key (since 1.0.0,
     // group set)
@@ -4409,8 +4409,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Sinterstore, "sinterstore"),
-        getkeys: getkeys_of("sinterstore"),
+        route: route_of(CommandId::Sinterstore),
+        getkeys: getkeys_of(CommandId::Sinterstore),
     },
     // SISMEMBER: Determine if a given value is a member of a set (since 1.0.0, group set)
     CommandSpec {
@@ -4431,8 +4431,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Sismember, "sismember"),
-        getkeys: getkeys_of("sismember"),
+        route: route_of(CommandId::Sismember),
+        getkeys: getkeys_of(CommandId::Sismember),
     },
     // SLAVEOF: Make the server a replica of another instance, or promote it as master. (since
     // 1.0.0, group server)
@@ -4449,8 +4449,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Slaveof, "slaveof"),
-        getkeys: getkeys_of("slaveof"),
+        route: route_of(CommandId::Slaveof),
+        getkeys: getkeys_of(CommandId::Slaveof),
     },
     // SLOWLOG: A container for slow log commands (since 2.2.12, group server)
     CommandSpec {
@@ -4463,8 +4463,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &SUB_SLOWLOG,
-        route: route_of(CommandId::Slowlog, "slowlog"),
-        getkeys: getkeys_of("slowlog"),
+        route: route_of(CommandId::Slowlog),
+        getkeys: getkeys_of(CommandId::Slowlog),
     },
     // SMEMBERS: Get all the members in a set (since 1.0.0, group set)
     CommandSpec {
@@ -4485,8 +4485,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Smembers, "smembers"),
-        getkeys: getkeys_of("smembers"),
+        route: route_of(CommandId::Smembers),
+        getkeys: getkeys_of(CommandId::Smembers),
     },
     // SMISMEMBER: Returns the membership associated with the given elements for a set (since
     // 6.2.0, group set)
@@ -4508,8 +4508,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Smismember, "smismember"),
-        getkeys: getkeys_of("smismember"),
+        route: route_of(CommandId::Smismember),
+        getkeys: getkeys_of(CommandId::Smismember),
     },
     // SMOVE: Move a member from one set to another (since 1.0.0, group set)
     CommandSpec {
@@ -4543,8 +4543,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Smove, "smove"),
-        getkeys: getkeys_of("smove"),
+        route: route_of(CommandId::Smove),
+        getkeys: getkeys_of(CommandId::Smove),
     },
     // SORT: Sort the elements in a list, set or sorted set (since 1.0.0, group generic)
     CommandSpec {
@@ -4581,8 +4581,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Sort, "sort"),
-        getkeys: getkeys_of("sort"),
+        route: route_of(CommandId::Sort),
+        getkeys: getkeys_of(CommandId::Sort),
     },
     // SORT_RO: Sort the elements in a list, set or sorted set. Read-only variant of SORT.
     // (since 7.0.0, group generic)
@@ -4613,8 +4613,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::SortRo, "sort_ro"),
-        getkeys: getkeys_of("sort_ro"),
+        route: route_of(CommandId::SortRo),
+        getkeys: getkeys_of(CommandId::SortRo),
     },
     // SPOP: Remove and return one or multiple random members from a set (since 1.0.0, group
     // set)
@@ -4638,8 +4638,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Spop, "spop"),
-        getkeys: getkeys_of("spop"),
+        route: route_of(CommandId::Spop),
+        getkeys: getkeys_of(CommandId::Spop),
     },
     // SPUBLISH: Post a message to a shard channel (since 7.0.0, group pubsub)
     CommandSpec {
@@ -4664,8 +4664,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Spublish, "spublish"),
-        getkeys: getkeys_of("spublish"),
+        route: route_of(CommandId::Spublish),
+        getkeys: getkeys_of(CommandId::Spublish),
     },
     // SRANDMEMBER: Get one or multiple random members from a set (since 1.0.0, group set)
     CommandSpec {
@@ -4686,8 +4686,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Srandmember, "srandmember"),
-        getkeys: getkeys_of("srandmember"),
+        route: route_of(CommandId::Srandmember),
+        getkeys: getkeys_of(CommandId::Srandmember),
     },
     // SREM: Remove one or more members from a set (since 1.0.0, group set)
     CommandSpec {
@@ -4708,8 +4708,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Srem, "srem"),
-        getkeys: getkeys_of("srem"),
+        route: route_of(CommandId::Srem),
+        getkeys: getkeys_of(CommandId::Srem),
     },
     // SSCAN: Incrementally iterate Set elements (since 2.8.0, group set)
     CommandSpec {
@@ -4730,8 +4730,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Sscan, "sscan"),
-        getkeys: getkeys_of("sscan"),
+        route: route_of(CommandId::Sscan),
+        getkeys: getkeys_of(CommandId::Sscan),
     },
     // SSUBSCRIBE: Listen for messages published to the given shard channels (since 7.0.0, group
     // pubsub)
@@ -4756,8 +4756,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Ssubscribe, "ssubscribe"),
-        getkeys: getkeys_of("ssubscribe"),
+        route: route_of(CommandId::Ssubscribe),
+        getkeys: getkeys_of(CommandId::Ssubscribe),
     },
     // STRLEN: Get the length of the value stored in a key (since 2.2.0, group string)
     CommandSpec {
@@ -4778,8 +4778,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Strlen, "strlen"),
-        getkeys: getkeys_of("strlen"),
+        route: route_of(CommandId::Strlen),
+        getkeys: getkeys_of(CommandId::Strlen),
     },
     // SUBSCRIBE: Listen for messages published to the given channels (since 2.0.0, group
     // pubsub)
@@ -4796,8 +4796,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Subscribe, "subscribe"),
-        getkeys: getkeys_of("subscribe"),
+        route: route_of(CommandId::Subscribe),
+        getkeys: getkeys_of(CommandId::Subscribe),
     },
     // SUBSTR: Get a substring of the string stored at a key (since 1.0.0, group string)
     CommandSpec {
@@ -4818,8 +4818,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Substr, "substr"),
-        getkeys: getkeys_of("substr"),
+        route: route_of(CommandId::Substr),
+        getkeys: getkeys_of(CommandId::Substr),
     },
     // SUNION: Add multiple sets (since 1.0.0, group set)
     CommandSpec {
@@ -4840,8 +4840,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Sunion, "sunion"),
-        getkeys: getkeys_of("sunion"),
+        route: route_of(CommandId::Sunion),
+        getkeys: getkeys_of(CommandId::Sunion),
     },
     // SUNIONSTORE: Add multiple sets and store the resulting set in a key (since 1.0.0, group
     // set)
@@ -4874,8 +4874,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Sunionstore, "sunionstore"),
-        getkeys: getkeys_of("sunionstore"),
+        route: route_of(CommandId::Sunionstore),
+        getkeys: getkeys_of(CommandId::Sunionstore),
     },
     // SUNSUBSCRIBE: Stop listening for messages posted to the given shard channels (since
     // 7.0.0, group pubsub)
@@ -4900,8 +4900,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Sunsubscribe, "sunsubscribe"),
-        getkeys: getkeys_of("sunsubscribe"),
+        route: route_of(CommandId::Sunsubscribe),
+        getkeys: getkeys_of(CommandId::Sunsubscribe),
     },
     // SWAPDB: Swaps two Redis databases (since 4.0.0, group server)
     CommandSpec {
@@ -4914,8 +4914,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Swapdb, "swapdb"),
-        getkeys: getkeys_of("swapdb"),
+        route: route_of(CommandId::Swapdb),
+        getkeys: getkeys_of(CommandId::Swapdb),
     },
     // SYNC: Internal command used for replication (since 1.0.0, group server)
     CommandSpec {
@@ -4931,8 +4931,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Sync, "sync"),
-        getkeys: getkeys_of("sync"),
+        route: route_of(CommandId::Sync),
+        getkeys: getkeys_of(CommandId::Sync),
     },
     // TIME: Return the current server time (since 2.6.0, group server)
     CommandSpec {
@@ -4945,8 +4945,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Time, "time"),
-        getkeys: getkeys_of("time"),
+        route: route_of(CommandId::Time),
+        getkeys: getkeys_of(CommandId::Time),
     },
     // TOUCH: Alters the last access time of a key(s). Returns the number of existing keys
     // specified. (since 3.2.1, group generic)
@@ -4968,8 +4968,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Touch, "touch"),
-        getkeys: getkeys_of("touch"),
+        route: route_of(CommandId::Touch),
+        getkeys: getkeys_of(CommandId::Touch),
     },
     // TTL: Get the time to live for a key in seconds (since 1.0.0, group generic)
     CommandSpec {
@@ -4990,8 +4990,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Ttl, "ttl"),
-        getkeys: getkeys_of("ttl"),
+        route: route_of(CommandId::Ttl),
+        getkeys: getkeys_of(CommandId::Ttl),
     },
     // TYPE: Determine the type stored at key (since 1.0.0, group generic)
     CommandSpec {
@@ -5012,8 +5012,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Type, "type"),
-        getkeys: getkeys_of("type"),
+        route: route_of(CommandId::Type),
+        getkeys: getkeys_of(CommandId::Type),
     },
     // UNLINK: Delete a key asynchronously in another thread. Otherwise it is just as DEL, but
     // non blocking. (since 4.0.0, group generic)
@@ -5035,8 +5035,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Unlink, "unlink"),
-        getkeys: getkeys_of("unlink"),
+        route: route_of(CommandId::Unlink),
+        getkeys: getkeys_of(CommandId::Unlink),
     },
     // UNSUBSCRIBE: Stop listening for messages posted to the given channels (since 2.0.0, group
     // pubsub)
@@ -5053,8 +5053,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Unsubscribe, "unsubscribe"),
-        getkeys: getkeys_of("unsubscribe"),
+        route: route_of(CommandId::Unsubscribe),
+        getkeys: getkeys_of(CommandId::Unsubscribe),
     },
     // UNWATCH: Forget about all watched keys (since 2.2.0, group transactions)
     CommandSpec {
@@ -5071,8 +5071,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Unwatch, "unwatch"),
-        getkeys: getkeys_of("unwatch"),
+        route: route_of(CommandId::Unwatch),
+        getkeys: getkeys_of(CommandId::Unwatch),
     },
     // WAIT: Wait for the synchronous replication of all the write commands sent in the context
     // of the current connection (since 3.0.0, group generic)
@@ -5086,8 +5086,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::Wait, "wait"),
-        getkeys: getkeys_of("wait"),
+        route: route_of(CommandId::Wait),
+        getkeys: getkeys_of(CommandId::Wait),
     },
     // WATCH: Watch the given keys to determine execution of the MULTI/EXEC block (since 2.2.0,
     // group transactions)
@@ -5113,8 +5113,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Watch, "watch"),
-        getkeys: getkeys_of("watch"),
+        route: route_of(CommandId::Watch),
+        getkeys: getkeys_of(CommandId::Watch),
     },
     // XACK: Marks a pending message as correctly processed, effectively removing it from the
     // pending entries list of the consumer group. Return value of the command is the number of
@@ -5138,8 +5138,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Xack, "xack"),
-        getkeys: getkeys_of("xack"),
+        route: route_of(CommandId::Xack),
+        getkeys: getkeys_of(CommandId::Xack),
     },
     // XADD: Appends a new entry to a stream (since 5.0.0, group stream)
     CommandSpec {
@@ -5163,8 +5163,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Xadd, "xadd"),
-        getkeys: getkeys_of("xadd"),
+        route: route_of(CommandId::Xadd),
+        getkeys: getkeys_of(CommandId::Xadd),
     },
     // XAUTOCLAIM: Changes (or acquires) ownership of messages in a consumer group, as if the
     // messages were delivered to the specified consumer. (since 6.2.0, group stream)
@@ -5186,8 +5186,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Xautoclaim, "xautoclaim"),
-        getkeys: getkeys_of("xautoclaim"),
+        route: route_of(CommandId::Xautoclaim),
+        getkeys: getkeys_of(CommandId::Xautoclaim),
     },
     // XCLAIM: Changes (or acquires) ownership of a message in a consumer group, as if the
     // message was delivered to the specified consumer. (since 5.0.0, group stream)
@@ -5209,8 +5209,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Xclaim, "xclaim"),
-        getkeys: getkeys_of("xclaim"),
+        route: route_of(CommandId::Xclaim),
+        getkeys: getkeys_of(CommandId::Xclaim),
     },
     // XDEL: Removes the specified entries from the stream. Returns the number of items actually
     // deleted, that may be different from the number of IDs passed in case certain IDs do not
@@ -5233,8 +5233,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Xdel, "xdel"),
-        getkeys: getkeys_of("xdel"),
+        route: route_of(CommandId::Xdel),
+        getkeys: getkeys_of(CommandId::Xdel),
     },
     // XGROUP: A container for consumer groups commands (since 5.0.0, group stream)
     CommandSpec {
@@ -5247,8 +5247,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &SUB_XGROUP,
-        route: route_of(CommandId::Xgroup, "xgroup"),
-        getkeys: getkeys_of("xgroup"),
+        route: route_of(CommandId::Xgroup),
+        getkeys: getkeys_of(CommandId::Xgroup),
     },
     // XINFO: A container for stream introspection commands (since 5.0.0, group stream)
     CommandSpec {
@@ -5261,8 +5261,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         step: 0,
         key_specs: &[],
         subcommands: &SUB_XINFO,
-        route: route_of(CommandId::Xinfo, "xinfo"),
-        getkeys: getkeys_of("xinfo"),
+        route: route_of(CommandId::Xinfo),
+        getkeys: getkeys_of(CommandId::Xinfo),
     },
     // XLEN: Return the number of entries in a stream (since 5.0.0, group stream)
     CommandSpec {
@@ -5283,8 +5283,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Xlen, "xlen"),
-        getkeys: getkeys_of("xlen"),
+        route: route_of(CommandId::Xlen),
+        getkeys: getkeys_of(CommandId::Xlen),
     },
     // XPENDING: Return information and entries from a stream consumer group pending entries
     // list, that are messages fetched but never acknowledged. (since 5.0.0, group stream)
@@ -5306,8 +5306,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Xpending, "xpending"),
-        getkeys: getkeys_of("xpending"),
+        route: route_of(CommandId::Xpending),
+        getkeys: getkeys_of(CommandId::Xpending),
     },
     // XRANGE: Return a range of elements in a stream, with IDs matching the specified IDs
     // interval (since 5.0.0, group stream)
@@ -5329,8 +5329,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Xrange, "xrange"),
-        getkeys: getkeys_of("xrange"),
+        route: route_of(CommandId::Xrange),
+        getkeys: getkeys_of(CommandId::Xrange),
     },
     // XREAD: Return never seen elements in multiple streams, with IDs greater than the ones
     // reported by the caller for each stream. Can block. (since 5.0.0, group stream)
@@ -5357,8 +5357,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Xread, "xread"),
-        getkeys: getkeys_of("xread"),
+        route: route_of(CommandId::Xread),
+        getkeys: getkeys_of(CommandId::Xread),
     },
     // XREADGROUP: Return new entries from a stream using a consumer group, or access the
     // history of the pending entries for a given consumer. Can block. (since 5.0.0, group
@@ -5386,8 +5386,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Xreadgroup, "xreadgroup"),
-        getkeys: getkeys_of("xreadgroup"),
+        route: route_of(CommandId::Xreadgroup),
+        getkeys: getkeys_of(CommandId::Xreadgroup),
     },
     // XREVRANGE: Return a range of elements in a stream, with IDs matching the specified IDs
     // interval, in reverse order (from greater to smaller IDs) compared to XRANGE (since 5.0.0,
@@ -5410,8 +5410,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Xrevrange, "xrevrange"),
-        getkeys: getkeys_of("xrevrange"),
+        route: route_of(CommandId::Xrevrange),
+        getkeys: getkeys_of(CommandId::Xrevrange),
     },
     // XSETID: An internal command for replicating stream values (since 5.0.0, group stream)
     CommandSpec {
@@ -5432,8 +5432,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Xsetid, "xsetid"),
-        getkeys: getkeys_of("xsetid"),
+        route: route_of(CommandId::Xsetid),
+        getkeys: getkeys_of(CommandId::Xsetid),
     },
     // XTRIM: Trims the stream to (approximately if '~' is passed) a certain size (since 5.0.0,
     // group stream)
@@ -5455,8 +5455,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Xtrim, "xtrim"),
-        getkeys: getkeys_of("xtrim"),
+        route: route_of(CommandId::Xtrim),
+        getkeys: getkeys_of(CommandId::Xtrim),
     },
     // ZADD: Add one or more members to a sorted set, or update its score if it already exists
     // (since 1.2.0, group sorted-set)
@@ -5478,8 +5478,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zadd, "zadd"),
-        getkeys: getkeys_of("zadd"),
+        route: route_of(CommandId::Zadd),
+        getkeys: getkeys_of(CommandId::Zadd),
     },
     // ZCARD: Get the number of members in a sorted set (since 1.2.0, group sorted-set)
     CommandSpec {
@@ -5500,8 +5500,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zcard, "zcard"),
-        getkeys: getkeys_of("zcard"),
+        route: route_of(CommandId::Zcard),
+        getkeys: getkeys_of(CommandId::Zcard),
     },
     // ZCOUNT: Count the members in a sorted set with scores within the given values (since
     // 2.0.0, group sorted-set)
@@ -5523,8 +5523,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zcount, "zcount"),
-        getkeys: getkeys_of("zcount"),
+        route: route_of(CommandId::Zcount),
+        getkeys: getkeys_of(CommandId::Zcount),
     },
     // ZDIFF: Subtract multiple sorted sets (since 6.2.0, group sorted-set)
     CommandSpec {
@@ -5545,8 +5545,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zdiff, "zdiff"),
-        getkeys: getkeys_of("zdiff"),
+        route: route_of(CommandId::Zdiff),
+        getkeys: getkeys_of(CommandId::Zdiff),
     },
     // ZDIFFSTORE: Subtract multiple sorted sets and store the resulting sorted set in a new key
     // (since 6.2.0, group sorted-set)
@@ -5579,8 +5579,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Zdiffstore, "zdiffstore"),
-        getkeys: getkeys_of("zdiffstore"),
+        route: route_of(CommandId::Zdiffstore),
+        getkeys: getkeys_of(CommandId::Zdiffstore),
     },
     // ZINCRBY: Increment the score of a member in a sorted set (since 1.2.0, group sorted-set)
     CommandSpec {
@@ -5603,8 +5603,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zincrby, "zincrby"),
-        getkeys: getkeys_of("zincrby"),
+        route: route_of(CommandId::Zincrby),
+        getkeys: getkeys_of(CommandId::Zincrby),
     },
     // ZINTER: Intersect multiple sorted sets (since 6.2.0, group sorted-set)
     CommandSpec {
@@ -5625,8 +5625,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zinter, "zinter"),
-        getkeys: getkeys_of("zinter"),
+        route: route_of(CommandId::Zinter),
+        getkeys: getkeys_of(CommandId::Zinter),
     },
     // ZINTERCARD: Intersect multiple sorted sets and return the cardinality of the result
     // (since 7.0.0, group sorted-set)
@@ -5648,8 +5648,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zintercard, "zintercard"),
-        getkeys: getkeys_of("zintercard"),
+        route: route_of(CommandId::Zintercard),
+        getkeys: getkeys_of(CommandId::Zintercard),
     },
     // ZINTERSTORE: Intersect multiple sorted sets and store the resulting sorted set in a new
     // key (since 2.0.0, group sorted-set)
@@ -5682,8 +5682,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Zinterstore, "zinterstore"),
-        getkeys: getkeys_of("zinterstore"),
+        route: route_of(CommandId::Zinterstore),
+        getkeys: getkeys_of(CommandId::Zinterstore),
     },
     // ZLEXCOUNT: Count the number of members in a sorted set between a given lexicographical
     // range (since 2.8.9, group sorted-set)
@@ -5705,8 +5705,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zlexcount, "zlexcount"),
-        getkeys: getkeys_of("zlexcount"),
+        route: route_of(CommandId::Zlexcount),
+        getkeys: getkeys_of(CommandId::Zlexcount),
     },
     // ZMPOP: Remove and return members with scores in a sorted set (since 7.0.0, group sorted-
     // set)
@@ -5730,8 +5730,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zmpop, "zmpop"),
-        getkeys: getkeys_of("zmpop"),
+        route: route_of(CommandId::Zmpop),
+        getkeys: getkeys_of(CommandId::Zmpop),
     },
     // ZMSCORE: Get the score associated with the given members in a sorted set (since 6.2.0,
     // group sorted-set)
@@ -5753,8 +5753,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zmscore, "zmscore"),
-        getkeys: getkeys_of("zmscore"),
+        route: route_of(CommandId::Zmscore),
+        getkeys: getkeys_of(CommandId::Zmscore),
     },
     // ZPOPMAX: Remove and return members with the highest scores in a sorted set (since 5.0.0,
     // group sorted-set)
@@ -5778,8 +5778,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zpopmax, "zpopmax"),
-        getkeys: getkeys_of("zpopmax"),
+        route: route_of(CommandId::Zpopmax),
+        getkeys: getkeys_of(CommandId::Zpopmax),
     },
     // ZPOPMIN: Remove and return members with the lowest scores in a sorted set (since 5.0.0,
     // group sorted-set)
@@ -5803,8 +5803,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zpopmin, "zpopmin"),
-        getkeys: getkeys_of("zpopmin"),
+        route: route_of(CommandId::Zpopmin),
+        getkeys: getkeys_of(CommandId::Zpopmin),
     },
     // ZRANDMEMBER: Get one or multiple random elements from a sorted set (since 6.2.0, group
     // sorted-set)
@@ -5826,8 +5826,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zrandmember, "zrandmember"),
-        getkeys: getkeys_of("zrandmember"),
+        route: route_of(CommandId::Zrandmember),
+        getkeys: getkeys_of(CommandId::Zrandmember),
     },
     // ZRANGE: Return a range of members in a sorted set (since 1.2.0, group sorted-set)
     CommandSpec {
@@ -5848,8 +5848,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zrange, "zrange"),
-        getkeys: getkeys_of("zrange"),
+        route: route_of(CommandId::Zrange),
+        getkeys: getkeys_of(CommandId::Zrange),
     },
     // ZRANGEBYLEX: Return a range of members in a sorted set, by lexicographical range (since
     // 2.8.9, group sorted-set)
@@ -5871,8 +5871,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zrangebylex, "zrangebylex"),
-        getkeys: getkeys_of("zrangebylex"),
+        route: route_of(CommandId::Zrangebylex),
+        getkeys: getkeys_of(CommandId::Zrangebylex),
     },
     // ZRANGEBYSCORE: Return a range of members in a sorted set, by score (since 1.0.5, group
     // sorted-set)
@@ -5894,8 +5894,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zrangebyscore, "zrangebyscore"),
-        getkeys: getkeys_of("zrangebyscore"),
+        route: route_of(CommandId::Zrangebyscore),
+        getkeys: getkeys_of(CommandId::Zrangebyscore),
     },
     // ZRANGESTORE: Store a range of members from sorted set into another key (since 6.2.0,
     // group sorted-set)
@@ -5928,8 +5928,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Zrangestore, "zrangestore"),
-        getkeys: getkeys_of("zrangestore"),
+        route: route_of(CommandId::Zrangestore),
+        getkeys: getkeys_of(CommandId::Zrangestore),
     },
     // ZRANK: Determine the index of a member in a sorted set (since 2.0.0, group sorted-set)
     CommandSpec {
@@ -5950,8 +5950,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zrank, "zrank"),
-        getkeys: getkeys_of("zrank"),
+        route: route_of(CommandId::Zrank),
+        getkeys: getkeys_of(CommandId::Zrank),
     },
     // ZREM: Remove one or more members from a sorted set (since 1.2.0, group sorted-set)
     CommandSpec {
@@ -5972,8 +5972,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zrem, "zrem"),
-        getkeys: getkeys_of("zrem"),
+        route: route_of(CommandId::Zrem),
+        getkeys: getkeys_of(CommandId::Zrem),
     },
     // ZREMRANGEBYLEX: Remove all members in a sorted set between the given lexicographical
     // range (since 2.8.9, group sorted-set)
@@ -5995,8 +5995,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zremrangebylex, "zremrangebylex"),
-        getkeys: getkeys_of("zremrangebylex"),
+        route: route_of(CommandId::Zremrangebylex),
+        getkeys: getkeys_of(CommandId::Zremrangebylex),
     },
     // ZREMRANGEBYRANK: Remove all members in a sorted set within the given indexes (since
     // 2.0.0, group sorted-set)
@@ -6018,8 +6018,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zremrangebyrank, "zremrangebyrank"),
-        getkeys: getkeys_of("zremrangebyrank"),
+        route: route_of(CommandId::Zremrangebyrank),
+        getkeys: getkeys_of(CommandId::Zremrangebyrank),
     },
     // ZREMRANGEBYSCORE: Remove all members in a sorted set within the given scores (since
     // 1.2.0, group sorted-set)
@@ -6041,8 +6041,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zremrangebyscore, "zremrangebyscore"),
-        getkeys: getkeys_of("zremrangebyscore"),
+        route: route_of(CommandId::Zremrangebyscore),
+        getkeys: getkeys_of(CommandId::Zremrangebyscore),
     },
     // ZREVRANGE: Return a range of members in a sorted set, by index, with scores ordered from
     // high to low (since 1.2.0, group sorted-set)
@@ -6064,8 +6064,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zrevrange, "zrevrange"),
-        getkeys: getkeys_of("zrevrange"),
+        route: route_of(CommandId::Zrevrange),
+        getkeys: getkeys_of(CommandId::Zrevrange),
     },
     // ZREVRANGEBYLEX: Return a range of members in a sorted set, by lexicographical range,
     // ordered from higher to lower strings. (since 2.8.9, group sorted-set)
@@ -6087,8 +6087,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zrevrangebylex, "zrevrangebylex"),
-        getkeys: getkeys_of("zrevrangebylex"),
+        route: route_of(CommandId::Zrevrangebylex),
+        getkeys: getkeys_of(CommandId::Zrevrangebylex),
     },
     // ZREVRANGEBYSCORE: Return a range of members in a sorted set, by score, with scores
     // ordered from high to low (since 2.2.0, group sorted-set)
@@ -6110,8 +6110,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zrevrangebyscore, "zrevrangebyscore"),
-        getkeys: getkeys_of("zrevrangebyscore"),
+        route: route_of(CommandId::Zrevrangebyscore),
+        getkeys: getkeys_of(CommandId::Zrevrangebyscore),
     },
     // ZREVRANK: Determine the index of a member in a sorted set, with scores ordered from high
     // to low (since 2.0.0, group sorted-set)
@@ -6133,8 +6133,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zrevrank, "zrevrank"),
-        getkeys: getkeys_of("zrevrank"),
+        route: route_of(CommandId::Zrevrank),
+        getkeys: getkeys_of(CommandId::Zrevrank),
     },
     // ZSCAN: Incrementally iterate sorted sets elements and associated scores (since 2.8.0,
     // group sorted-set)
@@ -6156,8 +6156,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zscan, "zscan"),
-        getkeys: getkeys_of("zscan"),
+        route: route_of(CommandId::Zscan),
+        getkeys: getkeys_of(CommandId::Zscan),
     },
     // ZSCORE: Get the score associated with the given member in a sorted set (since 1.2.0,
     // group sorted-set)
@@ -6179,8 +6179,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zscore, "zscore"),
-        getkeys: getkeys_of("zscore"),
+        route: route_of(CommandId::Zscore),
+        getkeys: getkeys_of(CommandId::Zscore),
     },
     // ZUNION: Add multiple sorted sets (since 6.2.0, group sorted-set)
     CommandSpec {
@@ -6201,8 +6201,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::Zunion, "zunion"),
-        getkeys: getkeys_of("zunion"),
+        route: route_of(CommandId::Zunion),
+        getkeys: getkeys_of(CommandId::Zunion),
     },
     // ZUNIONSTORE: Add multiple sorted sets and store the resulting sorted set in a new key
     // (since 2.0.0, group sorted-set)
@@ -6235,8 +6235,8 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             },
         ],
         subcommands: &[],
-        route: route_of(CommandId::Zunionstore, "zunionstore"),
-        getkeys: getkeys_of("zunionstore"),
+        route: route_of(CommandId::Zunionstore),
+        getkeys: getkeys_of(CommandId::Zunionstore),
     },
 ];
 
@@ -6254,8 +6254,8 @@ static SUB_ACL: [CommandSpec; 13] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::AclCat, "acl|cat"),
-        getkeys: getkeys_of("acl|cat"),
+        route: route_of(CommandId::AclCat),
+        getkeys: getkeys_of(CommandId::AclCat),
     },
     // ACL|DELUSER: Remove the specified ACL users and the associated rules (since 6.0.0, group
     // server)
@@ -6272,8 +6272,8 @@ static SUB_ACL: [CommandSpec; 13] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::AclDeluser, "acl|deluser"),
-        getkeys: getkeys_of("acl|deluser"),
+        route: route_of(CommandId::AclDeluser),
+        getkeys: getkeys_of(CommandId::AclDeluser),
     },
     // ACL|DRYRUN: Returns whether the user can execute the given command without executing the
     // command. (since 7.0.0, group server)
@@ -6290,8 +6290,8 @@ static SUB_ACL: [CommandSpec; 13] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::AclDryrun, "acl|dryrun"),
-        getkeys: getkeys_of("acl|dryrun"),
+        route: route_of(CommandId::AclDryrun),
+        getkeys: getkeys_of(CommandId::AclDryrun),
     },
     // ACL|GENPASS: Generate a pseudorandom secure password to use for ACL users (since 6.0.0,
     // group server)
@@ -6305,8 +6305,8 @@ static SUB_ACL: [CommandSpec; 13] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::AclGenpass, "acl|genpass"),
-        getkeys: getkeys_of("acl|genpass"),
+        route: route_of(CommandId::AclGenpass),
+        getkeys: getkeys_of(CommandId::AclGenpass),
     },
     // ACL|GETUSER: Get the rules for a specific ACL user (since 6.0.0, group server)
     CommandSpec {
@@ -6322,8 +6322,8 @@ static SUB_ACL: [CommandSpec; 13] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::AclGetuser, "acl|getuser"),
-        getkeys: getkeys_of("acl|getuser"),
+        route: route_of(CommandId::AclGetuser),
+        getkeys: getkeys_of(CommandId::AclGetuser),
     },
     // ACL|HELP: Show helpful text about the different subcommands (since 6.0.0, group server)
     CommandSpec {
@@ -6336,8 +6336,8 @@ static SUB_ACL: [CommandSpec; 13] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::AclHelp, "acl|help"),
-        getkeys: getkeys_of("acl|help"),
+        route: route_of(CommandId::AclHelp),
+        getkeys: getkeys_of(CommandId::AclHelp),
     },
     // ACL|LIST: List the current ACL rules in ACL config file format (since 6.0.0, group
     // server)
@@ -6354,8 +6354,8 @@ static SUB_ACL: [CommandSpec; 13] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::AclList, "acl|list"),
-        getkeys: getkeys_of("acl|list"),
+        route: route_of(CommandId::AclList),
+        getkeys: getkeys_of(CommandId::AclList),
     },
     // ACL|LOAD: Reload the ACLs from the configured ACL file (since 6.0.0, group server)
     CommandSpec {
@@ -6371,8 +6371,8 @@ static SUB_ACL: [CommandSpec; 13] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::AclLoad, "acl|load"),
-        getkeys: getkeys_of("acl|load"),
+        route: route_of(CommandId::AclLoad),
+        getkeys: getkeys_of(CommandId::AclLoad),
     },
     // ACL|LOG: List latest events denied because of ACLs in place (since 6.0.0, group server)
     CommandSpec {
@@ -6388,8 +6388,8 @@ static SUB_ACL: [CommandSpec; 13] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::AclLog, "acl|log"),
-        getkeys: getkeys_of("acl|log"),
+        route: route_of(CommandId::AclLog),
+        getkeys: getkeys_of(CommandId::AclLog),
     },
     // ACL|SAVE: Save the current ACL rules in the configured ACL file (since 6.0.0, group
     // server)
@@ -6406,8 +6406,8 @@ static SUB_ACL: [CommandSpec; 13] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::AclSave, "acl|save"),
-        getkeys: getkeys_of("acl|save"),
+        route: route_of(CommandId::AclSave),
+        getkeys: getkeys_of(CommandId::AclSave),
     },
     // ACL|SETUSER: Modify or create the rules for a specific ACL user (since 6.0.0, group
     // server)
@@ -6424,8 +6424,8 @@ static SUB_ACL: [CommandSpec; 13] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::AclSetuser, "acl|setuser"),
-        getkeys: getkeys_of("acl|setuser"),
+        route: route_of(CommandId::AclSetuser),
+        getkeys: getkeys_of(CommandId::AclSetuser),
     },
     // ACL|USERS: List the username of all the configured ACL rules (since 6.0.0, group server)
     CommandSpec {
@@ -6441,8 +6441,8 @@ static SUB_ACL: [CommandSpec; 13] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::AclUsers, "acl|users"),
-        getkeys: getkeys_of("acl|users"),
+        route: route_of(CommandId::AclUsers),
+        getkeys: getkeys_of(CommandId::AclUsers),
     },
     // ACL|WHOAMI: Return the name of the user associated to the current connection (since
     // 6.0.0, group server)
@@ -6456,8 +6456,8 @@ static SUB_ACL: [CommandSpec; 13] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::AclWhoami, "acl|whoami"),
-        getkeys: getkeys_of("acl|whoami"),
+        route: route_of(CommandId::AclWhoami),
+        getkeys: getkeys_of(CommandId::AclWhoami),
     },
 ];
 
@@ -6475,8 +6475,8 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClientCaching, "client|caching"),
-        getkeys: getkeys_of("client|caching"),
+        route: route_of(CommandId::ClientCaching),
+        getkeys: getkeys_of(CommandId::ClientCaching),
     },
     // CLIENT|GETNAME: Get the current connection name (since 2.6.9, group connection)
     CommandSpec {
@@ -6489,8 +6489,8 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClientGetname, "client|getname"),
-        getkeys: getkeys_of("client|getname"),
+        route: route_of(CommandId::ClientGetname),
+        getkeys: getkeys_of(CommandId::ClientGetname),
     },
     // CLIENT|GETREDIR: Get tracking notifications redirection client ID if any (since 6.0.0,
     // group connection)
@@ -6504,8 +6504,8 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClientGetredir, "client|getredir"),
-        getkeys: getkeys_of("client|getredir"),
+        route: route_of(CommandId::ClientGetredir),
+        getkeys: getkeys_of(CommandId::ClientGetredir),
     },
     // CLIENT|HELP: Show helpful text about the different subcommands (since 5.0.0, group
     // connection)
@@ -6519,8 +6519,8 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClientHelp, "client|help"),
-        getkeys: getkeys_of("client|help"),
+        route: route_of(CommandId::ClientHelp),
+        getkeys: getkeys_of(CommandId::ClientHelp),
     },
     // CLIENT|ID: Returns the client ID for the current connection (since 5.0.0, group
     // connection)
@@ -6534,8 +6534,8 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClientId, "client|id"),
-        getkeys: getkeys_of("client|id"),
+        route: route_of(CommandId::ClientId),
+        getkeys: getkeys_of(CommandId::ClientId),
     },
     // CLIENT|INFO: Returns information about the current client connection. (since 6.2.0, group
     // connection)
@@ -6549,8 +6549,8 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClientInfo, "client|info"),
-        getkeys: getkeys_of("client|info"),
+        route: route_of(CommandId::ClientInfo),
+        getkeys: getkeys_of(CommandId::ClientInfo),
     },
     // CLIENT|KILL: Kill the connection of a client (since 2.4.0, group connection)
     CommandSpec {
@@ -6566,8 +6566,8 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClientKill, "client|kill"),
-        getkeys: getkeys_of("client|kill"),
+        route: route_of(CommandId::ClientKill),
+        getkeys: getkeys_of(CommandId::ClientKill),
     },
     // CLIENT|LIST: Get the list of client connections (since 2.4.0, group connection)
     CommandSpec {
@@ -6583,8 +6583,8 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClientList, "client|list"),
-        getkeys: getkeys_of("client|list"),
+        route: route_of(CommandId::ClientList),
+        getkeys: getkeys_of(CommandId::ClientList),
     },
     // CLIENT|NO-EVICT: Set client eviction mode for the current connection (since 7.0.0, group
     // connection)
@@ -6601,8 +6601,8 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClientNoEvict, "client|no-evict"),
-        getkeys: getkeys_of("client|no-evict"),
+        route: route_of(CommandId::ClientNoEvict),
+        getkeys: getkeys_of(CommandId::ClientNoEvict),
     },
     // CLIENT|PAUSE: Stop processing commands from clients for some time (since 2.9.50, group
     // connection)
@@ -6619,8 +6619,8 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClientPause, "client|pause"),
-        getkeys: getkeys_of("client|pause"),
+        route: route_of(CommandId::ClientPause),
+        getkeys: getkeys_of(CommandId::ClientPause),
     },
     // CLIENT|REPLY: Instruct the server whether to reply to commands (since 3.2.0, group
     // connection)
@@ -6634,8 +6634,8 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClientReply, "client|reply"),
-        getkeys: getkeys_of("client|reply"),
+        route: route_of(CommandId::ClientReply),
+        getkeys: getkeys_of(CommandId::ClientReply),
     },
     // CLIENT|SETNAME: Set the current connection name (since 2.6.9, group connection)
     CommandSpec {
@@ -6648,8 +6648,8 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClientSetname, "client|setname"),
-        getkeys: getkeys_of("client|setname"),
+        route: route_of(CommandId::ClientSetname),
+        getkeys: getkeys_of(CommandId::ClientSetname),
     },
     // CLIENT|TRACKING: Enable or disable server assisted client side caching support (since
     // 6.0.0, group connection)
@@ -6663,8 +6663,8 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClientTracking, "client|tracking"),
-        getkeys: getkeys_of("client|tracking"),
+        route: route_of(CommandId::ClientTracking),
+        getkeys: getkeys_of(CommandId::ClientTracking),
     },
     // CLIENT|TRACKINGINFO: Return information about server assisted client side caching for the
     // current connection (since 6.2.0, group connection)
@@ -6678,8 +6678,8 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClientTrackinginfo, "client|trackinginfo"),
-        getkeys: getkeys_of("client|trackinginfo"),
+        route: route_of(CommandId::ClientTrackinginfo),
+        getkeys: getkeys_of(CommandId::ClientTrackinginfo),
     },
     // CLIENT|UNBLOCK: Unblock a client blocked in a blocking command from a different
     // connection (since 5.0.0, group connection)
@@ -6696,8 +6696,8 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClientUnblock, "client|unblock"),
-        getkeys: getkeys_of("client|unblock"),
+        route: route_of(CommandId::ClientUnblock),
+        getkeys: getkeys_of(CommandId::ClientUnblock),
     },
     // CLIENT|UNPAUSE: Resume processing of clients that were paused (since 6.2.0, group
     // connection)
@@ -6714,8 +6714,8 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClientUnpause, "client|unpause"),
-        getkeys: getkeys_of("client|unpause"),
+        route: route_of(CommandId::ClientUnpause),
+        getkeys: getkeys_of(CommandId::ClientUnpause),
     },
 ];
 
@@ -6734,8 +6734,8 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterAddslots, "cluster|addslots"),
-        getkeys: getkeys_of("cluster|addslots"),
+        route: route_of(CommandId::ClusterAddslots),
+        getkeys: getkeys_of(CommandId::ClusterAddslots),
     },
     // CLUSTER|ADDSLOTSRANGE: Assign new hash slots to receiving node (since 7.0.0, group
     // cluster)
@@ -6751,8 +6751,8 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterAddslotsrange, "cluster|addslotsrange"),
-        getkeys: getkeys_of("cluster|addslotsrange"),
+        route: route_of(CommandId::ClusterAddslotsrange),
+        getkeys: getkeys_of(CommandId::ClusterAddslotsrange),
     },
     // CLUSTER|BUMPEPOCH: Advance the cluster config epoch (since 3.0.0, group cluster)
     CommandSpec {
@@ -6767,8 +6767,8 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterBumpepoch, "cluster|bumpepoch"),
-        getkeys: getkeys_of("cluster|bumpepoch"),
+        route: route_of(CommandId::ClusterBumpepoch),
+        getkeys: getkeys_of(CommandId::ClusterBumpepoch),
     },
     // CLUSTER|COUNT-FAILURE-REPORTS: Return the number of failure reports active for a given
     // node (since 3.0.0, group cluster)
@@ -6782,11 +6782,8 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(
-            CommandId::ClusterCountFailureReports,
-            "cluster|count-failure-reports",
-        ),
-        getkeys: getkeys_of("cluster|count-failure-reports"),
+        route: route_of(CommandId::ClusterCountFailureReports),
+        getkeys: getkeys_of(CommandId::ClusterCountFailureReports),
     },
     // CLUSTER|COUNTKEYSINSLOT: Return the number of local keys in the specified hash slot
     // (since 3.0.0, group cluster)
@@ -6800,8 +6797,8 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterCountkeysinslot, "cluster|countkeysinslot"),
-        getkeys: getkeys_of("cluster|countkeysinslot"),
+        route: route_of(CommandId::ClusterCountkeysinslot),
+        getkeys: getkeys_of(CommandId::ClusterCountkeysinslot),
     },
     // CLUSTER|DELSLOTS: Set hash slots as unbound in receiving node (since 3.0.0, group
     // cluster)
@@ -6817,8 +6814,8 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterDelslots, "cluster|delslots"),
-        getkeys: getkeys_of("cluster|delslots"),
+        route: route_of(CommandId::ClusterDelslots),
+        getkeys: getkeys_of(CommandId::ClusterDelslots),
     },
     // CLUSTER|DELSLOTSRANGE: Set hash slots as unbound in receiving node (since 7.0.0, group
     // cluster)
@@ -6834,8 +6831,8 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterDelslotsrange, "cluster|delslotsrange"),
-        getkeys: getkeys_of("cluster|delslotsrange"),
+        route: route_of(CommandId::ClusterDelslotsrange),
+        getkeys: getkeys_of(CommandId::ClusterDelslotsrange),
     },
     // CLUSTER|FAILOVER: Forces a replica to perform a manual failover of its master. (since
     // 3.0.0, group cluster)
@@ -6851,8 +6848,8 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterFailover, "cluster|failover"),
-        getkeys: getkeys_of("cluster|failover"),
+        route: route_of(CommandId::ClusterFailover),
+        getkeys: getkeys_of(CommandId::ClusterFailover),
     },
     // CLUSTER|FLUSHSLOTS: Delete a node's own slots information (since 3.0.0, group cluster)
     CommandSpec {
@@ -6867,8 +6864,8 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterFlushslots, "cluster|flushslots"),
-        getkeys: getkeys_of("cluster|flushslots"),
+        route: route_of(CommandId::ClusterFlushslots),
+        getkeys: getkeys_of(CommandId::ClusterFlushslots),
     },
     // CLUSTER|FORGET: Remove a node from the nodes table (since 3.0.0, group cluster)
     CommandSpec {
@@ -6883,8 +6880,8 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterForget, "cluster|forget"),
-        getkeys: getkeys_of("cluster|forget"),
+        route: route_of(CommandId::ClusterForget),
+        getkeys: getkeys_of(CommandId::ClusterForget),
     },
     // CLUSTER|GETKEYSINSLOT: Return local key names in the specified hash slot (since 3.0.0,
     // group cluster)
@@ -6898,8 +6895,8 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterGetkeysinslot, "cluster|getkeysinslot"),
-        getkeys: getkeys_of("cluster|getkeysinslot"),
+        route: route_of(CommandId::ClusterGetkeysinslot),
+        getkeys: getkeys_of(CommandId::ClusterGetkeysinslot),
     },
     // CLUSTER|HELP: Show helpful text about the different subcommands (since 5.0.0, group
     // cluster)
@@ -6913,8 +6910,8 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterHelp, "cluster|help"),
-        getkeys: getkeys_of("cluster|help"),
+        route: route_of(CommandId::ClusterHelp),
+        getkeys: getkeys_of(CommandId::ClusterHelp),
     },
     // CLUSTER|INFO: Provides info about Redis Cluster node state (since 3.0.0, group cluster)
     CommandSpec {
@@ -6927,8 +6924,8 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterInfo, "cluster|info"),
-        getkeys: getkeys_of("cluster|info"),
+        route: route_of(CommandId::ClusterInfo),
+        getkeys: getkeys_of(CommandId::ClusterInfo),
     },
     // CLUSTER|KEYSLOT: Returns the hash slot of the specified key (since 3.0.0, group cluster)
     CommandSpec {
@@ -6941,8 +6938,8 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterKeyslot, "cluster|keyslot"),
-        getkeys: getkeys_of("cluster|keyslot"),
+        route: route_of(CommandId::ClusterKeyslot),
+        getkeys: getkeys_of(CommandId::ClusterKeyslot),
     },
     // CLUSTER|LINKS: Returns a list of all TCP links to and from peer nodes in cluster (since
     // 7.0.0, group cluster)
@@ -6956,8 +6953,8 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterLinks, "cluster|links"),
-        getkeys: getkeys_of("cluster|links"),
+        route: route_of(CommandId::ClusterLinks),
+        getkeys: getkeys_of(CommandId::ClusterLinks),
     },
     // CLUSTER|MEET: Force a node cluster to handshake with another node (since 3.0.0, group
     // cluster)
@@ -6973,8 +6970,8 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterMeet, "cluster|meet"),
-        getkeys: getkeys_of("cluster|meet"),
+        route: route_of(CommandId::ClusterMeet),
+        getkeys: getkeys_of(CommandId::ClusterMeet),
     },
     // CLUSTER|MYID: Return the node id (since 3.0.0, group cluster)
     CommandSpec {
@@ -6987,8 +6984,8 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterMyid, "cluster|myid"),
-        getkeys: getkeys_of("cluster|myid"),
+        route: route_of(CommandId::ClusterMyid),
+        getkeys: getkeys_of(CommandId::ClusterMyid),
     },
     // CLUSTER|NODES: Get Cluster config for the node (since 3.0.0, group cluster)
     CommandSpec {
@@ -7001,8 +6998,8 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterNodes, "cluster|nodes"),
-        getkeys: getkeys_of("cluster|nodes"),
+        route: route_of(CommandId::ClusterNodes),
+        getkeys: getkeys_of(CommandId::ClusterNodes),
     },
     // CLUSTER|REPLICAS: List replica nodes of the specified master node (since 5.0.0, group
     // cluster)
@@ -7016,8 +7013,8 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterReplicas, "cluster|replicas"),
-        getkeys: getkeys_of("cluster|replicas"),
+        route: route_of(CommandId::ClusterReplicas),
+        getkeys: getkeys_of(CommandId::ClusterReplicas),
     },
     // CLUSTER|REPLICATE: Reconfigure a node as a replica of the specified master node (since
     // 3.0.0, group cluster)
@@ -7033,8 +7030,8 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterReplicate, "cluster|replicate"),
-        getkeys: getkeys_of("cluster|replicate"),
+        route: route_of(CommandId::ClusterReplicate),
+        getkeys: getkeys_of(CommandId::ClusterReplicate),
     },
     // CLUSTER|RESET: Reset a Redis Cluster node (since 3.0.0, group cluster)
     CommandSpec {
@@ -7047,8 +7044,8 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterReset, "cluster|reset"),
-        getkeys: getkeys_of("cluster|reset"),
+        route: route_of(CommandId::ClusterReset),
+        getkeys: getkeys_of(CommandId::ClusterReset),
     },
     // CLUSTER|SAVECONFIG: Forces the node to save cluster state on disk (since 3.0.0, group
     // cluster)
@@ -7064,8 +7061,8 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterSaveconfig, "cluster|saveconfig"),
-        getkeys: getkeys_of("cluster|saveconfig"),
+        route: route_of(CommandId::ClusterSaveconfig),
+        getkeys: getkeys_of(CommandId::ClusterSaveconfig),
     },
     // CLUSTER|SET-CONFIG-EPOCH: Set the configuration epoch in a new node (since 3.0.0, group
     // cluster)
@@ -7081,8 +7078,8 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterSetConfigEpoch, "cluster|set-config-epoch"),
-        getkeys: getkeys_of("cluster|set-config-epoch"),
+        route: route_of(CommandId::ClusterSetConfigEpoch),
+        getkeys: getkeys_of(CommandId::ClusterSetConfigEpoch),
     },
     // CLUSTER|SETSLOT: Bind a hash slot to a specific node (since 3.0.0, group cluster)
     CommandSpec {
@@ -7097,8 +7094,8 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterSetslot, "cluster|setslot"),
-        getkeys: getkeys_of("cluster|setslot"),
+        route: route_of(CommandId::ClusterSetslot),
+        getkeys: getkeys_of(CommandId::ClusterSetslot),
     },
     // CLUSTER|SHARDS: Get array of cluster slots to node mappings (since 7.0.0, group cluster)
     CommandSpec {
@@ -7111,8 +7108,8 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterShards, "cluster|shards"),
-        getkeys: getkeys_of("cluster|shards"),
+        route: route_of(CommandId::ClusterShards),
+        getkeys: getkeys_of(CommandId::ClusterShards),
     },
     // CLUSTER|SLAVES: List replica nodes of the specified master node (since 3.0.0, group
     // cluster)
@@ -7126,8 +7123,8 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterSlaves, "cluster|slaves"),
-        getkeys: getkeys_of("cluster|slaves"),
+        route: route_of(CommandId::ClusterSlaves),
+        getkeys: getkeys_of(CommandId::ClusterSlaves),
     },
     // CLUSTER|SLOTS: Get array of Cluster slot to node mappings (since 3.0.0, group cluster)
     CommandSpec {
@@ -7140,8 +7137,8 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ClusterSlots, "cluster|slots"),
-        getkeys: getkeys_of("cluster|slots"),
+        route: route_of(CommandId::ClusterSlots),
+        getkeys: getkeys_of(CommandId::ClusterSlots),
     },
 ];
 
@@ -7158,8 +7155,8 @@ static SUB_COMMAND: [CommandSpec; 7] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::CommandCount, "command|count"),
-        getkeys: getkeys_of("command|count"),
+        route: route_of(CommandId::CommandCount),
+        getkeys: getkeys_of(CommandId::CommandCount),
     },
     // COMMAND|DOCS: Get array of specific Redis command documentation (since 7.0.0, group
     // server)
@@ -7173,8 +7170,8 @@ static SUB_COMMAND: [CommandSpec; 7] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::CommandDocs, "command|docs"),
-        getkeys: getkeys_of("command|docs"),
+        route: route_of(CommandId::CommandDocs),
+        getkeys: getkeys_of(CommandId::CommandDocs),
     },
     // COMMAND|GETKEYS: Extract keys given a full Redis command (since 2.8.13, group server)
     CommandSpec {
@@ -7187,8 +7184,8 @@ static SUB_COMMAND: [CommandSpec; 7] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::CommandGetkeys, "command|getkeys"),
-        getkeys: getkeys_of("command|getkeys"),
+        route: route_of(CommandId::CommandGetkeys),
+        getkeys: getkeys_of(CommandId::CommandGetkeys),
     },
     // COMMAND|GETKEYSANDFLAGS: Extract keys and access flags given a full Redis command (since
     // 7.0.0, group server)
@@ -7202,8 +7199,8 @@ static SUB_COMMAND: [CommandSpec; 7] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::CommandGetkeysandflags, "command|getkeysandflags"),
-        getkeys: getkeys_of("command|getkeysandflags"),
+        route: route_of(CommandId::CommandGetkeysandflags),
+        getkeys: getkeys_of(CommandId::CommandGetkeysandflags),
     },
     // COMMAND|HELP: Show helpful text about the different subcommands (since 5.0.0, group
     // server)
@@ -7217,8 +7214,8 @@ static SUB_COMMAND: [CommandSpec; 7] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::CommandHelp, "command|help"),
-        getkeys: getkeys_of("command|help"),
+        route: route_of(CommandId::CommandHelp),
+        getkeys: getkeys_of(CommandId::CommandHelp),
     },
     // COMMAND|INFO: Get array of specific Redis command details, or all when no argument is
     // given. (since 2.8.13, group server)
@@ -7232,8 +7229,8 @@ static SUB_COMMAND: [CommandSpec; 7] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::CommandInfo, "command|info"),
-        getkeys: getkeys_of("command|info"),
+        route: route_of(CommandId::CommandInfo),
+        getkeys: getkeys_of(CommandId::CommandInfo),
     },
     // COMMAND|LIST: Get an array of Redis command names (since 7.0.0, group server)
     CommandSpec {
@@ -7246,8 +7243,8 @@ static SUB_COMMAND: [CommandSpec; 7] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::CommandList, "command|list"),
-        getkeys: getkeys_of("command|list"),
+        route: route_of(CommandId::CommandList),
+        getkeys: getkeys_of(CommandId::CommandList),
     },
 ];
 
@@ -7267,8 +7264,8 @@ static SUB_CONFIG: [CommandSpec; 5] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ConfigGet, "config|get"),
-        getkeys: getkeys_of("config|get"),
+        route: route_of(CommandId::ConfigGet),
+        getkeys: getkeys_of(CommandId::ConfigGet),
     },
     // CONFIG|HELP: Show helpful text about the different subcommands (since 5.0.0, group
     // server)
@@ -7282,8 +7279,8 @@ static SUB_CONFIG: [CommandSpec; 5] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ConfigHelp, "config|help"),
-        getkeys: getkeys_of("config|help"),
+        route: route_of(CommandId::ConfigHelp),
+        getkeys: getkeys_of(CommandId::ConfigHelp),
     },
     // CONFIG|RESETSTAT: Reset the stats returned by INFO (since 2.0.0, group server)
     CommandSpec {
@@ -7299,8 +7296,8 @@ static SUB_CONFIG: [CommandSpec; 5] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ConfigResetstat, "config|resetstat"),
-        getkeys: getkeys_of("config|resetstat"),
+        route: route_of(CommandId::ConfigResetstat),
+        getkeys: getkeys_of(CommandId::ConfigResetstat),
     },
     // CONFIG|REWRITE: Rewrite the configuration file with the in memory configuration (since
     // 2.8.0, group server)
@@ -7317,8 +7314,8 @@ static SUB_CONFIG: [CommandSpec; 5] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ConfigRewrite, "config|rewrite"),
-        getkeys: getkeys_of("config|rewrite"),
+        route: route_of(CommandId::ConfigRewrite),
+        getkeys: getkeys_of(CommandId::ConfigRewrite),
     },
     // CONFIG|SET: Set configuration parameters to the given values (since 2.0.0, group server)
     CommandSpec {
@@ -7334,8 +7331,8 @@ static SUB_CONFIG: [CommandSpec; 5] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ConfigSet, "config|set"),
-        getkeys: getkeys_of("config|set"),
+        route: route_of(CommandId::ConfigSet),
+        getkeys: getkeys_of(CommandId::ConfigSet),
     },
 ];
 
@@ -7352,8 +7349,8 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::FunctionDelete, "function|delete"),
-        getkeys: getkeys_of("function|delete"),
+        route: route_of(CommandId::FunctionDelete),
+        getkeys: getkeys_of(CommandId::FunctionDelete),
     },
     // FUNCTION|DUMP: Dump all functions into a serialized binary payload (since 7.0.0, group
     // scripting)
@@ -7367,8 +7364,8 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::FunctionDump, "function|dump"),
-        getkeys: getkeys_of("function|dump"),
+        route: route_of(CommandId::FunctionDump),
+        getkeys: getkeys_of(CommandId::FunctionDump),
     },
     // FUNCTION|FLUSH: Deleting all functions (since 7.0.0, group scripting)
     CommandSpec {
@@ -7381,8 +7378,8 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::FunctionFlush, "function|flush"),
-        getkeys: getkeys_of("function|flush"),
+        route: route_of(CommandId::FunctionFlush),
+        getkeys: getkeys_of(CommandId::FunctionFlush),
     },
     // FUNCTION|HELP: Show helpful text about the different subcommands (since 7.0.0, group
     // scripting)
@@ -7396,8 +7393,8 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::FunctionHelp, "function|help"),
-        getkeys: getkeys_of("function|help"),
+        route: route_of(CommandId::FunctionHelp),
+        getkeys: getkeys_of(CommandId::FunctionHelp),
     },
     // FUNCTION|KILL: Kill the function currently in execution. (since 7.0.0, group scripting)
     CommandSpec {
@@ -7410,8 +7407,8 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::FunctionKill, "function|kill"),
-        getkeys: getkeys_of("function|kill"),
+        route: route_of(CommandId::FunctionKill),
+        getkeys: getkeys_of(CommandId::FunctionKill),
     },
     // FUNCTION|LIST: List information about all the functions (since 7.0.0, group scripting)
     CommandSpec {
@@ -7424,8 +7421,8 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::FunctionList, "function|list"),
-        getkeys: getkeys_of("function|list"),
+        route: route_of(CommandId::FunctionList),
+        getkeys: getkeys_of(CommandId::FunctionList),
     },
     // FUNCTION|LOAD: Create a function with the given arguments (name, code, description)
     // (since 7.0.0, group scripting)
@@ -7439,8 +7436,8 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::FunctionLoad, "function|load"),
-        getkeys: getkeys_of("function|load"),
+        route: route_of(CommandId::FunctionLoad),
+        getkeys: getkeys_of(CommandId::FunctionLoad),
     },
     // FUNCTION|RESTORE: Restore all the functions on the given payload (since 7.0.0, group
     // scripting)
@@ -7454,8 +7451,8 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::FunctionRestore, "function|restore"),
-        getkeys: getkeys_of("function|restore"),
+        route: route_of(CommandId::FunctionRestore),
+        getkeys: getkeys_of(CommandId::FunctionRestore),
     },
     // FUNCTION|STATS: Return information about the function currently running (name,
     // description, duration) (since 7.0.0, group scripting)
@@ -7469,8 +7466,8 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::FunctionStats, "function|stats"),
-        getkeys: getkeys_of("function|stats"),
+        route: route_of(CommandId::FunctionStats),
+        getkeys: getkeys_of(CommandId::FunctionStats),
     },
 ];
 
@@ -7491,8 +7488,8 @@ static SUB_LATENCY: [CommandSpec; 7] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::LatencyDoctor, "latency|doctor"),
-        getkeys: getkeys_of("latency|doctor"),
+        route: route_of(CommandId::LatencyDoctor),
+        getkeys: getkeys_of(CommandId::LatencyDoctor),
     },
     // LATENCY|GRAPH: Return a latency graph for the event. (since 2.8.13, group server)
     CommandSpec {
@@ -7508,8 +7505,8 @@ static SUB_LATENCY: [CommandSpec; 7] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::LatencyGraph, "latency|graph"),
-        getkeys: getkeys_of("latency|graph"),
+        route: route_of(CommandId::LatencyGraph),
+        getkeys: getkeys_of(CommandId::LatencyGraph),
     },
     // LATENCY|HELP: Show helpful text about the different subcommands. (since 2.8.13, group
     // server)
@@ -7523,8 +7520,8 @@ static SUB_LATENCY: [CommandSpec; 7] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::LatencyHelp, "latency|help"),
-        getkeys: getkeys_of("latency|help"),
+        route: route_of(CommandId::LatencyHelp),
+        getkeys: getkeys_of(CommandId::LatencyHelp),
     },
     // LATENCY|HISTOGRAM: Return the cumulative distribution of latencies of a subset of
     // commands or all. (since 7.0.0, group server)
@@ -7541,8 +7538,8 @@ static SUB_LATENCY: [CommandSpec; 7] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::LatencyHistogram, "latency|histogram"),
-        getkeys: getkeys_of("latency|histogram"),
+        route: route_of(CommandId::LatencyHistogram),
+        getkeys: getkeys_of(CommandId::LatencyHistogram),
     },
     // LATENCY|HISTORY: Return timestamp-latency samples for the event. (since 2.8.13, group
     // server)
@@ -7559,8 +7556,8 @@ static SUB_LATENCY: [CommandSpec; 7] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::LatencyHistory, "latency|history"),
-        getkeys: getkeys_of("latency|history"),
+        route: route_of(CommandId::LatencyHistory),
+        getkeys: getkeys_of(CommandId::LatencyHistory),
     },
     // LATENCY|LATEST: Return the latest latency samples for all events. (since 2.8.13, group
     // server)
@@ -7577,8 +7574,8 @@ static SUB_LATENCY: [CommandSpec; 7] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::LatencyLatest, "latency|latest"),
-        getkeys: getkeys_of("latency|latest"),
+        route: route_of(CommandId::LatencyLatest),
+        getkeys: getkeys_of(CommandId::LatencyLatest),
     },
     // LATENCY|RESET: Reset latency data for one or more events. (since 2.8.13, group server)
     CommandSpec {
@@ -7594,8 +7591,8 @@ static SUB_LATENCY: [CommandSpec; 7] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::LatencyReset, "latency|reset"),
-        getkeys: getkeys_of("latency|reset"),
+        route: route_of(CommandId::LatencyReset),
+        getkeys: getkeys_of(CommandId::LatencyReset),
     },
 ];
 
@@ -7612,8 +7609,8 @@ static SUB_MEMORY: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::MemoryDoctor, "memory|doctor"),
-        getkeys: getkeys_of("memory|doctor"),
+        route: route_of(CommandId::MemoryDoctor),
+        getkeys: getkeys_of(CommandId::MemoryDoctor),
     },
     // MEMORY|HELP: Show helpful text about the different subcommands (since 4.0.0, group
     // server)
@@ -7627,8 +7624,8 @@ static SUB_MEMORY: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::MemoryHelp, "memory|help"),
-        getkeys: getkeys_of("memory|help"),
+        route: route_of(CommandId::MemoryHelp),
+        getkeys: getkeys_of(CommandId::MemoryHelp),
     },
     // MEMORY|MALLOC-STATS: Show allocator internal stats (since 4.0.0, group server)
     CommandSpec {
@@ -7641,8 +7638,8 @@ static SUB_MEMORY: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::MemoryMallocStats, "memory|malloc-stats"),
-        getkeys: getkeys_of("memory|malloc-stats"),
+        route: route_of(CommandId::MemoryMallocStats),
+        getkeys: getkeys_of(CommandId::MemoryMallocStats),
     },
     // MEMORY|PURGE: Ask the allocator to release memory (since 4.0.0, group server)
     CommandSpec {
@@ -7655,8 +7652,8 @@ static SUB_MEMORY: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::MemoryPurge, "memory|purge"),
-        getkeys: getkeys_of("memory|purge"),
+        route: route_of(CommandId::MemoryPurge),
+        getkeys: getkeys_of(CommandId::MemoryPurge),
     },
     // MEMORY|STATS: Show memory usage details (since 4.0.0, group server)
     CommandSpec {
@@ -7669,8 +7666,8 @@ static SUB_MEMORY: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::MemoryStats, "memory|stats"),
-        getkeys: getkeys_of("memory|stats"),
+        route: route_of(CommandId::MemoryStats),
+        getkeys: getkeys_of(CommandId::MemoryStats),
     },
     // MEMORY|USAGE: Estimate the memory usage of a key (since 4.0.0, group server)
     CommandSpec {
@@ -7691,8 +7688,8 @@ static SUB_MEMORY: [CommandSpec; 6] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::MemoryUsage, "memory|usage"),
-        getkeys: getkeys_of("memory|usage"),
+        route: route_of(CommandId::MemoryUsage),
+        getkeys: getkeys_of(CommandId::MemoryUsage),
     },
 ];
 
@@ -7710,8 +7707,8 @@ static SUB_MODULE: [CommandSpec; 5] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ModuleHelp, "module|help"),
-        getkeys: getkeys_of("module|help"),
+        route: route_of(CommandId::ModuleHelp),
+        getkeys: getkeys_of(CommandId::ModuleHelp),
     },
     // MODULE|LIST: List all modules loaded by the server (since 4.0.0, group server)
     CommandSpec {
@@ -7724,8 +7721,8 @@ static SUB_MODULE: [CommandSpec; 5] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ModuleList, "module|list"),
-        getkeys: getkeys_of("module|list"),
+        route: route_of(CommandId::ModuleList),
+        getkeys: getkeys_of(CommandId::ModuleList),
     },
     // MODULE|LOAD: Load a module (since 4.0.0, group server)
     CommandSpec {
@@ -7740,8 +7737,8 @@ static SUB_MODULE: [CommandSpec; 5] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ModuleLoad, "module|load"),
-        getkeys: getkeys_of("module|load"),
+        route: route_of(CommandId::ModuleLoad),
+        getkeys: getkeys_of(CommandId::ModuleLoad),
     },
     // MODULE|LOADEX: Load a module with extended parameters (since 7.0.0, group server)
     CommandSpec {
@@ -7756,8 +7753,8 @@ static SUB_MODULE: [CommandSpec; 5] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ModuleLoadex, "module|loadex"),
-        getkeys: getkeys_of("module|loadex"),
+        route: route_of(CommandId::ModuleLoadex),
+        getkeys: getkeys_of(CommandId::ModuleLoadex),
     },
     // MODULE|UNLOAD: Unload a module (since 4.0.0, group server)
     CommandSpec {
@@ -7772,8 +7769,8 @@ static SUB_MODULE: [CommandSpec; 5] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ModuleUnload, "module|unload"),
-        getkeys: getkeys_of("module|unload"),
+        route: route_of(CommandId::ModuleUnload),
+        getkeys: getkeys_of(CommandId::ModuleUnload),
     },
 ];
 
@@ -7799,8 +7796,8 @@ static SUB_OBJECT: [CommandSpec; 5] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::ObjectEncoding, "object|encoding"),
-        getkeys: getkeys_of("object|encoding"),
+        route: route_of(CommandId::ObjectEncoding),
+        getkeys: getkeys_of(CommandId::ObjectEncoding),
     },
     // OBJECT|FREQ: Get the logarithmic access frequency counter of a Redis object (since 4.0.0,
     // group generic)
@@ -7822,8 +7819,8 @@ static SUB_OBJECT: [CommandSpec; 5] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::ObjectFreq, "object|freq"),
-        getkeys: getkeys_of("object|freq"),
+        route: route_of(CommandId::ObjectFreq),
+        getkeys: getkeys_of(CommandId::ObjectFreq),
     },
     // OBJECT|HELP: Show helpful text about the different subcommands (since 6.2.0, group
     // generic)
@@ -7837,8 +7834,8 @@ static SUB_OBJECT: [CommandSpec; 5] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ObjectHelp, "object|help"),
-        getkeys: getkeys_of("object|help"),
+        route: route_of(CommandId::ObjectHelp),
+        getkeys: getkeys_of(CommandId::ObjectHelp),
     },
     // OBJECT|IDLETIME: Get the time since a Redis object was last accessed (since 2.2.3, group
     // generic)
@@ -7860,8 +7857,8 @@ static SUB_OBJECT: [CommandSpec; 5] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::ObjectIdletime, "object|idletime"),
-        getkeys: getkeys_of("object|idletime"),
+        route: route_of(CommandId::ObjectIdletime),
+        getkeys: getkeys_of(CommandId::ObjectIdletime),
     },
     // OBJECT|REFCOUNT: Get the number of references to the value of the key (since 2.2.3, group
     // generic)
@@ -7883,8 +7880,8 @@ static SUB_OBJECT: [CommandSpec; 5] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::ObjectRefcount, "object|refcount"),
-        getkeys: getkeys_of("object|refcount"),
+        route: route_of(CommandId::ObjectRefcount),
+        getkeys: getkeys_of(CommandId::ObjectRefcount),
     },
 ];
 
@@ -7901,8 +7898,8 @@ static SUB_PUBSUB: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::PubsubChannels, "pubsub|channels"),
-        getkeys: getkeys_of("pubsub|channels"),
+        route: route_of(CommandId::PubsubChannels),
+        getkeys: getkeys_of(CommandId::PubsubChannels),
     },
     // PUBSUB|HELP: Show helpful text about the different subcommands (since 6.2.0, group
     // pubsub)
@@ -7916,8 +7913,8 @@ static SUB_PUBSUB: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::PubsubHelp, "pubsub|help"),
-        getkeys: getkeys_of("pubsub|help"),
+        route: route_of(CommandId::PubsubHelp),
+        getkeys: getkeys_of(CommandId::PubsubHelp),
     },
     // PUBSUB|NUMPAT: Get the count of unique patterns pattern subscriptions (since 2.8.0, group
     // pubsub)
@@ -7931,8 +7928,8 @@ static SUB_PUBSUB: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::PubsubNumpat, "pubsub|numpat"),
-        getkeys: getkeys_of("pubsub|numpat"),
+        route: route_of(CommandId::PubsubNumpat),
+        getkeys: getkeys_of(CommandId::PubsubNumpat),
     },
     // PUBSUB|NUMSUB: Get the count of subscribers for channels (since 2.8.0, group pubsub)
     CommandSpec {
@@ -7945,8 +7942,8 @@ static SUB_PUBSUB: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::PubsubNumsub, "pubsub|numsub"),
-        getkeys: getkeys_of("pubsub|numsub"),
+        route: route_of(CommandId::PubsubNumsub),
+        getkeys: getkeys_of(CommandId::PubsubNumsub),
     },
     // PUBSUB|SHARDCHANNELS: List active shard channels (since 7.0.0, group pubsub)
     CommandSpec {
@@ -7959,8 +7956,8 @@ static SUB_PUBSUB: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::PubsubShardchannels, "pubsub|shardchannels"),
-        getkeys: getkeys_of("pubsub|shardchannels"),
+        route: route_of(CommandId::PubsubShardchannels),
+        getkeys: getkeys_of(CommandId::PubsubShardchannels),
     },
     // PUBSUB|SHARDNUMSUB: Get the count of subscribers for shard channels (since 7.0.0, group
     // pubsub)
@@ -7974,8 +7971,8 @@ static SUB_PUBSUB: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::PubsubShardnumsub, "pubsub|shardnumsub"),
-        getkeys: getkeys_of("pubsub|shardnumsub"),
+        route: route_of(CommandId::PubsubShardnumsub),
+        getkeys: getkeys_of(CommandId::PubsubShardnumsub),
     },
 ];
 
@@ -7992,8 +7989,8 @@ static SUB_SCRIPT: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ScriptDebug, "script|debug"),
-        getkeys: getkeys_of("script|debug"),
+        route: route_of(CommandId::ScriptDebug),
+        getkeys: getkeys_of(CommandId::ScriptDebug),
     },
     // SCRIPT|EXISTS: Check existence of scripts in the script cache. (since 2.6.0, group
     // scripting)
@@ -8007,8 +8004,8 @@ static SUB_SCRIPT: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ScriptExists, "script|exists"),
-        getkeys: getkeys_of("script|exists"),
+        route: route_of(CommandId::ScriptExists),
+        getkeys: getkeys_of(CommandId::ScriptExists),
     },
     // SCRIPT|FLUSH: Remove all the scripts from the script cache. (since 2.6.0, group
     // scripting)
@@ -8022,8 +8019,8 @@ static SUB_SCRIPT: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ScriptFlush, "script|flush"),
-        getkeys: getkeys_of("script|flush"),
+        route: route_of(CommandId::ScriptFlush),
+        getkeys: getkeys_of(CommandId::ScriptFlush),
     },
     // SCRIPT|HELP: Show helpful text about the different subcommands (since 5.0.0, group
     // scripting)
@@ -8037,8 +8034,8 @@ static SUB_SCRIPT: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ScriptHelp, "script|help"),
-        getkeys: getkeys_of("script|help"),
+        route: route_of(CommandId::ScriptHelp),
+        getkeys: getkeys_of(CommandId::ScriptHelp),
     },
     // SCRIPT|KILL: Kill the script currently in execution. (since 2.6.0, group scripting)
     CommandSpec {
@@ -8051,8 +8048,8 @@ static SUB_SCRIPT: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ScriptKill, "script|kill"),
-        getkeys: getkeys_of("script|kill"),
+        route: route_of(CommandId::ScriptKill),
+        getkeys: getkeys_of(CommandId::ScriptKill),
     },
     // SCRIPT|LOAD: Load the specified Lua script into the script cache. (since 2.6.0, group
     // scripting)
@@ -8066,8 +8063,8 @@ static SUB_SCRIPT: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::ScriptLoad, "script|load"),
-        getkeys: getkeys_of("script|load"),
+        route: route_of(CommandId::ScriptLoad),
+        getkeys: getkeys_of(CommandId::ScriptLoad),
     },
 ];
 
@@ -8084,8 +8081,8 @@ static SUB_SLOWLOG: [CommandSpec; 4] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::SlowlogGet, "slowlog|get"),
-        getkeys: getkeys_of("slowlog|get"),
+        route: route_of(CommandId::SlowlogGet),
+        getkeys: getkeys_of(CommandId::SlowlogGet),
     },
     // SLOWLOG|HELP: Show helpful text about the different subcommands (since 6.2.0, group
     // server)
@@ -8099,8 +8096,8 @@ static SUB_SLOWLOG: [CommandSpec; 4] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::SlowlogHelp, "slowlog|help"),
-        getkeys: getkeys_of("slowlog|help"),
+        route: route_of(CommandId::SlowlogHelp),
+        getkeys: getkeys_of(CommandId::SlowlogHelp),
     },
     // SLOWLOG|LEN: Get the slow log's length (since 2.2.12, group server)
     CommandSpec {
@@ -8113,8 +8110,8 @@ static SUB_SLOWLOG: [CommandSpec; 4] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::SlowlogLen, "slowlog|len"),
-        getkeys: getkeys_of("slowlog|len"),
+        route: route_of(CommandId::SlowlogLen),
+        getkeys: getkeys_of(CommandId::SlowlogLen),
     },
     // SLOWLOG|RESET: Clear all entries from the slow log (since 2.2.12, group server)
     CommandSpec {
@@ -8127,8 +8124,8 @@ static SUB_SLOWLOG: [CommandSpec; 4] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::SlowlogReset, "slowlog|reset"),
-        getkeys: getkeys_of("slowlog|reset"),
+        route: route_of(CommandId::SlowlogReset),
+        getkeys: getkeys_of(CommandId::SlowlogReset),
     },
 ];
 
@@ -8153,8 +8150,8 @@ static SUB_XGROUP: [CommandSpec; 6] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::XgroupCreate, "xgroup|create"),
-        getkeys: getkeys_of("xgroup|create"),
+        route: route_of(CommandId::XgroupCreate),
+        getkeys: getkeys_of(CommandId::XgroupCreate),
     },
     // XGROUP|CREATECONSUMER: Create a consumer in a consumer group. (since 6.2.0, group stream)
     CommandSpec {
@@ -8175,8 +8172,8 @@ static SUB_XGROUP: [CommandSpec; 6] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::XgroupCreateconsumer, "xgroup|createconsumer"),
-        getkeys: getkeys_of("xgroup|createconsumer"),
+        route: route_of(CommandId::XgroupCreateconsumer),
+        getkeys: getkeys_of(CommandId::XgroupCreateconsumer),
     },
     // XGROUP|DELCONSUMER: Delete a consumer from a consumer group. (since 5.0.0, group stream)
     CommandSpec {
@@ -8197,8 +8194,8 @@ static SUB_XGROUP: [CommandSpec; 6] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::XgroupDelconsumer, "xgroup|delconsumer"),
-        getkeys: getkeys_of("xgroup|delconsumer"),
+        route: route_of(CommandId::XgroupDelconsumer),
+        getkeys: getkeys_of(CommandId::XgroupDelconsumer),
     },
     // XGROUP|DESTROY: Destroy a consumer group. (since 5.0.0, group stream)
     CommandSpec {
@@ -8219,8 +8216,8 @@ static SUB_XGROUP: [CommandSpec; 6] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::XgroupDestroy, "xgroup|destroy"),
-        getkeys: getkeys_of("xgroup|destroy"),
+        route: route_of(CommandId::XgroupDestroy),
+        getkeys: getkeys_of(CommandId::XgroupDestroy),
     },
     // XGROUP|HELP: Show helpful text about the different subcommands (since 5.0.0, group
     // stream)
@@ -8234,8 +8231,8 @@ static SUB_XGROUP: [CommandSpec; 6] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::XgroupHelp, "xgroup|help"),
-        getkeys: getkeys_of("xgroup|help"),
+        route: route_of(CommandId::XgroupHelp),
+        getkeys: getkeys_of(CommandId::XgroupHelp),
     },
     // XGROUP|SETID: Set a consumer group to an arbitrary last delivered ID value. (since 5.0.0,
     // group stream)
@@ -8257,8 +8254,8 @@ static SUB_XGROUP: [CommandSpec; 6] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::XgroupSetid, "xgroup|setid"),
-        getkeys: getkeys_of("xgroup|setid"),
+        route: route_of(CommandId::XgroupSetid),
+        getkeys: getkeys_of(CommandId::XgroupSetid),
     },
 ];
 
@@ -8283,8 +8280,8 @@ static SUB_XINFO: [CommandSpec; 4] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::XinfoConsumers, "xinfo|consumers"),
-        getkeys: getkeys_of("xinfo|consumers"),
+        route: route_of(CommandId::XinfoConsumers),
+        getkeys: getkeys_of(CommandId::XinfoConsumers),
     },
     // XINFO|GROUPS: List the consumer groups of a stream (since 5.0.0, group stream)
     CommandSpec {
@@ -8305,8 +8302,8 @@ static SUB_XINFO: [CommandSpec; 4] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::XinfoGroups, "xinfo|groups"),
-        getkeys: getkeys_of("xinfo|groups"),
+        route: route_of(CommandId::XinfoGroups),
+        getkeys: getkeys_of(CommandId::XinfoGroups),
     },
     // XINFO|HELP: Show helpful text about the different subcommands (since 5.0.0, group stream)
     CommandSpec {
@@ -8319,8 +8316,8 @@ static SUB_XINFO: [CommandSpec; 4] = [
         step: 0,
         key_specs: &[],
         subcommands: &[],
-        route: route_of(CommandId::XinfoHelp, "xinfo|help"),
-        getkeys: getkeys_of("xinfo|help"),
+        route: route_of(CommandId::XinfoHelp),
+        getkeys: getkeys_of(CommandId::XinfoHelp),
     },
     // XINFO|STREAM: Get information about a stream (since 5.0.0, group stream)
     CommandSpec {
@@ -8341,8 +8338,8 @@ static SUB_XINFO: [CommandSpec; 4] = [
             },
         }],
         subcommands: &[],
-        route: route_of(CommandId::XinfoStream, "xinfo|stream"),
-        getkeys: getkeys_of("xinfo|stream"),
+        route: route_of(CommandId::XinfoStream),
+        getkeys: getkeys_of(CommandId::XinfoStream),
     },
 ];
 

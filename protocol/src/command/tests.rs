@@ -4,8 +4,7 @@
 use proptest::strategy::Strategy;
 use smallvec::SmallVec;
 
-use super::procs::{getkeys_of, procs, GetKeys};
-use super::route::listed_names;
+use super::procs::{getkeys_of, GetKeys};
 use super::*;
 
 /// Resolves `req` (split on spaces) and returns its key indices, or the error text.
@@ -20,11 +19,6 @@ fn keys(req: &str) -> Result<Vec<usize>, String> {
 
 fn err(args: &[&[u8]]) -> Vec<u8> {
     resolve(args).expect_err("should fail").as_bytes().to_vec()
-}
-
-/// Every spec, subcommands included.
-fn all_specs() -> impl Iterator<Item = &'static CommandSpec> {
-    commands().flat_map(|c| std::iter::once(c).chain(c.subcommands))
 }
 
 fn find(name: &str) -> &'static CommandSpec {
@@ -160,6 +154,19 @@ fn arity_errors_name_the_full_command() {
     );
     let e = resolve(&[b"get".as_slice()]).expect_err("arity");
     assert_eq!(e.kind(), CommandErrorKind::WrongArity);
+    // The arity error names its command by id (a malformed EXEC discards the transaction).
+    assert_eq!(e.command(), Some(CommandId::Get));
+    let e = resolve(&["EXEC", "x"]).expect_err("arity");
+    assert_eq!(e.command(), Some(CommandId::Exec));
+    let e = resolve(&["config", "GET"]).expect_err("arity");
+    assert_eq!(e.command(), Some(CommandId::ConfigGet));
+    assert_eq!(resolve(&["nosuch"]).expect_err("unknown").command(), None);
+    assert_eq!(
+        resolve(&["config", "nosuch"])
+            .expect_err("unknown")
+            .command(),
+        None
+    );
     assert!(
         resolve(&["mset", "a", "1", "b"]).is_ok(),
         "mset arity is only -3"
@@ -404,21 +411,9 @@ fn routes_follow_the_rules() {
 }
 
 #[test]
-fn every_routed_and_getkeys_name_exists() {
-    for name in listed_names().chain(procs()) {
-        let _ = find(name);
-    }
-    let mut names: Vec<&str> = listed_names().collect();
-    names.sort_unstable();
-    let before = names.len();
-    names.dedup();
-    assert_eq!(before, names.len(), "a name is listed under two routes");
-}
-
-#[test]
 fn blocking_commands_are_dedicated() {
     for spec in all_specs().filter(|s| s.is_blocking()) {
-        let expected = if matches!(spec.name, "xread" | "xreadgroup") {
+        let expected = if matches!(spec.id, CommandId::Xread | CommandId::Xreadgroup) {
             Route::Keyed
         } else {
             Route::Dedicated
@@ -445,7 +440,7 @@ fn flags_and_getkeys_are_wired() {
     assert!(find("blpop").is_blocking());
     assert!(find("subscribe").is_pubsub());
     assert!(find("config|set").is_admin());
-    assert_eq!(getkeys_of("sort"), GetKeys::Sort);
+    assert_eq!(getkeys_of(CommandId::Sort), GetKeys::Sort);
     assert_eq!(find("zunionstore").getkeys, GetKeys::ZsetStore);
     assert_eq!(find("get").getkeys, GetKeys::None);
     // Every command whose keys move has a getkeys proc or complete specs.
@@ -594,9 +589,190 @@ fn local_commands_are_the_ones_local_of_knows() {
             spec.name
         );
     }
-    // `route_of` tries `Local::of` first: a local command listed under another route would
-    // silently lose that route.
-    for name in listed_names() {
-        assert_eq!(Local::of(find(name).id), None, "{name} is local and listed");
+}
+
+/// The name lists `route.rs` and `procs.rs` held before routes, `@dangerous` and the
+/// `getkeys_proc`s were declared by [`CommandId`], frozen here: the typed declarations must
+/// give every command exactly what these lists gave it.
+mod by_name {
+    use super::super::{Merge, Split};
+    use super::GetKeys;
+
+    pub const SPLIT: &[(&str, Split)] = &[
+        ("mget", Split::Mget),
+        ("mset", Split::Mset),
+        ("del", Split::SumIntegers),
+        ("unlink", Split::SumIntegers),
+        ("exists", Split::SumIntegers),
+        ("touch", Split::SumIntegers),
+    ];
+
+    pub const FAN_OUT: &[(&str, Merge)] = &[
+        ("dbsize", Merge::SumIntegers),
+        ("randomkey", Merge::AnyNonNull),
+        ("keys", Merge::ConcatArrays),
+        ("script|load", Merge::First),
+        ("script|flush", Merge::AllOk),
+        ("script|exists", Merge::AndArrays),
+        ("function|load", Merge::First),
+        ("function|delete", Merge::AllOk),
+        ("function|flush", Merge::AllOk),
+        ("function|restore", Merge::AllOk),
+    ];
+
+    pub const FLUSH: &str = "flushall flushdb";
+
+    pub const FORBIDDEN: &str = "shutdown debug config|set config|rewrite config|resetstat
+        replicaof slaveof failover sync psync replconf save bgsave bgrewriteaof migrate monitor
+        swapdb move restore-asking cluster cluster|addslots cluster|addslotsrange
+        cluster|bumpepoch cluster|count-failure-reports cluster|countkeysinslot cluster|delslots
+        cluster|delslotsrange cluster|failover cluster|flushslots cluster|forget
+        cluster|getkeysinslot cluster|help cluster|info cluster|keyslot cluster|links
+        cluster|meet cluster|myid cluster|nodes cluster|replicas cluster|replicate cluster|reset
+        cluster|saveconfig cluster|set-config-epoch cluster|setslot cluster|shards
+        cluster|slaves cluster|slots acl acl|cat acl|deluser acl|dryrun acl|genpass acl|getuser
+        acl|help acl|list acl|load acl|log acl|save acl|setuser acl|users acl|whoami module
+        module|help module|list module|load module|loadex module|unload client|kill
+        client|pause client|unpause client|reply client|tracking client|caching client|getredir
+        client|trackinginfo client|unblock latency|reset script|kill script|debug function|kill
+        pfselftest pfdebug client config function latency memory object pubsub script slowlog
+        xgroup xinfo";
+
+    pub const DEDICATED: &str = "multi exec discard watch unwatch blpop brpop brpoplpush blmove
+        blmpop bzpopmin bzpopmax bzmpop";
+
+    pub const PUBSUB: &str = "subscribe psubscribe ssubscribe unsubscribe punsubscribe
+        sunsubscribe publish spublish pubsub|channels pubsub|help pubsub|numpat pubsub|numsub
+        pubsub|shardchannels pubsub|shardnumsub";
+
+    pub const DANGEROUS: &str = "acl|deluser acl|dryrun acl|getuser acl|list acl|load acl|log
+        acl|save acl|setuser acl|users bgrewriteaof bgsave client|kill client|list
+        client|no-evict client|pause client|unblock client|unpause cluster|addslots
+        cluster|addslotsrange cluster|bumpepoch cluster|count-failure-reports cluster|delslots
+        cluster|delslotsrange cluster|failover cluster|flushslots cluster|forget cluster|meet
+        cluster|replicas cluster|replicate cluster|reset cluster|saveconfig
+        cluster|set-config-epoch cluster|setslot cluster|slaves config|get config|resetstat
+        config|rewrite config|set debug failover flushall flushdb info keys lastsave
+        latency|doctor latency|graph latency|histogram latency|history latency|latest
+        latency|reset migrate module|list module|load module|loadex module|unload monitor pfdebug
+        pfselftest psync replconf replicaof restore restore-asking role save shutdown slaveof
+        slowlog|get slowlog|len slowlog|reset sort sort_ro swapdb sync";
+
+    /// The commands with a Redis `getkeys_proc`, as `procs.rs` listed them by name.
+    pub const GETKEYS: &[(&str, GetKeys)] = &[
+        ("set", GetKeys::FirstArg),
+        ("bitfield", GetKeys::FirstArg),
+        ("sort", GetKeys::Sort),
+        ("sort_ro", GetKeys::SortRo),
+        ("migrate", GetKeys::Migrate),
+        ("georadius", GetKeys::Georadius),
+        ("georadiusbymember", GetKeys::Georadius),
+        ("xread", GetKeys::Xread),
+        ("xreadgroup", GetKeys::Xread),
+        ("eval", GetKeys::Eval),
+        ("eval_ro", GetKeys::Eval),
+        ("evalsha", GetKeys::EvalSha),
+        ("evalsha_ro", GetKeys::EvalSha),
+        ("fcall", GetKeys::Fcall),
+        ("fcall_ro", GetKeys::Fcall),
+        ("zunionstore", GetKeys::ZsetStore),
+        ("zinterstore", GetKeys::ZsetStore),
+        ("zdiffstore", GetKeys::ZsetStore),
+        ("zunion", GetKeys::Zset),
+        ("zinter", GetKeys::Zset),
+        ("zdiff", GetKeys::Zset),
+        ("zintercard", GetKeys::Zset),
+        ("sintercard", GetKeys::Sintercard),
+        ("lmpop", GetKeys::Mpop),
+        ("zmpop", GetKeys::Mpop),
+        ("blmpop", GetKeys::BlockingMpop),
+        ("bzmpop", GetKeys::BlockingMpop),
+    ];
+
+    fn listed(list: &str, name: &str) -> bool {
+        list.split_whitespace().any(|n| n == name)
+    }
+
+    /// Every name of the lists above.
+    pub fn names() -> impl Iterator<Item = &'static str> {
+        [FLUSH, FORBIDDEN, DEDICATED, PUBSUB, DANGEROUS]
+            .into_iter()
+            .flat_map(str::split_whitespace)
+            .chain(SPLIT.iter().map(|(n, _)| *n))
+            .chain(FAN_OUT.iter().map(|(n, _)| *n))
+            .chain(GETKEYS.iter().map(|(n, _)| *n))
+    }
+
+    /// The `getkeys_proc` the list gave `name`.
+    pub fn getkeys(name: &str) -> GetKeys {
+        GETKEYS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(GetKeys::None, |(_, g)| *g)
+    }
+
+    /// The route the lists gave `name` (a local command is `local`: `Local::of` was already
+    /// typed), in the order the old `route_of` tried them.
+    pub fn route(name: &str, local: bool) -> super::Route {
+        use super::Route;
+        if name == "scan" {
+            return Route::Scan;
+        }
+        if local {
+            return Route::Local;
+        }
+        if listed(PUBSUB, name) {
+            return Route::PubSub;
+        }
+        if let Some((_, split)) = SPLIT.iter().find(|(n, _)| *n == name) {
+            return Route::Split(*split);
+        }
+        if let Some((_, merge)) = FAN_OUT.iter().find(|(n, _)| *n == name) {
+            return Route::FanOut(*merge);
+        }
+        if listed(FLUSH, name) {
+            Route::Flush
+        } else if listed(FORBIDDEN, name) {
+            Route::Forbidden
+        } else if listed(DEDICATED, name) {
+            Route::Dedicated
+        } else {
+            Route::Keyed
+        }
+    }
+
+    /// Whether the list gave `name` Redis's `@dangerous` category.
+    pub fn dangerous(name: &str) -> bool {
+        listed(DANGEROUS, name)
+    }
+}
+
+#[test]
+fn routes_dangerous_and_getkeys_are_what_the_name_lists_gave() {
+    for name in by_name::names() {
+        let _ = every_spec()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("{name} not in the table"));
+    }
+    for spec in every_spec() {
+        let local = Local::of(spec.id).is_some();
+        assert_eq!(
+            spec.route,
+            by_name::route(spec.name, local),
+            "route of {}",
+            spec.name
+        );
+        assert_eq!(
+            spec.is_dangerous(),
+            by_name::dangerous(spec.name),
+            "@dangerous of {}",
+            spec.name
+        );
+        assert_eq!(
+            spec.getkeys,
+            by_name::getkeys(spec.name),
+            "getkeys of {}",
+            spec.name
+        );
     }
 }

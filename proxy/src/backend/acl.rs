@@ -26,7 +26,7 @@
 use bytes::{Bytes, BytesMut};
 use redshard_config::{Access, Config};
 
-use crate::command::{self, FORBIDDEN};
+use crate::command::{self, Route};
 use crate::resp::encode;
 
 /// The backend user a request runs as (with managed ACL users).
@@ -72,16 +72,12 @@ impl BackendUser {
 }
 
 /// The commands no client may run through redshard (`Route::Forbidden`) as ACL rules: a
-/// container listed alone (`CLIENT`, `CONFIG` ...) is skipped, since only some of its
-/// subcommands are forbidden and those are listed on their own.
+/// container (`CLIENT`, `CONFIG` ...) is skipped, since only some of its subcommands are
+/// forbidden and those are listed on their own.
 fn forbidden_rules() -> impl Iterator<Item = String> {
-    FORBIDDEN
-        .iter()
-        .filter(|name| {
-            name.contains('|')
-                || !command::lookup(name.as_bytes()).is_some_and(|s| s.has_subcommands())
-        })
-        .map(|name| format!("-{name}"))
+    command::all_specs()
+        .filter(|spec| spec.route == Route::Forbidden && !spec.has_subcommands())
+        .map(|spec| format!("-{}", spec.name))
 }
 
 /// The ACL rules of `user` (after `reset on >password`), for a proxy whose `allow_flush` is

@@ -383,10 +383,7 @@ impl Hasher for AddrHasher {
 
 impl CommandTable {
     fn new() -> Self {
-        let names: Vec<&'static str> = crate::command::commands()
-            .flat_map(|spec| std::iter::once(spec).chain(spec.subcommands))
-            .map(|spec| spec.name)
-            .collect();
+        let names: Vec<&'static str> = crate::command::all_specs().map(|spec| spec.name).collect();
         let index = names.iter().enumerate().map(|(i, &n)| (n, i)).collect();
         let by_addr = names
             .iter()

@@ -90,7 +90,7 @@ use std::ops::Range;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::command::{self, ArgList};
+use crate::command::{self, ArgList, CommandId, CommandSpec};
 use crate::resp::reply::is_error;
 use crate::resp::{encode, parse_i64, Args, FrameKind, Protocol, ReplyScanner, RequestScanner};
 
@@ -219,12 +219,12 @@ pub enum MirrorError {
 
 /// Decides how the write `args` is made deterministic.
 ///
-/// `name` is the command table name (lowercase, subcommands as `config|set`), `args` the full
-/// request (`args.get(0)` is the command name as the client sent it), `now_ms` the proxy's
-/// wall clock in unix milliseconds. Never panics, whatever the arguments; for `EXEC` use
-/// [`prepare_exec`] (here it is a non-write, [`Effect::Skip`]).
-pub fn prepare(name: &str, args: &Args<'_>, now_ms: i64) -> Prepared {
-    prepare_args(name, args, now_ms)
+/// `spec` is the command's entry in the table (what `command::resolve` gave for `args`), `args`
+/// the full request (`args.get(0)` is the command name as the client sent it), `now_ms` the
+/// proxy's wall clock in unix milliseconds. Never panics, whatever the arguments; for `EXEC`
+/// use [`prepare_exec`] (here it is a non-write, [`Effect::Skip`]).
+pub fn prepare(spec: &CommandSpec, args: &Args<'_>, now_ms: i64) -> Prepared {
+    prepare_args(spec, args, now_ms)
 }
 
 /// The effect of `EXEC` from the effects of the queued requests, in order (each prepared
@@ -268,54 +268,46 @@ pub fn replica_request(
 // prepare
 
 /// [`prepare`] on any argument list (the session has `Args`, the tests plain slices).
-fn prepare_args<A: ArgList + ?Sized>(name: &str, args: &A, now_ms: i64) -> Prepared {
-    let effect = match name {
-        "set" => return rewrite_set(args, now_ms),
-        "setex" => return rewrite_setex(args, Unit::Seconds, now_ms),
-        "psetex" => return rewrite_setex(args, Unit::Millis, now_ms),
-        "getex" => return rewrite_getex(args, now_ms),
-        "expire" => return rewrite_expire(args, Unit::Seconds, now_ms),
-        "pexpire" => return rewrite_expire(args, Unit::Millis, now_ms),
-        "restore" | "restore-asking" => return rewrite_restore(args, now_ms),
-        "spop" => Effect::SpopToSrem,
-        "incrbyfloat" => Effect::IncrByFloat,
-        "blpop" => Effect::BlockingPop(Pop::List(ListEnd::Left)),
-        "brpop" => Effect::BlockingPop(Pop::List(ListEnd::Right)),
-        "blmove" => Effect::BlockingPop(Pop::Move),
-        "brpoplpush" => Effect::BlockingPop(Pop::RpopLpush),
-        "bzpopmin" => Effect::BlockingPop(Pop::Zset(ScoreEnd::Min)),
-        "bzpopmax" => Effect::BlockingPop(Pop::Zset(ScoreEnd::Max)),
-        "blmpop" => mpop_end(args, b"left", b"right").map_or(Effect::Refused, |left| {
+fn prepare_args<A: ArgList + ?Sized>(spec: &CommandSpec, args: &A, now_ms: i64) -> Prepared {
+    use CommandId as C;
+    let effect = match spec.id {
+        C::Set => return rewrite_set(args, now_ms),
+        C::Setex => return rewrite_setex(args, Unit::Seconds, now_ms),
+        C::Psetex => return rewrite_setex(args, Unit::Millis, now_ms),
+        C::Getex => return rewrite_getex(args, now_ms),
+        C::Expire => return rewrite_expire(args, Unit::Seconds, now_ms),
+        C::Pexpire => return rewrite_expire(args, Unit::Millis, now_ms),
+        C::Restore | C::RestoreAsking => return rewrite_restore(args, now_ms),
+        C::Spop => Effect::SpopToSrem,
+        C::Incrbyfloat => Effect::IncrByFloat,
+        C::Blpop => Effect::BlockingPop(Pop::List(ListEnd::Left)),
+        C::Brpop => Effect::BlockingPop(Pop::List(ListEnd::Right)),
+        C::Blmove => Effect::BlockingPop(Pop::Move),
+        C::Brpoplpush => Effect::BlockingPop(Pop::RpopLpush),
+        C::Bzpopmin => Effect::BlockingPop(Pop::Zset(ScoreEnd::Min)),
+        C::Bzpopmax => Effect::BlockingPop(Pop::Zset(ScoreEnd::Max)),
+        C::Blmpop => mpop_end(args, b"left", b"right").map_or(Effect::Refused, |left| {
             let end = if left { ListEnd::Left } else { ListEnd::Right };
             Effect::BlockingPop(Pop::ListMany(end))
         }),
-        "bzmpop" => mpop_end(args, b"min", b"max").map_or(Effect::Refused, |min| {
+        C::Bzmpop => mpop_end(args, b"min", b"max").map_or(Effect::Refused, |min| {
             let end = if min { ScoreEnd::Min } else { ScoreEnd::Max };
             Effect::BlockingPop(Pop::ZsetMany(end))
         }),
-        "xadd" => xadd_effect(args),
-        "xreadgroup" => match parse_xreadgroup(args) {
+        C::Xadd => xadd_effect(args),
+        C::Xreadgroup => match parse_xreadgroup(args) {
             Some(read) if read.block => Effect::XreadgroupBlock,
             Some(_) => Effect::Same,
             None => Effect::Refused,
         },
-        "eval" | "evalsha" | "fcall" | "pfcount" | "script|load" | "script|flush" => Effect::Same,
-        "publish" | "spublish" => Effect::Skip,
-        _ if is_write(name) => Effect::Same,
+        C::Eval | C::Evalsha | C::Fcall | C::Pfcount | C::ScriptLoad | C::ScriptFlush => {
+            Effect::Same
+        }
+        C::Publish | C::Spublish => Effect::Skip,
+        _ if spec.is_write() => Effect::Same,
         _ => Effect::Skip,
     };
     Prepared::unchanged(effect)
-}
-
-/// Whether the table says `name` (`container|sub` for subcommands) is a write.
-fn is_write(name: &str) -> bool {
-    let spec = match name.split_once('|') {
-        Some((container, sub)) => {
-            command::lookup(container.as_bytes()).and_then(|c| c.subcommand(sub.as_bytes()))
-        }
-        None => command::lookup(name.as_bytes()),
-    };
-    spec.is_some_and(|s| s.is_write())
 }
 
 /// The unit of a relative time argument.
@@ -932,8 +924,8 @@ fn exec(
         return Err(MirrorError::BadRequest("an empty transaction"));
     };
     if frames.len() != n + 2
-        || !is_command(&request[first.clone()], b"multi")
-        || !is_command(&request[last.clone()], b"exec")
+        || !is_command(&request[first.clone()], CommandId::Multi)
+        || !is_command(&request[last.clone()], CommandId::Exec)
     {
         return Err(MirrorError::BadRequest(
             "not MULTI, the queued requests, EXEC",
@@ -1024,15 +1016,16 @@ fn frames(buf: &[u8]) -> Result<Vec<Range<usize>>, MirrorError> {
     Ok(frames)
 }
 
-/// Whether the request `frame` is the command `name` (lowercase).
-fn is_command(frame: &[u8], name: &[u8]) -> bool {
+/// Whether the request `frame` is the command `id` (its name in any case).
+fn is_command(frame: &[u8], id: CommandId) -> bool {
     let mut scanner = RequestScanner::default();
     matches!(scanner.scan(frame), Ok(Some(_)))
         && scanner
             .args(frame)
             .iter()
             .next()
-            .is_some_and(|n| n.eq_ignore_ascii_case(name))
+            .and_then(command::lookup)
+            .is_some_and(|spec| spec.id == id)
 }
 
 /// Where each reply of `buf` is; `None` unless `buf` is whole, well-formed replies.

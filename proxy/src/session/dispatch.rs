@@ -104,10 +104,7 @@ impl Action {
 pub(crate) fn dispatch(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>) -> Action {
     let spec = match command::resolve(&args) {
         Ok(spec) => spec,
-        Err(e)
-            if e.kind() == command::CommandErrorKind::WrongArity
-                && args.get(0).eq_ignore_ascii_case(b"exec") =>
-        {
+        Err(e) if e.command() == Some(CommandId::Exec) => {
             // Redis answers a malformed EXEC by discarding the transaction (and the WATCH),
             // in MULTI or not.
             return txn::exec_abort(ctx, e);
@@ -117,7 +114,7 @@ pub(crate) fn dispatch(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>) -> A
             return Action::error(ctx, ClientError::Command(e));
         }
     };
-    ctx.current_cmd = Some(spec.name);
+    ctx.current_cmd = Some(spec);
     if !ctx.authenticated && !spec.flags.contains(Flags::NO_AUTH) {
         return Action::error(ctx, ClientError::NoAuth);
     }
@@ -292,13 +289,13 @@ pub(crate) fn plan(
     if !is_mirrored(spec) || table.shards()[shard].mirror.is_empty() {
         return None;
     }
-    Some(effect::prepare(spec.name, args, now_ms()))
+    Some(effect::prepare(spec, args, now_ms()))
 }
 
 /// How a blocking command is mirrored: like [`plan`], but prepared even while the shard has
 /// no in-sync replica, since one may be in sync by the time the master serves the command.
 pub(crate) fn plan_blocking(spec: &CommandSpec, args: &Args<'_>) -> Option<Prepared> {
-    is_mirrored(spec).then(|| effect::prepare(spec.name, args, now_ms()))
+    is_mirrored(spec).then(|| effect::prepare(spec, args, now_ms()))
 }
 
 /// The proxy's wall clock in Unix milliseconds, for absolute expiry times.
@@ -312,17 +309,22 @@ pub(crate) fn now_ms() -> i64 {
 /// `read-only` or `no-dangerous` client runs as its level's user, so that its `redis.call()`s
 /// meet the node's ACL; everything else the proxy checked itself.
 fn script_user(ctx: &Ctx) -> BackendUser {
-    if ctx.access == Access::All || !ctx.current_cmd.is_some_and(is_script) {
+    if ctx.access == Access::All || !ctx.current_cmd.is_some_and(|spec| is_script(spec.id)) {
         return BackendUser::Client;
     }
     BackendUser::of(ctx.access)
 }
 
-/// Whether the command `name` runs a Lua script or function.
-pub(super) fn is_script(name: &str) -> bool {
+/// Whether the command `id` runs a Lua script or function.
+pub(super) fn is_script(id: CommandId) -> bool {
     matches!(
-        name,
-        "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro"
+        id,
+        CommandId::Eval
+            | CommandId::Evalsha
+            | CommandId::EvalRo
+            | CommandId::EvalshaRo
+            | CommandId::Fcall
+            | CommandId::FcallRo
     )
 }
 
@@ -375,7 +377,7 @@ fn gate_check(
     let shards: Vec<usize> = match spec.route {
         Route::Local | Route::PubSub => return None,
         // Every master must see it; only SCRIPT LOAD can do without one that is down.
-        Route::FanOut(_) | Route::Flush | Route::Scan => fan_out_shards(table, spec.name),
+        Route::FanOut(_) | Route::Flush | Route::Scan => fan_out_shards(table, spec.id),
         _ if ctx.tx.is_some() && spec.id != CommandId::Exec => return None,
         // Answered by the proxy (MULTI, and the errors of EXEC / DISCARD without MULTI).
         _ if matches!(
@@ -445,19 +447,19 @@ pub(crate) fn keyless_shard(table: &RoutingTable) -> usize {
         .unwrap_or(0)
 }
 
-/// Whether the fanned-out command `name` is sent only to the shards that have a master, not
+/// Whether the fanned-out command `id` is sent only to the shards that have a master, not
 /// refused while one has none: SCRIPT LOAD, whose reply (the SHA) is the same from any
 /// master. A master that comes back has lost its script cache anyway, so clients already
 /// handle `NOSCRIPT` by loading again (every Redis client's EVALSHA helper does).
-fn skips_down_shards(name: &str) -> bool {
-    name == "script|load"
+fn skips_down_shards(id: CommandId) -> bool {
+    id == CommandId::ScriptLoad
 }
 
-/// The shards a fanned-out command `name` is sent to: all of them, or for SCRIPT LOAD those
+/// The shards a fanned-out command `id` is sent to: all of them, or for SCRIPT LOAD those
 /// whose gate is not down (all of them if every one is).
-fn fan_out_shards(table: &RoutingTable, name: &str) -> Vec<usize> {
+fn fan_out_shards(table: &RoutingTable, id: CommandId) -> Vec<usize> {
     let all = 0..table.shards().len();
-    if !skips_down_shards(name) || !table.any_gate_closed() {
+    if !skips_down_shards(id) || !table.any_gate_closed() {
         return all.collect();
     }
     let up: Vec<usize> = all
@@ -518,7 +520,7 @@ pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes:
             unreachable!("held-back requests are not consumed")
         }
         Action::Queue(prepared) => {
-            let script = ctx.current_cmd.is_some_and(is_script);
+            let script = ctx.current_cmd.is_some_and(|spec| is_script(spec.id));
             if let Some(tx) = ctx.tx.as_mut() {
                 tx.scripts |= script;
                 tx.queued.push(match prepared {
@@ -738,8 +740,12 @@ pub(crate) fn fan_out(
     write: bool,
 ) {
     let shards = table.shards();
-    if ctx.current_cmd.is_some_and(skips_down_shards) && table.any_gate_closed() {
-        let targets = fan_out_shards(table, "script|load");
+    if ctx
+        .current_cmd
+        .is_some_and(|spec| skips_down_shards(spec.id))
+        && table.any_gate_closed()
+    {
+        let targets = fan_out_shards(table, CommandId::ScriptLoad);
         let seq = ctx.queue.reserve_gather(targets.len(), plan);
         for (index, &shard) in targets.iter().enumerate() {
             send_master(

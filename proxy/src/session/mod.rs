@@ -166,7 +166,7 @@ pub(crate) struct Ctx {
     /// Failed AUTH attempts on this connection (each delays the next answer more).
     pub auth_failures: u32,
     /// The command of the request being dispatched, once resolved (labels its reply entry).
-    pub current_cmd: Option<&'static str>,
+    pub current_cmd: Option<&'static crate::command::CommandSpec>,
     /// A WAIT may be outstanding, which (with timeout 0) never completes: when the client
     /// leaves, the session ends at once instead of waiting for its replies.
     pub waiting: bool,
@@ -704,7 +704,7 @@ impl<S: ClientStream> Session<S> {
             dispatch::finish(&mut self.ctx, &table, action, bytes);
             if let Some(cmd) = self.ctx.current_cmd.take() {
                 self.ctx.queue.label_last(Meta {
-                    cmd,
+                    cmd: cmd.name,
                     start,
                     request,
                 });

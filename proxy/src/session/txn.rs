@@ -224,7 +224,7 @@ pub(super) fn inside_multi(
     // shard is known only at EXEC, which mirrors only if it has in-sync replicas).
     Action::Queue(
         super::dispatch::is_mirrored(spec)
-            .then(|| crate::mirror::effect::prepare(spec.name, &args, super::dispatch::now_ms())),
+            .then(|| crate::mirror::effect::prepare(spec, &args, super::dispatch::now_ms())),
     )
 }
 
