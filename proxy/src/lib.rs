@@ -282,7 +282,8 @@ impl Proxy {
             None => (None, None),
         };
         metrics::install(&config.metrics_namespace);
-        let state = ProxyState::with_options(config, topology, local_addr.port(), options)?;
+        let (state, control) =
+            ProxyState::with_options(config, topology, local_addr.port(), options)?;
         let (trigger, watch) = shutdown::channel();
         let mut background = Vec::new();
         if let Some(http) = http {
@@ -309,7 +310,8 @@ impl Proxy {
             }
             Err(e) => tracing::warn!(error = %e, "idle clients will not be parked"),
         }
-        let controller = control::Controller::start(Arc::clone(&state), trigger.subscribe());
+        let controller =
+            control::Controller::start(Arc::clone(&state), control, trigger.subscribe());
         let plain = listener::run(listener, Arc::clone(&state), watch.clone());
         let accept = match (tls_listener, &state.tls.server) {
             (Some(tls_listener), Some(tls)) => {

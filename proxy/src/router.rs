@@ -3,6 +3,12 @@
 //! A [`RoutingTable`] is built from one [`Topology`] epoch and never changes; a new epoch builds
 //! a new table and [`Router::install`] publishes it with one `ArcSwap::store`. A session loads
 //! the table once per batch of requests, so every request sees exactly one epoch.
+//!
+//! Reading is open to all; changing what requests are routed by (installing a table, setting
+//! a gate, fencing a node) takes the router's one [`TopologyWriter`], which the controller
+//! holds.
+
+pub mod writer;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,6 +25,7 @@ use crate::backend::{Dest, LaneRequest, Node, NodePool};
 use crate::mirror::effect::Effect;
 use crate::mirror::{Job, Mirror, ShardMirror};
 use crate::resp::Protocol;
+use writer::TopologyWriter;
 
 /// Whether a shard takes requests now. Shared by every epoch's table (by shard id), so a
 /// session waiting on it sees the change without reloading the table.
@@ -69,8 +76,9 @@ impl ShardGate {
         *self.state.borrow()
     }
 
-    /// Sets the state, waking waiting sessions.
-    pub fn set(&self, state: GateState) {
+    /// Sets the state, waking waiting sessions. Only the holder of the topology's writer (the
+    /// controller) opens and closes gates.
+    pub fn set(&self, _writer: &TopologyWriter, state: GateState) {
         let old = self.state.send_replace(state);
         match (old == GateState::Open, state == GateState::Open) {
             (true, false) => {
@@ -268,17 +276,19 @@ pub struct Router {
 }
 
 impl Router {
-    /// A router serving `topology`.
+    /// A router serving `topology`, and the one [`TopologyWriter`] that can change it (for
+    /// the controller).
     #[must_use]
-    pub fn new(topology: Topology, pool: NodePool, mirror: Mirror) -> Self {
+    pub fn new(topology: Topology, pool: NodePool, mirror: Mirror) -> (Self, TopologyWriter) {
         let gates = Gates::default();
         let table = RoutingTable::build(Arc::new(topology), &pool, &mirror, &gates);
-        Self {
+        let router = Self {
             table: ArcSwap::from_pointee(table),
             pool,
             mirror,
             gates,
-        }
+        };
+        (router, TopologyWriter::mint())
     }
 
     /// Replica links and mirroring settings.
@@ -306,8 +316,8 @@ impl Router {
     }
 
     /// Publishes the table for a new topology epoch; connections to nodes that left close once
-    /// their last request is answered.
-    pub fn install(&self, topology: Topology) {
+    /// their last request is answered. Only the holder of the writer (the controller) does.
+    pub fn install(&self, _writer: &TopologyWriter, topology: Topology) {
         let table = RoutingTable::build(Arc::new(topology), &self.pool, &self.mirror, &self.gates);
         let keep: Vec<_> = table.topology.nodes().collect();
         self.pool.retain(&keep);
@@ -420,8 +430,25 @@ pub async fn barrier(route: &ShardRoute, mirrored: bool, timeout: std::time::Dur
 
 #[cfg(test)]
 mod tests {
-    use super::GateState;
+    use super::{GateState, Gates, TopologyWriter};
     use crate::metrics::names::gate_state;
+    use redshard_config::ShardId;
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn gates_count_the_closed_ones() {
+        let writer = TopologyWriter::for_tests();
+        let gates = Gates::default();
+        let (a, b) = (gates.of(ShardId(1)), gates.of(ShardId(2)));
+        a.set(&writer, GateState::Paused);
+        b.set(&writer, GateState::Down);
+        a.set(&writer, GateState::Down);
+        assert_eq!(gates.closed.load(Ordering::Acquire), 2);
+        a.set(&writer, GateState::Open);
+        b.set(&writer, GateState::Open);
+        assert_eq!(gates.closed.load(Ordering::Acquire), 0);
+        assert_eq!(a.state(), GateState::Open);
+    }
 
     #[test]
     fn gate_labels_cover_every_state() {

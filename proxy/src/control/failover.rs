@@ -107,7 +107,7 @@ impl Controller {
             }
             self.release(shard, &HoldReason::GracefulFailover);
         } else {
-            old_node.fence();
+            old_node.fence(&self.writer);
         }
         let line = match kind {
             FailoverKind::Graceful => format!(

@@ -208,7 +208,7 @@ impl Controller {
         if let Some(run_id) = info.get("run_id") {
             node.incarnation().accept(run_id);
         }
-        node.unfence();
+        node.unfence(&self.writer);
         self.change(TopologyChange::SetReplicaState {
             shard,
             addr: addr.clone(),

@@ -772,7 +772,7 @@ mod tests {
         )
         .unwrap();
         let topology = redshard_config::Topology::from_config(&config);
-        let state = ProxyState::new(config, topology, 0).unwrap();
+        let (state, _controller) = ProxyState::new(config, topology, 0).unwrap();
         let (_trigger, shutdown) = crate::shutdown::channel();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap())
