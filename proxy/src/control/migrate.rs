@@ -3,8 +3,9 @@
 //! A migration moves a set of slots from one shard to another:
 //! 1. **Begin**: the slots become `Migrating { from, to }` in a new epoch. From then on every
 //!    request for a key of those slots is served by `to`, after the proxy made sure the key has
-//!    moved ([`Migrations::ensure_moved`]). The proxy waits until no session still routes by
-//!    the old epoch and drains the source's lanes, so no request can reach the source anymore.
+//!    moved ([`Migrations::ensure_moved`]). The proxy waits until no request is still routed
+//!    by the old epoch (the router's epoch barrier) and drains the source's lanes, so no
+//!    request can reach the source anymore.
 //! 2. **Move**: a background mover SCANs the source master, picks the keys of migrating slots,
 //!    and moves each under a per-key lock shared with the data path: `PEXPIRETIME` and `DUMP`
 //!    on the source, `RESTORE ... REPLACE [ABSTTL]` on the target and `DEL` on the source, the
@@ -28,7 +29,7 @@ use redshard_config::{
     Migration, ShardId, Slot, SlotRange, SlotState, Topology, TopologyChange, TopologyError,
 };
 use tokio::sync::{oneshot, Notify};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::Controller;
 use crate::backend::Dest;
@@ -165,6 +166,9 @@ const PASS_RETRIES: u32 = 60;
 const PASS_RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// Keys moved at the same time by the mover.
 const PARALLEL_MOVES: usize = 16;
+/// How long a migration's start waits for the old epochs' requests (the epoch barrier, then
+/// the source's lanes) before going on with a warning.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The lock of one key being moved; released (and its waiters woken) on drop.
 struct KeyLock<'a> {
@@ -811,15 +815,27 @@ impl Controller {
         Ok(Outcome::Done)
     }
 
-    /// Waits until no session routes by an epoch older than the current one (bounded), then
-    /// drains the source master's lanes: no request sent before the slots began migrating
-    /// can run on the source after this.
+    /// Waits until no request is still routed by an epoch older than the current one (the
+    /// router's epoch barrier: every older routing table dropped), then drains the source
+    /// master's lanes: no request sent before the slots began migrating can run on the
+    /// source after this. Each wait is bounded by [`DRAIN_TIMEOUT`]; past it the migration
+    /// goes on, with a warning.
     async fn drain_old_epochs(&self, from: ShardId) {
-        // Sessions hold a table only while they dispatch one batch of requests.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        let started = Instant::now();
+        if self.state.router.epoch_barrier(DRAIN_TIMEOUT).await {
+            debug!(
+                took_us = started.elapsed().as_micros() as u64,
+                "no request is routed by an earlier epoch any more"
+            );
+        } else {
+            warn!(
+                timeout_ms = DRAIN_TIMEOUT.as_millis() as u64,
+                "a routing table of an earlier epoch was still held after the timeout; going on"
+            );
+        }
         let table = self.state.router.load();
         if let Some(source) = table.route(from) {
-            if !crate::router::barrier(source, false, Duration::from_secs(5)).await {
+            if !crate::router::barrier(source, false, DRAIN_TIMEOUT).await {
                 warn!(shard = %source.name, "the source's lanes did not drain within 5 s");
             }
         }

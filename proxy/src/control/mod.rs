@@ -302,8 +302,9 @@ impl Controller {
     /// One round over every shard: gates, failovers, lost writes, resyncs.
     async fn round(self: &Arc<Self>) {
         let health = self.state.config.health.clone();
-        let table = self.state.router.load();
-        let topology = Arc::clone(table.topology());
+        // The topology only: a table held across the failovers below would hold up the
+        // epoch barrier of a migration starting meanwhile.
+        let topology = Arc::clone(self.state.router.load().topology());
         for shard in &topology.shards {
             let master = self.probes.status(&shard.master);
             let candidate = self.candidate(shard);

@@ -173,6 +173,8 @@ impl Controller {
                 bound.as_millis()
             )));
         }
+        // Not held for the rest of the cut-over: the epoch barrier waits for every old table.
+        drop(table);
         let mut master_conn = self.connect(master, bound).await?;
         let info = master_conn.info("replication").await?;
         let target: u64 = info
