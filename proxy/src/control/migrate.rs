@@ -13,6 +13,9 @@
 //! 3. **Finish**: after one full SCAN pass moved every key it found, a second pass verifies
 //!    that none is left; the slots become `Owned(to)` in a new epoch.
 //!
+//! While it runs, a migration is in one [`Phase`]: `Starting` (step 1), `Moving` and
+//! `Verifying` passes (steps 2-3), then `Finishing`, or `Cancelling` (see `LIFECYCLE.md`).
+//!
 //! Migrations run one after another from a queue (a rebalance queues several). The queue is
 //! part of the topology ([`Topology::queued`]), persisted with it: a move leaves it in the
 //! same change that begins it. A restart resumes the slots the persisted topology shows
@@ -727,7 +730,7 @@ impl Controller {
         }
     }
 
-    /// Runs one migration to its end.
+    /// Runs one migration to its end, phase by phase (see [`Phase`]).
     async fn run_one(
         &self,
         from: ShardId,
@@ -737,6 +740,71 @@ impl Controller {
         progress: &Arc<Mutex<MigrationProgress>>,
     ) -> Result<Outcome, String> {
         let migrations = &self.state.migrations;
+        let mut phase = Phase::Starting;
+        // Failed passes over the whole migration, against PASS_RETRIES.
+        let mut failures = 0;
+        loop {
+            let next = match phase {
+                Phase::Starting => {
+                    self.begin(from, to, slots, begun).await?;
+                    let estimate = self.estimate_keys(from, slots).await;
+                    progress
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .keys_estimate = estimate;
+                    Phase::Moving { pass: 1 }
+                }
+                Phase::Moving { .. } | Phase::Verifying { .. } => {
+                    match self.one_pass(from, to, progress).await {
+                        Ok(found) => {
+                            phase.after_pass(found, migrations.cancel.load(Ordering::Acquire))
+                        }
+                        // A node failing (its shard failing over) stops a pass, not the
+                        // migration: the same phase runs again.
+                        Err(e) if failures < PASS_RETRIES => {
+                            failures += 1;
+                            let topology = Arc::clone(self.state.router.load().topology());
+                            warn!(from = name_of(&topology, from), to = name_of(&topology, to), error = %e, attempt = failures, "migration pass failed; retrying");
+                            tokio::time::sleep(PASS_RETRY_PAUSE).await;
+                            phase
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                Phase::Finishing => {
+                    self.change(TopologyChange::FinishMigration {
+                        slots: slots.to_vec(),
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                    Phase::Done
+                }
+                Phase::Cancelling => return Ok(Outcome::Cancelled),
+                Phase::Done => return Ok(Outcome::Done),
+            };
+            if next != phase {
+                let topology = Arc::clone(self.state.router.load().topology());
+                debug!(from = name_of(&topology, from), to = name_of(&topology, to), phase = ?next, "migration phase");
+            }
+            phase = next;
+        }
+    }
+
+    /// The [`Phase::Starting`] of a migration: its slots become `Migrating` in a new epoch
+    /// (or, for a reversed job, turn around), then no request of an older epoch may still
+    /// reach the source. A job resumed at start whose slots migrate already has nothing to
+    /// do.
+    ///
+    /// # Errors
+    /// The change was refused or not persisted; a queued move that no longer fits is also
+    /// dropped from the persisted queue.
+    async fn begin(
+        &self,
+        from: ShardId,
+        to: ShardId,
+        slots: &[SlotRange],
+        begun: bool,
+    ) -> Result<(), String> {
         if begun {
             // A reversed migration turns the slots around first.
             let reversed = {
@@ -753,66 +821,35 @@ impl Controller {
                 .map_err(|e| e.to_string())?;
                 self.drain_old_epochs(from).await;
             }
-        } else {
-            let migration = Migration {
-                from,
-                to,
-                slots: slots.to_vec(),
-            };
-            match self.change_now(&TopologyChange::StartMigration {
-                migration: migration.clone(),
-            }) {
-                Ok(_) => {}
-                Err(super::ChangeError::Refused(e)) => {
-                    // The topology changed since it was queued: the move cannot run, and
-                    // must not stay queued to be tried again at every start.
-                    match self.change_now(&TopologyChange::DropQueuedMigration { migration }) {
-                        // Not queued: a cancel emptied the queue meanwhile.
-                        Ok(_) | Err(super::ChangeError::Refused(TopologyError::NotQueued(_))) => {}
-                        Err(e) => {
-                            warn!(error = %e, "could not drop a queued migration that no longer fits");
-                        }
-                    }
-                    return Err(format!(
-                        "this queued move no longer fits the topology and was dropped: {e}"
-                    ));
-                }
-                Err(e) => return Err(e.to_string()),
-            }
-            self.drain_old_epochs(from).await;
+            return Ok(());
         }
-        let estimate = self.estimate_keys(from, slots).await;
-        progress
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .keys_estimate = estimate;
-        let mut failures = 0;
-        loop {
-            let found = match self.one_pass(from, to, progress).await {
-                Ok(found) => found,
-                // A node failing (its shard failing over) stops a pass, not the migration.
-                Err(e) if failures < PASS_RETRIES => {
-                    failures += 1;
-                    let topology = Arc::clone(self.state.router.load().topology());
-                    warn!(from = name_of(&topology, from), to = name_of(&topology, to), error = %e, attempt = failures, "migration pass failed; retrying");
-                    tokio::time::sleep(PASS_RETRY_PAUSE).await;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            if migrations.cancel.load(Ordering::Acquire) {
-                return Ok(Outcome::Cancelled);
-            }
-            if found == 0 {
-                break;
-            }
-        }
-        self.change(TopologyChange::FinishMigration {
+        let migration = Migration {
+            from,
+            to,
             slots: slots.to_vec(),
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-        Ok(Outcome::Done)
+        };
+        match self.change_now(&TopologyChange::StartMigration {
+            migration: migration.clone(),
+        }) {
+            Ok(_) => {}
+            Err(super::ChangeError::Refused(e)) => {
+                // The topology changed since it was queued: the move cannot run, and must
+                // not stay queued to be tried again at every start.
+                match self.change_now(&TopologyChange::DropQueuedMigration { migration }) {
+                    // Not queued: a cancel emptied the queue meanwhile.
+                    Ok(_) | Err(super::ChangeError::Refused(TopologyError::NotQueued(_))) => {}
+                    Err(e) => {
+                        warn!(error = %e, "could not drop a queued migration that no longer fits");
+                    }
+                }
+                return Err(format!(
+                    "this queued move no longer fits the topology and was dropped: {e}"
+                ));
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+        self.drain_old_epochs(from).await;
+        Ok(())
     }
 
     /// Waits until no request is still routed by an epoch older than the current one (the
@@ -934,6 +971,51 @@ impl Controller {
     }
 }
 
+/// Where a running migration is (its `MigrationState` is `Running` throughout); the moves
+/// between phases are in `LIFECYCLE.md`. Moved by the mover task only; not persisted: a
+/// restart resumes a migration from [`Phase::Starting`], its slots already migrating.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// The slots become migrating (or turn around), then the epoch barrier and the source's
+    /// lanes are waited for, and the keys to move are estimated.
+    Starting,
+    /// The first SCAN pass over the source master, moving every key of the slots it finds.
+    Moving {
+        /// The pass, from 1.
+        pass: u32,
+    },
+    /// A later pass, which should find no key left; one that still finds some (moved now)
+    /// is followed by another.
+    Verifying {
+        /// The pass.
+        pass: u32,
+    },
+    /// A pass found none: the slots become owned by the target (`FinishMigration`).
+    Finishing,
+    /// A cancel was seen after a pass: the mover queues the reversed job next.
+    Cancelling,
+    /// The slots are the target's.
+    Done,
+}
+
+impl Phase {
+    /// The phase after a pass of this one that found `found` keys of the migrating slots,
+    /// with `cancelled` when a cancel was asked meanwhile.
+    fn after_pass(self, found: u64, cancelled: bool) -> Self {
+        let pass = match self {
+            Self::Moving { pass } | Self::Verifying { pass } => pass,
+            other => return other,
+        };
+        if cancelled {
+            Self::Cancelling
+        } else if found == 0 {
+            Self::Finishing
+        } else {
+            Self::Verifying { pass: pass + 1 }
+        }
+    }
+}
+
 /// How a migration ended without error.
 enum Outcome {
     /// Every slot moved.
@@ -980,4 +1062,45 @@ fn name_of(topology: &Topology, id: ShardId) -> &str {
     topology
         .shard(id)
         .map_or("(removed shard)", |s| s.name.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Phase;
+
+    #[test]
+    fn phases_after_a_pass() {
+        let first = Phase::Moving { pass: 1 };
+        assert_eq!(first.after_pass(5, false), Phase::Verifying { pass: 2 });
+        assert_eq!(
+            first.after_pass(0, false),
+            Phase::Finishing,
+            "nothing to move"
+        );
+        let verify = Phase::Verifying { pass: 2 };
+        assert_eq!(verify.after_pass(0, false), Phase::Finishing);
+        assert_eq!(
+            verify.after_pass(1, false),
+            Phase::Verifying { pass: 3 },
+            "a key found while verifying is moved, then verified again"
+        );
+        assert_eq!(first.after_pass(3, true), Phase::Cancelling);
+        assert_eq!(
+            verify.after_pass(0, true),
+            Phase::Cancelling,
+            "a cancel wins"
+        );
+        for settled in [
+            Phase::Starting,
+            Phase::Finishing,
+            Phase::Cancelling,
+            Phase::Done,
+        ] {
+            assert_eq!(
+                settled.after_pass(0, false),
+                settled,
+                "only passes end in a pass"
+            );
+        }
+    }
 }
