@@ -29,6 +29,9 @@
 //!   at the top: the `/metrics` page ([`metrics::scrape`]) and the HTTP endpoint (`/metrics`,
 //!   `/livez`, `/readyz`, `POST /-/reload`) on `metrics_listen`.
 //! - [`health`]: what is known of each backend node (the PING probe), readiness.
+//! - [`migration`]: the migration queue and progress, and the key mover the data path and
+//!   the controller share.
+//! - [`ha_stats`]: the failovers, resyncs and stale replicas the controller counts.
 //! - [`reload`]: re-reading the configuration file (SIGHUP, `POST /-/reload`).
 //! - [`tls`]: the certificates of the TLS listener and of backend connections (rustls),
 //!   reloadable.
@@ -53,9 +56,11 @@ pub mod backend;
 pub(crate) mod clients;
 pub mod control;
 pub(crate) mod events;
+pub mod ha_stats;
 pub(crate) mod health;
 pub(crate) mod listener;
 pub mod metrics;
+pub mod migration;
 pub mod mirror;
 pub mod outbuf;
 pub(crate) mod reload;

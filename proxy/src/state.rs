@@ -44,10 +44,10 @@ pub struct ProxyState {
     /// Held during a reload, so SIGHUP and `POST /-/reload` do not interleave.
     pub reload_lock: Mutex<()>,
     /// Slot migrations: the queue, and the per-key locks the data path shares with the mover.
-    pub migrations: crate::control::migrate::Migrations,
+    pub migrations: crate::migration::Migrations,
     /// Failovers, resyncs and stale replicas counted by the controller; here rather than in
     /// the controller because INFO and `/metrics` read only this state.
-    pub ha: crate::control::stats::HaStats,
+    pub ha: crate::ha_stats::HaStats,
     /// The certificates of the TLS listener and of backend connections, replaced in place
     /// by a reload.
     pub tls: Tls,
@@ -176,8 +176,8 @@ impl ProxyState {
             config_path: options.config_path,
             log_level: options.log_level,
             reload_lock: Mutex::new(()),
-            migrations: crate::control::migrate::Migrations::default(),
-            ha: crate::control::stats::HaStats::default(),
+            migrations: crate::migration::Migrations::default(),
+            ha: crate::ha_stats::HaStats::default(),
             tls,
             auth_throttle: crate::auth_throttle::AuthThrottle::new(),
             park_room: std::sync::OnceLock::new(),

@@ -32,18 +32,20 @@ const LAYERS: &[(&str, u8)] = &[
     ("auth_throttle", 1),
     ("slowlog", 1),
     ("outbuf", 1),
+    ("ha_stats", 1),
     // The topology-writing capability: a token only the router mints and the controller
     // holds, named by the backend (`Node::fence`) as well as the router.
     ("router::writer", 1),
     // Data plane, bottom up: reply queues (and the drain signal that wakes them), backend
-    // lanes, mirroring to replicas, the routing table, what is known of each node, the state
-    // sessions share, the session.
+    // lanes, mirroring to replicas, the routing table, what is known of each node and the
+    // migrations' queue and key mover, the state sessions share, the session.
     ("replies", 2),
     ("shutdown", 2),
     ("backend", 3),
     ("mirror", 4),
     ("router", 5),
     ("health", 6),
+    ("migration", 6),
     ("state", 7),
     ("session", 8),
     // Control plane: the controller (the one writer of the topology) and reloads.
@@ -67,18 +69,8 @@ const KNOWN_UPWARD: &[(&str, &str, &str)] = &[
     ),
     (
         "state",
-        "control",
-        "ProxyState holds the migration queue and the HA counters the controller owns",
-    ),
-    (
-        "state",
         "session",
         "ProxyState holds the park room of idle sessions",
-    ),
-    (
-        "session",
-        "control",
-        "INFO reads the migration state from the controller's queue",
     ),
 ];
 

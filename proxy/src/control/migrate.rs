@@ -3,7 +3,7 @@
 //! A migration moves a set of slots from one shard to another:
 //! 1. **Begin**: the slots become `Migrating { from, to }` in a new epoch. From then on every
 //!    request for a key of those slots is served by `to`, after the proxy made sure the key has
-//!    moved ([`Migrations::ensure_moved`]). The proxy waits until no request is still routed
+//!    moved ([`Migrations::ensure_moved`], in [`crate::migration`]). The proxy waits until no request is still routed
 //!    by the old epoch (the router's epoch barrier) and drains the source's lanes, so no
 //!    request can reach the source anymore.
 //! 2. **Move**: a background mover SCANs the source master, picks the keys of migrating slots,
@@ -22,64 +22,20 @@
 //! migrating, then every queued move in order; a queued move that no longer fits the
 //! topology is reported (log, `MIGRATIONS`) as failed and dropped, never silently.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use redshard_config::{
     Migration, ShardId, Slot, SlotRange, SlotState, Topology, TopologyChange, TopologyError,
 };
-use tokio::sync::{oneshot, Notify};
 use tracing::{debug, info, warn};
 
 use super::Controller;
-use crate::backend::Dest;
-use crate::mirror::effect::Effect;
-use crate::resp::{encode, reply, Protocol};
-use crate::router::{send_master, ShardRoute};
-use crate::state::ProxyState;
+use crate::migration::{bulk, Job};
+use crate::resp::reply;
 
-/// Where a migration stands.
-#[derive(Clone, Debug, PartialEq)]
-pub enum MigrationState {
-    /// Waiting in the queue.
-    Queued,
-    /// Moving keys.
-    Running,
-    /// Every slot now belongs to the target.
-    Done,
-    /// Stopped by an error; the slots stay migrating until it is retried or cancelled.
-    Failed(String),
-    /// Cancelled: the slots that had not finished went back to the source.
-    Cancelled,
-}
-
-/// What an operator sees of one migration.
-#[derive(Clone, Debug)]
-pub struct MigrationProgress {
-    /// The source shard's name.
-    pub from: String,
-    /// The target shard's name.
-    pub to: String,
-    /// The slots it moves.
-    pub slots: Vec<SlotRange>,
-    /// Its state.
-    pub state: MigrationState,
-    /// Keys moved so far.
-    pub keys_moved: u64,
-    /// Bytes moved so far (DUMP payloads).
-    pub bytes_moved: u64,
-    /// Estimated keys to move in all (from the source's size at the start).
-    pub keys_estimate: u64,
-    /// Seconds since it started running.
-    pub elapsed_secs: f64,
-    /// Keys per second so far.
-    pub rate_keys_per_sec: f64,
-    /// Seconds left at the current rate, when it can be estimated.
-    pub eta_secs: Option<f64>,
-}
+pub use crate::migration::{MigrationProgress, MigrationState, Migrations, MovedTotals};
 
 /// Why a migration cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -110,57 +66,6 @@ impl From<super::ChangeError> for MigrateError {
     }
 }
 
-/// One queued or running migration.
-#[derive(Debug)]
-struct Job {
-    /// Source shard.
-    from: ShardId,
-    /// Target shard.
-    to: ShardId,
-    /// The slots.
-    slots: Vec<SlotRange>,
-    /// Whether its slots are already migrating (a resumed or reversed migration).
-    begun: bool,
-    /// Its progress, shared with admin status.
-    progress: Arc<Mutex<MigrationProgress>>,
-    /// When it started running.
-    started: Option<Instant>,
-}
-
-/// The migration queue and the per-key locks shared with the data path.
-#[derive(Debug, Default)]
-pub struct Migrations {
-    /// Queued and running migrations, oldest first; finished ones move to `history`.
-    queue: Mutex<VecDeque<Job>>,
-    /// The last finished migrations, newest last (at most [`HISTORY`]).
-    history: Mutex<VecDeque<MigrationProgress>>,
-    /// Keys being moved now, each with the waiters of its move.
-    moving: Mutex<HashMap<Bytes, Arc<Notify>>>,
-    /// Set to stop the running mover (a cancel).
-    cancel: AtomicBool,
-    /// Wakes the mover task when a job is queued.
-    wake: Notify,
-    /// Keys and bytes moved per (source, target) pair over every migration since start, for
-    /// the `migration_*_moved_total` counters: unlike a job's progress they never go back
-    /// to 0 when a new migration starts or the history forgets an old one.
-    moved: Mutex<Vec<MovedTotals>>,
-}
-
-/// What the background mover moved from one shard to another since the proxy started.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MovedTotals {
-    /// The source shard's name.
-    pub from: String,
-    /// The target shard's name.
-    pub to: String,
-    /// Keys moved.
-    pub keys: u64,
-    /// Bytes moved (DUMP payloads).
-    pub bytes: u64,
-}
-
-/// Finished migrations kept for status.
-const HISTORY: usize = 16;
 /// Keys per SCAN call of the mover.
 const SCAN_COUNT: &str = "500";
 /// Failed passes a migration survives (a source or target failing over) before it fails.
@@ -172,279 +77,6 @@ const PARALLEL_MOVES: usize = 16;
 /// How long a migration's start waits for the old epochs' requests (the epoch barrier, then
 /// the source's lanes) before going on with a warning.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The lock of one key being moved; released (and its waiters woken) on drop.
-struct KeyLock<'a> {
-    /// The lock table.
-    migrations: &'a Migrations,
-    /// The key.
-    key: Bytes,
-}
-
-impl Drop for KeyLock<'_> {
-    fn drop(&mut self) {
-        let mut moving = self
-            .migrations
-            .moving
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(notify) = moving.remove(&self.key) {
-            notify.notify_waiters();
-        }
-    }
-}
-
-impl Migrations {
-    /// The progress of every queued, running and recently finished migration, oldest first.
-    #[must_use]
-    pub fn progress(&self) -> Vec<MigrationProgress> {
-        let queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        let history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
-        history
-            .iter()
-            .cloned()
-            .chain(queue.iter().map(Job::snapshot))
-            .collect()
-    }
-
-    /// Keys and bytes the mover moved per (source, target) pair since start, sorted by pair.
-    #[must_use]
-    pub fn moved_totals(&self) -> Vec<MovedTotals> {
-        let mut all = self
-            .moved
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        all.sort_unstable_by(|a, b| (&a.from, &a.to).cmp(&(&b.from, &b.to)));
-        all
-    }
-
-    /// Adds one key of `bytes` bytes moved from `from` to `to` to the totals.
-    fn count_moved(&self, from: &str, to: &str, bytes: u64) {
-        let mut moved = self.moved.lock().unwrap_or_else(PoisonError::into_inner);
-        // A handful of pairs at most: a scan beats allocating a map key per moved key.
-        match moved.iter_mut().find(|t| t.from == from && t.to == to) {
-            Some(totals) => {
-                totals.keys += 1;
-                totals.bytes += bytes;
-            }
-            None => moved.push(MovedTotals {
-                from: from.to_owned(),
-                to: to.to_owned(),
-                keys: 1,
-                bytes,
-            }),
-        }
-    }
-
-    /// Takes the lock of `key`, waiting while another move of it runs.
-    async fn lock(&self, key: &Bytes) -> KeyLock<'_> {
-        loop {
-            let wait = {
-                let mut moving = self.moving.lock().unwrap_or_else(PoisonError::into_inner);
-                match moving.get(key) {
-                    // Created under the table's lock: it sees the holder's notify_waiters.
-                    Some(notify) => Arc::clone(notify),
-                    None => {
-                        moving.insert(key.clone(), Arc::new(Notify::new()));
-                        return KeyLock {
-                            migrations: self,
-                            key: key.clone(),
-                        };
-                    }
-                }
-            };
-            let notified = wait.notified();
-            let still_held = self
-                .moving
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .get(key)
-                .is_some_and(|n| Arc::ptr_eq(n, &wait));
-            if still_held {
-                notified.await;
-            }
-        }
-    }
-
-    /// Makes sure each of `keys` that lies in a migrating slot has left its source: moves it
-    /// now if it is still there. The data path calls it before sending a request for such
-    /// keys to the target. Returns the bytes moved.
-    ///
-    /// # Errors
-    /// A move failed (a node is unreachable); the key may still be on the source.
-    pub async fn ensure_moved(&self, state: &ProxyState, keys: &[Bytes]) -> Result<u64, String> {
-        let mut bytes = 0;
-        for key in keys {
-            let _lock = self.lock(key).await;
-            if let Some(n) = move_key(state, key).await? {
-                bytes += n;
-            }
-        }
-        Ok(bytes)
-    }
-}
-
-impl Job {
-    /// A queued job moving `slots` from `from` to `to` (`begun`: they already migrate).
-    fn new(
-        topology: &Topology,
-        from: ShardId,
-        to: ShardId,
-        slots: Vec<SlotRange>,
-        begun: bool,
-    ) -> Self {
-        let name = |id| {
-            topology
-                .shard(id)
-                .map_or_else(|| id.to_string(), |s| s.name.clone())
-        };
-        let progress = MigrationProgress {
-            from: name(from),
-            to: name(to),
-            slots: slots.clone(),
-            state: MigrationState::Queued,
-            keys_moved: 0,
-            bytes_moved: 0,
-            keys_estimate: 0,
-            elapsed_secs: 0.0,
-            rate_keys_per_sec: 0.0,
-            eta_secs: None,
-        };
-        Self {
-            from,
-            to,
-            slots,
-            begun,
-            progress: Arc::new(Mutex::new(progress)),
-            started: None,
-        }
-    }
-
-    fn snapshot(&self) -> MigrationProgress {
-        let mut p = self
-            .progress
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        if let Some(started) = self.started {
-            p.elapsed_secs = started.elapsed().as_secs_f64();
-            if p.elapsed_secs > 0.0 {
-                p.rate_keys_per_sec = p.keys_moved as f64 / p.elapsed_secs;
-            }
-            if p.rate_keys_per_sec > 0.0 {
-                let left = p.keys_estimate.saturating_sub(p.keys_moved) as f64;
-                p.eta_secs = Some(left / p.rate_keys_per_sec);
-            }
-        }
-        p
-    }
-
-    fn update(&self, f: impl FnOnce(&mut MigrationProgress)) {
-        f(&mut self.progress.lock().unwrap_or_else(PoisonError::into_inner));
-    }
-}
-
-/// Sends `bytes` (producing `replies` replies) on the lane of `slot` of `route`'s master and
-/// waits for the answer (the replies concatenated); `mirrored` writes reach the replicas first.
-async fn exchange(
-    route: &ShardRoute,
-    slot: u16,
-    bytes: Bytes,
-    replies: u32,
-    mirrored: bool,
-) -> Result<Bytes, String> {
-    let (tx, rx) = oneshot::channel();
-    send_master(
-        route,
-        slot,
-        bytes,
-        Dest::Signal(tx),
-        Protocol::Resp2,
-        mirrored.then_some(Effect::Same),
-        replies,
-    );
-    rx.await
-        .map_err(|_| format!("no answer from {}", route.master.addr()))
-}
-
-/// Moves `key` from its slot's source to its target if its slot is migrating and the key is
-/// still on the source. Returns the bytes moved, or `None` when there was nothing to move.
-async fn move_key(state: &ProxyState, key: &Bytes) -> Result<Option<u64>, String> {
-    let slot = Slot::for_key(key);
-    let table = state.router.load();
-    let SlotState::Migrating { from, to } = table.topology().slot_state(slot) else {
-        return Ok(None);
-    };
-    let (Some(source), Some(target)) = (table.route(from), table.route(to)) else {
-        return Err("a migrating slot names an unknown shard".into());
-    };
-    let mut read = BytesMut::new();
-    encode::request(&mut read, &[b"PEXPIRETIME", key]);
-    encode::request(&mut read, &[b"DUMP", key]);
-    let answer = exchange(source, slot.get(), read.freeze(), 2, false).await?;
-    let first = reply::element_len(&answer).unwrap_or(answer.len());
-    let (expiry, dump) = (answer.slice(..first), answer.slice(first..));
-    if reply::is_error(&expiry) || reply::is_error(&dump) {
-        return Err(format!(
-            "reading {} from {}: {}",
-            String::from_utf8_lossy(key),
-            source.master.addr(),
-            String::from_utf8_lossy(&answer).trim_end()
-        ));
-    }
-    let Some(payload) = bulk(&dump) else {
-        return Ok(None); // not (or no longer) on the source
-    };
-    let expires_at = reply::integer(&expiry).unwrap_or(-1);
-    let mut restore = BytesMut::new();
-    if expires_at > 0 {
-        let at = expires_at.to_string();
-        encode::request(
-            &mut restore,
-            &[
-                b"RESTORE",
-                key,
-                at.as_bytes(),
-                &payload,
-                b"REPLACE",
-                b"ABSTTL",
-            ],
-        );
-    } else {
-        encode::request(&mut restore, &[b"RESTORE", key, b"0", &payload, b"REPLACE"]);
-    }
-    let restored = exchange(target, slot.get(), restore.freeze(), 1, true).await?;
-    if !reply::is_ok(&restored) {
-        return Err(format!(
-            "RESTORE of {} on {}: {}",
-            String::from_utf8_lossy(key),
-            target.master.addr(),
-            String::from_utf8_lossy(&restored).trim_end()
-        ));
-    }
-    let mut del = BytesMut::new();
-    encode::request(&mut del, &[b"DEL", key]);
-    let deleted = exchange(source, slot.get(), del.freeze(), 1, true).await?;
-    if reply::is_error(&deleted) {
-        return Err(format!(
-            "DEL of {} on {}: {}",
-            String::from_utf8_lossy(key),
-            source.master.addr(),
-            String::from_utf8_lossy(&deleted).trim_end()
-        ));
-    }
-    Ok(Some(payload.len() as u64))
-}
-
-/// The payload of a bulk reply; `None` for the null bulk or any other reply.
-fn bulk(reply: &Bytes) -> Option<Bytes> {
-    let rest = reply.strip_prefix(b"$")?;
-    let cr = rest.iter().position(|&b| b == b'\r')?;
-    let len: usize = std::str::from_utf8(&rest[..cr]).ok()?.parse().ok()?;
-    let start = 1 + cr + 2;
-    (reply.len() >= start + len + 2).then(|| reply.slice(start..start + len))
-}
 
 /// The id of the shard named `name`, or whose master is `name`.
 fn find_shard(topology: &Topology, name: &str) -> Result<ShardId, MigrateError> {
@@ -496,10 +128,7 @@ impl Controller {
     pub fn queue(self: &Arc<Self>, moves: Vec<Migration>) -> Result<(), MigrateError> {
         let migrations = &self.state.migrations;
         // Held across the change: the queue in memory keeps the persisted order.
-        let mut queue = migrations
-            .queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut queue = migrations.queue();
         let topology = self.change_now(&TopologyChange::QueueMigrations {
             moves: moves.clone(),
         })?;
@@ -507,7 +136,7 @@ impl Controller {
             queue.push_back(Job::new(&topology, m.from, m.to, m.slots, false));
         }
         drop(queue);
-        migrations.wake.notify_one();
+        migrations.wake_mover();
         Ok(())
     }
 
@@ -526,12 +155,7 @@ impl Controller {
         let topology = table.topology();
         let source = find_shard(topology, from)?;
         let queued: Vec<Slot> = {
-            let queue = self
-                .state
-                .migrations
-                .queue
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let queue = self.state.migrations.queue();
             queue
                 .iter()
                 .flat_map(|j| j.slots.iter().flat_map(SlotRange::slots))
@@ -569,10 +193,7 @@ impl Controller {
     pub async fn cancel_migrations(&self) -> Result<(), MigrateError> {
         let migrations = &self.state.migrations;
         let dropped: Vec<Job> = {
-            let mut queue = migrations
-                .queue
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut queue = migrations.queue();
             if queue.is_empty() {
                 return Err(MigrateError::NoneRunning);
             }
@@ -586,9 +207,9 @@ impl Controller {
         };
         for job in dropped {
             job.update(|p| p.state = MigrationState::Cancelled);
-            remember(migrations, job.snapshot());
+            migrations.remember(job.snapshot());
         }
-        migrations.cancel.store(true, Ordering::Release);
+        migrations.request_cancel();
         Ok(())
     }
 
@@ -639,13 +260,10 @@ impl Controller {
                 }
             }
         }
-        let mut queue = migrations
-            .queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut queue = migrations.queue();
         queue.extend(jobs);
         drop(queue);
-        migrations.wake.notify_one();
+        migrations.wake_mover();
     }
 
     /// Reports a queued move that no longer fits the topology (log and `MIGRATIONS`, as
@@ -656,7 +274,7 @@ impl Controller {
         );
         warn!(from = %job.snapshot().from, to = %job.snapshot().to, slots = %show(&m.slots), error = %e, "a queued migration no longer fits the topology; dropped from the queue, not run");
         job.update(|p| p.state = MigrationState::Failed(why));
-        remember(&self.state.migrations, job.snapshot());
+        self.state.migrations.remember(job.snapshot());
         if let Err(e) = self.change_now(&TopologyChange::DropQueuedMigration {
             migration: m.clone(),
         }) {
@@ -669,10 +287,7 @@ impl Controller {
         let migrations = &self.state.migrations;
         loop {
             let next = {
-                let mut queue = migrations
-                    .queue
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
+                let mut queue = migrations.queue();
                 queue.front_mut().map(|job| {
                     job.started = Some(Instant::now());
                     job.update(|p| p.state = MigrationState::Running);
@@ -687,11 +302,11 @@ impl Controller {
             };
             let Some((from, to, slots, begun, progress)) = next else {
                 tokio::select! {
-                    () = migrations.wake.notified() => continue,
+                    () = migrations.mover_woken() => continue,
                     () = shutdown.wait() => return,
                 }
             };
-            migrations.cancel.store(false, Ordering::Release);
+            migrations.clear_cancel();
             // A shutdown stops the move where it is: a key whose copy reached the target but
             // not yet left the source is moved again (from the same, unchanged copy) by the
             // first request for it or by the resumed migration.
@@ -702,10 +317,7 @@ impl Controller {
             let topology = Arc::clone(self.state.router.load().topology());
             // One critical section (queue, then history): a status read never sees the job in
             // neither place, nor a cancel without its reversal.
-            let mut queue = migrations
-                .queue
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut queue = migrations.queue();
             let Some(job) = queue.pop_front() else {
                 continue;
             };
@@ -725,7 +337,7 @@ impl Controller {
                     job.update(|p| p.state = MigrationState::Failed(e));
                 }
             }
-            remember(migrations, job.snapshot());
+            migrations.remember(job.snapshot());
             drop(queue);
         }
     }
@@ -756,9 +368,7 @@ impl Controller {
                 }
                 Phase::Moving { .. } | Phase::Verifying { .. } => {
                     match self.one_pass(from, to, progress).await {
-                        Ok(found) => {
-                            phase.after_pass(found, migrations.cancel.load(Ordering::Acquire))
-                        }
+                        Ok(found) => phase.after_pass(found, migrations.cancel_requested()),
                         // A node failing (its shard failing over) stops a pass, not the
                         // migration: the same phase runs again.
                         Err(e) if failures < PASS_RETRIES => {
@@ -928,7 +538,7 @@ impl Controller {
                 .map_err(|e| e.to_string())?;
             let mut cursor = Bytes::from_static(b"0");
             loop {
-                if migrations.cancel.load(Ordering::Acquire) {
+                if migrations.cancel_requested() {
                     return Ok(found);
                 }
                 let table = self.state.router.load();
@@ -951,9 +561,9 @@ impl Controller {
                 drop(table);
                 found += mine.len() as u64;
                 for chunk in mine.chunks(PARALLEL_MOVES) {
-                    let moves = chunk
-                        .iter()
-                        .map(|key| migrations.ensure_moved(&self.state, std::slice::from_ref(key)));
+                    let moves = chunk.iter().map(|key| {
+                        migrations.ensure_moved(&self.state.router, std::slice::from_ref(key))
+                    });
                     for result in futures_util::future::join_all(moves).await {
                         let bytes = result?;
                         let mut p = progress.lock().unwrap_or_else(PoisonError::into_inner);
@@ -1031,18 +641,6 @@ fn show(slots: &[SlotRange]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(",")
-}
-
-/// Keeps `progress` in the history.
-fn remember(migrations: &Migrations, progress: MigrationProgress) {
-    let mut history = migrations
-        .history
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
-    history.push_back(progress);
-    while history.len() > HISTORY {
-        history.pop_front();
-    }
 }
 
 /// The next cursor and the keys of a SCAN reply.

@@ -27,7 +27,8 @@ pub mod migrate;
 mod nodes;
 pub mod probe;
 pub mod resync;
-pub mod stats;
+/// The controller's counts, kept below it (see [`crate::ha_stats`]).
+pub use crate::ha_stats as stats;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};

@@ -682,7 +682,7 @@ impl<S: ClientStream> Session<S> {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 let state = Arc::clone(&self.ctx.state);
                 tokio::spawn(async move {
-                    let moved = state.migrations.ensure_moved(&state, &keys).await;
+                    let moved = state.migrations.ensure_moved(&state.router, &keys).await;
                     let _ = tx.send(moved.map(|_| ()));
                 });
                 self.paused = Some(Hold::Migration(rx));
