@@ -97,9 +97,9 @@ impl Controller {
         to: &str,
         slots: Vec<SlotRange>,
     ) -> Result<(), MigrateError> {
-        let table = self.state.router.load();
-        let topology = table.topology();
-        let (from, to) = (find_shard(topology, from)?, find_shard(topology, to)?);
+        // The topology, not the table: the change below replaces the table.
+        let topology = Arc::clone(self.state.router.load().topology());
+        let (from, to) = (find_shard(&topology, from)?, find_shard(&topology, to)?);
         if from == to {
             return Err(MigrateError::SameShard);
         }
@@ -151,21 +151,20 @@ impl Controller {
         to: &str,
         count: usize,
     ) -> Result<Vec<SlotRange>, MigrateError> {
-        let table = self.state.router.load();
-        let topology = table.topology();
-        let source = find_shard(topology, from)?;
-        let queued: Vec<Slot> = {
-            let queue = self.state.migrations.queue();
-            queue
-                .iter()
-                .flat_map(|j| j.slots.iter().flat_map(SlotRange::slots))
-                .collect()
-        };
+        // The topology, not the table: the change below replaces the table.
+        let topology = Arc::clone(self.state.router.load().topology());
+        let source = find_shard(&topology, from)?;
+        let mut queued = vec![false; redshard_config::SLOT_COUNT];
+        for job in self.state.migrations.queue().iter() {
+            for slot in job.slots.iter().flat_map(SlotRange::slots) {
+                queued[slot.index()] = true;
+            }
+        }
         let owned: Vec<Slot> = topology
             .slots_of(source)
             .iter()
             .flat_map(SlotRange::slots)
-            .filter(|s| !queued.contains(s))
+            .filter(|s| !queued[s.index()])
             .collect();
         if count == 0 || owned.len() < count {
             return Err(MigrateError::Slots(format!(
