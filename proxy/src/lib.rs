@@ -31,6 +31,9 @@
 //!   at the top: the `/metrics` page ([`metrics::scrape`]) and the HTTP endpoint (`/metrics`,
 //!   `/livez`, `/readyz`, `POST /-/reload`) on `metrics_listen`.
 //! - [`health`]: what is known of each backend node (the PING probe), readiness.
+//! - [`migration`]: the migration queue and progress, and the key mover the data path and
+//!   the controller share.
+//! - [`ha_stats`]: the failovers, resyncs and stale replicas the controller counts.
 //! - [`reload`]: re-reading the configuration file (SIGHUP, `POST /-/reload`).
 //! - [`tls`]: the certificates of the TLS listener and of backend connections (rustls),
 //!   reloadable.
@@ -55,9 +58,11 @@ pub mod backend;
 pub(crate) mod clients;
 pub mod control;
 pub(crate) mod events;
+pub mod ha_stats;
 pub(crate) mod health;
 pub(crate) mod listener;
 pub mod metrics;
+pub mod migration;
 pub mod mirror;
 pub mod outbuf;
 pub(crate) mod reload;
@@ -293,7 +298,8 @@ impl Proxy {
             None => (None, None),
         };
         metrics::install(&config.metrics_namespace);
-        let state = ProxyState::with_options(config, topology, local_addr.port(), options)?;
+        let (state, control) =
+            ProxyState::with_options(config, topology, local_addr.port(), options)?;
         let (trigger, watch) = shutdown::channel();
         let mut background = Vec::new();
         if let Some(http) = http {
@@ -320,7 +326,8 @@ impl Proxy {
             }
             Err(e) => tracing::warn!(error = %e, "idle clients will not be parked"),
         }
-        let controller = control::Controller::start(Arc::clone(&state), trigger.subscribe());
+        let controller =
+            control::Controller::start(Arc::clone(&state), control, trigger.subscribe());
         let plain = listener::run(listener, Arc::clone(&state), watch.clone());
         let accept = match (tls_listener, &state.tls.server) {
             (Some(tls_listener), Some(tls)) => {

@@ -9,7 +9,9 @@
 //! are published in [`ProxyState::live`], and the new certificates serve the connections
 //! opened from then on (see [`crate::tls`]). Every other key that changed is reported as
 //! needing a restart, and keeps its running value in `live`, so `live` is always what is in
-//! effect.
+//! effect. `[[shard]]` is one of those: a reload never changes the topology (it has no
+//! writer of it, see `crate::router::writer`); shards, replicas and slots move through the
+//! controller (the admin port).
 
 use std::fmt;
 use std::sync::{Arc, PoisonError};

@@ -3,14 +3,21 @@
 //! A [`RoutingTable`] is built from one [`Topology`] epoch and never changes; a new epoch builds
 //! a new table and [`Router::install`] publishes it with one `ArcSwap::store`. A session loads
 //! the table once per batch of requests, so every request sees exactly one epoch.
+//!
+//! Reading is open to all; changing what requests are routed by (installing a table, setting
+//! a gate, fencing a node) takes the router's one [`TopologyWriter`], which the controller
+//! holds.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+pub mod writer;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use redshard_config::{ReplicaState, ShardId, Slot, Topology, SLOT_COUNT};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use bytes::Bytes;
 
@@ -19,6 +26,7 @@ use crate::backend::{Dest, LaneRequest, Node, NodePool};
 use crate::mirror::effect::Effect;
 use crate::mirror::{Job, Mirror, ShardMirror};
 use crate::resp::Protocol;
+use writer::TopologyWriter;
 
 /// Whether a shard takes requests now. Shared by every epoch's table (by shard id), so a
 /// session waiting on it sees the change without reloading the table.
@@ -69,8 +77,9 @@ impl ShardGate {
         *self.state.borrow()
     }
 
-    /// Sets the state, waking waiting sessions.
-    pub fn set(&self, state: GateState) {
+    /// Sets the state, waking waiting sessions. Only the holder of the topology's writer (the
+    /// controller) opens and closes gates.
+    pub fn set(&self, _writer: &TopologyWriter, state: GateState) {
         let old = self.state.send_replace(state);
         match (old == GateState::Open, state == GateState::Open) {
             (true, false) => {
@@ -90,8 +99,9 @@ impl ShardGate {
     }
 }
 
-/// A shard as the data path sees it: where its writes go.
-#[derive(Debug)]
+/// A shard as the data path sees it: where its writes go. Cloned (rather than its table held)
+/// by what waits on a shard for long, such as WAIT.
+#[derive(Clone, Debug)]
 pub struct ShardRoute {
     /// The topology's id of the shard.
     pub id: ShardId,
@@ -118,6 +128,63 @@ pub struct RoutingTable {
     migrating: bool,
     /// Every shard, in topology order.
     shards: Vec<ShardRoute>,
+    /// Its place among its router's tables, for the epoch barrier; `None` for a table built
+    /// outside a router (benchmarks).
+    tracked: Option<Tracked>,
+}
+
+/// A table's entry in its router's [`LiveTables`].
+#[derive(Debug)]
+struct Tracked {
+    /// Tables built later have higher generations.
+    generation: u64,
+    /// The router's record, which the table leaves when it is dropped.
+    live: Arc<LiveTables>,
+}
+
+impl Drop for RoutingTable {
+    fn drop(&mut self) {
+        if let Some(tracked) = &self.tracked {
+            tracked.live.leave(tracked.generation);
+        }
+    }
+}
+
+/// The tables of one router still held by someone, by generation: what the epoch barrier
+/// ([`Router::epoch_barrier`]) waits on. Touched only when a table is built or dropped (once
+/// per topology change), never per request.
+#[derive(Debug, Default)]
+struct LiveTables {
+    /// The generation of every table not yet dropped.
+    live: Mutex<BTreeSet<u64>>,
+    /// The next table's generation.
+    next: AtomicU64,
+    /// Woken each time a table is dropped.
+    dropped: Notify,
+}
+
+impl LiveTables {
+    /// Registers a new table; returns its generation.
+    fn join(&self) -> u64 {
+        let generation = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(generation);
+        generation
+    }
+
+    /// Forgets a dropped table and wakes the barrier's waiters.
+    fn leave(&self, generation: u64) {
+        self.lock().remove(&generation);
+        self.dropped.notify_waiters();
+    }
+
+    /// The oldest generation still held.
+    fn oldest(&self) -> Option<u64> {
+        self.lock().first().copied()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<u64>> {
+        self.live.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl RoutingTable {
@@ -169,7 +236,22 @@ impl RoutingTable {
             shards,
             closed: Arc::clone(&gates.closed),
             migrating,
+            tracked: None,
         }
+    }
+
+    /// The table, entered in `live` so the epoch barrier sees while it is held.
+    fn tracked(mut self, live: &Arc<LiveTables>) -> Self {
+        self.tracked = Some(Tracked {
+            generation: live.join(),
+            live: Arc::clone(live),
+        });
+        self
+    }
+
+    /// The table's generation among its router's (0 outside a router).
+    fn generation(&self) -> u64 {
+        self.tracked.as_ref().map_or(0, |t| t.generation)
     }
 
     /// Whether some slot is migrating.
@@ -273,20 +355,26 @@ pub struct Router {
     mirror: Mirror,
     /// Shard gates.
     gates: Gates,
+    /// The tables still held, for the epoch barrier.
+    live: Arc<LiveTables>,
 }
 
 impl Router {
-    /// A router serving `topology`.
+    /// A router serving `topology`, and the one [`TopologyWriter`] that can change it (for
+    /// the controller).
     #[must_use]
-    pub fn new(topology: Topology, pool: NodePool, mirror: Mirror) -> Self {
+    pub fn new(topology: Topology, pool: NodePool, mirror: Mirror) -> (Self, TopologyWriter) {
         let gates = Gates::default();
-        let table = RoutingTable::build(Arc::new(topology), &pool, &mirror, &gates);
-        Self {
+        let live = Arc::new(LiveTables::default());
+        let table = RoutingTable::build(Arc::new(topology), &pool, &mirror, &gates).tracked(&live);
+        let router = Self {
             table: ArcSwap::from_pointee(table),
             pool,
             mirror,
             gates,
-        }
+            live,
+        };
+        (router, TopologyWriter::mint())
     }
 
     /// Replica links and mirroring settings.
@@ -307,19 +395,44 @@ impl Router {
         self.gates.of(shard)
     }
 
-    /// The current table.
+    /// The current table. Hold it only while routing by it (a batch of requests, until each
+    /// is handed to its lane) or reading it: a table held across a wait holds up the epoch
+    /// barrier ([`Router::epoch_barrier`]) of the next topology change. To keep the topology,
+    /// keep `Arc::clone(table.topology())`.
     #[must_use]
     pub fn load(&self) -> Arc<RoutingTable> {
         self.table.load_full()
     }
 
     /// Publishes the table for a new topology epoch; connections to nodes that left close once
-    /// their last request is answered.
-    pub fn install(&self, topology: Topology) {
-        let table = RoutingTable::build(Arc::new(topology), &self.pool, &self.mirror, &self.gates);
+    /// their last request is answered. Only the holder of the writer (the controller) does.
+    pub fn install(&self, _writer: &TopologyWriter, topology: Topology) {
+        let table = RoutingTable::build(Arc::new(topology), &self.pool, &self.mirror, &self.gates)
+            .tracked(&self.live);
         let keep: Vec<_> = table.topology.nodes().collect();
         self.pool.retain(&keep);
         self.table.store(Arc::new(table));
+    }
+
+    /// The epoch barrier: waits until no table older than the current one is held by anyone,
+    /// so no request is still being routed by an earlier epoch (a session holds the table
+    /// only while it dispatches one batch, until each request is handed to its lane). Returns
+    /// whether that happened within `timeout`. Woken by each table's drop; no polling.
+    pub async fn epoch_barrier(&self, timeout: Duration) -> bool {
+        let current = self.table.load().generation();
+        let old_gone = async {
+            loop {
+                let dropped = self.live.dropped.notified();
+                tokio::pin!(dropped);
+                // Registered before the check, so a drop between the two is not missed.
+                dropped.as_mut().enable();
+                if self.live.oldest().is_none_or(|oldest| oldest >= current) {
+                    return;
+                }
+                dropped.await;
+            }
+        };
+        tokio::time::timeout(timeout, old_gone).await.is_ok()
     }
 }
 
@@ -390,7 +503,7 @@ pub(crate) fn send_master_as(
 /// mirrored before it has been applied by each replica still active. Returns whether every
 /// answer came within `timeout`. Here with [`send_master`], below the session and the
 /// controller that both wait on it.
-pub async fn barrier(route: &ShardRoute, mirrored: bool, timeout: std::time::Duration) -> bool {
+pub async fn barrier(route: &ShardRoute, mirrored: bool, timeout: Duration) -> bool {
     let mut waits = Vec::with_capacity(route.master.lane_count());
     for lane in 0..route.master.lane_count() {
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -428,8 +541,97 @@ pub async fn barrier(route: &ShardRoute, mirrored: bool, timeout: std::time::Dur
 
 #[cfg(test)]
 mod tests {
-    use super::GateState;
+    use super::{GateState, Gates, TopologyWriter};
     use crate::metrics::names::gate_state;
+    use futures_util::FutureExt;
+    use redshard_config::ShardId;
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    /// A router serving one shard whose master is never contacted.
+    fn router() -> (super::Router, TopologyWriter) {
+        let config = redshard_config::Config::from_toml_str(
+            "[[shard]]\nname = \"s1\"\nmaster = \"127.0.0.1:1\"\nslots = [\"0-16383\"]\n",
+            "test",
+        )
+        .unwrap();
+        let pool = crate::backend::NodePool::new(crate::backend::LaneConfig::from_config(
+            &config.backend,
+            128,
+            None,
+        ));
+        let (events, _control) = crate::events::channel();
+        let mirror =
+            crate::mirror::Mirror::new(config.mirror.clone(), config.replication.ack, events);
+        super::Router::new(
+            redshard_config::Topology::from_config(&config),
+            pool,
+            mirror,
+        )
+    }
+
+    /// Whether the barrier is through at once (`None`: it waits).
+    fn barrier_now(router: &super::Router) -> Option<bool> {
+        router
+            .epoch_barrier(Duration::from_secs(3600))
+            .now_or_never()
+    }
+
+    #[tokio::test]
+    async fn epoch_barrier_waits_for_the_old_table() {
+        let (router, writer) = router();
+        let topology = (**router.load().topology()).clone();
+        assert_eq!(
+            barrier_now(&router),
+            Some(true),
+            "one table: nothing to wait for"
+        );
+        // A session in the middle of a batch routes by the table it loaded.
+        let held = router.load();
+        router.install(&writer, topology.clone());
+        assert_eq!(
+            barrier_now(&router),
+            None,
+            "a held old table keeps the barrier waiting"
+        );
+        let router = std::sync::Arc::new(router);
+        let waiting = tokio::spawn({
+            let router = std::sync::Arc::clone(&router);
+            async move { router.epoch_barrier(Duration::from_secs(3600)).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        drop(held);
+        assert!(
+            waiting.await.unwrap(),
+            "dropping the old table releases the barrier"
+        );
+        // Two changes in a row: a table two epochs old, still held, counts too.
+        let older = router.load();
+        router.install(&writer, topology.clone());
+        router.install(&writer, topology);
+        assert_eq!(barrier_now(&router), None);
+        drop(older);
+        assert_eq!(barrier_now(&router), Some(true));
+        // Holding the current table does not hold the barrier.
+        let _current = router.load();
+        assert_eq!(barrier_now(&router), Some(true));
+    }
+
+    #[test]
+    fn gates_count_the_closed_ones() {
+        let writer = TopologyWriter::for_tests();
+        let gates = Gates::default();
+        let (a, b) = (gates.of(ShardId(1)), gates.of(ShardId(2)));
+        a.set(&writer, GateState::Paused);
+        b.set(&writer, GateState::Down);
+        a.set(&writer, GateState::Down);
+        assert_eq!(gates.closed.load(Ordering::Acquire), 2);
+        a.set(&writer, GateState::Open);
+        b.set(&writer, GateState::Open);
+        assert_eq!(gates.closed.load(Ordering::Acquire), 0);
+        assert_eq!(a.state(), GateState::Open);
+    }
 
     #[test]
     fn gate_labels_cover_every_state() {

@@ -12,6 +12,7 @@ use crate::backend::{LaneConfig, NodePool};
 use crate::clients::Clients;
 use crate::health::BackendHealth;
 use crate::resp::ScanLimits;
+use crate::router::writer::TopologyWriter;
 use crate::router::Router;
 use crate::tls::{Tls, TlsError};
 
@@ -43,12 +44,10 @@ pub struct ProxyState {
     /// Held during a reload, so SIGHUP and `POST /-/reload` do not interleave.
     pub reload_lock: Mutex<()>,
     /// Slot migrations: the queue, and the per-key locks the data path shares with the mover.
-    pub migrations: crate::control::migrate::Migrations,
+    pub migrations: crate::migration::Migrations,
     /// Failovers, resyncs and stale replicas counted by the controller; here rather than in
     /// the controller because INFO and `/metrics` read only this state.
-    pub ha: crate::control::stats::HaStats,
-    /// The data path's reports to the controller, taken once by the controller task.
-    pub control_rx: Mutex<Option<crate::events::EventReceiver>>,
+    pub ha: crate::ha_stats::HaStats,
     /// The certificates of the TLS listener and of backend connections, replaced in place
     /// by a reload.
     pub tls: Tls,
@@ -58,6 +57,18 @@ pub struct ProxyState {
     /// Where idle clients are parked (see `session::park`), once the proxy started it;
     /// without one, clients are not parked.
     pub(crate) park_room: std::sync::OnceLock<Arc<crate::session::park::room::Room>>,
+}
+
+/// What only the controller may hold, made with the state and handed to
+/// `Controller::start`: the one writer of the topology and the receiving end of the data
+/// plane's reports. Not kept in [`ProxyState`], so holding the state is not enough to change
+/// the topology.
+#[derive(Debug)]
+pub struct ControllerParts {
+    /// The capability to install tables, set gates and fence nodes.
+    pub writer: TopologyWriter,
+    /// The data path's reports to the controller.
+    pub events: crate::events::EventReceiver,
 }
 
 /// Applies a new `[log] level` filter (called by `crate::reload`; kept here, with the state
@@ -100,12 +111,16 @@ pub struct StateOptions {
 }
 
 impl ProxyState {
-    /// State for a proxy serving `topology` with `config`. Must run inside a tokio runtime: it
-    /// starts the backend lanes.
+    /// State for a proxy serving `topology` with `config`, and the parts its controller takes.
+    /// Must run inside a tokio runtime: it starts the backend lanes.
     ///
     /// # Errors
     /// A TLS file of `config` cannot be read or used.
-    pub fn new(config: Config, topology: Topology, port: u16) -> Result<Arc<Self>, TlsError> {
+    pub fn new(
+        config: Config,
+        topology: Topology,
+        port: u16,
+    ) -> Result<(Arc<Self>, ControllerParts), TlsError> {
         Self::with_options(config, topology, port, StateOptions::default())
     }
 
@@ -118,7 +133,7 @@ impl ProxyState {
         topology: Topology,
         port: u16,
         options: StateOptions,
-    ) -> Result<Arc<Self>, TlsError> {
+    ) -> Result<(Arc<Self>, ControllerParts), TlsError> {
         let tls = Tls::load(&config)?;
         let mut lanes = LaneConfig::from_config(
             &config.backend,
@@ -146,9 +161,10 @@ impl ProxyState {
             config.replication.ack,
             events.clone(),
         );
-        let router = Router::new(topology, NodePool::new(lanes).reporting(events), mirror);
+        let (router, writer) =
+            Router::new(topology, NodePool::new(lanes).reporting(events), mirror);
         let config = Arc::new(config);
-        Ok(Arc::new(Self {
+        let state = Arc::new(Self {
             live: ArcSwap::new(Arc::clone(&config)),
             config,
             router,
@@ -160,13 +176,17 @@ impl ProxyState {
             config_path: options.config_path,
             log_level: options.log_level,
             reload_lock: Mutex::new(()),
-            control_rx: Mutex::new(Some(control_rx)),
-            migrations: crate::control::migrate::Migrations::default(),
-            ha: crate::control::stats::HaStats::default(),
+            migrations: crate::migration::Migrations::default(),
+            ha: crate::ha_stats::HaStats::default(),
             tls,
             auth_throttle: crate::auth_throttle::AuthThrottle::new(),
             park_room: std::sync::OnceLock::new(),
-        }))
+        });
+        let parts = ControllerParts {
+            writer,
+            events: control_rx,
+        };
+        Ok((state, parts))
     }
 
     /// The request scanner's bounds from the live `[limits]`: a reload applies to the
@@ -206,7 +226,7 @@ mod tests {
     fn lanes_of(text: &str) -> usize {
         let config = Config::from_toml_str(text, "test").unwrap();
         let topology = redshard_config::Topology::from_config(&config);
-        let state = ProxyState::new(config, topology, 0).unwrap();
+        let (state, _controller) = ProxyState::new(config, topology, 0).unwrap();
         let table = state.router.load();
         table.shards()[0].master.lane_count()
     }

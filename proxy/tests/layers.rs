@@ -36,15 +36,20 @@ const LAYERS: &[(&str, u8)] = &[
     ("auth_throttle", 1),
     ("slowlog", 1),
     ("outbuf", 1),
+    ("ha_stats", 1),
+    // The topology-writing capability: a token only the router mints and the controller
+    // holds, named by the backend (`Node::fence`) as well as the router.
+    ("router::writer", 1),
     // Data plane, bottom up: reply queues (and the drain signal that wakes them), backend
-    // lanes, mirroring to replicas, the routing table, what is known of each node, the state
-    // sessions share, the session.
+    // lanes, mirroring to replicas, the routing table, what is known of each node and the
+    // migrations' queue and key mover, the state sessions share, the session.
     ("replies", 2),
     ("shutdown", 2),
     ("backend", 3),
     ("mirror", 4),
     ("router", 5),
     ("health", 6),
+    ("migration", 6),
     ("state", 7),
     ("session", 8),
     // Control plane: the controller (the one writer of the topology) and reloads.
@@ -68,18 +73,8 @@ const KNOWN_UPWARD: &[(&str, &str, &str)] = &[
     ),
     (
         "state",
-        "control",
-        "ProxyState holds the migration queue and the HA counters the controller owns",
-    ),
-    (
-        "state",
         "session",
         "ProxyState holds the park room of idle sessions",
-    ),
-    (
-        "session",
-        "control",
-        "INFO reads the migration state from the controller's queue",
     ),
 ];
 
@@ -272,4 +267,37 @@ fn the_check_sees_an_upward_import() {
     );
     assert_eq!(layer_of(&deep[0]), Some(("metrics::scrape", 10)));
     assert!(named_paths("use redshard_crate::x;", &here).is_empty());
+}
+
+/// The modules that may name the topology's writer: the router that mints it, the backend
+/// whose `Node::fence` takes it, the state that hands it over at start, and the controller
+/// that holds it. Anywhere else it would be a second writer of the topology.
+const WRITER_NAMED_IN: &[&str] = &["router", "router::writer", "backend", "state", "control"];
+
+#[test]
+fn only_the_controller_holds_the_writer() {
+    let mut files = Vec::new();
+    rust_files(&src_dir(), &mut files);
+    files.sort();
+    let mut outside = Vec::new();
+    for file in &files {
+        let Some(here) = module_of(file) else {
+            continue;
+        };
+        let Some((module, _)) = layer_of(&here) else {
+            continue;
+        };
+        let text = std::fs::read_to_string(file).unwrap();
+        let named = text
+            .lines()
+            .any(|l| !l.trim_start().starts_with("//") && l.contains("TopologyWriter"));
+        if named && !WRITER_NAMED_IN.contains(&module) {
+            outside.push(file.strip_prefix(src_dir()).unwrap().display().to_string());
+        }
+    }
+    assert!(
+        outside.is_empty(),
+        "the topology's writer is named outside the router, backend, state and controller \
+         (ask the controller to change the topology instead): {outside:?}"
+    );
 }

@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use crate::client_error::ClientError;
 use crate::replies::ReplyTo;
 use crate::resp::Protocol;
+use crate::router::writer::TopologyWriter;
 
 /// How lanes connect and when they give up; taken from `[backend]` and `[limits]`.
 #[derive(Clone, Debug)]
@@ -473,12 +474,13 @@ impl Node {
 
     /// Fences the node: its lanes reset their connections (the node discards what it has not
     /// read), fail what is in flight or queued, and refuse requests until [`Node::unfence`].
-    pub fn fence(&self) {
+    /// A topology change: only the holder of the writer (the controller) fences.
+    pub fn fence(&self, _writer: &TopologyWriter) {
         self.fenced.send_replace(true);
     }
 
     /// Lifts the fence: the lanes connect again.
-    pub fn unfence(&self) {
+    pub fn unfence(&self, _writer: &TopologyWriter) {
         self.fenced.send_replace(false);
     }
 

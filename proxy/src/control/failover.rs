@@ -75,6 +75,8 @@ impl Controller {
                 return Err(FailoverError::Drain(timeout));
             }
         }
+        // Not held across the change: the epoch barrier waits for every old table.
+        drop(table);
         let promoted = self
             .change(TopologyChange::Promote {
                 shard,
@@ -107,7 +109,7 @@ impl Controller {
             }
             self.release(shard, &HoldReason::GracefulFailover);
         } else {
-            old_node.fence();
+            old_node.fence(&self.writer);
         }
         let line = match kind {
             FailoverKind::Graceful => format!(
@@ -208,9 +210,8 @@ impl Controller {
         shard: &str,
         to: Option<&NodeAddr>,
     ) -> Result<NodeAddr, FailoverError> {
-        let table = self.state.router.load();
-        let topology = table.topology();
-        let found = super::find_shard(topology, shard)
+        let topology = Arc::clone(self.state.router.load().topology());
+        let found = super::find_shard(&topology, shard)
             .ok_or_else(|| FailoverError::NoShard(shard.to_owned()))?;
         let candidate = match to {
             Some(addr) => found

@@ -3,8 +3,9 @@
 //! A migration moves a set of slots from one shard to another:
 //! 1. **Begin**: the slots become `Migrating { from, to }` in a new epoch. From then on every
 //!    request for a key of those slots is served by `to`, after the proxy made sure the key has
-//!    moved ([`Migrations::ensure_moved`]). The proxy waits until no session still routes by
-//!    the old epoch and drains the source's lanes, so no request can reach the source anymore.
+//!    moved ([`Migrations::ensure_moved`], in [`crate::migration`]). The proxy waits until no request is still routed
+//!    by the old epoch (the router's epoch barrier) and drains the source's lanes, so no
+//!    request can reach the source anymore.
 //! 2. **Move**: a background mover SCANs the source master, picks the keys of migrating slots,
 //!    and moves each under a per-key lock shared with the data path: `PEXPIRETIME` and `DUMP`
 //!    on the source, `RESTORE ... REPLACE [ABSTTL]` on the target and `DEL` on the source, the
@@ -12,70 +13,29 @@
 //! 3. **Finish**: after one full SCAN pass moved every key it found, a second pass verifies
 //!    that none is left; the slots become `Owned(to)` in a new epoch.
 //!
+//! While it runs, a migration is in one [`Phase`]: `Starting` (step 1), `Moving` and
+//! `Verifying` passes (steps 2-3), then `Finishing`, or `Cancelling` (see `LIFECYCLE.md`).
+//!
 //! Migrations run one after another from a queue (a rebalance queues several). The queue is
 //! part of the topology ([`Topology::queued`]), persisted with it: a move leaves it in the
 //! same change that begins it. A restart resumes the slots the persisted topology shows
 //! migrating, then every queued move in order; a queued move that no longer fits the
 //! topology is reported (log, `MIGRATIONS`) as failed and dropped, never silently.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use redshard_config::{
     Migration, ShardId, Slot, SlotRange, SlotState, Topology, TopologyChange, TopologyError,
 };
-use tokio::sync::{oneshot, Notify};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::Controller;
-use crate::backend::Dest;
-use crate::mirror::effect::Effect;
-use crate::resp::{encode, reply, Protocol};
-use crate::router::{send_master, ShardRoute};
-use crate::state::ProxyState;
+use crate::migration::{bulk, Job};
+use crate::resp::reply;
 
-/// Where a migration stands.
-#[derive(Clone, Debug, PartialEq)]
-pub enum MigrationState {
-    /// Waiting in the queue.
-    Queued,
-    /// Moving keys.
-    Running,
-    /// Every slot now belongs to the target.
-    Done,
-    /// Stopped by an error; the slots stay migrating until it is retried or cancelled.
-    Failed(String),
-    /// Cancelled: the slots that had not finished went back to the source.
-    Cancelled,
-}
-
-/// What an operator sees of one migration.
-#[derive(Clone, Debug)]
-pub struct MigrationProgress {
-    /// The source shard's name.
-    pub from: String,
-    /// The target shard's name.
-    pub to: String,
-    /// The slots it moves.
-    pub slots: Vec<SlotRange>,
-    /// Its state.
-    pub state: MigrationState,
-    /// Keys moved so far.
-    pub keys_moved: u64,
-    /// Bytes moved so far (DUMP payloads).
-    pub bytes_moved: u64,
-    /// Estimated keys to move in all (from the source's size at the start).
-    pub keys_estimate: u64,
-    /// Seconds since it started running.
-    pub elapsed_secs: f64,
-    /// Keys per second so far.
-    pub rate_keys_per_sec: f64,
-    /// Seconds left at the current rate, when it can be estimated.
-    pub eta_secs: Option<f64>,
-}
+pub use crate::migration::{MigrationProgress, MigrationState, Migrations, MovedTotals};
 
 /// Why a migration cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -106,57 +66,6 @@ impl From<super::ChangeError> for MigrateError {
     }
 }
 
-/// One queued or running migration.
-#[derive(Debug)]
-struct Job {
-    /// Source shard.
-    from: ShardId,
-    /// Target shard.
-    to: ShardId,
-    /// The slots.
-    slots: Vec<SlotRange>,
-    /// Whether its slots are already migrating (a resumed or reversed migration).
-    begun: bool,
-    /// Its progress, shared with admin status.
-    progress: Arc<Mutex<MigrationProgress>>,
-    /// When it started running.
-    started: Option<Instant>,
-}
-
-/// The migration queue and the per-key locks shared with the data path.
-#[derive(Debug, Default)]
-pub struct Migrations {
-    /// Queued and running migrations, oldest first; finished ones move to `history`.
-    queue: Mutex<VecDeque<Job>>,
-    /// The last finished migrations, newest last (at most [`HISTORY`]).
-    history: Mutex<VecDeque<MigrationProgress>>,
-    /// Keys being moved now, each with the waiters of its move.
-    moving: Mutex<HashMap<Bytes, Arc<Notify>>>,
-    /// Set to stop the running mover (a cancel).
-    cancel: AtomicBool,
-    /// Wakes the mover task when a job is queued.
-    wake: Notify,
-    /// Keys and bytes moved per (source, target) pair over every migration since start, for
-    /// the `migration_*_moved_total` counters: unlike a job's progress they never go back
-    /// to 0 when a new migration starts or the history forgets an old one.
-    moved: Mutex<Vec<MovedTotals>>,
-}
-
-/// What the background mover moved from one shard to another since the proxy started.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MovedTotals {
-    /// The source shard's name.
-    pub from: String,
-    /// The target shard's name.
-    pub to: String,
-    /// Keys moved.
-    pub keys: u64,
-    /// Bytes moved (DUMP payloads).
-    pub bytes: u64,
-}
-
-/// Finished migrations kept for status.
-const HISTORY: usize = 16;
 /// Keys per SCAN call of the mover.
 const SCAN_COUNT: &str = "500";
 /// Failed passes a migration survives (a source or target failing over) before it fails.
@@ -165,279 +74,9 @@ const PASS_RETRIES: u32 = 60;
 const PASS_RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// Keys moved at the same time by the mover.
 const PARALLEL_MOVES: usize = 16;
-
-/// The lock of one key being moved; released (and its waiters woken) on drop.
-struct KeyLock<'a> {
-    /// The lock table.
-    migrations: &'a Migrations,
-    /// The key.
-    key: Bytes,
-}
-
-impl Drop for KeyLock<'_> {
-    fn drop(&mut self) {
-        let mut moving = self
-            .migrations
-            .moving
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(notify) = moving.remove(&self.key) {
-            notify.notify_waiters();
-        }
-    }
-}
-
-impl Migrations {
-    /// The progress of every queued, running and recently finished migration, oldest first.
-    #[must_use]
-    pub fn progress(&self) -> Vec<MigrationProgress> {
-        let queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        let history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
-        history
-            .iter()
-            .cloned()
-            .chain(queue.iter().map(Job::snapshot))
-            .collect()
-    }
-
-    /// Keys and bytes the mover moved per (source, target) pair since start, sorted by pair.
-    #[must_use]
-    pub fn moved_totals(&self) -> Vec<MovedTotals> {
-        let mut all = self
-            .moved
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        all.sort_unstable_by(|a, b| (&a.from, &a.to).cmp(&(&b.from, &b.to)));
-        all
-    }
-
-    /// Adds one key of `bytes` bytes moved from `from` to `to` to the totals.
-    fn count_moved(&self, from: &str, to: &str, bytes: u64) {
-        let mut moved = self.moved.lock().unwrap_or_else(PoisonError::into_inner);
-        // A handful of pairs at most: a scan beats allocating a map key per moved key.
-        match moved.iter_mut().find(|t| t.from == from && t.to == to) {
-            Some(totals) => {
-                totals.keys += 1;
-                totals.bytes += bytes;
-            }
-            None => moved.push(MovedTotals {
-                from: from.to_owned(),
-                to: to.to_owned(),
-                keys: 1,
-                bytes,
-            }),
-        }
-    }
-
-    /// Takes the lock of `key`, waiting while another move of it runs.
-    async fn lock(&self, key: &Bytes) -> KeyLock<'_> {
-        loop {
-            let wait = {
-                let mut moving = self.moving.lock().unwrap_or_else(PoisonError::into_inner);
-                match moving.get(key) {
-                    // Created under the table's lock: it sees the holder's notify_waiters.
-                    Some(notify) => Arc::clone(notify),
-                    None => {
-                        moving.insert(key.clone(), Arc::new(Notify::new()));
-                        return KeyLock {
-                            migrations: self,
-                            key: key.clone(),
-                        };
-                    }
-                }
-            };
-            let notified = wait.notified();
-            let still_held = self
-                .moving
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .get(key)
-                .is_some_and(|n| Arc::ptr_eq(n, &wait));
-            if still_held {
-                notified.await;
-            }
-        }
-    }
-
-    /// Makes sure each of `keys` that lies in a migrating slot has left its source: moves it
-    /// now if it is still there. The data path calls it before sending a request for such
-    /// keys to the target. Returns the bytes moved.
-    ///
-    /// # Errors
-    /// A move failed (a node is unreachable); the key may still be on the source.
-    pub async fn ensure_moved(&self, state: &ProxyState, keys: &[Bytes]) -> Result<u64, String> {
-        let mut bytes = 0;
-        for key in keys {
-            let _lock = self.lock(key).await;
-            if let Some(n) = move_key(state, key).await? {
-                bytes += n;
-            }
-        }
-        Ok(bytes)
-    }
-}
-
-impl Job {
-    /// A queued job moving `slots` from `from` to `to` (`begun`: they already migrate).
-    fn new(
-        topology: &Topology,
-        from: ShardId,
-        to: ShardId,
-        slots: Vec<SlotRange>,
-        begun: bool,
-    ) -> Self {
-        let name = |id| {
-            topology
-                .shard(id)
-                .map_or_else(|| id.to_string(), |s| s.name.clone())
-        };
-        let progress = MigrationProgress {
-            from: name(from),
-            to: name(to),
-            slots: slots.clone(),
-            state: MigrationState::Queued,
-            keys_moved: 0,
-            bytes_moved: 0,
-            keys_estimate: 0,
-            elapsed_secs: 0.0,
-            rate_keys_per_sec: 0.0,
-            eta_secs: None,
-        };
-        Self {
-            from,
-            to,
-            slots,
-            begun,
-            progress: Arc::new(Mutex::new(progress)),
-            started: None,
-        }
-    }
-
-    fn snapshot(&self) -> MigrationProgress {
-        let mut p = self
-            .progress
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        if let Some(started) = self.started {
-            p.elapsed_secs = started.elapsed().as_secs_f64();
-            if p.elapsed_secs > 0.0 {
-                p.rate_keys_per_sec = p.keys_moved as f64 / p.elapsed_secs;
-            }
-            if p.rate_keys_per_sec > 0.0 {
-                let left = p.keys_estimate.saturating_sub(p.keys_moved) as f64;
-                p.eta_secs = Some(left / p.rate_keys_per_sec);
-            }
-        }
-        p
-    }
-
-    fn update(&self, f: impl FnOnce(&mut MigrationProgress)) {
-        f(&mut self.progress.lock().unwrap_or_else(PoisonError::into_inner));
-    }
-}
-
-/// Sends `bytes` (producing `replies` replies) on the lane of `slot` of `route`'s master and
-/// waits for the answer (the replies concatenated); `mirrored` writes reach the replicas first.
-async fn exchange(
-    route: &ShardRoute,
-    slot: u16,
-    bytes: Bytes,
-    replies: u32,
-    mirrored: bool,
-) -> Result<Bytes, String> {
-    let (tx, rx) = oneshot::channel();
-    send_master(
-        route,
-        slot,
-        bytes,
-        Dest::Signal(tx),
-        Protocol::Resp2,
-        mirrored.then_some(Effect::Same),
-        replies,
-    );
-    rx.await
-        .map_err(|_| format!("no answer from {}", route.master.addr()))
-}
-
-/// Moves `key` from its slot's source to its target if its slot is migrating and the key is
-/// still on the source. Returns the bytes moved, or `None` when there was nothing to move.
-async fn move_key(state: &ProxyState, key: &Bytes) -> Result<Option<u64>, String> {
-    let table = state.router.load();
-    let slot = table.slot_of(key);
-    let SlotState::Migrating { from, to } = table.topology().slot_state(slot) else {
-        return Ok(None);
-    };
-    let (Some(source), Some(target)) = (table.route(from), table.route(to)) else {
-        return Err("a migrating slot names an unknown shard".into());
-    };
-    let mut read = BytesMut::new();
-    encode::request(&mut read, &[b"PEXPIRETIME", key]);
-    encode::request(&mut read, &[b"DUMP", key]);
-    let answer = exchange(source, slot.get(), read.freeze(), 2, false).await?;
-    let first = reply::element_len(&answer).unwrap_or(answer.len());
-    let (expiry, dump) = (answer.slice(..first), answer.slice(first..));
-    if reply::is_error(&expiry) || reply::is_error(&dump) {
-        return Err(format!(
-            "reading {} from {}: {}",
-            String::from_utf8_lossy(key),
-            source.master.addr(),
-            String::from_utf8_lossy(&answer).trim_end()
-        ));
-    }
-    let Some(payload) = bulk(&dump) else {
-        return Ok(None); // not (or no longer) on the source
-    };
-    let expires_at = reply::integer(&expiry).unwrap_or(-1);
-    let mut restore = BytesMut::new();
-    if expires_at > 0 {
-        let at = expires_at.to_string();
-        encode::request(
-            &mut restore,
-            &[
-                b"RESTORE",
-                key,
-                at.as_bytes(),
-                &payload,
-                b"REPLACE",
-                b"ABSTTL",
-            ],
-        );
-    } else {
-        encode::request(&mut restore, &[b"RESTORE", key, b"0", &payload, b"REPLACE"]);
-    }
-    let restored = exchange(target, slot.get(), restore.freeze(), 1, true).await?;
-    if !reply::is_ok(&restored) {
-        return Err(format!(
-            "RESTORE of {} on {}: {}",
-            String::from_utf8_lossy(key),
-            target.master.addr(),
-            String::from_utf8_lossy(&restored).trim_end()
-        ));
-    }
-    let mut del = BytesMut::new();
-    encode::request(&mut del, &[b"DEL", key]);
-    let deleted = exchange(source, slot.get(), del.freeze(), 1, true).await?;
-    if reply::is_error(&deleted) {
-        return Err(format!(
-            "DEL of {} on {}: {}",
-            String::from_utf8_lossy(key),
-            source.master.addr(),
-            String::from_utf8_lossy(&deleted).trim_end()
-        ));
-    }
-    Ok(Some(payload.len() as u64))
-}
-
-/// The payload of a bulk reply; `None` for the null bulk or any other reply.
-fn bulk(reply: &Bytes) -> Option<Bytes> {
-    let rest = reply.strip_prefix(b"$")?;
-    let cr = rest.iter().position(|&b| b == b'\r')?;
-    let len: usize = std::str::from_utf8(&rest[..cr]).ok()?.parse().ok()?;
-    let start = 1 + cr + 2;
-    (reply.len() >= start + len + 2).then(|| reply.slice(start..start + len))
-}
+/// How long a migration's start waits for the old epochs' requests (the epoch barrier, then
+/// the source's lanes) before going on with a warning.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The id of the shard named `name`, or whose master is `name`.
 fn find_shard(topology: &Topology, name: &str) -> Result<ShardId, MigrateError> {
@@ -458,9 +97,9 @@ impl Controller {
         to: &str,
         slots: Vec<SlotRange>,
     ) -> Result<(), MigrateError> {
-        let table = self.state.router.load();
-        let topology = table.topology();
-        let (from, to) = (find_shard(topology, from)?, find_shard(topology, to)?);
+        // The topology, not the table: the change below replaces the table.
+        let topology = Arc::clone(self.state.router.load().topology());
+        let (from, to) = (find_shard(&topology, from)?, find_shard(&topology, to)?);
         if from == to {
             return Err(MigrateError::SameShard);
         }
@@ -489,10 +128,7 @@ impl Controller {
     pub fn queue(self: &Arc<Self>, moves: Vec<Migration>) -> Result<(), MigrateError> {
         let migrations = &self.state.migrations;
         // Held across the change: the queue in memory keeps the persisted order.
-        let mut queue = migrations
-            .queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut queue = migrations.queue();
         let topology = self.change_now(&TopologyChange::QueueMigrations {
             moves: moves.clone(),
         })?;
@@ -500,7 +136,7 @@ impl Controller {
             queue.push_back(Job::new(&topology, m.from, m.to, m.slots, false));
         }
         drop(queue);
-        migrations.wake.notify_one();
+        migrations.wake_mover();
         Ok(())
     }
 
@@ -515,26 +151,20 @@ impl Controller {
         to: &str,
         count: usize,
     ) -> Result<Vec<SlotRange>, MigrateError> {
-        let table = self.state.router.load();
-        let topology = table.topology();
-        let source = find_shard(topology, from)?;
-        let queued: Vec<Slot> = {
-            let queue = self
-                .state
-                .migrations
-                .queue
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            queue
-                .iter()
-                .flat_map(|j| j.slots.iter().flat_map(SlotRange::slots))
-                .collect()
-        };
+        // The topology, not the table: the change below replaces the table.
+        let topology = Arc::clone(self.state.router.load().topology());
+        let source = find_shard(&topology, from)?;
+        let mut queued = vec![false; redshard_config::SLOT_COUNT];
+        for job in self.state.migrations.queue().iter() {
+            for slot in job.slots.iter().flat_map(SlotRange::slots) {
+                queued[slot.index()] = true;
+            }
+        }
         let owned: Vec<Slot> = topology
             .slots_of(source)
             .iter()
             .flat_map(SlotRange::slots)
-            .filter(|s| !queued.contains(s))
+            .filter(|s| !queued[s.index()])
             .collect();
         if count == 0 || owned.len() < count {
             return Err(MigrateError::Slots(format!(
@@ -562,10 +192,7 @@ impl Controller {
     pub async fn cancel_migrations(&self) -> Result<(), MigrateError> {
         let migrations = &self.state.migrations;
         let dropped: Vec<Job> = {
-            let mut queue = migrations
-                .queue
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut queue = migrations.queue();
             if queue.is_empty() {
                 return Err(MigrateError::NoneRunning);
             }
@@ -579,9 +206,9 @@ impl Controller {
         };
         for job in dropped {
             job.update(|p| p.state = MigrationState::Cancelled);
-            remember(migrations, job.snapshot());
+            migrations.remember(job.snapshot());
         }
-        migrations.cancel.store(true, Ordering::Release);
+        migrations.request_cancel();
         Ok(())
     }
 
@@ -632,13 +259,10 @@ impl Controller {
                 }
             }
         }
-        let mut queue = migrations
-            .queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut queue = migrations.queue();
         queue.extend(jobs);
         drop(queue);
-        migrations.wake.notify_one();
+        migrations.wake_mover();
     }
 
     /// Reports a queued move that no longer fits the topology (log and `MIGRATIONS`, as
@@ -649,7 +273,7 @@ impl Controller {
         );
         warn!(from = %job.snapshot().from, to = %job.snapshot().to, slots = %show(&m.slots), error = %e, "a queued migration no longer fits the topology; dropped from the queue, not run");
         job.update(|p| p.state = MigrationState::Failed(why));
-        remember(&self.state.migrations, job.snapshot());
+        self.state.migrations.remember(job.snapshot());
         if let Err(e) = self.change_now(&TopologyChange::DropQueuedMigration {
             migration: m.clone(),
         }) {
@@ -662,10 +286,7 @@ impl Controller {
         let migrations = &self.state.migrations;
         loop {
             let next = {
-                let mut queue = migrations
-                    .queue
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
+                let mut queue = migrations.queue();
                 queue.front_mut().map(|job| {
                     job.started = Some(Instant::now());
                     job.update(|p| p.state = MigrationState::Running);
@@ -680,11 +301,11 @@ impl Controller {
             };
             let Some((from, to, slots, begun, progress)) = next else {
                 tokio::select! {
-                    () = migrations.wake.notified() => continue,
+                    () = migrations.mover_woken() => continue,
                     () = shutdown.wait() => return,
                 }
             };
-            migrations.cancel.store(false, Ordering::Release);
+            migrations.clear_cancel();
             // A shutdown stops the move where it is: a key whose copy reached the target but
             // not yet left the source is moved again (from the same, unchanged copy) by the
             // first request for it or by the resumed migration.
@@ -695,10 +316,7 @@ impl Controller {
             let topology = Arc::clone(self.state.router.load().topology());
             // One critical section (queue, then history): a status read never sees the job in
             // neither place, nor a cancel without its reversal.
-            let mut queue = migrations
-                .queue
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut queue = migrations.queue();
             let Some(job) = queue.pop_front() else {
                 continue;
             };
@@ -718,12 +336,12 @@ impl Controller {
                     job.update(|p| p.state = MigrationState::Failed(e));
                 }
             }
-            remember(migrations, job.snapshot());
+            migrations.remember(job.snapshot());
             drop(queue);
         }
     }
 
-    /// Runs one migration to its end.
+    /// Runs one migration to its end, phase by phase (see [`Phase`]).
     async fn run_one(
         &self,
         from: ShardId,
@@ -733,6 +351,69 @@ impl Controller {
         progress: &Arc<Mutex<MigrationProgress>>,
     ) -> Result<Outcome, String> {
         let migrations = &self.state.migrations;
+        let mut phase = Phase::Starting;
+        // Failed passes over the whole migration, against PASS_RETRIES.
+        let mut failures = 0;
+        loop {
+            let next = match phase {
+                Phase::Starting => {
+                    self.begin(from, to, slots, begun).await?;
+                    let estimate = self.estimate_keys(from, slots).await;
+                    progress
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .keys_estimate = estimate;
+                    Phase::Moving { pass: 1 }
+                }
+                Phase::Moving { .. } | Phase::Verifying { .. } => {
+                    match self.one_pass(from, to, progress).await {
+                        Ok(found) => phase.after_pass(found, migrations.cancel_requested()),
+                        // A node failing (its shard failing over) stops a pass, not the
+                        // migration: the same phase runs again.
+                        Err(e) if failures < PASS_RETRIES => {
+                            failures += 1;
+                            let topology = Arc::clone(self.state.router.load().topology());
+                            warn!(from = name_of(&topology, from), to = name_of(&topology, to), error = %e, attempt = failures, "migration pass failed; retrying");
+                            tokio::time::sleep(PASS_RETRY_PAUSE).await;
+                            phase
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                Phase::Finishing => {
+                    self.change(TopologyChange::FinishMigration {
+                        slots: slots.to_vec(),
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                    Phase::Done
+                }
+                Phase::Cancelling => return Ok(Outcome::Cancelled),
+                Phase::Done => return Ok(Outcome::Done),
+            };
+            if next != phase {
+                let topology = Arc::clone(self.state.router.load().topology());
+                debug!(from = name_of(&topology, from), to = name_of(&topology, to), phase = ?next, "migration phase");
+            }
+            phase = next;
+        }
+    }
+
+    /// The [`Phase::Starting`] of a migration: its slots become `Migrating` in a new epoch
+    /// (or, for a reversed job, turn around), then no request of an older epoch may still
+    /// reach the source. A job resumed at start whose slots migrate already has nothing to
+    /// do.
+    ///
+    /// # Errors
+    /// The change was refused or not persisted; a queued move that no longer fits is also
+    /// dropped from the persisted queue.
+    async fn begin(
+        &self,
+        from: ShardId,
+        to: ShardId,
+        slots: &[SlotRange],
+        begun: bool,
+    ) -> Result<(), String> {
         if begun {
             // A reversed migration turns the slots around first.
             let reversed = {
@@ -749,77 +430,58 @@ impl Controller {
                 .map_err(|e| e.to_string())?;
                 self.drain_old_epochs(from).await;
             }
-        } else {
-            let migration = Migration {
-                from,
-                to,
-                slots: slots.to_vec(),
-            };
-            match self.change_now(&TopologyChange::StartMigration {
-                migration: migration.clone(),
-            }) {
-                Ok(_) => {}
-                Err(super::ChangeError::Refused(e)) => {
-                    // The topology changed since it was queued: the move cannot run, and
-                    // must not stay queued to be tried again at every start.
-                    match self.change_now(&TopologyChange::DropQueuedMigration { migration }) {
-                        // Not queued: a cancel emptied the queue meanwhile.
-                        Ok(_) | Err(super::ChangeError::Refused(TopologyError::NotQueued(_))) => {}
-                        Err(e) => {
-                            warn!(error = %e, "could not drop a queued migration that no longer fits");
-                        }
-                    }
-                    return Err(format!(
-                        "this queued move no longer fits the topology and was dropped: {e}"
-                    ));
-                }
-                Err(e) => return Err(e.to_string()),
-            }
-            self.drain_old_epochs(from).await;
+            return Ok(());
         }
-        let estimate = self.estimate_keys(from, slots).await;
-        progress
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .keys_estimate = estimate;
-        let mut failures = 0;
-        loop {
-            let found = match self.one_pass(from, to, progress).await {
-                Ok(found) => found,
-                // A node failing (its shard failing over) stops a pass, not the migration.
-                Err(e) if failures < PASS_RETRIES => {
-                    failures += 1;
-                    let topology = Arc::clone(self.state.router.load().topology());
-                    warn!(from = name_of(&topology, from), to = name_of(&topology, to), error = %e, attempt = failures, "migration pass failed; retrying");
-                    tokio::time::sleep(PASS_RETRY_PAUSE).await;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            if migrations.cancel.load(Ordering::Acquire) {
-                return Ok(Outcome::Cancelled);
-            }
-            if found == 0 {
-                break;
-            }
-        }
-        self.change(TopologyChange::FinishMigration {
+        let migration = Migration {
+            from,
+            to,
             slots: slots.to_vec(),
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-        Ok(Outcome::Done)
+        };
+        match self.change_now(&TopologyChange::StartMigration {
+            migration: migration.clone(),
+        }) {
+            Ok(_) => {}
+            Err(super::ChangeError::Refused(e)) => {
+                // The topology changed since it was queued: the move cannot run, and must
+                // not stay queued to be tried again at every start.
+                match self.change_now(&TopologyChange::DropQueuedMigration { migration }) {
+                    // Not queued: a cancel emptied the queue meanwhile.
+                    Ok(_) | Err(super::ChangeError::Refused(TopologyError::NotQueued(_))) => {}
+                    Err(e) => {
+                        warn!(error = %e, "could not drop a queued migration that no longer fits");
+                    }
+                }
+                return Err(format!(
+                    "this queued move no longer fits the topology and was dropped: {e}"
+                ));
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+        self.drain_old_epochs(from).await;
+        Ok(())
     }
 
-    /// Waits until no session routes by an epoch older than the current one (bounded), then
-    /// drains the source master's lanes: no request sent before the slots began migrating
-    /// can run on the source after this.
+    /// Waits until no request is still routed by an epoch older than the current one (the
+    /// router's epoch barrier: every older routing table dropped), then drains the source
+    /// master's lanes: no request sent before the slots began migrating can run on the
+    /// source after this. Each wait is bounded by [`DRAIN_TIMEOUT`]; past it the migration
+    /// goes on, with a warning.
     async fn drain_old_epochs(&self, from: ShardId) {
-        // Sessions hold a table only while they dispatch one batch of requests.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        let started = Instant::now();
+        if self.state.router.epoch_barrier(DRAIN_TIMEOUT).await {
+            debug!(
+                took_us = started.elapsed().as_micros() as u64,
+                "no request is routed by an earlier epoch any more"
+            );
+        } else {
+            warn!(
+                timeout_ms = DRAIN_TIMEOUT.as_millis() as u64,
+                "a routing table of an earlier epoch was still held after the timeout; going on"
+            );
+        }
         let table = self.state.router.load();
         if let Some(source) = table.route(from) {
-            if !crate::router::barrier(source, false, Duration::from_secs(5)).await {
+            if !crate::router::barrier(source, false, DRAIN_TIMEOUT).await {
                 warn!(shard = %source.name, "the source's lanes did not drain within 5 s");
             }
         }
@@ -875,7 +537,7 @@ impl Controller {
                 .map_err(|e| e.to_string())?;
             let mut cursor = Bytes::from_static(b"0");
             loop {
-                if migrations.cancel.load(Ordering::Acquire) {
+                if migrations.cancel_requested() {
                     return Ok(found);
                 }
                 let table = self.state.router.load();
@@ -898,9 +560,9 @@ impl Controller {
                 drop(table);
                 found += mine.len() as u64;
                 for chunk in mine.chunks(PARALLEL_MOVES) {
-                    let moves = chunk
-                        .iter()
-                        .map(|key| migrations.ensure_moved(&self.state, std::slice::from_ref(key)));
+                    let moves = chunk.iter().map(|key| {
+                        migrations.ensure_moved(&self.state.router, std::slice::from_ref(key))
+                    });
                     for result in futures_util::future::join_all(moves).await {
                         let bytes = result?;
                         let mut p = progress.lock().unwrap_or_else(PoisonError::into_inner);
@@ -914,6 +576,51 @@ impl Controller {
                     return Ok(found);
                 }
             }
+        }
+    }
+}
+
+/// Where a running migration is (its `MigrationState` is `Running` throughout); the moves
+/// between phases are in `LIFECYCLE.md`. Moved by the mover task only; not persisted: a
+/// restart resumes a migration from [`Phase::Starting`], its slots already migrating.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// The slots become migrating (or turn around), then the epoch barrier and the source's
+    /// lanes are waited for, and the keys to move are estimated.
+    Starting,
+    /// The first SCAN pass over the source master, moving every key of the slots it finds.
+    Moving {
+        /// The pass, from 1.
+        pass: u32,
+    },
+    /// A later pass, which should find no key left; one that still finds some (moved now)
+    /// is followed by another.
+    Verifying {
+        /// The pass.
+        pass: u32,
+    },
+    /// A pass found none: the slots become owned by the target (`FinishMigration`).
+    Finishing,
+    /// A cancel was seen after a pass: the mover queues the reversed job next.
+    Cancelling,
+    /// The slots are the target's.
+    Done,
+}
+
+impl Phase {
+    /// The phase after a pass of this one that found `found` keys of the migrating slots,
+    /// with `cancelled` when a cancel was asked meanwhile.
+    fn after_pass(self, found: u64, cancelled: bool) -> Self {
+        let pass = match self {
+            Self::Moving { pass } | Self::Verifying { pass } => pass,
+            other => return other,
+        };
+        if cancelled {
+            Self::Cancelling
+        } else if found == 0 {
+            Self::Finishing
+        } else {
+            Self::Verifying { pass: pass + 1 }
         }
     }
 }
@@ -935,18 +642,6 @@ fn show(slots: &[SlotRange]) -> String {
         .join(",")
 }
 
-/// Keeps `progress` in the history.
-fn remember(migrations: &Migrations, progress: MigrationProgress) {
-    let mut history = migrations
-        .history
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
-    history.push_back(progress);
-    while history.len() > HISTORY {
-        history.pop_front();
-    }
-}
-
 /// The next cursor and the keys of a SCAN reply.
 fn scan_reply(answer: &Bytes) -> Option<(Bytes, Vec<Bytes>)> {
     let parts = reply::aggregate_elements(answer)?;
@@ -964,4 +659,45 @@ fn name_of(topology: &Topology, id: ShardId) -> &str {
     topology
         .shard(id)
         .map_or("(removed shard)", |s| s.name.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Phase;
+
+    #[test]
+    fn phases_after_a_pass() {
+        let first = Phase::Moving { pass: 1 };
+        assert_eq!(first.after_pass(5, false), Phase::Verifying { pass: 2 });
+        assert_eq!(
+            first.after_pass(0, false),
+            Phase::Finishing,
+            "nothing to move"
+        );
+        let verify = Phase::Verifying { pass: 2 };
+        assert_eq!(verify.after_pass(0, false), Phase::Finishing);
+        assert_eq!(
+            verify.after_pass(1, false),
+            Phase::Verifying { pass: 3 },
+            "a key found while verifying is moved, then verified again"
+        );
+        assert_eq!(first.after_pass(3, true), Phase::Cancelling);
+        assert_eq!(
+            verify.after_pass(0, true),
+            Phase::Cancelling,
+            "a cancel wins"
+        );
+        for settled in [
+            Phase::Starting,
+            Phase::Finishing,
+            Phase::Cancelling,
+            Phase::Done,
+        ] {
+            assert_eq!(
+                settled.after_pass(0, false),
+                settled,
+                "only passes end in a pass"
+            );
+        }
+    }
 }

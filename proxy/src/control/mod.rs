@@ -27,7 +27,8 @@ pub mod migrate;
 mod nodes;
 pub mod probe;
 pub mod resync;
-pub mod stats;
+/// The controller's counts, kept below it (see [`crate::ha_stats`]).
+pub use crate::ha_stats as stats;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -40,9 +41,10 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use crate::events::ControlEvent;
+use crate::router::writer::TopologyWriter;
 use crate::router::GateState;
 use crate::shutdown::Shutdown;
-use crate::state::ProxyState;
+use crate::state::{ControllerParts, ProxyState};
 use book::{Book, HoldReason, LossVerdict, ResyncEnd};
 use probe::Probes;
 
@@ -64,6 +66,9 @@ pub enum ChangeError {
 pub struct Controller {
     /// The proxy's shared state (router, mirror links, config).
     state: Arc<ProxyState>,
+    /// The one capability to install tables, set gates and fence nodes: the controller is
+    /// the only writer of the topology.
+    writer: TopologyWriter,
     /// Where topologies are persisted; `None` keeps them in memory.
     store: Option<FileTopologyStore>,
     /// Serialises changes. A std mutex: nothing awaits while it is held (apply, save and
@@ -79,10 +84,12 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// The controller of `state`, persisting to `state.config.topology_file` when set. Starts
-    /// its task on the current runtime; it ends with `shutdown`.
+    /// The controller of `state`, persisting to `state.config.topology_file` when set; it takes
+    /// the `parts` made with the state (the topology's writer and the data path's reports).
+    /// Starts its task on the current runtime; it ends with `shutdown`.
     #[must_use]
-    pub fn start(state: Arc<ProxyState>, shutdown: Shutdown) -> Arc<Self> {
+    pub fn start(state: Arc<ProxyState>, parts: ControllerParts, shutdown: Shutdown) -> Arc<Self> {
+        let ControllerParts { writer, events } = parts;
         let changed = Arc::new(Notify::new());
         let probes = Probes::new(
             state.config.health.clone(),
@@ -98,6 +105,7 @@ impl Controller {
             .map(|p| FileTopologyStore::new(p.clone()));
         let controller = Arc::new(Self {
             state,
+            writer,
             store,
             change_lock: Mutex::new(()),
             probes,
@@ -107,12 +115,6 @@ impl Controller {
         controller
             .probes
             .track(controller.state.router.load().topology().nodes());
-        let events = controller
-            .state
-            .control_rx
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
         let mover_shutdown = shutdown.clone();
         tokio::spawn(Arc::clone(&controller).run(events, shutdown));
         controller.resume_migrations();
@@ -217,7 +219,7 @@ impl Controller {
             store.save(&next)?;
         }
         info!(epoch = next.epoch, change = %change, "topology changed");
-        self.state.router.install(next);
+        self.state.router.install(&self.writer, next);
         let table = self.state.router.load();
         self.probes.track(table.topology().nodes());
         Ok(Arc::clone(table.topology()))
@@ -226,13 +228,9 @@ impl Controller {
     /// The controller's task.
     async fn run(
         self: Arc<Self>,
-        events: Option<tokio::sync::mpsc::UnboundedReceiver<ControlEvent>>,
+        mut events: crate::events::EventReceiver,
         mut shutdown: Shutdown,
     ) {
-        let Some(mut events) = events else {
-            warn!("a controller already runs for this proxy");
-            return;
-        };
         let mut tick = tokio::time::interval(self.state.config.health.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -305,8 +303,9 @@ impl Controller {
     /// One round over every shard: gates, failovers, lost writes, resyncs.
     async fn round(self: &Arc<Self>) {
         let health = self.state.config.health.clone();
-        let table = self.state.router.load();
-        let topology = Arc::clone(table.topology());
+        // The topology only: a table held across the failovers below would hold up the
+        // epoch barrier of a migration starting meanwhile.
+        let topology = Arc::clone(self.state.router.load().topology());
         for shard in &topology.shards {
             let master = self.probes.status(&shard.master);
             let candidate = self.candidate(shard);
@@ -383,7 +382,7 @@ impl Controller {
         incarnation.set_hold(wanted != GateState::Down);
         let gate = self.state.router.gate(shard);
         if gate.state() != wanted {
-            gate.set(wanted);
+            gate.set(&self.writer, wanted);
         }
     }
 
@@ -391,7 +390,10 @@ impl Controller {
     /// [`Controller::release`].
     fn hold(&self, shard: ShardId, reason: HoldReason) {
         self.book().hold(shard, reason);
-        self.state.router.gate(shard).set(GateState::Paused);
+        self.state
+            .router
+            .gate(shard)
+            .set(&self.writer, GateState::Paused);
     }
 
     /// Ends the cut-over [`Controller::hold`] began for `reason`: once no other cut-over holds
@@ -403,7 +405,7 @@ impl Controller {
         }
         let gate = self.state.router.gate(shard);
         if gate.state() == GateState::Paused {
-            gate.set(GateState::Open);
+            gate.set(&self.writer, GateState::Open);
             // The next round corrects it if the master's health says otherwise.
             self.changed.notify_one();
         }

@@ -173,6 +173,8 @@ impl Controller {
                 bound.as_millis()
             )));
         }
+        // Not held for the rest of the cut-over: the epoch barrier waits for every old table.
+        drop(table);
         let mut master_conn = self.connect(master, bound).await?;
         let info = master_conn.info("replication").await?;
         let target: u64 = info
@@ -208,7 +210,7 @@ impl Controller {
         if let Some(run_id) = info.get("run_id") {
             node.incarnation().accept(run_id);
         }
-        node.unfence();
+        node.unfence(&self.writer);
         self.change(TopologyChange::SetReplicaState {
             shard,
             addr: addr.clone(),

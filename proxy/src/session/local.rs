@@ -193,7 +193,9 @@ fn wait(ctx: &mut Ctx, args: Args<'_>) -> Action {
     let reply = ctx.queue.reserve();
     ctx.waiting = true;
     ctx.barrier = true;
-    let table = ctx.state.router.load();
+    // The routes, not the table: a table held for the whole wait would hold up the epoch
+    // barrier of a topology change.
+    let routes = ctx.state.router.load().shards().to_vec();
     let wanted = usize::try_from(replicas).unwrap_or(usize::MAX);
     let deadline = (timeout_ms > 0).then(|| {
         tokio::time::Instant::now() + std::time::Duration::from_millis(timeout_ms.unsigned_abs())
@@ -206,7 +208,7 @@ fn wait(ctx: &mut Ctx, args: Args<'_>) -> Action {
             d.saturating_duration_since(tokio::time::Instant::now())
         });
         let mut applied = usize::MAX;
-        for route in table.shards() {
+        for route in &routes {
             let done = crate::router::barrier(route, true, bound).await;
             let count = if done { route.mirror.active() } else { 0 };
             applied = applied.min(count);

@@ -683,7 +683,7 @@ impl<S: ClientStream> Session<S> {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 let state = Arc::clone(&self.ctx.state);
                 tokio::spawn(async move {
-                    let moved = state.migrations.ensure_moved(&state, &keys).await;
+                    let moved = state.migrations.ensure_moved(&state.router, &keys).await;
                     let _ = tx.send(moved.map(|_| ()));
                 });
                 self.paused = Some(Hold::Migration(rx));
@@ -773,7 +773,7 @@ mod tests {
         )
         .unwrap();
         let topology = redshard_config::Topology::from_config(&config);
-        let state = ProxyState::new(config, topology, 0).unwrap();
+        let (state, _controller) = ProxyState::new(config, topology, 0).unwrap();
         let (_trigger, shutdown) = crate::shutdown::channel();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap())

@@ -1,9 +1,9 @@
 //! What the controller has done since the proxy started: failovers, resyncs, replicas made
 //! stale.
 //!
-//! Kept in [`ProxyState`](crate::state::ProxyState) rather than in the
-//! [`Controller`](super::Controller) because INFO and `/metrics` see only the state. The controller records
-//! into it; everything else reads [`HaStats::snapshot`]. Counts start at 0 with the proxy
+//! A leaf below the state, which holds it, so that INFO and `/metrics` read it without
+//! importing the controller. The controller (`crate::control`) records into it; everything
+//! else reads [`HaStats::snapshot`]. Counts start at 0 with the proxy
 //! (like every counter), they are not persisted.
 
 use std::collections::BTreeMap;
