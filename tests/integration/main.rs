@@ -16,6 +16,7 @@ mod backend_failure;
 mod binary;
 mod clients;
 mod command_table_live;
+mod deep_replies;
 mod commands;
 mod failover;
 mod limits;
