@@ -25,6 +25,7 @@ mod mirror;
 mod mirror_effects;
 mod parking;
 mod protocol;
+mod proxy_restart;
 mod pubsub;
 mod resharding;
 mod resp3;

@@ -28,6 +28,7 @@ mod nodes;
 pub mod probe;
 pub mod resync;
 pub mod stats;
+mod stop;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -96,6 +97,10 @@ impl Controller {
             .topology_file
             .as_ref()
             .map(|p| FileTopologyStore::new(p.clone()));
+        // Every save while serving keeps the run marker (see `redshard_config::store`).
+        if let Some(store) = &store {
+            store.set_running(true);
+        }
         let controller = Arc::new(Self {
             state,
             store,
@@ -247,6 +252,12 @@ impl Controller {
             }
         }
         self.probes.stop();
+        // For the clean stop to see what was never acted on (`stop.rs`).
+        *self
+            .state
+            .control_rx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(events);
     }
 
     /// Handles one report of the data path.
