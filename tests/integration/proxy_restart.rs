@@ -68,7 +68,10 @@ impl ProxyProcess {
             if let Some(exit) = self.child.try_wait().expect("try_wait") {
                 break exit;
             }
-            assert!(Instant::now() < deadline, "redshard did not exit on SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "redshard did not exit on SIGTERM"
+            );
             // Polling interval of this wait loop, not synchronisation.
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
@@ -184,7 +187,10 @@ async fn a_killed_proxy_resyncs_every_replica_and_a_clean_stop_resyncs_none() {
     assert!(marked().contains("running = true"), "{}", marked());
     // What the crash can leave: a write the master applied and its replica never got.
     let mut master = Client::connect(masters[0].addr()).await;
-    assert!(master.cmd(&["SET", "applied:not:mirrored", "x"]).await.is_ok());
+    assert!(master
+        .cmd(&["SET", "applied:not:mirrored", "x"])
+        .await
+        .is_ok());
 
     // The restarted proxy trusts no replica until it resynchronised it.
     let proxy = ProxyProcess::start(&config, port).await;

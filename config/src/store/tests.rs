@@ -174,7 +174,10 @@ fn the_run_marker_is_written_while_running_and_removed_by_a_clean_stop() {
     let store = FileTopologyStore::new(&path);
     let topology = config_topology();
     store.save(&topology).unwrap();
-    assert_eq!(store.load_marked().unwrap(), Some((topology.clone(), false)));
+    assert_eq!(
+        store.load_marked().unwrap(),
+        Some((topology.clone(), false))
+    );
     assert!(!fs::read_to_string(&path).unwrap().contains("running"));
 
     // A serving proxy's saves carry it; a plain load ignores it.

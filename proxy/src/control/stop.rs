@@ -60,11 +60,9 @@ impl Controller {
             match self.mirror_pending() {
                 Ok(None) => break,
                 Ok(Some(_)) if Instant::now() < deadline => tokio::time::sleep(SETTLE_POLL).await,
-                Ok(Some(busy)) => {
-                    return Err(format!(
-                        "mirrored writes to {busy} were still in flight at the end of the grace period"
-                    ))
-                }
+                Ok(Some(busy)) => return Err(format!(
+                    "mirrored writes to {busy} were still in flight at the end of the grace period"
+                )),
                 Err(reason) => return Err(reason),
             }
         }
@@ -80,7 +78,11 @@ impl Controller {
             match returned {
                 Some(events) => break events,
                 None if Instant::now() < deadline => tokio::time::sleep(SETTLE_POLL).await,
-                None => return Err("the controller was still busy at the end of the grace period".into()),
+                None => {
+                    return Err(
+                        "the controller was still busy at the end of the grace period".into(),
+                    )
+                }
             }
         };
         while let Ok(event) = events.try_recv() {
