@@ -60,9 +60,11 @@ impl Controller {
             match self.mirror_pending() {
                 Ok(None) => break,
                 Ok(Some(_)) if Instant::now() < deadline => tokio::time::sleep(SETTLE_POLL).await,
-                Ok(Some(busy)) => return Err(format!(
+                Ok(Some(busy)) => {
+                    return Err(format!(
                     "mirrored writes to {busy} were still in flight at the end of the grace period"
-                )),
+                ))
+                }
                 Err(reason) => return Err(reason),
             }
         }
