@@ -446,6 +446,7 @@ impl Proxy {
 
     /// Stops accepting, lets sessions finish their in-flight replies, and waits up to `grace`.
     /// Returns whether every session finished in time.
+    ///
     /// With `topology_file`, a clean stop (drained in time, every mirrored write settled) is
     /// recorded in it, so the next start trusts the in-sync replicas (see
     /// [`control::Controller::record_stop`]).
