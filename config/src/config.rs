@@ -214,7 +214,8 @@ pub struct Limits {
     pub max_query_buffer_bytes: usize,
     /// Replies a client may have outstanding before the proxy stops reading from it.
     pub max_pipeline: usize,
-    /// Nesting depth accepted in backend replies.
+    /// Nesting depth accepted in backend replies; a deeper one is refused (its request gets
+    /// an error, the connection to the node goes on).
     pub max_reply_depth: usize,
     /// Reply bytes held for one client (received from the nodes, not yet written to it)
     /// above which it is disconnected at once.

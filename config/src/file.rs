@@ -37,7 +37,7 @@
 //! max_inline_bytes = 65536
 //! max_query_buffer_bytes = 1073741824
 //! max_pipeline = 100000
-//! max_reply_depth = 128
+//! max_reply_depth = 16384
 //!
 //! [log]
 //! level = "info"
@@ -151,10 +151,13 @@ pub const DEFAULT_AUTH_FAILURE_DELAY_MS: u64 = 100;
 pub const DEFAULT_AUTH_THROTTLE_SOURCES: usize = 4096;
 /// Largest accepted `limits.auth_throttle_sources`: the table is scanned when full.
 pub const MAX_AUTH_THROTTLE_SOURCES: usize = 65_536;
-/// Default of `limits.max_reply_depth`.
-pub const DEFAULT_MAX_REPLY_DEPTH: usize = 128;
-/// Largest accepted `limits.max_reply_depth`: deeper bounds would not protect anything.
-pub const MAX_REPLY_DEPTH_LIMIT: usize = 1024;
+/// Default of `limits.max_reply_depth`: twice the deepest reply Redis 7 itself produces (a
+/// Lua script returning a recursive table gets 7,995 nested arrays before `reached lua stack
+/// limit`), so every reply a Redis server sends is forwarded.
+pub const DEFAULT_MAX_REPLY_DEPTH: usize = 16_384;
+/// Largest accepted `limits.max_reply_depth`. Deeper replies are still framed (their memory is
+/// bounded by their bytes); the limit only says which ones the proxy refuses.
+pub const MAX_REPLY_DEPTH_LIMIT: usize = 1_048_576;
 /// Longest shard name, in bytes.
 pub const MAX_SHARD_NAME_LEN: usize = 64;
 /// Default of `log.level`.
@@ -342,8 +345,9 @@ pub struct LimitsFile {
     /// `max_pipeline`: replies a client may have outstanding before the proxy stops reading
     /// from it. Default [`DEFAULT_MAX_PIPELINE`].
     pub max_pipeline: Option<Spanned<usize>>,
-    /// `max_reply_depth`: nesting depth accepted in backend replies (an internal safety bound).
-    /// Default [`DEFAULT_MAX_REPLY_DEPTH`], at most [`MAX_REPLY_DEPTH_LIMIT`].
+    /// `max_reply_depth`: nesting depth accepted in backend replies; a deeper reply is replaced
+    /// by an error for its own request only. Default [`DEFAULT_MAX_REPLY_DEPTH`], at most
+    /// [`MAX_REPLY_DEPTH_LIMIT`].
     pub max_reply_depth: Option<Spanned<usize>>,
     /// `output_buffer_hard_bytes`: reply bytes held for one client above which it is
     /// disconnected at once. Default [`DEFAULT_OUTPUT_BUFFER_HARD_BYTES`].

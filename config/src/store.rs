@@ -3,15 +3,24 @@
 //! A save replaces the file atomically: the topology is written to a temporary file in the
 //! same directory, fsynced, renamed over the target, and the directory is fsynced so the
 //! rename itself is durable. A crash leaves either the old or the new topology, never a mix.
+//!
+//! # The run marker
+//!
+//! A running proxy's store writes `running = true` into the file with every save (one is made
+//! at start, before clients are served) and saves once more without it when the proxy stops
+//! cleanly. So a file found with the marker at start was left by a proxy that was killed or
+//! crashed: with proxy mirroring, its masters may hold writes whose effects never reached the
+//! replicas, and the new proxy must not trust them ([`FileTopologyStore::load_marked`]).
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::error::StoreError;
+use crate::topology::form::{self, Marked};
 use crate::topology::Topology;
 
 /// Where the live topology is kept between runs.
@@ -39,18 +48,66 @@ const HEADER: &str = "# redshard live topology, written by the proxy at each cha
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A [`TopologyStore`] in one TOML file (see [`crate::topology`] for the format).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct FileTopologyStore {
     /// The topology file; its directory holds the temporary files of saves.
     path: PathBuf,
+    /// Whether saves write the run marker (see the module docs).
+    running: AtomicBool,
+}
+
+impl Clone for FileTopologyStore {
+    fn clone(&self) -> FileTopologyStore {
+        FileTopologyStore {
+            path: self.path.clone(),
+            running: AtomicBool::new(self.running.load(Ordering::SeqCst)),
+        }
+    }
 }
 
 impl FileTopologyStore {
-    /// A store at `path`. Nothing is touched until [`TopologyStore::load`] or
-    /// [`TopologyStore::save`].
+    /// A store at `path` whose saves write no run marker. Nothing is touched until
+    /// [`TopologyStore::load`] or [`TopologyStore::save`].
     #[must_use]
     pub fn new(path: impl Into<PathBuf>) -> FileTopologyStore {
-        FileTopologyStore { path: path.into() }
+        FileTopologyStore {
+            path: path.into(),
+            running: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the following saves write the run marker: `true` for the store of a serving
+    /// proxy, `false` for its last save after a clean stop.
+    pub fn set_running(&self, running: bool) {
+        self.running.store(running, Ordering::SeqCst);
+    }
+
+    /// The saved topology and whether the file has the run marker (the proxy that wrote it
+    /// last did not stop cleanly); `None` if none was ever saved.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the file exists but cannot be read or is invalid.
+    pub fn load_marked(&self) -> Result<Option<(Topology, bool)>, StoreError> {
+        let text = match fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Self::io_error(&self.path, "read the topology file")(e)),
+        };
+        match toml::from_str::<Marked>(&text) {
+            Ok(marked) => Ok(Some((marked.topology, marked.running))),
+            Err(e) => {
+                let place = e.span().map_or(String::new(), |span| {
+                    let before = text.get(..span.start).unwrap_or(&text);
+                    let line = before.bytes().filter(|&b| b == b'\n').count() + 1;
+                    format!("line {line}: ")
+                });
+                Err(StoreError::Corrupt {
+                    path: self.path.clone(),
+                    message: format!("{place}{}", e.message().trim_end()),
+                })
+            }
+        }
     }
 
     /// The topology file.
@@ -87,26 +144,13 @@ impl FileTopologyStore {
 
 impl TopologyStore for FileTopologyStore {
     fn load(&self) -> Result<Option<Topology>, StoreError> {
-        let text = match fs::read_to_string(&self.path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Self::io_error(&self.path, "read the topology file")(e)),
-        };
-        toml::from_str(&text).map(Some).map_err(|e| {
-            let place = e.span().map_or(String::new(), |span| {
-                let before = text.get(..span.start).unwrap_or(&text);
-                let line = before.bytes().filter(|&b| b == b'\n').count() + 1;
-                format!("line {line}: ")
-            });
-            StoreError::Corrupt {
-                path: self.path.clone(),
-                message: format!("{place}{}", e.message().trim_end()),
-            }
-        })
+        Ok(self.load_marked()?.map(|(topology, _)| topology))
     }
 
     fn save(&self, topology: &Topology) -> Result<(), StoreError> {
-        let body = toml::to_string(topology).map_err(|e| StoreError::Encode(e.to_string()))?;
+        let running = self.running.load(Ordering::SeqCst);
+        let body =
+            form::to_toml(topology, running).map_err(|e| StoreError::Encode(e.to_string()))?;
         let text = format!("{HEADER}{body}");
         let dir = match self.path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir,

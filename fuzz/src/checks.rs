@@ -12,8 +12,8 @@
 //! [`request_scanner`] and [`reply_scanner`] read byte 0 as a control byte `c`:
 //! - `c & 0x07` is how many chunk-size bytes follow it; each one feeds `byte + 1` bytes to the
 //!   scanner, cycled, like short socket reads (0: only the two fixed schedules below);
-//! - `c & 0x08` selects tight limits derived from `c >> 4`, to reach the "too big" and "nested
-//!   too deep" paths with short inputs;
+//! - `c & 0x08` selects tight limits derived from `c >> 4`, to reach the "too big" paths and
+//!   replies nested too deep with short inputs;
 //! - the rest of the input is the byte stream.
 //!
 //! Seeds can stay readable: `0` is "no chunk sizes, default limits", `8` is "tight limits".
@@ -394,8 +394,8 @@ fn is_c_space(b: u8) -> bool {
 
 /// The fuzz target `reply_scanner`: a backend's byte stream through [`ReplyScanner`].
 ///
-/// Checks: every schedule of reads finds the same reply boundaries and the same ending, each
-/// boundary within the buffer; after an error, scanning the same buffer again gives the same
+/// Checks: every schedule of reads finds the same reply boundaries, the same replies too deep
+/// and the same ending, each boundary within the buffer; after an error, scanning the same buffer again gives the same
 /// error; the replies found, concatenated and scanned again, give the same boundaries and
 /// nothing left over; where `redis-protocol` decodes a reply the scanner delimited, it finds
 /// the same length; and the helpers (`is_ok`, `is_error`, `integer`, `aggregate_elements`)
@@ -406,7 +406,7 @@ fn is_c_space(b: u8) -> bool {
 pub fn reply_scanner(data: &[u8]) {
     let input = Input::parse(data);
     let max_depth = input.tight.unwrap_or(DEFAULT_REPLY_DEPTH);
-    let mut whole: Option<(Vec<usize>, End)> = None;
+    let mut whole: Option<(Vec<(usize, bool)>, End)> = None;
     for chunks in input.schedules() {
         let run = scan_replies(input.stream, chunks, max_depth);
         match &whole {
@@ -417,14 +417,15 @@ pub fn reply_scanner(data: &[u8]) {
             ),
         }
     }
-    let Some((lens, _)) = whole else {
+    let Some((found, _)) = whole else {
         unreachable!("there is always the one-read schedule");
     };
+    let lens: Vec<usize> = found.iter().map(|&(len, _)| len).collect();
     let total: usize = lens.iter().sum();
     let replies = &input.stream[..total];
     assert_eq!(
         scan_replies(replies, &[], max_depth),
-        (lens.clone(), End::NeedMore(0)),
+        (found, End::NeedMore(0)),
         "the replies found, scanned again"
     );
     let mut at = 0;
@@ -435,13 +436,13 @@ pub fn reply_scanner(data: &[u8]) {
     }
 }
 
-/// Scans a whole stream of replies: the length of each.
-fn scan_replies(stream: &[u8], chunks: &[usize], max_depth: usize) -> (Vec<usize>, End) {
+/// Scans a whole stream of replies: the length of each, and whether it was too deep.
+fn scan_replies(stream: &[u8], chunks: &[usize], max_depth: usize) -> (Vec<(usize, bool)>, End) {
     let mut scanner = ReplyScanner::new(max_depth);
     let mut lens = Vec::new();
     let end = feed(stream, chunks, |buf| match scanner.scan(buf) {
         Ok(Some(len)) => {
-            lens.push(len);
+            lens.push((len, scanner.too_deep()));
             Ok(Some(len))
         }
         Ok(None) => Ok(None),
@@ -459,7 +460,10 @@ fn scan_replies(stream: &[u8], chunks: &[usize], max_depth: usize) -> (Vec<usize
 
 /// The oracle and the helpers on one complete reply.
 fn check_reply(reply: &[u8]) {
-    if let Ok(Some((_, len))) = resp3_decode(reply) {
+    // The oracle decodes recursively: only replies of a depth its stack surely holds.
+    let mut depth = ReplyScanner::new(DEFAULT_REPLY_DEPTH);
+    let shallow = depth.scan(reply) == Ok(Some(reply.len())) && !depth.too_deep();
+    if let (true, Ok(Some((_, len)))) = (shallow, resp3_decode(reply)) {
         assert_eq!(len, reply.len(), "redis-protocol frames a different length");
     }
     let ok = reply::is_ok(reply);

@@ -380,6 +380,67 @@ proptest! {
     }
 }
 
+/// One level of a deeply nested reply: the header(s) that open it, before the level below,
+/// and what follows the level below to close it.
+fn deep_level() -> impl Strategy<Value = (&'static [u8], &'static [u8])> {
+    prop_oneof![
+        Just((&b"*1\r\n"[..], &b""[..])),
+        Just((&b"*2\r\n"[..], &b":1\r\n"[..])),
+        Just((&b"*2\r\n$1\r\na\r\n"[..], &b""[..])),
+        Just((&b"%1\r\n+k\r\n"[..], &b""[..])),
+        Just((&b"~1\r\n"[..], &b""[..])),
+        Just((&b">2\r\n+m\r\n"[..], &b""[..])),
+        Just((&b"|1\r\n+a\r\n+b\r\n*1\r\n"[..], &b""[..])),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 24,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// (4) Replies nested thousands of levels deep in every shape, chunked: framed exactly (no
+    /// recursion, no stack overflow), flagged too deep exactly when they pass the limit, and
+    /// the reply after them framed normally.
+    #[test]
+    fn deep_replies_are_framed_and_flagged(
+        levels in vec(deep_level(), 1000..30_000),
+        limit in prop_oneof![Just(16_384usize), 500..40_000usize],
+        chunks in chunks(),
+    ) {
+        let mut reply = Vec::new();
+        let mut depth = 0;
+        for (open, _) in &levels {
+            reply.extend_from_slice(open);
+            // An attribute opens a level of its own before the value's.
+            depth += if open.starts_with(b"|") { 2 } else { 1 };
+        }
+        reply.extend_from_slice(b":0\r\n");
+        for (_, close) in levels.iter().rev() {
+            reply.extend_from_slice(close);
+        }
+        let mut input = reply.clone();
+        input.extend_from_slice(b"+OK\r\n");
+        let mut scanner = ReplyScanner::new(limit);
+        let mut found = Vec::new();
+        let mut buf = Vec::new();
+        let mut sizes = chunks.iter().cycle();
+        let mut fed = 0;
+        while fed < input.len() {
+            let n = (*sizes.next().unwrap_or(&1)).clamp(1, input.len() - fed);
+            buf.extend_from_slice(&input[fed..fed + n]);
+            fed += n;
+            while let Some(len) = scanner.scan(&buf).expect("well formed") {
+                found.push((len, scanner.too_deep()));
+                buf.drain(..len);
+            }
+        }
+        prop_assert_eq!(found, vec![(reply.len(), depth > limit), (5, false)]);
+    }
+}
+
 /// The oracle really encodes attributes (as a `|` map before the value), nested ones too.
 #[test]
 fn attributes_are_encoded_and_scanned() {

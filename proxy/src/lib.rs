@@ -80,7 +80,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redshard_config::{
-    choose_initial, Config, FileTopologyStore, InitialSource, Topology, TopologyStore,
+    choose_initial, Config, FileTopologyStore, InitialSource, ReplicaState, ReplicationMode,
+    Topology, TopologyChange, TopologyStore,
 };
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinHandle;
@@ -152,6 +153,9 @@ pub enum StartError {
     /// The persisted topology could not be read or written.
     #[error("topology store: {0}")]
     Store(#[from] redshard_config::StoreError),
+    /// The persisted topology's replicas could not be marked stale after an unclean stop.
+    #[error("topology: {0}")]
+    Topology(#[from] redshard_config::TopologyError),
 }
 
 /// A running proxy: its listener task and the trigger that drains it.
@@ -460,13 +464,19 @@ impl Proxy {
 
     /// Stops accepting, lets sessions finish their in-flight replies, and waits up to `grace`.
     /// Returns whether every session finished in time.
+    ///
+    /// With `topology_file`, a clean stop (drained in time, every mirrored write settled) is
+    /// recorded in it, so the next start trusts the in-sync replicas (see
+    /// [`control::Controller::record_stop`]).
     pub async fn shutdown(self, grace: Duration) -> bool {
+        let deadline = std::time::Instant::now() + grace;
         self.trigger.trigger();
         let drained = tokio::time::timeout(grace, self.accept).await.is_ok();
         for task in self.background {
             // Both watch the trigger and end at once; the bound only guards against a bug.
             let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
         }
+        self.controller.record_stop(drained, deadline).await;
         drained
     }
 }
@@ -504,18 +514,24 @@ fn bind_tls(addr: SocketAddr) -> Result<TcpListener, StartError> {
 }
 
 /// The topology to start with: the persisted one when it is newer than the config file's.
+///
+/// It is saved with the run marker before anything is served (see `redshard_config::store`).
+/// When the file already had the marker, the last proxy did not stop cleanly: with proxy
+/// mirroring its masters may hold writes the replicas never got, so every in-sync replica is
+/// recorded stale first, and the controller resynchronises them.
 fn initial_topology(config: &Config) -> Result<Topology, StartError> {
     let from_config = Topology::from_config(config);
     let Some(path) = &config.topology_file else {
         return Ok(from_config);
     };
     let store = FileTopologyStore::new(path.clone());
-    let persisted = store.load()?;
+    let persisted = store.load_marked()?;
+    let unclean = persisted.as_ref().is_some_and(|(_, running)| *running);
     // Whichever topology wins below, the keys stored now were placed by the persisted rules
     // (even at epoch 1, when the configuration's shards are taken as they are).
-    if let Some(persisted) = persisted
+    if let Some((persisted, _)) = persisted
         .as_ref()
-        .filter(|p| p.rules.rules() != config.rules)
+        .filter(|(p, _)| p.rules.rules() != config.rules)
     {
         let persisted = persisted.rules.rules();
         return Err(StartError::RulesChanged {
@@ -531,16 +547,38 @@ fn initial_topology(config: &Config) -> Result<Topology, StartError> {
             },
         });
     }
-    let (topology, source) = choose_initial(from_config, persisted);
-    match source {
-        InitialSource::Persisted { epoch } => tracing::info!(
+    let (mut topology, source) = choose_initial(from_config, persisted.map(|(t, _)| t));
+    if let InitialSource::Persisted { epoch } = source {
+        tracing::info!(
             epoch,
             file = %path.display(),
             "using the persisted topology: it is newer than the config file's"
-        ),
-        InitialSource::Config => {
-            store.save(&topology)?;
-        }
+        );
+    }
+    if unclean && config.replication.mode == ReplicationMode::Proxy {
+        topology = distrust_replicas(topology)?;
+    }
+    store.set_running(true);
+    store.save(&topology)?;
+    Ok(topology)
+}
+
+/// `topology` with every in-sync replica stale: after an unclean stop none can be trusted to
+/// hold every write its master applied.
+fn distrust_replicas(mut topology: Topology) -> Result<Topology, StartError> {
+    let in_sync: Vec<_> = topology
+        .shards
+        .iter()
+        .flat_map(|s| s.in_sync_replicas().map(move |r| (s.id, r.addr.clone())))
+        .collect();
+    for (shard, addr) in in_sync {
+        let change = TopologyChange::SetReplicaState {
+            shard,
+            addr: addr.clone(),
+            state: ReplicaState::Stale,
+        };
+        topology = topology.apply(&change)?;
+        tracing::warn!(replica = %addr, "the proxy did not stop cleanly last time: the replica may lack writes its master applied, so it is stale until resynchronised");
     }
     Ok(topology)
 }

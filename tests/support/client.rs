@@ -134,46 +134,63 @@ pub fn encode_command<A: AsRef<[u8]>>(args: &[A]) -> Vec<u8> {
 
 /// The length of the complete RESP3 value at the start of `buf`, or `None` when more bytes are
 /// needed. (redis-protocol 6's RESP3 decoder rejects `*0` nested in a map, which Redis sends.)
+/// A loop over an explicit stack, not recursion: a script's reply may nest thousands deep.
 ///
 /// # Panics
 /// On bytes that are not RESP3.
 #[must_use]
 pub fn resp3_len(buf: &[u8]) -> Option<usize> {
-    let line_end = buf.windows(2).position(|w| w == b"\r\n")?;
-    let line = std::str::from_utf8(&buf[1..line_end]).expect("RESP3 header is text");
-    let after = line_end + 2;
     let count = |line: &str| -> i64 {
         line.parse()
             .unwrap_or_else(|_| panic!("bad RESP3 length {line:?}"))
     };
-    match buf[0] {
-        b'+' | b'-' | b':' | b'_' | b'#' | b',' | b'(' => Some(after),
-        b'$' | b'!' | b'=' => {
-            let n = count(line);
-            if n < 0 {
-                return Some(after);
+    // Elements still to come in each open aggregate, innermost last.
+    let mut open: Vec<i64> = Vec::new();
+    let mut at = 0;
+    loop {
+        let rest = &buf[at..];
+        let line_end = rest.windows(2).position(|w| w == b"\r\n")?;
+        let line = std::str::from_utf8(&rest[1..line_end]).expect("RESP3 header is text");
+        let mut next = at + line_end + 2;
+        let mut items = 0;
+        match rest[0] {
+            b'+' | b'-' | b':' | b'_' | b'#' | b',' | b'(' => {}
+            b'$' | b'!' | b'=' => {
+                let n = count(line);
+                if n >= 0 {
+                    next += n as usize + 2;
+                    if buf.len() < next {
+                        return None;
+                    }
+                }
             }
-            let end = after + n as usize + 2;
-            (buf.len() >= end).then_some(end)
+            kind @ (b'*' | b'~' | b'>' | b'%' | b'|') => {
+                let n = count(line);
+                items = match kind {
+                    b'%' => n * 2,
+                    // An attribute is followed by the value it describes.
+                    b'|' => n * 2 + 1,
+                    _ => n.max(0),
+                };
+            }
+            other => panic!("not RESP3: type byte {other:?}"),
         }
-        b'*' | b'~' | b'>' | b'%' | b'|' => {
-            let n = count(line);
-            let items = if matches!(buf[0], b'%' | b'|') {
-                n * 2
-            } else {
-                n.max(0)
+        at = next;
+        if items > 0 {
+            open.push(items);
+            continue;
+        }
+        // One element is complete: close every aggregate it completes.
+        loop {
+            let Some(left) = open.last_mut() else {
+                return Some(at);
             };
-            let mut at = after;
-            for _ in 0..items {
-                at += resp3_len(&buf[at..])?;
+            *left -= 1;
+            if *left > 0 {
+                break;
             }
-            if buf[0] == b'|' {
-                // An attribute is followed by the value it describes.
-                at += resp3_len(&buf[at..])?;
-            }
-            Some(at)
+            open.pop();
         }
-        other => panic!("not RESP3: type byte {other:?}"),
     }
 }
 

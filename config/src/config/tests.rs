@@ -100,7 +100,7 @@ fn minimal_file_takes_every_default() {
     assert_eq!(config.limits.max_inline_bytes, 65_536);
     assert_eq!(config.limits.max_query_buffer_bytes, 1_073_741_824);
     assert_eq!(config.limits.max_pipeline, 100_000);
-    assert_eq!(config.limits.max_reply_depth, 128);
+    assert_eq!(config.limits.max_reply_depth, 16_384);
     assert_eq!(config.log, LogConfig::default());
     assert_eq!(config.log.level, "info");
     assert_eq!(config.log.format, LogFormat::Text);
@@ -531,8 +531,8 @@ fn limits_are_bounded() {
         let text = format!("[limits]\n{key} = 0\n{SHARDS}");
         assert_error(&text, key, &[&format!("limits.{key}"), "1", ", not 0"]);
     }
-    let text = format!("[limits]\nmax_reply_depth = 1025\n{SHARDS}");
-    assert_error(&text, "max_reply_depth", &["between 1 and 1024"]);
+    let text = format!("[limits]\nmax_reply_depth = 1048577\n{SHARDS}");
+    assert_error(&text, "max_reply_depth", &["between 1 and 1048576"]);
     let text = format!("[limits]\nauth_throttle_sources = 65537\n{SHARDS}");
     assert_error(
         &text,

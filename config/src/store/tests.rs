@@ -166,3 +166,34 @@ fn higher_persisted_epoch_wins() {
     assert_eq!((t, source), (config, InitialSource::Config));
     assert_eq!(InitialSource::Config.to_string(), "the configuration file");
 }
+
+#[test]
+fn the_run_marker_is_written_while_running_and_removed_by_a_clean_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("topology.toml");
+    let store = FileTopologyStore::new(&path);
+    let topology = config_topology();
+    store.save(&topology).unwrap();
+    assert_eq!(
+        store.load_marked().unwrap(),
+        Some((topology.clone(), false))
+    );
+    assert!(!fs::read_to_string(&path).unwrap().contains("running"));
+
+    // A serving proxy's saves carry it; a plain load ignores it.
+    store.set_running(true);
+    store.save(&topology).unwrap();
+    assert!(fs::read_to_string(&path)
+        .unwrap()
+        .contains("running = true"));
+    let clone = store.clone();
+    let next = later(&topology);
+    clone.save(&next).unwrap();
+    assert_eq!(store.load_marked().unwrap(), Some((next.clone(), true)));
+    assert_eq!(store.load().unwrap(), Some(next.clone()));
+
+    // The clean stop's save removes it.
+    store.set_running(false);
+    store.save(&next).unwrap();
+    assert_eq!(store.load_marked().unwrap(), Some((next, false)));
+}

@@ -27,6 +27,10 @@
 //! `[[queued]]` lists the migrations waiting to begin, in the order they run; `[[rule]]` the
 //! key routing rules (as in the configuration file, see [`crate::rules`]).
 //!
+//! `running = true` at the top is the **run marker**: a proxy writes it at start and with every
+//! save while it serves, and removes it when it stops cleanly (see [`crate::store`]). Found at
+//! start, it says the last proxy did not stop cleanly. Reading a [`Topology`] ignores it.
+//!
 //! Reading it back checks every invariant of [`Topology`] (each slot assigned exactly once,
 //! unique ids, names and addresses), so a hand-edited file cannot install a broken table.
 
@@ -41,6 +45,9 @@ use crate::slot::{SlotRange, SLOT_COUNT};
 #[serde(deny_unknown_fields)]
 struct TopologyForm {
     epoch: u64,
+    /// The run marker (see the module docs); written only when set.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    running: bool,
     #[serde(default, rename = "shard")]
     shards: Vec<ShardForm>,
     #[serde(default, rename = "migration", skip_serializing_if = "Vec::is_empty")]
@@ -85,6 +92,7 @@ impl From<&Topology> for TopologyForm {
     fn from(topology: &Topology) -> TopologyForm {
         TopologyForm {
             epoch: topology.epoch,
+            running: false,
             shards: topology
                 .shards
                 .iter()
@@ -202,7 +210,31 @@ impl Serialize for Topology {
 
 impl<'de> Deserialize<'de> for Topology {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Topology, D::Error> {
-        let form = TopologyForm::deserialize(deserializer)?;
-        Topology::try_from(form).map_err(serde::de::Error::custom)
+        Ok(Marked::deserialize(deserializer)?.topology)
     }
+}
+
+/// A topology with the run marker, as the topology file holds them.
+#[derive(Debug)]
+pub(crate) struct Marked {
+    /// The topology.
+    pub(crate) topology: Topology,
+    /// The run marker: written by a proxy that was running (see the module docs).
+    pub(crate) running: bool,
+}
+
+impl<'de> Deserialize<'de> for Marked {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Marked, D::Error> {
+        let form = TopologyForm::deserialize(deserializer)?;
+        let running = form.running;
+        let topology = Topology::try_from(form).map_err(serde::de::Error::custom)?;
+        Ok(Marked { topology, running })
+    }
+}
+
+/// `topology` in its persisted form, with the run marker when `running`.
+pub(crate) fn to_toml(topology: &Topology, running: bool) -> Result<String, toml::ser::Error> {
+    let mut form = TopologyForm::from(topology);
+    form.running = running;
+    toml::to_string(&form)
 }

@@ -11,7 +11,7 @@
 //! only if the shard that had it was the newest one and was removed.
 
 mod apply;
-mod form;
+pub(crate) mod form;
 
 use std::fmt;
 

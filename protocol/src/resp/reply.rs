@@ -7,7 +7,14 @@
 //!
 //! Replies come from our own backends, so beyond framing the scanner only checks what is cheap
 //! and catches a desynchronized stream early: CRLF after every line and blob, integers, nulls
-//! and booleans well formed, sizes and nesting bounded.
+//! and booleans well formed, sizes bounded.
+//!
+//! Nesting is not a framing error. The open aggregates are an explicit stack on the heap (never
+//! recursion), which grows with the depth: at most one 8-byte entry per 4-byte `*1\r\n`
+//! header, so its memory is bounded by the reply's own bytes. A reply nested deeper than the
+//! scanner's `max_depth` is still framed to its end, so the stream stays in step, and is
+//! reported by [`ReplyScanner::too_deep`]: the caller refuses that one reply, not the
+//! connection.
 
 use std::ops::Range;
 
@@ -23,22 +30,29 @@ pub const MAX_REPLY_AGGREGATE_LEN: u64 = u32::MAX as u64;
 /// return a status or error as long as any string.
 pub const MAX_REPLY_LINE_LEN: usize = 512 * 1024 * 1024;
 
-/// Nesting allowed when the helpers below walk a reply (it was already bounded by the scanner
-/// that delimited it; this only bounds the helpers on arbitrary input).
-pub const HELPER_MAX_DEPTH: usize = 512;
+/// Stack entries a scanner keeps allocated between replies; a deeper reply's stack is freed
+/// when it ends, so one deep reply does not pin its memory to the connection.
+const RETAINED_DEPTH: usize = 64;
 
 /// A resumable, bounded scanner of one backend connection's replies.
 ///
 /// The caller keeps a read buffer whose front is the start of the next reply and calls
 /// [`scan`](Self::scan) each time bytes were appended; on `Ok(Some(len))` it takes `len` bytes
 /// from the front and calls `scan` again for the next reply.
+///
+/// [`Default`] is a scanner without a depth limit, for helpers that only need boundaries.
 #[derive(Debug)]
 pub struct ReplyScanner {
-    /// The most aggregates (attributes included) that may be open at once.
+    /// The most aggregates (attributes included) that may be open at once before the reply
+    /// counts as [too deep](Self::too_deep).
     max_depth: usize,
     /// Elements still to come in each open aggregate, innermost last. An attribute counts its
     /// pairs plus the value it is attached to, so attribute and value complete as one element.
     stack: Vec<u64>,
+    /// The current reply opened more than `max_depth` aggregates at once.
+    deep: bool,
+    /// The reply last returned by [`scan`](Self::scan) was too deep.
+    last_deep: bool,
     /// Offset of the first byte not consumed yet by the current reply. Never moves back before
     /// the reply is complete.
     pos: usize,
@@ -52,11 +66,14 @@ pub struct ReplyScanner {
 }
 
 impl ReplyScanner {
-    /// A scanner that refuses replies with more than `max_depth` aggregates open at once.
+    /// A scanner that reports replies with more than `max_depth` aggregates open at once as
+    /// [too deep](Self::too_deep).
     pub fn new(max_depth: usize) -> Self {
         Self {
             max_depth,
             stack: Vec::new(),
+            deep: false,
+            last_deep: false,
             pos: 0,
             scanned: 0,
             blob: None,
@@ -72,10 +89,13 @@ impl ReplyScanner {
     /// and call again). Returns `Ok(None)` when more bytes are needed: call again with the same
     /// buffer extended. Bytes already scanned are not scanned again.
     ///
+    /// A reply of any depth is framed; whether the one returned nests deeper than `max_depth`
+    /// is [`too_deep`](Self::too_deep).
+    ///
     /// # Errors
-    /// [`ProtocolError::InvalidReply`] when the reply is malformed, too deeply nested or
-    /// announces an absurd size. The connection cannot be framed any more. (The scanner is
-    /// reset, so scanning the same bytes again gives the same error.)
+    /// [`ProtocolError::InvalidReply`] when the reply is malformed or announces an absurd size.
+    /// The connection cannot be framed any more. (The scanner is reset, so scanning the same
+    /// bytes again gives the same error.)
     pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, ProtocolError> {
         let scanned = self.scan_inner(buf);
         if scanned.is_err() {
@@ -83,6 +103,27 @@ impl ReplyScanner {
             self.blob = None;
         }
         scanned
+    }
+
+    /// The error reply that stands for a reply too deep for this scanner: the same text for
+    /// every connection with the same limit, so that a master's and its replica's refused
+    /// replies still compare equal.
+    #[must_use]
+    pub fn too_deep_error(&self) -> Vec<u8> {
+        format!(
+            "-ERR reply nested deeper than {} levels refused by the proxy (limits.max_reply_depth)\r\n",
+            self.max_depth
+        )
+        .into_bytes()
+    }
+
+    /// Whether the reply last returned by [`scan`](Self::scan) had more than `max_depth`
+    /// aggregates open at once. It was framed like any other and the next reply is scanned
+    /// normally; the caller decides what to do with this one (a lane answers its request with
+    /// an error instead).
+    #[must_use]
+    pub fn too_deep(&self) -> bool {
+        self.last_deep
     }
 
     /// [`scan`](Self::scan), leaving the state as it was at the error.
@@ -175,8 +216,11 @@ impl ReplyScanner {
                         };
                         if elements > 0 {
                             if self.stack.len() >= self.max_depth {
-                                return Err(invalid("nested too deep"));
+                                self.deep = true;
                             }
+                            // The header took at least 4 bytes of the reply, which the caller
+                            // holds until the reply is complete: the stack's memory is bounded
+                            // by the reply's bytes.
                             self.stack.push(elements);
                         }
                         elements == 0
@@ -212,7 +256,12 @@ impl ReplyScanner {
         let len = self.pos;
         self.pos = 0;
         self.scanned = 0;
-        self.stack.clear();
+        self.last_deep = std::mem::take(&mut self.deep);
+        if self.stack.capacity() > RETAINED_DEPTH {
+            self.stack = Vec::new();
+        } else {
+            self.stack.clear();
+        }
         len
     }
 
@@ -248,9 +297,18 @@ fn invalid(what: &'static str) -> ProtocolError {
     ProtocolError::InvalidReply(what)
 }
 
-/// Length of the one reply at the front of `buf`, if it is complete and well formed.
+impl Default for ReplyScanner {
+    /// A scanner without a depth limit (boundaries only; the stack still grows only with the
+    /// bytes of the reply).
+    fn default() -> Self {
+        Self::new(usize::MAX)
+    }
+}
+
+/// Length of the one reply at the front of `buf`, if it is complete and well formed, at any
+/// depth.
 pub fn element_len(buf: &[u8]) -> Option<usize> {
-    ReplyScanner::new(HELPER_MAX_DEPTH).scan(buf).ok().flatten()
+    ReplyScanner::default().scan(buf).ok().flatten()
 }
 
 /// Offset of the value in `reply`, after any `|` attributes attached to it.

@@ -105,22 +105,70 @@ fn big_blob_in_chunks_is_not_rescanned() {
 }
 
 #[test]
-fn depth_limit() {
+fn depth_limit_flags_the_reply_and_keeps_the_stream_in_step() {
     let nested = b"*1\r\n*1\r\n*1\r\n:1\r\n";
-    assert_eq!(ReplyScanner::new(3).scan(nested), Ok(Some(nested.len())));
-    assert_eq!(
-        ReplyScanner::new(2).scan(nested),
-        Err(ProtocolError::InvalidReply("nested too deep"))
-    );
+    let mut s = ReplyScanner::new(3);
+    assert_eq!(s.scan(nested), Ok(Some(nested.len())));
+    assert!(!s.too_deep());
+    let mut s = ReplyScanner::new(2);
+    assert_eq!(s.scan(nested), Ok(Some(nested.len())));
+    assert!(s.too_deep());
+    // The next reply is framed and judged on its own.
+    assert_eq!(s.scan(b"*1\r\n:1\r\n"), Ok(Some(8)));
+    assert!(!s.too_deep());
     // An attribute is a level too.
-    assert!(ReplyScanner::new(1).scan(b"*1\r\n|0\r\n:1\r\n").is_err());
+    let mut s = ReplyScanner::new(1);
+    assert_eq!(s.scan(b"*1\r\n|0\r\n:1\r\n"), Ok(Some(12)));
+    assert!(s.too_deep());
     // Empty aggregates open nothing.
-    assert_eq!(ReplyScanner::new(0).scan(b"*0\r\n"), Ok(Some(4)));
-    // Endless nesting is refused, never grows the stack past the limit.
-    let deep = b"*1\r\n".repeat(10_000);
-    let mut s = ReplyScanner::new(100);
-    assert!(s.scan(&deep).is_err());
-    assert!(s.stack.len() <= 100);
+    let mut s = ReplyScanner::new(0);
+    assert_eq!(s.scan(b"*0\r\n"), Ok(Some(4)));
+    assert!(!s.too_deep());
+}
+
+/// The recursive Lua table Redis 7 returns at its deepest (`reached lua stack limit` below
+/// 7,995 arrays), and far deeper, in one read and in short reads: framed exactly, without
+/// recursion, the deep reply flagged only past the limit, and the stack freed afterwards.
+#[test]
+fn very_deep_replies_are_framed_in_any_reads() {
+    for depth in [7_995, 100_000] {
+        let mut reply = b"*1\r\n".repeat(depth);
+        reply.extend_from_slice(b"-ERR reached lua stack limit\r\n");
+        let mut input = reply.clone();
+        input.extend_from_slice(b"+PONG\r\n");
+        for (max_depth, deep) in [(16_384, depth > 16_384), (1_000, true)] {
+            for chunk in [1, 7, 4096, input.len()] {
+                let mut s = ReplyScanner::new(max_depth);
+                let mut buf = Vec::new();
+                let mut lens = Vec::new();
+                let mut flags = Vec::new();
+                for piece in input.chunks(chunk) {
+                    buf.extend_from_slice(piece);
+                    while let Some(len) = s.scan(&buf).expect("well formed") {
+                        lens.push(len);
+                        flags.push(s.too_deep());
+                        buf.drain(..len);
+                    }
+                }
+                assert_eq!(lens, vec![reply.len(), 7], "depth {depth} chunk {chunk}");
+                assert_eq!(flags, vec![deep, false], "depth {depth} limit {max_depth}");
+                assert!(s.stack.capacity() <= RETAINED_DEPTH);
+            }
+        }
+        assert_eq!(element_len(&input), Some(reply.len()));
+    }
+}
+
+/// The stack grows with the depth only: one entry per open aggregate, never more than the
+/// reply's headers can announce, however the nesting is shaped (maps, attributes, sets).
+#[test]
+fn stack_memory_is_bounded_by_the_reply_bytes() {
+    let level = b"%1\r\n+k\r\n|1\r\n+a\r\n+b\r\n~1\r\n";
+    let input = level.repeat(20_000);
+    let mut s = ReplyScanner::new(16_384);
+    assert_eq!(s.scan(&input), Ok(None));
+    assert_eq!(s.stack.len(), 3 * 20_000);
+    assert!(s.stack.len() * 4 <= input.len());
 }
 
 #[test]

@@ -689,10 +689,14 @@ fn deliver_replies(
     in_flight: &mut VecDeque<InFlight>,
     group: &mut Group,
 ) -> Result<(), LaneError> {
-    while let Some(len) = scanner
+    while let Some(mut len) = scanner
         .scan(&buf[group.len..])
         .map_err(LaneError::Protocol)?
     {
+        if scanner.too_deep() {
+            // Deeper than any Redis reply: only its own request fails, the stream goes on.
+            len = replace_reply(buf, group.len, len, &scanner.too_deep_error());
+        }
         let Some(front) = in_flight.front() else {
             return Err(LaneError::Unsolicited);
         };
@@ -731,6 +735,16 @@ fn deliver_replies(
         }
     }
     Ok(())
+}
+
+/// Replaces the `len` bytes of the reply at `at` in `buf` by `with`; returns `with`'s length.
+fn replace_reply(buf: &mut BytesMut, at: usize, len: usize, with: &[u8]) -> usize {
+    let mut rebuilt = BytesMut::with_capacity(buf.len() - len + with.len());
+    rebuilt.extend_from_slice(&buf[..at]);
+    rebuilt.extend_from_slice(with);
+    rebuilt.extend_from_slice(&buf[at + len..]);
+    *buf = rebuilt;
+    with.len()
 }
 
 #[cfg(test)]

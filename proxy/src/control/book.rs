@@ -251,6 +251,11 @@ impl Book {
         })
     }
 
+    /// Whether any shard has a `Lost` write loss not acted on yet.
+    pub(super) fn any_write_loss(&self) -> bool {
+        self.shards.values().any(|s| s.loss != WriteLoss::NoLoss)
+    }
+
     // --- ResyncState ---
 
     /// Whether a resync of any of `replicas` runs.

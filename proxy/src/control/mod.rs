@@ -29,6 +29,7 @@ pub mod probe;
 pub mod resync;
 /// The controller's counts, kept below it (see [`crate::ha_stats`]).
 pub use crate::ha_stats as stats;
+mod stop;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -81,6 +82,9 @@ pub struct Controller {
     /// What it remembers between rounds: per-shard holds, suspicions and write losses,
     /// per-replica resyncs (see `LIFECYCLE.md`).
     book: Mutex<Book>,
+    /// The data path's reports the controller's task gave back when it ended, so the clean
+    /// stop (`stop.rs`) sees what was never acted on; `None` while the task runs.
+    returned_events: Mutex<Option<crate::events::EventReceiver>>,
 }
 
 impl Controller {
@@ -103,6 +107,10 @@ impl Controller {
             .topology_file
             .as_ref()
             .map(|p| FileTopologyStore::new(p.clone()));
+        // Every save while serving keeps the run marker (see `redshard_config::store`).
+        if let Some(store) = &store {
+            store.set_running(true);
+        }
         let controller = Arc::new(Self {
             state,
             writer,
@@ -111,6 +119,7 @@ impl Controller {
             probes,
             changed,
             book: Mutex::new(Book::default()),
+            returned_events: Mutex::new(None),
         });
         controller
             .probes
@@ -245,6 +254,11 @@ impl Controller {
             }
         }
         self.probes.stop();
+        // For the clean stop to see what was never acted on (`stop.rs`).
+        *self
+            .returned_events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(events);
     }
 
     /// Handles one report of the data path.

@@ -94,10 +94,6 @@ use crate::command::{self, ArgList, CommandId, CommandSpec};
 use crate::resp::reply::is_error;
 use crate::resp::{encode, parse_i64, Args, FrameKind, Protocol, ReplyScanner, RequestScanner};
 
-/// Nesting allowed when the master's reply is walked (the lane's scanner bounded it already;
-/// this only bounds the walk on arbitrary input).
-const MAX_REPLY_DEPTH: usize = 512;
-
 /// What the proxy does with a write before sending it, decided at dispatch while the
 /// arguments are borrowed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1033,7 +1029,7 @@ fn split_replies(buf: &[u8]) -> Option<Vec<Range<usize>>> {
     let mut replies = Vec::new();
     let mut at = 0;
     while at < buf.len() {
-        let len = ReplyScanner::new(MAX_REPLY_DEPTH).scan(&buf[at..]).ok()??;
+        let len = ReplyScanner::default().scan(&buf[at..]).ok()??;
         replies.push(at..at + len);
         at += len;
     }
@@ -1111,9 +1107,7 @@ fn elements(reply: &[u8], kinds: &[u8]) -> Option<(u8, Vec<Range<usize>>)> {
     }
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
-        let len = ReplyScanner::new(MAX_REPLY_DEPTH)
-            .scan(&reply[at..])
-            .ok()??;
+        let len = ReplyScanner::default().scan(&reply[at..]).ok()??;
         out.push(at..at + len);
         at += len;
     }

@@ -600,7 +600,7 @@ const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
 
 /// How many complete replies `bytes` holds (mirrored transactions expect several).
 fn count_replies(bytes: &[u8]) -> u32 {
-    let mut scanner = crate::resp::ReplyScanner::new(crate::resp::reply::HELPER_MAX_DEPTH);
+    let mut scanner = crate::resp::ReplyScanner::default();
     let mut at = 0;
     let mut count = 0;
     while at < bytes.len() {
