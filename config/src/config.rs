@@ -526,6 +526,7 @@ impl Config {
             shards: validate::shards(&file.shard, &listens, src)?,
             users: users(file.user, src)?,
         };
+        crate::ha::check_ack_timeout(&config.replication, config.backend.response_timeout, src)?;
         Ok(config)
     }
 }
