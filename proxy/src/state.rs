@@ -127,6 +127,7 @@ impl ProxyState {
         )
         .managing(crate::backend::acl::ManagedUsers::new(&config));
         lanes.hold_unsent = config.health.failover_wait;
+        lanes.ack_timeout = config.replication.ack_timeout;
         if !config.backend.manage_acl
             && (!config.allow_flush
                 || config
@@ -144,6 +145,7 @@ impl ProxyState {
         let mirror = crate::mirror::Mirror::new(
             config.mirror.clone(),
             config.replication.ack,
+            config.replication.mode,
             events.clone(),
         );
         let router = Router::new(topology, NodePool::new(lanes).reporting(events), mirror);
