@@ -24,6 +24,7 @@ mod mirror;
 mod mirror_effects;
 mod parking;
 mod protocol;
+mod replication_ack;
 mod pubsub;
 mod resharding;
 mod resp3;
