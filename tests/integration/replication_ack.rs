@@ -7,9 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use redshard_config::{
-    Config, FileTopologyStore, ReplicaState, Topology, TopologyStore as _,
-};
+use redshard_config::{Config, FileTopologyStore, ReplicaState, Topology, TopologyStore as _};
 use redshard_tests::cluster::{even_slots, key_on, start_proxy};
 use redshard_tests::replication::{digest, expiry_times, info_field, signal, wait_for_info};
 use redshard_tests::{wait_until, Client, RedisServer, Reply, TestCluster};
@@ -34,13 +32,18 @@ impl Replicated {
     async fn start(shards: usize, replicas: usize, replication: &str) -> Self {
         // A full sync starts at once, not after Redis 7's 5 s wait for more replicas.
         let now = ["--repl-diskless-sync-delay", "0"];
-        let masters: Vec<RedisServer> = (0..shards).map(|_| RedisServer::start_with(&now)).collect();
+        let masters: Vec<RedisServer> =
+            (0..shards).map(|_| RedisServer::start_with(&now)).collect();
         let mut followers = Vec::new();
         for master in &masters {
             for _ in 0..replicas {
                 let port = master.port.to_string();
                 followers.push(RedisServer::start_with(&[
-                    now[0], now[1], "--replicaof", "127.0.0.1", &port,
+                    now[0],
+                    now[1],
+                    "--replicaof",
+                    "127.0.0.1",
+                    &port,
                 ]));
             }
         }
@@ -65,7 +68,8 @@ impl Replicated {
                 own.join(", ")
             ));
         }
-        let config = Config::from_toml_str(&text, "test.toml").unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let config =
+            Config::from_toml_str(&text, "test.toml").unwrap_or_else(|e| panic!("{e}\n{text}"));
         let proxy = start_proxy(config).await;
         let addr = proxy.local_addr();
         let cluster = TestCluster {
@@ -198,9 +202,24 @@ async fn queue_consumers_and_producers_leave_every_replica_equal() {
                 // Bursts, like a job queue: several jobs, then the consumers drain them.
                 let replies = client
                     .pipeline(&[
-                        vec!["LPUSH".to_owned(), format!("{{{tag}}}list"), item.clone(), format!("{item}b")],
-                        vec!["ZADD".to_owned(), format!("{{{tag}}}z"), n.to_string(), item.clone()],
-                        vec!["LTRIM".to_owned(), format!("{{{tag}}}done"), "0".to_owned(), "999".to_owned()],
+                        vec![
+                            "LPUSH".to_owned(),
+                            format!("{{{tag}}}list"),
+                            item.clone(),
+                            format!("{item}b"),
+                        ],
+                        vec![
+                            "ZADD".to_owned(),
+                            format!("{{{tag}}}z"),
+                            n.to_string(),
+                            item.clone(),
+                        ],
+                        vec![
+                            "LTRIM".to_owned(),
+                            format!("{{{tag}}}done"),
+                            "0".to_owned(),
+                            "999".to_owned(),
+                        ],
                     ])
                     .await;
                 for reply in &replies {
@@ -236,8 +255,14 @@ async fn queue_consumers_and_producers_leave_every_replica_equal() {
     while let Some(done) = tasks.join_next().await {
         done.expect("a client task");
     }
-    let (produced, consumed) = (produced.load(Ordering::Relaxed), consumed.load(Ordering::Relaxed));
-    assert!(consumed > 100, "the consumers popped {consumed} of {produced} jobs");
+    let (produced, consumed) = (
+        produced.load(Ordering::Relaxed),
+        consumed.load(Ordering::Relaxed),
+    );
+    assert!(
+        consumed > 100,
+        "the consumers popped {consumed} of {produced} jobs"
+    );
     nodes.assert_replicas_equal().await;
 }
 
@@ -250,11 +275,34 @@ async fn time_reading_scripts_random_pops_and_relative_ttls_leave_replicas_equal
         let t = format!("{{k{}}}", i % 20);
         let replies = client
             .pipeline(&[
-                vec!["EVAL".to_owned(), script.to_owned(), "1".to_owned(), format!("{t}n")],
-                vec!["SADD".to_owned(), format!("{t}set"), format!("a{i}"), format!("b{i}"), format!("c{i}")],
+                vec![
+                    "EVAL".to_owned(),
+                    script.to_owned(),
+                    "1".to_owned(),
+                    format!("{t}n"),
+                ],
+                vec![
+                    "SADD".to_owned(),
+                    format!("{t}set"),
+                    format!("a{i}"),
+                    format!("b{i}"),
+                    format!("c{i}"),
+                ],
                 vec!["SPOP".to_owned(), format!("{t}set")],
-                vec!["XADD".to_owned(), format!("{t}stream"), "*".to_owned(), "f".to_owned(), i.to_string()],
-                vec!["SET".to_owned(), format!("{t}ex"), "v".to_owned(), "EX".to_owned(), "1000".to_owned()],
+                vec![
+                    "XADD".to_owned(),
+                    format!("{t}stream"),
+                    "*".to_owned(),
+                    "f".to_owned(),
+                    i.to_string(),
+                ],
+                vec![
+                    "SET".to_owned(),
+                    format!("{t}ex"),
+                    "v".to_owned(),
+                    "EX".to_owned(),
+                    "1000".to_owned(),
+                ],
                 vec!["EXPIRE".to_owned(), format!("{t}n"), "500".to_owned()],
                 vec!["INCRBYFLOAT".to_owned(), format!("{t}f"), "0.1".to_owned()],
             ])
@@ -269,7 +317,12 @@ async fn time_reading_scripts_random_pops_and_relative_ttls_leave_replicas_equal
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_replica_is_made_stale_before_the_writes_it_lacks_are_answered() {
     let timeout_ms = 400;
-    let nodes = Replicated::start(1, 2, &format!("ack = \"sync\"\nack_timeout_ms = {timeout_ms}")).await;
+    let nodes = Replicated::start(
+        1,
+        2,
+        &format!("ack = \"sync\"\nack_timeout_ms = {timeout_ms}"),
+    )
+    .await;
     let (stopped, live) = (&nodes.cluster.replicas[0], &nodes.cluster.replicas[1]);
     // A writer runs throughout and keeps every key it was answered OK for.
     let stop = Arc::new(AtomicBool::new(false));
@@ -316,8 +369,15 @@ async fn a_stopped_replica_is_made_stale_before_the_writes_it_lacks_are_answered
     // Writes go on without waiting for the stale replica.
     for i in 0..20 {
         let sent = Instant::now();
-        assert!(client.cmd(&["SET", &format!("after{i}"), "1"]).await.is_ok());
-        assert!(sent.elapsed() < Duration::from_millis(timeout_ms), "{:?}", sent.elapsed());
+        assert!(client
+            .cmd(&["SET", &format!("after{i}"), "1"])
+            .await
+            .is_ok());
+        assert!(
+            sent.elapsed() < Duration::from_millis(timeout_ms),
+            "{:?}",
+            sent.elapsed()
+        );
     }
     stop.store(true, Ordering::Relaxed);
     writer.await.expect("the writer");
@@ -326,7 +386,11 @@ async fn a_stopped_replica_is_made_stale_before_the_writes_it_lacks_are_answered
     let mut keys = acknowledged.lock().unwrap().clone();
     keys.extend(["before", "during"].map(String::from));
     keys.extend((0..20).map(|i| format!("after{i}")));
-    assert!(keys.len() > 22, "the writer was answered {} times", keys.len());
+    assert!(
+        keys.len() > 22,
+        "the writer was answered {} times",
+        keys.len()
+    );
     for chunk in keys.chunks(500) {
         let mut mget = vec!["MGET".to_owned()];
         mget.extend(chunk.iter().cloned());
@@ -334,7 +398,12 @@ async fn a_stopped_replica_is_made_stale_before_the_writes_it_lacks_are_answered
             panic!("MGET on the replica");
         };
         for (key, value) in chunk.iter().zip(values) {
-            assert_ne!(value, Reply::Bulk(None), "{key} was acknowledged but is not on {}", live.addr());
+            assert_ne!(
+                value,
+                Reply::Bulk(None),
+                "{key} was acknowledged but is not on {}",
+                live.addr()
+            );
         }
     }
 }
@@ -354,12 +423,22 @@ async fn sync_acknowledgement_waits_after_writes_only_and_async_never() {
         client.cmd(&["BLPOP", &key, "1"]).await,
         Reply::Array(vec![Reply::bulk(&key), Reply::bulk("a")])
     );
-    assert_eq!(nodes.calls(0, "wait").await, before + 2, "a blocking pop gets one");
+    assert_eq!(
+        nodes.calls(0, "wait").await,
+        before + 2,
+        "a blocking pop gets one"
+    );
     // So does a transaction after WATCH.
     assert!(client.cmd(&["WATCH", &key]).await.is_ok());
     assert!(client.cmd(&["MULTI"]).await.is_ok());
-    assert_eq!(client.cmd(&["SET", &key, "v"]).await, Reply::Status("QUEUED".into()));
-    assert_eq!(client.cmd(&["EXEC"]).await, Reply::Array(vec![Reply::Status("OK".into())]));
+    assert_eq!(
+        client.cmd(&["SET", &key, "v"]).await,
+        Reply::Status("QUEUED".into())
+    );
+    assert_eq!(
+        client.cmd(&["EXEC"]).await,
+        Reply::Array(vec![Reply::Status("OK".into())])
+    );
     assert_eq!(nodes.calls(0, "wait").await, before + 3, "an EXEC gets one");
     drop(nodes);
 
@@ -369,7 +448,10 @@ async fn sync_acknowledgement_waits_after_writes_only_and_async_never() {
         assert!(client.cmd(&["SET", &format!("k{i}"), "v"]).await.is_ok());
     }
     assert_eq!(client.cmd(&["LPUSH", "list", "a"]).await, Reply::Int(1));
-    assert_eq!(client.cmd(&["BLPOP", "list", "1"]).await, Reply::Array(vec![Reply::bulk("list"), Reply::bulk("a")]));
+    assert_eq!(
+        client.cmd(&["BLPOP", "list", "1"]).await,
+        Reply::Array(vec![Reply::bulk("list"), Reply::bulk("a")])
+    );
     assert_eq!(nodes.calls(0, "wait").await, 0, "async sends no WAIT");
     nodes.assert_replicas_equal().await;
 }

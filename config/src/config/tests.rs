@@ -949,9 +949,8 @@ fn replication_takes_its_mode_ack_and_timeout_and_the_old_ack_name() {
         parse(&text).unwrap().replication.mode,
         crate::ReplicationMode::Redis
     );
-    let text = format!(
-        "[backend]\nresponse_timeout_ms = 800\n[replication]\nmode = \"redis\"\n{SHARDS}"
-    );
+    let text =
+        format!("[backend]\nresponse_timeout_ms = 800\n[replication]\nmode = \"redis\"\n{SHARDS}");
     let message = error(&text);
     assert!(
         message.contains("replication.ack_timeout_ms")

@@ -620,8 +620,11 @@ impl Sending {
         }
         let wanted = std::mem::take(&mut self.acks);
         let now = Instant::now();
-        // WAIT runs as the proxy's client user: a read-only level's user may not run it.
-        self.switch_user(super::acl::BackendUser::Client, now);
+        // A read-only level's user may not run WAIT (the others may): it runs as the client
+        // user then.
+        if self.acting == super::acl::BackendUser::ReadOnly {
+            self.switch_user(super::acl::BackendUser::Client, now);
+        }
         let bytes = match &self.wait {
             Some((count, bytes)) if *count == wanted => bytes.clone(),
             _ => {
@@ -1039,7 +1042,10 @@ mod tests {
             b"*3\r\n$4\r\nWAIT\r\n$1\r\n2\r\n$4\r\n1000\r\n"
         );
         assert_eq!(reply_integer(b":3\r\n"), Some(3));
-        assert_eq!(reply_integer(b"-ERR WAIT cannot be used with replica instances\r\n"), None);
+        assert_eq!(
+            reply_integer(b"-ERR WAIT cannot be used with replica instances\r\n"),
+            None
+        );
     }
 
     #[test]
@@ -1050,7 +1056,10 @@ mod tests {
         let (write, mut write_rx) = reply("+OK\r\n", true);
         let (after, mut after_rx) = reply("+after\r\n", true);
         commit.reply(read);
-        assert!(released(&mut read_rx).is_some(), "a read before the first write goes at once");
+        assert!(
+            released(&mut read_rx).is_some(),
+            "a read before the first write goes at once"
+        );
         commit.reply(write);
         commit.reply(after);
         assert!(released(&mut write_rx).is_none() && released(&mut after_rx).is_none());
@@ -1102,10 +1111,16 @@ mod tests {
         let (third, mut third_rx) = reply("+3\r\n", true);
         commit.reply(third);
         commit.waited(1, &Bytes::from_static(b"-ERR WAIT cannot be used with replica instances. Please also note that since Redis 4.0 if a replica is configured to be writable (which is not the default) writes to replicas are just local and are not propagated.\r\n"));
-        assert!(matches!(inbox.try_recv(), Ok(ControlEvent::AckShortfall { .. })));
+        assert!(matches!(
+            inbox.try_recv(),
+            Ok(ControlEvent::AckShortfall { .. })
+        ));
         // The connection fails meanwhile: the held reply gets the lane's error.
         commit.fail(&Bytes::from_static(b"-ERR backend gone\r\n"));
-        assert_eq!(released(&mut third_rx).as_deref(), Some(&b"-ERR backend gone\r\n"[..]));
+        assert_eq!(
+            released(&mut third_rx).as_deref(),
+            Some(&b"-ERR backend gone\r\n"[..])
+        );
         assert!(commit.is_empty());
     }
 

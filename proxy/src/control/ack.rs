@@ -166,12 +166,7 @@ impl Controller {
     /// master had when the round started.
     async fn check_acks(&self, master: &NodeAddr) {
         let table = self.state.router.load();
-        let Some(shard) = table
-            .topology()
-            .shards
-            .iter()
-            .find(|s| &s.master == master)
-        else {
+        let Some(shard) = table.topology().shards.iter().find(|s| &s.master == master) else {
             // No longer a master (failed over): its lanes are fenced and fail what they hold.
             return;
         };
@@ -248,7 +243,10 @@ impl Controller {
     ) -> Option<String> {
         let deadline = Instant::now() + timeout;
         let asked = async {
-            let mut conn = self.connect(addr, timeout).await.map_err(|e| e.to_string())?;
+            let mut conn = self
+                .connect(addr, timeout)
+                .await
+                .map_err(|e| e.to_string())?;
             loop {
                 let info = conn.info("replication").await.map_err(|e| e.to_string())?;
                 let reached = number(&info, "slave_repl_offset").unwrap_or(0);
@@ -291,8 +289,14 @@ mod tests {
         let info = info(&[
             ("role", "master"),
             ("connected_slaves", "2"),
-            ("slave0", "ip=127.0.0.1,port=7001,state=online,offset=420,lag=0"),
-            ("slave1", "ip=::1,port=7002,state=wait_bgsave,offset=0,lag=1"),
+            (
+                "slave0",
+                "ip=127.0.0.1,port=7001,state=online,offset=420,lag=0",
+            ),
+            (
+                "slave1",
+                "ip=::1,port=7002,state=wait_bgsave,offset=0,lag=1",
+            ),
             ("slave_read_only", "1"),
             ("master_repl_offset", "430"),
         ]);
@@ -354,6 +358,9 @@ mod tests {
         assert_eq!(checks.take(&master).len(), 1);
         assert!(checks.take(&master).is_empty(), "then the rounds end");
         let (third, _r3) = oneshot::channel();
-        assert!(checks.queue(&master, third), "and a new shortfall starts them again");
+        assert!(
+            checks.queue(&master, third),
+            "and a new shortfall starts them again"
+        );
     }
 }
