@@ -113,6 +113,23 @@ pub struct ShardRoute {
 }
 
 impl ShardRoute {
+    /// The replicas known to hold every write of this shard answered before a
+    /// [mirrored barrier](barrier) that completed: the in-sync replicas still mirrored to, or
+    /// under Redis replication with `sync` acknowledgement every in-sync replica (each write
+    /// was acknowledged by all of them before it was answered). Client `WAIT` answers this.
+    #[must_use]
+    pub fn acknowledging_replicas(&self) -> usize {
+        if self.mirror.is_inert() {
+            if self.acks > 0 {
+                self.in_sync.len()
+            } else {
+                0
+            }
+        } else {
+            self.mirror.active()
+        }
+    }
+
     /// The nodes a read may go to instead of the master: the in-sync replicas, without the
     /// mirrored ones that failed a write since this table was built.
     pub fn replica_nodes(&self) -> impl Iterator<Item = &Arc<Node>> {

@@ -190,10 +190,9 @@ async fn queue_consumers_and_producers_leave_every_replica_equal() {
             }
         });
     }
-    for producer in 0..2 {
+    for (producer, &tag) in tags.iter().enumerate() {
         let mut client = nodes.cluster.client().await;
         let (stop, produced) = (Arc::clone(&stop), Arc::clone(&produced));
-        let tag = tags[producer];
         tasks.spawn(async move {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
@@ -440,6 +439,14 @@ async fn sync_acknowledgement_waits_after_writes_only_and_async_never() {
         Reply::Array(vec![Reply::Status("OK".into())])
     );
     assert_eq!(nodes.calls(0, "wait").await, before + 3, "an EXEC gets one");
+    // A client's own WAIT counts the in-sync replicas: its writes were acknowledged by them.
+    let asked = Instant::now();
+    assert_eq!(client.cmd(&["WAIT", "1", "5000"]).await, Reply::Int(1));
+    assert!(
+        asked.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        asked.elapsed()
+    );
     drop(nodes);
 
     let nodes = Replicated::start(1, 1, "ack = \"async\"").await;

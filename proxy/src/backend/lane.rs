@@ -919,7 +919,8 @@ impl Commit {
             (Some(events), false) => {
                 let (done, verdict) = tokio::sync::oneshot::channel();
                 let answer = String::from_utf8_lossy(answer).trim_end().to_owned();
-                warn!(node = %self.master, wanted, %answer, "replicas did not acknowledge a batch of writes in time; holding its replies until the replicas that lack them are stale");
+                // The controller logs what it finds (once per check, not per batch).
+                debug!(node = %self.master, wanted, %answer, "replicas did not acknowledge a batch of writes in time; holding its replies until the replicas that lack them are stale");
                 let _ = events.send(ControlEvent::AckShortfall {
                     master: self.master.clone(),
                     wanted,

@@ -143,17 +143,18 @@ impl Controller {
         answer: &str,
         done: oneshot::Sender<()>,
     ) {
-        info!(%master, wanted, answer, "the replicas did not acknowledge a batch of writes in time: checking them");
         if !self.acks.queue(&master, done) {
             return;
         }
         let controller = Arc::clone(self);
+        let answer = answer.to_owned();
         tokio::spawn(async move {
             loop {
                 let waiting = controller.acks.take(&master);
                 if waiting.is_empty() {
                     return;
                 }
+                info!(%master, wanted, %answer, batches = waiting.len(), "the replicas did not acknowledge batches of writes in time: checking them");
                 controller.check_acks(&master).await;
                 for done in waiting {
                     let _ = done.send(());
