@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use redshard_config::{Config, FileTopologyStore, ReplicaState, Topology, TopologyStore as _};
 use redshard_tests::cluster::{even_slots, key_on, start_proxy};
-use redshard_tests::replication::{digest, expiry_times, info_field, signal, wait_for_info};
+use redshard_tests::replication::{info_field, signal, wait_for_info};
+use redshard_tests::workload::assert_replicas_equal;
 use redshard_tests::{wait_until, Client, RedisServer, Reply, TestCluster};
 use tokio::task::JoinSet;
 
@@ -113,7 +114,6 @@ impl Replicated {
         for shard in &topology.shards {
             let master = shard.master.to_string();
             for replica in &shard.replicas {
-                assert_eq!(replica.state, ReplicaState::InSync, "{}", replica.addr);
                 let replica = replica.addr.to_string();
                 wait_until(Duration::from_secs(10), "the replica to catch up", || {
                     let (master, replica) = (master.clone(), replica.clone());
@@ -124,18 +124,9 @@ impl Replicated {
                     }
                 })
                 .await;
-                assert_eq!(
-                    digest(&master).await,
-                    digest(&replica).await,
-                    "digest of {replica} differs from its master {master}"
-                );
-                assert_eq!(
-                    expiry_times(&master).await,
-                    expiry_times(&replica).await,
-                    "expiry times of {replica} differ from {master}"
-                );
             }
         }
+        assert_replicas_equal(&self.cluster).await;
     }
 
     /// Calls of `command` on master `i` so far (its `INFO commandstats`).

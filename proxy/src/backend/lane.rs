@@ -633,13 +633,18 @@ impl Sending {
                 bytes
             }
         };
+        self.push_own(bytes, Kind::Wait(wanted), now);
+    }
+
+    /// Writes one request of the lane's own (`kind`), whose reply no client gets.
+    fn push_own(&mut self, bytes: Bytes, kind: Kind, now: Instant) {
         self.out.push(bytes);
         self.in_flight.push_back(InFlight {
             dest: Dest::Discard,
             sent: now,
             replies: 1,
             mirror: None,
-            kind: Kind::Wait(wanted),
+            kind,
             commit: false,
         });
     }
@@ -650,17 +655,9 @@ impl Sending {
         if user == self.acting {
             return;
         }
-        if let Some(acl) = &self.acl {
+        if let Some(auth) = self.acl.as_ref().map(|acl| acl.auth(user).clone()) {
             self.acting = user;
-            self.out.push(acl.auth(user).clone());
-            self.in_flight.push_back(InFlight {
-                dest: Dest::Discard,
-                sent: now,
-                replies: 1,
-                mirror: None,
-                kind: Kind::Handshake,
-                commit: false,
-            });
+            self.push_own(auth, Kind::Handshake, now);
         }
     }
 
@@ -692,18 +689,11 @@ impl Sending {
         self.switch_user(request.user, now);
         if request.protocol != self.speaking {
             self.speaking = request.protocol;
-            self.out.push(Bytes::from_static(match self.speaking {
+            let hello = Bytes::from_static(match self.speaking {
                 Protocol::Resp2 => b"*2\r\n$5\r\nHELLO\r\n$1\r\n2\r\n",
                 Protocol::Resp3 => b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n",
-            }));
-            self.in_flight.push_back(InFlight {
-                dest: Dest::Discard,
-                sent: now,
-                replies: 1,
-                mirror: None,
-                kind: Kind::Handshake,
-                commit: false,
             });
+            self.push_own(hello, Kind::Handshake, now);
         }
         self.acks = self.acks.max(request.acks);
         self.out.push(request.bytes);

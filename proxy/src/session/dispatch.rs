@@ -328,17 +328,11 @@ pub(crate) fn plan(
     spec: &CommandSpec,
     args: &Args<'_>,
 ) -> Option<Prepared> {
-    let route = &table.shards()[shard];
-    if !is_mirrored(spec) {
+    let mirror = &table.shards()[shard].mirror;
+    if mirror.is_empty() && !mirror.is_inert() {
         return None;
     }
-    if route.mirror.is_inert() {
-        return acknowledged(route);
-    }
-    if route.mirror.is_empty() {
-        return None;
-    }
-    Some(effect::prepare(spec.name, args, now_ms()))
+    plan_blocking(table, shard, spec, args)
 }
 
 /// A write under Redis replication: sent as the client wrote it (Redis replicates it), and
