@@ -453,3 +453,29 @@ async fn sync_acknowledgement_waits_after_writes_only_and_async_never() {
     assert_eq!(nodes.calls(0, "wait").await, 0, "async sends no WAIT");
     nodes.assert_replicas_equal().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_reads_see_every_acknowledged_write() {
+    let nodes = Replicated::start(1, 1, "ack = \"sync\"\n[mirror]\nread_from = \"replica\"").await;
+    let replica = &nodes.cluster.replicas[0];
+    let gets = || async {
+        let mut direct = Client::connect(replica.addr()).await;
+        let Reply::Bulk(Some(stats)) = direct.cmd(&["INFO", "commandstats"]).await else {
+            panic!("INFO commandstats on the replica");
+        };
+        String::from_utf8_lossy(&stats)
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse::<u64>().expect("a count"))
+    };
+    let mut client = nodes.cluster.client().await;
+    let before = gets().await;
+    for i in 0..100 {
+        let key = format!("r{i}");
+        assert!(client.cmd(&["SET", &key, "v"]).await.is_ok());
+        // Acknowledged, so the replica that serves the read already has it.
+        assert_eq!(client.cmd(&["GET", &key]).await, Reply::bulk("v"), "{key}");
+    }
+    assert_eq!(gets().await, before + 100, "the reads went to the replica");
+}
