@@ -306,7 +306,10 @@ async fn time_reading_scripts_random_pops_and_relative_ttls_leave_replicas_equal
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_replica_is_made_stale_before_the_writes_it_lacks_are_answered() {
-    let timeout_ms = 400;
+    // The default: shorter ones can expire on a machine loaded by a parallel test suite
+    // (then a replica that merely lagged is made stale, as it should be, but not the one the
+    // test stops).
+    let timeout_ms = 1000;
     let nodes = Replicated::start(
         1,
         2,
@@ -350,7 +353,15 @@ async fn a_stopped_replica_is_made_stale_before_the_writes_it_lacks_are_answered
             .find(|r| r.addr.to_string() == addr)
             .map(|r| r.state)
     };
-    assert_eq!(state(&stopped.addr()), Some(ReplicaState::Stale));
+    // Stale (the proxy-mode resync may already have moved it on to syncing: never in sync).
+    assert!(
+        matches!(
+            state(&stopped.addr()),
+            Some(ReplicaState::Stale | ReplicaState::Syncing)
+        ),
+        "{:?}",
+        state(&stopped.addr())
+    );
     assert_eq!(state(&live.addr()), Some(ReplicaState::InSync));
     assert!(
         took < Duration::from_millis(timeout_ms) * 5,
