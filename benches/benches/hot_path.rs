@@ -51,6 +51,7 @@ fn routing(c: &mut Criterion) {
         let mirror = redshard_proxy::mirror::Mirror::new(
             config.mirror.clone(),
             config.replication.ack,
+            config.replication.mode,
             events,
         );
         let gates = redshard_proxy::router::Gates::default();

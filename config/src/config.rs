@@ -531,6 +531,7 @@ impl Config {
             rules: validate::rules(file.rule, src)?,
             users: users(file.user, src)?,
         };
+        crate::ha::check_ack_timeout(&config.replication, config.backend.response_timeout, src)?;
         Ok(config)
     }
 }

@@ -191,16 +191,6 @@ pub(crate) fn replication(
         (None, None) => AckMode::default(),
     };
     let mode = file.mode.unwrap_or_default();
-    if mode == ReplicationMode::Redis {
-        // Refused until the controller sets up and verifies `REPLICAOF` and the lanes wait for
-        // the replicas' acknowledgement: accepting it before would silently leave replicas
-        // without any replication.
-        return Err(src.invalid_at(
-            None,
-            "replication.mode",
-            "\"redis\" is not available yet; use \"proxy\"".to_owned(),
-        ));
-    }
     Ok(ReplicationConfig {
         mode,
         ack,
@@ -212,6 +202,31 @@ pub(crate) fn replication(
             None,
         )?),
     })
+}
+
+/// In `redis` mode with `sync` acknowledgement a lane waits up to `ack_timeout` for a
+/// `WAIT`'s answer, so the lane's response timeout must be longer: otherwise every replica
+/// that falls behind would also make the lane drop its connection (and fail every request in
+/// flight on it) instead of being marked stale.
+pub(crate) fn check_ack_timeout(
+    replication: &ReplicationConfig,
+    response_timeout: Duration,
+    src: &Source<'_>,
+) -> Result<(), ConfigError> {
+    if replication.mode == ReplicationMode::Redis
+        && replication.ack == AckMode::Sync
+        && replication.ack_timeout >= response_timeout
+    {
+        return Err(src.invalid_at(
+            None,
+            "replication.ack_timeout_ms",
+            format!(
+                "must be below backend.response_timeout_ms ({} ms): a lane waits that long for the replicas' acknowledgement",
+                response_timeout.as_millis()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// `[health]` as written.

@@ -54,4 +54,19 @@ pub enum ControlEvent {
         /// Its master at the time.
         master: NodeAddr,
     },
+    /// Under Redis replication with `sync` acknowledgement, a lane's `WAIT` after a batch of
+    /// writes counted fewer replicas than the shard's in-sync ones (or failed): some in-sync
+    /// replica may lack writes whose replies the lane holds. The controller makes every
+    /// in-sync replica that is behind the master (or not attached to it) stale, persisted,
+    /// then answers on `done`; only then does the lane release those replies.
+    AckShortfall {
+        /// The master the lane writes to.
+        master: NodeAddr,
+        /// The replicas the `WAIT` asked for.
+        wanted: u32,
+        /// What it answered (a count, or an error), for the log.
+        answer: String,
+        /// Answered (or dropped) once the replicas that are behind are recorded stale.
+        done: tokio::sync::oneshot::Sender<()>,
+    },
 }

@@ -275,6 +275,9 @@ fn restart_keys(running: &Config, file: &Config) -> Vec<String> {
     );
     check("log.format", running.log.format != file.log.format);
     check("threads", running.threads != file.threads);
+    // The lanes and the mirror are built with it: how writes reach the replicas and when
+    // they are acknowledged changes only with a restart.
+    check("replication", running.replication != file.replication);
     check("shard", running.shards != file.shards);
     keys
 }
@@ -293,9 +296,10 @@ mod tests {
         b.metrics_listen = None;
         b.limits.max_clients = 1;
         b.log.level = "debug".into();
+        b.replication.ack = redshard_config::AckMode::Async;
         assert_eq!(
             restart_keys(&a, &b),
-            ["listen", "metrics_listen", "backend"]
+            ["listen", "metrics_listen", "backend", "replication"]
         );
     }
 

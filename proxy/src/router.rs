@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use redshard_config::{ReplicaState, ShardId, Slot, Topology, SLOT_COUNT};
+use redshard_config::{AckMode, ReplicaState, ShardId, Slot, Topology, SLOT_COUNT};
 use tokio::sync::{watch, Notify};
 
 use bytes::Bytes;
@@ -109,10 +109,47 @@ pub struct ShardRoute {
     pub name: String,
     /// The shard's master and its lanes.
     pub master: Arc<Node>,
-    /// Where its writes are mirrored.
+    /// Where its writes are mirrored (inert under Redis replication).
     pub mirror: Arc<ShardMirror>,
     /// Whether it takes requests now.
     pub gate: Arc<ShardGate>,
+    /// Under Redis replication with `sync` acknowledgement, how many replicas must have a
+    /// write before its reply is released: the shard's in-sync replicas (see
+    /// [`LaneRequest::acks`]). 0 otherwise: no `WAIT`.
+    pub acks: u32,
+    /// Under Redis replication, the in-sync replicas (reads may go there); under proxy
+    /// mirroring, empty (the mirror's active links are the in-sync replicas).
+    pub in_sync: Box<[Arc<Node>]>,
+}
+
+impl ShardRoute {
+    /// The replicas known to hold every write of this shard answered before a
+    /// [mirrored barrier](barrier) that completed: the in-sync replicas still mirrored to, or
+    /// under Redis replication with `sync` acknowledgement every in-sync replica (each write
+    /// was acknowledged by all of them before it was answered). Client `WAIT` answers this.
+    #[must_use]
+    pub fn acknowledging_replicas(&self) -> usize {
+        if self.mirror.is_inert() {
+            if self.acks > 0 {
+                self.in_sync.len()
+            } else {
+                0
+            }
+        } else {
+            self.mirror.active()
+        }
+    }
+
+    /// The nodes a read may go to instead of the master: the in-sync replicas, without the
+    /// mirrored ones that failed a write since this table was built.
+    pub fn replica_nodes(&self) -> impl Iterator<Item = &Arc<Node>> {
+        self.mirror
+            .replicas()
+            .iter()
+            .filter(|link| link.is_active())
+            .map(|link| link.node())
+            .chain(self.in_sync.iter())
+    }
 }
 
 /// One epoch's routing: immutable once built.
@@ -202,12 +239,24 @@ impl RoutingTable {
                     .filter(|r| r.state == ReplicaState::InSync)
                     .map(|r| &r.addr)
                     .collect();
+                let redis = mirror.is_inert();
+                let acks = if redis && mirror.ack() == AckMode::Sync {
+                    u32::try_from(in_sync.len()).unwrap_or(u32::MAX)
+                } else {
+                    0
+                };
                 ShardRoute {
                     id: shard.id,
                     name: shard.name.clone(),
                     master: pool.node(&shard.master),
                     mirror: mirror.shard(shard.id, &shard.name, &shard.master, &in_sync, pool),
                     gate: gates.of(shard.id),
+                    acks,
+                    in_sync: if redis {
+                        in_sync.iter().map(|&addr| pool.node(addr)).collect()
+                    } else {
+                        Box::default()
+                    },
                 }
             })
             .collect();
@@ -436,8 +485,9 @@ impl Router {
     }
 }
 
-/// Sends `bytes` to `route`'s master on the lane of `slot`; with `effect`, the replicas get
-/// the write once the master answered. Here, below the session and the controller, because
+/// Sends `bytes` to `route`'s master on the lane of `slot`; with `effect` (a write), the
+/// replicas get the write once the master answered (proxy mirroring), or its reply waits for
+/// the shard's in-sync replicas' acknowledgement (Redis replication, `sync`). Here, below the session and the controller, because
 /// both send through it (client requests, and the migration's key moves).
 pub(crate) fn send_master(
     route: &ShardRoute,
@@ -473,6 +523,10 @@ pub(crate) fn send_master_as(
     user: BackendUser,
 ) {
     let lane = usize::from(slot) % route.master.lane_count();
+    let acks = match &effect {
+        Some(effect) if *effect != Effect::Skip => route.acks,
+        _ => 0,
+    };
     let mirror = match effect {
         Some(effect) if !route.mirror.is_empty() && effect != Effect::Skip => Some(
             Job::new(
@@ -494,6 +548,7 @@ pub(crate) fn send_master_as(
         mirror,
         via: None,
         user,
+        acks,
     });
 }
 
@@ -526,6 +581,7 @@ pub async fn barrier(route: &ShardRoute, mirrored: bool, timeout: Duration) -> b
             mirror,
             via: None,
             user: BackendUser::Client,
+            acks: 0,
         });
         waits.push(rx);
     }
@@ -561,8 +617,12 @@ mod tests {
             None,
         ));
         let (events, _control) = crate::events::channel();
-        let mirror =
-            crate::mirror::Mirror::new(config.mirror.clone(), config.replication.ack, events);
+        let mirror = crate::mirror::Mirror::new(
+            config.mirror.clone(),
+            config.replication.ack,
+            config.replication.mode,
+            events,
+        );
         super::Router::new(
             redshard_config::Topology::from_config(&config),
             pool,

@@ -142,6 +142,7 @@ impl ProxyState {
         )
         .managing(crate::backend::acl::ManagedUsers::new(&config));
         lanes.hold_unsent = config.health.failover_wait;
+        lanes.ack_timeout = config.replication.ack_timeout;
         if !config.backend.manage_acl
             && (!config.allow_flush
                 || config
@@ -159,6 +160,7 @@ impl ProxyState {
         let mirror = crate::mirror::Mirror::new(
             config.mirror.clone(),
             config.replication.ack,
+            config.replication.mode,
             events.clone(),
         );
         let (router, writer) =

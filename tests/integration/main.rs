@@ -28,6 +28,7 @@ mod parking;
 mod protocol;
 mod proxy_restart;
 mod pubsub;
+mod replication_ack;
 mod resharding;
 mod resp3;
 mod routing;

@@ -941,6 +941,26 @@ fn replication_takes_its_mode_ack_and_timeout_and_the_old_ack_name() {
     assert_error(&text, "mode = \"cluster\"", &["redis", "proxy"]);
     let text = format!("[replication]\nack_timeout_ms = 0\n{SHARDS}");
     assert_error(&text, "ack_timeout_ms", &["replication.ack_timeout_ms"]);
+
+    // Redis's own replication is accepted, with its acknowledgement wait shorter than a
+    // lane's response timeout (async waits for nothing, so any value goes there).
+    let text = format!("[replication]\nmode = \"redis\"\n{SHARDS}");
+    assert_eq!(
+        parse(&text).unwrap().replication.mode,
+        crate::ReplicationMode::Redis
+    );
+    let text =
+        format!("[backend]\nresponse_timeout_ms = 800\n[replication]\nmode = \"redis\"\n{SHARDS}");
+    let message = error(&text);
+    assert!(
+        message.contains("replication.ack_timeout_ms")
+            && message.contains("backend.response_timeout_ms (800 ms)"),
+        "{message}"
+    );
+    let text = format!(
+        "[backend]\nresponse_timeout_ms = 800\n[replication]\nmode = \"redis\"\nack = \"async\"\n{SHARDS}"
+    );
+    assert!(parse(&text).is_ok());
 }
 
 #[test]

@@ -16,8 +16,20 @@
 //! with the connect error until a connect succeeds, so no client waits long on a dead node
 //! (the shard's gate stops new requests before they reach the lane anyway). The lane ends
 //! when every sender is gone and nothing is in flight.
+//!
+//! **Group commit.** Under Redis replication with `sync` acknowledgement a write's request
+//! says how many replicas must have it ([`LaneRequest::acks`]). A batch that holds such a write
+//! ends with `WAIT k ack_timeout_ms` in the same socket write, and every reply of the batch
+//! from its first write on is held ([`Commit`]) until the `WAIT` answers: at least `k`
+//! releases them in order; fewer (the timeout) or an error sends
+//! [`ControlEvent::AckShortfall`] and releases them only once the controller has made the
+//! replicas that lack them stale (persisted). Redis runs a connection's commands in order, so
+//! the `WAIT` covers every write of the batch and of the batches before it; a reply that came
+//! after held ones waits behind them, so no client reads a write before it is acknowledged.
+//! The `WAIT`'s own reply never reaches a client. Reads-only batches get no `WAIT`.
 
 use std::collections::VecDeque;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,7 +43,7 @@ use tracing::{debug, warn};
 use super::stream::BackendStream;
 use super::{connect::connect, Dest, LaneConfig, LaneRequest};
 use crate::client_error::{ClientError, Reached};
-use crate::events::ControlEvent;
+use crate::events::{ControlEvent, EventSender};
 use crate::metrics;
 use crate::mirror::Job;
 use crate::outbuf::OutBuf;
@@ -111,9 +123,23 @@ struct InFlight {
     replies: u32,
     /// What the replicas get once the master answered.
     mirror: Option<Box<Job>>,
-    /// Whether this is the lane's own `HELLO` switching the connection's protocol, or its
-    /// `AUTH` switching the backend user.
-    hello: bool,
+    /// What the request is.
+    kind: Kind,
+    /// Whether its reply waits for the `WAIT` that ends its batch (it is the batch's first
+    /// write or came after it; see [`Commit`]).
+    commit: bool,
+}
+
+/// What an in-flight request is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A request of a client or of the proxy: its reply goes to its destination.
+    Request,
+    /// The lane's own `HELLO` switching the connection's protocol, or its `AUTH` switching
+    /// the backend user: its reply is checked and dropped.
+    Handshake,
+    /// The lane's `WAIT` for this many replicas after a batch of writes (group commit).
+    Wait(u32),
 }
 
 impl InFlight {
@@ -222,7 +248,16 @@ pub async fn run(setup: LaneSetup, mut rx: mpsc::UnboundedReceiver<LaneRequest>)
                 unreachable = None;
                 down.set(false);
                 metrics::backend_connected(&addr);
-                let ended = serve(stream, &mut rx, &addr, protocol, &config, fenced.as_mut()).await;
+                let ended = serve(
+                    stream,
+                    &mut rx,
+                    &addr,
+                    protocol,
+                    &config,
+                    fenced.as_mut(),
+                    events.as_ref(),
+                )
+                .await;
                 metrics::backend_disconnected(&addr);
                 if let Ended::Failed(error) = &ended {
                     down.set(true);
@@ -412,9 +447,11 @@ async fn serve(
     connected: Protocol,
     config: &LaneConfig,
     fenced: Option<&mut watch::Receiver<bool>>,
+    events: Option<&EventSender>,
 ) -> Ended {
     let (mut reader, mut writer) = stream.split();
-    let mut send = Sending::new(connected, config.acl.clone());
+    let mut send = Sending::new(connected, config.acl.clone(), config.ack_timeout);
+    let mut commit = Commit::new(addr, events);
     let mut batch = Vec::with_capacity(BATCH);
     let mut buf = BytesMut::with_capacity(READ_RESERVE);
     let mut scanner = ReplyScanner::new(config.max_reply_depth);
@@ -432,7 +469,7 @@ async fn serve(
     let mut pending = Group::default();
 
     let result: Result<(), LaneError> = loop {
-        if !open && send.is_idle() {
+        if !open && send.is_idle() && commit.is_empty() {
             break Ok(());
         }
         if buf.capacity() - buf.len() < READ_RESERVE / 4 {
@@ -467,12 +504,15 @@ async fn serve(
                     }
                 }
                 send.take(&mut batch);
+                send.seal();
             }
             done = wait_fence(&mut send.fence), if send.fence.is_some() => {
                 let () = done;
                 send.fence = None;
                 send.pump();
+                send.seal();
             }
+            () = commit.decided(), if commit.awaits_controller() => commit.release(),
             written = send.out.write_some(&mut writer), if !send.out.is_empty() => {
                 if let Err(e) = written {
                     break Err(LaneError::Io(e));
@@ -484,11 +524,12 @@ async fn serve(
                     Err(e) => break Err(LaneError::Io(e)),
                     Ok(_) => {}
                 }
-                if let Err(e) = deliver_replies(&mut buf, &mut scanner, &mut send.in_flight, &mut pending) {
+                if let Err(e) = deliver_replies(&mut buf, &mut scanner, &mut send.in_flight, &mut pending, &mut commit) {
                     break Err(e);
                 }
                 if send.in_flight.is_empty() && !send.held.is_empty() {
                     send.pump();
+                    send.seal();
                 }
             }
             // It completes only when the node is fenced (never again after that).
@@ -509,6 +550,9 @@ async fn serve(
             // Held requests were never written (they did not run) but share the in-flight
             // ones' line, which cannot say which of the two a request was.
             let reply = error_reply(addr, &error, Reached::Unknown);
+            // Replies held for a `WAIT` first (they are older): the master applied those
+            // writes, but no replica is known to have them, so their outcome is unknown too.
+            commit.fail(&reply);
             for request in send.in_flight {
                 request.fail(&reply);
             }
@@ -539,10 +583,22 @@ struct Sending {
     held: VecDeque<LaneRequest>,
     /// The signal that the fenced request has been answered, while one is out.
     fence: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// The replicas the writes admitted since the last `WAIT` must reach (the most any of
+    /// them asked for); 0 while none was admitted. [`Sending::seal`] ends the batch.
+    acks: u32,
+    /// `[replication] ack_timeout_ms`, the `WAIT`'s timeout.
+    ack_timeout: Duration,
+    /// The last `WAIT` request built, for its replica count: the count changes only with the
+    /// topology, so batches reuse it instead of encoding one each.
+    wait: Option<(u32, Bytes)>,
 }
 
 impl Sending {
-    fn new(speaking: Protocol, acl: Option<Arc<super::acl::ManagedUsers>>) -> Self {
+    fn new(
+        speaking: Protocol,
+        acl: Option<Arc<super::acl::ManagedUsers>>,
+        ack_timeout: Duration,
+    ) -> Self {
         Self {
             out: OutBuf::new(),
             in_flight: VecDeque::new(),
@@ -551,6 +607,58 @@ impl Sending {
             acting: super::acl::BackendUser::Client,
             held: VecDeque::new(),
             fence: None,
+            acks: 0,
+            ack_timeout,
+            wait: None,
+        }
+    }
+
+    /// Ends the batch: when it holds a write to acknowledge, a `WAIT` for its replicas
+    /// follows it in the same socket write.
+    fn seal(&mut self) {
+        if self.acks == 0 {
+            return;
+        }
+        let wanted = std::mem::take(&mut self.acks);
+        let now = Instant::now();
+        // A read-only level's user may not run WAIT (the others may): it runs as the client
+        // user then.
+        if self.acting == super::acl::BackendUser::ReadOnly {
+            self.switch_user(super::acl::BackendUser::Client, now);
+        }
+        let bytes = match &self.wait {
+            Some((count, bytes)) if *count == wanted => bytes.clone(),
+            _ => {
+                let bytes = wait_request(wanted, self.ack_timeout);
+                self.wait = Some((wanted, bytes.clone()));
+                bytes
+            }
+        };
+        self.push_own(bytes, Kind::Wait(wanted), now);
+    }
+
+    /// Writes one request of the lane's own (`kind`), whose reply no client gets.
+    fn push_own(&mut self, bytes: Bytes, kind: Kind, now: Instant) {
+        self.out.push(bytes);
+        self.in_flight.push_back(InFlight {
+            dest: Dest::Discard,
+            sent: now,
+            replies: 1,
+            mirror: None,
+            kind,
+            commit: false,
+        });
+    }
+
+    /// Switches the connection to backend user `user` with an `AUTH` (when the proxy manages
+    /// its users and the connection runs as another one).
+    fn switch_user(&mut self, user: super::acl::BackendUser, now: Instant) {
+        if user == self.acting {
+            return;
+        }
+        if let Some(auth) = self.acl.as_ref().map(|acl| acl.auth(user).clone()) {
+            self.acting = user;
+            self.push_own(auth, Kind::Handshake, now);
         }
     }
 
@@ -579,40 +687,24 @@ impl Sending {
 
     /// Writes `request` to the connection (after a `HELLO` if it changes the protocol).
     fn admit(&mut self, request: LaneRequest, now: Instant) {
-        if request.user != self.acting {
-            if let Some(acl) = &self.acl {
-                self.acting = request.user;
-                self.out.push(acl.auth(request.user).clone());
-                self.in_flight.push_back(InFlight {
-                    dest: Dest::Discard,
-                    sent: now,
-                    replies: 1,
-                    mirror: None,
-                    hello: true,
-                });
-            }
-        }
+        self.switch_user(request.user, now);
         if request.protocol != self.speaking {
             self.speaking = request.protocol;
-            self.out.push(Bytes::from_static(match self.speaking {
+            let hello = Bytes::from_static(match self.speaking {
                 Protocol::Resp2 => b"*2\r\n$5\r\nHELLO\r\n$1\r\n2\r\n",
                 Protocol::Resp3 => b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n",
-            }));
-            self.in_flight.push_back(InFlight {
-                dest: Dest::Discard,
-                sent: now,
-                replies: 1,
-                mirror: None,
-                hello: true,
             });
+            self.push_own(hello, Kind::Handshake, now);
         }
+        self.acks = self.acks.max(request.acks);
         self.out.push(request.bytes);
         self.in_flight.push_back(InFlight {
             dest: request.dest,
             sent: now,
             replies: request.replies.max(1),
             mirror: request.mirror,
-            hello: false,
+            kind: Kind::Request,
+            commit: self.acks > 0,
         });
     }
 
@@ -688,6 +780,7 @@ fn deliver_replies(
     scanner: &mut ReplyScanner,
     in_flight: &mut VecDeque<InFlight>,
     group: &mut Group,
+    commit: &mut Commit,
 ) -> Result<(), LaneError> {
     while let Some(mut len) = scanner
         .scan(&buf[group.len..])
@@ -712,7 +805,11 @@ fn deliver_replies(
         let Some(request) = in_flight.pop_front() else {
             return Err(LaneError::Unsolicited);
         };
-        if request.hello {
+        if let Kind::Wait(wanted) = request.kind {
+            commit.waited(wanted, &whole);
+            continue;
+        }
+        if request.kind == Kind::Handshake {
             if reply::is_error(&whole) {
                 let text = String::from_utf8_lossy(&whole).trim_end().to_owned();
                 return Err(if let Some(text) = text.strip_prefix("-WRONGPASS") {
@@ -725,14 +822,17 @@ fn deliver_replies(
             }
             continue;
         }
-        match request.mirror {
-            Some(job) => (*job).master_answered(last, request.dest),
-            None => match request.dest {
-                // The proxy's own waiters and replica checks read every reply of a group.
-                dest @ (Dest::Mirror(_) | Dest::Signal(_)) => dest.deliver(whole),
-                dest => dest.deliver(last),
-            },
-        }
+        let reply = match request.dest {
+            // The proxy's own waiters and replica checks read every reply of a group.
+            Dest::Mirror(_) | Dest::Signal(_) if request.mirror.is_none() => whole,
+            _ => last,
+        };
+        commit.reply(Release {
+            dest: request.dest,
+            reply,
+            mirror: request.mirror,
+            commit: request.commit,
+        });
     }
     Ok(())
 }
@@ -747,9 +847,288 @@ fn replace_reply(buf: &mut BytesMut, at: usize, len: usize, with: &[u8]) -> usiz
     with.len()
 }
 
+/// A reply the master gave, and where it goes.
+#[derive(Debug)]
+struct Release {
+    /// Where it goes.
+    dest: Dest,
+    /// The reply (every reply of the group for the proxy's own waiters, else the last).
+    reply: Bytes,
+    /// The mirroring its write starts once released.
+    mirror: Option<Box<Job>>,
+    /// Whether it waits for its batch's `WAIT`.
+    commit: bool,
+}
+
+impl Release {
+    fn deliver(self) {
+        match self.mirror {
+            Some(job) => (*job).master_answered(self.reply, self.dest),
+            None => self.dest.deliver(self.reply),
+        }
+    }
+}
+
+/// The replies a connection holds for `WAIT`s (group commit; see the module docs), in the
+/// order the master gave them. Allocation-free once its queues have grown to the lane's
+/// usual number of replies in flight.
+struct Commit {
+    /// Replies not released yet, oldest first.
+    held: VecDeque<Release>,
+    /// Replies ever pushed to `held`.
+    pushed: u64,
+    /// Replies ever released from `held`.
+    released: u64,
+    /// Answered `WAIT`s whose replies are not all released yet, oldest first: how many
+    /// replies had been pushed when it answered (it covers every one of them), and the
+    /// controller's answer while its shortfall is being dealt with.
+    waits: VecDeque<(u64, Option<tokio::sync::oneshot::Receiver<()>>)>,
+    /// The master, for the controller.
+    master: NodeAddr,
+    /// Where shortfalls are reported; `None` (no controller) releases at once.
+    events: Option<EventSender>,
+}
+
+impl Commit {
+    fn new(master: &NodeAddr, events: Option<&EventSender>) -> Self {
+        Self {
+            held: VecDeque::new(),
+            pushed: 0,
+            released: 0,
+            waits: VecDeque::new(),
+            master: master.clone(),
+            events: events.cloned(),
+        }
+    }
+
+    /// Whether nothing is held.
+    fn is_empty(&self) -> bool {
+        self.held.is_empty() && self.waits.is_empty()
+    }
+
+    /// Hands `reply` over at once, or holds it: when it waits for its `WAIT`, or when older
+    /// replies are held (replies leave in the master's order).
+    fn reply(&mut self, reply: Release) {
+        if !reply.commit && self.held.is_empty() {
+            reply.deliver();
+            return;
+        }
+        self.held.push_back(reply);
+        self.pushed += 1;
+    }
+
+    /// A `WAIT` for `wanted` replicas answered `answer`: it covers every reply held so far.
+    fn waited(&mut self, wanted: u32, answer: &Bytes) {
+        let acked = reply_integer(answer).is_some_and(|n| n >= i64::from(wanted));
+        let verdict = match (&self.events, acked) {
+            (Some(events), false) => {
+                let (done, verdict) = tokio::sync::oneshot::channel();
+                let answer = String::from_utf8_lossy(answer).trim_end().to_owned();
+                // The controller logs what it finds (once per check, not per batch).
+                debug!(node = %self.master, wanted, %answer, "replicas did not acknowledge a batch of writes in time; holding its replies until the replicas that lack them are stale");
+                let _ = events.send(ControlEvent::AckShortfall {
+                    master: self.master.clone(),
+                    wanted,
+                    answer,
+                    done,
+                });
+                Some(verdict)
+            }
+            _ => None,
+        };
+        self.waits.push_back((self.pushed, verdict));
+        self.release();
+    }
+
+    /// Whether the oldest answered `WAIT` waits for the controller.
+    fn awaits_controller(&self) -> bool {
+        matches!(self.waits.front(), Some((_, Some(_))))
+    }
+
+    /// Completes when the controller has dealt with the oldest `WAIT`'s shortfall (never
+    /// while none is pending).
+    async fn decided(&mut self) {
+        match self.waits.front_mut() {
+            Some((_, Some(verdict))) => {
+                let _ = verdict.await;
+            }
+            _ => std::future::pending().await,
+        }
+    }
+
+    /// Releases, in order, every held reply that an acknowledged (or dealt with) `WAIT`
+    /// covers, and after the last such `WAIT` those that wait for none.
+    fn release(&mut self) {
+        loop {
+            match self.waits.front_mut() {
+                Some((covered, verdict)) => {
+                    if let Some(pending) = verdict {
+                        match pending.try_recv() {
+                            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => return,
+                            _ => *verdict = None,
+                        }
+                    }
+                    if self.released < *covered {
+                        if let Some(reply) = self.held.pop_front() {
+                            self.released += 1;
+                            reply.deliver();
+                        }
+                    } else {
+                        self.waits.pop_front();
+                    }
+                }
+                None => match self.held.front() {
+                    Some(reply) if !reply.commit => {
+                        if let Some(reply) = self.held.pop_front() {
+                            self.released += 1;
+                            reply.deliver();
+                        }
+                    }
+                    _ => return,
+                },
+            }
+        }
+    }
+
+    /// The connection failed: every held reply gets the lane's error instead.
+    fn fail(&mut self, error: &Bytes) {
+        self.waits.clear();
+        for held in self.held.drain(..) {
+            if let Some(job) = held.mirror {
+                (*job).master_lost();
+            }
+            held.dest.fail(error.clone());
+        }
+    }
+}
+
+/// `WAIT wanted timeout` as RESP.
+fn wait_request(wanted: u32, timeout: Duration) -> Bytes {
+    let (count, ms) = (wanted.to_string(), timeout.as_millis().to_string());
+    let mut out = String::with_capacity(32);
+    let _ = write!(
+        out,
+        "*3\r\n$4\r\nWAIT\r\n${}\r\n{count}\r\n${}\r\n{ms}\r\n",
+        count.len(),
+        ms.len()
+    );
+    Bytes::from(out)
+}
+
+/// The value of an integer reply (`:n`), else `None`.
+fn reply_integer(reply: &[u8]) -> Option<i64> {
+    let text = reply.strip_prefix(b":")?.strip_suffix(b"\r\n")?;
+    std::str::from_utf8(text).ok()?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reply for a proxy waiter, and the receiver that sees when it is released.
+    fn reply(text: &'static str, commit: bool) -> (Release, tokio::sync::oneshot::Receiver<Bytes>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let release = Release {
+            dest: Dest::Signal(tx),
+            reply: Bytes::from_static(text.as_bytes()),
+            mirror: None,
+            commit,
+        };
+        (release, rx)
+    }
+
+    fn released(rx: &mut tokio::sync::oneshot::Receiver<Bytes>) -> Option<Bytes> {
+        rx.try_recv().ok()
+    }
+
+    #[test]
+    fn wait_requests_and_answers_are_resp() {
+        assert_eq!(
+            &wait_request(2, Duration::from_millis(1000))[..],
+            b"*3\r\n$4\r\nWAIT\r\n$1\r\n2\r\n$4\r\n1000\r\n"
+        );
+        assert_eq!(reply_integer(b":3\r\n"), Some(3));
+        assert_eq!(
+            reply_integer(b"-ERR WAIT cannot be used with replica instances\r\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_batch_s_replies_wait_for_its_wait_from_its_first_write_on() {
+        let master: NodeAddr = "127.0.0.1:7000".parse().unwrap();
+        let mut commit = Commit::new(&master, None);
+        let (read, mut read_rx) = reply("+read\r\n", false);
+        let (write, mut write_rx) = reply("+OK\r\n", true);
+        let (after, mut after_rx) = reply("+after\r\n", true);
+        commit.reply(read);
+        assert!(
+            released(&mut read_rx).is_some(),
+            "a read before the first write goes at once"
+        );
+        commit.reply(write);
+        commit.reply(after);
+        assert!(released(&mut write_rx).is_none() && released(&mut after_rx).is_none());
+        // A read of the next batch, answered before this batch's WAIT, waits behind it.
+        let (next, mut next_rx) = reply("+next\r\n", false);
+        commit.waited(1, &Bytes::from_static(b":1\r\n"));
+        assert!(released(&mut write_rx).is_some() && released(&mut after_rx).is_some());
+        commit.reply(next);
+        assert!(released(&mut next_rx).is_some());
+        assert!(commit.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_short_wait_holds_replies_until_the_controller_answered() {
+        let master: NodeAddr = "127.0.0.1:7000".parse().unwrap();
+        let (events, mut inbox) = crate::events::channel();
+        let mut commit = Commit::new(&master, Some(&events));
+        let (first, mut first_rx) = reply("+1\r\n", true);
+        let (second, mut second_rx) = reply("+2\r\n", true);
+        let (read, mut read_rx) = reply("+r\r\n", false);
+        commit.reply(first);
+        commit.waited(2, &Bytes::from_static(b":1\r\n"));
+        let Ok(ControlEvent::AckShortfall {
+            master: seen,
+            wanted,
+            answer,
+            done,
+        }) = inbox.try_recv()
+        else {
+            panic!("a shortfall is reported");
+        };
+        assert_eq!((seen, wanted, answer.as_str()), (master, 2, ":1"));
+        assert!(commit.awaits_controller());
+        // Later batches queue behind, even when their own WAIT was enough.
+        commit.reply(second);
+        commit.waited(2, &Bytes::from_static(b":2\r\n"));
+        commit.reply(read);
+        commit.release();
+        assert!(released(&mut first_rx).is_none() && released(&mut second_rx).is_none());
+        assert!(released(&mut read_rx).is_none());
+        done.send(()).unwrap();
+        commit.decided().await;
+        commit.release();
+        assert_eq!(released(&mut first_rx).as_deref(), Some(&b"+1\r\n"[..]));
+        assert_eq!(released(&mut second_rx).as_deref(), Some(&b"+2\r\n"[..]));
+        assert!(released(&mut read_rx).is_some());
+        assert!(commit.is_empty());
+        // An error from WAIT (a demoted master) is a shortfall too.
+        let (third, mut third_rx) = reply("+3\r\n", true);
+        commit.reply(third);
+        commit.waited(1, &Bytes::from_static(b"-ERR WAIT cannot be used with replica instances. Please also note that since Redis 4.0 if a replica is configured to be writable (which is not the default) writes to replicas are just local and are not propagated.\r\n"));
+        assert!(matches!(
+            inbox.try_recv(),
+            Ok(ControlEvent::AckShortfall { .. })
+        ));
+        // The connection fails meanwhile: the held reply gets the lane's error.
+        commit.fail(&Bytes::from_static(b"-ERR backend gone\r\n"));
+        assert_eq!(
+            released(&mut third_rx).as_deref(),
+            Some(&b"-ERR backend gone\r\n"[..])
+        );
+        assert!(commit.is_empty());
+    }
 
     #[test]
     fn error_replies_are_one_line() {

@@ -60,6 +60,9 @@ pub struct LaneConfig {
     /// The proxy's own ACL users (`[backend] manage_acl`): every connection creates them and
     /// carries client traffic as one of them; `None` carries it as `username`.
     pub acl: Option<Arc<acl::ManagedUsers>>,
+    /// How long a batch's `WAIT` lets the replicas acknowledge its writes (`[replication]
+    /// ack_timeout_ms`; used only for requests with [`LaneRequest::acks`]).
+    pub ack_timeout: Duration,
 }
 
 impl LaneConfig {
@@ -83,6 +86,7 @@ impl LaneConfig {
             hold_unsent: Duration::ZERO,
             tls,
             acl: None,
+            ack_timeout: redshard_config::ReplicationConfig::default().ack_timeout,
         }
     }
 
@@ -182,6 +186,10 @@ pub struct LaneRequest {
     /// runs as its level's user; the lane switches with `AUTH` when this differs from the
     /// previous request's.
     pub user: acl::BackendUser,
+    /// For a write under Redis replication with `sync` acknowledgement, how many replicas
+    /// must acknowledge it (the shard's in-sync replicas) before its reply is released; the
+    /// lane then ends the batch with a `WAIT` (see [`lane`]). 0 for anything else.
+    pub acks: u32,
 }
 
 impl LaneRequest {
@@ -196,6 +204,7 @@ impl LaneRequest {
             mirror: None,
             via: None,
             user: acl::BackendUser::Client,
+            acks: 0,
         }
     }
 }

@@ -9,6 +9,8 @@
 //! [`ControlEvent`]) and to the [`probe`]s, at least every `[health] interval_ms`:
 //! - a replica that failed a mirrored write is recorded `stale`, then the replies held for it
 //!   are released (see [`crate::mirror`]);
+//! - under Redis replication, a lane whose `WAIT` fell short has the in-sync replicas that
+//!   lack its writes recorded `stale`, then releases the replies it held ([`ack`]);
 //! - a master that is failing pauses its shard's gate when a replica could take over (requests
 //!   wait instead of failing); a master that is down is [failed over](failover) to an in-sync
 //!   replica, or its shard answers `-CLUSTERDOWN` when it has none;
@@ -20,6 +22,7 @@
 //! losses, per-replica resyncs, failovers, migrations), who moves it and what clients see:
 //! `LIFECYCLE.md` next to this file.
 
+mod ack;
 mod book;
 pub mod conn;
 pub mod failover;
@@ -85,6 +88,8 @@ pub struct Controller {
     /// The data path's reports the controller's task gave back when it ended, so the clean
     /// stop (`stop.rs`) sees what was never acted on; `None` while the task runs.
     returned_events: Mutex<Option<crate::events::EventReceiver>>,
+    /// Shortfalls of the replicas' acknowledgement waiting for a check (see [`ack`]).
+    acks: ack::AckChecks,
 }
 
 impl Controller {
@@ -120,6 +125,7 @@ impl Controller {
             changed,
             book: Mutex::new(Book::default()),
             returned_events: Mutex::new(None),
+            acks: ack::AckChecks::default(),
         });
         controller
             .probes
@@ -269,27 +275,17 @@ impl Controller {
                 addr,
                 reason,
             } => {
-                let change = TopologyChange::SetReplicaState {
-                    shard,
-                    addr: addr.clone(),
-                    state: ReplicaState::Stale,
-                };
-                match self.change(change).await {
-                    Ok(_) => self.state.ha.record_stale(),
-                    // Already stale or gone: nothing to persist.
-                    Err(ChangeError::Refused(e)) => {
-                        info!(replica = %addr, error = %e, %reason, "replica failure not recorded");
-                    }
-                    // The replica gets no more writes and is never promoted by this process,
-                    // but a restart would trust it: the operator must know.
-                    Err(e @ ChangeError::Store(_)) => {
-                        tracing::error!(replica = %addr, error = %e, %reason, "a stale replica could not be recorded in the topology file; do not restart the proxy before fixing the file's storage");
-                    }
-                }
+                self.record_stale(shard, &addr, &reason);
                 if let Some(link) = self.state.router.mirror().link(&addr) {
                     link.stale_recorded();
                 }
             }
+            ControlEvent::AckShortfall {
+                master,
+                wanted,
+                answer,
+                done,
+            } => self.ack_shortfall(master, wanted, &answer, done),
             ControlEvent::ConnectionLost { addr } => {
                 self.probes.kick(&addr);
                 let table = self.state.router.load();
@@ -310,6 +306,31 @@ impl Controller {
             }
             ControlEvent::MasterWriteLost { shard, master } => {
                 self.book().writes_lost(shard, master, Instant::now());
+            }
+        }
+    }
+
+    /// Records the in-sync replica `addr` of `shard` stale (persisted), for `reason`; logs
+    /// when it cannot be.
+    fn record_stale(&self, shard: ShardId, addr: &NodeAddr, reason: &str) {
+        let change = TopologyChange::SetReplicaState {
+            shard,
+            addr: addr.clone(),
+            state: ReplicaState::Stale,
+        };
+        match self.change_now(&change) {
+            Ok(_) => {
+                self.state.ha.record_stale();
+                warn!(replica = %addr, %reason, "replica recorded stale");
+            }
+            // Already stale or gone: nothing to persist.
+            Err(ChangeError::Refused(e)) => {
+                info!(replica = %addr, error = %e, %reason, "replica failure not recorded");
+            }
+            // The replica gets no more writes and is never promoted by this process, but a
+            // restart would trust it: the operator must know.
+            Err(e @ ChangeError::Store(_)) => {
+                tracing::error!(replica = %addr, error = %e, %reason, "a stale replica could not be recorded in the topology file; do not restart the proxy before fixing the file's storage");
             }
         }
     }

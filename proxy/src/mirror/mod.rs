@@ -19,6 +19,10 @@
 //! master unknown; the controller is told ([`ControlEvent::MasterWriteLost`]) so it either
 //! fails the master over or, if it stays up, resynchronises the replicas.
 //!
+//! Under `[replication] mode = "redis"` the mirror is inert: Redis's own replication carries
+//! the writes, every [`ShardMirror`] is empty (no link, no job, no effect), and the lanes wait
+//! for the replicas with `WAIT` instead (see [`crate::backend::lane`]).
+//!
 //! Blocking commands are the exception to "when the reply arrives": they are served on the
 //! client's private connection, right after the write that let them go, whose reply comes
 //! back on the slot's shared lane in either order with theirs. Their effect waits for a
@@ -33,7 +37,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
-use redshard_config::{AckMode, MirrorConfig, NodeAddr, ShardId};
+use redshard_config::{AckMode, MirrorConfig, NodeAddr, ReplicationMode, ShardId};
 use smallvec::SmallVec;
 use tokio::sync::mpsc;
 use tracing::warn;
@@ -256,9 +260,19 @@ pub struct ShardMirror {
     events: mpsc::UnboundedSender<ControlEvent>,
     /// Script bodies, so replicas run `EVALSHA` as `EVAL`.
     scripts: Arc<scripts::ScriptCache>,
+    /// Under Redis replication: no replica link and nothing to mirror, ever (not even a
+    /// blocking command's effect, which is otherwise prepared while the shard has none).
+    inert: bool,
 }
 
 impl ShardMirror {
+    /// Whether Redis's own replication carries the writes (`[replication] mode = "redis"`):
+    /// the proxy mirrors nothing.
+    #[must_use]
+    pub fn is_inert(&self) -> bool {
+        self.inert
+    }
+
     /// Whether the shard has no in-sync replica (then writes are not mirrored at all).
     #[must_use]
     pub fn is_empty(&self) -> bool {
@@ -419,6 +433,7 @@ impl Job {
                 replies: 1,
                 mirror: None,
                 via: None,
+                acks: 0,
                 user: BackendUser::Client,
             });
             return;
@@ -522,6 +537,7 @@ impl Job {
                 mirror: None,
                 via: None,
                 user: self.user,
+                acks: 0,
             });
         }
     }
@@ -629,18 +645,23 @@ pub struct Mirror {
     events: mpsc::UnboundedSender<ControlEvent>,
     /// Script bodies seen (see [`scripts`]).
     scripts: Arc<scripts::ScriptCache>,
+    /// `[replication] mode`: under `redis` the mirror is inert.
+    mode: ReplicationMode,
 }
 
 impl Mirror {
-    /// Mirroring with `settings`, acknowledging writes per `ack`, reporting to `events`.
+    /// Mirroring with `settings`, acknowledging writes per `ack`, reporting to `events`; inert
+    /// when `mode` is Redis's own replication.
     #[must_use]
     pub fn new(
         settings: MirrorConfig,
         ack: AckMode,
+        mode: ReplicationMode,
         events: mpsc::UnboundedSender<ControlEvent>,
     ) -> Self {
         Self {
             ack,
+            mode,
             scripts: Arc::new(scripts::ScriptCache::new(settings.max_scripts)),
             settings: Arc::new(settings),
             links: Mutex::new(HashMap::new()),
@@ -660,8 +681,20 @@ impl Mirror {
         &self.settings
     }
 
+    /// Whether Redis's own replication carries the writes: every shard's mirror is inert.
+    #[must_use]
+    pub fn is_inert(&self) -> bool {
+        self.mode == ReplicationMode::Redis
+    }
+
+    /// `[replication] ack`.
+    #[must_use]
+    pub fn ack(&self) -> AckMode {
+        self.ack
+    }
+
     /// The mirror of `shard` (named `name`, master `master`) to the in-sync replicas
-    /// `replicas`.
+    /// `replicas` (to none when the mirror [is inert](Mirror::is_inert)).
     #[must_use]
     pub fn shard(
         &self,
@@ -672,8 +705,10 @@ impl Mirror {
         pool: &NodePool,
     ) -> Arc<ShardMirror> {
         let mut links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
+        let inert = self.is_inert();
         let replicas = replicas
             .iter()
+            .filter(|_| !inert)
             .map(|&addr| {
                 Arc::clone(links.entry(addr.clone()).or_insert_with(|| {
                     Arc::new(ReplicaLink {
@@ -698,6 +733,7 @@ impl Mirror {
             ack: self.ack,
             events: self.events.clone(),
             scripts: Arc::clone(&self.scripts),
+            inert,
         })
     }
 

@@ -254,14 +254,10 @@ fn keyed(
 fn read_node<'a>(ctx: &Ctx, route: &'a ShardRoute) -> &'a std::sync::Arc<Node> {
     let prefer_up = ctx.state.config.mirror.read_from == ReadFrom::PreferReplica;
     let candidates: smallvec::SmallVec<[&std::sync::Arc<Node>; 4]> = route
-        .mirror
-        .replicas()
-        .iter()
-        .filter(|link| link.is_active())
-        .filter(|link| {
-            !prefer_up || ctx.state.health.status(link.addr()) == crate::health::NodeStatus::Up
+        .replica_nodes()
+        .filter(|node| {
+            !prefer_up || ctx.state.health.status(node.addr()) == crate::health::NodeStatus::Up
         })
-        .map(|link| link.node())
         .collect();
     if candidates.is_empty() {
         return &route.master;
@@ -286,16 +282,47 @@ pub(crate) fn plan(
     spec: &CommandSpec,
     args: &Args<'_>,
 ) -> Option<Prepared> {
-    if !is_mirrored(spec) || table.shards()[shard].mirror.is_empty() {
+    let mirror = &table.shards()[shard].mirror;
+    if mirror.is_empty() && !mirror.is_inert() {
         return None;
     }
-    Some(effect::prepare(spec, args, now_ms()))
+    plan_blocking(table, shard, spec, args)
+}
+
+/// A write under Redis replication: sent as the client wrote it (Redis replicates it), and
+/// marked a write ([`Effect::Same`]) when its reply waits for the replicas' acknowledgement.
+fn acknowledged(route: &ShardRoute) -> Option<Prepared> {
+    (route.acks > 0).then_some(Prepared {
+        request: None,
+        effect: Effect::Same,
+    })
+}
+
+/// The replicas a request's reply waits for (`WAIT`): the shard's in-sync replicas for a
+/// write under Redis replication with `sync` acknowledgement, else none.
+fn acks_of(route: &ShardRoute, prepared: Option<&Prepared>) -> u32 {
+    match prepared {
+        Some(p) if p.effect != Effect::Skip => route.acks,
+        _ => 0,
+    }
 }
 
 /// How a blocking command is mirrored: like [`plan`], but prepared even while the shard has
 /// no in-sync replica, since one may be in sync by the time the master serves the command.
-pub(crate) fn plan_blocking(spec: &CommandSpec, args: &Args<'_>) -> Option<Prepared> {
-    is_mirrored(spec).then(|| effect::prepare(spec, args, now_ms()))
+pub(crate) fn plan_blocking(
+    table: &RoutingTable,
+    shard: usize,
+    spec: &CommandSpec,
+    args: &Args<'_>,
+) -> Option<Prepared> {
+    let route = &table.shards()[shard];
+    if !is_mirrored(spec) {
+        return None;
+    }
+    if route.mirror.is_inert() {
+        return acknowledged(route);
+    }
+    Some(effect::prepare(spec, args, now_ms()))
 }
 
 /// The proxy's wall clock in Unix milliseconds, for absolute expiry times.
@@ -544,6 +571,7 @@ pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes:
             };
             let route = &table.shards()[shard];
             let protocol = ctx.protocol;
+            let acks = acks_of(route, mirror.as_ref());
             // Only blocking commands are mirrored from here.
             let (bytes, job) = private_job(route, slot, protocol, bytes, mirror, Some(&ctx.state));
             private_lane(ctx, &route.master).submit(LaneRequest {
@@ -554,6 +582,7 @@ pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes:
                 mirror: job,
                 via: None,
                 user: BackendUser::Client,
+                acks,
             });
             ctx.barrier = true;
         }
@@ -589,7 +618,11 @@ fn private_job(
     blocking: Option<&Arc<ProxyState>>,
 ) -> (Bytes, Option<Box<Job>>) {
     match mirror {
-        Some(p) if (blocking.is_some() || !route.mirror.is_empty()) && p.effect != Effect::Skip => {
+        Some(p)
+            if !route.mirror.is_inert()
+                && (blocking.is_some() || !route.mirror.is_empty())
+                && p.effect != Effect::Skip =>
+        {
             let bytes = p.request.unwrap_or(bytes);
             let lane = usize::from(slot) % route.master.lane_count();
             let job = Job::new(
@@ -667,17 +700,12 @@ fn exec(
     };
     let reply = ctx.queue.reserve();
     if watched {
-        let (bytes, job) = private_job(
-            route,
-            slot,
-            ctx.protocol,
-            whole,
-            effect.map(|effect| Prepared {
-                request: None,
-                effect,
-            }),
-            None,
-        );
+        let prepared = effect.map(|effect| Prepared {
+            request: None,
+            effect,
+        });
+        let acks = acks_of(route, prepared.as_ref());
+        let (bytes, job) = private_job(route, slot, ctx.protocol, whole, prepared, None);
         let protocol = ctx.protocol;
         let private = private_lane(ctx, &route.master).clone();
         let request = LaneRequest {
@@ -688,6 +716,7 @@ fn exec(
             via: None,
             mirror: None,
             user,
+            acks,
         };
         match job {
             // Mirrored: the slot's shared lane fences it, so the master runs it at a known

@@ -173,9 +173,10 @@ fn bulk(ctx: &Ctx, value: &[u8]) -> Action {
 
 /// `WAIT numreplicas timeout`: the number of replicas that applied this client's writes.
 ///
-/// The proxy is the replication channel, and until writes are mirrored no replica has applied
-/// any, so the answer is 0: at once when 0 replicas were asked for, else when the timeout
-/// ends, and never for timeout 0 — exactly what one Redis server without replicas does.
+/// The answer is the fewest replicas, over the shards, known to hold every write answered
+/// before it ([`ShardRoute::acknowledging_replicas`](crate::router::ShardRoute::acknowledging_replicas)):
+/// at once when that is enough, else when the timeout ends, and never for timeout 0, as Redis
+/// does. Under Redis replication with `async` acknowledgement that is 0.
 fn wait(ctx: &mut Ctx, args: Args<'_>) -> Action {
     // Redis reads (and refuses) the count before the timeout, each with its own error.
     let Some(replicas) = parse_i64(args.get(1)) else {
@@ -210,7 +211,11 @@ fn wait(ctx: &mut Ctx, args: Args<'_>) -> Action {
         let mut applied = usize::MAX;
         for route in &routes {
             let done = crate::router::barrier(route, true, bound).await;
-            let count = if done { route.mirror.active() } else { 0 };
+            let count = if done {
+                route.acknowledging_replicas()
+            } else {
+                0
+            };
             applied = applied.min(count);
         }
         let applied = if applied == usize::MAX { 0 } else { applied };

@@ -154,7 +154,7 @@ pub(super) fn outside_multi(
             Action::Private {
                 shard,
                 slot: slot.get(),
-                mirror: super::dispatch::plan_blocking(spec, &args),
+                mirror: super::dispatch::plan_blocking(table, shard, spec, &args),
                 blocking: true,
             }
         }
