@@ -191,16 +191,6 @@ pub(crate) fn replication(
         (None, None) => AckMode::default(),
     };
     let mode = file.mode.unwrap_or_default();
-    if mode == ReplicationMode::Redis {
-        // Refused until the controller sets up and verifies `REPLICAOF` and the lanes wait for
-        // the replicas' acknowledgement: accepting it before would silently leave replicas
-        // without any replication.
-        return Err(src.invalid_at(
-            None,
-            "replication.mode",
-            "\"redis\" is not available yet; use \"proxy\"".to_owned(),
-        ));
-    }
     Ok(ReplicationConfig {
         mode,
         ack,

@@ -146,6 +146,11 @@ impl ProxyState {
             config.replication.ack,
             events.clone(),
         );
+        let mirror = if config.replication.mode == redshard_config::ReplicationMode::Redis {
+            mirror.inert()
+        } else {
+            mirror
+        };
         let router = Router::new(topology, NodePool::new(lanes).reporting(events), mirror);
         let config = Arc::new(config);
         Ok(Arc::new(Self {

@@ -12,7 +12,9 @@
 //! - a master that is failing pauses its shard's gate when a replica could take over (requests
 //!   wait instead of failing); a master that is down is [failed over](failover) to an in-sync
 //!   replica, or its shard answers `-CLUSTERDOWN` when it has none;
-//! - a stale or new replica that answers is [resynchronised](resync) from its master;
+//! - a stale or new replica that answers is [resynchronised](resync) from its master; with
+//!   `[replication] mode = "redis"` every replica instead follows its master by `REPLICAOF`,
+//!   which the controller [sets up, checks and repairs](replica);
 //! - a master connection lost with mirrored writes in flight, on a master that stays up, makes
 //!   its replicas stale (the master may have applied writes they never got).
 //!
@@ -26,6 +28,7 @@ pub mod failover;
 pub mod migrate;
 mod nodes;
 pub mod probe;
+mod replica;
 pub mod resync;
 pub mod stats;
 
@@ -76,6 +79,8 @@ pub struct Controller {
     /// What it remembers between rounds: per-shard holds, suspicions and write losses,
     /// per-replica resyncs (see `LIFECYCLE.md`).
     book: Mutex<Book>,
+    /// The checks of Redis replication (`[replication] mode = "redis"`).
+    replicas: replica::Tracker,
 }
 
 impl Controller {
@@ -103,6 +108,7 @@ impl Controller {
             probes,
             changed,
             book: Mutex::new(Book::default()),
+            replicas: replica::Tracker::default(),
         });
         controller
             .probes
@@ -257,23 +263,7 @@ impl Controller {
                 addr,
                 reason,
             } => {
-                let change = TopologyChange::SetReplicaState {
-                    shard,
-                    addr: addr.clone(),
-                    state: ReplicaState::Stale,
-                };
-                match self.change(change).await {
-                    Ok(_) => self.state.ha.record_stale(),
-                    // Already stale or gone: nothing to persist.
-                    Err(ChangeError::Refused(e)) => {
-                        info!(replica = %addr, error = %e, %reason, "replica failure not recorded");
-                    }
-                    // The replica gets no more writes and is never promoted by this process,
-                    // but a restart would trust it: the operator must know.
-                    Err(e @ ChangeError::Store(_)) => {
-                        tracing::error!(replica = %addr, error = %e, %reason, "a stale replica could not be recorded in the topology file; do not restart the proxy before fixing the file's storage");
-                    }
-                }
+                self.record_stale(shard, &addr, &reason).await;
                 if let Some(link) = self.state.router.mirror().link(&addr) {
                     link.stale_recorded();
                 }
@@ -322,7 +312,11 @@ impl Controller {
             }
             self.settle_gate(shard.id, &shard.master, &master, candidate.is_some());
             self.check_lost_writes(shard, &master, &health).await;
-            self.start_resyncs(shard, &master);
+            if self.redis_replication() {
+                self.start_replica_check(shard, &master);
+            } else {
+                self.start_resyncs(shard, &master);
+            }
         }
     }
 

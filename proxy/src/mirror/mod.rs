@@ -629,6 +629,9 @@ pub struct Mirror {
     events: mpsc::UnboundedSender<ControlEvent>,
     /// Script bodies seen (see [`scripts`]).
     scripts: Arc<scripts::ScriptCache>,
+    /// `[replication] mode = "redis"`: the replicas follow their master by Redis replication,
+    /// so no write effect is sent to them.
+    inert: bool,
 }
 
 impl Mirror {
@@ -645,7 +648,16 @@ impl Mirror {
             settings: Arc::new(settings),
             links: Mutex::new(HashMap::new()),
             events,
+            inert: false,
         }
+    }
+
+    /// The same mirror sending nothing: the replicas follow their master by Redis
+    /// replication (`[replication] mode = "redis"`), so every shard mirrors to no replica.
+    #[must_use]
+    pub fn inert(mut self) -> Self {
+        self.inert = true;
+        self
     }
 
     /// The scripts the proxy knows, to load into a resynchronised replica.
@@ -672,6 +684,7 @@ impl Mirror {
         pool: &NodePool,
     ) -> Arc<ShardMirror> {
         let mut links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
+        let replicas = if self.inert { &[] } else { replicas };
         let replicas = replicas
             .iter()
             .map(|&addr| {
