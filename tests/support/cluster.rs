@@ -159,12 +159,49 @@ impl TestCluster {
             Config::from_toml_str(&text, "test.toml").unwrap_or_else(|e| panic!("{e}\n{text}"));
         let proxy = start_proxy(config).await;
         let addr = proxy.local_addr();
-        Self {
+        let cluster = Self {
             masters,
             replicas,
             proxy: Some(proxy),
             addr,
+        };
+        if with_replicas {
+            cluster.wait_replication().await;
         }
+        cluster
+    }
+
+    /// Whether, with Redis replication, every replica is in sync and the controller's last
+    /// check saw it follow its master with its link up (always true with proxy mirroring:
+    /// its replicas start in sync).
+    #[must_use]
+    pub fn replication_settled(&self) -> bool {
+        let proxy = self.proxy.as_ref().expect("the cluster has a proxy");
+        let state = proxy.state();
+        if state.config.replication.mode != redshard_config::ReplicationMode::Redis {
+            return true;
+        }
+        self.topology().shards.iter().all(|shard| {
+            shard.replicas.iter().all(|r| {
+                r.state == redshard_config::ReplicaState::InSync
+                    && state.ha.link(&r.addr).is_some_and(|l| l.attached)
+            })
+        })
+    }
+
+    /// Waits (at most 10 s) until [`TestCluster::replication_settled`]: with Redis
+    /// replication, the replicas listed in the config start in sync only once the controller
+    /// has made them follow their masters.
+    ///
+    /// # Panics
+    /// Without a proxy, or when the replicas do not settle in time.
+    pub async fn wait_replication(&self) {
+        crate::wait_until(
+            Duration::from_secs(10),
+            "every replica to follow its master, in sync",
+            || async { self.replication_settled() },
+        )
+        .await;
     }
 
     /// Starts the proxy's admin port on a fresh 127.0.0.1 port and returns its address.
@@ -188,7 +225,8 @@ impl TestCluster {
     }
 
     /// Waits (at most 10 s) until the controller's probes have seen every node of the current
-    /// topology answer, and every replica is in sync: before that a node that stops
+    /// topology answer, and every replica is in sync (with Redis replication: and seen
+    /// following its master): before that a node that stops
     /// answering is not yet known to have been up, so a test about failing nodes starts here.
     ///
     /// # Panics
@@ -208,7 +246,7 @@ impl TestCluster {
                                 r.state == redshard_config::ReplicaState::InSync
                                     && controller.probe(&r.addr).is_up()
                             })
-                    })
+                    }) && self.replication_settled()
                 }
             },
         )
