@@ -11,7 +11,7 @@
 //!   `REPLICAOF <master>`; if it was in sync it is recorded stale first (persisted);
 //! - an in-sync replica that follows the master but whose link stays down (or in a full
 //!   sync) longer than `[health] down_after_ms` while the master answers is recorded stale;
-//! - a replica that is not in sync is recorded `syncing` while it follows the master, and in
+//! - a replica that is not in sync (`stale`, or `syncing` when just added) becomes in
 //!   sync (persisted) once its link is up, no full sync runs and its offset reached the
 //!   master's `master_repl_offset` sampled after the link was seen up; its process is then
 //!   accepted and the node unfenced, like a resync's cut-over in proxy mode, but with no write
@@ -279,7 +279,6 @@ impl Controller {
             ])
             .await
             .map_err(CheckError::Replica)?;
-            self.set_state(shard, addr, ReplicaState::Syncing).await;
             return Ok(false);
         }
         if state == ReplicaState::InSync {
@@ -305,9 +304,6 @@ impl Controller {
                 .await;
             }
             return Ok(false);
-        }
-        if state == ReplicaState::Stale {
-            self.set_state(shard, addr, ReplicaState::Syncing).await;
         }
         if !seen.link_up {
             return Ok(false);
