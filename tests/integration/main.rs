@@ -25,6 +25,7 @@ mod mirror_effects;
 mod parking;
 mod protocol;
 mod pubsub;
+mod replication_redis;
 mod resharding;
 mod resp3;
 mod routing;

@@ -171,22 +171,13 @@ impl TestCluster {
         cluster
     }
 
-    /// Whether, with Redis replication, every replica is in sync and the controller's last
-    /// check saw it follow its master with its link up (always true with proxy mirroring:
-    /// its replicas start in sync).
+    /// [`replication_settled`] for this cluster's proxy.
+    ///
+    /// # Panics
+    /// Without a proxy.
     #[must_use]
     pub fn replication_settled(&self) -> bool {
-        let proxy = self.proxy.as_ref().expect("the cluster has a proxy");
-        let state = proxy.state();
-        if state.config.replication.mode != redshard_config::ReplicationMode::Redis {
-            return true;
-        }
-        self.topology().shards.iter().all(|shard| {
-            shard.replicas.iter().all(|r| {
-                r.state == redshard_config::ReplicaState::InSync
-                    && state.ha.link(&r.addr).is_some_and(|l| l.attached)
-            })
-        })
+        replication_settled(self.proxy.as_ref().expect("the cluster has a proxy"))
     }
 
     /// Waits (at most 10 s) until [`TestCluster::replication_settled`]: with Redis
@@ -292,6 +283,24 @@ impl TestCluster {
             None => true,
         }
     }
+}
+
+/// Whether, with Redis replication, every replica of `proxy`'s topology is in sync and the
+/// controller's last check saw it follow its master with its link up (always true with proxy
+/// mirroring: its replicas start in sync).
+#[must_use]
+pub fn replication_settled(proxy: &Proxy) -> bool {
+    let state = proxy.state();
+    if state.config.replication.mode != redshard_config::ReplicationMode::Redis {
+        return true;
+    }
+    let table = state.router.load();
+    table.topology().shards.iter().all(|shard| {
+        shard.replicas.iter().all(|r| {
+            r.state == redshard_config::ReplicaState::InSync
+                && state.ha.link(&r.addr).is_some_and(|l| l.attached)
+        })
+    })
 }
 
 /// Starts a proxy for `config` on a fresh 127.0.0.1 port.

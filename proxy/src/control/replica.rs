@@ -10,7 +10,8 @@
 //!   given the master's credentials (`masteruser`/`masterauth`) and told
 //!   `REPLICAOF <master>`; if it was in sync it is recorded stale first (persisted);
 //! - an in-sync replica that follows the master but whose link stays down (or in a full
-//!   sync) longer than `[health] down_after_ms` while the master answers is recorded stale;
+//!   sync) longer than `[health] down_after_ms` while the master answers, or that the probes
+//!   call down, is recorded stale;
 //! - a replica that is not in sync (`stale`, or `syncing` when just added) becomes in
 //!   sync (persisted) once its link is up, no full sync runs and its offset reached the
 //!   master's `master_repl_offset` sampled after the link was seen up; its process is then
@@ -210,8 +211,13 @@ impl Controller {
         }
         let master_at = master_offset(&master_info);
         let mut settled = true;
+        let health = &self.state.config.health;
         for (addr, state) in replicas {
-            if !self.probes.status(&addr).is_up() {
+            let probe = self.probes.status(&addr);
+            if !probe.is_up() {
+                if state == ReplicaState::InSync && probe.is_down(health) {
+                    self.record_stale(shard, &addr, "it is down").await;
+                }
                 settled = false;
                 continue;
             }

@@ -1,0 +1,312 @@
+//! Redis replication (`[replication] mode = "redis"`): the controller makes every replica
+//! `REPLICAOF` its master, repairs what breaks, fails over to the most advanced replica and
+//! brings an old master back as a replica. Every test pins the mode, whatever
+//! `REDSHARD_TEST_REPLICATION` says.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redshard_config::{Config, ReplicaState};
+use redshard_tests::client::encode_command;
+use redshard_tests::cluster::{
+    config_text, replication_settled, CrashableProxy, REDIS_REPLICATION,
+};
+use redshard_tests::replication::{digest, info_field, wait_until};
+use redshard_tests::{wait_for_progress, Client, RedisServer, Reply, TestCluster};
+use tokio::task::JoinSet;
+
+use crate::mirror::DEBUG;
+
+/// Waits (at most 10 s) until the node at `addr` is `role:slave` of `master` with its link up.
+async fn wait_follows(addr: &str, master: &str) {
+    let port = master.rsplit_once(':').expect("host:port").1.to_owned();
+    let what = format!("{addr} to follow {master}");
+    wait_until(Duration::from_secs(10), &what, || {
+        let port = port.clone();
+        async move {
+            let mut node = Client::connect(addr.to_owned()).await;
+            node.info_field("replication", "role").await.as_deref() == Some("slave")
+                && node.info_field("replication", "master_port").await == Some(port)
+                && node
+                    .info_field("replication", "master_link_status")
+                    .await
+                    .as_deref()
+                    == Some("up")
+        }
+    })
+    .await;
+}
+
+/// The proxy's `INFO replication` text.
+async fn proxy_info(client: &mut Client) -> String {
+    match client.cmd(&["INFO", "replication"]).await {
+        Reply::Bulk(Some(text)) => String::from_utf8_lossy(&text).into_owned(),
+        other => panic!("INFO replication: {other:?}"),
+    }
+}
+
+/// The state of replica `addr` in the cluster's topology.
+fn state_of(cluster: &TestCluster, addr: &str) -> Option<ReplicaState> {
+    cluster
+        .topology()
+        .shards
+        .iter()
+        .flat_map(|s| s.replicas.iter())
+        .find(|r| r.addr.as_str() == addr)
+        .map(|r| r.state)
+}
+
+/// Waits (at most 10 s) until every replica of `cluster` holds its master's data.
+async fn wait_replicas_equal(cluster: &TestCluster) {
+    for shard in &cluster.topology().shards {
+        for replica in &shard.replicas {
+            let (m, r) = (shard.master.to_string(), replica.addr.to_string());
+            let what = format!("{r} to hold its master {m}'s data");
+            wait_until(Duration::from_secs(10), &what, || async {
+                digest(&m).await == digest(&r).await
+            })
+            .await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_follow_their_master_and_info_shows_their_offsets() {
+    let cluster = TestCluster::start_with(2, true, REDIS_REPLICATION, DEBUG).await;
+    for (master, replica) in cluster.masters.iter().zip(&cluster.replicas) {
+        wait_follows(&replica.addr(), &master.addr()).await;
+        assert_eq!(
+            state_of(&cluster, &replica.addr()),
+            Some(ReplicaState::InSync)
+        );
+    }
+    let mut client = cluster.client().await;
+    for i in 0..100 {
+        assert!(client.cmd(&["SET", &format!("k{i}"), "v"]).await.is_ok());
+    }
+    wait_replicas_equal(&cluster).await;
+    // The controller's next check sees the replicas' offsets move with the writes.
+    wait_until(
+        Duration::from_secs(5),
+        "INFO replication to show each replica attached with an offset",
+        || async {
+            let text = proxy_info(&mut cluster.client().await).await;
+            cluster.replicas.iter().all(|r| {
+                text.lines().any(|line| {
+                    line.contains(&format!("addr={},state=in-sync,link=up,", r.addr()))
+                        && !line.contains("offset=0,")
+                })
+            })
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_detached_by_hand_is_made_stale_and_repaired() {
+    let cluster = TestCluster::start_with(1, true, REDIS_REPLICATION, DEBUG).await;
+    let (master, replica) = (cluster.masters[0].addr(), cluster.replicas[0].addr());
+    let mut client = cluster.client().await;
+    for i in 0..100 {
+        assert!(client.cmd(&["SET", &format!("k{i}"), "v"]).await.is_ok());
+    }
+    let stale_before = cluster
+        .proxy
+        .as_ref()
+        .unwrap()
+        .state()
+        .ha
+        .snapshot()
+        .replicas_marked_stale;
+    let mut direct = Client::connect(replica.clone()).await;
+    assert!(direct.cmd(&["REPLICAOF", "NO", "ONE"]).await.is_ok());
+    // A replica standing alone takes writes nobody else sees: it is no longer in sync.
+    assert!(direct.cmd(&["SET", "stray", "1"]).await.is_ok());
+    wait_until(
+        Duration::from_secs(5),
+        "the detached replica to be recorded stale",
+        || async {
+            cluster
+                .proxy
+                .as_ref()
+                .unwrap()
+                .state()
+                .ha
+                .snapshot()
+                .replicas_marked_stale
+                > stale_before
+        },
+    )
+    .await;
+    wait_follows(&replica, &master).await;
+    cluster.wait_replication().await;
+    assert_eq!(state_of(&cluster, &replica), Some(ReplicaState::InSync));
+    assert!(client.cmd(&["SET", "after", "1"]).await.is_ok());
+    wait_replicas_equal(&cluster).await;
+    assert_eq!(
+        info_field(&replica, "keyspace", "db0").await.as_deref(),
+        Some("keys=101,expires=0,avg_ttl=0"),
+        "the stray key is gone with the full sync"
+    );
+}
+
+/// Writes to `key` until one succeeds; returns how long that took.
+async fn until_write_succeeds(client: &mut Client, key: &str, limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        if client.cmd(&["SET", key, "x"]).await.is_ok() {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "writes did not resume within {limit:?}"
+        );
+        // Polling interval of this wait loop, not synchronisation.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Clients SETting their own keys through `addr` until `stop` or until the proxy goes away
+/// (a crash: plain sockets, so a reset ends a client rather than panicking it); `writes`
+/// counts the acknowledged ones.
+fn write_load(
+    addr: std::net::SocketAddr,
+    clients: usize,
+    stop: &Arc<AtomicBool>,
+    writes: &Arc<AtomicU64>,
+) -> JoinSet<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tasks = JoinSet::new();
+    for c in 0..clients {
+        let (stop, writes) = (Arc::clone(stop), Arc::clone(writes));
+        tasks.spawn(async move {
+            let Ok(mut socket) = tokio::net::TcpStream::connect(addr).await else {
+                return;
+            };
+            let mut buf = Vec::new();
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let request = encode_command(&["SET", &format!("load:{c}:{i}"), "v"]);
+                if socket.write_all(&request).await.is_err() {
+                    return;
+                }
+                // Every reply to SET is one line: +OK or -ERR...
+                buf.clear();
+                while !buf.ends_with(b"\r\n") {
+                    let mut byte = [0u8; 64];
+                    match socket.read(&mut byte).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&byte[..n]),
+                    }
+                }
+                if buf.starts_with(b"+OK") {
+                    writes.fetch_add(1, Ordering::Relaxed);
+                }
+                i += 1;
+            }
+        });
+    }
+    tasks
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_master_under_load_is_replaced_fast_and_returns_as_a_replica() {
+    let mut cluster = TestCluster::start_with(1, true, REDIS_REPLICATION, DEBUG).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes = Arc::new(AtomicU64::new(0));
+    let mut load = write_load(cluster.addr, 4, &stop, &writes);
+    let mut probe = cluster.client().await;
+    let mut took = Vec::new();
+    for trial in 0..3 {
+        cluster.wait_probes_up().await;
+        wait_for_progress(&writes, 200, "the write load").await;
+        // Trials alternate: the node killed last time is the replica now.
+        let master = cluster.topology().shards[0].master.to_string();
+        let node = if cluster.masters[0].addr() == master {
+            &mut cluster.masters[0]
+        } else {
+            &mut cluster.replicas[0]
+        };
+        node.kill();
+        took.push(until_write_succeeds(&mut probe, "probe", Duration::from_secs(5)).await);
+        let new = cluster.topology().shards[0].master.to_string();
+        assert_ne!(new, master, "trial {trial}: a failover");
+        // Back empty (kill -9, no persistence): it follows the new master and is in sync
+        // once it caught up.
+        let node = if cluster.masters[0].addr() == master {
+            &mut cluster.masters[0]
+        } else {
+            &mut cluster.replicas[0]
+        };
+        node.restart();
+        wait_follows(&master, &new).await;
+        cluster.wait_replication().await;
+        assert_eq!(state_of(&cluster, &master), Some(ReplicaState::InSync));
+    }
+    stop.store(true, Ordering::Relaxed);
+    while let Some(done) = load.join_next().await {
+        done.expect("load task");
+    }
+    took.sort();
+    eprintln!("writes accepted again after kill -9 of the master: {took:?}");
+    assert!(
+        took[took.len() / 2] <= Duration::from_secs(1),
+        "p50 {:?} over {took:?}",
+        took[took.len() / 2]
+    );
+    wait_replicas_equal(&cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_killed_under_load_leaves_replicas_equal_to_their_masters() {
+    let dir = tempfile::tempdir().unwrap();
+    // Top-level keys first: the `[replication]` table would otherwise take them.
+    let extra = format!(
+        "topology_file = \"{}\"\nmetrics_listen = \"off\"\nadmin_listen = \"off\"\nadmin_socket = \"off\"\n{REDIS_REPLICATION}",
+        dir.path().join("topology.toml").display()
+    );
+    let masters: Vec<RedisServer> = (0..2).map(|_| RedisServer::start_with(DEBUG)).collect();
+    let replicas: Vec<RedisServer> = (0..2).map(|_| RedisServer::start_with(DEBUG)).collect();
+    let text = config_text(
+        &masters.iter().map(RedisServer::addr).collect::<Vec<_>>(),
+        &replicas.iter().map(RedisServer::addr).collect::<Vec<_>>(),
+        &extra,
+    );
+    let config = || Config::from_toml_str(&text, "test.toml").unwrap();
+    let mut first = CrashableProxy::start(config()).await;
+    wait_until(
+        Duration::from_secs(10),
+        "the replicas to follow",
+        || async { replication_settled(first.proxy()) },
+    )
+    .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes = Arc::new(AtomicU64::new(0));
+    let mut load = write_load(first.proxy().local_addr(), 4, &stop, &writes);
+    wait_for_progress(&writes, 2_000, "the write load").await;
+    first.crash().await;
+    stop.store(true, Ordering::Relaxed);
+    while let Some(done) = load.join_next().await {
+        done.expect("load task");
+    }
+
+    let second = CrashableProxy::start(config()).await;
+    wait_until(
+        Duration::from_secs(10),
+        "the replicas in sync again",
+        || async { replication_settled(second.proxy()) },
+    )
+    .await;
+    // Whatever the masters applied, acknowledged or not, Redis replication carried.
+    for (master, replica) in masters.iter().zip(&replicas) {
+        let (m, r) = (master.addr(), replica.addr());
+        let what = format!("{r} to hold its master {m}'s data");
+        wait_until(Duration::from_secs(10), &what, || async {
+            digest(&m).await == digest(&r).await
+        })
+        .await;
+        let keys = info_field(&m, "keyspace", "db0").await;
+        assert!(keys.is_some(), "the load reached {m}");
+    }
+}
