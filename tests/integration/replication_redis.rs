@@ -16,7 +16,14 @@ use redshard_tests::replication::{digest, info_field, wait_until};
 use redshard_tests::{wait_for_progress, Client, RedisServer, Reply, TestCluster};
 use tokio::task::JoinSet;
 
-use crate::mirror::DEBUG;
+/// Nodes that answer DEBUG DIGEST and start a full sync at once (not after Redis's default
+/// 5 s), so a repaired replica or a returning master is in sync quickly.
+const NODE: &[&str] = &[
+    "--enable-debug-command",
+    "yes",
+    "--repl-diskless-sync-delay",
+    "0",
+];
 
 /// Waits (at most 10 s) until the node at `addr` is `role:slave` of `master` with its link up.
 async fn wait_follows(addr: &str, master: &str) {
@@ -73,7 +80,7 @@ async fn wait_replicas_equal(cluster: &TestCluster) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_follow_their_master_and_info_shows_their_offsets() {
-    let cluster = TestCluster::start_with(2, true, REDIS_REPLICATION, DEBUG).await;
+    let cluster = TestCluster::start_with(2, true, REDIS_REPLICATION, NODE).await;
     for (master, replica) in cluster.masters.iter().zip(&cluster.replicas) {
         wait_follows(&replica.addr(), &master.addr()).await;
         assert_eq!(
@@ -105,7 +112,7 @@ async fn replicas_follow_their_master_and_info_shows_their_offsets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_detached_by_hand_is_made_stale_and_repaired() {
-    let cluster = TestCluster::start_with(1, true, REDIS_REPLICATION, DEBUG).await;
+    let cluster = TestCluster::start_with(1, true, REDIS_REPLICATION, NODE).await;
     let (master, replica) = (cluster.masters[0].addr(), cluster.replicas[0].addr());
     let mut client = cluster.client().await;
     for i in 0..100 {
@@ -212,7 +219,7 @@ fn write_load(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_master_under_load_is_replaced_fast_and_returns_as_a_replica() {
-    let mut cluster = TestCluster::start_with(1, true, REDIS_REPLICATION, DEBUG).await;
+    let mut cluster = TestCluster::start_with(1, true, REDIS_REPLICATION, NODE).await;
     let stop = Arc::new(AtomicBool::new(false));
     let writes = Arc::new(AtomicU64::new(0));
     let mut load = write_load(cluster.addr, 4, &stop, &writes);
@@ -266,8 +273,8 @@ async fn a_proxy_killed_under_load_leaves_replicas_equal_to_their_masters() {
         "topology_file = \"{}\"\nmetrics_listen = \"off\"\nadmin_listen = \"off\"\nadmin_socket = \"off\"\n{REDIS_REPLICATION}",
         dir.path().join("topology.toml").display()
     );
-    let masters: Vec<RedisServer> = (0..2).map(|_| RedisServer::start_with(DEBUG)).collect();
-    let replicas: Vec<RedisServer> = (0..2).map(|_| RedisServer::start_with(DEBUG)).collect();
+    let masters: Vec<RedisServer> = (0..2).map(|_| RedisServer::start_with(NODE)).collect();
+    let replicas: Vec<RedisServer> = (0..2).map(|_| RedisServer::start_with(NODE)).collect();
     let text = config_text(
         &masters.iter().map(RedisServer::addr).collect::<Vec<_>>(),
         &replicas.iter().map(RedisServer::addr).collect::<Vec<_>>(),
