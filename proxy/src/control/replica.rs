@@ -57,6 +57,9 @@ pub(super) struct Tracker {
     shards: Mutex<HashMap<ShardId, ShardTrack>>,
     /// In-sync replicas seen following the master with their link down, since when.
     detached: Mutex<HashMap<NodeAddr, Instant>>,
+    /// Per shard, the replication ID (`master_replid`) its master had at the last check: the
+    /// history a replica to promote must share.
+    histories: Mutex<HashMap<ShardId, String>>,
 }
 
 /// One shard's checks.
@@ -77,6 +80,12 @@ impl Tracker {
 
     fn detached(&self) -> std::sync::MutexGuard<'_, HashMap<NodeAddr, Instant>> {
         self.detached.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn histories(&self) -> std::sync::MutexGuard<'_, HashMap<ShardId, String>> {
+        self.histories
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Marks a check of `shard` running if none runs and one is due.
@@ -134,6 +143,25 @@ pub(super) fn replica_offset(info: &HashMap<String, String>) -> u64 {
         .or_else(|| info.get("master_repl_offset"))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// Whether a node whose `INFO replication` is `info` holds the history `replid` (its own
+/// replication ID, or the one it continued from after a promotion): a replica that has
+/// meanwhile been fully synced from another history (say, from its master restarted empty)
+/// does not.
+fn shares_history(info: &HashMap<String, String>, replid: &str) -> bool {
+    info.get("master_replid").is_some_and(|id| id == replid)
+        || info.get("master_replid2").is_some_and(|id| id == replid)
+}
+
+/// The candidate to promote among `asked` (offset, whether it shares the master's last
+/// known history, address): one that shares it before one that does not, then the
+/// highest offset.
+fn pick<'a>(asked: impl IntoIterator<Item = (u64, bool, &'a NodeAddr)>) -> Option<&'a NodeAddr> {
+    asked
+        .into_iter()
+        .max_by_key(|(offset, shares, _)| (*shares, *offset))
+        .map(|(_, _, addr)| addr)
 }
 
 /// A master's `master_repl_offset`.
@@ -210,6 +238,9 @@ impl Controller {
             return Ok(false);
         }
         let master_at = master_offset(&master_info);
+        if let Some(replid) = master_info.get("master_replid") {
+            self.replicas.histories().insert(shard, replid.clone());
+        }
         let mut settled = true;
         let health = &self.state.config.health;
         for (addr, state) in replicas {
@@ -409,7 +440,9 @@ impl Controller {
     }
 
     /// The in-sync replica of `shard` that answers with the highest replication offset, or
-    /// `fallback` when none answers.
+    /// `fallback` when none answers. One that still holds the history the master had at the
+    /// last check comes first: a replica that has just been fully synced from its master
+    /// restarted empty (in the moment before the failover) holds nothing worth promoting.
     pub(super) async fn most_advanced(&self, shard: ShardId, fallback: &NodeAddr) -> NodeAddr {
         let candidates: Vec<NodeAddr> = {
             let table = self.state.router.load();
@@ -425,17 +458,18 @@ impl Controller {
                 .collect()
         };
         let timeout = self.state.config.health.timeout;
-        let asked = futures_util::future::join_all(candidates.iter().map(|addr| async move {
-            let mut conn = self.connect(addr, timeout).await.ok()?;
-            let info = conn.info("replication").await.ok()?;
-            Some((replica_offset(&info), addr))
+        let history = self.replicas.histories().get(&shard).cloned();
+        let asked = futures_util::future::join_all(candidates.iter().map(|addr| {
+            let history = history.as_deref();
+            async move {
+                let mut conn = self.connect(addr, timeout).await.ok()?;
+                let info = conn.info("replication").await.ok()?;
+                let shares = history.is_none_or(|id| shares_history(&info, id));
+                Some((replica_offset(&info), shares, addr))
+            }
         }))
         .await;
-        asked
-            .into_iter()
-            .flatten()
-            .max_by_key(|(offset, _)| *offset)
-            .map_or_else(|| fallback.clone(), |(_, addr)| addr.clone())
+        pick(asked.into_iter().flatten()).map_or_else(|| fallback.clone(), NodeAddr::clone)
     }
 
     /// Tells the node at `addr` to follow `master` (with the master's credentials).
@@ -539,6 +573,28 @@ mod tests {
             ("master_port", "7001"),
         ]);
         assert!(Following::read(&seen, &master).follows);
+    }
+
+    #[test]
+    fn the_candidate_shares_the_masters_history_then_has_the_highest_offset() {
+        let (a, b, c): (NodeAddr, NodeAddr, NodeAddr) = (
+            "127.0.0.1:7001".parse().unwrap(),
+            "127.0.0.1:7002".parse().unwrap(),
+            "127.0.0.1:7003".parse().unwrap(),
+        );
+        assert_eq!(
+            pick([(10, true, &a), (30, true, &b), (20, true, &c)]),
+            Some(&b)
+        );
+        // Synced from another history (its master restarted empty): last resort only.
+        assert_eq!(pick([(10, true, &a), (500, false, &b)]), Some(&a));
+        assert_eq!(pick([(500, false, &b)]), Some(&b));
+        assert_eq!(pick([]), None);
+
+        let promoted = info(&[("master_replid", "new"), ("master_replid2", "old")]);
+        assert!(shares_history(&promoted, "old"));
+        assert!(shares_history(&promoted, "new"));
+        assert!(!shares_history(&promoted, "other"));
     }
 
     #[test]
