@@ -318,6 +318,15 @@ impl RebalanceView {
     }
 }
 
+/// A replica's Redis replication fields, if the reply has them filled.
+fn repl_link(replica: &Value) -> Option<ReplLink> {
+    Some(ReplLink {
+        offset: replica.int("offset").ok()??,
+        lag: replica.int("repl-lag").ok()??,
+        up: replica.text("link").ok()?? == "up",
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,13 +340,4 @@ mod tests {
         assert_eq!(show_ranges(&[]), "-");
         assert!(parse_ranges("9-2").is_err());
     }
-}
-
-/// A replica's Redis replication fields, if the reply has them filled.
-fn repl_link(replica: &Value) -> Option<ReplLink> {
-    Some(ReplLink {
-        offset: replica.int("offset").ok()??,
-        lag: replica.int("repl-lag").ok()??,
-        up: replica.text("link").ok()?? == "up",
-    })
 }
