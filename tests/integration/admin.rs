@@ -133,15 +133,7 @@ async fn topology_shows_shards_slots_nodes_and_health() {
     // 1, or later with Redis replication: the replicas are in sync once seen following.
     let started = i64::try_from(cluster.topology().epoch).unwrap();
     assert_eq!(t.field("epoch").int(), started);
-    let redis = cluster
-        .proxy
-        .as_ref()
-        .unwrap()
-        .state()
-        .config
-        .replication
-        .mode
-        == redshard_config::ReplicationMode::Redis;
+    let redis = cluster.redis_replication();
     assert_eq!(t.field("slots-served").int(), 16384);
     assert_eq!(t.field("slots-total").int(), 16384);
     assert_eq!(t.field("failovers").int(), 0);
@@ -368,15 +360,7 @@ async fn a_replica_removed_during_its_full_sync_is_let_go_and_can_be_added_again
     assert_eq!(*added.field("state"), Reply::bulk("syncing"));
     wait_in_sync(admin, "s1", &node_addr).await;
     // A mirror target stands alone; with Redis replication it follows its master.
-    let redis = cluster
-        .proxy
-        .as_ref()
-        .unwrap()
-        .state()
-        .config
-        .replication
-        .mode
-        == redshard_config::ReplicationMode::Redis;
+    let redis = cluster.redis_replication();
     let expected = if redis { "slave" } else { "master" };
     assert_eq!(role().await.as_deref(), Some(expected));
     assert!(c.cmd(&["SET", "after", "1"]).await.is_ok());

@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use redshard_config::{Config, ReplicaState};
 use redshard_tests::client::encode_command;
@@ -15,6 +15,8 @@ use redshard_tests::cluster::{
 use redshard_tests::replication::{digest, info_field, wait_until};
 use redshard_tests::{wait_for_progress, Client, RedisServer, Reply, TestCluster};
 use tokio::task::JoinSet;
+
+use crate::failover::until_write_succeeds;
 
 /// Nodes that answer DEBUG DIGEST and start a full sync at once (not after Redis's default
 /// 5 s), so a repaired replica or a returning master is in sync quickly.
@@ -118,14 +120,11 @@ async fn a_replica_detached_by_hand_is_made_stale_and_repaired() {
     for i in 0..100 {
         assert!(client.cmd(&["SET", &format!("k{i}"), "v"]).await.is_ok());
     }
-    let stale_before = cluster
-        .proxy
-        .as_ref()
-        .unwrap()
-        .state()
-        .ha
-        .snapshot()
-        .replicas_marked_stale;
+    let stale_marks = || {
+        let proxy = cluster.proxy.as_ref().expect("the proxy runs");
+        proxy.state().ha.snapshot().replicas_marked_stale
+    };
+    let stale_before = stale_marks();
     let mut direct = Client::connect(replica.clone()).await;
     assert!(direct.cmd(&["REPLICAOF", "NO", "ONE"]).await.is_ok());
     // A replica standing alone takes writes nobody else sees: it is no longer in sync.
@@ -133,17 +132,7 @@ async fn a_replica_detached_by_hand_is_made_stale_and_repaired() {
     wait_until(
         Duration::from_secs(5),
         "the detached replica to be recorded stale",
-        || async {
-            cluster
-                .proxy
-                .as_ref()
-                .unwrap()
-                .state()
-                .ha
-                .snapshot()
-                .replicas_marked_stale
-                > stale_before
-        },
+        || async { stale_marks() > stale_before },
     )
     .await;
     wait_follows(&replica, &master).await;
@@ -156,22 +145,6 @@ async fn a_replica_detached_by_hand_is_made_stale_and_repaired() {
         Some("keys=101,expires=0,avg_ttl=0"),
         "the stray key is gone with the full sync"
     );
-}
-
-/// Writes to `key` until one succeeds; returns how long that took.
-async fn until_write_succeeds(client: &mut Client, key: &str, limit: Duration) -> Duration {
-    let start = Instant::now();
-    loop {
-        if client.cmd(&["SET", key, "x"]).await.is_ok() {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < limit,
-            "writes did not resume within {limit:?}"
-        );
-        // Polling interval of this wait loop, not synchronisation.
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// Clients SETting their own keys through `addr` until `stop` or until the proxy goes away

@@ -171,6 +171,17 @@ impl TestCluster {
         cluster
     }
 
+    /// Whether the proxy runs `[replication] mode = "redis"` (the tests' mode variable or
+    /// their own config chose it).
+    ///
+    /// # Panics
+    /// Without a proxy.
+    #[must_use]
+    pub fn redis_replication(&self) -> bool {
+        let proxy = self.proxy.as_ref().expect("the cluster has a proxy");
+        proxy.state().config.replication.mode == redshard_config::ReplicationMode::Redis
+    }
+
     /// [`replication_settled`] for this cluster's proxy.
     ///
     /// # Panics
