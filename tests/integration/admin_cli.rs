@@ -105,10 +105,15 @@ async fn check_and_info_on_a_healthy_cluster() {
         "{run:?}"
     );
     assert!(
-        // `lag 0` (mirrored writes) or `offset N, lag 0 bytes` (Redis replication).
+        // `lag 0` (mirrored writes) or `offset N, lag N bytes` (Redis replication).
         run.out.contains(&format!(
-            "S: {} replicates s1 (in-sync, up, ",
-            cluster.replicas[0].addr()
+            "S: {} replicates s1 (in-sync, up, {}",
+            cluster.replicas[0].addr(),
+            if cluster.redis_replication() {
+                "offset "
+            } else {
+                "lag 0)"
+            }
         )),
         "{run:?}"
     );
