@@ -218,8 +218,7 @@ impl Controller {
                         shard.id,
                         &replica.addr,
                         format!("its master {addr} restarted and is served with what it reloaded"),
-                    )
-                    .await;
+                    );
                 }
             }
             Some((shard, NodeRole::Replica)) => {
@@ -227,8 +226,7 @@ impl Controller {
                     shard.id,
                     addr,
                     "it restarted and lost its data in memory".to_owned(),
-                )
-                .await;
+                );
             }
             None => {}
         }
@@ -237,9 +235,9 @@ impl Controller {
 
     /// Makes the replica `addr` of `shard` no longer in sync because of `reason`: its mirror
     /// link fails (and reports it), or with Redis replication it is recorded stale at once.
-    async fn not_in_sync(&self, shard: ShardId, addr: &NodeAddr, reason: String) {
+    fn not_in_sync(&self, shard: ShardId, addr: &NodeAddr, reason: String) {
         if self.redis_replication() {
-            self.record_stale(shard, addr, &reason).await;
+            self.record_stale(shard, addr, &reason);
         } else if let Some(link) = self.state.router.mirror().link(addr) {
             link.fail(reason);
         }

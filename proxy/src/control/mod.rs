@@ -263,7 +263,7 @@ impl Controller {
                 addr,
                 reason,
             } => {
-                self.record_stale(shard, &addr, &reason).await;
+                self.record_stale(shard, &addr, &reason);
                 if let Some(link) = self.state.router.mirror().link(&addr) {
                     link.stale_recorded();
                 }
@@ -288,6 +288,31 @@ impl Controller {
             }
             ControlEvent::MasterWriteLost { shard, master } => {
                 self.book().writes_lost(shard, master, Instant::now());
+            }
+        }
+    }
+
+    /// Records the in-sync replica `addr` of `shard` stale (persisted), for `reason`; logs
+    /// when it cannot be.
+    fn record_stale(&self, shard: ShardId, addr: &NodeAddr, reason: &str) {
+        let change = TopologyChange::SetReplicaState {
+            shard,
+            addr: addr.clone(),
+            state: ReplicaState::Stale,
+        };
+        match self.change_now(&change) {
+            Ok(_) => {
+                self.state.ha.record_stale();
+                warn!(replica = %addr, %reason, "replica recorded stale");
+            }
+            // Already stale or gone: nothing to persist.
+            Err(ChangeError::Refused(e)) => {
+                info!(replica = %addr, error = %e, %reason, "replica failure not recorded");
+            }
+            // The replica gets no more writes and is never promoted by this process, but a
+            // restart would trust it: the operator must know.
+            Err(e @ ChangeError::Store(_)) => {
+                tracing::error!(replica = %addr, error = %e, %reason, "a stale replica could not be recorded in the topology file; do not restart the proxy before fixing the file's storage");
             }
         }
     }

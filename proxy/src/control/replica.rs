@@ -38,7 +38,7 @@ use tracing::{info, warn};
 
 use super::conn::{ConnError, ControlConn};
 use super::stats::ReplicaLinkView;
-use super::{probe, ChangeError, Controller};
+use super::{probe, Controller};
 
 /// How often a shard whose replicas are all in sync and attached is checked.
 const CHECK_EVERY: Duration = Duration::from_millis(500);
@@ -247,7 +247,7 @@ impl Controller {
             let probe = self.probes.status(&addr);
             if !probe.is_up() {
                 if state == ReplicaState::InSync && probe.is_down(health) {
-                    self.record_stale(shard, &addr, "it is down").await;
+                    self.record_stale(shard, &addr, "it is down");
                 }
                 settled = false;
                 continue;
@@ -302,8 +302,7 @@ impl Controller {
                     shard,
                     addr,
                     &format!("it does not follow its master {master}"),
-                )
-                .await;
+                );
             }
             info!(replica = %addr, %master, "replica told to follow its master");
             self.give_master_credentials(&mut conn)
@@ -337,8 +336,7 @@ impl Controller {
                         "its link to its master {master} has been down for {} ms",
                         since.elapsed().as_millis()
                     ),
-                )
-                .await;
+                );
             }
             return Ok(false);
         }
@@ -410,31 +408,6 @@ impl Controller {
             Err(e) => {
                 warn!(replica = %addr, %state, error = %e, "replica state not recorded");
                 false
-            }
-        }
-    }
-
-    /// Records the replica `addr` of `shard` stale (persisted) because of `reason`, and
-    /// counts it; a replica already stale or gone is left as it is.
-    pub(super) async fn record_stale(&self, shard: ShardId, addr: &NodeAddr, reason: &str) {
-        let change = TopologyChange::SetReplicaState {
-            shard,
-            addr: addr.clone(),
-            state: ReplicaState::Stale,
-        };
-        match self.change(change).await {
-            Ok(_) => {
-                self.state.ha.record_stale();
-                warn!(replica = %addr, %reason, "replica recorded stale");
-            }
-            // Already stale or gone: nothing to persist.
-            Err(ChangeError::Refused(e)) => {
-                info!(replica = %addr, error = %e, %reason, "replica failure not recorded");
-            }
-            // The replica is never promoted by this process, but a restart would trust it:
-            // the operator must know.
-            Err(e @ ChangeError::Store(_)) => {
-                tracing::error!(replica = %addr, error = %e, %reason, "a stale replica could not be recorded in the topology file; do not restart the proxy before fixing the file's storage");
             }
         }
     }
