@@ -147,19 +147,28 @@ async fn a_replica_detached_by_hand_is_made_stale_and_repaired() {
     );
 }
 
+/// What a [`write_load`] saw.
+#[derive(Clone, Default)]
+struct Counts {
+    /// Acknowledged writes.
+    writes: Arc<AtomicU64>,
+    /// Error replies.
+    errors: Arc<AtomicU64>,
+}
+
 /// Clients SETting their own keys through `addr` until `stop` or until the proxy goes away
-/// (a crash: plain sockets, so a reset ends a client rather than panicking it); `writes`
-/// counts the acknowledged ones.
+/// (a crash: plain sockets, so a reset ends a client rather than panicking it); `counts`
+/// counts the acknowledged ones and the error replies.
 fn write_load(
     addr: std::net::SocketAddr,
     clients: usize,
     stop: &Arc<AtomicBool>,
-    writes: &Arc<AtomicU64>,
+    counts: &Counts,
 ) -> JoinSet<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut tasks = JoinSet::new();
     for c in 0..clients {
-        let (stop, writes) = (Arc::clone(stop), Arc::clone(writes));
+        let (stop, counts) = (Arc::clone(stop), counts.clone());
         tasks.spawn(async move {
             let Ok(mut socket) = tokio::net::TcpStream::connect(addr).await else {
                 return;
@@ -181,7 +190,9 @@ fn write_load(
                     }
                 }
                 if buf.starts_with(b"+OK") {
-                    writes.fetch_add(1, Ordering::Relaxed);
+                    counts.writes.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    counts.errors.fetch_add(1, Ordering::Relaxed);
                 }
                 i += 1;
             }
@@ -194,13 +205,13 @@ fn write_load(
 async fn a_killed_master_under_load_is_replaced_fast_and_returns_as_a_replica() {
     let mut cluster = TestCluster::start_with(1, true, REDIS_REPLICATION, NODE).await;
     let stop = Arc::new(AtomicBool::new(false));
-    let writes = Arc::new(AtomicU64::new(0));
-    let mut load = write_load(cluster.addr, 4, &stop, &writes);
+    let counts = Counts::default();
+    let mut load = write_load(cluster.addr, 4, &stop, &counts);
     let mut probe = cluster.client().await;
     let mut took = Vec::new();
     for trial in 0..3 {
         cluster.wait_probes_up().await;
-        wait_for_progress(&writes, 200, "the write load").await;
+        wait_for_progress(&counts.writes, 200, "the write load").await;
         // Trials alternate: the node killed last time is the replica now.
         let master = cluster.topology().shards[0].master.to_string();
         let node = if cluster.masters[0].addr() == master {
@@ -262,9 +273,9 @@ async fn a_proxy_killed_under_load_leaves_replicas_equal_to_their_masters() {
     )
     .await;
     let stop = Arc::new(AtomicBool::new(false));
-    let writes = Arc::new(AtomicU64::new(0));
-    let mut load = write_load(first.proxy().local_addr(), 4, &stop, &writes);
-    wait_for_progress(&writes, 2_000, "the write load").await;
+    let counts = Counts::default();
+    let mut load = write_load(first.proxy().local_addr(), 4, &stop, &counts);
+    wait_for_progress(&counts.writes, 2_000, "the write load").await;
     first.crash().await;
     stop.store(true, Ordering::Relaxed);
     while let Some(done) = load.join_next().await {
@@ -289,4 +300,55 @@ async fn a_proxy_killed_under_load_leaves_replicas_equal_to_their_masters() {
         let keys = info_field(&m, "keyspace", "db0").await;
         assert!(keys.is_some(), "the load reached {m}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_failover_swaps_the_roles_without_client_errors() {
+    let cluster = TestCluster::start_with(1, true, REDIS_REPLICATION, NODE).await;
+    cluster.wait_probes_up().await;
+    let (old, new) = (cluster.masters[0].addr(), cluster.replicas[0].addr());
+    let stop = Arc::new(AtomicBool::new(false));
+    let counts = Counts::default();
+    let mut load = write_load(cluster.addr, 4, &stop, &counts);
+    wait_for_progress(&counts.writes, 200, "the load before the failover").await;
+    let controller = Arc::clone(cluster.proxy.as_ref().unwrap().controller());
+    let promoted = controller
+        .manual_failover("s1", None)
+        .await
+        .expect("failover");
+    assert_eq!(promoted.to_string(), new);
+    wait_for_progress(&counts.writes, 200, "the load after the failover").await;
+    let mut direct = Client::connect(new.clone()).await;
+    assert_eq!(
+        direct.info_field("replication", "role").await.as_deref(),
+        Some("master")
+    );
+    // The old master follows the new one and stays in sync: a graceful failover loses
+    // nothing, so it needs no full sync.
+    wait_follows(&old, &new).await;
+    assert_eq!(state_of(&cluster, &old), Some(ReplicaState::InSync));
+    let mut probe = cluster.client().await;
+    assert!(probe.cmd(&["SET", "after", "1"]).await.is_ok());
+    stop.store(true, Ordering::Relaxed);
+    while let Some(done) = load.join_next().await {
+        done.expect("load task");
+    }
+    assert_eq!(
+        counts.errors.load(Ordering::Relaxed),
+        0,
+        "clients saw errors"
+    );
+    wait_replicas_equal(&cluster).await;
+    // The new master served the old one a partial resync, never a full one.
+    assert_eq!(
+        info_field(&new, "stats", "sync_full").await.as_deref(),
+        Some("0"),
+        "the old master was fully resynchronised"
+    );
+    assert_ne!(
+        info_field(&new, "stats", "sync_partial_ok")
+            .await
+            .as_deref(),
+        Some("0")
+    );
 }
