@@ -352,3 +352,34 @@ async fn a_graceful_failover_swaps_the_roles_without_client_errors() {
         Some("0")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_of_password_protected_nodes_are_given_the_masters_credentials() {
+    let extra = format!("[backend]\npassword = \"backend-pw\"\n{REDIS_REPLICATION}");
+    let node = [NODE, &["--requirepass", "backend-pw"]].concat();
+    // Started only once every replica follows its master with its link up, which takes
+    // `masterauth`.
+    let cluster = TestCluster::start_with(1, true, &extra, &node).await;
+    let mut client = cluster.client().await;
+    assert!(client.cmd(&["SET", "k", "v"]).await.is_ok());
+    let replica = cluster.replicas[0].addr();
+    let mut direct = Client::connect(replica.clone()).await;
+    assert!(direct.cmd(&["AUTH", "backend-pw"]).await.is_ok());
+    assert_eq!(
+        direct
+            .cmd(&["CONFIG", "GET", "masterauth"])
+            .await
+            .items()
+            .get(1),
+        Some(&Reply::bulk("backend-pw"))
+    );
+    wait_until(Duration::from_secs(5), "the write on the replica", || {
+        let replica = replica.clone();
+        async move {
+            let mut direct = Client::connect(replica).await;
+            direct.cmd(&["AUTH", "backend-pw"]).await;
+            direct.cmd(&["GET", "k"]).await == Reply::bulk("v")
+        }
+    })
+    .await;
+}

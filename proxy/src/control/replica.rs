@@ -12,8 +12,9 @@
 //! - an in-sync replica that follows the master but whose link stays down (or in a full
 //!   sync) longer than `[health] down_after_ms` while the master answers, or that the probes
 //!   call down, is recorded stale;
-//! - a replica that is not in sync (`stale`, or `syncing` when just added) becomes in
-//!   sync (persisted) once its link is up, no full sync runs and its offset reached the
+//! - a replica that is not in sync (`stale`, or `syncing` when just added) and follows the
+//!   master with its link down is given the credentials again (they may be what is wrong);
+//!   it becomes in sync (persisted) once its link is up, no full sync runs and its offset reached the
 //!   master's `master_repl_offset` sampled after the link was seen up; its process is then
 //!   accepted and the node unfenced, like a resync's cut-over in proxy mode, but with no write
 //!   pause and no `REPLICAOF NO ONE`;
@@ -341,6 +342,11 @@ impl Controller {
             return Ok(false);
         }
         if !seen.link_up {
+            // Following but not linked: its credentials may be what is wrong (changed by
+            // hand, or the node restarted with others); giving them again is cheap.
+            self.give_master_credentials(&mut conn)
+                .await
+                .map_err(CheckError::Replica)?;
             return Ok(false);
         }
         // Attached: it is in sync once it has what the master had after that.
