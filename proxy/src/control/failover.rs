@@ -254,7 +254,14 @@ impl Controller {
         started: Instant,
     ) -> Result<(), FailoverError> {
         let bound = self.state.config.mirror.cutover_timeout;
-        let mut conn = self.connect(replica, bound).await?;
+        // A master is down and requests wait: a replica that does not answer within a
+        // probe's timeout fails this attempt (the next round tries again).
+        let reach = if graceful {
+            bound
+        } else {
+            self.state.config.health.timeout
+        };
+        let mut conn = self.connect(replica, reach).await?;
         if graceful {
             let mut master = self.connect(old, bound).await?;
             loop {

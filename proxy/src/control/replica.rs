@@ -247,6 +247,14 @@ impl Controller {
         for (addr, state) in replicas {
             let probe = self.probes.status(&addr);
             if !probe.is_up() {
+                // Not answering: not attached either, whatever the last check saw.
+                if let Some(view) = self.state.ha.link(&addr).filter(|v| v.attached) {
+                    let detached = ReplicaLinkView {
+                        attached: false,
+                        ..view
+                    };
+                    self.state.ha.record_link(&addr, detached);
+                }
                 if state == ReplicaState::InSync && probe.is_down(health) {
                     self.record_stale(shard, &addr, "it is down");
                 }
