@@ -12,7 +12,7 @@ use redshard_tests::client::encode_command;
 use redshard_tests::cluster::{
     config_text, replication_settled, CrashableProxy, REDIS_REPLICATION,
 };
-use redshard_tests::replication::{digest, info_field, wait_until};
+use redshard_tests::replication::{info_field, wait_digest_equal, wait_until};
 use redshard_tests::{wait_for_progress, Client, RedisServer, Reply, TestCluster};
 use tokio::task::JoinSet;
 
@@ -70,12 +70,7 @@ fn state_of(cluster: &TestCluster, addr: &str) -> Option<ReplicaState> {
 async fn wait_replicas_equal(cluster: &TestCluster) {
     for shard in &cluster.topology().shards {
         for replica in &shard.replicas {
-            let (m, r) = (shard.master.to_string(), replica.addr.to_string());
-            let what = format!("{r} to hold its master {m}'s data");
-            wait_until(Duration::from_secs(10), &what, || async {
-                digest(&m).await == digest(&r).await
-            })
-            .await;
+            wait_digest_equal(shard.master.as_str(), replica.addr.as_str()).await;
         }
     }
 }
@@ -291,12 +286,8 @@ async fn a_proxy_killed_under_load_leaves_replicas_equal_to_their_masters() {
     .await;
     // Whatever the masters applied, acknowledged or not, Redis replication carried.
     for (master, replica) in masters.iter().zip(&replicas) {
-        let (m, r) = (master.addr(), replica.addr());
-        let what = format!("{r} to hold its master {m}'s data");
-        wait_until(Duration::from_secs(10), &what, || async {
-            digest(&m).await == digest(&r).await
-        })
-        .await;
+        let m = master.addr();
+        wait_digest_equal(&m, &replica.addr()).await;
         let keys = info_field(&m, "keyspace", "db0").await;
         assert!(keys.is_some(), "the load reached {m}");
     }
@@ -382,4 +373,53 @@ async fn replicas_of_password_protected_nodes_are_given_the_masters_credentials(
         }
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_modes_brings_every_replica_back_in_sync() {
+    let masters: Vec<RedisServer> = (0..2).map(|_| RedisServer::start_with(NODE)).collect();
+    let replicas: Vec<RedisServer> = (0..2).map(|_| RedisServer::start_with(NODE)).collect();
+    let text = |mode: &str| {
+        config_text(
+            &masters.iter().map(RedisServer::addr).collect::<Vec<_>>(),
+            &replicas.iter().map(RedisServer::addr).collect::<Vec<_>>(),
+            &format!("metrics_listen = \"off\"\n[replication]\nmode = \"{mode}\"\n"),
+        )
+    };
+    let roles = || async {
+        let mut roles = Vec::new();
+        for r in &replicas {
+            roles.push(info_field(&r.addr(), "replication", "role").await.unwrap());
+        }
+        roles
+    };
+    for (mode, role) in [("redis", "slave"), ("proxy", "master"), ("redis", "slave")] {
+        let config = Config::from_toml_str(&text(mode), "test.toml").unwrap();
+        let mut proxy = CrashableProxy::start(config).await;
+        let mut client = Client::connect_addr(proxy.proxy().local_addr()).await;
+        // The first writes find the replicas as the other mode left them.
+        for i in 0..50 {
+            assert!(client
+                .cmd(&["SET", &format!("{mode}:{i}"), "v"])
+                .await
+                .is_ok());
+        }
+        let what = format!("every replica in sync in {mode} mode");
+        wait_until(Duration::from_secs(20), &what, || async {
+            let table = proxy.proxy().state().router.load();
+            table
+                .topology()
+                .shards
+                .iter()
+                .all(|s| s.replicas.iter().all(|r| r.state == ReplicaState::InSync))
+                && replication_settled(proxy.proxy())
+        })
+        .await;
+        assert!(client.cmd(&["SET", "last", mode]).await.is_ok());
+        assert_eq!(roles().await, [role, role], "in {mode} mode");
+        for (m, r) in masters.iter().zip(&replicas) {
+            wait_digest_equal(&m.addr(), &r.addr()).await;
+        }
+        proxy.crash().await;
+    }
 }
