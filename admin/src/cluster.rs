@@ -35,7 +35,15 @@ fn print_master(shard: &ShardView) {
     }
     say!("   {}", plural(shard.replicas.len(), "additional replica"));
     for r in &shard.replicas {
-        let lag = r.lag.map_or(String::new(), |l| format!(", lag {l}"));
+        let lag = match &r.repl {
+            Some(repl) => format!(
+                ", offset {}, lag {} bytes{}",
+                repl.offset,
+                repl.lag,
+                if repl.up { "" } else { ", link down" }
+            ),
+            None => r.lag.map_or(String::new(), |l| format!(", lag {l}")),
+        };
         say!(
             "S: {} replicates {} ({}, {}{lag})",
             r.addr,
@@ -420,6 +428,7 @@ mod tests {
                 state: replica_state.into(),
                 health: "up".into(),
                 lag: None,
+                repl: None,
             }],
             migrating: Vec::new(),
             importing: Vec::new(),

@@ -16,6 +16,21 @@ pub struct ReplicaView {
     pub health: String,
     /// Mirrored writes sent and not yet answered (`None` when not mirrored to).
     pub lag: Option<i64>,
+    /// Redis replication: its replication offset, bytes of the master's stream it lacks,
+    /// and whether it follows its master with its link up, as the proxy last checked
+    /// (`None` with proxy mirroring, before the first check, or from an older proxy).
+    pub repl: Option<ReplLink>,
+}
+
+/// A replica's Redis replication as TOPOLOGY shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplLink {
+    /// Its replication offset.
+    pub offset: i64,
+    /// Bytes of its master's stream it lacks.
+    pub lag: i64,
+    /// It follows its master and its link is up.
+    pub up: bool,
 }
 
 /// A shard as TOPOLOGY shows it.
@@ -125,6 +140,7 @@ impl TopologyView {
                     state: r.string("state")?,
                     health: r.string("health")?,
                     lag: r.int("lag")?,
+                    repl: repl_link(r),
                 });
             }
             shards.push(ShardView {
@@ -306,6 +322,15 @@ impl RebalanceView {
             moves,
         })
     }
+}
+
+/// A replica's Redis replication fields, if the reply has them filled.
+fn repl_link(replica: &Value) -> Option<ReplLink> {
+    Some(ReplLink {
+        offset: replica.int("offset").ok()??,
+        lag: replica.int("repl-lag").ok()??,
+        up: replica.text("link").ok()?? == "up",
+    })
 }
 
 #[cfg(test)]

@@ -6,8 +6,10 @@
 //! else reads [`HaStats::snapshot`]. Counts start at 0 with the proxy
 //! (like every counter), they are not persisted.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, PoisonError};
+
+use redshard_config::NodeAddr;
 
 /// The controller's counts, shared by the controller (writer) and INFO and metrics (readers).
 #[derive(Debug, Default)]
@@ -15,6 +17,22 @@ pub struct HaStats {
     /// One lock: the counts change a few times an hour at most, and a reader sees a failover
     /// count and its description line together.
     book: Mutex<HaSnapshot>,
+    /// What the last check of each replica saw of its Redis replication (`[replication] mode
+    /// = "redis"`), by address; its own lock, as it changes every check.
+    links: Mutex<HashMap<NodeAddr, ReplicaLinkView>>,
+}
+
+/// A replica's Redis replication as the controller last saw it (its `INFO replication` and
+/// its master's), for INFO and the admin port's status.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplicaLinkView {
+    /// It is `REPLICAOF` its shard's master, its link is up and no full sync runs.
+    pub attached: bool,
+    /// Its replication offset (`slave_repl_offset`): how much of the master's stream it has.
+    pub offset: u64,
+    /// Bytes of the master's stream it lacks (`master_repl_offset` of the master minus its
+    /// offset; 0 when it has everything).
+    pub lag: u64,
 }
 
 /// The counts at one moment.
@@ -77,6 +95,27 @@ impl HaStats {
     pub fn snapshot(&self) -> HaSnapshot {
         self.book().clone()
     }
+
+    fn links(&self) -> std::sync::MutexGuard<'_, HashMap<NodeAddr, ReplicaLinkView>> {
+        self.links.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records what a check saw of the replica at `addr`.
+    pub fn record_link(&self, addr: &NodeAddr, view: ReplicaLinkView) {
+        self.links().insert(addr.clone(), view);
+    }
+
+    /// Forgets the replica at `addr` (removed, or a master now).
+    pub fn forget_link(&self, addr: &NodeAddr) {
+        self.links().remove(addr);
+    }
+
+    /// What the last check saw of the replica at `addr`; `None` before the first check (and
+    /// always with proxy mirroring).
+    #[must_use]
+    pub fn link(&self, addr: &NodeAddr) -> Option<ReplicaLinkView> {
+        self.links().get(addr).cloned()
+    }
 }
 
 #[cfg(test)]
@@ -101,5 +140,21 @@ mod tests {
         );
         assert_eq!(snapshot.resyncs_completed, 1);
         assert_eq!(snapshot.replicas_marked_stale, 2);
+    }
+
+    #[test]
+    fn replica_links_are_kept_by_address_until_forgotten() {
+        let stats = HaStats::default();
+        let addr: NodeAddr = "127.0.0.1:7001".parse().unwrap();
+        assert_eq!(stats.link(&addr), None);
+        let view = ReplicaLinkView {
+            attached: true,
+            offset: 42,
+            lag: 3,
+        };
+        stats.record_link(&addr, view.clone());
+        assert_eq!(stats.link(&addr), Some(view));
+        stats.forget_link(&addr);
+        assert_eq!(stats.link(&addr), None);
     }
 }

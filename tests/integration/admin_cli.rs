@@ -105,9 +105,15 @@ async fn check_and_info_on_a_healthy_cluster() {
         "{run:?}"
     );
     assert!(
+        // `lag 0` (mirrored writes) or `offset N, lag N bytes` (Redis replication).
         run.out.contains(&format!(
-            "S: {} replicates s1 (in-sync, up, lag 0)",
-            cluster.replicas[0].addr()
+            "S: {} replicates s1 (in-sync, up, {}",
+            cluster.replicas[0].addr(),
+            if cluster.redis_replication() {
+                "offset "
+            } else {
+                "lag 0)"
+            }
         )),
         "{run:?}"
     );
@@ -124,7 +130,10 @@ async fn check_and_info_on_a_healthy_cluster() {
         "{run:?}"
     );
     assert!(
-        run.out.contains("[OK] 10 keys in 2 masters (epoch 1)."),
+        run.out.contains(&format!(
+            "[OK] 10 keys in 2 masters (epoch {}).",
+            cluster.topology().epoch
+        )),
         "{run:?}"
     );
 

@@ -25,8 +25,12 @@ fn epoch(cluster: &TestCluster) -> u64 {
     cluster.proxy.as_ref().expect("proxy").epoch()
 }
 
-/// Writes to shard 0's key until one succeeds; returns how long that took.
-async fn until_write_succeeds(client: &mut Client, key: &str, limit: Duration) -> Duration {
+/// Writes to `key` until one succeeds; returns how long that took.
+pub(crate) async fn until_write_succeeds(
+    client: &mut Client,
+    key: &str,
+    limit: Duration,
+) -> Duration {
     let start = Instant::now();
     loop {
         if client.cmd(&["SET", key, "x"]).await.is_ok() {

@@ -29,6 +29,7 @@ mod protocol;
 mod proxy_restart;
 mod pubsub;
 mod replication_ack;
+mod replication_redis;
 mod resharding;
 mod resp3;
 mod routing;

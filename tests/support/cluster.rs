@@ -61,12 +61,59 @@ pub fn key_on(shards: usize, shard: usize, tag: &str) -> String {
         .expect("some key lands on every shard")
 }
 
+/// The environment variable that picks `[replication] mode` for every test whose config
+/// does not set it: `redis` or `proxy` (unset: the configuration's default).
+pub const REPLICATION_MODE_VAR: &str = "REDSHARD_TEST_REPLICATION";
+
+/// Config text pinning `[replication] mode = "proxy"`, for tests about proxy mirroring
+/// itself, whatever [`REPLICATION_MODE_VAR`] says.
+pub const PROXY_MIRRORING: &str = "[replication]\nmode = \"proxy\"\n";
+
+/// Config text pinning `[replication] mode = "redis"`, whatever [`REPLICATION_MODE_VAR`] says.
+pub const REDIS_REPLICATION: &str = "[replication]\nmode = \"redis\"\n";
+
+/// `extra` with `[replication] mode` set from [`REPLICATION_MODE_VAR`] when the variable is
+/// set and `extra` does not set the mode itself.
+///
+/// # Panics
+/// When the variable holds something other than `redis` or `proxy`.
+#[must_use]
+pub fn with_test_mode(extra: &str) -> String {
+    let Ok(mode) = std::env::var(REPLICATION_MODE_VAR) else {
+        return extra.to_owned();
+    };
+    assert!(
+        mode == "redis" || mode == "proxy",
+        "{REPLICATION_MODE_VAR} must be redis or proxy, not {mode:?}"
+    );
+    mode_into(extra, &mode)
+}
+
+/// `extra` with `mode = "<mode>"` in its `[replication]` table (added when absent), unless
+/// that table sets a mode already.
+fn mode_into(extra: &str, mode: &str) -> String {
+    let line = format!("mode = \"{mode}\"\n");
+    match extra.find("[replication]\n") {
+        Some(at) => {
+            let body_at = at + "[replication]\n".len();
+            let body = &extra[body_at..];
+            let body = &body[..body.find("\n[").map_or(body.len(), |end| end + 1)];
+            if body.lines().any(|l| l.trim_start().starts_with("mode")) {
+                extra.to_owned()
+            } else {
+                format!("{}{line}{}", &extra[..body_at], &extra[body_at..])
+            }
+        }
+        None => format!("{extra}\n[replication]\n{line}"),
+    }
+}
+
 /// A config file's text for these nodes, with `extra` top-level and table text spliced in
-/// before the shards.
+/// before the shards, and `[replication] mode` as [`with_test_mode`] says.
 #[must_use]
 pub fn config_text(masters: &[String], replicas: &[String], extra: &str) -> String {
     let mut text = String::from("listen = \"127.0.0.1:0\"\n");
-    text.push_str(extra);
+    text.push_str(&with_test_mode(extra));
     text.push('\n');
     for (i, (master, slots)) in masters.iter().zip(even_slots(masters.len())).enumerate() {
         let replicas = replicas
@@ -112,12 +159,51 @@ impl TestCluster {
             Config::from_toml_str(&text, "test.toml").unwrap_or_else(|e| panic!("{e}\n{text}"));
         let proxy = start_proxy(config).await;
         let addr = proxy.local_addr();
-        Self {
+        let cluster = Self {
             masters,
             replicas,
             proxy: Some(proxy),
             addr,
+        };
+        if with_replicas {
+            cluster.wait_replication().await;
         }
+        cluster
+    }
+
+    /// Whether the proxy runs `[replication] mode = "redis"` (the tests' mode variable or
+    /// their own config chose it).
+    ///
+    /// # Panics
+    /// Without a proxy.
+    #[must_use]
+    pub fn redis_replication(&self) -> bool {
+        let proxy = self.proxy.as_ref().expect("the cluster has a proxy");
+        proxy.state().config.replication.mode == redshard_config::ReplicationMode::Redis
+    }
+
+    /// [`replication_settled`] for this cluster's proxy.
+    ///
+    /// # Panics
+    /// Without a proxy.
+    #[must_use]
+    pub fn replication_settled(&self) -> bool {
+        replication_settled(self.proxy.as_ref().expect("the cluster has a proxy"))
+    }
+
+    /// Waits (at most 10 s) until [`TestCluster::replication_settled`]: with Redis
+    /// replication, the replicas listed in the config start in sync only once the controller
+    /// has made them follow their masters.
+    ///
+    /// # Panics
+    /// Without a proxy, or when the replicas do not settle in time.
+    pub async fn wait_replication(&self) {
+        crate::wait_until(
+            Duration::from_secs(10),
+            "every replica to follow its master, in sync",
+            || async { self.replication_settled() },
+        )
+        .await;
     }
 
     /// Starts the proxy's admin port on a fresh 127.0.0.1 port and returns its address.
@@ -141,7 +227,8 @@ impl TestCluster {
     }
 
     /// Waits (at most 10 s) until the controller's probes have seen every node of the current
-    /// topology answer, and every replica is in sync: before that a node that stops
+    /// topology answer, and every replica is in sync (with Redis replication: and seen
+    /// following its master): before that a node that stops
     /// answering is not yet known to have been up, so a test about failing nodes starts here.
     ///
     /// # Panics
@@ -161,7 +248,7 @@ impl TestCluster {
                                 r.state == redshard_config::ReplicaState::InSync
                                     && controller.probe(&r.addr).is_up()
                             })
-                    })
+                    }) && self.replication_settled()
                 }
             },
         )
@@ -207,6 +294,24 @@ impl TestCluster {
             None => true,
         }
     }
+}
+
+/// Whether, with Redis replication, every replica of `proxy`'s topology is in sync and the
+/// controller's last check saw it follow its master with its link up (always true with proxy
+/// mirroring: its replicas start in sync).
+#[must_use]
+pub fn replication_settled(proxy: &Proxy) -> bool {
+    let state = proxy.state();
+    if state.config.replication.mode != redshard_config::ReplicationMode::Redis {
+        return true;
+    }
+    let table = state.router.load();
+    table.topology().shards.iter().all(|shard| {
+        shard.replicas.iter().all(|r| {
+            r.state == redshard_config::ReplicaState::InSync
+                && state.ha.link(&r.addr).is_some_and(|l| l.attached)
+        })
+    })
 }
 
 /// Starts a proxy for `config` on a fresh 127.0.0.1 port.
@@ -281,5 +386,32 @@ impl Drop for CrashableProxy {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mode_into;
+
+    #[test]
+    fn the_test_mode_fills_in_the_replication_table_unless_it_names_a_mode() {
+        assert_eq!(
+            mode_into("allow_flush = true\n", "redis"),
+            "allow_flush = true\n\n[replication]\nmode = \"redis\"\n"
+        );
+        assert_eq!(
+            mode_into("[replication]\nack = \"async\"\n[health]\nx = 1\n", "redis"),
+            "[replication]\nmode = \"redis\"\nack = \"async\"\n[health]\nx = 1\n"
+        );
+        let pinned = "[replication]\nmode = \"proxy\"\n[health]\nmode_x = 1\n";
+        assert_eq!(mode_into(pinned, "redis"), pinned);
+        // A `mode` key of another table is not the replication mode.
+        assert_eq!(
+            mode_into(
+                "[replication]\nack = \"sync\"\n[mirror]\nmode = \"sync\"\n",
+                "redis"
+            ),
+            "[replication]\nmode = \"redis\"\nack = \"sync\"\n[mirror]\nmode = \"sync\"\n"
+        );
     }
 }

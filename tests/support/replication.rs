@@ -18,6 +18,17 @@ pub async fn digest(addr: &str) -> String {
     }
 }
 
+/// Waits (at most 10 s) until the replica at `replica` holds exactly the data of its master
+/// at `master` (`DEBUG DIGEST`): Redis replication is asynchronous, so a replica may still be
+/// applying the master's last writes.
+pub async fn wait_digest_equal(master: &str, replica: &str) {
+    let what = format!("{replica} to hold its master {master}'s data");
+    wait_until(Duration::from_secs(10), &what, || async {
+        digest(master).await == digest(replica).await
+    })
+    .await;
+}
+
 /// Every key of the node at `addr` with its `PEXPIRETIME`, sorted.
 pub async fn expiry_times(addr: &str) -> Vec<(Vec<u8>, i64)> {
     let mut client = Client::connect(addr.to_owned()).await;

@@ -114,6 +114,9 @@ pub async fn assert_replicas_equal(cluster: &TestCluster) {
                 shard.name
             );
             let (m, r) = (shard.master.to_string(), replica.addr.to_string());
+            // Proxy mirroring has them all once replies are back; Redis replication may
+            // still be applying the master's last writes.
+            crate::replication::wait_digest_equal(&m, &r).await;
             assert_eq!(
                 digest(&m).await,
                 digest(&r).await,

@@ -937,6 +937,10 @@ fn replication_takes_its_mode_ack_and_timeout_and_the_old_ack_name() {
         &["mirror.mode", "replication.ack"],
     );
 
+    let text = format!("[replication]\nmode = \"redis\"\n{SHARDS}");
+    let config = parse(&text).unwrap();
+    assert_eq!(config.replication.mode, crate::ReplicationMode::Redis);
+
     let text = format!("[replication]\nmode = \"cluster\"\n{SHARDS}");
     assert_error(&text, "mode = \"cluster\"", &["redis", "proxy"]);
     let text = format!("[replication]\nack_timeout_ms = 0\n{SHARDS}");

@@ -168,6 +168,7 @@ fn shard_entry(
             let link = mirror
                 .link(&r.addr)
                 .filter(|_| r.state == redshard_config::ReplicaState::InSync);
+            let repl = state.ha.link(&r.addr);
             Reply::fields(vec![
                 ("addr", r.addr.to_string().into()),
                 ("state", r.state.to_string().into()),
@@ -177,6 +178,15 @@ fn shard_entry(
                 ),
                 ("lag", link.as_ref().map(|l| l.backlog()).into()),
                 ("applied", link.as_ref().map(|l| l.applied()).into()),
+                // Redis replication: what the controller's last check saw.
+                ("offset", repl.as_ref().map(|l| l.offset).into()),
+                ("repl-lag", repl.as_ref().map(|l| l.lag).into()),
+                (
+                    "link",
+                    repl.as_ref()
+                        .map(|l| if l.attached { "up" } else { "down" })
+                        .into(),
+                ),
             ])
         })
         .collect();

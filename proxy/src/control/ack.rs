@@ -166,14 +166,23 @@ impl Controller {
     /// One round: records stale every in-sync replica of `master`'s shard that lacks what the
     /// master had when the round started.
     async fn check_acks(&self, master: &NodeAddr) {
-        let table = self.state.router.load();
-        let Some(shard) = table.topology().shards.iter().find(|s| &s.master == master) else {
+        // Not the table itself across the waits below: the epoch barrier waits for it.
+        let shard = {
+            let table = self.state.router.load();
+            table
+                .topology()
+                .shards
+                .iter()
+                .find(|s| &s.master == master)
+                .cloned()
+        };
+        let Some(shard) = shard else {
             // No longer a master (failed over): its lanes are fenced and fail what they hold.
             return;
         };
         let timeout = self.state.config.replication.ack_timeout;
         let behind = match self.master_offset(master, timeout).await {
-            Ok((offset, attached)) => self.replicas_behind(shard, offset, &attached).await,
+            Ok((offset, attached)) => self.replicas_behind(&shard, offset, &attached).await,
             Err(error) => {
                 // The master cannot tell: the replicas keep their state, and the master's own
                 // failure is the probes' business (a failover fails the held replies).

@@ -10,6 +10,14 @@
 //! Graceful (admin `FAILOVER`): pause the shard, wait until every write sent so far has been
 //! applied by the master and mirrored to every replica, swap, resume. The old master is then
 //! equal to the new one and stays an in-sync replica: no client sees an error.
+//!
+//! With Redis replication (`[replication] mode = "redis"`), under the shard's
+//! [replication lock](super::replica): an automatic failover promotes the in-sync replica
+//! that answers with the highest replication offset; the promoted node is told `REPLICAOF NO
+//! ONE` before the promotion is persisted, and the other replicas `REPLICAOF` it after. A
+//! graceful one also waits, after the drain, until the replica's offset equals the master's,
+//! and the old master is told to follow the new one. The fenced old master, once back, is
+//! pointed at the new master by the replication checks and is in sync once caught up.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,6 +43,9 @@ pub enum FailoverError {
     /// The topology change was refused or not persisted.
     #[error("{0}")]
     Change(#[from] ChangeError),
+    /// The replica could not be made a master (`REPLICAOF NO ONE`): nothing changed.
+    #[error("the replica could not be made a master: {0}")]
+    Replica(#[from] super::conn::ConnError),
 }
 
 /// Which failover runs; the two differ in their phases (see `LIFECYCLE.md`).
@@ -61,6 +72,18 @@ impl Controller {
     ) -> Result<(), FailoverError> {
         let started = Instant::now();
         let graceful = kind == FailoverKind::Graceful;
+        let redis = self.redis_replication();
+        // With Redis replication, no check of the shard may point a node at the old master
+        // while it is replaced.
+        let lock = self.replication_lock(shard);
+        let _replacing = if redis { Some(lock.lock().await) } else { None };
+        let best;
+        let replica = if redis && !graceful {
+            best = self.most_advanced(shard, replica).await;
+            &best
+        } else {
+            replica
+        };
         let table = self.state.router.load();
         let Some(route) = table.route(shard) else {
             return Err(FailoverError::NoShard(shard.to_string()));
@@ -77,6 +100,14 @@ impl Controller {
         }
         // Not held across the change: the epoch barrier waits for every old table.
         drop(table);
+        if redis {
+            if let Err(e) = self.take_over(&old, replica, graceful, started).await {
+                if graceful {
+                    self.release(shard, &HoldReason::GracefulFailover);
+                }
+                return Err(e);
+            }
+        }
         let promoted = self
             .change(TopologyChange::Promote {
                 shard,
@@ -95,6 +126,9 @@ impl Controller {
         let old_node = self.state.router.pool().node(&old);
         // A replica now: its lanes no longer wait for a decision about a master.
         old_node.incarnation().set_hold(false);
+        if redis {
+            self.follow_promoted(shard, replica, &old, graceful).await;
+        }
         if graceful {
             // Drained and mirrored: the old master holds exactly what the new one does.
             let rejoined = self
@@ -146,7 +180,6 @@ impl Controller {
             return;
         }
         let topology = Arc::clone(self.state.router.load().topology());
-        let mirror = self.state.router.mirror();
         match topology.find_node(addr) {
             Some((shard, NodeRole::Master)) => {
                 let health = &self.state.config.health;
@@ -183,21 +216,102 @@ impl Controller {
                     .iter()
                     .filter(|r| r.state == ReplicaState::InSync)
                 {
-                    if let Some(link) = mirror.link(&replica.addr) {
-                        link.fail(format!(
-                            "its master {addr} restarted and is served with what it reloaded"
-                        ));
-                    }
+                    self.not_in_sync(
+                        shard.id,
+                        &replica.addr,
+                        format!("its master {addr} restarted and is served with what it reloaded"),
+                    );
                 }
             }
-            Some((_, NodeRole::Replica)) => {
-                if let Some(link) = mirror.link(addr) {
-                    link.fail("it restarted and lost its data in memory".to_owned());
-                }
+            Some((shard, NodeRole::Replica)) => {
+                self.not_in_sync(
+                    shard.id,
+                    addr,
+                    "it restarted and lost its data in memory".to_owned(),
+                );
             }
             None => {}
         }
         node.incarnation().accept(run_id);
+    }
+
+    /// Makes the replica `addr` of `shard` no longer in sync because of `reason`: its mirror
+    /// link fails (and reports it), or with Redis replication it is recorded stale at once.
+    fn not_in_sync(&self, shard: ShardId, addr: &NodeAddr, reason: String) {
+        if self.redis_replication() {
+            self.record_stale(shard, addr, &reason);
+        } else if let Some(link) = self.state.router.mirror().link(addr) {
+            link.fail(reason);
+        }
+    }
+
+    /// Redis replication: makes `replica` a master (`REPLICAOF NO ONE`) before its promotion
+    /// is persisted. A graceful failover first waits, within `[mirror] cutover_timeout_ms`
+    /// of `started`, until its offset equals the drained master `old`'s.
+    async fn take_over(
+        &self,
+        old: &NodeAddr,
+        replica: &NodeAddr,
+        graceful: bool,
+        started: Instant,
+    ) -> Result<(), FailoverError> {
+        let bound = self.state.config.mirror.cutover_timeout;
+        // A master is down and requests wait: a replica that does not answer within a
+        // probe's timeout fails this attempt (the next round tries again).
+        let reach = if graceful {
+            bound
+        } else {
+            self.state.config.health.timeout
+        };
+        let mut conn = self.connect(replica, reach).await?;
+        if graceful {
+            let mut master = self.connect(old, bound).await?;
+            loop {
+                let (at, has) = self.offsets(&mut master, &mut conn).await?;
+                if has >= at {
+                    break;
+                }
+                if started.elapsed() >= bound {
+                    return Err(FailoverError::Drain(bound));
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        conn.call_ok(&[b"REPLICAOF", b"NO", b"ONE"]).await?;
+        Ok(())
+    }
+
+    /// Redis replication, after `promoted` became `shard`'s master: the other replicas (and
+    /// the old master `old` after a graceful failover; a fenced one is pointed at it by the
+    /// checks once it answers) are told to follow it. Best effort: the checks repair the rest.
+    async fn follow_promoted(
+        &self,
+        shard: ShardId,
+        promoted: &NodeAddr,
+        old: &NodeAddr,
+        graceful: bool,
+    ) {
+        let followers: Vec<NodeAddr> = {
+            let table = self.state.router.load();
+            table
+                .topology()
+                .shard(shard)
+                .map(|s| {
+                    s.replicas
+                        .iter()
+                        .map(|r| r.addr.clone())
+                        .filter(|a| graceful || a != old)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        for addr in &followers {
+            self.state.ha.forget_link(addr);
+            if let Err(e) = self.follow(addr, promoted).await {
+                warn!(replica = %addr, master = %promoted, error = %e, "replica not told to follow the new master; the replication checks retry");
+            }
+        }
+        self.state.ha.forget_link(promoted);
     }
 
     /// A graceful failover of the shard named `shard` (or whose master is `shard`) to its

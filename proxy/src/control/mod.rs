@@ -14,7 +14,9 @@
 //! - a master that is failing pauses its shard's gate when a replica could take over (requests
 //!   wait instead of failing); a master that is down is [failed over](failover) to an in-sync
 //!   replica, or its shard answers `-CLUSTERDOWN` when it has none;
-//! - a stale or new replica that answers is [resynchronised](resync) from its master;
+//! - a stale or new replica that answers is [resynchronised](resync) from its master; with
+//!   `[replication] mode = "redis"` every replica instead follows its master by `REPLICAOF`,
+//!   which the controller [sets up, checks and repairs](replica);
 //! - a master connection lost with mirrored writes in flight, on a master that stays up, makes
 //!   its replicas stale (the master may have applied writes they never got).
 //!
@@ -29,6 +31,7 @@ pub mod failover;
 pub mod migrate;
 mod nodes;
 pub mod probe;
+mod replica;
 pub mod resync;
 /// The controller's counts, kept below it (see [`crate::ha_stats`]).
 pub use crate::ha_stats as stats;
@@ -90,6 +93,8 @@ pub struct Controller {
     returned_events: Mutex<Option<crate::events::EventReceiver>>,
     /// Shortfalls of the replicas' acknowledgement waiting for a check (see [`ack`]).
     acks: ack::AckChecks,
+    /// The checks of Redis replication (`[replication] mode = "redis"`).
+    replicas: replica::Tracker,
 }
 
 impl Controller {
@@ -126,6 +131,7 @@ impl Controller {
             book: Mutex::new(Book::default()),
             returned_events: Mutex::new(None),
             acks: ack::AckChecks::default(),
+            replicas: replica::Tracker::default(),
         });
         controller
             .probes
@@ -356,7 +362,11 @@ impl Controller {
             }
             self.settle_gate(shard.id, &shard.master, &master, candidate.is_some());
             self.check_lost_writes(shard, &master, &health).await;
-            self.start_resyncs(shard, &master);
+            if self.redis_replication() {
+                self.start_replica_check(shard, &master);
+            } else {
+                self.start_resyncs(shard, &master);
+            }
         }
     }
 

@@ -17,7 +17,8 @@
 //!   replaced by its master's through Redis's full sync) and then cuts it over to `in-sync`;
 //! - a removed replica's mirror link is forgotten (re-adding it starts a fresh one), and a
 //!   replica removed before it was in sync is told `REPLICAOF NO ONE` so it does not keep
-//!   following the master on its own, and its resync, if one runs, stops at its next step
+//!   following the master on its own (with Redis replication every removed replica is, as
+//!   every replica follows its master), and its resync, if one runs, stops at its next step
 //!   (it tells the node the same once more; removed during the full sync, it never pauses
 //!   the shard for a cut-over);
 //! - a master is removed only once its shard has no replicas and neither owns nor migrates
@@ -358,6 +359,9 @@ impl Controller {
             let state = shard.replica(addr).map(|r| r.state);
             (shard.id, shard.name.clone(), state)
         };
+        // With Redis replication, no check may point it at its master again once removed.
+        let lock = self.replication_lock(id);
+        let _removing = lock.lock().await;
         self.change(TopologyChange::RemoveReplica {
             shard: id,
             addr: addr.clone(),
@@ -365,7 +369,8 @@ impl Controller {
         .await?;
         self.state.router.mirror().forget(addr);
         self.stop_resync(addr);
-        if state != Some(ReplicaState::InSync) {
+        self.state.ha.forget_link(addr);
+        if state != Some(ReplicaState::InSync) || self.redis_replication() {
             // It may be following the master after a resync's REPLICAOF: leave it standalone.
             let stopped = async {
                 let mut conn = self.connect(addr, CHECK_TIMEOUT).await?;

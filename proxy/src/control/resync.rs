@@ -135,7 +135,10 @@ impl Controller {
     }
 
     /// Sets `masteruser`/`masterauth` on a replica when the proxy uses credentials.
-    async fn give_master_credentials(&self, replica: &mut ControlConn) -> Result<(), ResyncError> {
+    pub(super) async fn give_master_credentials(
+        &self,
+        replica: &mut ControlConn,
+    ) -> Result<(), ConnError> {
         let backend = &self.state.config.backend;
         let (user, password) = match &backend.control_password {
             Some(p) => (backend.control_username.as_ref(), Some(p)),

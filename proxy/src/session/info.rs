@@ -123,7 +123,7 @@ fn write_section(ctx: &Ctx, table: &RoutingTable, section: &str, text: &mut Stri
             state.clients.rejected_connections.load(Ordering::Relaxed),
         ),
         "replication" => {
-            write_replication(table, text);
+            write_replication(state, table, text);
             Ok(())
         }
         "mirror" => {
@@ -231,9 +231,11 @@ fn human_bytes(n: u64) -> String {
 }
 
 /// `# Replication`: the proxy is a master no node replicates from (`connected_slaves:0`, so
-/// tools that follow `slaveN` lines find none); the shards' replicas, which the proxy feeds
-/// itself, are counted per shard by state.
-fn write_replication(table: &RoutingTable, text: &mut String) {
+/// tools that follow `slaveN` lines find none); the shards' replicas are counted per shard by
+/// state. With Redis replication each replica also gets a `shard_replicaN` line: whether it
+/// follows its master with its link up, its replication offset and how many bytes of the
+/// master's stream it lacks, as the controller's last check saw them.
+fn write_replication(state: &ProxyState, table: &RoutingTable, text: &mut String) {
     let shards = &table.topology().shards;
     let _ = write!(
         text,
@@ -251,6 +253,29 @@ fn write_replication(table: &RoutingTable, text: &mut String) {
             count(ReplicaState::InSync),
             count(ReplicaState::Syncing),
             count(ReplicaState::Stale),
+        );
+    }
+    if state.config.replication.mode != redshard_config::ReplicationMode::Redis {
+        return;
+    }
+    let replicas = shards
+        .iter()
+        .flat_map(|shard| shard.replicas.iter().map(move |r| (shard, r)));
+    for (i, (shard, replica)) in replicas.enumerate() {
+        let link = state.ha.link(&replica.addr);
+        let _ = write!(
+            text,
+            "shard_replica{i}:shard={},addr={},state={},link={},offset={},lag={}\r\n",
+            shard.name,
+            replica.addr,
+            replica.state,
+            match &link {
+                Some(l) if l.attached => "up",
+                Some(_) => "down",
+                None => "unknown",
+            },
+            link.as_ref().map_or(0, |l| l.offset),
+            link.as_ref().map_or(0, |l| l.lag),
         );
     }
 }
