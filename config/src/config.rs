@@ -485,6 +485,7 @@ impl Config {
                 "must be set when admin_listen is (anyone who can reach a TCP port could run admin commands); set admin_password, or use the admin socket (admin_socket), which only the proxy's user can open, and set admin_listen = \"off\"",
             ));
         }
+        let ack_timeout_given = file.replication.ack_timeout_ms.is_some();
         let config = Config {
             listen,
             password: src.secret(file.password, "password")?,
@@ -531,7 +532,13 @@ impl Config {
             rules: validate::rules(file.rule, src)?,
             users: users(file.user, src)?,
         };
-        crate::ha::check_ack_timeout(&config.replication, config.backend.response_timeout, src)?;
+        let mut config = config;
+        crate::ha::check_ack_timeout(
+            &mut config.replication,
+            ack_timeout_given,
+            config.backend.response_timeout,
+            src,
+        )?;
         Ok(config)
     }
 }

@@ -207,26 +207,32 @@ pub(crate) fn replication(
 /// In `redis` mode with `sync` acknowledgement a lane waits up to `ack_timeout` for a
 /// `WAIT`'s answer, so the lane's response timeout must be longer: otherwise every replica
 /// that falls behind would also make the lane drop its connection (and fail every request in
-/// flight on it) instead of being marked stale.
+/// flight on it) instead of being marked stale. An `ack_timeout_ms` written in the file must
+/// be below it; the default becomes half of it when it is not.
 pub(crate) fn check_ack_timeout(
-    replication: &ReplicationConfig,
+    replication: &mut ReplicationConfig,
+    given: bool,
     response_timeout: Duration,
     src: &Source<'_>,
 ) -> Result<(), ConfigError> {
-    if replication.mode == ReplicationMode::Redis
-        && replication.ack == AckMode::Sync
-        && replication.ack_timeout >= response_timeout
+    if replication.mode != ReplicationMode::Redis
+        || replication.ack != AckMode::Sync
+        || replication.ack_timeout < response_timeout
     {
-        return Err(src.invalid_at(
-            None,
-            "replication.ack_timeout_ms",
-            format!(
-                "must be below backend.response_timeout_ms ({} ms): a lane waits that long for the replicas' acknowledgement",
-                response_timeout.as_millis()
-            ),
-        ));
+        return Ok(());
     }
-    Ok(())
+    if !given {
+        replication.ack_timeout = (response_timeout / 2).max(Duration::from_millis(1));
+        return Ok(());
+    }
+    Err(src.invalid_at(
+        None,
+        "replication.ack_timeout_ms",
+        format!(
+            "must be below backend.response_timeout_ms ({} ms): a lane waits that long for the replicas' acknowledgement",
+            response_timeout.as_millis()
+        ),
+    ))
 }
 
 /// `[health]` as written.

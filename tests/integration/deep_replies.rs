@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use redshard_config::ReplicaState;
 use redshard_tests::client::encode_command;
+use redshard_tests::cluster::PROXY_MIRRORING;
 use redshard_tests::workload::assert_replicas_equal;
 use redshard_tests::{wait_for_progress, RedisServer, Reply, TestCluster};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -190,7 +191,7 @@ async fn the_deepest_lua_reply_reaches_its_client_and_the_lane_keeps_serving() {
     assert!(expected[1].ends_with(b"-ERR reached lua stack limit\r\n+PONG\r\n"));
     assert!(expected[2].windows(4).filter(|w| w == b"%1\r\n").count() > 2_000);
 
-    let cluster = TestCluster::start_with(1, true, "", DEBUG).await;
+    let cluster = TestCluster::start_with(1, true, PROXY_MIRRORING, DEBUG).await;
     cluster.wait_probes_up().await;
     let load = Pipelines::start(&cluster, 4).await;
     wait_for_progress(&load.batches, 20, "pipelines before the deep replies").await;
@@ -231,7 +232,13 @@ fn hello_len(replies: &[u8]) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_deeper_than_the_limit_fails_only_its_own_request() {
     let cluster =
-        TestCluster::start_with(1, true, "[limits]\nmax_reply_depth = 1000\n", DEBUG).await;
+        TestCluster::start_with(
+            1,
+            true,
+            &format!("{PROXY_MIRRORING}[limits]\nmax_reply_depth = 1000\n"),
+            DEBUG,
+        )
+        .await;
     cluster.wait_probes_up().await;
     let load = Pipelines::start(&cluster, 4).await;
     wait_for_progress(&load.batches, 20, "pipelines before the deep replies").await;

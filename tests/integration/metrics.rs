@@ -75,6 +75,12 @@ impl HttpCluster {
             log_level: None,
         };
         let proxy = Proxy::serve(listener, Some(http), config, topology, options).unwrap();
+        // Under Redis replication the configured replicas are in sync once the controller saw
+        // them follow their masters.
+        redshard_tests::wait_until(Duration::from_secs(10), "the replicas in sync", || async {
+            redshard_tests::cluster::replication_settled(&proxy)
+        })
+        .await;
         let http = proxy.metrics_addr().unwrap();
         Self {
             masters,
@@ -557,7 +563,9 @@ fn states(values: [&str; 3]) -> [Option<String>; 3] {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mirror_series_and_info_show_each_replica_and_a_stale_one() {
-    let mut cluster = HttpCluster::start_replicated(2).await;
+    // About proxy mirroring's own links and series.
+    let mut cluster =
+        HttpCluster::start_nodes(2, true, redshard_tests::cluster::PROXY_MIRRORING, &[]).await;
     let mut client = Client::connect_addr(cluster.proxy.local_addr()).await;
     let keys = [key_on(2, 0, "mirror"), key_on(2, 1, "mirror")];
     for round in 0..5 {

@@ -168,8 +168,10 @@ async fn a_killed_proxy_resyncs_every_replica_and_a_clean_stop_resyncs_none() {
         &masters.iter().map(RedisServer::addr).collect::<Vec<_>>(),
         &replicas.iter().map(RedisServer::addr).collect::<Vec<_>>(),
         &format!(
-            "metrics_listen = \"off\"\nadmin_listen = \"off\"\nadmin_socket = \"off\"\ntopology_file = \"{}\"\n",
-            topology_file.display()
+            "metrics_listen = \"off\"\nadmin_listen = \"off\"\nadmin_socket = \"off\"\ntopology_file = \"{}\"\n{}",
+            topology_file.display(),
+            // The crash hole of proxy mirroring (Redis replication has none).
+            redshard_tests::cluster::PROXY_MIRRORING
         ),
     )
     .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));

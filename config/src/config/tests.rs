@@ -953,8 +953,17 @@ fn replication_takes_its_mode_ack_and_timeout_and_the_old_ack_name() {
         parse(&text).unwrap().replication.mode,
         crate::ReplicationMode::Redis
     );
+    // Left to its default, the wait fits under a shorter response timeout (half of it) ...
     let text =
         format!("[backend]\nresponse_timeout_ms = 800\n[replication]\nmode = \"redis\"\n{SHARDS}");
+    assert_eq!(
+        parse(&text).unwrap().replication.ack_timeout,
+        Duration::from_millis(400)
+    );
+    // ... written in the file, it must.
+    let text = format!(
+        "[backend]\nresponse_timeout_ms = 800\n[replication]\nmode = \"redis\"\nack_timeout_ms = 800\n{SHARDS}"
+    );
     let message = error(&text);
     assert!(
         message.contains("replication.ack_timeout_ms")

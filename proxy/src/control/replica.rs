@@ -230,6 +230,10 @@ impl Controller {
                 .collect();
             (found.master.clone(), replicas)
         };
+        if replicas.is_empty() {
+            // Nothing to set up or repair; no connection to the master every half second.
+            return Ok(true);
+        }
         let timeout = self.state.config.health.timeout;
         let mut master_conn = self.connect(&master, timeout).await?;
         let master_info = master_conn.info("replication").await?;
