@@ -451,7 +451,7 @@ impl Proxy {
     /// what can change live).
     #[must_use]
     pub fn live_config(&self) -> Arc<Config> {
-        self.state.live.load_full()
+        self.state.live.snapshot()
     }
 
     /// Re-reads the configuration file and applies what can change live, as SIGHUP does.

@@ -116,7 +116,7 @@ async fn accept_loop(
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let mut backoff = ACCEPT_BACKOFF_MIN;
     while let Some((mut socket, peer)) = accept(&listener, &mut backoff, &mut shutdown, "").await {
-        let max_clients = state.live.load().limits.max_clients;
+        let max_clients = state.live.now().limits.max_clients;
         let Some(permit) = state.clients.admit(max_clients) else {
             state.clients.refused();
             match &tls {
@@ -127,7 +127,7 @@ async fn accept_loop(
                 }
                 Some(tls) => {
                     let acceptor = tls.acceptor();
-                    let timeout = state.live.load().limits.tls_handshake_timeout;
+                    let timeout = state.live.now().limits.tls_handshake_timeout;
                     tokio::spawn(async move {
                         let refuse = async {
                             let mut stream = handshake(acceptor, socket).await?;
@@ -182,7 +182,7 @@ async fn serve_tls(
     state: Arc<ProxyState>,
     mut shutdown: Shutdown,
 ) {
-    let timeout = state.live.load().limits.tls_handshake_timeout;
+    let timeout = state.live.now().limits.tls_handshake_timeout;
     let handshake = tokio::time::timeout(timeout, handshake(tls.acceptor(), socket));
     let stream = tokio::select! {
         () = shutdown.wait() => return,

@@ -98,12 +98,17 @@ pub fn reload(state: &ProxyState) -> Result<ReloadReport, ReloadError> {
 fn reload_inner(state: &ProxyState) -> Result<ReloadReport, ReloadError> {
     // One reload at a time: SIGHUP and HTTP may race.
     let _one = state
-        .reload_lock
+        .reload
+        .lock
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
-    let path = state.config_path.as_deref().ok_or(ReloadError::NoFile)?;
+    let path = state
+        .reload
+        .config_path
+        .as_deref()
+        .ok_or(ReloadError::NoFile)?;
     let file = Config::load(path)?;
-    let running = state.live.load_full();
+    let running = state.live.snapshot();
     // Read and check every certificate before anything applies.
     let tls = state.tls.prepare_reload(&file)?;
     let mut report = ReloadReport {
@@ -113,7 +118,7 @@ fn reload_inner(state: &ProxyState) -> Result<ReloadReport, ReloadError> {
     let mut next = (*running).clone();
 
     if file.log.level != running.log.level {
-        match &state.log_level {
+        match &state.reload.log_level {
             Some(hook) => {
                 if hook.apply(&file.log.level).map_err(ReloadError::LogLevel)? {
                     report.applied.push("log.level".into());
@@ -221,7 +226,7 @@ fn reload_inner(state: &ProxyState) -> Result<ReloadReport, ReloadError> {
     report
         .applied
         .extend(tls.apply().into_iter().map(str::to_owned));
-    state.live.store(Arc::new(next));
+    state.live.replace(Arc::new(next));
     Ok(report)
 }
 

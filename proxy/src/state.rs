@@ -31,18 +31,13 @@ pub struct ProxyState {
     pub started: Instant,
     /// The port clients connect to, for INFO.
     pub port: u16,
-    /// The configuration in effect now: `config` with the `[limits]` and `[log] level` of
-    /// the last successful reload (see [`crate::reload`]). Read it per use, not once.
-    pub live: ArcSwap<Config>,
+    /// The reloadable settings in effect now (see [`LiveSettings`]); `config` holds those
+    /// that take a restart.
+    pub live: LiveSettings,
     /// What is known of each backend node, for `/readyz` and `backend_up`.
     pub health: Arc<BackendHealth>,
-    /// The file the configuration came from, re-read on reload; `None` when it was not
-    /// loaded from a file (tests), which makes reloads fail.
-    pub config_path: Option<PathBuf>,
-    /// Applies a reloaded `[log] level`; `None` when logging cannot change live.
-    pub log_level: Option<LogLevelHook>,
-    /// Held during a reload, so SIGHUP and `POST /-/reload` do not interleave.
-    pub reload_lock: Mutex<()>,
+    /// What only a reload uses: the file to re-read, the log level hook, its lock.
+    pub reload: ReloadHooks,
     /// Slot migrations: the queue, and the per-key locks the data path shares with the mover.
     pub migrations: crate::migration::Migrations,
     /// Failovers, resyncs and stale replicas counted by the controller; here rather than in
@@ -57,6 +52,51 @@ pub struct ProxyState {
     /// Where idle clients are parked (see `session::park`), once the proxy started it;
     /// without one, clients are not parked.
     pub(crate) park_room: std::sync::OnceLock<Arc<crate::session::park::room::Room>>,
+}
+
+/// The reloadable settings: the configuration with the `[limits]`, `[log] level` and other
+/// reloadable keys of the last successful reload (see [`crate::reload`]).
+///
+/// Read them with [`LiveSettings::now`] at each use, never once and kept: a value kept from
+/// earlier misses the next reload. Only the reload replaces them.
+#[derive(Debug)]
+pub struct LiveSettings(ArcSwap<Config>);
+
+impl LiveSettings {
+    /// Settings starting as `config`.
+    #[must_use]
+    pub fn new(config: Arc<Config>) -> Self {
+        Self(ArcSwap::new(config))
+    }
+
+    /// The settings in effect now; a cheap guard to read and drop, not to keep.
+    #[must_use]
+    pub fn now(&self) -> arc_swap::Guard<Arc<Config>> {
+        self.0.load()
+    }
+
+    /// The settings in effect now, to keep while comparing with a new file.
+    #[must_use]
+    pub fn snapshot(&self) -> Arc<Config> {
+        self.0.load_full()
+    }
+
+    /// Makes `next` the settings in effect: the reload's step, after it checked `next`.
+    pub(crate) fn replace(&self, next: Arc<Config>) {
+        self.0.store(next);
+    }
+}
+
+/// What a reload needs and nothing else does.
+#[derive(Debug)]
+pub struct ReloadHooks {
+    /// The file the configuration came from, re-read on reload; `None` when it was not
+    /// loaded from a file (tests), which makes reloads fail.
+    pub config_path: Option<PathBuf>,
+    /// Applies a reloaded `[log] level`; `None` when logging cannot change live.
+    pub log_level: Option<LogLevelHook>,
+    /// Held during a reload, so SIGHUP and `POST /-/reload` do not interleave.
+    pub lock: Mutex<()>,
 }
 
 /// What only the controller may hold, made with the state and handed to
@@ -167,7 +207,7 @@ impl ProxyState {
             Router::new(topology, NodePool::new(lanes).reporting(events), mirror);
         let config = Arc::new(config);
         let state = Arc::new(Self {
-            live: ArcSwap::new(Arc::clone(&config)),
+            live: LiveSettings::new(Arc::clone(&config)),
             config,
             router,
             clients: Clients::default(),
@@ -175,9 +215,11 @@ impl ProxyState {
             started: Instant::now(),
             port,
             health: Arc::new(BackendHealth::default()),
-            config_path: options.config_path,
-            log_level: options.log_level,
-            reload_lock: Mutex::new(()),
+            reload: ReloadHooks {
+                config_path: options.config_path,
+                log_level: options.log_level,
+                lock: Mutex::new(()),
+            },
             migrations: crate::migration::Migrations::default(),
             ha: crate::ha_stats::HaStats::default(),
             tls,
@@ -195,7 +237,7 @@ impl ProxyState {
     /// connections opened after it.
     #[must_use]
     pub fn scan_limits(&self) -> ScanLimits {
-        let live = self.live.load();
+        let live = self.live.now();
         let limits = &live.limits;
         ScanLimits {
             max_multibulk_len: limits.max_multibulk_len,

@@ -125,7 +125,7 @@ impl AdminConn {
         } else {
             UNAUTHENTICATED_LIMITS
         });
-        let auth_timeout = self.controller.state().live.load().limits.auth_timeout;
+        let auth_timeout = self.controller.state().live.now().limits.auth_timeout;
         let auth_deadline = tokio::time::Instant::now() + auth_timeout;
         let evicted = self.slot.as_ref().and_then(Slot::evicted);
         loop {
@@ -304,7 +304,7 @@ impl AdminConn {
             return Reply::err("AUTH <password> called without any password configured for the admin port (admin_password). Are you sure your configuration is correct?");
         };
         let (step, sources) = {
-            let live = self.controller.state().live.load();
+            let live = self.controller.state().live.now();
             (
                 live.limits.auth_failure_delay,
                 live.limits.auth_throttle_sources,

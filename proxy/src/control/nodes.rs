@@ -185,7 +185,7 @@ impl Controller {
     /// Opens a control connection to a node being added, once it has shown it deserves the
     /// credentials (see the [module docs](self)), and checks it runs standalone.
     async fn reach(&self, addr: &NodeAddr) -> Result<ControlConn, NodeError> {
-        if !self.state.live.load().trusts_node(addr) {
+        if !self.state.live.now().trusts_node(addr) {
             return Err(NodeError::Untrusted(addr.clone()));
         }
         let unreachable = |e: super::conn::ConnError| NodeError::Unreachable {

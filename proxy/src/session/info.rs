@@ -106,7 +106,7 @@ fn write_section(ctx: &Ctx, table: &RoutingTable, section: &str, text: &mut Stri
             text,
             "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nclient_recent_max_output_buffer:{}\r\nblocked_clients:{}\r\nparked_clients:{}\r\n",
             state.clients.connected(),
-            state.live.load().limits.max_clients,
+            state.live.now().limits.max_clients,
             state.clients.max_output_bytes(),
             state.clients.blocked_now(),
             state.clients.parked.load(Ordering::Relaxed),

@@ -327,7 +327,7 @@ fn source_turn(ctx: &Ctx) -> Option<std::time::Duration> {
     if config.password.is_none() && config.users.is_empty() {
         return None;
     }
-    let step = ctx.state.live.load().limits.auth_failure_delay;
+    let step = ctx.state.live.now().limits.auth_failure_delay;
     ctx.state
         .auth_throttle
         .turn(ctx.client.addr.ip(), step, std::time::Instant::now())
@@ -364,7 +364,7 @@ fn auth_failed(ctx: &mut Ctx, error: ClientError, turn: Option<std::time::Durati
     }
     ctx.auth_failures = ctx.auth_failures.saturating_add(1);
     tracing::warn!(client = %ctx.client.addr, failures = ctx.auth_failures, throttled = turn.is_some(), "AUTH failed");
-    let live = ctx.state.live.load();
+    let live = ctx.state.live.now();
     let step = live.limits.auth_failure_delay;
     ctx.state.auth_throttle.failed(
         ctx.client.addr.ip(),
@@ -538,7 +538,7 @@ fn getkeys(ctx: &mut Ctx, args: Args<'_>) -> Action {
 
 /// CONFIG GET answered from the proxy's own view: clients read these to adapt themselves.
 fn config_get(ctx: &Ctx, args: Args<'_>) -> Action {
-    let live = ctx.state.live.load();
+    let live = ctx.state.live.now();
     let limits = &live.limits;
     let values: [(&str, String); 9] = [
         ("databases", "1".into()),

@@ -98,7 +98,7 @@ struct RoundConfig {
 
 impl RoundConfig {
     fn read(state: &ProxyState) -> Self {
-        let live = state.live.load();
+        let live = state.live.now();
         let limits = &live.limits;
         Self {
             max_pipeline: limits.max_pipeline,
@@ -339,7 +339,7 @@ impl<S: ClientStream> Session<S> {
             && self.out.is_empty()
             && !self.stream.has_pending_output()
             && ctx.queue.is_empty()
-            && !ctx.state.live.load().limits.idle_park.is_zero()
+            && !ctx.state.live.now().limits.idle_park.is_zero()
             && ctx.state.park_room.get().is_some_and(|room| room.accepts())
     }
 
@@ -350,7 +350,7 @@ impl<S: ClientStream> Session<S> {
     /// sent yet, so a client still sending (a pipeline during a shutdown drain, requests after
     /// QUIT) could lose replies already written for it.
     async fn linger(&mut self) {
-        let linger = self.ctx.state.live.load().limits.close_linger;
+        let linger = self.ctx.state.live.now().limits.close_linger;
         if linger.is_zero() {
             return;
         }
@@ -373,7 +373,7 @@ impl<S: ClientStream> Session<S> {
 
     async fn serve(&mut self) -> io::Result<Exit> {
         if !self.ctx.authenticated {
-            let timeout = self.ctx.state.live.load().limits.auth_timeout;
+            let timeout = self.ctx.state.live.now().limits.auth_timeout;
             self.auth_deadline = Some(tokio::time::Instant::now() + timeout);
         }
         let mut draining = false;
@@ -674,7 +674,7 @@ impl<S: ClientStream> Session<S> {
             }
             if let dispatch::Action::Pause(gate) = action {
                 // The frame stays scanned; it is dispatched again when the gate opens.
-                let wait = self.ctx.state.live.load().health.failover_wait;
+                let wait = self.ctx.state.live.now().health.failover_wait;
                 self.paused = Some(Hold::Gate(gate, tokio::time::Instant::now() + wait));
                 break;
             }

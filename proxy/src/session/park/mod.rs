@@ -204,7 +204,7 @@ impl Session<TcpStream> {
 /// idle for a whole interval frees its buffers, and parks if it can and parking is on.
 pub(crate) async fn sweep(state: Arc<ProxyState>, mut shutdown: Shutdown) {
     loop {
-        let every = state.live.load().limits.idle_park;
+        let every = state.live.now().limits.idle_park;
         let wait = if every.is_zero() {
             Duration::from_secs(1)
         } else {
