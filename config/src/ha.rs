@@ -65,10 +65,10 @@ pub const DEFAULT_ACK_TIMEOUT_MS: u64 = 1_000;
 pub enum ReplicationMode {
     /// Redis's own replication: every replica is `REPLICAOF` its master, set up and repaired
     /// by the controller; the proxy waits for the in-sync replicas' acknowledgement (`sync`).
+    #[default]
     Redis,
     /// The proxy sends each write's deterministic effect to every in-sync replica (no
     /// `REPLICAOF` in steady state). Single proxy only; see the replication docs for its limits.
-    #[default]
     Proxy,
 }
 

@@ -28,9 +28,11 @@ fn rules(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// 3 shards, with a replica each when `replicas`, configured with `rules`.
-async fn cluster_with(rules: &str, replicas: bool) -> TestCluster {
-    let cluster = TestCluster::start_with(3, replicas, rules, &[]).await;
+/// 3 shards with a replica each, configured with `rules` (Redis replication,
+/// the default: proxy mirroring cannot keep the order of kombu's and BullMQ's blocking pops
+/// across connections, one of its documented limits).
+async fn cluster_with(rules: &str) -> TestCluster {
+    let cluster = TestCluster::start_with(3, true, rules, &[]).await;
     cluster.wait_probes_up().await;
     cluster
 }
@@ -64,7 +66,7 @@ fn python(script: &str, port: u16) -> Command {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_rq_runs_its_jobs() {
-    let cluster = cluster_with(&rules("rq"), true).await;
+    let cluster = cluster_with(&rules("rq")).await;
     let port = cluster.addr.port();
     run_app(
         python("rq_app.py", port),
@@ -78,10 +80,7 @@ async fn python_rq_runs_its_jobs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn celery_runs_tasks_groups_chains_retries_and_chords() {
-    // Without replicas, like BullMQ: kombu's restore transaction pushes onto a queue from a
-    // WATCHed connection while a worker's BRPOP waits on it, an order proxy-side mirroring does
-    // not see (its documented limit); Redis replication has no such limit.
-    let cluster = cluster_with(&rules("celery"), false).await;
+    let cluster = cluster_with(&rules("celery")).await;
     let url = format!("redis://{}/0", cluster.addr);
     let mut worker = Command::new("python3");
     worker
@@ -124,11 +123,12 @@ async fn celery_runs_tasks_groups_chains_retries_and_chords() {
         !stderr.contains("CROSSSLOT") && !stderr.contains("CrossSlot"),
         "the worker met a refusal:\n{stderr}"
     );
+    assert_replicas_equal(&cluster).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn django_cache_sets_gets_and_deletes_many() {
-    let cluster = cluster_with(&rules("django"), true).await;
+    let cluster = cluster_with(&rules("django")).await;
     run_app(
         python("django_cache.py", cluster.addr.port()),
         "",
@@ -141,12 +141,10 @@ async fn django_cache_sets_gets_and_deletes_many() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bullmq_runs_jobs_delays_retries_and_flows() {
-    // Without replicas: BullMQ's scripts answer with hashes read in an order that proxy-side
-    // mirroring does not keep on a replica (the replica is then found stale and resynchronised),
-    // one of that mode's documented limits; Redis replication has no such limit.
-    let cluster = cluster_with(&rules("bullmq"), false).await;
+    let cluster = cluster_with(&rules("bullmq")).await;
     let mut node = Command::new("node");
     node.arg("bullmq_app.js")
         .arg(cluster.addr.port().to_string());
     run_app(node, "bullmq", Duration::from_secs(120), "bullmq ok").await;
+    assert_replicas_equal(&cluster).await;
 }

@@ -231,14 +231,13 @@ fn hello_len(replies: &[u8]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_deeper_than_the_limit_fails_only_its_own_request() {
-    let cluster =
-        TestCluster::start_with(
-            1,
-            true,
-            &format!("{PROXY_MIRRORING}[limits]\nmax_reply_depth = 1000\n"),
-            DEBUG,
-        )
-        .await;
+    let cluster = TestCluster::start_with(
+        1,
+        true,
+        &format!("{PROXY_MIRRORING}[limits]\nmax_reply_depth = 1000\n"),
+        DEBUG,
+    )
+    .await;
     cluster.wait_probes_up().await;
     let load = Pipelines::start(&cluster, 4).await;
     wait_for_progress(&load.batches, 20, "pipelines before the deep replies").await;

@@ -18,14 +18,16 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
 }
 
-/// With `REDSHARD_TEST_REPLICATION=redis`, a full sync (a replica added, repaired or back
+/// Unless `REDSHARD_TEST_REPLICATION=proxy`, a full sync (a replica added, repaired or back
 /// after a failover) starts after 1 s rather than Redis's default 5 s, so the suite stays
-/// fast when every replica follows its master by Redis replication. Not 0: a master
+/// fast when every replica follows its master by Redis replication (the default mode). Not 0: a master
 /// restarted empty at once would then wipe its replicas by a full sync before the failover
 /// to one of them. Proxy mirroring keeps Redis's default, which its resync tests were
 /// written against.
 fn sync_delay() -> &'static [&'static str] {
-    if std::env::var(crate::cluster::REPLICATION_MODE_VAR).is_ok_and(|m| m == "redis") {
+    // Redis replication is the default: test nodes sync after 1 s, not Redis's 5 s, unless
+    // the suite runs in proxy mode.
+    if !std::env::var(crate::cluster::REPLICATION_MODE_VAR).is_ok_and(|m| m == "proxy") {
         &["--repl-diskless-sync-delay", "1"]
     } else {
         &[]

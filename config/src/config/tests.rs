@@ -914,6 +914,7 @@ fn backend_tls_keys_need_tls_and_a_ca() {
 fn replication_takes_its_mode_ack_and_timeout_and_the_old_ack_name() {
     let config = parse(SHARDS).unwrap();
     assert_eq!(config.replication, crate::ha::ReplicationConfig::default());
+    assert_eq!(config.replication.mode, crate::ReplicationMode::Redis);
     assert_eq!(config.replication.ack, crate::AckMode::Sync);
     assert_eq!(config.replication.ack_timeout, Duration::from_millis(1_000));
 
