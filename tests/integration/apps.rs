@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use redshard_tests::cluster::REDIS_REPLICATION;
 use redshard_tests::workload::assert_replicas_equal;
 use redshard_tests::TestCluster;
 use tokio::process::Command;
@@ -28,11 +29,12 @@ fn rules(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// 3 shards with a replica each, configured with `rules` (Redis replication,
-/// the default: proxy mirroring cannot keep the order of kombu's and BullMQ's blocking pops
-/// across connections, one of its documented limits).
+/// 3 shards with a replica each, configured with `rules`, under Redis replication (whatever
+/// mode the suite runs in: proxy mirroring cannot keep the order of kombu's and BullMQ's
+/// blocking pops across connections, one of its documented limits).
 async fn cluster_with(rules: &str) -> TestCluster {
-    let cluster = TestCluster::start_with(3, true, rules, &[]).await;
+    let config = format!("{REDIS_REPLICATION}{rules}");
+    let cluster = TestCluster::start_with(3, true, &config, &[]).await;
     cluster.wait_probes_up().await;
     cluster
 }

@@ -504,13 +504,13 @@ async fn serve(
                     }
                 }
                 send.take(&mut batch);
-                send.seal();
+                send.seal(commit.waits_answered);
             }
             done = wait_fence(&mut send.fence), if send.fence.is_some() => {
                 let () = done;
                 send.fence = None;
                 send.pump();
-                send.seal();
+                send.seal(commit.waits_answered);
             }
             () = commit.decided(), if commit.awaits_controller() => commit.release(),
             written = send.out.write_some(&mut writer), if !send.out.is_empty() => {
@@ -529,8 +529,9 @@ async fn serve(
                 }
                 if send.in_flight.is_empty() && !send.held.is_empty() {
                     send.pump();
-                    send.seal();
                 }
+                // Writes admitted while a `WAIT` was out get theirs now that it answered.
+                send.seal(commit.waits_answered);
             }
             // It completes only when the node is fenced (never again after that).
             _ = &mut fence_set => break Err(LaneError::Fenced),
@@ -591,6 +592,11 @@ struct Sending {
     /// The last `WAIT` request built, for its replica count: the count changes only with the
     /// topology, so batches reuse it instead of encoding one each.
     wait: Option<(u32, Bytes)>,
+    /// `WAIT`s written on this connection; with [`Commit::waits_answered`], whether one is
+    /// still out. At most one is: the writes admitted meanwhile are covered by the next one,
+    /// written when it answers (fewer `WAIT`s, each making the master ask its replicas for
+    /// their offsets, for the same acknowledgements).
+    waits_sent: u64,
 }
 
 impl Sending {
@@ -610,13 +616,15 @@ impl Sending {
             acks: 0,
             ack_timeout,
             wait: None,
+            waits_sent: 0,
         }
     }
 
     /// Ends the batch: when it holds a write to acknowledge, a `WAIT` for its replicas
-    /// follows it in the same socket write.
-    fn seal(&mut self) {
-        if self.acks == 0 {
+    /// follows it in the same socket write, unless a `WAIT` is still out (`answered` of
+    /// them were answered): the writes then wait for the next one, sealed when it answers.
+    fn seal(&mut self, answered: u64) {
+        if self.acks == 0 || self.waits_sent > answered {
             return;
         }
         let wanted = std::mem::take(&mut self.acks);
@@ -634,6 +642,7 @@ impl Sending {
                 bytes
             }
         };
+        self.waits_sent += 1;
         self.push_own(bytes, Kind::Wait(wanted), now);
     }
 
@@ -887,6 +896,8 @@ struct Commit {
     master: NodeAddr,
     /// Where shortfalls are reported; `None` (no controller) releases at once.
     events: Option<EventSender>,
+    /// `WAIT`s answered on this connection (see [`Sending::waits_sent`]).
+    waits_answered: u64,
 }
 
 impl Commit {
@@ -898,6 +909,7 @@ impl Commit {
             waits: VecDeque::new(),
             master: master.clone(),
             events: events.cloned(),
+            waits_answered: 0,
         }
     }
 
@@ -919,6 +931,7 @@ impl Commit {
 
     /// A `WAIT` for `wanted` replicas answered `answer`: it covers every reply held so far.
     fn waited(&mut self, wanted: u32, answer: &Bytes) {
+        self.waits_answered += 1;
         let acked = reply_integer(answer).is_some_and(|n| n >= i64::from(wanted));
         let verdict = match (&self.events, acked) {
             (Some(events), false) => {
