@@ -287,12 +287,7 @@ impl Controller {
 mod tests {
     use super::*;
 
-    fn info(lines: &[(&str, &str)]) -> HashMap<String, String> {
-        lines
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::control::conn::info_of as info;
 
     #[test]
     fn reads_the_attached_replicas_of_a_master() {

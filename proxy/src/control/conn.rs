@@ -184,3 +184,13 @@ impl ControlConn {
         }
     }
 }
+
+/// An `INFO` answer as [`ControlConn::info`] gives it, from `pairs`: for the unit tests of
+/// what reads one.
+#[cfg(test)]
+pub(super) fn info_of(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}

@@ -507,12 +507,7 @@ enum CheckError {
 mod tests {
     use super::*;
 
-    fn info(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::control::conn::info_of as info;
 
     #[test]
     fn a_replica_follows_only_its_master_with_its_link_up() {
