@@ -39,7 +39,7 @@ predixy is not packaged: build it yourself (see benches/README.md) and pass `--p
 (or have `predixy` on PATH); without it its column is skipped. `--threads N` gives both
 redshard (`threads = N`) and predixy (`WorkerThreads N`) N worker threads (default 1).
 
-The targets of issue 8 are printed with PASS/FAIL; they are informational, the exit status
+The targets are printed with PASS/FAIL; they are informational, the exit status
 is 0 unless something crashed or could not start. Only 127.0.0.1 is ever contacted.
 Python 3 standard library only.
 """

@@ -26,7 +26,9 @@
 //! replicas that lack them stale (persisted). Redis runs a connection's commands in order, so
 //! the `WAIT` covers every write of the batch and of the batches before it; a reply that came
 //! after held ones waits behind them, so no client reads a write before it is acknowledged.
-//! The `WAIT`'s own reply never reaches a client. Reads-only batches get no `WAIT`.
+//! The `WAIT`'s own reply never reaches a client. Reads-only batches get no `WAIT`. At most
+//! one `WAIT` is out on a connection: batches written while one is get the next, written when
+//! it answers ([`Sending::seal`]).
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
