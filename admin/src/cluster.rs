@@ -287,7 +287,7 @@ pub fn add_node(
             };
             say!(">>> Adding replica {addr} to shard {shard}");
             client.ok(&["ADDREPLICA", &shard, addr])?;
-            say!(">>> Waiting for {addr} to be filled by a full sync and cut over to mirroring...");
+            say!(">>> Waiting for {addr} to be filled by a full sync and caught up with its master...");
             wait_in_sync(client, addr, timeout)?;
             say!("[OK] Replica {addr} of shard {shard} is in sync.");
             Ok(())
