@@ -142,6 +142,8 @@ pub enum ClientError {
     DiscardWithoutMulti,
     /// MULTI inside MULTI.
     MultiNested,
+    /// A command Redis flags `no-multi` (SAVE, SUBSCRIBE, ...) queued inside MULTI.
+    NotAllowedInMulti,
     /// WATCH inside MULTI.
     WatchInsideMulti,
     /// EXEC after a command was refused while queueing.
@@ -288,6 +290,7 @@ impl ClientError {
             Self::ExecWithoutMulti => b"-ERR EXEC without MULTI\r\n",
             Self::DiscardWithoutMulti => b"-ERR DISCARD without MULTI\r\n",
             Self::MultiNested => b"-ERR MULTI calls can not be nested\r\n",
+            Self::NotAllowedInMulti => b"-ERR Command not allowed inside a transaction\r\n",
             Self::WatchInsideMulti => b"-ERR WATCH inside MULTI is not allowed\r\n",
             Self::ExecAbort => b"-EXECABORT Transaction discarded because of previous errors.\r\n",
             Self::WatchLost => b"-ERR redshard: the backend connection that ran WATCH was lost; the transaction was not executed\r\n",

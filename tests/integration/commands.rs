@@ -632,3 +632,25 @@ async fn cluster_connection_commands_are_refused_as_by_a_standalone_redis_withou
         "{replies:?}"
     );
 }
+
+/// INFO says the proxy is not a cluster, as a standalone Redis does: tools read
+/// `cluster_enabled` at start (redis-py's test suite does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn info_has_a_cluster_section_saying_cluster_mode_is_off() {
+    let cluster = TestCluster::start(1).await;
+    let mut c = cluster.client().await;
+    for args in [vec!["INFO"], vec!["INFO", "cluster"], vec!["INFO", "all"]] {
+        let Reply::Bulk(Some(info)) = c.cmd(&args).await else {
+            panic!("{args:?}");
+        };
+        let info = String::from_utf8(info).unwrap();
+        assert!(
+            info.contains("# Cluster\r\ncluster_enabled:0\r\n"),
+            "{args:?}: {info}"
+        );
+    }
+    let Reply::Bulk(Some(info)) = c.cmd(&["INFO", "server"]).await else {
+        panic!("INFO server");
+    };
+    assert!(!String::from_utf8(info).unwrap().contains("# Cluster"));
+}

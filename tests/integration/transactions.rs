@@ -539,3 +539,28 @@ async fn a_publish_inside_multi_reaches_the_subscribers_of_its_channel() {
         "{replies:?}"
     );
 }
+
+/// A command Redis refuses in a transaction (`no-multi`: SAVE, SHUTDOWN, SYNC, PSYNC) gets
+/// Redis's own text, and the transaction is discarded at EXEC, as Redis does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_redis_refuses_in_a_transaction_gets_redis_s_error() {
+    let cluster = TestCluster::start(1).await;
+    let mut c = cluster.client().await;
+    let replies = c
+        .pipeline(&[
+            vec!["MULTI"],
+            vec!["SET", "k", "v"],
+            vec!["SAVE"],
+            vec!["EXEC"],
+        ])
+        .await;
+    assert_eq!(
+        replies[2],
+        err("ERR Command not allowed inside a transaction")
+    );
+    assert_eq!(
+        replies[3],
+        err("EXECABORT Transaction discarded because of previous errors.")
+    );
+    assert_eq!(c.cmd(&["GET", "k"]).await, Reply::Bulk(None));
+}

@@ -29,6 +29,10 @@ fn table() -> Vec<(ClientError, &'static [u8])> {
         (E::CrossSlot, b"-CROSSSLOT Keys in request don't hash to the same slot\r\n"),
         (E::SortPatternCrossSlot, b"-CROSSSLOT Keys in request don't hash to the same slot (a SORT BY or GET pattern must carry the sorted key's hash tag before its '*', as in {tag}weight_*)\r\n"),
         (E::ExecWithoutMulti, b"-ERR EXEC without MULTI\r\n"),
+        (
+            E::NotAllowedInMulti,
+            b"-ERR Command not allowed inside a transaction\r\n",
+        ),
         (E::DiscardWithoutMulti, b"-ERR DISCARD without MULTI\r\n"),
         (E::MultiNested, b"-ERR MULTI calls can not be nested\r\n"),
         (E::WatchInsideMulti, b"-ERR WATCH inside MULTI is not allowed\r\n"),

@@ -28,7 +28,7 @@ use crate::state::ProxyState;
 /// sections after replication), each with whether plain `INFO` / `INFO default` shows it.
 /// Like Redis's, the default set stays small: the mirror, failover and migration details are
 /// asked by name or with `INFO all` / `INFO everything`.
-const SECTIONS: [(&str, bool); 9] = [
+const SECTIONS: [(&str, bool); 10] = [
     ("server", true),
     ("clients", true),
     ("memory", true),
@@ -37,6 +37,7 @@ const SECTIONS: [(&str, bool); 9] = [
     ("mirror", false),
     ("failover", false),
     ("migration", false),
+    ("cluster", true),
     ("redshard", true),
 ];
 
@@ -136,6 +137,12 @@ fn write_section(ctx: &Ctx, table: &RoutingTable, section: &str, text: &mut Stri
         }
         "migration" => {
             write_migration(state, text);
+            Ok(())
+        }
+        // One server to its clients: not a cluster (tools such as redis-py's test suite read
+        // `cluster_enabled` at start).
+        "cluster" => {
+            text.push_str("# Cluster\r\ncluster_enabled:0\r\n");
             Ok(())
         }
         "redshard" => {

@@ -178,6 +178,11 @@ pub(super) fn inside_multi(
             return Action::reply(ctx, Bytes::from_static(b"+OK\r\n"));
         }
         CommandId::Exec => return exec(ctx, table),
+        // Redis refuses these (SAVE, SHUTDOWN, SYNC, PSYNC) in a transaction with its own text,
+        // before anything else about them.
+        _ if spec.flags.contains(Flags::NO_MULTI) => {
+            return refuse(ctx, ClientError::NotAllowedInMulti)
+        }
         _ => {}
     }
     let queueable = match spec.route {
