@@ -258,10 +258,20 @@ impl KeyRules {
         }
     }
 
-    /// The rule that matches `key`, if one does (it may leave the key's slot to its own tag).
+    /// The rule that decides `key`'s slot, if one does: not one whose key's own hash tag wins.
     #[must_use]
     pub fn rule_for(&self, key: &[u8]) -> Option<&KeyRule> {
         let compiled = self.matching(key)?;
+        if matches!(
+            compiled.action,
+            Action::Tag {
+                own_tag_wins: true,
+                ..
+            }
+        ) && hash_tag(key).is_some()
+        {
+            return None;
+        }
         self.rules
             .iter()
             .find(|r| r.prefix.as_bytes() == &*compiled.prefix)
@@ -322,7 +332,11 @@ mod tests {
         let wins = KeyRules::new(vec![rule("app:", "app", OwnTag::Wins)]);
         assert_eq!(wins.slot_of(b"app:{u1}:x"), Slot::for_key(b"{u1}"));
         assert_eq!(wins.slot_of(b"app:{}:x"), Slot::for_key(b"{app}"));
-        assert_eq!(wins.rule_for(b"app:{u1}:x").unwrap().prefix, "app:");
+        assert!(
+            wins.rule_for(b"app:{u1}:x").is_none(),
+            "its own tag decides"
+        );
+        assert_eq!(wins.rule_for(b"app:x").unwrap().prefix, "app:");
         let ignored = KeyRules::new(vec![rule("app:", "app", OwnTag::Ignored)]);
         assert_eq!(ignored.slot_of(b"app:{u1}:x"), Slot::for_key(b"{app}"));
         assert_eq!(
