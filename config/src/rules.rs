@@ -107,18 +107,26 @@ enum Action {
 struct Compiled {
     prefix: Box<[u8]>,
     action: Action,
+    /// Its index in [`KeyRules::rules`].
+    rule: usize,
 }
 
 impl Compiled {
+    /// Whether `key`'s own hash tag decides its slot rather than this tag rule.
+    fn own_tag_decides(&self, key: &[u8]) -> bool {
+        matches!(
+            self.action,
+            Action::Tag {
+                own_tag_wins: true,
+                ..
+            }
+        ) && hash_tag(key).is_some()
+    }
+
     fn slot_of(&self, key: &[u8]) -> Slot {
         match &self.action {
-            Action::Tag { slot, own_tag_wins } => {
-                if *own_tag_wins && hash_tag(key).is_some() {
-                    Slot::for_key(key)
-                } else {
-                    *slot
-                }
-            }
+            Action::Tag { .. } if self.own_tag_decides(key) => Slot::for_key(key),
+            Action::Tag { slot, .. } => *slot,
             Action::Plain => Slot::for_key(key),
             Action::Before(separator) => Slot::for_key(before(key, separator)),
         }
@@ -192,8 +200,10 @@ impl KeyRules {
     pub fn new(rules: Vec<KeyRule>) -> KeyRules {
         let mut compiled: Vec<Compiled> = rules
             .iter()
-            .map(|r| Compiled {
+            .enumerate()
+            .map(|(rule, r)| Compiled {
                 prefix: r.prefix.as_bytes().into(),
+                rule,
                 action: match (&r.tag, &r.separator) {
                     (Some(tag), _) => Action::Tag {
                         slot: Slot::for_hashed(tag.as_bytes()),
@@ -262,19 +272,7 @@ impl KeyRules {
     #[must_use]
     pub fn rule_for(&self, key: &[u8]) -> Option<&KeyRule> {
         let compiled = self.matching(key)?;
-        if matches!(
-            compiled.action,
-            Action::Tag {
-                own_tag_wins: true,
-                ..
-            }
-        ) && hash_tag(key).is_some()
-        {
-            return None;
-        }
-        self.rules
-            .iter()
-            .find(|r| r.prefix.as_bytes() == &*compiled.prefix)
+        (!compiled.own_tag_decides(key)).then(|| &self.rules[compiled.rule])
     }
 }
 

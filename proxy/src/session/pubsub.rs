@@ -99,7 +99,7 @@ pub(super) fn handle(
 ) -> Action {
     match spec.id {
         CommandId::Publish | CommandId::Spublish => {
-            let slot = Slot::for_key(args.get(1));
+            let slot = channel_slot(args.get(1));
             Action::Forward {
                 shard: table.shard_of(slot),
                 slot: slot.get(),
@@ -191,7 +191,7 @@ fn count(ps: &PubSub, kind: Kind) -> usize {
 fn nodes_for(table: &RoutingTable, kind: Kind, name: &[u8]) -> Vec<usize> {
     match kind {
         Kind::Pattern => (0..table.shards().len()).collect(),
-        _ => vec![table.shard_of(Slot::for_key(name))],
+        _ => vec![table.shard_of(channel_slot(name))],
     }
 }
 
@@ -244,8 +244,8 @@ fn group(pairs: Vec<(usize, Vec<u8>)>) -> Vec<(usize, Vec<Vec<u8>>)> {
 fn subscribe(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>, kind: Kind) -> Action {
     let names_given: Vec<&[u8]> = args.iter().skip(1).collect();
     if kind == Kind::Shard {
-        let first = Slot::for_key(names_given[0]);
-        if names_given.iter().any(|n| Slot::for_key(n) != first) {
+        let first = channel_slot(names_given[0]);
+        if names_given.iter().any(|n| channel_slot(n) != first) {
             return Action::error(ctx, ClientError::CrossSlot);
         }
     }
@@ -312,4 +312,10 @@ fn unsubscribe(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>, kind: Kind) 
     }
     send_grouped(ctx, table, unsub_command, group(to_send), text.freeze());
     Action::Done
+}
+
+/// The slot a channel lives on: Redis Cluster's rules for its name (routing rules are for keys,
+/// not channels), so a subscription and a PUBLISH from anywhere meet on one master.
+pub(super) fn channel_slot(name: &[u8]) -> Slot {
+    Slot::for_key(name)
 }

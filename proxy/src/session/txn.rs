@@ -208,7 +208,7 @@ pub(super) fn inside_multi(
     }
     let slot = if spec.route == Route::PubSub {
         // Arity is checked before: the channel is there.
-        Ok(Some(Slot::for_key(args.get(1))))
+        Ok(Some(super::pubsub::channel_slot(args.get(1))))
     } else {
         slot_of(ctx, table, spec, args)
     };
