@@ -140,6 +140,19 @@ impl ShardRoute {
         }
     }
 
+    /// How many replicas a write's `WAIT` asks for: the in-sync ones ([`ShardRoute::acks`])
+    /// and, when there are any, every other replica streaming from the master (Redis's `WAIT`
+    /// counts them too, so without them a stale replica's acknowledgement could stand in for
+    /// an in-sync one that lacks the write). 0 when no write waits.
+    #[must_use]
+    pub fn wait_for(&self) -> u32 {
+        if self.acks == 0 {
+            0
+        } else {
+            self.acks.saturating_add(self.master.unlisted_replicas())
+        }
+    }
+
     /// The nodes a read may go to instead of the master: the in-sync replicas, without the
     /// mirrored ones that failed a write since this table was built.
     pub fn replica_nodes(&self) -> impl Iterator<Item = &Arc<Node>> {
@@ -524,7 +537,7 @@ pub(crate) fn send_master_as(
 ) {
     let lane = usize::from(slot) % route.master.lane_count();
     let acks = match &effect {
-        Some(effect) if *effect != Effect::Skip => route.acks,
+        Some(effect) if *effect != Effect::Skip => route.wait_for(),
         _ => 0,
     };
     let mirror = match effect {

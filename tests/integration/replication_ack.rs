@@ -418,6 +418,62 @@ async fn a_stopped_replica_is_made_stale_before_the_writes_it_lacks_are_answered
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_the_shard_does_not_count_cannot_acknowledge_for_an_in_sync_one() {
+    let timeout_ms = 1000;
+    let nodes = Replicated::start(
+        1,
+        1,
+        &format!("ack = \"sync\"\nack_timeout_ms = {timeout_ms}"),
+    )
+    .await;
+    let in_sync = &nodes.cluster.replicas[0];
+    // A node an operator attached to the master by hand: not in the topology, but Redis's
+    // WAIT counts it like any replica streaming from the master.
+    let master_port = nodes.cluster.masters[0].port.to_string();
+    let extra = RedisServer::start_with(&["--replicaof", "127.0.0.1", &master_port]);
+    wait_for_info(&extra.addr(), "replication", "master_link_status", "up").await;
+    let proxy = nodes.cluster.addr.to_string();
+    wait_until(
+        Duration::from_secs(10),
+        "the proxy to count the extra replica in the writes' acknowledgement",
+        || {
+            let proxy = proxy.clone();
+            async move {
+                let line = Client::connect(proxy)
+                    .await
+                    .info_field("replication", "shard0")
+                    .await;
+                line.is_some_and(|l| l.ends_with(",write_acks=2"))
+            }
+        },
+    )
+    .await;
+    let mut client = nodes.cluster.client().await;
+    assert!(client.cmd(&["SET", "before", "1"]).await.is_ok());
+    let pid = in_sync.pid().expect("running");
+    signal(pid, "STOP");
+    let reply = client.cmd(&["SET", "during", "1"]).await;
+    // When the write is answered, the in-sync replica that cannot have it is stale in the
+    // persisted topology: the extra replica's acknowledgement did not stand in for it.
+    let persisted = FileTopologyStore::new(&nodes.topology_file)
+        .load()
+        .expect("the topology file reads");
+    signal(pid, "CONT");
+    assert!(reply.is_ok(), "{reply:?}");
+    let replicas: Vec<_> = match persisted {
+        Some(topology) => topology.shards[0]
+            .replicas
+            .iter()
+            .map(|r| (r.addr.to_string(), r.state))
+            .collect(),
+        // No change persisted yet: the replica is in sync, as configured.
+        None => vec![(in_sync.addr(), ReplicaState::InSync)],
+    };
+    // The topology never lists the extra node.
+    assert_eq!(replicas, [(in_sync.addr(), ReplicaState::Stale)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_acknowledgement_waits_after_writes_only_and_async_never() {
     let nodes = Replicated::start(1, 1, "ack = \"sync\"").await;
     let mut client = nodes.cluster.client().await;

@@ -15,6 +15,7 @@ pub mod stream;
 pub mod subscriber;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -257,6 +258,13 @@ pub struct Node {
     events: Option<mpsc::UnboundedSender<crate::events::ControlEvent>>,
     /// The node's process as the lanes know it (see [`Incarnation`]).
     incarnation: Arc<Incarnation>,
+    /// While the node is a shard's master under Redis replication: the replicas streaming
+    /// from it that its shard does not count in sync (stale or catching-up replicas of the
+    /// shard, or nodes an operator attached by hand). Redis's `WAIT` counts every streaming
+    /// replica, so a write's `WAIT` asks for this many beyond the in-sync ones: else one of
+    /// these could stand in for an in-sync replica that lacks the write. Set by the controller
+    /// from the master's `INFO replication`.
+    unlisted_replicas: AtomicU32,
 }
 
 /// Which process of a node the proxy serves: its `run_id`, as the first lane connection found
@@ -472,6 +480,7 @@ impl Node {
             fenced,
             events,
             incarnation,
+            unlisted_replicas: AtomicU32::new(0),
         })
     }
 
@@ -491,6 +500,20 @@ impl Node {
     /// Lifts the fence: the lanes connect again.
     pub fn unfence(&self, _writer: &TopologyWriter) {
         self.fenced.send_replace(false);
+    }
+
+    /// Records how many replicas stream from this master beyond its shard's in-sync ones
+    /// (see [`Node::unlisted_replicas`]); what the acknowledgement of a write waits for is
+    /// the controller's to say.
+    pub fn set_unlisted_replicas(&self, _writer: &TopologyWriter, count: u32) {
+        self.unlisted_replicas.store(count, Ordering::Relaxed);
+    }
+
+    /// The replicas streaming from this master that its shard does not count in sync, as
+    /// the controller last saw them: a `WAIT` for the in-sync ones asks for this many more.
+    #[must_use]
+    pub fn unlisted_replicas(&self) -> u32 {
+        self.unlisted_replicas.load(Ordering::Relaxed)
     }
 
     /// Whether the node is fenced.

@@ -128,12 +128,43 @@ fn is_replica(line: &Attached, addr: &NodeAddr) -> bool {
     }
 }
 
+/// How many replicas `attached` to a master stream from it (`state=online`) without being one
+/// of `in_sync`: Redis's `WAIT` counts them like the in-sync ones.
+fn unlisted_online<'a>(
+    attached: &[Attached],
+    in_sync: impl Iterator<Item = &'a NodeAddr> + Clone,
+) -> u32 {
+    let count = attached
+        .iter()
+        .filter(|line| line.online && !in_sync.clone().any(|addr| is_replica(line, addr)))
+        .count();
+    u32::try_from(count).unwrap_or(u32::MAX)
+}
+
 /// A number field of an `INFO` answer.
 fn number(info: &HashMap<String, String>, field: &str) -> Option<u64> {
     info.get(field).and_then(|v| v.parse().ok())
 }
 
 impl Controller {
+    /// Tells `shard`'s master node how many replicas streaming from it are not in sync (see
+    /// [`Node::unlisted_replicas`](crate::backend::Node::unlisted_replicas)), from its
+    /// `INFO replication` answer `info`: the acknowledgement of each write then waits for
+    /// them too, so none of them stands in for an in-sync replica.
+    pub(super) fn note_unlisted_replicas(&self, shard: &Shard, info: &HashMap<String, String>) {
+        let in_sync = shard
+            .replicas
+            .iter()
+            .filter(|r| r.state == ReplicaState::InSync)
+            .map(|r| &r.addr);
+        let count = unlisted_online(&attached(info), in_sync);
+        let node = self.state.router.pool().node(&shard.master);
+        if node.unlisted_replicas() != count {
+            info!(master = %shard.master, shard = %shard.name, count, "replicas streaming from the master that are not in sync; writes wait for them too");
+            node.set_unlisted_replicas(&self.writer, count);
+        }
+    }
+
     /// A lane's `WAIT` fell short on `master` (see the module docs): `done` is answered once
     /// every in-sync replica that may lack the lane's writes is recorded stale.
     pub(super) fn ack_shortfall(
@@ -182,7 +213,12 @@ impl Controller {
         };
         let timeout = self.state.config.replication.ack_timeout;
         let behind = match self.master_offset(master, timeout).await {
-            Ok((offset, attached)) => self.replicas_behind(&shard, offset, &attached).await,
+            Ok((offset, info)) => {
+                // A replica that attached or went since the last check of the shard may be
+                // what the `WAIT` counted wrong.
+                self.note_unlisted_replicas(&shard, &info);
+                self.replicas_behind(&shard, offset, &attached(&info)).await
+            }
             Err(error) => {
                 // The master cannot tell: the replicas keep their state, and the master's own
                 // failure is the probes' business (a failover fails the held replies).
@@ -195,22 +231,19 @@ impl Controller {
         }
     }
 
-    /// The master's `master_repl_offset` and the replicas attached to it.
+    /// The master's `master_repl_offset` and its whole `INFO replication` answer.
     async fn master_offset(
         &self,
         master: &NodeAddr,
         timeout: Duration,
-    ) -> Result<(u64, Vec<Attached>), super::conn::ConnError> {
+    ) -> Result<(u64, HashMap<String, String>), super::conn::ConnError> {
         // The connection bounds every exchange by `timeout`.
         let info = self
             .connect(master, timeout)
             .await?
             .info("replication")
             .await?;
-        Ok((
-            number(&info, "master_repl_offset").unwrap_or(0),
-            attached(&info),
-        ))
+        Ok((number(&info, "master_repl_offset").unwrap_or(0), info))
     }
 
     /// The in-sync replicas of `shard` that lack offset `offset` of the master, with why.

@@ -218,7 +218,7 @@ impl Controller {
     async fn check_replication(&self, shard: ShardId) -> Result<bool, ConnError> {
         let lock = self.replication_lock(shard);
         let _checking = lock.lock().await;
-        let (master, replicas) = {
+        let (found, replicas) = {
             let table = self.state.router.load();
             let Some(found) = table.topology().shard(shard) else {
                 return Ok(true);
@@ -228,8 +228,9 @@ impl Controller {
                 .iter()
                 .map(|r| (r.addr.clone(), r.state))
                 .collect();
-            (found.master.clone(), replicas)
+            (found.clone(), replicas)
         };
+        let master = found.master.clone();
         if replicas.is_empty() {
             // Nothing to set up or repair; no connection to the master every half second.
             return Ok(true);
@@ -242,6 +243,7 @@ impl Controller {
             master_conn.call_ok(&[b"REPLICAOF", b"NO", b"ONE"]).await?;
             return Ok(false);
         }
+        self.note_unlisted_replicas(&found, &master_info);
         let master_at = master_offset(&master_info);
         if let Some(replid) = master_info.get("master_replid") {
             self.replicas.histories().insert(shard, replid.clone());

@@ -298,11 +298,12 @@ fn acknowledged(route: &ShardRoute) -> Option<Prepared> {
     })
 }
 
-/// The replicas a request's reply waits for (`WAIT`): the shard's in-sync replicas for a
-/// write under Redis replication with `sync` acknowledgement, else none.
+/// The replicas a request's reply waits for (`WAIT`): for a write under Redis replication
+/// with `sync` acknowledgement, the shard's in-sync replicas and any other replica streaming
+/// from its master ([`ShardRoute::wait_for`]); else none.
 fn acks_of(route: &ShardRoute, prepared: Option<&Prepared>) -> u32 {
     match prepared {
-        Some(p) if p.effect != Effect::Skip => route.acks,
+        Some(p) if p.effect != Effect::Skip => route.wait_for(),
         _ => 0,
     }
 }

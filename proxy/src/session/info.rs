@@ -21,7 +21,7 @@ use crate::health::NodeStatus;
 use crate::metrics::names::mirror_state;
 use crate::migration::MigrationState;
 use crate::resp::{encode, reply, Args, Protocol};
-use crate::router::RoutingTable;
+use crate::router::{RoutingTable, ShardRoute};
 use crate::state::ProxyState;
 
 /// The proxy's own sections in the order they are written (Redis's order, the proxy's
@@ -239,7 +239,9 @@ fn human_bytes(n: u64) -> String {
 
 /// `# Replication`: the proxy is a master no node replicates from (`connected_slaves:0`, so
 /// tools that follow `slaveN` lines find none); the shards' replicas are counted per shard by
-/// state. With Redis replication each replica also gets a `shard_replicaN` line: whether it
+/// state, with `write_acks`: how many replicas a write's acknowledgement waits for (0 without
+/// `sync` acknowledgement under Redis replication; else the in-sync replicas and every other
+/// replica streaming from the master, which Redis's `WAIT` counts too). With Redis replication each replica also gets a `shard_replicaN` line: whether it
 /// follows its master with its link up, its replication offset and how many bytes of the
 /// master's stream it lacks, as the controller's last check saw them.
 fn write_replication(state: &ProxyState, table: &RoutingTable, text: &mut String) {
@@ -253,13 +255,14 @@ fn write_replication(state: &ProxyState, table: &RoutingTable, text: &mut String
         let count = |state| shard.replicas.iter().filter(|r| r.state == state).count();
         let _ = write!(
             text,
-            "shard{i}:name={},master={},replicas={},in_sync={},syncing={},stale={}\r\n",
+            "shard{i}:name={},master={},replicas={},in_sync={},syncing={},stale={},write_acks={}\r\n",
             shard.name,
             shard.master,
             shard.replicas.len(),
             count(ReplicaState::InSync),
             count(ReplicaState::Syncing),
             count(ReplicaState::Stale),
+            table.route(shard.id).map_or(0, ShardRoute::wait_for),
         );
     }
     if state.config.replication.mode != redshard_config::ReplicationMode::Redis {
