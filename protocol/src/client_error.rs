@@ -200,6 +200,8 @@ pub enum ClientError {
     NoKeyArguments,
     /// SCAN with a cursor the proxy did not hand out.
     InvalidCursor,
+    /// SCRIPT KILL / FUNCTION KILL while no master runs a script.
+    NotBusy,
 
     // --- Backends ---
     /// A backend lane could not complete the request: `why` is the lane's failure, as also
@@ -313,6 +315,7 @@ impl ClientError {
             Self::InvalidCommandSpecified => b"-ERR Invalid command specified\r\n",
             Self::NoKeyArguments => b"-ERR The command has no key arguments\r\n",
             Self::InvalidCursor => b"-ERR invalid cursor\r\n",
+            Self::NotBusy => b"-NOTBUSY No scripts in execution right now.\r\n",
             Self::LaneClosed => b"-ERR backend lane closed\r\n",
             Self::SubscriptionClosed => b"-ERR subscription connection closed\r\n",
             Self::UnexpectedSplitReply => {

@@ -20,6 +20,26 @@ pub fn channel() -> (EventSender, EventReceiver) {
     mpsc::unbounded_channel()
 }
 
+/// Which kind of running script a client asks to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScriptKill {
+    /// `SCRIPT KILL`: a script run by `EVAL`/`EVALSHA`.
+    Script,
+    /// `FUNCTION KILL`: a function run by `FCALL`.
+    Function,
+}
+
+impl ScriptKill {
+    /// The command as sent to a node.
+    #[must_use]
+    pub fn request(self) -> [&'static [u8]; 2] {
+        match self {
+            Self::Script => [b"SCRIPT", b"KILL"],
+            Self::Function => [b"FUNCTION", b"KILL"],
+        }
+    }
+}
+
 /// What the data path tells the controller.
 #[derive(Debug)]
 pub enum ControlEvent {
@@ -68,5 +88,14 @@ pub enum ControlEvent {
         answer: String,
         /// Answered (or dropped) once the replicas that are behind are recorded stale.
         done: tokio::sync::oneshot::Sender<()>,
+    },
+    /// A client's `SCRIPT KILL` or `FUNCTION KILL`. The master connections the data path
+    /// shares queue behind a running script, so the controller sends it to every master on
+    /// a control connection of its own and answers with the client's reply.
+    KillScript {
+        /// Which command.
+        which: ScriptKill,
+        /// The reply for the client (dropped when the proxy stops first).
+        done: tokio::sync::oneshot::Sender<bytes::Bytes>,
     },
 }

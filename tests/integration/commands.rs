@@ -1,6 +1,8 @@
 //! Commands the proxy answers itself, refuses, or fans out.
 
-use redshard_tests::{Reply, TestCluster};
+use std::time::Duration;
+
+use redshard_tests::{wait_until, Client, Reply, TestCluster};
 
 fn err(text: &str) -> Reply {
     Reply::Error(text.into())
@@ -653,4 +655,58 @@ async fn info_has_a_cluster_section_saying_cluster_mode_is_off() {
         panic!("INFO server");
     };
     assert!(!String::from_utf8(info).unwrap().contains("# Cluster"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn script_kill_and_function_kill_stop_a_running_script_on_whichever_master_runs_it() {
+    // A node answers other clients (and SCRIPT KILL) only once a script has run this long.
+    let cluster = TestCluster::start_with(2, false, "", &["--busy-reply-threshold", "100"]).await;
+    let mut c = cluster.client().await;
+    let notbusy = err("NOTBUSY No scripts in execution right now.");
+    assert_eq!(c.cmd(&["SCRIPT", "KILL"]).await, notbusy);
+    assert_eq!(c.cmd(&["FUNCTION", "KILL"]).await, notbusy);
+    let lib = "#!lua name=spinlib\nredis.register_function{function_name='spin', callback=function(keys) while true do end end, flags={'no-writes'}}";
+    assert_eq!(
+        c.cmd(&["FUNCTION", "LOAD", lib]).await,
+        Reply::bulk("spinlib")
+    );
+    for (run, kill) in [
+        (
+            vec!["EVAL", "while true do end", "1", "{spin}:k"],
+            ["SCRIPT", "KILL"],
+        ),
+        (
+            vec!["FCALL_RO", "spin", "1", "{spin}:k"],
+            ["FUNCTION", "KILL"],
+        ),
+    ] {
+        let mut runner = cluster.client().await;
+        let running = tokio::spawn(async move { runner.cmd(&run).await });
+        // NOTBUSY until the script runs; OK once it was stopped.
+        let proxy = cluster.addr.to_string();
+        wait_until(
+            Duration::from_secs(10),
+            "the kill to stop the script",
+            || {
+                let (proxy, notbusy) = (proxy.clone(), notbusy.clone());
+                async move {
+                    match Client::connect(proxy).await.cmd(&kill).await {
+                        Reply::Status(ok) if ok == "OK" => true,
+                        reply => {
+                            assert_eq!(reply, notbusy, "{kill:?}");
+                            false
+                        }
+                    }
+                }
+            },
+        )
+        .await;
+        let Reply::Error(killed) = running.await.expect("the runner") else {
+            panic!("the stopped script's client got no error");
+        };
+        assert!(killed.contains("killed by user"), "{killed}");
+        // The shard serves again, through the lanes that queued behind the script.
+        assert!(c.cmd(&["SET", "{spin}:k", "1"]).await.is_ok());
+        assert_eq!(c.cmd(&["SCRIPT", "KILL"]).await, notbusy);
+    }
 }

@@ -51,6 +51,7 @@ fn table() -> Vec<(ClientError, &'static [u8])> {
         (E::InvalidCommandSpecified, b"-ERR Invalid command specified\r\n"),
         (E::NoKeyArguments, b"-ERR The command has no key arguments\r\n"),
         (E::InvalidCursor, b"-ERR invalid cursor\r\n"),
+        (E::NotBusy, b"-NOTBUSY No scripts in execution right now.\r\n"),
         (E::LaneClosed, b"-ERR backend lane closed\r\n"),
         (E::SubscriptionClosed, b"-ERR subscription connection closed\r\n"),
         (E::UnexpectedSplitReply, b"-ERR redshard: a backend sent an unexpected reply to a split command\r\n"),

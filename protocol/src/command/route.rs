@@ -77,6 +77,11 @@ pub enum Local {
     /// CLIENT NO-EVICT and CLIENT NO-TOUCH: flags of the client's connection, which is the
     /// proxy's; accepted with OK.
     ClientFlag,
+    /// SCRIPT KILL: the lanes queue behind a running script, so the controller sends it to
+    /// every master on connections of its own.
+    ScriptKill,
+    /// FUNCTION KILL, as SCRIPT KILL.
+    FunctionKill,
 }
 
 impl Local {
@@ -115,6 +120,8 @@ impl Local {
             C::ClientInfo => Local::ClientInfo,
             C::ClientList => Local::ClientList,
             C::ClientNoEvict | C::ClientNoTouch => Local::ClientFlag,
+            C::ScriptKill => Local::ScriptKill,
+            C::FunctionKill => Local::FunctionKill,
             _ => return None,
         })
     }
@@ -170,6 +177,8 @@ const fn declared_route(id: CommandId) -> Route {
         | C::Readonly
         | C::Readwrite
         | C::Reset
+        | C::ScriptKill
+        | C::FunctionKill
         | C::Select
         | C::SlowlogGet
         | C::SlowlogLen
@@ -289,9 +298,8 @@ const fn declared_route(id: CommandId) -> Route {
         | C::ClientCaching
         | C::ClientGetredir
         | C::ClientTrackinginfo => Route::Forbidden,
-        // SCRIPT KILL / FUNCTION KILL would kill whichever script runs on one backend, not the
-        // client's; SCRIPT DEBUG needs a private forked server.
-        C::ScriptKill | C::FunctionKill | C::ScriptDebug => Route::Forbidden,
+        // SCRIPT DEBUG needs a private forked server.
+        C::ScriptDebug => Route::Forbidden,
         // ACL (all subcommands): backends authenticate the proxy, not the client, so even
         // ACL WHOAMI / CAT / LOG would answer about the proxy's backend user and config; clients
         // authenticate to the proxy (AUTH/HELLO are local).

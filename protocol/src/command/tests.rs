@@ -575,6 +575,8 @@ fn local_commands_are_the_ones_local_of_knows() {
         "client|help",
         "client|setinfo",
         "client|no-touch",
+        "script|kill",
+        "function|kill",
         "asking",
         "readonly",
         "readwrite",

@@ -109,6 +109,9 @@ pub fn rules(user: BackendUser, allow_flush: bool) -> Vec<String> {
         rules.extend(["-@dangerous", "-@admin"].map(String::from));
     }
     rules.extend(forbidden_rules());
+    // The proxy answers these itself, sending them on control connections only: a client's
+    // request never carries them to a node.
+    rules.extend(["-script|kill", "-function|kill"].map(String::from));
     if user != BackendUser::ReadOnly {
         // SELECT 0 is harmless; another database escapes the slot table.
         rules.extend(["-select", "+select|0"].map(String::from));

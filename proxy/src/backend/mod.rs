@@ -620,6 +620,14 @@ impl NodePool {
         self
     }
 
+    /// Sends `event` to the controller; false when the pool reports to none (tests, tools)
+    /// or the controller is gone.
+    pub fn report(&self, event: crate::events::ControlEvent) -> bool {
+        self.events
+            .as_ref()
+            .is_some_and(|events| events.send(event).is_ok())
+    }
+
     /// The node at `addr`, started on first use.
     #[must_use]
     pub fn node(&self, addr: &NodeAddr) -> Arc<Node> {

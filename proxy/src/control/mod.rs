@@ -28,6 +28,7 @@ mod ack;
 mod book;
 pub mod conn;
 pub mod failover;
+mod kill;
 pub mod migrate;
 mod nodes;
 pub mod probe;
@@ -313,6 +314,7 @@ impl Controller {
             ControlEvent::MasterWriteLost { shard, master } => {
                 self.book().writes_lost(shard, master, Instant::now());
             }
+            ControlEvent::KillScript { which, done } => self.kill_script(which, done),
         }
     }
 

@@ -88,7 +88,8 @@ impl Controller {
         };
         while let Ok(event) = events.try_recv() {
             match event {
-                ControlEvent::ConnectionLost { .. } => {}
+                // Nothing to settle: the client's reply is dropped (its connection closes).
+                ControlEvent::ConnectionLost { .. } | ControlEvent::KillScript { .. } => {}
                 unsettled => return Err(format!("not acted on: {unsettled:?}")),
             }
         }

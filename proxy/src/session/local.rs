@@ -11,6 +11,7 @@ use redshard_config::Access;
 use crate::client_error::ClientError;
 use crate::clients::ListFilter;
 use crate::command::{self, CommandSpec, Local, REDIS_VERSION};
+use crate::events::{ControlEvent, ScriptKill};
 use crate::resp::{encode, parse_i64, Args, Protocol};
 use crate::router::RoutingTable;
 
@@ -132,7 +133,33 @@ pub(super) fn handle(
             Err(e) => Action::error(ctx, e),
         },
         Local::ClientFlag => Action::reply(ctx, Bytes::from_static(encode::OK)),
+        Local::ScriptKill => kill_script(ctx, spec, ScriptKill::Script),
+        Local::FunctionKill => kill_script(ctx, spec, ScriptKill::Function),
     }
+}
+
+/// SCRIPT KILL / FUNCTION KILL: the controller asks every master on connections of its own
+/// (the lanes queue behind the running script) and says what the client gets.
+fn kill_script(ctx: &mut Ctx, spec: &'static CommandSpec, which: ScriptKill) -> Action {
+    let (done, answer) = tokio::sync::oneshot::channel();
+    if !ctx
+        .state
+        .router
+        .pool()
+        .report(ControlEvent::KillScript { which, done })
+    {
+        return Action::error(ctx, ClientError::Unsupported { command: spec.name });
+    }
+    let slot = ctx.queue.reserve();
+    ctx.barrier = true;
+    tokio::spawn(async move {
+        // Dropped only when the proxy stops first.
+        let reply = answer
+            .await
+            .unwrap_or_else(|_| ClientError::LaneClosed.to_reply());
+        slot.deliver(reply);
+    });
+    Action::Done
 }
 
 /// `CLIENT LIST [TYPE type | ID id...]`, with Redis 7.0's argument rules and errors.
