@@ -2,9 +2,9 @@
 //! "redis"`, `ack = "sync"`).
 //!
 //! A lane ends each batch of writes with `WAIT k` (k = the shard's in-sync replicas) and holds
-//! the batch's replies until it answers (see [`crate::backend::lane`]). When it counts fewer
+//! the batch's replies until it answers (see [`redshard_dataplane::backend::lane`]). When it counts fewer
 //! than k (the replicas did not acknowledge within `ack_timeout_ms`) or fails, the lane sends
-//! [`ControlEvent::AckShortfall`](crate::events::ControlEvent::AckShortfall) and keeps holding.
+//! [`ControlEvent::AckShortfall`](redshard_dataplane::events::ControlEvent::AckShortfall) and keeps holding.
 //! The controller then finds which in-sync replicas may lack those writes and records them
 //! stale, persisted, before the lane may release the replies: an in-sync replica that is not
 //! attached to the master (`INFO replication` of the master lists it `state=online`), or whose
@@ -287,7 +287,7 @@ impl Controller {
 mod tests {
     use super::*;
 
-    use crate::control::conn::info_of as info;
+    use crate::conn::info_of as info;
 
     #[test]
     fn reads_the_attached_replicas_of_a_master() {

@@ -4,11 +4,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::backend::stream::BackendStream;
-use crate::resp::{encode, reply, ReplyScanner};
-use crate::tls::BackendTls;
 use bytes::{Bytes, BytesMut};
 use redshard_config::NodeAddr;
+use redshard_dataplane::backend::stream::BackendStream;
+use redshard_dataplane::tls::BackendTls;
+use redshard_protocol::resp::{encode, reply, ReplyScanner};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Largest reply read on a control connection (a `DUMP` of a big key fits).

@@ -93,7 +93,7 @@ impl Controller {
         if graceful {
             self.hold(shard, HoldReason::GracefulFailover);
             let timeout = self.state.config.mirror.cutover_timeout;
-            if !crate::router::barrier(route, true, timeout).await {
+            if !redshard_dataplane::router::barrier(route, true, timeout).await {
                 self.release(shard, &HoldReason::GracefulFailover);
                 return Err(FailoverError::Drain(timeout));
             }

@@ -1,3 +1,15 @@
+//! # redshard-control
+//!
+//! The control plane of the proxy, a crate above the data plane (`redshard-dataplane`), which
+//! cannot name it:
+//!
+//! - the controller ([`Controller`] and its modules: [`probe`], [`failover`], [`resync`],
+//!   [`migrate`], the node changes, the replicas' acknowledgements, [`conn`]ections to the
+//!   nodes, the clean stop): the one place that changes the live topology. It holds the data
+//!   plane's `TopologyWriter`, handed over in `ControllerParts`; only the data plane can mint
+//!   one, so no other writer of the topology can exist.
+//! - [`reload`]: re-reading the configuration file (SIGHUP, `POST /-/reload`).
+//!
 //! The controller: the one place that changes the live topology.
 //!
 //! Every change (a replica gone stale, a failover, a resync finished, an admin command, a
@@ -8,7 +20,7 @@
 //! A task ([`Controller::start`]) reacts to what the data path reports (see
 //! [`ControlEvent`]) and to the [`probe`]s, at least every `[health] interval_ms`:
 //! - a replica that failed a mirrored write is recorded `stale`, then the replies held for it
-//!   are released (see [`crate::mirror`]);
+//!   are released (see [`redshard_dataplane::mirror`]);
 //! - under Redis replication, a lane whose `WAIT` fell short has the in-sync replicas that
 //!   lack its writes recorded `stale`, then releases the replies it held ([`ack`]);
 //! - a master that is failing pauses its shard's gate when a replica could take over (requests
@@ -31,10 +43,11 @@ pub mod failover;
 pub mod migrate;
 mod nodes;
 pub mod probe;
+pub mod reload;
 mod replica;
 pub mod resync;
-/// The controller's counts, kept below it (see [`crate::ha_stats`]).
-pub use crate::ha_stats as stats;
+/// The controller's counts, kept below it (see [`redshard_dataplane::ha_stats`]).
+pub use redshard_dataplane::ha_stats as stats;
 mod stop;
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -47,13 +60,13 @@ use redshard_config::{
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
-use crate::events::ControlEvent;
-use crate::router::writer::TopologyWriter;
-use crate::router::GateState;
-use crate::shutdown::Shutdown;
-use crate::state::{ControllerParts, ProxyState};
 use book::{Book, HoldReason, LossVerdict, ResyncEnd};
 use probe::Probes;
+use redshard_dataplane::events::ControlEvent;
+use redshard_dataplane::router::writer::TopologyWriter;
+use redshard_dataplane::router::GateState;
+use redshard_dataplane::shutdown::Shutdown;
+use redshard_dataplane::state::{ControllerParts, ProxyState};
 
 pub use nodes::{find_shard, NodeError};
 
@@ -90,7 +103,7 @@ pub struct Controller {
     book: Mutex<Book>,
     /// The data path's reports the controller's task gave back when it ended, so the clean
     /// stop (`stop.rs`) sees what was never acted on; `None` while the task runs.
-    returned_events: Mutex<Option<crate::events::EventReceiver>>,
+    returned_events: Mutex<Option<redshard_dataplane::events::EventReceiver>>,
     /// Shortfalls of the replicas' acknowledgement waiting for a check (see [`ack`]).
     acks: ack::AckChecks,
     /// The checks of Redis replication (`[replication] mode = "redis"`).
@@ -107,7 +120,7 @@ impl Controller {
         let changed = Arc::new(Notify::new());
         let probes = Probes::new(
             state.config.health.clone(),
-            crate::health::auth_request(&state.config.backend),
+            redshard_dataplane::health::auth_request(&state.config.backend),
             state.tls.backend.clone(),
             Arc::clone(&state.health),
             Arc::clone(&changed),
@@ -155,12 +168,15 @@ impl Controller {
 
     /// A control connection to `addr` with the proxy's control credentials (and TLS when
     /// `[backend] tls` is on).
-    pub(crate) async fn connect(
+    ///
+    /// # Errors
+    /// The node cannot be reached, or refuses the handshake or the credentials.
+    pub async fn connect(
         &self,
         addr: &NodeAddr,
         timeout: Duration,
     ) -> Result<conn::ControlConn, conn::ConnError> {
-        let auth = crate::health::auth_request(&self.state.config.backend);
+        let auth = redshard_dataplane::health::auth_request(&self.state.config.backend);
         conn::ControlConn::open(
             addr,
             auth.as_ref(),
@@ -195,7 +211,7 @@ impl Controller {
     }
 
     /// Failovers done since start, and a line on the last one (kept in
-    /// [`ProxyState::ha`](crate::state::ProxyState::ha), with the other counts INFO and
+    /// [`ProxyState::ha`](redshard_dataplane::state::ProxyState::ha), with the other counts INFO and
     /// metrics show).
     #[must_use]
     pub fn failovers(&self) -> (u64, Option<String>) {
@@ -249,7 +265,7 @@ impl Controller {
     /// The controller's task.
     async fn run(
         self: Arc<Self>,
-        mut events: crate::events::EventReceiver,
+        mut events: redshard_dataplane::events::EventReceiver,
         mut shutdown: Shutdown,
     ) {
         let mut tick = tokio::time::interval(self.state.config.health.interval);

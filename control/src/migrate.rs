@@ -3,7 +3,7 @@
 //! A migration moves a set of slots from one shard to another:
 //! 1. **Begin**: the slots become `Migrating { from, to }` in a new epoch. From then on every
 //!    request for a key of those slots is served by `to`, after the proxy made sure the key has
-//!    moved ([`Migrations::ensure_moved`], in [`crate::migration`]). The proxy waits until no request is still routed
+//!    moved ([`Migrations::ensure_moved`], in [`redshard_dataplane::migration`]). The proxy waits until no request is still routed
 //!    by the old epoch (the router's epoch barrier) and drains the source's lanes, so no
 //!    request can reach the source anymore.
 //! 2. **Move**: a background mover SCANs the source master, picks the keys of migrating slots,
@@ -32,10 +32,12 @@ use redshard_config::{
 use tracing::{debug, info, warn};
 
 use super::Controller;
-use crate::migration::{bulk, Job};
-use crate::resp::reply;
+use redshard_dataplane::migration::{bulk, Job};
+use redshard_protocol::resp::reply;
 
-pub use crate::migration::{MigrationProgress, MigrationState, Migrations, MovedTotals};
+pub use redshard_dataplane::migration::{
+    MigrationProgress, MigrationState, Migrations, MovedTotals,
+};
 
 /// Why a migration cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -282,7 +284,10 @@ impl Controller {
     }
 
     /// The mover: runs queued migrations one after another, forever.
-    pub(super) async fn run_migrations(self: Arc<Self>, mut shutdown: crate::shutdown::Shutdown) {
+    pub(super) async fn run_migrations(
+        self: Arc<Self>,
+        mut shutdown: redshard_dataplane::shutdown::Shutdown,
+    ) {
         let migrations = &self.state.migrations;
         loop {
             let next = {
@@ -481,7 +486,7 @@ impl Controller {
         }
         let table = self.state.router.load();
         if let Some(source) = table.route(from) {
-            if !crate::router::barrier(source, false, DRAIN_TIMEOUT).await {
+            if !redshard_dataplane::router::barrier(source, false, DRAIN_TIMEOUT).await {
                 warn!(shard = %source.name, "the source's lanes did not drain within 5 s");
             }
         }

@@ -274,7 +274,7 @@ impl Controller {
             )));
         }
         let size = conn.call_ok(&[b"DBSIZE"]).await.map_err(unreachable)?;
-        match crate::resp::reply::integer(&size) {
+        match redshard_protocol::resp::reply::integer(&size) {
             Some(0) => {}
             Some(keys) => {
                 return Err(unfit(format!(

@@ -16,8 +16,8 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::conn::{ConnError, ControlConn};
-use crate::health::BackendHealth;
-use crate::tls::BackendTls;
+use redshard_dataplane::health::BackendHealth;
+use redshard_dataplane::tls::BackendTls;
 
 /// What the probe knows of one node.
 #[derive(Clone, Debug, Default)]

@@ -7,10 +7,10 @@
 //! `[slowlog]`, `[backend] allowed_nodes` and the TLS files (`[tls]`, `[backend] tls_*`)
 //! apply at once: the new values
 //! are published in [`ProxyState::live`], and the new certificates serve the connections
-//! opened from then on (see [`crate::tls`]). Every other key that changed is reported as
+//! opened from then on (see [`redshard_dataplane::tls`]). Every other key that changed is reported as
 //! needing a restart, and keeps its running value in `live`, so `live` is always what is in
 //! effect. `[[shard]]` is one of those: a reload never changes the topology (it has no
-//! writer of it, see `crate::router::writer`); shards, replicas and slots move through the
+//! writer of it, see `redshard_dataplane::router::writer`); shards, replicas and slots move through the
 //! controller (the admin port).
 
 use std::fmt;
@@ -18,9 +18,9 @@ use std::sync::{Arc, PoisonError};
 
 use redshard_config::{BackendConfig, Config, ConfigError, TlsConfig};
 
-pub use crate::state::LogLevelHook;
-use crate::state::ProxyState;
-use crate::tls::TlsError;
+pub use redshard_dataplane::state::LogLevelHook;
+use redshard_dataplane::state::ProxyState;
+use redshard_dataplane::tls::TlsError;
 
 /// What a successful reload did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -71,7 +71,7 @@ pub enum ReloadError {
 /// applied then.
 pub fn reload(state: &ProxyState) -> Result<ReloadReport, ReloadError> {
     let result = reload_inner(state);
-    crate::metrics::config_reload(result.is_ok());
+    redshard_metrics::config_reload(result.is_ok());
     match &result {
         Ok(report) => {
             let applied = if report.applied.is_empty() {

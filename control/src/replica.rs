@@ -507,7 +507,7 @@ enum CheckError {
 mod tests {
     use super::*;
 
-    use crate::control::conn::info_of as info;
+    use crate::conn::info_of as info;
 
     #[test]
     fn a_replica_follows_only_its_master_with_its_link_up() {

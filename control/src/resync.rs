@@ -170,7 +170,7 @@ impl Controller {
         let paused = Instant::now();
         let table = self.state.router.load();
         let route = table.route(shard).ok_or(ResyncError::Moved)?;
-        if !crate::router::barrier(route, false, bound).await {
+        if !redshard_dataplane::router::barrier(route, false, bound).await {
             return Err(ResyncError::Timeout(format!(
                 "the master's lanes did not drain within {} ms",
                 bound.as_millis()

@@ -16,7 +16,7 @@ use redshard_config::TopologyStore;
 use tracing::{info, warn};
 
 use super::Controller;
-use crate::events::ControlEvent;
+use redshard_dataplane::events::ControlEvent;
 
 /// How often the stop looks again at mirrored writes still in flight.
 const SETTLE_POLL: Duration = Duration::from_millis(5);

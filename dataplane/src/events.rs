@@ -1,7 +1,7 @@
 //! The one channel from the data plane to the controller.
 //!
 //! Backend lanes and the mirror report what they see (a lost connection, a restarted node, a
-//! replica that failed a write) as a [`ControlEvent`]; the controller (see `crate::control`) is
+//! replica that failed a write) as a [`ControlEvent`]; the controller (see `redshard_control`) is
 //! the only receiver and decides what to do. This module sits below both, so the data plane
 //! names the controller's inbox without importing the controller.
 

@@ -2,7 +2,7 @@
 //! stale.
 //!
 //! A leaf below the state, which holds it, so that INFO and `/metrics` read it without
-//! importing the controller. The controller (`crate::control`) records into it; everything
+//! importing the controller. The controller (`redshard_control`) records into it; everything
 //! else reads [`HaStats::snapshot`]. Counts start at 0 with the proxy
 //! (like every counter), they are not persisted.
 

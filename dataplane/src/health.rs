@@ -1,7 +1,7 @@
 //! Backend health: which nodes answer, for `/readyz` and the `backend_up` metric.
 //!
 //! [`BackendHealth`] holds one status per node: unknown until someone reports, then up or
-//! down. The controller's probes ([`crate::control::probe`]) feed it after every probe of
+//! down. The controller's probes (`redshard_control::probe`) feed it after every probe of
 //! every node of the topology (masters and replicas), every `[health] interval_ms`.
 //! The proxy is ready when every shard that serves slots has a master
 //! known to be up ([`BackendHealth::readiness`]).
@@ -12,8 +12,8 @@ use std::sync::{PoisonError, RwLock};
 use bytes::{Bytes, BytesMut};
 use redshard_config::{BackendConfig, NodeAddr, Slot, SLOT_COUNT};
 
-use crate::resp::encode;
 use crate::router::RoutingTable;
+use redshard_protocol::resp::encode;
 
 /// What is known of one node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -136,7 +136,7 @@ pub fn slots_per_shard(table: &RoutingTable) -> Vec<usize> {
 
 /// The `AUTH` of the proxy's control connections: `[backend] control_*` when set, else the
 /// client-traffic credentials.
-pub(crate) fn auth_request(backend: &BackendConfig) -> Option<Bytes> {
+pub fn auth_request(backend: &BackendConfig) -> Option<Bytes> {
     let (username, password) = match &backend.control_password {
         Some(password) => (&backend.control_username, password),
         None => (&backend.username, backend.password.as_ref()?),

@@ -22,8 +22,8 @@ use tokio::sync::{oneshot, Notify};
 
 use crate::backend::Dest;
 use crate::mirror::effect::Effect;
-use crate::resp::{encode, reply, Protocol};
 use crate::router::{send_master, Router, ShardRoute};
+use redshard_protocol::resp::{encode, reply, Protocol};
 
 /// Where a migration stands.
 #[derive(Clone, Debug, PartialEq)]
@@ -67,19 +67,19 @@ pub struct MigrationProgress {
 
 /// One queued or running migration (made and run by the controller).
 #[derive(Debug)]
-pub(crate) struct Job {
+pub struct Job {
     /// Source shard.
-    pub(crate) from: ShardId,
+    pub from: ShardId,
     /// Target shard.
-    pub(crate) to: ShardId,
+    pub to: ShardId,
     /// The slots.
-    pub(crate) slots: Vec<SlotRange>,
+    pub slots: Vec<SlotRange>,
     /// Whether its slots are already migrating (a resumed or reversed migration).
-    pub(crate) begun: bool,
+    pub begun: bool,
     /// Its progress, shared with admin status.
-    pub(crate) progress: Arc<Mutex<MigrationProgress>>,
+    pub progress: Arc<Mutex<MigrationProgress>>,
     /// When it started running.
-    pub(crate) started: Option<Instant>,
+    pub started: Option<Instant>,
 }
 
 /// The migration queue and the per-key locks shared with the data path.
@@ -164,7 +164,7 @@ impl Migrations {
     }
 
     /// Adds one key of `bytes` bytes moved from `from` to `to` to the totals.
-    pub(crate) fn count_moved(&self, from: &str, to: &str, bytes: u64) {
+    pub fn count_moved(&self, from: &str, to: &str, bytes: u64) {
         let mut moved = self.moved.lock().unwrap_or_else(PoisonError::into_inner);
         // A handful of pairs at most: a scan beats allocating a map key per moved key.
         match moved.iter_mut().find(|t| t.from == from && t.to == to) {
@@ -231,12 +231,12 @@ impl Migrations {
 
 impl Migrations {
     /// The queue, oldest first, for the controller (which alone changes it).
-    pub(crate) fn queue(&self) -> MutexGuard<'_, VecDeque<Job>> {
+    pub fn queue(&self) -> MutexGuard<'_, VecDeque<Job>> {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Keeps `progress` in the history of finished migrations.
-    pub(crate) fn remember(&self, progress: MigrationProgress) {
+    pub fn remember(&self, progress: MigrationProgress) {
         let mut history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
         history.push_back(progress);
         while history.len() > HISTORY {
@@ -245,34 +245,34 @@ impl Migrations {
     }
 
     /// Asks the running migration to stop after its pass (a cancel).
-    pub(crate) fn request_cancel(&self) {
+    pub fn request_cancel(&self) {
         self.cancel.store(true, Ordering::Release);
     }
 
     /// Forgets a cancel, as a new migration starts.
-    pub(crate) fn clear_cancel(&self) {
+    pub fn clear_cancel(&self) {
         self.cancel.store(false, Ordering::Release);
     }
 
     /// Whether a cancel was asked.
-    pub(crate) fn cancel_requested(&self) -> bool {
+    pub fn cancel_requested(&self) -> bool {
         self.cancel.load(Ordering::Acquire)
     }
 
     /// Wakes the mover: a job was queued.
-    pub(crate) fn wake_mover(&self) {
+    pub fn wake_mover(&self) {
         self.wake.notify_one();
     }
 
     /// Waits until [`Migrations::wake_mover`].
-    pub(crate) async fn mover_woken(&self) {
+    pub async fn mover_woken(&self) {
         self.wake.notified().await;
     }
 }
 
 impl Job {
     /// A queued job moving `slots` from `from` to `to` (`begun`: they already migrate).
-    pub(crate) fn new(
+    pub fn new(
         topology: &Topology,
         from: ShardId,
         to: ShardId,
@@ -307,7 +307,7 @@ impl Job {
     }
 
     /// What MIGRATIONS shows of it now.
-    pub(crate) fn snapshot(&self) -> MigrationProgress {
+    pub fn snapshot(&self) -> MigrationProgress {
         let mut p = self
             .progress
             .lock()
@@ -327,7 +327,7 @@ impl Job {
     }
 
     /// Changes its progress.
-    pub(crate) fn update(&self, f: impl FnOnce(&mut MigrationProgress)) {
+    pub fn update(&self, f: impl FnOnce(&mut MigrationProgress)) {
         f(&mut self.progress.lock().unwrap_or_else(PoisonError::into_inner));
     }
 }
@@ -428,7 +428,7 @@ async fn move_key(router: &Router, key: &Bytes) -> Result<Option<u64>, String> {
 }
 
 /// The payload of a bulk reply; `None` for the null bulk or any other reply.
-pub(crate) fn bulk(reply: &Bytes) -> Option<Bytes> {
+pub fn bulk(reply: &Bytes) -> Option<Bytes> {
     let rest = reply.strip_prefix(b"$")?;
     let cr = rest.iter().position(|&b| b == b'\r')?;
     let len: usize = std::str::from_utf8(&rest[..cr]).ok()?.parse().ok()?;

@@ -140,7 +140,7 @@ impl OutBuf {
             match written {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
-                    crate::metrics::bytes_out(n as u64);
+                    redshard_metrics::bytes_out(n as u64);
                     self.consume(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
@@ -171,7 +171,7 @@ impl OutBuf {
             match written {
                 Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
                 Poll::Ready(Ok(n)) => {
-                    crate::metrics::bytes_out(n as u64);
+                    redshard_metrics::bytes_out(n as u64);
                     self.consume(n);
                 }
                 Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => break,

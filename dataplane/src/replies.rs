@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 
-use crate::command::Merge;
+use redshard_protocol::command::Merge;
 
 /// One client's replies in order.
 #[derive(Debug, Default)]
@@ -496,7 +496,7 @@ pub enum MergePlan {
         /// The sections the proxy wrote, already formatted.
         text: String,
         /// The client's protocol (RESP3 gets a verbatim string, as from Redis).
-        protocol: crate::resp::Protocol,
+        protocol: redshard_protocol::resp::Protocol,
     },
 }
 

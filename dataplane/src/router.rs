@@ -25,7 +25,7 @@ use crate::backend::acl::BackendUser;
 use crate::backend::{Dest, LaneRequest, Node, NodePool};
 use crate::mirror::effect::Effect;
 use crate::mirror::{Job, Mirror, ShardMirror};
-use crate::resp::Protocol;
+use redshard_protocol::resp::Protocol;
 use writer::TopologyWriter;
 
 /// Whether a shard takes requests now. Shared by every epoch's table (by shard id), so a
@@ -45,7 +45,7 @@ impl GateState {
     /// The value of the `state` label of the `gate_state` metric (and of INFO's gate field).
     #[must_use]
     pub fn label(self) -> &'static str {
-        use crate::metrics::names::gate_state;
+        use redshard_metrics::names::gate_state;
         match self {
             Self::Open => gate_state::OPEN,
             Self::Paused => gate_state::PAUSED,
@@ -598,9 +598,9 @@ pub async fn barrier(route: &ShardRoute, mirrored: bool, timeout: Duration) -> b
 #[cfg(test)]
 mod tests {
     use super::{GateState, Gates, TopologyWriter};
-    use crate::metrics::names::gate_state;
     use futures_util::FutureExt;
     use redshard_config::ShardId;
+    use redshard_metrics::names::gate_state;
     use std::sync::atomic::Ordering;
     use std::time::Duration;
 

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::resp::{encode, FrameKind, RequestScanner};
+use redshard_protocol::resp::{encode, FrameKind, RequestScanner};
 
 /// Arguments kept per entry, like Redis's `SLOWLOG_ENTRY_MAX_ARGC`.
 const MAX_ARGS: usize = 32;

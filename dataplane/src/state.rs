@@ -11,10 +11,10 @@ use redshard_config::{Config, Topology};
 use crate::backend::{LaneConfig, NodePool};
 use crate::clients::Clients;
 use crate::health::BackendHealth;
-use crate::resp::ScanLimits;
 use crate::router::writer::TopologyWriter;
 use crate::router::Router;
 use crate::tls::{Tls, TlsError};
+use redshard_protocol::resp::ScanLimits;
 
 /// The proxy's shared state, one per running proxy.
 #[derive(Debug)]
@@ -55,7 +55,7 @@ pub struct ProxyState {
 }
 
 /// The reloadable settings: the configuration with the `[limits]`, `[log] level` and other
-/// reloadable keys of the last successful reload (see [`crate::reload`]).
+/// reloadable keys of the last successful reload (see `redshard_control::reload`).
 ///
 /// Read them with [`LiveSettings::now`] at each use, never once and kept: a value kept from
 /// earlier misses the next reload. Only the reload replaces them.
@@ -82,7 +82,7 @@ impl LiveSettings {
     }
 
     /// Makes `next` the settings in effect: the reload's step, after it checked `next`.
-    pub(crate) fn replace(&self, next: Arc<Config>) {
+    pub fn replace(&self, next: Arc<Config>) {
         self.0.store(next);
     }
 }
@@ -111,7 +111,7 @@ pub struct ControllerParts {
     pub events: crate::events::EventReceiver,
 }
 
-/// Applies a new `[log] level` filter (called by `crate::reload`; kept here, with the state
+/// Applies a new `[log] level` filter (called by `redshard_control::reload`; kept here, with the state
 /// that holds it, so the state does not import the reload above it). `Ok(true)` when applied, `Ok(false)` when something
 /// overrides the file (such as `RUST_LOG`); `Err` with the reason when the filter is invalid.
 #[derive(Clone)]

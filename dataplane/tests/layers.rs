@@ -1,6 +1,6 @@
-//! The proxy crate's modules import only downward: a module of a lower layer never names one
+//! The data plane's modules import only downward: a module of a lower layer never names one
 //! of a higher layer. The layers are the table below (also in `docs/development.md`); the
-//! check reads `proxy/src/**/*.rs` as text, so it needs no redis-server.
+//! check reads `dataplane/src/**/*.rs` as text, so it needs no redis-server.
 //!
 //! What counts as an import: every `crate::a::b` path and every `super::` path outside a
 //! comment, in `use` lines and in code, resolved to the longest module of the table it names.
@@ -8,27 +8,35 @@
 //! [`KNOWN_UPWARD`] with the reason; the test fails when a new one appears, and also when a
 //! listed one is gone (so the list only shrinks).
 //!
-//! Modules stay in one crate for now, so this test is what holds the direction; splitting the
-//! layers into crates would let the compiler hold it instead.
+//! Between crates the compiler holds the direction: the protocol (`redshard-protocol`) and the
+//! metrics' recording API (`redshard-metrics`) are below this crate, the control plane
+//! (`redshard-control`) and the ports (`redshard-proxy`) above it, and a crate cannot name one
+//! that depends on it. Inside this crate, this test holds it.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-mod source;
-use source::rust_files;
+/// Appends every `.rs` file below `dir` to `out`.
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
 
-/// Every module of `proxy/src`, with its layer: 0 is the bottom. A module may import its own
+/// Every module of `dataplane/src`, with its layer: 1 is the bottom (layer 0, the protocol,
+/// is the crate `redshard-protocol`). A module may import its own
 /// layer and those below. A module path not in the table takes the layer of its longest listed
 /// prefix (`session::park::room` is `session`); a module with no listed prefix fails the test,
 /// so a new module is placed on purpose.
 const LAYERS: &[(&str, u8)] = &[
-    // Protocol: RESP scanners and encoders, the command table.
-    ("resp", 0),
-    ("command", 0),
-    ("client_error", 0),
-    // Leaves everyone may call: the metrics recording API, the data plane → controller
-    // event channel, certificates, the allocator, counters and small shared tables.
-    ("metrics", 1),
+    // Leaves everyone may call: the data plane → controller event channel, certificates, the
+    // allocator, counters and small shared tables. (The metrics' recording API, also a
+    // leaf, is the crate `redshard-metrics`.)
     ("events", 1),
     ("tls", 1),
     ("allocator", 1),
@@ -52,15 +60,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("migration", 6),
     ("state", 7),
     ("session", 8),
-    // Control plane: the controller (the one writer of the topology) and reloads.
-    ("control", 9),
-    ("reload", 9),
-    // Top: the ports and pages that reach everything below.
-    ("admin", 10),
-    ("listener", 10),
-    ("metrics::scrape", 10),
-    ("metrics::http", 10),
-    ("metrics::healthcheck", 10),
+    // Above this crate: the control plane (layer 9, `redshard-control`: the controller and
+    // reloads) and the ports and pages (layer 10, `redshard-proxy`).
 ];
 
 /// Upward imports still in the code: (importing module, imported module, why it is still
@@ -83,8 +84,7 @@ fn src_dir() -> PathBuf {
 }
 
 /// The module path of a source file: `metrics/scrape.rs` → `["metrics", "scrape"]`,
-/// `backend/mod.rs` → `["backend"]`; `lib.rs` and `main.rs` (the crate root, above every
-/// layer) → `None`.
+/// `backend/mod.rs` → `["backend"]`; `lib.rs` (the crate root, above every layer) → `None`.
 fn module_of(file: &Path) -> Option<Vec<String>> {
     let rel = file.strip_prefix(src_dir()).unwrap();
     let mut parts: Vec<String> = rel
@@ -94,7 +94,7 @@ fn module_of(file: &Path) -> Option<Vec<String>> {
     if parts.last().is_some_and(|p| p == "mod") {
         parts.pop();
     }
-    if parts.len() == 1 && (parts[0] == "lib" || parts[0] == "main") {
+    if parts.len() == 1 && parts[0] == "lib" {
         return None;
     }
     Some(parts)
@@ -258,21 +258,34 @@ fn the_check_sees_an_upward_import() {
     let grouped = named_paths("use crate::{backend::Dest, router::ShardRoute};", &here);
     let names: Vec<_> = grouped.iter().filter_map(|p| layer_of(p)).collect();
     assert_eq!(names, [("backend", 3), ("router", 5)]);
-    let scrape = vec!["metrics".to_owned(), "scrape".to_owned()];
-    let up = named_paths("use super::{registry, Exporter};", &scrape);
-    assert_eq!(layer_of(&up[0]), Some(("metrics", 1)));
+    let writer = vec!["router".to_owned(), "writer".to_owned()];
+    let up = named_paths("use super::{Router, RoutingTable};", &writer);
+    assert_eq!(layer_of(&up[0]), Some(("router", 5)));
     let deep = named_paths(
-        "let x = crate::metrics::scrape::render(&state);",
+        "let x = crate::router::writer::TopologyWriter::mint();",
         &["session".to_owned()],
     );
-    assert_eq!(layer_of(&deep[0]), Some(("metrics::scrape", 10)));
+    assert_eq!(layer_of(&deep[0]), Some(("router::writer", 1)));
     assert!(named_paths("use redshard_crate::x;", &here).is_empty());
 }
 
-/// The modules that may name the topology's writer: the router that mints it, the backend
-/// whose `Node::fence` takes it, the state that hands it over at start, and the controller
-/// that holds it. Anywhere else it would be a second writer of the topology.
-const WRITER_NAMED_IN: &[&str] = &["router", "router::writer", "backend", "state", "control"];
+/// The modules of this crate that may name the topology's writer: the router that mints it,
+/// the backend whose `Node::fence` takes it, and the state that hands it over at start. Of
+/// the other crates, only the controller (`control/src`) holds it; the compiler already
+/// makes sure nobody else mints one (its constructor is private to this crate), and this
+/// makes sure nobody else is handed one either.
+const WRITER_NAMED_IN: &[&str] = &["router", "router::writer", "backend", "state"];
+
+/// The other crates of the proxy, which must not name the writer.
+const WRITER_NOT_NAMED_IN: &[&str] = &["metrics/src", "proxy/src", "admin/src"];
+
+/// Whether `file` names `TopologyWriter` outside a comment.
+fn names_the_writer(file: &Path) -> bool {
+    std::fs::read_to_string(file)
+        .unwrap()
+        .lines()
+        .any(|l| !l.trim_start().starts_with("//") && l.contains("TopologyWriter"))
+}
 
 #[test]
 fn only_the_controller_holds_the_writer() {
@@ -287,13 +300,21 @@ fn only_the_controller_holds_the_writer() {
         let Some((module, _)) = layer_of(&here) else {
             continue;
         };
-        let text = std::fs::read_to_string(file).unwrap();
-        let named = text
-            .lines()
-            .any(|l| !l.trim_start().starts_with("//") && l.contains("TopologyWriter"));
-        if named && !WRITER_NAMED_IN.contains(&module) {
+        if names_the_writer(file) && !WRITER_NAMED_IN.contains(&module) {
             outside.push(file.strip_prefix(src_dir()).unwrap().display().to_string());
         }
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for dir in WRITER_NOT_NAMED_IN {
+        let mut files = Vec::new();
+        rust_files(&workspace.join(dir), &mut files);
+        files.sort();
+        outside.extend(
+            files
+                .iter()
+                .filter(|f| names_the_writer(f))
+                .map(|f| f.strip_prefix(&workspace).unwrap().display().to_string()),
+        );
     }
     assert!(
         outside.is_empty(),

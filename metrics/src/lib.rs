@@ -1,22 +1,34 @@
-//! Metrics: the names ([`names`]), the process-wide recorder and the recording API the data
-//! path calls, and the HTTP endpoint that serves them with the health checks ([`http`]).
+//! # redshard-metrics
+//!
+//! The leaf of the proxy's layers: every other crate of the proxy may call it, and it imports
+//! nothing of the proxy (only the configuration's node addresses and the command table).
+//!
+//! - [`names`]: every metric's name, type and help text, in one place.
+//! - The process-wide recorder ([`install`], [`Exporter`]) and the recording API the data
+//!   path calls ([`command`], [`bytes_in`], [`backend_error`], ...).
+//! - [`text`]: the Prometheus text format, for the metrics rendered here and for the scrape
+//!   page.
+//!
+//! The scrape page (`/metrics`), the HTTP endpoint that serves it with the health checks, and
+//! `redshard healthcheck` are at the top, in `redshard-proxy`: the page reads the whole proxy
+//! state.
 //!
 //! # Two sources
 //!
-//! **Events** (commands, bytes, backend errors) are recorded by the functions of this module
+//! **Events** (commands, bytes, backend errors) are recorded by the functions of this crate
 //! into one [`metrics-exporter-prometheus`](metrics_exporter_prometheus) recorder per
 //! process, installed by [`install`] and also set as the global `metrics` recorder. Every
 //! function is a no-op until then, and cheap after: static metric names and handles
 //! registered once. The per-command metrics (counts, failures, total time and the latency
 //! histogram) are the exception: recorded for every request, they are plain atomics of this
-//! module (`CommandTable`), found by the address of the command's name, and rendered by it
+//! crate (`CommandTable`), found by the address of the command's name, and rendered by it
 //! next to the recorder's text. The exporter's histogram keeps every sample until its upkeep
 //! folds them into buckets (a lock-free list of blocks, pinned per sample); fixed buckets
 //! cost one increment, hold no samples and need no upkeep.
 //!
 //! **State** (clients, topology, backend health, mirroring, failovers, migrations) is read
-//! from the proxy at each scrape by [`scrape::render`]: always exact for the proxy being scraped and
-//! never stale, with nothing to wire.
+//! from the proxy at each scrape by the scrape page (`redshard_proxy::metrics::scrape`): always
+//! exact for the proxy being scraped and never stale, with nothing to wire.
 //!
 //! # One recorder per process
 //!
@@ -26,11 +38,8 @@
 //! process; a later proxy asking for another one is told so in the log and gets the first.
 //! The event metrics of every proxy of the process add up; state metrics are per proxy.
 
-pub mod healthcheck;
-pub mod http;
 pub mod names;
-pub mod scrape;
-mod text;
+pub mod text;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -193,6 +202,12 @@ impl Exporter {
 /// The installed registry, if any.
 fn registry() -> Option<&'static Registry> {
     REGISTRY.get()
+}
+
+/// The process's recorder, when [`install`] has run; the scrape page renders its metrics.
+#[must_use]
+pub fn installed() -> Option<Exporter> {
+    registry().map(|registry| Exporter { registry })
 }
 
 // ---- The recording API ---------------------------------------------------------------------
@@ -383,7 +398,9 @@ impl Hasher for AddrHasher {
 
 impl CommandTable {
     fn new() -> Self {
-        let names: Vec<&'static str> = crate::command::all_specs().map(|spec| spec.name).collect();
+        let names: Vec<&'static str> = redshard_protocol::command::all_specs()
+            .map(|spec| spec.name)
+            .collect();
         let index = names.iter().enumerate().map(|(i, &n)| (n, i)).collect();
         let by_addr = names
             .iter()

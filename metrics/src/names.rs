@@ -7,12 +7,12 @@
 //! `metrics_namespace = "redis"` its dashboards show the proxy as one big Redis.
 //!
 //! Two sources feed them:
-//! - **events**, recorded by the data path through the functions of [`crate::metrics`]
+//! - **events**, recorded by the data path through the functions of [`crate`]
 //!   (commands, bytes, errors), process-wide: the [`PER_COMMAND`] metrics, recorded for
-//!   every request, in atomics that [`crate::metrics`] keeps and renders itself, the other
+//!   every request, in atomics that [`crate`] keeps and renders itself, the other
 //!   [`EVENTS`] in the `metrics-exporter-prometheus` recorder;
 //! - **state**, read from the proxy at each scrape (clients, topology, backend health, the
-//!   mirror links, the controller's [counts](crate::control::stats), the migration queue),
+//!   mirror links, the controller's counts (`redshard_dataplane::ha_stats`), the migration queue),
 //!   so it is exact for this proxy, never stale, and needs no wiring.
 //!
 //! A name belongs to exactly one source: the two parts of a scrape never repeat a series.
@@ -116,7 +116,7 @@ pub mod mirror_state {
 }
 
 /// The values of the `state` label of [`GATE_STATE`]: whether a shard takes requests. Mapped
-/// from `crate::router::GateState` by its `label` (the router names the metric, not the other
+/// from `redshard_dataplane::router::GateState` by its `label` (the router names the metric, not the other
 /// way round: metrics are a leaf).
 pub mod gate_state {
     /// Requests flow.
@@ -152,7 +152,7 @@ pub const CONNECTED_CLIENTS: Metric = Metric {
     labels: &[],
     help: "Client connections open now.",
 };
-/// Idle clients whose connection is parked (see `crate::session::park`).
+/// Idle clients whose connection is parked (see `redshard_dataplane::session::park`).
 pub const PARKED_CLIENTS: Metric = Metric {
     name: "parked_clients",
     kind: Kind::Gauge,

@@ -1,12 +1,13 @@
-//! Writing the Prometheus text exposition format (version 0.0.4) for the metrics this module
-//! renders itself.
+//! Writing the Prometheus text exposition format (version 0.0.4) for the metrics this crate
+//! renders itself and for the state metrics of the scrape page (`redshard-proxy`).
 
 use std::fmt::{Display, Write};
 
 use super::names::Metric;
 
 /// Writes metrics of one namespace into a string.
-pub(crate) struct Text<'a> {
+#[derive(Debug)]
+pub struct Text<'a> {
     /// Where the text goes.
     out: &'a mut String,
     /// The prefix of every name.
@@ -15,12 +16,12 @@ pub(crate) struct Text<'a> {
 
 impl<'a> Text<'a> {
     /// A writer appending to `out`, naming metrics `<namespace>_<name>`.
-    pub(crate) fn new(out: &'a mut String, namespace: &'a str) -> Self {
+    pub fn new(out: &'a mut String, namespace: &'a str) -> Self {
         Self { out, namespace }
     }
 
     /// The `# HELP` and `# TYPE` lines of `metric`; once, before its samples.
-    pub(crate) fn header(&mut self, metric: &Metric) {
+    pub fn header(&mut self, metric: &Metric) {
         let _ = write!(self.out, "# HELP {}_{} ", self.namespace, metric.name);
         escape_into(self.out, metric.help, false);
         let _ = writeln!(
@@ -33,17 +34,17 @@ impl<'a> Text<'a> {
     }
 
     /// One sample of `metric` with `values` for its labels, in the order of `metric.labels`.
-    pub(crate) fn sample(&mut self, metric: &Metric, values: &[&str], value: impl Display) {
+    pub fn sample(&mut self, metric: &Metric, values: &[&str], value: impl Display) {
         self.series(metric, "", values, None, value);
     }
 
     /// One `_bucket` sample of the histogram `metric`: its labels, then `le`.
-    pub(crate) fn bucket(&mut self, metric: &Metric, values: &[&str], le: &str, value: u64) {
+    pub fn bucket(&mut self, metric: &Metric, values: &[&str], le: &str, value: u64) {
         self.series(metric, "_bucket", values, Some(("le", le)), value);
     }
 
     /// One sample of the series `<metric>_<suffix>` (a histogram's `_sum` or `_count`).
-    pub(crate) fn suffixed(
+    pub fn suffixed(
         &mut self,
         metric: &Metric,
         suffix: &str,
@@ -80,7 +81,7 @@ impl<'a> Text<'a> {
     }
 
     /// A metric without labels: header and its one sample.
-    pub(crate) fn single(&mut self, metric: &Metric, value: impl Display) {
+    pub fn single(&mut self, metric: &Metric, value: impl Display) {
         self.header(metric);
         self.sample(metric, &[], value);
     }
@@ -101,7 +102,7 @@ fn escape_into(out: &mut String, text: &str, quote: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::names::{Kind, Metric};
+    use crate::names::{Kind, Metric};
 
     const M: Metric = Metric {
         name: "things_total",

@@ -26,8 +26,8 @@
 use bytes::{Bytes, BytesMut};
 use redshard_config::{Access, Config};
 
-use crate::command::{self, Route};
-use crate::resp::encode;
+use redshard_protocol::command::{self, Route};
+use redshard_protocol::resp::encode;
 
 /// The backend user a request runs as (with managed ACL users).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

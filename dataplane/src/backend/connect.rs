@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::lane::LaneError;
 use super::stream::BackendStream;
 use super::LaneConfig;
-use crate::resp::{encode, reply, Protocol, ReplyScanner};
+use redshard_protocol::resp::{encode, reply, Protocol, ReplyScanner};
 
 /// Connects to `addr` (with TLS when configured) and authenticates, all within
 /// `config.connect_timeout`.

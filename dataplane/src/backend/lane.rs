@@ -44,12 +44,12 @@ use tracing::{debug, warn};
 
 use super::stream::BackendStream;
 use super::{connect::connect, Dest, LaneConfig, LaneRequest};
-use crate::client_error::{ClientError, Reached};
 use crate::events::{ControlEvent, EventSender};
-use crate::metrics;
 use crate::mirror::Job;
 use crate::outbuf::OutBuf;
-use crate::resp::{reply, Protocol, ProtocolError, ReplyScanner};
+use redshard_metrics as metrics;
+use redshard_protocol::client_error::{ClientError, Reached};
+use redshard_protocol::resp::{reply, Protocol, ProtocolError, ReplyScanner};
 
 /// Requests taken from the queue per write.
 const BATCH: usize = 512;
@@ -102,7 +102,7 @@ impl LaneError {
     /// The `kind` label of `backend_errors_total` for this failure.
     #[must_use]
     pub fn metric_kind(&self) -> &'static str {
-        use crate::metrics::names::error_kind;
+        use redshard_metrics::names::error_kind;
         match self {
             Self::Connect(_) | Self::ConnectTimeout(_) | Self::NoResp3(_) => error_kind::CONNECT,
             Self::Auth(_) | Self::Acl(_) => error_kind::AUTH,

@@ -22,10 +22,10 @@ use bytes::Bytes;
 use redshard_config::{BackendConfig, NodeAddr};
 use tokio::sync::mpsc;
 
-use crate::client_error::ClientError;
 use crate::replies::ReplyTo;
-use crate::resp::Protocol;
 use crate::router::writer::TopologyWriter;
+use redshard_protocol::client_error::ClientError;
+use redshard_protocol::resp::Protocol;
 
 /// How lanes connect and when they give up; taken from `[backend]` and `[limits]`.
 #[derive(Clone, Debug)]

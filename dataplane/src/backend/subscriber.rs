@@ -23,9 +23,9 @@ use tracing::debug;
 
 use super::connect::connect;
 use super::LaneConfig;
-use crate::client_error::{ClientError, Reached};
 use crate::replies::{ReplyQueue, ReplyTo};
-use crate::resp::{reply, Protocol, ReplyScanner};
+use redshard_protocol::client_error::{ClientError, Reached};
+use redshard_protocol::resp::{reply, Protocol, ReplyScanner};
 
 /// One (un)subscribe request sent (or about to be), and how many confirmations complete it.
 #[derive(Debug)]

@@ -90,9 +90,11 @@ use std::ops::Range;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::command::{self, ArgList, CommandId, CommandSpec};
-use crate::resp::reply::is_error;
-use crate::resp::{encode, parse_i64, Args, FrameKind, Protocol, ReplyScanner, RequestScanner};
+use redshard_protocol::command::{self, ArgList, CommandId, CommandSpec};
+use redshard_protocol::resp::reply::is_error;
+use redshard_protocol::resp::{
+    encode, parse_i64, Args, FrameKind, Protocol, ReplyScanner, RequestScanner,
+};
 
 /// What the proxy does with a write before sending it, decided at dispatch while the
 /// arguments are borrowed.

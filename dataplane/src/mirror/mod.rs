@@ -6,7 +6,7 @@
 //! must answer exactly what [`effect::replica_request`] expects; anything else (an error, a
 //! timeout, a different reply, a backlog past `[mirror] max_lag_writes`) makes the replica
 //! **stale**: it gets no more writes, is never promoted or read from, and the controller
-//! records the new state in the topology and resynchronises it (see [`crate::control`]).
+//! records the new state in the topology and resynchronises it (see `redshard_control`).
 //!
 //! In `sync` mode the client's reply is released only when the master and every in-sync
 //! replica applied the write. When a replica fails a write, the reply is held until the
@@ -45,8 +45,8 @@ use tracing::warn;
 use crate::backend::acl::BackendUser;
 use crate::backend::{Dest, LaneHandle, LaneRequest, Node, NodePool};
 use crate::events::ControlEvent;
-use crate::resp::Protocol;
 use effect::Effect;
+use redshard_protocol::resp::Protocol;
 
 /// The mirror stream to one replica: shared by every routing table in which the replica is in
 /// sync, replaced by a fresh one when a resync makes it in sync again.
@@ -616,7 +616,7 @@ const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
 
 /// How many complete replies `bytes` holds (mirrored transactions expect several).
 fn count_replies(bytes: &[u8]) -> u32 {
-    let mut scanner = crate::resp::ReplyScanner::default();
+    let mut scanner = redshard_protocol::resp::ReplyScanner::default();
     let mut at = 0;
     let mut count = 0;
     while at < bytes.len() {

@@ -13,7 +13,7 @@ use std::sync::{Mutex, PoisonError};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::resp::{encode, RequestScanner};
+use redshard_protocol::resp::{encode, RequestScanner};
 
 /// Script bodies by their SHA1 (40 lowercase hex digits).
 #[derive(Debug)]

@@ -15,13 +15,13 @@ use redshard_config::{Access, ReadFrom};
 
 use crate::backend::acl::BackendUser;
 use crate::backend::{Dest, LaneHandle, LaneRequest, Node};
-use crate::client_error::ClientError;
-use crate::command::{self, CommandId, CommandSpec, Flags, Route};
 use crate::mirror::effect::{self, Effect, Prepared};
 use crate::mirror::{Follow, Job};
-use crate::resp::{Args, Protocol};
 use crate::router::{send_master, send_master_as, GateState, RoutingTable, ShardRoute};
 use crate::state::ProxyState;
+use redshard_protocol::client_error::ClientError;
+use redshard_protocol::command::{self, CommandId, CommandSpec, Flags, Route};
+use redshard_protocol::resp::{Args, Protocol};
 
 /// What to do with a request's bytes once its arguments are no longer borrowed.
 #[derive(Debug)]
@@ -356,7 +356,7 @@ pub(super) fn is_script(id: CommandId) -> bool {
 }
 
 /// The keys of the request in migrating slots, which must leave their source before it is
-/// sent (see [`crate::control::migrate`]). Costs one load while nothing migrates.
+/// sent (see `redshard_control::migrate`). Costs one load while nothing migrates.
 fn migration_check(
     ctx: &mut Ctx,
     table: &RoutingTable,

@@ -16,13 +16,13 @@ use super::dispatch::{fan_out, Action};
 use super::merge::MergePlan;
 use super::Ctx;
 use crate::allocator;
-use crate::command::REDIS_VERSION;
 use crate::health::NodeStatus;
-use crate::metrics::names::mirror_state;
 use crate::migration::MigrationState;
-use crate::resp::{encode, reply, Args, Protocol};
 use crate::router::RoutingTable;
 use crate::state::ProxyState;
+use redshard_metrics::names::mirror_state;
+use redshard_protocol::command::REDIS_VERSION;
+use redshard_protocol::resp::{encode, reply, Args, Protocol};
 
 /// The proxy's own sections in the order they are written (Redis's order, the proxy's
 /// sections after replication), each with whether plain `INFO` / `INFO default` shows it.

@@ -8,11 +8,11 @@ use super::dispatch::Action;
 use super::{info, Closing, Ctx};
 use redshard_config::Access;
 
-use crate::client_error::ClientError;
 use crate::clients::ListFilter;
-use crate::command::{self, CommandSpec, Local, REDIS_VERSION};
-use crate::resp::{encode, parse_i64, Args, Protocol};
 use crate::router::RoutingTable;
+use redshard_protocol::client_error::ClientError;
+use redshard_protocol::command::{self, CommandSpec, Local, REDIS_VERSION};
+use redshard_protocol::resp::{encode, parse_i64, Args, Protocol};
 
 /// Answers a `Route::Local` command.
 pub(super) fn handle(
@@ -288,7 +288,7 @@ fn set_user(ctx: &mut Ctx, name: Option<&[u8]>) {
 
 /// Compares without an early exit, so timing does not tell how much of a guess was right.
 /// Also checks the admin port's password.
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

@@ -6,10 +6,10 @@
 
 use bytes::{Bytes, BytesMut};
 
-use crate::client_error::ClientError;
 use crate::outbuf::OutBuf;
 pub use crate::replies::MergePlan;
-use crate::resp::{encode, reply};
+use redshard_protocol::client_error::ClientError;
+use redshard_protocol::resp::{encode, reply};
 
 /// What a part of another type than expected becomes.
 const UNEXPECTED: ClientError = ClientError::UnexpectedSplitReply;

@@ -18,14 +18,14 @@ pub(crate) mod dispatch;
 mod info;
 mod local;
 pub mod merge;
-pub(crate) mod park;
+pub mod park;
 mod pubsub;
 mod scan;
 mod split;
 mod stream;
 mod txn;
 
-pub(crate) use local::constant_time_eq;
+pub use local::constant_time_eq;
 pub use stream::ClientStream;
 
 use std::future::Future;
@@ -44,14 +44,14 @@ use crate::router::GateState;
 use tracing::{debug, warn};
 
 use crate::backend::PrivateLane;
-use crate::client_error::ClientError;
 use crate::clients::ClientInfo;
-use crate::metrics;
 use crate::outbuf::OutBuf;
 use crate::replies::{Completed, Meta, ReplyQueue};
-use crate::resp::{reply, FrameKind, Protocol, RequestScanner};
 use crate::shutdown::Shutdown;
 use crate::state::ProxyState;
+use redshard_metrics as metrics;
+use redshard_protocol::client_error::ClientError;
+use redshard_protocol::resp::{reply, FrameKind, Protocol, RequestScanner};
 
 /// Least room made in the read buffer before a read.
 const READ_MIN: usize = 1000;
@@ -166,7 +166,7 @@ pub(crate) struct Ctx {
     /// Failed AUTH attempts on this connection (each delays the next answer more).
     pub auth_failures: u32,
     /// The command of the request being dispatched, once resolved (labels its reply entry).
-    pub current_cmd: Option<&'static crate::command::CommandSpec>,
+    pub current_cmd: Option<&'static redshard_protocol::command::CommandSpec>,
     /// A WAIT may be outstanding, which (with timeout 0) never completes: when the client
     /// leaves, the session ends at once instead of waiting for its replies.
     pub waiting: bool,

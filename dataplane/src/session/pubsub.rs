@@ -20,10 +20,10 @@ use super::dispatch::Action;
 use super::merge::MergePlan;
 use super::Ctx;
 use crate::backend::subscriber::Subscriber;
-use crate::client_error::ClientError;
-use crate::command::{CommandId, CommandSpec};
-use crate::resp::{encode, Args, Protocol};
 use crate::router::RoutingTable;
+use redshard_protocol::client_error::ClientError;
+use redshard_protocol::command::{CommandId, CommandSpec};
+use redshard_protocol::resp::{encode, Args, Protocol};
 
 /// A client's subscriptions and its connections to the nodes that serve them.
 #[derive(Debug, Default)]

@@ -12,9 +12,9 @@ use bytes::{Bytes, BytesMut};
 use super::dispatch::Action;
 use super::merge::MergePlan;
 use super::Ctx;
-use crate::client_error::ClientError;
-use crate::resp::{encode, reply, Args};
 use crate::router::RoutingTable;
+use redshard_protocol::client_error::ClientError;
+use redshard_protocol::resp::{encode, reply, Args};
 
 /// Low bits of the client's cursor that hold the shard index.
 const SHARD_BITS: u32 = 10;

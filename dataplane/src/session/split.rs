@@ -12,10 +12,10 @@ use smallvec::SmallVec;
 use super::dispatch::Action;
 use super::merge::MergePlan;
 use super::Ctx;
-use crate::client_error::ClientError;
-use crate::command::{CommandSpec, Split};
-use crate::resp::{encode, Args};
 use crate::router::RoutingTable;
+use redshard_protocol::client_error::ClientError;
+use redshard_protocol::command::{CommandSpec, Split};
+use redshard_protocol::resp::{encode, Args};
 
 /// The keys (with their values, for MSET) bound for one (shard, lane).
 #[derive(Debug)]

@@ -23,10 +23,10 @@ use redshard_config::Slot;
 
 use super::dispatch::Action;
 use super::Ctx;
-use crate::client_error::ClientError;
-use crate::command::{ArgList, CommandId, CommandSpec, Flags, Local, Route};
-use crate::resp::Args;
 use crate::router::RoutingTable;
+use redshard_protocol::client_error::ClientError;
+use redshard_protocol::command::{ArgList, CommandId, CommandSpec, Flags, Local, Route};
+use redshard_protocol::resp::Args;
 
 /// A transaction being queued (between MULTI and EXEC).
 #[derive(Debug, Default)]
@@ -235,7 +235,7 @@ pub(super) fn inside_multi(
 
 /// A malformed EXEC (`error`): the transaction and the WATCH are discarded and the reply is
 /// `EXECABORT Transaction discarded because of: <error>`.
-pub(super) fn exec_abort(ctx: &mut Ctx, error: crate::command::CommandError) -> Action {
+pub(super) fn exec_abort(ctx: &mut Ctx, error: redshard_protocol::command::CommandError) -> Action {
     discard(ctx);
     Action::error(ctx, ClientError::ExecAbortedBy(error))
 }

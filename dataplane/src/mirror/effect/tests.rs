@@ -4,7 +4,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::command::{all_specs, resolve};
+use redshard_protocol::command::{all_specs, resolve};
 
 /// The proxy's clock in these tests.
 const NOW: i64 = 1_700_000_000_000;

@@ -30,28 +30,24 @@ use std::time::Duration;
 use redshard_config::Access;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tracing::{debug, Instrument};
 
 use super::{Exit, Session};
 use crate::clients::{Admitted, ClientInfo};
 use crate::replies::ReplyQueue;
-use crate::resp::Protocol;
-use crate::shutdown::Shutdown;
+use crate::shutdown::{Shutdown, ShutdownTrigger};
 use crate::state::ProxyState;
+use redshard_protocol::resp::Protocol;
 
 /// What a client's task holds besides its session, handed from task to task (and to the park
 /// room while it is parked) for as long as the client is connected.
 #[derive(Debug)]
-pub(crate) struct Place {
-    /// The client's place under `max_clients`.
-    #[expect(dead_code, reason = "held for its Drop: gives the place back")]
+pub struct Place {
+    /// The client's place under `max_clients`; held for its Drop, which gives the place back.
     pub permit: Admitted,
     /// The listener's count of live sessions: it waits for every clone to be gone at
-    /// shutdown.
-    #[expect(
-        dead_code,
-        reason = "held for its Drop: the listener counts the senders"
-    )]
+    /// shutdown; held for its Drop (the listener counts the senders).
     pub done: mpsc::Sender<()>,
 }
 
@@ -77,8 +73,25 @@ pub(crate) struct Parked {
     auth_failures: u32,
 }
 
+/// Starts parking idle clients of `state`: opens the park room with the task that resumes
+/// its guests, and starts the idle [`sweep`]. Returns the sweep's task, which ends at
+/// `trigger`; the room's task is not returned: it resumes parked clients until the last
+/// session is gone, so it ends with the runtime, not with the trigger. When the room cannot
+/// be opened, clients are not parked (logged).
+pub fn start(state: &Arc<ProxyState>, trigger: &ShutdownTrigger) -> JoinHandle<()> {
+    let sweep = tokio::spawn(sweep(Arc::clone(state), trigger.subscribe()));
+    match room::Room::open() {
+        Ok((room, departures)) => {
+            let _ = state.park_room.set(Arc::clone(&room));
+            tokio::spawn(serve_room(room, departures, trigger.subscribe()));
+        }
+        Err(e) => tracing::warn!(error = %e, "idle clients will not be parked"),
+    }
+    sweep
+}
+
 /// Serves `session` in a task of its own, parking it when it idles, until the client is gone.
-pub(crate) fn spawn_session(session: Session<TcpStream>, place: Place) {
+pub fn spawn_session(session: Session<TcpStream>, place: Place) {
     tokio::spawn(session_task(session, place));
 }
 
@@ -111,7 +124,7 @@ fn park(session: Session<TcpStream>, place: Place) {
 
 /// The runtime's side of the park room: resumes the connections the room hands back, and
 /// starts the room's drain at shutdown. Runs until the runtime stops.
-pub(crate) async fn serve_room(
+async fn serve_room(
     room: Arc<room::Room>,
     mut departures: room::Departures,
     mut shutdown: Shutdown,
@@ -202,7 +215,7 @@ impl Session<TcpStream> {
 /// The idle sweep: every `[limits] idle_park_ms` (read each round, so a reload applies; every
 /// second when it is 0), one tick on every session's reply queue, until shutdown. A session
 /// idle for a whole interval frees its buffers, and parks if it can and parking is on.
-pub(crate) async fn sweep(state: Arc<ProxyState>, mut shutdown: Shutdown) {
+async fn sweep(state: Arc<ProxyState>, mut shutdown: Shutdown) {
     loop {
         let every = state.live.now().limits.idle_park;
         let wait = if every.is_zero() {
