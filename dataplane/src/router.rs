@@ -412,7 +412,11 @@ impl Router {
     /// A router serving `topology`, and the one [`TopologyWriter`] that can change it (for
     /// the controller).
     #[must_use]
-    pub fn new(topology: Topology, pool: NodePool, mirror: Mirror) -> (Self, TopologyWriter) {
+    pub(crate) fn new(
+        topology: Topology,
+        pool: NodePool,
+        mirror: Mirror,
+    ) -> (Self, TopologyWriter) {
         let gates = Gates::default();
         let live = Arc::new(LiveTables::default());
         let table = RoutingTable::build(Arc::new(topology), &pool, &mirror, &gates).tracked(&live);

@@ -63,7 +63,7 @@ fn the_dashboard_queries_only_defined_metric_names() {
         .collect();
     assert!(
         unknown.is_empty(),
-        "the dashboard queries metrics that proxy/src/metrics/names.rs does not define: {unknown:?}"
+        "the dashboard queries metrics that metrics/src/names.rs does not define: {unknown:?}"
     );
     // The extraction found what the dashboard is about: latency quantiles per command, and the
     // mirroring and migration panels.
