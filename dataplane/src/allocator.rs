@@ -93,7 +93,7 @@ pub fn dirty_decay_ms() -> Option<isize> {
 }
 
 /// Whether jemalloc's background purging thread runs.
-pub fn background_purge() -> bool {
+pub(crate) fn background_purge() -> bool {
     #[cfg(feature = "jemalloc")]
     {
         tikv_jemalloc_ctl::background_thread::read().unwrap_or(false)
@@ -139,7 +139,7 @@ pub fn usage() -> Option<Usage> {
 
 /// The process's resident set size in bytes (`VmRSS` of `/proc/self/status`), where the OS
 /// tells it.
-pub fn resident_bytes() -> Option<u64> {
+pub(crate) fn resident_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let kib: u64 = status
         .lines()

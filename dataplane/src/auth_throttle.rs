@@ -27,7 +27,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// How long after its last turn a source's failures are forgotten.
-pub const FORGET_AFTER: Duration = Duration::from_secs(60);
+pub(crate) const FORGET_AFTER: Duration = Duration::from_secs(60);
 
 /// The spacing of a source's turns grows with its failures up to this many delays.
 const MAX_STEPS: u32 = 20;

@@ -14,7 +14,7 @@ pub struct ClientInfo {
     /// The client's address.
     pub addr: SocketAddr,
     /// The proxy address it connected to.
-    pub laddr: SocketAddr,
+    pub(crate) laddr: SocketAddr,
     /// When it connected (age).
     pub since: Instant,
     /// Name, library name and version, and the last command: changed by the session.
@@ -22,7 +22,7 @@ pub struct ClientInfo {
     /// Reply bytes held for the client (received from the nodes, not yet written to it), as
     /// its session last counted them: CLIENT LIST's `omem`, INFO's
     /// `client_recent_max_output_buffer`.
-    pub output_bytes: AtomicUsize,
+    pub(crate) output_bytes: AtomicUsize,
 }
 
 /// The mutable part of [`ClientInfo`].
@@ -31,14 +31,14 @@ pub struct ClientFields {
     /// CLIENT SETNAME.
     pub name: String,
     /// CLIENT SETINFO LIB-NAME.
-    pub lib_name: String,
+    pub(crate) lib_name: String,
     /// CLIENT SETINFO LIB-VER.
-    pub lib_ver: String,
+    pub(crate) lib_ver: String,
     /// The protocol version the client chose with HELLO (2 until then).
     pub resp: u8,
     /// Its SUBSCRIBE channels, PSUBSCRIBE patterns and SSUBSCRIBE channels (CLIENT LIST's
     /// `sub`, `psub`, `ssub`; a client with any is of type `pubsub`).
-    pub subscriptions: [usize; 3],
+    pub(crate) subscriptions: [usize; 3],
 }
 
 impl Default for ClientFields {
@@ -115,7 +115,7 @@ pub struct Clients {
     /// Connections refused at max clients (INFO rejected_connections).
     pub rejected_connections: AtomicU64,
     /// Requests processed since start (INFO total_commands_processed).
-    pub total_commands: AtomicU64,
+    pub(crate) total_commands: AtomicU64,
     /// Idle clients whose connection is parked (INFO parked_clients; see `session::park`).
     pub parked: AtomicUsize,
     /// Connections holding a place under `max_clients`: sessions of both listeners and TLS
@@ -157,7 +157,7 @@ impl Clients {
 
     /// Clients waiting for a blocking command's answer now.
     #[must_use]
-    pub fn blocked_now(&self) -> usize {
+    pub(crate) fn blocked_now(&self) -> usize {
         self.blocked.load(Ordering::Acquire)
     }
 
@@ -213,7 +213,7 @@ impl Clients {
     /// The most reply bytes held for one connected client now (INFO
     /// `client_recent_max_output_buffer`).
     #[must_use]
-    pub fn max_output_bytes(&self) -> usize {
+    pub(crate) fn max_output_bytes(&self) -> usize {
         self.live()
             .values()
             .map(|info| info.output_bytes.load(Ordering::Relaxed))

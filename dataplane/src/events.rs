@@ -9,7 +9,7 @@ use redshard_config::{NodeAddr, ShardId};
 use tokio::sync::mpsc;
 
 /// The sending end: cloned into every lane pool and mirror that reports.
-pub type EventSender = mpsc::UnboundedSender<ControlEvent>;
+pub(crate) type EventSender = mpsc::UnboundedSender<ControlEvent>;
 
 /// The receiving end, taken once by the controller task.
 pub type EventReceiver = mpsc::UnboundedReceiver<ControlEvent>;

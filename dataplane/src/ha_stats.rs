@@ -43,7 +43,7 @@ pub struct HaSnapshot {
     pub failovers: BTreeMap<String, u64>,
     /// The last failover as one line (shard, old and new master, time to detect and to
     /// promote), so an operator sees what happened without the logs.
-    pub last_failover: Option<String>,
+    pub(crate) last_failover: Option<String>,
     /// Resyncs that ended with the replica in sync (each one a cut-over the shard's clients
     /// felt as a short pause).
     pub resyncs_completed: u64,
@@ -56,7 +56,7 @@ pub struct HaSnapshot {
 impl HaSnapshot {
     /// Failovers of every shard together.
     #[must_use]
-    pub fn failovers_total(&self) -> u64 {
+    pub(crate) fn failovers_total(&self) -> u64 {
         self.failovers.values().sum()
     }
 }

@@ -72,7 +72,7 @@ impl OutBuf {
     }
 
     /// Queues a copy of `bytes`.
-    pub fn push_slice(&mut self, bytes: &[u8]) {
+    pub(crate) fn push_slice(&mut self, bytes: &[u8]) {
         self.len += bytes.len();
         self.staging.extend_from_slice(bytes);
     }
@@ -103,7 +103,10 @@ impl OutBuf {
     ///
     /// # Errors
     /// The socket's write error; `WriteZero` when the peer accepts no bytes.
-    pub async fn write_some<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> io::Result<usize> {
+    pub(crate) async fn write_some<W: AsyncWrite + Unpin>(
+        &mut self,
+        w: &mut W,
+    ) -> io::Result<usize> {
         if self.is_empty() {
             return Ok(0);
         }
@@ -127,7 +130,7 @@ impl OutBuf {
     ///
     /// # Errors
     /// The socket's write error (not `WouldBlock`); `WriteZero` when the peer accepts no bytes.
-    pub fn try_write_to(&mut self, socket: &tokio::net::TcpStream) -> io::Result<()> {
+    pub(crate) fn try_write_to(&mut self, socket: &tokio::net::TcpStream) -> io::Result<()> {
         while !self.is_empty() {
             let written = if self.chunks.is_empty() {
                 socket.try_write(&self.staging)
@@ -157,7 +160,7 @@ impl OutBuf {
     ///
     /// # Errors
     /// The stream's write error; `WriteZero` when the peer accepts no bytes.
-    pub fn try_write_async<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> io::Result<()> {
+    pub(crate) fn try_write_async<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> io::Result<()> {
         let mut cx = Context::from_waker(Waker::noop());
         while !self.is_empty() {
             let written = if self.chunks.is_empty() {
@@ -187,7 +190,7 @@ impl OutBuf {
 
     /// Frees the staging buffer once everything is written, if it has more than `keep` bytes
     /// of room: 0 for an idle connection, which then holds no output memory.
-    pub fn release_if_empty(&mut self, keep: usize) {
+    pub(crate) fn release_if_empty(&mut self, keep: usize) {
         if self.is_empty() && self.staging.capacity() > keep {
             self.staging = BytesMut::new();
         }

@@ -98,14 +98,14 @@ pub struct Load {
 impl Load {
     /// The reply bytes the requests in flight are expected to bring back.
     #[must_use]
-    pub fn inflight_bytes(&self) -> usize {
+    pub(crate) fn inflight_bytes(&self) -> usize {
         self.waiting.saturating_mul(self.estimate)
     }
 }
 
 /// Which request an entry answers: for the command metrics and SLOWLOG.
 #[derive(Clone, Debug)]
-pub struct Meta {
+pub(crate) struct Meta {
     /// The command's name in the command table.
     pub cmd: &'static str,
     /// When the request was dispatched.
@@ -136,7 +136,7 @@ struct Gather {
 
 /// A reply that can be written to the client, taken from the front of the queue.
 #[derive(Debug)]
-pub enum Completed {
+pub(crate) enum Completed {
     /// Bytes to write as they are.
     Reply(Bytes),
     /// All parts of a split request, in part order, to be merged by `plan`.
@@ -218,14 +218,14 @@ impl ReplyQueue {
     }
 
     /// Labels the newest entry (the one the request just dispatched reserved).
-    pub fn label_last(&self, meta: Meta) {
+    pub(crate) fn label_last(&self, meta: Meta) {
         if let Some(last) = self.lock().entries.back_mut() {
             last.1 = Some(meta);
         }
     }
 
     /// Appends a complete reply (answered by the proxy itself, or a pub/sub message).
-    pub fn push_ready(&self, reply: Bytes) {
+    pub(crate) fn push_ready(&self, reply: Bytes) {
         let mut inner = self.lock();
         if inner.closed {
             return;
@@ -253,7 +253,7 @@ impl ReplyQueue {
 
     /// Reserves an entry of `parts` parts merged by `plan`; returns the sequence number to pass
     /// to [`ReplyQueue::part`].
-    pub fn reserve_gather(&self, parts: usize, plan: MergePlan) -> u64 {
+    pub(crate) fn reserve_gather(&self, parts: usize, plan: MergePlan) -> u64 {
         let mut inner = self.lock();
         let seq = inner.head + inner.entries.len() as u64;
         inner.waiting += 1;
@@ -279,7 +279,7 @@ impl ReplyQueue {
     }
 
     /// Takes every complete entry from the front, in order, with its request's label.
-    pub fn take_ready(&self, mut f: impl FnMut(Completed, Option<Meta>)) {
+    pub(crate) fn take_ready(&self, mut f: impl FnMut(Completed, Option<Meta>)) {
         let mut inner = self.lock();
         loop {
             let done = match inner.entries.front() {
@@ -313,14 +313,14 @@ impl ReplyQueue {
     }
 
     /// Marks the client's connection as no longer serviceable and wakes its session.
-    pub fn mark_broken(&self) {
+    pub(crate) fn mark_broken(&self) {
         self.broken.store(true, Ordering::Release);
         self.wake();
     }
 
     /// Whether [`ReplyQueue::mark_broken`] was called.
     #[must_use]
-    pub fn is_broken(&self) -> bool {
+    pub(crate) fn is_broken(&self) -> bool {
         self.broken.load(Ordering::Acquire)
     }
 
@@ -351,7 +351,7 @@ impl ReplyQueue {
     /// One tick of the idle sweep. The tick that makes the session idle for a whole sweep
     /// interval wakes it (once: later ticks leave it alone until it reads again), and from
     /// then on [`ReplyQueue::idle_long`] is true.
-    pub fn idle_tick(&self) {
+    pub(crate) fn idle_tick(&self) {
         let before = self
             .idle_ticks
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
@@ -366,12 +366,12 @@ impl ReplyQueue {
     /// Whether the session read nothing for at least one whole idle-sweep interval.
     #[inline]
     #[must_use]
-    pub fn idle_long(&self) -> bool {
+    pub(crate) fn idle_long(&self) -> bool {
         self.idle_ticks.load(Ordering::Relaxed) >= PARK_AT_TICK
     }
 
     /// Gives back the entries' memory when there are none (a parked session's queue).
-    pub fn release_if_empty(&self) {
+    pub(crate) fn release_if_empty(&self) {
         let mut inner = self.lock();
         if inner.entries.is_empty() {
             inner.entries = VecDeque::new();
@@ -381,13 +381,13 @@ impl ReplyQueue {
     /// Drops the waker of the session that waited on the queue. A parked connection has no
     /// task waiting (the park room watches its socket), and a kept waker would keep the ended
     /// session task's memory alive (1 KB per parked client).
-    pub fn forget_waker(&self) {
+    pub(crate) fn forget_waker(&self) {
         drop(self.waker.take());
     }
 
     /// Room for one entry again after [`ReplyQueue::release_if_empty`], as a new queue has
     /// (a first push into an empty deque would make room for four).
-    pub fn restore_room(&self) {
+    pub(crate) fn restore_room(&self) {
         let mut inner = self.lock();
         if inner.entries.capacity() == 0 {
             inner.entries.reserve_exact(1);
@@ -443,7 +443,7 @@ impl ReplyQueue {
 
 impl ReplyTo {
     /// Delivers the reply to its entry and wakes the session if it can now write.
-    pub fn deliver(self, reply: Bytes) {
+    pub(crate) fn deliver(self, reply: Bytes) {
         self.queue.deliver(self.seq, self.part, reply);
     }
 }

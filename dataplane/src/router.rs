@@ -128,7 +128,7 @@ impl ShardRoute {
     /// under Redis replication with `sync` acknowledgement every in-sync replica (each write
     /// was acknowledged by all of them before it was answered). Client `WAIT` answers this.
     #[must_use]
-    pub fn acknowledging_replicas(&self) -> usize {
+    pub(crate) fn acknowledging_replicas(&self) -> usize {
         if self.mirror.is_inert() {
             if self.acks > 0 {
                 self.in_sync.len()
@@ -142,7 +142,7 @@ impl ShardRoute {
 
     /// The nodes a read may go to instead of the master: the in-sync replicas, without the
     /// mirrored ones that failed a write since this table was built.
-    pub fn replica_nodes(&self) -> impl Iterator<Item = &Arc<Node>> {
+    pub(crate) fn replica_nodes(&self) -> impl Iterator<Item = &Arc<Node>> {
         self.mirror
             .replicas()
             .iter()
@@ -320,7 +320,7 @@ impl RoutingTable {
 
     /// Whether `slot` is migrating.
     #[must_use]
-    pub fn is_migrating(&self, slot: Slot) -> bool {
+    pub(crate) fn is_migrating(&self, slot: Slot) -> bool {
         matches!(
             self.topology.slot_state(slot),
             redshard_config::SlotState::Migrating { .. }
@@ -330,7 +330,7 @@ impl RoutingTable {
     /// Whether some shard's gate is paused or down.
     #[must_use]
     #[inline]
-    pub fn any_gate_closed(&self) -> bool {
+    pub(crate) fn any_gate_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire) != 0
     }
 

@@ -117,7 +117,7 @@ impl Shutdown {
 
     /// Registers a client session's reply queue, to be woken when shutdown begins; the session
     /// then finds [`Shutdown::is_draining`] true. Undone by [`Shutdown::unregister`].
-    pub fn register(&self, client: u64, queue: &Arc<ReplyQueue>) {
+    pub(crate) fn register(&self, client: u64, queue: &Arc<ReplyQueue>) {
         self.sessions
             .queues
             .lock()
@@ -126,7 +126,7 @@ impl Shutdown {
     }
 
     /// Forgets a session registered with [`Shutdown::register`].
-    pub fn unregister(&self, client: u64) {
+    pub(crate) fn unregister(&self, client: u64) {
         self.sessions
             .queues
             .lock()
@@ -136,7 +136,7 @@ impl Shutdown {
 
     /// One tick of the idle sweep on every registered session's reply queue (see
     /// `crate::session::park`).
-    pub fn tick_idle_sessions(&self) {
+    pub(crate) fn tick_idle_sessions(&self) {
         for queue in self.sessions.live_queues() {
             queue.idle_tick();
         }
@@ -145,7 +145,7 @@ impl Shutdown {
     /// Whether shutdown has begun (or the trigger was dropped), for registered sessions: one
     /// atomic load.
     #[must_use]
-    pub fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         self.sessions.draining.load(Ordering::SeqCst)
     }
 }

@@ -236,7 +236,7 @@ impl ProxyState {
     /// The request scanner's bounds from the live `[limits]`: a reload applies to the
     /// connections opened after it.
     #[must_use]
-    pub fn scan_limits(&self) -> ScanLimits {
+    pub(crate) fn scan_limits(&self) -> ScanLimits {
         let live = self.live.now();
         let limits = &live.limits;
         ScanLimits {

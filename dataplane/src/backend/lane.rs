@@ -58,7 +58,7 @@ const READ_RESERVE: usize = 16 * 1024;
 
 /// Why a lane connection failed. Its display follows `backend ADDR ` in the client's error.
 #[derive(Debug, thiserror::Error)]
-pub enum LaneError {
+pub(crate) enum LaneError {
     /// TCP connect or the handshake's I/O failed.
     #[error("unavailable: {0}")]
     Connect(#[source] std::io::Error),
@@ -101,7 +101,7 @@ pub enum LaneError {
 impl LaneError {
     /// The `kind` label of `backend_errors_total` for this failure.
     #[must_use]
-    pub fn metric_kind(&self) -> &'static str {
+    pub(crate) fn metric_kind(&self) -> &'static str {
         use redshard_metrics::names::error_kind;
         match self {
             Self::Connect(_) | Self::ConnectTimeout(_) | Self::NoResp3(_) => error_kind::CONNECT,

@@ -40,11 +40,11 @@ pub struct LaneConfig {
     pub connect_timeout: Duration,
     /// Bound on the wait for the oldest in-flight reply before the connection is declared dead;
     /// `None` on private lanes, where a blocking command may legitimately wait forever.
-    pub response_timeout: Option<Duration>,
+    pub(crate) response_timeout: Option<Duration>,
     /// First wait before reconnecting after a failed connect.
-    pub backoff_min: Duration,
+    pub(crate) backoff_min: Duration,
     /// Longest wait between reconnect attempts.
-    pub backoff_max: Duration,
+    pub(crate) backoff_max: Duration,
     /// Nesting bound for replies (a safety limit against a broken backend).
     pub max_reply_depth: usize,
     /// Whether a failed connection is replaced (shared lanes) or ends the lane (private lanes).
@@ -53,7 +53,7 @@ pub struct LaneConfig {
     /// node to come back or the controller to fail it over, before it answers them with its
     /// connect error (`[health] failover_wait_ms`, as long as requests wait at a paused
     /// shard's gate; zero answers them at once).
-    pub hold_unsent: Duration,
+    pub(crate) hold_unsent: Duration,
     /// TLS for every connection (`[backend] tls`); `None` for plain TCP. Shared with the
     /// health probe, and reloaded in place, so new connections use the current certificates.
     pub tls: Option<Arc<crate::tls::BackendTls>>,
@@ -92,7 +92,7 @@ impl LaneConfig {
 
     /// The same settings, carrying client traffic as the proxy's ACL users `acl`.
     #[must_use]
-    pub fn managing(mut self, acl: Option<acl::ManagedUsers>) -> Self {
+    pub(crate) fn managing(mut self, acl: Option<acl::ManagedUsers>) -> Self {
         self.acl = acl.map(Arc::new);
         self
     }
@@ -121,7 +121,7 @@ pub enum Dest {
 
 impl Dest {
     /// Hands `reply` over.
-    pub fn deliver(self, reply: Bytes) {
+    pub(crate) fn deliver(self, reply: Bytes) {
         match self {
             Dest::Client(to) => to.deliver(reply),
             Dest::Mirror(ack) => (*ack).answered(reply),
@@ -169,7 +169,7 @@ pub struct LaneRequest {
     /// leave together (a transaction's `MULTI` ... `EXEC`).
     pub bytes: Bytes,
     /// The reply's destination.
-    pub dest: Dest,
+    pub(crate) dest: Dest,
     /// The protocol the reply must be in; the lane switches its connection with `HELLO` when
     /// this differs from the previous request's.
     pub protocol: Protocol,
@@ -181,7 +181,7 @@ pub struct LaneRequest {
     /// sent before it on this lane has been answered, and send nothing more here until it is
     /// answered: the master then runs it in a known place of this lane's order, which the
     /// mirror replays (a transaction after WATCH).
-    pub via: Option<LaneHandle>,
+    pub(crate) via: Option<LaneHandle>,
     /// The backend user it runs as (with managed ACL users): a script of a restricted client
     /// runs as its level's user; the lane switches with `AUTH` when this differs from the
     /// previous request's.
@@ -224,7 +224,7 @@ impl LaneHandle {
 
     /// Queues `request`. If the lane task is gone (only while the proxy shuts down), the
     /// request is answered with an error at once so its client never hangs.
-    pub fn submit(&self, request: LaneRequest) {
+    pub(crate) fn submit(&self, request: LaneRequest) {
         if let Err(mpsc::error::SendError(req)) = self.tx.send(request) {
             if let Some(job) = req.mirror {
                 (*job).master_lost();
@@ -298,7 +298,7 @@ impl Incarnation {
     }
 
     /// True the first time a lane finds the node's run_id unreadable, false after.
-    pub fn first_unwatched(&self) -> bool {
+    pub(crate) fn first_unwatched(&self) -> bool {
         !self
             .unwatched
             .swap(true, std::sync::atomic::Ordering::Relaxed)
@@ -387,7 +387,7 @@ impl Incarnation {
 /// is aborted, closing the connection, when the client's session drops it, so a client that
 /// leaves while blocked frees its backend connection at once.
 #[derive(Debug)]
-pub struct PrivateLane {
+pub(crate) struct PrivateLane {
     /// Where the connection goes. (It serves both protocols: like every lane, it switches
     /// with `HELLO` when a request needs the other one, which keeps what the connection
     /// WATCHes.)
@@ -513,13 +513,13 @@ impl Node {
 
     /// Lane number `index` (mirrored writes use the replica's lane of the master's number).
     #[must_use]
-    pub fn lane_at(&self, index: usize) -> &LaneHandle {
+    pub(crate) fn lane_at(&self, index: usize) -> &LaneHandle {
         &self.lanes[index % self.lanes.len()]
     }
 
     /// A new private lane to this node for one client.
     #[must_use]
-    pub fn private_lane(&self, protocol: Protocol) -> PrivateLane {
+    pub(crate) fn private_lane(&self, protocol: Protocol) -> PrivateLane {
         let mut config = (*self.config).clone();
         config.response_timeout = None;
         config.reconnect = false;
@@ -562,7 +562,7 @@ impl Node {
 
     /// How many lanes this node has.
     #[must_use]
-    pub fn lane_count(&self) -> usize {
+    pub(crate) fn lane_count(&self) -> usize {
         self.lanes.len()
     }
 }
@@ -592,7 +592,10 @@ impl NodePool {
 
     /// The same pool, reporting failed connections to `events`.
     #[must_use]
-    pub fn reporting(mut self, events: mpsc::UnboundedSender<crate::events::ControlEvent>) -> Self {
+    pub(crate) fn reporting(
+        mut self,
+        events: mpsc::UnboundedSender<crate::events::ControlEvent>,
+    ) -> Self {
         self.events = Some(events);
         self
     }

@@ -269,7 +269,7 @@ impl ShardMirror {
     /// Whether Redis's own replication carries the writes (`[replication] mode = "redis"`):
     /// the proxy mirrors nothing.
     #[must_use]
-    pub fn is_inert(&self) -> bool {
+    pub(crate) fn is_inert(&self) -> bool {
         self.inert
     }
 
@@ -294,7 +294,7 @@ impl ShardMirror {
 
 /// Finds a shard's replicas as they are now (see [`Job::following`]); `None` when the shard
 /// or its master changed since.
-pub type Follow = Box<dyn Fn() -> Option<Arc<ShardMirror>> + Send + Sync>;
+pub(crate) type Follow = Box<dyn Fn() -> Option<Arc<ShardMirror>> + Send + Sync>;
 
 /// What a blocking command's job needs besides a plain write's (see [`Job::following`]).
 struct Blocking {
@@ -353,7 +353,7 @@ impl Job {
 
     /// Makes the replicas run the request as `user` (a restricted client's script).
     #[must_use]
-    pub fn as_user(mut self: Box<Self>, user: BackendUser) -> Box<Self> {
+    pub(crate) fn as_user(mut self: Box<Self>, user: BackendUser) -> Box<Self> {
         self.user = user;
         self
     }
@@ -399,7 +399,7 @@ impl Job {
 
     /// The master answered `reply`: mirror the effect, then (or meanwhile, in async mode)
     /// hand `reply` to `dest`.
-    pub fn master_answered(mut self, reply: Bytes, dest: Dest) {
+    pub(crate) fn master_answered(mut self, reply: Bytes, dest: Dest) {
         if let Some(blocking) = self.blocking.take() {
             // A blocking command served: the replicas in sync now get it (one cut over later
             // has it through its full sync).
@@ -543,7 +543,7 @@ impl Job {
     }
 
     /// The master connection failed after the write was sent: its outcome is unknown.
-    pub fn master_lost(mut self) {
+    pub(crate) fn master_lost(mut self) {
         // The replicas to tell about: those in sync now (for a blocking command; whichever
         // master is the shard's now, the controller decides).
         if let Some(blocking) = self.blocking.take() {
@@ -559,7 +559,7 @@ impl Job {
     }
 
     /// The write was never sent to the master: nothing to mirror.
-    pub fn never_sent(self) {}
+    pub(crate) fn never_sent(self) {}
 }
 
 impl std::fmt::Debug for Job {
@@ -683,7 +683,7 @@ impl Mirror {
 
     /// Whether Redis's own replication carries the writes: every shard's mirror is inert.
     #[must_use]
-    pub fn is_inert(&self) -> bool {
+    pub(crate) fn is_inert(&self) -> bool {
         self.mode == ReplicationMode::Redis
     }
 

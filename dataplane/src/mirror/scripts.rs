@@ -52,7 +52,7 @@ impl ScriptCache {
     /// Learns from a script request the master has answered (`EVAL`, `SCRIPT LOAD`,
     /// `SCRIPT FLUSH`), and returns the request the replicas should run instead: `EVAL` of
     /// the body for an `EVALSHA` whose body is known. Cheap for any other request.
-    pub fn observe(&self, request: &Bytes, master_reply: &[u8]) -> Option<Bytes> {
+    pub(crate) fn observe(&self, request: &Bytes, master_reply: &[u8]) -> Option<Bytes> {
         let name = command_name(request)?;
         let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
         if !(is(b"EVAL") || is(b"EVALSHA") || is(b"SCRIPT")) || master_reply.first() == Some(&b'-')

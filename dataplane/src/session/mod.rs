@@ -166,17 +166,17 @@ pub(crate) struct Ctx {
     /// Failed AUTH attempts on this connection (each delays the next answer more).
     pub auth_failures: u32,
     /// The command of the request being dispatched, once resolved (labels its reply entry).
-    pub current_cmd: Option<&'static redshard_protocol::command::CommandSpec>,
+    pub(crate) current_cmd: Option<&'static redshard_protocol::command::CommandSpec>,
     /// A WAIT may be outstanding, which (with timeout 0) never completes: when the client
     /// leaves, the session ends at once instead of waiting for its replies.
     pub waiting: bool,
     /// The wait for a paused shard passed `[health] failover_wait_ms`: the held request gets
     /// `-CLUSTERDOWN` instead of waiting again.
-    pub pause_expired: bool,
+    pub(crate) pause_expired: bool,
     /// The keys of the held request have been moved by the running migration: send it.
-    pub migrated: bool,
+    pub(crate) migrated: bool,
     /// Moving the keys of the held request failed: answer it with this error.
-    pub migration_failed: Option<String>,
+    pub(crate) migration_failed: Option<String>,
 }
 
 /// How [`Session::run`] ended.

@@ -69,7 +69,7 @@ struct Guests {
 #[derive(Debug)]
 pub(crate) struct Departures {
     /// Guests to resume, in the order their sockets became readable.
-    pub guests: mpsc::UnboundedReceiver<Guest>,
+    pub(crate) guests: mpsc::UnboundedReceiver<Guest>,
     /// Wakes the thread when this end is gone.
     waker: Arc<Waker>,
 }
