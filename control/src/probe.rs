@@ -23,13 +23,13 @@ use redshard_dataplane::tls::BackendTls;
 #[derive(Clone, Debug, Default)]
 pub struct ProbeStatus {
     /// When the node last answered a probe.
-    pub last_ok: Option<Instant>,
+    pub(crate) last_ok: Option<Instant>,
     /// Since when every probe failed (`None` while the last one succeeded).
-    pub failing_since: Option<Instant>,
+    pub(crate) failing_since: Option<Instant>,
     /// Since when every probe was refused (`None` unless the last one was).
     pub refused_since: Option<Instant>,
     /// Why the last probe failed.
-    pub last_error: Option<String>,
+    pub(crate) last_error: Option<String>,
 }
 
 impl ProbeStatus {
@@ -86,7 +86,7 @@ struct Shared {
 
 /// Every node's probe.
 #[derive(Debug)]
-pub struct Probes {
+pub(crate) struct Probes {
     /// Probes by node.
     nodes: Mutex<HashMap<NodeAddr, Entry>>,
     /// Settings and sinks of every probe task.
@@ -117,7 +117,7 @@ impl Probes {
     }
 
     /// Makes sure exactly the nodes in `nodes` are probed.
-    pub fn track<'a>(&self, nodes: impl IntoIterator<Item = &'a NodeAddr>) {
+    pub(crate) fn track<'a>(&self, nodes: impl IntoIterator<Item = &'a NodeAddr>) {
         let wanted: Vec<&NodeAddr> = nodes.into_iter().collect();
         let mut map = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
         map.retain(|addr, entry| {
@@ -158,7 +158,7 @@ impl Probes {
     }
 
     /// Probes `addr` now (a lane lost its connection to it).
-    pub fn kick(&self, addr: &NodeAddr) {
+    pub(crate) fn kick(&self, addr: &NodeAddr) {
         let map = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(entry) = map.get(addr) {
             entry.kick.notify_one();

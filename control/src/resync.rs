@@ -25,7 +25,7 @@ use super::{ChangeError, Controller};
 
 /// Why a resync stopped; it is retried.
 #[derive(Debug, thiserror::Error)]
-pub enum ResyncError {
+pub(crate) enum ResyncError {
     /// A control exchange failed.
     #[error("{0}")]
     Conn(#[from] ConnError),

@@ -39,12 +39,12 @@ impl<'a> Text<'a> {
     }
 
     /// One `_bucket` sample of the histogram `metric`: its labels, then `le`.
-    pub fn bucket(&mut self, metric: &Metric, values: &[&str], le: &str, value: u64) {
+    pub(crate) fn bucket(&mut self, metric: &Metric, values: &[&str], le: &str, value: u64) {
         self.series(metric, "_bucket", values, Some(("le", le)), value);
     }
 
     /// One sample of the series `<metric>_<suffix>` (a histogram's `_sum` or `_count`).
-    pub fn suffixed(
+    pub(crate) fn suffixed(
         &mut self,
         metric: &Metric,
         suffix: &str,
