@@ -6,13 +6,13 @@ use std::hint::black_box;
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use redshard_config::{Config, Slot, Topology};
-use redshard_proxy::backend::{LaneConfig, NodePool};
-use redshard_proxy::command::resolve;
-use redshard_proxy::mirror::effect::prepare;
-use redshard_proxy::outbuf::OutBuf;
-use redshard_proxy::resp::{encode, RequestScanner};
-use redshard_proxy::router::RoutingTable;
-use redshard_proxy::session::merge::{merge, MergePlan};
+use redshard_dataplane::backend::{LaneConfig, NodePool};
+use redshard_dataplane::mirror::effect::prepare;
+use redshard_dataplane::outbuf::OutBuf;
+use redshard_dataplane::router::RoutingTable;
+use redshard_dataplane::session::merge::{merge, MergePlan};
+use redshard_protocol::command::resolve;
+use redshard_protocol::resp::{encode, RequestScanner};
 
 fn slot_hashing(c: &mut Criterion) {
     let mut group = c.benchmark_group("slot_for_key");
@@ -48,13 +48,13 @@ fn routing(c: &mut Criterion) {
     let table = runtime.block_on(async {
         let pool = NodePool::new(LaneConfig::from_config(&config.backend, 128, None));
         let (events, _control) = tokio::sync::mpsc::unbounded_channel();
-        let mirror = redshard_proxy::mirror::Mirror::new(
+        let mirror = redshard_dataplane::mirror::Mirror::new(
             config.mirror.clone(),
             config.replication.ack,
             config.replication.mode,
             events,
         );
-        let gates = redshard_proxy::router::Gates::default();
+        let gates = redshard_dataplane::router::Gates::default();
         RoutingTable::build(
             std::sync::Arc::new(Topology::from_config(&config)),
             &pool,

@@ -18,7 +18,7 @@
 //! To add one: a variant (with the data its text needs), its text in [`ClientError::static_line`]
 //! (no data) or `write_text` (with data), its [`Reached`] in
 //! [`ClientError::reached`], and a row in the table test. `proxy/tests/error_texts.rs` fails on
-//! an error literal written anywhere else in `proxy/src` or `protocol/src`.
+//! an error literal written anywhere else in the `src/` of the proxy's crates.
 
 use std::fmt;
 

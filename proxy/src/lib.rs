@@ -10,69 +10,40 @@
 //!                └────────────── replies, in the client's order ◀─────────┘
 //! ```
 //!
+//! The proxy is six crates, each importing only the ones below it, so the compiler holds the
+//! direction (see `docs/development.md`):
+//!
+//! | Crate | Layer | What |
+//! |---|---|---|
+//! | `redshard-config` | below all | the configuration file and the topology, and its store |
+//! | `redshard-protocol` | protocol | RESP scanners and encoders, the command table, client errors |
+//! | `redshard-metrics` | leaf | metric names and the recording API everyone calls |
+//! | `redshard-dataplane` | data plane | session → router → backend → replies, mirroring, the shared state |
+//! | `redshard-control` | control plane | the controller (the one writer of the topology), reloads |
+//! | `redshard-proxy` (this one) | top | the ports and pages that reach everything below, and `main` |
+//!
+//! This crate:
+//!
+//! - [`Proxy`]: starts the state, the controller, the accept loops and the pages, and stops
+//!   them.
 //! - [`admin`]: the admin port (RESP): topology, nodes, migrations, rebalance, failover.
-//! - [`control`]: the controller, the one place that changes the live topology.
-//! - [`listener`]: the accept loops (plaintext and TLS), max-clients permits, one task per
-//!   client (none while a plaintext client idles: it waits in `session::park`'s room).
-//! - [`session`]: one client connection (plain TCP or TLS): reads requests, dispatches them,
-//!   writes the replies back in order; answers connection-local commands itself.
-//! - [`resp`] (crate `redshard-protocol`): the hand-written, resumable, bounded request and reply scanners, and the
-//!   encoders of synthesized replies.
-//! - [`command`] (crate `redshard-protocol`): the Redis 7.0 command table (arity, key positions, flags) and how redshard
-//!   treats each command.
-//! - [`client_error`] (crate `redshard-protocol`): every error reply the proxy itself gives a
-//!   client, and whether the request reached a node.
-//! - [`router`]: the slot table in an `ArcSwap`, and the routing of one request.
-//! - [`backend`]: per-node lanes: long-lived, multiplexed, pipelined connections.
-//! - [`mirror`]: the replicas get each write's effect, made deterministic.
-//! - [`shutdown`]: the drain signal shared by every task.
-//! - [`events`]: the one channel from the data plane to the controller (`ControlEvent`).
-//! - [`metrics`]: metric names and the recording API (a leaf everyone calls); the scrape side
-//!   at the top: the `/metrics` page ([`metrics::scrape`]) and the HTTP endpoint (`/metrics`,
-//!   `/livez`, `/readyz`, `POST /-/reload`) on `metrics_listen`.
-//! - [`health`]: what is known of each backend node (the PING probe), readiness.
-//! - [`migration`]: the migration queue and progress, and the key mover the data path and
-//!   the controller share.
-//! - [`ha_stats`]: the failovers, resyncs and stale replicas the controller counts.
-//! - [`reload`]: re-reading the configuration file (SIGHUP, `POST /-/reload`).
-//! - [`tls`]: the certificates of the TLS listener and of backend connections (rustls),
-//!   reloadable.
-//! - [`replies`]: each client's reply queue, filled by lanes in any order, emptied in order.
-//! - [`outbuf`]: output queues written with vectored writes (small chunks copied, large ones
-//!   referenced).
-//! - [`clients`]: the proxy's own client list (CLIENT LIST/INFO/ID) and connection counters.
-//! - [`slowlog`]: SLOWLOG at the proxy, timed as the client saw each command.
-//! - [`state`]: what every session shares (configuration, live limits, router, client list).
-//! - [`allocator`]: jemalloc as the global allocator, set to return freed memory to the OS.
-//! - [`auth_throttle`]: failed AUTH attempts per source address, slowing parallel guessing.
+//! - `listener`: the accept loops (plaintext and TLS), max-clients permits, one task per
+//!   client (none while a plaintext client idles: it waits in the session's park room).
+//! - [`metrics`]: the scrape side of the metrics: the `/metrics` page
+//!   ([`metrics::scrape`]), the HTTP endpoint (`/metrics`, `/livez`, `/readyz`,
+//!   `POST /-/reload`) on `metrics_listen`, and `redshard healthcheck`.
+//!
+//! Re-exported for the tests and tools that drive a proxy: the protocol's [`resp`],
+//! [`command`] and [`client_error`].
 #![forbid(unsafe_code)]
 
 // The protocol layer lives in its own crate (`redshard-protocol`), which imports nothing of the
-// proxy; re-exported so `crate::resp` and `crate::command` name it here.
+// proxy; re-exported so `redshard_proxy::resp` and `redshard_proxy::command` name it.
 pub use redshard_protocol::{client_error, command, resp};
 
 pub mod admin;
-pub mod allocator;
-pub(crate) mod auth_throttle;
-pub mod backend;
-pub(crate) mod clients;
-pub mod control;
-pub(crate) mod events;
-pub mod ha_stats;
-pub(crate) mod health;
 pub(crate) mod listener;
 pub mod metrics;
-pub mod migration;
-pub mod mirror;
-pub mod outbuf;
-pub(crate) mod reload;
-pub(crate) mod replies;
-pub mod router;
-pub mod session;
-pub(crate) mod shutdown;
-pub(crate) mod slowlog;
-pub mod state;
-pub mod tls;
 
 use std::io;
 use std::net::SocketAddr;
@@ -86,8 +57,11 @@ use redshard_config::{
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinHandle;
 
-pub use reload::{LogLevelHook, ReloadError, ReloadReport};
-pub use state::{ProxyState, StateOptions};
+use redshard_control::{reload, Controller};
+use redshard_dataplane::{session, shutdown, tls};
+
+pub use redshard_control::reload::{LogLevelHook, ReloadError, ReloadReport};
+pub use redshard_dataplane::state::{ProxyState, StateOptions};
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -168,7 +142,7 @@ pub struct Proxy {
     /// Shared state (routing table, client list), for inspection.
     state: Arc<ProxyState>,
     /// The controller: topology changes, health, failover, resync.
-    controller: Arc<control::Controller>,
+    controller: Arc<Controller>,
     /// Starts the drain.
     trigger: shutdown::ShutdownTrigger,
     /// The accept loops; complete when every session has finished after shutdown.
@@ -301,7 +275,7 @@ impl Proxy {
             }
             None => (None, None),
         };
-        metrics::install(&config.metrics_namespace);
+        redshard_metrics::install(&config.metrics_namespace);
         let (state, control) =
             ProxyState::with_options(config, topology, local_addr.port(), options)?;
         let (trigger, watch) = shutdown::channel();
@@ -313,25 +287,8 @@ impl Proxy {
                 trigger.subscribe(),
             )));
         }
-        background.push(tokio::spawn(session::park::sweep(
-            Arc::clone(&state),
-            trigger.subscribe(),
-        )));
-        match session::park::room::Room::open() {
-            Ok((room, departures)) => {
-                let _ = state.park_room.set(Arc::clone(&room));
-                // Not in `background`: it resumes parked clients until the last session is
-                // gone, so it ends with the runtime, not with the trigger.
-                tokio::spawn(session::park::serve_room(
-                    room,
-                    departures,
-                    trigger.subscribe(),
-                ));
-            }
-            Err(e) => tracing::warn!(error = %e, "idle clients will not be parked"),
-        }
-        let controller =
-            control::Controller::start(Arc::clone(&state), control, trigger.subscribe());
+        background.push(session::park::start(&state, &trigger));
+        let controller = Controller::start(Arc::clone(&state), control, trigger.subscribe());
         let plain = listener::run(listener, Arc::clone(&state), watch.clone());
         let accept = match (tls_listener, &state.tls.server) {
             (Some(tls_listener), Some(tls)) => {
@@ -437,7 +394,7 @@ impl Proxy {
 
     /// The controller.
     #[must_use]
-    pub fn controller(&self) -> &Arc<control::Controller> {
+    pub fn controller(&self) -> &Arc<Controller> {
         &self.controller
     }
 
@@ -467,7 +424,7 @@ impl Proxy {
     ///
     /// With `topology_file`, a clean stop (drained in time, every mirrored write settled) is
     /// recorded in it, so the next start trusts the in-sync replicas (see
-    /// [`control::Controller::record_stop`]).
+    /// [`Controller::record_stop`]).
     pub async fn shutdown(self, grace: Duration) -> bool {
         let deadline = std::time::Instant::now() + grace;
         self.trigger.trigger();

@@ -26,12 +26,11 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, Instrument};
 
 use crate::client_error::ClientError;
-use crate::metrics;
-use crate::session::park::{self, Place};
-use crate::session::{Exit, Session};
-use crate::shutdown::Shutdown;
-use crate::state::ProxyState;
-use crate::tls::ServerTls;
+use redshard_dataplane::session::park::{self, Place};
+use redshard_dataplane::session::{Exit, Session};
+use redshard_dataplane::shutdown::Shutdown;
+use redshard_dataplane::state::ProxyState;
+use redshard_dataplane::tls::ServerTls;
 
 /// First wait after a failed accept (out of file descriptors, ...); it doubles up to a second.
 pub(crate) const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
@@ -189,12 +188,12 @@ async fn serve_tls(
         done = handshake => match done {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
-                metrics::tls_handshake_error();
+                redshard_metrics::tls_handshake_error();
                 debug!(error = %e, "TLS handshake failed; closing the connection");
                 return;
             }
             Err(_) => {
-                metrics::tls_handshake_error();
+                redshard_metrics::tls_handshake_error();
                 debug!(timeout_ms = timeout.as_millis() as u64, "TLS handshake timed out; closing the connection");
                 return;
             }

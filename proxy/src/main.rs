@@ -81,7 +81,7 @@ fn main() -> ExitCode {
         return match Config::load(path) {
             Ok(config) => {
                 // The certificate files too: a proxy that would not start is not valid.
-                if let Err(e) = redshard_proxy::tls::Tls::load(&config) {
+                if let Err(e) = redshard_dataplane::tls::Tls::load(&config) {
                     eprintln!("{}: TLS: {e}", path.display());
                     return ExitCode::FAILURE;
                 }
@@ -118,14 +118,14 @@ fn main() -> ExitCode {
         };
     }
     let log_level = init_tracing(&config);
-    if let Err(e) = redshard_proxy::allocator::configure() {
+    if let Err(e) = redshard_dataplane::allocator::configure() {
         warn!(error = %e, "allocator settings not applied: freed memory returns to the OS later");
     }
     let options = StateOptions {
         config_path: Some(path.clone()),
         log_level: Some(log_level),
     };
-    let threads = redshard_proxy::state::worker_threads(config.threads);
+    let threads = redshard_dataplane::state::worker_threads(config.threads);
     info!(threads, "starting worker threads");
     // One worker: the single-threaded scheduler (no work-stealing queues, no cross-thread
     // wake-ups); it runs every task on this thread.

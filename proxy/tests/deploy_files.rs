@@ -1,5 +1,5 @@
 //! The deployment files in `deploy/` and `docker-compose.yml` stay true to the code: the
-//! Grafana dashboard queries only metric names that `redshard_proxy::metrics::names` defines,
+//! Grafana dashboard queries only metric names that `redshard_metrics::names` defines,
 //! the metrics table in `docs/operations.md` lists every one of them, and the Docker
 //! configuration is one the proxy accepts, naming the nodes compose starts. No Docker engine is
 //! needed: they are read as text.
@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use redshard_config::Config;
-use redshard_proxy::metrics::names::{self, Kind, EVENTS, PER_COMMAND, STATE};
+use redshard_metrics::names::{self, Kind, EVENTS, PER_COMMAND, STATE};
 
 fn repo_file(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
@@ -63,7 +63,7 @@ fn the_dashboard_queries_only_defined_metric_names() {
         .collect();
     assert!(
         unknown.is_empty(),
-        "the dashboard queries metrics that proxy/src/metrics/names.rs does not define: {unknown:?}"
+        "the dashboard queries metrics that metrics/src/names.rs does not define: {unknown:?}"
     );
     // The extraction found what the dashboard is about: latency quantiles per command, and the
     // mirroring and migration panels.

@@ -1,5 +1,5 @@
 //! Every error reply the proxy gives a client is a `ClientError` (`protocol/src/client_error.rs`),
-//! which owns the texts: this test reads `proxy/src/**/*.rs` and `protocol/src/**/*.rs` as text
+//! which owns the texts: this test reads the `src/**/*.rs` of every crate of the proxy as text
 //! and fails on a string literal that looks like an error reply written anywhere else
 //! (`"-ERR ..."`, `b"-..."`, `"CROSSSLOT ..."`, `"ERR ..."` handed to an encoder). See
 //! docs/development.md for how to add an error.
@@ -58,22 +58,22 @@ const OWNERS: &[&str] = &[
 /// the literal as written, why it is there).
 const READS_REPLIES: &[(&str, &str, &str)] = &[
     (
-        "proxy/src/backend/connect.rs",
+        "dataplane/src/backend/connect.rs",
         "\"WRONGPASS\"",
         "tells a refused AUTH from a node's other errors",
     ),
     (
-        "proxy/src/backend/connect.rs",
+        "dataplane/src/backend/connect.rs",
         "\"NOAUTH\"",
         "tells a refused AUTH from a node's other errors",
     ),
     (
-        "proxy/src/backend/lane.rs",
+        "dataplane/src/backend/lane.rs",
         "\"-WRONGPASS\"",
         "a refused switch to the proxy's ACL user",
     ),
     (
-        "proxy/src/control/nodes.rs",
+        "control/src/nodes.rs",
         "b\"-NOAUTH\"",
         "a node that wants credentials still answers",
     ),
@@ -125,8 +125,15 @@ fn is_error_text(text: &str) -> bool {
 /// `(file, line number, line)` of every error literal outside test code and comments.
 fn error_literals() -> Vec<(String, usize, String)> {
     let mut files = Vec::new();
-    rust_files(&root().join("proxy/src"), &mut files);
-    rust_files(&root().join("protocol/src"), &mut files);
+    for dir in [
+        "protocol/src",
+        "metrics/src",
+        "dataplane/src",
+        "control/src",
+        "proxy/src",
+    ] {
+        rust_files(&root().join(dir), &mut files);
+    }
     files.sort();
     let mut found = Vec::new();
     for file in files {

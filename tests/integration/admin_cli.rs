@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use redshard_proxy::control::migrate::MigrationState;
+use redshard_control::migrate::MigrationState;
 use redshard_tests::binary;
 use redshard_tests::cluster::CrashableProxy;
 use redshard_tests::replication::wait_until;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redshard_config::{Config, ReplicaState};
-use redshard_proxy::router::GateState;
+use redshard_dataplane::router::GateState;
 use redshard_tests::client::encode_command;
 use redshard_tests::cluster::key_on;
 use redshard_tests::replication::{digest, info_field, signal, wait_until};

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use redshard_config::{Config, Topology};
-use redshard_proxy::control::migrate::MigrationState;
+use redshard_control::migrate::MigrationState;
 use redshard_proxy::metrics::healthcheck::{healthcheck, HealthcheckError};
 use redshard_proxy::{Proxy, StateOptions};
 use redshard_tests::cluster::{config_text, even_slots, key_on};

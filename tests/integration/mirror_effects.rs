@@ -13,8 +13,8 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
+use redshard_dataplane::mirror::effect::{prepare, prepare_exec, replica_request, Effect};
 use redshard_proxy::command::resolve;
-use redshard_proxy::mirror::effect::{prepare, prepare_exec, replica_request, Effect};
 use redshard_proxy::resp::encode;
 use redshard_proxy::resp::{Protocol, ReplyScanner, RequestScanner};
 use redshard_tests::RedisServer;

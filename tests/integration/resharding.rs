@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use redshard_config::TopologyStore as _;
 use redshard_config::{NodeAddr, ReplicaState, Slot, SlotRange, TopologyChange};
-use redshard_proxy::control::migrate::MigrationState;
-use redshard_proxy::control::Controller;
+use redshard_control::migrate::MigrationState;
+use redshard_control::Controller;
 use redshard_tests::cluster::CrashableProxy;
 use redshard_tests::replication::wait_until;
 use redshard_tests::{Client, RedisServer, Reply, TestCluster};

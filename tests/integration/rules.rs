@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redshard_config::{Slot, SlotRange};
-use redshard_proxy::control::migrate::MigrationState;
+use redshard_control::migrate::MigrationState;
 use redshard_tests::cluster::{shard_of, CrashableProxy};
 use redshard_tests::replication::wait_until;
 use redshard_tests::{Client, RedisServer, Reply, TestCluster};

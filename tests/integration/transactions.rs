@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use redshard_proxy::router::GateState;
+use redshard_dataplane::router::GateState;
 use redshard_tests::cluster::key_on;
 use redshard_tests::replication::{signal, wait_for_info, wait_until};
 use redshard_tests::{Reply, TestCluster};

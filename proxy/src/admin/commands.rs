@@ -8,8 +8,8 @@ use redshard_config::{Migration, NodeAddr, NodeRole, ReplicaState, SlotRange};
 use super::rebalance::{self, Options};
 use super::reply::Reply;
 use super::status;
-use crate::control::migrate::{MigrateError, MigrationState};
-use crate::control::{find_shard, Controller};
+use redshard_control::migrate::{MigrateError, MigrationState};
+use redshard_control::{find_shard, Controller};
 
 /// The admin port's commands. The dispatcher matches on this enum (so a command listed here
 /// cannot go unhandled) and HELP and COMMANDS are written from [`COMMANDS`] (so a handled
@@ -301,7 +301,7 @@ pub async fn del_node(controller: &Arc<Controller>, args: &Args<'_>) -> Reply {
         .find_node(&node)
         .map(|(_, role)| role);
     match role {
-        None => Reply::err(crate::control::NodeError::NoNode(node)),
+        None => Reply::err(redshard_control::NodeError::NoNode(node)),
         Some(NodeRole::Master) => removed_shard(controller, node.as_str()).await,
         Some(NodeRole::Replica) => del_replica(controller, &Args::new("DELNODE", args.rest)).await,
     }

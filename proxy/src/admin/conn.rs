@@ -11,10 +11,10 @@ use tracing::{debug, warn};
 use super::budget::Slot;
 use super::commands::{self, Args, Command};
 use super::reply::Reply;
-use crate::auth_throttle::AuthThrottle;
-use crate::control::Controller;
 use crate::resp::{FrameKind, ProtocolError, RequestScanner, ScanLimits};
-use crate::shutdown::Shutdown;
+use redshard_control::Controller;
+use redshard_dataplane::auth_throttle::AuthThrottle;
+use redshard_dataplane::shutdown::Shutdown;
 
 /// Admin requests are short (names, addresses, passwords, slot ranges): bounds far below the
 /// client port's, so one connection buffers at most about 8 MiB whatever it sends (8192
@@ -320,7 +320,7 @@ impl AdminConn {
             tokio::time::sleep(wait).await;
         }
         let user_ok = user.is_none_or(|u| u == b"default");
-        if user_ok && crate::session::constant_time_eq(password, expected.as_bytes()) {
+        if user_ok && redshard_dataplane::session::constant_time_eq(password, expected.as_bytes()) {
             if self.authenticated {
                 return Reply::ok();
             }

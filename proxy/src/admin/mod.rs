@@ -60,9 +60,9 @@ pub use conn::{AdminConn, AdminPeer};
 pub use reply::Reply;
 pub use unix::{bind_unix, run_unix, AdminSocketError};
 
-use crate::control::Controller;
-use crate::shutdown::Shutdown;
 use budget::Budget;
+use redshard_control::Controller;
+use redshard_dataplane::shutdown::Shutdown;
 
 /// What a client over the budget is told before it is closed, like Redis.
 const REFUSAL: &[u8] = b"-ERR max number of clients reached\r\n";
@@ -74,7 +74,7 @@ const REFUSAL: &[u8] = b"-ERR max number of clients reached\r\n";
 /// Connections end at their next request boundary after shutdown.
 pub async fn run(listener: TcpListener, controller: Arc<Controller>, mut shutdown: Shutdown) {
     let budget = Budget::new();
-    let throttle = Arc::new(crate::auth_throttle::AuthThrottle::new());
+    let throttle = Arc::new(redshard_dataplane::auth_throttle::AuthThrottle::new());
     let mut backoff = crate::listener::ACCEPT_BACKOFF_MIN;
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "admin port listening");

@@ -8,10 +8,10 @@ use redshard_config::{HealthConfig, NodeAddr, Shard, SlotRange, Topology, SLOT_C
 use tokio::task::JoinSet;
 
 use super::reply::Reply;
-use crate::control::migrate::{MigrationProgress, MigrationState};
-use crate::control::probe::ProbeStatus;
-use crate::control::Controller;
-use crate::router::GateState;
+use redshard_control::migrate::{MigrationProgress, MigrationState};
+use redshard_control::probe::ProbeStatus;
+use redshard_control::Controller;
+use redshard_dataplane::router::GateState;
 
 /// A node's health in one word: `up` (the last probe answered), `failing` (the last probes
 /// failed, not yet for long enough to call it down), `down`, or `unknown` (not probed yet).

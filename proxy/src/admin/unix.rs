@@ -18,8 +18,8 @@ use tracing::{error, info, warn, Instrument};
 
 use super::budget::Budget;
 use super::conn::{AdminConn, AdminPeer};
-use crate::control::Controller;
-use crate::shutdown::Shutdown;
+use redshard_control::Controller;
+use redshard_dataplane::shutdown::Shutdown;
 
 /// Why the admin socket could not be opened; each says what to do.
 #[derive(Debug, thiserror::Error)]

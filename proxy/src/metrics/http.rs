@@ -23,7 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use crate::shutdown::Shutdown;
+use redshard_dataplane::shutdown::Shutdown;
 
 /// Largest request head (request line and headers).
 pub const MAX_HEAD_BYTES: usize = 8 * 1024;

@@ -1,16 +1,16 @@
 //! The `/metrics` page: the process's event metrics, then the state metrics of one proxy,
-//! read at each scrape (see [`super::names`]). The scrape side sits at the top: it reads the
-//! whole proxy state, while the recording API of [`super`] is a leaf everyone may call.
+//! read at each scrape (see [`redshard_metrics::names`]). The scrape side sits at the top: it
+//! reads the whole proxy state, while the recording API ([`redshard_metrics`]) is a leaf
+//! everyone may call.
 
 use std::sync::atomic::Ordering;
 
-use super::names::{self, gate_state, mirror_state};
-use super::text::Text;
-use super::{registry, Exporter};
-use crate::control::migrate::{MigrationProgress, MigrationState};
-use crate::health::{slots_per_shard, NodeStatus};
-use crate::router::RoutingTable;
-use crate::state::ProxyState;
+use redshard_control::migrate::{MigrationProgress, MigrationState};
+use redshard_dataplane::health::{slots_per_shard, NodeStatus};
+use redshard_dataplane::router::RoutingTable;
+use redshard_dataplane::state::ProxyState;
+use redshard_metrics::names::{self, gate_state, mirror_state};
+use redshard_metrics::text::Text;
 
 /// The whole `/metrics` page for the proxy `state`: the process's event metrics, then the
 /// proxy's state. Uses the installed namespace, or the configured one when nothing is
@@ -18,9 +18,8 @@ use crate::state::ProxyState;
 #[must_use]
 pub fn render(state: &ProxyState) -> String {
     let mut out = String::with_capacity(16 * 1024);
-    let namespace = match registry() {
-        Some(registry) => {
-            let exporter = Exporter { registry };
+    let namespace = match redshard_metrics::installed() {
+        Some(exporter) => {
             exporter.render_into(&mut out);
             exporter.namespace().to_owned()
         }

@@ -3,7 +3,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
-use crate::shutdown;
+use redshard_dataplane::shutdown;
 
 fn parse(head: &str) -> Result<(Request, usize), u16> {
     parse_head(head.as_bytes()).map_err(|r| r.status)

@@ -1,0 +1,404 @@
+//! A shortfall of the replicas' acknowledgement under Redis replication (`[replication] mode =
+//! "redis"`, `ack = "sync"`).
+//!
+//! A lane ends each batch of writes with `WAIT k` (k = the shard's in-sync replicas) and holds
+//! the batch's replies until it answers (see [`redshard_dataplane::backend::lane`]). When it counts fewer
+//! than k (the replicas did not acknowledge within `ack_timeout_ms`) or fails, the lane sends
+//! [`ControlEvent::AckShortfall`](redshard_dataplane::events::ControlEvent::AckShortfall) and keeps holding.
+//! The controller then finds which in-sync replicas may lack those writes and records them
+//! stale, persisted, before the lane may release the replies: an in-sync replica that is not
+//! attached to the master (`INFO replication` of the master lists it `state=online`), or whose
+//! offset stays below the master's `master_repl_offset` read at the start of the check (its
+//! own `slave_repl_offset`, asked for a short while, since a healthy replica reaches it within
+//! milliseconds). A replica that cannot be asked in that time (stopped, unreachable) counts as
+//! lacking them. The `master_repl_offset` read after the `WAIT` answered covers every write of
+//! the batch, so every replica still in sync afterwards holds them all.
+//!
+//! Lanes report shortfalls in bursts (every lane of the master, every batch in flight): the
+//! shortfalls of one master are checked one round at a time, and a round answers every
+//! shortfall reported before it started; those reported meanwhile wait for the next round,
+//! which reads the offset anew.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use redshard_config::{NodeAddr, ReplicaState, Shard};
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use super::Controller;
+
+/// How often a replica's offset is asked again while it is below the master's.
+const OFFSET_POLL: Duration = Duration::from_millis(5);
+
+/// The shortfalls waiting for a check, by master.
+#[derive(Debug, Default)]
+pub(super) struct AckChecks {
+    /// A master is listed while a round of checks runs for it: the shortfalls reported since
+    /// the round started wait here for the next one.
+    waiting: Mutex<HashMap<NodeAddr, Vec<oneshot::Sender<()>>>>,
+}
+
+impl AckChecks {
+    /// Queues `done` for `master`; true when no round runs for it (the caller starts one).
+    fn queue(&self, master: &NodeAddr, done: oneshot::Sender<()>) -> bool {
+        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        match waiting.get_mut(master) {
+            Some(queued) => {
+                queued.push(done);
+                false
+            }
+            None => {
+                waiting.insert(master.clone(), vec![done]);
+                true
+            }
+        }
+    }
+
+    /// The shortfalls queued for `master`; when there are none the master's rounds end.
+    fn take(&self, master: &NodeAddr) -> Vec<oneshot::Sender<()>> {
+        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        match waiting.get_mut(master) {
+            Some(queued) if !queued.is_empty() => std::mem::take(queued),
+            _ => {
+                waiting.remove(master);
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// What the master's `INFO replication` says of one replica (a `slaveN:` line).
+#[derive(Debug, PartialEq, Eq)]
+struct Attached {
+    /// `ip=`: the address the replica connected from.
+    ip: String,
+    /// `port=`: the port it listens on.
+    port: u16,
+    /// `state=online`: it streams the master's writes (not in a full sync).
+    online: bool,
+    /// `offset=`: the last offset it acknowledged.
+    offset: u64,
+}
+
+/// The replicas listed in a master's `INFO replication` (its `slaveN:` fields).
+fn attached(info: &HashMap<String, String>) -> Vec<Attached> {
+    let mut out = Vec::new();
+    for (key, value) in info {
+        let Some(n) = key.strip_prefix("slave") else {
+            continue;
+        };
+        if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let field = |name: &str| {
+            value
+                .split(',')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v)
+        };
+        let (Some(ip), Some(port)) = (field("ip"), field("port").and_then(|p| p.parse().ok()))
+        else {
+            continue;
+        };
+        out.push(Attached {
+            ip: ip.to_owned(),
+            port,
+            online: field("state") == Some("online"),
+            offset: field("offset").and_then(|o| o.parse().ok()).unwrap_or(0),
+        });
+    }
+    out
+}
+
+/// Whether the master's line `line` is the replica at `addr`: the same port, and the same IP
+/// when `addr` names one (a host name is trusted by its port).
+fn is_replica(line: &Attached, addr: &NodeAddr) -> bool {
+    if addr.port() != line.port {
+        return false;
+    }
+    match (
+        addr.host().parse::<std::net::IpAddr>(),
+        line.ip.parse::<std::net::IpAddr>(),
+    ) {
+        (Ok(want), Ok(seen)) => want == seen,
+        _ => true,
+    }
+}
+
+/// How many replicas `attached` to a master stream from it (`state=online`) without being one
+/// of `in_sync`: Redis's `WAIT` counts them like the in-sync ones.
+fn unlisted_online<'a>(
+    attached: &[Attached],
+    in_sync: impl Iterator<Item = &'a NodeAddr> + Clone,
+) -> u32 {
+    let count = attached
+        .iter()
+        .filter(|line| line.online && !in_sync.clone().any(|addr| is_replica(line, addr)))
+        .count();
+    u32::try_from(count).unwrap_or(u32::MAX)
+}
+
+/// A number field of an `INFO` answer.
+fn number(info: &HashMap<String, String>, field: &str) -> Option<u64> {
+    info.get(field).and_then(|v| v.parse().ok())
+}
+
+impl Controller {
+    /// Tells `shard`'s master node how many replicas streaming from it are not in sync (see
+    /// [`Node::unlisted_replicas`](crate::backend::Node::unlisted_replicas)), from its
+    /// `INFO replication` answer `info`: the acknowledgement of each write then waits for
+    /// them too, so none of them stands in for an in-sync replica.
+    pub(super) fn note_unlisted_replicas(&self, shard: &Shard, info: &HashMap<String, String>) {
+        let in_sync = shard
+            .replicas
+            .iter()
+            .filter(|r| r.state == ReplicaState::InSync)
+            .map(|r| &r.addr);
+        let count = unlisted_online(&attached(info), in_sync);
+        let node = self.state.router.pool().node(&shard.master);
+        if node.unlisted_replicas() != count {
+            info!(master = %shard.master, shard = %shard.name, count, "replicas streaming from the master that are not in sync; writes wait for them too");
+            node.set_unlisted_replicas(&self.writer, count);
+        }
+    }
+
+    /// A lane's `WAIT` fell short on `master` (see the module docs): `done` is answered once
+    /// every in-sync replica that may lack the lane's writes is recorded stale.
+    pub(super) fn ack_shortfall(
+        self: &Arc<Self>,
+        master: NodeAddr,
+        wanted: u32,
+        answer: &str,
+        done: oneshot::Sender<()>,
+    ) {
+        if !self.acks.queue(&master, done) {
+            return;
+        }
+        let controller = Arc::clone(self);
+        let answer = answer.to_owned();
+        tokio::spawn(async move {
+            loop {
+                let waiting = controller.acks.take(&master);
+                if waiting.is_empty() {
+                    return;
+                }
+                info!(%master, wanted, %answer, batches = waiting.len(), "the replicas did not acknowledge batches of writes in time: checking them");
+                controller.check_acks(&master).await;
+                for done in waiting {
+                    let _ = done.send(());
+                }
+            }
+        });
+    }
+
+    /// One round: records stale every in-sync replica of `master`'s shard that lacks what the
+    /// master had when the round started.
+    async fn check_acks(&self, master: &NodeAddr) {
+        // Not the table itself across the waits below: the epoch barrier waits for it.
+        let shard = {
+            let table = self.state.router.load();
+            table
+                .topology()
+                .shards
+                .iter()
+                .find(|s| &s.master == master)
+                .cloned()
+        };
+        let Some(shard) = shard else {
+            // No longer a master (failed over): its lanes are fenced and fail what they hold.
+            return;
+        };
+        let timeout = self.state.config.replication.ack_timeout;
+        let behind = match self.master_offset(master, timeout).await {
+            Ok((offset, info)) => {
+                // A replica that attached or went since the last check of the shard may be
+                // what the `WAIT` counted wrong.
+                self.note_unlisted_replicas(&shard, &info);
+                self.replicas_behind(&shard, offset, &attached(&info)).await
+            }
+            Err(error) => {
+                // The master cannot tell: the replicas keep their state, and the master's own
+                // failure is the probes' business (a failover fails the held replies).
+                warn!(%master, %error, "the master's replication offset could not be read after a shortfall; releasing the held replies");
+                return;
+            }
+        };
+        for (addr, reason) in behind {
+            self.record_stale(shard.id, &addr, &reason);
+        }
+    }
+
+    /// The master's `master_repl_offset` and its whole `INFO replication` answer.
+    async fn master_offset(
+        &self,
+        master: &NodeAddr,
+        timeout: Duration,
+    ) -> Result<(u64, HashMap<String, String>), super::conn::ConnError> {
+        // The connection bounds every exchange by `timeout`.
+        let info = self
+            .connect(master, timeout)
+            .await?
+            .info("replication")
+            .await?;
+        Ok((number(&info, "master_repl_offset").unwrap_or(0), info))
+    }
+
+    /// The in-sync replicas of `shard` that lack offset `offset` of the master, with why.
+    async fn replicas_behind(
+        &self,
+        shard: &Shard,
+        offset: u64,
+        attached: &[Attached],
+    ) -> Vec<(NodeAddr, String)> {
+        let timeout = self.state.config.replication.ack_timeout;
+        let mut behind = Vec::new();
+        for replica in shard
+            .replicas
+            .iter()
+            .filter(|r| r.state == ReplicaState::InSync)
+        {
+            let line = attached.iter().find(|a| is_replica(a, &replica.addr));
+            let reason = match line {
+                None => Some("it is not attached to its master".to_owned()),
+                Some(line) if !line.online => {
+                    Some("it is attached to its master but not streaming (full sync)".to_owned())
+                }
+                Some(line) if line.offset >= offset => None,
+                Some(_) => self.replica_reaches(&replica.addr, offset, timeout).await,
+            };
+            if let Some(reason) = reason {
+                behind.push((replica.addr.clone(), reason));
+            }
+        }
+        behind
+    }
+
+    /// `None` when the replica at `addr` has processed the master's stream up to `offset`
+    /// (asked again for up to `timeout` while it is below), else why not.
+    async fn replica_reaches(
+        &self,
+        addr: &NodeAddr,
+        offset: u64,
+        timeout: Duration,
+    ) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        let asked = async {
+            let mut conn = self
+                .connect(addr, timeout)
+                .await
+                .map_err(|e| e.to_string())?;
+            loop {
+                let info = conn.info("replication").await.map_err(|e| e.to_string())?;
+                let reached = number(&info, "slave_repl_offset").unwrap_or(0);
+                if reached >= offset {
+                    return Ok(());
+                }
+                if Instant::now() >= deadline {
+                    return Err(format!(
+                        "its offset {reached} is below the master's {offset}"
+                    ));
+                }
+                // A replica streaming its master's writes is there within milliseconds.
+                tokio::time::sleep(OFFSET_POLL).await;
+            }
+        };
+        match tokio::time::timeout(timeout + OFFSET_POLL, asked).await {
+            Ok(Ok(())) => None,
+            Ok(Err(why)) => Some(format!("it did not acknowledge in time: {why}")),
+            Err(_) => Some(format!(
+                "it did not acknowledge in time and did not answer within {} ms",
+                timeout.as_millis()
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::conn::info_of as info;
+
+    #[test]
+    fn reads_the_attached_replicas_of_a_master() {
+        let info = info(&[
+            ("role", "master"),
+            ("connected_slaves", "2"),
+            (
+                "slave0",
+                "ip=127.0.0.1,port=7001,state=online,offset=420,lag=0",
+            ),
+            (
+                "slave1",
+                "ip=::1,port=7002,state=wait_bgsave,offset=0,lag=1",
+            ),
+            ("slave_read_only", "1"),
+            ("master_repl_offset", "430"),
+        ]);
+        let mut seen = attached(&info);
+        seen.sort_by_key(|a| a.port);
+        assert_eq!(
+            seen,
+            [
+                Attached {
+                    ip: "127.0.0.1".into(),
+                    port: 7001,
+                    online: true,
+                    offset: 420
+                },
+                Attached {
+                    ip: "::1".into(),
+                    port: 7002,
+                    online: false,
+                    offset: 0
+                },
+            ]
+        );
+        assert_eq!(number(&info, "master_repl_offset"), Some(430));
+    }
+
+    #[test]
+    fn matches_a_replica_by_its_address() {
+        let line = Attached {
+            ip: "127.0.0.1".into(),
+            port: 7001,
+            online: true,
+            offset: 0,
+        };
+        let addr = |s: &str| s.parse::<NodeAddr>().unwrap();
+        assert!(is_replica(&line, &addr("127.0.0.1:7001")));
+        assert!(!is_replica(&line, &addr("127.0.0.2:7001")));
+        assert!(!is_replica(&line, &addr("127.0.0.1:7002")));
+        // A host name is trusted by its port (the master lists the IP it saw).
+        assert!(is_replica(&line, &addr("redis-1b:7001")));
+        let v6 = Attached {
+            ip: "::1".into(),
+            ..line
+        };
+        assert!(is_replica(&v6, &addr("[::1]:7001")));
+    }
+
+    #[tokio::test]
+    async fn shortfalls_of_one_master_are_checked_one_round_at_a_time() {
+        let checks = AckChecks::default();
+        let master: NodeAddr = "127.0.0.1:7000".parse().unwrap();
+        let (first, _r1) = oneshot::channel();
+        let (second, _r2) = oneshot::channel();
+        assert!(checks.queue(&master, first), "the first starts a round");
+        assert_eq!(checks.take(&master).len(), 1);
+        assert!(
+            !checks.queue(&master, second),
+            "one reported during the round waits for the next"
+        );
+        assert_eq!(checks.take(&master).len(), 1);
+        assert!(checks.take(&master).is_empty(), "then the rounds end");
+        let (third, _r3) = oneshot::channel();
+        assert!(
+            checks.queue(&master, third),
+            "and a new shortfall starts them again"
+        );
+    }
+}

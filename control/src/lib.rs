@@ -1,0 +1,579 @@
+//! # redshard-control
+//!
+//! The control plane of the proxy, a crate above the data plane (`redshard-dataplane`), which
+//! cannot name it:
+//!
+//! - the controller ([`Controller`] and its modules: [`probe`], [`failover`], [`resync`],
+//!   [`migrate`], the node changes, the replicas' acknowledgements, [`conn`]ections to the
+//!   nodes, the clean stop): the one place that changes the live topology. It holds the data
+//!   plane's `TopologyWriter`, handed over in `ControllerParts`; only the data plane can mint
+//!   one, so no other writer of the topology can exist.
+//! - [`reload`]: re-reading the configuration file (SIGHUP, `POST /-/reload`).
+//!
+//! The controller: the one place that changes the live topology.
+//!
+//! Every change (a replica gone stale, a failover, a resync finished, an admin command, a
+//! migration step) goes through [`Controller::change`]: [`Topology::apply`] checks it, the new
+//! epoch is persisted (temp file, fsync, rename) and only then published to the data path with
+//! one `ArcSwap` store. Changes are serialised by one lock.
+//!
+//! A task ([`Controller::start`]) reacts to what the data path reports (see
+//! [`ControlEvent`]) and to the [`probe`]s, at least every `[health] interval_ms`:
+//! - a replica that failed a mirrored write is recorded `stale`, then the replies held for it
+//!   are released (see [`redshard_dataplane::mirror`]);
+//! - under Redis replication, a lane whose `WAIT` fell short has the in-sync replicas that
+//!   lack its writes recorded `stale`, then releases the replies it held ([`ack`]);
+//! - a master that is failing pauses its shard's gate when a replica could take over (requests
+//!   wait instead of failing); a master that is down is [failed over](failover) to an in-sync
+//!   replica, or its shard answers `-CLUSTERDOWN` when it has none;
+//! - a stale or new replica that answers is [resynchronised](resync) from its master; with
+//!   `[replication] mode = "redis"` every replica instead follows its master by `REPLICAOF`,
+//!   which the controller [sets up, checks and repairs](replica);
+//! - a master connection lost with mirrored writes in flight, on a master that stays up, makes
+//!   its replicas stale (the master may have applied writes they never got).
+//!
+//! Every state the controller moves (the shard gate, per-shard holds, suspicions and write
+//! losses, per-replica resyncs, failovers, migrations), who moves it and what clients see:
+//! `LIFECYCLE.md` next to this file.
+
+mod ack;
+mod book;
+pub mod conn;
+pub mod failover;
+mod kill;
+pub mod migrate;
+mod nodes;
+pub mod probe;
+pub mod reload;
+mod replica;
+pub mod resync;
+/// The controller's counts, kept below it (see [`redshard_dataplane::ha_stats`]).
+pub use redshard_dataplane::ha_stats as stats;
+mod stop;
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use redshard_config::{
+    FileTopologyStore, NodeAddr, ReplicaState, ShardId, StoreError, Topology, TopologyChange,
+    TopologyError, TopologyStore,
+};
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use book::{Book, HoldReason, LossVerdict, ResyncEnd};
+use probe::Probes;
+use redshard_dataplane::events::ControlEvent;
+use redshard_dataplane::router::writer::TopologyWriter;
+use redshard_dataplane::router::GateState;
+use redshard_dataplane::shutdown::Shutdown;
+use redshard_dataplane::state::{ControllerParts, ProxyState};
+
+pub use nodes::{find_shard, NodeError};
+
+/// Why a topology change was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// The change does not fit the topology (unknown shard, replica not in sync, ...).
+    #[error("{0}")]
+    Refused(#[from] TopologyError),
+    /// The new topology could not be persisted; nothing changed.
+    #[error("the topology could not be saved: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// The controller of one proxy.
+#[derive(Debug)]
+pub struct Controller {
+    /// The proxy's shared state (router, mirror links, config).
+    state: Arc<ProxyState>,
+    /// The one capability to install tables, set gates and fence nodes: the controller is
+    /// the only writer of the topology.
+    writer: TopologyWriter,
+    /// Where topologies are persisted; `None` keeps them in memory.
+    store: Option<FileTopologyStore>,
+    /// Serialises changes. A std mutex: nothing awaits while it is held (apply, save and
+    /// publish are synchronous), so the admin port can queue migrations without awaiting.
+    change_lock: Mutex<()>,
+    /// Node health.
+    probes: Probes,
+    /// Woken by probes with news.
+    changed: Arc<Notify>,
+    /// What it remembers between rounds: per-shard holds, suspicions and write losses,
+    /// per-replica resyncs (see `LIFECYCLE.md`).
+    book: Mutex<Book>,
+    /// The data path's reports the controller's task gave back when it ended, so the clean
+    /// stop (`stop.rs`) sees what was never acted on; `None` while the task runs.
+    returned_events: Mutex<Option<redshard_dataplane::events::EventReceiver>>,
+    /// Shortfalls of the replicas' acknowledgement waiting for a check (see [`ack`]).
+    acks: ack::AckChecks,
+    /// The checks of Redis replication (`[replication] mode = "redis"`).
+    replicas: replica::Tracker,
+}
+
+impl Controller {
+    /// The controller of `state`, persisting to `state.config.topology_file` when set; it takes
+    /// the `parts` made with the state (the topology's writer and the data path's reports).
+    /// Starts its task on the current runtime; it ends with `shutdown`.
+    #[must_use]
+    pub fn start(state: Arc<ProxyState>, parts: ControllerParts, shutdown: Shutdown) -> Arc<Self> {
+        let ControllerParts { writer, events } = parts;
+        let changed = Arc::new(Notify::new());
+        let probes = Probes::new(
+            state.config.health.clone(),
+            redshard_dataplane::health::auth_request(&state.config.backend),
+            state.tls.backend.clone(),
+            Arc::clone(&state.health),
+            Arc::clone(&changed),
+        );
+        let store = state
+            .config
+            .topology_file
+            .as_ref()
+            .map(|p| FileTopologyStore::new(p.clone()));
+        // Every save while serving keeps the run marker (see `redshard_config::store`).
+        if let Some(store) = &store {
+            store.set_running(true);
+        }
+        let controller = Arc::new(Self {
+            state,
+            writer,
+            store,
+            change_lock: Mutex::new(()),
+            probes,
+            changed,
+            book: Mutex::new(Book::default()),
+            returned_events: Mutex::new(None),
+            acks: ack::AckChecks::default(),
+            replicas: replica::Tracker::default(),
+        });
+        controller
+            .probes
+            .track(controller.state.router.load().topology().nodes());
+        let mover_shutdown = shutdown.clone();
+        tokio::spawn(Arc::clone(&controller).run(events, shutdown));
+        controller.resume_migrations();
+        tokio::spawn(Arc::clone(&controller).run_migrations(mover_shutdown));
+        controller
+    }
+
+    fn book(&self) -> std::sync::MutexGuard<'_, Book> {
+        self.book.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The proxy's state.
+    #[must_use]
+    pub fn state(&self) -> &Arc<ProxyState> {
+        &self.state
+    }
+
+    /// A control connection to `addr` with the proxy's control credentials (and TLS when
+    /// `[backend] tls` is on).
+    ///
+    /// # Errors
+    /// The node cannot be reached, or refuses the handshake or the credentials.
+    pub async fn connect(
+        &self,
+        addr: &NodeAddr,
+        timeout: Duration,
+    ) -> Result<conn::ControlConn, conn::ConnError> {
+        let auth = redshard_dataplane::health::auth_request(&self.state.config.backend);
+        conn::ControlConn::open(
+            addr,
+            auth.as_ref(),
+            self.state.tls.backend.as_deref(),
+            timeout,
+        )
+        .await
+    }
+
+    /// Loads every script the proxy knows into the node at `addr`, logging a failure.
+    async fn load_scripts(&self, addr: &NodeAddr) {
+        let bodies = self.state.router.mirror().scripts().bodies();
+        if bodies.is_empty() {
+            return;
+        }
+        let loaded = async {
+            let mut conn = self.connect(addr, Duration::from_secs(5)).await?;
+            for body in bodies {
+                conn.call_ok(&[b"SCRIPT", b"LOAD", &body]).await?;
+            }
+            Ok::<(), conn::ConnError>(())
+        };
+        if let Err(e) = loaded.await {
+            warn!(node = %addr, error = %e, "could not load the known scripts into a new master");
+        }
+    }
+
+    /// What the probes know of `addr`.
+    #[must_use]
+    pub fn probe(&self, addr: &NodeAddr) -> probe::ProbeStatus {
+        self.probes.status(addr)
+    }
+
+    /// Failovers done since start, and a line on the last one (kept in
+    /// [`ProxyState::ha`](redshard_dataplane::state::ProxyState::ha), with the other counts INFO and
+    /// metrics show).
+    #[must_use]
+    pub fn failovers(&self) -> (u64, Option<String>) {
+        self.state.ha.failovers()
+    }
+
+    /// Whether topology changes (and queued migrations) are saved to `topology_file`, so a
+    /// restart resumes them.
+    #[must_use]
+    pub fn persists(&self) -> bool {
+        self.store.is_some()
+    }
+
+    /// Applies `change`, persists the result and publishes it. Returns the new topology.
+    ///
+    /// # Errors
+    /// The change does not fit the current topology, or it could not be persisted; in both
+    /// cases nothing changed.
+    pub async fn change(&self, change: TopologyChange) -> Result<Arc<Topology>, ChangeError> {
+        if let TopologyChange::AddShard { master, .. } = &change {
+            // It never saw the SCRIPT LOADs fanned out before: give it every known script so
+            // EVALSHA works once slots move to it (best effort: clients fall back to EVAL).
+            self.load_scripts(master).await;
+        }
+        self.change_now(&change)
+    }
+
+    /// [`Controller::change`] without its preparation for `AddShard` (the known scripts are
+    /// not loaded into a new master): applies, persists and publishes `change` at once.
+    ///
+    /// # Errors
+    /// As [`Controller::change`].
+    pub(crate) fn change_now(&self, change: &TopologyChange) -> Result<Arc<Topology>, ChangeError> {
+        // A poisoned lock guards nothing broken: the topology is replaced in one store.
+        let _guard = self
+            .change_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let current = Arc::clone(self.state.router.load().topology());
+        let next = current.apply(change)?;
+        if let Some(store) = &self.store {
+            store.save(&next)?;
+        }
+        info!(epoch = next.epoch, change = %change, "topology changed");
+        self.state.router.install(&self.writer, next);
+        let table = self.state.router.load();
+        self.probes.track(table.topology().nodes());
+        Ok(Arc::clone(table.topology()))
+    }
+
+    /// The controller's task.
+    async fn run(
+        self: Arc<Self>,
+        mut events: redshard_dataplane::events::EventReceiver,
+        mut shutdown: Shutdown,
+    ) {
+        let mut tick = tokio::time::interval(self.state.config.health.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.wait() => break,
+                event = events.recv() => match event {
+                    Some(event) => self.handle(event).await,
+                    None => break,
+                },
+                () = self.changed.notified() => self.round().await,
+                _ = tick.tick() => self.round().await,
+            }
+        }
+        self.probes.stop();
+        // For the clean stop to see what was never acted on (`stop.rs`).
+        *self
+            .returned_events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(events);
+    }
+
+    /// Handles one report of the data path.
+    async fn handle(self: &Arc<Self>, event: ControlEvent) {
+        match event {
+            ControlEvent::ReplicaFailed {
+                shard,
+                addr,
+                reason,
+            } => {
+                self.record_stale(shard, &addr, &reason);
+                if let Some(link) = self.state.router.mirror().link(&addr) {
+                    link.stale_recorded();
+                }
+            }
+            ControlEvent::AckShortfall {
+                master,
+                wanted,
+                answer,
+                done,
+            } => self.ack_shortfall(master, wanted, &answer, done),
+            ControlEvent::ConnectionLost { addr } => {
+                self.probes.kick(&addr);
+                let table = self.state.router.load();
+                let topology = table.topology();
+                if let Some(shard) = topology.shards.iter().find(|s| s.master == addr) {
+                    self.book().suspect(shard.id, addr.clone(), Instant::now());
+                    let master = self.probes.status(&addr);
+                    self.settle_gate(
+                        shard.id,
+                        &shard.master,
+                        &master,
+                        self.candidate(shard).is_some(),
+                    );
+                }
+            }
+            ControlEvent::NodeRestarted { addr, run_id } => {
+                self.node_restarted(&addr, &run_id).await;
+            }
+            ControlEvent::MasterWriteLost { shard, master } => {
+                self.book().writes_lost(shard, master, Instant::now());
+            }
+            ControlEvent::KillScript { which, done } => self.kill_script(which, done),
+        }
+    }
+
+    /// Records the in-sync replica `addr` of `shard` stale (persisted), for `reason`; logs
+    /// when it cannot be.
+    fn record_stale(&self, shard: ShardId, addr: &NodeAddr, reason: &str) {
+        let change = TopologyChange::SetReplicaState {
+            shard,
+            addr: addr.clone(),
+            state: ReplicaState::Stale,
+        };
+        match self.change_now(&change) {
+            Ok(_) => {
+                self.state.ha.record_stale();
+                warn!(replica = %addr, %reason, "replica recorded stale");
+            }
+            // Already stale or gone: nothing to persist.
+            Err(ChangeError::Refused(e)) => {
+                info!(replica = %addr, error = %e, %reason, "replica failure not recorded");
+            }
+            // The replica gets no more writes and is never promoted by this process, but a
+            // restart would trust it: the operator must know.
+            Err(e @ ChangeError::Store(_)) => {
+                tracing::error!(replica = %addr, error = %e, %reason, "a stale replica could not be recorded in the topology file; do not restart the proxy before fixing the file's storage");
+            }
+        }
+    }
+
+    /// One round over every shard: gates, failovers, lost writes, resyncs.
+    async fn round(self: &Arc<Self>) {
+        let health = self.state.config.health.clone();
+        // The topology only: a table held across the failovers below would hold up the
+        // epoch barrier of a migration starting meanwhile.
+        let topology = Arc::clone(self.state.router.load().topology());
+        for shard in &topology.shards {
+            let master = self.probes.status(&shard.master);
+            let candidate = self.candidate(shard);
+            if master.is_down(&health) {
+                if let (true, Some(replica)) = (health.auto_failover, candidate.as_ref()) {
+                    let since = master.failing_since.unwrap_or_else(Instant::now);
+                    let kind = failover::FailoverKind::MasterDown { since };
+                    if let Err(e) = self.failover(shard.id, replica, kind).await {
+                        warn!(shard = %shard.name, error = %e, "failover failed");
+                    }
+                    continue;
+                }
+            }
+            self.settle_gate(shard.id, &shard.master, &master, candidate.is_some());
+            self.check_lost_writes(shard, &master, &health).await;
+            if self.redis_replication() {
+                self.start_replica_check(shard, &master);
+            } else {
+                self.start_resyncs(shard, &master);
+            }
+        }
+    }
+
+    /// The replica to promote if `shard`'s master is down: in sync, still mirrored to, and
+    /// answering probes.
+    fn candidate(&self, shard: &redshard_config::Shard) -> Option<NodeAddr> {
+        let mirror = self.state.router.mirror();
+        shard
+            .replicas
+            .iter()
+            .filter(|r| r.state == ReplicaState::InSync)
+            .filter(|r| mirror.link(&r.addr).is_none_or(|l| l.is_active()))
+            .find(|r| self.probes.status(&r.addr).is_up())
+            .map(|r| r.addr.clone())
+    }
+
+    /// Sets `shard`'s gate from its master's health and what holds it.
+    fn settle_gate(
+        &self,
+        shard: ShardId,
+        addr: &NodeAddr,
+        master: &probe::ProbeStatus,
+        can_fail_over: bool,
+    ) {
+        let health = &self.state.config.health;
+        let node = self.state.router.pool().node(addr);
+        let incarnation = node.incarnation();
+        let (held, suspect) = {
+            let mut book = self.book();
+            // A suspicion ends with the first probe answered after it, or after a few rounds;
+            // and once every lane is connected again to the same process (a probe also
+            // answers a node restarted empty, which must be failed over before it is
+            // served), or after `failover_wait`, as long as a lane holds what it could not
+            // send.
+            let ends = |since: Instant| {
+                (master.last_ok.is_some_and(|ok| ok > since)
+                    || since.elapsed() > health.timeout + health.interval * 2)
+                    && (incarnation.lanes_connected() || since.elapsed() > health.failover_wait)
+            };
+            let suspect = book.still_suspect(shard, addr, ends);
+            (book.is_held(shard), suspect)
+        };
+        let wanted = if held {
+            GateState::Paused
+        } else if master.is_down(health) && !can_fail_over {
+            GateState::Down
+        } else if (master.is_failing() || suspect || incarnation.restart_pending())
+            && can_fail_over
+            && health.auto_failover
+        {
+            // It may be failed over soon: new requests wait for the outcome.
+            GateState::Paused
+        } else {
+            GateState::Open
+        };
+        // A decision is coming unless the shard is down: until then, the master's lanes
+        // keep what they could not send.
+        incarnation.set_hold(wanted != GateState::Down);
+        let gate = self.state.router.gate(shard);
+        if gate.state() != wanted {
+            gate.set(&self.writer, wanted);
+        }
+    }
+
+    /// Pauses `shard`'s gate for a cut-over (see [`resync`], [`failover`]) until
+    /// [`Controller::release`].
+    fn hold(&self, shard: ShardId, reason: HoldReason) {
+        self.book().hold(shard, reason);
+        self.state
+            .router
+            .gate(shard)
+            .set(&self.writer, GateState::Paused);
+    }
+
+    /// Ends the cut-over [`Controller::hold`] began for `reason`: once no other cut-over holds
+    /// the shard, the gate reopens, and the next round sets it from the master's health.
+    fn release(&self, shard: ShardId, reason: &HoldReason) {
+        if !self.book().release(shard, reason) {
+            // Another cut-over still holds the shard: it reopens the gate when it ends.
+            return;
+        }
+        let gate = self.state.router.gate(shard);
+        if gate.state() == GateState::Paused {
+            gate.set(&self.writer, GateState::Open);
+            // The next round corrects it if the master's health says otherwise.
+            self.changed.notify_one();
+        }
+    }
+
+    /// Makes the replicas of a shard stale when its master lost mirrored writes in flight and
+    /// stayed up (it may hold writes they never got).
+    async fn check_lost_writes(
+        &self,
+        shard: &redshard_config::Shard,
+        master: &probe::ProbeStatus,
+        health: &redshard_config::HealthConfig,
+    ) {
+        // A loss recorded for a master failed over since is forgotten: the old master's
+        // writes are gone with it.
+        let verdict = self.book().judge_loss(shard.id, &shard.master, |since| {
+            master.is_up() && since.elapsed() >= health.down_after
+        });
+        if verdict != LossVerdict::Act {
+            return;
+        }
+        // "Stayed up" or came back as another process faster than its lanes noticed (they
+        // reconnect with a backoff)? Then the replicas hold what it lost: fail over instead.
+        if let Some(run_id) = self.restarted(&shard.master).await {
+            self.node_restarted(&shard.master, &run_id).await;
+            return;
+        }
+        for replica in shard
+            .replicas
+            .iter()
+            .filter(|r| r.state == ReplicaState::InSync)
+        {
+            if let Some(link) = self.state.router.mirror().link(&replica.addr) {
+                link.fail(format!(
+                    "the master {} stayed up after a connection with mirrored writes in flight failed; their outcome is unknown",
+                    shard.master
+                ));
+            }
+        }
+    }
+
+    /// The node's `run_id` when it is another process than the one the lanes serve (asked
+    /// over a control connection; `None` if it is the same, unknown, or cannot be asked).
+    async fn restarted(&self, addr: &NodeAddr) -> Option<String> {
+        let timeout = self.state.config.health.timeout;
+        let mut conn = self.connect(addr, timeout).await.ok()?;
+        let run_id = conn.info("server").await.ok()?.get("run_id")?.clone();
+        let node = self.state.router.pool().node(addr);
+        node.incarnation().differs(&run_id).then_some(run_id)
+    }
+
+    /// Tells the resync of `addr`, if one runs, to stop: the replica was removed.
+    fn stop_resync(&self, addr: &NodeAddr) {
+        self.book().stop_resync(addr);
+    }
+
+    /// Starts the resync of the shard's replicas that need one and answer, one at a time.
+    fn start_resyncs(
+        self: &Arc<Self>,
+        shard: &redshard_config::Shard,
+        master: &probe::ProbeStatus,
+    ) {
+        if !master.is_up() {
+            return;
+        }
+        let mut book = self.book();
+        // A graceful failover holds the shard while the old master is briefly stale between
+        // the promotion and its return as an in-sync replica: it needs no resync.
+        if book.is_held(shard.id) || book.any_resyncing(shard.replicas.iter().map(|r| &r.addr)) {
+            return;
+        }
+        let now = Instant::now();
+        let next = shard.replicas.iter().find(|r| {
+            r.state != ReplicaState::InSync
+                && book.resync_due(&r.addr, now)
+                && self.probes.status(&r.addr).is_up()
+        });
+        if let Some(replica) = next {
+            // Refused (`None`) only if one runs already, which the check above excludes.
+            let Some(stop) = book.start_resync(&replica.addr, now) else {
+                return;
+            };
+            let controller = Arc::clone(self);
+            let (shard, addr) = (shard.id, replica.addr.clone());
+            tokio::spawn(async move {
+                let result = controller.resync(shard, &addr, &stop).await;
+                let mut book = controller.book();
+                match result {
+                    Ok(took) => {
+                        book.end_resync(&addr, ResyncEnd::Finished);
+                        info!(replica = %addr, took_ms = took.as_millis() as u64, "replica resynchronised and in sync");
+                    }
+                    Err(resync::ResyncError::Removed) => {
+                        book.end_resync(&addr, ResyncEnd::Finished);
+                        info!(replica = %addr, "resync stopped: the replica was removed");
+                    }
+                    Err(e) => {
+                        book.end_resync(
+                            &addr,
+                            ResyncEnd::RetryAt(Instant::now() + Duration::from_secs(2)),
+                        );
+                        warn!(replica = %addr, error = %e, "resync failed; retrying in 2 s");
+                    }
+                }
+            });
+        }
+    }
+}

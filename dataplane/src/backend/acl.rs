@@ -1,0 +1,284 @@
+//! The ACL users the proxy creates on every node for its client traffic (`[backend]
+//! manage_acl`, on by default).
+//!
+//! The proxy checks every command a client sends against `allow_flush` and the client's
+//! access level, but a Lua script or function runs its `redis.call()`s on the node, where
+//! the proxy cannot see them. Redis checks those calls against the ACL user of the
+//! connection that runs the script. So the lanes do not carry client traffic as the
+//! configured backend user (often `default`, which may do anything): every new connection
+//! first creates (or resets) the proxy's own users with `ACL SETUSER`, over its configured
+//! credentials, then switches to `redshard-client` with `AUTH`. A script of a `read-only` or
+//! `no-dangerous` client is preceded on its lane by an `AUTH` as `redshard-readonly` or
+//! `redshard-nodanger` (and the next request of another client by one back), the way a
+//! request in the other protocol is preceded by `HELLO`.
+//!
+//! Creating the users on every new connection, instead of once from the controller, covers
+//! every node the same way: those present at start, those added later, a node that restarted
+//! (and forgot its users) and one that comes back after a failover. `ACL SETUSER` with the
+//! same rules is idempotent, so lanes connecting at once do not disturb each other.
+//!
+//! The passwords are derived from the configured backend credentials: every proxy with the
+//! same configuration computes the same ones, so several proxies (and a restarted one) agree
+//! on them without storing anything, and nobody who does not already hold the backend
+//! credentials can compute them. They are not secrets beyond those credentials: on a node
+//! whose `default` user has no password anyone may already do everything.
+
+use bytes::{Bytes, BytesMut};
+use redshard_config::{Access, Config};
+
+use redshard_protocol::command::{self, Route};
+use redshard_protocol::resp::encode;
+
+/// The backend user a request runs as (with managed ACL users).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BackendUser {
+    /// `redshard-client`: everything redshard lets a client run.
+    #[default]
+    Client,
+    /// `redshard-readonly`: what a `read-only` client's script may call.
+    ReadOnly,
+    /// `redshard-nodanger`: what a `no-dangerous` client's script may call.
+    NoDangerous,
+}
+
+impl BackendUser {
+    /// The user whose rights match a client's access level.
+    #[must_use]
+    pub fn of(access: Access) -> Self {
+        match access {
+            Access::All => Self::Client,
+            Access::ReadOnly => Self::ReadOnly,
+            Access::NoDangerous => Self::NoDangerous,
+        }
+    }
+
+    /// The user's name on the nodes.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Client => "redshard-client",
+            Self::ReadOnly => "redshard-readonly",
+            Self::NoDangerous => "redshard-nodanger",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Self::Client => 0,
+            Self::ReadOnly => 1,
+            Self::NoDangerous => 2,
+        }
+    }
+}
+
+/// The commands no client may run through redshard (`Route::Forbidden`) as ACL rules: a
+/// container (`CLIENT`, `CONFIG` ...) is skipped, since only some of its subcommands are
+/// forbidden and those are listed on their own.
+fn forbidden_rules() -> impl Iterator<Item = String> {
+    command::all_specs()
+        .filter(|spec| spec.route == Route::Forbidden && !spec.has_subcommands())
+        .map(|spec| format!("-{}", spec.name))
+}
+
+/// The ACL rules of `user` (after `reset on >password`), for a proxy whose `allow_flush` is
+/// `allow_flush`. `docs/access-control.md` explains them.
+#[must_use]
+pub fn rules(user: BackendUser, allow_flush: bool) -> Vec<String> {
+    let mut rules: Vec<String> = vec!["~*".into(), "&*".into()];
+    match user {
+        BackendUser::Client | BackendUser::NoDangerous => rules.push("+@all".into()),
+        // A read-only client runs only EVAL_RO, EVALSHA_RO and FCALL_RO (the proxy refuses
+        // the others), alone or in a transaction, and Redis already refuses writes inside
+        // them; what is left to refuse is what is not a read.
+        BackendUser::ReadOnly => rules.extend(
+            [
+                "-@all",
+                "+@read",
+                "+eval_ro",
+                "+evalsha_ro",
+                "+fcall_ro",
+                "+multi",
+                "+exec",
+                "+ping",
+                "+echo",
+            ]
+            .map(String::from),
+        ),
+    }
+    if user != BackendUser::Client {
+        rules.extend(["-@dangerous", "-@admin"].map(String::from));
+    }
+    rules.extend(forbidden_rules());
+    // The proxy answers these itself, sending them on control connections only: a client's
+    // request never carries them to a node.
+    rules.extend(["-script|kill", "-function|kill"].map(String::from));
+    if user != BackendUser::ReadOnly {
+        // SELECT 0 is harmless; another database escapes the slot table.
+        rules.extend(["-select", "+select|0"].map(String::from));
+    }
+    if !allow_flush {
+        rules.extend(["-flushall", "-flushdb"].map(String::from));
+    }
+    rules
+}
+
+/// The proxy's ACL users for one configuration: what a new connection sends to create them,
+/// and the `AUTH` that switches a connection to each.
+#[derive(Debug)]
+pub struct ManagedUsers {
+    /// One `ACL SETUSER` request per user the configuration needs.
+    setup: Vec<Bytes>,
+    /// `AUTH name password` per [`BackendUser`]; `None` for a level no `[[user]]` has (its
+    /// requests never occur; they would run as `redshard-client`).
+    auth: [Option<Bytes>; 3],
+}
+
+impl ManagedUsers {
+    /// The users `config` needs: `redshard-client` always, the others only when a `[[user]]`
+    /// has their level. `None` with `[backend] manage_acl = false`.
+    #[must_use]
+    pub fn new(config: &Config) -> Option<Self> {
+        if !config.backend.manage_acl {
+            return None;
+        }
+        let mut users = vec![BackendUser::Client];
+        for user in [BackendUser::ReadOnly, BackendUser::NoDangerous] {
+            if config
+                .users
+                .iter()
+                .any(|u| BackendUser::of(u.access) == user)
+            {
+                users.push(user);
+            }
+        }
+        let mut setup = Vec::with_capacity(users.len());
+        let mut auth = [None, None, None];
+        for user in users {
+            let password = password(config, user);
+            let mut args: Vec<String> = vec![
+                "ACL".into(),
+                "SETUSER".into(),
+                user.name().into(),
+                "reset".into(),
+                "on".into(),
+                format!(">{password}"),
+            ];
+            args.extend(rules(user, config.allow_flush));
+            let args: Vec<&[u8]> = args.iter().map(String::as_bytes).collect();
+            let mut out = BytesMut::new();
+            encode::request(&mut out, &args);
+            setup.push(out.freeze());
+            let mut out = BytesMut::new();
+            encode::request(
+                &mut out,
+                &[b"AUTH", user.name().as_bytes(), password.as_bytes()],
+            );
+            auth[user.index()] = Some(out.freeze());
+        }
+        Some(Self { setup, auth })
+    }
+
+    /// The `ACL SETUSER` requests, in order.
+    #[must_use]
+    pub fn setup(&self) -> &[Bytes] {
+        &self.setup
+    }
+
+    /// The `AUTH` request that makes a connection run as `user` (as `redshard-client` for a
+    /// level no `[[user]]` has).
+    #[must_use]
+    pub fn auth(&self, user: BackendUser) -> &Bytes {
+        match &self.auth[user.index()] {
+            Some(auth) => auth,
+            None => self.auth[0]
+                .as_ref()
+                .unwrap_or_else(|| unreachable!("client user")),
+        }
+    }
+}
+
+/// The password of `user`: SHA-1 of the backend credentials and the user's name, in hex.
+fn password(config: &Config, user: BackendUser) -> String {
+    let backend = &config.backend;
+    let mut material = Vec::with_capacity(128);
+    for part in [
+        Some("redshard managed ACL user"),
+        Some(user.name()),
+        backend.username.as_deref(),
+        backend.password.as_deref(),
+        backend.control_username.as_deref(),
+        backend.control_password.as_deref(),
+    ] {
+        material.extend_from_slice(part.unwrap_or("").as_bytes());
+        material.push(0);
+    }
+    sha1_smol::Sha1::from(&material).digest().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_deny_what_redshard_refuses() {
+        let client = rules(BackendUser::Client, false);
+        for rule in [
+            "+@all",
+            "-flushall",
+            "-flushdb",
+            "-swapdb",
+            "-move",
+            "-select",
+            "+select|0",
+            "-migrate",
+            "-script|kill",
+            "-client|kill",
+            "-config|set",
+        ] {
+            assert!(client.iter().any(|r| r == rule), "{rule} in {client:?}");
+        }
+        // Containers are not denied whole: CLIENT SETNAME, SCRIPT LOAD ... stay allowed.
+        for rule in ["-client", "-script", "-function", "-config", "-memory"] {
+            assert!(!client.iter().any(|r| r == rule), "{rule}");
+        }
+        assert!(!rules(BackendUser::Client, true)
+            .iter()
+            .any(|r| r == "-flushall"));
+        let nodanger = rules(BackendUser::NoDangerous, true);
+        assert!(nodanger.iter().any(|r| r == "-@dangerous"));
+        let readonly = rules(BackendUser::ReadOnly, true);
+        assert_eq!(readonly[2..4], ["-@all".to_owned(), "+@read".to_owned()]);
+        assert!(readonly.iter().any(|r| r == "-@admin"));
+    }
+
+    #[test]
+    fn users_exist_only_for_configured_levels() {
+        let mut config = Config::default();
+        let users = ManagedUsers::new(&config).unwrap();
+        assert_eq!(users.setup().len(), 1);
+        assert_eq!(
+            users.auth(BackendUser::ReadOnly),
+            users.auth(BackendUser::Client)
+        );
+        config.users.push(redshard_config::UserConfig {
+            name: "r".into(),
+            password: "p".into(),
+            access: Access::ReadOnly,
+        });
+        let users = ManagedUsers::new(&config).unwrap();
+        assert_eq!(users.setup().len(), 2);
+        assert_ne!(
+            users.auth(BackendUser::ReadOnly),
+            users.auth(BackendUser::Client)
+        );
+        // Another proxy with the same configuration computes the same passwords.
+        assert_eq!(
+            ManagedUsers::new(&config)
+                .unwrap()
+                .auth(BackendUser::ReadOnly),
+            users.auth(BackendUser::ReadOnly)
+        );
+        config.backend.manage_acl = false;
+        assert!(ManagedUsers::new(&config).is_none());
+    }
+}

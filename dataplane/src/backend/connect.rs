@@ -1,0 +1,206 @@
+//! Opening one lane connection: TCP connect, `TCP_NODELAY`, the TLS handshake with
+//! `[backend] tls`, and the AUTH handshake.
+
+use std::io;
+
+use bytes::BytesMut;
+use redshard_config::NodeAddr;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::lane::LaneError;
+use super::stream::BackendStream;
+use super::LaneConfig;
+use redshard_protocol::resp::{encode, reply, Protocol, ReplyScanner};
+
+/// Connects to `addr` (with TLS when configured) and authenticates, all within
+/// `config.connect_timeout`.
+///
+/// # Errors
+/// Connection refused or timed out, or the node rejected the credentials.
+pub(super) async fn connect(
+    addr: &NodeAddr,
+    protocol: Protocol,
+    config: &LaneConfig,
+) -> Result<BackendStream, LaneError> {
+    match tokio::time::timeout(
+        config.connect_timeout,
+        connect_inner(addr, protocol, config),
+    )
+    .await
+    {
+        Ok(result) => result,
+        Err(_) => Err(LaneError::ConnectTimeout(config.connect_timeout)),
+    }
+}
+
+async fn connect_inner(
+    addr: &NodeAddr,
+    protocol: Protocol,
+    config: &LaneConfig,
+) -> Result<BackendStream, LaneError> {
+    let mut stream = BackendStream::connect(addr, config.tls.as_deref())
+        .await
+        .map_err(LaneError::Connect)?;
+    authenticate(&mut stream, protocol, config).await?;
+    if let Some(acl) = &config.acl {
+        // Create (or reset) the proxy's users, then carry client traffic as one of them.
+        for setup in acl.setup() {
+            let answer = exchange(&mut stream, setup, config).await?;
+            if !reply::is_ok(&answer) {
+                return Err(LaneError::Acl(error_text(&answer)));
+            }
+        }
+        let auth = acl.auth(super::acl::BackendUser::Client);
+        let answer = exchange(&mut stream, auth, config).await?;
+        if !reply::is_ok(&answer) {
+            return Err(LaneError::Acl(error_text(&answer)));
+        }
+    }
+    Ok(stream)
+}
+
+/// Sends one request and reads its reply (during the handshake only).
+async fn exchange(
+    stream: &mut BackendStream,
+    request: &[u8],
+    config: &LaneConfig,
+) -> Result<BytesMut, LaneError> {
+    stream
+        .write_all(request)
+        .await
+        .map_err(LaneError::Connect)?;
+    read_one_reply(stream, config.max_reply_depth).await
+}
+
+/// An error reply as one line of text, without its `-`.
+fn error_text(answer: &[u8]) -> String {
+    String::from_utf8_lossy(answer)
+        .trim_end()
+        .trim_start_matches('-')
+        .to_owned()
+}
+
+/// The protocol switch and the `AUTH` with the configured backend credentials.
+async fn authenticate(
+    stream: &mut BackendStream,
+    protocol: Protocol,
+    config: &LaneConfig,
+) -> Result<(), LaneError> {
+    if protocol == Protocol::Resp3 {
+        // HELLO 3 authenticates too; its AUTH form always names a user.
+        let mut request = BytesMut::new();
+        match &config.password {
+            Some(password) => {
+                let user = config.username.as_deref().unwrap_or("default");
+                encode::request(
+                    &mut request,
+                    &[
+                        b"HELLO",
+                        b"3",
+                        b"AUTH",
+                        user.as_bytes(),
+                        password.as_bytes(),
+                    ],
+                );
+            }
+            None => encode::request(&mut request, &[b"HELLO", b"3"]),
+        }
+        stream
+            .write_all(&request)
+            .await
+            .map_err(LaneError::Connect)?;
+        let answer = read_one_reply(stream, config.max_reply_depth).await?;
+        if reply::is_error(&answer) {
+            let text = String::from_utf8_lossy(&answer)
+                .trim_end()
+                .trim_start_matches('-')
+                .to_owned();
+            return Err(
+                if text.starts_with("WRONGPASS") || text.starts_with("NOAUTH") {
+                    LaneError::Auth(text)
+                } else {
+                    LaneError::NoResp3(text)
+                },
+            );
+        }
+        return Ok(());
+    }
+    if let Some(password) = &config.password {
+        let mut request = BytesMut::new();
+        match &config.username {
+            Some(user) => encode::request(
+                &mut request,
+                &[b"AUTH", user.as_bytes(), password.as_bytes()],
+            ),
+            None => encode::request(&mut request, &[b"AUTH", password.as_bytes()]),
+        }
+        stream
+            .write_all(&request)
+            .await
+            .map_err(LaneError::Connect)?;
+        let answer = read_one_reply(stream, config.max_reply_depth).await?;
+        if !reply::is_ok(&answer) {
+            let text = String::from_utf8_lossy(&answer);
+            return Err(LaneError::Auth(
+                text.trim_end().trim_start_matches('-').to_owned(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The node's `run_id` (`INFO server`), asked on a fresh connection before it serves; `None`
+/// when the node refuses INFO to the proxy's backend user (an ACL without `+info`) or its
+/// answer has no `run_id` (a Redis-compatible server): then its restarts are not watched.
+///
+/// # Errors
+/// The exchange failed.
+pub(super) async fn run_id(
+    stream: &mut BackendStream,
+    config: &LaneConfig,
+) -> Result<Option<String>, LaneError> {
+    let mut request = BytesMut::new();
+    encode::request(&mut request, &[b"INFO", b"server"]);
+    let exchange = async {
+        stream
+            .write_all(&request)
+            .await
+            .map_err(LaneError::Connect)?;
+        read_one_reply(stream, config.max_reply_depth).await
+    };
+    let answer = tokio::time::timeout(config.connect_timeout, exchange)
+        .await
+        .map_err(|_| LaneError::ConnectTimeout(config.connect_timeout))??;
+    if reply::is_error(&answer) {
+        return Ok(None);
+    }
+    // A bulk string in RESP2, a verbatim one in RESP3: the line is found the same way.
+    let text = String::from_utf8_lossy(&answer);
+    let run_id = text
+        .lines()
+        .find_map(|l| l.strip_prefix("run_id:"))
+        .map(|id| id.trim().to_owned());
+    Ok(run_id)
+}
+
+/// Reads exactly one reply (used only during the handshake, before pipelining starts).
+async fn read_one_reply(
+    stream: &mut BackendStream,
+    max_depth: usize,
+) -> Result<BytesMut, LaneError> {
+    let mut buf = BytesMut::with_capacity(256);
+    let mut scanner = ReplyScanner::new(max_depth);
+    loop {
+        if stream
+            .read_buf(&mut buf)
+            .await
+            .map_err(LaneError::Connect)?
+            == 0
+        {
+            return Err(LaneError::Connect(io::ErrorKind::UnexpectedEof.into()));
+        }
+        if let Some(len) = scanner.scan(&buf).map_err(LaneError::Protocol)? {
+            return Ok(buf.split_to(len));
+        }
+    }
+}

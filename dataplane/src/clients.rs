@@ -1,0 +1,247 @@
+//! The proxy's own client list (CLIENT ID / LIST / INFO) and its connection counters.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+/// What CLIENT LIST shows about one connection.
+#[derive(Debug)]
+pub struct ClientInfo {
+    /// Unique, increasing id (CLIENT ID).
+    pub id: u64,
+    /// The client's address.
+    pub addr: SocketAddr,
+    /// The proxy address it connected to.
+    pub(crate) laddr: SocketAddr,
+    /// When it connected (age).
+    pub since: Instant,
+    /// Name, library name and version, and the last command: changed by the session.
+    pub fields: Mutex<ClientFields>,
+    /// Reply bytes held for the client (received from the nodes, not yet written to it), as
+    /// its session last counted them: CLIENT LIST's `omem`, INFO's
+    /// `client_recent_max_output_buffer`.
+    pub(crate) output_bytes: AtomicUsize,
+}
+
+/// The mutable part of [`ClientInfo`].
+#[derive(Debug)]
+pub struct ClientFields {
+    /// CLIENT SETNAME.
+    pub name: String,
+    /// CLIENT SETINFO LIB-NAME.
+    pub(crate) lib_name: String,
+    /// CLIENT SETINFO LIB-VER.
+    pub(crate) lib_ver: String,
+    /// The protocol version the client chose with HELLO (2 until then).
+    pub resp: u8,
+    /// Its SUBSCRIBE channels, PSUBSCRIBE patterns and SSUBSCRIBE channels (CLIENT LIST's
+    /// `sub`, `psub`, `ssub`; a client with any is of type `pubsub`).
+    pub(crate) subscriptions: [usize; 3],
+}
+
+impl Default for ClientFields {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            lib_name: String::new(),
+            lib_ver: String::new(),
+            resp: 2,
+            subscriptions: [0; 3],
+        }
+    }
+}
+
+impl ClientInfo {
+    /// The mutable fields, locked.
+    pub fn fields(&self) -> MutexGuard<'_, ClientFields> {
+        self.fields
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// One CLIENT LIST line (without the trailing newline), in Redis's field order.
+    #[must_use]
+    pub fn line(&self) -> String {
+        let f = self.fields();
+        let [sub, psub, ssub] = f.subscriptions;
+        let omem = self.output_bytes.load(Ordering::Relaxed);
+        format!(
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle=0 flags={} db=0 sub={sub} psub={psub} ssub={ssub} multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem={omem} tot-mem={omem} events=r cmd=client|list user=default redir=-1 resp={} lib-name={} lib-ver={}",
+            self.id,
+            self.addr,
+            self.laddr,
+            f.name,
+            self.since.elapsed().as_secs(),
+            if f.subscribed() { "P" } else { "N" },
+            f.resp,
+            f.lib_name,
+            f.lib_ver
+        )
+    }
+}
+
+impl ClientFields {
+    /// Whether the client has any subscription (Redis's client type `pubsub`).
+    #[must_use]
+    pub fn subscribed(&self) -> bool {
+        self.subscriptions.iter().any(|&n| n > 0)
+    }
+}
+
+/// Which clients CLIENT LIST shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListFilter {
+    /// Every client (`CLIENT LIST`).
+    All,
+    /// `TYPE normal` (`pubsub: false`) or `TYPE pubsub` (`true`).
+    Subscribed(bool),
+    /// `TYPE master|replica|slave`: no such clients connect to the proxy.
+    Nobody,
+    /// `ID id...`: those clients, in the order given (repeats repeated, as Redis does).
+    Ids(Vec<i64>),
+}
+
+/// Every connected client, plus connection counters for INFO.
+#[derive(Debug, Default)]
+pub struct Clients {
+    /// Next CLIENT ID.
+    next_id: AtomicU64,
+    /// Connected clients by id.
+    live: Mutex<BTreeMap<u64, Arc<ClientInfo>>>,
+    /// Connections accepted since start (INFO total_connections_received).
+    pub total_connections: AtomicU64,
+    /// Connections refused at max clients (INFO rejected_connections).
+    pub rejected_connections: AtomicU64,
+    /// Requests processed since start (INFO total_commands_processed).
+    pub(crate) total_commands: AtomicU64,
+    /// Idle clients whose connection is parked (INFO parked_clients; see `session::park`).
+    pub parked: AtomicUsize,
+    /// Connections holding a place under `max_clients`: sessions of both listeners and TLS
+    /// handshakes in progress.
+    admitted: Arc<AtomicUsize>,
+    /// Clients waiting for a blocking command's answer (INFO blocked_clients), each counted
+    /// by the [`Blocked`] its request carries.
+    blocked: Arc<AtomicUsize>,
+}
+
+/// A connection's place under `max_clients`, given back when dropped.
+#[derive(Debug)]
+pub struct Admitted(Arc<AtomicUsize>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A client waiting for a blocking command's answer: counted in INFO `blocked_clients` until
+/// the answer is handed over (or the request dropped).
+#[derive(Debug)]
+pub struct Blocked(Arc<AtomicUsize>);
+
+impl Drop for Blocked {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Clients {
+    /// Counts one more client waiting for a blocking command until the guard drops.
+    #[must_use]
+    pub fn blocked(&self) -> Blocked {
+        self.blocked.fetch_add(1, Ordering::AcqRel);
+        Blocked(Arc::clone(&self.blocked))
+    }
+
+    /// Clients waiting for a blocking command's answer now.
+    #[must_use]
+    pub(crate) fn blocked_now(&self) -> usize {
+        self.blocked.load(Ordering::Acquire)
+    }
+
+    fn live(&self) -> MutexGuard<'_, BTreeMap<u64, Arc<ClientInfo>>> {
+        self.live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A place for one more connection, unless `max_clients` hold one already. Several
+    /// listeners may ask at once: the count never passes `max_clients`.
+    pub fn admit(&self, max_clients: usize) -> Option<Admitted> {
+        self.admitted
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max_clients).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Admitted(Arc::clone(&self.admitted)))
+    }
+
+    /// Counts a connection refused at `max_clients` (INFO rejected_connections).
+    pub fn refused(&self) {
+        self.rejected_connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Registers a new connection; it stays listed until [`Clients::remove`].
+    pub fn add(&self, addr: SocketAddr, laddr: SocketAddr) -> Arc<ClientInfo> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let info = Arc::new(ClientInfo {
+            id,
+            addr,
+            laddr,
+            since: Instant::now(),
+            fields: Mutex::new(ClientFields::default()),
+            output_bytes: AtomicUsize::new(0),
+        });
+        self.total_connections.fetch_add(1, Ordering::Relaxed);
+        self.live().insert(id, Arc::clone(&info));
+        info
+    }
+
+    /// Forgets a closed connection.
+    pub fn remove(&self, id: u64) {
+        self.live().remove(&id);
+    }
+
+    /// Connected clients now.
+    #[must_use]
+    pub fn connected(&self) -> usize {
+        self.live().len()
+    }
+
+    /// The most reply bytes held for one connected client now (INFO
+    /// `client_recent_max_output_buffer`).
+    #[must_use]
+    pub(crate) fn max_output_bytes(&self) -> usize {
+        self.live()
+            .values()
+            .map(|info| info.output_bytes.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// CLIENT LIST: one line per connection `filter` selects, each ending in a newline.
+    #[must_use]
+    pub fn list(&self, filter: &ListFilter) -> String {
+        let mut out = String::new();
+        let mut add = |info: &ClientInfo| {
+            out.push_str(&info.line());
+            out.push('\n');
+        };
+        let live = self.live();
+        match filter {
+            ListFilter::All => live.values().for_each(|info| add(info)),
+            ListFilter::Subscribed(subscribed) => live
+                .values()
+                .filter(|info| info.fields().subscribed() == *subscribed)
+                .for_each(|info| add(info)),
+            ListFilter::Nobody => {}
+            ListFilter::Ids(ids) => ids
+                .iter()
+                .filter_map(|&id| u64::try_from(id).ok().and_then(|id| live.get(&id)))
+                .for_each(|info| add(info)),
+        }
+        out
+    }
+}

@@ -1,0 +1,101 @@
+//! The one channel from the data plane to the controller.
+//!
+//! Backend lanes and the mirror report what they see (a lost connection, a restarted node, a
+//! replica that failed a write) as a [`ControlEvent`]; the controller (see `redshard_control`) is
+//! the only receiver and decides what to do. This module sits below both, so the data plane
+//! names the controller's inbox without importing the controller.
+
+use redshard_config::{NodeAddr, ShardId};
+use tokio::sync::mpsc;
+
+/// The sending end: cloned into every lane pool and mirror that reports.
+pub(crate) type EventSender = mpsc::UnboundedSender<ControlEvent>;
+
+/// The receiving end, taken once by the controller task.
+pub type EventReceiver = mpsc::UnboundedReceiver<ControlEvent>;
+
+/// A new data plane → controller channel (one per proxy).
+#[must_use]
+pub fn channel() -> (EventSender, EventReceiver) {
+    mpsc::unbounded_channel()
+}
+
+/// Which kind of running script a client asks to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScriptKill {
+    /// `SCRIPT KILL`: a script run by `EVAL`/`EVALSHA`.
+    Script,
+    /// `FUNCTION KILL`: a function run by `FCALL`.
+    Function,
+}
+
+impl ScriptKill {
+    /// The command as sent to a node.
+    #[must_use]
+    pub fn request(self) -> [&'static [u8]; 2] {
+        match self {
+            Self::Script => [b"SCRIPT", b"KILL"],
+            Self::Function => [b"FUNCTION", b"KILL"],
+        }
+    }
+}
+
+/// What the data path tells the controller.
+#[derive(Debug)]
+pub enum ControlEvent {
+    /// A replica failed a mirrored write: it must be recorded stale and resynchronised.
+    ReplicaFailed {
+        /// Its shard.
+        shard: ShardId,
+        /// The replica.
+        addr: NodeAddr,
+        /// Why, for the log.
+        reason: String,
+    },
+    /// A lane's connection to a node failed or could not be made: probe it now.
+    ConnectionLost {
+        /// The node.
+        addr: NodeAddr,
+    },
+    /// A lane found a node running another process than before (its `run_id` changed): it
+    /// restarted and lost what it held in memory. Its lanes serve nothing until the
+    /// controller accepts the new process (see [`crate::backend::Incarnation`]).
+    NodeRestarted {
+        /// The node.
+        addr: NodeAddr,
+        /// Its new `run_id`.
+        run_id: String,
+    },
+    /// A master connection failed with mirrored writes in flight: whether the master applied
+    /// them is unknown.
+    MasterWriteLost {
+        /// The shard.
+        shard: ShardId,
+        /// Its master at the time.
+        master: NodeAddr,
+    },
+    /// Under Redis replication with `sync` acknowledgement, a lane's `WAIT` after a batch of
+    /// writes counted fewer replicas than the shard's in-sync ones (or failed): some in-sync
+    /// replica may lack writes whose replies the lane holds. The controller makes every
+    /// in-sync replica that is behind the master (or not attached to it) stale, persisted,
+    /// then answers on `done`; only then does the lane release those replies.
+    AckShortfall {
+        /// The master the lane writes to.
+        master: NodeAddr,
+        /// The replicas the `WAIT` asked for.
+        wanted: u32,
+        /// What it answered (a count, or an error), for the log.
+        answer: String,
+        /// Answered (or dropped) once the replicas that are behind are recorded stale.
+        done: tokio::sync::oneshot::Sender<()>,
+    },
+    /// A client's `SCRIPT KILL` or `FUNCTION KILL`. The master connections the data path
+    /// shares queue behind a running script, so the controller sends it to every master on
+    /// a control connection of its own and answers with the client's reply.
+    KillScript {
+        /// Which command.
+        which: ScriptKill,
+        /// The reply for the client (dropped when the proxy stops first).
+        done: tokio::sync::oneshot::Sender<bytes::Bytes>,
+    },
+}

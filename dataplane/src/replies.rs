@@ -1,0 +1,673 @@
+//! The per-client queue of replies, kept in the client's request order.
+//!
+//! The session reserves one entry per request when it dispatches it; backend lanes fill entries
+//! in whatever order the shards answer; the session writes entries out from the front as soon as
+//! the front one is complete. A request split across shards (MGET, fan-outs) reserves one entry
+//! with several parts, merged by the session once every part has arrived.
+//!
+//! A [`ReplyTo`] handle (queue, sequence number, part) is all a lane keeps per in-flight request:
+//! delivering a reply costs one uncontended lock and no allocation.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::task::AtomicWaker;
+
+use redshard_protocol::command::Merge;
+
+/// One client's replies in order.
+#[derive(Debug, Default)]
+pub struct ReplyQueue {
+    /// Entries and bookkeeping; locked briefly by the session and by lanes delivering replies.
+    inner: Mutex<Inner>,
+    /// Set when the front entry may have become complete; the session clears it when it looks.
+    /// A flag and one waker instead of a `Notify`: the session waits on it in every turn of
+    /// its loop, and registering in a `Notify` costs a lock and a list insert each time.
+    ready: AtomicBool,
+    /// The session's waker, woken when `ready` is set.
+    waker: AtomicWaker,
+    /// Set by a connection the client depends on for out-of-band messages (a subscription
+    /// connection) when it fails: the session then closes the client's connection, as losing
+    /// a node would, so the client reconnects and resubscribes instead of waiting forever.
+    broken: AtomicBool,
+    /// Idle-sweep ticks since the session last read from its client (see
+    /// [`ReplyQueue::idle_tick`]): what tells a parkable session it has been idle long enough.
+    idle_ticks: AtomicU8,
+}
+
+/// The idle-sweep tick at which a session is asked to park: it read nothing for at least one
+/// whole sweep interval.
+const PARK_AT_TICK: u8 = 2;
+
+/// What a reply in flight is expected to weigh before the client's first replies have shown
+/// what its requests bring back: large enough that a client's first burst of requests for big
+/// values is not a gigabyte on a node's shared connection (see [`Load::inflight_bytes`]).
+const FIRST_REPLY_ESTIMATE: usize = 256 * 1024;
+
+#[derive(Debug)]
+struct Inner {
+    /// Sequence number of `entries[0]`; sequence numbers only grow.
+    head: u64,
+    /// Reserved entries, oldest first, each with the request it answers (for metrics and
+    /// SLOWLOG; out-of-band pushes such as pub/sub messages have none).
+    entries: VecDeque<(Entry, Option<Meta>)>,
+    /// Bytes of the replies (and gathered parts) in `entries`: received, not yet taken.
+    held: usize,
+    /// Entries still waiting for a reply (or for a part): requests in flight.
+    waiting: usize,
+    /// What one reply of this client is expected to weigh: the largest recent reply, decaying
+    /// by a sixteenth per reply.
+    estimate: usize,
+    /// The session is woken when `held` passes this, whatever entry was filled: so it can
+    /// enforce its hard limit even while its front entry still waits.
+    wake_over: usize,
+    /// The session ended: replies still arriving are dropped instead of kept.
+    closed: bool,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Self {
+            head: 0,
+            entries: VecDeque::new(),
+            held: 0,
+            waiting: 0,
+            estimate: FIRST_REPLY_ESTIMATE,
+            wake_over: usize::MAX,
+            closed: false,
+        }
+    }
+}
+
+/// What a client's queue holds, for its session's limits (see [`ReplyQueue::load`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Load {
+    /// Entries reserved and not yet taken (`max_pipeline`).
+    pub entries: usize,
+    /// Reply bytes received and not yet taken.
+    pub held: usize,
+    /// Requests in flight.
+    pub waiting: usize,
+    /// Expected size of one reply.
+    pub estimate: usize,
+}
+
+impl Load {
+    /// The reply bytes the requests in flight are expected to bring back.
+    #[must_use]
+    pub(crate) fn inflight_bytes(&self) -> usize {
+        self.waiting.saturating_mul(self.estimate)
+    }
+}
+
+/// Which request an entry answers: for the command metrics and SLOWLOG.
+#[derive(Clone, Debug)]
+pub(crate) struct Meta {
+    /// The command's name in the command table.
+    pub cmd: &'static str,
+    /// When the request was dispatched.
+    pub start: std::time::Instant,
+    /// The request's bytes (a reference to what was forwarded), decoded only for SLOWLOG.
+    pub request: Bytes,
+}
+
+#[derive(Debug)]
+enum Entry {
+    /// Sent to a backend; no reply yet.
+    Waiting,
+    /// Complete.
+    Ready(Bytes),
+    /// Split across several backend requests; merged when all parts are in.
+    Gather(Box<Gather>),
+}
+
+#[derive(Debug)]
+struct Gather {
+    /// One slot per part, in part order.
+    parts: Vec<Option<Bytes>>,
+    /// Parts still missing.
+    missing: usize,
+    /// How the session turns the parts into one reply.
+    plan: MergePlan,
+}
+
+/// A reply that can be written to the client, taken from the front of the queue.
+#[derive(Debug)]
+pub(crate) enum Completed {
+    /// Bytes to write as they are.
+    Reply(Bytes),
+    /// All parts of a split request, in part order, to be merged by `plan`.
+    Gathered {
+        /// The parts' replies.
+        parts: Vec<Bytes>,
+        /// The merge to apply.
+        plan: MergePlan,
+    },
+}
+
+/// Where a lane delivers one reply.
+#[derive(Debug)]
+pub struct ReplyTo {
+    /// The client's queue (kept alive until the reply is delivered, even if the client left).
+    queue: Arc<ReplyQueue>,
+    /// The entry's sequence number.
+    seq: u64,
+    /// The part within a gathered entry (0 for a plain entry).
+    part: u32,
+}
+
+impl ReplyQueue {
+    /// A new empty queue.
+    #[must_use]
+    pub fn new() -> Arc<Self> {
+        // Room for one entry from the start: a client with one request at a time (most) never
+        // needs more, where a first push into an empty deque makes room for four, which every
+        // idle client would then keep (4 x 104 bytes).
+        let inner = Inner {
+            entries: VecDeque::with_capacity(1),
+            ..Inner::default()
+        };
+        Arc::new(Self {
+            inner: Mutex::new(inner),
+            ..Self::default()
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding this lock would be a bug in this module; the data stays usable.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Entries reserved and not yet taken.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// Whether no entry is outstanding.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// What the queue holds; and from now on the session is woken as soon as the bytes held
+    /// pass `wake_over` (its hard limit). One lock, as [`ReplyQueue::len`].
+    pub fn load(&self, wake_over: usize) -> Load {
+        let mut inner = self.lock();
+        inner.wake_over = wake_over;
+        Load {
+            entries: inner.entries.len(),
+            held: inner.held,
+            waiting: inner.waiting,
+            estimate: inner.estimate,
+        }
+    }
+
+    /// The session ended: every entry is dropped, and replies that still arrive are too.
+    pub fn close(&self) {
+        let mut inner = self.lock();
+        inner.closed = true;
+        inner.held = 0;
+        inner.waiting = 0;
+        inner.entries = VecDeque::new();
+    }
+
+    /// Labels the newest entry (the one the request just dispatched reserved).
+    pub(crate) fn label_last(&self, meta: Meta) {
+        if let Some(last) = self.lock().entries.back_mut() {
+            last.1 = Some(meta);
+        }
+    }
+
+    /// Appends a complete reply (answered by the proxy itself, or a pub/sub message).
+    pub(crate) fn push_ready(&self, reply: Bytes) {
+        let mut inner = self.lock();
+        if inner.closed {
+            return;
+        }
+        inner.held += reply.len();
+        inner.entries.push_back((Entry::Ready(reply), None));
+        if inner.entries.len() == 1 || inner.held > inner.wake_over {
+            drop(inner);
+            self.wake();
+        }
+    }
+
+    /// Reserves an entry for one backend reply.
+    pub fn reserve(self: &Arc<Self>) -> ReplyTo {
+        let mut inner = self.lock();
+        let seq = inner.head + inner.entries.len() as u64;
+        inner.waiting += 1;
+        inner.entries.push_back((Entry::Waiting, None));
+        ReplyTo {
+            queue: Arc::clone(self),
+            seq,
+            part: 0,
+        }
+    }
+
+    /// Reserves an entry of `parts` parts merged by `plan`; returns the sequence number to pass
+    /// to [`ReplyQueue::part`].
+    pub(crate) fn reserve_gather(&self, parts: usize, plan: MergePlan) -> u64 {
+        let mut inner = self.lock();
+        let seq = inner.head + inner.entries.len() as u64;
+        inner.waiting += 1;
+        inner.entries.push_back((
+            Entry::Gather(Box::new(Gather {
+                parts: vec![None; parts],
+                missing: parts,
+                plan,
+            })),
+            None,
+        ));
+        seq
+    }
+
+    /// The delivery handle of one part of a gathered entry.
+    #[must_use]
+    pub fn part(self: &Arc<Self>, seq: u64, part: u32) -> ReplyTo {
+        ReplyTo {
+            queue: Arc::clone(self),
+            seq,
+            part,
+        }
+    }
+
+    /// Takes every complete entry from the front, in order, with its request's label.
+    pub(crate) fn take_ready(&self, mut f: impl FnMut(Completed, Option<Meta>)) {
+        let mut inner = self.lock();
+        loop {
+            let done = match inner.entries.front() {
+                Some((Entry::Ready(_), _)) => true,
+                Some((Entry::Gather(g), _)) => g.missing == 0,
+                _ => false,
+            };
+            if !done {
+                return;
+            }
+            inner.head += 1;
+            match inner.entries.pop_front() {
+                Some((Entry::Ready(reply), meta)) => {
+                    inner.held -= reply.len();
+                    f(Completed::Reply(reply), meta);
+                }
+                Some((Entry::Gather(g), meta)) => {
+                    let Gather { parts, plan, .. } = *g;
+                    inner.held -= parts.iter().flatten().map(Bytes::len).sum::<usize>();
+                    f(
+                        Completed::Gathered {
+                            parts: parts.into_iter().flatten().collect(),
+                            plan,
+                        },
+                        meta,
+                    );
+                }
+                _ => unreachable!("front entry was checked to be complete"),
+            }
+        }
+    }
+
+    /// Marks the client's connection as no longer serviceable and wakes its session.
+    pub(crate) fn mark_broken(&self) {
+        self.broken.store(true, Ordering::Release);
+        self.wake();
+    }
+
+    /// Whether [`ReplyQueue::mark_broken`] was called.
+    #[must_use]
+    pub(crate) fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Acquire)
+    }
+
+    /// Completes when the front entry may have become complete since the last call.
+    pub async fn notified(&self) {
+        std::future::poll_fn(|cx| self.poll_notified(cx)).await;
+    }
+
+    /// Ready when the front entry may have become complete since the last time it was.
+    fn poll_notified(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.ready.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        // A wake between the check and the registration would otherwise be missed.
+        if self.ready.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+
+    /// The session read from its client: its idle time starts again.
+    #[inline]
+    pub fn touch(&self) {
+        self.idle_ticks.store(0, Ordering::Relaxed);
+    }
+
+    /// One tick of the idle sweep. The tick that makes the session idle for a whole sweep
+    /// interval wakes it (once: later ticks leave it alone until it reads again), and from
+    /// then on [`ReplyQueue::idle_long`] is true.
+    pub(crate) fn idle_tick(&self) {
+        let before = self
+            .idle_ticks
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                Some(t.saturating_add(1))
+            })
+            .unwrap_or(u8::MAX);
+        if before.saturating_add(1) == PARK_AT_TICK {
+            self.wake();
+        }
+    }
+
+    /// Whether the session read nothing for at least one whole idle-sweep interval.
+    #[inline]
+    #[must_use]
+    pub(crate) fn idle_long(&self) -> bool {
+        self.idle_ticks.load(Ordering::Relaxed) >= PARK_AT_TICK
+    }
+
+    /// Gives back the entries' memory when there are none (a parked session's queue).
+    pub(crate) fn release_if_empty(&self) {
+        let mut inner = self.lock();
+        if inner.entries.is_empty() {
+            inner.entries = VecDeque::new();
+        }
+    }
+
+    /// Drops the waker of the session that waited on the queue. A parked connection has no
+    /// task waiting (the park room watches its socket), and a kept waker would keep the ended
+    /// session task's memory alive (1 KB per parked client).
+    pub(crate) fn forget_waker(&self) {
+        drop(self.waker.take());
+    }
+
+    /// Room for one entry again after [`ReplyQueue::release_if_empty`], as a new queue has
+    /// (a first push into an empty deque would make room for four).
+    pub(crate) fn restore_room(&self) {
+        let mut inner = self.lock();
+        if inner.entries.capacity() == 0 {
+            inner.entries.reserve_exact(1);
+        }
+    }
+
+    /// Tells the session to look at the queue again (also used without a reply, when it has
+    /// something else to look at: shutdown, the idle sweep).
+    pub fn wake(&self) {
+        self.ready.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    fn deliver(&self, seq: u64, part: u32, reply: Bytes) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let Some(index) = seq.checked_sub(inner.head) else {
+            return; // Already taken (or the session ended): nothing waits for it.
+        };
+        let Some((entry, _)) = inner.entries.get_mut(index as usize) else {
+            return;
+        };
+        let len = reply.len();
+        let (stored, complete) = match entry {
+            Entry::Waiting => {
+                *entry = Entry::Ready(reply);
+                (true, true)
+            }
+            Entry::Gather(g) => {
+                let slot = &mut g.parts[part as usize];
+                let stored = slot.is_none();
+                if stored {
+                    *slot = Some(reply);
+                    g.missing -= 1;
+                }
+                (stored, stored && g.missing == 0)
+            }
+            Entry::Ready(_) => (false, false),
+        };
+        if stored {
+            inner.held += len;
+            inner.estimate = len.max(inner.estimate - inner.estimate / 16);
+        }
+        if complete {
+            inner.waiting -= 1;
+        }
+        if (complete && index == 0) || inner.held > inner.wake_over {
+            drop(guard);
+            self.wake();
+        }
+    }
+}
+
+impl ReplyTo {
+    /// Delivers the reply to its entry and wakes the session if it can now write.
+    pub(crate) fn deliver(self, reply: Bytes) {
+        self.queue.deliver(self.seq, self.part, reply);
+    }
+}
+
+/// How the parts of one split or fanned-out request become one reply (applied by the
+/// session's merge once every part is in; defined here, below the session, because a
+/// gathered entry of the queue carries it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MergePlan {
+    /// MGET: `order[i]` is the part that holds the i-th key's value; within a part, values are
+    /// in key order.
+    Mget {
+        /// The part of each key, in the client's key order.
+        order: Vec<u32>,
+    },
+    /// `+OK` when every part said `+OK` (MSET, SCRIPT FLUSH, FLUSHALL).
+    AllOk,
+    /// The sum of integer replies (DEL, EXISTS, UNLINK, TOUCH, DBSIZE).
+    SumIntegers,
+    /// One array holding every part's elements (KEYS).
+    ConcatArrays,
+    /// The first part's reply; every part is expected to say the same (SCRIPT LOAD).
+    First,
+    /// Element-wise AND of integer arrays (SCRIPT EXISTS: a script exists only if every master has it).
+    AndArrays,
+    /// The first non-null reply, looking at the parts from `start` on (RANDOMKEY).
+    AnyNonNull {
+        /// The part to look at first (chosen at random so no master is favoured).
+        start: usize,
+    },
+    /// SCAN: one master's reply, its cursor rewritten to carry the shard.
+    Scan {
+        /// The shard that was scanned.
+        shard: usize,
+        /// How many shards there are.
+        shards: usize,
+    },
+    /// PUBSUB NUMSUB / SHARDNUMSUB: `[name, count, ...]` from every master, counts summed by
+    /// position.
+    SumPairs,
+    /// (Un)subscribe confirmations written by the proxy, released once every node confirmed.
+    Confirm {
+        /// The confirmation frames.
+        text: Bytes,
+    },
+    /// The last part's reply (EXEC after MULTI and the queued commands), errors included.
+    Last,
+    /// INFO: the proxy's own sections, followed by the masters' keyspaces summed.
+    Info {
+        /// The sections the proxy wrote, already formatted.
+        text: String,
+        /// The client's protocol (RESP3 gets a verbatim string, as from Redis).
+        protocol: redshard_protocol::resp::Protocol,
+    },
+}
+
+impl From<Merge> for MergePlan {
+    fn from(merge: Merge) -> Self {
+        match merge {
+            Merge::SumIntegers => Self::SumIntegers,
+            Merge::ConcatArrays => Self::ConcatArrays,
+            Merge::AllOk => Self::AllOk,
+            Merge::First => Self::First,
+            Merge::AndArrays => Self::AndArrays,
+            Merge::AnyNonNull => Self::AnyNonNull {
+                start: random_start(),
+            },
+        }
+    }
+}
+
+/// A cheap, non-cryptographic pick of where RANDOMKEY starts looking.
+fn random_start() -> usize {
+    use std::hash::{BuildHasher, RandomState};
+    thread_local! {
+        static STATE: RandomState = RandomState::new();
+    }
+    let counter = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    STATE.with(|s| s.hash_one(counter)) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_idle_sweep_wakes_a_session_once_after_a_whole_interval_without_reads() {
+        let q = ReplyQueue::new();
+        q.idle_tick();
+        assert!(
+            !q.idle_long(),
+            "one tick can be a moment after the last read"
+        );
+        assert!(!q.ready.load(Ordering::Acquire));
+        q.idle_tick();
+        assert!(q.idle_long());
+        assert!(q.ready.swap(false, Ordering::AcqRel), "woken to park");
+        q.idle_tick();
+        assert!(!q.ready.load(Ordering::Acquire), "not woken again");
+        q.touch();
+        assert!(!q.idle_long(), "a read starts the idle time again");
+        q.idle_tick();
+        q.idle_tick();
+        assert!(q.idle_long() && q.ready.load(Ordering::Acquire));
+    }
+
+    #[test]
+    fn a_released_queue_gets_room_for_one_entry_back() {
+        let q = ReplyQueue::new();
+        q.release_if_empty();
+        assert_eq!(q.lock().entries.capacity(), 0);
+        q.restore_room();
+        assert!(q.lock().entries.capacity() >= 1);
+        q.push_ready(Bytes::from_static(b"+OK\r\n"));
+        assert_eq!(take_all(&q), vec![Bytes::from_static(b"+OK\r\n")]);
+        // Not released while entries are outstanding.
+        let reply = q.reserve();
+        q.release_if_empty();
+        assert!(q.lock().entries.capacity() >= 1);
+        reply.deliver(Bytes::from_static(b":1\r\n"));
+        assert_eq!(take_all(&q), vec![Bytes::from_static(b":1\r\n")]);
+    }
+
+    fn take_all(q: &ReplyQueue) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        q.take_ready(|c, _| match c {
+            Completed::Reply(b) => out.push(b),
+            Completed::Gathered { parts, .. } => out.push(Bytes::from(parts.concat())),
+        });
+        out
+    }
+
+    #[test]
+    fn replies_leave_in_request_order() {
+        let q = ReplyQueue::new();
+        let a = q.reserve();
+        q.push_ready(Bytes::from_static(b"b"));
+        let c = q.reserve();
+        c.deliver(Bytes::from_static(b"c"));
+        assert!(take_all(&q).is_empty(), "front entry is not complete yet");
+        a.deliver(Bytes::from_static(b"a"));
+        assert_eq!(take_all(&q), vec!["a", "b", "c"]);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn the_session_is_told_once_per_completed_front_entry() {
+        use futures_util::FutureExt;
+        let q = ReplyQueue::new();
+        let a = q.reserve();
+        let b = q.reserve();
+        assert!(
+            q.notified().now_or_never().is_none(),
+            "nothing completed yet"
+        );
+        b.deliver(Bytes::from_static(b"b"));
+        assert!(
+            q.notified().now_or_never().is_none(),
+            "the front entry is still waiting"
+        );
+        a.deliver(Bytes::from_static(b"a"));
+        assert!(q.notified().now_or_never().is_some());
+        assert!(q.notified().now_or_never().is_none(), "told once");
+        q.mark_broken();
+        assert!(q.notified().now_or_never().is_some());
+    }
+
+    #[test]
+    fn the_queue_counts_bytes_held_requests_in_flight_and_their_expected_size() {
+        use futures_util::FutureExt;
+        let q = ReplyQueue::new();
+        let a = q.reserve();
+        let b = q.reserve();
+        let load = q.load(100);
+        assert_eq!((load.entries, load.held, load.waiting), (2, 0, 2));
+        assert_eq!(load.inflight_bytes(), 2 * FIRST_REPLY_ESTIMATE);
+        b.deliver(Bytes::from(vec![b'x'; 60]));
+        assert!(
+            q.notified().now_or_never().is_none(),
+            "under the wake limit, a reply behind the front does not wake"
+        );
+        let load = q.load(100);
+        assert_eq!((load.held, load.waiting), (60, 1));
+        assert_eq!(
+            load.estimate,
+            FIRST_REPLY_ESTIMATE - FIRST_REPLY_ESTIMATE / 16
+        );
+        let c = q.reserve();
+        c.deliver(Bytes::from(vec![b'y'; 50]));
+        assert!(
+            q.notified().now_or_never().is_some(),
+            "over the wake limit (the hard limit), even behind a waiting front"
+        );
+        q.push_ready(Bytes::from_static(b"+OK\r\n"));
+        assert_eq!(q.load(100).held, 115);
+        a.deliver(Bytes::from_static(b":1\r\n"));
+        assert_eq!(take_all(&q).len(), 4);
+        let load = q.load(100);
+        assert_eq!((load.entries, load.held, load.waiting), (0, 0, 0));
+
+        let seq = q.reserve_gather(2, MergePlan::AllOk);
+        q.part(seq, 0).deliver(Bytes::from_static(b"+OK\r\n"));
+        assert_eq!((q.load(100).held, q.load(100).waiting), (5, 1));
+        let late = q.part(seq, 1);
+        q.close();
+        late.deliver(Bytes::from(vec![b'z'; 1000]));
+        q.push_ready(Bytes::from_static(b"+OK\r\n"));
+        let load = q.load(100);
+        assert_eq!(
+            (load.entries, load.held),
+            (0, 0),
+            "a closed queue keeps nothing"
+        );
+    }
+
+    #[test]
+    fn gathered_entry_waits_for_every_part() {
+        let q = ReplyQueue::new();
+        let seq = q.reserve_gather(2, MergePlan::AllOk);
+        q.part(seq, 1).deliver(Bytes::from_static(b"2"));
+        assert!(take_all(&q).is_empty());
+        q.part(seq, 0).deliver(Bytes::from_static(b"1"));
+        assert_eq!(take_all(&q), vec!["12"]);
+    }
+}

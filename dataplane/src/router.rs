@@ -1,0 +1,718 @@
+//! The routing table: which master serves each slot, swapped atomically as the topology moves.
+//!
+//! A [`RoutingTable`] is built from one [`Topology`] epoch and never changes; a new epoch builds
+//! a new table and [`Router::install`] publishes it with one `ArcSwap::store`. A session loads
+//! the table once per batch of requests, so every request sees exactly one epoch.
+//!
+//! Reading is open to all; changing what requests are routed by (installing a table, setting
+//! a gate, fencing a node) takes the router's one [`TopologyWriter`], which the controller
+//! holds.
+
+pub mod writer;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use redshard_config::{AckMode, ReplicaState, ShardId, Slot, Topology, SLOT_COUNT};
+use tokio::sync::{watch, Notify};
+
+use bytes::Bytes;
+
+use crate::backend::acl::BackendUser;
+use crate::backend::{Dest, LaneRequest, Node, NodePool};
+use crate::mirror::effect::Effect;
+use crate::mirror::{Job, Mirror, ShardMirror};
+use redshard_protocol::resp::Protocol;
+use writer::TopologyWriter;
+
+/// Whether a shard takes requests now. Shared by every epoch's table (by shard id), so a
+/// session waiting on it sees the change without reloading the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GateState {
+    /// Requests flow.
+    Open,
+    /// Requests wait (a failover or a resync cut-over is under way), at most
+    /// `[health] failover_wait_ms`, then get `-CLUSTERDOWN`.
+    Paused,
+    /// The master is down with no in-sync replica to promote: `-CLUSTERDOWN` at once.
+    Down,
+}
+
+impl GateState {
+    /// The value of the `state` label of the `gate_state` metric (and of INFO's gate field).
+    #[must_use]
+    pub fn label(self) -> &'static str {
+        use redshard_metrics::names::gate_state;
+        match self {
+            Self::Open => gate_state::OPEN,
+            Self::Paused => gate_state::PAUSED,
+            Self::Down => gate_state::DOWN,
+        }
+    }
+}
+
+/// The gate of one shard.
+#[derive(Debug)]
+pub struct ShardGate {
+    /// The state; sessions waiting on a paused shard hold receivers.
+    state: watch::Sender<GateState>,
+    /// Gates not open, over all shards: while 0, requests skip the per-shard check.
+    closed: Arc<AtomicUsize>,
+}
+
+impl ShardGate {
+    fn new(closed: Arc<AtomicUsize>) -> Self {
+        Self {
+            state: watch::Sender::new(GateState::Open),
+            closed,
+        }
+    }
+
+    /// The state now.
+    #[must_use]
+    pub fn state(&self) -> GateState {
+        *self.state.borrow()
+    }
+
+    /// Sets the state, waking waiting sessions. Only the holder of the topology's writer (the
+    /// controller) opens and closes gates.
+    pub fn set(&self, _writer: &TopologyWriter, state: GateState) {
+        let old = self.state.send_replace(state);
+        match (old == GateState::Open, state == GateState::Open) {
+            (true, false) => {
+                self.closed.fetch_add(1, Ordering::AcqRel);
+            }
+            (false, true) => {
+                self.closed.fetch_sub(1, Ordering::AcqRel);
+            }
+            _ => {}
+        }
+    }
+
+    /// A receiver to wait on.
+    #[must_use]
+    pub fn subscribe(&self) -> watch::Receiver<GateState> {
+        self.state.subscribe()
+    }
+}
+
+/// A shard as the data path sees it: where its writes go. Cloned (rather than its table held)
+/// by what waits on a shard for long, such as WAIT.
+#[derive(Clone, Debug)]
+pub struct ShardRoute {
+    /// The topology's id of the shard.
+    pub id: ShardId,
+    /// The operator's name for the shard, for logs and INFO.
+    pub name: String,
+    /// The shard's master and its lanes.
+    pub master: Arc<Node>,
+    /// Where its writes are mirrored (inert under Redis replication).
+    pub mirror: Arc<ShardMirror>,
+    /// Whether it takes requests now.
+    pub gate: Arc<ShardGate>,
+    /// Under Redis replication with `sync` acknowledgement, how many replicas must have a
+    /// write before its reply is released: the shard's in-sync replicas (see
+    /// [`LaneRequest::acks`]). 0 otherwise: no `WAIT`.
+    pub acks: u32,
+    /// Under Redis replication, the in-sync replicas (reads may go there); under proxy
+    /// mirroring, empty (the mirror's active links are the in-sync replicas).
+    pub in_sync: Box<[Arc<Node>]>,
+}
+
+impl ShardRoute {
+    /// The replicas known to hold every write of this shard answered before a
+    /// [mirrored barrier](barrier) that completed: the in-sync replicas still mirrored to, or
+    /// under Redis replication with `sync` acknowledgement every in-sync replica (each write
+    /// was acknowledged by all of them before it was answered). Client `WAIT` answers this.
+    #[must_use]
+    pub(crate) fn acknowledging_replicas(&self) -> usize {
+        if self.mirror.is_inert() {
+            if self.acks > 0 {
+                self.in_sync.len()
+            } else {
+                0
+            }
+        } else {
+            self.mirror.active()
+        }
+    }
+
+    /// How many replicas a write's `WAIT` asks for: the in-sync ones ([`ShardRoute::acks`])
+    /// and, when there are any, every other replica streaming from the master (Redis's `WAIT`
+    /// counts them too, so without them a stale replica's acknowledgement could stand in for
+    /// an in-sync one that lacks the write). 0 when no write waits.
+    #[must_use]
+    pub fn wait_for(&self) -> u32 {
+        if self.acks == 0 {
+            0
+        } else {
+            self.acks.saturating_add(self.master.unlisted_replicas())
+        }
+    }
+
+    /// The nodes a read may go to instead of the master: the in-sync replicas, without the
+    /// mirrored ones that failed a write since this table was built.
+    pub(crate) fn replica_nodes(&self) -> impl Iterator<Item = &Arc<Node>> {
+        self.mirror
+            .replicas()
+            .iter()
+            .filter(|link| link.is_active())
+            .map(|link| link.node())
+            .chain(self.in_sync.iter())
+    }
+}
+
+/// One epoch's routing: immutable once built.
+#[derive(Debug)]
+pub struct RoutingTable {
+    /// The topology this table serves; its epoch is the table's epoch.
+    topology: Arc<Topology>,
+    /// The serving shard of each slot, as an index into `shards`.
+    slot_to_shard: Box<[u16]>,
+    /// Gates not open, over all shards (shared with [`Gates`]).
+    closed: Arc<AtomicUsize>,
+    /// Whether some slot is migrating (requests then check their keys).
+    migrating: bool,
+    /// Every shard, in topology order.
+    shards: Vec<ShardRoute>,
+    /// Its place among its router's tables, for the epoch barrier; `None` for a table built
+    /// outside a router (benchmarks).
+    tracked: Option<Tracked>,
+}
+
+/// A table's entry in its router's [`LiveTables`].
+#[derive(Debug)]
+struct Tracked {
+    /// Tables built later have higher generations.
+    generation: u64,
+    /// The router's record, which the table leaves when it is dropped.
+    live: Arc<LiveTables>,
+}
+
+impl Drop for RoutingTable {
+    fn drop(&mut self) {
+        if let Some(tracked) = &self.tracked {
+            tracked.live.leave(tracked.generation);
+        }
+    }
+}
+
+/// The tables of one router still held by someone, by generation: what the epoch barrier
+/// ([`Router::epoch_barrier`]) waits on. Touched only when a table is built or dropped (once
+/// per topology change), never per request.
+#[derive(Debug, Default)]
+struct LiveTables {
+    /// The generation of every table not yet dropped.
+    live: Mutex<BTreeSet<u64>>,
+    /// The next table's generation.
+    next: AtomicU64,
+    /// Woken each time a table is dropped.
+    dropped: Notify,
+}
+
+impl LiveTables {
+    /// Registers a new table; returns its generation.
+    fn join(&self) -> u64 {
+        let generation = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(generation);
+        generation
+    }
+
+    /// Forgets a dropped table and wakes the barrier's waiters.
+    fn leave(&self, generation: u64) {
+        self.lock().remove(&generation);
+        self.dropped.notify_waiters();
+    }
+
+    /// The oldest generation still held.
+    fn oldest(&self) -> Option<u64> {
+        self.lock().first().copied()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<u64>> {
+        self.live.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl RoutingTable {
+    /// Builds the table for `topology`, taking the nodes' lanes from `pool`, the replica links
+    /// from `mirror` and the shards' gates from `gates`.
+    #[must_use]
+    pub fn build(topology: Arc<Topology>, pool: &NodePool, mirror: &Mirror, gates: &Gates) -> Self {
+        let shards: Vec<ShardRoute> = topology
+            .shards
+            .iter()
+            .map(|shard| {
+                let in_sync: Vec<_> = shard
+                    .replicas
+                    .iter()
+                    .filter(|r| r.state == ReplicaState::InSync)
+                    .map(|r| &r.addr)
+                    .collect();
+                let redis = mirror.is_inert();
+                let acks = if redis && mirror.ack() == AckMode::Sync {
+                    u32::try_from(in_sync.len()).unwrap_or(u32::MAX)
+                } else {
+                    0
+                };
+                ShardRoute {
+                    id: shard.id,
+                    name: shard.name.clone(),
+                    master: pool.node(&shard.master),
+                    mirror: mirror.shard(shard.id, &shard.name, &shard.master, &in_sync, pool),
+                    gate: gates.of(shard.id),
+                    acks,
+                    in_sync: if redis {
+                        in_sync.iter().map(|&addr| pool.node(addr)).collect()
+                    } else {
+                        Box::default()
+                    },
+                }
+            })
+            .collect();
+        let index_of: HashMap<ShardId, u16> = shards
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id, u16::try_from(i).unwrap_or(u16::MAX)))
+            .collect();
+        let slot_to_shard = (0..SLOT_COUNT)
+            .map(|slot| {
+                let slot = Slot::new(slot as u16).unwrap_or(Slot::for_key(b""));
+                // Validation guarantees every slot is served by a known shard.
+                index_of
+                    .get(&topology.serving_shard(slot))
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let migrating = topology
+            .slots
+            .iter()
+            .any(|s| matches!(s, redshard_config::SlotState::Migrating { .. }));
+        Self {
+            topology,
+            slot_to_shard,
+            shards,
+            closed: Arc::clone(&gates.closed),
+            migrating,
+            tracked: None,
+        }
+    }
+
+    /// The table, entered in `live` so the epoch barrier sees while it is held.
+    fn tracked(mut self, live: &Arc<LiveTables>) -> Self {
+        self.tracked = Some(Tracked {
+            generation: live.join(),
+            live: Arc::clone(live),
+        });
+        self
+    }
+
+    /// The table's generation among its router's (0 outside a router).
+    fn generation(&self) -> u64 {
+        self.tracked.as_ref().map_or(0, |t| t.generation)
+    }
+
+    /// Whether some slot is migrating.
+    #[must_use]
+    #[inline]
+    pub fn has_migrations(&self) -> bool {
+        self.migrating
+    }
+
+    /// The slot of `key` under the topology's routing rules: every key of a request is routed
+    /// by this, never by `Slot::for_key` alone.
+    #[must_use]
+    #[inline]
+    pub fn slot_of(&self, key: &[u8]) -> Slot {
+        self.topology.slot_of(key)
+    }
+
+    /// Whether `slot` is migrating.
+    #[must_use]
+    pub(crate) fn is_migrating(&self, slot: Slot) -> bool {
+        matches!(
+            self.topology.slot_state(slot),
+            redshard_config::SlotState::Migrating { .. }
+        )
+    }
+
+    /// Whether some shard's gate is paused or down.
+    #[must_use]
+    #[inline]
+    pub(crate) fn any_gate_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire) != 0
+    }
+
+    /// The topology epoch this table was built from.
+    #[must_use]
+    pub fn epoch(&self) -> u64 {
+        self.topology.epoch
+    }
+
+    /// The topology this table serves.
+    #[must_use]
+    pub fn topology(&self) -> &Arc<Topology> {
+        &self.topology
+    }
+
+    /// Every shard, in topology order.
+    #[must_use]
+    pub fn shards(&self) -> &[ShardRoute] {
+        &self.shards
+    }
+
+    /// The route of the shard with id `id`.
+    #[must_use]
+    pub fn route(&self, id: ShardId) -> Option<&ShardRoute> {
+        self.shards.iter().find(|s| s.id == id)
+    }
+
+    /// The index (into [`RoutingTable::shards`]) of the shard serving `slot`.
+    #[must_use]
+    pub fn shard_of(&self, slot: Slot) -> usize {
+        usize::from(self.slot_to_shard[slot.index()])
+    }
+
+    /// The master that serves `slot`.
+    #[must_use]
+    pub fn master_of(&self, slot: Slot) -> &Arc<Node> {
+        &self.shards[self.shard_of(slot)].master
+    }
+}
+
+/// Every shard's gate, by shard id.
+#[derive(Debug, Default)]
+pub struct Gates {
+    /// Created on first use; a shard id is never reused for another shard.
+    gates: Mutex<HashMap<ShardId, Arc<ShardGate>>>,
+    /// Gates not open now.
+    closed: Arc<AtomicUsize>,
+}
+
+impl Gates {
+    /// The gate of `shard`.
+    #[must_use]
+    pub fn of(&self, shard: ShardId) -> Arc<ShardGate> {
+        let mut gates = self.gates.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(
+            gates
+                .entry(shard)
+                .or_insert_with(|| Arc::new(ShardGate::new(Arc::clone(&self.closed)))),
+        )
+    }
+}
+
+/// The live routing table and the nodes behind it.
+#[derive(Debug)]
+pub struct Router {
+    /// The current epoch's table; replaced whole.
+    table: ArcSwap<RoutingTable>,
+    /// Every node's lanes, shared across epochs.
+    pool: NodePool,
+    /// Replica links and mirroring settings.
+    mirror: Mirror,
+    /// Shard gates.
+    gates: Gates,
+    /// The tables still held, for the epoch barrier.
+    live: Arc<LiveTables>,
+}
+
+impl Router {
+    /// A router serving `topology`, and the one [`TopologyWriter`] that can change it (for
+    /// the controller).
+    #[must_use]
+    pub(crate) fn new(
+        topology: Topology,
+        pool: NodePool,
+        mirror: Mirror,
+    ) -> (Self, TopologyWriter) {
+        let gates = Gates::default();
+        let live = Arc::new(LiveTables::default());
+        let table = RoutingTable::build(Arc::new(topology), &pool, &mirror, &gates).tracked(&live);
+        let router = Self {
+            table: ArcSwap::from_pointee(table),
+            pool,
+            mirror,
+            gates,
+            live,
+        };
+        (router, TopologyWriter::mint())
+    }
+
+    /// Replica links and mirroring settings.
+    #[must_use]
+    pub fn mirror(&self) -> &Mirror {
+        &self.mirror
+    }
+
+    /// The node pool.
+    #[must_use]
+    pub fn pool(&self) -> &NodePool {
+        &self.pool
+    }
+
+    /// The gate of `shard`.
+    #[must_use]
+    pub fn gate(&self, shard: ShardId) -> Arc<ShardGate> {
+        self.gates.of(shard)
+    }
+
+    /// The current table. Hold it only while routing by it (a batch of requests, until each
+    /// is handed to its lane) or reading it: a table held across a wait holds up the epoch
+    /// barrier ([`Router::epoch_barrier`]) of the next topology change. To keep the topology,
+    /// keep `Arc::clone(table.topology())`.
+    #[must_use]
+    pub fn load(&self) -> Arc<RoutingTable> {
+        self.table.load_full()
+    }
+
+    /// Publishes the table for a new topology epoch; connections to nodes that left close once
+    /// their last request is answered. Only the holder of the writer (the controller) does.
+    pub fn install(&self, _writer: &TopologyWriter, topology: Topology) {
+        let table = RoutingTable::build(Arc::new(topology), &self.pool, &self.mirror, &self.gates)
+            .tracked(&self.live);
+        let keep: Vec<_> = table.topology.nodes().collect();
+        self.pool.retain(&keep);
+        self.table.store(Arc::new(table));
+    }
+
+    /// The epoch barrier: waits until no table older than the current one is held by anyone,
+    /// so no request is still being routed by an earlier epoch (a session holds the table
+    /// only while it dispatches one batch, until each request is handed to its lane). Returns
+    /// whether that happened within `timeout`. Woken by each table's drop; no polling.
+    pub async fn epoch_barrier(&self, timeout: Duration) -> bool {
+        let current = self.table.load().generation();
+        let old_gone = async {
+            loop {
+                let dropped = self.live.dropped.notified();
+                tokio::pin!(dropped);
+                // Registered before the check, so a drop between the two is not missed.
+                dropped.as_mut().enable();
+                if self.live.oldest().is_none_or(|oldest| oldest >= current) {
+                    return;
+                }
+                dropped.await;
+            }
+        };
+        tokio::time::timeout(timeout, old_gone).await.is_ok()
+    }
+}
+
+/// Sends `bytes` to `route`'s master on the lane of `slot`; with `effect` (a write), the
+/// replicas get the write once the master answered (proxy mirroring), or its reply waits for
+/// the shard's in-sync replicas' acknowledgement (Redis replication, `sync`). Here, below the session and the controller, because
+/// both send through it (client requests, and the migration's key moves).
+pub(crate) fn send_master(
+    route: &ShardRoute,
+    slot: u16,
+    bytes: Bytes,
+    dest: Dest,
+    protocol: Protocol,
+    effect: Option<Effect>,
+    replies: u32,
+) {
+    send_master_as(
+        route,
+        slot,
+        bytes,
+        dest,
+        protocol,
+        effect,
+        replies,
+        BackendUser::Client,
+    );
+}
+
+/// [`send_master`] run as the backend `user` (on the master and, mirrored, on the replicas).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn send_master_as(
+    route: &ShardRoute,
+    slot: u16,
+    bytes: Bytes,
+    dest: Dest,
+    protocol: Protocol,
+    effect: Option<Effect>,
+    replies: u32,
+    user: BackendUser,
+) {
+    let lane = usize::from(slot) % route.master.lane_count();
+    let acks = match &effect {
+        Some(effect) if *effect != Effect::Skip => route.wait_for(),
+        _ => 0,
+    };
+    let mirror = match effect {
+        Some(effect) if !route.mirror.is_empty() && effect != Effect::Skip => Some(
+            Job::new(
+                Arc::clone(&route.mirror),
+                effect,
+                bytes.clone(),
+                protocol,
+                lane,
+            )
+            .as_user(user),
+        ),
+        _ => None,
+    };
+    route.master.lane_at(lane).submit(LaneRequest {
+        bytes,
+        dest,
+        protocol,
+        replies,
+        mirror,
+        via: None,
+        user,
+        acks,
+    });
+}
+
+/// Sends a `PING` through every lane of `route`'s master and waits for the answers: every
+/// request sent to the master before it has then run. With `mirrored`, each PING also goes
+/// through the replicas' lanes and the wait includes them (whatever the mode), so every write
+/// mirrored before it has been applied by each replica still active. Returns whether every
+/// answer came within `timeout`. Here with [`send_master`], below the session and the
+/// controller that both wait on it.
+pub async fn barrier(route: &ShardRoute, mirrored: bool, timeout: Duration) -> bool {
+    let mut waits = Vec::with_capacity(route.master.lane_count());
+    for lane in 0..route.master.lane_count() {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let bytes = Bytes::from_static(crate::mirror::PING);
+        let mirror = (mirrored && !route.mirror.is_empty()).then(|| {
+            Job::new(
+                Arc::clone(&route.mirror),
+                Effect::Same,
+                bytes.clone(),
+                Protocol::Resp2,
+                lane,
+            )
+            .waiting()
+        });
+        route.master.lane_at(lane).submit(LaneRequest {
+            bytes,
+            dest: Dest::Signal(tx),
+            protocol: Protocol::Resp2,
+            replies: 1,
+            mirror,
+            via: None,
+            user: BackendUser::Client,
+            acks: 0,
+        });
+        waits.push(rx);
+    }
+    let all = async {
+        let mut ok = true;
+        for rx in waits {
+            ok &= matches!(rx.await, Ok(reply) if reply.as_ref() == b"+PONG\r\n");
+        }
+        ok
+    };
+    tokio::time::timeout(timeout, all).await.unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{GateState, Gates, TopologyWriter};
+    use futures_util::FutureExt;
+    use redshard_config::ShardId;
+    use redshard_metrics::names::gate_state;
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    /// A router serving one shard whose master is never contacted.
+    fn router() -> (super::Router, TopologyWriter) {
+        let config = redshard_config::Config::from_toml_str(
+            "[[shard]]\nname = \"s1\"\nmaster = \"127.0.0.1:1\"\nslots = [\"0-16383\"]\n",
+            "test",
+        )
+        .unwrap();
+        let pool = crate::backend::NodePool::new(crate::backend::LaneConfig::from_config(
+            &config.backend,
+            128,
+            None,
+        ));
+        let (events, _control) = crate::events::channel();
+        let mirror = crate::mirror::Mirror::new(
+            config.mirror.clone(),
+            config.replication.ack,
+            config.replication.mode,
+            events,
+        );
+        super::Router::new(
+            redshard_config::Topology::from_config(&config),
+            pool,
+            mirror,
+        )
+    }
+
+    /// Whether the barrier is through at once (`None`: it waits).
+    fn barrier_now(router: &super::Router) -> Option<bool> {
+        router
+            .epoch_barrier(Duration::from_secs(3600))
+            .now_or_never()
+    }
+
+    #[tokio::test]
+    async fn epoch_barrier_waits_for_the_old_table() {
+        let (router, writer) = router();
+        let topology = (**router.load().topology()).clone();
+        assert_eq!(
+            barrier_now(&router),
+            Some(true),
+            "one table: nothing to wait for"
+        );
+        // A session in the middle of a batch routes by the table it loaded.
+        let held = router.load();
+        router.install(&writer, topology.clone());
+        assert_eq!(
+            barrier_now(&router),
+            None,
+            "a held old table keeps the barrier waiting"
+        );
+        let router = std::sync::Arc::new(router);
+        let waiting = tokio::spawn({
+            let router = std::sync::Arc::clone(&router);
+            async move { router.epoch_barrier(Duration::from_secs(3600)).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        drop(held);
+        assert!(
+            waiting.await.unwrap(),
+            "dropping the old table releases the barrier"
+        );
+        // Two changes in a row: a table two epochs old, still held, counts too.
+        let older = router.load();
+        router.install(&writer, topology.clone());
+        router.install(&writer, topology);
+        assert_eq!(barrier_now(&router), None);
+        drop(older);
+        assert_eq!(barrier_now(&router), Some(true));
+        // Holding the current table does not hold the barrier.
+        let _current = router.load();
+        assert_eq!(barrier_now(&router), Some(true));
+    }
+
+    #[test]
+    fn gates_count_the_closed_ones() {
+        let writer = TopologyWriter::for_tests();
+        let gates = Gates::default();
+        let (a, b) = (gates.of(ShardId(1)), gates.of(ShardId(2)));
+        a.set(&writer, GateState::Paused);
+        b.set(&writer, GateState::Down);
+        a.set(&writer, GateState::Down);
+        assert_eq!(gates.closed.load(Ordering::Acquire), 2);
+        a.set(&writer, GateState::Open);
+        b.set(&writer, GateState::Open);
+        assert_eq!(gates.closed.load(Ordering::Acquire), 0);
+        assert_eq!(a.state(), GateState::Open);
+    }
+
+    #[test]
+    fn gate_labels_cover_every_state() {
+        let gate = [GateState::Open, GateState::Paused, GateState::Down].map(GateState::label);
+        assert_eq!(gate, gate_state::ALL);
+    }
+}

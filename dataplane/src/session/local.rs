@@ -1,0 +1,688 @@
+//! Commands the proxy answers itself: the connection's own state (PING, ECHO, QUIT, SELECT,
+//! AUTH, HELLO, RESET, CLIENT ...), and what describes the proxy rather than one node (INFO,
+//! COMMAND COUNT / GETKEYS, CONFIG GET).
+
+use bytes::{Bytes, BytesMut};
+
+use super::dispatch::Action;
+use super::{info, Closing, Ctx};
+use redshard_config::Access;
+
+use crate::clients::ListFilter;
+use crate::events::{ControlEvent, ScriptKill};
+use crate::router::RoutingTable;
+use redshard_protocol::client_error::ClientError;
+use redshard_protocol::command::{self, CommandSpec, Local, REDIS_VERSION};
+use redshard_protocol::resp::{encode, parse_i64, Args, Protocol};
+
+/// Answers a `Route::Local` command.
+pub(super) fn handle(
+    ctx: &mut Ctx,
+    table: &RoutingTable,
+    spec: &'static CommandSpec,
+    args: Args<'_>,
+) -> Action {
+    // Only `Route::Local` commands come here, and those are exactly the ones `Local::of` knows.
+    let Some(local) = Local::of(spec.id) else {
+        return Action::error(ctx, ClientError::Unsupported { command: spec.name });
+    };
+    match local {
+        Local::Ping => match args.len() {
+            1 => Action::reply(ctx, Bytes::from_static(encode::PONG)),
+            2 => bulk(ctx, args.get(1)),
+            _ => Action::error(ctx, ClientError::WrongArity { command: "ping" }),
+        },
+        Local::Echo => bulk(ctx, args.get(1)),
+        Local::Quit => {
+            ctx.closing = Closing::AfterReplies;
+            Action::reply(ctx, Bytes::from_static(encode::OK))
+        }
+        Local::Select => select(ctx, args.get(1)),
+        Local::Wait => wait(ctx, args),
+        Local::NotACluster => Action::error(ctx, ClientError::ClusterDisabled),
+        Local::Auth => auth(ctx, args),
+        Local::Hello => hello(ctx, args),
+        Local::Reset => {
+            // Like Redis: out of MULTI, UNWATCH (closing the private connection forgets what
+            // it watched), unsubscribed, logged out, back to RESP2 and no name.
+            ctx.tx = None;
+            if ctx.watch.take().is_some() {
+                ctx.private = None;
+            }
+            ctx.authenticated = ctx.state.config.password.is_none();
+            ctx.access = Access::All;
+            ctx.user.clear();
+            ctx.client.fields().name.clear();
+            ctx.pubsub = None;
+            super::pubsub::show_counts(ctx);
+            if ctx.protocol != Protocol::Resp2 {
+                ctx.protocol = Protocol::Resp2;
+                ctx.client.fields().resp = 2;
+                ctx.barrier = true;
+            }
+            Action::reply(ctx, Bytes::from_static(b"+RESET\r\n"))
+        }
+        Local::Info => info::info(ctx, table, args),
+        Local::CommandCount => {
+            let mut out = BytesMut::new();
+            encode::integer(&mut out, command::commands().count() as i64);
+            Action::reply(ctx, out.freeze())
+        }
+        Local::CommandGetkeys => getkeys(ctx, args),
+        // The full command documentation is the backends' own (same version as our table).
+        Local::FromBackend => Action::Forward {
+            shard: super::dispatch::keyless_shard(table),
+            slot: 0,
+            mirror: None,
+        },
+        Local::ConfigGet => config_get(ctx, args),
+        // Its arity (-2) lets any count of arguments through; SLOWLOG itself takes one.
+        Local::SlowlogGet if args.len() > 3 => Action::error(
+            ctx,
+            ClientError::SlowlogSyntax {
+                subcommand: args.get(1).into(),
+            },
+        ),
+        Local::SlowlogGet => {
+            let count = if args.len() > 2 {
+                match parse_i64(args.get(2)) {
+                    Some(n) if n >= -1 => n,
+                    _ => return Action::error(ctx, ClientError::SlowlogCount),
+                }
+            } else {
+                10
+            };
+            Action::reply(ctx, ctx.state.slowlog.get(count))
+        }
+        Local::SlowlogLen => {
+            let mut out = BytesMut::new();
+            encode::integer(&mut out, ctx.state.slowlog.len() as i64);
+            Action::reply(ctx, out.freeze())
+        }
+        Local::SlowlogReset => {
+            ctx.state.slowlog.reset();
+            Action::reply(ctx, Bytes::from_static(encode::OK))
+        }
+        Local::ClientId => {
+            let mut out = BytesMut::new();
+            encode::integer(&mut out, ctx.client.id as i64);
+            Action::reply(ctx, out.freeze())
+        }
+        Local::ClientSetname => match set_name(ctx, args.get(2)) {
+            Ok(()) => Action::reply(ctx, Bytes::from_static(encode::OK)),
+            Err(e) => Action::error(ctx, e),
+        },
+        Local::ClientGetname => {
+            let name = ctx.client.fields().name.clone();
+            if name.is_empty() {
+                Action::reply(ctx, null(ctx.protocol))
+            } else {
+                bulk(ctx, name.as_bytes())
+            }
+        }
+        Local::ClientSetinfo => client_setinfo(ctx, args),
+        Local::ClientInfo => {
+            let line = ctx.client.line() + "\n";
+            text(ctx, line.as_bytes())
+        }
+        Local::ClientList => match list_filter(args) {
+            Ok(filter) => {
+                let list = ctx.state.clients.list(&filter);
+                text(ctx, list.as_bytes())
+            }
+            Err(e) => Action::error(ctx, e),
+        },
+        Local::ClientFlag => Action::reply(ctx, Bytes::from_static(encode::OK)),
+        Local::ScriptKill => kill_script(ctx, spec, ScriptKill::Script),
+        Local::FunctionKill => kill_script(ctx, spec, ScriptKill::Function),
+    }
+}
+
+/// SCRIPT KILL / FUNCTION KILL: the controller asks every master on connections of its own
+/// (the lanes queue behind the running script) and says what the client gets.
+fn kill_script(ctx: &mut Ctx, spec: &'static CommandSpec, which: ScriptKill) -> Action {
+    let (done, answer) = tokio::sync::oneshot::channel();
+    if !ctx
+        .state
+        .router
+        .pool()
+        .report(ControlEvent::KillScript { which, done })
+    {
+        return Action::error(ctx, ClientError::Unsupported { command: spec.name });
+    }
+    let slot = ctx.queue.reserve();
+    ctx.barrier = true;
+    tokio::spawn(async move {
+        // Dropped only when the proxy stops first.
+        let reply = answer
+            .await
+            .unwrap_or_else(|_| ClientError::LaneClosed.to_reply());
+        slot.deliver(reply);
+    });
+    Action::Done
+}
+
+/// `CLIENT LIST [TYPE type | ID id...]`, with Redis 7.0's argument rules and errors.
+fn list_filter(args: Args<'_>) -> Result<ListFilter, ClientError> {
+    let option = (args.len() > 2).then(|| args.get(2));
+    match (args.len(), option) {
+        (2, _) => Ok(ListFilter::All),
+        (4, Some(o)) if o.eq_ignore_ascii_case(b"type") => {
+            let kind = args.get(3);
+            let lower = kind.to_ascii_lowercase();
+            match lower.as_slice() {
+                b"normal" => Ok(ListFilter::Subscribed(false)),
+                b"pubsub" => Ok(ListFilter::Subscribed(true)),
+                b"master" | b"replica" | b"slave" => Ok(ListFilter::Nobody),
+                _ => Err(ClientError::UnknownClientType { kind: kind.into() }),
+            }
+        }
+        (n, Some(o)) if n > 3 && o.eq_ignore_ascii_case(b"id") => args
+            .iter()
+            .skip(3)
+            .map(|id| parse_i64(id).ok_or(ClientError::InvalidClientId))
+            .collect::<Result<_, _>>()
+            .map(ListFilter::Ids),
+        _ => Err(ClientError::SyntaxError),
+    }
+}
+
+/// A text reply (verbatim in RESP3), as Redis answers CLIENT INFO and CLIENT LIST.
+fn text(ctx: &Ctx, value: &[u8]) -> Action {
+    Action::reply(ctx, encode::text(ctx.protocol, value))
+}
+
+fn bulk(ctx: &Ctx, value: &[u8]) -> Action {
+    let mut out = BytesMut::with_capacity(value.len() + 16);
+    encode::bulk(&mut out, value);
+    Action::reply(ctx, out.freeze())
+}
+
+/// `WAIT numreplicas timeout`: the number of replicas that applied this client's writes.
+///
+/// The answer is the fewest replicas, over the shards, known to hold every write answered
+/// before it ([`ShardRoute::acknowledging_replicas`](crate::router::ShardRoute::acknowledging_replicas)):
+/// at once when that is enough, else when the timeout ends, and never for timeout 0, as Redis
+/// does. Under Redis replication with `async` acknowledgement that is 0.
+fn wait(ctx: &mut Ctx, args: Args<'_>) -> Action {
+    // Redis reads (and refuses) the count before the timeout, each with its own error.
+    let Some(replicas) = parse_i64(args.get(1)) else {
+        return Action::error(ctx, ClientError::NotAnInteger);
+    };
+    let Some(timeout_ms) = parse_i64(args.get(2)) else {
+        return Action::error(ctx, ClientError::TimeoutNotAnInteger);
+    };
+    if timeout_ms < 0 {
+        return Action::error(ctx, ClientError::TimeoutNegative);
+    }
+    if replicas <= 0 {
+        return Action::reply(ctx, Bytes::from_static(b":0\r\n"));
+    }
+    let reply = ctx.queue.reserve();
+    ctx.waiting = true;
+    ctx.barrier = true;
+    // The routes, not the table: a table held for the whole wait would hold up the epoch
+    // barrier of a topology change.
+    let routes = ctx.state.router.load().shards().to_vec();
+    let wanted = usize::try_from(replicas).unwrap_or(usize::MAX);
+    let deadline = (timeout_ms > 0).then(|| {
+        tokio::time::Instant::now() + std::time::Duration::from_millis(timeout_ms.unsigned_abs())
+    });
+    tokio::spawn(async move {
+        // Every write this client was answered before WAIT went through its slot's lane; a
+        // mirrored PING behind it on every lane of every shard has been applied by a replica
+        // only after all of them. The answer is the fewest replicas that did, over the shards.
+        let bound = deadline.map_or(std::time::Duration::from_secs(3600), |d| {
+            d.saturating_duration_since(tokio::time::Instant::now())
+        });
+        let mut applied = usize::MAX;
+        for route in &routes {
+            let done = crate::router::barrier(route, true, bound).await;
+            let count = if done {
+                route.acknowledging_replicas()
+            } else {
+                0
+            };
+            applied = applied.min(count);
+        }
+        let applied = if applied == usize::MAX { 0 } else { applied };
+        if applied < wanted {
+            match deadline {
+                // Redis waits for the timeout before answering with fewer replicas.
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                // Blocks forever, like Redis: the session ends as soon as the client leaves.
+                None => return drop(reply),
+            }
+        }
+        reply.deliver(Bytes::from(format!(":{applied}\r\n")));
+    });
+    Action::Done
+}
+
+fn select(ctx: &Ctx, db: &[u8]) -> Action {
+    match parse_i64(db) {
+        Some(0) => Action::reply(ctx, Bytes::from_static(encode::OK)),
+        // Redis reads the index as a C int first.
+        Some(n) if i32::try_from(n).is_err() => Action::error(ctx, ClientError::DbIndexOutOfRange),
+        Some(_) => Action::error(ctx, ClientError::OnlyDbZero),
+        None => Action::error(ctx, ClientError::NotAnInteger),
+    }
+}
+
+/// Checks credentials against the proxy's `password` (user `default`, as Redis without ACLs).
+/// Checks credentials: the `default` user against the proxy's `password` (full access), or a
+/// `[[user]]` against its own password. Returns the user's access level.
+fn check_credentials(
+    ctx: &Ctx,
+    user: Option<&[u8]>,
+    password: &[u8],
+) -> Result<Access, ClientError> {
+    let config = &ctx.state.config;
+    match user {
+        None | Some(b"default") => {
+            let Some(expected) = &config.password else {
+                if user.is_none() {
+                    return Err(ClientError::AuthWithoutPassword);
+                }
+                // Without a password the default user is Redis's `nopass` user: any password
+                // logs in as it (clients given `redis://default:pw@...` URLs send one).
+                return Ok(Access::All);
+            };
+            if constant_time_eq(password, expected.as_bytes()) {
+                Ok(Access::All)
+            } else {
+                Err(ClientError::WrongPass)
+            }
+        }
+        Some(name) => config
+            .users
+            .iter()
+            .find(|u| {
+                u.name.as_bytes() == name && constant_time_eq(password, u.password.as_bytes())
+            })
+            .map(|u| u.access)
+            .ok_or(ClientError::WrongPass),
+    }
+}
+
+/// Records the name the client authenticated as (`None`: the default user).
+fn set_user(ctx: &mut Ctx, name: Option<&[u8]>) {
+    ctx.user.clear();
+    if let Some(name) = name.filter(|n| *n != b"default") {
+        ctx.user.push_str(&String::from_utf8_lossy(name));
+    }
+}
+
+/// Compares without an early exit, so timing does not tell how much of a guess was right.
+/// Also checks the admin port's password.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn auth(ctx: &mut Ctx, args: Args<'_>) -> Action {
+    if !(2..=3).contains(&args.len()) {
+        return Action::error(ctx, ClientError::SyntaxError);
+    }
+    let turn = source_turn(ctx);
+    let result = match args.len() {
+        2 => check_credentials(ctx, None, args.get(1)),
+        _ => check_credentials(ctx, Some(args.get(1)), args.get(2)),
+    };
+    match result {
+        Ok(access) => {
+            ctx.authenticated = true;
+            ctx.access = access;
+            set_user(ctx, (args.len() == 3).then(|| args.get(1)));
+            let ok = Bytes::from_static(encode::OK);
+            match turn {
+                Some(wait) => answer_later(ctx, wait, ok),
+                None => Action::reply(ctx, ok),
+            }
+        }
+        Err(e) => auth_failed(ctx, e, turn),
+    }
+}
+
+/// When the client's address failed AUTH recently (on any connection), how long this
+/// attempt's answer waits for the address's next turn (see [`crate::auth_throttle`]); `None`
+/// to answer at once, and always without any password configured (nothing to guess).
+fn source_turn(ctx: &Ctx) -> Option<std::time::Duration> {
+    let config = &ctx.state.config;
+    if config.password.is_none() && config.users.is_empty() {
+        return None;
+    }
+    let step = ctx.state.live.now().limits.auth_failure_delay;
+    ctx.state
+        .auth_throttle
+        .turn(ctx.client.addr.ip(), step, std::time::Instant::now())
+}
+
+/// Answers `reply` after `delay`; nothing after it may overtake it (later requests wait).
+fn answer_later(ctx: &mut Ctx, delay: std::time::Duration, reply: Bytes) -> Action {
+    let slot = ctx.queue.reserve();
+    ctx.barrier = true;
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        slot.deliver(reply);
+    });
+    Action::Done
+}
+
+/// The error, answered at the address's turn when HELLO's AUTH took one: any answer after an
+/// AUTH attempt waits for it, or it would tell whether the password was right.
+fn error_at_turn(ctx: &mut Ctx, turn: Option<std::time::Duration>, error: ClientError) -> Action {
+    match turn {
+        Some(wait) => answer_later(ctx, wait, error.to_reply()),
+        None => Action::error(ctx, error),
+    }
+}
+
+/// A failed AUTH (or HELLO AUTH): logged without the password, counted against the client's
+/// address, and answered after a delay that grows with each failure on this connection and
+/// is at least the wait for the address's turn (`turn`), so guessing is slow over one
+/// connection and over many.
+fn auth_failed(ctx: &mut Ctx, error: ClientError, turn: Option<std::time::Duration>) -> Action {
+    if ctx.state.config.password.is_none() && ctx.state.config.users.is_empty() {
+        // Not a guess: the proxy has no password at all.
+        return Action::error(ctx, error);
+    }
+    ctx.auth_failures = ctx.auth_failures.saturating_add(1);
+    tracing::warn!(client = %ctx.client.addr, failures = ctx.auth_failures, throttled = turn.is_some(), "AUTH failed");
+    let live = ctx.state.live.now();
+    let step = live.limits.auth_failure_delay;
+    ctx.state.auth_throttle.failed(
+        ctx.client.addr.ip(),
+        step,
+        live.limits.auth_throttle_sources,
+        std::time::Instant::now(),
+    );
+    let delay = (step * ctx.auth_failures.min(20)).max(turn.unwrap_or_default());
+    drop(live);
+    if delay.is_zero() {
+        return Action::error(ctx, error);
+    }
+    answer_later(ctx, delay, error.to_reply())
+}
+
+/// CLIENT SETNAME's rule: printable ASCII without spaces.
+fn set_name(ctx: &Ctx, name: &[u8]) -> Result<(), ClientError> {
+    if name.iter().any(|&c| !(b'!'..=b'~').contains(&c)) {
+        return Err(ClientError::ClientNameInvalid);
+    }
+    ctx.client.fields().name = String::from_utf8_lossy(name).into_owned();
+    Ok(())
+}
+
+/// `CLIENT SETINFO LIB-NAME|LIB-VER value` (Redis 7.2; clients send it on connect).
+fn client_setinfo(ctx: &Ctx, args: Args<'_>) -> Action {
+    if args.len() != 4 {
+        return Action::error(
+            ctx,
+            ClientError::WrongArity {
+                command: "client|setinfo",
+            },
+        );
+    }
+    let value = args.get(3);
+    if value.iter().any(|&c| !(b'!'..=b'~').contains(&c)) {
+        return Action::error(ctx, ClientError::LibInfoInvalid);
+    }
+    let value = String::from_utf8_lossy(value).into_owned();
+    let attr = args.get(2);
+    if attr.eq_ignore_ascii_case(b"lib-name") {
+        ctx.client.fields().lib_name = value;
+    } else if attr.eq_ignore_ascii_case(b"lib-ver") {
+        ctx.client.fields().lib_ver = value;
+    } else {
+        return Action::error(
+            ctx,
+            ClientError::UnrecognizedOption {
+                option: attr.into(),
+            },
+        );
+    }
+    Action::reply(ctx, Bytes::from_static(encode::OK))
+}
+
+/// `HELLO [protover [AUTH user pass] [SETNAME name]]`: switches the protocol, authenticates,
+/// names the connection, and describes the server (a map in RESP3, a flat array in RESP2).
+fn hello(ctx: &mut Ctx, args: Args<'_>) -> Action {
+    let mut protocol = ctx.protocol;
+    if args.len() >= 2 {
+        protocol = match parse_i64(args.get(1)) {
+            Some(2) => Protocol::Resp2,
+            Some(3) => Protocol::Resp3,
+            Some(_) => return Action::error(ctx, ClientError::NoProto),
+            None => return Action::error(ctx, ClientError::ProtocolVersionNotInteger),
+        };
+    }
+    let mut i = 2;
+    let mut name = None;
+    // The wait for the address's turn, when HELLO carries AUTH (see `auth`).
+    let mut turn = None;
+    while i < args.len() {
+        let option = args.get(i);
+        let more = args.len() - i - 1;
+        if option.eq_ignore_ascii_case(b"AUTH") && more >= 2 {
+            turn = source_turn(ctx);
+            match check_credentials(ctx, Some(args.get(i + 1)), args.get(i + 2)) {
+                Ok(access) => {
+                    ctx.access = access;
+                    set_user(ctx, Some(args.get(i + 1)));
+                }
+                Err(e) => return auth_failed(ctx, e, turn),
+            }
+            ctx.authenticated = true;
+            i += 3;
+        } else if option.eq_ignore_ascii_case(b"SETNAME") && more >= 1 {
+            name = Some(args.get(i + 1));
+            i += 2;
+        } else {
+            let error = ClientError::HelloSyntax {
+                option: option.into(),
+            };
+            return error_at_turn(ctx, turn, error);
+        }
+    }
+    if !ctx.authenticated {
+        return Action::error(ctx, ClientError::HelloNoAuth);
+    }
+    if let Some(name) = name {
+        if let Err(e) = set_name(ctx, name) {
+            return error_at_turn(ctx, turn, e);
+        }
+    }
+    if protocol != ctx.protocol {
+        ctx.protocol = protocol;
+        ctx.client.fields().resp = if protocol == Protocol::Resp3 { 3 } else { 2 };
+        // Earlier requests travel on the other protocol's lanes: let them finish first.
+        ctx.barrier = true;
+    }
+    let mut out = BytesMut::new();
+    map_header(&mut out, protocol, 7);
+    for (key, value) in [("server", "redis"), ("version", REDIS_VERSION)] {
+        encode::bulk(&mut out, key.as_bytes());
+        encode::bulk(&mut out, value.as_bytes());
+    }
+    encode::bulk(&mut out, b"proto");
+    encode::integer(&mut out, if protocol == Protocol::Resp3 { 3 } else { 2 });
+    encode::bulk(&mut out, b"id");
+    encode::integer(&mut out, ctx.client.id as i64);
+    for (key, value) in [("mode", "standalone"), ("role", "master")] {
+        encode::bulk(&mut out, key.as_bytes());
+        encode::bulk(&mut out, value.as_bytes());
+    }
+    encode::bulk(&mut out, b"modules");
+    encode::array_header(&mut out, 0);
+    match turn {
+        Some(wait) => answer_later(ctx, wait, out.freeze()),
+        None => Action::reply(ctx, out.freeze()),
+    }
+}
+
+/// A map of `pairs` entries: `%n` in RESP3, an array of `2n` elements in RESP2.
+fn map_header(out: &mut BytesMut, protocol: Protocol, pairs: usize) {
+    match protocol {
+        Protocol::Resp3 => {
+            out.extend_from_slice(b"%");
+            out.extend_from_slice(pairs.to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        Protocol::Resp2 => encode::array_header(out, pairs * 2),
+    }
+}
+
+/// The null reply of the client's protocol: `$-1` in RESP2, `_` in RESP3.
+pub(crate) fn null(protocol: Protocol) -> Bytes {
+    Bytes::from_static(match protocol {
+        Protocol::Resp2 => encode::NULL_BULK,
+        Protocol::Resp3 => b"_\r\n",
+    })
+}
+
+/// COMMAND GETKEYS from redshard's own table: what the proxy routes by.
+fn getkeys(ctx: &mut Ctx, args: Args<'_>) -> Action {
+    let inner: Vec<&[u8]> = args.iter().skip(2).collect();
+    let Ok(spec) = command::resolve(inner.as_slice()) else {
+        return Action::error(ctx, ClientError::InvalidCommandSpecified);
+    };
+    if let Err(e) = spec.key_indices(inner.as_slice(), &mut ctx.keys) {
+        return Action::error(ctx, ClientError::Command(e));
+    }
+    if ctx.keys.is_empty() {
+        return Action::error(ctx, ClientError::NoKeyArguments);
+    }
+    let mut out = BytesMut::new();
+    encode::array_header(&mut out, ctx.keys.len());
+    for &k in &ctx.keys {
+        encode::bulk(&mut out, inner[k]);
+    }
+    Action::reply(ctx, out.freeze())
+}
+
+/// CONFIG GET answered from the proxy's own view: clients read these to adapt themselves.
+fn config_get(ctx: &Ctx, args: Args<'_>) -> Action {
+    let live = ctx.state.live.now();
+    let limits = &live.limits;
+    let values: [(&str, String); 9] = [
+        ("databases", "1".into()),
+        ("maxclients", limits.max_clients.to_string()),
+        ("proto-max-bulk-len", limits.max_bulk_bytes.to_string()),
+        (
+            "client-query-buffer-limit",
+            limits.max_query_buffer_bytes.to_string(),
+        ),
+        ("timeout", "0".into()),
+        ("cluster-enabled", "no".into()),
+        ("port", ctx.state.port.to_string()),
+        ("save", String::new()),
+        ("appendonly", "no".into()),
+    ];
+    let mut matched: Vec<&(&str, String)> = Vec::new();
+    for pattern in args.iter().skip(2) {
+        for entry in &values {
+            if glob_match(pattern, entry.0.as_bytes()) && !matched.iter().any(|m| m.0 == entry.0) {
+                matched.push(entry);
+            }
+        }
+    }
+    let mut out = BytesMut::new();
+    map_header(&mut out, ctx.protocol, matched.len());
+    for (name, value) in matched {
+        encode::bulk(&mut out, name.as_bytes());
+        encode::bulk(&mut out, value.as_bytes());
+    }
+    Action::reply(ctx, out.freeze())
+}
+
+/// Redis's glob (`*`, `?`, `[...]`, `[^...]`, `\\`), case-insensitive as CONFIG GET uses it.
+/// Iterative with one backtrack point, so hostile patterns (`*a*a*a*...`) stay O(len²).
+pub(crate) fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    // Where to resume after the last `*`: (pattern index after it, text index it matched up to).
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if pattern.get(p) == Some(&b'*') {
+            p += 1;
+            star = Some((p, t));
+            continue;
+        }
+        if let Some(next) = match_one(pattern, p, text[t]) {
+            p = next;
+            t += 1;
+            continue;
+        }
+        match star {
+            Some((after, matched)) => {
+                p = after;
+                t = matched + 1;
+                star = Some((after, matched + 1));
+            }
+            None => return false,
+        }
+    }
+    pattern[p.min(pattern.len())..].iter().all(|&c| c == b'*')
+}
+
+/// If the pattern element at `p` (not `*`) matches `c`, the index of the next element.
+fn match_one(pattern: &[u8], p: usize, c: u8) -> Option<usize> {
+    let c = c.to_ascii_lowercase();
+    match *pattern.get(p)? {
+        b'?' => Some(p + 1),
+        b'\\' if p + 1 < pattern.len() => {
+            (pattern[p + 1].to_ascii_lowercase() == c).then_some(p + 2)
+        }
+        b'[' => {
+            let mut i = p + 1;
+            let negate = pattern.get(i) == Some(&b'^');
+            if negate {
+                i += 1;
+            }
+            let mut hit = false;
+            while i < pattern.len() && pattern[i] != b']' {
+                if pattern[i] == b'\\' && i + 1 < pattern.len() {
+                    hit |= pattern[i + 1].to_ascii_lowercase() == c;
+                    i += 2;
+                } else if i + 2 < pattern.len() && pattern[i + 1] == b'-' && pattern[i + 2] != b']'
+                {
+                    let (a, b) = (
+                        pattern[i].to_ascii_lowercase(),
+                        pattern[i + 2].to_ascii_lowercase(),
+                    );
+                    hit |= (a.min(b)..=a.max(b)).contains(&c);
+                    i += 3;
+                } else {
+                    hit |= pattern[i].to_ascii_lowercase() == c;
+                    i += 1;
+                }
+            }
+            // An unterminated class runs to the end of the pattern, as in Redis.
+            (hit != negate).then_some((i + 1).min(pattern.len()))
+        }
+        lit => (lit.to_ascii_lowercase() == c).then_some(p + 1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn glob() {
+        assert!(glob_match(b"*", b"maxclients"));
+        assert!(glob_match(b"max*", b"maxclients"));
+        assert!(glob_match(b"MAXCLIENTS", b"maxclients"));
+        assert!(glob_match(b"d?tabases", b"databases"));
+        assert!(glob_match(b"[a-d]atabases", b"databases"));
+        assert!(!glob_match(b"[^d]atabases", b"databases"));
+        assert!(!glob_match(b"max", b"maxclients"));
+        assert!(glob_match(b"*s*s", b"databases"));
+        assert!(glob_match(b"", b""));
+        assert!(!glob_match(b"", b"a"));
+        let hostile = b"*a".repeat(200);
+        assert!(!glob_match(&hostile, &b"a".repeat(100)));
+    }
+}

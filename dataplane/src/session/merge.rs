@@ -1,0 +1,247 @@
+//! Merging the replies of a request that was split across shards or fanned out to every master.
+//!
+//! The parts arrive as raw reply bytes; only here are they decoded (just enough) and a new reply
+//! encoded. An error from any part becomes the reply (the first one, in part order), the same
+//! choice Redis Cluster clients make when one node of a multi-node command fails.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::outbuf::OutBuf;
+pub use crate::replies::MergePlan;
+use redshard_protocol::client_error::ClientError;
+use redshard_protocol::resp::{encode, reply};
+
+/// What a part of another type than expected becomes.
+const UNEXPECTED: ClientError = ClientError::UnexpectedSplitReply;
+
+/// Writes the merged reply of `parts` to `out`.
+pub fn merge(parts: &[Bytes], plan: MergePlan, out: &mut OutBuf) {
+    if let MergePlan::Info { text, protocol } = plan {
+        out.push(super::info::with_keyspace(text, parts, protocol));
+        return;
+    }
+    if plan == MergePlan::Last {
+        if let Some(last) = parts.last() {
+            out.push(last.clone());
+        }
+        return;
+    }
+    if let Some(error) = parts.iter().find(|p| reply::is_error(p)) {
+        out.push(error.clone());
+        return;
+    }
+    let mut buf = BytesMut::new();
+    match plan {
+        MergePlan::Mget { order } => mget(parts, &order, &mut buf),
+        MergePlan::AllOk => match parts.iter().find(|p| !reply::is_ok(p)) {
+            Some(other) => {
+                out.push(other.clone());
+                return;
+            }
+            None => buf.extend_from_slice(encode::OK),
+        },
+        MergePlan::SumIntegers => {
+            let mut sum = 0i64;
+            for part in parts {
+                match reply::integer(part) {
+                    Some(n) => sum = sum.saturating_add(n),
+                    None => {
+                        UNEXPECTED.encode(&mut buf);
+                        out.push(buf.freeze());
+                        return;
+                    }
+                }
+            }
+            encode::integer(&mut buf, sum);
+        }
+        MergePlan::ConcatArrays => {
+            let mut bodies = Vec::with_capacity(parts.len());
+            let mut count = 0;
+            for part in parts {
+                let Some(elements) = reply::aggregate_elements(part) else {
+                    UNEXPECTED.encode(&mut buf);
+                    out.push(buf.freeze());
+                    return;
+                };
+                count += elements.len();
+                if let (Some(first), Some(last)) = (elements.first(), elements.last()) {
+                    bodies.push(&part[first.start..last.end]);
+                }
+            }
+            encode::array_header(&mut buf, count);
+            for body in bodies {
+                buf.extend_from_slice(body);
+            }
+        }
+        MergePlan::First => {
+            if let Some(first) = parts.first() {
+                out.push(first.clone());
+            }
+            return;
+        }
+        MergePlan::AndArrays => and_arrays(parts, &mut buf),
+        MergePlan::AnyNonNull { start } => {
+            let n = parts.len().max(1);
+            let found = (0..parts.len())
+                .map(|i| &parts[(start + i) % n])
+                .find(|p| !p.starts_with(b"$-1") && !p.starts_with(b"_"));
+            // All empty: any part's null is the null of the client's protocol.
+            match found.or(parts.first()) {
+                Some(part) => out.push(part.clone()),
+                None => out.push(Bytes::from_static(encode::NULL_BULK)),
+            }
+            return;
+        }
+        MergePlan::Scan { shard, shards } => match parts.first() {
+            Some(part) => super::scan::rewrite(part, shard, shards, &mut buf),
+            None => UNEXPECTED.encode(&mut buf),
+        },
+        MergePlan::SumPairs => sum_pairs(parts, &mut buf),
+        MergePlan::Confirm { text } => {
+            out.push(text);
+            return;
+        }
+        MergePlan::Info { .. } | MergePlan::Last => unreachable!("handled above"),
+    }
+    out.push(buf.freeze());
+}
+
+fn mget(parts: &[Bytes], order: &[u32], buf: &mut BytesMut) {
+    let mut elements = Vec::with_capacity(parts.len());
+    for part in parts {
+        match reply::aggregate_elements(part) {
+            Some(e) => elements.push(e.into_iter()),
+            None => return UNEXPECTED.encode(buf),
+        }
+    }
+    encode::array_header(buf, order.len());
+    for &part in order {
+        let index = part as usize;
+        match elements.get_mut(index).and_then(Iterator::next) {
+            Some(range) => buf.extend_from_slice(&parts[index][range]),
+            None => {
+                buf.clear();
+                return UNEXPECTED.encode(buf);
+            }
+        }
+    }
+}
+
+fn sum_pairs(parts: &[Bytes], buf: &mut BytesMut) {
+    let Some(first) = parts.first() else {
+        return encode::array_header(buf, 0);
+    };
+    let Some(layout) = reply::aggregate_elements(first) else {
+        return UNEXPECTED.encode(buf);
+    };
+    let mut sums = vec![0i64; layout.len()];
+    for part in parts {
+        let Some(elements) = reply::aggregate_elements(part).filter(|e| e.len() == layout.len())
+        else {
+            return UNEXPECTED.encode(buf);
+        };
+        for (i, range) in elements.into_iter().enumerate().skip(1).step_by(2) {
+            sums[i] += reply::integer(&part[range]).unwrap_or(0);
+        }
+    }
+    encode::array_header(buf, layout.len());
+    for (i, range) in layout.into_iter().enumerate() {
+        if i % 2 == 0 {
+            buf.extend_from_slice(&first[range]);
+        } else {
+            encode::integer(buf, sums[i]);
+        }
+    }
+}
+
+fn and_arrays(parts: &[Bytes], buf: &mut BytesMut) {
+    let mut result: Option<Vec<i64>> = None;
+    for part in parts {
+        let Some(elements) = reply::aggregate_elements(part) else {
+            return UNEXPECTED.encode(buf);
+        };
+        let values: Option<Vec<i64>> = elements
+            .into_iter()
+            .map(|r| reply::integer(&part[r]))
+            .collect();
+        let Some(values) = values else {
+            return UNEXPECTED.encode(buf);
+        };
+        result = Some(match result {
+            None => values,
+            Some(acc) if acc.len() == values.len() => acc
+                .iter()
+                .zip(&values)
+                .map(|(a, b)| i64::from(*a != 0 && *b != 0))
+                .collect(),
+            Some(_) => return UNEXPECTED.encode(buf),
+        });
+    }
+    let result = result.unwrap_or_default();
+    encode::array_header(buf, result.len());
+    for v in result {
+        encode::integer(buf, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn merged(parts: &[&'static [u8]], plan: MergePlan) -> Vec<u8> {
+        let parts: Vec<Bytes> = parts.iter().map(|p| Bytes::from_static(p)).collect();
+        let mut out = OutBuf::new();
+        merge(&parts, plan, &mut out);
+        let mut sink = Vec::new();
+        out.write_all(&mut sink).await.unwrap();
+        sink
+    }
+
+    #[tokio::test]
+    async fn mget_restores_key_order() {
+        let got = merged(
+            &[b"*2\r\n$1\r\na\r\n$-1\r\n", b"*1\r\n$1\r\nb\r\n"],
+            MergePlan::Mget {
+                order: vec![0, 1, 0],
+            },
+        )
+        .await;
+        assert_eq!(got, b"*3\r\n$1\r\na\r\n$1\r\nb\r\n$-1\r\n");
+    }
+
+    #[tokio::test]
+    async fn sums_and_errors() {
+        assert_eq!(
+            merged(&[b":2\r\n", b":3\r\n"], MergePlan::SumIntegers).await,
+            b":5\r\n"
+        );
+        assert_eq!(
+            merged(&[b":2\r\n", b"-ERR down\r\n"], MergePlan::SumIntegers).await,
+            b"-ERR down\r\n"
+        );
+        assert_eq!(
+            merged(&[b"+OK\r\n", b"+OK\r\n"], MergePlan::AllOk).await,
+            b"+OK\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn concat_and_and() {
+        assert_eq!(
+            merged(
+                &[b"*1\r\n$1\r\na\r\n", b"*0\r\n", b"*1\r\n$1\r\nb\r\n"],
+                MergePlan::ConcatArrays
+            )
+            .await,
+            b"*2\r\n$1\r\na\r\n$1\r\nb\r\n"
+        );
+        assert_eq!(
+            merged(
+                &[b"*2\r\n:1\r\n:1\r\n", b"*2\r\n:0\r\n:1\r\n"],
+                MergePlan::AndArrays
+            )
+            .await,
+            b"*2\r\n:0\r\n:1\r\n"
+        );
+    }
+}

@@ -1,0 +1,511 @@
+//! # redshard-metrics
+//!
+//! The leaf of the proxy's layers: every other crate of the proxy may call it, and it imports
+//! nothing of the proxy (only the configuration's node addresses and the command table).
+//!
+//! - [`names`]: every metric's name, type and help text, in one place.
+//! - The process-wide recorder ([`install`], [`Exporter`]) and the recording API the data
+//!   path calls ([`command`], [`bytes_in`], [`backend_error`], ...).
+//! - [`text`]: the Prometheus text format, for the metrics rendered here and for the scrape
+//!   page.
+//!
+//! The scrape page (`/metrics`), the HTTP endpoint that serves it with the health checks, and
+//! `redshard healthcheck` are at the top, in `redshard-proxy`: the page reads the whole proxy
+//! state.
+//!
+//! # Two sources
+//!
+//! **Events** (commands, bytes, backend errors) are recorded by the functions of this crate
+//! into one [`metrics-exporter-prometheus`](metrics_exporter_prometheus) recorder per
+//! process, installed by [`install`] and also set as the global `metrics` recorder. Every
+//! function is a no-op until then, and cheap after: static metric names and handles
+//! registered once. The per-command metrics (counts, failures, total time and the latency
+//! histogram) are the exception: recorded for every request, they are plain atomics of this
+//! crate (`CommandTable`), found by the address of the command's name, and rendered by it
+//! next to the recorder's text. The exporter's histogram keeps every sample until its upkeep
+//! folds them into buckets (a lock-free list of blocks, pinned per sample); fixed buckets
+//! cost one increment, hold no samples and need no upkeep.
+//!
+//! **State** (clients, topology, backend health, mirroring, failovers, migrations) is read
+//! from the proxy at each scrape by the scrape page (`redshard_proxy::metrics::scrape`): always
+//! exact for the proxy being scraped and never stale, with nothing to wire.
+//!
+//! # One recorder per process
+//!
+//! A process has one global recorder, and tests run many proxies in one process, so
+//! [`install`] is idempotent: the first call builds the recorder, later calls return it. The
+//! namespace (`metrics_namespace`) is therefore fixed by the first proxy started in the
+//! process; a later proxy asking for another one is told so in the log and gets the first.
+//! The event metrics of every proxy of the process add up; state metrics are per proxy.
+
+pub mod names;
+pub mod text;
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Key, KeyName, Label, Level, Metadata, Recorder};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use redshard_config::NodeAddr;
+
+use names::{Kind, Metric, LABEL_KIND, LABEL_NODE, LABEL_RESULT};
+use text::Text;
+
+/// The registration metadata of every metric (the Prometheus recorder ignores it).
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+/// The process's recorder, once installed.
+static REGISTRY: OnceLock<Registry> = OnceLock::new();
+/// Serializes [`install`], so that exactly one recorder is ever built.
+static INSTALL: Mutex<()> = Mutex::new(());
+
+/// The installed recorder: renders the event metrics. Cheap to copy.
+#[derive(Clone, Copy, Debug)]
+pub struct Exporter {
+    /// The process-wide registry it renders.
+    registry: &'static Registry,
+}
+
+/// Everything [`install`] sets up, for the life of the process.
+#[derive(Debug)]
+struct Registry {
+    /// The namespace of every name, from the first [`install`].
+    namespace: &'static str,
+    /// The recorder; also the global one unless another was installed first.
+    recorder: Arc<PrometheusRecorder>,
+    /// Renders the recorder's metrics.
+    handle: PrometheusHandle,
+    /// `<ns>_backend_errors_total`, for per-call registration with a node label.
+    backend_errors: &'static str,
+    /// `<ns>_backend_connections`.
+    backend_connections: &'static str,
+    /// Per-command metrics.
+    commands: CommandTable,
+    /// `<ns>_net_input_bytes_total`.
+    net_in: Counter,
+    /// `<ns>_net_output_bytes_total`.
+    net_out: Counter,
+    /// `<ns>_protocol_errors_total`.
+    protocol_errors: Counter,
+    /// `<ns>_tls_handshake_errors_total`.
+    tls_handshake_errors: Counter,
+    /// `<ns>_config_reloads_total{result="ok"}`.
+    reloads_ok: Counter,
+    /// `<ns>_config_reloads_total{result="error"}`.
+    reloads_error: Counter,
+}
+
+/// Installs the process's recorder with `namespace`, or returns the one already installed
+/// (whose namespace then wins; see the [module docs](self)).
+pub fn install(namespace: &str) -> Exporter {
+    let _guard = INSTALL.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(registry) = REGISTRY.get() {
+        if registry.namespace != namespace {
+            tracing::warn!(
+                installed = registry.namespace,
+                requested = namespace,
+                "metrics are already installed in this process with another namespace; keeping it"
+            );
+        }
+        return Exporter { registry };
+    }
+    let recorder = PrometheusBuilder::new().build_recorder();
+    // Under INSTALL and checked empty above: this closure runs.
+    let registry = REGISTRY.get_or_init(|| Registry::build(namespace, recorder));
+    Exporter { registry }
+}
+
+/// `<namespace>_<name>`, allocated once per process and kept for its life, so that metric
+/// keys can borrow it without allocating.
+fn leak_name(namespace: &str, metric: &Metric) -> &'static str {
+    Box::leak(format!("{namespace}_{}", metric.name).into_boxed_str())
+}
+
+impl Registry {
+    fn build(namespace: &str, recorder: PrometheusRecorder) -> Self {
+        let recorder = Arc::new(recorder);
+        let handle = recorder.handle();
+        for metric in names::EVENTS {
+            let name = KeyName::from(leak_name(namespace, metric));
+            let help = metric.help.into();
+            match metric.kind {
+                Kind::Counter => recorder.describe_counter(name, None, help),
+                Kind::Gauge => recorder.describe_gauge(name, None, help),
+                Kind::Histogram => recorder.describe_histogram(name, None, help),
+            }
+        }
+        if metrics::set_global_recorder(Arc::clone(&recorder)).is_err() {
+            tracing::warn!(
+                "another metrics recorder is already installed: redshard's own metrics are still \
+                 served, metrics of other libraries are not"
+            );
+        }
+        let counter = |metric: &Metric, labels: Vec<Label>| {
+            let key = Key::from_parts(leak_name(namespace, metric), labels);
+            recorder.register_counter(&key, &METADATA)
+        };
+        let reloads = |result: &'static str| {
+            counter(
+                &names::CONFIG_RELOADS_TOTAL,
+                vec![Label::new(LABEL_RESULT, result)],
+            )
+        };
+        let registry = Self {
+            namespace: Box::leak(namespace.to_owned().into_boxed_str()),
+            backend_errors: leak_name(namespace, &names::BACKEND_ERRORS_TOTAL),
+            backend_connections: leak_name(namespace, &names::BACKEND_CONNECTIONS),
+            commands: CommandTable::new(),
+            net_in: counter(&names::NET_INPUT_BYTES_TOTAL, Vec::new()),
+            net_out: counter(&names::NET_OUTPUT_BYTES_TOTAL, Vec::new()),
+            protocol_errors: counter(&names::PROTOCOL_ERRORS_TOTAL, Vec::new()),
+            tls_handshake_errors: counter(&names::TLS_HANDSHAKE_ERRORS_TOTAL, Vec::new()),
+            reloads_ok: reloads("ok"),
+            reloads_error: reloads("error"),
+            handle,
+            recorder,
+        };
+        registry
+    }
+
+    fn counter(&self, name: &'static str, labels: Vec<Label>) -> Counter {
+        self.recorder
+            .register_counter(&Key::from_parts(name, labels), &METADATA)
+    }
+
+    fn gauge(&self, name: &'static str, labels: Vec<Label>) -> Gauge {
+        self.recorder
+            .register_gauge(&Key::from_parts(name, labels), &METADATA)
+    }
+}
+
+impl Exporter {
+    /// The namespace every name starts with.
+    #[must_use]
+    pub fn namespace(&self) -> &'static str {
+        self.registry.namespace
+    }
+
+    /// Appends the event metrics, in the Prometheus text format, to `out`.
+    pub fn render_into(&self, out: &mut String) {
+        out.push_str(&self.registry.handle.render());
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        self.registry.commands.render(self.namespace(), out);
+    }
+}
+
+/// The installed registry, if any.
+fn registry() -> Option<&'static Registry> {
+    REGISTRY.get()
+}
+
+/// The process's recorder, when [`install`] has run; the scrape page renders its metrics.
+#[must_use]
+pub fn installed() -> Option<Exporter> {
+    registry().map(|registry| Exporter { registry })
+}
+
+// ---- The recording API ---------------------------------------------------------------------
+
+/// Records one command served: `cmd` is its name in the command table (`CommandSpec::name`,
+/// such as `get` or `config|get`), `elapsed` the time from its arrival to its reply being
+/// ready, `failed` whether that reply is an error. Counts `commands_total`,
+/// `commands_failed_calls_total`, `commands_duration_seconds_total` and the
+/// `command_duration_seconds` histogram.
+pub fn command(cmd: &'static str, elapsed: Duration, failed: bool) {
+    let Some(registry) = registry() else {
+        return;
+    };
+    let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+    registry.commands.with(cmd, |m| m.record(nanos, failed));
+}
+
+/// Records `n` bytes read from a client (`net_input_bytes_total`).
+pub fn bytes_in(n: u64) {
+    if let Some(registry) = registry() {
+        registry.net_in.increment(n);
+    }
+}
+
+/// Records `n` bytes written to a client (`net_output_bytes_total`).
+pub fn bytes_out(n: u64) {
+    if let Some(registry) = registry() {
+        registry.net_out.increment(n);
+    }
+}
+
+/// Records a client request that was not valid RESP (`protocol_errors_total`).
+pub fn protocol_error() {
+    if let Some(registry) = registry() {
+        registry.protocol_errors.increment(1);
+    }
+}
+
+/// Records a client TLS handshake that failed or timed out (`tls_handshake_errors_total`).
+pub fn tls_handshake_error() {
+    if let Some(registry) = registry() {
+        registry.tls_handshake_errors.increment(1);
+    }
+}
+
+/// Records a failure of a connection to `node` (`backend_errors_total`); `kind` is one of
+/// [`names::error_kind`]. Meant for connection-level events (a failed connect, a timeout, a
+/// close), not for each request they fail.
+pub fn backend_error(node: &NodeAddr, kind: &'static str) {
+    if let Some(registry) = registry() {
+        let labels = vec![
+            Label::new(LABEL_NODE, node.as_str().to_owned()),
+            Label::new(LABEL_KIND, kind),
+        ];
+        registry
+            .counter(registry.backend_errors, labels)
+            .increment(1);
+    }
+}
+
+/// Records that a connection (lane) to `node` opened (`backend_connections`).
+pub fn backend_connected(node: &NodeAddr) {
+    if let Some(registry) = registry() {
+        let labels = vec![Label::new(LABEL_NODE, node.as_str().to_owned())];
+        registry
+            .gauge(registry.backend_connections, labels)
+            .increment(1.0);
+    }
+}
+
+/// Records that a connection (lane) to `node` closed (`backend_connections`).
+pub fn backend_disconnected(node: &NodeAddr) {
+    if let Some(registry) = registry() {
+        let labels = vec![Label::new(LABEL_NODE, node.as_str().to_owned())];
+        registry
+            .gauge(registry.backend_connections, labels)
+            .decrement(1.0);
+    }
+}
+
+/// Records a configuration reload and whether it was applied (`config_reloads_total`).
+pub fn config_reload(ok: bool) {
+    if let Some(registry) = registry() {
+        if ok {
+            registry.reloads_ok.increment(1);
+        } else {
+            registry.reloads_error.increment(1);
+        }
+    }
+}
+
+// ---- Per-command metrics ---------------------------------------------------------------------
+
+/// Buckets of the latency histogram: one per bound of [`names::COMMAND_DURATION_BUCKETS`],
+/// and the last for everything above.
+const BUCKETS: usize = names::COMMAND_DURATION_BUCKETS.len() + 1;
+
+/// The metrics of one command, created on its first use.
+#[derive(Debug)]
+struct CommandMetrics {
+    /// `commands_total{cmd}`.
+    calls: AtomicU64,
+    /// `commands_failed_calls_total{cmd}`.
+    failed: AtomicU64,
+    /// `commands_duration_seconds_total{cmd}` and the histogram's `_sum`, in nanoseconds
+    /// (rendered in seconds).
+    nanos: AtomicU64,
+    /// `command_duration_seconds{cmd}`: how many calls fell in each bucket (not cumulative;
+    /// rendering adds them up).
+    buckets: [AtomicU64; BUCKETS],
+}
+
+impl CommandMetrics {
+    fn new() -> Self {
+        Self {
+            calls: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            nanos: AtomicU64::new(0),
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    /// One call that took `nanos`.
+    fn record(&self, nanos: u64, failed: bool) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        self.nanos.fetch_add(nanos, Ordering::Relaxed);
+        // `le` bounds: a call of exactly a bound's duration counts in that bucket.
+        let bucket = BUCKET_NANOS.partition_point(|&bound| bound < nanos);
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// [`names::COMMAND_DURATION_BUCKETS`] in nanoseconds.
+static BUCKET_NANOS: std::sync::LazyLock<[u64; BUCKETS - 1]> = std::sync::LazyLock::new(|| {
+    std::array::from_fn(|i| {
+        // Whole nanoseconds: every bound is a multiple of 10 µs.
+        (names::COMMAND_DURATION_BUCKETS[i] * 1e9).round() as u64
+    })
+});
+
+/// Every command's metrics: a slot per command-table name, filled on first use so that only
+/// commands that were served appear in a scrape.
+#[derive(Debug)]
+struct CommandTable {
+    /// Every name of the command table (subcommands included), in table order.
+    names: Vec<&'static str>,
+    /// Position of each name in `names` and `slots`.
+    index: HashMap<&'static str, usize>,
+    /// The same, by the address of the name's text: the data path passes the command
+    /// table's own `&'static str`, so this finds it without hashing the name (once per
+    /// request); `index` answers for an equal name at another address.
+    by_addr: HashMap<usize, usize, BuildHasherDefault<AddrHasher>>,
+    /// The metrics of `names[i]`, once used.
+    slots: Box<[OnceLock<CommandMetrics>]>,
+    /// Names the data path passed that are not in the table (the proxy's own CLIENT
+    /// subcommands); few, so a locked list.
+    others: Mutex<Vec<(&'static str, Arc<CommandMetrics>)>>,
+}
+
+/// Hashes a name's address (one multiply, folded), for [`CommandTable::by_addr`].
+#[derive(Debug, Default)]
+struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(self.0.rotate_left(8) ^ u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        let product = u128::from(n) * 0x9E37_79B9_7F4A_7C15;
+        // Both halves, so the low bits (the bucket) depend on every bit of the address.
+        self.0 = (product as u64) ^ ((product >> 64) as u64);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+}
+
+impl CommandTable {
+    fn new() -> Self {
+        let names: Vec<&'static str> = redshard_protocol::command::all_specs()
+            .map(|spec| spec.name)
+            .collect();
+        let index = names.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+        let by_addr = names
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (n.as_ptr() as usize, i))
+            .collect();
+        Self {
+            slots: names.iter().map(|_| OnceLock::new()).collect(),
+            names,
+            index,
+            by_addr,
+            others: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs `f` on `cmd`'s metrics, creating them on first use.
+    fn with(&self, cmd: &'static str, f: impl FnOnce(&CommandMetrics)) {
+        let found = self
+            .by_addr
+            .get(&(cmd.as_ptr() as usize))
+            .filter(|&&i| self.names[i].len() == cmd.len())
+            .or_else(|| self.index.get(cmd));
+        if let Some(&i) = found {
+            f(self.slots[i].get_or_init(CommandMetrics::new));
+            return;
+        }
+        let metrics = {
+            let mut others = self.others.lock().unwrap_or_else(PoisonError::into_inner);
+            match others.iter().find(|(name, _)| *name == cmd) {
+                Some((_, metrics)) => Arc::clone(metrics),
+                None => {
+                    let metrics = Arc::new(CommandMetrics::new());
+                    others.push((cmd, Arc::clone(&metrics)));
+                    metrics
+                }
+            }
+        };
+        f(&metrics);
+    }
+
+    /// Writes the per-command metrics of every command used so far, sorted by name.
+    fn render(&self, namespace: &str, out: &mut String) {
+        let others = self.others.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut used: Vec<(&str, &CommandMetrics)> = self
+            .names
+            .iter()
+            .zip(self.slots.iter())
+            .filter_map(|(name, slot)| Some((*name, slot.get()?)))
+            .chain(others.iter().map(|(name, m)| (*name, &**m)))
+            .collect();
+        if used.is_empty() {
+            return;
+        }
+        used.sort_unstable_by_key(|&(name, _)| name);
+        let mut text = Text::new(out, namespace);
+        let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        text.header(&names::COMMANDS_TOTAL);
+        for &(name, m) in &used {
+            text.sample(&names::COMMANDS_TOTAL, &[name], load(&m.calls));
+        }
+        text.header(&names::COMMANDS_FAILED_CALLS_TOTAL);
+        for &(name, m) in &used {
+            text.sample(
+                &names::COMMANDS_FAILED_CALLS_TOTAL,
+                &[name],
+                load(&m.failed),
+            );
+        }
+        text.header(&names::COMMANDS_DURATION_SECONDS_TOTAL);
+        for &(name, m) in &used {
+            let total = Seconds(load(&m.nanos));
+            text.sample(&names::COMMANDS_DURATION_SECONDS_TOTAL, &[name], total);
+        }
+        let histogram = &names::COMMAND_DURATION_SECONDS;
+        text.header(histogram);
+        for &(name, m) in &used {
+            // The count is the +Inf bucket as summed here, so the series agree with each
+            // other even while calls are being recorded.
+            let mut cumulative = 0;
+            for (i, bucket) in m.buckets.iter().enumerate() {
+                cumulative += load(bucket);
+                match names::COMMAND_DURATION_BUCKETS.get(i) {
+                    Some(le) => text.bucket(histogram, &[name], &le.to_string(), cumulative),
+                    None => text.bucket(histogram, &[name], "+Inf", cumulative),
+                }
+            }
+            text.suffixed(histogram, "_sum", &[name], Seconds(load(&m.nanos)));
+            text.suffixed(histogram, "_count", &[name], cumulative);
+        }
+    }
+}
+
+/// Nanoseconds written as seconds with full precision.
+struct Seconds(u64);
+
+impl std::fmt::Display for Seconds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}.{:09}",
+            self.0 / 1_000_000_000,
+            self.0 % 1_000_000_000
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;
