@@ -10,7 +10,7 @@ use etcd_client::{Compare, CompareOp, EventType, Txn, TxnOp, TxnOpResponse, Watc
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::{ClusterError, Etcd, Session};
+use crate::{ClusterError, Etcd, Session, SessionState};
 
 /// The current leader, as etcd holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -135,8 +135,11 @@ impl Election {
         let options = WatchOptions::new().with_start_revision(revision + 1);
         let mut client = self.etcd.client();
         let watch = async {
-            let Ok(Ok(mut stream)) =
-                crate::bounded(self.etcd.lease_ttl, client.watch(key.as_str(), Some(options))).await
+            let Ok(Ok(mut stream)) = crate::bounded(
+                self.etcd.lease_ttl,
+                client.watch(key.as_str(), Some(options)),
+            )
+            .await
             else {
                 return;
             };
@@ -206,9 +209,11 @@ impl Drop for LeadershipInner {
 impl Leadership {
     fn start(election: &Election, token: i64) -> Leadership {
         let (set_state, state) = watch::channel(LeaderState::Leading);
+        // The guard follows the session's state without holding the session: a leadership
+        // must not keep renewing the lease of a proxy that dropped its session.
         let task = tokio::spawn(guard(
             election.etcd.clone(),
-            election.session.clone(),
+            election.session.subscribe(),
             token,
             set_state.clone(),
         ));
@@ -271,7 +276,11 @@ impl Leadership {
         let etcd = &self.inner.etcd;
         let key = etcd.keys.leader();
         let txn = Txn::new()
-            .when([Compare::create_revision(key.as_str(), CompareOp::Equal, self.token())])
+            .when([Compare::create_revision(
+                key.as_str(),
+                CompareOp::Equal,
+                self.token(),
+            )])
             .and_then([TxnOp::delete(key.as_str(), None)]);
         etcd.call(etcd.client().txn(txn)).await?;
         Ok(())
@@ -280,8 +289,14 @@ impl Leadership {
 
 /// Watches the leader key from the leadership's revision and says `Lost` when it is deleted
 /// or replaced, or when the session is lost. While etcd cannot be reached the leadership lasts
-/// as long as the session: the key cannot expire before the session's lease does.
-async fn guard(etcd: Etcd, session: Session, token: i64, state: watch::Sender<LeaderState>) {
+/// as long as the session: the key cannot expire before the session's lease does. A session
+/// dropped by its owner counts as lost (its lease is no longer renewed).
+async fn guard(
+    etcd: Etcd,
+    mut session: watch::Receiver<SessionState>,
+    token: i64,
+    state: watch::Sender<LeaderState>,
+) {
     let watching = async {
         let key = etcd.keys.leader();
         let mut revision = token;
@@ -322,7 +337,7 @@ async fn guard(etcd: Etcd, session: Session, token: i64, state: watch::Sender<Le
     };
     tokio::select! {
         () = watching => {}
-        _ = session.ended() => {}
+        _ = session.wait_for(|s| *s != SessionState::Alive) => {}
     }
     tracing::warn!(token, "leadership lost");
     state.send_replace(LeaderState::Lost);

@@ -162,7 +162,10 @@ async fn read(path: &std::path::Path) -> Result<Vec<u8>, ClusterError> {
 /// # Errors
 ///
 /// [`ClusterError::InvalidId`] when the host name makes an id etcd keys cannot hold.
-pub fn proxy_id(config: &ClusterConfig, listen: std::net::SocketAddr) -> Result<String, ClusterError> {
+pub fn proxy_id(
+    config: &ClusterConfig,
+    listen: std::net::SocketAddr,
+) -> Result<String, ClusterError> {
     let id = match &config.proxy_id {
         Some(id) => id.clone(),
         None if !listen.ip().is_unspecified() && listen.port() != 0 => listen.to_string(),
@@ -170,12 +173,18 @@ pub fn proxy_id(config: &ClusterConfig, listen: std::net::SocketAddr) -> Result<
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|h| h.trim().to_owned())
                 .unwrap_or_default();
-            let host = if host.is_empty() { "redshard".to_owned() } else { host };
+            let host = if host.is_empty() {
+                "redshard".to_owned()
+            } else {
+                host
+            };
             format!("{host}-{}", std::process::id())
         }
     };
-    redshard_config::cluster::check_proxy_id(&id)
-        .map_err(|reason| ClusterError::InvalidId { id: id.clone(), reason })?;
+    redshard_config::cluster::check_proxy_id(&id).map_err(|reason| ClusterError::InvalidId {
+        id: id.clone(),
+        reason,
+    })?;
     Ok(id)
 }
 

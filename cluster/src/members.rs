@@ -64,11 +64,9 @@ impl Membership {
         addr: &str,
         epoch: u64,
     ) -> Result<Membership, ClusterError> {
-        redshard_config::cluster::check_proxy_id(id).map_err(|reason| {
-            ClusterError::InvalidId {
-                id: id.to_owned(),
-                reason,
-            }
+        redshard_config::cluster::check_proxy_id(id).map_err(|reason| ClusterError::InvalidId {
+            id: id.to_owned(),
+            reason,
         })?;
         let membership = Membership {
             etcd: etcd.clone(),

@@ -125,7 +125,9 @@ impl Session {
         if self.is_alive() {
             Ok(())
         } else {
-            Err(ClusterError::SessionLost { lease: self.lease() })
+            Err(ClusterError::SessionLost {
+                lease: self.lease(),
+            })
         }
     }
 
@@ -170,7 +172,10 @@ async fn keep_alive(
         let deadline = last_ok + ttl;
         tokio::time::sleep_until(next.min(deadline).into()).await;
         if Instant::now() >= deadline {
-            tracing::warn!(lease, "etcd session lost: no keep-alive succeeded for {ttl:?}");
+            tracing::warn!(
+                lease,
+                "etcd session lost: no keep-alive succeeded for {ttl:?}"
+            );
             state.send_replace(SessionState::Lost);
             return;
         }

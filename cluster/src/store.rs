@@ -59,7 +59,11 @@ impl EtcdTopologyStore {
         let keys = &self.etcd.keys;
         let text = encode(topology)?;
         let txn = Txn::new()
-            .when([Compare::create_revision(keys.topology(), CompareOp::Equal, 0)])
+            .when([Compare::create_revision(
+                keys.topology(),
+                CompareOp::Equal,
+                0,
+            )])
             .and_then([
                 TxnOp::put(keys.topology(), text, None),
                 TxnOp::put(keys.epoch(), topology.epoch.to_string(), None),
@@ -127,10 +131,13 @@ impl EtcdTopologyStore {
         if response.succeeded() {
             return Ok(());
         }
-        let mut gets = response.op_responses().into_iter().filter_map(|op| match op {
-            TxnOpResponse::Get(get) => Some(get),
-            _ => None,
-        });
+        let mut gets = response
+            .op_responses()
+            .into_iter()
+            .filter_map(|op| match op {
+                TxnOpResponse::Get(get) => Some(get),
+                _ => None,
+            });
         let epoch = gets.next();
         let leader = gets.next();
         let leads = leader
@@ -244,11 +251,8 @@ async fn watch_from(
 ) {
     let options = WatchOptions::new().with_start_revision(*revision + 1);
     let mut client = store.etcd.client();
-    let Ok(Ok(mut stream)) = crate::bounded(
-        store.etcd.lease_ttl,
-        client.watch(key, Some(options)),
-    )
-    .await
+    let Ok(Ok(mut stream)) =
+        crate::bounded(store.etcd.lease_ttl, client.watch(key, Some(options))).await
     else {
         return;
     };
