@@ -89,7 +89,10 @@ impl Etcd {
             .with_keep_alive_while_idle(true)
             .with_require_leader(true);
         if let Some(auth) = &config.auth {
-            options = options.with_user(auth.user.clone(), auth.password.clone());
+            // etcd's tokens expire (5 minutes by default); the client signs in again.
+            options = options
+                .with_user(auth.user.clone(), auth.password.clone())
+                .with_auto_token_refresh(true);
         }
         if let Some(tls) = &config.tls {
             let ca = read(&tls.ca_file).await?;

@@ -461,3 +461,73 @@ async fn with_etcd_down_the_session_is_lost_within_its_ttl_and_a_new_one_works_a
         "{members:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_authentication_the_configured_user_signs_in() {
+    let etcd = EtcdServer::start();
+    let mut raw = etcd_client::Client::connect([etcd.addr()], None)
+        .await
+        .unwrap();
+    raw.user_add("root", "rootpw", None).await.unwrap();
+    raw.user_grant_role("root", "root").await.unwrap();
+    raw.auth_enable().await.unwrap();
+
+    let mut config = etcd.cluster_config("/auth", TTL);
+    config.auth = Some(redshard_config::EtcdAuth {
+        user: "root".to_owned(),
+        password: "wrong".to_owned(),
+    });
+    let refused = Etcd::connect(&config).await;
+    assert!(refused.is_err(), "a wrong password was accepted");
+    if let Some(auth) = config.auth.as_mut() {
+        auth.password = "rootpw".to_owned();
+    }
+    let client = Etcd::connect(&config).await.expect("signed in");
+    let store = client.topology_store();
+    assert_eq!(store.seed(&topology(1)).await.unwrap().epoch, 1);
+    let (_session, leadership) = lead(&client, "a").await;
+    store.save(&leadership, 1, &topology(2)).await.unwrap();
+    // Without credentials etcd refuses to read.
+    let anonymous = connect(&etcd, "/auth").await;
+    assert!(anonymous.topology_store().load().await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_with_a_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = crate::tls::Ca::new();
+    let ca_file = ca.write(dir.path(), "ca.crt");
+    let server = ca.issue(dir.path(), "etcd");
+    let client_pair = ca.issue(dir.path(), "proxy");
+    let etcd = EtcdServer::start_tls(redshard_tests::EtcdTls {
+        ca_file: ca_file.clone(),
+        cert_file: server.cert,
+        key_file: server.key,
+    });
+    let mut config = etcd.cluster_config("/tls", TTL);
+    config.tls = Some(redshard_config::EtcdTlsConfig {
+        ca_file,
+        client_cert: Some(redshard_config::CertFiles {
+            cert_file: client_pair.cert,
+            key_file: client_pair.key,
+        }),
+    });
+    let client = Etcd::connect(&config).await.expect("client");
+    let store = client.topology_store();
+    assert_eq!(store.seed(&topology(1)).await.unwrap().epoch, 1);
+    let session = Session::start(&client).await.unwrap();
+    assert!(session.is_alive());
+
+    // Without a client certificate etcd refuses the handshake.
+    if let Some(tls) = config.tls.as_mut() {
+        tls.client_cert = None;
+    }
+    let anonymous = Etcd::connect(&config).await.expect("client");
+    assert!(anonymous.topology_store().load().await.is_err());
+    // A missing file is named.
+    if let Some(tls) = config.tls.as_mut() {
+        tls.ca_file = dir.path().join("missing.crt");
+    }
+    let error = Etcd::connect(&config).await.unwrap_err().to_string();
+    assert!(error.contains("missing.crt"), "{error}");
+}

@@ -13,6 +13,17 @@ use crate::server::free_port;
 /// Where Debian's `etcd-server` installs etcd (`scripts/ensure-etcd.sh`).
 const ETCD: &str = "/usr/bin/etcd";
 
+/// The files of an etcd serving TLS to clients that present a certificate.
+#[derive(Clone, Debug)]
+pub struct EtcdTls {
+    /// PEM certificate authorities that sign the clients' certificates.
+    pub ca_file: PathBuf,
+    /// The server's PEM certificate (for `127.0.0.1`).
+    pub cert_file: PathBuf,
+    /// Its PEM key.
+    pub key_file: PathBuf,
+}
+
 /// One single-member etcd cluster.
 #[derive(Debug)]
 pub struct EtcdServer {
@@ -22,6 +33,9 @@ pub struct EtcdServer {
     peer_port: u16,
     /// The member name, unique per server, by which [`EtcdServer::is_ours`] knows its child.
     name: String,
+    /// With TLS on the client port: its files, and a second, plaintext client port on which
+    /// the harness checks that etcd is up (it speaks no TLS itself).
+    tls: Option<(EtcdTls, u16)>,
     /// The process; `None` while stopped.
     child: Option<Child>,
     /// Its data directory, kept across restarts, removed on drop.
@@ -35,16 +49,32 @@ impl EtcdServer {
     /// When etcd is not installed or does not come up.
     #[must_use]
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Starts etcd on free ports serving TLS to clients, which must present a certificate
+    /// signed by `tls.ca_file`.
+    ///
+    /// # Panics
+    /// When etcd is not installed or does not come up.
+    #[must_use]
+    pub fn start_tls(tls: EtcdTls) -> Self {
+        Self::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<EtcdTls>) -> Self {
         for _attempt in 0..5 {
             let client_port = free_port();
             let peer_port = free_port();
-            if client_port == peer_port {
+            let probe_port = free_port();
+            if client_port == peer_port || probe_port == client_port || probe_port == peer_port {
                 continue;
             }
             let mut server = Self {
                 client_port,
                 peer_port,
                 name: format!("redshard-test-{client_port}"),
+                tls: tls.clone().map(|tls| (tls, probe_port)),
                 child: None,
                 dir: tempfile::tempdir().expect("temp dir"),
             };
@@ -80,14 +110,30 @@ impl EtcdServer {
     }
 
     fn spawn(&mut self) -> bool {
-        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{}", self.client_port);
+        let listen = match &self.tls {
+            Some((_, probe)) => format!("{client},http://127.0.0.1:{probe}"),
+            None => client.clone(),
+        };
+        let mut command = Command::new(ETCD);
+        if let Some((tls, _)) = &self.tls {
+            command
+                .arg("--cert-file")
+                .arg(&tls.cert_file)
+                .arg("--key-file")
+                .arg(&tls.key_file)
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca_file)
+                .arg("--client-cert-auth");
+        }
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let child = Command::new(ETCD)
+        let child = command
             .arg("--name")
             .arg(&self.name)
             .arg("--data-dir")
             .arg(self.data_dir())
-            .args(["--listen-client-urls", &client])
+            .args(["--listen-client-urls", &listen])
             .args(["--advertise-client-urls", &client])
             .args(["--listen-peer-urls", &peer])
             .args(["--initial-advertise-peer-urls", &peer])
@@ -124,10 +170,14 @@ impl EtcdServer {
         self.dir.path().join("data")
     }
 
-    /// Whether etcd answers on the client port as our member (its name in the member list),
-    /// through etcd's JSON gateway.
+    /// Whether etcd answers on the (plaintext) client port as our member (its name in the
+    /// member list), through etcd's JSON gateway.
     fn is_ours(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.client_port)) else {
+        let port = self
+            .tls
+            .as_ref()
+            .map_or(self.client_port, |&(_, probe)| probe);
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
             return false;
         };
         let _ = s.set_read_timeout(Some(Duration::from_millis(1000)));

@@ -12,7 +12,7 @@ pub mod workload;
 
 pub use client::{Client, Reply};
 pub use cluster::TestCluster;
-pub use etcd::EtcdServer;
+pub use etcd::{EtcdServer, EtcdTls};
 pub use server::binary;
 pub use server::RedisServer;
 pub use wait::{wait_for_progress, wait_until};
