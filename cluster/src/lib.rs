@@ -200,3 +200,44 @@ fn next_backoff(current: Duration) -> Duration {
 fn left(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+
+    fn config(id: Option<&str>) -> ClusterConfig {
+        let text = format!(
+            "[cluster]\netcd = [\"127.0.0.1:2379\"]\n{}\n\
+             [[shard]]\nname = \"s\"\nmaster = \"127.0.0.1:1\"\nslots = [\"0-16383\"]\n",
+            id.map_or(String::new(), |id| format!("proxy_id = {id:?}"))
+        );
+        redshard_config::Config::from_toml_str(&text, "test")
+            .unwrap()
+            .cluster
+            .unwrap()
+    }
+
+    #[test]
+    fn the_proxy_id_is_the_configured_one_else_the_listen_address() {
+        let listen: SocketAddr = "10.0.0.5:6379".parse().unwrap();
+        assert_eq!(proxy_id(&config(Some("p1")), listen).unwrap(), "p1");
+        assert_eq!(proxy_id(&config(None), listen).unwrap(), "10.0.0.5:6379");
+    }
+
+    #[test]
+    fn an_address_shared_by_several_proxies_is_no_id() {
+        for listen in ["0.0.0.0:6379", "127.0.0.1:0"] {
+            let id = proxy_id(&config(None), listen.parse().unwrap()).unwrap();
+            assert!(id.ends_with(&format!("-{}", std::process::id())), "{id}");
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_within_its_bounds() {
+        assert_eq!(next_backoff(Duration::ZERO), RETRY_MIN);
+        assert_eq!(next_backoff(RETRY_MIN), RETRY_MIN * 2);
+        assert_eq!(next_backoff(RETRY_MAX), RETRY_MAX);
+    }
+}

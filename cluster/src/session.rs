@@ -104,7 +104,9 @@ impl Session {
         self.state() == SessionState::Alive
     }
 
-    /// A receiver of every state change, for the proxy to stop serving on `Lost`.
+    /// A receiver of every state change, for the proxy to stop serving on `Lost`. Once every
+    /// clone of the session is dropped its channel closes: treat that as `Lost` too (nothing
+    /// renews the lease any more).
     #[must_use]
     pub fn subscribe(&self) -> watch::Receiver<SessionState> {
         self.inner.state.clone()

@@ -224,19 +224,30 @@ impl TopologyWatch {
 async fn follow(store: EtcdTopologyStore, tx: watch::Sender<Arc<Topology>>, mut revision: i64) {
     let key = store.etcd.keys.topology();
     let mut backoff = Duration::ZERO;
+    // Whether the last read failed too: one warning per outage, not one per retry.
+    let mut failing = false;
     loop {
         watch_from(&store, &key, &tx, &mut revision).await;
         backoff = crate::next_backoff(backoff);
         // A pause before trying etcd again, not a wait for an event.
         tokio::time::sleep(backoff).await;
         match store.load_at().await {
-            Ok((Some(topology), at)) => {
-                publish(&tx, topology);
+            Ok((topology, at)) => {
+                if failing {
+                    tracing::info!("reading the topology from etcd again");
+                }
+                failing = false;
+                if let Some(topology) = topology {
+                    publish(&tx, topology);
+                }
                 revision = at;
                 backoff = Duration::ZERO;
             }
-            Ok((None, at)) => revision = at,
-            Err(e) => tracing::warn!("reading the topology from etcd: {e}"),
+            Err(e) if failing => tracing::debug!("reading the topology from etcd: {e}"),
+            Err(e) => {
+                failing = true;
+                tracing::warn!("reading the topology from etcd: {e}; retrying");
+            }
         }
     }
 }
