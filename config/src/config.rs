@@ -544,6 +544,14 @@ impl Config {
             users: users(file.user, src)?,
         };
         let mut config = config;
+        if config.cluster.is_some() && config.replication.mode == crate::ha::ReplicationMode::Proxy
+        {
+            return Err(src.invalid_at(
+                None,
+                "replication.mode",
+                "\"proxy\" (proxy-side mirroring) serves one proxy only and cannot be used with [cluster]; use mode = \"redis\"",
+            ));
+        }
         crate::ha::check_ack_timeout(
             &mut config.replication,
             ack_timeout_given,

@@ -229,3 +229,13 @@ fn unknown_keys_are_refused() {
         .to_string();
     assert!(message.contains("leader"), "{message}");
 }
+
+#[test]
+fn proxy_mirroring_is_refused_in_a_fleet() {
+    let message = parse("[replication]\nmode = \"proxy\"\n[cluster]\netcd = [\"127.0.0.1:2379\"]")
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("replication.mode"), "{message}");
+    assert!(message.contains("one proxy only"), "{message}");
+    assert!(parse("[replication]\nmode = \"proxy\"").is_ok());
+}
