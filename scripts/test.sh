@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit, property and integration tests (against real
-# redis-server processes the tests start on free loopback ports).
+# redis-server and etcd processes the tests start on free loopback ports).
 #
 # Every step runs even when an earlier one fails, cargo runs every test binary (--no-fail-fast),
 # and the last line is always `total: N passed, M failed` (a failed fmt or clippy step counts as
@@ -8,6 +8,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-redis.sh || exit 1
+# The fleet tests run a real etcd; the etcd client crate needs protoc to build.
+scripts/ensure-etcd.sh || exit 1
 # The client-compatibility test drives redis-py, unmodified.
 if ! python3 -c 'import redis, sys; sys.exit(int(redis.__version__.split(".")[0]) < 8)' 2>/dev/null; then
   echo "installing redis-py 8 for the client-compatibility test ..." >&2

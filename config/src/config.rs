@@ -61,6 +61,8 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// How the proxy connects to backends.
     pub backend: BackendConfig,
+    /// The fleet's shared state in etcd (`[cluster]`); `None` when the proxy runs alone.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     /// How replicas follow their master, and when writes are acknowledged.
     pub replication: crate::ha::ReplicationConfig,
     /// Proxy-side mirroring and replica reads.
@@ -308,6 +310,7 @@ impl Default for Config {
             admin_password: None,
             tls: None,
             backend: BackendConfig::default(),
+            cluster: None,
             replication: crate::ha::ReplicationConfig::default(),
             mirror: crate::ha::MirrorConfig::default(),
             health: crate::ha::HealthConfig::default(),
@@ -429,6 +432,13 @@ impl Config {
                 resolve(ca);
             }
         }
+        if let Some(tls) = self.cluster.as_mut().and_then(|c| c.tls.as_mut()) {
+            resolve(&mut tls.ca_file);
+            if let Some(cert) = &mut tls.client_cert {
+                resolve(&mut cert.cert_file);
+                resolve(&mut cert.key_file);
+            }
+        }
         if let Some(tls) = &mut self.backend.tls {
             resolve(&mut tls.ca_file);
             if let Some(cert) = &mut tls.client_cert {
@@ -502,6 +512,7 @@ impl Config {
             admin_password: src.secret(file.admin_password, "admin_password")?,
             tls,
             backend: backend(file.backend, src)?,
+            cluster: crate::cluster::cluster(file.cluster, src)?,
             replication: crate::ha::replication(file.replication, file.mirror.mode.clone(), src)?,
             mirror: crate::ha::mirror(file.mirror, src)?,
             health: crate::ha::health(file.health, src)?,
@@ -533,6 +544,14 @@ impl Config {
             users: users(file.user, src)?,
         };
         let mut config = config;
+        if config.cluster.is_some() && config.replication.mode == crate::ha::ReplicationMode::Proxy
+        {
+            return Err(src.invalid_at(
+                None,
+                "replication.mode",
+                "\"proxy\" (proxy-side mirroring) serves one proxy only and cannot be used with [cluster]; use mode = \"redis\"",
+            ));
+        }
         crate::ha::check_ack_timeout(
             &mut config.replication,
             ack_timeout_given,

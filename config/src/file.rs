@@ -218,6 +218,9 @@ pub struct ConfigFile {
     /// `[backend]`: how the proxy connects to redis-servers.
     #[serde(default)]
     pub backend: BackendFile,
+    /// `[cluster]`: several proxies sharing the cluster through etcd (see
+    /// [`crate::cluster`]). Default: none (one proxy, `topology_file`).
+    pub cluster: Option<Spanned<crate::cluster::ClusterFile>>,
     /// `[replication]`: how replicas follow their master and when writes are acknowledged.
     #[serde(default)]
     pub replication: crate::ha::ReplicationFile,

@@ -11,6 +11,8 @@
 //! - [`config`]: [`Config`], the validated, typed configuration, from
 //!   [`Config::load`] / [`Config::from_toml_str`]; `validate` holds the checks, each error
 //!   naming the file, line and key.
+//! - [`cluster`](mod@cluster): `[cluster]`, the etcd endpoints and key prefix of a fleet of
+//!   proxies ([`ClusterConfig`]).
 //! - [`topology`]: the live cluster model, [`Topology`] (shards, the state of every slot, an
 //!   epoch), changed only through [`Topology::apply`] of a [`TopologyChange`].
 //! - [`store`]: persistence of the topology ([`FileTopologyStore`]: temp file, fsync,
@@ -20,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod addr;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod file;
@@ -32,6 +35,7 @@ pub mod trust;
 mod validate;
 
 pub use addr::NodeAddr;
+pub use cluster::{ClusterConfig, EtcdAuth, EtcdTlsConfig};
 pub use config::{
     BackendConfig, BackendTlsConfig, CertFiles, Config, Limits, LogConfig, LogFormat, ShardConfig,
     SlowlogConfig, TlsConfig, UserConfig,

@@ -19,6 +19,7 @@ mod clients;
 mod command_table_live;
 mod commands;
 mod deep_replies;
+mod etcd_cluster;
 mod failover;
 mod limits;
 mod metrics;

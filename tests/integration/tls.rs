@@ -25,17 +25,19 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 /// A certificate authority of the test's own.
-struct Ca(CertifiedIssuer<'static, KeyPair>);
+pub(crate) struct Ca(CertifiedIssuer<'static, KeyPair>);
 
 /// A certificate and its key, as files.
 #[derive(Clone, Debug)]
-struct Pair {
-    cert: PathBuf,
-    key: PathBuf,
+pub(crate) struct Pair {
+    /// The PEM certificate.
+    pub(crate) cert: PathBuf,
+    /// Its PEM key.
+    pub(crate) key: PathBuf,
 }
 
 impl Ca {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         // Distinct subjects: OpenSSL (redis-server) finds a certificate's issuer by name.
@@ -46,7 +48,7 @@ impl Ca {
     }
 
     /// Writes the CA's certificate to `dir/name` and returns its path.
-    fn write(&self, dir: &Path, name: &str) -> PathBuf {
+    pub(crate) fn write(&self, dir: &Path, name: &str) -> PathBuf {
         let path = dir.join(name);
         std::fs::write(&path, self.0.pem()).unwrap();
         path
@@ -54,7 +56,7 @@ impl Ca {
 
     /// Writes a certificate for `localhost` and `127.0.0.1`, signed by this CA, to
     /// `dir/name.crt` and its key to `dir/name.key`.
-    fn issue(&self, dir: &Path, name: &str) -> Pair {
+    pub(crate) fn issue(&self, dir: &Path, name: &str) -> Pair {
         let key = KeyPair::generate().unwrap();
         let mut params =
             CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();

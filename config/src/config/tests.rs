@@ -289,8 +289,10 @@ fn unknown_keys_are_refused_with_line() {
     assert_error(&text, "levl", &["levl"]);
     let text = SHARDS.replace("slots = [\"5461-10922\"]", "slot = [\"5461-10922\"]");
     assert_error(&text, "slot =", &["`slot`"]);
+    let text = format!("[clustr]\nx = 1\n{SHARDS}");
+    assert_error(&text, "[clustr]", &["clustr"]);
     let text = format!("[cluster]\nx = 1\n{SHARDS}");
-    assert_error(&text, "[cluster]", &["cluster"]);
+    assert_error(&text, "x = 1", &["cluster: unknown field `x`"]);
 }
 
 #[test]

@@ -1,0 +1,347 @@
+//! `[cluster]`: several proxies sharing one cluster through etcd.
+//!
+//! ```toml
+//! [cluster]
+//! etcd = ["10.0.0.5:2379", "10.0.0.6:2379", "10.0.0.7:2379"]
+//! prefix = "/redshard"
+//! lease_ttl_ms = 3000
+//! proxy_id = "proxy-a"
+//! user = "redshard"
+//! password = "pw"
+//! ca_file = "tls/etcd-ca.crt"
+//! cert_file = "tls/etcd-client.crt"
+//! key_file = "tls/etcd-client.key"
+//! ```
+//!
+//! Without `[cluster]` (or without its `etcd` key) the proxy is alone and keeps its topology in
+//! `topology_file`, exactly as before: [`crate::Config::cluster`] is `None`.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::addr::NodeAddr;
+use crate::config::CertFiles;
+use crate::error::ConfigError;
+use crate::validate::Source;
+
+/// Default of `[cluster] prefix`: every key redshard writes in etcd starts with it.
+pub const DEFAULT_CLUSTER_PREFIX: &str = "/redshard";
+/// Default of `[cluster] lease_ttl_ms`: a proxy whose etcd session has not been renewed for
+/// 3 s stops serving, and a dead leader is replaced within about that long.
+pub const DEFAULT_LEASE_TTL_MS: u64 = 3_000;
+/// Shortest `[cluster] lease_ttl_ms`: etcd grants no lease shorter than about 1.5 election
+/// timeouts (2 s with its default settings) and would silently lengthen a shorter one.
+pub const MIN_LEASE_TTL_MS: u64 = 2_000;
+/// Longest `[cluster] lease_ttl_ms`: a minute without etcd is already far longer than a
+/// proxy should serve a topology it cannot confirm.
+pub const MAX_LEASE_TTL_MS: u64 = 60_000;
+/// Most etcd endpoints in `[cluster] etcd`.
+pub const MAX_ETCD_ENDPOINTS: usize = 16;
+/// Longest `[cluster] prefix`, in bytes.
+pub const MAX_CLUSTER_PREFIX_LEN: usize = 128;
+/// Longest `[cluster] proxy_id`, in bytes.
+pub const MAX_PROXY_ID_LEN: usize = 128;
+
+/// `[cluster]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    /// `etcd`: the etcd endpoints, `host:port` each (1 to [`MAX_ETCD_ENDPOINTS`]). Absent: no
+    /// fleet; the proxy runs alone with `topology_file`.
+    pub etcd: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `prefix`: the start of every key redshard writes in etcd, so several clusters can share
+    /// one etcd. Default [`DEFAULT_CLUSTER_PREFIX`].
+    pub prefix: Option<Spanned<String>>,
+    /// `lease_ttl_ms`: the TTL of each proxy's etcd lease, whole seconds between
+    /// [`MIN_LEASE_TTL_MS`] and [`MAX_LEASE_TTL_MS`]. Default [`DEFAULT_LEASE_TTL_MS`].
+    pub lease_ttl_ms: Option<Spanned<u64>>,
+    /// `proxy_id`: this proxy's name in the fleet. Default: the client listener's `IP:port`
+    /// when that names one proxy, else one made from the host name and process id.
+    pub proxy_id: Option<Spanned<String>>,
+    /// `user`: etcd user to authenticate as; needs `password`.
+    pub user: Option<Spanned<String>>,
+    /// `password`: that user's password.
+    pub password: Option<Spanned<String>>,
+    /// `ca_file`: PEM certificate authorities that sign the etcd servers' certificates; set,
+    /// the proxy speaks TLS (`https://`) to etcd.
+    pub ca_file: Option<Spanned<String>>,
+    /// `cert_file`: PEM certificate chain the proxy presents to etcd (client certificate
+    /// authentication). Needs `key_file` and `ca_file`.
+    pub cert_file: Option<Spanned<String>>,
+    /// `key_file`: PEM private key of `cert_file`.
+    pub key_file: Option<Spanned<String>>,
+}
+
+/// The validated `[cluster]`: where the fleet's shared state lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// The etcd endpoints, `host:port`, in the configured order.
+    pub etcd: Vec<NodeAddr>,
+    /// Key prefix: starts with `/`, does not end with one.
+    pub prefix: String,
+    /// TTL of the proxy's etcd lease: longer without renewing it, the proxy stops serving.
+    pub lease_ttl: Duration,
+    /// This proxy's name in the fleet when configured; `None` lets the proxy derive one at
+    /// start (see [`ClusterFile::proxy_id`]).
+    pub proxy_id: Option<String>,
+    /// etcd user and password, when etcd has authentication enabled.
+    pub auth: Option<EtcdAuth>,
+    /// TLS to etcd; `None` for plaintext.
+    pub tls: Option<EtcdTlsConfig>,
+}
+
+/// An etcd user's credentials.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EtcdAuth {
+    /// The etcd user name.
+    pub user: String,
+    /// Its password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for EtcdAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdAuth")
+            .field("user", &self.user)
+            .field("password", &"<hidden>")
+            .finish()
+    }
+}
+
+/// TLS to etcd. Paths are absolute once the file was read by [`crate::Config::load`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EtcdTlsConfig {
+    /// PEM certificate authorities that sign the etcd servers' certificates.
+    pub ca_file: PathBuf,
+    /// The certificate the proxy presents, when etcd verifies clients.
+    pub client_cert: Option<CertFiles>,
+}
+
+/// Validates `[cluster]`: `None` when there is no fleet.
+pub(crate) fn cluster(
+    file: Option<Spanned<ClusterFile>>,
+    src: &Source<'_>,
+) -> Result<Option<ClusterConfig>, ConfigError> {
+    let Some(file) = file else {
+        return Ok(None);
+    };
+    let table_span = file.span();
+    let file = file.into_inner();
+    let Some(etcd) = file.etcd else {
+        return Err(src.invalid_at(
+            Some(table_span),
+            "cluster.etcd",
+            "is missing: [cluster] needs the etcd endpoints, e.g. etcd = [\"127.0.0.1:2379\"]; remove [cluster] to run one proxy alone",
+        ));
+    };
+    let etcd = endpoints(etcd, src)?;
+    let prefix = match file.prefix {
+        Some(prefix) => {
+            check_prefix(prefix.get_ref())
+                .map_err(|reason| src.invalid(Some(&prefix), "cluster.prefix", reason))?;
+            prefix.into_inner()
+        }
+        None => DEFAULT_CLUSTER_PREFIX.to_owned(),
+    };
+    let ttl_span = file.lease_ttl_ms.as_ref().map(Spanned::span);
+    let ttl = src.bounded(
+        file.lease_ttl_ms,
+        "cluster.lease_ttl_ms",
+        DEFAULT_LEASE_TTL_MS,
+        MIN_LEASE_TTL_MS,
+        Some(MAX_LEASE_TTL_MS),
+    )?;
+    if ttl % 1000 != 0 {
+        return Err(src.invalid_at(
+            ttl_span,
+            "cluster.lease_ttl_ms",
+            format!("must be whole seconds (etcd leases count seconds), not {ttl}"),
+        ));
+    }
+    let proxy_id = match file.proxy_id {
+        Some(id) => {
+            check_proxy_id(id.get_ref())
+                .map_err(|reason| src.invalid(Some(&id), "cluster.proxy_id", reason))?;
+            Some(id.into_inner())
+        }
+        None => None,
+    };
+    let user_span = file.user.as_ref().map(Spanned::span);
+    let password_span = file.password.as_ref().map(Spanned::span);
+    let auth = match (
+        src.secret(file.user, "cluster.user")?,
+        src.secret(file.password, "cluster.password")?,
+    ) {
+        (None, None) => None,
+        (Some(user), Some(password)) => Some(EtcdAuth { user, password }),
+        (Some(_), None) => {
+            return Err(src.invalid_at(
+                user_span,
+                "cluster.user",
+                "is set but cluster.password is not; etcd authentication needs both",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(src.invalid_at(
+                password_span,
+                "cluster.password",
+                "is set but cluster.user is not; etcd authentication needs both",
+            ));
+        }
+    };
+    let tls = tls(file.ca_file, file.cert_file, file.key_file, src)?;
+    Ok(Some(ClusterConfig {
+        etcd,
+        prefix,
+        lease_ttl: Duration::from_millis(ttl),
+        proxy_id,
+        auth,
+        tls,
+    }))
+}
+
+/// `etcd`: 1 to [`MAX_ETCD_ENDPOINTS`] distinct `host:port`s.
+fn endpoints(
+    list: Spanned<Vec<Spanned<String>>>,
+    src: &Source<'_>,
+) -> Result<Vec<NodeAddr>, ConfigError> {
+    let span = list.span();
+    let list = list.into_inner();
+    if list.is_empty() {
+        return Err(src.invalid_at(
+            Some(span),
+            "cluster.etcd",
+            "must list at least one etcd endpoint (\"host:port\"); remove [cluster] to run one proxy alone",
+        ));
+    }
+    if list.len() > MAX_ETCD_ENDPOINTS {
+        return Err(src.invalid_at(
+            Some(span),
+            "cluster.etcd",
+            format!("must list at most {MAX_ETCD_ENDPOINTS} endpoints"),
+        ));
+    }
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(list.len());
+    for (i, value) in list.iter().enumerate() {
+        let key = format!("cluster.etcd[{i}]");
+        let text = value.get_ref();
+        if text.contains("://") {
+            return Err(src.invalid(
+                Some(value),
+                key,
+                format!("{text:?} must be a host:port without a scheme; set cluster.ca_file to speak TLS"),
+            ));
+        }
+        let addr =
+            NodeAddr::parse(text).map_err(|e| src.invalid(Some(value), &key, e.to_string()))?;
+        if !seen.insert(addr.clone()) {
+            return Err(src.invalid(Some(value), key, format!("{addr} is listed twice")));
+        }
+        out.push(addr);
+    }
+    Ok(out)
+}
+
+/// `ca_file`, `cert_file`, `key_file`.
+fn tls(
+    ca: Option<Spanned<String>>,
+    cert: Option<Spanned<String>>,
+    key: Option<Spanned<String>>,
+    src: &Source<'_>,
+) -> Result<Option<EtcdTlsConfig>, ConfigError> {
+    let path = |value: Spanned<String>, key: &str| {
+        if value.get_ref().is_empty() {
+            return Err(src.invalid(Some(&value), key, "must not be empty"));
+        }
+        Ok(PathBuf::from(value.into_inner()))
+    };
+    let Some(ca) = ca else {
+        if let Some((value, name)) = [(&cert, "cluster.cert_file"), (&key, "cluster.key_file")]
+            .into_iter()
+            .find_map(|(v, k)| Some((v.as_ref()?, k)))
+        {
+            return Err(src.invalid(
+                Some(value),
+                name,
+                "is set but cluster.ca_file is not; TLS to etcd needs the certificate authorities of its servers",
+            ));
+        }
+        return Ok(None);
+    };
+    let client_cert = match (cert, key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some(CertFiles {
+            cert_file: path(cert, "cluster.cert_file")?,
+            key_file: path(key, "cluster.key_file")?,
+        }),
+        (Some(cert), None) => {
+            return Err(src.invalid(
+                Some(&cert),
+                "cluster.cert_file",
+                "is set but cluster.key_file is not; a client certificate needs its key",
+            ));
+        }
+        (None, Some(key)) => {
+            return Err(src.invalid(
+                Some(&key),
+                "cluster.key_file",
+                "is set but cluster.cert_file is not; a key needs its certificate",
+            ));
+        }
+    };
+    Ok(Some(EtcdTlsConfig {
+        ca_file: path(ca, "cluster.ca_file")?,
+        client_cert,
+    }))
+}
+
+/// A key prefix: `/` then 1-127 bytes of `A-Za-z0-9._-/`, not ending with `/` and without
+/// `//`, so `<prefix>/topology` is one unambiguous key.
+pub(crate) fn check_prefix(prefix: &str) -> Result<(), &'static str> {
+    if !prefix.starts_with('/') || prefix.len() < 2 {
+        return Err("must start with '/' and name something, e.g. \"/redshard\"");
+    }
+    if prefix.len() > MAX_CLUSTER_PREFIX_LEN {
+        return Err("must be at most 128 characters");
+    }
+    if prefix.ends_with('/') || prefix.contains("//") {
+        return Err("must not end with '/' nor contain '//'");
+    }
+    if !prefix
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'))
+    {
+        return Err("may hold only letters, digits, '.', '_', '-' and '/'");
+    }
+    Ok(())
+}
+
+/// A proxy id: 1-128 bytes of `A-Za-z0-9._:-[]` (an `IP:port` fits), no `/`: it is the last
+/// part of an etcd key.
+///
+/// # Errors
+///
+/// The reason `id` is refused, for a message naming the key it came from.
+pub fn check_proxy_id(id: &str) -> Result<(), &'static str> {
+    if id.is_empty() {
+        return Err("must not be empty");
+    }
+    if id.len() > MAX_PROXY_ID_LEN {
+        return Err("must be at most 128 characters");
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':' | b'[' | b']'))
+    {
+        return Err("may hold only letters, digits, '.', '_', '-', ':', '[' and ']'");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
