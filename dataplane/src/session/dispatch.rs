@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use super::merge::MergePlan;
 use super::{local, pubsub, scan, split, txn, Ctx};
 
-use redshard_config::{Access, ReadFrom};
+use redshard_config::{Access, KeylessScripts, ReadFrom};
 
 use crate::backend::acl::BackendUser;
 use crate::backend::{Dest, LaneHandle, LaneRequest, Node};
@@ -335,12 +335,24 @@ pub(crate) fn now_ms() -> i64 {
 
 /// The backend user a request runs as: a script (EVAL, FCALL and their variants) of a
 /// `read-only` or `no-dangerous` client runs as its level's user, so that its `redis.call()`s
-/// meet the node's ACL; everything else the proxy checked itself.
+/// meet the node's ACL, and one called with no key (its keys were just extracted into
+/// `ctx.keys`) as the level's user without keys under `keyless_scripts = "no-keys"`: the
+/// proxy could not route its keys, so Redis refuses every key it touches rather than let it
+/// answer from one master's part of the keyspace. Everything else the proxy checked itself.
 fn script_user(ctx: &Ctx) -> BackendUser {
-    if ctx.access == Access::All || !ctx.current_cmd.is_some_and(|spec| is_script(spec.id)) {
+    if !ctx.current_cmd.is_some_and(|spec| is_script(spec.id)) {
         return BackendUser::Client;
     }
-    BackendUser::of(ctx.access)
+    let user = BackendUser::of(ctx.access);
+    let backend = &ctx.state.config.backend;
+    if ctx.keys.is_empty()
+        && backend.manage_acl
+        && backend.keyless_scripts == KeylessScripts::NoKeys
+    {
+        user.without_keys()
+    } else {
+        user
+    }
 }
 
 /// Whether the command `id` runs a Lua script or function.
