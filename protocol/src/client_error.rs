@@ -202,6 +202,13 @@ pub enum ClientError {
     InvalidCursor,
     /// SCRIPT KILL / FUNCTION KILL while no master runs a script.
     NotBusy,
+    /// A script or function called with no key touched one, which its no-keys backend user
+    /// may not (`[backend] keyless_scripts = "no-keys"`): `node` is the node's error, without
+    /// its `-` and CRLF.
+    KeylessScriptTouchedKey {
+        /// What the node answered.
+        node: Box<[u8]>,
+    },
 
     // --- Backends ---
     /// A backend lane could not complete the request: `why` is the lane's failure, as also
@@ -345,7 +352,8 @@ impl ClientError {
             | Self::UnknownClientType { .. }
             | Self::UnrecognizedOption { .. }
             | Self::HelloSyntax { .. }
-            | Self::Backend { .. } => return None,
+            | Self::Backend { .. }
+            | Self::KeylessScriptTouchedKey { .. } => return None,
         })
     }
 
@@ -436,6 +444,10 @@ impl ClientError {
             Self::Backend { addr, why, .. } => {
                 t.lit("ERR backend ").data(addr.as_str()).lit(" ").data(why);
             }
+            Self::KeylessScriptTouchedKey { node } => {
+                t.lit("ERR redshard: a script called with no key may touch none (redshard routes scripts by the keys they declare): declare its keys, all in one slot (a {hash tag} or a routing rule), or set [backend] keyless_scripts = \"any-master\". The node said: ")
+                    .bytes(node);
+            }
             // The texts without data: their line without `-` and CRLF.
             _ => {
                 let line = self.static_line();
@@ -474,9 +486,10 @@ impl ClientError {
     pub fn reached(&self) -> Reached {
         match self {
             Self::Backend { reached, .. } => *reached,
-            Self::UnexpectedSplitReply | Self::UnexpectedScanReply | Self::ScanCursorTooLarge => {
-                Reached::Yes
-            }
+            Self::UnexpectedSplitReply
+            | Self::UnexpectedScanReply
+            | Self::ScanCursorTooLarge
+            | Self::KeylessScriptTouchedKey { .. } => Reached::Yes,
             _ => Reached::No,
         }
     }

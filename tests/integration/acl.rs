@@ -464,6 +464,19 @@ async fn a_user_deleted_on_the_node_is_created_again() {
 /// Redis's refusal of a `redis.call()` on a key the connection's ACL user may not access.
 const SCRIPT_KEY_ACL: &str = "can't access at least one of the keys";
 
+/// A keyless script's refused key, as the client gets it: how to fix it, then the node's words.
+fn assert_keyless_refused(reply: &Reply, what: &str) {
+    match reply {
+        Reply::Error(e) => assert!(
+            e.starts_with("ERR redshard: a script called with no key may touch none")
+                && e.contains("keyless_scripts = \"any-master\"")
+                && e.contains(SCRIPT_KEY_ACL),
+            "{what}: {e}"
+        ),
+        other => panic!("{what} answered {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyless_scripts_touch_no_key_by_default_and_any_master_is_a_choice() {
     let shards = 3;
@@ -476,21 +489,19 @@ async fn keyless_scripts_touch_no_key_by_default_and_any_master_is_a_choice() {
     // A script that needs every shard's keys (a rate limiter's reset): refused by the node,
     // never a count of one master's keys.
     let reset = "local n = 0 for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) n = n + 1 end return n";
-    match c.cmd(&["EVAL", reset, "0", "lim:*"]).await {
-        Reply::Error(e) => assert!(e.contains(SCRIPT_KEY_ACL), "{e}"),
-        other => panic!("a keyless script deleting keys answered {other:?}"),
-    }
+    assert_keyless_refused(
+        &c.cmd(&["EVAL", reset, "0", "lim:*"]).await,
+        "a keyless script deleting keys",
+    );
     for shard in 0..shards {
         let key = key_on(shards, shard, "lim:a");
         assert_eq!(c.cmd(&["EXISTS", &key]).await, Reply::Int(1), "{key}");
     }
-    match c
-        .cmd(&["EVAL", "return redis.call('GET', 'lim:a')", "0"])
-        .await
-    {
-        Reply::Error(e) => assert!(e.contains(SCRIPT_KEY_ACL), "{e}"),
-        other => panic!("a keyless script reading a key answered {other:?}"),
-    }
+    assert_keyless_refused(
+        &c.cmd(&["EVAL", "return redis.call('GET', 'lim:a')", "0"])
+            .await,
+        "a keyless script reading a key",
+    );
     // What touches no key runs; scripts that declare their keys are routed by them.
     assert_eq!(
         c.cmd(&["EVAL", "return #redis.call('TIME')", "0"]).await,
@@ -507,10 +518,10 @@ async fn keyless_scripts_touch_no_key_by_default_and_any_master_is_a_choice() {
         c.cmd(&["FUNCTION", "LOAD", lib]).await,
         Reply::bulk("keyless")
     );
-    match c.cmd(&["FCALL", "peek", "0", &key]).await {
-        Reply::Error(e) => assert!(e.contains(SCRIPT_KEY_ACL), "{e}"),
-        other => panic!("a keyless function reading a key answered {other:?}"),
-    }
+    assert_keyless_refused(
+        &c.cmd(&["FCALL", "peek", "0", &key]).await,
+        "a keyless function reading a key",
+    );
     assert_eq!(
         c.cmd(&["FCALL", "peek", "1", &key, &key]).await,
         Reply::bulk("1")

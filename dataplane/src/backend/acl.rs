@@ -82,7 +82,8 @@ impl BackendUser {
     }
 
     /// Whether it may access keys.
-    fn has_keys(self) -> bool {
+    #[must_use]
+    pub fn has_keys(self) -> bool {
         self == self.with_keys()
     }
 

@@ -355,6 +355,32 @@ fn script_user(ctx: &Ctx) -> BackendUser {
     }
 }
 
+/// Where the reply of a script called with no key goes (run as a user without keys): to the
+/// client as it is, unless the node refused a key the script touched, which the client gets
+/// as [`ClientError::KeylessScriptTouchedKey`], saying how to fix it.
+fn explained_keyless(slot: crate::replies::ReplyTo) -> Dest {
+    let (tx, rx) = tokio::sync::oneshot::channel::<Bytes>();
+    tokio::spawn(async move {
+        let reply = match rx.await {
+            Ok(reply) if is_key_refusal(&reply) => ClientError::KeylessScriptTouchedKey {
+                node: reply[1..reply.len().saturating_sub(2).max(1)].into(),
+            }
+            .to_reply(),
+            Ok(reply) => reply,
+            // Dropped without an answer: only when the lane's task is gone.
+            Err(_) => ClientError::LaneClosed.to_reply(),
+        };
+        slot.deliver(reply);
+    });
+    Dest::Signal(tx)
+}
+
+/// Whether `reply` is Redis's refusal of a key a script's ACL user may not access.
+fn is_key_refusal(reply: &[u8]) -> bool {
+    const REFUSAL: &[u8] = b"can't access at least one of the keys";
+    reply.first() == Some(&b'-') && reply.windows(REFUSAL.len()).any(|w| w == REFUSAL)
+}
+
 /// Whether the command `id` runs a Lua script or function.
 pub(super) fn is_script(id: CommandId) -> bool {
     matches!(
@@ -536,15 +562,21 @@ pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes:
                 Some(p) => (p.request.unwrap_or(bytes), Some(p.effect)),
                 None => (bytes, None),
             };
+            let user = script_user(ctx);
+            let dest = if user.has_keys() {
+                reply.into()
+            } else {
+                explained_keyless(reply)
+            };
             send_master_as(
                 &table.shards()[shard],
                 slot,
                 bytes,
-                reply.into(),
+                dest,
                 ctx.protocol,
                 effect,
                 1,
-                script_user(ctx),
+                user,
             );
         }
         Action::Read { shard, slot } => {

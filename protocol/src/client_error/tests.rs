@@ -52,6 +52,10 @@ fn table() -> Vec<(ClientError, &'static [u8])> {
         (E::NoKeyArguments, b"-ERR The command has no key arguments\r\n"),
         (E::InvalidCursor, b"-ERR invalid cursor\r\n"),
         (E::NotBusy, b"-NOTBUSY No scripts in execution right now.\r\n"),
+        (
+            E::KeylessScriptTouchedKey { node: (*b"ERR The user executing the script can't access at least one of the keys").into() },
+            b"-ERR redshard: a script called with no key may touch none (redshard routes scripts by the keys they declare): declare its keys, all in one slot (a {hash tag} or a routing rule), or set [backend] keyless_scripts = \"any-master\". The node said: ERR The user executing the script can't access at least one of the keys\r\n",
+        ),
         (E::LaneClosed, b"-ERR backend lane closed\r\n"),
         (E::SubscriptionClosed, b"-ERR subscription connection closed\r\n"),
         (E::UnexpectedSplitReply, b"-ERR redshard: a backend sent an unexpected reply to a split command\r\n"),
