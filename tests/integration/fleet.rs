@@ -59,6 +59,20 @@ async fn start_fleet(config: &Config, n: usize) -> Vec<Proxy> {
     proxies
 }
 
+/// Whether the leader saw every replica follow its master, and every proxy has them in sync
+/// (only the leader checks the replicas; the others follow its topology).
+fn settled(proxies: &[&Proxy]) -> bool {
+    proxies.iter().all(|p| {
+        let in_sync = p.state().router.load().topology().shards.iter().all(|s| {
+            s.replicas
+                .iter()
+                .all(|r| r.state == redshard_config::ReplicaState::InSync)
+        });
+        in_sync
+            && (role(p) != FleetRole::Leading || redshard_tests::cluster::replication_settled(p))
+    })
+}
+
 fn role(proxy: &Proxy) -> FleetRole {
     proxy.controller().fleet().expect("in a fleet").role()
 }
@@ -229,11 +243,7 @@ async fn a_killed_master_is_failed_over_once_for_every_proxy_without_losing_writ
     wait_until(
         Duration::from_secs(20),
         "the replica to be in sync everywhere",
-        || async {
-            proxies
-                .iter()
-                .all(redshard_tests::cluster::replication_settled)
-        },
+        || async { settled(&refs) },
     )
     .await;
 
@@ -328,17 +338,13 @@ async fn when_the_leader_crashes_another_leads_within_the_ttl_and_fails_over() {
     }
     let refs: Vec<&Proxy> = proxies.iter().map(CrashableProxy::proxy).collect();
     let leader = wait_leader(&refs).await;
-    drop(refs);
     wait_until(
         Duration::from_secs(20),
         "the replica to be in sync",
-        || async {
-            proxies
-                .iter()
-                .all(|p| redshard_tests::cluster::replication_settled(p.proxy()))
-        },
+        || async { settled(&refs) },
     )
     .await;
+    drop(refs);
 
     proxies[leader].crash().await;
     let crashed = Instant::now();
