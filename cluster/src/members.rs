@@ -19,6 +19,9 @@ pub struct Member {
     pub id: String,
     /// The address its clients connect to.
     pub addr: String,
+    /// The address of its admin port, when it has one (for admin commands forwarded to the
+    /// leader).
+    pub admin: Option<String>,
     /// The newest topology epoch it has installed.
     pub epoch: u64,
 }
@@ -28,6 +31,9 @@ pub struct Member {
 struct Record {
     /// The client address.
     addr: String,
+    /// The admin port's address, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    admin: Option<String>,
     /// The acknowledged epoch.
     epoch: u64,
 }
@@ -43,6 +49,8 @@ pub struct Membership {
     id: String,
     /// This proxy's client address.
     addr: String,
+    /// This proxy's admin address, if it has an admin port.
+    admin: Option<String>,
     /// The highest epoch acknowledged; writes are serialised so an older epoch never
     /// replaces a newer one in etcd.
     epoch: Mutex<u64>,
@@ -64,6 +72,22 @@ impl Membership {
         addr: &str,
         epoch: u64,
     ) -> Result<Membership, ClusterError> {
+        Self::register_with_admin(etcd, session, id, addr, None, epoch).await
+    }
+
+    /// [`Membership::register`], also recording the address of the proxy's admin port.
+    ///
+    /// # Errors
+    ///
+    /// As [`Membership::register`].
+    pub async fn register_with_admin(
+        etcd: &Etcd,
+        session: &Session,
+        id: &str,
+        addr: &str,
+        admin: Option<&str>,
+        epoch: u64,
+    ) -> Result<Membership, ClusterError> {
         redshard_config::cluster::check_proxy_id(id).map_err(|reason| ClusterError::InvalidId {
             id: id.to_owned(),
             reason,
@@ -73,6 +97,7 @@ impl Membership {
             session: session.clone(),
             id: id.to_owned(),
             addr: addr.to_owned(),
+            admin: admin.map(str::to_owned),
             epoch: Mutex::new(epoch),
         };
         membership.write(epoch).await?;
@@ -105,6 +130,7 @@ impl Membership {
         self.session.check_alive()?;
         let value = toml::to_string(&Record {
             addr: self.addr.clone(),
+            admin: self.admin.clone(),
             epoch,
         })
         .map_err(|e| ClusterError::Corrupt {
@@ -156,6 +182,7 @@ impl Etcd {
                 Ok(record) => members.push(Member {
                     id,
                     addr: record.addr,
+                    admin: record.admin,
                     epoch: record.epoch,
                 }),
                 Err(e) => tracing::warn!("ignoring the invalid member entry {key}: {e}"),

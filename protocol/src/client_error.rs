@@ -124,6 +124,9 @@ pub enum ClientError {
         /// The shard's name.
         shard: String,
     },
+    /// The proxy lost its etcd session (a fleet of proxies): it serves nothing until it has
+    /// a session again, since another proxy may be changing the topology meanwhile.
+    FleetSessionLost,
     /// The shard stayed paused (a failover or cut-over) longer than the client may wait.
     ShardFailingOver {
         /// The shard's name.
@@ -302,6 +305,9 @@ impl ClientError {
             Self::NotAllowedInMulti => b"-ERR Command not allowed inside a transaction\r\n",
             Self::WatchInsideMulti => b"-ERR WATCH inside MULTI is not allowed\r\n",
             Self::ExecAbort => b"-EXECABORT Transaction discarded because of previous errors.\r\n",
+            Self::FleetSessionLost => {
+                b"-CLUSTERDOWN The proxy lost its etcd session; it serves again once it has one\r\n"
+            }
             Self::WatchLost => b"-ERR redshard: the backend connection that ran WATCH was lost; the transaction was not executed\r\n",
             Self::BlockingOffWatchedShard => b"-ERR redshard: a blocking command on another shard than the WATCHed keys is not supported\r\n",
             Self::TimeoutNotAnInteger => b"-ERR timeout is not an integer or out of range\r\n",

@@ -479,6 +479,7 @@ fn gate_check(
         let route = &table.shards()[shard];
         let error = match route.gate.state() {
             GateState::Open => continue,
+            GateState::Down if route.gate.offline() => ClientError::FleetSessionLost,
             GateState::Down => ClientError::ShardDown {
                 shard: route.name.clone(),
             },

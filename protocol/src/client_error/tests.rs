@@ -75,6 +75,7 @@ fn table() -> Vec<(ClientError, &'static [u8])> {
         (E::FlushDisabled { command: "flushall" }, b"-ERR FLUSHALL is disabled in redshard; set allow_flush = true in the proxy's config to allow it\r\n"),
         (E::NotAllowedWhileSubscribed { command: "get" }, b"-ERR Can't execute 'get': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n"),
         (E::ShardDown { shard: "s1".into() }, b"-CLUSTERDOWN The cluster is down: shard s1 has no reachable master\r\n"),
+        (E::FleetSessionLost, b"-CLUSTERDOWN The proxy lost its etcd session; it serves again once it has one\r\n"),
         (E::ShardFailingOver { shard: "s2".into() }, b"-CLUSTERDOWN The cluster is down: shard s2 is failing over\r\n"),
         (E::MigrationFailed { error: "the target\r\nis down".into() }, b"-TRYAGAIN a key of this request could not be moved by the running slot migration: the target  is down\r\n"),
         (E::ExecAbortedBy(command_error(&[b"exec", b"x"])), b"-EXECABORT Transaction discarded because of: wrong number of arguments for 'exec' command\r\n"),
