@@ -10,6 +10,10 @@
 # private network only.
 
 FROM rust:1-bookworm AS build
+# The etcd client's gRPC code is generated at build time.
+RUN apt-get update -qq \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler libprotobuf-dev \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked -p redshard-proxy -p redshard-admin \
