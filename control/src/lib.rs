@@ -105,6 +105,10 @@ pub enum ChangeError {
     Etcd(ClusterError),
 }
 
+/// How many times a stale mark is made again on a newer topology that another proxy of the
+/// fleet saved first (each try installs the newer one).
+const STALE_MARK_RETRIES: usize = 8;
+
 /// Where the controller persists topologies.
 #[derive(Debug)]
 enum Store {
@@ -478,7 +482,18 @@ impl Controller {
             addr: addr.clone(),
             state: ReplicaState::Stale,
         };
-        match self.change_now(&change).await {
+        // In a fleet another proxy may save a topology between this one's read and its save:
+        // the newer one is installed then, and the mark is made again on it (the replies
+        // that wait for it are released only after; a mark lost to a race would let an
+        // acknowledged write miss an in-sync replica).
+        let mut outcome = self.change_now(&change).await;
+        for _ in 0..STALE_MARK_RETRIES {
+            if !matches!(outcome, Err(ChangeError::Conflict { .. })) {
+                break;
+            }
+            outcome = self.change_now(&change).await;
+        }
+        match outcome {
             Ok(_) => {
                 self.state.ha.record_stale();
                 warn!(replica = %addr, %reason, "replica recorded stale");
