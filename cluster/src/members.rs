@@ -1,7 +1,8 @@
 //! Membership of the fleet and the epoch barrier.
 //!
 //! Each proxy keeps `<prefix>/proxies/<id>` bound to its session's lease, holding its client
-//! address and the topology epoch it has installed. A proxy whose lease expires disappears
+//! address, its admin port's TCP address (when it has one) and the topology epoch it has
+//! installed. A proxy whose lease expires disappears
 //! from the list, so a barrier stops waiting for it.
 
 use std::time::{Duration, Instant};
@@ -19,6 +20,9 @@ pub struct Member {
     pub id: String,
     /// The address its clients connect to.
     pub addr: String,
+    /// Its admin port on TCP (`admin_listen`), where admin commands are forwarded when it
+    /// leads; `None` when it has only the admin socket.
+    pub admin: Option<String>,
     /// The newest topology epoch it has installed.
     pub epoch: u64,
 }
@@ -28,6 +32,9 @@ pub struct Member {
 struct Record {
     /// The client address.
     addr: String,
+    /// The admin port's TCP address; absent in records of proxies without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    admin: Option<String>,
     /// The acknowledged epoch.
     epoch: u64,
 }
@@ -43,6 +50,8 @@ pub struct Membership {
     id: String,
     /// This proxy's client address.
     addr: String,
+    /// This proxy's admin port on TCP, for the others to forward admin commands to.
+    admin: Option<String>,
     /// The highest epoch acknowledged; writes are serialised so an older epoch never
     /// replaces a newer one in etcd.
     epoch: Mutex<u64>,
@@ -64,6 +73,24 @@ impl Membership {
         addr: &str,
         epoch: u64,
     ) -> Result<Membership, ClusterError> {
+        Self::register_with_admin(etcd, session, id, addr, None, epoch).await
+    }
+
+    /// [`Membership::register`], also publishing `admin`, the TCP address of this proxy's
+    /// admin port: the other proxies forward topology-changing admin commands there while
+    /// this proxy leads.
+    ///
+    /// # Errors
+    ///
+    /// As [`Membership::register`].
+    pub async fn register_with_admin(
+        etcd: &Etcd,
+        session: &Session,
+        id: &str,
+        addr: &str,
+        admin: Option<&str>,
+        epoch: u64,
+    ) -> Result<Membership, ClusterError> {
         redshard_config::cluster::check_proxy_id(id).map_err(|reason| ClusterError::InvalidId {
             id: id.to_owned(),
             reason,
@@ -73,6 +100,7 @@ impl Membership {
             session: session.clone(),
             id: id.to_owned(),
             addr: addr.to_owned(),
+            admin: admin.map(str::to_owned),
             epoch: Mutex::new(epoch),
         };
         membership.write(epoch).await?;
@@ -105,6 +133,7 @@ impl Membership {
         self.session.check_alive()?;
         let value = toml::to_string(&Record {
             addr: self.addr.clone(),
+            admin: self.admin.clone(),
             epoch,
         })
         .map_err(|e| ClusterError::Corrupt {
@@ -156,6 +185,7 @@ impl Etcd {
                 Ok(record) => members.push(Member {
                     id,
                     addr: record.addr,
+                    admin: record.admin,
                     epoch: record.epoch,
                 }),
                 Err(e) => tracing::warn!("ignoring the invalid member entry {key}: {e}"),
