@@ -300,18 +300,25 @@ async fn read_reply(
 /// Why a command could not be forwarded to the leader.
 #[derive(Debug, thiserror::Error)]
 enum ForwardError {
+    /// The leader's admin port did not accept in time.
     #[error("no connection within {0:?} ([backend] connect_timeout_ms)")]
     ConnectTimeout(Duration),
+    /// The leader did not answer in time (the command may still complete there).
     #[error("no reply within {0:?}")]
     ReplyTimeout(Duration),
+    /// Connecting, writing or reading failed.
     #[error("{0}")]
     Io(std::io::Error),
+    /// The leader closed the connection before its reply.
     #[error("the connection closed before the reply")]
     Closed,
+    /// The leader's reply cannot be framed.
     #[error("its reply is not RESP: {0}")]
     Protocol(ProtocolError),
+    /// The leader's reply is over the bounds of a relayed reply.
     #[error("its reply is larger than {MAX_RELAYED_REPLY} bytes or nested deeper than {MAX_RELAYED_DEPTH} levels")]
     TooLarge,
+    /// The leader refused this proxy's `admin_password`.
     #[error("it refused this proxy's admin_password ({0}); every proxy of a fleet needs the same admin_password")]
     Auth(String),
 }
