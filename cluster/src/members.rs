@@ -1,8 +1,7 @@
 //! Membership of the fleet and the epoch barrier.
 //!
 //! Each proxy keeps `<prefix>/proxies/<id>` bound to its session's lease, holding its client
-//! address, its admin port's TCP address (when it has one) and the topology epoch it has
-//! installed. A proxy whose lease expires disappears
+//! address and the topology epoch it has installed. A proxy whose lease expires disappears
 //! from the list, so a barrier stops waiting for it.
 
 use std::time::{Duration, Instant};
@@ -20,8 +19,8 @@ pub struct Member {
     pub id: String,
     /// The address its clients connect to.
     pub addr: String,
-    /// Its admin port on TCP (`admin_listen`), where admin commands are forwarded when it
-    /// leads; `None` when it has only the admin socket.
+    /// The address of its admin port, when it has one (for admin commands forwarded to the
+    /// leader).
     pub admin: Option<String>,
     /// The newest topology epoch it has installed.
     pub epoch: u64,
@@ -32,7 +31,7 @@ pub struct Member {
 struct Record {
     /// The client address.
     addr: String,
-    /// The admin port's TCP address; absent in records of proxies without one.
+    /// The admin port's address, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     admin: Option<String>,
     /// The acknowledged epoch.
@@ -50,7 +49,7 @@ pub struct Membership {
     id: String,
     /// This proxy's client address.
     addr: String,
-    /// This proxy's admin port on TCP, for the others to forward admin commands to.
+    /// This proxy's admin address, if it has an admin port.
     admin: Option<String>,
     /// The highest epoch acknowledged; writes are serialised so an older epoch never
     /// replaces a newer one in etcd.
@@ -76,9 +75,7 @@ impl Membership {
         Self::register_with_admin(etcd, session, id, addr, None, epoch).await
     }
 
-    /// [`Membership::register`], also publishing `admin`, the TCP address of this proxy's
-    /// admin port: the other proxies forward topology-changing admin commands there while
-    /// this proxy leads.
+    /// [`Membership::register`], also recording the address of the proxy's admin port.
     ///
     /// # Errors
     ///
