@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the applications the app tests (tests/integration/apps.rs) run through redshard,
 # unmodified, from their registries: python-rq, Celery and Django from PyPI, BullMQ (with
-# ioredis) from npm into tests/apps/bullmq/node_modules. Quiet when everything is there.
+# ioredis) from npm into tests/apps/bullmq/node_modules, Sidekiq 6 and redis-namespace from
+# Debian's packages. Quiet when everything is there.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 pip_install() {
@@ -18,5 +19,13 @@ if [ ! -d tests/apps/bullmq/node_modules/bullmq ] || [ ! -d tests/apps/bullmq/no
     npm install --prefix tests/apps/bullmq --no-audit --no-fund --loglevel=error >/dev/null || exit 1
   else
     echo "npm is missing: the BullMQ app test will fail (install Node.js and npm)" >&2
+  fi
+fi
+if ! ruby -e 'require "sidekiq"; require "redis-namespace"' 2>/dev/null; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "installing Sidekiq for the app tests (Debian's ruby-sidekiq) ..." >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ruby-sidekiq ruby-redis-namespace; } >/dev/null || exit 1
+  else
+    echo "Sidekiq is missing: the Sidekiq app test will fail (apt-get install ruby-sidekiq ruby-redis-namespace)" >&2
   fi
 fi

@@ -118,7 +118,6 @@ admin_listen = "127.0.0.1:650$i"
 admin_password = "$password"
 metrics_listen = "127.0.0.1:912$i"
 $socket
-topology_file = "topology.toml"
 
 [backend]
 lanes = 0

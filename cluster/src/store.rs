@@ -158,6 +158,59 @@ impl EtcdTopologyStore {
         })
     }
 
+    /// Replaces the topology at `expected_epoch` by `topology` like [`EtcdTopologyStore::save`]
+    /// but without the leadership check: only for a change that any proxy may make because
+    /// it only takes trust away (a replica recorded stale after it missed an acknowledged
+    /// write). The epoch is still compared, so it never overwrites a newer topology, and a
+    /// leader's save based on the older epoch fails and reads this one first.
+    ///
+    /// # Errors
+    ///
+    /// [`ClusterError::EpochNotIncreasing`]; [`ClusterError::Conflict`] when another epoch is
+    /// stored; [`ClusterError::Etcd`] or [`ClusterError::Timeout`] as for `save`.
+    pub async fn save_unfenced(
+        &self,
+        expected_epoch: u64,
+        topology: &Topology,
+    ) -> Result<(), ClusterError> {
+        if topology.epoch <= expected_epoch {
+            return Err(ClusterError::EpochNotIncreasing {
+                expected: expected_epoch,
+                new: topology.epoch,
+            });
+        }
+        let keys = &self.etcd.keys;
+        let text = encode(topology)?;
+        let txn = Txn::new()
+            .when([Compare::value(
+                keys.epoch(),
+                CompareOp::Equal,
+                expected_epoch.to_string(),
+            )])
+            .and_then([
+                TxnOp::put(keys.topology(), text, None),
+                TxnOp::put(keys.epoch(), topology.epoch.to_string(), None),
+            ])
+            .or_else([TxnOp::get(keys.epoch(), None)]);
+        let response = self.etcd.call(self.etcd.client().txn(txn)).await?;
+        if response.succeeded() {
+            return Ok(());
+        }
+        let epoch_key = keys.epoch();
+        let mut found = None;
+        for op in response.op_responses() {
+            if let TxnOpResponse::Get(get) = op {
+                if let Some(kv) = get.kvs().first() {
+                    found = Some(parse_epoch(&epoch_key, kv.value())?);
+                }
+            }
+        }
+        Err(ClusterError::Conflict {
+            expected: expected_epoch,
+            found,
+        })
+    }
+
     /// Follows the stored topology: the returned watch holds the newest one and is told of
     /// every newer epoch. A broken watch (etcd restarting, a lost connection, a compacted
     /// history) is opened again after the topology is read anew; a topology whose epoch is

@@ -25,6 +25,7 @@ use crate::file::{
     DEFAULT_RECONNECT_BACKOFF_MIN_MS, DEFAULT_RESPONSE_TIMEOUT_MS, DEFAULT_SHUTDOWN_GRACE_MS,
     DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS, MAX_LANES, MAX_REPLY_DEPTH_LIMIT,
 };
+use crate::file::{KeylessScripts, DEFAULT_KEYLESS_SCRIPTS};
 use crate::file::{DEFAULT_AUTH_THROTTLE_SOURCES, MAX_AUTH_THROTTLE_SOURCES};
 use crate::file::{
     DEFAULT_METRICS_NAMESPACE, DEFAULT_SLOWLOG_MAX_LEN, DEFAULT_SLOWLOG_SLOWER_THAN_US,
@@ -164,6 +165,9 @@ pub struct BackendConfig {
     /// Whether client traffic runs as ACL users the proxy creates on every node (see
     /// `docs/access-control.md`), so that a script cannot do what its client may not.
     pub manage_acl: bool,
+    /// What a script or function called with no key may do: `NoKeys` only with `manage_acl`
+    /// (the proxy's ACL users enforce it).
+    pub keyless_scripts: KeylessScripts,
     /// Pipelined connections per node (`0..=64`); a key uses lane `slot % lanes`. 0 means one
     /// per worker thread (the proxy resolves it when it starts).
     pub lanes: usize,
@@ -333,6 +337,7 @@ impl Default for BackendConfig {
             control_username: None,
             control_password: None,
             manage_acl: DEFAULT_MANAGE_ACL,
+            keyless_scripts: DEFAULT_KEYLESS_SCRIPTS,
             lanes: DEFAULT_LANES,
             connect_timeout: Duration::from_millis(DEFAULT_CONNECT_TIMEOUT_MS),
             response_timeout: Duration::from_millis(DEFAULT_RESPONSE_TIMEOUT_MS),
@@ -852,14 +857,28 @@ fn backend(mut file: BackendFile, src: &Source<'_>) -> Result<BackendConfig, Con
             ),
         ));
     }
+    let manage_acl = file
+        .manage_acl
+        .map_or(DEFAULT_MANAGE_ACL, toml::Spanned::into_inner);
+    let keyless_scripts = match file.keyless_scripts {
+        Some(written) if *written.get_ref() == KeylessScripts::NoKeys && !manage_acl => {
+            return Err(src.invalid_at(
+                Some(written.span()),
+                "backend.keyless_scripts",
+                "\"no-keys\" is enforced by the proxy's ACL users on the nodes: it needs manage_acl = true (or set keyless_scripts = \"any-master\")",
+            ));
+        }
+        Some(written) => written.into_inner(),
+        None if manage_acl => DEFAULT_KEYLESS_SCRIPTS,
+        None => KeylessScripts::AnyMaster,
+    };
     Ok(BackendConfig {
         username,
         password,
         control_username,
         control_password,
-        manage_acl: file
-            .manage_acl
-            .map_or(DEFAULT_MANAGE_ACL, toml::Spanned::into_inner),
+        manage_acl,
+        keyless_scripts,
         lanes,
         connect_timeout: Duration::from_millis(connect),
         response_timeout: Duration::from_millis(response),

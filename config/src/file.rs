@@ -92,6 +92,31 @@ pub const DEFAULT_LANES: usize = 0;
 /// ACL users of its own on every node. On nodes without a password the proxy is Redis's
 /// `default` user, which may create them, so the default needs nothing from the operator.
 pub const DEFAULT_MANAGE_ACL: bool = true;
+/// What a script or function called with no key may do (`backend.keyless_scripts`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeylessScripts {
+    /// It runs on a master as an ACL user that may access no key: `redis.call` on a key fails
+    /// with Redis's own ACL error, so a script that needs keys of every shard (which the
+    /// proxy cannot route) fails loudly instead of answering from one master's keys.
+    #[default]
+    NoKeys,
+    /// It runs on a master (the first one up) with the client's full rights, and sees only
+    /// that master's keys.
+    AnyMaster,
+}
+
+impl std::fmt::Display for KeylessScripts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::NoKeys => "no-keys",
+            Self::AnyMaster => "any-master",
+        })
+    }
+}
+
+/// Default of `backend.keyless_scripts` (with `manage_acl`; without it, `any-master`).
+pub const DEFAULT_KEYLESS_SCRIPTS: KeylessScripts = KeylessScripts::NoKeys;
 /// Largest accepted `backend.lanes`.
 pub const MAX_LANES: usize = 64;
 /// Default of `backend.connect_timeout_ms`.
@@ -275,6 +300,11 @@ pub struct BackendFile {
     /// as them, so that scripts obey `allow_flush` and the `[[user]]` access levels. `false`
     /// runs client traffic as `username` itself. Default [`DEFAULT_MANAGE_ACL`].
     pub manage_acl: Option<Spanned<bool>>,
+    /// `keyless_scripts`: what a script or function called with no key (`EVAL ... 0`,
+    /// `FCALL f 0`) may do: `"no-keys"` runs it on a master as a user that may touch no key
+    /// (a key it touches is an error, never a partial answer), `"any-master"` runs it on a
+    /// master with full rights. Default [`DEFAULT_KEYLESS_SCRIPTS`] (needs `manage_acl`).
+    pub keyless_scripts: Option<Spanned<KeylessScripts>>,
     /// `lanes`: long-lived pipelined connections per node; a key always uses lane
     /// `slot % lanes`; 0 = one per worker thread. Default [`DEFAULT_LANES`],
     /// `0..=`[`MAX_LANES`].

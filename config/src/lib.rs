@@ -41,7 +41,7 @@ pub use config::{
     SlowlogConfig, TlsConfig, UserConfig,
 };
 pub use error::{ConfigError, NodeAddrError, SlotRangeError, StoreError, TopologyError};
-pub use file::Access;
+pub use file::{Access, KeylessScripts};
 pub use ha::{AckMode, HealthConfig, MirrorConfig, ReadFrom, ReplicationConfig, ReplicationMode};
 pub use rules::{KeyRule, KeyRules, OwnTag};
 pub use slot::{Slot, SlotRange, SLOT_COUNT};

@@ -227,7 +227,7 @@ impl Controller {
             }
         };
         for (addr, reason) in behind {
-            self.record_stale(shard.id, &addr, &reason);
+            self.record_stale(shard.id, &addr, &reason).await;
         }
     }
 

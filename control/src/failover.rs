@@ -127,7 +127,15 @@ impl Controller {
         // A replica now: its lanes no longer wait for a decision about a master.
         old_node.incarnation().set_hold(false);
         if redis {
-            self.follow_promoted(shard, replica, &old, graceful).await;
+            // No proxy of a fleet may still send to the old master when it is turned into
+            // a replica of the new one.
+            let epoch = self.state.router.load().epoch();
+            if self
+                .fleet_barrier(epoch, "a failed-over master is reused")
+                .await
+            {
+                self.follow_promoted(shard, replica, &old, graceful).await;
+            }
         }
         if graceful {
             // Drained and mirrored: the old master holds exactly what the new one does.
@@ -183,6 +191,12 @@ impl Controller {
         match topology.find_node(addr) {
             Some((shard, NodeRole::Master)) => {
                 let health = &self.state.config.health;
+                if !self.decides() {
+                    // In a fleet only the leader fails over; until its topology arrives the
+                    // lanes keep refusing (the gate pauses), and this report comes again.
+                    warn!(shard = %shard.name, master = %addr, "the master restarted; the fleet's leader decides");
+                    return;
+                }
                 if let (true, Some(replica)) = (health.auto_failover, self.candidate(shard)) {
                     warn!(shard = %shard.name, master = %addr, promoted = %replica, "the master restarted and lost its data in memory: failing over to its in-sync replica");
                     match self
@@ -220,7 +234,8 @@ impl Controller {
                         shard.id,
                         &replica.addr,
                         format!("its master {addr} restarted and is served with what it reloaded"),
-                    );
+                    )
+                    .await;
                 }
             }
             Some((shard, NodeRole::Replica)) => {
@@ -228,7 +243,8 @@ impl Controller {
                     shard.id,
                     addr,
                     "it restarted and lost its data in memory".to_owned(),
-                );
+                )
+                .await;
             }
             None => {}
         }
@@ -237,9 +253,9 @@ impl Controller {
 
     /// Makes the replica `addr` of `shard` no longer in sync because of `reason`: its mirror
     /// link fails (and reports it), or with Redis replication it is recorded stale at once.
-    fn not_in_sync(&self, shard: ShardId, addr: &NodeAddr, reason: String) {
+    async fn not_in_sync(&self, shard: ShardId, addr: &NodeAddr, reason: String) {
         if self.redis_replication() {
-            self.record_stale(shard, addr, &reason);
+            self.record_stale(shard, addr, &reason).await;
         } else if let Some(link) = self.state.router.mirror().link(addr) {
             link.fail(reason);
         }

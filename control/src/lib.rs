@@ -40,6 +40,8 @@ mod ack;
 mod book;
 pub mod conn;
 pub mod failover;
+pub mod fleet;
+mod follow;
 mod kill;
 pub mod migrate;
 mod nodes;
@@ -53,6 +55,8 @@ mod stop;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+use redshard_cluster::ClusterError;
 
 use redshard_config::{
     FileTopologyStore, NodeAddr, ReplicaState, ShardId, StoreError, Topology, TopologyChange,
@@ -80,6 +84,36 @@ pub enum ChangeError {
     /// The new topology could not be persisted; nothing changed.
     #[error("the topology could not be saved: {0}")]
     Store(#[from] StoreError),
+    /// In a fleet: this proxy does not lead, and only the leader changes the topology.
+    #[error("this proxy is not the fleet's leader; topology changes are made by the leader{}", .leader.as_ref().map_or_else(String::new, |l| format!(" ({l})")))]
+    NotLeader {
+        /// The leader's id, when known.
+        leader: Option<String>,
+    },
+    /// In a fleet: another proxy saved a newer topology since this change was based on the
+    /// installed one; that newer topology is installed now and nothing of this change was.
+    #[error("the topology changed meanwhile (epoch {found} in etcd, this change was based on {expected}); it is installed now: check it and try again")]
+    Conflict {
+        /// The epoch the change was based on.
+        expected: u64,
+        /// The epoch found in etcd (0: none).
+        found: u64,
+    },
+    /// In a fleet: etcd could not be reached; the change may or may not have been saved
+    /// (the topology watch installs it if it was).
+    #[error("the topology could not be saved in etcd: {0}")]
+    Etcd(ClusterError),
+}
+
+/// Where the controller persists topologies.
+#[derive(Debug)]
+enum Store {
+    /// Nowhere: topologies live in memory only.
+    None,
+    /// The `topology_file`.
+    File(FileTopologyStore),
+    /// etcd, shared with the other proxies of a fleet.
+    Etcd(Arc<fleet::Fleet>),
 }
 
 /// The controller of one proxy.
@@ -90,11 +124,14 @@ pub struct Controller {
     /// The one capability to install tables, set gates and fence nodes: the controller is
     /// the only writer of the topology.
     writer: TopologyWriter,
-    /// Where topologies are persisted; `None` keeps them in memory.
-    store: Option<FileTopologyStore>,
-    /// Serialises changes. A std mutex: nothing awaits while it is held (apply, save and
-    /// publish are synchronous), so the admin port can queue migrations without awaiting.
-    change_lock: Mutex<()>,
+    /// Where topologies are persisted.
+    store: Store,
+    /// Serialises changes and installs. Async: an etcd save is awaited under it, before the
+    /// new table is installed.
+    change_lock: tokio::sync::Mutex<()>,
+    /// Serialises queueing and cancelling migrations, so the queue in memory keeps the
+    /// persisted order (held across the change that persists the queue).
+    queue_lock: tokio::sync::Mutex<()>,
     /// Node health.
     probes: Probes,
     /// Woken by probes with news.
@@ -117,6 +154,19 @@ impl Controller {
     /// Starts its task on the current runtime; it ends with `shutdown`.
     #[must_use]
     pub fn start(state: Arc<ProxyState>, parts: ControllerParts, shutdown: Shutdown) -> Arc<Self> {
+        Self::start_in(state, parts, shutdown, None)
+    }
+
+    /// [`Controller::start`], in the fleet `fleet` when given (`[cluster] etcd`): topologies
+    /// are then saved to etcd (not to `topology_file`), the etcd topology is followed, and
+    /// only the leader decides (see [`fleet`]).
+    #[must_use]
+    pub fn start_in(
+        state: Arc<ProxyState>,
+        parts: ControllerParts,
+        shutdown: Shutdown,
+        fleet: Option<Arc<fleet::Fleet>>,
+    ) -> Arc<Self> {
         let ControllerParts { writer, events } = parts;
         let changed = Arc::new(Notify::new());
         let probes = Probes::new(
@@ -126,20 +176,25 @@ impl Controller {
             Arc::clone(&state.health),
             Arc::clone(&changed),
         );
-        let store = state
-            .config
-            .topology_file
-            .as_ref()
-            .map(|p| FileTopologyStore::new(p.clone()));
-        // Every save while serving keeps the run marker (see `redshard_config::store`).
-        if let Some(store) = &store {
-            store.set_running(true);
-        }
+        let store = match (&fleet, &state.config.topology_file) {
+            (Some(fleet), _) => {
+                fleet.attach(&state);
+                Store::Etcd(Arc::clone(fleet))
+            }
+            (None, Some(path)) => {
+                let store = FileTopologyStore::new(path.clone());
+                // Every save while serving keeps the run marker (see `redshard_config::store`).
+                store.set_running(true);
+                Store::File(store)
+            }
+            (None, None) => Store::None,
+        };
         let controller = Arc::new(Self {
             state,
             writer,
             store,
-            change_lock: Mutex::new(()),
+            change_lock: tokio::sync::Mutex::new(()),
+            queue_lock: tokio::sync::Mutex::new(()),
             probes,
             changed,
             book: Mutex::new(Book::default()),
@@ -151,8 +206,13 @@ impl Controller {
             .probes
             .track(controller.state.router.load().topology().nodes());
         let mover_shutdown = shutdown.clone();
+        if let Some(fleet) = fleet {
+            controller.start_fleet(fleet, &shutdown);
+        } else {
+            // In a fleet, the leader resumes migrations when it starts leading.
+            controller.resume_migrations();
+        }
         tokio::spawn(Arc::clone(&controller).run(events, shutdown));
-        controller.resume_migrations();
         tokio::spawn(Arc::clone(&controller).run_migrations(mover_shutdown));
         controller
     }
@@ -223,7 +283,24 @@ impl Controller {
     /// restart resumes them.
     #[must_use]
     pub fn persists(&self) -> bool {
-        self.store.is_some()
+        !matches!(self.store, Store::None)
+    }
+
+    /// The fleet this proxy belongs to (`[cluster] etcd`): its id, role, the leader and the
+    /// members ([`fleet::Fleet::view`]); `None` when it runs alone.
+    #[must_use]
+    pub fn fleet(&self) -> Option<&Arc<fleet::Fleet>> {
+        match &self.store {
+            Store::Etcd(fleet) => Some(fleet),
+            _ => None,
+        }
+    }
+
+    /// Whether this proxy makes the deciding moves (failover, replica repair, migrations):
+    /// always when it runs alone, only while it leads in a fleet.
+    #[must_use]
+    pub fn decides(&self) -> bool {
+        self.fleet().is_none_or(|f| f.is_leader())
     }
 
     /// Applies `change`, persists the result and publishes it. Returns the new topology.
@@ -237,7 +314,7 @@ impl Controller {
             // EVALSHA works once slots move to it (best effort: clients fall back to EVAL).
             self.load_scripts(master).await;
         }
-        self.change_now(&change)
+        self.change_now(&change).await
     }
 
     /// [`Controller::change`] without its preparation for `AddShard` (the known scripts are
@@ -245,22 +322,81 @@ impl Controller {
     ///
     /// # Errors
     /// As [`Controller::change`].
-    pub(crate) fn change_now(&self, change: &TopologyChange) -> Result<Arc<Topology>, ChangeError> {
-        // A poisoned lock guards nothing broken: the topology is replaced in one store.
-        let _guard = self
-            .change_lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+    pub(crate) async fn change_now(
+        &self,
+        change: &TopologyChange,
+    ) -> Result<Arc<Topology>, ChangeError> {
+        let _guard = self.change_lock.lock().await;
         let current = Arc::clone(self.state.router.load().topology());
         let next = current.apply(change)?;
-        if let Some(store) = &self.store {
-            store.save(&next)?;
+        match &self.store {
+            Store::None => {}
+            Store::File(store) => store.save(&next)?,
+            Store::Etcd(fleet) => {
+                // Recording a replica stale only takes trust away: any proxy may (an
+                // acknowledgement shortfall is seen by the proxy that served the write).
+                let demotion = matches!(
+                    change,
+                    TopologyChange::SetReplicaState {
+                        state: ReplicaState::Stale,
+                        ..
+                    }
+                );
+                if let Err(e) = fleet.save(current.epoch, &next, demotion).await {
+                    return Err(self.save_failed(fleet, current.epoch, e).await);
+                }
+            }
         }
         info!(epoch = next.epoch, change = %change, "topology changed");
+        self.install_locked(next);
+        let table = self.state.router.load();
+        if let Store::Etcd(fleet) = &self.store {
+            fleet.ack(table.epoch()).await;
+        }
+        Ok(Arc::clone(table.topology()))
+    }
+
+    /// The error for a failed etcd save: on a conflict, the newer topology is read and
+    /// installed first (the change lock is held by the caller).
+    async fn save_failed(
+        &self,
+        fleet: &fleet::Fleet,
+        expected: u64,
+        e: ClusterError,
+    ) -> ChangeError {
+        match e {
+            ClusterError::NotLeader { .. } => ChangeError::NotLeader {
+                leader: fleet.view().leader,
+            },
+            ClusterError::Conflict { found, .. } => {
+                match fleet.store().load().await {
+                    Ok(Some(newer)) if newer.epoch > self.state.router.load().epoch() => {
+                        info!(
+                            epoch = newer.epoch,
+                            "another proxy changed the topology: installing it"
+                        );
+                        self.install_locked(newer);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        fleet.etcd_error();
+                        warn!(error = %e, "could not read the newer topology from etcd; the watch installs it");
+                    }
+                }
+                ChangeError::Conflict {
+                    expected,
+                    found: found.unwrap_or(0),
+                }
+            }
+            e => ChangeError::Etcd(e),
+        }
+    }
+
+    /// Installs `next` and has the probes track its nodes (the change lock is held).
+    fn install_locked(&self, next: Topology) {
         self.state.router.install(&self.writer, next);
         let table = self.state.router.load();
         self.probes.track(table.topology().nodes());
-        Ok(Arc::clone(table.topology()))
     }
 
     /// The controller's task.
@@ -298,7 +434,7 @@ impl Controller {
                 addr,
                 reason,
             } => {
-                self.record_stale(shard, &addr, &reason);
+                self.record_stale(shard, &addr, &reason).await;
                 if let Some(link) = self.state.router.mirror().link(&addr) {
                     link.stale_recorded();
                 }
@@ -336,13 +472,13 @@ impl Controller {
 
     /// Records the in-sync replica `addr` of `shard` stale (persisted), for `reason`; logs
     /// when it cannot be.
-    fn record_stale(&self, shard: ShardId, addr: &NodeAddr, reason: &str) {
+    async fn record_stale(&self, shard: ShardId, addr: &NodeAddr, reason: &str) {
         let change = TopologyChange::SetReplicaState {
             shard,
             addr: addr.clone(),
             state: ReplicaState::Stale,
         };
-        match self.change_now(&change) {
+        match self.change_now(&change).await {
             Ok(_) => {
                 self.state.ha.record_stale();
                 warn!(replica = %addr, %reason, "replica recorded stale");
@@ -356,6 +492,9 @@ impl Controller {
             Err(e @ ChangeError::Store(_)) => {
                 tracing::error!(replica = %addr, error = %e, %reason, "a stale replica could not be recorded in the topology file; do not restart the proxy before fixing the file's storage");
             }
+            Err(e) => {
+                tracing::error!(replica = %addr, error = %e, %reason, "a stale replica could not be recorded in etcd");
+            }
         }
     }
 
@@ -365,20 +504,28 @@ impl Controller {
         // The topology only: a table held across the failovers below would hold up the
         // epoch barrier of a migration starting meanwhile.
         let topology = Arc::clone(self.state.router.load().topology());
+        // In a fleet only the leader decides; the others keep their gates and follow the
+        // topology it saves.
+        let decides = self.decides();
         for shard in &topology.shards {
             let master = self.probes.status(&shard.master);
             let candidate = self.candidate(shard);
-            if master.is_down(&health) {
+            if master.is_down(&health) && decides {
                 if let (true, Some(replica)) = (health.auto_failover, candidate.as_ref()) {
-                    let since = master.failing_since.unwrap_or_else(Instant::now);
-                    let kind = failover::FailoverKind::MasterDown { since };
-                    if let Err(e) = self.failover(shard.id, replica, kind).await {
-                        warn!(shard = %shard.name, error = %e, "failover failed");
+                    if self.agreed_down(&shard.master).await {
+                        let since = master.failing_since.unwrap_or_else(Instant::now);
+                        let kind = failover::FailoverKind::MasterDown { since };
+                        if let Err(e) = self.failover(shard.id, replica, kind).await {
+                            warn!(shard = %shard.name, error = %e, "failover failed");
+                        }
+                        continue;
                     }
-                    continue;
                 }
             }
             self.settle_gate(shard.id, &shard.master, &master, candidate.is_some());
+            if !decides {
+                continue;
+            }
             self.check_lost_writes(shard, &master, &health).await;
             if self.redis_replication() {
                 self.start_replica_check(shard, &master);
@@ -410,6 +557,14 @@ impl Controller {
         can_fail_over: bool,
     ) {
         let health = &self.state.config.health;
+        if self.state.router.is_offline() {
+            // The proxy serves nothing until it has an etcd session again.
+            let gate = self.state.router.gate(shard);
+            if gate.state() != GateState::Down {
+                gate.set(&self.writer, GateState::Down);
+            }
+            return;
+        }
         let node = self.state.router.pool().node(addr);
         let incarnation = node.incarnation();
         let (held, suspect) = {

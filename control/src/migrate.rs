@@ -63,7 +63,7 @@ impl From<super::ChangeError> for MigrateError {
     fn from(e: super::ChangeError) -> Self {
         match e {
             super::ChangeError::Refused(e) => MigrateError::Slots(e.to_string()),
-            super::ChangeError::Store(_) => MigrateError::Persist(e.to_string()),
+            e => MigrateError::Persist(e.to_string()),
         }
     }
 }
@@ -93,7 +93,7 @@ impl Controller {
     ///
     /// # Errors
     /// Unknown shards, the same shard twice, or slots the source does not own.
-    pub fn migrate(
+    pub async fn migrate(
         self: &Arc<Self>,
         from: &str,
         to: &str,
@@ -118,7 +118,7 @@ impl Controller {
                 }
             }
         }
-        self.queue(vec![Migration { from, to, slots }])
+        self.queue(vec![Migration { from, to, slots }]).await
     }
 
     /// Queues `moves` to run in order after those queued before, persisting them with the
@@ -127,13 +127,16 @@ impl Controller {
     /// # Errors
     /// A move does not fit the topology (see [`TopologyChange::QueueMigrations`]), or the
     /// topology could not be saved; nothing is queued then.
-    pub fn queue(self: &Arc<Self>, moves: Vec<Migration>) -> Result<(), MigrateError> {
+    pub async fn queue(self: &Arc<Self>, moves: Vec<Migration>) -> Result<(), MigrateError> {
         let migrations = &self.state.migrations;
         // Held across the change: the queue in memory keeps the persisted order.
+        let _queueing = self.queue_lock.lock().await;
+        let topology = self
+            .change_now(&TopologyChange::QueueMigrations {
+                moves: moves.clone(),
+            })
+            .await?;
         let mut queue = migrations.queue();
-        let topology = self.change_now(&TopologyChange::QueueMigrations {
-            moves: moves.clone(),
-        })?;
         for m in moves {
             queue.push_back(Job::new(&topology, m.from, m.to, m.slots, false));
         }
@@ -147,7 +150,7 @@ impl Controller {
     ///
     /// # Errors
     /// As [`Controller::migrate`], or the source owns fewer than `count` slots.
-    pub fn migrate_count(
+    pub async fn migrate_count(
         self: &Arc<Self>,
         from: &str,
         to: &str,
@@ -175,7 +178,7 @@ impl Controller {
             )));
         }
         let chosen = redshard_config::slot::compact(owned[owned.len() - count..].iter().copied());
-        self.migrate(from, to, chosen.clone())?;
+        self.migrate(from, to, chosen.clone()).await?;
         Ok(chosen)
     }
 
@@ -193,14 +196,16 @@ impl Controller {
     /// Nothing is queued or running, or the topology without the queue could not be saved.
     pub async fn cancel_migrations(&self) -> Result<(), MigrateError> {
         let migrations = &self.state.migrations;
+        let _queueing = self.queue_lock.lock().await;
         let dropped: Vec<Job> = {
-            let mut queue = migrations.queue();
-            if queue.is_empty() {
+            if migrations.queue().is_empty() {
                 return Err(MigrateError::NoneRunning);
             }
             if !self.state.router.load().topology().queued.is_empty() {
-                self.change_now(&TopologyChange::ClearQueuedMigrations)?;
+                self.change_now(&TopologyChange::ClearQueuedMigrations)
+                    .await?;
             }
+            let mut queue = migrations.queue();
             let running = queue.pop_front();
             let rest: Vec<Job> = queue.drain(..).collect();
             queue.extend(running);
@@ -269,18 +274,23 @@ impl Controller {
 
     /// Reports a queued move that no longer fits the topology (log and `MIGRATIONS`, as
     /// failed) and drops it from the persisted queue.
-    fn refuse_queued(&self, job: &Job, m: &Migration, e: &TopologyError) {
+    fn refuse_queued(self: &Arc<Self>, job: &Job, m: &Migration, e: &TopologyError) {
         let why = format!(
             "this queued move no longer fits the topology and was dropped: {e}; plan it again (REBALANCE or MIGRATE) once TOPOLOGY shows the slots where they should be"
         );
         warn!(from = %job.snapshot().from, to = %job.snapshot().to, slots = %show(&m.slots), error = %e, "a queued migration no longer fits the topology; dropped from the queue, not run");
         job.update(|p| p.state = MigrationState::Failed(why));
         self.state.migrations.remember(job.snapshot());
-        if let Err(e) = self.change_now(&TopologyChange::DropQueuedMigration {
-            migration: m.clone(),
-        }) {
-            warn!(error = %e, "could not drop the queued migration from the persisted topology; the next start reports it again");
-        }
+        let controller = Arc::clone(self);
+        let migration = m.clone();
+        tokio::spawn(async move {
+            let dropped = controller
+                .change_now(&TopologyChange::DropQueuedMigration { migration })
+                .await;
+            if let Err(e) = dropped {
+                warn!(error = %e, "could not drop the queued migration from the persisted topology; the next start reports it again");
+            }
+        });
     }
 
     /// The mover: runs queued migrations one after another, forever.
@@ -313,10 +323,12 @@ impl Controller {
             migrations.clear_cancel();
             // A shutdown stops the move where it is: a key whose copy reached the target but
             // not yet left the source is moved again (from the same, unchanged copy) by the
-            // first request for it or by the resumed migration.
+            // first request for it or by the resumed migration. So does the end of this
+            // proxy's leadership in a fleet: the new leader resumes from etcd's topology.
             let outcome = tokio::select! {
                 outcome = self.run_one(from, to, &slots, begun, &progress) => outcome,
                 () = shutdown.wait() => return,
+                () = self.until_not_leading() => continue,
             };
             let topology = Arc::clone(self.state.router.load().topology());
             // One critical section (queue, then history): a status read never sees the job in
@@ -442,14 +454,20 @@ impl Controller {
             to,
             slots: slots.to_vec(),
         };
-        match self.change_now(&TopologyChange::StartMigration {
-            migration: migration.clone(),
-        }) {
+        let started = self
+            .change_now(&TopologyChange::StartMigration {
+                migration: migration.clone(),
+            })
+            .await;
+        match started {
             Ok(_) => {}
             Err(super::ChangeError::Refused(e)) => {
                 // The topology changed since it was queued: the move cannot run, and must
                 // not stay queued to be tried again at every start.
-                match self.change_now(&TopologyChange::DropQueuedMigration { migration }) {
+                match self
+                    .change_now(&TopologyChange::DropQueuedMigration { migration })
+                    .await
+                {
                     // Not queued: a cancel emptied the queue meanwhile.
                     Ok(_) | Err(super::ChangeError::Refused(TopologyError::NotQueued(_))) => {}
                     Err(e) => {
@@ -463,6 +481,14 @@ impl Controller {
             Err(e) => return Err(e.to_string()),
         }
         self.drain_old_epochs(from).await;
+        // Every proxy of a fleet routes the slots to the target before a key moves.
+        let epoch = self.state.router.load().epoch();
+        if !self
+            .fleet_barrier(epoch, "a migration's keys start moving")
+            .await
+        {
+            return Err("this proxy stopped leading the fleet".to_owned());
+        }
         Ok(())
     }
 

@@ -262,7 +262,7 @@ impl Controller {
                     self.state.ha.record_link(&addr, detached);
                 }
                 if state == ReplicaState::InSync && probe.is_down(health) {
-                    self.record_stale(shard, &addr, "it is down");
+                    self.record_stale(shard, &addr, "it is down").await;
                 }
                 settled = false;
                 continue;
@@ -317,7 +317,8 @@ impl Controller {
                     shard,
                     addr,
                     &format!("it does not follow its master {master}"),
-                );
+                )
+                .await;
             }
             info!(replica = %addr, %master, "replica told to follow its master");
             self.give_master_credentials(&mut conn)
@@ -351,7 +352,8 @@ impl Controller {
                         "its link to its master {master} has been down for {} ms",
                         since.elapsed().as_millis()
                     ),
-                );
+                )
+                .await;
             }
             return Ok(false);
         }

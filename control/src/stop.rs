@@ -26,18 +26,21 @@ impl Controller {
     /// from the topology file if the stop is clean (see the module docs), waiting until
     /// `deadline` at most for mirrored writes still in flight. Logs the outcome.
     pub async fn record_stop(&self, drained: bool, deadline: Instant) {
-        let Some(store) = &self.store else {
-            return;
+        let store = match &self.store {
+            super::Store::File(store) => store,
+            super::Store::Etcd(fleet) => {
+                // A clean stop: another proxy leads at once, and none waits for this lease.
+                fleet.leave().await;
+                return;
+            }
+            super::Store::None => return,
         };
         if let Err(reason) = self.settled(drained, deadline).await {
             warn!(%reason, "not a clean stop: the next start resynchronises every replica");
             return;
         }
         // Under the change lock, so no change saved after this one puts the marker back.
-        let _guard = self
-            .change_lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _guard = self.change_lock.lock().await;
         store.set_running(false);
         let topology = std::sync::Arc::clone(self.state.router.load().topology());
         match store.save(&topology) {

@@ -45,6 +45,7 @@ pub mod auth_throttle;
 pub mod backend;
 pub(crate) mod clients;
 pub mod events;
+pub mod fleet_status;
 pub mod ha_stats;
 pub mod health;
 pub mod migration;

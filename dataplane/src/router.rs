@@ -11,7 +11,7 @@
 pub mod writer;
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -61,14 +61,31 @@ pub struct ShardGate {
     state: watch::Sender<GateState>,
     /// Gates not open, over all shards: while 0, requests skip the per-shard check.
     closed: Arc<AtomicUsize>,
+    /// Whether the proxy serves nothing at all (shared by every gate; see
+    /// [`Router::set_offline`]): a `Down` gate then answers that the proxy lost its etcd
+    /// session rather than that the shard has no master.
+    offline: Arc<AtomicBool>,
 }
 
 impl ShardGate {
-    fn new(closed: Arc<AtomicUsize>) -> Self {
-        Self {
+    fn new(closed: Arc<AtomicUsize>, offline: Arc<AtomicBool>) -> Self {
+        let gate = Self {
             state: watch::Sender::new(GateState::Open),
             closed,
+            offline,
+        };
+        if gate.offline.load(Ordering::Acquire) {
+            gate.state.send_replace(GateState::Down);
+            gate.closed.fetch_add(1, Ordering::AcqRel);
         }
+        gate
+    }
+
+    /// Whether the proxy serves nothing now (it lost its etcd session): see
+    /// [`Router::set_offline`].
+    #[must_use]
+    pub fn offline(&self) -> bool {
+        self.offline.load(Ordering::Acquire)
     }
 
     /// The state now.
@@ -391,6 +408,8 @@ pub struct Gates {
     gates: Mutex<HashMap<ShardId, Arc<ShardGate>>>,
     /// Gates not open now.
     closed: Arc<AtomicUsize>,
+    /// Whether the proxy serves nothing (shared with every gate).
+    offline: Arc<AtomicBool>,
 }
 
 impl Gates {
@@ -398,11 +417,12 @@ impl Gates {
     #[must_use]
     pub fn of(&self, shard: ShardId) -> Arc<ShardGate> {
         let mut gates = self.gates.lock().unwrap_or_else(PoisonError::into_inner);
-        Arc::clone(
-            gates
-                .entry(shard)
-                .or_insert_with(|| Arc::new(ShardGate::new(Arc::clone(&self.closed)))),
-        )
+        Arc::clone(gates.entry(shard).or_insert_with(|| {
+            Arc::new(ShardGate::new(
+                Arc::clone(&self.closed),
+                Arc::clone(&self.offline),
+            ))
+        }))
     }
 }
 
@@ -459,6 +479,36 @@ impl Router {
     #[must_use]
     pub fn gate(&self, shard: ShardId) -> Arc<ShardGate> {
         self.gates.of(shard)
+    }
+
+    /// Stops (`true`) or resumes (`false`) serving as a whole: while offline every shard's
+    /// gate is `Down` and answers `-CLUSTERDOWN` saying the proxy lost its etcd session. Only
+    /// the holder of the writer (the controller) does this; resuming opens every gate, and
+    /// the controller's next round sets each from its master's health.
+    pub fn set_offline(&self, writer: &TopologyWriter, offline: bool) {
+        self.gates.offline.store(offline, Ordering::Release);
+        let gates: Vec<Arc<ShardGate>> = self
+            .gates
+            .gates
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        let state = if offline {
+            GateState::Down
+        } else {
+            GateState::Open
+        };
+        for gate in gates {
+            gate.set(writer, state);
+        }
+    }
+
+    /// Whether the proxy serves nothing now (see [`Router::set_offline`]).
+    #[must_use]
+    pub fn is_offline(&self) -> bool {
+        self.gates.offline.load(Ordering::Acquire)
     }
 
     /// The current table. Hold it only while routing by it (a batch of requests, until each

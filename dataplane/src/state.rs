@@ -43,6 +43,9 @@ pub struct ProxyState {
     /// Failovers, resyncs and stale replicas counted by the controller; here rather than in
     /// the controller because INFO and `/metrics` read only this state.
     pub ha: crate::ha_stats::HaStats,
+    /// The fleet this proxy belongs to (`[cluster] etcd`), for INFO and `/metrics`; empty
+    /// when it runs alone.
+    pub fleet: crate::fleet_status::FleetStatus,
     /// The certificates of the TLS listener and of backend connections, replaced in place
     /// by a reload.
     pub tls: Tls,
@@ -222,6 +225,7 @@ impl ProxyState {
             },
             migrations: crate::migration::Migrations::default(),
             ha: crate::ha_stats::HaStats::default(),
+            fleet: crate::fleet_status::FleetStatus::default(),
             tls,
             auth_throttle: crate::auth_throttle::AuthThrottle::new(),
             park_room: std::sync::OnceLock::new(),

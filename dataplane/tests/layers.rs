@@ -45,6 +45,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("slowlog", 1),
     ("outbuf", 1),
     ("ha_stats", 1),
+    ("fleet_status", 1),
     // The topology-writing capability: a token only the router mints and the controller
     // holds, named by the backend (`Node::fence`) as well as the router.
     ("router::writer", 1),

@@ -124,6 +124,9 @@ pub enum ClientError {
         /// The shard's name.
         shard: String,
     },
+    /// The proxy lost its etcd session (a fleet of proxies): it serves nothing until it has
+    /// a session again, since another proxy may be changing the topology meanwhile.
+    FleetSessionLost,
     /// The shard stayed paused (a failover or cut-over) longer than the client may wait.
     ShardFailingOver {
         /// The shard's name.
@@ -202,6 +205,13 @@ pub enum ClientError {
     InvalidCursor,
     /// SCRIPT KILL / FUNCTION KILL while no master runs a script.
     NotBusy,
+    /// A script or function called with no key touched one, which its no-keys backend user
+    /// may not (`[backend] keyless_scripts = "no-keys"`): `node` is the node's error, without
+    /// its `-` and CRLF.
+    KeylessScriptTouchedKey {
+        /// What the node answered.
+        node: Box<[u8]>,
+    },
 
     // --- Backends ---
     /// A backend lane could not complete the request: `why` is the lane's failure, as also
@@ -295,6 +305,9 @@ impl ClientError {
             Self::NotAllowedInMulti => b"-ERR Command not allowed inside a transaction\r\n",
             Self::WatchInsideMulti => b"-ERR WATCH inside MULTI is not allowed\r\n",
             Self::ExecAbort => b"-EXECABORT Transaction discarded because of previous errors.\r\n",
+            Self::FleetSessionLost => {
+                b"-CLUSTERDOWN The proxy lost its etcd session; it serves again once it has one\r\n"
+            }
             Self::WatchLost => b"-ERR redshard: the backend connection that ran WATCH was lost; the transaction was not executed\r\n",
             Self::BlockingOffWatchedShard => b"-ERR redshard: a blocking command on another shard than the WATCHed keys is not supported\r\n",
             Self::TimeoutNotAnInteger => b"-ERR timeout is not an integer or out of range\r\n",
@@ -345,7 +358,8 @@ impl ClientError {
             | Self::UnknownClientType { .. }
             | Self::UnrecognizedOption { .. }
             | Self::HelloSyntax { .. }
-            | Self::Backend { .. } => return None,
+            | Self::Backend { .. }
+            | Self::KeylessScriptTouchedKey { .. } => return None,
         })
     }
 
@@ -436,6 +450,10 @@ impl ClientError {
             Self::Backend { addr, why, .. } => {
                 t.lit("ERR backend ").data(addr.as_str()).lit(" ").data(why);
             }
+            Self::KeylessScriptTouchedKey { node } => {
+                t.lit("ERR redshard: a script called with no key may touch none (redshard routes scripts by the keys they declare): declare its keys, all in one slot (a {hash tag} or a routing rule), or set [backend] keyless_scripts = \"any-master\". The node said: ")
+                    .bytes(node);
+            }
             // The texts without data: their line without `-` and CRLF.
             _ => {
                 let line = self.static_line();
@@ -474,9 +492,10 @@ impl ClientError {
     pub fn reached(&self) -> Reached {
         match self {
             Self::Backend { reached, .. } => *reached,
-            Self::UnexpectedSplitReply | Self::UnexpectedScanReply | Self::ScanCursorTooLarge => {
-                Reached::Yes
-            }
+            Self::UnexpectedSplitReply
+            | Self::UnexpectedScanReply
+            | Self::ScanCursorTooLarge
+            | Self::KeylessScriptTouchedKey { .. } => Reached::Yes,
             _ => Reached::No,
         }
     }

@@ -57,6 +57,7 @@ use redshard_config::{
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinHandle;
 
+use redshard_control::fleet::Fleet;
 use redshard_control::{reload, Controller};
 use redshard_dataplane::{session, shutdown, tls};
 
@@ -130,6 +131,16 @@ pub enum StartError {
     /// The persisted topology's replicas could not be marked stale after an unclean stop.
     #[error("topology: {0}")]
     Topology(#[from] redshard_config::TopologyError),
+    /// `[cluster] etcd` is set and the fleet could not be joined (etcd unreachable, refused
+    /// credentials, an invalid proxy id).
+    #[error("cannot join the fleet through etcd ({endpoints}): {source}")]
+    Cluster {
+        /// The configured etcd endpoints.
+        endpoints: String,
+        /// What failed.
+        #[source]
+        source: redshard_cluster::ClusterError,
+    },
 }
 
 /// A running proxy: its listener task and the trigger that drains it.
@@ -174,7 +185,13 @@ impl Proxy {
     /// # Errors
     /// As [`Proxy::start`].
     pub async fn start_with(config: Config, options: StateOptions) -> Result<Self, StartError> {
-        let topology = initial_topology(&config)?;
+        // In a fleet the topology comes from etcd, once the listeners are bound (the proxy's
+        // id and the addresses it registers are the bound ones).
+        let topology = if config.cluster.is_some() {
+            Topology::from_config(&config)
+        } else {
+            initial_topology(&config)?
+        };
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -208,7 +225,24 @@ impl Proxy {
             }
             None => None,
         };
-        let mut proxy = Self::serve(listener, http, config, topology, options)?;
+        let (topology, fleet) = match &config.cluster {
+            Some(cluster) => {
+                let local = listener.local_addr().map_err(|source| StartError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+                // What the other proxies forward admin commands to: a reachable address, not 0.0.0.0.
+                let admin_addr = admin::fleet::advertised_admin_addr(
+                    &config,
+                    admin.as_ref().and_then(|a| a.local_addr().ok()),
+                );
+                let (fleet, topology) =
+                    join_fleet(&config, cluster, local, admin_addr, &topology).await?;
+                (topology, Some(fleet))
+            }
+            None => (topology, None),
+        };
+        let mut proxy = Self::serve_in(listener, http, config, topology, options, fleet)?;
         if let Some(admin) = admin {
             proxy.start_admin(admin)?;
         }
@@ -247,6 +281,18 @@ impl Proxy {
         config: Config,
         topology: Topology,
         options: StateOptions,
+    ) -> Result<Self, StartError> {
+        Self::serve_in(listener, http, config, topology, options, None)
+    }
+
+    /// [`Proxy::serve`], in the fleet `fleet` when given (see [`join_fleet`]).
+    fn serve_in(
+        listener: TcpListener,
+        http: Option<TcpListener>,
+        config: Config,
+        topology: Topology,
+        options: StateOptions,
+        fleet: Option<Arc<Fleet>>,
     ) -> Result<Self, StartError> {
         let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
             addr: config.listen,
@@ -288,7 +334,8 @@ impl Proxy {
             )));
         }
         background.push(session::park::start(&state, &trigger));
-        let controller = Controller::start(Arc::clone(&state), control, trigger.subscribe());
+        let controller =
+            Controller::start_in(Arc::clone(&state), control, trigger.subscribe(), fleet);
         let plain = listener::run(listener, Arc::clone(&state), watch.clone());
         let accept = match (tls_listener, &state.tls.server) {
             (Some(tls_listener), Some(tls)) => {
@@ -468,6 +515,64 @@ fn bind_tls(addr: SocketAddr) -> Result<TcpListener, StartError> {
     socket.set_reuseaddr(true).map_err(error)?;
     socket.bind(addr).map_err(error)?;
     socket.listen(1024).map_err(error)
+}
+
+/// Joins the fleet of `cluster`: etcd's topology (seeded with `topology`, the configuration's,
+/// when etcd holds none) and this proxy registered with the addresses it listens on. The
+/// configuration's `[[rule]]`s must be etcd's, as with a `topology_file`.
+///
+/// # Errors
+///
+/// [`StartError::Cluster`] when etcd cannot be reached or refuses a step;
+/// [`StartError::RulesChanged`].
+async fn join_fleet(
+    config: &Config,
+    cluster: &redshard_config::ClusterConfig,
+    local: SocketAddr,
+    admin: Option<SocketAddr>,
+    topology: &Topology,
+) -> Result<(Arc<Fleet>, Topology), StartError> {
+    let failed = |source| StartError::Cluster {
+        endpoints: cluster
+            .etcd
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+        source,
+    };
+    if config.topology_file.is_some() {
+        tracing::warn!(
+            "[cluster] etcd is set: the topology is kept in etcd, topology_file is not used"
+        );
+    }
+    let id = redshard_cluster::proxy_id(cluster, local).map_err(failed)?;
+    let (fleet, topology) = Fleet::join(
+        cluster,
+        id,
+        local.to_string(),
+        admin.map(|a| a.to_string()),
+        topology,
+    )
+    .await
+    .map_err(failed)?;
+    if topology.rules.rules() != config.rules {
+        let persisted = topology.rules.rules();
+        return Err(StartError::RulesChanged {
+            file: format!("etcd {}", cluster.prefix),
+            persisted: if persisted.is_empty() {
+                "none".to_owned()
+            } else {
+                persisted
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            },
+        });
+    }
+    tracing::info!(id = fleet.id(), epoch = topology.epoch, "joined the fleet");
+    Ok((fleet, topology))
 }
 
 /// The topology to start with: the persisted one when it is newer than the config file's.

@@ -460,3 +460,88 @@ async fn a_user_deleted_on_the_node_is_created_again() {
     assert!(has_user(&addr, "redshard-nodanger").await);
     assert!(has_user(&addr, "redshard-client").await);
 }
+
+/// Redis's refusal of a `redis.call()` on a key the connection's ACL user may not access.
+const SCRIPT_KEY_ACL: &str = "can't access at least one of the keys";
+
+/// A keyless script's refused key, as the client gets it: how to fix it, then the node's words.
+fn assert_keyless_refused(reply: &Reply, what: &str) {
+    match reply {
+        Reply::Error(e) => assert!(
+            e.starts_with("ERR redshard: a script called with no key may touch none")
+                && e.contains("keyless_scripts = \"any-master\"")
+                && e.contains(SCRIPT_KEY_ACL),
+            "{what}: {e}"
+        ),
+        other => panic!("{what} answered {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyless_scripts_touch_no_key_by_default_and_any_master_is_a_choice() {
+    let shards = 3;
+    let cluster = TestCluster::start_with(shards, false, "", &[]).await;
+    let mut c = cluster.client().await;
+    for shard in 0..shards {
+        let key = key_on(shards, shard, "lim:a");
+        assert!(c.cmd(&["SET", &key, "1"]).await.is_ok());
+    }
+    // A script that needs every shard's keys (a rate limiter's reset): refused by the node,
+    // never a count of one master's keys.
+    let reset = "local n = 0 for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) n = n + 1 end return n";
+    assert_keyless_refused(
+        &c.cmd(&["EVAL", reset, "0", "lim:*"]).await,
+        "a keyless script deleting keys",
+    );
+    for shard in 0..shards {
+        let key = key_on(shards, shard, "lim:a");
+        assert_eq!(c.cmd(&["EXISTS", &key]).await, Reply::Int(1), "{key}");
+    }
+    assert_keyless_refused(
+        &c.cmd(&["EVAL", "return redis.call('GET', 'lim:a')", "0"])
+            .await,
+        "a keyless script reading a key",
+    );
+    // What touches no key runs; scripts that declare their keys are routed by them.
+    assert_eq!(
+        c.cmd(&["EVAL", "return #redis.call('TIME')", "0"]).await,
+        Reply::Int(2)
+    );
+    let key = key_on(shards, 1, "lim:a");
+    assert_eq!(
+        c.cmd(&["EVAL", "return redis.call('GET', KEYS[1])", "1", &key])
+            .await,
+        Reply::bulk("1")
+    );
+    let lib = "#!lua name=keyless\nredis.register_function('peek', function(keys, args) return redis.call('GET', args[1]) end)";
+    assert_eq!(
+        c.cmd(&["FUNCTION", "LOAD", lib]).await,
+        Reply::bulk("keyless")
+    );
+    assert_keyless_refused(
+        &c.cmd(&["FCALL", "peek", "0", &key]).await,
+        "a keyless function reading a key",
+    );
+    assert_eq!(
+        c.cmd(&["FCALL", "peek", "1", &key, &key]).await,
+        Reply::bulk("1")
+    );
+    assert!(has_user(&cluster.masters[0].addr(), "redshard-client-nokeys").await);
+    drop(cluster);
+
+    // The operator's other choice: keyless scripts run on a master with full rights.
+    let cluster = TestCluster::start_with(
+        shards,
+        false,
+        "[backend]\nkeyless_scripts = \"any-master\"\n",
+        &[],
+    )
+    .await;
+    let mut c = cluster.client().await;
+    assert_eq!(
+        c.cmd(&["EVAL", "return redis.call('GET', 'lim:a')", "0"])
+            .await,
+        Reply::Bulk(None)
+    );
+    assert!(!has_user(&cluster.masters[0].addr(), "redshard-client-nokeys").await);
+}

@@ -1,6 +1,6 @@
 //! Applications written for one Redis, unmodified, through redshard with 3 shards and a replica
 //! each, configured with the ready-made routing rules of `deploy/rules/`: python-rq, Celery
-//! (broker and result backend), Django's Redis cache and BullMQ. Each must pass as it does on
+//! (broker and result backend), Django's Redis cache, BullMQ and Sidekiq. Each must pass as it does on
 //! one redis-server, and every replica must equal its master afterwards.
 //!
 //! The applications are installed by `scripts/ensure-apps.sh` (which `scripts/test.sh` runs);
@@ -148,5 +148,14 @@ async fn bullmq_runs_jobs_delays_retries_and_flows() {
     node.arg("bullmq_app.js")
         .arg(cluster.addr.port().to_string());
     run_app(node, "bullmq", Duration::from_secs(120), "bullmq ok").await;
+    assert_replicas_equal(&cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidekiq_runs_jobs_and_keeps_beating() {
+    let cluster = cluster_with(&rules("sidekiq")).await;
+    let mut ruby = Command::new("ruby");
+    ruby.arg("run.rb").arg(cluster.addr.port().to_string());
+    run_app(ruby, "sidekiq", Duration::from_secs(120), "sidekiq ok").await;
     assert_replicas_equal(&cluster).await;
 }

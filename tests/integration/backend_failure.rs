@@ -111,7 +111,13 @@ async fn a_killed_master_fails_only_its_requests_and_comes_back() {
             Reply::Bulk(Some(v)) => assert_eq!(v, b"before"),
             Reply::Error(e) => {
                 assert_eq!(i % 3, 1, "only shard 1's requests may fail: {e}");
-                assert!(e.starts_with("ERR backend 127.0.0.1:"), "{e}");
+                // The lane's error, or, once the probes have called the shard down (a slow
+                // machine reads the replies that late), the gate's.
+                assert!(
+                    e.starts_with("ERR backend 127.0.0.1:")
+                        || e.starts_with("CLUSTERDOWN The cluster is down: shard s2 "),
+                    "{e}"
+                );
                 errors += 1;
             }
             other => panic!("unexpected {other:?}"),

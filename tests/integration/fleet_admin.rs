@@ -3,9 +3,10 @@
 //! leader from etcd, and a command that changes the topology, sent to a proxy that does not
 //! lead, runs on the leader (forwarded by the admin port, its reply relayed).
 //!
-//! The proxies' membership and election are made here through `redshard-cluster`, with each
-//! proxy's id, its admin address and its own etcd session, as the proxy itself does once the
-//! controller joins the fleet.
+//! In the first tests the proxies are embedded without joining the fleet (`Proxy::start_on`),
+//! and their membership and election are made here through `redshard-cluster`, so the test
+//! decides who leads and when that changes; the last one runs a fleet that joins and elects
+//! by itself.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -291,4 +292,93 @@ async fn a_topology_change_sent_to_a_proxy_that_does_not_lead_runs_on_the_leader
         matches!(&reply, Reply::Error(e) if e.contains("every proxy of a fleet needs the same admin_password")),
         "{reply:?}"
     );
+}
+
+/// Three proxies that join the fleet by themselves (`Proxy::start`), each with a TCP admin
+/// port: `redshard-admin` asked of a follower lists every proxy and the leader, and its
+/// `add-node` runs on the leader and reaches every proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redshard_admin_pointed_at_a_follower_of_a_running_fleet() {
+    redshard_tests::server::init_logs();
+    let etcd = EtcdServer::start();
+    let master = RedisServer::start();
+    let mut proxies = Vec::new();
+    for _ in 0..3 {
+        let admin = redshard_tests::server::free_port();
+        let extra = format!(
+            "metrics_listen = \"off\"\nadmin_socket = \"off\"\nadmin_listen = \"127.0.0.1:{admin}\"\n\
+             admin_password = \"{PASSWORD}\"\n[replication]\nmode = \"redis\"\n\
+             [cluster]\netcd = [\"{}\"]\nprefix = \"/fleet-cli\"\nlease_ttl_ms = 2000\n",
+            etcd.addr()
+        );
+        let text = config_text(&[master.addr()], &[], &extra);
+        let config = Config::from_toml_str(&text, "test.toml").expect("valid config");
+        proxies.push(Proxy::start(config).await.expect("proxy starts"));
+    }
+    let leads = |p: &Proxy| p.controller().fleet().is_some_and(|f| f.is_leader());
+    wait_until(Duration::from_secs(10), "one proxy to lead", || async {
+        proxies.iter().filter(|p| leads(p)).count() == 1
+    })
+    .await;
+    let leader = proxies.iter().position(|p| leads(p)).expect("a leader");
+    let follower = (leader + 1) % proxies.len();
+    let other = (leader + 2) % proxies.len();
+    let admin_of = |i: usize| proxies[i].admin_addr().expect("admin port");
+    let id_of = |i: usize| proxies[i].local_addr().to_string();
+    let env = [("REDISCLI_AUTH", PASSWORD)];
+
+    // Every proxy listed, alive, with its admin address; the leader named.
+    let admin = admin_of(follower);
+    let run = cli(admin, &["info"], "", &env).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    for i in 0..proxies.len() {
+        let line = format!("P: {} {} admin {} epoch", id_of(i), id_of(i), admin_of(i));
+        assert!(run.out.contains(&line), "{line} in {run:?}");
+    }
+    assert!(
+        run.out.contains(&format!(
+            "[OK] 3 proxies alive in the fleet; leader {}.",
+            id_of(leader)
+        )),
+        "{run:?}"
+    );
+
+    // add-node through a follower: the leader adds the shard, every proxy installs it.
+    let empty = RedisServer::start();
+    let run = cli(
+        admin,
+        &["add-node", &empty.addr(), "--name", "s2"],
+        "",
+        &env,
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let has = |p: &Proxy| {
+        p.state()
+            .router
+            .load()
+            .topology()
+            .shards
+            .iter()
+            .any(|s| s.name == "s2")
+    };
+    wait_until(
+        Duration::from_secs(10),
+        "every proxy to have s2",
+        || async { proxies.iter().all(has) },
+    )
+    .await;
+
+    // check through the third proxy: the fleet at one epoch, nothing wrong.
+    let admin = admin_of(other);
+    wait_until(Duration::from_secs(10), "check to pass", || async {
+        cli(admin, &["check"], "", &env).await.code == 0
+    })
+    .await;
+    let run = cli(admin, &["check"], "", &env).await;
+    assert!(run.out.contains(">>> Check the fleet (etcd)..."), "{run:?}");
+    assert!(!run.out.contains("[WARNING]"), "{run:?}");
+    for proxy in proxies {
+        proxy.shutdown(Duration::from_secs(1)).await;
+    }
 }

@@ -21,6 +21,7 @@ mod commands;
 mod deep_replies;
 mod etcd_cluster;
 mod failover;
+mod fleet;
 mod fleet_admin;
 mod limits;
 mod metrics;

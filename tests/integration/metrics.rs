@@ -749,7 +749,10 @@ async fn a_migration_shows_its_keys_bytes_and_slots_in_metrics_and_info() {
     );
 
     let controller = std::sync::Arc::clone(cluster.proxy.controller());
-    let ranges = controller.migrate_count("s1", "s2", 1024).expect("queued");
+    let ranges = controller
+        .migrate_count("s1", "s2", 1024)
+        .await
+        .expect("queued");
     wait_until(
         Duration::from_secs(60),
         "the migration to finish",
@@ -811,7 +814,10 @@ async fn a_migration_shows_its_keys_bytes_and_slots_in_metrics_and_info() {
         Some(keys_moved.to_string().as_str())
     );
     // A second migration between the same shards adds to the counters: they never go back.
-    controller.migrate_count("s1", "s2", 1024).expect("queued");
+    controller
+        .migrate_count("s1", "s2", 1024)
+        .await
+        .expect("queued");
     wait_until(Duration::from_secs(60), "the second migration", || async {
         let all = controller.migrations();
         all.len() == 2 && all.iter().all(|m| m.state == MigrationState::Done)

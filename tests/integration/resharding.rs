@@ -162,6 +162,7 @@ async fn scale_out_and_back_in_under_load_loses_nothing() {
     for (from, count) in [("s1", 1365), ("s2", 1366), ("s3", 1365)] {
         controller
             .migrate_count(from, "s4", count)
+            .await
             .unwrap_or_else(|e| panic!("queue {from} -> s4: {e}"));
     }
     wait_migrations_done(&controller, Duration::from_secs(180)).await;
@@ -193,6 +194,7 @@ async fn scale_out_and_back_in_under_load_loses_nothing() {
         let ranges = redshard_config::slot::compact(part.iter().copied());
         controller
             .migrate("s4", to, ranges)
+            .await
             .unwrap_or_else(|e| panic!("queue s4 -> {to}: {e}"));
     }
     wait_migrations_done(&controller, Duration::from_secs(180)).await;
@@ -239,7 +241,10 @@ async fn a_migration_resumes_after_a_proxy_restart() {
     let controller = controller(&cluster);
     let mut client = cluster.client().await;
     load_keys(&mut client, 20_000).await;
-    controller.migrate_count("s1", "s2", 4096).expect("queue");
+    controller
+        .migrate_count("s1", "s2", 4096)
+        .await
+        .expect("queue");
     wait_until(Duration::from_secs(30), "some keys to move", || async {
         controller.migrations().iter().any(|m| m.keys_moved > 500)
     })
@@ -355,6 +360,7 @@ async fn a_rebalance_resumes_every_queued_move_after_a_proxy_crash() {
                 })
                 .collect(),
         )
+        .await
         .expect("queued");
     // The first move normally is the one running (the file read below shows where the crash
     // landed); were it already done on a fast machine, the assertions hold as well.
@@ -519,7 +525,10 @@ async fn a_migration_goes_on_when_its_source_master_fails_over() {
     let mut client = cluster.client().await;
     load_keys(&mut client, 20_000).await;
     cluster.wait_probes_up().await;
-    controller.migrate_count("s1", "s2", 4096).expect("queue");
+    controller
+        .migrate_count("s1", "s2", 4096)
+        .await
+        .expect("queue");
     wait_until(Duration::from_secs(30), "some keys to move", || async {
         controller.migrations().iter().any(|m| m.keys_moved > 500)
     })
@@ -546,7 +555,10 @@ async fn a_cancelled_migration_brings_its_keys_back() {
     let mut client = cluster.client().await;
     load_keys(&mut client, 20_000).await;
     let before = controller.state().router.load().topology().slots.clone();
-    controller.migrate_count("s1", "s2", 4096).expect("queue");
+    controller
+        .migrate_count("s1", "s2", 4096)
+        .await
+        .expect("queue");
     wait_until(Duration::from_secs(30), "some keys to move", || async {
         controller.migrations().iter().any(|m| m.keys_moved > 500)
     })
@@ -600,6 +612,7 @@ async fn a_big_key_moves_intact_and_other_traffic_keeps_flowing() {
     let started = std::time::Instant::now();
     controller
         .migrate("s1", "s2", vec![SlotRange::single(slot)])
+        .await
         .expect("queue");
     wait_migrations_done(&controller, Duration::from_secs(60)).await;
     let took = started.elapsed();

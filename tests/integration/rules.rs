@@ -117,6 +117,7 @@ async fn keys_placed_by_a_rule_move_with_their_slot() {
             &format!("s{}", to + 1),
             vec![SlotRange::single(slot)],
         )
+        .await
         .expect("queue the move");
     wait_until(Duration::from_secs(60), "the move to finish", || async {
         controller.migrations().iter().all(|m| {

@@ -215,6 +215,8 @@ format = "json"
             control_username: None,
             control_password: None,
             manage_acl: false,
+            // Without manage_acl, keyless scripts can only run with full rights.
+            keyless_scripts: KeylessScripts::AnyMaster,
             lanes: 64,
             connect_timeout: Duration::from_millis(10),
             response_timeout: Duration::from_millis(20),
@@ -1008,4 +1010,24 @@ fn rules_are_read_in_order_and_bad_ones_are_named() {
     );
     let unknown = format!("{SHARDS}\n[[rule]]\nprefix = \"a:\"\ntag = \"x\"\nhash = 1\n");
     assert!(error(&unknown).contains("hash"), "{}", error(&unknown));
+}
+
+#[test]
+fn keyless_scripts_default_to_no_keys_and_no_keys_needs_managed_users() {
+    let base = "[[shard]]\nname = \"s1\"\nmaster = \"127.0.0.1:7000\"\nslots = [\"0-16383\"]\n";
+    let config = Config::from_toml_str(base, "t.toml").unwrap();
+    assert_eq!(config.backend.keyless_scripts, KeylessScripts::NoKeys);
+    let text = format!("[backend]\nkeyless_scripts = \"any-master\"\n{base}");
+    let config = Config::from_toml_str(&text, "t.toml").unwrap();
+    assert_eq!(config.backend.keyless_scripts, KeylessScripts::AnyMaster);
+    let text = format!("[backend]\nmanage_acl = false\nkeyless_scripts = \"no-keys\"\n{base}");
+    let error = Config::from_toml_str(&text, "t.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("keyless_scripts") && error.contains("manage_acl = true"),
+        "{error}"
+    );
+    let text = format!("[backend]\nkeyless_scripts = \"everywhere\"\n{base}");
+    assert!(Config::from_toml_str(&text, "t.toml").is_err());
 }

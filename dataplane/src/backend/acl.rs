@@ -24,7 +24,7 @@
 //! whose `default` user has no password anyone may already do everything.
 
 use bytes::{Bytes, BytesMut};
-use redshard_config::{Access, Config};
+use redshard_config::{Access, Config, KeylessScripts};
 
 use redshard_protocol::command::{self, Route};
 use redshard_protocol::resp::encode;
@@ -39,7 +39,17 @@ pub enum BackendUser {
     ReadOnly,
     /// `redshard-nodanger`: what a `no-dangerous` client's script may call.
     NoDangerous,
+    /// `redshard-client-nokeys`: a script or function called with no key, of a client of
+    /// full access (`[backend] keyless_scripts = "no-keys"`): it may touch no key.
+    ClientNoKeys,
+    /// `redshard-readonly-nokeys`: the same for a `read-only` client.
+    ReadOnlyNoKeys,
+    /// `redshard-nodanger-nokeys`: the same for a `no-dangerous` client.
+    NoDangerousNoKeys,
 }
+
+/// How many [`BackendUser`]s there are.
+const USERS: usize = 6;
 
 impl BackendUser {
     /// The user whose rights match a client's access level.
@@ -52,6 +62,37 @@ impl BackendUser {
         }
     }
 
+    /// The same level's user that may access no key (for a script called with none).
+    #[must_use]
+    pub fn without_keys(self) -> Self {
+        match self {
+            Self::Client | Self::ClientNoKeys => Self::ClientNoKeys,
+            Self::ReadOnly | Self::ReadOnlyNoKeys => Self::ReadOnlyNoKeys,
+            Self::NoDangerous | Self::NoDangerousNoKeys => Self::NoDangerousNoKeys,
+        }
+    }
+
+    /// The level's user with access to every key.
+    fn with_keys(self) -> Self {
+        match self {
+            Self::Client | Self::ClientNoKeys => Self::Client,
+            Self::ReadOnly | Self::ReadOnlyNoKeys => Self::ReadOnly,
+            Self::NoDangerous | Self::NoDangerousNoKeys => Self::NoDangerous,
+        }
+    }
+
+    /// Whether it may access keys.
+    #[must_use]
+    pub fn has_keys(self) -> bool {
+        self == self.with_keys()
+    }
+
+    /// Whether it may run `WAIT` (the lanes' group commit): not a read-only level.
+    #[must_use]
+    pub fn may_wait(self) -> bool {
+        self.with_keys() != Self::ReadOnly
+    }
+
     /// The user's name on the nodes.
     #[must_use]
     pub fn name(self) -> &'static str {
@@ -59,6 +100,9 @@ impl BackendUser {
             Self::Client => "redshard-client",
             Self::ReadOnly => "redshard-readonly",
             Self::NoDangerous => "redshard-nodanger",
+            Self::ClientNoKeys => "redshard-client-nokeys",
+            Self::ReadOnlyNoKeys => "redshard-readonly-nokeys",
+            Self::NoDangerousNoKeys => "redshard-nodanger-nokeys",
         }
     }
 
@@ -67,6 +111,9 @@ impl BackendUser {
             Self::Client => 0,
             Self::ReadOnly => 1,
             Self::NoDangerous => 2,
+            Self::ClientNoKeys => 3,
+            Self::ReadOnlyNoKeys => 4,
+            Self::NoDangerousNoKeys => 5,
         }
     }
 }
@@ -84,13 +131,19 @@ fn forbidden_rules() -> impl Iterator<Item = String> {
 /// `allow_flush`. `docs/access-control.md` explains them.
 #[must_use]
 pub fn rules(user: BackendUser, allow_flush: bool) -> Vec<String> {
-    let mut rules: Vec<String> = vec!["~*".into(), "&*".into()];
-    match user {
+    // A user without keys gets no key pattern (`reset` left it none): Redis then refuses
+    // every key a script of it touches.
+    let mut rules: Vec<String> = if user.has_keys() {
+        vec!["~*".into(), "&*".into()]
+    } else {
+        vec!["&*".into()]
+    };
+    match user.with_keys() {
         BackendUser::Client | BackendUser::NoDangerous => rules.push("+@all".into()),
         // A read-only client runs only EVAL_RO, EVALSHA_RO and FCALL_RO (the proxy refuses
         // the others), alone or in a transaction, and Redis already refuses writes inside
         // them; what is left to refuse is what is not a read.
-        BackendUser::ReadOnly => rules.extend(
+        _ => rules.extend(
             [
                 "-@all",
                 "+@read",
@@ -105,14 +158,14 @@ pub fn rules(user: BackendUser, allow_flush: bool) -> Vec<String> {
             .map(String::from),
         ),
     }
-    if user != BackendUser::Client {
+    if user.with_keys() != BackendUser::Client {
         rules.extend(["-@dangerous", "-@admin"].map(String::from));
     }
     rules.extend(forbidden_rules());
     // The proxy answers these itself, sending them on control connections only: a client's
     // request never carries them to a node.
     rules.extend(["-script|kill", "-function|kill"].map(String::from));
-    if user != BackendUser::ReadOnly {
+    if user.with_keys() != BackendUser::ReadOnly {
         // SELECT 0 is harmless; another database escapes the slot table.
         rules.extend(["-select", "+select|0"].map(String::from));
     }
@@ -130,29 +183,34 @@ pub struct ManagedUsers {
     setup: Vec<Bytes>,
     /// `AUTH name password` per [`BackendUser`]; `None` for a level no `[[user]]` has (its
     /// requests never occur; they would run as `redshard-client`).
-    auth: [Option<Bytes>; 3],
+    auth: [Option<Bytes>; USERS],
 }
 
 impl ManagedUsers {
     /// The users `config` needs: `redshard-client` always, the others only when a `[[user]]`
-    /// has their level. `None` with `[backend] manage_acl = false`.
+    /// has their level; each with its no-keys twin under `keyless_scripts = "no-keys"`.
+    /// `None` with `[backend] manage_acl = false`.
     #[must_use]
     pub fn new(config: &Config) -> Option<Self> {
         if !config.backend.manage_acl {
             return None;
         }
-        let mut users = vec![BackendUser::Client];
+        let mut levels = vec![BackendUser::Client];
         for user in [BackendUser::ReadOnly, BackendUser::NoDangerous] {
             if config
                 .users
                 .iter()
                 .any(|u| BackendUser::of(u.access) == user)
             {
-                users.push(user);
+                levels.push(user);
             }
         }
+        let mut users = levels.clone();
+        if config.backend.keyless_scripts == KeylessScripts::NoKeys {
+            users.extend(levels.iter().map(|level| level.without_keys()));
+        }
         let mut setup = Vec::with_capacity(users.len());
-        let mut auth = [None, None, None];
+        let mut auth: [Option<Bytes>; USERS] = Default::default();
         for user in users {
             let password = password(config, user);
             let mut args: Vec<String> = vec![
@@ -249,27 +307,47 @@ mod tests {
         let readonly = rules(BackendUser::ReadOnly, true);
         assert_eq!(readonly[2..4], ["-@all".to_owned(), "+@read".to_owned()]);
         assert!(readonly.iter().any(|r| r == "-@admin"));
+        // The users of keyless scripts: the same rights, and no key pattern at all.
+        for user in [
+            BackendUser::Client,
+            BackendUser::ReadOnly,
+            BackendUser::NoDangerous,
+        ] {
+            let with = rules(user, false);
+            let without = rules(user.without_keys(), false);
+            assert_eq!(with[0], "~*");
+            assert_eq!(with[1..], without[..], "{user:?}");
+            assert!(!without.iter().any(|r| r.starts_with('~') || r == "allkeys"));
+        }
     }
 
     #[test]
     fn users_exist_only_for_configured_levels() {
         let mut config = Config::default();
+        config.backend.keyless_scripts = KeylessScripts::AnyMaster;
         let users = ManagedUsers::new(&config).unwrap();
         assert_eq!(users.setup().len(), 1);
         assert_eq!(
             users.auth(BackendUser::ReadOnly),
             users.auth(BackendUser::Client)
         );
+        // Keyless scripts touch no key by default: each level gets a twin without keys.
+        config.backend.keyless_scripts = KeylessScripts::NoKeys;
+        assert_eq!(ManagedUsers::new(&config).unwrap().setup().len(), 2);
         config.users.push(redshard_config::UserConfig {
             name: "r".into(),
             password: "p".into(),
             access: Access::ReadOnly,
         });
         let users = ManagedUsers::new(&config).unwrap();
-        assert_eq!(users.setup().len(), 2);
+        assert_eq!(users.setup().len(), 4);
         assert_ne!(
             users.auth(BackendUser::ReadOnly),
             users.auth(BackendUser::Client)
+        );
+        assert_ne!(
+            users.auth(BackendUser::ReadOnlyNoKeys),
+            users.auth(BackendUser::ReadOnly)
         );
         // Another proxy with the same configuration computes the same passwords.
         assert_eq!(

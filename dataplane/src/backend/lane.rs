@@ -633,7 +633,7 @@ impl Sending {
         let now = Instant::now();
         // A read-only level's user may not run WAIT (the others may): it runs as the client
         // user then.
-        if self.acting == super::acl::BackendUser::ReadOnly {
+        if !self.acting.may_wait() {
             self.switch_user(super::acl::BackendUser::Client, now);
         }
         let bytes = match &self.wait {

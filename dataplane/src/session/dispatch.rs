@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use super::merge::MergePlan;
 use super::{local, pubsub, scan, split, txn, Ctx};
 
-use redshard_config::{Access, ReadFrom};
+use redshard_config::{Access, KeylessScripts, ReadFrom};
 
 use crate::backend::acl::BackendUser;
 use crate::backend::{Dest, LaneHandle, LaneRequest, Node};
@@ -335,12 +335,50 @@ pub(crate) fn now_ms() -> i64 {
 
 /// The backend user a request runs as: a script (EVAL, FCALL and their variants) of a
 /// `read-only` or `no-dangerous` client runs as its level's user, so that its `redis.call()`s
-/// meet the node's ACL; everything else the proxy checked itself.
+/// meet the node's ACL, and one called with no key (its keys were just extracted into
+/// `ctx.keys`) as the level's user without keys under `keyless_scripts = "no-keys"`: the
+/// proxy could not route its keys, so Redis refuses every key it touches rather than let it
+/// answer from one master's part of the keyspace. Everything else the proxy checked itself.
 fn script_user(ctx: &Ctx) -> BackendUser {
-    if ctx.access == Access::All || !ctx.current_cmd.is_some_and(|spec| is_script(spec.id)) {
+    if !ctx.current_cmd.is_some_and(|spec| is_script(spec.id)) {
         return BackendUser::Client;
     }
-    BackendUser::of(ctx.access)
+    let user = BackendUser::of(ctx.access);
+    let backend = &ctx.state.config.backend;
+    if ctx.keys.is_empty()
+        && backend.manage_acl
+        && backend.keyless_scripts == KeylessScripts::NoKeys
+    {
+        user.without_keys()
+    } else {
+        user
+    }
+}
+
+/// Where the reply of a script called with no key goes (run as a user without keys): to the
+/// client as it is, unless the node refused a key the script touched, which the client gets
+/// as [`ClientError::KeylessScriptTouchedKey`], saying how to fix it.
+fn explained_keyless(slot: crate::replies::ReplyTo) -> Dest {
+    let (tx, rx) = tokio::sync::oneshot::channel::<Bytes>();
+    tokio::spawn(async move {
+        let reply = match rx.await {
+            Ok(reply) if is_key_refusal(&reply) => ClientError::KeylessScriptTouchedKey {
+                node: reply[1..reply.len().saturating_sub(2).max(1)].into(),
+            }
+            .to_reply(),
+            Ok(reply) => reply,
+            // Dropped without an answer: only when the lane's task is gone.
+            Err(_) => ClientError::LaneClosed.to_reply(),
+        };
+        slot.deliver(reply);
+    });
+    Dest::Signal(tx)
+}
+
+/// Whether `reply` is Redis's refusal of a key a script's ACL user may not access.
+fn is_key_refusal(reply: &[u8]) -> bool {
+    const REFUSAL: &[u8] = b"can't access at least one of the keys";
+    reply.first() == Some(&b'-') && reply.windows(REFUSAL.len()).any(|w| w == REFUSAL)
 }
 
 /// Whether the command `id` runs a Lua script or function.
@@ -441,6 +479,7 @@ fn gate_check(
         let route = &table.shards()[shard];
         let error = match route.gate.state() {
             GateState::Open => continue,
+            GateState::Down if route.gate.offline() => ClientError::FleetSessionLost,
             GateState::Down => ClientError::ShardDown {
                 shard: route.name.clone(),
             },
@@ -524,15 +563,21 @@ pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes:
                 Some(p) => (p.request.unwrap_or(bytes), Some(p.effect)),
                 None => (bytes, None),
             };
+            let user = script_user(ctx);
+            let dest = if user.has_keys() {
+                reply.into()
+            } else {
+                explained_keyless(reply)
+            };
             send_master_as(
                 &table.shards()[shard],
                 slot,
                 bytes,
-                reply.into(),
+                dest,
                 ctx.protocol,
                 effect,
                 1,
-                script_user(ctx),
+                user,
             );
         }
         Action::Read { shard, slot } => {

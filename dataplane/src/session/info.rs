@@ -161,6 +161,16 @@ fn write_section(ctx: &Ctx, table: &RoutingTable, section: &str, text: &mut Stri
                     shard.master.lane_count()
                 );
             }
+            if let Some(fleet) = state.fleet.info() {
+                let _ = write!(
+                    text,
+                    "fleet_proxy_id:{}\r\nfleet_role:{}\r\nfleet_leader:{}\r\nfleet_members:{}\r\n",
+                    fleet.id,
+                    fleet.role,
+                    fleet.leader.as_deref().unwrap_or(""),
+                    fleet.members
+                );
+            }
             let rules = table.topology().rules.rules();
             let _ = write!(text, "routing_rules:{}\r\n", rules.len());
             for (i, rule) in rules.iter().enumerate() {

@@ -52,6 +52,10 @@ fn table() -> Vec<(ClientError, &'static [u8])> {
         (E::NoKeyArguments, b"-ERR The command has no key arguments\r\n"),
         (E::InvalidCursor, b"-ERR invalid cursor\r\n"),
         (E::NotBusy, b"-NOTBUSY No scripts in execution right now.\r\n"),
+        (
+            E::KeylessScriptTouchedKey { node: (*b"ERR The user executing the script can't access at least one of the keys").into() },
+            b"-ERR redshard: a script called with no key may touch none (redshard routes scripts by the keys they declare): declare its keys, all in one slot (a {hash tag} or a routing rule), or set [backend] keyless_scripts = \"any-master\". The node said: ERR The user executing the script can't access at least one of the keys\r\n",
+        ),
         (E::LaneClosed, b"-ERR backend lane closed\r\n"),
         (E::SubscriptionClosed, b"-ERR subscription connection closed\r\n"),
         (E::UnexpectedSplitReply, b"-ERR redshard: a backend sent an unexpected reply to a split command\r\n"),
@@ -71,6 +75,7 @@ fn table() -> Vec<(ClientError, &'static [u8])> {
         (E::FlushDisabled { command: "flushall" }, b"-ERR FLUSHALL is disabled in redshard; set allow_flush = true in the proxy's config to allow it\r\n"),
         (E::NotAllowedWhileSubscribed { command: "get" }, b"-ERR Can't execute 'get': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n"),
         (E::ShardDown { shard: "s1".into() }, b"-CLUSTERDOWN The cluster is down: shard s1 has no reachable master\r\n"),
+        (E::FleetSessionLost, b"-CLUSTERDOWN The proxy lost its etcd session; it serves again once it has one\r\n"),
         (E::ShardFailingOver { shard: "s2".into() }, b"-CLUSTERDOWN The cluster is down: shard s2 is failing over\r\n"),
         (E::MigrationFailed { error: "the target\r\nis down".into() }, b"-TRYAGAIN a key of this request could not be moved by the running slot migration: the target  is down\r\n"),
         (E::ExecAbortedBy(command_error(&[b"exec", b"x"])), b"-EXECABORT Transaction discarded because of: wrong number of arguments for 'exec' command\r\n"),

@@ -361,7 +361,7 @@ fn migrate_error(e: &MigrateError) -> Reply {
 }
 
 /// `MIGRATE <from> <to> <count>` or `MIGRATE <from> <to> SLOTS <range> ...`.
-pub fn migrate(controller: &Arc<Controller>, args: &Args<'_>) -> Reply {
+pub async fn migrate(controller: &Arc<Controller>, args: &Args<'_>) -> Reply {
     const USAGE: &str = "MIGRATE <from> <to> <count> | MIGRATE <from> <to> SLOTS <range> ...";
     let (from, to, what) = match args.rest {
         [from, to, what @ ..] if !what.is_empty() => (from, to, what),
@@ -382,7 +382,7 @@ pub fn migrate(controller: &Arc<Controller>, args: &Args<'_>) -> Reply {
                 }
             }
         }
-        match controller.migrate(from, to, slots.clone()) {
+        match controller.migrate(from, to, slots.clone()).await {
             Ok(()) => slots,
             Err(e) => return migrate_error(&e),
         }
@@ -398,7 +398,7 @@ pub fn migrate(controller: &Arc<Controller>, args: &Args<'_>) -> Reply {
                 ))
             }
         };
-        match controller.migrate_count(from, to, count) {
+        match controller.migrate_count(from, to, count).await {
             Ok(slots) => slots,
             Err(e) => return migrate_error(&e),
         }
@@ -427,7 +427,7 @@ pub async fn migration(controller: &Arc<Controller>, args: &Args<'_>) -> Reply {
 }
 
 /// `REBALANCE [USE-EMPTY-MASTERS] [THRESHOLD <percent>] [DRY-RUN]`.
-pub fn rebalance(controller: &Arc<Controller>, args: &Args<'_>) -> Reply {
+pub async fn rebalance(controller: &Arc<Controller>, args: &Args<'_>) -> Reply {
     let mut options = Options::default();
     let mut dry_run = false;
     let mut rest = args.rest.iter();
@@ -510,7 +510,7 @@ pub fn rebalance(controller: &Arc<Controller>, args: &Args<'_>) -> Reply {
                 slots: m.slots.clone(),
             })
             .collect();
-        if let Err(e) = controller.queue(moves) {
+        if let Err(e) = controller.queue(moves).await {
             return Reply::err(format!(
                 "the plan of {} moves was not queued: {e}. TOPOLOGY shows the slots; MIGRATIONS what runs",
                 plan.moves.len()

@@ -330,10 +330,10 @@ impl AdminConn {
             Command::DelReplica => commands::del_replica(controller, args).await,
             Command::DelShard => commands::del_shard(controller, args).await,
             Command::DelNode => commands::del_node(controller, args).await,
-            Command::Migrate => commands::migrate(controller, args),
+            Command::Migrate => commands::migrate(controller, args).await,
             Command::Migrations => commands::migrations(controller, args),
             Command::Migration => commands::migration(controller, args).await,
-            Command::Rebalance => commands::rebalance(controller, args),
+            Command::Rebalance => commands::rebalance(controller, args).await,
             Command::Failover => commands::failover(controller, args).await,
             Command::Fleet => commands::fleet(controller, self.fleet.as_deref(), args).await,
             // Answered by `execute` before it gets here.

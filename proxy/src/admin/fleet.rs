@@ -26,6 +26,7 @@ use tokio::sync::OnceCell;
 use super::reply::Reply;
 use crate::resp::reply::ReplyScanner;
 use crate::resp::ProtocolError;
+use redshard_control::Controller;
 
 /// How long a forwarded command may take at the leader before the forwarding proxy gives up
 /// waiting (the command itself goes on there). The slowest leader-only command, a graceful
@@ -193,7 +194,7 @@ impl Fleet {
                 admin: Some(admin), ..
             }) => Ok(Route::Leader { id: leader, admin }),
             Some(_) => Err(Reply::err(format!(
-                "the leader {leader} has no admin port on TCP to forward this command to; run it on {leader} itself (its admin socket), or give every proxy admin_listen and the same admin_password"
+                "the leader {leader} registered no admin address the other proxies can reach to forward this command to; run it on {leader} itself (its admin socket), or give every proxy admin_listen on a specific IP and the same admin_password"
             ))),
             None => Err(Reply::Error(format!(
                 "CLUSTERDOWN the leader {leader} is not registered in the fleet (starting, or its session is being lost); try again in a moment"
@@ -371,7 +372,7 @@ pub fn standalone(installed_epoch: u64) -> Reply {
 pub fn advertised_admin_addr(
     config: &Config,
     bound: Option<std::net::SocketAddr>,
-) -> Option<String> {
+) -> Option<std::net::SocketAddr> {
     let mut admin = bound?;
     if admin.ip().is_unspecified() {
         if config.listen.ip().is_unspecified() {
@@ -379,19 +380,30 @@ pub fn advertised_admin_addr(
         }
         admin.set_ip(config.listen.ip());
     }
-    Some(admin.to_string())
+    Some(admin)
 }
 
-/// The fleet for the admin port of `config`: `None` without `[cluster]`; logged and `None` too
-/// when no proxy id can be made (the proxy refuses to join the fleet then anyway).
-pub(super) fn for_config(config: &Config) -> Option<Arc<Fleet>> {
-    match Fleet::from_config(config) {
-        Ok(fleet) => fleet.map(Arc::new),
+/// The fleet for the admin port of `controller`'s proxy: the controller's own when the proxy
+/// joined one (same id, same etcd client), else one made from `[cluster]` (a proxy started
+/// without joining, as tools and tests embed it); `None` without `[cluster]`, and logged and
+/// `None` too when no proxy id can be made (the proxy cannot join a fleet then anyway).
+pub(super) fn for_controller(controller: &Controller) -> Option<Arc<Fleet>> {
+    let config = &controller.state().config;
+    let fleet = match Fleet::from_config(config) {
+        Ok(fleet) => fleet?,
         Err(e) => {
             tracing::error!(error = %e, "the admin port cannot name this proxy in its fleet");
-            None
+            return None;
         }
-    }
+    };
+    Some(Arc::new(match controller.fleet() {
+        Some(joined) => Fleet {
+            id: joined.id().to_owned(),
+            etcd: OnceCell::new_with(Some(joined.etcd().clone())),
+            ..fleet
+        },
+        None => fleet,
+    }))
 }
 
 #[cfg(test)]
@@ -408,12 +420,12 @@ mod tests {
         let config = Config::from_toml_str(&text("10.0.0.5:6379"), "test").unwrap();
         let bound = |a: &str| Some(a.parse().unwrap());
         assert_eq!(
-            advertised_admin_addr(&config, bound("0.0.0.0:6390")).as_deref(),
-            Some("10.0.0.5:6390")
+            advertised_admin_addr(&config, bound("0.0.0.0:6390")),
+            bound("10.0.0.5:6390")
         );
         assert_eq!(
-            advertised_admin_addr(&config, bound("10.0.0.9:6390")).as_deref(),
-            Some("10.0.0.9:6390")
+            advertised_admin_addr(&config, bound("10.0.0.9:6390")),
+            bound("10.0.0.9:6390")
         );
         assert_eq!(advertised_admin_addr(&config, None), None);
         let wildcard = Config::from_toml_str(&text("0.0.0.0:6379"), "test").unwrap();

@@ -83,7 +83,7 @@ const REFUSAL: &[u8] = b"-ERR max number of clients reached\r\n";
 /// Connections end at their next request boundary after shutdown.
 pub async fn run(listener: TcpListener, controller: Arc<Controller>, mut shutdown: Shutdown) {
     let budget = Budget::new();
-    let fleet = fleet::for_config(&controller.state().config);
+    let fleet = fleet::for_controller(&controller);
     let throttle = Arc::new(redshard_dataplane::auth_throttle::AuthThrottle::new());
     let mut backoff = crate::listener::ACCEPT_BACKOFF_MIN;
     if let Ok(addr) = listener.local_addr() {

@@ -156,7 +156,7 @@ pub async fn run_unix(
     mut shutdown: Shutdown,
 ) {
     let budget = Budget::new();
-    let fleet = super::fleet::for_config(&controller.state().config);
+    let fleet = super::fleet::for_controller(&controller);
     let mut backoff = crate::listener::ACCEPT_BACKOFF_MIN;
     let inode = std::fs::metadata(&path).map(|m| m.ino()).ok();
     info!(path = %path.display(), "admin socket listening");

@@ -1,0 +1,357 @@
+//! The controller's part in a fleet (see [`crate::fleet`]): four tasks beside its own.
+//!
+//! - **follow**: installs each newer topology the etcd watch reports (fencing a master that
+//!   was failed over elsewhere), waits until no request is routed by an older table here,
+//!   then acknowledges the epoch;
+//! - **lead**: campaigns; while leading, the controller's rounds decide and the migrations
+//!   run; on losing the leadership the mover stops and forgets its queue;
+//! - **session**: on a lost session, serves nothing (`-CLUSTERDOWN`) until a new session is
+//!   registered and the newest topology installed;
+//! - **report**: publishes this proxy's view of the nodes every `[health] interval_ms`, and
+//!   reads the leader and the members for INFO and the admin port.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redshard_cluster::{ClusterError, NodeHealth, SessionState};
+use redshard_config::{ReplicaState, Topology};
+use redshard_dataplane::shutdown::Shutdown;
+use tracing::{debug, error, info, warn};
+
+use crate::fleet::{self, Fleet, FleetRole};
+use crate::Controller;
+
+/// How long one try of a barrier waits for the members before it logs and tries again.
+const BARRIER_TRY: Duration = Duration::from_secs(5);
+/// How long a follower waits for requests routed by an older table before it acknowledges
+/// an epoch anyway (with a warning).
+const EPOCH_DRAIN: Duration = Duration::from_secs(5);
+
+impl Controller {
+    /// Starts the fleet tasks.
+    pub(crate) fn start_fleet(self: &Arc<Self>, fleet: Arc<Fleet>, shutdown: &Shutdown) {
+        tokio::spawn(Arc::clone(self).follow_fleet(Arc::clone(&fleet), shutdown.clone()));
+        tokio::spawn(Arc::clone(self).lead(Arc::clone(&fleet), shutdown.clone()));
+        tokio::spawn(Arc::clone(self).keep_session(Arc::clone(&fleet), shutdown.clone()));
+        tokio::spawn(Arc::clone(self).report(fleet, shutdown.clone()));
+    }
+
+    /// The follow task: every newer epoch in etcd installed and acknowledged.
+    async fn follow_fleet(self: Arc<Self>, fleet: Arc<Fleet>, mut shutdown: Shutdown) {
+        let mut attempt = 0;
+        loop {
+            let watch = tokio::select! {
+                watch = fleet.store().watch_topology() => watch,
+                () = shutdown.wait() => return,
+            };
+            let mut watch = match watch {
+                // It follows etcd from now on, across outages: this loop never ends.
+                Ok(watch) => watch,
+                Err(e) => {
+                    fleet.etcd_error();
+                    if attempt == 0 {
+                        warn!(error = %e, "cannot watch the topology in etcd; retrying");
+                    }
+                    attempt += 1;
+                    tokio::select! {
+                        () = tokio::time::sleep(fleet::backoff(attempt)) => continue,
+                        () = shutdown.wait() => return,
+                    }
+                }
+            };
+            let mut next = watch.current();
+            loop {
+                self.install_newer(&fleet, &next).await;
+                tokio::select! {
+                    topology = watch.changed() => next = topology,
+                    () = shutdown.wait() => return,
+                }
+            }
+        }
+    }
+
+    /// Installs `topology` if it is newer than the installed one, then acknowledges it once
+    /// no request here is routed by an older table.
+    pub(crate) async fn install_newer(&self, fleet: &Fleet, topology: &Arc<Topology>) {
+        {
+            let _guard = self.change_lock.lock().await;
+            let current = Arc::clone(self.state.router.load().topology());
+            if topology.epoch <= current.epoch {
+                return;
+            }
+            info!(
+                from = current.epoch,
+                epoch = topology.epoch,
+                "installing the fleet's newer topology"
+            );
+            self.follow_masters(&current, topology);
+            self.install_locked((**topology).clone());
+        }
+        if !self.state.router.epoch_barrier(EPOCH_DRAIN).await {
+            warn!(
+                epoch = topology.epoch,
+                "requests routed by an older epoch were still running after {EPOCH_DRAIN:?}; acknowledging the epoch anyway"
+            );
+        }
+        fleet.ack(topology.epoch).await;
+        self.changed.notify_one();
+    }
+
+    /// What a failover made elsewhere means for this proxy's lanes: a master replaced, and
+    /// not an in-sync replica now, is fenced (its lanes fail what they hold, so no write
+    /// acknowledged by it after its replacement is ever answered OK); a node the leader made
+    /// an in-sync replica or a master again is unfenced.
+    fn follow_masters(&self, current: &Topology, next: &Topology) {
+        let pool = self.state.router.pool();
+        for shard in &next.shards {
+            let Some(before) = current.shard(shard.id) else {
+                continue;
+            };
+            if before.master == shard.master {
+                continue;
+            }
+            let old = pool.node(&before.master);
+            old.incarnation().set_hold(false);
+            let in_sync = shard
+                .replica(&before.master)
+                .is_some_and(|r| r.state == ReplicaState::InSync);
+            if !in_sync {
+                old.fence(&self.writer);
+            }
+        }
+        for shard in &next.shards {
+            let trusted = std::iter::once(&shard.master).chain(
+                shard
+                    .replicas
+                    .iter()
+                    .filter(|r| r.state == ReplicaState::InSync)
+                    .map(|r| &r.addr),
+            );
+            for addr in trusted {
+                let node = pool.node(addr);
+                if node.is_fenced() {
+                    node.unfence(&self.writer);
+                }
+            }
+        }
+    }
+
+    /// The lead task: campaigns while the session lives; decides while it leads.
+    async fn lead(self: Arc<Self>, fleet: Arc<Fleet>, mut shutdown: Shutdown) {
+        let mut attempt = 0;
+        loop {
+            let election = fleet.election();
+            let leadership = tokio::select! {
+                leadership = election.campaign() => leadership,
+                () = shutdown.wait() => return,
+            };
+            let leadership = match leadership {
+                Ok(leadership) => leadership,
+                Err(e) => {
+                    if !matches!(e, ClusterError::SessionLost { .. }) {
+                        fleet.etcd_error();
+                        debug!(error = %e, "campaigning for the fleet's leadership");
+                    }
+                    attempt += 1;
+                    tokio::select! {
+                        () = tokio::time::sleep(fleet::backoff(attempt)) => continue,
+                        () = shutdown.wait() => return,
+                    }
+                }
+            };
+            attempt = 0;
+            // Whatever the last leader saved must be installed before deciding anything.
+            match fleet.store().load().await {
+                Ok(Some(topology)) => self.install_newer(&fleet, &Arc::new(topology)).await,
+                Ok(None) => {}
+                Err(e) => {
+                    fleet.etcd_error();
+                    warn!(error = %e, "could not read the topology on becoming the leader; resigning");
+                    let _ = leadership.resign().await;
+                    continue;
+                }
+            }
+            fleet.set_leadership(Some(leadership.clone()));
+            fleet.update_role(self.state.router.is_offline());
+            info!(token = leadership.token(), "leading the fleet");
+            // Resumes what the last leader left half done (migrations are in the topology).
+            self.resume_migrations();
+            self.changed.notify_one();
+            tokio::select! {
+                _ = leadership.ended() => {}
+                // The clean stop resigns (`record_stop`).
+                () = shutdown.wait() => return,
+            }
+            fleet.set_leadership(None);
+            fleet.update_role(self.state.router.is_offline());
+            warn!(
+                token = leadership.token(),
+                "no longer leading the fleet; the new leader decides"
+            );
+            self.stop_migrations_here();
+        }
+    }
+
+    /// After losing the leadership: the queue in memory is forgotten (the new leader resumes
+    /// from the topology in etcd, which holds the migrating slots and the queued moves).
+    fn stop_migrations_here(&self) {
+        let migrations = &self.state.migrations;
+        let dropped: Vec<_> = migrations.queue().drain(..).collect();
+        for job in dropped {
+            job.update(|p| {
+                p.state = redshard_dataplane::migration::MigrationState::Failed(
+                    "this proxy stopped leading the fleet; the new leader resumes the migration"
+                        .to_owned(),
+                );
+            });
+            migrations.remember(job.snapshot());
+        }
+        migrations.wake_mover();
+    }
+
+    /// Completes once this proxy does not lead (at once when it does not; never alone).
+    pub(crate) async fn until_not_leading(&self) {
+        let Some(fleet) = self.fleet() else {
+            return std::future::pending().await;
+        };
+        let mut role = fleet.subscribe();
+        let _ = role.wait_for(|r| *r != FleetRole::Leading).await;
+    }
+
+    /// The session task: a lost session stops the serving until a new one is registered.
+    async fn keep_session(self: Arc<Self>, fleet: Arc<Fleet>, mut shutdown: Shutdown) {
+        loop {
+            let session = fleet.link().session;
+            let ended = tokio::select! {
+                ended = session.ended() => ended,
+                () = shutdown.wait() => return,
+            };
+            if ended == SessionState::Closed {
+                return;
+            }
+            error!(
+                "the etcd session is lost: serving nothing (CLUSTERDOWN) until it has a new one"
+            );
+            fleet.etcd_error();
+            fleet.set_leadership(None);
+            self.state.router.set_offline(&self.writer, true);
+            fleet.update_role(true);
+            let lost = Instant::now();
+            let mut attempt = 0u32;
+            loop {
+                let epoch = self.state.router.load().epoch();
+                let joined = tokio::select! {
+                    joined = fleet.rejoin(epoch) => joined,
+                    () = shutdown.wait() => return,
+                };
+                match joined {
+                    Ok(topology) => {
+                        self.install_newer(&fleet, &Arc::new(topology)).await;
+                        break;
+                    }
+                    Err(e) => {
+                        fleet.etcd_error();
+                        if attempt == 0 {
+                            warn!(error = %e, "cannot start a new etcd session; retrying");
+                        }
+                        attempt += 1;
+                        tokio::select! {
+                            () = tokio::time::sleep(fleet::backoff(attempt)) => {}
+                            () = shutdown.wait() => return,
+                        }
+                    }
+                }
+            }
+            self.state.router.set_offline(&self.writer, false);
+            fleet.update_role(false);
+            info!(
+                offline_ms = lost.elapsed().as_millis() as u64,
+                "a new etcd session: serving again"
+            );
+            self.changed.notify_one();
+        }
+    }
+
+    /// The report task: this proxy's view of the nodes, every probe interval.
+    async fn report(self: Arc<Self>, fleet: Arc<Fleet>, mut shutdown: Shutdown) {
+        let mut tick = tokio::time::interval(self.state.config.health.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = shutdown.wait() => return,
+            }
+            let health = &self.state.config.health;
+            let topology = Arc::clone(self.state.router.load().topology());
+            let nodes: Vec<_> = topology
+                .nodes()
+                .map(|n| {
+                    let down = self.probes.status(n).is_down(health);
+                    (
+                        n.clone(),
+                        if down {
+                            NodeHealth::Down
+                        } else {
+                            NodeHealth::Up
+                        },
+                    )
+                })
+                .collect();
+            fleet.report(&nodes).await;
+            fleet.update_role(self.state.router.is_offline());
+        }
+    }
+
+    /// Whether the live proxies agree that `addr` is down (always true alone); see
+    /// [`fleet::agreed_down`].
+    pub(crate) async fn agreed_down(&self, addr: &redshard_config::NodeAddr) -> bool {
+        let Some(fleet) = self.fleet() else {
+            return true;
+        };
+        match fleet.views().await {
+            Ok(views) => {
+                let agreed = fleet::agreed_down(&views, fleet.id(), addr);
+                if !agreed {
+                    debug!(node = %addr, "down here, but most other proxies still reach it: no failover yet");
+                }
+                agreed
+            }
+            Err(e) => {
+                fleet.etcd_error();
+                warn!(node = %addr, error = %e, "cannot read the other proxies' views: no failover now");
+                false
+            }
+        }
+    }
+
+    /// The barrier: waits until every live proxy acknowledged `epoch` (alone: at once). A
+    /// timeout is logged and the wait tried again, never skipped; it ends early (false) if
+    /// this proxy stops leading, since the new leader then decides.
+    pub(crate) async fn fleet_barrier(&self, epoch: u64, why: &str) -> bool {
+        let Some(fleet) = self.fleet() else {
+            return true;
+        };
+        let started = Instant::now();
+        loop {
+            if !fleet.is_leader() {
+                return false;
+            }
+            match fleet.etcd().wait_acked(epoch, BARRIER_TRY).await {
+                Ok(_) => {
+                    self.state.fleet.record_barrier(started.elapsed(), false);
+                    debug!(epoch, took_ms = started.elapsed().as_millis() as u64, %why, "every live proxy acknowledged the epoch");
+                    return true;
+                }
+                Err(e @ ClusterError::BarrierTimeout { .. }) => {
+                    self.state.fleet.record_barrier(BARRIER_TRY, true);
+                    warn!(epoch, error = %e, %why, "barrier not reached yet; waiting again");
+                }
+                Err(e) => {
+                    fleet.etcd_error();
+                    warn!(epoch, error = %e, %why, "barrier: etcd cannot be read; trying again");
+                    tokio::time::sleep(fleet::backoff(3)).await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,383 @@
+//! Several proxies sharing one cluster through etcd (`[cluster] etcd`): topology changes made
+//! by the leader reach every proxy, only the leader fails over, and a proxy that lost its
+//! etcd session answers `-CLUSTERDOWN` until it has one again. Real etcd, real redis-server,
+//! proxies in this process (each on its own port) or on runtimes of their own to crash them.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redshard_config::Config;
+use redshard_control::fleet::FleetRole;
+use redshard_proxy::Proxy;
+use redshard_tests::cluster::{key_on, CrashableProxy};
+use redshard_tests::{wait_until, Client, EtcdServer, RedisServer, Reply};
+
+/// A lease TTL short enough for the tests to wait out.
+const TTL_MS: u64 = 2000;
+
+/// Nodes that start a full sync at once (not after Redis's default 5 s).
+const NODE: &[&str] = &["--repl-diskless-sync-delay", "0"];
+
+/// The config of one proxy of the fleet at `etcd` (prefix `prefix`) in front of `masters`
+/// (with `replicas[i]` the replica of shard i, if any), Redis replication with acknowledged
+/// writes, probes fast enough for a failover within a second.
+fn fleet_config(
+    etcd: &EtcdServer,
+    prefix: &str,
+    masters: &[String],
+    replicas: &[String],
+) -> Config {
+    let mut text = format!(
+        "listen = \"127.0.0.1:0\"\nmetrics_listen = \"off\"\nadmin_listen = \"off\"\nadmin_socket = \"off\"\n\
+         [replication]\nmode = \"redis\"\nack = \"sync\"\n\
+         [health]\ninterval_ms = 100\ntimeout_ms = 200\ndown_after_ms = 500\n\
+         [cluster]\netcd = [\"{}\"]\nprefix = \"{prefix}\"\nlease_ttl_ms = {TTL_MS}\n",
+        etcd.addr()
+    );
+    let slots = redshard_tests::cluster::even_slots(masters.len());
+    for (i, (master, slots)) in masters.iter().zip(slots).enumerate() {
+        let replicas = replicas
+            .get(i)
+            .map(|r| format!("\"{r}\""))
+            .unwrap_or_default();
+        text.push_str(&format!(
+            "[[shard]]\nname = \"s{}\"\nmaster = \"{master}\"\nreplicas = [{replicas}]\nslots = [\"{slots}\"]\n",
+            i + 1
+        ));
+    }
+    Config::from_toml_str(&text, "fleet test").expect("valid config")
+}
+
+/// Starts `n` proxies of one fleet, in this process.
+async fn start_fleet(config: &Config, n: usize) -> Vec<Proxy> {
+    redshard_tests::server::init_logs();
+    let mut proxies = Vec::with_capacity(n);
+    for _ in 0..n {
+        proxies.push(Proxy::start(config.clone()).await.expect("proxy starts"));
+    }
+    proxies
+}
+
+/// Whether the leader saw every replica follow its master, and every proxy has them in sync
+/// (only the leader checks the replicas; the others follow its topology).
+fn settled(proxies: &[&Proxy]) -> bool {
+    proxies.iter().all(|p| {
+        let in_sync = p.state().router.load().topology().shards.iter().all(|s| {
+            s.replicas
+                .iter()
+                .all(|r| r.state == redshard_config::ReplicaState::InSync)
+        });
+        in_sync
+            && (role(p) != FleetRole::Leading || redshard_tests::cluster::replication_settled(p))
+    })
+}
+
+fn role(proxy: &Proxy) -> FleetRole {
+    proxy.controller().fleet().expect("in a fleet").role()
+}
+
+/// Waits until exactly one of `proxies` leads; returns its index.
+async fn wait_leader(proxies: &[&Proxy]) -> usize {
+    wait_until(Duration::from_secs(10), "one proxy to lead", || async {
+        proxies
+            .iter()
+            .filter(|p| role(p) == FleetRole::Leading)
+            .count()
+            == 1
+    })
+    .await;
+    proxies
+        .iter()
+        .position(|p| role(p) == FleetRole::Leading)
+        .expect("a leader")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_made_by_the_leader_reaches_every_proxy() {
+    let etcd = EtcdServer::start();
+    let masters = [RedisServer::start(), RedisServer::start()];
+    let addrs: Vec<String> = masters.iter().map(RedisServer::addr).collect();
+    let config = fleet_config(&etcd, "/change", &addrs, &[]);
+    let proxies = start_fleet(&config, 3).await;
+    let refs: Vec<&Proxy> = proxies.iter().collect();
+    let leader = wait_leader(&refs).await;
+    let follower = (leader + 1) % proxies.len();
+
+    // A key of shard 1, written through a follower.
+    let key = key_on(2, 0, "moved");
+    let mut client = Client::connect_addr(proxies[follower].local_addr()).await;
+    assert!(client.cmd(&["SET", &key, "v"]).await.is_ok());
+    let epoch = proxies[follower].epoch();
+
+    // Only the leader changes the topology.
+    let refused = proxies[follower]
+        .controller()
+        .migrate("s1", "s2", vec!["0-8191".parse().unwrap()])
+        .await;
+    assert!(refused.is_err(), "a follower changed the topology");
+    proxies[leader]
+        .controller()
+        .migrate("s1", "s2", vec!["0-8191".parse().unwrap()])
+        .await
+        .expect("the leader queues the migration");
+
+    // Every proxy installs the leader's epochs and routes the slots to s2.
+    wait_until(
+        Duration::from_secs(20),
+        "the migration to reach every proxy",
+        || async {
+            proxies.iter().all(|p| {
+                let table = p.state().router.load();
+                table.epoch() > epoch + 1
+                    && !table.has_migrations()
+                    && table.topology().shards[1].master.as_str() == addrs[1]
+                    && table.shard_of(table.slot_of(key.as_bytes())) == 1
+            })
+        },
+    )
+    .await;
+    let epochs: Vec<u64> = proxies.iter().map(Proxy::epoch).collect();
+    assert!(epochs.iter().all(|e| *e == epochs[0]), "{epochs:?}");
+    for proxy in &proxies {
+        let mut client = Client::connect_addr(proxy.local_addr()).await;
+        assert_eq!(client.cmd(&["GET", &key]).await, Reply::bulk("v"));
+    }
+    let mut target = Client::connect(addrs[1].clone()).await;
+    assert_eq!(target.cmd(&["GET", &key]).await, Reply::bulk("v"));
+    let mut source = Client::connect(addrs[0].clone()).await;
+    assert_eq!(source.cmd(&["EXISTS", &key]).await, Reply::Int(0));
+    // INFO shows the fleet.
+    let info = client.info_field("redshard", "fleet_members").await;
+    assert_eq!(info.as_deref(), Some("3"));
+    for proxy in proxies {
+        proxy.shutdown(Duration::from_secs(2)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_lost_its_session_answers_clusterdown_and_serves_again_after() {
+    let mut etcd = EtcdServer::start();
+    let master = RedisServer::start();
+    let config = fleet_config(&etcd, "/lost", &[master.addr()], &[]);
+    let proxies = start_fleet(&config, 2).await;
+    let mut client = Client::connect_addr(proxies[1].local_addr()).await;
+    assert!(client.cmd(&["SET", "k", "v"]).await.is_ok());
+
+    etcd.stop();
+    let stopped = Instant::now();
+    wait_until(
+        Duration::from_millis(TTL_MS + 3000),
+        "the proxies to stop serving once their sessions are lost",
+        || async { proxies.iter().all(|p| role(p) == FleetRole::Offline) },
+    )
+    .await;
+    eprintln!(
+        "stopped serving {} ms after etcd went down",
+        stopped.elapsed().as_millis()
+    );
+    match client.cmd(&["GET", "k"]).await {
+        Reply::Error(e) => assert!(
+            e.starts_with("CLUSTERDOWN The proxy lost its etcd session"),
+            "{e}"
+        ),
+        other => panic!("served without a session: {other:?}"),
+    }
+
+    etcd.restart();
+    wait_until(
+        Duration::from_secs(15),
+        "the proxies to serve again",
+        || async { proxies.iter().all(|p| role(p) != FleetRole::Offline) },
+    )
+    .await;
+    wait_until(Duration::from_secs(5), "GET to be served again", || async {
+        let mut client = Client::connect_addr(proxies[1].local_addr()).await;
+        client.cmd(&["GET", "k"]).await == Reply::bulk("v")
+    })
+    .await;
+    for proxy in proxies {
+        proxy.shutdown(Duration::from_secs(2)).await;
+    }
+}
+
+/// Writes `w<n>` keys through `proxy` until `stop`, recording those acknowledged.
+async fn writer(
+    addr: std::net::SocketAddr,
+    tag: usize,
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<String>>>,
+    last_ok: Arc<AtomicU64>,
+    started: Instant,
+) {
+    let mut client = Client::connect_addr(addr).await;
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let key = format!("w{tag}:{n}");
+        match client.cmd(&["SET", &key, "v"]).await {
+            Reply::Status(_) => {
+                acked.lock().unwrap().push(key);
+                last_ok.store(
+                    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    Ordering::Relaxed,
+                );
+            }
+            _ => {
+                // The pace of retries while the shard fails over, not synchronisation.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_master_is_failed_over_once_for_every_proxy_without_losing_writes() {
+    let etcd = EtcdServer::start();
+    let mut master = RedisServer::start_with(NODE);
+    let replica = RedisServer::start_with(NODE);
+    let config = fleet_config(&etcd, "/kill", &[master.addr()], &[replica.addr()]);
+    let proxies = start_fleet(&config, 3).await;
+    let refs: Vec<&Proxy> = proxies.iter().collect();
+    wait_leader(&refs).await;
+    wait_until(
+        Duration::from_secs(20),
+        "the replica to be in sync everywhere",
+        || async { settled(&refs) },
+    )
+    .await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let started = Instant::now();
+    let mut writers = Vec::new();
+    let mut last_ok = Vec::new();
+    for (i, proxy) in proxies.iter().enumerate() {
+        let ok = Arc::new(AtomicU64::new(0));
+        last_ok.push(Arc::clone(&ok));
+        writers.push(tokio::spawn(writer(
+            proxy.local_addr(),
+            i,
+            Arc::clone(&stop),
+            Arc::clone(&acked),
+            ok,
+            started,
+        )));
+    }
+    wait_until(
+        Duration::from_secs(5),
+        "writes through every proxy",
+        || async { last_ok.iter().all(|t| t.load(Ordering::Relaxed) > 0) },
+    )
+    .await;
+    master.kill();
+    let killed = u64::try_from(started.elapsed().as_millis()).unwrap();
+    // Each proxy's writes resume once it routes to the promoted replica.
+    let mut resumed = Vec::new();
+    for (i, proxy) in proxies.iter().enumerate() {
+        let mut client = Client::connect_addr(proxy.local_addr()).await;
+        let took = crate::failover::until_write_succeeds(
+            &mut client,
+            &format!("probe{i}"),
+            Duration::from_secs(10),
+        )
+        .await;
+        resumed.push(u64::try_from(started.elapsed().as_millis()).unwrap() - killed);
+        let _ = took;
+    }
+    wait_until(
+        Duration::from_secs(5),
+        "writes through every proxy after the failover",
+        || async { last_ok.iter().all(|t| t.load(Ordering::Relaxed) > killed) },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.expect("writer");
+    }
+    resumed.sort_unstable();
+    eprintln!("writes accepted again after kill -9, per proxy (ms): {resumed:?}");
+    assert!(resumed[1] <= 1000 + 500, "p50 {} ms", resumed[1]);
+    // Exactly one failover, made by the leader, and every proxy routes to the new master.
+    for proxy in &proxies {
+        let table = proxy.state().router.load();
+        assert_eq!(table.topology().shards[0].master.as_str(), replica.addr());
+    }
+    let failovers: u64 = proxies.iter().map(|p| p.controller().failovers().0).sum();
+    assert_eq!(failovers, 1);
+    // No acknowledged write lost.
+    let keys = acked.lock().unwrap().clone();
+    assert!(!keys.is_empty());
+    let mut direct = Client::connect(replica.addr()).await;
+    let mut missing = 0;
+    for key in &keys {
+        if direct.cmd(&["EXISTS", key]).await != Reply::Int(1) {
+            missing += 1;
+        }
+    }
+    assert_eq!(
+        missing,
+        0,
+        "{missing} of {} acknowledged writes lost",
+        keys.len()
+    );
+    for proxy in proxies {
+        proxy.shutdown(Duration::from_secs(2)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_leader_crashes_another_leads_within_the_ttl_and_fails_over() {
+    let etcd = EtcdServer::start();
+    let mut master = RedisServer::start_with(NODE);
+    let replica = RedisServer::start_with(NODE);
+    let config = fleet_config(&etcd, "/crash", &[master.addr()], &[replica.addr()]);
+    let mut proxies = Vec::new();
+    for _ in 0..3 {
+        proxies.push(CrashableProxy::start(config.clone()).await);
+    }
+    let refs: Vec<&Proxy> = proxies.iter().map(CrashableProxy::proxy).collect();
+    let leader = wait_leader(&refs).await;
+    wait_until(
+        Duration::from_secs(20),
+        "the replica to be in sync",
+        || async { settled(&refs) },
+    )
+    .await;
+    drop(refs);
+
+    proxies[leader].crash().await;
+    let crashed = Instant::now();
+    let rest: Vec<&CrashableProxy> = proxies
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != leader)
+        .map(|(_, p)| p)
+        .collect();
+    let refs: Vec<&Proxy> = rest.iter().map(|p| p.proxy()).collect();
+    wait_leader(&refs).await;
+    let took = crashed.elapsed();
+    eprintln!(
+        "a new leader {} ms after the leader crashed",
+        took.as_millis()
+    );
+    assert!(took < Duration::from_millis(TTL_MS + 2000), "{took:?}");
+
+    // The new leader fails over.
+    master.kill();
+    let mut client = Client::connect_addr(refs[0].local_addr()).await;
+    crate::failover::until_write_succeeds(&mut client, "after", Duration::from_secs(10)).await;
+    for proxy in &refs {
+        wait_until(
+            Duration::from_secs(5),
+            "the promoted replica everywhere",
+            || async {
+                proxy.state().router.load().topology().shards[0]
+                    .master
+                    .as_str()
+                    == replica.addr()
+            },
+        )
+        .await;
+    }
+}
