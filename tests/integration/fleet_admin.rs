@@ -320,7 +320,7 @@ async fn redshard_admin_pointed_at_a_follower_of_a_running_fleet() {
         proxies.iter().filter(|p| leads(p)).count() == 1
     })
     .await;
-    let leader = proxies.iter().position(|p| leads(p)).expect("a leader");
+    let leader = proxies.iter().position(leads).expect("a leader");
     let follower = (leader + 1) % proxies.len();
     let other = (leader + 2) % proxies.len();
     let admin_of = |i: usize| proxies[i].admin_addr().expect("admin port");
