@@ -155,9 +155,8 @@ done
 The admin password of every proxy is in $state/admin-password. Try:
   redis-cli -p 6401 set k v
   redis-cli -p 6402 get k
-  export REDISCLI_AUTH=\$(cat $state/admin-password)
-  ./target/release/redshard-admin -p 6502 check     # any proxy: the fleet and its leader
-  ./target/release/redshard-admin check             # p1, over its admin socket
+  ./target/release/redshard-admin -a "\$(cat $state/admin-password)" -p 6502 check   # any proxy: the fleet, its leader
+  ./target/release/redshard-admin check                                          # p1, over its admin socket
 Put them behind one address with a TCP load balancer (a haproxy snippet listening on 6379 is
 in docs/fleet.md) or DNS round-robin. Press Ctrl-C to stop everything.
 TXT
