@@ -256,8 +256,10 @@ impl AdminConn {
             c if c.leader_only() => self.routed(c, raw, &args).await,
             c => self.run(c, &args).await,
         };
-        if reply.is_error() {
-            debug!(peer = %self.peer, command = %name, "admin command refused");
+        if let Reply::Error(text) = &reply {
+            debug!(peer = %self.peer, command = %name, error = %text, "admin command refused");
+        } else if reply.is_error() {
+            debug!(peer = %self.peer, command = %name, "admin command refused by the leader");
         } else if !matches!(
             command,
             Command::Help
