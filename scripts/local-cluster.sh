@@ -9,17 +9,42 @@
 # Each run starts fresh: the last run's nodes' data and the proxy's persisted topology in
 # .local-cluster/ are removed first. `--keep` keeps them (the proxy then starts from the
 # topology the last run left, which may differ from the banner below: failovers, new shards).
+#
+# `--proxies N` (1 to 9) runs a fleet instead of one proxy (docs/fleet.md): etcd on
+# 127.0.0.1:2379 (or the next free pair of ports from 23791), and N proxies sharing it,
+# proxy i serving clients on 640i, its admin port on 650i and its metrics on 912i; the admin
+# password is in .local-cluster/admin-password. 6379 stays free for a load balancer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 keep=0
-for arg in "$@"; do
-  case "$arg" in
+proxies=0
+while [ $# -gt 0 ]; do
+  case "$1" in
     --keep) keep=1 ;;
-    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "unknown option $arg (known: --keep)" >&2; exit 2 ;;
+    --proxies)
+      proxies="${2:-}"
+      shift || true
+      if ! [[ "$proxies" =~ ^[1-9]$ ]]; then
+        echo "--proxies needs a number of proxies from 1 to 9" >&2
+        exit 2
+      fi
+      ;;
+    --proxies=*)
+      proxies="${1#--proxies=}"
+      if ! [[ "$proxies" =~ ^[1-9]$ ]]; then
+        echo "--proxies needs a number of proxies from 1 to 9" >&2
+        exit 2
+      fi
+      ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown option $1 (known: --keep, --proxies N)" >&2; exit 2 ;;
   esac
+  shift
 done
 scripts/ensure-redis.sh
+if [ "$proxies" -gt 0 ]; then
+  exec scripts/local-fleet.sh "$proxies" "$keep"
+fi
 
 for port in 6379 6381 6382 6383 6384 6385 6386 6387 6388; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then

@@ -1,12 +1,16 @@
 //! The verbs that read or change the cluster's nodes: `info`, `check`, `add-node`, `del-node`,
-//! `failover`, `migrations`, `cancel`. Output follows `redis-cli --cluster`.
+//! `failover`, `migrations`, `cancel`. Output follows `redis-cli --cluster`. With a proxy of a
+//! fleet (`[cluster] etcd`), `info` and `check` also list the proxies and the leader (FLEET);
+//! the commands that change the topology reach the leader through whichever proxy is asked.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
 use crate::client::{AdminClient, Value};
-use crate::model::{show_ranges, MigrationView, ShardView, TopologyView};
+use crate::model::{
+    show_ranges, Fleet, FleetView, MigrationView, ProxyView, ShardView, TopologyView,
+};
 use crate::output::plural;
 
 /// `M: s1 127.0.0.1:6381` and its slot line, as redis-cli prints a master.
@@ -95,7 +99,16 @@ pub fn info(client: &mut AdminClient) -> Result<()> {
             }
         );
     }
-    let migrations = MigrationView::fetch_all(client)?;
+    let fleet = FleetView::fetch(client)?;
+    let migrations = match (MigrationView::fetch_all(client), &fleet) {
+        (Ok(all), _) => all,
+        // In a fleet, MIGRATIONS is the leader's: without one, the rest is still worth showing.
+        (Err(e), Fleet::Member(_) | Fleet::Unknown(_)) => {
+            say!("[WARNING] The migrations cannot be listed: {e}.");
+            Vec::new()
+        }
+        (Err(e), Fleet::Alone) => return Err(e),
+    };
     for m in migrations.iter().filter(|m| !m.finished()) {
         say!(
             "Migration {} -> {} of {}: {} ({} moved).",
@@ -106,7 +119,94 @@ pub fn info(client: &mut AdminClient) -> Result<()> {
             plural(m.keys_moved, "key")
         );
     }
+    match &fleet {
+        Fleet::Alone => {}
+        Fleet::Unknown(e) => say!("[WARNING] The fleet cannot be listed: {e}."),
+        Fleet::Member(f) => {
+            for p in &f.proxies {
+                say!("{}", proxy_line(p));
+            }
+            say!("{}", fleet_summary(f));
+        }
+    }
     Ok(())
+}
+
+/// `P: p1 127.0.0.1:6379 admin 127.0.0.1:6390 epoch 7 (alive, leader)`: one proxy of a fleet.
+#[must_use]
+pub fn proxy_line(p: &ProxyView) -> String {
+    let mut notes = vec![if p.alive { "alive" } else { "not alive" }];
+    if p.leader {
+        notes.push("leader");
+    }
+    if p.this {
+        notes.push("the proxy asked");
+    }
+    format!(
+        "P: {} {} admin {} epoch {} ({})",
+        p.id,
+        p.addr.as_deref().unwrap_or("-"),
+        p.admin.as_deref().unwrap_or("-"),
+        p.epoch,
+        notes.join(", ")
+    )
+}
+
+/// `[OK] 3 proxies alive; leader p1.`, or what is missing.
+fn fleet_summary(f: &FleetView) -> String {
+    let alive = f.proxies.iter().filter(|p| p.alive).count();
+    let proxies = if alive == 1 {
+        "1 proxy".to_owned()
+    } else {
+        format!("{alive} proxies")
+    };
+    match &f.leader {
+        Some(leader) => format!("[OK] {proxies} alive in the fleet; leader {leader}."),
+        None => format!("[WARNING] {proxies} alive in the fleet; no leader yet."),
+    }
+}
+
+/// What is wrong with the fleet, each with what to do about it; and what only needs watching.
+#[must_use]
+pub fn fleet_problems(fleet: &Fleet) -> (Vec<String>, Vec<String>) {
+    let mut problems = Vec::new();
+    let mut warnings = Vec::new();
+    let f = match fleet {
+        Fleet::Alone => return (problems, warnings),
+        Fleet::Unknown(e) => {
+            problems.push(format!(
+                "The fleet's state cannot be read: {e}. Check that etcd answers ([cluster] etcd)."
+            ));
+            return (problems, warnings);
+        }
+        Fleet::Member(f) => f,
+    };
+    match &f.leader {
+        None => problems.push(
+            "No proxy leads the fleet: topology changes and failovers wait until one does (within [cluster] lease_ttl_ms of the last leader's end); if this lasts, check that the proxies reach etcd.".into(),
+        ),
+        Some(leader) if !f.proxies.iter().any(|p| &p.id == leader && p.alive) => problems.push(format!(
+            "The leader {leader} has no live entry in the fleet: it is being replaced; check again shortly."
+        )),
+        Some(_) => {}
+    }
+    let newest = f.proxies.iter().filter(|p| p.alive).map(|p| p.epoch).max();
+    for p in &f.proxies {
+        if !p.alive {
+            problems.push(format!(
+                "Proxy {} (the one asked) has no live etcd session: it does not serve until it has one again; check that it reaches etcd.",
+                p.id
+            ));
+        } else if newest.is_some_and(|n| p.epoch < n) {
+            warnings.push(format!(
+                "Proxy {} has installed epoch {}, behind epoch {}: it follows etcd's watch; check again shortly.",
+                p.id,
+                p.epoch,
+                newest.unwrap_or_default()
+            ));
+        }
+    }
+    (problems, warnings)
 }
 
 /// What is wrong with the cluster, each with what to do about it.
@@ -176,7 +276,18 @@ pub fn problems(t: &TopologyView, migrations: &[MigrationView]) -> Vec<String> {
 /// The proxy could not be asked.
 pub fn check(client: &mut AdminClient) -> Result<bool> {
     let t = TopologyView::fetch(client)?;
-    let migrations = MigrationView::fetch_all(client)?;
+    let fleet = FleetView::fetch(client)?;
+    let mut unlisted = None;
+    let migrations = match (MigrationView::fetch_all(client), &fleet) {
+        (Ok(all), _) => all,
+        (Err(e), Fleet::Member(_) | Fleet::Unknown(_)) => {
+            unlisted = Some(format!(
+                "The migrations cannot be listed: {e}. They are the leader's: check again once the fleet has one."
+            ));
+            Vec::new()
+        }
+        (Err(e), Fleet::Alone) => return Err(e),
+    };
     say!(
         ">>> Performing Cluster Check (using the redshard admin port {}, epoch {})",
         client.addr(),
@@ -208,7 +319,8 @@ pub fn check(client: &mut AdminClient) -> Result<bool> {
         }
     }
     say!(">>> Check slots coverage...");
-    let found = problems(&t, &migrations);
+    let mut found = problems(&t, &migrations);
+    found.extend(unlisted);
     if t.slots_served == t.slots_total {
         say!("[OK] All {} slots covered.", t.slots_total);
     }
@@ -218,6 +330,27 @@ pub fn check(client: &mut AdminClient) -> Result<bool> {
     if found.is_empty() {
         say!("[OK] Every master is up and every replica is in sync.");
     }
+    if let Fleet::Member(f) = &fleet {
+        say!(">>> Check the fleet (etcd)...");
+        for p in &f.proxies {
+            say!("{}", proxy_line(p));
+        }
+    } else if matches!(fleet, Fleet::Unknown(_)) {
+        say!(">>> Check the fleet (etcd)...");
+    }
+    let (fleet_found, fleet_warnings) = fleet_problems(&fleet);
+    for warning in &fleet_warnings {
+        say!("[WARNING] {warning}");
+    }
+    for problem in &fleet_found {
+        say!("[ERR] {problem}");
+    }
+    if let Fleet::Member(f) = &fleet {
+        if fleet_found.is_empty() {
+            say!("{}", fleet_summary(f));
+        }
+    }
+    found.extend(fleet_found);
     if !t.rules.is_empty() {
         say!(">>> Key routing rules (longest prefix first wins):");
         for rule in &t.rules {
@@ -480,6 +613,52 @@ mod tests {
         assert!(found[2].contains("is stale, not in-sync"));
         assert!(found[3].contains("is syncing, not in-sync: the proxy resynchronises it"));
         assert!(found[4].contains("failed: boom. Cancel it with `redshard-admin cancel`"));
+    }
+
+    fn proxy(id: &str, epoch: i64, alive: bool, leader: bool) -> ProxyView {
+        ProxyView {
+            id: id.into(),
+            addr: Some("127.0.0.1:6379".into()),
+            admin: None,
+            epoch,
+            alive,
+            leader,
+            this: !alive,
+        }
+    }
+
+    #[test]
+    fn fleet_problems_name_the_missing_leader_and_dead_or_lagging_proxies() {
+        assert_eq!(fleet_problems(&Fleet::Alone), (vec![], vec![]));
+        let healthy = Fleet::Member(FleetView {
+            proxy: "a".into(),
+            epoch: 3,
+            leader: Some("a".into()),
+            proxies: vec![proxy("a", 3, true, true), proxy("b", 3, true, false)],
+        });
+        assert_eq!(fleet_problems(&healthy), (vec![], vec![]));
+        let broken = Fleet::Member(FleetView {
+            proxy: "c".into(),
+            epoch: 2,
+            leader: None,
+            proxies: vec![
+                proxy("a", 3, true, false),
+                proxy("b", 2, true, false),
+                proxy("c", 2, false, false),
+            ],
+        });
+        let (problems, warnings) = fleet_problems(&broken);
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert!(problems[0].starts_with("No proxy leads the fleet"));
+        assert!(problems[1].starts_with("Proxy c (the one asked) has no live etcd session"));
+        assert_eq!(warnings.len(), 1, "{warnings:#?}");
+        assert!(warnings[0].starts_with("Proxy b has installed epoch 2, behind epoch 3"));
+        let (problems, _) = fleet_problems(&Fleet::Unknown("CLUSTERDOWN etcd".into()));
+        assert!(problems[0].contains("CLUSTERDOWN etcd"));
+        assert_eq!(
+            proxy_line(&proxy("a", 3, true, true)),
+            "P: a 127.0.0.1:6379 admin - epoch 3 (alive, leader)"
+        );
     }
 
     #[test]

@@ -347,3 +347,89 @@ mod tests {
         assert!(parse_ranges("9-2").is_err());
     }
 }
+
+/// One proxy of a fleet, as FLEET lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyView {
+    /// Its id.
+    pub id: String,
+    /// Where its clients connect; `None` for the proxy asked when it has no live entry.
+    pub addr: Option<String>,
+    /// Its admin port on TCP, when it has one.
+    pub admin: Option<String>,
+    /// The topology epoch it has installed.
+    pub epoch: i64,
+    /// Whether its etcd session is alive (its entry lives on its lease).
+    pub alive: bool,
+    /// Whether it leads the fleet.
+    pub leader: bool,
+    /// Whether it is the proxy asked.
+    pub this: bool,
+}
+
+/// FLEET's reply for a proxy of a fleet (`[cluster] etcd`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FleetView {
+    /// The id of the proxy asked.
+    pub proxy: String,
+    /// The topology epoch the proxy asked has installed.
+    pub epoch: i64,
+    /// The leader's id; `None` while no proxy leads.
+    pub leader: Option<String>,
+    /// Every proxy, by id.
+    pub proxies: Vec<ProxyView>,
+}
+
+/// What FLEET told.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fleet {
+    /// The proxy runs alone (no `[cluster]`, or a proxy too old to know FLEET).
+    Alone,
+    /// The proxy belongs to a fleet.
+    Member(FleetView),
+    /// The proxy belongs to a fleet whose state it cannot read now (etcd down): the text.
+    Unknown(String),
+}
+
+impl FleetView {
+    /// Asks the proxy for its fleet.
+    ///
+    /// # Errors
+    /// The proxy could not be asked, or its reply is not FLEET's.
+    pub fn fetch(client: &mut AdminClient) -> Result<Fleet> {
+        match client.call(&["FLEET"])? {
+            Value::Error(e) if e.starts_with("ERR unknown command") => Ok(Fleet::Alone),
+            Value::Error(e) => Ok(Fleet::Unknown(e)),
+            reply => Self::parse(&reply).context("reading FLEET"),
+        }
+    }
+
+    /// Reads a FLEET reply.
+    ///
+    /// # Errors
+    /// A field is missing or of the wrong type.
+    pub fn parse(reply: &Value) -> Result<Fleet> {
+        if reply.string("mode")? != "fleet" {
+            return Ok(Fleet::Alone);
+        }
+        let yes = |v: &Value, name: &str| -> Result<bool> { Ok(v.string(name)? == "yes") };
+        let mut proxies = Vec::new();
+        for p in reply.field("proxies")?.items()? {
+            proxies.push(ProxyView {
+                id: p.string("id")?,
+                addr: p.text("addr")?,
+                admin: p.text("admin")?,
+                epoch: p.int("epoch")?.unwrap_or_default(),
+                alive: yes(p, "alive")?,
+                leader: yes(p, "leader")?,
+                this: yes(p, "self")?,
+            });
+        }
+        Ok(Fleet::Member(Self {
+            proxy: reply.string("proxy")?,
+            epoch: reply.int("epoch")?.unwrap_or_default(),
+            leader: reply.text("leader")?,
+            proxies,
+        }))
+    }
+}

@@ -161,6 +161,18 @@ impl Election {
     }
 }
 
+impl Etcd {
+    /// The current leader; `None` when there is none. Needs no session: any client of the
+    /// cluster (the admin port, a tool) may ask.
+    ///
+    /// # Errors
+    ///
+    /// [`ClusterError::Etcd`] or [`ClusterError::Timeout`] when etcd cannot be read.
+    pub async fn leader(&self) -> Result<Option<LeaderInfo>, ClusterError> {
+        leader(self).await
+    }
+}
+
 /// The current leader of the cluster of `etcd`.
 async fn leader(etcd: &Etcd) -> Result<Option<LeaderInfo>, ClusterError> {
     Ok(leader_at(etcd).await?.0)

@@ -271,3 +271,34 @@ impl Etcd {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Record;
+
+    #[test]
+    fn a_record_without_an_admin_address_reads_and_writes_as_before() {
+        let old: Record = toml::from_str("addr = \"127.0.0.1:6379\"\nepoch = 3\n").unwrap();
+        assert_eq!(
+            (old.addr.as_str(), old.admin, old.epoch),
+            ("127.0.0.1:6379", None, 3)
+        );
+        let text = toml::to_string(&Record {
+            addr: "127.0.0.1:6379".into(),
+            admin: None,
+            epoch: 3,
+        })
+        .unwrap();
+        assert!(!text.contains("admin"), "{text}");
+        let with: Record = toml::from_str(
+            &toml::to_string(&Record {
+                addr: "127.0.0.1:6379".into(),
+                admin: Some("127.0.0.1:6390".into()),
+                epoch: 4,
+            })
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(with.admin.as_deref(), Some("127.0.0.1:6390"));
+    }
+}

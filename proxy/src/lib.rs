@@ -231,7 +231,11 @@ impl Proxy {
                     addr: config.listen,
                     source,
                 })?;
-                let admin_addr = admin.as_ref().and_then(|a| a.local_addr().ok());
+                // What the other proxies forward admin commands to: a reachable address, not 0.0.0.0.
+                let admin_addr = admin::fleet::advertised_admin_addr(
+                    &config,
+                    admin.as_ref().and_then(|a| a.local_addr().ok()),
+                );
                 let (fleet, topology) =
                     join_fleet(&config, cluster, local, admin_addr, &topology).await?;
                 (topology, Some(fleet))

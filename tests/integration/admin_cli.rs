@@ -16,17 +16,22 @@ use redshard_tests::{RedisServer, Reply, TestCluster};
 
 /// What one run of the CLI gave.
 #[derive(Debug)]
-struct Run {
+pub(crate) struct Run {
     /// The exit code.
-    code: i32,
+    pub(crate) code: i32,
     /// Standard output.
-    out: String,
+    pub(crate) out: String,
     /// Standard error.
-    err: String,
+    pub(crate) err: String,
 }
 
 /// Runs `redshard-admin -p PORT args...` with `stdin` as input and `env` set.
-async fn cli(admin: SocketAddr, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Run {
+pub(crate) async fn cli(
+    admin: SocketAddr,
+    args: &[&str],
+    stdin: &str,
+    env: &[(&str, &str)],
+) -> Run {
     let port = admin.port().to_string();
     let mut all = vec!["-h", "127.0.0.1", "-p", &port];
     all.extend_from_slice(args);

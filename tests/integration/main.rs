@@ -22,6 +22,7 @@ mod deep_replies;
 mod etcd_cluster;
 mod failover;
 mod fleet;
+mod fleet_admin;
 mod limits;
 mod metrics;
 mod mirror;

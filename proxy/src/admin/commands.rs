@@ -34,6 +34,8 @@ pub(crate) enum Command {
     Migration,
     Rebalance,
     Failover,
+    Fleet,
+    OnLeader,
 }
 
 /// One command of the admin port, as HELP and COMMANDS show it.
@@ -130,6 +132,18 @@ pub(crate) const COMMANDS: &[Spec] = &[
         &["FAILOVER <shard-or-master-addr> [TO <replica-addr>]"],
         "Graceful switch to an in-sync replica: writes pause, the replica catches up, no client sees an error.",
     ),
+    spec(
+        Command::Fleet,
+        "FLEET",
+        &["FLEET"],
+        "With [cluster] etcd: this proxy's id, the leader's, and every proxy with its client and admin addresses, installed epoch and whether it is alive. Alone: mode standalone.",
+    ),
+    spec(
+        Command::OnLeader,
+        "ONLEADER",
+        &["ONLEADER <command> [<argument> ...]"],
+        "Run the command only if this proxy leads the fleet, else -NOTLEADER (what a proxy sends when it forwards a command to the leader).",
+    ),
 ];
 
 const fn spec(
@@ -158,6 +172,33 @@ impl Command {
     /// Whether it is answered before AUTH (the connection commands, as in Redis).
     pub(crate) fn before_auth(self) -> bool {
         matches!(self, Self::Ping | Self::Auth | Self::Hello | Self::Quit)
+    }
+
+    /// Whether only the fleet's leader runs it: it changes the topology, or reads what only
+    /// the leader's controller knows (migrations run there). Sent to another proxy of a fleet,
+    /// it is forwarded to the leader (see `fleet`).
+    pub(crate) fn leader_only(self) -> bool {
+        match self {
+            Self::AddShard
+            | Self::AddReplica
+            | Self::DelReplica
+            | Self::DelShard
+            | Self::DelNode
+            | Self::Migrate
+            | Self::Migrations
+            | Self::Migration
+            | Self::Rebalance
+            | Self::Failover => true,
+            Self::Ping
+            | Self::Auth
+            | Self::Hello
+            | Self::Quit
+            | Self::Help
+            | Self::Commands
+            | Self::Topology
+            | Self::Fleet
+            | Self::OnLeader => false,
+        }
     }
 }
 
@@ -560,4 +601,21 @@ pub fn migrations(controller: &Arc<Controller>, args: &Args<'_>) -> Reply {
         return args.usage("MIGRATIONS");
     }
     status::migrations(controller)
+}
+
+/// `FLEET`: the proxies of the fleet and its leader, from etcd; `mode standalone` for a proxy
+/// alone.
+pub async fn fleet(
+    controller: &Arc<Controller>,
+    fleet: Option<&super::fleet::Fleet>,
+    args: &Args<'_>,
+) -> Reply {
+    if !args.rest.is_empty() {
+        return args.usage("FLEET");
+    }
+    let epoch = controller.state().router.load().topology().epoch;
+    match fleet {
+        Some(fleet) => fleet.status(epoch).await,
+        None => super::fleet::standalone(epoch),
+    }
 }

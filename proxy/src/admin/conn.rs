@@ -10,6 +10,7 @@ use tracing::{debug, warn};
 
 use super::budget::Slot;
 use super::commands::{self, Args, Command};
+use super::fleet::{Fleet, Route};
 use super::reply::Reply;
 use crate::resp::{FrameKind, ProtocolError, RequestScanner, ScanLimits};
 use redshard_control::Controller;
@@ -85,6 +86,9 @@ pub struct AdminConn {
     /// The TCP admin port's failed-AUTH table, shared by its connections, so guessing in
     /// parallel from one address is slowed like guessing on one connection.
     throttle: Option<Arc<AuthThrottle>>,
+    /// The fleet this proxy belongs to (`[cluster] etcd`), for FLEET and to send leader-only
+    /// commands to the leader; `None` for a proxy alone.
+    fleet: Option<Arc<Fleet>>,
 }
 
 impl AdminConn {
@@ -100,7 +104,16 @@ impl AdminConn {
             auth_failures: 0,
             peer,
             throttle: None,
+            fleet: None,
         }
+    }
+
+    /// The connection belongs to a proxy of `fleet`: FLEET lists it, and leader-only
+    /// commands run on its leader.
+    #[must_use]
+    pub(super) fn in_fleet(mut self, fleet: Option<Arc<Fleet>>) -> Self {
+        self.fleet = fleet;
+        self
     }
 
     /// Failed AUTHs are also counted per source address in `throttle` (the TCP port's).
@@ -231,7 +244,6 @@ impl AdminConn {
         };
         let given = String::from_utf8_lossy(&raw[0]);
         let args = Args::new(&given, &rest);
-        let controller = &self.controller;
         let Some(command) = command else {
             debug!(peer = %self.peer, command = %name, "unknown admin command refused");
             return (unknown(&given, &rest), After::Continue);
@@ -240,28 +252,97 @@ impl AdminConn {
             Command::Ping | Command::Auth | Command::Hello | Command::Quit => {
                 return self.connection(command, raw).await
             }
-            Command::Help | Command::Commands => commands::help(),
-            Command::Topology => commands::topology(controller, &args).await,
-            Command::AddShard => commands::add_shard(controller, &args).await,
-            Command::AddReplica => commands::add_replica(controller, &args).await,
-            Command::DelReplica => commands::del_replica(controller, &args).await,
-            Command::DelShard => commands::del_shard(controller, &args).await,
-            Command::DelNode => commands::del_node(controller, &args).await,
-            Command::Migrate => commands::migrate(controller, &args).await,
-            Command::Migrations => commands::migrations(controller, &args),
-            Command::Migration => commands::migration(controller, &args).await,
-            Command::Rebalance => commands::rebalance(controller, &args).await,
-            Command::Failover => commands::failover(controller, &args).await,
+            Command::OnLeader => self.on_leader(&rest).await,
+            c if c.leader_only() => self.routed(c, raw, &args).await,
+            c => self.run(c, &args).await,
         };
         if let Reply::Error(text) = &reply {
             debug!(peer = %self.peer, command = %name, error = %text, "admin command refused");
+        } else if reply.is_error() {
+            debug!(peer = %self.peer, command = %name, "admin command refused by the leader");
         } else if !matches!(
             command,
-            Command::Help | Command::Commands | Command::Topology | Command::Migrations
+            Command::Help
+                | Command::Commands
+                | Command::Topology
+                | Command::Migrations
+                | Command::Fleet
         ) {
             tracing::info!(peer = %self.peer, command = %name, "admin command");
         }
         (reply, After::Continue)
+    }
+
+    /// A leader-only command: run here when this proxy leads its fleet (or runs alone),
+    /// else forwarded to the leader, whose reply is relayed.
+    async fn routed(&self, command: Command, raw: &[Vec<u8>], args: &Args<'_>) -> Reply {
+        if let Some(fleet) = &self.fleet {
+            match fleet.route().await {
+                Ok(Route::Here) => {}
+                Ok(route) => {
+                    debug!(peer = %self.peer, ?route, "admin command forwarded to the leader");
+                    return fleet.forward(route, raw).await;
+                }
+                Err(reply) => return reply,
+            }
+        }
+        self.run(command, args).await
+    }
+
+    /// `ONLEADER <command> [<argument> ...]`: the command, only if this proxy leads (a
+    /// proxy alone leads itself); never forwarded again.
+    async fn on_leader(&self, rest: &[String]) -> Reply {
+        let [name, inner @ ..] = rest else {
+            return Reply::err(
+                "wrong number of arguments for 'onleader' command; usage: ONLEADER <command> [<argument> ...]",
+            );
+        };
+        let Some(command) = Command::parse(name) else {
+            return unknown(name, inner);
+        };
+        if command.before_auth() || command == Command::OnLeader {
+            return Reply::err(format!(
+                "ONLEADER runs an admin command such as MIGRATE or FAILOVER, not {}",
+                name.to_ascii_uppercase()
+            ));
+        }
+        if let Some(fleet) = &self.fleet {
+            match fleet.leader().await {
+                Ok(Some(leader)) if leader == fleet.id() => {}
+                Ok(Some(leader)) => {
+                    return Reply::Error(format!("NOTLEADER this proxy does not lead the fleet; {leader} does"))
+                }
+                Ok(None) => {
+                    return Reply::Error("NOTLEADER no proxy leads the fleet right now (an election is under way); try again in a moment".into())
+                }
+                Err(reply) => return reply,
+            }
+        }
+        self.run(command, &Args::new(name, inner)).await
+    }
+
+    /// Runs a command of an authenticated client on this proxy.
+    async fn run(&self, command: Command, args: &Args<'_>) -> Reply {
+        let controller = &self.controller;
+        match command {
+            Command::Help | Command::Commands => commands::help(),
+            Command::Topology => commands::topology(controller, args).await,
+            Command::AddShard => commands::add_shard(controller, args).await,
+            Command::AddReplica => commands::add_replica(controller, args).await,
+            Command::DelReplica => commands::del_replica(controller, args).await,
+            Command::DelShard => commands::del_shard(controller, args).await,
+            Command::DelNode => commands::del_node(controller, args).await,
+            Command::Migrate => commands::migrate(controller, args).await,
+            Command::Migrations => commands::migrations(controller, args),
+            Command::Migration => commands::migration(controller, args).await,
+            Command::Rebalance => commands::rebalance(controller, args).await,
+            Command::Failover => commands::failover(controller, args).await,
+            Command::Fleet => commands::fleet(controller, self.fleet.as_deref(), args).await,
+            // Answered by `execute` before it gets here.
+            Command::Ping | Command::Auth | Command::Hello | Command::Quit | Command::OnLeader => {
+                Reply::err("a connection command cannot be run here")
+            }
+        }
     }
 
     /// The connection commands, answered before AUTH as in Redis.

@@ -15,6 +15,7 @@
 //! - `commands`: each command's arguments, the controller call, the reply.
 //! - `status`: TOPOLOGY and MIGRATIONS.
 //! - [`rebalance`]: the pure planner behind REBALANCE.
+//! - [`fleet`]: FLEET, and leader-only commands forwarded to the fleet's leader.
 //!
 //! Every topology change goes through the [`Controller`], like failovers and migration steps.
 //!
@@ -38,12 +39,20 @@
 //! | `MIGRATION CANCEL` | `+OK` |
 //! | `REBALANCE [USE-EMPTY-MASTERS] [THRESHOLD <pct>] [DRY-RUN]` | `status` (balanced/planned/queued), `threshold-pct`, `shards` (each: `shard`, `slots-now`, `slots-after`), `moves` (each: `from`, `to`, `slot-count`, `slots`), `persisted` (yes/no when queued, else nil) |
 //! | `FAILOVER <shard> [TO <replica>]` | `shard`, `old-master`, `new-master` |
+//! | `FLEET` | `mode` (`fleet` with `[cluster] etcd`, else `standalone`), `epoch` (installed here); in a fleet also `proxy` (this one's id), `leader` (id or nil), `proxies` (each: `id`, `addr`, `admin`, `epoch`, `alive`, `leader`, `self`) |
+//! | `ONLEADER <command> [args]` | the command's reply if this proxy leads, else `-NOTLEADER ...` |
+//!
+//! In a fleet, the commands that change the topology or read the migrations (ADDSHARD,
+//! ADDREPLICA, DELREPLICA, DELSHARD, DELNODE, MIGRATE, MIGRATIONS, MIGRATION, REBALANCE,
+//! FAILOVER) run on the leader: sent to another proxy they are forwarded to the leader's
+//! admin port and its reply relayed ([`fleet`]).
 //!
 //! A shard is named by its name or by its master's address wherever one is asked.
 
 mod budget;
 mod commands;
 mod conn;
+pub mod fleet;
 pub mod rebalance;
 mod reply;
 mod status;
@@ -74,6 +83,7 @@ const REFUSAL: &[u8] = b"-ERR max number of clients reached\r\n";
 /// Connections end at their next request boundary after shutdown.
 pub async fn run(listener: TcpListener, controller: Arc<Controller>, mut shutdown: Shutdown) {
     let budget = Budget::new();
+    let fleet = fleet::for_controller(&controller);
     let throttle = Arc::new(redshard_dataplane::auth_throttle::AuthThrottle::new());
     let mut backoff = crate::listener::ACCEPT_BACKOFF_MIN;
     if let Ok(addr) = listener.local_addr() {
@@ -92,7 +102,8 @@ pub async fn run(listener: TcpListener, controller: Arc<Controller>, mut shutdow
             continue;
         };
         let conn = AdminConn::new(Arc::clone(&controller), AdminPeer::Tcp(peer), slot)
-            .throttled_by(Arc::clone(&throttle));
+            .throttled_by(Arc::clone(&throttle))
+            .in_fleet(fleet.clone());
         let shutdown = shutdown.clone();
         tokio::spawn(
             conn.serve(socket, shutdown)

@@ -23,6 +23,9 @@ pub enum Reply {
     Nil,
     /// `*n` followed by the elements.
     Array(Vec<Reply>),
+    /// Another proxy's reply, relayed as it came: one complete RESP2 reply, framed by a
+    /// [`crate::resp::ReplyScanner`] (the leader's answer to a forwarded command).
+    Relayed(Vec<u8>),
 }
 
 impl Reply {
@@ -55,6 +58,16 @@ impl Reply {
         Self::Bulk(format!("{value:.2}"))
     }
 
+    /// Whether it is an error reply, relayed ones included.
+    #[must_use]
+    pub fn is_error(&self) -> bool {
+        match self {
+            Self::Error(_) => true,
+            Self::Relayed(bytes) => bytes.first() == Some(&b'-'),
+            _ => false,
+        }
+    }
+
     /// Appends the encoded reply to `out`.
     pub fn encode(&self, out: &mut BytesMut) {
         match self {
@@ -69,6 +82,7 @@ impl Reply {
                     item.encode(out);
                 }
             }
+            Self::Relayed(bytes) => out.extend_from_slice(bytes),
         }
     }
 }
@@ -128,5 +142,7 @@ mod tests {
             b"*4\r\n$5\r\nepoch\r\n:3\r\n$4\r\nname\r\n$2\r\ns1\r\n"
         );
         assert_eq!(bytes(&Reply::Array(vec![])), b"*0\r\n");
+        assert_eq!(bytes(&Reply::Relayed(b":1\r\n".to_vec())), b":1\r\n");
+        assert!(Reply::Relayed(b"-ERR x\r\n".to_vec()).is_error());
     }
 }

@@ -156,6 +156,7 @@ pub async fn run_unix(
     mut shutdown: Shutdown,
 ) {
     let budget = Budget::new();
+    let fleet = super::fleet::for_controller(&controller);
     let mut backoff = crate::listener::ACCEPT_BACKOFF_MIN;
     let inode = std::fs::metadata(&path).map(|m| m.ino()).ok();
     info!(path = %path.display(), "admin socket listening");
@@ -192,7 +193,7 @@ pub async fn run_unix(
             continue;
         };
         let peer = AdminPeer::Unix { uid };
-        let conn = AdminConn::new(Arc::clone(&controller), peer, slot);
+        let conn = AdminConn::new(Arc::clone(&controller), peer, slot).in_fleet(fleet.clone());
         let shutdown = shutdown.clone();
         tokio::spawn(
             conn.serve(socket, shutdown)
