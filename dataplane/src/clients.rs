@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+
+use redshard_protocol::command::{self, CommandSpec};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -23,7 +25,13 @@ pub struct ClientInfo {
     /// its session last counted them: CLIENT LIST's `omem`, INFO's
     /// `client_recent_max_output_buffer`.
     pub(crate) output_bytes: AtomicUsize,
+    /// The command the client sent last (CLIENT LIST's `cmd`), as its [`CommandId`]'s
+    /// number (`CommandId as u16`; [`NO_COMMAND`] before the first): one store per request, no lock.
+    last_cmd: AtomicU16,
 }
+
+/// [`ClientInfo::last_cmd`] of a client that sent no command yet (Redis shows `cmd=NULL`).
+const NO_COMMAND: u16 = u16::MAX;
 
 /// The mutable part of [`ClientInfo`].
 #[derive(Debug)]
@@ -61,6 +69,23 @@ impl ClientInfo {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Records the command the client is sending now.
+    #[inline]
+    pub(crate) fn set_command(&self, spec: &CommandSpec) {
+        self.last_cmd.store(spec.id as u16, Ordering::Relaxed);
+    }
+
+    /// The full name (`client|list`) of the command the client sent last, `NULL` before any.
+    fn last_command(&self) -> &'static str {
+        let id = self.last_cmd.load(Ordering::Relaxed);
+        if id == NO_COMMAND {
+            return "NULL";
+        }
+        command::every_spec()
+            .find(|spec| spec.id as u16 == id)
+            .map_or("NULL", |spec| spec.name)
+    }
+
     /// One CLIENT LIST line (without the trailing newline), in Redis's field order.
     #[must_use]
     pub fn line(&self) -> String {
@@ -68,13 +93,14 @@ impl ClientInfo {
         let [sub, psub, ssub] = f.subscriptions;
         let omem = self.output_bytes.load(Ordering::Relaxed);
         format!(
-            "id={} addr={} laddr={} fd=-1 name={} age={} idle=0 flags={} db=0 sub={sub} psub={psub} ssub={ssub} multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem={omem} tot-mem={omem} events=r cmd=client|list user=default redir=-1 resp={} lib-name={} lib-ver={}",
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle=0 flags={} db=0 sub={sub} psub={psub} ssub={ssub} multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem={omem} tot-mem={omem} events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
             self.id,
             self.addr,
             self.laddr,
             f.name,
             self.since.elapsed().as_secs(),
             if f.subscribed() { "P" } else { "N" },
+            self.last_command(),
             f.resp,
             f.lib_name,
             f.lib_ver
@@ -193,6 +219,7 @@ impl Clients {
             since: Instant::now(),
             fields: Mutex::new(ClientFields::default()),
             output_bytes: AtomicUsize::new(0),
+            last_cmd: AtomicU16::new(NO_COMMAND),
         });
         self.total_connections.fetch_add(1, Ordering::Relaxed);
         self.live().insert(id, Arc::clone(&info));

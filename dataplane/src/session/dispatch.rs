@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use super::merge::MergePlan;
-use super::{local, pubsub, scan, split, txn, Ctx};
+use super::{info, local, pubsub, scan, split, txn, Ctx};
 
 use redshard_config::{Access, KeylessScripts, ReadFrom};
 
@@ -17,11 +17,12 @@ use crate::backend::acl::BackendUser;
 use crate::backend::{Dest, LaneHandle, LaneRequest, Node};
 use crate::mirror::effect::{self, Effect, Prepared};
 use crate::mirror::{Follow, Job};
+use crate::replies::{ReplyTo, TxAnswer};
 use crate::router::{send_master, send_master_as, GateState, RoutingTable, ShardRoute};
 use crate::state::ProxyState;
 use redshard_protocol::client_error::ClientError;
 use redshard_protocol::command::{self, CommandId, CommandSpec, Flags, Route};
-use redshard_protocol::resp::{Args, Protocol};
+use redshard_protocol::resp::{encode, Args, Protocol};
 
 /// What to do with a request's bytes once its arguments are no longer borrowed.
 #[derive(Debug)]
@@ -83,6 +84,8 @@ pub(crate) enum Action {
         watched: bool,
         /// A script is queued (a restricted client's transaction runs as its level's user).
         scripts: bool,
+        /// The commands the proxy answers, by position (see [`txn::Answer`]).
+        answers: Vec<(usize, txn::Answer)>,
     },
 }
 
@@ -115,6 +118,7 @@ pub(crate) fn dispatch(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>) -> A
         }
     };
     ctx.current_cmd = Some(spec);
+    ctx.client.set_command(spec);
     if !ctx.authenticated && !spec.flags.contains(Flags::NO_AUTH) {
         return Action::error(ctx, ClientError::NoAuth);
     }
@@ -605,13 +609,21 @@ pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes:
             queued,
             watched,
             scripts,
+            answers,
         } => {
             let user = if scripts {
                 BackendUser::of(ctx.access)
             } else {
                 BackendUser::Client
             };
-            exec(ctx, table, shard, slot, queued, watched, &bytes, user);
+            let exec_request = ExecRequest {
+                queued,
+                watched,
+                answers,
+                exec: &bytes,
+                user,
+            };
+            exec(ctx, table, shard, slot, exec_request);
         }
     }
 }
@@ -670,19 +682,77 @@ fn follow_shard(state: &Arc<ProxyState>, route: &ShardRoute) -> Follow {
     })
 }
 
+/// What EXEC sends and how (see [`Action::Exec`]).
+struct ExecRequest<'a> {
+    /// The requests for the master and their effects.
+    queued: Vec<(Bytes, Effect)>,
+    /// It runs on the private lane, after a WATCH.
+    watched: bool,
+    /// What the proxy answers, by position.
+    answers: Vec<(usize, txn::Answer)>,
+    /// The client's EXEC.
+    exec: &'a Bytes,
+    /// The backend user it runs as.
+    user: BackendUser,
+}
+
+/// Where EXEC's reply goes: its own entry, or, when the proxy answers some of the
+/// transaction's commands, the first part of an entry that puts them in (with the masters'
+/// `INFO keyspace` in the other parts when a queued INFO shows the keyspace, asked now).
+fn exec_reply(ctx: &Ctx, table: &RoutingTable, answers: Vec<(usize, txn::Answer)>) -> ReplyTo {
+    if answers.is_empty() {
+        return ctx.queue.reserve();
+    }
+    let mut keyspace = false;
+    let answers: Vec<(usize, TxAnswer)> = answers
+        .into_iter()
+        .map(|(at, answer)| {
+            let answer = match answer {
+                txn::Answer::Info(sections) => {
+                    let (text, with_keyspace) = info::proxy_text(ctx, table, &sections);
+                    keyspace |= with_keyspace;
+                    if with_keyspace {
+                        TxAnswer::Info(text)
+                    } else {
+                        TxAnswer::Reply(encode::text(ctx.protocol, text.as_bytes()))
+                    }
+                }
+                txn::Answer::ConfigGet(overrides) => TxAnswer::ConfigGet(overrides),
+            };
+            (at, answer)
+        })
+        .collect();
+    let shards = table.shards();
+    let parts = 1 + if keyspace { shards.len() } else { 0 };
+    let seq = ctx.queue.reserve_gather(
+        parts,
+        MergePlan::Exec {
+            answers,
+            protocol: ctx.protocol,
+        },
+    );
+    if keyspace {
+        for (index, shard) in shards.iter().enumerate() {
+            shard.master.lane(0).send(
+                Bytes::from_static(info::KEYSPACE_REQUEST),
+                ctx.queue.part(seq, index as u32 + 1),
+                ctx.protocol,
+            );
+        }
+    }
+    ctx.queue.part(seq, 0)
+}
+
 /// Sends a transaction as one request: `MULTI`, the queued requests, `EXEC`, run as the
 /// backend `user`.
-#[allow(clippy::too_many_arguments)]
-fn exec(
-    ctx: &mut Ctx,
-    table: &RoutingTable,
-    shard: usize,
-    slot: u16,
-    queued: Vec<(Bytes, Effect)>,
-    watched: bool,
-    exec: &Bytes,
-    user: BackendUser,
-) {
+fn exec(ctx: &mut Ctx, table: &RoutingTable, shard: usize, slot: u16, request: ExecRequest<'_>) {
+    let ExecRequest {
+        queued,
+        watched,
+        answers,
+        exec,
+        user,
+    } = request;
     let route = &table.shards()[shard];
     if watched
         && !ctx
@@ -711,7 +781,7 @@ fn exec(
     } else {
         Some(effect::prepare_exec(effects))
     };
-    let reply = ctx.queue.reserve();
+    let reply = exec_reply(ctx, table, answers);
     if watched {
         let prepared = effect.map(|effect| Prepared {
             request: None,
