@@ -362,6 +362,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn config_get_puts_the_proxy_s_parameters_in_once() {
+        let overrides = vec![("databases", "1".to_owned())];
+        let node: &[u8] = b"*6\r\n$9\r\nmaxmemory\r\n$1\r\n0\r\n$9\r\ndatabases\r\n$2\r\n16\r\n$9\r\nmaxmemory\r\n$1\r\n0\r\n";
+        let plan = |protocol| MergePlan::ConfigGet {
+            overrides: overrides.clone(),
+            protocol,
+        };
+        assert_eq!(
+            merged(&[node], plan(Protocol::Resp2)).await,
+            b"*4\r\n$9\r\nmaxmemory\r\n$1\r\n0\r\n$9\r\ndatabases\r\n$1\r\n1\r\n"
+        );
+        let map: &[u8] = b"%2\r\n$9\r\nmaxmemory\r\n$1\r\n0\r\n$9\r\ndatabases\r\n$2\r\n16\r\n";
+        assert_eq!(
+            merged(&[map], plan(Protocol::Resp3)).await,
+            b"%2\r\n$9\r\nmaxmemory\r\n$1\r\n0\r\n$9\r\ndatabases\r\n$1\r\n1\r\n"
+        );
+        // No master could answer: the proxy's own.
+        assert_eq!(
+            merged(&[b"-ERR backend down\r\n"], plan(Protocol::Resp2)).await,
+            b"*2\r\n$9\r\ndatabases\r\n$1\r\n1\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn exec_gets_the_proxy_s_answers_at_their_places() {
+        let plan = |answers| MergePlan::Exec {
+            answers,
+            protocol: Protocol::Resp2,
+        };
+        let answers = vec![
+            (0, TxAnswer::Reply(Bytes::from_static(b"+first\r\n"))),
+            (2, TxAnswer::Reply(Bytes::from_static(b"+third\r\n"))),
+            (4, TxAnswer::Reply(Bytes::from_static(b"+last\r\n"))),
+        ];
+        assert_eq!(
+            merged(&[b"*2\r\n:1\r\n:2\r\n"], plan(answers.clone())).await,
+            b"*5\r\n+first\r\n:1\r\n+third\r\n:2\r\n+last\r\n"
+        );
+        // A transaction that did not run is answered as the master answered.
+        assert_eq!(
+            merged(&[b"*-1\r\n"], plan(answers.clone())).await,
+            b"*-1\r\n"
+        );
+        assert_eq!(
+            merged(&[b"-EXECABORT x\r\n"], plan(answers)).await,
+            b"-EXECABORT x\r\n"
+        );
+    }
+
+    #[tokio::test]
     async fn concat_and_and() {
         assert_eq!(
             merged(
