@@ -442,6 +442,12 @@ impl ReplyQueue {
 }
 
 impl ReplyTo {
+    /// The sequence number of its entry (with [`ReplyQueue::part`] 0, another handle to a
+    /// plain entry: the first reply delivered fills it, later ones are dropped).
+    pub(crate) fn seq(&self) -> u64 {
+        self.seq
+    }
+
     /// Delivers the reply to its entry and wakes the session if it can now write.
     pub(crate) fn deliver(self, reply: Bytes) {
         self.queue.deliver(self.seq, self.part, reply);

@@ -197,3 +197,234 @@ async fn client_list_shows_each_client_s_last_command() {
     let list = c.cmd(&["CLIENT", "LIST"]).await.text();
     assert!(line(&list, "other").contains(" cmd=subscribe "), "{list}");
 }
+
+/// The `field=` value of the CLIENT LIST line of the client named `name`.
+async fn client_field(c: &mut redshard_tests::Client, name: &str, field: &str) -> Option<String> {
+    let list = c.cmd(&["CLIENT", "LIST"]).await.text();
+    let line = list
+        .lines()
+        .find(|l| l.contains(&format!(" name={name} ")))?
+        .to_owned();
+    line.split(' ')
+        .find_map(|f| f.strip_prefix(&format!("{field}=")))
+        .map(str::to_owned)
+}
+
+/// A new client named `name`, and its id.
+async fn named(cluster: &TestCluster, name: &str) -> (redshard_tests::Client, String) {
+    let mut c = cluster.client().await;
+    assert!(c.cmd(&["CLIENT", "SETNAME", name]).await.is_ok());
+    let id = c.cmd(&["CLIENT", "ID"]).await.int().to_string();
+    (c, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_kill_closes_the_proxy_s_clients_by_every_filter() {
+    let extra = "[[user]]\nname = \"app\"\npassword = \"a-pw\"\naccess = \"no-dangerous\"\n";
+    let cluster = TestCluster::start_with(2, false, extra, &[]).await;
+    let mut admin = cluster.client().await;
+    assert!(admin.cmd(&["CLIENT", "SETNAME", "admin"]).await.is_ok());
+
+    // New form, by ID: the count; the client's connection closes.
+    let (mut victim, id) = named(&cluster, "victim").await;
+    assert_eq!(
+        admin.cmd(&["CLIENT", "KILL", "ID", &id]).await,
+        Reply::Int(1)
+    );
+    assert_eq!(victim.try_read().await, None);
+    assert_eq!(
+        admin.cmd(&["CLIENT", "KILL", "ID", &id]).await,
+        Reply::Int(0)
+    );
+
+    // Old form, by address.
+    let (mut victim, _) = named(&cluster, "old").await;
+    let addr = client_field(&mut admin, "old", "addr").await.unwrap();
+    assert!(admin.cmd(&["CLIENT", "KILL", &addr]).await.is_ok());
+    assert_eq!(victim.try_read().await, None);
+    assert_eq!(
+        admin.cmd(&["CLIENT", "KILL", &addr]).await,
+        Reply::Error("ERR No such client".into())
+    );
+
+    // ADDR, LADDR, TYPE and USER filters together; SKIPME spares the caller by default.
+    let (mut subscriber, _) = named(&cluster, "sub").await;
+    assert_eq!(subscriber.cmd(&["SUBSCRIBE", "ch"]).await.items().len(), 3);
+    let (mut app, _) = named(&cluster, "app").await;
+    assert!(app.cmd(&["AUTH", "app", "a-pw"]).await.is_ok());
+    let laddr = client_field(&mut admin, "sub", "laddr").await.unwrap();
+    assert_eq!(
+        admin
+            .cmd(&["CLIENT", "KILL", "TYPE", "pubsub", "LADDR", &laddr])
+            .await,
+        Reply::Int(1)
+    );
+    assert_eq!(subscriber.try_read().await, None);
+    assert_eq!(
+        admin.cmd(&["CLIENT", "KILL", "TYPE", "master"]).await,
+        Reply::Int(0)
+    );
+    assert_eq!(
+        admin.cmd(&["CLIENT", "KILL", "MAXAGE", "100000"]).await,
+        Reply::Int(0)
+    );
+    assert_eq!(
+        app.cmd(&["CLIENT", "KILL", "USER", "app"]).await,
+        Reply::Error("NOPERM User app has no permissions to run the 'client|kill' command".into())
+    );
+    assert_eq!(
+        client_field(&mut admin, "app", "user").await.as_deref(),
+        Some("app")
+    );
+    assert_eq!(
+        admin.cmd(&["CLIENT", "KILL", "USER", "app"]).await,
+        Reply::Int(1)
+    );
+    assert_eq!(app.try_read().await, None);
+
+    // Redis's errors.
+    for (args, error) in [
+        (
+            &["CLIENT", "KILL", "ID", "0"][..],
+            "ERR client-id should be greater than 0",
+        ),
+        (
+            &["CLIENT", "KILL", "TYPE", "nope"],
+            "ERR Unknown client type 'nope'",
+        ),
+        (
+            &["CLIENT", "KILL", "USER", "nobody"],
+            "ERR No such user 'nobody'",
+        ),
+        (&["CLIENT", "KILL", "SKIPME", "maybe"], "ERR syntax error"),
+        (&["CLIENT", "KILL", "ID", "1", "TYPE"], "ERR syntax error"),
+        (&["CLIENT", "KILL", "NOPE", "x"], "ERR syntax error"),
+    ] {
+        assert_eq!(
+            admin.cmd(args).await,
+            Reply::Error(error.into()),
+            "{args:?}"
+        );
+    }
+
+    // SKIPME no: the caller too, after its reply.
+    let own = admin.cmd(&["CLIENT", "ID"]).await.int().to_string();
+    assert_eq!(
+        admin.cmd(&["CLIENT", "KILL", "ID", &own]).await,
+        Reply::Int(0)
+    );
+    assert_eq!(
+        admin
+            .cmd(&["CLIENT", "KILL", "ID", &own, "SKIPME", "no"])
+            .await,
+        Reply::Int(1)
+    );
+    assert_eq!(admin.try_read().await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_pause_holds_writes_or_everything_until_unpause_or_its_end() {
+    let cluster = TestCluster::start(2).await;
+    let mut admin = cluster.client().await;
+    let (mut writer, _) = named(&cluster, "writer").await;
+    let mut reader = cluster.client().await;
+    let key = key_on(2, 0, "paused");
+
+    assert!(admin
+        .cmd(&["CLIENT", "PAUSE", "100000", "WRITE"])
+        .await
+        .is_ok());
+    writer
+        .send_raw(&redshard_tests::client::encode_command(&["SET", &key, "1"]))
+        .await;
+    // The proxy read it (its last command) and holds it: the master has no such key.
+    redshard_tests::wait_until(
+        std::time::Duration::from_secs(10),
+        "the proxy read the paused SET",
+        || async {
+            let mut c = cluster.client().await;
+            client_field(&mut c, "writer", "cmd").await.as_deref() == Some("set")
+        },
+    )
+    .await;
+    assert_eq!(reader.cmd(&["GET", &key]).await, Reply::Bulk(None));
+    assert_eq!(
+        cluster.master(0).await.cmd(&["EXISTS", &key]).await,
+        Reply::Int(0)
+    );
+    assert!(admin.cmd(&["CLIENT", "UNPAUSE"]).await.is_ok());
+    assert!(writer.read().await.is_ok());
+    assert_eq!(reader.cmd(&["GET", &key]).await, Reply::bulk("1"));
+
+    // ALL holds reads too, until the pause ends by itself.
+    let start = std::time::Instant::now();
+    assert!(admin.cmd(&["CLIENT", "PAUSE", "300", "ALL"]).await.is_ok());
+    assert_eq!(reader.cmd(&["GET", &key]).await, Reply::bulk("1"));
+    assert!(start.elapsed() >= std::time::Duration::from_millis(250));
+
+    for (args, error) in [
+        (
+            &["CLIENT", "PAUSE", "x"][..],
+            "ERR timeout is not an integer or out of range",
+        ),
+        (&["CLIENT", "PAUSE", "-1"], "ERR timeout is negative"),
+        (&["CLIENT", "PAUSE", "10", "NOPE"], "ERR syntax error"),
+    ] {
+        assert_eq!(
+            admin.cmd(args).await,
+            Reply::Error(error.into()),
+            "{args:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_unblock_ends_a_blocking_command_with_nil_or_an_error() {
+    let cluster = TestCluster::start(2).await;
+    let mut admin = cluster.client().await;
+    let (mut blocked, id) = named(&cluster, "blocked").await;
+    let key = key_on(2, 1, "unblock");
+    assert_eq!(admin.cmd(&["CLIENT", "UNBLOCK", &id]).await, Reply::Int(0));
+
+    for (reason, expected) in [
+        ("TIMEOUT", Reply::Bulk(None)),
+        (
+            "ERROR",
+            Reply::Error("UNBLOCKED client unblocked via CLIENT UNBLOCK".into()),
+        ),
+    ] {
+        blocked
+            .send_raw(&redshard_tests::client::encode_command(&[
+                "BLPOP", &key, "0",
+            ]))
+            .await;
+        redshard_tests::wait_until(
+            std::time::Duration::from_secs(10),
+            "the client is blocked",
+            || async {
+                let mut c = cluster.client().await;
+                client_field(&mut c, "blocked", "flags").await.as_deref() == Some("b")
+            },
+        )
+        .await;
+        assert_eq!(
+            admin.cmd(&["CLIENT", "UNBLOCK", &id, reason]).await,
+            Reply::Int(1)
+        );
+        assert_eq!(blocked.read().await, expected, "{reason}");
+    }
+    // The client goes on, blocking again included.
+    assert_eq!(admin.cmd(&["RPUSH", &key, "x"]).await, Reply::Int(1));
+    assert_eq!(
+        blocked.cmd(&["BLPOP", &key, "0"]).await,
+        Reply::Array(vec![Reply::bulk(&key), Reply::bulk("x")])
+    );
+    assert_eq!(
+        admin.cmd(&["CLIENT", "UNBLOCK", &id, "NOPE"]).await,
+        Reply::Error("ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR".into())
+    );
+    assert_eq!(
+        admin.cmd(&["CLIENT", "UNBLOCK", "x"]).await,
+        Reply::Error("ERR value is not an integer or out of range".into())
+    );
+}

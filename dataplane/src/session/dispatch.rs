@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use super::merge::MergePlan;
-use super::{info, local, pubsub, scan, split, txn, Ctx};
+use super::{client, info, local, pubsub, scan, split, txn, Ctx};
 
 use redshard_config::{Access, KeylessScripts, ReadFrom};
 
@@ -51,6 +51,12 @@ pub(crate) enum Action {
     /// Not now: a shard it needs is paused (failover, cut-over). The request stays in the
     /// read buffer until the gate opens or the wait times out.
     Pause(tokio::sync::watch::Receiver<GateState>),
+    /// Not now: a CLIENT PAUSE holds it. The request stays in the read buffer until the
+    /// pause changes (UNPAUSE, another PAUSE) or ends at the instant given.
+    ClientPause(
+        tokio::time::Instant,
+        tokio::sync::watch::Receiver<Option<crate::clients::Pause>>,
+    ),
     /// Not now: these keys of migrating slots must first leave their source. The request
     /// stays in the read buffer until they have.
     Migrate(Vec<Bytes>),
@@ -149,6 +155,9 @@ pub(crate) fn dispatch(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>) -> A
                 ClientError::NotAllowedWhileSubscribed { command: spec.name },
             );
         }
+    }
+    if let Some((until, changes)) = client::held_by_pause(ctx, spec) {
+        return Action::ClientPause(until, changes);
     }
     if let Some(action) = gate_check(ctx, table, spec, args) {
         return action;
@@ -560,7 +569,7 @@ pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes:
                 .submit(request);
         }
         Action::FanOut(plan, write) => fan_out(ctx, table, plan, &bytes, write),
-        Action::HoldBack | Action::Pause(_) | Action::Migrate(_) => {
+        Action::HoldBack | Action::Pause(_) | Action::ClientPause(..) | Action::Migrate(_) => {
             unreachable!("held-back requests are not consumed")
         }
         Action::Queue(prepared) => {
@@ -580,9 +589,15 @@ pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes:
             mirror,
             blocking,
         } => {
-            let reply: Dest = ctx.queue.reserve().into();
+            let reply = ctx.queue.reserve();
+            if blocking {
+                if let Some(spec) = ctx.current_cmd {
+                    ctx.blocked = Some((reply.seq(), spec.id));
+                }
+            }
+            let reply: Dest = reply.into();
             let reply = if blocking {
-                Dest::Blocked(Box::new((reply, ctx.state.clients.blocked())))
+                Dest::Blocked(Box::new((reply, ctx.state.clients.blocked(&ctx.client))))
             } else {
                 reply
             };

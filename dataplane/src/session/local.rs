@@ -52,6 +52,7 @@ pub(super) fn handle(
             ctx.authenticated = ctx.state.config.password.is_none();
             ctx.access = Access::All;
             ctx.user.clear();
+            ctx.client.fields().user.clear();
             ctx.client.fields().name.clear();
             ctx.pubsub = None;
             super::pubsub::show_counts(ctx);
@@ -135,6 +136,10 @@ pub(super) fn handle(
         Local::ClientFlag => Action::reply(ctx, Bytes::from_static(encode::OK)),
         Local::ScriptKill => kill_script(ctx, spec, ScriptKill::Script),
         Local::FunctionKill => kill_script(ctx, spec, ScriptKill::Function),
+        Local::ClientKill => super::client::kill(ctx, args),
+        Local::ClientPause => super::client::pause(ctx, args),
+        Local::ClientUnpause => super::client::unpause(ctx),
+        Local::ClientUnblock => super::client::unblock(ctx, args),
     }
 }
 
@@ -311,6 +316,7 @@ fn set_user(ctx: &mut Ctx, name: Option<&[u8]>) {
     if let Some(name) = name.filter(|n| *n != b"default") {
         ctx.user.push_str(&String::from_utf8_lossy(name));
     }
+    ctx.client.fields().user.clone_from(&ctx.user);
 }
 
 /// Compares without an early exit, so timing does not tell how much of a guess was right.

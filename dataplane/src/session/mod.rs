@@ -14,6 +14,7 @@
 //!
 //! See `LIFECYCLE.md` beside this file for the session's states.
 
+mod client;
 pub(crate) mod dispatch;
 mod info;
 mod local;
@@ -177,6 +178,9 @@ pub(crate) struct Ctx {
     pub(crate) migrated: bool,
     /// Moving the keys of the held request failed: answer it with this error.
     pub(crate) migration_failed: Option<String>,
+    /// The reply entry and command of the last blocking command sent on the private lane:
+    /// what CLIENT UNBLOCK answers (stale once answered; delivering to it again is a no-op).
+    pub(crate) blocked: Option<(u64, redshard_protocol::command::CommandId)>,
 }
 
 /// How [`Session::run`] ended.
@@ -251,6 +255,7 @@ impl<S: ClientStream> Session<S> {
     ) -> Self {
         let scanner = RequestScanner::new(state.scan_limits());
         let authenticated = state.config.password.is_none();
+        client.attach(&queue);
         Self {
             stream,
             rbuf: BytesMut::new(),
@@ -275,6 +280,7 @@ impl<S: ClientStream> Session<S> {
                 pause_expired: false,
                 migrated: false,
                 migration_failed: None,
+                blocked: None,
                 current_cmd: None,
                 auth_failures: 0,
                 access: redshard_config::Access::All,
@@ -306,6 +312,8 @@ impl<S: ClientStream> Session<S> {
         // Replies still on their way are dropped on arrival, and those held are freed now.
         self.ctx.queue.close();
         self.ctx.client.output_bytes.store(0, Ordering::Relaxed);
+        // Closed for the client: out of CLIENT LIST now, not after the linger.
+        self.ctx.state.clients.remove(self.ctx.client.id);
         if orderly {
             self.linger().await;
         }
@@ -464,6 +472,7 @@ impl<S: ClientStream> Session<S> {
                         Released::Gate { expired } => self.ctx.pause_expired = expired,
                         Released::Migrated(Ok(())) => self.ctx.migrated = true,
                         Released::Migrated(Err(e)) => self.ctx.migration_failed = Some(e),
+                        Released::Unpaused => {}
                     }
                     self.held_back = true;
                 }
@@ -497,6 +506,9 @@ impl<S: ClientStream> Session<S> {
                     return Ok(Exit::Park);
                 }
             }
+            if let Some(how) = self.ctx.client.take_unblock() {
+                self.unblock(how);
+            }
             let round = RoundConfig::read(&self.ctx.state);
             if received {
                 self.dispatch_buffered(&round);
@@ -526,6 +538,20 @@ impl<S: ClientStream> Session<S> {
             self.check_output_limits(&round)?;
             self.release_buffers();
         }
+    }
+
+    /// CLIENT UNBLOCK of this client: its blocking command gets the proxy's answer (`how`),
+    /// and the private connection it waits on is closed, which ends it on the node.
+    fn unblock(&mut self, how: crate::clients::Unblock) {
+        let Some((seq, id)) = self.ctx.blocked.take() else {
+            return;
+        };
+        if !self.ctx.client.is_blocked() {
+            return; // Answered in the meantime.
+        }
+        let reply = client::unblocked_reply(id, how, self.ctx.protocol);
+        self.ctx.queue.part(seq, 0).deliver(reply);
+        self.ctx.private = None;
     }
 
     /// Frees the empty read and output buffers of an idle client, and large ones of any
@@ -672,6 +698,12 @@ impl<S: ClientStream> Session<S> {
                 self.held_back = true;
                 break;
             }
+            if let dispatch::Action::ClientPause(until, changes) = action {
+                // The frame stays scanned; it is dispatched again when the pause changes or
+                // ends.
+                self.paused = Some(Hold::ClientPause(changes, until));
+                break;
+            }
             if let dispatch::Action::Pause(gate) = action {
                 // The frame stays scanned; it is dispatched again when the gate opens.
                 let wait = self.ctx.state.live.now().health.failover_wait;
@@ -725,6 +757,11 @@ enum Hold {
     Gate(watch::Receiver<GateState>, tokio::time::Instant),
     /// The move of its keys by the running migration.
     Migration(tokio::sync::oneshot::Receiver<Result<(), String>>),
+    /// A CLIENT PAUSE, until it changes (UNPAUSE, another PAUSE) or its end.
+    ClientPause(
+        watch::Receiver<Option<crate::clients::Pause>>,
+        tokio::time::Instant,
+    ),
 }
 
 /// How a hold ended.
@@ -736,6 +773,8 @@ enum Released {
     },
     /// The keys moved, or could not be.
     Migrated(Result<(), String>),
+    /// The CLIENT PAUSE changed or ended (dispatching again checks it again).
+    Unpaused,
 }
 
 /// Waits until the hold ends.
@@ -752,6 +791,17 @@ async fn wait_hold(hold: &mut Option<Hold>) -> Released {
                 }
             })
             .await
+        }
+        Some(Hold::ClientPause(changes, until)) => {
+            let until = *until;
+            Box::pin(async move {
+                tokio::select! {
+                    _ = changes.changed() => {}
+                    () = tokio::time::sleep_until(until) => {}
+                }
+            })
+            .await;
+            Released::Unpaused
         }
         Some(Hold::Migration(rx)) => Released::Migrated(
             rx.await
