@@ -50,6 +50,22 @@ pub enum Unblock {
     Error = 2,
 }
 
+/// Every command's full name by its [`ClientInfo::last_cmd`] number, made on first use.
+fn names() -> &'static [Option<&'static str>] {
+    static NAMES: OnceLock<Vec<Option<&'static str>>> = OnceLock::new();
+    NAMES.get_or_init(|| {
+        let mut names = Vec::new();
+        for spec in command::every_spec() {
+            let at = usize::from(spec.id as u16);
+            if names.len() <= at {
+                names.resize(at + 1, None);
+            }
+            names[at] = Some(spec.name);
+        }
+        names
+    })
+}
+
 /// [`ClientInfo::last_cmd`] of a client that sent no command yet (Redis shows `cmd=NULL`).
 const NO_COMMAND: u16 = u16::MAX;
 
@@ -158,9 +174,11 @@ impl ClientInfo {
         if id == NO_COMMAND {
             return "NULL";
         }
-        command::every_spec()
-            .find(|spec| spec.id as u16 == id)
-            .map_or("NULL", |spec| spec.name)
+        names()
+            .get(usize::from(id))
+            .copied()
+            .flatten()
+            .unwrap_or("NULL")
     }
 
     /// One CLIENT LIST line (without the trailing newline), in Redis's field order.
@@ -487,5 +505,80 @@ impl Clients {
                 .for_each(|info| add(info)),
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(clients: &Clients, port: u16) -> Arc<ClientInfo> {
+        clients.add(
+            format!("127.0.0.1:{port}").parse().unwrap(),
+            "127.0.0.1:6379".parse().unwrap(),
+        )
+    }
+
+    #[test]
+    fn the_last_command_is_shown_by_its_full_name() {
+        let clients = Clients::default();
+        let c = client(&clients, 1000);
+        assert_eq!(c.last_command(), "NULL");
+        for name in [
+            &[&b"client"[..], b"setinfo"][..],
+            &[b"get"],
+            &[b"CLIENT", b"LIST"],
+        ] {
+            let spec = command::every_spec()
+                .find(|s| s.name.as_bytes().eq_ignore_ascii_case(&name.join(&b'|')))
+                .unwrap();
+            c.set_command(spec);
+            assert_eq!(c.last_command(), spec.name);
+        }
+    }
+
+    #[test]
+    fn kill_filters_all_match() {
+        let clients = Clients::default();
+        let a = client(&clients, 1000);
+        let b = client(&clients, 1001);
+        b.fields().user = "app".into();
+        b.fields().subscriptions[0] = 1;
+        let ids = |filter: &KillFilter| -> Vec<u64> {
+            clients.matching(filter).iter().map(|c| c.id).collect()
+        };
+        assert_eq!(ids(&KillFilter::default()), [a.id, b.id]);
+        let by_addr = KillFilter {
+            addr: Some("127.0.0.1:1001".into()),
+            ..KillFilter::default()
+        };
+        assert_eq!(ids(&by_addr), [b.id]);
+        let default_user = KillFilter {
+            user: Some("default".into()),
+            ..KillFilter::default()
+        };
+        assert_eq!(ids(&default_user), [a.id]);
+        let normal_but_b = KillFilter {
+            subscribed: Some(false),
+            id: Some(b.id),
+            ..KillFilter::default()
+        };
+        assert!(ids(&normal_but_b).is_empty());
+        let skip_a = KillFilter {
+            skip: Some(a.id),
+            laddr: Some("127.0.0.1:6379".into()),
+            ..KillFilter::default()
+        };
+        assert_eq!(ids(&skip_a), [b.id]);
+        let nobody = KillFilter {
+            nobody: true,
+            ..KillFilter::default()
+        };
+        assert!(ids(&nobody).is_empty());
+        let old = KillFilter {
+            max_age: Some(1000),
+            ..KillFilter::default()
+        };
+        assert!(ids(&old).is_empty());
     }
 }
