@@ -169,7 +169,7 @@ impl ClientInfo {
     }
 
     /// The full name (`client|list`) of the command the client sent last, `NULL` before any.
-    fn last_command(&self) -> &'static str {
+    pub(crate) fn last_command(&self) -> &'static str {
         let id = self.last_cmd.load(Ordering::Relaxed);
         if id == NO_COMMAND {
             return "NULL";

@@ -238,6 +238,13 @@ impl ReplyQueue {
         }
     }
 
+    /// The sequence number of the front entry (with [`ReplyQueue::part`] 0, another handle
+    /// to it when it is a plain entry: the first reply delivered fills it, later ones are
+    /// dropped).
+    pub(crate) fn front_seq(&self) -> u64 {
+        self.lock().head
+    }
+
     /// Reserves an entry for one backend reply.
     pub fn reserve(self: &Arc<Self>) -> ReplyTo {
         let mut inner = self.lock();
@@ -442,12 +449,6 @@ impl ReplyQueue {
 }
 
 impl ReplyTo {
-    /// The sequence number of its entry (with [`ReplyQueue::part`] 0, another handle to a
-    /// plain entry: the first reply delivered fills it, later ones are dropped).
-    pub(crate) fn seq(&self) -> u64 {
-        self.seq
-    }
-
     /// Delivers the reply to its entry and wakes the session if it can now write.
     pub(crate) fn deliver(self, reply: Bytes) {
         self.queue.deliver(self.seq, self.part, reply);

@@ -156,14 +156,14 @@ pub(super) fn unblock(ctx: &Ctx, args: Args<'_>) -> Action {
     )
 }
 
-/// What a blocked command `id` gets when CLIENT UNBLOCK ends it `how` (Redis's timeout reply:
-/// a null bulk for those that move one element, a null array for the others).
-pub(super) fn unblocked_reply(id: CommandId, how: Unblock, protocol: Protocol) -> Bytes {
+/// What a blocked command (by its full name) gets when CLIENT UNBLOCK ends it `how` (Redis's
+/// timeout reply: a null bulk for those that move one element, a null array for the others).
+pub(super) fn unblocked_reply(command: &str, how: Unblock, protocol: Protocol) -> Bytes {
     match (how, protocol) {
         (Unblock::Error, _) => ClientError::Unblocked.to_reply(),
         (Unblock::Timeout, Protocol::Resp3) => Bytes::from_static(b"_\r\n"),
         (Unblock::Timeout, Protocol::Resp2) => {
-            Bytes::from_static(if matches!(id, CommandId::Blmove | CommandId::Brpoplpush) {
+            Bytes::from_static(if matches!(command, "blmove" | "brpoplpush") {
                 encode::NULL_BULK
             } else {
                 b"*-1\r\n"

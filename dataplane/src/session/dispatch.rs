@@ -449,11 +449,7 @@ fn gate_check(
                 .map(|&k| table.shard_of(table.slot_of(args.get(k))))
                 .collect();
             if matches!(spec.id, CommandId::Exec | CommandId::Unwatch) {
-                let slot = ctx
-                    .tx
-                    .as_ref()
-                    .and_then(txn::Transaction::slot)
-                    .or(ctx.watch);
+                let slot = ctx.tx.as_ref().and_then(|tx| tx.slot()).or(ctx.watch);
                 shards.push(slot.map_or_else(|| keyless_shard(table), |s| table.shard_of(s)));
             }
             if shards.is_empty() {
@@ -589,13 +585,7 @@ pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes:
             mirror,
             blocking,
         } => {
-            let reply = ctx.queue.reserve();
-            if blocking {
-                if let Some(spec) = ctx.current_cmd {
-                    ctx.blocked = Some((reply.seq(), spec.id));
-                }
-            }
-            let reply: Dest = reply.into();
+            let reply: Dest = ctx.queue.reserve().into();
             let reply = if blocking {
                 Dest::Blocked(Box::new((reply, ctx.state.clients.blocked(&ctx.client))))
             } else {

@@ -154,7 +154,9 @@ pub(crate) struct Ctx {
     /// The client's own backend connection (transactions, blocking commands), if it has one.
     pub private: Option<PrivateLane>,
     /// The transaction being queued, between MULTI and EXEC.
-    pub tx: Option<txn::Transaction>,
+    /// Boxed: most clients never queue one, and every session's future carries this room
+    /// (see `park::session_task`).
+    pub tx: Option<Box<txn::Transaction>>,
     /// The slot of the keys WATCHed on the private lane, until EXEC, DISCARD or UNWATCH.
     pub watch: Option<redshard_config::Slot>,
     /// Subscriptions and their connections, while the client has any (boxed: most clients
@@ -178,9 +180,6 @@ pub(crate) struct Ctx {
     pub(crate) migrated: bool,
     /// Moving the keys of the held request failed: answer it with this error.
     pub(crate) migration_failed: Option<String>,
-    /// The reply entry and command of the last blocking command sent on the private lane:
-    /// what CLIENT UNBLOCK answers (stale once answered; delivering to it again is a no-op).
-    pub(crate) blocked: Option<(u64, redshard_protocol::command::CommandId)>,
 }
 
 /// How [`Session::run`] ended.
@@ -280,7 +279,6 @@ impl<S: ClientStream> Session<S> {
                 pause_expired: false,
                 migrated: false,
                 migration_failed: None,
-                blocked: None,
                 current_cmd: None,
                 auth_failures: 0,
                 access: redshard_config::Access::All,
@@ -542,15 +540,19 @@ impl<S: ClientStream> Session<S> {
 
     /// CLIENT UNBLOCK of this client: its blocking command gets the proxy's answer (`how`),
     /// and the private connection it waits on is closed, which ends it on the node.
+    ///
+    /// While a blocking command waits, its entry is the front of the queue (it was sent once
+    /// the queue was empty, and the barrier lets nothing be dispatched after it), and it is
+    /// the client's last command.
     fn unblock(&mut self, how: crate::clients::Unblock) {
-        let Some((seq, id)) = self.ctx.blocked.take() else {
-            return;
-        };
         if !self.ctx.client.is_blocked() {
             return; // Answered in the meantime.
         }
-        let reply = client::unblocked_reply(id, how, self.ctx.protocol);
-        self.ctx.queue.part(seq, 0).deliver(reply);
+        let reply = client::unblocked_reply(self.ctx.client.last_command(), how, self.ctx.protocol);
+        self.ctx
+            .queue
+            .part(self.ctx.queue.front_seq(), 0)
+            .deliver(reply);
         self.ctx.private = None;
     }
 
@@ -701,7 +703,7 @@ impl<S: ClientStream> Session<S> {
             if let dispatch::Action::ClientPause(until, changes) = action {
                 // The frame stays scanned; it is dispatched again when the pause changes or
                 // ends.
-                self.paused = Some(Hold::ClientPause(changes, until));
+                self.paused = Some(Hold::ClientPause(Box::new((changes, until))));
                 break;
             }
             if let dispatch::Action::Pause(gate) = action {
@@ -757,10 +759,14 @@ enum Hold {
     Gate(watch::Receiver<GateState>, tokio::time::Instant),
     /// The move of its keys by the running migration.
     Migration(tokio::sync::oneshot::Receiver<Result<(), String>>),
-    /// A CLIENT PAUSE, until it changes (UNPAUSE, another PAUSE) or its end.
+    /// A CLIENT PAUSE, until it changes (UNPAUSE, another PAUSE) or its end. Boxed: rare, and
+    /// unboxed it would grow every session's future past its allocation class (see
+    /// `park::session_task`).
     ClientPause(
-        watch::Receiver<Option<crate::clients::Pause>>,
-        tokio::time::Instant,
+        Box<(
+            watch::Receiver<Option<crate::clients::Pause>>,
+            tokio::time::Instant,
+        )>,
     ),
 }
 
@@ -792,12 +798,14 @@ async fn wait_hold(hold: &mut Option<Hold>) -> Released {
             })
             .await
         }
-        Some(Hold::ClientPause(changes, until)) => {
-            let until = *until;
+        Some(Hold::ClientPause(pause)) => {
+            // No binding but the box lives across the wait (each would take room in every
+            // session's future).
             Box::pin(async move {
+                let (changes, until) = &mut **pause;
                 tokio::select! {
                     _ = changes.changed() => {}
-                    () = tokio::time::sleep_until(until) => {}
+                    () = tokio::time::sleep_until(*until) => {}
                 }
             })
             .await;

@@ -113,10 +113,10 @@ pub(super) fn outside_multi(
             if !ctx.queue.is_empty() {
                 return Some(Action::HoldBack);
             }
-            ctx.tx = Some(Transaction {
+            ctx.tx = Some(Box::new(Transaction {
                 slot: ctx.watch,
                 ..Transaction::default()
-            });
+            }));
             Action::reply(ctx, Bytes::from_static(b"+OK\r\n"))
         }
         CommandId::Exec => Action::error(ctx, ClientError::ExecWithoutMulti),
@@ -315,7 +315,7 @@ fn refuse(ctx: &mut Ctx, error: ClientError) -> Action {
 }
 
 fn exec(ctx: &mut Ctx, table: &RoutingTable) -> Action {
-    let Some(tx) = ctx.tx.take() else {
+    let Some(tx) = ctx.tx.take().map(|tx| *tx) else {
         return Action::error(ctx, ClientError::ExecWithoutMulti);
     };
     let watched = ctx.watch.take();
