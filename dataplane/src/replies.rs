@@ -238,11 +238,16 @@ impl ReplyQueue {
         }
     }
 
-    /// The sequence number of the front entry (with [`ReplyQueue::part`] 0, another handle
-    /// to it when it is a plain entry: the first reply delivered fills it, later ones are
-    /// dropped).
-    pub(crate) fn front_seq(&self) -> u64 {
-        self.lock().head
+    /// The sequence number of the oldest entry still waiting for its reply, if any (with
+    /// [`ReplyQueue::part`] 0, another handle to it: the first reply delivered fills it,
+    /// later ones are dropped).
+    pub(crate) fn first_waiting(&self) -> Option<u64> {
+        let inner = self.lock();
+        let index = inner
+            .entries
+            .iter()
+            .position(|(entry, _)| matches!(entry, Entry::Waiting))?;
+        Some(inner.head + index as u64)
     }
 
     /// Reserves an entry for one backend reply.

@@ -413,6 +413,36 @@ async fn client_unblock_ends_a_blocking_command_with_nil_or_an_error() {
         );
         assert_eq!(blocked.read().await, expected, "{reason}");
     }
+    // BLMOVE's timeout is a null bulk; RESP3's null is `_`.
+    let other = format!("{{{key}}}:dest");
+    for (hello, args, expected) in [
+        (
+            false,
+            vec!["BLMOVE", &key, &other, "LEFT", "LEFT", "0"],
+            &b"$-1\r\n"[..],
+        ),
+        (true, vec!["BLPOP", &key, "0"], b"_\r\n"),
+    ] {
+        if hello {
+            assert!(blocked.cmd_resp3(&["HELLO", "3"]).await.starts_with(b"%7"));
+        }
+        blocked
+            .send_raw(&redshard_tests::client::encode_command(&args))
+            .await;
+        redshard_tests::wait_until(
+            std::time::Duration::from_secs(10),
+            "the client is blocked",
+            || async {
+                let mut c = cluster.client().await;
+                client_field(&mut c, "blocked", "flags").await.as_deref() == Some("b")
+            },
+        )
+        .await;
+        assert_eq!(admin.cmd(&["CLIENT", "UNBLOCK", &id]).await, Reply::Int(1));
+        assert_eq!(blocked.read_resp3_raw().await, expected, "{args:?}");
+    }
+    assert!(blocked.cmd_resp3(&["HELLO", "2"]).await.starts_with(b"*14"));
+
     // The client goes on, blocking again included.
     assert_eq!(admin.cmd(&["RPUSH", &key, "x"]).await, Reply::Int(1));
     assert_eq!(
