@@ -32,6 +32,7 @@ pub struct ReplyQueue {
     /// Set by a connection the client depends on for out-of-band messages (a subscription
     /// connection) when it fails: the session then closes the client's connection, as losing
     /// a node would, so the client reconnects and resubscribes instead of waiting forever.
+    /// Also set by CLIENT KILL (see [`crate::clients::ClientInfo::kill`]).
     broken: AtomicBool,
     /// Idle-sweep ticks since the session last read from its client (see
     /// [`ReplyQueue::idle_tick`]): what tells a parkable session it has been idle long enough.

@@ -519,8 +519,9 @@ impl<S: ClientStream> Session<S> {
             }
             self.take_replies(&round);
             if self.ctx.queue.is_broken() && self.ctx.closing == Closing::Open {
-                // A subscription connection failed: finish what is ready, then close.
-                debug!("closing a client whose subscription connection failed");
+                // A subscription connection failed, or CLIENT KILL: finish what is ready,
+                // then close.
+                debug!("closing a client that was killed or whose subscription connection failed");
                 self.ctx.closing = Closing::AfterReplies;
                 self.stream.try_write(&mut self.out)?;
                 return Ok(Exit::Closed);
