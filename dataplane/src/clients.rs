@@ -5,11 +5,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use redshard_protocol::command::{self, CommandSpec};
-use tokio::sync::watch;
-
-use crate::replies::ReplyQueue;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Instant;
+use tokio::sync::watch;
 
 /// What CLIENT LIST shows about one connection.
 #[derive(Debug)]
@@ -31,14 +29,23 @@ pub struct ClientInfo {
     /// The command the client sent last (CLIENT LIST's `cmd`), as its [`CommandId`]'s
     /// number (`CommandId as u16`; [`NO_COMMAND`] before the first): one store per request, no lock.
     last_cmd: AtomicU16,
-    /// The client's reply queue, once its session started: CLIENT KILL closes the client
-    /// through it, CLIENT UNBLOCK wakes it (weak: the session owns the queue).
-    queue: OnceLock<Weak<ReplyQueue>>,
+    /// The client's session (its reply queue), once it started: CLIENT KILL closes the
+    /// client through it, CLIENT UNBLOCK wakes it (weak: the session owns the queue).
+    queue: OnceLock<Weak<dyn SessionSignal>>,
     /// A blocking command of the client is waiting for its answer (CLIENT UNBLOCK's target).
     blocked: AtomicBool,
     /// CLIENT UNBLOCK asked for the client's blocking command to end: [`Unblock`] as a
     /// number, 0 for none; its session answers the command and takes it back.
     unblock: AtomicU8,
+}
+
+/// What another client's command can tell a session (implemented by its reply queue, a
+/// layer above this module).
+pub trait SessionSignal: Send + Sync + std::fmt::Debug {
+    /// Close the client: write what is ready, then close the connection.
+    fn close(&self);
+    /// Look at the client's state again (CLIENT UNBLOCK).
+    fn wake(&self);
 }
 
 /// How CLIENT UNBLOCK ends a blocking command.
@@ -109,8 +116,10 @@ impl ClientInfo {
     }
 
     /// Ties the client to its session's reply queue (once, when the session starts).
-    pub(crate) fn attach(&self, queue: &Arc<ReplyQueue>) {
-        let _ = self.queue.set(Arc::downgrade(queue));
+    pub(crate) fn attach<Q: SessionSignal + 'static>(&self, queue: &Arc<Q>) {
+        let queue: Arc<dyn SessionSignal> = Arc::clone(queue) as Arc<dyn SessionSignal>;
+        let queue = Arc::downgrade(&queue);
+        let _ = self.queue.set(queue);
     }
 
     /// Closes the client (CLIENT KILL): its session writes what is ready and closes.
@@ -118,7 +127,7 @@ impl ClientInfo {
     pub(crate) fn kill(&self) -> bool {
         match self.queue.get().and_then(Weak::upgrade) {
             Some(queue) => {
-                queue.mark_broken();
+                queue.close();
                 true
             }
             None => false,

@@ -454,6 +454,16 @@ impl ReplyQueue {
     }
 }
 
+impl crate::clients::SessionSignal for ReplyQueue {
+    fn close(&self) {
+        self.mark_broken();
+    }
+
+    fn wake(&self) {
+        ReplyQueue::wake(self);
+    }
+}
+
 impl ReplyTo {
     /// Delivers the reply to its entry and wakes the session if it can now write.
     pub(crate) fn deliver(self, reply: Bytes) {
