@@ -2,9 +2,12 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+
+use redshard_protocol::command::{self, CommandSpec};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Instant;
+use tokio::sync::watch;
 
 /// What CLIENT LIST shows about one connection.
 #[derive(Debug)]
@@ -23,7 +26,55 @@ pub struct ClientInfo {
     /// its session last counted them: CLIENT LIST's `omem`, INFO's
     /// `client_recent_max_output_buffer`.
     pub(crate) output_bytes: AtomicUsize,
+    /// The command the client sent last (CLIENT LIST's `cmd`), as its [`CommandId`]'s
+    /// number (`CommandId as u16`; [`NO_COMMAND`] before the first): one store per request, no lock.
+    last_cmd: AtomicU16,
+    /// The client's session (its reply queue), once it started: CLIENT KILL closes the
+    /// client through it, CLIENT UNBLOCK wakes it (weak: the session owns the queue).
+    queue: OnceLock<Weak<dyn SessionSignal>>,
+    /// A blocking command of the client is waiting for its answer (CLIENT UNBLOCK's target).
+    blocked: AtomicBool,
+    /// CLIENT UNBLOCK asked for the client's blocking command to end: [`Unblock`] as a
+    /// number, 0 for none; its session answers the command and takes it back.
+    unblock: AtomicU8,
 }
+
+/// What another client's command can tell a session (implemented by its reply queue, a
+/// layer above this module).
+pub trait SessionSignal: Send + Sync + std::fmt::Debug {
+    /// Close the client: write what is ready, then close the connection.
+    fn close(&self);
+    /// Look at the client's state again (CLIENT UNBLOCK).
+    fn wake(&self);
+}
+
+/// How CLIENT UNBLOCK ends a blocking command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unblock {
+    /// As if its timeout had passed (a null reply).
+    Timeout = 1,
+    /// With `-UNBLOCKED`.
+    Error = 2,
+}
+
+/// Every command's full name by its [`ClientInfo::last_cmd`] number, made on first use.
+fn names() -> &'static [Option<&'static str>] {
+    static NAMES: OnceLock<Vec<Option<&'static str>>> = OnceLock::new();
+    NAMES.get_or_init(|| {
+        let mut names = Vec::new();
+        for spec in command::every_spec() {
+            let at = usize::from(spec.id as u16);
+            if names.len() <= at {
+                names.resize(at + 1, None);
+            }
+            names[at] = Some(spec.name);
+        }
+        names
+    })
+}
+
+/// [`ClientInfo::last_cmd`] of a client that sent no command yet (Redis shows `cmd=NULL`).
+const NO_COMMAND: u16 = u16::MAX;
 
 /// The mutable part of [`ClientInfo`].
 #[derive(Debug)]
@@ -36,6 +87,8 @@ pub struct ClientFields {
     pub(crate) lib_ver: String,
     /// The protocol version the client chose with HELLO (2 until then).
     pub resp: u8,
+    /// The user it authenticated as (empty: `default`), for CLIENT LIST and CLIENT KILL USER.
+    pub(crate) user: String,
     /// Its SUBSCRIBE channels, PSUBSCRIBE patterns and SSUBSCRIBE channels (CLIENT LIST's
     /// `sub`, `psub`, `ssub`; a client with any is of type `pubsub`).
     pub(crate) subscriptions: [usize; 3],
@@ -48,6 +101,7 @@ impl Default for ClientFields {
             lib_name: String::new(),
             lib_ver: String::new(),
             resp: 2,
+            user: String::new(),
             subscriptions: [0; 3],
         }
     }
@@ -61,6 +115,81 @@ impl ClientInfo {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Ties the client to its session's reply queue (once, when the session starts).
+    pub(crate) fn attach<Q: SessionSignal + 'static>(&self, queue: &Arc<Q>) {
+        let queue: Arc<dyn SessionSignal> = Arc::clone(queue) as Arc<dyn SessionSignal>;
+        let queue = Arc::downgrade(&queue);
+        let _ = self.queue.set(queue);
+    }
+
+    /// Closes the client (CLIENT KILL): its session writes what is ready and closes.
+    /// Returns whether its session was still there.
+    pub(crate) fn kill(&self) -> bool {
+        match self.queue.get().and_then(Weak::upgrade) {
+            Some(queue) => {
+                queue.close();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Asks the client's session to end its blocking command as `how` says (CLIENT
+    /// UNBLOCK). Returns whether the client is blocked.
+    pub(crate) fn unblock(&self, how: Unblock) -> bool {
+        if !self.blocked.load(Ordering::Acquire) {
+            return false;
+        }
+        let Some(queue) = self.queue.get().and_then(Weak::upgrade) else {
+            return false;
+        };
+        self.unblock.store(how as u8, Ordering::Release);
+        queue.wake();
+        true
+    }
+
+    /// The unblocking CLIENT UNBLOCK asked for, if any (taken: asked once, done once).
+    pub(crate) fn take_unblock(&self) -> Option<Unblock> {
+        match self.unblock.swap(0, Ordering::AcqRel) {
+            1 => Some(Unblock::Timeout),
+            2 => Some(Unblock::Error),
+            _ => None,
+        }
+    }
+
+    /// Whether a blocking command of the client waits for its answer.
+    pub(crate) fn is_blocked(&self) -> bool {
+        self.blocked.load(Ordering::Acquire)
+    }
+
+    /// The user the client authenticated as, `default` when none.
+    fn user_name(fields: &ClientFields) -> &str {
+        if fields.user.is_empty() {
+            "default"
+        } else {
+            &fields.user
+        }
+    }
+
+    /// Records the command the client is sending now.
+    #[inline]
+    pub(crate) fn set_command(&self, spec: &CommandSpec) {
+        self.last_cmd.store(spec.id as u16, Ordering::Relaxed);
+    }
+
+    /// The full name (`client|list`) of the command the client sent last, `NULL` before any.
+    pub(crate) fn last_command(&self) -> &'static str {
+        let id = self.last_cmd.load(Ordering::Relaxed);
+        if id == NO_COMMAND {
+            return "NULL";
+        }
+        names()
+            .get(usize::from(id))
+            .copied()
+            .flatten()
+            .unwrap_or("NULL")
+    }
+
     /// One CLIENT LIST line (without the trailing newline), in Redis's field order.
     #[must_use]
     pub fn line(&self) -> String {
@@ -68,13 +197,21 @@ impl ClientInfo {
         let [sub, psub, ssub] = f.subscriptions;
         let omem = self.output_bytes.load(Ordering::Relaxed);
         format!(
-            "id={} addr={} laddr={} fd=-1 name={} age={} idle=0 flags={} db=0 sub={sub} psub={psub} ssub={ssub} multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem={omem} tot-mem={omem} events=r cmd=client|list user=default redir=-1 resp={} lib-name={} lib-ver={}",
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle=0 flags={} db=0 sub={sub} psub={psub} ssub={ssub} multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem={omem} tot-mem={omem} events=r cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={}",
             self.id,
             self.addr,
             self.laddr,
             f.name,
             self.since.elapsed().as_secs(),
-            if f.subscribed() { "P" } else { "N" },
+            if self.is_blocked() {
+                "b"
+            } else if f.subscribed() {
+                "P"
+            } else {
+                "N"
+            },
+            self.last_command(),
+            Self::user_name(&f),
             f.resp,
             f.lib_name,
             f.lib_ver
@@ -104,7 +241,7 @@ pub enum ListFilter {
 }
 
 /// Every connected client, plus connection counters for INFO.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Clients {
     /// Next CLIENT ID.
     next_id: AtomicU64,
@@ -124,6 +261,10 @@ pub struct Clients {
     /// Clients waiting for a blocking command's answer (INFO blocked_clients), each counted
     /// by the [`Blocked`] its request carries.
     blocked: Arc<AtomicUsize>,
+    /// Whether a CLIENT PAUSE may be in force: one load per request while none is.
+    pausing: AtomicBool,
+    /// The CLIENT PAUSE in force (`None`: none); held requests wait for a change.
+    pause: watch::Sender<Option<Pause>>,
 }
 
 /// A connection's place under `max_clients`, given back when dropped.
@@ -136,23 +277,149 @@ impl Drop for Admitted {
     }
 }
 
-/// A client waiting for a blocking command's answer: counted in INFO `blocked_clients` until
-/// the answer is handed over (or the request dropped).
+/// A client waiting for a blocking command's answer: counted in INFO `blocked_clients`, and
+/// shown blocked in CLIENT LIST (`flags=b`), until the answer is handed over (or the request
+/// dropped).
 #[derive(Debug)]
-pub struct Blocked(Arc<AtomicUsize>);
+pub struct Blocked(Arc<AtomicUsize>, Arc<ClientInfo>);
 
 impl Drop for Blocked {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+        self.1.blocked.store(false, Ordering::Release);
+    }
+}
+
+/// A CLIENT PAUSE in force.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pause {
+    /// When it ends by itself.
+    pub until: tokio::time::Instant,
+    /// Every command is held (`ALL`), or only writes (`WRITE`).
+    pub all: bool,
+}
+
+/// Which clients CLIENT KILL closes: those every given filter matches.
+#[derive(Debug, Default)]
+pub struct KillFilter {
+    /// `ID id`.
+    pub id: Option<u64>,
+    /// `ADDR ip:port` (the old form's argument too).
+    pub addr: Option<String>,
+    /// `LADDR ip:port`.
+    pub laddr: Option<String>,
+    /// `USER name` (`default` for clients that did not authenticate as a named user).
+    pub user: Option<String>,
+    /// `TYPE normal|pubsub` (`Some(true)`: subscribed); `master|replica|slave` match nobody.
+    pub subscribed: Option<bool>,
+    /// `TYPE master|replica|slave`: no such client connects to the proxy.
+    pub nobody: bool,
+    /// `MAXAGE secs`: clients connected longer than this.
+    pub max_age: Option<u64>,
+    /// `SKIPME yes` (the new form's default): not the client that asks, by id.
+    pub skip: Option<u64>,
+}
+
+impl KillFilter {
+    fn matches(&self, info: &ClientInfo) -> bool {
+        if self.nobody || self.skip == Some(info.id) {
+            return false;
+        }
+        if self.id.is_some_and(|id| id != info.id)
+            || self
+                .addr
+                .as_ref()
+                .is_some_and(|a| *a != info.addr.to_string())
+            || self
+                .laddr
+                .as_ref()
+                .is_some_and(|a| *a != info.laddr.to_string())
+            || self
+                .max_age
+                .is_some_and(|age| info.since.elapsed().as_secs() <= age)
+        {
+            return false;
+        }
+        let fields = info.fields();
+        !(self
+            .user
+            .as_ref()
+            .is_some_and(|u| u != ClientInfo::user_name(&fields))
+            || self.subscribed.is_some_and(|s| s != fields.subscribed()))
+    }
+}
+
+impl Default for Clients {
+    fn default() -> Self {
+        Self {
+            next_id: AtomicU64::default(),
+            live: Mutex::default(),
+            total_connections: AtomicU64::default(),
+            rejected_connections: AtomicU64::default(),
+            total_commands: AtomicU64::default(),
+            parked: AtomicUsize::default(),
+            admitted: Arc::default(),
+            blocked: Arc::default(),
+            pausing: AtomicBool::new(false),
+            pause: watch::Sender::new(None),
+        }
     }
 }
 
 impl Clients {
-    /// Counts one more client waiting for a blocking command until the guard drops.
+    /// Counts `client` as waiting for a blocking command until the guard drops.
     #[must_use]
-    pub fn blocked(&self) -> Blocked {
+    pub fn blocked(&self, client: &Arc<ClientInfo>) -> Blocked {
         self.blocked.fetch_add(1, Ordering::AcqRel);
-        Blocked(Arc::clone(&self.blocked))
+        client.blocked.store(true, Ordering::Release);
+        Blocked(Arc::clone(&self.blocked), Arc::clone(client))
+    }
+
+    /// CLIENT PAUSE: holds every client's commands (`all`) or writes until `until`; a pause
+    /// already in force ends no earlier, and holds all commands if either does (as Redis).
+    pub fn pause(&self, until: tokio::time::Instant, all: bool) {
+        self.pause.send_modify(|pause| {
+            *pause = Some(match *pause {
+                Some(p) if p.until > tokio::time::Instant::now() => Pause {
+                    until: p.until.max(until),
+                    all: p.all || all,
+                },
+                _ => Pause { until, all },
+            });
+        });
+        self.pausing.store(true, Ordering::Release);
+    }
+
+    /// CLIENT UNPAUSE: the held commands go.
+    pub fn unpause(&self) {
+        self.pausing.store(false, Ordering::Release);
+        self.pause.send_replace(None);
+    }
+
+    /// The CLIENT PAUSE in force now, and a receiver told when it changes.
+    pub(crate) fn paused(&self) -> Option<(Pause, watch::Receiver<Option<Pause>>)> {
+        if !self.pausing.load(Ordering::Acquire) {
+            return None;
+        }
+        let pause = (*self.pause.borrow())?;
+        if pause.until <= tokio::time::Instant::now() {
+            return None;
+        }
+        Some((pause, self.pause.subscribe()))
+    }
+
+    /// CLIENT KILL: the clients `filter` matches.
+    pub(crate) fn matching(&self, filter: &KillFilter) -> Vec<Arc<ClientInfo>> {
+        self.live()
+            .values()
+            .filter(|info| filter.matches(info))
+            .cloned()
+            .collect()
+    }
+
+    /// The client `id`, if connected.
+    pub(crate) fn get(&self, id: u64) -> Option<Arc<ClientInfo>> {
+        self.live().get(&id).cloned()
     }
 
     /// Clients waiting for a blocking command's answer now.
@@ -193,6 +460,10 @@ impl Clients {
             since: Instant::now(),
             fields: Mutex::new(ClientFields::default()),
             output_bytes: AtomicUsize::new(0),
+            last_cmd: AtomicU16::new(NO_COMMAND),
+            queue: OnceLock::new(),
+            blocked: AtomicBool::new(false),
+            unblock: AtomicU8::new(0),
         });
         self.total_connections.fetch_add(1, Ordering::Relaxed);
         self.live().insert(id, Arc::clone(&info));
@@ -243,5 +514,80 @@ impl Clients {
                 .for_each(|info| add(info)),
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(clients: &Clients, port: u16) -> Arc<ClientInfo> {
+        clients.add(
+            format!("127.0.0.1:{port}").parse().unwrap(),
+            "127.0.0.1:6379".parse().unwrap(),
+        )
+    }
+
+    #[test]
+    fn the_last_command_is_shown_by_its_full_name() {
+        let clients = Clients::default();
+        let c = client(&clients, 1000);
+        assert_eq!(c.last_command(), "NULL");
+        for name in [
+            &[&b"client"[..], b"setinfo"][..],
+            &[b"get"],
+            &[b"CLIENT", b"LIST"],
+        ] {
+            let spec = command::every_spec()
+                .find(|s| s.name.as_bytes().eq_ignore_ascii_case(&name.join(&b'|')))
+                .unwrap();
+            c.set_command(spec);
+            assert_eq!(c.last_command(), spec.name);
+        }
+    }
+
+    #[test]
+    fn kill_filters_all_match() {
+        let clients = Clients::default();
+        let a = client(&clients, 1000);
+        let b = client(&clients, 1001);
+        b.fields().user = "app".into();
+        b.fields().subscriptions[0] = 1;
+        let ids = |filter: &KillFilter| -> Vec<u64> {
+            clients.matching(filter).iter().map(|c| c.id).collect()
+        };
+        assert_eq!(ids(&KillFilter::default()), [a.id, b.id]);
+        let by_addr = KillFilter {
+            addr: Some("127.0.0.1:1001".into()),
+            ..KillFilter::default()
+        };
+        assert_eq!(ids(&by_addr), [b.id]);
+        let default_user = KillFilter {
+            user: Some("default".into()),
+            ..KillFilter::default()
+        };
+        assert_eq!(ids(&default_user), [a.id]);
+        let normal_but_b = KillFilter {
+            subscribed: Some(false),
+            id: Some(b.id),
+            ..KillFilter::default()
+        };
+        assert!(ids(&normal_but_b).is_empty());
+        let skip_a = KillFilter {
+            skip: Some(a.id),
+            laddr: Some("127.0.0.1:6379".into()),
+            ..KillFilter::default()
+        };
+        assert_eq!(ids(&skip_a), [b.id]);
+        let nobody = KillFilter {
+            nobody: true,
+            ..KillFilter::default()
+        };
+        assert!(ids(&nobody).is_empty());
+        let old = KillFilter {
+            max_age: Some(1000),
+            ..KillFilter::default()
+        };
+        assert!(ids(&old).is_empty());
     }
 }

@@ -32,6 +32,7 @@ pub struct ReplyQueue {
     /// Set by a connection the client depends on for out-of-band messages (a subscription
     /// connection) when it fails: the session then closes the client's connection, as losing
     /// a node would, so the client reconnects and resubscribes instead of waiting forever.
+    /// Also set by CLIENT KILL (see [`crate::clients::ClientInfo::kill`]).
     broken: AtomicBool,
     /// Idle-sweep ticks since the session last read from its client (see
     /// [`ReplyQueue::idle_tick`]): what tells a parkable session it has been idle long enough.
@@ -238,6 +239,18 @@ impl ReplyQueue {
         }
     }
 
+    /// The sequence number of the oldest entry still waiting for its reply, if any (with
+    /// [`ReplyQueue::part`] 0, another handle to it: the first reply delivered fills it,
+    /// later ones are dropped).
+    pub(crate) fn first_waiting(&self) -> Option<u64> {
+        let inner = self.lock();
+        let index = inner
+            .entries
+            .iter()
+            .position(|(entry, _)| matches!(entry, Entry::Waiting))?;
+        Some(inner.head + index as u64)
+    }
+
     /// Reserves an entry for one backend reply.
     pub fn reserve(self: &Arc<Self>) -> ReplyTo {
         let mut inner = self.lock();
@@ -441,6 +454,16 @@ impl ReplyQueue {
     }
 }
 
+impl crate::clients::SessionSignal for ReplyQueue {
+    fn close(&self) {
+        self.mark_broken();
+    }
+
+    fn wake(&self) {
+        ReplyQueue::wake(self);
+    }
+}
+
 impl ReplyTo {
     /// Delivers the reply to its entry and wakes the session if it can now write.
     pub(crate) fn deliver(self, reply: Bytes) {
@@ -474,13 +497,6 @@ pub enum MergePlan {
         /// The part to look at first (chosen at random so no master is favoured).
         start: usize,
     },
-    /// SCAN: one master's reply, its cursor rewritten to carry the shard.
-    Scan {
-        /// The shard that was scanned.
-        shard: usize,
-        /// How many shards there are.
-        shards: usize,
-    },
     /// PUBSUB NUMSUB / SHARDNUMSUB: `[name, count, ...]` from every master, counts summed by
     /// position.
     SumPairs,
@@ -491,6 +507,23 @@ pub enum MergePlan {
     },
     /// The last part's reply (EXEC after MULTI and the queued commands), errors included.
     Last,
+    /// CONFIG GET: one master's parameters (a flat array in RESP2, a map in RESP3), with
+    /// those the proxy owns answered by the proxy instead.
+    ConfigGet {
+        /// The proxy's parameters that the patterns match, with the proxy's values.
+        overrides: Vec<(&'static str, String)>,
+        /// The client's protocol (the reply's shape).
+        protocol: redshard_protocol::resp::Protocol,
+    },
+    /// EXEC of a transaction in which the proxy answers some commands itself: part 0 is the
+    /// master's EXEC reply, the other parts the masters' `INFO keyspace` for a queued INFO;
+    /// the proxy's answers are put in at their positions.
+    Exec {
+        /// The proxy's answers, by position in the transaction, in order.
+        answers: Vec<(usize, TxAnswer)>,
+        /// The client's protocol.
+        protocol: redshard_protocol::resp::Protocol,
+    },
     /// INFO: the proxy's own sections, followed by the masters' keyspaces summed.
     Info {
         /// The sections the proxy wrote, already formatted.
@@ -498,6 +531,18 @@ pub enum MergePlan {
         /// The client's protocol (RESP3 gets a verbatim string, as from Redis).
         protocol: redshard_protocol::resp::Protocol,
     },
+}
+
+/// What the proxy answers for one command queued in a transaction (see [`MergePlan::Exec`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TxAnswer {
+    /// This reply, in place of a command the master never saw.
+    Reply(Bytes),
+    /// INFO's text written by the proxy, followed by the masters' keyspaces summed (the
+    /// gathered parts after the first).
+    Info(String),
+    /// The master ran CONFIG GET: its reply, with the proxy's parameters put in.
+    ConfigGet(Vec<(&'static str, String)>),
 }
 
 impl From<Merge> for MergePlan {

@@ -179,6 +179,19 @@ pub enum ClientError {
     },
     /// CLIENT LIST ID with an id that is not an integer.
     InvalidClientId,
+    /// CLIENT KILL ID with an id that is not a positive integer.
+    ClientIdNotPositive,
+    /// CLIENT KILL addr:port (the old form) matching no client.
+    NoSuchClient,
+    /// CLIENT KILL USER of a user the proxy does not know.
+    NoSuchUser {
+        /// The user as the client wrote it.
+        user: Box<[u8]>,
+    },
+    /// CLIENT UNBLOCK with a reason other than TIMEOUT and ERROR.
+    UnblockReason,
+    /// What a client blocked in a blocking command gets from CLIENT UNBLOCK ... ERROR.
+    Unblocked,
     /// CLIENT SETNAME (or HELLO SETNAME) with a character Redis refuses.
     ClientNameInvalid,
     /// CLIENT SETINFO with a character Redis refuses.
@@ -317,6 +330,10 @@ impl ClientError {
             }
             Self::SlowlogCount => b"-ERR count should be greater than or equal to -1\r\n",
             Self::InvalidClientId => b"-ERR Invalid client ID\r\n",
+            Self::ClientIdNotPositive => b"-ERR client-id should be greater than 0\r\n",
+            Self::NoSuchClient => b"-ERR No such client\r\n",
+            Self::UnblockReason => b"-ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR\r\n",
+            Self::Unblocked => b"-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n",
             Self::ClientNameInvalid => {
                 b"-ERR Client names cannot contain spaces, newlines or special characters.\r\n"
             }
@@ -356,6 +373,7 @@ impl ClientError {
             | Self::ExecAbortedBy(_)
             | Self::SlowlogSyntax { .. }
             | Self::UnknownClientType { .. }
+            | Self::NoSuchUser { .. }
             | Self::UnrecognizedOption { .. }
             | Self::HelloSyntax { .. }
             | Self::Backend { .. }
@@ -438,6 +456,9 @@ impl ClientError {
             }
             Self::UnknownClientType { kind } => {
                 t.lit("ERR Unknown client type '").bytes(kind).lit("'");
+            }
+            Self::NoSuchUser { user } => {
+                t.lit("ERR No such user '").bytes(user).lit("'");
             }
             Self::UnrecognizedOption { option } => {
                 t.lit("ERR Unrecognized option '").bytes(option).lit("'");

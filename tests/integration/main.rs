@@ -18,6 +18,7 @@ mod binary;
 mod clients;
 mod command_table_live;
 mod commands;
+mod compat;
 mod deep_replies;
 mod etcd_cluster;
 mod failover;

@@ -218,3 +218,25 @@ async fn a_crowd_of_parked_clients_comes_back_at_once_and_shutdown_closes_the_re
         assert_eq!(read.unwrap(), 0, "a clean end of stream");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_kill_closes_a_parked_client() {
+    let cluster = TestCluster::start_with(1, false, "[limits]\nidle_park_ms = 50\n", &[]).await;
+    let mut observer = cluster.client().await;
+    let mut parked = TcpStream::connect(cluster.addr).await.unwrap();
+    let id = exchange(&mut parked, b"CLIENT ID\r\n", b"\r\n").await;
+    let id = String::from_utf8_lossy(&id[1..id.len() - 2]).into_owned();
+    wait_for_field(&mut observer, "parked_clients", 1).await;
+    assert_eq!(
+        observer.cmd(&["CLIENT", "KILL", "ID", &id]).await,
+        Reply::Int(1)
+    );
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), parked.read(&mut buf))
+        .await
+        .expect("closed at once")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "{:?}", String::from_utf8_lossy(&buf[..n]));
+    wait_for_field(&mut observer, "parked_clients", 0).await;
+    assert_eq!(clients_field(&mut observer, "connected_clients").await, 1);
+}

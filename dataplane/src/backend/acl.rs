@@ -162,9 +162,20 @@ pub fn rules(user: BackendUser, allow_flush: bool) -> Vec<String> {
         rules.extend(["-@dangerous", "-@admin"].map(String::from));
     }
     rules.extend(forbidden_rules());
-    // The proxy answers these itself, sending them on control connections only: a client's
-    // request never carries them to a node.
-    rules.extend(["-script|kill", "-function|kill"].map(String::from));
+    // The proxy answers these itself (SCRIPT/FUNCTION KILL sent on control connections
+    // only; CLIENT KILL/PAUSE/UNPAUSE/UNBLOCK act on the proxy's own clients): a client's
+    // request never carries them to a node, whose connections are the proxy's.
+    rules.extend(
+        [
+            "-script|kill",
+            "-function|kill",
+            "-client|kill",
+            "-client|pause",
+            "-client|unpause",
+            "-client|unblock",
+        ]
+        .map(String::from),
+    );
     if user.with_keys() != BackendUser::ReadOnly {
         // SELECT 0 is harmless; another database escapes the slot table.
         rules.extend(["-select", "+select|0"].map(String::from));

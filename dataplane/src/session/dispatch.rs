@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use super::merge::MergePlan;
-use super::{local, pubsub, scan, split, txn, Ctx};
+use super::{client, info, local, pubsub, scan, split, txn, Ctx};
 
 use redshard_config::{Access, KeylessScripts, ReadFrom};
 
@@ -17,11 +17,12 @@ use crate::backend::acl::BackendUser;
 use crate::backend::{Dest, LaneHandle, LaneRequest, Node};
 use crate::mirror::effect::{self, Effect, Prepared};
 use crate::mirror::{Follow, Job};
+use crate::replies::{ReplyTo, TxAnswer};
 use crate::router::{send_master, send_master_as, GateState, RoutingTable, ShardRoute};
 use crate::state::ProxyState;
 use redshard_protocol::client_error::ClientError;
 use redshard_protocol::command::{self, CommandId, CommandSpec, Flags, Route};
-use redshard_protocol::resp::{Args, Protocol};
+use redshard_protocol::resp::{encode, Args, Protocol};
 
 /// What to do with a request's bytes once its arguments are no longer borrowed.
 #[derive(Debug)]
@@ -50,6 +51,12 @@ pub(crate) enum Action {
     /// Not now: a shard it needs is paused (failover, cut-over). The request stays in the
     /// read buffer until the gate opens or the wait times out.
     Pause(tokio::sync::watch::Receiver<GateState>),
+    /// Not now: a CLIENT PAUSE holds it. The request stays in the read buffer until the
+    /// pause changes (UNPAUSE, another PAUSE) or ends at the instant given.
+    ClientPause(
+        tokio::time::Instant,
+        tokio::sync::watch::Receiver<Option<crate::clients::Pause>>,
+    ),
     /// Not now: these keys of migrating slots must first leave their source. The request
     /// stays in the read buffer until they have.
     Migrate(Vec<Bytes>),
@@ -83,6 +90,8 @@ pub(crate) enum Action {
         watched: bool,
         /// A script is queued (a restricted client's transaction runs as its level's user).
         scripts: bool,
+        /// The commands the proxy answers, by position (see [`txn::Answer`]).
+        answers: Vec<(usize, txn::Answer)>,
     },
 }
 
@@ -115,6 +124,7 @@ pub(crate) fn dispatch(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>) -> A
         }
     };
     ctx.current_cmd = Some(spec);
+    ctx.client.set_command(spec);
     if !ctx.authenticated && !spec.flags.contains(Flags::NO_AUTH) {
         return Action::error(ctx, ClientError::NoAuth);
     }
@@ -145,6 +155,9 @@ pub(crate) fn dispatch(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>) -> A
                 ClientError::NotAllowedWhileSubscribed { command: spec.name },
             );
         }
+    }
+    if let Some((until, changes)) = client::held_by_pause(ctx, spec) {
+        return Action::ClientPause(until, changes);
     }
     if let Some(action) = gate_check(ctx, table, spec, args) {
         return action;
@@ -462,11 +475,7 @@ fn gate_check(
                 .map(|&k| table.shard_of(table.slot_of(args.get(k))))
                 .collect();
             if matches!(spec.id, CommandId::Exec | CommandId::Unwatch) {
-                let slot = ctx
-                    .tx
-                    .as_ref()
-                    .and_then(txn::Transaction::slot)
-                    .or(ctx.watch);
+                let slot = ctx.tx.as_ref().and_then(|tx| tx.slot()).or(ctx.watch);
                 shards.push(slot.map_or_else(|| keyless_shard(table), |s| table.shard_of(s)));
             }
             if shards.is_empty() {
@@ -589,7 +598,7 @@ pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes:
                 .submit(request);
         }
         Action::FanOut(plan, write) => fan_out(ctx, table, plan, &bytes, write),
-        Action::HoldBack | Action::Pause(_) | Action::Migrate(_) => {
+        Action::HoldBack | Action::Pause(_) | Action::ClientPause(..) | Action::Migrate(_) => {
             unreachable!("held-back requests are not consumed")
         }
         Action::Queue(prepared) => {
@@ -611,7 +620,7 @@ pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes:
         } => {
             let reply: Dest = ctx.queue.reserve().into();
             let reply = if blocking {
-                Dest::Blocked(Box::new((reply, ctx.state.clients.blocked())))
+                Dest::Blocked(Box::new((reply, ctx.state.clients.blocked(&ctx.client))))
             } else {
                 reply
             };
@@ -638,13 +647,21 @@ pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes:
             queued,
             watched,
             scripts,
+            answers,
         } => {
             let user = if scripts {
                 BackendUser::of(ctx.access)
             } else {
                 BackendUser::Client
             };
-            exec(ctx, table, shard, slot, queued, watched, &bytes, user);
+            let exec_request = ExecRequest {
+                queued,
+                watched,
+                answers,
+                exec: &bytes,
+                user,
+            };
+            exec(ctx, table, shard, slot, exec_request);
         }
     }
 }
@@ -703,19 +720,77 @@ fn follow_shard(state: &Arc<ProxyState>, route: &ShardRoute) -> Follow {
     })
 }
 
+/// What EXEC sends and how (see [`Action::Exec`]).
+struct ExecRequest<'a> {
+    /// The requests for the master and their effects.
+    queued: Vec<(Bytes, Effect)>,
+    /// It runs on the private lane, after a WATCH.
+    watched: bool,
+    /// What the proxy answers, by position.
+    answers: Vec<(usize, txn::Answer)>,
+    /// The client's EXEC.
+    exec: &'a Bytes,
+    /// The backend user it runs as.
+    user: BackendUser,
+}
+
+/// Where EXEC's reply goes: its own entry, or, when the proxy answers some of the
+/// transaction's commands, the first part of an entry that puts them in (with the masters'
+/// `INFO keyspace` in the other parts when a queued INFO shows the keyspace, asked now).
+fn exec_reply(ctx: &Ctx, table: &RoutingTable, answers: Vec<(usize, txn::Answer)>) -> ReplyTo {
+    if answers.is_empty() {
+        return ctx.queue.reserve();
+    }
+    let mut keyspace = false;
+    let answers: Vec<(usize, TxAnswer)> = answers
+        .into_iter()
+        .map(|(at, answer)| {
+            let answer = match answer {
+                txn::Answer::Info(sections) => {
+                    let (text, with_keyspace) = info::proxy_text(ctx, table, &sections);
+                    keyspace |= with_keyspace;
+                    if with_keyspace {
+                        TxAnswer::Info(text)
+                    } else {
+                        TxAnswer::Reply(encode::text(ctx.protocol, text.as_bytes()))
+                    }
+                }
+                txn::Answer::ConfigGet(overrides) => TxAnswer::ConfigGet(overrides),
+            };
+            (at, answer)
+        })
+        .collect();
+    let shards = table.shards();
+    let parts = 1 + if keyspace { shards.len() } else { 0 };
+    let seq = ctx.queue.reserve_gather(
+        parts,
+        MergePlan::Exec {
+            answers,
+            protocol: ctx.protocol,
+        },
+    );
+    if keyspace {
+        for (index, shard) in shards.iter().enumerate() {
+            shard.master.lane(0).send(
+                Bytes::from_static(info::KEYSPACE_REQUEST),
+                ctx.queue.part(seq, index as u32 + 1),
+                ctx.protocol,
+            );
+        }
+    }
+    ctx.queue.part(seq, 0)
+}
+
 /// Sends a transaction as one request: `MULTI`, the queued requests, `EXEC`, run as the
 /// backend `user`.
-#[allow(clippy::too_many_arguments)]
-fn exec(
-    ctx: &mut Ctx,
-    table: &RoutingTable,
-    shard: usize,
-    slot: u16,
-    queued: Vec<(Bytes, Effect)>,
-    watched: bool,
-    exec: &Bytes,
-    user: BackendUser,
-) {
+fn exec(ctx: &mut Ctx, table: &RoutingTable, shard: usize, slot: u16, request: ExecRequest<'_>) {
+    let ExecRequest {
+        queued,
+        watched,
+        answers,
+        exec,
+        user,
+    } = request;
     let route = &table.shards()[shard];
     if watched
         && !ctx
@@ -744,7 +819,7 @@ fn exec(
     } else {
         Some(effect::prepare_exec(effects))
     };
-    let reply = ctx.queue.reserve();
+    let reply = exec_reply(ctx, table, answers);
     if watched {
         let prepared = effect.map(|effect| Prepared {
             request: None,

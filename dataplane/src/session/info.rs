@@ -43,14 +43,40 @@ const SECTIONS: [(&str, bool); 10] = [
 
 /// Builds the reply to `INFO [section ...]`; fans out to the masters when the keyspace is asked.
 pub(super) fn info(ctx: &Ctx, table: &RoutingTable, args: Args<'_>) -> Action {
-    let mut wanted: Vec<String> = args
+    let sections: Vec<String> = args
         .iter()
         .skip(1)
         .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
         .collect();
-    if wanted.is_empty() {
-        wanted.push("default".into());
+    let (text, keyspace) = proxy_text(ctx, table, &sections);
+    if keyspace {
+        fan_out(
+            ctx,
+            table,
+            MergePlan::Info {
+                text,
+                protocol: ctx.protocol,
+            },
+            &Bytes::from_static(KEYSPACE_REQUEST),
+            false,
+        );
+        return Action::Done;
     }
+    Action::reply(ctx, encode::text(ctx.protocol, text.as_bytes()))
+}
+
+/// What each master is asked for INFO's `# Keyspace`.
+pub(super) const KEYSPACE_REQUEST: &[u8] = b"*2\r\n$4\r\nINFO\r\n$8\r\nkeyspace\r\n";
+
+/// The sections of `INFO <sections>` (lower case; none: the default set) that the proxy
+/// writes, and whether the keyspace (summed over the masters, see [`with_keyspace`]) follows.
+pub(super) fn proxy_text(ctx: &Ctx, table: &RoutingTable, sections: &[String]) -> (String, bool) {
+    let default_set = ["default".to_owned()];
+    let wanted = if sections.is_empty() {
+        &default_set[..]
+    } else {
+        sections
+    };
     let all = wanted
         .iter()
         .any(|w| matches!(w.as_str(), "all" | "everything"));
@@ -68,23 +94,11 @@ pub(super) fn info(ctx: &Ctx, table: &RoutingTable, args: Args<'_>) -> Action {
             write_section(ctx, table, section, &mut text);
         }
     }
-    if wants("keyspace", true) {
-        if !text.is_empty() {
-            text.push_str("\r\n");
-        }
-        fan_out(
-            ctx,
-            table,
-            MergePlan::Info {
-                text,
-                protocol: ctx.protocol,
-            },
-            &Bytes::from_static(b"*2\r\n$4\r\nINFO\r\n$8\r\nkeyspace\r\n"),
-            false,
-        );
-        return Action::Done;
+    let keyspace = wants("keyspace", true);
+    if keyspace && !text.is_empty() {
+        text.push_str("\r\n");
     }
-    Action::reply(ctx, encode::text(ctx.protocol, text.as_bytes()))
+    (text, keyspace)
 }
 
 fn write_section(ctx: &Ctx, table: &RoutingTable, section: &str, text: &mut String) {

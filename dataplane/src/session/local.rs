@@ -52,6 +52,7 @@ pub(super) fn handle(
             ctx.authenticated = ctx.state.config.password.is_none();
             ctx.access = Access::All;
             ctx.user.clear();
+            ctx.client.fields().user.clear();
             ctx.client.fields().name.clear();
             ctx.pubsub = None;
             super::pubsub::show_counts(ctx);
@@ -75,7 +76,7 @@ pub(super) fn handle(
             slot: 0,
             mirror: None,
         },
-        Local::ConfigGet => config_get(ctx, args),
+        Local::ConfigGet => config_get(ctx, table, args),
         // Its arity (-2) lets any count of arguments through; SLOWLOG itself takes one.
         Local::SlowlogGet if args.len() > 3 => Action::error(
             ctx,
@@ -135,6 +136,10 @@ pub(super) fn handle(
         Local::ClientFlag => Action::reply(ctx, Bytes::from_static(encode::OK)),
         Local::ScriptKill => kill_script(ctx, spec, ScriptKill::Script),
         Local::FunctionKill => kill_script(ctx, spec, ScriptKill::Function),
+        Local::ClientKill => super::client::kill(ctx, args),
+        Local::ClientPause => super::client::pause(ctx, args),
+        Local::ClientUnpause => super::client::unpause(ctx),
+        Local::ClientUnblock => super::client::unblock(ctx, args),
     }
 }
 
@@ -311,6 +316,7 @@ fn set_user(ctx: &mut Ctx, name: Option<&[u8]>) {
     if let Some(name) = name.filter(|n| *n != b"default") {
         ctx.user.push_str(&String::from_utf8_lossy(name));
     }
+    ctx.client.fields().user.clone_from(&ctx.user);
 }
 
 /// Compares without an early exit, so timing does not tell how much of a guess was right.
@@ -563,11 +569,37 @@ fn getkeys(ctx: &mut Ctx, args: Args<'_>) -> Action {
     Action::reply(ctx, out.freeze())
 }
 
-/// CONFIG GET answered from the proxy's own view: clients read these to adapt themselves.
-fn config_get(ctx: &Ctx, args: Args<'_>) -> Action {
+/// CONFIG GET: asked of one master (any that is up), with the parameters the proxy owns
+/// answered from the proxy's own view (see [`proxy_config`]); clients read these to adapt
+/// themselves.
+fn config_get(ctx: &Ctx, table: &RoutingTable, args: Args<'_>) -> Action {
+    let patterns: Vec<&[u8]> = args.iter().skip(2).collect();
+    let overrides = proxy_config(ctx, &patterns);
+    let parts: Vec<&[u8]> = args.iter().collect();
+    let mut request = BytesMut::new();
+    encode::request(&mut request, &parts);
+    let seq = ctx.queue.reserve_gather(
+        1,
+        super::merge::MergePlan::ConfigGet {
+            overrides,
+            protocol: ctx.protocol,
+        },
+    );
+    let shard = super::dispatch::keyless_shard(table);
+    table.shards()[shard].master.lane(0).send(
+        request.freeze(),
+        ctx.queue.part(seq, 0),
+        ctx.protocol,
+    );
+    Action::Done
+}
+
+/// The parameters whose values are the proxy's, not a master's, that any of `patterns`
+/// matches, each once, with the proxy's values.
+pub(super) fn proxy_config(ctx: &Ctx, patterns: &[&[u8]]) -> Vec<(&'static str, String)> {
     let live = ctx.state.live.now();
     let limits = &live.limits;
-    let values: [(&str, String); 9] = [
+    let values: [(&'static str, String); 9] = [
         ("databases", "1".into()),
         ("maxclients", limits.max_clients.to_string()),
         ("proto-max-bulk-len", limits.max_bulk_bytes.to_string()),
@@ -581,21 +613,15 @@ fn config_get(ctx: &Ctx, args: Args<'_>) -> Action {
         ("save", String::new()),
         ("appendonly", "no".into()),
     ];
-    let mut matched: Vec<&(&str, String)> = Vec::new();
-    for pattern in args.iter().skip(2) {
-        for entry in &values {
-            if glob_match(pattern, entry.0.as_bytes()) && !matched.iter().any(|m| m.0 == entry.0) {
-                matched.push(entry);
+    let mut matched: Vec<(&'static str, String)> = Vec::new();
+    for pattern in patterns {
+        for (name, value) in &values {
+            if glob_match(pattern, name.as_bytes()) && !matched.iter().any(|m| m.0 == *name) {
+                matched.push((name, value.clone()));
             }
         }
     }
-    let mut out = BytesMut::new();
-    map_header(&mut out, ctx.protocol, matched.len());
-    for (name, value) in matched {
-        encode::bulk(&mut out, name.as_bytes());
-        encode::bulk(&mut out, value.as_bytes());
-    }
-    Action::reply(ctx, out.freeze())
+    matched
 }
 
 /// Redis's glob (`*`, `?`, `[...]`, `[^...]`, `\\`), case-insensitive as CONFIG GET uses it.

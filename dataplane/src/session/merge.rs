@@ -8,8 +8,9 @@ use bytes::{Bytes, BytesMut};
 
 use crate::outbuf::OutBuf;
 pub use crate::replies::MergePlan;
+use crate::replies::TxAnswer;
 use redshard_protocol::client_error::ClientError;
-use redshard_protocol::resp::{encode, reply};
+use redshard_protocol::resp::{encode, reply, Protocol};
 
 /// What a part of another type than expected becomes.
 const UNEXPECTED: ClientError = ClientError::UnexpectedSplitReply;
@@ -18,6 +19,25 @@ const UNEXPECTED: ClientError = ClientError::UnexpectedSplitReply;
 pub fn merge(parts: &[Bytes], plan: MergePlan, out: &mut OutBuf) {
     if let MergePlan::Info { text, protocol } = plan {
         out.push(super::info::with_keyspace(text, parts, protocol));
+        return;
+    }
+    if let MergePlan::ConfigGet {
+        overrides,
+        protocol,
+    } = plan
+    {
+        let mut buf = BytesMut::new();
+        config_get(
+            parts.first().map_or(&[][..], |p| p),
+            &overrides,
+            protocol,
+            &mut buf,
+        );
+        out.push(buf.freeze());
+        return;
+    }
+    if let MergePlan::Exec { answers, protocol } = plan {
+        out.push(exec(parts, answers, protocol));
         return;
     }
     if plan == MergePlan::Last {
@@ -92,18 +112,134 @@ pub fn merge(parts: &[Bytes], plan: MergePlan, out: &mut OutBuf) {
             }
             return;
         }
-        MergePlan::Scan { shard, shards } => match parts.first() {
-            Some(part) => super::scan::rewrite(part, shard, shards, &mut buf),
-            None => UNEXPECTED.encode(&mut buf),
-        },
         MergePlan::SumPairs => sum_pairs(parts, &mut buf),
         MergePlan::Confirm { text } => {
             out.push(text);
             return;
         }
-        MergePlan::Info { .. } | MergePlan::Last => unreachable!("handled above"),
+        MergePlan::Info { .. }
+        | MergePlan::Last
+        | MergePlan::ConfigGet { .. }
+        | MergePlan::Exec { .. } => unreachable!("handled above"),
     }
     out.push(buf.freeze());
+}
+
+/// The elements of a flat array or of a map (keys and values in turn), attributes aside.
+fn pairs(reply: &[u8]) -> Option<Vec<std::ops::Range<usize>>> {
+    if reply.first() != Some(&b'%') {
+        return reply::aggregate_elements(reply).filter(|e| e.len() % 2 == 0);
+    }
+    let cr = reply.iter().position(|&b| b == b'\r')?;
+    let count: usize = std::str::from_utf8(&reply[1..cr]).ok()?.parse().ok()?;
+    let mut at = cr + 2;
+    let mut elements = Vec::new();
+    for _ in 0..count.checked_mul(2)? {
+        let len = reply::element_len(reply.get(at..)?)?;
+        elements.push(at..at + len);
+        at += len;
+    }
+    Some(elements)
+}
+
+/// The body of a bulk string (`$3\r\nabc\r\n`) or simple string (`+abc\r\n`).
+fn string_body(element: &[u8]) -> Option<&[u8]> {
+    match element.first()? {
+        b'+' => element.get(1..)?.strip_suffix(b"\r\n"),
+        b'$' => {
+            let cr = element.iter().position(|&b| b == b'\r')?;
+            element.get(cr + 2..)?.strip_suffix(b"\r\n")
+        }
+        _ => None,
+    }
+}
+
+/// A map of `pairs` entries: `%n` in RESP3, an array of `2n` elements in RESP2.
+fn map_header(out: &mut BytesMut, protocol: Protocol, pairs: usize) {
+    match protocol {
+        Protocol::Resp3 => {
+            out.extend_from_slice(b"%");
+            out.extend_from_slice(pairs.to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        Protocol::Resp2 => encode::array_header(out, pairs * 2),
+    }
+}
+
+/// CONFIG GET: the master's parameters, those the proxy owns (`overrides`) with the proxy's
+/// values, each once. A master that could not answer (an error, a reply of another shape)
+/// leaves the proxy's own parameters.
+pub(super) fn config_get(
+    part: &[u8],
+    overrides: &[(&'static str, String)],
+    protocol: Protocol,
+    out: &mut BytesMut,
+) {
+    let elements = if reply::is_error(part) {
+        None
+    } else {
+        pairs(part)
+    };
+    let mut node: Vec<(&[u8], &[u8])> = Vec::new();
+    for pair in elements.unwrap_or_default().chunks_exact(2) {
+        let name = &part[pair[0].clone()];
+        let owned = string_body(name).is_some_and(|name| {
+            overrides
+                .iter()
+                .any(|(o, _)| o.as_bytes().eq_ignore_ascii_case(name))
+        });
+        if !owned && !node.iter().any(|(n, _)| *n == name) {
+            node.push((name, &part[pair[1].clone()]));
+        }
+    }
+    map_header(out, protocol, node.len() + overrides.len());
+    for (name, value) in node {
+        out.extend_from_slice(name);
+        out.extend_from_slice(value);
+    }
+    for (name, value) in overrides {
+        encode::bulk(out, name.as_bytes());
+        encode::bulk(out, value.as_bytes());
+    }
+}
+
+/// EXEC's reply with the proxy's answers put in at their positions (see [`MergePlan::Exec`]).
+/// An EXEC that did not run the transaction (an error, the null reply of a failed WATCH) is
+/// answered as the master answered it.
+fn exec(parts: &[Bytes], answers: Vec<(usize, TxAnswer)>, protocol: Protocol) -> Bytes {
+    let Some(node) = parts.first() else {
+        return UNEXPECTED.to_reply();
+    };
+    let Some(elements) = reply::aggregate_elements(node) else {
+        return node.clone();
+    };
+    let total = elements.len()
+        + answers
+            .iter()
+            .filter(|(_, a)| !matches!(a, TxAnswer::ConfigGet(_)))
+            .count();
+    let mut out = BytesMut::with_capacity(node.len() + 64);
+    encode::array_header(&mut out, total);
+    let mut from_node = elements.into_iter();
+    let mut answers = answers.into_iter().peekable();
+    for position in 0..total {
+        let answer = answers.next_if(|(at, _)| *at == position).map(|(_, a)| a);
+        match answer {
+            Some(TxAnswer::Reply(bytes)) => out.extend_from_slice(&bytes),
+            Some(TxAnswer::Info(text)) => {
+                out.extend_from_slice(&super::info::with_keyspace(text, &parts[1..], protocol));
+            }
+            Some(TxAnswer::ConfigGet(overrides)) => match from_node.next() {
+                Some(range) => config_get(&node[range], &overrides, protocol, &mut out),
+                None => return UNEXPECTED.to_reply(),
+            },
+            None => match from_node.next() {
+                Some(range) => out.extend_from_slice(&node[range]),
+                None => return UNEXPECTED.to_reply(),
+            },
+        }
+    }
+    out.freeze()
 }
 
 fn mget(parts: &[Bytes], order: &[u32], buf: &mut BytesMut) {
@@ -222,6 +358,56 @@ mod tests {
         assert_eq!(
             merged(&[b"+OK\r\n", b"+OK\r\n"], MergePlan::AllOk).await,
             b"+OK\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn config_get_puts_the_proxy_s_parameters_in_once() {
+        let overrides = vec![("databases", "1".to_owned())];
+        let node: &[u8] = b"*6\r\n$9\r\nmaxmemory\r\n$1\r\n0\r\n$9\r\ndatabases\r\n$2\r\n16\r\n$9\r\nmaxmemory\r\n$1\r\n0\r\n";
+        let plan = |protocol| MergePlan::ConfigGet {
+            overrides: overrides.clone(),
+            protocol,
+        };
+        assert_eq!(
+            merged(&[node], plan(Protocol::Resp2)).await,
+            b"*4\r\n$9\r\nmaxmemory\r\n$1\r\n0\r\n$9\r\ndatabases\r\n$1\r\n1\r\n"
+        );
+        let map: &[u8] = b"%2\r\n$9\r\nmaxmemory\r\n$1\r\n0\r\n$9\r\ndatabases\r\n$2\r\n16\r\n";
+        assert_eq!(
+            merged(&[map], plan(Protocol::Resp3)).await,
+            b"%2\r\n$9\r\nmaxmemory\r\n$1\r\n0\r\n$9\r\ndatabases\r\n$1\r\n1\r\n"
+        );
+        // No master could answer: the proxy's own.
+        assert_eq!(
+            merged(&[b"-ERR backend down\r\n"], plan(Protocol::Resp2)).await,
+            b"*2\r\n$9\r\ndatabases\r\n$1\r\n1\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn exec_gets_the_proxy_s_answers_at_their_places() {
+        let plan = |answers| MergePlan::Exec {
+            answers,
+            protocol: Protocol::Resp2,
+        };
+        let answers = vec![
+            (0, TxAnswer::Reply(Bytes::from_static(b"+first\r\n"))),
+            (2, TxAnswer::Reply(Bytes::from_static(b"+third\r\n"))),
+            (4, TxAnswer::Reply(Bytes::from_static(b"+last\r\n"))),
+        ];
+        assert_eq!(
+            merged(&[b"*2\r\n:1\r\n:2\r\n"], plan(answers.clone())).await,
+            b"*5\r\n+first\r\n:1\r\n+third\r\n:2\r\n+last\r\n"
+        );
+        // A transaction that did not run is answered as the master answered.
+        assert_eq!(
+            merged(&[b"*-1\r\n"], plan(answers.clone())).await,
+            b"*-1\r\n"
+        );
+        assert_eq!(
+            merged(&[b"-EXECABORT x\r\n"], plan(answers)).await,
+            b"-EXECABORT x\r\n"
         );
     }
 

@@ -14,6 +14,7 @@
 //!
 //! See `LIFECYCLE.md` beside this file for the session's states.
 
+mod client;
 pub(crate) mod dispatch;
 mod info;
 mod local;
@@ -153,7 +154,9 @@ pub(crate) struct Ctx {
     /// The client's own backend connection (transactions, blocking commands), if it has one.
     pub private: Option<PrivateLane>,
     /// The transaction being queued, between MULTI and EXEC.
-    pub tx: Option<txn::Transaction>,
+    /// Boxed: most clients never queue one, and every session's future carries this room
+    /// (see `park::session_task`).
+    pub tx: Option<Box<txn::Transaction>>,
     /// The slot of the keys WATCHed on the private lane, until EXEC, DISCARD or UNWATCH.
     pub watch: Option<redshard_config::Slot>,
     /// Subscriptions and their connections, while the client has any (boxed: most clients
@@ -251,6 +254,7 @@ impl<S: ClientStream> Session<S> {
     ) -> Self {
         let scanner = RequestScanner::new(state.scan_limits());
         let authenticated = state.config.password.is_none();
+        client.attach(&queue);
         Self {
             stream,
             rbuf: BytesMut::new(),
@@ -306,6 +310,8 @@ impl<S: ClientStream> Session<S> {
         // Replies still on their way are dropped on arrival, and those held are freed now.
         self.ctx.queue.close();
         self.ctx.client.output_bytes.store(0, Ordering::Relaxed);
+        // Closed for the client: out of CLIENT LIST now, not after the linger.
+        self.ctx.state.clients.remove(self.ctx.client.id);
         if orderly {
             self.linger().await;
         }
@@ -464,6 +470,7 @@ impl<S: ClientStream> Session<S> {
                         Released::Gate { expired } => self.ctx.pause_expired = expired,
                         Released::Migrated(Ok(())) => self.ctx.migrated = true,
                         Released::Migrated(Err(e)) => self.ctx.migration_failed = Some(e),
+                        Released::Unpaused => {}
                     }
                     self.held_back = true;
                 }
@@ -497,6 +504,9 @@ impl<S: ClientStream> Session<S> {
                     return Ok(Exit::Park);
                 }
             }
+            if let Some(how) = self.ctx.client.take_unblock() {
+                self.unblock(how);
+            }
             let round = RoundConfig::read(&self.ctx.state);
             if received {
                 self.dispatch_buffered(&round);
@@ -509,8 +519,9 @@ impl<S: ClientStream> Session<S> {
             }
             self.take_replies(&round);
             if self.ctx.queue.is_broken() && self.ctx.closing == Closing::Open {
-                // A subscription connection failed: finish what is ready, then close.
-                debug!("closing a client whose subscription connection failed");
+                // A subscription connection failed, or CLIENT KILL: finish what is ready,
+                // then close.
+                debug!("closing a client that was killed or whose subscription connection failed");
                 self.ctx.closing = Closing::AfterReplies;
                 self.stream.try_write(&mut self.out)?;
                 return Ok(Exit::Closed);
@@ -526,6 +537,24 @@ impl<S: ClientStream> Session<S> {
             self.check_output_limits(&round)?;
             self.release_buffers();
         }
+    }
+
+    /// CLIENT UNBLOCK of this client: its blocking command gets the proxy's answer (`how`),
+    /// and the private connection it waits on is closed, which ends it on the node.
+    ///
+    /// While a blocking command waits, its entry is the only one waiting for a reply (it was
+    /// sent once the queue was empty, and the barrier lets nothing be dispatched after it;
+    /// RESP3 pushes are complete entries), and it is the client's last command.
+    fn unblock(&mut self, how: crate::clients::Unblock) {
+        if !self.ctx.client.is_blocked() {
+            return; // Answered in the meantime.
+        }
+        let Some(seq) = self.ctx.queue.first_waiting() else {
+            return;
+        };
+        let reply = client::unblocked_reply(self.ctx.client.last_command(), how, self.ctx.protocol);
+        self.ctx.queue.part(seq, 0).deliver(reply);
+        self.ctx.private = None;
     }
 
     /// Frees the empty read and output buffers of an idle client, and large ones of any
@@ -672,6 +701,12 @@ impl<S: ClientStream> Session<S> {
                 self.held_back = true;
                 break;
             }
+            if let dispatch::Action::ClientPause(until, changes) = action {
+                // The frame stays scanned; it is dispatched again when the pause changes or
+                // ends.
+                self.paused = Some(Hold::ClientPause(Box::new((changes, until))));
+                break;
+            }
             if let dispatch::Action::Pause(gate) = action {
                 // The frame stays scanned; it is dispatched again when the gate opens.
                 let wait = self.ctx.state.live.now().health.failover_wait;
@@ -725,6 +760,15 @@ enum Hold {
     Gate(watch::Receiver<GateState>, tokio::time::Instant),
     /// The move of its keys by the running migration.
     Migration(tokio::sync::oneshot::Receiver<Result<(), String>>),
+    /// A CLIENT PAUSE, until it changes (UNPAUSE, another PAUSE) or its end. Boxed: rare, and
+    /// unboxed it would grow every session's future past its allocation class (see
+    /// `park::session_task`).
+    ClientPause(
+        Box<(
+            watch::Receiver<Option<crate::clients::Pause>>,
+            tokio::time::Instant,
+        )>,
+    ),
 }
 
 /// How a hold ended.
@@ -736,6 +780,8 @@ enum Released {
     },
     /// The keys moved, or could not be.
     Migrated(Result<(), String>),
+    /// The CLIENT PAUSE changed or ended (dispatching again checks it again).
+    Unpaused,
 }
 
 /// Waits until the hold ends.
@@ -752,6 +798,19 @@ async fn wait_hold(hold: &mut Option<Hold>) -> Released {
                 }
             })
             .await
+        }
+        Some(Hold::ClientPause(pause)) => {
+            // No binding but the box lives across the wait (each would take room in every
+            // session's future).
+            Box::pin(async move {
+                let (changes, until) = &mut **pause;
+                tokio::select! {
+                    _ = changes.changed() => {}
+                    () = tokio::time::sleep_until(*until) => {}
+                }
+            })
+            .await;
+            Released::Unpaused
         }
         Some(Hold::Migration(rx)) => Released::Migrated(
             rx.await

@@ -41,6 +41,33 @@ pub(crate) struct Transaction {
     /// A script is queued: a restricted client's transaction then runs as its level's
     /// backend user (see [`super::dispatch::is_script`]).
     pub(super) scripts: bool,
+    /// The commands the proxy answers itself, by position among every queued command (the
+    /// master runs the others, and EXEC's reply gets these put in at their places).
+    pub(super) answers: Vec<(usize, Answer)>,
+}
+
+/// A command of a transaction that the proxy answers (in EXEC's reply, see
+/// [`super::merge::MergePlan::Exec`]).
+#[derive(Debug)]
+pub(crate) enum Answer {
+    /// `INFO <sections>` (lower case), written when EXEC runs: the master never sees it.
+    Info(Vec<String>),
+    /// `CONFIG GET`: the master runs it, and the proxy's parameters matched (with its
+    /// values) replace the master's.
+    ConfigGet(Vec<(&'static str, String)>),
+}
+
+impl Transaction {
+    /// The position the next queued command takes: after the requests for the master and
+    /// the commands only the proxy answers (a CONFIG GET is both, counted once).
+    fn next_position(&self) -> usize {
+        let proxy_only = self
+            .answers
+            .iter()
+            .filter(|(_, a)| matches!(a, Answer::Info(_)))
+            .count();
+        self.queued.len() + proxy_only
+    }
 }
 
 impl Transaction {
@@ -86,10 +113,10 @@ pub(super) fn outside_multi(
             if !ctx.queue.is_empty() {
                 return Some(Action::HoldBack);
             }
-            ctx.tx = Some(Transaction {
+            ctx.tx = Some(Box::new(Transaction {
                 slot: ctx.watch,
                 ..Transaction::default()
-            });
+            }));
             Action::reply(ctx, Bytes::from_static(b"+OK\r\n"))
         }
         CommandId::Exec => Action::error(ctx, ClientError::ExecWithoutMulti),
@@ -192,9 +219,10 @@ pub(super) fn inside_multi(
         }
         // The master answers the cluster commands in EXEC's reply, as a standalone Redis
         // does (see `command::Local::NotACluster`).
+        // INFO and CONFIG GET are answered (in part) by the proxy: see `Answer`.
         Route::Local => matches!(
             Local::of(spec.id),
-            Some(Local::Ping | Local::Echo | Local::NotACluster)
+            Some(Local::Ping | Local::Echo | Local::NotACluster | Local::Info | Local::ConfigGet)
         ),
         // A PUBLISH runs on the node of its channel's slot, where the proxy subscribes for
         // its clients: inside a transaction that slot must be the transaction's (Celery's
@@ -205,6 +233,30 @@ pub(super) fn inside_multi(
     };
     if !queueable {
         return refuse(ctx, ClientError::UnsupportedInMulti { command: spec.name });
+    }
+    match Local::of(spec.id) {
+        Some(Local::Info) => {
+            let sections = args
+                .iter()
+                .skip(1)
+                .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
+                .collect();
+            if let Some(tx) = ctx.tx.as_mut() {
+                let at = tx.next_position();
+                tx.answers.push((at, Answer::Info(sections)));
+            }
+            return Action::reply(ctx, Bytes::from_static(b"+QUEUED\r\n"));
+        }
+        Some(Local::ConfigGet) => {
+            let patterns: Vec<&[u8]> = args.iter().skip(2).collect();
+            let overrides = super::local::proxy_config(ctx, &patterns);
+            if let Some(tx) = ctx.tx.as_mut() {
+                let at = tx.next_position();
+                tx.answers.push((at, Answer::ConfigGet(overrides)));
+            }
+            return Action::Queue(None);
+        }
+        _ => {}
     }
     let slot = if spec.route == Route::PubSub {
         // Arity is checked before: the channel is there.
@@ -263,7 +315,7 @@ fn refuse(ctx: &mut Ctx, error: ClientError) -> Action {
 }
 
 fn exec(ctx: &mut Ctx, table: &RoutingTable) -> Action {
-    let Some(tx) = ctx.tx.take() else {
+    let Some(tx) = ctx.tx.take().map(|tx| *tx) else {
         return Action::error(ctx, ClientError::ExecWithoutMulti);
     };
     let watched = ctx.watch.take();
@@ -284,5 +336,6 @@ fn exec(ctx: &mut Ctx, table: &RoutingTable) -> Action {
         queued: tx.queued,
         watched: watched.is_some(),
         scripts: tx.scripts,
+        answers: tx.answers,
     }
 }

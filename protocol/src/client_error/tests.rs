@@ -44,6 +44,10 @@ fn table() -> Vec<(ClientError, &'static [u8])> {
         (E::DbIndexOutOfRange, b"-ERR value is out of range, value must between -2147483648 and 2147483647\r\n"),
         (E::SlowlogCount, b"-ERR count should be greater than or equal to -1\r\n"),
         (E::InvalidClientId, b"-ERR Invalid client ID\r\n"),
+        (E::ClientIdNotPositive, b"-ERR client-id should be greater than 0\r\n"),
+        (E::NoSuchClient, b"-ERR No such client\r\n"),
+        (E::UnblockReason, b"-ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR\r\n"),
+        (E::Unblocked, b"-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n"),
         (E::ClientNameInvalid, b"-ERR Client names cannot contain spaces, newlines or special characters.\r\n"),
         (E::LibInfoInvalid, b"-ERR lib-name and lib-ver cannot contain spaces, newlines or special characters.\r\n"),
         (E::NoProto, b"-NOPROTO unsupported protocol version\r\n"),
@@ -81,6 +85,7 @@ fn table() -> Vec<(ClientError, &'static [u8])> {
         (E::ExecAbortedBy(command_error(&[b"exec", b"x"])), b"-EXECABORT Transaction discarded because of: wrong number of arguments for 'exec' command\r\n"),
         (E::SlowlogSyntax { subcommand: (*b"get").into() }, b"-ERR unknown subcommand or wrong number of arguments for 'get'. Try SLOWLOG HELP.\r\n"),
         (E::UnknownClientType { kind: (*b"b\xffad\r\n").into() }, "-ERR Unknown client type 'b\u{fffd}ad  '\r\n".as_bytes()),
+        (E::NoSuchUser { user: (*b"nobody").into() }, b"-ERR No such user 'nobody'\r\n"),
         (E::UnrecognizedOption { option: (*b"lib-x").into() }, b"-ERR Unrecognized option 'lib-x'\r\n"),
         (E::HelloSyntax { option: (*b"SETNAM").into() }, b"-ERR Syntax error in HELLO option 'SETNAM'\r\n"),
         (

@@ -315,6 +315,12 @@ pub fn all_specs() -> impl Iterator<Item = &'static CommandSpec> {
     commands().flat_map(|c| std::iter::once(c).chain(c.subcommands))
 }
 
+/// Every spec the proxy resolves: [`all_specs`] and the proxy's extra CLIENT subcommands.
+/// For what looks a spec up by its id rarely (CLIENT LIST's `cmd`).
+pub fn every_spec() -> impl Iterator<Item = &'static CommandSpec> {
+    all_specs().chain(extra::CLIENT_EXTRAS.iter())
+}
+
 impl CommandSpec {
     /// Whether the command may modify the dataset (`write`).
     #[must_use]

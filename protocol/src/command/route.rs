@@ -82,6 +82,15 @@ pub enum Local {
     ScriptKill,
     /// FUNCTION KILL, as SCRIPT KILL.
     FunctionKill,
+    /// CLIENT KILL of the proxy's own clients (the backend connections are shared).
+    ClientKill,
+    /// CLIENT PAUSE: the proxy holds its clients' commands at dispatch.
+    ClientPause,
+    /// CLIENT UNPAUSE.
+    ClientUnpause,
+    /// CLIENT UNBLOCK of a client blocked on its private backend connection: the proxy
+    /// answers it and closes that connection.
+    ClientUnblock,
 }
 
 impl Local {
@@ -122,6 +131,10 @@ impl Local {
             C::ClientNoEvict | C::ClientNoTouch => Local::ClientFlag,
             C::ScriptKill => Local::ScriptKill,
             C::FunctionKill => Local::FunctionKill,
+            C::ClientKill => Local::ClientKill,
+            C::ClientPause => Local::ClientPause,
+            C::ClientUnpause => Local::ClientUnpause,
+            C::ClientUnblock => Local::ClientUnblock,
             _ => return None,
         })
     }
@@ -155,8 +168,12 @@ const fn declared_route(id: CommandId) -> Route {
         | C::ClientHelp
         | C::ClientId
         | C::ClientInfo
+        | C::ClientKill
         | C::ClientList
         | C::ClientNoEvict
+        | C::ClientPause
+        | C::ClientUnblock
+        | C::ClientUnpause
         | C::ClientNoTouch
         | C::ClientSetinfo
         | C::ClientSetname
@@ -286,14 +303,10 @@ const fn declared_route(id: CommandId) -> Route {
         C::Swapdb | C::Move | C::Migrate => Route::Forbidden,
         // MONITOR streams one backend's traffic, other clients' included.
         C::Monitor => Route::Forbidden,
-        // CLIENT KILL/PAUSE/UNPAUSE/UNBLOCK would act on the proxy's pooled backend connections
-        // shared by every client; REPLY/TRACKING/CACHING/GETREDIR/TRACKINGINFO change how a
-        // backend connection answers, which would desynchronise a shared lane.
-        C::ClientKill
-        | C::ClientPause
-        | C::ClientUnpause
-        | C::ClientUnblock
-        | C::ClientReply
+        // REPLY/TRACKING/CACHING/GETREDIR/TRACKINGINFO change how a backend connection
+        // answers, which would desynchronise a shared lane. (CLIENT KILL/PAUSE/UNPAUSE/UNBLOCK
+        // act on the proxy's own clients: see [`Local`].)
+        C::ClientReply
         | C::ClientTracking
         | C::ClientCaching
         | C::ClientGetredir

@@ -145,6 +145,25 @@ impl Room {
         }
     }
 
+    /// Hands the parked connection of client `id` back to the runtime, if it is here (CLIENT
+    /// KILL: its session resumes, sees it was killed, and closes).
+    pub(crate) fn release(&self, id: u64) {
+        let guest = {
+            let mut guests = self.lock();
+            let token = guests
+                .by_token
+                .iter()
+                .find(|(_, guest)| guest.parked.client.id == id)
+                .map(|(&token, _)| token);
+            token.and_then(|token| guests.by_token.remove(&token))
+        };
+        if let Some(guest) = guest {
+            let fd = guest.parked.stream.as_raw_fd();
+            let _ = self.registry.deregister(&mut SourceFd(&fd));
+            let _ = self.leaving.send(guest);
+        }
+    }
+
     /// Whether connections may park (not after the drain started or the epoll set failed).
     pub(crate) fn accepts(&self) -> bool {
         !self.draining.load(Ordering::Acquire)

@@ -1,0 +1,460 @@
+//! Behaving like one Redis server where clients' own test suites look: CONFIG GET from the
+//! nodes, INFO and CONFIG GET inside MULTI, SCAN of a small keyspace in one call, CLIENT
+//! LIST's `cmd`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use redshard_tests::cluster::key_on;
+use redshard_tests::{Reply, TestCluster};
+
+/// A CONFIG GET reply (RESP2: a flat array) as a map; fails on a repeated name.
+fn config_map(reply: &Reply) -> BTreeMap<String, String> {
+    let items = reply.items();
+    assert_eq!(items.len() % 2, 0, "{reply:?}");
+    let mut map = BTreeMap::new();
+    for pair in items.chunks(2) {
+        let name = pair[0].text();
+        assert!(
+            map.insert(name.clone(), pair[1].text()).is_none(),
+            "{name} twice"
+        );
+    }
+    map
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_get_answers_the_nodes_parameters_with_the_proxy_s_own() {
+    let cluster = TestCluster::start(2).await;
+    let mut c = cluster.client().await;
+    let all = config_map(&c.cmd(&["CONFIG", "GET", "*"]).await);
+    assert!(all.len() > 100, "{}", all.len());
+    // The nodes' own parameters.
+    assert!(all.contains_key("maxmemory"));
+    assert!(all.contains_key("hash-max-listpack-entries"));
+    assert!(all.contains_key("slowlog-log-slower-than"));
+    // The proxy's.
+    assert_eq!(all["databases"], "1");
+    assert_eq!(all["port"], cluster.addr.port().to_string());
+    assert_eq!(all["cluster-enabled"], "no");
+    assert_eq!(all["save"], "");
+    assert_eq!(all["appendonly"], "no");
+
+    let some = config_map(
+        &c.cmd(&["CONFIG", "GET", "maxmemory", "databases", "data*", "nope"])
+            .await,
+    );
+    assert_eq!(
+        some.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["databases", "maxmemory"]
+    );
+    assert_eq!(some["databases"], "1");
+    assert_eq!(
+        c.cmd(&["CONFIG", "GET", "nope"]).await,
+        Reply::Array(vec![])
+    );
+
+    // RESP3: a map, with the proxy's value.
+    assert!(c.cmd_resp3(&["HELLO", "3"]).await.starts_with(b"%7"));
+    let map = c
+        .cmd_resp3(&["CONFIG", "GET", "databases", "maxmemory"])
+        .await;
+    let text = String::from_utf8_lossy(&map);
+    assert!(text.starts_with("%2\r\n"), "{text}");
+    assert!(text.contains("$9\r\ndatabases\r\n$1\r\n1\r\n"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn info_and_config_get_run_inside_multi() {
+    let cluster = TestCluster::start(3).await;
+    let mut c = cluster.client().await;
+    for i in 0..30 {
+        assert!(c.cmd(&["SET", &format!("k{i}"), "v"]).await.is_ok());
+    }
+    let key = key_on(3, 1, "tx");
+    assert!(c.cmd(&["SET", &key, "0"]).await.is_ok());
+    assert!(c.cmd(&["MULTI"]).await.is_ok());
+    for args in [
+        &["INFO"][..],
+        &["SET", &key, "1"],
+        &["CONFIG", "GET", "databases", "maxmemory"],
+        &["INFO", "server"],
+        &["INCR", &key],
+        &["CONFIG", "GET", "nope"],
+    ] {
+        assert_eq!(
+            c.cmd(args).await,
+            Reply::Status("QUEUED".into()),
+            "{args:?}"
+        );
+    }
+    let reply = c.cmd(&["EXEC"]).await;
+    let items = reply.items();
+    assert_eq!(items.len(), 6, "{reply:?}");
+    let info = items[0].text();
+    assert!(info.contains("redis_mode:standalone"), "{info}");
+    assert!(info.contains("db0:keys=31,"), "every master's keys: {info}");
+    assert!(items[1].is_ok());
+    let config = config_map(&items[2]);
+    assert_eq!(config["databases"], "1");
+    assert!(config.contains_key("maxmemory"));
+    let server = items[3].text();
+    assert!(server.starts_with("# Server") && !server.contains("# Keyspace"));
+    assert_eq!(items[4], Reply::Int(2));
+    assert_eq!(items[5], Reply::Array(vec![]));
+
+    // Only what the proxy answers, and an aborted transaction.
+    assert!(c.cmd(&["MULTI"]).await.is_ok());
+    assert_eq!(
+        c.cmd(&["INFO", "clients"]).await,
+        Reply::Status("QUEUED".into())
+    );
+    let reply = c.cmd(&["EXEC"]).await;
+    assert!(
+        reply.items()[0].text().starts_with("# Clients"),
+        "{reply:?}"
+    );
+    assert!(c.cmd(&["MULTI"]).await.is_ok());
+    assert_eq!(c.cmd(&["INFO"]).await, Reply::Status("QUEUED".into()));
+    assert!(matches!(c.cmd(&["NOSUCH"]).await, Reply::Error(_)));
+    assert!(matches!(c.cmd(&["EXEC"]).await, Reply::Error(e) if e.starts_with("EXECABORT")));
+
+    // After a WATCH whose key changed: EXEC's null, as from Redis.
+    let mut other = cluster.client().await;
+    assert!(c.cmd(&["WATCH", &key]).await.is_ok());
+    assert!(other.cmd(&["SET", &key, "9"]).await.is_ok());
+    assert!(c.cmd(&["MULTI"]).await.is_ok());
+    assert_eq!(c.cmd(&["INFO"]).await, Reply::Status("QUEUED".into()));
+    assert_eq!(c.cmd(&["GET", &key]).await, Reply::Status("QUEUED".into()));
+    assert_eq!(c.cmd(&["EXEC"]).await, Reply::Bulk(None));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_of_a_small_keyspace_returns_it_in_one_call() {
+    let cluster = TestCluster::start(3).await;
+    let mut c = cluster.client().await;
+    let keys: BTreeSet<String> = (0..3).map(|shard| key_on(3, shard, "small")).collect();
+    for key in &keys {
+        assert!(c.cmd(&["SET", key, "1"]).await.is_ok());
+    }
+    let reply = c.cmd(&["SCAN", "0"]).await;
+    let [next, found] = reply.items() else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(next, &Reply::bulk("0"));
+    let found: BTreeSet<String> = found.items().iter().map(Reply::text).collect();
+    assert_eq!(found, keys);
+
+    // A COUNT used up ends the call at the end of a master; the iteration still returns
+    // every key once the cursor is back at 0.
+    let mut seen = BTreeSet::new();
+    let mut cursor = "0".to_owned();
+    let mut calls = 0;
+    loop {
+        let reply = c.cmd(&["SCAN", &cursor, "COUNT", "1"]).await;
+        let [next, found] = reply.items() else {
+            panic!("{reply:?}")
+        };
+        seen.extend(found.items().iter().map(Reply::text));
+        cursor = next.text();
+        calls += 1;
+        if cursor == "0" {
+            break;
+        }
+    }
+    assert_eq!(seen, keys);
+    assert!(
+        calls >= 3,
+        "one call per master when COUNT is reached: {calls}"
+    );
+    // The master's own errors.
+    assert!(matches!(
+        c.cmd(&["SCAN", "0", "COUNT", "0"]).await,
+        Reply::Error(e) if e.starts_with("ERR syntax error")
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_list_shows_each_client_s_last_command() {
+    let cluster = TestCluster::start(2).await;
+    let mut c = cluster.client().await;
+    let mut other = cluster.client().await;
+    assert!(other.cmd(&["CLIENT", "SETNAME", "other"]).await.is_ok());
+    assert_eq!(other.cmd(&["GET", "x"]).await, Reply::Bulk(None));
+    let line = |list: &str, name: &str| -> String {
+        list.lines()
+            .find(|l| l.contains(&format!(" name={name} ")))
+            .unwrap_or_else(|| panic!("{list}"))
+            .to_owned()
+    };
+    let list = c.cmd(&["CLIENT", "LIST"]).await.text();
+    assert!(line(&list, "other").contains(" cmd=get "), "{list}");
+    assert!(c.cmd(&["CLIENT", "SETNAME", "me"]).await.is_ok());
+    let list = c.cmd(&["CLIENT", "LIST"]).await.text();
+    assert!(line(&list, "me").contains(" cmd=client|list "), "{list}");
+    let info = c.cmd(&["CLIENT", "INFO"]).await.text();
+    assert!(info.contains(" cmd=client|info "), "{info}");
+    assert!(other.cmd(&["SUBSCRIBE", "ch"]).await.items().len() == 3);
+    let list = c.cmd(&["CLIENT", "LIST"]).await.text();
+    assert!(line(&list, "other").contains(" cmd=subscribe "), "{list}");
+}
+
+/// The `field=` value of the CLIENT LIST line of the client named `name`.
+async fn client_field(c: &mut redshard_tests::Client, name: &str, field: &str) -> Option<String> {
+    let list = c.cmd(&["CLIENT", "LIST"]).await.text();
+    let line = list
+        .lines()
+        .find(|l| l.contains(&format!(" name={name} ")))?
+        .to_owned();
+    line.split(' ')
+        .find_map(|f| f.strip_prefix(&format!("{field}=")))
+        .map(str::to_owned)
+}
+
+/// A new client named `name`, and its id.
+async fn named(cluster: &TestCluster, name: &str) -> (redshard_tests::Client, String) {
+    let mut c = cluster.client().await;
+    assert!(c.cmd(&["CLIENT", "SETNAME", name]).await.is_ok());
+    let id = c.cmd(&["CLIENT", "ID"]).await.int().to_string();
+    (c, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_kill_closes_the_proxy_s_clients_by_every_filter() {
+    let extra = "[[user]]\nname = \"app\"\npassword = \"a-pw\"\naccess = \"no-dangerous\"\n";
+    let cluster = TestCluster::start_with(2, false, extra, &[]).await;
+    let mut admin = cluster.client().await;
+    assert!(admin.cmd(&["CLIENT", "SETNAME", "admin"]).await.is_ok());
+
+    // New form, by ID: the count; the client's connection closes.
+    let (mut victim, id) = named(&cluster, "victim").await;
+    assert_eq!(
+        admin.cmd(&["CLIENT", "KILL", "ID", &id]).await,
+        Reply::Int(1)
+    );
+    assert_eq!(victim.try_read().await, None);
+    assert_eq!(
+        admin.cmd(&["CLIENT", "KILL", "ID", &id]).await,
+        Reply::Int(0)
+    );
+
+    // Old form, by address.
+    let (mut victim, _) = named(&cluster, "old").await;
+    let addr = client_field(&mut admin, "old", "addr").await.unwrap();
+    assert!(admin.cmd(&["CLIENT", "KILL", &addr]).await.is_ok());
+    assert_eq!(victim.try_read().await, None);
+    assert_eq!(
+        admin.cmd(&["CLIENT", "KILL", &addr]).await,
+        Reply::Error("ERR No such client".into())
+    );
+
+    // ADDR, LADDR, TYPE and USER filters together; SKIPME spares the caller by default.
+    let (mut subscriber, _) = named(&cluster, "sub").await;
+    assert_eq!(subscriber.cmd(&["SUBSCRIBE", "ch"]).await.items().len(), 3);
+    let (mut app, _) = named(&cluster, "app").await;
+    assert!(app.cmd(&["AUTH", "app", "a-pw"]).await.is_ok());
+    let laddr = client_field(&mut admin, "sub", "laddr").await.unwrap();
+    assert_eq!(
+        admin
+            .cmd(&["CLIENT", "KILL", "TYPE", "pubsub", "LADDR", &laddr])
+            .await,
+        Reply::Int(1)
+    );
+    assert_eq!(subscriber.try_read().await, None);
+    assert_eq!(
+        admin.cmd(&["CLIENT", "KILL", "TYPE", "master"]).await,
+        Reply::Int(0)
+    );
+    assert_eq!(
+        admin.cmd(&["CLIENT", "KILL", "MAXAGE", "100000"]).await,
+        Reply::Int(0)
+    );
+    assert_eq!(
+        app.cmd(&["CLIENT", "KILL", "USER", "app"]).await,
+        Reply::Error("NOPERM User app has no permissions to run the 'client|kill' command".into())
+    );
+    assert_eq!(
+        client_field(&mut admin, "app", "user").await.as_deref(),
+        Some("app")
+    );
+    assert_eq!(
+        admin.cmd(&["CLIENT", "KILL", "USER", "app"]).await,
+        Reply::Int(1)
+    );
+    assert_eq!(app.try_read().await, None);
+
+    // Redis's errors.
+    for (args, error) in [
+        (
+            &["CLIENT", "KILL", "ID", "0"][..],
+            "ERR client-id should be greater than 0",
+        ),
+        (
+            &["CLIENT", "KILL", "TYPE", "nope"],
+            "ERR Unknown client type 'nope'",
+        ),
+        (
+            &["CLIENT", "KILL", "USER", "nobody"],
+            "ERR No such user 'nobody'",
+        ),
+        (&["CLIENT", "KILL", "SKIPME", "maybe"], "ERR syntax error"),
+        (&["CLIENT", "KILL", "ID", "1", "TYPE"], "ERR syntax error"),
+        (&["CLIENT", "KILL", "NOPE", "x"], "ERR syntax error"),
+    ] {
+        assert_eq!(
+            admin.cmd(args).await,
+            Reply::Error(error.into()),
+            "{args:?}"
+        );
+    }
+
+    // SKIPME no: the caller too, after its reply.
+    let own = admin.cmd(&["CLIENT", "ID"]).await.int().to_string();
+    assert_eq!(
+        admin.cmd(&["CLIENT", "KILL", "ID", &own]).await,
+        Reply::Int(0)
+    );
+    assert_eq!(
+        admin
+            .cmd(&["CLIENT", "KILL", "ID", &own, "SKIPME", "no"])
+            .await,
+        Reply::Int(1)
+    );
+    assert_eq!(admin.try_read().await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_pause_holds_writes_or_everything_until_unpause_or_its_end() {
+    let cluster = TestCluster::start(2).await;
+    let mut admin = cluster.client().await;
+    let (mut writer, _) = named(&cluster, "writer").await;
+    let mut reader = cluster.client().await;
+    let key = key_on(2, 0, "paused");
+
+    assert!(admin
+        .cmd(&["CLIENT", "PAUSE", "100000", "WRITE"])
+        .await
+        .is_ok());
+    writer
+        .send_raw(&redshard_tests::client::encode_command(&["SET", &key, "1"]))
+        .await;
+    // The proxy read it (its last command) and holds it: the master has no such key.
+    redshard_tests::wait_until(
+        std::time::Duration::from_secs(10),
+        "the proxy read the paused SET",
+        || async {
+            let mut c = cluster.client().await;
+            client_field(&mut c, "writer", "cmd").await.as_deref() == Some("set")
+        },
+    )
+    .await;
+    assert_eq!(reader.cmd(&["GET", &key]).await, Reply::Bulk(None));
+    assert_eq!(
+        cluster.master(0).await.cmd(&["EXISTS", &key]).await,
+        Reply::Int(0)
+    );
+    assert!(admin.cmd(&["CLIENT", "UNPAUSE"]).await.is_ok());
+    assert!(writer.read().await.is_ok());
+    assert_eq!(reader.cmd(&["GET", &key]).await, Reply::bulk("1"));
+
+    // ALL holds reads too, until the pause ends by itself.
+    let start = std::time::Instant::now();
+    assert!(admin.cmd(&["CLIENT", "PAUSE", "300", "ALL"]).await.is_ok());
+    assert_eq!(reader.cmd(&["GET", &key]).await, Reply::bulk("1"));
+    assert!(start.elapsed() >= std::time::Duration::from_millis(250));
+
+    for (args, error) in [
+        (
+            &["CLIENT", "PAUSE", "x"][..],
+            "ERR timeout is not an integer or out of range",
+        ),
+        (&["CLIENT", "PAUSE", "-1"], "ERR timeout is negative"),
+        (&["CLIENT", "PAUSE", "10", "NOPE"], "ERR syntax error"),
+    ] {
+        assert_eq!(
+            admin.cmd(args).await,
+            Reply::Error(error.into()),
+            "{args:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_unblock_ends_a_blocking_command_with_nil_or_an_error() {
+    let cluster = TestCluster::start(2).await;
+    let mut admin = cluster.client().await;
+    let (mut blocked, id) = named(&cluster, "blocked").await;
+    let key = key_on(2, 1, "unblock");
+    assert_eq!(admin.cmd(&["CLIENT", "UNBLOCK", &id]).await, Reply::Int(0));
+
+    for (reason, expected) in [
+        ("TIMEOUT", Reply::Bulk(None)),
+        (
+            "ERROR",
+            Reply::Error("UNBLOCKED client unblocked via CLIENT UNBLOCK".into()),
+        ),
+    ] {
+        blocked
+            .send_raw(&redshard_tests::client::encode_command(&[
+                "BLPOP", &key, "0",
+            ]))
+            .await;
+        redshard_tests::wait_until(
+            std::time::Duration::from_secs(10),
+            "the client is blocked",
+            || async {
+                let mut c = cluster.client().await;
+                client_field(&mut c, "blocked", "flags").await.as_deref() == Some("b")
+            },
+        )
+        .await;
+        assert_eq!(
+            admin.cmd(&["CLIENT", "UNBLOCK", &id, reason]).await,
+            Reply::Int(1)
+        );
+        assert_eq!(blocked.read().await, expected, "{reason}");
+    }
+    // BLMOVE's timeout is a null bulk; RESP3's null is `_`.
+    let other = format!("{{{key}}}:dest");
+    for (hello, args, expected) in [
+        (
+            false,
+            vec!["BLMOVE", &key, &other, "LEFT", "LEFT", "0"],
+            &b"$-1\r\n"[..],
+        ),
+        (true, vec!["BLPOP", &key, "0"], b"_\r\n"),
+    ] {
+        if hello {
+            assert!(blocked.cmd_resp3(&["HELLO", "3"]).await.starts_with(b"%7"));
+        }
+        blocked
+            .send_raw(&redshard_tests::client::encode_command(&args))
+            .await;
+        redshard_tests::wait_until(
+            std::time::Duration::from_secs(10),
+            "the client is blocked",
+            || async {
+                let mut c = cluster.client().await;
+                client_field(&mut c, "blocked", "flags").await.as_deref() == Some("b")
+            },
+        )
+        .await;
+        assert_eq!(admin.cmd(&["CLIENT", "UNBLOCK", &id]).await, Reply::Int(1));
+        assert_eq!(blocked.read_resp3_raw().await, expected, "{args:?}");
+    }
+    assert!(blocked.cmd_resp3(&["HELLO", "2"]).await.starts_with(b"*14"));
+
+    // The client goes on, blocking again included.
+    assert_eq!(admin.cmd(&["RPUSH", &key, "x"]).await, Reply::Int(1));
+    assert_eq!(
+        blocked.cmd(&["BLPOP", &key, "0"]).await,
+        Reply::Array(vec![Reply::bulk(&key), Reply::bulk("x")])
+    );
+    assert_eq!(
+        admin.cmd(&["CLIENT", "UNBLOCK", &id, "NOPE"]).await,
+        Reply::Error("ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR".into())
+    );
+    assert_eq!(
+        admin.cmd(&["CLIENT", "UNBLOCK", "x"]).await,
+        Reply::Error("ERR value is not an integer or out of range".into())
+    );
+}
