@@ -351,6 +351,7 @@ impl Controller {
         self.install_locked(next);
         let table = self.state.router.load();
         if let Store::Etcd(fleet) = &self.store {
+            self.drain_before_ack(&current, table.topology()).await;
             fleet.ack(table.epoch()).await;
         }
         Ok(Arc::clone(table.topology()))
@@ -397,6 +398,7 @@ impl Controller {
         self.state.router.install(&self.writer, next);
         let table = self.state.router.load();
         self.probes.track(table.topology().nodes());
+        self.settle_when_acked(Arc::clone(table.topology()));
     }
 
     /// The controller's task.
