@@ -30,6 +30,9 @@ const EPOCH_DRAIN: Duration = Duration::from_secs(5);
 impl Controller {
     /// Starts the fleet tasks.
     pub(crate) fn start_fleet(self: &Arc<Self>, fleet: Arc<Fleet>, shutdown: &Shutdown) {
+        // The topology taken from etcd at start was installed without the controller: keys
+        // of slots it shows migrating wait for the fleet as after any install.
+        self.settle_when_acked(Arc::clone(self.state.router.load().topology()));
         tokio::spawn(Arc::clone(self).follow_fleet(Arc::clone(&fleet), shutdown.clone()));
         tokio::spawn(Arc::clone(self).lead(Arc::clone(&fleet), shutdown.clone()));
         tokio::spawn(Arc::clone(self).keep_session(Arc::clone(&fleet), shutdown.clone()));
@@ -108,16 +111,8 @@ impl Controller {
             );
         }
         let table = self.state.router.load();
-        for migration in next.migrations() {
-            let begun = migration
-                .slots
-                .iter()
-                .flat_map(redshard_config::SlotRange::slots)
-                .any(|slot| before.slot_state(slot) != next.slot_state(slot));
-            if !begun {
-                continue;
-            }
-            if let Some(source) = table.route(migration.from) {
+        for from in begun_migrating(before, next) {
+            if let Some(source) = table.route(from) {
                 if !redshard_dataplane::router::barrier(source, false, EPOCH_DRAIN).await {
                     warn!(shard = %source.name, epoch = next.epoch, "the lanes of a migration's source did not drain within {EPOCH_DRAIN:?}; acknowledging the epoch anyway");
                 }
@@ -424,4 +419,19 @@ impl Controller {
             }
         }
     }
+}
+
+/// The sources of the slots `next` shows migrating in another state than `before` did (a
+/// migration that begins or turns around).
+pub(crate) fn begun_migrating(before: &Topology, next: &Topology) -> Vec<redshard_config::ShardId> {
+    next.migrations()
+        .into_iter()
+        .filter(|m| {
+            m.slots
+                .iter()
+                .flat_map(redshard_config::SlotRange::slots)
+                .any(|slot| before.slot_state(slot) != next.slot_state(slot))
+        })
+        .map(|m| m.from)
+        .collect()
 }

@@ -9,7 +9,10 @@
 //! 2. **Move**: a background mover SCANs the source master, picks the keys of migrating slots,
 //!    and moves each under a per-key lock shared with the data path: `PEXPIRETIME` and `DUMP`
 //!    on the source, `RESTORE ... REPLACE [ABSTTL]` on the target and `DEL` on the source, the
-//!    last two as mirrored writes, so both shards' replicas follow in lane order.
+//!    last two as mirrored writes, so both shards' replicas follow in lane order. In a fleet
+//!    the mover sends one `MIGRATE ... KEYS` per batch instead, atomic on the source, and
+//!    every proxy's moves wait until the fleet acknowledged the migrating epoch (see
+//!    [`redshard_dataplane::migration`]).
 //! 3. **Finish**: after one full SCAN pass moved every key it found, a second pass verifies
 //!    that none is left; the slots become `Owned(to)` in a new epoch.
 //!

@@ -466,6 +466,7 @@ async fn two_proxies_writing_during_a_migration_lose_no_increment_and_leave_no_k
     )
     .await;
     let epoch = proxies[leader].epoch();
+    let migrating = Instant::now();
     proxies[leader]
         .controller()
         .migrate("s1", "s2", vec!["0-8191".parse().unwrap()])
@@ -482,6 +483,7 @@ async fn two_proxies_writing_during_a_migration_lose_no_increment_and_leave_no_k
         },
     )
     .await;
+    let took = migrating.elapsed();
     // Increments go on after the slots changed owner too.
     let before: u64 = acked.iter().map(|a| a.load(Ordering::Relaxed)).sum();
     wait_until(
@@ -532,7 +534,10 @@ async fn two_proxies_writing_during_a_migration_lose_no_increment_and_leave_no_k
         Reply::Int(i64::try_from(fill_moving + touched).unwrap())
     );
     let total: u64 = acked.iter().map(|a| a.load(Ordering::Relaxed)).sum();
-    eprintln!("{total} increments acknowledged through 2 proxies during a migration of {fill_moving} keys");
+    eprintln!(
+        "{total} increments acknowledged through 2 proxies; the migration of {fill_moving} keys took {} ms",
+        took.as_millis()
+    );
 
     // The fleet's metrics.
     assert_eq!(metric(&proxies[leader], "redshard_fleet_leader"), 1.0);
