@@ -670,3 +670,48 @@ async fn a_migration_whose_leader_crashes_is_finished_by_the_next_leader_without
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_on_both_masters_keeps_the_targets_copy() {
+    let etcd = EtcdServer::start();
+    let masters = [RedisServer::start(), RedisServer::start()];
+    let addrs: Vec<String> = masters.iter().map(RedisServer::addr).collect();
+    let config = fleet_config(&etcd, "/busy", &addrs, &[]);
+    let proxies = start_fleet(&config, 2).await;
+    let refs: Vec<&Proxy> = proxies.iter().collect();
+    let leader = wait_leader(&refs).await;
+    // What a MIGRATE that restored the key but lost its answer leaves: the key on both, the
+    // target's copy the newer (every write since the barrier went there).
+    let both = key_on(2, 0, "both");
+    let only = key_on(2, 0, "only");
+    let mut source = Client::connect(addrs[0].clone()).await;
+    let mut target = Client::connect(addrs[1].clone()).await;
+    assert!(source.cmd(&["SET", &both, "old"]).await.is_ok());
+    assert!(source.cmd(&["SET", &only, "v"]).await.is_ok());
+    assert!(target.cmd(&["SET", &both, "new"]).await.is_ok());
+    let epoch = proxies[leader].epoch();
+    proxies[leader]
+        .controller()
+        .migrate("s1", "s2", vec!["0-8191".parse().unwrap()])
+        .await
+        .expect("the leader queues the migration");
+    wait_until(
+        Duration::from_secs(20),
+        "the migration to finish on every proxy",
+        || async {
+            proxies.iter().all(|p| {
+                let table = p.state().router.load();
+                table.epoch() > epoch + 1 && !table.has_migrations()
+            })
+        },
+    )
+    .await;
+    assert_eq!(target.cmd(&["GET", &both]).await, Reply::bulk("new"));
+    assert_eq!(target.cmd(&["GET", &only]).await, Reply::bulk("v"));
+    assert_eq!(source.cmd(&["DBSIZE"]).await, Reply::Int(0));
+    for proxy in proxies {
+        let mut client = Client::connect_addr(proxy.local_addr()).await;
+        assert_eq!(client.cmd(&["GET", &both]).await, Reply::bulk("new"));
+        proxy.shutdown(Duration::from_secs(2)).await;
+    }
+}
