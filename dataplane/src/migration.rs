@@ -624,7 +624,10 @@ async fn migrate_keys(router: &Router, atomic: &AtomicMoves, keys: &[Bytes]) -> 
         BackendUser::Mover,
     )
     .await?;
-    if reply::is_ok(&answer) || answer.as_ref() == b"+NOKEY\r\n" {
+    if reply::is_ok(&answer) {
+        return acknowledged_on(target, slot.get()).await;
+    }
+    if answer.as_ref() == b"+NOKEY\r\n" {
         return Ok(());
     }
     let text = String::from_utf8_lossy(&answer).trim_end().to_owned();
@@ -669,6 +672,33 @@ async fn migrate_keys(router: &Router, atomic: &AtomicMoves, keys: &[Bytes]) -> 
                 String::from_utf8_lossy(&deleted).trim_end()
             ));
         }
+    }
+    acknowledged_on(target, slot.get()).await
+}
+
+/// The channel of the `PUBLISH` that [`acknowledged_on`] sends.
+pub const MOVED_CHANNEL: &[u8] = b"__redshard__:moved";
+
+/// Waits until `target`'s replicas that acknowledge writes hold what `MIGRATE` restored on
+/// it (with `[replication] ack = "sync"`; at once otherwise), as a `RESTORE` sent by the
+/// proxy itself would: the key left the source, so its only copy must survive a failover of
+/// the target. `MIGRATE` restores over a connection of the source's, which the proxy cannot
+/// `WAIT` on; so it sends, on the slot's lane, the one command that changes nothing and that
+/// Redis still passes to the replicas, a `PUBLISH` (to [`MOVED_CHANNEL`]), as a write: the
+/// lane's `WAIT` after it covers everything the target did before.
+async fn acknowledged_on(target: &ShardRoute, slot: u16) -> Result<(), String> {
+    if target.wait_for() == 0 {
+        return Ok(());
+    }
+    let mut publish = BytesMut::new();
+    encode::request(&mut publish, &[b"PUBLISH", MOVED_CHANNEL, b"1"]);
+    let answer = exchange(target, slot, publish.freeze(), 1, true).await?;
+    if reply::is_error(&answer) {
+        return Err(format!(
+            "acknowledging a move on {}: {}",
+            target.master.addr(),
+            String::from_utf8_lossy(&answer).trim_end()
+        ));
     }
     Ok(())
 }

@@ -657,6 +657,12 @@ async fn a_migration_whose_leader_crashes_is_finished_by_the_next_leader_without
         target.cmd(&["DBSIZE"]).await,
         Reply::Int(i64::try_from(moving).unwrap())
     );
+    // With ack = "sync" the moves waited for the target's replica.
+    let mut target_replica = Client::connect(replica_addrs[1].clone()).await;
+    assert_eq!(
+        target_replica.cmd(&["DBSIZE"]).await,
+        Reply::Int(i64::try_from(moving).unwrap())
+    );
     for (master, replica) in addrs.iter().zip(&replica_addrs) {
         redshard_tests::replication::wait_digest_equal(master, replica).await;
     }
