@@ -721,3 +721,57 @@ async fn a_key_on_both_masters_keeps_the_targets_copy() {
         proxy.shutdown(Duration::from_secs(2)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_joining_during_a_migration_serves_the_migrating_slots() {
+    let etcd = EtcdServer::start();
+    let masters = [RedisServer::start(), RedisServer::start()];
+    let addrs: Vec<String> = masters.iter().map(RedisServer::addr).collect();
+    let config = fleet_config(&etcd, "/join", &addrs, &[]);
+    let proxies = start_fleet(&config, 2).await;
+    let refs: Vec<&Proxy> = proxies.iter().collect();
+    let leader = wait_leader(&refs).await;
+    // Enough keys that the migration still runs when the third proxy has started.
+    let mut source = Client::connect(addrs[0].clone()).await;
+    assert!(source
+        .cmd(&["DEBUG", "POPULATE", "200000", "j"])
+        .await
+        .is_ok());
+    proxies[leader]
+        .controller()
+        .migrate("s1", "s2", vec!["0-8191".parse().unwrap()])
+        .await
+        .expect("the leader queues the migration");
+    wait_until(Duration::from_secs(10), "keys to move", || async {
+        proxies[leader]
+            .state()
+            .migrations
+            .progress()
+            .iter()
+            .any(|p| p.keys_moved > 0)
+    })
+    .await;
+    let joined = Proxy::start(config.clone()).await.expect("proxy starts");
+    assert!(joined.state().router.load().has_migrations());
+    // Keys of the migrating slots, through the proxy that started with them migrating.
+    let mut client = Client::connect_addr(joined.local_addr()).await;
+    for i in (0..200_000).step_by(20_000) {
+        let key = format!("j:{i}");
+        if redshard_tests::cluster::shard_of(&key, 2) == 0 {
+            assert_eq!(
+                client.cmd(&["GET", &key]).await,
+                Reply::bulk(&format!("value:{i}")),
+                "{key}"
+            );
+            // Served while the slots still migrate, not held until they stopped.
+            assert!(
+                joined.state().router.load().has_migrations(),
+                "{key} was served only once the migration had ended"
+            );
+        }
+    }
+    joined.shutdown(Duration::from_secs(2)).await;
+    for proxy in proxies {
+        proxy.shutdown(Duration::from_secs(2)).await;
+    }
+}
