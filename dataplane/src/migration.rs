@@ -631,7 +631,7 @@ async fn migrate_keys(router: &Router, atomic: &AtomicMoves, keys: &[Bytes]) -> 
         return Ok(());
     }
     let text = String::from_utf8_lossy(&answer).trim_end().to_owned();
-    if !text.contains("BUSYKEY") {
+    if !busy_key(&text) {
         return Err(format!(
             "MIGRATE from {} to {}: {text}",
             source.master.addr(),
@@ -654,7 +654,7 @@ async fn migrate_keys(router: &Router, atomic: &AtomicMoves, keys: &[Bytes]) -> 
             continue;
         }
         let text = String::from_utf8_lossy(&one).trim_end().to_owned();
-        if !text.contains("BUSYKEY") {
+        if !busy_key(&text) {
             return Err(format!(
                 "MIGRATE of {} to {}: {text}",
                 String::from_utf8_lossy(key),
@@ -701,6 +701,12 @@ async fn acknowledged_on(target: &ShardRoute, slot: u16) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Whether a `MIGRATE` error says the target already holds a key (Redis's `BUSYKEY`, inside
+/// `ERR Target instance replied with error: ...`).
+fn busy_key(error: &str) -> bool {
+    error.contains("BUSYKEY")
 }
 
 /// `MIGRATE host port "" 0 timeout [AUTH..] KEYS k..` moving `keys` to `target`.
