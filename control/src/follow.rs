@@ -30,6 +30,9 @@ const EPOCH_DRAIN: Duration = Duration::from_secs(5);
 impl Controller {
     /// Starts the fleet tasks.
     pub(crate) fn start_fleet(self: &Arc<Self>, fleet: Arc<Fleet>, shutdown: &Shutdown) {
+        // The topology taken from etcd at start was installed without the controller: keys
+        // of slots it shows migrating wait for the fleet as after any install.
+        self.settle_when_acked(Arc::clone(self.state.router.load().topology()));
         tokio::spawn(Arc::clone(self).follow_fleet(Arc::clone(&fleet), shutdown.clone()));
         tokio::spawn(Arc::clone(self).lead(Arc::clone(&fleet), shutdown.clone()));
         tokio::spawn(Arc::clone(self).keep_session(Arc::clone(&fleet), shutdown.clone()));
@@ -73,6 +76,7 @@ impl Controller {
     /// Installs `topology` if it is newer than the installed one, then acknowledges it once
     /// no request here is routed by an older table.
     pub(crate) async fn install_newer(&self, fleet: &Fleet, topology: &Arc<Topology>) {
+        let before;
         {
             let _guard = self.change_lock.lock().await;
             let current = Arc::clone(self.state.router.load().topology());
@@ -86,15 +90,76 @@ impl Controller {
             );
             self.follow_masters(&current, topology);
             self.install_locked((**topology).clone());
+            before = current;
         }
+        self.drain_before_ack(&before, topology).await;
+        fleet.ack(topology.epoch).await;
+        self.changed.notify_one();
+    }
+
+    /// Before this proxy acknowledges `next` (installed over `before`): waits until no
+    /// request is routed by an older table here, and, when `next` begins migrating slots,
+    /// until the lanes of their sources have run every request sent to them: once every
+    /// proxy acknowledged it, no write of a migrating slot can still reach its source, and
+    /// keys may move ([`Migrations::settle`](redshard_dataplane::migration::Migrations::settle)).
+    /// Each wait is bounded by 5 s, past which it goes on with a warning.
+    pub(crate) async fn drain_before_ack(&self, before: &Topology, next: &Topology) {
         if !self.state.router.epoch_barrier(EPOCH_DRAIN).await {
             warn!(
-                epoch = topology.epoch,
+                epoch = next.epoch,
                 "requests routed by an older epoch were still running after {EPOCH_DRAIN:?}; acknowledging the epoch anyway"
             );
         }
-        fleet.ack(topology.epoch).await;
-        self.changed.notify_one();
+        let table = self.state.router.load();
+        for from in begun_migrating(before, next) {
+            if let Some(source) = table.route(from) {
+                if !redshard_dataplane::router::barrier(source, false, EPOCH_DRAIN).await {
+                    warn!(shard = %source.name, epoch = next.epoch, "the lanes of a migration's source did not drain within {EPOCH_DRAIN:?}; acknowledging the epoch anyway");
+                }
+            }
+        }
+    }
+
+    /// In a fleet, when `topology` shows migrating slots: waits in the background until every
+    /// live proxy acknowledged its epoch, then lets keys of those slots move here
+    /// ([`Migrations::settle`](redshard_dataplane::migration::Migrations::settle)). Gives up
+    /// once a newer epoch is installed (that epoch's own wait takes over).
+    pub(crate) fn settle_when_acked(&self, topology: Arc<Topology>) {
+        let Some(fleet) = self.fleet() else {
+            return;
+        };
+        if topology.migrations().is_empty() {
+            return;
+        }
+        let fleet = Arc::clone(fleet);
+        let state = Arc::clone(&self.state);
+        tokio::spawn(async move {
+            let started = Instant::now();
+            loop {
+                if state.router.load().epoch() > topology.epoch {
+                    return;
+                }
+                match fleet.etcd().wait_acked(topology.epoch, BARRIER_TRY).await {
+                    Ok(_) => {
+                        debug!(
+                            epoch = topology.epoch,
+                            took_ms = started.elapsed().as_millis() as u64,
+                            "every live proxy routes the migrating slots to their targets"
+                        );
+                        state.migrations.settle(topology);
+                        return;
+                    }
+                    Err(e @ ClusterError::BarrierTimeout { .. }) => {
+                        warn!(epoch = topology.epoch, error = %e, "migrating slots wait for every proxy to acknowledge the epoch");
+                    }
+                    Err(e) => {
+                        fleet.etcd_error();
+                        debug!(epoch = topology.epoch, error = %e, "cannot read the members' epochs; trying again");
+                        tokio::time::sleep(fleet::backoff(3)).await;
+                    }
+                }
+            }
+        });
     }
 
     /// What a failover made elsewhere means for this proxy's lanes: a master replaced, and
@@ -354,4 +419,19 @@ impl Controller {
             }
         }
     }
+}
+
+/// The sources of the slots `next` shows migrating in another state than `before` did (a
+/// migration that begins or turns around).
+pub(crate) fn begun_migrating(before: &Topology, next: &Topology) -> Vec<redshard_config::ShardId> {
+    next.migrations()
+        .into_iter()
+        .filter(|m| {
+            m.slots
+                .iter()
+                .flat_map(redshard_config::SlotRange::slots)
+                .any(|slot| before.slot_state(slot) != next.slot_state(slot))
+        })
+        .map(|m| m.from)
+        .collect()
 }

@@ -355,6 +355,11 @@ impl Controller {
         self.install_locked(next);
         let table = self.state.router.load();
         if let Store::Etcd(fleet) = &self.store {
+            // A migration that begins is settled only once no write of its slots can still
+            // reach the source here either; other changes are acknowledged at once.
+            if !follow::begun_migrating(&current, table.topology()).is_empty() {
+                self.drain_before_ack(&current, table.topology()).await;
+            }
             fleet.ack(table.epoch()).await;
         }
         Ok(Arc::clone(table.topology()))
@@ -401,6 +406,7 @@ impl Controller {
         self.state.router.install(&self.writer, next);
         let table = self.state.router.load();
         self.probes.track(table.topology().nodes());
+        self.settle_when_acked(Arc::clone(table.topology()));
     }
 
     /// The controller's task.

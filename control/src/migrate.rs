@@ -9,7 +9,10 @@
 //! 2. **Move**: a background mover SCANs the source master, picks the keys of migrating slots,
 //!    and moves each under a per-key lock shared with the data path: `PEXPIRETIME` and `DUMP`
 //!    on the source, `RESTORE ... REPLACE [ABSTTL]` on the target and `DEL` on the source, the
-//!    last two as mirrored writes, so both shards' replicas follow in lane order.
+//!    last two as mirrored writes, so both shards' replicas follow in lane order. In a fleet
+//!    the mover sends one `MIGRATE ... KEYS` per batch instead, atomic on the source, and
+//!    every proxy's moves wait until the fleet acknowledged the migrating epoch (see
+//!    [`redshard_dataplane::migration`]).
 //! 3. **Finish**: after one full SCAN pass moved every key it found, a second pass verifies
 //!    that none is left; the slots become `Owned(to)` in a new epoch.
 //!
@@ -76,6 +79,9 @@ const PASS_RETRIES: u32 = 60;
 const PASS_RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// Keys moved at the same time by the mover.
 const PARALLEL_MOVES: usize = 16;
+/// Keys per `MIGRATE ... KEYS` of the mover in a fleet: the source is blocked while it
+/// sends them, so a batch stays small (a SCAN page is cut into several).
+const MIGRATE_BATCH: usize = 64;
 /// How long a migration's start waits for the old epochs' requests (the epoch barrier, then
 /// the source's lanes) before going on with a warning.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -581,7 +587,7 @@ impl Controller {
                     .await
                     .map_err(|e| e.to_string())?;
                 let (next, keys) = scan_reply(&answer).ok_or("SCAN sent an unexpected reply")?;
-                let mine: Vec<Bytes> = keys
+                let mut mine: Vec<Bytes> = keys
                     .into_iter()
                     .filter(|k| {
                         table.topology().slot_state(table.slot_of(k))
@@ -590,6 +596,18 @@ impl Controller {
                     .collect();
                 drop(table);
                 found += mine.len() as u64;
+                if migrations.atomic() {
+                    // A fleet: one MIGRATE ... KEYS per batch, atomic on the source.
+                    for chunk in mine.chunks(MIGRATE_BATCH) {
+                        migrations.migrate_batch(&self.state.router, chunk).await?;
+                        let mut p = progress.lock().unwrap_or_else(PoisonError::into_inner);
+                        p.keys_moved += chunk.len() as u64;
+                        for _ in chunk {
+                            migrations.count_moved(&p.from, &p.to, 0);
+                        }
+                    }
+                    mine.clear();
+                }
                 for chunk in mine.chunks(PARALLEL_MOVES) {
                     let moves = chunk.iter().map(|key| {
                         migrations.ensure_moved(&self.state.router, std::slice::from_ref(key))

@@ -8,6 +8,13 @@
 //! is written by the controller only (it runs the migrations, see `control/LIFECYCLE.md`);
 //! everyone else reads [`Migrations::progress`] and [`Migrations::moved_totals`].
 //!
+//! In a fleet (`[cluster]`) a key moves with one `MIGRATE` on the source instead
+//! ([`AtomicMoves`]): the source restores it on the target and deletes it as one command, so
+//! of several proxies moving the same key one moves it and the others find it gone. And a
+//! proxy moves a key of a migrating slot only once every live proxy acknowledged an epoch
+//! that shows the slot migrating ([`Migrations::settle`]): from then on nobody writes it on
+//! the source.
+//!
 //! Below the state and the session (which hold and call it), above the router it sends
 //! through.
 
@@ -18,11 +25,14 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use redshard_config::{ShardId, SlotRange, SlotState, Topology};
+use std::time::Duration;
+
 use tokio::sync::{oneshot, Notify};
 
+use crate::backend::acl::BackendUser;
 use crate::backend::Dest;
 use crate::mirror::effect::Effect;
-use crate::router::{send_master, Router, ShardRoute};
+use crate::router::{send_master_as, Router, ShardRoute};
 use redshard_protocol::resp::{encode, reply, Protocol};
 
 /// Where a migration stands.
@@ -99,6 +109,51 @@ pub struct Migrations {
     /// the `migration_*_moved_total` counters: unlike a job's progress they never go back
     /// to 0 when a new migration starts or the history forgets an old one.
     moved: Mutex<Vec<MovedTotals>>,
+    /// How keys move in a fleet (`MIGRATE`); `None` when the proxy runs alone (`DUMP`,
+    /// `RESTORE`, `DEL` under the per-key lock, which is enough with one proxy).
+    atomic: Option<AtomicMoves>,
+    /// In a fleet, the newest topology whose epoch every live proxy acknowledged: a key of a
+    /// slot migrating there has no writer left on the source, so it may move.
+    settled: Mutex<Option<Arc<Topology>>>,
+    /// Wakes the requests waiting for [`Migrations::settle`].
+    settled_changed: Notify,
+}
+
+/// How a fleet's proxies move keys: `MIGRATE host port "" 0 timeout [AUTH..] KEYS k..` on
+/// the source, without `COPY` and without `REPLACE`, run as `redshard-mover`.
+#[derive(Clone, Debug)]
+pub struct AtomicMoves {
+    /// The target's credentials as `MIGRATE` takes them: `AUTH2 user pass`, `AUTH pass` or
+    /// nothing (the proxy's `[backend]` credentials, valid on every node).
+    auth: Vec<Bytes>,
+    /// `MIGRATE`'s timeout in milliseconds (`[backend] connect_timeout_ms`), as text.
+    timeout_ms: String,
+    /// How long a request waits for the fleet to acknowledge its slot's migrating epoch
+    /// (`[backend] response_timeout_ms`) before it is refused.
+    settle_timeout: Duration,
+}
+
+impl AtomicMoves {
+    /// The moves of a fleet proxy with `config`; `None` without `[cluster]`.
+    #[must_use]
+    pub fn new(config: &redshard_config::Config) -> Option<Self> {
+        config.cluster.as_ref()?;
+        let backend = &config.backend;
+        let auth = match (&backend.username, &backend.password) {
+            (Some(user), Some(pass)) => vec![
+                Bytes::from_static(b"AUTH2"),
+                Bytes::from(user.clone()),
+                Bytes::from(pass.clone()),
+            ],
+            (None, Some(pass)) => vec![Bytes::from_static(b"AUTH"), Bytes::from(pass.clone())],
+            _ => Vec::new(),
+        };
+        Some(Self {
+            auth,
+            timeout_ms: backend.connect_timeout.as_millis().max(1).to_string(),
+            settle_timeout: backend.response_timeout,
+        })
+    }
 }
 
 /// What the background mover moved from one shard to another since the proxy started.
@@ -139,6 +194,80 @@ impl Drop for KeyLock<'_> {
 }
 
 impl Migrations {
+    /// The migrations of a proxy with `config`: with `[cluster]`, keys move by `MIGRATE`.
+    #[must_use]
+    pub fn new(config: &redshard_config::Config) -> Self {
+        Self {
+            atomic: AtomicMoves::new(config),
+            ..Self::default()
+        }
+    }
+
+    /// Whether keys move by `MIGRATE` (a fleet).
+    #[must_use]
+    pub fn atomic(&self) -> bool {
+        self.atomic.is_some()
+    }
+
+    /// Records that every live proxy of the fleet acknowledged `topology`'s epoch (or a newer
+    /// one): keys of the slots it shows migrating may move now.
+    pub fn settle(&self, topology: Arc<Topology>) {
+        {
+            let mut settled = self.settled.lock().unwrap_or_else(PoisonError::into_inner);
+            if settled.as_ref().is_some_and(|t| t.epoch >= topology.epoch) {
+                return;
+            }
+            *settled = Some(topology);
+        }
+        self.settled_changed.notify_waiters();
+    }
+
+    /// The epoch of the newest topology the fleet acknowledged, 0 before any.
+    #[must_use]
+    pub fn settled_epoch(&self) -> u64 {
+        self.settled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map_or(0, |t| t.epoch)
+    }
+
+    /// In a fleet, waits until the fleet acknowledged an epoch in which `key`'s slot is in
+    /// the state the current table shows (a migration every proxy routes to its target).
+    async fn until_settled(
+        &self,
+        router: &Router,
+        key: &Bytes,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let settled = async {
+            loop {
+                let changed = self.settled_changed.notified();
+                tokio::pin!(changed);
+                // Registered before the check, so a settle between the two is not missed.
+                changed.as_mut().enable();
+                {
+                    // Not held across the wait: it would hold up the next epoch's barrier.
+                    let table = router.load();
+                    let slot = table.slot_of(key);
+                    let now = table.topology().slot_state(slot);
+                    if !matches!(now, SlotState::Migrating { .. }) {
+                        return;
+                    }
+                    let settled = self.settled.lock().unwrap_or_else(PoisonError::into_inner);
+                    if settled.as_ref().is_some_and(|t| t.slot_state(slot) == now) {
+                        return;
+                    }
+                }
+                changed.await;
+            }
+        };
+        tokio::time::timeout(timeout, settled).await.map_err(|_| {
+            "the slot's migration is not yet acknowledged by every proxy of the fleet; try again"
+                .to_owned()
+        })
+    }
+
     /// The progress of every queued, running and recently finished migration, oldest first.
     #[must_use]
     pub fn progress(&self) -> Vec<MigrationProgress> {
@@ -220,12 +349,34 @@ impl Migrations {
     pub async fn ensure_moved(&self, router: &Router, keys: &[Bytes]) -> Result<u64, String> {
         let mut bytes = 0;
         for key in keys {
+            if let Some(atomic) = &self.atomic {
+                self.until_settled(router, key, atomic.settle_timeout)
+                    .await?;
+                let _lock = self.lock(key).await;
+                migrate_keys(router, atomic, std::slice::from_ref(key)).await?;
+                continue;
+            }
             let _lock = self.lock(key).await;
             if let Some(n) = move_key(router, key).await? {
                 bytes += n;
             }
         }
         Ok(bytes)
+    }
+
+    /// The background mover's batch in a fleet: moves every key of `keys` (all of slots
+    /// migrating between the same two shards) still on its source with one `MIGRATE`.
+    /// Without the per-key locks: `MIGRATE` runs as one command on the source, so a move of
+    /// the same key by a request (here or on another proxy) finds it moved, or moves it
+    /// first. The leader calls it only after the fleet acknowledged the migrating epoch.
+    ///
+    /// # Errors
+    /// A move failed (a node is unreachable); keys may still be on the source.
+    pub async fn migrate_batch(&self, router: &Router, keys: &[Bytes]) -> Result<(), String> {
+        match &self.atomic {
+            Some(atomic) => migrate_keys(router, atomic, keys).await,
+            None => self.ensure_moved(router, keys).await.map(|_| ()),
+        }
     }
 }
 
@@ -341,8 +492,20 @@ async fn exchange(
     replies: u32,
     mirrored: bool,
 ) -> Result<Bytes, String> {
+    exchange_as(route, slot, bytes, replies, mirrored, BackendUser::Client).await
+}
+
+/// [`exchange`] run as the backend `user`.
+async fn exchange_as(
+    route: &ShardRoute,
+    slot: u16,
+    bytes: Bytes,
+    replies: u32,
+    mirrored: bool,
+    user: BackendUser,
+) -> Result<Bytes, String> {
     let (tx, rx) = oneshot::channel();
-    send_master(
+    send_master_as(
         route,
         slot,
         bytes,
@@ -350,6 +513,7 @@ async fn exchange(
         Protocol::Resp2,
         mirrored.then_some(Effect::Same),
         replies,
+        user,
     );
     rx.await
         .map_err(|_| format!("no answer from {}", route.master.addr()))
@@ -425,6 +589,147 @@ async fn move_key(router: &Router, key: &Bytes) -> Result<Option<u64>, String> {
         ));
     }
     Ok(Some(payload.len() as u64))
+}
+
+/// Moves `keys` (of slots migrating between the same two shards, by the current table) from
+/// the source to the target with one `MIGRATE ... KEYS` on the source: each key present there
+/// is restored on the target, then deleted from the source, as one command (no other command
+/// runs on the source meanwhile), so two proxies moving the same key cannot both restore it.
+/// A key the target already holds (`BUSYKEY`: a move restored it but failed to answer, or
+/// another proxy's move is half-way) is newer there (since the fleet acknowledged the
+/// migrating epoch every write went to the target): the source's stale copy is deleted.
+async fn migrate_keys(router: &Router, atomic: &AtomicMoves, keys: &[Bytes]) -> Result<(), String> {
+    let table = router.load();
+    let Some(first) = keys.first() else {
+        return Ok(());
+    };
+    let slot = table.slot_of(first);
+    let state = table.topology().slot_state(slot);
+    let SlotState::Migrating { from, to } = state else {
+        return Ok(());
+    };
+    let keys: Vec<&Bytes> = keys
+        .iter()
+        .filter(|k| table.topology().slot_state(table.slot_of(k)) == state)
+        .collect();
+    let (Some(source), Some(target)) = (table.route(from), table.route(to)) else {
+        return Err("a migrating slot names an unknown shard".into());
+    };
+    let answer = exchange_as(
+        source,
+        slot.get(),
+        migrate_request(atomic, target.master.addr(), &keys),
+        1,
+        true,
+        BackendUser::Mover,
+    )
+    .await?;
+    if reply::is_ok(&answer) {
+        return acknowledged_on(target, slot.get()).await;
+    }
+    if answer.as_ref() == b"+NOKEY\r\n" {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&answer).trim_end().to_owned();
+    if !busy_key(&text) {
+        return Err(format!(
+            "MIGRATE from {} to {}: {text}",
+            source.master.addr(),
+            target.master.addr()
+        ));
+    }
+    // The keys restored before the busy one are gone from the source; one at a time, each
+    // busy one's stale copy is deleted.
+    for key in keys {
+        let one = exchange_as(
+            source,
+            slot.get(),
+            migrate_request(atomic, target.master.addr(), &[key]),
+            1,
+            true,
+            BackendUser::Mover,
+        )
+        .await?;
+        if reply::is_ok(&one) || one.as_ref() == b"+NOKEY\r\n" {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&one).trim_end().to_owned();
+        if !busy_key(&text) {
+            return Err(format!(
+                "MIGRATE of {} to {}: {text}",
+                String::from_utf8_lossy(key),
+                target.master.addr()
+            ));
+        }
+        let mut del = BytesMut::new();
+        encode::request(&mut del, &[b"DEL", key]);
+        let deleted = exchange(source, slot.get(), del.freeze(), 1, true).await?;
+        if reply::is_error(&deleted) {
+            return Err(format!(
+                "DEL of {} on {}: {}",
+                String::from_utf8_lossy(key),
+                source.master.addr(),
+                String::from_utf8_lossy(&deleted).trim_end()
+            ));
+        }
+    }
+    acknowledged_on(target, slot.get()).await
+}
+
+/// The channel of the `PUBLISH` that [`acknowledged_on`] sends.
+pub const MOVED_CHANNEL: &[u8] = b"__redshard__:moved";
+
+/// Waits until `target`'s replicas that acknowledge writes hold what `MIGRATE` restored on
+/// it (with `[replication] ack = "sync"`; at once otherwise), as a `RESTORE` sent by the
+/// proxy itself would: the key left the source, so its only copy must survive a failover of
+/// the target. `MIGRATE` restores over a connection of the source's, which the proxy cannot
+/// `WAIT` on; so it sends, on the slot's lane, the one command that changes nothing and that
+/// Redis still passes to the replicas, a `PUBLISH` (to [`MOVED_CHANNEL`]), as a write: the
+/// lane's `WAIT` after it covers everything the target did before.
+async fn acknowledged_on(target: &ShardRoute, slot: u16) -> Result<(), String> {
+    if target.wait_for() == 0 {
+        return Ok(());
+    }
+    let mut publish = BytesMut::new();
+    encode::request(&mut publish, &[b"PUBLISH", MOVED_CHANNEL, b"1"]);
+    let answer = exchange(target, slot, publish.freeze(), 1, true).await?;
+    if reply::is_error(&answer) {
+        return Err(format!(
+            "acknowledging a move on {}: {}",
+            target.master.addr(),
+            String::from_utf8_lossy(&answer).trim_end()
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a `MIGRATE` error says the target already holds a key (Redis's `BUSYKEY`, inside
+/// `ERR Target instance replied with error: ...`).
+fn busy_key(error: &str) -> bool {
+    error.contains("BUSYKEY")
+}
+
+/// `MIGRATE host port "" 0 timeout [AUTH..] KEYS k..` moving `keys` to `target`.
+fn migrate_request(
+    atomic: &AtomicMoves,
+    target: &redshard_config::NodeAddr,
+    keys: &[&Bytes],
+) -> Bytes {
+    let port = target.port().to_string();
+    let mut args: Vec<&[u8]> = vec![
+        b"MIGRATE",
+        target.host().as_bytes(),
+        port.as_bytes(),
+        b"",
+        b"0",
+        atomic.timeout_ms.as_bytes(),
+    ];
+    args.extend(atomic.auth.iter().map(|a| a.as_ref()));
+    args.push(b"KEYS");
+    args.extend(keys.iter().map(|k| k.as_ref()));
+    let mut out = BytesMut::new();
+    encode::request(&mut out, &args);
+    out.freeze()
 }
 
 /// The payload of a bulk reply; `None` for the null bulk or any other reply.

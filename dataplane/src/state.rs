@@ -208,6 +208,7 @@ impl ProxyState {
         );
         let (router, writer) =
             Router::new(topology, NodePool::new(lanes).reporting(events), mirror);
+        let migrations = crate::migration::Migrations::new(&config);
         let config = Arc::new(config);
         let state = Arc::new(Self {
             live: LiveSettings::new(Arc::clone(&config)),
@@ -223,7 +224,7 @@ impl ProxyState {
                 log_level: options.log_level,
                 lock: Mutex::new(()),
             },
-            migrations: crate::migration::Migrations::default(),
+            migrations,
             ha: crate::ha_stats::HaStats::default(),
             fleet: crate::fleet_status::FleetStatus::default(),
             tls,

@@ -282,6 +282,48 @@ pub const MIGRATION_ETA_SECONDS: Metric = Metric {
     labels: &[LABEL_FROM, LABEL_TO],
     help: "Seconds the running migration needs at its rate so far (keys left of the estimate over keys per second); absent until it can be estimated.",
 };
+/// Whether this proxy leads its fleet.
+pub const FLEET_LEADER: Metric = Metric {
+    name: "fleet_leader",
+    kind: Kind::Gauge,
+    labels: &[],
+    help: "1 while this proxy leads its fleet (failovers, migrations, replica repair), 0 otherwise; only with [cluster].",
+};
+/// Live proxies of the fleet.
+pub const FLEET_MEMBERS: Metric = Metric {
+    name: "fleet_members",
+    kind: Kind::Gauge,
+    labels: &[],
+    help: "Proxies of the fleet with a live etcd session, as this proxy last read them; only with [cluster].",
+};
+/// Epoch barriers waited for.
+pub const FLEET_BARRIER_WAITS_TOTAL: Metric = Metric {
+    name: "fleet_barrier_waits_total",
+    kind: Kind::Counter,
+    labels: &[],
+    help: "Epoch barriers (every live proxy acknowledging an epoch) this proxy waited for as the leader, each try counted; only with [cluster].",
+};
+/// Time spent in those barriers.
+pub const FLEET_BARRIER_WAIT_SECONDS_TOTAL: Metric = Metric {
+    name: "fleet_barrier_wait_seconds_total",
+    kind: Kind::Counter,
+    labels: &[],
+    help: "Seconds spent waiting in epoch barriers; only with [cluster].",
+};
+/// Barriers that timed out.
+pub const FLEET_BARRIER_TIMEOUTS_TOTAL: Metric = Metric {
+    name: "fleet_barrier_timeouts_total",
+    kind: Kind::Counter,
+    labels: &[],
+    help: "Epoch barrier tries that timed out (each waited for again, never skipped); only with [cluster].",
+};
+/// Failed requests to etcd.
+pub const FLEET_ETCD_ERRORS_TOTAL: Metric = Metric {
+    name: "fleet_etcd_errors_total",
+    kind: Kind::Counter,
+    labels: &[],
+    help: "Requests to etcd that failed (saves, acknowledgements, reports, sessions, watches); only with [cluster].",
+};
 
 // ---- Events, recorded by the data path --------------------------------------------------------
 
@@ -415,6 +457,12 @@ pub const STATE: &[Metric] = &[
     MIGRATION_KEYS_MOVED_TOTAL,
     MIGRATION_BYTES_MOVED_TOTAL,
     MIGRATION_ETA_SECONDS,
+    FLEET_LEADER,
+    FLEET_MEMBERS,
+    FLEET_BARRIER_WAITS_TOTAL,
+    FLEET_BARRIER_WAIT_SECONDS_TOTAL,
+    FLEET_BARRIER_TIMEOUTS_TOTAL,
+    FLEET_ETCD_ERRORS_TOTAL,
 ];
 
 #[cfg(test)]

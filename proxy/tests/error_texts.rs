@@ -77,6 +77,11 @@ const READS_REPLIES: &[(&str, &str, &str)] = &[
         "b\"-NOAUTH\"",
         "a node that wants credentials still answers",
     ),
+    (
+        "dataplane/src/migration.rs",
+        "\"BUSYKEY\"",
+        "a fleet's MIGRATE found the key on the target too",
+    ),
 ];
 
 /// The workspace root (this crate is `proxy/`).

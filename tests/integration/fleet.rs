@@ -381,3 +381,397 @@ async fn when_the_leader_crashes_another_leads_within_the_ttl_and_fails_over() {
         .await;
     }
 }
+
+/// `INCR`s keys of `keys` (round robin from `offset`) through `addr` until `stop`, counting in
+/// `acked[i]` every increment of `keys[i]` the proxy acknowledged; returns the errors seen.
+async fn incrementer(
+    addr: std::net::SocketAddr,
+    keys: Arc<Vec<String>>,
+    offset: usize,
+    stop: Arc<AtomicBool>,
+    acked: Arc<Vec<AtomicU64>>,
+) -> Vec<String> {
+    let mut client = Client::connect_addr(addr).await;
+    let mut errors = Vec::new();
+    let mut i = offset;
+    while !stop.load(Ordering::Relaxed) {
+        let n = i % keys.len();
+        match client.cmd(&["INCR", &keys[n]]).await {
+            Reply::Int(_) => {
+                acked[n].fetch_add(1, Ordering::Relaxed);
+            }
+            other => errors.push(format!("{other:?}")),
+        }
+        i += 7;
+    }
+    errors
+}
+
+/// The value of the unlabelled series `name` on `proxy`'s `/metrics` page.
+fn metric(proxy: &Proxy, name: &str) -> f64 {
+    let page = redshard_proxy::metrics::scrape::render(proxy.state());
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{name} on the page:\n{page}"))
+        .parse()
+        .expect("a number")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_proxies_writing_during_a_migration_lose_no_increment_and_leave_no_key_twice() {
+    let etcd = EtcdServer::start();
+    let masters = [RedisServer::start(), RedisServer::start()];
+    let addrs: Vec<String> = masters.iter().map(RedisServer::addr).collect();
+    let config = fleet_config(&etcd, "/incr", &addrs, &[]);
+    let proxies = start_fleet(&config, 2).await;
+    let refs: Vec<&Proxy> = proxies.iter().collect();
+    let leader = wait_leader(&refs).await;
+    let follower = 1 - leader;
+
+    // Keys of s1 that both proxies increment, and filler keys for the mover to move
+    // meanwhile (populated on s1's master; those of s2's slots stay where they are).
+    let counters: Arc<Vec<String>> = Arc::new(
+        (0..)
+            .map(|i| format!("c:{i}"))
+            .filter(|k| redshard_tests::cluster::shard_of(k, 2) == 0)
+            .take(300)
+            .collect(),
+    );
+    let mut source = Client::connect(addrs[0].clone()).await;
+    assert!(source
+        .cmd(&["DEBUG", "POPULATE", "20000", "fill", "8"])
+        .await
+        .is_ok());
+    let fill_moving = (0..20000)
+        .filter(|i| redshard_tests::cluster::shard_of(&format!("fill:{i}"), 2) == 0)
+        .count();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Arc<Vec<AtomicU64>> =
+        Arc::new((0..counters.len()).map(|_| AtomicU64::new(0)).collect());
+    let mut tasks = Vec::new();
+    for (i, proxy) in proxies.iter().chain(proxies.iter()).enumerate() {
+        tasks.push(tokio::spawn(incrementer(
+            proxy.local_addr(),
+            Arc::clone(&counters),
+            i,
+            Arc::clone(&stop),
+            Arc::clone(&acked),
+        )));
+    }
+    wait_until(
+        Duration::from_secs(5),
+        "increments acknowledged",
+        || async { acked.iter().map(|a| a.load(Ordering::Relaxed)).sum::<u64>() > 200 },
+    )
+    .await;
+    let epoch = proxies[leader].epoch();
+    let migrating = Instant::now();
+    proxies[leader]
+        .controller()
+        .migrate("s1", "s2", vec!["0-8191".parse().unwrap()])
+        .await
+        .expect("the leader queues the migration");
+    wait_until(
+        Duration::from_secs(60),
+        "the migration to finish on every proxy",
+        || async {
+            proxies.iter().all(|p| {
+                let table = p.state().router.load();
+                table.epoch() > epoch + 1 && !table.has_migrations()
+            })
+        },
+    )
+    .await;
+    let took = migrating.elapsed();
+    // Increments go on after the slots changed owner too.
+    let before: u64 = acked.iter().map(|a| a.load(Ordering::Relaxed)).sum();
+    wait_until(
+        Duration::from_secs(5),
+        "increments after the migration",
+        || async { acked.iter().map(|a| a.load(Ordering::Relaxed)).sum::<u64>() > before + 100 },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let mut errors = Vec::new();
+    for task in tasks {
+        errors.extend(task.await.expect("incrementer"));
+    }
+    assert!(errors.is_empty(), "increments refused: {errors:?}");
+
+    // Every key on the target only, every acknowledged increment counted.
+    let mut target = Client::connect(addrs[1].clone()).await;
+    let mut wrong = Vec::new();
+    for (key, count) in counters.iter().zip(acked.iter()) {
+        let count = count.load(Ordering::Relaxed);
+        let want = if count == 0 {
+            Reply::Bulk(None)
+        } else {
+            Reply::bulk(&count.to_string())
+        };
+        let got = target.cmd(&["GET", key]).await;
+        if got != want {
+            wrong.push(format!(
+                "{key}: {got:?} on the target, {count} acknowledged"
+            ));
+        }
+        if source.cmd(&["EXISTS", key]).await != Reply::Int(0) {
+            wrong.push(format!("{key} still on the source"));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:?}");
+    let touched = acked
+        .iter()
+        .filter(|a| a.load(Ordering::Relaxed) > 0)
+        .count();
+    assert_eq!(
+        source.cmd(&["DBSIZE"]).await,
+        Reply::Int(i64::try_from(20000 - fill_moving).unwrap()),
+        "only the keys of s2's slots left on s1's master"
+    );
+    assert_eq!(
+        target.cmd(&["DBSIZE"]).await,
+        Reply::Int(i64::try_from(fill_moving + touched).unwrap())
+    );
+    let total: u64 = acked.iter().map(|a| a.load(Ordering::Relaxed)).sum();
+    eprintln!(
+        "{total} increments acknowledged through 2 proxies; the migration of {fill_moving} keys took {} ms",
+        took.as_millis()
+    );
+
+    // The fleet's metrics.
+    assert_eq!(metric(&proxies[leader], "redshard_fleet_leader"), 1.0);
+    assert_eq!(metric(&proxies[follower], "redshard_fleet_leader"), 0.0);
+    for proxy in &proxies {
+        assert_eq!(metric(proxy, "redshard_fleet_members"), 2.0);
+        assert_eq!(metric(proxy, "redshard_fleet_barrier_timeouts_total"), 0.0);
+        assert_eq!(metric(proxy, "redshard_fleet_etcd_errors_total"), 0.0);
+    }
+    assert!(metric(&proxies[leader], "redshard_fleet_barrier_waits_total") >= 1.0);
+    assert!(
+        metric(
+            &proxies[leader],
+            "redshard_fleet_barrier_wait_seconds_total"
+        ) > 0.0
+    );
+    for proxy in proxies {
+        proxy.shutdown(Duration::from_secs(2)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_whose_leader_crashes_is_finished_by_the_next_leader_without_loss() {
+    let etcd = EtcdServer::start();
+    let masters = [RedisServer::start_with(NODE), RedisServer::start_with(NODE)];
+    let replicas = [RedisServer::start_with(NODE), RedisServer::start_with(NODE)];
+    let addrs: Vec<String> = masters.iter().map(RedisServer::addr).collect();
+    let replica_addrs: Vec<String> = replicas.iter().map(RedisServer::addr).collect();
+    let config = fleet_config(&etcd, "/crashmove", &addrs, &replica_addrs);
+    let mut proxies = Vec::new();
+    for _ in 0..3 {
+        proxies.push(CrashableProxy::start(config.clone()).await);
+    }
+    let refs: Vec<&Proxy> = proxies.iter().map(CrashableProxy::proxy).collect();
+    let leader = wait_leader(&refs).await;
+    wait_until(
+        Duration::from_secs(20),
+        "the replicas to be in sync",
+        || async { settled(&refs) },
+    )
+    .await;
+    drop(refs);
+
+    const KEYS: usize = 60000;
+    let mut source = Client::connect(addrs[0].clone()).await;
+    // A script, not DEBUG POPULATE: its writes reach the replica.
+    let fill =
+        "for i = 0, tonumber(ARGV[1]) - 1 do redis.call('SET', 'k:' .. i, string.rep('v', 16)) end";
+    assert_eq!(
+        source.cmd(&["EVAL", fill, "0", &KEYS.to_string()]).await,
+        Reply::Bulk(None)
+    );
+    let moving = (0..KEYS)
+        .filter(|i| redshard_tests::cluster::shard_of(&format!("k:{i}"), 2) == 0)
+        .count();
+    let epoch = proxies[leader].proxy().epoch();
+    proxies[leader]
+        .proxy()
+        .controller()
+        .migrate("s1", "s2", vec!["0-8191".parse().unwrap()])
+        .await
+        .expect("the leader queues the migration");
+    wait_until(
+        Duration::from_secs(10),
+        "the leader to move keys",
+        || async {
+            proxies[leader]
+                .proxy()
+                .state()
+                .migrations
+                .progress()
+                .iter()
+                .any(|p| p.keys_moved > 0)
+        },
+    )
+    .await;
+    proxies[leader].crash().await;
+    let crashed = Instant::now();
+    let rest: Vec<&Proxy> = proxies
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != leader)
+        .map(|(_, p)| p.proxy())
+        .collect();
+    let mut target = Client::connect(addrs[1].clone()).await;
+    let Reply::Int(moved_before) = target.cmd(&["DBSIZE"]).await else {
+        panic!("DBSIZE");
+    };
+    assert!(
+        usize::try_from(moved_before).unwrap() < moving,
+        "the crash came after the migration ({moved_before} of {moving} keys moved)"
+    );
+    wait_leader(&rest).await;
+    let took = crashed.elapsed();
+    eprintln!(
+        "a new leader {} ms after the leader crashed with {moved_before} of {moving} keys moved",
+        took.as_millis()
+    );
+    assert!(took < Duration::from_millis(TTL_MS + 2000), "{took:?}");
+    wait_until(
+        Duration::from_secs(60),
+        "the next leader to finish the migration",
+        || async {
+            rest.iter().all(|p| {
+                let table = p.state().router.load();
+                table.epoch() > epoch + 1 && !table.has_migrations()
+            })
+        },
+    )
+    .await;
+    // No key lost, none on two masters, replicas equal to their masters.
+    assert_eq!(
+        source.cmd(&["DBSIZE"]).await,
+        Reply::Int(i64::try_from(KEYS - moving).unwrap())
+    );
+    assert_eq!(
+        target.cmd(&["DBSIZE"]).await,
+        Reply::Int(i64::try_from(moving).unwrap())
+    );
+    // With ack = "sync" the moves waited for the target's replica.
+    let mut target_replica = Client::connect(replica_addrs[1].clone()).await;
+    assert_eq!(
+        target_replica.cmd(&["DBSIZE"]).await,
+        Reply::Int(i64::try_from(moving).unwrap())
+    );
+    for (master, replica) in addrs.iter().zip(&replica_addrs) {
+        redshard_tests::replication::wait_digest_equal(master, replica).await;
+    }
+    // And served from there.
+    let moved = redshard_tests::cluster::key_on(2, 0, "k");
+    for proxy in &rest {
+        let mut client = Client::connect_addr(proxy.local_addr()).await;
+        assert_eq!(
+            client.cmd(&["GET", &moved]).await,
+            Reply::bulk(&"v".repeat(16))
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_on_both_masters_keeps_the_targets_copy() {
+    let etcd = EtcdServer::start();
+    let masters = [RedisServer::start(), RedisServer::start()];
+    let addrs: Vec<String> = masters.iter().map(RedisServer::addr).collect();
+    let config = fleet_config(&etcd, "/busy", &addrs, &[]);
+    let proxies = start_fleet(&config, 2).await;
+    let refs: Vec<&Proxy> = proxies.iter().collect();
+    let leader = wait_leader(&refs).await;
+    // What a MIGRATE that restored the key but lost its answer leaves: the key on both, the
+    // target's copy the newer (every write since the barrier went there).
+    let both = key_on(2, 0, "both");
+    let only = key_on(2, 0, "only");
+    let mut source = Client::connect(addrs[0].clone()).await;
+    let mut target = Client::connect(addrs[1].clone()).await;
+    assert!(source.cmd(&["SET", &both, "old"]).await.is_ok());
+    assert!(source.cmd(&["SET", &only, "v"]).await.is_ok());
+    assert!(target.cmd(&["SET", &both, "new"]).await.is_ok());
+    let epoch = proxies[leader].epoch();
+    proxies[leader]
+        .controller()
+        .migrate("s1", "s2", vec!["0-8191".parse().unwrap()])
+        .await
+        .expect("the leader queues the migration");
+    wait_until(
+        Duration::from_secs(20),
+        "the migration to finish on every proxy",
+        || async {
+            proxies.iter().all(|p| {
+                let table = p.state().router.load();
+                table.epoch() > epoch + 1 && !table.has_migrations()
+            })
+        },
+    )
+    .await;
+    assert_eq!(target.cmd(&["GET", &both]).await, Reply::bulk("new"));
+    assert_eq!(target.cmd(&["GET", &only]).await, Reply::bulk("v"));
+    assert_eq!(source.cmd(&["DBSIZE"]).await, Reply::Int(0));
+    for proxy in proxies {
+        let mut client = Client::connect_addr(proxy.local_addr()).await;
+        assert_eq!(client.cmd(&["GET", &both]).await, Reply::bulk("new"));
+        proxy.shutdown(Duration::from_secs(2)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_joining_during_a_migration_serves_the_migrating_slots() {
+    let etcd = EtcdServer::start();
+    let masters = [RedisServer::start(), RedisServer::start()];
+    let addrs: Vec<String> = masters.iter().map(RedisServer::addr).collect();
+    let config = fleet_config(&etcd, "/join", &addrs, &[]);
+    let proxies = start_fleet(&config, 2).await;
+    let refs: Vec<&Proxy> = proxies.iter().collect();
+    let leader = wait_leader(&refs).await;
+    // Enough keys that the migration still runs when the third proxy has started.
+    let mut source = Client::connect(addrs[0].clone()).await;
+    assert!(source
+        .cmd(&["DEBUG", "POPULATE", "200000", "j"])
+        .await
+        .is_ok());
+    proxies[leader]
+        .controller()
+        .migrate("s1", "s2", vec!["0-8191".parse().unwrap()])
+        .await
+        .expect("the leader queues the migration");
+    wait_until(Duration::from_secs(10), "keys to move", || async {
+        proxies[leader]
+            .state()
+            .migrations
+            .progress()
+            .iter()
+            .any(|p| p.keys_moved > 0)
+    })
+    .await;
+    let joined = Proxy::start(config.clone()).await.expect("proxy starts");
+    assert!(joined.state().router.load().has_migrations());
+    // Keys of the migrating slots, through the proxy that started with them migrating.
+    let mut client = Client::connect_addr(joined.local_addr()).await;
+    for i in (0..200_000).step_by(20_000) {
+        let key = format!("j:{i}");
+        if redshard_tests::cluster::shard_of(&key, 2) == 0 {
+            assert_eq!(
+                client.cmd(&["GET", &key]).await,
+                Reply::bulk(&format!("value:{i}")),
+                "{key}"
+            );
+            // Served while the slots still migrate, not held until they stopped.
+            assert!(
+                joined.state().router.load().has_migrations(),
+                "{key} was served only once the migration had ended"
+            );
+        }
+    }
+    joined.shutdown(Duration::from_secs(2)).await;
+    for proxy in proxies {
+        proxy.shutdown(Duration::from_secs(2)).await;
+    }
+}

@@ -46,10 +46,13 @@ pub enum BackendUser {
     ReadOnlyNoKeys,
     /// `redshard-nodanger-nokeys`: the same for a `no-dangerous` client.
     NoDangerousNoKeys,
+    /// `redshard-mover`: `redshard-client`'s rights and `MIGRATE`, which moves a key of a
+    /// migrating slot in a fleet (`[cluster]`); no client request runs as it.
+    Mover,
 }
 
 /// How many [`BackendUser`]s there are.
-const USERS: usize = 6;
+const USERS: usize = 7;
 
 impl BackendUser {
     /// The user whose rights match a client's access level.
@@ -66,7 +69,7 @@ impl BackendUser {
     #[must_use]
     pub fn without_keys(self) -> Self {
         match self {
-            Self::Client | Self::ClientNoKeys => Self::ClientNoKeys,
+            Self::Client | Self::ClientNoKeys | Self::Mover => Self::ClientNoKeys,
             Self::ReadOnly | Self::ReadOnlyNoKeys => Self::ReadOnlyNoKeys,
             Self::NoDangerous | Self::NoDangerousNoKeys => Self::NoDangerousNoKeys,
         }
@@ -75,7 +78,7 @@ impl BackendUser {
     /// The level's user with access to every key.
     fn with_keys(self) -> Self {
         match self {
-            Self::Client | Self::ClientNoKeys => Self::Client,
+            Self::Client | Self::ClientNoKeys | Self::Mover => Self::Client,
             Self::ReadOnly | Self::ReadOnlyNoKeys => Self::ReadOnly,
             Self::NoDangerous | Self::NoDangerousNoKeys => Self::NoDangerous,
         }
@@ -84,7 +87,7 @@ impl BackendUser {
     /// Whether it may access keys.
     #[must_use]
     pub fn has_keys(self) -> bool {
-        self == self.with_keys()
+        self == self.with_keys() || self == Self::Mover
     }
 
     /// Whether it may run `WAIT` (the lanes' group commit): not a read-only level.
@@ -103,6 +106,7 @@ impl BackendUser {
             Self::ClientNoKeys => "redshard-client-nokeys",
             Self::ReadOnlyNoKeys => "redshard-readonly-nokeys",
             Self::NoDangerousNoKeys => "redshard-nodanger-nokeys",
+            Self::Mover => "redshard-mover",
         }
     }
 
@@ -114,6 +118,7 @@ impl BackendUser {
             Self::ClientNoKeys => 3,
             Self::ReadOnlyNoKeys => 4,
             Self::NoDangerousNoKeys => 5,
+            Self::Mover => 6,
         }
     }
 }
@@ -183,6 +188,10 @@ pub fn rules(user: BackendUser, allow_flush: bool) -> Vec<String> {
     if !allow_flush {
         rules.extend(["-flushall", "-flushdb"].map(String::from));
     }
+    if user == BackendUser::Mover {
+        // Last, so it wins over the forbidden commands' `-migrate`.
+        rules.push("+migrate".into());
+    }
     rules
 }
 
@@ -199,7 +208,8 @@ pub struct ManagedUsers {
 
 impl ManagedUsers {
     /// The users `config` needs: `redshard-client` always, the others only when a `[[user]]`
-    /// has their level; each with its no-keys twin under `keyless_scripts = "no-keys"`.
+    /// has their level; each with its no-keys twin under `keyless_scripts = "no-keys"`;
+    /// `redshard-mover` in a fleet (`[cluster]`), whose key moves use `MIGRATE`.
     /// `None` with `[backend] manage_acl = false`.
     #[must_use]
     pub fn new(config: &Config) -> Option<Self> {
@@ -219,6 +229,9 @@ impl ManagedUsers {
         let mut users = levels.clone();
         if config.backend.keyless_scripts == KeylessScripts::NoKeys {
             users.extend(levels.iter().map(|level| level.without_keys()));
+        }
+        if config.cluster.is_some() {
+            users.push(BackendUser::Mover);
         }
         let mut setup = Vec::with_capacity(users.len());
         let mut auth: [Option<Bytes>; USERS] = Default::default();
@@ -369,5 +382,38 @@ mod tests {
         );
         config.backend.manage_acl = false;
         assert!(ManagedUsers::new(&config).is_none());
+    }
+
+    #[test]
+    fn the_mover_exists_in_a_fleet_only_and_may_migrate() {
+        let mover = rules(BackendUser::Mover, false);
+        let client = rules(BackendUser::Client, false);
+        assert_eq!(mover[..client.len()], client[..], "the client's rights");
+        assert_eq!(mover.last().map(String::as_str), Some("+migrate"));
+        assert!(client.iter().any(|r| r == "-migrate"));
+        let mut config = Config::default();
+        config.backend.keyless_scripts = KeylessScripts::AnyMaster;
+        let alone = ManagedUsers::new(&config).unwrap();
+        assert_eq!(alone.setup().len(), 1);
+        assert_eq!(
+            alone.auth(BackendUser::Mover),
+            alone.auth(BackendUser::Client)
+        );
+        config.cluster = Some(
+            redshard_config::Config::from_toml_str(
+                "[[shard]]\nname = \"s1\"\nmaster = \"127.0.0.1:1\"\nslots = [\"0-16383\"]\n[cluster]\netcd = [\"127.0.0.1:2379\"]\n",
+                "test",
+            )
+            .unwrap()
+            .cluster
+            .unwrap(),
+        );
+        let fleet = ManagedUsers::new(&config).unwrap();
+        assert_eq!(fleet.setup().len(), 2);
+        assert!(String::from_utf8_lossy(&fleet.setup()[1]).contains("redshard-mover"));
+        assert_ne!(
+            fleet.auth(BackendUser::Mover),
+            fleet.auth(BackendUser::Client)
+        );
     }
 }

@@ -71,6 +71,21 @@ pub(crate) fn render_state(text: &mut Text<'_>, state: &ProxyState) {
     render_mirror(text, state, &table);
     render_failover(text, state, &table);
     render_migrations(text, state);
+    render_fleet(text, state);
+}
+
+/// The fleet's gauges and counters (`[cluster]` only: a proxy alone has none).
+fn render_fleet(text: &mut Text<'_>, state: &ProxyState) {
+    let Some(info) = state.fleet.info() else {
+        return;
+    };
+    text.single(&names::FLEET_LEADER, u8::from(info.role == "leader"));
+    text.single(&names::FLEET_MEMBERS, info.members);
+    let (waits, seconds, timeouts) = state.fleet.barriers();
+    text.single(&names::FLEET_BARRIER_WAITS_TOTAL, waits);
+    text.single(&names::FLEET_BARRIER_WAIT_SECONDS_TOTAL, seconds);
+    text.single(&names::FLEET_BARRIER_TIMEOUTS_TOTAL, timeouts);
+    text.single(&names::FLEET_ETCD_ERRORS_TOTAL, state.fleet.etcd_errors());
 }
 
 /// Every replica's state, lag and writes applied, and the resync and stale counts.
