@@ -80,6 +80,9 @@ struct Attached {
     online: bool,
     /// `offset=`: the last offset it acknowledged.
     offset: u64,
+    /// `lag=`: seconds since its last acknowledgement (it acknowledges every second, and at
+    /// once when a `WAIT` asks); `None` when the line has none.
+    lag: Option<u64>,
 }
 
 /// The replicas listed in a master's `INFO replication` (its `slaveN:` fields).
@@ -108,6 +111,7 @@ fn attached(info: &HashMap<String, String>) -> Vec<Attached> {
             port,
             online: field("state") == Some("online"),
             offset: field("offset").and_then(|o| o.parse().ok()).unwrap_or(0),
+            lag: field("lag").and_then(|l| l.parse().ok()),
         });
     }
     out
@@ -128,15 +132,25 @@ fn is_replica(line: &Attached, addr: &NodeAddr) -> bool {
     }
 }
 
-/// How many replicas `attached` to a master stream from it (`state=online`) without being one
-/// of `in_sync`: Redis's `WAIT` counts them like the in-sync ones.
+/// How many replicas `attached` to a master stream from it and acknowledge (`state=online`,
+/// an acknowledgement within the last second) without being one of `in_sync`: Redis's `WAIT`
+/// counts them like the in-sync ones. One that has stopped acknowledging (a hung process the
+/// master still lists online until its `repl-timeout`) cannot stand in for anyone, and
+/// counting it would make every `WAIT` run out; so does one at or below `behind` (the offset
+/// a `WAIT` that fell short was for), when given.
 fn unlisted_online<'a>(
     attached: &[Attached],
     in_sync: impl Iterator<Item = &'a NodeAddr> + Clone,
+    behind: Option<u64>,
 ) -> u32 {
     let count = attached
         .iter()
-        .filter(|line| line.online && !in_sync.clone().any(|addr| is_replica(line, addr)))
+        .filter(|line| {
+            line.online
+                && line.lag.is_none_or(|lag| lag == 0)
+                && behind.is_none_or(|offset| line.offset >= offset)
+                && !in_sync.clone().any(|addr| is_replica(line, addr))
+        })
         .count();
     u32::try_from(count).unwrap_or(u32::MAX)
 }
@@ -151,13 +165,20 @@ impl Controller {
     /// [`Node::unlisted_replicas`](crate::backend::Node::unlisted_replicas)), from its
     /// `INFO replication` answer `info`: the acknowledgement of each write then waits for
     /// them too, so none of them stands in for an in-sync replica.
-    pub(super) fn note_unlisted_replicas(&self, shard: &Shard, info: &HashMap<String, String>) {
+    /// After a shortfall, `behind` is the master's offset then: a replica below it did not
+    /// acknowledge in time and is not waited for until a check sees it acknowledging again.
+    pub(super) fn note_unlisted_replicas(
+        &self,
+        shard: &Shard,
+        info: &HashMap<String, String>,
+        behind: Option<u64>,
+    ) {
         let in_sync = shard
             .replicas
             .iter()
             .filter(|r| r.state == ReplicaState::InSync)
             .map(|r| &r.addr);
-        let count = unlisted_online(&attached(info), in_sync);
+        let count = unlisted_online(&attached(info), in_sync, behind);
         let node = self.state.router.pool().node(&shard.master);
         if node.unlisted_replicas() != count {
             info!(master = %shard.master, shard = %shard.name, count, "replicas streaming from the master that are not in sync; writes wait for them too");
@@ -216,7 +237,7 @@ impl Controller {
             Ok((offset, info)) => {
                 // A replica that attached or went since the last check of the shard may be
                 // what the `WAIT` counted wrong.
-                self.note_unlisted_replicas(&shard, &info);
+                self.note_unlisted_replicas(&shard, &info, Some(offset));
                 self.replicas_behind(&shard, offset, &attached(&info)).await
             }
             Err(error) => {
@@ -347,13 +368,15 @@ mod tests {
                     ip: "127.0.0.1".into(),
                     port: 7001,
                     online: true,
-                    offset: 420
+                    offset: 420,
+                    lag: Some(0),
                 },
                 Attached {
                     ip: "::1".into(),
                     port: 7002,
                     online: false,
-                    offset: 0
+                    offset: 0,
+                    lag: Some(1),
                 },
             ]
         );
@@ -367,6 +390,7 @@ mod tests {
             port: 7001,
             online: true,
             offset: 0,
+            lag: Some(0),
         };
         let addr = |s: &str| s.parse::<NodeAddr>().unwrap();
         assert!(is_replica(&line, &addr("127.0.0.1:7001")));
@@ -379,6 +403,28 @@ mod tests {
             ..line
         };
         assert!(is_replica(&v6, &addr("[::1]:7001")));
+    }
+
+    #[test]
+    fn unlisted_replicas_are_those_streaming_and_acknowledging() {
+        let line = |port: u16, online: bool, offset: u64, lag: Option<u64>| Attached {
+            ip: "127.0.0.1".into(),
+            port,
+            online,
+            offset,
+            lag,
+        };
+        let in_sync: Vec<NodeAddr> = vec!["127.0.0.1:7001".parse().unwrap()];
+        let attached = [
+            line(7001, true, 500, Some(0)), // in sync: counted by the shard already
+            line(7002, true, 500, Some(0)), // stale, streaming: counted
+            line(7003, true, 400, Some(7)), // hung: no acknowledgement for 7 s
+            line(7004, false, 0, Some(0)),  // in a full sync
+            line(7005, true, 450, None),    // no lag field: counted
+        ];
+        assert_eq!(unlisted_online(&attached, in_sync.iter(), None), 2);
+        // After a shortfall at offset 480, the one that did not reach it is not waited for.
+        assert_eq!(unlisted_online(&attached, in_sync.iter(), Some(480)), 1);
     }
 
     #[tokio::test]
