@@ -22,11 +22,12 @@ they have been idle for 4 s (redshard parks idle clients after 1-2 s), and wheth
 comes back after they close.
 
 Replication cost ("sync replication within 10% of the ceiling the replicas' own CPU sets"):
-SET -P 16 (-t set -c 50 -d 100) through three more redshards, each in front of its own N fresh
+SET -P 16 (-t set -c 50 -d 100) through four more redshards, each in front of its own N fresh
 masters: one with no replicas, one with one replica per shard under Redis replication
 (`[replication] mode = "redis"`, `ack = "sync"`: the replicas are REPLICAOF their master, the
-proxy sends WAIT after each batch of writes), one with one replica per shard under the proxy's
-mirroring (`mode = "proxy"`, `ack = "sync"`). The rounds rotate the order of the three; the
+proxy sends WAIT after each batch of writes), the same with `ack = "async"` (no WAIT: what
+Redis replication costs by itself), one with one replica per shard under the proxy's
+mirroring (`mode = "proxy"`, `ack = "sync"`). The rounds rotate the order of the four; the
 report shows the median of the per-round ratios replicated/unreplicated. Each group has its own
 redis-servers so that, after the run, every replica can be compared with its master directly:
 DBSIZE, the SET calls of INFO commandstats and DEBUG DIGEST must be equal. `--only mirror` runs
@@ -659,17 +660,24 @@ def evaluate_targets(summary, idle, mirror):
 # ---------------------------------------------------------------------------------------------
 # Mirroring cost
 
-M_PLAIN, M_REDIS, M_PROXY = "unreplicated", "redis", "proxy"
-MIRROR_VARIANTS = (M_PLAIN, M_REDIS, M_PROXY)
-REPLICATED = (M_REDIS, M_PROXY)
+M_PLAIN, M_REDIS, M_REDIS_ASYNC, M_PROXY = "unreplicated", "redis", "redis-async", "proxy"
+MIRROR_VARIANTS = (M_PLAIN, M_REDIS, M_REDIS_ASYNC, M_PROXY)
+REPLICATED = (M_REDIS, M_REDIS_ASYNC, M_PROXY)
 MIRROR_LABEL = {
     M_PLAIN: "shards without replicas",
     M_REDIS: 'one replica per shard, `mode = "redis"`, `ack = "sync"` (REPLICAOF + WAIT per batch)',
+    M_REDIS_ASYNC: 'one replica per shard, `mode = "redis"`, `ack = "async"` (REPLICAOF, no WAIT: what Redis replication costs by itself)',
     M_PROXY: 'one replica per shard, `mode = "proxy"`, `ack = "sync"` (mirroring)',
+}
+CEILING_NAME = {
+    M_REDIS: '`mode = "redis"`, `ack = "sync"`',
+    M_REDIS_ASYNC: '`mode = "redis"`, `ack = "async"`',
+    M_PROXY: '`mode = "proxy"`',
 }
 MIRROR_SECTION = {
     M_PLAIN: None,
     M_REDIS: '[replication]\nmode = "redis"\nack = "sync"',
+    M_REDIS_ASYNC: '[replication]\nmode = "redis"\nack = "async"',
     M_PROXY: '[replication]\nmode = "proxy"\nack = "sync"',
 }
 
@@ -788,7 +796,7 @@ def run_mirror(args, workdir, procs, tools, notes, problems):
         debug = ("--enable-debug-command", "local")
         master_procs = start_redis(procs, workdir, redis_server, masters, f"{v}-master", 2000, debug)
         replica_procs = start_redis(procs, workdir, redis_server, replicas, f"{v}-replica", 2000, debug)
-        if v == M_REDIS:
+        if v in (M_REDIS, M_REDIS_ASYNC):
             attach_replicas(masters, replicas)
         port, proc = start_redshard(procs, workdir, redshard, f"redshard-{v}", masters,
                                     replicas or None, MIRROR_SECTION[v])
@@ -866,6 +874,7 @@ def run_mirror(args, workdir, procs, tools, notes, problems):
         "supported": True,
         "ceiling": mirror_ceiling(rows[M_PLAIN], rows[M_REDIS]),
         "ceiling_proxy": mirror_ceiling(rows[M_PLAIN], rows[M_PROXY]),
+        "ceiling_async": mirror_ceiling(rows[M_PLAIN], rows[M_REDIS_ASYNC]),
         "command": f"redis-benchmark -t set -P 16 -c {CLIENTS} -d {VALUE_SIZE} -r {KEYSPACE} -n {requests}",
         "rounds": args.rounds,
         "requests_per_run": requests,
@@ -878,6 +887,7 @@ def run_mirror(args, workdir, procs, tools, notes, problems):
         "replica_check": checks,
         "ratio": rows[M_REDIS]["ratio_unmirrored"],
         "ratio_proxy": rows[M_PROXY]["ratio_unmirrored"],
+        "ratio_async": rows[M_REDIS_ASYNC]["ratio_unmirrored"],
     }
 
 
@@ -921,14 +931,14 @@ def mirror_markdown(mirror):
             f"| {fmt_cpu(r['backend_cpu_us_per_req'])} | {fmt_cpu(r.get('client_cpu_us_per_req'))} "
             f"| {fmt_busy(r.get('machine_busy'))} |"
         )
-    for v, key in ((M_REDIS, "ceiling"), (M_PROXY, "ceiling_proxy")):
+    for v, key in ((M_REDIS, "ceiling"), (M_REDIS_ASYNC, "ceiling_async"), (M_PROXY, "ceiling_proxy")):
         ceiling = mirror.get(key)
         if not ceiling:
             continue
         ratio = mirror["rows"][v]["ratio_unmirrored"]
         of_ceiling = f" It reached {ratio / ceiling['ratio']:.2f} of that ceiling." if ratio else ""
         out.append(
-            f"\nCeiling of `mode = \"{v}\"` on this machine: the replicas run on the same CPUs, "
+            f"\nCeiling of {CEILING_NAME[v]} on this machine: the replicas run on the same CPUs, "
             f"and their redis-servers used {ceiling['replicas_cpu_us_per_req']:.2f} µs of CPU per "
             f"request, against the {ceiling['unmirrored_cpu_us_per_req']:.2f} µs the run without "
             f"replicas used in all (redis-benchmark + redshard + masters). Even if replication "
