@@ -577,17 +577,7 @@ async fn move_key(router: &Router, key: &Bytes) -> Result<Option<u64>, String> {
             String::from_utf8_lossy(&restored).trim_end()
         ));
     }
-    let mut del = BytesMut::new();
-    encode::request(&mut del, &[b"DEL", key]);
-    let deleted = exchange(source, slot.get(), del.freeze(), 1, true).await?;
-    if reply::is_error(&deleted) {
-        return Err(format!(
-            "DEL of {} on {}: {}",
-            String::from_utf8_lossy(key),
-            source.master.addr(),
-            String::from_utf8_lossy(&deleted).trim_end()
-        ));
-    }
+    delete_on_source(source, slot.get(), key).await?;
     Ok(Some(payload.len() as u64))
 }
 
@@ -661,19 +651,25 @@ async fn migrate_keys(router: &Router, atomic: &AtomicMoves, keys: &[Bytes]) -> 
                 target.master.addr()
             ));
         }
-        let mut del = BytesMut::new();
-        encode::request(&mut del, &[b"DEL", key]);
-        let deleted = exchange(source, slot.get(), del.freeze(), 1, true).await?;
-        if reply::is_error(&deleted) {
-            return Err(format!(
-                "DEL of {} on {}: {}",
-                String::from_utf8_lossy(key),
-                source.master.addr(),
-                String::from_utf8_lossy(&deleted).trim_end()
-            ));
-        }
+        delete_on_source(source, slot.get(), key).await?;
     }
     acknowledged_on(target, slot.get()).await
+}
+
+/// `DEL key` on the source's master once the key is on the target (mirrored, as any write).
+async fn delete_on_source(source: &ShardRoute, slot: u16, key: &Bytes) -> Result<(), String> {
+    let mut del = BytesMut::new();
+    encode::request(&mut del, &[b"DEL", key]);
+    let deleted = exchange(source, slot, del.freeze(), 1, true).await?;
+    if reply::is_error(&deleted) {
+        return Err(format!(
+            "DEL of {} on {}: {}",
+            String::from_utf8_lossy(key),
+            source.master.addr(),
+            String::from_utf8_lossy(&deleted).trim_end()
+        ));
+    }
+    Ok(())
 }
 
 /// The channel of the `PUBLISH` that [`acknowledged_on`] sends.

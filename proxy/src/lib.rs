@@ -557,22 +557,30 @@ async fn join_fleet(
     .await
     .map_err(failed)?;
     if topology.rules.rules() != config.rules {
-        let persisted = topology.rules.rules();
-        return Err(StartError::RulesChanged {
-            file: format!("etcd {}", cluster.prefix),
-            persisted: if persisted.is_empty() {
-                "none".to_owned()
-            } else {
-                persisted
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            },
-        });
+        return Err(rules_changed(
+            format!("etcd {}", cluster.prefix),
+            topology.rules.rules(),
+        ));
     }
     tracing::info!(id = fleet.id(), epoch = topology.epoch, "joined the fleet");
     Ok((fleet, topology))
+}
+
+/// The refusal to start with other routing rules than `persisted`, the ones the stored
+/// topology at `file` placed its keys by.
+fn rules_changed(file: String, persisted: &[redshard_config::KeyRule]) -> StartError {
+    StartError::RulesChanged {
+        file,
+        persisted: if persisted.is_empty() {
+            "none".to_owned()
+        } else {
+            persisted
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        },
+    }
 }
 
 /// The topology to start with: the persisted one when it is newer than the config file's.
@@ -595,19 +603,10 @@ fn initial_topology(config: &Config) -> Result<Topology, StartError> {
         .as_ref()
         .filter(|(p, _)| p.rules.rules() != config.rules)
     {
-        let persisted = persisted.rules.rules();
-        return Err(StartError::RulesChanged {
-            file: path.display().to_string(),
-            persisted: if persisted.is_empty() {
-                "none".to_owned()
-            } else {
-                persisted
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            },
-        });
+        return Err(rules_changed(
+            path.display().to_string(),
+            persisted.rules.rules(),
+        ));
     }
     let (mut topology, source) = choose_initial(from_config, persisted.map(|(t, _)| t));
     if let InitialSource::Persisted { epoch } = source {

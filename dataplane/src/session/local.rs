@@ -508,7 +508,7 @@ fn hello(ctx: &mut Ctx, args: Args<'_>) -> Action {
         ctx.barrier = true;
     }
     let mut out = BytesMut::new();
-    map_header(&mut out, protocol, 7);
+    encode::map_header(&mut out, protocol, 7);
     for (key, value) in [("server", "redis"), ("version", REDIS_VERSION)] {
         encode::bulk(&mut out, key.as_bytes());
         encode::bulk(&mut out, value.as_bytes());
@@ -526,18 +526,6 @@ fn hello(ctx: &mut Ctx, args: Args<'_>) -> Action {
     match turn {
         Some(wait) => answer_later(ctx, wait, out.freeze()),
         None => Action::reply(ctx, out.freeze()),
-    }
-}
-
-/// A map of `pairs` entries: `%n` in RESP3, an array of `2n` elements in RESP2.
-fn map_header(out: &mut BytesMut, protocol: Protocol, pairs: usize) {
-    match protocol {
-        Protocol::Resp3 => {
-            out.extend_from_slice(b"%");
-            out.extend_from_slice(pairs.to_string().as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        Protocol::Resp2 => encode::array_header(out, pairs * 2),
     }
 }
 

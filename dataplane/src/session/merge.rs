@@ -154,18 +154,6 @@ fn string_body(element: &[u8]) -> Option<&[u8]> {
     }
 }
 
-/// A map of `pairs` entries: `%n` in RESP3, an array of `2n` elements in RESP2.
-fn map_header(out: &mut BytesMut, protocol: Protocol, pairs: usize) {
-    match protocol {
-        Protocol::Resp3 => {
-            out.extend_from_slice(b"%");
-            out.extend_from_slice(pairs.to_string().as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        Protocol::Resp2 => encode::array_header(out, pairs * 2),
-    }
-}
-
 /// CONFIG GET: the master's parameters, those the proxy owns (`overrides`) with the proxy's
 /// values, each once. A master that could not answer (an error, a reply of another shape)
 /// leaves the proxy's own parameters.
@@ -192,7 +180,7 @@ pub(super) fn config_get(
             node.push((name, &part[pair[1].clone()]));
         }
     }
-    map_header(out, protocol, node.len() + overrides.len());
+    encode::map_header(out, protocol, node.len() + overrides.len());
     for (name, value) in node {
         out.extend_from_slice(name);
         out.extend_from_slice(value);

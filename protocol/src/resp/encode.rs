@@ -86,6 +86,15 @@ pub fn array_header(out: &mut BytesMut, len: usize) {
     put_header(out, b'*', len);
 }
 
+/// Appends the header of a map of `pairs` entries whose keys and values the caller appends
+/// next: `%{pairs}` in RESP3, an array of `2 * pairs` elements in RESP2.
+pub fn map_header(out: &mut BytesMut, protocol: super::Protocol, pairs: usize) {
+    match protocol {
+        super::Protocol::Resp3 => put_header(out, b'%', pairs),
+        super::Protocol::Resp2 => array_header(out, pairs * 2),
+    }
+}
+
 /// Appends the null array `*-1\r\n`.
 pub fn null_array(out: &mut BytesMut) {
     out.put_slice(NULL_ARRAY);
