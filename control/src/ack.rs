@@ -38,7 +38,15 @@ pub(super) struct AckChecks {
     /// A master is listed while a round of checks runs for it: the shortfalls reported since
     /// the round started wait here for the next one.
     waiting: Mutex<HashMap<NodeAddr, Vec<oneshot::Sender<()>>>>,
+    /// Replicas (as masters list them: IP and port) that a shortfall's check found below the
+    /// master's offset, and when: for [`MISSED_HOLD`] they are not counted among the unlisted
+    /// replicas a `WAIT` waits for. The master's `lag=` counts whole seconds, so a replica
+    /// that has just stopped can still look as if it acknowledged.
+    missed: Mutex<HashMap<(String, u16), Instant>>,
 }
+
+/// How long a replica that missed a `WAIT` is not waited for as an unlisted replica.
+const MISSED_HOLD: Duration = Duration::from_secs(5);
 
 impl AckChecks {
     /// Queues `done` for `master`; true when no round runs for it (the caller starts one).
@@ -136,19 +144,18 @@ fn is_replica(line: &Attached, addr: &NodeAddr) -> bool {
 /// an acknowledgement within the last second) without being one of `in_sync`: Redis's `WAIT`
 /// counts them like the in-sync ones. One that has stopped acknowledging (a hung process the
 /// master still lists online until its `repl-timeout`) cannot stand in for anyone, and
-/// counting it would make every `WAIT` run out; so does one at or below `behind` (the offset
-/// a `WAIT` that fell short was for), when given.
+/// counting it would make every `WAIT` run out; so does one that `missed` a `WAIT` lately.
 fn unlisted_online<'a>(
     attached: &[Attached],
     in_sync: impl Iterator<Item = &'a NodeAddr> + Clone,
-    behind: Option<u64>,
+    missed: impl Fn(&Attached) -> bool,
 ) -> u32 {
     let count = attached
         .iter()
         .filter(|line| {
             line.online
                 && line.lag.is_none_or(|lag| lag == 0)
-                && behind.is_none_or(|offset| line.offset >= offset)
+                && !missed(line)
                 && !in_sync.clone().any(|addr| is_replica(line, addr))
         })
         .count();
@@ -165,20 +172,25 @@ impl Controller {
     /// [`Node::unlisted_replicas`](crate::backend::Node::unlisted_replicas)), from its
     /// `INFO replication` answer `info`: the acknowledgement of each write then waits for
     /// them too, so none of them stands in for an in-sync replica.
-    /// After a shortfall, `behind` is the master's offset then: a replica below it did not
-    /// acknowledge in time and is not waited for until a check sees it acknowledging again.
-    pub(super) fn note_unlisted_replicas(
-        &self,
-        shard: &Shard,
-        info: &HashMap<String, String>,
-        behind: Option<u64>,
-    ) {
+    /// A replica a shortfall found behind is not waited for during [`MISSED_HOLD`].
+    pub(super) fn note_unlisted_replicas(&self, shard: &Shard, info: &HashMap<String, String>) {
         let in_sync = shard
             .replicas
             .iter()
             .filter(|r| r.state == ReplicaState::InSync)
             .map(|r| &r.addr);
-        let count = unlisted_online(&attached(info), in_sync, behind);
+        let now = Instant::now();
+        let count = {
+            let mut missed = self
+                .acks
+                .missed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            missed.retain(|_, at| now.duration_since(*at) < MISSED_HOLD);
+            unlisted_online(&attached(info), in_sync, |line| {
+                missed.contains_key(&(line.ip.clone(), line.port))
+            })
+        };
         let node = self.state.router.pool().node(&shard.master);
         if node.unlisted_replicas() != count {
             info!(master = %shard.master, shard = %shard.name, count, "replicas streaming from the master that are not in sync; writes wait for them too");
@@ -237,7 +249,18 @@ impl Controller {
             Ok((offset, info)) => {
                 // A replica that attached or went since the last check of the shard may be
                 // what the `WAIT` counted wrong.
-                self.note_unlisted_replicas(&shard, &info, Some(offset));
+                {
+                    let now = Instant::now();
+                    let mut missed = self
+                        .acks
+                        .missed
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    for line in attached(&info).into_iter().filter(|l| l.offset < offset) {
+                        missed.insert((line.ip, line.port), now);
+                    }
+                }
+                self.note_unlisted_replicas(&shard, &info);
                 self.replicas_behind(&shard, offset, &attached(&info)).await
             }
             Err(error) => {
@@ -422,9 +445,12 @@ mod tests {
             line(7004, false, 0, Some(0)),  // in a full sync
             line(7005, true, 450, None),    // no lag field: counted
         ];
-        assert_eq!(unlisted_online(&attached, in_sync.iter(), None), 2);
-        // After a shortfall at offset 480, the one that did not reach it is not waited for.
-        assert_eq!(unlisted_online(&attached, in_sync.iter(), Some(480)), 1);
+        assert_eq!(unlisted_online(&attached, in_sync.iter(), |_| false), 2);
+        // One that missed a WAIT lately is not waited for.
+        assert_eq!(
+            unlisted_online(&attached, in_sync.iter(), |l| l.port == 7005),
+            1
+        );
     }
 
     #[tokio::test]

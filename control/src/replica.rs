@@ -243,7 +243,7 @@ impl Controller {
             master_conn.call_ok(&[b"REPLICAOF", b"NO", b"ONE"]).await?;
             return Ok(false);
         }
-        self.note_unlisted_replicas(&found, &master_info, None);
+        self.note_unlisted_replicas(&found, &master_info);
         let master_at = master_offset(&master_info);
         if let Some(replid) = master_info.get("master_replid") {
             self.replicas.histories().insert(shard, replid.clone());
