@@ -32,8 +32,11 @@ pub struct ClientInfo {
     /// The client's session (its reply queue), once it started: CLIENT KILL closes the
     /// client through it, CLIENT UNBLOCK wakes it (weak: the session owns the queue).
     queue: OnceLock<Weak<dyn SessionSignal>>,
-    /// A blocking command of the client is waiting for its answer (CLIENT UNBLOCK's target).
-    blocked: AtomicBool,
+    /// The blocking command of the client waiting for its answer (CLIENT UNBLOCK's target):
+    /// its reply entry's sequence number + 1, 0 for none. By entry, not a flag: the guard of
+    /// a command CLIENT UNBLOCK already answered may drop after the next one blocked, and
+    /// must not end that one's state.
+    blocked: AtomicU64,
     /// CLIENT UNBLOCK asked for the client's blocking command to end: [`Unblock`] as a
     /// number, 0 for none; its session answers the command and takes it back.
     unblock: AtomicU8,
@@ -137,7 +140,7 @@ impl ClientInfo {
     /// Asks the client's session to end its blocking command as `how` says (CLIENT
     /// UNBLOCK). Returns whether the client is blocked.
     pub(crate) fn unblock(&self, how: Unblock) -> bool {
-        if !self.blocked.load(Ordering::Acquire) {
+        if !self.is_blocked() {
             return false;
         }
         let Some(queue) = self.queue.get().and_then(Weak::upgrade) else {
@@ -159,7 +162,21 @@ impl ClientInfo {
 
     /// Whether a blocking command of the client waits for its answer.
     pub(crate) fn is_blocked(&self) -> bool {
-        self.blocked.load(Ordering::Acquire)
+        self.blocked.load(Ordering::Acquire) != 0
+    }
+
+    /// The reply entry (sequence number) of the client's blocking command waiting for its
+    /// answer, if one is.
+    pub(crate) fn blocked_entry(&self) -> Option<u64> {
+        self.blocked.load(Ordering::Acquire).checked_sub(1)
+    }
+
+    /// Ends the blocked state of entry `seq` (a newer blocking command's stays); returns
+    /// whether it was the one in force.
+    fn end_blocked(&self, seq: u64) -> bool {
+        self.blocked
+            .compare_exchange(seq + 1, 0, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
     }
 
     /// The user the client authenticated as, `default` when none.
@@ -278,15 +295,23 @@ impl Drop for Admitted {
 }
 
 /// A client waiting for a blocking command's answer: counted in INFO `blocked_clients`, and
-/// shown blocked in CLIENT LIST (`flags=b`), until the answer is handed over (or the request
-/// dropped).
+/// shown blocked in CLIENT LIST (`flags=b`), until the answer is handed over, the request
+/// dropped, or CLIENT UNBLOCK answered it (whichever comes first ends it).
 #[derive(Debug)]
-pub struct Blocked(Arc<AtomicUsize>, Arc<ClientInfo>);
+pub struct Blocked {
+    /// INFO `blocked_clients`, counted down by whoever ends the state.
+    count: Arc<AtomicUsize>,
+    /// The client blocked.
+    client: Arc<ClientInfo>,
+    /// The blocking command's reply entry.
+    seq: u64,
+}
 
 impl Drop for Blocked {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-        self.1.blocked.store(false, Ordering::Release);
+        if self.client.end_blocked(self.seq) {
+            self.count.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -367,12 +392,26 @@ impl Default for Clients {
 }
 
 impl Clients {
-    /// Counts `client` as waiting for a blocking command until the guard drops.
+    /// Counts `client` as waiting for the blocking command whose reply entry is `seq` until
+    /// the guard drops (or [`Clients::unblocked`]).
     #[must_use]
-    pub fn blocked(&self, client: &Arc<ClientInfo>) -> Blocked {
-        self.blocked.fetch_add(1, Ordering::AcqRel);
-        client.blocked.store(true, Ordering::Release);
-        Blocked(Arc::clone(&self.blocked), Arc::clone(client))
+    pub fn blocked(&self, client: &Arc<ClientInfo>, seq: u64) -> Blocked {
+        if client.blocked.swap(seq + 1, Ordering::AcqRel) == 0 {
+            self.blocked.fetch_add(1, Ordering::AcqRel);
+        }
+        Blocked {
+            count: Arc::clone(&self.blocked),
+            client: Arc::clone(client),
+            seq,
+        }
+    }
+
+    /// CLIENT UNBLOCK answered `client`'s blocking command (reply entry `seq`): it is no
+    /// longer blocked, even while its request is still out on the connection being closed.
+    pub(crate) fn unblocked(&self, client: &ClientInfo, seq: u64) {
+        if client.end_blocked(seq) {
+            self.blocked.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 
     /// CLIENT PAUSE: holds every client's commands (`all`) or writes until `until`; a pause
@@ -462,7 +501,7 @@ impl Clients {
             output_bytes: AtomicUsize::new(0),
             last_cmd: AtomicU16::new(NO_COMMAND),
             queue: OnceLock::new(),
-            blocked: AtomicBool::new(false),
+            blocked: AtomicU64::new(0),
             unblock: AtomicU8::new(0),
         });
         self.total_connections.fetch_add(1, Ordering::Relaxed);

@@ -239,18 +239,6 @@ impl ReplyQueue {
         }
     }
 
-    /// The sequence number of the oldest entry still waiting for its reply, if any (with
-    /// [`ReplyQueue::part`] 0, another handle to it: the first reply delivered fills it,
-    /// later ones are dropped).
-    pub(crate) fn first_waiting(&self) -> Option<u64> {
-        let inner = self.lock();
-        let index = inner
-            .entries
-            .iter()
-            .position(|(entry, _)| matches!(entry, Entry::Waiting))?;
-        Some(inner.head + index as u64)
-    }
-
     /// Reserves an entry for one backend reply.
     pub fn reserve(self: &Arc<Self>) -> ReplyTo {
         let mut inner = self.lock();
@@ -465,6 +453,11 @@ impl crate::clients::SessionSignal for ReplyQueue {
 }
 
 impl ReplyTo {
+    /// The sequence number of its entry in the client's queue.
+    pub(crate) fn seq(&self) -> u64 {
+        self.seq
+    }
+
     /// Delivers the reply to its entry and wakes the session if it can now write.
     pub(crate) fn deliver(self, reply: Bytes) {
         self.queue.deliver(self.seq, self.part, reply);

@@ -618,9 +618,12 @@ pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes:
             mirror,
             blocking,
         } => {
-            let reply: Dest = ctx.queue.reserve().into();
+            let reply = ctx.queue.reserve();
+            let seq = reply.seq();
+            let reply: Dest = reply.into();
             let reply = if blocking {
-                Dest::Blocked(Box::new((reply, ctx.state.clients.blocked(&ctx.client))))
+                let blocked = ctx.state.clients.blocked(&ctx.client, seq);
+                Dest::Blocked(Box::new((reply, blocked)))
             } else {
                 reply
             };

@@ -542,18 +542,17 @@ impl<S: ClientStream> Session<S> {
     /// CLIENT UNBLOCK of this client: its blocking command gets the proxy's answer (`how`),
     /// and the private connection it waits on is closed, which ends it on the node.
     ///
-    /// While a blocking command waits, its entry is the only one waiting for a reply (it was
-    /// sent once the queue was empty, and the barrier lets nothing be dispatched after it;
-    /// RESP3 pushes are complete entries), and it is the client's last command.
+    /// The blocked state names the command's reply entry: a reply the node sent meanwhile
+    /// filled it first (then this answer is dropped), and the state ends here rather than
+    /// when the closed connection drops the request, so a next blocking command is not seen
+    /// as answered.
     fn unblock(&mut self, how: crate::clients::Unblock) {
-        if !self.ctx.client.is_blocked() {
+        let Some(seq) = self.ctx.client.blocked_entry() else {
             return; // Answered in the meantime.
-        }
-        let Some(seq) = self.ctx.queue.first_waiting() else {
-            return;
         };
         let reply = client::unblocked_reply(self.ctx.client.last_command(), how, self.ctx.protocol);
         self.ctx.queue.part(seq, 0).deliver(reply);
+        self.ctx.state.clients.unblocked(&self.ctx.client, seq);
         self.ctx.private = None;
     }
 
