@@ -40,7 +40,7 @@ pub use config::{
     BackendConfig, BackendTlsConfig, CertFiles, Config, Limits, LogConfig, LogFormat, ShardConfig,
     SlowlogConfig, TlsConfig, UserConfig,
 };
-pub use error::{ConfigError, NodeAddrError, SlotRangeError, StoreError, TopologyError};
+pub use error::{ConfigError, NodeAddrError, SlotRangeError, StoreError};
 pub use file::{Access, KeylessScripts};
 pub use ha::{AckMode, HealthConfig, MirrorConfig, ReadFrom, ReplicationConfig, ReplicationMode};
 pub use rules::{KeyRule, KeyRules, OwnTag};
@@ -49,6 +49,7 @@ pub use store::{
     choose_initial, FileTopologyStore, InitialSource, MemoryTopologyStore, TopologyStore,
 };
 pub use topology::{
-    Migration, NodeRole, Replica, ReplicaState, Shard, ShardId, SlotState, Topology, TopologyChange,
+    Migration, NodeRole, Replica, ReplicaState, Shard, ShardId, SlotState, Topology,
+    TopologyChange, TopologyError,
 };
 pub use trust::NodePattern;

@@ -52,9 +52,10 @@ pub struct ProxyState {
     /// Failed AUTH attempts per source address on the client ports (plaintext and TLS), so
     /// that parallel guessing over many connections is slowed too.
     pub auth_throttle: crate::auth_throttle::AuthThrottle,
-    /// Where idle clients are parked (see `session::park`), once the proxy started it;
-    /// without one, clients are not parked.
-    pub(crate) park_room: std::sync::OnceLock<Arc<crate::session::park::room::Room>>,
+    /// Where idle clients are parked, once the proxy started it; without one, clients are
+    /// not parked. The session layer's type, held here without its name (the state is below
+    /// the session): only `session::park` fills and reads it (see `session::park::room_of`).
+    pub(crate) park_room: std::sync::OnceLock<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 /// The reloadable settings: the configuration with the `[limits]`, `[log] level` and other

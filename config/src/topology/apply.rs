@@ -2,9 +2,9 @@
 
 use std::fmt;
 
+use super::TopologyError;
 use super::{Migration, Replica, ReplicaState, Shard, ShardId, SlotState, Topology};
 use crate::addr::NodeAddr;
-use crate::error::TopologyError;
 use crate::slot::{compact, Slot, SlotRange, SLOT_COUNT};
 use crate::validate::check_shard_name;
 

@@ -36,9 +36,9 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::TopologyError;
 use super::{Migration, Replica, ReplicaState, Shard, ShardId, SlotState, Topology};
 use crate::addr::NodeAddr;
-use crate::error::TopologyError;
 use crate::slot::{SlotRange, SLOT_COUNT};
 
 #[derive(Serialize, Deserialize)]

@@ -11,6 +11,7 @@
 //! only if the shard that had it was the newest one and was removed.
 
 mod apply;
+mod error;
 pub(crate) mod form;
 
 use std::fmt;
@@ -18,10 +19,10 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use apply::TopologyChange;
+pub use error::TopologyError;
 
 use crate::addr::NodeAddr;
 use crate::config::Config;
-use crate::error::TopologyError;
 use crate::rules::KeyRules;
 use crate::slot::{compact, Slot, SlotRange, SLOT_COUNT};
 use crate::validate::check_shard_name;

@@ -1,5 +1,5 @@
+use super::TopologyError;
 use super::*;
-use crate::error::TopologyError;
 
 /// The persisted TOML form and a property test of `apply` (long enough for a file of its own).
 mod form;

@@ -102,7 +102,7 @@ fn close(ctx: &Ctx, filter: &KillFilter) -> usize {
     for target in &targets {
         target.kill();
         // A parked client has no task to see it: the park room hands it back first.
-        if let Some(room) = ctx.state.park_room.get() {
+        if let Some(room) = super::park::room_of(&ctx.state) {
             room.release(target.id);
         }
     }

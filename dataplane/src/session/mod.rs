@@ -346,7 +346,7 @@ impl<S: ClientStream> Session<S> {
             && !self.stream.has_pending_output()
             && ctx.queue.is_empty()
             && !ctx.state.live.now().limits.idle_park.is_zero()
-            && ctx.state.park_room.get().is_some_and(|room| room.accepts())
+            && park::room_of(&ctx.state).is_some_and(park::room::Room::accepts)
     }
 
     /// Ends an orderly close without resetting the connection: the proxy closes its side

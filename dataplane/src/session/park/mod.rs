@@ -82,12 +82,19 @@ pub fn start(state: &Arc<ProxyState>, trigger: &ShutdownTrigger) -> JoinHandle<(
     let sweep = tokio::spawn(sweep(Arc::clone(state), trigger.subscribe()));
     match room::Room::open() {
         Ok((room, departures)) => {
-            let _ = state.park_room.set(Arc::clone(&room));
+            let _ = state
+                .park_room
+                .set(Arc::clone(&room) as Arc<dyn std::any::Any + Send + Sync>);
             tokio::spawn(serve_room(room, departures, trigger.subscribe()));
         }
         Err(e) => tracing::warn!(error = %e, "idle clients will not be parked"),
     }
     sweep
+}
+
+/// The park room of `state`, once [`start`] opened one.
+pub(super) fn room_of(state: &ProxyState) -> Option<&room::Room> {
+    state.park_room.get()?.downcast_ref()
 }
 
 /// Serves `session` in a task of its own, parking it when it idles, until the client is gone.
@@ -113,7 +120,8 @@ fn session_task(mut session: Session<TcpStream>, place: Place) -> impl Future<Ou
 
 /// Hands an idle session's connection to the park room (`parkable` made sure there is one).
 fn park(session: Session<TcpStream>, place: Place) {
-    let Some(room) = session.ctx.state.park_room.get().map(Arc::clone) else {
+    let state = Arc::clone(&session.ctx.state);
+    let Some(room) = room_of(&state) else {
         return spawn_session(session, place);
     };
     match session.into_parked() {
