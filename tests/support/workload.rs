@@ -1,6 +1,7 @@
 //! Workloads and end-state checks shared by the integration tests and the CLI tests: clients
 //! that write and read under live changes, key placement, replica equality.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -25,12 +26,18 @@ pub struct Traffic {
 impl Traffic {
     /// Starts `clients` clients on `cluster`.
     pub async fn start(cluster: &TestCluster, clients: usize) -> Self {
+        Self::start_on(&[cluster.addr], clients).await
+    }
+
+    /// Starts `clients` clients spread over the proxies at `proxies` (client `c` on
+    /// `proxies[c % len]`), as a fleet behind a load balancer has them.
+    pub async fn start_on(proxies: &[SocketAddr], clients: usize) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let errors = Arc::new(AtomicU64::new(0));
         let mut tasks = JoinSet::new();
         for c in 0..clients {
             let (stop, errors) = (Arc::clone(&stop), Arc::clone(&errors));
-            let mut client = cluster.client().await;
+            let mut client = Client::connect_addr(proxies[c % proxies.len()]).await;
             tasks.spawn(async move {
                 let mut last = std::collections::HashMap::new();
                 let mut round = 0u64;
@@ -103,7 +110,12 @@ pub async fn assert_keys_where_they_belong(topology: &Topology) {
 
 /// Asserts every replica holds exactly its master's data and expiry times.
 pub async fn assert_replicas_equal(cluster: &TestCluster) {
-    let topology = cluster.topology();
+    assert_replicas_equal_in(&cluster.topology()).await;
+}
+
+/// Asserts every replica of `topology` is in sync and holds exactly its master's data and
+/// expiry times.
+pub async fn assert_replicas_equal_in(topology: &Topology) {
     for shard in &topology.shards {
         for replica in &shard.replicas {
             assert_eq!(
