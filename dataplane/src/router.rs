@@ -22,7 +22,7 @@ use tokio::sync::{watch, Notify};
 use bytes::Bytes;
 
 use crate::backend::acl::BackendUser;
-use crate::backend::{Dest, LaneRequest, Node, NodePool};
+use crate::backend::{AfterMaster, Dest, LaneRequest, Node, NodePool};
 use crate::mirror::effect::Effect;
 use crate::mirror::{Job, Mirror, ShardMirror};
 use redshard_protocol::resp::Protocol;
@@ -603,7 +603,7 @@ pub(crate) fn send_master_as(
                 protocol,
                 lane,
             )
-            .as_user(user),
+            .as_user(user) as Box<dyn AfterMaster>,
         ),
         _ => None,
     };
@@ -638,7 +638,7 @@ pub async fn barrier(route: &ShardRoute, mirrored: bool, timeout: Duration) -> b
                 Protocol::Resp2,
                 lane,
             )
-            .waiting()
+            .waiting() as Box<dyn AfterMaster>
         });
         route.master.lane_at(lane).submit(LaneRequest {
             bytes,

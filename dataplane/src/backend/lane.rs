@@ -45,7 +45,6 @@ use tracing::{debug, warn};
 use super::stream::BackendStream;
 use super::{connect::connect, Dest, LaneConfig, LaneRequest};
 use crate::events::{ControlEvent, EventSender};
-use crate::mirror::Job;
 use crate::outbuf::OutBuf;
 use redshard_metrics as metrics;
 use redshard_protocol::client_error::{ClientError, Reached};
@@ -124,7 +123,7 @@ struct InFlight {
     /// Replies it produces; all but the last are dropped (client) or kept (mirror ack).
     replies: u32,
     /// What the replicas get once the master answered.
-    mirror: Option<Box<Job>>,
+    mirror: Option<Box<dyn super::AfterMaster>>,
     /// What the request is.
     kind: Kind,
     /// Whether its reply waits for the `WAIT` that ends its batch (it is the batch's first
@@ -148,7 +147,7 @@ impl InFlight {
     /// Answers with the lane's error: the request's outcome is unknown.
     fn fail(self, reply: &Bytes) {
         if let Some(job) = self.mirror {
-            (*job).master_lost();
+            job.master_lost();
         }
         self.dest.fail(reply.clone());
     }
@@ -386,7 +385,7 @@ fn fail_request(request: LaneRequest, reply: &Bytes) {
     if let Some(job) = request.mirror {
         // Never sent: the master did not run it, but its client is told it failed, so the
         // write is simply not acknowledged; the replicas need nothing.
-        (*job).never_sent();
+        job.never_sent();
     }
     request.dest.fail(reply.clone());
 }
@@ -866,7 +865,7 @@ struct Release {
     /// The reply (every reply of the group for the proxy's own waiters, else the last).
     reply: Bytes,
     /// The mirroring its write starts once released.
-    mirror: Option<Box<Job>>,
+    mirror: Option<Box<dyn super::AfterMaster>>,
     /// Whether it waits for its batch's `WAIT`.
     commit: bool,
 }
@@ -874,7 +873,7 @@ struct Release {
 impl Release {
     fn deliver(self) {
         match self.mirror {
-            Some(job) => (*job).master_answered(self.reply, self.dest),
+            Some(job) => job.master_answered(self.reply, self.dest),
             None => self.dest.deliver(self.reply),
         }
     }
@@ -1010,7 +1009,7 @@ impl Commit {
         self.waits.clear();
         for held in self.held.drain(..) {
             if let Some(job) = held.mirror {
-                (*job).master_lost();
+                job.master_lost();
             }
             held.dest.fail(error.clone());
         }

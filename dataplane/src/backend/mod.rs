@@ -99,21 +99,45 @@ impl LaneConfig {
     }
 }
 
+/// What follows a write once its master's outcome is known: the proxy's mirroring of it to
+/// the shard's replicas (`mirror::Job`, a layer above, is the implementation). The lane calls
+/// exactly one of these, once.
+pub trait AfterMaster: Send + std::fmt::Debug {
+    /// The master answered `reply`: mirror the write, and hand `reply` to `dest` (after the
+    /// replicas have it, or at once, as the mode says).
+    fn master_answered(self: Box<Self>, reply: Bytes, dest: Dest);
+    /// The master connection failed after the write was sent: its outcome is unknown.
+    fn master_lost(self: Box<Self>);
+    /// The write was never sent to the master: nothing to mirror.
+    fn never_sent(self: Box<Self>);
+}
+
+/// A reply that something inside the data plane waits for, given to it by the lane: a
+/// replica's answer to a mirrored write, or the `PING` a blocking command's mirroring waits on
+/// (both in `mirror`, a layer above). Exactly one of these is called, once.
+pub trait ReplyHook: Send + std::fmt::Debug {
+    /// The node answered `reply`.
+    fn answered(self: Box<Self>, reply: Bytes);
+    /// The lane could not get the node's answer (the connection failed, or the lane is
+    /// closed); `error` is the error it synthesized.
+    fn failed(self: Box<Self>, error: Bytes);
+}
+
 /// Where a lane hands one reply (or one group of replies).
 #[derive(Debug)]
 pub enum Dest {
     /// A client's reply queue entry.
     Client(ReplyTo),
     /// A replica's answer to a mirrored write, checked against the master's.
-    Mirror(Box<crate::mirror::Ack>),
+    Mirror(Box<dyn ReplyHook>),
     /// A waiter inside the proxy (barriers, control work); it gets every reply of a group.
     Signal(tokio::sync::oneshot::Sender<Bytes>),
     /// Another destination, then a signal that the request is complete (a fenced request:
     /// its shared lane resumes).
     Then(Box<(Dest, tokio::sync::oneshot::Sender<()>)>),
     /// A blocking command's reply and mirroring, waiting for this `PING`'s answer on the
-    /// shared lane of its slot (see [`crate::mirror::Job::following`]).
-    Sequenced(Box<crate::mirror::Sequenced>),
+    /// shared lane of its slot (see `mirror::Job::following`).
+    Sequenced(Box<dyn ReplyHook>),
     /// A blocking command's reply: its client counts as blocked until it is handed over.
     Blocked(Box<(Dest, crate::clients::Blocked)>),
     /// Nobody: the reply is dropped.
@@ -125,7 +149,7 @@ impl Dest {
     pub(crate) fn deliver(self, reply: Bytes) {
         match self {
             Dest::Client(to) => to.deliver(reply),
-            Dest::Mirror(ack) => (*ack).answered(reply),
+            Dest::Mirror(ack) => ack.answered(reply),
             Dest::Signal(tx) => {
                 let _ = tx.send(reply);
             }
@@ -134,7 +158,7 @@ impl Dest {
                 dest.deliver(reply);
                 let _ = done.send(());
             }
-            Dest::Sequenced(waiting) => waiting.resume(),
+            Dest::Sequenced(waiting) => waiting.answered(reply),
             Dest::Blocked(blocked) => blocked.0.deliver(reply),
             Dest::Discard => {}
         }
@@ -144,13 +168,13 @@ impl Dest {
     /// connection failed or the lane is closed).
     pub fn fail(self, reply: Bytes) {
         match self {
-            Dest::Mirror(ack) => (*ack).failed(reply),
+            Dest::Mirror(ack) => ack.failed(reply),
             Dest::Then(then) => {
                 let (dest, done) = *then;
                 dest.fail(reply);
                 let _ = done.send(());
             }
-            Dest::Sequenced(waiting) => waiting.lost(),
+            Dest::Sequenced(waiting) => waiting.failed(reply),
             Dest::Blocked(blocked) => blocked.0.fail(reply),
             other => other.deliver(reply),
         }
@@ -177,7 +201,7 @@ pub struct LaneRequest {
     /// How many replies `bytes` produce (1, or `n + 2` for `MULTI`, n requests, `EXEC`).
     pub replies: u32,
     /// The mirroring of a write to the shard's replicas once the master has answered.
-    pub mirror: Option<Box<crate::mirror::Job>>,
+    pub mirror: Option<Box<dyn AfterMaster>>,
     /// Send it on this other lane (a client's private connection) instead, once everything
     /// sent before it on this lane has been answered, and send nothing more here until it is
     /// answered: the master then runs it in a known place of this lane's order, which the
@@ -228,7 +252,7 @@ impl LaneHandle {
     pub(crate) fn submit(&self, request: LaneRequest) {
         if let Err(mpsc::error::SendError(req)) = self.tx.send(request) {
             if let Some(job) = req.mirror {
-                (*job).master_lost();
+                job.master_lost();
             }
             req.dest.fail(ClientError::LaneClosed.to_reply());
         }

@@ -562,6 +562,20 @@ impl Job {
     pub(crate) fn never_sent(self) {}
 }
 
+impl crate::backend::AfterMaster for Job {
+    fn master_answered(self: Box<Self>, reply: Bytes, dest: Dest) {
+        Job::master_answered(*self, reply, dest);
+    }
+
+    fn master_lost(self: Box<Self>) {
+        Job::master_lost(*self);
+    }
+
+    fn never_sent(self: Box<Self>) {
+        Job::never_sent(*self);
+    }
+}
+
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Job")
@@ -605,6 +619,26 @@ impl Sequenced {
     pub fn lost(self) {
         self.job.master_lost();
         self.dest.deliver(self.reply);
+    }
+}
+
+impl crate::backend::ReplyHook for Sequenced {
+    fn answered(self: Box<Self>, _reply: Bytes) {
+        self.resume();
+    }
+
+    fn failed(self: Box<Self>, _error: Bytes) {
+        self.lost();
+    }
+}
+
+impl crate::backend::ReplyHook for Ack {
+    fn answered(self: Box<Self>, reply: Bytes) {
+        Ack::answered(*self, reply);
+    }
+
+    fn failed(self: Box<Self>, error: Bytes) {
+        Ack::failed(*self, error);
     }
 }
 

@@ -14,7 +14,7 @@ use super::{client, info, local, pubsub, scan, split, txn, Ctx};
 use redshard_config::{Access, KeylessScripts, ReadFrom};
 
 use crate::backend::acl::BackendUser;
-use crate::backend::{Dest, LaneHandle, LaneRequest, Node};
+use crate::backend::{AfterMaster, Dest, LaneHandle, LaneRequest, Node};
 use crate::mirror::effect::{self, Effect, Prepared};
 use crate::mirror::{Follow, Job};
 use crate::replies::{ReplyTo, TxAnswer};
@@ -682,7 +682,7 @@ fn private_job(
     bytes: Bytes,
     mirror: Option<Prepared>,
     blocking: Option<&Arc<ProxyState>>,
-) -> (Bytes, Option<Box<Job>>) {
+) -> (Bytes, Option<Box<dyn AfterMaster>>) {
     match mirror {
         Some(p)
             if !route.mirror.is_inert()
@@ -704,7 +704,7 @@ fn private_job(
                 }
                 None => job,
             };
-            (bytes, Some(job))
+            (bytes, Some(job as Box<dyn AfterMaster>))
         }
         Some(p) => (p.request.unwrap_or(bytes), None),
         None => (bytes, None),
