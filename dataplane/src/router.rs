@@ -26,7 +26,7 @@ use crate::backend::{AfterMaster, Dest, LaneRequest, Node, NodePool};
 use crate::mirror::effect::Effect;
 use crate::mirror::{Job, Mirror, ShardMirror};
 use redshard_protocol::resp::Protocol;
-use writer::TopologyWriter;
+use writer::{RouterId, TopologyWriter};
 
 /// Whether a shard takes requests now. Shared by every epoch's table (by shard id), so a
 /// session waiting on it sees the change without reloading the table.
@@ -65,14 +65,17 @@ pub struct ShardGate {
     /// [`Router::set_offline`]): a `Down` gate then answers that the proxy lost its etcd
     /// session rather than that the shard has no master.
     offline: Arc<AtomicBool>,
+    /// The router whose writer may set it.
+    owner: RouterId,
 }
 
 impl ShardGate {
-    fn new(closed: Arc<AtomicUsize>, offline: Arc<AtomicBool>) -> Self {
+    fn new(closed: Arc<AtomicUsize>, offline: Arc<AtomicBool>, owner: RouterId) -> Self {
         let gate = Self {
             state: watch::Sender::new(GateState::Open),
             closed,
             offline,
+            owner,
         };
         if gate.offline.load(Ordering::Acquire) {
             gate.state.send_replace(GateState::Down);
@@ -96,7 +99,8 @@ impl ShardGate {
 
     /// Sets the state, waking waiting sessions. Only the holder of the topology's writer (the
     /// controller) opens and closes gates.
-    pub fn set(&self, _writer: &TopologyWriter, state: GateState) {
+    pub fn set(&self, writer: &TopologyWriter, state: GateState) {
+        writer.check(self.owner);
         let old = self.state.send_replace(state);
         match (old == GateState::Open, state == GateState::Open) {
             (true, false) => {
@@ -402,7 +406,7 @@ impl RoutingTable {
 }
 
 /// Every shard's gate, by shard id.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Gates {
     /// Created on first use; a shard id is never reused for another shard.
     gates: Mutex<HashMap<ShardId, Arc<ShardGate>>>,
@@ -410,9 +414,28 @@ pub struct Gates {
     closed: Arc<AtomicUsize>,
     /// Whether the proxy serves nothing (shared with every gate).
     offline: Arc<AtomicBool>,
+    /// The router whose writer may set them.
+    owner: RouterId,
+}
+
+impl Default for Gates {
+    /// Gates of no router (a table built by hand, as a benchmark does): no writer sets them.
+    fn default() -> Self {
+        Self::new(RouterId::next())
+    }
 }
 
 impl Gates {
+    /// No gate yet, for `owner`'s router.
+    fn new(owner: RouterId) -> Self {
+        Self {
+            gates: Mutex::default(),
+            closed: Arc::default(),
+            offline: Arc::default(),
+            owner,
+        }
+    }
+
     /// The gate of `shard`.
     #[must_use]
     pub fn of(&self, shard: ShardId) -> Arc<ShardGate> {
@@ -421,6 +444,7 @@ impl Gates {
             Arc::new(ShardGate::new(
                 Arc::clone(&self.closed),
                 Arc::clone(&self.offline),
+                self.owner,
             ))
         }))
     }
@@ -439,6 +463,8 @@ pub struct Router {
     gates: Gates,
     /// The tables still held, for the epoch barrier.
     live: Arc<LiveTables>,
+    /// Its number, which its one writer carries.
+    id: RouterId,
 }
 
 impl Router {
@@ -450,7 +476,9 @@ impl Router {
         pool: NodePool,
         mirror: Mirror,
     ) -> (Self, TopologyWriter) {
-        let gates = Gates::default();
+        let id = RouterId::next();
+        let pool = pool.owned_by(id);
+        let gates = Gates::new(id);
         let live = Arc::new(LiveTables::default());
         let table = RoutingTable::build(Arc::new(topology), &pool, &mirror, &gates).tracked(&live);
         let router = Self {
@@ -459,8 +487,9 @@ impl Router {
             mirror,
             gates,
             live,
+            id,
         };
-        (router, TopologyWriter::mint())
+        (router, TopologyWriter::mint(id))
     }
 
     /// Replica links and mirroring settings.
@@ -486,6 +515,7 @@ impl Router {
     /// the holder of the writer (the controller) does this; resuming opens every gate, and
     /// the controller's next round sets each from its master's health.
     pub fn set_offline(&self, writer: &TopologyWriter, offline: bool) {
+        writer.check(self.id);
         self.gates.offline.store(offline, Ordering::Release);
         let gates: Vec<Arc<ShardGate>> = self
             .gates
@@ -522,7 +552,8 @@ impl Router {
 
     /// Publishes the table for a new topology epoch; connections to nodes that left close once
     /// their last request is answered. Only the holder of the writer (the controller) does.
-    pub fn install(&self, _writer: &TopologyWriter, topology: Topology) {
+    pub fn install(&self, writer: &TopologyWriter, topology: Topology) {
+        writer.check(self.id);
         let table = RoutingTable::build(Arc::new(topology), &self.pool, &self.mirror, &self.gates)
             .tracked(&self.live);
         let keep: Vec<_> = table.topology.nodes().collect();
@@ -664,7 +695,7 @@ pub async fn barrier(route: &ShardRoute, mirrored: bool, timeout: Duration) -> b
 
 #[cfg(test)]
 mod tests {
-    use super::{GateState, Gates, TopologyWriter};
+    use super::{GateState, Gates, RouterId, TopologyWriter};
     use futures_util::FutureExt;
     use redshard_config::ShardId;
     use redshard_metrics::names::gate_state;
@@ -695,6 +726,37 @@ mod tests {
             pool,
             mirror,
         )
+    }
+
+    #[tokio::test]
+    async fn a_writer_changes_only_the_router_it_was_minted_for() {
+        let (first, first_writer) = router();
+        let (second, second_writer) = router();
+        let topology = (**first.load().topology()).clone();
+        let epoch = topology.epoch;
+        let refused = |f: &mut dyn FnMut()| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err()
+        };
+        assert!(refused(
+            &mut || first.install(&second_writer, topology.clone())
+        ));
+        assert!(refused(&mut || {
+            first.gate(ShardId(1)).set(&second_writer, GateState::Down);
+        }));
+        assert!(refused(&mut || first.set_offline(&second_writer, true)));
+        let master = first.load().shards()[0].master.clone();
+        assert!(refused(&mut || master.fence(&second_writer)));
+        assert!(!master.is_fenced());
+        assert_eq!(first.gate(ShardId(1)).state(), GateState::Open);
+        assert_eq!(first.load().topology().epoch, epoch);
+        // Each router's own writer works.
+        first.install(&first_writer, topology.clone());
+        first.gate(ShardId(1)).set(&first_writer, GateState::Paused);
+        second
+            .gate(ShardId(1))
+            .set(&second_writer, GateState::Paused);
+        master.fence(&first_writer);
+        assert!(master.is_fenced());
     }
 
     /// Whether the barrier is through at once (`None`: it waits).
@@ -747,8 +809,9 @@ mod tests {
 
     #[test]
     fn gates_count_the_closed_ones() {
-        let writer = TopologyWriter::for_tests();
-        let gates = Gates::default();
+        let id = RouterId::next();
+        let writer = TopologyWriter::for_tests(id);
+        let gates = Gates::new(id);
         let (a, b) = (gates.of(ShardId(1)), gates.of(ShardId(2)));
         a.set(&writer, GateState::Paused);
         b.set(&writer, GateState::Down);

@@ -24,7 +24,7 @@ use redshard_config::{BackendConfig, NodeAddr};
 use tokio::sync::mpsc;
 
 use crate::replies::ReplyTo;
-use crate::router::writer::TopologyWriter;
+use crate::router::writer::{RouterId, TopologyWriter};
 use redshard_protocol::client_error::ClientError;
 use redshard_protocol::resp::Protocol;
 
@@ -289,6 +289,8 @@ pub struct Node {
     /// these could stand in for an in-sync replica that lacks the write. Set by the controller
     /// from the master's `INFO replication`.
     unlisted_replicas: AtomicU32,
+    /// The router whose writer may fence it.
+    owner: RouterId,
 }
 
 /// Which process of a node the proxy serves: its `run_id`, as the first lane connection found
@@ -493,6 +495,7 @@ impl Node {
         addr: NodeAddr,
         config: &Arc<LaneConfig>,
         events: Option<mpsc::UnboundedSender<crate::events::ControlEvent>>,
+        owner: RouterId,
     ) -> Arc<Self> {
         let fenced = tokio::sync::watch::Sender::new(false);
         let incarnation = Arc::new(Incarnation::default());
@@ -505,6 +508,7 @@ impl Node {
             events,
             incarnation,
             unlisted_replicas: AtomicU32::new(0),
+            owner,
         })
     }
 
@@ -517,19 +521,22 @@ impl Node {
     /// Fences the node: its lanes reset their connections (the node discards what it has not
     /// read), fail what is in flight or queued, and refuse requests until [`Node::unfence`].
     /// A topology change: only the holder of the writer (the controller) fences.
-    pub fn fence(&self, _writer: &TopologyWriter) {
+    pub fn fence(&self, writer: &TopologyWriter) {
+        writer.check(self.owner);
         self.fenced.send_replace(true);
     }
 
     /// Lifts the fence: the lanes connect again.
-    pub fn unfence(&self, _writer: &TopologyWriter) {
+    pub fn unfence(&self, writer: &TopologyWriter) {
+        writer.check(self.owner);
         self.fenced.send_replace(false);
     }
 
     /// Records how many replicas stream from this master beyond its shard's in-sync ones
     /// (see [`Node::unlisted_replicas`]); what the acknowledgement of a write waits for is
     /// the controller's to say.
-    pub fn set_unlisted_replicas(&self, _writer: &TopologyWriter, count: u32) {
+    pub fn set_unlisted_replicas(&self, writer: &TopologyWriter, count: u32) {
+        writer.check(self.owner);
         self.unlisted_replicas.store(count, Ordering::Relaxed);
     }
 
@@ -624,6 +631,8 @@ pub struct NodePool {
     /// Nodes by address. A node dropped from every routing table stays here until
     /// [`NodePool::retain`] removes it.
     nodes: Mutex<HashMap<NodeAddr, Arc<Node>>>,
+    /// The router whose writer may fence its nodes (one of its own until a router takes it).
+    owner: RouterId,
 }
 
 impl NodePool {
@@ -634,7 +643,16 @@ impl NodePool {
             config: Arc::new(config),
             events: None,
             nodes: Mutex::new(HashMap::new()),
+            owner: RouterId::next(),
         }
+    }
+
+    /// The same pool, its nodes fenced only by the writer of router `owner` (before any
+    /// node started: `Router::new`).
+    #[must_use]
+    pub(crate) fn owned_by(mut self, owner: RouterId) -> Self {
+        self.owner = owner;
+        self
     }
 
     /// The same pool, reporting failed connections to `events`.
@@ -662,11 +680,9 @@ impl NodePool {
             .nodes
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Arc::clone(
-            nodes
-                .entry(addr.clone())
-                .or_insert_with(|| Node::spawn(addr.clone(), &self.config, self.events.clone())),
-        )
+        Arc::clone(nodes.entry(addr.clone()).or_insert_with(|| {
+            Node::spawn(addr.clone(), &self.config, self.events.clone(), self.owner)
+        }))
     }
 
     /// Forgets nodes not in `keep`; their lanes close once the last request using them is done.
