@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
 use redshard_config::NodeAddr;
 use redshard_dataplane::backend::stream::BackendStream;
 use redshard_dataplane::tls::BackendTls;
@@ -98,6 +99,19 @@ impl ControlConn {
     #[must_use]
     pub fn addr(&self) -> &NodeAddr {
         &self.addr
+    }
+
+    /// Whether a connection kept between exchanges can carry the next one: nothing is waiting
+    /// to be read on it. A node that closed it, restarted or was killed made it readable (end
+    /// of stream or a reset), and a reply nobody asked for would desynchronise it. Does not
+    /// wait.
+    pub fn still_open(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        self.buf.reserve(64);
+        // One poll: pending means nothing arrived and the peer has not closed.
+        self.stream.read_buf(&mut self.buf).now_or_never().is_none()
     }
 
     /// Sends one request made of `args` and returns its reply (an error reply is returned as

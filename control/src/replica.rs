@@ -61,6 +61,10 @@ pub(super) struct Tracker {
     /// Per shard, the replication ID (`master_replid`) its master had at the last check: the
     /// history a replica to promote must share.
     histories: Mutex<HashMap<ShardId, String>>,
+    /// The control connection each node's last check gave back, for the next check: a shard
+    /// is checked every half second, and a new connection (and TLS handshake and AUTH) to
+    /// its master and each replica every time would cost both sides for nothing.
+    kept: Mutex<HashMap<NodeAddr, ControlConn>>,
 }
 
 /// One shard's checks.
@@ -87,6 +91,10 @@ impl Tracker {
         self.histories
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn kept(&self) -> std::sync::MutexGuard<'_, HashMap<NodeAddr, ControlConn>> {
+        self.kept.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Marks a check of `shard` running if none runs and one is due.
@@ -235,12 +243,12 @@ impl Controller {
             // Nothing to set up or repair; no connection to the master every half second.
             return Ok(true);
         }
-        let timeout = self.state.config.health.timeout;
-        let mut master_conn = self.connect(&master, timeout).await?;
+        let mut master_conn = self.check_conn(&master).await?;
         let master_info = master_conn.info("replication").await?;
         if master_info.get("role").map(String::as_str) == Some("slave") {
             warn!(shard = %shard, %master, "the shard's master follows another node: telling it REPLICAOF NO ONE");
             master_conn.call_ok(&[b"REPLICAOF", b"NO", b"ONE"]).await?;
+            self.give_back(master_conn);
             return Ok(false);
         }
         self.note_unlisted_replicas(&found, &master_info);
@@ -267,10 +275,26 @@ impl Controller {
                 settled = false;
                 continue;
             }
-            match self
-                .check_replica(shard, &master, &mut master_conn, master_at, &addr, state)
-                .await
-            {
+            let checked = match self.check_conn(&addr).await {
+                Ok(mut conn) => {
+                    let checked = self
+                        .check_replica(
+                            shard,
+                            &master,
+                            &mut master_conn,
+                            master_at,
+                            &mut conn,
+                            state,
+                        )
+                        .await;
+                    if checked.is_ok() {
+                        self.give_back(conn);
+                    }
+                    checked
+                }
+                Err(e) => Err(CheckError::Replica(e)),
+            };
+            match checked {
                 Ok(fine) => settled &= fine,
                 Err(CheckError::Replica(e)) => {
                     info!(replica = %addr, error = %e, "replica not checked");
@@ -279,7 +303,31 @@ impl Controller {
                 Err(CheckError::Master(e)) => return Err(e),
             }
         }
+        self.give_back(master_conn);
         Ok(settled)
+    }
+
+    /// A control connection to `addr` for a replication check: the one the last check gave
+    /// back while it is still open, else a new one.
+    async fn check_conn(&self, addr: &NodeAddr) -> Result<ControlConn, ConnError> {
+        let kept = self.replicas.kept().remove(addr);
+        if let Some(mut conn) = kept {
+            if conn.still_open() {
+                return Ok(conn);
+            }
+        }
+        self.connect(addr, self.state.config.health.timeout).await
+    }
+
+    /// Keeps `conn`, whose exchanges all went well, for the next check of its node; the
+    /// connections of nodes no longer in the topology are let go.
+    fn give_back(&self, conn: ControlConn) {
+        let table = self.state.router.load();
+        let mut kept = self.replicas.kept();
+        kept.retain(|addr, _| table.topology().nodes().any(|n| n == addr));
+        if table.topology().nodes().any(|n| n == conn.addr()) {
+            kept.insert(conn.addr().clone(), conn);
+        }
     }
 
     /// Checks and repairs one replica of `shard`. Returns whether it is in sync and attached.
@@ -289,14 +337,10 @@ impl Controller {
         master: &NodeAddr,
         master_conn: &mut ControlConn,
         master_at: u64,
-        addr: &NodeAddr,
+        conn: &mut ControlConn,
         state: ReplicaState,
     ) -> Result<bool, CheckError> {
-        let timeout = self.state.config.health.timeout;
-        let mut conn = self
-            .connect(addr, timeout)
-            .await
-            .map_err(CheckError::Replica)?;
+        let addr = &conn.addr().clone();
         let info = conn
             .info("replication")
             .await
@@ -321,7 +365,7 @@ impl Controller {
                 .await;
             }
             info!(replica = %addr, %master, "replica told to follow its master");
-            self.give_master_credentials(&mut conn)
+            self.give_master_credentials(conn)
                 .await
                 .map_err(CheckError::Replica)?;
             conn.call_ok(&[
@@ -360,7 +404,7 @@ impl Controller {
         if !seen.link_up {
             // Following but not linked: its credentials may be what is wrong (changed by
             // hand, or the node restarted with others); giving them again is cheap.
-            self.give_master_credentials(&mut conn)
+            self.give_master_credentials(conn)
                 .await
                 .map_err(CheckError::Replica)?;
             return Ok(false);

@@ -107,6 +107,84 @@ async fn replicas_follow_their_master_and_info_shows_their_offsets() {
     .await;
 }
 
+/// `INFO stats total_connections_received` of the node `node` is connected to.
+async fn connections_received(node: &mut Client) -> u64 {
+    node.info_field("stats", "total_connections_received")
+        .await
+        .and_then(|n| n.parse().ok())
+        .expect("total_connections_received")
+}
+
+/// Writes through the proxy, then waits until a replication check saw the replica at `addr`
+/// reach the offset of the master (`master`, a connection to it) after that write: one more
+/// check has run.
+async fn one_more_check(cluster: &TestCluster, master: &mut Client, addr: &str, n: usize) {
+    let mut client = cluster.client().await;
+    assert!(client
+        .cmd(&["SET", &format!("check{n}"), "v"])
+        .await
+        .is_ok());
+    let at: u64 = master
+        .info_field("replication", "master_repl_offset")
+        .await
+        .and_then(|o| o.parse().ok())
+        .expect("master_repl_offset");
+    let proxy = cluster.proxy.as_ref().expect("proxy");
+    let node: redshard_config::NodeAddr = addr.parse().expect("address");
+    wait_until(
+        Duration::from_secs(10),
+        "a check to see the write",
+        || async {
+            proxy
+                .state()
+                .ha
+                .link(&node)
+                .is_some_and(|l| l.attached && l.offset >= at)
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_checks_keep_their_connections_and_reconnect_after_a_restart() {
+    let mut cluster = TestCluster::start_with(1, true, REDIS_REPLICATION, NODE).await;
+    let replica = cluster.replicas[0].addr();
+    let master = cluster.masters[0].addr();
+    wait_until(Duration::from_secs(20), "replication settled", || async {
+        replication_settled(cluster.proxy.as_ref().expect("proxy"))
+    })
+    .await;
+    // The test's own connections, opened once.
+    let mut on_master = Client::connect(master.clone()).await;
+    let mut on_replica = Client::connect(replica.clone()).await;
+    one_more_check(&cluster, &mut on_master, &replica, 0).await;
+    let replica_before = connections_received(&mut on_replica).await;
+    let master_before = connections_received(&mut on_master).await;
+    for n in 1..=5 {
+        one_more_check(&cluster, &mut on_master, &replica, n).await;
+    }
+    // Five checks, each asking both nodes: at most one new connection each (had a kept one
+    // been lost meanwhile); a new connection per check would be five or more.
+    let replica_new = connections_received(&mut on_replica).await - replica_before;
+    let master_new = connections_received(&mut on_master).await - master_before;
+    assert!(
+        replica_new <= 1,
+        "{replica_new} new connections to the replica"
+    );
+    assert!(
+        master_new <= 1,
+        "{master_new} new connections to the master"
+    );
+
+    // A restarted replica closed the kept connection: the checks notice and connect again.
+    cluster.replicas[0].restart();
+    wait_follows(&replica, &master).await;
+    for n in 6..=7 {
+        one_more_check(&cluster, &mut on_master, &replica, n).await;
+    }
+    assert_eq!(state_of(&cluster, &replica), Some(ReplicaState::InSync));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_detached_by_hand_is_made_stale_and_repaired() {
     let cluster = TestCluster::start_with(1, true, REDIS_REPLICATION, NODE).await;
