@@ -6,6 +6,7 @@
 //! prefix = "/redshard"
 //! lease_ttl_ms = 3000
 //! proxy_id = "proxy-a"
+//! advertise_admin = "10.0.0.21:6390"
 //! user = "redshard"
 //! password = "pw"
 //! ca_file = "tls/etcd-ca.crt"
@@ -62,6 +63,11 @@ pub struct ClusterFile {
     /// `proxy_id`: this proxy's name in the fleet. Default: the client listener's `IP:port`
     /// when that names one proxy, else one made from the host name and process id.
     pub proxy_id: Option<Spanned<String>>,
+    /// `advertise_admin`: the `host:port` at which the other proxies reach this proxy's admin
+    /// port (commands they forward to the leader). Default: `admin_listen`, with the `listen`
+    /// IP in place of a wildcard; needed when both are wildcards (`0.0.0.0`) or the proxy is
+    /// reached through another address (NAT, containers).
+    pub advertise_admin: Option<Spanned<String>>,
     /// `user`: etcd user to authenticate as; needs `password`.
     pub user: Option<Spanned<String>>,
     /// `password`: that user's password.
@@ -88,6 +94,9 @@ pub struct ClusterConfig {
     /// This proxy's name in the fleet when configured; `None` lets the proxy derive one at
     /// start (see [`ClusterFile::proxy_id`]).
     pub proxy_id: Option<String>,
+    /// Where the other proxies reach this proxy's admin port, when configured; `None` derives
+    /// it from `admin_listen` and `listen` at start.
+    pub advertise_admin: Option<NodeAddr>,
     /// etcd user and password, when etcd has authentication enabled.
     pub auth: Option<EtcdAuth>,
     /// TLS to etcd; `None` for plaintext.
@@ -170,6 +179,13 @@ pub(crate) fn cluster(
         }
         None => None,
     };
+    let advertise_admin = match file.advertise_admin {
+        Some(value) => Some(
+            advertised(&value)
+                .map_err(|reason| src.invalid(Some(&value), "cluster.advertise_admin", reason))?,
+        ),
+        None => None,
+    };
     let user_span = file.user.as_ref().map(Spanned::span);
     let password_span = file.password.as_ref().map(Spanned::span);
     let auth = match (
@@ -199,9 +215,25 @@ pub(crate) fn cluster(
         prefix,
         lease_ttl: Duration::from_millis(ttl),
         proxy_id,
+        advertise_admin,
         auth,
         tls,
     }))
+}
+
+/// `advertise_admin`: one `host:port` the other proxies can connect to (not a wildcard).
+fn advertised(value: &Spanned<String>) -> Result<NodeAddr, String> {
+    let addr = NodeAddr::parse(value.get_ref()).map_err(|e| e.to_string())?;
+    if addr
+        .host()
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_unspecified())
+    {
+        return Err(format!(
+            "{addr} is a wildcard address, which other proxies cannot connect to; give this proxy's own address"
+        ));
+    }
+    Ok(addr)
 }
 
 /// `etcd`: 1 to [`MAX_ETCD_ENDPOINTS`] distinct `host:port`s.

@@ -557,6 +557,18 @@ impl Config {
                 "\"proxy\" (proxy-side mirroring) serves one proxy only and cannot be used with [cluster]; use mode = \"redis\"",
             ));
         }
+        if config.admin_listen.is_none()
+            && config
+                .cluster
+                .as_ref()
+                .is_some_and(|c| c.advertise_admin.is_some())
+        {
+            return Err(src.invalid_at(
+                None,
+                "cluster.advertise_admin",
+                "is set but admin_listen is not: there is no TCP admin port to advertise",
+            ));
+        }
         crate::ha::check_ack_timeout(
             &mut config.replication,
             ack_timeout_given,

@@ -239,3 +239,38 @@ fn proxy_mirroring_is_refused_in_a_fleet() {
     assert!(message.contains("one proxy only"), "{message}");
     assert!(parse("[replication]\nmode = \"proxy\"").is_ok());
 }
+
+#[test]
+fn the_advertised_admin_address_is_one_to_connect_to_and_needs_an_admin_port() {
+    let admin = "admin_listen = \"0.0.0.0:6390\"\nadmin_password = \"pw\"\n";
+    let cluster = parse(&format!(
+        "{admin}[cluster]\netcd = [\"127.0.0.1:2379\"]\nadvertise_admin = \"Proxy-A.example:6390\""
+    ))
+    .unwrap()
+    .cluster
+    .unwrap();
+    assert_eq!(
+        cluster.advertise_admin,
+        Some(NodeAddr::parse("proxy-a.example:6390").unwrap())
+    );
+    assert_error(
+        &format!(
+            "{admin}[cluster]\netcd = [\"127.0.0.1:2379\"]\nadvertise_admin = \"0.0.0.0:6390\""
+        ),
+        5,
+        &["cluster.advertise_admin", "wildcard"],
+    );
+    assert_error(
+        &format!("{admin}[cluster]\netcd = [\"127.0.0.1:2379\"]\nadvertise_admin = \"proxy-a\""),
+        5,
+        &["cluster.advertise_admin"],
+    );
+    let message =
+        parse("[cluster]\netcd = [\"127.0.0.1:2379\"]\nadvertise_admin = \"10.0.0.5:6390\"")
+            .unwrap_err()
+            .to_string();
+    assert!(
+        message.contains("cluster.advertise_admin") && message.contains("admin_listen"),
+        "{message}"
+    );
+}
