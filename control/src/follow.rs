@@ -1,8 +1,10 @@
-//! The controller's part in a fleet (see [`crate::fleet`]): four tasks beside its own.
+//! The controller's part in a fleet (see [`crate::fleet`]): five tasks beside its own.
 //!
 //! - **follow**: installs each newer topology the etcd watch reports (fencing a master that
-//!   was failed over elsewhere), waits until no request is routed by an older table here,
-//!   then acknowledges the epoch;
+//!   was failed over elsewhere);
+//! - **acknowledge**: acknowledges each installed epoch once no request is routed by an
+//!   older table here (and a migration's source lanes have drained), however long it takes
+//!   ([`epoch_ack`]);
 //! - **lead**: campaigns; while leading, the controller's rounds decide and the migrations
 //!   run; on losing the leadership the mover stops and forgets its queue;
 //! - **session**: on a lost session, serves nothing (`-CLUSTERDOWN`) until a new session is
@@ -18,14 +20,12 @@ use redshard_config::{ReplicaState, Topology};
 use redshard_dataplane::shutdown::Shutdown;
 use tracing::{debug, error, info, warn};
 
+use crate::epoch_ack::{self, Pending, EPOCH_DRAIN};
 use crate::fleet::{self, Fleet, FleetRole};
 use crate::Controller;
 
 /// How long one try of a barrier waits for the members before it logs and tries again.
 const BARRIER_TRY: Duration = Duration::from_secs(5);
-/// How long a follower waits for requests routed by an older table before it acknowledges
-/// an epoch anyway (with a warning).
-const EPOCH_DRAIN: Duration = Duration::from_secs(5);
 
 impl Controller {
     /// Starts the fleet tasks.
@@ -36,7 +36,8 @@ impl Controller {
         tokio::spawn(Arc::clone(self).follow_fleet(Arc::clone(&fleet), shutdown.clone()));
         tokio::spawn(Arc::clone(self).lead(Arc::clone(&fleet), shutdown.clone()));
         tokio::spawn(Arc::clone(self).keep_session(Arc::clone(&fleet), shutdown.clone()));
-        tokio::spawn(Arc::clone(self).report(fleet, shutdown.clone()));
+        tokio::spawn(Arc::clone(self).report(Arc::clone(&fleet), shutdown.clone()));
+        tokio::spawn(Arc::clone(self).acknowledge_epochs(fleet, shutdown.clone()));
     }
 
     /// The follow task: every newer epoch in etcd installed and acknowledged.
@@ -64,7 +65,7 @@ impl Controller {
             };
             let mut next = watch.current();
             loop {
-                self.install_newer(&fleet, &next).await;
+                self.install_newer(&next).await;
                 tokio::select! {
                     topology = watch.changed() => next = topology,
                     () = shutdown.wait() => return,
@@ -73,51 +74,90 @@ impl Controller {
         }
     }
 
-    /// Installs `topology` if it is newer than the installed one, then acknowledges it once
-    /// no request here is routed by an older table.
-    pub(crate) async fn install_newer(&self, fleet: &Fleet, topology: &Arc<Topology>) {
-        let before;
-        {
-            let _guard = self.change_lock.lock().await;
-            let current = Arc::clone(self.state.router.load().topology());
-            if topology.epoch <= current.epoch {
-                return;
-            }
-            info!(
-                from = current.epoch,
-                epoch = topology.epoch,
-                "installing the fleet's newer topology"
-            );
-            self.follow_masters(&current, topology);
-            self.install_locked((**topology).clone());
-            before = current;
+    /// Installs `topology` if it is newer than the installed one, and queues its
+    /// acknowledgement ([`Controller::queue_ack`]).
+    pub(crate) async fn install_newer(&self, topology: &Arc<Topology>) {
+        let _guard = self.change_lock.lock().await;
+        let current = Arc::clone(self.state.router.load().topology());
+        if topology.epoch <= current.epoch {
+            return;
         }
-        self.drain_before_ack(&before, topology).await;
-        fleet.ack(topology.epoch).await;
-        self.changed.notify_one();
+        info!(
+            from = current.epoch,
+            epoch = topology.epoch,
+            "installing the fleet's newer topology"
+        );
+        self.follow_masters(&current, topology);
+        self.install_locked((**topology).clone());
+        self.queue_ack(&current);
     }
 
-    /// Before this proxy acknowledges `next` (installed over `before`): waits until no
-    /// request is routed by an older table here, and, when `next` begins migrating slots,
-    /// until the lanes of their sources have run every request sent to them: once every
-    /// proxy acknowledged it, no write of a migrating slot can still reach its source, and
-    /// keys may move ([`Migrations::settle`](redshard_dataplane::migration::Migrations::settle)).
-    /// Each wait is bounded by 5 s, past which it goes on with a warning.
-    pub(crate) async fn drain_before_ack(&self, before: &Topology, next: &Topology) {
-        if !self.state.router.epoch_barrier(EPOCH_DRAIN).await {
-            warn!(
-                epoch = next.epoch,
-                "requests routed by an older epoch were still running after {EPOCH_DRAIN:?}; acknowledging the epoch anyway"
-            );
-        }
+    /// Queues the acknowledgement of the epoch just installed over `before` (see
+    /// [`epoch_ack`]): once no request here is routed by an older table and, when it begins
+    /// migrating slots, the lanes of their sources have run every request sent to them: once
+    /// every proxy acknowledged it, no write of a migrating slot can still reach its source,
+    /// and keys may move ([`Migrations::settle`](redshard_dataplane::migration::Migrations::settle)).
+    pub(crate) fn queue_ack(&self, before: &Topology) {
         let table = self.state.router.load();
-        for from in begun_migrating(before, next) {
-            if let Some(source) = table.route(from) {
-                if !redshard_dataplane::router::barrier(source, false, EPOCH_DRAIN).await {
-                    warn!(shard = %source.name, epoch = next.epoch, "the lanes of a migration's source did not drain within {EPOCH_DRAIN:?}; acknowledging the epoch anyway");
+        let sources = begun_migrating(before, table.topology())
+            .into_iter()
+            .filter_map(|from| table.route(from).cloned())
+            .collect();
+        self.epoch_acks.push(Pending {
+            epoch: table.epoch(),
+            sources,
+        });
+    }
+
+    /// The acknowledging task: each queued install's waits, then the etcd acknowledgement.
+    async fn acknowledge_epochs(self: Arc<Self>, fleet: Arc<Fleet>, mut shutdown: Shutdown) {
+        let Some(queue) = self.epoch_acks.take() else {
+            return;
+        };
+        let changed = Arc::clone(&self.changed);
+        let acknowledging = epoch_ack::acknowledge(
+            queue,
+            |pending| self.drained(pending),
+            move |epoch| {
+                let fleet = Arc::clone(&fleet);
+                let changed = Arc::clone(&changed);
+                async move {
+                    fleet.ack(epoch).await;
+                    changed.notify_one();
                 }
-            }
+            },
+        );
+        tokio::select! {
+            () = acknowledging => {}
+            () = shutdown.wait() => {}
         }
+    }
+
+    /// Waits, however long it takes, until nothing sent before `pending`'s install can still
+    /// run by an older routing here; returns its epoch.
+    async fn drained(&self, pending: Pending) -> u64 {
+        let epoch = pending.epoch;
+        epoch_ack::until_over(
+            epoch,
+            "requests routed by an older epoch are still being handed to their lanes",
+            || self.state.router.epoch_barrier(EPOCH_DRAIN),
+        )
+        .await;
+        for source in &pending.sources {
+            let what = format!(
+                "the lanes of {} (the source of slots this epoch begins migrating) have not run every request sent to them before it",
+                source.name
+            );
+            epoch_ack::until_over(epoch, &what, || async {
+                let started = Instant::now();
+                // Answered early but not `+PONG` (an error, a lost connection): the lane
+                // then holds nothing sent before the PING either.
+                redshard_dataplane::router::barrier(source, false, EPOCH_DRAIN).await
+                    || started.elapsed() < EPOCH_DRAIN
+            })
+            .await;
+        }
+        epoch
     }
 
     /// In a fleet, when `topology` shows migrating slots: waits in the background until every
@@ -227,7 +267,7 @@ impl Controller {
             attempt = 0;
             // Whatever the last leader saved must be installed before deciding anything.
             match fleet.store().load().await {
-                Ok(Some(topology)) => self.install_newer(&fleet, &Arc::new(topology)).await,
+                Ok(Some(topology)) => self.install_newer(&Arc::new(topology)).await,
                 Ok(None) => {}
                 Err(e) => {
                     fleet.etcd_error();
@@ -311,7 +351,7 @@ impl Controller {
                 };
                 match joined {
                     Ok(topology) => {
-                        self.install_newer(&fleet, &Arc::new(topology)).await;
+                        self.install_newer(&Arc::new(topology)).await;
                         break;
                     }
                     Err(e) => {

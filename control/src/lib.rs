@@ -39,6 +39,7 @@
 mod ack;
 mod book;
 pub mod conn;
+mod epoch_ack;
 pub mod failover;
 pub mod fleet;
 mod follow;
@@ -148,6 +149,8 @@ pub struct Controller {
     returned_events: Mutex<Option<redshard_dataplane::events::EventReceiver>>,
     /// Shortfalls of the replicas' acknowledgement waiting for a check (see [`ack`]).
     acks: ack::AckChecks,
+    /// In a fleet, the installed epochs waiting to be acknowledged (see [`epoch_ack`]).
+    epoch_acks: epoch_ack::Queue,
     /// The checks of Redis replication (`[replication] mode = "redis"`).
     replicas: replica::Tracker,
 }
@@ -204,6 +207,7 @@ impl Controller {
             book: Mutex::new(Book::default()),
             returned_events: Mutex::new(None),
             acks: ack::AckChecks::default(),
+            epoch_acks: epoch_ack::Queue::default(),
             replicas: replica::Tracker::default(),
         });
         controller
@@ -353,16 +357,12 @@ impl Controller {
         }
         info!(epoch = next.epoch, change = %change, "topology changed");
         self.install_locked(next);
-        let table = self.state.router.load();
-        if let Store::Etcd(fleet) = &self.store {
-            // A migration that begins is settled only once no write of its slots can still
-            // reach the source here either; other changes are acknowledged at once.
-            if !follow::begun_migrating(&current, table.topology()).is_empty() {
-                self.drain_before_ack(&current, table.topology()).await;
-            }
-            fleet.ack(table.epoch()).await;
+        if matches!(self.store, Store::Etcd(_)) {
+            // Acknowledged once no write routed by the older epoch can still reach a node
+            // here, as every proxy does for the epochs it follows.
+            self.queue_ack(&current);
         }
-        Ok(Arc::clone(table.topology()))
+        Ok(Arc::clone(self.state.router.load().topology()))
     }
 
     /// The error for a failed etcd save: on a conflict, the newer topology is read and
