@@ -64,6 +64,10 @@ pub(crate) enum LaneError {
     /// Connect plus handshake took too long.
     #[error("unavailable: connect timed out after {} ms", .0.as_millis())]
     ConnectTimeout(Duration),
+    /// The node refused the connection itself (it has `maxclients` connections already),
+    /// answering the handshake's first request with that.
+    #[error("refused the connection: {0}")]
+    Refused(String),
     /// The node refused our credentials.
     #[error("refused the proxy's credentials: {0}")]
     Auth(String),
@@ -103,7 +107,9 @@ impl LaneError {
     pub(crate) fn metric_kind(&self) -> &'static str {
         use redshard_metrics::names::error_kind;
         match self {
-            Self::Connect(_) | Self::ConnectTimeout(_) | Self::NoResp3(_) => error_kind::CONNECT,
+            Self::Connect(_) | Self::ConnectTimeout(_) | Self::NoResp3(_) | Self::Refused(_) => {
+                error_kind::CONNECT
+            }
             Self::Auth(_) | Self::Acl(_) => error_kind::AUTH,
             Self::Io(_) | Self::Closed => error_kind::CLOSED,
             Self::Timeout(_) => error_kind::TIMEOUT,
@@ -179,6 +185,9 @@ pub struct LaneSetup {
     /// The node's process as the proxy serves it: checked on every connection (a shared
     /// lane's); `None` does not check.
     pub incarnation: Option<Arc<super::Incarnation>>,
+    /// A connection already open to serve first (see `ready.rs`), for a private lane; a
+    /// lane that has none, or needs another, connects.
+    pub ready: Option<super::stream::BackendStream>,
 }
 
 /// The lane task: connect, serve, reconnect, until the lane is no longer used.
@@ -191,6 +200,7 @@ pub async fn run(setup: LaneSetup, mut rx: mpsc::UnboundedReceiver<LaneRequest>)
         mut fenced,
         events,
         incarnation,
+        mut ready,
     } = setup;
     let report = |events: &Option<mpsc::UnboundedSender<ControlEvent>>| {
         if let Some(events) = events {
@@ -216,7 +226,11 @@ pub async fn run(setup: LaneSetup, mut rx: mpsc::UnboundedReceiver<LaneRequest>)
                 continue;
             }
         }
-        let connected = match connect(&addr, protocol, &config).await {
+        let opened = match ready.take() {
+            Some(stream) => Ok(stream),
+            None => connect(&addr, protocol, &config).await,
+        };
+        let connected = match opened {
             Ok(mut stream) => match &incarnation {
                 Some(incarnation) => match super::connect::run_id(&mut stream, &config).await {
                     Ok(None) => {

@@ -11,6 +11,7 @@
 pub mod acl;
 mod connect;
 pub mod lane;
+mod ready;
 pub mod stream;
 pub mod subscriber;
 
@@ -64,6 +65,9 @@ pub struct LaneConfig {
     /// How long a batch's `WAIT` lets the replicas acknowledge its writes (`[replication]
     /// ack_timeout_ms`; used only for requests with [`LaneRequest::acks`]).
     pub ack_timeout: Duration,
+    /// Whether each node keeps a connection per protocol open ahead of need for private lanes
+    /// and subscriptions (`[backend] ready_connections`; see `ready.rs`).
+    pub ready_connections: bool,
 }
 
 impl LaneConfig {
@@ -88,6 +92,7 @@ impl LaneConfig {
             tls,
             acl: None,
             ack_timeout: redshard_config::ReplicationConfig::default().ack_timeout,
+            ready_connections: backend.ready_connections,
         }
     }
 
@@ -291,6 +296,9 @@ pub struct Node {
     unlisted_replicas: AtomicU32,
     /// The router whose writer may fence it.
     owner: RouterId,
+    /// Connections opened ahead of need for private lanes and subscriptions (see `ready.rs`);
+    /// unused without `[backend] ready_connections`.
+    ready: Arc<ready::Ready>,
 }
 
 /// Which process of a node the proxy serves: its `run_id`, as the first lane connection found
@@ -479,6 +487,7 @@ fn spawn_lanes(
                     events: events.cloned(),
                     // Only a controller (it hears `events`) can decide about a restart.
                     incarnation: events.is_some().then(|| Arc::clone(incarnation)),
+                    ready: None,
                 },
                 rx,
             ));
@@ -500,6 +509,11 @@ impl Node {
         let fenced = tokio::sync::watch::Sender::new(false);
         let incarnation = Arc::new(Incarnation::default());
         let lanes = spawn_lanes(&addr, config, &fenced, events.as_ref(), &incarnation);
+        let ready = Arc::new(ready::Ready::default());
+        if config.ready_connections {
+            // Most clients speak RESP2; the other protocol's is opened at its first use.
+            ready.fill(&addr, Protocol::Resp2, config);
+        }
         Arc::new(Self {
             addr,
             lanes,
@@ -509,6 +523,7 @@ impl Node {
             incarnation,
             unlisted_replicas: AtomicU32::new(0),
             owner,
+            ready,
         })
     }
 
@@ -588,6 +603,7 @@ impl Node {
                 events: self.events.clone(),
                 // Private lanes do not reconnect; the node's shared lanes watch its process.
                 incarnation: None,
+                ready: self.take_ready(protocol),
             },
             rx,
         ));
@@ -606,12 +622,31 @@ impl Node {
         sink: Arc<crate::replies::ReplyQueue>,
     ) -> subscriber::Subscriber {
         subscriber::Subscriber::spawn(
-            self.addr.clone(),
-            protocol,
-            Arc::clone(&self.config),
+            subscriber::Setup {
+                addr: self.addr.clone(),
+                protocol,
+                config: Arc::clone(&self.config),
+                fenced: self.fenced.subscribe(),
+                ready: self.take_ready(protocol),
+            },
             sink,
-            self.fenced.subscribe(),
         )
+    }
+
+    /// Whether a connection to this node is open ahead of need for the next client of
+    /// `protocol` that needs one of its own (`[backend] ready_connections`).
+    #[must_use]
+    pub fn has_ready_connection(&self, protocol: Protocol) -> bool {
+        self.ready.has(protocol)
+    }
+
+    /// A connection to this node opened ahead of need for `protocol`, if one is ready (see
+    /// `ready.rs`); `None` when none is (the caller connects) or the node is fenced.
+    fn take_ready(&self, protocol: Protocol) -> Option<stream::BackendStream> {
+        if !self.config.ready_connections || self.is_fenced() {
+            return None;
+        }
+        self.ready.take(&self.addr, protocol, &self.config)
     }
 
     /// How many lanes this node has.
