@@ -15,7 +15,7 @@ pub mod stream;
 pub mod subscriber;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -289,6 +289,10 @@ pub struct Node {
     /// these could stand in for an in-sync replica that lacks the write. Set by the controller
     /// from the master's `INFO replication`.
     unlisted_replicas: AtomicU32,
+    /// Writes its lanes answered `-NOREPLICAS` since the proxy started (the controller could
+    /// not verify their acknowledgement, nor record stale the replicas that may lack them;
+    /// see [`crate::events::AckVerdict`]): shared with the lanes, which count, for INFO.
+    acks_refused: Arc<AtomicU64>,
     /// The router whose writer may fence it.
     owner: RouterId,
 }
@@ -465,6 +469,7 @@ fn spawn_lanes(
     fenced: &tokio::sync::watch::Sender<bool>,
     events: Option<&mpsc::UnboundedSender<crate::events::ControlEvent>>,
     incarnation: &Arc<Incarnation>,
+    acks_refused: &Arc<AtomicU64>,
 ) -> Box<[LaneHandle]> {
     (0..config.lanes.max(1))
         .map(|index| {
@@ -479,6 +484,7 @@ fn spawn_lanes(
                     events: events.cloned(),
                     // Only a controller (it hears `events`) can decide about a restart.
                     incarnation: events.is_some().then(|| Arc::clone(incarnation)),
+                    acks_refused: Arc::clone(acks_refused),
                 },
                 rx,
             ));
@@ -499,7 +505,15 @@ impl Node {
     ) -> Arc<Self> {
         let fenced = tokio::sync::watch::Sender::new(false);
         let incarnation = Arc::new(Incarnation::default());
-        let lanes = spawn_lanes(&addr, config, &fenced, events.as_ref(), &incarnation);
+        let acks_refused = Arc::new(AtomicU64::new(0));
+        let lanes = spawn_lanes(
+            &addr,
+            config,
+            &fenced,
+            events.as_ref(),
+            &incarnation,
+            &acks_refused,
+        );
         Arc::new(Self {
             addr,
             lanes,
@@ -508,6 +522,7 @@ impl Node {
             events,
             incarnation,
             unlisted_replicas: AtomicU32::new(0),
+            acks_refused,
             owner,
         })
     }
@@ -545,6 +560,13 @@ impl Node {
     #[must_use]
     pub fn unlisted_replicas(&self) -> u32 {
         self.unlisted_replicas.load(Ordering::Relaxed)
+    }
+
+    /// Writes this node's lanes answered `-NOREPLICAS` since the proxy started (see
+    /// [`crate::events::AckVerdict::Refuse`]).
+    #[must_use]
+    pub fn acks_refused(&self) -> u64 {
+        self.acks_refused.load(Ordering::Relaxed)
     }
 
     /// Whether the node is fenced.
@@ -588,6 +610,7 @@ impl Node {
                 events: self.events.clone(),
                 // Private lanes do not reconnect; the node's shared lanes watch its process.
                 incarnation: None,
+                acks_refused: Arc::clone(&self.acks_refused),
             },
             rx,
         ));
