@@ -634,3 +634,50 @@ async fn writes_are_refused_when_the_replica_that_lacks_them_cannot_be_recorded_
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_are_refused_when_the_master_cannot_tell_which_replicas_lack_them() {
+    let timeout_ms = 500;
+    let nodes = Replicated::start(
+        1,
+        1,
+        &format!("ack = \"sync\"\nack_timeout_ms = {timeout_ms}"),
+    )
+    .await;
+    let replica = &nodes.cluster.replicas[0];
+    let mut client = nodes.cluster.client().await;
+    assert_eq!(
+        client.cmd(&["SET", "{t}before", "1"]).await,
+        Reply::Status("OK".into())
+    );
+    // The master refuses INFO to the proxy's user from now on: after a shortfall, the
+    // controller cannot read its replication offset, so nothing says which replicas lack
+    // the writes.
+    let mut master = Client::connect(nodes.cluster.masters[0].addr()).await;
+    assert!(master
+        .cmd(&["ACL", "SETUSER", "default", "-info"])
+        .await
+        .is_ok());
+    let pid = replica.pid().expect("running");
+    signal(pid, "STOP");
+    let reply = client.cmd(&["SET", "{t}during", "1"]).await;
+    signal(pid, "CONT");
+    assert!(master
+        .cmd(&["ACL", "SETUSER", "default", "+info"])
+        .await
+        .is_ok());
+    assert_eq!(reply, Reply::Error(NOREPLICAS.into()));
+    // Once the master answers again and the replica is back, writes are acknowledged.
+    wait_until(
+        Duration::from_secs(10),
+        "a write to be acknowledged again",
+        || {
+            let proxy = nodes.cluster.addr.to_string();
+            async move {
+                let mut client = Client::connect(proxy).await;
+                client.cmd(&["SET", "{t}after", "1"]).await == Reply::Status("OK".into())
+            }
+        },
+    )
+    .await;
+}
