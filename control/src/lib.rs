@@ -68,7 +68,7 @@ use tracing::{info, warn};
 
 use book::{Book, HoldReason, LossVerdict, ResyncEnd};
 use probe::Probes;
-use redshard_dataplane::events::ControlEvent;
+use redshard_dataplane::events::{AckVerdict, ControlEvent};
 use redshard_dataplane::router::writer::TopologyWriter;
 use redshard_dataplane::router::GateState;
 use redshard_dataplane::shutdown::Shutdown;
@@ -444,9 +444,13 @@ impl Controller {
                 addr,
                 reason,
             } => {
-                self.record_stale(shard, &addr, &reason).await;
+                let verdict = if self.record_stale(shard, &addr, &reason).await {
+                    AckVerdict::Release
+                } else {
+                    AckVerdict::Refuse
+                };
                 if let Some(link) = self.state.router.mirror().link(&addr) {
-                    link.stale_recorded();
+                    link.stale_recorded(verdict);
                 }
             }
             ControlEvent::AckShortfall {
@@ -481,8 +485,9 @@ impl Controller {
     }
 
     /// Records the in-sync replica `addr` of `shard` stale (persisted), for `reason`; logs
-    /// when it cannot be.
-    async fn record_stale(&self, shard: ShardId, addr: &NodeAddr, reason: &str) {
+    /// when it cannot be. Returns whether the stored topology no longer counts it in sync
+    /// (recorded now, or already stale or gone): false when the mark could not be saved.
+    async fn record_stale(&self, shard: ShardId, addr: &NodeAddr, reason: &str) -> bool {
         let change = TopologyChange::SetReplicaState {
             shard,
             addr: addr.clone(),
@@ -503,18 +508,22 @@ impl Controller {
             Ok(_) => {
                 self.state.ha.record_stale();
                 warn!(replica = %addr, %reason, "replica recorded stale");
+                true
             }
             // Already stale or gone: nothing to persist.
             Err(ChangeError::Refused(e)) => {
                 info!(replica = %addr, error = %e, %reason, "replica failure not recorded");
+                true
             }
-            // The replica gets no more writes and is never promoted by this process, but a
-            // restart would trust it: the operator must know.
+            // A restart (or, in a fleet, another proxy) would trust the replica: the writes
+            // it lacks are not acknowledged, and the operator must know.
             Err(e @ ChangeError::Store(_)) => {
-                tracing::error!(replica = %addr, error = %e, %reason, "a stale replica could not be recorded in the topology file; do not restart the proxy before fixing the file's storage");
+                tracing::error!(replica = %addr, error = %e, %reason, "a stale replica could not be recorded in the topology file; the writes it lacks are answered -NOREPLICAS; do not restart the proxy before fixing the file's storage");
+                false
             }
             Err(e) => {
-                tracing::error!(replica = %addr, error = %e, %reason, "a stale replica could not be recorded in etcd");
+                tracing::error!(replica = %addr, error = %e, %reason, "a stale replica could not be recorded in etcd; the writes it lacks are answered -NOREPLICAS");
+                false
             }
         }
     }

@@ -399,6 +399,14 @@ pub const BACKEND_CONNECTIONS: Metric = Metric {
     labels: &[LABEL_NODE],
     help: "Backend connections (lanes) open now, by node.",
 };
+/// Writes answered `-NOREPLICAS`: the master ran them, but their acknowledgement by the
+/// in-sync replicas could not be verified, nor a replica that may lack them recorded stale.
+pub const WRITE_ACKS_REFUSED_TOTAL: Metric = Metric {
+    name: "write_acks_refused_total",
+    kind: Kind::Counter,
+    labels: &[],
+    help: "Writes answered -NOREPLICAS because the in-sync replicas' acknowledgement could not be verified and the replicas that may lack them could not be recorded stale (the topology's storage or etcd failed); their outcome is unknown to the client.",
+};
 /// Configuration reloads (SIGHUP, `POST /-/reload`), by result.
 pub const CONFIG_RELOADS_TOTAL: Metric = Metric {
     name: "config_reloads_total",
@@ -432,6 +440,7 @@ pub const EVENTS: &[Metric] = &[
     BACKEND_ERRORS_TOTAL,
     BACKEND_CONNECTIONS,
     CONFIG_RELOADS_TOTAL,
+    WRITE_ACKS_REFUSED_TOTAL,
 ];
 
 /// Every metric read from the proxy's state at each scrape.

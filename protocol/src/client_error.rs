@@ -237,6 +237,10 @@ pub enum ClientError {
         /// `No` for a request still queued, `Unknown` for one in flight.
         reached: Reached,
     },
+    /// A write the master ran whose acknowledgement by the in-sync replicas could not be
+    /// verified, nor the replicas that may lack it recorded stale: Redis's refusal under
+    /// `min-replicas-to-write`, here meaning the write may or may not be durable.
+    NoReplicas,
     /// The lane's task is gone (only while the proxy shuts down).
     LaneClosed,
     /// The client's subscription connection failed before the request was sent.
@@ -346,6 +350,7 @@ impl ClientError {
             Self::NoKeyArguments => b"-ERR The command has no key arguments\r\n",
             Self::InvalidCursor => b"-ERR invalid cursor\r\n",
             Self::NotBusy => b"-NOTBUSY No scripts in execution right now.\r\n",
+            Self::NoReplicas => b"-NOREPLICAS Not enough good replicas to write.\r\n",
             Self::LaneClosed => b"-ERR backend lane closed\r\n",
             Self::SubscriptionClosed => b"-ERR subscription connection closed\r\n",
             Self::UnexpectedSplitReply => {
@@ -513,7 +518,8 @@ impl ClientError {
     pub fn reached(&self) -> Reached {
         match self {
             Self::Backend { reached, .. } => *reached,
-            Self::UnexpectedSplitReply
+            Self::NoReplicas
+            | Self::UnexpectedSplitReply
             | Self::UnexpectedScanReply
             | Self::ScanCursorTooLarge
             | Self::KeylessScriptTouchedKey { .. } => Reached::Yes,

@@ -16,7 +16,7 @@ pub mod stream;
 pub mod subscriber;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -294,6 +294,10 @@ pub struct Node {
     /// these could stand in for an in-sync replica that lacks the write. Set by the controller
     /// from the master's `INFO replication`.
     unlisted_replicas: AtomicU32,
+    /// Writes its lanes answered `-NOREPLICAS` since the proxy started (the controller could
+    /// not verify their acknowledgement, nor record stale the replicas that may lack them;
+    /// see [`crate::events::AckVerdict`]): shared with the lanes, which count, for INFO.
+    acks_refused: Arc<AtomicU64>,
     /// The router whose writer may fence it.
     owner: RouterId,
     /// Connections opened ahead of need for private lanes and subscriptions (see `ready.rs`);
@@ -473,6 +477,7 @@ fn spawn_lanes(
     fenced: &tokio::sync::watch::Sender<bool>,
     events: Option<&mpsc::UnboundedSender<crate::events::ControlEvent>>,
     incarnation: &Arc<Incarnation>,
+    acks_refused: &Arc<AtomicU64>,
 ) -> Box<[LaneHandle]> {
     (0..config.lanes.max(1))
         .map(|index| {
@@ -488,6 +493,7 @@ fn spawn_lanes(
                     // Only a controller (it hears `events`) can decide about a restart.
                     incarnation: events.is_some().then(|| Arc::clone(incarnation)),
                     ready: None,
+                    acks_refused: Arc::clone(acks_refused),
                 },
                 rx,
             ));
@@ -508,7 +514,15 @@ impl Node {
     ) -> Arc<Self> {
         let fenced = tokio::sync::watch::Sender::new(false);
         let incarnation = Arc::new(Incarnation::default());
-        let lanes = spawn_lanes(&addr, config, &fenced, events.as_ref(), &incarnation);
+        let acks_refused = Arc::new(AtomicU64::new(0));
+        let lanes = spawn_lanes(
+            &addr,
+            config,
+            &fenced,
+            events.as_ref(),
+            &incarnation,
+            &acks_refused,
+        );
         let ready = Arc::new(ready::Ready::default());
         if config.ready_connections {
             // Most clients speak RESP2; the other protocol's is opened at its first use.
@@ -522,6 +536,7 @@ impl Node {
             events,
             incarnation,
             unlisted_replicas: AtomicU32::new(0),
+            acks_refused,
             owner,
             ready,
         })
@@ -560,6 +575,13 @@ impl Node {
     #[must_use]
     pub fn unlisted_replicas(&self) -> u32 {
         self.unlisted_replicas.load(Ordering::Relaxed)
+    }
+
+    /// Writes this node's lanes answered `-NOREPLICAS` since the proxy started (see
+    /// [`crate::events::AckVerdict::Refuse`]).
+    #[must_use]
+    pub fn acks_refused(&self) -> u64 {
+        self.acks_refused.load(Ordering::Relaxed)
     }
 
     /// Whether the node is fenced.
@@ -604,6 +626,7 @@ impl Node {
                 // Private lanes do not reconnect; the node's shared lanes watch its process.
                 incarnation: None,
                 ready: self.take_ready(protocol),
+                acks_refused: Arc::clone(&self.acks_refused),
             },
             rx,
         ));

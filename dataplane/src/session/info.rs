@@ -265,7 +265,10 @@ fn human_bytes(n: u64) -> String {
 /// tools that follow `slaveN` lines find none); the shards' replicas are counted per shard by
 /// state, with `write_acks`: how many replicas a write's acknowledgement waits for (0 without
 /// `sync` acknowledgement under Redis replication; else the in-sync replicas and every other
-/// replica streaming from the master, which Redis's `WAIT` counts too). With Redis replication each replica also gets a `shard_replicaN` line: whether it
+/// replica streaming from the master, which Redis's `WAIT` counts too), and
+/// `write_acks_refused`: the writes its master's lanes answered `-NOREPLICAS` because that
+/// acknowledgement could not be verified (counted per master node, since the proxy started).
+/// With Redis replication each replica also gets a `shard_replicaN` line: whether it
 /// follows its master with its link up, its replication offset and how many bytes of the
 /// master's stream it lacks, as the controller's last check saw them.
 fn write_replication(state: &ProxyState, table: &RoutingTable, text: &mut String) {
@@ -279,7 +282,7 @@ fn write_replication(state: &ProxyState, table: &RoutingTable, text: &mut String
         let count = |state| shard.replicas.iter().filter(|r| r.state == state).count();
         let _ = write!(
             text,
-            "shard{i}:name={},master={},replicas={},in_sync={},syncing={},stale={},write_acks={}\r\n",
+            "shard{i}:name={},master={},replicas={},in_sync={},syncing={},stale={},write_acks={},write_acks_refused={}\r\n",
             shard.name,
             shard.master,
             shard.replicas.len(),
@@ -287,6 +290,7 @@ fn write_replication(state: &ProxyState, table: &RoutingTable, text: &mut String
             count(ReplicaState::Syncing),
             count(ReplicaState::Stale),
             table.route(shard.id).map_or(0, ShardRoute::wait_for),
+            table.route(shard.id).map_or(0, |r| r.master.acks_refused()),
         );
     }
     if state.config.replication.mode != redshard_config::ReplicationMode::Redis {

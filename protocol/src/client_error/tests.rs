@@ -60,6 +60,7 @@ fn table() -> Vec<(ClientError, &'static [u8])> {
             E::KeylessScriptTouchedKey { node: (*b"ERR The user executing the script can't access at least one of the keys").into() },
             b"-ERR redshard: a script called with no key may touch none (redshard routes scripts by the keys they declare): declare its keys, all in one slot (a {hash tag} or a routing rule), or set [backend] keyless_scripts = \"any-master\". The node said: ERR The user executing the script can't access at least one of the keys\r\n",
         ),
+        (E::NoReplicas, b"-NOREPLICAS Not enough good replicas to write.\r\n"),
         (E::LaneClosed, b"-ERR backend lane closed\r\n"),
         (E::SubscriptionClosed, b"-ERR subscription connection closed\r\n"),
         (E::UnexpectedSplitReply, b"-ERR redshard: a backend sent an unexpected reply to a split command\r\n"),
@@ -161,6 +162,7 @@ fn reached_says_whether_a_node_saw_the_request() {
     );
     assert_eq!(ClientError::LaneClosed.reached(), Reached::No);
     assert_eq!(ClientError::UnexpectedSplitReply.reached(), Reached::Yes);
+    assert_eq!(ClientError::NoReplicas.reached(), Reached::Yes);
     assert_eq!(ClientError::ScanCursorTooLarge.reached(), Reached::Yes);
     for reached in [Reached::No, Reached::Unknown] {
         let e = ClientError::Backend {
