@@ -365,6 +365,12 @@ async fn redshard_admin_pointed_at_a_follower_of_a_running_fleet() {
             .iter()
             .any(|s| s.name == "s2")
     };
+    // The proxy the CLI was pointed at answered only once it had the change itself: what
+    // the CLI asks of it next sees the new shard.
+    assert!(
+        has(&proxies[follower]),
+        "the follower answered before it had s2"
+    );
     wait_until(
         Duration::from_secs(10),
         "every proxy to have s2",

@@ -281,7 +281,12 @@ impl AdminConn {
                 Ok(Route::Here) => {}
                 Ok(route) => {
                     debug!(peer = %self.peer, ?route, "admin command forwarded to the leader");
-                    return fleet.forward(route, raw).await;
+                    let reply = fleet.forward(route, raw).await;
+                    if !reply.is_error() {
+                        let router = &self.controller.state().router;
+                        fleet.see_own_change(|| router.load().epoch()).await;
+                    }
+                    return reply;
                 }
                 Err(reply) => return reply,
             }

@@ -37,6 +37,10 @@ const FAILOVER_SLACK: Duration = Duration::from_secs(10);
 /// plan over many shards stay far below): a bigger one is refused, not buffered.
 pub const MAX_RELAYED_REPLY: usize = 16 * 1024 * 1024;
 
+/// How long a proxy that forwarded a change to the leader waits to have installed it before
+/// it answers (see [`Fleet::see_own_change`]).
+const SEE_OWN_CHANGE: Duration = Duration::from_secs(5);
+
 /// Deepest reply relayed (the admin port's replies nest three levels).
 const MAX_RELAYED_DEPTH: usize = 16;
 
@@ -235,6 +239,27 @@ impl Fleet {
         Reply::Error(
             "NOTLEADER the leadership moved twice while forwarding; send the command again".into(),
         )
+    }
+
+    /// After a command forwarded to the leader succeeded: waits (at most [`SEE_OWN_CHANGE`])
+    /// until this proxy has installed the topology etcd holds now, which has the change, so
+    /// that what the caller asks of this proxy next (TOPOLOGY, `redshard-admin` waiting for a
+    /// replica it added) sees it. A proxy that cannot read etcd or is slower answers anyway:
+    /// the change is made either way.
+    pub async fn see_own_change(&self, installed_epoch: impl Fn() -> u64) {
+        let stored = match self.etcd().await {
+            Ok(etcd) => match etcd.topology_store().load().await {
+                Ok(Some(topology)) => topology.epoch,
+                _ => return,
+            },
+            Err(_) => return,
+        };
+        let deadline = tokio::time::Instant::now() + SEE_OWN_CHANGE;
+        while installed_epoch() < stored && tokio::time::Instant::now() < deadline {
+            // The watch installs it within milliseconds; polled, not waited on, because the
+            // router has no epoch notification of its own.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// One forwarded request: AUTH (with a password), `ONLEADER <raw...>`; the second reply's
