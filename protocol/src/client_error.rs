@@ -214,6 +214,10 @@ pub enum ClientError {
     InvalidCommandSpecified,
     /// COMMAND GETKEYS of a command without keys.
     NoKeyArguments,
+    /// COMMAND GETKEYS with a number of arguments the command's arity refuses.
+    GetKeysArity,
+    /// COMMAND GETKEYS whose arguments name no key of a command that must have one.
+    GetKeysInvalidArguments,
     /// SCAN with a cursor the proxy did not hand out.
     InvalidCursor,
     /// SCRIPT KILL / FUNCTION KILL while no master runs a script.
@@ -348,6 +352,8 @@ impl ClientError {
             }
             Self::InvalidCommandSpecified => b"-ERR Invalid command specified\r\n",
             Self::NoKeyArguments => b"-ERR The command has no key arguments\r\n",
+            Self::GetKeysArity => b"-ERR Invalid number of arguments specified for command\r\n",
+            Self::GetKeysInvalidArguments => b"-ERR Invalid arguments specified for command\r\n",
             Self::InvalidCursor => b"-ERR invalid cursor\r\n",
             Self::NotBusy => b"-NOTBUSY No scripts in execution right now.\r\n",
             Self::NoReplicas => b"-NOREPLICAS Not enough good replicas to write.\r\n",

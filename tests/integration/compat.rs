@@ -458,3 +458,36 @@ async fn client_unblock_ends_a_blocking_command_with_nil_or_an_error() {
         Reply::Error("ERR value is not an integer or out of range".into())
     );
 }
+
+/// `COMMAND GETKEYS` answers as the node itself does, errors included: an optional-key
+/// command called with none (`EVAL ... 0`, `FCALL f 0`) gets an empty array, a command
+/// without keys or with the wrong argument count Redis's own texts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_getkeys_answers_as_the_node_does() {
+    let cluster = TestCluster::start(1).await;
+    let mut proxy = cluster.client().await;
+    let mut node = redshard_tests::Client::connect(cluster.masters[0].addr()).await;
+    let requests: &[&[&str]] = &[
+        &["EVAL", "return 1", "0"],
+        &["EVAL", "return 1", "2", "a", "b"],
+        &["FCALL", "f", "0"],
+        &["FCALL", "f", "1", "k"],
+        &["GET", "k"],
+        &["GET"],
+        &["GET", "a", "b"],
+        &["SET", "a", "b"],
+        &["MSET", "a", "1", "b", "2"],
+        &["ZUNIONSTORE", "d", "0", "a"],
+        &["ZUNIONSTORE", "d", "2", "a", "b"],
+        &["XREAD", "STREAMS", "a", "0"],
+        &["PING", "x"],
+        &["NOSUCHCOMMAND", "x"],
+    ];
+    for request in requests {
+        let mut args = vec!["COMMAND", "GETKEYS"];
+        args.extend_from_slice(request);
+        let ours = proxy.cmd(&args).await;
+        let theirs = node.cmd(&args).await;
+        assert_eq!(ours, theirs, "COMMAND GETKEYS {request:?}");
+    }
+}

@@ -54,6 +54,14 @@ fn table() -> Vec<(ClientError, &'static [u8])> {
         (E::ProtocolVersionNotInteger, b"-ERR Protocol version is not an integer or out of range\r\n"),
         (E::InvalidCommandSpecified, b"-ERR Invalid command specified\r\n"),
         (E::NoKeyArguments, b"-ERR The command has no key arguments\r\n"),
+        (
+            E::GetKeysArity,
+            b"-ERR Invalid number of arguments specified for command\r\n",
+        ),
+        (
+            E::GetKeysInvalidArguments,
+            b"-ERR Invalid arguments specified for command\r\n",
+        ),
         (E::InvalidCursor, b"-ERR invalid cursor\r\n"),
         (E::NotBusy, b"-NOTBUSY No scripts in execution right now.\r\n"),
         (
