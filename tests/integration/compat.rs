@@ -491,3 +491,73 @@ async fn command_getkeys_answers_as_the_node_does() {
         assert_eq!(ours, theirs, "COMMAND GETKEYS {request:?}");
     }
 }
+
+/// The value of `field` in an INFO text.
+fn info_value(text: &str, field: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(field)?
+            .strip_prefix(':')
+            .map(|v| v.trim().to_owned())
+    })
+}
+
+/// INFO shows the masters' persistence, CPU and error statistics merged like one server's
+/// (its default set), and their per-command statistics when asked by name; a section the
+/// client did not ask for is not there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn info_merges_the_masters_persistence_cpu_and_statistics() {
+    let cluster = TestCluster::start(2).await;
+    let mut c = cluster.client().await;
+    // Writes on both masters, and one error each.
+    for shard in 0..2 {
+        let key = key_on(2, shard, "info");
+        assert_eq!(c.cmd(&["SET", &key, "v"]).await, Reply::Status("OK".into()));
+        assert!(matches!(
+            c.cmd(&["LPUSH", &key, "x"]).await,
+            Reply::Error(_)
+        ));
+    }
+    let text = c.cmd(&["INFO"]).await.text();
+    for title in [
+        "# Persistence",
+        "# CPU",
+        "# Errorstats",
+        "# Keyspace",
+        "# Server",
+    ] {
+        assert!(text.contains(title), "{title} in {text}");
+    }
+    assert!(!text.contains("# Commandstats"), "{text}");
+    let mut on_nodes = 0;
+    let mut wrongtype = 0;
+    for master in &cluster.masters {
+        let mut node = redshard_tests::Client::connect(master.addr()).await;
+        let info = node
+            .cmd(&["INFO", "persistence", "errorstats"])
+            .await
+            .text();
+        on_nodes += info_value(&info, "rdb_changes_since_last_save")
+            .and_then(|v| v.parse::<u64>().ok())
+            .expect("rdb_changes_since_last_save");
+        wrongtype += info_value(&info, "errorstat_WRONGTYPE").map_or(0, |v| {
+            v.trim_start_matches("count=").parse::<u64>().unwrap()
+        });
+    }
+    assert!(on_nodes >= 2, "{on_nodes}");
+    assert_eq!(
+        info_value(&text, "rdb_changes_since_last_save"),
+        Some(on_nodes.to_string())
+    );
+    assert_eq!(wrongtype, 2);
+    assert_eq!(
+        info_value(&text, "errorstat_WRONGTYPE"),
+        Some("count=2".to_owned())
+    );
+    assert!(info_value(&text, "used_cpu_sys").is_some(), "{text}");
+
+    // By name: only that section, summed over the masters.
+    let stats = c.cmd(&["INFO", "commandstats"]).await.text();
+    assert!(!stats.contains("# Server"), "{stats}");
+    let set = info_value(&stats, "cmdstat_set").expect("cmdstat_set");
+    assert!(set.starts_with("calls=2,"), "{set}");
+}

@@ -17,7 +17,7 @@ use crate::backend::acl::BackendUser;
 use crate::backend::{AfterMaster, Dest, LaneHandle, LaneRequest, Node};
 use crate::mirror::effect::{self, Effect, Prepared};
 use crate::mirror::{Follow, Job};
-use crate::replies::{ReplyTo, TxAnswer};
+use crate::replies::{NodeSections, ReplyTo, TxAnswer};
 use crate::router::{send_master, send_master_as, GateState, RoutingTable, ShardRoute};
 use crate::state::ProxyState;
 use redshard_protocol::client_error::ClientError;
@@ -744,18 +744,18 @@ fn exec_reply(ctx: &Ctx, table: &RoutingTable, answers: Vec<(usize, txn::Answer)
     if answers.is_empty() {
         return ctx.queue.reserve();
     }
-    let mut keyspace = false;
+    let mut asked = NodeSections::default();
     let answers: Vec<(usize, TxAnswer)> = answers
         .into_iter()
         .map(|(at, answer)| {
             let answer = match answer {
                 txn::Answer::Info(sections) => {
-                    let (text, with_keyspace) = info::proxy_text(ctx, table, &sections);
-                    keyspace |= with_keyspace;
-                    if with_keyspace {
-                        TxAnswer::Info(text)
-                    } else {
+                    let (text, nodes) = info::proxy_text(ctx, table, &sections);
+                    asked = asked.union(nodes);
+                    if nodes.is_empty() {
                         TxAnswer::Reply(encode::text(ctx.protocol, text.as_bytes()))
+                    } else {
+                        TxAnswer::Info(text, nodes)
                     }
                 }
                 txn::Answer::ConfigGet(overrides) => TxAnswer::ConfigGet(overrides),
@@ -764,7 +764,7 @@ fn exec_reply(ctx: &Ctx, table: &RoutingTable, answers: Vec<(usize, txn::Answer)
         })
         .collect();
     let shards = table.shards();
-    let parts = 1 + if keyspace { shards.len() } else { 0 };
+    let parts = 1 + if asked.is_empty() { 0 } else { shards.len() };
     let seq = ctx.queue.reserve_gather(
         parts,
         MergePlan::Exec {
@@ -772,10 +772,12 @@ fn exec_reply(ctx: &Ctx, table: &RoutingTable, answers: Vec<(usize, txn::Answer)
             protocol: ctx.protocol,
         },
     );
-    if keyspace {
+    if !asked.is_empty() {
+        // Every queued INFO's sections, asked once: each takes those it shows.
+        let request = info::node_request(asked);
         for (index, shard) in shards.iter().enumerate() {
             shard.master.lane(0).send(
-                Bytes::from_static(info::KEYSPACE_REQUEST),
+                request.clone(),
                 ctx.queue.part(seq, index as u32 + 1),
                 ctx.protocol,
             );
