@@ -561,3 +561,45 @@ async fn info_merges_the_masters_persistence_cpu_and_statistics() {
     let set = info_value(&stats, "cmdstat_set").expect("cmdstat_set");
     assert!(set.starts_with("calls=2,"), "{set}");
 }
+
+/// A script one client ran with EVAL (on its key's master only) is known to every master, as
+/// to one server: EVALSHA of it works for keys on any shard and SCRIPT EXISTS says 1; after
+/// SCRIPT FLUSH it is gone everywhere, and the next EVAL loads it everywhere again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_run_with_eval_is_known_to_every_master() {
+    let cluster = TestCluster::start(3).await;
+    let mut c = cluster.client().await;
+    let body = "return 'ran:' .. KEYS[1]";
+    let sha = c.cmd(&["SCRIPT", "LOAD", body]).await.text();
+    assert_eq!(
+        c.cmd(&["SCRIPT", "FLUSH"]).await,
+        Reply::Status("OK".into())
+    );
+    let keys: Vec<String> = (0..3).map(|s| key_on(3, s, "script")).collect();
+    for round in 0..2 {
+        assert_eq!(
+            c.cmd(&["EVAL", body, "1", &keys[0]]).await,
+            Reply::bulk(&format!("ran:{}", keys[0])),
+            "round {round}"
+        );
+        for key in &keys {
+            assert_eq!(
+                c.cmd(&["EVALSHA", &sha, "1", key]).await,
+                Reply::bulk(&format!("ran:{key}")),
+                "round {round}: EVALSHA for {key}"
+            );
+        }
+        assert_eq!(
+            c.cmd(&["SCRIPT", "EXISTS", &sha]).await,
+            Reply::Array(vec![Reply::Int(1)])
+        );
+        assert_eq!(
+            c.cmd(&["SCRIPT", "FLUSH"]).await,
+            Reply::Status("OK".into())
+        );
+        assert!(
+            matches!(c.cmd(&["EVALSHA", &sha, "1", &keys[2]]).await, Reply::Error(e) if e.starts_with("NOSCRIPT")),
+            "round {round}: flushed"
+        );
+    }
+}
