@@ -45,6 +45,7 @@ mod follow;
 mod kill;
 pub mod migrate;
 mod nodes;
+pub mod peers;
 pub mod probe;
 pub mod reload;
 mod replica;
@@ -301,10 +302,11 @@ impl Controller {
     }
 
     /// Whether this proxy makes the deciding moves (failover, replica repair, migrations):
-    /// always when it runs alone, only while it leads in a fleet.
+    /// always when it runs alone, only while it leads in a fleet and has been in touch with
+    /// etcd for the settle window ([`fleet::Fleet::decides`]).
     #[must_use]
     pub fn decides(&self) -> bool {
-        self.fleet().is_none_or(|f| f.is_leader())
+        self.fleet().is_none_or(|f| f.decides())
     }
 
     /// Applies `change`, persists the result and publishes it. Returns the new topology.
