@@ -391,3 +391,39 @@ async fn a_proxy_cut_off_from_etcd_alone_stops_serving_and_the_others_carry_on()
         proxy.shutdown(Duration::from_secs(2)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_alone_in_its_fleet_freezes_when_etcd_goes() {
+    redshard_tests::server::init_logs();
+    let mut etcd = EtcdServer::start();
+    let master = RedisServer::start();
+    let proxy = Proxy::start(config(&etcd.addr(), "/alone", &master.addr()))
+        .await
+        .expect("proxy starts");
+    wait_until(Duration::from_secs(10), "the proxy to lead", || async {
+        role(&proxy) == FleetRole::Leading
+    })
+    .await;
+    let mut client = Client::connect_addr(proxy.local_addr()).await;
+    assert!(client.cmd(&["SET", "k", "v"]).await.is_ok());
+
+    etcd.stop();
+    wait_until(
+        Duration::from_millis(TTL_MS + 3000),
+        "the proxy to freeze",
+        || async { role(&proxy) == FleetRole::Frozen },
+    )
+    .await;
+    assert!(client.cmd(&["SET", "k", "w"]).await.is_ok());
+    assert_eq!(client.cmd(&["GET", "k"]).await, Reply::bulk("w"));
+
+    etcd.restart();
+    wait_until(
+        Duration::from_secs(20),
+        "the proxy to lead again",
+        || async { role(&proxy) == FleetRole::Leading },
+    )
+    .await;
+    assert_eq!(client.cmd(&["GET", "k"]).await, Reply::bulk("w"));
+    proxy.shutdown(Duration::from_secs(2)).await;
+}
