@@ -262,7 +262,8 @@ impl Fleet {
     }
 
     /// Whether the session is lost and the last topology served anyway.
-    pub(crate) fn is_frozen(&self) -> bool {
+    #[must_use]
+    pub fn is_frozen(&self) -> bool {
         self.frozen.load(Ordering::Relaxed)
     }
 

@@ -545,7 +545,15 @@ impl Controller {
                     }
                 }
             }
-            self.settle_gate(shard.id, &shard.master, &master, candidate.is_some());
+            // Frozen (etcd down for the whole fleet), nobody can fail the master over: a
+            // request waiting for that would only wait, so a down master's shard is Down.
+            let frozen = self.fleet().is_some_and(|f| f.is_frozen());
+            self.settle_gate(
+                shard.id,
+                &shard.master,
+                &master,
+                candidate.is_some() && !frozen,
+            );
             if !decides {
                 continue;
             }

@@ -24,6 +24,12 @@ const PASSWORD: &str = "frozen-admin";
 /// One proxy of a fleet at `etcd` (an `host:port`) under `prefix`, in front of `master`, with
 /// an admin port on a free loopback port.
 fn config(etcd: &str, prefix: &str, master: &str) -> Config {
+    config_with(etcd, prefix, master, None)
+}
+
+/// [`config`], with `replica` the master's replica when given.
+fn config_with(etcd: &str, prefix: &str, master: &str, replica: Option<&str>) -> Config {
+    let replicas = replica.map(|r| format!("\"{r}\"")).unwrap_or_default();
     let admin = redshard_tests::server::free_port();
     let text = format!(
         "listen = \"127.0.0.1:0\"\nmetrics_listen = \"off\"\nadmin_socket = \"off\"\n\
@@ -32,7 +38,7 @@ fn config(etcd: &str, prefix: &str, master: &str) -> Config {
          [health]\ninterval_ms = 100\ntimeout_ms = 200\ndown_after_ms = 500\n\
          [cluster]\netcd = [\"{etcd}\"]\nprefix = \"{prefix}\"\nlease_ttl_ms = {TTL_MS}\n\
          peer_poll_interval_ms = 200\n\
-         [[shard]]\nname = \"s1\"\nmaster = \"{master}\"\nslots = [\"0-16383\"]\n"
+         [[shard]]\nname = \"s1\"\nmaster = \"{master}\"\nreplicas = [{replicas}]\nslots = [\"0-16383\"]\n"
     );
     Config::from_toml_str(&text, "frozen test").expect("valid config")
 }
@@ -426,4 +432,87 @@ async fn a_proxy_alone_in_its_fleet_freezes_when_etcd_goes() {
     .await;
     assert_eq!(client.cmd(&["GET", "k"]).await, Reply::bulk("w"));
     proxy.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_lost_while_frozen_is_failed_over_only_once_etcd_returns() {
+    redshard_tests::server::init_logs();
+    let mut etcd = EtcdServer::start();
+    let node = &["--repl-diskless-sync-delay", "0"];
+    let mut master = RedisServer::start_with(node);
+    let replica = RedisServer::start_with(node);
+    let mut proxies = Vec::new();
+    for _ in 0..3 {
+        let config = config_with(
+            &etcd.addr(),
+            "/frozen-failover",
+            &master.addr(),
+            Some(&replica.addr()),
+        );
+        proxies.push(Proxy::start(config).await.expect("proxy starts"));
+    }
+    wait_fleet(&proxies).await;
+    wait_until(
+        Duration::from_secs(20),
+        "the replica to be in sync everywhere",
+        || async {
+            proxies.iter().all(|p| {
+                p.state().router.load().topology().shards[0]
+                    .replicas
+                    .iter()
+                    .all(|r| r.state == redshard_config::ReplicaState::InSync)
+                    && (role(p) != FleetRole::Leading
+                        || redshard_tests::cluster::replication_settled(p))
+            })
+        },
+    )
+    .await;
+
+    etcd.stop();
+    wait_until(
+        Duration::from_millis(TTL_MS + 3000),
+        "every proxy to freeze",
+        || async { proxies.iter().all(|p| role(p) == FleetRole::Frozen) },
+    )
+    .await;
+    let epoch = proxies[0].epoch();
+    master.kill();
+    // Nobody can fail it over: every proxy answers CLUSTERDOWN for the shard at once.
+    for proxy in &proxies {
+        wait_until(Duration::from_secs(5), "the shard to be down", || async {
+            let mut client = Client::connect_addr(proxy.local_addr()).await;
+            matches!(client.cmd(&["SET", "k", "v"]).await, Reply::Error(e) if e.starts_with("CLUSTERDOWN"))
+        })
+        .await;
+    }
+    // Longer than a failover takes with etcd up (down_after_ms 500), to show none happens.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for proxy in &proxies {
+        assert_eq!(role(proxy), FleetRole::Frozen);
+        assert_eq!(proxy.epoch(), epoch, "the topology changed while frozen");
+    }
+
+    etcd.restart();
+    let restarted = Instant::now();
+    for proxy in &proxies {
+        wait_until(
+            Duration::from_secs(20),
+            "the replica to be promoted once etcd is back",
+            || async {
+                let mut client = Client::connect_addr(proxy.local_addr()).await;
+                client.cmd(&["SET", "k", "v"]).await.is_ok()
+            },
+        )
+        .await;
+        let topology = Arc::clone(proxy.state().router.load().topology());
+        assert!(topology.epoch > epoch);
+        assert_eq!(topology.shards[0].master.to_string(), replica.addr());
+    }
+    eprintln!(
+        "failed over {} ms after etcd restarted",
+        restarted.elapsed().as_millis()
+    );
+    for proxy in proxies {
+        proxy.shutdown(Duration::from_secs(2)).await;
+    }
 }
