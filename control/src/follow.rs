@@ -350,9 +350,6 @@ impl Controller {
                 () = self.poll_peers_while_lost(&fleet) => return,
                 () = shutdown.wait() => return,
             };
-            let Some(topology) = topology else {
-                return;
-            };
             self.install_newer(&fleet, &Arc::new(topology)).await;
             let was = fleet.role();
             fleet.set_frozen(false);
@@ -370,13 +367,13 @@ impl Controller {
     }
 
     /// Starts a new session until one is registered (retrying with a backoff); returns the
-    /// newest topology in etcd. `None` only if it gives up, which it does not.
-    async fn rejoin(&self, fleet: &Fleet) -> Option<Topology> {
+    /// newest topology in etcd.
+    async fn rejoin(&self, fleet: &Fleet) -> Topology {
         let mut attempt = 0u32;
         loop {
             let epoch = self.state.router.load().epoch();
             match fleet.rejoin(epoch).await {
-                Ok(topology) => return Some(topology),
+                Ok(topology) => return topology,
                 Err(e) => {
                     fleet.etcd_error();
                     if attempt == 0 {
