@@ -101,8 +101,8 @@ pub struct ClusterConfig {
     /// TTL of the proxy's etcd lease: longer without renewing it, the proxy stops serving.
     pub lease_ttl: Duration,
     /// While out of touch with etcd, how often the proxy asks the other proxies whether any
-    /// reaches it; an ask is given half of it. A new leader waits three of these before its
-    /// first topology change (see `docs/fleet.md`).
+    /// reaches it; an ask is given half of it. A leader changes the topology only once in
+    /// touch with etcd for three of these without a lapse (see `docs/fleet.md`).
     pub peer_poll_interval: Duration,
     /// This proxy's name in the fleet when configured; `None` lets the proxy derive one at
     /// start (see [`ClusterFile::proxy_id`]).

@@ -233,10 +233,10 @@ impl Fleet {
             .is_some_and(|since| since.elapsed() >= self.settle())
     }
 
-    /// How long a proxy waits, after winning an election or after its contact with etcd
-    /// lapsed and came back, before it changes the topology: three peer poll intervals. A
-    /// frozen proxy asks every interval (each ask within half of one), so by then it has
-    /// seen that this proxy reaches etcd and stopped serving.
+    /// How long a leader's session must have been in touch with etcd, without a lapse (a
+    /// new session counting from its grant), before it changes the topology: three peer poll
+    /// intervals. A frozen proxy asks every interval (each ask within half of one), so by
+    /// then it has seen that this proxy reaches etcd and stopped serving.
     #[must_use]
     pub fn settle(&self) -> Duration {
         self.peer_poll * 3

@@ -238,20 +238,8 @@ impl Controller {
                     continue;
                 }
             }
-            // A proxy still frozen (serving its last topology while it believed etcd down for
-            // all) asks the others every poll interval: before the first decision, it must
-            // have seen that this one reaches etcd, and stopped.
-            let settle = fleet.settle();
-            info!(
-                token = leadership.token(),
-                settle_ms = settle.as_millis() as u64,
-                "won the fleet's election; deciding after the settle window"
-            );
-            tokio::select! {
-                () = tokio::time::sleep(settle) => {}
-                _ = leadership.ended() => continue,
-                () = shutdown.wait() => return,
-            }
+            // It decides only once its session has been in touch with etcd for the settle
+            // window (`Fleet::decides`): a proxy still frozen has seen it by then, and stopped.
             fleet.set_leadership(Some(leadership.clone()));
             fleet.update_role(self.state.router.is_offline());
             info!(token = leadership.token(), "leading the fleet");

@@ -492,6 +492,38 @@ async fn a_master_lost_while_frozen_is_failed_over_only_once_etcd_returns() {
         assert_eq!(proxy.epoch(), epoch, "the topology changed while frozen");
     }
 
+    // The safety of etcd's return: no proxy serves frozen once any proxy has installed a
+    // newer topology (checked every 5 ms until the failover reached every proxy).
+    let overlap = Arc::new(Mutex::new(None));
+    let checker = tokio::spawn({
+        let overlap = overlap.clone();
+        let watched: Vec<_> = proxies
+            .iter()
+            .map(|p| {
+                (
+                    Arc::clone(p.state()),
+                    Arc::clone(p.controller().fleet().expect("fleet")),
+                )
+            })
+            .collect();
+        async move {
+            loop {
+                let newer = watched
+                    .iter()
+                    .any(|(state, _)| state.router.load().epoch() > epoch);
+                let frozen = watched
+                    .iter()
+                    .filter(|(_, fleet)| fleet.role() == FleetRole::Frozen)
+                    .map(|(_, fleet)| fleet.id().to_owned())
+                    .collect::<Vec<_>>();
+                if newer && !frozen.is_empty() {
+                    *overlap.lock().unwrap() = Some(frozen);
+                }
+                // The polling interval of this check.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    });
     etcd.restart();
     let restarted = Instant::now();
     for proxy in &proxies {
@@ -511,6 +543,12 @@ async fn a_master_lost_while_frozen_is_failed_over_only_once_etcd_returns() {
     eprintln!(
         "failed over {} ms after etcd restarted",
         restarted.elapsed().as_millis()
+    );
+    checker.abort();
+    assert_eq!(
+        *overlap.lock().unwrap(),
+        None,
+        "proxies still frozen when a newer topology was installed"
     );
     for proxy in proxies {
         proxy.shutdown(Duration::from_secs(2)).await;
