@@ -101,6 +101,10 @@ pub struct Fleet {
     /// `[cluster] peer_poll_interval_ms`: how often the other proxies are asked while this
     /// one is out of touch with etcd (an ask gets half of it).
     peer_poll: Duration,
+    /// Proxies that asked this one `FLEETPEER FROM ...` since its last member read: asked
+    /// too while this one is out of touch (one that returned to etcd after this proxy lost
+    /// it is missing from that read). Cleared by each member read.
+    heard: Mutex<Vec<redshard_cluster::Member>>,
     /// The last leader and members read from etcd (refreshed every round).
     view: Mutex<FleetView>,
     /// The probe reports of the fleet.
@@ -155,6 +159,7 @@ impl Fleet {
             role,
             frozen: AtomicBool::new(false),
             peer_poll: config.peer_poll_interval,
+            heard: Mutex::new(Vec::new()),
             view: Mutex::new(FleetView::default()),
             reports,
             state: std::sync::OnceLock::new(),
@@ -270,6 +275,46 @@ impl Fleet {
     /// Sets whether the last topology is served without a session.
     pub(crate) fn set_frozen(&self, frozen: bool) {
         self.frozen.store(frozen, Ordering::Relaxed);
+    }
+
+    /// The admin address this proxy registered, which it gives when it asks the others.
+    #[must_use]
+    pub fn admin(&self) -> Option<&str> {
+        self.admin.as_deref()
+    }
+
+    /// Records that the proxy `id`, whose admin port is at `admin`, asked this one: it is
+    /// asked too while this proxy is out of touch with etcd.
+    pub fn heard_from(&self, id: &str, admin: &str) {
+        if id == self.id {
+            return;
+        }
+        let mut heard = self.heard.lock().unwrap_or_else(PoisonError::into_inner);
+        heard.retain(|m| m.id != id);
+        heard.push(redshard_cluster::Member {
+            id: id.to_owned(),
+            addr: String::new(),
+            admin: Some(admin.to_owned()),
+            epoch: 0,
+        });
+    }
+
+    /// Whom to ask while out of touch with etcd: the members last read, and the proxies that
+    /// asked this one since.
+    pub(crate) fn peers(&self) -> Vec<redshard_cluster::Member> {
+        let mut peers = self.view().members;
+        for member in self
+            .heard
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            match peers.iter_mut().find(|m| m.id == member.id) {
+                Some(known) => known.admin.clone_from(&member.admin),
+                None => peers.push(member.clone()),
+            }
+        }
+        peers
     }
 
     /// When the session's last successful renewal was sent.
@@ -401,6 +446,10 @@ impl Fleet {
                 leader: leader.map(|l| l.id),
                 members,
             };
+            self.heard
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clear();
         }
     }
 
@@ -412,6 +461,10 @@ impl Fleet {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .members = members;
+                self.heard
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clear();
             }
             Err(e) => tracing::debug!(error = %e, "could not read the fleet's members"),
         }

@@ -333,11 +333,13 @@ impl Controller {
                 }
             };
             self.apply_verdict(&fleet, &verdict, true);
+            let before = fleet.peers();
             let topology = tokio::select! {
                 topology = self.rejoin(&fleet) => topology,
                 () = self.poll_peers_while_lost(&fleet) => return,
                 () = shutdown.wait() => return,
             };
+            self.tell_the_missing(&fleet, &before);
             self.install_newer(&fleet, &Arc::new(topology)).await;
             let was = fleet.role();
             fleet.set_frozen(false);
@@ -388,19 +390,60 @@ impl Controller {
         }
     }
 
-    /// Asks every member last read from etcd (their admin ports, within half a poll interval
-    /// each) whether it reaches etcd.
+    /// Asks every member last read from etcd, and every proxy that asked this one since
+    /// (their admin ports, within half a poll interval each), whether it reaches etcd.
     async fn ask_peers(&self, fleet: &Fleet) -> peers::Verdict {
-        let members = fleet.view().members;
         let epoch = self.state.router.load().epoch();
         peers::poll(
-            fleet.id(),
-            &members,
+            self.asker(fleet),
+            &fleet.peers(),
             epoch,
-            self.state.config.admin_password.as_deref(),
             fleet.peer_poll() / 2,
         )
         .await
+    }
+
+    /// This proxy as it introduces itself to the others.
+    fn asker<'a>(&'a self, fleet: &'a Fleet) -> peers::Asker<'a> {
+        peers::Asker {
+            id: fleet.id(),
+            admin: fleet.admin(),
+            password: self.state.config.admin_password.as_deref(),
+        }
+    }
+
+    /// After a new session: asks once every proxy this one knew before that is no longer a
+    /// member (its session was lost too: it may be serving frozen), introducing itself, so
+    /// such a proxy asks it back and stops serving within the settle window, before this
+    /// one can lead and change the topology. The answers do not matter.
+    fn tell_the_missing(&self, fleet: &Fleet, before: &[redshard_cluster::Member]) {
+        let live = fleet.view().members;
+        let missing: Vec<_> = before
+            .iter()
+            .filter(|m| m.id != fleet.id() && !live.iter().any(|l| l.id == m.id))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        let asker = self.asker(fleet);
+        let ids: Vec<String> = missing.iter().map(|m| m.id.clone()).collect();
+        let (id, admin, password) = (
+            asker.id.to_owned(),
+            asker.admin.map(str::to_owned),
+            asker.password.map(str::to_owned),
+        );
+        let timeout = fleet.peer_poll() / 2;
+        // In the background (bounded by the ask's timeout): serving waits for nothing.
+        tokio::spawn(async move {
+            let asker = peers::Asker {
+                id: &id,
+                admin: admin.as_deref(),
+                password: password.as_deref(),
+            };
+            let _ = peers::poll(asker, &missing, 0, timeout).await;
+            debug!(proxies = ?ids, "told the proxies that lost etcd that this one reaches it again");
+        });
     }
 
     /// Serves the last topology (`Frozen`) or nothing (`Offline`) after a lost session, as

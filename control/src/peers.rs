@@ -120,20 +120,26 @@ pub fn judge(epoch: u64, asked: &[(Member, Result<PeerStatus, String>)]) -> Verd
     Verdict::Freeze
 }
 
-/// Asks every one of `members` (this proxy's id `own` left out) with `FLEETPEER`, all at
-/// once, each within `timeout`, authenticating with `password`; then [`judge`]s.
-pub async fn poll(
-    own: &str,
-    members: &[Member],
-    epoch: u64,
-    password: Option<&str>,
-    timeout: Duration,
-) -> Verdict {
-    let others: Vec<&Member> = members.iter().filter(|m| m.id != own).collect();
+/// Who asks, for the proxies asked: its id and its admin address, which they ask back while
+/// they are out of touch with etcd themselves (`FLEETPEER FROM <id> <admin>`).
+#[derive(Clone, Copy, Debug)]
+pub struct Asker<'a> {
+    /// The asking proxy's id.
+    pub id: &'a str,
+    /// Its admin address, when it registered one.
+    pub admin: Option<&'a str>,
+    /// `admin_password`, to authenticate with.
+    pub password: Option<&'a str>,
+}
+
+/// Asks every one of `members` (the asker left out) with `FLEETPEER`, all at once, each
+/// within `timeout`; then [`judge`]s for a proxy that installed `epoch`.
+pub async fn poll(asker: Asker<'_>, members: &[Member], epoch: u64, timeout: Duration) -> Verdict {
+    let others: Vec<&Member> = members.iter().filter(|m| m.id != asker.id).collect();
     let answers = futures_util::future::join_all(others.iter().map(|member| async move {
         match &member.admin {
             None => Err("it registered no admin address".to_owned()),
-            Some(admin) => tokio::time::timeout(timeout, ask(admin, password, timeout))
+            Some(admin) => tokio::time::timeout(timeout, ask(admin, asker, timeout))
                 .await
                 .unwrap_or_else(|_| Err(format!("no answer within {} ms", timeout.as_millis()))),
         }
@@ -159,9 +165,9 @@ pub async fn poll(
 }
 
 /// One `FLEETPEER` exchange with the admin port at `admin`.
-async fn ask(admin: &str, password: Option<&str>, timeout: Duration) -> Result<PeerStatus, String> {
+async fn ask(admin: &str, asker: Asker<'_>, timeout: Duration) -> Result<PeerStatus, String> {
     let addr = NodeAddr::parse(admin).map_err(|e| format!("{admin}: {e}"))?;
-    let auth = password.map(|password| {
+    let auth = asker.password.map(|password| {
         let mut request = BytesMut::new();
         encode::request(&mut request, &[b"AUTH", password.as_bytes()]);
         Bytes::from(request)
@@ -169,10 +175,11 @@ async fn ask(admin: &str, password: Option<&str>, timeout: Duration) -> Result<P
     let mut conn = ControlConn::open(&addr, auth.as_ref(), None, timeout)
         .await
         .map_err(|e| e.to_string())?;
-    let answer = conn
-        .call(&[b"FLEETPEER"])
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut request: Vec<&[u8]> = vec![b"FLEETPEER"];
+    if let Some(own) = asker.admin {
+        request.extend([b"FROM".as_slice(), asker.id.as_bytes(), own.as_bytes()]);
+    }
+    let answer = conn.call(&request).await.map_err(|e| e.to_string())?;
     PeerStatus::parse(&answer)
 }
 

@@ -554,3 +554,134 @@ async fn a_master_lost_while_frozen_is_failed_over_only_once_etcd_returns() {
         proxy.shutdown(Duration::from_secs(2)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_proxies_stop_for_a_proxy_they_had_forgotten_that_reaches_etcd_again() {
+    redshard_tests::server::init_logs();
+    let etcd = EtcdServer::start();
+    let node = &["--repl-diskless-sync-delay", "0"];
+    let mut master = RedisServer::start_with(node);
+    let replica = RedisServer::start_with(node);
+    // p0 and p1 reach etcd through one relay, p2 through another.
+    let relay_a = Relay::start(etcd.addr()).await;
+    let relay_b = Relay::start(etcd.addr()).await;
+    let mut proxies = Vec::new();
+    for relay in [&relay_a, &relay_a, &relay_b] {
+        let config = config_with(
+            &relay.addr.to_string(),
+            "/forgotten",
+            &master.addr(),
+            Some(&replica.addr()),
+        );
+        proxies.push(Proxy::start(config).await.expect("proxy starts"));
+    }
+    wait_fleet(&proxies).await;
+    wait_until(
+        Duration::from_secs(20),
+        "the replica to be in sync everywhere",
+        || async {
+            proxies.iter().all(|p| {
+                p.state().router.load().topology().shards[0]
+                    .replicas
+                    .iter()
+                    .all(|r| r.state == redshard_config::ReplicaState::InSync)
+                    && (role(p) != FleetRole::Leading
+                        || redshard_tests::cluster::replication_settled(p))
+            })
+        },
+    )
+    .await;
+    let view = |p: &Proxy| p.controller().fleet().expect("fleet").view().members.len();
+
+    // p2 is cut off first: it stops, and the others forget it once its lease expires.
+    relay_b.set_cut(true);
+    wait_until(
+        Duration::from_secs(10),
+        "p2 to stop and the others to forget it",
+        || async {
+            role(&proxies[2]) == FleetRole::Offline
+                && view(&proxies[0]) == 2
+                && view(&proxies[1]) == 2
+        },
+    )
+    .await;
+    // Then p0 and p1 lose etcd too: nobody reaches it, they freeze.
+    relay_a.set_cut(true);
+    wait_until(
+        Duration::from_millis(TTL_MS + 3000),
+        "p0 and p1 to freeze",
+        || async { proxies[..2].iter().all(|p| role(p) == FleetRole::Frozen) },
+    )
+    .await;
+    let epoch = proxies[0].epoch();
+
+    // p2 reaches etcd again, alone: it leads, and fails the killed master over. Meanwhile
+    // p0 and p1 must have stopped serving the old topology.
+    let overlap = Arc::new(Mutex::new(None));
+    let checker = tokio::spawn({
+        let overlap = overlap.clone();
+        let watched: Vec<_> = proxies
+            .iter()
+            .map(|p| {
+                (
+                    Arc::clone(p.state()),
+                    Arc::clone(p.controller().fleet().expect("fleet")),
+                )
+            })
+            .collect();
+        async move {
+            loop {
+                let newer = watched
+                    .iter()
+                    .any(|(state, _)| state.router.load().epoch() > epoch);
+                let frozen = watched
+                    .iter()
+                    .filter(|(_, fleet)| fleet.role() == FleetRole::Frozen)
+                    .map(|(_, fleet)| fleet.id().to_owned())
+                    .collect::<Vec<_>>();
+                if newer && !frozen.is_empty() {
+                    *overlap.lock().unwrap() = Some(frozen);
+                }
+                // The polling interval of this check.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    });
+    relay_b.set_cut(false);
+    master.kill();
+    wait_until(
+        Duration::from_secs(20),
+        "p2 to fail the master over",
+        || async { proxies[2].epoch() > epoch },
+    )
+    .await;
+    assert_eq!(
+        proxies[2].state().router.load().topology().shards[0]
+            .master
+            .to_string(),
+        replica.addr()
+    );
+    for proxy in &proxies[..2] {
+        assert_eq!(role(proxy), FleetRole::Offline);
+    }
+    checker.abort();
+    assert_eq!(
+        *overlap.lock().unwrap(),
+        None,
+        "proxies still frozen when p2 changed the topology"
+    );
+
+    // Their link back: they install the new topology and serve again.
+    relay_a.set_cut(false);
+    for proxy in &proxies {
+        wait_until(Duration::from_secs(20), "every proxy to serve", || async {
+            let mut client = Client::connect_addr(proxy.local_addr()).await;
+            client.cmd(&["SET", "k", "v"]).await.is_ok()
+        })
+        .await;
+        assert!(proxy.epoch() > epoch);
+    }
+    for proxy in proxies {
+        proxy.shutdown(Duration::from_secs(2)).await;
+    }
+}

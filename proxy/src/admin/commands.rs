@@ -142,8 +142,8 @@ pub(crate) const COMMANDS: &[Spec] = &[
     spec(
         Command::FleetPeer,
         "FLEETPEER",
-        &["FLEETPEER"],
-        "With [cluster] etcd: this proxy's id, whether its etcd session is alive and in touch with etcd, its role and installed epoch (what a proxy out of touch with etcd asks the others before it serves a frozen topology).",
+        &["FLEETPEER [FROM <proxy-id> <admin-addr>]"],
+        "With [cluster] etcd: this proxy's id, whether its etcd session is alive and in touch with etcd, its role and installed epoch (what a proxy out of touch with etcd asks the others before it serves a frozen topology). FROM names the asking proxy, which this one then asks too while it is out of touch with etcd.",
     ),
     spec(
         Command::OnLeader,
@@ -628,18 +628,27 @@ pub async fn fleet(
     }
 }
 
-/// `FLEETPEER`: this proxy's answer to another proxy of its fleet that lost touch with etcd
-/// (`id`, `session` alive/lost, `contact` yes/no, `role`, `epoch`); see
+/// `FLEETPEER [FROM <proxy-id> <admin-addr>]`: this proxy's answer to another proxy of its
+/// fleet (`id`, `session` alive/lost, `contact` yes/no, `role`, `epoch`); with FROM, the
+/// asker is asked back while this proxy is out of touch with etcd. See
 /// [`redshard_control::peers`].
 pub fn fleet_peer(controller: &Arc<Controller>, args: &Args<'_>) -> Reply {
-    if !args.rest.is_empty() {
-        return args.usage("FLEETPEER");
-    }
+    let from = match args.rest {
+        [] => None,
+        [from, id, admin] if from.eq_ignore_ascii_case("FROM") => Some((id, admin)),
+        _ => return args.usage("FLEETPEER [FROM <proxy-id> <admin-addr>]"),
+    };
     let Some(fleet) = controller.fleet() else {
         return Reply::err(
             "FLEETPEER is asked by the proxies of a fleet ([cluster] etcd); this proxy is in none",
         );
     };
+    if let Some((id, admin)) = from {
+        if let Err(e) = NodeAddr::parse(admin) {
+            return Reply::err(format!("{admin:?} is not an admin address ({e})"));
+        }
+        fleet.heard_from(id, admin);
+    }
     let epoch = controller.state().router.load().topology().epoch;
     let status = fleet.peer_status(epoch);
     let word = |yes: bool, y: &str, n: &str| Reply::from(if yes { y } else { n });
