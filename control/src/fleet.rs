@@ -232,10 +232,19 @@ impl Fleet {
     /// window: a proxy that lapsed may have told a frozen proxy that it cannot reach etcd,
     /// and must let it notice that it can again before changing the topology.
     pub(crate) fn contact_settled(&self) -> bool {
-        self.link()
-            .session
-            .contact_since()
-            .is_some_and(|since| since.elapsed() >= self.settle())
+        self.settle_left().is_none()
+    }
+
+    /// How much longer the session must stay in touch with etcd to have been so for the
+    /// settle window; `None` once it has (a whole window while it is out of touch).
+    pub(crate) fn settle_left(&self) -> Option<Duration> {
+        match self.link().session.contact_since() {
+            Some(since) => self
+                .settle()
+                .checked_sub(since.elapsed())
+                .filter(|left| !left.is_zero()),
+            None => Some(self.settle()),
+        }
     }
 
     /// How long a leader's session must have been in touch with etcd, without a lapse (a

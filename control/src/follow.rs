@@ -206,7 +206,7 @@ impl Controller {
     /// The lead task: campaigns while the session lives; decides while it leads.
     async fn lead(self: Arc<Self>, fleet: Arc<Fleet>, mut shutdown: Shutdown) {
         let mut attempt = 0;
-        loop {
+        'campaign: loop {
             let election = fleet.election();
             let leadership = tokio::select! {
                 leadership = election.campaign() => leadership,
@@ -238,8 +238,21 @@ impl Controller {
                     continue;
                 }
             }
-            // It decides only once its session has been in touch with etcd for the settle
-            // window (`Fleet::decides`): a proxy still frozen has seen it by then, and stopped.
+            // It leads only once its session has been in touch with etcd for the settle window
+            // (at once if it has been for long; a new session waits it out): a proxy still
+            // frozen has seen by then that it reaches etcd, and stopped. Later lapses hold its
+            // decisions the same way (`Fleet::decides`).
+            while let Some(left) = fleet.settle_left() {
+                debug!(
+                    left_ms = left.as_millis() as u64,
+                    "won the fleet's election; leading after the settle window"
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(left) => {}
+                    _ = leadership.ended() => continue 'campaign,
+                    () = shutdown.wait() => return,
+                }
+            }
             fleet.set_leadership(Some(leadership.clone()));
             fleet.update_role(self.state.router.is_offline());
             info!(token = leadership.token(), "leading the fleet");
