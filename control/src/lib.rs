@@ -46,6 +46,7 @@ mod follow;
 mod kill;
 pub mod migrate;
 mod nodes;
+pub mod peers;
 pub mod probe;
 pub mod reload;
 mod replica;
@@ -305,10 +306,11 @@ impl Controller {
     }
 
     /// Whether this proxy makes the deciding moves (failover, replica repair, migrations):
-    /// always when it runs alone, only while it leads in a fleet.
+    /// always when it runs alone, only while it leads in a fleet and has been in touch with
+    /// etcd for the settle window ([`fleet::Fleet::decides`]).
     #[must_use]
     pub fn decides(&self) -> bool {
-        self.fleet().is_none_or(|f| f.is_leader())
+        self.fleet().is_none_or(|f| f.decides())
     }
 
     /// Applies `change`, persists the result and publishes it. Returns the new topology.
@@ -552,7 +554,15 @@ impl Controller {
                     }
                 }
             }
-            self.settle_gate(shard.id, &shard.master, &master, candidate.is_some());
+            // Frozen (etcd down for the whole fleet), nobody can fail the master over: a
+            // request waiting for that would only wait, so a down master's shard is Down.
+            let frozen = self.fleet().is_some_and(|f| f.is_frozen());
+            self.settle_gate(
+                shard.id,
+                &shard.master,
+                &master,
+                candidate.is_some() && !frozen,
+            );
             if !decides {
                 continue;
             }

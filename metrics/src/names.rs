@@ -289,6 +289,13 @@ pub const FLEET_LEADER: Metric = Metric {
     labels: &[],
     help: "1 while this proxy leads its fleet (failovers, migrations, replica repair), 0 otherwise; only with [cluster].",
 };
+/// Whether this proxy serves a frozen topology (etcd down for the whole fleet).
+pub const FLEET_FROZEN: Metric = Metric {
+    name: "fleet_frozen",
+    kind: Kind::Gauge,
+    labels: &[],
+    help: "1 while this proxy serves its last topology without an etcd session because no proxy of its fleet reaches etcd (no topology change until etcd returns), 0 otherwise; only with [cluster].",
+};
 /// Live proxies of the fleet.
 pub const FLEET_MEMBERS: Metric = Metric {
     name: "fleet_members",
@@ -467,6 +474,7 @@ pub const STATE: &[Metric] = &[
     MIGRATION_BYTES_MOVED_TOTAL,
     MIGRATION_ETA_SECONDS,
     FLEET_LEADER,
+    FLEET_FROZEN,
     FLEET_MEMBERS,
     FLEET_BARRIER_WAITS_TOTAL,
     FLEET_BARRIER_WAIT_SECONDS_TOTAL,

@@ -50,6 +50,10 @@ fn etcd_alone_takes_every_default() {
         cluster.lease_ttl,
         Duration::from_millis(DEFAULT_LEASE_TTL_MS)
     );
+    assert_eq!(
+        cluster.peer_poll_interval,
+        Duration::from_millis(DEFAULT_PEER_POLL_INTERVAL_MS)
+    );
     assert_eq!(cluster.proxy_id, None);
     assert_eq!(cluster.auth, None);
     assert_eq!(cluster.tls, None);
@@ -161,6 +165,21 @@ fn lease_ttl_is_bounded_whole_seconds() {
     assert_error(&ttl(2500), 3, &["whole seconds"]);
     let ok = parse(&ttl(2000)).unwrap().cluster.unwrap();
     assert_eq!(ok.lease_ttl, Duration::from_secs(2));
+}
+
+#[test]
+fn the_peer_poll_interval_is_bounded_by_the_lease() {
+    let poll = |ttl: u64, ms: u64| {
+        format!("[cluster]\netcd = [\"127.0.0.1:2379\"]\nlease_ttl_ms = {ttl}\npeer_poll_interval_ms = {ms}")
+    };
+    assert_error(
+        &poll(2000, 10),
+        4,
+        &["cluster.peer_poll_interval_ms", "between 50"],
+    );
+    assert_error(&poll(2000, 600), 4, &["a quarter of cluster.lease_ttl_ms"]);
+    let ok = parse(&poll(2000, 500)).unwrap().cluster.unwrap();
+    assert_eq!(ok.peer_poll_interval, Duration::from_millis(500));
 }
 
 #[test]

@@ -267,6 +267,7 @@ impl AdminConn {
                 | Command::Topology
                 | Command::Migrations
                 | Command::Fleet
+                | Command::FleetPeer
         ) {
             tracing::info!(peer = %self.peer, command = %name, "admin command");
         }
@@ -343,6 +344,7 @@ impl AdminConn {
             Command::Rebalance => commands::rebalance(controller, args).await,
             Command::Failover => commands::failover(controller, args).await,
             Command::Fleet => commands::fleet(controller, self.fleet.as_deref(), args).await,
+            Command::FleetPeer => commands::fleet_peer(controller, args),
             // Answered by `execute` before it gets here.
             Command::Ping | Command::Auth | Command::Hello | Command::Quit | Command::OnLeader => {
                 Reply::err("a connection command cannot be run here")
