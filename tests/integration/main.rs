@@ -42,4 +42,5 @@ mod rules;
 mod split;
 mod tls;
 mod tools;
+mod tracking;
 mod transactions;

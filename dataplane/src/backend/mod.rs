@@ -10,6 +10,7 @@
 
 pub mod acl;
 mod connect;
+pub mod invalidations;
 pub mod lane;
 pub mod stream;
 pub mod subscriber;
@@ -612,6 +613,21 @@ impl Node {
             sink,
             self.fenced.subscribe(),
         )
+    }
+
+    /// Starts this node's tracking connection (client-side caching): what it learns goes to
+    /// `tx`, until the task is aborted or `tx` closed (see [`invalidations`]).
+    #[must_use]
+    pub fn track_invalidations(
+        &self,
+        tx: mpsc::UnboundedSender<(NodeAddr, invalidations::Invalidation)>,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(invalidations::run(
+            self.addr.clone(),
+            Arc::clone(&self.config),
+            self.fenced.subscribe(),
+            tx,
+        ))
     }
 
     /// How many lanes this node has.
