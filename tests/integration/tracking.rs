@@ -338,3 +338,58 @@ async fn redis_py_client_side_cache_sees_changes_made_elsewhere() {
         "stdout:\n{stdout}\nstderr:\n{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_tracking_connection_flushes_the_caches_and_comes_back() {
+    let cluster = TestCluster::start(2).await;
+    let k = key_on(2, 1, "k");
+    let mut c = tracking_client(&cluster, &[]).await;
+    let mut writer = cluster.client().await;
+    assert_eq!(c.cmd_resp3(&["GET", &k]).await, b"_\r\n");
+    // The proxy's tracking connection on the master of `k`: flags `t` (tracking), `B` (BCAST).
+    let mut node = cluster.master(1).await;
+    let list = node.cmd(&["CLIENT", "LIST"]).await.text();
+    let ids: Vec<&str> = list
+        .lines()
+        .filter(|l| {
+            l.split(' ')
+                .any(|f| f.starts_with("flags=") && f.contains('B'))
+        })
+        .filter_map(|l| l.split(' ').next()?.strip_prefix("id="))
+        .collect();
+    assert_eq!(ids.len(), 1, "{list}");
+    assert_eq!(
+        node.cmd(&["CLIENT", "KILL", "ID", ids[0]]).await,
+        Reply::Int(1)
+    );
+    // Changes may be missed while it is down: everything cached is dropped, once when it is
+    // lost and once when it is back.
+    assert_eq!(text(&c.read_resp3_raw().await), text(FLUSH_PUSH));
+    assert_eq!(text(&c.read_resp3_raw().await), text(FLUSH_PUSH));
+    // Back: reads are tracked again.
+    assert_eq!(c.cmd_resp3(&["GET", &k]).await, b"_\r\n");
+    assert!(writer.cmd(&["SET", &k, "1"]).await.is_ok());
+    assert_eq!(text(&c.read_resp3_raw().await), text(&push(&[&k])));
+    // The last tracking client leaves: the proxy closes its tracking connections.
+    drop(c);
+    let addr = cluster.masters[1].addr();
+    wait_until(
+        Duration::from_secs(5),
+        "the tracking connection closes",
+        || {
+            let addr = addr.clone();
+            async move {
+                let list = Client::connect(addr)
+                    .await
+                    .cmd(&["CLIENT", "LIST"])
+                    .await
+                    .text();
+                !list.lines().any(|l| {
+                    l.split(' ')
+                        .any(|f| f.starts_with("flags=") && f.contains('B'))
+                })
+            }
+        },
+    )
+    .await;
+}
