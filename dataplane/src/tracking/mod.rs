@@ -277,6 +277,7 @@ impl Tracking {
             Invalidation::Keys(keys) => invalidate_keys(&mut inner, &state.clients, &keys),
             Invalidation::Flush => flush(&mut inner, &state.clients, false),
             Invalidation::Ready => {
+                debug!(node = %addr, "client-side caching: a master reports its changes");
                 watcher.state = WatcherState::Ready;
                 // Changes while it was not ready were not reported.
                 flush(&mut inner, &state.clients, true);
@@ -340,6 +341,7 @@ fn follow_masters(inner: &mut Inner, state: &ProxyState) {
     let dropped = before != active.watchers.len();
     for master in &masters {
         if !active.watchers.contains_key(master.addr()) {
+            debug!(node = %master.addr(), "client-side caching: tracking connection to a master started");
             let task = master.track_invalidations(active.tx.clone());
             active.watchers.insert(
                 master.addr().clone(),
