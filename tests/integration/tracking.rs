@@ -346,6 +346,24 @@ async fn a_lost_tracking_connection_flushes_the_caches_and_comes_back() {
     let mut c = tracking_client(&cluster, &[]).await;
     let mut writer = cluster.client().await;
     assert_eq!(c.cmd_resp3(&["GET", &k]).await, b"_\r\n");
+    // INFO counts them with Redis's names.
+    let mut bcast = tracking_client(&cluster, &["BCAST", "PREFIX", "a", "PREFIX", "b"]).await;
+    for (section, field, value) in [
+        ("clients", "tracking_clients", "2"),
+        ("stats", "tracking_total_keys", "1"),
+        ("stats", "tracking_total_items", "1"),
+        ("stats", "tracking_total_prefixes", "2"),
+    ] {
+        assert_eq!(
+            writer.info_field(section, field).await.as_deref(),
+            Some(value),
+            "{field}"
+        );
+    }
+    assert_eq!(
+        text(&bcast.cmd_resp3(&["CLIENT", "TRACKING", "OFF"]).await),
+        "+OK\r\n"
+    );
     // The proxy's tracking connection on the master of `k`: flags `t` (tracking), `B` (BCAST).
     let mut node = cluster.master(1).await;
     let list = node.cmd(&["CLIENT", "LIST"]).await.text();

@@ -54,6 +54,19 @@ pub struct Mode {
     pub bcast: Option<Vec<Vec<u8>>>,
 }
 
+/// The tracking counts INFO shows (see [`Tracking::stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrackingStats {
+    /// Clients with tracking on.
+    pub clients: usize,
+    /// Keys read by default-mode clients, remembered.
+    pub keys: usize,
+    /// (key, reader) pairs remembered.
+    pub items: usize,
+    /// Distinct BCAST prefixes.
+    pub prefixes: usize,
+}
+
 /// One tracking client.
 #[derive(Debug)]
 struct Tracker {
@@ -257,10 +270,23 @@ impl Tracking {
             .is_some_and(|t| t.broken_redirect)
     }
 
-    /// Keys remembered for default-mode readers now.
+    /// What INFO shows, with Redis's names: `tracking_clients`, `tracking_total_keys`,
+    /// `tracking_total_items` (key-reader pairs) and `tracking_total_prefixes`.
     #[must_use]
-    pub fn table_keys(&self) -> usize {
-        self.lock().table.len()
+    pub fn stats(&self) -> TrackingStats {
+        let inner = self.lock();
+        TrackingStats {
+            clients: inner.trackers.len(),
+            keys: inner.table.len(),
+            items: inner.table.values().map(SmallVec::len).sum(),
+            prefixes: inner
+                .trackers
+                .values()
+                .filter_map(|t| t.mode.bcast.as_ref())
+                .flatten()
+                .collect::<std::collections::HashSet<_>>()
+                .len(),
+        }
     }
 
     /// Handles one report of a master's tracking connection.
