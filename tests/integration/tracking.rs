@@ -152,6 +152,19 @@ async fn bcast_optin_redirect_and_flush() {
     assert!(writer.cmd(&["SET", "{t}a", "1"]).await.is_ok());
     assert!(writer.cmd(&["SET", "{t}b", "1"]).await.is_ok());
     assert_eq!(text(&optin.read_resp3_raw().await), text(&push(&["{t}b"])));
+    // The flag covers a whole transaction, and then ends.
+    for (args, reply) in [
+        (&["CLIENT", "CACHING", "YES"][..], "+OK\r\n"),
+        (&["MULTI"], "+OK\r\n"),
+        (&["GET", "{t}c"], "+QUEUED\r\n"),
+        (&["EXEC"], "*1\r\n_\r\n"),
+        (&["GET", "{t}d"], "_\r\n"),
+    ] {
+        assert_eq!(text(&optin.cmd_resp3(args).await), reply, "{args:?}");
+    }
+    assert!(writer.cmd(&["SET", "{t}d", "1"]).await.is_ok());
+    assert!(writer.cmd(&["SET", "{t}c", "1"]).await.is_ok());
+    assert_eq!(text(&optin.read_resp3_raw().await), text(&push(&["{t}c"])));
 
     // RESP2, redirected to a client subscribed to __redis__:invalidate.
     let mut target = cluster.client().await;
@@ -462,4 +475,34 @@ async fn after_a_failover_the_new_master_reports_changes() {
         }
         assert_eq!(frame, flush);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_change_of_a_read_key_is_invalidated_over_many_rounds() {
+    // 400 rounds over two shards: read, another client writes, the invalidation must come
+    // (none lost); prints how long after the write's reply it arrived.
+    let cluster = TestCluster::start(2).await;
+    let keys = [key_on(2, 0, "lat"), key_on(2, 1, "lat")];
+    let mut c = tracking_client(&cluster, &[]).await;
+    let mut writer = cluster.client().await;
+    let mut delays = Vec::new();
+    for round in 0..400 {
+        let key = &keys[round % 2];
+        assert!(c.cmd_resp3(&["GET", key]).await.starts_with(b"$") || round < 2);
+        assert!(writer.cmd(&["SET", key, &round.to_string()]).await.is_ok());
+        let written = std::time::Instant::now();
+        assert_eq!(
+            text(&c.read_resp3_raw().await),
+            text(&push(&[key])),
+            "round {round}"
+        );
+        delays.push(written.elapsed());
+    }
+    delays.sort();
+    eprintln!(
+        "invalidation after the write's reply: p50 {:?}, p99 {:?}, max {:?}",
+        delays[delays.len() / 2],
+        delays[delays.len() * 99 / 100],
+        delays[delays.len() - 1]
+    );
 }

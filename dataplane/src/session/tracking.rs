@@ -294,7 +294,9 @@ pub(super) fn on_command(ctx: &mut Ctx, spec: &CommandSpec, args: Args<'_>) {
     let Some(tracking) = ctx.tracking.as_deref_mut() else {
         return;
     };
-    let in_multi = ctx.tx.is_some() && spec.id != CommandId::Exec;
+    // As Redis: the flag lasts through a transaction (MULTI .. EXEC / DISCARD).
+    let in_multi = spec.id == CommandId::Multi
+        || (ctx.tx.is_some() && !matches!(spec.id, CommandId::Exec | CommandId::Discard));
     let is_client = spec.name.starts_with("client|");
     let caching = tracking.caching;
     if !in_multi && !is_client {
