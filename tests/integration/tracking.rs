@@ -4,7 +4,6 @@
 //! `__redis__:invalidate` messages to a RESP2 subscriber; the subcommands' replies and errors
 //! with Redis's texts; and redis-py's own client-side cache against the proxy.
 
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -320,14 +319,6 @@ async fn tracking_errors_are_redis_texts() {
     assert_eq!(c.cmd(&["CLIENT", "GETREDIR"]).await, Reply::Int(-1));
 }
 
-/// The repository's root.
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ is in the repository")
-        .to_path_buf()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_py_client_side_cache_sees_changes_made_elsewhere() {
     let cluster = TestCluster::start(2).await;
@@ -335,7 +326,7 @@ async fn redis_py_client_side_cache_sees_changes_made_elsewhere() {
     assert_ne!(shard_of(&keys[0], 2), shard_of(&keys[1], 2));
     let mut command = Command::new("python3");
     command
-        .arg(repo().join("tests/apps/client_cache.py"))
+        .arg(crate::apps::repo().join("tests/apps/client_cache.py"))
         .arg(cluster.addr.port().to_string())
         .args(&keys)
         .stdin(Stdio::null())

@@ -18,7 +18,7 @@ pub(crate) struct ClientTracking {
     redirect: u64,
     /// BCAST mode.
     bcast: bool,
-    /// BCAST's prefixes, in the order given (the empty prefix when none was).
+    /// BCAST's prefixes, sorted (the empty prefix when none was given).
     prefixes: Vec<Vec<u8>>,
     /// OPTIN: only reads after `CLIENT CACHING YES` are tracked.
     optin: bool,
@@ -131,9 +131,7 @@ fn tracking(ctx: &mut Ctx, args: Args<'_>) -> Action {
     };
     let switch = args.get(2);
     if switch.eq_ignore_ascii_case(b"off") {
-        if ctx.tracking.take().is_some() {
-            ctx.state.tracking.disable(ctx.client.id);
-        }
+        reset(ctx);
         return Action::reply(ctx, Bytes::from_static(encode::OK));
     }
     if !switch.eq_ignore_ascii_case(b"on") {
@@ -174,6 +172,8 @@ fn tracking(ctx: &mut Ctx, args: Args<'_>) -> Action {
         } else {
             prefixes.extend(options.prefixes);
         }
+        // In Redis's order (its prefixes are a radix tree): bytewise.
+        prefixes.sort();
     }
     let caching = ctx.tracking.as_deref().is_some_and(|t| t.caching);
     let settings = ClientTracking {
@@ -305,39 +305,27 @@ pub(super) fn on_command(ctx: &mut Ctx, spec: &CommandSpec, args: Args<'_>) {
     if tracking.bcast || (tracking.optin && !caching) || (tracking.optout && caching) {
         return;
     }
-    if !(spec.flags.contains(Flags::READONLY) || is_script(spec.id))
+    // Scripts: Redis tracks the keys their commands read; the proxy, which does not see
+    // those, records the keys they declare.
+    if !(spec.flags.contains(Flags::READONLY) || super::dispatch::is_script(spec.id))
         || spec.flags.contains(Flags::PUBSUB)
     {
         return;
     }
-    let mut keys = smallvec::SmallVec::<[usize; 8]>::new();
-    if spec.key_indices(&args, &mut keys).is_err() || keys.is_empty() {
+    // The scratch list the routing of this request fills again right after.
+    if spec.key_indices(&args, &mut ctx.keys).is_err() || ctx.keys.is_empty() {
         return;
     }
     let max_keys = ctx.state.live.now().limits.tracking_table_max_keys;
     ctx.state.tracking.record(
         &ctx.state.clients,
         ctx.client.id,
-        keys.iter().map(|&k| args.get(k)),
+        ctx.keys.iter().map(|&k| args.get(k)),
         max_keys,
     );
 }
 
-/// Scripts and functions: Redis tracks the keys their commands read; the proxy, which does
-/// not see those, records the keys they declare.
-fn is_script(id: CommandId) -> bool {
-    matches!(
-        id,
-        CommandId::Eval
-            | CommandId::EvalRo
-            | CommandId::Evalsha
-            | CommandId::EvalshaRo
-            | CommandId::Fcall
-            | CommandId::FcallRo
-    )
-}
-
-/// RESET (and the end of the connection): tracking off.
+/// CLIENT TRACKING OFF and RESET: tracking off.
 pub(super) fn reset(ctx: &mut Ctx) {
     if ctx.tracking.take().is_some() {
         ctx.state.tracking.disable(ctx.client.id);

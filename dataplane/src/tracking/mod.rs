@@ -171,8 +171,11 @@ impl Tracking {
     ) {
         let mut inner = self.lock();
         let id = client.id;
+        // Answered before (tracking again with new options): it may have cached already.
+        let mut acked = false;
         if let Some(old) = inner.trackers.remove(&id) {
             unlink_target(&mut inner, old.mode.redirect);
+            acked = old.acked;
         }
         if let Some(target) = mode.redirect {
             *inner.targets.entry(target).or_default() += 1;
@@ -182,7 +185,7 @@ impl Tracking {
             Tracker {
                 client: Arc::clone(client),
                 mode,
-                acked: false,
+                acked,
                 broken_redirect: false,
             },
         );
