@@ -743,6 +743,7 @@ impl<S: ClientStream> Session<S> {
             self.scanner.reset();
             let request = bytes.clone();
             dispatch::finish(&mut self.ctx, &table, action, bytes);
+            tracking::after_dispatch(&mut self.ctx);
             if let Some(cmd) = self.ctx.current_cmd.take() {
                 self.ctx.queue.label_last(Meta {
                     cmd: cmd.name,
@@ -751,6 +752,8 @@ impl<S: ClientStream> Session<S> {
                 });
             }
         }
+        // A request held back (not sent) had its read recorded all the same.
+        tracking::after_dispatch(&mut self.ctx);
         self.ctx
             .state
             .clients

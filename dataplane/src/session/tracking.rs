@@ -28,6 +28,12 @@ pub(crate) struct ClientTracking {
     noloop: bool,
     /// CLIENT CACHING YES/NO was given for the next command (or transaction).
     caching: bool,
+    /// Keys read by the commands queued in the transaction under way: recorded when EXEC is
+    /// sent, not when queued, so that an invalidation cannot come before EXEC's reply.
+    queued: Vec<Bytes>,
+    /// A read was recorded and its reply entry not reserved yet: the hub holds this client's
+    /// invalidations until [`after_dispatch`] (see [`crate::tracking::Tracking::record`]).
+    recording: bool,
 }
 
 /// Handles the four tracking subcommands.
@@ -184,6 +190,8 @@ fn tracking(ctx: &mut Ctx, args: Args<'_>) -> Action {
         optout: options.optout,
         noloop: options.noloop,
         caching,
+        queued: Vec::new(),
+        recording: false,
     };
     let mode = Mode {
         redirect: options.redirect,
@@ -288,8 +296,8 @@ fn tracking_info(ctx: &Ctx) -> Action {
 }
 
 /// Called for each command of a tracking client as it is dispatched: records the keys of a
-/// read (default mode, under OPTIN/OPTOUT's rules), and ends a CLIENT CACHING's effect after
-/// the command (or transaction) it applied to.
+/// read (default mode, under OPTIN/OPTOUT's rules; in a transaction, when EXEC is sent), and
+/// ends a CLIENT CACHING's effect after the command (or transaction) it applied to.
 pub(super) fn on_command(ctx: &mut Ctx, spec: &CommandSpec, args: Args<'_>) {
     let Some(tracking) = ctx.tracking.as_deref_mut() else {
         return;
@@ -301,6 +309,16 @@ pub(super) fn on_command(ctx: &mut Ctx, spec: &CommandSpec, args: Args<'_>) {
     let caching = tracking.caching;
     if !in_multi && !is_client {
         tracking.caching = false;
+    }
+    match spec.id {
+        CommandId::Multi | CommandId::Discard => tracking.queued.clear(),
+        CommandId::Exec if !tracking.queued.is_empty() => {
+            let keys = std::mem::take(&mut tracking.queued);
+            tracking.recording = true;
+            record(ctx, keys.iter().map(|k| &k[..]));
+            return;
+        }
+        _ => {}
     }
     if tracking.bcast || (tracking.optin && !caching) || (tracking.optout && caching) {
         return;
@@ -316,13 +334,37 @@ pub(super) fn on_command(ctx: &mut Ctx, spec: &CommandSpec, args: Args<'_>) {
     if spec.key_indices(&args, &mut ctx.keys).is_err() || ctx.keys.is_empty() {
         return;
     }
+    if ctx.tx.is_some() {
+        tracking.queued.extend(
+            ctx.keys
+                .iter()
+                .map(|&k| Bytes::copy_from_slice(args.get(k))),
+        );
+        return;
+    }
+    tracking.recording = true;
+    let keys = std::mem::take(&mut ctx.keys);
+    record(ctx, keys.iter().map(|&k| args.get(k)));
+    ctx.keys = keys;
+}
+
+/// Records that this client sends a read of `keys`; its invalidations are held until
+/// [`after_dispatch`].
+fn record<'a>(ctx: &Ctx, keys: impl Iterator<Item = &'a [u8]>) {
     let max_keys = ctx.state.live.now().limits.tracking_table_max_keys;
-    ctx.state.tracking.record(
-        &ctx.state.clients,
-        ctx.client.id,
-        ctx.keys.iter().map(|&k| args.get(k)),
-        max_keys,
-    );
+    ctx.state
+        .tracking
+        .record(&ctx.state.clients, ctx.client.id, keys, max_keys);
+}
+
+/// After a request was dispatched (its reply entry reserved) or held back: invalidations
+/// that arrived since its read was recorded go out now, behind that reply.
+pub(super) fn after_dispatch(ctx: &mut Ctx) {
+    if let Some(tracking) = ctx.tracking.as_deref_mut() {
+        if std::mem::take(&mut tracking.recording) {
+            ctx.state.tracking.recorded(ctx.client.id);
+        }
+    }
 }
 
 /// CLIENT TRACKING OFF and RESET: tracking off.

@@ -80,6 +80,12 @@ struct Tracker {
     /// Its redirect target was gone when an invalidation was due (TRACKINGINFO's
     /// `broken_redirect`).
     broken_redirect: bool,
+    /// Its session recorded a read whose reply entry is not reserved yet: invalidations wait
+    /// in `held` until [`Tracking::recorded`], so none lands before that reply (the client
+    /// would then cache the value it carries, no longer tracked).
+    recording: bool,
+    /// Invalidations held while `recording`, with the client each goes to.
+    held: Vec<(Arc<ClientInfo>, Bytes)>,
 }
 
 /// A master's tracking connection, as the hub knows it.
@@ -187,6 +193,8 @@ impl Tracking {
                 mode,
                 acked,
                 broken_redirect: false,
+                recording: false,
+                held: Vec::new(),
             },
         );
         if inner.active.is_none() {
@@ -225,8 +233,10 @@ impl Tracking {
         }
     }
 
-    /// Records that client `id` (tracking in the default mode) sends a read of `keys`. Past
-    /// `max_keys` keys in the table, some are forgotten and their readers invalidated.
+    /// Records that client `id` (tracking in the default mode) is about to send a read of
+    /// `keys`. Its invalidations are held until [`Tracking::recorded`], which the session
+    /// calls once the read's reply entry is reserved. Past `max_keys` keys in the table, some
+    /// are forgotten and their readers invalidated.
     pub(crate) fn record<'a>(
         &self,
         clients: &Clients,
@@ -235,6 +245,9 @@ impl Tracking {
         max_keys: usize,
     ) {
         let mut inner = self.lock();
+        if let Some(tracker) = inner.trackers.get_mut(&id) {
+            tracker.recording = true;
+        }
         for key in keys {
             match inner.table.get_mut(key) {
                 Some(ids) => {
@@ -255,6 +268,18 @@ impl Tracking {
             let count = excess.max(max_keys / 100).min(inner.table.len());
             let victims: Vec<Bytes> = inner.table.keys().take(count).cloned().collect();
             invalidate_keys(&mut inner, clients, &victims);
+        }
+    }
+
+    /// Client `id`'s read recorded by [`Tracking::record`] has its reply entry: the
+    /// invalidations held meanwhile go out, behind it.
+    pub(crate) fn recorded(&self, id: u64) {
+        let mut inner = self.lock();
+        if let Some(tracker) = inner.trackers.get_mut(&id) {
+            tracker.recording = false;
+            for (target, message) in tracker.held.drain(..) {
+                target.push(message);
+            }
         }
     }
 
@@ -469,7 +494,8 @@ fn send(clients: &Clients, tracker: &mut Tracker, message: Message<'_>) {
                     let mut out = BytesMut::new();
                     out.extend_from_slice(b">2\r\n$21\r\ntracking-redir-broken\r\n");
                     encode::integer(&mut out, i64::try_from(id).unwrap_or(i64::MAX));
-                    tracker.client.push(out.freeze());
+                    let origin = Arc::clone(&tracker.client);
+                    deliver(tracker, origin, out.freeze());
                 }
                 return;
             }
@@ -498,7 +524,16 @@ fn send(clients: &Clients, tracker: &mut Tracker, message: Message<'_>) {
             }
         }
     }
-    target.push(out.freeze());
+    deliver(tracker, target, out.freeze());
+}
+
+/// Pushes `message` to `target`, or holds it while `tracker`'s session records a read.
+fn deliver(tracker: &mut Tracker, target: Arc<ClientInfo>, message: Bytes) {
+    if tracker.recording {
+        tracker.held.push((target, message));
+    } else {
+        target.push(message);
+    }
 }
 
 /// The manager: dispatches the connections' reports, and follows the masters when the
@@ -523,5 +558,110 @@ async fn manage(
                 state.tracking.topology_changed(&state);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::replies::{Completed, ReplyQueue};
+
+    /// A proxy state whose one master (port 1) never answers, and a RESP3 client of it.
+    fn setup() -> (Arc<ProxyState>, Arc<ClientInfo>, Arc<ReplyQueue>) {
+        let config = redshard_config::Config::from_toml_str(
+            "[[shard]]\nname = \"s1\"\nmaster = \"127.0.0.1:1\"\nslots = [\"0-16383\"]\n",
+            "test",
+        )
+        .unwrap();
+        let topology = redshard_config::Topology::from_config(&config);
+        let (state, _controller) = ProxyState::new(config, topology, 0).unwrap();
+        let addr = "127.0.0.1:5".parse().unwrap();
+        let client = state.clients.add(addr, addr);
+        let queue = ReplyQueue::new();
+        client.attach(&queue);
+        client.fields().resp = 3;
+        (state, client, queue)
+    }
+
+    /// The complete replies of `queue`, waiting (10 s at most) until there are `count`;
+    /// null invalidations (the unreachable master's) left out.
+    async fn replies(queue: &ReplyQueue, count: usize) -> Vec<Bytes> {
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                queue.take_ready(|completed, _| {
+                    if let Completed::Reply(bytes) = completed {
+                        if &bytes[..] != b">2\r\n$10\r\ninvalidate\r\n_\r\n" {
+                            got.push(bytes);
+                        }
+                    }
+                });
+                if got.len() >= count {
+                    return;
+                }
+                queue.notified().await;
+            }
+        })
+        .await
+        .expect("the replies came");
+        got
+    }
+
+    #[tokio::test]
+    async fn an_invalidation_arriving_while_a_read_is_dispatched_waits_behind_its_reply() {
+        let (state, client, queue) = setup();
+        state
+            .tracking
+            .enable(&state, &client, Mode::default(), queue.reserve());
+        // The session records the read, then (another thread) the key changes, then the
+        // session reserves the read's reply entry.
+        let master = state.router.load().shards()[0].master.addr().clone();
+        state
+            .tracking
+            .record(&state.clients, client.id, [&b"k"[..]].into_iter(), 10);
+        state.tracking.report(
+            &state,
+            &master,
+            Invalidation::Keys(vec![Bytes::from_static(b"k")]),
+        );
+        let read = queue.reserve();
+        state.tracking.recorded(client.id);
+        read.deliver(Bytes::from_static(b"$1\r\nv\r\n"));
+        let got = replies(&queue, 3).await;
+        assert_eq!(
+            got,
+            vec![
+                Bytes::from_static(b"+OK\r\n"),
+                Bytes::from_static(b"$1\r\nv\r\n"),
+                Bytes::from_static(b">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n"),
+            ],
+            "the invalidation comes after the value it invalidates"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_table_forgets_keys_and_invalidates_their_readers() {
+        let (state, client, queue) = setup();
+        state
+            .tracking
+            .enable(&state, &client, Mode::default(), queue.reserve());
+        for key in [&b"a"[..], b"b", b"c"] {
+            state
+                .tracking
+                .record(&state.clients, client.id, [key].into_iter(), 2);
+            state.tracking.recorded(client.id);
+        }
+        assert_eq!(state.tracking.stats().keys, 2);
+        let got = replies(&queue, 2).await;
+        assert_eq!(got[0], Bytes::from_static(b"+OK\r\n"));
+        assert!(
+            got[1].starts_with(b">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\n"),
+            "{:?}",
+            got[1]
+        );
+        state.tracking.disable(client.id);
+        assert_eq!(state.tracking.stats(), TrackingStats::default());
     }
 }
