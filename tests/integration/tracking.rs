@@ -497,3 +497,35 @@ async fn every_change_of_a_read_key_is_invalidated_over_many_rounds() {
         delays[delays.len() - 1]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_redirect_target_is_woken_for_its_invalidations() {
+    let cluster = TestCluster::start_with(2, false, "[limits]\nidle_park_ms = 50\n", &[]).await;
+    let mut target = cluster.client().await;
+    assert!(target.cmd_resp3(&["HELLO", "3"]).await.starts_with(b"%7"));
+    let id = text(&target.cmd_resp3(&["CLIENT", "ID"]).await);
+    let id = id.trim_start_matches(':').trim_end().to_owned();
+    let mut writer = cluster.client().await;
+    wait_until(Duration::from_secs(5), "the idle target parks", || {
+        let addr = cluster.addr;
+        async move {
+            Client::connect_addr(addr)
+                .await
+                .info_field("clients", "parked_clients")
+                .await
+                .as_deref()
+                != Some("0")
+        }
+    })
+    .await;
+    // Tracking clients and their targets do not park: the invalidation is written at once.
+    let mut tracker = tracking_client(&cluster, &["REDIRECT", &id]).await;
+    for round in 0..3 {
+        let k = key_on(2, round % 2, &format!("p{round}"));
+        assert_eq!(tracker.cmd_resp3(&["GET", &k]).await, b"_\r\n");
+        assert!(writer.cmd(&["SET", &k, "v"]).await.is_ok());
+        assert_eq!(text(&target.read_resp3_raw().await), text(&push(&[&k])));
+        // Idle longer than the park interval between rounds (not a synchronisation).
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}

@@ -198,14 +198,15 @@ fn tracking(ctx: &mut Ctx, args: Args<'_>) -> Action {
         bcast: settings.bcast.then(|| settings.prefixes.clone()),
     };
     ctx.tracking = Some(Box::new(settings));
+    let ok = ctx.queue.reserve();
+    ctx.state.tracking.enable(&ctx.state, &ctx.client, mode, ok);
     if let Some(target) = options.redirect {
-        // A parked target would get its invalidations only at its next request.
+        // A parked target would get its invalidations only at its next request; once
+        // registered as a target (just above), it does not park again.
         if let Some(room) = super::park::room_of(&ctx.state) {
             room.release(target);
         }
     }
-    let ok = ctx.queue.reserve();
-    ctx.state.tracking.enable(&ctx.state, &ctx.client, mode, ok);
     // Nothing after it is sent before it is answered: by then the masters' tracking
     // connections are up, so a read right behind it is covered.
     ctx.barrier = true;

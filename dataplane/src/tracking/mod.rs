@@ -29,6 +29,7 @@
 //! tracking client, and the session of a client that does not track never calls in here.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use bytes::{Bytes, BytesMut};
@@ -149,6 +150,9 @@ struct Inner {
 pub struct Tracking {
     /// Locked briefly by sessions (enable, record) and by the manager (per report).
     inner: Mutex<Inner>,
+    /// Clients tracking now (written under the lock): while 0, what every session asks
+    /// (when it ends, when it might park) is answered without the lock.
+    trackers: AtomicUsize,
 }
 
 /// What one invalidation says.
@@ -197,6 +201,7 @@ impl Tracking {
                 held: Vec::new(),
             },
         );
+        self.trackers.store(inner.trackers.len(), Ordering::Relaxed);
         if inner.active.is_none() {
             let (tx, rx) = mpsc::unbounded_channel();
             let manager = tokio::spawn(manage(
@@ -222,10 +227,14 @@ impl Tracking {
     /// CLIENT TRACKING OFF, RESET, or the client left: it is told nothing more. With the last
     /// tracking client, the tracking connections close and the table is emptied.
     pub(crate) fn disable(&self, id: u64) {
+        if self.trackers.load(Ordering::Relaxed) == 0 {
+            return;
+        }
         let mut inner = self.lock();
         if let Some(old) = inner.trackers.remove(&id) {
             unlink_target(&mut inner, old.mode.redirect);
         }
+        self.trackers.store(inner.trackers.len(), Ordering::Relaxed);
         if inner.trackers.is_empty() && inner.active.is_some() {
             inner.active = None;
             inner.table = HashMap::new();
@@ -286,7 +295,7 @@ impl Tracking {
     /// Whether client `id` is a redirect target of a tracking client.
     #[must_use]
     pub(crate) fn is_target(&self, id: u64) -> bool {
-        self.lock().targets.contains_key(&id)
+        self.trackers.load(Ordering::Relaxed) > 0 && self.lock().targets.contains_key(&id)
     }
 
     /// Whether client `id`'s redirect target was found gone (TRACKINGINFO).
