@@ -13,6 +13,7 @@ use toml::Spanned;
 
 use crate::addr::NodeAddr;
 use crate::error::ConfigError;
+use crate::file::DEFAULT_TRACKING_TABLE_MAX_KEYS;
 use crate::file::{
     BackendFile, ConfigFile, LimitsFile, LogFile, TlsFile, DEFAULT_ALLOW_FLUSH,
     DEFAULT_AUTH_FAILURE_DELAY_MS, DEFAULT_AUTH_TIMEOUT_MS, DEFAULT_CLOSE_LINGER_MS,
@@ -257,6 +258,9 @@ pub struct Limits {
     /// is parked (its connection kept in the park room, its session's memory freed) until it
     /// sends again; zero never parks.
     pub idle_park: Duration,
+    /// Keys read by CLIENT TRACKING clients (default mode) the proxy remembers at most; when
+    /// full, it forgets keys and sends their readers invalidations, as Redis does.
+    pub tracking_table_max_keys: usize,
 }
 
 /// `[log]`.
@@ -373,6 +377,7 @@ impl Default for Limits {
             auth_throttle_sources: DEFAULT_AUTH_THROTTLE_SOURCES,
             close_linger: Duration::from_millis(DEFAULT_CLOSE_LINGER_MS),
             idle_park: Duration::from_millis(DEFAULT_IDLE_PARK_MS),
+            tracking_table_max_keys: DEFAULT_TRACKING_TABLE_MAX_KEYS,
         }
     }
 }
@@ -1014,6 +1019,11 @@ fn limits(file: LimitsFile, src: &Source<'_>) -> Result<Limits, ConfigError> {
             0,
             Some(3_600_000),
         )?),
+        tracking_table_max_keys: at_least_one(
+            file.tracking_table_max_keys,
+            "limits.tracking_table_max_keys",
+            DEFAULT_TRACKING_TABLE_MAX_KEYS,
+        )?,
     };
     if limits.output_buffer_soft_bytes > limits.output_buffer_hard_bytes {
         return Err(src.invalid(

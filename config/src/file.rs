@@ -170,6 +170,9 @@ pub const DEFAULT_CLOSE_LINGER_MS: u64 = 500;
 /// and two of these intervals is parked (its connection kept in the park room, its session's
 /// memory freed) until it sends again.
 pub const DEFAULT_IDLE_PARK_MS: u64 = 1000;
+/// Default of `limits.tracking_table_max_keys`: keys remembered for clients' client-side
+/// caches (CLIENT TRACKING), like Redis's `tracking-table-max-keys` (whose default is 1M).
+pub const DEFAULT_TRACKING_TABLE_MAX_KEYS: usize = 1_000_000;
 /// Default of `limits.auth_failure_delay_ms`: each failed AUTH on a connection delays its
 /// answer by this much more than the previous one (at most 20 times), slowing guessing.
 pub const DEFAULT_AUTH_FAILURE_DELAY_MS: u64 = 100;
@@ -423,6 +426,10 @@ pub struct LimitsFile {
     /// AUTH attempts on every connection are spaced out. Default
     /// [`DEFAULT_AUTH_THROTTLE_SOURCES`]; 0 turns the per-address throttle off.
     pub auth_throttle_sources: Option<Spanned<usize>>,
+    /// `tracking_table_max_keys`: keys read by CLIENT TRACKING clients that the proxy
+    /// remembers; past it, keys are forgotten and their readers told to drop them. Default
+    /// [`DEFAULT_TRACKING_TABLE_MAX_KEYS`].
+    pub tracking_table_max_keys: Option<Spanned<usize>>,
 }
 
 /// `[slowlog]`.

@@ -187,6 +187,10 @@ fn reload_inner(state: &ProxyState) -> Result<ReloadReport, ReloadError> {
         ),
         ("limits.idle_park_ms", old.idle_park != new.idle_park),
         (
+            "limits.tracking_table_max_keys",
+            old.tracking_table_max_keys != new.tracking_table_max_keys,
+        ),
+        (
             "limits.tls_handshake_timeout_ms",
             old.tls_handshake_timeout != new.tls_handshake_timeout,
         ),

@@ -49,6 +49,9 @@ pub trait SessionSignal: Send + Sync + std::fmt::Debug {
     fn close(&self);
     /// Look at the client's state again (CLIENT UNBLOCK).
     fn wake(&self);
+    /// Append an out-of-band message (a client-side caching invalidation) after the
+    /// replies already queued.
+    fn push(&self, message: bytes::Bytes);
 }
 
 /// How CLIENT UNBLOCK ends a blocking command.
@@ -131,6 +134,18 @@ impl ClientInfo {
         match self.queue.get().and_then(Weak::upgrade) {
             Some(queue) => {
                 queue.close();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Appends `message` to the client's replies (an invalidation for its client-side cache);
+    /// false when its session is gone.
+    pub(crate) fn push(&self, message: bytes::Bytes) -> bool {
+        match self.queue.get().and_then(Weak::upgrade) {
+            Some(queue) => {
+                queue.push(message);
                 true
             }
             None => false,

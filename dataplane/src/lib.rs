@@ -28,7 +28,9 @@
 //! - [`router`]: the slot table in an `ArcSwap`, and the routing of one request.
 //! - [`health`]: what is known of each backend node, readiness; [`migration`]: the
 //!   migration queue and progress, and the key mover the data path and the controller share.
-//! - [`state`]: what every session shares (configuration, live limits, router, client list).
+//! - [`state`]: what every session shares (configuration, live limits, router, client list);
+//!   [`tracking`], beside it: CLIENT TRACKING's table of reads and the masters' tracking
+//!   connections (client-side caching).
 //! - [`session`]: one client connection (plain TCP or TLS): reads requests, dispatches them,
 //!   writes the replies back in order; answers connection-local commands itself.
 //!
@@ -58,3 +60,4 @@ pub mod shutdown;
 pub(crate) mod slowlog;
 pub mod state;
 pub mod tls;
+pub mod tracking;

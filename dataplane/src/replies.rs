@@ -450,6 +450,10 @@ impl crate::clients::SessionSignal for ReplyQueue {
     fn wake(&self) {
         ReplyQueue::wake(self);
     }
+
+    fn push(&self, message: Bytes) {
+        self.push_ready(message);
+    }
 }
 
 impl ReplyTo {

@@ -512,6 +512,9 @@ pub struct Router {
     live: Arc<LiveTables>,
     /// Its number, which its one writer carries.
     id: RouterId,
+    /// Bumped by each [`Router::install`], for who follows the masters (the tracking
+    /// connections of client-side caching).
+    installs: watch::Sender<u64>,
 }
 
 impl Router {
@@ -535,6 +538,7 @@ impl Router {
             gates,
             live,
             id,
+            installs: watch::Sender::new(0),
         };
         (router, TopologyWriter::mint(id))
     }
@@ -606,6 +610,13 @@ impl Router {
         let keep: Vec<_> = table.topology.nodes().collect();
         self.pool.retain(&keep);
         self.table.store(Arc::new(table));
+        self.installs.send_modify(|n| *n += 1);
+    }
+
+    /// Changes each time a new table is installed.
+    #[must_use]
+    pub fn watch_installs(&self) -> watch::Receiver<u64> {
+        self.installs.subscribe()
     }
 
     /// The epoch barrier: waits until no table older than the current one is held by anyone,

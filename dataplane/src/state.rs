@@ -56,6 +56,9 @@ pub struct ProxyState {
     /// not parked. The session layer's type, held here without its name (the state is below
     /// the session): only `session::park` fills and reads it (see `session::park::room_of`).
     pub(crate) park_room: std::sync::OnceLock<Arc<dyn std::any::Any + Send + Sync>>,
+    /// CLIENT TRACKING: what tracking clients read, and the masters' tracking connections
+    /// while any client tracks (see [`crate::tracking`]).
+    pub tracking: crate::tracking::Tracking,
 }
 
 /// The reloadable settings: the configuration with the `[limits]`, `[log] level` and other
@@ -231,6 +234,7 @@ impl ProxyState {
             tls,
             auth_throttle: crate::auth_throttle::AuthThrottle::new(),
             park_room: std::sync::OnceLock::new(),
+            tracking: crate::tracking::Tracking::default(),
         });
         let parts = ControllerParts {
             writer,

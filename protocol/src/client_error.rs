@@ -183,6 +183,35 @@ pub enum ClientError {
     ClientIdNotPositive,
     /// CLIENT KILL addr:port (the old form) matching no client.
     NoSuchClient,
+    /// CLIENT TRACKING with REDIRECT given twice.
+    TrackingRedirectTwice,
+    /// CLIENT TRACKING REDIRECT to a client id that is not connected.
+    TrackingRedirectMissing,
+    /// CLIENT TRACKING ON with PREFIX but without BCAST.
+    TrackingPrefixNeedsBcast,
+    /// CLIENT TRACKING ON switching BCAST on or off while tracking.
+    TrackingBcastSwitch,
+    /// CLIENT TRACKING ON with BCAST and OPTIN or OPTOUT.
+    TrackingOptWithBcast,
+    /// CLIENT TRACKING ON with both OPTIN and OPTOUT.
+    TrackingOptinAndOptout,
+    /// CLIENT TRACKING ON switching between OPTIN and OPTOUT while tracking.
+    TrackingOptSwitch,
+    /// CLIENT TRACKING ON BCAST with a prefix that overlaps another.
+    TrackingPrefixOverlap {
+        /// The prefix given.
+        prefix: Box<[u8]>,
+        /// The prefix it overlaps.
+        other: Box<[u8]>,
+        /// Whether `other` is one the client already had (else one given in the same call).
+        existing: bool,
+    },
+    /// CLIENT CACHING while not tracking.
+    CachingWithoutTracking,
+    /// CLIENT CACHING YES outside OPTIN mode.
+    CachingYesWithoutOptin,
+    /// CLIENT CACHING NO outside OPTOUT mode.
+    CachingNoWithoutOptout,
     /// CLIENT KILL USER of a user the proxy does not know.
     NoSuchUser {
         /// The user as the client wrote it.
@@ -340,6 +369,28 @@ impl ClientError {
             Self::InvalidClientId => b"-ERR Invalid client ID\r\n",
             Self::ClientIdNotPositive => b"-ERR client-id should be greater than 0\r\n",
             Self::NoSuchClient => b"-ERR No such client\r\n",
+            Self::TrackingRedirectTwice => {
+                b"-ERR A client can only redirect to a single other client\r\n"
+            }
+            Self::TrackingRedirectMissing => {
+                b"-ERR The client ID you want redirect to does not exist\r\n"
+            }
+            Self::TrackingPrefixNeedsBcast => {
+                b"-ERR PREFIX option requires BCAST mode to be enabled\r\n"
+            }
+            Self::TrackingBcastSwitch => b"-ERR You can't switch BCAST mode on/off before disabling tracking for this client, and then re-enabling it with a different mode.\r\n",
+            Self::TrackingOptWithBcast => b"-ERR OPTIN and OPTOUT are not compatible with BCAST\r\n",
+            Self::TrackingOptinAndOptout => {
+                b"-ERR You can't specify both OPTIN mode and OPTOUT mode\r\n"
+            }
+            Self::TrackingOptSwitch => b"-ERR You can't switch OPTIN/OPTOUT mode before disabling tracking for this client, and then re-enabling it with a different mode.\r\n",
+            Self::CachingWithoutTracking => b"-ERR CLIENT CACHING can be called only when the client is in tracking mode with OPTIN or OPTOUT mode enabled\r\n",
+            Self::CachingYesWithoutOptin => {
+                b"-ERR CLIENT CACHING YES is only valid when tracking is enabled in OPTIN mode.\r\n"
+            }
+            Self::CachingNoWithoutOptout => {
+                b"-ERR CLIENT CACHING NO is only valid when tracking is enabled in OPTOUT mode.\r\n"
+            }
             Self::UnblockReason => b"-ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR\r\n",
             Self::Unblocked => b"-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n",
             Self::ClientNameInvalid => {
@@ -387,6 +438,7 @@ impl ClientError {
             | Self::NoSuchUser { .. }
             | Self::UnrecognizedOption { .. }
             | Self::HelloSyntax { .. }
+            | Self::TrackingPrefixOverlap { .. }
             | Self::Backend { .. }
             | Self::KeylessScriptTouchedKey { .. } => return None,
         })
@@ -478,6 +530,21 @@ impl ClientError {
                 t.lit("ERR Syntax error in HELLO option '")
                     .bytes(option)
                     .lit("'");
+            }
+            Self::TrackingPrefixOverlap {
+                prefix,
+                other,
+                existing,
+            } => {
+                t.lit("ERR Prefix '")
+                    .bytes(prefix)
+                    .lit(if *existing {
+                        "' overlaps with an existing prefix '"
+                    } else {
+                        "' overlaps with another provided prefix '"
+                    })
+                    .bytes(other)
+                    .lit("'. Prefixes for a single client must not overlap.");
             }
             Self::Backend { addr, why, .. } => {
                 t.lit("ERR backend ").data(addr.as_str()).lit(" ").data(why);

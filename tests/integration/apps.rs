@@ -16,7 +16,7 @@ use redshard_tests::TestCluster;
 use tokio::process::Command;
 
 /// The repository's root.
-fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("tests/ is in the repository")

@@ -43,4 +43,5 @@ mod rules;
 mod split;
 mod tls;
 mod tools;
+mod tracking;
 mod transactions;

@@ -255,6 +255,7 @@ format = "json"
             auth_throttle_sources: 9,
             close_linger: Duration::from_millis(60),
             idle_park: Duration::from_millis(70),
+            tracking_table_max_keys: DEFAULT_TRACKING_TABLE_MAX_KEYS,
         }
     );
     assert_eq!(config.log.level, "info,redshard=debug");

@@ -195,7 +195,7 @@ pub(super) async fn run_id(
 }
 
 /// Reads exactly one reply (used only during the handshake, before pipelining starts).
-async fn read_one_reply(
+pub(super) async fn read_one_reply(
     stream: &mut BackendStream,
     max_depth: usize,
 ) -> Result<BytesMut, LaneError> {

@@ -10,6 +10,7 @@
 
 pub mod acl;
 mod connect;
+pub mod invalidations;
 pub mod lane;
 mod ready;
 pub mod stream;
@@ -670,6 +671,21 @@ impl Node {
             return None;
         }
         self.ready.take(&self.addr, protocol, &self.config)
+    }
+
+    /// Starts this node's tracking connection (client-side caching): what it learns goes to
+    /// `tx`, until the task is aborted or `tx` closed (see [`invalidations`]).
+    #[must_use]
+    pub fn track_invalidations(
+        &self,
+        tx: mpsc::UnboundedSender<(NodeAddr, invalidations::Invalidation)>,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(invalidations::run(
+            self.addr.clone(),
+            Arc::clone(&self.config),
+            self.fenced.subscribe(),
+            tx,
+        ))
     }
 
     /// How many lanes this node has.

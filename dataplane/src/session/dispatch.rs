@@ -165,6 +165,9 @@ pub(crate) fn dispatch(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>) -> A
     if let Some(action) = migration_check(ctx, table, spec, args) {
         return action;
     }
+    if ctx.tracking.is_some() {
+        super::tracking::on_command(ctx, spec, args);
+    }
     // QUIT and RESET run at once inside MULTI too, as in Redis.
     if ctx.tx.is_some() && !matches!(spec.id, CommandId::Quit | CommandId::Reset) {
         return txn::inside_multi(ctx, table, spec, args);
@@ -248,6 +251,9 @@ fn keyed(
         && spec.flags.contains(Flags::READONLY)
         && !is_mirrored(spec)
         && !table.is_migrating(slot)
+        // A tracking client reads the master, whose changes its invalidations follow (a
+        // replica could still answer the old value after the invalidation).
+        && ctx.tracking.is_none()
     {
         return Action::Read {
             shard,

@@ -139,24 +139,31 @@ fn write_section(ctx: &Ctx, table: &RoutingTable, section: &str, text: &mut Stri
         ),
         "clients" => write!(
             text,
-            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nclient_recent_max_output_buffer:{}\r\nblocked_clients:{}\r\nparked_clients:{}\r\n",
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nclient_recent_max_output_buffer:{}\r\nblocked_clients:{}\r\ntracking_clients:{}\r\nparked_clients:{}\r\n",
             state.clients.connected(),
             state.live.now().limits.max_clients,
             state.clients.max_output_bytes(),
             state.clients.blocked_now(),
+            state.tracking.stats().clients,
             state.clients.parked.load(Ordering::Relaxed),
         ),
         "memory" => {
             write_memory(text);
             Ok(())
         }
-        "stats" => write!(
-            text,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\n",
-            state.clients.total_connections.load(Ordering::Relaxed),
-            state.clients.total_commands.load(Ordering::Relaxed),
-            state.clients.rejected_connections.load(Ordering::Relaxed),
-        ),
+        "stats" => {
+            let tracking = state.tracking.stats();
+            write!(
+                text,
+                "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\ntracking_total_keys:{}\r\ntracking_total_items:{}\r\ntracking_total_prefixes:{}\r\n",
+                state.clients.total_connections.load(Ordering::Relaxed),
+                state.clients.total_commands.load(Ordering::Relaxed),
+                state.clients.rejected_connections.load(Ordering::Relaxed),
+                tracking.keys,
+                tracking.items,
+                tracking.prefixes,
+            )
+        }
         "replication" => {
             write_replication(state, table, text);
             Ok(())

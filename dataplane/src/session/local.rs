@@ -56,6 +56,7 @@ pub(super) fn handle(
             ctx.client.fields().name.clear();
             ctx.pubsub = None;
             super::pubsub::show_counts(ctx);
+            super::tracking::reset(ctx);
             if ctx.protocol != Protocol::Resp2 {
                 ctx.protocol = Protocol::Resp2;
                 ctx.client.fields().resp = 2;
@@ -140,6 +141,7 @@ pub(super) fn handle(
         Local::ClientPause => super::client::pause(ctx, args),
         Local::ClientUnpause => super::client::unpause(ctx),
         Local::ClientUnblock => super::client::unblock(ctx, args),
+        Local::Tracking => super::tracking::handle(ctx, spec, args),
     }
 }
 

@@ -24,6 +24,7 @@ mod pubsub;
 mod scan;
 mod split;
 mod stream;
+mod tracking;
 mod txn;
 
 pub use local::constant_time_eq;
@@ -115,6 +116,7 @@ impl RoundConfig {
 
 /// The client `id` is gone: out of the shutdown registry and the client list.
 fn leave(shutdown: &Shutdown, state: &ProxyState, id: u64) {
+    state.tracking.disable(id);
     shutdown.unregister(id);
     state.clients.remove(id);
 }
@@ -162,6 +164,8 @@ pub(crate) struct Ctx {
     /// Subscriptions and their connections, while the client has any (boxed: most clients
     /// never subscribe, and every session would carry its room).
     pub pubsub: Option<Box<pubsub::PubSub>>,
+    /// CLIENT TRACKING's settings, while it is on (boxed: most clients never track).
+    pub tracking: Option<Box<tracking::ClientTracking>>,
     /// What the authenticated user may run (`[[user]] access`; the default user: all).
     pub access: redshard_config::Access,
     /// The `[[user]]` name the client authenticated as, for refusals (empty: `default`).
@@ -275,6 +279,7 @@ impl<S: ClientStream> Session<S> {
                 tx: None,
                 watch: None,
                 pubsub: None,
+                tracking: None,
                 waiting: false,
                 pause_expired: false,
                 migrated: false,
@@ -334,6 +339,8 @@ impl<S: ClientStream> Session<S> {
             && ctx.tx.is_none()
             && ctx.watch.is_none()
             && ctx.pubsub.is_none()
+            && ctx.tracking.is_none()
+            && !ctx.state.tracking.is_target(ctx.client.id)
             && !ctx.pause_expired
             && !ctx.migrated
             && ctx.migration_failed.is_none()
@@ -736,6 +743,7 @@ impl<S: ClientStream> Session<S> {
             self.scanner.reset();
             let request = bytes.clone();
             dispatch::finish(&mut self.ctx, &table, action, bytes);
+            tracking::after_dispatch(&mut self.ctx);
             if let Some(cmd) = self.ctx.current_cmd.take() {
                 self.ctx.queue.label_last(Meta {
                     cmd: cmd.name,
@@ -744,6 +752,8 @@ impl<S: ClientStream> Session<S> {
                 });
             }
         }
+        // A request held back (not sent) had its read recorded all the same.
+        tracking::after_dispatch(&mut self.ctx);
         self.ctx
             .state
             .clients

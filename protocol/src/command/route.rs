@@ -91,6 +91,9 @@ pub enum Local {
     /// CLIENT UNBLOCK of a client blocked on its private backend connection: the proxy
     /// answers it and closes that connection.
     ClientUnblock,
+    /// CLIENT TRACKING, CACHING, GETREDIR and TRACKINGINFO: the proxy tracks what its
+    /// clients read and sends their invalidations (see the session's `tracking.rs`).
+    Tracking,
 }
 
 impl Local {
@@ -135,6 +138,9 @@ impl Local {
             C::ClientPause => Local::ClientPause,
             C::ClientUnpause => Local::ClientUnpause,
             C::ClientUnblock => Local::ClientUnblock,
+            C::ClientTracking | C::ClientCaching | C::ClientGetredir | C::ClientTrackinginfo => {
+                Local::Tracking
+            }
             _ => return None,
         })
     }
@@ -177,6 +183,10 @@ const fn declared_route(id: CommandId) -> Route {
         | C::ClientNoTouch
         | C::ClientSetinfo
         | C::ClientSetname
+        | C::ClientTracking
+        | C::ClientCaching
+        | C::ClientGetredir
+        | C::ClientTrackinginfo
         | C::Command
         | C::CommandCount
         | C::CommandDocs
@@ -303,14 +313,10 @@ const fn declared_route(id: CommandId) -> Route {
         C::Swapdb | C::Move | C::Migrate => Route::Forbidden,
         // MONITOR streams one backend's traffic, other clients' included.
         C::Monitor => Route::Forbidden,
-        // REPLY/TRACKING/CACHING/GETREDIR/TRACKINGINFO change how a backend connection
-        // answers, which would desynchronise a shared lane. (CLIENT KILL/PAUSE/UNPAUSE/UNBLOCK
-        // act on the proxy's own clients: see [`Local`].)
-        C::ClientReply
-        | C::ClientTracking
-        | C::ClientCaching
-        | C::ClientGetredir
-        | C::ClientTrackinginfo => Route::Forbidden,
+        // REPLY changes how a backend connection answers, which would desynchronise a shared
+        // lane. (CLIENT KILL/PAUSE/UNPAUSE/UNBLOCK/TRACKING... act on the proxy's own
+        // clients: see [`Local`].)
+        C::ClientReply => Route::Forbidden,
         // SCRIPT DEBUG needs a private forked server.
         C::ScriptDebug => Route::Forbidden,
         // ACL (all subcommands): backends authenticate the proxy, not the client, so even

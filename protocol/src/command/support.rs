@@ -32,6 +32,11 @@ fn describe(spec: &CommandSpec) -> (&'static str, String) {
             "refused",
             "answered by the proxy as by a standalone Redis: cluster support disabled".into(),
         ),
+        Route::Local if Local::of(spec.id) == Some(Local::Tracking) => (
+            "works",
+            "answered by the proxy; invalidations from every master (see client-side-caching.md)"
+                .into(),
+        ),
         Route::Local => ("works", "answered by the proxy".into()),
         Route::FanOut(merge) => (
             "works",
