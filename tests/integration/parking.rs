@@ -140,6 +140,25 @@ async fn a_parked_client_that_leaves_frees_its_place_and_shutdown_closes_parked_
     assert!(started.elapsed() < Duration::from_secs(4));
 }
 
+/// Waits until the proxy holds a connection to shard 0's master open ahead of need (`[backend]
+/// ready_connections`): taking one for a private connection opens the next, so counting a
+/// node's connections waits for it.
+async fn ready_connection(cluster: &TestCluster) {
+    let master = redshard_config::NodeAddr::parse(&cluster.masters[0].addr()).unwrap();
+    let node = cluster
+        .proxy
+        .as_ref()
+        .expect("proxy")
+        .state()
+        .router
+        .pool()
+        .node(&master);
+    redshard_tests::wait_until(Duration::from_secs(5), "a ready connection", || async {
+        node.has_ready_connection(redshard_proxy::resp::Protocol::Resp2)
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parking_closes_the_private_backend_connection_and_the_next_transaction_opens_one() {
     let cluster = TestCluster::start_with(1, false, "[limits]\nidle_park_ms = 50\n", &[]).await;
@@ -148,6 +167,7 @@ async fn parking_closes_the_private_backend_connection_and_the_next_transaction_
     let mut c = cluster.client().await;
     // The shared lane is connected (a request went through it) before counting.
     assert_eq!(c.cmd(&["GET", "warm"]).await, Reply::Bulk(None));
+    ready_connection(&cluster).await;
     let before = clients_field(&mut master, "connected_clients").await;
     // WATCH runs on a connection of the client's own (a transaction without one goes over
     // the shared lanes in one batch).
@@ -155,7 +175,9 @@ async fn parking_closes_the_private_backend_connection_and_the_next_transaction_
     assert_eq!(c.cmd(&["MULTI"]).await, Reply::Status("OK".into()));
     assert_eq!(c.cmd(&["INCR", "tx"]).await, Reply::Status("QUEUED".into()));
     assert_eq!(c.cmd(&["EXEC"]).await, Reply::Array(vec![Reply::Int(1)]));
-    // The client keeps that connection after EXEC...
+    // The client keeps that connection after EXEC (the one that was ready; the next is
+    // opened in its place)...
+    ready_connection(&cluster).await;
     assert_eq!(
         clients_field(&mut master, "connected_clients").await,
         before + 1
