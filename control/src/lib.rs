@@ -39,6 +39,7 @@
 mod ack;
 mod book;
 pub mod conn;
+mod every_node;
 pub mod failover;
 pub mod fleet;
 mod follow;
@@ -150,6 +151,9 @@ pub struct Controller {
     acks: ack::AckChecks,
     /// The checks of Redis replication (`[replication] mode = "redis"`).
     replicas: replica::Tracker,
+    /// The parameters clients set with `CONFIG SET`, given to nodes added later (see
+    /// [`every_node`]).
+    node_settings: every_node::NodeSettings,
 }
 
 impl Controller {
@@ -205,6 +209,7 @@ impl Controller {
             returned_events: Mutex::new(None),
             acks: ack::AckChecks::default(),
             replicas: replica::Tracker::default(),
+            node_settings: every_node::NodeSettings::default(),
         });
         controller
             .probes
@@ -477,6 +482,7 @@ impl Controller {
                 self.book().writes_lost(shard, master, Instant::now());
             }
             ControlEvent::KillScript { which, done } => self.kill_script(which, done),
+            ControlEvent::EveryNode { request, done } => self.every_node(request, done),
         }
     }
 

@@ -1,6 +1,6 @@
 //! Commands the proxy answers itself: the connection's own state (PING, ECHO, QUIT, SELECT,
 //! AUTH, HELLO, RESET, CLIENT ...), and what describes the proxy rather than one node (INFO,
-//! COMMAND COUNT / GETKEYS, CONFIG GET).
+//! COMMAND COUNT / GETKEYS, CONFIG GET); the operators' commands are in `admin.rs`.
 
 use bytes::{Bytes, BytesMut};
 
@@ -44,7 +44,10 @@ pub(super) fn handle(
         Local::Hello => hello(ctx, args),
         Local::Reset => {
             // Like Redis: out of MULTI, UNWATCH (closing the private connection forgets what
-            // it watched), unsubscribed, logged out, back to RESP2 and no name.
+            // it watched), unsubscribed, out of MONITOR, replies on, logged out, back to
+            // RESP2 and no name.
+            super::admin::stop_monitoring(ctx);
+            super::reply_mode::reset(ctx);
             ctx.tx = None;
             if ctx.watch.take().is_some() {
                 ctx.private = None;
@@ -140,6 +143,15 @@ pub(super) fn handle(
         Local::ClientPause => super::client::pause(ctx, args),
         Local::ClientUnpause => super::client::unpause(ctx),
         Local::ClientUnblock => super::client::unblock(ctx, args),
+        Local::EveryNode => super::admin::every_node(ctx, spec, args),
+        Local::Monitor => super::admin::monitor(ctx),
+        Local::ClientReply => super::reply_mode::client_reply(ctx, args.get(2)),
+        Local::ClientGetredir => Action::reply(ctx, Bytes::from_static(b":-1\r\n")),
+        Local::ClientTrackinginfo => super::admin::trackinginfo(ctx),
+        Local::AclWhoami => super::admin::whoami(ctx),
+        Local::AclUsers => super::admin::list(ctx, false),
+        Local::AclList => super::admin::list(ctx, true),
+        Local::AclGetuser => super::admin::getuser(ctx, args.get(2)),
     }
 }
 

@@ -32,6 +32,10 @@ fn describe(spec: &CommandSpec) -> (&'static str, String) {
             "refused",
             "answered by the proxy as by a standalone Redis: cluster support disabled".into(),
         ),
+        Route::Local if Local::of(spec.id) == Some(Local::EveryNode) => (
+            "works",
+            "every node, masters and replicas; OK when all said OK".into(),
+        ),
         Route::Local => ("works", "answered by the proxy".into()),
         Route::FanOut(merge) => (
             "works",
