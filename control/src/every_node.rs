@@ -13,8 +13,9 @@
 //! applied it. Nothing is rolled back on the nodes that applied it.
 //!
 //! The parameters a `CONFIG SET` applied are remembered (by this process, in memory) and set
-//! on a node added later with `ADDSHARD` or `ADDREPLICA`, before it joins. A node that
-//! restarts forgets them unless `CONFIG REWRITE` wrote them to its configuration file.
+//! on a node added later with `ADDSHARD` or `ADDREPLICA`, before it joins, and on a node the
+//! lanes find restarted (a new `run_id`), when the controller accepts its new process. A
+//! proxy that restarts forgets them (`CONFIG REWRITE` keeps them in the nodes' own files).
 
 use std::sync::Arc;
 
@@ -115,9 +116,23 @@ impl Controller {
         });
     }
 
-    /// Sets the parameters applied through this proxy (`CONFIG SET`) on a node being added,
-    /// over `conn`; a refusal is logged (the node joins all the same, as one that missed a
-    /// `CONFIG SET` would have).
+    /// Sets the parameters applied through this proxy (`CONFIG SET`) again on the node at
+    /// `addr`, which restarted (logged when it cannot be reached).
+    pub(super) async fn renew_node_settings(&self, addr: &NodeAddr) {
+        if self.node_settings.request().is_none() {
+            return;
+        }
+        match self.connect(addr, self.state.config.health.timeout).await {
+            Ok(mut conn) => self.give_node_settings(&mut conn).await,
+            Err(e) => {
+                warn!(node = %addr, error = %e, "could not give a restarted node the parameters set through CONFIG SET");
+            }
+        }
+    }
+
+    /// Sets the parameters applied through this proxy (`CONFIG SET`) on a node being added
+    /// or that restarted, over `conn`; a refusal is logged (the node serves all the same, as
+    /// one that missed a `CONFIG SET` would).
     pub(super) async fn give_node_settings(&self, conn: &mut ControlConn) {
         let Some(request) = self.node_settings.request() else {
             return;
@@ -125,10 +140,10 @@ impl Controller {
         let args: Vec<&[u8]> = request.iter().map(AsRef::as_ref).collect();
         match conn.call_ok(&args).await {
             Ok(_) => {
-                info!(node = %conn.addr(), settings = (args.len() - 2) / 2, "gave a new node the parameters set through CONFIG SET")
+                info!(node = %conn.addr(), settings = (args.len() - 2) / 2, "gave a node the parameters set through CONFIG SET")
             }
             Err(e) => {
-                warn!(node = %conn.addr(), error = %e, "a new node refused the parameters set through CONFIG SET")
+                warn!(node = %conn.addr(), error = %e, "a node refused the parameters set through CONFIG SET")
             }
         }
     }

@@ -590,6 +590,31 @@ async fn config_set_and_friends_apply_to_every_node() {
     assert_eq!(node_config(&extra.addr(), "maxmemory-samples").await, "7");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_gets_the_config_set_parameters_again() {
+    let mut cluster = TestCluster::start(1).await;
+    let mut c = cluster.client().await;
+    assert!(c.cmd(&["CONFIG", "SET", "hz", "23"]).await.is_ok());
+    let node = cluster.masters[0].addr();
+    assert_eq!(node_config(&node, "hz").await, "23");
+    cluster.masters[0].restart();
+    assert_eq!(node_config(&node, "hz").await, "10", "a fresh process");
+    // The lanes find the new process as soon as they carry traffic to it.
+    redshard_tests::wait_until(
+        std::time::Duration::from_secs(10),
+        "the restarted node given hz 23",
+        || {
+            let (proxy, node) = (cluster.addr, node.clone());
+            async move {
+                let mut c = redshard_tests::Client::connect_addr(proxy).await;
+                let _ = c.cmd(&["SET", "k", "v"]).await;
+                node_config(&node, "hz").await == "23"
+            }
+        },
+    )
+    .await;
+}
+
 /// A node's `keyspace_hits`.
 async fn keyspace_hits(node: &mut redshard_tests::Client) -> u64 {
     node.info_field("stats", "keyspace_hits")
