@@ -553,10 +553,22 @@ async fn config_set_and_friends_apply_to_every_node() {
         total += keyspace_hits(m).await;
     }
     assert!(total >= 1);
+    let processed = |info: String| -> u64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_commands_processed:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let before = processed(c.cmd(&["INFO", "stats"]).await.text());
+    assert!(before >= 10, "{before}");
     assert!(c.cmd(&["CONFIG", "RESETSTAT"]).await.is_ok());
     for m in &mut masters {
         assert_eq!(keyspace_hits(m).await, 0);
     }
+    // The proxy's own counters start again too.
+    assert!(processed(c.cmd(&["INFO", "stats"]).await.text()) < 5);
     assert_eq!(c.cmd(&["LATENCY", "RESET"]).await, Reply::Int(0));
     // The test nodes run without a configuration file: each says so.
     let e = error_of(&c.cmd(&["CONFIG", "REWRITE"]).await);
@@ -850,6 +862,8 @@ async fn acl_read_commands_describe_the_proxy_s_users() {
         c.cmd(&["ACL", "CAT", "nope"]).await,
         Reply::Error("ERR Unknown category 'nope'".into())
     );
+    assert!(c.cmd(&["ACL", "HELP"]).await.items().len() > 10);
+    assert_eq!(c.cmd(&["ACL", "GENPASS", "32"]).await.text().len(), 8);
     assert_eq!(
         c.cmd(&["ACL", "SETUSER", "x"]).await,
         Reply::Error("ERR ACL SETUSER is not allowed through redshard".into())

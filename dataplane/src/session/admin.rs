@@ -96,6 +96,10 @@ pub(super) fn every_node(ctx: &mut Ctx, spec: &'static CommandSpec, args: Args<'
             }
         }
     }
+    if spec.id == CommandId::ConfigResetstat {
+        // The proxy's own counters in INFO, as the nodes reset theirs.
+        ctx.state.clients.reset_stats();
+    }
     let request = args.iter().map(Bytes::copy_from_slice).collect();
     let (done, answer) = tokio::sync::oneshot::channel();
     if !ctx

@@ -130,13 +130,13 @@ fn write_section(ctx: &Ctx, table: &RoutingTable, section: &str, text: &mut Stri
             write_memory(text);
             Ok(())
         }
-        "stats" => write!(
-            text,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\n",
-            state.clients.total_connections.load(Ordering::Relaxed),
-            state.clients.total_commands.load(Ordering::Relaxed),
-            state.clients.rejected_connections.load(Ordering::Relaxed),
-        ),
+        "stats" => {
+            let [connections, commands, rejected] = state.clients.stats();
+            write!(
+                text,
+                "# Stats\r\ntotal_connections_received:{connections}\r\ntotal_commands_processed:{commands}\r\nrejected_connections:{rejected}\r\n",
+            )
+        }
         "replication" => {
             write_replication(state, table, text);
             Ok(())

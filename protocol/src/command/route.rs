@@ -50,9 +50,10 @@ pub enum Local {
     /// COMMAND GETKEYS by the proxy's key extraction.
     CommandGetkeys,
     /// Documentation and help texts (COMMAND, COMMAND INFO / DOCS / LIST / HELP /
-    /// GETKEYSANDFLAGS, CLIENT HELP, ACL CAT's categories and their commands): identical on
-    /// every master since they run the table's Redis version, so the proxy sends them to any
-    /// master and forwards its answer.
+    /// GETKEYSANDFLAGS, CLIENT HELP, ACL HELP, ACL CAT's categories and their commands):
+    /// identical on every master since they run the table's Redis version, so the proxy sends
+    /// them to any master and forwards its answer. (ACL GENPASS too: a random password from
+    /// any master.)
     FromBackend,
     /// CONFIG GET: clients read settings such as `maxmemory-policy`; the proxy answers from
     /// its own view rather than from one arbitrary backend.
@@ -139,7 +140,9 @@ impl Local {
             | C::CommandHelp
             | C::CommandGetkeysandflags
             | C::ClientHelp
-            | C::AclCat => Local::FromBackend,
+            | C::AclCat
+            | C::AclHelp
+            | C::AclGenpass => Local::FromBackend,
             C::ConfigGet => Local::ConfigGet,
             C::SlowlogGet => Local::SlowlogGet,
             C::SlowlogLen => Local::SlowlogLen,
@@ -244,6 +247,8 @@ const fn declared_route(id: CommandId) -> Route {
         | C::ClientTrackinginfo
         | C::AclWhoami
         | C::AclCat
+        | C::AclHelp
+        | C::AclGenpass
         | C::AclUsers
         | C::AclList
         | C::AclGetuser => Route::Local,
@@ -358,8 +363,6 @@ const fn declared_route(id: CommandId) -> Route {
         C::Acl
         | C::AclDeluser
         | C::AclDryrun
-        | C::AclGenpass
-        | C::AclHelp
         | C::AclLoad
         | C::AclLog
         | C::AclSave

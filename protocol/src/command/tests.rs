@@ -595,6 +595,8 @@ fn local_commands_are_the_ones_local_of_knows() {
         "client|trackinginfo",
         "acl|whoami",
         "acl|cat",
+        "acl|help",
+        "acl|genpass",
         "acl|users",
         "acl|list",
         "acl|getuser",
