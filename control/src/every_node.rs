@@ -107,11 +107,9 @@ impl Controller {
                 controller.node_settings.remember(&request);
             }
             let reply = combine(answers);
-            info!(
-                command = %String::from_utf8_lossy(&args.iter().take(2).copied().collect::<Vec<_>>().join(&b' ')),
-                applied,
-                "a client's server command was applied to the nodes"
-            );
+            // The command's name only: CONFIG SET's values may be secrets.
+            let name = |i: usize| String::from_utf8_lossy(args.get(i).copied().unwrap_or_default());
+            info!(command = %name(0), sub = %name(1), applied, nodes = nodes.len(), "a client's command applied to every node");
             let _ = done.send(reply);
         });
     }

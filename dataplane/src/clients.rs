@@ -95,6 +95,8 @@ pub struct ClientFields {
     /// Its SUBSCRIBE channels, PSUBSCRIBE patterns and SSUBSCRIBE channels (CLIENT LIST's
     /// `sub`, `psub`, `ssub`; a client with any is of type `pubsub`).
     pub(crate) subscriptions: [usize; 3],
+    /// In MONITOR mode (CLIENT LIST's `flags=O`).
+    pub(crate) monitor: bool,
 }
 
 impl Default for ClientFields {
@@ -106,6 +108,7 @@ impl Default for ClientFields {
             resp: 2,
             user: String::new(),
             subscriptions: [0; 3],
+            monitor: false,
         }
     }
 }
@@ -222,6 +225,8 @@ impl ClientInfo {
             self.since.elapsed().as_secs(),
             if self.is_blocked() {
                 "b"
+            } else if f.monitor {
+                "O"
             } else if f.subscribed() {
                 "P"
             } else {

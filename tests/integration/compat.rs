@@ -655,13 +655,22 @@ async fn monitor_shows_every_client_s_commands_as_redis_does() {
     let cluster = TestCluster::start(2).await;
     let mut other = cluster.client().await;
     let info = other.cmd(&["CLIENT", "INFO"]).await.text();
+    assert!(info.contains(" flags=N "), "{info}");
     let addr = info
         .split(' ')
         .find_map(|f| f.strip_prefix("addr="))
         .unwrap()
         .to_owned();
     let mut m = cluster.client().await;
+    assert!(m.cmd(&["CLIENT", "SETNAME", "watcher"]).await.is_ok());
     assert!(m.cmd(&["MONITOR"]).await.is_ok());
+    let list = other.cmd(&["CLIENT", "LIST"]).await.text();
+    assert!(
+        list.lines()
+            .any(|l| l.contains(" name=watcher ") && l.contains(" flags=O ")),
+        "{list}"
+    );
+    // (CLIENT LIST is an `admin` command: not shown.)
 
     // Keys on both shards, the credentials hidden, admin and refused commands not shown.
     let (k1, k2) = (key_on(2, 0, "m"), key_on(2, 1, "m"));

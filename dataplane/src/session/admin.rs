@@ -132,6 +132,7 @@ pub(super) fn monitor(ctx: &mut Ctx) -> Action {
     }
     ctx.queue.push_ready(Bytes::from_static(encode::OK));
     ctx.monitoring = true;
+    ctx.client.fields().monitor = true;
     ctx.state
         .monitors
         .add(ctx.client.id, Arc::clone(&ctx.queue));
@@ -152,6 +153,7 @@ pub(super) fn monitor_refuses(spec: &CommandSpec) -> bool {
 pub(super) fn stop_monitoring(ctx: &mut Ctx) {
     if std::mem::take(&mut ctx.monitoring) {
         ctx.state.monitors.remove(ctx.client.id);
+        ctx.client.fields().monitor = false;
     }
 }
 
