@@ -498,6 +498,37 @@ async fn config_set_and_friends_apply_to_every_node() {
         Reply::Array(vec![Reply::bulk("hz"), Reply::bulk("17")])
     );
 
+    // SLOWLOG is the proxy's: its settings are the proxy's too (and the nodes').
+    assert!(c.cmd(&["SLOWLOG", "RESET"]).await.is_ok());
+    assert!(c
+        .cmd(&[
+            "CONFIG",
+            "SET",
+            "slowlog-log-slower-than",
+            "0",
+            "slowlog-max-len",
+            "3"
+        ])
+        .await
+        .is_ok());
+    assert_eq!(
+        c.cmd(&["CONFIG", "GET", "slowlog-*"]).await,
+        Reply::Array(vec![
+            Reply::bulk("slowlog-log-slower-than"),
+            Reply::bulk("0"),
+            Reply::bulk("slowlog-max-len"),
+            Reply::bulk("3"),
+        ])
+    );
+    assert_eq!(node_config(&nodes[0], "slowlog-max-len").await, "3");
+    for i in 0..5 {
+        assert_eq!(
+            c.cmd(&["GET", &format!("slow{i}")]).await,
+            Reply::Bulk(None)
+        );
+    }
+    assert_eq!(c.cmd(&["SLOWLOG", "LEN"]).await, Reply::Int(3));
+
     // What the proxy manages is refused before any node sees it; Redis's syntax rules.
     for (param, value) in [
         ("replicaof", "127.0.0.1 1"),

@@ -96,6 +96,9 @@ pub(super) fn every_node(ctx: &mut Ctx, spec: &'static CommandSpec, args: Args<'
             }
         }
     }
+    if spec.id == CommandId::ConfigSet {
+        slowlog_settings(ctx, args);
+    }
     if spec.id == CommandId::ConfigResetstat {
         // The proxy's own counters in INFO, as the nodes reset theirs.
         ctx.state.clients.reset_stats();
@@ -120,6 +123,42 @@ pub(super) fn every_node(ctx: &mut Ctx, spec: &'static CommandSpec, args: Args<'
         slot.deliver(reply);
     });
     Action::Done
+}
+
+/// CONFIG SET of `slowlog-log-slower-than` / `slowlog-max-len`: SLOWLOG is the proxy's
+/// own, so they set its `[slowlog]` (until the next reload re-reads the file), as well as the
+/// nodes'. A value the nodes would refuse (not an integer, out of Redis's range) changes
+/// nothing here; their answer says why.
+fn slowlog_settings(ctx: &Ctx, args: Args<'_>) {
+    let mut slowlog = ctx.state.live.now().slowlog;
+    let mut changed = false;
+    for at in (2..args.len()).step_by(2) {
+        let (name, value) = (args.get(at), args.get(at + 1));
+        let value = redshard_protocol::resp::parse_i64(value);
+        if name.eq_ignore_ascii_case(b"slowlog-log-slower-than") {
+            if let Some(us) = value.filter(|us| *us >= -1) {
+                slowlog.log_slower_than_us = us;
+                changed = true;
+            }
+        } else if name.eq_ignore_ascii_case(b"slowlog-max-len") {
+            if let Some(len) = value.and_then(|n| usize::try_from(n).ok()) {
+                slowlog.max_len = len;
+                changed = true;
+            }
+        }
+    }
+    if changed {
+        // Not while a reload compares and replaces the settings.
+        let _reload = ctx
+            .state
+            .reload
+            .lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut next = (*ctx.state.live.snapshot()).clone();
+        next.slowlog = slowlog;
+        ctx.state.live.replace(Arc::new(next));
+    }
 }
 
 /// MONITOR: `+OK`, then every client's commands (see [`crate::monitor`]). A second MONITOR

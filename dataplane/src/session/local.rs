@@ -599,7 +599,7 @@ fn config_get(ctx: &Ctx, table: &RoutingTable, args: Args<'_>) -> Action {
 pub(super) fn proxy_config(ctx: &Ctx, patterns: &[&[u8]]) -> Vec<(&'static str, String)> {
     let live = ctx.state.live.now();
     let limits = &live.limits;
-    let values: [(&'static str, String); 9] = [
+    let values: [(&'static str, String); 11] = [
         ("databases", "1".into()),
         ("maxclients", limits.max_clients.to_string()),
         ("proto-max-bulk-len", limits.max_bulk_bytes.to_string()),
@@ -612,6 +612,12 @@ pub(super) fn proxy_config(ctx: &Ctx, patterns: &[&[u8]]) -> Vec<(&'static str, 
         ("port", ctx.state.port.to_string()),
         ("save", String::new()),
         ("appendonly", "no".into()),
+        // SLOWLOG is the proxy's own (CONFIG SET changes these too).
+        (
+            "slowlog-log-slower-than",
+            live.slowlog.log_slower_than_us.to_string(),
+        ),
+        ("slowlog-max-len", live.slowlog.max_len.to_string()),
     ];
     let mut matched: Vec<(&'static str, String)> = Vec::new();
     for pattern in patterns {
