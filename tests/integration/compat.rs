@@ -922,6 +922,21 @@ async fn acl_read_commands_describe_the_proxy_s_users() {
         ])
     );
 
+    // RESP3: the bytes redis-server 7.0 sends (maps, sets, `_` for an unknown user).
+    assert!(c.cmd_resp3(&["HELLO", "3"]).await.starts_with(b"%7"));
+    assert_eq!(
+        c.cmd_resp3(&["CLIENT", "TRACKINGINFO"]).await,
+        b"%3\r\n$5\r\nflags\r\n~1\r\n$3\r\noff\r\n$8\r\nredirect\r\n:-1\r\n$8\r\nprefixes\r\n*0\r\n"
+    );
+    assert_eq!(
+        String::from_utf8(c.cmd_resp3(&["ACL", "GETUSER", "app"]).await).unwrap(),
+        format!(
+            "%6\r\n$5\r\nflags\r\n~1\r\n$2\r\non\r\n$9\r\npasswords\r\n*1\r\n$64\r\n{}\r\n$8\r\ncommands\r\n$65\r\n+@all -@dangerous -script|flush -function|flush -function|restore\r\n$4\r\nkeys\r\n$2\r\n~*\r\n$8\r\nchannels\r\n$2\r\n&*\r\n$9\r\nselectors\r\n*0\r\n",
+            sha256_hex("a-pw")
+        )
+    );
+    assert_eq!(c.cmd_resp3(&["ACL", "GETUSER", "nobody"]).await, b"_\r\n");
+
     // Each user sees itself; the user list is for those allowed dangerous commands.
     let mut app = cluster.client().await;
     assert!(app.cmd(&["AUTH", "app", "a-pw"]).await.is_ok());
