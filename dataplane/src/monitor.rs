@@ -5,7 +5,8 @@
 //! (`+1700000000.123456 [0 127.0.0.1:51234] "SET" "k" "v"`), and pushed to every monitor's
 //! queue, where it takes its place among that client's replies. What is not shown, as in Redis:
 //! `admin` commands (CONFIG, DEBUG, MONITOR itself ...), commands refused before they ran
-//! (unknown, wrong arity, NOAUTH, NOPERM, refused through redshard), and the credentials of
+//! (unknown, wrong arity, NOAUTH, NOPERM, not allowed through redshard; one refused later for
+//! its keys, CROSSSLOT, is shown), and the credentials of
 //! AUTH and HELLO AUTH, shown as `"(redacted)"`. Commands a script calls run on the node and
 //! are not seen by the proxy.
 //!
