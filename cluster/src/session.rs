@@ -1,6 +1,6 @@
 //! A proxy's etcd session: one lease, renewed in the background. See `LIFECYCLE.md`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use etcd_client::{LeaseKeepAliveStream, LeaseKeeper};
@@ -46,6 +46,20 @@ struct Inner {
     set_state: watch::Sender<SessionState>,
     /// The keep-alive task, aborted when the last clone goes.
     task: JoinHandle<()>,
+    /// When renewals last succeeded, written by the keep-alive task (see [`Contact`]).
+    contact: Arc<Mutex<Contact>>,
+    /// The lease's TTL: contact lapses after half of it without a renewal.
+    ttl: Duration,
+}
+
+/// Whether the session is in touch with etcd, which a proxy tells the others when etcd
+/// may be down (see `docs/fleet.md`, "etcd entirely down").
+#[derive(Clone, Copy, Debug)]
+struct Contact {
+    /// When the last renewal that succeeded was sent (the grant at first).
+    renewed: Instant,
+    /// Since when renewals have succeeded without a gap of half a TTL.
+    since: Instant,
 }
 
 impl Drop for Inner {
@@ -68,12 +82,17 @@ impl Session {
         let lease = granted.id();
         // etcd may lengthen a TTL below its minimum, never shorten one: ours is the bound.
         let (set_state, state) = watch::channel(SessionState::Alive);
+        let contact = Arc::new(Mutex::new(Contact {
+            renewed: sent,
+            since: Instant::now(),
+        }));
         let task = tokio::spawn(keep_alive(
             etcd.clone(),
             lease,
             ttl,
             sent,
             set_state.clone(),
+            Arc::clone(&contact),
         ));
         Ok(Session {
             inner: Arc::new(Inner {
@@ -82,6 +101,8 @@ impl Session {
                 state,
                 set_state,
                 task,
+                contact,
+                ttl,
             }),
         })
     }
@@ -102,6 +123,40 @@ impl Session {
     #[must_use]
     pub fn is_alive(&self) -> bool {
         self.state() == SessionState::Alive
+    }
+
+    /// Whether the session is alive and in touch with etcd: a renewal sent less than half a
+    /// TTL ago succeeded. Renewals are sent every third of the TTL, so a session out of touch
+    /// has missed one at least: etcd may be down, or this proxy cut off from it.
+    #[must_use]
+    pub fn in_contact(&self) -> bool {
+        self.contact_since().is_some()
+    }
+
+    /// Since when the session has been in touch with etcd without a lapse (see
+    /// [`Session::in_contact`]); `None` while it is not. A proxy that lapsed may have told
+    /// others it cannot reach etcd: it waits before deciding anything (`docs/fleet.md`).
+    #[must_use]
+    pub fn contact_since(&self) -> Option<Instant> {
+        if !self.is_alive() {
+            return None;
+        }
+        let contact = *self
+            .inner
+            .contact
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        (contact.renewed.elapsed() <= self.inner.ttl / 2).then_some(contact.since)
+    }
+
+    /// When the last renewal that succeeded was sent (the grant, before any).
+    #[must_use]
+    pub fn renewed_at(&self) -> Instant {
+        self.inner
+            .contact
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .renewed
     }
 
     /// A receiver of every state change, for the proxy to stop serving on `Lost`. Once every
@@ -165,6 +220,7 @@ async fn keep_alive(
     ttl: Duration,
     granted_at: Instant,
     state: watch::Sender<SessionState>,
+    contact: Arc<Mutex<Contact>>,
 ) {
     let interval = ttl / 3;
     let mut last_ok = granted_at;
@@ -195,7 +251,16 @@ async fn keep_alive(
         })
         .await;
         match attempt {
-            Ok(Ok(Some(response))) if response.ttl() > 0 => last_ok = sent,
+            Ok(Ok(Some(response))) if response.ttl() > 0 => {
+                last_ok = sent;
+                let mut contact = contact.lock().unwrap_or_else(PoisonError::into_inner);
+                // Out of touch just before this answer (and maybe said so to another proxy):
+                // contact starts again now.
+                if contact.renewed.elapsed() > ttl / 2 {
+                    contact.since = Instant::now();
+                }
+                contact.renewed = sent;
+            }
             Ok(Ok(Some(_))) => {
                 tracing::warn!(lease, "etcd session lost: etcd says the lease expired");
                 state.send_replace(SessionState::Lost);

@@ -5,7 +5,9 @@
 //! etcd = ["10.0.0.5:2379", "10.0.0.6:2379", "10.0.0.7:2379"]
 //! prefix = "/redshard"
 //! lease_ttl_ms = 3000
+//! peer_poll_interval_ms = 500
 //! proxy_id = "proxy-a"
+//! advertise_admin = "10.0.0.21:6390"
 //! user = "redshard"
 //! password = "pw"
 //! ca_file = "tls/etcd-ca.crt"
@@ -41,6 +43,15 @@ pub const MIN_LEASE_TTL_MS: u64 = 2_000;
 pub const MAX_LEASE_TTL_MS: u64 = 60_000;
 /// Most etcd endpoints in `[cluster] etcd`.
 pub const MAX_ETCD_ENDPOINTS: usize = 16;
+/// Default of `[cluster] peer_poll_interval_ms`: how often a proxy out of touch with etcd asks
+/// the other proxies whether they reach it (see `docs/fleet.md`, "etcd entirely down").
+pub const DEFAULT_PEER_POLL_INTERVAL_MS: u64 = 500;
+/// Shortest `[cluster] peer_poll_interval_ms`.
+pub const MIN_PEER_POLL_INTERVAL_MS: u64 = 50;
+/// Longest `[cluster] peer_poll_interval_ms`; it must also be at most a quarter of
+/// `lease_ttl_ms`, so the other proxies are asked at least twice while this proxy's session is
+/// at risk (from half a TTL without a renewal) and before it is lost.
+pub const MAX_PEER_POLL_INTERVAL_MS: u64 = 15_000;
 /// Longest `[cluster] prefix`, in bytes.
 pub const MAX_CLUSTER_PREFIX_LEN: usize = 128;
 /// Longest `[cluster] proxy_id`, in bytes.
@@ -59,9 +70,19 @@ pub struct ClusterFile {
     /// `lease_ttl_ms`: the TTL of each proxy's etcd lease, whole seconds between
     /// [`MIN_LEASE_TTL_MS`] and [`MAX_LEASE_TTL_MS`]. Default [`DEFAULT_LEASE_TTL_MS`].
     pub lease_ttl_ms: Option<Spanned<u64>>,
+    /// `peer_poll_interval_ms`: while this proxy is out of touch with etcd, how often it asks
+    /// the other proxies (on their admin ports) whether any of them reaches etcd. Between
+    /// [`MIN_PEER_POLL_INTERVAL_MS`] and a quarter of `lease_ttl_ms`. Default
+    /// [`DEFAULT_PEER_POLL_INTERVAL_MS`].
+    pub peer_poll_interval_ms: Option<Spanned<u64>>,
     /// `proxy_id`: this proxy's name in the fleet. Default: the client listener's `IP:port`
     /// when that names one proxy, else one made from the host name and process id.
     pub proxy_id: Option<Spanned<String>>,
+    /// `advertise_admin`: the `host:port` at which the other proxies reach this proxy's admin
+    /// port (commands they forward to the leader). Default: `admin_listen`, with the `listen`
+    /// IP in place of a wildcard; needed when both are wildcards (`0.0.0.0`) or the proxy is
+    /// reached through another address (NAT, containers).
+    pub advertise_admin: Option<Spanned<String>>,
     /// `user`: etcd user to authenticate as; needs `password`.
     pub user: Option<Spanned<String>>,
     /// `password`: that user's password.
@@ -85,9 +106,16 @@ pub struct ClusterConfig {
     pub prefix: String,
     /// TTL of the proxy's etcd lease: longer without renewing it, the proxy stops serving.
     pub lease_ttl: Duration,
+    /// While out of touch with etcd, how often the proxy asks the other proxies whether any
+    /// reaches it; an ask is given half of it. A leader changes the topology only once in
+    /// touch with etcd for three of these without a lapse (see `docs/fleet.md`).
+    pub peer_poll_interval: Duration,
     /// This proxy's name in the fleet when configured; `None` lets the proxy derive one at
     /// start (see [`ClusterFile::proxy_id`]).
     pub proxy_id: Option<String>,
+    /// Where the other proxies reach this proxy's admin port, when configured; `None` derives
+    /// it from `admin_listen` and `listen` at start.
+    pub advertise_admin: Option<NodeAddr>,
     /// etcd user and password, when etcd has authentication enabled.
     pub auth: Option<EtcdAuth>,
     /// TLS to etcd; `None` for plaintext.
@@ -162,12 +190,34 @@ pub(crate) fn cluster(
             format!("must be whole seconds (etcd leases count seconds), not {ttl}"),
         ));
     }
+    let poll_span = file.peer_poll_interval_ms.as_ref().map(Spanned::span);
+    let peer_poll = src.bounded(
+        file.peer_poll_interval_ms,
+        "cluster.peer_poll_interval_ms",
+        DEFAULT_PEER_POLL_INTERVAL_MS,
+        MIN_PEER_POLL_INTERVAL_MS,
+        Some(MAX_PEER_POLL_INTERVAL_MS),
+    )?;
+    if peer_poll.saturating_mul(4) > ttl {
+        return Err(src.invalid_at(
+            poll_span.or(ttl_span),
+            "cluster.peer_poll_interval_ms",
+            format!("must be at most a quarter of cluster.lease_ttl_ms ({ttl}), not {peer_poll}: the other proxies must be asked at least twice between half a lease TTL without a renewal and the session's loss"),
+        ));
+    }
     let proxy_id = match file.proxy_id {
         Some(id) => {
             check_proxy_id(id.get_ref())
                 .map_err(|reason| src.invalid(Some(&id), "cluster.proxy_id", reason))?;
             Some(id.into_inner())
         }
+        None => None,
+    };
+    let advertise_admin = match file.advertise_admin {
+        Some(value) => Some(
+            advertised(&value)
+                .map_err(|reason| src.invalid(Some(&value), "cluster.advertise_admin", reason))?,
+        ),
         None => None,
     };
     let user_span = file.user.as_ref().map(Spanned::span);
@@ -198,10 +248,27 @@ pub(crate) fn cluster(
         etcd,
         prefix,
         lease_ttl: Duration::from_millis(ttl),
+        peer_poll_interval: Duration::from_millis(peer_poll),
         proxy_id,
+        advertise_admin,
         auth,
         tls,
     }))
+}
+
+/// `advertise_admin`: one `host:port` the other proxies can connect to (not a wildcard).
+fn advertised(value: &Spanned<String>) -> Result<NodeAddr, String> {
+    let addr = NodeAddr::parse(value.get_ref()).map_err(|e| e.to_string())?;
+    if addr
+        .host()
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_unspecified())
+    {
+        return Err(format!(
+            "{addr} is a wildcard address, which other proxies cannot connect to; give this proxy's own address"
+        ));
+    }
+    Ok(addr)
 }
 
 /// `etcd`: 1 to [`MAX_ETCD_ENDPOINTS`] distinct `host:port`s.

@@ -26,7 +26,7 @@ use crate::file::{
     DEFAULT_RESPONSE_TIMEOUT_MS, DEFAULT_SHUTDOWN_GRACE_MS, DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS,
     MAX_LANES, MAX_REPLY_DEPTH_LIMIT,
 };
-use crate::file::{KeylessScripts, DEFAULT_KEYLESS_SCRIPTS};
+use crate::file::{KeylessScripts, DEFAULT_KEYLESS_SCRIPTS, DEFAULT_READY_CONNECTIONS};
 use crate::file::{DEFAULT_AUTH_THROTTLE_SOURCES, MAX_AUTH_THROTTLE_SOURCES};
 use crate::file::{
     DEFAULT_METRICS_NAMESPACE, DEFAULT_SLOWLOG_MAX_LEN, DEFAULT_SLOWLOG_SLOWER_THAN_US,
@@ -172,6 +172,9 @@ pub struct BackendConfig {
     /// Pipelined connections per node (`0..=64`); a key uses lane `slot % lanes`. 0 means one
     /// per worker thread (the proxy resolves it when it starts).
     pub lanes: usize,
+    /// Whether one connection per node and protocol is kept open ahead of need, for the next
+    /// client that needs one of its own (blocking commands, transactions, subscriptions).
+    pub ready_connections: bool,
     /// Time allowed to open a connection.
     pub connect_timeout: Duration,
     /// Time a backend may take to answer before its connection is considered broken.
@@ -343,6 +346,7 @@ impl Default for BackendConfig {
             manage_acl: DEFAULT_MANAGE_ACL,
             keyless_scripts: DEFAULT_KEYLESS_SCRIPTS,
             lanes: DEFAULT_LANES,
+            ready_connections: DEFAULT_READY_CONNECTIONS,
             connect_timeout: Duration::from_millis(DEFAULT_CONNECT_TIMEOUT_MS),
             response_timeout: Duration::from_millis(DEFAULT_RESPONSE_TIMEOUT_MS),
             reconnect_backoff_min: Duration::from_millis(DEFAULT_RECONNECT_BACKOFF_MIN_MS),
@@ -560,6 +564,18 @@ impl Config {
                 None,
                 "replication.mode",
                 "\"proxy\" (proxy-side mirroring) serves one proxy only and cannot be used with [cluster]; use mode = \"redis\"",
+            ));
+        }
+        if config.admin_listen.is_none()
+            && config
+                .cluster
+                .as_ref()
+                .is_some_and(|c| c.advertise_admin.is_some())
+        {
+            return Err(src.invalid_at(
+                None,
+                "cluster.advertise_admin",
+                "is set but admin_listen is not: there is no TCP admin port to advertise",
             ));
         }
         crate::ha::check_ack_timeout(
@@ -885,6 +901,9 @@ fn backend(mut file: BackendFile, src: &Source<'_>) -> Result<BackendConfig, Con
         manage_acl,
         keyless_scripts,
         lanes,
+        ready_connections: file
+            .ready_connections
+            .map_or(DEFAULT_READY_CONNECTIONS, toml::Spanned::into_inner),
         connect_timeout: Duration::from_millis(connect),
         response_timeout: Duration::from_millis(response),
         reconnect_backoff_min: Duration::from_millis(min),

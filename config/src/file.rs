@@ -117,6 +117,9 @@ impl std::fmt::Display for KeylessScripts {
 
 /// Default of `backend.keyless_scripts` (with `manage_acl`; without it, `any-master`).
 pub const DEFAULT_KEYLESS_SCRIPTS: KeylessScripts = KeylessScripts::NoKeys;
+/// Default of `backend.ready_connections`: on, so that a `SUBSCRIBE` or `BLPOP` is on its
+/// node before a command another client sends right after it.
+pub const DEFAULT_READY_CONNECTIONS: bool = true;
 /// Largest accepted `backend.lanes`.
 pub const MAX_LANES: usize = 64;
 /// Default of `backend.connect_timeout_ms`.
@@ -312,6 +315,11 @@ pub struct BackendFile {
     /// `slot % lanes`; 0 = one per worker thread. Default [`DEFAULT_LANES`],
     /// `0..=`[`MAX_LANES`].
     pub lanes: Option<Spanned<usize>>,
+    /// `ready_connections`: whether the proxy keeps one connection per node and protocol open
+    /// ahead of need, so that a client's first blocking command, transaction or subscription
+    /// on a node goes out at once instead of after a connect and AUTH. Default
+    /// [`DEFAULT_READY_CONNECTIONS`].
+    pub ready_connections: Option<Spanned<bool>>,
     /// `connect_timeout_ms`: time allowed to open a connection (and AUTH). Default
     /// [`DEFAULT_CONNECT_TIMEOUT_MS`]; not 0.
     pub connect_timeout_ms: Option<Spanned<u64>>,

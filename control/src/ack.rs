@@ -14,6 +14,13 @@
 //! lacking them. The `master_repl_offset` read after the `WAIT` answered covers every write of
 //! the batch, so every replica still in sync afterwards holds them all.
 //!
+//! The check answers the lane with an [`AckVerdict`]: `Release` once every replica that may
+//! lack the writes is recorded stale (persisted) or none does; `Refuse` when that cannot be
+//! known or made to hold: the master's offset cannot be read, a stale mark cannot be saved
+//! (the topology file's storage fails, etcd is unreachable or keeps winning the race), or the
+//! master was replaced meanwhile. The lane then answers the writes `-NOREPLICAS`; the replica
+//! stays in sync in the stored topology, so the next shortfall checks it again.
+//!
 //! Lanes report shortfalls in bursts (every lane of the master, every batch in flight): the
 //! shortfalls of one master are checked one round at a time, and a round answers every
 //! shortfall reported before it started; those reported meanwhile wait for the next round,
@@ -24,8 +31,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use redshard_config::{NodeAddr, ReplicaState, Shard};
+use redshard_dataplane::events::AckVerdict;
 use tokio::sync::oneshot;
-use tracing::{info, warn};
+use tracing::{error, info};
 
 use super::Controller;
 
@@ -37,7 +45,7 @@ const OFFSET_POLL: Duration = Duration::from_millis(5);
 pub(super) struct AckChecks {
     /// A master is listed while a round of checks runs for it: the shortfalls reported since
     /// the round started wait here for the next one.
-    waiting: Mutex<HashMap<NodeAddr, Vec<oneshot::Sender<()>>>>,
+    waiting: Mutex<HashMap<NodeAddr, Vec<oneshot::Sender<AckVerdict>>>>,
     /// Replicas (as masters list them: IP and port) that a shortfall's check found below the
     /// master's offset, and when: for [`MISSED_HOLD`] they are not counted among the unlisted
     /// replicas a `WAIT` waits for. The master's `lag=` counts whole seconds, so a replica
@@ -50,7 +58,7 @@ const MISSED_HOLD: Duration = Duration::from_secs(5);
 
 impl AckChecks {
     /// Queues `done` for `master`; true when no round runs for it (the caller starts one).
-    fn queue(&self, master: &NodeAddr, done: oneshot::Sender<()>) -> bool {
+    fn queue(&self, master: &NodeAddr, done: oneshot::Sender<AckVerdict>) -> bool {
         let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
         match waiting.get_mut(master) {
             Some(queued) => {
@@ -65,7 +73,7 @@ impl AckChecks {
     }
 
     /// The shortfalls queued for `master`; when there are none the master's rounds end.
-    fn take(&self, master: &NodeAddr) -> Vec<oneshot::Sender<()>> {
+    fn take(&self, master: &NodeAddr) -> Vec<oneshot::Sender<AckVerdict>> {
         let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
         match waiting.get_mut(master) {
             Some(queued) if !queued.is_empty() => std::mem::take(queued),
@@ -199,13 +207,14 @@ impl Controller {
     }
 
     /// A lane's `WAIT` fell short on `master` (see the module docs): `done` is answered once
-    /// every in-sync replica that may lack the lane's writes is recorded stale.
+    /// every in-sync replica that may lack the lane's writes is recorded stale
+    /// ([`AckVerdict::Release`]), or once that failed ([`AckVerdict::Refuse`]).
     pub(super) fn ack_shortfall(
         self: &Arc<Self>,
         master: NodeAddr,
         wanted: u32,
         answer: &str,
-        done: oneshot::Sender<()>,
+        done: oneshot::Sender<AckVerdict>,
     ) {
         if !self.acks.queue(&master, done) {
             return;
@@ -219,9 +228,15 @@ impl Controller {
                     return;
                 }
                 info!(%master, wanted, %answer, batches = waiting.len(), "the replicas did not acknowledge batches of writes in time: checking them");
-                controller.check_acks(&master).await;
+                let verdict = match controller.check_acks(&master).await {
+                    Ok(()) => AckVerdict::Release,
+                    Err(reason) => {
+                        error!(%master, batches = waiting.len(), %reason, "the replicas' acknowledgement of batches of writes could not be verified: their writes are answered -NOREPLICAS (they ran on the master, and may or may not survive a failover)");
+                        AckVerdict::Refuse
+                    }
+                };
                 for done in waiting {
-                    let _ = done.send(());
+                    let _ = done.send(verdict);
                 }
             }
         });
@@ -229,7 +244,11 @@ impl Controller {
 
     /// One round: records stale every in-sync replica of `master`'s shard that lacks what the
     /// master had when the round started.
-    async fn check_acks(&self, master: &NodeAddr) {
+    ///
+    /// # Errors
+    /// Why the writes cannot be acknowledged: the master's offset could not be read, a
+    /// replica that lacks them could not be recorded stale, or the master was replaced.
+    async fn check_acks(&self, master: &NodeAddr) -> Result<(), String> {
         // Not the table itself across the waits below: the epoch barrier waits for it.
         let shard = {
             let table = self.state.router.load();
@@ -241,8 +260,9 @@ impl Controller {
                 .cloned()
         };
         let Some(shard) = shard else {
-            // No longer a master (failed over): its lanes are fenced and fail what they hold.
-            return;
+            // No longer a master (failed over): what it holds may be lost with it. Its lanes
+            // are fenced and fail what they hold anyway.
+            return Err("it is no longer a shard's master (failed over)".to_owned());
         };
         let timeout = self.state.config.replication.ack_timeout;
         let behind = match self.master_offset(master, timeout).await {
@@ -264,15 +284,39 @@ impl Controller {
                 self.replicas_behind(&shard, offset, &attached(&info)).await
             }
             Err(error) => {
-                // The master cannot tell: the replicas keep their state, and the master's own
-                // failure is the probes' business (a failover fails the held replies).
-                warn!(%master, %error, "the master's replication offset could not be read after a shortfall; releasing the held replies");
-                return;
+                // The master cannot tell which replicas lack the writes: they keep their
+                // state, and the master's own failure is the probes' business.
+                return Err(format!(
+                    "the master's replication offset could not be read: {error}"
+                ));
             }
         };
+        let mut unrecorded = Vec::new();
         for (addr, reason) in behind {
-            self.record_stale(shard.id, &addr, &reason).await;
+            if !self.record_stale(shard.id, &addr, &reason).await {
+                unrecorded.push(addr.to_string());
+            }
         }
+        if !unrecorded.is_empty() {
+            return Err(format!(
+                "replica(s) {} may lack them and could not be recorded stale",
+                unrecorded.join(", ")
+            ));
+        }
+        // A failover meanwhile may have promoted a replica that lacks the writes.
+        let replaced = self
+            .state
+            .router
+            .load()
+            .topology()
+            .shards
+            .iter()
+            .find(|s| s.id == shard.id)
+            .is_none_or(|s| &s.master != master);
+        if replaced {
+            return Err("the master was replaced during the check".to_owned());
+        }
+        Ok(())
     }
 
     /// The master's `master_repl_offset` and its whole `INFO replication` answer.

@@ -8,13 +8,16 @@
 //! - campaigns for leadership in the background: only the leader runs the deciding work of
 //!   its rounds (failover, replica checks, migrations), every proxy probes and publishes its
 //!   view of the nodes;
-//! - on a lost session stops serving (every gate `Down`, `-CLUSTERDOWN`), then starts a new
-//!   session, registers again, installs the newest topology and serves again.
+//! - when its session is out of touch with etcd, asks the other proxies whether any reaches
+//!   it ([`crate::peers`]); on a lost session it serves its last topology (`Frozen`) if none
+//!   does, else stops serving (every gate `Down`, `-CLUSTERDOWN`); either way it starts a new
+//!   session, registers again, installs the newest topology and serves as before.
 //!
 //! The states ([`FleetRole`]) are drawn in `LIFECYCLE.md` beside this file.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redshard_cluster::{
     ClusterError, Election, Etcd, EtcdTopologyStore, HealthReports, HealthView, Leadership,
@@ -32,8 +35,13 @@ pub enum FleetRole {
     /// Serving with a live session, and leading: the only proxy that decides topology
     /// changes (other than recording a replica stale).
     Leading,
-    /// The session was lost: serving nothing (`-CLUSTERDOWN`) until a new session is
-    /// registered and the newest topology installed.
+    /// The session was lost and no other proxy reaches etcd either (etcd is down for the
+    /// whole fleet): serving the last topology, changing nothing, asking the others every
+    /// `[cluster] peer_poll_interval_ms` until etcd returns.
+    Frozen,
+    /// The session was lost while another proxy may reach etcd (or cannot be asked): serving
+    /// nothing (`-CLUSTERDOWN`) until a new session is registered and the newest topology
+    /// installed.
     Offline,
 }
 
@@ -44,6 +52,7 @@ impl FleetRole {
         match self {
             FleetRole::Following => "follower",
             FleetRole::Leading => "leader",
+            FleetRole::Frozen => "frozen",
             FleetRole::Offline => "offline",
         }
     }
@@ -86,6 +95,16 @@ pub struct Fleet {
     leadership: Mutex<Option<Leadership>>,
     /// The role, published for whoever waits on it (tests, the admin side).
     role: watch::Sender<FleetRole>,
+    /// Set while the session is lost and the last topology is served anyway (`Frozen`): no
+    /// other proxy reaches etcd. Moved by the session task only.
+    frozen: AtomicBool,
+    /// `[cluster] peer_poll_interval_ms`: how often the other proxies are asked while this
+    /// one is out of touch with etcd (an ask gets half of it).
+    peer_poll: Duration,
+    /// Proxies that asked this one `FLEETPEER FROM ...` since its last member read: asked
+    /// too while this one is out of touch (one that returned to etcd after this proxy lost
+    /// it is missing from that read). Cleared by each member read.
+    heard: Mutex<Vec<redshard_cluster::Member>>,
     /// The last leader and members read from etcd (refreshed every round).
     view: Mutex<FleetView>,
     /// The probe reports of the fleet.
@@ -138,10 +157,15 @@ impl Fleet {
             }),
             leadership: Mutex::new(None),
             role,
+            frozen: AtomicBool::new(false),
+            peer_poll: config.peer_poll_interval,
+            heard: Mutex::new(Vec::new()),
             view: Mutex::new(FleetView::default()),
             reports,
             state: std::sync::OnceLock::new(),
         });
+        // The members to ask if etcd goes away before the first report reads them.
+        fleet.read_members().await;
         Ok((fleet, topology))
     }
 
@@ -197,6 +221,116 @@ impl Fleet {
         self.leadership().is_some_and(|l| l.is_leading())
     }
 
+    /// Whether this proxy leads and may decide now: its session has also been in touch with
+    /// etcd, without a lapse, for the settle window (see [`Fleet::settle`]).
+    #[must_use]
+    pub fn decides(&self) -> bool {
+        self.is_leader() && self.contact_settled()
+    }
+
+    /// Whether the session has been in touch with etcd, without a lapse, for the settle
+    /// window: a proxy that lapsed may have told a frozen proxy that it cannot reach etcd,
+    /// and must let it notice that it can again before changing the topology.
+    pub(crate) fn contact_settled(&self) -> bool {
+        self.settle_left().is_none()
+    }
+
+    /// How much longer the session must stay in touch with etcd to have been so for the
+    /// settle window; `None` once it has (a whole window while it is out of touch).
+    pub(crate) fn settle_left(&self) -> Option<Duration> {
+        match self.link().session.contact_since() {
+            Some(since) => self
+                .settle()
+                .checked_sub(since.elapsed())
+                .filter(|left| !left.is_zero()),
+            None => Some(self.settle()),
+        }
+    }
+
+    /// How long a leader's session must have been in touch with etcd, without a lapse (a
+    /// new session counting from its grant), before it changes the topology: three peer poll
+    /// intervals. A frozen proxy asks every interval (each ask within half of one), so by
+    /// then it has seen that this proxy reaches etcd and stopped serving.
+    #[must_use]
+    pub fn settle(&self) -> Duration {
+        self.peer_poll * 3
+    }
+
+    /// `[cluster] peer_poll_interval_ms`.
+    #[must_use]
+    pub fn peer_poll(&self) -> Duration {
+        self.peer_poll
+    }
+
+    /// What this proxy answers to `FLEETPEER`, with `epoch` installed.
+    #[must_use]
+    pub fn peer_status(&self, epoch: u64) -> crate::peers::PeerStatus {
+        let session = self.link().session;
+        crate::peers::PeerStatus {
+            id: self.id.clone(),
+            session: session.is_alive(),
+            contact: session.in_contact(),
+            role: self.role().label().to_owned(),
+            epoch,
+        }
+    }
+
+    /// Whether the session is lost and the last topology served anyway.
+    #[must_use]
+    pub fn is_frozen(&self) -> bool {
+        self.frozen.load(Ordering::Relaxed)
+    }
+
+    /// Sets whether the last topology is served without a session.
+    pub(crate) fn set_frozen(&self, frozen: bool) {
+        self.frozen.store(frozen, Ordering::Relaxed);
+    }
+
+    /// The admin address this proxy registered, which it gives when it asks the others.
+    #[must_use]
+    pub fn admin(&self) -> Option<&str> {
+        self.admin.as_deref()
+    }
+
+    /// Records that the proxy `id`, whose admin port is at `admin`, asked this one: it is
+    /// asked too while this proxy is out of touch with etcd.
+    pub fn heard_from(&self, id: &str, admin: &str) {
+        if id == self.id {
+            return;
+        }
+        let mut heard = self.heard.lock().unwrap_or_else(PoisonError::into_inner);
+        heard.retain(|m| m.id != id);
+        heard.push(redshard_cluster::Member {
+            id: id.to_owned(),
+            addr: String::new(),
+            admin: Some(admin.to_owned()),
+            epoch: 0,
+        });
+    }
+
+    /// Whom to ask while out of touch with etcd: the members last read, and the proxies that
+    /// asked this one since.
+    pub(crate) fn peers(&self) -> Vec<redshard_cluster::Member> {
+        let mut peers = self.view().members;
+        for member in self
+            .heard
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            match peers.iter_mut().find(|m| m.id == member.id) {
+                Some(known) => known.admin.clone_from(&member.admin),
+                None => peers.push(member.clone()),
+            }
+        }
+        peers
+    }
+
+    /// When the session's last successful renewal was sent.
+    pub(crate) fn renewed_at(&self) -> Instant {
+        self.link().session.renewed_at()
+    }
+
     /// The last leader and members read from etcd (refreshed every controller round).
     #[must_use]
     pub fn view(&self) -> FleetView {
@@ -222,10 +356,12 @@ impl Fleet {
     }
 
     /// Sets the role from the facts: offline (`offline`, the session lost) first, else
-    /// leading while the leadership holds, else following.
+    /// frozen, else leading while the leadership holds, else following.
     pub(crate) fn update_role(&self, offline: bool) {
         let role = if offline {
             FleetRole::Offline
+        } else if self.is_frozen() {
+            FleetRole::Frozen
         } else if self.is_leader() {
             FleetRole::Leading
         } else {
@@ -266,7 +402,7 @@ impl Fleet {
         demotion: bool,
     ) -> Result<(), ClusterError> {
         let result = match self.leadership() {
-            Some(leadership) if leadership.is_leading() => {
+            Some(leadership) if leadership.is_leading() && self.contact_settled() => {
                 self.store.save(&leadership, expected, next).await
             }
             _ if demotion => self.store.save_unfenced(expected, next).await,
@@ -319,6 +455,27 @@ impl Fleet {
                 leader: leader.map(|l| l.id),
                 members,
             };
+            self.heard
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clear();
+        }
+    }
+
+    /// Reads the members from etcd into the view (best effort): whom to ask if etcd goes.
+    async fn read_members(&self) {
+        match self.etcd.members().await {
+            Ok(members) => {
+                self.view
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .members = members;
+                self.heard
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clear();
+            }
+            Err(e) => tracing::debug!(error = %e, "could not read the fleet's members"),
         }
     }
 
@@ -351,6 +508,7 @@ impl Fleet {
             session,
             membership: Arc::new(membership),
         };
+        self.read_members().await;
         Ok(topology)
     }
 

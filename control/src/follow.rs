@@ -1,12 +1,15 @@
-//! The controller's part in a fleet (see [`crate::fleet`]): four tasks beside its own.
+//! The controller's part in a fleet (see [`crate::fleet`]): five tasks beside its own.
 //!
 //! - **follow**: installs each newer topology the etcd watch reports (fencing a master that
-//!   was failed over elsewhere), waits until no request is routed by an older table here,
-//!   then acknowledges the epoch;
+//!   was failed over elsewhere);
+//! - **acknowledge**: acknowledges each installed epoch once no request is routed by an
+//!   older table here (and a migration's source lanes have drained), however long it takes
+//!   ([`epoch_ack`]);
 //! - **lead**: campaigns; while leading, the controller's rounds decide and the migrations
 //!   run; on losing the leadership the mover stops and forgets its queue;
-//! - **session**: on a lost session, serves nothing (`-CLUSTERDOWN`) until a new session is
-//!   registered and the newest topology installed;
+//! - **session**: while out of touch with etcd, asks the other proxies whether any reaches
+//!   it; on a lost session serves the last topology (`Frozen`) if none does, else nothing
+//!   (`-CLUSTERDOWN`), until a new session is registered and the newest topology installed;
 //! - **report**: publishes this proxy's view of the nodes every `[health] interval_ms`, and
 //!   reads the leader and the members for INFO and the admin port.
 
@@ -18,14 +21,13 @@ use redshard_config::{ReplicaState, Topology};
 use redshard_dataplane::shutdown::Shutdown;
 use tracing::{debug, error, info, warn};
 
+use crate::epoch_ack::{self, Pending, EPOCH_DRAIN};
 use crate::fleet::{self, Fleet, FleetRole};
+use crate::peers;
 use crate::Controller;
 
 /// How long one try of a barrier waits for the members before it logs and tries again.
 const BARRIER_TRY: Duration = Duration::from_secs(5);
-/// How long a follower waits for requests routed by an older table before it acknowledges
-/// an epoch anyway (with a warning).
-const EPOCH_DRAIN: Duration = Duration::from_secs(5);
 
 impl Controller {
     /// Starts the fleet tasks.
@@ -36,7 +38,8 @@ impl Controller {
         tokio::spawn(Arc::clone(self).follow_fleet(Arc::clone(&fleet), shutdown.clone()));
         tokio::spawn(Arc::clone(self).lead(Arc::clone(&fleet), shutdown.clone()));
         tokio::spawn(Arc::clone(self).keep_session(Arc::clone(&fleet), shutdown.clone()));
-        tokio::spawn(Arc::clone(self).report(fleet, shutdown.clone()));
+        tokio::spawn(Arc::clone(self).report(Arc::clone(&fleet), shutdown.clone()));
+        tokio::spawn(Arc::clone(self).acknowledge_epochs(fleet, shutdown.clone()));
     }
 
     /// The follow task: every newer epoch in etcd installed and acknowledged.
@@ -64,7 +67,7 @@ impl Controller {
             };
             let mut next = watch.current();
             loop {
-                self.install_newer(&fleet, &next).await;
+                self.install_newer(&next).await;
                 tokio::select! {
                     topology = watch.changed() => next = topology,
                     () = shutdown.wait() => return,
@@ -73,51 +76,90 @@ impl Controller {
         }
     }
 
-    /// Installs `topology` if it is newer than the installed one, then acknowledges it once
-    /// no request here is routed by an older table.
-    pub(crate) async fn install_newer(&self, fleet: &Fleet, topology: &Arc<Topology>) {
-        let before;
-        {
-            let _guard = self.change_lock.lock().await;
-            let current = Arc::clone(self.state.router.load().topology());
-            if topology.epoch <= current.epoch {
-                return;
-            }
-            info!(
-                from = current.epoch,
-                epoch = topology.epoch,
-                "installing the fleet's newer topology"
-            );
-            self.follow_masters(&current, topology);
-            self.install_locked((**topology).clone());
-            before = current;
+    /// Installs `topology` if it is newer than the installed one, and queues its
+    /// acknowledgement ([`Controller::queue_ack`]).
+    pub(crate) async fn install_newer(&self, topology: &Arc<Topology>) {
+        let _guard = self.change_lock.lock().await;
+        let current = Arc::clone(self.state.router.load().topology());
+        if topology.epoch <= current.epoch {
+            return;
         }
-        self.drain_before_ack(&before, topology).await;
-        fleet.ack(topology.epoch).await;
-        self.changed.notify_one();
+        info!(
+            from = current.epoch,
+            epoch = topology.epoch,
+            "installing the fleet's newer topology"
+        );
+        self.follow_masters(&current, topology);
+        self.install_locked((**topology).clone());
+        self.queue_ack(&current);
     }
 
-    /// Before this proxy acknowledges `next` (installed over `before`): waits until no
-    /// request is routed by an older table here, and, when `next` begins migrating slots,
-    /// until the lanes of their sources have run every request sent to them: once every
-    /// proxy acknowledged it, no write of a migrating slot can still reach its source, and
-    /// keys may move ([`Migrations::settle`](redshard_dataplane::migration::Migrations::settle)).
-    /// Each wait is bounded by 5 s, past which it goes on with a warning.
-    pub(crate) async fn drain_before_ack(&self, before: &Topology, next: &Topology) {
-        if !self.state.router.epoch_barrier(EPOCH_DRAIN).await {
-            warn!(
-                epoch = next.epoch,
-                "requests routed by an older epoch were still running after {EPOCH_DRAIN:?}; acknowledging the epoch anyway"
-            );
-        }
+    /// Queues the acknowledgement of the epoch just installed over `before` (see
+    /// [`epoch_ack`]): once no request here is routed by an older table and, when it begins
+    /// migrating slots, the lanes of their sources have run every request sent to them: once
+    /// every proxy acknowledged it, no write of a migrating slot can still reach its source,
+    /// and keys may move ([`Migrations::settle`](redshard_dataplane::migration::Migrations::settle)).
+    pub(crate) fn queue_ack(&self, before: &Topology) {
         let table = self.state.router.load();
-        for from in begun_migrating(before, next) {
-            if let Some(source) = table.route(from) {
-                if !redshard_dataplane::router::barrier(source, false, EPOCH_DRAIN).await {
-                    warn!(shard = %source.name, epoch = next.epoch, "the lanes of a migration's source did not drain within {EPOCH_DRAIN:?}; acknowledging the epoch anyway");
+        let sources = begun_migrating(before, table.topology())
+            .into_iter()
+            .filter_map(|from| table.route(from).cloned())
+            .collect();
+        self.epoch_acks.push(Pending {
+            epoch: table.epoch(),
+            sources,
+        });
+    }
+
+    /// The acknowledging task: each queued install's waits, then the etcd acknowledgement.
+    async fn acknowledge_epochs(self: Arc<Self>, fleet: Arc<Fleet>, mut shutdown: Shutdown) {
+        let Some(queue) = self.epoch_acks.take() else {
+            return;
+        };
+        let changed = Arc::clone(&self.changed);
+        let acknowledging = epoch_ack::acknowledge(
+            queue,
+            |pending| self.drained(pending),
+            move |epoch| {
+                let fleet = Arc::clone(&fleet);
+                let changed = Arc::clone(&changed);
+                async move {
+                    fleet.ack(epoch).await;
+                    changed.notify_one();
                 }
-            }
+            },
+        );
+        tokio::select! {
+            () = acknowledging => {}
+            () = shutdown.wait() => {}
         }
+    }
+
+    /// Waits, however long it takes, until nothing sent before `pending`'s install can still
+    /// run by an older routing here; returns its epoch.
+    async fn drained(&self, pending: Pending) -> u64 {
+        let epoch = pending.epoch;
+        epoch_ack::until_over(
+            epoch,
+            "requests routed by an older epoch are still being handed to their lanes",
+            || self.state.router.epoch_barrier(EPOCH_DRAIN),
+        )
+        .await;
+        for source in &pending.sources {
+            let what = format!(
+                "the lanes of {} (the source of slots this epoch begins migrating) have not run every request sent to them before it",
+                source.name
+            );
+            epoch_ack::until_over(epoch, &what, || async {
+                let started = Instant::now();
+                // Answered early but not `+PONG` (an error, a lost connection): the lane
+                // then holds nothing sent before the PING either.
+                redshard_dataplane::router::barrier(source, false, EPOCH_DRAIN).await
+                    || started.elapsed() < EPOCH_DRAIN
+            })
+            .await;
+        }
+        epoch
     }
 
     /// In a fleet, when `topology` shows migrating slots: waits in the background until every
@@ -204,7 +246,7 @@ impl Controller {
     /// The lead task: campaigns while the session lives; decides while it leads.
     async fn lead(self: Arc<Self>, fleet: Arc<Fleet>, mut shutdown: Shutdown) {
         let mut attempt = 0;
-        loop {
+        'campaign: loop {
             let election = fleet.election();
             let leadership = tokio::select! {
                 leadership = election.campaign() => leadership,
@@ -227,13 +269,28 @@ impl Controller {
             attempt = 0;
             // Whatever the last leader saved must be installed before deciding anything.
             match fleet.store().load().await {
-                Ok(Some(topology)) => self.install_newer(&fleet, &Arc::new(topology)).await,
+                Ok(Some(topology)) => self.install_newer(&Arc::new(topology)).await,
                 Ok(None) => {}
                 Err(e) => {
                     fleet.etcd_error();
                     warn!(error = %e, "could not read the topology on becoming the leader; resigning");
                     let _ = leadership.resign().await;
                     continue;
+                }
+            }
+            // It leads only once its session has been in touch with etcd for the settle window
+            // (at once if it has been for long; a new session waits it out): a proxy still
+            // frozen has seen by then that it reaches etcd, and stopped. Later lapses hold its
+            // decisions the same way (`Fleet::decides`).
+            while let Some(left) = fleet.settle_left() {
+                debug!(
+                    left_ms = left.as_millis() as u64,
+                    "won the fleet's election; leading after the settle window"
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(left) => {}
+                    _ = leadership.ended() => continue 'campaign,
+                    () = shutdown.wait() => return,
                 }
             }
             fleet.set_leadership(Some(leadership.clone()));
@@ -283,57 +340,196 @@ impl Controller {
         let _ = role.wait_for(|r| *r != FleetRole::Leading).await;
     }
 
-    /// The session task: a lost session stops the serving until a new one is registered.
+    /// The session task. While the session is alive but out of touch with etcd, it asks
+    /// the other proxies every `[cluster] peer_poll_interval_ms` whether any reaches etcd, so
+    /// the verdict is ready when the session is lost: then the proxy serves its last topology
+    /// (`Frozen`) if none does, else nothing (`Offline`), asks again every interval (moving
+    /// between the two) and meanwhile starts a new session; with one registered and the
+    /// newest topology installed it serves as before.
     async fn keep_session(self: Arc<Self>, fleet: Arc<Fleet>, mut shutdown: Shutdown) {
         loop {
             let session = fleet.link().session;
-            let ended = tokio::select! {
-                ended = session.ended() => ended,
-                () = shutdown.wait() => return,
+            let mut tick = tokio::time::interval(fleet.peer_poll());
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut verdict = None;
+            let ended = loop {
+                tokio::select! {
+                    ended = session.ended() => break ended,
+                    _ = tick.tick() => {}
+                    () = shutdown.wait() => return,
+                }
+                if session.in_contact() {
+                    verdict = None;
+                    continue;
+                }
+                tokio::select! {
+                    asked = self.ask_peers(&fleet) => verdict = Some(asked),
+                    ended = session.ended() => break ended,
+                    () = shutdown.wait() => return,
+                }
             };
             if ended == SessionState::Closed {
                 return;
             }
-            error!(
-                "the etcd session is lost: serving nothing (CLUSTERDOWN) until it has a new one"
-            );
             fleet.etcd_error();
             fleet.set_leadership(None);
-            self.state.router.set_offline(&self.writer, true);
-            fleet.update_role(true);
             let lost = Instant::now();
-            let mut attempt = 0u32;
-            loop {
-                let epoch = self.state.router.load().epoch();
-                let joined = tokio::select! {
-                    joined = fleet.rejoin(epoch) => joined,
-                    () = shutdown.wait() => return,
-                };
-                match joined {
-                    Ok(topology) => {
-                        self.install_newer(&fleet, &Arc::new(topology)).await;
-                        break;
-                    }
-                    Err(e) => {
-                        fleet.etcd_error();
-                        if attempt == 0 {
-                            warn!(error = %e, "cannot start a new etcd session; retrying");
-                        }
-                        attempt += 1;
-                        tokio::select! {
-                            () = tokio::time::sleep(fleet::backoff(attempt)) => {}
-                            () = shutdown.wait() => return,
-                        }
-                    }
+            let verdict = match verdict {
+                Some(verdict) => verdict,
+                None => {
+                    // No verdict yet (the session was lost without being out of touch for a
+                    // poll interval first: etcd said the lease is gone): serve nothing while
+                    // asking.
+                    self.state.router.set_offline(&self.writer, true);
+                    fleet.update_role(true);
+                    self.ask_peers(&fleet).await
                 }
+            };
+            self.apply_verdict(&fleet, &verdict, true);
+            let before = fleet.peers();
+            let topology = tokio::select! {
+                topology = self.rejoin(&fleet) => topology,
+                () = self.poll_peers_while_lost(&fleet) => return,
+                () = shutdown.wait() => return,
+            };
+            self.tell_the_missing(&fleet, &before);
+            self.install_newer(&Arc::new(topology)).await;
+            let was = fleet.role();
+            fleet.set_frozen(false);
+            if self.state.router.is_offline() {
+                self.state.router.set_offline(&self.writer, false);
             }
-            self.state.router.set_offline(&self.writer, false);
             fleet.update_role(false);
             info!(
-                offline_ms = lost.elapsed().as_millis() as u64,
-                "a new etcd session: serving again"
+                lost_ms = lost.elapsed().as_millis() as u64,
+                was = was.label(),
+                "a new etcd session: serving the fleet's newest topology"
             );
             self.changed.notify_one();
+        }
+    }
+
+    /// Starts a new session until one is registered (retrying with a backoff); returns the
+    /// newest topology in etcd.
+    async fn rejoin(&self, fleet: &Fleet) -> Topology {
+        let mut attempt = 0u32;
+        loop {
+            let epoch = self.state.router.load().epoch();
+            match fleet.rejoin(epoch).await {
+                Ok(topology) => return topology,
+                Err(e) => {
+                    fleet.etcd_error();
+                    if attempt == 0 {
+                        warn!(error = %e, "cannot start a new etcd session; retrying");
+                    }
+                    attempt += 1;
+                    tokio::time::sleep(fleet::backoff(attempt)).await;
+                }
+            }
+        }
+    }
+
+    /// While the session is lost: asks the other proxies every poll interval and serves or
+    /// stops accordingly. Never returns (ended by a new session or the shutdown).
+    async fn poll_peers_while_lost(&self, fleet: &Fleet) {
+        let mut tick = tokio::time::interval(fleet.peer_poll());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is at once: the verdict was just applied.
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let verdict = self.ask_peers(fleet).await;
+            self.apply_verdict(fleet, &verdict, false);
+        }
+    }
+
+    /// Asks every member last read from etcd, and every proxy that asked this one since
+    /// (their admin ports, within half a poll interval each), whether it reaches etcd.
+    async fn ask_peers(&self, fleet: &Fleet) -> peers::Verdict {
+        let epoch = self.state.router.load().epoch();
+        peers::poll(
+            self.asker(fleet),
+            &fleet.peers(),
+            epoch,
+            fleet.peer_poll() / 2,
+        )
+        .await
+    }
+
+    /// This proxy as it introduces itself to the others.
+    fn asker<'a>(&'a self, fleet: &'a Fleet) -> peers::Asker<'a> {
+        peers::Asker {
+            id: fleet.id(),
+            admin: fleet.admin(),
+            password: self.state.config.admin_password.as_deref(),
+        }
+    }
+
+    /// After a new session: asks once every proxy this one knew before that is no longer a
+    /// member (its session was lost too: it may be serving frozen), introducing itself, so
+    /// such a proxy asks it back and stops serving within the settle window, before this
+    /// one can lead and change the topology. The answers do not matter.
+    fn tell_the_missing(&self, fleet: &Fleet, before: &[redshard_cluster::Member]) {
+        let live = fleet.view().members;
+        let missing: Vec<_> = before
+            .iter()
+            .filter(|m| m.id != fleet.id() && !live.iter().any(|l| l.id == m.id))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        let asker = self.asker(fleet);
+        let ids: Vec<String> = missing.iter().map(|m| m.id.clone()).collect();
+        let (id, admin, password) = (
+            asker.id.to_owned(),
+            asker.admin.map(str::to_owned),
+            asker.password.map(str::to_owned),
+        );
+        let timeout = fleet.peer_poll() / 2;
+        // In the background (bounded by the ask's timeout): serving waits for nothing.
+        tokio::spawn(async move {
+            let asker = peers::Asker {
+                id: &id,
+                admin: admin.as_deref(),
+                password: password.as_deref(),
+            };
+            let _ = peers::poll(asker, &missing, 0, timeout).await;
+            debug!(proxies = ?ids, "told the proxies that lost etcd that this one reaches it again");
+        });
+    }
+
+    /// Serves the last topology (`Frozen`) or nothing (`Offline`) after a lost session, as
+    /// `verdict` says; logs each change once (`first`: the loss itself).
+    fn apply_verdict(&self, fleet: &Fleet, verdict: &peers::Verdict, first: bool) {
+        match verdict {
+            peers::Verdict::Freeze => {
+                if fleet.is_frozen() {
+                    return;
+                }
+                fleet.set_frozen(true);
+                if self.state.router.is_offline() {
+                    self.state.router.set_offline(&self.writer, false);
+                }
+                fleet.update_role(false);
+                warn!(
+                    renewed_ms_ago = fleet.renewed_at().elapsed().as_millis() as u64,
+                    "the etcd session is lost and no other proxy of the fleet reaches etcd: serving the last topology (frozen); no topology change until etcd returns"
+                );
+                self.changed.notify_one();
+            }
+            peers::Verdict::Stop(why) => {
+                if !first && !fleet.is_frozen() {
+                    return;
+                }
+                fleet.set_frozen(false);
+                self.state.router.set_offline(&self.writer, true);
+                fleet.update_role(true);
+                error!(
+                    %why,
+                    "the etcd session is lost: serving nothing (CLUSTERDOWN) until it has a new one"
+                );
+            }
         }
     }
 

@@ -39,6 +39,7 @@
 mod ack;
 mod book;
 pub mod conn;
+mod epoch_ack;
 mod every_node;
 pub mod failover;
 pub mod fleet;
@@ -46,6 +47,7 @@ mod follow;
 mod kill;
 pub mod migrate;
 mod nodes;
+pub mod peers;
 pub mod probe;
 pub mod reload;
 mod replica;
@@ -68,7 +70,7 @@ use tracing::{info, warn};
 
 use book::{Book, HoldReason, LossVerdict, ResyncEnd};
 use probe::Probes;
-use redshard_dataplane::events::ControlEvent;
+use redshard_dataplane::events::{AckVerdict, ControlEvent};
 use redshard_dataplane::router::writer::TopologyWriter;
 use redshard_dataplane::router::GateState;
 use redshard_dataplane::shutdown::Shutdown;
@@ -149,6 +151,8 @@ pub struct Controller {
     returned_events: Mutex<Option<redshard_dataplane::events::EventReceiver>>,
     /// Shortfalls of the replicas' acknowledgement waiting for a check (see [`ack`]).
     acks: ack::AckChecks,
+    /// In a fleet, the installed epochs waiting to be acknowledged (see [`epoch_ack`]).
+    epoch_acks: epoch_ack::Queue,
     /// The checks of Redis replication (`[replication] mode = "redis"`).
     replicas: replica::Tracker,
     /// The parameters clients set with `CONFIG SET`, given to nodes added later (see
@@ -208,6 +212,7 @@ impl Controller {
             book: Mutex::new(Book::default()),
             returned_events: Mutex::new(None),
             acks: ack::AckChecks::default(),
+            epoch_acks: epoch_ack::Queue::default(),
             replicas: replica::Tracker::default(),
             node_settings: every_node::NodeSettings::default(),
         });
@@ -306,10 +311,11 @@ impl Controller {
     }
 
     /// Whether this proxy makes the deciding moves (failover, replica repair, migrations):
-    /// always when it runs alone, only while it leads in a fleet.
+    /// always when it runs alone, only while it leads in a fleet and has been in touch with
+    /// etcd for the settle window ([`fleet::Fleet::decides`]).
     #[must_use]
     pub fn decides(&self) -> bool {
-        self.fleet().is_none_or(|f| f.is_leader())
+        self.fleet().is_none_or(|f| f.decides())
     }
 
     /// Applies `change`, persists the result and publishes it. Returns the new topology.
@@ -358,16 +364,12 @@ impl Controller {
         }
         info!(epoch = next.epoch, change = %change, "topology changed");
         self.install_locked(next);
-        let table = self.state.router.load();
-        if let Store::Etcd(fleet) = &self.store {
-            // A migration that begins is settled only once no write of its slots can still
-            // reach the source here either; other changes are acknowledged at once.
-            if !follow::begun_migrating(&current, table.topology()).is_empty() {
-                self.drain_before_ack(&current, table.topology()).await;
-            }
-            fleet.ack(table.epoch()).await;
+        if matches!(self.store, Store::Etcd(_)) {
+            // Acknowledged once no write routed by the older epoch can still reach a node
+            // here, as every proxy does for the epochs it follows.
+            self.queue_ack(&current);
         }
-        Ok(Arc::clone(table.topology()))
+        Ok(Arc::clone(self.state.router.load().topology()))
     }
 
     /// The error for a failed etcd save: on a conflict, the newer topology is read and
@@ -449,9 +451,13 @@ impl Controller {
                 addr,
                 reason,
             } => {
-                self.record_stale(shard, &addr, &reason).await;
+                let verdict = if self.record_stale(shard, &addr, &reason).await {
+                    AckVerdict::Release
+                } else {
+                    AckVerdict::Refuse
+                };
                 if let Some(link) = self.state.router.mirror().link(&addr) {
-                    link.stale_recorded();
+                    link.stale_recorded(verdict);
                 }
             }
             ControlEvent::AckShortfall {
@@ -487,8 +493,9 @@ impl Controller {
     }
 
     /// Records the in-sync replica `addr` of `shard` stale (persisted), for `reason`; logs
-    /// when it cannot be.
-    async fn record_stale(&self, shard: ShardId, addr: &NodeAddr, reason: &str) {
+    /// when it cannot be. Returns whether the stored topology no longer counts it in sync
+    /// (recorded now, or already stale or gone): false when the mark could not be saved.
+    async fn record_stale(&self, shard: ShardId, addr: &NodeAddr, reason: &str) -> bool {
         let change = TopologyChange::SetReplicaState {
             shard,
             addr: addr.clone(),
@@ -509,18 +516,22 @@ impl Controller {
             Ok(_) => {
                 self.state.ha.record_stale();
                 warn!(replica = %addr, %reason, "replica recorded stale");
+                true
             }
             // Already stale or gone: nothing to persist.
             Err(ChangeError::Refused(e)) => {
                 info!(replica = %addr, error = %e, %reason, "replica failure not recorded");
+                true
             }
-            // The replica gets no more writes and is never promoted by this process, but a
-            // restart would trust it: the operator must know.
+            // A restart (or, in a fleet, another proxy) would trust the replica: the writes
+            // it lacks are not acknowledged, and the operator must know.
             Err(e @ ChangeError::Store(_)) => {
-                tracing::error!(replica = %addr, error = %e, %reason, "a stale replica could not be recorded in the topology file; do not restart the proxy before fixing the file's storage");
+                tracing::error!(replica = %addr, error = %e, %reason, "a stale replica could not be recorded in the topology file; the writes it lacks are answered -NOREPLICAS; do not restart the proxy before fixing the file's storage");
+                false
             }
             Err(e) => {
-                tracing::error!(replica = %addr, error = %e, %reason, "a stale replica could not be recorded in etcd");
+                tracing::error!(replica = %addr, error = %e, %reason, "a stale replica could not be recorded in etcd; the writes it lacks are answered -NOREPLICAS");
+                false
             }
         }
     }
@@ -549,7 +560,15 @@ impl Controller {
                     }
                 }
             }
-            self.settle_gate(shard.id, &shard.master, &master, candidate.is_some());
+            // Frozen (etcd down for the whole fleet), nobody can fail the master over: a
+            // request waiting for that would only wait, so a down master's shard is Down.
+            let frozen = self.fleet().is_some_and(|f| f.is_frozen());
+            self.settle_gate(
+                shard.id,
+                &shard.master,
+                &master,
+                candidate.is_some() && !frozen,
+            );
             if !decides {
                 continue;
             }

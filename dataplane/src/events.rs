@@ -40,6 +40,22 @@ impl ScriptKill {
     }
 }
 
+/// The controller's answer to a shortfall of the replicas' acknowledgement
+/// ([`ControlEvent::AckShortfall`], or a replica failing a mirrored write under proxy
+/// mirroring): whether the writes whose replies wait for it may be acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckVerdict {
+    /// Every in-sync replica has the writes, or each one that may lack them is recorded stale
+    /// where the topology is kept (so no restart or failover trusts it): the replies go to
+    /// their clients as the master gave them.
+    Release,
+    /// Nothing verified that the in-sync replicas have the writes, or one that may lack them
+    /// could not be recorded stale (the topology's storage or etcd failed): a failover could
+    /// lose them. Each write's client gets `-NOREPLICAS` (the write's outcome is unknown, as
+    /// after a timeout); the other replies held with them go as they are.
+    Refuse,
+}
+
 /// What the data path tells the controller.
 #[derive(Debug)]
 pub enum ControlEvent {
@@ -78,7 +94,7 @@ pub enum ControlEvent {
     /// writes counted fewer replicas than the shard's in-sync ones (or failed): some in-sync
     /// replica may lack writes whose replies the lane holds. The controller makes every
     /// in-sync replica that is behind the master (or not attached to it) stale, persisted,
-    /// then answers on `done`; only then does the lane release those replies.
+    /// then answers on `done` whether the lane may release those replies (see [`AckVerdict`]).
     AckShortfall {
         /// The master the lane writes to.
         master: NodeAddr,
@@ -86,8 +102,9 @@ pub enum ControlEvent {
         wanted: u32,
         /// What it answered (a count, or an error), for the log.
         answer: String,
-        /// Answered (or dropped) once the replicas that are behind are recorded stale.
-        done: tokio::sync::oneshot::Sender<()>,
+        /// The verdict, once the replicas that are behind are recorded stale (or could not
+        /// be). Dropped unanswered, it counts as [`AckVerdict::Refuse`].
+        done: tokio::sync::oneshot::Sender<AckVerdict>,
     },
     /// A client's `SCRIPT KILL` or `FUNCTION KILL`. The master connections the data path
     /// shares queue behind a running script, so the controller sends it to every master on

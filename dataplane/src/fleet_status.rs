@@ -10,7 +10,8 @@ use std::time::Duration;
 pub struct FleetInfo {
     /// This proxy's id.
     pub id: String,
-    /// `leader`, `follower` or `offline` (session lost).
+    /// `leader`, `follower`, `frozen` (session lost, serving the last topology: etcd is down
+    /// for the whole fleet) or `offline` (session lost, serving nothing).
     pub role: &'static str,
     /// The leader's id, when one leads.
     pub leader: Option<String>,

@@ -542,13 +542,66 @@ pub enum MergePlan {
         /// The client's protocol.
         protocol: redshard_protocol::resp::Protocol,
     },
-    /// INFO: the proxy's own sections, followed by the masters' keyspaces summed.
+    /// INFO: the proxy's own sections, followed by the masters' sections that `nodes` names,
+    /// merged (see `session::info`).
     Info {
         /// The sections the proxy wrote, already formatted.
         text: String,
+        /// The masters' sections asked for, merged after the proxy's.
+        nodes: NodeSections,
         /// The client's protocol (RESP3 gets a verbatim string, as from Redis).
         protocol: redshard_protocol::resp::Protocol,
     },
+}
+
+/// The INFO sections the proxy takes from the masters and merges (see `session::info`): a
+/// set, as bits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeSections(u8);
+
+impl NodeSections {
+    /// `# Persistence`.
+    pub const PERSISTENCE: Self = Self(1);
+    /// `# CPU`.
+    pub const CPU: Self = Self(1 << 1);
+    /// `# Commandstats`.
+    pub const COMMANDSTATS: Self = Self(1 << 2);
+    /// `# Errorstats`.
+    pub const ERRORSTATS: Self = Self(1 << 3);
+    /// `# Keyspace`.
+    pub const KEYSPACE: Self = Self(1 << 4);
+    /// Every section, in the order they are written, with its name in `INFO`.
+    pub const ALL: [(Self, &'static str); 5] = [
+        (Self::PERSISTENCE, "persistence"),
+        (Self::CPU, "cpu"),
+        (Self::COMMANDSTATS, "commandstats"),
+        (Self::ERRORSTATS, "errorstats"),
+        (Self::KEYSPACE, "keyspace"),
+    ];
+
+    /// Whether `section` is in the set.
+    #[must_use]
+    pub fn has(self, section: Self) -> bool {
+        self.0 & section.0 != 0
+    }
+
+    /// The set with `section` added.
+    #[must_use]
+    pub fn with(self, section: Self) -> Self {
+        Self(self.0 | section.0)
+    }
+
+    /// Both sets.
+    #[must_use]
+    pub fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+
+    /// Whether the set is empty (the masters need not be asked).
+    #[must_use]
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
 }
 
 /// What the proxy answers for one command queued in a transaction (see [`MergePlan::Exec`]).
@@ -556,9 +609,9 @@ pub enum MergePlan {
 pub enum TxAnswer {
     /// This reply, in place of a command the master never saw.
     Reply(Bytes),
-    /// INFO's text written by the proxy, followed by the masters' keyspaces summed (the
-    /// gathered parts after the first).
-    Info(String),
+    /// INFO's text written by the proxy, followed by the masters' sections it names merged
+    /// (from the gathered parts after the first).
+    Info(String, NodeSections),
     /// The master ran CONFIG GET: its reply, with the proxy's parameters put in.
     ConfigGet(Vec<(&'static str, String)>),
 }

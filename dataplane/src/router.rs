@@ -10,7 +10,7 @@
 
 pub mod writer;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -202,6 +202,19 @@ pub struct RoutingTable {
     /// Its place among its router's tables, for the epoch barrier; `None` for a table built
     /// outside a router (benchmarks).
     tracked: Option<Tracked>,
+    /// The scripts loaded on every master of this table (see [`RoutingTable::first_sight`]);
+    /// a new table (a new master after a failover, a new shard) starts without any.
+    scripts: LoadedScripts,
+}
+
+/// The SHA1s of the scripts a table has had loaded on every master, at most `limit`.
+#[derive(Debug)]
+struct LoadedScripts {
+    /// Scripts loaded, by the SHA1 of their body.
+    seen: Mutex<HashSet<[u8; 20]>>,
+    /// Most SHA1s kept (`[mirror] max_scripts`); past it the record starts again empty, and
+    /// each script is loaded again at its next sight.
+    limit: usize,
 }
 
 /// A table's entry in its router's [`LiveTables`].
@@ -320,7 +333,41 @@ impl RoutingTable {
             closed: Arc::clone(&gates.closed),
             migrating,
             tracked: None,
+            scripts: LoadedScripts {
+                seen: Mutex::new(HashSet::new()),
+                limit: mirror.scripts().limit(),
+            },
         }
+    }
+
+    /// Whether the script `body` is new to this table, which then records it: the caller
+    /// loads it on every master (an `EVAL` runs on its keys' master only, and each master
+    /// caches only what it ran, so an `EVALSHA` of it on another master would answer
+    /// `NOSCRIPT` where one server has it).
+    pub(crate) fn first_sight(&self, body: &[u8]) -> bool {
+        let sha = sha1_smol::Sha1::from(body).digest().bytes();
+        let mut seen = self
+            .scripts
+            .seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if seen.contains(&sha) {
+            return false;
+        }
+        if seen.len() >= self.scripts.limit {
+            seen.clear();
+        }
+        seen.insert(sha);
+        true
+    }
+
+    /// Forgets the scripts loaded (`SCRIPT FLUSH` emptied the masters' caches).
+    pub(crate) fn forget_scripts(&self) {
+        self.scripts
+            .seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 
     /// The table, entered in `live` so the epoch barrier sees while it is held.

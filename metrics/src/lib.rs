@@ -97,6 +97,8 @@ struct Registry {
     reloads_ok: Counter,
     /// `<ns>_config_reloads_total{result="error"}`.
     reloads_error: Counter,
+    /// `<ns>_write_acks_refused_total`.
+    write_acks_refused: Counter,
 }
 
 /// Installs the process's recorder with `namespace`, or returns the one already installed
@@ -165,6 +167,7 @@ impl Registry {
             tls_handshake_errors: counter(&names::TLS_HANDSHAKE_ERRORS_TOTAL, Vec::new()),
             reloads_ok: reloads("ok"),
             reloads_error: reloads("error"),
+            write_acks_refused: counter(&names::WRITE_ACKS_REFUSED_TOTAL, Vec::new()),
             handle,
             recorder,
         };
@@ -296,6 +299,14 @@ pub fn config_reload(ok: bool) {
         } else {
             registry.reloads_error.increment(1);
         }
+    }
+}
+
+/// Records `n` writes answered `-NOREPLICAS` because their acknowledgement by the replicas
+/// could not be verified (`write_acks_refused_total`).
+pub fn write_acks_refused(n: u64) {
+    if let Some(registry) = registry() {
+        registry.write_acks_refused.increment(n);
     }
 }
 

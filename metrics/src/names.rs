@@ -289,6 +289,13 @@ pub const FLEET_LEADER: Metric = Metric {
     labels: &[],
     help: "1 while this proxy leads its fleet (failovers, migrations, replica repair), 0 otherwise; only with [cluster].",
 };
+/// Whether this proxy serves a frozen topology (etcd down for the whole fleet).
+pub const FLEET_FROZEN: Metric = Metric {
+    name: "fleet_frozen",
+    kind: Kind::Gauge,
+    labels: &[],
+    help: "1 while this proxy serves its last topology without an etcd session because no proxy of its fleet reaches etcd (no topology change until etcd returns), 0 otherwise; only with [cluster].",
+};
 /// Live proxies of the fleet.
 pub const FLEET_MEMBERS: Metric = Metric {
     name: "fleet_members",
@@ -399,6 +406,14 @@ pub const BACKEND_CONNECTIONS: Metric = Metric {
     labels: &[LABEL_NODE],
     help: "Backend connections (lanes) open now, by node.",
 };
+/// Writes answered `-NOREPLICAS`: the master ran them, but their acknowledgement by the
+/// in-sync replicas could not be verified, nor a replica that may lack them recorded stale.
+pub const WRITE_ACKS_REFUSED_TOTAL: Metric = Metric {
+    name: "write_acks_refused_total",
+    kind: Kind::Counter,
+    labels: &[],
+    help: "Writes answered -NOREPLICAS because the in-sync replicas' acknowledgement could not be verified and the replicas that may lack them could not be recorded stale (the topology's storage or etcd failed); their outcome is unknown to the client.",
+};
 /// Configuration reloads (SIGHUP, `POST /-/reload`), by result.
 pub const CONFIG_RELOADS_TOTAL: Metric = Metric {
     name: "config_reloads_total",
@@ -432,6 +447,7 @@ pub const EVENTS: &[Metric] = &[
     BACKEND_ERRORS_TOTAL,
     BACKEND_CONNECTIONS,
     CONFIG_RELOADS_TOTAL,
+    WRITE_ACKS_REFUSED_TOTAL,
 ];
 
 /// Every metric read from the proxy's state at each scrape.
@@ -458,6 +474,7 @@ pub const STATE: &[Metric] = &[
     MIGRATION_BYTES_MOVED_TOTAL,
     MIGRATION_ETA_SECONDS,
     FLEET_LEADER,
+    FLEET_FROZEN,
     FLEET_MEMBERS,
     FLEET_BARRIER_WAITS_TOTAL,
     FLEET_BARRIER_WAIT_SECONDS_TOTAL,

@@ -214,6 +214,10 @@ pub enum ClientError {
     InvalidCommandSpecified,
     /// COMMAND GETKEYS of a command without keys.
     NoKeyArguments,
+    /// COMMAND GETKEYS with a number of arguments the command's arity refuses.
+    GetKeysArity,
+    /// COMMAND GETKEYS whose arguments name no key of a command that must have one.
+    GetKeysInvalidArguments,
     /// SCAN with a cursor the proxy did not hand out.
     InvalidCursor,
     /// SCRIPT KILL / FUNCTION KILL while no master runs a script.
@@ -268,6 +272,10 @@ pub enum ClientError {
         /// `No` for a request still queued, `Unknown` for one in flight.
         reached: Reached,
     },
+    /// A write the master ran whose acknowledgement by the in-sync replicas could not be
+    /// verified, nor the replicas that may lack it recorded stale: Redis's refusal under
+    /// `min-replicas-to-write`, here meaning the write may or may not be durable.
+    NoReplicas,
     /// The lane's task is gone (only while the proxy shuts down).
     LaneClosed,
     /// The client's subscription connection failed before the request was sent.
@@ -397,9 +405,12 @@ impl ClientError {
             }
             Self::InvalidCommandSpecified => b"-ERR Invalid command specified\r\n",
             Self::NoKeyArguments => b"-ERR The command has no key arguments\r\n",
+            Self::GetKeysArity => b"-ERR Invalid number of arguments specified for command\r\n",
+            Self::GetKeysInvalidArguments => b"-ERR Invalid arguments specified for command\r\n",
             Self::InvalidCursor => b"-ERR invalid cursor\r\n",
             Self::NotBusy => b"-NOTBUSY No scripts in execution right now.\r\n",
             Self::MonitorKeyspace => b"-ERR Replica can't interact with the keyspace\r\n",
+            Self::NoReplicas => b"-NOREPLICAS Not enough good replicas to write.\r\n",
             Self::LaneClosed => b"-ERR backend lane closed\r\n",
             Self::SubscriptionClosed => b"-ERR subscription connection closed\r\n",
             Self::UnexpectedSplitReply => {
@@ -626,7 +637,8 @@ impl ClientError {
     pub fn reached(&self) -> Reached {
         match self {
             Self::Backend { reached, .. } => *reached,
-            Self::UnexpectedSplitReply
+            Self::NoReplicas
+            | Self::UnexpectedSplitReply
             | Self::UnexpectedScanReply
             | Self::ScanCursorTooLarge
             | Self::NodesRefused { .. }

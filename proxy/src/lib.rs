@@ -529,7 +529,7 @@ async fn join_fleet(
     config: &Config,
     cluster: &redshard_config::ClusterConfig,
     local: SocketAddr,
-    admin: Option<SocketAddr>,
+    admin: Option<String>,
     topology: &Topology,
 ) -> Result<(Arc<Fleet>, Topology), StartError> {
     let failed = |source| StartError::Cluster {
@@ -547,15 +547,9 @@ async fn join_fleet(
         );
     }
     let id = redshard_cluster::proxy_id(cluster, local).map_err(failed)?;
-    let (fleet, topology) = Fleet::join(
-        cluster,
-        id,
-        local.to_string(),
-        admin.map(|a| a.to_string()),
-        topology,
-    )
-    .await
-    .map_err(failed)?;
+    let (fleet, topology) = Fleet::join(cluster, id, local.to_string(), admin, topology)
+        .await
+        .map_err(failed)?;
     if topology.rules.rules() != config.rules {
         return Err(rules_changed(
             format!("etcd {}", cluster.prefix),

@@ -68,6 +68,11 @@ const READS_REPLIES: &[(&str, &str, &str)] = &[
         "tells a refused AUTH from a node's other errors",
     ),
     (
+        "dataplane/src/backend/connect.rs",
+        "\"ERR max number of clients reached\"",
+        "tells a node at maxclients from a refused handshake step",
+    ),
+    (
         "dataplane/src/backend/lane.rs",
         "\"-WRONGPASS\"",
         "a refused switch to the proxy's ACL user",

@@ -968,3 +968,148 @@ fn sha256_hex(text: &str) -> String {
     let out = child.wait_with_output().unwrap();
     String::from_utf8(out.stdout).unwrap()[..64].to_owned()
 }
+
+/// `COMMAND GETKEYS` answers as the node itself does, errors included: an optional-key
+/// command called with none (`EVAL ... 0`, `FCALL f 0`) gets an empty array, a command
+/// without keys or with the wrong argument count Redis's own texts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_getkeys_answers_as_the_node_does() {
+    let cluster = TestCluster::start(1).await;
+    let mut proxy = cluster.client().await;
+    let mut node = redshard_tests::Client::connect(cluster.masters[0].addr()).await;
+    let requests: &[&[&str]] = &[
+        &["EVAL", "return 1", "0"],
+        &["EVAL", "return 1", "2", "a", "b"],
+        &["FCALL", "f", "0"],
+        &["FCALL", "f", "1", "k"],
+        &["GET", "k"],
+        &["GET"],
+        &["GET", "a", "b"],
+        &["SET", "a", "b"],
+        &["MSET", "a", "1", "b", "2"],
+        &["ZUNIONSTORE", "d", "0", "a"],
+        &["ZUNIONSTORE", "d", "2", "a", "b"],
+        &["XREAD", "STREAMS", "a", "0"],
+        &["PING", "x"],
+        &["NOSUCHCOMMAND", "x"],
+    ];
+    for request in requests {
+        let mut args = vec!["COMMAND", "GETKEYS"];
+        args.extend_from_slice(request);
+        let ours = proxy.cmd(&args).await;
+        let theirs = node.cmd(&args).await;
+        assert_eq!(ours, theirs, "COMMAND GETKEYS {request:?}");
+    }
+}
+
+/// The value of `field` in an INFO text.
+fn info_value(text: &str, field: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(field)?
+            .strip_prefix(':')
+            .map(|v| v.trim().to_owned())
+    })
+}
+
+/// INFO shows the masters' persistence, CPU and error statistics merged like one server's
+/// (its default set), and their per-command statistics when asked by name; a section the
+/// client did not ask for is not there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn info_merges_the_masters_persistence_cpu_and_statistics() {
+    let cluster = TestCluster::start(2).await;
+    let mut c = cluster.client().await;
+    // Writes on both masters, and one error each.
+    for shard in 0..2 {
+        let key = key_on(2, shard, "info");
+        assert_eq!(c.cmd(&["SET", &key, "v"]).await, Reply::Status("OK".into()));
+        assert!(matches!(
+            c.cmd(&["LPUSH", &key, "x"]).await,
+            Reply::Error(_)
+        ));
+    }
+    let text = c.cmd(&["INFO"]).await.text();
+    for title in [
+        "# Persistence",
+        "# CPU",
+        "# Errorstats",
+        "# Keyspace",
+        "# Server",
+    ] {
+        assert!(text.contains(title), "{title} in {text}");
+    }
+    assert!(!text.contains("# Commandstats"), "{text}");
+    let mut on_nodes = 0;
+    let mut wrongtype = 0;
+    for master in &cluster.masters {
+        let mut node = redshard_tests::Client::connect(master.addr()).await;
+        let info = node
+            .cmd(&["INFO", "persistence", "errorstats"])
+            .await
+            .text();
+        on_nodes += info_value(&info, "rdb_changes_since_last_save")
+            .and_then(|v| v.parse::<u64>().ok())
+            .expect("rdb_changes_since_last_save");
+        wrongtype += info_value(&info, "errorstat_WRONGTYPE").map_or(0, |v| {
+            v.trim_start_matches("count=").parse::<u64>().unwrap()
+        });
+    }
+    assert!(on_nodes >= 2, "{on_nodes}");
+    assert_eq!(
+        info_value(&text, "rdb_changes_since_last_save"),
+        Some(on_nodes.to_string())
+    );
+    assert_eq!(wrongtype, 2);
+    assert_eq!(
+        info_value(&text, "errorstat_WRONGTYPE"),
+        Some("count=2".to_owned())
+    );
+    assert!(info_value(&text, "used_cpu_sys").is_some(), "{text}");
+
+    // By name: only that section, summed over the masters.
+    let stats = c.cmd(&["INFO", "commandstats"]).await.text();
+    assert!(!stats.contains("# Server"), "{stats}");
+    let set = info_value(&stats, "cmdstat_set").expect("cmdstat_set");
+    assert!(set.starts_with("calls=2,"), "{set}");
+}
+
+/// A script one client ran with EVAL (on its key's master only) is known to every master, as
+/// to one server: EVALSHA of it works for keys on any shard and SCRIPT EXISTS says 1; after
+/// SCRIPT FLUSH it is gone everywhere, and the next EVAL loads it everywhere again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_run_with_eval_is_known_to_every_master() {
+    let cluster = TestCluster::start(3).await;
+    let mut c = cluster.client().await;
+    let body = "return 'ran:' .. KEYS[1]";
+    let sha = c.cmd(&["SCRIPT", "LOAD", body]).await.text();
+    assert_eq!(
+        c.cmd(&["SCRIPT", "FLUSH"]).await,
+        Reply::Status("OK".into())
+    );
+    let keys: Vec<String> = (0..3).map(|s| key_on(3, s, "script")).collect();
+    for round in 0..2 {
+        assert_eq!(
+            c.cmd(&["EVAL", body, "1", &keys[0]]).await,
+            Reply::bulk(&format!("ran:{}", keys[0])),
+            "round {round}"
+        );
+        for key in &keys {
+            assert_eq!(
+                c.cmd(&["EVALSHA", &sha, "1", key]).await,
+                Reply::bulk(&format!("ran:{key}")),
+                "round {round}: EVALSHA for {key}"
+            );
+        }
+        assert_eq!(
+            c.cmd(&["SCRIPT", "EXISTS", &sha]).await,
+            Reply::Array(vec![Reply::Int(1)])
+        );
+        assert_eq!(
+            c.cmd(&["SCRIPT", "FLUSH"]).await,
+            Reply::Status("OK".into())
+        );
+        assert!(
+            matches!(c.cmd(&["EVALSHA", &sha, "1", &keys[2]]).await, Reply::Error(e) if e.starts_with("NOSCRIPT")),
+            "round {round}: flushed"
+        );
+    }
+}

@@ -1,6 +1,7 @@
 //! Several proxies sharing one cluster through etcd (`[cluster] etcd`): topology changes made
 //! by the leader reach every proxy, only the leader fails over, and a proxy that lost its
-//! etcd session answers `-CLUSTERDOWN` until it has one again. Real etcd, real redis-server,
+//! etcd session (and cannot ask the others, without admin ports) answers `-CLUSTERDOWN` until
+//! it has one again. Real etcd, real redis-server,
 //! proxies in this process (each on its own port) or on runtimes of their own to crash them.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -155,12 +156,26 @@ async fn a_change_made_by_the_leader_reaches_every_proxy() {
     }
 }
 
+/// Without admin ports the proxies cannot ask each other whether etcd is down for all of
+/// them (`fleet_frozen` has the fleet that can): each must assume the other still reaches
+/// etcd, so each stops serving once its session is lost, as a proxy cut off alone does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_that_lost_its_session_answers_clusterdown_and_serves_again_after() {
     let mut etcd = EtcdServer::start();
     let master = RedisServer::start();
     let config = fleet_config(&etcd, "/lost", &[master.addr()], &[]);
     let proxies = start_fleet(&config, 2).await;
+    // Each knows the other (a proxy alone in its member list would serve on, frozen).
+    wait_until(
+        Duration::from_secs(5),
+        "each proxy to know both",
+        || async {
+            proxies
+                .iter()
+                .all(|p| p.controller().fleet().expect("fleet").view().members.len() == 2)
+        },
+    )
+    .await;
     let mut client = Client::connect_addr(proxies[1].local_addr()).await;
     assert!(client.cmd(&["SET", "k", "v"]).await.is_ok());
 

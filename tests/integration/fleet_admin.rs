@@ -295,8 +295,9 @@ async fn a_topology_change_sent_to_a_proxy_that_does_not_lead_runs_on_the_leader
 }
 
 /// Three proxies that join the fleet by themselves (`Proxy::start`), each with a TCP admin
-/// port: `redshard-admin` asked of a follower lists every proxy and the leader, and its
-/// `add-node` runs on the leader and reaches every proxy.
+/// port it advertises by name (`[cluster] advertise_admin = "localhost:<port>"`):
+/// `redshard-admin` asked of a follower lists every proxy with that address and the leader,
+/// and its `add-node` runs on the leader, reached at that address, and reaches every proxy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redshard_admin_pointed_at_a_follower_of_a_running_fleet() {
     redshard_tests::server::init_logs();
@@ -308,7 +309,8 @@ async fn redshard_admin_pointed_at_a_follower_of_a_running_fleet() {
         let extra = format!(
             "metrics_listen = \"off\"\nadmin_socket = \"off\"\nadmin_listen = \"127.0.0.1:{admin}\"\n\
              admin_password = \"{PASSWORD}\"\n[replication]\nmode = \"redis\"\n\
-             [cluster]\netcd = [\"{}\"]\nprefix = \"/fleet-cli\"\nlease_ttl_ms = 2000\n",
+             [cluster]\netcd = [\"{}\"]\nprefix = \"/fleet-cli\"\nlease_ttl_ms = 2000\n\
+             advertise_admin = \"localhost:{admin}\"\n",
             etcd.addr()
         );
         let text = config_text(&[master.addr()], &[], &extra);
@@ -332,7 +334,8 @@ async fn redshard_admin_pointed_at_a_follower_of_a_running_fleet() {
     let run = cli(admin, &["info"], "", &env).await;
     assert_eq!(run.code, 0, "{run:?}");
     for i in 0..proxies.len() {
-        let line = format!("P: {} {} admin {} epoch", id_of(i), id_of(i), admin_of(i));
+        let advertised = format!("localhost:{}", admin_of(i).port());
+        let line = format!("P: {} {} admin {advertised} epoch", id_of(i), id_of(i));
         assert!(run.out.contains(&line), "{line} in {run:?}");
     }
     assert!(
@@ -362,6 +365,12 @@ async fn redshard_admin_pointed_at_a_follower_of_a_running_fleet() {
             .iter()
             .any(|s| s.name == "s2")
     };
+    // The proxy the CLI was pointed at answered only once it had the change itself: what
+    // the CLI asks of it next sees the new shard.
+    assert!(
+        has(&proxies[follower]),
+        "the follower answered before it had s2"
+    );
     wait_until(
         Duration::from_secs(10),
         "every proxy to have s2",

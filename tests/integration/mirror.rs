@@ -554,3 +554,28 @@ async fn blocked_pops_served_by_later_writes_keep_the_replica_in_sync() {
     }
     assert_eq!(digest(&master).await, digest(&replica).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_a_replica_failed_is_refused_when_its_stale_mark_cannot_be_saved() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let file = dir.path().join("topology.toml");
+    let extra = format!(
+        "topology_file = \"{}\"\n{PROXY_MIRRORING}ack = \"sync\"\n",
+        file.display()
+    );
+    let cluster = TestCluster::start_with(1, true, &extra, &[]).await;
+    let mut client = cluster.client().await;
+    assert_eq!(client.cmd(&["INCR", "counter"]).await, Reply::Int(1));
+    crate::replication_ack::block_store(&file);
+    // The replica diverges behind the proxy's back and fails the next mirrored write; the
+    // proxy cannot record it stale, so that write is not acknowledged.
+    let mut replica = Client::connect(cluster.replicas[0].addr()).await;
+    replica.cmd(&["SET", "counter", "100"]).await;
+    assert_eq!(
+        client.cmd(&["INCR", "counter"]).await,
+        Reply::Error(crate::replication_ack::NOREPLICAS.into())
+    );
+    // The master ran it.
+    let mut master = Client::connect(cluster.masters[0].addr()).await;
+    assert_eq!(master.cmd(&["GET", "counter"]).await, Reply::bulk("2"));
+}

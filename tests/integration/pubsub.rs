@@ -347,3 +347,113 @@ async fn a_node_that_never_confirms_a_subscribe_times_out_like_a_lane() {
     assert!(e.ends_with("timed out after 300 ms"), "{e}");
     assert_eq!(c.try_read().await, None, "the client is closed");
 }
+
+/// Fills the master `node` to its `maxclients` (set to the connections it has now), so that
+/// every new connection to it is refused; `Drop`-free: the caller restores it.
+async fn refuse_new_connections(node: &mut redshard_tests::Client) {
+    let connected = node
+        .info_field("clients", "connected_clients")
+        .await
+        .expect("connected_clients");
+    assert_eq!(
+        node.cmd(&["CONFIG", "SET", "maxclients", &connected]).await,
+        Reply::Status("OK".into())
+    );
+}
+
+/// A subscription or a blocking command goes out at once on a connection the proxy opened
+/// ahead of need (`[backend] ready_connections`), not after a connect and AUTH of its own:
+/// here the node refuses every new connection, and the client's SUBSCRIBE and BLPOP still
+/// reach it, so a PUBLISH or LPUSH another client sends after them finds them there. Without
+/// the ready connection both fail (the node is full).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_or_blocking_command_goes_out_on_a_connection_opened_ahead() {
+    let cluster = TestCluster::start(1).await;
+    let master = cluster.masters[0].addr();
+    let node = cluster
+        .proxy
+        .as_ref()
+        .expect("proxy")
+        .state()
+        .router
+        .pool()
+        .node(&redshard_config::NodeAddr::parse(&master).unwrap());
+    let resp2 = redshard_proxy::resp::Protocol::Resp2;
+    let mut direct = redshard_tests::Client::connect(master.clone()).await;
+    let mut publisher = cluster.client().await;
+    let mut subscriber = cluster.client().await;
+    let mut popper = cluster.client().await;
+
+    // SUBSCRIBE with the node full: it goes out on the ready connection.
+    wait_until(Duration::from_secs(5), "a ready connection", || async {
+        node.has_ready_connection(resp2)
+    })
+    .await;
+    refuse_new_connections(&mut direct).await;
+    assert_eq!(
+        subscriber.cmd(&["SUBSCRIBE", "ready-ch"]).await,
+        msg("subscribe", &["ready-ch"], Some(1))
+    );
+    assert_eq!(
+        publisher.cmd(&["PUBLISH", "ready-ch", "m"]).await,
+        Reply::Int(1)
+    );
+    assert_eq!(
+        subscriber.read().await,
+        msg("message", &["ready-ch", "m"], None)
+    );
+
+    // BLPOP the same way: on the node (blocked there) before the LPUSH.
+    assert_eq!(
+        direct.cmd(&["CONFIG", "SET", "maxclients", "10000"]).await,
+        Reply::Status("OK".into())
+    );
+    wait_until(
+        Duration::from_secs(5),
+        "the next ready connection",
+        || async { node.has_ready_connection(resp2) },
+    )
+    .await;
+    refuse_new_connections(&mut direct).await;
+    popper
+        .send_raw(&redshard_tests::client::encode_command(&[
+            "BLPOP",
+            "ready-list",
+            "0",
+        ]))
+        .await;
+    let shared = tokio::sync::Mutex::new(direct);
+    wait_until(
+        Duration::from_secs(5),
+        "BLPOP blocked on the node",
+        || async {
+            let blocked = shared
+                .lock()
+                .await
+                .info_field("clients", "blocked_clients")
+                .await;
+            blocked.as_deref() == Some("1")
+        },
+    )
+    .await;
+    let mut direct = shared.into_inner();
+    assert_eq!(
+        publisher.cmd(&["LPUSH", "ready-list", "x"]).await,
+        Reply::Int(1)
+    );
+    assert_eq!(
+        popper.read().await,
+        Reply::Array(vec![Reply::bulk("ready-list"), Reply::bulk("x")])
+    );
+    // With no connection ready and the node full, the client is told why, in those words.
+    let mut late = cluster.client().await;
+    let reply = late.cmd(&["BLPOP", "ready-list", "0"]).await;
+    assert!(
+        matches!(&reply, Reply::Error(e) if e.contains("refused the connection: ERR max number of clients reached")),
+        "{reply:?}"
+    );
+    assert_eq!(
+        direct.cmd(&["CONFIG", "SET", "maxclients", "10000"]).await,
+        Reply::Status("OK".into())
+    );
+}

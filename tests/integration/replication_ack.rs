@@ -2,7 +2,7 @@
 //! `REPLICAOF` (set up here by the test itself), and the proxy's lanes wait for the in-sync
 //! replicas with `WAIT` after each batch of writes (group commit) before releasing replies.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -138,6 +138,28 @@ impl Replicated {
             .and_then(|rest| rest.split(',').next())
             .map_or(0, |n| n.parse().expect("a count"))
     }
+}
+
+/// Redis's refusal of a write under `min-replicas-to-write`, which the proxy gives a write
+/// whose acknowledgement by the replicas it could not verify.
+pub(crate) const NOREPLICAS: &str = "NOREPLICAS Not enough good replicas to write.";
+
+/// Makes the topology file at `path` impossible to save, even for root (who writes through
+/// any permission): a directory, not empty, takes the file's place, so the store's rename of
+/// its temporary file over it fails. [`unblock_store`] undoes it.
+pub(crate) fn block_store(path: &Path) {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => panic!("removing {}: {e}", path.display()),
+    }
+    std::fs::create_dir(path).expect("a directory where the topology file was");
+    std::fs::write(path.join("in-the-way"), "").expect("a file in it");
+}
+
+/// Lets the topology file at `path` be saved again (after [`block_store`]).
+pub(crate) fn unblock_store(path: &Path) {
+    std::fs::remove_dir_all(path).expect("the directory in the topology file's place");
 }
 
 fn expect_ok(what: &str, reply: &Reply) {
@@ -443,7 +465,7 @@ async fn a_replica_the_shard_does_not_count_cannot_acknowledge_for_an_in_sync_on
                     .await
                     .info_field("replication", "shard0")
                     .await;
-                line.is_some_and(|l| l.ends_with(",write_acks=2"))
+                line.is_some_and(|l| l.contains(",write_acks=2,"))
             }
         },
     )
@@ -553,4 +575,109 @@ async fn replica_reads_see_every_acknowledged_write() {
         assert_eq!(client.cmd(&["GET", &key]).await, Reply::bulk("v"), "{key}");
     }
     assert_eq!(gets().await, before + 100, "the reads went to the replica");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_are_refused_when_the_replica_that_lacks_them_cannot_be_recorded_stale() {
+    let timeout_ms = 500;
+    let nodes = Replicated::start(
+        1,
+        1,
+        &format!("ack = \"sync\"\nack_timeout_ms = {timeout_ms}"),
+    )
+    .await;
+    let replica = &nodes.cluster.replicas[0];
+    let mut client = nodes.cluster.client().await;
+    assert_eq!(
+        client.cmd(&["SET", "{t}before", "1"]).await,
+        Reply::Status("OK".into())
+    );
+    block_store(&nodes.topology_file);
+    let pid = replica.pid().expect("running");
+    signal(pid, "STOP");
+    // Two writes and a read between them, on one lane: the replica cannot acknowledge the
+    // writes, and the proxy cannot record that it lacks them.
+    let replies = client
+        .pipeline(&[
+            vec!["SET", "{t}during", "1"],
+            vec!["GET", "{t}before"],
+            vec!["INCR", "{t}n"],
+        ])
+        .await;
+    let refused = Reply::Error(NOREPLICAS.into());
+    assert_eq!(replies, [refused.clone(), Reply::bulk("1"), refused]);
+    let line = client
+        .info_field("replication", "shard0")
+        .await
+        .expect("INFO replication has shard0");
+    assert!(line.ends_with(",write_acks_refused=2"), "{line}");
+    // The master ran them: their outcome was unknown to the client, not a failure.
+    let mut master = Client::connect(nodes.cluster.masters[0].addr()).await;
+    assert_eq!(master.cmd(&["GET", "{t}during"]).await, Reply::bulk("1"));
+    // The replica resumes and catches up, the store is writable again: writes are
+    // acknowledged again.
+    signal(pid, "CONT");
+    let (master_addr, replica_addr) = (nodes.cluster.masters[0].addr(), replica.addr());
+    wait_until(Duration::from_secs(10), "the replica to catch up", || {
+        let (master, replica) = (master_addr.clone(), replica_addr.clone());
+        async move {
+            let at = info_field(&master, "replication", "master_repl_offset").await;
+            at.is_some() && at == info_field(&replica, "replication", "slave_repl_offset").await
+        }
+    })
+    .await;
+    unblock_store(&nodes.topology_file);
+    for i in 0..10 {
+        assert_eq!(
+            client.cmd(&["SET", &format!("{{t}}after{i}"), "1"]).await,
+            Reply::Status("OK".into())
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_are_refused_when_the_master_cannot_tell_which_replicas_lack_them() {
+    let timeout_ms = 500;
+    let nodes = Replicated::start(
+        1,
+        1,
+        &format!("ack = \"sync\"\nack_timeout_ms = {timeout_ms}"),
+    )
+    .await;
+    let replica = &nodes.cluster.replicas[0];
+    let mut client = nodes.cluster.client().await;
+    assert_eq!(
+        client.cmd(&["SET", "{t}before", "1"]).await,
+        Reply::Status("OK".into())
+    );
+    // The master refuses INFO to the proxy's user from now on: after a shortfall, the
+    // controller cannot read its replication offset, so nothing says which replicas lack
+    // the writes.
+    let mut master = Client::connect(nodes.cluster.masters[0].addr()).await;
+    assert!(master
+        .cmd(&["ACL", "SETUSER", "default", "-info"])
+        .await
+        .is_ok());
+    let pid = replica.pid().expect("running");
+    signal(pid, "STOP");
+    let reply = client.cmd(&["SET", "{t}during", "1"]).await;
+    signal(pid, "CONT");
+    assert!(master
+        .cmd(&["ACL", "SETUSER", "default", "+info"])
+        .await
+        .is_ok());
+    assert_eq!(reply, Reply::Error(NOREPLICAS.into()));
+    // Once the master answers again and the replica is back, writes are acknowledged.
+    wait_until(
+        Duration::from_secs(10),
+        "a write to be acknowledged again",
+        || {
+            let proxy = nodes.cluster.addr.to_string();
+            async move {
+                let mut client = Client::connect(proxy).await;
+                client.cmd(&["SET", "{t}after", "1"]).await == Reply::Status("OK".into())
+            }
+        },
+    )
+    .await;
 }

@@ -50,6 +50,10 @@ fn etcd_alone_takes_every_default() {
         cluster.lease_ttl,
         Duration::from_millis(DEFAULT_LEASE_TTL_MS)
     );
+    assert_eq!(
+        cluster.peer_poll_interval,
+        Duration::from_millis(DEFAULT_PEER_POLL_INTERVAL_MS)
+    );
     assert_eq!(cluster.proxy_id, None);
     assert_eq!(cluster.auth, None);
     assert_eq!(cluster.tls, None);
@@ -164,6 +168,21 @@ fn lease_ttl_is_bounded_whole_seconds() {
 }
 
 #[test]
+fn the_peer_poll_interval_is_bounded_by_the_lease() {
+    let poll = |ttl: u64, ms: u64| {
+        format!("[cluster]\netcd = [\"127.0.0.1:2379\"]\nlease_ttl_ms = {ttl}\npeer_poll_interval_ms = {ms}")
+    };
+    assert_error(
+        &poll(2000, 10),
+        4,
+        &["cluster.peer_poll_interval_ms", "between 50"],
+    );
+    assert_error(&poll(2000, 600), 4, &["a quarter of cluster.lease_ttl_ms"]);
+    let ok = parse(&poll(2000, 500)).unwrap().cluster.unwrap();
+    assert_eq!(ok.peer_poll_interval, Duration::from_millis(500));
+}
+
+#[test]
 fn bad_proxy_ids_are_refused() {
     for id in ["", "a/b", "a b"] {
         assert_error(
@@ -238,4 +257,39 @@ fn proxy_mirroring_is_refused_in_a_fleet() {
     assert!(message.contains("replication.mode"), "{message}");
     assert!(message.contains("one proxy only"), "{message}");
     assert!(parse("[replication]\nmode = \"proxy\"").is_ok());
+}
+
+#[test]
+fn the_advertised_admin_address_is_one_to_connect_to_and_needs_an_admin_port() {
+    let admin = "admin_listen = \"0.0.0.0:6390\"\nadmin_password = \"pw\"\n";
+    let cluster = parse(&format!(
+        "{admin}[cluster]\netcd = [\"127.0.0.1:2379\"]\nadvertise_admin = \"Proxy-A.example:6390\""
+    ))
+    .unwrap()
+    .cluster
+    .unwrap();
+    assert_eq!(
+        cluster.advertise_admin,
+        Some(NodeAddr::parse("proxy-a.example:6390").unwrap())
+    );
+    assert_error(
+        &format!(
+            "{admin}[cluster]\netcd = [\"127.0.0.1:2379\"]\nadvertise_admin = \"0.0.0.0:6390\""
+        ),
+        5,
+        &["cluster.advertise_admin", "wildcard"],
+    );
+    assert_error(
+        &format!("{admin}[cluster]\netcd = [\"127.0.0.1:2379\"]\nadvertise_admin = \"proxy-a\""),
+        5,
+        &["cluster.advertise_admin"],
+    );
+    let message =
+        parse("[cluster]\netcd = [\"127.0.0.1:2379\"]\nadvertise_admin = \"10.0.0.5:6390\"")
+            .unwrap_err()
+            .to_string();
+    assert!(
+        message.contains("cluster.advertise_admin") && message.contains("admin_listen"),
+        "{message}"
+    );
 }

@@ -150,6 +150,7 @@ username = "proxyuser"
 password = "pw"
 manage_acl = false
 lanes = 64
+ready_connections = false
 connect_timeout_ms = 10
 response_timeout_ms = 20
 reconnect_backoff_min_ms = 30
@@ -219,6 +220,7 @@ format = "json"
             // Without manage_acl, keyless scripts can only run with full rights.
             keyless_scripts: KeylessScripts::AnyMaster,
             lanes: 64,
+            ready_connections: false,
             connect_timeout: Duration::from_millis(10),
             response_timeout: Duration::from_millis(20),
             reconnect_backoff_min: Duration::from_millis(30),

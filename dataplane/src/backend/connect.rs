@@ -47,13 +47,13 @@ async fn connect_inner(
         for setup in acl.setup() {
             let answer = exchange(&mut stream, setup, config).await?;
             if !reply::is_ok(&answer) {
-                return Err(LaneError::Acl(error_text(&answer)));
+                return Err(refused_or(error_text(&answer), LaneError::Acl));
             }
         }
         let auth = acl.auth(super::acl::BackendUser::Client);
         let answer = exchange(&mut stream, auth, config).await?;
         if !reply::is_ok(&answer) {
-            return Err(LaneError::Acl(error_text(&answer)));
+            return Err(refused_or(error_text(&answer), LaneError::Acl));
         }
     }
     Ok(stream)
@@ -70,6 +70,20 @@ async fn exchange(
         .await
         .map_err(LaneError::Connect)?;
     read_one_reply(stream, config.max_reply_depth).await
+}
+
+/// What Redis answers to anything on a connection it accepted over `maxclients`, before it
+/// closes it.
+const MAX_CLIENTS_REACHED: &str = "ERR max number of clients reached";
+
+/// The error for a handshake step the node refused with `text`: the connection itself
+/// refused (the node is full), else what `otherwise` says of the step.
+fn refused_or(text: String, otherwise: fn(String) -> LaneError) -> LaneError {
+    if text.starts_with(MAX_CLIENTS_REACHED) {
+        LaneError::Refused(text)
+    } else {
+        otherwise(text)
+    }
 }
 
 /// An error reply as one line of text, without its `-`.
@@ -119,7 +133,7 @@ async fn authenticate(
                 if text.starts_with("WRONGPASS") || text.starts_with("NOAUTH") {
                     LaneError::Auth(text)
                 } else {
-                    LaneError::NoResp3(text)
+                    refused_or(text, LaneError::NoResp3)
                 },
             );
         }
@@ -140,10 +154,7 @@ async fn authenticate(
             .map_err(LaneError::Connect)?;
         let answer = read_one_reply(stream, config.max_reply_depth).await?;
         if !reply::is_ok(&answer) {
-            let text = String::from_utf8_lossy(&answer);
-            return Err(LaneError::Auth(
-                text.trim_end().trim_start_matches('-').to_owned(),
-            ));
+            return Err(refused_or(error_text(&answer), LaneError::Auth));
         }
     }
     Ok(())

@@ -26,12 +26,17 @@
 //! replicas that lack them stale (persisted). Redis runs a connection's commands in order, so
 //! the `WAIT` covers every write of the batch and of the batches before it; a reply that came
 //! after held ones waits behind them, so no client reads a write before it is acknowledged.
+//! When the controller cannot verify the replicas, nor record stale those that may lack the
+//! writes ([`AckVerdict::Refuse`]), each held write's reply becomes `-NOREPLICAS` (the write
+//! ran on the master, but a failover may lose it: its outcome is unknown to the client) and
+//! the other held replies go as they are, in order; later batches are not affected.
 //! The `WAIT`'s own reply never reaches a client. Reads-only batches get no `WAIT`. At most
 //! one `WAIT` is out on a connection: batches written while one is get the next, written when
 //! it answers ([`Sending::seal`]).
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,7 +49,7 @@ use tracing::{debug, warn};
 
 use super::stream::BackendStream;
 use super::{connect::connect, Dest, LaneConfig, LaneRequest};
-use crate::events::{ControlEvent, EventSender};
+use crate::events::{AckVerdict, ControlEvent, EventSender};
 use crate::outbuf::OutBuf;
 use redshard_metrics as metrics;
 use redshard_protocol::client_error::{ClientError, Reached};
@@ -64,6 +69,10 @@ pub(crate) enum LaneError {
     /// Connect plus handshake took too long.
     #[error("unavailable: connect timed out after {} ms", .0.as_millis())]
     ConnectTimeout(Duration),
+    /// The node refused the connection itself (it has `maxclients` connections already),
+    /// answering the handshake's first request with that.
+    #[error("refused the connection: {0}")]
+    Refused(String),
     /// The node refused our credentials.
     #[error("refused the proxy's credentials: {0}")]
     Auth(String),
@@ -103,7 +112,9 @@ impl LaneError {
     pub(crate) fn metric_kind(&self) -> &'static str {
         use redshard_metrics::names::error_kind;
         match self {
-            Self::Connect(_) | Self::ConnectTimeout(_) | Self::NoResp3(_) => error_kind::CONNECT,
+            Self::Connect(_) | Self::ConnectTimeout(_) | Self::NoResp3(_) | Self::Refused(_) => {
+                error_kind::CONNECT
+            }
             Self::Auth(_) | Self::Acl(_) => error_kind::AUTH,
             Self::Io(_) | Self::Closed => error_kind::CLOSED,
             Self::Timeout(_) => error_kind::TIMEOUT,
@@ -129,6 +140,10 @@ struct InFlight {
     /// Whether its reply waits for the `WAIT` that ends its batch (it is the batch's first
     /// write or came after it; see [`Commit`]).
     commit: bool,
+    /// Whether it is a write the `WAIT` must acknowledge (its request asked for replicas,
+    /// [`LaneRequest::acks`]), as opposed to a read that merely follows one in the batch:
+    /// only such a reply becomes `-NOREPLICAS` when the acknowledgement is refused.
+    write: bool,
 }
 
 /// What an in-flight request is.
@@ -179,6 +194,11 @@ pub struct LaneSetup {
     /// The node's process as the proxy serves it: checked on every connection (a shared
     /// lane's); `None` does not check.
     pub incarnation: Option<Arc<super::Incarnation>>,
+    /// A connection already open to serve first (see `ready.rs`), for a private lane; a
+    /// lane that has none, or needs another, connects.
+    pub ready: Option<super::stream::BackendStream>,
+    /// The node's count of writes answered `-NOREPLICAS` (see [`super::Node::acks_refused`]).
+    pub acks_refused: Arc<AtomicU64>,
 }
 
 /// The lane task: connect, serve, reconnect, until the lane is no longer used.
@@ -191,6 +211,8 @@ pub async fn run(setup: LaneSetup, mut rx: mpsc::UnboundedReceiver<LaneRequest>)
         mut fenced,
         events,
         incarnation,
+        mut ready,
+        acks_refused,
     } = setup;
     let report = |events: &Option<mpsc::UnboundedSender<ControlEvent>>| {
         if let Some(events) = events {
@@ -216,7 +238,11 @@ pub async fn run(setup: LaneSetup, mut rx: mpsc::UnboundedReceiver<LaneRequest>)
                 continue;
             }
         }
-        let connected = match connect(&addr, protocol, &config).await {
+        let opened = match ready.take() {
+            Some(stream) => Ok(stream),
+            None => connect(&addr, protocol, &config).await,
+        };
+        let connected = match opened {
             Ok(mut stream) => match &incarnation {
                 Some(incarnation) => match super::connect::run_id(&mut stream, &config).await {
                     Ok(None) => {
@@ -256,7 +282,7 @@ pub async fn run(setup: LaneSetup, mut rx: mpsc::UnboundedReceiver<LaneRequest>)
                     protocol,
                     &config,
                     fenced.as_mut(),
-                    events.as_ref(),
+                    Commit::new(&addr, events.as_ref(), &acks_refused),
                 )
                 .await;
                 metrics::backend_disconnected(&addr);
@@ -440,7 +466,8 @@ async fn refuse_until(
 /// Serves one established connection until it fails or the lane is no longer used.
 ///
 /// One loop owns everything: the in-flight FIFO is plain local state, and each `select!`
-/// branch borrows only its own half (queue, socket writer, socket reader, timer).
+/// branch borrows only its own half (queue, socket writer, socket reader, timer). `commit`
+/// holds the replies waiting for `WAIT`s: a fresh one per connection.
 async fn serve(
     mut stream: BackendStream,
     rx: &mut mpsc::UnboundedReceiver<LaneRequest>,
@@ -448,11 +475,10 @@ async fn serve(
     connected: Protocol,
     config: &LaneConfig,
     fenced: Option<&mut watch::Receiver<bool>>,
-    events: Option<&EventSender>,
+    mut commit: Commit,
 ) -> Ended {
     let (mut reader, mut writer) = stream.split();
     let mut send = Sending::new(connected, config.acl.clone(), config.ack_timeout);
-    let mut commit = Commit::new(addr, events);
     let mut batch = Vec::with_capacity(BATCH);
     let mut buf = BytesMut::with_capacity(READ_RESERVE);
     let mut scanner = ReplyScanner::new(config.max_reply_depth);
@@ -657,6 +683,7 @@ impl Sending {
             mirror: None,
             kind,
             commit: false,
+            write: false,
         });
     }
 
@@ -715,6 +742,7 @@ impl Sending {
             mirror: request.mirror,
             kind: Kind::Request,
             commit: self.acks > 0,
+            write: request.acks > 0,
         });
     }
 
@@ -842,6 +870,7 @@ fn deliver_replies(
             reply,
             mirror: request.mirror,
             commit: request.commit,
+            write: request.write,
         });
     }
     Ok(())
@@ -868,6 +897,8 @@ struct Release {
     mirror: Option<Box<dyn super::AfterMaster>>,
     /// Whether it waits for its batch's `WAIT`.
     commit: bool,
+    /// Whether it is a write the `WAIT` acknowledges (see [`InFlight::write`]).
+    write: bool,
 }
 
 impl Release {
@@ -877,6 +908,36 @@ impl Release {
             None => self.dest.deliver(self.reply),
         }
     }
+
+    /// Its `WAIT`'s acknowledgement was refused: a write gets `-NOREPLICAS` (its outcome is
+    /// unknown), anything else its reply as it is. Returns whether it was a write.
+    fn refuse(self) -> bool {
+        if !self.write {
+            self.deliver();
+            return false;
+        }
+        if let Some(job) = self.mirror {
+            job.master_lost();
+        }
+        self.dest.fail(ClientError::NoReplicas.to_reply());
+        true
+    }
+}
+
+/// What an answered `WAIT` says of the replies it covers.
+#[derive(Debug)]
+enum Covered {
+    /// Known: released as they are, or with their writes refused.
+    Decided(AckVerdict),
+    /// The `WAIT` fell short and the controller has not answered yet.
+    Pending(tokio::sync::oneshot::Receiver<AckVerdict>),
+}
+
+/// The verdict on a shortfall the controller dropped unanswered (it stopped): nothing
+/// verified the replicas.
+fn unanswered(master: &NodeAddr) -> AckVerdict {
+    warn!(node = %master, "the controller stopped before checking the replicas that did not acknowledge a batch of writes; its writes are answered -NOREPLICAS");
+    AckVerdict::Refuse
 }
 
 /// The replies a connection holds for `WAIT`s (group commit; see the module docs), in the
@@ -890,19 +951,21 @@ struct Commit {
     /// Replies ever released from `held`.
     released: u64,
     /// Answered `WAIT`s whose replies are not all released yet, oldest first: how many
-    /// replies had been pushed when it answered (it covers every one of them), and the
-    /// controller's answer while its shortfall is being dealt with.
-    waits: VecDeque<(u64, Option<tokio::sync::oneshot::Receiver<()>>)>,
+    /// replies had been pushed when it answered (it covers every one of them), and what is
+    /// known of their acknowledgement.
+    waits: VecDeque<(u64, Covered)>,
     /// The master, for the controller.
     master: NodeAddr,
     /// Where shortfalls are reported; `None` (no controller) releases at once.
     events: Option<EventSender>,
     /// `WAIT`s answered on this connection (see [`Sending::waits_sent`]).
     waits_answered: u64,
+    /// The node's count of writes answered `-NOREPLICAS`.
+    acks_refused: Arc<AtomicU64>,
 }
 
 impl Commit {
-    fn new(master: &NodeAddr, events: Option<&EventSender>) -> Self {
+    fn new(master: &NodeAddr, events: Option<&EventSender>, acks_refused: &Arc<AtomicU64>) -> Self {
         Self {
             held: VecDeque::new(),
             pushed: 0,
@@ -911,6 +974,7 @@ impl Commit {
             master: master.clone(),
             events: events.cloned(),
             waits_answered: 0,
+            acks_refused: Arc::clone(acks_refused),
         }
     }
 
@@ -934,7 +998,7 @@ impl Commit {
     fn waited(&mut self, wanted: u32, answer: &Bytes) {
         self.waits_answered += 1;
         let acked = reply_integer(answer).is_some_and(|n| n >= i64::from(wanted));
-        let verdict = match (&self.events, acked) {
+        let covered = match (&self.events, acked) {
             (Some(events), false) => {
                 let (done, verdict) = tokio::sync::oneshot::channel();
                 let answer = String::from_utf8_lossy(answer).trim_end().to_owned();
@@ -946,46 +1010,71 @@ impl Commit {
                     answer,
                     done,
                 });
-                Some(verdict)
+                Covered::Pending(verdict)
             }
-            _ => None,
+            _ => Covered::Decided(AckVerdict::Release),
         };
-        self.waits.push_back((self.pushed, verdict));
+        self.waits.push_back((self.pushed, covered));
         self.release();
     }
 
     /// Whether the oldest answered `WAIT` waits for the controller.
     fn awaits_controller(&self) -> bool {
-        matches!(self.waits.front(), Some((_, Some(_))))
+        matches!(self.waits.front(), Some((_, Covered::Pending(_))))
     }
 
     /// Completes when the controller has dealt with the oldest `WAIT`'s shortfall (never
-    /// while none is pending).
+    /// while none is pending). Cancel-safe: the verdict is stored as soon as it is read.
     async fn decided(&mut self) {
         match self.waits.front_mut() {
-            Some((_, Some(verdict))) => {
-                let _ = verdict.await;
+            Some((_, covered @ Covered::Pending(_))) => {
+                let Covered::Pending(pending) = covered else {
+                    return;
+                };
+                let verdict = match pending.await {
+                    Ok(verdict) => verdict,
+                    Err(_) => unanswered(&self.master),
+                };
+                *covered = Covered::Decided(verdict);
             }
             _ => std::future::pending().await,
         }
     }
 
-    /// Releases, in order, every held reply that an acknowledged (or dealt with) `WAIT`
-    /// covers, and after the last such `WAIT` those that wait for none.
+    /// Releases, in order, every held reply that a decided `WAIT` covers (a write whose
+    /// acknowledgement the controller refused gets `-NOREPLICAS`), and after the last such
+    /// `WAIT` those that wait for none.
     fn release(&mut self) {
+        use tokio::sync::oneshot::error::TryRecvError;
         loop {
             match self.waits.front_mut() {
-                Some((covered, verdict)) => {
-                    if let Some(pending) = verdict {
-                        match pending.try_recv() {
-                            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => return,
-                            _ => *verdict = None,
+                Some((upto, covered)) => {
+                    let verdict = match covered {
+                        Covered::Decided(verdict) => *verdict,
+                        Covered::Pending(pending) => {
+                            let verdict = match pending.try_recv() {
+                                Err(TryRecvError::Empty) => return,
+                                Ok(verdict) => verdict,
+                                Err(TryRecvError::Closed) => unanswered(&self.master),
+                            };
+                            *covered = Covered::Decided(verdict);
+                            verdict
                         }
-                    }
-                    if self.released < *covered {
+                    };
+                    if self.released < *upto {
                         if let Some(reply) = self.held.pop_front() {
                             self.released += 1;
-                            reply.deliver();
+                            let refused = match verdict {
+                                AckVerdict::Release => {
+                                    reply.deliver();
+                                    false
+                                }
+                                AckVerdict::Refuse => reply.refuse(),
+                            };
+                            if refused {
+                                self.acks_refused.fetch_add(1, Ordering::Relaxed);
+                                metrics::write_acks_refused(1);
+                            }
                         }
                     } else {
                         self.waits.pop_front();
@@ -1039,7 +1128,8 @@ fn reply_integer(reply: &[u8]) -> Option<i64> {
 mod tests {
     use super::*;
 
-    /// A reply for a proxy waiter, and the receiver that sees when it is released.
+    /// A reply for a proxy waiter, and the receiver that sees when it is released; one that
+    /// waits for its `WAIT` (`commit`) is a write's.
     fn reply(text: &'static str, commit: bool) -> (Release, tokio::sync::oneshot::Receiver<Bytes>) {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let release = Release {
@@ -1047,8 +1137,41 @@ mod tests {
             reply: Bytes::from_static(text.as_bytes()),
             mirror: None,
             commit,
+            write: commit,
         };
         (release, rx)
+    }
+
+    /// Where the replies of [`recorded`] go, in the order they are handed over.
+    type Log = Arc<std::sync::Mutex<Vec<(&'static str, Bytes)>>>;
+
+    /// Writes down the reply it gets, under its name.
+    #[derive(Debug)]
+    struct Record(&'static str, Log);
+
+    impl super::super::ReplyHook for Record {
+        fn answered(self: Box<Self>, reply: Bytes) {
+            self.1.lock().unwrap().push((self.0, reply));
+        }
+        fn failed(self: Box<Self>, error: Bytes) {
+            self.1.lock().unwrap().push((self.0, error));
+        }
+    }
+
+    /// A reply named `name` that goes to `log`: a write's (`write`), or another request's
+    /// that waits for a `WAIT` or not (`commit`).
+    fn recorded(log: &Log, name: &'static str, commit: bool, write: bool) -> Release {
+        Release {
+            dest: Dest::Mirror(Box::new(Record(name, Arc::clone(log)))),
+            reply: Bytes::from(format!("+{name}\r\n")),
+            mirror: None,
+            commit,
+            write,
+        }
+    }
+
+    fn counter() -> Arc<AtomicU64> {
+        Arc::new(AtomicU64::new(0))
     }
 
     fn released(rx: &mut tokio::sync::oneshot::Receiver<Bytes>) -> Option<Bytes> {
@@ -1071,7 +1194,7 @@ mod tests {
     #[test]
     fn a_batch_s_replies_wait_for_its_wait_from_its_first_write_on() {
         let master: NodeAddr = "127.0.0.1:7000".parse().unwrap();
-        let mut commit = Commit::new(&master, None);
+        let mut commit = Commit::new(&master, None, &counter());
         let (read, mut read_rx) = reply("+read\r\n", false);
         let (write, mut write_rx) = reply("+OK\r\n", true);
         let (after, mut after_rx) = reply("+after\r\n", true);
@@ -1096,7 +1219,7 @@ mod tests {
     async fn a_short_wait_holds_replies_until_the_controller_answered() {
         let master: NodeAddr = "127.0.0.1:7000".parse().unwrap();
         let (events, mut inbox) = crate::events::channel();
-        let mut commit = Commit::new(&master, Some(&events));
+        let mut commit = Commit::new(&master, Some(&events), &counter());
         let (first, mut first_rx) = reply("+1\r\n", true);
         let (second, mut second_rx) = reply("+2\r\n", true);
         let (read, mut read_rx) = reply("+r\r\n", false);
@@ -1120,7 +1243,7 @@ mod tests {
         commit.release();
         assert!(released(&mut first_rx).is_none() && released(&mut second_rx).is_none());
         assert!(released(&mut read_rx).is_none());
-        done.send(()).unwrap();
+        done.send(AckVerdict::Release).unwrap();
         commit.decided().await;
         commit.release();
         assert_eq!(released(&mut first_rx).as_deref(), Some(&b"+1\r\n"[..]));
@@ -1142,6 +1265,60 @@ mod tests {
             Some(&b"-ERR backend gone\r\n"[..])
         );
         assert!(commit.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_refused_acknowledgement_answers_the_writes_noreplicas_and_the_rest_as_they_are() {
+        let master: NodeAddr = "127.0.0.1:7000".parse().unwrap();
+        let (events, mut inbox) = crate::events::channel();
+        let refused = counter();
+        let mut commit = Commit::new(&master, Some(&events), &refused);
+        let log = Log::default();
+        // One batch: a read before its first write, two writes with a read between them.
+        commit.reply(recorded(&log, "read0", false, false));
+        commit.reply(recorded(&log, "set1", true, true));
+        commit.reply(recorded(&log, "get", true, false));
+        commit.reply(recorded(&log, "set2", true, true));
+        commit.waited(1, &Bytes::from_static(b":0\r\n"));
+        let Ok(ControlEvent::AckShortfall { done, .. }) = inbox.try_recv() else {
+            panic!("a shortfall is reported");
+        };
+        // The next batch, acknowledged, and a read after it: they wait behind.
+        commit.reply(recorded(&log, "set3", true, true));
+        commit.waited(1, &Bytes::from_static(b":1\r\n"));
+        commit.reply(recorded(&log, "read4", false, false));
+        assert_eq!(
+            log.lock().unwrap().len(),
+            1,
+            "only the read before the writes"
+        );
+        done.send(AckVerdict::Refuse).unwrap();
+        commit.decided().await;
+        commit.release();
+        assert!(commit.is_empty());
+        let no = ClientError::NoReplicas.to_reply();
+        let seen = log.lock().unwrap().clone();
+        let expected: Vec<(&str, Bytes)> = vec![
+            ("read0", Bytes::from_static(b"+read0\r\n")),
+            ("set1", no.clone()),
+            ("get", Bytes::from_static(b"+get\r\n")),
+            ("set2", no),
+            ("set3", Bytes::from_static(b"+set3\r\n")),
+            ("read4", Bytes::from_static(b"+read4\r\n")),
+        ];
+        assert_eq!(seen, expected);
+        assert_eq!(refused.load(Ordering::Relaxed), 2);
+        // A controller that stops without answering verified nothing either.
+        commit.reply(recorded(&log, "set5", true, true));
+        commit.waited(1, &Bytes::from_static(b":0\r\n"));
+        drop(inbox);
+        commit.release();
+        assert!(commit.is_empty());
+        assert_eq!(
+            log.lock().unwrap().last().map(|(n, r)| (*n, r.clone())),
+            Some(("set5", ClientError::NoReplicas.to_reply()))
+        );
+        assert_eq!(refused.load(Ordering::Relaxed), 3);
     }
 
     #[test]

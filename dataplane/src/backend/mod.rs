@@ -11,11 +11,12 @@
 pub mod acl;
 mod connect;
 pub mod lane;
+mod ready;
 pub mod stream;
 pub mod subscriber;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -64,6 +65,9 @@ pub struct LaneConfig {
     /// How long a batch's `WAIT` lets the replicas acknowledge its writes (`[replication]
     /// ack_timeout_ms`; used only for requests with [`LaneRequest::acks`]).
     pub ack_timeout: Duration,
+    /// Whether each node keeps a connection per protocol open ahead of need for private lanes
+    /// and subscriptions (`[backend] ready_connections`; see `ready.rs`).
+    pub ready_connections: bool,
 }
 
 impl LaneConfig {
@@ -88,6 +92,7 @@ impl LaneConfig {
             tls,
             acl: None,
             ack_timeout: redshard_config::ReplicationConfig::default().ack_timeout,
+            ready_connections: backend.ready_connections,
         }
     }
 
@@ -289,8 +294,15 @@ pub struct Node {
     /// these could stand in for an in-sync replica that lacks the write. Set by the controller
     /// from the master's `INFO replication`.
     unlisted_replicas: AtomicU32,
+    /// Writes its lanes answered `-NOREPLICAS` since the proxy started (the controller could
+    /// not verify their acknowledgement, nor record stale the replicas that may lack them;
+    /// see [`crate::events::AckVerdict`]): shared with the lanes, which count, for INFO.
+    acks_refused: Arc<AtomicU64>,
     /// The router whose writer may fence it.
     owner: RouterId,
+    /// Connections opened ahead of need for private lanes and subscriptions (see `ready.rs`);
+    /// unused without `[backend] ready_connections`.
+    ready: Arc<ready::Ready>,
 }
 
 /// Which process of a node the proxy serves: its `run_id`, as the first lane connection found
@@ -465,6 +477,7 @@ fn spawn_lanes(
     fenced: &tokio::sync::watch::Sender<bool>,
     events: Option<&mpsc::UnboundedSender<crate::events::ControlEvent>>,
     incarnation: &Arc<Incarnation>,
+    acks_refused: &Arc<AtomicU64>,
 ) -> Box<[LaneHandle]> {
     (0..config.lanes.max(1))
         .map(|index| {
@@ -479,6 +492,8 @@ fn spawn_lanes(
                     events: events.cloned(),
                     // Only a controller (it hears `events`) can decide about a restart.
                     incarnation: events.is_some().then(|| Arc::clone(incarnation)),
+                    ready: None,
+                    acks_refused: Arc::clone(acks_refused),
                 },
                 rx,
             ));
@@ -499,7 +514,20 @@ impl Node {
     ) -> Arc<Self> {
         let fenced = tokio::sync::watch::Sender::new(false);
         let incarnation = Arc::new(Incarnation::default());
-        let lanes = spawn_lanes(&addr, config, &fenced, events.as_ref(), &incarnation);
+        let acks_refused = Arc::new(AtomicU64::new(0));
+        let lanes = spawn_lanes(
+            &addr,
+            config,
+            &fenced,
+            events.as_ref(),
+            &incarnation,
+            &acks_refused,
+        );
+        let ready = Arc::new(ready::Ready::default());
+        if config.ready_connections {
+            // Most clients speak RESP2; the other protocol's is opened at its first use.
+            ready.fill(&addr, Protocol::Resp2, config);
+        }
         Arc::new(Self {
             addr,
             lanes,
@@ -508,7 +536,9 @@ impl Node {
             events,
             incarnation,
             unlisted_replicas: AtomicU32::new(0),
+            acks_refused,
             owner,
+            ready,
         })
     }
 
@@ -545,6 +575,13 @@ impl Node {
     #[must_use]
     pub fn unlisted_replicas(&self) -> u32 {
         self.unlisted_replicas.load(Ordering::Relaxed)
+    }
+
+    /// Writes this node's lanes answered `-NOREPLICAS` since the proxy started (see
+    /// [`crate::events::AckVerdict::Refuse`]).
+    #[must_use]
+    pub fn acks_refused(&self) -> u64 {
+        self.acks_refused.load(Ordering::Relaxed)
     }
 
     /// Whether the node is fenced.
@@ -588,6 +625,8 @@ impl Node {
                 events: self.events.clone(),
                 // Private lanes do not reconnect; the node's shared lanes watch its process.
                 incarnation: None,
+                ready: self.take_ready(protocol),
+                acks_refused: Arc::clone(&self.acks_refused),
             },
             rx,
         ));
@@ -606,12 +645,31 @@ impl Node {
         sink: Arc<crate::replies::ReplyQueue>,
     ) -> subscriber::Subscriber {
         subscriber::Subscriber::spawn(
-            self.addr.clone(),
-            protocol,
-            Arc::clone(&self.config),
+            subscriber::Setup {
+                addr: self.addr.clone(),
+                protocol,
+                config: Arc::clone(&self.config),
+                fenced: self.fenced.subscribe(),
+                ready: self.take_ready(protocol),
+            },
             sink,
-            self.fenced.subscribe(),
         )
+    }
+
+    /// Whether a connection to this node is open ahead of need for the next client of
+    /// `protocol` that needs one of its own (`[backend] ready_connections`).
+    #[must_use]
+    pub fn has_ready_connection(&self, protocol: Protocol) -> bool {
+        self.ready.has(protocol)
+    }
+
+    /// A connection to this node opened ahead of need for `protocol`, if one is ready (see
+    /// `ready.rs`); `None` when none is (the caller connects) or the node is fenced.
+    fn take_ready(&self, protocol: Protocol) -> Option<stream::BackendStream> {
+        if !self.config.ready_connections || self.is_fenced() {
+            return None;
+        }
+        self.ready.take(&self.addr, protocol, &self.config)
     }
 
     /// How many lanes this node has.

@@ -66,27 +66,28 @@ pub struct Subscriber {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// Where a subscription connection goes and how.
+#[derive(Debug)]
+pub struct Setup {
+    /// The node.
+    pub addr: NodeAddr,
+    /// The client's protocol, which the connection speaks.
+    pub protocol: Protocol,
+    /// Timeouts, credentials.
+    pub config: Arc<LaneConfig>,
+    /// The node's fence: a fenced node's subscribers close.
+    pub fenced: tokio::sync::watch::Receiver<bool>,
+    /// A connection already open in `protocol` to use (see `ready.rs`); `None` connects.
+    pub ready: Option<super::stream::BackendStream>,
+}
+
 impl Subscriber {
-    /// Connects to `addr` in `protocol` for a client whose replies and messages go to `sink`.
+    /// Connects as `setup` says for a client whose replies and messages go to `sink`.
     #[must_use]
-    pub fn spawn(
-        addr: NodeAddr,
-        protocol: Protocol,
-        config: Arc<LaneConfig>,
-        sink: Arc<ReplyQueue>,
-        fenced: tokio::sync::watch::Receiver<bool>,
-    ) -> Self {
+    pub fn spawn(setup: Setup, sink: Arc<ReplyQueue>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared::default());
-        let task = tokio::spawn(run(
-            addr,
-            protocol,
-            config,
-            rx,
-            Arc::clone(&shared),
-            sink,
-            fenced,
-        ));
+        let task = tokio::spawn(run(setup, rx, Arc::clone(&shared), sink));
         Self { tx, shared, task }
     }
 
@@ -136,14 +137,18 @@ fn is_message(frame: &[u8]) -> bool {
 }
 
 async fn run(
-    addr: NodeAddr,
-    protocol: Protocol,
-    config: Arc<LaneConfig>,
+    setup: Setup,
     mut rx: mpsc::UnboundedReceiver<Bytes>,
     shared: Arc<Shared>,
     sink: Arc<ReplyQueue>,
-    mut fenced: tokio::sync::watch::Receiver<bool>,
 ) {
+    let Setup {
+        addr,
+        protocol,
+        config,
+        mut fenced,
+        ready,
+    } = setup;
     // The connection is gone: what waits gets the error (unless the client left), no more
     // requests are taken, and the client is closed, since its messages would be lost.
     let fail = |rx: &mut mpsc::UnboundedReceiver<Bytes>, why: String| {
@@ -164,7 +169,11 @@ async fn run(
         }
         sink.mark_broken();
     };
-    let mut stream = match connect(&addr, protocol, &config).await {
+    let opened = match ready {
+        Some(stream) => Ok(stream),
+        None => connect(&addr, protocol, &config).await,
+    };
+    let mut stream = match opened {
         Ok(stream) => stream,
         Err(e) => {
             fail(&mut rx, e.to_string());

@@ -11,7 +11,9 @@
 //! In `sync` mode the client's reply is released only when the master and every in-sync
 //! replica applied the write. When a replica fails a write, the reply is held until the
 //! replica's stale state is persisted, so a proxy that crashes right after cannot restart
-//! believing that replica holds every acknowledged write. In `async` mode the reply is
+//! believing that replica holds every acknowledged write; when the controller cannot persist
+//! it ([`AckVerdict::Refuse`]), those replies become `-NOREPLICAS` instead (the write ran on
+//! the master; whether it survives is unknown). In `async` mode the reply is
 //! released as soon as the master answered; a replica's outstanding mirrored writes are
 //! bounded by `max_lag_writes`.
 //!
@@ -44,8 +46,10 @@ use tracing::warn;
 
 use crate::backend::acl::BackendUser;
 use crate::backend::{Dest, LaneHandle, LaneRequest, Node, NodePool};
-use crate::events::ControlEvent;
+use crate::events::{AckVerdict, ControlEvent};
 use effect::Effect;
+use redshard_metrics as metrics;
+use redshard_protocol::client_error::ClientError;
 use redshard_protocol::resp::Protocol;
 
 /// The mirror stream to one replica: shared by every routing table in which the replica is in
@@ -75,8 +79,9 @@ pub struct ReplicaLink {
 /// Replies waiting for a failed replica's stale state to be persisted.
 #[derive(Debug, Default)]
 struct Held {
-    /// The stale state is persisted (or could not be, and the controller gave up waiting).
-    recorded: bool,
+    /// The controller's verdict once it dealt with the stale state: `Release` when it is
+    /// persisted, `Refuse` when it could not be (the replies are then refused).
+    recorded: Option<AckVerdict>,
     /// Releases to run once it is.
     waiting: Vec<Release>,
 }
@@ -125,27 +130,30 @@ impl ReplicaLink {
         });
     }
 
-    /// Runs `release` once the stale state is recorded (at once if it already is).
+    /// Runs `release` once the stale state is recorded (at once if it already is), or
+    /// refuses it if it could not be.
     fn release_after_failure(&self, release: Release) {
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        if held.recorded {
-            drop(held);
-            release.done();
-        } else {
-            held.waiting.push(release);
+        match held.recorded {
+            Some(verdict) => {
+                drop(held);
+                release.decided(verdict);
+            }
+            None => held.waiting.push(release),
         }
     }
 
-    /// Called by the controller once the replica's stale state is persisted: releases the
-    /// replies held for it.
-    pub fn stale_recorded(&self) {
+    /// Called by the controller once it dealt with the replica's stale state: `Release` when
+    /// it is persisted releases the replies held for it, `Refuse` (it could not be) answers
+    /// their writes `-NOREPLICAS`.
+    pub fn stale_recorded(&self, verdict: AckVerdict) {
         let waiting = {
             let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-            held.recorded = true;
+            held.recorded = Some(verdict);
             std::mem::take(&mut held.waiting)
         };
         for release in waiting {
-            release.done();
+            release.decided(verdict);
         }
     }
 }
@@ -166,16 +174,35 @@ enum Release {
 struct Join {
     /// Answers still missing.
     remaining: AtomicUsize,
+    /// Set when one replica's part was refused: the last answer then refuses the reply.
+    refused: AtomicBool,
     /// The reply and where it goes, taken by the last answer.
     reply: Mutex<Option<(Dest, Bytes)>>,
 }
 
 impl Release {
+    /// This replica's part is done: the reply goes once every part is.
     fn done(self) {
+        self.decided(AckVerdict::Release);
+    }
+
+    /// This replica's part is decided: with `Refuse` (a replica that lacks the write could
+    /// not be recorded stale), the reply becomes `-NOREPLICAS` once every part is decided.
+    fn decided(self, verdict: AckVerdict) {
+        let refuse = |dest: Dest| {
+            metrics::write_acks_refused(1);
+            dest.fail(ClientError::NoReplicas.to_reply());
+        };
         match self {
             Release::Nothing => {}
-            Release::One(dest, reply) => dest.deliver(reply),
+            Release::One(dest, reply) => match verdict {
+                AckVerdict::Release => dest.deliver(reply),
+                AckVerdict::Refuse => refuse(dest),
+            },
             Release::Join(join) => {
+                if verdict == AckVerdict::Refuse {
+                    join.refused.store(true, Ordering::Release);
+                }
                 if join.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
                     let taken = join
                         .reply
@@ -183,7 +210,11 @@ impl Release {
                         .unwrap_or_else(PoisonError::into_inner)
                         .take();
                     if let Some((dest, reply)) = taken {
-                        dest.deliver(reply);
+                        if join.refused.load(Ordering::Acquire) {
+                            refuse(dest);
+                        } else {
+                            dest.deliver(reply);
+                        }
                     }
                 }
             }
@@ -469,16 +500,25 @@ impl Job {
             }
             Err(e) => {
                 // The master did something the proxy cannot replay: no replica can be
-                // trusted to hold it.
-                let mut release = Some((dest, reply));
-                for link in self.shard.replicas.iter().filter(|l| l.is_active()) {
-                    link.fail(format!("the master's effect cannot be mirrored: {e}"));
-                    if let Some((dest, reply)) = release.take() {
-                        link.release_after_failure(Release::One(dest, reply));
-                    }
-                }
-                if let Some((dest, reply)) = release {
+                // trusted to hold it. The reply waits until each is recorded stale.
+                let active: SmallVec<[&Arc<ReplicaLink>; 4]> = self
+                    .shard
+                    .replicas
+                    .iter()
+                    .filter(|l| l.is_active())
+                    .collect();
+                if active.is_empty() {
                     dest.deliver(reply);
+                    return;
+                }
+                let join = Arc::new(Join {
+                    remaining: AtomicUsize::new(active.len()),
+                    refused: AtomicBool::new(false),
+                    reply: Mutex::new(Some((dest, reply))),
+                });
+                for link in active {
+                    link.fail(format!("the master's effect cannot be mirrored: {e}"));
+                    link.release_after_failure(Release::Join(Arc::clone(&join)));
                 }
                 return;
             }
@@ -508,6 +548,7 @@ impl Job {
         } else {
             let join = Arc::new(Join {
                 remaining: AtomicUsize::new(active.len()),
+                refused: AtomicBool::new(false),
                 reply: Mutex::new(Some((dest, reply))),
             });
             active

@@ -49,6 +49,12 @@ impl ScriptCache {
         }
     }
 
+    /// Most bodies kept (`[mirror] max_scripts`).
+    #[must_use]
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// Learns from a script request the master has answered (`EVAL`, `SCRIPT LOAD`,
     /// `SCRIPT FLUSH`), and returns the request the replicas should run instead: `EVAL` of
     /// the body for an `EVALSHA` whose body is known. Cheap for any other request.

@@ -17,12 +17,12 @@ use crate::backend::acl::BackendUser;
 use crate::backend::{AfterMaster, Dest, LaneHandle, LaneRequest, Node};
 use crate::mirror::effect::{self, Effect, Prepared};
 use crate::mirror::{Follow, Job};
-use crate::replies::{ReplyTo, TxAnswer};
+use crate::replies::{NodeSections, ReplyTo, TxAnswer};
 use crate::router::{send_master, send_master_as, GateState, RoutingTable, ShardRoute};
 use crate::state::ProxyState;
 use redshard_protocol::client_error::ClientError;
 use redshard_protocol::command::{self, CommandId, CommandSpec, Flags, Route};
-use redshard_protocol::resp::{encode, Args, Protocol};
+use redshard_protocol::resp::{encode, Args, Protocol, RequestScanner};
 
 /// What to do with a request's bytes once its arguments are no longer borrowed.
 #[derive(Debug)]
@@ -574,6 +574,12 @@ pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes:
             slot,
             mirror,
         } => {
+            if ctx
+                .current_cmd
+                .is_some_and(|spec| matches!(spec.id, CommandId::Eval | CommandId::EvalRo))
+            {
+                load_everywhere(table, &bytes);
+            }
             let reply = ctx.queue.reserve();
             let (bytes, effect) = match mirror {
                 Some(p) => (p.request.unwrap_or(bytes), Some(p.effect)),
@@ -604,7 +610,15 @@ pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes:
                 .lane(slot)
                 .submit(request);
         }
-        Action::FanOut(plan, write) => fan_out(ctx, table, plan, &bytes, write),
+        Action::FanOut(plan, write) => {
+            if ctx
+                .current_cmd
+                .is_some_and(|spec| spec.id == CommandId::ScriptFlush)
+            {
+                table.forget_scripts();
+            }
+            fan_out(ctx, table, plan, &bytes, write);
+        }
         Action::HoldBack | Action::Pause(_) | Action::ClientPause(..) | Action::Migrate(_) => {
             unreachable!("held-back requests are not consumed")
         }
@@ -672,6 +686,39 @@ pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes:
                 user,
             };
             exec(ctx, table, shard, slot, exec_request);
+        }
+    }
+}
+
+/// Loads the script of the `EVAL` `request` on every lane of every master, the first time
+/// this table sees it ([`RoutingTable::first_sight`]), ahead of anything sent there after it:
+/// once the EVAL is answered, an `EVALSHA` of it works on any master, as on one server, and
+/// `SCRIPT EXISTS` says 1. The loads' answers are not waited for; a master that cannot take
+/// it answers that EVALSHA `NOSCRIPT`, and the client runs EVAL again.
+fn load_everywhere(table: &RoutingTable, request: &Bytes) {
+    let mut scanner = RequestScanner::default();
+    if !matches!(scanner.scan(request), Ok(Some(_))) {
+        return;
+    }
+    let args = scanner.args(request);
+    if args.len() < 2 || !table.first_sight(args.get(1)) {
+        return;
+    }
+    let mut load = BytesMut::new();
+    encode::request(&mut load, &[&b"SCRIPT"[..], b"LOAD", args.get(1)]);
+    let load = load.freeze();
+    for shard in table.shards() {
+        for lane in 0..shard.master.lane_count() {
+            shard.master.lane_at(lane).submit(LaneRequest {
+                bytes: load.clone(),
+                dest: Dest::Discard,
+                protocol: Protocol::Resp2,
+                replies: 1,
+                mirror: None,
+                via: None,
+                user: BackendUser::Client,
+                acks: 0,
+            });
         }
     }
 }
@@ -751,18 +798,18 @@ fn exec_reply(ctx: &Ctx, table: &RoutingTable, answers: Vec<(usize, txn::Answer)
     if answers.is_empty() {
         return ctx.queue.reserve();
     }
-    let mut keyspace = false;
+    let mut asked = NodeSections::default();
     let answers: Vec<(usize, TxAnswer)> = answers
         .into_iter()
         .map(|(at, answer)| {
             let answer = match answer {
                 txn::Answer::Info(sections) => {
-                    let (text, with_keyspace) = info::proxy_text(ctx, table, &sections);
-                    keyspace |= with_keyspace;
-                    if with_keyspace {
-                        TxAnswer::Info(text)
-                    } else {
+                    let (text, nodes) = info::proxy_text(ctx, table, &sections);
+                    asked = asked.union(nodes);
+                    if nodes.is_empty() {
                         TxAnswer::Reply(encode::text(ctx.protocol, text.as_bytes()))
+                    } else {
+                        TxAnswer::Info(text, nodes)
                     }
                 }
                 txn::Answer::ConfigGet(overrides) => TxAnswer::ConfigGet(overrides),
@@ -771,7 +818,7 @@ fn exec_reply(ctx: &Ctx, table: &RoutingTable, answers: Vec<(usize, txn::Answer)
         })
         .collect();
     let shards = table.shards();
-    let parts = 1 + if keyspace { shards.len() } else { 0 };
+    let parts = 1 + if asked.is_empty() { 0 } else { shards.len() };
     let seq = ctx.queue.reserve_gather(
         parts,
         MergePlan::Exec {
@@ -779,10 +826,12 @@ fn exec_reply(ctx: &Ctx, table: &RoutingTable, answers: Vec<(usize, txn::Answer)
             protocol: ctx.protocol,
         },
     );
-    if keyspace {
+    if !asked.is_empty() {
+        // Every queued INFO's sections, asked once: each takes those it shows.
+        let request = info::node_request(asked);
         for (index, shard) in shards.iter().enumerate() {
             shard.master.lane(0).send(
-                Bytes::from_static(info::KEYSPACE_REQUEST),
+                request.clone(),
                 ctx.queue.part(seq, index as u32 + 1),
                 ctx.protocol,
             );

@@ -9,7 +9,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use redshard_config::{ReplicaState, SlotRange};
 
 use super::dispatch::{fan_out, Action};
@@ -18,6 +18,7 @@ use super::Ctx;
 use crate::allocator;
 use crate::health::NodeStatus;
 use crate::migration::MigrationState;
+use crate::replies::NodeSections;
 use crate::router::{RoutingTable, ShardRoute};
 use crate::state::ProxyState;
 use redshard_metrics::names::mirror_state;
@@ -41,23 +42,25 @@ const SECTIONS: [(&str, bool); 10] = [
     ("redshard", true),
 ];
 
-/// Builds the reply to `INFO [section ...]`; fans out to the masters when the keyspace is asked.
+/// Builds the reply to `INFO [section ...]`; fans out to the masters when one of their
+/// sections (the keyspace, persistence, CPU, command and error statistics) is asked.
 pub(super) fn info(ctx: &Ctx, table: &RoutingTable, args: Args<'_>) -> Action {
     let sections: Vec<String> = args
         .iter()
         .skip(1)
         .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
         .collect();
-    let (text, keyspace) = proxy_text(ctx, table, &sections);
-    if keyspace {
+    let (text, nodes) = proxy_text(ctx, table, &sections);
+    if !nodes.is_empty() {
         fan_out(
             ctx,
             table,
             MergePlan::Info {
                 text,
+                nodes,
                 protocol: ctx.protocol,
             },
-            &Bytes::from_static(KEYSPACE_REQUEST),
+            &node_request(nodes),
             false,
         );
         return Action::Done;
@@ -65,12 +68,13 @@ pub(super) fn info(ctx: &Ctx, table: &RoutingTable, args: Args<'_>) -> Action {
     Action::reply(ctx, encode::text(ctx.protocol, text.as_bytes()))
 }
 
-/// What each master is asked for INFO's `# Keyspace`.
-pub(super) const KEYSPACE_REQUEST: &[u8] = b"*2\r\n$4\r\nINFO\r\n$8\r\nkeyspace\r\n";
-
 /// The sections of `INFO <sections>` (lower case; none: the default set) that the proxy
-/// writes, and whether the keyspace (summed over the masters, see [`with_keyspace`]) follows.
-pub(super) fn proxy_text(ctx: &Ctx, table: &RoutingTable, sections: &[String]) -> (String, bool) {
+/// writes, and the masters' sections (merged by [`with_nodes`]) that follow them.
+pub(super) fn proxy_text(
+    ctx: &Ctx,
+    table: &RoutingTable,
+    sections: &[String],
+) -> (String, NodeSections) {
     let default_set = ["default".to_owned()];
     let wanted = if sections.is_empty() {
         &default_set[..]
@@ -94,11 +98,27 @@ pub(super) fn proxy_text(ctx: &Ctx, table: &RoutingTable, sections: &[String]) -
             write_section(ctx, table, section, &mut text);
         }
     }
-    let keyspace = wants("keyspace", true);
-    if keyspace && !text.is_empty() {
-        text.push_str("\r\n");
+    let mut nodes = NodeSections::default();
+    for (section, name) in NodeSections::ALL {
+        // Like Redis's, the default set leaves out the per-command statistics.
+        if wants(name, section != NodeSections::COMMANDSTATS) {
+            nodes = nodes.with(section);
+        }
     }
-    (text, keyspace)
+    (text, nodes)
+}
+
+/// What each master is asked for the sections `nodes`: `INFO <section> ...`.
+pub(super) fn node_request(nodes: NodeSections) -> Bytes {
+    let mut args: Vec<&[u8]> = vec![b"INFO"];
+    for (section, name) in NodeSections::ALL {
+        if nodes.has(section) {
+            args.push(name.as_bytes());
+        }
+    }
+    let mut out = BytesMut::new();
+    encode::request(&mut out, &args);
+    out.freeze()
 }
 
 fn write_section(ctx: &Ctx, table: &RoutingTable, section: &str, text: &mut String) {
@@ -265,7 +285,10 @@ fn human_bytes(n: u64) -> String {
 /// tools that follow `slaveN` lines find none); the shards' replicas are counted per shard by
 /// state, with `write_acks`: how many replicas a write's acknowledgement waits for (0 without
 /// `sync` acknowledgement under Redis replication; else the in-sync replicas and every other
-/// replica streaming from the master, which Redis's `WAIT` counts too). With Redis replication each replica also gets a `shard_replicaN` line: whether it
+/// replica streaming from the master, which Redis's `WAIT` counts too), and
+/// `write_acks_refused`: the writes its master's lanes answered `-NOREPLICAS` because that
+/// acknowledgement could not be verified (counted per master node, since the proxy started).
+/// With Redis replication each replica also gets a `shard_replicaN` line: whether it
 /// follows its master with its link up, its replication offset and how many bytes of the
 /// master's stream it lacks, as the controller's last check saw them.
 fn write_replication(state: &ProxyState, table: &RoutingTable, text: &mut String) {
@@ -279,7 +302,7 @@ fn write_replication(state: &ProxyState, table: &RoutingTable, text: &mut String
         let count = |state| shard.replicas.iter().filter(|r| r.state == state).count();
         let _ = write!(
             text,
-            "shard{i}:name={},master={},replicas={},in_sync={},syncing={},stale={},write_acks={}\r\n",
+            "shard{i}:name={},master={},replicas={},in_sync={},syncing={},stale={},write_acks={},write_acks_refused={}\r\n",
             shard.name,
             shard.master,
             shard.replicas.len(),
@@ -287,6 +310,7 @@ fn write_replication(state: &ProxyState, table: &RoutingTable, text: &mut String
             count(ReplicaState::Syncing),
             count(ReplicaState::Stale),
             table.route(shard.id).map_or(0, ShardRoute::wait_for),
+            table.route(shard.id).map_or(0, |r| r.master.acks_refused()),
         );
     }
     if state.config.replication.mode != redshard_config::ReplicationMode::Redis {
@@ -418,46 +442,247 @@ fn write_migration(state: &ProxyState, text: &mut String) {
     }
 }
 
-/// Appends `# Keyspace` with every database's counts summed over the masters' INFO replies.
-/// Masters that failed to answer are counted in `keyspace_unavailable_shards`.
-pub(super) fn with_keyspace(mut text: String, parts: &[Bytes], protocol: Protocol) -> Bytes {
-    // (db, keys, expires, avg_ttl weighted by expires)
-    let mut dbs: Vec<(String, u64, u64, u128)> = Vec::new();
+/// Appends the masters' sections `nodes` to the proxy's `text`, each merged over the masters'
+/// INFO replies `parts` as one server would show it: `# Persistence` (counts summed, flags and
+/// durations the largest, the oldest save time, a status `ok` only when every master's is),
+/// `# CPU` (summed), `# Commandstats` and `# Errorstats` (summed per command and per error,
+/// the proxy's own health checks and control commands on the nodes included), `# Keyspace`
+/// (every database's counts summed). Masters that failed to answer are counted in
+/// `keyspace_unavailable_shards`.
+pub(super) fn with_nodes(
+    mut text: String,
+    nodes: NodeSections,
+    parts: &[Bytes],
+    protocol: Protocol,
+) -> Bytes {
+    let mut masters: Vec<Vec<Section>> = Vec::new();
     let mut unavailable = 0;
     for part in parts {
         if reply::is_error(part) {
             unavailable += 1;
-            continue;
+        } else {
+            masters.push(node_sections(&String::from_utf8_lossy(part)));
         }
-        let body = String::from_utf8_lossy(part);
-        for line in body.lines() {
-            let Some((db, fields)) = line.split_once(':') else {
-                continue;
-            };
+    }
+    let fields_of = |name: &str| -> Vec<&[(String, String)]> {
+        masters
+            .iter()
+            .filter_map(|m| m.iter().find(|(s, _)| s == name).map(|(_, f)| f.as_slice()))
+            .collect()
+    };
+    let mut section = |title: &str, body: String| {
+        if !text.is_empty() {
+            text.push_str("\r\n");
+        }
+        text.push_str(title);
+        text.push_str("\r\n");
+        text.push_str(&body);
+    };
+    if nodes.has(NodeSections::PERSISTENCE) {
+        section(
+            "# Persistence",
+            merge_fields(&fields_of("persistence"), persistence_rule),
+        );
+    }
+    if nodes.has(NodeSections::CPU) {
+        section("# CPU", merge_fields(&fields_of("cpu"), |_| Rule::SumFloat));
+    }
+    if nodes.has(NodeSections::COMMANDSTATS) {
+        section(
+            "# Commandstats",
+            merge_commandstats(&fields_of("commandstats")),
+        );
+    }
+    if nodes.has(NodeSections::ERRORSTATS) {
+        section(
+            "# Errorstats",
+            merge_counted(&fields_of("errorstats"), &["count"]),
+        );
+    }
+    if nodes.has(NodeSections::KEYSPACE) {
+        let mut body = keyspace(&fields_of("keyspace"));
+        if unavailable > 0 {
+            let _ = write!(body, "keyspace_unavailable_shards:{unavailable}\r\n");
+        }
+        section("# Keyspace", body);
+    }
+    encode::text(protocol, text.as_bytes())
+}
+
+/// One section of a node's INFO: its title (lower case) and its `key:value` lines in order.
+type Section = (String, Vec<(String, String)>);
+
+/// An INFO reply's sections.
+fn node_sections(body: &str) -> Vec<Section> {
+    let mut sections: Vec<Section> = Vec::new();
+    for line in body.lines() {
+        // A RESP3 verbatim string's text starts after its `txt:` format.
+        let line = line.trim_end();
+        let line = line.strip_prefix("txt:").unwrap_or(line);
+        if let Some(title) = line.strip_prefix("# ") {
+            sections.push((title.to_ascii_lowercase(), Vec::new()));
+        } else if let Some((key, value)) = line.split_once(':') {
+            if let Some((_, fields)) = sections.last_mut() {
+                fields.push((key.to_owned(), value.to_owned()));
+            }
+        }
+    }
+    sections
+}
+
+/// How one field is merged over the masters.
+#[derive(Clone, Copy)]
+enum Rule {
+    /// Integers added up (counts).
+    Sum,
+    /// Numbers added up, written with six decimals as Redis writes CPU seconds.
+    SumFloat,
+    /// The largest (flags, durations, sizes of one operation).
+    Max,
+    /// The smallest (the oldest time).
+    Min,
+    /// `ok` unless a master says otherwise, then what it says.
+    Status,
+}
+
+/// The rule of a `# Persistence` field.
+fn persistence_rule(key: &str) -> Rule {
+    if key.ends_with("_status") {
+        Rule::Status
+    } else if key == "rdb_last_save_time" {
+        Rule::Min
+    } else if key.contains("changes")
+        || key.ends_with("_saves")
+        || key.ends_with("rewrites")
+        || key.contains("keys_")
+        || key.ends_with("cow_size")
+    {
+        Rule::Sum
+    } else {
+        Rule::Max
+    }
+}
+
+/// The fields of the first master, in its order, each merged over `masters` by `rule`; a
+/// field whose values are not numbers keeps the first master's value.
+fn merge_fields(masters: &[&[(String, String)]], rule: fn(&str) -> Rule) -> String {
+    let mut out = String::new();
+    let Some(first) = masters.first() else {
+        return out;
+    };
+    for (key, value) in first.iter() {
+        let values: Vec<&str> = masters
+            .iter()
+            .filter_map(|m| m.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()))
+            .collect();
+        let ints: Option<Vec<i64>> = values.iter().map(|v| v.parse().ok()).collect();
+        let floats: Option<Vec<f64>> = values.iter().map(|v| v.parse().ok()).collect();
+        let merged = match (rule(key), ints, floats) {
+            (Rule::Status, _, _) => values
+                .iter()
+                .find(|v| **v != "ok")
+                .map_or_else(|| "ok".to_owned(), |v| (*v).to_owned()),
+            (Rule::Sum, Some(ints), _) => ints.iter().sum::<i64>().to_string(),
+            (Rule::Max, Some(ints), _) => ints.iter().max().copied().unwrap_or(0).to_string(),
+            (Rule::Min, Some(ints), _) => ints.iter().min().copied().unwrap_or(0).to_string(),
+            (Rule::SumFloat | Rule::Sum, None, Some(floats))
+            | (Rule::SumFloat, _, Some(floats)) => {
+                format!("{:.6}", floats.iter().sum::<f64>())
+            }
+            (Rule::Max, None, Some(floats)) => {
+                format!("{:.2}", floats.iter().copied().fold(f64::MIN, f64::max))
+            }
+            _ => value.clone(),
+        };
+        let _ = write!(out, "{key}:{merged}\r\n");
+    }
+    out
+}
+
+/// `name:field=count,...` lines (errorstats) with the integer `fields` summed per name over
+/// the masters, names in the order first seen.
+fn merge_counted(masters: &[&[(String, String)]], fields: &[&str]) -> String {
+    let mut names: Vec<(String, Vec<u64>)> = Vec::new();
+    for master in masters {
+        for (name, value) in master.iter() {
+            let counts: Vec<u64> = fields.iter().map(|f| field(value, f)).collect();
+            match names.iter_mut().find(|(n, _)| n == name) {
+                Some((_, sums)) => sums.iter_mut().zip(counts).for_each(|(s, c)| *s += c),
+                None => names.push((name.clone(), counts)),
+            }
+        }
+    }
+    let mut out = String::new();
+    for (name, sums) in names {
+        let line: Vec<String> = fields
+            .iter()
+            .zip(sums)
+            .map(|(f, v)| format!("{f}={v}"))
+            .collect();
+        let _ = write!(out, "{name}:{}\r\n", line.join(","));
+    }
+    out
+}
+
+/// `cmdstat_<name>:calls=..,usec=..,usec_per_call=..,rejected_calls=..,failed_calls=..`
+/// summed per command over the masters, `usec_per_call` computed again from the sums.
+fn merge_commandstats(masters: &[&[(String, String)]]) -> String {
+    const FIELDS: [&str; 4] = ["calls", "usec", "rejected_calls", "failed_calls"];
+    let mut names: Vec<(String, [u64; 4])> = Vec::new();
+    for master in masters {
+        for (name, value) in master.iter() {
+            let counts = FIELDS.map(|f| field(value, f));
+            match names.iter_mut().find(|(n, _)| n == name) {
+                Some((_, sums)) => sums.iter_mut().zip(counts).for_each(|(s, c)| *s += c),
+                None => names.push((name.clone(), counts)),
+            }
+        }
+    }
+    let mut out = String::new();
+    for (name, [calls, usec, rejected, failed]) in names {
+        #[allow(clippy::cast_precision_loss)]
+        let per_call = if calls == 0 {
+            0.0
+        } else {
+            usec as f64 / calls as f64
+        };
+        let _ = write!(
+            out,
+            "{name}:calls={calls},usec={usec},usec_per_call={per_call:.2},rejected_calls={rejected},failed_calls={failed}\r\n"
+        );
+    }
+    out
+}
+
+/// The integer `name=` of a `field=value,...` line; 0 when absent.
+fn field(line: &str, name: &str) -> u64 {
+    line.split(',')
+        .filter_map(|f| f.split_once('='))
+        .find(|(k, _)| *k == name)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `# Keyspace`'s lines: every database's counts summed over the masters.
+fn keyspace(masters: &[&[(String, String)]]) -> String {
+    // (db, keys, expires, avg_ttl weighted by expires)
+    let mut dbs: Vec<(String, u64, u64, u128)> = Vec::new();
+    for master in masters {
+        for (db, fields) in master.iter() {
             if !db.starts_with("db") {
                 continue;
             }
-            let mut keys = 0;
-            let mut expires = 0;
-            let mut avg_ttl = 0;
-            for field in fields.trim_end().split(',') {
-                let (name, value) = field.split_once('=').unwrap_or((field, "0"));
-                let value: u64 = value.parse().unwrap_or(0);
-                match name {
-                    "keys" => keys = value,
-                    "expires" => expires = value,
-                    "avg_ttl" => avg_ttl = value,
-                    _ => {}
-                }
-            }
-            match dbs.iter_mut().find(|d| d.0 == db) {
+            let keys = field(fields, "keys");
+            let expires = field(fields, "expires");
+            let avg_ttl = field(fields, "avg_ttl");
+            match dbs.iter_mut().find(|d| d.0 == *db) {
                 Some(d) => {
                     d.1 += keys;
                     d.2 += expires;
                     d.3 += u128::from(avg_ttl) * u128::from(expires);
                 }
                 None => dbs.push((
-                    db.to_owned(),
+                    db.clone(),
                     keys,
                     expires,
                     u128::from(avg_ttl) * u128::from(expires),
@@ -465,19 +690,16 @@ pub(super) fn with_keyspace(mut text: String, parts: &[Bytes], protocol: Protoco
             }
         }
     }
-    text.push_str("# Keyspace\r\n");
+    let mut out = String::new();
     for (db, keys, expires, ttl_sum) in dbs {
         let avg = if expires == 0 {
             0
         } else {
             ttl_sum / u128::from(expires)
         };
-        let _ = write!(text, "{db}:keys={keys},expires={expires},avg_ttl={avg}\r\n");
+        let _ = write!(out, "{db}:keys={keys},expires={expires},avg_ttl={avg}\r\n");
     }
-    if unavailable > 0 {
-        let _ = write!(text, "keyspace_unavailable_shards:{unavailable}\r\n");
-    }
-    encode::text(protocol, text.as_bytes())
+    out
 }
 
 #[cfg(test)]
@@ -497,15 +719,63 @@ mod tests {
     fn keyspace_is_summed() {
         let parts = [
             Bytes::from_static(b"$45\r\n# Keyspace\r\ndb0:keys=3,expires=1,avg_ttl=100\r\n\r\n"),
-            Bytes::from_static(b"$45\r\n# Keyspace\r\ndb0:keys=2,expires=1,avg_ttl=300\r\n\r\n"),
+            Bytes::from_static(
+                b"=49\r\ntxt:# Keyspace\r\ndb0:keys=2,expires=1,avg_ttl=300\r\n\r\n",
+            ),
             Bytes::from_static(b"-ERR backend down\r\n"),
         ];
-        let out = with_keyspace(String::new(), &parts, Protocol::Resp2);
+        let out = with_nodes(
+            String::new(),
+            NodeSections::KEYSPACE,
+            &parts,
+            Protocol::Resp2,
+        );
         let text = String::from_utf8_lossy(&out);
         assert!(
             text.contains("db0:keys=5,expires=2,avg_ttl=200\r\n"),
             "{text}"
         );
         assert!(text.contains("keyspace_unavailable_shards:1"), "{text}");
+        assert!(!text.contains("# CPU"), "{text}");
+    }
+
+    #[test]
+    fn the_masters_sections_are_merged_as_each_field_means() {
+        let a = "$0\r\n# Persistence\r\nloading:0\r\nrdb_changes_since_last_save:3\r\nrdb_last_save_time:1700000100\r\nrdb_last_bgsave_status:ok\r\nrdb_last_bgsave_time_sec:2\r\n\r\n# CPU\r\nused_cpu_sys:1.500000\r\nused_cpu_user:0.250000\r\n\r\n# Commandstats\r\ncmdstat_get:calls=3,usec=30,usec_per_call=10.00,rejected_calls=0,failed_calls=1\r\n\r\n# Errorstats\r\nerrorstat_ERR:count=2\r\n";
+        let b = "$0\r\n# Persistence\r\nloading:1\r\nrdb_changes_since_last_save:4\r\nrdb_last_save_time:1700000000\r\nrdb_last_bgsave_status:err\r\nrdb_last_bgsave_time_sec:5\r\n\r\n# CPU\r\nused_cpu_sys:0.500000\r\nused_cpu_user:0.250000\r\n\r\n# Commandstats\r\ncmdstat_get:calls=1,usec=50,usec_per_call=50.00,rejected_calls=2,failed_calls=0\r\ncmdstat_set:calls=1,usec=1,usec_per_call=1.00,rejected_calls=0,failed_calls=0\r\n\r\n# Errorstats\r\nerrorstat_ERR:count=1\r\nerrorstat_WRONGTYPE:count=1\r\n";
+        let parts = [Bytes::from(a), Bytes::from(b)];
+        let nodes = NodeSections::PERSISTENCE
+            .with(NodeSections::CPU)
+            .with(NodeSections::COMMANDSTATS)
+            .with(NodeSections::ERRORSTATS);
+        let out = with_nodes("# Server\r\n".to_owned(), nodes, &parts, Protocol::Resp2);
+        let text = String::from_utf8_lossy(&out);
+        for line in [
+            "loading:1\r\n",
+            "rdb_changes_since_last_save:7\r\n",
+            "rdb_last_save_time:1700000000\r\n",
+            "rdb_last_bgsave_status:err\r\n",
+            "rdb_last_bgsave_time_sec:5\r\n",
+            "used_cpu_sys:2.000000\r\n",
+            "used_cpu_user:0.500000\r\n",
+            "cmdstat_get:calls=4,usec=80,usec_per_call=20.00,rejected_calls=2,failed_calls=1\r\n",
+            "cmdstat_set:calls=1,usec=1,usec_per_call=1.00,rejected_calls=0,failed_calls=0\r\n",
+            "errorstat_ERR:count=3\r\n",
+            "errorstat_WRONGTYPE:count=1\r\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        let order: Vec<usize> = [
+            "# Server",
+            "# Persistence",
+            "# CPU",
+            "# Commandstats",
+            "# Errorstats",
+        ]
+        .iter()
+        .map(|t| text.find(t).unwrap_or_else(|| panic!("{t} in {text}")))
+        .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
+        assert!(!text.contains("# Keyspace"), "{text}");
     }
 }

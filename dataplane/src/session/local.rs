@@ -549,17 +549,39 @@ pub(crate) fn null(protocol: Protocol) -> Bytes {
     })
 }
 
-/// COMMAND GETKEYS from redshard's own table: what the proxy routes by.
+/// COMMAND GETKEYS from redshard's own table (what the proxy routes by), with Redis's answers:
+/// a command without key specs is refused, so is an argument count its arity refuses; a call
+/// that names no key gets `*0` from a command whose keys are optional (EVAL, FCALL with 0
+/// keys), else Redis's invalid-arguments error.
 fn getkeys(ctx: &mut Ctx, args: Args<'_>) -> Action {
     let inner: Vec<&[u8]> = args.iter().skip(2).collect();
-    let Ok(spec) = command::resolve(inner.as_slice()) else {
-        return Action::error(ctx, ClientError::InvalidCommandSpecified);
+    // Redis looks the command up first, then says whether it has keys, then checks the arity.
+    let spec = match command::resolve(inner.as_slice()) {
+        Ok(spec) => spec,
+        Err(e) if e.kind() == command::CommandErrorKind::WrongArity => {
+            let has_keys = e
+                .command()
+                .and_then(|id| command::all_specs().find(|s| s.id == id))
+                .is_some_and(|s| !s.key_specs.is_empty() || s.first_key != 0);
+            return Action::error(
+                ctx,
+                if has_keys {
+                    ClientError::GetKeysArity
+                } else {
+                    ClientError::NoKeyArguments
+                },
+            );
+        }
+        Err(_) => return Action::error(ctx, ClientError::InvalidCommandSpecified),
     };
-    if let Err(e) = spec.key_indices(inner.as_slice(), &mut ctx.keys) {
-        return Action::error(ctx, ClientError::Command(e));
-    }
-    if ctx.keys.is_empty() {
+    if spec.key_specs.is_empty() && spec.first_key == 0 {
         return Action::error(ctx, ClientError::NoKeyArguments);
+    }
+    if spec.key_indices(inner.as_slice(), &mut ctx.keys).is_err() || ctx.keys.is_empty() {
+        if ctx.keys.is_empty() && spec.flags.contains(command::Flags::NO_MANDATORY_KEYS) {
+            return Action::reply(ctx, Bytes::from_static(b"*0\r\n"));
+        }
+        return Action::error(ctx, ClientError::GetKeysInvalidArguments);
     }
     let mut out = BytesMut::new();
     encode::array_header(&mut out, ctx.keys.len());

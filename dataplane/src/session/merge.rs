@@ -17,8 +17,13 @@ const UNEXPECTED: ClientError = ClientError::UnexpectedSplitReply;
 
 /// Writes the merged reply of `parts` to `out`.
 pub fn merge(parts: &[Bytes], plan: MergePlan, out: &mut OutBuf) {
-    if let MergePlan::Info { text, protocol } = plan {
-        out.push(super::info::with_keyspace(text, parts, protocol));
+    if let MergePlan::Info {
+        text,
+        nodes,
+        protocol,
+    } = plan
+    {
+        out.push(super::info::with_nodes(text, nodes, parts, protocol));
         return;
     }
     if let MergePlan::ConfigGet {
@@ -214,8 +219,8 @@ fn exec(parts: &[Bytes], answers: Vec<(usize, TxAnswer)>, protocol: Protocol) ->
         let answer = answers.next_if(|(at, _)| *at == position).map(|(_, a)| a);
         match answer {
             Some(TxAnswer::Reply(bytes)) => out.extend_from_slice(&bytes),
-            Some(TxAnswer::Info(text)) => {
-                out.extend_from_slice(&super::info::with_keyspace(text, &parts[1..], protocol));
+            Some(TxAnswer::Info(text, nodes)) => {
+                out.extend_from_slice(&super::info::with_nodes(text, nodes, &parts[1..], protocol));
             }
             Some(TxAnswer::ConfigGet(overrides)) => match from_node.next() {
                 Some(range) => config_get(&node[range], &overrides, protocol, &mut out),

@@ -54,6 +54,14 @@ fn table() -> Vec<(ClientError, &'static [u8])> {
         (E::ProtocolVersionNotInteger, b"-ERR Protocol version is not an integer or out of range\r\n"),
         (E::InvalidCommandSpecified, b"-ERR Invalid command specified\r\n"),
         (E::NoKeyArguments, b"-ERR The command has no key arguments\r\n"),
+        (
+            E::GetKeysArity,
+            b"-ERR Invalid number of arguments specified for command\r\n",
+        ),
+        (
+            E::GetKeysInvalidArguments,
+            b"-ERR Invalid arguments specified for command\r\n",
+        ),
         (E::InvalidCursor, b"-ERR invalid cursor\r\n"),
         (E::NotBusy, b"-NOTBUSY No scripts in execution right now.\r\n"),
         (
@@ -90,6 +98,7 @@ fn table() -> Vec<(ClientError, &'static [u8])> {
             b"-ERR redshard: MONITOR output fell more than 1024 bytes behind (limits.monitor_buffer_bytes); closing the connection\r\n",
         ),
         (E::UnknownCategory { name: (*b"nope").into() }, b"-ERR Unknown category 'nope'\r\n"),
+        (E::NoReplicas, b"-NOREPLICAS Not enough good replicas to write.\r\n"),
         (E::LaneClosed, b"-ERR backend lane closed\r\n"),
         (E::SubscriptionClosed, b"-ERR subscription connection closed\r\n"),
         (E::UnexpectedSplitReply, b"-ERR redshard: a backend sent an unexpected reply to a split command\r\n"),
@@ -191,6 +200,7 @@ fn reached_says_whether_a_node_saw_the_request() {
     );
     assert_eq!(ClientError::LaneClosed.reached(), Reached::No);
     assert_eq!(ClientError::UnexpectedSplitReply.reached(), Reached::Yes);
+    assert_eq!(ClientError::NoReplicas.reached(), Reached::Yes);
     assert_eq!(ClientError::ScanCursorTooLarge.reached(), Reached::Yes);
     for reached in [Reached::No, Reached::Unknown] {
         let e = ClientError::Backend {

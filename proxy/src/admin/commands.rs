@@ -35,6 +35,7 @@ pub(crate) enum Command {
     Rebalance,
     Failover,
     Fleet,
+    FleetPeer,
     OnLeader,
 }
 
@@ -139,6 +140,12 @@ pub(crate) const COMMANDS: &[Spec] = &[
         "With [cluster] etcd: this proxy's id, the leader's, and every proxy with its client and admin addresses, installed epoch and whether it is alive. Alone: mode standalone.",
     ),
     spec(
+        Command::FleetPeer,
+        "FLEETPEER",
+        &["FLEETPEER [FROM <proxy-id> <admin-addr>]"],
+        "With [cluster] etcd: this proxy's id, whether its etcd session is alive and in touch with etcd, its role and installed epoch (what a proxy out of touch with etcd asks the others before it serves a frozen topology). FROM names the asking proxy, which this one then asks too while it is out of touch with etcd.",
+    ),
+    spec(
         Command::OnLeader,
         "ONLEADER",
         &["ONLEADER <command> [<argument> ...]"],
@@ -197,6 +204,7 @@ impl Command {
             | Self::Commands
             | Self::Topology
             | Self::Fleet
+            | Self::FleetPeer
             | Self::OnLeader => false,
         }
     }
@@ -618,4 +626,37 @@ pub async fn fleet(
         Some(fleet) => fleet.status(epoch).await,
         None => super::fleet::standalone(epoch),
     }
+}
+
+/// `FLEETPEER [FROM <proxy-id> <admin-addr>]`: this proxy's answer to another proxy of its
+/// fleet (`id`, `session` alive/lost, `contact` yes/no, `role`, `epoch`); with FROM, the
+/// asker is asked back while this proxy is out of touch with etcd. See
+/// [`redshard_control::peers`].
+pub fn fleet_peer(controller: &Arc<Controller>, args: &Args<'_>) -> Reply {
+    let from = match args.rest {
+        [] => None,
+        [from, id, admin] if from.eq_ignore_ascii_case("FROM") => Some((id, admin)),
+        _ => return args.usage("FLEETPEER [FROM <proxy-id> <admin-addr>]"),
+    };
+    let Some(fleet) = controller.fleet() else {
+        return Reply::err(
+            "FLEETPEER is asked by the proxies of a fleet ([cluster] etcd); this proxy is in none",
+        );
+    };
+    if let Some((id, admin)) = from {
+        if let Err(e) = NodeAddr::parse(admin) {
+            return Reply::err(format!("{admin:?} is not an admin address ({e})"));
+        }
+        fleet.heard_from(id, admin);
+    }
+    let epoch = controller.state().router.load().topology().epoch;
+    let status = fleet.peer_status(epoch);
+    let word = |yes: bool, y: &str, n: &str| Reply::from(if yes { y } else { n });
+    Reply::fields(vec![
+        ("id", status.id.into()),
+        ("session", word(status.session, "alive", "lost")),
+        ("contact", word(status.contact, "yes", "no")),
+        ("role", status.role.into()),
+        ("epoch", status.epoch.into()),
+    ])
 }

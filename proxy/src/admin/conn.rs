@@ -267,6 +267,7 @@ impl AdminConn {
                 | Command::Topology
                 | Command::Migrations
                 | Command::Fleet
+                | Command::FleetPeer
         ) {
             tracing::info!(peer = %self.peer, command = %name, "admin command");
         }
@@ -281,7 +282,12 @@ impl AdminConn {
                 Ok(Route::Here) => {}
                 Ok(route) => {
                     debug!(peer = %self.peer, ?route, "admin command forwarded to the leader");
-                    return fleet.forward(route, raw).await;
+                    let reply = fleet.forward(route, raw).await;
+                    if !reply.is_error() {
+                        let router = &self.controller.state().router;
+                        fleet.see_own_change(|| router.load().epoch()).await;
+                    }
+                    return reply;
                 }
                 Err(reply) => return reply,
             }
@@ -338,6 +344,7 @@ impl AdminConn {
             Command::Rebalance => commands::rebalance(controller, args).await,
             Command::Failover => commands::failover(controller, args).await,
             Command::Fleet => commands::fleet(controller, self.fleet.as_deref(), args).await,
+            Command::FleetPeer => commands::fleet_peer(controller, args),
             // Answered by `execute` before it gets here.
             Command::Ping | Command::Auth | Command::Hello | Command::Quit | Command::OnLeader => {
                 Reply::err("a connection command cannot be run here")

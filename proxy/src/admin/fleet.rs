@@ -37,6 +37,10 @@ const FAILOVER_SLACK: Duration = Duration::from_secs(10);
 /// plan over many shards stay far below): a bigger one is refused, not buffered.
 pub const MAX_RELAYED_REPLY: usize = 16 * 1024 * 1024;
 
+/// How long a proxy that forwarded a change to the leader waits to have installed it before
+/// it answers (see [`Fleet::see_own_change`]).
+const SEE_OWN_CHANGE: Duration = Duration::from_secs(5);
+
 /// Deepest reply relayed (the admin port's replies nest three levels).
 const MAX_RELAYED_DEPTH: usize = 16;
 
@@ -237,6 +241,27 @@ impl Fleet {
         )
     }
 
+    /// After a command forwarded to the leader succeeded: waits (at most [`SEE_OWN_CHANGE`])
+    /// until this proxy has installed the topology etcd holds now, which has the change, so
+    /// that what the caller asks of this proxy next (TOPOLOGY, `redshard-admin` waiting for a
+    /// replica it added) sees it. A proxy that cannot read etcd or is slower answers anyway:
+    /// the change is made either way.
+    pub async fn see_own_change(&self, installed_epoch: impl Fn() -> u64) {
+        let stored = match self.etcd().await {
+            Ok(etcd) => match etcd.topology_store().load().await {
+                Ok(Some(topology)) => topology.epoch,
+                _ => return,
+            },
+            Err(_) => return,
+        };
+        let deadline = tokio::time::Instant::now() + SEE_OWN_CHANGE;
+        while installed_epoch() < stored && tokio::time::Instant::now() < deadline {
+            // The watch installs it within milliseconds; polled, not waited on, because the
+            // router has no epoch notification of its own.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// One forwarded request: AUTH (with a password), `ONLEADER <raw...>`; the second reply's
     /// bytes.
     async fn send(&self, admin: &str, raw: &[Vec<u8>]) -> Result<Vec<u8>, ForwardError> {
@@ -365,22 +390,34 @@ pub fn standalone(installed_epoch: u64) -> Reply {
 }
 
 /// The address of this proxy's admin port that the other proxies of a fleet should forward
-/// to, for its member record: the bound `admin_listen` address; when that is a wildcard
-/// (`0.0.0.0`), the client listener's IP with the admin port, if that one is specific.
-/// `None` when there is no TCP admin port or no specific address to advertise.
+/// to, for its member record: `[cluster] advertise_admin` when set; else the bound
+/// `admin_listen` address, and when that is a wildcard (`0.0.0.0`), the client listener's IP
+/// with the admin port, if that one is specific. `None` when there is no TCP admin port or no
+/// specific address to advertise (a warning says so and how to fix it).
 #[must_use]
 pub fn advertised_admin_addr(
     config: &Config,
     bound: Option<std::net::SocketAddr>,
-) -> Option<std::net::SocketAddr> {
+) -> Option<String> {
     let mut admin = bound?;
+    if let Some(addr) = config
+        .cluster
+        .as_ref()
+        .and_then(|c| c.advertise_admin.as_ref())
+    {
+        return Some(addr.to_string());
+    }
     if admin.ip().is_unspecified() {
         if config.listen.ip().is_unspecified() {
+            tracing::warn!(
+                admin = %admin,
+                "admin_listen and listen are wildcard addresses: the other proxies of the fleet cannot forward admin commands to this one; set [cluster] advertise_admin"
+            );
             return None;
         }
         admin.set_ip(config.listen.ip());
     }
-    Some(admin)
+    Some(admin.to_string())
 }
 
 /// The fleet for the admin port of `controller`'s proxy: the controller's own when the proxy
@@ -412,27 +449,51 @@ mod tests {
 
     #[test]
     fn the_advertised_admin_address_is_specific() {
-        let text = |listen: &str| {
+        let text = |listen: &str, cluster: &str| {
             format!(
-                "listen = \"{listen}\"\n[[shard]]\nname = \"s\"\nmaster = \"127.0.0.1:1\"\nslots = [\"0-16383\"]\n"
+                "listen = \"{listen}\"\nadmin_listen = \"0.0.0.0:6390\"\nadmin_password = \"pw\"\n{cluster}[[shard]]\nname = \"s\"\nmaster = \"127.0.0.1:1\"\nslots = [\"0-16383\"]\n"
             )
         };
-        let config = Config::from_toml_str(&text("10.0.0.5:6379"), "test").unwrap();
+        let config = Config::from_toml_str(&text("10.0.0.5:6379", ""), "test").unwrap();
         let bound = |a: &str| Some(a.parse().unwrap());
+        let text_of = |a: &str| Some(a.to_owned());
         assert_eq!(
             advertised_admin_addr(&config, bound("0.0.0.0:6390")),
-            bound("10.0.0.5:6390")
+            text_of("10.0.0.5:6390")
         );
         assert_eq!(
             advertised_admin_addr(&config, bound("10.0.0.9:6390")),
-            bound("10.0.0.9:6390")
+            text_of("10.0.0.9:6390")
         );
         assert_eq!(advertised_admin_addr(&config, None), None);
-        let wildcard = Config::from_toml_str(&text("0.0.0.0:6379"), "test").unwrap();
+        let wildcard = Config::from_toml_str(&text("0.0.0.0:6379", ""), "test").unwrap();
         assert_eq!(
             advertised_admin_addr(&wildcard, bound("0.0.0.0:6390")),
             None
         );
+        let advertised = Config::from_toml_str(
+            &text(
+                "0.0.0.0:6379",
+                "[cluster]\netcd = [\"127.0.0.1:2379\"]\nadvertise_admin = \"proxy-a.example:7390\"\n",
+            ),
+            "test",
+        )
+        .unwrap();
+        assert_eq!(
+            advertised_admin_addr(&advertised, bound("0.0.0.0:6390")),
+            text_of("proxy-a.example:7390")
+        );
+        let wildcard_advertised = Config::from_toml_str(
+            &text(
+                "0.0.0.0:6379",
+                "[cluster]\netcd = [\"127.0.0.1:2379\"]\nadvertise_admin = \"0.0.0.0:7390\"\n",
+            ),
+            "test",
+        );
+        assert!(wildcard_advertised
+            .unwrap_err()
+            .to_string()
+            .contains("wildcard"));
     }
 
     #[test]

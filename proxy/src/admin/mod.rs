@@ -40,6 +40,7 @@
 //! | `REBALANCE [USE-EMPTY-MASTERS] [THRESHOLD <pct>] [DRY-RUN]` | `status` (balanced/planned/queued), `threshold-pct`, `shards` (each: `shard`, `slots-now`, `slots-after`), `moves` (each: `from`, `to`, `slot-count`, `slots`), `persisted` (yes/no when queued, else nil) |
 //! | `FAILOVER <shard> [TO <replica>]` | `shard`, `old-master`, `new-master` |
 //! | `FLEET` | `mode` (`fleet` with `[cluster] etcd`, else `standalone`), `epoch` (installed here); in a fleet also `proxy` (this one's id), `leader` (id or nil), `proxies` (each: `id`, `addr`, `admin`, `epoch`, `alive`, `leader`, `self`) |
+//! | `FLEETPEER [FROM <id> <admin>]` | in a fleet (FROM: the asker, asked back while this proxy is out of touch with etcd): `id`, `session` (`alive`/`lost`), `contact` (`yes`: renewed within half a lease TTL), `role` (`leader`, `follower`, `frozen`, `offline`), `epoch` (installed here); what a proxy out of touch with etcd asks the others |
 //! | `ONLEADER <command> [args]` | the command's reply if this proxy leads, else `-NOTLEADER ...` |
 //!
 //! In a fleet, the commands that change the topology or read the migrations (ADDSHARD,

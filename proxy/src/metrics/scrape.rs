@@ -80,6 +80,7 @@ fn render_fleet(text: &mut Text<'_>, state: &ProxyState) {
         return;
     };
     text.single(&names::FLEET_LEADER, u8::from(info.role == "leader"));
+    text.single(&names::FLEET_FROZEN, u8::from(info.role == "frozen"));
     text.single(&names::FLEET_MEMBERS, info.members);
     let (waits, seconds, timeouts) = state.fleet.barriers();
     text.single(&names::FLEET_BARRIER_WAITS_TOTAL, waits);
