@@ -9,7 +9,7 @@
 //! connection of its own, and answers as one server would: `+OK` (LATENCY RESET: the events
 //! reset, summed) when every node accepted; otherwise
 //! [`ClientError::NodesRefused`](redshard_protocol::client_error::ClientError::NodesRefused),
-//! naming each node that refused or could not be asked with its own error, and how many
+//! naming each node that refused (with its own error) or did not answer, and how many
 //! applied it. Nothing is rolled back on the nodes that applied it.
 //!
 //! The parameters a `CONFIG SET` applied are remembered (by this process, in memory) and set
@@ -224,7 +224,7 @@ mod tests {
         ];
         assert_eq!(
             String::from_utf8_lossy(&combine(answers)),
-            "-ERR applied on 1 of 3 nodes; 127.0.0.1:2: ERR bad value; 127.0.0.1:3: ERR could not be asked: connection refused\r\n"
+            "-ERR applied on 1 of 3 nodes; 127.0.0.1:2: ERR bad value; 127.0.0.1:3: ERR no answer: connection refused\r\n"
         );
         let answers = vec![
             (addr(1), answer(b"-ERR bad value\r\n")),

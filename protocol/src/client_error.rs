@@ -297,7 +297,8 @@ pub enum ClientError {
 pub enum NodeRefusal {
     /// The node's error line, without `-` and CRLF.
     Error(String),
-    /// The node could not be asked: why (connection refused, a timeout ...).
+    /// The node could not be asked or did not answer in time (whether it applied the
+    /// command is then unknown): why (connection refused, a timeout ...).
     Unreachable(String),
 }
 
@@ -308,7 +309,7 @@ impl NodeRefusal {
                 t.data(text);
             }
             Self::Unreachable(why) => {
-                t.lit("ERR could not be asked: ").data(why);
+                t.lit("ERR no answer: ").data(why);
             }
         }
     }

@@ -615,7 +615,7 @@ async fn config_set_and_friends_apply_to_every_node() {
     assert_eq!(
         e,
         format!(
-            "ERR could not be asked: connection refused (on {down}; applied on {} of {} nodes)",
+            "ERR no answer: connection refused (on {down}; applied on {} of {} nodes)",
             nodes.len() - 1,
             nodes.len()
         )

@@ -91,7 +91,7 @@ fn table() -> Vec<(ClientError, &'static [u8])> {
                 applied: 3,
                 total: 6,
             },
-            b"-ERR applied on 3 of 6 nodes; 127.0.0.1:1: ERR bad; 127.0.0.1:2: LOADING x; 127.0.0.1:3: ERR could not be asked: connection refused\r\n",
+            b"-ERR applied on 3 of 6 nodes; 127.0.0.1:1: ERR bad; 127.0.0.1:2: LOADING x; 127.0.0.1:3: ERR no answer: connection refused\r\n",
         ),
         (
             E::MonitorTooSlow { limit: 1024 },
