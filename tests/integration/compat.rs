@@ -637,6 +637,8 @@ async fn config_set_and_friends_apply_to_every_node() {
 async fn a_restarted_node_gets_the_config_set_parameters_again() {
     let mut cluster = TestCluster::start(1).await;
     let mut c = cluster.client().await;
+    // A lane has met the node's process (its run_id), so it can tell a new one.
+    assert!(c.cmd(&["SET", "k", "v"]).await.is_ok());
     assert!(c.cmd(&["CONFIG", "SET", "hz", "23"]).await.is_ok());
     let node = cluster.masters[0].addr();
     assert_eq!(node_config(&node, "hz").await, "23");
