@@ -21,10 +21,11 @@ use crate::file::{
     DEFAULT_LOG_LEVEL, DEFAULT_MANAGE_ACL, DEFAULT_MAX_BULK_BYTES, DEFAULT_MAX_CLIENTS,
     DEFAULT_MAX_INFLIGHT_REPLY_BYTES, DEFAULT_MAX_INLINE_BYTES, DEFAULT_MAX_MULTIBULK_LEN,
     DEFAULT_MAX_PIPELINE, DEFAULT_MAX_QUERY_BUFFER_BYTES, DEFAULT_MAX_REPLY_DEPTH,
-    DEFAULT_OUTPUT_BUFFER_HARD_BYTES, DEFAULT_OUTPUT_BUFFER_SOFT_BYTES,
-    DEFAULT_OUTPUT_BUFFER_SOFT_SECONDS, DEFAULT_RECONNECT_BACKOFF_MAX_MS,
-    DEFAULT_RECONNECT_BACKOFF_MIN_MS, DEFAULT_RESPONSE_TIMEOUT_MS, DEFAULT_SHUTDOWN_GRACE_MS,
-    DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS, MAX_LANES, MAX_REPLY_DEPTH_LIMIT,
+    DEFAULT_MONITOR_BUFFER_BYTES, DEFAULT_OUTPUT_BUFFER_HARD_BYTES,
+    DEFAULT_OUTPUT_BUFFER_SOFT_BYTES, DEFAULT_OUTPUT_BUFFER_SOFT_SECONDS,
+    DEFAULT_RECONNECT_BACKOFF_MAX_MS, DEFAULT_RECONNECT_BACKOFF_MIN_MS,
+    DEFAULT_RESPONSE_TIMEOUT_MS, DEFAULT_SHUTDOWN_GRACE_MS, DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS,
+    MAX_LANES, MAX_REPLY_DEPTH_LIMIT,
 };
 use crate::file::{KeylessScripts, DEFAULT_KEYLESS_SCRIPTS, DEFAULT_READY_CONNECTIONS};
 use crate::file::{DEFAULT_AUTH_THROTTLE_SOURCES, MAX_AUTH_THROTTLE_SOURCES};
@@ -237,6 +238,9 @@ pub struct Limits {
     /// (their count times the size of its recent replies); further requests wait, so a node's
     /// shared connection never carries more than this for one client ahead of the others.
     pub max_inflight_reply_bytes: usize,
+    /// MONITOR lines waiting for one monitoring client (not yet written to it) beyond which
+    /// it is closed: a monitor that cannot keep up costs at most this much memory.
+    pub monitor_buffer_bytes: usize,
     /// How long a client may stay above the soft limit before it is disconnected.
     pub output_buffer_soft: Duration,
     /// With a proxy password, how long a connection may stay unauthenticated.
@@ -370,6 +374,7 @@ impl Default for Limits {
             output_buffer_hard_bytes: DEFAULT_OUTPUT_BUFFER_HARD_BYTES,
             output_buffer_soft_bytes: DEFAULT_OUTPUT_BUFFER_SOFT_BYTES,
             max_inflight_reply_bytes: DEFAULT_MAX_INFLIGHT_REPLY_BYTES,
+            monitor_buffer_bytes: DEFAULT_MONITOR_BUFFER_BYTES,
             output_buffer_soft: Duration::from_secs(DEFAULT_OUTPUT_BUFFER_SOFT_SECONDS),
             auth_timeout: Duration::from_millis(DEFAULT_AUTH_TIMEOUT_MS),
             tls_handshake_timeout: Duration::from_millis(DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS),
@@ -969,6 +974,11 @@ fn limits(file: LimitsFile, src: &Source<'_>) -> Result<Limits, ConfigError> {
             file.max_inflight_reply_bytes,
             "limits.max_inflight_reply_bytes",
             DEFAULT_MAX_INFLIGHT_REPLY_BYTES,
+        )?,
+        monitor_buffer_bytes: at_least_one(
+            file.monitor_buffer_bytes,
+            "limits.monitor_buffer_bytes",
+            DEFAULT_MONITOR_BUFFER_BYTES,
         )?,
         output_buffer_soft: Duration::from_secs(src.bounded(
             file.output_buffer_soft_seconds,

@@ -153,6 +153,9 @@ pub const DEFAULT_OUTPUT_BUFFER_SOFT_BYTES: usize = 64 * 1024 * 1024;
 /// may be expected to bring back at most 16 MiB of replies at once; its further requests wait.
 /// A node's connection carries at most this much for one client before it serves the others.
 pub const DEFAULT_MAX_INFLIGHT_REPLY_BYTES: usize = 16 * 1024 * 1024;
+/// Default of `limits.monitor_buffer_bytes`: a MONITOR connection more than 32 MiB of
+/// command lines behind is closed (Redis's hard limit for its pubsub class).
+pub const DEFAULT_MONITOR_BUFFER_BYTES: usize = 32 * 1024 * 1024;
 /// Default of `limits.output_buffer_soft_seconds`: how long a client may stay above the soft
 /// limit before it is disconnected (Redis's pubsub class uses 60 s).
 pub const DEFAULT_OUTPUT_BUFFER_SOFT_SECONDS: u64 = 60;
@@ -404,6 +407,9 @@ pub struct LimitsFile {
     /// may be expected to bring back; its further requests wait. Default
     /// [`DEFAULT_MAX_INFLIGHT_REPLY_BYTES`].
     pub max_inflight_reply_bytes: Option<Spanned<usize>>,
+    /// `monitor_buffer_bytes`: MONITOR lines waiting for one monitoring client beyond which
+    /// it is closed. Default [`DEFAULT_MONITOR_BUFFER_BYTES`].
+    pub monitor_buffer_bytes: Option<Spanned<usize>>,
     /// `output_buffer_soft_seconds`: time above the soft limit before disconnecting. Default
     /// [`DEFAULT_OUTPUT_BUFFER_SOFT_SECONDS`].
     pub output_buffer_soft_seconds: Option<Spanned<u64>>,

@@ -187,6 +187,8 @@ impl Controller {
             // Another lane's report of the same restart, dealt with already.
             return;
         }
+        // It forgot what CONFIG SET gave it through the proxy, unless CONFIG REWRITE saved it.
+        self.renew_node_settings(addr).await;
         let topology = Arc::clone(self.state.router.load().topology());
         match topology.find_node(addr) {
             Some((shard, NodeRole::Master)) => {

@@ -40,6 +40,7 @@ mod ack;
 mod book;
 pub mod conn;
 mod epoch_ack;
+mod every_node;
 pub mod failover;
 pub mod fleet;
 mod follow;
@@ -154,6 +155,9 @@ pub struct Controller {
     epoch_acks: epoch_ack::Queue,
     /// The checks of Redis replication (`[replication] mode = "redis"`).
     replicas: replica::Tracker,
+    /// The parameters clients set with `CONFIG SET`, given to nodes added later (see
+    /// [`every_node`]).
+    node_settings: every_node::NodeSettings,
 }
 
 impl Controller {
@@ -210,6 +214,7 @@ impl Controller {
             acks: ack::AckChecks::default(),
             epoch_acks: epoch_ack::Queue::default(),
             replicas: replica::Tracker::default(),
+            node_settings: every_node::NodeSettings::default(),
         });
         controller
             .probes
@@ -483,6 +488,7 @@ impl Controller {
                 self.book().writes_lost(shard, master, Instant::now());
             }
             ControlEvent::KillScript { which, done } => self.kill_script(which, done),
+            ControlEvent::EveryNode { request, done } => self.every_node(request, done),
         }
     }
 

@@ -289,6 +289,7 @@ impl Controller {
                 )))
             }
         }
+        self.give_node_settings(&mut conn).await;
         let topology = self.change(change).await?;
         info!(shard = name, %master, "shard added");
         Ok(topology)
@@ -322,7 +323,6 @@ impl Controller {
                 addr: addr.clone(),
                 reason: e.to_string(),
             })?;
-        drop(conn);
         let (keys, dbs) = keys_held(&keyspace);
         if keys > 0 {
             return Err(NodeError::HoldsKeys {
@@ -331,6 +331,8 @@ impl Controller {
                 dbs,
             });
         }
+        self.give_node_settings(&mut conn).await;
+        drop(conn);
         // A link left from an earlier life of this address must not be reused.
         self.state.router.mirror().forget(addr);
         self.change(change).await?;

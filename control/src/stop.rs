@@ -92,7 +92,9 @@ impl Controller {
         while let Ok(event) = events.try_recv() {
             match event {
                 // Nothing to settle: the client's reply is dropped (its connection closes).
-                ControlEvent::ConnectionLost { .. } | ControlEvent::KillScript { .. } => {}
+                ControlEvent::ConnectionLost { .. }
+                | ControlEvent::KillScript { .. }
+                | ControlEvent::EveryNode { .. } => {}
                 unsettled => return Err(format!("not acted on: {unsettled:?}")),
             }
         }

@@ -98,6 +98,8 @@ pub struct ClientFields {
     /// Its SUBSCRIBE channels, PSUBSCRIBE patterns and SSUBSCRIBE channels (CLIENT LIST's
     /// `sub`, `psub`, `ssub`; a client with any is of type `pubsub`).
     pub(crate) subscriptions: [usize; 3],
+    /// In MONITOR mode (CLIENT LIST's `flags=O`).
+    pub(crate) monitor: bool,
 }
 
 impl Default for ClientFields {
@@ -109,6 +111,7 @@ impl Default for ClientFields {
             resp: 2,
             user: String::new(),
             subscriptions: [0; 3],
+            monitor: false,
         }
     }
 }
@@ -237,6 +240,8 @@ impl ClientInfo {
             self.since.elapsed().as_secs(),
             if self.is_blocked() {
                 "b"
+            } else if f.monitor {
+                "O"
             } else if f.subscribed() {
                 "P"
             } else {
@@ -285,6 +290,10 @@ pub struct Clients {
     pub rejected_connections: AtomicU64,
     /// Requests processed since start (INFO total_commands_processed).
     pub(crate) total_commands: AtomicU64,
+    /// The three counters above (connections, rejected, commands) when a client last ran
+    /// CONFIG RESETSTAT: INFO shows what was counted since (`/metrics` keeps the totals,
+    /// counters that never go back).
+    stats_base: Mutex<[u64; 3]>,
     /// Idle clients whose connection is parked (INFO parked_clients; see `session::park`).
     pub parked: AtomicUsize,
     /// Connections holding a place under `max_clients`: sessions of both listeners and TLS
@@ -397,6 +406,7 @@ impl Default for Clients {
             total_connections: AtomicU64::default(),
             rejected_connections: AtomicU64::default(),
             total_commands: AtomicU64::default(),
+            stats_base: Mutex::default(),
             parked: AtomicUsize::default(),
             admitted: Arc::default(),
             blocked: Arc::default(),
@@ -497,6 +507,34 @@ impl Clients {
             })
             .ok()
             .map(|_| Admitted(Arc::clone(&self.admitted)))
+    }
+
+    /// The counters as INFO shows them: connections received, commands processed and
+    /// connections rejected since the start or the last CONFIG RESETSTAT.
+    pub(crate) fn stats(&self) -> [u64; 3] {
+        let base = *self
+            .stats_base
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = self.stats_now();
+        [0, 1, 2].map(|i| now[i].saturating_sub(base[i]))
+    }
+
+    fn stats_now(&self) -> [u64; 3] {
+        [
+            self.total_connections.load(Ordering::Relaxed),
+            self.total_commands.load(Ordering::Relaxed),
+            self.rejected_connections.load(Ordering::Relaxed),
+        ]
+    }
+
+    /// CONFIG RESETSTAT: INFO's counters start again from 0.
+    pub(crate) fn reset_stats(&self) {
+        let now = self.stats_now();
+        *self
+            .stats_base
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = now;
     }
 
     /// Counts a connection refused at `max_clients` (INFO rejected_connections).

@@ -115,4 +115,14 @@ pub enum ControlEvent {
         /// The reply for the client (dropped when the proxy stops first).
         done: tokio::sync::oneshot::Sender<bytes::Bytes>,
     },
+    /// A client's `CONFIG SET` (already checked against what the proxy manages),
+    /// `CONFIG RESETSTAT`, `CONFIG REWRITE` or `LATENCY RESET`: the controller sends it to
+    /// every node, masters and replicas, on control connections, and answers with the
+    /// client's reply (see `redshard_control`'s `every_node`).
+    EveryNode {
+        /// The command's arguments as the client sent them.
+        request: Vec<bytes::Bytes>,
+        /// The reply for the client (dropped when the proxy stops first).
+        done: tokio::sync::oneshot::Sender<bytes::Bytes>,
+    },
 }

@@ -52,6 +52,7 @@ pub mod ha_stats;
 pub mod health;
 pub mod migration;
 pub mod mirror;
+pub(crate) mod monitor;
 pub mod outbuf;
 pub(crate) mod replies;
 pub mod router;

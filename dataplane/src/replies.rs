@@ -239,6 +239,28 @@ impl ReplyQueue {
         }
     }
 
+    /// Appends a complete reply unless the bytes held would pass `limit` (a MONITOR line for
+    /// a monitor that does not keep up); returns whether it was appended. A closed queue
+    /// takes nothing and reports `true`: its session is gone and needs no closing.
+    pub(crate) fn push_within(&self, reply: Bytes, limit: usize) -> bool {
+        let inner = self.lock();
+        if inner.closed {
+            return true;
+        }
+        if inner.held.saturating_add(reply.len()) > limit {
+            return false;
+        }
+        drop(inner);
+        self.push_ready(reply);
+        true
+    }
+
+    /// The sequence number the next entry will have.
+    pub(crate) fn next_seq(&self) -> u64 {
+        let inner = self.lock();
+        inner.head + inner.entries.len() as u64
+    }
+
     /// Reserves an entry for one backend reply.
     pub fn reserve(self: &Arc<Self>) -> ReplyTo {
         let mut inner = self.lock();
@@ -279,8 +301,9 @@ impl ReplyQueue {
         }
     }
 
-    /// Takes every complete entry from the front, in order, with its request's label.
-    pub(crate) fn take_ready(&self, mut f: impl FnMut(Completed, Option<Meta>)) {
+    /// Takes every complete entry from the front, in order, with its request's label and its
+    /// sequence number.
+    pub(crate) fn take_ready(&self, mut f: impl FnMut(Completed, Option<Meta>, u64)) {
         let mut inner = self.lock();
         loop {
             let done = match inner.entries.front() {
@@ -291,11 +314,12 @@ impl ReplyQueue {
             if !done {
                 return;
             }
+            let seq = inner.head;
             inner.head += 1;
             match inner.entries.pop_front() {
                 Some((Entry::Ready(reply), meta)) => {
                     inner.held -= reply.len();
-                    f(Completed::Reply(reply), meta);
+                    f(Completed::Reply(reply), meta, seq);
                 }
                 Some((Entry::Gather(g), meta)) => {
                     let Gather { parts, plan, .. } = *g;
@@ -306,6 +330,7 @@ impl ReplyQueue {
                             plan,
                         },
                         meta,
+                        seq,
                     );
                 }
                 _ => unreachable!("front entry was checked to be complete"),
@@ -666,7 +691,7 @@ mod tests {
 
     fn take_all(q: &ReplyQueue) -> Vec<Bytes> {
         let mut out = Vec::new();
-        q.take_ready(|c, _| match c {
+        q.take_ready(|c, _, _| match c {
             Completed::Reply(b) => out.push(b),
             Completed::Gathered { parts, .. } => out.push(Bytes::from(parts.concat())),
         });

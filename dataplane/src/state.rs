@@ -52,6 +52,8 @@ pub struct ProxyState {
     /// Failed AUTH attempts per source address on the client ports (plaintext and TLS), so
     /// that parallel guessing over many connections is slowed too.
     pub auth_throttle: crate::auth_throttle::AuthThrottle,
+    /// The clients in MONITOR mode, fed every client's commands.
+    pub monitors: crate::monitor::Monitors,
     /// Where idle clients are parked, once the proxy started it; without one, clients are
     /// not parked. The session layer's type, held here without its name (the state is below
     /// the session): only `session::park` fills and reads it (see `session::park::room_of`).
@@ -233,6 +235,7 @@ impl ProxyState {
             fleet: crate::fleet_status::FleetStatus::default(),
             tls,
             auth_throttle: crate::auth_throttle::AuthThrottle::new(),
+            monitors: crate::monitor::Monitors::default(),
             park_room: std::sync::OnceLock::new(),
             tracking: crate::tracking::Tracking::default(),
         });

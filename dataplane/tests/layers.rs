@@ -55,6 +55,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("replies", 2),
     ("shutdown", 2),
     ("backend", 3),
+    // MONITOR's registry of monitoring clients' reply queues, fed by the session.
+    ("monitor", 3),
     ("mirror", 4),
     ("router", 5),
     ("health", 6),

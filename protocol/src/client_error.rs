@@ -259,6 +259,37 @@ pub enum ClientError {
         node: Box<[u8]>,
     },
 
+    /// CONFIG SET of a parameter the proxy or its controller manages (replication,
+    /// credentials, addresses and files, cluster mode, the settings the proxy answers for).
+    ConfigManaged {
+        /// The parameter as the client wrote it.
+        param: Box<[u8]>,
+        /// Why the proxy keeps it, and what to do instead.
+        why: &'static str,
+    },
+    /// A command applied to every node (CONFIG SET, ...) that some refused or could not be
+    /// asked.
+    NodesRefused {
+        /// Each refusing node's address and what it answered.
+        refused: Vec<(String, NodeRefusal)>,
+        /// How many nodes applied it.
+        applied: usize,
+        /// How many nodes were asked.
+        total: usize,
+    },
+    /// A keyspace command on a connection in MONITOR mode (Redis treats it as a replica).
+    MonitorKeyspace,
+    /// A MONITOR connection fell further behind than `[limits] monitor_buffer_bytes`.
+    MonitorTooSlow {
+        /// The limit.
+        limit: usize,
+    },
+    /// ACL CAT of a category Redis does not have.
+    UnknownCategory {
+        /// The category as the client wrote it.
+        name: Box<[u8]>,
+    },
+
     // --- Backends ---
     /// A backend lane could not complete the request: `why` is the lane's failure, as also
     /// logged (`unavailable: ...`, `timed out after 1000 ms`, `is fenced after a failover`).
@@ -288,6 +319,29 @@ pub enum ClientError {
     // --- Connections ---
     /// A client over `max_clients` (it is closed after this line).
     MaxClients,
+}
+
+/// Why one node did not apply a command sent to every node ([`ClientError::NodesRefused`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeRefusal {
+    /// The node's error line, without `-` and CRLF.
+    Error(String),
+    /// The node could not be asked or did not answer in time (whether it applied the
+    /// command is then unknown): why (connection refused, a timeout ...).
+    Unreachable(String),
+}
+
+impl NodeRefusal {
+    fn write(&self, t: &mut Text<'_>) {
+        match self {
+            Self::Error(text) => {
+                t.data(text);
+            }
+            Self::Unreachable(why) => {
+                t.lit("ERR no answer: ").data(why);
+            }
+        }
+    }
 }
 
 /// Writes the text of an error into a buffer: literal parts as they are, client or node data
@@ -407,6 +461,7 @@ impl ClientError {
             Self::GetKeysInvalidArguments => b"-ERR Invalid arguments specified for command\r\n",
             Self::InvalidCursor => b"-ERR invalid cursor\r\n",
             Self::NotBusy => b"-NOTBUSY No scripts in execution right now.\r\n",
+            Self::MonitorKeyspace => b"-ERR Replica can't interact with the keyspace\r\n",
             Self::NoReplicas => b"-NOREPLICAS Not enough good replicas to write.\r\n",
             Self::LaneClosed => b"-ERR backend lane closed\r\n",
             Self::SubscriptionClosed => b"-ERR subscription connection closed\r\n",
@@ -440,6 +495,10 @@ impl ClientError {
             | Self::HelloSyntax { .. }
             | Self::TrackingPrefixOverlap { .. }
             | Self::Backend { .. }
+            | Self::ConfigManaged { .. }
+            | Self::NodesRefused { .. }
+            | Self::MonitorTooSlow { .. }
+            | Self::UnknownCategory { .. }
             | Self::KeylessScriptTouchedKey { .. } => return None,
         })
     }
@@ -549,6 +608,61 @@ impl ClientError {
             Self::Backend { addr, why, .. } => {
                 t.lit("ERR backend ").data(addr.as_str()).lit(" ").data(why);
             }
+            // Redis's own text for a parameter CONFIG SET may not change.
+            Self::ConfigManaged { param, why } => {
+                t.lit("ERR CONFIG SET failed (possibly related to argument '")
+                    .bytes(param)
+                    .lit("') - ")
+                    .lit(why);
+            }
+            Self::NodesRefused {
+                refused,
+                applied,
+                total,
+            } => {
+                let same = refused.windows(2).all(|w| w[0].1 == w[1].1);
+                match refused.first() {
+                    // One answer everywhere it was refused: that answer (its error code
+                    // first, as a client matches it), then where and what happened elsewhere.
+                    Some((_, text)) if same => {
+                        text.write(&mut t);
+                        t.lit(" (on ");
+                        for (i, (addr, _)) in refused.iter().enumerate() {
+                            if i > 0 {
+                                t.lit(", ");
+                            }
+                            t.data(addr);
+                        }
+                        t.lit("; applied on ")
+                            .data(&applied.to_string())
+                            .lit(" of ")
+                            .data(&total.to_string())
+                            .lit(" nodes)");
+                    }
+                    _ => {
+                        t.lit("ERR applied on ")
+                            .data(&applied.to_string())
+                            .lit(" of ")
+                            .data(&total.to_string())
+                            .lit(" nodes");
+                        for (addr, text) in refused {
+                            t.lit("; ").data(addr).lit(": ");
+                            text.write(&mut t);
+                        }
+                    }
+                }
+            }
+            Self::MonitorTooSlow { limit } => {
+                t.lit("ERR redshard: MONITOR output fell more than ")
+                    .data(&limit.to_string())
+                    .lit(" bytes behind (limits.monitor_buffer_bytes); closing the connection");
+            }
+            // Redis cuts the name at 128 bytes.
+            Self::UnknownCategory { name } => {
+                t.lit("ERR Unknown category '")
+                    .bytes(&name[..name.len().min(128)])
+                    .lit("'");
+            }
             Self::KeylessScriptTouchedKey { node } => {
                 t.lit("ERR redshard: a script called with no key may touch none (redshard routes scripts by the keys they declare): declare its keys, all in one slot (a {hash tag} or a routing rule), or set [backend] keyless_scripts = \"any-master\". The node said: ")
                     .bytes(node);
@@ -595,6 +709,7 @@ impl ClientError {
             | Self::UnexpectedSplitReply
             | Self::UnexpectedScanReply
             | Self::ScanCursorTooLarge
+            | Self::NodesRefused { .. }
             | Self::KeylessScriptTouchedKey { .. } => Reached::Yes,
             _ => Reached::No,
         }

@@ -172,6 +172,7 @@ max_reply_depth = 1024
 output_buffer_hard_bytes = 4000
 output_buffer_soft_bytes = 3000
 max_inflight_reply_bytes = 2000
+monitor_buffer_bytes = 1500
 output_buffer_soft_seconds = 7
 auth_timeout_ms = 40
 tls_handshake_timeout_ms = 50
@@ -248,6 +249,7 @@ format = "json"
             output_buffer_hard_bytes: 4000,
             output_buffer_soft_bytes: 3000,
             max_inflight_reply_bytes: 2000,
+            monitor_buffer_bytes: 1500,
             output_buffer_soft: Duration::from_secs(7),
             auth_timeout: Duration::from_millis(40),
             tls_handshake_timeout: Duration::from_millis(50),

@@ -167,9 +167,11 @@ pub fn rules(user: BackendUser, allow_flush: bool) -> Vec<String> {
         rules.extend(["-@dangerous", "-@admin"].map(String::from));
     }
     rules.extend(forbidden_rules());
-    // The proxy answers these itself (SCRIPT/FUNCTION KILL sent on control connections
-    // only; CLIENT KILL/PAUSE/UNPAUSE/UNBLOCK act on the proxy's own clients): a client's
-    // request never carries them to a node, whose connections are the proxy's.
+    // The proxy answers these itself (SCRIPT/FUNCTION KILL, CONFIG SET/RESETSTAT/REWRITE
+    // and LATENCY RESET sent on control connections only; CLIENT KILL/PAUSE/UNPAUSE/
+    // UNBLOCK/REPLY and MONITOR act on the proxy's own clients; the ACL users listed are the
+    // proxy's): a client's request never carries them to a node, whose connections are the
+    // proxy's, and a script must not run them on one node.
     rules.extend(
         [
             "-script|kill",
@@ -178,6 +180,18 @@ pub fn rules(user: BackendUser, allow_flush: bool) -> Vec<String> {
             "-client|pause",
             "-client|unpause",
             "-client|unblock",
+            "-client|reply",
+            "-client|getredir",
+            "-client|trackinginfo",
+            "-config|set",
+            "-config|resetstat",
+            "-config|rewrite",
+            "-latency|reset",
+            "-monitor",
+            "-acl|whoami",
+            "-acl|users",
+            "-acl|list",
+            "-acl|getuser",
         ]
         .map(String::from),
     );

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use super::merge::MergePlan;
-use super::{client, info, local, pubsub, scan, split, txn, Ctx};
+use super::{admin, client, info, local, pubsub, scan, split, txn, Ctx};
 
 use redshard_config::{Access, KeylessScripts, ReadFrom};
 
@@ -155,6 +155,13 @@ pub(crate) fn dispatch(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>) -> A
                 ClientError::NotAllowedWhileSubscribed { command: spec.name },
             );
         }
+    }
+    if ctx.monitoring && admin::monitor_refuses(spec) {
+        return Action::error(ctx, ClientError::MonitorKeyspace);
+    }
+    // The one cost of MONITOR while nobody monitors: this relaxed load.
+    if ctx.state.monitors.active() && spec.route != Route::Forbidden {
+        ctx.monitor_feed = true;
     }
     if let Some((until, changes)) = client::held_by_pause(ctx, spec) {
         return Action::ClientPause(until, changes);

@@ -152,13 +152,11 @@ fn write_section(ctx: &Ctx, table: &RoutingTable, section: &str, text: &mut Stri
             Ok(())
         }
         "stats" => {
+            let [connections, commands, rejected] = state.clients.stats();
             let tracking = state.tracking.stats();
             write!(
                 text,
-                "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\ntracking_total_keys:{}\r\ntracking_total_items:{}\r\ntracking_total_prefixes:{}\r\n",
-                state.clients.total_connections.load(Ordering::Relaxed),
-                state.clients.total_commands.load(Ordering::Relaxed),
-                state.clients.rejected_connections.load(Ordering::Relaxed),
+                "# Stats\r\ntotal_connections_received:{connections}\r\ntotal_commands_processed:{commands}\r\nrejected_connections:{rejected}\r\ntracking_total_keys:{}\r\ntracking_total_items:{}\r\ntracking_total_prefixes:{}\r\n",
                 tracking.keys,
                 tracking.items,
                 tracking.prefixes,

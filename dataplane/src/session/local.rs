@@ -1,6 +1,6 @@
 //! Commands the proxy answers itself: the connection's own state (PING, ECHO, QUIT, SELECT,
 //! AUTH, HELLO, RESET, CLIENT ...), and what describes the proxy rather than one node (INFO,
-//! COMMAND COUNT / GETKEYS, CONFIG GET).
+//! COMMAND COUNT / GETKEYS, CONFIG GET); the operators' commands are in `admin.rs`.
 
 use bytes::{Bytes, BytesMut};
 
@@ -44,7 +44,10 @@ pub(super) fn handle(
         Local::Hello => hello(ctx, args),
         Local::Reset => {
             // Like Redis: out of MULTI, UNWATCH (closing the private connection forgets what
-            // it watched), unsubscribed, logged out, back to RESP2 and no name.
+            // it watched), unsubscribed, out of MONITOR, replies on, logged out, back to
+            // RESP2 and no name.
+            super::admin::stop_monitoring(ctx);
+            super::reply_mode::reset(ctx);
             ctx.tx = None;
             if ctx.watch.take().is_some() {
                 ctx.private = None;
@@ -142,6 +145,13 @@ pub(super) fn handle(
         Local::ClientUnpause => super::client::unpause(ctx),
         Local::ClientUnblock => super::client::unblock(ctx, args),
         Local::Tracking => super::tracking::handle(ctx, spec, args),
+        Local::EveryNode => super::admin::every_node(ctx, spec, args),
+        Local::Monitor => super::admin::monitor(ctx),
+        Local::ClientReply => super::reply_mode::client_reply(ctx, args.get(2)),
+        Local::AclWhoami => super::admin::whoami(ctx),
+        Local::AclUsers => super::admin::list(ctx, false),
+        Local::AclList => super::admin::list(ctx, true),
+        Local::AclGetuser => super::admin::getuser(ctx, args.get(2)),
     }
 }
 
@@ -611,7 +621,7 @@ fn config_get(ctx: &Ctx, table: &RoutingTable, args: Args<'_>) -> Action {
 pub(super) fn proxy_config(ctx: &Ctx, patterns: &[&[u8]]) -> Vec<(&'static str, String)> {
     let live = ctx.state.live.now();
     let limits = &live.limits;
-    let values: [(&'static str, String); 9] = [
+    let values: [(&'static str, String); 11] = [
         ("databases", "1".into()),
         ("maxclients", limits.max_clients.to_string()),
         ("proto-max-bulk-len", limits.max_bulk_bytes.to_string()),
@@ -624,6 +634,12 @@ pub(super) fn proxy_config(ctx: &Ctx, patterns: &[&[u8]]) -> Vec<(&'static str, 
         ("port", ctx.state.port.to_string()),
         ("save", String::new()),
         ("appendonly", "no".into()),
+        // SLOWLOG is the proxy's own (CONFIG SET changes these too).
+        (
+            "slowlog-log-slower-than",
+            live.slowlog.log_slower_than_us.to_string(),
+        ),
+        ("slowlog-max-len", live.slowlog.max_len.to_string()),
     ];
     let mut matched: Vec<(&'static str, String)> = Vec::new();
     for pattern in patterns {

@@ -14,6 +14,7 @@
 //!
 //! See `LIFECYCLE.md` beside this file for the session's states.
 
+mod admin;
 mod client;
 pub(crate) mod dispatch;
 mod info;
@@ -21,6 +22,7 @@ mod local;
 pub mod merge;
 pub mod park;
 mod pubsub;
+mod reply_mode;
 mod scan;
 mod split;
 mod stream;
@@ -184,6 +186,15 @@ pub(crate) struct Ctx {
     pub(crate) migrated: bool,
     /// Moving the keys of the held request failed: answer it with this error.
     pub(crate) migration_failed: Option<String>,
+    /// The client is in MONITOR mode (registered in the state's monitors until RESET or it
+    /// leaves).
+    pub(crate) monitoring: bool,
+    /// Set by dispatch, only while some client monitors, when the request is one to show
+    /// them; the session feeds it once the request is no longer held.
+    pub(crate) monitor_feed: bool,
+    /// Replies silenced by CLIENT REPLY OFF / SKIP; `None` until the client sends one
+    /// (boxed: every session's future carries this room).
+    pub(crate) silence: Option<Box<reply_mode::Silence>>,
 }
 
 /// How [`Session::run`] ended.
@@ -285,6 +296,9 @@ impl<S: ClientStream> Session<S> {
                 migrated: false,
                 migration_failed: None,
                 current_cmd: None,
+                monitoring: false,
+                monitor_feed: false,
+                silence: None,
                 auth_failures: 0,
                 access: redshard_config::Access::All,
                 user: String::new(),
@@ -312,6 +326,7 @@ impl<S: ClientStream> Session<S> {
             }
         };
         self.stream.close();
+        admin::stop_monitoring(&mut self.ctx);
         // Replies still on their way are dropped on arrival, and those held are freed now.
         self.ctx.queue.close();
         self.ctx.client.output_bytes.store(0, Ordering::Relaxed);
@@ -341,6 +356,8 @@ impl<S: ClientStream> Session<S> {
             && ctx.pubsub.is_none()
             && ctx.tracking.is_none()
             && !ctx.state.tracking.is_target(ctx.client.id)
+            && !ctx.monitoring
+            && ctx.silence.is_none()
             && !ctx.pause_expired
             && !ctx.migrated
             && ctx.migration_failed.is_none()
@@ -619,18 +636,25 @@ impl<S: ClientStream> Session<S> {
         let state = &self.ctx.state;
         let client = &self.ctx.client;
         let slowlog = round.slowlog;
+        let mut silence = self.ctx.silence.as_deref_mut();
         // One clock read for every reply taken now: they leave together.
         let now = Instant::now();
-        self.ctx.queue.take_ready(|completed, meta| {
+        self.ctx.queue.take_ready(|completed, meta, seq| {
+            // CLIENT REPLY OFF / SKIP: dropped here, after keeping its place in the queue.
+            let silenced = silence.as_deref_mut().is_some_and(|s| s.drops(seq));
             let failed = match completed {
                 Completed::Reply(bytes) => {
                     let failed = reply::is_error(&bytes);
-                    out.push(bytes);
+                    if !silenced {
+                        out.push(bytes);
+                    }
                     failed
                 }
                 Completed::Gathered { parts, plan } => {
                     let failed = parts.iter().any(|p| reply::is_error(p));
-                    merge::merge(&parts, plan, out);
+                    if !silenced {
+                        merge::merge(&parts, plan, out);
+                    }
                     failed
                 }
             };
@@ -652,6 +676,14 @@ impl<S: ClientStream> Session<S> {
                 }
             }
         });
+        if self
+            .ctx
+            .silence
+            .as_deref()
+            .is_some_and(reply_mode::Silence::idle)
+        {
+            self.ctx.silence = None;
+        }
     }
 
     /// Dispatches every complete request in the read buffer.
@@ -732,6 +764,23 @@ impl<S: ClientStream> Session<S> {
             }
             self.ctx.pause_expired = false;
             self.ctx.migrated = false;
+            if std::mem::take(&mut self.ctx.monitor_feed) {
+                if let Some(spec) = self.ctx.current_cmd {
+                    let limit = self.ctx.state.live.now().limits.monitor_buffer_bytes;
+                    self.ctx.state.monitors.feed(
+                        spec,
+                        &self.scanner.args(&self.rbuf),
+                        &self.ctx.client.addr,
+                        limit,
+                    );
+                }
+            }
+            // Where this request's reply entries start, for CLIENT REPLY SKIP.
+            let first_seq = self
+                .ctx
+                .silence
+                .is_some()
+                .then(|| self.ctx.queue.next_seq());
             count += 1;
             let bytes = if frame.kind == FrameKind::Inline {
                 let bytes = bytes::Bytes::copy_from_slice(self.scanner.inline_resp());
@@ -744,6 +793,12 @@ impl<S: ClientStream> Session<S> {
             let request = bytes.clone();
             dispatch::finish(&mut self.ctx, &table, action, bytes);
             tracking::after_dispatch(&mut self.ctx);
+            if let Some(first) = first_seq {
+                let next = self.ctx.queue.next_seq();
+                if let Some(silence) = self.ctx.silence.as_deref_mut() {
+                    silence.dispatched(first, next);
+                }
+            }
             if let Some(cmd) = self.ctx.current_cmd.take() {
                 self.ctx.queue.label_last(Meta {
                     cmd: cmd.name,

@@ -600,7 +600,7 @@ mod tests {
         let mut got = Vec::new();
         tokio::time::timeout(Duration::from_secs(10), async {
             loop {
-                queue.take_ready(|completed, _| {
+                queue.take_ready(|completed, _, _| {
                     if let Completed::Reply(bytes) = completed {
                         if &bytes[..] != b">2\r\n$10\r\ninvalidate\r\n_\r\n" {
                             got.push(bytes);

@@ -80,6 +80,36 @@ fn table() -> Vec<(ClientError, &'static [u8])> {
             E::KeylessScriptTouchedKey { node: (*b"ERR The user executing the script can't access at least one of the keys").into() },
             b"-ERR redshard: a script called with no key may touch none (redshard routes scripts by the keys they declare): declare its keys, all in one slot (a {hash tag} or a routing rule), or set [backend] keyless_scripts = \"any-master\". The node said: ERR The user executing the script can't access at least one of the keys\r\n",
         ),
+        (E::MonitorKeyspace, b"-ERR Replica can't interact with the keyspace\r\n"),
+        (
+            E::ConfigManaged { param: (*b"replicaof").into(), why: "managed by redshard" },
+            b"-ERR CONFIG SET failed (possibly related to argument 'replicaof') - managed by redshard\r\n",
+        ),
+        (
+            E::NodesRefused {
+                refused: vec![("127.0.0.1:1".into(), NodeRefusal::Error("ERR bad".into())), ("127.0.0.1:2".into(), NodeRefusal::Error("ERR bad".into()))],
+                applied: 0,
+                total: 2,
+            },
+            b"-ERR bad (on 127.0.0.1:1, 127.0.0.1:2; applied on 0 of 2 nodes)\r\n",
+        ),
+        (
+            E::NodesRefused {
+                refused: vec![
+                    ("127.0.0.1:1".into(), NodeRefusal::Error("ERR bad".into())),
+                    ("127.0.0.1:2".into(), NodeRefusal::Error("LOADING x".into())),
+                    ("127.0.0.1:3".into(), NodeRefusal::Unreachable("connection refused".into())),
+                ],
+                applied: 3,
+                total: 6,
+            },
+            b"-ERR applied on 3 of 6 nodes; 127.0.0.1:1: ERR bad; 127.0.0.1:2: LOADING x; 127.0.0.1:3: ERR no answer: connection refused\r\n",
+        ),
+        (
+            E::MonitorTooSlow { limit: 1024 },
+            b"-ERR redshard: MONITOR output fell more than 1024 bytes behind (limits.monitor_buffer_bytes); closing the connection\r\n",
+        ),
+        (E::UnknownCategory { name: (*b"nope").into() }, b"-ERR Unknown category 'nope'\r\n"),
         (E::NoReplicas, b"-NOREPLICAS Not enough good replicas to write.\r\n"),
         (E::LaneClosed, b"-ERR backend lane closed\r\n"),
         (E::SubscriptionClosed, b"-ERR subscription connection closed\r\n"),

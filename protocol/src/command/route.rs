@@ -50,8 +50,10 @@ pub enum Local {
     /// COMMAND GETKEYS by the proxy's key extraction.
     CommandGetkeys,
     /// Documentation and help texts (COMMAND, COMMAND INFO / DOCS / LIST / HELP /
-    /// GETKEYSANDFLAGS, CLIENT HELP): identical on every master since they run the table's
-    /// Redis version, so the proxy sends them to any master and forwards its answer.
+    /// GETKEYSANDFLAGS, CLIENT HELP, ACL HELP, ACL CAT's categories and their commands):
+    /// identical on every master since they run the table's Redis version, so the proxy sends
+    /// them to any master and forwards its answer. (ACL GENPASS too: a random password from
+    /// any master.)
     FromBackend,
     /// CONFIG GET: clients read settings such as `maxmemory-policy`; the proxy answers from
     /// its own view rather than from one arbitrary backend.
@@ -94,6 +96,22 @@ pub enum Local {
     /// CLIENT TRACKING, CACHING, GETREDIR and TRACKINGINFO: the proxy tracks what its
     /// clients read and sends their invalidations (see the session's `tracking.rs`).
     Tracking,
+    /// CONFIG SET / RESETSTAT / REWRITE and LATENCY RESET: server settings and statistics of
+    /// every node (masters and replicas), which the controller applies on connections of its
+    /// own; one node alone would leave the shards configured differently.
+    EveryNode,
+    /// MONITOR: the proxy streams every client's commands, across all shards.
+    Monitor,
+    /// CLIENT REPLY ON|OFF|SKIP: which of the client's replies the proxy writes.
+    ClientReply,
+    /// ACL WHOAMI: the proxy's user the client authenticated as.
+    AclWhoami,
+    /// ACL USERS: the proxy's users.
+    AclUsers,
+    /// ACL LIST: the proxy's users as ACL rules.
+    AclList,
+    /// ACL GETUSER: one of the proxy's users.
+    AclGetuser,
 }
 
 impl Local {
@@ -120,7 +138,10 @@ impl Local {
             | C::CommandList
             | C::CommandHelp
             | C::CommandGetkeysandflags
-            | C::ClientHelp => Local::FromBackend,
+            | C::ClientHelp
+            | C::AclCat
+            | C::AclHelp
+            | C::AclGenpass => Local::FromBackend,
             C::ConfigGet => Local::ConfigGet,
             C::SlowlogGet => Local::SlowlogGet,
             C::SlowlogLen => Local::SlowlogLen,
@@ -141,6 +162,15 @@ impl Local {
             C::ClientTracking | C::ClientCaching | C::ClientGetredir | C::ClientTrackinginfo => {
                 Local::Tracking
             }
+            C::ConfigSet | C::ConfigResetstat | C::ConfigRewrite | C::LatencyReset => {
+                Local::EveryNode
+            }
+            C::Monitor => Local::Monitor,
+            C::ClientReply => Local::ClientReply,
+            C::AclWhoami => Local::AclWhoami,
+            C::AclUsers => Local::AclUsers,
+            C::AclList => Local::AclList,
+            C::AclGetuser => Local::AclGetuser,
             _ => return None,
         })
     }
@@ -210,7 +240,20 @@ const fn declared_route(id: CommandId) -> Route {
         | C::SlowlogGet
         | C::SlowlogLen
         | C::SlowlogReset
-        | C::Wait => Route::Local,
+        | C::Wait
+        | C::ConfigSet
+        | C::ConfigResetstat
+        | C::ConfigRewrite
+        | C::LatencyReset
+        | C::Monitor
+        | C::ClientReply
+        | C::AclWhoami
+        | C::AclCat
+        | C::AclHelp
+        | C::AclGenpass
+        | C::AclUsers
+        | C::AclList
+        | C::AclGetuser => Route::Local,
         // Each master holds a part of the keyspace: the session visits them in turn.
         C::Scan => Route::Scan,
         // Pub/sub: a channel lives on the master of its slot (PUBLISH and SUBSCRIBE of a
@@ -261,9 +304,6 @@ const fn declared_route(id: CommandId) -> Route {
         // failover and resync.
         C::Shutdown
         | C::Debug
-        | C::ConfigSet
-        | C::ConfigRewrite
-        | C::ConfigResetstat
         | C::Replicaof
         | C::Slaveof
         | C::Failover
@@ -311,33 +351,22 @@ const fn declared_route(id: CommandId) -> Route {
         | C::ClusterSlots => Route::Forbidden,
         // Databases other than 0 and cross-node key moves would escape the slot table.
         C::Swapdb | C::Move | C::Migrate => Route::Forbidden,
-        // MONITOR streams one backend's traffic, other clients' included.
-        C::Monitor => Route::Forbidden,
-        // REPLY changes how a backend connection answers, which would desynchronise a shared
-        // lane. (CLIENT KILL/PAUSE/UNPAUSE/UNBLOCK/TRACKING... act on the proxy's own
-        // clients: see [`Local`].)
-        C::ClientReply => Route::Forbidden,
+        // (CLIENT KILL/PAUSE/UNPAUSE/UNBLOCK/REPLY/TRACKING... and MONITOR are the proxy's:
+        // see [`Local`].)
         // SCRIPT DEBUG needs a private forked server.
         C::ScriptDebug => Route::Forbidden,
-        // ACL (all subcommands): backends authenticate the proxy, not the client, so even
-        // ACL WHOAMI / CAT / LOG would answer about the proxy's backend user and config; clients
-        // authenticate to the proxy (AUTH/HELLO are local).
+        // ACL changes and logs: backends authenticate the proxy, not the client, so they would
+        // act on or answer about the proxy's backend users; clients authenticate to the proxy
+        // (AUTH/HELLO are local), whose users come from its configuration. (The read-only
+        // WHOAMI, USERS, LIST and GETUSER describe the proxy's users, and CAT Redis's
+        // categories: see [`Local`].)
         C::Acl
-        | C::AclCat
         | C::AclDeluser
         | C::AclDryrun
-        | C::AclGenpass
-        | C::AclGetuser
-        | C::AclHelp
-        | C::AclList
         | C::AclLoad
         | C::AclLog
         | C::AclSave
-        | C::AclSetuser
-        | C::AclUsers
-        | C::AclWhoami => Route::Forbidden,
-        // LATENCY RESET would reset one arbitrary backend's statistics.
-        C::LatencyReset => Route::Forbidden,
+        | C::AclSetuser => Route::Forbidden,
         // PFSELFTEST / PFDEBUG are internal testing commands.
         C::Pfselftest | C::Pfdebug => Route::Forbidden,
         // Container names alone: always an arity error in Redis (see the module documentation);

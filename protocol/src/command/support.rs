@@ -37,6 +37,10 @@ fn describe(spec: &CommandSpec) -> (&'static str, String) {
             "answered by the proxy; invalidations from every master (see client-side-caching.md)"
                 .into(),
         ),
+        Route::Local if Local::of(spec.id) == Some(Local::EveryNode) => (
+            "works",
+            "every node, masters and replicas; OK when all said OK".into(),
+        ),
         Route::Local => ("works", "answered by the proxy".into()),
         Route::FanOut(merge) => (
             "works",

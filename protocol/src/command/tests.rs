@@ -398,9 +398,10 @@ fn routes_follow_the_rules() {
     assert_eq!(route("keys"), Route::FanOut(Merge::ConcatArrays));
     assert_eq!(route("script|exists"), Route::FanOut(Merge::AndArrays));
     assert_eq!(route("function|load"), Route::FanOut(Merge::First));
-    assert_eq!(route("config|set"), Route::Forbidden);
+    assert_eq!(route("config|set"), Route::Local);
     assert_eq!(route("cluster|info"), Route::Forbidden);
-    assert_eq!(route("acl|whoami"), Route::Forbidden);
+    assert_eq!(route("acl|whoami"), Route::Local);
+    assert_eq!(route("acl|setuser"), Route::Forbidden);
     assert_eq!(route("multi"), Route::Dedicated);
     assert_eq!(route("wait"), Route::Local);
     assert_eq!(route("spublish"), Route::PubSub);
@@ -588,6 +589,19 @@ fn local_commands_are_the_ones_local_of_knows() {
         "asking",
         "readonly",
         "readwrite",
+        "config|set",
+        "config|resetstat",
+        "config|rewrite",
+        "latency|reset",
+        "monitor",
+        "client|reply",
+        "acl|whoami",
+        "acl|cat",
+        "acl|help",
+        "acl|genpass",
+        "acl|users",
+        "acl|list",
+        "acl|getuser",
     ];
     expected.sort_unstable();
     assert_eq!(local, expected);

@@ -1,0 +1,357 @@
+//! The operators' commands the proxy answers as one Redis server would: CONFIG SET /
+//! RESETSTAT / REWRITE and LATENCY RESET (applied to every node by the controller), MONITOR,
+//! the read-only ACL commands over the proxy's own users, and the tracking queries of a
+//! client without tracking.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use super::dispatch::Action;
+use super::Ctx;
+use crate::events::ControlEvent;
+use redshard_config::Access;
+use redshard_protocol::client_error::ClientError;
+use redshard_protocol::command::{self, CommandId, CommandSpec, Flags};
+use redshard_protocol::resp::{encode, Args, Protocol};
+
+/// Why the controller keeps replication settings.
+const REPLICATION: &str = "redshard's controller manages replication (REPLICAOF, masterauth, masteruser); use redshard-admin to change the topology";
+/// Why the nodes' password stays.
+const CREDENTIALS: &str = "the proxy authenticates to the nodes with it ([backend] password); change it on each node and in the proxy's configuration together";
+/// Why addresses and files stay.
+const NODE_LOCAL: &str =
+    "each node's addresses, files and directories are set on the node itself, not through redshard";
+/// Why the settings the proxy answers for stay.
+const PROXY_OWN: &str = "the proxy answers for this setting itself (CONFIG GET shows its value); set it in the proxy's configuration";
+/// Why cluster mode stays off.
+const STANDALONE: &str = "redshard's nodes run standalone (cluster-enabled no)";
+/// Why eviction stays off.
+const NOEVICTION: &str = "redshard needs maxmemory-policy noeviction on every node (an evicted key would differ between a master and its replicas)";
+
+/// The parameters CONFIG SET may not change through the proxy, and why (besides every
+/// `cluster-*` one and `maxmemory-policy` other than `noeviction`).
+const MANAGED: &[(&str, &str)] = &[
+    ("replicaof", REPLICATION),
+    ("slaveof", REPLICATION),
+    ("masterauth", REPLICATION),
+    ("masteruser", REPLICATION),
+    ("requirepass", CREDENTIALS),
+    ("port", NODE_LOCAL),
+    ("tls-port", NODE_LOCAL),
+    ("bind", NODE_LOCAL),
+    ("bind-source-addr", NODE_LOCAL),
+    ("unixsocket", NODE_LOCAL),
+    ("unixsocketperm", NODE_LOCAL),
+    ("dir", NODE_LOCAL),
+    ("dbfilename", NODE_LOCAL),
+    ("appendfilename", NODE_LOCAL),
+    ("appenddirname", NODE_LOCAL),
+    ("logfile", NODE_LOCAL),
+    ("pidfile", NODE_LOCAL),
+    ("aclfile", NODE_LOCAL),
+    ("databases", PROXY_OWN),
+    ("maxclients", PROXY_OWN),
+    ("timeout", PROXY_OWN),
+    ("proto-max-bulk-len", PROXY_OWN),
+    ("client-query-buffer-limit", PROXY_OWN),
+    ("save", PROXY_OWN),
+    ("appendonly", PROXY_OWN),
+];
+
+/// Why CONFIG SET may not set `param` to `value` through the proxy, if it may not.
+fn managed(param: &[u8], value: &[u8]) -> Option<&'static str> {
+    let lower = param.to_ascii_lowercase();
+    if lower.starts_with(b"cluster-") {
+        return Some(STANDALONE);
+    }
+    if lower == b"maxmemory-policy" && !value.eq_ignore_ascii_case(b"noeviction") {
+        return Some(NOEVICTION);
+    }
+    MANAGED
+        .iter()
+        .find(|(name, _)| name.as_bytes() == lower.as_slice())
+        .map(|(_, why)| *why)
+}
+
+/// CONFIG SET / RESETSTAT / REWRITE, LATENCY RESET: checked here (CONFIG SET's pairs, the
+/// parameters the proxy manages), then sent by the controller to every node; the client gets
+/// `+OK` (LATENCY RESET: the events reset, summed) when every node accepted, else
+/// [`ClientError::NodesRefused`].
+pub(super) fn every_node(ctx: &mut Ctx, spec: &'static CommandSpec, args: Args<'_>) -> Action {
+    if spec.id == CommandId::ConfigSet {
+        // Redis: an odd count of parameter/value arguments is a syntax error.
+        if args.len() % 2 != 0 {
+            return Action::error(ctx, ClientError::SyntaxError);
+        }
+        for at in (2..args.len()).step_by(2) {
+            if let Some(why) = managed(args.get(at), args.get(at + 1)) {
+                return Action::error(
+                    ctx,
+                    ClientError::ConfigManaged {
+                        param: args.get(at).into(),
+                        why,
+                    },
+                );
+            }
+        }
+    }
+    if spec.id == CommandId::ConfigSet {
+        slowlog_settings(ctx, args);
+    }
+    if spec.id == CommandId::ConfigResetstat {
+        // The proxy's own counters in INFO, as the nodes reset theirs.
+        ctx.state.clients.reset_stats();
+    }
+    let request = args.iter().map(Bytes::copy_from_slice).collect();
+    let (done, answer) = tokio::sync::oneshot::channel();
+    if !ctx
+        .state
+        .router
+        .pool()
+        .report(ControlEvent::EveryNode { request, done })
+    {
+        return Action::error(ctx, ClientError::Unsupported { command: spec.name });
+    }
+    let slot = ctx.queue.reserve();
+    ctx.barrier = true;
+    tokio::spawn(async move {
+        // Dropped only when the proxy stops first.
+        let reply = answer
+            .await
+            .unwrap_or_else(|_| ClientError::LaneClosed.to_reply());
+        slot.deliver(reply);
+    });
+    Action::Done
+}
+
+/// CONFIG SET of `slowlog-log-slower-than` / `slowlog-max-len`: SLOWLOG is the proxy's
+/// own, so they set its `[slowlog]` (until the next reload re-reads the file), as well as the
+/// nodes'. A value the nodes would refuse (not an integer, out of Redis's range) changes
+/// nothing here; their answer says why.
+fn slowlog_settings(ctx: &Ctx, args: Args<'_>) {
+    let mut slowlog = ctx.state.live.now().slowlog;
+    let mut changed = false;
+    for at in (2..args.len()).step_by(2) {
+        let (name, value) = (args.get(at), args.get(at + 1));
+        let value = redshard_protocol::resp::parse_i64(value);
+        if name.eq_ignore_ascii_case(b"slowlog-log-slower-than") {
+            if let Some(us) = value.filter(|us| *us >= -1) {
+                slowlog.log_slower_than_us = us;
+                changed = true;
+            }
+        } else if name.eq_ignore_ascii_case(b"slowlog-max-len") {
+            if let Some(len) = value.and_then(|n| usize::try_from(n).ok()) {
+                slowlog.max_len = len;
+                changed = true;
+            }
+        }
+    }
+    if changed {
+        // Not while a reload compares and replaces the settings.
+        let _reload = ctx
+            .state
+            .reload
+            .lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut next = (*ctx.state.live.snapshot()).clone();
+        next.slowlog = slowlog;
+        ctx.state.live.replace(Arc::new(next));
+    }
+}
+
+/// MONITOR: `+OK`, then every client's commands (see [`crate::monitor`]). A second MONITOR
+/// on the same connection is not answered, as in Redis.
+pub(super) fn monitor(ctx: &mut Ctx) -> Action {
+    if ctx.monitoring {
+        // No reply, so no entry to label.
+        ctx.current_cmd = None;
+        return Action::Done;
+    }
+    ctx.queue.push_ready(Bytes::from_static(encode::OK));
+    ctx.monitoring = true;
+    ctx.client.fields().monitor = true;
+    ctx.state
+        .monitors
+        .add(ctx.client.id, Arc::clone(&ctx.queue));
+    Action::Done
+}
+
+/// Whether a monitoring client may run `spec`: Redis treats it as a replica, which may not
+/// touch the keyspace.
+pub(super) fn monitor_refuses(spec: &CommandSpec) -> bool {
+    spec.flags.intersects(
+        Flags::READONLY
+            .union(Flags::WRITE)
+            .union(Flags::MAY_REPLICATE),
+    )
+}
+
+/// Ends MONITOR mode (RESET, or the client leaves).
+pub(super) fn stop_monitoring(ctx: &mut Ctx) {
+    if std::mem::take(&mut ctx.monitoring) {
+        ctx.state.monitors.remove(ctx.client.id);
+        ctx.client.fields().monitor = false;
+    }
+}
+
+/// One of the proxy's users as ACL commands show it.
+struct User<'a> {
+    name: &'a str,
+    /// `None`: `nopass` (the default user without a proxy password).
+    password: Option<&'a str>,
+    access: Access,
+}
+
+/// The proxy's users: `default` and the `[[user]]`s, sorted by name as Redis lists them.
+fn users(ctx: &Ctx) -> Vec<User<'_>> {
+    let config = &ctx.state.config;
+    let mut users = vec![User {
+        name: "default",
+        password: config.password.as_deref(),
+        access: Access::All,
+    }];
+    users.extend(config.users.iter().map(|u| User {
+        name: &u.name,
+        password: Some(&u.password),
+        access: u.access,
+    }));
+    users.sort_by(|a, b| a.name.cmp(b.name));
+    users
+}
+
+/// A password as Redis shows it: the hex of its SHA-256.
+fn password_hash(password: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, password.as_bytes());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An access level as ACL command rules (what the proxy refuses every client is not listed:
+/// it is the same for every user, see `docs/access-control.md`).
+fn command_rules(access: Access) -> String {
+    match access {
+        Access::All => "+@all".into(),
+        Access::NoDangerous => {
+            "+@all -@dangerous -script|flush -function|flush -function|restore".into()
+        }
+        // What may write or replicate, and administration; the `_RO` scripts stay.
+        Access::ReadOnly => {
+            let mut rules = String::from("+@all -@write -@admin");
+            for spec in command::all_specs().filter(|s| {
+                s.flags.contains(Flags::MAY_REPLICATE)
+                    && !s.flags.intersects(Flags::WRITE.union(Flags::ADMIN))
+            }) {
+                rules.push_str(" -");
+                rules.push_str(spec.name);
+            }
+            rules.push_str(" -script|flush -memory|purge");
+            rules
+        }
+    }
+}
+
+/// ACL WHOAMI.
+pub(super) fn whoami(ctx: &Ctx) -> Action {
+    let name = if ctx.user.is_empty() {
+        "default"
+    } else {
+        &ctx.user
+    };
+    let mut out = BytesMut::new();
+    encode::bulk(&mut out, name.as_bytes());
+    Action::reply(ctx, out.freeze())
+}
+
+/// ACL USERS and ACL LIST (`rules`: each user as its configuration line).
+pub(super) fn list(ctx: &Ctx, rules: bool) -> Action {
+    let users = users(ctx);
+    let mut out = BytesMut::new();
+    encode::array_header(&mut out, users.len());
+    for user in &users {
+        if rules {
+            let password = user
+                .password
+                .map_or_else(|| "nopass".to_owned(), |p| format!("#{}", password_hash(p)));
+            let line = format!(
+                "user {} on {password} ~* &* {}",
+                user.name,
+                command_rules(user.access)
+            );
+            encode::bulk(&mut out, line.as_bytes());
+        } else {
+            encode::bulk(&mut out, user.name.as_bytes());
+        }
+    }
+    Action::reply(ctx, out.freeze())
+}
+
+/// ACL GETUSER name: Redis's description (a map in RESP3), or null for an unknown user.
+pub(super) fn getuser(ctx: &Ctx, name: &[u8]) -> Action {
+    let users = users(ctx);
+    let Some(user) = users.iter().find(|u| u.name.as_bytes() == name) else {
+        return Action::reply(ctx, super::local::null(ctx.protocol));
+    };
+    let mut out = BytesMut::new();
+    encode::map_header(&mut out, ctx.protocol, 6);
+    encode::bulk(&mut out, b"flags");
+    let flags: &[&[u8]] = if user.password.is_some() {
+        &[b"on"]
+    } else {
+        &[b"on", b"nopass"]
+    };
+    set_header(&mut out, ctx.protocol, flags.len());
+    for flag in flags {
+        encode::bulk(&mut out, flag);
+    }
+    encode::bulk(&mut out, b"passwords");
+    match user.password {
+        Some(p) => {
+            encode::array_header(&mut out, 1);
+            encode::bulk(&mut out, password_hash(p).as_bytes());
+        }
+        None => encode::array_header(&mut out, 0),
+    }
+    encode::bulk(&mut out, b"commands");
+    encode::bulk(&mut out, command_rules(user.access).as_bytes());
+    for (key, value) in [("keys", "~*"), ("channels", "&*")] {
+        encode::bulk(&mut out, key.as_bytes());
+        encode::bulk(&mut out, value.as_bytes());
+    }
+    encode::bulk(&mut out, b"selectors");
+    encode::array_header(&mut out, 0);
+    Action::reply(ctx, out.freeze())
+}
+
+/// A set's header: `~n` in RESP3, an array in RESP2.
+fn set_header(out: &mut BytesMut, protocol: Protocol, len: usize) {
+    match protocol {
+        Protocol::Resp2 => encode::array_header(out, len),
+        Protocol::Resp3 => out.extend_from_slice(format!("~{len}\r\n").as_bytes()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_the_proxy_manages_is_refused() {
+        assert!(managed(b"REPLICAOF", b"h 1").is_some());
+        assert!(managed(b"slaveof", b"no one").is_some());
+        assert!(managed(b"cluster-enabled", b"yes").is_some());
+        assert!(managed(b"maxmemory-policy", b"allkeys-lru").is_some());
+        assert!(managed(b"maxmemory-policy", b"NOEVICTION").is_none());
+        assert!(managed(b"maxmemory", b"100mb").is_none());
+        assert!(managed(b"notify-keyspace-events", b"KEA").is_none());
+    }
+
+    #[test]
+    fn passwords_are_shown_as_redis_hashes_them() {
+        // `ACL SETUSER alice >pw` on redis-server 7.0 lists `#30c9...70c4`.
+        assert_eq!(
+            password_hash("pw"),
+            "30c952fab122c3f9759f02a6d95c3758b246b4fee239957b2d4fee46e26170c4"
+        );
+    }
+}
