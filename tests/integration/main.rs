@@ -24,6 +24,7 @@ mod etcd_cluster;
 mod failover;
 mod fleet;
 mod fleet_admin;
+mod fleet_crash;
 mod fleet_frozen;
 mod fleet_tutorial;
 mod limits;
