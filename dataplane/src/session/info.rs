@@ -455,7 +455,7 @@ fn write_migration(state: &ProxyState, text: &mut String) {
 /// (every database's counts summed). Masters that failed to answer are counted in
 /// `keyspace_unavailable_shards`.
 pub(super) fn with_nodes(
-    mut text: String,
+    text: String,
     nodes: NodeSections,
     parts: &[Bytes],
     protocol: Protocol,
@@ -466,9 +466,14 @@ pub(super) fn with_nodes(
         if reply::is_error(part) {
             unavailable += 1;
         } else {
-            masters.push(node_sections(&String::from_utf8_lossy(part)));
+            // Byte for byte (Latin-1), not as UTF-8: an error code or a command name may be
+            // any bytes (`errorstat_\xff\xfeBAD`), and must come out as the node wrote it.
+            masters.push(node_sections(
+                &part.iter().map(|&b| char::from(b)).collect::<String>(),
+            ));
         }
     }
+    let mut text = text.into_bytes();
     let fields_of = |name: &str| -> Vec<&[(String, String)]> {
         masters
             .iter()
@@ -477,11 +482,15 @@ pub(super) fn with_nodes(
     };
     let mut section = |title: &str, body: String| {
         if !text.is_empty() {
-            text.push_str("\r\n");
+            text.extend_from_slice(b"\r\n");
         }
-        text.push_str(title);
-        text.push_str("\r\n");
-        text.push_str(&body);
+        text.extend_from_slice(title.as_bytes());
+        text.extend_from_slice(b"\r\n");
+        // Every char of `body` is a byte of a node's reply (see above) or ASCII.
+        text.extend(
+            body.chars()
+                .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?')),
+        );
     };
     if nodes.has(NodeSections::PERSISTENCE) {
         section(
@@ -511,7 +520,7 @@ pub(super) fn with_nodes(
         }
         section("# Keyspace", body);
     }
-    encode::text(protocol, text.as_bytes())
+    encode::text(protocol, &text)
 }
 
 /// One section of a node's INFO: its title (lower case) and its `key:value` lines in order.
@@ -781,6 +790,18 @@ mod tests {
         .map(|t| text.find(t).unwrap_or_else(|| panic!("{t} in {text}")))
         .collect();
         assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
+        // A name that is not UTF-8 comes out as the node wrote it.
+        let odd = [Bytes::from_static(
+            b"$0\r\n# Errorstats\r\nerrorstat_\xff\xfeBAD:count=1\r\n",
+        )];
+        let out = with_nodes(
+            String::new(),
+            NodeSections::ERRORSTATS,
+            &odd,
+            Protocol::Resp2,
+        );
+        let line: &[u8] = b"errorstat_\xff\xfeBAD:count=1\r\n";
+        assert!(out.windows(line.len()).any(|w| w == line), "{out:?}");
         assert!(!text.contains("# Keyspace"), "{text}");
     }
 }
