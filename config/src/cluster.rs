@@ -43,6 +43,15 @@ pub const MIN_LEASE_TTL_MS: u64 = 2_000;
 pub const MAX_LEASE_TTL_MS: u64 = 60_000;
 /// Most etcd endpoints in `[cluster] etcd`.
 pub const MAX_ETCD_ENDPOINTS: usize = 16;
+/// Default of `[cluster] forward_max_reply_bytes`: the largest reply of the leader that a
+/// proxy relays to an admin client (a REBALANCE plan or MIGRATIONS list stays far below).
+pub const DEFAULT_FORWARD_MAX_REPLY_BYTES: usize = 16 * 1024 * 1024;
+/// Largest `[cluster] forward_max_reply_bytes`.
+pub const MAX_FORWARD_MAX_REPLY_BYTES: usize = 1024 * 1024 * 1024;
+/// Default of `[cluster] forward_timeout_ms`, beyond the twice `[mirror] cutover_timeout_ms`
+/// a graceful FAILOVER (the slowest leader-only command) may take at the leader.
+pub const DEFAULT_FORWARD_SLACK_MS: u64 = 10_000;
+
 /// Default of `[cluster] peer_poll_interval_ms`: how often a proxy out of touch with etcd asks
 /// the other proxies whether they reach it (see `docs/fleet.md`, "etcd entirely down").
 pub const DEFAULT_PEER_POLL_INTERVAL_MS: u64 = 500;
@@ -75,6 +84,13 @@ pub struct ClusterFile {
     /// [`MIN_PEER_POLL_INTERVAL_MS`] and a quarter of `lease_ttl_ms`. Default
     /// [`DEFAULT_PEER_POLL_INTERVAL_MS`].
     pub peer_poll_interval_ms: Option<Spanned<u64>>,
+    /// `forward_timeout_ms`: how long a proxy waits for the leader's reply to an admin command
+    /// it forwarded (the command goes on at the leader). Default: twice `[mirror]
+    /// cutover_timeout_ms` plus [`DEFAULT_FORWARD_SLACK_MS`], what a graceful FAILOVER takes.
+    pub forward_timeout_ms: Option<Spanned<u64>>,
+    /// `forward_max_reply_bytes`: the largest leader's reply relayed; a bigger one is refused,
+    /// not buffered. Default [`DEFAULT_FORWARD_MAX_REPLY_BYTES`].
+    pub forward_max_reply_bytes: Option<Spanned<usize>>,
     /// `proxy_id`: this proxy's name in the fleet. Default: the client listener's `IP:port`
     /// when that names one proxy, else one made from the host name and process id.
     pub proxy_id: Option<Spanned<String>>,
@@ -110,6 +126,12 @@ pub struct ClusterConfig {
     /// reaches it; an ask is given half of it. A leader changes the topology only once in
     /// touch with etcd for three of these without a lapse (see `docs/fleet.md`).
     pub peer_poll_interval: Duration,
+    /// How long a forwarded admin command's reply is waited for; `None`: twice `[mirror]
+    /// cutover_timeout_ms` plus [`DEFAULT_FORWARD_SLACK_MS`] (see
+    /// [`ClusterFile::forward_timeout_ms`]).
+    pub forward_timeout: Option<Duration>,
+    /// The largest leader's reply relayed to an admin client.
+    pub forward_max_reply_bytes: usize,
     /// This proxy's name in the fleet when configured; `None` lets the proxy derive one at
     /// start (see [`ClusterFile::proxy_id`]).
     pub proxy_id: Option<String>,
@@ -249,6 +271,23 @@ pub(crate) fn cluster(
         prefix,
         lease_ttl: Duration::from_millis(ttl),
         peer_poll_interval: Duration::from_millis(peer_poll),
+        forward_timeout: match file.forward_timeout_ms {
+            Some(ms) => Some(Duration::from_millis(src.bounded(
+                Some(ms),
+                "cluster.forward_timeout_ms",
+                DEFAULT_FORWARD_SLACK_MS,
+                1,
+                None,
+            )?)),
+            None => None,
+        },
+        forward_max_reply_bytes: src.bounded(
+            file.forward_max_reply_bytes,
+            "cluster.forward_max_reply_bytes",
+            DEFAULT_FORWARD_MAX_REPLY_BYTES,
+            1024,
+            Some(MAX_FORWARD_MAX_REPLY_BYTES),
+        )?,
         proxy_id,
         advertise_admin,
         auth,

@@ -293,3 +293,34 @@ fn the_advertised_admin_address_is_one_to_connect_to_and_needs_an_admin_port() {
         "{message}"
     );
 }
+
+#[test]
+fn forwarding_has_bounds_with_defaults() {
+    let cluster = parse("[cluster]\netcd = [\"127.0.0.1:2379\"]")
+        .unwrap()
+        .cluster
+        .unwrap();
+    assert_eq!(cluster.forward_timeout, None);
+    assert_eq!(
+        cluster.forward_max_reply_bytes,
+        DEFAULT_FORWARD_MAX_REPLY_BYTES
+    );
+    let set = parse(
+        "[cluster]\netcd = [\"127.0.0.1:2379\"]\nforward_timeout_ms = 2500\nforward_max_reply_bytes = 65536",
+    )
+    .unwrap()
+    .cluster
+    .unwrap();
+    assert_eq!(set.forward_timeout, Some(Duration::from_millis(2500)));
+    assert_eq!(set.forward_max_reply_bytes, 65536);
+    assert_error(
+        "[cluster]\netcd = [\"127.0.0.1:2379\"]\nforward_max_reply_bytes = 10",
+        3,
+        &["cluster.forward_max_reply_bytes"],
+    );
+    assert_error(
+        "[cluster]\netcd = [\"127.0.0.1:2379\"]\nforward_timeout_ms = 0",
+        3,
+        &["cluster.forward_timeout_ms"],
+    );
+}

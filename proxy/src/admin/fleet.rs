@@ -28,15 +28,6 @@ use crate::resp::reply::ReplyScanner;
 use crate::resp::ProtocolError;
 use redshard_control::Controller;
 
-/// How long a forwarded command may take at the leader before the forwarding proxy gives up
-/// waiting (the command itself goes on there). The slowest leader-only command, a graceful
-/// FAILOVER, waits at most twice `[mirror] cutover_timeout_ms` (the drain, then the catch-up); this adds to that.
-const FAILOVER_SLACK: Duration = Duration::from_secs(10);
-
-/// The largest reply relayed from the leader (MIGRATIONS of many queued moves, a REBALANCE
-/// plan over many shards stay far below): a bigger one is refused, not buffered.
-pub const MAX_RELAYED_REPLY: usize = 16 * 1024 * 1024;
-
 /// How long a proxy that forwarded a change to the leader waits to have installed it before
 /// it answers (see [`Fleet::see_own_change`]).
 const SEE_OWN_CHANGE: Duration = Duration::from_secs(5);
@@ -74,8 +65,12 @@ pub struct Fleet {
     password: Option<String>,
     /// Time allowed to connect to the leader's admin port (`[backend] connect_timeout_ms`).
     connect_timeout: Duration,
-    /// Time allowed for the leader's reply to a forwarded command.
+    /// Time allowed for the leader's reply to a forwarded command (`[cluster]
+    /// forward_timeout_ms`).
     reply_timeout: Duration,
+    /// The largest leader's reply relayed (`[cluster] forward_max_reply_bytes`): a bigger one
+    /// is refused, not buffered.
+    max_reply: usize,
 }
 
 impl Fleet {
@@ -97,7 +92,13 @@ impl Fleet {
             etcd: OnceCell::new(),
             password: config.admin_password.clone(),
             connect_timeout: config.backend.connect_timeout,
-            reply_timeout: config.mirror.cutover_timeout * 2 + FAILOVER_SLACK,
+            // The slowest leader-only command, a graceful FAILOVER, waits at most twice
+            // `[mirror] cutover_timeout_ms` (the drain, then the catch-up).
+            reply_timeout: cluster.forward_timeout.unwrap_or(
+                config.mirror.cutover_timeout * 2
+                    + Duration::from_millis(redshard_config::cluster::DEFAULT_FORWARD_SLACK_MS),
+            ),
+            max_reply: cluster.forward_max_reply_bytes,
         }))
     }
 
@@ -283,7 +284,7 @@ impl Fleet {
             let mut buf = Vec::with_capacity(4096);
             let mut scanner = ReplyScanner::new(MAX_RELAYED_DEPTH);
             if self.password.is_some() {
-                let auth = read_reply(&mut socket, &mut buf, &mut scanner).await?;
+                let auth = read_reply(&mut socket, &mut buf, &mut scanner, self.max_reply).await?;
                 if auth != b"+OK\r\n" {
                     return Err(ForwardError::Auth(
                         String::from_utf8_lossy(auth.strip_suffix(b"\r\n").unwrap_or(&auth))
@@ -291,7 +292,7 @@ impl Fleet {
                     ));
                 }
             }
-            read_reply(&mut socket, &mut buf, &mut scanner).await
+            read_reply(&mut socket, &mut buf, &mut scanner, self.max_reply).await
         };
         tokio::time::timeout(self.reply_timeout, exchange)
             .await
@@ -299,21 +300,23 @@ impl Fleet {
     }
 }
 
-/// Reads one complete reply from `socket` into `buf` and takes it off the front.
+/// Reads one complete reply, at most `max_reply` bytes, from `socket` into `buf` and takes
+/// it off the front.
 async fn read_reply(
     socket: &mut TcpStream,
     buf: &mut Vec<u8>,
     scanner: &mut ReplyScanner,
+    max_reply: usize,
 ) -> Result<Vec<u8>, ForwardError> {
     loop {
         if let Some(len) = scanner.scan(buf).map_err(ForwardError::Protocol)? {
             if scanner.too_deep() {
-                return Err(ForwardError::TooLarge);
+                return Err(ForwardError::TooLarge(max_reply));
             }
             return Ok(buf.drain(..len).collect());
         }
-        if buf.len() >= MAX_RELAYED_REPLY {
-            return Err(ForwardError::TooLarge);
+        if buf.len() >= max_reply {
+            return Err(ForwardError::TooLarge(max_reply));
         }
         buf.reserve(4096);
         let n = socket.read_buf(buf).await.map_err(ForwardError::Io)?;
@@ -342,8 +345,8 @@ enum ForwardError {
     #[error("its reply is not RESP: {0}")]
     Protocol(ProtocolError),
     /// The leader's reply is over the bounds of a relayed reply.
-    #[error("its reply is larger than {MAX_RELAYED_REPLY} bytes or nested deeper than {MAX_RELAYED_DEPTH} levels")]
-    TooLarge,
+    #[error("its reply is larger than {0} bytes ([cluster] forward_max_reply_bytes) or nested deeper than {MAX_RELAYED_DEPTH} levels")]
+    TooLarge(usize),
     /// The leader refused this proxy's `admin_password`.
     #[error("it refused this proxy's admin_password ({0}); every proxy of a fleet needs the same admin_password")]
     Auth(String),
