@@ -40,7 +40,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use crate::backend::invalidations::Invalidation;
-use crate::clients::{ClientInfo, Clients};
+use crate::clients::{ClientInfo, Clients, TrackingShown};
 use crate::replies::ReplyTo;
 use crate::router::Router;
 use redshard_protocol::resp::encode;
@@ -204,6 +204,11 @@ impl Tracking {
         if let Some(target) = mode.redirect {
             *inner.targets.entry(target).or_default() += 1;
         }
+        client.fields().tracking = Some(TrackingShown {
+            redirect: mode.redirect.unwrap_or(0),
+            bcast: mode.bcast.is_some(),
+            broken: false,
+        });
         inner.trackers.insert(
             id,
             Tracker {
@@ -244,6 +249,7 @@ impl Tracking {
         let mut inner = self.lock();
         if let Some(old) = inner.trackers.remove(&id) {
             unlink_target(&mut inner, old.mode.redirect);
+            old.client.fields().tracking = None;
         }
         self.trackers.store(inner.trackers.len(), Ordering::Relaxed);
         if inner.trackers.is_empty() && inner.active.is_some() {
@@ -510,6 +516,9 @@ fn send(clients: &Clients, tracker: &mut Tracker, message: Message<'_>) {
                 (target, true)
             } else {
                 tracker.broken_redirect = true;
+                if let Some(shown) = tracker.client.fields().tracking.as_mut() {
+                    shown.broken = true;
+                }
                 if origin_resp >= 3 {
                     let mut out = BytesMut::new();
                     out.extend_from_slice(b">2\r\n$21\r\ntracking-redir-broken\r\n");
@@ -628,8 +637,11 @@ mod tests {
             config.replication.mode,
             events,
         );
-        let (router, writer) =
-            Router::new(redshard_config::Topology::from_config(&config), pool, mirror);
+        let (router, writer) = Router::new(
+            redshard_config::Topology::from_config(&config),
+            pool,
+            mirror,
+        );
         let state = Arc::new(TestHub {
             router,
             clients: Clients::default(),
