@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{
+    AtomicBool, AtomicI32, AtomicU16, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+};
 
 use redshard_protocol::command::{self, CommandSpec};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
@@ -20,6 +22,16 @@ pub struct ClientInfo {
     pub(crate) laddr: SocketAddr,
     /// When it connected (age).
     pub since: Instant,
+    /// The client socket's file descriptor (CLIENT LIST's `fd`), recorded once when its
+    /// session starts; -1 until then.
+    fd: AtomicI32,
+    /// When the proxy last read from the client, in [`clock_secs`] (CLIENT LIST's `idle`):
+    /// stored only when the second changed, so most reads cost one relaxed load.
+    active_at: AtomicU32,
+    /// Commands queued in the client's MULTI (CLIENT LIST's `multi`), -1 outside one.
+    multi: AtomicI32,
+    /// Bytes of the requests queued in the client's MULTI (CLIENT LIST's `multi-mem`).
+    multi_mem: AtomicUsize,
     /// Name, library name and version, and the last command: changed by the session.
     pub fields: Mutex<ClientFields>,
     /// Reply bytes held for the client (received from the nodes, not yet written to it), as
@@ -100,6 +112,28 @@ pub struct ClientFields {
     pub(crate) subscriptions: [usize; 3],
     /// In MONITOR mode (CLIENT LIST's `flags=O`).
     pub(crate) monitor: bool,
+    /// Its CLIENT TRACKING, while on (CLIENT LIST's `flags=t`, `B`, `R` and `redir`), kept
+    /// by the tracking hub.
+    pub(crate) tracking: Option<TrackingShown>,
+}
+
+/// What CLIENT LIST shows of a tracking client.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct TrackingShown {
+    /// REDIRECT's client id, 0 for none (as Redis shows it).
+    pub(crate) redirect: u64,
+    /// BCAST mode (`flags=B`).
+    pub(crate) bcast: bool,
+    /// The redirect target was found gone when an invalidation was due (`flags=R`).
+    pub(crate) broken: bool,
+}
+
+/// A process-wide clock in whole seconds (since its first reading), for CLIENT LIST's
+/// `idle`.
+fn clock_secs(now: Instant) -> u32 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    u32::try_from(now.saturating_duration_since(epoch).as_secs()).unwrap_or(u32::MAX)
 }
 
 impl Default for ClientFields {
@@ -112,6 +146,7 @@ impl Default for ClientFields {
             user: String::new(),
             subscriptions: [0; 3],
             monitor: false,
+            tracking: None,
         }
     }
 }
@@ -206,6 +241,36 @@ impl ClientInfo {
         }
     }
 
+    /// Records the client socket's file descriptor (once, when its session starts).
+    pub(crate) fn set_fd(&self, fd: i32) {
+        self.fd.store(fd, Ordering::Relaxed);
+    }
+
+    /// Records that the proxy read from the client at `now` (CLIENT LIST's `idle`): a store
+    /// only when the clock's second changed.
+    #[inline]
+    pub(crate) fn touch(&self, now: Instant) {
+        let secs = clock_secs(now);
+        if self.active_at.load(Ordering::Relaxed) != secs {
+            self.active_at.store(secs, Ordering::Relaxed);
+        }
+    }
+
+    /// Seconds since the proxy last read from the client (CLIENT LIST's `idle`).
+    #[must_use]
+    pub fn idle_secs(&self) -> u64 {
+        u64::from(clock_secs(Instant::now()).saturating_sub(self.active_at.load(Ordering::Relaxed)))
+    }
+
+    /// The client's MULTI: `Some((commands, bytes))` queued so far, `None` outside one.
+    pub(crate) fn set_multi(&self, queued: Option<(usize, usize)>) {
+        let (count, bytes) = queued.map_or((-1, 0), |(count, bytes)| {
+            (i32::try_from(count).unwrap_or(i32::MAX), bytes)
+        });
+        self.multi.store(count, Ordering::Relaxed);
+        self.multi_mem.store(bytes, Ordering::Relaxed);
+    }
+
     /// Records the command the client is sending now.
     #[inline]
     pub(crate) fn set_command(&self, spec: &CommandSpec) {
@@ -226,27 +291,63 @@ impl ClientInfo {
     }
 
     /// One CLIENT LIST line (without the trailing newline), in Redis's field order.
+    /// `argv_mem` is the bytes of the arguments of the command the client runs now: those
+    /// of the client asking (its own CLIENT LIST or INFO, as in Redis), 0 for the others.
+    ///
+    /// `qbuf`, `qbuf-free`, `rbs`, `rbp`, `obl` and `oll` are 0: the proxy dispatches each
+    /// request as soon as it is read whole, and holds replies in one queue (their bytes are
+    /// `omem`) rather than Redis's reply buffer and list; `tot-mem` is `omem` + `argv-mem` +
+    /// `multi-mem`.
     #[must_use]
-    pub fn line(&self) -> String {
+    pub fn line(&self, argv_mem: usize) -> String {
         let f = self.fields();
         let [sub, psub, ssub] = f.subscriptions;
         let omem = self.output_bytes.load(Ordering::Relaxed);
+        let multi = self.multi.load(Ordering::Relaxed);
+        let multi_mem = if multi >= 0 {
+            self.multi_mem.load(Ordering::Relaxed)
+        } else {
+            0
+        };
+        // Redis's letters, in Redis's order (`catClientInfoString`).
+        let mut flags = String::with_capacity(4);
+        if f.monitor {
+            flags.push('O');
+        }
+        if f.subscribed() {
+            flags.push('P');
+        }
+        if multi >= 0 {
+            flags.push('x');
+        }
+        if self.is_blocked() {
+            flags.push('b');
+        }
+        if let Some(t) = f.tracking {
+            flags.push('t');
+            if t.broken {
+                flags.push('R');
+            }
+            if t.bcast {
+                flags.push('B');
+            }
+        }
+        if flags.is_empty() {
+            flags.push('N');
+        }
+        let redir = f
+            .tracking
+            .map_or(-1, |t| i64::try_from(t.redirect).unwrap_or(i64::MAX));
         format!(
-            "id={} addr={} laddr={} fd=-1 name={} age={} idle=0 flags={} db=0 sub={sub} psub={psub} ssub={ssub} multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem={omem} tot-mem={omem} events=r cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={}",
+            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={flags} db=0 sub={sub} psub={psub} ssub={ssub} multi={multi} qbuf=0 qbuf-free=0 argv-mem={argv_mem} multi-mem={multi_mem} rbs=0 rbp=0 obl=0 oll=0 omem={omem} tot-mem={} events=r cmd={} user={} redir={redir} resp={} lib-name={} lib-ver={}",
             self.id,
             self.addr,
             self.laddr,
+            self.fd.load(Ordering::Relaxed),
             f.name,
             self.since.elapsed().as_secs(),
-            if self.is_blocked() {
-                "b"
-            } else if f.monitor {
-                "O"
-            } else if f.subscribed() {
-                "P"
-            } else {
-                "N"
-            },
+            self.idle_secs(),
+            omem + argv_mem + multi_mem,
             self.last_command(),
             Self::user_name(&f),
             f.resp,
@@ -545,11 +646,16 @@ impl Clients {
     /// Registers a new connection; it stays listed until [`Clients::remove`].
     pub fn add(&self, addr: SocketAddr, laddr: SocketAddr) -> Arc<ClientInfo> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = Instant::now();
         let info = Arc::new(ClientInfo {
             id,
             addr,
             laddr,
-            since: Instant::now(),
+            since: now,
+            fd: AtomicI32::new(-1),
+            active_at: AtomicU32::new(clock_secs(now)),
+            multi: AtomicI32::new(-1),
+            multi_mem: AtomicUsize::new(0),
             fields: Mutex::new(ClientFields::default()),
             output_bytes: AtomicUsize::new(0),
             last_cmd: AtomicU16::new(NO_COMMAND),
@@ -584,12 +690,15 @@ impl Clients {
             .unwrap_or(0)
     }
 
-    /// CLIENT LIST: one line per connection `filter` selects, each ending in a newline.
+    /// CLIENT LIST: one line per connection `filter` selects, each ending in a newline;
+    /// `asking` is the client that asks, by id, with its command's argument bytes (its
+    /// `argv-mem`).
     #[must_use]
-    pub fn list(&self, filter: &ListFilter) -> String {
+    pub fn list(&self, filter: &ListFilter, asking: (u64, usize)) -> String {
         let mut out = String::new();
         let mut add = |info: &ClientInfo| {
-            out.push_str(&info.line());
+            let argv_mem = if info.id == asking.0 { asking.1 } else { 0 };
+            out.push_str(&info.line(argv_mem));
             out.push('\n');
         };
         let live = self.live();

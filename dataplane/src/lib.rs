@@ -28,9 +28,10 @@
 //! - [`router`]: the slot table in an `ArcSwap`, and the routing of one request.
 //! - [`health`]: what is known of each backend node, readiness; [`migration`]: the
 //!   migration queue and progress, and the key mover the data path and the controller share.
-//! - [`state`]: what every session shares (configuration, live limits, router, client list);
-//!   [`tracking`], beside it: CLIENT TRACKING's table of reads and the masters' tracking
-//!   connections (client-side caching).
+//! - [`tracking`]: CLIENT TRACKING's table of reads and the masters' tracking connections
+//!   (client-side caching); it reaches the router and the clients through [`tracking::Hub`].
+//! - [`state`]: what every session shares (configuration, live limits, router, client list,
+//!   the tracking hub).
 //! - [`session`]: one client connection (plain TCP or TLS): reads requests, dispatches them,
 //!   writes the replies back in order; answers connection-local commands itself.
 //!

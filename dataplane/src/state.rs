@@ -159,6 +159,20 @@ pub struct StateOptions {
     pub log_level: Option<LogLevelHook>,
 }
 
+impl crate::tracking::Hub for ProxyState {
+    fn router(&self) -> &Router {
+        &self.router
+    }
+
+    fn clients(&self) -> &Clients {
+        &self.clients
+    }
+
+    fn tracking(&self) -> &crate::tracking::Tracking {
+        &self.tracking
+    }
+}
+
 impl ProxyState {
     /// State for a proxy serving `topology` with `config`, and the parts its controller takes.
     /// Must run inside a tokio runtime: it starts the backend lanes.

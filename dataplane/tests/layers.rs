@@ -61,9 +61,10 @@ const LAYERS: &[(&str, u8)] = &[
     ("router", 5),
     ("health", 6),
     ("migration", 6),
+    // CLIENT TRACKING's hub: follows the router's masters and tells the clients; the state
+    // holds it and lends it the router and the clients through `tracking::Hub`.
+    ("tracking", 6),
     ("state", 7),
-    // CLIENT TRACKING's hub: held by the state, and follows the router's masters.
-    ("tracking", 7),
     ("session", 8),
     // Above this crate: the control plane (layer 9, `redshard-control`: the controller and
     // reloads) and the ports and pages (layer 10, `redshard-proxy`).

@@ -1,7 +1,8 @@
 //! Behaving like one Redis server where clients' own test suites look: CONFIG GET from the
 //! nodes, INFO and CONFIG GET inside MULTI, SCAN of a small keyspace in one call, CLIENT
-//! LIST's `cmd`; the operators' commands: CONFIG SET / RESETSTAT / REWRITE and LATENCY RESET
-//! on every node, MONITOR, CLIENT REPLY, the ACL read commands.
+//! LIST's fields (`cmd`, `idle`, `fd`, MULTI and tracking flags) compared with a
+//! redis-server's; the operators' commands: CONFIG SET / RESETSTAT / REWRITE and LATENCY
+//! RESET on every node, MONITOR, CLIENT REPLY, the ACL read commands.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -1114,4 +1115,221 @@ async fn a_script_run_with_eval_is_known_to_every_master() {
             "round {round}: flushed"
         );
     }
+}
+
+/// One CLIENT LIST line's fields, in order.
+fn fields(line: &str) -> Vec<(String, String)> {
+    line.split(' ')
+        .filter_map(|f| f.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// The value of `field` in the line of the client named `name` in `list`.
+fn field_of(list: &str, name: &str, field: &str) -> String {
+    let line = list
+        .lines()
+        .find(|l| l.contains(&format!(" name={name} ")))
+        .unwrap_or_else(|| panic!("no client {name} in {list}"));
+    fields(line)
+        .into_iter()
+        .find(|(k, _)| k == field)
+        .unwrap_or_else(|| panic!("no {field} in {line}"))
+        .1
+}
+
+/// CLIENT LIST of the server at `addr`, asked over a new connection.
+async fn list_at(addr: String) -> String {
+    let mut c = redshard_tests::Client::connect(addr).await;
+    c.cmd(&["CLIENT", "LIST"]).await.text()
+}
+
+/// A client of `addr` named `name`.
+async fn named_at(addr: &str, name: &str) -> redshard_tests::Client {
+    let mut c = redshard_tests::Client::connect(addr).await;
+    assert!(c.cmd(&["CLIENT", "SETNAME", name]).await.is_ok());
+    c
+}
+
+/// What CLIENT LIST shows, on the server at `addr` (the proxy or a redis-server), of a client
+/// in MULTI with one queued command, of tracking clients (default, BCAST, REDIRECT) and of a
+/// plain one: by name, its `flags`, `multi`, `redir` (`obs` for the observer's id) and
+/// `argv-mem`; then the observer's own line's field names and `argv-mem` (CLIENT INFO), and
+/// every client's `fd`. The clients stay connected until the end.
+async fn client_list_scenario(
+    addr: &str,
+) -> (BTreeMap<String, [String; 4]>, Vec<String>, String, Vec<i64>) {
+    let mut obs = named_at(addr, "obs").await;
+    let obs_id = obs.cmd(&["CLIENT", "ID"]).await.int().to_string();
+    let mut m = named_at(addr, "m").await;
+    assert!(m.cmd(&["MULTI"]).await.is_ok());
+    assert_eq!(
+        m.cmd(&["SET", "clientlist:k", "v"]).await,
+        Reply::Status("QUEUED".into())
+    );
+    let mut t = named_at(addr, "t").await;
+    assert!(t.cmd(&["CLIENT", "TRACKING", "ON"]).await.is_ok());
+    let mut b = named_at(addr, "b").await;
+    assert!(b
+        .cmd(&["CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", "a:"])
+        .await
+        .is_ok());
+    let mut r = named_at(addr, "r").await;
+    assert!(r
+        .cmd(&["CLIENT", "TRACKING", "ON", "REDIRECT", &obs_id])
+        .await
+        .is_ok());
+    let _n = named_at(addr, "n").await;
+    let list = obs.cmd(&["CLIENT", "LIST"]).await.text();
+    let mut shown = BTreeMap::new();
+    for name in ["m", "t", "b", "r", "n"] {
+        let redir = field_of(&list, name, "redir");
+        let redir = if redir == obs_id { "obs".into() } else { redir };
+        shown.insert(
+            name.to_owned(),
+            [
+                field_of(&list, name, "flags"),
+                field_of(&list, name, "multi"),
+                redir,
+                field_of(&list, name, "argv-mem"),
+            ],
+        );
+    }
+    assert_ne!(field_of(&list, "m", "multi-mem"), "0", "{list}");
+    let fds = list
+        .lines()
+        .map(|l| {
+            fields(l)
+                .into_iter()
+                .find(|(k, _)| k == "fd")
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or_else(|| panic!("{l}"))
+        })
+        .collect();
+    let info = obs.cmd(&["CLIENT", "INFO"]).await.text();
+    let names = fields(info.trim_end())
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    let own_argv = field_of(&info, "obs", "argv-mem");
+    drop((m, t, b, r));
+    (shown, names, own_argv, fds)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_list_shows_multi_tracking_fd_and_fields_as_redis_does() {
+    let cluster = TestCluster::start(1).await;
+    let proxy = client_list_scenario(&cluster.addr.to_string()).await;
+    let redis = client_list_scenario(&cluster.masters[0].addr()).await;
+    let expected: BTreeMap<String, [String; 4]> = [
+        ("m", ["x", "1", "-1", "0"]),
+        ("t", ["t", "-1", "0", "0"]),
+        ("b", ["tB", "-1", "0", "0"]),
+        ("r", ["t", "-1", "obs", "0"]),
+        ("n", ["N", "-1", "-1", "0"]),
+    ]
+    .into_iter()
+    .map(|(name, v)| (name.to_owned(), v.map(str::to_owned)))
+    .collect();
+    assert_eq!(proxy.0, expected, "the proxy's CLIENT LIST");
+    assert_eq!(redis.0, expected, "redis-server's CLIENT LIST");
+    // The same fields in the same order; Redis 7.0 has no lib-name and lib-ver (7.2's).
+    let redis_names: Vec<String> = if redis.1.iter().any(|n| n == "lib-name") {
+        redis.1.clone()
+    } else {
+        let mut names = redis.1.clone();
+        names.extend(["lib-name".to_owned(), "lib-ver".to_owned()]);
+        names
+    };
+    assert_eq!(proxy.1, redis_names);
+    // CLIENT INFO's own `argv-mem`: the bytes of `client` and `info`.
+    assert_eq!(proxy.2, "10");
+    assert_eq!(proxy.2, redis.2);
+    // Each client's own socket.
+    let fds = proxy.3;
+    assert!(fds.iter().all(|&fd| fd > 0), "{fds:?}");
+    assert_eq!(
+        fds.iter().collect::<BTreeSet<_>>().len(),
+        fds.len(),
+        "{fds:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_list_idle_grows_without_commands_and_a_command_resets_it() {
+    let cluster = TestCluster::start(1).await;
+    let addr = cluster.addr.to_string();
+    let mut obs = named_at(&addr, "obs").await;
+    let mut idler = named_at(&addr, "idler").await;
+    let idle = |list: &str| field_of(list, "idler", "idle").parse::<u64>().unwrap();
+    redshard_tests::wait_until(
+        std::time::Duration::from_secs(10),
+        "the idle client's idle= to reach 2",
+        || {
+            let addr = addr.clone();
+            async move { idle(&list_at(addr).await) >= 2 }
+        },
+    )
+    .await;
+    assert_eq!(idler.cmd(&["PING"]).await, Reply::Status("PONG".into()));
+    let after = idle(&obs.cmd(&["CLIENT", "LIST"]).await.text());
+    assert!(after < 2, "idle={after} right after a command");
+    // The asking client is not idle (1 at most: a second may turn between its read and its
+    // line).
+    let info = obs.cmd(&["CLIENT", "INFO"]).await.text();
+    let own: u64 = field_of(&info, "obs", "idle").parse().unwrap();
+    assert!(own <= 1, "{info}");
+}
+
+/// A tracking client whose REDIRECT target left shows `R` once an invalidation was due, on
+/// the server at `addr`; `writer_addr` changes `key`, which it read.
+async fn broken_redirect_scenario(addr: &str, writer_addr: &str, key: &str) {
+    let mut obs = named_at(addr, "obs").await;
+    let mut target = named_at(addr, "target").await;
+    let target_id = target.cmd(&["CLIENT", "ID"]).await.int().to_string();
+    let mut t = named_at(addr, "t").await;
+    assert!(t
+        .cmd(&["CLIENT", "TRACKING", "ON", "REDIRECT", &target_id])
+        .await
+        .is_ok());
+    assert_eq!(t.cmd(&["GET", key]).await, Reply::Bulk(None));
+    assert!(target.cmd(&["QUIT"]).await.is_ok());
+    drop(target);
+    redshard_tests::wait_until(
+        std::time::Duration::from_secs(10),
+        "the redirect target to leave",
+        || {
+            let addr = addr.to_owned();
+            async move { !list_at(addr).await.contains(" name=target ") }
+        },
+    )
+    .await;
+    assert_eq!(
+        field_of(&obs.cmd(&["CLIENT", "LIST"]).await.text(), "t", "flags"),
+        "t"
+    );
+    let mut writer = redshard_tests::Client::connect(writer_addr).await;
+    assert!(writer.cmd(&["SET", key, "v"]).await.is_ok());
+    redshard_tests::wait_until(
+        std::time::Duration::from_secs(10),
+        "flags=tR after an invalidation for a gone redirect target",
+        || {
+            let addr = addr.to_owned();
+            async move { field_of(&list_at(addr).await, "t", "flags") == "tR" }
+        },
+    )
+    .await;
+    assert_eq!(
+        field_of(&obs.cmd(&["CLIENT", "LIST"]).await.text(), "t", "redir"),
+        target_id
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_list_shows_a_broken_tracking_redirect_as_redis_does() {
+    let cluster = TestCluster::start(1).await;
+    let proxy = cluster.addr.to_string();
+    broken_redirect_scenario(&proxy, &proxy, "broken:proxy").await;
+    let redis = cluster.masters[0].addr();
+    broken_redirect_scenario(&redis, &redis, "broken:redis").await;
 }

@@ -632,10 +632,13 @@ pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes:
             let script = ctx.current_cmd.is_some_and(|spec| is_script(spec.id));
             if let Some(tx) = ctx.tx.as_mut() {
                 tx.scripts |= script;
+                tx.queued_bytes += bytes.len();
                 tx.queued.push(match prepared {
                     Some(p) => (p.request.unwrap_or(bytes), p.effect),
                     None => (bytes, Effect::Skip),
                 });
+                ctx.client
+                    .set_multi(Some((tx.next_position(), tx.queued_bytes)));
             }
             ctx.queue.push_ready(Bytes::from_static(b"+QUEUED\r\n"));
         }

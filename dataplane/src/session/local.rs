@@ -48,7 +48,9 @@ pub(super) fn handle(
             // RESP2 and no name.
             super::admin::stop_monitoring(ctx);
             super::reply_mode::reset(ctx);
-            ctx.tx = None;
+            if ctx.tx.take().is_some() {
+                ctx.client.set_multi(None);
+            }
             if ctx.watch.take().is_some() {
                 ctx.private = None;
             }
@@ -127,12 +129,15 @@ pub(super) fn handle(
         }
         Local::ClientSetinfo => client_setinfo(ctx, args),
         Local::ClientInfo => {
-            let line = ctx.client.line() + "\n";
+            let line = ctx.client.line(argv_mem(&args)) + "\n";
             text(ctx, line.as_bytes())
         }
         Local::ClientList => match list_filter(args) {
             Ok(filter) => {
-                let list = ctx.state.clients.list(&filter);
+                let list = ctx
+                    .state
+                    .clients
+                    .list(&filter, (ctx.client.id, argv_mem(&args)));
                 text(ctx, list.as_bytes())
             }
             Err(e) => Action::error(ctx, e),
@@ -177,6 +182,11 @@ fn kill_script(ctx: &mut Ctx, spec: &'static CommandSpec, which: ScriptKill) -> 
         slot.deliver(reply);
     });
     Action::Done
+}
+
+/// The bytes of a command's arguments (CLIENT LIST's `argv-mem` of the client running it).
+fn argv_mem(args: &Args<'_>) -> usize {
+    args.iter().map(<[u8]>::len).sum()
 }
 
 /// `CLIENT LIST [TYPE type | ID id...]`, with Redis 7.0's argument rules and errors.

@@ -253,6 +253,7 @@ impl<S: ClientStream> Session<S> {
     /// The socket's addresses cannot be read (the client already left).
     pub fn new(stream: S, state: Arc<ProxyState>, shutdown: Shutdown) -> io::Result<Self> {
         let client = state.clients.add(stream.peer_addr()?, stream.local_addr()?);
+        client.set_fd(stream.raw_fd());
         let queue = ReplyQueue::new();
         shutdown.register(client.id, &queue);
         Ok(Self::with_client(stream, state, shutdown, client, queue))
@@ -699,6 +700,8 @@ impl<S: ClientStream> Session<S> {
         self.over_budget = false;
         // One clock read for the requests dispatched now: they arrived in the same read.
         let start = Instant::now();
+        // CLIENT LIST's `idle`: a store only when the second changed.
+        self.ctx.client.touch(start);
         while self.ctx.closing == Closing::Open {
             // The client's budget: one add and compare per request, on what its queue counts.
             let load = self.ctx.queue.load(round.hard_bytes);

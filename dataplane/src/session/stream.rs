@@ -41,6 +41,9 @@ pub trait ClientStream: AsyncRead + Unpin + Send + 'static {
     /// The socket is no longer connected.
     fn local_addr(&self) -> io::Result<SocketAddr>;
 
+    /// The client socket's file descriptor (CLIENT LIST's `fd`).
+    fn raw_fd(&self) -> i32;
+
     /// Completes when a read may find bytes (readiness can be spurious: the read may still
     /// find none).
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_;
@@ -76,6 +79,10 @@ impl ClientStream for TcpStream {
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
         TcpStream::local_addr(self)
+    }
+
+    fn raw_fd(&self) -> i32 {
+        std::os::fd::AsRawFd::as_raw_fd(self)
     }
 
     // `poll_*_ready` keep the session's waker in the socket's own reader/writer slot: no
@@ -114,6 +121,10 @@ impl ClientStream for TlsStream<TcpStream> {
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.get_ref().0.local_addr()
+    }
+
+    fn raw_fd(&self) -> i32 {
+        std::os::fd::AsRawFd::as_raw_fd(self.get_ref().0)
     }
 
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {

@@ -44,6 +44,8 @@ pub(crate) struct Transaction {
     /// The commands the proxy answers itself, by position among every queued command (the
     /// master runs the others, and EXEC's reply gets these put in at their places).
     pub(super) answers: Vec<(usize, Answer)>,
+    /// Bytes of the queued requests (CLIENT LIST's `multi-mem`).
+    pub(super) queued_bytes: usize,
 }
 
 /// A command of a transaction that the proxy answers (in EXEC's reply, see
@@ -60,7 +62,7 @@ pub(crate) enum Answer {
 impl Transaction {
     /// The position the next queued command takes: after the requests for the master and
     /// the commands only the proxy answers (a CONFIG GET is both, counted once).
-    fn next_position(&self) -> usize {
+    pub(super) fn next_position(&self) -> usize {
         let proxy_only = self
             .answers
             .iter()
@@ -117,6 +119,7 @@ pub(super) fn outside_multi(
                 slot: ctx.watch,
                 ..Transaction::default()
             }));
+            ctx.client.set_multi(Some((0, 0)));
             Action::reply(ctx, Bytes::from_static(b"+OK\r\n"))
         }
         CommandId::Exec => Action::error(ctx, ClientError::ExecWithoutMulti),
@@ -244,6 +247,8 @@ pub(super) fn inside_multi(
             if let Some(tx) = ctx.tx.as_mut() {
                 let at = tx.next_position();
                 tx.answers.push((at, Answer::Info(sections)));
+                ctx.client
+                    .set_multi(Some((tx.next_position(), tx.queued_bytes)));
             }
             return Action::reply(ctx, Bytes::from_static(b"+QUEUED\r\n"));
         }
@@ -295,7 +300,9 @@ pub(super) fn exec_abort(ctx: &mut Ctx, error: redshard_protocol::command::Comma
 /// Ends the transaction, if one is queued, and forgets the WATCH (DISCARD, or an EXEC that
 /// was refused).
 pub(super) fn discard(ctx: &mut Ctx) {
-    ctx.tx = None;
+    if ctx.tx.take().is_some() {
+        ctx.client.set_multi(None);
+    }
     if ctx.watch.take().is_some() {
         // Closing the private connection forgets what it watched.
         ctx.private = None;
@@ -318,6 +325,7 @@ fn exec(ctx: &mut Ctx, table: &RoutingTable) -> Action {
     let Some(tx) = ctx.tx.take().map(|tx| *tx) else {
         return Action::error(ctx, ClientError::ExecWithoutMulti);
     };
+    ctx.client.set_multi(None);
     let watched = ctx.watch.take();
     if tx.dirty {
         if watched.is_some() {

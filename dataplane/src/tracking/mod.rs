@@ -40,9 +40,9 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use crate::backend::invalidations::Invalidation;
-use crate::clients::{ClientInfo, Clients};
+use crate::clients::{ClientInfo, Clients, TrackingShown};
 use crate::replies::ReplyTo;
-use crate::state::ProxyState;
+use crate::router::Router;
 use redshard_protocol::resp::encode;
 
 /// How a client tracks: what [`Tracking::enable`] is given.
@@ -145,7 +145,21 @@ struct Inner {
     active: Option<Active>,
 }
 
-/// The proxy's CLIENT TRACKING state, shared by every session (in [`ProxyState`]).
+/// What the hub's manager task reaches while clients track: the shared state that holds the
+/// hub, the routing table it follows and the clients it tells. Implemented by the state a
+/// layer above (`ProxyState`), so the hub names no type of that layer; the manager holds it
+/// weakly and stops when the state is gone.
+pub trait Hub: Send + Sync + 'static {
+    /// The live routing table, whose masters the tracking connections follow.
+    fn router(&self) -> &Router;
+    /// The connected clients, to which invalidations go.
+    fn clients(&self) -> &Clients;
+    /// The hub itself.
+    fn tracking(&self) -> &Tracking;
+}
+
+/// The proxy's CLIENT TRACKING state, shared by every session (in the proxy's shared state,
+/// reached through [`Hub`]).
 #[derive(Debug, Default)]
 pub struct Tracking {
     /// Locked briefly by sessions (enable, record) and by the manager (per report).
@@ -172,9 +186,9 @@ impl Tracking {
     /// CLIENT TRACKING ON for `client` in `mode` (again, if it already tracks: the new mode
     /// replaces the old). `ok` gets `+OK` once every master's tracking connection is settled
     /// (at once when they are).
-    pub(crate) fn enable(
+    pub(crate) fn enable<H: Hub>(
         &self,
-        state: &Arc<ProxyState>,
+        hub: &Arc<H>,
         client: &Arc<ClientInfo>,
         mode: Mode,
         ok: ReplyTo,
@@ -190,6 +204,11 @@ impl Tracking {
         if let Some(target) = mode.redirect {
             *inner.targets.entry(target).or_default() += 1;
         }
+        client.fields().tracking = Some(TrackingShown {
+            redirect: mode.redirect.unwrap_or(0),
+            bcast: mode.bcast.is_some(),
+            broken: false,
+        });
         inner.trackers.insert(
             id,
             Tracker {
@@ -204,18 +223,15 @@ impl Tracking {
         self.trackers.store(inner.trackers.len(), Ordering::Relaxed);
         if inner.active.is_none() {
             let (tx, rx) = mpsc::unbounded_channel();
-            let manager = tokio::spawn(manage(
-                Arc::downgrade(state),
-                rx,
-                state.router.watch_installs(),
-            ));
+            let weak: Weak<dyn Hub> = Arc::downgrade(hub) as Weak<dyn Hub>;
+            let manager = tokio::spawn(manage(weak, rx, hub.router().watch_installs()));
             inner.active = Some(Active {
                 manager,
                 tx,
                 watchers: HashMap::new(),
                 waiting: Vec::new(),
             });
-            follow_masters(&mut inner, state);
+            follow_masters(&mut inner, hub.router(), hub.clients());
             debug!("client-side caching: tracking connections opened");
         }
         if let Some(active) = inner.active.as_mut() {
@@ -233,6 +249,7 @@ impl Tracking {
         let mut inner = self.lock();
         if let Some(old) = inner.trackers.remove(&id) {
             unlink_target(&mut inner, old.mode.redirect);
+            old.client.fields().tracking = None;
         }
         self.trackers.store(inner.trackers.len(), Ordering::Relaxed);
         if inner.trackers.is_empty() && inner.active.is_some() {
@@ -327,7 +344,7 @@ impl Tracking {
     }
 
     /// Handles one report of a master's tracking connection.
-    fn report(&self, state: &ProxyState, addr: &NodeAddr, what: Invalidation) {
+    fn report(&self, clients: &Clients, addr: &NodeAddr, what: Invalidation) {
         let mut inner = self.lock();
         let Some(watcher) = inner
             .active
@@ -337,13 +354,13 @@ impl Tracking {
             return; // A master of an older topology: its connection is being aborted.
         };
         match what {
-            Invalidation::Keys(keys) => invalidate_keys(&mut inner, &state.clients, &keys),
-            Invalidation::Flush => flush(&mut inner, &state.clients, false),
+            Invalidation::Keys(keys) => invalidate_keys(&mut inner, clients, &keys),
+            Invalidation::Flush => flush(&mut inner, clients, false),
             Invalidation::Ready => {
                 debug!(node = %addr, "client-side caching: a master reports its changes");
                 watcher.state = WatcherState::Ready;
                 // Changes while it was not ready were not reported.
-                flush(&mut inner, &state.clients, true);
+                flush(&mut inner, clients, true);
                 settle(&mut inner);
             }
             Invalidation::Lost(why) => {
@@ -351,17 +368,17 @@ impl Tracking {
                 if was != WatcherState::Failed {
                     warn!(node = %addr, reason = %why, "client-side caching: a tracking connection to a master is lost; tracking clients are told to drop their caches");
                 }
-                flush(&mut inner, &state.clients, true);
+                flush(&mut inner, clients, true);
                 settle(&mut inner);
             }
         }
     }
 
     /// The topology changed: follow its masters.
-    fn topology_changed(&self, state: &ProxyState) {
+    fn topology_changed(&self, router: &Router, clients: &Clients) {
         let mut inner = self.lock();
         if inner.active.is_some() {
-            follow_masters(&mut inner, state);
+            follow_masters(&mut inner, router, clients);
             settle(&mut inner);
         }
     }
@@ -381,9 +398,9 @@ fn unlink_target(inner: &mut Inner, target: Option<u64>) {
 /// Opens a tracking connection to each master of the current table that has none, and
 /// closes those of nodes that are no longer masters. A master that changed may have taken
 /// writes no connection saw: every acknowledged tracker is told to flush.
-fn follow_masters(inner: &mut Inner, state: &ProxyState) {
+fn follow_masters(inner: &mut Inner, router: &Router, clients: &Clients) {
     let masters: Vec<Arc<crate::backend::Node>> = {
-        let table = state.router.load();
+        let table = router.load();
         table
             .shards()
             .iter()
@@ -416,7 +433,7 @@ fn follow_masters(inner: &mut Inner, state: &ProxyState) {
         }
     }
     if dropped {
-        flush(inner, &state.clients, true);
+        flush(inner, clients, true);
     }
 }
 
@@ -499,6 +516,9 @@ fn send(clients: &Clients, tracker: &mut Tracker, message: Message<'_>) {
                 (target, true)
             } else {
                 tracker.broken_redirect = true;
+                if let Some(shown) = tracker.client.fields().tracking.as_mut() {
+                    shown.broken = true;
+                }
                 if origin_resp >= 3 {
                     let mut out = BytesMut::new();
                     out.extend_from_slice(b">2\r\n$21\r\ntracking-redir-broken\r\n");
@@ -548,7 +568,7 @@ fn deliver(tracker: &mut Tracker, target: Arc<ClientInfo>, message: Bytes) {
 /// The manager: dispatches the connections' reports, and follows the masters when the
 /// topology changes. Aborted with the last tracking client.
 async fn manage(
-    state: Weak<ProxyState>,
+    hub: Weak<dyn Hub>,
     mut rx: mpsc::UnboundedReceiver<(NodeAddr, Invalidation)>,
     mut installs: tokio::sync::watch::Receiver<u64>,
 ) {
@@ -556,15 +576,15 @@ async fn manage(
         tokio::select! {
             report = rx.recv() => {
                 let Some((addr, what)) = report else { return };
-                let Some(state) = state.upgrade() else { return };
-                state.tracking.report(&state, &addr, what);
+                let Some(hub) = hub.upgrade() else { return };
+                hub.tracking().report(hub.clients(), &addr, what);
             }
             changed = installs.changed() => {
                 if changed.is_err() {
                     return;
                 }
-                let Some(state) = state.upgrade() else { return };
-                state.tracking.topology_changed(&state);
+                let Some(hub) = hub.upgrade() else { return };
+                hub.tracking().topology_changed(hub.router(), hub.clients());
             }
         }
     }
@@ -577,15 +597,57 @@ mod tests {
     use super::*;
     use crate::replies::{Completed, ReplyQueue};
 
-    /// A proxy state whose one master (port 1) never answers, and a RESP3 client of it.
-    fn setup() -> (Arc<ProxyState>, Arc<ClientInfo>, Arc<ReplyQueue>) {
+    /// What the hub needs, without the rest of the proxy's state.
+    struct TestHub {
+        router: Router,
+        clients: Clients,
+        tracking: Tracking,
+        /// The router's topology writer, held (unused) so the router's install watch stays open.
+        _writer: Box<dyn std::any::Any + Send + Sync>,
+    }
+
+    impl Hub for TestHub {
+        fn router(&self) -> &Router {
+            &self.router
+        }
+        fn clients(&self) -> &Clients {
+            &self.clients
+        }
+        fn tracking(&self) -> &Tracking {
+            &self.tracking
+        }
+    }
+
+    /// A hub whose one master (port 1) never answers, and a RESP3 client of it.
+    fn setup() -> (Arc<TestHub>, Arc<ClientInfo>, Arc<ReplyQueue>) {
         let config = redshard_config::Config::from_toml_str(
             "[[shard]]\nname = \"s1\"\nmaster = \"127.0.0.1:1\"\nslots = [\"0-16383\"]\n",
             "test",
         )
         .unwrap();
-        let topology = redshard_config::Topology::from_config(&config);
-        let (state, _controller) = ProxyState::new(config, topology, 0).unwrap();
+        let pool = crate::backend::NodePool::new(crate::backend::LaneConfig::from_config(
+            &config.backend,
+            128,
+            None,
+        ));
+        let (events, _control) = crate::events::channel();
+        let mirror = crate::mirror::Mirror::new(
+            config.mirror.clone(),
+            config.replication.ack,
+            config.replication.mode,
+            events,
+        );
+        let (router, writer) = Router::new(
+            redshard_config::Topology::from_config(&config),
+            pool,
+            mirror,
+        );
+        let state = Arc::new(TestHub {
+            router,
+            clients: Clients::default(),
+            tracking: Tracking::default(),
+            _writer: Box::new(writer),
+        });
         let addr = "127.0.0.1:5".parse().unwrap();
         let client = state.clients.add(addr, addr);
         let queue = ReplyQueue::new();
@@ -631,7 +693,7 @@ mod tests {
             .tracking
             .record(&state.clients, client.id, [&b"k"[..]].into_iter(), 10);
         state.tracking.report(
-            &state,
+            &state.clients,
             &master,
             Invalidation::Keys(vec![Bytes::from_static(b"k")]),
         );
