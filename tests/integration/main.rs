@@ -19,6 +19,8 @@ mod clients;
 mod command_table_live;
 mod commands;
 mod compat;
+mod compat_client;
+mod compat_operators;
 mod deep_replies;
 mod etcd_cluster;
 mod failover;
