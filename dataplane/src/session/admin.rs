@@ -104,25 +104,7 @@ pub(super) fn every_node(ctx: &mut Ctx, spec: &'static CommandSpec, args: Args<'
         ctx.state.clients.reset_stats();
     }
     let request = args.iter().map(Bytes::copy_from_slice).collect();
-    let (done, answer) = tokio::sync::oneshot::channel();
-    if !ctx
-        .state
-        .router
-        .pool()
-        .report(ControlEvent::EveryNode { request, done })
-    {
-        return Action::error(ctx, ClientError::Unsupported { command: spec.name });
-    }
-    let slot = ctx.queue.reserve();
-    ctx.barrier = true;
-    tokio::spawn(async move {
-        // Dropped only when the proxy stops first.
-        let reply = answer
-            .await
-            .unwrap_or_else(|_| ClientError::LaneClosed.to_reply());
-        slot.deliver(reply);
-    });
-    Action::Done
+    super::local::ask_controller(ctx, spec, |done| ControlEvent::EveryNode { request, done })
 }
 
 /// CONFIG SET of `slowlog-log-slower-than` / `slowlog-max-len`: SLOWLOG is the proxy's

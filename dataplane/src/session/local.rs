@@ -163,13 +163,19 @@ pub(super) fn handle(
 /// SCRIPT KILL / FUNCTION KILL: the controller asks every master on connections of its own
 /// (the lanes queue behind the running script) and says what the client gets.
 fn kill_script(ctx: &mut Ctx, spec: &'static CommandSpec, which: ScriptKill) -> Action {
+    ask_controller(ctx, spec, |done| ControlEvent::KillScript { which, done })
+}
+
+/// A command the controller runs on connections of its own (`event` carries where its
+/// answer goes): the client's reply is what the controller answers; without a controller
+/// (a proxy embedded without one) the command is unsupported.
+pub(super) fn ask_controller(
+    ctx: &mut Ctx,
+    spec: &'static CommandSpec,
+    event: impl FnOnce(tokio::sync::oneshot::Sender<Bytes>) -> ControlEvent,
+) -> Action {
     let (done, answer) = tokio::sync::oneshot::channel();
-    if !ctx
-        .state
-        .router
-        .pool()
-        .report(ControlEvent::KillScript { which, done })
-    {
+    if !ctx.state.router.pool().report(event(done)) {
         return Action::error(ctx, ClientError::Unsupported { command: spec.name });
     }
     let slot = ctx.queue.reserve();
