@@ -262,6 +262,8 @@ pub struct Limits {
     /// is parked (its connection kept in the park room, its session's memory freed) until it
     /// sends again; zero never parks.
     pub idle_park: Duration,
+    /// A client idle this long is closed (Redis's `timeout`); zero never closes one.
+    pub client_timeout: Duration,
     /// Keys read by CLIENT TRACKING clients (default mode) the proxy remembers at most; when
     /// full, it forgets keys and sends their readers invalidations, as Redis does.
     pub tracking_table_max_keys: usize,
@@ -382,6 +384,7 @@ impl Default for Limits {
             auth_throttle_sources: DEFAULT_AUTH_THROTTLE_SOURCES,
             close_linger: Duration::from_millis(DEFAULT_CLOSE_LINGER_MS),
             idle_park: Duration::from_millis(DEFAULT_IDLE_PARK_MS),
+            client_timeout: Duration::ZERO,
             tracking_table_max_keys: DEFAULT_TRACKING_TABLE_MAX_KEYS,
         }
     }
@@ -1028,6 +1031,14 @@ fn limits(file: LimitsFile, src: &Source<'_>) -> Result<Limits, ConfigError> {
             DEFAULT_IDLE_PARK_MS,
             0,
             Some(3_600_000),
+        )?),
+        client_timeout: Duration::from_secs(src.bounded(
+            file.client_timeout_s,
+            "limits.client_timeout_s",
+            0,
+            0,
+            // Redis's own bound for `timeout`.
+            Some(u64::from(i32::MAX.unsigned_abs())),
         )?),
         tracking_table_max_keys: at_least_one(
             file.tracking_table_max_keys,

@@ -422,6 +422,10 @@ pub struct LimitsFile {
     /// `idle_park_ms`: the idle sweep's interval; a client idle for a whole interval is
     /// parked. Default [`DEFAULT_IDLE_PARK_MS`]; 0 never parks.
     pub idle_park_ms: Option<Spanned<u64>>,
+    /// `client_timeout_s`: a client idle this many seconds is closed, as Redis's `timeout`
+    /// does (not one blocked in a command, subscribed or monitoring). Default 0: never;
+    /// CONFIG SET / GET `timeout` set and show it until the next reload.
+    pub client_timeout_s: Option<Spanned<u64>>,
     /// `close_linger_ms`: how long an orderly close waits for the client to close its side,
     /// dropping what it still sends. Default [`DEFAULT_CLOSE_LINGER_MS`]; 0 closes at once.
     pub close_linger_ms: Option<Spanned<u64>>,

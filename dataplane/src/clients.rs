@@ -582,6 +582,20 @@ impl Clients {
             .collect()
     }
 
+    /// The clients idle for `secs` seconds or more that Redis's `timeout` closes: not one
+    /// blocked in a command, subscribed or monitoring, which may wait as long as they like.
+    pub(crate) fn timed_out(&self, secs: u64) -> Vec<Arc<ClientInfo>> {
+        self.live()
+            .values()
+            .filter(|info| info.idle_secs() >= secs && !info.is_blocked())
+            .filter(|info| {
+                let fields = info.fields();
+                !fields.subscribed() && !fields.monitor
+            })
+            .cloned()
+            .collect()
+    }
+
     /// The client `id`, if connected.
     pub(crate) fn get(&self, id: u64) -> Option<Arc<ClientInfo>> {
         self.live().get(&id).cloned()

@@ -555,3 +555,91 @@ async fn client_list_shows_a_broken_tracking_redirect_as_redis_does() {
     let redis = cluster.masters[0].addr();
     broken_redirect_scenario(&redis, &redis, "broken:redis").await;
 }
+
+/// `CONFIG SET timeout` is the proxy's own, as Redis's `timeout`: a client idle that long is
+/// closed (parked or not), one subscribed or blocked in a command is not; the nodes keep
+/// theirs at 0; CONFIG GET shows it; a bad value gets Redis's error; mixed with other
+/// parameters, those still reach every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_set_timeout_closes_idle_clients_at_the_proxy() {
+    let cluster = TestCluster::start_with(1, false, "[limits]\nidle_park_ms = 200\n", &[]).await;
+    let mut admin = cluster.client().await;
+    let mut idle = cluster.client().await;
+    let mut subscriber = cluster.client().await;
+    let mut blocked = cluster.client().await;
+    assert_eq!(idle.cmd(&["PING"]).await, Reply::Status("PONG".into()));
+    assert!(
+        subscriber
+            .cmd(&["SUBSCRIBE", "timeout-ch"])
+            .await
+            .items()
+            .len()
+            == 3
+    );
+    blocked
+        .send_raw(&redshard_tests::client::encode_command(&[
+            "BLPOP",
+            "timeout-list",
+            "0",
+        ]))
+        .await;
+    let error = admin.cmd(&["CONFIG", "SET", "timeout", "soon"]).await;
+    assert_eq!(
+        error,
+        Reply::Error(
+            "ERR CONFIG SET failed (possibly related to argument 'timeout') - argument couldn't be parsed into an integer"
+                .into()
+        )
+    );
+    assert_eq!(
+        admin
+            .cmd(&["CONFIG", "SET", "timeout", "1", "maxmemory", "104857600"])
+            .await,
+        Reply::Status("OK".into())
+    );
+    assert_eq!(
+        admin.cmd(&["CONFIG", "GET", "timeout"]).await,
+        Reply::Array(vec![Reply::bulk("timeout"), Reply::bulk("1")])
+    );
+    let mut node = redshard_tests::Client::connect(cluster.masters[0].addr()).await;
+    assert_eq!(
+        node.cmd(&["CONFIG", "GET", "timeout"]).await.items()[1].text(),
+        "0"
+    );
+    assert_eq!(
+        node.cmd(&["CONFIG", "GET", "maxmemory"]).await.items()[1].text(),
+        "104857600"
+    );
+
+    // The idle client is closed: its connection ends.
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), idle.try_read())
+        .await
+        .expect("the idle client is closed within its timeout and a sweep");
+    assert_eq!(closed, None);
+    // (So is `admin`, idle meanwhile.) The subscribed and the blocked ones are still served.
+    let mut admin = cluster.client().await;
+    assert_eq!(
+        admin.cmd(&["PUBLISH", "timeout-ch", "m"]).await,
+        Reply::Int(1)
+    );
+    assert_eq!(
+        subscriber.read().await,
+        Reply::Array(vec![
+            Reply::bulk("message"),
+            Reply::bulk("timeout-ch"),
+            Reply::bulk("m")
+        ])
+    );
+    assert_eq!(
+        admin.cmd(&["LPUSH", "timeout-list", "x"]).await,
+        Reply::Int(1)
+    );
+    assert_eq!(
+        blocked.read().await,
+        Reply::Array(vec![Reply::bulk("timeout-list"), Reply::bulk("x")])
+    );
+    assert_eq!(
+        admin.cmd(&["CONFIG", "SET", "timeout", "0"]).await,
+        Reply::Status("OK".into())
+    );
+}

@@ -180,6 +180,7 @@ auth_failure_delay_ms = 0
 auth_throttle_sources = 9
 close_linger_ms = 60
 idle_park_ms = 70
+client_timeout_s = 300
 
 [log]
 level = "info,redshard=debug"
@@ -257,6 +258,7 @@ format = "json"
             auth_throttle_sources: 9,
             close_linger: Duration::from_millis(60),
             idle_park: Duration::from_millis(70),
+            client_timeout: Duration::from_secs(300),
             tracking_table_max_keys: DEFAULT_TRACKING_TABLE_MAX_KEYS,
         }
     );

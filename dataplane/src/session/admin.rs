@@ -52,7 +52,6 @@ const MANAGED: &[(&str, &str)] = &[
     ("aclfile", NODE_LOCAL),
     ("databases", PROXY_OWN),
     ("maxclients", PROXY_OWN),
-    ("timeout", PROXY_OWN),
     ("proto-max-bulk-len", PROXY_OWN),
     ("client-query-buffer-limit", PROXY_OWN),
     ("save", PROXY_OWN),
@@ -96,15 +95,72 @@ pub(super) fn every_node(ctx: &mut Ctx, spec: &'static CommandSpec, args: Args<'
             }
         }
     }
+    let mut request: Vec<Bytes> = args.iter().map(Bytes::copy_from_slice).collect();
     if spec.id == CommandId::ConfigSet {
+        // `timeout` is the proxy's alone (its clients' idle timeout): the nodes keep theirs
+        // at 0, or they would close the proxy's idle connections.
+        let mut timeout = None;
+        for at in (2..args.len()).step_by(2) {
+            if args.get(at).eq_ignore_ascii_case(b"timeout") {
+                match client_timeout(args.get(at + 1)) {
+                    Ok(secs) => timeout = Some(secs),
+                    Err(why) => {
+                        return Action::error(
+                            ctx,
+                            ClientError::ConfigManaged {
+                                param: args.get(at).into(),
+                                why,
+                            },
+                        )
+                    }
+                }
+            }
+        }
+        if let Some(secs) = timeout {
+            set_client_timeout(ctx, secs);
+            let mut kept = request[..2].to_vec();
+            for pair in request[2..].chunks(2) {
+                if !pair[0].eq_ignore_ascii_case(b"timeout") {
+                    kept.extend_from_slice(pair);
+                }
+            }
+            request = kept;
+            if request.len() == 2 {
+                return Action::reply(ctx, Bytes::from_static(encode::OK));
+            }
+        }
         slowlog_settings(ctx, args);
     }
     if spec.id == CommandId::ConfigResetstat {
         // The proxy's own counters in INFO, as the nodes reset theirs.
         ctx.state.clients.reset_stats();
     }
-    let request = args.iter().map(Bytes::copy_from_slice).collect();
     super::local::ask_controller(ctx, spec, |done| ControlEvent::EveryNode { request, done })
+}
+
+/// `CONFIG SET timeout <value>`'s seconds, or why Redis refuses the value.
+fn client_timeout(value: &[u8]) -> Result<u64, &'static str> {
+    let n = redshard_protocol::resp::parse_i64(value)
+        .ok_or("argument couldn't be parsed into an integer")?;
+    u64::try_from(n)
+        .ok()
+        .filter(|&n| n <= u64::from(i32::MAX.unsigned_abs()))
+        .ok_or("argument must be between 0 and 2147483647 inclusive")
+}
+
+/// Sets the clients' idle timeout (`[limits] client_timeout_s`) until the next reload
+/// re-reads the file, as CONFIG SET of a SLOWLOG setting does.
+fn set_client_timeout(ctx: &Ctx, secs: u64) {
+    // Not while a reload compares and replaces the settings.
+    let _reload = ctx
+        .state
+        .reload
+        .lock
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut next = (*ctx.state.live.snapshot()).clone();
+    next.limits.client_timeout = std::time::Duration::from_secs(secs);
+    ctx.state.live.replace(Arc::new(next));
 }
 
 /// CONFIG SET of `slowlog-log-slower-than` / `slowlog-max-len`: SLOWLOG is the proxy's

@@ -225,17 +225,39 @@ impl Session<TcpStream> {
 /// idle for a whole interval frees its buffers, and parks if it can and parking is on.
 async fn sweep(state: Arc<ProxyState>, mut shutdown: Shutdown) {
     loop {
-        let every = state.live.now().limits.idle_park;
-        let wait = if every.is_zero() {
+        let (every, timeout) = {
+            let live = state.live.now();
+            (live.limits.idle_park, live.limits.client_timeout)
+        };
+        let mut wait = if every.is_zero() {
             Duration::from_secs(1)
         } else {
             every
         };
+        if !timeout.is_zero() {
+            // Idle timeouts count whole seconds, like Redis's.
+            wait = wait.min(Duration::from_secs(1));
+        }
         tokio::select! {
             () = shutdown.wait() => return,
             () = tokio::time::sleep(wait) => {}
         }
         shutdown.tick_idle_sessions();
+        if !timeout.is_zero() {
+            close_idle(&state, timeout.as_secs());
+        }
+    }
+}
+
+/// Closes the clients idle `secs` seconds or more (`[limits] client_timeout_s`, Redis's
+/// `timeout`), parked ones included.
+fn close_idle(state: &ProxyState, secs: u64) {
+    for client in state.clients.timed_out(secs) {
+        client.kill();
+        // A parked client has no task to see it: the park room hands it back first.
+        if let Some(room) = room_of(state) {
+            room.release(client.id);
+        }
     }
 }
 
