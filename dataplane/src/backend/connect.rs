@@ -7,7 +7,7 @@ use bytes::BytesMut;
 use redshard_config::NodeAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::lane::LaneError;
+use super::error::LaneError;
 use super::stream::BackendStream;
 use super::LaneConfig;
 use redshard_protocol::resp::{encode, reply, Protocol, ReplyScanner};

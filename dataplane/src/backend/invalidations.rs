@@ -77,9 +77,9 @@ async fn serve(
         stream
             .write_all(TRACKING_ON)
             .await
-            .map_err(super::lane::LaneError::Connect)?;
+            .map_err(super::error::LaneError::Connect)?;
         let answer = read_one_reply(&mut stream, config.max_reply_depth).await?;
-        Ok::<_, super::lane::LaneError>((stream, answer))
+        Ok::<_, super::error::LaneError>((stream, answer))
     };
     let (mut stream, answer) = match tokio::time::timeout(config.connect_timeout, setup).await {
         Ok(Ok(done)) => done,

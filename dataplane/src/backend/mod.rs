@@ -10,6 +10,7 @@
 
 pub mod acl;
 mod connect;
+mod error;
 pub mod invalidations;
 pub mod lane;
 mod ready;
