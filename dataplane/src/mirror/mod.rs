@@ -492,6 +492,14 @@ impl Job {
         reply: Bytes,
         dest: Dest,
     ) {
+        // The replicas mirrored to now, asked only where a write is mirrored.
+        let active = || -> SmallVec<[&Arc<ReplicaLink>; 4]> {
+            self.shard
+                .replicas
+                .iter()
+                .filter(|l| l.is_active())
+                .collect()
+        };
         let mirrored = match effect {
             Ok(Some(mirrored)) => mirrored,
             Ok(None) => {
@@ -501,12 +509,7 @@ impl Job {
             Err(e) => {
                 // The master did something the proxy cannot replay: no replica can be
                 // trusted to hold it. The reply waits until each is recorded stale.
-                let active: SmallVec<[&Arc<ReplicaLink>; 4]> = self
-                    .shard
-                    .replicas
-                    .iter()
-                    .filter(|l| l.is_active())
-                    .collect();
+                let active = active();
                 if active.is_empty() {
                     dest.deliver(reply);
                     return;
@@ -523,12 +526,7 @@ impl Job {
                 return;
             }
         };
-        let active: SmallVec<[&Arc<ReplicaLink>; 4]> = self
-            .shard
-            .replicas
-            .iter()
-            .filter(|l| l.is_active())
-            .collect();
+        let active = active();
         if active.is_empty() {
             dest.deliver(reply);
             return;

@@ -151,6 +151,14 @@ fn client_timeout(value: &[u8]) -> Result<u64, &'static str> {
 /// Sets the clients' idle timeout (`[limits] client_timeout_s`) until the next reload
 /// re-reads the file, as CONFIG SET of a SLOWLOG setting does.
 fn set_client_timeout(ctx: &Ctx, secs: u64) {
+    change_live(ctx, |next| {
+        next.limits.client_timeout = std::time::Duration::from_secs(secs);
+    });
+}
+
+/// Changes the live settings as `change` says, until the next reload re-reads the file:
+/// the settings CONFIG SET changes at the proxy itself.
+fn change_live(ctx: &Ctx, change: impl FnOnce(&mut redshard_config::Config)) {
     // Not while a reload compares and replaces the settings.
     let _reload = ctx
         .state
@@ -159,7 +167,7 @@ fn set_client_timeout(ctx: &Ctx, secs: u64) {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut next = (*ctx.state.live.snapshot()).clone();
-    next.limits.client_timeout = std::time::Duration::from_secs(secs);
+    change(&mut next);
     ctx.state.live.replace(Arc::new(next));
 }
 
@@ -186,16 +194,7 @@ fn slowlog_settings(ctx: &Ctx, args: Args<'_>) {
         }
     }
     if changed {
-        // Not while a reload compares and replaces the settings.
-        let _reload = ctx
-            .state
-            .reload
-            .lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut next = (*ctx.state.live.snapshot()).clone();
-        next.slowlog = slowlog;
-        ctx.state.live.replace(Arc::new(next));
+        change_live(ctx, |next| next.slowlog = slowlog);
     }
 }
 
