@@ -752,7 +752,7 @@ pub async fn barrier(route: &ShardRoute, mirrored: bool, timeout: Duration) -> b
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::{GateState, Gates, RouterId, TopologyWriter};
     use futures_util::FutureExt;
     use redshard_config::ShardId;
@@ -760,8 +760,9 @@ mod tests {
     use std::sync::atomic::Ordering;
     use std::time::Duration;
 
-    /// A router serving one shard whose master is never contacted.
-    fn router() -> (super::Router, TopologyWriter) {
+    /// A router serving one shard whose master (port 1) is never contacted; other modules'
+    /// tests build on it too.
+    pub(crate) fn router() -> (super::Router, TopologyWriter) {
         let config = redshard_config::Config::from_toml_str(
             "[[shard]]\nname = \"s1\"\nmaster = \"127.0.0.1:1\"\nslots = [\"0-16383\"]\n",
             "test",

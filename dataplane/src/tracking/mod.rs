@@ -620,28 +620,7 @@ mod tests {
 
     /// A hub whose one master (port 1) never answers, and a RESP3 client of it.
     fn setup() -> (Arc<TestHub>, Arc<ClientInfo>, Arc<ReplyQueue>) {
-        let config = redshard_config::Config::from_toml_str(
-            "[[shard]]\nname = \"s1\"\nmaster = \"127.0.0.1:1\"\nslots = [\"0-16383\"]\n",
-            "test",
-        )
-        .unwrap();
-        let pool = crate::backend::NodePool::new(crate::backend::LaneConfig::from_config(
-            &config.backend,
-            128,
-            None,
-        ));
-        let (events, _control) = crate::events::channel();
-        let mirror = crate::mirror::Mirror::new(
-            config.mirror.clone(),
-            config.replication.ack,
-            config.replication.mode,
-            events,
-        );
-        let (router, writer) = Router::new(
-            redshard_config::Topology::from_config(&config),
-            pool,
-            mirror,
-        );
+        let (router, writer) = crate::router::tests::router();
         let state = Arc::new(TestHub {
             router,
             clients: Clients::default(),
