@@ -146,6 +146,57 @@ async fn fleet_peer(admin: SocketAddr) -> Reply {
     client.cmd(&["FLEETPEER"]).await
 }
 
+/// Watches a fleet for the unsafe overlap of etcd's return: a proxy still serving frozen
+/// while another has installed a topology newer than `epoch` (checked every 5 ms).
+struct FrozenOverlap {
+    /// The ids of the proxies frozen when it was last seen, if it ever was.
+    seen: Arc<Mutex<Option<Vec<String>>>>,
+    /// The checking task.
+    checker: tokio::task::JoinHandle<()>,
+}
+
+impl FrozenOverlap {
+    fn watch(proxies: &[Proxy], epoch: u64) -> Self {
+        let seen = Arc::new(Mutex::new(None));
+        let watched: Vec<_> = proxies
+            .iter()
+            .map(|p| {
+                (
+                    Arc::clone(p.state()),
+                    Arc::clone(p.controller().fleet().expect("fleet")),
+                )
+            })
+            .collect();
+        let checker = tokio::spawn({
+            let seen = Arc::clone(&seen);
+            async move {
+                loop {
+                    let newer = watched
+                        .iter()
+                        .any(|(state, _)| state.router.load().epoch() > epoch);
+                    let frozen = watched
+                        .iter()
+                        .filter(|(_, fleet)| fleet.role() == FleetRole::Frozen)
+                        .map(|(_, fleet)| fleet.id().to_owned())
+                        .collect::<Vec<_>>();
+                    if newer && !frozen.is_empty() {
+                        *seen.lock().unwrap() = Some(frozen);
+                    }
+                    // The polling interval of this check.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        });
+        Self { seen, checker }
+    }
+
+    /// Stops watching; the proxies seen frozen at such a moment, if any.
+    fn stop(self) -> Option<Vec<String>> {
+        self.checker.abort();
+        self.seen.lock().unwrap().take()
+    }
+}
+
 /// The value of the unlabelled series `name` on `proxy`'s `/metrics` page.
 fn metric(proxy: &Proxy, name: &str) -> f64 {
     let page = redshard_proxy::metrics::scrape::render(proxy.state());
@@ -494,36 +545,7 @@ async fn a_master_lost_while_frozen_is_failed_over_only_once_etcd_returns() {
 
     // The safety of etcd's return: no proxy serves frozen once any proxy has installed a
     // newer topology (checked every 5 ms until the failover reached every proxy).
-    let overlap = Arc::new(Mutex::new(None));
-    let checker = tokio::spawn({
-        let overlap = overlap.clone();
-        let watched: Vec<_> = proxies
-            .iter()
-            .map(|p| {
-                (
-                    Arc::clone(p.state()),
-                    Arc::clone(p.controller().fleet().expect("fleet")),
-                )
-            })
-            .collect();
-        async move {
-            loop {
-                let newer = watched
-                    .iter()
-                    .any(|(state, _)| state.router.load().epoch() > epoch);
-                let frozen = watched
-                    .iter()
-                    .filter(|(_, fleet)| fleet.role() == FleetRole::Frozen)
-                    .map(|(_, fleet)| fleet.id().to_owned())
-                    .collect::<Vec<_>>();
-                if newer && !frozen.is_empty() {
-                    *overlap.lock().unwrap() = Some(frozen);
-                }
-                // The polling interval of this check.
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
-    });
+    let overlap = FrozenOverlap::watch(&proxies, epoch);
     etcd.restart();
     let restarted = Instant::now();
     for proxy in &proxies {
@@ -544,9 +566,8 @@ async fn a_master_lost_while_frozen_is_failed_over_only_once_etcd_returns() {
         "failed over {} ms after etcd restarted",
         restarted.elapsed().as_millis()
     );
-    checker.abort();
     assert_eq!(
-        *overlap.lock().unwrap(),
+        overlap.stop(),
         None,
         "proxies still frozen when a newer topology was installed"
     );
@@ -617,36 +638,7 @@ async fn frozen_proxies_stop_for_a_proxy_they_had_forgotten_that_reaches_etcd_ag
 
     // p2 reaches etcd again, alone: it leads, and fails the killed master over. Meanwhile
     // p0 and p1 must have stopped serving the old topology.
-    let overlap = Arc::new(Mutex::new(None));
-    let checker = tokio::spawn({
-        let overlap = overlap.clone();
-        let watched: Vec<_> = proxies
-            .iter()
-            .map(|p| {
-                (
-                    Arc::clone(p.state()),
-                    Arc::clone(p.controller().fleet().expect("fleet")),
-                )
-            })
-            .collect();
-        async move {
-            loop {
-                let newer = watched
-                    .iter()
-                    .any(|(state, _)| state.router.load().epoch() > epoch);
-                let frozen = watched
-                    .iter()
-                    .filter(|(_, fleet)| fleet.role() == FleetRole::Frozen)
-                    .map(|(_, fleet)| fleet.id().to_owned())
-                    .collect::<Vec<_>>();
-                if newer && !frozen.is_empty() {
-                    *overlap.lock().unwrap() = Some(frozen);
-                }
-                // The polling interval of this check.
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
-    });
+    let overlap = FrozenOverlap::watch(&proxies, epoch);
     relay_b.set_cut(false);
     master.kill();
     wait_until(
@@ -664,9 +656,8 @@ async fn frozen_proxies_stop_for_a_proxy_they_had_forgotten_that_reaches_etcd_ag
     for proxy in &proxies[..2] {
         assert_eq!(role(proxy), FleetRole::Offline);
     }
-    checker.abort();
     assert_eq!(
-        *overlap.lock().unwrap(),
+        overlap.stop(),
         None,
         "proxies still frozen when p2 changed the topology"
     );

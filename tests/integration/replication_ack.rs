@@ -114,16 +114,7 @@ impl Replicated {
         for shard in &topology.shards {
             let master = shard.master.to_string();
             for replica in &shard.replicas {
-                let replica = replica.addr.to_string();
-                wait_until(Duration::from_secs(10), "the replica to catch up", || {
-                    let (master, replica) = (master.clone(), replica.clone());
-                    async move {
-                        let at = info_field(&master, "replication", "master_repl_offset").await;
-                        at.is_some()
-                            && at == info_field(&replica, "replication", "slave_repl_offset").await
-                    }
-                })
-                .await;
+                caught_up(&master, replica.addr.as_ref()).await;
             }
         }
         assert_replicas_equal(&self.cluster).await;
@@ -617,15 +608,7 @@ async fn writes_are_refused_when_the_replica_that_lacks_them_cannot_be_recorded_
     // The replica resumes and catches up, the store is writable again: writes are
     // acknowledged again.
     signal(pid, "CONT");
-    let (master_addr, replica_addr) = (nodes.cluster.masters[0].addr(), replica.addr());
-    wait_until(Duration::from_secs(10), "the replica to catch up", || {
-        let (master, replica) = (master_addr.clone(), replica_addr.clone());
-        async move {
-            let at = info_field(&master, "replication", "master_repl_offset").await;
-            at.is_some() && at == info_field(&replica, "replication", "slave_repl_offset").await
-        }
-    })
-    .await;
+    caught_up(&nodes.cluster.masters[0].addr(), &replica.addr()).await;
     unblock_store(&nodes.topology_file);
     for i in 0..10 {
         assert_eq!(
@@ -677,6 +660,20 @@ async fn writes_are_refused_when_the_master_cannot_tell_which_replicas_lack_them
                 let mut client = Client::connect(proxy).await;
                 client.cmd(&["SET", "{t}after", "1"]).await == Reply::Status("OK".into())
             }
+        },
+    )
+    .await;
+}
+
+/// Waits until the replica at `replica` has processed the stream of its master at `master`
+/// up to the master's offset.
+async fn caught_up(master: &str, replica: &str) {
+    wait_until(
+        Duration::from_secs(10),
+        "the replica to catch up",
+        || async {
+            let at = info_field(master, "replication", "master_repl_offset").await;
+            at.is_some() && at == info_field(replica, "replication", "slave_repl_offset").await
         },
     )
     .await;
