@@ -44,6 +44,16 @@ async fn client_field(c: &mut redshard_tests::Client, name: &str, field: &str) -
         .map(str::to_owned)
 }
 
+/// Waits (10 s at most) until the CLIENT LIST line of the client named `name` shows
+/// `field=want`, asked over a new connection each time; `what` names the wait.
+async fn wait_client_field(cluster: &TestCluster, name: &str, field: &str, want: &str, what: &str) {
+    redshard_tests::wait_until(std::time::Duration::from_secs(10), what, || async {
+        let mut c = cluster.client().await;
+        client_field(&mut c, name, field).await.as_deref() == Some(want)
+    })
+    .await;
+}
+
 /// A new client named `name`, and its id.
 async fn named(cluster: &TestCluster, name: &str) -> (redshard_tests::Client, String) {
     let mut c = cluster.client().await;
@@ -172,13 +182,12 @@ async fn client_pause_holds_writes_or_everything_until_unpause_or_its_end() {
         .send_raw(&redshard_tests::client::encode_command(&["SET", &key, "1"]))
         .await;
     // The proxy read it (its last command) and holds it: the master has no such key.
-    redshard_tests::wait_until(
-        std::time::Duration::from_secs(10),
+    wait_client_field(
+        &cluster,
+        "writer",
+        "cmd",
+        "set",
         "the proxy read the paused SET",
-        || async {
-            let mut c = cluster.client().await;
-            client_field(&mut c, "writer", "cmd").await.as_deref() == Some("set")
-        },
     )
     .await;
     assert_eq!(reader.cmd(&["GET", &key]).await, Reply::Bulk(None));
@@ -232,15 +241,7 @@ async fn client_unblock_ends_a_blocking_command_with_nil_or_an_error() {
                 "BLPOP", &key, "0",
             ]))
             .await;
-        redshard_tests::wait_until(
-            std::time::Duration::from_secs(10),
-            "the client is blocked",
-            || async {
-                let mut c = cluster.client().await;
-                client_field(&mut c, "blocked", "flags").await.as_deref() == Some("b")
-            },
-        )
-        .await;
+        wait_client_field(&cluster, "blocked", "flags", "b", "the client is blocked").await;
         assert_eq!(
             admin.cmd(&["CLIENT", "UNBLOCK", &id, reason]).await,
             Reply::Int(1)
@@ -263,15 +264,7 @@ async fn client_unblock_ends_a_blocking_command_with_nil_or_an_error() {
         blocked
             .send_raw(&redshard_tests::client::encode_command(&args))
             .await;
-        redshard_tests::wait_until(
-            std::time::Duration::from_secs(10),
-            "the client is blocked",
-            || async {
-                let mut c = cluster.client().await;
-                client_field(&mut c, "blocked", "flags").await.as_deref() == Some("b")
-            },
-        )
-        .await;
+        wait_client_field(&cluster, "blocked", "flags", "b", "the client is blocked").await;
         assert_eq!(admin.cmd(&["CLIENT", "UNBLOCK", &id]).await, Reply::Int(1));
         assert_eq!(blocked.read_resp3_raw().await, expected, "{args:?}");
     }

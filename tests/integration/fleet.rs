@@ -423,7 +423,7 @@ async fn incrementer(
 }
 
 /// The value of the unlabelled series `name` on `proxy`'s `/metrics` page.
-fn metric(proxy: &Proxy, name: &str) -> f64 {
+pub(crate) fn metric(proxy: &Proxy, name: &str) -> f64 {
     let page = redshard_proxy::metrics::scrape::render(proxy.state());
     page.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))

@@ -13,6 +13,8 @@ use redshard_config::Config;
 use redshard_control::fleet::FleetRole;
 use redshard_proxy::Proxy;
 use redshard_tests::{wait_until, Client, EtcdServer, RedisServer, Reply};
+
+use crate::fleet::metric;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -195,16 +197,6 @@ impl FrozenOverlap {
         self.checker.abort();
         self.seen.lock().unwrap().take()
     }
-}
-
-/// The value of the unlabelled series `name` on `proxy`'s `/metrics` page.
-fn metric(proxy: &Proxy, name: &str) -> f64 {
-    let page = redshard_proxy::metrics::scrape::render(proxy.state());
-    page.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("{name} on the page:\n{page}"))
-        .parse()
-        .expect("a number")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
