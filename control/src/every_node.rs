@@ -1,13 +1,18 @@
-//! `CONFIG SET`, `CONFIG RESETSTAT`, `CONFIG REWRITE` and `LATENCY RESET` for clients.
+//! `CONFIG SET`, `CONFIG RESETSTAT`, `CONFIG REWRITE`, `LATENCY RESET`, `BGSAVE` and
+//! `BGREWRITEAOF` for clients.
 //!
 //! Server settings and statistics belong to every node: one node alone would leave the
 //! shards (and a master and its replicas) configured differently, and a failover would change
-//! the cluster's behaviour. So a session hands the command (already checked against the
-//! parameters the proxy manages, see the session's `admin.rs`) to the controller
+//! the cluster's behaviour. Persistence belongs to every master: together they hold the data
+//! set (a replica that restarts is resynchronised from its master, so its own files are never
+//! the data), and `INFO persistence` is theirs, merged. So a session hands the command
+//! (already checked against the parameters the proxy manages, see the session's `admin.rs`)
+//! to the controller
 //! ([`ControlEvent::EveryNode`](redshard_dataplane::events::ControlEvent::EveryNode)), which
-//! sends it to every node of the topology, masters and replicas, at once, each on a control
-//! connection of its own, and answers as one server would: `+OK` (LATENCY RESET: the events
-//! reset, summed) when every node accepted; otherwise
+//! sends it to every node of the topology (masters and replicas) or to every master, at once,
+//! each on a control connection of its own, and answers as one server would: `+OK` (LATENCY
+//! RESET: the events reset, summed; BGSAVE: `+Background saving started`, or `scheduled`
+//! when some master only scheduled it) when every node accepted; otherwise
 //! [`ClientError::NodesRefused`](redshard_protocol::client_error::ClientError::NodesRefused),
 //! naming each node that refused (with its own error) or did not answer, and how many
 //! applied it. Nothing is rolled back on the nodes that applied it.
@@ -22,6 +27,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::future::join_all;
 use redshard_config::NodeAddr;
+use redshard_dataplane::events::Nodes;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
@@ -69,19 +75,38 @@ impl NodeSettings {
 }
 
 impl Controller {
-    /// Sends `request` to every node and answers `done` with the client's reply (see the
-    /// module docs).
-    pub(super) fn every_node(self: &Arc<Self>, request: Vec<Bytes>, done: oneshot::Sender<Bytes>) {
+    /// Sends `request` to every node, or every master (`which`), and answers `done` with the
+    /// client's reply (see the module docs).
+    pub(super) fn every_node(
+        self: &Arc<Self>,
+        request: Vec<Bytes>,
+        which: Nodes,
+        done: oneshot::Sender<Bytes>,
+    ) {
         let controller = Arc::clone(self);
         tokio::spawn(async move {
             let nodes: Vec<NodeAddr> = {
                 let table = controller.state.router.load();
-                let mut nodes: Vec<NodeAddr> = table.topology().nodes().cloned().collect();
+                let topology = table.topology();
+                let mut nodes: Vec<NodeAddr> = match which {
+                    Nodes::All => topology.nodes().cloned().collect(),
+                    Nodes::Masters => topology.shards.iter().map(|s| s.master.clone()).collect(),
+                };
                 nodes.sort();
                 nodes.dedup();
                 nodes
             };
-            let timeout = controller.state.config.health.timeout;
+            let timeout = match which {
+                Nodes::All => controller.state.config.health.timeout,
+                // A fork of a large data set takes a while: as long as the data path waits
+                // for a node's answer.
+                Nodes::Masters => controller
+                    .state
+                    .config
+                    .backend
+                    .response_timeout
+                    .max(controller.state.config.health.timeout),
+            };
             let args: Vec<&[u8]> = request.iter().map(AsRef::as_ref).collect();
             let answers = join_all(nodes.iter().map(|node| {
                 let controller = &controller;
@@ -152,11 +177,22 @@ fn combine(answers: Vec<(NodeAddr, Result<Bytes, ConnError>)>) -> Bytes {
     let total = answers.len();
     let mut refused = Vec::new();
     let mut sum: Option<i64> = None;
+    // A status other than `+OK` (BGSAVE's `+Background saving started`), the same from every
+    // node, or the first that says `scheduled` (some node only scheduled it).
+    let mut status: Option<Bytes> = None;
     for (node, answer) in &answers {
         match answer {
             Ok(answer) if !reply::is_error(answer) => {
                 if let Some(n) = reply::integer(answer) {
                     *sum.get_or_insert(0) += n;
+                } else if answer.first() == Some(&b'+') && !reply::is_ok(answer) {
+                    let scheduled = |a: &[u8]| a.windows(9).any(|w| w == b"scheduled");
+                    if status
+                        .as_deref()
+                        .is_none_or(|kept| !scheduled(kept) && scheduled(answer))
+                    {
+                        status = Some(answer.clone());
+                    }
                 }
             }
             Ok(answer) => refused.push((
@@ -184,14 +220,15 @@ fn combine(answers: Vec<(NodeAddr, Result<Bytes, ConnError>)>) -> Bytes {
         }
         .to_reply();
     }
-    match sum {
+    match (sum, status) {
         // LATENCY RESET answers how many event series it reset.
-        Some(n) => {
+        (Some(n), _) => {
             let mut out = bytes::BytesMut::new();
             encode::integer(&mut out, n);
             out.freeze()
         }
-        None => Bytes::from_static(encode::OK),
+        (None, Some(status)) => status,
+        (None, None) => Bytes::from_static(encode::OK),
     }
 }
 
@@ -213,6 +250,30 @@ mod tests {
         assert_eq!(&combine(answers)[..], b"+OK\r\n");
         let answers = vec![(addr(1), answer(b":2\r\n")), (addr(2), answer(b":3\r\n"))];
         assert_eq!(&combine(answers)[..], b":5\r\n");
+    }
+
+    #[test]
+    fn a_status_is_one_server_s_and_scheduled_wins() {
+        let started = b"+Background saving started\r\n";
+        let answers = vec![(addr(1), answer(started)), (addr(2), answer(started))];
+        assert_eq!(&combine(answers)[..], started);
+        let answers = vec![
+            (addr(1), answer(started)),
+            (addr(2), answer(b"+Background saving scheduled\r\n")),
+            (addr(3), answer(started)),
+        ];
+        assert_eq!(&combine(answers)[..], b"+Background saving scheduled\r\n");
+        let answers = vec![
+            (addr(1), answer(started)),
+            (
+                addr(2),
+                answer(b"-ERR Background save already in progress\r\n"),
+            ),
+        ];
+        assert_eq!(
+            String::from_utf8_lossy(&combine(answers)),
+            "-ERR Background save already in progress (on 127.0.0.1:2; applied on 1 of 2 nodes)\r\n"
+        );
     }
 
     #[test]

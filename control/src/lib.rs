@@ -488,7 +488,11 @@ impl Controller {
                 self.book().writes_lost(shard, master, Instant::now());
             }
             ControlEvent::KillScript { which, done } => self.kill_script(which, done),
-            ControlEvent::EveryNode { request, done } => self.every_node(request, done),
+            ControlEvent::EveryNode {
+                request,
+                nodes,
+                done,
+            } => self.every_node(request, nodes, done),
         }
     }
 

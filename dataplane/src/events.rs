@@ -20,6 +20,17 @@ pub fn channel() -> (EventSender, EventReceiver) {
     mpsc::unbounded_channel()
 }
 
+/// Which nodes a command the controller sends for a client runs on
+/// ([`ControlEvent::EveryNode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nodes {
+    /// Every node of the topology, masters and replicas: server settings and statistics.
+    All,
+    /// Every shard's master: persistence (the masters hold the data set; a replica that
+    /// restarts is resynchronised from its master, so its own files are never the data).
+    Masters,
+}
+
 /// Which kind of running script a client asks to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScriptKill {
@@ -116,12 +127,15 @@ pub enum ControlEvent {
         done: tokio::sync::oneshot::Sender<bytes::Bytes>,
     },
     /// A client's `CONFIG SET` (already checked against what the proxy manages),
-    /// `CONFIG RESETSTAT`, `CONFIG REWRITE` or `LATENCY RESET`: the controller sends it to
-    /// every node, masters and replicas, on control connections, and answers with the
-    /// client's reply (see `redshard_control`'s `every_node`).
+    /// `CONFIG RESETSTAT`, `CONFIG REWRITE` or `LATENCY RESET` (to every node, masters and
+    /// replicas), or `BGSAVE` / `BGREWRITEAOF` (to every master): the controller sends it on
+    /// control connections, and answers with the client's reply (see `redshard_control`'s
+    /// `every_node`).
     EveryNode {
         /// The command's arguments as the client sent them.
         request: Vec<bytes::Bytes>,
+        /// Which nodes run it.
+        nodes: Nodes,
         /// The reply for the client (dropped when the proxy stops first).
         done: tokio::sync::oneshot::Sender<bytes::Bytes>,
     },

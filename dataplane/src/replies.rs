@@ -519,6 +519,8 @@ pub enum MergePlan {
         /// The part to look at first (chosen at random so no master is favoured).
         start: usize,
     },
+    /// The smallest integer reply: the oldest time (LASTSAVE).
+    Oldest,
     /// PUBSUB NUMSUB / SHARDNUMSUB: `[name, count, ...]` from every master, counts summed by
     /// position.
     SumPairs,
@@ -631,6 +633,7 @@ impl From<Merge> for MergePlan {
             Merge::AnyNonNull => Self::AnyNonNull {
                 start: random_start(),
             },
+            Merge::Oldest => Self::Oldest,
         }
     }
 }

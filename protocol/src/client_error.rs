@@ -103,6 +103,12 @@ pub enum ClientError {
         /// The command's name in the table.
         command: &'static str,
     },
+    /// `REPLICAOF host port` (or SLAVEOF): the proxy stays a master (`NO ONE` is answered
+    /// `+OK`), and the controller manages the nodes' replication.
+    ReplicaofRefused {
+        /// The command's name in the table (`replicaof`, `slaveof`).
+        command: &'static str,
+    },
     /// SELECT of a database other than 0.
     OnlyDbZero,
     /// A Redis Cluster command: the proxy presents itself as one standalone server, which
@@ -482,6 +488,7 @@ impl ClientError {
             | Self::Unsupported { .. }
             | Self::UnsupportedInMulti { .. }
             | Self::Forbidden { .. }
+            | Self::ReplicaofRefused { .. }
             | Self::FlushDisabled { .. }
             | Self::NotAllowedWhileSubscribed { .. }
             | Self::ShardDown { .. }
@@ -540,6 +547,13 @@ impl ClientError {
                 t.lit("ERR ")
                     .command(command)
                     .lit(" is not allowed through redshard");
+            }
+            Self::ReplicaofRefused { command } => {
+                t.lit("ERR ").command(command).lit(
+                    " host port is not allowed through redshard: the proxy is a master (",
+                ).command(command).lit(
+                    " NO ONE answers OK) and its controller manages the nodes' replication; use redshard-admin to change the topology",
+                );
             }
             Self::FlushDisabled { command } => {
                 t.lit("ERR ").command(command).lit(

@@ -89,7 +89,7 @@ async fn unknown_wrong_arity_forbidden_and_unsupported_commands() {
         vec!["DEBUG", "SLEEP", "0"],
         vec!["CONFIG", "SET", "replicaof", "127.0.0.1 1"],
         vec!["REPLICAOF", "127.0.0.1", "1"],
-        vec!["SLAVEOF", "NO", "ONE"],
+        vec!["SLAVEOF", "127.0.0.1", "1"],
         vec!["CLUSTER", "INFO"],
         vec!["SWAPDB", "0", "1"],
         vec!["MOVE", "k", "1"],

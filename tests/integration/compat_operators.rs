@@ -469,3 +469,198 @@ fn sha256_hex(text: &str) -> String {
     let out = child.wait_with_output().unwrap();
     String::from_utf8(out.stdout).unwrap()[..64].to_owned()
 }
+
+/// `INFO persistence` field `field` of the node at `addr`, as a number.
+async fn persistence(addr: &str, field: &str) -> i64 {
+    redshard_tests::replication::info_field(addr, "persistence", field)
+        .await
+        .unwrap_or_else(|| panic!("no {field} on {addr}"))
+        .parse()
+        .unwrap_or_else(|e| panic!("{field} on {addr}: {e}"))
+}
+
+/// Waits until the node at `addr` has saved `saves` times in all and runs no save or
+/// rewrite (none in progress, none scheduled).
+async fn wait_saved(addr: &str, saves: i64) {
+    let what = format!("{saves} saves and no child process on {addr}");
+    redshard_tests::wait::wait_until(std::time::Duration::from_secs(10), &what, || async {
+        persistence(addr, "rdb_saves").await == saves
+            && persistence(addr, "rdb_bgsave_in_progress").await == 0
+            && persistence(addr, "aof_rewrite_in_progress").await == 0
+            && persistence(addr, "aof_rewrite_scheduled").await == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bgsave_and_bgrewriteaof_run_on_every_master_as_on_one_server() {
+    let extra = "[[user]]\nname = \"app\"\npassword = \"a-pw\"\naccess = \"no-dangerous\"\n";
+    let cluster = TestCluster::start_with(2, true, extra, &[]).await;
+    let masters: Vec<String> = cluster
+        .masters
+        .iter()
+        .map(redshard_tests::RedisServer::addr)
+        .collect();
+    let replicas: Vec<String> = cluster
+        .replicas
+        .iter()
+        .map(redshard_tests::RedisServer::addr)
+        .collect();
+    let mut c = cluster.client().await;
+    for shard in 0..2 {
+        for i in 0..2 {
+            let key = key_on(2, shard, &format!("saved{i}"));
+            assert!(c.cmd(&["SET", key.as_str(), "v"]).await.is_ok());
+        }
+    }
+    let mut saves = Vec::new();
+    for m in &masters {
+        saves.push(persistence(m, "rdb_saves").await);
+    }
+    let mut replica_saves = Vec::new();
+    for r in &replicas {
+        replica_saves.push(persistence(r, "rdb_saves").await);
+    }
+
+    // One server's answer, and a save on every master (not on the replicas).
+    assert_eq!(
+        c.cmd(&["BGSAVE"]).await,
+        Reply::Status("Background saving started".into())
+    );
+    for (m, before) in masters.iter().zip(&mut saves) {
+        *before += 1;
+        wait_saved(m, *before).await;
+    }
+    for (r, before) in replicas.iter().zip(&replica_saves) {
+        assert_eq!(persistence(r, "rdb_saves").await, *before, "{r}");
+    }
+    // INFO persistence is the masters', merged; LASTSAVE their oldest save.
+    assert_eq!(
+        c.info_field("persistence", "rdb_bgsave_in_progress").await,
+        Some("0".into())
+    );
+    assert_eq!(
+        c.info_field("persistence", "rdb_saves").await,
+        Some(saves.iter().sum::<i64>().to_string())
+    );
+    let mut oldest = i64::MAX;
+    for m in &masters {
+        let mut node = redshard_tests::Client::connect(m.as_str()).await;
+        oldest = oldest.min(node.cmd(&["LASTSAVE"]).await.int());
+    }
+    assert_eq!(c.cmd(&["LASTSAVE"]).await, Reply::Int(oldest));
+    assert_eq!(
+        error_of(&c.cmd(&["BGSAVE", "NOW"]).await),
+        "ERR syntax error"
+    );
+    assert_eq!(
+        error_of(&c.cmd(&["BGSAVE", "SCHEDULE", "NOW"]).await),
+        "ERR syntax error"
+    );
+    assert_eq!(
+        c.cmd(&["BGREWRITEAOF"]).await,
+        Reply::Status("Background append only file rewriting started".into())
+    );
+    for (m, saves) in masters.iter().zip(&saves) {
+        wait_saved(m, *saves).await;
+    }
+
+    // A master already saving refuses with Redis's error, named; the others started.
+    let mut first = redshard_tests::Client::connect(masters[0].as_str()).await;
+    // Half a second per key: the first master's own save outlasts the proxy's request.
+    assert!(first
+        .cmd(&["CONFIG", "SET", "rdb-key-save-delay", "500000"])
+        .await
+        .is_ok());
+    assert_eq!(
+        first.cmd(&["BGSAVE"]).await,
+        Reply::Status("Background saving started".into())
+    );
+    assert_eq!(
+        error_of(&c.cmd(&["BGSAVE"]).await),
+        format!(
+            "ERR Background save already in progress (on {}; applied on 1 of 2 nodes)",
+            masters[0]
+        )
+    );
+    saves[0] += 1;
+    saves[1] += 1;
+    for (m, saves) in masters.iter().zip(&saves) {
+        wait_saved(m, *saves).await;
+    }
+    // BGSAVE SCHEDULE while a master rewrites its AOF: scheduled there, started on the other
+    // master: the client hears that it is scheduled, and both masters save.
+    assert_eq!(
+        first.cmd(&["BGREWRITEAOF"]).await,
+        Reply::Status("Background append only file rewriting started".into())
+    );
+    assert_eq!(
+        c.cmd(&["BGSAVE", "SCHEDULE"]).await,
+        Reply::Status("Background saving scheduled".into())
+    );
+    saves[0] += 1;
+    saves[1] += 1;
+    for (m, saves) in masters.iter().zip(&saves) {
+        wait_saved(m, *saves).await;
+    }
+
+    // @dangerous, as in Redis.
+    let mut app = cluster.client().await;
+    assert!(app.cmd(&["AUTH", "app", "a-pw"]).await.is_ok());
+    for command in ["BGSAVE", "BGREWRITEAOF", "LASTSAVE"] {
+        assert_eq!(
+            error_of(&app.cmd(&[command]).await),
+            format!(
+                "NOPERM User app has no permissions to run the '{}' command",
+                command.to_ascii_lowercase()
+            )
+        );
+    }
+}
+
+/// The node's role and its `REPLICAOF` / `SLAVEOF` command statistics.
+async fn replication_trace(addr: &str) -> (Option<String>, Vec<String>) {
+    let role = redshard_tests::replication::info_field(addr, "replication", "role").await;
+    let mut direct = redshard_tests::Client::connect(addr).await;
+    let stats = direct.cmd(&["INFO", "commandstats"]).await.text();
+    let calls = stats
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_replicaof:") || l.starts_with("cmdstat_slaveof:"))
+        .map(|l| l.split(",usec=").next().unwrap_or_default().to_owned())
+        .collect();
+    (role, calls)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicaof_no_one_is_a_master_s_ok_and_a_master_address_is_refused() {
+    let cluster = TestCluster::start_with(1, true, "", &[]).await;
+    let nodes = [cluster.masters[0].addr(), cluster.replicas[0].addr()];
+    let mut before = Vec::new();
+    for node in &nodes {
+        before.push(replication_trace(node).await);
+    }
+    let mut c = cluster.client().await;
+    for (command, no, one) in [
+        ("REPLICAOF", "NO", "ONE"),
+        ("replicaof", "no", "one"),
+        ("SLAVEOF", "No", "One"),
+    ] {
+        assert!(c.cmd(&[command, no, one]).await.is_ok(), "{command}");
+    }
+    assert_eq!(
+        error_of(&c.cmd(&["REPLICAOF", "127.0.0.1", "6379"]).await),
+        "ERR REPLICAOF host port is not allowed through redshard: the proxy is a master (REPLICAOF NO ONE answers OK) and its controller manages the nodes' replication; use redshard-admin to change the topology"
+    );
+    assert!(error_of(&c.cmd(&["SLAVEOF", "NO", "TWO"]).await).starts_with("ERR SLAVEOF host port "));
+    // Redis's arity error (redis-py's `replicaof("NO ONE")` sends one argument).
+    assert_eq!(
+        error_of(&c.cmd(&["REPLICAOF", "NO ONE"]).await),
+        "ERR wrong number of arguments for 'replicaof' command"
+    );
+    // The nodes never saw any of it: same role, no more REPLICAOF calls than the
+    // controller's own.
+    for (node, before) in nodes.iter().zip(&before) {
+        assert_eq!(&replication_trace(node).await, before, "{node}");
+    }
+    assert!(c.cmd(&["SET", "k", "v"]).await.is_ok());
+}

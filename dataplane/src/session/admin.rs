@@ -1,5 +1,6 @@
 //! The operators' commands the proxy answers as one Redis server would: CONFIG SET /
-//! RESETSTAT / REWRITE and LATENCY RESET (applied to every node by the controller), MONITOR,
+//! RESETSTAT / REWRITE and LATENCY RESET (applied to every node by the controller), BGSAVE
+//! and BGREWRITEAOF (to every master), REPLICAOF NO ONE, MONITOR,
 //! the read-only ACL commands over the proxy's own users, and the tracking queries of a
 //! client without tracking.
 
@@ -9,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::dispatch::Action;
 use super::Ctx;
-use crate::events::ControlEvent;
+use crate::events::{ControlEvent, Nodes};
 use redshard_config::Access;
 use redshard_protocol::client_error::ClientError;
 use redshard_protocol::command::{self, CommandId, CommandSpec, Flags};
@@ -135,7 +136,42 @@ pub(super) fn every_node(ctx: &mut Ctx, spec: &'static CommandSpec, args: Args<'
         // The proxy's own counters in INFO, as the nodes reset theirs.
         ctx.state.clients.reset_stats();
     }
-    super::local::ask_controller(ctx, spec, |done| ControlEvent::EveryNode { request, done })
+    super::local::ask_controller(ctx, spec, |done| ControlEvent::EveryNode {
+        request,
+        nodes: Nodes::All,
+        done,
+    })
+}
+
+/// BGSAVE [SCHEDULE] and BGREWRITEAOF: checked here as Redis checks them, then sent by the
+/// controller to every master; the client gets one server's answer (`+Background saving
+/// started`) when every master gave it, else [`ClientError::NodesRefused`] with the masters'
+/// errors (`Background save already in progress` ...).
+pub(super) fn every_master(ctx: &mut Ctx, spec: &'static CommandSpec, args: Args<'_>) -> Action {
+    // BGSAVE takes SCHEDULE alone; BGREWRITEAOF's arity (1) is the table's.
+    if spec.id == CommandId::Bgsave
+        && args.len() > 1
+        && (args.len() > 2 || !args.get(1).eq_ignore_ascii_case(b"schedule"))
+    {
+        return Action::error(ctx, ClientError::SyntaxError);
+    }
+    let request: Vec<Bytes> = args.iter().map(Bytes::copy_from_slice).collect();
+    super::local::ask_controller(ctx, spec, |done| ControlEvent::EveryNode {
+        request,
+        nodes: Nodes::Masters,
+        done,
+    })
+}
+
+/// `REPLICAOF NO ONE` (and SLAVEOF): `+OK`, as a master answers it (the proxy is one, and
+/// nothing changes); `REPLICAOF host port` is refused, as the controller manages the nodes'
+/// replication.
+pub(super) fn replicaof(ctx: &Ctx, spec: &'static CommandSpec, args: Args<'_>) -> Action {
+    // The table's arity (3) holds the two arguments.
+    if args.get(1).eq_ignore_ascii_case(b"no") && args.get(2).eq_ignore_ascii_case(b"one") {
+        return Action::reply(ctx, Bytes::from_static(encode::OK));
+    }
+    Action::error(ctx, ClientError::ReplicaofRefused { command: spec.name })
 }
 
 /// `CONFIG SET timeout <value>`'s seconds, or why Redis refuses the value.

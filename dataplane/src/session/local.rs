@@ -157,6 +157,8 @@ pub(super) fn handle(
         Local::AclUsers => super::admin::list(ctx, false),
         Local::AclList => super::admin::list(ctx, true),
         Local::AclGetuser => super::admin::getuser(ctx, args.get(2)),
+        Local::Replicaof => super::admin::replicaof(ctx, spec, args),
+        Local::EveryMaster => super::admin::every_master(ctx, spec, args),
     }
 }
 

@@ -105,6 +105,20 @@ pub fn merge(parts: &[Bytes], plan: MergePlan, out: &mut OutBuf) {
             return;
         }
         MergePlan::AndArrays => and_arrays(parts, &mut buf),
+        MergePlan::Oldest => {
+            let mut oldest: Option<i64> = None;
+            for part in parts {
+                match reply::integer(part) {
+                    Some(n) => oldest = Some(oldest.map_or(n, |o| o.min(n))),
+                    None => {
+                        UNEXPECTED.encode(&mut buf);
+                        out.push(buf.freeze());
+                        return;
+                    }
+                }
+            }
+            encode::integer(&mut buf, oldest.unwrap_or(0));
+        }
         MergePlan::AnyNonNull { start } => {
             let n = parts.len().max(1);
             let found = (0..parts.len())
@@ -351,6 +365,22 @@ mod tests {
         assert_eq!(
             merged(&[b"+OK\r\n", b"+OK\r\n"], MergePlan::AllOk).await,
             b"+OK\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_oldest_time_is_the_smallest() {
+        assert_eq!(
+            merged(
+                &[b":1700000100\r\n", b":1700000000\r\n", b":1700000200\r\n"],
+                MergePlan::Oldest
+            )
+            .await,
+            b":1700000000\r\n"
+        );
+        assert_eq!(
+            merged(&[b":1\r\n", b"+OK\r\n"], MergePlan::Oldest).await,
+            ClientError::UnexpectedSplitReply.to_reply().to_vec()
         );
     }
 

@@ -127,6 +127,10 @@ fn table() -> Vec<(ClientError, &'static [u8])> {
         (E::Unsupported { command: "client|kill" }, b"-ERR CLIENT KILL is not supported by redshard yet\r\n"),
         (E::UnsupportedInMulti { command: "subscribe" }, b"-ERR SUBSCRIBE is not supported inside MULTI by redshard\r\n"),
         (E::Forbidden { command: "swapdb" }, b"-ERR SWAPDB is not allowed through redshard\r\n"),
+        (
+            E::ReplicaofRefused { command: "slaveof" },
+            b"-ERR SLAVEOF host port is not allowed through redshard: the proxy is a master (SLAVEOF NO ONE answers OK) and its controller manages the nodes' replication; use redshard-admin to change the topology\r\n",
+        ),
         (E::FlushDisabled { command: "flushall" }, b"-ERR FLUSHALL is disabled in redshard; set allow_flush = true in the proxy's config to allow it\r\n"),
         (E::NotAllowedWhileSubscribed { command: "get" }, b"-ERR Can't execute 'get': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n"),
         (E::ShardDown { shard: "s1".into() }, b"-CLUSTERDOWN The cluster is down: shard s1 has no reachable master\r\n"),

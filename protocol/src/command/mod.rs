@@ -100,6 +100,8 @@ pub enum Merge {
     AndArrays,
     /// The first non-null reply, starting from a random master (RANDOMKEY).
     AnyNonNull,
+    /// The smallest integer reply: the oldest time (LASTSAVE).
+    Oldest,
 }
 
 /// Where the search for a key spec's keys begins (Redis 7.0 `begin_search`).

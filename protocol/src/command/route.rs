@@ -112,6 +112,13 @@ pub enum Local {
     AclList,
     /// ACL GETUSER: one of the proxy's users.
     AclGetuser,
+    /// REPLICAOF / SLAVEOF: the proxy is a master, so `NO ONE` is answered `+OK` as a master
+    /// answers it; making it a replica of another server is refused (the controller manages
+    /// the nodes' replication).
+    Replicaof,
+    /// BGSAVE and BGREWRITEAOF: the masters hold the data set, so the controller sends them
+    /// to every master on connections of its own and answers as one server.
+    EveryMaster,
 }
 
 impl Local {
@@ -171,6 +178,8 @@ impl Local {
             C::AclUsers => Local::AclUsers,
             C::AclList => Local::AclList,
             C::AclGetuser => Local::AclGetuser,
+            C::Replicaof | C::Slaveof => Local::Replicaof,
+            C::Bgsave | C::Bgrewriteaof => Local::EveryMaster,
             _ => return None,
         })
     }
@@ -253,7 +262,11 @@ const fn declared_route(id: CommandId) -> Route {
         | C::AclGenpass
         | C::AclUsers
         | C::AclList
-        | C::AclGetuser => Route::Local,
+        | C::AclGetuser
+        | C::Replicaof
+        | C::Slaveof
+        | C::Bgsave
+        | C::Bgrewriteaof => Route::Local,
         // Each master holds a part of the keyspace: the session visits them in turn.
         C::Scan => Route::Scan,
         // Pub/sub: a channel lives on the master of its slot (PUBLISH and SUBSCRIBE of a
@@ -299,20 +312,20 @@ const fn declared_route(id: CommandId) -> Route {
         C::ScriptExists => Route::FanOut(Merge::AndArrays),
         // Destructive on every shard: fanned out only when the operator enabled it.
         C::Flushall | C::Flushdb => Route::Flush,
+        // LASTSAVE: the oldest of the masters' last saves, the time by which the whole data set
+        // was saved (INFO's merged `rdb_last_save_time` too).
+        C::Lastsave => Route::FanOut(Merge::Oldest),
         // Never sent to a backend from a client connection:
-        // Server life, persistence and replication belong to the operator and to redshard's own
-        // failover and resync.
+        // Server life and replication belong to the operator and to redshard's own failover and
+        // resync. SAVE would block every master for the whole save, long enough for the health
+        // checks to find them down: BGSAVE saves the same data without blocking.
         C::Shutdown
         | C::Debug
-        | C::Replicaof
-        | C::Slaveof
         | C::Failover
         | C::Sync
         | C::Psync
         | C::Replconf
         | C::Save
-        | C::Bgsave
-        | C::Bgrewriteaof
         | C::Module
         | C::ModuleHelp
         | C::ModuleList
@@ -400,7 +413,7 @@ const fn declared_route(id: CommandId) -> Route {
         | C::Bzpopmax
         | C::Bzmpop => Route::Dedicated,
         // Everything else is routed by its keys, which must all hash to one slot, or to any
-        // master when it has none (TIME, LASTSAVE, ROLE, OBJECT HELP, EVAL without keys ...).
+        // master when it has none (TIME, ROLE, OBJECT HELP, EVAL without keys ...).
         C::Append
         | C::Bitcount
         | C::Bitfield
@@ -460,7 +473,6 @@ const fn declared_route(id: CommandId) -> Route {
         | C::Incr
         | C::Incrby
         | C::Incrbyfloat
-        | C::Lastsave
         | C::LatencyDoctor
         | C::LatencyGraph
         | C::LatencyHelp

@@ -41,6 +41,14 @@ fn describe(spec: &CommandSpec) -> (&'static str, String) {
             "works",
             "every node, masters and replicas; OK when all said OK".into(),
         ),
+        Route::Local if Local::of(spec.id) == Some(Local::EveryMaster) => (
+            "works",
+            "every master; one server's answer when all gave it".into(),
+        ),
+        Route::Local if Local::of(spec.id) == Some(Local::Replicaof) => (
+            "works",
+            "`NO ONE`: OK, as from a master; `host port` refused".into(),
+        ),
         Route::Local => ("works", "answered by the proxy".into()),
         Route::FanOut(merge) => (
             "works",
@@ -51,6 +59,7 @@ fn describe(spec: &CommandSpec) -> (&'static str, String) {
                 Merge::First => "every master, same answer expected",
                 Merge::AndArrays => "every master; true where all say true",
                 Merge::AnyNonNull => "every master, first non-nil from a random start",
+                Merge::Oldest => "every master, the oldest time",
             }
             .into(),
         ),

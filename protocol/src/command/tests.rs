@@ -384,7 +384,10 @@ fn key_indices_stay_in_bounds_on_short_requests() {
 fn routes_follow_the_rules() {
     let route = |n: &str| find(n).route;
     assert_eq!(route("get"), Route::Keyed);
-    assert_eq!(route("lastsave"), Route::Keyed);
+    assert_eq!(route("lastsave"), Route::FanOut(Merge::Oldest));
+    assert_eq!(route("bgsave"), Route::Local);
+    assert_eq!(route("replicaof"), Route::Local);
+    assert_eq!(route("save"), Route::Forbidden);
     assert_eq!(route("xread"), Route::Keyed);
     assert_eq!(route("object|freq"), Route::Keyed);
     assert_eq!(route("ping"), Route::Local);
@@ -602,6 +605,10 @@ fn local_commands_are_the_ones_local_of_knows() {
         "acl|users",
         "acl|list",
         "acl|getuser",
+        "replicaof",
+        "slaveof",
+        "bgsave",
+        "bgrewriteaof",
     ];
     expected.sort_unstable();
     assert_eq!(local, expected);
@@ -642,6 +649,7 @@ mod by_name {
         ("function|delete", Merge::AllOk),
         ("function|flush", Merge::AllOk),
         ("function|restore", Merge::AllOk),
+        ("lastsave", Merge::Oldest),
     ];
 
     pub const FLUSH: &str = "flushall flushdb";
