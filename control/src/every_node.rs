@@ -134,7 +134,7 @@ impl Controller {
             let reply = combine(answers);
             // The command's name only: CONFIG SET's values may be secrets.
             let name = |i: usize| String::from_utf8_lossy(args.get(i).copied().unwrap_or_default());
-            info!(command = %name(0), sub = %name(1), applied, nodes = nodes.len(), "a client's command applied to every node");
+            info!(command = %name(0), sub = %name(1), to = ?which, applied, nodes = nodes.len(), "a client's command sent to every node");
             let _ = done.send(reply);
         });
     }
