@@ -1,5 +1,5 @@
-//! `CONFIG SET`, `CONFIG RESETSTAT`, `CONFIG REWRITE`, `LATENCY RESET`, `BGSAVE` and
-//! `BGREWRITEAOF` for clients.
+//! `CONFIG SET`, `CONFIG RESETSTAT`, `CONFIG REWRITE`, `LATENCY RESET`, `SAVE`, `BGSAVE`
+//! and `BGREWRITEAOF` for clients.
 //!
 //! Server settings and statistics belong to every node: one node alone would leave the
 //! shards (and a master and its replicas) configured differently, and a failover would change
@@ -12,7 +12,8 @@
 //! sends it to every node of the topology (masters and replicas) or to every master, at once,
 //! each on a control connection of its own, and answers as one server would: `+OK` (LATENCY
 //! RESET: the events reset, summed; BGSAVE: `+Background saving started`, or `scheduled`
-//! when some master only scheduled it) when every node accepted; otherwise
+//! when some master only scheduled it; SAVE: `+OK` once every master's save ended, see
+//! [`save`]) when every node accepted; otherwise
 //! [`ClientError::NodesRefused`](redshard_protocol::client_error::ClientError::NodesRefused),
 //! naming each node that refused (with its own error) or did not answer, and how many
 //! applied it. Nothing is rolled back on the nodes that applied it.
@@ -108,13 +109,18 @@ impl Controller {
                     .max(controller.state.config.health.timeout),
             };
             let args: Vec<&[u8]> = request.iter().map(AsRef::as_ref).collect();
+            let is_save = args.len() == 1 && args[0].eq_ignore_ascii_case(b"SAVE");
             let answers = join_all(nodes.iter().map(|node| {
                 let controller = &controller;
                 let args = &args;
                 async move {
                     let answer = async {
                         let mut conn = controller.connect(node, timeout).await?;
-                        conn.call(args).await
+                        if is_save {
+                            save(&mut conn).await
+                        } else {
+                            conn.call(args).await
+                        }
                     }
                     .await;
                     (node.clone(), answer)
@@ -168,6 +174,41 @@ impl Controller {
             Err(e) => {
                 warn!(node = %conn.addr(), error = %e, "a node refused the parameters set through CONFIG SET")
             }
+        }
+    }
+}
+
+/// How often [`save`] asks a master whether its save ended.
+const SAVE_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// `SAVE` on one master, without blocking it (a master blocked for the whole save would
+/// miss its health checks): `BGSAVE SCHEDULE` (refused, as SAVE is, while a save is running;
+/// scheduled behind an AOF rewrite), then `INFO persistence` until that save ended. The
+/// answer is SAVE's: `+OK`, or Redis's `-ERR` when the save failed, or the node's refusal.
+async fn save(conn: &mut ControlConn) -> Result<Bytes, ConnError> {
+    let saves = |info: &std::collections::HashMap<String, String>| -> i64 {
+        info.get("rdb_saves")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_default()
+    };
+    let before = saves(&conn.info("persistence").await?);
+    let answer = conn.call(&[b"BGSAVE", b"SCHEDULE"]).await?;
+    if reply::is_error(&answer) {
+        return Ok(answer);
+    }
+    loop {
+        // A poll of the node's state, not a wait for the proxy's own work.
+        tokio::time::sleep(SAVE_POLL).await;
+        let info = conn.info("persistence").await?;
+        let running = info.get("rdb_bgsave_in_progress").map(String::as_str) != Some("0");
+        if saves(&info) > before && !running {
+            return Ok(
+                if info.get("rdb_last_bgsave_status").map(String::as_str) == Some("ok") {
+                    Bytes::from_static(encode::OK)
+                } else {
+                    ClientError::SaveFailed.to_reply()
+                },
+            );
         }
     }
 }

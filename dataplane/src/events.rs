@@ -128,7 +128,7 @@ pub enum ControlEvent {
     },
     /// A client's `CONFIG SET` (already checked against what the proxy manages),
     /// `CONFIG RESETSTAT`, `CONFIG REWRITE` or `LATENCY RESET` (to every node, masters and
-    /// replicas), or `BGSAVE` / `BGREWRITEAOF` (to every master): the controller sends it on
+    /// replicas), or `SAVE` / `BGSAVE` / `BGREWRITEAOF` (to every master): the controller sends it on
     /// control connections, and answers with the client's reply (see `redshard_control`'s
     /// `every_node`).
     EveryNode {

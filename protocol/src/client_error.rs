@@ -109,6 +109,8 @@ pub enum ClientError {
         /// The command's name in the table (`replicaof`, `slaveof`).
         command: &'static str,
     },
+    /// SAVE: a master's save failed (Redis's bare `-ERR`; the node's log says why).
+    SaveFailed,
     /// SELECT of a database other than 0.
     OnlyDbZero,
     /// A Redis Cluster command: the proxy presents itself as one standalone server, which
@@ -403,6 +405,7 @@ impl ClientError {
                 b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
             }
             Self::AuthWithoutPassword => b"-ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?\r\n",
+            Self::SaveFailed => b"-ERR\r\n",
             Self::OnlyDbZero => {
                 b"-ERR redshard serves DB 0 only; SELECT of another database is not allowed\r\n"
             }
@@ -724,6 +727,7 @@ impl ClientError {
             | Self::UnexpectedScanReply
             | Self::ScanCursorTooLarge
             | Self::NodesRefused { .. }
+            | Self::SaveFailed
             | Self::KeylessScriptTouchedKey { .. } => Reached::Yes,
             _ => Reached::No,
         }

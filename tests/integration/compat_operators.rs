@@ -493,7 +493,7 @@ async fn wait_saved(addr: &str, saves: i64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bgsave_and_bgrewriteaof_run_on_every_master_as_on_one_server() {
+async fn save_bgsave_and_bgrewriteaof_run_on_every_master_as_on_one_server() {
     let extra = "[[user]]\nname = \"app\"\npassword = \"a-pw\"\naccess = \"no-dangerous\"\n";
     let cluster = TestCluster::start_with(2, true, extra, &[]).await;
     let masters: Vec<String> = cluster
@@ -604,10 +604,53 @@ async fn bgsave_and_bgrewriteaof_run_on_every_master_as_on_one_server() {
         wait_saved(m, *saves).await;
     }
 
+    // SAVE answers once every master saved, without blocking any: while the first master's
+    // slow save runs, a read of its keys is answered.
+    let saving = {
+        let mut saver = cluster.client().await;
+        tokio::spawn(async move { saver.cmd(&["SAVE"]).await })
+    };
+    redshard_tests::replication::wait_for_info(
+        &masters[0],
+        "persistence",
+        "rdb_bgsave_in_progress",
+        "1",
+    )
+    .await;
+    let key = key_on(2, 0, "saved0");
+    assert_eq!(c.cmd(&["GET", key.as_str()]).await, Reply::bulk("v"));
+    assert!(
+        !saving.is_finished(),
+        "SAVE answered before the slow save ended"
+    );
+    assert!(saving.await.unwrap().is_ok());
+    for (m, saves) in masters.iter().zip(&mut saves) {
+        *saves += 1;
+        assert_eq!(persistence(m, "rdb_saves").await, *saves, "{m}");
+        assert_eq!(persistence(m, "rdb_bgsave_in_progress").await, 0, "{m}");
+    }
+    // A save running on a master refuses SAVE there, with Redis's error.
+    assert_eq!(
+        first.cmd(&["BGSAVE"]).await,
+        Reply::Status("Background saving started".into())
+    );
+    assert_eq!(
+        error_of(&c.cmd(&["SAVE"]).await),
+        format!(
+            "ERR Background save already in progress (on {}; applied on 1 of 2 nodes)",
+            masters[0]
+        )
+    );
+    saves[0] += 1;
+    saves[1] += 1;
+    for (m, saves) in masters.iter().zip(&saves) {
+        wait_saved(m, *saves).await;
+    }
+
     // @dangerous, as in Redis.
     let mut app = cluster.client().await;
     assert!(app.cmd(&["AUTH", "app", "a-pw"]).await.is_ok());
-    for command in ["BGSAVE", "BGREWRITEAOF", "LASTSAVE"] {
+    for command in ["SAVE", "BGSAVE", "BGREWRITEAOF", "LASTSAVE"] {
         assert_eq!(
             error_of(&app.cmd(&[command]).await),
             format!(

@@ -1,6 +1,6 @@
 //! The operators' commands the proxy answers as one Redis server would: CONFIG SET /
-//! RESETSTAT / REWRITE and LATENCY RESET (applied to every node by the controller), BGSAVE
-//! and BGREWRITEAOF (to every master), REPLICAOF NO ONE, MONITOR,
+//! RESETSTAT / REWRITE and LATENCY RESET (applied to every node by the controller), SAVE,
+//! BGSAVE and BGREWRITEAOF (to every master), REPLICAOF NO ONE, MONITOR,
 //! the read-only ACL commands over the proxy's own users, and the tracking queries of a
 //! client without tracking.
 
@@ -143,10 +143,11 @@ pub(super) fn every_node(ctx: &mut Ctx, spec: &'static CommandSpec, args: Args<'
     })
 }
 
-/// BGSAVE [SCHEDULE] and BGREWRITEAOF: checked here as Redis checks them, then sent by the
-/// controller to every master; the client gets one server's answer (`+Background saving
-/// started`) when every master gave it, else [`ClientError::NodesRefused`] with the masters'
-/// errors (`Background save already in progress` ...).
+/// SAVE, BGSAVE [SCHEDULE] and BGREWRITEAOF: checked here as Redis checks them, then sent by
+/// the controller to every master; the client gets one server's answer (`+Background saving
+/// started`; SAVE: `+OK` once every master saved) when every master gave it, else
+/// [`ClientError::NodesRefused`] with the masters' errors (`Background save already in
+/// progress` ...).
 pub(super) fn every_master(ctx: &mut Ctx, spec: &'static CommandSpec, args: Args<'_>) -> Action {
     // BGSAVE takes SCHEDULE alone; BGREWRITEAOF's arity (1) is the table's.
     if spec.id == CommandId::Bgsave

@@ -24,6 +24,7 @@ fn table() -> Vec<(ClientError, &'static [u8])> {
         (E::HelloNoAuth, b"-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time\r\n"),
         (E::WrongPass, b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"),
         (E::AuthWithoutPassword, b"-ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?\r\n"),
+        (E::SaveFailed, b"-ERR\r\n"),
         (E::OnlyDbZero, b"-ERR redshard serves DB 0 only; SELECT of another database is not allowed\r\n"),
         (E::ClusterDisabled, b"-ERR This instance has cluster support disabled\r\n"),
         (E::CrossSlot, b"-CROSSSLOT Keys in request don't hash to the same slot\r\n"),

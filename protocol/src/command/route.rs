@@ -116,8 +116,9 @@ pub enum Local {
     /// answers it; making it a replica of another server is refused (the controller manages
     /// the nodes' replication).
     Replicaof,
-    /// BGSAVE and BGREWRITEAOF: the masters hold the data set, so the controller sends them
-    /// to every master on connections of its own and answers as one server.
+    /// SAVE, BGSAVE and BGREWRITEAOF: the masters hold the data set, so the controller sends
+    /// them to every master on connections of its own and answers as one server (SAVE as a
+    /// background save it waits for, so that no master is blocked).
     EveryMaster,
 }
 
@@ -179,7 +180,7 @@ impl Local {
             C::AclList => Local::AclList,
             C::AclGetuser => Local::AclGetuser,
             C::Replicaof | C::Slaveof => Local::Replicaof,
-            C::Bgsave | C::Bgrewriteaof => Local::EveryMaster,
+            C::Save | C::Bgsave | C::Bgrewriteaof => Local::EveryMaster,
             _ => return None,
         })
     }
@@ -265,6 +266,7 @@ const fn declared_route(id: CommandId) -> Route {
         | C::AclGetuser
         | C::Replicaof
         | C::Slaveof
+        | C::Save
         | C::Bgsave
         | C::Bgrewriteaof => Route::Local,
         // Each master holds a part of the keyspace: the session visits them in turn.
@@ -317,15 +319,13 @@ const fn declared_route(id: CommandId) -> Route {
         C::Lastsave => Route::FanOut(Merge::Oldest),
         // Never sent to a backend from a client connection:
         // Server life and replication belong to the operator and to redshard's own failover and
-        // resync. SAVE would block every master for the whole save, long enough for the health
-        // checks to find them down: BGSAVE saves the same data without blocking.
+        // resync.
         C::Shutdown
         | C::Debug
         | C::Failover
         | C::Sync
         | C::Psync
         | C::Replconf
-        | C::Save
         | C::Module
         | C::ModuleHelp
         | C::ModuleList

@@ -387,7 +387,7 @@ fn routes_follow_the_rules() {
     assert_eq!(route("lastsave"), Route::FanOut(Merge::Oldest));
     assert_eq!(route("bgsave"), Route::Local);
     assert_eq!(route("replicaof"), Route::Local);
-    assert_eq!(route("save"), Route::Forbidden);
+    assert_eq!(route("save"), Route::Local);
     assert_eq!(route("xread"), Route::Keyed);
     assert_eq!(route("object|freq"), Route::Keyed);
     assert_eq!(route("ping"), Route::Local);
@@ -607,6 +607,7 @@ fn local_commands_are_the_ones_local_of_knows() {
         "acl|getuser",
         "replicaof",
         "slaveof",
+        "save",
         "bgsave",
         "bgrewriteaof",
     ];
