@@ -707,3 +707,27 @@ async fn replicaof_no_one_is_a_master_s_ok_and_a_master_address_is_refused() {
     }
     assert!(c.cmd(&["SET", "k", "v"]).await.is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn module_list_is_empty_as_the_proxy_s_hello_says() {
+    let extra = "[[user]]\nname = \"app\"\npassword = \"a-pw\"\naccess = \"no-dangerous\"\n";
+    let cluster = TestCluster::start_with(2, false, extra, &[]).await;
+    let mut c = cluster.client().await;
+    assert_eq!(c.cmd(&["MODULE", "LIST"]).await, Reply::Array(vec![]));
+    let mut c3 = cluster.client().await;
+    c3.cmd_resp3(&["HELLO", "3"]).await;
+    assert_eq!(c3.cmd_resp3(&["MODULE", "LIST"]).await, b"*0\r\n");
+    // The rest of MODULE stays refused.
+    assert_eq!(
+        error_of(&c.cmd(&["MODULE", "LOAD", "/tmp/none.so"]).await),
+        "ERR MODULE LOAD is not allowed through redshard"
+    );
+    // @dangerous, as in Redis.
+    let mut app = cluster.client().await;
+    assert!(app.cmd(&["AUTH", "app", "a-pw"]).await.is_ok());
+    assert_eq!(
+        error_of(&app.cmd(&["MODULE", "LIST"]).await),
+        "NOPERM User app has no permissions to run the 'module|list' command"
+    );
+    cluster.assert_never_ran(&["module|list"]).await;
+}

@@ -159,6 +159,7 @@ pub(super) fn handle(
         Local::AclGetuser => super::admin::getuser(ctx, args.get(2)),
         Local::Replicaof => super::admin::replicaof(ctx, spec, args),
         Local::EveryMaster => super::admin::every_master(ctx, spec, args),
+        Local::ModuleList => Action::reply(ctx, Bytes::from_static(b"*0\r\n")),
     }
 }
 

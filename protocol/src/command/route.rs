@@ -116,6 +116,9 @@ pub enum Local {
     /// answers it; making it a replica of another server is refused (the controller manages
     /// the nodes' replication).
     Replicaof,
+    /// MODULE LIST: the proxy serves no module's commands (its table is Redis's own), so it
+    /// lists none, as its HELLO says.
+    ModuleList,
     /// SAVE, BGSAVE and BGREWRITEAOF: the masters hold the data set, so the controller sends
     /// them to every master on connections of its own and answers as one server (SAVE as a
     /// background save it waits for, so that no master is blocked).
@@ -181,6 +184,7 @@ impl Local {
             C::AclGetuser => Local::AclGetuser,
             C::Replicaof | C::Slaveof => Local::Replicaof,
             C::Save | C::Bgsave | C::Bgrewriteaof => Local::EveryMaster,
+            C::ModuleList => Local::ModuleList,
             _ => return None,
         })
     }
@@ -268,7 +272,8 @@ const fn declared_route(id: CommandId) -> Route {
         | C::Slaveof
         | C::Save
         | C::Bgsave
-        | C::Bgrewriteaof => Route::Local,
+        | C::Bgrewriteaof
+        | C::ModuleList => Route::Local,
         // Each master holds a part of the keyspace: the session visits them in turn.
         C::Scan => Route::Scan,
         // Pub/sub: a channel lives on the master of its slot (PUBLISH and SUBSCRIBE of a
@@ -328,7 +333,6 @@ const fn declared_route(id: CommandId) -> Route {
         | C::Replconf
         | C::Module
         | C::ModuleHelp
-        | C::ModuleList
         | C::ModuleLoad
         | C::ModuleLoadex
         | C::ModuleUnload => Route::Forbidden,

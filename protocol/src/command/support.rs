@@ -45,6 +45,10 @@ fn describe(spec: &CommandSpec) -> (&'static str, String) {
             "works",
             "every master; one server's answer when all gave it".into(),
         ),
+        Route::Local if Local::of(spec.id) == Some(Local::ModuleList) => (
+            "works",
+            "answered by the proxy: no modules (it serves Redis's own commands)".into(),
+        ),
         Route::Local if Local::of(spec.id) == Some(Local::Replicaof) => (
             "works",
             "`NO ONE`: OK, as from a master; `host port` refused".into(),

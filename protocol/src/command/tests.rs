@@ -610,6 +610,7 @@ fn local_commands_are_the_ones_local_of_knows() {
         "save",
         "bgsave",
         "bgrewriteaof",
+        "module|list",
     ];
     expected.sort_unstable();
     assert_eq!(local, expected);
