@@ -186,29 +186,30 @@ const SAVE_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 /// scheduled behind an AOF rewrite), then `INFO persistence` until that save ended. The
 /// answer is SAVE's: `+OK`, or Redis's `-ERR` when the save failed, or the node's refusal.
 async fn save(conn: &mut ControlConn) -> Result<Bytes, ConnError> {
-    let saves = |info: &std::collections::HashMap<String, String>| -> i64 {
-        info.get("rdb_saves")
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_default()
+    let field = |info: &std::collections::HashMap<String, String>, name: &str| {
+        info.get(name).cloned().unwrap_or_default()
     };
-    let before = saves(&conn.info("persistence").await?);
+    let before = field(&conn.info("persistence").await?, "rdb_saves");
     let answer = conn.call(&[b"BGSAVE", b"SCHEDULE"]).await?;
     if reply::is_error(&answer) {
         return Ok(answer);
     }
+    // Started: it runs until `rdb_bgsave_in_progress` drops. Scheduled: it starts once the
+    // other child ends, counted in `rdb_saves` (a count CONFIG RESETSTAT may reset: any
+    // change), or seen running.
+    let mut started = !answer.windows(9).any(|w| w == b"scheduled");
     loop {
         // A poll of the node's state, not a wait for the proxy's own work.
         tokio::time::sleep(SAVE_POLL).await;
         let info = conn.info("persistence").await?;
-        let running = info.get("rdb_bgsave_in_progress").map(String::as_str) != Some("0");
-        if saves(&info) > before && !running {
-            return Ok(
-                if info.get("rdb_last_bgsave_status").map(String::as_str) == Some("ok") {
-                    Bytes::from_static(encode::OK)
-                } else {
-                    ClientError::SaveFailed.to_reply()
-                },
-            );
+        let running = field(&info, "rdb_bgsave_in_progress") != "0";
+        started |= running || field(&info, "rdb_saves") != before;
+        if started && !running {
+            return Ok(if field(&info, "rdb_last_bgsave_status") == "ok" {
+                Bytes::from_static(encode::OK)
+            } else {
+                ClientError::SaveFailed.to_reply()
+            });
         }
     }
 }

@@ -647,6 +647,20 @@ async fn save_bgsave_and_bgrewriteaof_run_on_every_master_as_on_one_server() {
         wait_saved(m, *saves).await;
     }
 
+    // SAVE while a master rewrites its AOF: its save is scheduled behind the rewrite, and
+    // SAVE answers once that save ended too.
+    assert_eq!(
+        first.cmd(&["BGREWRITEAOF"]).await,
+        Reply::Status("Background append only file rewriting started".into())
+    );
+    assert!(c.cmd(&["SAVE"]).await.is_ok());
+    for (m, saves) in masters.iter().zip(&mut saves) {
+        *saves += 1;
+        assert_eq!(persistence(m, "rdb_saves").await, *saves, "{m}");
+        assert_eq!(persistence(m, "rdb_bgsave_in_progress").await, 0, "{m}");
+    }
+    assert_eq!(persistence(&masters[0], "aof_rewrite_in_progress").await, 0);
+
     // @dangerous, as in Redis.
     let mut app = cluster.client().await;
     assert!(app.cmd(&["AUTH", "app", "a-pw"]).await.is_ok());
