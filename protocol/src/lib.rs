@@ -14,7 +14,9 @@
 #![forbid(unsafe_code)]
 
 pub mod client_error;
+pub mod acl;
 pub mod command;
+pub mod glob;
 pub mod resp;
 
 pub use client_error::{ClientError, Reached};

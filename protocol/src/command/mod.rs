@@ -44,7 +44,7 @@ mod table;
 mod tests;
 
 pub use error::{CommandError, CommandErrorKind};
-pub use flags::{Flags, KeySpecFlags};
+pub use flags::{AclCategories, Flags, KeySpecFlags};
 pub use table::REDIS_VERSION;
 
 use procs::GetKeys;
@@ -170,6 +170,8 @@ pub struct CommandSpec {
     pub arity: i32,
     /// Command flags.
     pub flags: Flags,
+    /// Redis's ACL categories of the command (what `+@read`, `-@write` ... select).
+    pub acl: AclCategories,
     /// Legacy first key index (0: no key), as `COMMAND` reports it.
     pub first_key: i32,
     /// Legacy last key index (negative: from the end).
@@ -291,6 +293,32 @@ pub fn resolve<A: ArgList + ?Sized>(args: &A) -> Result<&'static CommandSpec, Co
         return Err(CommandError::wrong_arity(spec));
     }
     Ok(spec)
+}
+
+/// The spec of an ACL rule's command name, as Redis 7.0's `ACLLookupCommand` finds it:
+/// `get`, or `config|get` for a subcommand (case-insensitive; a `|` more is no command).
+#[must_use]
+pub fn lookup_fullname(name: &[u8]) -> Option<&'static CommandSpec> {
+    let mut parts = name.splitn(3, |&b| b == b'|');
+    let base = lookup(parts.next()?)?;
+    match (parts.next(), parts.next()) {
+        (None, _) => Some(base),
+        (Some(sub), None) if base.has_subcommands() => {
+            base.subcommand(sub).or_else(|| extra_subcommand(base, sub))
+        }
+        _ => None,
+    }
+}
+
+/// The subcommands of a container as ACL rules see them: the table's, and for CLIENT the
+/// proxy's extra ones (see `extra.rs`).
+pub fn acl_subcommands(spec: &CommandSpec) -> impl Iterator<Item = &'static CommandSpec> {
+    let extras: &'static [CommandSpec] = if spec.id == CommandId::Client {
+        &extra::CLIENT_EXTRAS
+    } else {
+        &[]
+    };
+    spec.subcommands.iter().chain(extras.iter())
 }
 
 /// A subcommand the proxy knows beyond the table (see `extra.rs`).
