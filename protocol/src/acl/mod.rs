@@ -699,3 +699,17 @@ pub fn category_commands(cat: AclCategories) -> impl Iterator<Item = &'static st
         .filter(move |s| s.acl.intersects(cat))
         .map(|s| s.name)
 }
+
+/// What `ACL DRYRUN` answers for a refused request (Redis 7.0.15's texts).
+#[must_use]
+pub fn dryrun_text<A: ArgList + ?Sized>(denied: Denied, spec: &CommandSpec, args: &A) -> Vec<u8> {
+    let (what, object, kind): (&str, &[u8], &str) = match denied {
+        Denied::Command => ("run", spec.name.as_bytes(), "command"),
+        Denied::Key(at) => ("access", args.arg(at), "key"),
+        Denied::Channel(at) => ("access", args.arg(at), "channel"),
+    };
+    let mut out = format!("This user has no permissions to {what} the '").into_bytes();
+    out.extend_from_slice(object);
+    out.extend_from_slice(format!("' {kind}").as_bytes());
+    out
+}

@@ -112,6 +112,14 @@ pub enum Local {
     AclList,
     /// ACL GETUSER: one of the proxy's users.
     AclGetuser,
+    /// ACL SETUSER: creates or changes one of the proxy's users.
+    AclSetuser,
+    /// ACL DELUSER: removes some of the proxy's users.
+    AclDeluser,
+    /// ACL DRYRUN: whether one of the proxy's users may run a command.
+    AclDryrun,
+    /// ACL LOG: the proxy's refusals.
+    AclLog,
 }
 
 impl Local {
@@ -171,6 +179,10 @@ impl Local {
             C::AclUsers => Local::AclUsers,
             C::AclList => Local::AclList,
             C::AclGetuser => Local::AclGetuser,
+            C::AclSetuser => Local::AclSetuser,
+            C::AclDeluser => Local::AclDeluser,
+            C::AclDryrun => Local::AclDryrun,
+            C::AclLog => Local::AclLog,
             _ => return None,
         })
     }
@@ -253,7 +265,11 @@ const fn declared_route(id: CommandId) -> Route {
         | C::AclGenpass
         | C::AclUsers
         | C::AclList
-        | C::AclGetuser => Route::Local,
+        | C::AclGetuser
+        | C::AclSetuser
+        | C::AclDeluser
+        | C::AclDryrun
+        | C::AclLog => Route::Local,
         // Each master holds a part of the keyspace: the session visits them in turn.
         C::Scan => Route::Scan,
         // Pub/sub: a channel lives on the master of its slot (PUBLISH and SUBSCRIBE of a
@@ -355,18 +371,9 @@ const fn declared_route(id: CommandId) -> Route {
         // see [`Local`].)
         // SCRIPT DEBUG needs a private forked server.
         C::ScriptDebug => Route::Forbidden,
-        // ACL changes and logs: backends authenticate the proxy, not the client, so they would
-        // act on or answer about the proxy's backend users; clients authenticate to the proxy
-        // (AUTH/HELLO are local), whose users come from its configuration. (The read-only
-        // WHOAMI, USERS, LIST and GETUSER describe the proxy's users, and CAT Redis's
-        // categories: see [`Local`].)
-        C::Acl
-        | C::AclDeluser
-        | C::AclDryrun
-        | C::AclLoad
-        | C::AclLog
-        | C::AclSave
-        | C::AclSetuser => Route::Forbidden,
+        // ACL LOAD and SAVE: the proxy has no ACL file (its users live in its configuration
+        // and its state); the other ACL commands act on the proxy's users: see [`Local`].
+        C::Acl | C::AclLoad | C::AclSave => Route::Forbidden,
         // PFSELFTEST / PFDEBUG are internal testing commands.
         C::Pfselftest | C::Pfdebug => Route::Forbidden,
         // Container names alone: always an arity error in Redis (see the module documentation);

@@ -1,0 +1,384 @@
+//! The proxy's users: the configured ones (`password` for `default`, each `[[user]]` with
+//! its access level written as ACL rules), changed at run time by `ACL SETUSER`,
+//! `ACL DELUSER` and `CONFIG SET requirepass`, and the ACL log of refusals.
+//!
+//! Sessions check each request against their user's rules ([`LiveUser`]): one relaxed load
+//! of [`Users::generation`] tells a session whether any user changed since it last looked;
+//! a user whose rules allow everything (the default user, `access = "all"`) costs nothing
+//! more.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use redshard_config::{Access, Config};
+use redshard_protocol::acl::{self, SetUserError, User};
+use redshard_protocol::command::{self, Flags};
+
+/// A user as sessions check it.
+#[derive(Debug)]
+pub struct LiveUser {
+    /// The rules.
+    pub rules: User,
+    /// Its rules allow every command, key and channel: no check per request.
+    pub unrestricted: bool,
+    /// The backend user its scripts run as on the nodes (see [`crate::backend::acl`]): the
+    /// configured access level while its rules are still that level's, `all` while they
+    /// allow everything; `None` for other rules, whose scripts the proxy refuses (a script's
+    /// `redis.call()`s are checked by the node, which does not know them).
+    pub scripts: Option<Access>,
+}
+
+impl LiveUser {
+    fn new(rules: User, level: Option<Access>) -> Self {
+        let unrestricted = rules.allows_everything();
+        let scripts = if unrestricted {
+            Some(Access::All)
+        } else {
+            level
+        };
+        Self {
+            rules,
+            unrestricted,
+            scripts,
+        }
+    }
+}
+
+/// The ACL rules of a configured access level (what redshard refuses every client is not
+/// listed: it is the same for every user, see `docs/access-control.md`).
+#[must_use]
+pub fn level_rules(access: Access) -> String {
+    match access {
+        Access::All => "+@all".into(),
+        Access::NoDangerous => {
+            "+@all -@dangerous -script|flush -function|flush -function|restore".into()
+        }
+        // What may write or replicate, and administration; the `_RO` scripts stay.
+        Access::ReadOnly => {
+            let mut rules = String::from("+@all -@write -@admin");
+            for spec in command::all_specs().filter(|s| {
+                s.flags.contains(Flags::MAY_REPLICATE)
+                    && !s.flags.intersects(Flags::WRITE.union(Flags::ADMIN))
+            }) {
+                rules.push_str(" -");
+                rules.push_str(spec.name);
+            }
+            rules.push_str(" -script|flush -memory|purge");
+            rules
+        }
+    }
+}
+
+/// The user a configured identity starts as: `on`, its password, every key and channel, its
+/// level's commands.
+fn configured(name: &str, password: Option<&str>, access: Access) -> LiveUser {
+    let mut rules = User::new(name);
+    let mut ops: Vec<Vec<u8>> = vec![b"on".to_vec(), b"~*".to_vec(), b"&*".to_vec()];
+    match password {
+        Some(p) => ops.push([b">", p.as_bytes()].concat()),
+        None => ops.push(b"nopass".to_vec()),
+    }
+    ops.extend(level_rules(access).split(' ').map(|r| r.as_bytes().to_vec()));
+    if let Err(e) = rules.apply_all(&ops) {
+        // The level rules name commands of the table: they always apply.
+        tracing::error!(user = name, error = ?e, "configured user's rules refused");
+    }
+    LiveUser::new(rules, Some(access))
+}
+
+/// One entry of the ACL log (Redis 7.0's `ACLLogEntry`).
+#[derive(Clone, Debug)]
+pub struct LogEntry {
+    /// Refusals grouped into it.
+    pub count: u64,
+    /// `command`, `key`, `channel` or `auth`.
+    pub reason: &'static str,
+    /// `toplevel` or `multi`.
+    pub context: &'static str,
+    /// The command, key or channel refused (`AUTH` for a failed authentication).
+    pub object: Vec<u8>,
+    /// The user (for `auth`, the name given).
+    pub username: Vec<u8>,
+    /// When it last happened.
+    pub at: Instant,
+    /// The client's `CLIENT LIST` line, at the last refusal.
+    pub client_info: String,
+}
+
+/// The users and the ACL log, shared by every session.
+#[derive(Debug)]
+pub struct Users {
+    /// Every user by name (sorted, as Redis lists them); replaced whole on each change.
+    set: ArcSwap<BTreeMap<String, Arc<LiveUser>>>,
+    /// Bumped after each change: a session compares it with the one it last saw.
+    generation: AtomicU64,
+    /// One change at a time (each reads, changes and replaces the whole set).
+    write: Mutex<()>,
+    /// The ACL log, newest first.
+    log: Mutex<VecDeque<LogEntry>>,
+    /// What `CONFIG GET requirepass` shows: the configured `password`, then the last
+    /// `CONFIG SET requirepass` (kept in memory only, as Redis keeps it).
+    requirepass: Mutex<Vec<u8>>,
+}
+
+/// Redis groups a refusal into an equal entry at most this old.
+const GROUPING: Duration = Duration::from_secs(60);
+
+impl Users {
+    /// The configured users: `default` (with `password`, or `nopass`) and every `[[user]]`.
+    #[must_use]
+    pub fn from_config(config: &Config) -> Self {
+        let mut set = BTreeMap::new();
+        set.insert(
+            "default".to_owned(),
+            Arc::new(configured("default", config.password.as_deref(), Access::All)),
+        );
+        for u in &config.users {
+            set.insert(
+                u.name.clone(),
+                Arc::new(configured(&u.name, Some(&u.password), u.access)),
+            );
+        }
+        Self {
+            set: ArcSwap::from_pointee(set),
+            generation: AtomicU64::new(0),
+            write: Mutex::new(()),
+            log: Mutex::new(VecDeque::new()),
+            requirepass: Mutex::new(config.password.clone().unwrap_or_default().into_bytes()),
+        }
+    }
+
+    /// Changes so far: a session that saw another number looks its user up again.
+    #[must_use]
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The user called `name`.
+    #[must_use]
+    pub fn get(&self, name: &str) -> Option<Arc<LiveUser>> {
+        self.set.load().get(name).cloned()
+    }
+
+    /// Every user, sorted by name.
+    #[must_use]
+    pub fn all(&self) -> Arc<BTreeMap<String, Arc<LiveUser>>> {
+        self.set.load_full()
+    }
+
+    /// Whether a new connection starts authenticated (as `default`): Redis's rule, the
+    /// default user is `on` and `nopass`.
+    #[must_use]
+    pub fn open_by_default(&self) -> bool {
+        self.get("default")
+            .is_some_and(|d| d.rules.enabled && d.rules.nopass)
+    }
+
+    /// Whether AUTH can fail at all: some user needs a password (or is off). Without one,
+    /// failed attempts are not guesses and are not throttled.
+    #[must_use]
+    pub fn any_password(&self) -> bool {
+        self.set
+            .load()
+            .values()
+            .any(|u| !u.rules.nopass || !u.rules.enabled)
+    }
+
+    fn change<T>(
+        &self,
+        f: impl FnOnce(&mut BTreeMap<String, Arc<LiveUser>>) -> T,
+    ) -> T {
+        let _one = self.write.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut next = (**self.set.load()).clone();
+        let out = f(&mut next);
+        self.set.store(Arc::new(next));
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        out
+    }
+
+    /// `ACL SETUSER name rules...`: creates or changes the user, all rules or none.
+    ///
+    /// # Errors
+    ///
+    /// Redis's refusal of a rule; nothing changed then.
+    pub fn set_user<A: AsRef<[u8]>>(&self, name: &str, ops: &[A]) -> Result<(), SetUserError> {
+        self.change(|set| {
+            let mut rules = set
+                .get(name)
+                .map_or_else(|| User::new(name), |u| u.rules.clone());
+            rules.apply_all(ops)?;
+            set.insert(name.to_owned(), Arc::new(LiveUser::new(rules, None)));
+            Ok(())
+        })
+    }
+
+    /// `ACL DELUSER`: removes the users named (never `default`); returns how many existed.
+    pub fn delete(&self, names: &[String]) -> usize {
+        self.change(|set| {
+            names
+                .iter()
+                .filter(|n| n.as_str() != "default" && set.remove(n.as_str()).is_some())
+                .count()
+        })
+    }
+
+    /// `CONFIG SET requirepass`: the default user's password (Redis's
+    /// `ACLUpdateDefaultUserPassword`: `resetpass`, then `>password`, or `nopass` for "").
+    pub fn set_default_password(&self, password: &[u8]) {
+        *self
+            .requirepass
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = password.to_vec();
+        self.change(|set| {
+            let mut rules = set
+                .get("default")
+                .map_or_else(User::default_user, |u| u.rules.clone());
+            let mut ops = vec![b"resetpass".to_vec()];
+            if password.is_empty() {
+                ops.push(b"nopass".to_vec());
+            } else {
+                ops.push([b">", password].concat());
+            }
+            // resetpass, >pw and nopass always apply.
+            let _ = rules.apply_all(&ops);
+            let level = set.get("default").and_then(|u| u.scripts);
+            set.insert("default".to_owned(), Arc::new(LiveUser::new(rules, level)));
+        });
+    }
+
+    /// `CONFIG GET requirepass`: as Redis, the last value set (the configured `password`,
+    /// then `CONFIG SET requirepass`), not what `ACL SETUSER default` did since.
+    #[must_use]
+    pub fn requirepass(&self) -> Vec<u8> {
+        self.requirepass
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Records a refusal in the ACL log, grouped with an equal recent entry as Redis does
+    /// (same reason, context, object and user, within 60 s, among the 10 newest).
+    pub fn log(&self, mut entry: LogEntry, max_len: usize) {
+        let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        let found = log.iter().take(10).position(|e| {
+            e.reason == entry.reason
+                && e.context == entry.context
+                && e.object == entry.object
+                && e.username == entry.username
+                && entry.at.saturating_duration_since(e.at) <= GROUPING
+        });
+        if let Some(at) = found {
+            if let Some(mut known) = log.remove(at) {
+                known.count += 1;
+                known.at = entry.at;
+                known.client_info = std::mem::take(&mut entry.client_info);
+                log.push_front(known);
+            }
+            return;
+        }
+        log.push_front(entry);
+        log.truncate(max_len);
+    }
+
+    /// The newest `count` entries of the ACL log.
+    #[must_use]
+    pub fn log_entries(&self, count: usize) -> Vec<LogEntry> {
+        let log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        log.iter().take(count).cloned().collect()
+    }
+
+    /// `ACL LOG RESET`.
+    pub fn reset_log(&self) {
+        self.log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
+    /// Checks `AUTH [name] password` against the live users: the user when it is `on` and
+    /// the password is one of its own (or it is `nopass`).
+    #[must_use]
+    pub fn authenticate(&self, name: &str, password: &[u8]) -> Option<Arc<LiveUser>> {
+        let user = self.get(name)?;
+        user.rules.password_ok(password).then_some(user)
+    }
+}
+
+/// The description of a user for `ACL LIST`.
+#[must_use]
+pub fn describe(user: &LiveUser) -> Vec<u8> {
+    acl::describe_user(&user.rules)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn users() -> Users {
+        let mut config = Config::default();
+        config.password = Some("pw".into());
+        Users::from_config(&config)
+    }
+
+    #[test]
+    fn configured_users_and_changes() {
+        let users = users();
+        assert!(!users.open_by_default());
+        assert!(users.authenticate("default", b"pw").is_some());
+        assert!(users.authenticate("default", b"nope").is_none());
+        assert!(users.get("default").unwrap().unrestricted);
+        let seen = users.generation();
+        users.set_user("alice", &["on", ">a", "+get", "~k*"]).unwrap();
+        assert_ne!(users.generation(), seen);
+        let alice = users.authenticate("alice", b"a").unwrap();
+        assert!(!alice.unrestricted);
+        assert_eq!(alice.scripts, None);
+        assert!(users.set_user("alice", &["+nope"]).is_err());
+        assert!(users.get("alice").unwrap().rules.password_ok(b"a"));
+        assert_eq!(users.delete(&["alice".into(), "bob".into(), "default".into()]), 1);
+        assert!(users.get("alice").is_none());
+        users.set_default_password(b"");
+        assert!(users.open_by_default());
+        users.set_default_password(b"x");
+        assert!(users.authenticate("default", b"x").is_some());
+        assert!(users.authenticate("default", b"pw").is_none());
+    }
+
+    #[test]
+    fn level_rules_are_the_levels() {
+        let user = configured("r", Some("p"), Access::ReadOnly);
+        assert_eq!(user.scripts, Some(Access::ReadOnly));
+        let get = command::lookup(b"get").unwrap();
+        let set = command::lookup(b"set").unwrap();
+        assert!(user.rules.check(get, &["get", "k"]).is_ok());
+        assert!(user.rules.check(set, &["set", "k", "v"]).is_err());
+    }
+
+    #[test]
+    fn the_log_groups_and_is_bounded() {
+        let users = users();
+        let entry = |object: &str| LogEntry {
+            count: 1,
+            reason: "command",
+            context: "toplevel",
+            object: object.as_bytes().to_vec(),
+            username: b"u".to_vec(),
+            at: Instant::now(),
+            client_info: String::new(),
+        };
+        users.log(entry("get"), 2);
+        users.log(entry("get"), 2);
+        assert_eq!(users.log_entries(10).len(), 1);
+        assert_eq!(users.log_entries(10)[0].count, 2);
+        users.log(entry("set"), 2);
+        users.log(entry("hget"), 2);
+        let objects: Vec<_> = users.log_entries(10).into_iter().map(|e| e.object).collect();
+        assert_eq!(objects, vec![b"hget".to_vec(), b"set".to_vec()]);
+        users.reset_log();
+        assert!(users.log_entries(10).is_empty());
+    }
+}
