@@ -81,7 +81,11 @@ fn configured(name: &str, password: Option<&str>, access: Access) -> LiveUser {
         Some(p) => ops.push([b">", p.as_bytes()].concat()),
         None => ops.push(b"nopass".to_vec()),
     }
-    ops.extend(level_rules(access).split(' ').map(|r| r.as_bytes().to_vec()));
+    ops.extend(
+        level_rules(access)
+            .split(' ')
+            .map(|r| r.as_bytes().to_vec()),
+    );
     if let Err(e) = rules.apply_all(&ops) {
         // The level rules name commands of the table: they always apply.
         tracing::error!(user = name, error = ?e, "configured user's rules refused");
@@ -134,7 +138,11 @@ impl Users {
         let mut set = BTreeMap::new();
         set.insert(
             "default".to_owned(),
-            Arc::new(configured("default", config.password.as_deref(), Access::All)),
+            Arc::new(configured(
+                "default",
+                config.password.as_deref(),
+                Access::All,
+            )),
         );
         for u in &config.users {
             set.insert(
@@ -188,10 +196,7 @@ impl Users {
             .any(|u| !u.rules.nopass || !u.rules.enabled)
     }
 
-    fn change<T>(
-        &self,
-        f: impl FnOnce(&mut BTreeMap<String, Arc<LiveUser>>) -> T,
-    ) -> T {
+    fn change<T>(&self, f: impl FnOnce(&mut BTreeMap<String, Arc<LiveUser>>) -> T) -> T {
         let _one = self.write.lock().unwrap_or_else(PoisonError::into_inner);
         let mut next = (**self.set.load()).clone();
         let out = f(&mut next);
@@ -207,11 +212,15 @@ impl Users {
     /// Redis's refusal of a rule; nothing changed then.
     pub fn set_user<A: AsRef<[u8]>>(&self, name: &str, ops: &[A]) -> Result<(), SetUserError> {
         self.change(|set| {
-            let mut rules = set
-                .get(name)
-                .map_or_else(|| User::new(name), |u| u.rules.clone());
+            let known = set.get(name);
+            let mut rules = known.map_or_else(|| User::new(name), |u| u.rules.clone());
             rules.apply_all(ops)?;
-            set.insert(name.to_owned(), Arc::new(LiveUser::new(rules, None)));
+            // A configured user whose permissions did not change (a new password, `off`)
+            // keeps its level's backend user for its scripts.
+            let level = known
+                .filter(|k| k.rules.root == rules.root && k.rules.selectors == rules.selectors)
+                .and_then(|k| k.scripts);
+            set.insert(name.to_owned(), Arc::new(LiveUser::new(rules, level)));
             Ok(())
         })
     }
@@ -319,9 +328,10 @@ mod tests {
     use super::*;
 
     fn users() -> Users {
-        let mut config = Config::default();
-        config.password = Some("pw".into());
-        Users::from_config(&config)
+        Users::from_config(&Config {
+            password: Some("pw".into()),
+            ..Config::default()
+        })
     }
 
     #[test]
@@ -332,14 +342,23 @@ mod tests {
         assert!(users.authenticate("default", b"nope").is_none());
         assert!(users.get("default").unwrap().unrestricted);
         let seen = users.generation();
-        users.set_user("alice", &["on", ">a", "+get", "~k*"]).unwrap();
+        users
+            .set_user("alice", &["on", ">a", "+get", "~k*"])
+            .unwrap();
         assert_ne!(users.generation(), seen);
         let alice = users.authenticate("alice", b"a").unwrap();
         assert!(!alice.unrestricted);
         assert_eq!(alice.scripts, None);
         assert!(users.set_user("alice", &["+nope"]).is_err());
+        // The default user keeps its level (scripts as the proxy's client user) across a
+        // password change; new rules drop it.
+        users.set_user("default", &[">other"]).unwrap();
+        assert_eq!(users.get("default").unwrap().scripts, Some(Access::All));
         assert!(users.get("alice").unwrap().rules.password_ok(b"a"));
-        assert_eq!(users.delete(&["alice".into(), "bob".into(), "default".into()]), 1);
+        assert_eq!(
+            users.delete(&["alice".into(), "bob".into(), "default".into()]),
+            1
+        );
         assert!(users.get("alice").is_none());
         users.set_default_password(b"");
         assert!(users.open_by_default());
@@ -376,7 +395,11 @@ mod tests {
         assert_eq!(users.log_entries(10)[0].count, 2);
         users.log(entry("set"), 2);
         users.log(entry("hget"), 2);
-        let objects: Vec<_> = users.log_entries(10).into_iter().map(|e| e.object).collect();
+        let objects: Vec<_> = users
+            .log_entries(10)
+            .into_iter()
+            .map(|e| e.object)
+            .collect();
         assert_eq!(objects, vec![b"hget".to_vec(), b"set".to_vec()]);
         users.reset_log();
         assert!(users.log_entries(10).is_empty());

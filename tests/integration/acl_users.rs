@@ -72,14 +72,54 @@ async fn setuser_getuser_list_and_dryrun_answer_as_redis_does() {
         &[],
         &["reset"],
         &["on", ">pw", "~k*", "+get"],
-        &["reset", ">pw", "+get", "+@hash", "-hset", "+config|get", "-@all", "+set", "+select|0", "%R~a*", "~b*", "%W~a*", "&ch*", "(+get ~x*)"],
-        &["+@hash", "-@hash", "+get", "-get", "+config", "-config|get", "+client|id", "+@admin"],
+        &[
+            "reset",
+            ">pw",
+            "+get",
+            "+@hash",
+            "-hset",
+            "+config|get",
+            "-@all",
+            "+set",
+            "+select|0",
+            "%R~a*",
+            "~b*",
+            "%W~a*",
+            "&ch*",
+            "(+get ~x*)",
+        ],
+        &[
+            "+@hash",
+            "-@hash",
+            "+get",
+            "-get",
+            "+config",
+            "-config|get",
+            "+client|id",
+            "+@admin",
+        ],
         &["+@all", "-@dangerous"],
         &["+@all", "-@admin"],
         &["-@all", "+@read", "+@write"],
         &["-@all", "+@read", "-@string"],
-        &["+@all", "-get", "-@string", "+client", "-client|kill", "skip-sanitize-payload"],
-        &["+@all", "+get", "allcommands", "-@dangerous", "+select|0", "-select", "+select|1", "+select|0"],
+        &[
+            "+@all",
+            "-get",
+            "-@string",
+            "+client",
+            "-client|kill",
+            "skip-sanitize-payload",
+        ],
+        &[
+            "+@all",
+            "+get",
+            "allcommands",
+            "-@dangerous",
+            "+select|0",
+            "-select",
+            "+select|1",
+            "+select|0",
+        ],
         &["%R~*", "%W~*", "~b"],
         &["&a", "&a", "&*"],
         &[">a", ">b", ">a", &format!("#{hash}"), "<b"],
@@ -89,9 +129,33 @@ async fn setuser_getuser_list_and_dryrun_answer_as_redis_does() {
         &["(+get", "~a)", "(+set ~b*)"],
         &["()"],
         &["%R"],
-        &["+select|0", "+get|x", "+config|get", "+@all", "+config", "-config|set"],
-        &["+@ALL", "-GET", "+Config|Get", "~A", "&B", "on", "resetpass", "sanitize-payload"],
-        &["allkeys", "resetkeys", "allchannels", "resetchannels", "%R~x", "nocommands", "+@pubsub"],
+        &[
+            "+select|0",
+            "+get|x",
+            "+config|get",
+            "+@all",
+            "+config",
+            "-config|set",
+        ],
+        &[
+            "+@ALL",
+            "-GET",
+            "+Config|Get",
+            "~A",
+            "&B",
+            "on",
+            "resetpass",
+            "sanitize-payload",
+        ],
+        &[
+            "allkeys",
+            "resetkeys",
+            "allchannels",
+            "resetchannels",
+            "%R~x",
+            "nocommands",
+            "+@pubsub",
+        ],
         // Refused: Redis's errors.
         &["~*", "~a"],
         &["foo"],
@@ -130,7 +194,24 @@ async fn setuser_getuser_list_and_dryrun_answer_as_redis_does() {
     }
 
     // DRYRUN of the same requests for the same users.
-    let user: &[&str] = &["ACL", "SETUSER", "dry", "on", "+get", "+set", "+hget", "+publish", "+subscribe", "+psubscribe", "+select|0", "%R~r*", "~rw*", "%W~w*", "&news.*", "(+set ~sel*)"];
+    let user: &[&str] = &[
+        "ACL",
+        "SETUSER",
+        "dry",
+        "on",
+        "+get",
+        "+set",
+        "+hget",
+        "+publish",
+        "+subscribe",
+        "+psubscribe",
+        "+select|0",
+        "%R~r*",
+        "~rw*",
+        "%W~w*",
+        "&news.*",
+        "(+set ~sel*)",
+    ];
     assert!(direct.cmd(user).await.is_ok());
     assert!(proxy.cmd(user).await.is_ok());
     let requests: &[&[&str]] = &[
@@ -181,13 +262,33 @@ async fn users_rules_are_enforced_and_logged_at_the_proxy() {
     let cluster = TestCluster::start(2).await;
     let mut admin = cluster.client().await;
     assert!(admin
-        .cmd(&["ACL", "SETUSER", "app", "on", ">pw", "+get", "+set", "+publish", "+subscribe", "+eval", "+multi", "+exec", "%R~r:*", "~cache:*", "&news.*", "(+del ~tmp:*)"])
+        .cmd(&[
+            "ACL",
+            "SETUSER",
+            "app",
+            "on",
+            ">pw",
+            "+get",
+            "+set",
+            "+publish",
+            "+subscribe",
+            "+eval",
+            "+multi",
+            "+exec",
+            "%R~r:*",
+            "~cache:*",
+            "&news.*",
+            "(+del ~tmp:*)"
+        ])
         .await
         .is_ok());
     assert!(admin.cmd(&["ACL", "LOG", "RESET"]).await.is_ok());
     let mut app = cluster.client().await;
     assert!(app.cmd(&["AUTH", "app", "pw"]).await.is_ok());
-    assert_eq!(app.cmd(&["ACL", "WHOAMI"]).await, Reply::Error("NOPERM User app has no permissions to run the 'acl|whoami' command".into()));
+    assert_eq!(
+        app.cmd(&["ACL", "WHOAMI"]).await,
+        Reply::Error("NOPERM User app has no permissions to run the 'acl|whoami' command".into())
+    );
     assert!(app.cmd(&["SET", "cache:1", "v"]).await.is_ok());
     assert_eq!(app.cmd(&["GET", "cache:1"]).await, Reply::bulk("v"));
     assert_eq!(app.cmd(&["GET", "r:1"]).await, Reply::Bulk(None));
@@ -206,7 +307,10 @@ async fn users_rules_are_enforced_and_logged_at_the_proxy() {
     assert_eq!(app.cmd(&["PUBLISH", "news.a", "m"]).await, Reply::Int(0));
     // Scripts: the nodes cannot check these rules, so the proxy refuses them.
     let refused = app.cmd(&["EVAL", "return 1", "0"]).await;
-    assert!(matches!(&refused, Reply::Error(e) if e.contains("scripts and functions of user app")), "{refused:?}");
+    assert!(
+        matches!(&refused, Reply::Error(e) if e.contains("scripts and functions of user app")),
+        "{refused:?}"
+    );
     // Inside MULTI the refusal aborts the transaction, as in Redis.
     assert!(app.cmd(&["MULTI"]).await.is_ok());
     assert_eq!(app.cmd(&["GET", "other"]).await, key);
@@ -225,14 +329,24 @@ async fn users_rules_are_enforced_and_logged_at_the_proxy() {
     assert_eq!(field(&entries[0], "context"), Reply::bulk("multi"));
     assert_eq!(field(&entries[0], "object"), Reply::bulk("other"));
     assert_eq!(field(&entries[0], "username"), Reply::bulk("app"));
-    assert!(field(&entries[0], "client-info").text().contains("user=app"));
+    assert!(field(&entries[0], "client-info")
+        .text()
+        .contains("user=app"));
     assert_eq!(field(&entries[1], "reason"), Reply::bulk("channel"));
     assert_eq!(field(&entries[1], "object"), Reply::bulk("sport"));
-    let get_other = entries.iter().find(|e| field(e, "context") == Reply::bulk("toplevel") && field(e, "object") == Reply::bulk("other")).unwrap();
+    let get_other = entries
+        .iter()
+        .find(|e| {
+            field(e, "context") == Reply::bulk("toplevel")
+                && field(e, "object") == Reply::bulk("other")
+        })
+        .unwrap();
     assert_eq!(field(get_other, "count"), Reply::Int(1));
     assert_eq!(admin.cmd(&["ACL", "LOG", "2"]).await.items().len(), 2);
     let mut bad = cluster.client().await;
-    assert!(matches!(bad.cmd(&["AUTH", "app", "wrong"]).await, Reply::Error(e) if e.starts_with("WRONGPASS")));
+    assert!(
+        matches!(bad.cmd(&["AUTH", "app", "wrong"]).await, Reply::Error(e) if e.starts_with("WRONGPASS"))
+    );
     let newest = admin.cmd(&["ACL", "LOG", "1"]).await;
     assert_eq!(field(&newest.items()[0], "reason"), Reply::bulk("auth"));
     assert_eq!(field(&newest.items()[0], "object"), Reply::bulk("AUTH"));
@@ -245,9 +359,14 @@ async fn users_rules_are_enforced_and_logged_at_the_proxy() {
     // `off`: no new AUTH (Redis keeps the connected clients).
     assert!(admin.cmd(&["ACL", "SETUSER", "app", "off"]).await.is_ok());
     let mut late = cluster.client().await;
-    assert!(matches!(late.cmd(&["AUTH", "app", "pw"]).await, Reply::Error(e) if e.starts_with("WRONGPASS")));
+    assert!(
+        matches!(late.cmd(&["AUTH", "app", "pw"]).await, Reply::Error(e) if e.starts_with("WRONGPASS"))
+    );
     assert!(admin.cmd(&["ACL", "SETUSER", "app", "on"]).await.is_ok());
-    assert!(matches!(late.cmd(&["HELLO", "2", "AUTH", "app", "pw"]).await, Reply::Array(_)));
+    assert!(matches!(
+        late.cmd(&["HELLO", "2", "AUTH", "app", "pw"]).await,
+        Reply::Array(_)
+    ));
     // DELUSER closes its clients.
     assert_eq!(admin.cmd(&["ACL", "DELUSER", "app"]).await, Reply::Int(1));
     // Closed by the proxy: the connection ends without another reply.
@@ -263,7 +382,10 @@ async fn config_set_requirepass_is_the_default_user_s_password() {
         c.cmd(&["CONFIG", "GET", "requirepass"]).await,
         Reply::Array(vec![Reply::bulk("requirepass"), Reply::bulk("")])
     );
-    assert!(c.cmd(&["CONFIG", "SET", "requirepass", "temp_pass"]).await.is_ok());
+    assert!(c
+        .cmd(&["CONFIG", "SET", "requirepass", "temp_pass"])
+        .await
+        .is_ok());
     assert_eq!(
         c.cmd(&["CONFIG", "GET", "requirepass"]).await,
         Reply::Array(vec![Reply::bulk("requirepass"), Reply::bulk("temp_pass")])
@@ -271,15 +393,24 @@ async fn config_set_requirepass_is_the_default_user_s_password() {
     // The connected client stays authenticated; a new one must AUTH.
     assert_eq!(c.cmd(&["PING"]).await, Reply::Status("PONG".into()));
     let mut d = cluster.client().await;
-    assert_eq!(d.cmd(&["GET", "k"]).await, Reply::Error("NOAUTH Authentication required.".into()));
+    assert_eq!(
+        d.cmd(&["GET", "k"]).await,
+        Reply::Error("NOAUTH Authentication required.".into())
+    );
     assert!(d.cmd(&["AUTH", "temp_pass"]).await.is_ok());
     assert!(d.cmd(&["AUTH", "default", "temp_pass"]).await.is_ok());
     // The nodes keep their own password: the proxy still reaches them.
     assert!(d.cmd(&["SET", "k", "v"]).await.is_ok());
-    let node = Client::connect(cluster.masters[0].addr()).await.cmd(&["PING"]).await;
+    let node = Client::connect(cluster.masters[0].addr())
+        .await
+        .cmd(&["PING"])
+        .await;
     assert_eq!(node, Reply::Status("PONG".into()));
     // A user without @admin may not change it.
-    assert!(d.cmd(&["ACL", "SETUSER", "weak", "on", ">w", "+@all", "-@admin", "~*"]).await.is_ok());
+    assert!(d
+        .cmd(&["ACL", "SETUSER", "weak", "on", ">w", "+@all", "-@admin", "~*"])
+        .await
+        .is_ok());
     let mut weak = cluster.client().await;
     assert!(weak.cmd(&["AUTH", "weak", "w"]).await.is_ok());
     assert_eq!(

@@ -79,7 +79,6 @@ async fn config_set_and_friends_apply_to_every_node() {
         ("replicaof", "127.0.0.1 1"),
         ("SLAVEOF", "no one"),
         ("masterauth", "x"),
-        ("requirepass", "x"),
         ("port", "1"),
         ("dir", "/tmp"),
         ("cluster-enabled", "yes"),

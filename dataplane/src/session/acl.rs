@@ -64,7 +64,11 @@ pub(super) fn refresh(ctx: &mut Ctx) -> bool {
 /// Checks a request against the client's user (Redis's `ACLCheckAllPerm`), logs a refusal
 /// in the ACL log, and answers it with Redis 7.2's NOPERM text. A script of a user whose
 /// rules the nodes cannot enforce is refused too.
-pub(super) fn check(ctx: &Ctx, spec: &'static CommandSpec, args: Args<'_>) -> Result<(), ClientError> {
+pub(super) fn check(
+    ctx: &Ctx,
+    spec: &'static CommandSpec,
+    args: Args<'_>,
+) -> Result<(), ClientError> {
     let Some(user) = ctx.acl.as_deref() else {
         return Ok(());
     };
@@ -81,7 +85,9 @@ pub(super) fn check(ctx: &Ctx, spec: &'static CommandSpec, args: Args<'_>) -> Re
                     },
                 ),
                 Denied::Key(at) => ("key", args.get(at).to_vec(), ClientError::NoPermKey),
-                Denied::Channel(at) => ("channel", args.get(at).to_vec(), ClientError::NoPermChannel),
+                Denied::Channel(at) => {
+                    ("channel", args.get(at).to_vec(), ClientError::NoPermChannel)
+                }
             };
             log(ctx, reason, object, user_name(ctx).as_bytes());
             return Err(error);
@@ -100,7 +106,11 @@ pub(super) fn log(ctx: &Ctx, reason: &'static str, object: Vec<u8>, username: &[
     let entry = LogEntry {
         count: 1,
         reason,
-        context: if ctx.tx.is_some() { "multi" } else { "toplevel" },
+        context: if ctx.tx.is_some() {
+            "multi"
+        } else {
+            "toplevel"
+        },
         object,
         username: username.to_vec(),
         at: Instant::now(),
@@ -189,13 +199,9 @@ pub(super) fn setuser(ctx: &Ctx, args: Args<'_>) -> Action {
     let rules: Vec<&[u8]> = (3..args.len()).map(|i| args.get(i)).collect();
     match ctx.state.users.set_user(&name, &rules) {
         Ok(()) => Action::reply(ctx, Bytes::from_static(encode::OK)),
-        Err(SetUserError::Rule { op, why }) => Action::error(
-            ctx,
-            ClientError::AclSetuser {
-                op: op.into(),
-                why,
-            },
-        ),
+        Err(SetUserError::Rule { op, why }) => {
+            Action::error(ctx, ClientError::AclSetuser { op: op.into(), why })
+        }
         Err(SetUserError::UnmatchedParen { op }) => {
             Action::error(ctx, ClientError::AclUnmatchedParen { op: op.into() })
         }
@@ -271,12 +277,7 @@ pub(super) fn acl_log(ctx: &Ctx, args: Args<'_>) -> Action {
             None => return Action::error(ctx, ClientError::NotAnInteger),
         }
     } else if args.len() > 3 {
-        return Action::error(
-            ctx,
-            ClientError::WrongArity {
-                command: "acl|log",
-            },
-        );
+        return Action::error(ctx, ClientError::WrongArity { command: "acl|log" });
     }
     let entries = ctx.state.users.log_entries(count);
     let now = Instant::now();

@@ -316,8 +316,17 @@ fn check_credentials(
     user: Option<&[u8]>,
     password: &[u8],
 ) -> Result<(String, Arc<LiveUser>), ClientError> {
-    let name = user.map_or_else(|| "default".to_owned(), |u| String::from_utf8_lossy(u).into_owned());
-    if user.is_none() && ctx.state.users.get("default").is_some_and(|d| d.rules.nopass) {
+    let name = user.map_or_else(
+        || "default".to_owned(),
+        |u| String::from_utf8_lossy(u).into_owned(),
+    );
+    if user.is_none()
+        && ctx
+            .state
+            .users
+            .get("default")
+            .is_some_and(|d| d.rules.nopass)
+    {
         return Err(ClientError::AuthWithoutPassword);
     }
     match ctx.state.users.authenticate(&name, password) {

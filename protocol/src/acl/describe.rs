@@ -36,7 +36,7 @@ pub fn describe_commands(selector: &Selector) -> String {
                 }
             }
             let (diff, same) = if additive { (off, on) } else { (on, off) };
-            let better = best.map_or(true, |(_, mindiff, maxsame)| {
+            let better = best.is_none_or(|(_, mindiff, maxsame)| {
                 diff < mindiff || (diff == mindiff && same > maxsame)
             });
             if same > diff && better {

@@ -528,9 +528,9 @@ impl User {
         }
         let hash = password_hash(password);
         // Compared without an early exit over the user's hashes.
-        self.passwords
-            .iter()
-            .fold(false, |found, p| found | constant_time_eq(p.as_bytes(), hash.as_bytes()))
+        self.passwords.iter().fold(false, |found, p| {
+            found | constant_time_eq(p.as_bytes(), hash.as_bytes())
+        })
     }
 
     /// Applies one rule, as Redis 7.0's `ACLSetUser`.

@@ -39,23 +39,69 @@ fn descriptions_match_redis() {
         "user u off sanitize-payload #30c952fab122c3f9759f02a6d95c3758b246b4fee239957b2d4fee46e26170c4 ~a* ~b* resetchannels &ch* -@all +select|0 +set (~x* resetchannels -@all +get)"
     );
     assert_eq!(
-        line(&["+@hash", "-@hash", "+get", "-get", "+config", "-config|get", "+client|id", "+@admin"]),
+        line(&[
+            "+@hash",
+            "-@hash",
+            "+get",
+            "-get",
+            "+config",
+            "-config|get",
+            "+client|id",
+            "+@admin"
+        ]),
         "user u off resetchannels -@all +@admin +client|id +config"
     );
-    assert_eq!(line(&["%R~*", "%W~*", "~b"]), "user u off ~* ~b resetchannels -@all");
+    assert_eq!(
+        line(&["%R~*", "%W~*", "~b"]),
+        "user u off ~* ~b resetchannels -@all"
+    );
     assert_eq!(line(&["&a", "&a", "&*"]), "user u off &* -@all");
     assert_eq!(
-        line(&["+@all", "+get", "allcommands", "-@dangerous", "+select|0", "-select", "+select|1", "+select|0"]),
+        line(&[
+            "+@all",
+            "+get",
+            "allcommands",
+            "-@dangerous",
+            "+select|0",
+            "-select",
+            "+select|1",
+            "+select|0"
+        ]),
         "user u off resetchannels +@all -@dangerous -select +select|1 +select|0"
     );
     assert_eq!(line(&["nopass", ">x"]), "user u off #2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881 resetchannels -@all");
-    assert_eq!(line(&[">x", "nopass"]), "user u off nopass resetchannels -@all");
-    assert_eq!(line(&["(~a +get)", "(&x)", "clearselectors", "( +set  ~b )"]), "user u off resetchannels -@all (~b resetchannels -@all +set)");
-    assert_eq!(line(&["(+get", "~a)"]), "user u off resetchannels -@all (~a resetchannels -@all +get)");
-    assert_eq!(line(&["()"]), "user u off resetchannels -@all (resetchannels -@all)");
+    assert_eq!(
+        line(&[">x", "nopass"]),
+        "user u off nopass resetchannels -@all"
+    );
+    assert_eq!(
+        line(&["(~a +get)", "(&x)", "clearselectors", "( +set  ~b )"]),
+        "user u off resetchannels -@all (~b resetchannels -@all +set)"
+    );
+    assert_eq!(
+        line(&["(+get", "~a)"]),
+        "user u off resetchannels -@all (~a resetchannels -@all +get)"
+    );
+    assert_eq!(
+        line(&["()"]),
+        "user u off resetchannels -@all (resetchannels -@all)"
+    );
     assert_eq!(line(&["%R"]), "user u off %R~ resetchannels -@all");
-    assert_eq!(line(&["+select|0", "+get|x", "+config|get", "+@all", "+config", "-config|set"]), "user u off resetchannels +@all -config|set");
-    assert_eq!(line(&["+select", "+select|0"]), "user u off resetchannels -@all +select");
+    assert_eq!(
+        line(&[
+            "+select|0",
+            "+get|x",
+            "+config|get",
+            "+@all",
+            "+config",
+            "-config|set"
+        ]),
+        "user u off resetchannels +@all -config|set"
+    );
+    assert_eq!(
+        line(&["+select", "+select|0"]),
+        "user u off resetchannels -@all +select"
+    );
     assert_eq!(
         line(&["+@ALL", "-GET", "+Config|Get", "~A", "&B"]),
         "user u off ~A resetchannels &B +@all -get"
@@ -78,7 +124,10 @@ fn categories_are_chosen_as_redis_does() {
     // The categories of `-@all +@read -@string` are Redis's (its single rules come in
     // another order there, see the module's documentation).
     let described = describe_commands(&user(&["+@read", "-@string"]).unwrap().root);
-    assert!(described.starts_with("-@all +@bitmap +@geo +@hash +@set +@sortedset -"), "{described}");
+    assert!(
+        described.starts_with("-@all +@bitmap +@geo +@hash +@set +@sortedset -"),
+        "{described}"
+    );
 }
 
 #[test]
@@ -97,12 +146,17 @@ fn refusals_match_redis() {
     assert_eq!(refused(&["%X~a"]), RuleError::Syntax);
     assert_eq!(refused(&["%~a"]), RuleError::Syntax);
     assert_eq!(refused(&["%RR~a"]), RuleError::Syntax);
-    assert_eq!(refused(&["&a", "allchannels", "&b"]), RuleError::ChannelAfterAllChannels);
+    assert_eq!(
+        refused(&["&a", "allchannels", "&b"]),
+        RuleError::ChannelAfterAllChannels
+    );
     assert_eq!(refused(&["(nope)"]), RuleError::Syntax);
     assert_eq!(refused(&["x)"]), RuleError::Syntax);
     assert_eq!(
         user(&["(+get"]),
-        Err(SetUserError::UnmatchedParen { op: b"(+get".to_vec() })
+        Err(SetUserError::UnmatchedParen {
+            op: b"(+get".to_vec()
+        })
     );
     // All or nothing.
     let mut u = User::new("u");
@@ -117,24 +171,51 @@ fn check(u: &User, args: &[&str]) -> Result<(), Denied> {
 
 #[test]
 fn checks_commands_keys_and_channels() {
-    let u = user(&["+get", "+set", "+config|get", "+select|0", "%R~r*", "~rw*", "%W~w*", "&news.*", "+subscribe", "+psubscribe", "+publish", "+bitfield", "+auth"]).unwrap();
+    let u = user(&[
+        "+get",
+        "+set",
+        "+config|get",
+        "+select|0",
+        "%R~r*",
+        "~rw*",
+        "%W~w*",
+        "&news.*",
+        "+subscribe",
+        "+psubscribe",
+        "+publish",
+        "+bitfield",
+        "+auth",
+    ])
+    .unwrap();
     assert_eq!(check(&u, &["get", "r1"]), Ok(()));
     assert_eq!(check(&u, &["set", "r1", "v"]), Err(Denied::Key(1)));
     assert_eq!(check(&u, &["set", "w1", "v"]), Ok(()));
     assert_eq!(check(&u, &["set", "w1", "v", "GET"]), Err(Denied::Key(1)));
     assert_eq!(check(&u, &["set", "rw1", "v", "GET"]), Ok(()));
     assert_eq!(check(&u, &["bitfield", "r1", "GET", "u8", "0"]), Ok(()));
-    assert_eq!(check(&u, &["bitfield", "r1", "SET", "u8", "0", "1"]), Err(Denied::Key(1)));
+    assert_eq!(
+        check(&u, &["bitfield", "r1", "SET", "u8", "0", "1"]),
+        Err(Denied::Key(1))
+    );
     assert_eq!(check(&u, &["get", "x"]), Err(Denied::Key(1)));
     assert_eq!(check(&u, &["hget", "r1", "f"]), Err(Denied::Command));
     assert_eq!(check(&u, &["config", "get", "x"]), Ok(()));
-    assert_eq!(check(&u, &["config", "set", "x", "y"]), Err(Denied::Command));
+    assert_eq!(
+        check(&u, &["config", "set", "x", "y"]),
+        Err(Denied::Command)
+    );
     assert_eq!(check(&u, &["select", "0"]), Ok(()));
     assert_eq!(check(&u, &["select", "1"]), Err(Denied::Command));
-    assert_eq!(check(&u, &["subscribe", "news.a", "sport"]), Err(Denied::Channel(2)));
+    assert_eq!(
+        check(&u, &["subscribe", "news.a", "sport"]),
+        Err(Denied::Channel(2))
+    );
     assert_eq!(check(&u, &["publish", "news.a", "x"]), Ok(()));
     assert_eq!(check(&u, &["psubscribe", "news.*"]), Ok(()));
-    assert_eq!(check(&u, &["psubscribe", "news.a*"]), Err(Denied::Channel(1)));
+    assert_eq!(
+        check(&u, &["psubscribe", "news.a*"]),
+        Err(Denied::Channel(1))
+    );
     // AUTH needs no permission (no-auth).
     assert_eq!(check(&u, &["auth", "x"]), Ok(()));
     // A selector may allow what the root does not.

@@ -146,7 +146,10 @@ fn keys_from_specs<A: ArgList + ?Sized>(
 }
 
 /// The `invalid_spec` exit of `getKeysUsingKeySpecs`.
-fn invalid(out: &mut SmallVec<[usize; 8]>, flags: Option<&mut SmallVec<[KeySpecFlags; 8]>>) -> bool {
+fn invalid(
+    out: &mut SmallVec<[usize; 8]>,
+    flags: Option<&mut SmallVec<[KeySpecFlags; 8]>>,
+) -> bool {
     out.clear();
     if let Some(flags) = flags {
         flags.clear();
