@@ -233,6 +233,8 @@ impl ProxyState {
             Router::new(topology, NodePool::new(lanes).reporting(events), mirror);
         let migrations = crate::migration::Migrations::new(&config);
         let users = crate::users::Users::from_config(&config);
+        // Users changed at run time and persisted with the topology win over the file's.
+        users.sync(router.load().topology().users.as_deref());
         let config = Arc::new(config);
         let state = Arc::new(Self {
             users,

@@ -126,6 +126,9 @@ pub struct Users {
     /// What `CONFIG GET requirepass` shows: the configured `password`, then the last
     /// `CONFIG SET requirepass` (kept in memory only, as Redis keeps it).
     requirepass: Mutex<Vec<u8>>,
+    /// The configured users, whose access levels users read back from the topology keep
+    /// while their permissions are still the level's.
+    configured: BTreeMap<String, Arc<LiveUser>>,
 }
 
 /// Redis groups a refusal into an equal entry at most this old.
@@ -151,6 +154,7 @@ impl Users {
             );
         }
         Self {
+            configured: set.clone(),
             set: ArcSwap::from_pointee(set),
             generation: AtomicU64::new(0),
             write: Mutex::new(()),
@@ -267,6 +271,61 @@ impl Users {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Every user as its `ACL LIST` line, sorted by name: what the topology persists.
+    #[must_use]
+    pub fn lines(&self) -> Vec<String> {
+        self.set
+            .load()
+            .values()
+            .map(|u| String::from_utf8_lossy(&describe(u)).into_owned())
+            .collect()
+    }
+
+    /// Makes the users those of `lines` (the topology's, see [`Users::lines`]) unless they
+    /// already are: at start from a persisted topology, and when another proxy of the fleet
+    /// changed them. A line that does not parse is skipped and logged.
+    pub fn sync(&self, lines: Option<&[String]>) {
+        let Some(lines) = lines else { return };
+        if self.lines() == lines {
+            return;
+        }
+        self.change(|set| {
+            let mut next = BTreeMap::new();
+            for line in lines {
+                match self.parse_line(line) {
+                    Some(user) => {
+                        next.insert(user.rules.name.clone(), Arc::new(user));
+                    }
+                    None => tracing::error!(line = %line, "a persisted ACL user does not parse; skipped"),
+                }
+            }
+            next.entry("default".to_owned())
+                .or_insert_with(|| Arc::new(LiveUser::new(User::default_user(), Some(Access::All))));
+            *set = next;
+        });
+    }
+
+    /// A user from its `ACL LIST` line, keeping its configured level while its permissions
+    /// are still the level's.
+    fn parse_line(&self, line: &str) -> Option<LiveUser> {
+        let mut words = line.split(' ');
+        if words.next() != Some("user") {
+            return None;
+        }
+        let name = words
+            .next()
+            .filter(|n| acl::valid_name(n.as_bytes()) && !n.is_empty())?;
+        let mut rules = User::new(name);
+        let ops: Vec<&str> = words.collect();
+        rules.apply_all(&ops).ok()?;
+        let level = self
+            .configured
+            .get(name)
+            .filter(|c| c.rules.root == rules.root && c.rules.selectors == rules.selectors)
+            .and_then(|c| c.scripts);
+        Some(LiveUser::new(rules, level))
     }
 
     /// Records a refusal in the ACL log, grouped with an equal recent entry as Redis does
@@ -403,5 +462,34 @@ mod tests {
         assert_eq!(objects, vec![b"hget".to_vec(), b"set".to_vec()]);
         users.reset_log();
         assert!(users.log_entries(10).is_empty());
+    }
+
+    #[test]
+    fn lines_read_back_as_the_same_users() {
+        let users = users();
+        users
+            .set_user(
+                "app",
+                &[
+                    "on",
+                    ">a",
+                    "%R~r*",
+                    "&n*",
+                    "+get",
+                    "+select|0",
+                    "(+set ~w*)",
+                ],
+            )
+            .unwrap();
+        users.set_default_password(b"x");
+        let lines = users.lines();
+        let other = Users::from_config(&Config::default());
+        other.sync(Some(&lines));
+        assert_eq!(other.lines(), lines);
+        assert!(other.authenticate("app", b"a").is_some());
+        assert!(other.authenticate("default", b"x").is_some());
+        // The default user keeps its level: its permissions are still `all`'s.
+        assert_eq!(other.get("default").unwrap().scripts, Some(Access::All));
+        assert_eq!(other.get("app").unwrap().scripts, None);
     }
 }

@@ -242,6 +242,12 @@ pub enum ClientError {
         /// The command as given.
         command: Box<[u8]>,
     },
+    /// ACL SETUSER / DELUSER / CONFIG SET requirepass applied at this proxy, but the
+    /// controller could not save the users with the topology.
+    UsersNotSaved {
+        /// Why (the controller's error).
+        why: String,
+    },
     /// A script or function of a user whose rules the nodes cannot enforce.
     AclScriptsRefused {
         /// The user.
@@ -537,6 +543,7 @@ impl ClientError {
             | Self::AclUserNotFound { .. }
             | Self::AclCommandNotFound { .. }
             | Self::AclScriptsRefused { .. }
+            | Self::UsersNotSaved { .. }
             | Self::UnrecognizedOption { .. }
             | Self::HelloSyntax { .. }
             | Self::TrackingPrefixOverlap { .. }
@@ -654,6 +661,10 @@ impl ClientError {
             }
             Self::AclCommandNotFound { command } => {
                 t.lit("ERR Command '").bytes(command).lit("' not found");
+            }
+            Self::UsersNotSaved { why } => {
+                t.lit("ERR redshard: the users changed on this proxy but could not be saved with the topology (a restart, or the fleet's next topology, undoes it): ")
+                    .data(why);
             }
             Self::AclScriptsRefused { user } => {
                 t.lit("ERR redshard: the nodes cannot check the scripts and functions of user ")

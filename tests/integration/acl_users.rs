@@ -2,7 +2,11 @@
 //! a live redis-server given the same rules, and enforced at the proxy (commands, keys,
 //! channels, selectors), CONFIG SET requirepass.
 
+use redshard_tests::cluster::config_text;
+use redshard_tests::server::free_port;
 use redshard_tests::{Client, RedisServer, Reply, TestCluster};
+
+use crate::proxy_restart::ProxyProcess;
 
 /// A description with its single-command rules sorted: Redis 7.0 writes them in the order
 /// of its command dictionary, which a random hash seed picks at each start (two
@@ -421,4 +425,86 @@ async fn config_set_requirepass_is_the_default_user_s_password() {
     assert!(d.cmd(&["CONFIG", "SET", "requirepass", ""]).await.is_ok());
     let mut e = cluster.client().await;
     assert_eq!(e.cmd(&["GET", "k"]).await, Reply::bulk("v"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_users_are_saved_with_the_topology_and_survive_a_restart() {
+    let master = RedisServer::start();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let topology_file = dir.path().join("topology.toml");
+    let port = free_port();
+    let text = config_text(
+        &[master.addr()],
+        &[],
+        &format!(
+            "metrics_listen = \"off\"\nadmin_listen = \"off\"\nadmin_socket = \"off\"\ntopology_file = \"{}\"\npassword = \"start-pw\"\n[[user]]\nname = \"reader\"\npassword = \"r-pw\"\naccess = \"read-only\"\n",
+            topology_file.display(),
+        ),
+    )
+    .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    let config = dir.path().join("redshard.toml");
+    std::fs::write(&config, text).expect("the config file");
+
+    let proxy = ProxyProcess::start(&config, port).await;
+    let mut c = proxy.client().await;
+    assert!(c.cmd(&["AUTH", "start-pw"]).await.is_ok());
+    assert!(c
+        .cmd(&[
+            "ACL",
+            "SETUSER",
+            "app",
+            "on",
+            ">app-secret",
+            "~app:*",
+            "+get",
+            "+set"
+        ])
+        .await
+        .is_ok());
+    assert!(c
+        .cmd(&["CONFIG", "SET", "requirepass", "new-pw"])
+        .await
+        .is_ok());
+    let before = c.cmd(&["ACL", "LIST"]).await;
+    // Saved with the topology, passwords only as hashes.
+    let saved = std::fs::read_to_string(&topology_file).expect("the topology file");
+    assert!(saved.contains("user app on #"), "{saved}");
+    for secret in ["app-secret", "new-pw", "r-pw", "start-pw"] {
+        assert!(!saved.contains(secret), "{secret} in {saved}");
+    }
+    proxy.stop().await;
+
+    // The saved users win over the configuration's.
+    let proxy = ProxyProcess::start(&config, port).await;
+    let mut c = proxy.client().await;
+    assert!(
+        matches!(c.cmd(&["AUTH", "start-pw"]).await, Reply::Error(e) if e.starts_with("WRONGPASS"))
+    );
+    assert!(c.cmd(&["AUTH", "new-pw"]).await.is_ok());
+    assert_eq!(c.cmd(&["ACL", "LIST"]).await, before);
+    let mut app = proxy.client().await;
+    assert!(app.cmd(&["AUTH", "app", "app-secret"]).await.is_ok());
+    assert!(app.cmd(&["SET", "app:1", "v"]).await.is_ok());
+    assert_eq!(
+        app.cmd(&["SET", "other", "v"]).await,
+        Reply::Error("NOPERM No permissions to access a key".into())
+    );
+    // A configured user keeps its level's rules, and its scripts run as its level's node user.
+    let mut reader = proxy.client().await;
+    assert!(reader.cmd(&["AUTH", "reader", "r-pw"]).await.is_ok());
+    assert_eq!(
+        reader.cmd(&["EVAL_RO", "return 1", "0"]).await,
+        Reply::Int(1)
+    );
+    // DELUSER is saved too.
+    assert_eq!(c.cmd(&["ACL", "DELUSER", "reader"]).await, Reply::Int(1));
+    proxy.stop().await;
+    let proxy = ProxyProcess::start(&config, port).await;
+    let mut c = proxy.client().await;
+    assert!(c.cmd(&["AUTH", "new-pw"]).await.is_ok());
+    assert_eq!(
+        c.cmd(&["ACL", "USERS"]).await,
+        Reply::Array(vec![Reply::bulk("app"), Reply::bulk("default")])
+    );
+    proxy.stop().await;
 }

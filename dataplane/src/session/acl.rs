@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use super::dispatch::Action;
 use super::{Closing, Ctx};
 use crate::clients::KillFilter;
+use crate::events::ControlEvent;
 use crate::users::{LiveUser, LogEntry};
 use redshard_protocol::acl::{self, Denied, SetUserError};
 use redshard_protocol::client_error::ClientError;
@@ -189,8 +190,50 @@ fn set_header(out: &mut BytesMut, protocol: Protocol, len: usize) {
     }
 }
 
+/// Has the controller save the users with the topology, then answers `success` (or why
+/// they could not be saved).
+fn save_then(ctx: &mut Ctx, success: Bytes) -> Action {
+    let (done, answer) = tokio::sync::oneshot::channel();
+    if !ctx
+        .state
+        .router
+        .pool()
+        .report(ControlEvent::SaveUsers { done })
+    {
+        // No controller (the proxy is stopping): nothing to save them with.
+        return Action::reply(ctx, success);
+    }
+    let slot = ctx.queue.reserve();
+    ctx.barrier = true;
+    tokio::spawn(async move {
+        let reply = match answer.await {
+            Ok(reply) if reply.starts_with(b"+") => success,
+            Ok(error) => error,
+            // Dropped only when the proxy stops first.
+            Err(_) => ClientError::LaneClosed.to_reply(),
+        };
+        slot.deliver(reply);
+    });
+    Action::Done
+}
+
+/// After `CONFIG SET requirepass` with other parameters: the users are saved while the
+/// nodes apply the rest (the client gets the nodes' answer).
+pub(super) fn save_in_background(ctx: &Ctx) {
+    let (done, _answer) = tokio::sync::oneshot::channel();
+    ctx.state
+        .router
+        .pool()
+        .report(ControlEvent::SaveUsers { done });
+}
+
+/// `CONFIG SET requirepass` alone: saved, then `+OK`.
+pub(super) fn save_requirepass(ctx: &mut Ctx) -> Action {
+    save_then(ctx, Bytes::from_static(encode::OK))
+}
+
 /// ACL SETUSER name [rule ...].
-pub(super) fn setuser(ctx: &Ctx, args: Args<'_>) -> Action {
+pub(super) fn setuser(ctx: &mut Ctx, args: Args<'_>) -> Action {
     let name = args.get(2);
     if !acl::valid_name(name) {
         return Action::error(ctx, ClientError::AclUsernameSpaces);
@@ -198,7 +241,7 @@ pub(super) fn setuser(ctx: &Ctx, args: Args<'_>) -> Action {
     let name = String::from_utf8_lossy(name).into_owned();
     let rules: Vec<&[u8]> = (3..args.len()).map(|i| args.get(i)).collect();
     match ctx.state.users.set_user(&name, &rules) {
-        Ok(()) => Action::reply(ctx, Bytes::from_static(encode::OK)),
+        Ok(()) => save_then(ctx, Bytes::from_static(encode::OK)),
         Err(SetUserError::Rule { op, why }) => {
             Action::error(ctx, ClientError::AclSetuser { op: op.into(), why })
         }
@@ -209,7 +252,7 @@ pub(super) fn setuser(ctx: &Ctx, args: Args<'_>) -> Action {
 }
 
 /// ACL DELUSER name [name ...]: the number removed; their clients are disconnected.
-pub(super) fn deluser(ctx: &Ctx, args: Args<'_>) -> Action {
+pub(super) fn deluser(ctx: &mut Ctx, args: Args<'_>) -> Action {
     let names: Vec<String> = (2..args.len())
         .map(|i| String::from_utf8_lossy(args.get(i)).into_owned())
         .collect();
@@ -226,7 +269,10 @@ pub(super) fn deluser(ctx: &Ctx, args: Args<'_>) -> Action {
     }
     let mut out = BytesMut::new();
     encode::integer(&mut out, deleted as i64);
-    Action::reply(ctx, out.freeze())
+    if deleted == 0 {
+        return Action::reply(ctx, out.freeze());
+    }
+    save_then(ctx, out.freeze())
 }
 
 /// ACL DRYRUN user command [arg ...]: `+OK`, or why the user may not run it (a bulk string).

@@ -116,9 +116,11 @@ pub(super) fn every_node(ctx: &mut Ctx, spec: &'static CommandSpec, args: Args<'
         }
         // `requirepass` is the default user's password at the proxy (as in Redis); the
         // nodes keep theirs, which the proxy authenticates with.
+        let mut requirepass = false;
         for at in (2..args.len()).step_by(2) {
             if args.get(at).eq_ignore_ascii_case(b"requirepass") {
                 ctx.state.users.set_default_password(args.get(at + 1));
+                requirepass = true;
             }
         }
         let mut kept = request[..2].to_vec();
@@ -131,7 +133,13 @@ pub(super) fn every_node(ctx: &mut Ctx, spec: &'static CommandSpec, args: Args<'
         }
         request = kept;
         if request.len() == 2 {
+            if requirepass {
+                return super::acl::save_requirepass(ctx);
+            }
             return Action::reply(ctx, Bytes::from_static(encode::OK));
+        }
+        if requirepass {
+            super::acl::save_in_background(ctx);
         }
         slowlog_settings(ctx, args);
     }
