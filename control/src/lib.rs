@@ -424,7 +424,13 @@ impl Controller {
                 {
                     Ok(_) => bytes::Bytes::from_static(b"+OK\r\n"),
                     Err(e) => {
-                        warn!(error = %e, "the proxy's users could not be saved with the topology");
+                        warn!(error = %e, "the proxy's users could not be saved with the topology; the change is undone");
+                        let _guard = controller.change_lock.lock().await;
+                        let table = controller.state.router.load();
+                        controller
+                            .state
+                            .users
+                            .revert(table.topology().users.as_deref());
                         redshard_protocol::client_error::ClientError::UsersNotSaved {
                             why: e.to_string(),
                         }

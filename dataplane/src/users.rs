@@ -307,6 +307,15 @@ impl Users {
         });
     }
 
+    /// Back to the users of the topology (`lines`, or the configured ones when it has none):
+    /// after a change this proxy could not save.
+    pub fn revert(&self, lines: Option<&[String]>) {
+        match lines {
+            Some(lines) => self.sync(Some(lines)),
+            None => self.change(|set| set.clone_from(&self.configured)),
+        }
+    }
+
     /// A user from its `ACL LIST` line, keeping its configured level while its permissions
     /// are still the level's.
     fn parse_line(&self, line: &str) -> Option<LiveUser> {
@@ -491,5 +500,9 @@ mod tests {
         // The default user keeps its level: its permissions are still `all`'s.
         assert_eq!(other.get("default").unwrap().scripts, Some(Access::All));
         assert_eq!(other.get("app").unwrap().scripts, None);
+        // Reverting to a topology without users is the configured set again.
+        other.revert(None);
+        assert!(other.get("app").is_none());
+        assert!(other.open_by_default());
     }
 }

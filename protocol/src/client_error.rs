@@ -242,8 +242,8 @@ pub enum ClientError {
         /// The command as given.
         command: Box<[u8]>,
     },
-    /// ACL SETUSER / DELUSER / CONFIG SET requirepass applied at this proxy, but the
-    /// controller could not save the users with the topology.
+    /// ACL SETUSER / DELUSER / CONFIG SET requirepass: the controller could not save the
+    /// users with the topology (in a fleet, only the leader saves), so the change was undone.
     UsersNotSaved {
         /// Why (the controller's error).
         why: String,
@@ -663,7 +663,7 @@ impl ClientError {
                 t.lit("ERR Command '").bytes(command).lit("' not found");
             }
             Self::UsersNotSaved { why } => {
-                t.lit("ERR redshard: the users changed on this proxy but could not be saved with the topology (a restart, or the fleet's next topology, undoes it): ")
+                t.lit("ERR redshard: the users could not be saved with the topology, so the change was undone: ")
                     .data(why);
             }
             Self::AclScriptsRefused { user } => {

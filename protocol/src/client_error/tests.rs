@@ -129,7 +129,7 @@ fn table() -> Vec<(ClientError, &'static [u8])> {
         (E::AclSetuser { op: b"+foo"[..].into(), why: crate::acl::RuleError::UnknownName }, b"-ERR Error in ACL SETUSER modifier '+foo': Unknown command or category name in ACL\r\n"),
         (E::AclSetuser { op: b"foo"[..].into(), why: crate::acl::RuleError::Syntax }, b"-ERR Error in ACL SETUSER modifier 'foo': Syntax error\r\n"),
         (E::AclUnmatchedParen { op: b"(+get"[..].into() }, b"-ERR Unmatched parenthesis in acl selector starting at '(+get'.\r\n"),
-        (E::UsersNotSaved { why: "not the leader".into() }, b"-ERR redshard: the users changed on this proxy but could not be saved with the topology (a restart, or the fleet's next topology, undoes it): not the leader\r\n"),
+        (E::UsersNotSaved { why: "not the leader".into() }, b"-ERR redshard: the users could not be saved with the topology, so the change was undone: not the leader\r\n"),
         (E::AclUsernameSpaces, b"-ERR Usernames can't contain spaces or null characters\r\n"),
         (E::AclDefaultUndeletable, b"-ERR The 'default' user cannot be removed\r\n"),
         (E::AclUserNotFound { user: b"nope"[..].into() }, b"-ERR User 'nope' not found\r\n"),
