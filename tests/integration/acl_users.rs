@@ -256,7 +256,15 @@ async fn setuser_getuser_list_and_dryrun_answer_as_redis_does() {
     ] {
         assert_eq!(proxy.cmd(args).await, direct.cmd(args).await, "{args:?}");
     }
-    for args in [&["ACL", "SETUSER", "a b"][..], &["ACL", "GETUSER", "u0"]] {
+    for args in [
+        &["ACL", "SETUSER", "a b"][..],
+        &["ACL", "GETUSER", "u0"],
+        &["ACL", "LOG", "1", "2"],
+        &["ACL", "LOG", "x"],
+        &["ACL", "LOG", "-1"],
+        &["ACL", "SETUSER"],
+        &["ACL", "DRYRUN", "dry"],
+    ] {
         assert_eq!(proxy.cmd(args).await, direct.cmd(args).await, "{args:?}");
     }
 }

@@ -323,7 +323,12 @@ pub(super) fn acl_log(ctx: &Ctx, args: Args<'_>) -> Action {
             None => return Action::error(ctx, ClientError::NotAnInteger),
         }
     } else if args.len() > 3 {
-        return Action::error(ctx, ClientError::WrongArity { command: "acl|log" });
+        return Action::error(
+            ctx,
+            ClientError::AclSubcommandSyntax {
+                subcommand: args.get(1).into(),
+            },
+        );
     }
     let entries = ctx.state.users.log_entries(count);
     let now = Instant::now();
