@@ -379,6 +379,21 @@ async fn users_rules_are_enforced_and_logged_at_the_proxy() {
         late.cmd(&["HELLO", "2", "AUTH", "app", "pw"]).await,
         Reply::Array(_)
     ));
+    // Channels taken away close the user's subscribed clients, as in Redis.
+    let mut sub = cluster.client().await;
+    assert!(sub.cmd(&["AUTH", "app", "pw"]).await.is_ok());
+    assert!(matches!(
+        sub.cmd(&["SUBSCRIBE", "news.a"]).await,
+        Reply::Array(_)
+    ));
+    assert!(admin
+        .cmd(&["ACL", "SETUSER", "app", "resetchannels", "&news.b"])
+        .await
+        .is_ok());
+    let closed = sub.try_read().await;
+    assert!(closed.is_none(), "{closed:?}");
+    // Its other clients stay.
+    assert_eq!(app.cmd(&["GET", "cache:1"]).await, Reply::bulk("v"));
     // DELUSER closes its clients.
     assert_eq!(admin.cmd(&["ACL", "DELUSER", "app"]).await, Reply::Int(1));
     // Closed by the proxy: the connection ends without another reply.

@@ -241,7 +241,19 @@ pub(super) fn setuser(ctx: &mut Ctx, args: Args<'_>) -> Action {
     let name = String::from_utf8_lossy(name).into_owned();
     let rules: Vec<&[u8]> = (3..args.len()).map(|i| args.get(i)).collect();
     match ctx.state.users.set_user(&name, &rules) {
-        Ok(()) => save_then(ctx, Bytes::from_static(encode::OK)),
+        Ok(lost_channels) => {
+            if lost_channels {
+                // Redis disconnects the user's subscribed clients when channels are taken
+                // away (it checks each one's subscriptions; the proxy closes them all).
+                let filter = KillFilter {
+                    user: Some(name.clone()),
+                    subscribed: Some(true),
+                    ..KillFilter::default()
+                };
+                super::client::close(ctx, &filter);
+            }
+            save_then(ctx, Bytes::from_static(encode::OK))
+        }
         Err(SetUserError::Rule { op, why }) => {
             Action::error(ctx, ClientError::AclSetuser { op: op.into(), why })
         }

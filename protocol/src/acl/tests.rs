@@ -245,3 +245,15 @@ fn categories_are_redis_s() {
     assert!(!read.contains(&"set"));
     assert_eq!(category(b"Dangerous"), Some(AclCategories::DANGEROUS));
 }
+
+#[test]
+fn channel_losses_are_redis_s() {
+    let before = user(&["&a", "&b"]).unwrap();
+    assert!(!before.loses_channels(&user(&["&b", "&a", "&c"]).unwrap()));
+    assert!(before.loses_channels(&user(&["&a"]).unwrap()));
+    assert!(!before.loses_channels(&user(&["allchannels"]).unwrap()));
+    // As in Redis, a user that had every channel (and so no pattern) loses none.
+    assert!(!user(&["allchannels"])
+        .unwrap()
+        .loses_channels(&user(&["&a"]).unwrap()));
+}
