@@ -197,6 +197,39 @@ async fn setuser_getuser_list_and_dryrun_answer_as_redis_does() {
         assert_eq!(got, want, "ACL LIST after {rules:?}");
     }
 
+    // RESP3: the same bytes (sets, maps), for a user whose description has no single rule.
+    let rules = [
+        "ACL",
+        "SETUSER",
+        "r3",
+        "on",
+        ">pw",
+        "~k*",
+        "%R~r*",
+        "&c*",
+        "+@hash",
+        "+@set",
+        "(+@list ~l*)",
+    ];
+    assert!(direct.cmd(&rules).await.is_ok());
+    assert!(proxy.cmd(&rules).await.is_ok());
+    assert!(direct.cmd_resp3(&["HELLO", "3"]).await.starts_with(b"%"));
+    assert!(proxy.cmd_resp3(&["HELLO", "3"]).await.starts_with(b"%"));
+    for args in [
+        &["ACL", "GETUSER", "r3"][..],
+        &["ACL", "GETUSER", "nobody"],
+        &["ACL", "DRYRUN", "r3", "get", "k"],
+    ] {
+        let want = direct.cmd_resp3(args).await;
+        assert_eq!(
+            String::from_utf8_lossy(&proxy.cmd_resp3(args).await),
+            String::from_utf8_lossy(&want),
+            "{args:?}"
+        );
+    }
+    assert!(direct.cmd_resp3(&["HELLO", "2"]).await.starts_with(b"*"));
+    assert!(proxy.cmd_resp3(&["HELLO", "2"]).await.starts_with(b"*"));
+
     // DRYRUN of the same requests for the same users.
     let user: &[&str] = &[
         "ACL",
