@@ -180,6 +180,25 @@ def flags_expr(type_name, names):
     return "%s::%s" % (type_name, head) + "".join(".union(%s::%s)" % (type_name, n) for n in rest)
 
 
+# ACL categories in Redis 7.0's order (`ACL CAT`), as AclCategories declares them.
+ACL_CATEGORIES = [
+    "keyspace", "read", "write", "set", "sortedset", "list", "hash", "string", "bitmap",
+    "hyperloglog", "geo", "stream", "pubsub", "admin", "fast", "slow", "blocking", "dangerous",
+    "connection", "transaction", "scripting",
+]
+
+
+def acl_categories(name, raw):
+    names = []
+    for c in raw:
+        c = c[1:] if c.startswith("@") else c
+        if c not in ACL_CATEGORIES:
+            sys.exit("unknown ACL category %r on %s: add it to ACL_CATEGORIES and AclCategories" % (c, name))
+        names.append(c.upper())
+    order = [c.upper() for c in ACL_CATEGORIES]
+    return sorted(set(names), key=order.index)
+
+
 def command_flags(name, raw):
     names = []
     for f in raw:
@@ -257,6 +276,7 @@ def emit_entry(out, cmd, docs):
     out.append("        id: CommandId::%s," % variant_name(name))
     out.append("        arity: %d," % arity)
     out.append("        flags: %s," % flags_expr("Flags", command_flags(name, flags)))
+    out.append("        acl: %s," % flags_expr("AclCategories", acl_categories(name, cmd[6])))
     out.append("        first_key: %d," % first)
     out.append("        last_key: %d," % last)
     out.append("        step: %d," % step)
@@ -318,7 +338,7 @@ def generate(conn):
     out.append("")
     out.append("//! The generated Redis %s command table (see the header comment)." % version)
     out.append("")
-    out.append("use super::flags::{Flags, KeySpecFlags};")
+    out.append("use super::flags::{AclCategories, Flags, KeySpecFlags};")
     out.append("use super::procs::getkeys_of;")
     out.append("use super::route::route_of;")
     out.append("use super::{BeginSearch, CommandSpec, FindKeys, KeySpec};")

@@ -253,6 +253,8 @@ pub struct Limits {
     /// attempts are remembered, so that their attempts on every connection are spaced out;
     /// 0 turns the per-address throttle off.
     pub auth_throttle_sources: usize,
+    /// Entries the ACL log keeps (the oldest leave first).
+    pub acllog_max_len: usize,
     /// After the last reply of an orderly close, how long the proxy waits for the client to
     /// close its side, reading and dropping what it still sends: closing a socket with unread
     /// input makes the kernel reset the connection, and the client can lose replies still
@@ -382,6 +384,7 @@ impl Default for Limits {
             tls_handshake_timeout: Duration::from_millis(DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS),
             auth_failure_delay: Duration::from_millis(DEFAULT_AUTH_FAILURE_DELAY_MS),
             auth_throttle_sources: DEFAULT_AUTH_THROTTLE_SOURCES,
+            acllog_max_len: crate::file::DEFAULT_ACLLOG_MAX_LEN,
             close_linger: Duration::from_millis(DEFAULT_CLOSE_LINGER_MS),
             idle_park: Duration::from_millis(DEFAULT_IDLE_PARK_MS),
             client_timeout: Duration::ZERO,
@@ -1017,6 +1020,13 @@ fn limits(file: LimitsFile, src: &Source<'_>) -> Result<Limits, ConfigError> {
             DEFAULT_AUTH_THROTTLE_SOURCES,
             0,
             Some(MAX_AUTH_THROTTLE_SOURCES),
+        )?,
+        acllog_max_len: src.bounded(
+            file.acllog_max_len,
+            "limits.acllog_max_len",
+            crate::file::DEFAULT_ACLLOG_MAX_LEN,
+            0,
+            Some(crate::file::MAX_ACLLOG_MAX_LEN),
         )?,
         close_linger: Duration::from_millis(src.bounded(
             file.close_linger_ms,

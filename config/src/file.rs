@@ -183,6 +183,10 @@ pub const DEFAULT_AUTH_FAILURE_DELAY_MS: u64 = 100;
 /// remembered at once (about 100 bytes each); when full, the one whose last failure is oldest
 /// is forgotten first.
 pub const DEFAULT_AUTH_THROTTLE_SOURCES: usize = 4096;
+/// Default of `limits.acllog_max_len`: Redis's `acllog-max-len`, the ACL log's entries.
+pub const DEFAULT_ACLLOG_MAX_LEN: usize = 128;
+/// Largest accepted `limits.acllog_max_len`.
+pub const MAX_ACLLOG_MAX_LEN: usize = 1_000_000;
 /// Largest accepted `limits.auth_throttle_sources`: the table is scanned when full.
 pub const MAX_AUTH_THROTTLE_SOURCES: usize = 65_536;
 /// Default of `limits.max_reply_depth`: twice the deepest reply Redis 7 itself produces (a
@@ -436,6 +440,9 @@ pub struct LimitsFile {
     /// AUTH attempts on every connection are spaced out. Default
     /// [`DEFAULT_AUTH_THROTTLE_SOURCES`]; 0 turns the per-address throttle off.
     pub auth_throttle_sources: Option<Spanned<usize>>,
+    /// `acllog_max_len`: entries `ACL LOG` keeps (Redis's `acllog-max-len`). Default
+    /// [`DEFAULT_ACLLOG_MAX_LEN`].
+    pub acllog_max_len: Option<Spanned<usize>>,
     /// `tracking_table_max_keys`: keys read by CLIENT TRACKING clients that the proxy
     /// remembers; past it, keys are forgotten and their readers told to drop them. Default
     /// [`DEFAULT_TRACKING_TABLE_MAX_KEYS`].

@@ -408,8 +408,44 @@ impl Controller {
         }
     }
 
-    /// Installs `next` and has the probes track its nodes (the change lock is held).
+    /// Saves the proxy's users with the topology (a [`TopologyChange::SetUsers`]) when they
+    /// differ from the topology's, and answers the client that changed them.
+    fn save_users(self: &Arc<Self>, done: tokio::sync::oneshot::Sender<bytes::Bytes>) {
+        let controller = Arc::clone(self);
+        tokio::spawn(async move {
+            let users = controller.state.users.lines();
+            let saved = controller.state.router.load().topology().users.as_ref() == Some(&users);
+            let reply = if saved {
+                bytes::Bytes::from_static(b"+OK\r\n")
+            } else {
+                match controller
+                    .change_now(&TopologyChange::SetUsers { users })
+                    .await
+                {
+                    Ok(_) => bytes::Bytes::from_static(b"+OK\r\n"),
+                    Err(e) => {
+                        warn!(error = %e, "the proxy's users could not be saved with the topology; the change is undone");
+                        let _guard = controller.change_lock.lock().await;
+                        let table = controller.state.router.load();
+                        controller
+                            .state
+                            .users
+                            .revert(table.topology().users.as_deref());
+                        redshard_protocol::client_error::ClientError::UsersNotSaved {
+                            why: e.to_string(),
+                        }
+                        .to_reply()
+                    }
+                }
+            };
+            let _ = done.send(reply);
+        });
+    }
+
+    /// Installs `next` and has the probes track its nodes (the change lock is held); its
+    /// users become the proxy's when they differ (another proxy of the fleet changed them).
     fn install_locked(&self, next: Topology) {
+        self.state.users.sync(next.users.as_deref());
         self.state.router.install(&self.writer, next);
         let table = self.state.router.load();
         self.probes.track(table.topology().nodes());
@@ -493,6 +529,7 @@ impl Controller {
                 nodes,
                 done,
             } => self.every_node(request, nodes, done),
+            ControlEvent::SaveUsers { done } => self.save_users(done),
         }
     }
 

@@ -469,6 +469,7 @@ mod tests {
                 .into_boxed_slice(),
             queued: Vec::new(),
             rules: redshard_config::KeyRules::default(),
+            users: None,
         };
         t.apply(&s1).unwrap()
     }

@@ -182,6 +182,10 @@ fn reload_inner(state: &ProxyState) -> Result<ReloadReport, ReloadError> {
             old.auth_throttle_sources != new.auth_throttle_sources,
         ),
         (
+            "limits.acllog_max_len",
+            old.acllog_max_len != new.acllog_max_len,
+        ),
+        (
             "limits.close_linger_ms",
             old.close_linger != new.close_linger,
         ),

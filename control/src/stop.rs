@@ -94,7 +94,8 @@ impl Controller {
                 // Nothing to settle: the client's reply is dropped (its connection closes).
                 ControlEvent::ConnectionLost { .. }
                 | ControlEvent::KillScript { .. }
-                | ControlEvent::EveryNode { .. } => {}
+                | ControlEvent::EveryNode { .. }
+                | ControlEvent::SaveUsers { .. } => {}
                 unsettled => return Err(format!("not acted on: {unsettled:?}")),
             }
         }

@@ -139,4 +139,11 @@ pub enum ControlEvent {
         /// The reply for the client (dropped when the proxy stops first).
         done: tokio::sync::oneshot::Sender<bytes::Bytes>,
     },
+    /// The proxy's users changed (ACL SETUSER / DELUSER, CONFIG SET requirepass): the
+    /// controller saves them with the topology (see [`crate::users`]) and answers `+OK`, or
+    /// why they could not be saved.
+    SaveUsers {
+        /// The reply for the client (dropped when the proxy stops first).
+        done: tokio::sync::oneshot::Sender<bytes::Bytes>,
+    },
 }

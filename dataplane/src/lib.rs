@@ -63,3 +63,4 @@ pub(crate) mod slowlog;
 pub mod state;
 pub mod tls;
 pub mod tracking;
+pub mod users;

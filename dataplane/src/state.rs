@@ -61,6 +61,9 @@ pub struct ProxyState {
     /// CLIENT TRACKING: what tracking clients read, and the masters' tracking connections
     /// while any client tracks (see [`crate::tracking`]).
     pub tracking: crate::tracking::Tracking,
+    /// The users clients authenticate as and the rules each request is checked against,
+    /// changed at run time by ACL SETUSER / DELUSER and CONFIG SET requirepass; the ACL log.
+    pub users: crate::users::Users,
 }
 
 /// The reloadable settings: the configuration with the `[limits]`, `[log] level` and other
@@ -229,8 +232,12 @@ impl ProxyState {
         let (router, writer) =
             Router::new(topology, NodePool::new(lanes).reporting(events), mirror);
         let migrations = crate::migration::Migrations::new(&config);
+        let users = crate::users::Users::from_config(&config);
+        // Users changed at run time and persisted with the topology win over the file's.
+        users.sync(router.load().topology().users.as_deref());
         let config = Arc::new(config);
         let state = Arc::new(Self {
+            users,
             live: LiveSettings::new(Arc::clone(&config)),
             config,
             router,

@@ -220,6 +220,53 @@ pub enum ClientError {
     CachingYesWithoutOptin,
     /// CLIENT CACHING NO outside OPTOUT mode.
     CachingNoWithoutOptout,
+    /// A key the user's ACL rules do not allow (Redis 7.2's text).
+    NoPermKey,
+    /// A channel the user's ACL rules do not allow (Redis 7.2's text).
+    NoPermChannel,
+    /// ACL SETUSER: a rule Redis refuses.
+    AclSetuser {
+        /// The rule as given (a selector as merged).
+        op: Box<[u8]>,
+        /// Why.
+        why: crate::acl::RuleError,
+    },
+    /// ACL SETUSER: a selector's `(` without its `)`.
+    AclUnmatchedParen {
+        /// The argument the selector starts at.
+        op: Box<[u8]>,
+    },
+    /// An ACL subcommand with a wrong number of arguments that its arity lets through
+    /// (`ACL LOG 1 2`): Redis's `addReplySubcommandSyntaxError`.
+    AclSubcommandSyntax {
+        /// The subcommand as the client wrote it.
+        subcommand: Box<[u8]>,
+    },
+    /// ACL SETUSER of a name with a space or NUL.
+    AclUsernameSpaces,
+    /// ACL DELUSER default.
+    AclDefaultUndeletable,
+    /// ACL DRYRUN of an unknown user.
+    AclUserNotFound {
+        /// The user as given.
+        user: Box<[u8]>,
+    },
+    /// ACL DRYRUN of an unknown command.
+    AclCommandNotFound {
+        /// The command as given.
+        command: Box<[u8]>,
+    },
+    /// ACL SETUSER / DELUSER / CONFIG SET requirepass: the controller could not save the
+    /// users with the topology (in a fleet, only the leader saves), so the change was undone.
+    UsersNotSaved {
+        /// Why (the controller's error).
+        why: String,
+    },
+    /// A script or function of a user whose rules the nodes cannot enforce.
+    AclScriptsRefused {
+        /// The user.
+        user: String,
+    },
     /// CLIENT KILL USER of a user the proxy does not know.
     NoSuchUser {
         /// The user as the client wrote it.
@@ -404,6 +451,12 @@ impl ClientError {
             Self::WrongPass => {
                 b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
             }
+            Self::NoPermKey => b"-NOPERM No permissions to access a key\r\n",
+            Self::NoPermChannel => b"-NOPERM No permissions to access a channel\r\n",
+            Self::AclUsernameSpaces => {
+                b"-ERR Usernames can't contain spaces or null characters\r\n"
+            }
+            Self::AclDefaultUndeletable => b"-ERR The 'default' user cannot be removed\r\n",
             Self::AuthWithoutPassword => b"-ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?\r\n",
             Self::SaveFailed => b"-ERR\r\n",
             Self::OnlyDbZero => {
@@ -501,6 +554,13 @@ impl ClientError {
             | Self::SlowlogSyntax { .. }
             | Self::UnknownClientType { .. }
             | Self::NoSuchUser { .. }
+            | Self::AclSetuser { .. }
+            | Self::AclUnmatchedParen { .. }
+            | Self::AclSubcommandSyntax { .. }
+            | Self::AclUserNotFound { .. }
+            | Self::AclCommandNotFound { .. }
+            | Self::AclScriptsRefused { .. }
+            | Self::UsersNotSaved { .. }
             | Self::UnrecognizedOption { .. }
             | Self::HelloSyntax { .. }
             | Self::TrackingPrefixOverlap { .. }
@@ -598,6 +658,47 @@ impl ClientError {
             }
             Self::NoSuchUser { user } => {
                 t.lit("ERR No such user '").bytes(user).lit("'");
+            }
+            // Redis 7.0's `ACLSetUserStringError`.
+            Self::AclSetuser { op, why } => {
+                use crate::acl::RuleError as R;
+                t.lit("ERR Error in ACL SETUSER modifier '")
+                    .bytes(op)
+                    .lit("': ")
+                    .lit(match why {
+                        R::UnknownName => "Unknown command or category name in ACL",
+                        R::Syntax => "Syntax error",
+                        R::KeyAfterAllKeys => "Adding a pattern after the * pattern (or the 'allkeys' flag) is not valid and does not have any effect. Try 'resetkeys' to start with an empty list of patterns",
+                        R::ChannelAfterAllChannels => "Adding a pattern after the * pattern (or the 'allchannels' flag) is not valid and does not have any effect. Try 'resetchannels' to start with an empty list of channels",
+                        R::NoSuchPassword => "The password you are trying to remove from the user does not exist",
+                        R::BadHash => "The password hash must be exactly 64 characters and contain only lowercase hexadecimal characters",
+                        R::SubcommandFirstArg => "Allowing first-arg of a subcommand is not supported",
+                    });
+            }
+            Self::AclUnmatchedParen { op } => {
+                t.lit("ERR Unmatched parenthesis in acl selector starting at '")
+                    .bytes(op)
+                    .lit("'.");
+            }
+            Self::AclSubcommandSyntax { subcommand } => {
+                t.lit("ERR unknown subcommand or wrong number of arguments for '")
+                    .bytes(subcommand)
+                    .lit("'. Try ACL HELP.");
+            }
+            Self::AclUserNotFound { user } => {
+                t.lit("ERR User '").bytes(user).lit("' not found");
+            }
+            Self::AclCommandNotFound { command } => {
+                t.lit("ERR Command '").bytes(command).lit("' not found");
+            }
+            Self::UsersNotSaved { why } => {
+                t.lit("ERR redshard: the users could not be saved with the topology, so the change was undone: ")
+                    .data(why);
+            }
+            Self::AclScriptsRefused { user } => {
+                t.lit("ERR redshard: the nodes cannot check the scripts and functions of user ")
+                    .data(user)
+                    .lit(" (only those of a configured access level, or of rules that allow everything), so redshard refuses them");
             }
             Self::UnrecognizedOption { option } => {
                 t.lit("ERR Unrecognized option '").bytes(option).lit("'");

@@ -13,8 +13,10 @@
 //! and `redshard_proxy::client_error` name the same items.
 #![forbid(unsafe_code)]
 
+pub mod acl;
 pub mod client_error;
 pub mod command;
+pub mod glob;
 pub mod resp;
 
 pub use client_error::{ClientError, Reached};

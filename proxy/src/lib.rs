@@ -39,7 +39,7 @@
 
 // The protocol layer lives in its own crate (`redshard-protocol`), which imports nothing of the
 // proxy; re-exported so `redshard_proxy::resp` and `redshard_proxy::command` name it.
-pub use redshard_protocol::{client_error, command, resp};
+pub use redshard_protocol::{acl, client_error, command, resp};
 
 pub mod admin;
 pub(crate) mod listener;

@@ -215,6 +215,15 @@ fn check_entry(entry: &Reply, mismatches: &mut Vec<String>) -> String {
     if server_flags != our_flags {
         mismatches.push(format!("{name}: flags {server_flags:?} != {our_flags:?}"));
     }
+    let mut server_cats: Vec<String> = e[6].array().iter().map(Reply::text).collect();
+    server_cats.sort();
+    let mut our_cats: Vec<String> = spec.acl.names().map(|n| format!("@{n}")).collect();
+    our_cats.sort();
+    if server_cats != our_cats {
+        mismatches.push(format!(
+            "{name}: ACL categories {server_cats:?} != {our_cats:?}"
+        ));
+    }
     let server_specs: Vec<KeySpec> = e[8].array().iter().map(parse_key_spec).collect();
     if server_specs != spec.key_specs {
         mismatches.push(format!(
@@ -618,6 +627,38 @@ fn dangerous_list_matches_acl_cat_dangerous() {
     ours.sort();
     assert_eq!(
         ours, live,
-        "update is_dangerous in protocol/src/command/route.rs from `ACL CAT dangerous`"
+        "regenerate protocol/src/command/table.rs (tools/gen-command-table.py)"
     );
+}
+
+#[test]
+fn acl_cat_of_every_category_matches() {
+    let server = RedisServer::start();
+    let mut conn = server.conn();
+    let live: Vec<String> = conn
+        .call(&[&b"ACL"[..], b"CAT"])
+        .array()
+        .iter()
+        .map(Reply::text)
+        .collect();
+    let ours: Vec<&str> = command::AclCategories::ALL
+        .iter()
+        .map(|(_, n)| *n)
+        .collect();
+    assert_eq!(live, ours, "ACL CAT's categories, in order");
+    for (cat, name) in command::AclCategories::ALL {
+        let mut live: Vec<String> = conn
+            .call(&[&b"ACL"[..], b"CAT", name.as_bytes()])
+            .array()
+            .iter()
+            .map(Reply::text)
+            .collect();
+        live.sort();
+        let mut ours: Vec<String> = redshard_proxy::acl::category_commands(*cat)
+            .filter(|n| !matches!(*n, "client|setinfo" | "client|no-touch"))
+            .map(str::to_owned)
+            .collect();
+        ours.sort();
+        assert_eq!(ours, live, "ACL CAT {name}");
+    }
 }

@@ -790,3 +790,48 @@ async fn a_proxy_joining_during_a_migration_serves_the_migrating_slots() {
         proxy.shutdown(Duration::from_secs(2)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_changed_through_the_leader_reach_every_proxy() {
+    let etcd = EtcdServer::start();
+    let masters = [RedisServer::start()];
+    let addrs: Vec<String> = masters.iter().map(RedisServer::addr).collect();
+    let config = fleet_config(&etcd, "/users", &addrs, &[]);
+    let proxies = start_fleet(&config, 2).await;
+    let refs: Vec<&Proxy> = proxies.iter().collect();
+    let leader = wait_leader(&refs).await;
+    let follower = 1 - leader;
+
+    let mut on_leader = Client::connect_addr(proxies[leader].local_addr()).await;
+    assert!(on_leader
+        .cmd(&["ACL", "SETUSER", "app", "on", ">app-pw", "~app:*", "+get", "+set"])
+        .await
+        .is_ok());
+    wait_until(
+        Duration::from_secs(10),
+        "the follower to have the user",
+        || async { proxies[follower].state().users.get("app").is_some() },
+    )
+    .await;
+    let mut app = Client::connect_addr(proxies[follower].local_addr()).await;
+    assert!(app.cmd(&["AUTH", "app", "app-pw"]).await.is_ok());
+    assert_eq!(
+        app.cmd(&["GET", "other"]).await,
+        Reply::Error("NOPERM No permissions to access a key".into())
+    );
+
+    // A follower cannot save a change: it is refused, and undone there.
+    let mut on_follower = Client::connect_addr(proxies[follower].local_addr()).await;
+    let refused = on_follower.cmd(&["ACL", "SETUSER", "other", "on"]).await;
+    assert!(
+        matches!(&refused, Reply::Error(e) if e.starts_with("ERR redshard: the users could not be saved")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        on_follower.cmd(&["ACL", "USERS"]).await,
+        Reply::Array(vec![Reply::bulk("app"), Reply::bulk("default")])
+    );
+    for proxy in proxies {
+        proxy.shutdown(Duration::from_secs(2)).await;
+    }
+}

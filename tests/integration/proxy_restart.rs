@@ -18,14 +18,14 @@ use tokio::task::JoinSet;
 use crate::mirror::DEBUG;
 
 /// The proxy binary, run on `port` with a config file.
-struct ProxyProcess {
+pub(crate) struct ProxyProcess {
     child: Child,
     port: u16,
 }
 
 impl ProxyProcess {
     /// Starts `redshard --config path` and waits until it listens on `port`.
-    async fn start(config: &std::path::Path, port: u16) -> Self {
+    pub(crate) async fn start(config: &std::path::Path, port: u16) -> Self {
         let child = Command::new(binary("redshard"))
             .arg("--config")
             .arg(config)
@@ -45,7 +45,7 @@ impl ProxyProcess {
         Self { child, port }
     }
 
-    async fn client(&self) -> Client {
+    pub(crate) async fn client(&self) -> Client {
         Client::connect(format!("127.0.0.1:{}", self.port)).await
     }
 
@@ -56,7 +56,7 @@ impl ProxyProcess {
     }
 
     /// SIGTERM; waits for a successful exit.
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         let status = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())

@@ -178,6 +178,7 @@ auth_timeout_ms = 40
 tls_handshake_timeout_ms = 50
 auth_failure_delay_ms = 0
 auth_throttle_sources = 9
+acllog_max_len = 64
 close_linger_ms = 60
 idle_park_ms = 70
 client_timeout_s = 300
@@ -256,6 +257,7 @@ format = "json"
             tls_handshake_timeout: Duration::from_millis(50),
             auth_failure_delay: Duration::ZERO,
             auth_throttle_sources: 9,
+            acllog_max_len: 64,
             close_linger: Duration::from_millis(60),
             idle_park: Duration::from_millis(70),
             client_timeout: Duration::from_secs(300),

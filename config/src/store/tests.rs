@@ -68,6 +68,28 @@ fn save_then_load_round_trips_and_replaces() {
 }
 
 #[test]
+fn the_proxy_users_are_saved_and_carried_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileTopologyStore::new(dir.path().join("topology.toml"));
+    let first = config_topology();
+    assert_eq!(first.users, None);
+    let users = vec![
+        "user app on #2d71 ~app:* resetchannels -@all +get".to_owned(),
+        "user default on nopass ~* &* +@all".to_owned(),
+    ];
+    let with_users = first
+        .apply(&TopologyChange::SetUsers {
+            users: users.clone(),
+        })
+        .unwrap();
+    assert_eq!(with_users.epoch, first.epoch + 1);
+    store.save(&with_users).unwrap();
+    assert_eq!(store.load().unwrap(), Some(with_users.clone()));
+    // Every later epoch carries them on.
+    assert_eq!(later(&with_users).users, Some(users));
+}
+
+#[test]
 fn corrupt_file_is_an_error_naming_the_path_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("topology.toml");

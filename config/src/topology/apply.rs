@@ -12,6 +12,11 @@ use crate::validate::check_shard_name;
 /// expressed as one of these and go through [`Topology::apply`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TopologyChange {
+    /// Records the proxy's users (`ACL LIST` lines, checked by the data plane).
+    SetUsers {
+        /// Every user, sorted by name.
+        users: Vec<String>,
+    },
     /// A new shard with a master and no slots (it receives slots by migration).
     AddShard {
         /// Unique name, 1-64 characters of `A-Za-z0-9._-`.
@@ -110,6 +115,7 @@ impl fmt::Display for TopologyChange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ranges = |slots: &[SlotRange]| join_ranges(slots);
         match self {
+            TopologyChange::SetUsers { users } => write!(f, "set the {} proxy users", users.len()),
             TopologyChange::AddShard { name, master } => {
                 write!(f, "add shard {name:?} with master {master}")
             }
@@ -206,6 +212,7 @@ impl Topology {
         let mut next = self.clone();
         next.epoch = epoch;
         match change {
+            TopologyChange::SetUsers { users } => next.users = Some(users.clone()),
             TopologyChange::AddShard { name, master } => next.add_shard(name, master)?,
             TopologyChange::RemoveShard { shard } => next.remove_shard(*shard)?,
             TopologyChange::AddReplica { shard, addr, state } => {

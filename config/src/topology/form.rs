@@ -25,7 +25,8 @@
 //! ```
 //!
 //! `[[queued]]` lists the migrations waiting to begin, in the order they run; `[[rule]]` the
-//! key routing rules (as in the configuration file, see [`crate::rules`]).
+//! key routing rules (as in the configuration file, see [`crate::rules`]); `users` the
+//! proxy's users as `ACL LIST` lines, once a client changed them.
 //!
 //! `running = true` at the top is the **run marker**: a proxy writes it at start and with every
 //! save while it serves, and removes it when it stops cleanly (see [`crate::store`]). Found at
@@ -58,6 +59,9 @@ struct TopologyForm {
     /// Key routing rules (`Topology::rules`), in the configured order.
     #[serde(default, rename = "rule", skip_serializing_if = "Vec::is_empty")]
     rules: Vec<crate::rules::KeyRule>,
+    /// The proxy's users (`Topology::users`), as `ACL LIST` lines, once changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    users: Option<Vec<String>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -130,6 +134,7 @@ impl From<&Topology> for TopologyForm {
                 })
                 .collect(),
             rules: topology.rules.rules().to_vec(),
+            users: topology.users.clone(),
         }
     }
 }
@@ -192,13 +197,15 @@ impl TryFrom<TopologyForm> for Topology {
                 slots: m.slots,
             })
             .collect();
-        Topology::assemble(
+        let mut topology = Topology::assemble(
             form.epoch,
             shards,
             slots,
             queued,
             crate::rules::KeyRules::new(form.rules),
-        )
+        )?;
+        topology.users = form.users;
+        Ok(topology)
     }
 }
 

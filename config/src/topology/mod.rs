@@ -191,6 +191,12 @@ pub struct Topology {
     /// of the topology because a key's slot must not change while it is stored: they are
     /// persisted with it and every epoch carries them on.
     pub rules: KeyRules,
+    /// The proxy's users as `ACL LIST` lines (passwords as SHA-256 hashes), once a client
+    /// changed them (ACL SETUSER / DELUSER, CONFIG SET requirepass); `None` until then, when
+    /// the configuration's `password` and `[[user]]` entries are the users. Persisted with
+    /// the topology so that a restarted proxy, and every proxy of a fleet, has the same
+    /// users; every epoch carries them on. The data plane checks and applies them.
+    pub users: Option<Vec<String>>,
 }
 
 impl Topology {
@@ -287,6 +293,7 @@ impl Topology {
             slots: table.into_boxed_slice(),
             queued,
             rules,
+            users: None,
         };
         topology.check()?;
         Ok(topology)

@@ -1,25 +1,21 @@
 //! The operators' commands the proxy answers as one Redis server would: CONFIG SET /
 //! RESETSTAT / REWRITE and LATENCY RESET (applied to every node by the controller), SAVE,
-//! BGSAVE and BGREWRITEAOF (to every master), REPLICAOF NO ONE, MONITOR,
-//! the read-only ACL commands over the proxy's own users, and the tracking queries of a
-//! client without tracking.
+//! BGSAVE and BGREWRITEAOF (to every master), REPLICAOF NO ONE, MONITOR, and the tracking
+//! queries of a client without tracking. (The ACL commands are in `acl.rs`.)
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::dispatch::Action;
 use super::Ctx;
 use crate::events::{ControlEvent, Nodes};
-use redshard_config::Access;
 use redshard_protocol::client_error::ClientError;
-use redshard_protocol::command::{self, CommandId, CommandSpec, Flags};
-use redshard_protocol::resp::{encode, Args, Protocol};
+use redshard_protocol::command::{CommandId, CommandSpec, Flags};
+use redshard_protocol::resp::{encode, Args};
 
 /// Why the controller keeps replication settings.
 const REPLICATION: &str = "redshard's controller manages replication (REPLICAOF, masterauth, masteruser); use redshard-admin to change the topology";
-/// Why the nodes' password stays.
-const CREDENTIALS: &str = "the proxy authenticates to the nodes with it ([backend] password); change it on each node and in the proxy's configuration together";
 /// Why addresses and files stay.
 const NODE_LOCAL: &str =
     "each node's addresses, files and directories are set on the node itself, not through redshard";
@@ -37,7 +33,6 @@ const MANAGED: &[(&str, &str)] = &[
     ("slaveof", REPLICATION),
     ("masterauth", REPLICATION),
     ("masteruser", REPLICATION),
-    ("requirepass", CREDENTIALS),
     ("port", NODE_LOCAL),
     ("tls-port", NODE_LOCAL),
     ("bind", NODE_LOCAL),
@@ -119,16 +114,33 @@ pub(super) fn every_node(ctx: &mut Ctx, spec: &'static CommandSpec, args: Args<'
         }
         if let Some(secs) = timeout {
             set_client_timeout(ctx, secs);
-            let mut kept = request[..2].to_vec();
-            for pair in request[2..].chunks(2) {
-                if !pair[0].eq_ignore_ascii_case(b"timeout") {
-                    kept.extend_from_slice(pair);
-                }
+        }
+        // `requirepass` is the default user's password at the proxy (as in Redis); the
+        // nodes keep theirs, which the proxy authenticates with.
+        let mut requirepass = false;
+        for at in (2..args.len()).step_by(2) {
+            if args.get(at).eq_ignore_ascii_case(b"requirepass") {
+                ctx.state.users.set_default_password(args.get(at + 1));
+                requirepass = true;
             }
-            request = kept;
-            if request.len() == 2 {
-                return Action::reply(ctx, Bytes::from_static(encode::OK));
+        }
+        let mut kept = request[..2].to_vec();
+        for pair in request[2..].chunks(2) {
+            if !pair[0].eq_ignore_ascii_case(b"timeout")
+                && !pair[0].eq_ignore_ascii_case(b"requirepass")
+            {
+                kept.extend_from_slice(pair);
             }
+        }
+        request = kept;
+        if request.len() == 2 {
+            if requirepass {
+                return super::acl::save_requirepass(ctx);
+            }
+            return Action::reply(ctx, Bytes::from_static(encode::OK));
+        }
+        if requirepass {
+            super::acl::save_in_background(ctx);
         }
         slowlog_settings(ctx, args);
     }
@@ -233,6 +245,16 @@ fn slowlog_settings(ctx: &Ctx, args: Args<'_>) {
     if changed {
         change_live(ctx, |next| next.slowlog = slowlog);
     }
+    // The ACL log is the proxy's too.
+    for at in (2..args.len()).step_by(2) {
+        if args.get(at).eq_ignore_ascii_case(b"acllog-max-len") {
+            let len = redshard_protocol::resp::parse_i64(args.get(at + 1))
+                .and_then(|n| usize::try_from(n).ok());
+            if let Some(len) = len {
+                change_live(ctx, |next| next.limits.acllog_max_len = len);
+            }
+        }
+    }
 }
 
 /// MONITOR: `+OK`, then every client's commands (see [`crate::monitor`]). A second MONITOR
@@ -270,141 +292,6 @@ pub(super) fn stop_monitoring(ctx: &mut Ctx) {
     }
 }
 
-/// One of the proxy's users as ACL commands show it.
-struct User<'a> {
-    name: &'a str,
-    /// `None`: `nopass` (the default user without a proxy password).
-    password: Option<&'a str>,
-    access: Access,
-}
-
-/// The proxy's users: `default` and the `[[user]]`s, sorted by name as Redis lists them.
-fn users(ctx: &Ctx) -> Vec<User<'_>> {
-    let config = &ctx.state.config;
-    let mut users = vec![User {
-        name: "default",
-        password: config.password.as_deref(),
-        access: Access::All,
-    }];
-    users.extend(config.users.iter().map(|u| User {
-        name: &u.name,
-        password: Some(&u.password),
-        access: u.access,
-    }));
-    users.sort_by(|a, b| a.name.cmp(b.name));
-    users
-}
-
-/// A password as Redis shows it: the hex of its SHA-256.
-fn password_hash(password: &str) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, password.as_bytes());
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// An access level as ACL command rules (what the proxy refuses every client is not listed:
-/// it is the same for every user, see `docs/access-control.md`).
-fn command_rules(access: Access) -> String {
-    match access {
-        Access::All => "+@all".into(),
-        Access::NoDangerous => {
-            "+@all -@dangerous -script|flush -function|flush -function|restore".into()
-        }
-        // What may write or replicate, and administration; the `_RO` scripts stay.
-        Access::ReadOnly => {
-            let mut rules = String::from("+@all -@write -@admin");
-            for spec in command::all_specs().filter(|s| {
-                s.flags.contains(Flags::MAY_REPLICATE)
-                    && !s.flags.intersects(Flags::WRITE.union(Flags::ADMIN))
-            }) {
-                rules.push_str(" -");
-                rules.push_str(spec.name);
-            }
-            rules.push_str(" -script|flush -memory|purge");
-            rules
-        }
-    }
-}
-
-/// ACL WHOAMI.
-pub(super) fn whoami(ctx: &Ctx) -> Action {
-    let name = if ctx.user.is_empty() {
-        "default"
-    } else {
-        &ctx.user
-    };
-    let mut out = BytesMut::new();
-    encode::bulk(&mut out, name.as_bytes());
-    Action::reply(ctx, out.freeze())
-}
-
-/// ACL USERS and ACL LIST (`rules`: each user as its configuration line).
-pub(super) fn list(ctx: &Ctx, rules: bool) -> Action {
-    let users = users(ctx);
-    let mut out = BytesMut::new();
-    encode::array_header(&mut out, users.len());
-    for user in &users {
-        if rules {
-            let password = user
-                .password
-                .map_or_else(|| "nopass".to_owned(), |p| format!("#{}", password_hash(p)));
-            let line = format!(
-                "user {} on {password} ~* &* {}",
-                user.name,
-                command_rules(user.access)
-            );
-            encode::bulk(&mut out, line.as_bytes());
-        } else {
-            encode::bulk(&mut out, user.name.as_bytes());
-        }
-    }
-    Action::reply(ctx, out.freeze())
-}
-
-/// ACL GETUSER name: Redis's description (a map in RESP3), or null for an unknown user.
-pub(super) fn getuser(ctx: &Ctx, name: &[u8]) -> Action {
-    let users = users(ctx);
-    let Some(user) = users.iter().find(|u| u.name.as_bytes() == name) else {
-        return Action::reply(ctx, super::local::null(ctx.protocol));
-    };
-    let mut out = BytesMut::new();
-    encode::map_header(&mut out, ctx.protocol, 6);
-    encode::bulk(&mut out, b"flags");
-    let flags: &[&[u8]] = if user.password.is_some() {
-        &[b"on"]
-    } else {
-        &[b"on", b"nopass"]
-    };
-    set_header(&mut out, ctx.protocol, flags.len());
-    for flag in flags {
-        encode::bulk(&mut out, flag);
-    }
-    encode::bulk(&mut out, b"passwords");
-    match user.password {
-        Some(p) => {
-            encode::array_header(&mut out, 1);
-            encode::bulk(&mut out, password_hash(p).as_bytes());
-        }
-        None => encode::array_header(&mut out, 0),
-    }
-    encode::bulk(&mut out, b"commands");
-    encode::bulk(&mut out, command_rules(user.access).as_bytes());
-    for (key, value) in [("keys", "~*"), ("channels", "&*")] {
-        encode::bulk(&mut out, key.as_bytes());
-        encode::bulk(&mut out, value.as_bytes());
-    }
-    encode::bulk(&mut out, b"selectors");
-    encode::array_header(&mut out, 0);
-    Action::reply(ctx, out.freeze())
-}
-
-/// A set's header: `~n` in RESP3, an array in RESP2.
-fn set_header(out: &mut BytesMut, protocol: Protocol, len: usize) {
-    match protocol {
-        Protocol::Resp2 => encode::array_header(out, len),
-        Protocol::Resp3 => out.extend_from_slice(format!("~{len}\r\n").as_bytes()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -418,14 +305,5 @@ mod tests {
         assert!(managed(b"maxmemory-policy", b"NOEVICTION").is_none());
         assert!(managed(b"maxmemory", b"100mb").is_none());
         assert!(managed(b"notify-keyspace-events", b"KEA").is_none());
-    }
-
-    #[test]
-    fn passwords_are_shown_as_redis_hashes_them() {
-        // `ACL SETUSER alice >pw` on redis-server 7.0 lists `#30c9...70c4`.
-        assert_eq!(
-            password_hash("pw"),
-            "30c952fab122c3f9759f02a6d95c3758b246b4fee239957b2d4fee46e26170c4"
-        );
     }
 }

@@ -68,13 +68,11 @@ fn kill_filter(ctx: &Ctx, args: Args<'_>) -> Result<KillFilter, ClientError> {
             b"addr" => filter.addr = Some(text()),
             b"laddr" => filter.laddr = Some(text()),
             b"user" => {
-                let known = value == b"default"
-                    || ctx
-                        .state
-                        .config
-                        .users
-                        .iter()
-                        .any(|u| u.name.as_bytes() == value);
+                let known = ctx
+                    .state
+                    .users
+                    .get(&String::from_utf8_lossy(value))
+                    .is_some();
                 if !known {
                     return Err(ClientError::NoSuchUser { user: value.into() });
                 }
@@ -97,7 +95,7 @@ fn kill_filter(ctx: &Ctx, args: Args<'_>) -> Result<KillFilter, ClientError> {
 }
 
 /// Closes every client `filter` matches; returns how many.
-fn close(ctx: &Ctx, filter: &KillFilter) -> usize {
+pub(super) fn close(ctx: &Ctx, filter: &KillFilter) -> usize {
     let targets = ctx.state.clients.matching(filter);
     for target in &targets {
         target.kill();

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use super::merge::MergePlan;
-use super::{admin, client, info, local, pubsub, scan, split, txn, Ctx};
+use super::{acl, admin, client, info, local, pubsub, scan, split, txn, Ctx};
 
-use redshard_config::{Access, KeylessScripts, ReadFrom};
+use redshard_config::{KeylessScripts, ReadFrom};
 
 use crate::backend::acl::BackendUser;
 use crate::backend::{AfterMaster, Dest, LaneHandle, LaneRequest, Node};
@@ -128,20 +128,14 @@ pub(crate) fn dispatch(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>) -> A
     if !ctx.authenticated && !spec.flags.contains(Flags::NO_AUTH) {
         return Action::error(ctx, ClientError::NoAuth);
     }
-    if !permitted(ctx.access, spec) {
+    if !acl::refresh(ctx) {
+        // Its user was deleted: the connection closes without an answer, as in Redis.
+        ctx.current_cmd = None;
+        return Action::Done;
+    }
+    if let Err(refusal) = acl::check(ctx, spec, args) {
         txn::abort_with(ctx);
-        let user = if ctx.user.is_empty() {
-            "default".to_owned()
-        } else {
-            ctx.user.clone()
-        };
-        return Action::error(
-            ctx,
-            ClientError::NoPerm {
-                user,
-                command: spec.name,
-            },
-        );
+        return Action::error(ctx, refusal);
     }
     if ctx.protocol == Protocol::Resp2
         && ctx.pubsub.as_deref().is_some_and(pubsub::PubSub::is_active)
@@ -193,33 +187,6 @@ pub(crate) fn dispatch(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>) -> A
         Route::Dedicated => unsupported(ctx, spec),
         Route::Scan => scan::scan(ctx, table, args),
         Route::PubSub => pubsub::handle(ctx, table, spec, args),
-    }
-}
-
-/// Whether a user of `access` may run `spec`. (What its scripts call is checked by the
-/// node, with the proxy's ACL users: see [`crate::backend::acl`].)
-fn permitted(access: Access, spec: &CommandSpec) -> bool {
-    match access {
-        Access::All => true,
-        // Scripts, functions and publishing may write or replicate: refused too (the
-        // read-only variants EVAL_RO, EVALSHA_RO, FCALL_RO are not). So is what changes the
-        // server's state without writing keys: administration (SLOWLOG RESET, CLIENT
-        // NO-EVICT, CONFIG ...), SCRIPT FLUSH and MEMORY PURGE.
-        Access::ReadOnly => {
-            !spec
-                .flags
-                .intersects(Flags::WRITE.union(Flags::MAY_REPLICATE).union(Flags::ADMIN))
-                && spec.route != Route::Flush
-                && !matches!(spec.id, CommandId::ScriptFlush | CommandId::MemoryPurge)
-        }
-        // Redis's @dangerous, and emptying every master's scripts or functions.
-        Access::NoDangerous => {
-            !spec.is_dangerous()
-                && !matches!(
-                    spec.id,
-                    CommandId::ScriptFlush | CommandId::FunctionFlush | CommandId::FunctionRestore
-                )
-        }
     }
 }
 

@@ -6,7 +6,9 @@ use bytes::{Bytes, BytesMut};
 
 use super::dispatch::Action;
 use super::{info, Closing, Ctx};
-use redshard_config::Access;
+use std::sync::Arc;
+
+use crate::users::LiveUser;
 
 use crate::clients::ListFilter;
 use crate::events::{ControlEvent, ScriptKill};
@@ -54,10 +56,11 @@ pub(super) fn handle(
             if ctx.watch.take().is_some() {
                 ctx.private = None;
             }
-            ctx.authenticated = ctx.state.config.password.is_none();
-            ctx.access = Access::All;
+            ctx.authenticated = ctx.state.users.open_by_default();
             ctx.user.clear();
             ctx.client.fields().user.clear();
+            // Back to the default user's rules, looked up at the next request.
+            ctx.users_seen = u64::MAX;
             ctx.client.fields().name.clear();
             ctx.pubsub = None;
             super::pubsub::show_counts(ctx);
@@ -153,13 +156,17 @@ pub(super) fn handle(
         Local::EveryNode => super::admin::every_node(ctx, spec, args),
         Local::Monitor => super::admin::monitor(ctx),
         Local::ClientReply => super::reply_mode::client_reply(ctx, args.get(2)),
-        Local::AclWhoami => super::admin::whoami(ctx),
-        Local::AclUsers => super::admin::list(ctx, false),
-        Local::AclList => super::admin::list(ctx, true),
-        Local::AclGetuser => super::admin::getuser(ctx, args.get(2)),
         Local::Replicaof => super::admin::replicaof(ctx, spec, args),
         Local::EveryMaster => super::admin::every_master(ctx, spec, args),
         Local::ModuleList => Action::reply(ctx, Bytes::from_static(b"*0\r\n")),
+        Local::AclWhoami => super::acl::whoami(ctx),
+        Local::AclUsers => super::acl::list(ctx, false),
+        Local::AclList => super::acl::list(ctx, true),
+        Local::AclGetuser => super::acl::getuser(ctx, args.get(2)),
+        Local::AclSetuser => super::acl::setuser(ctx, args),
+        Local::AclDeluser => super::acl::deluser(ctx, args),
+        Local::AclDryrun => super::acl::dryrun(ctx, args),
+        Local::AclLog => super::acl::acl_log(ctx, args),
     }
 }
 
@@ -305,49 +312,35 @@ fn select(ctx: &Ctx, db: &[u8]) -> Action {
     }
 }
 
-/// Checks credentials against the proxy's `password` (user `default`, as Redis without ACLs).
-/// Checks credentials: the `default` user against the proxy's `password` (full access), or a
-/// `[[user]]` against its own password. Returns the user's access level.
+/// Checks credentials against the live users (`None`: `AUTH password`, the default user).
+/// A failure is logged in the ACL log (reason `auth`, the command as the client wrote it as
+/// the object) as Redis does.
 fn check_credentials(
     ctx: &Ctx,
+    command: &[u8],
     user: Option<&[u8]>,
     password: &[u8],
-) -> Result<Access, ClientError> {
-    let config = &ctx.state.config;
-    match user {
-        None | Some(b"default") => {
-            let Some(expected) = &config.password else {
-                if user.is_none() {
-                    return Err(ClientError::AuthWithoutPassword);
-                }
-                // Without a password the default user is Redis's `nopass` user: any password
-                // logs in as it (clients given `redis://default:pw@...` URLs send one).
-                return Ok(Access::All);
-            };
-            if constant_time_eq(password, expected.as_bytes()) {
-                Ok(Access::All)
-            } else {
-                Err(ClientError::WrongPass)
-            }
-        }
-        Some(name) => config
+) -> Result<(String, Arc<LiveUser>), ClientError> {
+    let name = user.map_or_else(
+        || "default".to_owned(),
+        |u| String::from_utf8_lossy(u).into_owned(),
+    );
+    if user.is_none()
+        && ctx
+            .state
             .users
-            .iter()
-            .find(|u| {
-                u.name.as_bytes() == name && constant_time_eq(password, u.password.as_bytes())
-            })
-            .map(|u| u.access)
-            .ok_or(ClientError::WrongPass),
+            .get("default")
+            .is_some_and(|d| d.rules.nopass)
+    {
+        return Err(ClientError::AuthWithoutPassword);
     }
-}
-
-/// Records the name the client authenticated as (`None`: the default user).
-fn set_user(ctx: &mut Ctx, name: Option<&[u8]>) {
-    ctx.user.clear();
-    if let Some(name) = name.filter(|n| *n != b"default") {
-        ctx.user.push_str(&String::from_utf8_lossy(name));
+    match ctx.state.users.authenticate(&name, password) {
+        Some(found) => Ok((name, found)),
+        None => {
+            super::acl::log(ctx, "auth", command.to_vec(), name.as_bytes());
+            Err(ClientError::WrongPass)
+        }
     }
-    ctx.client.fields().user.clone_from(&ctx.user);
 }
 
 /// Compares without an early exit, so timing does not tell how much of a guess was right.
@@ -365,14 +358,13 @@ fn auth(ctx: &mut Ctx, args: Args<'_>) -> Action {
     }
     let turn = source_turn(ctx);
     let result = match args.len() {
-        2 => check_credentials(ctx, None, args.get(1)),
-        _ => check_credentials(ctx, Some(args.get(1)), args.get(2)),
+        2 => check_credentials(ctx, args.get(0), None, args.get(1)),
+        _ => check_credentials(ctx, args.get(0), Some(args.get(1)), args.get(2)),
     };
     match result {
-        Ok(access) => {
+        Ok((name, user)) => {
             ctx.authenticated = true;
-            ctx.access = access;
-            set_user(ctx, (args.len() == 3).then(|| args.get(1)));
+            super::acl::set_user(ctx, &name, &user);
             let ok = Bytes::from_static(encode::OK);
             match turn {
                 Some(wait) => answer_later(ctx, wait, ok),
@@ -387,8 +379,7 @@ fn auth(ctx: &mut Ctx, args: Args<'_>) -> Action {
 /// attempt's answer waits for the address's next turn (see [`crate::auth_throttle`]); `None`
 /// to answer at once, and always without any password configured (nothing to guess).
 fn source_turn(ctx: &Ctx) -> Option<std::time::Duration> {
-    let config = &ctx.state.config;
-    if config.password.is_none() && config.users.is_empty() {
+    if !ctx.state.users.any_password() {
         return None;
     }
     let step = ctx.state.live.now().limits.auth_failure_delay;
@@ -422,7 +413,7 @@ fn error_at_turn(ctx: &mut Ctx, turn: Option<std::time::Duration>, error: Client
 /// is at least the wait for the address's turn (`turn`), so guessing is slow over one
 /// connection and over many.
 fn auth_failed(ctx: &mut Ctx, error: ClientError, turn: Option<std::time::Duration>) -> Action {
-    if ctx.state.config.password.is_none() && ctx.state.config.users.is_empty() {
+    if !ctx.state.users.any_password() {
         // Not a guess: the proxy has no password at all.
         return Action::error(ctx, error);
     }
@@ -505,11 +496,8 @@ fn hello(ctx: &mut Ctx, args: Args<'_>) -> Action {
         let more = args.len() - i - 1;
         if option.eq_ignore_ascii_case(b"AUTH") && more >= 2 {
             turn = source_turn(ctx);
-            match check_credentials(ctx, Some(args.get(i + 1)), args.get(i + 2)) {
-                Ok(access) => {
-                    ctx.access = access;
-                    set_user(ctx, Some(args.get(i + 1)));
-                }
+            match check_credentials(ctx, args.get(0), Some(args.get(i + 1)), args.get(i + 2)) {
+                Ok((name, user)) => super::acl::set_user(ctx, &name, &user),
                 Err(e) => return auth_failed(ctx, e, turn),
             }
             ctx.authenticated = true;
@@ -640,7 +628,7 @@ fn config_get(ctx: &Ctx, table: &RoutingTable, args: Args<'_>) -> Action {
 pub(super) fn proxy_config(ctx: &Ctx, patterns: &[&[u8]]) -> Vec<(&'static str, String)> {
     let live = ctx.state.live.now();
     let limits = &live.limits;
-    let values: [(&'static str, String); 11] = [
+    let values: [(&'static str, String); 13] = [
         ("databases", "1".into()),
         ("maxclients", limits.max_clients.to_string()),
         ("proto-max-bulk-len", limits.max_bulk_bytes.to_string()),
@@ -659,6 +647,12 @@ pub(super) fn proxy_config(ctx: &Ctx, patterns: &[&[u8]]) -> Vec<(&'static str, 
             live.slowlog.log_slower_than_us.to_string(),
         ),
         ("slowlog-max-len", live.slowlog.max_len.to_string()),
+        // The default user's password and the ACL log are the proxy's (CONFIG SET too).
+        (
+            "requirepass",
+            String::from_utf8_lossy(&ctx.state.users.requirepass()).into_owned(),
+        ),
+        ("acllog-max-len", limits.acllog_max_len.to_string()),
     ];
     let mut matched: Vec<(&'static str, String)> = Vec::new();
     for pattern in patterns {
@@ -671,91 +665,7 @@ pub(super) fn proxy_config(ctx: &Ctx, patterns: &[&[u8]]) -> Vec<(&'static str, 
     matched
 }
 
-/// Redis's glob (`*`, `?`, `[...]`, `[^...]`, `\\`), case-insensitive as CONFIG GET uses it.
-/// Iterative with one backtrack point, so hostile patterns (`*a*a*a*...`) stay O(len²).
-pub(crate) fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0, 0);
-    // Where to resume after the last `*`: (pattern index after it, text index it matched up to).
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        if pattern.get(p) == Some(&b'*') {
-            p += 1;
-            star = Some((p, t));
-            continue;
-        }
-        if let Some(next) = match_one(pattern, p, text[t]) {
-            p = next;
-            t += 1;
-            continue;
-        }
-        match star {
-            Some((after, matched)) => {
-                p = after;
-                t = matched + 1;
-                star = Some((after, matched + 1));
-            }
-            None => return false,
-        }
-    }
-    pattern[p.min(pattern.len())..].iter().all(|&c| c == b'*')
-}
-
-/// If the pattern element at `p` (not `*`) matches `c`, the index of the next element.
-fn match_one(pattern: &[u8], p: usize, c: u8) -> Option<usize> {
-    let c = c.to_ascii_lowercase();
-    match *pattern.get(p)? {
-        b'?' => Some(p + 1),
-        b'\\' if p + 1 < pattern.len() => {
-            (pattern[p + 1].to_ascii_lowercase() == c).then_some(p + 2)
-        }
-        b'[' => {
-            let mut i = p + 1;
-            let negate = pattern.get(i) == Some(&b'^');
-            if negate {
-                i += 1;
-            }
-            let mut hit = false;
-            while i < pattern.len() && pattern[i] != b']' {
-                if pattern[i] == b'\\' && i + 1 < pattern.len() {
-                    hit |= pattern[i + 1].to_ascii_lowercase() == c;
-                    i += 2;
-                } else if i + 2 < pattern.len() && pattern[i + 1] == b'-' && pattern[i + 2] != b']'
-                {
-                    let (a, b) = (
-                        pattern[i].to_ascii_lowercase(),
-                        pattern[i + 2].to_ascii_lowercase(),
-                    );
-                    hit |= (a.min(b)..=a.max(b)).contains(&c);
-                    i += 3;
-                } else {
-                    hit |= pattern[i].to_ascii_lowercase() == c;
-                    i += 1;
-                }
-            }
-            // An unterminated class runs to the end of the pattern, as in Redis.
-            (hit != negate).then_some((i + 1).min(pattern.len()))
-        }
-        lit => (lit.to_ascii_lowercase() == c).then_some(p + 1),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::glob_match;
-
-    #[test]
-    fn glob() {
-        assert!(glob_match(b"*", b"maxclients"));
-        assert!(glob_match(b"max*", b"maxclients"));
-        assert!(glob_match(b"MAXCLIENTS", b"maxclients"));
-        assert!(glob_match(b"d?tabases", b"databases"));
-        assert!(glob_match(b"[a-d]atabases", b"databases"));
-        assert!(!glob_match(b"[^d]atabases", b"databases"));
-        assert!(!glob_match(b"max", b"maxclients"));
-        assert!(glob_match(b"*s*s", b"databases"));
-        assert!(glob_match(b"", b""));
-        assert!(!glob_match(b"", b"a"));
-        let hostile = b"*a".repeat(200);
-        assert!(!glob_match(&hostile, &b"a".repeat(100)));
-    }
+/// Redis's glob, case-insensitive as CONFIG GET uses it.
+fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    redshard_protocol::glob::matches(pattern, text, true)
 }

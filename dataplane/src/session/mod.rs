@@ -14,6 +14,7 @@
 //!
 //! See `LIFECYCLE.md` beside this file for the session's states.
 
+mod acl;
 mod admin;
 mod client;
 pub(crate) mod dispatch;
@@ -168,10 +169,16 @@ pub(crate) struct Ctx {
     pub pubsub: Option<Box<pubsub::PubSub>>,
     /// CLIENT TRACKING's settings, while it is on (boxed: most clients never track).
     pub tracking: Option<Box<tracking::ClientTracking>>,
-    /// What the authenticated user may run (`[[user]] access`; the default user: all).
+    /// The level whose backend user the client's scripts run as (see
+    /// [`crate::users::LiveUser::scripts`]).
     pub access: redshard_config::Access,
-    /// The `[[user]]` name the client authenticated as, for refusals (empty: `default`).
+    /// The user name the client authenticated as, for refusals (empty: `default`).
     pub user: String,
+    /// The user's rules, when they restrict anything (`None`: every command, key and
+    /// channel allowed, no check per request), as of [`Ctx::users_seen`].
+    pub acl: Option<Arc<crate::users::LiveUser>>,
+    /// The [`crate::users::Users::generation`] `acl` and `access` were looked up at.
+    pub users_seen: u64,
     /// Failed AUTH attempts on this connection (each delays the next answer more).
     pub auth_failures: u32,
     /// The command of the request being dispatched, once resolved (labels its reply entry).
@@ -269,7 +276,7 @@ impl<S: ClientStream> Session<S> {
         queue: Arc<ReplyQueue>,
     ) -> Self {
         let scanner = RequestScanner::new(state.scan_limits());
-        let authenticated = state.config.password.is_none();
+        let authenticated = state.users.open_by_default();
         client.attach(&queue);
         Self {
             stream,
@@ -303,6 +310,9 @@ impl<S: ClientStream> Session<S> {
                 auth_failures: 0,
                 access: redshard_config::Access::All,
                 user: String::new(),
+                acl: None,
+                // Not yet looked up: the first request does.
+                users_seen: u64::MAX,
             },
             shutdown,
             held_back: false,

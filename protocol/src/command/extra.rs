@@ -5,7 +5,7 @@
 
 use super::procs::getkeys_of;
 use super::route::route_of;
-use super::{CommandId, CommandSpec, Flags};
+use super::{AclCategories, CommandId, CommandSpec, Flags};
 
 /// `CLIENT SETINFO <LIB-NAME libname | LIB-VER libver>` and `CLIENT NO-TOUCH <ON | OFF>`.
 pub(super) static CLIENT_EXTRAS: [CommandSpec; 2] = [
@@ -14,6 +14,8 @@ pub(super) static CLIENT_EXTRAS: [CommandSpec; 2] = [
         id: CommandId::ClientSetinfo,
         arity: 4,
         flags: Flags::NOSCRIPT.union(Flags::LOADING).union(Flags::STALE),
+        // Redis 7.2's categories of both.
+        acl: AclCategories::SLOW.union(AclCategories::CONNECTION),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -27,6 +29,8 @@ pub(super) static CLIENT_EXTRAS: [CommandSpec; 2] = [
         id: CommandId::ClientNoTouch,
         arity: 3,
         flags: Flags::NOSCRIPT.union(Flags::LOADING).union(Flags::STALE),
+        // Redis 7.2's categories of both.
+        acl: AclCategories::SLOW.union(AclCategories::CONNECTION),
         first_key: 0,
         last_key: 0,
         step: 0,

@@ -163,6 +163,55 @@ bitset! {
     }
 }
 
+bitset! {
+    /// Redis 7.0's ACL categories of a command (`@read`, `@write`, ...), as `COMMAND` reports
+    /// them; declared in Redis's order (the order of `ACL CAT`).
+    pub struct AclCategories {
+        /// Writes or reads keys, databases or their metadata in a type-agnostic way.
+        const KEYSPACE = 0, "keyspace";
+        /// Reads from keys.
+        const READ = 1, "read";
+        /// Writes to keys.
+        const WRITE = 2, "write";
+        /// Sets.
+        const SET = 3, "set";
+        /// Sorted sets.
+        const SORTEDSET = 4, "sortedset";
+        /// Lists.
+        const LIST = 5, "list";
+        /// Hashes.
+        const HASH = 6, "hash";
+        /// Strings.
+        const STRING = 7, "string";
+        /// Bitmaps.
+        const BITMAP = 8, "bitmap";
+        /// HyperLogLogs.
+        const HYPERLOGLOG = 9, "hyperloglog";
+        /// Geospatial indexes.
+        const GEO = 10, "geo";
+        /// Streams.
+        const STREAM = 11, "stream";
+        /// Pub/sub.
+        const PUBSUB = 12, "pubsub";
+        /// Administration.
+        const ADMIN = 13, "admin";
+        /// O(1) commands.
+        const FAST = 14, "fast";
+        /// Every command that is not `fast`.
+        const SLOW = 15, "slow";
+        /// May block the client.
+        const BLOCKING = 16, "blocking";
+        /// Potentially dangerous (administration, KEYS, ...).
+        const DANGEROUS = 17, "dangerous";
+        /// The connection's own state.
+        const CONNECTION = 18, "connection";
+        /// Transactions.
+        const TRANSACTION = 19, "transaction";
+        /// Scripting and functions.
+        const SCRIPTING = 20, "scripting";
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -52,6 +52,7 @@ fn keys_from_specs<A: ArgList + ?Sized>(
     spec: &CommandSpec,
     args: &A,
     out: &mut SmallVec<[usize; 8]>,
+    mut flags: Option<&mut SmallVec<[KeySpecFlags; 8]>>,
 ) -> bool {
     let argc = i64::try_from(args.len()).unwrap_or(i64::MAX);
     for ks in spec.key_specs {
@@ -84,7 +85,7 @@ fn keys_from_specs<A: ArgList + ?Sized>(
                 }
                 found
             }
-            BeginSearch::Unknown => return invalid(out),
+            BeginSearch::Unknown => return invalid(out, flags),
         };
         let (last, step) = match ks.find_keys {
             FindKeys::Range {
@@ -109,11 +110,11 @@ fn keys_from_specs<A: ArgList + ?Sized>(
             } => {
                 let keynumidx = i64::from(keynumidx);
                 if keynumidx >= argc || first + keynumidx >= argc || first + keynumidx < 0 {
-                    return invalid(out);
+                    return invalid(out, flags);
                 }
                 let numkeys = match parse_i64(arg_at(args, first + keynumidx)) {
                     Some(n) if n >= 0 => n,
-                    _ => return invalid(out),
+                    _ => return invalid(out, flags),
                 };
                 first += i64::from(firstkey);
                 // Redis adds `(int)numkeys`: the truncation is faithful on purpose.
@@ -121,29 +122,38 @@ fn keys_from_specs<A: ArgList + ?Sized>(
                 let numkeys = i64::from(numkeys as i32);
                 (first + numkeys - 1, i64::from(keystep))
             }
-            FindKeys::Unknown => return invalid(out),
+            FindKeys::Unknown => return invalid(out, flags),
         };
         if last >= argc || last < first || first >= argc || first < 0 || step <= 0 {
-            return invalid(out);
+            return invalid(out, flags);
         }
         let mut i = first;
         while i <= last {
             // Redis skips positions out of range for commands of variable arity.
             if let Some(i) = usize::try_from(i).ok().filter(|&i| i < args.len()) {
                 out.push(i);
+                if let Some(flags) = flags.as_deref_mut() {
+                    flags.push(ks.flags);
+                }
             }
             i += step;
         }
         if ks.flags.contains(KeySpecFlags::INCOMPLETE) {
-            return invalid(out);
+            return invalid(out, flags);
         }
     }
     true
 }
 
 /// The `invalid_spec` exit of `getKeysUsingKeySpecs`.
-fn invalid(out: &mut SmallVec<[usize; 8]>) -> bool {
+fn invalid(
+    out: &mut SmallVec<[usize; 8]>,
+    flags: Option<&mut SmallVec<[KeySpecFlags; 8]>>,
+) -> bool {
     out.clear();
+    if let Some(flags) = flags {
+        flags.clear();
+    }
     false
 }
 
@@ -205,11 +215,101 @@ impl CommandSpec {
             .key_specs
             .iter()
             .any(|ks| ks.flags.contains(KeySpecFlags::VARIABLE_FLAGS));
-        if has_keyspec && !has_varflags && keys_from_specs(self, args, out) {
+        if has_keyspec && !has_varflags && keys_from_specs(self, args, out, None) {
             return Ok(());
         }
         out.clear();
         self.getkeys.run(args, out);
         Ok(())
+    }
+
+    /// [`key_indices`](Self::key_indices) with each key's key-spec flags, which say whether
+    /// the command reads it (`access`) or writes it (`insert`, `update`, `delete`): what an
+    /// ACL key pattern's `%R` / `%W` permission is checked against, as Redis 7.0 does.
+    ///
+    /// Keys found by the key specs get their spec's flags. Keys found by a `getkeys_proc`:
+    /// `SET` and `BITFIELD` get the flags Redis's procs give them from the arguments
+    /// (`SET ... GET` reads; `BITFIELD` with only `GET`s reads); the others get their one
+    /// key spec's flags, or with several specs the union of them all (a key may then need
+    /// both permissions where Redis would ask for one).
+    ///
+    /// # Errors
+    ///
+    /// As [`key_indices`](Self::key_indices).
+    pub fn key_refs<A: ArgList + ?Sized>(
+        &self,
+        args: &A,
+        out: &mut SmallVec<[usize; 8]>,
+        flags: &mut SmallVec<[KeySpecFlags; 8]>,
+    ) -> Result<(), CommandError> {
+        out.clear();
+        flags.clear();
+        if args.is_empty() {
+            return Ok(());
+        }
+        if let NumkeysCheck::NoKeys = self.getkeys.check_numkeys(self, args)? {
+            return Ok(());
+        }
+        let real = || {
+            self.key_specs
+                .iter()
+                .filter(|ks| !ks.flags.contains(KeySpecFlags::NOT_KEY))
+        };
+        let has_varflags = self
+            .key_specs
+            .iter()
+            .any(|ks| ks.flags.contains(KeySpecFlags::VARIABLE_FLAGS));
+        if real().next().is_some()
+            && !has_varflags
+            && keys_from_specs(self, args, out, Some(&mut *flags))
+        {
+            return Ok(());
+        }
+        out.clear();
+        flags.clear();
+        self.getkeys.run(args, out);
+        let proc_flags = match self.id {
+            super::CommandId::Set => set_key_flags(args),
+            super::CommandId::Bitfield => bitfield_key_flags(args),
+            _ => real().fold(KeySpecFlags::NONE, |acc, ks| acc.union(ks.flags)),
+        };
+        flags.extend(out.iter().map(|_| proc_flags));
+        Ok(())
+    }
+}
+
+/// Redis 7.0's `setGetKeys`: `SET key value ... GET` reads and updates, else overwrites.
+fn set_key_flags<A: ArgList + ?Sized>(args: &A) -> KeySpecFlags {
+    if (3..args.len()).any(|i| c_eq(args.arg(i), "get")) {
+        KeySpecFlags::RW
+            .union(KeySpecFlags::ACCESS)
+            .union(KeySpecFlags::UPDATE)
+    } else {
+        KeySpecFlags::OW.union(KeySpecFlags::UPDATE)
+    }
+}
+
+/// Redis 7.0's `bitfieldGetKeys`: only `GET`s (and `OVERFLOW`) read, anything else writes.
+fn bitfield_key_flags<A: ArgList + ?Sized>(args: &A) -> KeySpecFlags {
+    let mut i = 2;
+    let mut readonly = true;
+    while i < args.len() {
+        let remaining = args.len() - i - 1;
+        let arg = args.arg(i);
+        if c_eq(arg, "get") && remaining >= 2 {
+            i += 3;
+        } else if c_eq(arg, "overflow") && remaining >= 1 {
+            i += 2;
+        } else {
+            readonly = false;
+            break;
+        }
+    }
+    if readonly {
+        KeySpecFlags::RO.union(KeySpecFlags::ACCESS)
+    } else {
+        KeySpecFlags::RW
+            .union(KeySpecFlags::ACCESS)
+            .union(KeySpecFlags::UPDATE)
     }
 }

@@ -26,8 +26,8 @@
 //! - which commands have a Redis `getkeys_proc` (`get_keys_function` in Redis's
 //!   `src/commands/*.json`), in `procs.rs` (`getkeys_of`, a `match` on [`CommandId`] too).
 //!
-//! Redis's `@dangerous` ACL category is hand-maintained the same way (`route::is_dangerous`,
-//! a `matches!` on the id, read through [`CommandSpec::is_dangerous`]).
+//! Redis's ACL categories (`@read`, `@dangerous`, ...) are read from the server with the rest
+//! ([`CommandSpec::acl`]).
 //!
 //! The integration test the integration module `command_table_live` (`tests/integration/command_table_live.rs`) compares the table and
 //! `key_indices` with a live server.
@@ -44,7 +44,7 @@ mod table;
 mod tests;
 
 pub use error::{CommandError, CommandErrorKind};
-pub use flags::{Flags, KeySpecFlags};
+pub use flags::{AclCategories, Flags, KeySpecFlags};
 pub use table::REDIS_VERSION;
 
 use procs::GetKeys;
@@ -172,6 +172,8 @@ pub struct CommandSpec {
     pub arity: i32,
     /// Command flags.
     pub flags: Flags,
+    /// Redis's ACL categories of the command (what `+@read`, `-@write` ... select).
+    pub acl: AclCategories,
     /// Legacy first key index (0: no key), as `COMMAND` reports it.
     pub first_key: i32,
     /// Legacy last key index (negative: from the end).
@@ -295,6 +297,32 @@ pub fn resolve<A: ArgList + ?Sized>(args: &A) -> Result<&'static CommandSpec, Co
     Ok(spec)
 }
 
+/// The spec of an ACL rule's command name, as Redis 7.0's `ACLLookupCommand` finds it:
+/// `get`, or `config|get` for a subcommand (case-insensitive; a `|` more is no command).
+#[must_use]
+pub fn lookup_fullname(name: &[u8]) -> Option<&'static CommandSpec> {
+    let mut parts = name.splitn(3, |&b| b == b'|');
+    let base = lookup(parts.next()?)?;
+    match (parts.next(), parts.next()) {
+        (None, _) => Some(base),
+        (Some(sub), None) if base.has_subcommands() => {
+            base.subcommand(sub).or_else(|| extra_subcommand(base, sub))
+        }
+        _ => None,
+    }
+}
+
+/// The subcommands of a container as ACL rules see them: the table's, and for CLIENT the
+/// proxy's extra ones (see `extra.rs`).
+pub fn acl_subcommands(spec: &CommandSpec) -> impl Iterator<Item = &'static CommandSpec> {
+    let extras: &'static [CommandSpec] = if spec.id == CommandId::Client {
+        &extra::CLIENT_EXTRAS
+    } else {
+        &[]
+    };
+    spec.subcommands.iter().chain(extras.iter())
+}
+
 /// A subcommand the proxy knows beyond the table (see `extra.rs`).
 fn extra_subcommand(base: &CommandSpec, sub: &[u8]) -> Option<&'static CommandSpec> {
     if base.id != CommandId::Client {
@@ -339,7 +367,7 @@ impl CommandSpec {
     /// Whether the command is in Redis's `@dangerous` ACL category.
     #[must_use]
     pub fn is_dangerous(&self) -> bool {
-        route::is_dangerous(self.id)
+        self.acl.contains(AclCategories::DANGEROUS)
     }
 
     /// Whether the command may block (`blocking`).

@@ -123,6 +123,14 @@ pub enum Local {
     /// them to every master on connections of its own and answers as one server (SAVE as a
     /// background save it waits for, so that no master is blocked).
     EveryMaster,
+    /// ACL SETUSER: creates or changes one of the proxy's users.
+    AclSetuser,
+    /// ACL DELUSER: removes some of the proxy's users.
+    AclDeluser,
+    /// ACL DRYRUN: whether one of the proxy's users may run a command.
+    AclDryrun,
+    /// ACL LOG: the proxy's refusals.
+    AclLog,
 }
 
 impl Local {
@@ -185,6 +193,10 @@ impl Local {
             C::Replicaof | C::Slaveof => Local::Replicaof,
             C::Save | C::Bgsave | C::Bgrewriteaof => Local::EveryMaster,
             C::ModuleList => Local::ModuleList,
+            C::AclSetuser => Local::AclSetuser,
+            C::AclDeluser => Local::AclDeluser,
+            C::AclDryrun => Local::AclDryrun,
+            C::AclLog => Local::AclLog,
             _ => return None,
         })
     }
@@ -273,7 +285,11 @@ const fn declared_route(id: CommandId) -> Route {
         | C::Save
         | C::Bgsave
         | C::Bgrewriteaof
-        | C::ModuleList => Route::Local,
+        | C::ModuleList
+        | C::AclSetuser
+        | C::AclDeluser
+        | C::AclDryrun
+        | C::AclLog => Route::Local,
         // Each master holds a part of the keyspace: the session visits them in turn.
         C::Scan => Route::Scan,
         // Pub/sub: a channel lives on the master of its slot (PUBLISH and SUBSCRIBE of a
@@ -372,18 +388,9 @@ const fn declared_route(id: CommandId) -> Route {
         // see [`Local`].)
         // SCRIPT DEBUG needs a private forked server.
         C::ScriptDebug => Route::Forbidden,
-        // ACL changes and logs: backends authenticate the proxy, not the client, so they would
-        // act on or answer about the proxy's backend users; clients authenticate to the proxy
-        // (AUTH/HELLO are local), whose users come from its configuration. (The read-only
-        // WHOAMI, USERS, LIST and GETUSER describe the proxy's users, and CAT Redis's
-        // categories: see [`Local`].)
-        C::Acl
-        | C::AclDeluser
-        | C::AclDryrun
-        | C::AclLoad
-        | C::AclLog
-        | C::AclSave
-        | C::AclSetuser => Route::Forbidden,
+        // ACL LOAD and SAVE: the proxy has no ACL file (its users live in its configuration
+        // and its state); the other ACL commands act on the proxy's users: see [`Local`].
+        C::Acl | C::AclLoad | C::AclSave => Route::Forbidden,
         // PFSELFTEST / PFDEBUG are internal testing commands.
         C::Pfselftest | C::Pfdebug => Route::Forbidden,
         // Container names alone: always an arity error in Redis (see the module documentation);
@@ -614,90 +621,4 @@ const fn declared_route(id: CommandId) -> Route {
         | C::Zunion
         | C::Zunionstore => Route::Keyed,
     }
-}
-
-/// Whether `id` is in Redis 7.0.15's `@dangerous` ACL category (`ACL CAT dangerous`), which
-/// a `no-dangerous` user may not run; the integration module `command_table_live`
-/// (`tests/integration/command_table_live.rs`) compares it with a live server.
-#[must_use]
-pub const fn is_dangerous(id: CommandId) -> bool {
-    use CommandId as C;
-    matches!(
-        id,
-        C::AclDeluser
-            | C::AclDryrun
-            | C::AclGetuser
-            | C::AclList
-            | C::AclLoad
-            | C::AclLog
-            | C::AclSave
-            | C::AclSetuser
-            | C::AclUsers
-            | C::Bgrewriteaof
-            | C::Bgsave
-            | C::ClientKill
-            | C::ClientList
-            | C::ClientNoEvict
-            | C::ClientPause
-            | C::ClientUnblock
-            | C::ClientUnpause
-            | C::ClusterAddslots
-            | C::ClusterAddslotsrange
-            | C::ClusterBumpepoch
-            | C::ClusterCountFailureReports
-            | C::ClusterDelslots
-            | C::ClusterDelslotsrange
-            | C::ClusterFailover
-            | C::ClusterFlushslots
-            | C::ClusterForget
-            | C::ClusterMeet
-            | C::ClusterReplicas
-            | C::ClusterReplicate
-            | C::ClusterReset
-            | C::ClusterSaveconfig
-            | C::ClusterSetConfigEpoch
-            | C::ClusterSetslot
-            | C::ClusterSlaves
-            | C::ConfigGet
-            | C::ConfigResetstat
-            | C::ConfigRewrite
-            | C::ConfigSet
-            | C::Debug
-            | C::Failover
-            | C::Flushall
-            | C::Flushdb
-            | C::Info
-            | C::Keys
-            | C::Lastsave
-            | C::LatencyDoctor
-            | C::LatencyGraph
-            | C::LatencyHistogram
-            | C::LatencyHistory
-            | C::LatencyLatest
-            | C::LatencyReset
-            | C::Migrate
-            | C::ModuleList
-            | C::ModuleLoad
-            | C::ModuleLoadex
-            | C::ModuleUnload
-            | C::Monitor
-            | C::Pfdebug
-            | C::Pfselftest
-            | C::Psync
-            | C::Replconf
-            | C::Replicaof
-            | C::Restore
-            | C::RestoreAsking
-            | C::Role
-            | C::Save
-            | C::Shutdown
-            | C::Slaveof
-            | C::SlowlogGet
-            | C::SlowlogLen
-            | C::SlowlogReset
-            | C::Sort
-            | C::SortRo
-            | C::Swapdb
-            | C::Sync
-    )
 }

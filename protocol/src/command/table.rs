@@ -10,7 +10,7 @@
 
 //! The generated Redis 7.0.15 command table (see the header comment).
 
-use super::flags::{Flags, KeySpecFlags};
+use super::flags::{AclCategories, Flags, KeySpecFlags};
 use super::procs::getkeys_of;
 use super::route::route_of;
 use super::{BeginSearch, CommandSpec, FindKeys, KeySpec};
@@ -768,6 +768,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Acl,
         arity: -2,
         flags: Flags::NONE,
+        acl: AclCategories::SLOW,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -782,6 +783,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Append,
         arity: 3,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
+        acl: AclCategories::WRITE
+            .union(AclCategories::STRING)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -804,6 +808,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Asking,
         arity: 1,
         flags: Flags::FAST,
+        acl: AclCategories::FAST.union(AclCategories::CONNECTION),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -823,6 +828,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             .union(Flags::FAST)
             .union(Flags::NO_AUTH)
             .union(Flags::ALLOW_BUSY),
+        acl: AclCategories::FAST.union(AclCategories::CONNECTION),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -839,6 +845,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         flags: Flags::ADMIN
             .union(Flags::NOSCRIPT)
             .union(Flags::NO_ASYNC_LOADING),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -855,6 +864,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         flags: Flags::ADMIN
             .union(Flags::NOSCRIPT)
             .union(Flags::NO_ASYNC_LOADING),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -869,6 +881,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Bitcount,
         arity: -2,
         flags: Flags::READONLY,
+        acl: AclCategories::READ
+            .union(AclCategories::BITMAP)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -892,6 +907,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Bitfield,
         arity: -2,
         flags: Flags::WRITE.union(Flags::DENYOOM),
+        acl: AclCategories::WRITE
+            .union(AclCategories::BITMAP)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -921,6 +939,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::BitfieldRo,
         arity: -2,
         flags: Flags::READONLY.union(Flags::FAST),
+        acl: AclCategories::READ
+            .union(AclCategories::BITMAP)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -943,6 +964,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Bitop,
         arity: -4,
         flags: Flags::WRITE.union(Flags::DENYOOM),
+        acl: AclCategories::WRITE
+            .union(AclCategories::BITMAP)
+            .union(AclCategories::SLOW),
         first_key: 2,
         last_key: -1,
         step: 1,
@@ -976,6 +1000,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Bitpos,
         arity: -3,
         flags: Flags::READONLY,
+        acl: AclCategories::READ
+            .union(AclCategories::BITMAP)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -1002,6 +1029,10 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             .union(Flags::DENYOOM)
             .union(Flags::NOSCRIPT)
             .union(Flags::BLOCKING),
+        acl: AclCategories::WRITE
+            .union(AclCategories::LIST)
+            .union(AclCategories::SLOW)
+            .union(AclCategories::BLOCKING),
         first_key: 1,
         last_key: 2,
         step: 1,
@@ -1040,6 +1071,10 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         flags: Flags::WRITE
             .union(Flags::BLOCKING)
             .union(Flags::MOVABLEKEYS),
+        acl: AclCategories::WRITE
+            .union(AclCategories::LIST)
+            .union(AclCategories::SLOW)
+            .union(AclCategories::BLOCKING),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -1065,6 +1100,10 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Blpop,
         arity: -3,
         flags: Flags::WRITE.union(Flags::NOSCRIPT).union(Flags::BLOCKING),
+        acl: AclCategories::WRITE
+            .union(AclCategories::LIST)
+            .union(AclCategories::SLOW)
+            .union(AclCategories::BLOCKING),
         first_key: 1,
         last_key: -2,
         step: 1,
@@ -1090,6 +1129,10 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Brpop,
         arity: -3,
         flags: Flags::WRITE.union(Flags::NOSCRIPT).union(Flags::BLOCKING),
+        acl: AclCategories::WRITE
+            .union(AclCategories::LIST)
+            .union(AclCategories::SLOW)
+            .union(AclCategories::BLOCKING),
         first_key: 1,
         last_key: -2,
         step: 1,
@@ -1118,6 +1161,10 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             .union(Flags::DENYOOM)
             .union(Flags::NOSCRIPT)
             .union(Flags::BLOCKING),
+        acl: AclCategories::WRITE
+            .union(AclCategories::LIST)
+            .union(AclCategories::SLOW)
+            .union(AclCategories::BLOCKING),
         first_key: 1,
         last_key: 2,
         step: 1,
@@ -1156,6 +1203,10 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         flags: Flags::WRITE
             .union(Flags::BLOCKING)
             .union(Flags::MOVABLEKEYS),
+        acl: AclCategories::WRITE
+            .union(AclCategories::SORTEDSET)
+            .union(AclCategories::SLOW)
+            .union(AclCategories::BLOCKING),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -1184,6 +1235,10 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             .union(Flags::NOSCRIPT)
             .union(Flags::BLOCKING)
             .union(Flags::FAST),
+        acl: AclCategories::WRITE
+            .union(AclCategories::SORTEDSET)
+            .union(AclCategories::FAST)
+            .union(AclCategories::BLOCKING),
         first_key: 1,
         last_key: -2,
         step: 1,
@@ -1212,6 +1267,10 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             .union(Flags::NOSCRIPT)
             .union(Flags::BLOCKING)
             .union(Flags::FAST),
+        acl: AclCategories::WRITE
+            .union(AclCategories::SORTEDSET)
+            .union(AclCategories::FAST)
+            .union(AclCategories::BLOCKING),
         first_key: 1,
         last_key: -2,
         step: 1,
@@ -1236,6 +1295,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Client,
         arity: -2,
         flags: Flags::NONE,
+        acl: AclCategories::SLOW,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -1250,6 +1310,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Cluster,
         arity: -2,
         flags: Flags::NONE,
+        acl: AclCategories::SLOW,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -1264,6 +1325,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Command,
         arity: -1,
         flags: Flags::LOADING.union(Flags::STALE),
+        acl: AclCategories::SLOW.union(AclCategories::CONNECTION),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -1278,6 +1340,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Config,
         arity: -2,
         flags: Flags::NONE,
+        acl: AclCategories::SLOW,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -1292,6 +1355,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Copy,
         arity: -3,
         flags: Flags::WRITE.union(Flags::DENYOOM),
+        acl: AclCategories::KEYSPACE
+            .union(AclCategories::WRITE)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 2,
         step: 1,
@@ -1325,6 +1391,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Dbsize,
         arity: 1,
         flags: Flags::READONLY.union(Flags::FAST),
+        acl: AclCategories::KEYSPACE
+            .union(AclCategories::READ)
+            .union(AclCategories::FAST),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -1342,6 +1411,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             .union(Flags::NOSCRIPT)
             .union(Flags::LOADING)
             .union(Flags::STALE),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -1356,6 +1428,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Decr,
         arity: 2,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
+        acl: AclCategories::WRITE
+            .union(AclCategories::STRING)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -1381,6 +1456,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Decrby,
         arity: 3,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
+        acl: AclCategories::WRITE
+            .union(AclCategories::STRING)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -1405,6 +1483,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Del,
         arity: -2,
         flags: Flags::WRITE,
+        acl: AclCategories::KEYSPACE
+            .union(AclCategories::WRITE)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: -1,
         step: 1,
@@ -1431,6 +1512,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             .union(Flags::STALE)
             .union(Flags::FAST)
             .union(Flags::ALLOW_BUSY),
+        acl: AclCategories::FAST.union(AclCategories::TRANSACTION),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -1446,6 +1528,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Dump,
         arity: 2,
         flags: Flags::READONLY,
+        acl: AclCategories::KEYSPACE
+            .union(AclCategories::READ)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -1468,6 +1553,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Echo,
         arity: 2,
         flags: Flags::LOADING.union(Flags::STALE).union(Flags::FAST),
+        acl: AclCategories::FAST.union(AclCategories::CONNECTION),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -1487,6 +1573,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             .union(Flags::MAY_REPLICATE)
             .union(Flags::NO_MANDATORY_KEYS)
             .union(Flags::MOVABLEKEYS),
+        acl: AclCategories::SLOW.union(AclCategories::SCRIPTING),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -1520,6 +1607,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             .union(Flags::SKIP_MONITOR)
             .union(Flags::NO_MANDATORY_KEYS)
             .union(Flags::MOVABLEKEYS),
+        acl: AclCategories::SLOW.union(AclCategories::SCRIPTING),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -1551,6 +1639,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             .union(Flags::MAY_REPLICATE)
             .union(Flags::NO_MANDATORY_KEYS)
             .union(Flags::MOVABLEKEYS),
+        acl: AclCategories::SLOW.union(AclCategories::SCRIPTING),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -1580,6 +1669,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             .union(Flags::SKIP_MONITOR)
             .union(Flags::NO_MANDATORY_KEYS)
             .union(Flags::MOVABLEKEYS),
+        acl: AclCategories::SLOW.union(AclCategories::SCRIPTING),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -1605,6 +1695,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             .union(Flags::LOADING)
             .union(Flags::STALE)
             .union(Flags::SKIP_SLOWLOG),
+        acl: AclCategories::SLOW.union(AclCategories::TRANSACTION),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -1619,6 +1710,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Exists,
         arity: -2,
         flags: Flags::READONLY.union(Flags::FAST),
+        acl: AclCategories::KEYSPACE
+            .union(AclCategories::READ)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: -1,
         step: 1,
@@ -1641,6 +1735,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Expire,
         arity: -3,
         flags: Flags::WRITE.union(Flags::FAST),
+        acl: AclCategories::KEYSPACE
+            .union(AclCategories::WRITE)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -1663,6 +1760,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Expireat,
         arity: -3,
         flags: Flags::WRITE.union(Flags::FAST),
+        acl: AclCategories::KEYSPACE
+            .union(AclCategories::WRITE)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -1685,6 +1785,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Expiretime,
         arity: 2,
         flags: Flags::READONLY.union(Flags::FAST),
+        acl: AclCategories::KEYSPACE
+            .union(AclCategories::READ)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -1708,6 +1811,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Failover,
         arity: -1,
         flags: Flags::ADMIN.union(Flags::NOSCRIPT).union(Flags::STALE),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -1727,6 +1833,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             .union(Flags::MAY_REPLICATE)
             .union(Flags::NO_MANDATORY_KEYS)
             .union(Flags::MOVABLEKEYS),
+        acl: AclCategories::SLOW.union(AclCategories::SCRIPTING),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -1760,6 +1867,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             .union(Flags::SKIP_MONITOR)
             .union(Flags::NO_MANDATORY_KEYS)
             .union(Flags::MOVABLEKEYS),
+        acl: AclCategories::SLOW.union(AclCategories::SCRIPTING),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -1786,6 +1894,10 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Flushall,
         arity: -1,
         flags: Flags::WRITE,
+        acl: AclCategories::KEYSPACE
+            .union(AclCategories::WRITE)
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -1800,6 +1912,10 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Flushdb,
         arity: -1,
         flags: Flags::WRITE,
+        acl: AclCategories::KEYSPACE
+            .union(AclCategories::WRITE)
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -1814,6 +1930,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Function,
         arity: -2,
         flags: Flags::NONE,
+        acl: AclCategories::SLOW,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -1829,6 +1946,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Geoadd,
         arity: -5,
         flags: Flags::WRITE.union(Flags::DENYOOM),
+        acl: AclCategories::WRITE
+            .union(AclCategories::GEO)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -1852,6 +1972,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Geodist,
         arity: -4,
         flags: Flags::READONLY,
+        acl: AclCategories::READ
+            .union(AclCategories::GEO)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -1875,6 +1998,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Geohash,
         arity: -2,
         flags: Flags::READONLY,
+        acl: AclCategories::READ
+            .union(AclCategories::GEO)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -1898,6 +2024,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Geopos,
         arity: -2,
         flags: Flags::READONLY,
+        acl: AclCategories::READ
+            .union(AclCategories::GEO)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -1921,6 +2050,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Georadius,
         arity: -6,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::MOVABLEKEYS),
+        acl: AclCategories::WRITE
+            .union(AclCategories::GEO)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -1969,6 +2101,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::GeoradiusRo,
         arity: -6,
         flags: Flags::READONLY,
+        acl: AclCategories::READ
+            .union(AclCategories::GEO)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -1992,6 +2127,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Georadiusbymember,
         arity: -5,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::MOVABLEKEYS),
+        acl: AclCategories::WRITE
+            .union(AclCategories::GEO)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -2040,6 +2178,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::GeoradiusbymemberRo,
         arity: -5,
         flags: Flags::READONLY,
+        acl: AclCategories::READ
+            .union(AclCategories::GEO)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -2063,6 +2204,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Geosearch,
         arity: -7,
         flags: Flags::READONLY,
+        acl: AclCategories::READ
+            .union(AclCategories::GEO)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -2087,6 +2231,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Geosearchstore,
         arity: -8,
         flags: Flags::WRITE.union(Flags::DENYOOM),
+        acl: AclCategories::WRITE
+            .union(AclCategories::GEO)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 2,
         step: 1,
@@ -2120,6 +2267,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Get,
         arity: 2,
         flags: Flags::READONLY.union(Flags::FAST),
+        acl: AclCategories::READ
+            .union(AclCategories::STRING)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -2143,6 +2293,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Getbit,
         arity: 3,
         flags: Flags::READONLY.union(Flags::FAST),
+        acl: AclCategories::READ
+            .union(AclCategories::BITMAP)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -2165,6 +2318,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Getdel,
         arity: 2,
         flags: Flags::WRITE.union(Flags::FAST),
+        acl: AclCategories::WRITE
+            .union(AclCategories::STRING)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -2190,6 +2346,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Getex,
         arity: -2,
         flags: Flags::WRITE.union(Flags::FAST),
+        acl: AclCategories::WRITE
+            .union(AclCategories::STRING)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -2217,6 +2376,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Getrange,
         arity: 4,
         flags: Flags::READONLY,
+        acl: AclCategories::READ
+            .union(AclCategories::STRING)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -2240,6 +2402,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Getset,
         arity: 3,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
+        acl: AclCategories::WRITE
+            .union(AclCategories::STRING)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -2264,6 +2429,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Hdel,
         arity: -3,
         flags: Flags::WRITE.union(Flags::FAST),
+        acl: AclCategories::WRITE
+            .union(AclCategories::HASH)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -2291,6 +2459,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             .union(Flags::FAST)
             .union(Flags::NO_AUTH)
             .union(Flags::ALLOW_BUSY),
+        acl: AclCategories::FAST.union(AclCategories::CONNECTION),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -2305,6 +2474,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Hexists,
         arity: 3,
         flags: Flags::READONLY.union(Flags::FAST),
+        acl: AclCategories::READ
+            .union(AclCategories::HASH)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -2327,6 +2499,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Hget,
         arity: 3,
         flags: Flags::READONLY.union(Flags::FAST),
+        acl: AclCategories::READ
+            .union(AclCategories::HASH)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -2349,6 +2524,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Hgetall,
         arity: 2,
         flags: Flags::READONLY,
+        acl: AclCategories::READ
+            .union(AclCategories::HASH)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -2372,6 +2550,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Hincrby,
         arity: 4,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
+        acl: AclCategories::WRITE
+            .union(AclCategories::HASH)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -2397,6 +2578,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Hincrbyfloat,
         arity: 4,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
+        acl: AclCategories::WRITE
+            .union(AclCategories::HASH)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -2421,6 +2605,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Hkeys,
         arity: 2,
         flags: Flags::READONLY,
+        acl: AclCategories::READ
+            .union(AclCategories::HASH)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -2443,6 +2630,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Hlen,
         arity: 2,
         flags: Flags::READONLY.union(Flags::FAST),
+        acl: AclCategories::READ
+            .union(AclCategories::HASH)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -2465,6 +2655,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Hmget,
         arity: -3,
         flags: Flags::READONLY.union(Flags::FAST),
+        acl: AclCategories::READ
+            .union(AclCategories::HASH)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -2487,6 +2680,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Hmset,
         arity: -4,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
+        acl: AclCategories::WRITE
+            .union(AclCategories::HASH)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -2509,6 +2705,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Hrandfield,
         arity: -2,
         flags: Flags::READONLY,
+        acl: AclCategories::READ
+            .union(AclCategories::HASH)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -2531,6 +2730,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Hscan,
         arity: -3,
         flags: Flags::READONLY,
+        acl: AclCategories::READ
+            .union(AclCategories::HASH)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -2553,6 +2755,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Hset,
         arity: -4,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
+        acl: AclCategories::WRITE
+            .union(AclCategories::HASH)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -2576,6 +2781,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Hsetnx,
         arity: 4,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
+        acl: AclCategories::WRITE
+            .union(AclCategories::HASH)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -2598,6 +2806,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Hstrlen,
         arity: 3,
         flags: Flags::READONLY.union(Flags::FAST),
+        acl: AclCategories::READ
+            .union(AclCategories::HASH)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -2620,6 +2831,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Hvals,
         arity: 2,
         flags: Flags::READONLY,
+        acl: AclCategories::READ
+            .union(AclCategories::HASH)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -2642,6 +2856,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Incr,
         arity: 2,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
+        acl: AclCategories::WRITE
+            .union(AclCategories::STRING)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -2667,6 +2884,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Incrby,
         arity: 3,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
+        acl: AclCategories::WRITE
+            .union(AclCategories::STRING)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -2692,6 +2912,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Incrbyfloat,
         arity: 3,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
+        acl: AclCategories::WRITE
+            .union(AclCategories::STRING)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -2716,6 +2939,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Info,
         arity: -1,
         flags: Flags::LOADING.union(Flags::STALE),
+        acl: AclCategories::SLOW.union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -2730,6 +2954,10 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Keys,
         arity: 2,
         flags: Flags::READONLY,
+        acl: AclCategories::KEYSPACE
+            .union(AclCategories::READ)
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -2745,6 +2973,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Lastsave,
         arity: 1,
         flags: Flags::LOADING.union(Flags::STALE).union(Flags::FAST),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::FAST)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -2759,6 +2990,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Latency,
         arity: -2,
         flags: Flags::NONE,
+        acl: AclCategories::SLOW,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -2773,6 +3005,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Lcs,
         arity: -3,
         flags: Flags::READONLY,
+        acl: AclCategories::READ
+            .union(AclCategories::STRING)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 2,
         step: 1,
@@ -2795,6 +3030,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Lindex,
         arity: 3,
         flags: Flags::READONLY,
+        acl: AclCategories::READ
+            .union(AclCategories::LIST)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -2818,6 +3056,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Linsert,
         arity: 5,
         flags: Flags::WRITE.union(Flags::DENYOOM),
+        acl: AclCategories::WRITE
+            .union(AclCategories::LIST)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -2840,6 +3081,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Llen,
         arity: 2,
         flags: Flags::READONLY.union(Flags::FAST),
+        acl: AclCategories::READ
+            .union(AclCategories::LIST)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -2863,6 +3107,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Lmove,
         arity: 5,
         flags: Flags::WRITE.union(Flags::DENYOOM),
+        acl: AclCategories::WRITE
+            .union(AclCategories::LIST)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 2,
         step: 1,
@@ -2898,6 +3145,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Lmpop,
         arity: -4,
         flags: Flags::WRITE.union(Flags::MOVABLEKEYS),
+        acl: AclCategories::WRITE
+            .union(AclCategories::LIST)
+            .union(AclCategories::SLOW),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -2922,6 +3172,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Lolwut,
         arity: -1,
         flags: Flags::READONLY.union(Flags::FAST),
+        acl: AclCategories::READ.union(AclCategories::FAST),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -2936,6 +3187,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Lpop,
         arity: -2,
         flags: Flags::WRITE.union(Flags::FAST),
+        acl: AclCategories::WRITE
+            .union(AclCategories::LIST)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -2960,6 +3214,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Lpos,
         arity: -3,
         flags: Flags::READONLY,
+        acl: AclCategories::READ
+            .union(AclCategories::LIST)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -2982,6 +3239,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Lpush,
         arity: -3,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
+        acl: AclCategories::WRITE
+            .union(AclCategories::LIST)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -3004,6 +3264,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Lpushx,
         arity: -3,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
+        acl: AclCategories::WRITE
+            .union(AclCategories::LIST)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -3026,6 +3289,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Lrange,
         arity: 4,
         flags: Flags::READONLY,
+        acl: AclCategories::READ
+            .union(AclCategories::LIST)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -3048,6 +3314,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Lrem,
         arity: 4,
         flags: Flags::WRITE,
+        acl: AclCategories::WRITE
+            .union(AclCategories::LIST)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -3070,6 +3339,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Lset,
         arity: 4,
         flags: Flags::WRITE.union(Flags::DENYOOM),
+        acl: AclCategories::WRITE
+            .union(AclCategories::LIST)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -3092,6 +3364,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Ltrim,
         arity: 4,
         flags: Flags::WRITE,
+        acl: AclCategories::WRITE
+            .union(AclCategories::LIST)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -3114,6 +3389,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Memory,
         arity: -2,
         flags: Flags::NONE,
+        acl: AclCategories::SLOW,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -3128,6 +3404,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Mget,
         arity: -2,
         flags: Flags::READONLY.union(Flags::FAST),
+        acl: AclCategories::READ
+            .union(AclCategories::STRING)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: -1,
         step: 1,
@@ -3151,6 +3430,10 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Migrate,
         arity: -6,
         flags: Flags::WRITE.union(Flags::MOVABLEKEYS),
+        acl: AclCategories::KEYSPACE
+            .union(AclCategories::WRITE)
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 3,
         last_key: 3,
         step: 1,
@@ -3192,6 +3475,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Module,
         arity: -2,
         flags: Flags::NONE,
+        acl: AclCategories::SLOW,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -3210,6 +3494,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             .union(Flags::NOSCRIPT)
             .union(Flags::LOADING)
             .union(Flags::STALE),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -3224,6 +3511,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Move,
         arity: 3,
         flags: Flags::WRITE.union(Flags::FAST),
+        acl: AclCategories::KEYSPACE
+            .union(AclCategories::WRITE)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -3248,6 +3538,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Mset,
         arity: -3,
         flags: Flags::WRITE.union(Flags::DENYOOM),
+        acl: AclCategories::WRITE
+            .union(AclCategories::STRING)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: -1,
         step: 2,
@@ -3271,6 +3564,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Msetnx,
         arity: -3,
         flags: Flags::WRITE.union(Flags::DENYOOM),
+        acl: AclCategories::WRITE
+            .union(AclCategories::STRING)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: -1,
         step: 2,
@@ -3297,6 +3593,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             .union(Flags::STALE)
             .union(Flags::FAST)
             .union(Flags::ALLOW_BUSY),
+        acl: AclCategories::FAST.union(AclCategories::TRANSACTION),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -3311,6 +3608,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Object,
         arity: -2,
         flags: Flags::NONE,
+        acl: AclCategories::SLOW,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -3325,6 +3623,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Persist,
         arity: 2,
         flags: Flags::WRITE.union(Flags::FAST),
+        acl: AclCategories::KEYSPACE
+            .union(AclCategories::WRITE)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -3347,6 +3648,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Pexpire,
         arity: -3,
         flags: Flags::WRITE.union(Flags::FAST),
+        acl: AclCategories::KEYSPACE
+            .union(AclCategories::WRITE)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -3370,6 +3674,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Pexpireat,
         arity: -3,
         flags: Flags::WRITE.union(Flags::FAST),
+        acl: AclCategories::KEYSPACE
+            .union(AclCategories::WRITE)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -3393,6 +3700,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Pexpiretime,
         arity: 2,
         flags: Flags::READONLY.union(Flags::FAST),
+        acl: AclCategories::KEYSPACE
+            .union(AclCategories::READ)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -3416,6 +3726,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Pfadd,
         arity: -2,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
+        acl: AclCategories::WRITE
+            .union(AclCategories::HYPERLOGLOG)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -3439,6 +3752,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Pfcount,
         arity: -2,
         flags: Flags::READONLY.union(Flags::MAY_REPLICATE),
+        acl: AclCategories::READ
+            .union(AclCategories::HYPERLOGLOG)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: -1,
         step: 1,
@@ -3466,6 +3782,11 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Pfdebug,
         arity: 3,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::ADMIN),
+        acl: AclCategories::WRITE
+            .union(AclCategories::HYPERLOGLOG)
+            .union(AclCategories::ADMIN)
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 2,
         last_key: 2,
         step: 1,
@@ -3489,6 +3810,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Pfmerge,
         arity: -2,
         flags: Flags::WRITE.union(Flags::DENYOOM),
+        acl: AclCategories::WRITE
+            .union(AclCategories::HYPERLOGLOG)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: -1,
         step: 1,
@@ -3525,6 +3849,10 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Pfselftest,
         arity: 1,
         flags: Flags::ADMIN,
+        acl: AclCategories::HYPERLOGLOG
+            .union(AclCategories::ADMIN)
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -3539,6 +3867,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Ping,
         arity: -1,
         flags: Flags::FAST,
+        acl: AclCategories::FAST.union(AclCategories::CONNECTION),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -3553,6 +3882,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Psetex,
         arity: 4,
         flags: Flags::WRITE.union(Flags::DENYOOM),
+        acl: AclCategories::WRITE
+            .union(AclCategories::STRING)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -3579,6 +3911,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             .union(Flags::NOSCRIPT)
             .union(Flags::LOADING)
             .union(Flags::STALE),
+        acl: AclCategories::PUBSUB.union(AclCategories::SLOW),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -3596,6 +3929,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             .union(Flags::NOSCRIPT)
             .union(Flags::NO_ASYNC_LOADING)
             .union(Flags::NO_MULTI),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -3610,6 +3946,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Pttl,
         arity: 2,
         flags: Flags::READONLY.union(Flags::FAST),
+        acl: AclCategories::KEYSPACE
+            .union(AclCategories::READ)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -3636,6 +3975,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             .union(Flags::STALE)
             .union(Flags::FAST)
             .union(Flags::MAY_REPLICATE),
+        acl: AclCategories::PUBSUB.union(AclCategories::FAST),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -3650,6 +3990,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Pubsub,
         arity: -2,
         flags: Flags::NONE,
+        acl: AclCategories::SLOW,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -3668,6 +4009,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             .union(Flags::NOSCRIPT)
             .union(Flags::LOADING)
             .union(Flags::STALE),
+        acl: AclCategories::PUBSUB.union(AclCategories::SLOW),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -3687,6 +4029,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             .union(Flags::FAST)
             .union(Flags::NO_AUTH)
             .union(Flags::ALLOW_BUSY),
+        acl: AclCategories::FAST.union(AclCategories::CONNECTION),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -3701,6 +4044,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Randomkey,
         arity: 1,
         flags: Flags::READONLY,
+        acl: AclCategories::KEYSPACE
+            .union(AclCategories::READ)
+            .union(AclCategories::SLOW),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -3716,6 +4062,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Readonly,
         arity: 1,
         flags: Flags::LOADING.union(Flags::STALE).union(Flags::FAST),
+        acl: AclCategories::FAST.union(AclCategories::CONNECTION),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -3731,6 +4078,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Readwrite,
         arity: 1,
         flags: Flags::LOADING.union(Flags::STALE).union(Flags::FAST),
+        acl: AclCategories::FAST.union(AclCategories::CONNECTION),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -3745,6 +4093,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Rename,
         arity: 3,
         flags: Flags::WRITE,
+        acl: AclCategories::KEYSPACE
+            .union(AclCategories::WRITE)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 2,
         step: 1,
@@ -3780,6 +4131,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Renamenx,
         arity: 3,
         flags: Flags::WRITE.union(Flags::FAST),
+        acl: AclCategories::KEYSPACE
+            .union(AclCategories::WRITE)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 2,
         step: 1,
@@ -3820,6 +4174,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             .union(Flags::LOADING)
             .union(Flags::STALE)
             .union(Flags::ALLOW_BUSY),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -3838,6 +4195,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             .union(Flags::NOSCRIPT)
             .union(Flags::STALE)
             .union(Flags::NO_ASYNC_LOADING),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -3857,6 +4217,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             .union(Flags::FAST)
             .union(Flags::NO_AUTH)
             .union(Flags::ALLOW_BUSY),
+        acl: AclCategories::FAST.union(AclCategories::CONNECTION),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -3872,6 +4233,10 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Restore,
         arity: -4,
         flags: Flags::WRITE.union(Flags::DENYOOM),
+        acl: AclCategories::KEYSPACE
+            .union(AclCategories::WRITE)
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -3895,6 +4260,10 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::RestoreAsking,
         arity: -4,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::ASKING),
+        acl: AclCategories::KEYSPACE
+            .union(AclCategories::WRITE)
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -3921,6 +4290,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             .union(Flags::LOADING)
             .union(Flags::STALE)
             .union(Flags::FAST),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::FAST)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -3935,6 +4307,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Rpop,
         arity: -2,
         flags: Flags::WRITE.union(Flags::FAST),
+        acl: AclCategories::WRITE
+            .union(AclCategories::LIST)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -3960,6 +4335,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Rpoplpush,
         arity: 3,
         flags: Flags::WRITE.union(Flags::DENYOOM),
+        acl: AclCategories::WRITE
+            .union(AclCategories::LIST)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 2,
         step: 1,
@@ -3995,6 +4373,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Rpush,
         arity: -3,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
+        acl: AclCategories::WRITE
+            .union(AclCategories::LIST)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -4017,6 +4398,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Rpushx,
         arity: -3,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
+        acl: AclCategories::WRITE
+            .union(AclCategories::LIST)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -4039,6 +4423,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Sadd,
         arity: -3,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
+        acl: AclCategories::WRITE
+            .union(AclCategories::SET)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -4064,6 +4451,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             .union(Flags::NOSCRIPT)
             .union(Flags::NO_ASYNC_LOADING)
             .union(Flags::NO_MULTI),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -4078,6 +4468,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Scan,
         arity: -2,
         flags: Flags::READONLY,
+        acl: AclCategories::KEYSPACE
+            .union(AclCategories::READ)
+            .union(AclCategories::SLOW),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -4092,6 +4485,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Scard,
         arity: 2,
         flags: Flags::READONLY.union(Flags::FAST),
+        acl: AclCategories::READ
+            .union(AclCategories::SET)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -4114,6 +4510,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Script,
         arity: -2,
         flags: Flags::NONE,
+        acl: AclCategories::SLOW,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -4128,6 +4525,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Sdiff,
         arity: -2,
         flags: Flags::READONLY,
+        acl: AclCategories::READ
+            .union(AclCategories::SET)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: -1,
         step: 1,
@@ -4151,6 +4551,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Sdiffstore,
         arity: -3,
         flags: Flags::WRITE.union(Flags::DENYOOM),
+        acl: AclCategories::WRITE
+            .union(AclCategories::SET)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: -1,
         step: 1,
@@ -4185,6 +4588,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Select,
         arity: 2,
         flags: Flags::LOADING.union(Flags::STALE).union(Flags::FAST),
+        acl: AclCategories::FAST.union(AclCategories::CONNECTION),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -4199,6 +4603,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Set,
         arity: -3,
         flags: Flags::WRITE.union(Flags::DENYOOM),
+        acl: AclCategories::WRITE
+            .union(AclCategories::STRING)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -4228,6 +4635,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Setbit,
         arity: 4,
         flags: Flags::WRITE.union(Flags::DENYOOM),
+        acl: AclCategories::WRITE
+            .union(AclCategories::BITMAP)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -4252,6 +4662,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Setex,
         arity: 4,
         flags: Flags::WRITE.union(Flags::DENYOOM),
+        acl: AclCategories::WRITE
+            .union(AclCategories::STRING)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -4274,6 +4687,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Setnx,
         arity: 3,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
+        acl: AclCategories::WRITE
+            .union(AclCategories::STRING)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -4297,6 +4713,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Setrange,
         arity: 4,
         flags: Flags::WRITE.union(Flags::DENYOOM),
+        acl: AclCategories::WRITE
+            .union(AclCategories::STRING)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -4325,6 +4744,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             .union(Flags::STALE)
             .union(Flags::NO_MULTI)
             .union(Flags::ALLOW_BUSY),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -4339,6 +4761,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Sinter,
         arity: -2,
         flags: Flags::READONLY,
+        acl: AclCategories::READ
+            .union(AclCategories::SET)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: -1,
         step: 1,
@@ -4362,6 +4787,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Sintercard,
         arity: -3,
         flags: Flags::READONLY.union(Flags::MOVABLEKEYS),
+        acl: AclCategories::READ
+            .union(AclCategories::SET)
+            .union(AclCategories::SLOW),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -4385,6 +4813,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Sinterstore,
         arity: -3,
         flags: Flags::WRITE.union(Flags::DENYOOM),
+        acl: AclCategories::WRITE
+            .union(AclCategories::SET)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: -1,
         step: 1,
@@ -4418,6 +4849,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Sismember,
         arity: 3,
         flags: Flags::READONLY.union(Flags::FAST),
+        acl: AclCategories::READ
+            .union(AclCategories::SET)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -4444,6 +4878,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             .union(Flags::NOSCRIPT)
             .union(Flags::STALE)
             .union(Flags::NO_ASYNC_LOADING),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -4458,6 +4895,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Slowlog,
         arity: -2,
         flags: Flags::NONE,
+        acl: AclCategories::SLOW,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -4472,6 +4910,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Smembers,
         arity: 2,
         flags: Flags::READONLY,
+        acl: AclCategories::READ
+            .union(AclCategories::SET)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -4495,6 +4936,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Smismember,
         arity: -3,
         flags: Flags::READONLY.union(Flags::FAST),
+        acl: AclCategories::READ
+            .union(AclCategories::SET)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -4517,6 +4961,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Smove,
         arity: 4,
         flags: Flags::WRITE.union(Flags::FAST),
+        acl: AclCategories::WRITE
+            .union(AclCategories::SET)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 2,
         step: 1,
@@ -4552,6 +4999,12 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Sort,
         arity: -2,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::MOVABLEKEYS),
+        acl: AclCategories::WRITE
+            .union(AclCategories::SET)
+            .union(AclCategories::SORTEDSET)
+            .union(AclCategories::LIST)
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -4591,6 +5044,12 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::SortRo,
         arity: -2,
         flags: Flags::READONLY.union(Flags::MOVABLEKEYS),
+        acl: AclCategories::READ
+            .union(AclCategories::SET)
+            .union(AclCategories::SORTEDSET)
+            .union(AclCategories::LIST)
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -4623,6 +5082,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Spop,
         arity: -2,
         flags: Flags::WRITE.union(Flags::FAST),
+        acl: AclCategories::WRITE
+            .union(AclCategories::SET)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -4651,6 +5113,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             .union(Flags::STALE)
             .union(Flags::FAST)
             .union(Flags::MAY_REPLICATE),
+        acl: AclCategories::PUBSUB.union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -4673,6 +5136,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Srandmember,
         arity: -2,
         flags: Flags::READONLY,
+        acl: AclCategories::READ
+            .union(AclCategories::SET)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -4695,6 +5161,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Srem,
         arity: -3,
         flags: Flags::WRITE.union(Flags::FAST),
+        acl: AclCategories::WRITE
+            .union(AclCategories::SET)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -4717,6 +5186,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Sscan,
         arity: -3,
         flags: Flags::READONLY,
+        acl: AclCategories::READ
+            .union(AclCategories::SET)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -4743,6 +5215,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             .union(Flags::NOSCRIPT)
             .union(Flags::LOADING)
             .union(Flags::STALE),
+        acl: AclCategories::PUBSUB.union(AclCategories::SLOW),
         first_key: 1,
         last_key: -1,
         step: 1,
@@ -4765,6 +5238,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Strlen,
         arity: 2,
         flags: Flags::READONLY.union(Flags::FAST),
+        acl: AclCategories::READ
+            .union(AclCategories::STRING)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -4791,6 +5267,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             .union(Flags::NOSCRIPT)
             .union(Flags::LOADING)
             .union(Flags::STALE),
+        acl: AclCategories::PUBSUB.union(AclCategories::SLOW),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -4805,6 +5282,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Substr,
         arity: 4,
         flags: Flags::READONLY,
+        acl: AclCategories::READ
+            .union(AclCategories::STRING)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -4827,6 +5307,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Sunion,
         arity: -2,
         flags: Flags::READONLY,
+        acl: AclCategories::READ
+            .union(AclCategories::SET)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: -1,
         step: 1,
@@ -4850,6 +5333,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Sunionstore,
         arity: -3,
         flags: Flags::WRITE.union(Flags::DENYOOM),
+        acl: AclCategories::WRITE
+            .union(AclCategories::SET)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: -1,
         step: 1,
@@ -4887,6 +5373,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             .union(Flags::NOSCRIPT)
             .union(Flags::LOADING)
             .union(Flags::STALE),
+        acl: AclCategories::PUBSUB.union(AclCategories::SLOW),
         first_key: 1,
         last_key: -1,
         step: 1,
@@ -4909,6 +5396,10 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Swapdb,
         arity: 3,
         flags: Flags::WRITE.union(Flags::FAST),
+        acl: AclCategories::KEYSPACE
+            .union(AclCategories::WRITE)
+            .union(AclCategories::FAST)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -4926,6 +5417,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             .union(Flags::NOSCRIPT)
             .union(Flags::NO_ASYNC_LOADING)
             .union(Flags::NO_MULTI),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -4940,6 +5434,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Time,
         arity: 1,
         flags: Flags::LOADING.union(Flags::STALE).union(Flags::FAST),
+        acl: AclCategories::FAST,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -4955,6 +5450,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Touch,
         arity: -2,
         flags: Flags::READONLY.union(Flags::FAST),
+        acl: AclCategories::KEYSPACE
+            .union(AclCategories::READ)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: -1,
         step: 1,
@@ -4977,6 +5475,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Ttl,
         arity: 2,
         flags: Flags::READONLY.union(Flags::FAST),
+        acl: AclCategories::KEYSPACE
+            .union(AclCategories::READ)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -4999,6 +5500,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Type,
         arity: 2,
         flags: Flags::READONLY.union(Flags::FAST),
+        acl: AclCategories::KEYSPACE
+            .union(AclCategories::READ)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -5022,6 +5526,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Unlink,
         arity: -2,
         flags: Flags::WRITE.union(Flags::FAST),
+        acl: AclCategories::KEYSPACE
+            .union(AclCategories::WRITE)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: -1,
         step: 1,
@@ -5048,6 +5555,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             .union(Flags::NOSCRIPT)
             .union(Flags::LOADING)
             .union(Flags::STALE),
+        acl: AclCategories::PUBSUB.union(AclCategories::SLOW),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -5066,6 +5574,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             .union(Flags::STALE)
             .union(Flags::FAST)
             .union(Flags::ALLOW_BUSY),
+        acl: AclCategories::FAST.union(AclCategories::TRANSACTION),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -5081,6 +5590,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Wait,
         arity: 3,
         flags: Flags::NOSCRIPT,
+        acl: AclCategories::SLOW.union(AclCategories::CONNECTION),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -5100,6 +5610,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
             .union(Flags::STALE)
             .union(Flags::FAST)
             .union(Flags::ALLOW_BUSY),
+        acl: AclCategories::FAST.union(AclCategories::TRANSACTION),
         first_key: 1,
         last_key: -1,
         step: 1,
@@ -5125,6 +5636,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Xack,
         arity: -4,
         flags: Flags::WRITE.union(Flags::FAST),
+        acl: AclCategories::WRITE
+            .union(AclCategories::STREAM)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -5147,6 +5661,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Xadd,
         arity: -5,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
+        acl: AclCategories::WRITE
+            .union(AclCategories::STREAM)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -5173,6 +5690,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Xautoclaim,
         arity: -6,
         flags: Flags::WRITE.union(Flags::FAST),
+        acl: AclCategories::WRITE
+            .union(AclCategories::STREAM)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -5196,6 +5716,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Xclaim,
         arity: -6,
         flags: Flags::WRITE.union(Flags::FAST),
+        acl: AclCategories::WRITE
+            .union(AclCategories::STREAM)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -5220,6 +5743,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Xdel,
         arity: -3,
         flags: Flags::WRITE.union(Flags::FAST),
+        acl: AclCategories::WRITE
+            .union(AclCategories::STREAM)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -5242,6 +5768,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Xgroup,
         arity: -2,
         flags: Flags::NONE,
+        acl: AclCategories::SLOW,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -5256,6 +5783,7 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Xinfo,
         arity: -2,
         flags: Flags::NONE,
+        acl: AclCategories::SLOW,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -5270,6 +5798,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Xlen,
         arity: 2,
         flags: Flags::READONLY.union(Flags::FAST),
+        acl: AclCategories::READ
+            .union(AclCategories::STREAM)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -5293,6 +5824,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Xpending,
         arity: -3,
         flags: Flags::READONLY,
+        acl: AclCategories::READ
+            .union(AclCategories::STREAM)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -5316,6 +5850,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Xrange,
         arity: -4,
         flags: Flags::READONLY,
+        acl: AclCategories::READ
+            .union(AclCategories::STREAM)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -5341,6 +5878,10 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         flags: Flags::READONLY
             .union(Flags::BLOCKING)
             .union(Flags::MOVABLEKEYS),
+        acl: AclCategories::READ
+            .union(AclCategories::STREAM)
+            .union(AclCategories::SLOW)
+            .union(AclCategories::BLOCKING),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -5370,6 +5911,10 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         flags: Flags::WRITE
             .union(Flags::BLOCKING)
             .union(Flags::MOVABLEKEYS),
+        acl: AclCategories::WRITE
+            .union(AclCategories::STREAM)
+            .union(AclCategories::SLOW)
+            .union(AclCategories::BLOCKING),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -5397,6 +5942,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Xrevrange,
         arity: -4,
         flags: Flags::READONLY,
+        acl: AclCategories::READ
+            .union(AclCategories::STREAM)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -5419,6 +5967,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Xsetid,
         arity: -3,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
+        acl: AclCategories::WRITE
+            .union(AclCategories::STREAM)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -5442,6 +5993,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Xtrim,
         arity: -4,
         flags: Flags::WRITE,
+        acl: AclCategories::WRITE
+            .union(AclCategories::STREAM)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -5465,6 +6019,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Zadd,
         arity: -4,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
+        acl: AclCategories::WRITE
+            .union(AclCategories::SORTEDSET)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -5487,6 +6044,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Zcard,
         arity: 2,
         flags: Flags::READONLY.union(Flags::FAST),
+        acl: AclCategories::READ
+            .union(AclCategories::SORTEDSET)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -5510,6 +6070,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Zcount,
         arity: 4,
         flags: Flags::READONLY.union(Flags::FAST),
+        acl: AclCategories::READ
+            .union(AclCategories::SORTEDSET)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -5532,6 +6095,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Zdiff,
         arity: -3,
         flags: Flags::READONLY.union(Flags::MOVABLEKEYS),
+        acl: AclCategories::READ
+            .union(AclCategories::SORTEDSET)
+            .union(AclCategories::SLOW),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -5555,6 +6121,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Zdiffstore,
         arity: -4,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::MOVABLEKEYS),
+        acl: AclCategories::WRITE
+            .union(AclCategories::SORTEDSET)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -5588,6 +6157,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Zincrby,
         arity: 4,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::FAST),
+        acl: AclCategories::WRITE
+            .union(AclCategories::SORTEDSET)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -5612,6 +6184,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Zinter,
         arity: -3,
         flags: Flags::READONLY.union(Flags::MOVABLEKEYS),
+        acl: AclCategories::READ
+            .union(AclCategories::SORTEDSET)
+            .union(AclCategories::SLOW),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -5635,6 +6210,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Zintercard,
         arity: -3,
         flags: Flags::READONLY.union(Flags::MOVABLEKEYS),
+        acl: AclCategories::READ
+            .union(AclCategories::SORTEDSET)
+            .union(AclCategories::SLOW),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -5658,6 +6236,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Zinterstore,
         arity: -4,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::MOVABLEKEYS),
+        acl: AclCategories::WRITE
+            .union(AclCategories::SORTEDSET)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -5692,6 +6273,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Zlexcount,
         arity: 4,
         flags: Flags::READONLY.union(Flags::FAST),
+        acl: AclCategories::READ
+            .union(AclCategories::SORTEDSET)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -5715,6 +6299,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Zmpop,
         arity: -4,
         flags: Flags::WRITE.union(Flags::MOVABLEKEYS),
+        acl: AclCategories::WRITE
+            .union(AclCategories::SORTEDSET)
+            .union(AclCategories::SLOW),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -5740,6 +6327,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Zmscore,
         arity: -3,
         flags: Flags::READONLY.union(Flags::FAST),
+        acl: AclCategories::READ
+            .union(AclCategories::SORTEDSET)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -5763,6 +6353,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Zpopmax,
         arity: -2,
         flags: Flags::WRITE.union(Flags::FAST),
+        acl: AclCategories::WRITE
+            .union(AclCategories::SORTEDSET)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -5788,6 +6381,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Zpopmin,
         arity: -2,
         flags: Flags::WRITE.union(Flags::FAST),
+        acl: AclCategories::WRITE
+            .union(AclCategories::SORTEDSET)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -5813,6 +6409,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Zrandmember,
         arity: -2,
         flags: Flags::READONLY,
+        acl: AclCategories::READ
+            .union(AclCategories::SORTEDSET)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -5835,6 +6434,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Zrange,
         arity: -4,
         flags: Flags::READONLY,
+        acl: AclCategories::READ
+            .union(AclCategories::SORTEDSET)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -5858,6 +6460,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Zrangebylex,
         arity: -4,
         flags: Flags::READONLY,
+        acl: AclCategories::READ
+            .union(AclCategories::SORTEDSET)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -5881,6 +6486,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Zrangebyscore,
         arity: -4,
         flags: Flags::READONLY,
+        acl: AclCategories::READ
+            .union(AclCategories::SORTEDSET)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -5904,6 +6512,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Zrangestore,
         arity: -5,
         flags: Flags::WRITE.union(Flags::DENYOOM),
+        acl: AclCategories::WRITE
+            .union(AclCategories::SORTEDSET)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 2,
         step: 1,
@@ -5937,6 +6548,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Zrank,
         arity: 3,
         flags: Flags::READONLY.union(Flags::FAST),
+        acl: AclCategories::READ
+            .union(AclCategories::SORTEDSET)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -5959,6 +6573,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Zrem,
         arity: -3,
         flags: Flags::WRITE.union(Flags::FAST),
+        acl: AclCategories::WRITE
+            .union(AclCategories::SORTEDSET)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -5982,6 +6599,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Zremrangebylex,
         arity: 4,
         flags: Flags::WRITE,
+        acl: AclCategories::WRITE
+            .union(AclCategories::SORTEDSET)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -6005,6 +6625,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Zremrangebyrank,
         arity: 4,
         flags: Flags::WRITE,
+        acl: AclCategories::WRITE
+            .union(AclCategories::SORTEDSET)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -6028,6 +6651,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Zremrangebyscore,
         arity: 4,
         flags: Flags::WRITE,
+        acl: AclCategories::WRITE
+            .union(AclCategories::SORTEDSET)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -6051,6 +6677,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Zrevrange,
         arity: -4,
         flags: Flags::READONLY,
+        acl: AclCategories::READ
+            .union(AclCategories::SORTEDSET)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -6074,6 +6703,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Zrevrangebylex,
         arity: -4,
         flags: Flags::READONLY,
+        acl: AclCategories::READ
+            .union(AclCategories::SORTEDSET)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -6097,6 +6729,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Zrevrangebyscore,
         arity: -4,
         flags: Flags::READONLY,
+        acl: AclCategories::READ
+            .union(AclCategories::SORTEDSET)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -6120,6 +6755,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Zrevrank,
         arity: 3,
         flags: Flags::READONLY.union(Flags::FAST),
+        acl: AclCategories::READ
+            .union(AclCategories::SORTEDSET)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -6143,6 +6781,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Zscan,
         arity: -3,
         flags: Flags::READONLY,
+        acl: AclCategories::READ
+            .union(AclCategories::SORTEDSET)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -6166,6 +6807,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Zscore,
         arity: 3,
         flags: Flags::READONLY.union(Flags::FAST),
+        acl: AclCategories::READ
+            .union(AclCategories::SORTEDSET)
+            .union(AclCategories::FAST),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -6188,6 +6832,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Zunion,
         arity: -3,
         flags: Flags::READONLY.union(Flags::MOVABLEKEYS),
+        acl: AclCategories::READ
+            .union(AclCategories::SORTEDSET)
+            .union(AclCategories::SLOW),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6211,6 +6858,9 @@ pub(super) static COMMANDS: [CommandSpec; 240] = [
         id: CommandId::Zunionstore,
         arity: -4,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::MOVABLEKEYS),
+        acl: AclCategories::WRITE
+            .union(AclCategories::SORTEDSET)
+            .union(AclCategories::SLOW),
         first_key: 1,
         last_key: 1,
         step: 1,
@@ -6249,6 +6899,7 @@ static SUB_ACL: [CommandSpec; 13] = [
         id: CommandId::AclCat,
         arity: -2,
         flags: Flags::NOSCRIPT.union(Flags::LOADING).union(Flags::STALE),
+        acl: AclCategories::SLOW,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6267,6 +6918,9 @@ static SUB_ACL: [CommandSpec; 13] = [
             .union(Flags::NOSCRIPT)
             .union(Flags::LOADING)
             .union(Flags::STALE),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6285,6 +6939,9 @@ static SUB_ACL: [CommandSpec; 13] = [
             .union(Flags::NOSCRIPT)
             .union(Flags::LOADING)
             .union(Flags::STALE),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6300,6 +6957,7 @@ static SUB_ACL: [CommandSpec; 13] = [
         id: CommandId::AclGenpass,
         arity: -2,
         flags: Flags::NOSCRIPT.union(Flags::LOADING).union(Flags::STALE),
+        acl: AclCategories::SLOW,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6317,6 +6975,9 @@ static SUB_ACL: [CommandSpec; 13] = [
             .union(Flags::NOSCRIPT)
             .union(Flags::LOADING)
             .union(Flags::STALE),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6331,6 +6992,7 @@ static SUB_ACL: [CommandSpec; 13] = [
         id: CommandId::AclHelp,
         arity: 2,
         flags: Flags::LOADING.union(Flags::STALE),
+        acl: AclCategories::SLOW,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6349,6 +7011,9 @@ static SUB_ACL: [CommandSpec; 13] = [
             .union(Flags::NOSCRIPT)
             .union(Flags::LOADING)
             .union(Flags::STALE),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6366,6 +7031,9 @@ static SUB_ACL: [CommandSpec; 13] = [
             .union(Flags::NOSCRIPT)
             .union(Flags::LOADING)
             .union(Flags::STALE),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6383,6 +7051,9 @@ static SUB_ACL: [CommandSpec; 13] = [
             .union(Flags::NOSCRIPT)
             .union(Flags::LOADING)
             .union(Flags::STALE),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6401,6 +7072,9 @@ static SUB_ACL: [CommandSpec; 13] = [
             .union(Flags::NOSCRIPT)
             .union(Flags::LOADING)
             .union(Flags::STALE),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6419,6 +7093,9 @@ static SUB_ACL: [CommandSpec; 13] = [
             .union(Flags::NOSCRIPT)
             .union(Flags::LOADING)
             .union(Flags::STALE),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6436,6 +7113,9 @@ static SUB_ACL: [CommandSpec; 13] = [
             .union(Flags::NOSCRIPT)
             .union(Flags::LOADING)
             .union(Flags::STALE),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6451,6 +7131,7 @@ static SUB_ACL: [CommandSpec; 13] = [
         id: CommandId::AclWhoami,
         arity: 2,
         flags: Flags::NOSCRIPT.union(Flags::LOADING).union(Flags::STALE),
+        acl: AclCategories::SLOW,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6470,6 +7151,7 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         id: CommandId::ClientCaching,
         arity: 3,
         flags: Flags::NOSCRIPT.union(Flags::LOADING).union(Flags::STALE),
+        acl: AclCategories::SLOW.union(AclCategories::CONNECTION),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6484,6 +7166,7 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         id: CommandId::ClientGetname,
         arity: 2,
         flags: Flags::NOSCRIPT.union(Flags::LOADING).union(Flags::STALE),
+        acl: AclCategories::SLOW.union(AclCategories::CONNECTION),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6499,6 +7182,7 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         id: CommandId::ClientGetredir,
         arity: 2,
         flags: Flags::NOSCRIPT.union(Flags::LOADING).union(Flags::STALE),
+        acl: AclCategories::SLOW.union(AclCategories::CONNECTION),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6514,6 +7198,7 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         id: CommandId::ClientHelp,
         arity: 2,
         flags: Flags::LOADING.union(Flags::STALE),
+        acl: AclCategories::SLOW.union(AclCategories::CONNECTION),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6529,6 +7214,7 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         id: CommandId::ClientId,
         arity: 2,
         flags: Flags::NOSCRIPT.union(Flags::LOADING).union(Flags::STALE),
+        acl: AclCategories::SLOW.union(AclCategories::CONNECTION),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6544,6 +7230,7 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         id: CommandId::ClientInfo,
         arity: 2,
         flags: Flags::NOSCRIPT.union(Flags::LOADING).union(Flags::STALE),
+        acl: AclCategories::SLOW.union(AclCategories::CONNECTION),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6561,6 +7248,10 @@ static SUB_CLIENT: [CommandSpec; 16] = [
             .union(Flags::NOSCRIPT)
             .union(Flags::LOADING)
             .union(Flags::STALE),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS)
+            .union(AclCategories::CONNECTION),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6578,6 +7269,10 @@ static SUB_CLIENT: [CommandSpec; 16] = [
             .union(Flags::NOSCRIPT)
             .union(Flags::LOADING)
             .union(Flags::STALE),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS)
+            .union(AclCategories::CONNECTION),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6596,6 +7291,10 @@ static SUB_CLIENT: [CommandSpec; 16] = [
             .union(Flags::NOSCRIPT)
             .union(Flags::LOADING)
             .union(Flags::STALE),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS)
+            .union(AclCategories::CONNECTION),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6614,6 +7313,10 @@ static SUB_CLIENT: [CommandSpec; 16] = [
             .union(Flags::NOSCRIPT)
             .union(Flags::LOADING)
             .union(Flags::STALE),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS)
+            .union(AclCategories::CONNECTION),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6629,6 +7332,7 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         id: CommandId::ClientReply,
         arity: 3,
         flags: Flags::NOSCRIPT.union(Flags::LOADING).union(Flags::STALE),
+        acl: AclCategories::SLOW.union(AclCategories::CONNECTION),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6643,6 +7347,7 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         id: CommandId::ClientSetname,
         arity: 3,
         flags: Flags::NOSCRIPT.union(Flags::LOADING).union(Flags::STALE),
+        acl: AclCategories::SLOW.union(AclCategories::CONNECTION),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6658,6 +7363,7 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         id: CommandId::ClientTracking,
         arity: -3,
         flags: Flags::NOSCRIPT.union(Flags::LOADING).union(Flags::STALE),
+        acl: AclCategories::SLOW.union(AclCategories::CONNECTION),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6673,6 +7379,7 @@ static SUB_CLIENT: [CommandSpec; 16] = [
         id: CommandId::ClientTrackinginfo,
         arity: 2,
         flags: Flags::NOSCRIPT.union(Flags::LOADING).union(Flags::STALE),
+        acl: AclCategories::SLOW.union(AclCategories::CONNECTION),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6691,6 +7398,10 @@ static SUB_CLIENT: [CommandSpec; 16] = [
             .union(Flags::NOSCRIPT)
             .union(Flags::LOADING)
             .union(Flags::STALE),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS)
+            .union(AclCategories::CONNECTION),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6709,6 +7420,10 @@ static SUB_CLIENT: [CommandSpec; 16] = [
             .union(Flags::NOSCRIPT)
             .union(Flags::LOADING)
             .union(Flags::STALE),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS)
+            .union(AclCategories::CONNECTION),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6729,6 +7444,9 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         flags: Flags::ADMIN
             .union(Flags::STALE)
             .union(Flags::NO_ASYNC_LOADING),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6746,6 +7464,9 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         flags: Flags::ADMIN
             .union(Flags::STALE)
             .union(Flags::NO_ASYNC_LOADING),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6762,6 +7483,9 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         flags: Flags::ADMIN
             .union(Flags::STALE)
             .union(Flags::NO_ASYNC_LOADING),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6777,6 +7501,9 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         id: CommandId::ClusterCountFailureReports,
         arity: 3,
         flags: Flags::ADMIN.union(Flags::STALE),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6792,6 +7519,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         id: CommandId::ClusterCountkeysinslot,
         arity: 3,
         flags: Flags::STALE,
+        acl: AclCategories::SLOW,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6809,6 +7537,9 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         flags: Flags::ADMIN
             .union(Flags::STALE)
             .union(Flags::NO_ASYNC_LOADING),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6826,6 +7557,9 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         flags: Flags::ADMIN
             .union(Flags::STALE)
             .union(Flags::NO_ASYNC_LOADING),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6843,6 +7577,9 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         flags: Flags::ADMIN
             .union(Flags::STALE)
             .union(Flags::NO_ASYNC_LOADING),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6859,6 +7596,9 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         flags: Flags::ADMIN
             .union(Flags::STALE)
             .union(Flags::NO_ASYNC_LOADING),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6875,6 +7615,9 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         flags: Flags::ADMIN
             .union(Flags::STALE)
             .union(Flags::NO_ASYNC_LOADING),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6890,6 +7633,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         id: CommandId::ClusterGetkeysinslot,
         arity: 4,
         flags: Flags::STALE,
+        acl: AclCategories::SLOW,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6905,6 +7649,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         id: CommandId::ClusterHelp,
         arity: 2,
         flags: Flags::LOADING.union(Flags::STALE),
+        acl: AclCategories::SLOW,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6919,6 +7664,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         id: CommandId::ClusterInfo,
         arity: 2,
         flags: Flags::STALE,
+        acl: AclCategories::SLOW,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6933,6 +7679,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         id: CommandId::ClusterKeyslot,
         arity: 3,
         flags: Flags::STALE,
+        acl: AclCategories::SLOW,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6948,6 +7695,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         id: CommandId::ClusterLinks,
         arity: 2,
         flags: Flags::STALE,
+        acl: AclCategories::SLOW,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6965,6 +7713,9 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         flags: Flags::ADMIN
             .union(Flags::STALE)
             .union(Flags::NO_ASYNC_LOADING),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6979,6 +7730,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         id: CommandId::ClusterMyid,
         arity: 2,
         flags: Flags::STALE,
+        acl: AclCategories::SLOW,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -6993,6 +7745,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         id: CommandId::ClusterNodes,
         arity: 2,
         flags: Flags::STALE,
+        acl: AclCategories::SLOW,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7008,6 +7761,9 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         id: CommandId::ClusterReplicas,
         arity: 3,
         flags: Flags::ADMIN.union(Flags::STALE),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7025,6 +7781,9 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         flags: Flags::ADMIN
             .union(Flags::STALE)
             .union(Flags::NO_ASYNC_LOADING),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7039,6 +7798,9 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         id: CommandId::ClusterReset,
         arity: -2,
         flags: Flags::ADMIN.union(Flags::NOSCRIPT).union(Flags::STALE),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7056,6 +7818,9 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         flags: Flags::ADMIN
             .union(Flags::STALE)
             .union(Flags::NO_ASYNC_LOADING),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7073,6 +7838,9 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         flags: Flags::ADMIN
             .union(Flags::STALE)
             .union(Flags::NO_ASYNC_LOADING),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7089,6 +7857,9 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         flags: Flags::ADMIN
             .union(Flags::STALE)
             .union(Flags::NO_ASYNC_LOADING),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7103,6 +7874,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         id: CommandId::ClusterShards,
         arity: 2,
         flags: Flags::STALE,
+        acl: AclCategories::SLOW,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7118,6 +7890,9 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         id: CommandId::ClusterSlaves,
         arity: 3,
         flags: Flags::ADMIN.union(Flags::STALE),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7132,6 +7907,7 @@ static SUB_CLUSTER: [CommandSpec; 27] = [
         id: CommandId::ClusterSlots,
         arity: 2,
         flags: Flags::STALE,
+        acl: AclCategories::SLOW,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7150,6 +7926,7 @@ static SUB_COMMAND: [CommandSpec; 7] = [
         id: CommandId::CommandCount,
         arity: 2,
         flags: Flags::LOADING.union(Flags::STALE),
+        acl: AclCategories::SLOW.union(AclCategories::CONNECTION),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7165,6 +7942,7 @@ static SUB_COMMAND: [CommandSpec; 7] = [
         id: CommandId::CommandDocs,
         arity: -2,
         flags: Flags::LOADING.union(Flags::STALE),
+        acl: AclCategories::SLOW.union(AclCategories::CONNECTION),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7179,6 +7957,7 @@ static SUB_COMMAND: [CommandSpec; 7] = [
         id: CommandId::CommandGetkeys,
         arity: -4,
         flags: Flags::LOADING.union(Flags::STALE),
+        acl: AclCategories::SLOW.union(AclCategories::CONNECTION),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7194,6 +7973,7 @@ static SUB_COMMAND: [CommandSpec; 7] = [
         id: CommandId::CommandGetkeysandflags,
         arity: -4,
         flags: Flags::LOADING.union(Flags::STALE),
+        acl: AclCategories::SLOW.union(AclCategories::CONNECTION),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7209,6 +7989,7 @@ static SUB_COMMAND: [CommandSpec; 7] = [
         id: CommandId::CommandHelp,
         arity: 2,
         flags: Flags::LOADING.union(Flags::STALE),
+        acl: AclCategories::SLOW.union(AclCategories::CONNECTION),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7224,6 +8005,7 @@ static SUB_COMMAND: [CommandSpec; 7] = [
         id: CommandId::CommandInfo,
         arity: -2,
         flags: Flags::LOADING.union(Flags::STALE),
+        acl: AclCategories::SLOW.union(AclCategories::CONNECTION),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7238,6 +8020,7 @@ static SUB_COMMAND: [CommandSpec; 7] = [
         id: CommandId::CommandList,
         arity: -2,
         flags: Flags::LOADING.union(Flags::STALE),
+        acl: AclCategories::SLOW.union(AclCategories::CONNECTION),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7259,6 +8042,9 @@ static SUB_CONFIG: [CommandSpec; 5] = [
             .union(Flags::NOSCRIPT)
             .union(Flags::LOADING)
             .union(Flags::STALE),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7274,6 +8060,7 @@ static SUB_CONFIG: [CommandSpec; 5] = [
         id: CommandId::ConfigHelp,
         arity: 2,
         flags: Flags::LOADING.union(Flags::STALE),
+        acl: AclCategories::SLOW,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7291,6 +8078,9 @@ static SUB_CONFIG: [CommandSpec; 5] = [
             .union(Flags::NOSCRIPT)
             .union(Flags::LOADING)
             .union(Flags::STALE),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7309,6 +8099,9 @@ static SUB_CONFIG: [CommandSpec; 5] = [
             .union(Flags::NOSCRIPT)
             .union(Flags::LOADING)
             .union(Flags::STALE),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7326,6 +8119,9 @@ static SUB_CONFIG: [CommandSpec; 5] = [
             .union(Flags::NOSCRIPT)
             .union(Flags::LOADING)
             .union(Flags::STALE),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7344,6 +8140,9 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
         id: CommandId::FunctionDelete,
         arity: 3,
         flags: Flags::WRITE.union(Flags::NOSCRIPT),
+        acl: AclCategories::WRITE
+            .union(AclCategories::SLOW)
+            .union(AclCategories::SCRIPTING),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7359,6 +8158,7 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
         id: CommandId::FunctionDump,
         arity: 2,
         flags: Flags::NOSCRIPT,
+        acl: AclCategories::SLOW.union(AclCategories::SCRIPTING),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7373,6 +8173,9 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
         id: CommandId::FunctionFlush,
         arity: -2,
         flags: Flags::WRITE.union(Flags::NOSCRIPT),
+        acl: AclCategories::WRITE
+            .union(AclCategories::SLOW)
+            .union(AclCategories::SCRIPTING),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7388,6 +8191,7 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
         id: CommandId::FunctionHelp,
         arity: 2,
         flags: Flags::LOADING.union(Flags::STALE),
+        acl: AclCategories::SLOW.union(AclCategories::SCRIPTING),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7402,6 +8206,7 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
         id: CommandId::FunctionKill,
         arity: 2,
         flags: Flags::NOSCRIPT.union(Flags::ALLOW_BUSY),
+        acl: AclCategories::SLOW.union(AclCategories::SCRIPTING),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7416,6 +8221,7 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
         id: CommandId::FunctionList,
         arity: -2,
         flags: Flags::NOSCRIPT,
+        acl: AclCategories::SLOW.union(AclCategories::SCRIPTING),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7431,6 +8237,9 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
         id: CommandId::FunctionLoad,
         arity: -3,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::NOSCRIPT),
+        acl: AclCategories::WRITE
+            .union(AclCategories::SLOW)
+            .union(AclCategories::SCRIPTING),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7446,6 +8255,9 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
         id: CommandId::FunctionRestore,
         arity: -3,
         flags: Flags::WRITE.union(Flags::DENYOOM).union(Flags::NOSCRIPT),
+        acl: AclCategories::WRITE
+            .union(AclCategories::SLOW)
+            .union(AclCategories::SCRIPTING),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7461,6 +8273,7 @@ static SUB_FUNCTION: [CommandSpec; 9] = [
         id: CommandId::FunctionStats,
         arity: 2,
         flags: Flags::NOSCRIPT.union(Flags::ALLOW_BUSY),
+        acl: AclCategories::SLOW.union(AclCategories::SCRIPTING),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7483,6 +8296,9 @@ static SUB_LATENCY: [CommandSpec; 7] = [
             .union(Flags::NOSCRIPT)
             .union(Flags::LOADING)
             .union(Flags::STALE),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7500,6 +8316,9 @@ static SUB_LATENCY: [CommandSpec; 7] = [
             .union(Flags::NOSCRIPT)
             .union(Flags::LOADING)
             .union(Flags::STALE),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7515,6 +8334,7 @@ static SUB_LATENCY: [CommandSpec; 7] = [
         id: CommandId::LatencyHelp,
         arity: 2,
         flags: Flags::LOADING.union(Flags::STALE),
+        acl: AclCategories::SLOW,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7533,6 +8353,9 @@ static SUB_LATENCY: [CommandSpec; 7] = [
             .union(Flags::NOSCRIPT)
             .union(Flags::LOADING)
             .union(Flags::STALE),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7551,6 +8374,9 @@ static SUB_LATENCY: [CommandSpec; 7] = [
             .union(Flags::NOSCRIPT)
             .union(Flags::LOADING)
             .union(Flags::STALE),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7569,6 +8395,9 @@ static SUB_LATENCY: [CommandSpec; 7] = [
             .union(Flags::NOSCRIPT)
             .union(Flags::LOADING)
             .union(Flags::STALE),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7586,6 +8415,9 @@ static SUB_LATENCY: [CommandSpec; 7] = [
             .union(Flags::NOSCRIPT)
             .union(Flags::LOADING)
             .union(Flags::STALE),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7604,6 +8436,7 @@ static SUB_MEMORY: [CommandSpec; 6] = [
         id: CommandId::MemoryDoctor,
         arity: 2,
         flags: Flags::NONE,
+        acl: AclCategories::SLOW,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7619,6 +8452,7 @@ static SUB_MEMORY: [CommandSpec; 6] = [
         id: CommandId::MemoryHelp,
         arity: 2,
         flags: Flags::LOADING.union(Flags::STALE),
+        acl: AclCategories::SLOW,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7633,6 +8467,7 @@ static SUB_MEMORY: [CommandSpec; 6] = [
         id: CommandId::MemoryMallocStats,
         arity: 2,
         flags: Flags::NONE,
+        acl: AclCategories::SLOW,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7647,6 +8482,7 @@ static SUB_MEMORY: [CommandSpec; 6] = [
         id: CommandId::MemoryPurge,
         arity: 2,
         flags: Flags::NONE,
+        acl: AclCategories::SLOW,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7661,6 +8497,7 @@ static SUB_MEMORY: [CommandSpec; 6] = [
         id: CommandId::MemoryStats,
         arity: 2,
         flags: Flags::NONE,
+        acl: AclCategories::SLOW,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7675,6 +8512,7 @@ static SUB_MEMORY: [CommandSpec; 6] = [
         id: CommandId::MemoryUsage,
         arity: -3,
         flags: Flags::READONLY,
+        acl: AclCategories::READ.union(AclCategories::SLOW),
         first_key: 2,
         last_key: 2,
         step: 1,
@@ -7702,6 +8540,7 @@ static SUB_MODULE: [CommandSpec; 5] = [
         id: CommandId::ModuleHelp,
         arity: 2,
         flags: Flags::LOADING.union(Flags::STALE),
+        acl: AclCategories::SLOW,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7716,6 +8555,9 @@ static SUB_MODULE: [CommandSpec; 5] = [
         id: CommandId::ModuleList,
         arity: 2,
         flags: Flags::ADMIN.union(Flags::NOSCRIPT),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7732,6 +8574,9 @@ static SUB_MODULE: [CommandSpec; 5] = [
         flags: Flags::ADMIN
             .union(Flags::NOSCRIPT)
             .union(Flags::NO_ASYNC_LOADING),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7748,6 +8593,9 @@ static SUB_MODULE: [CommandSpec; 5] = [
         flags: Flags::ADMIN
             .union(Flags::NOSCRIPT)
             .union(Flags::NO_ASYNC_LOADING),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7764,6 +8612,9 @@ static SUB_MODULE: [CommandSpec; 5] = [
         flags: Flags::ADMIN
             .union(Flags::NOSCRIPT)
             .union(Flags::NO_ASYNC_LOADING),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7783,6 +8634,9 @@ static SUB_OBJECT: [CommandSpec; 5] = [
         id: CommandId::ObjectEncoding,
         arity: 3,
         flags: Flags::READONLY,
+        acl: AclCategories::KEYSPACE
+            .union(AclCategories::READ)
+            .union(AclCategories::SLOW),
         first_key: 2,
         last_key: 2,
         step: 1,
@@ -7806,6 +8660,9 @@ static SUB_OBJECT: [CommandSpec; 5] = [
         id: CommandId::ObjectFreq,
         arity: 3,
         flags: Flags::READONLY,
+        acl: AclCategories::KEYSPACE
+            .union(AclCategories::READ)
+            .union(AclCategories::SLOW),
         first_key: 2,
         last_key: 2,
         step: 1,
@@ -7829,6 +8686,7 @@ static SUB_OBJECT: [CommandSpec; 5] = [
         id: CommandId::ObjectHelp,
         arity: 2,
         flags: Flags::LOADING.union(Flags::STALE),
+        acl: AclCategories::KEYSPACE.union(AclCategories::SLOW),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7844,6 +8702,9 @@ static SUB_OBJECT: [CommandSpec; 5] = [
         id: CommandId::ObjectIdletime,
         arity: 3,
         flags: Flags::READONLY,
+        acl: AclCategories::KEYSPACE
+            .union(AclCategories::READ)
+            .union(AclCategories::SLOW),
         first_key: 2,
         last_key: 2,
         step: 1,
@@ -7867,6 +8728,9 @@ static SUB_OBJECT: [CommandSpec; 5] = [
         id: CommandId::ObjectRefcount,
         arity: 3,
         flags: Flags::READONLY,
+        acl: AclCategories::KEYSPACE
+            .union(AclCategories::READ)
+            .union(AclCategories::SLOW),
         first_key: 2,
         last_key: 2,
         step: 1,
@@ -7893,6 +8757,7 @@ static SUB_PUBSUB: [CommandSpec; 6] = [
         id: CommandId::PubsubChannels,
         arity: -2,
         flags: Flags::PUBSUB.union(Flags::LOADING).union(Flags::STALE),
+        acl: AclCategories::PUBSUB.union(AclCategories::SLOW),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7908,6 +8773,7 @@ static SUB_PUBSUB: [CommandSpec; 6] = [
         id: CommandId::PubsubHelp,
         arity: 2,
         flags: Flags::LOADING.union(Flags::STALE),
+        acl: AclCategories::SLOW,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7923,6 +8789,7 @@ static SUB_PUBSUB: [CommandSpec; 6] = [
         id: CommandId::PubsubNumpat,
         arity: 2,
         flags: Flags::PUBSUB.union(Flags::LOADING).union(Flags::STALE),
+        acl: AclCategories::PUBSUB.union(AclCategories::SLOW),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7937,6 +8804,7 @@ static SUB_PUBSUB: [CommandSpec; 6] = [
         id: CommandId::PubsubNumsub,
         arity: -2,
         flags: Flags::PUBSUB.union(Flags::LOADING).union(Flags::STALE),
+        acl: AclCategories::PUBSUB.union(AclCategories::SLOW),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7951,6 +8819,7 @@ static SUB_PUBSUB: [CommandSpec; 6] = [
         id: CommandId::PubsubShardchannels,
         arity: -2,
         flags: Flags::PUBSUB.union(Flags::LOADING).union(Flags::STALE),
+        acl: AclCategories::PUBSUB.union(AclCategories::SLOW),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7966,6 +8835,7 @@ static SUB_PUBSUB: [CommandSpec; 6] = [
         id: CommandId::PubsubShardnumsub,
         arity: -2,
         flags: Flags::PUBSUB.union(Flags::LOADING).union(Flags::STALE),
+        acl: AclCategories::PUBSUB.union(AclCategories::SLOW),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7984,6 +8854,7 @@ static SUB_SCRIPT: [CommandSpec; 6] = [
         id: CommandId::ScriptDebug,
         arity: 3,
         flags: Flags::NOSCRIPT,
+        acl: AclCategories::SLOW.union(AclCategories::SCRIPTING),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -7999,6 +8870,7 @@ static SUB_SCRIPT: [CommandSpec; 6] = [
         id: CommandId::ScriptExists,
         arity: -3,
         flags: Flags::NOSCRIPT,
+        acl: AclCategories::SLOW.union(AclCategories::SCRIPTING),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -8014,6 +8886,7 @@ static SUB_SCRIPT: [CommandSpec; 6] = [
         id: CommandId::ScriptFlush,
         arity: -2,
         flags: Flags::NOSCRIPT,
+        acl: AclCategories::SLOW.union(AclCategories::SCRIPTING),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -8029,6 +8902,7 @@ static SUB_SCRIPT: [CommandSpec; 6] = [
         id: CommandId::ScriptHelp,
         arity: 2,
         flags: Flags::LOADING.union(Flags::STALE),
+        acl: AclCategories::SLOW.union(AclCategories::SCRIPTING),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -8043,6 +8917,7 @@ static SUB_SCRIPT: [CommandSpec; 6] = [
         id: CommandId::ScriptKill,
         arity: 2,
         flags: Flags::NOSCRIPT.union(Flags::ALLOW_BUSY),
+        acl: AclCategories::SLOW.union(AclCategories::SCRIPTING),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -8058,6 +8933,7 @@ static SUB_SCRIPT: [CommandSpec; 6] = [
         id: CommandId::ScriptLoad,
         arity: 3,
         flags: Flags::NOSCRIPT.union(Flags::STALE),
+        acl: AclCategories::SLOW.union(AclCategories::SCRIPTING),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -8076,6 +8952,9 @@ static SUB_SLOWLOG: [CommandSpec; 4] = [
         id: CommandId::SlowlogGet,
         arity: -2,
         flags: Flags::ADMIN.union(Flags::LOADING).union(Flags::STALE),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -8091,6 +8970,7 @@ static SUB_SLOWLOG: [CommandSpec; 4] = [
         id: CommandId::SlowlogHelp,
         arity: 2,
         flags: Flags::LOADING.union(Flags::STALE),
+        acl: AclCategories::SLOW,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -8105,6 +8985,9 @@ static SUB_SLOWLOG: [CommandSpec; 4] = [
         id: CommandId::SlowlogLen,
         arity: 2,
         flags: Flags::ADMIN.union(Flags::LOADING).union(Flags::STALE),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -8119,6 +9002,9 @@ static SUB_SLOWLOG: [CommandSpec; 4] = [
         id: CommandId::SlowlogReset,
         arity: 2,
         flags: Flags::ADMIN.union(Flags::LOADING).union(Flags::STALE),
+        acl: AclCategories::ADMIN
+            .union(AclCategories::SLOW)
+            .union(AclCategories::DANGEROUS),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -8137,6 +9023,9 @@ static SUB_XGROUP: [CommandSpec; 6] = [
         id: CommandId::XgroupCreate,
         arity: -5,
         flags: Flags::WRITE.union(Flags::DENYOOM),
+        acl: AclCategories::WRITE
+            .union(AclCategories::STREAM)
+            .union(AclCategories::SLOW),
         first_key: 2,
         last_key: 2,
         step: 1,
@@ -8159,6 +9048,9 @@ static SUB_XGROUP: [CommandSpec; 6] = [
         id: CommandId::XgroupCreateconsumer,
         arity: 5,
         flags: Flags::WRITE.union(Flags::DENYOOM),
+        acl: AclCategories::WRITE
+            .union(AclCategories::STREAM)
+            .union(AclCategories::SLOW),
         first_key: 2,
         last_key: 2,
         step: 1,
@@ -8181,6 +9073,9 @@ static SUB_XGROUP: [CommandSpec; 6] = [
         id: CommandId::XgroupDelconsumer,
         arity: 5,
         flags: Flags::WRITE,
+        acl: AclCategories::WRITE
+            .union(AclCategories::STREAM)
+            .union(AclCategories::SLOW),
         first_key: 2,
         last_key: 2,
         step: 1,
@@ -8203,6 +9098,9 @@ static SUB_XGROUP: [CommandSpec; 6] = [
         id: CommandId::XgroupDestroy,
         arity: 4,
         flags: Flags::WRITE,
+        acl: AclCategories::WRITE
+            .union(AclCategories::STREAM)
+            .union(AclCategories::SLOW),
         first_key: 2,
         last_key: 2,
         step: 1,
@@ -8226,6 +9124,7 @@ static SUB_XGROUP: [CommandSpec; 6] = [
         id: CommandId::XgroupHelp,
         arity: 2,
         flags: Flags::LOADING.union(Flags::STALE),
+        acl: AclCategories::STREAM.union(AclCategories::SLOW),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -8241,6 +9140,9 @@ static SUB_XGROUP: [CommandSpec; 6] = [
         id: CommandId::XgroupSetid,
         arity: -5,
         flags: Flags::WRITE,
+        acl: AclCategories::WRITE
+            .union(AclCategories::STREAM)
+            .union(AclCategories::SLOW),
         first_key: 2,
         last_key: 2,
         step: 1,
@@ -8267,6 +9169,9 @@ static SUB_XINFO: [CommandSpec; 4] = [
         id: CommandId::XinfoConsumers,
         arity: 4,
         flags: Flags::READONLY,
+        acl: AclCategories::READ
+            .union(AclCategories::STREAM)
+            .union(AclCategories::SLOW),
         first_key: 2,
         last_key: 2,
         step: 1,
@@ -8289,6 +9194,9 @@ static SUB_XINFO: [CommandSpec; 4] = [
         id: CommandId::XinfoGroups,
         arity: 3,
         flags: Flags::READONLY,
+        acl: AclCategories::READ
+            .union(AclCategories::STREAM)
+            .union(AclCategories::SLOW),
         first_key: 2,
         last_key: 2,
         step: 1,
@@ -8311,6 +9219,7 @@ static SUB_XINFO: [CommandSpec; 4] = [
         id: CommandId::XinfoHelp,
         arity: 2,
         flags: Flags::LOADING.union(Flags::STALE),
+        acl: AclCategories::STREAM.union(AclCategories::SLOW),
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -8325,6 +9234,9 @@ static SUB_XINFO: [CommandSpec; 4] = [
         id: CommandId::XinfoStream,
         arity: -3,
         flags: Flags::READONLY,
+        acl: AclCategories::READ
+            .union(AclCategories::STREAM)
+            .union(AclCategories::SLOW),
         first_key: 2,
         last_key: 2,
         step: 1,

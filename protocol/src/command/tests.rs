@@ -404,7 +404,8 @@ fn routes_follow_the_rules() {
     assert_eq!(route("config|set"), Route::Local);
     assert_eq!(route("cluster|info"), Route::Forbidden);
     assert_eq!(route("acl|whoami"), Route::Local);
-    assert_eq!(route("acl|setuser"), Route::Forbidden);
+    assert_eq!(route("acl|setuser"), Route::Local);
+    assert_eq!(route("acl|save"), Route::Forbidden);
     assert_eq!(route("multi"), Route::Dedicated);
     assert_eq!(route("wait"), Route::Local);
     assert_eq!(route("spublish"), Route::PubSub);
@@ -611,6 +612,10 @@ fn local_commands_are_the_ones_local_of_knows() {
         "bgsave",
         "bgrewriteaof",
         "module|list",
+        "acl|setuser",
+        "acl|deluser",
+        "acl|dryrun",
+        "acl|log",
     ];
     expected.sort_unstable();
     assert_eq!(local, expected);

@@ -215,6 +215,7 @@ mod tests {
             slots: slots.into_boxed_slice(),
             queued: Vec::new(),
             rules: redshard_config::KeyRules::default(),
+            users: None,
         };
         topology.check().unwrap();
         topology

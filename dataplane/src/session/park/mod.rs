@@ -67,8 +67,10 @@ pub(crate) struct Parked {
     queue: Arc<ReplyQueue>,
     /// The protocol the client chose (HELLO).
     protocol: Protocol,
-    /// What the authenticated user may run.
+    /// What the authenticated user's scripts run as.
     access: Access,
+    /// The user it authenticated as (empty: `default`); its rules are looked up again.
+    user: String,
     /// Failed AUTH attempts on this connection (each delays the next answer more).
     auth_failures: u32,
 }
@@ -183,6 +185,7 @@ impl Session<TcpStream> {
             queue: ctx.queue,
             protocol: ctx.protocol,
             access: ctx.access,
+            user: ctx.user,
             auth_failures: ctx.auth_failures,
         })
     }
@@ -215,6 +218,7 @@ impl Session<TcpStream> {
         session.ctx.authenticated = true;
         session.ctx.protocol = parked.protocol;
         session.ctx.access = parked.access;
+        session.ctx.user = parked.user;
         session.ctx.auth_failures = parked.auth_failures;
         Ok(session)
     }
