@@ -81,40 +81,9 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
 /// The settings one round of the session loop works with, read from the live configuration
 /// (a reload applies from the next round): once before the round's wait, for what the wait
 /// needs, and once after it, for the bookkeeping; not once per use. Not kept across the
-/// wait, which would grow every connection's future (see `park::session_task`).
-#[derive(Clone, Copy, Debug)]
-struct RoundConfig {
-    /// `[limits] max_pipeline`.
-    max_pipeline: usize,
-    /// `[limits] max_query_buffer_bytes`.
-    max_query: usize,
-    /// `[limits] output_buffer_soft_bytes`.
-    soft_bytes: usize,
-    /// `[limits] output_buffer_hard_bytes`.
-    hard_bytes: usize,
-    /// `[limits] output_buffer_soft_seconds`.
-    soft_for: std::time::Duration,
-    /// `[limits] max_inflight_reply_bytes`.
-    inflight_bytes: usize,
-    /// `[slowlog]`.
-    slowlog: redshard_config::SlowlogConfig,
-}
-
-impl RoundConfig {
-    fn read(state: &ProxyState) -> Self {
-        let live = state.live.now();
-        let limits = &live.limits;
-        Self {
-            max_pipeline: limits.max_pipeline,
-            max_query: limits.max_query_buffer_bytes,
-            soft_bytes: limits.output_buffer_soft_bytes,
-            hard_bytes: limits.output_buffer_hard_bytes,
-            soft_for: limits.output_buffer_soft,
-            inflight_bytes: limits.max_inflight_reply_bytes,
-            slowlog: live.slowlog,
-        }
-    }
-}
+/// wait, which would grow every connection's future (see `park::session_task`). Read from
+/// [`crate::state::LiveSettings::hot`]: a few plain loads, not an `ArcSwap` load.
+type RoundConfig = crate::state::HotSettings;
 
 /// The client `id` is gone: out of the shutdown registry and the client list.
 fn leave(shutdown: &Shutdown, state: &ProxyState, id: u64) {
@@ -419,7 +388,7 @@ impl<S: ClientStream> Session<S> {
             // `[limits]` can change with a reload: read them each round, and keep only what
             // the wait needs across it (this future is every connection's memory).
             let (reading, deadline) = {
-                let round = RoundConfig::read(&self.ctx.state);
+                let round = self.ctx.state.live.hot();
                 let reading = self.ctx.closing == Closing::Open
                     && backlog < round.max_pipeline
                     && !self.over_budget;
@@ -532,7 +501,7 @@ impl<S: ClientStream> Session<S> {
             if let Some(how) = self.ctx.client.take_unblock() {
                 self.unblock(how);
             }
-            let round = RoundConfig::read(&self.ctx.state);
+            let round = self.ctx.state.live.hot();
             if received {
                 self.dispatch_buffered(&round);
                 if self.rbuf.len() > round.max_query {
