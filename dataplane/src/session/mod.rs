@@ -419,15 +419,21 @@ impl<S: ClientStream> Session<S> {
                         self.rbuf_large |= self.rbuf.capacity() > BUF_KEEP;
                     }
                     let spare = self.rbuf.capacity() - self.rbuf.len();
-                    // One poll of AsyncRead (not `try_read_buf`): a read that does not fill
-                    // the buffer tells tokio the socket is drained, which saves the extra
-                    // read that would only return EAGAIN.
-                    let read = {
-                        let mut read = std::pin::pin!(self.stream.read_buf(&mut self.rbuf));
-                        std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await
-                    };
-                    let Poll::Ready(read) = read else {
-                        continue; // spurious readiness: wait again
+                    // A read that does not fill the buffer marks the socket drained, which
+                    // saves the extra read that would only return EAGAIN: `read_now` (TCP),
+                    // else one poll of AsyncRead, which does the same.
+                    let read = match self.stream.read_now(&mut self.rbuf) {
+                        Some(read) => read,
+                        None => {
+                            let mut read = std::pin::pin!(self.stream.read_buf(&mut self.rbuf));
+                            let polled =
+                                std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx)))
+                                    .await;
+                            let Poll::Ready(read) = polled else {
+                                continue; // spurious readiness: wait again
+                            };
+                            read
+                        }
                     };
                     // A TLS client that closes without close_notify has still closed.
                     let read = match read {
