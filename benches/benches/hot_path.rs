@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the per-request work outside the scanner: classifying a command, slot
-//! hashing, routing a key, and merging a split MGET.
+//! hashing, routing a key, merging a split MGET, and reading the live settings a session's
+//! round works with.
 
 use std::hint::black_box;
 
@@ -11,6 +12,7 @@ use redshard_dataplane::mirror::effect::prepare;
 use redshard_dataplane::outbuf::OutBuf;
 use redshard_dataplane::router::RoutingTable;
 use redshard_dataplane::session::merge::{merge, MergePlan};
+use redshard_dataplane::state::LiveSettings;
 use redshard_protocol::acl::User;
 use redshard_protocol::command::resolve;
 use redshard_protocol::resp::{encode, RequestScanner};
@@ -19,6 +21,7 @@ fn slot_hashing(c: &mut Criterion) {
     let mut group = c.benchmark_group("slot_for_key");
     for key in [
         "k",
+        "key:000000012345",
         "user:1000:profile",
         "{user1000}.following",
         "a-rather-long-key-name-of-sixty-four-bytes-used-by-some-apps-xx",
@@ -111,6 +114,27 @@ fn mget_merge(c: &mut Criterion) {
     group.finish();
 }
 
+/// The `[limits]`/`[slowlog]` values each turn of a session's loop reads twice: from the
+/// atomics the live settings keep for it (`hot`), and through the `ArcSwap` (`now`) that every
+/// other reader uses.
+fn live_settings(c: &mut Criterion) {
+    let config = Config::from_toml_str(
+        "[[shard]]\nname = \"a\"\nmaster = \"127.0.0.1:7001\"\nslots = [\"0-16383\"]\n",
+        "bench.toml",
+    )
+    .expect("valid");
+    let live = LiveSettings::new(std::sync::Arc::new(config));
+    let mut group = c.benchmark_group("live_settings");
+    group.bench_function("hot", |b| b.iter(|| black_box(black_box(&live).hot())));
+    group.bench_function("now", |b| {
+        b.iter(|| {
+            let now = black_box(&live).now();
+            black_box((now.limits.max_pipeline, now.slowlog))
+        });
+    });
+    group.finish();
+}
+
 /// What dispatch does with a scanned request's command before any I/O: resolve it in the
 /// table, read its route and whether it is `@dangerous` (a `no-dangerous` user's check), and
 /// prepare a write's mirror effect (an unchanged HSET, a SET whose EX becomes PXAT).
@@ -183,6 +207,7 @@ criterion_group!(
     slot_hashing,
     routing,
     mget_merge,
-    acl_check
+    acl_check,
+    live_settings
 );
 criterion_main!(benches);

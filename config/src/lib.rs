@@ -24,6 +24,7 @@
 pub mod addr;
 pub mod cluster;
 pub mod config;
+mod crc;
 pub mod error;
 pub mod file;
 pub mod ha;

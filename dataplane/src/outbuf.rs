@@ -213,11 +213,14 @@ impl OutBuf {
         while n > 0 {
             let Some(front) = self.chunks.front_mut() else {
                 // Written straight from the staging buffer, whose memory stays for the next
-                // bytes. Once all of it is written, its whole allocation is made room again
-                // (no copy, no allocation): `capacity` is then what it holds.
-                self.staging.advance(n);
-                if self.staging.is_empty() {
-                    let _ = self.staging.try_reclaim(self.staging.capacity() + 1);
+                // bytes. All of it written (the usual case): emptied where it starts, so its
+                // whole room is there again without moving anything. Part of it: the rest
+                // moves up; the room before it is taken back by the next push that needs it
+                // (`BytesMut` reclaims it without allocating).
+                if n >= self.staging.len() {
+                    self.staging.clear();
+                } else {
+                    self.staging.advance(n);
                 }
                 return;
             };
@@ -235,6 +238,34 @@ impl OutBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn written_staged_bytes_leave_their_room_for_the_next_ones() {
+        let mut out = OutBuf::new();
+        let data: Vec<u8> = (0..100u8).collect();
+        out.push_slice(&data);
+        let room = out.staging.capacity();
+        let base = out.staging.as_ptr();
+        // A write that took all of it: the room is there again, from the start.
+        out.consume(100);
+        assert!(out.is_empty());
+        assert_eq!(out.staging.capacity(), room);
+        // A write that took part of it: the rest is what is left, in order.
+        out.push_slice(&data);
+        out.consume(30);
+        assert_eq!(out.len(), 70);
+        assert_eq!(&out.staging[..], &data[30..]);
+        out.consume(70);
+        assert!(out.is_empty());
+        // The room before the written part comes back when needed, without allocating.
+        out.push_slice(&data);
+        assert_eq!(&out.staging[..], &data[..]);
+        assert_eq!(
+            out.staging.as_ptr(),
+            base,
+            "the same allocation, from its start"
+        );
+    }
 
     #[tokio::test]
     async fn keeps_order_across_small_and_large_chunks() {

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -72,30 +73,122 @@ pub struct ProxyState {
 /// Read them with [`LiveSettings::now`] at each use, never once and kept: a value kept from
 /// earlier misses the next reload. Only the reload replaces them.
 #[derive(Debug)]
-pub struct LiveSettings(ArcSwap<Config>);
+pub struct LiveSettings {
+    /// The settings.
+    config: ArcSwap<Config>,
+    /// The few of them every session reads twice per turn of its loop, copied out of `config`
+    /// by each replace: plain loads instead of an `ArcSwap` load (~100 instructions) each time.
+    hot: HotCells,
+}
 
 impl LiveSettings {
     /// Settings starting as `config`.
     #[must_use]
     pub fn new(config: Arc<Config>) -> Self {
-        Self(ArcSwap::new(config))
+        let hot = HotCells::default();
+        hot.store(&config);
+        Self {
+            config: ArcSwap::new(config),
+            hot,
+        }
     }
 
     /// The settings in effect now; a cheap guard to read and drop, not to keep.
     #[must_use]
     pub fn now(&self) -> arc_swap::Guard<Arc<Config>> {
-        self.0.load()
+        self.config.load()
+    }
+
+    /// The `[limits]` and `[slowlog]` values a session's round works with, in effect now.
+    /// A read that races a replace may return some values of the old settings and some of
+    /// the new (each is a valid setting by itself); the next read has all the new ones.
+    #[must_use]
+    #[inline]
+    pub fn hot(&self) -> HotSettings {
+        self.hot.load()
     }
 
     /// The settings in effect now, to keep while comparing with a new file.
     #[must_use]
     pub fn snapshot(&self) -> Arc<Config> {
-        self.0.load_full()
+        self.config.load_full()
     }
 
     /// Makes `next` the settings in effect: the reload's step, after it checked `next`.
+    /// Callers hold the reload lock ([`ReloadHooks::lock`]), so replaces do not interleave.
     pub fn replace(&self, next: Arc<Config>) {
-        self.0.store(next);
+        self.hot.store(&next);
+        self.config.store(next);
+    }
+}
+
+/// The live settings every session reads on each turn of its loop (see [`LiveSettings::hot`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HotSettings {
+    /// `[limits] max_pipeline`.
+    pub max_pipeline: usize,
+    /// `[limits] max_query_buffer_bytes`.
+    pub max_query: usize,
+    /// `[limits] output_buffer_soft_bytes`.
+    pub soft_bytes: usize,
+    /// `[limits] output_buffer_hard_bytes`.
+    pub hard_bytes: usize,
+    /// `[limits] output_buffer_soft_seconds`.
+    pub soft_for: std::time::Duration,
+    /// `[limits] max_inflight_reply_bytes`.
+    pub inflight_bytes: usize,
+    /// `[slowlog]`.
+    pub slowlog: redshard_config::SlowlogConfig,
+}
+
+/// [`HotSettings`] as atomics, written only by [`LiveSettings::replace`].
+#[derive(Debug, Default)]
+struct HotCells {
+    max_pipeline: AtomicUsize,
+    max_query: AtomicUsize,
+    soft_bytes: AtomicUsize,
+    hard_bytes: AtomicUsize,
+    /// In nanoseconds (saturated: 584 years).
+    soft_for_ns: AtomicU64,
+    inflight_bytes: AtomicUsize,
+    slowlog_slower_than_us: AtomicI64,
+    slowlog_max_len: AtomicUsize,
+}
+
+impl HotCells {
+    fn store(&self, config: &Config) {
+        let limits = &config.limits;
+        let soft_for = u64::try_from(limits.output_buffer_soft.as_nanos()).unwrap_or(u64::MAX);
+        self.max_pipeline
+            .store(limits.max_pipeline, Ordering::Relaxed);
+        self.max_query
+            .store(limits.max_query_buffer_bytes, Ordering::Relaxed);
+        self.soft_bytes
+            .store(limits.output_buffer_soft_bytes, Ordering::Relaxed);
+        self.hard_bytes
+            .store(limits.output_buffer_hard_bytes, Ordering::Relaxed);
+        self.soft_for_ns.store(soft_for, Ordering::Relaxed);
+        self.inflight_bytes
+            .store(limits.max_inflight_reply_bytes, Ordering::Relaxed);
+        self.slowlog_slower_than_us
+            .store(config.slowlog.log_slower_than_us, Ordering::Relaxed);
+        self.slowlog_max_len
+            .store(config.slowlog.max_len, Ordering::Relaxed);
+    }
+
+    fn load(&self) -> HotSettings {
+        HotSettings {
+            max_pipeline: self.max_pipeline.load(Ordering::Relaxed),
+            max_query: self.max_query.load(Ordering::Relaxed),
+            soft_bytes: self.soft_bytes.load(Ordering::Relaxed),
+            hard_bytes: self.hard_bytes.load(Ordering::Relaxed),
+            soft_for: std::time::Duration::from_nanos(self.soft_for_ns.load(Ordering::Relaxed)),
+            inflight_bytes: self.inflight_bytes.load(Ordering::Relaxed),
+            slowlog: redshard_config::SlowlogConfig {
+                log_slower_than_us: self.slowlog_slower_than_us.load(Ordering::Relaxed),
+                max_len: self.slowlog_max_len.load(Ordering::Relaxed),
+            },
+        }
     }
 }
 
@@ -307,6 +400,43 @@ mod tests {
         let (state, _controller) = ProxyState::new(config, topology, 0).unwrap();
         let table = state.router.load();
         table.shards()[0].master.lane_count()
+    }
+
+    #[test]
+    fn hot_settings_follow_every_replace() {
+        let config = Config::from_toml_str(SHARD, "test").unwrap();
+        let live = LiveSettings::new(Arc::new(config.clone()));
+        let hot = live.hot();
+        assert_eq!(hot.max_pipeline, config.limits.max_pipeline);
+        assert_eq!(hot.soft_for, config.limits.output_buffer_soft);
+        assert_eq!(hot.slowlog, config.slowlog);
+
+        let mut next = config;
+        next.limits.max_pipeline = 7;
+        next.limits.max_query_buffer_bytes = 11;
+        next.limits.output_buffer_soft_bytes = 13;
+        next.limits.output_buffer_hard_bytes = 17;
+        next.limits.output_buffer_soft = std::time::Duration::from_millis(1500);
+        next.limits.max_inflight_reply_bytes = 19;
+        next.slowlog.log_slower_than_us = -1;
+        next.slowlog.max_len = 23;
+        live.replace(Arc::new(next));
+        assert_eq!(
+            live.hot(),
+            HotSettings {
+                max_pipeline: 7,
+                max_query: 11,
+                soft_bytes: 13,
+                hard_bytes: 17,
+                soft_for: std::time::Duration::from_millis(1500),
+                inflight_bytes: 19,
+                slowlog: redshard_config::SlowlogConfig {
+                    log_slower_than_us: -1,
+                    max_len: 23,
+                },
+            }
+        );
+        assert_eq!(live.now().limits.max_pipeline, 7);
     }
 
     #[tokio::test]

@@ -82,40 +82,9 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
 /// The settings one round of the session loop works with, read from the live configuration
 /// (a reload applies from the next round): once before the round's wait, for what the wait
 /// needs, and once after it, for the bookkeeping; not once per use. Not kept across the
-/// wait, which would grow every connection's future (see `park::session_task`).
-#[derive(Clone, Copy, Debug)]
-struct RoundConfig {
-    /// `[limits] max_pipeline`.
-    max_pipeline: usize,
-    /// `[limits] max_query_buffer_bytes`.
-    max_query: usize,
-    /// `[limits] output_buffer_soft_bytes`.
-    soft_bytes: usize,
-    /// `[limits] output_buffer_hard_bytes`.
-    hard_bytes: usize,
-    /// `[limits] output_buffer_soft_seconds`.
-    soft_for: std::time::Duration,
-    /// `[limits] max_inflight_reply_bytes`.
-    inflight_bytes: usize,
-    /// `[slowlog]`.
-    slowlog: redshard_config::SlowlogConfig,
-}
-
-impl RoundConfig {
-    fn read(state: &ProxyState) -> Self {
-        let live = state.live.now();
-        let limits = &live.limits;
-        Self {
-            max_pipeline: limits.max_pipeline,
-            max_query: limits.max_query_buffer_bytes,
-            soft_bytes: limits.output_buffer_soft_bytes,
-            hard_bytes: limits.output_buffer_hard_bytes,
-            soft_for: limits.output_buffer_soft,
-            inflight_bytes: limits.max_inflight_reply_bytes,
-            slowlog: live.slowlog,
-        }
-    }
-}
+/// wait, which would grow every connection's future (see `park::session_task`). Read from
+/// [`crate::state::LiveSettings::hot`]: a few plain loads, not an `ArcSwap` load.
+type RoundConfig = crate::state::HotSettings;
 
 /// The client `id` is gone: out of the shutdown registry and the client list.
 fn leave(shutdown: &Shutdown, state: &ProxyState, id: u64) {
@@ -429,7 +398,7 @@ impl<S: ClientStream> Session<S> {
             // `[limits]` can change with a reload: read them each round, and keep only what
             // the wait needs across it (this future is every connection's memory).
             let (reading, deadline) = {
-                let round = RoundConfig::read(&self.ctx.state);
+                let round = self.ctx.state.live.hot();
                 let reading = self.ctx.closing == Closing::Open
                     && backlog < round.max_pipeline
                     && !self.over_budget;
@@ -460,15 +429,21 @@ impl<S: ClientStream> Session<S> {
                         self.rbuf_large |= self.rbuf.capacity() > BUF_KEEP;
                     }
                     let spare = self.rbuf.capacity() - self.rbuf.len();
-                    // One poll of AsyncRead (not `try_read_buf`): a read that does not fill
-                    // the buffer tells tokio the socket is drained, which saves the extra
-                    // read that would only return EAGAIN.
-                    let read = {
-                        let mut read = std::pin::pin!(self.stream.read_buf(&mut self.rbuf));
-                        std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await
-                    };
-                    let Poll::Ready(read) = read else {
-                        continue; // spurious readiness: wait again
+                    // A read that does not fill the buffer marks the socket drained, which
+                    // saves the extra read that would only return EAGAIN: `read_now` (TCP),
+                    // else one poll of AsyncRead, which does the same.
+                    let read = match self.stream.read_now(&mut self.rbuf) {
+                        Some(read) => read,
+                        None => {
+                            let mut read = std::pin::pin!(self.stream.read_buf(&mut self.rbuf));
+                            let polled =
+                                std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx)))
+                                    .await;
+                            let Poll::Ready(read) = polled else {
+                                continue; // spurious readiness: wait again
+                            };
+                            read
+                        }
                     };
                     // A TLS client that closes without close_notify has still closed.
                     let read = match read {
@@ -542,7 +517,7 @@ impl<S: ClientStream> Session<S> {
             if let Some(how) = self.ctx.client.take_unblock() {
                 self.unblock(how);
             }
-            let round = RoundConfig::read(&self.ctx.state);
+            let round = self.ctx.state.live.hot();
             if received {
                 self.dispatch_buffered(&round);
                 if self.rbuf.len() > round.max_query {

@@ -17,7 +17,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::task::{Context, Waker};
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite, Interest};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
@@ -50,6 +51,16 @@ pub trait ClientStream: AsyncRead + Unpin + Send + 'static {
 
     /// Completes when a write may be accepted.
     fn writable(&self) -> impl Future<Output = io::Result<()>> + Send + '_;
+
+    /// Reads what the connection holds now into `buf`'s spare room without waiting, where
+    /// the stream can do that for less than one poll of [`AsyncRead`]: `Some(Ok(n))`
+    /// (`Ok(0)` at the end of the stream), `Some(Err(WouldBlock))` when nothing was there
+    /// (spurious readiness); `None` sends the caller to the poll. Like tokio's own read, a
+    /// read that leaves room in `buf` marks the socket drained, so the next wait is for new
+    /// bytes rather than a read that would only return EAGAIN.
+    fn read_now(&self, _buf: &mut BytesMut) -> Option<io::Result<usize>> {
+        None
+    }
 
     /// Writes what the connection takes now from `out` without waiting, counted as client
     /// output.
@@ -95,6 +106,28 @@ impl ClientStream for TcpStream {
 
     fn writable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
         std::future::poll_fn(move |cx| self.poll_write_ready(cx))
+    }
+
+    // The session polled readiness already: no second poll (and waker check, and budget
+    // check) inside a read future.
+    #[inline]
+    fn read_now(&self, buf: &mut BytesMut) -> Option<io::Result<usize>> {
+        let spare = buf.capacity() - buf.len();
+        let mut got = None;
+        let outcome = self.try_io(Interest::READABLE, || {
+            let n = self.try_read_buf(buf)?;
+            got = Some(n);
+            if n > 0 && n < spare {
+                // Drained: `WouldBlock` makes `try_io` clear the readiness; the count is
+                // passed on below instead of the error.
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(n)
+        });
+        Some(match got {
+            Some(n) => Ok(n),
+            None => outcome,
+        })
     }
 
     #[inline]

@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""Load-independent costs per request of redshard and predixy: user-space instructions
+(callgrind) and syscalls (perf's syscall tracepoints), for A/B comparisons on a busy machine.
+
+For each proxy it starts 3 plain redis-server masters on free 127.0.0.1 ports and the proxy in
+front of them, configured exactly as benches/load/run.py configures it (one worker thread),
+prefills the keyspace through it, then runs each case with redis-benchmark (`-c 50 -d 100
+-r 100000`, `-P 1` or `-P 16`, `-n N`):
+
+  ir    the proxy runs under `valgrind --tool=callgrind`; its counters are zeroed before the
+        case and dumped after it (callgrind_control), so the count is the case's alone:
+        instructions per request = the dump's total / N. Every thread of the process counts.
+  sys   the proxy runs natively; `perf stat -p PID` counts its syscalls (all, and read/write,
+        recv/send, epoll_wait, futex each), context switches and task-clock during the case,
+        and /proc/PID/stat its utime and stime: per request, each divided by N.
+
+Instruction and syscall counts do not depend on how busy the machine is, but they do depend
+on how requests batch (a proxy slowed down by callgrind sees bigger batches): compare builds
+and proxies with the same command, never these numbers with the load benchmark's. Under
+callgrind redshard's SLOWLOG would record every request (they all take longer than 10 ms),
+so its configuration here sets `[slowlog] log_slower_than_us = -1`.
+
+  benches/load/count.py ir target/release/redshard                    # redshard, 4 cases
+  benches/load/count.py sys target/release/redshard --cases set_p1 -n 300000
+  benches/load/count.py ir ~/src/predixy/src/predixy --predixy       # predixy (see README)
+
+Needs redis-server, redis-benchmark, valgrind (ir) and perf (sys). Only 127.0.0.1 is
+contacted; everything started is stopped on exit.
+"""
+
+import argparse
+import glob
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import BenchError, Procs, run_in_workdir  # noqa: E402
+from run import free_port, predixy_config, redshard_config, start_redis, wait_for_ping  # noqa: E402
+
+CASES = {"set_p1": ("set", 1), "get_p1": ("get", 1), "set_p16": ("set", 16), "get_p16": ("get", 16)}
+SYSCALLS = ["read", "recvfrom", "write", "writev", "sendto", "sendmsg", "epoll_wait", "futex"]
+
+
+def bench_argv(port, case, n):
+    test, pipeline = CASES[case]
+    return ["redis-benchmark", "-p", str(port), "-t", test, "-n", str(n), "-r", "100000",
+            "-d", "100", "-c", "50", "-P", str(pipeline), "-q"]
+
+
+def cpu_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]), int(fields[12])  # utime, stime (fields 14 and 15 of stat(5))
+
+
+def count_ir(proxy, port, case, n, workdir, keep):
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    subprocess.run(["callgrind_control", "-z", str(proxy.pid)], check=True, **quiet)
+    subprocess.run(bench_argv(port, case, n), check=True, **quiet)
+    subprocess.run(["callgrind_control", "-d", case, str(proxy.pid)], check=True, **quiet)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for path in glob.glob(os.path.join(workdir, f"callgrind.out.{proxy.pid}*")):
+            with open(path) as f:
+                text = f.read()
+            if f"Trigger: dump {case}" in text:
+                total = re.search(r"^(?:summary|totals): (\d+)", text, re.M)
+                if total:
+                    where = f" ({path})" if keep else ""
+                    return f"{int(total.group(1)) / n:.0f} instructions/request{where}"
+        time.sleep(0.2)
+    raise BenchError(f"no callgrind dump for {case}")
+
+
+def count_sys(proxy, port, case, n, workdir, _keep):
+    out = os.path.join(workdir, f"perf-{case}.txt")
+    events = ",".join(["raw_syscalls:sys_enter"] + [f"syscalls:sys_enter_{s}" for s in SYSCALLS]
+                      + ["context-switches", "task-clock"])
+    before = cpu_ticks(proxy.pid)
+    perf = subprocess.Popen(["perf", "stat", "-x", ",", "-e", events, "-p", str(proxy.pid), "-o", out])
+    time.sleep(0.5)  # perf attached
+    bench = subprocess.run(bench_argv(port, case, n), check=True, capture_output=True, text=True)
+    perf.send_signal(signal.SIGINT)
+    perf.wait()
+    after = cpu_ticks(proxy.pid)
+    tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
+    parts = []
+    with open(out) as f:
+        for line in f:
+            fields = line.strip().split(",")
+            if len(fields) < 3 or not fields[0][:1].isdigit():
+                continue
+            name = fields[2].replace("raw_syscalls:sys_enter", "syscalls").replace("syscalls:sys_enter_", "")
+            value = float(fields[0]) / n
+            if name == "task-clock":
+                parts.append(f"task-clock={value * 1000:.2f}us")  # perf reports msec
+            elif value:
+                parts.append(f"{name}={value:.3f}")
+    parts.append(f"utime={(after[0] - before[0]) * tick_us / n:.2f}us")
+    parts.append(f"stime={(after[1] - before[1]) * tick_us / n:.2f}us")
+    return " ".join(parts) + f"  [{bench.stdout.strip().splitlines()[-1].strip()}]"
+
+
+def run(args, workdir):
+    procs = Procs(workdir)
+    try:
+        masters = [free_port() for _ in range(3)]
+        start_redis(procs, workdir, "redis-server", masters, "master", 1000)
+        port = free_port()
+        conf = os.path.join(workdir, "proxy.conf")
+        if args.predixy:
+            with open(conf, "w") as f:
+                f.write(predixy_config(port, masters, 1))
+            argv = [args.binary, conf]
+        else:
+            with open(conf, "w") as f:
+                f.write(redshard_config(port, masters)
+                        + "\n[slowlog]\nlog_slower_than_us = -1\n")
+            argv = [args.binary, "--config", conf]
+        if args.mode == "ir":
+            argv = ["valgrind", "--tool=callgrind", "--dump-instr=no",
+                    f"--callgrind-out-file={workdir}/callgrind.out.%p"] + argv
+        proxy = procs.start("proxy", argv)
+        wait_for_ping("proxy", port, proxy, procs, timeout=120)
+        subprocess.run(["redis-benchmark", "-p", str(port), "-t", "set", "-n", "100000", "-r", "100000",
+                        "-d", "100", "-c", "50", "-P", "16", "-q"], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        name = "predixy" if args.predixy else "redshard"
+        for case in args.cases.split(","):
+            if case not in CASES:
+                raise BenchError(f"unknown case {case!r} (one of {', '.join(CASES)})")
+            n = args.n or (200_000 if CASES[case][1] > 1 else 50_000)
+            count = count_ir if args.mode == "ir" else count_sys
+            print(f"{name} {case} n={n}: {count(proxy, port, case, n, workdir, args.keep)}", flush=True)
+    finally:
+        procs.stop_all()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("mode", choices=["ir", "sys"], help="instructions (callgrind) or syscalls (perf)")
+    parser.add_argument("binary", help="the proxy's executable")
+    parser.add_argument("--predixy", action="store_true", help="the binary is predixy, not redshard")
+    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated, of: " + ", ".join(CASES))
+    parser.add_argument("-n", type=int, default=0, help="requests per case (default 50000 at -P 1, 200000 at -P 16)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (callgrind dumps)")
+    args = parser.parse_args()
+    return run_in_workdir("redshard-count-", args.keep, lambda workdir: run(args, workdir))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
