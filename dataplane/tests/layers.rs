@@ -46,6 +46,9 @@ const LAYERS: &[(&str, u8)] = &[
     ("outbuf", 1),
     ("ha_stats", 1),
     ("fleet_status", 1),
+    // The proxy's users (ACL rules compiled from the configuration and ACL SETUSER), read by
+    // the state and the session: a table with no data-plane imports.
+    ("users", 1),
     // The topology-writing capability: a token only the router mints and the controller
     // holds, named by the backend (`Node::fence`) as well as the router.
     ("router::writer", 1),

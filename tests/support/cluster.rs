@@ -314,9 +314,21 @@ pub fn replication_settled(proxy: &Proxy) -> bool {
     })
 }
 
+/// `config` without the default admin socket (`/tmp/redshard-<uid>/admin.sock`): a
+/// developer's own proxy, another test's or a benchmark's may hold it, and a test proxy must
+/// neither fail to start nor take it over. A test that sets a path of its own keeps it.
+fn off_the_default_admin_socket(mut config: Config) -> Config {
+    if config.admin_socket.as_deref() == Some(redshard_config::ha::default_admin_socket().as_path())
+    {
+        config.admin_socket = None;
+    }
+    config
+}
+
 /// Starts a proxy for `config` on a fresh 127.0.0.1 port.
 pub async fn start_proxy(config: Config) -> Proxy {
     crate::server::init_logs();
+    let config = off_the_default_admin_socket(config);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let topology = Topology::from_config(&config);
     Proxy::start_on(listener, config, topology).expect("proxy starts")
@@ -341,6 +353,7 @@ impl CrashableProxy {
     /// When the proxy does not start.
     pub async fn start(config: Config) -> Self {
         crate::server::init_logs();
+        let config = off_the_default_admin_socket(config);
         let started = tokio::task::spawn_blocking(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
