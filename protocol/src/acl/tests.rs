@@ -245,3 +245,20 @@ fn categories_are_redis_s() {
     assert!(!read.contains(&"set"));
     assert_eq!(category(b"Dangerous"), Some(AclCategories::DANGEROUS));
 }
+
+/// SORT's sorted key is only read, its STORE key only written (Redis 7.0's `sortGetKeys`):
+/// `%R~*` may sort, `%W~*` may be the destination.
+#[test]
+fn sort_keys_are_read_and_stored_as_redis_flags_them() {
+    let sort = lookup_fullname(b"sort").unwrap();
+    let reader = user(&["%R~*", "%W~dst", "+@all"]).unwrap();
+    assert_eq!(reader.check(sort, &["sort", "k"][..]), Ok(()));
+    assert_eq!(
+        reader.check(sort, &["sort", "k", "LIMIT", "0", "1", "STORE", "dst"][..]),
+        Ok(())
+    );
+    assert_eq!(
+        reader.check(sort, &["sort", "k", "STORE", "k2"][..]),
+        Err(Denied::Key(3))
+    );
+}
