@@ -216,6 +216,10 @@ pub enum ClientError {
     NoPermKey,
     /// A channel the user's ACL rules do not allow (Redis 7.2's text).
     NoPermChannel,
+    /// SORT's `BY` with a pattern, for a user without access to every key.
+    SortByDenied,
+    /// SORT's `GET`, for a user without access to every key.
+    SortGetDenied,
     /// ACL SETUSER: a rule Redis refuses.
     AclSetuser {
         /// The rule as given (a selector as merged).
@@ -439,6 +443,12 @@ impl ClientError {
             }
             Self::NoPermKey => b"-NOPERM No permissions to access a key\r\n",
             Self::NoPermChannel => b"-NOPERM No permissions to access a channel\r\n",
+            Self::SortByDenied => {
+                b"-ERR BY option of SORT denied due to insufficient ACL permissions.\r\n"
+            }
+            Self::SortGetDenied => {
+                b"-ERR GET option of SORT denied due to insufficient ACL permissions.\r\n"
+            }
             Self::AclUsernameSpaces => {
                 b"-ERR Usernames can't contain spaces or null characters\r\n"
             }

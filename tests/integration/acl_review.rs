@@ -26,6 +26,81 @@ async fn as_user(
     (d, p)
 }
 
+/// SORT's BY and GET patterns form key names the key check never sees: Redis refuses them
+/// to a user who may not read every key, or `SORT list GET secret_*` reads any key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sort_by_and_get_patterns_need_access_to_every_key() {
+    let redis = RedisServer::start();
+    let cluster = TestCluster::start(1).await;
+    let mut direct = Client::connect(redis.addr()).await;
+    let mut proxy = cluster.client().await;
+    for c in [&mut direct, &mut proxy] {
+        assert_eq!(c.cmd(&["RPUSH", "{t}list", "1"]).await, Reply::Int(1));
+        assert!(c.cmd(&["SET", "{t}secret_1", "hidden"]).await.is_ok());
+        assert!(c.cmd(&["SET", "{t}w_1", "1"]).await.is_ok());
+    }
+    let (mut d, mut p) = as_user(
+        &mut direct,
+        &mut proxy,
+        &redis,
+        &cluster,
+        &["~{t}list", "&*", "+@all"],
+    )
+    .await;
+    let get =
+        Reply::Error("ERR GET option of SORT denied due to insufficient ACL permissions.".into());
+    let by =
+        Reply::Error("ERR BY option of SORT denied due to insufficient ACL permissions.".into());
+    let cases: &[(&[&str], &Reply)] = &[
+        (
+            &["SORT", "{t}list", "BY", "nosort", "GET", "{t}secret_*"],
+            &get,
+        ),
+        (&["SORT_RO", "{t}list", "GET", "{t}secret_*"], &get),
+        (&["SORT", "{t}list", "GET", "#"], &get),
+        (&["SORT", "{t}list", "BY", "{t}w_*"], &by),
+        (
+            &[
+                "SORT_RO",
+                "{t}list",
+                "DESC",
+                "BY",
+                "{t}secret_*",
+                "GET",
+                "#",
+            ],
+            &by,
+        ),
+    ];
+    for (request, expected) in cases {
+        assert_eq!(&d.cmd(request).await, *expected, "redis: {request:?}");
+        assert_eq!(&p.cmd(request).await, *expected, "proxy: {request:?}");
+    }
+    // What needs no pattern still works.
+    for c in [&mut d, &mut p] {
+        assert_eq!(
+            c.cmd(&["SORT", "{t}list", "BY", "nosort"]).await,
+            Reply::Array(vec![Reply::bulk("1")])
+        );
+    }
+    // Patterns need a selector that allows the SORT and reads every key (`*` itself).
+    for (rules, allowed) in [
+        (&["~{t}list", "(%R~* +sort)", "&*", "+@all"][..], true),
+        (&["~{t}list", "(%R~* +get)", "&*", "+@all"], false),
+        (&["~{t}list", "%W~*", "&*", "+@all"], false),
+    ] {
+        let (mut d, mut p) = as_user(&mut direct, &mut proxy, &redis, &cluster, rules).await;
+        let expected = if allowed {
+            Reply::Array(vec![Reply::bulk("hidden")])
+        } else {
+            get.clone()
+        };
+        let request = ["SORT", "{t}list", "BY", "nosort", "GET", "{t}secret_*"];
+        assert_eq!(d.cmd(&request).await, expected, "redis: {rules:?}");
+        assert_eq!(p.cmd(&request).await, expected, "proxy: {rules:?}");
+    }
+}
+
 /// SORT's sorted key is read and its STORE key written (Redis's `sortGetKeys` flags them so):
 /// a user who may only read may sort, as on Redis.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

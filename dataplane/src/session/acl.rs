@@ -94,6 +94,12 @@ pub(super) fn check(
             return Err(error);
         }
     }
+    // Redis refuses these while SORT runs, without an ACL log entry.
+    match user.rules.sort_option_denied(spec, &args) {
+        Some(acl::SortOption::By) => return Err(ClientError::SortByDenied),
+        Some(acl::SortOption::Get) => return Err(ClientError::SortGetDenied),
+        None => {}
+    }
     if user.scripts.is_none() && super::dispatch::is_script(spec.id) {
         return Err(ClientError::AclScriptsRefused {
             user: user_name(ctx).to_owned(),

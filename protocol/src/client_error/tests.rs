@@ -125,6 +125,8 @@ fn table() -> Vec<(ClientError, &'static [u8])> {
         (E::WrongArity { command: "client|setinfo" }, b"-ERR wrong number of arguments for 'client|setinfo' command\r\n"),
         (E::NoPerm { user: "reader".into(), command: "set" }, b"-NOPERM User reader has no permissions to run the 'set' command\r\n"),
         (E::NoPermKey, b"-NOPERM No permissions to access a key\r\n"),
+        (E::SortByDenied, b"-ERR BY option of SORT denied due to insufficient ACL permissions.\r\n"),
+        (E::SortGetDenied, b"-ERR GET option of SORT denied due to insufficient ACL permissions.\r\n"),
         (E::NoPermChannel, b"-NOPERM No permissions to access a channel\r\n"),
         (E::AclSetuser { op: b"+foo"[..].into(), why: crate::acl::RuleError::UnknownName }, b"-ERR Error in ACL SETUSER modifier '+foo': Unknown command or category name in ACL\r\n"),
         (E::AclSetuser { op: b"foo"[..].into(), why: crate::acl::RuleError::Syntax }, b"-ERR Error in ACL SETUSER modifier 'foo': Syntax error\r\n"),
