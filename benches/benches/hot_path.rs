@@ -11,6 +11,7 @@ use redshard_dataplane::mirror::effect::prepare;
 use redshard_dataplane::outbuf::OutBuf;
 use redshard_dataplane::router::RoutingTable;
 use redshard_dataplane::session::merge::{merge, MergePlan};
+use redshard_protocol::acl::User;
 use redshard_protocol::command::resolve;
 use redshard_protocol::resp::{encode, RequestScanner};
 
@@ -140,5 +141,48 @@ fn classify(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, classify, slot_hashing, routing, mget_merge);
+/// The ACL check of a request: what a session does for its user (the default user: one
+/// generation load and a `None` test; a restricted user: [`User::check`], a bit test per
+/// command plus a glob per key pattern tried).
+fn acl_check(c: &mut Criterion) {
+    let mut group = c.benchmark_group("acl_check");
+    let users = redshard_dataplane::users::Users::from_config(&Config::default());
+    let default = users.get("default").expect("the default user");
+    let seen = users.generation();
+    let mut buf = BytesMut::new();
+    encode::request(&mut buf, &[b"SET", b"cache:1", b"v"]);
+    let mut scanner = RequestScanner::default();
+    scanner.scan(&buf).expect("valid").expect("whole");
+    let restricted = if default.unrestricted {
+        None
+    } else {
+        Some(&default)
+    };
+    group.bench_function("default_user", |b| {
+        b.iter(|| {
+            let fresh = black_box(users.generation()) == seen;
+            black_box(fresh && black_box(restricted).is_none())
+        });
+    });
+    let mut app = User::new("app");
+    app.apply_all(&["on", "+@all", "-@dangerous", "%R~r:*", "~cache:*", "&*"])
+        .expect("valid rules");
+    group.bench_function("restricted_user", |b| {
+        b.iter(|| {
+            let args = scanner.args(&buf);
+            let spec = resolve(&args).expect("known");
+            black_box(app.check(spec, &args))
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    classify,
+    slot_hashing,
+    routing,
+    mget_merge,
+    acl_check
+);
 criterion_main!(benches);

@@ -214,7 +214,9 @@ impl Users {
     /// # Errors
     ///
     /// Redis's refusal of a rule; nothing changed then.
-    pub fn set_user<A: AsRef<[u8]>>(&self, name: &str, ops: &[A]) -> Result<(), SetUserError> {
+    /// Returns whether the change took channels away from the user (its subscribed clients
+    /// must then be disconnected, as Redis does).
+    pub fn set_user<A: AsRef<[u8]>>(&self, name: &str, ops: &[A]) -> Result<bool, SetUserError> {
         self.change(|set| {
             let known = set.get(name);
             let mut rules = known.map_or_else(|| User::new(name), |u| u.rules.clone());
@@ -224,8 +226,9 @@ impl Users {
             let level = known
                 .filter(|k| k.rules.root == rules.root && k.rules.selectors == rules.selectors)
                 .and_then(|k| k.scripts);
+            let lost = known.is_some_and(|k| k.rules.loses_channels(&rules));
             set.insert(name.to_owned(), Arc::new(LiveUser::new(rules, level)));
-            Ok(())
+            Ok(lost)
         })
     }
 

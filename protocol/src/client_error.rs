@@ -232,6 +232,12 @@ pub enum ClientError {
         /// The argument the selector starts at.
         op: Box<[u8]>,
     },
+    /// An ACL subcommand with a wrong number of arguments that its arity lets through
+    /// (`ACL LOG 1 2`): Redis's `addReplySubcommandSyntaxError`.
+    AclSubcommandSyntax {
+        /// The subcommand as the client wrote it.
+        subcommand: Box<[u8]>,
+    },
     /// ACL SETUSER of a name with a space or NUL.
     AclUsernameSpaces,
     /// ACL DELUSER default.
@@ -550,6 +556,7 @@ impl ClientError {
             | Self::NoSuchUser { .. }
             | Self::AclSetuser { .. }
             | Self::AclUnmatchedParen { .. }
+            | Self::AclSubcommandSyntax { .. }
             | Self::AclUserNotFound { .. }
             | Self::AclCommandNotFound { .. }
             | Self::AclScriptsRefused { .. }
@@ -665,6 +672,11 @@ impl ClientError {
                 t.lit("ERR Unmatched parenthesis in acl selector starting at '")
                     .bytes(op)
                     .lit("'.");
+            }
+            Self::AclSubcommandSyntax { subcommand } => {
+                t.lit("ERR unknown subcommand or wrong number of arguments for '")
+                    .bytes(subcommand)
+                    .lit("'. Try ACL HELP.");
             }
             Self::AclUserNotFound { user } => {
                 t.lit("ERR User '").bytes(user).lit("' not found");

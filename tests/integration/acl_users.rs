@@ -197,6 +197,39 @@ async fn setuser_getuser_list_and_dryrun_answer_as_redis_does() {
         assert_eq!(got, want, "ACL LIST after {rules:?}");
     }
 
+    // RESP3: the same bytes (sets, maps), for a user whose description has no single rule.
+    let rules = [
+        "ACL",
+        "SETUSER",
+        "r3",
+        "on",
+        ">pw",
+        "~k*",
+        "%R~r*",
+        "&c*",
+        "+@hash",
+        "+@set",
+        "(+@list ~l*)",
+    ];
+    assert!(direct.cmd(&rules).await.is_ok());
+    assert!(proxy.cmd(&rules).await.is_ok());
+    assert!(direct.cmd_resp3(&["HELLO", "3"]).await.starts_with(b"%"));
+    assert!(proxy.cmd_resp3(&["HELLO", "3"]).await.starts_with(b"%"));
+    for args in [
+        &["ACL", "GETUSER", "r3"][..],
+        &["ACL", "GETUSER", "nobody"],
+        &["ACL", "DRYRUN", "r3", "get", "k"],
+    ] {
+        let want = direct.cmd_resp3(args).await;
+        assert_eq!(
+            String::from_utf8_lossy(&proxy.cmd_resp3(args).await),
+            String::from_utf8_lossy(&want),
+            "{args:?}"
+        );
+    }
+    assert!(direct.cmd_resp3(&["HELLO", "2"]).await.starts_with(b"*"));
+    assert!(proxy.cmd_resp3(&["HELLO", "2"]).await.starts_with(b"*"));
+
     // DRYRUN of the same requests for the same users.
     let user: &[&str] = &[
         "ACL",
@@ -256,7 +289,15 @@ async fn setuser_getuser_list_and_dryrun_answer_as_redis_does() {
     ] {
         assert_eq!(proxy.cmd(args).await, direct.cmd(args).await, "{args:?}");
     }
-    for args in [&["ACL", "SETUSER", "a b"][..], &["ACL", "GETUSER", "u0"]] {
+    for args in [
+        &["ACL", "SETUSER", "a b"][..],
+        &["ACL", "GETUSER", "u0"],
+        &["ACL", "LOG", "1", "2"],
+        &["ACL", "LOG", "x"],
+        &["ACL", "LOG", "-1"],
+        &["ACL", "SETUSER"],
+        &["ACL", "DRYRUN", "dry"],
+    ] {
         assert_eq!(proxy.cmd(args).await, direct.cmd(args).await, "{args:?}");
     }
 }
@@ -371,6 +412,21 @@ async fn users_rules_are_enforced_and_logged_at_the_proxy() {
         late.cmd(&["HELLO", "2", "AUTH", "app", "pw"]).await,
         Reply::Array(_)
     ));
+    // Channels taken away close the user's subscribed clients, as in Redis.
+    let mut sub = cluster.client().await;
+    assert!(sub.cmd(&["AUTH", "app", "pw"]).await.is_ok());
+    assert!(matches!(
+        sub.cmd(&["SUBSCRIBE", "news.a"]).await,
+        Reply::Array(_)
+    ));
+    assert!(admin
+        .cmd(&["ACL", "SETUSER", "app", "resetchannels", "&news.b"])
+        .await
+        .is_ok());
+    let closed = sub.try_read().await;
+    assert!(closed.is_none(), "{closed:?}");
+    // Its other clients stay.
+    assert_eq!(app.cmd(&["GET", "cache:1"]).await, Reply::bulk("v"));
     // DELUSER closes its clients.
     assert_eq!(admin.cmd(&["ACL", "DELUSER", "app"]).await, Reply::Int(1));
     // Closed by the proxy: the connection ends without another reply.

@@ -627,7 +627,7 @@ fn dangerous_list_matches_acl_cat_dangerous() {
     ours.sort();
     assert_eq!(
         ours, live,
-        "update is_dangerous in protocol/src/command/route.rs from `ACL CAT dangerous`"
+        "regenerate protocol/src/command/table.rs (tools/gen-command-table.py)"
     );
 }
 

@@ -247,7 +247,19 @@ pub(super) fn setuser(ctx: &mut Ctx, args: Args<'_>) -> Action {
     let name = String::from_utf8_lossy(name).into_owned();
     let rules: Vec<&[u8]> = (3..args.len()).map(|i| args.get(i)).collect();
     match ctx.state.users.set_user(&name, &rules) {
-        Ok(()) => save_then(ctx, Bytes::from_static(encode::OK)),
+        Ok(lost_channels) => {
+            if lost_channels {
+                // Redis disconnects the user's subscribed clients when channels are taken
+                // away (it checks each one's subscriptions; the proxy closes them all).
+                let filter = KillFilter {
+                    user: Some(name.clone()),
+                    subscribed: Some(true),
+                    ..KillFilter::default()
+                };
+                super::client::close(ctx, &filter);
+            }
+            save_then(ctx, Bytes::from_static(encode::OK))
+        }
         Err(SetUserError::Rule { op, why }) => {
             Action::error(ctx, ClientError::AclSetuser { op: op.into(), why })
         }
@@ -329,7 +341,12 @@ pub(super) fn acl_log(ctx: &Ctx, args: Args<'_>) -> Action {
             None => return Action::error(ctx, ClientError::NotAnInteger),
         }
     } else if args.len() > 3 {
-        return Action::error(ctx, ClientError::WrongArity { command: "acl|log" });
+        return Action::error(
+            ctx,
+            ClientError::AclSubcommandSyntax {
+                subcommand: args.get(1).into(),
+            },
+        );
     }
     let entries = ctx.state.users.log_entries(count);
     let now = Instant::now();

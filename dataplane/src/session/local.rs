@@ -310,9 +310,11 @@ fn select(ctx: &Ctx, db: &[u8]) -> Action {
 }
 
 /// Checks credentials against the live users (`None`: `AUTH password`, the default user).
-/// A failure is logged in the ACL log (reason `auth`) as Redis does.
+/// A failure is logged in the ACL log (reason `auth`, the command as the client wrote it as
+/// the object) as Redis does.
 fn check_credentials(
     ctx: &Ctx,
+    command: &[u8],
     user: Option<&[u8]>,
     password: &[u8],
 ) -> Result<(String, Arc<LiveUser>), ClientError> {
@@ -332,7 +334,7 @@ fn check_credentials(
     match ctx.state.users.authenticate(&name, password) {
         Some(found) => Ok((name, found)),
         None => {
-            super::acl::log(ctx, "auth", b"AUTH".to_vec(), name.as_bytes());
+            super::acl::log(ctx, "auth", command.to_vec(), name.as_bytes());
             Err(ClientError::WrongPass)
         }
     }
@@ -353,8 +355,8 @@ fn auth(ctx: &mut Ctx, args: Args<'_>) -> Action {
     }
     let turn = source_turn(ctx);
     let result = match args.len() {
-        2 => check_credentials(ctx, None, args.get(1)),
-        _ => check_credentials(ctx, Some(args.get(1)), args.get(2)),
+        2 => check_credentials(ctx, args.get(0), None, args.get(1)),
+        _ => check_credentials(ctx, args.get(0), Some(args.get(1)), args.get(2)),
     };
     match result {
         Ok((name, user)) => {
@@ -491,7 +493,7 @@ fn hello(ctx: &mut Ctx, args: Args<'_>) -> Action {
         let more = args.len() - i - 1;
         if option.eq_ignore_ascii_case(b"AUTH") && more >= 2 {
             turn = source_turn(ctx);
-            match check_credentials(ctx, Some(args.get(i + 1)), args.get(i + 2)) {
+            match check_credentials(ctx, args.get(0), Some(args.get(i + 1)), args.get(i + 2)) {
                 Ok((name, user)) => super::acl::set_user(ctx, &name, &user),
                 Err(e) => return auth_failed(ctx, e, turn),
             }

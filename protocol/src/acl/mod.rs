@@ -517,6 +517,27 @@ impl User {
         self.root.allows_everything()
     }
 
+    /// Redis 7.0's `ACLKillPubsubClientsIfNeeded` test: whether changing from `self` to
+    /// `next` takes a channel pattern away, so that the user's subscribed clients must be
+    /// disconnected (none when a selector of `next` allows every channel).
+    #[must_use]
+    pub fn loses_channels(&self, next: &User) -> bool {
+        let selectors = |u: &User| -> Vec<Selector> {
+            std::iter::once(u.root.clone())
+                .chain(u.selectors.iter().cloned())
+                .collect()
+        };
+        let upcoming = selectors(next);
+        if upcoming.iter().any(|s| s.allchannels) {
+            return false;
+        }
+        selectors(self).iter().any(|s| {
+            s.channels
+                .iter()
+                .any(|c| !upcoming.iter().any(|u| u.channels.contains(c)))
+        })
+    }
+
     /// Whether `password` authenticates this user (enabled, and `nopass` or a password's hash).
     #[must_use]
     pub fn password_ok(&self, password: &[u8]) -> bool {

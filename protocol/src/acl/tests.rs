@@ -336,3 +336,15 @@ fn sort_keys_are_read_and_stored_as_redis_flags_them() {
         Err(Denied::Key(3))
     );
 }
+
+#[test]
+fn channel_losses_are_redis_s() {
+    let before = user(&["&a", "&b"]).unwrap();
+    assert!(!before.loses_channels(&user(&["&b", "&a", "&c"]).unwrap()));
+    assert!(before.loses_channels(&user(&["&a"]).unwrap()));
+    assert!(!before.loses_channels(&user(&["allchannels"]).unwrap()));
+    // As in Redis, a user that had every channel (and so no pattern) loses none.
+    assert!(!user(&["allchannels"])
+        .unwrap()
+        .loses_channels(&user(&["&a"]).unwrap()));
+}

@@ -132,6 +132,7 @@ fn table() -> Vec<(ClientError, &'static [u8])> {
         (E::AclSetuser { op: b"foo"[..].into(), why: crate::acl::RuleError::Syntax }, b"-ERR Error in ACL SETUSER modifier 'foo': Syntax error\r\n"),
         (E::AclUnmatchedParen { op: b"(+get"[..].into() }, b"-ERR Unmatched parenthesis in acl selector starting at '(+get'.\r\n"),
         (E::UsersNotSaved { why: "not the leader".into() }, b"-ERR redshard: the users could not be saved with the topology, so the change was undone: not the leader\r\n"),
+        (E::AclSubcommandSyntax { subcommand: b"log"[..].into() }, b"-ERR unknown subcommand or wrong number of arguments for 'log'. Try ACL HELP.\r\n"),
         (E::AclUsernameSpaces, b"-ERR Usernames can't contain spaces or null characters\r\n"),
         (E::AclDefaultUndeletable, b"-ERR The 'default' user cannot be removed\r\n"),
         (E::AclUserNotFound { user: b"nope"[..].into() }, b"-ERR User 'nope' not found\r\n"),

@@ -26,8 +26,8 @@
 //! - which commands have a Redis `getkeys_proc` (`get_keys_function` in Redis's
 //!   `src/commands/*.json`), in `procs.rs` (`getkeys_of`, a `match` on [`CommandId`] too).
 //!
-//! Redis's `@dangerous` ACL category is hand-maintained the same way (`route::is_dangerous`,
-//! a `matches!` on the id, read through [`CommandSpec::is_dangerous`]).
+//! Redis's ACL categories (`@read`, `@dangerous`, ...) are read from the server with the rest
+//! ([`CommandSpec::acl`]).
 //!
 //! The integration test the integration module `command_table_live` (`tests/integration/command_table_live.rs`) compares the table and
 //! `key_indices` with a live server.
@@ -365,7 +365,7 @@ impl CommandSpec {
     /// Whether the command is in Redis's `@dangerous` ACL category.
     #[must_use]
     pub fn is_dangerous(&self) -> bool {
-        route::is_dangerous(self.id)
+        self.acl.contains(AclCategories::DANGEROUS)
     }
 
     /// Whether the command may block (`blocking`).
