@@ -140,3 +140,62 @@ async fn sort_needs_read_on_the_sorted_key_and_write_on_the_destination_only() {
         );
     }
 }
+
+/// A subscriber's connection, authenticated as `user` / `pw`, subscribed to `channel`.
+async fn subscriber(mut c: Client, user: &str, channel: &str) -> Client {
+    assert_eq!(
+        c.cmd(&["AUTH", user, "pw"]).await,
+        Reply::Status("OK".into())
+    );
+    c.send_raw(&redshard_tests::client::encode_command(&[
+        "SUBSCRIBE",
+        channel,
+    ]))
+    .await;
+    assert_eq!(
+        c.read().await,
+        Reply::Array(vec![
+            Reply::bulk("subscribe"),
+            Reply::bulk(channel),
+            Reply::Int(1)
+        ])
+    );
+    c
+}
+
+/// Taking channels away from a user that had every channel (`&*`, Redis 7's usual user)
+/// disconnects its subscribed clients on redis-server 7.0.15; they must not keep receiving
+/// messages of channels they may no longer read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn narrowing_every_channel_disconnects_the_user_s_subscribers() {
+    let redis = RedisServer::start();
+    let cluster = TestCluster::start(1).await;
+    let mut direct = Client::connect(redis.addr()).await;
+    let mut proxy = cluster.client().await;
+    for c in [&mut direct, &mut proxy] {
+        assert!(c
+            .cmd(&["ACL", "SETUSER", "sub", "on", ">pw", "~*", "&*", "+@all"])
+            .await
+            .is_ok());
+    }
+    let mut on_redis = subscriber(Client::connect(redis.addr()).await, "sub", "news").await;
+    let mut on_proxy = subscriber(cluster.client().await, "sub", "news").await;
+    for c in [&mut direct, &mut proxy] {
+        assert!(c
+            .cmd(&["ACL", "SETUSER", "sub", "resetchannels", "&other"])
+            .await
+            .is_ok());
+        // A message published now must not reach the narrowed subscriber.
+        c.cmd(&["PUBLISH", "news", "after"]).await;
+    }
+    assert_eq!(
+        on_redis.try_read().await,
+        None,
+        "redis-server kept the subscriber"
+    );
+    assert_eq!(
+        on_proxy.try_read().await,
+        None,
+        "the proxy kept the subscriber"
+    );
+}

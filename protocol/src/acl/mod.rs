@@ -531,10 +531,13 @@ impl User {
         if upcoming.iter().any(|s| s.allchannels) {
             return false;
         }
+        // A selector that allowed every channel loses some now that none does (Redis
+        // 7.0.15 checks this first: the original then has no patterns to compare).
         selectors(self).iter().any(|s| {
-            s.channels
-                .iter()
-                .any(|c| !upcoming.iter().any(|u| u.channels.contains(c)))
+            s.allchannels
+                || s.channels
+                    .iter()
+                    .any(|c| !upcoming.iter().any(|u| u.channels.contains(c)))
         })
     }
 
