@@ -199,3 +199,44 @@ async fn narrowing_every_channel_disconnects_the_user_s_subscribers() {
         "the proxy kept the subscriber"
     );
 }
+
+/// Key patterns match as Redis's `stringmatchlen` does, odd classes included: the same
+/// user asks `ACL DRYRUN ... GET key` of both for every pattern and key, and both must allow
+/// the same keys (a proxy that matched more would give keys away).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_patterns_match_the_keys_redis_matches() {
+    let redis = RedisServer::start();
+    let cluster = TestCluster::start(1).await;
+    let mut direct = Client::connect(redis.addr()).await;
+    let mut proxy = cluster.client().await;
+    let patterns = [
+        "a[b-]c", "a[bc]d", "a[^b]d", "a[c-a]d", "a\\*b", "a[\\]]b", "a[b", "a\\", "[]]", "[^]]x",
+        "a**b", "*?*", "a[-b]c", "a[a-]", "[a-c-e]",
+    ];
+    let keys = [
+        "a", "ab", "abc", "abd", "acd", "a*b", "axb", "a]b", "a^", "a[b", "a\\", "]", "^x", "a-c",
+        "ad", "d", "-", "e",
+    ];
+    let mut differ = Vec::new();
+    for pattern in patterns {
+        let rule = format!("~{pattern}");
+        for c in [&mut direct, &mut proxy] {
+            assert!(c
+                .cmd(&["ACL", "SETUSER", "globber", "reset", "on", "+get", &rule])
+                .await
+                .is_ok());
+        }
+        for key in keys {
+            let dryrun = ["ACL", "DRYRUN", "globber", "GET", key];
+            let on_redis = direct.cmd(&dryrun).await == Reply::Status("OK".into());
+            let on_proxy = proxy.cmd(&dryrun).await == Reply::Status("OK".into());
+            if on_redis != on_proxy {
+                differ.push((pattern, key, on_redis, on_proxy));
+            }
+        }
+    }
+    assert!(
+        differ.is_empty(),
+        "(pattern, key, redis, proxy): {differ:?}"
+    );
+}
