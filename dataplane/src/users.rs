@@ -304,8 +304,13 @@ impl Users {
                     None => tracing::error!(line = %line, "a persisted ACL user does not parse; skipped"),
                 }
             }
-            next.entry("default".to_owned())
-                .or_insert_with(|| Arc::new(LiveUser::new(User::default_user(), Some(Access::All))));
+            // Never Redis's open default user in place of a persisted one that is missing or
+            // did not parse: that would drop its password. Closed instead (`off`, no
+            // command), until the topology's line is fixed.
+            next.entry("default".to_owned()).or_insert_with(|| {
+                tracing::error!("the persisted users have no usable `default` user; it is off until fixed");
+                Arc::new(LiveUser::new(User::new("default"), None))
+            });
             *set = next;
         });
     }
@@ -330,8 +335,7 @@ impl Users {
             .next()
             .filter(|n| acl::valid_name(n.as_bytes()) && !n.is_empty())?;
         let mut rules = User::new(name);
-        let ops: Vec<&str> = words.collect();
-        rules.apply_all(&ops).ok()?;
+        rules.apply_all(&described_ops(words)).ok()?;
         let level = self
             .configured
             .get(name)
@@ -386,6 +390,42 @@ impl Users {
         let user = self.get(name)?;
         user.rules.password_ok(password).then_some(user)
     }
+}
+
+/// The rules of an `ACL LIST` line (after `user name`) as `ACL SETUSER` arguments, each
+/// selector one argument. A selector's description ends with its commands (`+...` or
+/// `-...`), so it closes at the first such word ending in `)`: a key or channel pattern
+/// ending in `)` inside it (`(~a) ... +get)`) does not close it, as it would if the words
+/// were merged as `ACL SETUSER` merges its arguments.
+fn described_ops<'a>(words: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut ops: Vec<String> = Vec::new();
+    let mut open: Option<String> = None;
+    for word in words {
+        match open.as_mut() {
+            Some(selector) => {
+                selector.push(' ');
+                selector.push_str(word);
+                if word.ends_with(')') && (word.starts_with('+') || word.starts_with('-')) {
+                    ops.extend(open.take());
+                }
+            }
+            None if word.starts_with('(') => {
+                let first = &word[1..];
+                if word.len() > 1
+                    && word.ends_with(')')
+                    && (first.starts_with('+') || first.starts_with('-'))
+                {
+                    ops.push(word.to_owned());
+                } else {
+                    open = Some(word.to_owned());
+                }
+            }
+            None => ops.push(word.to_owned()),
+        }
+    }
+    // An unclosed selector is refused by `apply_all` as Redis refuses it.
+    ops.extend(open);
+    ops
 }
 
 /// The description of a user for `ACL LIST`.
@@ -474,6 +514,31 @@ mod tests {
         assert_eq!(objects, vec![b"hget".to_vec(), b"set".to_vec()]);
         users.reset_log();
         assert!(users.log_entries(10).is_empty());
+    }
+
+    #[test]
+    fn lines_with_parentheses_in_selector_patterns_read_back() {
+        let users = users();
+        users
+            .set_user("default", &["(~a) &b) +get)", "(%R~c) +set)"])
+            .unwrap();
+        users.set_user("app", &["on", ">a", "(~x) -@all)"]).unwrap();
+        let lines = users.lines();
+        let other = Users::from_config(&Config::default());
+        other.sync(Some(&lines));
+        assert_eq!(other.lines(), lines);
+        assert!(other.authenticate("default", b"pw").is_some());
+        assert!(!other.open_by_default());
+    }
+
+    #[test]
+    fn a_default_user_that_does_not_parse_is_closed_not_open() {
+        let other = Users::from_config(&Config::default());
+        other.sync(Some(&["user default on #nothex ~* &* +@all".to_owned()]));
+        assert!(!other.open_by_default());
+        assert!(other.authenticate("default", b"").is_none());
+        other.sync(Some(&["user app on nopass ~* &* +@all".to_owned()]));
+        assert!(!other.open_by_default());
     }
 
     #[test]

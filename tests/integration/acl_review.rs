@@ -240,3 +240,56 @@ async fn key_patterns_match_the_keys_redis_matches() {
         "(pattern, key, redis, proxy): {differ:?}"
     );
 }
+
+/// A selector pattern ending in `)` (which Redis accepts) must not make the saved users
+/// unreadable at the next start: the proxy came back with Redis's open `default` user
+/// (`nopass`, every command), its password gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_the_default_password_whatever_the_selectors() {
+    use redshard_tests::cluster::config_text;
+    use redshard_tests::server::free_port;
+
+    use crate::proxy_restart::ProxyProcess;
+
+    let master = RedisServer::start();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let topology_file = dir.path().join("topology.toml");
+    let port = free_port();
+    let text = config_text(
+        &[master.addr()],
+        &[],
+        &format!(
+            "metrics_listen = \"off\"\nadmin_listen = \"off\"\nadmin_socket = \"off\"\ntopology_file = \"{}\"\npassword = \"start-pw\"\n",
+            topology_file.display(),
+        ),
+    )
+    .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    let config = dir.path().join("redshard.toml");
+    std::fs::write(&config, text).expect("the config file");
+
+    let proxy = ProxyProcess::start(&config, port).await;
+    let mut c = proxy.client().await;
+    assert!(c.cmd(&["AUTH", "start-pw"]).await.is_ok());
+    assert!(c
+        .cmd(&["ACL", "SETUSER", "default", "(~a) +get)"])
+        .await
+        .is_ok());
+    assert!(c
+        .cmd(&["ACL", "SETUSER", "app", "on", ">app-pw", "(~x) &y) +get)"])
+        .await
+        .is_ok());
+    let before = c.cmd(&["ACL", "LIST"]).await;
+    proxy.stop().await;
+
+    let proxy = ProxyProcess::start(&config, port).await;
+    let mut c = proxy.client().await;
+    assert_eq!(
+        c.cmd(&["SET", "k", "v"]).await,
+        Reply::Error("NOAUTH Authentication required.".into())
+    );
+    assert!(c.cmd(&["AUTH", "start-pw"]).await.is_ok());
+    assert_eq!(c.cmd(&["ACL", "LIST"]).await, before);
+    let mut app = proxy.client().await;
+    assert!(app.cmd(&["AUTH", "app", "app-pw"]).await.is_ok());
+    proxy.stop().await;
+}
