@@ -258,6 +258,12 @@ pub enum ClientError {
         /// Why (the controller's error).
         why: String,
     },
+    /// EXEC's second check refused a queued command: its user changed after it was queued
+    /// (Redis's `execCommand` text).
+    AclChangedBeforeExec {
+        /// Why: Redis's words for a command, a key or a channel refused.
+        reason: &'static str,
+    },
     /// A script or function of a user whose rules the nodes cannot enforce.
     AclScriptsRefused {
         /// The user.
@@ -560,6 +566,7 @@ impl ClientError {
             | Self::AclUserNotFound { .. }
             | Self::AclCommandNotFound { .. }
             | Self::AclScriptsRefused { .. }
+            | Self::AclChangedBeforeExec { .. }
             | Self::UsersNotSaved { .. }
             | Self::UnrecognizedOption { .. }
             | Self::HelloSyntax { .. }
@@ -687,6 +694,10 @@ impl ClientError {
             Self::UsersNotSaved { why } => {
                 t.lit("ERR redshard: the users could not be saved with the topology, so the change was undone: ")
                     .data(why);
+            }
+            Self::AclChangedBeforeExec { reason } => {
+                t.lit("NOPERM ACLs rules changed between the moment the transaction was accumulated and the EXEC call. This command is no longer allowed for the following reason: ")
+                    .lit(reason);
             }
             Self::AclScriptsRefused { user } => {
                 t.lit("ERR redshard: the nodes cannot check the scripts and functions of user ")

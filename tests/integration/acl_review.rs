@@ -293,3 +293,70 @@ async fn a_restart_keeps_the_default_password_whatever_the_selectors() {
     assert!(app.cmd(&["AUTH", "app", "app-pw"]).await.is_ok());
     proxy.stop().await;
 }
+
+/// EXEC checks the queued commands again, as Redis's `execCommand` does: taking a command or
+/// a key away from the user between MULTI and EXEC refuses those commands in EXEC's reply
+/// (logged with context `multi`), and the others run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_checks_the_queued_commands_again_after_a_user_change() {
+    let redis = RedisServer::start();
+    let cluster = TestCluster::start(2).await;
+    let mut direct = Client::connect(redis.addr()).await;
+    let mut proxy = cluster.client().await;
+    let (mut d, mut p) = as_user(
+        &mut direct,
+        &mut proxy,
+        &redis,
+        &cluster,
+        &["~{t}*", "&*", "+@all"],
+    )
+    .await;
+    let changed = "NOPERM ACLs rules changed between the moment the transaction was accumulated and the EXEC call. This command is no longer allowed for the following reason: ";
+    let nocmd = format!("{changed}no permission to execute the command or subcommand");
+    let nokey = format!("{changed}no permission to touch the specified keys");
+    for (admin, c) in [(&mut direct, &mut d), (&mut proxy, &mut p)] {
+        assert!(admin.cmd(&["ACL", "LOG", "RESET"]).await.is_ok());
+        assert!(c.cmd(&["MULTI"]).await.is_ok());
+        for request in [
+            &["SET", "{t}a", "1"][..],
+            &["GET", "{t}a"],
+            &["SET", "{t}b", "2"],
+            &["ECHO", "hi"],
+        ] {
+            assert_eq!(c.cmd(request).await, Reply::Status("QUEUED".into()));
+        }
+        assert!(admin
+            .cmd(&["ACL", "SETUSER", "attacker", "-get", "resetkeys", "~{t}a"])
+            .await
+            .is_ok());
+        assert_eq!(
+            c.cmd(&["EXEC"]).await,
+            Reply::Array(vec![
+                Reply::Status("OK".into()),
+                Reply::Error(nocmd.clone()),
+                Reply::Error(nokey.clone()),
+                Reply::bulk("hi"),
+            ])
+        );
+        assert_eq!(admin.cmd(&["EXISTS", "{t}b"]).await, Reply::Int(0));
+        let log = admin.cmd(&["ACL", "LOG"]).await;
+        let entries: Vec<(String, String, String)> = log
+            .items()
+            .iter()
+            .map(|e| {
+                (
+                    e.field("reason").text(),
+                    e.field("context").text(),
+                    e.field("object").text(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            entries,
+            vec![
+                ("key".into(), "multi".into(), "{t}b".into()),
+                ("command".into(), "multi".into(), "get".into()),
+            ]
+        );
+    }
+}

@@ -76,20 +76,7 @@ pub(super) fn check(
     match user.rules.check(spec, &args) {
         Ok(()) => {}
         Err(denied) => {
-            let (reason, object, error) = match denied {
-                Denied::Command => (
-                    "command",
-                    spec.name.as_bytes().to_vec(),
-                    ClientError::NoPerm {
-                        user: user_name(ctx).to_owned(),
-                        command: spec.name,
-                    },
-                ),
-                Denied::Key(at) => ("key", args.get(at).to_vec(), ClientError::NoPermKey),
-                Denied::Channel(at) => {
-                    ("channel", args.get(at).to_vec(), ClientError::NoPermChannel)
-                }
-            };
+            let (reason, object, error) = refusal(ctx, spec, args, denied);
             log(ctx, reason, object, user_name(ctx).as_bytes());
             return Err(error);
         }
@@ -108,16 +95,73 @@ pub(super) fn check(
     Ok(())
 }
 
+/// EXEC's second check of a queued command (Redis's `execCommand`): the command, keys and
+/// channels against the client's user now, a refusal logged with context `multi`.
+pub(super) fn check_queued(
+    ctx: &Ctx,
+    spec: &'static CommandSpec,
+    args: Args<'_>,
+) -> Result<(), ClientError> {
+    let Some(user) = ctx.acl.as_deref() else {
+        return Ok(());
+    };
+    let denied = match user.rules.check(spec, &args) {
+        Ok(()) => return Ok(()),
+        Err(denied) => denied,
+    };
+    let (reason, object, _) = refusal(ctx, spec, args, denied);
+    log_as(ctx, "multi", reason, object, user_name(ctx).as_bytes());
+    Err(ClientError::AclChangedBeforeExec {
+        reason: match denied {
+            Denied::Command => "no permission to execute the command or subcommand",
+            Denied::Key(_) => "no permission to touch the specified keys",
+            Denied::Channel(_) => "no permission to access one of the channels used as arguments",
+        },
+    })
+}
+
+/// The ACL log's reason and object, and the client's error, of a refusal.
+fn refusal(
+    ctx: &Ctx,
+    spec: &'static CommandSpec,
+    args: Args<'_>,
+    denied: Denied,
+) -> (&'static str, Vec<u8>, ClientError) {
+    match denied {
+        Denied::Command => (
+            "command",
+            spec.name.as_bytes().to_vec(),
+            ClientError::NoPerm {
+                user: user_name(ctx).to_owned(),
+                command: spec.name,
+            },
+        ),
+        Denied::Key(at) => ("key", args.get(at).to_vec(), ClientError::NoPermKey),
+        Denied::Channel(at) => ("channel", args.get(at).to_vec(), ClientError::NoPermChannel),
+    }
+}
+
 /// Adds an entry to the ACL log.
 pub(super) fn log(ctx: &Ctx, reason: &'static str, object: Vec<u8>, username: &[u8]) {
+    let context = if ctx.tx.is_some() {
+        "multi"
+    } else {
+        "toplevel"
+    };
+    log_as(ctx, context, reason, object, username);
+}
+
+fn log_as(
+    ctx: &Ctx,
+    context: &'static str,
+    reason: &'static str,
+    object: Vec<u8>,
+    username: &[u8],
+) {
     let entry = LogEntry {
         count: 1,
         reason,
-        context: if ctx.tx.is_some() {
-            "multi"
-        } else {
-            "toplevel"
-        },
+        context,
         object,
         username: username.to_vec(),
         at: Instant::now(),

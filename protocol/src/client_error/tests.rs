@@ -137,6 +137,7 @@ fn table() -> Vec<(ClientError, &'static [u8])> {
         (E::AclDefaultUndeletable, b"-ERR The 'default' user cannot be removed\r\n"),
         (E::AclUserNotFound { user: b"nope"[..].into() }, b"-ERR User 'nope' not found\r\n"),
         (E::AclCommandNotFound { command: b"nope"[..].into() }, b"-ERR Command 'nope' not found\r\n"),
+        (E::AclChangedBeforeExec { reason: "no permission to touch the specified keys" }, b"-NOPERM ACLs rules changed between the moment the transaction was accumulated and the EXEC call. This command is no longer allowed for the following reason: no permission to touch the specified keys\r\n"),
         (E::AclScriptsRefused { user: "u".into() }, b"-ERR redshard: the nodes cannot check the scripts and functions of user u (only those of a configured access level, or of rules that allow everything), so redshard refuses them\r\n"),
         (E::Unsupported { command: "client|kill" }, b"-ERR CLIENT KILL is not supported by redshard yet\r\n"),
         (E::UnsupportedInMulti { command: "subscribe" }, b"-ERR SUBSCRIBE is not supported inside MULTI by redshard\r\n"),
