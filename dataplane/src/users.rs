@@ -112,6 +112,16 @@ pub struct LogEntry {
     pub client_info: String,
 }
 
+/// The users another proxy of the fleet deleted ([`Users::sync`]), whose clients are
+/// disconnected, and those it took channels from, whose subscribed clients are.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Dropped {
+    /// Users that no longer exist.
+    pub gone: Vec<String>,
+    /// Users that lost a channel pattern (or every channel).
+    pub lost_channels: Vec<String>,
+}
+
 /// The users and the ACL log, shared by every session.
 #[derive(Debug)]
 pub struct Users {
@@ -289,11 +299,17 @@ impl Users {
     /// Makes the users those of `lines` (the topology's, see [`Users::lines`]) unless they
     /// already are: at start from a persisted topology, and when another proxy of the fleet
     /// changed them. A line that does not parse is skipped and logged.
-    pub fn sync(&self, lines: Option<&[String]>) {
-        let Some(lines) = lines else { return };
+    ///
+    /// Returns the users whose clients must be disconnected, as Redis would have on the
+    /// proxy that made the change (see [`Dropped`]).
+    pub fn sync(&self, lines: Option<&[String]>) -> Dropped {
+        let Some(lines) = lines else {
+            return Dropped::default();
+        };
         if self.lines() == lines {
-            return;
+            return Dropped::default();
         }
+        let before = self.set.load_full();
         self.change(|set| {
             let mut next = BTreeMap::new();
             for line in lines {
@@ -313,13 +329,27 @@ impl Users {
             });
             *set = next;
         });
+        let after = self.set.load();
+        let mut dropped = Dropped::default();
+        for (name, user) in before.iter() {
+            match after.get(name) {
+                None => dropped.gone.push(name.clone()),
+                Some(now) if user.rules.loses_channels(&now.rules) => {
+                    dropped.lost_channels.push(name.clone());
+                }
+                Some(_) => {}
+            }
+        }
+        dropped
     }
 
     /// Back to the users of the topology (`lines`, or the configured ones when it has none):
     /// after a change this proxy could not save.
     pub fn revert(&self, lines: Option<&[String]>) {
         match lines {
-            Some(lines) => self.sync(Some(lines)),
+            Some(lines) => {
+                self.sync(Some(lines));
+            }
             None => self.change(|set| set.clone_from(&self.configured)),
         }
     }
@@ -529,6 +559,29 @@ mod tests {
         assert_eq!(other.lines(), lines);
         assert!(other.authenticate("default", b"pw").is_some());
         assert!(!other.open_by_default());
+    }
+
+    #[test]
+    fn sync_says_whose_clients_to_disconnect() {
+        let users = users();
+        users.set_user("gone", &["on", "&*"]).unwrap();
+        users.set_user("narrowed", &["on", "&*"]).unwrap();
+        users.set_user("kept", &["on", "&a"]).unwrap();
+        let other = Users::from_config(&Config::default());
+        other.sync(Some(&users.lines()));
+        users.delete(&["gone".into()]);
+        users
+            .set_user("narrowed", &["resetchannels", "&b"])
+            .unwrap();
+        users.set_user("kept", &["&b", "+get"]).unwrap();
+        assert_eq!(
+            other.sync(Some(&users.lines())),
+            Dropped {
+                gone: vec!["gone".into()],
+                lost_channels: vec!["narrowed".into()],
+            }
+        );
+        assert_eq!(other.sync(Some(&users.lines())), Dropped::default());
     }
 
     #[test]

@@ -360,3 +360,97 @@ async fn exec_checks_the_queued_commands_again_after_a_user_change() {
         );
     }
 }
+
+/// In a fleet, what `ACL DELUSER` and a channel-narrowing `ACL SETUSER` on the leader do to
+/// its own clients (disconnect them, as Redis does) happens on every other proxy too: a
+/// deleted user's idle client and a narrowed user's subscriber on another proxy are
+/// disconnected, not left reading messages of channels they lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_proxies_disconnect_deleted_and_narrowed_users_clients_too() {
+    use redshard_control::fleet::FleetRole;
+    use redshard_proxy::Proxy;
+    use redshard_tests::{wait_until, EtcdServer};
+    use std::time::Duration;
+
+    let etcd = EtcdServer::start();
+    let master = RedisServer::start();
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\nmetrics_listen = \"off\"\nadmin_listen = \"off\"\nadmin_socket = \"off\"\n\
+         [cluster]\netcd = [\"{}\"]\nprefix = \"/aclreview\"\nlease_ttl_ms = 2000\n\
+         [[shard]]\nname = \"s1\"\nmaster = \"{}\"\nreplicas = []\nslots = [\"0-16383\"]\n",
+        etcd.addr(),
+        master.addr()
+    );
+    let config = redshard_config::Config::from_toml_str(&text, "acl review").expect("config");
+    redshard_tests::server::init_logs();
+    let proxies = [
+        Proxy::start(config.clone()).await.expect("proxy starts"),
+        Proxy::start(config).await.expect("proxy starts"),
+    ];
+    let role = |p: &Proxy| p.controller().fleet().expect("a fleet").role();
+    wait_until(Duration::from_secs(10), "one proxy to lead", || async {
+        proxies
+            .iter()
+            .filter(|p| role(p) == FleetRole::Leading)
+            .count()
+            == 1
+    })
+    .await;
+    let leader = proxies
+        .iter()
+        .position(|p| role(p) == FleetRole::Leading)
+        .expect("a leader");
+    let other = &proxies[1 - leader];
+    let mut admin = Client::connect_addr(proxies[leader].local_addr()).await;
+    for user in ["gone", "narrowed"] {
+        assert!(admin
+            .cmd(&["ACL", "SETUSER", user, "on", ">pw", "~*", "&*", "+@all"])
+            .await
+            .is_ok());
+    }
+    wait_until(
+        Duration::from_secs(10),
+        "the users on the other proxy",
+        || async { other.state().users.get("narrowed").is_some() },
+    )
+    .await;
+    let mut idle = Client::connect_addr(other.local_addr()).await;
+    assert!(idle.cmd(&["AUTH", "gone", "pw"]).await.is_ok());
+    let mut sub = subscriber(
+        Client::connect_addr(other.local_addr()).await,
+        "narrowed",
+        "news",
+    )
+    .await;
+
+    assert_eq!(admin.cmd(&["ACL", "DELUSER", "gone"]).await, Reply::Int(1));
+    assert!(admin
+        .cmd(&["ACL", "SETUSER", "narrowed", "resetchannels", "&other"])
+        .await
+        .is_ok());
+    wait_until(
+        Duration::from_secs(10),
+        "the changes on the other proxy",
+        || async {
+            other.state().users.get("gone").is_none()
+                && other
+                    .state()
+                    .users
+                    .lines()
+                    .iter()
+                    .any(|l| l.starts_with("user narrowed ") && l.contains("&other"))
+        },
+    )
+    .await;
+    let mut publisher = Client::connect_addr(other.local_addr()).await;
+    publisher.cmd(&["PUBLISH", "news", "after"]).await;
+    assert_eq!(sub.try_read().await, None, "the narrowed subscriber stayed");
+    assert_eq!(
+        idle.try_read().await,
+        None,
+        "the deleted user's client stayed"
+    );
+    for proxy in proxies {
+        proxy.shutdown(Duration::from_secs(2)).await;
+    }
+}
