@@ -186,6 +186,14 @@ impl Users {
         self.set.load().get(name).cloned()
     }
 
+    /// The user called `name` as a client wrote it: none for a name that is not UTF-8 (no
+    /// user has one: `ACL SETUSER` refuses them), rather than the user its lossy text
+    /// would name (`\xfe` and `\xff` would both be `U+FFFD`).
+    #[must_use]
+    pub fn get_bytes(&self, name: &[u8]) -> Option<Arc<LiveUser>> {
+        self.get(std::str::from_utf8(name).ok()?)
+    }
+
     /// Every user, sorted by name.
     #[must_use]
     pub fn all(&self) -> Arc<BTreeMap<String, Arc<LiveUser>>> {

@@ -216,6 +216,8 @@ pub enum ClientError {
     NoPermKey,
     /// A channel the user's ACL rules do not allow (Redis 7.2's text).
     NoPermChannel,
+    /// ACL SETUSER of a name that is not UTF-8 (the proxy keeps names as text).
+    AclUsernameNotUtf8,
     /// SORT's `BY` with a pattern, for a user without access to every key.
     SortByDenied,
     /// SORT's `GET`, for a user without access to every key.
@@ -455,6 +457,7 @@ impl ClientError {
             }
             Self::NoPermKey => b"-NOPERM No permissions to access a key\r\n",
             Self::NoPermChannel => b"-NOPERM No permissions to access a channel\r\n",
+            Self::AclUsernameNotUtf8 => b"-ERR redshard: user names must be UTF-8\r\n",
             Self::SortByDenied => {
                 b"-ERR BY option of SORT denied due to insufficient ACL permissions.\r\n"
             }

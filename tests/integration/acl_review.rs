@@ -454,3 +454,49 @@ async fn fleet_proxies_disconnect_deleted_and_narrowed_users_clients_too() {
         proxy.shutdown(Duration::from_secs(2)).await;
     }
 }
+
+/// User names are bytes in Redis: two names that are not UTF-8 are two names. The proxy
+/// keeps names as text, so it must not let one name stand for another (`\xfe` and `\xff`
+/// both read as U+FFFD): AUTH, DELUSER, GETUSER as a name that no user has fail, as on
+/// Redis, and SETUSER refuses such a name rather than merge it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_names_that_are_not_utf8_do_not_stand_for_other_users() {
+    let redis = RedisServer::start();
+    let cluster = TestCluster::start(1).await;
+    let mut direct = Client::connect(redis.addr()).await;
+    let mut proxy = cluster.client().await;
+    let setuser: [&[u8]; 8] = [
+        b"ACL", b"SETUSER", b"\xff", b"on", b">pw", b"~*", b"&*", b"+@all",
+    ];
+    assert!(direct.cmd(&setuser).await.is_ok());
+    assert_eq!(
+        proxy.cmd(&setuser).await,
+        Reply::Error("ERR redshard: user names must be UTF-8".into())
+    );
+    // A user whose name is U+FFFD itself, as the lossy text of both would be.
+    let lossy = "\u{fffd}";
+    assert!(proxy
+        .cmd(&["ACL", "SETUSER", lossy, "on", ">pw", "~*", "&*", "+@all"])
+        .await
+        .is_ok());
+    let others = [Client::connect(redis.addr()).await, cluster.client().await];
+    for (c, mut other) in [&mut direct, &mut proxy].into_iter().zip(others) {
+        assert_eq!(
+            other.cmd(&[&b"AUTH"[..], b"\xfe", b"pw"]).await,
+            Reply::Error("WRONGPASS invalid username-password pair or user is disabled.".into())
+        );
+        assert_eq!(
+            c.cmd(&[&b"ACL"[..], b"GETUSER", b"\xfe"]).await,
+            Reply::Bulk(None)
+        );
+        assert_eq!(
+            c.cmd(&[&b"ACL"[..], b"DELUSER", b"\xfe"]).await,
+            Reply::Int(0)
+        );
+    }
+    assert!(!proxy
+        .cmd(&["ACL", "GETUSER", lossy])
+        .await
+        .items()
+        .is_empty());
+}

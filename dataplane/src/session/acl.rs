@@ -195,7 +195,7 @@ pub(super) fn list(ctx: &Ctx, rules: bool) -> Action {
 
 /// ACL GETUSER name: Redis 7.0's description (a map in RESP3), or null for an unknown user.
 pub(super) fn getuser(ctx: &Ctx, name: &[u8]) -> Action {
-    let Some(user) = ctx.state.users.get(&String::from_utf8_lossy(name)) else {
+    let Some(user) = ctx.state.users.get_bytes(name) else {
         return Action::reply(ctx, super::local::null(ctx.protocol));
     };
     let rules = &user.rules;
@@ -288,7 +288,9 @@ pub(super) fn setuser(ctx: &mut Ctx, args: Args<'_>) -> Action {
     if !acl::valid_name(name) {
         return Action::error(ctx, ClientError::AclUsernameSpaces);
     }
-    let name = String::from_utf8_lossy(name).into_owned();
+    let Ok(name) = std::str::from_utf8(name).map(str::to_owned) else {
+        return Action::error(ctx, ClientError::AclUsernameNotUtf8);
+    };
     let rules: Vec<&[u8]> = (3..args.len()).map(|i| args.get(i)).collect();
     match ctx.state.users.set_user(&name, &rules) {
         Ok(lost_channels) => {
@@ -315,8 +317,9 @@ pub(super) fn setuser(ctx: &mut Ctx, args: Args<'_>) -> Action {
 
 /// ACL DELUSER name [name ...]: the number removed; their clients are disconnected.
 pub(super) fn deluser(ctx: &mut Ctx, args: Args<'_>) -> Action {
+    // A name that is not UTF-8 names no user.
     let names: Vec<String> = (2..args.len())
-        .map(|i| String::from_utf8_lossy(args.get(i)).into_owned())
+        .filter_map(|i| std::str::from_utf8(args.get(i)).ok().map(str::to_owned))
         .collect();
     if names.iter().any(|n| n == "default") {
         return Action::error(ctx, ClientError::AclDefaultUndeletable);
@@ -339,7 +342,7 @@ pub(super) fn deluser(ctx: &mut Ctx, args: Args<'_>) -> Action {
 
 /// ACL DRYRUN user command [arg ...]: `+OK`, or why the user may not run it (a bulk string).
 pub(super) fn dryrun(ctx: &Ctx, args: Args<'_>) -> Action {
-    let Some(user) = ctx.state.users.get(&String::from_utf8_lossy(args.get(2))) else {
+    let Some(user) = ctx.state.users.get_bytes(args.get(2)) else {
         return Action::error(
             ctx,
             ClientError::AclUserNotFound {

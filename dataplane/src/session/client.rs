@@ -69,11 +69,7 @@ fn kill_filter(ctx: &Ctx, args: Args<'_>) -> Result<KillFilter, ClientError> {
             b"addr" => filter.addr = Some(text()),
             b"laddr" => filter.laddr = Some(text()),
             b"user" => {
-                let known = ctx
-                    .state
-                    .users
-                    .get(&String::from_utf8_lossy(value))
-                    .is_some();
+                let known = ctx.state.users.get_bytes(value).is_some();
                 if !known {
                     return Err(ClientError::NoSuchUser { user: value.into() });
                 }

@@ -125,6 +125,7 @@ fn table() -> Vec<(ClientError, &'static [u8])> {
         (E::WrongArity { command: "client|setinfo" }, b"-ERR wrong number of arguments for 'client|setinfo' command\r\n"),
         (E::NoPerm { user: "reader".into(), command: "set" }, b"-NOPERM User reader has no permissions to run the 'set' command\r\n"),
         (E::NoPermKey, b"-NOPERM No permissions to access a key\r\n"),
+        (E::AclUsernameNotUtf8, b"-ERR redshard: user names must be UTF-8\r\n"),
         (E::SortByDenied, b"-ERR BY option of SORT denied due to insufficient ACL permissions.\r\n"),
         (E::SortGetDenied, b"-ERR GET option of SORT denied due to insufficient ACL permissions.\r\n"),
         (E::NoPermChannel, b"-NOPERM No permissions to access a channel\r\n"),
