@@ -445,7 +445,8 @@ impl Controller {
     /// Installs `next` and has the probes track its nodes (the change lock is held); its
     /// users become the proxy's when they differ (another proxy of the fleet changed them).
     fn install_locked(&self, next: Topology) {
-        self.state.users.sync(next.users.as_deref());
+        let dropped = self.state.users.sync(next.users.as_deref());
+        redshard_dataplane::session::disconnect_users(&self.state, &dropped);
         self.state.router.install(&self.writer, next);
         let table = self.state.router.load();
         self.probes.track(table.topology().nodes());

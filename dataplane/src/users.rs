@@ -112,6 +112,16 @@ pub struct LogEntry {
     pub client_info: String,
 }
 
+/// The users another proxy of the fleet deleted ([`Users::sync`]), whose clients are
+/// disconnected, and those it took channels from, whose subscribed clients are.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Dropped {
+    /// Users that no longer exist.
+    pub gone: Vec<String>,
+    /// Users that lost a channel pattern (or every channel).
+    pub lost_channels: Vec<String>,
+}
+
 /// The users and the ACL log, shared by every session.
 #[derive(Debug)]
 pub struct Users {
@@ -174,6 +184,14 @@ impl Users {
     #[must_use]
     pub fn get(&self, name: &str) -> Option<Arc<LiveUser>> {
         self.set.load().get(name).cloned()
+    }
+
+    /// The user called `name` as a client wrote it: none for a name that is not UTF-8 (no
+    /// user has one: `ACL SETUSER` refuses them), rather than the user its lossy text
+    /// would name (`\xfe` and `\xff` would both be `U+FFFD`).
+    #[must_use]
+    pub fn get_bytes(&self, name: &[u8]) -> Option<Arc<LiveUser>> {
+        self.get(std::str::from_utf8(name).ok()?)
     }
 
     /// Every user, sorted by name.
@@ -289,11 +307,17 @@ impl Users {
     /// Makes the users those of `lines` (the topology's, see [`Users::lines`]) unless they
     /// already are: at start from a persisted topology, and when another proxy of the fleet
     /// changed them. A line that does not parse is skipped and logged.
-    pub fn sync(&self, lines: Option<&[String]>) {
-        let Some(lines) = lines else { return };
+    ///
+    /// Returns the users whose clients must be disconnected, as Redis would have on the
+    /// proxy that made the change (see [`Dropped`]).
+    pub fn sync(&self, lines: Option<&[String]>) -> Dropped {
+        let Some(lines) = lines else {
+            return Dropped::default();
+        };
         if self.lines() == lines {
-            return;
+            return Dropped::default();
         }
+        let before = self.set.load_full();
         self.change(|set| {
             let mut next = BTreeMap::new();
             for line in lines {
@@ -304,17 +328,36 @@ impl Users {
                     None => tracing::error!(line = %line, "a persisted ACL user does not parse; skipped"),
                 }
             }
-            next.entry("default".to_owned())
-                .or_insert_with(|| Arc::new(LiveUser::new(User::default_user(), Some(Access::All))));
+            // Never Redis's open default user in place of a persisted one that is missing or
+            // did not parse: that would drop its password. Closed instead (`off`, no
+            // command), until the topology's line is fixed.
+            next.entry("default".to_owned()).or_insert_with(|| {
+                tracing::error!("the persisted users have no usable `default` user; it is off until fixed");
+                Arc::new(LiveUser::new(User::new("default"), None))
+            });
             *set = next;
         });
+        let after = self.set.load();
+        let mut dropped = Dropped::default();
+        for (name, user) in before.iter() {
+            match after.get(name) {
+                None => dropped.gone.push(name.clone()),
+                Some(now) if user.rules.loses_channels(&now.rules) => {
+                    dropped.lost_channels.push(name.clone());
+                }
+                Some(_) => {}
+            }
+        }
+        dropped
     }
 
     /// Back to the users of the topology (`lines`, or the configured ones when it has none):
     /// after a change this proxy could not save.
     pub fn revert(&self, lines: Option<&[String]>) {
         match lines {
-            Some(lines) => self.sync(Some(lines)),
+            Some(lines) => {
+                self.sync(Some(lines));
+            }
             None => self.change(|set| set.clone_from(&self.configured)),
         }
     }
@@ -330,8 +373,7 @@ impl Users {
             .next()
             .filter(|n| acl::valid_name(n.as_bytes()) && !n.is_empty())?;
         let mut rules = User::new(name);
-        let ops: Vec<&str> = words.collect();
-        rules.apply_all(&ops).ok()?;
+        rules.apply_all(&described_ops(words)).ok()?;
         let level = self
             .configured
             .get(name)
@@ -386,6 +428,42 @@ impl Users {
         let user = self.get(name)?;
         user.rules.password_ok(password).then_some(user)
     }
+}
+
+/// The rules of an `ACL LIST` line (after `user name`) as `ACL SETUSER` arguments, each
+/// selector one argument. A selector's description ends with its commands (`+...` or
+/// `-...`), so it closes at the first such word ending in `)`: a key or channel pattern
+/// ending in `)` inside it (`(~a) ... +get)`) does not close it, as it would if the words
+/// were merged as `ACL SETUSER` merges its arguments.
+fn described_ops<'a>(words: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut ops: Vec<String> = Vec::new();
+    let mut open: Option<String> = None;
+    for word in words {
+        match open.as_mut() {
+            Some(selector) => {
+                selector.push(' ');
+                selector.push_str(word);
+                if word.ends_with(')') && (word.starts_with('+') || word.starts_with('-')) {
+                    ops.extend(open.take());
+                }
+            }
+            None if word.starts_with('(') => {
+                let first = &word[1..];
+                if word.len() > 1
+                    && word.ends_with(')')
+                    && (first.starts_with('+') || first.starts_with('-'))
+                {
+                    ops.push(word.to_owned());
+                } else {
+                    open = Some(word.to_owned());
+                }
+            }
+            None => ops.push(word.to_owned()),
+        }
+    }
+    // An unclosed selector is refused by `apply_all` as Redis refuses it.
+    ops.extend(open);
+    ops
 }
 
 /// The description of a user for `ACL LIST`.
@@ -474,6 +552,54 @@ mod tests {
         assert_eq!(objects, vec![b"hget".to_vec(), b"set".to_vec()]);
         users.reset_log();
         assert!(users.log_entries(10).is_empty());
+    }
+
+    #[test]
+    fn lines_with_parentheses_in_selector_patterns_read_back() {
+        let users = users();
+        users
+            .set_user("default", &["(~a) &b) +get)", "(%R~c) +set)"])
+            .unwrap();
+        users.set_user("app", &["on", ">a", "(~x) -@all)"]).unwrap();
+        let lines = users.lines();
+        let other = Users::from_config(&Config::default());
+        other.sync(Some(&lines));
+        assert_eq!(other.lines(), lines);
+        assert!(other.authenticate("default", b"pw").is_some());
+        assert!(!other.open_by_default());
+    }
+
+    #[test]
+    fn sync_says_whose_clients_to_disconnect() {
+        let users = users();
+        users.set_user("gone", &["on", "&*"]).unwrap();
+        users.set_user("narrowed", &["on", "&*"]).unwrap();
+        users.set_user("kept", &["on", "&a"]).unwrap();
+        let other = Users::from_config(&Config::default());
+        other.sync(Some(&users.lines()));
+        users.delete(&["gone".into()]);
+        users
+            .set_user("narrowed", &["resetchannels", "&b"])
+            .unwrap();
+        users.set_user("kept", &["&b", "+get"]).unwrap();
+        assert_eq!(
+            other.sync(Some(&users.lines())),
+            Dropped {
+                gone: vec!["gone".into()],
+                lost_channels: vec!["narrowed".into()],
+            }
+        );
+        assert_eq!(other.sync(Some(&users.lines())), Dropped::default());
+    }
+
+    #[test]
+    fn a_default_user_that_does_not_parse_is_closed_not_open() {
+        let other = Users::from_config(&Config::default());
+        other.sync(Some(&["user default on #nothex ~* &* +@all".to_owned()]));
+        assert!(!other.open_by_default());
+        assert!(other.authenticate("default", b"").is_none());
+        other.sync(Some(&["user app on nopass ~* &* +@all".to_owned()]));
+        assert!(!other.open_by_default());
     }
 
     #[test]

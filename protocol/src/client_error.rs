@@ -224,6 +224,12 @@ pub enum ClientError {
     NoPermKey,
     /// A channel the user's ACL rules do not allow (Redis 7.2's text).
     NoPermChannel,
+    /// ACL SETUSER of a name that is not UTF-8 (the proxy keeps names as text).
+    AclUsernameNotUtf8,
+    /// SORT's `BY` with a pattern, for a user without access to every key.
+    SortByDenied,
+    /// SORT's `GET`, for a user without access to every key.
+    SortGetDenied,
     /// ACL SETUSER: a rule Redis refuses.
     AclSetuser {
         /// The rule as given (a selector as merged).
@@ -261,6 +267,12 @@ pub enum ClientError {
     UsersNotSaved {
         /// Why (the controller's error).
         why: String,
+    },
+    /// EXEC's second check refused a queued command: its user changed after it was queued
+    /// (Redis's `execCommand` text).
+    AclChangedBeforeExec {
+        /// Why: Redis's words for a command, a key or a channel refused.
+        reason: &'static str,
     },
     /// A script or function of a user whose rules the nodes cannot enforce.
     AclScriptsRefused {
@@ -453,6 +465,13 @@ impl ClientError {
             }
             Self::NoPermKey => b"-NOPERM No permissions to access a key\r\n",
             Self::NoPermChannel => b"-NOPERM No permissions to access a channel\r\n",
+            Self::AclUsernameNotUtf8 => b"-ERR redshard: user names must be UTF-8\r\n",
+            Self::SortByDenied => {
+                b"-ERR BY option of SORT denied due to insufficient ACL permissions.\r\n"
+            }
+            Self::SortGetDenied => {
+                b"-ERR GET option of SORT denied due to insufficient ACL permissions.\r\n"
+            }
             Self::AclUsernameSpaces => {
                 b"-ERR Usernames can't contain spaces or null characters\r\n"
             }
@@ -560,6 +579,7 @@ impl ClientError {
             | Self::AclUserNotFound { .. }
             | Self::AclCommandNotFound { .. }
             | Self::AclScriptsRefused { .. }
+            | Self::AclChangedBeforeExec { .. }
             | Self::UsersNotSaved { .. }
             | Self::UnrecognizedOption { .. }
             | Self::HelloSyntax { .. }
@@ -694,6 +714,10 @@ impl ClientError {
             Self::UsersNotSaved { why } => {
                 t.lit("ERR redshard: the users could not be saved with the topology, so the change was undone: ")
                     .data(why);
+            }
+            Self::AclChangedBeforeExec { reason } => {
+                t.lit("NOPERM ACLs rules changed between the moment the transaction was accumulated and the EXEC call. This command is no longer allowed for the following reason: ")
+                    .lit(reason);
             }
             Self::AclScriptsRefused { user } => {
                 t.lit("ERR redshard: the nodes cannot check the scripts and functions of user ")

@@ -49,8 +49,9 @@ fn match_one(pattern: &[u8], p: usize, c: u8, nocase: bool) -> Option<usize> {
                 if pattern[i] == b'\\' && i + 1 < pattern.len() {
                     hit |= fold(pattern[i + 1]) == c;
                     i += 2;
-                } else if i + 2 < pattern.len() && pattern[i + 1] == b'-' && pattern[i + 2] != b']'
-                {
+                } else if i + 2 < pattern.len() && pattern[i + 1] == b'-' {
+                    // As Redis: a `]` after the `-` ends the range, not the class (`[b-]c`
+                    // is the range `]`..`b` and `c`, in a class left open).
                     let (a, b) = (fold(pattern[i]), fold(pattern[i + 2]));
                     hit |= (a.min(b)..=a.max(b)).contains(&c);
                     i += 3;
@@ -89,6 +90,11 @@ mod tests {
         let hostile = b"*a".repeat(200);
         assert!(!glob_match(&hostile, &b"a".repeat(100)));
         assert!(matches(b"a*", b"abc", false));
+        // What redis-server 7.0.15 answers (ACL DRYRUN of a user with `~a[b-]c`).
+        assert!(matches(b"a[b-]c", b"ab", false));
+        assert!(matches(b"a[b-]c", b"a^", false));
+        assert!(!matches(b"a[b-]c", b"abc", false));
+        assert!(!matches(b"a[b-]c", b"a-c", false));
         assert!(!matches(b"A*", b"abc", false));
     }
 }

@@ -7,6 +7,7 @@
 //! `cargo test -p redshard-tests --test integration -- MODULE::`.
 
 mod acl;
+mod acl_review;
 mod acl_users;
 mod admin;
 mod admin_cli;

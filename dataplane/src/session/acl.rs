@@ -76,23 +76,16 @@ pub(super) fn check(
     match user.rules.check(spec, &args) {
         Ok(()) => {}
         Err(denied) => {
-            let (reason, object, error) = match denied {
-                Denied::Command => (
-                    "command",
-                    spec.name.as_bytes().to_vec(),
-                    ClientError::NoPerm {
-                        user: user_name(ctx).to_owned(),
-                        command: spec.name,
-                    },
-                ),
-                Denied::Key(at) => ("key", args.get(at).to_vec(), ClientError::NoPermKey),
-                Denied::Channel(at) => {
-                    ("channel", args.get(at).to_vec(), ClientError::NoPermChannel)
-                }
-            };
+            let (reason, object, error) = refusal(ctx, spec, args, denied);
             log(ctx, reason, object, user_name(ctx).as_bytes());
             return Err(error);
         }
+    }
+    // Redis refuses these while SORT runs, without an ACL log entry.
+    match user.rules.sort_option_denied(spec, &args) {
+        Some(acl::SortOption::By) => return Err(ClientError::SortByDenied),
+        Some(acl::SortOption::Get) => return Err(ClientError::SortGetDenied),
+        None => {}
     }
     if user.scripts.is_none() && super::dispatch::is_script(spec.id) {
         return Err(ClientError::AclScriptsRefused {
@@ -102,16 +95,73 @@ pub(super) fn check(
     Ok(())
 }
 
+/// EXEC's second check of a queued command (Redis's `execCommand`): the command, keys and
+/// channels against the client's user now, a refusal logged with context `multi`.
+pub(super) fn check_queued(
+    ctx: &Ctx,
+    spec: &'static CommandSpec,
+    args: Args<'_>,
+) -> Result<(), ClientError> {
+    let Some(user) = ctx.acl.as_deref() else {
+        return Ok(());
+    };
+    let denied = match user.rules.check(spec, &args) {
+        Ok(()) => return Ok(()),
+        Err(denied) => denied,
+    };
+    let (reason, object, _) = refusal(ctx, spec, args, denied);
+    log_as(ctx, "multi", reason, object, user_name(ctx).as_bytes());
+    Err(ClientError::AclChangedBeforeExec {
+        reason: match denied {
+            Denied::Command => "no permission to execute the command or subcommand",
+            Denied::Key(_) => "no permission to touch the specified keys",
+            Denied::Channel(_) => "no permission to access one of the channels used as arguments",
+        },
+    })
+}
+
+/// The ACL log's reason and object, and the client's error, of a refusal.
+fn refusal(
+    ctx: &Ctx,
+    spec: &'static CommandSpec,
+    args: Args<'_>,
+    denied: Denied,
+) -> (&'static str, Vec<u8>, ClientError) {
+    match denied {
+        Denied::Command => (
+            "command",
+            spec.name.as_bytes().to_vec(),
+            ClientError::NoPerm {
+                user: user_name(ctx).to_owned(),
+                command: spec.name,
+            },
+        ),
+        Denied::Key(at) => ("key", args.get(at).to_vec(), ClientError::NoPermKey),
+        Denied::Channel(at) => ("channel", args.get(at).to_vec(), ClientError::NoPermChannel),
+    }
+}
+
 /// Adds an entry to the ACL log.
 pub(super) fn log(ctx: &Ctx, reason: &'static str, object: Vec<u8>, username: &[u8]) {
+    let context = if ctx.tx.is_some() {
+        "multi"
+    } else {
+        "toplevel"
+    };
+    log_as(ctx, context, reason, object, username);
+}
+
+fn log_as(
+    ctx: &Ctx,
+    context: &'static str,
+    reason: &'static str,
+    object: Vec<u8>,
+    username: &[u8],
+) {
     let entry = LogEntry {
         count: 1,
         reason,
-        context: if ctx.tx.is_some() {
-            "multi"
-        } else {
-            "toplevel"
-        },
+        context,
         object,
         username: username.to_vec(),
         at: Instant::now(),
@@ -145,7 +195,7 @@ pub(super) fn list(ctx: &Ctx, rules: bool) -> Action {
 
 /// ACL GETUSER name: Redis 7.0's description (a map in RESP3), or null for an unknown user.
 pub(super) fn getuser(ctx: &Ctx, name: &[u8]) -> Action {
-    let Some(user) = ctx.state.users.get(&String::from_utf8_lossy(name)) else {
+    let Some(user) = ctx.state.users.get_bytes(name) else {
         return Action::reply(ctx, super::local::null(ctx.protocol));
     };
     let rules = &user.rules;
@@ -238,7 +288,9 @@ pub(super) fn setuser(ctx: &mut Ctx, args: Args<'_>) -> Action {
     if !acl::valid_name(name) {
         return Action::error(ctx, ClientError::AclUsernameSpaces);
     }
-    let name = String::from_utf8_lossy(name).into_owned();
+    let Ok(name) = std::str::from_utf8(name).map(str::to_owned) else {
+        return Action::error(ctx, ClientError::AclUsernameNotUtf8);
+    };
     let rules: Vec<&[u8]> = (3..args.len()).map(|i| args.get(i)).collect();
     match ctx.state.users.set_user(&name, &rules) {
         Ok(lost_channels) => {
@@ -265,8 +317,9 @@ pub(super) fn setuser(ctx: &mut Ctx, args: Args<'_>) -> Action {
 
 /// ACL DELUSER name [name ...]: the number removed; their clients are disconnected.
 pub(super) fn deluser(ctx: &mut Ctx, args: Args<'_>) -> Action {
+    // A name that is not UTF-8 names no user.
     let names: Vec<String> = (2..args.len())
-        .map(|i| String::from_utf8_lossy(args.get(i)).into_owned())
+        .filter_map(|i| std::str::from_utf8(args.get(i)).ok().map(str::to_owned))
         .collect();
     if names.iter().any(|n| n == "default") {
         return Action::error(ctx, ClientError::AclDefaultUndeletable);
@@ -289,7 +342,7 @@ pub(super) fn deluser(ctx: &mut Ctx, args: Args<'_>) -> Action {
 
 /// ACL DRYRUN user command [arg ...]: `+OK`, or why the user may not run it (a bulk string).
 pub(super) fn dryrun(ctx: &Ctx, args: Args<'_>) -> Action {
-    let Some(user) = ctx.state.users.get(&String::from_utf8_lossy(args.get(2))) else {
+    let Some(user) = ctx.state.users.get_bytes(args.get(2)) else {
         return Action::error(
             ctx,
             ClientError::AclUserNotFound {

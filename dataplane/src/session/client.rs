@@ -13,6 +13,7 @@ use bytes::Bytes;
 use super::dispatch::Action;
 use super::Ctx;
 use crate::clients::{KillFilter, Unblock};
+use crate::state::ProxyState;
 use redshard_protocol::client_error::ClientError;
 use redshard_protocol::command::{CommandId, CommandSpec, Flags};
 use redshard_protocol::resp::{encode, parse_i64, Args, Protocol};
@@ -68,11 +69,7 @@ fn kill_filter(ctx: &Ctx, args: Args<'_>) -> Result<KillFilter, ClientError> {
             b"addr" => filter.addr = Some(text()),
             b"laddr" => filter.laddr = Some(text()),
             b"user" => {
-                let known = ctx
-                    .state
-                    .users
-                    .get(&String::from_utf8_lossy(value))
-                    .is_some();
+                let known = ctx.state.users.get_bytes(value).is_some();
                 if !known {
                     return Err(ClientError::NoSuchUser { user: value.into() });
                 }
@@ -105,6 +102,32 @@ pub(super) fn close(ctx: &Ctx, filter: &KillFilter) -> usize {
         }
     }
     targets.len()
+}
+
+/// Disconnects the clients of users another proxy of the fleet deleted, and the subscribed
+/// clients of those it took channels from (what that proxy did to its own clients, as
+/// Redis does); returns how many.
+pub fn disconnect_users(state: &ProxyState, dropped: &crate::users::Dropped) -> usize {
+    let gone = dropped.gone.iter().map(|name| KillFilter {
+        user: Some(name.clone()),
+        ..KillFilter::default()
+    });
+    let lost = dropped.lost_channels.iter().map(|name| KillFilter {
+        user: Some(name.clone()),
+        subscribed: Some(true),
+        ..KillFilter::default()
+    });
+    let mut closed = 0;
+    for filter in gone.chain(lost) {
+        for target in state.clients.matching(&filter) {
+            target.kill();
+            if let Some(room) = super::park::room_of(state) {
+                room.release(target.id);
+            }
+            closed += 1;
+        }
+    }
+    closed
 }
 
 /// `CLIENT PAUSE timeout [WRITE|ALL]`.

@@ -600,8 +600,15 @@ pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes:
             if let Some(tx) = ctx.tx.as_mut() {
                 tx.scripts |= script;
                 tx.queued_bytes += bytes.len();
+                let index = tx.queued.len();
                 tx.queued.push(match prepared {
-                    Some(p) => (p.request.unwrap_or(bytes), p.effect),
+                    Some(p) => match p.request {
+                        Some(rewritten) => {
+                            tx.originals.push((index, bytes));
+                            (rewritten, p.effect)
+                        }
+                        None => (bytes, p.effect),
+                    },
                     None => (bytes, Effect::Skip),
                 });
                 ctx.client
@@ -789,6 +796,7 @@ fn exec_reply(ctx: &Ctx, table: &RoutingTable, answers: Vec<(usize, txn::Answer)
                     }
                 }
                 txn::Answer::ConfigGet(overrides) => TxAnswer::ConfigGet(overrides),
+                txn::Answer::Refused(reply) => TxAnswer::Reply(reply),
             };
             (at, answer)
         })

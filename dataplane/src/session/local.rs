@@ -334,10 +334,15 @@ fn check_credentials(
     {
         return Err(ClientError::AuthWithoutPassword);
     }
-    match ctx.state.users.authenticate(&name, password) {
+    // A name that is not UTF-8 names no user (not the one its lossy text would name).
+    let found = match user.map(std::str::from_utf8) {
+        Some(Err(_)) => None,
+        _ => ctx.state.users.authenticate(&name, password),
+    };
+    match found {
         Some(found) => Ok((name, found)),
         None => {
-            super::acl::log(ctx, "auth", command.to_vec(), name.as_bytes());
+            super::acl::log(ctx, "auth", command.to_vec(), user.unwrap_or(b"default"));
             Err(ClientError::WrongPass)
         }
     }

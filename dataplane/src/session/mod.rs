@@ -30,6 +30,7 @@ mod stream;
 mod tracking;
 mod txn;
 
+pub use client::disconnect_users;
 pub use local::constant_time_eq;
 pub use stream::ClientStream;
 

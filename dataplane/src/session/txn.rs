@@ -46,6 +46,12 @@ pub(crate) struct Transaction {
     pub(super) answers: Vec<(usize, Answer)>,
     /// Bytes of the queued requests (CLIENT LIST's `multi-mem`).
     pub(super) queued_bytes: usize,
+    /// The users' generation at MULTI: when a user changed before EXEC, EXEC checks every
+    /// queued command against the client's user again, as Redis does.
+    pub(super) users_seen: u64,
+    /// The request as the client sent it, for each queued request rewritten for mirroring
+    /// (by position in `queued`): what EXEC checks again.
+    pub(super) originals: Vec<(usize, Bytes)>,
 }
 
 /// A command of a transaction that the proxy answers (in EXEC's reply, see
@@ -57,6 +63,9 @@ pub(crate) enum Answer {
     /// `CONFIG GET`: the master runs it, and the proxy's parameters matched (with its
     /// values) replace the master's.
     ConfigGet(Vec<(&'static str, String)>),
+    /// A command the client's user may no longer run (its user changed after it was
+    /// queued): its refusal, and the master never sees it.
+    Refused(Bytes),
 }
 
 impl Transaction {
@@ -66,7 +75,7 @@ impl Transaction {
         let proxy_only = self
             .answers
             .iter()
-            .filter(|(_, a)| matches!(a, Answer::Info(_)))
+            .filter(|(_, a)| matches!(a, Answer::Info(_) | Answer::Refused(_)))
             .count();
         self.queued.len() + proxy_only
     }
@@ -117,6 +126,7 @@ pub(super) fn outside_multi(
             }
             ctx.tx = Some(Box::new(Transaction {
                 slot: ctx.watch,
+                users_seen: ctx.state.users.generation(),
                 ..Transaction::default()
             }));
             ctx.client.set_multi(Some((0, 0)));
@@ -322,7 +332,7 @@ fn refuse(ctx: &mut Ctx, error: ClientError) -> Action {
 }
 
 fn exec(ctx: &mut Ctx, table: &RoutingTable) -> Action {
-    let Some(tx) = ctx.tx.take().map(|tx| *tx) else {
+    let Some(mut tx) = ctx.tx.take().map(|tx| *tx) else {
         return Action::error(ctx, ClientError::ExecWithoutMulti);
     };
     ctx.client.set_multi(None);
@@ -332,6 +342,9 @@ fn exec(ctx: &mut Ctx, table: &RoutingTable) -> Action {
             ctx.private = None;
         }
         return Action::error(ctx, ClientError::ExecAbort);
+    }
+    if tx.users_seen != ctx.state.users.generation() {
+        recheck(ctx, &mut tx);
     }
     // A transaction without keys runs on any master, like a keyless command.
     let slot = tx.slot.or(watched);
@@ -346,4 +359,49 @@ fn exec(ctx: &mut Ctx, table: &RoutingTable) -> Action {
         scripts: tx.scripts,
         answers: tx.answers,
     }
+}
+
+/// Redis's `execCommand` checks each queued command's permissions again: a user changed
+/// since it was queued. A refused command is logged (context `multi`), not sent, and answered
+/// in EXEC's reply by its refusal; the others run.
+fn recheck(ctx: &Ctx, tx: &mut Transaction) {
+    if ctx.acl.is_none() {
+        return;
+    }
+    let originals = std::mem::take(&mut tx.originals);
+    // Positions taken by commands only the proxy answers (INFO): not in `queued`.
+    let proxy_only: Vec<usize> = tx
+        .answers
+        .iter()
+        .filter(|(_, a)| matches!(a, Answer::Info(_)))
+        .map(|(at, _)| *at)
+        .collect();
+    let mut position = 0;
+    let mut refused: Vec<(usize, usize, ClientError)> = Vec::new();
+    for (index, (bytes, _)) in tx.queued.iter().enumerate() {
+        while proxy_only.contains(&position) {
+            position += 1;
+        }
+        let request = originals
+            .iter()
+            .find(|(i, _)| *i == index)
+            .map_or(bytes, |(_, original)| original);
+        let mut scanner = redshard_protocol::resp::RequestScanner::new(ctx.state.scan_limits());
+        if let Ok(Some(_)) = scanner.scan(request) {
+            let args = scanner.args(request);
+            if let Ok(spec) = redshard_protocol::command::resolve(&args) {
+                if let Err(error) = super::acl::check_queued(ctx, spec, args) {
+                    refused.push((index, position, error));
+                }
+            }
+        }
+        position += 1;
+    }
+    for (index, position, error) in refused.into_iter().rev() {
+        tx.queued.remove(index);
+        tx.answers.retain(|(at, _)| *at != position);
+        tx.answers
+            .push((position, Answer::Refused(error.to_reply())));
+    }
+    tx.answers.sort_by_key(|(at, _)| *at);
 }

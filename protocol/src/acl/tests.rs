@@ -246,14 +246,109 @@ fn categories_are_redis_s() {
     assert_eq!(category(b"Dangerous"), Some(AclCategories::DANGEROUS));
 }
 
+/// What redis-server 7.0.15 answered to these SORTs (`ERR BY|GET option of SORT denied`).
+#[test]
+fn sort_patterns_need_access_to_every_key() {
+    let sort = lookup_fullname(b"sort").unwrap();
+    let sort_ro = lookup_fullname(b"sort_ro").unwrap();
+    let narrow = user(&["on", "~k*", "+@all"]).unwrap();
+    let denied = |u: &User, spec, args: &[&str]| u.sort_option_denied(spec, args);
+    assert_eq!(
+        denied(&narrow, sort, &["sort", "k", "GET", "#"]),
+        Some(SortOption::Get)
+    );
+    assert_eq!(
+        denied(&narrow, sort, &["sort", "k", "BY", "w_*"]),
+        Some(SortOption::By)
+    );
+    assert_eq!(
+        denied(
+            &narrow,
+            sort_ro,
+            &["sort_ro", "k", "BY", "nosort", "GET", "s_*"]
+        ),
+        Some(SortOption::Get)
+    );
+    assert_eq!(denied(&narrow, sort, &["sort", "k", "BY", "nosort"]), None);
+    assert_eq!(
+        denied(
+            &narrow,
+            sort,
+            &["sort", "k", "LIMIT", "0", "1", "DESC", "ALPHA", "STORE", "k2"]
+        ),
+        None
+    );
+    // Another error comes first: the command fails on its own.
+    assert_eq!(denied(&narrow, sort, &["sort", "k", "GET"]), None);
+    assert_eq!(
+        denied(&narrow, sort, &["sort", "k", "LIMIT", "x", "1", "GET", "#"]),
+        None
+    );
+    assert_eq!(
+        denied(
+            &narrow,
+            sort_ro,
+            &["sort_ro", "k", "STORE", "d", "GET", "#"]
+        ),
+        None
+    );
+    // A selector that allows the request and reads every key is needed; writing every key,
+    // a pattern matching `*` other than `*` itself, or a selector without SORT is not enough.
+    for rules in [
+        &["~*", "+@all"][..],
+        &["%R~*", "+@all"],
+        &["~k*", "+@all", "(~* +sort)"],
+    ] {
+        let u = user(rules).unwrap();
+        assert_eq!(
+            denied(&u, sort, &["sort", "k", "GET", "s_*"]),
+            None,
+            "{rules:?}"
+        );
+    }
+    for rules in [
+        &["%W~*", "~k*", "+@all"][..],
+        &["~k*", "~**", "+@all"],
+        &["~k*", "+@all", "(~* +get)"],
+    ] {
+        let u = user(rules).unwrap();
+        assert_eq!(
+            denied(&u, sort, &["sort", "k", "GET", "#"]),
+            Some(SortOption::Get),
+            "{rules:?}"
+        );
+    }
+}
+
+/// SORT's sorted key is only read, its STORE key only written (Redis 7.0's `sortGetKeys`):
+/// `%R~*` may sort, `%W~*` may be the destination.
+#[test]
+fn sort_keys_are_read_and_stored_as_redis_flags_them() {
+    let sort = lookup_fullname(b"sort").unwrap();
+    let reader = user(&["%R~*", "%W~dst", "+@all"]).unwrap();
+    assert_eq!(reader.check(sort, &["sort", "k"][..]), Ok(()));
+    assert_eq!(
+        reader.check(sort, &["sort", "k", "LIMIT", "0", "1", "STORE", "dst"][..]),
+        Ok(())
+    );
+    assert_eq!(
+        reader.check(sort, &["sort", "k", "STORE", "k2"][..]),
+        Err(Denied::Key(3))
+    );
+}
+
 #[test]
 fn channel_losses_are_redis_s() {
     let before = user(&["&a", "&b"]).unwrap();
     assert!(!before.loses_channels(&user(&["&b", "&a", "&c"]).unwrap()));
     assert!(before.loses_channels(&user(&["&a"]).unwrap()));
     assert!(!before.loses_channels(&user(&["allchannels"]).unwrap()));
-    // As in Redis, a user that had every channel (and so no pattern) loses none.
-    assert!(!user(&["allchannels"])
+    // As redis-server 7.0.15 does, a user that had every channel loses some when no
+    // selector keeps every channel.
+    assert!(user(&["allchannels"])
         .unwrap()
         .loses_channels(&user(&["&a"]).unwrap()));
+    assert!(!user(&["allchannels"])
+        .unwrap()
+        .loses_channels(&user(&["&a", "(&*)"]).unwrap()));
 }

@@ -229,7 +229,8 @@ impl CommandSpec {
     ///
     /// Keys found by the key specs get their spec's flags. Keys found by a `getkeys_proc`:
     /// `SET` and `BITFIELD` get the flags Redis's procs give them from the arguments
-    /// (`SET ... GET` reads; `BITFIELD` with only `GET`s reads); the others get their one
+    /// (`SET ... GET` reads; `BITFIELD` with only `GET`s reads), `SORT`'s sorted key is read
+    /// and its `STORE` key overwritten; the others get their one
     /// key spec's flags, or with several specs the union of them all (a key may then need
     /// both permissions where Redis would ask for one).
     ///
@@ -268,6 +269,17 @@ impl CommandSpec {
         out.clear();
         flags.clear();
         self.getkeys.run(args, out);
+        if self.id == super::CommandId::Sort {
+            // Redis 7.0's `sortGetKeys`: the sorted key is read, the STORE key overwritten.
+            let read = KeySpecFlags::RO.union(KeySpecFlags::ACCESS);
+            let store = KeySpecFlags::OW.union(KeySpecFlags::UPDATE);
+            flags.extend(
+                out.iter()
+                    .enumerate()
+                    .map(|(i, _)| if i == 0 { read } else { store }),
+            );
+            return Ok(());
+        }
         let proc_flags = match self.id {
             super::CommandId::Set => set_key_flags(args),
             super::CommandId::Bitfield => bitfield_key_flags(args),
