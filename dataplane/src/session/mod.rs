@@ -623,8 +623,10 @@ impl<S: ClientStream> Session<S> {
         let client = &self.ctx.client;
         let slowlog = round.slowlog;
         let mut silence = self.ctx.silence.as_deref_mut();
-        // One clock read for every reply taken now: they leave together.
-        let now = Instant::now();
+        // One clock read for every reply taken now: they leave together. Read at the first
+        // labelled reply, not before looking: most calls (a turn of the loop woken by the
+        // client's request, not by a reply) take nothing.
+        let mut now = None;
         self.ctx.queue.take_ready(|completed, meta, seq| {
             // CLIENT REPLY OFF / SKIP: dropped here, after keeping its place in the queue.
             let silenced = silence.as_deref_mut().is_some_and(|s| s.drops(seq));
@@ -645,7 +647,9 @@ impl<S: ClientStream> Session<S> {
                 }
             };
             if let Some(meta) = meta {
-                let took = now.saturating_duration_since(meta.start);
+                let took = now
+                    .get_or_insert_with(Instant::now)
+                    .saturating_duration_since(meta.start);
                 metrics::command(meta.cmd, took, failed);
                 if slowlog.log_slower_than_us >= 0
                     && took.as_micros() >= u128::from(slowlog.log_slower_than_us.unsigned_abs())
