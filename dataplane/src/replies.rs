@@ -107,8 +107,8 @@ impl Load {
 /// Which request an entry answers: for the command metrics and SLOWLOG.
 #[derive(Clone, Debug)]
 pub(crate) struct Meta {
-    /// The command's name in the command table.
-    pub cmd: &'static str,
+    /// The command's entry in the command table (its metrics are found by its id).
+    pub cmd: &'static redshard_protocol::command::CommandSpec,
     /// When the request was dispatched.
     pub start: std::time::Instant,
     /// The request's bytes (a reference to what was forwarded), decoded only for SLOWLOG.

@@ -650,7 +650,7 @@ impl<S: ClientStream> Session<S> {
                 let took = now
                     .get_or_insert_with(Instant::now)
                     .saturating_duration_since(meta.start);
-                metrics::command(meta.cmd, took, failed);
+                metrics::command_spec(meta.cmd, took, failed);
                 if slowlog.log_slower_than_us >= 0
                     && took.as_micros() >= u128::from(slowlog.log_slower_than_us.unsigned_abs())
                 {
@@ -793,7 +793,7 @@ impl<S: ClientStream> Session<S> {
             }
             if let Some(cmd) = self.ctx.current_cmd.take() {
                 self.ctx.queue.label_last(Meta {
-                    cmd: cmd.name,
+                    cmd,
                     start,
                     request,
                 });
