@@ -209,6 +209,26 @@ impl ReplyQueue {
         }
     }
 
+    /// [`ReplyQueue::load`], after labelling the newest entry with `label` (as
+    /// [`ReplyQueue::label_last`]) under the same lock: the session labels the request it
+    /// dispatched as it looks at its budget for the next one.
+    #[inline]
+    pub(crate) fn label_and_load(&self, label: Option<Meta>, wake_over: usize) -> Load {
+        let mut inner = self.lock();
+        if let Some(meta) = label {
+            if let Some(last) = inner.entries.back_mut() {
+                last.1 = Some(meta);
+            }
+        }
+        inner.wake_over = wake_over;
+        Load {
+            entries: inner.entries.len(),
+            held: inner.held,
+            waiting: inner.waiting,
+            estimate: inner.estimate,
+        }
+    }
+
     /// The session ended: every entry is dropped, and replies that still arrive are too.
     pub fn close(&self) {
         let mut inner = self.lock();

@@ -691,9 +691,15 @@ impl<S: ClientStream> Session<S> {
         let start = Instant::now();
         // CLIENT LIST's `idle`: a store only when the second changed.
         self.ctx.client.touch(start);
+        // The label of the request just dispatched, put on its (newest) reply entry with the
+        // next look at the budget: one lock, not two.
+        let mut label = None;
         while self.ctx.closing == Closing::Open {
             // The client's budget: one add and compare per request, on what its queue counts.
-            let load = self.ctx.queue.load(round.hard_bytes);
+            let load = self
+                .ctx
+                .queue
+                .label_and_load(label.take(), round.hard_bytes);
             if load.held + self.out.len() >= round.soft_bytes
                 || (load.waiting > 0 && load.inflight_bytes() >= round.inflight_bytes)
             {
@@ -791,13 +797,15 @@ impl<S: ClientStream> Session<S> {
                     silence.dispatched(first, next);
                 }
             }
-            if let Some(cmd) = self.ctx.current_cmd.take() {
-                self.ctx.queue.label_last(Meta {
-                    cmd,
-                    start,
-                    request,
-                });
-            }
+            label = self.ctx.current_cmd.take().map(|cmd| Meta {
+                cmd,
+                start,
+                request,
+            });
+        }
+        if let Some(meta) = label {
+            // Closing (QUIT) ended the loop before the next look.
+            self.ctx.queue.label_last(meta);
         }
         // A request held back (not sent) had its read recorded all the same.
         tracking::after_dispatch(&mut self.ctx);
