@@ -387,8 +387,11 @@ impl<S: ClientStream> Session<S> {
             self.auth_deadline = Some(tokio::time::Instant::now() + timeout);
         }
         let mut draining = false;
+        // Entries in the reply queue: as the end of the previous round saw them (the output
+        // limits' look at the queue, the last thing that round did with it), not a lock of
+        // its own each round.
+        let mut backlog = self.ctx.queue.len();
         loop {
-            let backlog = self.ctx.queue.len();
             if self.ctx.closing == Closing::AfterReplies && backlog == 0 && self.out.is_empty() {
                 return Ok(Exit::Closed);
             }
@@ -440,7 +443,10 @@ impl<S: ClientStream> Session<S> {
                                 std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx)))
                                     .await;
                             let Poll::Ready(read) = polled else {
-                                continue; // spurious readiness: wait again
+                                // Spurious readiness: wait again (the queue may have
+                                // changed during the wait).
+                                backlog = self.ctx.queue.len();
+                                continue;
                             };
                             read
                         }
@@ -544,7 +550,7 @@ impl<S: ClientStream> Session<S> {
             }
             // Write at once; the writable branch above only handles a full socket.
             self.stream.try_write(&mut self.out)?;
-            self.check_output_limits(&round)?;
+            backlog = self.check_output_limits(&round)?;
             self.release_buffers();
         }
     }
@@ -585,9 +591,11 @@ impl<S: ClientStream> Session<S> {
 
     /// Disconnects a client whose held reply bytes (received from the nodes and waiting in
     /// its reply queue, and in its output buffer) passed the hard limit, or stayed above the
-    /// soft limit too long (like Redis's `client-output-buffer-limit`).
-    fn check_output_limits(&mut self, round: &RoundConfig) -> io::Result<()> {
-        let pending = self.ctx.queue.load(round.hard_bytes).held + self.out.len();
+    /// soft limit too long (like Redis's `client-output-buffer-limit`). Returns the entries in
+    /// the reply queue, from the same look.
+    fn check_output_limits(&mut self, round: &RoundConfig) -> io::Result<usize> {
+        let load = self.ctx.queue.load(round.hard_bytes);
+        let pending = load.held + self.out.len();
         self.ctx
             .client
             .output_bytes
@@ -608,7 +616,7 @@ impl<S: ClientStream> Session<S> {
         } else {
             self.over_soft_since = None;
         }
-        Ok(())
+        Ok(load.entries)
     }
 
     /// Moves every complete reply from the front of the queue to the output buffer, until the
