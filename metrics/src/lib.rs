@@ -21,8 +21,8 @@
 //! function is a no-op until then, and cheap after: static metric names and handles
 //! registered once. The per-command metrics (counts, failures, total time and the latency
 //! histogram) are the exception: recorded for every request, they are plain atomics of this
-//! crate (`CommandTable`), found by the address of the command's name, and rendered by it
-//! next to the recorder's text. The exporter's histogram keeps every sample until its upkeep
+//! crate (`CommandTable`), found by the command's id ([`command_spec`]) or the address of its
+//! name ([`command`]), and rendered by it next to the recorder's text. The exporter's histogram keeps every sample until its upkeep
 //! folds them into buckets (a lock-free list of blocks, pinned per sample); fixed buckets
 //! cost one increment, hold no samples and need no upkeep.
 //!
