@@ -1,6 +1,6 @@
 //! Micro-benchmarks of the per-request work outside the scanner: classifying a command, slot
-//! hashing, routing a key, merging a split MGET, and reading the live settings a session's
-//! round works with.
+//! hashing, routing a key, merging a split MGET, reading the live settings a session's round
+//! works with, and recording a command's metrics.
 
 use std::hint::black_box;
 
@@ -201,8 +201,26 @@ fn acl_check(c: &mut Criterion) {
     group.finish();
 }
 
+/// The per-command metrics each reply's request records (count, failures, time, latency
+/// bucket): found by the command's id (`command_spec`, the data path's call), and by the
+/// address of its name (`command`, for names outside the command table).
+fn command_metrics(c: &mut Criterion) {
+    redshard_metrics::install("bench");
+    let get = redshard_protocol::command::lookup(b"get").expect("in the table");
+    let took = std::time::Duration::from_micros(180);
+    let mut group = c.benchmark_group("command_metrics");
+    group.bench_function("command_spec", |b| {
+        b.iter(|| redshard_metrics::command_spec(black_box(get), black_box(took), false));
+    });
+    group.bench_function("command", |b| {
+        b.iter(|| redshard_metrics::command(black_box(get.name), black_box(took), false));
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
+    command_metrics,
     classify,
     slot_hashing,
     routing,

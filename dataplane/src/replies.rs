@@ -107,8 +107,8 @@ impl Load {
 /// Which request an entry answers: for the command metrics and SLOWLOG.
 #[derive(Clone, Debug)]
 pub(crate) struct Meta {
-    /// The command's name in the command table.
-    pub cmd: &'static str,
+    /// The command's entry in the command table (its metrics are found by its id).
+    pub cmd: &'static redshard_protocol::command::CommandSpec,
     /// When the request was dispatched.
     pub start: std::time::Instant,
     /// The request's bytes (a reference to what was forwarded), decoded only for SLOWLOG.
@@ -200,6 +200,26 @@ impl ReplyQueue {
     /// pass `wake_over` (its hard limit). One lock, as [`ReplyQueue::len`].
     pub fn load(&self, wake_over: usize) -> Load {
         let mut inner = self.lock();
+        inner.wake_over = wake_over;
+        Load {
+            entries: inner.entries.len(),
+            held: inner.held,
+            waiting: inner.waiting,
+            estimate: inner.estimate,
+        }
+    }
+
+    /// [`ReplyQueue::load`], after labelling the newest entry with `label` (as
+    /// [`ReplyQueue::label_last`]) under the same lock: the session labels the request it
+    /// dispatched as it looks at its budget for the next one.
+    #[inline]
+    pub(crate) fn label_and_load(&self, label: Option<Meta>, wake_over: usize) -> Load {
+        let mut inner = self.lock();
+        if let Some(meta) = label {
+            if let Some(last) = inner.entries.back_mut() {
+                last.1 = Some(meta);
+            }
+        }
         inner.wake_over = wake_over;
         Load {
             entries: inner.entries.len(),

@@ -21,8 +21,8 @@
 //! function is a no-op until then, and cheap after: static metric names and handles
 //! registered once. The per-command metrics (counts, failures, total time and the latency
 //! histogram) are the exception: recorded for every request, they are plain atomics of this
-//! crate (`CommandTable`), found by the address of the command's name, and rendered by it
-//! next to the recorder's text. The exporter's histogram keeps every sample until its upkeep
+//! crate (`CommandTable`), found by the command's id ([`command_spec`]) or the address of its
+//! name ([`command`]), and rendered by it next to the recorder's text. The exporter's histogram keeps every sample until its upkeep
 //! folds them into buckets (a lock-free list of blocks, pinned per sample); fixed buckets
 //! cost one increment, hold no samples and need no upkeep.
 //!
@@ -228,6 +228,25 @@ pub fn command(cmd: &'static str, elapsed: Duration, failed: bool) {
     registry.commands.with(cmd, |m| m.record(nanos, failed));
 }
 
+/// [`command`] for a command of the command table, found by its [`CommandSpec::id`]: an
+/// index into an array where [`command`] hashes the name's address. The data path's call,
+/// once per request.
+///
+/// [`CommandSpec::id`]: redshard_protocol::command::CommandSpec::id
+pub fn command_spec(
+    spec: &'static redshard_protocol::command::CommandSpec,
+    elapsed: Duration,
+    failed: bool,
+) {
+    let Some(registry) = registry() else {
+        return;
+    };
+    let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+    registry
+        .commands
+        .with_spec(spec, |m| m.record(nanos, failed));
+}
+
 /// Records `n` bytes read from a client (`net_input_bytes_total`).
 pub fn bytes_in(n: u64) {
     if let Some(registry) = registry() {
@@ -374,12 +393,19 @@ struct CommandTable {
     /// table's own `&'static str`, so this finds it without hashing the name (once per
     /// request); `index` answers for an equal name at another address.
     by_addr: HashMap<usize, usize, BuildHasherDefault<AddrHasher>>,
+    /// Position in `names` and `slots` of each [`CommandId`](redshard_protocol::command::CommandId)
+    /// (as `usize`), [`NO_SLOT`] for the ids not in the table (the proxy's own CLIENT
+    /// subcommands): what [`command_spec`] looks a command up by, without hashing.
+    by_id: Box<[u32]>,
     /// The metrics of `names[i]`, once used.
     slots: Box<[OnceLock<CommandMetrics>]>,
     /// Names the data path passed that are not in the table (the proxy's own CLIENT
     /// subcommands); few, so a locked list.
     others: Mutex<Vec<(&'static str, Arc<CommandMetrics>)>>,
 }
+
+/// [`CommandTable::by_id`] of an id that has no slot of its own.
+const NO_SLOT: u32 = u32::MAX;
 
 /// Hashes a name's address (one multiply, folded), for [`CommandTable::by_addr`].
 #[derive(Debug, Default)]
@@ -418,12 +444,44 @@ impl CommandTable {
             .enumerate()
             .map(|(i, &n)| (n.as_ptr() as usize, i))
             .collect();
+        let mut by_id = vec![NO_SLOT; redshard_protocol::command::every_spec().count()];
+        for (i, spec) in redshard_protocol::command::all_specs().enumerate() {
+            let id = spec.id as usize;
+            if id >= by_id.len() {
+                by_id.resize(id + 1, NO_SLOT);
+            }
+            by_id[id] = u32::try_from(i).unwrap_or(NO_SLOT);
+        }
         Self {
+            by_id: by_id.into_boxed_slice(),
             slots: names.iter().map(|_| OnceLock::new()).collect(),
             names,
             index,
             by_addr,
             others: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// [`CommandTable::with`] for `spec`'s name, found by its id: the same slot, since a
+    /// table spec's id and name go together (checked: a spec whose name is not the table's
+    /// own text for its id goes by name).
+    fn with_spec(
+        &self,
+        spec: &'static redshard_protocol::command::CommandSpec,
+        f: impl FnOnce(&CommandMetrics),
+    ) {
+        let slot = self
+            .by_id
+            .get(spec.id as usize)
+            .map(|&i| i as usize)
+            .filter(|&i| {
+                self.names
+                    .get(i)
+                    .is_some_and(|n| std::ptr::eq(*n, spec.name))
+            });
+        match slot {
+            Some(i) => f(self.slots[i].get_or_init(CommandMetrics::new)),
+            None => self.with(spec.name, f),
         }
     }
 

@@ -155,3 +155,34 @@ fn seconds_keep_nanosecond_precision() {
     assert_eq!(Seconds(0).to_string(), "0.000000000");
     assert_eq!(Seconds(1_500_000_001).to_string(), "1.500000001");
 }
+
+#[test]
+fn a_command_recorded_by_its_spec_counts_where_its_name_does() {
+    use redshard_protocol::command::{every_spec, lookup, lookup_fullname};
+    let exporter = install("redshard");
+    let linsert = lookup(b"linsert").unwrap();
+    let subcommand = lookup_fullname(b"object|encoding").unwrap();
+    // Not in the command table: the proxy's own CLIENT subcommand, found by name.
+    let extra = every_spec().find(|s| s.name == "client|setinfo").unwrap();
+    for spec in [linsert, subcommand, extra] {
+        command_spec(spec, Duration::from_micros(30), false);
+        command(spec.name, Duration::from_millis(2), true);
+    }
+    let mut text = String::new();
+    exporter.render_into(&mut text);
+    for name in ["linsert", "object|encoding", "client|setinfo"] {
+        let series = |metric: &str| format!("redshard_{metric}{{cmd=\"{name}\"}}");
+        assert_eq!(
+            sample(&text, &series("commands_total")),
+            Some("2"),
+            "{name}"
+        );
+        assert_eq!(
+            sample(&text, &series("commands_failed_calls_total")),
+            Some("1"),
+            "{name}"
+        );
+        assert_eq!(bucket(&text, name, "0.00005"), Some("1"), "{name}");
+        assert_eq!(bucket(&text, name, "0.0025"), Some("2"), "{name}");
+    }
+}

@@ -388,8 +388,11 @@ impl<S: ClientStream> Session<S> {
             self.auth_deadline = Some(tokio::time::Instant::now() + timeout);
         }
         let mut draining = false;
+        // Entries in the reply queue: as the end of the previous round saw them (the output
+        // limits' look at the queue, the last thing that round did with it), not a lock of
+        // its own each round.
+        let mut backlog = self.ctx.queue.len();
         loop {
-            let backlog = self.ctx.queue.len();
             if self.ctx.closing == Closing::AfterReplies && backlog == 0 && self.out.is_empty() {
                 return Ok(Exit::Closed);
             }
@@ -441,7 +444,10 @@ impl<S: ClientStream> Session<S> {
                                 std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx)))
                                     .await;
                             let Poll::Ready(read) = polled else {
-                                continue; // spurious readiness: wait again
+                                // Spurious readiness: wait again (the queue may have
+                                // changed during the wait).
+                                backlog = self.ctx.queue.len();
+                                continue;
                             };
                             read
                         }
@@ -545,7 +551,7 @@ impl<S: ClientStream> Session<S> {
             }
             // Write at once; the writable branch above only handles a full socket.
             self.stream.try_write(&mut self.out)?;
-            self.check_output_limits(&round)?;
+            backlog = self.check_output_limits(&round)?;
             self.release_buffers();
         }
     }
@@ -586,9 +592,11 @@ impl<S: ClientStream> Session<S> {
 
     /// Disconnects a client whose held reply bytes (received from the nodes and waiting in
     /// its reply queue, and in its output buffer) passed the hard limit, or stayed above the
-    /// soft limit too long (like Redis's `client-output-buffer-limit`).
-    fn check_output_limits(&mut self, round: &RoundConfig) -> io::Result<()> {
-        let pending = self.ctx.queue.load(round.hard_bytes).held + self.out.len();
+    /// soft limit too long (like Redis's `client-output-buffer-limit`). Returns the entries in
+    /// the reply queue, from the same look.
+    fn check_output_limits(&mut self, round: &RoundConfig) -> io::Result<usize> {
+        let load = self.ctx.queue.load(round.hard_bytes);
+        let pending = load.held + self.out.len();
         self.ctx
             .client
             .output_bytes
@@ -609,7 +617,7 @@ impl<S: ClientStream> Session<S> {
         } else {
             self.over_soft_since = None;
         }
-        Ok(())
+        Ok(load.entries)
     }
 
     /// Moves every complete reply from the front of the queue to the output buffer, until the
@@ -624,8 +632,10 @@ impl<S: ClientStream> Session<S> {
         let client = &self.ctx.client;
         let slowlog = round.slowlog;
         let mut silence = self.ctx.silence.as_deref_mut();
-        // One clock read for every reply taken now: they leave together.
-        let now = Instant::now();
+        // One clock read for every reply taken now: they leave together. Read at the first
+        // labelled reply, not before looking: most calls (a turn of the loop woken by the
+        // client's request, not by a reply) take nothing.
+        let mut now = None;
         self.ctx.queue.take_ready(|completed, meta, seq| {
             // CLIENT REPLY OFF / SKIP: dropped here, after keeping its place in the queue.
             let silenced = silence.as_deref_mut().is_some_and(|s| s.drops(seq));
@@ -646,8 +656,10 @@ impl<S: ClientStream> Session<S> {
                 }
             };
             if let Some(meta) = meta {
-                let took = now.saturating_duration_since(meta.start);
-                metrics::command(meta.cmd, took, failed);
+                let took = now
+                    .get_or_insert_with(Instant::now)
+                    .saturating_duration_since(meta.start);
+                metrics::command_spec(meta.cmd, took, failed);
                 if slowlog.log_slower_than_us >= 0
                     && took.as_micros() >= u128::from(slowlog.log_slower_than_us.unsigned_abs())
                 {
@@ -688,9 +700,15 @@ impl<S: ClientStream> Session<S> {
         let start = Instant::now();
         // CLIENT LIST's `idle`: a store only when the second changed.
         self.ctx.client.touch(start);
+        // The label of the request just dispatched, put on its (newest) reply entry with the
+        // next look at the budget: one lock, not two.
+        let mut label = None;
         while self.ctx.closing == Closing::Open {
             // The client's budget: one add and compare per request, on what its queue counts.
-            let load = self.ctx.queue.load(round.hard_bytes);
+            let load = self
+                .ctx
+                .queue
+                .label_and_load(label.take(), round.hard_bytes);
             if load.held + self.out.len() >= round.soft_bytes
                 || (load.waiting > 0 && load.inflight_bytes() >= round.inflight_bytes)
             {
@@ -788,13 +806,15 @@ impl<S: ClientStream> Session<S> {
                     silence.dispatched(first, next);
                 }
             }
-            if let Some(cmd) = self.ctx.current_cmd.take() {
-                self.ctx.queue.label_last(Meta {
-                    cmd: cmd.name,
-                    start,
-                    request,
-                });
-            }
+            label = self.ctx.current_cmd.take().map(|cmd| Meta {
+                cmd,
+                start,
+                request,
+            });
+        }
+        if let Some(meta) = label {
+            // Closing (QUIT) ended the loop before the next look.
+            self.ctx.queue.label_last(meta);
         }
         // A request held back (not sent) had its read recorded all the same.
         tracking::after_dispatch(&mut self.ctx);
