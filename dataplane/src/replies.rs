@@ -199,14 +199,7 @@ impl ReplyQueue {
     /// What the queue holds; and from now on the session is woken as soon as the bytes held
     /// pass `wake_over` (its hard limit). One lock, as [`ReplyQueue::len`].
     pub fn load(&self, wake_over: usize) -> Load {
-        let mut inner = self.lock();
-        inner.wake_over = wake_over;
-        Load {
-            entries: inner.entries.len(),
-            held: inner.held,
-            waiting: inner.waiting,
-            estimate: inner.estimate,
-        }
+        self.label_and_load(None, wake_over)
     }
 
     /// [`ReplyQueue::load`], after labelling the newest entry with `label` (as

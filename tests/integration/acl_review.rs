@@ -246,28 +246,8 @@ async fn key_patterns_match_the_keys_redis_matches() {
 /// (`nopass`, every command), its password gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_keeps_the_default_password_whatever_the_selectors() {
-    use redshard_tests::cluster::config_text;
-    use redshard_tests::server::free_port;
-
-    use crate::proxy_restart::ProxyProcess;
-
-    let master = RedisServer::start();
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let topology_file = dir.path().join("topology.toml");
-    let port = free_port();
-    let text = config_text(
-        &[master.addr()],
-        &[],
-        &format!(
-            "metrics_listen = \"off\"\nadmin_listen = \"off\"\nadmin_socket = \"off\"\ntopology_file = \"{}\"\npassword = \"start-pw\"\n",
-            topology_file.display(),
-        ),
-    )
-    .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
-    let config = dir.path().join("redshard.toml");
-    std::fs::write(&config, text).expect("the config file");
-
-    let proxy = ProxyProcess::start(&config, port).await;
+    let saving = crate::acl_users::SavingProxy::new("");
+    let proxy = saving.start().await;
     let mut c = proxy.client().await;
     assert!(c.cmd(&["AUTH", "start-pw"]).await.is_ok());
     assert!(c
@@ -281,7 +261,7 @@ async fn a_restart_keeps_the_default_password_whatever_the_selectors() {
     let before = c.cmd(&["ACL", "LIST"]).await;
     proxy.stop().await;
 
-    let proxy = ProxyProcess::start(&config, port).await;
+    let proxy = saving.start().await;
     let mut c = proxy.client().await;
     assert_eq!(
         c.cmd(&["SET", "k", "v"]).await,

@@ -8,6 +8,55 @@ use redshard_tests::{Client, RedisServer, Reply, TestCluster};
 
 use crate::proxy_restart::ProxyProcess;
 
+/// A proxy process in front of one master that saves its topology (and so its users) in a
+/// file of a temporary folder, with `password = "start-pw"` and `extra` config text: started
+/// again with [`SavingProxy::start`], it reads back what it saved.
+pub struct SavingProxy {
+    /// The shard's master, for the whole test.
+    _master: RedisServer,
+    /// Holds the config and the topology file.
+    _dir: tempfile::TempDir,
+    /// The config file.
+    config: std::path::PathBuf,
+    /// The topology file the proxy saves.
+    pub topology_file: std::path::PathBuf,
+    /// The client port, the same at every start.
+    port: u16,
+}
+
+impl SavingProxy {
+    /// Writes the config; starts nothing but the master.
+    pub fn new(extra: &str) -> Self {
+        let master = RedisServer::start();
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let topology_file = dir.path().join("topology.toml");
+        let port = free_port();
+        let text = config_text(
+            &[master.addr()],
+            &[],
+            &format!(
+                "metrics_listen = \"off\"\nadmin_listen = \"off\"\nadmin_socket = \"off\"\ntopology_file = \"{}\"\npassword = \"start-pw\"\n{extra}",
+                topology_file.display(),
+            ),
+        )
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+        let config = dir.path().join("redshard.toml");
+        std::fs::write(&config, text).expect("the config file");
+        Self {
+            _master: master,
+            _dir: dir,
+            config,
+            topology_file,
+            port,
+        }
+    }
+
+    /// Starts the proxy process (again).
+    pub async fn start(&self) -> ProxyProcess {
+        ProxyProcess::start(&self.config, self.port).await
+    }
+}
+
 /// A description with its single-command rules sorted: Redis 7.0 writes them in the order
 /// of its command dictionary, which a random hash seed picks at each start (two
 /// redis-servers disagree too); the categories before them, and everything else, must be
@@ -485,23 +534,10 @@ async fn config_set_requirepass_is_the_default_user_s_password() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changed_users_are_saved_with_the_topology_and_survive_a_restart() {
-    let master = RedisServer::start();
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let topology_file = dir.path().join("topology.toml");
-    let port = free_port();
-    let text = config_text(
-        &[master.addr()],
-        &[],
-        &format!(
-            "metrics_listen = \"off\"\nadmin_listen = \"off\"\nadmin_socket = \"off\"\ntopology_file = \"{}\"\npassword = \"start-pw\"\n[[user]]\nname = \"reader\"\npassword = \"r-pw\"\naccess = \"read-only\"\n",
-            topology_file.display(),
-        ),
-    )
-    .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
-    let config = dir.path().join("redshard.toml");
-    std::fs::write(&config, text).expect("the config file");
-
-    let proxy = ProxyProcess::start(&config, port).await;
+    let saving = SavingProxy::new(
+        "[[user]]\nname = \"reader\"\npassword = \"r-pw\"\naccess = \"read-only\"\n",
+    );
+    let proxy = saving.start().await;
     let mut c = proxy.client().await;
     assert!(c.cmd(&["AUTH", "start-pw"]).await.is_ok());
     assert!(c
@@ -523,7 +559,7 @@ async fn changed_users_are_saved_with_the_topology_and_survive_a_restart() {
         .is_ok());
     let before = c.cmd(&["ACL", "LIST"]).await;
     // Saved with the topology, passwords only as hashes.
-    let saved = std::fs::read_to_string(&topology_file).expect("the topology file");
+    let saved = std::fs::read_to_string(&saving.topology_file).expect("the topology file");
     assert!(saved.contains("user app on #"), "{saved}");
     for secret in ["app-secret", "new-pw", "r-pw", "start-pw"] {
         assert!(!saved.contains(secret), "{secret} in {saved}");
@@ -531,7 +567,7 @@ async fn changed_users_are_saved_with_the_topology_and_survive_a_restart() {
     proxy.stop().await;
 
     // The saved users win over the configuration's.
-    let proxy = ProxyProcess::start(&config, port).await;
+    let proxy = saving.start().await;
     let mut c = proxy.client().await;
     assert!(
         matches!(c.cmd(&["AUTH", "start-pw"]).await, Reply::Error(e) if e.starts_with("WRONGPASS"))
@@ -555,7 +591,7 @@ async fn changed_users_are_saved_with_the_topology_and_survive_a_restart() {
     // DELUSER is saved too.
     assert_eq!(c.cmd(&["ACL", "DELUSER", "reader"]).await, Reply::Int(1));
     proxy.stop().await;
-    let proxy = ProxyProcess::start(&config, port).await;
+    let proxy = saving.start().await;
     let mut c = proxy.client().await;
     assert!(c.cmd(&["AUTH", "new-pw"]).await.is_ok());
     assert_eq!(
