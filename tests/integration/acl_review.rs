@@ -347,7 +347,6 @@ async fn exec_checks_the_queued_commands_again_after_a_user_change() {
 /// disconnected, not left reading messages of channels they lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_proxies_disconnect_deleted_and_narrowed_users_clients_too() {
-    use redshard_control::fleet::FleetRole;
     use redshard_proxy::Proxy;
     use redshard_tests::{wait_until, EtcdServer};
     use std::time::Duration;
@@ -367,19 +366,7 @@ async fn fleet_proxies_disconnect_deleted_and_narrowed_users_clients_too() {
         Proxy::start(config.clone()).await.expect("proxy starts"),
         Proxy::start(config).await.expect("proxy starts"),
     ];
-    let role = |p: &Proxy| p.controller().fleet().expect("a fleet").role();
-    wait_until(Duration::from_secs(10), "one proxy to lead", || async {
-        proxies
-            .iter()
-            .filter(|p| role(p) == FleetRole::Leading)
-            .count()
-            == 1
-    })
-    .await;
-    let leader = proxies
-        .iter()
-        .position(|p| role(p) == FleetRole::Leading)
-        .expect("a leader");
+    let leader = crate::fleet::wait_leader(&[&proxies[0], &proxies[1]]).await;
     let other = &proxies[1 - leader];
     let mut admin = Client::connect_addr(proxies[leader].local_addr()).await;
     for user in ["gone", "narrowed"] {

@@ -490,6 +490,15 @@ async fn wait_saved(addr: &str, saves: i64) {
     .await;
 }
 
+/// Waits until every master of `masters` has saved once more than `saves` says, and counts
+/// that save in `saves`.
+async fn each_saved_once_more(masters: &[String], saves: &mut [i64]) {
+    for (m, saves) in masters.iter().zip(saves.iter_mut()) {
+        *saves += 1;
+        wait_saved(m, *saves).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn save_bgsave_and_bgrewriteaof_run_on_every_master_as_on_one_server() {
     let extra = "[[user]]\nname = \"app\"\npassword = \"a-pw\"\naccess = \"no-dangerous\"\n";
@@ -525,10 +534,7 @@ async fn save_bgsave_and_bgrewriteaof_run_on_every_master_as_on_one_server() {
         c.cmd(&["BGSAVE"]).await,
         Reply::Status("Background saving started".into())
     );
-    for (m, before) in masters.iter().zip(&mut saves) {
-        *before += 1;
-        wait_saved(m, *before).await;
-    }
+    each_saved_once_more(&masters, &mut saves).await;
     for (r, before) in replicas.iter().zip(&replica_saves) {
         assert_eq!(persistence(r, "rdb_saves").await, *before, "{r}");
     }
@@ -581,11 +587,7 @@ async fn save_bgsave_and_bgrewriteaof_run_on_every_master_as_on_one_server() {
             masters[0]
         )
     );
-    saves[0] += 1;
-    saves[1] += 1;
-    for (m, saves) in masters.iter().zip(&saves) {
-        wait_saved(m, *saves).await;
-    }
+    each_saved_once_more(&masters, &mut saves).await;
     // BGSAVE SCHEDULE while a master rewrites its AOF: scheduled there, started on the other
     // master: the client hears that it is scheduled, and both masters save.
     assert_eq!(
@@ -596,11 +598,7 @@ async fn save_bgsave_and_bgrewriteaof_run_on_every_master_as_on_one_server() {
         c.cmd(&["BGSAVE", "SCHEDULE"]).await,
         Reply::Status("Background saving scheduled".into())
     );
-    saves[0] += 1;
-    saves[1] += 1;
-    for (m, saves) in masters.iter().zip(&saves) {
-        wait_saved(m, *saves).await;
-    }
+    each_saved_once_more(&masters, &mut saves).await;
 
     // SAVE answers once every master saved, without blocking any: while the first master's
     // slow save runs, a read of its keys is answered.
@@ -639,11 +637,7 @@ async fn save_bgsave_and_bgrewriteaof_run_on_every_master_as_on_one_server() {
             masters[0]
         )
     );
-    saves[0] += 1;
-    saves[1] += 1;
-    for (m, saves) in masters.iter().zip(&saves) {
-        wait_saved(m, *saves).await;
-    }
+    each_saved_once_more(&masters, &mut saves).await;
 
     // SAVE while a master rewrites its AOF: its save is scheduled behind the rewrite, and
     // SAVE answers once that save ended too.

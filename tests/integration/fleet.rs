@@ -79,7 +79,7 @@ fn role(proxy: &Proxy) -> FleetRole {
 }
 
 /// Waits until exactly one of `proxies` leads; returns its index.
-async fn wait_leader(proxies: &[&Proxy]) -> usize {
+pub(crate) async fn wait_leader(proxies: &[&Proxy]) -> usize {
     wait_until(Duration::from_secs(10), "one proxy to lead", || async {
         proxies
             .iter()

@@ -29,19 +29,13 @@ const NODE: &[&str] = &[
 
 /// One proxy's config: the fleet at `etcd`, shards of `masters` with `replicas[i]`.
 fn config(etcd: &EtcdServer, masters: &[String], replicas: &[String]) -> Config {
-    let mut text = format!(
-        "listen = \"127.0.0.1:0\"\nmetrics_listen = \"off\"\nadmin_socket = \"off\"\n\
+    let extra = format!(
+        "metrics_listen = \"off\"\nadmin_socket = \"off\"\n\
          [replication]\nmode = \"redis\"\nack = \"sync\"\n\
          [cluster]\netcd = [\"{}\"]\nprefix = \"/crash\"\nlease_ttl_ms = 2000\n",
         etcd.addr()
     );
-    let slots = redshard_tests::cluster::even_slots(masters.len());
-    for (i, ((master, replica), slots)) in masters.iter().zip(replicas).zip(slots).enumerate() {
-        text.push_str(&format!(
-            "[[shard]]\nname = \"s{}\"\nmaster = \"{master}\"\nreplicas = [\"{replica}\"]\nslots = [\"{slots}\"]\n",
-            i + 1
-        ));
-    }
+    let text = redshard_tests::cluster::config_text(masters, replicas, &extra);
     Config::from_toml_str(&text, "fleet crash").expect("valid config")
 }
 

@@ -31,21 +31,15 @@ const NODE: &[&str] = &[
 /// Redis replication with acknowledged writes, probes fast enough for a failover within a
 /// second, and a TCP admin port on `admin`.
 fn config(etcd: &EtcdServer, masters: &[String], replicas: &[String], admin: u16) -> Config {
-    let mut text = format!(
-        "listen = \"127.0.0.1:0\"\nmetrics_listen = \"off\"\nadmin_socket = \"off\"\n\
+    let extra = format!(
+        "metrics_listen = \"off\"\nadmin_socket = \"off\"\n\
          admin_listen = \"127.0.0.1:{admin}\"\nadmin_password = \"{PASSWORD}\"\n\
          [replication]\nmode = \"redis\"\nack = \"sync\"\n\
          [health]\ninterval_ms = 100\ntimeout_ms = 200\ndown_after_ms = 500\n\
          [cluster]\netcd = [\"{}\"]\nprefix = \"/tutorial\"\nlease_ttl_ms = 2000\n",
         etcd.addr()
     );
-    let slots = redshard_tests::cluster::even_slots(masters.len());
-    for (i, ((master, replica), slots)) in masters.iter().zip(replicas).zip(slots).enumerate() {
-        text.push_str(&format!(
-            "[[shard]]\nname = \"s{}\"\nmaster = \"{master}\"\nreplicas = [\"{replica}\"]\nslots = [\"{slots}\"]\n",
-            i + 1
-        ));
-    }
+    let text = redshard_tests::cluster::config_text(masters, replicas, &extra);
     Config::from_toml_str(&text, "fleet tutorial").expect("valid config")
 }
 
