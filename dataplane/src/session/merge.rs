@@ -65,20 +65,10 @@ pub fn merge(parts: &[Bytes], plan: MergePlan, out: &mut OutBuf) {
             }
             None => buf.extend_from_slice(encode::OK),
         },
-        MergePlan::SumIntegers => {
-            let mut sum = 0i64;
-            for part in parts {
-                match reply::integer(part) {
-                    Some(n) => sum = sum.saturating_add(n),
-                    None => {
-                        UNEXPECTED.encode(&mut buf);
-                        out.push(buf.freeze());
-                        return;
-                    }
-                }
-            }
-            encode::integer(&mut buf, sum);
-        }
+        MergePlan::SumIntegers => match fold_integers(parts, 0, i64::saturating_add) {
+            Some(sum) => encode::integer(&mut buf, sum),
+            None => UNEXPECTED.encode(&mut buf),
+        },
         MergePlan::ConcatArrays => {
             let mut bodies = Vec::with_capacity(parts.len());
             let mut count = 0;
@@ -105,20 +95,11 @@ pub fn merge(parts: &[Bytes], plan: MergePlan, out: &mut OutBuf) {
             return;
         }
         MergePlan::AndArrays => and_arrays(parts, &mut buf),
-        MergePlan::Oldest => {
-            let mut oldest: Option<i64> = None;
-            for part in parts {
-                match reply::integer(part) {
-                    Some(n) => oldest = Some(oldest.map_or(n, |o| o.min(n))),
-                    None => {
-                        UNEXPECTED.encode(&mut buf);
-                        out.push(buf.freeze());
-                        return;
-                    }
-                }
-            }
-            encode::integer(&mut buf, oldest.unwrap_or(0));
-        }
+        MergePlan::Oldest => match fold_integers(parts, i64::MAX, i64::min) {
+            // No part at all: 0, as before any save.
+            Some(oldest) => encode::integer(&mut buf, if parts.is_empty() { 0 } else { oldest }),
+            None => UNEXPECTED.encode(&mut buf),
+        },
         MergePlan::AnyNonNull { start } => {
             let n = parts.len().max(1);
             let found = (0..parts.len())
@@ -142,6 +123,13 @@ pub fn merge(parts: &[Bytes], plan: MergePlan, out: &mut OutBuf) {
         | MergePlan::Exec { .. } => unreachable!("handled above"),
     }
     out.push(buf.freeze());
+}
+
+/// The parts' integers folded with `f` from `init`; `None` when a part is not an integer.
+fn fold_integers(parts: &[Bytes], init: i64, f: impl Fn(i64, i64) -> i64) -> Option<i64> {
+    parts
+        .iter()
+        .try_fold(init, |acc, part| reply::integer(part).map(|n| f(acc, n)))
 }
 
 /// The elements of a flat array or of a map (keys and values in turn), attributes aside.
