@@ -17,15 +17,15 @@ use crate::file::DEFAULT_TRACKING_TABLE_MAX_KEYS;
 use crate::file::{
     BackendFile, ConfigFile, LimitsFile, LogFile, TlsFile, DEFAULT_ALLOW_FLUSH,
     DEFAULT_AUTH_FAILURE_DELAY_MS, DEFAULT_AUTH_TIMEOUT_MS, DEFAULT_CLOSE_LINGER_MS,
-    DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_IDLE_PARK_MS, DEFAULT_LANES, DEFAULT_LOG_FORMAT,
-    DEFAULT_LOG_LEVEL, DEFAULT_MANAGE_ACL, DEFAULT_MAX_BULK_BYTES, DEFAULT_MAX_CLIENTS,
-    DEFAULT_MAX_INFLIGHT_REPLY_BYTES, DEFAULT_MAX_INLINE_BYTES, DEFAULT_MAX_MULTIBULK_LEN,
-    DEFAULT_MAX_PIPELINE, DEFAULT_MAX_QUERY_BUFFER_BYTES, DEFAULT_MAX_REPLY_DEPTH,
-    DEFAULT_MONITOR_BUFFER_BYTES, DEFAULT_OUTPUT_BUFFER_HARD_BYTES,
+    DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_DATABASES, DEFAULT_IDLE_PARK_MS, DEFAULT_LANES,
+    DEFAULT_LOG_FORMAT, DEFAULT_LOG_LEVEL, DEFAULT_MANAGE_ACL, DEFAULT_MAX_BULK_BYTES,
+    DEFAULT_MAX_CLIENTS, DEFAULT_MAX_INFLIGHT_REPLY_BYTES, DEFAULT_MAX_INLINE_BYTES,
+    DEFAULT_MAX_MULTIBULK_LEN, DEFAULT_MAX_PIPELINE, DEFAULT_MAX_QUERY_BUFFER_BYTES,
+    DEFAULT_MAX_REPLY_DEPTH, DEFAULT_MONITOR_BUFFER_BYTES, DEFAULT_OUTPUT_BUFFER_HARD_BYTES,
     DEFAULT_OUTPUT_BUFFER_SOFT_BYTES, DEFAULT_OUTPUT_BUFFER_SOFT_SECONDS,
     DEFAULT_RECONNECT_BACKOFF_MAX_MS, DEFAULT_RECONNECT_BACKOFF_MIN_MS,
     DEFAULT_RESPONSE_TIMEOUT_MS, DEFAULT_SHUTDOWN_GRACE_MS, DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS,
-    MAX_LANES, MAX_REPLY_DEPTH_LIMIT,
+    MAX_DATABASES, MAX_LANES, MAX_REPLY_DEPTH_LIMIT,
 };
 use crate::file::{KeylessScripts, DEFAULT_KEYLESS_SCRIPTS, DEFAULT_READY_CONNECTIONS};
 use crate::file::{DEFAULT_AUTH_THROTTLE_SOURCES, MAX_AUTH_THROTTLE_SOURCES};
@@ -173,6 +173,9 @@ pub struct BackendConfig {
     /// Pipelined connections per node (`0..=64`); a key uses lane `slot % lanes`. 0 means one
     /// per worker thread (the proxy resolves it when it starts).
     pub lanes: usize,
+    /// How many databases clients may `SELECT` (`1..=65536`): the nodes' own `databases`
+    /// must be at least this, which each backend connection checks when it opens.
+    pub databases: u32,
     /// Whether one connection per node and protocol is kept open ahead of need, for the next
     /// client that needs one of its own (blocking commands, transactions, subscriptions).
     pub ready_connections: bool,
@@ -354,6 +357,7 @@ impl Default for BackendConfig {
             manage_acl: DEFAULT_MANAGE_ACL,
             keyless_scripts: DEFAULT_KEYLESS_SCRIPTS,
             lanes: DEFAULT_LANES,
+            databases: DEFAULT_DATABASES,
             ready_connections: DEFAULT_READY_CONNECTIONS,
             connect_timeout: Duration::from_millis(DEFAULT_CONNECT_TIMEOUT_MS),
             response_timeout: Duration::from_millis(DEFAULT_RESPONSE_TIMEOUT_MS),
@@ -847,6 +851,13 @@ fn backend(mut file: BackendFile, src: &Source<'_>) -> Result<BackendConfig, Con
         0,
         Some(MAX_LANES),
     )?;
+    let databases = src.bounded(
+        file.databases,
+        "backend.databases",
+        DEFAULT_DATABASES,
+        1,
+        Some(MAX_DATABASES),
+    )?;
     let ms = |value, key, default| src.bounded(value, key, default, 1, None);
     let connect = ms(
         file.connect_timeout_ms,
@@ -912,6 +923,7 @@ fn backend(mut file: BackendFile, src: &Source<'_>) -> Result<BackendConfig, Con
         manage_acl,
         keyless_scripts,
         lanes,
+        databases,
         ready_connections: file
             .ready_connections
             .map_or(DEFAULT_READY_CONNECTIONS, toml::Spanned::into_inner),

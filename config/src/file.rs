@@ -122,6 +122,11 @@ pub const DEFAULT_KEYLESS_SCRIPTS: KeylessScripts = KeylessScripts::NoKeys;
 pub const DEFAULT_READY_CONNECTIONS: bool = true;
 /// Largest accepted `backend.lanes`.
 pub const MAX_LANES: usize = 64;
+/// Default of `backend.databases`: Redis's own default for `databases`, so `SELECT 0`..`15`
+/// work as on one server.
+pub const DEFAULT_DATABASES: u32 = 16;
+/// Largest accepted `backend.databases` (database numbers travel as `u16`).
+pub const MAX_DATABASES: u32 = 65_536;
 /// Default of `backend.connect_timeout_ms`.
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 1000;
 /// Default of `backend.response_timeout_ms`.
@@ -322,6 +327,10 @@ pub struct BackendFile {
     /// `slot % lanes`; 0 = one per worker thread. Default [`DEFAULT_LANES`],
     /// `0..=`[`MAX_LANES`].
     pub lanes: Option<Spanned<usize>>,
+    /// `databases`: how many databases clients may `SELECT` (0 to `databases - 1`); every node
+    /// must have at least as many (its own `databases`), which the proxy checks on each
+    /// connection. Default [`DEFAULT_DATABASES`], `1..=`[`MAX_DATABASES`].
+    pub databases: Option<Spanned<u32>>,
     /// `ready_connections`: whether the proxy keeps one connection per node and protocol open
     /// ahead of need, so that a client's first blocking command, transaction or subscription
     /// on a node goes out at once instead of after a connect and AUTH. Default

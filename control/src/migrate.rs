@@ -544,17 +544,17 @@ impl Controller {
         else {
             return 0;
         };
-        let size = conn
-            .call(&[b"DBSIZE"])
-            .await
-            .ok()
-            .and_then(|r| reply::integer(&r))
-            .unwrap_or(0);
-        (u64::try_from(size).unwrap_or(0) * moving as u64) / owned.max(1) as u64
+        let size: u64 = match conn.call(&[b"INFO", b"keyspace"]).await {
+            Ok(info) => keyspace(&info).iter().map(|&(_, keys)| keys).sum(),
+            Err(_) => 0,
+        };
+        (size * moving as u64) / owned.max(1) as u64
     }
 
-    /// One full SCAN of the source master, moving every key of a slot migrating from `from`
-    /// to `to`. Returns how many such keys it found. Restarts if the source master changes.
+    /// One full SCAN of the source master (of each database that has keys, as its
+    /// `INFO keyspace` says when the pass starts: from the migration's start no new key of
+    /// the slots is written there), moving every key of a slot migrating from `from` to
+    /// `to`. Returns how many such keys it found. Restarts if the source master changes.
     async fn one_pass(
         &self,
         from: ShardId,
@@ -572,15 +572,53 @@ impl Controller {
                 .connect(&master, Duration::from_secs(5))
                 .await
                 .map_err(|e| e.to_string())?;
-            let mut cursor = Bytes::from_static(b"0");
-            loop {
+            let info = conn
+                .call_ok(&[b"INFO", b"keyspace"])
+                .await
+                .map_err(|e| e.to_string())?;
+            for (db, _) in keyspace(&info) {
+                let number = db.to_string();
+                conn.call_ok(&[b"SELECT", number.as_bytes()])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match self
+                    .scan_db(&mut conn, (from, to), &master, db, progress)
+                    .await?
+                {
+                    Some(n) => found += n,
+                    None => continue 'restart,
+                }
                 if migrations.cancel_requested() {
                     return Ok(found);
                 }
+            }
+            return Ok(found);
+        }
+    }
+
+    /// One full SCAN of database `db` of the source master `master` on `conn` (which selected
+    /// it), moving every key of a slot migrating from `from` to `to`. Returns how many such
+    /// keys it found, or `None` when the source master changed (the pass restarts).
+    async fn scan_db(
+        &self,
+        conn: &mut super::conn::ControlConn,
+        (from, to): (ShardId, ShardId),
+        master: &redshard_config::NodeAddr,
+        db: u16,
+        progress: &Arc<Mutex<MigrationProgress>>,
+    ) -> Result<Option<u64>, String> {
+        let migrations = &self.state.migrations;
+        let mut found = 0;
+        {
+            let mut cursor = Bytes::from_static(b"0");
+            loop {
+                if migrations.cancel_requested() {
+                    return Ok(Some(found));
+                }
                 let table = self.state.router.load();
-                if table.route(from).map(|r| r.master.addr()) != Some(&master) {
+                if table.route(from).map(|r| r.master.addr()) != Some(master) {
                     // Failed over: scan the new master from the start.
-                    continue 'restart;
+                    return Ok(None);
                 }
                 let answer = conn
                     .call_ok(&[b"SCAN", &cursor, b"COUNT", SCAN_COUNT.as_bytes()])
@@ -599,7 +637,9 @@ impl Controller {
                 if migrations.atomic() {
                     // A fleet: one MIGRATE ... KEYS per batch, atomic on the source.
                     for chunk in mine.chunks(MIGRATE_BATCH) {
-                        migrations.migrate_batch(&self.state.router, chunk).await?;
+                        migrations
+                            .migrate_batch(&self.state.router, db, chunk)
+                            .await?;
                         let mut p = progress.lock().unwrap_or_else(PoisonError::into_inner);
                         p.keys_moved += chunk.len() as u64;
                         for _ in chunk {
@@ -610,7 +650,8 @@ impl Controller {
                 }
                 for chunk in mine.chunks(PARALLEL_MOVES) {
                     let moves = chunk.iter().map(|key| {
-                        migrations.ensure_moved(&self.state.router, std::slice::from_ref(key))
+                        let key = [(db, key.clone())];
+                        async move { migrations.ensure_moved(&self.state.router, &key).await }
                     });
                     for result in futures_util::future::join_all(moves).await {
                         let bytes = result?;
@@ -622,11 +663,32 @@ impl Controller {
                 }
                 cursor = next;
                 if cursor.as_ref() == b"0" {
-                    return Ok(found);
+                    return Ok(Some(found));
                 }
             }
         }
     }
+}
+
+/// The databases of an `INFO keyspace` reply that hold keys, in order, with their key counts.
+fn keyspace(info: &[u8]) -> Vec<(u16, u64)> {
+    let text = String::from_utf8_lossy(info);
+    let mut dbs: Vec<(u16, u64)> = text
+        .lines()
+        .filter_map(|line| {
+            let (db, fields) = line.strip_prefix("db")?.split_once(':')?;
+            let keys = fields
+                .split(',')
+                .find_map(|f| f.strip_prefix("keys="))?
+                .trim()
+                .parse()
+                .ok()?;
+            Some((db.parse().ok()?, keys))
+        })
+        .filter(|&(_, keys)| keys > 0)
+        .collect();
+    dbs.sort_unstable();
+    dbs
 }
 
 /// Where a running migration is (its `MigrationState` is `Running` throughout); the moves

@@ -273,21 +273,24 @@ impl Controller {
                 "it is a {role} of another node; run REPLICAOF NO ONE on it first"
             )));
         }
-        let size = conn.call_ok(&[b"DBSIZE"]).await.map_err(unreachable)?;
-        match redshard_protocol::resp::reply::integer(&size) {
-            Some(0) => {}
-            Some(keys) => {
-                return Err(unfit(format!(
-                    "it holds {}; a new shard must start empty: flush it (FLUSHALL on the node) or use another node",
-                    plural(keys.unsigned_abs(), "key")
-                )))
-            }
-            None => {
-                return Err(unfit(format!(
-                    "DBSIZE answered {}",
-                    String::from_utf8_lossy(&size).trim_end()
-                )))
-            }
+        // Every database's keys: a node's `INFO keyspace` lists those that hold any.
+        let keyspace = conn.info("keyspace").await.map_err(unreachable)?;
+        let keys: u64 = keyspace
+            .iter()
+            .filter(|(db, _)| db.starts_with("db"))
+            .filter_map(|(_, fields)| {
+                fields
+                    .split(',')
+                    .find_map(|f| f.strip_prefix("keys="))?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum();
+        if keys > 0 {
+            return Err(unfit(format!(
+                "it holds {}; a new shard must start empty: flush it (FLUSHALL on the node) or use another node",
+                plural(keys, "key")
+            )));
         }
         self.give_node_settings(&mut conn).await;
         let topology = self.change(change).await?;

@@ -32,6 +32,8 @@ pub struct ClientInfo {
     multi: AtomicI32,
     /// Bytes of the requests queued in the client's MULTI (CLIENT LIST's `multi-mem`).
     multi_mem: AtomicUsize,
+    /// The database the client selected (CLIENT LIST's `db`).
+    db: AtomicU16,
     /// Name, library name and version, and the last command: changed by the session.
     pub fields: Mutex<ClientFields>,
     /// Reply bytes held for the client (received from the nodes, not yet written to it), as
@@ -263,6 +265,11 @@ impl ClientInfo {
     }
 
     /// The client's MULTI: `Some((commands, bytes))` queued so far, `None` outside one.
+    /// Records the database the client selected.
+    pub(crate) fn set_db(&self, db: u16) {
+        self.db.store(db, Ordering::Relaxed);
+    }
+
     pub(crate) fn set_multi(&self, queued: Option<(usize, usize)>) {
         let (count, bytes) = queued.map_or((-1, 0), |(count, bytes)| {
             (i32::try_from(count).unwrap_or(i32::MAX), bytes)
@@ -339,7 +346,7 @@ impl ClientInfo {
             .tracking
             .map_or(-1, |t| i64::try_from(t.redirect).unwrap_or(i64::MAX));
         format!(
-            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={flags} db=0 sub={sub} psub={psub} ssub={ssub} multi={multi} qbuf=0 qbuf-free=0 argv-mem={argv_mem} multi-mem={multi_mem} rbs=0 rbp=0 obl=0 oll=0 omem={omem} tot-mem={} events=r cmd={} user={} redir={redir} resp={} lib-name={} lib-ver={}",
+            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={flags} db={} sub={sub} psub={psub} ssub={ssub} multi={multi} qbuf=0 qbuf-free=0 argv-mem={argv_mem} multi-mem={multi_mem} rbs=0 rbp=0 obl=0 oll=0 omem={omem} tot-mem={} events=r cmd={} user={} redir={redir} resp={} lib-name={} lib-ver={}",
             self.id,
             self.addr,
             self.laddr,
@@ -347,6 +354,7 @@ impl ClientInfo {
             f.name,
             self.since.elapsed().as_secs(),
             self.idle_secs(),
+            self.db.load(Ordering::Relaxed),
             omem + argv_mem + multi_mem,
             self.last_command(),
             Self::user_name(&f),
@@ -670,6 +678,7 @@ impl Clients {
             active_at: AtomicU32::new(clock_secs(now)),
             multi: AtomicI32::new(-1),
             multi_mem: AtomicUsize::new(0),
+            db: AtomicU16::new(0),
             fields: Mutex::new(ClientFields::default()),
             output_bytes: AtomicUsize::new(0),
             last_cmd: AtomicU16::new(NO_COMMAND),

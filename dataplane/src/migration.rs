@@ -99,8 +99,8 @@ pub struct Migrations {
     queue: Mutex<VecDeque<Job>>,
     /// The last finished migrations, newest last (at most [`HISTORY`]).
     history: Mutex<VecDeque<MigrationProgress>>,
-    /// Keys being moved now, each with the waiters of its move.
-    moving: Mutex<HashMap<Bytes, Arc<Notify>>>,
+    /// Keys being moved now (database and name), each with the waiters of its move.
+    moving: Mutex<HashMap<(u16, Bytes), Arc<Notify>>>,
     /// Set to stop the running mover (a cancel).
     cancel: AtomicBool,
     /// Wakes the mover task when a job is queued.
@@ -119,7 +119,7 @@ pub struct Migrations {
     settled_changed: Notify,
 }
 
-/// How a fleet's proxies move keys: `MIGRATE host port "" 0 timeout [AUTH..] KEYS k..` on
+/// How a fleet's proxies move keys: `MIGRATE host port "" db timeout [AUTH..] KEYS k..` on
 /// the source, without `COPY` and without `REPLACE`, run as `redshard-mover`.
 #[derive(Clone, Debug)]
 pub struct AtomicMoves {
@@ -176,8 +176,8 @@ const HISTORY: usize = 16;
 struct KeyLock<'a> {
     /// The lock table.
     migrations: &'a Migrations,
-    /// The key.
-    key: Bytes,
+    /// The key's database and name.
+    key: (u16, Bytes),
 }
 
 impl Drop for KeyLock<'_> {
@@ -310,19 +310,20 @@ impl Migrations {
         }
     }
 
-    /// Takes the lock of `key`, waiting while another move of it runs.
-    async fn lock(&self, key: &Bytes) -> KeyLock<'_> {
+    /// Takes the lock of `key` of database `db`, waiting while another move of it runs.
+    async fn lock(&self, db: u16, key: &Bytes) -> KeyLock<'_> {
+        let key = (db, key.clone());
         loop {
             let wait = {
                 let mut moving = self.moving.lock().unwrap_or_else(PoisonError::into_inner);
-                match moving.get(key) {
+                match moving.get(&key) {
                     // Created under the table's lock: it sees the holder's notify_waiters.
                     Some(notify) => Arc::clone(notify),
                     None => {
                         moving.insert(key.clone(), Arc::new(Notify::new()));
                         return KeyLock {
                             migrations: self,
-                            key: key.clone(),
+                            key,
                         };
                     }
                 }
@@ -332,7 +333,7 @@ impl Migrations {
                 .moving
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .get(key)
+                .get(&key)
                 .is_some_and(|n| Arc::ptr_eq(n, &wait));
             if still_held {
                 notified.await;
@@ -340,42 +341,56 @@ impl Migrations {
         }
     }
 
-    /// Makes sure each of `keys` that lies in a migrating slot has left its source: moves it
-    /// now if it is still there. The data path calls it before sending a request for such
-    /// keys to the target. Returns the bytes moved.
+    /// Makes sure each of `keys` (database and name) that lies in a migrating slot has left
+    /// its source: moves it now if it is still there. The data path calls it before sending
+    /// a request for such keys to the target. Returns the bytes moved.
     ///
     /// # Errors
     /// A move failed (a node is unreachable); the key may still be on the source.
-    pub async fn ensure_moved(&self, router: &Router, keys: &[Bytes]) -> Result<u64, String> {
+    pub async fn ensure_moved(
+        &self,
+        router: &Router,
+        keys: &[(u16, Bytes)],
+    ) -> Result<u64, String> {
         let mut bytes = 0;
-        for key in keys {
+        for (db, key) in keys {
+            let db = *db;
             if let Some(atomic) = &self.atomic {
                 self.until_settled(router, key, atomic.settle_timeout)
                     .await?;
-                let _lock = self.lock(key).await;
-                migrate_keys(router, atomic, std::slice::from_ref(key)).await?;
+                let _lock = self.lock(db, key).await;
+                migrate_keys(router, atomic, db, std::slice::from_ref(key)).await?;
                 continue;
             }
-            let _lock = self.lock(key).await;
-            if let Some(n) = move_key(router, key).await? {
+            let _lock = self.lock(db, key).await;
+            if let Some(n) = move_key(router, db, key).await? {
                 bytes += n;
             }
         }
         Ok(bytes)
     }
 
-    /// The background mover's batch in a fleet: moves every key of `keys` (all of slots
-    /// migrating between the same two shards) still on its source with one `MIGRATE`.
+    /// The background mover's batch in a fleet: moves every key of `keys` (of database `db`,
+    /// all of slots migrating between the same two shards) still on its source with one
+    /// `MIGRATE`.
     /// Without the per-key locks: `MIGRATE` runs as one command on the source, so a move of
     /// the same key by a request (here or on another proxy) finds it moved, or moves it
     /// first. The leader calls it only after the fleet acknowledged the migrating epoch.
     ///
     /// # Errors
     /// A move failed (a node is unreachable); keys may still be on the source.
-    pub async fn migrate_batch(&self, router: &Router, keys: &[Bytes]) -> Result<(), String> {
+    pub async fn migrate_batch(
+        &self,
+        router: &Router,
+        db: u16,
+        keys: &[Bytes],
+    ) -> Result<(), String> {
         match &self.atomic {
-            Some(atomic) => migrate_keys(router, atomic, keys).await,
-            None => self.ensure_moved(router, keys).await.map(|_| ()),
+            Some(atomic) => migrate_keys(router, atomic, db, keys).await,
+            None => {
+                let keys: Vec<(u16, Bytes)> = keys.iter().map(|k| (db, k.clone())).collect();
+                self.ensure_moved(router, &keys).await.map(|_| ())
+            }
         }
     }
 }
@@ -483,22 +498,31 @@ impl Job {
     }
 }
 
-/// Sends `bytes` (producing `replies` replies) on the lane of `slot` of `route`'s master and
-/// waits for the answer (the replies concatenated); `mirrored` writes reach the replicas first.
+/// Sends `bytes` (producing `replies` replies) on the lane of `slot` of `route`'s master, in
+/// database `db`, and waits for the answer (the replies concatenated); `mirrored` writes
+/// reach the replicas first.
 async fn exchange(
     route: &ShardRoute,
-    slot: u16,
+    (slot, db): (u16, u16),
     bytes: Bytes,
     replies: u32,
     mirrored: bool,
 ) -> Result<Bytes, String> {
-    exchange_as(route, slot, bytes, replies, mirrored, BackendUser::Client).await
+    exchange_as(
+        route,
+        (slot, db),
+        bytes,
+        replies,
+        mirrored,
+        BackendUser::Client,
+    )
+    .await
 }
 
 /// [`exchange`] run as the backend `user`.
 async fn exchange_as(
     route: &ShardRoute,
-    slot: u16,
+    (slot, db): (u16, u16),
     bytes: Bytes,
     replies: u32,
     mirrored: bool,
@@ -514,14 +538,16 @@ async fn exchange_as(
         mirrored.then_some(Effect::Same),
         replies,
         user,
+        db,
     );
     rx.await
         .map_err(|_| format!("no answer from {}", route.master.addr()))
 }
 
-/// Moves `key` from its slot's source to its target if its slot is migrating and the key is
-/// still on the source. Returns the bytes moved, or `None` when there was nothing to move.
-async fn move_key(router: &Router, key: &Bytes) -> Result<Option<u64>, String> {
+/// Moves `key` of database `db` from its slot's source to its target if its slot is
+/// migrating and the key is still on the source. Returns the bytes moved, or `None` when
+/// there was nothing to move.
+async fn move_key(router: &Router, db: u16, key: &Bytes) -> Result<Option<u64>, String> {
     // Held until the key has moved: the epoch barrier waits for a move routed by an older
     // table (a reversal must not race a move in the old direction).
     let table = router.load();
@@ -536,7 +562,7 @@ async fn move_key(router: &Router, key: &Bytes) -> Result<Option<u64>, String> {
     let mut read = BytesMut::new();
     encode::request(&mut read, &[b"PEXPIRETIME", key]);
     encode::request(&mut read, &[b"DUMP", key]);
-    let answer = exchange(source, slot.get(), read.freeze(), 2, false).await?;
+    let answer = exchange(source, (slot.get(), db), read.freeze(), 2, false).await?;
     let first = reply::element_len(&answer).unwrap_or(answer.len());
     let (expiry, dump) = (answer.slice(..first), answer.slice(first..));
     if reply::is_error(&expiry) || reply::is_error(&dump) {
@@ -568,7 +594,7 @@ async fn move_key(router: &Router, key: &Bytes) -> Result<Option<u64>, String> {
     } else {
         encode::request(&mut restore, &[b"RESTORE", key, b"0", &payload, b"REPLACE"]);
     }
-    let restored = exchange(target, slot.get(), restore.freeze(), 1, true).await?;
+    let restored = exchange(target, (slot.get(), db), restore.freeze(), 1, true).await?;
     if !reply::is_ok(&restored) {
         return Err(format!(
             "RESTORE of {} on {}: {}",
@@ -577,7 +603,7 @@ async fn move_key(router: &Router, key: &Bytes) -> Result<Option<u64>, String> {
             String::from_utf8_lossy(&restored).trim_end()
         ));
     }
-    delete_on_source(source, slot.get(), key).await?;
+    delete_on_source(source, (slot.get(), db), key).await?;
     Ok(Some(payload.len() as u64))
 }
 
@@ -588,7 +614,12 @@ async fn move_key(router: &Router, key: &Bytes) -> Result<Option<u64>, String> {
 /// A key the target already holds (`BUSYKEY`: a move restored it but failed to answer, or
 /// another proxy's move is half-way) is newer there (since the fleet acknowledged the
 /// migrating epoch every write went to the target): the source's stale copy is deleted.
-async fn migrate_keys(router: &Router, atomic: &AtomicMoves, keys: &[Bytes]) -> Result<(), String> {
+async fn migrate_keys(
+    router: &Router,
+    atomic: &AtomicMoves,
+    db: u16,
+    keys: &[Bytes],
+) -> Result<(), String> {
     let table = router.load();
     let Some(first) = keys.first() else {
         return Ok(());
@@ -607,8 +638,8 @@ async fn migrate_keys(router: &Router, atomic: &AtomicMoves, keys: &[Bytes]) -> 
     };
     let answer = exchange_as(
         source,
-        slot.get(),
-        migrate_request(atomic, target.master.addr(), &keys),
+        (slot.get(), db),
+        migrate_request(atomic, target.master.addr(), db, &keys),
         1,
         true,
         BackendUser::Mover,
@@ -633,8 +664,8 @@ async fn migrate_keys(router: &Router, atomic: &AtomicMoves, keys: &[Bytes]) -> 
     for key in keys {
         let one = exchange_as(
             source,
-            slot.get(),
-            migrate_request(atomic, target.master.addr(), &[key]),
+            (slot.get(), db),
+            migrate_request(atomic, target.master.addr(), db, &[key]),
             1,
             true,
             BackendUser::Mover,
@@ -651,16 +682,20 @@ async fn migrate_keys(router: &Router, atomic: &AtomicMoves, keys: &[Bytes]) -> 
                 target.master.addr()
             ));
         }
-        delete_on_source(source, slot.get(), key).await?;
+        delete_on_source(source, (slot.get(), db), key).await?;
     }
     acknowledged_on(target, slot.get()).await
 }
 
 /// `DEL key` on the source's master once the key is on the target (mirrored, as any write).
-async fn delete_on_source(source: &ShardRoute, slot: u16, key: &Bytes) -> Result<(), String> {
+async fn delete_on_source(
+    source: &ShardRoute,
+    (slot, db): (u16, u16),
+    key: &Bytes,
+) -> Result<(), String> {
     let mut del = BytesMut::new();
     encode::request(&mut del, &[b"DEL", key]);
-    let deleted = exchange(source, slot, del.freeze(), 1, true).await?;
+    let deleted = exchange(source, (slot, db), del.freeze(), 1, true).await?;
     if reply::is_error(&deleted) {
         return Err(format!(
             "DEL of {} on {}: {}",
@@ -688,7 +723,7 @@ async fn acknowledged_on(target: &ShardRoute, slot: u16) -> Result<(), String> {
     }
     let mut publish = BytesMut::new();
     encode::request(&mut publish, &[b"PUBLISH", MOVED_CHANNEL, b"1"]);
-    let answer = exchange(target, slot, publish.freeze(), 1, true).await?;
+    let answer = exchange(target, (slot, 0), publish.freeze(), 1, true).await?;
     if reply::is_error(&answer) {
         return Err(format!(
             "acknowledging a move on {}: {}",
@@ -705,19 +740,22 @@ fn busy_key(error: &str) -> bool {
     error.contains("BUSYKEY")
 }
 
-/// `MIGRATE host port "" 0 timeout [AUTH..] KEYS k..` moving `keys` to `target`.
+/// `MIGRATE host port "" db timeout [AUTH..] KEYS k..` moving `keys` to database `db` of
+/// `target` (sent on a connection that selected `db` on the source).
 fn migrate_request(
     atomic: &AtomicMoves,
     target: &redshard_config::NodeAddr,
+    db: u16,
     keys: &[&Bytes],
 ) -> Bytes {
     let port = target.port().to_string();
+    let db = db.to_string();
     let mut args: Vec<&[u8]> = vec![
         b"MIGRATE",
         target.host().as_bytes(),
         port.as_bytes(),
         b"",
-        b"0",
+        db.as_bytes(),
         atomic.timeout_ms.as_bytes(),
     ];
     args.extend(atomic.auth.iter().map(|a| a.as_ref()));

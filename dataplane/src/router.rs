@@ -645,6 +645,7 @@ impl Router {
 /// replicas get the write once the master answered (proxy mirroring), or its reply waits for
 /// the shard's in-sync replicas' acknowledgement (Redis replication, `sync`). Here, below the session and the controller, because
 /// both send through it (client requests, and the migration's key moves).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn send_master(
     route: &ShardRoute,
     slot: u16,
@@ -653,6 +654,7 @@ pub(crate) fn send_master(
     protocol: Protocol,
     effect: Option<Effect>,
     replies: u32,
+    db: u16,
 ) {
     send_master_as(
         route,
@@ -663,10 +665,12 @@ pub(crate) fn send_master(
         effect,
         replies,
         BackendUser::Client,
+        db,
     );
 }
 
-/// [`send_master`] run as the backend `user` (on the master and, mirrored, on the replicas).
+/// [`send_master`] run as the backend `user` (on the master and, mirrored, on the replicas),
+/// in database `db`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn send_master_as(
     route: &ShardRoute,
@@ -677,6 +681,7 @@ pub(crate) fn send_master_as(
     effect: Option<Effect>,
     replies: u32,
     user: BackendUser,
+    db: u16,
 ) {
     let lane = usize::from(slot) % route.master.lane_count();
     let acks = match &effect {
@@ -692,7 +697,8 @@ pub(crate) fn send_master_as(
                 protocol,
                 lane,
             )
-            .as_user(user) as Box<dyn AfterMaster>,
+            .as_user(user)
+            .in_db(db) as Box<dyn AfterMaster>,
         ),
         _ => None,
     };
@@ -705,6 +711,7 @@ pub(crate) fn send_master_as(
         via: None,
         user,
         acks,
+        db,
     });
 }
 
@@ -738,6 +745,7 @@ pub async fn barrier(route: &ShardRoute, mirrored: bool, timeout: Duration) -> b
             via: None,
             user: BackendUser::Client,
             acks: 0,
+            db: 0,
         });
         waits.push(rx);
     }

@@ -111,8 +111,8 @@ pub enum ClientError {
     },
     /// SAVE: a master's save failed (Redis's bare `-ERR`; the node's log says why).
     SaveFailed,
-    /// SELECT of a database other than 0.
-    OnlyDbZero,
+    /// SELECT of a database the nodes do not have (`[backend] databases`).
+    DbIndexOutOfRange,
     /// A Redis Cluster command: the proxy presents itself as one standalone server, which
     /// answers this.
     ClusterDisabled,
@@ -172,7 +172,7 @@ pub enum ClientError {
     /// WAIT's timeout is negative.
     TimeoutNegative,
     /// SELECT's index does not fit a C int.
-    DbIndexOutOfRange,
+    IntOutOfRange,
     /// SLOWLOG GET's count is below -1.
     SlowlogCount,
     /// SLOWLOG GET with too many arguments.
@@ -478,9 +478,7 @@ impl ClientError {
             Self::AclDefaultUndeletable => b"-ERR The 'default' user cannot be removed\r\n",
             Self::AuthWithoutPassword => b"-ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?\r\n",
             Self::SaveFailed => b"-ERR\r\n",
-            Self::OnlyDbZero => {
-                b"-ERR redshard serves DB 0 only; SELECT of another database is not allowed\r\n"
-            }
+            Self::DbIndexOutOfRange => b"-ERR DB index is out of range\r\n",
             Self::ClusterDisabled => b"-ERR This instance has cluster support disabled\r\n",
             Self::CrossSlot => b"-CROSSSLOT Keys in request don't hash to the same slot\r\n",
             Self::SortPatternCrossSlot => b"-CROSSSLOT Keys in request don't hash to the same slot (a SORT BY or GET pattern must carry the sorted key's hash tag before its '*', as in {tag}weight_*)\r\n",
@@ -497,7 +495,7 @@ impl ClientError {
             Self::BlockingOffWatchedShard => b"-ERR redshard: a blocking command on another shard than the WATCHed keys is not supported\r\n",
             Self::TimeoutNotAnInteger => b"-ERR timeout is not an integer or out of range\r\n",
             Self::TimeoutNegative => b"-ERR timeout is negative\r\n",
-            Self::DbIndexOutOfRange => {
+            Self::IntOutOfRange => {
                 b"-ERR value is out of range, value must between -2147483648 and 2147483647\r\n"
             }
             Self::SlowlogCount => b"-ERR count should be greater than or equal to -1\r\n",

@@ -67,7 +67,7 @@ async fn fill(cluster: &TestCluster, n: usize) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scripts_cannot_flush_or_leave_database_0_without_allow_flush() {
+async fn scripts_cannot_flush_or_swap_databases_without_allow_flush() {
     let cluster = TestCluster::start_with(2, true, "", &[]).await;
     fill(&cluster, 5).await;
     let mut c = cluster.client().await;
@@ -76,14 +76,28 @@ async fn scripts_cannot_flush_or_leave_database_0_without_allow_flush() {
         ("return redis.call('flushall')", vec!["0"]),
         ("return redis.call('flushdb')", vec!["0"]),
         ("return redis.call('swapdb', 0, 1)", vec!["1", "k"]),
-        ("return redis.call('select', 1)", vec!["0"]),
-        ("return redis.call('move', KEYS[1], 1)", vec!["1", "k"]),
     ] {
         let mut args = vec!["EVAL", script];
         args.extend(keys);
         assert_script_refused(&c.cmd(&args).await, script);
     }
-    // SELECT 0 and everything else a client may run still work inside scripts.
+    // SELECT and everything else a client may run still work inside scripts: a script's
+    // SELECT changes its own database only, on the node of its keys.
+    let other = key_on(2, 1, "other");
+    assert_eq!(
+        c.cmd(&[
+            "EVAL",
+            "redis.call('select', 1) return redis.call('incr', KEYS[1])",
+            "1",
+            &other
+        ])
+        .await,
+        Reply::Int(1)
+    );
+    assert!(c.cmd(&["SELECT", "1"]).await.is_ok());
+    assert_eq!(c.cmd(&["GET", &other]).await, Reply::bulk("1"));
+    assert_eq!(c.cmd(&["DEL", &other]).await, Reply::Int(1));
+    assert!(c.cmd(&["SELECT", "0"]).await.is_ok());
     let n = key_on(2, 1, "n");
     assert_eq!(
         c.cmd(&[

@@ -35,7 +35,7 @@ async fn config_get_answers_the_nodes_parameters_with_the_proxy_s_own() {
     assert!(all.contains_key("hash-max-listpack-entries"));
     assert!(all.contains_key("slowlog-log-slower-than"));
     // The proxy's.
-    assert_eq!(all["databases"], "1");
+    assert_eq!(all["databases"], "16");
     assert_eq!(all["port"], cluster.addr.port().to_string());
     assert_eq!(all["cluster-enabled"], "no");
     assert_eq!(all["save"], "");
@@ -49,7 +49,7 @@ async fn config_get_answers_the_nodes_parameters_with_the_proxy_s_own() {
         some.keys().map(String::as_str).collect::<Vec<_>>(),
         ["databases", "maxmemory"]
     );
-    assert_eq!(some["databases"], "1");
+    assert_eq!(some["databases"], "16");
     assert_eq!(
         c.cmd(&["CONFIG", "GET", "nope"]).await,
         Reply::Array(vec![])
@@ -62,7 +62,7 @@ async fn config_get_answers_the_nodes_parameters_with_the_proxy_s_own() {
         .await;
     let text = String::from_utf8_lossy(&map);
     assert!(text.starts_with("%2\r\n"), "{text}");
-    assert!(text.contains("$9\r\ndatabases\r\n$1\r\n1\r\n"), "{text}");
+    assert!(text.contains("$9\r\ndatabases\r\n$2\r\n16\r\n"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,7 +97,7 @@ async fn info_and_config_get_run_inside_multi() {
     assert!(info.contains("db0:keys=31,"), "every master's keys: {info}");
     assert!(items[1].is_ok());
     let config = config_map(&items[2]);
-    assert_eq!(config["databases"], "1");
+    assert_eq!(config["databases"], "16");
     assert!(config.contains_key("maxmemory"));
     let server = items[3].text();
     assert!(server.starts_with("# Server") && !server.contains("# Keyspace"));

@@ -460,6 +460,16 @@ async fn two_proxies_writing_during_a_migration_lose_no_increment_and_leave_no_k
     let fill_moving = (0..20000)
         .filter(|i| redshard_tests::cluster::shard_of(&format!("fill:{i}"), 2) == 0)
         .count();
+    // And keys in database 5, which MIGRATE moves into database 5 of the target.
+    assert!(source.cmd(&["SELECT", "5"]).await.is_ok());
+    assert!(source
+        .cmd(&["DEBUG", "POPULATE", "2000", "five", "8"])
+        .await
+        .is_ok());
+    assert!(source.cmd(&["SELECT", "0"]).await.is_ok());
+    let five_moving = (0..2000)
+        .filter(|i| redshard_tests::cluster::shard_of(&format!("five:{i}"), 2) == 0)
+        .count();
 
     let stop = Arc::new(AtomicBool::new(false));
     let acked: Arc<Vec<AtomicU64>> =
@@ -548,6 +558,17 @@ async fn two_proxies_writing_during_a_migration_lose_no_increment_and_leave_no_k
         target.cmd(&["DBSIZE"]).await,
         Reply::Int(i64::try_from(fill_moving + touched).unwrap())
     );
+    for (node, keys) in [
+        (&mut source, 2000 - five_moving),
+        (&mut target, five_moving),
+    ] {
+        assert!(node.cmd(&["SELECT", "5"]).await.is_ok());
+        assert_eq!(
+            node.cmd(&["DBSIZE"]).await,
+            Reply::Int(i64::try_from(keys).unwrap()),
+            "database 5 split by the slots"
+        );
+    }
     let total: u64 = acked.iter().map(|a| a.load(Ordering::Relaxed)).sum();
     eprintln!(
         "{total} increments acknowledged through 2 proxies; the migration of {fill_moving} keys took {} ms",

@@ -23,6 +23,7 @@ mod commands;
 mod compat;
 mod compat_client;
 mod compat_operators;
+mod databases;
 mod deep_replies;
 mod etcd_cluster;
 mod failover;

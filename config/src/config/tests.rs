@@ -83,6 +83,7 @@ fn minimal_file_takes_every_default() {
     assert_eq!(config.metrics_namespace, "redshard");
     assert_eq!(config.backend, BackendConfig::default());
     assert_eq!(config.backend.lanes, 0, "one lane per worker thread");
+    assert_eq!(config.backend.databases, 16, "Redis's own default");
     assert_eq!(config.backend.connect_timeout, Duration::from_millis(1000));
     assert_eq!(config.backend.response_timeout, Duration::from_millis(5000));
     assert_eq!(
@@ -150,6 +151,7 @@ username = "proxyuser"
 password = "pw"
 manage_acl = false
 lanes = 64
+databases = 100
 ready_connections = false
 connect_timeout_ms = 10
 response_timeout_ms = 20
@@ -222,6 +224,7 @@ format = "json"
             // Without manage_acl, keyless scripts can only run with full rights.
             keyless_scripts: KeylessScripts::AnyMaster,
             lanes: 64,
+            databases: 100,
             ready_connections: false,
             connect_timeout: Duration::from_millis(10),
             response_timeout: Duration::from_millis(20),
@@ -482,6 +485,16 @@ fn unassigned_slots_are_named() {
 fn backend_values_are_bounded() {
     for (line, key, word) in [
         ("lanes = 65", "backend.lanes", "between 0 and 64, not 65"),
+        (
+            "databases = 0",
+            "backend.databases",
+            "between 1 and 65536, not 0",
+        ),
+        (
+            "databases = 65537",
+            "backend.databases",
+            "between 1 and 65536, not 65537",
+        ),
         (
             "connect_timeout_ms = 0",
             "backend.connect_timeout_ms",

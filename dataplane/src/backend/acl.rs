@@ -159,6 +159,8 @@ pub fn rules(user: BackendUser, allow_flush: bool) -> Vec<String> {
                 "+exec",
                 "+ping",
                 "+echo",
+                // The lane's own switch to the client's database.
+                "+select",
             ]
             .map(String::from),
         ),
@@ -195,10 +197,6 @@ pub fn rules(user: BackendUser, allow_flush: bool) -> Vec<String> {
         ]
         .map(String::from),
     );
-    if user.with_keys() != BackendUser::ReadOnly {
-        // SELECT 0 is harmless; another database escapes the slot table.
-        rules.extend(["-select", "+select|0"].map(String::from));
-    }
     if !allow_flush {
         rules.extend(["-flushall", "-flushdb"].map(String::from));
     }
@@ -323,9 +321,6 @@ mod tests {
             "-flushall",
             "-flushdb",
             "-swapdb",
-            "-move",
-            "-select",
-            "+select|0",
             "-migrate",
             "-script|kill",
             "-client|kill",
@@ -333,8 +328,17 @@ mod tests {
         ] {
             assert!(client.iter().any(|r| r == rule), "{rule} in {client:?}");
         }
-        // Containers are not denied whole: CLIENT SETNAME, SCRIPT LOAD ... stay allowed.
-        for rule in ["-client", "-script", "-function", "-config", "-memory"] {
+        // Containers are not denied whole: CLIENT SETNAME, SCRIPT LOAD ... stay allowed; and
+        // SELECT and MOVE are, since the lanes switch databases for the clients.
+        for rule in [
+            "-client",
+            "-script",
+            "-function",
+            "-config",
+            "-memory",
+            "-select",
+            "-move",
+        ] {
             assert!(!client.iter().any(|r| r == rule), "{rule}");
         }
         assert!(!rules(BackendUser::Client, true)
@@ -345,6 +349,7 @@ mod tests {
         let readonly = rules(BackendUser::ReadOnly, true);
         assert_eq!(readonly[2..4], ["-@all".to_owned(), "+@read".to_owned()]);
         assert!(readonly.iter().any(|r| r == "-@admin"));
+        assert!(readonly.iter().any(|r| r == "+select"));
         // The users of keyless scripts: the same rights, and no key pattern at all.
         for user in [
             BackendUser::Client,

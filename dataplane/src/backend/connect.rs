@@ -56,7 +56,58 @@ async fn connect_inner(
             return Err(refused_or(error_text(&answer), LaneError::Acl));
         }
     }
+    if config.databases > 1 {
+        check_databases(&mut stream, config).await?;
+    }
     Ok(stream)
+}
+
+/// Checks that the node has every database a client may `SELECT` (`[backend] databases`):
+/// a lane switches databases with a `SELECT` pipelined before the request, and one the node
+/// refused would leave that request running in the previous database. `SELECT` of the last
+/// one, then back to 0, in one write.
+async fn check_databases(stream: &mut BackendStream, config: &LaneConfig) -> Result<(), LaneError> {
+    let last = (config.databases - 1).to_string();
+    let mut request = BytesMut::new();
+    encode::request(&mut request, &[b"SELECT", last.as_bytes()]);
+    encode::request(&mut request, &[b"SELECT", b"0"]);
+    stream
+        .write_all(&request)
+        .await
+        .map_err(LaneError::Connect)?;
+    // Both replies, which may come in one read.
+    let mut buf = BytesMut::with_capacity(64);
+    let mut answers = Vec::with_capacity(2);
+    let mut scanner = ReplyScanner::new(config.max_reply_depth);
+    while answers.len() < 2 {
+        match scanner.scan(&buf).map_err(LaneError::Protocol)? {
+            Some(len) => answers.push(buf.split_to(len)),
+            None => {
+                if stream
+                    .read_buf(&mut buf)
+                    .await
+                    .map_err(LaneError::Connect)?
+                    == 0
+                {
+                    return Err(LaneError::Connect(io::ErrorKind::UnexpectedEof.into()));
+                }
+            }
+        }
+    }
+    for answer in answers {
+        if !reply::is_ok(&answer) {
+            let why = error_text(&answer);
+            return Err(if why.starts_with(MAX_CLIENTS_REACHED) {
+                LaneError::Refused(why)
+            } else {
+                LaneError::Databases {
+                    databases: config.databases,
+                    why,
+                }
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Sends one request and reads its reply (during the handshake only).

@@ -24,9 +24,22 @@ pub(crate) enum LaneError {
     /// The node refused to create the proxy's ACL users, or the switch to one of them.
     #[error("cannot run client traffic as the proxy's ACL users ({0}); grant the backend user ACL SETUSER, or set [backend] manage_acl = false (scripts then run with the backend user's rights)")]
     Acl(String),
+    /// The node has fewer databases than clients may `SELECT` (`[backend] databases`), or
+    /// refused a `SELECT` to the proxy's backend user.
+    #[error("cannot serve [backend] databases = {databases} ({why}); set the nodes' `databases` to at least that, or lower [backend] databases")]
+    Databases {
+        /// The configured count.
+        databases: u32,
+        /// The node's answer.
+        why: String,
+    },
     /// The node refused `HELLO 3` (Redis before 6 has no RESP3).
     #[error("does not speak RESP3: {0}")]
     NoResp3(String),
+    /// The node refused the lane's own switch of protocol, backend user or database
+    /// (`HELLO`, `AUTH`, `SELECT`) on an established connection.
+    #[error("refused a switch of protocol, user or database: {0}")]
+    Switch(String),
     /// Reading or writing an established connection failed.
     #[error("connection failed: {0}")]
     Io(#[source] std::io::Error),
@@ -60,10 +73,10 @@ impl LaneError {
             Self::Connect(_) | Self::ConnectTimeout(_) | Self::NoResp3(_) | Self::Refused(_) => {
                 error_kind::CONNECT
             }
-            Self::Auth(_) | Self::Acl(_) => error_kind::AUTH,
+            Self::Auth(_) | Self::Acl(_) | Self::Databases { .. } => error_kind::AUTH,
             Self::Io(_) | Self::Closed => error_kind::CLOSED,
             Self::Timeout(_) => error_kind::TIMEOUT,
-            Self::Protocol(_) | Self::Unsolicited => error_kind::PROTOCOL,
+            Self::Protocol(_) | Self::Unsolicited | Self::Switch(_) => error_kind::PROTOCOL,
             Self::Fenced | Self::Restarted => error_kind::CLOSED,
         }
     }

@@ -88,8 +88,9 @@ struct InFlight {
 enum Kind {
     /// A request of a client or of the proxy: its reply goes to its destination.
     Request,
-    /// The lane's own `HELLO` switching the connection's protocol, or its `AUTH` switching
-    /// the backend user: its reply is checked and dropped.
+    /// The lane's own `HELLO` switching the connection's protocol, its `AUTH` switching the
+    /// backend user, or its `SELECT` switching the database: its reply is checked and
+    /// dropped.
     Handshake,
     /// The lane's `WAIT` for this many replicas after a batch of writes (group commit).
     Wait(u32),
@@ -544,6 +545,9 @@ struct Sending {
     acl: Option<Arc<super::acl::ManagedUsers>>,
     /// The backend user the connection runs as now (`redshard-client` after connecting).
     acting: super::acl::BackendUser,
+    /// The database the connection has selected now (0 after connecting): a request for
+    /// another one is preceded by a `SELECT` whose reply the lane checks and drops.
+    selected: u16,
     /// Requests waiting behind a fenced one (see [`LaneRequest::via`]), in order.
     held: VecDeque<LaneRequest>,
     /// The signal that the fenced request has been answered, while one is out.
@@ -575,6 +579,7 @@ impl Sending {
             speaking,
             acl,
             acting: super::acl::BackendUser::Client,
+            selected: 0,
             held: VecDeque::new(),
             fence: None,
             acks: 0,
@@ -670,6 +675,10 @@ impl Sending {
             });
             self.push_own(hello, Kind::Handshake, now);
         }
+        if request.db != self.selected {
+            self.selected = request.db;
+            self.push_own(select_request(request.db), Kind::Handshake, now);
+        }
         self.acks = self.acks.max(request.acks);
         self.out.push(request.bytes);
         self.in_flight.push_back(InFlight {
@@ -712,6 +721,15 @@ impl Sending {
             }
         }
     }
+}
+
+/// `SELECT db`, as the lane switches databases (the connection checked, when it opened, that
+/// the node has every database a client may select).
+fn select_request(db: u16) -> Bytes {
+    let mut bytes = BytesMut::with_capacity(24);
+    let db = db.to_string();
+    redshard_protocol::resp::encode::request(&mut bytes, &[b"SELECT", db.as_bytes()]);
+    bytes.freeze()
 }
 
 /// Completes when the fenced request has been answered (or dropped).
@@ -792,7 +810,7 @@ fn deliver_replies(
                     // opened): the new connection creates it again.
                     LaneError::Acl(format!("WRONGPASS{text}"))
                 } else {
-                    LaneError::NoResp3(text)
+                    LaneError::Switch(text)
                 });
             }
             continue;

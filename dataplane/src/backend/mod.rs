@@ -40,6 +40,9 @@ pub struct LaneConfig {
     pub password: Option<String>,
     /// Connections per node.
     pub lanes: usize,
+    /// `[backend] databases`: each connection checks, when it opens, that the node has that
+    /// many, since a lane switches database with a pipelined `SELECT`.
+    pub databases: u32,
     /// Bound on TCP connect plus the TLS and AUTH handshakes.
     pub connect_timeout: Duration,
     /// Bound on the wait for the oldest in-flight reply before the connection is declared dead;
@@ -84,6 +87,7 @@ impl LaneConfig {
             username: backend.username.clone(),
             password: backend.password.clone(),
             lanes: backend.lanes,
+            databases: backend.databases,
             connect_timeout: backend.connect_timeout,
             response_timeout: Some(backend.response_timeout),
             backoff_min: backend.reconnect_backoff_min,
@@ -222,6 +226,9 @@ pub struct LaneRequest {
     /// must acknowledge it (the shard's in-sync replicas) before its reply is released; the
     /// lane then ends the batch with a `WAIT` (see [`lane`]). 0 for anything else.
     pub acks: u32,
+    /// The database it runs in (the client's `SELECT`); the lane switches its connection
+    /// with a `SELECT` when this differs from the previous request's.
+    pub db: u16,
 }
 
 impl LaneRequest {
@@ -237,6 +244,7 @@ impl LaneRequest {
             via: None,
             user: acl::BackendUser::Client,
             acks: 0,
+            db: 0,
         }
     }
 }

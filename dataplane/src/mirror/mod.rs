@@ -358,6 +358,9 @@ pub struct Job {
     /// The backend user the replicas run it as: a restricted client's script runs there as
     /// on the master, so a call its user may not make fails the same way on both.
     user: BackendUser,
+    /// The database it ran in on the master (the client's `SELECT`), and runs in on the
+    /// replicas.
+    db: u16,
 }
 
 impl Job {
@@ -379,6 +382,7 @@ impl Job {
             lane,
             wait: false,
             user: BackendUser::Client,
+            db: 0,
         })
     }
 
@@ -386,6 +390,13 @@ impl Job {
     #[must_use]
     pub(crate) fn as_user(mut self: Box<Self>, user: BackendUser) -> Box<Self> {
         self.user = user;
+        self
+    }
+
+    /// Makes the replicas run the request in database `db` (the client's `SELECT`).
+    #[must_use]
+    pub(crate) fn in_db(mut self: Box<Self>, db: u16) -> Box<Self> {
+        self.db = db;
         self
     }
 
@@ -452,6 +463,7 @@ impl Job {
                 return;
             }
             let protocol = self.protocol;
+            let db = self.db;
             lane.submit(LaneRequest {
                 bytes: Bytes::from_static(PING),
                 dest: Dest::Sequenced(Box::new(Sequenced {
@@ -466,6 +478,7 @@ impl Job {
                 via: None,
                 acks: 0,
                 user: BackendUser::Client,
+                db,
             });
             return;
         }
@@ -577,6 +590,7 @@ impl Job {
                 via: None,
                 user: self.user,
                 acks: 0,
+                db: self.db,
             });
         }
     }

@@ -57,9 +57,9 @@ pub(crate) enum Action {
         tokio::time::Instant,
         tokio::sync::watch::Receiver<Option<crate::clients::Pause>>,
     ),
-    /// Not now: these keys of migrating slots must first leave their source. The request
+    /// Not now: these keys (database, name) of migrating slots must first leave their source. The request
     /// stays in the read buffer until they have.
-    Migrate(Vec<Bytes>),
+    Migrate(Vec<(u16, Bytes)>),
     /// Not now: dispatch it again once every earlier reply is in (it goes to the private lane,
     /// which must not overtake the shared lanes). The request stays in the read buffer.
     HoldBack,
@@ -408,12 +408,35 @@ fn migration_check(
     if spec.key_indices(&args, &mut keys).is_err() {
         return None;
     }
-    let moving: Vec<Bytes> = keys
-        .iter()
-        .map(|&k| args.get(k))
-        .filter(|k| table.is_migrating(table.slot_of(k)))
-        .map(Bytes::copy_from_slice)
-        .collect();
+    // MOVE and COPY ... DB n write the key in another database too, which must not get a
+    // copy from the source after them.
+    let other_db = match spec.id {
+        CommandId::Move => redshard_protocol::resp::parse_i64(args.get(2)),
+        CommandId::Copy => (3..args.len().saturating_sub(1))
+            .find(|&i| args.get(i).eq_ignore_ascii_case(b"DB"))
+            .and_then(|i| redshard_protocol::resp::parse_i64(args.get(i + 1))),
+        _ => None,
+    }
+    .and_then(|db| u16::try_from(db).ok());
+    let mut moving: Vec<(u16, Bytes)> = Vec::new();
+    for (n, &k) in keys.iter().enumerate() {
+        let key = args.get(k);
+        if !table.is_migrating(table.slot_of(key)) {
+            continue;
+        }
+        moving.push((ctx.db, Bytes::copy_from_slice(key)));
+        // MOVE's key, COPY's destination (its second key).
+        let elsewhere = match spec.id {
+            CommandId::Move => n == 0,
+            CommandId::Copy => n == 1,
+            _ => false,
+        };
+        if let (true, Some(db)) = (elsewhere, other_db) {
+            if db != ctx.db {
+                moving.push((db, Bytes::copy_from_slice(key)));
+            }
+        }
+    }
     (!moving.is_empty()).then_some(Action::Migrate(moving))
 }
 
@@ -573,12 +596,14 @@ pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes:
                 effect,
                 1,
                 user,
+                ctx.db,
             );
         }
         Action::Read { shard, slot } => {
             let reply = ctx.queue.reserve();
             let mut request = LaneRequest::new(bytes, reply, ctx.protocol);
             request.user = script_user(ctx);
+            request.db = ctx.db;
             read_node(ctx, &table.shards()[shard])
                 .lane(slot)
                 .submit(request);
@@ -635,7 +660,9 @@ pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes:
             let protocol = ctx.protocol;
             let acks = acks_of(route, mirror.as_ref());
             // Only blocking commands are mirrored from here.
-            let (bytes, job) = private_job(route, slot, protocol, bytes, mirror, Some(&ctx.state));
+            let db = ctx.db;
+            let (bytes, job) =
+                private_job(route, slot, (protocol, db), bytes, mirror, Some(&ctx.state));
             private_lane(ctx, &route.master).submit(LaneRequest {
                 bytes,
                 dest: reply,
@@ -645,6 +672,7 @@ pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes:
                 via: None,
                 user: BackendUser::Client,
                 acks,
+                db,
             });
             ctx.barrier = true;
         }
@@ -701,6 +729,7 @@ fn load_everywhere(table: &RoutingTable, request: &Bytes) {
                 via: None,
                 user: BackendUser::Client,
                 acks: 0,
+                db: 0,
             });
         }
     }
@@ -715,7 +744,7 @@ fn load_everywhere(table: &RoutingTable, request: &Bytes) {
 fn private_job(
     route: &ShardRoute,
     slot: u16,
-    protocol: Protocol,
+    (protocol, db): (Protocol, u16),
     bytes: Bytes,
     mirror: Option<Prepared>,
     blocking: Option<&Arc<ProxyState>>,
@@ -734,7 +763,8 @@ fn private_job(
                 bytes.clone(),
                 protocol,
                 lane,
-            );
+            )
+            .in_db(db);
             let job = match blocking {
                 Some(state) => {
                     job.following(follow_shard(state, route), route.master.lane(slot).clone())
@@ -869,7 +899,7 @@ fn exec(ctx: &mut Ctx, table: &RoutingTable, shard: usize, slot: u16, request: E
             effect,
         });
         let acks = acks_of(route, prepared.as_ref());
-        let (bytes, job) = private_job(route, slot, ctx.protocol, whole, prepared, None);
+        let (bytes, job) = private_job(route, slot, (ctx.protocol, ctx.db), whole, prepared, None);
         let protocol = ctx.protocol;
         let private = private_lane(ctx, &route.master).clone();
         let request = LaneRequest {
@@ -881,6 +911,7 @@ fn exec(ctx: &mut Ctx, table: &RoutingTable, shard: usize, slot: u16, request: E
             mirror: None,
             user,
             acks,
+            db: ctx.db,
         };
         match job {
             // Mirrored: the slot's shared lane fences it, so the master runs it at a known
@@ -903,6 +934,7 @@ fn exec(ctx: &mut Ctx, table: &RoutingTable, shard: usize, slot: u16, request: E
             effect,
             replies,
             user,
+            ctx.db,
         );
     }
 }
@@ -949,6 +981,7 @@ pub(crate) fn fan_out(
                 ctx.protocol,
                 write.then_some(Effect::Same),
                 1,
+                ctx.db,
             );
         }
         return;
@@ -963,6 +996,7 @@ pub(crate) fn fan_out(
             ctx.protocol,
             write.then_some(Effect::Same),
             1,
+            ctx.db,
         );
     }
 }

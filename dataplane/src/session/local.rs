@@ -47,7 +47,7 @@ pub(super) fn handle(
         Local::Reset => {
             // Like Redis: out of MULTI, UNWATCH (closing the private connection forgets what
             // it watched), unsubscribed, out of MONITOR, replies on, logged out, back to
-            // RESP2 and no name.
+            // RESP2, database 0 and no name.
             super::admin::stop_monitoring(ctx);
             super::reply_mode::reset(ctx);
             if ctx.tx.take().is_some() {
@@ -62,6 +62,8 @@ pub(super) fn handle(
             // Back to the default user's rules, looked up at the next request.
             ctx.users_seen = u64::MAX;
             ctx.client.fields().name.clear();
+            ctx.db = 0;
+            ctx.client.set_db(0);
             ctx.pubsub = None;
             super::pubsub::show_counts(ctx);
             super::tracking::reset(ctx);
@@ -302,12 +304,21 @@ fn wait(ctx: &mut Ctx, args: Args<'_>) -> Action {
     Action::Done
 }
 
-fn select(ctx: &Ctx, db: &[u8]) -> Action {
+/// SELECT: the database every later request of the client runs in, as on one server (each
+/// node has the same databases; the lanes switch to the request's).
+fn select(ctx: &mut Ctx, db: &[u8]) -> Action {
+    let databases = ctx.state.config.backend.databases;
     match parse_i64(db) {
-        Some(0) => Action::reply(ctx, Bytes::from_static(encode::OK)),
-        // Redis reads the index as a C int first.
-        Some(n) if i32::try_from(n).is_err() => Action::error(ctx, ClientError::DbIndexOutOfRange),
-        Some(_) => Action::error(ctx, ClientError::OnlyDbZero),
+        // Redis reads the index as a C int, then checks it against `databases`.
+        Some(n) => match u16::try_from(n) {
+            Ok(db) if u32::from(db) < databases => {
+                ctx.db = db;
+                ctx.client.set_db(db);
+                Action::reply(ctx, Bytes::from_static(encode::OK))
+            }
+            _ if i32::try_from(n).is_err() => Action::error(ctx, ClientError::IntOutOfRange),
+            _ => Action::error(ctx, ClientError::DbIndexOutOfRange),
+        },
         None => Action::error(ctx, ClientError::NotAnInteger),
     }
 }
@@ -634,7 +645,7 @@ pub(super) fn proxy_config(ctx: &Ctx, patterns: &[&[u8]]) -> Vec<(&'static str, 
     let live = ctx.state.live.now();
     let limits = &live.limits;
     let values: [(&'static str, String); 13] = [
-        ("databases", "1".into()),
+        ("databases", ctx.state.config.backend.databases.to_string()),
         ("maxclients", limits.max_clients.to_string()),
         ("proto-max-bulk-len", limits.max_bulk_bytes.to_string()),
         (

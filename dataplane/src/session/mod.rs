@@ -122,6 +122,9 @@ pub(crate) struct Ctx {
     pub keys: smallvec::SmallVec<[usize; 8]>,
     /// The client's protocol (HELLO); picks the backend lanes that answer in it.
     pub protocol: Protocol,
+    /// The database the client selected (`SELECT`, 0 at first): every request it sends to a
+    /// node runs there (the lanes switch with a pipelined `SELECT`).
+    pub db: u16,
     /// Set when a request went where later ones do not follow it (another protocol's lanes,
     /// the private connection, subscription connections): nothing more is dispatched until
     /// every earlier reply is out, so requests before and after cannot overtake each other.
@@ -277,6 +280,7 @@ impl<S: ClientStream> Session<S> {
                 monitoring: false,
                 monitor_feed: false,
                 silence: None,
+                db: 0,
                 auth_failures: 0,
                 access: redshard_config::Access::All,
                 user: String::new(),

@@ -84,6 +84,7 @@ pub(super) fn scan(ctx: &Ctx, table: &RoutingTable, args: Args<'_>) -> Action {
         shards: table.shards().len(),
         count,
         protocol: ctx.protocol,
+        db: ctx.db,
     };
     let reply = ctx.queue.reserve();
     tokio::spawn(walk.run(master_cursor, reply));
@@ -104,6 +105,8 @@ struct Walk {
     count: usize,
     /// The client's protocol.
     protocol: Protocol,
+    /// The client's database.
+    db: u16,
 }
 
 impl Walk {
@@ -150,11 +153,9 @@ impl Walk {
         let mut request = BytesMut::new();
         encode::request(&mut request, &parts);
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.lanes[shard - self.first].submit(LaneRequest::new(
-            request.freeze(),
-            Dest::Signal(tx),
-            self.protocol,
-        ));
+        let mut request = LaneRequest::new(request.freeze(), Dest::Signal(tx), self.protocol);
+        request.db = self.db;
+        self.lanes[shard - self.first].submit(request);
         // Dropped unanswered only when the lane is gone.
         rx.await
             .unwrap_or_else(|_| ClientError::LaneClosed.to_reply())

@@ -120,6 +120,7 @@ pub(super) fn split(
             ctx.protocol,
             write.then_some(crate::mirror::effect::Effect::Same),
             1,
+            ctx.db,
         );
     }
     Action::Done

@@ -28,7 +28,7 @@ pub enum Local {
     Echo,
     /// QUIT: OK, then close after the replies.
     Quit,
-    /// SELECT db: only database 0 exists.
+    /// SELECT db: the database the client's later requests run in (the proxy keeps it).
     Select,
     /// WAIT counts the replicas that applied the client's writes, which the proxy tracks.
     Wait,
@@ -382,8 +382,9 @@ const fn declared_route(id: CommandId) -> Route {
         | C::ClusterShards
         | C::ClusterSlaves
         | C::ClusterSlots => Route::Forbidden,
-        // Databases other than 0 and cross-node key moves would escape the slot table.
-        C::Swapdb | C::Move | C::Migrate => Route::Forbidden,
+        // SWAPDB would swap each master's databases at another moment (no client may see
+        // one half swapped), and MIGRATE moves keys to nodes outside the slot table.
+        C::Swapdb | C::Migrate => Route::Forbidden,
         // (CLIENT KILL/PAUSE/UNPAUSE/UNBLOCK/REPLY/TRACKING... and MONITOR are the proxy's:
         // see [`Local`].)
         // SCRIPT DEBUG needs a private forked server.
@@ -433,6 +434,7 @@ const fn declared_route(id: CommandId) -> Route {
         | C::Bitpos
         | C::ConfigHelp
         | C::Copy
+        | C::Move
         | C::Decr
         | C::Decrby
         | C::Dump
