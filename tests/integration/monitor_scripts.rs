@@ -230,3 +230,74 @@ async fn the_relay_follows_masters_added_and_promoted() {
         wait_node_monitors(node, 0).await;
     }
 }
+
+/// The `user=` of the MONITOR clients of the node at `addr`, asked as `proxy`.
+async fn node_monitor_users(addr: &str) -> Vec<String> {
+    let mut node = Client::connect(addr).await;
+    assert!(node.cmd(&["AUTH", "proxy", "p-pw"]).await.is_ok());
+    let list = node.cmd(&["CLIENT", "LIST"]).await.text();
+    list.lines()
+        .filter(|l| l.contains(" flags=O "))
+        .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("user=")))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_connections_use_the_configured_backend_user() {
+    // The proxy's managed users may not run MONITOR; the configured user may.
+    let extra = "[backend]\nusername = \"proxy\"\npassword = \"p-pw\"\n";
+    let allowed = [
+        "--user", "default", "off", "--user", "proxy", "on", ">p-pw", "~*", "&*", "+@all",
+    ];
+    let cluster = TestCluster::start_with(1, false, extra, &allowed).await;
+    let node = cluster.masters[0].addr();
+    let mut c = cluster.client().await;
+    let client = addr_of(&mut c).await;
+    let mut m = cluster.client().await;
+    assert!(m.cmd(&["MONITOR"]).await.is_ok());
+    assert_eq!(node_monitor_users(&node).await, ["proxy"]);
+    assert_eq!(
+        c.cmd(&["EVAL", "return redis.call('GET', KEYS[1])", "1", "k"])
+            .await,
+        Reply::Bulk(None)
+    );
+    read_until_lua(&mut m, &[&client], "\"GET\" \"k\"").await;
+    drop(m);
+    wait_until(Duration::from_secs(10), "the node's MONITOR closed", || {
+        let node = node.clone();
+        async move { node_monitor_users(&node).await.is_empty() }
+    })
+    .await;
+
+    // A configured user without MONITOR: the node refuses, the proxy's MONITOR still answers
+    // and shows its clients' commands.
+    let refused = [
+        "--user", "default", "off", "--user", "proxy", "on", ">p-pw", "~*", "&*", "+@all",
+        "-monitor",
+    ];
+    let cluster = TestCluster::start_with(1, false, extra, &refused).await;
+    let node = cluster.masters[0].addr();
+    let mut c = cluster.client().await;
+    let client = addr_of(&mut c).await;
+    let mut m = cluster.client().await;
+    assert!(m.cmd(&["MONITOR"]).await.is_ok());
+    assert!(node_monitor_users(&node).await.is_empty());
+    assert_eq!(
+        c.cmd(&["EVAL", "return redis.call('GET', KEYS[1])", "1", "k"])
+            .await,
+        Reply::Bulk(None)
+    );
+    assert!(c.cmd(&["SET", "after", "1"]).await.is_ok());
+    let mut lines = Vec::new();
+    loop {
+        let line = parts(&m.read().await);
+        assert_eq!(line.0, client, "{line:?}");
+        let done = line.1 == "\"SET\" \"after\" \"1\"";
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    assert_eq!(lines.len(), 2, "{lines:?}");
+}
