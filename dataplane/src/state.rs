@@ -53,7 +53,8 @@ pub struct ProxyState {
     /// Failed AUTH attempts per source address on the client ports (plaintext and TLS), so
     /// that parallel guessing over many connections is slowed too.
     pub auth_throttle: crate::auth_throttle::AuthThrottle,
-    /// The clients in MONITOR mode, fed every client's commands.
+    /// The clients in MONITOR mode, fed every client's commands, and while there are any the
+    /// masters' MONITOR connections that relay what scripts run there (see [`crate::monitor`]).
     pub monitors: crate::monitor::Monitors,
     /// Where idle clients are parked, once the proxy started it; without one, clients are
     /// not parked. The session layer's type, held here without its name (the state is below
@@ -253,6 +254,20 @@ pub struct StateOptions {
     pub config_path: Option<PathBuf>,
     /// Applies a reloaded `[log] level`.
     pub log_level: Option<LogLevelHook>,
+}
+
+impl crate::monitor::MonitorHub for ProxyState {
+    fn router(&self) -> &Router {
+        &self.router
+    }
+
+    fn monitors(&self) -> &crate::monitor::Monitors {
+        &self.monitors
+    }
+
+    fn monitor_buffer_bytes(&self) -> usize {
+        self.live.now().limits.monitor_buffer_bytes
+    }
 }
 
 impl crate::tracking::Hub for ProxyState {

@@ -58,8 +58,6 @@ const LAYERS: &[(&str, u8)] = &[
     ("replies", 2),
     ("shutdown", 2),
     ("backend", 3),
-    // MONITOR's registry of monitoring clients' reply queues, fed by the session.
-    ("monitor", 3),
     ("mirror", 4),
     ("router", 5),
     ("health", 6),
@@ -67,6 +65,10 @@ const LAYERS: &[(&str, u8)] = &[
     // CLIENT TRACKING's hub: follows the router's masters and tells the clients; the state
     // holds it and lends it the router and the clients through `tracking::Hub`.
     ("tracking", 6),
+    // MONITOR's registry of monitoring clients' reply queues, fed by the session, and the
+    // masters' MONITOR connections it keeps while anyone monitors, following the router's
+    // masters through `monitor::MonitorHub`.
+    ("monitor", 6),
     ("state", 7),
     ("session", 8),
     // Above this crate: the control plane (layer 9, `redshard-control`: the controller and

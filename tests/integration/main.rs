@@ -36,6 +36,7 @@ mod limits;
 mod metrics;
 mod mirror;
 mod mirror_effects;
+mod monitor_scripts;
 mod parking;
 mod protocol;
 mod proxy_restart;

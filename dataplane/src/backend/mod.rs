@@ -13,6 +13,7 @@ mod connect;
 mod error;
 pub mod invalidations;
 pub mod lane;
+pub mod node_monitor;
 mod ready;
 pub mod stream;
 pub mod subscriber;
@@ -692,6 +693,24 @@ impl Node {
         tokio::spawn(invalidations::run(
             self.addr.clone(),
             Arc::clone(&self.config),
+            self.fenced.subscribe(),
+            tx,
+        ))
+    }
+
+    /// Starts this node's MONITOR connection, which forwards the commands its scripts and
+    /// functions run to `tx` until the task is aborted or `tx` closed (see [`node_monitor`]).
+    /// It authenticates with the configured backend credentials, not as a managed ACL user.
+    #[must_use]
+    pub fn monitor_scripts(
+        &self,
+        tx: mpsc::UnboundedSender<(NodeAddr, node_monitor::NodeMonitor)>,
+    ) -> tokio::task::JoinHandle<()> {
+        let mut config = (*self.config).clone();
+        config.acl = None;
+        tokio::spawn(node_monitor::run(
+            self.addr.clone(),
+            Arc::new(config),
             self.fenced.subscribe(),
             tx,
         ))

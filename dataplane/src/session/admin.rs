@@ -257,20 +257,22 @@ fn slowlog_settings(ctx: &Ctx, args: Args<'_>) {
     }
 }
 
-/// MONITOR: `+OK`, then every client's commands (see [`crate::monitor`]). A second MONITOR
-/// on the same connection is not answered, as in Redis.
+/// MONITOR: `+OK`, then every client's commands and the commands scripts run on the masters
+/// (see [`crate::monitor`]). A second MONITOR on the same connection is not answered, as in
+/// Redis.
 pub(super) fn monitor(ctx: &mut Ctx) -> Action {
     if ctx.monitoring {
         // No reply, so no entry to label.
         ctx.current_cmd = None;
         return Action::Done;
     }
-    ctx.queue.push_ready(Bytes::from_static(encode::OK));
+    // Answered once the masters' MONITOR connections have started (see `crate::monitor`).
+    let ok = ctx.queue.reserve();
     ctx.monitoring = true;
     ctx.client.fields().monitor = true;
     ctx.state
         .monitors
-        .add(ctx.client.id, Arc::clone(&ctx.queue));
+        .add(&ctx.state, ctx.client.id, Arc::clone(&ctx.queue), ok);
     Action::Done
 }
 
