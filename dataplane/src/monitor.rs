@@ -177,14 +177,20 @@ impl Monitors {
         }
     }
 
-    /// Shows `args` (the command `spec`, sent by the client at `addr`) to every monitor, if
-    /// Redis would show it. A monitor with more than `limit` bytes waiting gets
-    /// [`ClientError::MonitorTooSlow`] and is closed.
-    pub fn feed(&self, spec: &CommandSpec, args: &Args<'_>, addr: &SocketAddr, limit: usize) {
+    /// Shows `args` (the command `spec`, sent in database `db` by the client at `addr`) to
+    /// every monitor, if Redis would show it. A monitor with more than `limit` bytes waiting
+    /// gets [`ClientError::MonitorTooSlow`] and is closed.
+    pub fn feed(
+        &self,
+        spec: &CommandSpec,
+        args: &Args<'_>,
+        (db, addr): (u16, &SocketAddr),
+        limit: usize,
+    ) {
         if spec.flags.contains(Flags::ADMIN) {
             return;
         }
-        let line = line(spec.id, args, addr, std::time::SystemTime::now());
+        let line = line(spec.id, args, (db, addr), std::time::SystemTime::now());
         self.push(&line, limit);
     }
 
@@ -335,16 +341,21 @@ fn redacted(id: CommandId, args: &Args<'_>, index: usize) -> bool {
     }
 }
 
-/// One MONITOR line: `+<unix time with µs> [0 <addr>] "arg" ...\r\n`, each argument quoted
-/// as Redis's `sdscatrepr` does.
-fn line(id: CommandId, args: &Args<'_>, addr: &SocketAddr, now: std::time::SystemTime) -> Bytes {
+/// One MONITOR line: `+<unix time with µs> [<db> <addr>] "arg" ...\r\n`, each argument
+/// quoted as Redis's `sdscatrepr` does.
+fn line(
+    id: CommandId,
+    args: &Args<'_>,
+    (db, addr): (u16, &SocketAddr),
+    now: std::time::SystemTime,
+) -> Bytes {
     let since = now
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     let mut out = BytesMut::with_capacity(64 + args.iter().map(|a| a.len() + 3).sum::<usize>());
     out.put_slice(
         format!(
-            "+{}.{:06} [0 {addr}] ",
+            "+{}.{:06} [{db} {addr}] ",
             since.as_secs(),
             since.subsec_micros()
         )
@@ -402,7 +413,7 @@ mod tests {
         let addr: SocketAddr = "127.0.0.1:51234".parse().unwrap();
         let at = std::time::UNIX_EPOCH + std::time::Duration::from_micros(1_700_000_000_000_123);
         with_args(request, |args| {
-            String::from_utf8(line(id, &args, &addr, at).to_vec()).unwrap()
+            String::from_utf8(line(id, &args, (0, &addr), at).to_vec()).unwrap()
         })
     }
 

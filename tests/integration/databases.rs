@@ -55,6 +55,18 @@ async fn each_database_is_apart_on_every_shard() {
         assert_eq!(on_node(&mut node, 7, key).await, Reply::bulk("seven"));
         assert_eq!(on_node(&mut node, 0, key).await, Reply::bulk("zero"));
     }
+    // MONITOR shows each command's database, as Redis 7 (after it ran: SELECT's is the new).
+    let mut monitor = cluster.client().await;
+    assert_eq!(monitor.cmd(&["MONITOR"]).await, Reply::Status("OK".into()));
+    assert!(c.cmd(&["SELECT", "9"]).await.is_ok());
+    assert!(c.cmd(&["SELECT", "7"]).await.is_ok());
+    assert_eq!(c.cmd(&["GET", &keys[0]]).await, Reply::bulk("seven"));
+    for want in ["[9 ", "[7 ", "[7 "] {
+        let Reply::Status(line) = monitor.read().await else {
+            panic!("a MONITOR line")
+        };
+        assert!(line.contains(want), "{line} has {want}");
+    }
     // CLIENT LIST shows the database; FLUSHDB empties only the selected one.
     let Reply::Bulk(Some(info)) = c.cmd(&["CLIENT", "INFO"]).await else {
         panic!("CLIENT INFO")

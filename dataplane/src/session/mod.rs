@@ -781,7 +781,7 @@ impl<S: ClientStream> Session<S> {
                     self.ctx.state.monitors.feed(
                         spec,
                         &self.scanner.args(&self.rbuf),
-                        &self.ctx.client.addr,
+                        (self.ctx.db, &self.ctx.client.addr),
                         limit,
                     );
                 }
