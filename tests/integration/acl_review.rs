@@ -409,7 +409,22 @@ async fn fleet_proxies_disconnect_deleted_and_narrowed_users_clients_too() {
         },
     )
     .await;
+    // The follower closes their clients once it has the change (their sessions notice it
+    // at their next turn), as the leader does.
     let mut publisher = Client::connect_addr(other.local_addr()).await;
+    wait_until(
+        Duration::from_secs(10),
+        "the clients of the deleted and narrowed users closed",
+        || async {
+            let mut lister = Client::connect_addr(other.local_addr()).await;
+            let Reply::Bulk(Some(list)) = lister.cmd(&["CLIENT", "LIST"]).await else {
+                return false;
+            };
+            let list = String::from_utf8_lossy(&list).into_owned();
+            !list.contains("user=gone ") && !list.contains("user=narrowed ")
+        },
+    )
+    .await;
     publisher.cmd(&["PUBLISH", "news", "after"]).await;
     assert_eq!(sub.try_read().await, None, "the narrowed subscriber stayed");
     assert_eq!(
