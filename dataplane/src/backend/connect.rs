@@ -76,24 +76,7 @@ async fn check_databases(stream: &mut BackendStream, config: &LaneConfig) -> Res
         .await
         .map_err(LaneError::Connect)?;
     // Both replies, which may come in one read.
-    let mut buf = BytesMut::with_capacity(64);
-    let mut answers = Vec::with_capacity(2);
-    let mut scanner = ReplyScanner::new(config.max_reply_depth);
-    while answers.len() < 2 {
-        match scanner.scan(&buf).map_err(LaneError::Protocol)? {
-            Some(len) => answers.push(buf.split_to(len)),
-            None => {
-                if stream
-                    .read_buf(&mut buf)
-                    .await
-                    .map_err(LaneError::Connect)?
-                    == 0
-                {
-                    return Err(LaneError::Connect(io::ErrorKind::UnexpectedEof.into()));
-                }
-            }
-        }
-    }
+    let answers = read_replies(stream, config.max_reply_depth, 2).await?;
     for answer in answers {
         if !reply::is_ok(&answer) {
             let why = error_text(&answer);
@@ -250,19 +233,36 @@ pub(super) async fn read_one_reply(
     stream: &mut BackendStream,
     max_depth: usize,
 ) -> Result<BytesMut, LaneError> {
+    let mut replies = read_replies(stream, max_depth, 1).await?;
+    replies
+        .pop()
+        .ok_or_else(|| LaneError::Connect(io::ErrorKind::UnexpectedEof.into()))
+}
+
+/// Reads exactly `n` replies (during the handshake: nothing else is in flight, so nothing
+/// read past them is lost).
+async fn read_replies(
+    stream: &mut BackendStream,
+    max_depth: usize,
+    n: usize,
+) -> Result<Vec<BytesMut>, LaneError> {
     let mut buf = BytesMut::with_capacity(256);
     let mut scanner = ReplyScanner::new(max_depth);
-    loop {
-        if stream
-            .read_buf(&mut buf)
-            .await
-            .map_err(LaneError::Connect)?
-            == 0
-        {
-            return Err(LaneError::Connect(io::ErrorKind::UnexpectedEof.into()));
-        }
-        if let Some(len) = scanner.scan(&buf).map_err(LaneError::Protocol)? {
-            return Ok(buf.split_to(len));
+    let mut replies = Vec::with_capacity(n);
+    while replies.len() < n {
+        match scanner.scan(&buf).map_err(LaneError::Protocol)? {
+            Some(len) => replies.push(buf.split_to(len)),
+            None => {
+                if stream
+                    .read_buf(&mut buf)
+                    .await
+                    .map_err(LaneError::Connect)?
+                    == 0
+                {
+                    return Err(LaneError::Connect(io::ErrorKind::UnexpectedEof.into()));
+                }
+            }
         }
     }
+    Ok(replies)
 }
