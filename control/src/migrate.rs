@@ -544,8 +544,11 @@ impl Controller {
         else {
             return 0;
         };
-        let size: u64 = match conn.call(&[b"INFO", b"keyspace"]).await {
-            Ok(info) => keyspace(&info).iter().map(|&(_, keys)| keys).sum(),
+        let size: u64 = match conn.info("keyspace").await {
+            Ok(keyspace) => super::nodes::databases_held(&keyspace)
+                .iter()
+                .map(|&(_, keys)| keys)
+                .sum(),
             Err(_) => 0,
         };
         (size * moving as u64) / owned.max(1) as u64
@@ -572,11 +575,8 @@ impl Controller {
                 .connect(&master, Duration::from_secs(5))
                 .await
                 .map_err(|e| e.to_string())?;
-            let info = conn
-                .call_ok(&[b"INFO", b"keyspace"])
-                .await
-                .map_err(|e| e.to_string())?;
-            for (db, _) in keyspace(&info) {
+            let keyspace = conn.info("keyspace").await.map_err(|e| e.to_string())?;
+            for (db, _) in super::nodes::databases_held(&keyspace) {
                 let number = db.to_string();
                 conn.call_ok(&[b"SELECT", number.as_bytes()])
                     .await
@@ -668,27 +668,6 @@ impl Controller {
             }
         }
     }
-}
-
-/// The databases of an `INFO keyspace` reply that hold keys, in order, with their key counts.
-fn keyspace(info: &[u8]) -> Vec<(u16, u64)> {
-    let text = String::from_utf8_lossy(info);
-    let mut dbs: Vec<(u16, u64)> = text
-        .lines()
-        .filter_map(|line| {
-            let (db, fields) = line.strip_prefix("db")?.split_once(':')?;
-            let keys = fields
-                .split(',')
-                .find_map(|f| f.strip_prefix("keys="))?
-                .trim()
-                .parse()
-                .ok()?;
-            Some((db.parse().ok()?, keys))
-        })
-        .filter(|&(_, keys)| keys > 0)
-        .collect();
-    dbs.sort_unstable();
-    dbs
 }
 
 /// Where a running migration is (its `MigrationState` is `Running` throughout); the moves

@@ -156,10 +156,12 @@ pub(crate) fn plural(count: u64, noun: &str) -> String {
     }
 }
 
-/// The keys in every database of an `INFO keyspace` answer (`db0:keys=3,expires=0,...`):
-/// their total and each non-empty database, such as `db0=3, db2=1`, in database order.
-fn keys_held(keyspace: &std::collections::HashMap<String, String>) -> (u64, String) {
-    let mut dbs: Vec<(u64, u64)> = keyspace
+/// The databases of an `INFO keyspace` answer (`db0:keys=3,expires=0,...`) that hold keys,
+/// each with its count, in database order.
+pub(crate) fn databases_held(
+    keyspace: &std::collections::HashMap<String, String>,
+) -> Vec<(u16, u64)> {
+    let mut dbs: Vec<(u16, u64)> = keyspace
         .iter()
         .filter_map(|(db, fields)| {
             let index = db.strip_prefix("db")?.parse().ok()?;
@@ -172,6 +174,13 @@ fn keys_held(keyspace: &std::collections::HashMap<String, String>) -> (u64, Stri
         })
         .collect();
     dbs.sort_unstable();
+    dbs
+}
+
+/// The keys in every database of an `INFO keyspace` answer: their total and each non-empty
+/// database, such as `db0=3, db2=1`, in database order.
+fn keys_held(keyspace: &std::collections::HashMap<String, String>) -> (u64, String) {
+    let dbs = databases_held(keyspace);
     let total = dbs.iter().map(|(_, keys)| keys).sum();
     let listed = dbs
         .iter()
@@ -275,20 +284,10 @@ impl Controller {
         }
         // Every database's keys: a node's `INFO keyspace` lists those that hold any.
         let keyspace = conn.info("keyspace").await.map_err(unreachable)?;
-        let keys: u64 = keyspace
-            .iter()
-            .filter(|(db, _)| db.starts_with("db"))
-            .filter_map(|(_, fields)| {
-                fields
-                    .split(',')
-                    .find_map(|f| f.strip_prefix("keys="))?
-                    .parse::<u64>()
-                    .ok()
-            })
-            .sum();
+        let (keys, dbs) = keys_held(&keyspace);
         if keys > 0 {
             return Err(unfit(format!(
-                "it holds {}; a new shard must start empty: flush it (FLUSHALL on the node) or use another node",
+                "it holds {} ({dbs}); a new shard must start empty: flush it (FLUSHALL on the node) or use another node",
                 plural(keys, "key")
             )));
         }
