@@ -38,11 +38,29 @@ async fn each_database_is_apart_on_every_shard() {
         );
         assert!(c.cmd(&["SET", key, "seven"]).await.is_ok());
     }
-    assert_eq!(c.cmd(&["DBSIZE"]).await, Reply::Int(3));
+    // One more key than database 0 holds, so counts tell the databases apart.
+    assert!(c.cmd(&["SET", "only-in-7", "x"]).await.is_ok());
+    assert_eq!(c.cmd(&["DBSIZE"]).await, Reply::Int(4));
     let Reply::Array(listed) = c.cmd(&["KEYS", "*"]).await else {
         panic!("KEYS")
     };
-    assert_eq!(listed.len(), 3);
+    assert_eq!(listed.len(), 4);
+    // SCAN walks the selected database of every master.
+    let (mut cursor, mut scanned) = ("0".to_owned(), 0);
+    loop {
+        let Reply::Array(parts) = c.cmd(&["SCAN", &cursor, "COUNT", "1"]).await else {
+            panic!("SCAN")
+        };
+        let (Reply::Bulk(Some(next)), Reply::Array(found)) = (&parts[0], &parts[1]) else {
+            panic!("SCAN reply {parts:?}")
+        };
+        scanned += found.len();
+        cursor = String::from_utf8_lossy(next).into_owned();
+        if cursor == "0" {
+            break;
+        }
+    }
+    assert_eq!(scanned, 4);
     // A second client in database 0 at the same time, on the same lanes.
     let mut other = cluster.client().await;
     for key in &keys {
@@ -76,7 +94,7 @@ async fn each_database_is_apart_on_every_shard() {
         "{info:?}"
     );
     // (FLUSHDB is refused without `allow_flush`: the database is emptied key by key.)
-    for key in &keys {
+    for key in keys.iter().map(String::as_str).chain(["only-in-7"]) {
         assert_eq!(c.cmd(&["DEL", key]).await, Reply::Int(1));
     }
     assert_eq!(c.cmd(&["DBSIZE"]).await, Reply::Int(0));
