@@ -57,8 +57,8 @@ pub(crate) enum Action {
         tokio::time::Instant,
         tokio::sync::watch::Receiver<Option<crate::clients::Pause>>,
     ),
-    /// Not now: these keys (database, name) of migrating slots must first leave their source. The request
-    /// stays in the read buffer until they have.
+    /// Not now: these keys (database, name) of migrating slots must first leave their
+    /// source. The request stays in the read buffer until they have.
     Migrate(Vec<(u16, Bytes)>),
     /// Not now: dispatch it again once every earlier reply is in (it goes to the private lane,
     /// which must not overtake the shared lanes). The request stays in the read buffer.
