@@ -41,13 +41,17 @@ use super::LaneConfig;
 /// its subscribers (see `subscriber.rs`), so clients cannot use it either.
 pub const CHANNEL: &str = "__redshard__:ack";
 
+/// What a cover learns: the `WAIT`'s answer as the master gave it (an integer, or an error
+/// reply), or why there is none.
+pub(crate) type Answer = Result<Bytes, String>;
+
 /// One lane's request: acknowledge every write whose reply it has received.
 #[derive(Debug)]
 pub(crate) struct Cover {
     /// The replicas it needs (the most any write of its batch asked for).
     wanted: u32,
     /// Where the `WAIT`'s answer goes.
-    done: oneshot::Sender<Bytes>,
+    done: oneshot::Sender<Answer>,
 }
 
 /// The sending side of a master's acknowledger; the task ends once every handle is gone.
@@ -75,7 +79,7 @@ impl Acknowledger {
 
     /// Asks for `wanted` replicas to acknowledge every write whose reply the caller has
     /// received; the receiver gets the `WAIT`'s answer (closed if the acknowledger is gone).
-    pub(crate) fn cover(&self, wanted: u32) -> oneshot::Receiver<Bytes> {
+    pub(crate) fn cover(&self, wanted: u32) -> oneshot::Receiver<Answer> {
         let (done, answer) = oneshot::channel();
         let _ = self.tx.send(Cover { wanted, done });
         answer
@@ -86,7 +90,7 @@ impl Acknowledger {
 impl Cover {
     /// Answers the cover with `answer` (unit tests).
     pub(crate) fn answer(self, answer: &'static [u8]) -> u32 {
-        let _ = self.done.send(Bytes::from_static(answer));
+        let _ = self.done.send(Ok(Bytes::from_static(answer)));
         self.wanted
     }
 }
@@ -110,7 +114,7 @@ async fn run(
             continue;
         };
         let answer = match ask(&mut conn, &addr, &config, &publish, wanted).await {
-            Ok(answer) => answer,
+            Ok(answer) => Ok(answer),
             Err(error) => {
                 if let Some(text) = error.strip_prefix("PUBLISH ") {
                     if !std::mem::replace(&mut warned, true) {
@@ -119,7 +123,7 @@ async fn run(
                 } else {
                     debug!(node = %addr, %error, "the acknowledger could not ask the replicas");
                 }
-                Bytes::from(format!("-ERR acknowledger: {error}\r\n"))
+                Err(format!("the acknowledger got no answer: {error}"))
             }
         };
         for cover in covers.drain(..) {

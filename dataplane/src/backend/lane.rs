@@ -50,7 +50,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::acknowledger::Acknowledger;
+use super::acknowledger::{Acknowledger, Answer};
 use super::error::LaneError;
 use super::stream::BackendStream;
 use super::{connect::connect, Dest, LaneConfig, LaneRequest};
@@ -871,7 +871,7 @@ enum Covered {
         /// The replicas the covered writes need.
         wanted: u32,
         /// The `WAIT`'s answer (closed: the acknowledger is gone).
-        answer: tokio::sync::oneshot::Receiver<Bytes>,
+        answer: tokio::sync::oneshot::Receiver<Answer>,
     },
     /// Known: released as they are, or with their writes refused.
     Decided(AckVerdict),
@@ -881,8 +881,8 @@ enum Covered {
 
 /// The answer of a cover the acknowledger dropped (it ended: the proxy stops): no replica is
 /// known to have the writes.
-fn gone() -> Bytes {
-    Bytes::from_static(b"-ERR the acknowledger ended\r\n")
+fn gone() -> Answer {
+    Err("the acknowledger ended".to_owned())
 }
 
 /// The verdict on a shortfall the controller dropped unanswered (it stopped): nothing
@@ -960,12 +960,17 @@ impl Commit {
 
     /// What a `WAIT` for `wanted` replicas that answered `answer` says: enough, or a
     /// shortfall the controller is told of (and decides on).
-    fn judge(&self, wanted: u32, answer: &Bytes) -> Covered {
-        let acked = reply_integer(answer).is_some_and(|n| n >= i64::from(wanted));
+    fn judge(&self, wanted: u32, answer: &Answer) -> Covered {
+        let acked = answer
+            .as_ref()
+            .is_ok_and(|reply| reply_integer(reply).is_some_and(|n| n >= i64::from(wanted)));
         match (&self.events, acked) {
             (Some(events), false) => {
                 let (done, verdict) = tokio::sync::oneshot::channel();
-                let answer = String::from_utf8_lossy(answer).trim_end().to_owned();
+                let answer = match answer {
+                    Ok(reply) => String::from_utf8_lossy(reply).trim_end().to_owned(),
+                    Err(why) => why.clone(),
+                };
                 // The controller logs what it finds (once per check, not per batch).
                 debug!(node = %self.master, wanted, %answer, "replicas did not acknowledge a batch of writes in time; holding its replies until the replicas that lack them are stale");
                 let _ = events.send(ControlEvent::AckShortfall {
