@@ -678,3 +678,194 @@ async fn caught_up(master: &str, replica: &str) {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lane_goes_on_while_its_writes_wait_for_the_replicas_and_answers_in_order() {
+    // Long enough that nothing times out while the test looks: the replica's return answers.
+    let timeout_ms = 10_000;
+    let nodes = Replicated::start(
+        1,
+        1,
+        &format!(
+            "ack = \"sync\"\nack_timeout_ms = {timeout_ms}\n[backend]\nresponse_timeout_ms = 30000"
+        ),
+    )
+    .await;
+    let replica = &nodes.cluster.replicas[0];
+    let master_addr = nodes.cluster.masters[0].addr();
+    let mut client = nodes.cluster.client().await;
+    assert_eq!(
+        client.cmd(&["SET", "{t}before", "0"]).await,
+        Reply::Status("OK".into())
+    );
+    let gets_before = nodes.calls(0, "get").await;
+    let pid = replica.pid().expect("running");
+    signal(pid, "STOP");
+    let stopped = Instant::now();
+    // A write whose acknowledgement cannot come while the replica is stopped.
+    let writer = tokio::spawn(async move {
+        let reply = client.cmd(&["SET", "{t}k", "1"]).await;
+        (reply, Instant::now())
+    });
+    let mut master = Client::connect(master_addr.clone()).await;
+    wait_until(
+        Duration::from_secs(5),
+        "the master to run the write",
+        || {
+            let master_addr = master_addr.clone();
+            async move {
+                Client::connect(master_addr)
+                    .await
+                    .cmd(&["EXISTS", "{t}k"])
+                    .await
+                    == Reply::Int(1)
+            }
+        },
+    )
+    .await;
+    // The next batch on the same lane (one slot): a read of that write, a write, a read.
+    let mut reader = nodes.cluster.client().await;
+    let reads = tokio::spawn(async move {
+        let replies = reader
+            .pipeline(&[
+                vec!["GET", "{t}k"],
+                vec!["SET", "{t}k2", "2"],
+                vec!["GET", "{t}k2"],
+            ])
+            .await;
+        (replies, Instant::now())
+    });
+    // The master runs it while the first write waits for the replica: the lane's
+    // connection is not blocked in a WAIT.
+    wait_until(
+        Duration::from_secs(5),
+        "the master to run the next batch",
+        || {
+            let master_addr = master_addr.clone();
+            async move {
+                let stats = Client::connect(master_addr)
+                    .await
+                    .cmd(&["INFO", "commandstats"])
+                    .await;
+                let Reply::Bulk(Some(stats)) = stats else {
+                    return false;
+                };
+                String::from_utf8_lossy(&stats)
+                    .lines()
+                    .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
+                    .and_then(|rest| rest.split(',').next())
+                    .is_some_and(|n| n.parse::<u64>().expect("a count") >= gets_before + 2)
+            }
+        },
+    )
+    .await;
+    assert_eq!(master.cmd(&["GET", "{t}k2"]).await, Reply::bulk("2"));
+    // Nobody is answered before the replica has the writes: not the write, nor the read
+    // of it that ran after it.
+    assert!(
+        stopped.elapsed() < Duration::from_millis(timeout_ms),
+        "the machine is too slow for this test"
+    );
+    assert!(!writer.is_finished() && !reads.is_finished());
+    let resumed = Instant::now();
+    signal(pid, "CONT");
+    let (written, written_at) = writer.await.expect("the writer");
+    let (replies, read_at) = reads.await.expect("the reader");
+    assert_eq!(written, Reply::Status("OK".into()));
+    assert_eq!(
+        replies,
+        [
+            Reply::bulk("1"),
+            Reply::Status("OK".into()),
+            Reply::bulk("2")
+        ]
+    );
+    assert!(written_at >= resumed && read_at >= resumed);
+    // The replica acknowledged (it was not made stale): both writes are on it.
+    assert_eq!(nodes.stale_marks().await, 0);
+    let mut direct = Client::connect(replica.addr()).await;
+    assert_eq!(
+        direct.cmd(&["MGET", "{t}k", "{t}k2"]).await,
+        Reply::Array(vec![Reply::bulk("1"), Reply::bulk("2")])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_never_see_the_acknowledgers_channel() {
+    let nodes = Replicated::start(1, 1, "ack = \"sync\"").await;
+    for protocol in ["2", "3"] {
+        let mut sub = nodes.cluster.client().await;
+        if protocol == "3" {
+            assert!(sub.cmd_resp3(&["HELLO", "3"]).await.starts_with(b"%"));
+        }
+        sub.send_raw(&redshard_tests::client::encode_command(&[
+            "PSUBSCRIBE",
+            "*",
+        ]))
+        .await;
+        let confirmed = String::from_utf8_lossy(&sub.read_resp3_raw().await).into_owned();
+        assert!(confirmed.contains("psubscribe"), "{confirmed:?}");
+        let published = nodes.calls(0, "publish").await;
+        let mut client = nodes.cluster.client().await;
+        for i in 0..20 {
+            assert_eq!(
+                client.cmd(&["SET", &format!("k{i}"), "v"]).await,
+                Reply::Status("OK".into())
+            );
+        }
+        // The writes' acknowledgement published on the master the subscriber listens to.
+        assert!(nodes.calls(0, "publish").await >= published + 20);
+        assert_eq!(
+            client.cmd(&["PUBLISH", "visible", "m"]).await,
+            Reply::Int(1)
+        );
+        // The first message the subscriber gets is the client's.
+        let message = String::from_utf8_lossy(&sub.read_resp3_raw().await).into_owned();
+        assert!(
+            message.contains("pmessage")
+                && message.contains("visible")
+                && !message.contains("redshard"),
+            "RESP{protocol}: {message:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_publish_never_counts_as_an_acknowledgement() {
+    let timeout_ms = 1000;
+    let nodes = Replicated::start(
+        1,
+        1,
+        &format!("ack = \"sync\"\nack_timeout_ms = {timeout_ms}"),
+    )
+    .await;
+    let replica = &nodes.cluster.replicas[0];
+    let mut client = nodes.cluster.client().await;
+    // Acknowledged the usual way: the acknowledger's connection is open.
+    assert_eq!(
+        client.cmd(&["SET", "before", "1"]).await,
+        Reply::Status("OK".into())
+    );
+    // From now on the master refuses the acknowledger's PUBLISH: its WAIT would count the
+    // replicas that have what it published last, not the writes since.
+    let mut master = Client::connect(nodes.cluster.masters[0].addr()).await;
+    assert!(master
+        .cmd(&["ACL", "SETUSER", "redshard-client", "-publish"])
+        .await
+        .is_ok());
+    let pid = replica.pid().expect("running");
+    signal(pid, "STOP");
+    let reply = client.cmd(&["SET", "during", "1"]).await;
+    let persisted = FileTopologyStore::new(&nodes.topology_file)
+        .load()
+        .expect("the topology file reads");
+    signal(pid, "CONT");
+    // Acknowledged only once the controller found the replica behind and made it stale.
+    assert_eq!(reply, Reply::Status("OK".into()));
+    // No change persisted yet: the replica is in sync, as configured.
+    let state = persisted.map_or(ReplicaState::InSync, |t| t.shards[0].replicas[0].state);
+    assert!(
+        matches!(state, ReplicaState::Stale | ReplicaState::Syncing),
+        "the write was acknowledged while its replica was stopped and in sync: {state:?}"
+    );
+}
