@@ -147,7 +147,7 @@ async fn a_killed_master_fails_only_its_requests_and_comes_back() {
 }
 
 /// A fake backend that answers the lane's handshake (`ACL SETUSER` and `AUTH` of the proxy's
-/// users: `+OK`; `INFO server`: a `run_id`) like Redis, then misbehaves on every request as
+/// users, the `SELECT`s of the databases check: `+OK`; `INFO server`: a `run_id`) like Redis, then misbehaves on every request as
 /// `script` says.
 async fn fake_backend(script: &'static str) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -171,9 +171,15 @@ async fn fake_backend(script: &'static str) -> String {
                         continue;
                     }
                     if handshake {
-                        // One `+OK` per ACL SETUSER / AUTH (a long SETUSER may arrive in
-                        // several reads: only its first part starts a request).
-                        if buf[..n].starts_with(b"*") {
+                        // One `+OK` per ACL SETUSER / AUTH / SELECT (a long SETUSER may
+                        // arrive in several reads: only its first part starts a request;
+                        // the two SELECTs of the databases check come in one), counted by
+                        // their array headers (no argument of theirs starts a line with `*`).
+                        let requests = buf[..n]
+                            .split(|&b| b == b'\n')
+                            .filter(|line| line.starts_with(b"*"))
+                            .count();
+                        for _ in 0..requests {
                             let _ = socket.write_all(b"+OK\r\n").await;
                         }
                         continue;
