@@ -11,36 +11,36 @@
 //!
 //! Commands a script or function calls run on the node, where the proxy does not see them.
 //! While anyone monitors, the proxy keeps one MONITOR connection per master (see
-//! [`crate::backend::node_monitor`]), following the routing table as the masters change, and
-//! relays the node's lines of those commands (`+1700000000.123456 [0 lua] "GET" "k"`, the
-//! node's time) to the monitors. A script's lines reach the proxy after its EVAL was shown
-//! (the proxy shows EVAL when it sends it); against other clients' commands, and across
-//! shards, their order is the order they reach the proxy. The first MONITOR is answered once
-//! every master's connection confirmed MONITOR (or failed), so a script sent after the `+OK`
-//! is seen; the connections close with the last monitor.
+//! [`crate::backend::node_monitor`], kept by [`crate::backend::watch`]), following the
+//! routing table as the masters change, and relays the node's lines of those commands
+//! (`+1700000000.123456 [0 lua] "GET" "k"`, the node's time) to the monitors. A script's
+//! lines reach the proxy after its EVAL was shown (the proxy shows EVAL when it sends it);
+//! against other clients' commands, and across shards, their order is the order they reach
+//! the proxy. The first MONITOR is answered once every master's connection confirmed MONITOR
+//! (or failed), so a script sent after the `+OK` is seen; the connections close with the last
+//! monitor.
 //!
 //! Cost: with nobody monitoring, one relaxed atomic load per command ([`Monitors::active`]),
 //! and no connection to the nodes. A monitor that does not read its lines cannot make the
 //! proxy's memory grow without bound: once more than `[limits] monitor_buffer_bytes` of lines
 //! wait in its queue it gets one error line, is closed, and the proxy logs it.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use redshard_config::NodeAddr;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
-use crate::backend::node_monitor::NodeMonitor;
+use crate::backend::node_monitor::{NodeMonitor, ScriptLine};
+use crate::backend::watch::{Event, State, Watchers};
+use crate::backend::Node;
 use crate::replies::{ReplyQueue, ReplyTo};
 use crate::router::Router;
 use redshard_protocol::client_error::ClientError;
 use redshard_protocol::command::{CommandId, CommandSpec, Flags};
-use redshard_protocol::resp::{encode, Args};
+use redshard_protocol::resp::Args;
 
 /// What the relay of the nodes' script lines reaches while clients monitor: the routing
 /// table whose masters it follows, the monitors, and their buffer limit. Implemented by the
@@ -70,55 +70,7 @@ struct Inner {
     /// Each monitor's client id and reply queue.
     list: Vec<(u64, Arc<ReplyQueue>)>,
     /// The masters' MONITOR connections, while `list` is not empty.
-    relay: Option<Relay>,
-}
-
-/// The masters' MONITOR connections and the task that follows them.
-#[derive(Debug)]
-struct Relay {
-    /// Dispatches the connections' reports and follows the masters when the topology
-    /// changes.
-    manager: JoinHandle<()>,
-    /// Where the connections report (cloned into each new one).
-    tx: mpsc::UnboundedSender<(NodeAddr, NodeMonitor)>,
-    /// One per master of the current table.
-    nodes: HashMap<NodeAddr, NodeConnection>,
-    /// The `+OK`s of MONITORs held until no connection is still starting.
-    waiting: Vec<ReplyTo>,
-}
-
-/// One master's MONITOR connection, as the relay knows it.
-#[derive(Debug)]
-struct NodeConnection {
-    /// Its task (aborted, closing the connection, when the node stops being a master or
-    /// nobody monitors).
-    task: JoinHandle<()>,
-    /// Where it is.
-    state: NodeState,
-}
-
-/// Where one master's MONITOR connection is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum NodeState {
-    /// Started; the node has not confirmed MONITOR yet.
-    Starting,
-    /// The node's script lines are relayed.
-    Ready,
-    /// The connection failed (or the node is fenced); it retries by itself.
-    Failed,
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.manager.abort();
-        for node in self.nodes.values() {
-            node.task.abort();
-        }
-        // Their sessions may still wait for them (a monitor that sent RESET at once).
-        for ok in self.waiting.drain(..) {
-            ok.deliver(Bytes::from_static(encode::OK));
-        }
-    }
+    relay: Option<Watchers<ScriptLine>>,
 }
 
 impl Monitors {
@@ -142,23 +94,20 @@ impl Monitors {
             inner.list.push((id, queue));
         }
         self.count.store(inner.list.len(), Ordering::Relaxed);
-        if inner.relay.is_none() {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let weak: Weak<dyn MonitorHub> = Arc::downgrade(hub) as Weak<dyn MonitorHub>;
-            let manager = tokio::spawn(manage(weak, rx, hub.router().watch_installs()));
-            inner.relay = Some(Relay {
-                manager,
-                tx,
-                nodes: HashMap::new(),
-                waiting: Vec::new(),
-            });
-            follow_masters(&mut inner, hub.router());
+        let relay = inner.relay.get_or_insert_with(|| {
+            let weak = Arc::downgrade(hub);
+            let mut relay = Watchers::open(
+                "MONITOR",
+                Node::monitor_scripts,
+                hub.router().watch_installs(),
+                move |event| dispatch(&weak, event),
+            );
+            follow_masters(&mut relay, hub.router());
             debug!("MONITOR: the masters' MONITOR connections opened");
-        }
-        if let Some(relay) = inner.relay.as_mut() {
-            relay.waiting.push(ok);
-        }
-        settle(&mut inner);
+            relay
+        });
+        relay.hold(id, ok);
+        relay.settle(|_| {});
     }
 
     /// Client `id` monitors no more (RESET, or it left). With the last monitor, the masters'
@@ -214,117 +163,65 @@ impl Monitors {
 
     /// Handles one report of a master's MONITOR connection.
     fn report(&self, addr: &NodeAddr, what: NodeMonitor, limit: usize) {
-        if let NodeMonitor::Line(line) = what {
+        if let NodeMonitor::Message(ScriptLine(line)) = what {
             // A connection being aborted may still have sent one: it was a master's line.
             self.push(&line, limit);
             return;
         }
         let mut inner = self.lock();
-        let Some(node) = inner
-            .relay
-            .as_mut()
-            .and_then(|relay| relay.nodes.get_mut(addr))
-        else {
+        let Some(relay) = inner.relay.as_mut() else {
+            return;
+        };
+        let Some(was) = relay.note(addr, &what) else {
             return; // A master of an older topology: its connection is being aborted.
         };
         match what {
             NodeMonitor::Ready => {
                 debug!(node = %addr, "MONITOR: a master's script commands are relayed");
-                node.state = NodeState::Ready;
             }
-            NodeMonitor::Lost(why) => {
-                let was = std::mem::replace(&mut node.state, NodeState::Failed);
-                if was != NodeState::Failed {
-                    warn!(node = %addr, reason = %why, "MONITOR: the MONITOR connection to a master is lost; the commands its scripts run are not shown until it is back");
-                }
+            NodeMonitor::Lost(why) if was != State::Failed => {
+                warn!(node = %addr, reason = %why, "MONITOR: the MONITOR connection to a master is lost; the commands its scripts run are not shown until it is back");
             }
-            NodeMonitor::Line(_) => {}
+            NodeMonitor::Lost(_) | NodeMonitor::Message(_) => {}
         }
-        settle(&mut inner);
+        relay.settle(|_| {});
     }
 
     /// The topology changed: follow its masters.
     fn topology_changed(&self, router: &Router) {
-        let mut inner = self.lock();
-        follow_masters(&mut inner, router);
-        settle(&mut inner);
+        if let Some(relay) = self.lock().relay.as_mut() {
+            follow_masters(relay, router);
+            relay.settle(|_| {});
+        }
     }
 }
 
 /// Opens a MONITOR connection to each master of the current table that has none, and
 /// closes those of nodes that are no longer masters.
-fn follow_masters(inner: &mut Inner, router: &Router) {
-    let Some(relay) = inner.relay.as_mut() else {
-        return;
-    };
-    let masters: Vec<Arc<crate::backend::Node>> = router
-        .load()
-        .shards()
-        .iter()
-        .map(|route| Arc::clone(&route.master))
-        .collect();
-    relay.nodes.retain(|addr, node| {
-        let keep = masters.iter().any(|m| m.addr() == addr);
-        if !keep {
-            debug!(node = %addr, "MONITOR: no longer a master, its MONITOR connection closed");
-            node.task.abort();
-        }
-        keep
-    });
-    for master in &masters {
-        if !relay.nodes.contains_key(master.addr()) {
-            let task = master.monitor_scripts(relay.tx.clone());
-            relay.nodes.insert(
-                master.addr().clone(),
-                NodeConnection {
-                    task,
-                    state: NodeState::Starting,
-                },
-            );
-        }
-    }
+fn follow_masters(relay: &mut Watchers<ScriptLine>, router: &Router) {
+    relay.follow(
+        router
+            .load()
+            .shards()
+            .iter()
+            .map(|route| Arc::clone(&route.master)),
+    );
 }
 
-/// Answers the held MONITORs once no connection is still starting.
-fn settle(inner: &mut Inner) {
-    let Some(relay) = inner.relay.as_mut() else {
-        return;
+/// The relay's task's work: a connection's report, or a new topology, whose masters it
+/// follows. `false` once the state is gone.
+fn dispatch<H: MonitorHub>(hub: &Weak<H>, event: Event<ScriptLine>) -> bool {
+    let Some(hub) = hub.upgrade() else {
+        return false;
     };
-    if relay
-        .nodes
-        .values()
-        .any(|node| node.state == NodeState::Starting)
-    {
-        return;
-    }
-    for ok in relay.waiting.drain(..) {
-        ok.deliver(Bytes::from_static(encode::OK));
-    }
-}
-
-/// The relay's task: dispatches the connections' reports, and follows the masters when the
-/// topology changes. Aborted with the last monitor.
-async fn manage(
-    hub: Weak<dyn MonitorHub>,
-    mut rx: mpsc::UnboundedReceiver<(NodeAddr, NodeMonitor)>,
-    mut installs: tokio::sync::watch::Receiver<u64>,
-) {
-    loop {
-        tokio::select! {
-            report = rx.recv() => {
-                let Some((addr, what)) = report else { return };
-                let Some(hub) = hub.upgrade() else { return };
-                hub.monitors().report(&addr, what, hub.monitor_buffer_bytes());
-            }
-            changed = installs.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                let Some(hub) = hub.upgrade() else { return };
-                hub.monitors().topology_changed(hub.router());
-            }
+    match event {
+        Event::Report(addr, what) => {
+            hub.monitors()
+                .report(&addr, what, hub.monitor_buffer_bytes());
         }
+        Event::Topology => hub.monitors().topology_changed(hub.router()),
     }
+    true
 }
 
 /// Whether argument `index` of command `id` is shown as `"(redacted)"`: AUTH's user and

@@ -18,6 +18,7 @@ pub mod node_monitor;
 mod ready;
 pub mod stream;
 pub mod subscriber;
+pub mod watch;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};

@@ -11,8 +11,9 @@
 //!   invalidation is possible, as in Redis);
 //! - **what changed**: while any client tracks, the proxy keeps one connection per master in
 //!   Redis's own broadcast tracking (`CLIENT TRACKING ON BCAST`, see
-//!   [`crate::backend::invalidations`]), which reports every key that changes on the node,
-//!   whoever changed it: any client of any proxy, scripts, expiries, evictions, and flushes.
+//!   [`crate::backend::invalidations`], kept by [`crate::backend::watch`]), which reports
+//!   every key that changes on the node, whoever changed it: any client of any proxy,
+//!   scripts, expiries, evictions, and flushes.
 //!
 //! A changed key is looked up (and removed: the next read records it again, as in Redis) and
 //! its readers get `invalidate [key]`; BCAST clients get the changed keys under their
@@ -35,11 +36,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use bytes::{Bytes, BytesMut};
 use redshard_config::NodeAddr;
 use smallvec::SmallVec;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
-use crate::backend::invalidations::Invalidation;
+use crate::backend::invalidations::{Change, Invalidation};
+use crate::backend::watch::{Event, State, Watchers};
+use crate::backend::Node;
 use crate::clients::{ClientInfo, Clients, TrackingShown};
 use crate::replies::ReplyTo;
 use crate::router::Router;
@@ -89,48 +90,6 @@ struct Tracker {
     held: Vec<(Arc<ClientInfo>, Bytes)>,
 }
 
-/// A master's tracking connection, as the hub knows it.
-#[derive(Debug)]
-struct Watcher {
-    /// The connection's task (aborted when the node stops being a master or nobody tracks).
-    task: JoinHandle<()>,
-    /// Where it is.
-    state: WatcherState,
-}
-
-/// Where one tracking connection is (see `LIFECYCLE.md`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum WatcherState {
-    /// Started, not yet confirmed by the node.
-    Connecting,
-    /// The node reports every change.
-    Ready,
-    /// The connection failed; it retries by itself.
-    Failed,
-}
-
-/// What is alive while at least one client tracks.
-#[derive(Debug)]
-struct Active {
-    /// The task that follows the masters and dispatches the connections' reports.
-    manager: JoinHandle<()>,
-    /// Where the connections report (cloned into each new one).
-    tx: mpsc::UnboundedSender<(NodeAddr, Invalidation)>,
-    /// One per master.
-    watchers: HashMap<NodeAddr, Watcher>,
-    /// `CLIENT TRACKING ON` replies held until every watcher is settled, with their clients.
-    waiting: Vec<(u64, ReplyTo)>,
-}
-
-impl Drop for Active {
-    fn drop(&mut self) {
-        self.manager.abort();
-        for watcher in self.watchers.values() {
-            watcher.task.abort();
-        }
-    }
-}
-
 /// Everything the hub holds, under one lock.
 #[derive(Debug, Default)]
 struct Inner {
@@ -141,8 +100,8 @@ struct Inner {
     /// Redirect targets → how many trackers redirect to each (such a client must not park,
     /// or its invalidations would wait for its next request).
     targets: HashMap<u64, usize>,
-    /// The connections and their manager, while anyone tracks.
-    active: Option<Active>,
+    /// The masters' tracking connections, while anyone tracks.
+    active: Option<Watchers<Change>>,
 }
 
 /// What the hub's manager task reaches while clients track: the shared state that holds the
@@ -222,20 +181,18 @@ impl Tracking {
         );
         self.trackers.store(inner.trackers.len(), Ordering::Relaxed);
         if inner.active.is_none() {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let weak: Weak<dyn Hub> = Arc::downgrade(hub) as Weak<dyn Hub>;
-            let manager = tokio::spawn(manage(weak, rx, hub.router().watch_installs()));
-            inner.active = Some(Active {
-                manager,
-                tx,
-                watchers: HashMap::new(),
-                waiting: Vec::new(),
-            });
+            let weak = Arc::downgrade(hub);
+            inner.active = Some(Watchers::open(
+                "client-side caching",
+                Node::track_invalidations,
+                hub.router().watch_installs(),
+                move |event| dispatch(&weak, event),
+            ));
             follow_masters(&mut inner, hub.router(), hub.clients());
             debug!("client-side caching: tracking connections opened");
         }
         if let Some(active) = inner.active.as_mut() {
-            active.waiting.push((id, ok));
+            active.hold(id, ok);
         }
         settle(&mut inner);
     }
@@ -346,26 +303,26 @@ impl Tracking {
     /// Handles one report of a master's tracking connection.
     fn report(&self, clients: &Clients, addr: &NodeAddr, what: Invalidation) {
         let mut inner = self.lock();
-        let Some(watcher) = inner
+        let Some(was) = inner
             .active
             .as_mut()
-            .and_then(|active| active.watchers.get_mut(addr))
+            .and_then(|active| active.note(addr, &what))
         else {
             return; // A master of an older topology: its connection is being aborted.
         };
         match what {
-            Invalidation::Keys(keys) => invalidate_keys(&mut inner, clients, &keys),
-            Invalidation::Flush => flush(&mut inner, clients, false),
+            Invalidation::Message(Change::Keys(keys)) => {
+                invalidate_keys(&mut inner, clients, &keys)
+            }
+            Invalidation::Message(Change::Flush) => flush(&mut inner, clients, false),
             Invalidation::Ready => {
                 debug!(node = %addr, "client-side caching: a master reports its changes");
-                watcher.state = WatcherState::Ready;
                 // Changes while it was not ready were not reported.
                 flush(&mut inner, clients, true);
                 settle(&mut inner);
             }
             Invalidation::Lost(why) => {
-                let was = std::mem::replace(&mut watcher.state, WatcherState::Failed);
-                if was != WatcherState::Failed {
+                if was != State::Failed {
                     warn!(node = %addr, reason = %why, "client-side caching: a tracking connection to a master is lost; tracking clients are told to drop their caches");
                 }
                 flush(&mut inner, clients, true);
@@ -399,61 +356,26 @@ fn unlink_target(inner: &mut Inner, target: Option<u64>) {
 /// closes those of nodes that are no longer masters. A master that changed may have taken
 /// writes no connection saw: every acknowledged tracker is told to flush.
 fn follow_masters(inner: &mut Inner, router: &Router, clients: &Clients) {
-    let masters: Vec<Arc<crate::backend::Node>> = {
-        let table = router.load();
-        table
-            .shards()
-            .iter()
-            .map(|route| Arc::clone(&route.master))
-            .collect()
-    };
     let Some(active) = inner.active.as_mut() else {
         return;
     };
-    let before = active.watchers.len();
-    active.watchers.retain(|addr, watcher| {
-        let keep = masters.iter().any(|m| m.addr() == addr);
-        if !keep {
-            watcher.task.abort();
-        }
-        keep
-    });
-    let dropped = before != active.watchers.len();
-    for master in &masters {
-        if !active.watchers.contains_key(master.addr()) {
-            debug!(node = %master.addr(), "client-side caching: tracking connection to a master started");
-            let task = master.track_invalidations(active.tx.clone());
-            active.watchers.insert(
-                master.addr().clone(),
-                Watcher {
-                    task,
-                    state: WatcherState::Connecting,
-                },
-            );
-        }
-    }
-    if dropped {
+    let table = router.load();
+    if active.follow(table.shards().iter().map(|route| Arc::clone(&route.master))) {
         flush(inner, clients, true);
     }
 }
 
-/// Answers the held `CLIENT TRACKING ON`s once no connection is still connecting.
+/// Answers the held `CLIENT TRACKING ON`s once no connection is still starting.
 fn settle(inner: &mut Inner) {
-    let Some(active) = inner.active.as_mut() else {
-        return;
-    };
-    if active
-        .watchers
-        .values()
-        .any(|w| w.state == WatcherState::Connecting)
-    {
-        return;
-    }
-    for (id, ok) in active.waiting.drain(..) {
-        if let Some(tracker) = inner.trackers.get_mut(&id) {
-            tracker.acked = true;
-        }
-        ok.deliver(Bytes::from_static(encode::OK));
+    let Inner {
+        active, trackers, ..
+    } = inner;
+    if let Some(active) = active.as_mut() {
+        active.settle(|id| {
+            if let Some(tracker) = trackers.get_mut(&id) {
+                tracker.acked = true;
+            }
+        });
     }
 }
 
@@ -565,29 +487,17 @@ fn deliver(tracker: &mut Tracker, target: Arc<ClientInfo>, message: Bytes) {
     }
 }
 
-/// The manager: dispatches the connections' reports, and follows the masters when the
-/// topology changes. Aborted with the last tracking client.
-async fn manage(
-    hub: Weak<dyn Hub>,
-    mut rx: mpsc::UnboundedReceiver<(NodeAddr, Invalidation)>,
-    mut installs: tokio::sync::watch::Receiver<u64>,
-) {
-    loop {
-        tokio::select! {
-            report = rx.recv() => {
-                let Some((addr, what)) = report else { return };
-                let Some(hub) = hub.upgrade() else { return };
-                hub.tracking().report(hub.clients(), &addr, what);
-            }
-            changed = installs.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                let Some(hub) = hub.upgrade() else { return };
-                hub.tracking().topology_changed(hub.router(), hub.clients());
-            }
-        }
+/// The manager task's work: a connection's report, or a new topology, whose masters it
+/// follows. `false` once the state is gone.
+fn dispatch<H: Hub>(hub: &Weak<H>, event: Event<Change>) -> bool {
+    let Some(hub) = hub.upgrade() else {
+        return false;
+    };
+    match event {
+        Event::Report(addr, what) => hub.tracking().report(hub.clients(), &addr, what),
+        Event::Topology => hub.tracking().topology_changed(hub.router(), hub.clients()),
     }
+    true
 }
 
 #[cfg(test)]
@@ -674,7 +584,7 @@ mod tests {
         state.tracking.report(
             &state.clients,
             &master,
-            Invalidation::Keys(vec![Bytes::from_static(b"k")]),
+            Invalidation::Message(Change::Keys(vec![Bytes::from_static(b"k")])),
         );
         let read = queue.reserve();
         state.tracking.recorded(client.id);
@@ -689,6 +599,19 @@ mod tests {
             ],
             "the invalidation comes after the value it invalidates"
         );
+    }
+
+    #[tokio::test]
+    async fn tracking_turned_off_before_the_masters_settle_still_answers_on() {
+        let (state, client, queue) = setup();
+        // No await in between: the master's connection is still starting when the last
+        // tracking client turns tracking off, which closes the connections.
+        state
+            .tracking
+            .enable(&state, &client, Mode::default(), queue.reserve());
+        state.tracking.disable(client.id);
+        let got = replies(&queue, 1).await;
+        assert_eq!(got, vec![Bytes::from_static(b"+OK\r\n")]);
     }
 
     #[tokio::test]
