@@ -112,6 +112,10 @@ pub enum ChangeError {
 /// fleet saved first (each try installs the newer one).
 const STALE_MARK_RETRIES: usize = 8;
 
+/// How long a proxy that had the leader save its clients' user change waits to have
+/// installed the topology with it before it answers anyway (the change is saved either way).
+const SEE_OWN_USERS: Duration = Duration::from_secs(2);
+
 /// Where the controller persists topologies.
 #[derive(Debug)]
 enum Store {
@@ -158,6 +162,24 @@ pub struct Controller {
     /// The parameters clients set with `CONFIG SET`, given to nodes added later (see
     /// [`every_node`]).
     node_settings: every_node::NodeSettings,
+    /// In a fleet, how a proxy that does not lead has the leader save the users its clients
+    /// changed (the admin port's forwarding, given once by the layer above at start).
+    leader_forward: std::sync::OnceLock<Arc<dyn LeaderForward>>,
+}
+
+/// How a proxy of a fleet that does not lead has the leader save a change only the leader
+/// may make: its clients' `ACL SETUSER` / `DELUSER` / `CONFIG SET requirepass`. The proxy's
+/// admin port forwards it (the layer above the controller implements this).
+pub trait LeaderForward: Send + Sync + std::fmt::Debug {
+    /// Has the leader make `users` (lines as [`redshard_dataplane::users::Users::lines`]
+    /// writes them) the fleet's users.
+    ///
+    /// # Errors
+    /// Why the leader did not save them (none leads, it cannot be reached, it refused them).
+    fn set_users(
+        &self,
+        users: Vec<String>,
+    ) -> futures_util::future::BoxFuture<'static, Result<(), String>>;
 }
 
 impl Controller {
@@ -215,6 +237,7 @@ impl Controller {
             epoch_acks: epoch_ack::Queue::default(),
             replicas: replica::Tracker::default(),
             node_settings: every_node::NodeSettings::default(),
+            leader_forward: std::sync::OnceLock::new(),
         });
         controller
             .probes
@@ -418,11 +441,17 @@ impl Controller {
             let reply = if saved {
                 bytes::Bytes::from_static(b"+OK\r\n")
             } else {
-                match controller
-                    .change_now(&TopologyChange::SetUsers { users })
+                let changed = match controller
+                    .change_now(&TopologyChange::SetUsers {
+                        users: users.clone(),
+                    })
                     .await
                 {
-                    Ok(_) => bytes::Bytes::from_static(b"+OK\r\n"),
+                    Err(ChangeError::NotLeader { .. }) => controller.users_on_leader(users).await,
+                    other => other.map(|_| ()).map_err(|e| e.to_string()),
+                };
+                match changed {
+                    Ok(()) => bytes::Bytes::from_static(b"+OK\r\n"),
                     Err(e) => {
                         warn!(error = %e, "the proxy's users could not be saved with the topology; the change is undone");
                         let _guard = controller.change_lock.lock().await;
@@ -431,15 +460,57 @@ impl Controller {
                             .state
                             .users
                             .revert(table.topology().users.as_deref());
-                        redshard_protocol::client_error::ClientError::UsersNotSaved {
-                            why: e.to_string(),
-                        }
-                        .to_reply()
+                        redshard_protocol::client_error::ClientError::UsersNotSaved { why: e }
+                            .to_reply()
                     }
                 }
             };
             let _ = done.send(reply);
         });
+    }
+
+    /// Makes `users` (lines as [`redshard_dataplane::users::Users::lines`] writes them) the
+    /// proxy's users, saved with the topology: what a proxy of the fleet that does not lead
+    /// sends the leader when its clients changed them (the admin port's `SETUSERS`).
+    ///
+    /// # Errors
+    /// A line that does not describe a user (nothing changes), or the change's error.
+    pub async fn set_users(&self, users: Vec<String>) -> Result<Arc<Topology>, String> {
+        if let Some(bad) = self.state.users.unreadable(&users) {
+            return Err(format!("not a user as ACL LIST describes one: {bad}"));
+        }
+        self.change(TopologyChange::SetUsers { users })
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Gives the fleet's leader `forward` to have it save the users changed here when this
+    /// proxy does not lead. Set once, at start; later calls are ignored.
+    pub fn forward_to_leader_with(&self, forward: Arc<dyn LeaderForward>) {
+        let _ = self.leader_forward.set(forward);
+    }
+
+    /// On a proxy of a fleet that does not lead: has the leader save `users`, then waits
+    /// (at most [`SEE_OWN_USERS`]) until this proxy installed the topology that has them, so
+    /// the client's next `ACL LIST` here shows what it was told is saved.
+    ///
+    /// # Errors
+    /// Why the leader did not save them; without a way to reach it, that only the leader can.
+    async fn users_on_leader(&self, users: Vec<String>) -> Result<(), String> {
+        let Some(forward) = self.leader_forward.get() else {
+            return Err(ChangeError::NotLeader { leader: None }.to_string()
+                + "; this proxy cannot forward it (it has no admin port forwarding), so send it to the leader");
+        };
+        forward.set_users(users.clone()).await?;
+        let deadline = tokio::time::Instant::now() + SEE_OWN_USERS;
+        while self.state.router.load().topology().users.as_ref() != Some(&users)
+            && tokio::time::Instant::now() < deadline
+        {
+            // The etcd watch installs it within milliseconds; polled, since the router has
+            // no notification of its own for it.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
     }
 
     /// Installs `next` and has the probes track its nodes (the change lock is held); its

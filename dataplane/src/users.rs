@@ -362,6 +362,18 @@ impl Users {
         }
     }
 
+    /// The first of `lines` (users as [`Users::lines`] writes them, as a proxy of a fleet
+    /// sends them to the leader) that does not describe a user, or `"no default user"` when
+    /// none is `default`; `None` when they all read back.
+    #[must_use]
+    pub fn unreadable(&self, lines: &[String]) -> Option<String> {
+        if let Some(bad) = lines.iter().find(|l| self.parse_line(l).is_none()) {
+            return Some(bad.clone());
+        }
+        (!lines.iter().any(|l| l.starts_with("user default ")))
+            .then(|| "no default user".to_owned())
+    }
+
     /// A user from its `ACL LIST` line, keeping its configured level while its permissions
     /// are still the level's.
     fn parse_line(&self, line: &str) -> Option<LiveUser> {

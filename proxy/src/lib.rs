@@ -336,6 +336,7 @@ impl Proxy {
         background.push(session::park::start(&state, &trigger));
         let controller =
             Controller::start_in(Arc::clone(&state), control, trigger.subscribe(), fleet);
+        admin::fleet::forward_users(&controller);
         let plain = listener::run(listener, Arc::clone(&state), watch.clone());
         let accept = match (tls_listener, &state.tls.server) {
             (Some(tls_listener), Some(tls)) => {

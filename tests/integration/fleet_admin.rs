@@ -391,3 +391,100 @@ async fn redshard_admin_pointed_at_a_follower_of_a_running_fleet() {
         proxy.shutdown(Duration::from_secs(1)).await;
     }
 }
+
+/// A client's ACL SETUSER / DELUSER sent to a proxy that does not lead is saved by the leader
+/// (forwarded to its admin port as `SETUSERS`), and every proxy has the change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_changes_sent_to_a_proxy_that_does_not_lead_are_saved_by_the_leader() {
+    redshard_tests::server::init_logs();
+    let etcd = EtcdServer::start();
+    let master = RedisServer::start();
+    let mut proxies = Vec::new();
+    for _ in 0..2 {
+        let admin = redshard_tests::server::free_port();
+        let extra = format!(
+            "metrics_listen = \"off\"\nadmin_socket = \"off\"\nadmin_listen = \"127.0.0.1:{admin}\"\n\
+             admin_password = \"{PASSWORD}\"\n[replication]\nmode = \"redis\"\n\
+             [cluster]\netcd = [\"{}\"]\nprefix = \"/fleet-users\"\nlease_ttl_ms = 2000\n",
+            etcd.addr()
+        );
+        let text = config_text(&[master.addr()], &[], &extra);
+        let config = Config::from_toml_str(&text, "test.toml").expect("valid config");
+        proxies.push(Proxy::start(config).await.expect("proxy starts"));
+    }
+    let leads = |p: &Proxy| p.controller().fleet().is_some_and(|f| f.is_leader());
+    wait_until(Duration::from_secs(10), "one proxy to lead", || async {
+        proxies.iter().filter(|p| leads(p)).count() == 1
+    })
+    .await;
+    let leader = proxies.iter().position(leads).expect("a leader");
+    let follower = 1 - leader;
+
+    let mut on_follower = Client::connect_addr(proxies[follower].local_addr()).await;
+    assert_eq!(
+        on_follower
+            .cmd(&["ACL", "SETUSER", "app", "on", ">app-pw", "~app:*", "+get"])
+            .await,
+        Reply::Status("OK".into())
+    );
+    // Saved by the leader, and installed by the follower before it answered.
+    let has_app = |p: &Proxy| {
+        p.state()
+            .router
+            .load()
+            .topology()
+            .users
+            .as_ref()
+            .is_some_and(|u| u.iter().any(|l| l.starts_with("user app on ")))
+    };
+    assert!(
+        has_app(&proxies[follower]),
+        "the follower answered before it had the user"
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "the leader to have the user",
+        || async {
+            has_app(&proxies[leader]) && proxies[leader].state().users.get("app").is_some()
+        },
+    )
+    .await;
+    for proxy in &proxies {
+        let mut app = Client::connect_addr(proxy.local_addr()).await;
+        assert!(app.cmd(&["AUTH", "app", "app-pw"]).await.is_ok());
+        assert_eq!(
+            app.cmd(&["SET", "app:1", "x"]).await,
+            Reply::Error("NOPERM User app has no permissions to run the 'set' command".into())
+        );
+    }
+    assert_eq!(
+        on_follower.cmd(&["ACL", "DELUSER", "app"]).await,
+        Reply::Int(1)
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "the user gone everywhere",
+        || async { proxies.iter().all(|p| p.state().users.get("app").is_none()) },
+    )
+    .await;
+
+    // The leader refuses lines that describe no user; nothing changes.
+    let mut admin = Client::connect_addr(proxies[leader].admin_addr().expect("admin port")).await;
+    assert!(admin.cmd(&["AUTH", PASSWORD]).await.is_ok());
+    let reply = admin
+        .cmd(&["SETUSERS", "user nobody on >pw ~* +@all"])
+        .await;
+    assert!(
+        matches!(&reply, Reply::Error(e) if e.contains("no default user")),
+        "{reply:?}"
+    );
+    let reply = admin.cmd(&["SETUSERS", "not a user line"]).await;
+    assert!(
+        matches!(&reply, Reply::Error(e) if e.contains("not a user as ACL LIST describes one")),
+        "{reply:?}"
+    );
+    assert!(proxies[leader].state().users.get("nobody").is_none());
+    for proxy in proxies {
+        proxy.shutdown(Duration::from_secs(2)).await;
+    }
+}

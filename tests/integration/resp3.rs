@@ -34,7 +34,7 @@ async fn hello_3_switches_every_reply_to_resp3() {
     assert_eq!(c.cmd_resp3(&["CLIENT", "GETNAME"]).await, b"_\r\n");
     assert_eq!(
         c.cmd_resp3(&["CONFIG", "GET", "databases"]).await,
-        b"%1\r\n$9\r\ndatabases\r\n$1\r\n1\r\n"
+        b"%1\r\n$9\r\ndatabases\r\n$2\r\n16\r\n"
     );
     // Split across shards: RESP3 nulls from each master, merged in key order.
     // Text replies are verbatim strings of format txt, as Redis 7 sends them in RESP3, the

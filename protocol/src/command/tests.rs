@@ -663,7 +663,7 @@ mod by_name {
 
     pub const FORBIDDEN: &str = "shutdown debug config|set config|rewrite config|resetstat
         replicaof slaveof failover sync psync replconf save bgsave bgrewriteaof migrate monitor
-        swapdb move restore-asking cluster cluster|addslots cluster|addslotsrange
+        swapdb restore-asking cluster cluster|addslots cluster|addslotsrange
         cluster|bumpepoch cluster|count-failure-reports cluster|countkeysinslot cluster|delslots
         cluster|delslotsrange cluster|failover cluster|flushslots cluster|forget
         cluster|getkeysinslot cluster|help cluster|info cluster|keyslot cluster|links

@@ -34,6 +34,7 @@ pub(crate) enum Command {
     Migration,
     Rebalance,
     Failover,
+    SetUsers,
     Fleet,
     FleetPeer,
     OnLeader,
@@ -134,6 +135,12 @@ pub(crate) const COMMANDS: &[Spec] = &[
         "Graceful switch to an in-sync replica: writes pause, the replica catches up, no client sees an error.",
     ),
     spec(
+        Command::SetUsers,
+        "SETUSERS",
+        &["SETUSERS <user-line> [<user-line> ...]"],
+        "Replace the proxy's users, saved with the topology, by these lines as ACL LIST shows them (passwords as #<sha256>, one line must be the default user): what a proxy of a fleet sends the leader when its clients change users with ACL SETUSER, DELUSER or CONFIG SET requirepass.",
+    ),
+    spec(
         Command::Fleet,
         "FLEET",
         &["FLEET"],
@@ -195,7 +202,8 @@ impl Command {
             | Self::Migrations
             | Self::Migration
             | Self::Rebalance
-            | Self::Failover => true,
+            | Self::Failover
+            | Self::SetUsers => true,
             Self::Ping
             | Self::Auth
             | Self::Hello
@@ -353,6 +361,26 @@ pub async fn del_node(controller: &Arc<Controller>, args: &Args<'_>) -> Reply {
         None => Reply::err(redshard_control::NodeError::NoNode(node)),
         Some(NodeRole::Master) => removed_shard(controller, node.as_str()).await,
         Some(NodeRole::Replica) => del_replica(controller, &Args::new("DELNODE", args.rest)).await,
+    }
+}
+
+/// `SETUSERS <user-line> [...]`.
+pub async fn set_users(controller: &Arc<Controller>, args: &Args<'_>) -> Reply {
+    if args.rest.is_empty() {
+        return args.usage("SETUSERS <user-line> [<user-line> ...]");
+    }
+    match controller.set_users(args.rest.to_vec()).await {
+        Ok(topology) => Reply::fields(vec![
+            (
+                "users",
+                Reply::Int(i64::try_from(args.rest.len()).unwrap_or(i64::MAX)),
+            ),
+            (
+                "epoch",
+                Reply::Int(i64::try_from(topology.epoch).unwrap_or(i64::MAX)),
+            ),
+        ]),
+        Err(e) => Reply::err(e),
     }
 }
 

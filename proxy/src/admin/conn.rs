@@ -343,6 +343,7 @@ impl AdminConn {
             Command::Migration => commands::migration(controller, args).await,
             Command::Rebalance => commands::rebalance(controller, args).await,
             Command::Failover => commands::failover(controller, args).await,
+            Command::SetUsers => commands::set_users(controller, args).await,
             Command::Fleet => commands::fleet(controller, self.fleet.as_deref(), args).await,
             Command::FleetPeer => commands::fleet_peer(controller, args),
             // Answered by `execute` before it gets here.

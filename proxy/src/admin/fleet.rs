@@ -423,6 +423,50 @@ pub fn advertised_admin_addr(
     Some(admin.to_string())
 }
 
+/// A proxy's way to have its fleet's leader save the users its clients changed (see
+/// [`redshard_control::LeaderForward`]): `SETUSERS` forwarded to the leader's admin port, as
+/// the admin port forwards its own leader-only commands.
+#[derive(Debug)]
+pub struct UsersToLeader {
+    /// The fleet, as the admin port sees it.
+    fleet: Arc<Fleet>,
+}
+
+impl redshard_control::LeaderForward for UsersToLeader {
+    fn set_users(
+        &self,
+        users: Vec<String>,
+    ) -> futures_util::future::BoxFuture<'static, Result<(), String>> {
+        let fleet = Arc::clone(&self.fleet);
+        Box::pin(async move {
+            let route = fleet
+                .route()
+                .await
+                .map_err(|r| r.error_text().unwrap_or_default())?;
+            if matches!(route, Route::Here) {
+                return Err(
+                    "this proxy became the fleet's leader meanwhile; send the change again".into(),
+                );
+            }
+            let mut raw = Vec::with_capacity(users.len() + 1);
+            raw.push(b"SETUSERS".to_vec());
+            raw.extend(users.into_iter().map(String::into_bytes));
+            match fleet.forward(route, &raw).await.error_text() {
+                Some(refused) => Err(format!("the leader did not save them: {refused}")),
+                None => Ok(()),
+            }
+        })
+    }
+}
+
+/// Has `controller` forward its clients' user changes to the fleet's leader while it does
+/// not lead (nothing without `[cluster]`).
+pub fn forward_users(controller: &Controller) {
+    if let Some(fleet) = for_controller(controller) {
+        controller.forward_to_leader_with(Arc::new(UsersToLeader { fleet }));
+    }
+}
+
 /// The fleet for the admin port of `controller`'s proxy: the controller's own when the proxy
 /// joined one (same id, same etcd client), else one made from `[cluster]` (a proxy started
 /// without joining, as tools and tests embed it); `None` without `[cluster]`, and logged and

@@ -68,6 +68,19 @@ impl Reply {
         }
     }
 
+    /// An error reply's text without its `-` (relayed ones included), for a caller that
+    /// passes it on inside its own error; `None` for any other reply.
+    #[must_use]
+    pub fn error_text(&self) -> Option<String> {
+        match self {
+            Self::Error(text) => Some(text.clone()),
+            Self::Relayed(bytes) => bytes.strip_prefix(b"-").map(|rest| {
+                String::from_utf8_lossy(rest.strip_suffix(b"\r\n").unwrap_or(rest)).into_owned()
+            }),
+            _ => None,
+        }
+    }
+
     /// Appends the encoded reply to `out`.
     pub fn encode(&self, out: &mut BytesMut) {
         match self {
