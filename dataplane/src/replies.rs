@@ -548,6 +548,14 @@ impl ReplyQueue {
         }
     }
 
+    /// Whether the front entry may have become complete since the session last waited on
+    /// [`ReplyQueue::notified`] (which it does not change).
+    #[inline]
+    #[must_use]
+    pub(crate) fn may_be_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
     /// Whether the session read nothing for at least one whole idle-sweep interval.
     #[inline]
     #[must_use]
@@ -1035,6 +1043,29 @@ mod tests {
             Completed::Gathered { parts, .. } => out.push(Bytes::from(parts.concat())),
         });
         out
+    }
+
+    #[test]
+    fn a_completed_front_entry_shows_until_the_session_waits_again() {
+        use futures_util::FutureExt;
+        let q = ReplyQueue::new();
+        let a = q.reserve();
+        let b = q.reserve();
+        b.deliver(Bytes::from_static(b"b"));
+        assert!(!q.may_be_ready(), "the front entry still waits");
+        a.deliver(Bytes::from_static(b"a"));
+        assert!(q.may_be_ready());
+        assert!(q.may_be_ready(), "looking does not lower it");
+        assert!(q.notified().now_or_never().is_some());
+        assert!(!q.may_be_ready(), "the wait lowered it");
+        q.push_ready(Bytes::from_static(b"c"));
+        assert!(
+            !q.may_be_ready(),
+            "behind complete entries not yet taken: no news"
+        );
+        assert_eq!(take_all(&q), vec!["a", "b", "c"]);
+        q.push_ready(Bytes::from_static(b"d"));
+        assert!(q.may_be_ready(), "a reply of the proxy's own at the front");
     }
 
     #[test]

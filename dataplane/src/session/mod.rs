@@ -541,7 +541,17 @@ impl<S: ClientStream> Session<S> {
                     self.ctx.closing = Closing::AfterReplies;
                 }
             }
-            self.take_replies(&round);
+            // A turn woken by the client's requests takes replies only if one may have become
+            // complete since the select looked at the queue: the previous turn took every
+            // complete one (its output was not over the soft limit, or this one's would not
+            // be empty), and a completed front entry raises the flag the select lowered.
+            if !received
+                || !self.out.is_empty()
+                || self.ctx.silence.is_some()
+                || self.ctx.queue.may_be_ready()
+            {
+                self.take_replies(&round);
+            }
             if self.ctx.queue.is_broken() && self.ctx.closing == Closing::Open {
                 // A subscription connection failed, or CLIENT KILL: finish what is ready,
                 // then close.
