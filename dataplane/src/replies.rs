@@ -72,8 +72,14 @@ struct Inner {
     /// The session ended: replies still arriving are dropped instead of kept.
     closed: bool,
     /// The client's socket, for replies written straight to it (see [`Direct`]); `None` for
-    /// a session over TLS, and from the moment the session ends or parks.
-    direct: Option<Direct>,
+    /// a session over TLS, and from the moment the session ends or parks. Boxed: every
+    /// client's queue, parked ones' too, would carry its room (the queue's allocation would
+    /// grow a size class).
+    direct: Option<Box<Direct>>,
+    /// The session offered the socket: set at the end of a round, in the same look as its
+    /// limits; cleared the next time it looks at the queue, before it writes or dispatches
+    /// anything. Only ever set while `direct` is there.
+    direct_open: bool,
 }
 
 /// A reply written to the client by whoever delivers it (a backend lane), without waking
@@ -89,9 +95,6 @@ struct Direct {
     /// SLOWLOG's threshold in effect when a reply arrives (one that took as long is left to
     /// the session, which records it).
     slowlog: Arc<dyn LiveSlowlog>,
-    /// Set by the session at the end of a round, in the same look as its limits; cleared
-    /// the next time it looks at the queue, before it writes or dispatches anything.
-    open: bool,
 }
 
 /// The live setting a reply written without its session needs (implemented by the proxy's
@@ -118,7 +121,7 @@ impl Inner {
     /// The caller counted it as held and no longer in flight, as any delivered reply.
     fn write_direct(&mut self) -> DirectWrite {
         let (Some(direct), Some((Entry::Ready(reply), Some(meta))), 1) = (
-            self.direct.as_ref(),
+            self.direct.as_deref(),
             self.entries.front(),
             self.entries.len(),
         ) else {
@@ -166,6 +169,7 @@ impl Default for Inner {
             wake_over: usize::MAX,
             closed: false,
             direct: None,
+            direct_open: false,
         }
     }
 }
@@ -305,9 +309,8 @@ impl ReplyQueue {
             waiting: inner.waiting,
             estimate: inner.estimate,
         };
-        if let Some(direct) = inner.direct.as_mut() {
-            direct.open = load.held == 0 && offer.is_some_and(|max| load.entries < max);
-        }
+        inner.direct_open =
+            inner.direct.is_some() && load.held == 0 && offer.is_some_and(|max| load.entries < max);
         load
     }
 
@@ -318,24 +321,22 @@ impl ReplyQueue {
         socket: Arc<tokio::net::TcpStream>,
         slowlog: Arc<dyn LiveSlowlog>,
     ) {
-        self.lock().direct = Some(Direct {
-            socket,
-            slowlog,
-            open: false,
-        });
+        let mut inner = self.lock();
+        inner.direct = Some(Box::new(Direct { socket, slowlog }));
+        inner.direct_open = false;
     }
 
     /// No more replies straight to the socket; the queue lets go of it (the session closes
     /// or parks it).
     pub(crate) fn detach_socket(&self) {
-        self.lock().direct = None;
+        let mut inner = self.lock();
+        inner.direct = None;
+        inner.direct_open = false;
     }
 
     /// Closes the offer of [`ReplyQueue::load_offering`] without another look.
     pub(crate) fn withdraw_offer(&self) {
-        if let Some(direct) = self.lock().direct.as_mut() {
-            direct.open = false;
-        }
+        self.lock().direct_open = false;
     }
 
     /// [`ReplyQueue::load`], after labelling the newest entry with `label` (as
@@ -345,9 +346,7 @@ impl ReplyQueue {
     pub(crate) fn label_and_load(&self, label: Option<Meta>, wake_over: usize) -> Load {
         let mut inner = self.lock();
         // The session is dispatching: replies go through it again until it offers anew.
-        if let Some(direct) = inner.direct.as_mut() {
-            direct.open = false;
-        }
+        inner.direct_open = false;
         if let Some(meta) = label {
             if let Some(last) = inner.entries.back_mut() {
                 last.1 = Some(meta);
@@ -370,6 +369,7 @@ impl ReplyQueue {
         inner.waiting = 0;
         inner.entries = VecDeque::new();
         inner.direct = None;
+        inner.direct_open = false;
     }
 
     /// Labels the newest entry (the one the request just dispatched reserved).
@@ -461,9 +461,7 @@ impl ReplyQueue {
         let mut inner = self.lock();
         // The session is looking (and will write what it takes): replies go through it
         // again until it offers anew.
-        if let Some(direct) = inner.direct.as_mut() {
-            direct.open = false;
-        }
+        inner.direct_open = false;
         loop {
             let done = match inner.entries.front() {
                 Some((Entry::Ready(_), _)) => true,
@@ -634,7 +632,7 @@ impl ReplyQueue {
         if complete
             && index == 0
             && inner.entries.len() == 1
-            && inner.direct.as_ref().is_some_and(|d| d.open)
+            && inner.direct_open
             && matches!(inner.write_direct(), DirectWrite::Written)
         {
             return;
@@ -832,6 +830,17 @@ fn random_start() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_queue_keeps_its_allocation_size_class() {
+        // Every client's queue (parked ones' too) is an `Arc<ReplyQueue>`: 16 bytes of
+        // counts and the queue, in jemalloc's 160-byte class.
+        assert!(
+            16 + std::mem::size_of::<ReplyQueue>() <= 160,
+            "{}",
+            std::mem::size_of::<ReplyQueue>()
+        );
+    }
 
     #[test]
     fn the_idle_sweep_wakes_a_session_once_after_a_whole_interval_without_reads() {
