@@ -7,6 +7,10 @@
 //!
 //! A [`ReplyTo`] handle (queue, sequence number, part) is all a lane keeps per in-flight request:
 //! delivering a reply costs one uncontended lock and no allocation.
+//!
+//! A plaintext session that waits with nothing else to do offers its socket to the queue (see
+//! [`ReplyQueue::load_offering`]): the reply to its one outstanding request is then written
+//! by the lane that delivers it, under the queue's lock, instead of waking the session.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -67,6 +71,91 @@ struct Inner {
     wake_over: usize,
     /// The session ended: replies still arriving are dropped instead of kept.
     closed: bool,
+    /// The client's socket, for replies written straight to it (see [`Direct`]); `None` for
+    /// a session over TLS, and from the moment the session ends or parks. Boxed: every
+    /// client's queue, parked ones' too, would carry its room (the queue's allocation would
+    /// grow a size class).
+    direct: Option<Box<Direct>>,
+    /// The session offered the socket: set at the end of a round, in the same look as its
+    /// limits; cleared the next time it looks at the queue, before it writes or dispatches
+    /// anything. Only ever set while `direct` is there.
+    direct_open: bool,
+}
+
+/// A reply written to the client by whoever delivers it (a backend lane), without waking
+/// the session: the second of the two turns of the session's loop a request at a time costs
+/// (woken by the reply, to take it, write it, and wait again) is saved. Only while the
+/// session said it waits with nothing to do that a reply leaving would change (see
+/// [`ReplyQueue::load_offering`]), only for the one entry in the queue, and only when it
+/// is labelled: its metrics are recorded here instead, as the session would.
+#[derive(Debug)]
+struct Direct {
+    /// The client's socket, shared with the session.
+    socket: Arc<tokio::net::TcpStream>,
+    /// SLOWLOG's threshold in effect when a reply arrives (one that took as long is left to
+    /// the session, which records it).
+    slowlog: Arc<dyn LiveSlowlog>,
+}
+
+/// The live setting a reply written without its session needs (implemented by the proxy's
+/// state, above this module).
+pub(crate) trait LiveSlowlog: std::fmt::Debug + Send + Sync {
+    /// `[slowlog] log_slower_than_us` in effect now.
+    fn slowlog_slower_than_us(&self) -> i64;
+}
+
+/// How [`Inner::write_direct`] went.
+enum DirectWrite {
+    /// All of it: the entry is gone.
+    Written,
+    /// Part of it: the rest is the entry's reply now, for the session to write.
+    Partly,
+    /// Not at all (not this entry, not now, or the socket did not take it).
+    NotNow,
+}
+
+impl Inner {
+    /// Writes the reply just stored in the front entry straight to the client's socket (see
+    /// [`Direct`]) if it is the only entry, a plain reply, labelled, and did not take
+    /// SLOWLOG's time; records what the session would have (command metrics, output bytes).
+    /// The caller counted it as held and no longer in flight, as any delivered reply.
+    fn write_direct(&mut self) -> DirectWrite {
+        let (Some(direct), Some((Entry::Ready(reply), Some(meta))), 1) = (
+            self.direct.as_deref(),
+            self.entries.front(),
+            self.entries.len(),
+        ) else {
+            return DirectWrite::NotNow;
+        };
+        let took = std::time::Instant::now().saturating_duration_since(meta.start);
+        let slowlog_us = direct.slowlog.slowlog_slower_than_us();
+        if slowlog_us >= 0 && took.as_micros() >= u128::from(slowlog_us.unsigned_abs()) {
+            return DirectWrite::NotNow;
+        }
+        let written = match direct.socket.try_write(reply) {
+            Ok(n) if n > 0 => n,
+            // Would block, or failed: the session writes it and finds out.
+            _ => return DirectWrite::NotNow,
+        };
+        redshard_metrics::bytes_out(written as u64);
+        redshard_metrics::command_spec(
+            meta.cmd,
+            took,
+            redshard_protocol::resp::reply::is_error(reply),
+        );
+        if written < reply.len() {
+            // What the socket did not take waits for the session as plain output (its
+            // metrics are recorded).
+            let rest = reply.slice(written..);
+            self.held -= written;
+            self.entries[0] = (Entry::Ready(rest), None);
+            return DirectWrite::Partly;
+        }
+        self.held -= reply.len();
+        self.entries.pop_front();
+        self.head += 1;
+        DirectWrite::Written
+    }
 }
 
 impl Default for Inner {
@@ -79,6 +168,8 @@ impl Default for Inner {
             estimate: FIRST_REPLY_ESTIMATE,
             wake_over: usize::MAX,
             closed: false,
+            direct: None,
+            direct_open: false,
         }
     }
 }
@@ -202,12 +293,60 @@ impl ReplyQueue {
         self.label_and_load(None, wake_over)
     }
 
+    /// [`ReplyQueue::load`] at the end of a round of the session, which says with `offer`
+    /// whether it now waits with nothing to do that a reply leaving would change (no output,
+    /// nothing held back), and gives its `max_pipeline` (with as many entries it does not
+    /// read, and waits for replies to leave); then, while the queue holds no reply bytes and
+    /// fewer entries than that, a reply for its one entry is written straight to the socket
+    /// by whoever delivers it (see [`Direct`]).
+    #[inline]
+    pub(crate) fn load_offering(&self, wake_over: usize, offer: Option<usize>) -> Load {
+        let mut inner = self.lock();
+        inner.wake_over = wake_over;
+        let load = Load {
+            entries: inner.entries.len(),
+            held: inner.held,
+            waiting: inner.waiting,
+            estimate: inner.estimate,
+        };
+        inner.direct_open =
+            inner.direct.is_some() && load.held == 0 && offer.is_some_and(|max| load.entries < max);
+        load
+    }
+
+    /// Lets replies be written straight to `socket` once the session offers it (see
+    /// [`ReplyQueue::load_offering`]).
+    pub(crate) fn attach_socket(
+        &self,
+        socket: Arc<tokio::net::TcpStream>,
+        slowlog: Arc<dyn LiveSlowlog>,
+    ) {
+        let mut inner = self.lock();
+        inner.direct = Some(Box::new(Direct { socket, slowlog }));
+        inner.direct_open = false;
+    }
+
+    /// No more replies straight to the socket; the queue lets go of it (the session closes
+    /// or parks it).
+    pub(crate) fn detach_socket(&self) {
+        let mut inner = self.lock();
+        inner.direct = None;
+        inner.direct_open = false;
+    }
+
+    /// Closes the offer of [`ReplyQueue::load_offering`] without another look.
+    pub(crate) fn withdraw_offer(&self) {
+        self.lock().direct_open = false;
+    }
+
     /// [`ReplyQueue::load`], after labelling the newest entry with `label` (as
     /// [`ReplyQueue::label_last`]) under the same lock: the session labels the request it
     /// dispatched as it looks at its budget for the next one.
     #[inline]
     pub(crate) fn label_and_load(&self, label: Option<Meta>, wake_over: usize) -> Load {
         let mut inner = self.lock();
+        // The session is dispatching: replies go through it again until it offers anew.
+        inner.direct_open = false;
         if let Some(meta) = label {
             if let Some(last) = inner.entries.back_mut() {
                 last.1 = Some(meta);
@@ -229,6 +368,8 @@ impl ReplyQueue {
         inner.held = 0;
         inner.waiting = 0;
         inner.entries = VecDeque::new();
+        inner.direct = None;
+        inner.direct_open = false;
     }
 
     /// Labels the newest entry (the one the request just dispatched reserved).
@@ -318,6 +459,9 @@ impl ReplyQueue {
     /// sequence number.
     pub(crate) fn take_ready(&self, mut f: impl FnMut(Completed, Option<Meta>, u64)) {
         let mut inner = self.lock();
+        // The session is looking (and will write what it takes): replies go through it
+        // again until it offers anew.
+        inner.direct_open = false;
         loop {
             let done = match inner.entries.front() {
                 Some((Entry::Ready(_), _)) => true,
@@ -402,6 +546,14 @@ impl ReplyQueue {
         }
     }
 
+    /// Whether the front entry may have become complete since the session last waited on
+    /// [`ReplyQueue::notified`] (which it does not change).
+    #[inline]
+    #[must_use]
+    pub(crate) fn may_be_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
     /// Whether the session read nothing for at least one whole idle-sweep interval.
     #[inline]
     #[must_use]
@@ -472,6 +624,18 @@ impl ReplyQueue {
         }
         if complete {
             inner.waiting -= 1;
+        }
+        // The front entry is complete: the session is woken to write it, unless it offered
+        // the socket and the reply, its only entry, went straight to it (a client with one
+        // request at a time; a pipelining client's replies leave together, through the
+        // session).
+        if complete
+            && index == 0
+            && inner.entries.len() == 1
+            && inner.direct_open
+            && matches!(inner.write_direct(), DirectWrite::Written)
+        {
+            return;
         }
         if (complete && index == 0) || inner.held > inner.wake_over {
             drop(guard);
@@ -668,6 +832,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_queue_keeps_its_allocation_size_class() {
+        // Every client's queue (parked ones' too) is an `Arc<ReplyQueue>`: 16 bytes of
+        // counts and the queue, in jemalloc's 160-byte class.
+        assert!(
+            16 + std::mem::size_of::<ReplyQueue>() <= 160,
+            "{}",
+            std::mem::size_of::<ReplyQueue>()
+        );
+    }
+
+    #[test]
     fn the_idle_sweep_wakes_a_session_once_after_a_whole_interval_without_reads() {
         let q = ReplyQueue::new();
         q.idle_tick();
@@ -705,6 +880,171 @@ mod tests {
         assert_eq!(take_all(&q), vec![Bytes::from_static(b":1\r\n")]);
     }
 
+    /// SLOWLOG's threshold, as the proxy's live settings keep it.
+    #[derive(Debug)]
+    struct Threshold(std::sync::atomic::AtomicI64);
+
+    impl LiveSlowlog for Threshold {
+        fn slowlog_slower_than_us(&self) -> i64 {
+            self.0.load(Ordering::Relaxed)
+        }
+    }
+
+    /// Off (-1) unless a test changes it.
+    fn threshold() -> Arc<Threshold> {
+        Arc::new(Threshold(std::sync::atomic::AtomicI64::new(-1)))
+    }
+
+    /// A queue whose replies may go straight to a loopback socket, and the client's end.
+    async fn direct_queue() -> (Arc<ReplyQueue>, tokio::net::TcpStream, Arc<Threshold>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (socket, _) = listener.accept().await.unwrap();
+        // The socket's first writability is known once the reactor saw it.
+        socket.writable().await.unwrap();
+        let q = ReplyQueue::new();
+        let slowlog = threshold();
+        q.attach_socket(
+            Arc::new(socket),
+            Arc::clone(&slowlog) as Arc<dyn LiveSlowlog>,
+        );
+        (q, client, slowlog)
+    }
+
+    /// Reserves an entry labelled as a GET, as the session does.
+    fn labelled(q: &Arc<ReplyQueue>) -> ReplyTo {
+        let reply = q.reserve();
+        q.label_last(Meta {
+            cmd: redshard_protocol::command::lookup(b"get").unwrap(),
+            start: std::time::Instant::now(),
+            request: Bytes::from_static(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"),
+        });
+        reply
+    }
+
+    const OFFER: Option<usize> = Some(1000);
+
+    /// Reads what the client has been sent so far (waits for the first bytes).
+    async fn received(client: &mut tokio::net::TcpStream) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0; 64];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), client.read(&mut buf))
+            .await
+            .expect("the reply arrives")
+            .unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    #[tokio::test]
+    async fn a_reply_the_session_waits_for_with_nothing_to_do_goes_straight_to_the_socket() {
+        use futures_util::FutureExt;
+        let (q, mut client, _slowlog) = direct_queue().await;
+        let reply = labelled(&q);
+        let load = q.load_offering(usize::MAX, OFFER);
+        assert_eq!(load.entries, 1);
+        reply.deliver(Bytes::from_static(b"$1\r\nv\r\n"));
+        assert_eq!(received(&mut client).await, b"$1\r\nv\r\n");
+        assert!(q.is_empty(), "the entry is gone");
+        assert_eq!(q.lock().waiting, 0, "nothing in flight");
+        assert!(
+            q.notified().now_or_never().is_none(),
+            "the session is not woken"
+        );
+        // The next one too, while the session has not looked again.
+        let reply = labelled(&q);
+        reply.deliver(Bytes::from_static(b"+OK\r\n"));
+        assert_eq!(received(&mut client).await, b"+OK\r\n");
+        assert!(q.is_empty());
+    }
+
+    #[tokio::test]
+    async fn what_the_socket_does_not_take_at_once_is_left_to_the_session() {
+        use futures_util::FutureExt;
+        use tokio::io::AsyncReadExt;
+        let (q, mut client, _slowlog) = direct_queue().await;
+        let reply = labelled(&q);
+        q.load_offering(usize::MAX, OFFER);
+        // Far more than loopback's socket buffers take while nobody reads.
+        let big = Bytes::from(vec![b'x'; 32 << 20]);
+        reply.deliver(big.clone());
+        assert!(
+            q.notified().now_or_never().is_some(),
+            "the session is woken"
+        );
+        let (held, waiting) = {
+            let inner = q.lock();
+            (inner.held, inner.waiting)
+        };
+        assert!(held > 0 && held < big.len(), "part was written: {held}");
+        assert_eq!(waiting, 0, "nothing in flight any more");
+        let mut label = None;
+        let mut rest = Vec::new();
+        q.take_ready(|c, meta, _| {
+            label = Some(meta.is_some());
+            if let Completed::Reply(b) = c {
+                rest = b.to_vec();
+            }
+        });
+        assert_eq!(label, Some(false), "its metrics were recorded already");
+        assert_eq!(rest.len(), held);
+        let mut sent = vec![0; big.len() - held];
+        client.read_exact(&mut sent).await.unwrap();
+        sent.extend_from_slice(&rest);
+        assert!(sent == big, "the client gets the whole reply, in order");
+        assert_eq!(q.lock().held, 0);
+    }
+
+    #[tokio::test]
+    async fn replies_go_through_the_session_unless_it_offered_and_only_for_a_lone_labelled_entry() {
+        use futures_util::FutureExt;
+        let (q, _client, slowlog) = direct_queue().await;
+        // No offer yet.
+        labelled(&q).deliver(Bytes::from_static(b"+a\r\n"));
+        assert!(q.notified().now_or_never().is_some());
+        assert_eq!(take_all(&q), vec!["+a\r\n"]);
+        // An offer the session withdrew by looking at the queue (take_ready) or dispatching
+        // (label_and_load).
+        q.load_offering(usize::MAX, OFFER);
+        assert!(take_all(&q).is_empty());
+        labelled(&q).deliver(Bytes::from_static(b"+b\r\n"));
+        assert_eq!(take_all(&q), vec!["+b\r\n"]);
+        q.load_offering(usize::MAX, OFFER);
+        let _ = q.label_and_load(None, usize::MAX);
+        labelled(&q).deliver(Bytes::from_static(b"+c\r\n"));
+        assert_eq!(take_all(&q), vec!["+c\r\n"]);
+        // Not for an unlabelled entry (its metrics are the session's), nor behind another.
+        q.load_offering(usize::MAX, OFFER);
+        q.reserve().deliver(Bytes::from_static(b"+d\r\n"));
+        assert_eq!(take_all(&q), vec!["+d\r\n"]);
+        q.load_offering(usize::MAX, OFFER);
+        let first = labelled(&q);
+        let second = labelled(&q);
+        second.deliver(Bytes::from_static(b"+f\r\n"));
+        first.deliver(Bytes::from_static(b"+e\r\n"));
+        assert_eq!(take_all(&q), vec!["+e\r\n", "+f\r\n"]);
+        // Not one as slow as SLOWLOG's threshold in effect when it arrives: the session
+        // records it.
+        q.load_offering(usize::MAX, OFFER);
+        let reply = labelled(&q);
+        slowlog.0.store(0, Ordering::Relaxed);
+        reply.deliver(Bytes::from_static(b"+g\r\n"));
+        assert_eq!(take_all(&q), vec!["+g\r\n"]);
+        slowlog.0.store(-1, Ordering::Relaxed);
+        // Not at max_pipeline (the session is not reading: it waits for replies to leave).
+        let held = labelled(&q);
+        q.load_offering(usize::MAX, Some(1));
+        held.deliver(Bytes::from_static(b"+h\r\n"));
+        assert_eq!(take_all(&q), vec!["+h\r\n"]);
+        // Not once the session let go of the socket.
+        q.load_offering(usize::MAX, OFFER);
+        q.detach_socket();
+        labelled(&q).deliver(Bytes::from_static(b"+i\r\n"));
+        assert_eq!(take_all(&q), vec!["+i\r\n"]);
+    }
+
     fn take_all(q: &ReplyQueue) -> Vec<Bytes> {
         let mut out = Vec::new();
         q.take_ready(|c, _, _| match c {
@@ -712,6 +1052,29 @@ mod tests {
             Completed::Gathered { parts, .. } => out.push(Bytes::from(parts.concat())),
         });
         out
+    }
+
+    #[test]
+    fn a_completed_front_entry_shows_until_the_session_waits_again() {
+        use futures_util::FutureExt;
+        let q = ReplyQueue::new();
+        let a = q.reserve();
+        let b = q.reserve();
+        b.deliver(Bytes::from_static(b"b"));
+        assert!(!q.may_be_ready(), "the front entry still waits");
+        a.deliver(Bytes::from_static(b"a"));
+        assert!(q.may_be_ready());
+        assert!(q.may_be_ready(), "looking does not lower it");
+        assert!(q.notified().now_or_never().is_some());
+        assert!(!q.may_be_ready(), "the wait lowered it");
+        q.push_ready(Bytes::from_static(b"c"));
+        assert!(
+            !q.may_be_ready(),
+            "behind complete entries not yet taken: no news"
+        );
+        assert_eq!(take_all(&q), vec!["a", "b", "c"]);
+        q.push_ready(Bytes::from_static(b"d"));
+        assert!(q.may_be_ready(), "a reply of the proxy's own at the front");
     }
 
     #[test]

@@ -149,7 +149,7 @@ async fn accept_loop(
                 // Made here, outside the task's future: moved into an async fn, a session
                 // would take its room twice in every connection's future (once as the
                 // argument, once inside the running future). The task can park it.
-                if let Ok(session) = Session::new(socket, state, shutdown) {
+                if let Ok(session) = Session::new(socket.into(), state, shutdown) {
                     park::spawn_session(session, Place { permit, done });
                 }
             }

@@ -7,7 +7,11 @@
 //! shards answer in. Reading, dispatching and writing all run in one task: a client that does
 //! not read its replies stops being read from, and its requests stop being forwarded, once
 //! `output_buffer_soft_bytes` of replies are held for it, `max_inflight_reply_bytes` of replies
-//! are expected from its requests in flight, or `max_pipeline` replies are outstanding.
+//! are expected from its requests in flight, or `max_pipeline` replies are outstanding. One
+//! exception saves a wake-up per request of a client with one request at a time: while the
+//! session waits with nothing that a reply leaving would change (`Session::quiet`), the
+//! lane that receives its one outstanding reply writes it to the socket itself (see
+//! `crate::replies`).
 //!
 //! A session runs over plain TCP or over TLS ([`ClientStream`]); it is generic over the
 //! stream, so the TCP session is the readiness-driven code it always was.
@@ -32,7 +36,7 @@ mod txn;
 
 pub use client::disconnect_users;
 pub use local::constant_time_eq;
-pub use stream::ClientStream;
+pub use stream::{ClientStream, Tcp};
 
 use std::future::Future;
 use std::io;
@@ -43,7 +47,6 @@ use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::router::GateState;
@@ -189,7 +192,7 @@ pub enum Exit {
 
 /// One client connection being served, over `S` (plain TCP unless said otherwise).
 #[derive(Debug)]
-pub struct Session<S = TcpStream> {
+pub struct Session<S = Tcp> {
     /// The client's connection.
     stream: S,
     /// Bytes read and not yet dispatched; the request being scanned starts at index 0.
@@ -251,6 +254,10 @@ impl<S: ClientStream> Session<S> {
         let scanner = RequestScanner::new(state.scan_limits());
         let authenticated = state.users.open_by_default();
         client.attach(&queue);
+        if let Some(socket) = stream.shared_socket() {
+            let slowlog: Arc<dyn crate::replies::LiveSlowlog> = Arc::<ProxyState>::clone(&state);
+            queue.attach_socket(socket, slowlog);
+        }
         Self {
             stream,
             rbuf: BytesMut::new(),
@@ -538,7 +545,17 @@ impl<S: ClientStream> Session<S> {
                     self.ctx.closing = Closing::AfterReplies;
                 }
             }
-            self.take_replies(&round);
+            // A turn woken by the client's requests takes replies only if one may have become
+            // complete since the select looked at the queue: the previous turn took every
+            // complete one (its output was not over the soft limit, or this one's would not
+            // be empty), and a completed front entry raises the flag the select lowered.
+            if !received
+                || !self.out.is_empty()
+                || self.ctx.silence.is_some()
+                || self.ctx.queue.may_be_ready()
+            {
+                self.take_replies(&round);
+            }
             if self.ctx.queue.is_broken() && self.ctx.closing == Closing::Open {
                 // A subscription connection failed, or CLIENT KILL: finish what is ready,
                 // then close.
@@ -598,8 +615,13 @@ impl<S: ClientStream> Session<S> {
     /// its reply queue, and in its output buffer) passed the hard limit, or stayed above the
     /// soft limit too long (like Redis's `client-output-buffer-limit`). Returns the entries in
     /// the reply queue, from the same look.
+    ///
+    /// The same look offers the queue to write a reply straight to the client's socket
+    /// while the session waits with nothing that a reply leaving would change (see
+    /// [`Session::quiet`] and `crate::replies`).
     fn check_output_limits(&mut self, round: &RoundConfig) -> io::Result<usize> {
-        let load = self.ctx.queue.load(round.hard_bytes);
+        let offer = self.quiet().then_some(round.max_pipeline);
+        let load = self.ctx.queue.load_offering(round.hard_bytes, offer);
         let pending = load.held + self.out.len();
         self.ctx
             .client
@@ -624,11 +646,44 @@ impl<S: ClientStream> Session<S> {
         Ok(load.entries)
     }
 
+    /// Whether the session, about to wait, has nothing that needs it to see its replies
+    /// leave: no output of its own, nothing held back or held, no deadline, and no state that
+    /// treats replies specially (a transaction, subscriptions, tracking, MONITOR, CLIENT
+    /// REPLY, a private connection, WAIT). Then the one reply it waits for may be written to
+    /// the client by whoever delivers it, with its metrics, without waking the session.
+    fn quiet(&self) -> bool {
+        let ctx = &self.ctx;
+        self.out.is_empty()
+            && !self.held_back
+            && !self.over_budget
+            && self.paused.is_none()
+            && self.over_soft_since.is_none()
+            && self.auth_deadline.is_none()
+            && ctx.authenticated
+            && ctx.closing == Closing::Open
+            && !ctx.barrier
+            && !ctx.waiting
+            && ctx.private.is_none()
+            && ctx.tx.is_none()
+            && ctx.watch.is_none()
+            && ctx.pubsub.is_none()
+            && ctx.tracking.is_none()
+            && !ctx.monitoring
+            && ctx.silence.is_none()
+            && !ctx.pause_expired
+            && !ctx.migrated
+            && ctx.migration_failed.is_none()
+            && !self.stream.has_pending_output()
+    }
+
     /// Moves every complete reply from the front of the queue to the output buffer, until the
     /// output passes the soft limit: the rest waits in the queue, where it counts towards the
     /// client's limits all the same.
     fn take_replies(&mut self, round: &RoundConfig) {
         if self.out.len() > round.soft_bytes {
+            // Not looking at the queue: still, what this session writes next must not
+            // race a reply written straight to the socket.
+            self.ctx.queue.withdraw_offer();
             return;
         }
         let out = &mut self.out;
@@ -899,6 +954,7 @@ async fn wait_hold(hold: &mut Option<Hold>) -> Released {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::net::TcpStream;
 
     /// A session for a client connected over loopback, with one shard that is never
     /// contacted; and the client's end.
@@ -916,7 +972,10 @@ mod tests {
             .await
             .unwrap();
         let (socket, _) = listener.accept().await.unwrap();
-        (Session::new(socket, state, shutdown).unwrap(), client)
+        (
+            Session::new(Tcp::from(socket), state, shutdown).unwrap(),
+            client,
+        )
     }
 
     /// Makes the session's buffers hold memory as serving one request leaves them: a read
@@ -927,7 +986,7 @@ mod tests {
         let request = s.rbuf.split_to(s.rbuf.len()).freeze();
         drop(request);
         s.out.push_slice(b"+PONG\r\n");
-        s.out.try_write_to(&s.stream).unwrap();
+        s.out.try_write_to(s.stream.get_ref()).unwrap();
         assert!(s.out.is_empty());
     }
 

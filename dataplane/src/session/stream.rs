@@ -15,10 +15,12 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::task::{Context, Waker};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncWrite, Interest};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
@@ -29,6 +31,13 @@ pub trait ClientStream: AsyncRead + Unpin + Send + 'static {
     /// Whether an idle session over this stream may park (see `super::park`): plain TCP,
     /// not TLS (whose connection state is most of its memory anyway).
     const PARKABLE: bool = false;
+
+    /// The socket, shared, when replies can be written to it as they are (plain TCP, not
+    /// TLS): then a reply that arrives while the session waits with nothing else to do is
+    /// written by whoever delivers it (see `crate::replies`).
+    fn shared_socket(&self) -> Option<Arc<TcpStream>> {
+        None
+    }
 
     /// The client's address.
     ///
@@ -81,19 +90,70 @@ pub trait ClientStream: AsyncRead + Unpin + Send + 'static {
     fn half_close(&mut self);
 }
 
-impl ClientStream for TcpStream {
+/// A plain TCP client connection, shared by its session and its reply queue (which writes a
+/// reply straight to it while the session waits with nothing else to do, see
+/// `crate::replies`).
+#[derive(Debug)]
+pub struct Tcp(Arc<TcpStream>);
+
+impl From<TcpStream> for Tcp {
+    fn from(stream: TcpStream) -> Self {
+        Self(Arc::new(stream))
+    }
+}
+
+impl Tcp {
+    /// The socket, once the reply queue let go of it (`None` while it has not).
+    pub(crate) fn into_inner(self) -> Option<TcpStream> {
+        Arc::into_inner(self.0)
+    }
+
+    /// The socket.
+    #[cfg(test)]
+    pub(crate) fn get_ref(&self) -> &TcpStream {
+        &self.0
+    }
+}
+
+// Only for what a session reads after it stopped serving (the close's linger): reads while
+// serving go through `read_now`.
+impl AsyncRead for Tcp {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            std::task::ready!(self.0.poll_read_ready(cx))?;
+            match self.0.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl ClientStream for Tcp {
     const PARKABLE: bool = true;
 
+    fn shared_socket(&self) -> Option<Arc<TcpStream>> {
+        Some(Arc::clone(&self.0))
+    }
+
     fn peer_addr(&self) -> io::Result<SocketAddr> {
-        TcpStream::peer_addr(self)
+        self.0.peer_addr()
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        TcpStream::local_addr(self)
+        self.0.local_addr()
     }
 
     fn raw_fd(&self) -> i32 {
-        std::os::fd::AsRawFd::as_raw_fd(self)
+        std::os::fd::AsRawFd::as_raw_fd(&*self.0)
     }
 
     // `poll_*_ready` keep the session's waker in the socket's own reader/writer slot: no
@@ -101,11 +161,11 @@ impl ClientStream for TcpStream {
     // session's loop, as `readable()`/`writable()` would. One task per socket, so the
     // "last waker wins" rule of these functions costs nothing.
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
-        std::future::poll_fn(move |cx| self.poll_read_ready(cx))
+        std::future::poll_fn(move |cx| self.0.poll_read_ready(cx))
     }
 
     fn writable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
-        std::future::poll_fn(move |cx| self.poll_write_ready(cx))
+        std::future::poll_fn(move |cx| self.0.poll_write_ready(cx))
     }
 
     // The session polled readiness already: no second poll (and waker check, and budget
@@ -114,8 +174,8 @@ impl ClientStream for TcpStream {
     fn read_now(&self, buf: &mut BytesMut) -> Option<io::Result<usize>> {
         let spare = buf.capacity() - buf.len();
         let mut got = None;
-        let outcome = self.try_io(Interest::READABLE, || {
-            let n = self.try_read_buf(buf)?;
+        let outcome = self.0.try_io(Interest::READABLE, || {
+            let n = self.0.try_read_buf(buf)?;
             got = Some(n);
             if n > 0 && n < spare {
                 // Drained: `WouldBlock` makes `try_io` clear the readiness; the count is
@@ -132,7 +192,7 @@ impl ClientStream for TcpStream {
 
     #[inline]
     fn try_write(&mut self, out: &mut OutBuf) -> io::Result<()> {
-        out.try_write_to(self)
+        out.try_write_to(&self.0)
     }
 
     #[inline]
@@ -141,9 +201,11 @@ impl ClientStream for TcpStream {
     }
 
     fn half_close(&mut self) {
-        // A plain socket's shutdown completes at once (shutdown(2) with SHUT_WR).
-        let mut cx = Context::from_waker(Waker::noop());
-        let _ = std::pin::Pin::new(self).poll_shutdown(&mut cx);
+        // The reply queue let go of the socket when the session closed it (else it stays
+        // open until both let go: no half close).
+        if let Some(stream) = Arc::get_mut(&mut self.0) {
+            shutdown_write(stream);
+        }
     }
 }
 
@@ -190,16 +252,23 @@ impl ClientStream for TlsStream<TcpStream> {
         self.get_mut().1.send_close_notify();
         // Best effort: a client that no longer reads does not get it.
         let mut cx = Context::from_waker(Waker::noop());
-        let _ = std::pin::Pin::new(self).poll_flush(&mut cx);
+        let _ = Pin::new(self).poll_flush(&mut cx);
     }
 
     fn half_close(&mut self) {
         // After `close`: the FIN must follow close_notify, so only once rustls holds no
         // records; a client that no longer reads gets neither.
         if !self.get_ref().1.wants_write() {
-            self.get_mut().0.half_close();
+            shutdown_write(self.get_mut().0);
         }
     }
+}
+
+/// Closes the sending side of `stream` (TCP FIN after what was written).
+fn shutdown_write(stream: &mut TcpStream) {
+    // A plain socket's shutdown completes at once (shutdown(2) with SHUT_WR).
+    let mut cx = Context::from_waker(Waker::noop());
+    let _ = Pin::new(stream).poll_shutdown(&mut cx);
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, Instrument};
 
-use super::{Exit, Session};
+use super::{Exit, Session, Tcp};
 use crate::clients::{Admitted, ClientInfo};
 use crate::replies::ReplyQueue;
 use crate::shutdown::{Shutdown, ShutdownTrigger};
@@ -100,7 +100,7 @@ pub(super) fn room_of(state: &ProxyState) -> Option<&room::Room> {
 }
 
 /// Serves `session` in a task of its own, parking it when it idles, until the client is gone.
-pub fn spawn_session(session: Session<TcpStream>, place: Place) {
+pub fn spawn_session(session: Session<Tcp>, place: Place) {
     tokio::spawn(session_task(session, place));
 }
 
@@ -108,7 +108,7 @@ pub fn spawn_session(session: Session<TcpStream>, place: Place) {
 /// jemalloc's 1,024-byte size class (tested below): one byte more makes the task 1,152 bytes
 /// and the allocation 1,280, and after a burst of clients parks, the few freed cells the
 /// allocator keeps cached pin whole 20 KB slabs of that class instead of 4 KB ones.
-fn session_task(mut session: Session<TcpStream>, place: Place) -> impl Future<Output = ()> {
+fn session_task(mut session: Session<Tcp>, place: Place) -> impl Future<Output = ()> {
     let span = tracing::info_span!("client", peer = %session.ctx.client.addr);
     // Built here and moved into the task once: an async fn would keep its arguments twice
     // (as arguments and as the running body's locals), and these are every client's memory.
@@ -121,7 +121,7 @@ fn session_task(mut session: Session<TcpStream>, place: Place) -> impl Future<Ou
 }
 
 /// Hands an idle session's connection to the park room (`parkable` made sure there is one).
-fn park(session: Session<TcpStream>, place: Place) {
+fn park(session: Session<Tcp>, place: Place) {
     let state = Arc::clone(&session.ctx.state);
     let Some(room) = room_of(&state) else {
         return spawn_session(session, place);
@@ -157,7 +157,7 @@ async fn serve_room(
     }
 }
 
-impl Session<TcpStream> {
+impl Session<Tcp> {
     /// Keeps what outlives the session while it is parked; frees the rest, including a
     /// private backend connection (no WATCH on it, nothing in flight: the next WATCH or
     /// blocking command opens one again).
@@ -167,7 +167,14 @@ impl Session<TcpStream> {
     /// and the connection closed.
     fn into_parked(self) -> io::Result<Parked> {
         let ctx = self.ctx;
-        let stream = match self.stream.into_std() {
+        // The queue lets go of the socket first: it is the session's alone again.
+        ctx.queue.detach_socket();
+        let stream = match self
+            .stream
+            .into_inner()
+            .ok_or_else(|| io::Error::other("socket still shared"))
+            .and_then(TcpStream::into_std)
+        {
             Ok(stream) => stream,
             Err(e) => {
                 super::leave(&self.shutdown, &ctx.state, ctx.client.id);
@@ -198,7 +205,7 @@ impl Session<TcpStream> {
     fn resume(parked: Parked) -> io::Result<Self> {
         parked.state.clients.parked.fetch_sub(1, Ordering::Relaxed);
         let stream = match TcpStream::from_std(parked.stream) {
-            Ok(stream) => stream,
+            Ok(stream) => Tcp::from(stream),
             Err(e) => {
                 super::leave(&parked.shutdown, &parked.state, parked.client.id);
                 return Err(e);
