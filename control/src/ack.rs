@@ -1,10 +1,8 @@
 //! A shortfall of the replicas' acknowledgement under Redis replication (`[replication] mode =
 //! "redis"`, `ack = "sync"`).
 //!
-//! A lane holds the replies of each batch of writes until the master's acknowledger has
-//! answered `WAIT k` (k = the shard's in-sync replicas) for them, after a `PUBLISH` that
-//! covers every write answered before it (see [`redshard_dataplane::backend::lane`] and
-//! [`redshard_dataplane::backend::acknowledger`]). When it counts fewer
+//! A lane ends each batch of writes with `WAIT k` (k = the shard's in-sync replicas) and holds
+//! the batch's replies until it answers (see [`redshard_dataplane::backend::lane`]). When it counts fewer
 //! than k (the replicas did not acknowledge within `ack_timeout_ms`) or fails, the lane sends
 //! [`ControlEvent::AckShortfall`](redshard_dataplane::events::ControlEvent::AckShortfall) and keeps holding.
 //! The controller then finds which in-sync replicas may lack those writes and records them

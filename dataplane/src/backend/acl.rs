@@ -90,6 +90,12 @@ impl BackendUser {
         self == self.with_keys() || self == Self::Mover
     }
 
+    /// Whether it may run `WAIT` (the lanes' group commit): not a read-only level.
+    #[must_use]
+    pub fn may_wait(self) -> bool {
+        self.with_keys() != Self::ReadOnly
+    }
+
     /// The user's name on the nodes.
     #[must_use]
     pub fn name(self) -> &'static str {

@@ -19,23 +19,20 @@
 //!
 //! **Group commit.** Under Redis replication with `sync` acknowledgement a write's request
 //! says how many replicas must have it ([`LaneRequest::acks`]). A batch that holds such a write
-//! ends with a cover (an entry of the in-flight FIFO that writes nothing, [`Sending::seal`]),
-//! and every reply of the batch from its first write on is held ([`Commit`]). Once the reply
-//! of the batch's last request is in, the cover reaches the FIFO's front and the lane asks the
-//! node's [`Acknowledger`] to cover every reply held so far: its own connection to the master
-//! sends `PUBLISH` + `WAIT k ack_timeout_ms`, which counts the replicas that have every write
-//! the master ran before it. The lane's connection never blocks in a `WAIT`: later batches go
-//! out and are answered meanwhile, their replies held behind. At least `k` releases the
-//! covered replies in order; fewer (the timeout) or an error sends
+//! ends with `WAIT k ack_timeout_ms` in the same socket write, and every reply of the batch
+//! from its first write on is held ([`Commit`]) until the `WAIT` answers: at least `k`
+//! releases them in order; fewer (the timeout) or an error sends
 //! [`ControlEvent::AckShortfall`] and releases them only once the controller has made the
-//! replicas that lack them stale (persisted). A reply that came after held ones waits behind
-//! them, so no client reads a write before it is acknowledged.
+//! replicas that lack them stale (persisted). Redis runs a connection's commands in order, so
+//! the `WAIT` covers every write of the batch and of the batches before it; a reply that came
+//! after held ones waits behind them, so no client reads a write before it is acknowledged.
 //! When the controller cannot verify the replicas, nor record stale those that may lack the
 //! writes ([`AckVerdict::Refuse`]), each held write's reply becomes `-NOREPLICAS` (the write
 //! ran on the master, but a failover may lose it: its outcome is unknown to the client) and
 //! the other held replies go as they are, in order; later batches are not affected.
-//! Reads-only batches get no cover. The acknowledger sends one `WAIT` at a time for all the
-//! node's lanes: the covers asked while one is out are answered by the next.
+//! The `WAIT`'s own reply never reaches a client. Reads-only batches get no `WAIT`. At most
+//! one `WAIT` is out on a connection: batches written while one is get the next, written when
+//! it answers ([`Sending::seal`]).
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -50,7 +47,6 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::acknowledger::{Acknowledger, Answer};
 use super::error::LaneError;
 use super::stream::BackendStream;
 use super::{connect::connect, Dest, LaneConfig, LaneRequest};
@@ -78,10 +74,10 @@ struct InFlight {
     mirror: Option<Box<dyn super::AfterMaster>>,
     /// What the request is.
     kind: Kind,
-    /// Whether its reply waits for the cover that ends its batch (it is the batch's first
+    /// Whether its reply waits for the `WAIT` that ends its batch (it is the batch's first
     /// write or came after it; see [`Commit`]).
     commit: bool,
-    /// Whether it is a write the cover must acknowledge (its request asked for replicas,
+    /// Whether it is a write the `WAIT` must acknowledge (its request asked for replicas,
     /// [`LaneRequest::acks`]), as opposed to a read that merely follows one in the batch:
     /// only such a reply becomes `-NOREPLICAS` when the acknowledgement is refused.
     write: bool,
@@ -96,10 +92,8 @@ enum Kind {
     /// backend user, or its `SELECT` switching the database: its reply is checked and
     /// dropped.
     Handshake,
-    /// Not a request: the end of a batch of writes, which asks the node's acknowledger for
-    /// this many replicas once every reply before it arrived (group commit). It produces no
-    /// reply; it leaves the FIFO as soon as it reaches its front.
-    Cover(u32),
+    /// The lane's `WAIT` for this many replicas after a batch of writes (group commit).
+    Wait(u32),
 }
 
 impl InFlight {
@@ -143,8 +137,6 @@ pub struct LaneSetup {
     pub ready: Option<super::stream::BackendStream>,
     /// The node's count of writes answered `-NOREPLICAS` (see [`super::Node::acks_refused`]).
     pub acks_refused: Arc<AtomicU64>,
-    /// The node's acknowledger, which covers the lane's batches of writes (group commit).
-    pub acknowledger: Acknowledger,
 }
 
 /// The lane task: connect, serve, reconnect, until the lane is no longer used.
@@ -159,7 +151,6 @@ pub async fn run(setup: LaneSetup, mut rx: mpsc::UnboundedReceiver<LaneRequest>)
         incarnation,
         mut ready,
         acks_refused,
-        acknowledger,
     } = setup;
     let report = |events: &Option<mpsc::UnboundedSender<ControlEvent>>| {
         if let Some(events) = events {
@@ -229,7 +220,7 @@ pub async fn run(setup: LaneSetup, mut rx: mpsc::UnboundedReceiver<LaneRequest>)
                     protocol,
                     &config,
                     fenced.as_mut(),
-                    Commit::new(&addr, events.as_ref(), &acks_refused, &acknowledger),
+                    Commit::new(&addr, events.as_ref(), &acks_refused),
                 )
                 .await;
                 metrics::backend_disconnected(&addr);
@@ -414,7 +405,7 @@ async fn refuse_until(
 ///
 /// One loop owns everything: the in-flight FIFO is plain local state, and each `select!`
 /// branch borrows only its own half (queue, socket writer, socket reader, timer). `commit`
-/// holds the replies waiting for their covers: a fresh one per connection.
+/// holds the replies waiting for `WAIT`s: a fresh one per connection.
 async fn serve(
     mut stream: BackendStream,
     rx: &mut mpsc::UnboundedReceiver<LaneRequest>,
@@ -425,7 +416,7 @@ async fn serve(
     mut commit: Commit,
 ) -> Ended {
     let (mut reader, mut writer) = stream.split();
-    let mut send = Sending::new(connected, config.acl.clone());
+    let mut send = Sending::new(connected, config.acl.clone(), config.ack_timeout);
     let mut batch = Vec::with_capacity(BATCH);
     let mut buf = BytesMut::with_capacity(READ_RESERVE);
     let mut scanner = ReplyScanner::new(config.max_reply_depth);
@@ -478,15 +469,15 @@ async fn serve(
                     }
                 }
                 send.take(&mut batch);
-                send.seal();
+                send.seal(commit.waits_answered);
             }
             done = wait_fence(&mut send.fence), if send.fence.is_some() => {
                 let () = done;
                 send.fence = None;
                 send.pump();
-                send.seal();
+                send.seal(commit.waits_answered);
             }
-            () = commit.decided(), if commit.awaits() => commit.release(),
+            () = commit.decided(), if commit.awaits_controller() => commit.release(),
             written = send.out.write_some(&mut writer), if !send.out.is_empty() => {
                 if let Err(e) = written {
                     break Err(LaneError::Io(e));
@@ -503,8 +494,9 @@ async fn serve(
                 }
                 if send.in_flight.is_empty() && !send.held.is_empty() {
                     send.pump();
-                    send.seal();
                 }
+                // Writes admitted while a `WAIT` was out get theirs now that it answered.
+                send.seal(commit.waits_answered);
             }
             // It completes only when the node is fenced (never again after that).
             _ = &mut fence_set => break Err(LaneError::Fenced),
@@ -524,7 +516,7 @@ async fn serve(
             // Held requests were never written (they did not run) but share the in-flight
             // ones' line, which cannot say which of the two a request was.
             let reply = error_reply(addr, &error, Reached::Unknown);
-            // Replies held for a cover first (they are older): the master applied those
+            // Replies held for a `WAIT` first (they are older): the master applied those
             // writes, but no replica is known to have them, so their outcome is unknown too.
             commit.fail(&reply);
             for request in send.in_flight {
@@ -560,13 +552,27 @@ struct Sending {
     held: VecDeque<LaneRequest>,
     /// The signal that the fenced request has been answered, while one is out.
     fence: Option<tokio::sync::oneshot::Receiver<()>>,
-    /// The replicas the writes admitted since the last cover must reach (the most any of
+    /// The replicas the writes admitted since the last `WAIT` must reach (the most any of
     /// them asked for); 0 while none was admitted. [`Sending::seal`] ends the batch.
     acks: u32,
+    /// `[replication] ack_timeout_ms`, the `WAIT`'s timeout.
+    ack_timeout: Duration,
+    /// The last `WAIT` request built, for its replica count: the count changes only with the
+    /// topology, so batches reuse it instead of encoding one each.
+    wait: Option<(u32, Bytes)>,
+    /// `WAIT`s written on this connection; with [`Commit::waits_answered`], whether one is
+    /// still out. At most one is: the writes admitted meanwhile are covered by the next one,
+    /// written when it answers (fewer `WAIT`s, each making the master ask its replicas for
+    /// their offsets, for the same acknowledgements).
+    waits_sent: u64,
 }
 
 impl Sending {
-    fn new(speaking: Protocol, acl: Option<Arc<super::acl::ManagedUsers>>) -> Self {
+    fn new(
+        speaking: Protocol,
+        acl: Option<Arc<super::acl::ManagedUsers>>,
+        ack_timeout: Duration,
+    ) -> Self {
         Self {
             out: OutBuf::new(),
             in_flight: VecDeque::new(),
@@ -577,26 +583,36 @@ impl Sending {
             held: VecDeque::new(),
             fence: None,
             acks: 0,
+            ack_timeout,
+            wait: None,
+            waits_sent: 0,
         }
     }
 
-    /// Ends the batch: when it holds a write to acknowledge, a cover for its replicas
-    /// follows it in the FIFO (it writes nothing): once the batch's replies are in, the
-    /// node's acknowledger is asked to cover them.
-    fn seal(&mut self) {
-        if self.acks == 0 {
+    /// Ends the batch: when it holds a write to acknowledge, a `WAIT` for its replicas
+    /// follows it in the same socket write, unless a `WAIT` is still out (`answered` of
+    /// them were answered): the writes then wait for the next one, sealed when it answers.
+    fn seal(&mut self, answered: u64) {
+        if self.acks == 0 || self.waits_sent > answered {
             return;
         }
         let wanted = std::mem::take(&mut self.acks);
-        self.in_flight.push_back(InFlight {
-            dest: Dest::Discard,
-            sent: Instant::now(),
-            replies: 0,
-            mirror: None,
-            kind: Kind::Cover(wanted),
-            commit: false,
-            write: false,
-        });
+        let now = Instant::now();
+        // A read-only level's user may not run WAIT (the others may): it runs as the client
+        // user then.
+        if !self.acting.may_wait() {
+            self.switch_user(super::acl::BackendUser::Client, now);
+        }
+        let bytes = match &self.wait {
+            Some((count, bytes)) if *count == wanted => bytes.clone(),
+            _ => {
+                let bytes = wait_request(wanted, self.ack_timeout);
+                self.wait = Some((wanted, bytes.clone()));
+                bytes
+            }
+        };
+        self.waits_sent += 1;
+        self.push_own(bytes, Kind::Wait(wanted), now);
     }
 
     /// Writes one request of the lane's own (`kind`), whose reply no client gets.
@@ -782,54 +798,36 @@ fn deliver_replies(
         let Some(request) = in_flight.pop_front() else {
             return Err(LaneError::Unsolicited);
         };
-        answer(request, whole, last, commit)?;
-        // A batch's cover goes once its last reply is in (handed to `commit` just before:
-        // the cover covers it).
-        while let Some(InFlight {
-            kind: Kind::Cover(wanted),
-            ..
-        }) = in_flight.front()
-        {
-            commit.cover(*wanted);
-            in_flight.pop_front();
+        if let Kind::Wait(wanted) = request.kind {
+            commit.waited(wanted, &whole);
+            continue;
         }
-    }
-    Ok(())
-}
-
-/// Hands the reply (`whole` group, `last` of it) of `request` over, through `commit`; checks
-/// and drops the reply of a handshake.
-fn answer(
-    request: InFlight,
-    whole: Bytes,
-    last: Bytes,
-    commit: &mut Commit,
-) -> Result<(), LaneError> {
-    if request.kind == Kind::Handshake {
-        if reply::is_error(&whole) {
-            let text = String::from_utf8_lossy(&whole).trim_end().to_owned();
-            return Err(if let Some(text) = text.strip_prefix("-WRONGPASS") {
-                // The switch to one of the proxy's users (deleted since the connection
-                // opened): the new connection creates it again.
-                LaneError::Acl(format!("WRONGPASS{text}"))
-            } else {
-                LaneError::Switch(text)
-            });
+        if request.kind == Kind::Handshake {
+            if reply::is_error(&whole) {
+                let text = String::from_utf8_lossy(&whole).trim_end().to_owned();
+                return Err(if let Some(text) = text.strip_prefix("-WRONGPASS") {
+                    // The switch to one of the proxy's users (deleted since the connection
+                    // opened): the new connection creates it again.
+                    LaneError::Acl(format!("WRONGPASS{text}"))
+                } else {
+                    LaneError::Switch(text)
+                });
+            }
+            continue;
         }
-        return Ok(());
+        let reply = match request.dest {
+            // The proxy's own waiters and replica checks read every reply of a group.
+            Dest::Mirror(_) | Dest::Signal(_) if request.mirror.is_none() => whole,
+            _ => last,
+        };
+        commit.reply(Release {
+            dest: request.dest,
+            reply,
+            mirror: request.mirror,
+            commit: request.commit,
+            write: request.write,
+        });
     }
-    let reply = match request.dest {
-        // The proxy's own waiters and replica checks read every reply of a group.
-        Dest::Mirror(_) | Dest::Signal(_) if request.mirror.is_none() => whole,
-        _ => last,
-    };
-    commit.reply(Release {
-        dest: request.dest,
-        reply,
-        mirror: request.mirror,
-        commit: request.commit,
-        write: request.write,
-    });
     Ok(())
 }
 
@@ -852,9 +850,9 @@ struct Release {
     reply: Bytes,
     /// The mirroring its write starts once released.
     mirror: Option<Box<dyn super::AfterMaster>>,
-    /// Whether it waits for its batch's cover.
+    /// Whether it waits for its batch's `WAIT`.
     commit: bool,
-    /// Whether it is a write the cover acknowledges (see [`InFlight::write`]).
+    /// Whether it is a write the `WAIT` acknowledges (see [`InFlight::write`]).
     write: bool,
 }
 
@@ -881,26 +879,13 @@ impl Release {
     }
 }
 
-/// What is known of the acknowledgement of the replies a cover covers.
+/// What an answered `WAIT` says of the replies it covers.
 #[derive(Debug)]
 enum Covered {
-    /// The acknowledger's `WAIT` for `wanted` replicas has not answered yet.
-    Asked {
-        /// The replicas the covered writes need.
-        wanted: u32,
-        /// The `WAIT`'s answer (closed: the acknowledger is gone).
-        answer: tokio::sync::oneshot::Receiver<Answer>,
-    },
     /// Known: released as they are, or with their writes refused.
     Decided(AckVerdict),
     /// The `WAIT` fell short and the controller has not answered yet.
     Pending(tokio::sync::oneshot::Receiver<AckVerdict>),
-}
-
-/// The answer of a cover the acknowledger dropped (it ended: the proxy stops): no replica is
-/// known to have the writes.
-fn gone() -> Answer {
-    Err("the acknowledger ended".to_owned())
 }
 
 /// The verdict on a shortfall the controller dropped unanswered (it stopped): nothing
@@ -910,7 +895,7 @@ fn unanswered(master: &NodeAddr) -> AckVerdict {
     AckVerdict::Refuse
 }
 
-/// The replies a connection holds for their covers (group commit; see the module docs), in the
+/// The replies a connection holds for `WAIT`s (group commit; see the module docs), in the
 /// order the master gave them. Allocation-free once its queues have grown to the lane's
 /// usual number of replies in flight.
 struct Commit {
@@ -920,27 +905,22 @@ struct Commit {
     pushed: u64,
     /// Replies ever released from `held`.
     released: u64,
-    /// Covers asked whose replies are not all released yet, oldest first: how many replies
-    /// had been pushed when it was asked (it covers every one of them), and what is known of
-    /// their acknowledgement.
+    /// Answered `WAIT`s whose replies are not all released yet, oldest first: how many
+    /// replies had been pushed when it answered (it covers every one of them), and what is
+    /// known of their acknowledgement.
     waits: VecDeque<(u64, Covered)>,
     /// The master, for the controller.
     master: NodeAddr,
     /// Where shortfalls are reported; `None` (no controller) releases at once.
     events: Option<EventSender>,
+    /// `WAIT`s answered on this connection (see [`Sending::waits_sent`]).
+    waits_answered: u64,
     /// The node's count of writes answered `-NOREPLICAS`.
     acks_refused: Arc<AtomicU64>,
-    /// The node's acknowledger, asked to cover each batch of writes.
-    acknowledger: Acknowledger,
 }
 
 impl Commit {
-    fn new(
-        master: &NodeAddr,
-        events: Option<&EventSender>,
-        acks_refused: &Arc<AtomicU64>,
-        acknowledger: &Acknowledger,
-    ) -> Self {
+    fn new(master: &NodeAddr, events: Option<&EventSender>, acks_refused: &Arc<AtomicU64>) -> Self {
         Self {
             held: VecDeque::new(),
             pushed: 0,
@@ -948,8 +928,8 @@ impl Commit {
             waits: VecDeque::new(),
             master: master.clone(),
             events: events.cloned(),
+            waits_answered: 0,
             acks_refused: Arc::clone(acks_refused),
-            acknowledger: acknowledger.clone(),
         }
     }
 
@@ -958,7 +938,7 @@ impl Commit {
         self.held.is_empty() && self.waits.is_empty()
     }
 
-    /// Hands `reply` over at once, or holds it: when it waits for its cover, or when older
+    /// Hands `reply` over at once, or holds it: when it waits for its `WAIT`, or when older
     /// replies are held (replies leave in the master's order).
     fn reply(&mut self, reply: Release) {
         if !reply.commit && self.held.is_empty() {
@@ -969,26 +949,14 @@ impl Commit {
         self.pushed += 1;
     }
 
-    /// Asks the acknowledger for `wanted` replicas to cover every reply held so far.
-    fn cover(&mut self, wanted: u32) {
-        let answer = self.acknowledger.cover(wanted);
-        self.waits
-            .push_back((self.pushed, Covered::Asked { wanted, answer }));
-    }
-
-    /// What a `WAIT` for `wanted` replicas that answered `answer` says: enough, or a
-    /// shortfall the controller is told of (and decides on).
-    fn judge(&self, wanted: u32, answer: &Answer) -> Covered {
-        let acked = answer
-            .as_ref()
-            .is_ok_and(|reply| reply_integer(reply).is_some_and(|n| n >= i64::from(wanted)));
-        match (&self.events, acked) {
+    /// A `WAIT` for `wanted` replicas answered `answer`: it covers every reply held so far.
+    fn waited(&mut self, wanted: u32, answer: &Bytes) {
+        self.waits_answered += 1;
+        let acked = reply_integer(answer).is_some_and(|n| n >= i64::from(wanted));
+        let covered = match (&self.events, acked) {
             (Some(events), false) => {
                 let (done, verdict) = tokio::sync::oneshot::channel();
-                let answer = match answer {
-                    Ok(reply) => String::from_utf8_lossy(reply).trim_end().to_owned(),
-                    Err(why) => why.clone(),
-                };
+                let answer = String::from_utf8_lossy(answer).trim_end().to_owned();
                 // The controller logs what it finds (once per check, not per batch).
                 debug!(node = %self.master, wanted, %answer, "replicas did not acknowledge a batch of writes in time; holding its replies until the replicas that lack them are stale");
                 let _ = events.send(ControlEvent::AckShortfall {
@@ -1000,65 +968,43 @@ impl Commit {
                 Covered::Pending(verdict)
             }
             _ => Covered::Decided(AckVerdict::Release),
-        }
+        };
+        self.waits.push_back((self.pushed, covered));
+        self.release();
     }
 
-    /// Whether the oldest cover waits for its `WAIT` or for the controller.
-    fn awaits(&self) -> bool {
-        matches!(
-            self.waits.front(),
-            Some((_, Covered::Asked { .. } | Covered::Pending(_)))
-        )
+    /// Whether the oldest answered `WAIT` waits for the controller.
+    fn awaits_controller(&self) -> bool {
+        matches!(self.waits.front(), Some((_, Covered::Pending(_))))
     }
 
-    /// Completes when the oldest cover's `WAIT` answered, or the controller has dealt with
-    /// its shortfall (never while neither is awaited). Cancel-safe: what is read is stored at
-    /// once.
+    /// Completes when the controller has dealt with the oldest `WAIT`'s shortfall (never
+    /// while none is pending). Cancel-safe: the verdict is stored as soon as it is read.
     async fn decided(&mut self) {
-        let Some((_, covered)) = self.waits.front_mut() else {
-            return std::future::pending().await;
-        };
-        let next = match covered {
-            Covered::Asked { wanted, answer } => {
-                let wanted = *wanted;
-                let answer = answer.await.unwrap_or_else(|_| gone());
-                self.judge(wanted, &answer)
+        match self.waits.front_mut() {
+            Some((_, covered @ Covered::Pending(_))) => {
+                let Covered::Pending(pending) = covered else {
+                    return;
+                };
+                let verdict = match pending.await {
+                    Ok(verdict) => verdict,
+                    Err(_) => unanswered(&self.master),
+                };
+                *covered = Covered::Decided(verdict);
             }
-            Covered::Pending(pending) => Covered::Decided(match pending.await {
-                Ok(verdict) => verdict,
-                Err(_) => unanswered(&self.master),
-            }),
-            Covered::Decided(_) => return std::future::pending().await,
-        };
-        if let Some((_, covered)) = self.waits.front_mut() {
-            *covered = next;
+            _ => std::future::pending().await,
         }
     }
 
-    /// Releases, in order, every held reply that a decided cover covers (a write whose
+    /// Releases, in order, every held reply that a decided `WAIT` covers (a write whose
     /// acknowledgement the controller refused gets `-NOREPLICAS`), and after the last such
-    /// cover those that wait for none.
+    /// `WAIT` those that wait for none.
     fn release(&mut self) {
         use tokio::sync::oneshot::error::TryRecvError;
         loop {
-            if let Some((_, Covered::Asked { wanted, answer })) = self.waits.front_mut() {
-                let wanted = *wanted;
-                let answer = match answer.try_recv() {
-                    Err(TryRecvError::Empty) => return,
-                    Ok(answer) => answer,
-                    Err(TryRecvError::Closed) => gone(),
-                };
-                let next = self.judge(wanted, &answer);
-                if let Some((_, covered)) = self.waits.front_mut() {
-                    *covered = next;
-                }
-                continue;
-            }
             match self.waits.front_mut() {
                 Some((upto, covered)) => {
                     let verdict = match covered {
-                        // Answered above.
-                        Covered::Asked { .. } => return,
                         Covered::Decided(verdict) => *verdict,
                         Covered::Pending(pending) => {
                             let verdict = match pending.try_recv() {
@@ -1115,7 +1061,7 @@ impl Commit {
 }
 
 /// `WAIT wanted timeout` as RESP.
-pub(super) fn wait_request(wanted: u32, timeout: Duration) -> Bytes {
+fn wait_request(wanted: u32, timeout: Duration) -> Bytes {
     let (count, ms) = (wanted.to_string(), timeout.as_millis().to_string());
     let mut out = String::with_capacity(32);
     let _ = write!(
@@ -1179,19 +1125,6 @@ mod tests {
         }
     }
 
-    /// Covers every reply `commit` holds so far, the acknowledger answering `answer` at once.
-    fn waited(
-        commit: &mut Commit,
-        covers: &mut mpsc::UnboundedReceiver<super::super::acknowledger::Cover>,
-        wanted: u32,
-        answer: &'static [u8],
-    ) {
-        commit.cover(wanted);
-        let cover = covers.try_recv().expect("a cover is asked");
-        assert_eq!(cover.answer(answer), wanted);
-        commit.release();
-    }
-
     fn counter() -> Arc<AtomicU64> {
         Arc::new(AtomicU64::new(0))
     }
@@ -1216,8 +1149,7 @@ mod tests {
     #[test]
     fn a_batch_s_replies_wait_for_its_wait_from_its_first_write_on() {
         let master: NodeAddr = "127.0.0.1:7000".parse().unwrap();
-        let (acknowledger, mut covers) = Acknowledger::detached();
-        let mut commit = Commit::new(&master, None, &counter(), &acknowledger);
+        let mut commit = Commit::new(&master, None, &counter());
         let (read, mut read_rx) = reply("+read\r\n", false);
         let (write, mut write_rx) = reply("+OK\r\n", true);
         let (after, mut after_rx) = reply("+after\r\n", true);
@@ -1231,7 +1163,7 @@ mod tests {
         assert!(released(&mut write_rx).is_none() && released(&mut after_rx).is_none());
         // A read of the next batch, answered before this batch's WAIT, waits behind it.
         let (next, mut next_rx) = reply("+next\r\n", false);
-        waited(&mut commit, &mut covers, 1, b":1\r\n");
+        commit.waited(1, &Bytes::from_static(b":1\r\n"));
         assert!(released(&mut write_rx).is_some() && released(&mut after_rx).is_some());
         commit.reply(next);
         assert!(released(&mut next_rx).is_some());
@@ -1242,13 +1174,12 @@ mod tests {
     async fn a_short_wait_holds_replies_until_the_controller_answered() {
         let master: NodeAddr = "127.0.0.1:7000".parse().unwrap();
         let (events, mut inbox) = crate::events::channel();
-        let (acknowledger, mut covers) = Acknowledger::detached();
-        let mut commit = Commit::new(&master, Some(&events), &counter(), &acknowledger);
+        let mut commit = Commit::new(&master, Some(&events), &counter());
         let (first, mut first_rx) = reply("+1\r\n", true);
         let (second, mut second_rx) = reply("+2\r\n", true);
         let (read, mut read_rx) = reply("+r\r\n", false);
         commit.reply(first);
-        waited(&mut commit, &mut covers, 2, b":1\r\n");
+        commit.waited(2, &Bytes::from_static(b":1\r\n"));
         let Ok(ControlEvent::AckShortfall {
             master: seen,
             wanted,
@@ -1259,10 +1190,10 @@ mod tests {
             panic!("a shortfall is reported");
         };
         assert_eq!((seen, wanted, answer.as_str()), (master, 2, ":1"));
-        assert!(commit.awaits());
+        assert!(commit.awaits_controller());
         // Later batches queue behind, even when their own WAIT was enough.
         commit.reply(second);
-        waited(&mut commit, &mut covers, 2, b":2\r\n");
+        commit.waited(2, &Bytes::from_static(b":2\r\n"));
         commit.reply(read);
         commit.release();
         assert!(released(&mut first_rx).is_none() && released(&mut second_rx).is_none());
@@ -1277,7 +1208,7 @@ mod tests {
         // An error from WAIT (a demoted master) is a shortfall too.
         let (third, mut third_rx) = reply("+3\r\n", true);
         commit.reply(third);
-        waited(&mut commit, &mut covers, 1, b"-ERR WAIT cannot be used with replica instances. Please also note that since Redis 4.0 if a replica is configured to be writable (which is not the default) writes to replicas are just local and are not propagated.\r\n");
+        commit.waited(1, &Bytes::from_static(b"-ERR WAIT cannot be used with replica instances. Please also note that since Redis 4.0 if a replica is configured to be writable (which is not the default) writes to replicas are just local and are not propagated.\r\n"));
         assert!(matches!(
             inbox.try_recv(),
             Ok(ControlEvent::AckShortfall { .. })
@@ -1296,21 +1227,20 @@ mod tests {
         let master: NodeAddr = "127.0.0.1:7000".parse().unwrap();
         let (events, mut inbox) = crate::events::channel();
         let refused = counter();
-        let (acknowledger, mut covers) = Acknowledger::detached();
-        let mut commit = Commit::new(&master, Some(&events), &refused, &acknowledger);
+        let mut commit = Commit::new(&master, Some(&events), &refused);
         let log = Log::default();
         // One batch: a read before its first write, two writes with a read between them.
         commit.reply(recorded(&log, "read0", false, false));
         commit.reply(recorded(&log, "set1", true, true));
         commit.reply(recorded(&log, "get", true, false));
         commit.reply(recorded(&log, "set2", true, true));
-        waited(&mut commit, &mut covers, 1, b":0\r\n");
+        commit.waited(1, &Bytes::from_static(b":0\r\n"));
         let Ok(ControlEvent::AckShortfall { done, .. }) = inbox.try_recv() else {
             panic!("a shortfall is reported");
         };
         // The next batch, acknowledged, and a read after it: they wait behind.
         commit.reply(recorded(&log, "set3", true, true));
-        waited(&mut commit, &mut covers, 1, b":1\r\n");
+        commit.waited(1, &Bytes::from_static(b":1\r\n"));
         commit.reply(recorded(&log, "read4", false, false));
         assert_eq!(
             log.lock().unwrap().len(),
@@ -1335,7 +1265,7 @@ mod tests {
         assert_eq!(refused.load(Ordering::Relaxed), 2);
         // A controller that stops without answering verified nothing either.
         commit.reply(recorded(&log, "set5", true, true));
-        waited(&mut commit, &mut covers, 1, b":0\r\n");
+        commit.waited(1, &Bytes::from_static(b":0\r\n"));
         drop(inbox);
         commit.release();
         assert!(commit.is_empty());

@@ -8,7 +8,6 @@
 //! Nodes are shared by address in a [`NodePool`], so a new routing table (failover, resharding)
 //! reuses the connections it already has.
 
-pub mod acknowledger;
 pub mod acl;
 mod connect;
 mod error;
@@ -316,9 +315,6 @@ pub struct Node {
     /// Connections opened ahead of need for private lanes and subscriptions (see `ready.rs`);
     /// unused without `[backend] ready_connections`.
     ready: Arc<ready::Ready>,
-    /// Asks the replicas for the writes of every lane of the node, private ones included
-    /// (group commit); it connects at the first write that needs it.
-    acknowledger: acknowledger::Acknowledger,
 }
 
 /// Which process of a node the proxy serves: its `run_id`, as the first lane connection found
@@ -494,7 +490,6 @@ fn spawn_lanes(
     events: Option<&mpsc::UnboundedSender<crate::events::ControlEvent>>,
     incarnation: &Arc<Incarnation>,
     acks_refused: &Arc<AtomicU64>,
-    acknowledger: &acknowledger::Acknowledger,
 ) -> Box<[LaneHandle]> {
     (0..config.lanes.max(1))
         .map(|index| {
@@ -511,7 +506,6 @@ fn spawn_lanes(
                     incarnation: events.is_some().then(|| Arc::clone(incarnation)),
                     ready: None,
                     acks_refused: Arc::clone(acks_refused),
-                    acknowledger: acknowledger.clone(),
                 },
                 rx,
             ));
@@ -533,7 +527,6 @@ impl Node {
         let fenced = tokio::sync::watch::Sender::new(false);
         let incarnation = Arc::new(Incarnation::default());
         let acks_refused = Arc::new(AtomicU64::new(0));
-        let acknowledger = acknowledger::Acknowledger::spawn(addr.clone(), Arc::clone(config));
         let lanes = spawn_lanes(
             &addr,
             config,
@@ -541,7 +534,6 @@ impl Node {
             events.as_ref(),
             &incarnation,
             &acks_refused,
-            &acknowledger,
         );
         let ready = Arc::new(ready::Ready::default());
         if config.ready_connections {
@@ -559,7 +551,6 @@ impl Node {
             acks_refused,
             owner,
             ready,
-            acknowledger,
         })
     }
 
@@ -648,7 +639,6 @@ impl Node {
                 incarnation: None,
                 ready: self.take_ready(protocol),
                 acks_refused: Arc::clone(&self.acks_refused),
-                acknowledger: self.acknowledger.clone(),
             },
             rx,
         ));

@@ -136,31 +136,6 @@ fn is_message(frame: &[u8]) -> bool {
         || kind.starts_with(b"$8\r\nsmessage\r\n")
 }
 
-/// Whether `frame` (a message) was published on the acknowledgers' channel (see
-/// [`super::acknowledger::CHANNEL`]), which no client sees: its channel is the second
-/// element of a `message`, the third of a `pmessage`.
-fn is_acknowledger_message(frame: &[u8]) -> bool {
-    let Some(elements) = reply::aggregate_elements(frame) else {
-        return false;
-    };
-    let Some(kind) = elements.first() else {
-        return false;
-    };
-    let channel = if frame[kind.clone()].starts_with(b"$8\r\npmessage") {
-        elements.get(2)
-    } else {
-        elements.get(1)
-    };
-    let Some(channel) = channel else {
-        return false;
-    };
-    let expected = super::acknowledger::CHANNEL.as_bytes();
-    let header = format!("${}\r\n", expected.len());
-    frame[channel.clone()]
-        .strip_prefix(header.as_bytes())
-        .is_some_and(|rest| rest.strip_suffix(b"\r\n") == Some(expected))
-}
-
 async fn run(
     setup: Setup,
     mut rx: mpsc::UnboundedReceiver<Bytes>,
@@ -255,9 +230,7 @@ async fn run(
                         return;
                     }
                     if is_message(&frame) {
-                        if !is_acknowledger_message(&frame) {
-                            sink.push_ready(frame);
-                        }
+                        sink.push_ready(frame);
                         continue;
                     }
                     // A confirmation (or an error) for the oldest request.
@@ -275,23 +248,4 @@ async fn run(
         }
     };
     fail(&mut rx, why);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_messages_on_the_acknowledgers_channel_are_the_acknowledgers() {
-        let ack = b"*3\r\n$7\r\nmessage\r\n$16\r\n__redshard__:ack\r\n$0\r\n\r\n";
-        let ack3 = b">4\r\n$8\r\npmessage\r\n$1\r\n*\r\n$16\r\n__redshard__:ack\r\n$0\r\n\r\n";
-        let other = b"*3\r\n$7\r\nmessage\r\n$17\r\n__redshard__:ack2\r\n$0\r\n\r\n";
-        // A pattern that is the channel's name, on another channel.
-        let pattern = b"*4\r\n$8\r\npmessage\r\n$16\r\n__redshard__:ack\r\n$1\r\nx\r\n$0\r\n\r\n";
-        for frame in [&ack[..], &ack3[..], &other[..], &pattern[..]] {
-            assert!(is_message(frame));
-        }
-        assert!(is_acknowledger_message(ack) && is_acknowledger_message(ack3));
-        assert!(!is_acknowledger_message(other) && !is_acknowledger_message(pattern));
-    }
 }
