@@ -25,8 +25,7 @@ Replication cost ("sync replication within 10% of the ceiling the replicas' own 
 SET -P 16 (-t set -c 50 -d 100) through four more redshards, each in front of its own N fresh
 masters: one with no replicas, one with one replica per shard under Redis replication
 (`[replication] mode = "redis"`, `ack = "sync"`: the replicas are REPLICAOF their master, the
-proxy's acknowledger covers each batch of writes with PUBLISH + WAIT on a connection of its
-own), the same with `ack = "async"` (no WAIT: what
+proxy sends WAIT after each batch of writes), the same with `ack = "async"` (no WAIT: what
 Redis replication costs by itself), one with one replica per shard under the proxy's
 mirroring (`mode = "proxy"`, `ack = "sync"`). The rounds rotate the order of the four; the
 report shows the median of the per-round ratios replicated/unreplicated. Each group has its own
@@ -666,7 +665,7 @@ MIRROR_VARIANTS = (M_PLAIN, M_REDIS, M_REDIS_ASYNC, M_PROXY)
 REPLICATED = (M_REDIS, M_REDIS_ASYNC, M_PROXY)
 MIRROR_LABEL = {
     M_PLAIN: "shards without replicas",
-    M_REDIS: 'one replica per shard, `mode = "redis"`, `ack = "sync"` (REPLICAOF + WAIT covering each batch)',
+    M_REDIS: 'one replica per shard, `mode = "redis"`, `ack = "sync"` (REPLICAOF + WAIT per batch)',
     M_REDIS_ASYNC: 'one replica per shard, `mode = "redis"`, `ack = "async"` (REPLICAOF, no WAIT: what Redis replication costs by itself)',
     M_PROXY: 'one replica per shard, `mode = "proxy"`, `ack = "sync"` (mirroring)',
 }
