@@ -294,23 +294,29 @@ async fn a_topology_change_sent_to_a_proxy_that_does_not_lead_runs_on_the_leader
     );
 }
 
-/// Three proxies that join the fleet by themselves (`Proxy::start`), each with a TCP admin
-/// port it advertises by name (`[cluster] advertise_admin = "localhost:<port>"`):
-/// `redshard-admin` asked of a follower lists every proxy with that address and the leader,
-/// and its `add-node` runs on the leader, reached at that address, and reaches every proxy.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redshard_admin_pointed_at_a_follower_of_a_running_fleet() {
+/// `n` proxies in front of `master` that join the fleet of `etcd` under `prefix` by
+/// themselves (`Proxy::start`), each with a TCP admin port on a free port (advertised as
+/// `localhost:<port>` when `by_name`); returns them once one leads, with its index.
+async fn joined_fleet(
+    etcd: &EtcdServer,
+    master: &RedisServer,
+    prefix: &str,
+    n: usize,
+    by_name: bool,
+) -> (Vec<Proxy>, usize) {
     redshard_tests::server::init_logs();
-    let etcd = EtcdServer::start();
-    let master = RedisServer::start();
     let mut proxies = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..n {
         let admin = redshard_tests::server::free_port();
+        let advertise = if by_name {
+            format!("advertise_admin = \"localhost:{admin}\"\n")
+        } else {
+            String::new()
+        };
         let extra = format!(
             "metrics_listen = \"off\"\nadmin_socket = \"off\"\nadmin_listen = \"127.0.0.1:{admin}\"\n\
              admin_password = \"{PASSWORD}\"\n[replication]\nmode = \"redis\"\n\
-             [cluster]\netcd = [\"{}\"]\nprefix = \"/fleet-cli\"\nlease_ttl_ms = 2000\n\
-             advertise_admin = \"localhost:{admin}\"\n",
+             [cluster]\netcd = [\"{}\"]\nprefix = \"{prefix}\"\nlease_ttl_ms = 2000\n{advertise}",
             etcd.addr()
         );
         let text = config_text(&[master.addr()], &[], &extra);
@@ -323,6 +329,18 @@ async fn redshard_admin_pointed_at_a_follower_of_a_running_fleet() {
     })
     .await;
     let leader = proxies.iter().position(leads).expect("a leader");
+    (proxies, leader)
+}
+
+/// Three proxies that join the fleet by themselves (`Proxy::start`), each with a TCP admin
+/// port it advertises by name (`[cluster] advertise_admin = "localhost:<port>"`):
+/// `redshard-admin` asked of a follower lists every proxy with that address and the leader,
+/// and its `add-node` runs on the leader, reached at that address, and reaches every proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redshard_admin_pointed_at_a_follower_of_a_running_fleet() {
+    let etcd = EtcdServer::start();
+    let master = RedisServer::start();
+    let (proxies, leader) = joined_fleet(&etcd, &master, "/fleet-cli", 3, true).await;
     let follower = (leader + 1) % proxies.len();
     let other = (leader + 2) % proxies.len();
     let admin_of = |i: usize| proxies[i].admin_addr().expect("admin port");
@@ -396,28 +414,9 @@ async fn redshard_admin_pointed_at_a_follower_of_a_running_fleet() {
 /// (forwarded to its admin port as `SETUSERS`), and every proxy has the change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_changes_sent_to_a_proxy_that_does_not_lead_are_saved_by_the_leader() {
-    redshard_tests::server::init_logs();
     let etcd = EtcdServer::start();
     let master = RedisServer::start();
-    let mut proxies = Vec::new();
-    for _ in 0..2 {
-        let admin = redshard_tests::server::free_port();
-        let extra = format!(
-            "metrics_listen = \"off\"\nadmin_socket = \"off\"\nadmin_listen = \"127.0.0.1:{admin}\"\n\
-             admin_password = \"{PASSWORD}\"\n[replication]\nmode = \"redis\"\n\
-             [cluster]\netcd = [\"{}\"]\nprefix = \"/fleet-users\"\nlease_ttl_ms = 2000\n",
-            etcd.addr()
-        );
-        let text = config_text(&[master.addr()], &[], &extra);
-        let config = Config::from_toml_str(&text, "test.toml").expect("valid config");
-        proxies.push(Proxy::start(config).await.expect("proxy starts"));
-    }
-    let leads = |p: &Proxy| p.controller().fleet().is_some_and(|f| f.is_leader());
-    wait_until(Duration::from_secs(10), "one proxy to lead", || async {
-        proxies.iter().filter(|p| leads(p)).count() == 1
-    })
-    .await;
-    let leader = proxies.iter().position(leads).expect("a leader");
+    let (proxies, leader) = joined_fleet(&etcd, &master, "/fleet-users", 2, false).await;
     let follower = 1 - leader;
 
     let mut on_follower = Client::connect_addr(proxies[follower].local_addr()).await;
