@@ -339,20 +339,8 @@ impl<S: ClientStream> Session<S> {
     fn parkable(&self) -> bool {
         let ctx = &self.ctx;
         S::PARKABLE
-            && ctx.authenticated
-            && ctx.closing == Closing::Open
-            && !ctx.barrier
-            && !ctx.waiting
-            && ctx.tx.is_none()
-            && ctx.watch.is_none()
-            && ctx.pubsub.is_none()
-            && ctx.tracking.is_none()
+            && self.plain_state()
             && !ctx.state.tracking.is_target(ctx.client.id)
-            && !ctx.monitoring
-            && ctx.silence.is_none()
-            && !ctx.pause_expired
-            && !ctx.migrated
-            && ctx.migration_failed.is_none()
             && self.paused.is_none()
             && !self.held_back
             && self.auth_deadline.is_none()
@@ -652,18 +640,26 @@ impl<S: ClientStream> Session<S> {
     /// REPLY, a private connection, WAIT). Then the one reply it waits for may be written to
     /// the client by whoever delivers it, with its metrics, without waking the session.
     fn quiet(&self) -> bool {
-        let ctx = &self.ctx;
         self.out.is_empty()
             && !self.held_back
             && !self.over_budget
             && self.paused.is_none()
             && self.over_soft_since.is_none()
             && self.auth_deadline.is_none()
-            && ctx.authenticated
+            && self.ctx.private.is_none()
+            && self.plain_state()
+            && !self.stream.has_pending_output()
+    }
+
+    /// The connection state both parking and direct reply writes need: authenticated, open,
+    /// no barrier or WAIT, no transaction, WATCH, subscription, tracking, MONITOR or CLIENT
+    /// REPLY state, and no held request's outcome pending.
+    fn plain_state(&self) -> bool {
+        let ctx = &self.ctx;
+        ctx.authenticated
             && ctx.closing == Closing::Open
             && !ctx.barrier
             && !ctx.waiting
-            && ctx.private.is_none()
             && ctx.tx.is_none()
             && ctx.watch.is_none()
             && ctx.pubsub.is_none()
@@ -673,7 +669,6 @@ impl<S: ClientStream> Session<S> {
             && !ctx.pause_expired
             && !ctx.migrated
             && ctx.migration_failed.is_none()
-            && !self.stream.has_pending_output()
     }
 
     /// Moves every complete reply from the front of the queue to the output buffer, until the
