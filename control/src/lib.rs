@@ -112,10 +112,6 @@ pub enum ChangeError {
 /// fleet saved first (each try installs the newer one).
 const STALE_MARK_RETRIES: usize = 8;
 
-/// How long a proxy that had the leader save its clients' user change waits to have
-/// installed the topology with it before it answers anyway (the change is saved either way).
-const SEE_OWN_USERS: Duration = Duration::from_secs(2);
-
 /// Where the controller persists topologies.
 #[derive(Debug)]
 enum Store {
@@ -172,7 +168,8 @@ pub struct Controller {
 /// admin port forwards it (the layer above the controller implements this).
 pub trait LeaderForward: Send + Sync + std::fmt::Debug {
     /// Has the leader make `users` (lines as [`redshard_dataplane::users::Users::lines`]
-    /// writes them) the fleet's users.
+    /// writes them) the fleet's users, and returns once this proxy has installed the leader's
+    /// change (or gave up waiting for it: it is saved either way).
     ///
     /// # Errors
     /// Why the leader did not save them (none leads, it cannot be reached, it refused them).
@@ -490,9 +487,8 @@ impl Controller {
         let _ = self.leader_forward.set(forward);
     }
 
-    /// On a proxy of a fleet that does not lead: has the leader save `users`, then waits
-    /// (at most [`SEE_OWN_USERS`]) until this proxy installed the topology that has them, so
-    /// the client's next `ACL LIST` here shows what it was told is saved.
+    /// On a proxy of a fleet that does not lead: has the leader save `users` (through the
+    /// forwarding the layer above gave, which returns once this proxy installed the change).
     ///
     /// # Errors
     /// Why the leader did not save them; without a way to reach it, that only the leader can.
@@ -501,16 +497,7 @@ impl Controller {
             return Err(ChangeError::NotLeader { leader: None }.to_string()
                 + "; this proxy cannot forward it (it has no admin port forwarding), so send it to the leader");
         };
-        forward.set_users(users.clone()).await?;
-        let deadline = tokio::time::Instant::now() + SEE_OWN_USERS;
-        while self.state.router.load().topology().users.as_ref() != Some(&users)
-            && tokio::time::Instant::now() < deadline
-        {
-            // The etcd watch installs it within milliseconds; polled, since the router has
-            // no notification of its own for it.
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        Ok(())
+        forward.set_users(users).await
     }
 
     /// Installs `next` and has the probes track its nodes (the change lock is held); its

@@ -430,6 +430,8 @@ pub fn advertised_admin_addr(
 pub struct UsersToLeader {
     /// The fleet, as the admin port sees it.
     fleet: Arc<Fleet>,
+    /// The proxy's state, whose installed epoch shows when the leader's change arrived here.
+    state: Arc<redshard_dataplane::state::ProxyState>,
 }
 
 impl redshard_control::LeaderForward for UsersToLeader {
@@ -438,6 +440,7 @@ impl redshard_control::LeaderForward for UsersToLeader {
         users: Vec<String>,
     ) -> futures_util::future::BoxFuture<'static, Result<(), String>> {
         let fleet = Arc::clone(&self.fleet);
+        let state = Arc::clone(&self.state);
         Box::pin(async move {
             let route = fleet
                 .route()
@@ -451,10 +454,12 @@ impl redshard_control::LeaderForward for UsersToLeader {
             let mut raw = Vec::with_capacity(users.len() + 1);
             raw.push(b"SETUSERS".to_vec());
             raw.extend(users.into_iter().map(String::into_bytes));
-            match fleet.forward(route, &raw).await.error_text() {
-                Some(refused) => Err(format!("the leader did not save them: {refused}")),
-                None => Ok(()),
+            if let Some(refused) = fleet.forward(route, &raw).await.error_text() {
+                return Err(format!("the leader did not save them: {refused}"));
             }
+            // As after a forwarded admin command: the client's next ACL LIST here sees it.
+            fleet.see_own_change(|| state.router.load().epoch()).await;
+            Ok(())
         })
     }
 }
@@ -463,7 +468,10 @@ impl redshard_control::LeaderForward for UsersToLeader {
 /// not lead (nothing without `[cluster]`).
 pub fn forward_users(controller: &Controller) {
     if let Some(fleet) = for_controller(controller) {
-        controller.forward_to_leader_with(Arc::new(UsersToLeader { fleet }));
+        controller.forward_to_leader_with(Arc::new(UsersToLeader {
+            fleet,
+            state: Arc::clone(controller.state()),
+        }));
     }
 }
 
