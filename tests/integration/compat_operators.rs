@@ -499,6 +499,30 @@ async fn each_saved_once_more(masters: &[String], saves: &mut [i64]) {
     }
 }
 
+/// Starts a save on the first master directly (`first`), then sends `command` (SAVE or
+/// BGSAVE) through the proxy (`c`): Redis's refusal, naming that master, while the other
+/// master saved; then waits for both saves.
+async fn refused_while_the_first_saves(
+    first: &mut redshard_tests::Client,
+    c: &mut redshard_tests::Client,
+    command: &str,
+    masters: &[String],
+    saves: &mut [i64],
+) {
+    assert_eq!(
+        first.cmd(&["BGSAVE"]).await,
+        Reply::Status("Background saving started".into())
+    );
+    assert_eq!(
+        error_of(&c.cmd(&[command]).await),
+        format!(
+            "ERR Background save already in progress (on {}; applied on 1 of 2 nodes)",
+            masters[0]
+        )
+    );
+    each_saved_once_more(masters, saves).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn save_bgsave_and_bgrewriteaof_run_on_every_master_as_on_one_server() {
     let extra = "[[user]]\nname = \"app\"\npassword = \"a-pw\"\naccess = \"no-dangerous\"\n";
@@ -576,18 +600,7 @@ async fn save_bgsave_and_bgrewriteaof_run_on_every_master_as_on_one_server() {
         .cmd(&["CONFIG", "SET", "rdb-key-save-delay", "500000"])
         .await
         .is_ok());
-    assert_eq!(
-        first.cmd(&["BGSAVE"]).await,
-        Reply::Status("Background saving started".into())
-    );
-    assert_eq!(
-        error_of(&c.cmd(&["BGSAVE"]).await),
-        format!(
-            "ERR Background save already in progress (on {}; applied on 1 of 2 nodes)",
-            masters[0]
-        )
-    );
-    each_saved_once_more(&masters, &mut saves).await;
+    refused_while_the_first_saves(&mut first, &mut c, "BGSAVE", &masters, &mut saves).await;
     // BGSAVE SCHEDULE while a master rewrites its AOF: scheduled there, started on the other
     // master: the client hears that it is scheduled, and both masters save.
     assert_eq!(
@@ -626,18 +639,7 @@ async fn save_bgsave_and_bgrewriteaof_run_on_every_master_as_on_one_server() {
         assert_eq!(persistence(m, "rdb_bgsave_in_progress").await, 0, "{m}");
     }
     // A save running on a master refuses SAVE there, with Redis's error.
-    assert_eq!(
-        first.cmd(&["BGSAVE"]).await,
-        Reply::Status("Background saving started".into())
-    );
-    assert_eq!(
-        error_of(&c.cmd(&["SAVE"]).await),
-        format!(
-            "ERR Background save already in progress (on {}; applied on 1 of 2 nodes)",
-            masters[0]
-        )
-    );
-    each_saved_once_more(&masters, &mut saves).await;
+    refused_while_the_first_saves(&mut first, &mut c, "SAVE", &masters, &mut saves).await;
 
     // SAVE while a master rewrites its AOF: its save is scheduled behind the rewrite, and
     // SAVE answers once that save ended too.
