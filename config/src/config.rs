@@ -174,7 +174,7 @@ pub struct BackendConfig {
     /// per worker thread (the proxy resolves it when it starts).
     pub lanes: usize,
     /// How many databases clients may `SELECT` (`1..=65536`): the nodes' own `databases`
-    /// must be at least this, which each backend connection checks when it opens.
+    /// must be at least this, which each connection carrying client requests checks when it opens.
     pub databases: u32,
     /// Whether one connection per node and protocol is kept open ahead of need, for the next
     /// client that needs one of its own (blocking commands, transactions, subscriptions).

@@ -22,12 +22,30 @@ pub(super) async fn connect(
     protocol: Protocol,
     config: &LaneConfig,
 ) -> Result<BackendStream, LaneError> {
-    match tokio::time::timeout(
-        config.connect_timeout,
-        connect_inner(addr, protocol, config),
-    )
-    .await
-    {
+    timed(config, connect_inner(addr, protocol, config, false)).await
+}
+
+/// [`connect`] for a connection that carries client requests, of any database (a lane, or a
+/// ready connection a private lane takes): it also checks that the node has every database
+/// a client may `SELECT`. Subscriptions and the proxy's watch connections never switch
+/// databases, so they skip that round trip.
+///
+/// # Errors
+/// As [`connect`]'s, or the node lacks databases.
+pub(super) async fn connect_lane(
+    addr: &NodeAddr,
+    protocol: Protocol,
+    config: &LaneConfig,
+) -> Result<BackendStream, LaneError> {
+    timed(config, connect_inner(addr, protocol, config, true)).await
+}
+
+/// `opening` within `config.connect_timeout`.
+async fn timed(
+    config: &LaneConfig,
+    opening: impl std::future::Future<Output = Result<BackendStream, LaneError>>,
+) -> Result<BackendStream, LaneError> {
+    match tokio::time::timeout(config.connect_timeout, opening).await {
         Ok(result) => result,
         Err(_) => Err(LaneError::ConnectTimeout(config.connect_timeout)),
     }
@@ -37,6 +55,7 @@ async fn connect_inner(
     addr: &NodeAddr,
     protocol: Protocol,
     config: &LaneConfig,
+    for_lanes: bool,
 ) -> Result<BackendStream, LaneError> {
     let mut stream = BackendStream::connect(addr, config.tls.as_deref())
         .await
@@ -56,7 +75,7 @@ async fn connect_inner(
             return Err(refused_or(error_text(&answer), LaneError::Acl));
         }
     }
-    if config.databases > 1 {
+    if for_lanes && config.databases > 1 {
         check_databases(&mut stream, config).await?;
     }
     Ok(stream)

@@ -49,7 +49,7 @@ use tracing::{debug, warn};
 
 use super::error::LaneError;
 use super::stream::BackendStream;
-use super::{connect::connect, Dest, LaneConfig, LaneRequest};
+use super::{connect::connect_lane, Dest, LaneConfig, LaneRequest};
 use crate::events::{AckVerdict, ControlEvent, EventSender};
 use crate::outbuf::OutBuf;
 use redshard_metrics as metrics;
@@ -178,7 +178,7 @@ pub async fn run(setup: LaneSetup, mut rx: mpsc::UnboundedReceiver<LaneRequest>)
         }
         let opened = match ready.take() {
             Some(stream) => Ok(stream),
-            None => connect(&addr, protocol, &config).await,
+            None => connect_lane(&addr, protocol, &config).await,
         };
         let connected = match opened {
             Ok(mut stream) => match &incarnation {

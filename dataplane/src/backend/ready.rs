@@ -21,7 +21,7 @@ use redshard_config::NodeAddr;
 use redshard_protocol::resp::Protocol;
 use tokio::io::AsyncReadExt;
 
-use super::connect::connect;
+use super::connect::connect_lane;
 use super::stream::BackendStream;
 use super::LaneConfig;
 
@@ -90,7 +90,7 @@ impl Ready {
             // for as long as the node is in use.
             let mut backoff = config.backoff_min;
             loop {
-                let opened = connect(&addr, protocol, &config).await;
+                let opened = connect_lane(&addr, protocol, &config).await;
                 let Some(ready) = ready.upgrade() else { return };
                 if let Ok(stream) = opened {
                     ready.slots.lock().unwrap_or_else(PoisonError::into_inner)[i] = Some(stream);
