@@ -491,6 +491,62 @@ fn assert_keyless_refused(reply: &Reply, what: &str) {
     }
 }
 
+/// A script written for one server names its keys in its body and declares none: when the
+/// text shows every key as a literal, the proxy routes it by them, as if declared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyless_scripts_naming_their_keys_run_on_the_master_of_those_keys() {
+    let shards = 3;
+    let cluster = TestCluster::start_with(shards, false, "", &[]).await;
+    let mut c = cluster.client().await;
+    let keys: Vec<String> = (0..shards).map(|s| key_on(shards, s, "lit")).collect();
+    for (shard, key) in keys.iter().enumerate() {
+        let set = format!("return redis.call('SET', '{key}', ARGV[1])");
+        assert!(
+            c.cmd(&["EVAL", &set, "0", &format!("v{shard}")])
+                .await
+                .is_ok(),
+            "{key}"
+        );
+        // Written on the master that owns the key, read back through any route.
+        let mut master = cluster.master(shard).await;
+        assert_eq!(
+            master.cmd(&["GET", key]).await,
+            Reply::bulk(&format!("v{shard}"))
+        );
+        let get = format!("return redis.call(\"get\", [[{key}]])");
+        assert_eq!(
+            c.cmd(&["EVAL_RO", &get, "0"]).await,
+            Reply::bulk(&format!("v{shard}"))
+        );
+        assert_eq!(
+            c.cmd(&["GET", key]).await,
+            Reply::bulk(&format!("v{shard}"))
+        );
+    }
+    // A key named in a comment is no key; one script's keys must share a slot.
+    let commented = format!("-- redis.call('GET', '{}')\nreturn 1", keys[1]);
+    assert_eq!(c.cmd(&["EVAL", &commented, "0"]).await, Reply::Int(1));
+    let both = format!(
+        "return redis.call('GET', '{}') .. redis.call('GET', '{}')",
+        keys[0], keys[1]
+    );
+    match c.cmd(&["EVAL", &both, "0"]).await {
+        Reply::Error(e) => assert!(e.starts_with("CROSSSLOT"), "{e}"),
+        other => panic!("two shards' keys answered {other:?}"),
+    }
+    // In a transaction, the script's keys pick the transaction's master.
+    let get = format!("return redis.call('GET', '{}')", keys[2]);
+    assert!(c.cmd(&["MULTI"]).await.is_ok());
+    assert_eq!(
+        c.cmd(&["EVAL", &get, "0"]).await,
+        Reply::Status("QUEUED".into())
+    );
+    assert_eq!(
+        c.cmd(&["EXEC"]).await,
+        Reply::Array(vec![Reply::bulk("v2")])
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyless_scripts_touch_no_key_by_default_and_any_master_is_a_choice() {
     let shards = 3;
@@ -511,8 +567,9 @@ async fn keyless_scripts_touch_no_key_by_default_and_any_master_is_a_choice() {
         let key = key_on(shards, shard, "lim:a");
         assert_eq!(c.cmd(&["EXISTS", &key]).await, Reply::Int(1), "{key}");
     }
+    // A key the text does not show (from ARGV here) cannot be routed.
     assert_keyless_refused(
-        &c.cmd(&["EVAL", "return redis.call('GET', 'lim:a')", "0"])
+        &c.cmd(&["EVAL", "return redis.call('GET', ARGV[1])", "0", "lim:a"])
             .await,
         "a keyless script reading a key",
     );
@@ -553,7 +610,7 @@ async fn keyless_scripts_touch_no_key_by_default_and_any_master_is_a_choice() {
     .await;
     let mut c = cluster.client().await;
     assert_eq!(
-        c.cmd(&["EVAL", "return redis.call('GET', 'lim:a')", "0"])
+        c.cmd(&["EVAL", "return redis.call('GET', ARGV[1])", "0", "lim:a"])
             .await,
         Reply::Bulk(None)
     );

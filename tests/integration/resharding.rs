@@ -640,3 +640,60 @@ async fn a_big_key_moves_intact_and_other_traffic_keeps_flowing() {
         Reply::Int(ELEMENTS as i64)
     );
 }
+
+/// A script called with no key that names its key as a literal is routed, and locked during
+/// a migration, like one that declares it: increments sent while its slot moves all land, in
+/// order, on whichever master owns the key at the time, and the count is whole at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyless_script_naming_its_key_follows_a_migrating_slot() {
+    let cluster = TestCluster::start_with(2, false, "", &[]).await;
+    let controller = controller(&cluster);
+    let counter = redshard_tests::cluster::key_on(2, 0, "counter");
+    let mut client = cluster.client().await;
+    // Other keys of the counter's slot, so that the move takes a while.
+    for chunk in (0..20_000).collect::<Vec<_>>().chunks(1_000) {
+        let mut cmd = vec!["MSET".to_owned()];
+        for i in chunk {
+            cmd.push(format!("{{{counter}}}:{i}"));
+            cmd.push("x".repeat(64));
+        }
+        assert!(client.cmd(&cmd).await.is_ok());
+    }
+    let script = format!("return redis.call('INCR', '{counter}')");
+    let incr = {
+        let mut client = cluster.client().await;
+        let script = script.clone();
+        tokio::spawn(async move {
+            let mut n = 0;
+            loop {
+                n += 1;
+                assert_eq!(
+                    client.cmd(&["EVAL", &script, "0"]).await,
+                    Reply::Int(n),
+                    "increment {n}"
+                );
+                if n == 2_000 {
+                    return n;
+                }
+            }
+        })
+    };
+    controller
+        .migrate(
+            "s1",
+            "s2",
+            vec![SlotRange::single(Slot::for_key(counter.as_bytes()))],
+        )
+        .await
+        .expect("queue");
+    wait_migrations_done(&controller, Duration::from_secs(60)).await;
+    let n = incr.await.expect("increments");
+    assert_eq!(client.cmd(&["EVAL", &script, "0"]).await, Reply::Int(n + 1));
+    let mut target = cluster.master(1).await;
+    assert_eq!(
+        target.cmd(&["GET", &counter]).await,
+        Reply::bulk(&(n + 1).to_string())
+    );
+    let mut source = cluster.master(0).await;
+    assert_eq!(source.cmd(&["EXISTS", &counter]).await, Reply::Int(0));
+}

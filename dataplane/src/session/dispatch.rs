@@ -137,6 +137,11 @@ pub(crate) fn dispatch(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>) -> A
         txn::abort_with(ctx);
         return Action::error(ctx, refusal);
     }
+    if is_script(spec.id) {
+        infer_script_keys(ctx, spec, args);
+    } else if !ctx.script_keys.is_empty() {
+        ctx.script_keys.clear();
+    }
     if ctx.protocol == Protocol::Resp2
         && ctx.pubsub.as_deref().is_some_and(pubsub::PubSub::is_active)
     {
@@ -205,6 +210,19 @@ fn keyed(
         return Action::error(ctx, ClientError::Command(e));
     }
     let Some((&first, rest)) = ctx.keys.split_first() else {
+        if let Some(first) = ctx.script_keys.first() {
+            // A script called with no key whose body names its keys as literals.
+            let slot = table.slot_of(first);
+            if ctx.script_keys.iter().any(|k| table.slot_of(k) != slot) {
+                return Action::error(ctx, ClientError::CrossSlot);
+            }
+            let shard = table.shard_of(slot);
+            return Action::Forward {
+                shard,
+                slot: slot.get(),
+                mirror: plan(table, shard, spec, &args),
+            };
+        }
         // No key: any master can run it (TIME, LASTSAVE, EVAL with no key ...).
         let shard = keyless_shard(table);
         return Action::Forward {
@@ -339,12 +357,30 @@ fn script_user(ctx: &Ctx) -> BackendUser {
     let user = BackendUser::of(ctx.access);
     let backend = &ctx.state.config.backend;
     if ctx.keys.is_empty()
+        && ctx.script_keys.is_empty()
         && backend.manage_acl
         && backend.keyless_scripts == KeylessScripts::NoKeys
     {
         user.without_keys()
     } else {
         user
+    }
+}
+
+/// Sets `ctx.script_keys` for the script request `spec`: for `EVAL` / `EVAL_RO` called with
+/// no key, the keys its body names as literals when the text shows them all
+/// ([`script_keys::literal_keys`](redshard_protocol::command::script_keys::literal_keys));
+/// else none. Those keys then route it, lock it during a migration and give it its level's
+/// user with keys, as if it had declared them.
+fn infer_script_keys(ctx: &mut Ctx, spec: &CommandSpec, args: Args<'_>) {
+    ctx.script_keys.clear();
+    if matches!(spec.id, CommandId::Eval | CommandId::EvalRo)
+        && args.len() >= 3
+        && redshard_protocol::resp::parse_i64(args.get(2)) == Some(0)
+    {
+        if let Some(keys) = redshard_protocol::command::script_keys::literal_keys(args.get(1)) {
+            ctx.script_keys = keys;
+        }
     }
 }
 
@@ -437,6 +473,11 @@ fn migration_check(
             }
         }
     }
+    for key in &ctx.script_keys {
+        if table.is_migrating(table.slot_of(key)) {
+            moving.push((ctx.db, key.clone()));
+        }
+    }
     (!moving.is_empty()).then_some(Action::Migrate(moving))
 }
 
@@ -476,6 +517,11 @@ fn gate_check(
             let mut shards: Vec<usize> = keys
                 .iter()
                 .map(|&k| table.shard_of(table.slot_of(args.get(k))))
+                .chain(
+                    ctx.script_keys
+                        .iter()
+                        .map(|k| table.shard_of(table.slot_of(k))),
+                )
                 .collect();
             if matches!(spec.id, CommandId::Exec | CommandId::Unwatch) {
                 let slot = ctx.tx.as_ref().and_then(|tx| tx.slot()).or(ctx.watch);

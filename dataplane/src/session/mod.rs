@@ -123,6 +123,10 @@ pub(crate) struct Ctx {
     pub closing: Closing,
     /// Scratch space for key positions, reused by every request.
     pub keys: smallvec::SmallVec<[usize; 8]>,
+    /// For the script request being dispatched, called with no key (`EVAL script 0`): the
+    /// keys its body names as literals, which route it as declared keys would
+    /// (`redshard_protocol::command::script_keys`); empty for every other request.
+    pub script_keys: Vec<bytes::Bytes>,
     /// The client's protocol (HELLO); picks the backend lanes that answer in it.
     pub protocol: Protocol,
     /// The database the client selected (`SELECT`, 0 at first): every request it sends to a
@@ -272,6 +276,7 @@ impl<S: ClientStream> Session<S> {
                 authenticated,
                 closing: Closing::Open,
                 keys: smallvec::SmallVec::new(),
+                script_keys: Vec::new(),
                 protocol: Protocol::Resp2,
                 barrier: false,
                 private: None,

@@ -97,8 +97,10 @@ fn slot_of(
 ) -> Result<Option<Slot>, ClientError> {
     spec.key_indices(&args, &mut ctx.keys)?;
     let mut slot = None;
-    for &k in &ctx.keys {
-        let s = table.slot_of(args.arg(k));
+    // A script called with no key counts the keys its body names as literals.
+    let literal = ctx.script_keys.iter().map(|k| &k[..]);
+    for key in ctx.keys.iter().map(|&k| args.arg(k)).chain(literal) {
+        let s = table.slot_of(key);
         match slot {
             None => slot = Some(s),
             Some(first) if first != s => return Err(ClientError::CrossSlot),

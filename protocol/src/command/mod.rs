@@ -38,6 +38,7 @@ mod flags;
 mod keys;
 mod procs;
 pub mod route;
+pub mod script_keys;
 pub mod support;
 mod table;
 #[cfg(test)]
