@@ -529,3 +529,31 @@ async fn a_parked_redirect_target_is_woken_for_its_invalidations() {
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
 }
+
+/// A script that declares its keys, or declares none and names them as literals, arms the
+/// invalidation of the keys it reads, as Redis tracks a script's reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_read_by_scripts_are_invalidated() {
+    let cluster = TestCluster::start(2).await;
+    let declared = key_on(2, 0, "declared");
+    let literal = key_on(2, 1, "literal");
+    let mut c = tracking_client(&cluster, &[]).await;
+    let mut writer = cluster.client().await;
+    assert_eq!(
+        c.cmd_resp3(&[
+            "EVAL_RO",
+            "return redis.call('GET', KEYS[1])",
+            "1",
+            &declared
+        ])
+        .await,
+        b"_\r\n"
+    );
+    let script = format!("return redis.call('GET', '{literal}')");
+    assert_eq!(c.cmd_resp3(&["EVAL_RO", &script, "0"]).await, b"_\r\n");
+    assert!(writer.cmd(&["SET", &declared, "1"]).await.is_ok());
+    assert_eq!(text(&c.read_resp3_raw().await), text(&push(&[&declared])));
+    assert!(writer.cmd(&["SET", &literal, "1"]).await.is_ok());
+    assert_eq!(text(&c.read_resp3_raw().await), text(&push(&[&literal])));
+    assert_nothing_pending(&mut c).await;
+}

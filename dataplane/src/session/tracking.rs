@@ -325,14 +325,28 @@ pub(super) fn on_command(ctx: &mut Ctx, spec: &CommandSpec, args: Args<'_>) {
         return;
     }
     // Scripts: Redis tracks the keys their commands read; the proxy, which does not see
-    // those, records the keys they declare.
+    // those, records the keys they declare, or with none the keys their body names as
+    // literals (`ctx.script_keys`).
     if !(spec.flags.contains(Flags::READONLY) || super::dispatch::is_script(spec.id))
         || spec.flags.contains(Flags::PUBSUB)
     {
         return;
     }
     // The scratch list the routing of this request fills again right after.
-    if spec.key_indices(&args, &mut ctx.keys).is_err() || ctx.keys.is_empty() {
+    if spec.key_indices(&args, &mut ctx.keys).is_err() {
+        return;
+    }
+    if ctx.keys.is_empty() {
+        if ctx.script_keys.is_empty() {
+            return;
+        }
+        let keys = ctx.script_keys.clone();
+        if ctx.tx.is_some() {
+            tracking.queued.extend(keys);
+            return;
+        }
+        tracking.recording = true;
+        record(ctx, keys.iter().map(|k| &k[..]));
         return;
     }
     if ctx.tx.is_some() {
