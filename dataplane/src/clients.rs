@@ -112,11 +112,41 @@ pub struct ClientFields {
     /// Its SUBSCRIBE channels, PSUBSCRIBE patterns and SSUBSCRIBE channels (CLIENT LIST's
     /// `sub`, `psub`, `ssub`; a client with any is of type `pubsub`).
     pub(crate) subscriptions: [usize; 3],
+    /// The names behind those counts, shared with the client's session while it has any, so
+    /// that a change of its user's channels closes it only when one of them is no longer
+    /// allowed, as Redis does.
+    pub(crate) subscribed: Option<Arc<Mutex<Subscribed>>>,
     /// In MONITOR mode (CLIENT LIST's `flags=O`).
     pub(crate) monitor: bool,
     /// Its CLIENT TRACKING, while on (CLIENT LIST's `flags=t`, `B`, `R` and `redir`), kept
     /// by the tracking hub.
     pub(crate) tracking: Option<TrackingShown>,
+}
+
+/// A client's subscriptions by name.
+#[derive(Debug, Default)]
+pub(crate) struct Subscribed {
+    /// SUBSCRIBE channels.
+    pub(crate) channels: std::collections::BTreeSet<Vec<u8>>,
+    /// PSUBSCRIBE patterns.
+    pub(crate) patterns: std::collections::BTreeSet<Vec<u8>>,
+    /// SSUBSCRIBE channels.
+    pub(crate) shard_channels: std::collections::BTreeSet<Vec<u8>>,
+}
+
+impl Subscribed {
+    /// Whether `user` allows every one of them (Redis 7.0's `ACLKillPubsubClientsIfNeeded`:
+    /// a pattern must be one of the user's patterns as written, a channel match one).
+    pub(crate) fn allowed_by(&self, user: &redshard_protocol::acl::User) -> bool {
+        self.patterns
+            .iter()
+            .all(|p| user.subscription_allowed(p, true))
+            && self
+                .channels
+                .iter()
+                .chain(&self.shard_channels)
+                .all(|c| user.subscription_allowed(c, false))
+    }
 }
 
 /// What CLIENT LIST shows of a tracking client.
@@ -147,6 +177,7 @@ impl Default for ClientFields {
             resp: 2,
             user: String::new(),
             subscriptions: [0; 3],
+            subscribed: None,
             monitor: false,
             tracking: None,
         }

@@ -164,8 +164,9 @@ async fn subscriber(mut c: Client, user: &str, channel: &str) -> Client {
 }
 
 /// Taking channels away from a user that had every channel (`&*`, Redis 7's usual user)
-/// disconnects its subscribed clients on redis-server 7.0.15; they must not keep receiving
-/// messages of channels they may no longer read.
+/// disconnects its clients subscribed to a channel it lost on redis-server 7.0.15; they must
+/// not keep receiving messages of channels they may no longer read. Its subscribers of a
+/// channel it keeps stay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn narrowing_every_channel_disconnects_the_user_s_subscribers() {
     let redis = RedisServer::start();
@@ -180,6 +181,9 @@ async fn narrowing_every_channel_disconnects_the_user_s_subscribers() {
     }
     let mut on_redis = subscriber(Client::connect(redis.addr()).await, "sub", "news").await;
     let mut on_proxy = subscriber(cluster.client().await, "sub", "news").await;
+    // A subscriber of a channel the user keeps stays, on both.
+    let mut kept_on_redis = subscriber(Client::connect(redis.addr()).await, "sub", "other").await;
+    let mut kept_on_proxy = subscriber(cluster.client().await, "sub", "other").await;
     for c in [&mut direct, &mut proxy] {
         assert!(c
             .cmd(&["ACL", "SETUSER", "sub", "resetchannels", "&other"])
@@ -187,6 +191,21 @@ async fn narrowing_every_channel_disconnects_the_user_s_subscribers() {
             .is_ok());
         // A message published now must not reach the narrowed subscriber.
         c.cmd(&["PUBLISH", "news", "after"]).await;
+        c.cmd(&["PUBLISH", "other", "still"]).await;
+    }
+    for (kept, server) in [
+        (&mut kept_on_redis, "redis-server"),
+        (&mut kept_on_proxy, "the proxy"),
+    ] {
+        assert_eq!(
+            kept.read().await,
+            Reply::Array(vec![
+                Reply::bulk("message"),
+                Reply::bulk("other"),
+                Reply::bulk("still")
+            ]),
+            "{server} closed a subscriber of a channel the user keeps"
+        );
     }
     assert_eq!(
         on_redis.try_read().await,

@@ -295,14 +295,8 @@ pub(super) fn setuser(ctx: &mut Ctx, args: Args<'_>) -> Action {
     match ctx.state.users.set_user(&name, &rules) {
         Ok(lost_channels) => {
             if lost_channels {
-                // Redis disconnects the user's subscribed clients when channels are taken
-                // away (it checks each one's subscriptions; the proxy closes them all).
-                let filter = KillFilter {
-                    user: Some(name.clone()),
-                    subscribed: Some(true),
-                    ..KillFilter::default()
-                };
-                super::client::close(ctx, &filter);
+                // Redis disconnects the user's clients subscribed to what it lost.
+                super::client::close_lost_subscribers(&ctx.state, &name);
             }
             save_then(ctx, Bytes::from_static(encode::OK))
         }

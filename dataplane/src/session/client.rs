@@ -105,20 +105,15 @@ pub(super) fn close(ctx: &Ctx, filter: &KillFilter) -> usize {
 }
 
 /// Disconnects the clients of users another proxy of the fleet deleted, and the subscribed
-/// clients of those it took channels from (what that proxy did to its own clients, as
-/// Redis does); returns how many.
+/// clients of those it took channels from that are subscribed to what they lost (what that
+/// proxy did to its own clients, as Redis does); returns how many.
 pub fn disconnect_users(state: &ProxyState, dropped: &crate::users::Dropped) -> usize {
-    let gone = dropped.gone.iter().map(|name| KillFilter {
-        user: Some(name.clone()),
-        ..KillFilter::default()
-    });
-    let lost = dropped.lost_channels.iter().map(|name| KillFilter {
-        user: Some(name.clone()),
-        subscribed: Some(true),
-        ..KillFilter::default()
-    });
     let mut closed = 0;
-    for filter in gone.chain(lost) {
+    for name in &dropped.gone {
+        let filter = KillFilter {
+            user: Some(name.clone()),
+            ..KillFilter::default()
+        };
         for target in state.clients.matching(&filter) {
             target.kill();
             if let Some(room) = super::park::room_of(state) {
@@ -126,6 +121,42 @@ pub fn disconnect_users(state: &ProxyState, dropped: &crate::users::Dropped) -> 
             }
             closed += 1;
         }
+    }
+    for name in &dropped.lost_channels {
+        closed += close_lost_subscribers(state, name);
+    }
+    closed
+}
+
+/// After user `name`'s channels were narrowed: closes its subscribed clients that are
+/// subscribed to a channel or pattern its rules no longer allow (Redis 7.0's
+/// `ACLKillPubsubClientsIfNeeded`), and keeps the others; returns how many it closed.
+pub(super) fn close_lost_subscribers(state: &ProxyState, name: &str) -> usize {
+    let Some(user) = state.users.get(name) else {
+        return 0;
+    };
+    let filter = KillFilter {
+        user: Some(name.to_owned()),
+        subscribed: Some(true),
+        ..KillFilter::default()
+    };
+    let mut closed = 0;
+    for target in state.clients.matching(&filter) {
+        // Out of the fields' lock before the session's (it never holds both either).
+        let subscribed = target.fields().subscribed.clone();
+        let allowed = subscribed.is_some_and(|sets| {
+            sets.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .allowed_by(&user.rules)
+        });
+        if allowed {
+            continue;
+        }
+        target.kill();
+        if let Some(room) = super::park::room_of(state) {
+            room.release(target.id);
+        }
+        closed += 1;
     }
     closed
 }

@@ -12,6 +12,7 @@
 //! forwarded as the nodes send them.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
 use redshard_config::{NodeAddr, Slot};
@@ -20,6 +21,7 @@ use super::dispatch::Action;
 use super::merge::MergePlan;
 use super::Ctx;
 use crate::backend::subscriber::Subscriber;
+use crate::clients::Subscribed;
 use crate::router::RoutingTable;
 use redshard_protocol::client_error::ClientError;
 use redshard_protocol::command::{CommandId, CommandSpec};
@@ -28,29 +30,34 @@ use redshard_protocol::resp::{encode, Args, Protocol};
 /// A client's subscriptions and its connections to the nodes that serve them.
 #[derive(Debug, Default)]
 pub(crate) struct PubSub {
-    /// SUBSCRIBE channels.
-    channels: BTreeSet<Vec<u8>>,
-    /// PSUBSCRIBE patterns.
-    patterns: BTreeSet<Vec<u8>>,
-    /// SSUBSCRIBE channels.
-    shard_channels: BTreeSet<Vec<u8>>,
+    /// The subscriptions by name, shared with the client's CLIENT LIST entry (see
+    /// [`Subscribed`]); locked only by this session and by ACL changes.
+    sets: Arc<Mutex<Subscribed>>,
     /// Subscription connections by node.
     conns: HashMap<NodeAddr, Subscriber>,
 }
 
 impl PubSub {
-    /// The subscription set a command of `kind` works on.
-    fn set_mut(&mut self, kind: Kind) -> &mut BTreeSet<Vec<u8>> {
-        match kind {
-            Kind::Channel => &mut self.channels,
-            Kind::Pattern => &mut self.patterns,
-            Kind::Shard => &mut self.shard_channels,
-        }
+    /// The subscriptions, locked.
+    fn sets(&self) -> MutexGuard<'_, Subscribed> {
+        self.sets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Whether the client has any subscription (RESP2 clients are then in subscribed mode).
     pub(crate) fn is_active(&self) -> bool {
-        !(self.channels.is_empty() && self.patterns.is_empty() && self.shard_channels.is_empty())
+        let sets = self.sets();
+        !(sets.channels.is_empty() && sets.patterns.is_empty() && sets.shard_channels.is_empty())
+    }
+}
+
+/// The subscription set a command of `kind` works on.
+fn set_mut(sets: &mut Subscribed, kind: Kind) -> &mut BTreeSet<Vec<u8>> {
+    match kind {
+        Kind::Channel => &mut sets.channels,
+        Kind::Pattern => &mut sets.patterns,
+        Kind::Shard => &mut sets.shard_channels,
     }
 }
 
@@ -139,16 +146,23 @@ pub(super) fn handle(
     }
 }
 
-/// Puts the client's subscription counts in its CLIENT LIST entry.
+/// Puts the client's subscriptions in its CLIENT LIST entry (counts, and the names for ACL
+/// changes).
 pub(super) fn show_counts(ctx: &Ctx) {
-    let counts = ctx.pubsub.as_deref().map_or([0; 3], |ps| {
-        [
-            ps.channels.len(),
-            ps.patterns.len(),
-            ps.shard_channels.len(),
-        ]
+    let (counts, shared) = ctx.pubsub.as_deref().map_or(([0; 3], None), |ps| {
+        let sets = ps.sets();
+        (
+            [
+                sets.channels.len(),
+                sets.patterns.len(),
+                sets.shard_channels.len(),
+            ],
+            Some(Arc::clone(&ps.sets)),
+        )
     });
-    ctx.client.fields().subscriptions = counts;
+    let mut fields = ctx.client.fields();
+    fields.subscriptions = counts;
+    fields.subscribed = shared;
 }
 
 fn names(kind: Kind) -> (&'static [u8], &'static [u8], &'static [u8]) {
@@ -180,10 +194,10 @@ fn confirmation(
     encode::integer(out, count as i64);
 }
 
-fn count(ps: &PubSub, kind: Kind) -> usize {
+fn count(sets: &Subscribed, kind: Kind) -> usize {
     match kind {
-        Kind::Shard => ps.shard_channels.len(),
-        _ => ps.channels.len() + ps.patterns.len(),
+        Kind::Shard => sets.shard_channels.len(),
+        _ => sets.channels.len() + sets.patterns.len(),
     }
 }
 
@@ -252,16 +266,24 @@ fn subscribe(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>, kind: Kind) ->
     let (command, reply_kind, _) = names(kind);
     let protocol = ctx.protocol;
     let ps = ctx.pubsub.get_or_insert_with(Box::default);
+    let mut sets = ps.sets();
     let mut text = BytesMut::new();
     let mut to_send = Vec::new();
     for name in names_given {
-        if ps.set_mut(kind).insert(name.to_vec()) {
+        if set_mut(&mut sets, kind).insert(name.to_vec()) {
             for shard in nodes_for(table, kind, name) {
                 to_send.push((shard, name.to_vec()));
             }
         }
-        confirmation(&mut text, protocol, reply_kind, Some(name), count(ps, kind));
+        confirmation(
+            &mut text,
+            protocol,
+            reply_kind,
+            Some(name),
+            count(&sets, kind),
+        );
     }
+    drop(sets);
     if to_send.is_empty() {
         return Action::reply(ctx, text.freeze());
     }
@@ -278,18 +300,19 @@ fn unsubscribe(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>, kind: Kind) 
     };
     let protocol = ctx.protocol;
     let ps = ctx.pubsub.get_or_insert_with(Box::default);
+    let mut sets = ps.sets();
     let targets: Vec<Vec<u8>> = if args.len() > 1 {
         args.iter().skip(1).map(<[u8]>::to_vec).collect()
     } else {
-        ps.set_mut(kind).iter().cloned().collect()
+        set_mut(&mut sets, kind).iter().cloned().collect()
     };
     let mut text = BytesMut::new();
     let mut to_send = Vec::new();
     if targets.is_empty() {
-        confirmation(&mut text, protocol, reply_kind, None, count(ps, kind));
+        confirmation(&mut text, protocol, reply_kind, None, count(&sets, kind));
     }
     for name in targets {
-        if ps.set_mut(kind).remove(&name) {
+        if set_mut(&mut sets, kind).remove(&name) {
             for shard in nodes_for(table, kind, &name) {
                 to_send.push((shard, name.clone()));
             }
@@ -299,9 +322,10 @@ fn unsubscribe(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>, kind: Kind) 
             protocol,
             reply_kind,
             Some(&name),
-            count(ps, kind),
+            count(&sets, kind),
         );
     }
+    drop(sets);
     if !ps.is_active() {
         // Nothing left: close every subscription connection (that unsubscribes everything).
         ctx.pubsub = None;

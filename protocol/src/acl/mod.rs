@@ -517,9 +517,22 @@ impl User {
         self.root.allows_everything()
     }
 
+    /// Whether a client of this user may stay subscribed to `name` (a `PSUBSCRIBE` pattern
+    /// when `is_pattern`, which must then be one of the user's patterns as written), as
+    /// Redis 7.0 checks a subscribed client's channels when its user's channels change
+    /// (`ACLKillPubsubClientsIfNeeded`).
+    #[must_use]
+    pub fn subscription_allowed(&self, name: &[u8], is_pattern: bool) -> bool {
+        std::iter::once(&self.root)
+            .chain(self.selectors.iter())
+            .any(|s| s.channel_allowed(name, is_pattern))
+    }
+
     /// Redis 7.0's `ACLKillPubsubClientsIfNeeded` test: whether changing from `self` to
     /// `next` takes a channel pattern away, so that the user's subscribed clients must be
-    /// disconnected (none when a selector of `next` allows every channel).
+    /// checked, and those subscribed to what `next` no longer allows disconnected
+    /// ([`subscription_allowed`](Self::subscription_allowed)); none when a selector of
+    /// `next` allows every channel.
     #[must_use]
     pub fn loses_channels(&self, next: &User) -> bool {
         let selectors = |u: &User| -> Vec<Selector> {
