@@ -3,15 +3,19 @@
 (callgrind) and syscalls (perf's syscall tracepoints), for A/B comparisons on a busy machine.
 
 For each proxy it starts 3 plain redis-server masters on free 127.0.0.1 ports and the proxy in
-front of them, configured exactly as benches/load/run.py configures it (one worker thread),
-prefills the keyspace through it, then runs each case with redis-benchmark (`-c 50 -d 100
--r 100000`, `-P 1` or `-P 16`, `-n N`):
+front of them, configured exactly as benches/load/run.py configures it (one worker thread, or
+`--threads N`), prefills the keyspace through it, then runs each case with redis-benchmark
+(`-c 50 -d 100 -r 100000`, or `-c N` with `--clients N`; `-P 1` or `-P 16`, `-n N`):
 
   ir    the proxy runs under `valgrind --tool=callgrind`; its counters are zeroed before the
         case and dumped after it (callgrind_control), so the count is the case's alone:
         instructions per request = the dump's total / N. Every thread of the process counts.
+        With `--cache-sim`, also simulated L1/LL data-cache misses per request: what grows
+        with many connections (each one's state is touched once per request) when the
+        instructions do not.
   sys   the proxy runs natively; `perf stat -p PID` counts its syscalls (all, and read/write,
-        recv/send, epoll_wait, futex each), context switches and task-clock during the case,
+        recv/send, epoll_wait, futex each), context switches, CPU migrations and task-clock
+        during the case,
         and /proc/PID/stat its utime and stime: per request, each divided by N.
 
 Instruction and syscall counts do not depend on how busy the machine is, but they do depend
@@ -23,12 +27,14 @@ so its configuration here sets `[slowlog] log_slower_than_us = -1`.
   benches/load/count.py ir target/release/redshard                    # redshard, 4 cases
   benches/load/count.py sys target/release/redshard --cases set_p1 -n 300000
   benches/load/count.py ir ~/src/predixy/src/predixy --predixy       # predixy (see README)
+  benches/load/count.py sys target/release/redshard --clients 500 --threads 2
 
 Needs redis-server, redis-benchmark, valgrind (ir) and perf (sys). Only 127.0.0.1 is
 contacted; everything started is stopped on exit.
 """
 
 import argparse
+import collections
 import glob
 import os
 import re
@@ -40,16 +46,16 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import BenchError, Procs, run_in_workdir  # noqa: E402
-from run import free_port, predixy_config, redshard_config, start_redis, wait_for_ping  # noqa: E402
+from run import free_port, predixy_config, raise_nofile, redshard_config, start_redis, wait_for_ping  # noqa: E402
 
 CASES = {"set_p1": ("set", 1), "get_p1": ("get", 1), "set_p16": ("set", 16), "get_p16": ("get", 16)}
 SYSCALLS = ["read", "recvfrom", "write", "writev", "sendto", "sendmsg", "epoll_wait", "futex"]
 
 
-def bench_argv(port, case, n):
+def bench_argv(port, case, n, clients):
     test, pipeline = CASES[case]
     return ["redis-benchmark", "-p", str(port), "-t", test, "-n", str(n), "-r", "100000",
-            "-d", "100", "-c", "50", "-P", str(pipeline), "-q"]
+            "-d", "100", "-c", str(clients), "-P", str(pipeline), "-q"]
 
 
 def cpu_ticks(pid):
@@ -58,10 +64,10 @@ def cpu_ticks(pid):
     return int(fields[11]), int(fields[12])  # utime, stime (fields 14 and 15 of stat(5))
 
 
-def count_ir(proxy, port, case, n, workdir, keep):
+def count_ir(proxy, port, case, n, clients, workdir, keep):
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     subprocess.run(["callgrind_control", "-z", str(proxy.pid)], check=True, **quiet)
-    subprocess.run(bench_argv(port, case, n), check=True, **quiet)
+    subprocess.run(bench_argv(port, case, n, clients), check=True, **quiet)
     subprocess.run(["callgrind_control", "-d", case, str(proxy.pid)], check=True, **quiet)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -69,22 +75,32 @@ def count_ir(proxy, port, case, n, workdir, keep):
             with open(path) as f:
                 text = f.read()
             if f"Trigger: dump {case}" in text:
-                total = re.search(r"^(?:summary|totals): (\d+)", text, re.M)
-                if total:
+                total = re.search(r"^(?:summary|totals):((?: \d+)+)", text, re.M)
+                events = re.search(r"^events:((?: \w+)+)", text, re.M)
+                if total and events:
+                    # Callgrind leaves trailing zero counts out.
+                    counts = collections.defaultdict(int, zip(events.group(1).split(),
+                                                              map(int, total.group(1).split())))
                     where = f" ({path})" if keep else ""
-                    return f"{int(total.group(1)) / n:.0f} instructions/request{where}"
+                    line = f"{counts['Ir'] / n:.0f} instructions/request"
+                    if "D1mr" in counts:  # --cache-sim
+                        d1 = counts["D1mr"] + counts["D1mw"]
+                        ll = counts["DLmr"] + counts["DLmw"]
+                        line += (f" {(counts['Dr'] + counts['Dw']) / n:.0f} data refs, {d1 / n:.1f} D1 misses, "
+                                 f"{ll / n:.2f} LL data misses, {counts['I1mr'] / n:.1f} I1 misses/request")
+                    return line + where
         time.sleep(0.2)
     raise BenchError(f"no callgrind dump for {case}")
 
 
-def count_sys(proxy, port, case, n, workdir, _keep):
+def count_sys(proxy, port, case, n, clients, workdir, _keep):
     out = os.path.join(workdir, f"perf-{case}.txt")
     events = ",".join(["raw_syscalls:sys_enter"] + [f"syscalls:sys_enter_{s}" for s in SYSCALLS]
-                      + ["context-switches", "task-clock"])
+                      + ["context-switches", "cpu-migrations", "task-clock"])
     before = cpu_ticks(proxy.pid)
     perf = subprocess.Popen(["perf", "stat", "-x", ",", "-e", events, "-p", str(proxy.pid), "-o", out])
     time.sleep(0.5)  # perf attached
-    bench = subprocess.run(bench_argv(port, case, n), check=True, capture_output=True, text=True)
+    bench = subprocess.run(bench_argv(port, case, n, clients), check=True, capture_output=True, text=True)
     perf.send_signal(signal.SIGINT)
     perf.wait()
     after = cpu_ticks(proxy.pid)
@@ -107,36 +123,49 @@ def count_sys(proxy, port, case, n, workdir, _keep):
 
 
 def run(args, workdir):
+    raise_nofile(args.clients + 1024)  # redis-benchmark's and the proxy's connections
     procs = Procs(workdir)
     try:
         masters = [free_port() for _ in range(3)]
-        start_redis(procs, workdir, "redis-server", masters, "master", 1000)
+        start_redis(procs, workdir, "redis-server", masters, "master", args.clients + 1000)
         port = free_port()
         conf = os.path.join(workdir, "proxy.conf")
         if args.predixy:
             with open(conf, "w") as f:
-                f.write(predixy_config(port, masters, 1))
+                f.write(predixy_config(port, masters, args.threads))
             argv = [args.binary, conf]
         else:
             with open(conf, "w") as f:
-                f.write(redshard_config(port, masters)
-                        + "\n[slowlog]\nlog_slower_than_us = -1\n")
+                lanes = f"\n[backend]\nlanes = {args.lanes}\n" if args.lanes is not None else ""
+                f.write(redshard_config(port, masters, threads=args.threads)
+                        + "\n[slowlog]\nlog_slower_than_us = -1\n" + lanes)
             argv = [args.binary, "--config", conf]
         if args.mode == "ir":
-            argv = ["valgrind", "--tool=callgrind", "--dump-instr=no",
+            cache = ["--cache-sim=yes", *(f"--{level}={spec}" for level, spec in
+                                          zip(("D1", "I1", "LL"), args.cache_sim.split("/")))] \
+                if args.cache_sim else []
+            argv = ["valgrind", "--tool=callgrind", "--dump-instr=no", *cache,
                     f"--callgrind-out-file={workdir}/callgrind.out.%p"] + argv
         proxy = procs.start("proxy", argv)
         wait_for_ping("proxy", port, proxy, procs, timeout=120)
-        subprocess.run(["redis-benchmark", "-p", str(port), "-t", "set", "-n", "100000", "-r", "100000",
-                        "-d", "100", "-c", "50", "-P", "16", "-q"], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # The prefill, retried: predixy under callgrind (cache simulation above all) can be
+        # slower than its 1 s ServerTimeout while its backend connections come up.
+        for attempt in range(3):
+            prefill = subprocess.run(["redis-benchmark", "-p", str(port), "-t", "set", "-n", "100000",
+                                      "-r", "100000", "-d", "100", "-c", "50", "-P", "16", "-q"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if prefill.returncode == 0:
+                break
+        else:
+            raise BenchError(f"the prefill through the proxy failed 3 times (exit {prefill.returncode})")
         name = "predixy" if args.predixy else "redshard"
         for case in args.cases.split(","):
             if case not in CASES:
                 raise BenchError(f"unknown case {case!r} (one of {', '.join(CASES)})")
             n = args.n or (200_000 if CASES[case][1] > 1 else 50_000)
             count = count_ir if args.mode == "ir" else count_sys
-            print(f"{name} {case} n={n}: {count(proxy, port, case, n, workdir, args.keep)}", flush=True)
+            result = count(proxy, port, case, n, args.clients, workdir, args.keep)
+            print(f"{name} {case} n={n} c={args.clients} threads={args.threads}: {result}", flush=True)
     finally:
         procs.stop_all()
 
@@ -148,8 +177,22 @@ def main():
     parser.add_argument("--predixy", action="store_true", help="the binary is predixy, not redshard")
     parser.add_argument("--cases", default=",".join(CASES), help="comma-separated, of: " + ", ".join(CASES))
     parser.add_argument("-n", type=int, default=0, help="requests per case (default 50000 at -P 1, 200000 at -P 16)")
+    parser.add_argument("--clients", type=int, default=50,
+                        help="redis-benchmark's -c, connections per case (default 50, as run.py)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="worker threads of redshard (`threads`) or predixy (`WorkerThreads`), "
+                             "as run.py's --threads (default 1)")
+    parser.add_argument("--lanes", type=int, help="redshard's `[backend] lanes` (default: its default, "
+                                                   "one lane per worker thread)")
+    parser.add_argument("--cache-sim", metavar="D1/I1/LL", nargs="?", const="49152,12,64/32768,8,64/2097152,16,64",
+                        help="ir: also simulate the caches (callgrind --cache-sim=yes) and report data "
+                             "references and D1/LL data misses per request; sizes as valgrind's "
+                             "SIZE,ASSOC,LINE for D1/I1/LL (default: 48 KiB L1d, 32 KiB L1i, 2 MiB LL "
+                             "standing for one core's L2: the shared L3 would hide every miss)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (callgrind dumps)")
     args = parser.parse_args()
+    if args.clients < 1 or args.threads < 1:
+        parser.error("--clients and --threads must be >= 1")
     return run_in_workdir("redshard-count-", args.keep, lambda workdir: run(args, workdir))
 
 
