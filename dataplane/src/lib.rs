@@ -57,6 +57,7 @@ pub(crate) mod monitor;
 pub mod outbuf;
 pub(crate) mod replies;
 pub mod router;
+pub mod script_keys;
 pub mod session;
 pub mod shutdown;
 pub(crate) mod slowlog;

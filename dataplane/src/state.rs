@@ -66,6 +66,9 @@ pub struct ProxyState {
     /// The users clients authenticate as and the rules each request is checked against,
     /// changed at run time by ACL SETUSER / DELUSER and CONFIG SET requirepass; the ACL log.
     pub users: crate::users::Users,
+    /// The literal keys of the scripts seen in `EVAL` and `SCRIPT LOAD`, by SHA1, which route
+    /// an `EVALSHA` called with no key (see [`crate::script_keys`]).
+    pub script_keys: crate::script_keys::ScriptKeys,
 }
 
 /// The reloadable settings: the configuration with the `[limits]`, `[log] level` and other
@@ -357,6 +360,7 @@ impl ProxyState {
         let users = crate::users::Users::from_config(&config);
         // Users changed at run time and persisted with the topology win over the file's.
         users.sync(router.load().topology().users.as_deref());
+        let script_keys = crate::script_keys::ScriptKeys::new(config.mirror.max_scripts);
         let config = Arc::new(config);
         let state = Arc::new(Self {
             users,
@@ -381,6 +385,7 @@ impl ProxyState {
             monitors: crate::monitor::Monitors::default(),
             park_room: std::sync::OnceLock::new(),
             tracking: crate::tracking::Tracking::default(),
+            script_keys,
         });
         let parts = ControllerParts {
             writer,

@@ -534,6 +534,31 @@ async fn keyless_scripts_naming_their_keys_run_on_the_master_of_those_keys() {
         Reply::Error(e) => assert!(e.starts_with("CROSSSLOT"), "{e}"),
         other => panic!("two shards' keys answered {other:?}"),
     }
+    // Called by SHA1 once loaded (as clients' script helpers do), or once run by EVAL.
+    let loaded = format!("return redis.call('GET', '{}')", keys[2]);
+    let Reply::Bulk(Some(sha)) = c.cmd(&["SCRIPT", "LOAD", &loaded]).await else {
+        panic!("SCRIPT LOAD");
+    };
+    let sha = String::from_utf8(sha).unwrap();
+    assert_eq!(c.cmd(&["EVALSHA", &sha, "0"]).await, Reply::bulk("v2"));
+    assert_eq!(c.cmd(&["EVALSHA_RO", &sha, "0"]).await, Reply::bulk("v2"));
+    let ran = format!("return redis.call('GET', '{}') .. ''", keys[1]);
+    assert_eq!(c.cmd(&["EVAL", &ran, "0"]).await, Reply::bulk("v1"));
+    // Its SHA1 without loading it again: a script that touches no key computes it.
+    let Reply::Bulk(Some(ran_sha)) = c
+        .cmd(&["EVAL", "return redis.sha1hex(ARGV[1])", "0", &ran])
+        .await
+    else {
+        panic!("sha1hex");
+    };
+    let ran_sha = String::from_utf8(ran_sha).unwrap();
+    assert_eq!(c.cmd(&["EVALSHA", &ran_sha, "0"]).await, Reply::bulk("v1"));
+    // SCRIPT FLUSH forgets them with the masters' caches.
+    assert!(c.cmd(&["SCRIPT", "FLUSH"]).await.is_ok());
+    match c.cmd(&["EVALSHA", &sha, "0"]).await {
+        Reply::Error(e) => assert!(e.starts_with("NOSCRIPT"), "{e}"),
+        other => panic!("a flushed script answered {other:?}"),
+    }
     // In a transaction, the script's keys pick the transaction's master.
     let get = format!("return redis.call('GET', '{}')", keys[2]);
     assert!(c.cmd(&["MULTI"]).await.is_ok());

@@ -142,6 +142,9 @@ pub(crate) fn dispatch(ctx: &mut Ctx, table: &RoutingTable, args: Args<'_>) -> A
     } else if !ctx.script_keys.is_empty() {
         ctx.script_keys.clear();
     }
+    if spec.id == CommandId::ScriptLoad && args.len() == 3 {
+        ctx.state.script_keys.learn(args.get(2));
+    }
     if ctx.protocol == Protocol::Resp2
         && ctx.pubsub.as_deref().is_some_and(pubsub::PubSub::is_active)
     {
@@ -367,20 +370,27 @@ fn script_user(ctx: &Ctx) -> BackendUser {
     }
 }
 
-/// Sets `ctx.script_keys` for the script request `spec`: for `EVAL` / `EVAL_RO` called with
-/// no key, the keys its body names as literals when the text shows them all
-/// ([`script_keys::literal_keys`](redshard_protocol::command::script_keys::literal_keys));
-/// else none. Those keys then route it, lock it during a migration and give it its level's
-/// user with keys, as if it had declared them.
+/// Sets `ctx.script_keys` for the script request `spec` called with no key: for `EVAL` /
+/// `EVAL_RO`, the keys its body names as literals when the text shows them all
+/// ([`script_keys::literal_keys`](redshard_protocol::command::script_keys::literal_keys)),
+/// remembered for `EVALSHA`; for `EVALSHA` / `EVALSHA_RO`, those remembered for its SHA1
+/// ([`crate::script_keys`]); else none. Those keys then route it, lock it during a migration
+/// and give it its level's user with keys, as if it had declared them.
 fn infer_script_keys(ctx: &mut Ctx, spec: &CommandSpec, args: Args<'_>) {
     ctx.script_keys.clear();
-    if matches!(spec.id, CommandId::Eval | CommandId::EvalRo)
-        && args.len() >= 3
-        && redshard_protocol::resp::parse_i64(args.get(2)) == Some(0)
-    {
-        if let Some(keys) = redshard_protocol::command::script_keys::literal_keys(args.get(1)) {
-            ctx.script_keys = keys;
+    if args.len() < 3 || redshard_protocol::resp::parse_i64(args.get(2)) != Some(0) {
+        return;
+    }
+    match spec.id {
+        CommandId::Eval | CommandId::EvalRo => {
+            ctx.script_keys = ctx.state.script_keys.learn(args.get(1));
         }
+        CommandId::Evalsha | CommandId::EvalshaRo => {
+            if let Some(keys) = ctx.state.script_keys.keys_of(args.get(1)) {
+                ctx.script_keys.extend(keys.iter().cloned());
+            }
+        }
+        _ => {}
     }
 }
 
@@ -660,6 +670,7 @@ pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes:
                 .is_some_and(|spec| spec.id == CommandId::ScriptFlush)
             {
                 table.forget_scripts();
+                ctx.state.script_keys.forget();
             }
             fan_out(ctx, table, plan, &bytes, write);
         }
