@@ -496,4 +496,23 @@ mod tests {
             ["k"]
         );
     }
+
+    proptest::proptest! {
+        /// Any body, Lua or not, gets an answer and never a panic; pieces of Lua glued at
+        /// random likewise.
+        #[test]
+        fn any_body_is_read_without_panicking(body in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let _ = literal_keys(&body);
+        }
+
+        #[test]
+        fn glued_lua_pieces_are_read_without_panicking(pieces in proptest::collection::vec(0usize..14, 0..24)) {
+            const PIECES: [&str; 14] = [
+                "redis", ".", "call", "(", ")", "'GET'", "\"k\"", ",", "[[", "]]", "--", "[=[",
+                "\\", "...",
+            ];
+            let body: String = pieces.iter().map(|&i| PIECES[i]).collect();
+            let _ = literal_keys(body.as_bytes());
+        }
+    }
 }
