@@ -430,9 +430,15 @@ impl Controller {
 
     /// Saves the proxy's users with the topology (a [`TopologyChange::SetUsers`]) when they
     /// differ from the topology's, and answers the client that changed them.
+    ///
+    /// Until it is done, topologies installed meanwhile do not replace the users (they may
+    /// predate the change: see [`redshard_dataplane::users::Users::sync`]); then the proxy
+    /// takes the installed topology's users, which another proxy of the fleet may have
+    /// changed since.
     fn save_users(self: &Arc<Self>, done: tokio::sync::oneshot::Sender<bytes::Bytes>) {
         let controller = Arc::clone(self);
         tokio::spawn(async move {
+            let changes = controller.state.users.local_changes();
             let users = controller.state.users.lines();
             let saved = controller.state.router.load().topology().users.as_ref() == Some(&users);
             let reply = if saved {
@@ -457,11 +463,20 @@ impl Controller {
                             .state
                             .users
                             .revert(table.topology().users.as_deref());
+                        controller.state.users.settled(changes);
                         redshard_protocol::client_error::ClientError::UsersNotSaved { why: e }
                             .to_reply()
                     }
                 }
             };
+            {
+                let _guard = controller.change_lock.lock().await;
+                let users = &controller.state.users;
+                users.settled(changes);
+                let table = controller.state.router.load();
+                let dropped = users.sync(table.topology().users.as_deref());
+                redshard_dataplane::session::disconnect_users(&controller.state, &dropped);
+            }
             let _ = done.send(reply);
         });
     }

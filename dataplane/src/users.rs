@@ -139,6 +139,14 @@ pub struct Users {
     /// The configured users, whose access levels users read back from the topology keep
     /// while their permissions are still the level's.
     configured: BTreeMap<String, Arc<LiveUser>>,
+    /// Changes made here (ACL SETUSER, DELUSER, CONFIG SET requirepass), counted under the
+    /// `write` lock as they are made.
+    local_changes: AtomicU64,
+    /// How many of them the controller has saved with the topology (or undone): while
+    /// fewer than `local_changes`, a topology installed meanwhile (an epoch made before the
+    /// change was saved) must not replace the users, or the change would be lost before it
+    /// is saved ([`Users::sync`]).
+    settled_changes: AtomicU64,
 }
 
 /// Redis groups a refusal into an equal entry at most this old.
@@ -170,7 +178,28 @@ impl Users {
             write: Mutex::new(()),
             log: Mutex::new(VecDeque::new()),
             requirepass: Mutex::new(config.password.clone().unwrap_or_default().into_bytes()),
+            local_changes: AtomicU64::new(0),
+            settled_changes: AtomicU64::new(0),
         }
+    }
+
+    /// How many changes were made here so far: what [`Users::settled`] is told once the
+    /// users as they are now are saved (or undone).
+    #[must_use]
+    pub fn local_changes(&self) -> u64 {
+        self.local_changes.load(Ordering::Acquire)
+    }
+
+    /// The controller saved (or undid) the changes made here up to `count` (a
+    /// [`Users::local_changes`] read before it took the users to save): a topology may
+    /// replace the users again once every change is settled.
+    pub fn settled(&self, count: u64) {
+        self.settled_changes.fetch_max(count, Ordering::AcqRel);
+    }
+
+    /// Counts a change made here (the `write` lock is held).
+    fn count_local_change(&self) {
+        self.local_changes.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Changes so far: a session that saw another number looks its user up again.
@@ -246,6 +275,7 @@ impl Users {
                 .and_then(|k| k.scripts);
             let lost = known.is_some_and(|k| k.rules.loses_channels(&rules));
             set.insert(name.to_owned(), Arc::new(LiveUser::new(rules, level)));
+            self.count_local_change();
             Ok(lost)
         })
     }
@@ -253,10 +283,14 @@ impl Users {
     /// `ACL DELUSER`: removes the users named (never `default`); returns how many existed.
     pub fn delete(&self, names: &[String]) -> usize {
         self.change(|set| {
-            names
+            let deleted = names
                 .iter()
                 .filter(|n| n.as_str() != "default" && set.remove(n.as_str()).is_some())
-                .count()
+                .count();
+            if deleted > 0 {
+                self.count_local_change();
+            }
+            deleted
         })
     }
 
@@ -281,6 +315,7 @@ impl Users {
             let _ = rules.apply_all(&ops);
             let level = set.get("default").and_then(|u| u.scripts);
             set.insert("default".to_owned(), Arc::new(LiveUser::new(rules, level)));
+            self.count_local_change();
         });
     }
 
@@ -306,11 +341,19 @@ impl Users {
 
     /// Makes the users those of `lines` (the topology's, see [`Users::lines`]) unless they
     /// already are: at start from a persisted topology, and when another proxy of the fleet
-    /// changed them. A line that does not parse is skipped and logged.
+    /// changed them. A line that does not parse is skipped and logged. Nothing changes while
+    /// a change made here is not settled yet ([`Users::settled`]): the topology installed
+    /// then may predate it.
     ///
     /// Returns the users whose clients must be disconnected, as Redis would have on the
     /// proxy that made the change (see [`Dropped`]).
     pub fn sync(&self, lines: Option<&[String]>) -> Dropped {
+        self.replace_with(lines, false)
+    }
+
+    /// [`Users::sync`], or with `undo` whatever changes here are unsettled (their save
+    /// failed: the topology's users win).
+    fn replace_with(&self, lines: Option<&[String]>, undo: bool) -> Dropped {
         let Some(lines) = lines else {
             return Dropped::default();
         };
@@ -318,7 +361,12 @@ impl Users {
             return Dropped::default();
         }
         let before = self.set.load_full();
-        self.change(|set| {
+        let replaced = self.change(|set| {
+            let unsettled = self.settled_changes.load(Ordering::Acquire)
+                < self.local_changes.load(Ordering::Acquire);
+            if unsettled && !undo {
+                return false;
+            }
             let mut next = BTreeMap::new();
             for line in lines {
                 match self.parse_line(line) {
@@ -336,7 +384,11 @@ impl Users {
                 Arc::new(LiveUser::new(User::new("default"), None))
             });
             *set = next;
+            true
         });
+        if !replaced {
+            return Dropped::default();
+        }
         let after = self.set.load();
         let mut dropped = Dropped::default();
         for (name, user) in before.iter() {
@@ -356,7 +408,7 @@ impl Users {
     pub fn revert(&self, lines: Option<&[String]>) {
         match lines {
             Some(lines) => {
-                self.sync(Some(lines));
+                self.replace_with(Some(lines), true);
             }
             None => self.change(|set| set.clone_from(&self.configured)),
         }
@@ -493,6 +545,35 @@ mod tests {
             password: Some("pw".into()),
             ..Config::default()
         })
+    }
+
+    /// A topology installed after a change here but before it was saved predates it: it
+    /// must not undo the change (which would then be "saved" as already there, and lost).
+    #[test]
+    fn a_topology_older_than_an_unsaved_change_does_not_undo_it() {
+        let users = users();
+        let persisted = users.lines();
+        users
+            .set_user("app", &["on", "nopass", "~*", "+@all"])
+            .unwrap();
+        let made = users.local_changes();
+        assert_eq!(users.sync(Some(&persisted)), Dropped::default());
+        assert!(users.get("app").is_some());
+        // Once saved, a topology's users replace them again (another proxy's change).
+        users.settled(made);
+        assert_eq!(users.sync(Some(&persisted)).gone, ["app".to_owned()]);
+        assert!(users.get("app").is_none());
+        // A change whose save failed is undone even before it is settled.
+        assert_eq!(users.delete(&["nobody".to_owned()]), 0);
+        assert_eq!(
+            users.local_changes(),
+            made,
+            "nothing deleted, nothing to save"
+        );
+        users.set_default_password(b"new");
+        assert!(users.local_changes() > made);
+        users.revert(Some(&persisted));
+        assert!(users.authenticate("default", b"pw").is_some());
     }
 
     #[test]

@@ -600,3 +600,72 @@ async fn changed_users_are_saved_with_the_topology_and_survive_a_restart() {
     );
     proxy.stop().await;
 }
+
+/// User changes made while the topology changes for other reasons (here: an in-sync replica
+/// marked in sync again and again, each an epoch) are all kept and saved: an epoch made
+/// before a change was saved does not undo it (which would then count as saved already).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_changes_survive_topology_changes_made_meanwhile() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let cluster = TestCluster::start_with(1, true, "", &[]).await;
+    let controller = Arc::clone(cluster.proxy.as_ref().expect("proxy").controller());
+    let topology = Arc::clone(controller.state().router.load().topology());
+    let (shard, replica) = (
+        topology.shards[0].id,
+        topology.shards[0].replicas[0].addr.clone(),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let epochs = {
+        let (controller, stop) = (Arc::clone(&controller), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let mut made = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                controller
+                    .change(redshard_config::TopologyChange::SetReplicaState {
+                        shard,
+                        addr: replica.clone(),
+                        state: redshard_config::ReplicaState::InSync,
+                    })
+                    .await
+                    .expect("an unrelated topology change");
+                made += 1;
+            }
+            made
+        })
+    };
+    let mut c = cluster.client().await;
+    const USERS: usize = 60;
+    for i in 0..USERS {
+        let name = format!("u{i}");
+        assert!(c
+            .cmd(&["ACL", "SETUSER", &name, "on", "nopass", "~*", "+@all"])
+            .await
+            .is_ok());
+    }
+    stop.store(true, Ordering::Relaxed);
+    let made = epochs.await.expect("the epochs");
+    assert!(made > 0, "no topology change ran meanwhile");
+    let persisted = controller
+        .state()
+        .router
+        .load()
+        .topology()
+        .users
+        .clone()
+        .unwrap_or_default();
+    for i in 0..USERS {
+        let name = format!("u{i}");
+        assert!(
+            matches!(c.cmd(&["ACL", "GETUSER", &name]).await, Reply::Array(_)),
+            "{name} is gone ({made} other epochs meanwhile)"
+        );
+        assert!(
+            persisted
+                .iter()
+                .any(|l| l.starts_with(&format!("user {name} "))),
+            "{name} is not saved ({made} other epochs meanwhile)"
+        );
+    }
+}
