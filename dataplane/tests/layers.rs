@@ -49,6 +49,9 @@ const LAYERS: &[(&str, u8)] = &[
     // The proxy's users (ACL rules compiled from the configuration and ACL SETUSER), read by
     // the state and the session: a table with no data-plane imports.
     ("users", 1),
+    // The literal keys of the scripts the proxy has seen, by SHA1, read by the session for an
+    // EVALSHA called with no key: a table over the protocol's script reader.
+    ("script_keys", 1),
     // The topology-writing capability: a token only the router mints and the controller
     // holds, named by the backend (`Node::fence`) as well as the router.
     ("router::writer", 1),
