@@ -109,13 +109,11 @@ pub struct ClientFields {
     pub resp: u8,
     /// The user it authenticated as (empty: `default`), for CLIENT LIST and CLIENT KILL USER.
     pub(crate) user: String,
-    /// Its SUBSCRIBE channels, PSUBSCRIBE patterns and SSUBSCRIBE channels (CLIENT LIST's
-    /// `sub`, `psub`, `ssub`; a client with any is of type `pubsub`).
-    pub(crate) subscriptions: [usize; 3],
-    /// The names behind those counts, shared with the client's session while it has any, so
-    /// that a change of its user's channels closes it only when one of them is no longer
-    /// allowed, as Redis does.
-    pub(crate) subscribed: Option<Arc<Mutex<Subscribed>>>,
+    /// Its SUBSCRIBE channels, PSUBSCRIBE patterns and SSUBSCRIBE channels, shared with its
+    /// session while it has any: CLIENT LIST's `sub`, `psub`, `ssub` (a client with any is
+    /// of type `pubsub`), and what a change of its user's channels checks, to close it only
+    /// when one of them is no longer allowed, as Redis does.
+    pub(crate) subscriptions: Option<Arc<Mutex<Subscribed>>>,
     /// In MONITOR mode (CLIENT LIST's `flags=O`).
     pub(crate) monitor: bool,
     /// Its CLIENT TRACKING, while on (CLIENT LIST's `flags=t`, `B`, `R` and `redir`), kept
@@ -135,6 +133,15 @@ pub(crate) struct Subscribed {
 }
 
 impl Subscribed {
+    /// How many of each: SUBSCRIBE channels, PSUBSCRIBE patterns, SSUBSCRIBE channels.
+    pub(crate) fn counts(&self) -> [usize; 3] {
+        [
+            self.channels.len(),
+            self.patterns.len(),
+            self.shard_channels.len(),
+        ]
+    }
+
     /// Whether `user` allows every one of them (Redis 7.0's `ACLKillPubsubClientsIfNeeded`:
     /// a pattern must be one of the user's patterns as written, a channel match one).
     pub(crate) fn allowed_by(&self, user: &redshard_protocol::acl::User) -> bool {
@@ -176,8 +183,7 @@ impl Default for ClientFields {
             lib_ver: String::new(),
             resp: 2,
             user: String::new(),
-            subscriptions: [0; 3],
-            subscribed: None,
+            subscriptions: None,
             monitor: false,
             tracking: None,
         }
@@ -339,7 +345,7 @@ impl ClientInfo {
     #[must_use]
     pub fn line(&self, argv_mem: usize) -> String {
         let f = self.fields();
-        let [sub, psub, ssub] = f.subscriptions;
+        let [sub, psub, ssub] = f.subscription_counts();
         let omem = self.output_bytes.load(Ordering::Relaxed);
         let multi = self.multi.load(Ordering::Relaxed);
         let multi_mem = if multi >= 0 {
@@ -400,7 +406,17 @@ impl ClientFields {
     /// Whether the client has any subscription (Redis's client type `pubsub`).
     #[must_use]
     pub fn subscribed(&self) -> bool {
-        self.subscriptions.iter().any(|&n| n > 0)
+        self.subscription_counts().iter().any(|&n| n > 0)
+    }
+
+    /// CLIENT LIST's `sub`, `psub` and `ssub` (the session's lock is taken after this one's,
+    /// never the other way round).
+    pub(crate) fn subscription_counts(&self) -> [usize; 3] {
+        self.subscriptions.as_ref().map_or([0; 3], |sets| {
+            sets.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .counts()
+        })
     }
 }
 
@@ -807,7 +823,9 @@ mod tests {
         let a = client(&clients, 1000);
         let b = client(&clients, 1001);
         b.fields().user = "app".into();
-        b.fields().subscriptions[0] = 1;
+        let mut sets = Subscribed::default();
+        sets.channels.insert(b"news".to_vec());
+        b.fields().subscriptions = Some(Arc::new(Mutex::new(sets)));
         let ids = |filter: &KillFilter| -> Vec<u64> {
             clients.matching(filter).iter().map(|c| c.id).collect()
         };

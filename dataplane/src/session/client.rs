@@ -143,7 +143,7 @@ pub(super) fn close_lost_subscribers(state: &ProxyState, name: &str) -> usize {
     let mut closed = 0;
     for target in state.clients.matching(&filter) {
         // Out of the fields' lock before the session's (it never holds both either).
-        let subscribed = target.fields().subscribed.clone();
+        let subscribed = target.fields().subscriptions.clone();
         let allowed = subscribed.is_some_and(|sets| {
             sets.lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -146,23 +146,15 @@ pub(super) fn handle(
     }
 }
 
-/// Puts the client's subscriptions in its CLIENT LIST entry (counts, and the names for ACL
-/// changes).
+/// Puts the client's subscriptions in its CLIENT LIST entry (for its counts, and for ACL
+/// changes to check).
 pub(super) fn show_counts(ctx: &Ctx) {
-    let (counts, shared) = ctx.pubsub.as_deref().map_or(([0; 3], None), |ps| {
-        let sets = ps.sets();
-        (
-            [
-                sets.channels.len(),
-                sets.patterns.len(),
-                sets.shard_channels.len(),
-            ],
-            Some(Arc::clone(&ps.sets)),
-        )
-    });
-    let mut fields = ctx.client.fields();
-    fields.subscriptions = counts;
-    fields.subscribed = shared;
+    let shared = ctx
+        .pubsub
+        .as_deref()
+        .filter(|ps| ps.is_active())
+        .map(|ps| Arc::clone(&ps.sets));
+    ctx.client.fields().subscriptions = shared;
 }
 
 fn names(kind: Kind) -> (&'static [u8], &'static [u8], &'static [u8]) {
