@@ -62,10 +62,11 @@ enum Token<'a> {
 }
 
 /// Every key the script `body` can touch, when its text shows them all as literals (see the
-/// module's documentation); `None` when it does not.
+/// module's documentation); `None` when it does not. Linear in the body's length.
 #[must_use]
 pub fn literal_keys(body: &[u8]) -> Option<Vec<Bytes>> {
     let tokens = lex(body)?;
+    let brackets = Brackets::of(&tokens)?;
     let mut keys: Vec<Bytes> = Vec::new();
     for (i, token) in tokens.iter().enumerate() {
         let Token::Name(name) = token else {
@@ -93,21 +94,106 @@ pub fn literal_keys(body: &[u8]) -> Option<Vec<Bytes>> {
         let Some(Token::Symbol(b"(")) = tokens.get(i + 3) else {
             return None;
         };
-        call_keys(&tokens[i + 4..], &mut keys)?;
+        call_keys(&tokens, &brackets, i + 3, &mut keys)?;
     }
     Some(keys)
 }
 
-/// The keys of one `redis.call(` whose arguments start `after` the parenthesis.
-fn call_keys(after: &[Token<'_>], keys: &mut Vec<Bytes>) -> Option<()> {
-    let args = split_args(after)?;
+/// Where each bracket of a token list closes, and the commas directly inside each: found in
+/// one pass, so that reading every call costs the length of its own arguments only.
+struct Brackets {
+    /// For an opening bracket's index, its closing bracket's; for a closing one's, its
+    /// opening bracket's; unused elsewhere.
+    partner: Vec<usize>,
+    /// The commas directly inside each `(`, by the index of the `(`.
+    commas: std::collections::HashMap<usize, Vec<usize>>,
+    /// How many `function` keywords come before each token (and one past the end).
+    functions: Vec<u32>,
+}
+
+impl Brackets {
+    /// The brackets of `tokens`; `None` when they do not match (Lua would not compile it).
+    fn of(tokens: &[Token<'_>]) -> Option<Self> {
+        let mut partner = vec![usize::MAX; tokens.len()];
+        let mut commas: std::collections::HashMap<usize, Vec<usize>> =
+            std::collections::HashMap::new();
+        let mut functions = Vec::with_capacity(tokens.len() + 1);
+        let mut open: Vec<usize> = Vec::new();
+        let mut seen = 0u32;
+        for (i, token) in tokens.iter().enumerate() {
+            functions.push(seen);
+            match token {
+                Token::Name(b"function") => seen += 1,
+                Token::Symbol(b"(" | b"[" | b"{") => open.push(i),
+                Token::Symbol(closer @ (b")" | b"]" | b"}")) => {
+                    let o = open.pop()?;
+                    let expected: &[u8] = match tokens[o] {
+                        Token::Symbol(b"(") => b")",
+                        Token::Symbol(b"[") => b"]",
+                        _ => b"}",
+                    };
+                    if *closer != expected {
+                        return None;
+                    }
+                    partner[o] = i;
+                    partner[i] = o;
+                }
+                Token::Symbol(b",") => {
+                    if let Some(&o) = open.last() {
+                        if matches!(tokens[o], Token::Symbol(b"(")) {
+                            commas.entry(o).or_default().push(i);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        functions.push(seen);
+        open.is_empty().then_some(Self {
+            partner,
+            commas,
+            functions,
+        })
+    }
+
+    /// The arguments of the call whose `(` is at `open`, as index ranges; `None` for an
+    /// empty argument or a function defined among them (its body's commas are statements').
+    fn args(&self, open: usize) -> Option<SmallVec<[std::ops::Range<usize>; 8]>> {
+        let close = self.partner[open];
+        if self.functions[close] != self.functions[open] {
+            return None;
+        }
+        let mut args = SmallVec::new();
+        let mut start = open + 1;
+        for &comma in self.commas.get(&open).map_or(&[][..], Vec::as_slice) {
+            args.push(start..comma);
+            start = comma + 1;
+        }
+        if start < close || !args.is_empty() {
+            args.push(start..close);
+        }
+        if args.iter().any(|a: &std::ops::Range<usize>| a.is_empty()) {
+            return None;
+        }
+        Some(args)
+    }
+}
+
+/// The keys of the `redis.call(` whose parenthesis is at `open`.
+fn call_keys(
+    tokens: &[Token<'_>],
+    brackets: &Brackets,
+    open: usize,
+    keys: &mut Vec<Bytes>,
+) -> Option<()> {
+    let args = brackets.args(open)?;
     // The last argument must be one value: not a call (`f(x)`, `f"x"`, `f{x}`) or `...`.
-    if ends_with_call(args.last()?) {
+    if ends_with_call(tokens, brackets, args.last()?.clone()) {
         return None;
     }
     let values: SmallVec<[Option<&[u8]>; 8]> = args
         .iter()
-        .map(|arg| match arg {
+        .map(|arg| match &tokens[arg.clone()] {
             [Token::Str(value)] => Some(value.as_slice()),
             _ => None,
         })
@@ -139,78 +225,28 @@ fn call_keys(after: &[Token<'_>], keys: &mut Vec<Bytes>) -> Option<()> {
     Some(())
 }
 
-/// Whether the expression `arg` ends with a function call or `...` (either may be several
-/// values): its last token closes a call's arguments, which follow a name, `)`, `]` or a
-/// string (a parenthesised expression `(f(x))` is one value).
-fn ends_with_call(arg: &[Token<'_>]) -> bool {
-    let Some(last) = arg.last() else {
+/// Whether the expression `arg` (a range of `tokens`) ends with a function call or `...`
+/// (either may be several values): its last token closes a call's arguments, which follow a
+/// name, `)`, `]` or a string (a parenthesised expression `(f(x))` is one value).
+fn ends_with_call(tokens: &[Token<'_>], brackets: &Brackets, arg: std::ops::Range<usize>) -> bool {
+    let Some(last) = arg.end.checked_sub(1).filter(|&l| l >= arg.start) else {
         return false;
     };
-    let open = match last {
+    let open = match tokens[last] {
         Token::Symbol(b"...") => return true,
-        Token::Str(_) => arg.len() - 1,
-        Token::Symbol(b")" | b"}") => {
-            let mut depth = 0usize;
-            let mut open = None;
-            for (i, token) in arg.iter().enumerate().rev() {
-                match token {
-                    Token::Symbol(b")" | b"]" | b"}") => depth += 1,
-                    Token::Symbol(b"(" | b"[" | b"{") => {
-                        depth = depth.saturating_sub(1);
-                        if depth == 0 {
-                            open = Some(i);
-                            break;
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            let Some(open) = open else {
-                return true;
-            };
-            open
-        }
+        Token::Str(_) => last,
+        Token::Symbol(b")" | b"}") => brackets.partner[last],
         _ => return false,
     };
-    open > 0
+    open > arg.start
         && matches!(
-            arg[open - 1],
+            tokens[open - 1],
             Token::Name(_) | Token::Str(_) | Token::Symbol(b")" | b"]" | b"}")
         )
         && !matches!(
-            arg[open - 1],
+            tokens[open - 1],
             Token::Name(b"and" | b"or" | b"not" | b"return" | b"in" | b"then" | b"do")
         )
-}
-
-/// The arguments of a call, each as its tokens, up to the call's closing parenthesis.
-fn split_args<'t, 'a>(tokens: &'t [Token<'a>]) -> Option<Vec<&'t [Token<'a>]>> {
-    let mut args = Vec::new();
-    let mut depth = 0usize;
-    let mut start = 0;
-    for (i, token) in tokens.iter().enumerate() {
-        match token {
-            // A function body has statements, whose commas are not the call's.
-            Token::Name(b"function") => return None,
-            Token::Symbol(b"(" | b"[" | b"{") => depth += 1,
-            Token::Symbol(b")") if depth == 0 => {
-                if i > start || !args.is_empty() {
-                    args.push(&tokens[start..i]);
-                }
-                if args.iter().any(|a: &&[Token<'_>]| a.is_empty()) {
-                    return None;
-                }
-                return Some(args);
-            }
-            Token::Symbol(b")" | b"]" | b"}") => depth = depth.checked_sub(1)?,
-            Token::Symbol(b",") if depth == 0 => {
-                args.push(&tokens[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    None
 }
 
 /// Lua 5.1's tokens of `body`; `None` for what Lua would not compile either.
@@ -486,6 +522,20 @@ mod tests {
         ] {
             assert_eq!(keys(body), None, "{body}");
         }
+    }
+
+    /// Nested calls are each read over their own arguments: a deep nest reads in one pass.
+    #[test]
+    fn deeply_nested_calls_are_read() {
+        let depth = 5_000;
+        let body = format!(
+            "return {}'v'{}",
+            "redis.call('SET', 'k', ".repeat(depth),
+            ", 'EX', '1')".repeat(depth)
+        );
+        assert_eq!(keys(&body).unwrap().len(), depth);
+        let unclosed = "redis.call(".repeat(depth);
+        assert_eq!(keys(&unclosed), None);
     }
 
     #[test]
