@@ -471,11 +471,9 @@ impl Controller {
             };
             {
                 let _guard = controller.change_lock.lock().await;
-                let users = &controller.state.users;
-                users.settled(changes);
+                controller.state.users.settled(changes);
                 let table = controller.state.router.load();
-                let dropped = users.sync(table.topology().users.as_deref());
-                redshard_dataplane::session::disconnect_users(&controller.state, &dropped);
+                controller.take_users(table.topology().users.as_deref());
             }
             let _ = done.send(reply);
         });
@@ -515,11 +513,17 @@ impl Controller {
         forward.set_users(users).await
     }
 
+    /// Makes a topology's users (`lines`) the proxy's, unless a change made here is not
+    /// saved yet, and disconnects the clients Redis would have (the change lock is held).
+    fn take_users(&self, lines: Option<&[String]>) {
+        let dropped = self.state.users.sync(lines);
+        redshard_dataplane::session::disconnect_users(&self.state, &dropped);
+    }
+
     /// Installs `next` and has the probes track its nodes (the change lock is held); its
     /// users become the proxy's when they differ (another proxy of the fleet changed them).
     fn install_locked(&self, next: Topology) {
-        let dropped = self.state.users.sync(next.users.as_deref());
-        redshard_dataplane::session::disconnect_users(&self.state, &dropped);
+        self.take_users(next.users.as_deref());
         self.state.router.install(&self.writer, next);
         let table = self.state.router.load();
         self.probes.track(table.topology().nodes());

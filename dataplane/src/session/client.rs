@@ -95,11 +95,7 @@ fn kill_filter(ctx: &Ctx, args: Args<'_>) -> Result<KillFilter, ClientError> {
 pub(super) fn close(ctx: &Ctx, filter: &KillFilter) -> usize {
     let targets = ctx.state.clients.matching(filter);
     for target in &targets {
-        target.kill();
-        // A parked client has no task to see it: the park room hands it back first.
-        if let Some(room) = super::park::room_of(&ctx.state) {
-            room.release(target.id);
-        }
+        super::park::disconnect(&ctx.state, target);
     }
     targets.len()
 }
@@ -115,10 +111,7 @@ pub fn disconnect_users(state: &ProxyState, dropped: &crate::users::Dropped) -> 
             ..KillFilter::default()
         };
         for target in state.clients.matching(&filter) {
-            target.kill();
-            if let Some(room) = super::park::room_of(state) {
-                room.release(target.id);
-            }
+            super::park::disconnect(state, &target);
             closed += 1;
         }
     }
@@ -152,10 +145,7 @@ pub(super) fn close_lost_subscribers(state: &ProxyState, name: &str) -> usize {
         if allowed {
             continue;
         }
-        target.kill();
-        if let Some(room) = super::park::room_of(state) {
-            room.release(target.id);
-        }
+        super::park::disconnect(state, &target);
         closed += 1;
     }
     closed

@@ -65,7 +65,7 @@ pub(super) fn handle(
             ctx.db = 0;
             ctx.client.set_db(0);
             ctx.pubsub = None;
-            super::pubsub::show_counts(ctx);
+            super::pubsub::show_subscriptions(ctx);
             super::tracking::reset(ctx);
             if ctx.protocol != Protocol::Resp2 {
                 ctx.protocol = Protocol::Resp2;

@@ -127,7 +127,7 @@ pub(super) fn handle(
                 CommandId::Punsubscribe => unsubscribe(ctx, table, args, Kind::Pattern),
                 _ => unsubscribe(ctx, table, args, Kind::Shard),
             };
-            show_counts(ctx);
+            show_subscriptions(ctx);
             action
         }
         CommandId::PubsubChannels | CommandId::PubsubShardchannels => {
@@ -148,7 +148,7 @@ pub(super) fn handle(
 
 /// Puts the client's subscriptions in its CLIENT LIST entry (for its counts, and for ACL
 /// changes to check).
-pub(super) fn show_counts(ctx: &Ctx) {
+pub(super) fn show_subscriptions(ctx: &Ctx) {
     let shared = ctx
         .pubsub
         .as_deref()

@@ -264,11 +264,16 @@ async fn sweep(state: Arc<ProxyState>, mut shutdown: Shutdown) {
 /// `timeout`), parked ones included.
 fn close_idle(state: &ProxyState, secs: u64) {
     for client in state.clients.timed_out(secs) {
-        client.kill();
-        // A parked client has no task to see it: the park room hands it back first.
-        if let Some(room) = room_of(state) {
-            room.release(client.id);
-        }
+        disconnect(state, &client);
+    }
+}
+
+/// Closes `client` (CLIENT KILL, a user deleted, idle too long), parked or not.
+pub(in crate::session) fn disconnect(state: &ProxyState, client: &ClientInfo) {
+    client.kill();
+    // A parked client has no task to see it: the park room hands it back first.
+    if let Some(room) = room_of(state) {
+        room.release(client.id);
     }
 }
 
