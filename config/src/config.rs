@@ -272,6 +272,10 @@ pub struct Limits {
     /// Keys read by CLIENT TRACKING clients (default mode) the proxy remembers at most; when
     /// full, it forgets keys and sends their readers invalidations, as Redis does.
     pub tracking_table_max_keys: usize,
+    /// Whether the replies to the requests a pipelining client sent in one read are written
+    /// together once all are in (as Redis writes a pipeline's replies after running what it
+    /// read), rather than each as soon as it and those before it are in.
+    pub coalesce_replies: bool,
 }
 
 /// `[log]`.
@@ -393,6 +397,7 @@ impl Default for Limits {
             idle_park: Duration::from_millis(DEFAULT_IDLE_PARK_MS),
             client_timeout: Duration::ZERO,
             tracking_table_max_keys: DEFAULT_TRACKING_TABLE_MAX_KEYS,
+            coalesce_replies: crate::file::DEFAULT_COALESCE_REPLIES,
         }
     }
 }
@@ -1067,6 +1072,10 @@ fn limits(file: LimitsFile, src: &Source<'_>) -> Result<Limits, ConfigError> {
             "limits.tracking_table_max_keys",
             DEFAULT_TRACKING_TABLE_MAX_KEYS,
         )?,
+        coalesce_replies: file.coalesce_replies.map_or(
+            crate::file::DEFAULT_COALESCE_REPLIES,
+            toml::Spanned::into_inner,
+        ),
     };
     if limits.output_buffer_soft_bytes > limits.output_buffer_hard_bytes {
         return Err(src.invalid(

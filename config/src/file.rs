@@ -37,6 +37,7 @@
 //! max_inline_bytes = 65536
 //! max_query_buffer_bytes = 1073741824
 //! max_pipeline = 100000
+//! coalesce_replies = true
 //! max_reply_depth = 16384
 //!
 //! [log]
@@ -145,6 +146,11 @@ pub const DEFAULT_MAX_MULTIBULK_LEN: usize = 1024 * 1024;
 pub const DEFAULT_MAX_INLINE_BYTES: usize = 64 * 1024;
 /// Default of `limits.max_query_buffer_bytes`: 1 GiB, Redis's `client-query-buffer-limit`.
 pub const DEFAULT_MAX_QUERY_BUFFER_BYTES: usize = 1024 * 1024 * 1024;
+/// Default of `limits.coalesce_replies`: on. Redis itself writes a pipeline's replies after
+/// running what it read from the client; the proxy, whose replies come from several nodes,
+/// does the same (one write and one wake-up of the client instead of one per node).
+pub const DEFAULT_COALESCE_REPLIES: bool = true;
+
 /// Default of `limits.max_pipeline`.
 pub const DEFAULT_MAX_PIPELINE: usize = 100_000;
 /// Default of `limits.output_buffer_hard_bytes`: a client whose unsent replies exceed 1 GiB is
@@ -456,6 +462,9 @@ pub struct LimitsFile {
     /// remembers; past it, keys are forgotten and their readers told to drop them. Default
     /// [`DEFAULT_TRACKING_TABLE_MAX_KEYS`].
     pub tracking_table_max_keys: Option<Spanned<usize>>,
+    /// `coalesce_replies`: whether the replies to the requests a pipelining client sent in
+    /// one read leave together, once all are in. Default [`DEFAULT_COALESCE_REPLIES`].
+    pub coalesce_replies: Option<Spanned<bool>>,
 }
 
 /// `[slowlog]`.

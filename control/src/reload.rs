@@ -191,6 +191,10 @@ fn reload_inner(state: &ProxyState) -> Result<ReloadReport, ReloadError> {
         ),
         ("limits.idle_park_ms", old.idle_park != new.idle_park),
         (
+            "limits.coalesce_replies",
+            old.coalesce_replies != new.coalesce_replies,
+        ),
+        (
             "limits.tracking_table_max_keys",
             old.tracking_table_max_keys != new.tracking_table_max_keys,
         ),

@@ -11,6 +11,9 @@
 //! A plaintext session that waits with nothing else to do offers its socket to the queue (see
 //! [`ReplyQueue::load_offering`]): the reply to its one outstanding request is then written
 //! by the lane that delivers it, under the queue's lock, instead of waking the session.
+//!
+//! A pipelining client's replies are held until every request in flight when the session
+//! last looked is answered, then leave together (see [`ReplyQueue::load_offering`]).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -47,6 +50,11 @@ pub struct ReplyQueue {
 /// whole sweep interval.
 const PARK_AT_TICK: u8 = 2;
 
+/// Reply bytes a hold keeps at most (see [`ReplyQueue::load_offering`]): past them the
+/// replies leave as they come again, so a pipeline of large values is not all buffered
+/// before the client gets the first (and a write per reply costs little beside their size).
+const HOLD_MAX_BYTES: usize = 64 * 1024;
+
 /// What a reply in flight is expected to weigh before the client's first replies have shown
 /// what its requests bring back: large enough that a client's first burst of requests for big
 /// values is not a gigabyte on a node's shared connection (see [`Load::inflight_bytes`]).
@@ -80,6 +88,13 @@ struct Inner {
     /// limits; cleared the next time it looks at the queue, before it writes or dispatches
     /// anything. Only ever set while `direct` is there.
     direct_open: bool,
+    /// Entries below `hold_until` still waiting for their reply: while any is, a completed
+    /// front entry does not wake the session (see [`ReplyQueue::load_offering`]).
+    hold_waiting: u32,
+    /// The end (exclusive) of the entries the session holds replies for until all are in:
+    /// the requests of one read leave in one write, as Redis writes a pipeline's replies
+    /// after running what it read. Meaningful only while `hold_waiting` is not 0.
+    hold_until: u64,
 }
 
 /// A reply written to the client by whoever delivers it (a backend lane), without waking
@@ -115,6 +130,15 @@ enum DirectWrite {
 }
 
 impl Inner {
+    /// Whether the front entry has its whole reply.
+    fn front_complete(&self) -> bool {
+        match self.entries.front() {
+            Some((Entry::Ready(_), _)) => true,
+            Some((Entry::Gather(g), _)) => g.missing == 0,
+            _ => false,
+        }
+    }
+
     /// Writes the reply just stored in the front entry straight to the client's socket (see
     /// [`Direct`]) if it is the only entry, a plain reply, labelled, and did not take
     /// SLOWLOG's time; records what the session would have (command metrics, output bytes).
@@ -170,6 +194,8 @@ impl Default for Inner {
             closed: false,
             direct: None,
             direct_open: false,
+            hold_waiting: 0,
+            hold_until: 0,
         }
     }
 }
@@ -299,10 +325,25 @@ impl ReplyQueue {
     /// read, and waits for replies to leave); then, while the queue holds no reply bytes and
     /// fewer entries than that, a reply for its one entry is written straight to the socket
     /// by whoever delivers it (see [`Direct`]).
+    ///
+    /// With `hold` (`[limits] coalesce_replies`, and no request in flight that may wait
+    /// long), when no hold is on and two or more requests are in flight, the session is not
+    /// woken for their replies until all of them are in (or the bytes held pass
+    /// [`HOLD_MAX_BYTES`], or `wake_over`): the replies to a pipeline, which come from several nodes at different
+    /// moments, then leave in one write, as Redis writes a pipeline's replies after running
+    /// what it read, instead of one write (and one wake-up of the client) per node. Requests
+    /// dispatched meanwhile are not part of the hold: it ends when the ones in flight now are
+    /// answered, whatever the client sends next.
     #[inline]
-    pub(crate) fn load_offering(&self, wake_over: usize, offer: Option<usize>) -> Load {
+    pub(crate) fn load_offering(&self, wake_over: usize, offer: Option<usize>, hold: bool) -> Load {
         let mut inner = self.lock();
         inner.wake_over = wake_over;
+        if hold && inner.hold_waiting == 0 && inner.waiting >= 2 {
+            if let Ok(waiting) = u32::try_from(inner.waiting) {
+                inner.hold_until = inner.head + inner.entries.len() as u64;
+                inner.hold_waiting = waiting;
+            }
+        }
         let load = Load {
             entries: inner.entries.len(),
             held: inner.held,
@@ -367,6 +408,7 @@ impl ReplyQueue {
         inner.closed = true;
         inner.held = 0;
         inner.waiting = 0;
+        inner.hold_waiting = 0;
         inner.entries = VecDeque::new();
         inner.direct = None;
         inner.direct_open = false;
@@ -463,12 +505,7 @@ impl ReplyQueue {
         // again until it offers anew.
         inner.direct_open = false;
         loop {
-            let done = match inner.entries.front() {
-                Some((Entry::Ready(_), _)) => true,
-                Some((Entry::Gather(g), _)) => g.missing == 0,
-                _ => false,
-            };
-            if !done {
+            if !inner.front_complete() {
                 return;
             }
             let seq = inner.head;
@@ -622,13 +659,24 @@ impl ReplyQueue {
             inner.held += len;
             inner.estimate = len.max(inner.estimate - inner.estimate / 16);
         }
+        // Whether a hold ended with this reply: the front entry is then written if complete.
+        let mut released = false;
         if complete {
             inner.waiting -= 1;
+            if inner.hold_waiting > 0 && seq < inner.hold_until {
+                inner.hold_waiting -= 1;
+                released = inner.hold_waiting == 0;
+            }
+        }
+        if inner.hold_waiting > 0 && inner.held > HOLD_MAX_BYTES {
+            // Large replies: what they weigh matters now, not the writes they take.
+            inner.hold_waiting = 0;
+            released = true;
         }
         // The front entry is complete: the session is woken to write it, unless it offered
         // the socket and the reply, its only entry, went straight to it (a client with one
         // request at a time; a pipelining client's replies leave together, through the
-        // session).
+        // session), or it holds the replies until the last one it waits for is in.
         if complete
             && index == 0
             && inner.entries.len() == 1
@@ -637,7 +685,9 @@ impl ReplyQueue {
         {
             return;
         }
-        if (complete && index == 0) || inner.held > inner.wake_over {
+        let front = (complete && index == 0 && inner.hold_waiting == 0)
+            || (released && inner.front_complete());
+        if front || inner.held > inner.wake_over {
             drop(guard);
             self.wake();
         }
@@ -943,7 +993,7 @@ mod tests {
         use futures_util::FutureExt;
         let (q, mut client, _slowlog) = direct_queue().await;
         let reply = labelled(&q);
-        let load = q.load_offering(usize::MAX, OFFER);
+        let load = q.load_offering(usize::MAX, OFFER, false);
         assert_eq!(load.entries, 1);
         reply.deliver(Bytes::from_static(b"$1\r\nv\r\n"));
         assert_eq!(received(&mut client).await, b"$1\r\nv\r\n");
@@ -966,7 +1016,7 @@ mod tests {
         use tokio::io::AsyncReadExt;
         let (q, mut client, _slowlog) = direct_queue().await;
         let reply = labelled(&q);
-        q.load_offering(usize::MAX, OFFER);
+        q.load_offering(usize::MAX, OFFER, false);
         // Far more than loopback's socket buffers take while nobody reads.
         let big = Bytes::from(vec![b'x'; 32 << 20]);
         reply.deliver(big.clone());
@@ -1007,19 +1057,19 @@ mod tests {
         assert_eq!(take_all(&q), vec!["+a\r\n"]);
         // An offer the session withdrew by looking at the queue (take_ready) or dispatching
         // (label_and_load).
-        q.load_offering(usize::MAX, OFFER);
+        q.load_offering(usize::MAX, OFFER, false);
         assert!(take_all(&q).is_empty());
         labelled(&q).deliver(Bytes::from_static(b"+b\r\n"));
         assert_eq!(take_all(&q), vec!["+b\r\n"]);
-        q.load_offering(usize::MAX, OFFER);
+        q.load_offering(usize::MAX, OFFER, false);
         let _ = q.label_and_load(None, usize::MAX);
         labelled(&q).deliver(Bytes::from_static(b"+c\r\n"));
         assert_eq!(take_all(&q), vec!["+c\r\n"]);
         // Not for an unlabelled entry (its metrics are the session's), nor behind another.
-        q.load_offering(usize::MAX, OFFER);
+        q.load_offering(usize::MAX, OFFER, false);
         q.reserve().deliver(Bytes::from_static(b"+d\r\n"));
         assert_eq!(take_all(&q), vec!["+d\r\n"]);
-        q.load_offering(usize::MAX, OFFER);
+        q.load_offering(usize::MAX, OFFER, false);
         let first = labelled(&q);
         let second = labelled(&q);
         second.deliver(Bytes::from_static(b"+f\r\n"));
@@ -1027,7 +1077,7 @@ mod tests {
         assert_eq!(take_all(&q), vec!["+e\r\n", "+f\r\n"]);
         // Not one as slow as SLOWLOG's threshold in effect when it arrives: the session
         // records it.
-        q.load_offering(usize::MAX, OFFER);
+        q.load_offering(usize::MAX, OFFER, false);
         let reply = labelled(&q);
         slowlog.0.store(0, Ordering::Relaxed);
         reply.deliver(Bytes::from_static(b"+g\r\n"));
@@ -1035,11 +1085,11 @@ mod tests {
         slowlog.0.store(-1, Ordering::Relaxed);
         // Not at max_pipeline (the session is not reading: it waits for replies to leave).
         let held = labelled(&q);
-        q.load_offering(usize::MAX, Some(1));
+        q.load_offering(usize::MAX, Some(1), false);
         held.deliver(Bytes::from_static(b"+h\r\n"));
         assert_eq!(take_all(&q), vec!["+h\r\n"]);
         // Not once the session let go of the socket.
-        q.load_offering(usize::MAX, OFFER);
+        q.load_offering(usize::MAX, OFFER, false);
         q.detach_socket();
         labelled(&q).deliver(Bytes::from_static(b"+i\r\n"));
         assert_eq!(take_all(&q), vec!["+i\r\n"]);
@@ -1075,6 +1125,112 @@ mod tests {
         assert_eq!(take_all(&q), vec!["a", "b", "c"]);
         q.push_ready(Bytes::from_static(b"d"));
         assert!(q.may_be_ready(), "a reply of the proxy's own at the front");
+    }
+
+    #[test]
+    fn a_held_pipeline_wakes_its_session_once_every_reply_is_in() {
+        use futures_util::FutureExt;
+        let q = ReplyQueue::new();
+        let a = q.reserve();
+        let b = q.reserve();
+        let c = q.reserve();
+        q.load_offering(usize::MAX, None, true);
+        a.deliver(Bytes::from_static(b"a"));
+        assert!(!q.may_be_ready(), "b and c are still in flight");
+        c.deliver(Bytes::from_static(b"c"));
+        assert!(q.notified().now_or_never().is_none());
+        // A request dispatched meanwhile is not part of the hold.
+        let d = q.reserve();
+        q.load_offering(usize::MAX, None, true);
+        b.deliver(Bytes::from_static(b"b"));
+        assert!(q.notified().now_or_never().is_some(), "the last held reply");
+        assert_eq!(take_all(&q), vec!["a", "b", "c"]);
+        // The next look holds nothing for one request in flight.
+        q.load_offering(usize::MAX, None, true);
+        d.deliver(Bytes::from_static(b"d"));
+        assert!(q.notified().now_or_never().is_some());
+        assert_eq!(take_all(&q), vec!["d"]);
+    }
+
+    #[test]
+    fn a_hold_ends_early_for_the_output_limit_and_not_at_all_without_it() {
+        use futures_util::FutureExt;
+        let q = ReplyQueue::new();
+        let a = q.reserve();
+        let b = q.reserve();
+        q.load_offering(4, None, true);
+        a.deliver(Bytes::from_static(b"+aaaa\r\n"));
+        assert!(
+            q.notified().now_or_never().is_some(),
+            "over wake_over: the session must see its limit"
+        );
+        assert_eq!(take_all(&q), vec!["+aaaa\r\n"]);
+        b.deliver(Bytes::from_static(b"b"));
+        assert!(q.notified().now_or_never().is_some());
+        assert_eq!(take_all(&q), vec!["b"]);
+
+        // Past HOLD_MAX_BYTES the replies leave as they come.
+        let a = q.reserve();
+        let b = q.reserve();
+        let c = q.reserve();
+        q.load_offering(usize::MAX, None, true);
+        b.deliver(Bytes::from(vec![b'b'; HOLD_MAX_BYTES]));
+        assert!(
+            q.notified().now_or_never().is_none(),
+            "the front still waits"
+        );
+        a.deliver(Bytes::from(vec![b'a'; 2]));
+        assert!(
+            q.notified().now_or_never().is_some(),
+            "over HOLD_MAX_BYTES held: the hold is over"
+        );
+        assert_eq!(take_all(&q).len(), 2);
+        c.deliver(Bytes::from_static(b"c"));
+        assert!(q.notified().now_or_never().is_some());
+        assert_eq!(take_all(&q), vec!["c"]);
+
+        // Without hold (coalesce_replies = false, or a request that may wait long), each
+        // completed front entry wakes the session as before.
+        let a = q.reserve();
+        let b = q.reserve();
+        q.load_offering(usize::MAX, None, false);
+        a.deliver(Bytes::from_static(b"a"));
+        assert!(q.notified().now_or_never().is_some());
+        b.deliver(Bytes::from_static(b"b"));
+        assert_eq!(take_all(&q), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn a_held_gathered_entry_counts_once_every_part_is_in() {
+        use futures_util::FutureExt;
+        let q = ReplyQueue::new();
+        let seq = q.reserve_gather(2, MergePlan::AllOk);
+        let b = q.reserve();
+        q.load_offering(usize::MAX, None, true);
+        q.part(seq, 0).deliver(Bytes::from_static(b"+OK\r\n"));
+        b.deliver(Bytes::from_static(b"b"));
+        assert!(
+            q.notified().now_or_never().is_none(),
+            "one part of the front entry is still in flight"
+        );
+        q.part(seq, 1).deliver(Bytes::from_static(b"+OK\r\n"));
+        assert!(q.notified().now_or_never().is_some());
+        assert_eq!(take_all(&q), vec!["+OK\r\n+OK\r\n", "b"]);
+    }
+
+    #[test]
+    fn closing_ends_a_hold() {
+        use futures_util::FutureExt;
+        let q = ReplyQueue::new();
+        let a = q.reserve();
+        let b = q.reserve();
+        q.load_offering(usize::MAX, None, true);
+        q.close();
+        a.deliver(Bytes::from_static(b"a"));
+        b.deliver(Bytes::from_static(b"b"));
+        assert!(q.is_empty());
+        assert_eq!(q.lock().hold_waiting, 0);
+        assert!(q.notified().now_or_never().is_none());
     }
 
     #[test]

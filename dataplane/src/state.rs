@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -155,6 +155,8 @@ pub struct HotSettings {
     pub soft_for: std::time::Duration,
     /// `[limits] max_inflight_reply_bytes`.
     pub inflight_bytes: usize,
+    /// `[limits] coalesce_replies`.
+    pub coalesce_replies: bool,
     /// `[slowlog]`.
     pub slowlog: redshard_config::SlowlogConfig,
 }
@@ -169,6 +171,7 @@ struct HotCells {
     /// In nanoseconds (saturated: 584 years).
     soft_for_ns: AtomicU64,
     inflight_bytes: AtomicUsize,
+    coalesce_replies: AtomicBool,
     slowlog_slower_than_us: AtomicI64,
     slowlog_max_len: AtomicUsize,
 }
@@ -188,6 +191,8 @@ impl HotCells {
         self.soft_for_ns.store(soft_for, Ordering::Relaxed);
         self.inflight_bytes
             .store(limits.max_inflight_reply_bytes, Ordering::Relaxed);
+        self.coalesce_replies
+            .store(limits.coalesce_replies, Ordering::Relaxed);
         self.slowlog_slower_than_us
             .store(config.slowlog.log_slower_than_us, Ordering::Relaxed);
         self.slowlog_max_len
@@ -202,6 +207,7 @@ impl HotCells {
             hard_bytes: self.hard_bytes.load(Ordering::Relaxed),
             soft_for: std::time::Duration::from_nanos(self.soft_for_ns.load(Ordering::Relaxed)),
             inflight_bytes: self.inflight_bytes.load(Ordering::Relaxed),
+            coalesce_replies: self.coalesce_replies.load(Ordering::Relaxed),
             slowlog: redshard_config::SlowlogConfig {
                 log_slower_than_us: self.slowlog_slower_than_us.load(Ordering::Relaxed),
                 max_len: self.slowlog_max_len.load(Ordering::Relaxed),
@@ -452,6 +458,7 @@ mod tests {
         next.limits.output_buffer_hard_bytes = 17;
         next.limits.output_buffer_soft = std::time::Duration::from_millis(1500);
         next.limits.max_inflight_reply_bytes = 19;
+        next.limits.coalesce_replies = false;
         next.slowlog.log_slower_than_us = -1;
         next.slowlog.max_len = 23;
         live.replace(Arc::new(next));
@@ -464,6 +471,7 @@ mod tests {
                 hard_bytes: 17,
                 soft_for: std::time::Duration::from_millis(1500),
                 inflight_bytes: 19,
+                coalesce_replies: false,
                 slowlog: redshard_config::SlowlogConfig {
                     log_slower_than_us: -1,
                     max_len: 23,

@@ -1,7 +1,8 @@
-//! Malformed input gets Redis's errors and a closed connection; limits hold; inline commands.
+//! Malformed input gets Redis's errors and a closed connection; limits hold; inline commands;
+//! a pipeline's replies leave together.
 
 use redshard_config::Config;
-use redshard_tests::cluster::{config_text, start_proxy};
+use redshard_tests::cluster::{config_text, key_on, start_proxy};
 use redshard_tests::{Client, RedisServer, Reply, TestCluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,5 +183,51 @@ async fn echoed_client_bytes_stay_on_the_error_line() {
             "{args:?}: the proxy answers as Redis"
         );
         assert_eq!(proxy.cmd(&["PING"]).await, Reply::Status("PONG".into()));
+    }
+}
+
+/// A pipeline's replies come from several nodes at different moments; like Redis, which writes
+/// them after running what it read, the proxy writes them together once all are in: here the
+/// fast `GET` on one shard waits for a slow script on the other. With `coalesce_replies =
+/// false`, the `GET`'s reply leaves at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_s_replies_leave_together_unless_coalescing_is_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Busy for half a second on its node.
+    let slow = "local t = redis.call('TIME') local start = t[1] * 1000000 + t[2] \
+                repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] - start > 500000 \
+                return 7";
+    let fast_key = key_on(2, 0, "fast");
+    let slow_key = key_on(2, 1, "slow");
+    let pipeline = format!(
+        "*2\r\n$3\r\nGET\r\n${}\r\n{fast_key}\r\n\
+         *4\r\n$4\r\nEVAL\r\n${}\r\n{slow}\r\n$1\r\n1\r\n${}\r\n{slow_key}\r\n",
+        fast_key.len(),
+        slow.len(),
+        slow_key.len()
+    );
+    for coalesce in [true, false] {
+        let extra = format!("[limits]\ncoalesce_replies = {coalesce}\n");
+        let cluster = TestCluster::start_with(2, false, &extra, &[]).await;
+        let mut socket = tokio::net::TcpStream::connect(cluster.addr).await.unwrap();
+        socket.write_all(pipeline.as_bytes()).await.unwrap();
+        let mut first = vec![0_u8; 64];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), socket.read(&mut first))
+            .await
+            .expect("a reply within 10 s")
+            .unwrap();
+        let first = &first[..n];
+        if coalesce {
+            assert_eq!(first, b"$-1\r\n:7\r\n", "both replies in the first read");
+        } else {
+            assert_eq!(first, b"$-1\r\n", "the GET's reply before the script's");
+            let mut rest = vec![0_u8; 64];
+            let n =
+                tokio::time::timeout(std::time::Duration::from_secs(10), socket.read(&mut rest))
+                    .await
+                    .expect("the script's reply within 10 s")
+                    .unwrap();
+            assert_eq!(&rest[..n], b":7\r\n");
+        }
     }
 }

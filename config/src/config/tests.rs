@@ -184,6 +184,7 @@ acllog_max_len = 64
 close_linger_ms = 60
 idle_park_ms = 70
 client_timeout_s = 300
+coalesce_replies = false
 
 [log]
 level = "info,redshard=debug"
@@ -265,6 +266,7 @@ format = "json"
             idle_park: Duration::from_millis(70),
             client_timeout: Duration::from_secs(300),
             tracking_table_max_keys: DEFAULT_TRACKING_TABLE_MAX_KEYS,
+            coalesce_replies: false,
         }
     );
     assert_eq!(config.log.level, "info,redshard=debug");

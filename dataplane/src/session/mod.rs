@@ -614,7 +614,11 @@ impl<S: ClientStream> Session<S> {
     /// [`Session::quiet`] and `crate::replies`).
     fn check_output_limits(&mut self, round: &RoundConfig) -> io::Result<usize> {
         let offer = self.quiet().then_some(round.max_pipeline);
-        let load = self.ctx.queue.load_offering(round.hard_bytes, offer);
+        // The same look holds the replies of the requests in flight until all are in (see
+        // `ReplyQueue::load_offering`), unless one of them may wait long: a blocking command
+        // (its private connection), a WAIT, a transaction, a subscription.
+        let hold = round.coalesce_replies && self.ctx.private.is_none() && self.plain_state();
+        let load = self.ctx.queue.load_offering(round.hard_bytes, offer, hold);
         let pending = load.held + self.out.len();
         self.ctx
             .client
