@@ -17,6 +17,10 @@ front of them, configured exactly as benches/load/run.py configures it (one work
         recv/send, epoll_wait, futex each), context switches, CPU migrations and task-clock
         during the case,
         and /proc/PID/stat its utime and stime: per request, each divided by N.
+  fds   the proxy runs natively; `perf record` of its read and write syscalls with their file
+        descriptors, split between its connections to the nodes (the sockets whose peer is a
+        master's port, open before the case) and the rest (the clients): reads and writes
+        per request on each side, e.g. how many writes a pipeline's replies take.
 
 Instruction and syscall counts do not depend on how busy the machine is, but they do depend
 on how requests batch (a proxy slowed down by callgrind sees bigger batches): compare builds
@@ -28,8 +32,9 @@ so its configuration here sets `[slowlog] log_slower_than_us = -1`.
   benches/load/count.py sys target/release/redshard --cases set_p1 -n 300000
   benches/load/count.py ir ~/src/predixy/src/predixy --predixy       # predixy (see README)
   benches/load/count.py sys target/release/redshard --clients 500 --threads 2
+  benches/load/count.py fds target/release/redshard --cases set_p16
 
-Needs redis-server, redis-benchmark, valgrind (ir) and perf (sys). Only 127.0.0.1 is
+Needs redis-server, redis-benchmark, valgrind (ir) and perf (sys, fds). Only 127.0.0.1 is
 contacted; everything started is stopped on exit.
 """
 
@@ -50,6 +55,7 @@ from run import free_port, predixy_config, raise_nofile, redshard_config, start_
 
 CASES = {"set_p1": ("set", 1), "get_p1": ("get", 1), "set_p16": ("set", 16), "get_p16": ("get", 16)}
 SYSCALLS = ["read", "recvfrom", "write", "writev", "sendto", "sendmsg", "epoll_wait", "futex"]
+FD_SYSCALLS = ["read", "recvfrom", "readv", "recvmsg", "write", "writev", "sendto", "sendmsg"]
 
 
 def bench_argv(port, case, n, clients):
@@ -122,6 +128,58 @@ def count_sys(proxy, port, case, n, clients, workdir, _keep):
     return " ".join(parts) + f"  [{bench.stdout.strip().splitlines()[-1].strip()}]"
 
 
+def node_fds(pid, masters):
+    """The proxy's file descriptors that are TCP connections to one of `masters` (ports)."""
+    inodes = {}
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(name) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+                    if remote_port in masters:
+                        inodes[fields[9]] = remote_port
+        except FileNotFoundError:
+            continue
+    fds = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        match = re.fullmatch(r"socket:\[(\d+)\]", target)
+        if match and match.group(1) in inodes:
+            fds.add(int(fd))
+    return fds
+
+
+def count_fds(masters, proxy, port, case, n, clients, workdir, _keep):
+    nodes = node_fds(proxy.pid, set(masters))
+    if not nodes:
+        raise BenchError("no connection from the proxy to a master found in /proc")
+    out = os.path.join(workdir, f"perf-fds-{case}.data")
+    events = [arg for s in FD_SYSCALLS for arg in ("-e", f"syscalls:sys_enter_{s}")]
+    perf = subprocess.Popen(["perf", "record", "-q", *events, "-p", str(proxy.pid), "-o", out],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)  # perf attached
+    bench = subprocess.run(bench_argv(port, case, n, clients), check=True, capture_output=True, text=True)
+    perf.send_signal(signal.SIGINT)
+    perf.wait()
+    script = subprocess.run(["perf", "script", "-i", out, "-F", "event,trace"], check=True,
+                            capture_output=True, text=True).stdout
+    counts = collections.Counter()
+    for line in script.splitlines():
+        match = re.search(r"sys_enter_(\w+):\s+fd: (0x[0-9a-f]+)", line)
+        if match:
+            kind = "write" if match.group(1) in ("write", "writev", "sendto", "sendmsg") else "read"
+            side = "nodes" if int(match.group(2), 16) in nodes else "clients"
+            counts[(side, kind)] += 1
+    parts = [f"{side}_{kind}s={counts[(side, kind)] / n:.4f}"
+             for side in ("clients", "nodes") for kind in ("read", "write")]
+    return " ".join(parts) + f" (node connections: {len(nodes)})  [{bench.stdout.strip().splitlines()[-1].strip()}]"
+
+
 def run(args, workdir):
     raise_nofile(args.clients + 1024)  # redis-benchmark's and the proxy's connections
     procs = Procs(workdir)
@@ -163,7 +221,8 @@ def run(args, workdir):
             if case not in CASES:
                 raise BenchError(f"unknown case {case!r} (one of {', '.join(CASES)})")
             n = args.n or (200_000 if CASES[case][1] > 1 else 50_000)
-            count = count_ir if args.mode == "ir" else count_sys
+            count = {"ir": count_ir, "sys": count_sys,
+                     "fds": lambda *a: count_fds(masters, *a)}[args.mode]
             result = count(proxy, port, case, n, args.clients, workdir, args.keep)
             print(f"{name} {case} n={n} c={args.clients} threads={args.threads}: {result}", flush=True)
     finally:
@@ -172,7 +231,8 @@ def run(args, workdir):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["ir", "sys"], help="instructions (callgrind) or syscalls (perf)")
+    parser.add_argument("mode", choices=["ir", "sys", "fds"],
+                        help="instructions (callgrind), syscalls (perf) or reads and writes per side (perf)")
     parser.add_argument("binary", help="the proxy's executable")
     parser.add_argument("--predixy", action="store_true", help="the binary is predixy, not redshard")
     parser.add_argument("--cases", default=",".join(CASES), help="comma-separated, of: " + ", ".join(CASES))
