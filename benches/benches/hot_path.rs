@@ -1,6 +1,6 @@
 //! Micro-benchmarks of the per-request work outside the scanner: classifying a command, slot
 //! hashing, routing a key, merging a split MGET, reading the live settings a session's round
-//! works with, and recording a command's metrics.
+//! works with, recording a command's metrics, and a pipeline through a client's reply queue.
 
 use std::hint::black_box;
 
@@ -201,6 +201,34 @@ fn acl_check(c: &mut Criterion) {
     group.finish();
 }
 
+/// A client's reply queue through one pipeline (reserve, look, deliver, take): 16 requests
+/// whose replies, arriving one by one, are held until all are in (`[limits] coalesce_replies`:
+/// one wake-up) or not (a wake-up and a take for each), and one request.
+fn reply_queue(c: &mut Criterion) {
+    assert_eq!(
+        redshard_dataplane::bench_pipeline(16, true),
+        (1, 16 * 5),
+        "held: one wake-up"
+    );
+    assert_eq!(
+        redshard_dataplane::bench_pipeline(16, false),
+        (16, 16 * 5),
+        "one wake-up per reply"
+    );
+    let mut group = c.benchmark_group("reply_queue");
+    for (name, requests, hold) in [
+        ("p16_held", 16, true),
+        ("p16_unheld", 16, false),
+        ("p1", 1, true),
+    ] {
+        group.throughput(Throughput::Elements(requests as u64));
+        group.bench_function(name, |b| {
+            b.iter(|| redshard_dataplane::bench_pipeline(black_box(requests), hold));
+        });
+    }
+    group.finish();
+}
+
 /// The per-command metrics each reply's request records (count, failures, time, latency
 /// bucket): found by the command's id (`command_spec`, the data path's call), and by the
 /// address of its name (`command`, for names outside the command table).
@@ -220,6 +248,7 @@ fn command_metrics(c: &mut Criterion) {
 
 criterion_group!(
     benches,
+    reply_queue,
     command_metrics,
     classify,
     slot_hashing,

@@ -56,6 +56,8 @@ pub mod mirror;
 pub(crate) mod monitor;
 pub mod outbuf;
 pub(crate) mod replies;
+#[doc(hidden)]
+pub use replies::bench_pipeline;
 pub mod router;
 pub mod script_keys;
 pub mod session;

@@ -877,6 +877,33 @@ fn random_start() -> usize {
     STATE.with(|s| s.hash_one(counter)) as usize
 }
 
+/// One pipeline of `requests` requests through a fresh client's reply queue, as the session
+/// and the lanes drive it: reserve each entry, look at the limits at the end of the round
+/// (holding the replies with `hold`, as `[limits] coalesce_replies` does), deliver the
+/// replies one by one in request order (as from nodes answering at different moments), and
+/// take them each time the session would be woken. Returns how many times it was woken and
+/// the bytes taken. For the criterion benchmarks in `benches/`; not an API.
+#[doc(hidden)]
+#[must_use]
+pub fn bench_pipeline(requests: usize, hold: bool) -> (usize, usize) {
+    let queue = ReplyQueue::new();
+    let entries: Vec<ReplyTo> = (0..requests).map(|_| queue.reserve()).collect();
+    queue.load_offering(usize::MAX, None, hold);
+    let (mut wakes, mut bytes) = (0, 0);
+    for entry in entries {
+        entry.deliver(Bytes::from_static(b"+OK\r\n"));
+        if queue.ready.swap(false, Ordering::AcqRel) {
+            wakes += 1;
+            queue.take_ready(|completed, _, _| {
+                if let Completed::Reply(reply) = completed {
+                    bytes += reply.len();
+                }
+            });
+        }
+    }
+    (wakes, bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
