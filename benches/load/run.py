@@ -19,7 +19,8 @@ time per request of each proxy process (utime+stime from /proc/PID/stat; for "di
 of the redis-server, for reference). Then it opens 1,000 idle connections to each proxy and
 reports the RSS per client (VmRSS from /proc/PID/status) 0.5 s after they connected and once
 they have been idle for 4 s (redshard parks idle clients after 1-2 s), and whether the memory
-comes back after they close.
+comes back after they close; and the RSS per client while 1,000 connections pipeline SETs
+(redis-benchmark -P 16) through it (`--active-clients N`, 0 skips it).
 
 Replication cost ("sync replication within 10% of the ceiling the replicas' own CPU sets"):
 SET -P 16 (-t set -c 50 -d 100) through four more redshards, each in front of its own N fresh
@@ -73,6 +74,9 @@ VALUE_SIZE = 100
 CLIENTS = 50
 MULTI_KEYS = 10
 IDLE_CLIENTS = 1000
+# Pipelining connections of the active-client memory test, and how long their RSS is sampled.
+ACTIVE_CLIENTS = 1000
+ACTIVE_SAMPLE_S = 3.0
 
 DIRECT, TWEM, PRED, RS, BASE = "direct", "twemproxy", "predixy", "redshard", "baseline"
 TARGET_LABEL = {
@@ -433,6 +437,39 @@ def idle_memory(name, port, pid, count, bursts, settle_s):
     }
 
 
+def active_memory(name, port, pid, rb, count):
+    """RSS per client while `count` connections pipeline SETs (redis-benchmark -P 16, 100-byte
+    values) through the proxy: sampled every 100 ms for ACTIVE_SAMPLE_S once they all run,
+    against the RSS before they connected. The peak counts: what a machine must have."""
+    before = proc_rss_bytes(pid)
+    bench = subprocess.Popen([rb, "-p", str(port), "-t", "set", "-P", "16", "-c", str(count),
+                              "-d", str(VALUE_SIZE), "-r", str(KEYSPACE), "-n", "100000000", "-q"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    samples = []
+    try:
+        time.sleep(1.0)  # every connection open and pipelining
+        deadline = time.monotonic() + ACTIVE_SAMPLE_S
+        while time.monotonic() < deadline and bench.poll() is None:
+            samples.append(proc_rss_bytes(pid))
+            time.sleep(0.1)
+    finally:
+        bench.kill()
+        bench.wait()
+    if not samples:
+        raise OSError(f"redis-benchmark against {name} ended before its RSS could be sampled")
+    peak = max(samples)
+    median = sorted(samples)[len(samples) // 2]
+    return {
+        "target": name,
+        "clients": count,
+        "rss_before_bytes": before,
+        "rss_median_bytes": median,
+        "rss_peak_bytes": peak,
+        "bytes_per_active_client": (peak - before) / count,
+        "bytes_per_active_client_median": (median - before) / count,
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # Report
 
@@ -589,7 +626,7 @@ def baseline_table(summary, cases):
     return case_table(summary, cases, head, cells)
 
 
-def evaluate_targets(summary, idle, mirror):
+def evaluate_targets(summary, idle, mirror, active=()):
     summary = summary or {}  # --only mirror: no peer cases
     checks = []
 
@@ -645,6 +682,10 @@ def evaluate_targets(summary, idle, mirror):
     elif mirror.get("supported") is False:
         checks.append({"target": "set_p16 sync replication within 10% of the ceiling", "value": None,
                        "threshold": "≥ 0.9×", "result": f"skipped: {mirror.get('reason')}"})
+    rs_active = next((m for m in active if m["target"] == RS), None)
+    if rs_active:
+        add("redshard bytes per active pipelining client (peak)", rs_active["bytes_per_active_client"],
+            "≤", 16384, " B")
     rs_idle = next((m for m in idle if m["target"] == RS), None)
     if rs_idle:
         add("redshard bytes per idle client", rs_idle["bytes_per_idle_client"], "≤", 1024, " B")
@@ -1005,6 +1046,9 @@ def parse_args():
                    help=f"redis-benchmark connections per run (-c; default {CLIENTS})")
     p.add_argument("--idle-clients", type=int, default=IDLE_CLIENTS,
                    help=f"idle connections for the memory test (default {IDLE_CLIENTS})")
+    p.add_argument("--active-clients", type=int, default=ACTIVE_CLIENTS,
+                   help="pipelining connections (redis-benchmark -P 16) for the active-client "
+                        f"memory test; 0 skips it (default {ACTIVE_CLIENTS})")
     p.add_argument("--bursts", type=int, default=3,
                    help="bursts of idle clients per process, to tell a leak from memory the "
                         "allocator keeps for reuse (default 3)")
@@ -1013,7 +1057,7 @@ def parse_args():
     p.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
     args = p.parse_args()
     if args.rounds < 1 or args.nodes < 1 or args.requests < 1000 or args.idle_clients < 1 \
-            or args.bursts < 1 or args.threads < 1 or args.clients < 1:
+            or args.bursts < 1 or args.threads < 1 or args.clients < 1 or args.active_clients < 0:
         p.error("--rounds, --nodes, --threads and --clients must be ≥ 1, --requests ≥ 1000, "
                 "--idle-clients and --bursts ≥ 1")
     if args.cases:
@@ -1081,7 +1125,7 @@ def run(args, workdir, procs):
     if not os.access(redshard, os.X_OK):
         raise BenchError(f"redshard binary not found at {redshard} (build it, or pass --redshard PATH)")
     if args.only != "mirror":
-        raise_nofile(3 * args.idle_clients + 1024)
+        raise_nofile(3 * max(args.idle_clients, args.active_clients) + 1024)
     tools = {"redis-server": redis_server, "redis-benchmark": rb, "redshard": redshard,
              "nutcracker": nutcracker, "predixy": predixy}
 
@@ -1113,7 +1157,8 @@ def run(args, workdir, procs):
             if lines:
                 problems.append(f"{name} logged {len(lines)} warning/error lines; first: {lines[0][:300]}")
 
-    checks = evaluate_targets(peers["summary"] if peers else None, peers["idle"] if peers else [], mirror)
+    checks = evaluate_targets(peers["summary"] if peers else None, peers["idle"] if peers else [], mirror,
+                              peers["active"] if peers else [])
     emit(args, versions, peers, mirror, checks, notes, problems)
 
 
@@ -1126,7 +1171,7 @@ def run_peers(args, workdir, procs, tools, notes, problems):
     # Backends.
     masters = [free_port() for _ in range(args.nodes)]
     redis_procs = start_redis(procs, workdir, redis_server, masters, "master",
-                              args.idle_clients + args.clients + 1000)
+                              max(args.idle_clients, args.active_clients) + args.clients + 1000)
 
     # Proxies.
     endpoints = {DIRECT: (masters[0], redis_procs[0].pid)}
@@ -1206,6 +1251,19 @@ def run_peers(args, workdir, procs, tools, notes, problems):
             raise BenchError(f"prefill through {t} failed: {e}")
         procs.check_alive()
 
+    # Memory per active client: pipelining SETs, before the timed cases (the allocator has
+    # not yet kept what they would free).
+    active = []
+    for t in (RS, BASE, PRED, TWEM, DIRECT):
+        if t in endpoints and args.active_clients:
+            port, pid = endpoints[t]
+            print(f"active memory: {args.active_clients} pipelining connections to {t} ...", file=sys.stderr)
+            try:
+                active.append(active_memory(t, port, pid, rb, args.active_clients))
+            except OSError as e:
+                problems.append(f"active-client test against {t}: {e}")
+            procs.check_alive()
+
     load_before = loadavg()
     cases = [c for c in case_list() if not args.cases or c[0] in args.cases]
     case_names = [c[0] for c in cases]
@@ -1239,6 +1297,7 @@ def run_peers(args, workdir, procs, tools, notes, problems):
                         case_names)
     return {
         "summary": summary, "results": results, "case_names": case_names, "idle": idle,
+        "active": active,
         "sanity": sanity, "masters": masters, "bench_seconds": bench_seconds,
         "loadavg_1m_before_after": [load_before, load_after],
     }
@@ -1283,6 +1342,18 @@ def emit(args, versions, peers, mirror, checks, notes, problems):
                 f"| {', '.join(f'{r / 1024:.0f}' for r in m['rss_after_each_burst_bytes'])} KiB |"
                 + (f" ({m['ping_failures']} PINGs unanswered)" if m["ping_failures"] else "")
             )
+        if peers.get("active"):
+            out.append(f"\nActive connections (redis-benchmark -t set -P 16 -d {VALUE_SIZE}, RSS sampled "
+                       f"every 100 ms for {ACTIVE_SAMPLE_S:.0f} s once all are pipelining):\n")
+            out.append("| process | clients | RSS before | RSS with clients (median / peak) "
+                       "| bytes per active client (median / peak) |")
+            out.append("|---|---|---|---|---|")
+            for m in peers["active"]:
+                out.append(
+                    f"| {TARGET_LABEL[m['target']]} | {m['clients']} | {m['rss_before_bytes'] / 1024:.0f} KiB "
+                    f"| {m['rss_median_bytes'] / 1024:.0f} / {m['rss_peak_bytes'] / 1024:.0f} KiB "
+                    f"| {m['bytes_per_active_client_median']:.0f} / {m['bytes_per_active_client']:.0f} |"
+                )
     else:
         out.append(f"## Mirroring benchmark results ({now:%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs)")
     if mirror.get("supported"):

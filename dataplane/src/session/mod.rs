@@ -69,8 +69,8 @@ const READ_MIN: usize = 1000;
 /// soon as it is empty, and every buffer once the client has been idle for a whole idle-sweep
 /// interval (see [`ReplyQueue::idle_long`]), so an idle client holds no buffer memory.
 const BUF_KEEP: usize = 16 * 1024;
-/// Most room made before a read; the room doubles after each read that filled it and halves
-/// after reads that used little of it.
+/// Most room made before a read; the room doubles after a read that filled it (and half of
+/// it at least) and halves after a read that used under a quarter of it.
 const READ_MAX: usize = 64 * 1024;
 
 /// Sleeps until `deadline`; never completes for `None` (the branch is disabled then anyway).
@@ -432,11 +432,12 @@ impl<S: ClientStream> Session<S> {
                 () = self.ctx.queue.notified() => {}
                 ready = self.stream.readable(), if reading => {
                     ready?;
-                    if self.rbuf.capacity() - self.rbuf.len() < self.read_room / 4 {
-                        self.rbuf.reserve(self.read_room);
-                        self.rbuf_large |= self.rbuf.capacity() > BUF_KEEP;
-                    }
+                    self.make_read_room();
                     let spare = self.rbuf.capacity() - self.rbuf.len();
+                    // A read into an empty buffer starts what the client sent next; one
+                    // after a partial request may only be the rest of what a full buffer
+                    // cut (it says nothing of how much the client sends at a time).
+                    let fresh = self.rbuf.is_empty();
                     // A read that does not fill the buffer marks the socket drained, which
                     // saves the extra read that would only return EAGAIN: `read_now` (TCP),
                     // else one poll of AsyncRead, which does the same.
@@ -474,9 +475,12 @@ impl<S: ClientStream> Session<S> {
                         Ok(n) => {
                             self.ctx.queue.touch();
                             metrics::bytes_in(n as u64);
-                            if n >= spare {
+                            // Grows when a read filled the room and was a large part of
+                            // it (a read that only filled the end of the buffer says
+                            // little); shrinks when a fresh read used little of it.
+                            if n >= spare && n >= self.read_room / 2 {
                                 self.read_room = (self.read_room * 2).min(READ_MAX);
-                            } else if n < self.read_room / 8 {
+                            } else if fresh && n < self.read_room / 4 {
                                 self.read_room = (self.read_room / 2).max(READ_MIN);
                             }
                             received = true; // dispatched below
@@ -585,6 +589,27 @@ impl<S: ClientStream> Session<S> {
         self.ctx.queue.part(seq, 0).deliver(reply);
         self.ctx.state.clients.unblocked(&self.ctx.client, seq);
         self.ctx.private = None;
+    }
+
+    /// Makes room in `rbuf` for the next read. Everything read so far dispatched, at least
+    /// half the room: `reserve` takes the buffer back in place once no request still holds a
+    /// part of it, so a client that sends a pipeline, waits for its replies and sends the next
+    /// gets each in one read of the same buffer. A buffer more than twice the room (the client
+    /// sends less than it did) is replaced by one of the room: `reserve` alone would keep
+    /// allocating at least the largest this buffer ever had (`BytesMut` remembers it).
+    fn make_read_room(&mut self) {
+        let spare = self.rbuf.capacity() - self.rbuf.len();
+        if self.rbuf.is_empty() {
+            if spare < self.read_room / 2 {
+                self.rbuf.reserve(self.read_room);
+            }
+            if self.rbuf.capacity() > 2 * self.read_room {
+                self.rbuf = BytesMut::with_capacity(self.read_room);
+            }
+        } else if spare < self.read_room / 4 {
+            self.rbuf.reserve(self.read_room);
+        }
+        self.rbuf_large |= self.rbuf.capacity() > BUF_KEEP;
     }
 
     /// Frees the empty read and output buffers of an idle client, and large ones of any
