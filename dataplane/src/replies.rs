@@ -329,11 +329,11 @@ impl ReplyQueue {
     /// With `hold` (`[limits] coalesce_replies`, and no request in flight that may wait
     /// long), when no hold is on and two or more requests are in flight, the session is not
     /// woken for their replies until all of them are in (or the bytes held pass
-    /// [`HOLD_MAX_BYTES`], or `wake_over`): the replies to a pipeline, which come from several nodes at different
-    /// moments, then leave in one write, as Redis writes a pipeline's replies after running
-    /// what it read, instead of one write (and one wake-up of the client) per node. Requests
-    /// dispatched meanwhile are not part of the hold: it ends when the ones in flight now are
-    /// answered, whatever the client sends next.
+    /// [`HOLD_MAX_BYTES`], or `wake_over`): the replies to a pipeline, which come from
+    /// several nodes at different moments, then leave in one write, as Redis writes a
+    /// pipeline's replies after running what it read, instead of one write (and one wake-up
+    /// of the client) per node. Requests dispatched meanwhile are not part of the hold: it
+    /// ends when the ones in flight now are answered, whatever the client sends next.
     #[inline]
     pub(crate) fn load_offering(&self, wake_over: usize, offer: Option<usize>, hold: bool) -> Load {
         let mut inner = self.lock();
