@@ -79,11 +79,14 @@ struct Inner {
     wake_over: usize,
     /// The session ended: replies still arriving are dropped instead of kept.
     closed: bool,
-    /// The client's socket, for replies written straight to it (see [`Direct`]); `None` for
-    /// a session over TLS, and from the moment the session ends or parks. Boxed: every
-    /// client's queue, parked ones' too, would carry its room (the queue's allocation would
-    /// grow a size class).
-    direct: Option<Box<Direct>>,
+    /// The client's socket, for replies written straight to it by whoever delivers them (see
+    /// [`ReplyQueue::load_offering`]); `None` for a session over TLS, and from the moment the
+    /// session ends or parks.
+    direct: Option<Arc<tokio::net::TcpStream>>,
+    /// SLOWLOG's threshold (`[slowlog] log_slower_than_us`) as the session's last offer read
+    /// it: a reply that took as long is not written straight to the socket but left to the
+    /// session, which records it.
+    direct_slowlog_us: i64,
     /// The session offered the socket: set at the end of a round, in the same look as its
     /// limits; cleared the next time it looks at the queue, before it writes or dispatches
     /// anything. Only ever set while `direct` is there.
@@ -97,26 +100,19 @@ struct Inner {
     hold_until: u64,
 }
 
-/// A reply written to the client by whoever delivers it (a backend lane), without waking
-/// the session: the second of the two turns of the session's loop a request at a time costs
-/// (woken by the reply, to take it, write it, and wait again) is saved. Only while the
-/// session said it waits with nothing to do that a reply leaving would change (see
-/// [`ReplyQueue::load_offering`]), only for the one entry in the queue, and only when it
-/// is labelled: its metrics are recorded here instead, as the session would.
-#[derive(Debug)]
-struct Direct {
-    /// The client's socket, shared with the session.
-    socket: Arc<tokio::net::TcpStream>,
-    /// SLOWLOG's threshold in effect when a reply arrives (one that took as long is left to
-    /// the session, which records it).
-    slowlog: Arc<dyn LiveSlowlog>,
-}
-
-/// The live setting a reply written without its session needs (implemented by the proxy's
-/// state, above this module).
-pub(crate) trait LiveSlowlog: std::fmt::Debug + Send + Sync {
-    /// `[slowlog] log_slower_than_us` in effect now.
-    fn slowlog_slower_than_us(&self) -> i64;
+/// What a session offers at the end of a round (see [`ReplyQueue::load_offering`]): a reply
+/// to its one request may be written to the client by whoever delivers it (a backend lane),
+/// without waking the session. That saves the second of the two turns of the session's loop a
+/// request at a time costs (woken by the reply, to take it, write it, and wait again). Only for
+/// the one entry in the queue, and only when it is labelled: its metrics are recorded there
+/// instead, as the session would.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Offer {
+    /// The session's `[limits] max_pipeline`: with as many entries it does not read, and
+    /// waits for replies to leave.
+    pub max_pipeline: usize,
+    /// `[slowlog] log_slower_than_us` as the session's round read it.
+    pub slowlog_us: i64,
 }
 
 /// How [`Inner::write_direct`] went.
@@ -140,23 +136,23 @@ impl Inner {
     }
 
     /// Writes the reply just stored in the front entry straight to the client's socket (see
-    /// [`Direct`]) if it is the only entry, a plain reply, labelled, and did not take
+    /// [`Offer`]) if it is the only entry, a plain reply, labelled, and did not take
     /// SLOWLOG's time; records what the session would have (command metrics, output bytes).
     /// The caller counted it as held and no longer in flight, as any delivered reply.
     fn write_direct(&mut self) -> DirectWrite {
         let (Some(direct), Some((Entry::Ready(reply), Some(meta))), 1) = (
-            self.direct.as_deref(),
+            self.direct.as_ref(),
             self.entries.front(),
             self.entries.len(),
         ) else {
             return DirectWrite::NotNow;
         };
         let took = std::time::Instant::now().saturating_duration_since(meta.start);
-        let slowlog_us = direct.slowlog.slowlog_slower_than_us();
+        let slowlog_us = self.direct_slowlog_us;
         if slowlog_us >= 0 && took.as_micros() >= u128::from(slowlog_us.unsigned_abs()) {
             return DirectWrite::NotNow;
         }
-        let written = match direct.socket.try_write(reply) {
+        let written = match direct.try_write(reply) {
             Ok(n) if n > 0 => n,
             // Would block, or failed: the session writes it and finds out.
             _ => return DirectWrite::NotNow,
@@ -193,6 +189,7 @@ impl Default for Inner {
             wake_over: usize::MAX,
             closed: false,
             direct: None,
+            direct_slowlog_us: -1,
             direct_open: false,
             hold_waiting: 0,
             hold_until: 0,
@@ -321,10 +318,9 @@ impl ReplyQueue {
 
     /// [`ReplyQueue::load`] at the end of a round of the session, which says with `offer`
     /// whether it now waits with nothing to do that a reply leaving would change (no output,
-    /// nothing held back), and gives its `max_pipeline` (with as many entries it does not
-    /// read, and waits for replies to leave); then, while the queue holds no reply bytes and
-    /// fewer entries than that, a reply for its one entry is written straight to the socket
-    /// by whoever delivers it (see [`Direct`]).
+    /// nothing held back); then, while the queue holds no reply bytes and fewer entries than
+    /// its `max_pipeline`, a reply for its one entry is written straight to the socket by
+    /// whoever delivers it (see [`Offer`]).
     ///
     /// With `hold` (`[limits] coalesce_replies`, and no request in flight that may wait
     /// long), when no hold is on and two or more requests are in flight, the session is not
@@ -335,7 +331,7 @@ impl ReplyQueue {
     /// of the client) per node. Requests dispatched meanwhile are not part of the hold: it
     /// ends when the ones in flight now are answered, whatever the client sends next.
     #[inline]
-    pub(crate) fn load_offering(&self, wake_over: usize, offer: Option<usize>, hold: bool) -> Load {
+    pub(crate) fn load_offering(&self, wake_over: usize, offer: Option<Offer>, hold: bool) -> Load {
         let mut inner = self.lock();
         inner.wake_over = wake_over;
         if hold && inner.hold_waiting == 0 && inner.waiting >= 2 {
@@ -350,20 +346,20 @@ impl ReplyQueue {
             waiting: inner.waiting,
             estimate: inner.estimate,
         };
-        inner.direct_open =
-            inner.direct.is_some() && load.held == 0 && offer.is_some_and(|max| load.entries < max);
+        inner.direct_open = inner.direct.is_some()
+            && load.held == 0
+            && offer.is_some_and(|offer| load.entries < offer.max_pipeline);
+        if let Some(offer) = offer {
+            inner.direct_slowlog_us = offer.slowlog_us;
+        }
         load
     }
 
     /// Lets replies be written straight to `socket` once the session offers it (see
     /// [`ReplyQueue::load_offering`]).
-    pub(crate) fn attach_socket(
-        &self,
-        socket: Arc<tokio::net::TcpStream>,
-        slowlog: Arc<dyn LiveSlowlog>,
-    ) {
+    pub(crate) fn attach_socket(&self, socket: Arc<tokio::net::TcpStream>) {
         let mut inner = self.lock();
-        inner.direct = Some(Box::new(Direct { socket, slowlog }));
+        inner.direct = Some(socket);
         inner.direct_open = false;
     }
 
@@ -957,23 +953,8 @@ mod tests {
         assert_eq!(take_all(&q), vec![Bytes::from_static(b":1\r\n")]);
     }
 
-    /// SLOWLOG's threshold, as the proxy's live settings keep it.
-    #[derive(Debug)]
-    struct Threshold(std::sync::atomic::AtomicI64);
-
-    impl LiveSlowlog for Threshold {
-        fn slowlog_slower_than_us(&self) -> i64 {
-            self.0.load(Ordering::Relaxed)
-        }
-    }
-
-    /// Off (-1) unless a test changes it.
-    fn threshold() -> Arc<Threshold> {
-        Arc::new(Threshold(std::sync::atomic::AtomicI64::new(-1)))
-    }
-
     /// A queue whose replies may go straight to a loopback socket, and the client's end.
-    async fn direct_queue() -> (Arc<ReplyQueue>, tokio::net::TcpStream, Arc<Threshold>) {
+    async fn direct_queue() -> (Arc<ReplyQueue>, tokio::net::TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
             .await
@@ -982,12 +963,8 @@ mod tests {
         // The socket's first writability is known once the reactor saw it.
         socket.writable().await.unwrap();
         let q = ReplyQueue::new();
-        let slowlog = threshold();
-        q.attach_socket(
-            Arc::new(socket),
-            Arc::clone(&slowlog) as Arc<dyn LiveSlowlog>,
-        );
-        (q, client, slowlog)
+        q.attach_socket(Arc::new(socket));
+        (q, client)
     }
 
     /// Reserves an entry labelled as a GET, as the session does.
@@ -1001,7 +978,11 @@ mod tests {
         reply
     }
 
-    const OFFER: Option<usize> = Some(1000);
+    /// An offer with SLOWLOG off.
+    const OFFER: Option<Offer> = Some(Offer {
+        max_pipeline: 1000,
+        slowlog_us: -1,
+    });
 
     /// Reads what the client has been sent so far (waits for the first bytes).
     async fn received(client: &mut tokio::net::TcpStream) -> Vec<u8> {
@@ -1018,7 +999,7 @@ mod tests {
     #[tokio::test]
     async fn a_reply_the_session_waits_for_with_nothing_to_do_goes_straight_to_the_socket() {
         use futures_util::FutureExt;
-        let (q, mut client, _slowlog) = direct_queue().await;
+        let (q, mut client) = direct_queue().await;
         let reply = labelled(&q);
         let load = q.load_offering(usize::MAX, OFFER, false);
         assert_eq!(load.entries, 1);
@@ -1041,7 +1022,7 @@ mod tests {
     async fn what_the_socket_does_not_take_at_once_is_left_to_the_session() {
         use futures_util::FutureExt;
         use tokio::io::AsyncReadExt;
-        let (q, mut client, _slowlog) = direct_queue().await;
+        let (q, mut client) = direct_queue().await;
         let reply = labelled(&q);
         q.load_offering(usize::MAX, OFFER, false);
         // Far more than loopback's socket buffers take while nobody reads.
@@ -1077,7 +1058,7 @@ mod tests {
     #[tokio::test]
     async fn replies_go_through_the_session_unless_it_offered_and_only_for_a_lone_labelled_entry() {
         use futures_util::FutureExt;
-        let (q, _client, slowlog) = direct_queue().await;
+        let (q, _client) = direct_queue().await;
         // No offer yet.
         labelled(&q).deliver(Bytes::from_static(b"+a\r\n"));
         assert!(q.notified().now_or_never().is_some());
@@ -1102,17 +1083,29 @@ mod tests {
         second.deliver(Bytes::from_static(b"+f\r\n"));
         first.deliver(Bytes::from_static(b"+e\r\n"));
         assert_eq!(take_all(&q), vec!["+e\r\n", "+f\r\n"]);
-        // Not one as slow as SLOWLOG's threshold in effect when it arrives: the session
-        // records it.
-        q.load_offering(usize::MAX, OFFER, false);
+        // Not one as slow as SLOWLOG's threshold of the session's offer: the session records
+        // it.
+        q.load_offering(
+            usize::MAX,
+            Some(Offer {
+                max_pipeline: 1000,
+                slowlog_us: 0,
+            }),
+            false,
+        );
         let reply = labelled(&q);
-        slowlog.0.store(0, Ordering::Relaxed);
         reply.deliver(Bytes::from_static(b"+g\r\n"));
         assert_eq!(take_all(&q), vec!["+g\r\n"]);
-        slowlog.0.store(-1, Ordering::Relaxed);
         // Not at max_pipeline (the session is not reading: it waits for replies to leave).
         let held = labelled(&q);
-        q.load_offering(usize::MAX, Some(1), false);
+        q.load_offering(
+            usize::MAX,
+            Some(Offer {
+                max_pipeline: 1,
+                slowlog_us: -1,
+            }),
+            false,
+        );
         held.deliver(Bytes::from_static(b"+h\r\n"));
         assert_eq!(take_all(&q), vec!["+h\r\n"]);
         // Not once the session let go of the socket.

@@ -112,14 +112,6 @@ impl LiveSettings {
         self.hot.load()
     }
 
-    /// `[slowlog] log_slower_than_us` in effect now: [`LiveSettings::hot`]'s for one value
-    /// (a reply written without its session, see `crate::replies`).
-    #[must_use]
-    #[inline]
-    pub fn slowlog_slower_than_us(&self) -> i64 {
-        self.hot.slowlog_slower_than_us.load(Ordering::Relaxed)
-    }
-
     /// The settings in effect now, to keep while comparing with a new file.
     #[must_use]
     pub fn snapshot(&self) -> Arc<Config> {
@@ -131,12 +123,6 @@ impl LiveSettings {
     pub fn replace(&self, next: Arc<Config>) {
         self.hot.store(&next);
         self.config.store(next);
-    }
-}
-
-impl crate::replies::LiveSlowlog for ProxyState {
-    fn slowlog_slower_than_us(&self) -> i64 {
-        self.live.slowlog_slower_than_us()
     }
 }
 

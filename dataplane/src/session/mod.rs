@@ -259,8 +259,7 @@ impl<S: ClientStream> Session<S> {
         let authenticated = state.users.open_by_default();
         client.attach(&queue);
         if let Some(socket) = stream.shared_socket() {
-            let slowlog: Arc<dyn crate::replies::LiveSlowlog> = Arc::<ProxyState>::clone(&state);
-            queue.attach_socket(socket, slowlog);
+            queue.attach_socket(socket);
         }
         Self {
             stream,
@@ -638,7 +637,10 @@ impl<S: ClientStream> Session<S> {
     /// while the session waits with nothing that a reply leaving would change (see
     /// [`Session::quiet`] and `crate::replies`).
     fn check_output_limits(&mut self, round: &RoundConfig) -> io::Result<usize> {
-        let offer = self.quiet().then_some(round.max_pipeline);
+        let offer = self.quiet().then_some(crate::replies::Offer {
+            max_pipeline: round.max_pipeline,
+            slowlog_us: round.slowlog.log_slower_than_us,
+        });
         // The same look holds the replies of the requests in flight until all are in (see
         // `ReplyQueue::load_offering`), unless one of them may wait long: a blocking command
         // (its private connection), a WAIT, a transaction, a subscription.
