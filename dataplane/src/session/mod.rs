@@ -9,9 +9,9 @@
 //! `output_buffer_soft_bytes` of replies are held for it, `max_inflight_reply_bytes` of replies
 //! are expected from its requests in flight, or `max_pipeline` replies are outstanding. One
 //! exception saves a wake-up per request of a client with one request at a time: while the
-//! session waits with nothing that a reply leaving would change (`Session::quiet`), the
-//! lane that receives its one outstanding reply writes it to the socket itself (see
-//! `crate::replies`).
+//! session waits with nothing that a reply leaving would change (`Session::nothing_pending`,
+//! in a plain state), the lane that receives its one outstanding reply writes it to the socket
+//! itself (see `crate::replies`).
 //!
 //! A session runs over plain TCP or over TLS ([`ClientStream`]); it is generic over the
 //! stream, so the TCP session is the readiness-driven code it always was.
@@ -635,16 +635,19 @@ impl<S: ClientStream> Session<S> {
     ///
     /// The same look offers the queue to write a reply straight to the client's socket
     /// while the session waits with nothing that a reply leaving would change (see
-    /// [`Session::quiet`] and `crate::replies`).
+    /// [`Session::nothing_pending`] and `crate::replies`).
     fn check_output_limits(&mut self, round: &RoundConfig) -> io::Result<usize> {
-        let offer = self.quiet().then_some(crate::replies::Offer {
+        // No state that treats replies specially (a transaction, subscriptions, tracking,
+        // MONITOR, CLIENT REPLY, a private connection, WAIT): read once for both uses below.
+        let plain = self.ctx.private.is_none() && self.plain_state();
+        let offer = (plain && self.nothing_pending()).then_some(crate::replies::Offer {
             max_pipeline: round.max_pipeline,
             slowlog_us: round.slowlog.log_slower_than_us,
         });
         // The same look holds the replies of the requests in flight until all are in (see
         // `ReplyQueue::load_offering`), unless one of them may wait long: a blocking command
         // (its private connection), a WAIT, a transaction, a subscription.
-        let hold = round.coalesce_replies && self.ctx.private.is_none() && self.plain_state();
+        let hold = round.coalesce_replies && plain;
         let load = self.ctx.queue.load_offering(round.hard_bytes, offer, hold);
         let pending = load.held + self.out.len();
         self.ctx
@@ -670,20 +673,18 @@ impl<S: ClientStream> Session<S> {
         Ok(load.entries)
     }
 
-    /// Whether the session, about to wait, has nothing that needs it to see its replies
-    /// leave: no output of its own, nothing held back or held, no deadline, and no state that
-    /// treats replies specially (a transaction, subscriptions, tracking, MONITOR, CLIENT
-    /// REPLY, a private connection, WAIT). Then the one reply it waits for may be written to
-    /// the client by whoever delivers it, with its metrics, without waking the session.
-    fn quiet(&self) -> bool {
+    /// Whether the session, about to wait, has nothing of its own that needs it to see its
+    /// replies leave: no output, nothing held back or held, no deadline. With the plain state
+    /// and no private connection besides (see [`Session::check_output_limits`]), the one reply
+    /// it waits for may be written to the client by whoever delivers it, with its metrics,
+    /// without waking the session.
+    fn nothing_pending(&self) -> bool {
         self.out.is_empty()
             && !self.held_back
             && !self.over_budget
             && self.paused.is_none()
             && self.over_soft_since.is_none()
             && self.auth_deadline.is_none()
-            && self.ctx.private.is_none()
-            && self.plain_state()
             && !self.stream.has_pending_output()
     }
 
