@@ -99,16 +99,24 @@ def count_ir(proxy, port, case, n, clients, workdir, keep):
     raise BenchError(f"no callgrind dump for {case}")
 
 
+def bench_under_perf(perf_argv, port, case, n, clients, **popen):
+    """Runs the case with redis-benchmark while `perf_argv` (a perf command attached to the
+    proxy) records; returns redis-benchmark's last line."""
+    perf = subprocess.Popen(perf_argv, **popen)
+    time.sleep(0.5)  # perf attached
+    bench = subprocess.run(bench_argv(port, case, n, clients), check=True, capture_output=True, text=True)
+    perf.send_signal(signal.SIGINT)
+    perf.wait()
+    return bench.stdout.strip().splitlines()[-1].strip()
+
+
 def count_sys(proxy, port, case, n, clients, workdir, _keep):
     out = os.path.join(workdir, f"perf-{case}.txt")
     events = ",".join(["raw_syscalls:sys_enter"] + [f"syscalls:sys_enter_{s}" for s in SYSCALLS]
                       + ["context-switches", "cpu-migrations", "task-clock"])
     before = cpu_ticks(proxy.pid)
-    perf = subprocess.Popen(["perf", "stat", "-x", ",", "-e", events, "-p", str(proxy.pid), "-o", out])
-    time.sleep(0.5)  # perf attached
-    bench = subprocess.run(bench_argv(port, case, n, clients), check=True, capture_output=True, text=True)
-    perf.send_signal(signal.SIGINT)
-    perf.wait()
+    bench = bench_under_perf(["perf", "stat", "-x", ",", "-e", events, "-p", str(proxy.pid), "-o", out],
+                             port, case, n, clients)
     after = cpu_ticks(proxy.pid)
     tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
     parts = []
@@ -125,7 +133,7 @@ def count_sys(proxy, port, case, n, clients, workdir, _keep):
                 parts.append(f"{name}={value:.3f}")
     parts.append(f"utime={(after[0] - before[0]) * tick_us / n:.2f}us")
     parts.append(f"stime={(after[1] - before[1]) * tick_us / n:.2f}us")
-    return " ".join(parts) + f"  [{bench.stdout.strip().splitlines()[-1].strip()}]"
+    return " ".join(parts) + f"  [{bench}]"
 
 
 def node_fds(pid, masters):
@@ -160,12 +168,8 @@ def count_fds(masters, proxy, port, case, n, clients, workdir, _keep):
         raise BenchError("no connection from the proxy to a master found in /proc")
     out = os.path.join(workdir, f"perf-fds-{case}.data")
     events = [arg for s in FD_SYSCALLS for arg in ("-e", f"syscalls:sys_enter_{s}")]
-    perf = subprocess.Popen(["perf", "record", "-q", *events, "-p", str(proxy.pid), "-o", out],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.5)  # perf attached
-    bench = subprocess.run(bench_argv(port, case, n, clients), check=True, capture_output=True, text=True)
-    perf.send_signal(signal.SIGINT)
-    perf.wait()
+    bench = bench_under_perf(["perf", "record", "-q", *events, "-p", str(proxy.pid), "-o", out],
+                             port, case, n, clients, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     script = subprocess.run(["perf", "script", "-i", out, "-F", "event,trace"], check=True,
                             capture_output=True, text=True).stdout
     counts = collections.Counter()
@@ -177,7 +181,7 @@ def count_fds(masters, proxy, port, case, n, clients, workdir, _keep):
             counts[(side, kind)] += 1
     parts = [f"{side}_{kind}s={counts[(side, kind)] / n:.4f}"
              for side in ("clients", "nodes") for kind in ("read", "write")]
-    return " ".join(parts) + f" (node connections: {len(nodes)})  [{bench.stdout.strip().splitlines()[-1].strip()}]"
+    return " ".join(parts) + f" (node connections: {len(nodes)})  [{bench}]"
 
 
 def run(args, workdir):

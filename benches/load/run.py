@@ -1214,16 +1214,24 @@ def run_peers(args, workdir, procs, tools, notes, problems):
     # cases, a proxy's allocator holds the memory they freed, new clients fit in it and
     # cost nothing visible, so the measure would say more about the load before than about
     # the clients.
-    idle = []
-    for t in (RS, BASE, PRED, TWEM, DIRECT):
-        if t in endpoints:
-            port, pid = endpoints[t]
-            print(f"idle memory: {args.idle_clients} connections to {t} ...", file=sys.stderr)
-            try:
-                idle.append(idle_memory(t, port, pid, args.idle_clients, args.bursts, settle_s=2.0))
-            except OSError as e:
-                problems.append(f"idle-client test against {t}: {e}")
-            procs.check_alive()
+    def each_target(progress, test, measure):
+        """`measure(name, port, pid)` for every target, saying `progress`; an OSError is a
+        problem of `test`, not a crash."""
+        found = []
+        for t in (RS, BASE, PRED, TWEM, DIRECT):
+            if t in endpoints:
+                port, pid = endpoints[t]
+                print(f"{progress} to {t} ...", file=sys.stderr)
+                try:
+                    found.append(measure(t, port, pid))
+                except OSError as e:
+                    problems.append(f"{test} against {t}: {e}")
+                procs.check_alive()
+        return found
+
+    idle = each_target(f"idle memory: {args.idle_clients} connections", "idle-client test",
+                       lambda t, port, pid: idle_memory(t, port, pid, args.idle_clients, args.bursts,
+                                                        settle_s=2.0))
 
     # Functional sanity check of the multi-key path through each proxy before timing it.
     sanity = {}
@@ -1253,16 +1261,10 @@ def run_peers(args, workdir, procs, tools, notes, problems):
 
     # Memory per active client: pipelining SETs, before the timed cases (the allocator has
     # not yet kept what they would free).
-    active = []
-    for t in (RS, BASE, PRED, TWEM, DIRECT):
-        if t in endpoints and args.active_clients:
-            port, pid = endpoints[t]
-            print(f"active memory: {args.active_clients} pipelining connections to {t} ...", file=sys.stderr)
-            try:
-                active.append(active_memory(t, port, pid, rb, args.active_clients))
-            except OSError as e:
-                problems.append(f"active-client test against {t}: {e}")
-            procs.check_alive()
+    active = each_target(
+        f"active memory: {args.active_clients} pipelining connections", "active-client test",
+        lambda t, port, pid: active_memory(t, port, pid, rb, args.active_clients),
+    ) if args.active_clients else []
 
     load_before = loadavg()
     cases = [c for c in case_list() if not args.cases or c[0] in args.cases]
