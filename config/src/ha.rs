@@ -59,6 +59,16 @@ pub fn effective_uid() -> Option<u32> {
 /// replicas' acknowledgement before the replicas that did not acknowledge are made stale.
 pub const DEFAULT_ACK_TIMEOUT_MS: u64 = 1_000;
 
+/// Default of `[replication] waits_in_flight`: `WAIT`s a lane's connection may have out at
+/// once. Two let the master block on the next batch's `WAIT` as soon as the current one
+/// answers (measured: ~3% more sync write throughput at `-P 16`, less at three or more), but
+/// when a replica stops, a write can then wait behind one more `WAIT` that runs its whole
+/// `ack_timeout_ms`: one keeps that stall shortest.
+pub const DEFAULT_WAITS_IN_FLIGHT: u32 = 1;
+
+/// Upper bound of `[replication] waits_in_flight`.
+pub const MAX_WAITS_IN_FLIGHT: u32 = 16;
+
 /// How replicas receive their master's writes (`[replication] mode`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -145,6 +155,9 @@ pub struct ReplicationFile {
     /// `ack_timeout_ms`: how long a reply waits for the in-sync replicas' acknowledgement.
     /// Default [`DEFAULT_ACK_TIMEOUT_MS`].
     pub ack_timeout_ms: Option<Spanned<u64>>,
+    /// `waits_in_flight`: `WAIT`s a lane's connection may have out at once. Default
+    /// [`DEFAULT_WAITS_IN_FLIGHT`].
+    pub waits_in_flight: Option<Spanned<u32>>,
 }
 
 /// The validated `[replication]`.
@@ -157,6 +170,10 @@ pub struct ReplicationConfig {
     /// How long a reply waits for the in-sync replicas before those that did not acknowledge
     /// are made stale.
     pub ack_timeout: Duration,
+    /// `WAIT`s a lane's connection may have out at once (1 to [`MAX_WAITS_IN_FLIGHT`]): the
+    /// writes sent while that many are out are covered by the next one, sent when the oldest
+    /// answers.
+    pub waits_in_flight: u32,
 }
 
 impl Default for ReplicationConfig {
@@ -165,6 +182,7 @@ impl Default for ReplicationConfig {
             mode: ReplicationMode::default(),
             ack: AckMode::default(),
             ack_timeout: Duration::from_millis(DEFAULT_ACK_TIMEOUT_MS),
+            waits_in_flight: DEFAULT_WAITS_IN_FLIGHT,
         }
     }
 }
@@ -201,6 +219,13 @@ pub(crate) fn replication(
             1,
             None,
         )?),
+        waits_in_flight: src.bounded(
+            file.waits_in_flight,
+            "replication.waits_in_flight",
+            DEFAULT_WAITS_IN_FLIGHT,
+            1,
+            Some(MAX_WAITS_IN_FLIGHT),
+        )?,
     })
 }
 

@@ -326,6 +326,7 @@ impl ProxyState {
         .managing(crate::backend::acl::ManagedUsers::new(&config));
         lanes.hold_unsent = config.health.failover_wait;
         lanes.ack_timeout = config.replication.ack_timeout;
+        lanes.waits_in_flight = config.replication.waits_in_flight;
         if !config.backend.manage_acl
             && (!config.allow_flush
                 || config

@@ -431,6 +431,56 @@ async fn a_stopped_replica_is_made_stale_before_the_writes_it_lacks_are_answered
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_queued_behind_waits_for_a_stopped_replica_do_not_time_the_connection_out() {
+    // Two WAITs out at once, each running its whole acknowledgement timeout for a stopped
+    // replica: the writes behind the second one are answered after about two timeouts, later
+    // than the response timeout after they were written. They ran only once the first WAIT
+    // answered, so they are timed from then, and the connection is not failed.
+    let (ack_ms, response_ms) = (1000, 1800);
+    let nodes = Replicated::start(
+        1,
+        1,
+        &format!(
+            "ack = \"sync\"\nack_timeout_ms = {ack_ms}\nwaits_in_flight = 2\n[backend]\nresponse_timeout_ms = {response_ms}"
+        ),
+    )
+    .await;
+    let replica = &nodes.cluster.replicas[0];
+    let mut client = nodes.cluster.client().await;
+    assert!(client.cmd(&["SET", "before", "1"]).await.is_ok());
+    let pid = replica.pid().expect("running");
+    signal(pid, "STOP");
+    let stopped = Instant::now();
+    let mut writers = JoinSet::new();
+    for w in 0..4 {
+        let mut client = nodes.cluster.client().await;
+        writers.spawn(async move {
+            let mut answers = Vec::new();
+            let mut n = 0;
+            while stopped.elapsed() < Duration::from_millis(3 * ack_ms) {
+                n += 1;
+                answers.push(client.cmd(&["SET", &format!("w{w}-{n}"), "x"]).await);
+            }
+            answers
+        });
+    }
+    let mut answered = 0;
+    while let Some(answers) = writers.join_next().await {
+        for answer in answers.expect("a writer") {
+            assert_eq!(answer, Reply::Status("OK".into()));
+            answered += 1;
+        }
+    }
+    signal(pid, "CONT");
+    assert!(answered > 4, "{answered} writes answered");
+    let state = nodes.persisted().shards[0].replicas[0].state;
+    assert!(
+        matches!(state, ReplicaState::Stale | ReplicaState::Syncing),
+        "{state:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_the_shard_does_not_count_cannot_acknowledge_for_an_in_sync_one() {
     let timeout_ms = 1000;
     let nodes = Replicated::start(

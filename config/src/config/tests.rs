@@ -945,6 +945,7 @@ fn replication_takes_its_mode_ack_and_timeout_and_the_old_ack_name() {
     assert_eq!(config.replication.mode, crate::ReplicationMode::Redis);
     assert_eq!(config.replication.ack, crate::AckMode::Sync);
     assert_eq!(config.replication.ack_timeout, Duration::from_millis(1_000));
+    assert_eq!(config.replication.waits_in_flight, 1);
 
     let text =
         format!("[replication]\nmode = \"proxy\"\nack = \"async\"\nack_timeout_ms = 250\n{SHARDS}");
@@ -974,6 +975,16 @@ fn replication_takes_its_mode_ack_and_timeout_and_the_old_ack_name() {
     assert_error(&text, "mode = \"cluster\"", &["redis", "proxy"]);
     let text = format!("[replication]\nack_timeout_ms = 0\n{SHARDS}");
     assert_error(&text, "ack_timeout_ms", &["replication.ack_timeout_ms"]);
+    let text = format!("[replication]\nwaits_in_flight = 3\n{SHARDS}");
+    assert_eq!(parse(&text).unwrap().replication.waits_in_flight, 3);
+    for bad in [0, 17] {
+        let text = format!("[replication]\nwaits_in_flight = {bad}\n{SHARDS}");
+        assert_error(
+            &text,
+            "waits_in_flight",
+            &["replication.waits_in_flight", "between 1 and 16"],
+        );
+    }
 
     // Redis's own replication is accepted, with its acknowledgement wait shorter than a
     // lane's response timeout (async waits for nothing, so any value goes there).

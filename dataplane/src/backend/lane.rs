@@ -31,8 +31,10 @@
 //! ran on the master, but a failover may lose it: its outcome is unknown to the client) and
 //! the other held replies go as they are, in order; later batches are not affected.
 //! The `WAIT`'s own reply never reaches a client. Reads-only batches get no `WAIT`. At most
-//! one `WAIT` is out on a connection: batches written while one is get the next, written when
-//! it answers ([`Sending::seal`]).
+//! `[replication] waits_in_flight` `WAIT`s (one by default) are out on a connection: batches
+//! written while that many are get the next, written when the oldest answers
+//! ([`Sending::seal`]). A request written behind a blocked `WAIT` runs only once it answers,
+//! so the response timeout counts from then ([`Commit::waited_at`]).
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -416,7 +418,12 @@ async fn serve(
     mut commit: Commit,
 ) -> Ended {
     let (mut reader, mut writer) = stream.split();
-    let mut send = Sending::new(connected, config.acl.clone(), config.ack_timeout);
+    let mut send = Sending::new(
+        connected,
+        config.acl.clone(),
+        config.ack_timeout,
+        config.waits_in_flight,
+    );
     let mut batch = Vec::with_capacity(BATCH);
     let mut buf = BytesMut::with_capacity(READ_RESERVE);
     let mut scanner = ReplyScanner::new(config.max_reply_depth);
@@ -502,7 +509,9 @@ async fn serve(
             _ = &mut fence_set => break Err(LaneError::Fenced),
             () = &mut timer, if timeout.is_some() && !send.in_flight.is_empty() => {
                 let timeout = timeout.unwrap_or_default();
-                let oldest = send.in_flight.front().map_or_else(Instant::now, |r| r.sent);
+                let oldest = send.in_flight.front().map_or_else(Instant::now, |r| {
+                    commit.waited_at.map_or(r.sent, |waited| r.sent.max(waited))
+                });
                 if oldest.elapsed() >= timeout {
                     break Err(LaneError::Timeout(timeout));
                 }
@@ -560,11 +569,15 @@ struct Sending {
     /// The last `WAIT` request built, for its replica count: the count changes only with the
     /// topology, so batches reuse it instead of encoding one each.
     wait: Option<(u32, Bytes)>,
-    /// `WAIT`s written on this connection; with [`Commit::waits_answered`], whether one is
-    /// still out. At most one is: the writes admitted meanwhile are covered by the next one,
-    /// written when it answers (fewer `WAIT`s, each making the master ask its replicas for
-    /// their offsets, for the same acknowledgements).
+    /// `WAIT`s written on this connection; with [`Commit::waits_answered`], how many are
+    /// still out.
     waits_sent: u64,
+    /// How many may be out at once (`[replication] waits_in_flight`, at least 1): the writes
+    /// admitted while that many are out are covered by the next one, written when the oldest
+    /// answers (fewer `WAIT`s, each making the master ask its replicas for their offsets,
+    /// for the same acknowledgements). Two let the master block on the next batch's `WAIT`
+    /// as soon as the current one answers, instead of a round trip to the proxy later.
+    waits_in_flight: u64,
 }
 
 impl Sending {
@@ -572,6 +585,7 @@ impl Sending {
         speaking: Protocol,
         acl: Option<Arc<super::acl::ManagedUsers>>,
         ack_timeout: Duration,
+        waits_in_flight: u32,
     ) -> Self {
         Self {
             out: OutBuf::new(),
@@ -586,14 +600,16 @@ impl Sending {
             ack_timeout,
             wait: None,
             waits_sent: 0,
+            waits_in_flight: u64::from(waits_in_flight.max(1)),
         }
     }
 
     /// Ends the batch: when it holds a write to acknowledge, a `WAIT` for its replicas
-    /// follows it in the same socket write, unless a `WAIT` is still out (`answered` of
-    /// them were answered): the writes then wait for the next one, sealed when it answers.
+    /// follows it in the same socket write, unless as many `WAIT`s as may be are still out
+    /// (`answered` of them were answered): the writes then wait for the next one, sealed when
+    /// the oldest answers.
     fn seal(&mut self, answered: u64) {
-        if self.acks == 0 || self.waits_sent > answered {
+        if self.acks == 0 || self.waits_sent >= answered + self.waits_in_flight {
             return;
         }
         let wanted = std::mem::take(&mut self.acks);
@@ -800,6 +816,8 @@ fn deliver_replies(
         };
         if let Kind::Wait(wanted) = request.kind {
             commit.waited(wanted, &whole);
+            // The requests behind it ran only now: their response time counts from here.
+            commit.waited_at = Some(Instant::now());
             continue;
         }
         if request.kind == Kind::Handshake {
@@ -915,6 +933,11 @@ struct Commit {
     events: Option<EventSender>,
     /// `WAIT`s answered on this connection (see [`Sending::waits_sent`]).
     waits_answered: u64,
+    /// When the last `WAIT` answered: a request written behind a blocked `WAIT` (or behind
+    /// several, `[replication] waits_in_flight`) runs only once they answer, so the response
+    /// timeout counts from then, not from its write; otherwise a replica that stops
+    /// answering would time the whole connection out instead of being made stale.
+    waited_at: Option<Instant>,
     /// The node's count of writes answered `-NOREPLICAS`.
     acks_refused: Arc<AtomicU64>,
 }
@@ -929,6 +952,7 @@ impl Commit {
             master: master.clone(),
             events: events.cloned(),
             waits_answered: 0,
+            waited_at: None,
             acks_refused: Arc::clone(acks_refused),
         }
     }
@@ -1274,6 +1298,66 @@ mod tests {
             Some(("set5", ClientError::NoReplicas.to_reply()))
         );
         assert_eq!(refused.load(Ordering::Relaxed), 3);
+    }
+
+    /// The `WAIT`s `send` has queued to write, by their replica counts.
+    fn waits_written(send: &Sending) -> Vec<u32> {
+        send.in_flight
+            .iter()
+            .filter_map(|r| match r.kind {
+                Kind::Wait(wanted) => Some(wanted),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_connection_has_at_most_waits_in_flight_waits_out() {
+        let write = || {
+            let mut request = LaneRequest::new(
+                Bytes::from_static(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n"),
+                Dest::Discard,
+                Protocol::Resp2,
+            );
+            request.acks = 1;
+            request
+        };
+        let mut send = Sending::new(Protocol::Resp2, None, Duration::from_millis(1000), 2);
+        // A read-only batch gets no WAIT.
+        send.take(&mut vec![LaneRequest::new(
+            Bytes::from_static(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"),
+            Dest::Discard,
+            Protocol::Resp2,
+        )]);
+        send.seal(0);
+        assert!(waits_written(&send).is_empty());
+        // Two batches of writes, two WAITs out.
+        send.take(&mut vec![write(), write()]);
+        send.seal(0);
+        send.take(&mut vec![write()]);
+        send.seal(0);
+        assert_eq!(waits_written(&send), vec![1, 1]);
+        // A third batch waits for the oldest to answer, and one WAIT covers what came meanwhile.
+        send.take(&mut vec![write()]);
+        send.seal(0);
+        send.take(&mut vec![write()]);
+        send.seal(0);
+        assert_eq!(waits_written(&send).len(), 2);
+        send.seal(1);
+        assert_eq!(waits_written(&send).len(), 3);
+        send.seal(1);
+        assert_eq!(waits_written(&send).len(), 3, "nothing left to cover");
+        let last = send.in_flight.back().map(|r| r.kind);
+        assert_eq!(last, Some(Kind::Wait(1)), "the WAIT ends the batch");
+        // With one allowed, the next batch's WAIT waits for the answer.
+        let mut one = Sending::new(Protocol::Resp2, None, Duration::from_millis(1000), 1);
+        one.take(&mut vec![write()]);
+        one.seal(0);
+        one.take(&mut vec![write()]);
+        one.seal(0);
+        assert_eq!(waits_written(&one).len(), 1);
+        one.seal(1);
+        assert_eq!(waits_written(&one).len(), 2);
     }
 
     #[test]

@@ -72,6 +72,8 @@ pub struct LaneConfig {
     /// How long a batch's `WAIT` lets the replicas acknowledge its writes (`[replication]
     /// ack_timeout_ms`; used only for requests with [`LaneRequest::acks`]).
     pub ack_timeout: Duration,
+    /// `WAIT`s a connection may have out at once (`[replication] waits_in_flight`).
+    pub waits_in_flight: u32,
     /// Whether each node keeps a connection per protocol open ahead of need for private lanes
     /// and subscriptions (`[backend] ready_connections`; see `ready.rs`).
     pub ready_connections: bool,
@@ -100,6 +102,7 @@ impl LaneConfig {
             tls,
             acl: None,
             ack_timeout: redshard_config::ReplicationConfig::default().ack_timeout,
+            waits_in_flight: redshard_config::ReplicationConfig::default().waits_in_flight,
             ready_connections: backend.ready_connections,
         }
     }
