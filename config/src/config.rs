@@ -29,6 +29,7 @@ use crate::file::{
 };
 use crate::file::{KeylessScripts, DEFAULT_KEYLESS_SCRIPTS, DEFAULT_READY_CONNECTIONS};
 use crate::file::{DEFAULT_AUTH_THROTTLE_SOURCES, MAX_AUTH_THROTTLE_SOURCES};
+use crate::file::{DEFAULT_MAX_UNWRITTEN_BYTES, MAX_MAX_UNWRITTEN_BYTES};
 use crate::file::{
     DEFAULT_METRICS_NAMESPACE, DEFAULT_SLOWLOG_MAX_LEN, DEFAULT_SLOWLOG_SLOWER_THAN_US,
     DEFAULT_THREADS, MAX_THREADS, METRICS_LISTEN_OFF,
@@ -173,6 +174,10 @@ pub struct BackendConfig {
     /// Pipelined connections per node (`0..=64`); a key uses lane `slot % lanes`. 0 means one
     /// per worker thread (the proxy resolves it when it starts).
     pub lanes: usize,
+    /// Bytes a lane's connection has copied for its node and not written yet, past which it
+    /// takes no more requests from its queue (`1..=`[`MAX_MAX_UNWRITTEN_BYTES`]): a node's
+    /// backlog then waits in the queue, referenced, not copied.
+    pub max_unwritten_bytes: usize,
     /// How many databases clients may `SELECT` (`1..=65536`): the nodes' own `databases`
     /// must be at least this, which each connection carrying client requests checks when it opens.
     pub databases: u32,
@@ -361,6 +366,7 @@ impl Default for BackendConfig {
             manage_acl: DEFAULT_MANAGE_ACL,
             keyless_scripts: DEFAULT_KEYLESS_SCRIPTS,
             lanes: DEFAULT_LANES,
+            max_unwritten_bytes: DEFAULT_MAX_UNWRITTEN_BYTES,
             databases: DEFAULT_DATABASES,
             ready_connections: DEFAULT_READY_CONNECTIONS,
             connect_timeout: Duration::from_millis(DEFAULT_CONNECT_TIMEOUT_MS),
@@ -856,6 +862,13 @@ fn backend(mut file: BackendFile, src: &Source<'_>) -> Result<BackendConfig, Con
         0,
         Some(MAX_LANES),
     )?;
+    let max_unwritten_bytes = src.bounded(
+        file.max_unwritten_bytes,
+        "backend.max_unwritten_bytes",
+        DEFAULT_MAX_UNWRITTEN_BYTES,
+        1,
+        Some(MAX_MAX_UNWRITTEN_BYTES),
+    )?;
     let databases = src.bounded(
         file.databases,
         "backend.databases",
@@ -928,6 +941,7 @@ fn backend(mut file: BackendFile, src: &Source<'_>) -> Result<BackendConfig, Con
         manage_acl,
         keyless_scripts,
         lanes,
+        max_unwritten_bytes,
         databases,
         ready_connections: file
             .ready_connections

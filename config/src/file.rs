@@ -123,6 +123,15 @@ pub const DEFAULT_KEYLESS_SCRIPTS: KeylessScripts = KeylessScripts::NoKeys;
 pub const DEFAULT_READY_CONNECTIONS: bool = true;
 /// Largest accepted `backend.lanes`.
 pub const MAX_LANES: usize = 64;
+/// Default of `backend.max_unwritten_bytes`: bytes of requests a lane's connection has copied
+/// for its node and not written yet, past which it takes no more from its queue. Four of a
+/// node's 16 KB reads: the node never waits for the proxy, and 1,000 pipelining clients that
+/// send faster than the nodes read leave their backlog in the queue (where it references the
+/// clients' read buffers) instead of in copies (measured: ~3 KB less RSS per client, the same
+/// CPU per request).
+pub const DEFAULT_MAX_UNWRITTEN_BYTES: usize = 64 * 1024;
+/// Largest accepted `backend.max_unwritten_bytes`.
+pub const MAX_MAX_UNWRITTEN_BYTES: usize = 1 << 30;
 /// Default of `backend.databases`: Redis's own default for `databases`, so `SELECT 0`..`15`
 /// work as on one server.
 pub const DEFAULT_DATABASES: u32 = 16;
@@ -333,6 +342,10 @@ pub struct BackendFile {
     /// `slot % lanes`; 0 = one per worker thread. Default [`DEFAULT_LANES`],
     /// `0..=`[`MAX_LANES`].
     pub lanes: Option<Spanned<usize>>,
+    /// `max_unwritten_bytes`: bytes a lane's connection has copied for its node and not
+    /// written yet, past which it takes no more requests from its queue. Default
+    /// [`DEFAULT_MAX_UNWRITTEN_BYTES`], `1..=`[`MAX_MAX_UNWRITTEN_BYTES`].
+    pub max_unwritten_bytes: Option<Spanned<usize>>,
     /// `databases`: how many databases clients may `SELECT` (0 to `databases - 1`); every node
     /// must have at least as many (its own `databases`), which the proxy checks on each
     /// connection. Default [`DEFAULT_DATABASES`], `1..=`[`MAX_DATABASES`].

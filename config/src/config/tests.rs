@@ -84,6 +84,7 @@ fn minimal_file_takes_every_default() {
     assert_eq!(config.backend, BackendConfig::default());
     assert_eq!(config.backend.lanes, 0, "one lane per worker thread");
     assert_eq!(config.backend.databases, 16, "Redis's own default");
+    assert_eq!(config.backend.max_unwritten_bytes, 64 * 1024);
     assert_eq!(config.backend.connect_timeout, Duration::from_millis(1000));
     assert_eq!(config.backend.response_timeout, Duration::from_millis(5000));
     assert_eq!(
@@ -151,6 +152,7 @@ username = "proxyuser"
 password = "pw"
 manage_acl = false
 lanes = 64
+max_unwritten_bytes = 8192
 databases = 100
 ready_connections = false
 connect_timeout_ms = 10
@@ -225,6 +227,7 @@ format = "json"
             // Without manage_acl, keyless scripts can only run with full rights.
             keyless_scripts: KeylessScripts::AnyMaster,
             lanes: 64,
+            max_unwritten_bytes: 8192,
             databases: 100,
             ready_connections: false,
             connect_timeout: Duration::from_millis(10),
@@ -487,6 +490,11 @@ fn unassigned_slots_are_named() {
 fn backend_values_are_bounded() {
     for (line, key, word) in [
         ("lanes = 65", "backend.lanes", "between 0 and 64, not 65"),
+        (
+            "max_unwritten_bytes = 0",
+            "backend.max_unwritten_bytes",
+            "between 1 and 1073741824, not 0",
+        ),
         (
             "databases = 0",
             "backend.databases",

@@ -447,8 +447,9 @@ async fn serve(
         if buf.capacity() - buf.len() < READ_RESERVE / 4 {
             buf.reserve(READ_RESERVE);
         }
+        let taking = open && send.takes_more(config.max_unwritten);
         tokio::select! {
-            received = rx.recv_many(&mut batch, BATCH), if open => {
+            received = rx.recv_many(&mut batch, BATCH), if taking => {
                 if received == 0 {
                     // Every sender is gone: finish what is in flight, then end.
                     open = false;
@@ -655,6 +656,16 @@ impl Sending {
             self.acting = user;
             self.push_own(auth, Kind::Handshake, now);
         }
+    }
+
+    /// Whether it takes more requests from the lane's queue: not while `max_unwritten` bytes
+    /// or more it has copied are not written yet. While the node reads slower than the
+    /// clients send, the backlog then stays in the queue, referencing the clients' read
+    /// buffers (which pipelining clients keep for their next requests anyway), instead of
+    /// being copied into an output buffer that grows to the largest backlog. The node never
+    /// waits for it: what is unwritten is several of its reads.
+    fn takes_more(&self, max_unwritten: usize) -> bool {
+        self.out.len() < max_unwritten
     }
 
     /// Whether nothing is waiting, unwritten or unanswered.
@@ -1358,6 +1369,41 @@ mod tests {
         assert_eq!(waits_written(&one).len(), 1);
         one.seal(1);
         assert_eq!(waits_written(&one).len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_connection_takes_no_more_requests_while_its_unwritten_bytes_pass_the_limit() {
+        let set = |n: usize| {
+            let mut bytes = BytesMut::new();
+            let value = vec![b'v'; 1000];
+            let key = format!("k{n}");
+            redshard_protocol::resp::encode::request(&mut bytes, &[b"SET", key.as_bytes(), &value]);
+            LaneRequest::new(bytes.freeze(), Dest::Discard, Protocol::Resp2)
+        };
+        let max = 4000;
+        let mut send = Sending::new(Protocol::Resp2, None, Duration::from_millis(1000), 1);
+        let mut taken = 0;
+        while send.takes_more(max) {
+            send.take(&mut vec![set(taken)]);
+            taken += 1;
+        }
+        assert_eq!(
+            taken, 4,
+            "three requests of ~1 KB stay under the limit, the fourth reaches it"
+        );
+        assert!(send.out.len() >= max);
+        // A node that reads nothing: still nothing more.
+        assert!(!send.takes_more(max));
+        // It reads part of what was written: below the limit, the connection takes again.
+        let (mut node, mut proxy) = tokio::io::duplex(2048);
+        let written = send.out.write_some(&mut proxy).await.unwrap();
+        assert!(written > 0 && written <= 2048);
+        assert!(send.takes_more(max));
+        let mut seen = vec![0; written];
+        tokio::io::AsyncReadExt::read_exact(&mut node, &mut seen)
+            .await
+            .unwrap();
+        assert!(seen.starts_with(b"*3\r\n$3\r\nSET\r\n$2\r\nk0\r\n"));
     }
 
     #[test]

@@ -74,6 +74,9 @@ pub struct LaneConfig {
     pub ack_timeout: Duration,
     /// `WAIT`s a connection may have out at once (`[replication] waits_in_flight`).
     pub waits_in_flight: u32,
+    /// Bytes a connection has copied for its node and not written yet past which it takes
+    /// nothing more from its queue (`[backend] max_unwritten_bytes`).
+    pub max_unwritten: usize,
     /// Whether each node keeps a connection per protocol open ahead of need for private lanes
     /// and subscriptions (`[backend] ready_connections`; see `ready.rs`).
     pub ready_connections: bool,
@@ -103,6 +106,7 @@ impl LaneConfig {
             acl: None,
             ack_timeout: redshard_config::ReplicationConfig::default().ack_timeout,
             waits_in_flight: redshard_config::ReplicationConfig::default().waits_in_flight,
+            max_unwritten: backend.max_unwritten_bytes,
             ready_connections: backend.ready_connections,
         }
     }
