@@ -1342,17 +1342,18 @@ mod tests {
         )]);
         send.seal(0);
         assert!(waits_written(&send).is_empty());
+        // A batch of `n` writes, ended once `answered` WAITs were answered.
+        let batch = |send: &mut Sending, n: usize, answered: u64| {
+            send.take(&mut (0..n).map(|_| write()).collect());
+            send.seal(answered);
+        };
         // Two batches of writes, two WAITs out.
-        send.take(&mut vec![write(), write()]);
-        send.seal(0);
-        send.take(&mut vec![write()]);
-        send.seal(0);
+        batch(&mut send, 2, 0);
+        batch(&mut send, 1, 0);
         assert_eq!(waits_written(&send), vec![1, 1]);
         // A third batch waits for the oldest to answer, and one WAIT covers what came meanwhile.
-        send.take(&mut vec![write()]);
-        send.seal(0);
-        send.take(&mut vec![write()]);
-        send.seal(0);
+        batch(&mut send, 1, 0);
+        batch(&mut send, 1, 0);
         assert_eq!(waits_written(&send).len(), 2);
         send.seal(1);
         assert_eq!(waits_written(&send).len(), 3);
@@ -1362,10 +1363,8 @@ mod tests {
         assert_eq!(last, Some(Kind::Wait(1)), "the WAIT ends the batch");
         // With one allowed, the next batch's WAIT waits for the answer.
         let mut one = Sending::new(Protocol::Resp2, None, Duration::from_millis(1000), 1);
-        one.take(&mut vec![write()]);
-        one.seal(0);
-        one.take(&mut vec![write()]);
-        one.seal(0);
+        batch(&mut one, 1, 0);
+        batch(&mut one, 1, 0);
         assert_eq!(waits_written(&one).len(), 1);
         one.seal(1);
         assert_eq!(waits_written(&one).len(), 2);
