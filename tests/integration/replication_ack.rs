@@ -497,7 +497,7 @@ async fn a_replica_the_shard_does_not_count_cannot_acknowledge_for_an_in_sync_on
     wait_for_info(&extra.addr(), "replication", "master_link_status", "up").await;
     let proxy = nodes.cluster.addr.to_string();
     wait_until(
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         "the proxy to count the extra replica in the writes' acknowledgement",
         || {
             let proxy = proxy.clone();
