@@ -400,6 +400,23 @@ impl ReplyQueue {
         load
     }
 
+    /// Holds the replies of every entry in the queue until the last one still waiting is in,
+    /// when there are two or more and one still waits: called by the session right after it
+    /// dispatched the requests of one read, so that their replies leave in one write, as
+    /// Redis writes a pipeline's replies after running what it read. Until then,
+    /// [`ReplyQueue::take_ready`] takes none of them and a completed one wakes nobody (as
+    /// with the hold of [`ReplyQueue::load_offering`]); past [`HOLD_MAX_BYTES`] held, they
+    /// leave as they come again.
+    pub(crate) fn hold_read(&self) {
+        let mut inner = self.lock();
+        if inner.hold_waiting == 0 && inner.waiting >= 1 && inner.entries.len() >= 2 {
+            if let Ok(waiting) = u32::try_from(inner.waiting) {
+                inner.hold_until = inner.head + inner.entries.len() as u64;
+                inner.hold_waiting = waiting;
+            }
+        }
+    }
+
     /// Lets replies be written straight to `socket` once the session offers it (see
     /// [`ReplyQueue::load_offering`]).
     pub(crate) fn attach_socket(&self, socket: Arc<tokio::net::TcpStream>) {
@@ -539,7 +556,8 @@ impl ReplyQueue {
         // again until it offers anew.
         inner.direct_open = false;
         loop {
-            if !inner.front_complete() {
+            if !inner.front_complete() || (inner.hold_waiting > 0 && inner.head < inner.hold_until)
+            {
                 return;
             }
             let seq = inner.head;
@@ -704,8 +722,9 @@ impl ReplyQueue {
                 released = inner.hold_waiting == 0;
             }
         }
-        if inner.hold_waiting > 0 && inner.held > HOLD_MAX_BYTES {
-            // Large replies: what they weigh matters now, not the writes they take.
+        if inner.hold_waiting > 0 && inner.held > HOLD_MAX_BYTES.min(inner.wake_over) {
+            // Large replies (or past the client's hard limit, which the session must see):
+            // what they weigh matters now, not the writes they take.
             inner.hold_waiting = 0;
             released = true;
         }
@@ -1253,6 +1272,28 @@ mod tests {
         d.deliver(Bytes::from_static(b"d"));
         assert!(q.notified().now_or_never().is_some());
         assert_eq!(take_all(&q), vec!["d"]);
+    }
+
+    #[test]
+    fn a_read_s_replies_stay_held_even_when_one_came_back_before_the_hold() {
+        use futures_util::FutureExt;
+        let q = ReplyQueue::new();
+        let a = q.reserve();
+        let b = q.reserve();
+        // Another thread's lane answered the first request while the session was still
+        // dispatching the second.
+        a.deliver(Bytes::from_static(b"a"));
+        q.hold_read();
+        assert!(take_all(&q).is_empty(), "held: b is still in flight");
+        let _ = q.notified().now_or_never();
+        b.deliver(Bytes::from_static(b"b"));
+        assert!(q.notified().now_or_never().is_some(), "the last held reply");
+        assert_eq!(take_all(&q), vec!["a", "b"]);
+        // One request of a read holds nothing.
+        let c = q.reserve();
+        q.hold_read();
+        c.deliver(Bytes::from_static(b"c"));
+        assert_eq!(take_all(&q), vec!["c"]);
     }
 
     #[test]

@@ -907,6 +907,15 @@ impl<S: ClientStream> Session<S> {
             // Closing (QUIT) ended the loop before the next look.
             self.ctx.queue.label_last(meta);
         }
+        // The replies of a read's requests leave together, even when some came back while
+        // the rest were being dispatched (another worker thread's lane was quicker): the
+        // hold starts here, before this turn takes any reply (see `ReplyQueue::hold_read`).
+        // Not for a request at a time (no second reply to wait for), nor in a state that
+        // treats replies specially (see `Session::check_output_limits`).
+        if count >= 2 && round.coalesce_replies && self.ctx.private.is_none() && self.plain_state()
+        {
+            self.ctx.queue.hold_read();
+        }
         // A request held back (not sent) had its read recorded all the same.
         tracking::after_dispatch(&mut self.ctx);
         self.ctx
