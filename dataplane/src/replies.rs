@@ -13,7 +13,9 @@
 //! by the lane that delivers it, under the queue's lock, instead of waking the session.
 //!
 //! A pipelining client's replies are held until every request in flight when the session
-//! last looked is answered, then leave together (see [`ReplyQueue::load_offering`]).
+//! dispatched a read's requests (or last looked) is answered, then leave together: the
+//! session is not woken for them, nor takes any, before (see [`ReplyQueue::hold_read`] and
+//! [`ReplyQueue::load_offering`]).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
