@@ -281,6 +281,9 @@ pub struct Limits {
     /// together once all are in (as Redis writes a pipeline's replies after running what it
     /// read), rather than each as soon as it and those before it are in.
     pub coalesce_replies: bool,
+    /// Reply bytes held for one client (with `coalesce_replies`) past which its replies
+    /// leave as they come again (`1..=`[`crate::file::MAX_COALESCE_MAX_BYTES`]).
+    pub coalesce_max_bytes: usize,
 }
 
 /// `[log]`.
@@ -404,6 +407,7 @@ impl Default for Limits {
             client_timeout: Duration::ZERO,
             tracking_table_max_keys: DEFAULT_TRACKING_TABLE_MAX_KEYS,
             coalesce_replies: crate::file::DEFAULT_COALESCE_REPLIES,
+            coalesce_max_bytes: crate::file::DEFAULT_COALESCE_MAX_BYTES,
         }
     }
 }
@@ -1090,6 +1094,13 @@ fn limits(file: LimitsFile, src: &Source<'_>) -> Result<Limits, ConfigError> {
             crate::file::DEFAULT_COALESCE_REPLIES,
             toml::Spanned::into_inner,
         ),
+        coalesce_max_bytes: src.bounded(
+            file.coalesce_max_bytes,
+            "limits.coalesce_max_bytes",
+            crate::file::DEFAULT_COALESCE_MAX_BYTES,
+            1,
+            Some(crate::file::MAX_COALESCE_MAX_BYTES),
+        )?,
     };
     if limits.output_buffer_soft_bytes > limits.output_buffer_hard_bytes {
         return Err(src.invalid(

@@ -159,6 +159,13 @@ pub const DEFAULT_MAX_QUERY_BUFFER_BYTES: usize = 1024 * 1024 * 1024;
 /// running what it read from the client; the proxy, whose replies come from several nodes,
 /// does the same (one write and one wake-up of the client instead of one per node).
 pub const DEFAULT_COALESCE_REPLIES: bool = true;
+/// Default of `limits.coalesce_max_bytes`: reply bytes a client's held replies may reach before
+/// they leave as they come again, so a pipeline of large values is not all buffered before
+/// the client gets the first (beyond a few tens of KB, a write per reply costs little beside
+/// the bytes).
+pub const DEFAULT_COALESCE_MAX_BYTES: usize = 64 * 1024;
+/// Largest accepted `limits.coalesce_max_bytes` (the queue counts them in 32 bits).
+pub const MAX_COALESCE_MAX_BYTES: usize = 1 << 30;
 
 /// Default of `limits.max_pipeline`.
 pub const DEFAULT_MAX_PIPELINE: usize = 100_000;
@@ -478,6 +485,9 @@ pub struct LimitsFile {
     /// `coalesce_replies`: whether the replies to the requests a pipelining client sent in
     /// one read leave together, once all are in. Default [`DEFAULT_COALESCE_REPLIES`].
     pub coalesce_replies: Option<Spanned<bool>>,
+    /// `coalesce_max_bytes`: reply bytes held for a client past which its replies leave as
+    /// they come. Default [`DEFAULT_COALESCE_MAX_BYTES`], `1..=`[`MAX_COALESCE_MAX_BYTES`].
+    pub coalesce_max_bytes: Option<Spanned<usize>>,
 }
 
 /// `[slowlog]`.

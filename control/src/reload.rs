@@ -195,6 +195,10 @@ fn reload_inner(state: &ProxyState) -> Result<ReloadReport, ReloadError> {
             old.coalesce_replies != new.coalesce_replies,
         ),
         (
+            "limits.coalesce_max_bytes",
+            old.coalesce_max_bytes != new.coalesce_max_bytes,
+        ),
+        (
             "limits.tracking_table_max_keys",
             old.tracking_table_max_keys != new.tracking_table_max_keys,
         ),

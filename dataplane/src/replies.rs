@@ -52,10 +52,10 @@ pub struct ReplyQueue {
 /// whole sweep interval.
 const PARK_AT_TICK: u8 = 2;
 
-/// Reply bytes a hold keeps at most (see [`ReplyQueue::load_offering`]): past them the
-/// replies leave as they come again, so a pipeline of large values is not all buffered
-/// before the client gets the first (and a write per reply costs little beside their size).
-const HOLD_MAX_BYTES: usize = 64 * 1024;
+/// Reply bytes a hold keeps at most by default (`[limits] coalesce_max_bytes`; see
+/// [`ReplyQueue::load_offering`]).
+#[cfg(test)]
+const HOLD_MAX_BYTES: usize = redshard_config::file::DEFAULT_COALESCE_MAX_BYTES;
 
 /// What a reply in flight is expected to weigh before the client's first replies have shown
 /// what its requests bring back: large enough that a client's first burst of requests for big
@@ -76,8 +76,10 @@ struct Inner {
     labels: VecDeque<(u64, Meta)>,
     /// Bytes of the replies (and gathered parts) in `entries`: received, not yet taken.
     held: usize,
-    /// Entries still waiting for a reply (or for a part): requests in flight.
-    waiting: usize,
+    /// Entries still waiting for a reply (or for a part): requests in flight. 32 bits (four
+    /// billion entries would take over 100 GB), which keeps the queue in its allocation
+    /// class beside `hold_max`.
+    waiting: u32,
     /// What one reply of this client is expected to weigh: the largest recent reply, decaying
     /// by a sixteenth per reply.
     estimate: usize,
@@ -105,6 +107,11 @@ struct Inner {
     /// the requests of one read leave in one write, as Redis writes a pipeline's replies
     /// after running what it read. Meaningful only while `hold_waiting` is not 0.
     hold_until: u64,
+    /// Reply bytes the current hold keeps at most (`[limits] coalesce_max_bytes`, as the
+    /// session read it when the hold began): past them the replies leave as they come
+    /// again, so a pipeline of large values is not all buffered before the client gets the
+    /// first (and a write per reply costs little beside their size).
+    hold_max: u32,
 }
 
 /// What a session offers at the end of a round (see [`ReplyQueue::load_offering`]): a reply
@@ -139,6 +146,17 @@ impl Inner {
             Some(Entry::Ready(_)) => true,
             Some(Entry::Gather(g)) => g.missing == 0,
             _ => false,
+        }
+    }
+
+    /// Starts a hold of every entry now in the queue, unless one is on: until the entries
+    /// still waiting among them are in, or `max` reply bytes are held (see
+    /// [`ReplyQueue::load_offering`]).
+    fn hold(&mut self, max: usize) {
+        if self.hold_waiting == 0 && self.waiting > 0 {
+            self.hold_until = self.head + self.entries.len() as u64;
+            self.hold_waiting = self.waiting;
+            self.hold_max = u32::try_from(max).unwrap_or(u32::MAX);
         }
     }
 
@@ -239,6 +257,7 @@ impl Default for Inner {
             direct_open: false,
             hold_waiting: 0,
             hold_until: 0,
+            hold_max: 0,
         }
     }
 }
@@ -370,27 +389,31 @@ impl ReplyQueue {
     /// whoever delivers it (see [`Offer`]).
     ///
     /// With `hold` (`[limits] coalesce_replies`, and no request in flight that may wait
-    /// long), when no hold is on and two or more requests are in flight, the session is not
-    /// woken for their replies until all of them are in (or the bytes held pass
-    /// [`HOLD_MAX_BYTES`], or `wake_over`): the replies to a pipeline, which come from
+    /// long: `[limits] coalesce_max_bytes`), when no hold is on and two or more requests are
+    /// in flight, the session is not woken for their replies, nor takes any, until all of
+    /// them are in (or the bytes held pass `hold`, or `wake_over`): the replies to a pipeline, which come from
     /// several nodes at different moments, then leave in one write, as Redis writes a
     /// pipeline's replies after running what it read, instead of one write (and one wake-up
     /// of the client) per node. Requests dispatched meanwhile are not part of the hold: it
     /// ends when the ones in flight now are answered, whatever the client sends next.
     #[inline]
-    pub(crate) fn load_offering(&self, wake_over: usize, offer: Option<Offer>, hold: bool) -> Load {
+    pub(crate) fn load_offering(
+        &self,
+        wake_over: usize,
+        offer: Option<Offer>,
+        hold: Option<usize>,
+    ) -> Load {
         let mut inner = self.lock();
         inner.wake_over = wake_over;
-        if hold && inner.hold_waiting == 0 && inner.waiting >= 2 {
-            if let Ok(waiting) = u32::try_from(inner.waiting) {
-                inner.hold_until = inner.head + inner.entries.len() as u64;
-                inner.hold_waiting = waiting;
+        if let Some(max) = hold {
+            if inner.waiting >= 2 {
+                inner.hold(max);
             }
         }
         let load = Load {
             entries: inner.entries.len(),
             held: inner.held,
-            waiting: inner.waiting,
+            waiting: inner.waiting as usize,
             estimate: inner.estimate,
         };
         inner.direct_open = inner.direct.is_some()
@@ -407,15 +430,12 @@ impl ReplyQueue {
     /// dispatched the requests of one read, so that their replies leave in one write, as
     /// Redis writes a pipeline's replies after running what it read. Until then,
     /// [`ReplyQueue::take_ready`] takes none of them and a completed one wakes nobody (as
-    /// with the hold of [`ReplyQueue::load_offering`]); past [`HOLD_MAX_BYTES`] held, they
-    /// leave as they come again.
-    pub(crate) fn hold_read(&self) {
+    /// with the hold of [`ReplyQueue::load_offering`]); past `max` bytes held (`[limits]
+    /// coalesce_max_bytes`), they leave as they come again.
+    pub(crate) fn hold_read(&self, max: usize) {
         let mut inner = self.lock();
-        if inner.hold_waiting == 0 && inner.waiting >= 1 && inner.entries.len() >= 2 {
-            if let Ok(waiting) = u32::try_from(inner.waiting) {
-                inner.hold_until = inner.head + inner.entries.len() as u64;
-                inner.hold_waiting = waiting;
-            }
+        if inner.waiting >= 1 && inner.entries.len() >= 2 {
+            inner.hold(max);
         }
     }
 
@@ -455,7 +475,7 @@ impl ReplyQueue {
         Load {
             entries: inner.entries.len(),
             held: inner.held,
-            waiting: inner.waiting,
+            waiting: inner.waiting as usize,
             estimate: inner.estimate,
         }
     }
@@ -724,7 +744,7 @@ impl ReplyQueue {
                 released = inner.hold_waiting == 0;
             }
         }
-        if inner.hold_waiting > 0 && inner.held > HOLD_MAX_BYTES.min(inner.wake_over) {
+        if inner.hold_waiting > 0 && inner.held > (inner.hold_max as usize).min(inner.wake_over) {
             // Large replies (or past the client's hard limit, which the session must see):
             // what they weigh matters now, not the writes they take.
             inner.hold_waiting = 0;
@@ -945,7 +965,11 @@ fn random_start() -> usize {
 pub fn bench_pipeline(requests: usize, hold: bool) -> (usize, usize) {
     let queue = ReplyQueue::new();
     let entries: Vec<ReplyTo> = (0..requests).map(|_| queue.reserve()).collect();
-    queue.load_offering(usize::MAX, None, hold);
+    queue.load_offering(
+        usize::MAX,
+        None,
+        hold.then_some(redshard_config::file::DEFAULT_COALESCE_MAX_BYTES),
+    );
     let (mut wakes, mut bytes) = (0, 0);
     for entry in entries {
         entry.deliver(Bytes::from_static(b"+OK\r\n"));
@@ -1105,7 +1129,7 @@ mod tests {
         use futures_util::FutureExt;
         let (q, mut client) = direct_queue().await;
         let reply = labelled(&q);
-        let load = q.load_offering(usize::MAX, OFFER, false);
+        let load = q.load_offering(usize::MAX, OFFER, None);
         assert_eq!(load.entries, 1);
         reply.deliver(Bytes::from_static(b"$1\r\nv\r\n"));
         assert_eq!(received(&mut client).await, b"$1\r\nv\r\n");
@@ -1128,7 +1152,7 @@ mod tests {
         use tokio::io::AsyncReadExt;
         let (q, mut client) = direct_queue().await;
         let reply = labelled(&q);
-        q.load_offering(usize::MAX, OFFER, false);
+        q.load_offering(usize::MAX, OFFER, None);
         // Far more than loopback's socket buffers take while nobody reads.
         let big = Bytes::from(vec![b'x'; 32 << 20]);
         reply.deliver(big.clone());
@@ -1169,19 +1193,19 @@ mod tests {
         assert_eq!(take_all(&q), vec!["+a\r\n"]);
         // An offer the session withdrew by looking at the queue (take_ready) or dispatching
         // (label_and_load).
-        q.load_offering(usize::MAX, OFFER, false);
+        q.load_offering(usize::MAX, OFFER, None);
         assert!(take_all(&q).is_empty());
         labelled(&q).deliver(Bytes::from_static(b"+b\r\n"));
         assert_eq!(take_all(&q), vec!["+b\r\n"]);
-        q.load_offering(usize::MAX, OFFER, false);
+        q.load_offering(usize::MAX, OFFER, None);
         let _ = q.label_and_load(None, usize::MAX);
         labelled(&q).deliver(Bytes::from_static(b"+c\r\n"));
         assert_eq!(take_all(&q), vec!["+c\r\n"]);
         // Not for an unlabelled entry (its metrics are the session's), nor behind another.
-        q.load_offering(usize::MAX, OFFER, false);
+        q.load_offering(usize::MAX, OFFER, None);
         q.reserve().deliver(Bytes::from_static(b"+d\r\n"));
         assert_eq!(take_all(&q), vec!["+d\r\n"]);
-        q.load_offering(usize::MAX, OFFER, false);
+        q.load_offering(usize::MAX, OFFER, None);
         let first = labelled(&q);
         let second = labelled(&q);
         second.deliver(Bytes::from_static(b"+f\r\n"));
@@ -1195,7 +1219,7 @@ mod tests {
                 max_pipeline: 1000,
                 slowlog_us: 0,
             }),
-            false,
+            None,
         );
         let reply = labelled(&q);
         reply.deliver(Bytes::from_static(b"+g\r\n"));
@@ -1208,12 +1232,12 @@ mod tests {
                 max_pipeline: 1,
                 slowlog_us: -1,
             }),
-            false,
+            None,
         );
         held.deliver(Bytes::from_static(b"+h\r\n"));
         assert_eq!(take_all(&q), vec!["+h\r\n"]);
         // Not once the session let go of the socket.
-        q.load_offering(usize::MAX, OFFER, false);
+        q.load_offering(usize::MAX, OFFER, None);
         q.detach_socket();
         labelled(&q).deliver(Bytes::from_static(b"+i\r\n"));
         assert_eq!(take_all(&q), vec!["+i\r\n"]);
@@ -1258,19 +1282,19 @@ mod tests {
         let a = q.reserve();
         let b = q.reserve();
         let c = q.reserve();
-        q.load_offering(usize::MAX, None, true);
+        q.load_offering(usize::MAX, None, Some(HOLD_MAX_BYTES));
         a.deliver(Bytes::from_static(b"a"));
         assert!(!q.may_be_ready(), "b and c are still in flight");
         c.deliver(Bytes::from_static(b"c"));
         assert!(q.notified().now_or_never().is_none());
         // A request dispatched meanwhile is not part of the hold.
         let d = q.reserve();
-        q.load_offering(usize::MAX, None, true);
+        q.load_offering(usize::MAX, None, Some(HOLD_MAX_BYTES));
         b.deliver(Bytes::from_static(b"b"));
         assert!(q.notified().now_or_never().is_some(), "the last held reply");
         assert_eq!(take_all(&q), vec!["a", "b", "c"]);
         // The next look holds nothing for one request in flight.
-        q.load_offering(usize::MAX, None, true);
+        q.load_offering(usize::MAX, None, Some(HOLD_MAX_BYTES));
         d.deliver(Bytes::from_static(b"d"));
         assert!(q.notified().now_or_never().is_some());
         assert_eq!(take_all(&q), vec!["d"]);
@@ -1285,7 +1309,7 @@ mod tests {
         // Another thread's lane answered the first request while the session was still
         // dispatching the second.
         a.deliver(Bytes::from_static(b"a"));
-        q.hold_read();
+        q.hold_read(HOLD_MAX_BYTES);
         assert!(take_all(&q).is_empty(), "held: b is still in flight");
         let _ = q.notified().now_or_never();
         b.deliver(Bytes::from_static(b"b"));
@@ -1293,9 +1317,24 @@ mod tests {
         assert_eq!(take_all(&q), vec!["a", "b"]);
         // One request of a read holds nothing.
         let c = q.reserve();
-        q.hold_read();
+        q.hold_read(HOLD_MAX_BYTES);
         c.deliver(Bytes::from_static(b"c"));
         assert_eq!(take_all(&q), vec!["c"]);
+        // Past `[limits] coalesce_max_bytes` held, they leave as they come.
+        let d = q.reserve();
+        let e = q.reserve();
+        let f = q.reserve();
+        q.hold_read(4);
+        d.deliver(Bytes::from_static(b"dd"));
+        assert!(take_all(&q).is_empty(), "2 bytes held: within the limit");
+        e.deliver(Bytes::from_static(b"eee"));
+        assert_eq!(
+            take_all(&q),
+            vec!["dd", "eee"],
+            "5 bytes held: the hold is over, with f still in flight"
+        );
+        f.deliver(Bytes::from_static(b"f"));
+        assert_eq!(take_all(&q), vec!["f"]);
     }
 
     #[test]
@@ -1304,7 +1343,7 @@ mod tests {
         let q = ReplyQueue::new();
         let a = q.reserve();
         let b = q.reserve();
-        q.load_offering(4, None, true);
+        q.load_offering(4, None, Some(HOLD_MAX_BYTES));
         a.deliver(Bytes::from_static(b"+aaaa\r\n"));
         assert!(
             q.notified().now_or_never().is_some(),
@@ -1319,7 +1358,7 @@ mod tests {
         let a = q.reserve();
         let b = q.reserve();
         let c = q.reserve();
-        q.load_offering(usize::MAX, None, true);
+        q.load_offering(usize::MAX, None, Some(HOLD_MAX_BYTES));
         b.deliver(Bytes::from(vec![b'b'; HOLD_MAX_BYTES]));
         assert!(
             q.notified().now_or_never().is_none(),
@@ -1339,7 +1378,7 @@ mod tests {
         // completed front entry wakes the session as before.
         let a = q.reserve();
         let b = q.reserve();
-        q.load_offering(usize::MAX, None, false);
+        q.load_offering(usize::MAX, None, None);
         a.deliver(Bytes::from_static(b"a"));
         assert!(q.notified().now_or_never().is_some());
         b.deliver(Bytes::from_static(b"b"));
@@ -1352,7 +1391,7 @@ mod tests {
         let q = ReplyQueue::new();
         let seq = q.reserve_gather(2, MergePlan::AllOk);
         let b = q.reserve();
-        q.load_offering(usize::MAX, None, true);
+        q.load_offering(usize::MAX, None, Some(HOLD_MAX_BYTES));
         q.part(seq, 0).deliver(Bytes::from_static(b"+OK\r\n"));
         b.deliver(Bytes::from_static(b"b"));
         assert!(
@@ -1370,7 +1409,7 @@ mod tests {
         let q = ReplyQueue::new();
         let a = q.reserve();
         let b = q.reserve();
-        q.load_offering(usize::MAX, None, true);
+        q.load_offering(usize::MAX, None, Some(HOLD_MAX_BYTES));
         q.close();
         a.deliver(Bytes::from_static(b"a"));
         b.deliver(Bytes::from_static(b"b"));

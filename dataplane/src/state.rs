@@ -143,6 +143,8 @@ pub struct HotSettings {
     pub inflight_bytes: usize,
     /// `[limits] coalesce_replies`.
     pub coalesce_replies: bool,
+    /// `[limits] coalesce_max_bytes`.
+    pub coalesce_max_bytes: usize,
     /// `[slowlog]`.
     pub slowlog: redshard_config::SlowlogConfig,
 }
@@ -158,6 +160,7 @@ struct HotCells {
     soft_for_ns: AtomicU64,
     inflight_bytes: AtomicUsize,
     coalesce_replies: AtomicBool,
+    coalesce_max_bytes: AtomicUsize,
     slowlog_slower_than_us: AtomicI64,
     slowlog_max_len: AtomicUsize,
 }
@@ -179,6 +182,8 @@ impl HotCells {
             .store(limits.max_inflight_reply_bytes, Ordering::Relaxed);
         self.coalesce_replies
             .store(limits.coalesce_replies, Ordering::Relaxed);
+        self.coalesce_max_bytes
+            .store(limits.coalesce_max_bytes, Ordering::Relaxed);
         self.slowlog_slower_than_us
             .store(config.slowlog.log_slower_than_us, Ordering::Relaxed);
         self.slowlog_max_len
@@ -194,6 +199,7 @@ impl HotCells {
             soft_for: std::time::Duration::from_nanos(self.soft_for_ns.load(Ordering::Relaxed)),
             inflight_bytes: self.inflight_bytes.load(Ordering::Relaxed),
             coalesce_replies: self.coalesce_replies.load(Ordering::Relaxed),
+            coalesce_max_bytes: self.coalesce_max_bytes.load(Ordering::Relaxed),
             slowlog: redshard_config::SlowlogConfig {
                 log_slower_than_us: self.slowlog_slower_than_us.load(Ordering::Relaxed),
                 max_len: self.slowlog_max_len.load(Ordering::Relaxed),
@@ -446,6 +452,7 @@ mod tests {
         next.limits.output_buffer_soft = std::time::Duration::from_millis(1500);
         next.limits.max_inflight_reply_bytes = 19;
         next.limits.coalesce_replies = false;
+        next.limits.coalesce_max_bytes = 29;
         next.slowlog.log_slower_than_us = -1;
         next.slowlog.max_len = 23;
         live.replace(Arc::new(next));
@@ -459,6 +466,7 @@ mod tests {
                 soft_for: std::time::Duration::from_millis(1500),
                 inflight_bytes: 19,
                 coalesce_replies: false,
+                coalesce_max_bytes: 29,
                 slowlog: redshard_config::SlowlogConfig {
                     log_slower_than_us: -1,
                     max_len: 23,

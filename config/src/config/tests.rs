@@ -187,6 +187,7 @@ close_linger_ms = 60
 idle_park_ms = 70
 client_timeout_s = 300
 coalesce_replies = false
+coalesce_max_bytes = 4096
 
 [log]
 level = "info,redshard=debug"
@@ -270,6 +271,7 @@ format = "json"
             client_timeout: Duration::from_secs(300),
             tracking_table_max_keys: DEFAULT_TRACKING_TABLE_MAX_KEYS,
             coalesce_replies: false,
+            coalesce_max_bytes: 4096,
         }
     );
     assert_eq!(config.log.level, "info,redshard=debug");
@@ -563,6 +565,7 @@ fn limits_are_bounded() {
         "max_query_buffer_bytes",
         "max_pipeline",
         "max_reply_depth",
+        "coalesce_max_bytes",
     ] {
         let text = format!("[limits]\n{key} = 0\n{SHARDS}");
         assert_error(&text, key, &[&format!("limits.{key}"), "1", ", not 0"]);

@@ -647,7 +647,7 @@ impl<S: ClientStream> Session<S> {
         // The same look holds the replies of the requests in flight until all are in (see
         // `ReplyQueue::load_offering`), unless one of them may wait long: a blocking command
         // (its private connection), a WAIT, a transaction, a subscription.
-        let hold = round.coalesce_replies && plain;
+        let hold = (round.coalesce_replies && plain).then_some(round.coalesce_max_bytes);
         let load = self.ctx.queue.load_offering(round.hard_bytes, offer, hold);
         let pending = load.held + self.out.len();
         self.ctx
@@ -914,7 +914,7 @@ impl<S: ClientStream> Session<S> {
         // treats replies specially (see `Session::check_output_limits`).
         if count >= 2 && round.coalesce_replies && self.ctx.private.is_none() && self.plain_state()
         {
-            self.ctx.queue.hold_read();
+            self.ctx.queue.hold_read(round.coalesce_max_bytes);
         }
         // A request held back (not sent) had its read recorded all the same.
         tracking::after_dispatch(&mut self.ctx);
