@@ -34,9 +34,53 @@ fn sync_delay() -> &'static [&'static str] {
     }
 }
 
-/// A port that was free a moment ago.
+/// A port that was free a moment ago, for a process the test starts (and may restart on it).
+///
+/// Taken below the kernel's ephemeral range (`net.ipv4.ip_local_port_range`, from 32768 by
+/// default), from 10000 up (clear of the usual fixed ports of a developer's local Redis,
+/// cluster, etcd and metrics): a port from `bind(0)` is in that range, where the source
+/// port of any outgoing connection of the suite may take it while its server is down
+/// between a stop and a restart on it, which then fails. Never the same port twice in one
+/// test process. Falls back to `bind(0)` where the range leaves no room below it.
 #[must_use]
 pub fn free_port() -> u16 {
+    use std::collections::HashSet;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Mutex;
+    const LOWEST: u16 = 10_000;
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    static SEED: AtomicU64 = AtomicU64::new(0);
+    let below = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    if below > LOWEST + 1_000 {
+        let span = u64::from(below - LOWEST);
+        // A different sequence in every test process (xorshift; no need for a real RNG).
+        let mut x = SEED.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+            ^ u64::from(std::process::id()).rotate_left(32)
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+            | 1;
+        let mut given = GIVEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let given = given.get_or_insert_with(HashSet::new);
+        for _ in 0..1_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let port = LOWEST + u16::try_from(x % span).unwrap_or(0);
+            if given.contains(&port) {
+                continue;
+            }
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                given.insert(port);
+                return port;
+            }
+        }
+    }
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local addr").port()
 }
