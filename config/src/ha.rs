@@ -61,7 +61,7 @@ pub const DEFAULT_ACK_TIMEOUT_MS: u64 = 1_000;
 
 /// Default of `[replication] waits_in_flight`: `WAIT`s a lane's connection may have out at
 /// once. Two let the master block on the next batch's `WAIT` as soon as the current one
-/// answers (measured: ~3% more sync write throughput at `-P 16`, less at three or more), but
+/// answers (measured: 0–2% more sync write throughput at `-P 16`, less at three or more), but
 /// when a replica stops, a write can then wait behind one more `WAIT` that runs its whole
 /// `ack_timeout_ms`: one keeps that stall shortest.
 pub const DEFAULT_WAITS_IN_FLIGHT: u32 = 1;
