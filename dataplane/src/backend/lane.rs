@@ -1321,6 +1321,26 @@ mod tests {
         assert_eq!(refused.load(Ordering::Relaxed), 3);
     }
 
+    /// A write whose reply waits for one replica's acknowledgement.
+    fn acked_write() -> LaneRequest {
+        let mut request = LaneRequest::new(
+            Bytes::from_static(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n"),
+            Dest::Discard,
+            Protocol::Resp2,
+        );
+        request.acks = 1;
+        request
+    }
+
+    /// A read.
+    fn read() -> LaneRequest {
+        LaneRequest::new(
+            Bytes::from_static(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"),
+            Dest::Discard,
+            Protocol::Resp2,
+        )
+    }
+
     /// The `WAIT`s `send` has queued to write, by their replica counts.
     fn waits_written(send: &Sending) -> Vec<u32> {
         send.in_flight
@@ -1334,27 +1354,14 @@ mod tests {
 
     #[test]
     fn a_connection_has_at_most_waits_in_flight_waits_out() {
-        let write = || {
-            let mut request = LaneRequest::new(
-                Bytes::from_static(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n"),
-                Dest::Discard,
-                Protocol::Resp2,
-            );
-            request.acks = 1;
-            request
-        };
         let mut send = Sending::new(Protocol::Resp2, None, Duration::from_millis(1000), 2);
         // A read-only batch gets no WAIT.
-        send.take(&mut vec![LaneRequest::new(
-            Bytes::from_static(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"),
-            Dest::Discard,
-            Protocol::Resp2,
-        )]);
+        send.take(&mut vec![read()]);
         send.seal(0);
         assert!(waits_written(&send).is_empty());
         // A batch of `n` writes, ended once `answered` WAITs were answered.
         let batch = |send: &mut Sending, n: usize, answered: u64| {
-            send.take(&mut (0..n).map(|_| write()).collect());
+            send.take(&mut (0..n).map(|_| acked_write()).collect());
             send.seal(answered);
         };
         // Two batches of writes, two WAITs out.
@@ -1382,31 +1389,18 @@ mod tests {
 
     #[test]
     fn a_connection_takes_no_more_requests_while_its_waits_block_the_master() {
-        let write = || {
-            let mut request = LaneRequest::new(
-                Bytes::from_static(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n"),
-                Dest::Discard,
-                Protocol::Resp2,
-            );
-            request.acks = 1;
-            request
-        };
         let max = 64 * 1024;
         for allowed in [1_u32, 2] {
             let mut send =
                 Sending::new(Protocol::Resp2, None, Duration::from_millis(1000), allowed);
             // Reads alone never block it.
-            send.take(&mut vec![LaneRequest::new(
-                Bytes::from_static(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"),
-                Dest::Discard,
-                Protocol::Resp2,
-            )]);
+            send.take(&mut vec![read()]);
             send.seal(0);
             assert!(send.takes_more(max, 0));
             // Each batch of writes puts out a WAIT; at the allowed count it takes no more.
             for out in 1..=u64::from(allowed) {
                 assert!(send.takes_more(max, 0), "{out} of {allowed}");
-                send.take(&mut vec![write()]);
+                send.take(&mut vec![acked_write()]);
                 send.seal(0);
             }
             assert_eq!(waits_written(&send).len(), allowed as usize);
