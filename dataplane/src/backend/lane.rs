@@ -672,7 +672,7 @@ impl Sending {
     ///   master runs nothing of this connection before the oldest answers, so what it was
     ///   sent meanwhile would only be read by it in pieces (a read and a wake-up each) and
     ///   held. Taken when the `WAIT` answers, it goes in one write with the next `WAIT`
-    ///   (+3% sync throughput in paired runs). A request still queued is not timed and, if
+    ///   (+2–4% sync throughput in paired runs). A request still queued is not timed and, if
     ///   the connection fails, is sent on the next one: it never ran.
     fn takes_more(&self, max_unwritten: usize, answered: u64) -> bool {
         self.out.len() < max_unwritten && self.waits_sent < answered + self.waits_in_flight
