@@ -612,7 +612,7 @@ impl Sending {
     /// (`answered` of them were answered): the writes then wait for the next one, sealed when
     /// the oldest answers.
     fn seal(&mut self, answered: u64) {
-        if self.acks == 0 || self.waits_sent >= answered + self.waits_in_flight {
+        if self.acks == 0 || self.waits_full(answered) {
             return;
         }
         let wanted = std::mem::take(&mut self.acks);
@@ -675,7 +675,12 @@ impl Sending {
     ///   (+2–4% sync throughput in paired runs). A request still queued is not timed and, if
     ///   the connection fails, is sent on the next one: it never ran.
     fn takes_more(&self, max_unwritten: usize, answered: u64) -> bool {
-        self.out.len() < max_unwritten && self.waits_sent < answered + self.waits_in_flight
+        self.out.len() < max_unwritten && !self.waits_full(answered)
+    }
+
+    /// Whether as many `WAIT`s as may be are out (`answered` of them were answered).
+    fn waits_full(&self, answered: u64) -> bool {
+        self.waits_sent >= answered + self.waits_in_flight
     }
 
     /// Whether nothing is waiting, unwritten or unanswered.
