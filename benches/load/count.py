@@ -80,7 +80,8 @@ def count_ir(proxy, port, case, n, clients, workdir, keep):
         for path in glob.glob(os.path.join(workdir, f"callgrind.out.{proxy.pid}*")):
             with open(path) as f:
                 text = f.read()
-            if f"Trigger: dump {case}" in text:
+            # The whole line: "dump set_p1" is also the start of "dump set_p16".
+            if re.search(rf"^desc: Trigger: dump {re.escape(case)}$", text, re.M):
                 total = re.search(r"^(?:summary|totals):((?: \d+)+)", text, re.M)
                 events = re.search(r"^events:((?: \w+)+)", text, re.M)
                 if total and events:
