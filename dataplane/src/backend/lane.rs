@@ -53,7 +53,7 @@ use tracing::{debug, warn};
 
 use super::error::LaneError;
 use super::stream::BackendStream;
-use super::{connect::connect_lane, Dest, LaneConfig, LaneRequest};
+use super::{connect::connect_lane, queue, Dest, LaneConfig, LaneRequest};
 use crate::events::{AckVerdict, ControlEvent, EventSender};
 use crate::outbuf::OutBuf;
 use redshard_metrics as metrics;
@@ -144,7 +144,7 @@ pub struct LaneSetup {
 }
 
 /// The lane task: connect, serve, reconnect, until the lane is no longer used.
-pub async fn run(setup: LaneSetup, mut rx: mpsc::UnboundedReceiver<LaneRequest>) {
+pub(crate) async fn run(setup: LaneSetup, mut rx: queue::Receiver<LaneRequest>) {
     let LaneSetup {
         addr,
         index,
@@ -320,7 +320,7 @@ impl Drop for LaneDown<'_> {
 /// Answers every request with `reply` while the node is fenced. Returns `false` when every
 /// sender is gone.
 async fn refuse_while_fenced(
-    rx: &mut mpsc::UnboundedReceiver<LaneRequest>,
+    rx: &mut queue::Receiver<LaneRequest>,
     fence: &mut watch::Receiver<bool>,
     reply: &Bytes,
 ) -> bool {
@@ -341,9 +341,9 @@ async fn refuse_while_fenced(
 }
 
 /// Ends a lane: no more requests are accepted, and every queued one is answered with `reply`.
-fn close_and_fail(rx: &mut mpsc::UnboundedReceiver<LaneRequest>, reply: &Bytes) {
+fn close_and_fail(rx: &mut queue::Receiver<LaneRequest>, reply: &Bytes) {
     rx.close();
-    while let Ok(request) = rx.try_recv() {
+    while let Some(request) = rx.try_recv() {
         fail_request(request, reply);
     }
 }
@@ -388,7 +388,7 @@ async fn hold_unsent(
 /// Answers every request that arrives before `deadline` with `reply`. Returns `false` when
 /// every sender is gone (the lane is no longer used).
 async fn refuse_until(
-    rx: &mut mpsc::UnboundedReceiver<LaneRequest>,
+    rx: &mut queue::Receiver<LaneRequest>,
     deadline: Instant,
     reply: &Bytes,
 ) -> bool {
@@ -412,7 +412,7 @@ async fn refuse_until(
 /// holds the replies waiting for `WAIT`s: a fresh one per connection.
 async fn serve(
     mut stream: BackendStream,
-    rx: &mut mpsc::UnboundedReceiver<LaneRequest>,
+    rx: &mut queue::Receiver<LaneRequest>,
     addr: &NodeAddr,
     connected: Protocol,
     config: &LaneConfig,
@@ -472,12 +472,8 @@ async fn serve(
                 // poll, under load it divides the lane's writes (and the node's reads and
                 // wake-ups) by the number of clients served per turn.
                 tokio::task::yield_now().await;
-                while batch.len() < BATCH {
-                    match rx.try_recv() {
-                        Ok(request) => batch.push(request),
-                        Err(_) => break,
-                    }
-                }
+                let room = BATCH.saturating_sub(batch.len());
+                rx.try_recv_many(&mut batch, room);
                 send.take(&mut batch);
                 send.seal(commit.waits_answered);
             }

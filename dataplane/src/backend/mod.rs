@@ -14,6 +14,7 @@ mod error;
 pub mod invalidations;
 pub mod lane;
 pub mod node_monitor;
+pub mod queue;
 mod ready;
 pub mod stream;
 pub mod subscriber;
@@ -262,7 +263,7 @@ impl LaneRequest {
 #[derive(Clone, Debug)]
 pub struct LaneHandle {
     /// Requests in submission order; the lane task owns the receiver.
-    tx: mpsc::UnboundedSender<LaneRequest>,
+    tx: queue::Sender<LaneRequest>,
 }
 
 impl LaneHandle {
@@ -274,7 +275,7 @@ impl LaneHandle {
     /// Queues `request`. If the lane task is gone (only while the proxy shuts down), the
     /// request is answered with an error at once so its client never hangs.
     pub(crate) fn submit(&self, request: LaneRequest) {
-        if let Err(mpsc::error::SendError(req)) = self.tx.send(request) {
+        if let Err(req) = self.tx.send(request) {
             if let Some(job) = req.mirror {
                 job.master_lost();
             }
@@ -500,7 +501,7 @@ fn spawn_lanes(
 ) -> Box<[LaneHandle]> {
     (0..config.lanes.max(1))
         .map(|index| {
-            let (tx, rx) = mpsc::unbounded_channel();
+            let (tx, rx) = queue::channel();
             tokio::spawn(lane::run(
                 lane::LaneSetup {
                     addr: addr.clone(),
@@ -633,7 +634,7 @@ impl Node {
         let mut config = (*self.config).clone();
         config.response_timeout = None;
         config.reconnect = false;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = queue::channel();
         let task = tokio::spawn(lane::run(
             lane::LaneSetup {
                 addr: self.addr.clone(),

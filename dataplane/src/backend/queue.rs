@@ -1,0 +1,337 @@
+//! A lane's request queue: many senders (the sessions, on any worker thread), one receiver
+//! (the lane task).
+//!
+//! Every request a client sends to a node goes through one, so it is kept to what a lane
+//! needs: a lock around a `VecDeque`, and a wake-up only when the lane waits on an empty
+//! queue. A send is one uncontended lock and a push; a lane that is already running or
+//! scheduled (the common case under load, when a turn's sessions queue many requests before
+//! it runs) is not woken again for each. The lane takes what is queued in one lock
+//! ([`Receiver::recv_many`], [`Receiver::try_recv_many`]) and may leave requests queued while
+//! it holds its connection's input (see `Sending::takes_more` in the lane).
+//!
+//! The semantics are those of an unbounded channel: requests come out in the order they were
+//! sent; once every sender is gone and the queue is empty, receiving returns nothing; once the
+//! receiver is closed or dropped, a send hands the request back.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Poll, Waker};
+
+/// The state senders and the receiver share.
+#[derive(Debug)]
+struct Shared<T> {
+    inner: Mutex<Inner<T>>,
+}
+
+#[derive(Debug)]
+struct Inner<T> {
+    /// Sent and not yet received, oldest first.
+    items: VecDeque<T>,
+    /// The receiver's task while it waits on an empty queue: the next send wakes it (and
+    /// takes it, so the sends after that one wake nothing until the receiver waits again).
+    waker: Option<Waker>,
+    /// Live senders; at 0 the receiver, once the queue is empty, learns that no more will
+    /// come.
+    senders: usize,
+    /// The receiver closed the queue or is gone: sends are refused.
+    closed: bool,
+}
+
+impl<T> Shared<T> {
+    fn lock(&self) -> MutexGuard<'_, Inner<T>> {
+        // A panic while holding the lock leaves the queue consistent (each operation is a
+        // push, a drain or a flag), so a poisoned lock is used as it is.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A new queue's two ends.
+#[must_use]
+pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
+    let shared = Arc::new(Shared {
+        inner: Mutex::new(Inner {
+            items: VecDeque::new(),
+            waker: None,
+            senders: 1,
+            closed: false,
+        }),
+    });
+    (
+        Sender {
+            shared: Arc::clone(&shared),
+        },
+        Receiver { shared },
+    )
+}
+
+/// The sending end; cloned for every holder of a lane's handle.
+#[derive(Debug)]
+pub struct Sender<T> {
+    /// The queue, shared with the receiver and the other senders.
+    shared: Arc<Shared<T>>,
+}
+
+impl<T> Sender<T> {
+    /// Queues `item`, waking the receiver if it waits on an empty queue.
+    ///
+    /// # Errors
+    /// Hands `item` back when the receiver is closed or gone.
+    pub fn send(&self, item: T) -> Result<(), T> {
+        let mut inner = self.shared.lock();
+        if inner.closed {
+            return Err(item);
+        }
+        inner.items.push_back(item);
+        let waker = inner.waker.take();
+        drop(inner);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        Ok(())
+    }
+
+    /// Whether the receiver is closed or gone (sends are refused).
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.shared.lock().closed
+    }
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        self.shared.lock().senders += 1;
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        let mut inner = self.shared.lock();
+        inner.senders -= 1;
+        let waker = if inner.senders == 0 {
+            inner.waker.take()
+        } else {
+            None
+        };
+        drop(inner);
+        // The last one: a receiver waiting on the empty queue learns that nothing more comes.
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+/// The receiving end, owned by the lane task.
+#[derive(Debug)]
+pub struct Receiver<T> {
+    /// The queue, shared with the senders.
+    shared: Arc<Shared<T>>,
+}
+
+impl<T> Receiver<T> {
+    /// Moves up to `limit` queued items to `buf`, waiting for one if none is queued. Returns
+    /// how many were moved: 0 only when every sender is gone and nothing is queued (or
+    /// `limit` is 0).
+    pub async fn recv_many(&mut self, buf: &mut Vec<T>, limit: usize) -> usize {
+        if limit == 0 {
+            return 0;
+        }
+        poll_fn(|cx| {
+            let mut inner = self.shared.lock();
+            if !inner.items.is_empty() {
+                let n = limit.min(inner.items.len());
+                buf.extend(inner.items.drain(..n));
+                return Poll::Ready(n);
+            }
+            if inner.senders == 0 {
+                return Poll::Ready(0);
+            }
+            match &mut inner.waker {
+                Some(waker) if waker.will_wake(cx.waker()) => {}
+                slot => *slot = Some(cx.waker().clone()),
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// The next item, waiting for one if none is queued; `None` once every sender is gone and
+    /// nothing is queued.
+    pub async fn recv(&mut self) -> Option<T> {
+        let mut one = Vec::with_capacity(1);
+        self.recv_many(&mut one, 1).await;
+        one.pop()
+    }
+
+    /// Moves up to `limit` queued items to `buf` without waiting; returns how many.
+    pub fn try_recv_many(&mut self, buf: &mut Vec<T>, limit: usize) -> usize {
+        let mut inner = self.shared.lock();
+        let n = limit.min(inner.items.len());
+        buf.extend(inner.items.drain(..n));
+        n
+    }
+
+    /// The next queued item, without waiting.
+    pub fn try_recv(&mut self) -> Option<T> {
+        self.shared.lock().items.pop_front()
+    }
+
+    /// Refuses every send from now on; what is queued can still be received.
+    pub fn close(&mut self) {
+        self.shared.lock().closed = true;
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        let mut inner = self.shared.lock();
+        inner.closed = true;
+        inner.waker = None;
+        let items = std::mem::take(&mut inner.items);
+        drop(inner);
+        // Dropped outside the lock: an item's drop may send to another queue.
+        drop(items);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::future::Future;
+    use std::task::{Context, Wake};
+
+    /// Counts its wake-ups.
+    struct Counting(AtomicUsize);
+
+    impl Wake for Counting {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn poll_many<T>(rx: &mut Receiver<T>, buf: &mut Vec<T>, waker: &Waker) -> Poll<usize> {
+        let fut = rx.recv_many(buf, 8);
+        let mut fut = std::pin::pin!(fut);
+        fut.as_mut().poll(&mut Context::from_waker(waker))
+    }
+
+    #[test]
+    fn items_come_out_in_order_and_in_batches_of_at_most_the_limit() {
+        let (tx, mut rx) = channel();
+        for i in 0..10 {
+            tx.send(i).unwrap();
+        }
+        let counter = Arc::new(Counting(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&counter));
+        let mut buf = Vec::new();
+        assert_eq!(poll_many(&mut rx, &mut buf, &waker), Poll::Ready(8));
+        assert_eq!(rx.try_recv_many(&mut buf, 8), 2);
+        assert_eq!(buf, (0..10).collect::<Vec<_>>());
+        assert_eq!(rx.try_recv(), None);
+    }
+
+    #[test]
+    fn a_waiting_receiver_is_woken_once_by_the_sends_that_follow() {
+        let (tx, mut rx) = channel();
+        let counter = Arc::new(Counting(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&counter));
+        let mut buf = Vec::new();
+        assert_eq!(poll_many(&mut rx, &mut buf, &waker), Poll::Pending);
+        for i in 0..3 {
+            tx.send(i).unwrap();
+        }
+        // Scheduled by the first send; the next two found it already woken.
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+        assert_eq!(poll_many(&mut rx, &mut buf, &waker), Poll::Ready(3));
+        // Not waiting (it did not find the queue empty): a send wakes nothing.
+        tx.send(3).unwrap();
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+        assert_eq!(rx.try_recv(), Some(3));
+    }
+
+    #[test]
+    fn the_receiver_learns_when_every_sender_is_gone_after_what_they_sent() {
+        let (tx, mut rx) = channel();
+        let other = tx.clone();
+        let counter = Arc::new(Counting(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&counter));
+        let mut buf = Vec::new();
+        tx.send(1).unwrap();
+        drop(tx);
+        assert_eq!(poll_many(&mut rx, &mut buf, &waker), Poll::Ready(1));
+        assert_eq!(poll_many(&mut rx, &mut buf, &waker), Poll::Pending);
+        drop(other);
+        assert_eq!(
+            counter.0.load(Ordering::SeqCst),
+            1,
+            "the last sender's drop wakes it"
+        );
+        assert_eq!(poll_many(&mut rx, &mut buf, &waker), Poll::Ready(0));
+    }
+
+    #[test]
+    fn a_closed_or_dropped_receiver_hands_sends_back_and_drops_what_was_queued() {
+        let (tx, mut rx) = channel();
+        let queued = Arc::new(());
+        tx.send(Arc::clone(&queued)).unwrap();
+        rx.close();
+        assert!(tx.is_closed());
+        assert!(tx.send(Arc::new(())).is_err());
+        // Still receivable after close.
+        assert!(rx.try_recv().is_some());
+        tx.send(Arc::clone(&queued)).unwrap_err();
+        let (tx, rx) = channel();
+        tx.send(Arc::clone(&queued)).unwrap();
+        assert_eq!(Arc::strong_count(&queued), 2);
+        drop(rx);
+        assert_eq!(
+            Arc::strong_count(&queued),
+            1,
+            "queued items dropped with the receiver"
+        );
+        assert!(tx.send(Arc::clone(&queued)).is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn senders_on_other_threads_reach_a_waiting_receiver() {
+        let (tx, mut rx) = channel();
+        let senders: Vec<_> = (0..4)
+            .map(|t| {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    for i in 0..1000 {
+                        tx.send((t, i)).unwrap();
+                        if i % 100 == 0 {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        let mut got = Vec::new();
+        let mut buf = Vec::new();
+        while rx.recv_many(&mut buf, 64).await > 0 {
+            got.append(&mut buf);
+        }
+        for s in senders {
+            s.await.unwrap();
+        }
+        assert_eq!(got.len(), 4000);
+        // Each sender's items in its order.
+        for t in 0..4 {
+            let mine: Vec<_> = got
+                .iter()
+                .filter(|(s, _)| *s == t)
+                .map(|(_, i)| *i)
+                .collect();
+            assert_eq!(mine, (0..1000).collect::<Vec<_>>());
+        }
+    }
+}
