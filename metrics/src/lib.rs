@@ -338,22 +338,19 @@ const BUCKETS: usize = names::COMMAND_DURATION_BUCKETS.len() + 1;
 /// The metrics of one command, created on its first use.
 #[derive(Debug)]
 struct CommandMetrics {
-    /// `commands_total{cmd}`.
-    calls: AtomicU64,
     /// `commands_failed_calls_total{cmd}`.
     failed: AtomicU64,
     /// `commands_duration_seconds_total{cmd}` and the histogram's `_sum`, in nanoseconds
     /// (rendered in seconds).
     nanos: AtomicU64,
     /// `command_duration_seconds{cmd}`: how many calls fell in each bucket (not cumulative;
-    /// rendering adds them up).
+    /// rendering adds them up). Their sum is `commands_total{cmd}`: one add per call, not two.
     buckets: [AtomicU64; BUCKETS],
 }
 
 impl CommandMetrics {
     fn new() -> Self {
         Self {
-            calls: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             nanos: AtomicU64::new(0),
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -362,7 +359,6 @@ impl CommandMetrics {
 
     /// One call that took `nanos`.
     fn record(&self, nanos: u64, failed: bool) {
-        self.calls.fetch_add(1, Ordering::Relaxed);
         if failed {
             self.failed.fetch_add(1, Ordering::Relaxed);
         }
@@ -528,7 +524,8 @@ impl CommandTable {
         let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
         text.header(&names::COMMANDS_TOTAL);
         for &(name, m) in &used {
-            text.sample(&names::COMMANDS_TOTAL, &[name], load(&m.calls));
+            let calls = m.buckets.iter().map(load).sum::<u64>();
+            text.sample(&names::COMMANDS_TOTAL, &[name], calls);
         }
         text.header(&names::COMMANDS_FAILED_CALLS_TOTAL);
         for &(name, m) in &used {

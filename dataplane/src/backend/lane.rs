@@ -831,7 +831,8 @@ fn deliver_replies(
             continue;
         }
         let whole = buf.split_to(group.len).freeze();
-        let last = whole.slice(group.last..);
+        // Where the last reply starts (0 for a request with one reply: all of `whole`).
+        let last = group.last;
         *group = Group::default();
         let Some(request) = in_flight.pop_front() else {
             return Err(LaneError::Unsolicited);
@@ -858,7 +859,9 @@ fn deliver_replies(
         let reply = match request.dest {
             // The proxy's own waiters and replica checks read every reply of a group.
             Dest::Mirror(_) | Dest::Signal(_) if request.mirror.is_none() => whole,
-            _ => last,
+            // No second reference to count up and down for the usual single reply.
+            _ if last == 0 => whole,
+            _ => whole.slice(last..),
         };
         commit.reply(Release {
             dest: request.dest,

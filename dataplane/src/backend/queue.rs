@@ -202,8 +202,8 @@ impl<T> Drop for Receiver<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::future::Future;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::task::{Context, Wake};
 
     /// Counts its wake-ups.
