@@ -20,9 +20,11 @@
 //! process, installed by [`install`] and also set as the global `metrics` recorder. Every
 //! function is a no-op until then, and cheap after: static metric names and handles
 //! registered once. The per-command metrics (counts, failures, total time and the latency
-//! histogram) are the exception: recorded for every request, they are plain atomics of this
-//! crate (`CommandTable`), found by the command's id ([`command_spec`]) or the address of its
-//! name ([`command`]), and rendered by it next to the recorder's text. The exporter's histogram keeps every sample until its upkeep
+//! histogram) are the exception: recorded for every request, they are counters of this crate
+//! (`CommandTable`), one set per thread that only that thread writes (no atomic
+//! read-modify-write per request; a scrape adds the threads' up), found by the command's id
+//! ([`command_spec`]) or the address of its name ([`command`]), and rendered by it next to
+//! the recorder's text. The exporter's histogram keeps every sample until its upkeep
 //! folds them into buckets (a lock-free list of blocks, pinned per sample); fixed buckets
 //! cost one increment, hold no samples and need no upkeep.
 //!
@@ -225,7 +227,7 @@ pub fn command(cmd: &'static str, elapsed: Duration, failed: bool) {
         return;
     };
     let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-    registry.commands.with(cmd, |m| m.record(nanos, failed));
+    registry.commands.record(cmd, nanos, failed);
 }
 
 /// [`command`] for a command of the command table, found by its [`CommandSpec::id`]: an
@@ -242,9 +244,7 @@ pub fn command_spec(
         return;
     };
     let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-    registry
-        .commands
-        .with_spec(spec, |m| m.record(nanos, failed));
+    registry.commands.record_spec(spec, nanos, failed);
 }
 
 /// Records `n` bytes read from a client (`net_input_bytes_total`).
@@ -357,16 +357,88 @@ impl CommandMetrics {
         }
     }
 
-    /// One call that took `nanos`.
+    /// One call that took `nanos`, by the only thread that writes these counters (a thread's
+    /// own, see [`ThreadCounters`]): plain loads and stores, no read-modify-write.
+    fn record_alone(&self, nanos: u64, failed: bool) {
+        let add = |counter: &AtomicU64, n: u64| {
+            counter.store(
+                counter.load(Ordering::Relaxed).wrapping_add(n),
+                Ordering::Relaxed,
+            );
+        };
+        if failed {
+            add(&self.failed, 1);
+        }
+        add(&self.nanos, nanos);
+        add(&self.buckets[bucket_of(nanos)], 1);
+    }
+
+    /// Adds these counts to `sum`.
+    fn add_to(&self, sum: &mut Counts) {
+        let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        sum.failed += load(&self.failed);
+        sum.nanos += load(&self.nanos);
+        for (total, bucket) in sum.buckets.iter_mut().zip(&self.buckets) {
+            *total += load(bucket);
+        }
+    }
+
+    /// One call that took `nanos`, by any thread.
     fn record(&self, nanos: u64, failed: bool) {
         if failed {
             self.failed.fetch_add(1, Ordering::Relaxed);
         }
         self.nanos.fetch_add(nanos, Ordering::Relaxed);
-        // `le` bounds: a call of exactly a bound's duration counts in that bucket.
-        let bucket = BUCKET_NANOS.partition_point(|&bound| bound < nanos);
-        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.buckets[bucket_of(nanos)].fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// The histogram bucket of a call that took `nanos`: `le` bounds, so a call of exactly a
+/// bound's duration counts in that bucket.
+fn bucket_of(nanos: u64) -> usize {
+    BUCKET_NANOS.partition_point(|&bound| bound < nanos)
+}
+
+/// One command's counts summed over the threads, for a scrape.
+#[derive(Debug)]
+struct Counts {
+    failed: u64,
+    nanos: u64,
+    buckets: [u64; BUCKETS],
+}
+
+/// One thread's metrics of the command table's commands, created when it first records one:
+/// only that thread writes them, so a call costs no atomic read-modify-write (three per
+/// request otherwise, on counters every worker thread shares); a scrape adds every thread's
+/// up. When the thread ends they go to the next thread that records, counts included.
+#[derive(Debug)]
+struct ThreadCounters {
+    /// The metrics of `names[i]` (see [`CommandTable`]) recorded by this thread, once used.
+    slots: Box<[OnceLock<Box<CommandMetrics>>]>,
+}
+
+/// Every thread's [`ThreadCounters`].
+#[derive(Debug, Default)]
+struct Threads {
+    /// All of them, for scrapes.
+    all: Vec<Arc<ThreadCounters>>,
+    /// Those of threads that ended, for the next thread that records.
+    free: Vec<Arc<ThreadCounters>>,
+}
+
+/// The calling thread's counters, taken on its first recorded command.
+struct Local(std::cell::OnceCell<Arc<ThreadCounters>>);
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        if let (Some(counters), Some(registry)) = (self.0.take(), registry()) {
+            registry.commands.lock_threads().free.push(counters);
+        }
+    }
+}
+
+thread_local! {
+    static LOCAL: Local = const { Local(std::cell::OnceCell::new()) };
 }
 
 /// [`names::COMMAND_DURATION_BUCKETS`] in nanoseconds.
@@ -393,8 +465,11 @@ struct CommandTable {
     /// (as `usize`), [`NO_SLOT`] for the ids not in the table (the proxy's own CLIENT
     /// subcommands): what [`command_spec`] looks a command up by, without hashing.
     by_id: Box<[u32]>,
-    /// The metrics of `names[i]`, once used.
+    /// The metrics of `names[i]` recorded by a thread while its own were being dropped (it
+    /// was ending), once used; the threads' own are in `threads`.
     slots: Box<[OnceLock<CommandMetrics>]>,
+    /// Every thread's own metrics of the table's commands.
+    threads: Mutex<Threads>,
     /// Names the data path passed that are not in the table (the proxy's own CLIENT
     /// subcommands); few, so a locked list.
     others: Mutex<Vec<(&'static str, Arc<CommandMetrics>)>>,
@@ -451,6 +526,7 @@ impl CommandTable {
         Self {
             by_id: by_id.into_boxed_slice(),
             slots: names.iter().map(|_| OnceLock::new()).collect(),
+            threads: Mutex::new(Threads::default()),
             names,
             index,
             by_addr,
@@ -458,13 +534,14 @@ impl CommandTable {
         }
     }
 
-    /// [`CommandTable::with`] for `spec`'s name, found by its id: the same slot, since a
+    /// [`CommandTable::record`] for `spec`'s name, found by its id: the same slot, since a
     /// table spec's id and name go together (checked: a spec whose name is not the table's
     /// own text for its id goes by name).
-    fn with_spec(
+    fn record_spec(
         &self,
         spec: &'static redshard_protocol::command::CommandSpec,
-        f: impl FnOnce(&CommandMetrics),
+        nanos: u64,
+        failed: bool,
     ) {
         let slot = self
             .by_id
@@ -476,20 +553,20 @@ impl CommandTable {
                     .is_some_and(|n| std::ptr::eq(*n, spec.name))
             });
         match slot {
-            Some(i) => f(self.slots[i].get_or_init(CommandMetrics::new)),
-            None => self.with(spec.name, f),
+            Some(i) => self.record_at(i, nanos, failed),
+            None => self.record(spec.name, nanos, failed),
         }
     }
 
-    /// Runs `f` on `cmd`'s metrics, creating them on first use.
-    fn with(&self, cmd: &'static str, f: impl FnOnce(&CommandMetrics)) {
+    /// Records one call of `cmd`, creating its metrics on first use.
+    fn record(&self, cmd: &'static str, nanos: u64, failed: bool) {
         let found = self
             .by_addr
             .get(&(cmd.as_ptr() as usize))
             .filter(|&&i| self.names[i].len() == cmd.len())
             .or_else(|| self.index.get(cmd));
         if let Some(&i) = found {
-            f(self.slots[i].get_or_init(CommandMetrics::new));
+            self.record_at(i, nanos, failed);
             return;
         }
         let metrics = {
@@ -503,57 +580,110 @@ impl CommandTable {
                 }
             }
         };
-        f(&metrics);
+        metrics.record(nanos, failed);
+    }
+
+    /// Records one call of `names[i]` in the calling thread's own metrics (in the shared
+    /// ones while the thread is ending).
+    fn record_at(&self, i: usize, nanos: u64, failed: bool) {
+        let own = LOCAL.try_with(|local| {
+            let counters = local.0.get_or_init(|| self.adopt());
+            counters.slots[i]
+                .get_or_init(|| Box::new(CommandMetrics::new()))
+                .record_alone(nanos, failed);
+        });
+        if own.is_err() {
+            self.slots[i]
+                .get_or_init(CommandMetrics::new)
+                .record(nanos, failed);
+        }
+    }
+
+    /// Counters for a thread that records its first command: those of a thread that ended,
+    /// or new ones.
+    fn adopt(&self) -> Arc<ThreadCounters> {
+        let mut threads = self.lock_threads();
+        if let Some(counters) = threads.free.pop() {
+            return counters;
+        }
+        let counters = Arc::new(ThreadCounters {
+            slots: self.names.iter().map(|_| OnceLock::new()).collect(),
+        });
+        threads.all.push(Arc::clone(&counters));
+        counters
+    }
+
+    fn lock_threads(&self) -> std::sync::MutexGuard<'_, Threads> {
+        self.threads.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Writes the per-command metrics of every command used so far, sorted by name.
     fn render(&self, namespace: &str, out: &mut String) {
-        let others = self.others.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut used: Vec<(&str, &CommandMetrics)> = self
-            .names
+        let empty = || Counts {
+            failed: 0,
+            nanos: 0,
+            buckets: [0; BUCKETS],
+        };
+        let mut used: Vec<(&str, Counts)> = Vec::new();
+        {
+            let threads = self.lock_threads();
+            for (i, (name, shared)) in self.names.iter().zip(self.slots.iter()).enumerate() {
+                let mut sum = None;
+                let own = threads
+                    .all
+                    .iter()
+                    .filter_map(|t| t.slots[i].get().map(|m| &**m));
+                for m in shared.get().into_iter().chain(own) {
+                    m.add_to(sum.get_or_insert_with(empty));
+                }
+                if let Some(sum) = sum {
+                    used.push((name, sum));
+                }
+            }
+        }
+        for (name, m) in self
+            .others
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
             .iter()
-            .zip(self.slots.iter())
-            .filter_map(|(name, slot)| Some((*name, slot.get()?)))
-            .chain(others.iter().map(|(name, m)| (*name, &**m)))
-            .collect();
+        {
+            let mut sum = empty();
+            m.add_to(&mut sum);
+            used.push((name, sum));
+        }
         if used.is_empty() {
             return;
         }
         used.sort_unstable_by_key(|&(name, _)| name);
         let mut text = Text::new(out, namespace);
-        let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
         text.header(&names::COMMANDS_TOTAL);
-        for &(name, m) in &used {
-            let calls = m.buckets.iter().map(load).sum::<u64>();
+        for (name, m) in &used {
+            let calls = m.buckets.iter().sum::<u64>();
             text.sample(&names::COMMANDS_TOTAL, &[name], calls);
         }
         text.header(&names::COMMANDS_FAILED_CALLS_TOTAL);
-        for &(name, m) in &used {
-            text.sample(
-                &names::COMMANDS_FAILED_CALLS_TOTAL,
-                &[name],
-                load(&m.failed),
-            );
+        for (name, m) in &used {
+            text.sample(&names::COMMANDS_FAILED_CALLS_TOTAL, &[name], m.failed);
         }
         text.header(&names::COMMANDS_DURATION_SECONDS_TOTAL);
-        for &(name, m) in &used {
-            let total = Seconds(load(&m.nanos));
+        for (name, m) in &used {
+            let total = Seconds(m.nanos);
             text.sample(&names::COMMANDS_DURATION_SECONDS_TOTAL, &[name], total);
         }
         let histogram = &names::COMMAND_DURATION_SECONDS;
         text.header(histogram);
-        for &(name, m) in &used {
+        for (name, m) in &used {
             // The count is the +Inf bucket as summed here, so the series agree with each
-            // other even while calls are being recorded.
+            // other.
             let mut cumulative = 0;
             for (i, bucket) in m.buckets.iter().enumerate() {
-                cumulative += load(bucket);
+                cumulative += bucket;
                 match names::COMMAND_DURATION_BUCKETS.get(i) {
                     Some(le) => text.bucket(histogram, &[name], &le.to_string(), cumulative),
                     None => text.bucket(histogram, &[name], "+Inf", cumulative),
                 }
             }
-            text.suffixed(histogram, "_sum", &[name], Seconds(load(&m.nanos)));
+            text.suffixed(histogram, "_sum", &[name], Seconds(m.nanos));
             text.suffixed(histogram, "_count", &[name], cumulative);
         }
     }

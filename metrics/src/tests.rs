@@ -186,3 +186,70 @@ fn a_command_recorded_by_its_spec_counts_where_its_name_does() {
         assert_eq!(bucket(&text, name, "0.0025"), Some("2"), "{name}");
     }
 }
+
+#[test]
+fn every_thread_s_calls_add_up_also_after_the_thread_ended() {
+    let exporter = install("redshard");
+    let spec = redshard_protocol::command::lookup(b"zrangestore").unwrap();
+    // Four threads record and end; a fifth takes over one's counters and records more.
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            std::thread::spawn(move || {
+                for i in 0..1000 {
+                    command_spec(spec, Duration::from_micros(20), (i + t) % 10 == 0);
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    std::thread::spawn(move || command_spec(spec, Duration::from_millis(2), true))
+        .join()
+        .unwrap();
+    command_spec(spec, Duration::from_micros(20), false);
+    let mut text = String::new();
+    exporter.render_into(&mut text);
+    let series = |metric: &str| format!("redshard_{metric}{{cmd=\"zrangestore\"}}");
+    assert_eq!(sample(&text, &series("commands_total")), Some("4002"));
+    assert_eq!(
+        sample(&text, &series("commands_failed_calls_total")),
+        Some("401")
+    );
+    assert_eq!(bucket(&text, "zrangestore", "0.00005"), Some("4001"));
+    assert_eq!(
+        sample(
+            &text,
+            "redshard_command_duration_seconds_count{cmd=\"zrangestore\"}"
+        ),
+        Some("4002")
+    );
+}
+
+#[test]
+fn a_thread_that_starts_after_another_ended_takes_its_counters() {
+    // Serialised with the other tests' threads by the table's lock: a free entry is there
+    // when the next thread adopts, unless another test's thread took it first, so at least
+    // one of several tries must reuse.
+    install("redshard");
+    let commands = &registry().unwrap().commands;
+    let spec = redshard_protocol::command::lookup(b"zunionstore").unwrap();
+    let reused = (0..20).any(|_| {
+        std::thread::spawn(move || command_spec(spec, Duration::from_micros(5), false))
+            .join()
+            .unwrap();
+        let ended = commands
+            .lock_threads()
+            .free
+            .last()
+            .map(|c| Arc::as_ptr(c) as usize);
+        let taken = std::thread::spawn(move || {
+            command_spec(spec, Duration::from_micros(5), false);
+            LOCAL.with(|local| local.0.get().map(|c| Arc::as_ptr(c) as usize))
+        })
+        .join()
+        .unwrap();
+        ended.is_some() && ended == taken
+    });
+    assert!(reused);
+}
