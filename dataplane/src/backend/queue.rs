@@ -18,6 +18,16 @@ use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
 
+/// Room for this many items is always kept. More room, grown by a backlog (a node that was
+/// slow or down while clients kept sending), is given back a quarter at a time once
+/// [`LIGHT_DRAINS`] drains in a row emptied the queue from under a quarter of it, so a burst
+/// does not hold its memory for the life of the lane, while a queue that keeps filling its
+/// room keeps it (no allocation per batch).
+const KEEP_ROOM: usize = 256;
+
+/// See [`KEEP_ROOM`].
+const LIGHT_DRAINS: u32 = 64;
+
 /// The state senders and the receiver share.
 #[derive(Debug)]
 struct Shared<T> {
@@ -36,6 +46,39 @@ struct Inner<T> {
     senders: usize,
     /// The receiver closed the queue or is gone: sends are refused.
     closed: bool,
+    /// Drains in a row that emptied the queue from under a quarter of its room (see
+    /// [`KEEP_ROOM`]).
+    light: u32,
+    /// The most items a drain found since the queue was last empty.
+    peak: usize,
+}
+
+impl<T> Inner<T> {
+    /// Moves up to `limit` items to `buf`; returns how many, and room given back (see
+    /// [`KEEP_ROOM`]), to drop outside the lock.
+    fn drain_to(&mut self, buf: &mut Vec<T>, limit: usize) -> (usize, Option<VecDeque<T>>) {
+        let n = limit.min(self.items.len());
+        self.peak = self.peak.max(self.items.len());
+        buf.extend(self.items.drain(..n));
+        if !self.items.is_empty() {
+            return (n, None);
+        }
+        let (peak, room) = (std::mem::take(&mut self.peak), self.items.capacity());
+        if room <= KEEP_ROOM {
+            return (n, None);
+        }
+        if peak < room / 4 {
+            self.light += 1;
+        } else {
+            self.light = 0;
+        }
+        if self.light < LIGHT_DRAINS {
+            return (n, None);
+        }
+        self.light = 0;
+        let smaller = VecDeque::with_capacity((room / 4).max(KEEP_ROOM));
+        (n, Some(std::mem::replace(&mut self.items, smaller)))
+    }
 }
 
 impl<T> Shared<T> {
@@ -57,6 +100,8 @@ pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
             waker: None,
             senders: 1,
             closed: false,
+            light: 0,
+            peak: 0,
         }),
     });
     (
@@ -144,8 +189,9 @@ impl<T> Receiver<T> {
         poll_fn(|cx| {
             let mut inner = self.shared.lock();
             if !inner.items.is_empty() {
-                let n = limit.min(inner.items.len());
-                buf.extend(inner.items.drain(..n));
+                let (n, spare) = inner.drain_to(buf, limit);
+                drop(inner);
+                drop(spare);
                 return Poll::Ready(n);
             }
             if inner.senders == 0 {
@@ -170,9 +216,8 @@ impl<T> Receiver<T> {
 
     /// Moves up to `limit` queued items to `buf` without waiting; returns how many.
     pub fn try_recv_many(&mut self, buf: &mut Vec<T>, limit: usize) -> usize {
-        let mut inner = self.shared.lock();
-        let n = limit.min(inner.items.len());
-        buf.extend(inner.items.drain(..n));
+        let (n, spare) = self.shared.lock().drain_to(buf, limit);
+        drop(spare);
         n
     }
 
@@ -296,6 +341,34 @@ mod tests {
             "queued items dropped with the receiver"
         );
         assert!(tx.send(Arc::clone(&queued)).is_err());
+    }
+
+    #[test]
+    fn room_grown_by_a_backlog_is_given_back_once_batches_stay_small() {
+        let (tx, mut rx) = channel();
+        let mut buf = Vec::new();
+        let mut fill_and_drain = |count: usize| {
+            for i in 0..count {
+                tx.send(i).unwrap();
+            }
+            while rx.try_recv_many(&mut buf, 512) > 0 {
+                buf.clear();
+            }
+            rx.shared.lock().items.capacity()
+        };
+        let grown = fill_and_drain(10_000);
+        assert!(grown >= 10_000);
+        // Batches that keep using the room keep it.
+        for _ in 0..3 * LIGHT_DRAINS {
+            assert_eq!(fill_and_drain(5_000), grown);
+        }
+        // Small batches: a quarter back after each run of light drains, down to the floor.
+        let mut room = grown;
+        for _ in 0..20 * LIGHT_DRAINS {
+            room = fill_and_drain(100);
+        }
+        assert!(room <= 2 * KEEP_ROOM, "{room}");
+        assert!(room >= 100);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
