@@ -2,8 +2,8 @@
 //! (the lane task).
 //!
 //! Every request a client sends to a node goes through one, so it is kept to what a lane
-//! needs: a lock around a `VecDeque`, and a wake-up only when the lane waits on an empty
-//! queue. A send is one uncontended lock and a push; a lane that is already running or
+//! needs: a lock around a list of fixed-size chunks (see [`CHUNK`]), and a wake-up only when
+//! the lane waits on an empty queue. A send is one uncontended lock and a push; a lane that is already running or
 //! scheduled (the common case under load, when a turn's sessions queue many requests before
 //! it runs) is not woken again for each. The lane takes what is queued in one lock
 //! ([`Receiver::recv_many`], [`Receiver::try_recv_many`]) and may leave requests queued while
@@ -18,15 +18,15 @@ use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
 
-/// Room for this many items is always kept. More room, grown by a backlog (a node that was
-/// slow or down while clients kept sending), is given back a quarter at a time once
-/// [`LIGHT_DRAINS`] drains in a row emptied the queue from under a quarter of it, so a burst
-/// does not hold its memory for the life of the lane, while a queue that keeps filling its
-/// room keeps it (no allocation per batch).
-const KEEP_ROOM: usize = 256;
+/// Items per chunk of the queue. A queue holds whole chunks, not one array grown by
+/// doubling: its memory follows what is queued (a backlog of 16,000 requests, 1,000
+/// pipelining clients' worth, takes ~1.7 MB, not up to twice that) and goes back as the
+/// chunks empty.
+const CHUNK: usize = 32;
 
-/// See [`KEEP_ROOM`].
-const LIGHT_DRAINS: u32 = 64;
+/// Room for this many chunks' addresses is kept when the queue empties; more (after a
+/// backlog) is given back.
+const KEEP_CHUNKS: usize = 64;
 
 /// The state senders and the receiver share.
 #[derive(Debug)]
@@ -36,8 +36,14 @@ struct Shared<T> {
 
 #[derive(Debug)]
 struct Inner<T> {
-    /// Sent and not yet received, oldest first.
-    items: VecDeque<T>,
+    /// Sent and not yet received, oldest first, in chunks of up to [`CHUNK`] items (only the
+    /// last one is not full).
+    chunks: VecDeque<VecDeque<T>>,
+    /// Items in `chunks`.
+    len: usize,
+    /// A chunk that was emptied, kept for the next one needed: a queue that fills and
+    /// empties by the chunk allocates nothing.
+    spare: Option<VecDeque<T>>,
     /// The receiver's task while it waits on an empty queue: the next send wakes it (and
     /// takes it, so the sends after that one wake nothing until the receiver waits again).
     waker: Option<Waker>,
@@ -46,38 +52,62 @@ struct Inner<T> {
     senders: usize,
     /// The receiver closed the queue or is gone: sends are refused.
     closed: bool,
-    /// Drains in a row that emptied the queue from under a quarter of its room (see
-    /// [`KEEP_ROOM`]).
-    light: u32,
-    /// The most items a drain found since the queue was last empty.
-    peak: usize,
 }
 
 impl<T> Inner<T> {
-    /// Moves up to `limit` items to `buf`; returns how many, and room given back (see
-    /// [`KEEP_ROOM`]), to drop outside the lock.
-    fn drain_to(&mut self, buf: &mut Vec<T>, limit: usize) -> (usize, Option<VecDeque<T>>) {
-        let n = limit.min(self.items.len());
-        self.peak = self.peak.max(self.items.len());
-        buf.extend(self.items.drain(..n));
-        if !self.items.is_empty() {
-            return (n, None);
+    fn push(&mut self, item: T) {
+        match self.chunks.back_mut() {
+            Some(chunk) if chunk.len() < CHUNK => chunk.push_back(item),
+            _ => {
+                let mut chunk = self
+                    .spare
+                    .take()
+                    .unwrap_or_else(|| VecDeque::with_capacity(CHUNK));
+                chunk.push_back(item);
+                self.chunks.push_back(chunk);
+            }
         }
-        let (peak, room) = (std::mem::take(&mut self.peak), self.items.capacity());
-        if room <= KEEP_ROOM {
-            return (n, None);
+        self.len += 1;
+    }
+
+    /// Moves up to `limit` items to `buf`; returns how many.
+    fn drain_to(&mut self, buf: &mut Vec<T>, limit: usize) -> usize {
+        let mut moved = 0;
+        while moved < limit {
+            let Some(front) = self.chunks.front_mut() else {
+                break;
+            };
+            let n = (limit - moved).min(front.len());
+            buf.extend(front.drain(..n));
+            moved += n;
+            if front.is_empty() {
+                self.retire_front();
+            }
         }
-        if peak < room / 4 {
-            self.light += 1;
-        } else {
-            self.light = 0;
+        self.len -= moved;
+        moved
+    }
+
+    fn pop(&mut self) -> Option<T> {
+        let front = self.chunks.front_mut()?;
+        let item = front.pop_front();
+        if front.is_empty() {
+            self.retire_front();
         }
-        if self.light < LIGHT_DRAINS {
-            return (n, None);
+        self.len -= usize::from(item.is_some());
+        item
+    }
+
+    /// Drops the emptied front chunk, or keeps it as the spare.
+    fn retire_front(&mut self) {
+        if let Some(chunk) = self.chunks.pop_front() {
+            if self.spare.is_none() {
+                self.spare = Some(chunk);
+            }
         }
-        self.light = 0;
-        let smaller = VecDeque::with_capacity((room / 4).max(KEEP_ROOM));
-        (n, Some(std::mem::replace(&mut self.items, smaller)))
+        if self.chunks.is_empty() && self.chunks.capacity() > KEEP_CHUNKS {
+            self.chunks = VecDeque::new();
+        }
     }
 }
 
@@ -96,12 +126,12 @@ impl<T> Shared<T> {
 pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
         inner: Mutex::new(Inner {
-            items: VecDeque::new(),
+            chunks: VecDeque::new(),
+            len: 0,
+            spare: None,
             waker: None,
             senders: 1,
             closed: false,
-            light: 0,
-            peak: 0,
         }),
     });
     (
@@ -129,7 +159,7 @@ impl<T> Sender<T> {
         if inner.closed {
             return Err(item);
         }
-        inner.items.push_back(item);
+        inner.push(item);
         let waker = inner.waker.take();
         drop(inner);
         if let Some(waker) = waker {
@@ -188,11 +218,8 @@ impl<T> Receiver<T> {
         }
         poll_fn(|cx| {
             let mut inner = self.shared.lock();
-            if !inner.items.is_empty() {
-                let (n, spare) = inner.drain_to(buf, limit);
-                drop(inner);
-                drop(spare);
-                return Poll::Ready(n);
+            if inner.len > 0 {
+                return Poll::Ready(inner.drain_to(buf, limit));
             }
             if inner.senders == 0 {
                 return Poll::Ready(0);
@@ -216,14 +243,12 @@ impl<T> Receiver<T> {
 
     /// Moves up to `limit` queued items to `buf` without waiting; returns how many.
     pub fn try_recv_many(&mut self, buf: &mut Vec<T>, limit: usize) -> usize {
-        let (n, spare) = self.shared.lock().drain_to(buf, limit);
-        drop(spare);
-        n
+        self.shared.lock().drain_to(buf, limit)
     }
 
     /// The next queued item, without waiting.
     pub fn try_recv(&mut self) -> Option<T> {
-        self.shared.lock().items.pop_front()
+        self.shared.lock().pop()
     }
 
     /// Refuses every send from now on; what is queued can still be received.
@@ -237,7 +262,8 @@ impl<T> Drop for Receiver<T> {
         let mut inner = self.shared.lock();
         inner.closed = true;
         inner.waker = None;
-        let items = std::mem::take(&mut inner.items);
+        let items = (std::mem::take(&mut inner.chunks), inner.spare.take());
+        inner.len = 0;
         drop(inner);
         // Dropped outside the lock: an item's drop may send to another queue.
         drop(items);
@@ -344,31 +370,51 @@ mod tests {
     }
 
     #[test]
-    fn room_grown_by_a_backlog_is_given_back_once_batches_stay_small() {
+    fn a_backlog_s_memory_follows_what_is_queued() {
         let (tx, mut rx) = channel();
         let mut buf = Vec::new();
-        let mut fill_and_drain = |count: usize| {
-            for i in 0..count {
-                tx.send(i).unwrap();
-            }
-            while rx.try_recv_many(&mut buf, 512) > 0 {
-                buf.clear();
-            }
-            rx.shared.lock().items.capacity()
+        for i in 0..10_000 {
+            tx.send(i).unwrap();
+        }
+        let room = |rx: &Receiver<i32>| {
+            let inner = rx.shared.lock();
+            let items: usize = inner.chunks.iter().map(VecDeque::capacity).sum();
+            (items, inner.chunks.len(), inner.len)
         };
-        let grown = fill_and_drain(10_000);
-        assert!(grown >= 10_000);
-        // Batches that keep using the room keep it.
-        for _ in 0..3 * LIGHT_DRAINS {
-            assert_eq!(fill_and_drain(5_000), grown);
+        // Whole chunks, no doubling: the room is what is queued, rounded up to a chunk.
+        assert_eq!(room(&rx), (10_016, 313, 10_000));
+        assert_eq!(rx.try_recv_many(&mut buf, 9_990), 9_990);
+        assert_eq!(room(&rx).0, CHUNK);
+        assert_eq!(buf, (0..9_990).collect::<Vec<_>>());
+        buf.clear();
+        while rx.try_recv_many(&mut buf, 3) > 0 {}
+        assert_eq!(buf, (9_990..10_000).collect::<Vec<_>>());
+        let inner = rx.shared.lock();
+        assert_eq!((inner.len, inner.chunks.len()), (0, 0));
+        assert!(inner.chunks.capacity() <= KEEP_CHUNKS);
+        assert!(
+            inner.spare.is_some(),
+            "one emptied chunk kept for the next sends"
+        );
+    }
+
+    #[test]
+    fn items_come_out_in_order_across_chunks_one_by_one() {
+        let (tx, mut rx) = channel();
+        for i in 0..100 {
+            tx.send(i).unwrap();
         }
-        // Small batches: a quarter back after each run of light drains, down to the floor.
-        let mut room = grown;
-        for _ in 0..20 * LIGHT_DRAINS {
-            room = fill_and_drain(100);
+        let mut got = Vec::new();
+        while let Some(i) = rx.try_recv() {
+            got.push(i);
+            if i % 7 == 0 {
+                tx.send(1000 + i).unwrap();
+            }
         }
-        assert!(room <= 2 * KEEP_ROOM, "{room}");
-        assert!(room >= 100);
+        let mut want: Vec<_> = (0..100).collect();
+        want.extend((0..100).filter(|i| i % 7 == 0).map(|i| 1000 + i));
+        assert_eq!(got, want);
+        assert_eq!(rx.shared.lock().len, 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
