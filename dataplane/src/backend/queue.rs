@@ -31,6 +31,8 @@ const KEEP_CHUNKS: usize = 64;
 /// The state senders and the receiver share.
 #[derive(Debug)]
 struct Shared<T> {
+    /// Everything, behind one lock: a send or a take is a few moves, and the lane's side
+    /// takes many requests per lock.
     inner: Mutex<Inner<T>>,
 }
 
@@ -55,6 +57,7 @@ struct Inner<T> {
 }
 
 impl<T> Inner<T> {
+    /// Appends `item`, in the last chunk or a new one (the spare if there is one).
     fn push(&mut self, item: T) {
         match self.chunks.back_mut() {
             Some(chunk) if chunk.len() < CHUNK => chunk.push_back(item),
@@ -88,6 +91,7 @@ impl<T> Inner<T> {
         moved
     }
 
+    /// The oldest item.
     fn pop(&mut self) -> Option<T> {
         let front = self.chunks.front_mut()?;
         let item = front.pop_front();
