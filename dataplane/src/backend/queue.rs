@@ -3,9 +3,9 @@
 //!
 //! Every request a client sends to a node goes through one, so it is kept to what a lane
 //! needs: a lock around a list of fixed-size chunks (see [`CHUNK`]), and a wake-up only when
-//! the lane waits on an empty queue. A send is one uncontended lock and a push; a lane that is already running or
-//! scheduled (the common case under load, when a turn's sessions queue many requests before
-//! it runs) is not woken again for each. The lane takes what is queued in one lock
+//! the lane waits on an empty queue. A send is one uncontended lock and a push; a lane that
+//! is already running or scheduled (the common case under load, when a turn's sessions queue
+//! many requests before it runs) is not woken again for each. The lane takes what is queued in one lock
 //! ([`Receiver::recv_many`], [`Receiver::try_recv_many`]) and may leave requests queued while
 //! it holds its connection's input (see `Sending::takes_more` in the lane).
 //!
@@ -38,11 +38,10 @@ struct Shared<T> {
 
 #[derive(Debug)]
 struct Inner<T> {
-    /// Sent and not yet received, oldest first, in chunks of up to [`CHUNK`] items (only the
-    /// last one is not full).
+    /// Sent and not yet received, oldest first, in chunks of 1 to [`CHUNK`] items (only the
+    /// last one may be partly filled, the first partly drained; an emptied chunk leaves at
+    /// once, so the queue is empty exactly when this is).
     chunks: VecDeque<VecDeque<T>>,
-    /// Items in `chunks`.
-    len: usize,
     /// A chunk that was emptied, kept for the next one needed: a queue that fills and
     /// empties by the chunk allocates nothing.
     spare: Option<VecDeque<T>>,
@@ -70,7 +69,6 @@ impl<T> Inner<T> {
                 self.chunks.push_back(chunk);
             }
         }
-        self.len += 1;
     }
 
     /// Moves up to `limit` items to `buf`; returns how many.
@@ -87,19 +85,14 @@ impl<T> Inner<T> {
                 self.retire_front();
             }
         }
-        self.len -= moved;
         moved
     }
 
     /// The oldest item.
     fn pop(&mut self) -> Option<T> {
-        let front = self.chunks.front_mut()?;
-        let item = front.pop_front();
-        if front.is_empty() {
-            self.retire_front();
-        }
-        self.len -= usize::from(item.is_some());
-        item
+        let mut one = Vec::with_capacity(1);
+        self.drain_to(&mut one, 1);
+        one.pop()
     }
 
     /// Drops the emptied front chunk, or keeps it as the spare.
@@ -131,7 +124,6 @@ pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
         inner: Mutex::new(Inner {
             chunks: VecDeque::new(),
-            len: 0,
             spare: None,
             waker: None,
             senders: 1,
@@ -222,7 +214,7 @@ impl<T> Receiver<T> {
         }
         poll_fn(|cx| {
             let mut inner = self.shared.lock();
-            if inner.len > 0 {
+            if !inner.chunks.is_empty() {
                 return Poll::Ready(inner.drain_to(buf, limit));
             }
             if inner.senders == 0 {
@@ -267,7 +259,6 @@ impl<T> Drop for Receiver<T> {
         inner.closed = true;
         inner.waker = None;
         let items = (std::mem::take(&mut inner.chunks), inner.spare.take());
-        inner.len = 0;
         drop(inner);
         // Dropped outside the lock: an item's drop may send to another queue.
         drop(items);
@@ -383,7 +374,8 @@ mod tests {
         let room = |rx: &Receiver<i32>| {
             let inner = rx.shared.lock();
             let items: usize = inner.chunks.iter().map(VecDeque::capacity).sum();
-            (items, inner.chunks.len(), inner.len)
+            let queued: usize = inner.chunks.iter().map(VecDeque::len).sum();
+            (items, inner.chunks.len(), queued)
         };
         // Whole chunks, no doubling: the room is what is queued, rounded up to a chunk.
         assert_eq!(room(&rx), (10_016, 313, 10_000));
@@ -394,7 +386,7 @@ mod tests {
         while rx.try_recv_many(&mut buf, 3) > 0 {}
         assert_eq!(buf, (9_990..10_000).collect::<Vec<_>>());
         let inner = rx.shared.lock();
-        assert_eq!((inner.len, inner.chunks.len()), (0, 0));
+        assert!(inner.chunks.is_empty());
         assert!(inner.chunks.capacity() <= KEEP_CHUNKS);
         assert!(
             inner.spare.is_some(),
@@ -418,7 +410,7 @@ mod tests {
         let mut want: Vec<_> = (0..100).collect();
         want.extend((0..100).filter(|i| i % 7 == 0).map(|i| 1000 + i));
         assert_eq!(got, want);
-        assert_eq!(rx.shared.lock().len, 0);
+        assert!(rx.shared.lock().chunks.is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
