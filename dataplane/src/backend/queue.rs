@@ -16,7 +16,7 @@
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 
 /// Items per chunk of the queue. A queue holds whole chunks, not one array grown by
 /// doubling: its memory follows what is queued (a backlog of 16,000 requests, 1,000
@@ -90,9 +90,12 @@ impl<T> Inner<T> {
 
     /// The oldest item.
     fn pop(&mut self) -> Option<T> {
-        let mut one = Vec::with_capacity(1);
-        self.drain_to(&mut one, 1);
-        one.pop()
+        let front = self.chunks.front_mut()?;
+        let item = front.pop_front();
+        if front.is_empty() {
+            self.retire_front();
+        }
+        item
     }
 
     /// Drops the emptied front chunk, or keeps it as the spare.
@@ -212,29 +215,35 @@ impl<T> Receiver<T> {
         if limit == 0 {
             return 0;
         }
-        poll_fn(|cx| {
-            let mut inner = self.shared.lock();
-            if !inner.chunks.is_empty() {
-                return Poll::Ready(inner.drain_to(buf, limit));
-            }
-            if inner.senders == 0 {
-                return Poll::Ready(0);
-            }
-            match &mut inner.waker {
-                Some(waker) if waker.will_wake(cx.waker()) => {}
-                slot => *slot = Some(cx.waker().clone()),
-            }
-            Poll::Pending
-        })
-        .await
+        poll_fn(|cx| self.poll_take(cx, |inner| inner.drain_to(buf, limit), 0)).await
     }
 
     /// The next item, waiting for one if none is queued; `None` once every sender is gone and
     /// nothing is queued.
     pub async fn recv(&mut self) -> Option<T> {
-        let mut one = Vec::with_capacity(1);
-        self.recv_many(&mut one, 1).await;
-        one.pop()
+        poll_fn(|cx| self.poll_take(cx, Inner::pop, None)).await
+    }
+
+    /// `take` from a queue that holds something; `gone` once every sender is gone and
+    /// nothing is queued; else waits (the next send wakes `cx`'s task).
+    fn poll_take<R>(
+        &self,
+        cx: &mut Context<'_>,
+        take: impl FnOnce(&mut Inner<T>) -> R,
+        gone: R,
+    ) -> Poll<R> {
+        let mut inner = self.shared.lock();
+        if !inner.chunks.is_empty() {
+            return Poll::Ready(take(&mut inner));
+        }
+        if inner.senders == 0 {
+            return Poll::Ready(gone);
+        }
+        match &mut inner.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 
     /// Moves up to `limit` queued items to `buf` without waiting; returns how many.
@@ -411,6 +420,20 @@ mod tests {
         want.extend((0..100).filter(|i| i % 7 == 0).map(|i| 1000 + i));
         assert_eq!(got, want);
         assert!(rx.shared.lock().chunks.is_empty());
+    }
+
+    #[tokio::test]
+    async fn recv_waits_for_one_item_then_learns_when_the_senders_are_gone() {
+        let (tx, mut rx) = channel();
+        let sender = tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            tx.send(7).unwrap();
+            tx.send(8).unwrap();
+        });
+        assert_eq!(rx.recv().await, Some(7));
+        sender.await.unwrap();
+        assert_eq!(rx.recv().await, Some(8));
+        assert_eq!(rx.recv().await, None);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
