@@ -56,19 +56,32 @@ async fn wait_node_monitors(addr: &str, count: usize) {
 /// Reads monitor lines until one is the `lua` line `args`; asserts that every line before it
 /// is a script's or one of the `clients`'. Returns the lines read, with it.
 async fn read_until_lua(m: &mut Client, clients: &[&str], args: &str) -> Vec<(String, String)> {
+    read_lua_lines(m, clients, &[args]).await
+}
+
+/// Reads monitor lines until the `lua` lines read include each of `args` (as many times as
+/// it is there), whatever their order; asserts that every line is a script's or one of the
+/// `clients'`. Returns the lines read.
+async fn read_lua_lines(m: &mut Client, clients: &[&str], args: &[&str]) -> Vec<(String, String)> {
+    let mut missing: Vec<&str> = args.to_vec();
     let mut seen = Vec::new();
-    loop {
-        let line = parts(&m.read().await);
+    while !missing.is_empty() {
+        let Ok(line) = tokio::time::timeout(Duration::from_secs(8), m.read()).await else {
+            panic!("no line in 8 s; still missing {missing:?}; read: {seen:?}");
+        };
+        let line = parts(&line);
         assert!(
             clients.contains(&line.0.as_str()) || line.0 == "lua",
             "a line of neither the clients {clients:?} nor a script (a lane's?): {line:?}; before: {seen:?}"
         );
-        let done = line.0 == "lua" && line.1 == args;
-        seen.push(line);
-        if done {
-            return seen;
+        if line.0 == "lua" {
+            if let Some(i) = missing.iter().position(|a| *a == line.1) {
+                missing.remove(i);
+            }
         }
+        seen.push(line);
     }
+    seen
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,26 +127,33 @@ async fn a_script_s_commands_on_every_shard_are_shown_after_its_eval() {
             value.replace('"', "\\\"").replace('\n', "\\n")
         )
     };
-    let mut lines = read_until_lua(&mut m, &[&client], &format!("\"GET\" \"{k1}\"")).await;
-    lines.extend(read_until_lua(&mut m, &[&client], &format!("\"GET\" \"{k2}\"")).await);
-    lines.extend(read_until_lua(&mut m, &[&client], &format!("\"GET\" \"{k2}\"")).await);
-    let at = |who: &str, args: &str| {
-        lines
-            .iter()
-            .position(|l| l.0 == who && l.1 == args)
-            .unwrap_or_else(|| panic!("no [0 {who}] {args} in {lines:?}"))
+    // The shards' lines come through separate connections: in any order between them.
+    let (set1, get1) = (
+        format!("\"SET\" \"{k1}\" \"a\\\"1\""),
+        format!("\"GET\" \"{k1}\""),
+    );
+    let (set2, get2) = (
+        format!("\"SET\" \"{k2}\" \"b\\n2\""),
+        format!("\"GET\" \"{k2}\""),
+    );
+    let lines = read_lua_lines(&mut m, &[&client], &[&set1, &get1, &set2, &get2, &get2]).await;
+    let all = |who: &str, args: &str| -> Vec<usize> {
+        let at: Vec<usize> = (0..lines.len())
+            .filter(|&i| lines[i].0 == who && lines[i].1 == args)
+            .collect();
+        assert!(!at.is_empty(), "no [0 {who}] {args} in {lines:?}");
+        at
     };
-    // Each script's lines, in its node's order, after its EVAL.
+    let at = |who: &str, args: &str| all(who, args)[0];
+    // Each script's lines, in its node's order, after its EVAL; the function's after its FCALL.
     let eval1 = at(&client, &eval(&k1, "a\"1"));
-    let set1 = at("lua", &format!("\"SET\" \"{k1}\" \"a\\\"1\""));
-    let get1 = at("lua", &format!("\"GET\" \"{k1}\""));
+    let (set1, get1) = (at("lua", &set1), at("lua", &get1));
     assert!(eval1 < set1 && set1 < get1, "{lines:?}");
     let eval2 = at(&client, &eval(&k2, "b\n2"));
-    let set2 = at("lua", &format!("\"SET\" \"{k2}\" \"b\\n2\""));
-    assert!(eval2 < set2, "{lines:?}");
+    let (set2, gets2) = (at("lua", &set2), all("lua", &get2));
+    assert!(eval2 < set2 && set2 < gets2[0], "{lines:?}");
     let fcall = at(&client, &format!("\"FCALL\" \"monget\" \"1\" \"{k2}\""));
-    let fcall_get = lines.len() - 1;
-    assert!(set2 < fcall && fcall < fcall_get, "{lines:?}");
+    assert!(eval2 < fcall && fcall < gets2[1], "{lines:?}");
     // Each script line once: the node's line, not a copy per connection.
     assert_eq!(
         lines
