@@ -42,6 +42,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 scripts/ensure-redis.sh
+scripts/ensure-protoc.sh
 if [ "$proxies" -gt 0 ]; then
   exec scripts/local-fleet.sh "$proxies" "$keep"
 fi

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# apt-install.sh WHAT PACKAGE...: installs Debian/Ubuntu PACKAGEs with apt-get (through sudo
+# when not root), saying first that WHAT is missing; without apt-get (or without sudo when
+# not root) it says exactly what to install and exits 1. The scripts/ensure-*.sh call it.
+set -euo pipefail
+what=$1
+shift
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "$what missing: install the packages $* (or their equivalent) and run again" >&2
+  exit 1
+fi
+sudo=""
+if [ "$(id -u)" != 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
+    echo "$what missing: run 'apt-get install $*' as root" >&2
+    exit 1
+  fi
+fi
+echo "installing $* with apt-get ..." >&2
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
