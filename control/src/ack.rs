@@ -201,7 +201,11 @@ impl Controller {
         };
         let node = self.state.router.pool().node(&shard.master);
         if node.unlisted_replicas() != count {
-            info!(master = %shard.master, shard = %shard.name, count, "replicas streaming from the master that are not in sync; writes wait for them too");
+            if count == 0 {
+                info!(master = %shard.master, shard = %shard.name, "no replica that is not in sync streams from the master any more; writes wait for the in-sync replicas only");
+            } else {
+                info!(master = %shard.master, shard = %shard.name, count, "replicas streaming from the master that are not in sync; writes wait for them too");
+            }
             node.set_unlisted_replicas(&self.writer, count);
         }
     }
