@@ -14,28 +14,36 @@
 //! [`crate::backend::node_monitor`], kept by [`crate::backend::watch`]), following the
 //! routing table as the masters change, and relays the node's lines of those commands
 //! (`+1700000000.123456 [0 lua] "GET" "k"`, the node's time) to the monitors. A script's
-//! lines reach the proxy after its EVAL was shown (the proxy shows EVAL when it sends it);
-//! against other clients' commands, and across shards, their order is the order they reach
-//! the proxy. The first MONITOR is answered once every master's connection confirmed MONITOR
-//! (or failed), so a script sent after the `+OK` is seen; the connections close with the last
-//! monitor.
+//! lines reach the proxy after its EVAL was shown (the proxy shows EVAL when it sends it).
+//! They come on another connection than its reply, so while anyone monitors, a script's
+//! reply waits until they are shown ([`Monitors::mark_after_script`]): the lane sends a
+//! marker after the script (`ECHO`, see [`crate::backend::node_monitor::marker_request`]),
+//! and the reply goes to the client once the relay has read the marker's line, which the
+//! node wrote after every line of the script; so the client's next command is shown after
+//! them, as one server shows it. Against other clients' commands, and across shards, the
+//! order is the order the lines reach the proxy. The first MONITOR is answered once every
+//! master's connection confirmed MONITOR (or failed), so a script sent after the `+OK` is
+//! seen; the connections close with the last monitor.
 //!
 //! Cost: with nobody monitoring, one relaxed atomic load per command ([`Monitors::active`]),
 //! and no connection to the nodes. A monitor that does not read its lines cannot make the
 //! proxy's memory grow without bound: once more than `[limits] monitor_buffer_bytes` of lines
 //! wait in its queue it gets one error line, is closed, and the proxy logs it.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use redshard_config::NodeAddr;
+use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
-use crate::backend::node_monitor::{NodeMonitor, ScriptLine};
+use crate::backend::node_monitor::{NodeLine, NodeMonitor};
 use crate::backend::watch::{Event, State, Watchers};
-use crate::backend::Node;
+use crate::backend::{Dest, Node};
 use crate::replies::{ReplyQueue, ReplyTo};
 use crate::router::Router;
 use redshard_protocol::client_error::ClientError;
@@ -70,7 +78,13 @@ struct Inner {
     /// Each monitor's client id and reply queue.
     list: Vec<(u64, Arc<ReplyQueue>)>,
     /// The masters' MONITOR connections, while `list` is not empty.
-    relay: Option<Watchers<ScriptLine>>,
+    relay: Option<Watchers<NodeLine>>,
+    /// The markers sent after scripts whose replies wait for their lines to be shown, by
+    /// number: the master each was sent to, and the waiting reply's signal (dropped, which
+    /// also releases it, when that master's connection is not ready any more).
+    marks: HashMap<u64, (NodeAddr, oneshot::Sender<()>)>,
+    /// The next marker's number.
+    next_mark: u64,
 }
 
 impl Monitors {
@@ -118,11 +132,47 @@ impl Monitors {
         self.closed_if_none(&mut inner);
     }
 
-    /// Counts the monitors; with none left, closes the masters' connections.
+    /// Counts the monitors; with none left, closes the masters' connections (and releases
+    /// the replies that waited for their lines).
     fn closed_if_none(&self, inner: &mut Inner) {
         self.count.store(inner.list.len(), Ordering::Relaxed);
         if inner.list.is_empty() && inner.relay.take().is_some() {
+            inner.marks.clear();
             debug!("MONITOR: nobody monitors, the masters' MONITOR connections closed");
+        }
+    }
+
+    /// A script is about to be sent to `master` while someone monitors: when that master's
+    /// connection is ready, a marker number for the lane to send right after the script
+    /// ([`marker_request`](crate::backend::node_monitor::marker_request)), and what completes
+    /// once the relay has read the marker's line (every line of the script was read before
+    /// it) or will not read it (its connection failed, nobody monitors any more): the
+    /// script's reply waits for it ([`held_until_shown`]). `None` when there is nothing to
+    /// wait for.
+    pub fn mark_after_script(&self, master: &NodeAddr) -> Option<(u64, oneshot::Receiver<()>)> {
+        let mut inner = self.lock();
+        if !inner.relay.as_ref()?.is_ready(master) {
+            return None;
+        }
+        let n = inner.next_mark;
+        inner.next_mark += 1;
+        let (tx, rx) = oneshot::channel();
+        inner.marks.insert(n, (master.clone(), tx));
+        Some((n, rx))
+    }
+
+    /// Forgets marker `n`: the reply that waited for it has gone (its line came, or will
+    /// not, or it waited its limit), so an entry is never kept for a line that never comes.
+    pub fn forget_mark(&self, n: u64) {
+        self.lock().marks.remove(&n);
+    }
+
+    /// Releases the replies waiting for a master whose connection is not ready any more.
+    fn release_marks(inner: &mut Inner) {
+        let Inner { relay, marks, .. } = inner;
+        match relay {
+            Some(relay) => marks.retain(|_, (node, _)| relay.is_ready(node)),
+            None => marks.clear(),
         }
     }
 
@@ -163,10 +213,20 @@ impl Monitors {
 
     /// Handles one report of a master's MONITOR connection.
     fn report(&self, addr: &NodeAddr, what: NodeMonitor, limit: usize) {
-        if let NodeMonitor::Message(ScriptLine(line)) = what {
-            // A connection being aborted may still have sent one: it was a master's line.
-            self.push(&line, limit);
-            return;
+        match what {
+            NodeMonitor::Message(NodeLine::Script(line)) => {
+                // A connection being aborted may still have sent one: it was a master's line.
+                self.push(&line, limit);
+                return;
+            }
+            NodeMonitor::Message(NodeLine::Marker(n)) => {
+                // Every line of the script before it is shown: its reply may go.
+                if let Some((_, seen)) = self.lock().marks.remove(&n) {
+                    let _ = seen.send(());
+                }
+                return;
+            }
+            NodeMonitor::Ready | NodeMonitor::Lost(_) => {}
         }
         let mut inner = self.lock();
         let Some(relay) = inner.relay.as_mut() else {
@@ -185,20 +245,62 @@ impl Monitors {
             NodeMonitor::Lost(_) | NodeMonitor::Message(_) => {}
         }
         relay.settle(|_| {});
+        Self::release_marks(&mut inner);
     }
 
     /// The topology changed: follow its masters.
     fn topology_changed(&self, router: &Router) {
-        if let Some(relay) = self.lock().relay.as_mut() {
+        let mut inner = self.lock();
+        if let Some(relay) = inner.relay.as_mut() {
             follow_masters(relay, router);
             relay.settle(|_| {});
+            Self::release_marks(&mut inner);
         }
     }
 }
 
+/// Where a script's reply goes while someone monitors: to `dest` once `seen` completes (the
+/// relay read the marker sent after the script, see [`Monitors::mark_after_script`]), or at
+/// once if the marker itself failed (`echo`, its reply: an error, or none, when it was
+/// refused or its connection failed; no line of it will come), and after `limit` at the most
+/// (`[backend] response_timeout_ms`: the marker's line is part of the node's answer). Then
+/// `done` (which forgets the marker).
+pub(crate) fn held_until_shown(
+    dest: Dest,
+    seen: oneshot::Receiver<()>,
+    echo: oneshot::Receiver<Bytes>,
+    limit: Duration,
+    done: impl FnOnce() + Send + 'static,
+) -> Dest {
+    let (tx, rx) = oneshot::channel::<Bytes>();
+    tokio::spawn(async move {
+        let reply = match rx.await {
+            Ok(reply) => reply,
+            // Dropped without an answer: only when the lane's task is gone.
+            Err(_) => ClientError::LaneClosed.to_reply(),
+        };
+        let shown = async {
+            let mut seen = seen;
+            tokio::select! {
+                _ = &mut seen => return,
+                echoed = echo => {
+                    if !echoed.is_ok_and(|r| r.first() != Some(&b'-')) {
+                        return;
+                    }
+                }
+            }
+            let _ = seen.await;
+        };
+        let _ = tokio::time::timeout(limit, shown).await;
+        dest.deliver(reply);
+        done();
+    });
+    Dest::Signal(tx)
+}
+
 /// Opens a MONITOR connection to each master of the current table that has none, and
 /// closes those of nodes that are no longer masters.
-fn follow_masters(relay: &mut Watchers<ScriptLine>, router: &Router) {
+fn follow_masters(relay: &mut Watchers<NodeLine>, router: &Router) {
     relay.follow(
         router
             .load()
@@ -210,7 +312,7 @@ fn follow_masters(relay: &mut Watchers<ScriptLine>, router: &Router) {
 
 /// The relay's task's work: a connection's report, or a new topology, whose masters it
 /// follows. `false` once the state is gone.
-fn dispatch<H: MonitorHub>(hub: &Weak<H>, event: Event<ScriptLine>) -> bool {
+fn dispatch<H: MonitorHub>(hub: &Weak<H>, event: Event<NodeLine>) -> bool {
     let Some(hub) = hub.upgrade() else {
         return false;
     };
@@ -297,6 +399,137 @@ fn repr(out: &mut BytesMut, arg: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A held reply, the signals that release it, where it arrives, and whether its marker
+    /// was forgotten.
+    struct Held {
+        seen: oneshot::Sender<()>,
+        echo: oneshot::Sender<Bytes>,
+        reply: oneshot::Sender<Bytes>,
+        got: oneshot::Receiver<Bytes>,
+        forgotten: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    /// The reply, once delivered (and its marker forgotten with it).
+    fn delivered(
+        got: &mut oneshot::Receiver<Bytes>,
+        forgotten: &std::sync::atomic::AtomicBool,
+    ) -> Option<Bytes> {
+        let reply = got.try_recv().ok();
+        assert_eq!(reply.is_some(), forgotten.load(Ordering::SeqCst));
+        reply
+    }
+
+    fn held(limit: Duration) -> Held {
+        let (seen, seen_rx) = oneshot::channel();
+        let (echo, echo_rx) = oneshot::channel();
+        let (out, got) = oneshot::channel();
+        let forgotten = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&forgotten);
+        let done = move || flag.store(true, Ordering::SeqCst);
+        let Dest::Signal(reply) =
+            held_until_shown(Dest::Signal(out), seen_rx, echo_rx, limit, done)
+        else {
+            panic!("a signal");
+        };
+        Held {
+            seen,
+            echo,
+            reply,
+            got,
+            forgotten,
+        }
+    }
+
+    /// Lets the holding task run.
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[test]
+    fn a_forgotten_marker_leaves_nothing_behind() {
+        let monitors = Monitors::default();
+        let (tx, _rx) = oneshot::channel();
+        let node: NodeAddr = "127.0.0.1:7000".parse().unwrap();
+        monitors.lock().marks.insert(7, (node, tx));
+        monitors.forget_mark(8);
+        assert_eq!(monitors.lock().marks.len(), 1);
+        monitors.forget_mark(7);
+        assert!(monitors.lock().marks.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_script_s_reply_waits_for_its_marker_s_line() {
+        let mut h = held(Duration::from_secs(5));
+        h.reply.send(Bytes::from_static(b"+OK\r\n")).unwrap();
+        h.echo.send(Bytes::from_static(b"$2\r\nmk\r\n")).unwrap();
+        settle().await;
+        assert!(
+            h.got.try_recv().is_err(),
+            "released before the line was read"
+        );
+        h.seen.send(()).unwrap();
+        settle().await;
+        assert_eq!(
+            delivered(&mut h.got, &h.forgotten).unwrap(),
+            Bytes::from_static(b"+OK\r\n")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_marker_that_failed_or_a_lost_relay_releases_the_reply_at_once() {
+        // The marker was refused: its line will never come.
+        let mut h = held(Duration::from_secs(5));
+        h.reply.send(Bytes::from_static(b":1\r\n")).unwrap();
+        h.echo.send(Bytes::from_static(b"-ERR no\r\n")).unwrap();
+        settle().await;
+        assert_eq!(
+            delivered(&mut h.got, &h.forgotten).unwrap(),
+            Bytes::from_static(b":1\r\n")
+        );
+        // Its connection failed without a reply.
+        let mut h = held(Duration::from_secs(5));
+        h.reply.send(Bytes::from_static(b":2\r\n")).unwrap();
+        drop(h.echo);
+        settle().await;
+        assert_eq!(
+            delivered(&mut h.got, &h.forgotten).unwrap(),
+            Bytes::from_static(b":2\r\n")
+        );
+        // The relay's connection is not ready any more (or nobody monitors): `seen` dropped.
+        let mut h = held(Duration::from_secs(5));
+        h.reply.send(Bytes::from_static(b":3\r\n")).unwrap();
+        h.echo.send(Bytes::from_static(b"$2\r\nmk\r\n")).unwrap();
+        drop(h.seen);
+        settle().await;
+        assert_eq!(
+            delivered(&mut h.got, &h.forgotten).unwrap(),
+            Bytes::from_static(b":3\r\n")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_marker_never_read_holds_the_reply_for_the_limit_at_most() {
+        let mut h = held(Duration::from_secs(5));
+        h.reply.send(Bytes::from_static(b"+OK\r\n")).unwrap();
+        h.echo.send(Bytes::from_static(b"$2\r\nmk\r\n")).unwrap();
+        tokio::time::sleep(Duration::from_millis(4900)).await;
+        settle().await;
+        assert_eq!(
+            delivered(&mut h.got, &h.forgotten),
+            None,
+            "released before the limit"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        settle().await;
+        assert_eq!(
+            delivered(&mut h.got, &h.forgotten).unwrap(),
+            Bytes::from_static(b"+OK\r\n")
+        );
+        drop(h.seen);
+    }
     use redshard_protocol::resp::RequestScanner;
 
     fn with_args<R>(request: &[u8], f: impl FnOnce(Args<'_>) -> R) -> R {

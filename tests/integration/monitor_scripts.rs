@@ -86,7 +86,10 @@ async fn read_lua_lines(m: &mut Client, clients: &[&str], args: &[&str]) -> Vec<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_script_s_commands_on_every_shard_are_shown_after_its_eval() {
-    let cluster = TestCluster::start(2).await;
+    // A script's reply waits for its lines at most a response timeout: one longer than the
+    // client's wait makes a marker the relay misses fail the test instead of slowing it.
+    let cluster =
+        TestCluster::start_with(2, false, "[backend]\nresponse_timeout_ms = 60000\n", &[]).await;
     let masters: Vec<String> = cluster.masters.iter().map(RedisServer::addr).collect();
     let mut c = cluster.client().await;
     let client = addr_of(&mut c).await;
@@ -127,7 +130,9 @@ async fn a_script_s_commands_on_every_shard_are_shown_after_its_eval() {
             value.replace('"', "\\\"").replace('\n', "\\n")
         )
     };
-    // The shards' lines come through separate connections: in any order between them.
+    // The shards' lines come through separate connections, but a script's reply waits until
+    // they are shown: the client's lines and its scripts' come in the order one server
+    // shows them.
     let (set1, get1) = (
         format!("\"SET\" \"{k1}\" \"a\\\"1\""),
         format!("\"GET\" \"{k1}\""),
@@ -145,15 +150,25 @@ async fn a_script_s_commands_on_every_shard_are_shown_after_its_eval() {
         at
     };
     let at = |who: &str, args: &str| all(who, args)[0];
-    // Each script's lines, in its node's order, after its EVAL; the function's after its FCALL.
+    // Each script's lines after its EVAL and before the client's next command; the
+    // function's after its FCALL.
     let eval1 = at(&client, &eval(&k1, "a\"1"));
     let (set1, get1) = (at("lua", &set1), at("lua", &get1));
-    assert!(eval1 < set1 && set1 < get1, "{lines:?}");
     let eval2 = at(&client, &eval(&k2, "b\n2"));
     let (set2, gets2) = (at("lua", &set2), all("lua", &get2));
-    assert!(eval2 < set2 && set2 < gets2[0], "{lines:?}");
+    let load = lines
+        .iter()
+        .position(|l| l.0 == client && l.1.starts_with("\"FUNCTION\" \"LOAD\""))
+        .unwrap_or_else(|| panic!("no FUNCTION LOAD in {lines:?}"));
     let fcall = at(&client, &format!("\"FCALL\" \"monget\" \"1\" \"{k2}\""));
-    assert!(eval2 < fcall && fcall < gets2[1], "{lines:?}");
+    let order = [
+        eval1, set1, get1, eval2, set2, gets2[0], load, fcall, gets2[1],
+    ];
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "{order:?} in {lines:?}"
+    );
+    assert_eq!(lines.len(), order.len(), "{lines:?}");
     // Each script line once: the node's line, not a copy per connection.
     assert_eq!(
         lines

@@ -5,7 +5,9 @@
 //! see them; the node's own MONITOR does, and writes them as `+<time> [<db> lua] "GET" "k"`.
 //! While some client monitors the proxy, this connection runs `MONITOR` on the master and
 //! forwards those lines, and only those: the lines of the node's other clients (the proxy's
-//! own lanes, whose commands the proxy shows itself with their client's address) are dropped.
+//! own lanes, whose commands the proxy shows itself with their client's address) are dropped,
+//! but for the proxy's own markers (see [`marker_request`]): a lane sends one after a script
+//! while anyone monitors, and once its line is read every line of that script was.
 //!
 //! It connects with the configured backend credentials and TLS, without switching to the
 //! proxy's managed ACL users (`[backend] manage_acl`), which may not run `MONITOR`. The task
@@ -14,32 +16,78 @@
 //! waits while its node is fenced (the connection is [`super::watch`]'s, given the request and
 //! the choice of lines here).
 
+use std::sync::LazyLock;
+
 use bytes::Bytes;
 
 use super::watch::{Report, Watched};
 use redshard_protocol::resp::Protocol;
 
 /// What a master's MONITOR connection reports: `Ready` once the node confirmed `MONITOR`
-/// (from then on its scripts' commands are forwarded), the [`ScriptLine`]s, and `Lost` when
+/// (from then on its scripts' commands are forwarded), the [`NodeLine`]s, and `Lost` when
 /// lines may be missed until the next `Ready`.
-pub type NodeMonitor = Report<ScriptLine>;
+pub type NodeMonitor = Report<NodeLine>;
 
-/// One line of a command a script or function ran, as the node wrote it (`+...\r\n`).
+/// A line of the node's MONITOR the proxy wants.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScriptLine(pub Bytes);
+pub enum NodeLine {
+    /// A command a script or function ran, as the node wrote it (`+...\r\n`).
+    Script(Bytes),
+    /// The proxy's marker number `n` ran (see [`marker_request`]).
+    Marker(u64),
+}
 
 /// The request.
 const MONITOR: &[u8] = b"*1\r\n$7\r\nMONITOR\r\n";
 
-impl Watched for ScriptLine {
+impl Watched for NodeLine {
     const COMMAND: &'static str = "MONITOR";
     const REQUEST: &'static [u8] = MONITOR;
     const PROTOCOL: Protocol = Protocol::Resp2;
     const LOST_WHILE_FENCED: bool = true;
 
     fn message(frame: Bytes) -> Option<Self> {
-        is_script_line(&frame).then_some(Self(frame))
+        if is_script_line(&frame) {
+            return Some(Self::Script(frame));
+        }
+        marker_of(&frame).map(Self::Marker)
     }
+}
+
+/// What a marker's argument starts with: the proxy's name and this process's own random
+/// part, so that a client's `ECHO` (or another proxy's marker) is not taken for one.
+static MARKER_PREFIX: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "redshard-monitor-mark:{:016x}:",
+        std::hash::BuildHasher::hash_one(
+            &std::collections::hash_map::RandomState::new(),
+            std::process::id()
+        )
+    )
+});
+
+/// The proxy's marker number `n`: `ECHO <prefix><n>`, sent on a lane right after a script's
+/// request while anyone monitors. The node runs it after the script, so its MONITOR writes
+/// the marker's line after every line of the script: once the relay has read it, the
+/// script's lines are shown (see `crate::monitor`).
+#[must_use]
+pub fn marker_request(n: u64) -> Bytes {
+    let arg = format!("{}{n}", *MARKER_PREFIX);
+    Bytes::from(format!("*2\r\n$4\r\nECHO\r\n${}\r\n{arg}\r\n", arg.len()))
+}
+
+/// The number of the proxy's marker whose MONITOR line `frame` is (`+<time> [<db> <client>]
+/// "ECHO" "<prefix><n>"`), if it is one.
+fn marker_of(frame: &[u8]) -> Option<u64> {
+    let line = frame.strip_prefix(b"+")?.strip_suffix(b"\r\n")?;
+    const ECHO: &[u8] = b"] \"ECHO\" \"";
+    let at = line.windows(ECHO.len()).position(|w| w == ECHO)?;
+    let arg = line[at + ECHO.len()..].strip_prefix(MARKER_PREFIX.as_bytes())?;
+    let digits = arg.strip_suffix(b"\"")?;
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 /// Runs the MONITOR connection to `addr` until aborted, sending what it reports to `tx` with
@@ -85,5 +133,43 @@ mod tests {
         assert!(!is_script_line(b"+1700000000.123456 [ lua] \"GET\"\r\n"));
         assert!(!is_script_line(b"+OK\r\n"));
         assert!(!is_script_line(b"-ERR no\r\n"));
+    }
+
+    #[test]
+    fn markers_are_the_proxy_s_own_echo_lines() {
+        let request = marker_request(42);
+        let arg = format!("{}42", *MARKER_PREFIX);
+        assert_eq!(
+            request,
+            format!("*2\r\n$4\r\nECHO\r\n${}\r\n{arg}\r\n", arg.len())
+        );
+        let line = |client: &str, arg: &str| {
+            Bytes::from(format!(
+                "+1700000000.123456 [0 {client}] \"ECHO\" \"{arg}\"\r\n"
+            ))
+        };
+        assert_eq!(
+            NodeLine::message(line("127.0.0.1:51234", &arg)),
+            Some(NodeLine::Marker(42))
+        );
+        // A client's own ECHO, another prefix, a script's ECHO, trailing text: not markers.
+        assert_eq!(NodeLine::message(line("127.0.0.1:51234", "hello")), None);
+        assert_eq!(
+            NodeLine::message(line("127.0.0.1:51234", "redshard-monitor-mark:0:42")),
+            None
+        );
+        assert_eq!(
+            NodeLine::message(line("127.0.0.1:51234", &format!("{arg}x"))),
+            None
+        );
+        assert_eq!(
+            NodeLine::message(line("127.0.0.1:51234", &MARKER_PREFIX)),
+            None
+        );
+        let script = line("lua", &arg);
+        assert_eq!(
+            NodeLine::message(script.clone()),
+            Some(NodeLine::Script(script))
+        );
     }
 }

@@ -313,6 +313,15 @@ impl<M: Watched> Watchers<M> {
         Some(was)
     }
 
+    /// Whether `addr`'s connection is followed and ready (the node confirmed the request and
+    /// the connection has not failed since).
+    #[must_use]
+    pub fn is_ready(&self, addr: &NodeAddr) -> bool {
+        self.nodes
+            .get(addr)
+            .is_some_and(|node| node.state == State::Ready)
+    }
+
     /// Holds client `id`'s `ok` until [`Watchers::settle`] answers it.
     pub fn hold(&mut self, id: u64, ok: ReplyTo) {
         self.waiting.push((id, ok));

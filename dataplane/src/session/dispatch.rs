@@ -643,8 +643,34 @@ pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes:
             } else {
                 explained_keyless(reply)
             };
+            let route = &table.shards()[shard];
+            // While anyone monitors, a script's reply waits until its lines are shown.
+            let mark = if ctx.state.monitors.active()
+                && ctx.current_cmd.is_some_and(|spec| is_script(spec.id))
+            {
+                ctx.state.monitors.mark_after_script(route.master.addr())
+            } else {
+                None
+            };
+            let (dest, marker) = match mark {
+                Some((n, seen)) => {
+                    let (echo_tx, echo) = tokio::sync::oneshot::channel();
+                    let limit = ctx.state.live.now().backend.response_timeout;
+                    let mut marker = LaneRequest::new(
+                        crate::backend::node_monitor::marker_request(n),
+                        Dest::Signal(echo_tx),
+                        ctx.protocol,
+                    );
+                    marker.db = ctx.db;
+                    let state = Arc::clone(&ctx.state);
+                    let forget = move || state.monitors.forget_mark(n);
+                    let held = crate::monitor::held_until_shown(dest, seen, echo, limit, forget);
+                    (held, Some(marker))
+                }
+                None => (dest, None),
+            };
             send_master_as(
-                &table.shards()[shard],
+                route,
                 slot,
                 bytes,
                 dest,
@@ -654,6 +680,10 @@ pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes:
                 user,
                 ctx.db,
             );
+            if let Some(marker) = marker {
+                // Right behind the script, on its connection (`send_master_as`'s lane).
+                route.master.lane(slot).submit(marker);
+            }
         }
         Action::Read { shard, slot } => {
             let reply = ctx.queue.reserve();
