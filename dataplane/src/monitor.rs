@@ -264,9 +264,11 @@ impl Monitors {
 /// once if the marker itself failed (`echo`, its reply: an error, or none, when it was
 /// refused or its connection failed; no line of it will come), and after `limit` at the most
 /// (`[backend] response_timeout_ms`: the marker's line is part of the node's answer). Then
-/// `done` (which forgets the marker).
+/// `done` (which forgets the marker). For a request of several replies (`group`: a
+/// transaction), `dest` gets the last one, as a lane hands a client's entry.
 pub(crate) fn held_until_shown(
     dest: Dest,
+    group: bool,
     seen: oneshot::Receiver<()>,
     echo: oneshot::Receiver<Bytes>,
     limit: Duration,
@@ -275,6 +277,7 @@ pub(crate) fn held_until_shown(
     let (tx, rx) = oneshot::channel::<Bytes>();
     tokio::spawn(async move {
         let reply = match rx.await {
+            Ok(reply) if group => last_reply(reply),
             Ok(reply) => reply,
             // Dropped without an answer: only when the lane's task is gone.
             Err(_) => ClientError::LaneClosed.to_reply(),
@@ -296,6 +299,24 @@ pub(crate) fn held_until_shown(
         done();
     });
     Dest::Signal(tx)
+}
+
+/// The last of the replies one after the other in `whole` (the lane hands a waiter inside
+/// the proxy every reply of a group); all of it if it cannot be framed.
+fn last_reply(whole: Bytes) -> Bytes {
+    // Depth only decides what counts as too deep, which the lane has already replaced.
+    let mut scanner = redshard_protocol::resp::ReplyScanner::new(usize::MAX);
+    let (mut at, mut last) = (0, 0);
+    while at < whole.len() {
+        match scanner.scan(&whole[at..]) {
+            Ok(Some(len)) => {
+                last = at;
+                at += len;
+            }
+            _ => return whole,
+        }
+    }
+    whole.slice(last..)
 }
 
 /// Opens a MONITOR connection to each master of the current table that has none, and
@@ -428,7 +449,7 @@ mod tests {
         let flag = Arc::clone(&forgotten);
         let done = move || flag.store(true, Ordering::SeqCst);
         let Dest::Signal(reply) =
-            held_until_shown(Dest::Signal(out), seen_rx, echo_rx, limit, done)
+            held_until_shown(Dest::Signal(out), false, seen_rx, echo_rx, limit, done)
         else {
             panic!("a signal");
         };
@@ -446,6 +467,19 @@ mod tests {
         for _ in 0..10 {
             tokio::task::yield_now().await;
         }
+    }
+
+    #[test]
+    fn a_transaction_s_reply_is_the_last_of_its_group() {
+        let group = Bytes::from_static(b"+OK\r\n+QUEUED\r\n*2\r\n$1\r\na\r\n:1\r\n");
+        assert_eq!(
+            last_reply(group),
+            Bytes::from_static(b"*2\r\n$1\r\na\r\n:1\r\n")
+        );
+        let one = Bytes::from_static(b"-ERR x\r\n");
+        assert_eq!(last_reply(one.clone()), one);
+        let cut = Bytes::from_static(b"+OK\r\n*2\r\n$1\r\n");
+        assert_eq!(last_reply(cut.clone()), cut);
     }
 
     #[test]

@@ -214,6 +214,64 @@ async fn a_script_s_commands_on_every_shard_are_shown_after_its_eval() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_s_script_lines_come_before_the_next_command() {
+    // See the test above for the response timeout.
+    let cluster =
+        TestCluster::start_with(2, false, "[backend]\nresponse_timeout_ms = 60000\n", &[]).await;
+    let mut c = cluster.client().await;
+    let client = addr_of(&mut c).await;
+    let key = key_on(2, 1, "txlua");
+    let mut m = cluster.client().await;
+    assert!(m.cmd(&["MONITOR"]).await.is_ok());
+    let script = "redis.call('SET', KEYS[1], ARGV[1]); return redis.call('GET', KEYS[1])";
+    for (watch, value) in [(false, "t1"), (true, "t2")] {
+        // Unwatched, the transaction goes on the shared lane; after WATCH, on the client's
+        // own connection to the master.
+        if watch {
+            assert!(c.cmd(&["WATCH", &key]).await.is_ok());
+        }
+        assert!(c.cmd(&["MULTI"]).await.is_ok());
+        assert_eq!(
+            c.cmd(&["EVAL", script, "1", &key, value]).await,
+            Reply::Status("QUEUED".into())
+        );
+        assert_eq!(
+            c.cmd(&["EXEC"]).await,
+            Reply::Array(vec![Reply::bulk(value)])
+        );
+        assert_eq!(c.cmd(&["ECHO", value]).await, Reply::bulk(value));
+        let set = format!("\"SET\" \"{key}\" \"{value}\"");
+        let get = format!("\"GET\" \"{key}\"");
+        let lines = read_lua_lines(&mut m, &[&client], &[&set, &get]).await;
+        // The client's ECHO may not be read yet: read on until it is.
+        let mut lines = lines;
+        let echo = format!("\"ECHO\" \"{value}\"");
+        while !lines.iter().any(|l| l.0 == client && l.1 == echo) {
+            let line = tokio::time::timeout(Duration::from_secs(8), m.read())
+                .await
+                .unwrap_or_else(|_| panic!("no ECHO line in 8 s; read: {lines:?}"));
+            lines.push(parts(&line));
+        }
+        let at = |who: &str, args: &str| {
+            lines
+                .iter()
+                .position(|l| l.0 == who && l.1 == args)
+                .unwrap_or_else(|| panic!("no [0 {who}] {args} in {lines:?}"))
+        };
+        let order = [
+            at(&client, "\"EXEC\""),
+            at("lua", &set),
+            at("lua", &get),
+            at(&client, &echo),
+        ];
+        assert!(
+            order.windows(2).all(|w| w[0] < w[1]),
+            "{order:?} in {lines:?}"
+        );
+    }
+}
+
 /// Sends `args` to the admin port at `admin` and asserts it did not fail.
 async fn admin_ok(admin: SocketAddr, args: &[&str]) {
     let reply = Client::connect_addr(admin).await.cmd(args).await;

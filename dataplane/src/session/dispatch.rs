@@ -433,6 +433,38 @@ pub(super) fn is_script(id: CommandId) -> bool {
     )
 }
 
+/// While anyone monitors, the reply of a request that runs scripts (`script`) on `master`
+/// waits until their lines are shown (see `crate::monitor`): returns the destination to
+/// send it with, and the marker to send right behind it on the same connection. Else `dest`
+/// as it is.
+fn shown_first(
+    ctx: &Ctx,
+    master: &Node,
+    script: bool,
+    (dest, group): (Dest, bool),
+) -> (Dest, Option<LaneRequest>) {
+    let mark = if script && ctx.state.monitors.active() {
+        ctx.state.monitors.mark_after_script(master.addr())
+    } else {
+        None
+    };
+    let Some((n, seen)) = mark else {
+        return (dest, None);
+    };
+    let (echo_tx, echo) = tokio::sync::oneshot::channel();
+    let mut marker = LaneRequest::new(
+        crate::backend::node_monitor::marker_request(n),
+        Dest::Signal(echo_tx),
+        ctx.protocol,
+    );
+    marker.db = ctx.db;
+    let limit = ctx.state.live.now().backend.response_timeout;
+    let state = Arc::clone(&ctx.state);
+    let forget = move || state.monitors.forget_mark(n);
+    let held = crate::monitor::held_until_shown(dest, group, seen, echo, limit, forget);
+    (held, Some(marker))
+}
+
 /// The keys of the request in migrating slots, which must leave their source before it is
 /// sent (see `redshard_control::migrate`). Costs one load while nothing migrates.
 fn migration_check(
@@ -644,31 +676,8 @@ pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes:
                 explained_keyless(reply)
             };
             let route = &table.shards()[shard];
-            // While anyone monitors, a script's reply waits until its lines are shown.
-            let mark = if ctx.state.monitors.active()
-                && ctx.current_cmd.is_some_and(|spec| is_script(spec.id))
-            {
-                ctx.state.monitors.mark_after_script(route.master.addr())
-            } else {
-                None
-            };
-            let (dest, marker) = match mark {
-                Some((n, seen)) => {
-                    let (echo_tx, echo) = tokio::sync::oneshot::channel();
-                    let limit = ctx.state.live.now().backend.response_timeout;
-                    let mut marker = LaneRequest::new(
-                        crate::backend::node_monitor::marker_request(n),
-                        Dest::Signal(echo_tx),
-                        ctx.protocol,
-                    );
-                    marker.db = ctx.db;
-                    let state = Arc::clone(&ctx.state);
-                    let forget = move || state.monitors.forget_mark(n);
-                    let held = crate::monitor::held_until_shown(dest, seen, echo, limit, forget);
-                    (held, Some(marker))
-                }
-                None => (dest, None),
-            };
+            let script = ctx.current_cmd.is_some_and(|spec| is_script(spec.id));
+            let (dest, marker) = shown_first(ctx, &route.master, script, (dest, false));
             send_master_as(
                 route,
                 slot,
@@ -782,6 +791,7 @@ pub(crate) fn finish(ctx: &mut Ctx, table: &RoutingTable, action: Action, bytes:
                 answers,
                 exec: &bytes,
                 user,
+                scripts,
             };
             exec(ctx, table, shard, slot, exec_request);
         }
@@ -889,6 +899,8 @@ struct ExecRequest<'a> {
     exec: &'a Bytes,
     /// The backend user it runs as.
     user: BackendUser,
+    /// Whether a queued command runs a script (see [`shown_first`]).
+    scripts: bool,
 }
 
 /// Where EXEC's reply goes: its own entry, or, when the proxy answers some of the
@@ -950,6 +962,7 @@ fn exec(ctx: &mut Ctx, table: &RoutingTable, shard: usize, slot: u16, request: E
         answers,
         exec,
         user,
+        scripts,
     } = request;
     let route = &table.shards()[shard];
     if watched
@@ -989,9 +1002,17 @@ fn exec(ctx: &mut Ctx, table: &RoutingTable, shard: usize, slot: u16, request: E
         let (bytes, job) = private_job(route, slot, (ctx.protocol, ctx.db), whole, prepared, None);
         let protocol = ctx.protocol;
         let private = private_lane(ctx, &route.master).clone();
+        // Mirrored, it runs fenced through the shared lane: its scripts' lines are not waited
+        // for there.
+        let (dest, marker) = shown_first(
+            ctx,
+            &route.master,
+            scripts && job.is_none(),
+            (reply.into(), true),
+        );
         let request = LaneRequest {
             bytes,
-            dest: reply.into(),
+            dest,
             protocol,
             replies,
             via: None,
@@ -1008,21 +1029,30 @@ fn exec(ctx: &mut Ctx, table: &RoutingTable, shard: usize, slot: u16, request: E
                 via: Some(private),
                 ..request
             }),
-            None => private.submit(request),
+            None => {
+                private.submit(request);
+                if let Some(marker) = marker {
+                    private.submit(marker);
+                }
+            }
         }
         ctx.barrier = true;
     } else {
+        let (dest, marker) = shown_first(ctx, &route.master, scripts, (reply.into(), true));
         send_master_as(
             route,
             slot,
             whole,
-            reply.into(),
+            dest,
             ctx.protocol,
             effect,
             replies,
             user,
             ctx.db,
         );
+        if let Some(marker) = marker {
+            route.master.lane(slot).submit(marker);
+        }
     }
 }
 
