@@ -77,16 +77,16 @@ pub fn marker_request(n: u64) -> Bytes {
 }
 
 /// The number of the proxy's marker whose MONITOR line `frame` is (`+<time> [<db> <client>]
-/// "ECHO" "<prefix><n>"`), if it is one.
+/// "ECHO" "<prefix><n>"`), if it is one. Read from the line's end: while anyone monitors,
+/// every command the master runs comes through here, and a large one costs no scan. (Quotes
+/// inside arguments are escaped in MONITOR lines, so `] "ECHO" "` is the client's field
+/// closing and the command's name.)
 fn marker_of(frame: &[u8]) -> Option<u64> {
-    let line = frame.strip_prefix(b"+")?.strip_suffix(b"\r\n")?;
-    const ECHO: &[u8] = b"] \"ECHO\" \"";
-    let at = line.windows(ECHO.len()).position(|w| w == ECHO)?;
-    let arg = line[at + ECHO.len()..].strip_prefix(MARKER_PREFIX.as_bytes())?;
-    let digits = arg.strip_suffix(b"\"")?;
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
+    let line = frame.strip_prefix(b"+")?.strip_suffix(b"\"\r\n")?;
+    let digits_at = line.iter().rposition(|b| !b.is_ascii_digit())? + 1;
+    let (head, digits) = line.split_at(digits_at);
+    head.strip_suffix(MARKER_PREFIX.as_bytes())?
+        .strip_suffix(b"] \"ECHO\" \"")?;
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
@@ -166,6 +166,12 @@ mod tests {
             NodeLine::message(line("127.0.0.1:51234", &MARKER_PREFIX)),
             None
         );
+        let huge = format!("{arg}{}", "9".repeat(30));
+        assert_eq!(NodeLine::message(line("127.0.0.1:51234", &huge)), None);
+        let other = Bytes::from(format!(
+            "+1700000000.123456 [0 127.0.0.1:1] \"SET\" \"{arg}\"\r\n"
+        ));
+        assert_eq!(NodeLine::message(other), None);
         let script = line("lua", &arg);
         assert_eq!(
             NodeLine::message(script.clone()),
