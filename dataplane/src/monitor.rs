@@ -274,14 +274,8 @@ pub(crate) fn held_until_shown(
     limit: Duration,
     done: impl FnOnce() + Send + 'static,
 ) -> Dest {
-    let (tx, rx) = oneshot::channel::<Bytes>();
-    tokio::spawn(async move {
-        let reply = match rx.await {
-            Ok(reply) if group => last_reply(reply),
-            Ok(reply) => reply,
-            // Dropped without an answer: only when the lane's task is gone.
-            Err(_) => ClientError::LaneClosed.to_reply(),
-        };
+    Dest::on_reply(move |reply| async move {
+        let reply = if group { last_reply(reply) } else { reply };
         let shown = async {
             let mut seen = seen;
             tokio::select! {
@@ -297,8 +291,7 @@ pub(crate) fn held_until_shown(
         let _ = tokio::time::timeout(limit, shown).await;
         dest.deliver(reply);
         done();
-    });
-    Dest::Signal(tx)
+    })
 }
 
 /// The last of the replies one after the other in `whole` (the lane hands a waiter inside

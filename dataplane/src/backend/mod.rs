@@ -185,6 +185,26 @@ impl Dest {
         }
     }
 
+    /// A destination that hands the reply to `then`, on a task of its own (the lane's error
+    /// [`ClientError::LaneClosed`] if the lane dropped the request unanswered): for a client's
+    /// reply the proxy looks at, or holds, before the client gets it. As for any
+    /// [`Dest::Signal`], a group's replies come whole unless the request is mirrored.
+    pub(crate) fn on_reply<F, Fut>(then: F) -> Self
+    where
+        F: FnOnce(Bytes) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel::<Bytes>();
+        tokio::spawn(async move {
+            // Dropped without an answer: only when the lane's task is gone.
+            let reply = rx
+                .await
+                .unwrap_or_else(|_| ClientError::LaneClosed.to_reply());
+            then(reply).await;
+        });
+        Dest::Signal(tx)
+    }
+
     /// Hands over the error a lane synthesized because the request's outcome is unknown (the
     /// connection failed or the lane is closed).
     pub fn fail(self, reply: Bytes) {

@@ -398,20 +398,17 @@ fn infer_script_keys(ctx: &mut Ctx, spec: &CommandSpec, args: Args<'_>) {
 /// client as it is, unless the node refused a key the script touched, which the client gets
 /// as [`ClientError::KeylessScriptTouchedKey`], saying how to fix it.
 fn explained_keyless(slot: crate::replies::ReplyTo) -> Dest {
-    let (tx, rx) = tokio::sync::oneshot::channel::<Bytes>();
-    tokio::spawn(async move {
-        let reply = match rx.await {
-            Ok(reply) if is_key_refusal(&reply) => ClientError::KeylessScriptTouchedKey {
+    Dest::on_reply(move |reply| async move {
+        let reply = if is_key_refusal(&reply) {
+            ClientError::KeylessScriptTouchedKey {
                 node: reply[1..reply.len().saturating_sub(2).max(1)].into(),
             }
-            .to_reply(),
-            Ok(reply) => reply,
-            // Dropped without an answer: only when the lane's task is gone.
-            Err(_) => ClientError::LaneClosed.to_reply(),
+            .to_reply()
+        } else {
+            reply
         };
         slot.deliver(reply);
-    });
-    Dest::Signal(tx)
+    })
 }
 
 /// Whether `reply` is Redis's refusal of a key a script's ACL user may not access.
