@@ -5,6 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use redshard_tests::cluster::config_text;
+use redshard_tests::reap;
 use redshard_tests::server::free_port;
 use redshard_tests::{binary, Client, RedisServer, Reply};
 
@@ -139,6 +140,7 @@ fn sigterm_drains_and_exits() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let _record = reap::track(&child, "redshard", None);
     let runtime = runtime();
     runtime.block_on(async {
         let mut c = connect_when_listening(port).await;
@@ -189,6 +191,7 @@ fn a_client_that_never_reads_is_paused_then_disconnected_with_bounded_memory() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let _record = reap::track(&child, "redshard", None);
     let pid = child.id();
     let addr = format!("127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -284,6 +287,7 @@ fn info_memory_shows_the_allocator_and_the_operator_can_tune_it() {
             command.env("_RJEM_MALLOC_CONF", conf);
         }
         let mut child = command.spawn().unwrap();
+        let _record = reap::track(&child, "redshard", None);
         let info = runtime.block_on(async {
             let mut c = connect_when_listening(port).await;
             match c.cmd(&["INFO", "memory"]).await {
@@ -341,6 +345,7 @@ fn text_logs_written_to_a_pipe_carry_no_colour_codes() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let _record = reap::track(&child, "redshard", None);
     let runtime = runtime();
     runtime.block_on(async {
         let mut c = connect_when_listening(port).await;

@@ -32,6 +32,7 @@ mod fleet_admin;
 mod fleet_crash;
 mod fleet_frozen;
 mod fleet_tutorial;
+mod harness;
 mod limits;
 mod metrics;
 mod mirror;

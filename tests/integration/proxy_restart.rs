@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use redshard_tests::client::encode_command;
 use redshard_tests::cluster::config_text;
+use redshard_tests::reap;
 use redshard_tests::replication::digest;
 use redshard_tests::server::free_port;
 use redshard_tests::{binary, wait_for_progress, wait_until, Client, RedisServer, Reply};
@@ -21,6 +22,8 @@ use crate::mirror::DEBUG;
 pub(crate) struct ProxyProcess {
     child: Child,
     port: u16,
+    /// Its record, for the next run to kill it if this one is interrupted.
+    _record: reap::Tracked,
 }
 
 impl ProxyProcess {
@@ -33,6 +36,7 @@ impl ProxyProcess {
             .stderr(Stdio::null())
             .spawn()
             .expect("redshard starts");
+        let record = reap::track(&child, "redshard", None);
         let deadline = Instant::now() + Duration::from_secs(10);
         while tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
@@ -42,7 +46,11 @@ impl ProxyProcess {
             // Polling interval of this wait loop, not synchronisation.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Self { child, port }
+        Self {
+            child,
+            port,
+            _record: record,
+        }
     }
 
     pub(crate) async fn client(&self) -> Client {

@@ -14,6 +14,7 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, 
 use redshard_config::{Config, Topology};
 use redshard_proxy::{Proxy, StateOptions};
 use redshard_tests::cluster::{config_text, key_on, start_proxy};
+use redshard_tests::reap;
 use redshard_tests::server::free_port;
 use redshard_tests::{Client, Reply, TestCluster};
 use rustls::pki_types::pem::PemObject;
@@ -316,6 +317,8 @@ async fn mutual_tls_refuses_clients_without_a_certificate_of_the_client_ca() {
 struct TlsRedis {
     port: u16,
     child: Child,
+    /// Its record, for the next run to kill it if this one is interrupted.
+    _record: reap::Tracked,
     _dir: tempfile::TempDir,
 }
 
@@ -345,6 +348,7 @@ impl TlsRedis {
             // Owned at once, so that a failing check below kills it.
             let mut redis = Self {
                 port,
+                _record: reap::track(&child, "redis-server", Some(dir.path())),
                 child,
                 _dir: dir,
             };

@@ -38,6 +38,8 @@ pub struct EtcdServer {
     tls: Option<(EtcdTls, u16)>,
     /// The process; `None` while stopped.
     child: Option<Child>,
+    /// Its record, for the next run to kill it if this one is interrupted.
+    record: Option<crate::reap::Tracked>,
     /// Its data directory, kept across restarts, removed on drop.
     dir: tempfile::TempDir,
 }
@@ -76,6 +78,7 @@ impl EtcdServer {
                 name: format!("redshard-test-{client_port}"),
                 tls: tls.clone().map(|tls| (tls, probe_port)),
                 child: None,
+                record: None,
                 dir: tempfile::tempdir().expect("temp dir"),
             };
             if server.spawn() {
@@ -147,12 +150,14 @@ impl EtcdServer {
             Ok(child) => child,
             Err(e) => panic!("cannot run {ETCD} ({e}); install it: scripts/ensure-etcd.sh"),
         };
+        self.record = Some(crate::reap::track(&child, "etcd", Some(self.dir.path())));
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Some(child) = &mut self.child {
                 if let Ok(Some(_)) = child.try_wait() {
                     self.child = None;
+                    self.record = None;
                     return false; // exited: most likely a port was taken meanwhile
                 }
             }
@@ -207,6 +212,7 @@ impl EtcdServer {
             let _ = child.kill();
             let _ = child.wait();
         }
+        self.record = None;
     }
 
     /// Starts etcd again on the same ports and data directory (after [`EtcdServer::stop`]).

@@ -5,6 +5,7 @@
 pub mod client;
 pub mod cluster;
 pub mod etcd;
+pub mod reap;
 pub mod replication;
 pub mod server;
 pub mod wait;

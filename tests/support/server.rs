@@ -14,6 +14,8 @@ pub struct RedisServer {
     args: Vec<String>,
     /// The process; `None` after [`RedisServer::kill`].
     child: Option<Child>,
+    /// Its record, for the next run to kill it if this one is interrupted.
+    record: Option<crate::reap::Tracked>,
     /// Its working directory (dump files), removed on drop.
     dir: tempfile::TempDir,
 }
@@ -106,6 +108,7 @@ impl RedisServer {
             port: 0,
             args: args.iter().map(|s| (*s).to_owned()).collect(),
             child: None,
+            record: None,
             dir,
         };
         for _attempt in 0..5 {
@@ -144,12 +147,18 @@ impl RedisServer {
                 "cannot run redis-server ({e}); install it: sudo apt-get install redis-server"
             ),
         };
+        self.record = Some(crate::reap::track(
+            &child,
+            "redis-server",
+            Some(self.dir.path()),
+        ));
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Some(child) = &mut self.child {
                 if let Ok(Some(_)) = child.try_wait() {
                     self.child = None;
+                    self.record = None;
                     return false; // exited: most likely the port was taken meanwhile
                 }
             }
@@ -235,6 +244,7 @@ impl RedisServer {
             let _ = child.kill();
             let _ = child.wait();
         }
+        self.record = None;
     }
 
     /// Starts the server again on the same port (after [`RedisServer::kill`]).
