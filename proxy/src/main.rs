@@ -136,6 +136,9 @@ fn main() -> ExitCode {
         builder.worker_threads(threads);
         builder
     };
+    // A worker that goes idle hands the objects it freed back to the allocator, so that the
+    // memory of clients that went idle returns to the OS whichever thread freed it.
+    builder.on_thread_park(redshard_dataplane::allocator::on_worker_park);
     let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
