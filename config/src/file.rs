@@ -66,6 +66,10 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:6379";
 pub const DEFAULT_THREADS: usize = 0;
 /// Most worker threads `threads` accepts.
 pub const MAX_THREADS: usize = 256;
+/// Default of `busy_poll_us`: 0, the worker sleeps as soon as it runs out of work.
+pub const DEFAULT_BUSY_POLL_US: u64 = 0;
+/// Most `busy_poll_us` accepts: 10 ms of polling after the last work is past any use.
+pub const MAX_BUSY_POLL_US: u64 = 10_000;
 /// Default of `[slowlog] log_slower_than_us`: Redis's `slowlog-log-slower-than`.
 pub const DEFAULT_SLOWLOG_SLOWER_THAN_US: i64 = 10_000;
 /// Default of `[slowlog] max_len`: Redis's `slowlog-max-len`.
@@ -246,6 +250,10 @@ pub struct ConfigFile {
     /// `threads`: worker threads serving clients. Default [`DEFAULT_THREADS`] (0: half the
     /// cores, at least 1). Read at start only.
     pub threads: Option<Spanned<usize>>,
+    /// `busy_poll_us`: how long a worker keeps polling for work after it ran out, before it
+    /// sleeps. Default [`DEFAULT_BUSY_POLL_US`] (off); at most [`MAX_BUSY_POLL_US`]. Read at
+    /// start only.
+    pub busy_poll_us: Option<Spanned<u64>>,
     /// `shutdown_grace_ms`: how long clients may drain on SIGTERM/SIGINT before the proxy
     /// exits. Default [`DEFAULT_SHUTDOWN_GRACE_MS`]; 0 exits at once.
     pub shutdown_grace_ms: Option<Spanned<u64>>,

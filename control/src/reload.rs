@@ -296,6 +296,7 @@ fn restart_keys(running: &Config, file: &Config) -> Vec<String> {
     );
     check("log.format", running.log.format != file.log.format);
     check("threads", running.threads != file.threads);
+    check("busy_poll_us", running.busy_poll != file.busy_poll);
     // The lanes and the mirror are built with it: how writes reach the replicas and when
     // they are acknowledged changes only with a restart.
     check("replication", running.replication != file.replication);

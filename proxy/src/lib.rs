@@ -42,6 +42,7 @@
 pub use redshard_protocol::{acl, client_error, command, resp};
 
 pub mod admin;
+pub mod busy_poll;
 pub(crate) mod listener;
 pub mod metrics;
 

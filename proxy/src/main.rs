@@ -136,9 +136,29 @@ fn main() -> ExitCode {
         builder.worker_threads(threads);
         builder
     };
+    // Busy polling needs the single-threaded scheduler (see `busy_poll`).
+    let busy_poll = if threads == 1 {
+        config.busy_poll
+    } else {
+        if !config.busy_poll.is_zero() {
+            warn!(
+                threads,
+                "busy_poll_us applies to one worker thread only: not applied"
+            );
+        }
+        std::time::Duration::ZERO
+    };
     // A worker that goes idle hands the objects it freed back to the allocator, so that the
     // memory of clients that went idle returns to the OS whichever thread freed it.
-    builder.on_thread_park(redshard_dataplane::allocator::on_worker_park);
+    builder.on_thread_park(move || {
+        redshard_dataplane::allocator::on_worker_park();
+        if !busy_poll.is_zero() {
+            redshard_proxy::busy_poll::on_park();
+        }
+    });
+    if !busy_poll.is_zero() {
+        builder.on_thread_unpark(redshard_proxy::busy_poll::on_unpark);
+    }
     let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -146,6 +166,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if !busy_poll.is_zero() {
+        runtime.spawn(redshard_proxy::busy_poll::spinner(busy_poll));
+    }
     let code = runtime.block_on(serve(config, options));
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     code

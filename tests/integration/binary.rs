@@ -360,3 +360,66 @@ fn text_logs_written_to_a_pipe_carry_no_colour_codes() {
         "no ANSI escapes in a pipe: {logs:?}"
     );
 }
+
+/// utime + stime of process `pid` so far (`/proc/PID/stat`, clock ticks of 10 ms).
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let (_, rest) = stat.rsplit_once(')').unwrap();
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|f| f.parse().unwrap())
+        .collect();
+    Duration::from_millis((fields[0] + fields[1]) * 10)
+}
+
+/// With `busy_poll_us` the worker polls for work a while after each burst instead of sleeping
+/// at once: it serves requests (pipelined and not) as without, and once nothing comes it
+/// sleeps: a second of idling costs a small fraction of a second of CPU, where a worker that
+/// never stopped polling would spend about all of it.
+#[test]
+fn a_busy_polling_worker_serves_and_sleeps_when_idle() {
+    let server = RedisServer::start();
+    let port = free_port();
+    let text = isolated_config(&server, port, "threads = 1\nbusy_poll_us = 500");
+    let file = write_config(&text);
+    let mut child = redshard()
+        .arg("--config")
+        .arg(file.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _record = reap::track(&child, "redshard", None);
+    let pid = child.id();
+    let runtime = runtime();
+    runtime.block_on(async {
+        let mut c = connect_when_listening(port).await;
+        for i in 0..200 {
+            let key = format!("k{i}");
+            assert_eq!(c.cmd(&["SET", &key, "v"]).await, Reply::Status("OK".into()));
+        }
+        let pipeline: Vec<Vec<String>> = (0..200)
+            .map(|i| vec!["GET".to_owned(), format!("k{i}")])
+            .collect();
+        for reply in c.pipeline(&pipeline).await {
+            assert_eq!(reply, Reply::Bulk(Some(b"v".to_vec())));
+        }
+        // Idle: the client stays connected and sends nothing.
+        let before = cpu_time(pid);
+        // The idle period under test, not synchronisation.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let spent = cpu_time(pid) - before;
+        assert!(
+            spent < Duration::from_millis(500),
+            "the worker kept polling while idle: {spent:?} of CPU in 2 s"
+        );
+        assert_eq!(
+            c.cmd(&["GET", "k1"]).await,
+            Reply::Bulk(Some(b"v".to_vec()))
+        );
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+}

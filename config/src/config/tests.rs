@@ -137,6 +137,7 @@ listen = "0.0.0.0:7000"
 password = "secret"
 allow_flush = true
 shutdown_grace_ms = 0
+busy_poll_us = 200
 topology_file = "/var/lib/redshard/topology.toml"
 metrics_listen = "0.0.0.0:9200"
 metrics_namespace = "redis"
@@ -199,6 +200,7 @@ format = "json"
     assert_eq!(config.password.as_deref(), Some("secret"));
     assert!(config.allow_flush);
     assert_eq!(config.shutdown_grace, Duration::ZERO);
+    assert_eq!(config.busy_poll, Duration::from_micros(200));
     assert_eq!(
         config.topology_file.as_deref(),
         Some(Path::new("/var/lib/redshard/topology.toml"))
@@ -742,6 +744,23 @@ fn output_soft_limit_must_not_exceed_the_hard_one() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("limits.output_buffer_soft_bytes"), "{err}");
+}
+
+#[test]
+fn busy_polling_is_off_by_default_and_bounded() {
+    let config = Config::from_toml_str(SHARDS, "t.toml").unwrap();
+    assert_eq!(config.busy_poll, Duration::ZERO);
+    let text = format!("busy_poll_us = 10000\n{SHARDS}");
+    let config = Config::from_toml_str(&text, "t.toml").unwrap();
+    assert_eq!(config.busy_poll, Duration::from_millis(10));
+    let text = format!("busy_poll_us = 10001\n{SHARDS}");
+    let err = Config::from_toml_str(&text, "t.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("busy_poll_us") && err.contains("at most 10000"),
+        "{err}"
+    );
 }
 
 #[test]
