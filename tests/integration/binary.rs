@@ -384,7 +384,7 @@ fn a_busy_polling_worker_serves_and_sleeps_when_idle() {
     let port = free_port();
     let text = isolated_config(&server, port, "threads = 1\nbusy_poll_us = 500");
     let file = write_config(&text);
-    let mut child = redshard()
+    let child = redshard()
         .arg("--config")
         .arg(file.path())
         .stdout(Stdio::null())
@@ -393,6 +393,9 @@ fn a_busy_polling_worker_serves_and_sleeps_when_idle() {
         .unwrap();
     let _record = reap::track(&child, "redshard", None);
     let pid = child.id();
+    // Killed however the test ends: a proxy that polls without end must not outlive a
+    // failed assertion.
+    let _child = KillOnDrop(child);
     let runtime = runtime();
     runtime.block_on(async {
         let mut c = connect_when_listening(port).await;
@@ -420,6 +423,14 @@ fn a_busy_polling_worker_serves_and_sleeps_when_idle() {
             Reply::Bulk(Some(b"v".to_vec()))
         );
     });
-    let _ = child.kill();
-    let _ = child.wait();
+}
+
+/// A child process killed and reaped when dropped, a panic included.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
