@@ -319,9 +319,16 @@ mod tests {
         b.limits.max_clients = 1;
         b.log.level = "debug".into();
         b.replication.ack = redshard_config::AckMode::Async;
+        b.busy_poll = std::time::Duration::from_micros(200);
         assert_eq!(
             restart_keys(&a, &b),
-            ["listen", "metrics_listen", "backend", "replication"]
+            [
+                "listen",
+                "metrics_listen",
+                "backend",
+                "busy_poll_us",
+                "replication"
+            ]
         );
     }
 
