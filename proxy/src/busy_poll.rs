@@ -235,9 +235,25 @@ mod tests {
         assert!(!no_spinner.out_of_work(t0 + WINDOW));
     }
 
+    /// CPU time (user + system) of the calling thread so far, from `/proc/thread-self/stat`
+    /// (in clock ticks of 10 ms).
+    fn thread_cpu() -> Duration {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        let (_, rest) = stat.rsplit_once(')').unwrap();
+        let ticks: u64 = rest
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .map(|f| f.parse::<u64>().unwrap())
+            .sum();
+        Duration::from_millis(ticks * 10)
+    }
+
     /// On a real single-threaded runtime with the hooks: the worker polls when it runs out of
-    /// work, a wake-up from another thread still reaches it, and it polls only for the window:
-    /// idling three times longer does not take three times the rounds.
+    /// work, a wake-up from another thread still reaches it, and it polls only for the
+    /// window: idle for 500 ms with a 2 ms window, it spends a few milliseconds of CPU where a
+    /// worker that never stopped polling would spend most of the 500 (at least a quarter even
+    /// on a crowded machine).
     #[test]
     fn a_runtime_with_the_hooks_polls_for_the_window_then_sleeps() {
         use std::sync::atomic::{AtomicU64, Ordering};
@@ -252,33 +268,27 @@ mod tests {
             .build()
             .unwrap();
         runtime.spawn(spinner(Duration::from_millis(2)));
-        // The worker waits on a channel that another thread fills after `idle`, with no timer
+        // The worker waits on a channel that another thread fills after 500 ms, with no timer
         // of its own: it runs out of work once, polls for the window, then sleeps.
-        let rounds = |idle: Duration| {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            let sender = std::thread::spawn(move || {
-                // The idle period under test, not synchronisation.
-                std::thread::sleep(idle);
-                let _ = tx.send(());
-            });
-            let parks = runtime.block_on(async {
-                // The spinner registers on its first poll.
-                tokio::task::yield_now().await;
-                let before = PARKS.load(Ordering::Relaxed);
-                rx.await.unwrap();
-                PARKS.load(Ordering::Relaxed) - before
-            });
-            sender.join().unwrap();
-            parks
-        };
-        let short = rounds(Duration::from_millis(20));
-        let long = rounds(Duration::from_millis(60));
-        // A worker that sleeps at once parks once for the wait; this one polled.
-        assert!(short > 2, "no polling rounds: {short}");
-        // Polling throughout, the long wait would take about three times the rounds.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sender = std::thread::spawn(move || {
+            // The idle period under test, not synchronisation.
+            std::thread::sleep(Duration::from_millis(500));
+            let _ = tx.send(());
+        });
+        let (parks, cpu) = runtime.block_on(async {
+            // The spinner registers on its first poll.
+            tokio::task::yield_now().await;
+            let (parks, cpu) = (PARKS.load(Ordering::Relaxed), thread_cpu());
+            rx.await.unwrap();
+            (PARKS.load(Ordering::Relaxed) - parks, thread_cpu() - cpu)
+        });
+        sender.join().unwrap();
+        // A worker that sleeps at once parks once for the wait; this one polled first.
+        assert!(parks >= 2, "no polling round: {parks} park(s)");
         assert!(
-            long < 2 * short,
-            "polled past the window: {short} rounds idle 20 ms, {long} idle 60 ms"
+            cpu < Duration::from_millis(60),
+            "polled past the window: {cpu:?} of CPU idle for 500 ms ({parks} rounds)"
         );
     }
 }
