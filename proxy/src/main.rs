@@ -148,10 +148,15 @@ fn main() -> ExitCode {
         }
         std::time::Duration::ZERO
     };
-    // A worker that goes idle hands the objects it freed back to the allocator, so that the
-    // memory of clients that went idle returns to the OS whichever thread freed it.
+    // With several workers, one that goes idle hands the objects it freed back to the
+    // allocator, so that the memory of clients that went idle returns to the OS whichever
+    // thread freed it. A single worker reuses its own cache with the next burst, and handing
+    // it back costs its pipelining clients memory (measured in `allocator`).
+    let hand_back = threads > 1;
     builder.on_thread_park(move || {
-        redshard_dataplane::allocator::on_worker_park();
+        if hand_back {
+            redshard_dataplane::allocator::on_worker_park();
+        }
         if !busy_poll.is_zero() {
             redshard_proxy::busy_poll::on_park();
         }
