@@ -26,13 +26,14 @@
 //! With several worker threads (tokio's work-stealing scheduler, which may run the spinner
 //! on any of them) busy polling is not applied.
 //!
-//! States of a worker (the [`Phase`] enum):
+//! States of a worker (the [`Phase`] enum; the diagram is in `LIFECYCLE.md` beside this
+//! file):
 //!
-//! - **Working**: running tasks; it has not run out of work since it last slept, or work
-//!   came during its last polling round.
-//! - **Polling** since an instant: it ran out of work then and has polled since without
-//!   finding any (each round that ran only the spinner). Work → Working; `busy_poll_us`
-//!   since it started → Sleeping.
+//! - **Working**: running tasks, before it first ran out of work or after it woke from a
+//!   sleep. Out of work → Polling since then.
+//! - **Polling** since an instant: it ran out of work then, after doing some, and every round
+//!   since ran nothing but the spinner. A round that did work → Polling since the instant it
+//!   runs out again (the window starts over); `busy_poll_us` since the instant → Sleeping.
 //! - **Sleeping**: blocked in the I/O driver until something happens; then Working.
 
 use std::cell::RefCell;
