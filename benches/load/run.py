@@ -1063,6 +1063,8 @@ def parse_args():
                    help="seconds one redis-benchmark run may take before it counts as stalled")
     p.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
     args = p.parse_args()
+    if not 0 <= args.busy_poll_us <= 10000:
+        p.error("--busy-poll-us must be within 0..10000 (redshard's bounds)")
     if args.rounds < 1 or args.nodes < 1 or args.requests < 1000 or args.idle_clients < 1 \
             or args.bursts < 1 or args.threads < 1 or args.clients < 1 or args.active_clients < 0:
         p.error("--rounds, --nodes, --threads and --clients must be ≥ 1, --requests ≥ 1000, "
