@@ -579,17 +579,13 @@ impl Config {
                 Some(t) => t.into_inner(),
                 None => DEFAULT_THREADS,
             },
-            busy_poll: match file.busy_poll_us {
-                Some(us) if *us.get_ref() > MAX_BUSY_POLL_US => {
-                    return Err(src.invalid(
-                        Some(&us),
-                        "busy_poll_us",
-                        format!("must be at most {MAX_BUSY_POLL_US}"),
-                    ));
-                }
-                Some(us) => Duration::from_micros(us.into_inner()),
-                None => Duration::from_micros(DEFAULT_BUSY_POLL_US),
-            },
+            busy_poll: Duration::from_micros(src.bounded(
+                file.busy_poll_us,
+                "busy_poll_us",
+                DEFAULT_BUSY_POLL_US,
+                0,
+                Some(MAX_BUSY_POLL_US),
+            )?),
             slowlog: SlowlogConfig {
                 log_slower_than_us: file
                     .slowlog

@@ -758,7 +758,7 @@ fn busy_polling_is_off_by_default_and_bounded() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("busy_poll_us") && err.contains("at most 10000"),
+        err.contains("busy_poll_us") && err.contains("must be between 0 and 10000, not 10001"),
         "{err}"
     );
 }
