@@ -157,13 +157,14 @@ pub fn spinner(window: Duration) -> impl Future<Output = ()> {
     std::future::poll_fn(move |cx| {
         POLLER.with(|poller| {
             let mut poller = poller.borrow_mut();
-            poller.window = window;
             poller.spun(Instant::now());
             if !poller
                 .spinner
                 .as_ref()
                 .is_some_and(|w| w.will_wake(cx.waker()))
             {
+                // Its first poll (or a new waker): polling starts on this thread.
+                poller.window = window;
                 poller.spinner = Some(cx.waker().clone());
             }
         });

@@ -56,8 +56,9 @@ impl Drop for Tracked {
 /// interrupted runs left behind.
 pub fn track(child: &Child, name: &str, dir: Option<&Path>) -> Tracked {
     static REAP_ONCE: Once = Once::new();
-    REAP_ONCE.call_once(|| reap(&registry()));
-    record(&registry(), std::process::id(), child.id(), name, dir)
+    let registry = registry();
+    REAP_ONCE.call_once(|| reap(&registry));
+    record(&registry, std::process::id(), child.id(), name, dir)
 }
 
 /// Writes the record of `child` (running `name`, with `dir` to remove) owned by the process
