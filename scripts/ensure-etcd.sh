@@ -11,7 +11,5 @@ fi
 scripts/apt-install.sh "etcd" etcd-server
 # The Debian package may start a system etcd on 2379; the tests never use it.
 if command -v systemctl >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ]; then systemctl stop etcd 2>/dev/null || true
-  elif command -v sudo >/dev/null 2>&1; then sudo systemctl stop etcd 2>/dev/null || true
-  fi
+  scripts/as-root.sh systemctl stop etcd 2>/dev/null || true
 fi

@@ -7,7 +7,7 @@ if command -v redis-server >/dev/null 2>&1 && command -v redis-benchmark >/dev/n
 fi
 scripts/apt-install.sh "redis-server" redis-server redis-tools
 # The Debian package may start a system redis on 6379; the proxy wants that port.
-sudo=""
-if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then sudo="sudo"; fi
-if command -v systemctl >/dev/null 2>&1; then $sudo systemctl stop redis-server 2>/dev/null || true; fi
-$sudo pkill -f 'redis-server 127.0.0.1:6379' 2>/dev/null || true
+if command -v systemctl >/dev/null 2>&1; then
+  scripts/as-root.sh systemctl stop redis-server 2>/dev/null || true
+fi
+scripts/as-root.sh pkill -f 'redis-server 127.0.0.1:6379' 2>/dev/null || true
