@@ -136,33 +136,27 @@ fn main() -> ExitCode {
         builder.worker_threads(threads);
         builder
     };
-    // Busy polling needs the single-threaded scheduler (see `busy_poll`).
-    let busy_poll = if threads == 1 {
-        config.busy_poll
-    } else {
+    // What a worker does when it runs out of work, beyond sleeping:
+    // - with several workers, hand the objects it freed back to the allocator, so that the
+    //   memory of clients that went idle returns to the OS whichever thread freed it (a
+    //   single worker reuses its own cache with the next burst, and handing it back costs
+    //   its pipelining clients memory: measured in `allocator`);
+    // - with one, poll a while first when `busy_poll_us` asks for it (it needs the
+    //   single-threaded scheduler, see `busy_poll`).
+    let mut busy_poll = std::time::Duration::ZERO;
+    if threads > 1 {
+        builder.on_thread_park(redshard_dataplane::allocator::on_worker_park);
         if !config.busy_poll.is_zero() {
             warn!(
                 threads,
                 "busy_poll_us applies to one worker thread only: not applied"
             );
         }
-        std::time::Duration::ZERO
-    };
-    // With several workers, one that goes idle hands the objects it freed back to the
-    // allocator, so that the memory of clients that went idle returns to the OS whichever
-    // thread freed it. A single worker reuses its own cache with the next burst, and handing
-    // it back costs its pipelining clients memory (measured in `allocator`).
-    let hand_back = threads > 1;
-    builder.on_thread_park(move || {
-        if hand_back {
-            redshard_dataplane::allocator::on_worker_park();
-        }
-        if !busy_poll.is_zero() {
-            redshard_proxy::busy_poll::on_park();
-        }
-    });
-    if !busy_poll.is_zero() {
-        builder.on_thread_unpark(redshard_proxy::busy_poll::on_unpark);
+    } else if !config.busy_poll.is_zero() {
+        busy_poll = config.busy_poll;
+        builder
+            .on_thread_park(redshard_proxy::busy_poll::on_park)
+            .on_thread_unpark(redshard_proxy::busy_poll::on_unpark);
     }
     let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
