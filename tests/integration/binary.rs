@@ -131,16 +131,15 @@ fn sigterm_drains_and_exits() {
     let port = free_port();
     let text = isolated_config(&server, port, "");
     let file = write_config(&text);
-    let mut child = redshard()
+    let mut command = redshard();
+    command
         .arg("--config")
         .arg(file.path())
         .arg("--log-format")
         .arg("json")
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _record = reap::track(&child, "redshard", None);
+        .stderr(Stdio::piped());
+    let mut child = Spawned::start(&mut command);
     let runtime = runtime();
     runtime.block_on(async {
         let mut c = connect_when_listening(port).await;
@@ -185,13 +184,12 @@ fn a_client_that_never_reads_is_paused_then_disconnected_with_bounded_memory() {
     let extra = "[limits]\nmax_pipeline = 64\noutput_buffer_soft_bytes = 1048576\noutput_buffer_soft_seconds = 1\n";
     let text = isolated_config(&server, port, extra);
     let file = write_config(&text);
-    let mut child = redshard()
+    let mut command = redshard();
+    command
         .arg("--config")
         .arg(file.path())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _record = reap::track(&child, "redshard", None);
+        .stderr(Stdio::null());
+    let mut child = Spawned::start(&mut command);
     let pid = child.id();
     let addr = format!("127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -286,8 +284,7 @@ fn info_memory_shows_the_allocator_and_the_operator_can_tune_it() {
         if let Some(conf) = env {
             command.env("_RJEM_MALLOC_CONF", conf);
         }
-        let mut child = command.spawn().unwrap();
-        let _record = reap::track(&child, "redshard", None);
+        let mut child = Spawned::start(&mut command);
         let info = runtime.block_on(async {
             let mut c = connect_when_listening(port).await;
             match c.cmd(&["INFO", "memory"]).await {
@@ -336,16 +333,15 @@ fn text_logs_written_to_a_pipe_carry_no_colour_codes() {
     let port = free_port();
     let text = isolated_config(&server, port, "[log]\nformat = \"text\"\nlevel = \"info\"");
     let file = write_config(&text);
-    let mut child = redshard()
+    let mut command = redshard();
+    command
         .arg("--config")
         .arg(file.path())
         .env_remove("RUST_LOG")
         .env_remove("NO_COLOR")
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _record = reap::track(&child, "redshard", None);
+        .stderr(Stdio::piped());
+    let mut child = Spawned::start(&mut command);
     let runtime = runtime();
     runtime.block_on(async {
         let mut c = connect_when_listening(port).await;
@@ -385,18 +381,16 @@ fn a_busy_polling_worker_serves_and_sleeps_when_idle() {
     let port = free_port();
     let text = isolated_config(&server, port, "threads = 1\nbusy_poll_us = 500");
     let file = write_config(&text);
-    let child = redshard()
+    let mut command = redshard();
+    command
         .arg("--config")
         .arg(file.path())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _record = reap::track(&child, "redshard", None);
-    let pid = child.id();
+        .stderr(Stdio::null());
     // Killed however the test ends: a proxy that polls without end must not outlive a
     // failed assertion.
-    let _child = KillOnDrop(child);
+    let child = Spawned::start(&mut command);
+    let pid = child.id();
     let runtime = runtime();
     runtime.block_on(async {
         let mut c = connect_when_listening(port).await;
@@ -426,12 +420,44 @@ fn a_busy_polling_worker_serves_and_sleeps_when_idle() {
     });
 }
 
-/// A child process killed and reaped when dropped, a panic included.
-struct KillOnDrop(std::process::Child);
+/// A proxy process a test started: killed and reaped when dropped, however the test ends (a
+/// failed assertion included), so that it never outlives the test; recorded meanwhile for the
+/// next run's reaper, in case the test process itself is killed.
+struct Spawned {
+    /// The process; the test reaches it through `Deref` (its pid, stderr, exit status).
+    child: std::process::Child,
+    /// Its reaper record, removed after the process is gone.
+    _record: reap::Tracked,
+}
 
-impl Drop for KillOnDrop {
+impl Spawned {
+    fn start(command: &mut Command) -> Self {
+        let child = command.spawn().expect("redshard starts");
+        let record = reap::track(&child, "redshard", None);
+        Self {
+            child,
+            _record: record,
+        }
+    }
+}
+
+impl std::ops::Deref for Spawned {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.child
+    }
+}
+
+impl std::ops::DerefMut for Spawned {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.child
+    }
+}
+
+impl Drop for Spawned {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        // A child that already exited and was reaped is not signalled again.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
