@@ -181,8 +181,10 @@ def redshard_config(listen_port, masters, replicas=None, mirror_section=None, th
         'admin_listen = "off"',
         'admin_socket = "off"',
         "",
+        # The default level: a lower one would hide what the default costs (an earlier
+        # version ran at "warn" and missed a tracing span entered at every session poll).
         "[log]",
-        'level = "warn"',
+        'level = "info"',
         'format = "text"',
         "",
     ]

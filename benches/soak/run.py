@@ -133,7 +133,7 @@ def config_text(port, admin_port, masters, replicas):
         "shutdown_grace_ms = 0",
         "",
         "[log]",
-        'level = "warn"',
+        'level = "info"',  # the default: measure what users run
         "",
     ]
     for i, m in enumerate(masters):

@@ -5,8 +5,9 @@
 //! configuration at each accept, so a reload applies to the next client (clients already
 //! connected stay, as with Redis's `CONFIG SET maxclients`); it counts the clients of both
 //! listeners, TLS handshakes in progress included. Accept errors (for example running out of
-//! file descriptors) back off instead of spinning. Each connection runs in its own task with a
-//! tracing span carrying the peer address.
+//! file descriptors) back off instead of spinning. Each connection runs in its own task, without
+//! a tracing span (entering one at every poll costs every request); the events of a
+//! connection name its client (`client = <peer address>`).
 //!
 //! On the TLS listener the task first completes the TLS handshake, within
 //! `[limits] tls_handshake_timeout_ms`, with the certificates in effect at that moment (a reload changes
@@ -17,13 +18,14 @@
 //! is closed without any byte sent, as Redis's TLS port does (OpenSSL sends no alert to a
 //! peer that does not speak TLS); rustls would answer it with a TLS alert record.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tracing::{debug, error, info, Instrument};
+use tracing::{debug, error, info};
 
 use crate::client_error::ClientError;
 use redshard_dataplane::session::park::{self, Place};
@@ -43,7 +45,7 @@ pub(crate) async fn accept(
     backoff: &mut Duration,
     shutdown: &mut Shutdown,
     what: &str,
-) -> Option<(TcpStream, std::net::SocketAddr)> {
+) -> Option<(TcpStream, SocketAddr)> {
     loop {
         let accepted = tokio::select! {
             () = shutdown.wait() => return None,
@@ -155,15 +157,12 @@ async fn accept_loop(
             }
             Some(tls) => {
                 let tls = Arc::clone(tls);
-                let span = tracing::info_span!("client", peer = %peer);
-                tokio::spawn(
-                    async move {
-                        serve_tls(socket, &tls, state, shutdown).await;
-                        drop(permit);
-                        drop(done);
-                    }
-                    .instrument(span),
-                );
+                // No tracing span (see `park::session_task`): the events name the client.
+                tokio::spawn(async move {
+                    serve_tls(socket, peer, &tls, state, shutdown).await;
+                    drop(permit);
+                    drop(done);
+                });
             }
         }
     }
@@ -177,6 +176,7 @@ async fn accept_loop(
 /// shutdown meanwhile, closes the connection.
 async fn serve_tls(
     socket: TcpStream,
+    peer: SocketAddr,
     tls: &ServerTls,
     state: Arc<ProxyState>,
     mut shutdown: Shutdown,
@@ -189,12 +189,12 @@ async fn serve_tls(
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
                 redshard_metrics::tls_handshake_error();
-                debug!(error = %e, "TLS handshake failed; closing the connection");
+                debug!(client = %peer, error = %e, "TLS handshake failed; closing the connection");
                 return;
             }
             Err(_) => {
                 redshard_metrics::tls_handshake_error();
-                debug!(timeout_ms = timeout.as_millis() as u64, "TLS handshake timed out; closing the connection");
+                debug!(client = %peer, timeout_ms = timeout.as_millis() as u64, "TLS handshake timed out; closing the connection");
                 return;
             }
         },

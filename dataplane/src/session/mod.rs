@@ -317,7 +317,7 @@ impl<S: ClientStream> Session<S> {
             Ok(Exit::Park) => return Exit::Park,
             Ok(Exit::Closed) => true,
             Err(e) => {
-                debug!(error = %e, "client connection ended");
+                debug!(client = %self.ctx.client.addr, error = %e, "client connection ended");
                 false
             }
         };
@@ -500,7 +500,7 @@ impl<S: ClientStream> Session<S> {
                 }
                 () = sleep_until_opt(deadline), if deadline.is_some() => {
                     if self.auth_deadline.is_some_and(|d| d <= tokio::time::Instant::now()) {
-                        debug!("closing a connection that did not authenticate in time");
+                        debug!(client = %self.ctx.client.addr, "closing a connection that did not authenticate in time");
                         return Ok(Exit::Closed);
                     }
                     // Otherwise the output soft limit: checked below, after the bookkeeping.
@@ -555,7 +555,7 @@ impl<S: ClientStream> Session<S> {
             if self.ctx.queue.is_broken() && self.ctx.closing == Closing::Open {
                 // A subscription connection failed, or CLIENT KILL: finish what is ready,
                 // then close.
-                debug!("closing a client that was killed or whose subscription connection failed");
+                debug!(client = %self.ctx.client.addr, "closing a client that was killed or whose subscription connection failed");
                 self.ctx.closing = Closing::AfterReplies;
                 self.stream.try_write(&mut self.out)?;
                 return Ok(Exit::Closed);
@@ -655,13 +655,14 @@ impl<S: ClientStream> Session<S> {
             .output_bytes
             .store(pending, Ordering::Relaxed);
         if pending > round.hard_bytes {
-            warn!(pending, "closing a client over output_buffer_hard_bytes");
+            warn!(client = %self.ctx.client.addr, pending, "closing a client over output_buffer_hard_bytes");
             return Err(io::Error::other("output buffer hard limit"));
         }
         if pending > round.soft_bytes {
             let since = *self.over_soft_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= round.soft_for {
                 warn!(
+                    client = %self.ctx.client.addr,
                     pending,
                     "closing a client over output_buffer_soft_bytes for too long"
                 );

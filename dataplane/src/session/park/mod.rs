@@ -31,7 +31,7 @@ use redshard_config::Access;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tracing::{debug, Instrument};
+use tracing::debug;
 
 use super::{Exit, Session, Tcp};
 use crate::clients::{Admitted, ClientInfo};
@@ -108,16 +108,19 @@ pub fn spawn_session(session: Session<Tcp>, place: Place) {
 /// jemalloc's 1,024-byte size class (tested below): one byte more makes the task 1,152 bytes
 /// and the allocation 1,280, and after a burst of clients parks, the few freed cells the
 /// allocator keeps cached pin whole 20 KB slabs of that class instead of 4 KB ones.
+///
+/// No tracing span around it: at the default `info` level an entered span costs every poll of
+/// every session the subscriber's bookkeeping (about 270 instructions per request at `-P 1`),
+/// and every connection ~240 bytes of span data. The session's own events name the client.
+#[allow(clippy::manual_async_fn)] // an `async fn` would hold its arguments twice (see below)
 fn session_task(mut session: Session<Tcp>, place: Place) -> impl Future<Output = ()> {
-    let span = tracing::info_span!("client", peer = %session.ctx.client.addr);
     // Built here and moved into the task once: an async fn would keep its arguments twice
     // (as arguments and as the running body's locals), and these are every client's memory.
-    let serve = async move {
+    async move {
         if session.run().await == Exit::Park {
             park(session, place);
         }
-    };
-    serve.instrument(span)
+    }
 }
 
 /// Hands an idle session's connection to the park room (`parkable` made sure there is one).
@@ -126,9 +129,10 @@ fn park(session: Session<Tcp>, place: Place) {
     let Some(room) = room_of(&state) else {
         return spawn_session(session, place);
     };
+    let addr = session.ctx.client.addr;
     match session.into_parked() {
         Ok(parked) => room.enter(parked, place),
-        Err(e) => debug!(error = %e, "a connection failed while parking"),
+        Err(e) => debug!(client = %addr, error = %e, "a connection failed while parking"),
     }
 }
 
@@ -148,9 +152,10 @@ async fn serve_room(
             }
             guest = departures.guests.recv() => {
                 let Some(guest) = guest else { return };
+                let addr = guest.parked.client.addr;
                 match Session::resume(guest.parked) {
                     Ok(session) => spawn_session(session, guest.place),
-                    Err(e) => debug!(error = %e, "a parked connection failed"),
+                    Err(e) => debug!(client = %addr, error = %e, "a parked connection failed"),
                 }
             }
         }
@@ -285,6 +290,72 @@ mod tests {
     /// the scheduler handle and task id (8 + 8), the stage's discriminant (8) and the trailer
     /// (48); the allocation is a multiple of 128 bytes.
     const TOKIO_TASK_OVERHEAD: usize = 32 + 8 + 8 + 8 + 48;
+
+    /// Counts the spans a subscriber at `info` (the default level) is asked to create and
+    /// enter, and the events it receives.
+    #[derive(Default)]
+    struct SpanCount {
+        created: std::sync::atomic::AtomicUsize,
+        entered: std::sync::atomic::AtomicUsize,
+    }
+
+    struct Counting(Arc<SpanCount>);
+
+    impl tracing::Subscriber for Counting {
+        fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+            *metadata.level() <= tracing::Level::INFO
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            let n = self.0.created.fetch_add(1, Ordering::Relaxed);
+            tracing::span::Id::from_u64(n as u64 + 1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, _: &tracing::Event<'_>) {}
+        fn enter(&self, _: &tracing::span::Id) {
+            self.0.entered.fetch_add(1, Ordering::Relaxed);
+        }
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    /// A session's task creates and enters no span at the default log level: an entered span
+    /// costs every poll of every client the subscriber's bookkeeping, and every connection
+    /// the span's data.
+    #[tokio::test]
+    async fn a_session_enters_no_span_at_the_default_log_level() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let count = Arc::new(SpanCount::default());
+        // This thread's subscriber: the test's runtime runs the session's task here too.
+        let _default = tracing::subscriber::set_default(Counting(Arc::clone(&count)));
+        let config = redshard_config::Config::from_toml_str(
+            "[[shard]]\nname = \"s1\"\nmaster = \"127.0.0.1:1\"\nslots = [\"0-16383\"]\n",
+            "test",
+        )
+        .unwrap();
+        let topology = redshard_config::Topology::from_config(&config);
+        let (state, _controller) = ProxyState::new(config, topology, 0).unwrap();
+        // Kept: dropping the trigger would start the drain.
+        let (_trigger, shutdown) = crate::shutdown::channel();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (socket, _) = listener.accept().await.unwrap();
+        let session = Session::new(Tcp::from(socket), state, shutdown).unwrap();
+        let (done, _listener) = mpsc::channel(1);
+        let permit = session.ctx.state.clients.admit(1).unwrap();
+        let task = tokio::spawn(session_task(session, Place { permit, done }));
+        for _ in 0..3 {
+            client.write_all(b"PING\r\n").await.unwrap();
+            let mut pong = [0u8; 7];
+            client.read_exact(&mut pong).await.unwrap();
+            assert_eq!(&pong, b"+PONG\r\n");
+        }
+        drop(client);
+        task.await.unwrap();
+        assert_eq!(count.created.load(Ordering::Relaxed), 0, "spans created");
+        assert_eq!(count.entered.load(Ordering::Relaxed), 0, "spans entered");
+    }
 
     #[tokio::test]
     async fn the_session_task_fits_the_allocators_1_kib_class() {
