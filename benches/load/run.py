@@ -1160,11 +1160,14 @@ def run(args, workdir, procs):
     else:
         mirror = {"supported": None, "reason": "--only peers"}
 
-    # Warnings and errors the proxies logged (their log level is warn).
+    # What the proxies logged beyond their INFO lines (they run at the default level, which
+    # logs the start): warnings, errors, a panic's message (text format: timestamp, level,
+    # target, message).
     for name, _, log_path in procs.children:
         if name.startswith("redshard"):
             with open(log_path, "rb") as f:
-                lines = [l for l in f.read().decode("utf-8", "replace").splitlines() if l.strip()]
+                lines = [l for l in f.read().decode("utf-8", "replace").splitlines()
+                         if l.strip() and l.split()[1:2] not in (["INFO"], ["DEBUG"], ["TRACE"])]
             if lines:
                 problems.append(f"{name} logged {len(lines)} warning/error lines; first: {lines[0][:300]}")
 
