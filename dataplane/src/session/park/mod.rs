@@ -292,7 +292,7 @@ mod tests {
     const TOKIO_TASK_OVERHEAD: usize = 32 + 8 + 8 + 8 + 48;
 
     /// Counts the spans a subscriber at `info` (the default level) is asked to create and
-    /// enter, and the events it receives.
+    /// enter.
     #[derive(Default)]
     struct SpanCount {
         created: std::sync::atomic::AtomicUsize,
