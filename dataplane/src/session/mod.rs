@@ -999,8 +999,17 @@ mod tests {
     use tokio::net::TcpStream;
 
     /// A session for a client connected over loopback, with one shard that is never
-    /// contacted; and the client's end.
+    /// contacted; and the client's end. Its shutdown signal's trigger is gone, so a running
+    /// session drains at once: [`serving_session`] keeps it.
     pub(super) async fn session() -> (Session, TcpStream) {
+        let (session, client, _trigger) = serving_session().await;
+        (session, client)
+    }
+
+    /// [`session`], and the trigger of its shutdown signal, for a test that runs it: the
+    /// session serves until the trigger fires or is dropped.
+    pub(super) async fn serving_session() -> (Session, TcpStream, crate::shutdown::ShutdownTrigger)
+    {
         let config = redshard_config::Config::from_toml_str(
             "[[shard]]\nname = \"s1\"\nmaster = \"127.0.0.1:1\"\nslots = [\"0-16383\"]\n",
             "test",
@@ -1008,7 +1017,7 @@ mod tests {
         .unwrap();
         let topology = redshard_config::Topology::from_config(&config);
         let (state, _controller) = ProxyState::new(config, topology, 0).unwrap();
-        let (_trigger, shutdown) = crate::shutdown::channel();
+        let (trigger, shutdown) = crate::shutdown::channel();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap())
             .await
@@ -1017,6 +1026,7 @@ mod tests {
         (
             Session::new(Tcp::from(socket), state, shutdown).unwrap(),
             client,
+            trigger,
         )
     }
 

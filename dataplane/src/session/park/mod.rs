@@ -327,21 +327,8 @@ mod tests {
         let count = Arc::new(SpanCount::default());
         // This thread's subscriber: the test's runtime runs the session's task here too.
         let _default = tracing::subscriber::set_default(Counting(Arc::clone(&count)));
-        let config = redshard_config::Config::from_toml_str(
-            "[[shard]]\nname = \"s1\"\nmaster = \"127.0.0.1:1\"\nslots = [\"0-16383\"]\n",
-            "test",
-        )
-        .unwrap();
-        let topology = redshard_config::Topology::from_config(&config);
-        let (state, _controller) = ProxyState::new(config, topology, 0).unwrap();
-        // Kept: dropping the trigger would start the drain.
-        let (_trigger, shutdown) = crate::shutdown::channel();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (socket, _) = listener.accept().await.unwrap();
-        let session = Session::new(Tcp::from(socket), state, shutdown).unwrap();
+        // The trigger kept: dropping it would start the drain.
+        let (session, mut client, _trigger) = crate::session::tests::serving_session().await;
         let (done, _listener) = mpsc::channel(1);
         let permit = session.ctx.state.clients.admit(1).unwrap();
         let task = tokio::spawn(session_task(session, Place { permit, done }));
