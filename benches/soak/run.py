@@ -377,6 +377,9 @@ def run(args, workdir):
         admin = Conn(admin_port, None)
         if admin.cmd("AUTH", ADMIN_PASSWORD) != "+OK":
             raise BenchError("the admin port refused its password")
+        # The proxy sets the replicas up itself (REPLICAOF, then a full sync each), recording
+        # them stale and in sync again: the epoch the soak compares with is the one after.
+        wait_replicas_in_sync(admin, len(replicas))
         epoch_before = topology_epoch(admin)
         time.sleep(1.0)  # let the proxy settle before the baseline RSS
         rss_before = rss_bytes(proxy.pid)
@@ -423,6 +426,28 @@ def run(args, workdir):
         report(args, rss_before, peaks, rss_after, samples, errors, stats, epoch_before, epoch_after)
     finally:
         procs.stop_all()
+
+
+def wait_replicas_in_sync(admin, count, timeout=60.0):
+    """Waits until the admin port's TOPOLOGY shows `count` replicas, all in sync."""
+    def states(reply):
+        # Every value that follows a "state" field in the nested reply (shards' and
+        # migrations' states are other words).
+        if isinstance(reply, list):
+            for k, v in zip(reply[::2], reply[1::2]):
+                if k == "state" and not isinstance(v, list):
+                    yield v
+            for item in reply:
+                yield from states(item)
+
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [st for st in states(admin.cmd("TOPOLOGY")) if st in ("in-sync", "syncing", "stale")]
+        if len(found) == count and all(st == "in-sync" for st in found):
+            return
+        if time.monotonic() > deadline:
+            raise BenchError(f"the replicas were not all in sync after {timeout:.0f} s: {found}")
+        time.sleep(0.1)  # polling interval
 
 
 def topology_epoch(admin):
