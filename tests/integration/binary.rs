@@ -359,15 +359,11 @@ fn text_logs_written_to_a_pipe_carry_no_colour_codes() {
 
 /// utime + stime of process `pid` so far (`/proc/PID/stat`, clock ticks of 10 ms).
 fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let (_, rest) = stat.rsplit_once(')').unwrap();
-    let fields: Vec<u64> = rest
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .map(|f| f.parse().unwrap())
-        .collect();
-    Duration::from_millis((fields[0] + fields[1]) * 10)
+    let fields = reap::stat_fields(pid).expect("the proxy runs");
+    // utime and stime: fields 14 and 15.
+    let ticks: u64 =
+        fields[14 - 3].parse::<u64>().unwrap() + fields[15 - 3].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
 }
 
 /// With `busy_poll_us` the worker polls for work a while after each burst instead of sleeping

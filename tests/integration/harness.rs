@@ -50,10 +50,7 @@ impl Orphan {
 
     /// Whether it still runs (a zombie does not: killed, it waits for init to reap it).
     fn running(&self) -> bool {
-        std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).is_ok_and(|stat| {
-            stat.rsplit_once(')')
-                .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
-        })
+        reap::stat_fields(self.pid).is_some_and(|fields| fields[0] != "Z")
     }
 }
 
@@ -85,8 +82,8 @@ async fn the_children_of_an_interrupted_run_are_killed_and_no_others() {
     let mut zombie = Command::new("true").spawn().expect("true runs");
     let dead = zombie.id();
     wait_until(Duration::from_secs(10), "the owner exited", || {
-        let stat = std::fs::read_to_string(format!("/proc/{dead}/stat")).unwrap();
-        async move { stat.contains(") Z ") }
+        let fields = reap::stat_fields(dead).expect("the owner is not reaped");
+        async move { fields[0] == "Z" }
     })
     .await;
     let (dead_too, dead_as_well) = (dead_pid(), dead_pid());

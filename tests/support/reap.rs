@@ -163,9 +163,11 @@ fn is_temp_dir(dir: &Path) -> bool {
             .is_some_and(|name| name.starts_with(".tmp"))
 }
 
-/// The fields of `/proc/<pid>/stat` after the command name (from the state, field 3, on). The
-/// name is in parentheses and may itself hold spaces and parentheses, hence the last `)`.
-fn stat_fields(pid: u32) -> Option<Vec<String>> {
+/// The fields of `/proc/<pid>/stat` after the command name (from the state, field 3, on:
+/// field `n` of proc(5) is at index `n - 3`); `None` when there is no such process. The name
+/// is in parentheses and may itself hold spaces and parentheses, hence the last `)`.
+#[must_use]
+pub fn stat_fields(pid: u32) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (_, rest) = stat.rsplit_once(')')?;
     Some(rest.split_whitespace().map(str::to_owned).collect())
