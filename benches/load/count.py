@@ -5,7 +5,9 @@
 For each proxy it starts 3 plain redis-server masters on free 127.0.0.1 ports and the proxy in
 front of them, configured exactly as benches/load/run.py configures it (one worker thread, or
 `--threads N`), prefills the keyspace through it, then runs each case with redis-benchmark
-(`-c 50 -d 100 -r 100000`, or `-c N` with `--clients N`; `-P 1` or `-P 16`, `-n N`):
+(`-c 50 -d 100 -r 100000`, or `-c N` with `--clients N`; `-P 1` or `-P 16`, `-n N`): set_p1,
+get_p1, set_p16, get_p16 (the default) and mset_p1, mget_p1 (10 random keys per command, as
+run.py sends them):
 
   ir    the proxy runs under `valgrind --tool=callgrind`; its counters are zeroed before the
         case and dumped after it (callgrind_control), so the count is the case's alone:
@@ -51,17 +53,22 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import BenchError, Procs, run_in_workdir  # noqa: E402
-from run import free_port, predixy_config, raise_nofile, redshard_config, start_redis, wait_for_ping  # noqa: E402
+from run import MULTI_KEYS, VALUE_SIZE, free_port, predixy_config, raise_nofile, redshard_config, start_redis, wait_for_ping  # noqa: E402
 
-CASES = {"set_p1": ("set", 1), "get_p1": ("get", 1), "set_p16": ("set", 16), "get_p16": ("get", 16)}
+# case: (redis-benchmark `-t` test, or the command's arguments as run.py gives them; pipeline)
+_MULTI = [a for _ in range(MULTI_KEYS) for a in ("key:__rand_int__", "v" * VALUE_SIZE)]
+CASES = {"set_p1": ("set", 1), "get_p1": ("get", 1), "set_p16": ("set", 16), "get_p16": ("get", 16),
+         "mset_p1": (["mset"] + _MULTI, 1), "mget_p1": (["mget"] + ["key:__rand_int__"] * MULTI_KEYS, 1)}
+DEFAULT_CASES = ["set_p1", "get_p1", "set_p16", "get_p16"]
 SYSCALLS = ["read", "recvfrom", "write", "writev", "sendto", "sendmsg", "epoll_wait", "futex"]
 FD_SYSCALLS = ["read", "recvfrom", "readv", "recvmsg", "write", "writev", "sendto", "sendmsg"]
 
 
 def bench_argv(port, case, n, clients):
     test, pipeline = CASES[case]
-    return ["redis-benchmark", "-p", str(port), "-t", test, "-n", str(n), "-r", "100000",
-            "-d", "100", "-c", str(clients), "-P", str(pipeline), "-q"]
+    command = ["-t", test] if isinstance(test, str) else test
+    return ["redis-benchmark", "-p", str(port), "-n", str(n), "-r", "100000", "-d", "100",
+            "-c", str(clients), "-P", str(pipeline), "-q"] + command
 
 
 def cpu_ticks(pid):
@@ -108,7 +115,10 @@ def bench_under_perf(perf_argv, port, case, n, clients, **popen):
     bench = subprocess.run(bench_argv(port, case, n, clients), check=True, capture_output=True, text=True)
     perf.send_signal(signal.SIGINT)
     perf.wait()
-    return bench.stdout.strip().splitlines()[-1].strip()
+    last = bench.stdout.strip().splitlines()[-1].strip()
+    # A custom command's line starts with the whole command: keep the numbers.
+    rate = re.search(r"[\d.]+ requests per second.*", last)
+    return rate.group(0) if rate else last
 
 
 def count_sys(proxy, port, case, n, clients, workdir, _keep):
@@ -240,7 +250,7 @@ def main():
                         help="instructions (callgrind), syscalls (perf) or reads and writes per side (perf)")
     parser.add_argument("binary", help="the proxy's executable")
     parser.add_argument("--predixy", action="store_true", help="the binary is predixy, not redshard")
-    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated, of: " + ", ".join(CASES))
+    parser.add_argument("--cases", default=",".join(DEFAULT_CASES), help="comma-separated, of: " + ", ".join(CASES))
     parser.add_argument("-n", type=int, default=0, help="requests per case (default 50000 at -P 1, 200000 at -P 16)")
     parser.add_argument("--clients", type=int, default=50,
                         help="redis-benchmark's -c, connections per case (default 50, as run.py)")
