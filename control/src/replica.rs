@@ -442,7 +442,11 @@ impl Controller {
         }
         node.unfence(&self.writer);
         if self.set_state(shard, addr, ReplicaState::InSync).await {
-            self.state.ha.record_resync();
+            // Brought back in sync; a `syncing` one (new, or listed in the file at a first
+            // start) is only coming in.
+            if state == ReplicaState::Stale {
+                self.state.ha.record_resync();
+            }
             info!(replica = %addr, %master, "replica caught up with its master: in sync");
         }
         Ok(true)

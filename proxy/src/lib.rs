@@ -189,7 +189,8 @@ impl Proxy {
         // In a fleet the topology comes from etcd, once the listeners are bound (the proxy's
         // id and the addresses it registers are the bound ones).
         let topology = if config.cluster.is_some() {
-            Topology::from_config(&config)
+            // What seeds etcd when it holds no topology yet.
+            Topology::first_start(&config)
         } else {
             initial_topology(&config)?
         };
@@ -586,7 +587,7 @@ fn rules_changed(file: String, persisted: &[redshard_config::KeyRule]) -> StartE
 /// mirroring its masters may hold writes the replicas never got, so every in-sync replica is
 /// recorded stale first, and the controller resynchronises them.
 fn initial_topology(config: &Config) -> Result<Topology, StartError> {
-    let from_config = Topology::from_config(config);
+    let from_config = Topology::first_start(config);
     let Some(path) = &config.topology_file else {
         return Ok(from_config);
     };

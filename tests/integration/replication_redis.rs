@@ -10,7 +10,7 @@ use std::time::Duration;
 use redshard_config::{Config, ReplicaState};
 use redshard_tests::client::encode_command;
 use redshard_tests::cluster::{
-    config_text, replication_settled, CrashableProxy, REDIS_REPLICATION,
+    config_text, replication_settled, start_proxy, CrashableProxy, REDIS_REPLICATION,
 };
 use redshard_tests::replication::{info_field, wait_digest_equal, wait_until};
 use redshard_tests::{wait_for_progress, Client, RedisServer, Reply, TestCluster};
@@ -27,24 +27,23 @@ const NODE: &[&str] = &[
     "0",
 ];
 
-/// Waits (at most 10 s) until the node at `addr` is `role:slave` of `master` with its link up.
-async fn wait_follows(addr: &str, master: &str) {
+/// Whether the node at `addr` is `role:slave` of `master` with its link up.
+async fn follows(addr: &str, master: &str) -> bool {
     let port = master.rsplit_once(':').expect("host:port").1.to_owned();
+    let mut node = Client::connect(addr.to_owned()).await;
+    node.info_field("replication", "role").await.as_deref() == Some("slave")
+        && node.info_field("replication", "master_port").await == Some(port)
+        && node
+            .info_field("replication", "master_link_status")
+            .await
+            .as_deref()
+            == Some("up")
+}
+
+/// Waits (at most 10 s) until the node at `addr` [`follows`] `master`.
+async fn wait_follows(addr: &str, master: &str) {
     let what = format!("{addr} to follow {master}");
-    wait_until(Duration::from_secs(10), &what, || {
-        let port = port.clone();
-        async move {
-            let mut node = Client::connect(addr.to_owned()).await;
-            node.info_field("replication", "role").await.as_deref() == Some("slave")
-                && node.info_field("replication", "master_port").await == Some(port)
-                && node
-                    .info_field("replication", "master_link_status")
-                    .await
-                    .as_deref()
-                    == Some("up")
-        }
-    })
-    .await;
+    wait_until(Duration::from_secs(10), &what, || follows(addr, master)).await;
 }
 
 /// The proxy's `INFO replication` text.
@@ -105,6 +104,54 @@ async fn replicas_follow_their_master_and_info_shows_their_offsets() {
         },
     )
     .await;
+}
+
+/// A first start with replicas that follow nobody yet: each is `syncing` until the controller
+/// has made it follow its master and seen it catch up. None counts in sync (a write would wait
+/// for it, a failover could promote it) while it does not follow, and none is recorded stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_start_counts_no_replica_in_sync_before_it_follows_and_marks_none_stale() {
+    let masters: Vec<RedisServer> = (0..2).map(|_| RedisServer::start_with(NODE)).collect();
+    let replicas: Vec<RedisServer> = (0..2).map(|_| RedisServer::start_with(NODE)).collect();
+    let addrs = |nodes: &[RedisServer]| nodes.iter().map(RedisServer::addr).collect::<Vec<_>>();
+    let text = config_text(&addrs(&masters), &addrs(&replicas), REDIS_REPLICATION);
+    let proxy = start_proxy(Config::from_toml_str(&text, "test.toml").unwrap()).await;
+    let mut samples = 0;
+    wait_until(
+        Duration::from_secs(10),
+        "the replicas in sync, following their masters",
+        || {
+            samples += 1;
+            let topology = Arc::clone(proxy.state().router.load().topology());
+            let settled = replication_settled(&proxy);
+            async move {
+                for shard in &topology.shards {
+                    for replica in &shard.replicas {
+                        let (addr, master) = (replica.addr.to_string(), shard.master.to_string());
+                        match replica.state {
+                            ReplicaState::Syncing => {}
+                            ReplicaState::InSync => assert!(
+                                follows(&addr, &master).await,
+                                "{addr} counts in sync at epoch {} but does not follow {master}",
+                                topology.epoch
+                            ),
+                            ReplicaState::Stale => {
+                                panic!("{addr} stale at epoch {}", topology.epoch)
+                            }
+                        }
+                    }
+                }
+                settled
+            }
+        },
+    )
+    .await;
+    assert!(
+        samples > 1,
+        "the states before the replicas settled were seen"
+    );
+    assert_eq!(proxy.state().ha.snapshot().replicas_marked_stale, 0);
+    assert_eq!(proxy.state().ha.snapshot().resyncs_completed, 0);
 }
 
 /// `INFO stats total_connections_received` of the node `node` is connected to.

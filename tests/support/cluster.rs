@@ -192,8 +192,8 @@ impl TestCluster {
     }
 
     /// Waits (at most 10 s) until [`TestCluster::replication_settled`]: with Redis
-    /// replication, the replicas listed in the config start in sync only once the controller
-    /// has made them follow their masters.
+    /// replication, the replicas listed in the config are in sync only once the controller
+    /// has made them follow their masters and seen them catch up.
     ///
     /// # Panics
     /// Without a proxy, or when the replicas do not settle in time.
@@ -325,12 +325,13 @@ fn off_the_default_admin_socket(mut config: Config) -> Config {
     config
 }
 
-/// Starts a proxy for `config` on a fresh 127.0.0.1 port.
+/// Starts a proxy for `config` on a fresh 127.0.0.1 port, from the topology the binary's
+/// first start has ([`Topology::first_start`]).
 pub async fn start_proxy(config: Config) -> Proxy {
     crate::server::init_logs();
     let config = off_the_default_admin_socket(config);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let topology = Topology::from_config(&config);
+    let topology = Topology::first_start(&config);
     Proxy::start_on(listener, config, topology).expect("proxy starts")
 }
 

@@ -23,6 +23,7 @@ pub use error::TopologyError;
 
 use crate::addr::NodeAddr;
 use crate::config::Config;
+use crate::ha::ReplicationMode;
 use crate::rules::KeyRules;
 use crate::slot::{compact, Slot, SlotRange, SLOT_COUNT};
 use crate::validate::check_shard_name;
@@ -215,6 +216,34 @@ impl Topology {
             // Documented above: loading a Config validates exactly what this checks.
             Err(e) => panic!("Topology::from_config on an unvalidated config: {e}"),
         }
+    }
+
+    /// The topology a proxy starts from when none was persisted (or the configuration's is
+    /// newer): [`Topology::from_config`], except that under Redis replication (`[replication]
+    /// mode = "redis"`) every replica starts `syncing`, as one added later does. Nothing has
+    /// shown yet that a node the file lists as a replica follows its master and holds its
+    /// data: the controller's checks make it follow and record it in sync once it has caught
+    /// up (within a few hundred milliseconds when it already replicates that master). Until
+    /// then no write waits for it and no failover promotes it, and a start is not reported as
+    /// replicas going stale. Under the proxy's mirroring the file's word is taken: the
+    /// replicas start in sync.
+    ///
+    /// # Panics
+    ///
+    /// As [`Topology::from_config`].
+    #[must_use]
+    pub fn first_start(config: &Config) -> Topology {
+        let mut topology = Topology::from_config(config);
+        match config.replication.mode {
+            ReplicationMode::Redis => {
+                let replicas = topology.shards.iter_mut().flat_map(|s| &mut s.replicas);
+                for replica in replicas {
+                    replica.state = ReplicaState::Syncing;
+                }
+            }
+            ReplicationMode::Proxy => {}
+        }
+        topology
     }
 
     /// As [`Topology::from_config`], for a configuration that may not have been validated.

@@ -80,6 +80,25 @@ fn from_config_builds_epoch_one() {
 }
 
 #[test]
+fn a_first_start_under_redis_replication_counts_no_replica_in_sync() {
+    for (mode, state) in [
+        ("redis", ReplicaState::Syncing),
+        ("proxy", ReplicaState::InSync),
+    ] {
+        let text = format!(
+            "[replication]\nmode = \"{mode}\"\n[[shard]]\nname = \"s1\"\nmaster = \"127.0.0.1:6381\"\nreplicas = [\"127.0.0.1:6384\", \"127.0.0.1:6385\"]\nslots = [\"0-16383\"]\n"
+        );
+        let config = Config::from_toml_str(&text, "test.toml").unwrap();
+        // The file's topology (epoch 1, every replica in sync) but for the replicas' state.
+        let mut expected = Topology::from_config(&config);
+        for replica in &mut expected.shards[0].replicas {
+            replica.state = state;
+        }
+        assert_eq!(Topology::first_start(&config), expected, "{mode}");
+    }
+}
+
+#[test]
 fn try_from_config_refuses_incomplete_configs() {
     let err = Topology::try_from_config(&Config::default()).unwrap_err();
     assert!(err.to_string().contains("slot 0 is not assigned"), "{err}");
