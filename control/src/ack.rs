@@ -180,7 +180,9 @@ impl Controller {
     /// [`Node::unlisted_replicas`](crate::backend::Node::unlisted_replicas)), from its
     /// `INFO replication` answer `info`: the acknowledgement of each write then waits for
     /// them too, so none of them stands in for an in-sync replica.
-    /// A replica a shortfall found behind is not waited for during [`MISSED_HOLD`].
+    /// A replica a shortfall found behind is not waited for during [`MISSED_HOLD`]. Called at
+    /// each replication check and shortfall round, and by the check that records a replica
+    /// in sync, right after (so that it is not counted both ways).
     pub(super) fn note_unlisted_replicas(&self, shard: &Shard, info: &HashMap<String, String>) {
         let in_sync = shard
             .replicas
