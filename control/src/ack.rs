@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use redshard_config::{NodeAddr, ReplicaState, Shard};
+use redshard_dataplane::backend::Streaming;
 use redshard_dataplane::events::AckVerdict;
 use tokio::sync::oneshot;
 use tracing::{error, info};
@@ -148,26 +149,32 @@ fn is_replica(line: &Attached, addr: &NodeAddr) -> bool {
     }
 }
 
-/// How many replicas `attached` to a master stream from it and acknowledge (`state=online`,
-/// an acknowledgement within the last second) without being one of `in_sync`: Redis's `WAIT`
-/// counts them like the in-sync ones. One that has stopped acknowledging (a hung process the
-/// master still lists online until its `repl-timeout`) cannot stand in for anyone, and
-/// counting it would make every `WAIT` run out; so does one that `missed` a `WAIT` lately.
-fn unlisted_online<'a>(
+/// The replicas `attached` to a master that stream from it and acknowledge (`state=online`,
+/// an acknowledgement within the last second), split between those of `listed` (a shard's
+/// replicas, in sync or not) and the others: Redis's `WAIT` counts every one of them. One
+/// that has stopped acknowledging (a hung process the master still lists online until its
+/// `repl-timeout`) cannot stand in for anyone, and counting it would make every `WAIT` run
+/// out; so does one that `missed` a `WAIT` lately.
+fn streaming_online<'a>(
     attached: &[Attached],
-    in_sync: impl Iterator<Item = &'a NodeAddr> + Clone,
+    listed: impl Iterator<Item = &'a NodeAddr> + Clone,
     missed: impl Fn(&Attached) -> bool,
-) -> u32 {
-    let count = attached
+) -> Streaming {
+    let mut found = Vec::new();
+    let mut others = 0u32;
+    let acknowledging = attached
         .iter()
-        .filter(|line| {
-            line.online
-                && line.lag.is_none_or(|lag| lag == 0)
-                && !missed(line)
-                && !in_sync.clone().any(|addr| is_replica(line, addr))
-        })
-        .count();
-    u32::try_from(count).unwrap_or(u32::MAX)
+        .filter(|line| line.online && line.lag.is_none_or(|lag| lag == 0) && !missed(line));
+    for line in acknowledging {
+        match listed.clone().find(|addr| is_replica(line, addr)) {
+            Some(addr) => found.push(addr.clone()),
+            None => others = others.saturating_add(1),
+        }
+    }
+    Streaming {
+        listed: found.into(),
+        others,
+    }
 }
 
 /// A number field of an `INFO` answer.
@@ -176,40 +183,45 @@ fn number(info: &HashMap<String, String>, field: &str) -> Option<u64> {
 }
 
 impl Controller {
-    /// Tells `shard`'s master node how many replicas streaming from it are not in sync (see
-    /// [`Node::unlisted_replicas`](crate::backend::Node::unlisted_replicas)), from its
-    /// `INFO replication` answer `info`: the acknowledgement of each write then waits for
-    /// them too, so none of them stands in for an in-sync replica.
-    /// A replica a shortfall found behind is not waited for during [`MISSED_HOLD`]. Called at
-    /// each replication check and shortfall round, and by the check that records a replica
-    /// in sync, right after (so that it is not counted both ways).
-    pub(super) fn note_unlisted_replicas(&self, shard: &Shard, info: &HashMap<String, String>) {
-        let in_sync = shard
-            .replicas
-            .iter()
-            .filter(|r| r.state == ReplicaState::InSync)
-            .map(|r| &r.addr);
+    /// Tells `shard`'s master node which replicas stream from it and acknowledge (see
+    /// [`Node::streaming`](crate::backend::Node::streaming)), from its `INFO replication`
+    /// answer `info`: the acknowledgement of each write then waits for those that are not in
+    /// sync too, so none of them stands in for an in-sync replica. A replica a shortfall
+    /// found behind is not waited for during [`MISSED_HOLD`].
+    pub(super) fn note_streaming_replicas(&self, shard: &Shard, info: &HashMap<String, String>) {
         let now = Instant::now();
-        let count = {
+        let streaming = {
             let mut missed = self
                 .acks
                 .missed
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             missed.retain(|_, at| now.duration_since(*at) < MISSED_HOLD);
-            unlisted_online(&attached(info), in_sync, |line| {
+            let listed = shard.replicas.iter().map(|r| &r.addr);
+            streaming_online(&attached(info), listed, |line| {
                 missed.contains_key(&(line.ip.clone(), line.port))
             })
         };
         let node = self.state.router.pool().node(&shard.master);
-        if node.unlisted_replicas() != count {
+        let before = node.streaming();
+        if **before == streaming {
+            return;
+        }
+        let in_sync = shard
+            .replicas
+            .iter()
+            .filter(|r| r.state == ReplicaState::InSync)
+            .map(|r| &r.addr);
+        let (was, count) = (before.besides(in_sync.clone()), streaming.besides(in_sync));
+        drop(before);
+        if was != count {
             if count == 0 {
                 info!(master = %shard.master, shard = %shard.name, "no replica that is not in sync streams from the master any more; writes wait for the in-sync replicas only");
             } else {
                 info!(master = %shard.master, shard = %shard.name, count, "replicas streaming from the master that are not in sync; writes wait for them too");
             }
-            node.set_unlisted_replicas(&self.writer, count);
         }
+        node.set_streaming(&self.writer, streaming);
     }
 
     /// A lane's `WAIT` fell short on `master` (see the module docs): `done` is answered once
@@ -286,7 +298,7 @@ impl Controller {
                         missed.insert((line.ip, line.port), now);
                     }
                 }
-                self.note_unlisted_replicas(&shard, &info);
+                self.note_streaming_replicas(&shard, &info);
                 self.replicas_behind(&shard, offset, &attached(&info)).await
             }
             Err(error) => {
@@ -479,7 +491,7 @@ mod tests {
     }
 
     #[test]
-    fn unlisted_replicas_are_those_streaming_and_acknowledging() {
+    fn the_replicas_waited_for_are_those_streaming_and_acknowledging() {
         let line = |port: u16, online: bool, offset: u64, lag: Option<u64>| Attached {
             ip: "127.0.0.1".into(),
             port,
@@ -487,20 +499,31 @@ mod tests {
             offset,
             lag,
         };
-        let in_sync: Vec<NodeAddr> = vec!["127.0.0.1:7001".parse().unwrap()];
+        let addr = |port: u16| -> NodeAddr { format!("127.0.0.1:{port}").parse().unwrap() };
+        let listed = [addr(7001), addr(7002), addr(7003), addr(7004)];
         let attached = [
-            line(7001, true, 500, Some(0)), // in sync: counted by the shard already
-            line(7002, true, 500, Some(0)), // stale, streaming: counted
+            line(7001, true, 500, Some(0)), // listed, streaming: counted
+            line(7002, true, 500, Some(0)), // listed, streaming: counted
             line(7003, true, 400, Some(7)), // hung: no acknowledgement for 7 s
             line(7004, false, 0, Some(0)),  // in a full sync
-            line(7005, true, 450, None),    // no lag field: counted
+            line(7005, true, 450, None),    // attached by hand, no lag field: counted
         ];
-        assert_eq!(unlisted_online(&attached, in_sync.iter(), |_| false), 2);
-        // One that missed a WAIT lately is not waited for.
+        let streaming = streaming_online(&attached, listed.iter(), |_| false);
         assert_eq!(
-            unlisted_online(&attached, in_sync.iter(), |l| l.port == 7005),
-            1
+            streaming,
+            Streaming {
+                listed: vec![addr(7001), addr(7002)].into(),
+                others: 1,
+            }
         );
+        // Beyond the in-sync replicas: each streaming one that is not, once.
+        assert_eq!(streaming.besides([addr(7001)].iter()), 2);
+        assert_eq!(streaming.besides([addr(7001), addr(7002)].iter()), 1);
+        assert_eq!(streaming.besides([addr(7003)].iter()), 3);
+        // One that missed a WAIT lately is not waited for.
+        let streaming = streaming_online(&attached, listed.iter(), |l| l.port == 7005);
+        assert_eq!(streaming.others, 0);
+        assert_eq!(streaming.besides([addr(7001)].iter()), 1);
     }
 
     #[tokio::test]

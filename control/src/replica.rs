@@ -251,7 +251,7 @@ impl Controller {
             self.give_back(master_conn);
             return Ok(false);
         }
-        self.note_unlisted_replicas(&found, &master_info);
+        self.note_streaming_replicas(&found, &master_info);
         let master_at = master_offset(&master_info);
         if let Some(replid) = master_info.get("master_replid") {
             self.replicas.histories().insert(shard, replid.clone());
@@ -410,11 +410,12 @@ impl Controller {
             return Ok(false);
         }
         // Attached: it is in sync once it has what the master had after that.
-        let master_now = master_conn
-            .info("replication")
-            .await
-            .map_err(CheckError::Master)?;
-        let target = master_offset(&master_now);
+        let target = master_offset(
+            &master_conn
+                .info("replication")
+                .await
+                .map_err(CheckError::Master)?,
+        );
         let deadline = Instant::now() + CATCH_UP_WAIT;
         loop {
             let info = conn
@@ -441,17 +442,6 @@ impl Controller {
         }
         node.unfence(&self.writer);
         if self.set_state(shard, addr, ReplicaState::InSync).await {
-            // The master's count of the replicas streaming from it that are not in sync
-            // (what a write's `WAIT` asks for beyond the in-sync ones) counted this one: left
-            // as it is until the next check, every write would ask for one replica more than
-            // there are and wait `ack_timeout_ms`. Counted again now, from the master's
-            // answer above, with no `await` since the change was installed: on one worker
-            // no write is routed in between; with several, one may be, and its `WAIT` then
-            // asks for one replica too many (it waits; it is never answered early).
-            let table = self.state.router.load();
-            if let Some(now) = table.topology().shard(shard) {
-                self.note_unlisted_replicas(now, &master_now);
-            }
             // Brought back in sync; a `syncing` one (new, or listed in the file at a first
             // start) is only coming in.
             if state == ReplicaState::Stale {

@@ -165,12 +165,19 @@ impl ShardRoute {
     /// and, when there are any, every other replica streaming from the master (Redis's `WAIT`
     /// counts them too, so without them a stale replica's acknowledgement could stand in for
     /// an in-sync one that lacks the write). 0 when no write waits.
+    ///
+    /// The streaming replicas come from the controller's last look at the master, the in-sync
+    /// ones from this table: a replica that is both is counted once, whichever of the two
+    /// changed last (a replica recorded in sync is not waited for twice until the next look,
+    /// nor one recorded stale while it streams forgotten).
     #[must_use]
     pub fn wait_for(&self) -> u32 {
         if self.acks == 0 {
             0
         } else {
-            self.acks.saturating_add(self.master.unlisted_replicas())
+            let in_sync = self.in_sync.iter().map(|node| node.addr());
+            let besides = self.master.streaming().besides(in_sync);
+            self.acks.saturating_add(besides)
         }
     }
 

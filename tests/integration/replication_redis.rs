@@ -110,10 +110,9 @@ async fn replicas_follow_their_master_and_info_shows_their_offsets() {
 /// has made it follow its master and seen it catch up. None counts in sync (a write would wait
 /// for it, a failover could promote it) while it does not follow, and none is recorded stale.
 /// A write's `WAIT` never asks for more replicas than the shard has (one that did would wait
-/// `ack_timeout_ms`): the replica that comes in sync stops being counted among the other
-/// streaming replicas at once. One worker thread, as the proxy runs on two cores: there the
-/// count moves with the topology, with no write routed in between.
-#[tokio::test(flavor = "current_thread")]
+/// `ack_timeout_ms`): the replica that comes in sync is not also counted among the other
+/// replicas streaming from the master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_first_start_counts_no_replica_in_sync_before_it_follows_and_marks_none_stale() {
     let masters: Vec<RedisServer> = (0..2).map(|_| RedisServer::start_with(NODE)).collect();
     let replicas: Vec<RedisServer> = (0..2).map(|_| RedisServer::start_with(NODE)).collect();

@@ -21,10 +21,11 @@ pub mod subscriber;
 pub mod watch;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use redshard_config::{BackendConfig, NodeAddr};
 use tokio::sync::mpsc;
@@ -310,6 +311,31 @@ impl LaneHandle {
     }
 }
 
+/// The replicas a master's `INFO replication` lists streaming from it and acknowledging
+/// (`state=online`, `lag=0`), as the controller counts them (see [`Node::streaming`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Streaming {
+    /// Those its shard lists (in sync or not), by the topology's addresses.
+    pub listed: Box<[NodeAddr]>,
+    /// Those its shard does not list (attached to it by hand).
+    pub others: u32,
+}
+
+impl Streaming {
+    /// How many of them are not among `in_sync`: what a write's `WAIT` asks for beyond the
+    /// in-sync replicas.
+    #[must_use]
+    pub fn besides<'a>(&self, in_sync: impl Iterator<Item = &'a NodeAddr> + Clone) -> u32 {
+        let listed = self
+            .listed
+            .iter()
+            .filter(|addr| !in_sync.clone().any(|in_sync| in_sync == *addr))
+            .count();
+        self.others
+            .saturating_add(u32::try_from(listed).unwrap_or(u32::MAX))
+    }
+}
+
 /// One Redis node and its lanes.
 #[derive(Debug)]
 pub struct Node {
@@ -328,12 +354,14 @@ pub struct Node {
     /// The node's process as the lanes know it (see [`Incarnation`]).
     incarnation: Arc<Incarnation>,
     /// While the node is a shard's master under Redis replication: the replicas streaming
-    /// from it that its shard does not count in sync (stale or catching-up replicas of the
-    /// shard, or nodes an operator attached by hand). Redis's `WAIT` counts every streaming
-    /// replica, so a write's `WAIT` asks for this many beyond the in-sync ones: else one of
-    /// these could stand in for an in-sync replica that lacks the write. Set by the controller
-    /// from the master's `INFO replication`.
-    unlisted_replicas: AtomicU32,
+    /// from it and acknowledging, in sync or not (stale or catching-up replicas of the shard,
+    /// nodes an operator attached by hand). Redis's `WAIT` counts every one of them, so a
+    /// write's `WAIT` asks for them as well as for the in-sync ones
+    /// ([`ShardRoute::wait_for`](crate::router::ShardRoute::wait_for)): else one of them
+    /// could stand in for an in-sync replica that lacks the write. Set by the controller from
+    /// the master's `INFO replication`; one snapshot, so that a reader never sees half of an
+    /// update.
+    streaming: ArcSwap<Streaming>,
     /// Writes its lanes answered `-NOREPLICAS` since the proxy started (the controller could
     /// not verify their acknowledgement, nor record stale the replicas that may lack them;
     /// see [`crate::events::AckVerdict`]): shared with the lanes, which count, for INFO.
@@ -575,7 +603,7 @@ impl Node {
             fenced,
             events,
             incarnation,
-            unlisted_replicas: AtomicU32::new(0),
+            streaming: ArcSwap::default(),
             acks_refused,
             owner,
             ready,
@@ -602,19 +630,19 @@ impl Node {
         self.fenced.send_replace(false);
     }
 
-    /// Records how many replicas stream from this master beyond its shard's in-sync ones
-    /// (see [`Node::unlisted_replicas`]); what the acknowledgement of a write waits for is
-    /// the controller's to say.
-    pub fn set_unlisted_replicas(&self, writer: &TopologyWriter, count: u32) {
+    /// Records which replicas stream from this master and acknowledge (see
+    /// [`Node::streaming`]); what the acknowledgement of a write waits for is the
+    /// controller's to say.
+    pub fn set_streaming(&self, writer: &TopologyWriter, streaming: Streaming) {
         writer.check(self.owner);
-        self.unlisted_replicas.store(count, Ordering::Relaxed);
+        self.streaming.store(Arc::new(streaming));
     }
 
-    /// The replicas streaming from this master that its shard does not count in sync, as
-    /// the controller last saw them: a `WAIT` for the in-sync ones asks for this many more.
+    /// The replicas streaming from this master and acknowledging, as the controller last saw
+    /// them.
     #[must_use]
-    pub fn unlisted_replicas(&self) -> u32 {
-        self.unlisted_replicas.load(Ordering::Relaxed)
+    pub fn streaming(&self) -> arc_swap::Guard<Arc<Streaming>> {
+        self.streaming.load()
     }
 
     /// Writes this node's lanes answered `-NOREPLICAS` since the proxy started (see
