@@ -48,13 +48,14 @@ pub(super) struct AckChecks {
     /// the round started wait here for the next one.
     waiting: Mutex<HashMap<NodeAddr, Vec<oneshot::Sender<AckVerdict>>>>,
     /// Replicas (as masters list them: IP and port) that a shortfall's check found below the
-    /// master's offset, and when: for [`MISSED_HOLD`] they are not counted among the unlisted
-    /// replicas a `WAIT` waits for. The master's `lag=` counts whole seconds, so a replica
-    /// that has just stopped can still look as if it acknowledged.
+    /// master's offset, and when: for [`MISSED_HOLD`] they are not counted among the
+    /// streaming replicas a `WAIT` waits for beyond the in-sync ones. The master's `lag=`
+    /// counts whole seconds, so a replica that has just stopped can still look as if it
+    /// acknowledged.
     missed: Mutex<HashMap<(String, u16), Instant>>,
 }
 
-/// How long a replica that missed a `WAIT` is not waited for as an unlisted replica.
+/// How long a replica that missed a `WAIT` is not waited for unless it is in sync.
 const MISSED_HOLD: Duration = Duration::from_secs(5);
 
 impl AckChecks {
