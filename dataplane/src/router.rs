@@ -141,6 +141,41 @@ pub struct ShardRoute {
     /// Under Redis replication, the in-sync replicas (reads may go there); under proxy
     /// mirroring, empty (the mirror's active links are the in-sync replicas).
     pub in_sync: Box<[Arc<Node>]>,
+    /// [`ShardRoute::wait_for`] as last computed, and for which version of the master's
+    /// streaming replicas: every write asks, and the answer changes only with them (or
+    /// with a new table).
+    waits: WaitCache,
+}
+
+/// A `WAIT` count and the [`Node::streaming_version`] it was computed for, in one atomic.
+/// Version 0 is never a node's: a new cache holds none.
+#[derive(Debug, Default)]
+struct WaitCache(AtomicU64);
+
+impl WaitCache {
+    /// The count cached for `version`, if that is the version it holds.
+    #[inline]
+    fn get(&self, version: u32) -> Option<u32> {
+        let cached = self.0.load(Ordering::Relaxed);
+        // The high half is the version, the low half the count.
+        #[allow(clippy::cast_possible_truncation)]
+        let (held, count) = ((cached >> 32) as u32, cached as u32);
+        (held == version).then_some(count)
+    }
+
+    /// Caches `count` for `version`.
+    fn set(&self, version: u32, count: u32) {
+        self.0.store(
+            u64::from(version) << 32 | u64::from(count),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+impl Clone for WaitCache {
+    fn clone(&self) -> Self {
+        Self(AtomicU64::new(self.0.load(Ordering::Relaxed)))
+    }
 }
 
 impl ShardRoute {
@@ -171,14 +206,30 @@ impl ShardRoute {
     /// changed last (a replica recorded in sync is not waited for twice until the next look,
     /// nor one recorded stale while it streams forgotten).
     #[must_use]
+    #[inline]
     pub fn wait_for(&self) -> u32 {
         if self.acks == 0 {
-            0
-        } else {
-            let in_sync = self.in_sync.iter().map(|node| node.addr());
-            let besides = self.master.streaming().besides(in_sync);
-            self.acks.saturating_add(besides)
+            return 0;
         }
+        // The version first: the snapshot loaded after it is that one or a later one, so
+        // what is cached under it is never older than what it names.
+        let version = self.master.streaming_version();
+        match self.waits.get(version) {
+            Some(count) => count,
+            None => self.count_waits(version),
+        }
+    }
+
+    /// [`ShardRoute::wait_for`] when the master's streaming replicas changed since it was
+    /// last computed (or never was with this table).
+    #[cold]
+    fn count_waits(&self, version: u32) -> u32 {
+        let in_sync = self.in_sync.iter().map(|node| node.addr());
+        let count = self
+            .acks
+            .saturating_add(self.master.streaming().besides(in_sync));
+        self.waits.set(version, count);
+        count
     }
 
     /// The nodes a read may go to instead of the master: the in-sync replicas, without the
@@ -306,6 +357,7 @@ impl RoutingTable {
                     mirror: mirror.shard(shard.id, &shard.name, &shard.master, &in_sync, pool),
                     gate: gates.of(shard.id),
                     acks,
+                    waits: WaitCache::default(),
                     in_sync: if redis {
                         in_sync.iter().map(|&addr| pool.node(addr)).collect()
                     } else {
@@ -800,6 +852,72 @@ pub(crate) mod tests {
             pool,
             mirror,
         )
+    }
+
+    #[tokio::test]
+    async fn a_write_waits_for_each_in_sync_or_streaming_replica_once() {
+        let config = redshard_config::Config::from_toml_str(
+            "[[shard]]\nname = \"s1\"\nmaster = \"127.0.0.1:1\"\nreplicas = [\"127.0.0.1:2\", \"127.0.0.1:3\"]\nslots = [\"0-16383\"]\n",
+            "test",
+        )
+        .unwrap();
+        let pool = crate::backend::NodePool::new(crate::backend::LaneConfig::from_config(
+            &config.backend,
+            128,
+            None,
+        ));
+        let (events, _control) = crate::events::channel();
+        let mirror = crate::mirror::Mirror::new(
+            config.mirror.clone(),
+            config.replication.ack,
+            config.replication.mode,
+            events,
+        );
+        let topology = redshard_config::Topology::from_config(&config);
+        let (router, writer) = super::Router::new(topology.clone(), pool, mirror);
+        let addr = |port: u16| -> redshard_config::NodeAddr {
+            format!("127.0.0.1:{port}").parse().unwrap()
+        };
+        let stream = |listed: &[u16], others: u32| {
+            let master = router.load().shards()[0].master.clone();
+            let listed = listed.iter().map(|&p| addr(p)).collect();
+            master.set_streaming(&writer, crate::backend::Streaming { listed, others });
+        };
+        let waits = || router.load().shards()[0].wait_for();
+        // Both in sync (Redis replication, sync acknowledgement: the defaults).
+        assert_eq!(waits(), 2);
+        stream(&[2, 3], 0);
+        assert_eq!(
+            waits(),
+            2,
+            "an in-sync replica that streams is counted once"
+        );
+        stream(&[2, 3], 1);
+        assert_eq!(waits(), 3, "and one attached by hand besides");
+        // Replica 3 recorded stale while it streams: still waited for.
+        let stale = topology
+            .apply(&redshard_config::TopologyChange::SetReplicaState {
+                shard: ShardId(0),
+                addr: addr(3),
+                state: redshard_config::ReplicaState::Stale,
+            })
+            .unwrap();
+        router.install(&writer, stale.clone());
+        assert_eq!(waits(), 3);
+        stream(&[2], 1);
+        assert_eq!(waits(), 2, "no longer once it stops streaming");
+        // Back in sync while the last look saw it stream: not waited for twice.
+        stream(&[2, 3], 0);
+        assert_eq!(waits(), 2);
+        let in_sync = stale
+            .apply(&redshard_config::TopologyChange::SetReplicaState {
+                shard: ShardId(0),
+                addr: addr(3),
+                state: redshard_config::ReplicaState::InSync,
+            })
+            .unwrap();
+        router.install(&writer, in_sync);
+        assert_eq!(waits(), 2);
     }
 
     #[tokio::test]

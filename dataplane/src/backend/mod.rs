@@ -21,7 +21,7 @@ pub mod subscriber;
 pub mod watch;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -362,6 +362,10 @@ pub struct Node {
     /// the master's `INFO replication`; one snapshot, so that a reader never sees half of an
     /// update.
     streaming: ArcSwap<Streaming>,
+    /// Counts the stores of `streaming`, each bumped after its store: what a routing table's
+    /// cached `WAIT` count is checked against, so that a write reads one number, not the
+    /// snapshot ([`ShardRoute::wait_for`](crate::router::ShardRoute::wait_for)).
+    streaming_version: AtomicU32,
     /// Writes its lanes answered `-NOREPLICAS` since the proxy started (the controller could
     /// not verify their acknowledgement, nor record stale the replicas that may lack them;
     /// see [`crate::events::AckVerdict`]): shared with the lanes, which count, for INFO.
@@ -604,6 +608,7 @@ impl Node {
             events,
             incarnation,
             streaming: ArcSwap::default(),
+            streaming_version: AtomicU32::new(1),
             acks_refused,
             owner,
             ready,
@@ -636,6 +641,9 @@ impl Node {
     pub fn set_streaming(&self, writer: &TopologyWriter, streaming: Streaming) {
         writer.check(self.owner);
         self.streaming.store(Arc::new(streaming));
+        // After the store: whoever reads the new version then loads this snapshot or a later
+        // one.
+        self.streaming_version.fetch_add(1, Ordering::Release);
     }
 
     /// The replicas streaming from this master and acknowledging, as the controller last saw
@@ -643,6 +651,14 @@ impl Node {
     #[must_use]
     pub fn streaming(&self) -> arc_swap::Guard<Arc<Streaming>> {
         self.streaming.load()
+    }
+
+    /// How many times [`Node::set_streaming`] stored a snapshot (plus one): read before
+    /// [`Node::streaming`], it tells whether what was computed from that snapshot still holds.
+    #[must_use]
+    #[inline]
+    pub fn streaming_version(&self) -> u32 {
+        self.streaming_version.load(Ordering::Acquire)
     }
 
     /// Writes this node's lanes answered `-NOREPLICAS` since the proxy started (see
