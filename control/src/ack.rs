@@ -156,25 +156,55 @@ fn is_replica(line: &Attached, addr: &NodeAddr) -> bool {
 /// that has stopped acknowledging (a hung process the master still lists online until its
 /// `repl-timeout`) cannot stand in for anyone, and counting it would make every `WAIT` run
 /// out; so does one that `missed` a `WAIT` lately.
+///
+/// Each line is one replica, and each listed replica is at most one line: lines that name a
+/// listed IP address take theirs first, then the others take the listed host names with
+/// their port in order (replicas named by host names on one port cannot be told apart by
+/// the master's list: what counts is how many of them stream).
 fn streaming_online<'a>(
     attached: &[Attached],
     listed: impl Iterator<Item = &'a NodeAddr> + Clone,
     missed: impl Fn(&Attached) -> bool,
 ) -> Streaming {
-    let mut found = Vec::new();
-    let mut others = 0u32;
-    let acknowledging = attached
+    let acknowledging: Vec<&Attached> = attached
         .iter()
-        .filter(|line| line.online && line.lag.is_none_or(|lag| lag == 0) && !missed(line));
-    for line in acknowledging {
-        match listed.clone().find(|addr| is_replica(line, addr)) {
-            Some(addr) => found.push(addr.clone()),
-            None => others = others.saturating_add(1),
+        .filter(|line| line.online && line.lag.is_none_or(|lag| lag == 0) && !missed(line))
+        .collect();
+    let listed: Vec<&NodeAddr> = listed.collect();
+    let mut taken = vec![false; listed.len()];
+    let mut matched = vec![false; acknowledging.len()];
+    let exact = |line: &Attached, addr: &NodeAddr| {
+        addr.host().parse::<std::net::IpAddr>().is_ok() && is_replica(line, addr)
+    };
+    for pass_exact in [true, false] {
+        for (line, done) in acknowledging.iter().zip(matched.iter_mut()) {
+            if *done {
+                continue;
+            }
+            let fits = |(i, addr): &(usize, &&NodeAddr)| {
+                !taken[*i]
+                    && if pass_exact {
+                        exact(line, addr)
+                    } else {
+                        is_replica(line, addr)
+                    }
+            };
+            if let Some((i, _)) = listed.iter().enumerate().find(fits) {
+                taken[i] = true;
+                *done = true;
+            }
         }
     }
+    let found = listed
+        .iter()
+        .zip(&taken)
+        .filter(|(_, taken)| **taken)
+        .map(|(addr, _)| (*addr).clone())
+        .collect();
+    let others = matched.iter().filter(|done| !**done).count();
     Streaming {
-        listed: found.into(),
-        others,
+        listed: found,
+        others: u32::try_from(others).unwrap_or(u32::MAX),
     }
 }
 
@@ -525,6 +555,37 @@ mod tests {
         let streaming = streaming_online(&attached, listed.iter(), |l| l.port == 7005);
         assert_eq!(streaming.others, 0);
         assert_eq!(streaming.besides([addr(7001)].iter()), 1);
+        // Replicas named by host names on one port: each line is one of them, whichever.
+        let named = |host: &str| -> NodeAddr { format!("{host}:6379").parse().unwrap() };
+        let listed = [named("redis-1"), named("redis-2"), named("redis-3")];
+        let on = |ip: &str| Attached {
+            ip: ip.into(),
+            port: 6379,
+            online: true,
+            offset: 500,
+            lag: Some(0),
+        };
+        let streaming =
+            streaming_online(&[on("10.0.0.1"), on("10.0.0.2")], listed.iter(), |_| false);
+        assert_eq!(streaming.listed.len(), 2, "{streaming:?}");
+        assert_eq!(streaming.others, 0);
+        assert_eq!(
+            streaming.besides([named("redis-1")].iter()),
+            1,
+            "the other streaming one is waited for too"
+        );
+        // A listed IP address takes its own line before a host name on its port takes it.
+        let listed = [named("redis-1"), addr(6379)];
+        let mut mine = on("127.0.0.1");
+        mine.port = 6379;
+        let streaming = streaming_online(&[mine, on("10.0.0.9")], listed.iter(), |_| false);
+        assert_eq!(
+            streaming,
+            Streaming {
+                listed: vec![named("redis-1"), addr(6379)].into(),
+                others: 0,
+            }
+        );
     }
 
     #[tokio::test]
