@@ -830,8 +830,13 @@ pub(crate) mod tests {
     /// A router serving one shard whose master (port 1) is never contacted; other modules'
     /// tests build on it too.
     pub(crate) fn router() -> (super::Router, TopologyWriter) {
+        router_with_replicas("")
+    }
+
+    /// [`router`], the shard with the replicas `replicas` (TOML strings, comma-separated).
+    fn router_with_replicas(replicas: &str) -> (super::Router, TopologyWriter) {
         let config = redshard_config::Config::from_toml_str(
-            "[[shard]]\nname = \"s1\"\nmaster = \"127.0.0.1:1\"\nslots = [\"0-16383\"]\n",
+            &format!("[[shard]]\nname = \"s1\"\nmaster = \"127.0.0.1:1\"\nreplicas = [{replicas}]\nslots = [\"0-16383\"]\n"),
             "test",
         )
         .unwrap();
@@ -856,25 +861,7 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn a_write_waits_for_each_in_sync_or_streaming_replica_once() {
-        let config = redshard_config::Config::from_toml_str(
-            "[[shard]]\nname = \"s1\"\nmaster = \"127.0.0.1:1\"\nreplicas = [\"127.0.0.1:2\", \"127.0.0.1:3\"]\nslots = [\"0-16383\"]\n",
-            "test",
-        )
-        .unwrap();
-        let pool = crate::backend::NodePool::new(crate::backend::LaneConfig::from_config(
-            &config.backend,
-            128,
-            None,
-        ));
-        let (events, _control) = crate::events::channel();
-        let mirror = crate::mirror::Mirror::new(
-            config.mirror.clone(),
-            config.replication.ack,
-            config.replication.mode,
-            events,
-        );
-        let topology = redshard_config::Topology::from_config(&config);
-        let (router, writer) = super::Router::new(topology.clone(), pool, mirror);
+        let (router, writer) = router_with_replicas("\"127.0.0.1:2\", \"127.0.0.1:3\"");
         let addr = |port: u16| -> redshard_config::NodeAddr {
             format!("127.0.0.1:{port}").parse().unwrap()
         };
@@ -894,29 +881,24 @@ pub(crate) mod tests {
         );
         stream(&[2, 3], 1);
         assert_eq!(waits(), 3, "and one attached by hand besides");
-        // Replica 3 recorded stale while it streams: still waited for.
-        let stale = topology
-            .apply(&redshard_config::TopologyChange::SetReplicaState {
+        let mark = |state| {
+            let current = (**router.load().topology()).clone();
+            let change = redshard_config::TopologyChange::SetReplicaState {
                 shard: ShardId(0),
                 addr: addr(3),
-                state: redshard_config::ReplicaState::Stale,
-            })
-            .unwrap();
-        router.install(&writer, stale.clone());
+                state,
+            };
+            router.install(&writer, current.apply(&change).unwrap());
+        };
+        // Replica 3 recorded stale while it streams: still waited for.
+        mark(redshard_config::ReplicaState::Stale);
         assert_eq!(waits(), 3);
         stream(&[2], 1);
         assert_eq!(waits(), 2, "no longer once it stops streaming");
         // Back in sync while the last look saw it stream: not waited for twice.
         stream(&[2, 3], 0);
         assert_eq!(waits(), 2);
-        let in_sync = stale
-            .apply(&redshard_config::TopologyChange::SetReplicaState {
-                shard: ShardId(0),
-                addr: addr(3),
-                state: redshard_config::ReplicaState::InSync,
-            })
-            .unwrap();
-        router.install(&writer, in_sync);
+        mark(redshard_config::ReplicaState::InSync);
         assert_eq!(waits(), 2);
     }
 
