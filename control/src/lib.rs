@@ -689,11 +689,14 @@ impl Controller {
                 candidate.is_some() && !frozen,
             );
             if !decides {
+                if self.redis_replication() {
+                    self.start_replica_check(shard, &master, false);
+                }
                 continue;
             }
             self.check_lost_writes(shard, &master, &health).await;
             if self.redis_replication() {
-                self.start_replica_check(shard, &master);
+                self.start_replica_check(shard, &master, true);
             } else {
                 self.start_resyncs(shard, &master);
             }

@@ -194,11 +194,15 @@ impl Controller {
     }
 
     /// Starts the check of `shard`'s replication unless one runs, it is not due yet, its
-    /// master is not answering, or a cut-over holds it.
+    /// master is not answering, or a cut-over holds it. Without `repair` (a proxy of a fleet
+    /// that does not lead) the check only notes which replicas stream from the master, for
+    /// this proxy's writes' `WAIT` ([`Controller::note_streaming_replicas`]): the leader
+    /// sets up and records the replicas, but each proxy sends its own `WAIT`s.
     pub(super) fn start_replica_check(
         self: &Arc<Self>,
         shard: &Shard,
         master: &probe::ProbeStatus,
+        repair: bool,
     ) {
         if !master.is_up() || self.book().is_held(shard.id) {
             return;
@@ -209,7 +213,7 @@ impl Controller {
         let controller = Arc::clone(self);
         let id = shard.id;
         tokio::spawn(async move {
-            let pause = match controller.check_replication(id).await {
+            let pause = match controller.check_replication(id, repair).await {
                 Ok(true) => CHECK_EVERY,
                 Ok(false) => Duration::ZERO,
                 Err(e) => {
@@ -221,9 +225,10 @@ impl Controller {
         });
     }
 
-    /// One check of `shard` (see the module docs). Returns whether every replica is in sync
-    /// and attached.
-    async fn check_replication(&self, shard: ShardId) -> Result<bool, ConnError> {
+    /// One check of `shard` (see the module docs), or without `repair` only the note of its
+    /// master's streaming replicas. Returns whether every replica is in sync and attached
+    /// (true without `repair`: the next one is due in [`CHECK_EVERY`]).
+    async fn check_replication(&self, shard: ShardId, repair: bool) -> Result<bool, ConnError> {
         let lock = self.replication_lock(shard);
         let _checking = lock.lock().await;
         let (found, replicas) = {
@@ -245,7 +250,15 @@ impl Controller {
         }
         let mut master_conn = self.check_conn(&master).await?;
         let master_info = master_conn.info("replication").await?;
-        if master_info.get("role").map(String::as_str) == Some("slave") {
+        let follows_another = master_info.get("role").map(String::as_str) == Some("slave");
+        if !repair {
+            if !follows_another {
+                self.note_streaming_replicas(&found, &master_info);
+            }
+            self.give_back(master_conn);
+            return Ok(true);
+        }
+        if follows_another {
             warn!(shard = %shard, %master, "the shard's master follows another node: telling it REPLICAOF NO ONE");
             master_conn.call_ok(&[b"REPLICAOF", b"NO", b"ONE"]).await?;
             self.give_back(master_conn);

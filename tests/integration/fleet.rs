@@ -159,6 +159,45 @@ async fn a_change_made_by_the_leader_reaches_every_proxy() {
 /// Without admin ports the proxies cannot ask each other whether etcd is down for all of
 /// them (`fleet_frozen` has the fleet that can): each must assume the other still reaches
 /// etcd, so each stops serving once its session is lost, as a proxy cut off alone does.
+/// Every proxy's writes wait for the replicas streaming from the master that the shard does
+/// not count in sync (here a node attached by hand), not only the leader's: each proxy sends
+/// its own `WAIT`s, and only the leader repairs the replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_proxy_waits_for_the_other_replicas_streaming_from_the_master() {
+    let etcd = EtcdServer::start();
+    let master = RedisServer::start_with(NODE);
+    let replica = RedisServer::start_with(NODE);
+    let config = fleet_config(&etcd, "/streaming", &[master.addr()], &[replica.addr()]);
+    let proxies = start_fleet(&config, 2).await;
+    let refs: Vec<&Proxy> = proxies.iter().collect();
+    wait_leader(&refs).await;
+    wait_until(
+        Duration::from_secs(20),
+        "the replica to be in sync everywhere",
+        || async { settled(&refs) },
+    )
+    .await;
+    let waits = |proxy: &Proxy| proxy.state().router.load().shards()[0].wait_for();
+    assert!(refs.iter().all(|p| waits(p) == 1));
+    let port = master.port.to_string();
+    let mut by_hand = RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]);
+    wait_until(
+        Duration::from_secs(10),
+        "every proxy's writes to wait for the node attached by hand",
+        || async { refs.iter().all(|p| waits(p) == 2) },
+    )
+    .await;
+    // Gone, it stops acknowledging (the master lists it until its repl-timeout): not
+    // waited for any more.
+    by_hand.kill();
+    wait_until(
+        Duration::from_secs(10),
+        "every proxy to stop waiting for it",
+        || async { refs.iter().all(|p| waits(p) == 1) },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_that_lost_its_session_answers_clusterdown_and_serves_again_after() {
     let mut etcd = EtcdServer::start();
