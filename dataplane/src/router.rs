@@ -148,9 +148,16 @@ pub struct ShardRoute {
 }
 
 /// A `WAIT` count and the [`Node::streaming_version`] it was computed for, in one atomic.
-/// Version 0 is never a node's: a new cache holds none.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct WaitCache(AtomicU64);
+
+impl Default for WaitCache {
+    /// Version 0, which a node's count reaches only after 2^32 changes, and should a version
+    /// ever match it, a count no `WAIT` could be answered with early.
+    fn default() -> Self {
+        Self(AtomicU64::new(u64::from(u32::MAX)))
+    }
+}
 
 impl WaitCache {
     /// The count cached for `version`, if that is the version it holds.
