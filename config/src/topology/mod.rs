@@ -224,9 +224,9 @@ impl Topology {
     /// shown yet that a node the file lists as a replica follows its master and holds its
     /// data: the controller's checks make it follow and record it in sync once it has caught
     /// up (within a few hundred milliseconds when it already replicates that master). Until
-    /// then no write waits for it and no failover promotes it, and a start is not reported as
-    /// replicas going stale. Under the proxy's mirroring the file's word is taken: the
-    /// replicas start in sync.
+    /// then no failover promotes it, and no write waits for it before a check has seen it
+    /// stream from the master; a start is not reported as replicas going stale. Under the
+    /// proxy's mirroring the file's word is taken: the replicas start in sync.
     ///
     /// # Panics
     ///
