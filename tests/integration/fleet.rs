@@ -78,6 +78,28 @@ fn role(proxy: &Proxy) -> FleetRole {
     proxy.controller().fleet().expect("in a fleet").role()
 }
 
+/// `n` proxies of one fleet (etcd prefix `prefix`) in front of one master and its replica,
+/// once one leads and every proxy has the replica in sync.
+async fn replicated_fleet(
+    prefix: &str,
+    n: usize,
+) -> (EtcdServer, RedisServer, RedisServer, Vec<Proxy>) {
+    let etcd = EtcdServer::start();
+    let master = RedisServer::start_with(NODE);
+    let replica = RedisServer::start_with(NODE);
+    let config = fleet_config(&etcd, prefix, &[master.addr()], &[replica.addr()]);
+    let proxies = start_fleet(&config, n).await;
+    let refs: Vec<&Proxy> = proxies.iter().collect();
+    wait_leader(&refs).await;
+    wait_until(
+        Duration::from_secs(20),
+        "the replica to be in sync everywhere",
+        || async { settled(&refs) },
+    )
+    .await;
+    (etcd, master, replica, proxies)
+}
+
 /// Waits until exactly one of `proxies` leads; returns its index.
 pub(crate) async fn wait_leader(proxies: &[&Proxy]) -> usize {
     wait_until(Duration::from_secs(10), "one proxy to lead", || async {
@@ -156,27 +178,13 @@ async fn a_change_made_by_the_leader_reaches_every_proxy() {
     }
 }
 
-/// Without admin ports the proxies cannot ask each other whether etcd is down for all of
-/// them (`fleet_frozen` has the fleet that can): each must assume the other still reaches
-/// etcd, so each stops serving once its session is lost, as a proxy cut off alone does.
 /// Every proxy's writes wait for the replicas streaming from the master that the shard does
 /// not count in sync (here a node attached by hand), not only the leader's: each proxy sends
 /// its own `WAIT`s, and only the leader repairs the replicas.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_proxy_waits_for_the_other_replicas_streaming_from_the_master() {
-    let etcd = EtcdServer::start();
-    let master = RedisServer::start_with(NODE);
-    let replica = RedisServer::start_with(NODE);
-    let config = fleet_config(&etcd, "/streaming", &[master.addr()], &[replica.addr()]);
-    let proxies = start_fleet(&config, 2).await;
+    let (_etcd, master, _replica, proxies) = replicated_fleet("/streaming", 2).await;
     let refs: Vec<&Proxy> = proxies.iter().collect();
-    wait_leader(&refs).await;
-    wait_until(
-        Duration::from_secs(20),
-        "the replica to be in sync everywhere",
-        || async { settled(&refs) },
-    )
-    .await;
     let waits = |proxy: &Proxy| proxy.state().router.load().shards()[0].wait_for();
     assert!(refs.iter().all(|p| waits(p) == 1));
     let port = master.port.to_string();
@@ -198,6 +206,9 @@ async fn every_proxy_waits_for_the_other_replicas_streaming_from_the_master() {
     .await;
 }
 
+/// Without admin ports the proxies cannot ask each other whether etcd is down for all of
+/// them (`fleet_frozen` has the fleet that can): each must assume the other still reaches
+/// etcd, so each stops serving once its session is lost, as a proxy cut off alone does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_that_lost_its_session_answers_clusterdown_and_serves_again_after() {
     let mut etcd = EtcdServer::start();
@@ -287,19 +298,7 @@ async fn writer(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_master_is_failed_over_once_for_every_proxy_without_losing_writes() {
-    let etcd = EtcdServer::start();
-    let mut master = RedisServer::start_with(NODE);
-    let replica = RedisServer::start_with(NODE);
-    let config = fleet_config(&etcd, "/kill", &[master.addr()], &[replica.addr()]);
-    let proxies = start_fleet(&config, 3).await;
-    let refs: Vec<&Proxy> = proxies.iter().collect();
-    wait_leader(&refs).await;
-    wait_until(
-        Duration::from_secs(20),
-        "the replica to be in sync everywhere",
-        || async { settled(&refs) },
-    )
-    .await;
+    let (_etcd, mut master, replica, proxies) = replicated_fleet("/kill", 3).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(Mutex::new(Vec::new()));
