@@ -378,7 +378,7 @@ def run(args, workdir):
         if admin.cmd("AUTH", ADMIN_PASSWORD) != "+OK":
             raise BenchError("the admin port refused its password")
         # The proxy sets the replicas up itself (REPLICAOF, then a full sync each), recording
-        # them stale and in sync again: the epoch the soak compares with is the one after.
+        # each in sync once it caught up: the epoch the soak compares with is the one after.
         wait_replicas_in_sync(admin, len(replicas))
         epoch_before = topology_epoch(admin)
         time.sleep(1.0)  # let the proxy settle before the baseline RSS

@@ -312,7 +312,8 @@ impl LaneHandle {
 }
 
 /// The replicas a master's `INFO replication` lists streaming from it and acknowledging
-/// (`state=online`, `lag=0`), as the controller counts them (see [`Node::streaming`]).
+/// (`state=online`, a `lag` of 0 or 1 s), as the controller counts them (see
+/// [`Node::streaming`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Streaming {
     /// Those its shard lists (in sync or not), by the topology's addresses.
