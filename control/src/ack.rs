@@ -27,6 +27,7 @@
 //! which reads the offset anew.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -53,6 +54,10 @@ pub(super) struct AckChecks {
     /// counts whole seconds, so a replica that has just stopped can still look as if it
     /// acknowledged.
     missed: Mutex<HashMap<(String, u16), Instant>>,
+    /// What the host names of replicas resolved to at the last replica check of their shard
+    /// (see [`Controller::resolve_replica_names`]), to tell which line of a master's list is
+    /// which replica. A name that has not resolved yet is not in it.
+    resolved: Mutex<Resolved>,
 }
 
 /// The largest `lag` (seconds since its last acknowledgement, in whole seconds) of a replica
@@ -60,6 +65,9 @@ pub(super) struct AckChecks {
 /// one shows 0 or 1 depending on where in the second its acknowledgements fall (measured:
 /// 1 in 5–60% of the samples of an idle pair); under writes each `WAIT` asks for one at once.
 const ACK_LAG_S: u64 = 1;
+
+/// How long a replica check waits for the replicas' host names to resolve.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How long a replica that missed a `WAIT` is not waited for unless it is in sync.
 const MISSED_HOLD: Duration = Duration::from_secs(5);
@@ -141,18 +149,45 @@ fn attached(info: &HashMap<String, String>) -> Vec<Attached> {
     out
 }
 
-/// Whether the master's line `line` is the replica at `addr`: the same port, and the same IP
-/// when `addr` names one (a host name is trusted by its port).
-fn is_replica(line: &Attached, addr: &NodeAddr) -> bool {
+/// The IP addresses the replicas' host names resolved to, by host name (lower case): a
+/// master lists each replica by the address it connected from (or its `replica-announce-ip`).
+pub(super) type Resolved = HashMap<String, Vec<IpAddr>>;
+
+/// How a line of the master's list fits a replica of the topology.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fit {
+    /// Another replica's line: another port, or another IP address than the one the
+    /// topology names.
+    No,
+    /// Its line: the same port, and the IP address the topology names, or one its host name
+    /// resolved to (see [`Resolved`]), or its host name itself (`replica-announce-ip`).
+    Address,
+    /// Maybe its line: the same port, and a host name that has not resolved, or not to the
+    /// address the master lists (behind NAT, or connected through another interface).
+    Port,
+}
+
+/// How the master's line `line` fits the replica at `addr`, whose host name (if it has one)
+/// resolved as `resolved` says.
+fn fit(line: &Attached, addr: &NodeAddr, resolved: &Resolved) -> Fit {
     if addr.port() != line.port {
-        return false;
+        return Fit::No;
     }
-    match (
-        addr.host().parse::<std::net::IpAddr>(),
-        line.ip.parse::<std::net::IpAddr>(),
-    ) {
-        (Ok(want), Ok(seen)) => want == seen,
-        _ => true,
+    let seen = line.ip.parse::<IpAddr>().ok().map(|ip| ip.to_canonical());
+    if let Ok(want) = addr.host().parse::<IpAddr>() {
+        return if seen == Some(want.to_canonical()) {
+            Fit::Address
+        } else {
+            Fit::No
+        };
+    }
+    let resolved_to = resolved.get(&addr.host().to_ascii_lowercase());
+    if line.ip.eq_ignore_ascii_case(addr.host())
+        || seen.is_some_and(|seen| resolved_to.is_some_and(|ips| ips.contains(&seen)))
+    {
+        Fit::Address
+    } else {
+        Fit::Port
     }
 }
 
@@ -163,13 +198,18 @@ fn is_replica(line: &Attached, addr: &NodeAddr) -> bool {
 /// `repl-timeout`) cannot stand in for anyone, and counting it would make every `WAIT` run
 /// out; so does one that `missed` a `WAIT` lately.
 ///
-/// Each line is one replica, and each listed replica is at most one line: lines that name a
-/// listed IP address take theirs first, then the others take the listed host names with
-/// their port in order (replicas named by host names on one port cannot be told apart by
-/// the master's list: what counts is how many of them stream).
+/// Each line is one replica, and each listed replica is at most one line. Lines first take
+/// the replicas whose address (or resolved host name) they carry; then a replica named by a
+/// host name that no line carries may take a line on its port when `by_port` says so (the
+/// controller's last check saw it attached to the master, or has not seen it yet): behind
+/// NAT or through another interface the master sees another address, and several such
+/// replicas on one port cannot be told apart by the master's list (what counts is how many
+/// of them stream). One the master lists, even not acknowledging, never takes another's line.
 fn streaming_online<'a>(
     attached: &[Attached],
     listed: impl Iterator<Item = &'a NodeAddr> + Clone,
+    resolved: &Resolved,
+    by_port: impl Fn(&NodeAddr) -> bool,
     missed: impl Fn(&Attached) -> bool,
 ) -> Streaming {
     let acknowledging: Vec<&Attached> = attached
@@ -177,23 +217,26 @@ fn streaming_online<'a>(
         .filter(|line| line.online && line.lag.is_none_or(|lag| lag <= ACK_LAG_S) && !missed(line))
         .collect();
     let listed: Vec<&NodeAddr> = listed.collect();
+    let may_take_by_port: Vec<bool> = listed
+        .iter()
+        .map(|addr| {
+            !attached
+                .iter()
+                .any(|line| fit(line, addr, resolved) == Fit::Address)
+                && by_port(addr)
+        })
+        .collect();
     let mut taken = vec![false; listed.len()];
     let mut matched = vec![false; acknowledging.len()];
-    let exact = |line: &Attached, addr: &NodeAddr| {
-        addr.host().parse::<std::net::IpAddr>().is_ok() && is_replica(line, addr)
-    };
-    for pass_exact in [true, false] {
+    for wanted in [Fit::Address, Fit::Port] {
         for (line, done) in acknowledging.iter().zip(matched.iter_mut()) {
             if *done {
                 continue;
             }
             let fits = |(i, addr): &(usize, &&NodeAddr)| {
                 !taken[*i]
-                    && if pass_exact {
-                        exact(line, addr)
-                    } else {
-                        is_replica(line, addr)
-                    }
+                    && fit(line, addr, resolved) == wanted
+                    && (wanted == Fit::Address || may_take_by_port[*i])
             };
             if let Some((i, _)) = listed.iter().enumerate().find(fits) {
                 taken[i] = true;
@@ -212,6 +255,17 @@ fn streaming_online<'a>(
         listed: found,
         others: u32::try_from(others).unwrap_or(u32::MAX),
     }
+}
+
+/// The host names (lower case) and ports of `shard`'s replicas that the topology names by a
+/// host name rather than an IP address.
+pub(super) fn replica_names(shard: &Shard) -> Vec<(String, u16)> {
+    shard
+        .replicas
+        .iter()
+        .filter(|r| r.addr.host().parse::<IpAddr>().is_err())
+        .map(|r| (r.addr.host().to_ascii_lowercase(), r.addr.port()))
+        .collect()
 }
 
 /// A number field of an `INFO` answer.
@@ -234,8 +288,14 @@ impl Controller {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             missed.retain(|_, at| now.duration_since(*at) < MISSED_HOLD);
+            let resolved = self
+                .acks
+                .resolved
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             let listed = shard.replicas.iter().map(|r| &r.addr);
-            streaming_online(&attached(info), listed, |line| {
+            let by_port = |addr: &NodeAddr| self.state.ha.link(addr).is_none_or(|v| v.attached);
+            streaming_online(&attached(info), listed, &resolved, by_port, |line| {
                 missed.contains_key(&(line.ip.clone(), line.port))
             })
         };
@@ -259,6 +319,38 @@ impl Controller {
             }
         }
         node.set_streaming(&self.writer, streaming);
+    }
+
+    /// Resolves `names` (the host names of a shard's replicas, with their ports, from
+    /// [`replica_names`]; each for at most [`RESOLVE_TIMEOUT`]), so that
+    /// [`Controller::note_streaming_replicas`] and a shortfall's check tell which line of the
+    /// master's list is which replica even when several share a port: on one port, a
+    /// replica that streams could otherwise stand in for an in-sync one cut off from the
+    /// master. A name that does not resolve keeps what it resolved to before.
+    pub(super) async fn resolve_replica_names(&self, names: Vec<(String, u16)>) {
+        let lookups = names.iter().map(|(host, port)| {
+            tokio::time::timeout(
+                RESOLVE_TIMEOUT,
+                tokio::net::lookup_host((host.as_str(), *port)),
+            )
+        });
+        let answers = futures_util::future::join_all(lookups).await;
+        let mut resolved = self
+            .acks
+            .resolved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for ((host, _), answer) in names.iter().zip(answers) {
+            let Ok(Ok(found)) = answer else {
+                continue;
+            };
+            let mut ips: Vec<IpAddr> = found.map(|a| a.ip().to_canonical()).collect();
+            ips.sort_unstable();
+            ips.dedup();
+            if !ips.is_empty() {
+                resolved.insert(host.clone(), ips);
+            }
+        }
     }
 
     /// A lane's `WAIT` fell short on `master` (see the module docs): `done` is answered once
@@ -336,7 +428,9 @@ impl Controller {
                     }
                 }
                 self.note_streaming_replicas(&shard, &info);
-                self.replicas_behind(&shard, offset, &attached(&info)).await
+                let history = info.get("master_replid").map(String::as_str);
+                self.replicas_behind(&shard, offset, history, &attached(&info))
+                    .await
             }
             Err(error) => {
                 // The master cannot tell which replicas lack the writes: they keep their
@@ -389,11 +483,13 @@ impl Controller {
         Ok((number(&info, "master_repl_offset").unwrap_or(0), info))
     }
 
-    /// The in-sync replicas of `shard` that lack offset `offset` of the master, with why.
+    /// The in-sync replicas of `shard` that lack offset `offset` of the master's replication
+    /// history `history` (its `master_replid`), with why.
     async fn replicas_behind(
         &self,
         shard: &Shard,
         offset: u64,
+        history: Option<&str>,
         attached: &[Attached],
     ) -> Vec<(NodeAddr, String)> {
         let timeout = self.state.config.replication.ack_timeout;
@@ -403,14 +499,33 @@ impl Controller {
             .iter()
             .filter(|r| r.state == ReplicaState::InSync)
         {
-            let line = attached.iter().find(|a| is_replica(a, &replica.addr));
+            let line = {
+                let resolved = self
+                    .acks
+                    .resolved
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                attached
+                    .iter()
+                    .find(|a| fit(a, &replica.addr, &resolved) == Fit::Address)
+            };
+            let named = replica.addr.host().parse::<IpAddr>().is_err();
             let reason = match line {
+                // A host name whose line is not known for sure (not resolved, or the master
+                // saw it at another address): only the replica itself can tell.
+                None if named => {
+                    self.replica_reaches(&replica.addr, offset, history, timeout)
+                        .await
+                }
                 None => Some("it is not attached to its master".to_owned()),
                 Some(line) if !line.online => {
                     Some("it is attached to its master but not streaming (full sync)".to_owned())
                 }
                 Some(line) if line.offset >= offset => None,
-                Some(_) => self.replica_reaches(&replica.addr, offset, timeout).await,
+                Some(_) => {
+                    self.replica_reaches(&replica.addr, offset, history, timeout)
+                        .await
+                }
             };
             if let Some(reason) = reason {
                 behind.push((replica.addr.clone(), reason));
@@ -420,11 +535,13 @@ impl Controller {
     }
 
     /// `None` when the replica at `addr` has processed the master's stream up to `offset`
-    /// (asked again for up to `timeout` while it is below), else why not.
+    /// of the master's replication history `history` (asked again for up to `timeout` while
+    /// it is below or on another history), else why not.
     async fn replica_reaches(
         &self,
         addr: &NodeAddr,
         offset: u64,
+        history: Option<&str>,
         timeout: Duration,
     ) -> Option<String> {
         let deadline = Instant::now() + timeout;
@@ -436,13 +553,23 @@ impl Controller {
             loop {
                 let info = conn.info("replication").await.map_err(|e| e.to_string())?;
                 let reached = number(&info, "slave_repl_offset").unwrap_or(0);
-                if reached >= offset {
+                // An offset counts only in the master's own history: a node that follows
+                // another master has offsets of its own.
+                let theirs = info.get("master_replid").map(String::as_str);
+                let same_history = history.is_none() || theirs == history;
+                if reached >= offset && same_history {
                     return Ok(());
                 }
                 if Instant::now() >= deadline {
-                    return Err(format!(
-                        "its offset {reached} is below the master's {offset}"
-                    ));
+                    return Err(if same_history {
+                        format!("its offset {reached} is below the master's {offset}")
+                    } else {
+                        format!(
+                            "its replication history {} is not the master's {}",
+                            theirs.unwrap_or("(none)"),
+                            history.unwrap_or("(none)")
+                        )
+                    });
                 }
                 // A replica streaming its master's writes is there within milliseconds.
                 tokio::time::sleep(OFFSET_POLL).await;
@@ -506,7 +633,7 @@ mod tests {
     }
 
     #[test]
-    fn matches_a_replica_by_its_address() {
+    fn matches_a_replica_by_its_address_or_resolved_host_name() {
         let line = Attached {
             ip: "127.0.0.1".into(),
             port: 7001,
@@ -515,16 +642,38 @@ mod tests {
             lag: Some(0),
         };
         let addr = |s: &str| s.parse::<NodeAddr>().unwrap();
-        assert!(is_replica(&line, &addr("127.0.0.1:7001")));
-        assert!(!is_replica(&line, &addr("127.0.0.2:7001")));
-        assert!(!is_replica(&line, &addr("127.0.0.1:7002")));
-        // A host name is trusted by its port (the master lists the IP it saw).
-        assert!(is_replica(&line, &addr("redis-1b:7001")));
-        let v6 = Attached {
-            ip: "::1".into(),
+        let none = Resolved::new();
+        assert_eq!(fit(&line, &addr("127.0.0.1:7001"), &none), Fit::Address);
+        assert_eq!(fit(&line, &addr("127.0.0.2:7001"), &none), Fit::No);
+        assert_eq!(fit(&line, &addr("127.0.0.1:7002"), &none), Fit::No);
+        // A host name not resolved yet may be any line on its port.
+        assert_eq!(fit(&line, &addr("redis-1b:7001"), &none), Fit::Port);
+        assert_eq!(fit(&line, &addr("redis-1b:7002"), &none), Fit::No);
+        // Resolved, it is the line of one of its addresses; another on its port only may be.
+        let resolved: Resolved = [
+            ("redis-1b".to_owned(), vec!["127.0.0.1".parse().unwrap()]),
+            ("redis-1c".to_owned(), vec!["10.0.0.3".parse().unwrap()]),
+        ]
+        .into();
+        assert_eq!(fit(&line, &addr("redis-1b:7001"), &resolved), Fit::Address);
+        assert_eq!(fit(&line, &addr("REDIS-1B:7001"), &resolved), Fit::Address);
+        assert_eq!(fit(&line, &addr("redis-1c:7001"), &resolved), Fit::Port);
+        // A replica that announces its host name (`replica-announce-ip`).
+        let announced = Attached {
+            ip: "redis-1c".into(),
             ..line
         };
-        assert!(is_replica(&v6, &addr("[::1]:7001")));
+        assert_eq!(fit(&announced, &addr("redis-1c:7001"), &none), Fit::Address);
+        let v6 = Attached {
+            ip: "::1".into(),
+            ..announced
+        };
+        assert_eq!(fit(&v6, &addr("[::1]:7001"), &none), Fit::Address);
+        let mapped = Attached {
+            ip: "::ffff:127.0.0.1".into(),
+            ..v6
+        };
+        assert_eq!(fit(&mapped, &addr("127.0.0.1:7001"), &none), Fit::Address);
     }
 
     #[test]
@@ -538,6 +687,7 @@ mod tests {
         };
         let addr = |port: u16| -> NodeAddr { format!("127.0.0.1:{port}").parse().unwrap() };
         let listed = [addr(7001), addr(7002), addr(7003), addr(7004)];
+        let none = Resolved::new();
         let attached = [
             line(7001, true, 500, Some(0)), // listed, streaming: counted
             line(7002, true, 500, Some(0)), // listed, streaming: counted
@@ -547,7 +697,7 @@ mod tests {
             line(7006, true, 500, Some(1)), // idle, between two acknowledgements: counted
             line(7007, true, 400, Some(2)), // two seconds without one: not
         ];
-        let streaming = streaming_online(&attached, listed.iter(), |_| false);
+        let streaming = streaming_online(&attached, listed.iter(), &none, |_| true, |_| false);
         assert_eq!(
             streaming,
             Streaming {
@@ -560,7 +710,13 @@ mod tests {
         assert_eq!(streaming.besides([addr(7001), addr(7002)].iter()), 2);
         assert_eq!(streaming.besides([addr(7003)].iter()), 4);
         // One that missed a WAIT lately is not waited for.
-        let streaming = streaming_online(&attached, listed.iter(), |l| l.port == 7005);
+        let streaming = streaming_online(
+            &attached,
+            listed.iter(),
+            &none,
+            |_| true,
+            |l| l.port == 7005,
+        );
         assert_eq!(streaming.others, 1);
         assert_eq!(streaming.besides([addr(7001)].iter()), 2);
         // Replicas named by host names on one port: each line is one of them, whichever.
@@ -573,8 +729,8 @@ mod tests {
             offset: 500,
             lag: Some(0),
         };
-        let streaming =
-            streaming_online(&[on("10.0.0.1"), on("10.0.0.2")], listed.iter(), |_| false);
+        let lines = [on("10.0.0.1"), on("10.0.0.2")];
+        let streaming = streaming_online(&lines, listed.iter(), &none, |_| true, |_| false);
         assert_eq!(streaming.listed.len(), 2, "{streaming:?}");
         assert_eq!(streaming.others, 0);
         assert_eq!(
@@ -586,12 +742,70 @@ mod tests {
         let listed = [named("redis-1"), addr(6379)];
         let mut mine = on("127.0.0.1");
         mine.port = 6379;
-        let streaming = streaming_online(&[mine, on("10.0.0.9")], listed.iter(), |_| false);
+        let streaming = streaming_online(
+            &[mine, on("10.0.0.9")],
+            listed.iter(),
+            &none,
+            |_| true,
+            |_| false,
+        );
         assert_eq!(
             streaming,
             Streaming {
                 listed: vec![named("redis-1"), addr(6379)].into(),
                 others: 0,
+            }
+        );
+        // Resolved, each name takes its own line: with redis-1 (in sync) cut off and
+        // redis-2 (not in sync) streaming, redis-2's line no longer stands in for redis-1.
+        let resolved: Resolved = [
+            ("redis-1".to_owned(), vec!["10.0.0.1".parse().unwrap()]),
+            ("redis-2".to_owned(), vec!["10.0.0.2".parse().unwrap()]),
+        ]
+        .into();
+        let listed = [named("redis-1"), named("redis-2")];
+        let lines = [on("10.0.0.2")];
+        let streaming = streaming_online(&lines, listed.iter(), &resolved, |_| true, |_| false);
+        assert_eq!(
+            streaming,
+            Streaming {
+                listed: vec![named("redis-2")].into(),
+                others: 0,
+            }
+        );
+        assert_eq!(streaming.besides([named("redis-1")].iter()), 1);
+        // Unresolved, the same line is taken for redis-1, the first on its port.
+        let streaming = streaming_online(&lines, listed.iter(), &none, |_| true, |_| false);
+        assert_eq!(streaming.besides([named("redis-1")].iter()), 0);
+        // Nor does a node attached by hand on the same port stand in for redis-1 while the
+        // master lists redis-1 itself, even no longer acknowledging.
+        let mut hung = on("10.0.0.1");
+        hung.lag = Some(7);
+        let lines = [hung, on("10.0.0.9")];
+        let alone = [named("redis-1")];
+        let streaming = streaming_online(&lines, alone.iter(), &resolved, |_| true, |_| false);
+        assert_eq!(
+            streaming,
+            Streaming {
+                listed: Vec::new().into(),
+                others: 1,
+            }
+        );
+        assert_eq!(streaming.besides([named("redis-1")].iter()), 1);
+        // A name the master lists at none of its addresses (NAT, another interface) takes a
+        // line on its port while the last check saw it attached, not once it saw it detached.
+        let lines = [on("10.0.0.9")];
+        let streaming = streaming_online(&lines, listed.iter(), &resolved, |_| true, |_| false);
+        assert_eq!(streaming.listed, vec![named("redis-1")].into());
+        let attached_one = |a: &NodeAddr| a == &named("redis-2");
+        let streaming = streaming_online(&lines, listed.iter(), &resolved, attached_one, |_| false);
+        assert_eq!(streaming.listed, vec![named("redis-2")].into());
+        let streaming = streaming_online(&lines, listed.iter(), &resolved, |_| false, |_| false);
+        assert_eq!(
+            streaming,
+            Streaming {
+                listed: Vec::new().into(),
+                others: 1,
             }
         );
     }

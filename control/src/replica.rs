@@ -212,7 +212,13 @@ impl Controller {
         }
         let controller = Arc::clone(self);
         let id = shard.id;
+        let names = super::ack::replica_names(shard);
         tokio::spawn(async move {
+            // Before the check's lock, which a failover waits for: a slow name server must
+            // not hold a failover up.
+            if !names.is_empty() {
+                controller.resolve_replica_names(names).await;
+            }
             let pause = match controller.check_replication(id, repair).await {
                 Ok(true) => CHECK_EVERY,
                 Ok(false) => Duration::ZERO,

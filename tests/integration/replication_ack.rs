@@ -31,6 +31,16 @@ struct Replicated {
 impl Replicated {
     /// `shards` masters with `replicas` replicas each, `[replication]` text `replication`.
     async fn start(shards: usize, replicas: usize, replication: &str) -> Self {
+        Self::start_named(shards, replicas, replication, RedisServer::addr).await
+    }
+
+    /// [`Replicated::start`], the topology naming each replica `name(replica)`.
+    async fn start_named(
+        shards: usize,
+        replicas: usize,
+        replication: &str,
+        name: impl Fn(&RedisServer) -> String,
+    ) -> Self {
         // A full sync starts at once, not after Redis 7's 5 s wait for more replicas.
         let now = ["--repl-diskless-sync-delay", "0"];
         let masters: Vec<RedisServer> =
@@ -60,7 +70,7 @@ impl Replicated {
         for (i, (master, slots)) in masters.iter().zip(even_slots(shards)).enumerate() {
             let own: Vec<String> = followers[i * replicas..(i + 1) * replicas]
                 .iter()
-                .map(|r| format!("\"{}\"", r.addr()))
+                .map(|r| format!("\"{}\"", name(r)))
                 .collect();
             text.push_str(&format!(
                 "[[shard]]\nname = \"s{}\"\nmaster = \"{}\"\nreplicas = [{}]\nslots = [\"{slots}\"]\n",
@@ -93,6 +103,22 @@ impl Replicated {
             .load()
             .expect("the topology file reads")
             .expect("a topology was persisted")
+    }
+
+    /// The first shard's replicas and their states as persisted; before any change was
+    /// persisted, its one replica `configured`, in sync as the file says.
+    fn persisted_replicas(&self, configured: &str) -> Vec<(String, ReplicaState)> {
+        match FileTopologyStore::new(&self.topology_file)
+            .load()
+            .expect("the topology file reads")
+        {
+            Some(topology) => topology.shards[0]
+                .replicas
+                .iter()
+                .map(|r| (r.addr.to_string(), r.state))
+                .collect(),
+            None => vec![(configured.to_owned(), ReplicaState::InSync)],
+        }
     }
 
     /// Replicas the proxy recorded stale since it started (its `INFO mirror`).
@@ -518,22 +544,100 @@ async fn a_replica_the_shard_does_not_count_cannot_acknowledge_for_an_in_sync_on
     let reply = client.cmd(&["SET", "during", "1"]).await;
     // When the write is answered, the in-sync replica that cannot have it is stale in the
     // persisted topology: the extra replica's acknowledgement did not stand in for it.
-    let persisted = FileTopologyStore::new(&nodes.topology_file)
-        .load()
-        .expect("the topology file reads");
+    let replicas = nodes.persisted_replicas(&in_sync.addr());
     signal(pid, "CONT");
     assert!(reply.is_ok(), "{reply:?}");
-    let replicas: Vec<_> = match persisted {
-        Some(topology) => topology.shards[0]
-            .replicas
-            .iter()
-            .map(|r| (r.addr.to_string(), r.state))
-            .collect(),
-        // No change persisted yet: the replica is in sync, as configured.
-        None => vec![(in_sync.addr(), ReplicaState::InSync)],
-    };
     // The topology never lists the extra node.
     assert_eq!(replicas, [(in_sync.addr(), ReplicaState::Stale)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_on_the_same_port_cannot_acknowledge_for_an_in_sync_one_named_by_host_name() {
+    // The in-sync replica is `localhost:P` in the topology; a node attached by hand listens
+    // on 127.0.0.3:P, the same port. The master lists both by IP address and port: only the
+    // host name, resolved, tells which line is the in-sync replica's.
+    let timeout_ms = 500;
+    // Only the acknowledgement's check may record the replica stale, not its probes.
+    let nodes = Replicated::start_named(
+        1,
+        1,
+        &format!("ack = \"sync\"\nack_timeout_ms = {timeout_ms}\n[health]\ndown_after_ms = 60000"),
+        |replica| format!("localhost:{}", replica.port),
+    )
+    .await;
+    let in_sync = &nodes.cluster.replicas[0];
+    let named = format!("localhost:{}", in_sync.port);
+    let master = nodes.cluster.masters[0].addr();
+    let master_port = nodes.cluster.masters[0].port.to_string();
+    let extra = RedisServer::start_at(
+        "127.0.0.3",
+        in_sync.port,
+        &["--replicaof", "127.0.0.1", &master_port],
+    );
+    wait_for_info(&extra.addr(), "replication", "master_link_status", "up").await;
+    let proxy = nodes.cluster.addr.to_string();
+    let write_acks = || {
+        let proxy = proxy.clone();
+        async move {
+            Client::connect(proxy)
+                .await
+                .info_field("replication", "shard0")
+                .await
+                .expect("INFO replication has shard0")
+        }
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "the proxy to count the extra node in the writes' acknowledgement",
+        || {
+            let line = write_acks();
+            async move { line.await.contains(",write_acks=2,") }
+        },
+    )
+    .await;
+    let mut client = nodes.cluster.client().await;
+    assert!(client.cmd(&["SET", "before", "1"]).await.is_ok());
+    let pid = in_sync.pid().expect("running");
+    signal(pid, "STOP");
+    // Sent at once, the write's shortfall would be checked with the stopped replica still
+    // counted as streaming (its last acknowledgement recent): sent once it is counted out.
+    wait_counted_out(&master).await;
+    let line = write_acks().await;
+    let reply = client.cmd(&["SET", "during", "1"]).await;
+    // When the write is answered, the in-sync replica that cannot have it is stale in the
+    // persisted topology: the extra node's acknowledgement did not stand in for it.
+    let replicas = nodes.persisted_replicas(&named);
+    signal(pid, "CONT");
+    assert!(reply.is_ok(), "{reply:?}");
+    assert!(line.contains(",write_acks=2,"), "{line}");
+    assert_eq!(replicas, [(named, ReplicaState::Stale)]);
+}
+
+/// Waits until `master` lists its replica on 127.0.0.1 3 s behind in its acknowledgements.
+async fn wait_counted_out(master: &str) {
+    // Once the master has had no acknowledgement from the stopped replica for 3 s, the
+    // proxy's checks (every 0.5 s) count it out of those streaming: the one line left, the
+    // extra node's, must not be taken for it.
+    let master = master.to_owned();
+    wait_until(
+        Duration::from_secs(30),
+        "the master to list the stopped replica 3 s behind in its acknowledgements",
+        || {
+            let master = master.clone();
+            async move {
+                let listed = info_field(&master, "replication", "slave0").await;
+                let other = info_field(&master, "replication", "slave1").await;
+                [listed, other].into_iter().flatten().any(|line| {
+                    line.starts_with("ip=127.0.0.1,")
+                        && line
+                            .rsplit_once("lag=")
+                            .and_then(|(_, lag)| lag.parse::<u64>().ok())
+                            .is_some_and(|lag| lag >= 3)
+                })
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

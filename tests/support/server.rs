@@ -1,4 +1,5 @@
-//! A `redis-server` child process on a free 127.0.0.1 port, killed on drop.
+//! A `redis-server` child process on a free 127.0.0.1 port (or a given loopback address and
+//! port), killed on drop.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -8,7 +9,10 @@ use std::time::{Duration, Instant};
 /// One running redis-server.
 #[derive(Debug)]
 pub struct RedisServer {
-    /// Its port on 127.0.0.1.
+    /// The loopback address it binds (127.0.0.1 unless started by [`RedisServer::start_at`]),
+    /// and the source address of its connection to a master.
+    ip: String,
+    /// Its port on `ip`.
     pub port: u16,
     /// Extra arguments it was started with (kept for restarts).
     args: Vec<String>,
@@ -105,6 +109,7 @@ impl RedisServer {
     pub fn start_with(args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut server = Self {
+            ip: "127.0.0.1".to_owned(),
             port: 0,
             args: args.iter().map(|s| (*s).to_owned()).collect(),
             child: None,
@@ -120,6 +125,26 @@ impl RedisServer {
         panic!("redis-server did not start on a free port after 5 attempts");
     }
 
+    /// Starts a redis-server on loopback address `ip` (`127.0.0.3`, say: the same port can
+    /// then serve another node on 127.0.0.1) and `port`, which also connects to a master
+    /// from `ip`.
+    ///
+    /// # Panics
+    /// When it does not come up there.
+    #[must_use]
+    pub fn start_at(ip: &str, port: u16, args: &[&str]) -> Self {
+        let mut server = Self {
+            ip: ip.to_owned(),
+            port,
+            args: args.iter().map(|s| (*s).to_owned()).collect(),
+            child: None,
+            record: None,
+            dir: tempfile::tempdir().expect("temp dir"),
+        };
+        assert!(server.spawn(), "redis-server did not start at {ip}:{port}");
+        server
+    }
+
     fn spawn(&mut self) -> bool {
         let port = self.port.to_string();
         let child = Command::new("redis-server")
@@ -127,7 +152,7 @@ impl RedisServer {
                 "--port",
                 &port,
                 "--bind",
-                "127.0.0.1",
+                &self.ip,
                 "--save",
                 "",
                 "--appendonly",
@@ -135,6 +160,12 @@ impl RedisServer {
             ])
             .args(["--enable-debug-command", "yes", "--protected-mode", "no"])
             .args(sync_delay())
+            // Redis 7's option; the default address needs none.
+            .args(if self.ip == "127.0.0.1" {
+                vec![]
+            } else {
+                vec!["--bind-source-addr", self.ip.as_str()]
+            })
             .arg("--dir")
             .arg(self.dir.path())
             .args(&self.args)
@@ -175,7 +206,7 @@ impl RedisServer {
     }
 
     fn answers_ping(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+        let Ok(mut s) = TcpStream::connect((self.ip.as_str(), self.port)) else {
             return false;
         };
         let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
@@ -193,7 +224,7 @@ impl RedisServer {
         let Some(pid) = self.child.as_ref().map(Child::id) else {
             return false;
         };
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+        let Ok(mut s) = TcpStream::connect((self.ip.as_str(), self.port)) else {
             return false;
         };
         let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
@@ -226,10 +257,10 @@ impl RedisServer {
         false
     }
 
-    /// `127.0.0.1:PORT`.
+    /// `IP:PORT` (`127.0.0.1:PORT` unless started by [`RedisServer::start_at`]).
     #[must_use]
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.ip, self.port)
     }
 
     /// The process id, while it runs.
