@@ -49,11 +49,11 @@ pub(super) struct AckChecks {
     /// the round started wait here for the next one.
     waiting: Mutex<HashMap<NodeAddr, Vec<oneshot::Sender<AckVerdict>>>>,
     /// Replicas (as masters list them: IP and port) that a shortfall's check found below the
-    /// master's offset, and when: for [`MISSED_HOLD`] they are not counted among the
-    /// streaming replicas a `WAIT` waits for beyond the in-sync ones. The master's `lag=`
-    /// counts whole seconds, so a replica that has just stopped can still look as if it
-    /// acknowledged.
-    missed: Mutex<HashMap<(String, u16), Instant>>,
+    /// master's offset, with that offset and when: until they acknowledge it, for at most
+    /// [`MISSED_HOLD`], they are not counted among the streaming replicas a `WAIT` waits for
+    /// beyond the in-sync ones (see [`missed_since`]). The master's `lag=` counts whole
+    /// seconds, so a replica that has just stopped can still look as if it acknowledged.
+    missed: Mutex<Missed>,
     /// What the host names of replicas resolved to at the last replica check of their shard
     /// (see [`Controller::resolve_replica_names`]), to tell which line of a master's list is
     /// which replica. A name that has not resolved yet is not in it.
@@ -69,8 +69,23 @@ const ACK_LAG_S: u64 = 1;
 /// How long a replica check waits for the replicas' host names to resolve.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// How long a replica that missed a `WAIT` is not waited for unless it is in sync.
+/// How long at most a replica that missed a `WAIT` is not waited for unless it is in sync
+/// (by then a stopped one shows a `lag` above [`ACK_LAG_S`]).
 const MISSED_HOLD: Duration = Duration::from_secs(5);
+
+/// The replicas that missed a `WAIT` (see [`AckChecks::missed`]): by the master's `ip` and
+/// `port` of them, the master's offset they lacked and when.
+type Missed = HashMap<(String, u16), (u64, Instant)>;
+
+/// Whether the master's line `line` is a replica that missed a `WAIT` and has not
+/// acknowledged the offset it lacked since. Until it does, no `WAIT` sent after the miss
+/// can count its acknowledgements (they are below that offset), so leaving it out cannot
+/// let it stand in for an in-sync replica; once it does, it is waited for again.
+fn missed_since(missed: &Missed, line: &Attached) -> bool {
+    missed
+        .get(&(line.ip.clone(), line.port))
+        .is_some_and(|(lacked, _)| line.offset < *lacked)
+}
 
 impl AckChecks {
     /// Queues `done` for `master`; true when no round runs for it (the caller starts one).
@@ -278,7 +293,7 @@ impl Controller {
     /// [`Node::streaming`](crate::backend::Node::streaming)), from its `INFO replication`
     /// answer `info`: the acknowledgement of each write then waits for those that are not in
     /// sync too, so none of them stands in for an in-sync replica. A replica a shortfall
-    /// found behind is not waited for during [`MISSED_HOLD`].
+    /// found behind is not waited for until it acknowledges what it lacked ([`missed_since`]).
     pub(super) fn note_streaming_replicas(&self, shard: &Shard, info: &HashMap<String, String>) {
         let now = Instant::now();
         let streaming = {
@@ -287,7 +302,7 @@ impl Controller {
                 .missed
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            missed.retain(|_, at| now.duration_since(*at) < MISSED_HOLD);
+            missed.retain(|_, (_, at)| now.duration_since(*at) < MISSED_HOLD);
             let resolved = self
                 .acks
                 .resolved
@@ -296,7 +311,7 @@ impl Controller {
             let listed = shard.replicas.iter().map(|r| &r.addr);
             let by_port = |addr: &NodeAddr| self.state.ha.link(addr).is_none_or(|v| v.attached);
             streaming_online(&attached(info), listed, &resolved, by_port, |line| {
-                missed.contains_key(&(line.ip.clone(), line.port))
+                missed_since(&missed, line)
             })
         };
         let node = self.state.router.pool().node(&shard.master);
@@ -424,7 +439,7 @@ impl Controller {
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner);
                     for line in attached(&info).into_iter().filter(|l| l.offset < offset) {
-                        missed.insert((line.ip, line.port), now);
+                        missed.insert((line.ip, line.port), (offset, now));
                     }
                 }
                 self.note_streaming_replicas(&shard, &info);
@@ -807,6 +822,35 @@ mod tests {
                 listed: Vec::new().into(),
                 others: 1,
             }
+        );
+    }
+
+    #[test]
+    fn a_replica_that_missed_a_wait_counts_again_once_it_acknowledges_what_it_lacked() {
+        let line = |ip: &str, offset: u64| Attached {
+            ip: ip.into(),
+            port: 7001,
+            online: true,
+            offset,
+            lag: Some(0),
+        };
+        // It had acknowledged 400 when the master was at 500.
+        let missed: Missed = [(("127.0.0.1".to_owned(), 7001), (500, Instant::now()))].into();
+        assert!(
+            missed_since(&missed, &line("127.0.0.1", 400)),
+            "nothing since"
+        );
+        assert!(
+            missed_since(&missed, &line("127.0.0.1", 499)),
+            "catching up"
+        );
+        assert!(
+            !missed_since(&missed, &line("127.0.0.1", 500)),
+            "it has what it lacked: Redis's WAIT may count it again, so must the proxy"
+        );
+        assert!(
+            !missed_since(&missed, &line("127.0.0.2", 400)),
+            "another one"
         );
     }
 
