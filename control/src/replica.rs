@@ -76,6 +76,10 @@ struct ShardTrack {
     running: bool,
     /// No check before this.
     next: Option<Instant>,
+    /// The master the last check began with: a new one (a failover) is checked at once,
+    /// whenever the last check was, so that writes to it soon wait for the replicas that
+    /// stream from it (its node knows of none before its first check).
+    master: Option<NodeAddr>,
 }
 
 impl Tracker {
@@ -98,13 +102,17 @@ impl Tracker {
     }
 
     /// Marks a check of `shard` running if none runs and one is due.
-    fn begin(&self, shard: ShardId, now: Instant) -> bool {
+    fn begin(&self, shard: ShardId, master: &NodeAddr, now: Instant) -> bool {
         let mut shards = self.shards();
         let track = shards.entry(shard).or_default();
-        if track.running || track.next.is_some_and(|next| now < next) {
+        let same_master = track.master.as_ref() == Some(master);
+        if track.running || (same_master && track.next.is_some_and(|next| now < next)) {
             return false;
         }
         track.running = true;
+        if !same_master {
+            track.master = Some(master.clone());
+        }
         true
     }
 
@@ -207,7 +215,7 @@ impl Controller {
         if !master.is_up() || self.book().is_held(shard.id) {
             return;
         }
-        if !self.replicas.begin(shard.id, Instant::now()) {
+        if !self.replicas.begin(shard.id, &shard.master, Instant::now()) {
             return;
         }
         let controller = Arc::clone(self);
@@ -655,15 +663,38 @@ mod tests {
     }
 
     #[test]
-    fn checks_of_a_shard_do_not_overlap_and_wait_their_pause() {
+    fn checks_of_a_shard_do_not_overlap_and_wait_their_pause_unless_its_master_changed() {
         let tracker = Tracker::default();
         let now = Instant::now();
-        assert!(tracker.begin(ShardId(1), now));
-        assert!(!tracker.begin(ShardId(1), now), "one check at a time");
-        assert!(tracker.begin(ShardId(2), now), "shards are checked apart");
+        let (old, new): (NodeAddr, NodeAddr) = (
+            "127.0.0.1:7000".parse().unwrap(),
+            "127.0.0.1:7001".parse().unwrap(),
+        );
+        assert!(tracker.begin(ShardId(1), &old, now));
+        assert!(!tracker.begin(ShardId(1), &old, now), "one check at a time");
+        assert!(
+            !tracker.begin(ShardId(1), &new, now),
+            "even of a new master"
+        );
+        assert!(
+            tracker.begin(ShardId(2), &old, now),
+            "shards are checked apart"
+        );
         tracker.end(ShardId(1), Duration::from_secs(60));
-        assert!(!tracker.begin(ShardId(1), Instant::now()), "not due yet");
+        assert!(
+            !tracker.begin(ShardId(1), &old, Instant::now()),
+            "not due yet"
+        );
+        assert!(
+            tracker.begin(ShardId(1), &new, Instant::now()),
+            "a failover's new master is checked at once"
+        );
+        tracker.end(ShardId(1), Duration::from_secs(60));
+        assert!(
+            !tracker.begin(ShardId(1), &new, Instant::now()),
+            "then it waits"
+        );
         tracker.end(ShardId(2), Duration::ZERO);
-        assert!(tracker.begin(ShardId(2), Instant::now()));
+        assert!(tracker.begin(ShardId(2), &old, Instant::now()));
     }
 }
