@@ -319,18 +319,23 @@ impl Controller {
         if **before == streaming {
             return;
         }
-        let in_sync = shard
+        // Worth a line of the log: the stale replicas and the nodes outside the topology
+        // that stream (those being brought in sync are expected to, at every start).
+        let expected = shard
             .replicas
             .iter()
-            .filter(|r| r.state == ReplicaState::InSync)
+            .filter(|r| matches!(r.state, ReplicaState::InSync | ReplicaState::Syncing))
             .map(|r| &r.addr);
-        let (was, count) = (before.besides(in_sync.clone()), streaming.besides(in_sync));
+        let (was, count) = (
+            before.besides(expected.clone()),
+            streaming.besides(expected),
+        );
         drop(before);
         if was != count {
             if count == 0 {
-                info!(master = %shard.master, shard = %shard.name, "no replica that is not in sync streams from the master any more; writes wait for the in-sync replicas only");
+                info!(master = %shard.master, shard = %shard.name, "no stale replica or node outside the topology streams from the master any more");
             } else {
-                info!(master = %shard.master, shard = %shard.name, count, "replicas streaming from the master that are not in sync; writes wait for them too");
+                info!(master = %shard.master, shard = %shard.name, count, "stale replicas or nodes outside the topology stream from the master; writes wait for them too");
             }
         }
         node.set_streaming(&self.writer, streaming);
