@@ -19,6 +19,8 @@ run.py sends them):
         recv/send, epoll_wait, futex each), context switches, CPU migrations and task-clock
         during the case,
         and /proc/PID/stat its utime and stime: per request, each divided by N.
+  load  the proxy runs natively and the cases run with nothing measured: the training run of
+        a profile-guided build (scripts/build-pgo.sh).
   fds   the proxy runs natively; `perf record` of its read and write syscalls with their file
         descriptors, split between its connections to the nodes (the sockets whose peer is a
         master's port, open before the case) and the rest (the clients): reads and writes
@@ -147,6 +149,15 @@ def count_sys(proxy, port, case, n, clients, workdir, _keep):
     return " ".join(parts) + f"  [{bench}]"
 
 
+def run_load(_proxy, port, case, n, clients, _workdir, _keep):
+    """The case with nothing measured but redis-benchmark's own rate (`load`: a profile-guided
+    build's training run, see scripts/build-pgo.sh)."""
+    bench = subprocess.run(bench_argv(port, case, n, clients), check=True, capture_output=True, text=True)
+    last = bench.stdout.strip().splitlines()[-1].strip()
+    rate = re.search(r"[\d.]+ requests per second.*", last)
+    return f"[{rate.group(0) if rate else last}]"
+
+
 def node_fds(pid, masters):
     """The proxy's file descriptors that are TCP connections to one of `masters` (ports)."""
     inodes = {}
@@ -236,7 +247,7 @@ def run(args, workdir):
             if case not in CASES:
                 raise BenchError(f"unknown case {case!r} (one of {', '.join(CASES)})")
             n = args.n or (200_000 if CASES[case][1] > 1 else 50_000)
-            count = {"ir": count_ir, "sys": count_sys,
+            count = {"ir": count_ir, "sys": count_sys, "load": run_load,
                      "fds": lambda *a: count_fds(masters, *a)}[args.mode]
             result = count(proxy, port, case, n, args.clients, workdir, args.keep)
             print(f"{name} {case} n={n} c={args.clients} threads={args.threads}: {result}", flush=True)
@@ -246,8 +257,9 @@ def run(args, workdir):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["ir", "sys", "fds"],
-                        help="instructions (callgrind), syscalls (perf) or reads and writes per side (perf)")
+    parser.add_argument("mode", choices=["ir", "sys", "fds", "load"],
+                        help="instructions (callgrind), syscalls (perf), reads and writes per side (perf), "
+                             "or only the load (no measurement: a training run)")
     parser.add_argument("binary", help="the proxy's executable")
     parser.add_argument("--predixy", action="store_true", help="the binary is predixy, not redshard")
     parser.add_argument("--cases", default=",".join(DEFAULT_CASES), help="comma-separated, of: " + ", ".join(CASES))
