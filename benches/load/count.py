@@ -114,9 +114,15 @@ def bench_under_perf(perf_argv, port, case, n, clients, **popen):
     proxy) records; returns redis-benchmark's last line."""
     perf = subprocess.Popen(perf_argv, **popen)
     time.sleep(0.5)  # perf attached
-    bench = subprocess.run(bench_argv(port, case, n, clients), check=True, capture_output=True, text=True)
+    rate = bench_rate(port, case, n, clients)
     perf.send_signal(signal.SIGINT)
     perf.wait()
+    return rate
+
+
+def bench_rate(port, case, n, clients):
+    """Runs the case with redis-benchmark; returns its last line's numbers."""
+    bench = subprocess.run(bench_argv(port, case, n, clients), check=True, capture_output=True, text=True)
     last = bench.stdout.strip().splitlines()[-1].strip()
     # A custom command's line starts with the whole command: keep the numbers.
     rate = re.search(r"[\d.]+ requests per second.*", last)
@@ -152,10 +158,7 @@ def count_sys(proxy, port, case, n, clients, workdir, _keep):
 def run_load(_proxy, port, case, n, clients, _workdir, _keep):
     """The case with nothing measured but redis-benchmark's own rate (`load`: a profile-guided
     build's training run, see scripts/build-pgo.sh)."""
-    bench = subprocess.run(bench_argv(port, case, n, clients), check=True, capture_output=True, text=True)
-    last = bench.stdout.strip().splitlines()[-1].strip()
-    rate = re.search(r"[\d.]+ requests per second.*", last)
-    return f"[{rate.group(0) if rate else last}]"
+    return f"[{bench_rate(port, case, n, clients)}]"
 
 
 def node_fds(pid, masters):

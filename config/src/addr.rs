@@ -1,7 +1,7 @@
 //! Backend node addresses.
 
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -77,6 +77,12 @@ impl NodeAddr {
         host.strip_prefix('[')
             .and_then(|h| h.strip_suffix(']'))
             .unwrap_or(host)
+    }
+
+    /// The host as an IP address; `None` when it is a hostname.
+    #[must_use]
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.host().parse().ok()
     }
 
     /// The TCP port.

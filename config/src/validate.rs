@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Display;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::ops::Range;
 
 use toml::Spanned;
@@ -275,7 +275,7 @@ fn unassigned_message(missing: &[SlotRange]) -> String {
 
 /// Whether connecting to `addr` would reach the proxy's own listener.
 fn is_listen_addr(addr: &NodeAddr, listen: SocketAddr) -> bool {
-    let Ok(ip) = addr.host().parse::<IpAddr>() else {
+    let Some(ip) = addr.ip() else {
         return false;
     };
     if addr.port() != listen.port() {

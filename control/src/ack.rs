@@ -189,14 +189,14 @@ fn fit(line: &Attached, addr: &NodeAddr, resolved: &Resolved) -> Fit {
         return Fit::No;
     }
     let seen = line.ip.parse::<IpAddr>().ok().map(|ip| ip.to_canonical());
-    if let Ok(want) = addr.host().parse::<IpAddr>() {
+    if let Some(want) = addr.ip() {
         return if seen == Some(want.to_canonical()) {
             Fit::Address
         } else {
             Fit::No
         };
     }
-    let resolved_to = resolved.get(&addr.host().to_ascii_lowercase());
+    let resolved_to = resolved.get(addr.host());
     if line.ip.eq_ignore_ascii_case(addr.host())
         || seen.is_some_and(|seen| resolved_to.is_some_and(|ips| ips.contains(&seen)))
     {
@@ -272,14 +272,14 @@ fn streaming_online<'a>(
     }
 }
 
-/// The host names (lower case) and ports of `shard`'s replicas that the topology names by a
-/// host name rather than an IP address.
+/// The host names and ports of `shard`'s replicas that the topology names by a host name
+/// rather than an IP address.
 pub(super) fn replica_names(shard: &Shard) -> Vec<(String, u16)> {
     shard
         .replicas
         .iter()
-        .filter(|r| r.addr.host().parse::<IpAddr>().is_err())
-        .map(|r| (r.addr.host().to_ascii_lowercase(), r.addr.port()))
+        .filter(|r| r.addr.ip().is_none())
+        .map(|r| (r.addr.host().to_owned(), r.addr.port()))
         .collect()
 }
 
@@ -529,7 +529,7 @@ impl Controller {
                     .iter()
                     .find(|a| fit(a, &replica.addr, &resolved) == Fit::Address)
             };
-            let named = replica.addr.host().parse::<IpAddr>().is_err();
+            let named = replica.addr.ip().is_none();
             let reason = match line {
                 // A host name whose line is not known for sure (not resolved, or the master
                 // saw it at another address): only the replica itself can tell.
