@@ -107,15 +107,7 @@ impl RedisServer {
     /// When `redis-server` is not installed or does not come up.
     #[must_use]
     pub fn start_with(args: &[&str]) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut server = Self {
-            ip: "127.0.0.1".to_owned(),
-            port: 0,
-            args: args.iter().map(|s| (*s).to_owned()).collect(),
-            child: None,
-            record: None,
-            dir,
-        };
+        let mut server = Self::unstarted("127.0.0.1", 0, args);
         for _attempt in 0..5 {
             server.port = free_port();
             if server.spawn() {
@@ -133,16 +125,21 @@ impl RedisServer {
     /// When it does not come up there.
     #[must_use]
     pub fn start_at(ip: &str, port: u16, args: &[&str]) -> Self {
-        let mut server = Self {
+        let mut server = Self::unstarted(ip, port, args);
+        assert!(server.spawn(), "redis-server did not start at {ip}:{port}");
+        server
+    }
+
+    /// A server not started yet, with its own data directory.
+    fn unstarted(ip: &str, port: u16, args: &[&str]) -> Self {
+        Self {
             ip: ip.to_owned(),
             port,
             args: args.iter().map(|s| (*s).to_owned()).collect(),
             child: None,
             record: None,
             dir: tempfile::tempdir().expect("temp dir"),
-        };
-        assert!(server.spawn(), "redis-server did not start at {ip}:{port}");
-        server
+        }
     }
 
     fn spawn(&mut self) -> bool {
